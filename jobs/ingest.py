@@ -1,0 +1,457 @@
+"""Ingest: sharded Parquet/CSV → one Ray Dataset with a reconciled schema, features inferred, split assigned.
+
+`ingest(spec.data)` checks every shard's schema up front (cheap: Parquet footers, the first CSV block), so a
+shard missing a column or holding an incompatible type is named before any Ray task runs. It then reads with
+Ray Data, drops rows without a label (counted), infers what the spec leaves open and assigns a seeded,
+stratified train/val/test split.
+"""
+from __future__ import annotations
+
+import fnmatch
+import glob as globlib
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray
+
+from jobs.spec import DataSpec
+
+SPLIT_COLUMN = "_split"
+TRAIN, VAL, TEST = 0, 1, 2
+_EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+# Labels with at most this many distinct integral values are taken as classes when data.task is omitted.
+_MAX_INFERRED_CLASSES = 20
+
+
+class DataError(ValueError):
+    """The data cannot be used as given; the message names the file or column and the fix."""
+
+
+@dataclass
+class IngestResult:
+    dataset: ray.data.Dataset           # reconciled, label present, with SPLIT_COLUMN; materialized
+    files: list[str]
+    format: str
+    schema: pa.Schema                   # reconciled schema of the used columns (label included)
+    label: str
+    task: str
+    numeric: list[str]
+    categorical: list[str]
+    classes: Optional[list[Any]]        # classification: sorted label values
+    rows_read: int
+    rows_dropped_missing_label: int
+    split_rows: dict[str, int]
+    class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    inferred: dict[str, str] = field(default_factory=dict)   # what was inferred, and why
+    unused_columns: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+
+    def split(self, which: int) -> ray.data.Dataset:
+        return self.dataset.map_batches(_keep_split, fn_kwargs={"which": which}, batch_format="pyarrow")
+
+    def summary(self) -> dict:
+        return {"files": len(self.files), "format": self.format, "rows_read": self.rows_read,
+                "rows_dropped_missing_label": self.rows_dropped_missing_label, "label": self.label,
+                "task": self.task, "classes": self.classes, "numeric": self.numeric,
+                "categorical": self.categorical, "unused_columns": self.unused_columns,
+                "inferred": self.inferred, "split_rows": self.split_rows, "class_counts": self.class_counts,
+                "fingerprint": self.fingerprint}
+
+
+def _keep_split(batch: pa.Table, which: int) -> pa.Table:
+    return batch.filter(pc.equal(batch[SPLIT_COLUMN], which)).drop_columns([SPLIT_COLUMN])
+
+
+# ---------------------------------------------------------------------------------------------- files
+def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], list[str]]:
+    """Expand directories and globs. Returns (filesystem, paths for pyarrow, display names)."""
+    entries = path if isinstance(path, list) else [path]
+    fs: Optional[pafs.FileSystem] = None
+    found: list[str] = []
+    for entry in entries:
+        if "://" in entry:
+            wild = next((i for i, ch in enumerate(entry) if ch in "*?["), None)
+            base = entry if wild is None else entry[:wild].rsplit("/", 1)[0]
+            try:
+                entry_fs, root = pafs.FileSystem.from_uri(base)
+                info = entry_fs.get_file_info(root)
+            except Exception as exc:
+                raise DataError(f"data.path: cannot open {entry!r}: {exc}") from None
+            if info.type == pafs.FileType.NotFound:
+                raise DataError(f"data.path: {entry} does not exist; check the bucket and prefix")
+            if wild is not None:
+                pattern = root.rstrip("/") + "/" + entry[len(base):].lstrip("/")
+                listing = entry_fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                hits = sorted(i.path for i in listing
+                              if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, pattern))
+            else:
+                hits = _list_dir(entry_fs, root) if info.type == pafs.FileType.Directory else [root]
+        else:
+            entry_fs = pafs.LocalFileSystem()
+            expanded = os.path.expanduser(entry)
+            if any(ch in expanded for ch in "*?["):
+                hits = sorted(p for p in globlib.glob(expanded, recursive=True) if os.path.isfile(p))
+            elif os.path.isdir(expanded):
+                hits = _list_dir(entry_fs, os.path.abspath(expanded))
+            elif os.path.isfile(expanded):
+                hits = [os.path.abspath(expanded)]
+            else:
+                raise DataError(f"data.path: {entry!r} does not exist (looked in {os.getcwd()}); "
+                                "paths are relative to the directory you run trainyard from")
+            hits = [os.path.abspath(h) for h in hits]
+            if not hits:
+                raise DataError(f"data.path: {entry!r} matches no Parquet or CSV files")
+        if fs is not None and type(fs) is not type(entry_fs):
+            raise DataError("data.path mixes local paths and URIs; keep all shards on one filesystem")
+        fs = entry_fs
+        found.extend(hits)
+    if not found:
+        raise DataError(f"data.path: {path!r} holds no Parquet or CSV files")
+    return fs, found, found
+
+
+def _list_dir(fs: pafs.FileSystem, root: str) -> list[str]:
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    files = sorted(i.path for i in infos if i.type == pafs.FileType.File
+                   and not os.path.basename(i.path).startswith((".", "_"))
+                   and os.path.splitext(i.path)[1].lower() in _EXTENSIONS)
+    if not files:
+        raise DataError(f"data.path: the directory {root} holds no .parquet or .csv files")
+    return files
+
+
+def infer_format(files: list[str], given: Optional[str]) -> str:
+    if given:
+        return given
+    kinds = {_EXTENSIONS.get(os.path.splitext(f)[1].lower()) for f in files}
+    if None in kinds:
+        odd = [f for f in files if os.path.splitext(f)[1].lower() not in _EXTENSIONS][:3]
+        raise DataError(f"cannot infer data.format from {odd}; set data.format: parquet or csv")
+    if len(kinds) > 1:
+        raise DataError("data.path mixes Parquet and CSV files; point it at one format or set data.format")
+    return kinds.pop()
+
+
+# ---------------------------------------------------------------------------------------------- schema
+def _file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
+    try:
+        if fmt == "parquet":
+            return pq.read_schema(path, filesystem=fs)
+        with fs.open_input_stream(path) as stream:
+            reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=4 << 20))
+            return reader.schema
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{path}: cannot read it as {fmt} ({type(exc).__name__}: {exc}); "
+                        f"the file is corrupt or not a {fmt} file; remove or replace it") from None
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_null(t):
+        return "null"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
+        return "string"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "time"
+    return "other"
+
+
+_UNIFIED = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
+
+
+def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude: set[str]) -> pa.Schema:
+    """One schema for all shards: int+float promote to float; anything else mixed is an error naming the file."""
+    first_file, first = next(iter(schemas.items()))
+    columns = [n for n in first.names if n not in exclude and (wanted is None or n in wanted)]
+    problems = []
+    for f, s in schemas.items():
+        missing = [c for c in columns if c not in s.names]
+        if missing:
+            problems.append(f"{f}: missing column(s) {missing} that {first_file} has; "
+                            "fix the shard, or list the column under data.features.exclude")
+        extra = [n for n in s.names if n not in exclude and n not in first.names and (wanted is None or n in wanted)]
+        if extra:
+            problems.append(f"{f}: has column(s) {extra} that {first_file} lacks; "
+                            "fix the shard, or list the column under data.features.exclude")
+    fields = []
+    for c in columns:
+        kinds = {f: _kind(s.field(c).type) for f, s in schemas.items() if c in s.names}
+        distinct = set(kinds.values()) - {"null"}
+        if distinct <= {"int", "float"} and distinct:
+            unified = "float" if "float" in distinct else "int"
+        elif len(distinct) == 1 and next(iter(distinct)) in _UNIFIED:
+            unified = next(iter(distinct))
+        elif not distinct:
+            unified = "float"  # all-null everywhere: a numeric column that is always imputed
+        else:
+            if len(distinct) == 1:
+                problems.append(f"column {c!r} has type {schemas[first_file].field(c).type} which trainyard cannot "
+                                "use as a feature; list it under data.features.exclude")
+                continue
+            by_kind: dict[str, str] = {}
+            for f, k in kinds.items():
+                by_kind.setdefault(k, f)
+            detail = ", ".join(f"{k} in {f}" for k, f in by_kind.items())
+            problems.append(f"column {c!r} has incompatible types across shards ({detail}); "
+                            "make the shards agree or exclude the column")
+            continue
+        fields.append(pa.field(c, _UNIFIED[unified]))
+    if problems:
+        raise DataError("\n".join(problems))
+    return pa.schema(fields)
+
+
+def _cast(batch: pa.Table, schema: pa.Schema, label: str) -> pa.Table:
+    cols = []
+    for f in schema:
+        col = batch[f.name] if f.name in batch.column_names else pa.nulls(len(batch), f.type)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        col = col.cast(f.type)
+        if pa.types.is_floating(f.type):
+            # NaN and null both mean "missing" to trainyard; keep one representation.
+            col = pc.if_else(pc.is_nan(col), pa.scalar(None, f.type), col)
+        cols.append(col)
+    table = pa.Table.from_arrays(cols, schema=schema)
+    return table.append_column("_label_missing", pc.cast(pc.is_null(table[label]), pa.int64()))
+
+
+# ---------------------------------------------------------------------------------------------- probes
+def _probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
+    """Per-block facts for inference: distinct values (capped), integrality, null counts."""
+    out = {}
+    for c in columns:
+        col = batch[c]
+        valid = pc.drop_null(col)
+        uniq = pc.unique(valid)
+        info = {"nulls": col.null_count, "n": len(col)}
+        if len(uniq) <= cap:
+            info["distinct"] = [_jsonable(v) for v in uniq.to_pylist()]
+        if pa.types.is_floating(col.type) and len(valid):
+            info["integral"] = bool(pc.all(pc.equal(pc.floor(valid), valid)).as_py())
+        out[c] = info
+    return {"probe": np.array([json.dumps(out)], dtype=object)}
+
+
+def _jsonable(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def _merge_probes(rows: list[str], columns: list[str]) -> dict:
+    merged = {c: {"nulls": 0, "n": 0, "distinct": set(), "capped": False, "integral": True} for c in columns}
+    for row in rows:
+        for c, info in json.loads(row).items():
+            m = merged[c]
+            m["nulls"] += info["nulls"]
+            m["n"] += info["n"]
+            if "distinct" in info:
+                m["distinct"].update(info["distinct"])
+            else:
+                m["capped"] = True
+            m["integral"] = m["integral"] and info.get("integral", True)
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------- split
+def _with_split_key(batch: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Drop label-less rows and add `_u`, a uniform number in [0, 1) derived from the row's content.
+
+    Hashing content (not position) makes the split independent of shard order and block boundaries, and puts
+    identical rows in the same split, so duplicates cannot leak from train into test.
+    """
+    batch = batch[batch["_label_missing"] == 0].drop(columns=["_label_missing"])
+    key = hashlib.sha256(str(seed).encode()).hexdigest()[:16]
+    h = pd.util.hash_pandas_object(batch, index=False, hash_key=key).to_numpy(dtype=np.uint64)
+    return batch.assign(_u=(h >> np.uint64(11)).astype(np.float64) / float(1 << 53))
+
+
+def split_thresholds(labels: np.ndarray, u: np.ndarray, val: float, test: float,
+                     stratify: bool) -> dict[Any, tuple[float, float]]:
+    """Per class (or globally), the `_u` cut-offs for test and val that give exact fractions.
+
+    Counts are floored, so a class with very few rows stays in train rather than vanishing from it.
+    """
+    groups = {}
+    keys = pd.unique(labels) if stratify else [None]
+    for k in keys:
+        us = np.sort(u[labels == k] if stratify else u)
+        n = len(us)
+        n_test, n_val = int(np.floor(n * test)), int(np.floor(n * val))
+        t_cut = us[n_test - 1] if n_test else -1.0
+        v_cut = us[n_test + n_val - 1] if n_val else t_cut
+        groups[_jsonable(k)] = (float(t_cut), float(v_cut))
+    return groups
+
+
+def _assign_split(batch: pd.DataFrame, label: str, cuts: dict, stratify: bool) -> pd.DataFrame:
+    u = batch["_u"].to_numpy()
+    if stratify:
+        keys = batch[label].map(_jsonable)
+        t_cut = keys.map(lambda k: cuts[k][0]).to_numpy(dtype=np.float64)
+        v_cut = keys.map(lambda k: cuts[k][1]).to_numpy(dtype=np.float64)
+    else:
+        t_cut, v_cut = cuts[None]
+    split = np.where(u <= t_cut, TEST, np.where(u <= v_cut, VAL, TRAIN)).astype(np.int8)
+    return batch.drop(columns=["_u"]).assign(**{SPLIT_COLUMN: split})
+
+
+# ---------------------------------------------------------------------------------------------- ingest
+def fingerprint(fs: pafs.FileSystem, files: list[str]) -> str:
+    h = hashlib.sha256()
+    for info in fs.get_file_info(files):
+        h.update(f"{info.path}|{info.size}|{info.mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def ingest(data: DataSpec, *, progress=print) -> IngestResult:
+    fs, files, _ = resolve_files(data.path)
+    fmt = infer_format(files, data.format)
+    exclude = set(data.features.exclude)
+    explicit = None
+    if data.features.numeric is not None and data.features.categorical is not None:
+        explicit = set(data.features.numeric) | set(data.features.categorical) | {data.label}
+    schemas = {f: _file_schema(fs, f, fmt) for f in files}
+    if all(data.label not in s.names for s in schemas.values()):
+        cols = sorted(next(iter(schemas.values())).names)
+        raise DataError(f"label column {data.label!r} is in none of the {len(files)} file(s) under "
+                        f"{data.path!r}; columns are {cols}. Fix data.label")
+    for listed in (data.features.numeric or []) + (data.features.categorical or []):
+        if all(listed not in s.names for s in schemas.values()):
+            raise DataError(f"data.features lists column {listed!r}, which is in none of the files; "
+                            f"columns are {sorted(next(iter(schemas.values())).names)}")
+    schema = reconcile(schemas, explicit, exclude)
+    all_columns = [n for n in next(iter(schemas.values())).names if n not in exclude]
+    unused = [c for c in all_columns if explicit is not None and c not in explicit]
+    progress(f"[ingest] {len(files)} {fmt} file(s), {len(schema)} column(s) used")
+
+    if fmt == "parquet":
+        raw = ray.data.read_parquet(files, filesystem=fs, columns=schema.names)
+    else:
+        raw = ray.data.read_csv(files, filesystem=fs,
+                                convert_options=pacsv.ConvertOptions(include_columns=schema.names,
+                                                                     column_types=schema))
+    ds = raw.map_batches(_cast, fn_kwargs={"schema": schema, "label": data.label}, batch_format="pyarrow")
+    try:
+        ds = ds.materialize()
+    except Exception as exc:
+        raise DataError(f"reading {data.path!r} failed: {_root_cause(exc)}") from None
+    rows_read = ds.count()
+    if rows_read == 0:
+        raise DataError(f"data.path {data.path!r}: the files hold no rows")
+
+    columns = [c for c in schema.names if c != data.label]
+    probe_rows = ds.map_batches(_probe, fn_kwargs={"columns": schema.names, "cap": _MAX_INFERRED_CLASSES * 5},
+                                batch_format="pyarrow", batch_size=None).take_all()
+    facts = _merge_probes([r["probe"] for r in probe_rows], schema.names)
+    label_facts = facts[data.label]
+    dropped = label_facts["nulls"]
+    if dropped == rows_read:
+        raise DataError(f"label column {data.label!r} is empty in every row of {data.path!r}")
+
+    inferred: dict[str, str] = {}
+    task = data.task or _infer_task(schema.field(data.label).type, label_facts, inferred, data.label)
+    numeric, categorical = _infer_features(schema, columns, data, facts, inferred)
+
+    ds = ds.map_batches(_with_split_key, fn_kwargs={"seed": data.split.seed}, batch_format="pandas")
+    keys = ds.select_columns([data.label, "_u"]).to_pandas()
+    labels = keys[data.label].to_numpy()
+    classes = None
+    class_counts: dict[str, dict[str, int]] = {}
+    if task == "classification":
+        if schema.field(data.label).type == pa.float64() and not label_facts["integral"]:
+            raise DataError(f"label {data.label!r} has fractional values but data.task is classification; "
+                            "use task: regression or fix the label")
+        classes = sorted(pd.unique(labels).tolist(), key=lambda v: (str(type(v)), v))
+        classes = [_jsonable(c) for c in classes]
+        if len(classes) < 2:
+            raise DataError(f"label {data.label!r} has a single class ({classes[0]!r}) in {len(labels)} rows; "
+                            "classification needs at least two. Check the label column or the data path")
+    elif not pa.types.is_integer(schema.field(data.label).type) and not pa.types.is_floating(schema.field(data.label).type):
+        raise DataError(f"label {data.label!r} is {schema.field(data.label).type}, which cannot be regressed; "
+                        "use task: classification")
+    stratify = task == "classification"
+    cuts = split_thresholds(labels, keys["_u"].to_numpy(), data.split.val, data.split.test, stratify)
+    ds = ds.map_batches(_assign_split, fn_kwargs={"label": data.label, "cuts": cuts, "stratify": stratify},
+                        batch_format="pandas").materialize()
+    splits = ds.select_columns([data.label, SPLIT_COLUMN]).to_pandas()
+    names = {TRAIN: "train", VAL: "val", TEST: "test"}
+    split_rows = {names[k]: int((splits[SPLIT_COLUMN] == k).sum()) for k in names}
+    if split_rows["train"] == 0:
+        raise DataError("the train split is empty; lower data.split.val / data.split.test or add rows")
+    if stratify:
+        for k, name in names.items():
+            vc = splits.loc[splits[SPLIT_COLUMN] == k, data.label].value_counts()
+            class_counts[name] = {str(_jsonable(c)): int(n) for c, n in vc.items()}
+    return IngestResult(dataset=ds, files=files, format=fmt, schema=schema, label=data.label, task=task,
+                        numeric=numeric, categorical=categorical, classes=classes, rows_read=rows_read,
+                        rows_dropped_missing_label=int(dropped), split_rows=split_rows,
+                        class_counts=class_counts, inferred=inferred, unused_columns=unused,
+                        fingerprint=fingerprint(fs, files))
+
+
+def _infer_task(label_type: pa.DataType, facts: dict, inferred: dict, label: str) -> str:
+    kind = _kind(label_type)
+    distinct = None if facts["capped"] else len(facts["distinct"])
+    if kind in ("string", "bool"):
+        task, why = "classification", f"{kind} label"
+    elif kind in ("int", "float") and facts["integral"] and distinct is not None and distinct <= _MAX_INFERRED_CLASSES:
+        task, why = "classification", f"{distinct} distinct integral values"
+    elif kind in ("int", "float"):
+        task, why = "regression", "numeric label with many distinct values"
+    else:
+        raise DataError(f"label {label!r} has type {label_type}; it can be neither classified nor regressed")
+    inferred["task"] = f"{task} ({why}); set data.task to override"
+    return task
+
+
+def _infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts: dict,
+                    inferred: dict) -> tuple[list[str], list[str]]:
+    given_num, given_cat = data.features.numeric, data.features.categorical
+    numeric, categorical = [], []
+    for c in columns:
+        kind = _kind(schema.field(c).type)
+        if given_num is not None and c in given_num:
+            if kind == "string":
+                raise DataError(f"data.features.numeric lists {c!r}, but it holds text; move it to categorical")
+            numeric.append(c)
+        elif given_cat is not None and c in given_cat:
+            categorical.append(c)
+        elif given_num is not None and given_cat is not None:
+            continue  # both lists given: the column is reported as unused
+        elif kind in ("string", "bool"):
+            categorical.append(c)
+            inferred[c] = f"categorical ({kind})"
+        elif (kind == "int" and not facts[c]["capped"]
+              and len(facts[c]["distinct"]) <= data.preprocess.categorical_max_ints):
+            categorical.append(c)
+            inferred[c] = f"categorical ({len(facts[c]['distinct'])} distinct integers)"
+        else:
+            numeric.append(c)
+            inferred[c] = "numeric"
+    if not numeric and not categorical:
+        raise DataError("no feature columns are left after data.features.exclude; keep at least one")
+    return numeric, categorical
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost message of an exception chain (Ray wraps task errors several levels deep)."""
+    seen = exc
+    while getattr(seen, "cause", None) is not None or seen.__cause__ is not None:
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    text = str(seen).strip().splitlines()
+    return text[-1] if text else type(seen).__name__

@@ -1,0 +1,272 @@
+"""The job spec: one YAML file describes a job. Pydantic v2 models, unknown keys are errors.
+
+`load_spec(path, overrides)` reads, applies `--set a.b=value` overrides and validates, collecting every
+problem before raising one `SpecError` whose lines each name the file, the field, the value and the fix.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CLASSIFICATION_METRICS = ("val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1", "val_auc")
+REGRESSION_METRICS = ("val_loss", "val_mae", "val_rmse", "val_r2")
+# Metrics where bigger is better; everything else is minimised.
+MAXIMISED_METRICS = {"val_accuracy", "val_precision", "val_recall", "val_f1", "val_auc", "val_r2"}
+
+
+class SpecError(ValueError):
+    """A spec that cannot run. `problems` holds one line per problem; str() lists them all."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(f"  - {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FeatureSpec(_Strict):
+    """Which columns are features. Omitted lists are inferred from the data (see the run summary)."""
+
+    numeric: Optional[list[str]] = Field(None, description="Columns treated as numbers (imputed, scaled).")
+    categorical: Optional[list[str]] = Field(None, description="Columns one-hot encoded, with an 'unknown' slot.")
+    exclude: list[str] = Field(default_factory=list, description="Columns never used (ids, timestamps, leaks).")
+
+    @model_validator(mode="after")
+    def _no_overlap(self):
+        both = set(self.numeric or []) & set(self.categorical or [])
+        if both:
+            raise ValueError(f"columns {sorted(both)} are listed as both numeric and categorical; keep each in one list")
+        return self
+
+
+class SplitSpec(_Strict):
+    """Deterministic train/val/test split, stratified by label for classification."""
+
+    val: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction of rows for validation.")
+    test: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction of rows for the test metrics.")
+    seed: int = Field(0, description="Seed of the split; the same seed gives the same split.")
+
+    @model_validator(mode="after")
+    def _leaves_train(self):
+        if self.val + self.test >= 0.95:
+            raise ValueError(f"val + test = {self.val + self.test:g} leaves (almost) nothing to train on; keep it below 0.95")
+        return self
+
+
+class PreprocessSpec(_Strict):
+    """Preprocessing fitted on the train split only; its state is plain JSON in the bundle."""
+
+    impute: Literal["mean", "median", "most_frequent", "constant"] = Field(
+        "median", description="How missing numeric values are filled.")
+    fill_value: float = Field(0.0, description="The value used when impute is 'constant'.")
+    scale: Literal["standard", "minmax", "none"] = Field("standard", description="Numeric scaling.")
+    max_categories: int = Field(50, gt=0, description="Most frequent categories kept per column; rarer ones map to 'unknown'.")
+    unknown_category: Literal["ignore", "error"] = Field(
+        "ignore", description="At prediction time: map an unseen category to the 'unknown' slot, or reject the record.")
+    categorical_max_ints: int = Field(
+        10, ge=0, description="Integer columns with at most this many distinct values are inferred categorical.")
+
+
+class DataSpec(_Strict):
+    path: Union[str, list[str]] = Field(description="A directory, a glob, a file, or a list of them; local or a pyarrow URI.")
+    format: Optional[Literal["parquet", "csv"]] = Field(None, description="Inferred from file extensions when omitted.")
+    label: str = Field(description="The column to predict.")
+    task: Optional[Literal["classification", "regression"]] = Field(
+        None, description="Inferred from the label when omitted: strings, booleans and few distinct ints classify.")
+    features: FeatureSpec = Field(default_factory=FeatureSpec)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
+
+    @field_validator("path")
+    @classmethod
+    def _non_empty(cls, v):
+        if (isinstance(v, str) and not v.strip()) or (isinstance(v, list) and not v):
+            raise ValueError("data.path is empty; give a directory, a glob or a list of files")
+        return v
+
+    @model_validator(mode="after")
+    def _label_not_a_feature(self):
+        listed = set((self.features.numeric or []) + (self.features.categorical or []))
+        if self.label in listed:
+            raise ValueError(f"the label {self.label!r} is also listed as a feature; remove it from data.features")
+        return self
+
+
+class ModelSpec(_Strict):
+    kind: Literal["mlp"] = Field("mlp", description="mlp: a multilayer perceptron for tabular data.")
+    hidden: list[int] = Field(default_factory=lambda: [128, 64], description="Hidden layer widths.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, v):
+        if any(h <= 0 for h in v):
+            raise ValueError(f"hidden sizes must be positive integers, got {v}")
+        return v
+
+
+class EarlyStopSpec(_Strict):
+    metric: str = Field("val_loss", description="A validation metric, e.g. val_loss, val_f1, val_rmse.")
+    patience: int = Field(5, ge=1, description="Epochs without improvement before stopping.")
+    mode: Optional[Literal["min", "max"]] = Field(None, description="Inferred from the metric when omitted.")
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v):
+        known = sorted(set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS))
+        if v not in known:
+            raise ValueError(f"unknown metric {v!r}; use one of {', '.join(known)}")
+        return v
+
+    @property
+    def resolved_mode(self) -> str:
+        return self.mode or metric_mode(self.metric)
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(20, gt=0)
+    batch_size: int = Field(128, gt=0, description="Per-worker batch size.")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    loss: Literal["auto", "cross_entropy", "mse", "huber"] = Field(
+        "auto", description="auto: cross_entropy for classification, mse for regression.")
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight classes by inverse frequency (imbalanced labels).")
+    workers: int = Field(2, ge=1, description="Data-parallel Ray Train workers.")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: Union[bool, Literal["auto"]] = Field("auto", description="auto: use GPUs when the cluster has them.")
+    early_stop: Optional[EarlyStopSpec] = Field(default_factory=EarlyStopSpec, description="null disables it.")
+    max_failures: int = Field(2, ge=0, description="Worker failures survived by resuming from the last checkpoint.")
+    seed: int = 0
+    cache: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="memory: each worker holds its shard as tensors; stream: iterate Ray Data every epoch; "
+                            "auto: memory when the shard is under cache_limit_mb.")
+    cache_limit_mb: int = Field(2048, gt=0)
+
+
+class JobSpec(_Strict):
+    name: str = Field(description="Job name: letters, digits, '.', '_' and '-'.")
+    data: DataSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    output: Optional[str] = Field(None, description="Where runs, checkpoints and the bundle go; default runs/<name>.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError(f"name {v!r} must use letters, digits, '.', '_' and '-' and start with a letter or digit")
+        return v
+
+    @property
+    def output_dir(self) -> str:
+        return self.output or f"runs/{self.name}"
+
+
+def metric_mode(metric: str) -> str:
+    return "max" if metric in MAXIMISED_METRICS else "min"
+
+
+def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> dict:
+    """`train.epochs=3` style overrides; values are parsed as YAML (3 → int, [1, 2] → list, null → None)."""
+    problems = []
+    for item in overrides or []:
+        if "=" not in item:
+            problems.append(f"{source} {item!r}: expected FIELD=VALUE, e.g. --set train.epochs=3")
+            continue
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            problems.append(f"{source} {item!r}: the field name is empty")
+            continue
+        node = raw
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            problems.append(f"{source} {item!r}: the value is not valid YAML ({exc.problem})")
+    if problems:
+        raise SpecError(problems)
+    return raw
+
+
+def _format_errors(err: ValidationError, source: str, raw: dict) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        kind = e["type"]
+        value = e.get("input")
+        if kind == "extra_forbidden":
+            parent = _allowed_keys(e["loc"][:-1])
+            hint = f"remove it or fix the spelling; allowed keys here: {', '.join(parent)}" if parent else "remove it"
+            lines.append(f"{source}: {loc}: unknown key. Fix: {hint}")
+        elif kind == "missing":
+            lines.append(f"{source}: {loc}: required but missing. Fix: add {loc}: <value>")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {loc}: {msg} (got {value!r})" if not isinstance(value, dict)
+                         else f"{source}: {loc}: {msg}")
+    return lines
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: Any = JobSpec
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        # Unwrap Optional[Model]
+        for cand in getattr(ann, "__args__", (ann,)):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                ann = cand
+                break
+        model = ann
+    return list(getattr(model, "model_fields", {}).keys())
+
+
+def validate_spec(raw: Any, source: str = "<spec>") -> JobSpec:
+    if not isinstance(raw, dict):
+        raise SpecError([f"{source}: the spec must be a YAML mapping (name:, data:, model:, train:), "
+                         f"got {type(raw).__name__}"])
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_format_errors(err, source, raw)) from None
+
+
+def load_raw(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError([f"{path}: no such spec file (give the path of a YAML job spec)"])
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError([f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"]) from None
+    return raw if raw is not None else {}
+
+
+def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> JobSpec:
+    """Read, override and validate a spec file; every problem is reported at once."""
+    raw = load_raw(path)
+    if isinstance(raw, dict):
+        raw = apply_overrides(raw, overrides or [])
+    return validate_spec(raw, str(path))
+
+
+def dump_spec(spec: JobSpec) -> str:
+    """The resolved spec (defaults filled in) as YAML, for the bundle and the run directory."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
