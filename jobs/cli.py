@@ -1,0 +1,132 @@
+"""`trainyard` — one console script; each subcommand maps to a stage entry.
+
+    trainyard validate SPEC            check a spec (exit 2 listing every problem)
+    trainyard train SPEC               ingest → preprocess → train → evaluate → bundle
+    trainyard run SPEC                 the whole job (tunes when the spec has a `tune` section)
+
+Every command takes `--set FIELD=VALUE` (repeatable) to override a spec field, e.g. `--set train.epochs=3`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Optional
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _err(msg: str) -> None:
+    print(f"trainyard: error: {msg}", file=sys.stderr, flush=True)
+
+
+def _progress(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _quiet_ray() -> None:
+    """Keep our own progress lines readable: Ray Data's per-dataset banners go to its log files only."""
+    try:
+        import ray.data  # configures its loggers on import: quiet them after, not before
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+    except Exception:  # a Ray without these knobs is only noisier
+        pass
+    for name in ("ray.data", "ray.train", "ray.tune", "ray.serve"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _load(args) -> "JobSpec":  # noqa: F821
+    from jobs.spec import load_spec
+    return load_spec(args.spec, args.set)
+
+
+def _connect(args) -> None:
+    from cluster import connect
+    _quiet_ray()
+    res = connect(getattr(args, "address", None))
+    _progress(f"[ray] {res['nodes']} node(s), {res['CPU']:g} CPU, {res['GPU']:g} GPU")
+
+
+def cmd_validate(args) -> int:
+    spec = _load(args)
+    print(f"{args.spec}: OK — job {spec.name!r}, output {spec.output_dir}")
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    from jobs.pipeline import run_train
+    spec = _load(args)
+    _connect(args)
+    path, _ = run_train(spec, progress=_progress)
+    print(f"bundle written to {path}")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    spec = _load(args)
+    if getattr(spec, "tune", None) is not None and "cmd_tune" in globals():
+        return globals()["cmd_tune"](args)
+    return cmd_train(args)
+
+
+def _add_common(p: argparse.ArgumentParser, spec: bool = True) -> None:
+    if spec:
+        p.add_argument("spec", help="the job spec (YAML)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a spec field, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="trainyard", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check a spec; exit 2 listing every problem")
+    _add_common(p)
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("train", help="ingest → preprocess → train → evaluate → bundle")
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("run", help="the whole job: train (or tune, when the spec has `tune`)")
+    _add_common(p)
+    p.add_argument("--no-serve", action="store_true", help="do not serve the bundle afterwards")
+    p.set_defaults(func=cmd_run)
+    for module in ("cluster.commands", "jobs.submit"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ImportError:
+            continue
+        if hasattr(mod, "register"):
+            mod.register(sub)
+    return ap
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from jobs.bundle import BundleError
+    from jobs.ingest import DataError
+    from jobs.spec import SpecError
+    from jobs.train import TrainError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        _err(f"the spec has {len(exc.problems)} problem(s):\n{exc}")
+        return EXIT_BAD_INPUT
+    except (DataError, BundleError) as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    except TrainError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The train job end to end: prepare → fit → bundle → evaluate. The CLI and tuning call these entries."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from jobs import bundle as B
+from jobs.evaluate import evaluate
+from jobs.spec import JobSpec, dump_spec
+from jobs.train import PreparedData, TrainOutcome, fit, prepare, summary_table
+
+
+def storage_root(spec: JobSpec) -> str:
+    """Where Ray Train/Tune keep runs and checkpoints: OUTPUT/ray, absolute (Ray requires it) unless a URI."""
+    out = spec.output_dir
+    return out.rstrip("/") + "/ray" if "://" in out else os.path.abspath(os.path.join(out, "ray"))
+
+
+def lineage(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, **extra) -> dict:
+    import ray
+    import torch
+    now = dt.datetime.now(dt.timezone.utc)
+    return {"name": spec.name, "version": now.strftime("%Y%m%d-%H%M%S"), "created_at": now.isoformat(),
+            "ray": ray.__version__, "torch": torch.__version__, "python": platform.python_version(),
+            "data": {"path": spec.data.path, "files": len(prepared.ingest.files),
+                     "fingerprint": prepared.ingest.fingerprint, "rows_read": prepared.ingest.rows_read,
+                     "rows_dropped_missing_label": prepared.ingest.rows_dropped_missing_label,
+                     "split_rows": prepared.ingest.split_rows},
+            "train": {"best_epoch": outcome.best_epoch, "epochs_run": len(outcome.history),
+                      "use_gpu": outcome.use_gpu, "run_path": outcome.run_path},
+            "trial_id": None, **extra}
+
+
+def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, *,
+                  progress: Callable[[str], None] = print, **lineage_extra) -> tuple[Path, dict]:
+    """Write OUTPUT/bundle from a finished training run and score it on the test split."""
+    target = Path(spec.output_dir) / "bundle"
+    if "://" in spec.output_dir:
+        raise NotImplementedError("bundles are written to a local output for now")
+    dtypes = {f.name: str(f.type) for f in prepared.ingest.schema}
+    path = B.write(target, state_dict=outcome.best_state, model_config=outcome.model_config,
+                   preprocessor=prepared.preprocessor, metrics={"val": outcome.val_metrics, "test": {}},
+                   spec_yaml=dump_spec(spec), lineage=lineage(spec, prepared, outcome, **lineage_extra),
+                   dtypes=dtypes)
+    bundle = B.load(path)
+    t0 = time.time()
+    test = evaluate(bundle, prepared.test_raw, spec.data.label)
+    metrics = {"val": outcome.val_metrics, "test": test}
+    (path / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    progress(f"[evaluate] test split scored in {time.time() - t0:.1f}s")
+    return path, metrics
+
+
+def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print,
+              fault_kill_epoch: Optional[int] = None) -> tuple[Path, dict]:
+    """`trainyard train`: ingest → preprocess → train → evaluate → bundle. Returns (bundle path, metrics)."""
+    out = Path(spec.output_dir)
+    if "://" not in spec.output_dir:
+        out.mkdir(parents=True, exist_ok=True)
+    prepared = prepare(spec, progress)
+    _write_summary(out, prepared)
+    print_ingest_summary(prepared, progress)
+    run_name = "train-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    outcome = fit(spec, prepared, storage_path=storage_root(spec), run_name=run_name,
+                  fault_kill_epoch=fault_kill_epoch, progress=progress)
+    metric = spec.train.early_stop.metric if spec.train.early_stop else "val_loss"
+    progress("[train] summary\n" + summary_table(outcome.history, metric, outcome.best_epoch))
+    path, metrics = export_bundle(spec, prepared, outcome, progress=progress)
+    progress(format_metrics(metrics))
+    progress(f"[bundle] {path}")
+    return path, metrics
+
+
+def _write_summary(out: Path, prepared: PreparedData) -> None:
+    if out.exists():
+        (out / "summary.json").write_text(json.dumps(prepared.ingest.summary(), indent=2, default=str))
+
+
+def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None]) -> None:
+    s = prepared.ingest
+    lines = [f"[data] {s.rows_read} rows from {len(s.files)} {s.format} file(s); "
+             f"{s.rows_dropped_missing_label} row(s) dropped for a missing label ({s.label})",
+             f"[data] task: " + (s.inferred["task"] if "task" in s.inferred else f"{s.task} (from data.task)"),
+             f"[data] numeric ({len(s.numeric)}): {', '.join(s.numeric) or '-'}",
+             f"[data] categorical ({len(s.categorical)}): {', '.join(s.categorical) or '-'}"]
+    inferred = {k: v for k, v in s.inferred.items() if k != "task"}
+    if inferred:
+        lines.append("[data] inferred: " + "; ".join(f"{k} → {v}" for k, v in inferred.items()))
+    if s.unused_columns:
+        lines.append(f"[data] not used (not listed in data.features): {', '.join(s.unused_columns)}")
+    if s.class_counts:
+        lines.append("[data] classes per split: " + "; ".join(f"{k} {v}" for k, v in s.class_counts.items()))
+    progress("\n".join(lines))
+
+
+def format_metrics(metrics: dict) -> str:
+    lines = ["[evaluate]        " + "".join(f"{k:>12}" for k in ("val", "test"))]
+    keys = [k for k in metrics.get("test", {}) if k != "confusion_matrix"]
+    for k in keys:
+        v, t = metrics["val"].get("val_" + k, metrics["val"].get(k)), metrics["test"].get(k)
+        fmt = lambda x: f"{x:>12.4f}" if isinstance(x, (int, float)) else f"{'-':>12}"
+        lines.append(f"[evaluate] {k:<12}" + fmt(v) + fmt(t))
+    if "confusion_matrix" in metrics.get("test", {}):
+        lines.append(f"[evaluate] test confusion matrix (rows = true): {metrics['test']['confusion_matrix']}")
+    return "\n".join(lines)
