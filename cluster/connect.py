@@ -1,43 +1,282 @@
 """One connection rule for every command.
 
 - no address and no RAY_ADDRESS: start an embedded local Ray, bound to 127.0.0.1;
-- ``--address`` / RAY_ADDRESS: join that cluster (``auto``, ``host:port`` or ``ray://host:port``).
+- ``--address`` / RAY_ADDRESS: join that cluster — ``auto`` (the cluster ``trainyard cluster up`` started,
+  else Ray's own auto-detection), ``host:port`` (the GCS) or ``ray://host:port`` (Ray Client);
+- ``http(s)://host:port`` is a dashboard, i.e. the Jobs API: ``job_client()`` takes it, ``connect()`` refuses it.
+
+Token-auth clusters (Ray 2.60's ``ray start`` turns it on) need the cluster's token. It is looked up, in this
+order, in RAY_AUTH_TOKEN, the file named by RAY_AUTH_TOKEN_PATH, the token file of the cluster
+``trainyard cluster up`` started (only when the address is that cluster's), then ~/.ray/auth_token.
+Before handing over to Ray we ask the cluster ourselves, so that a wrong address, a missing token and a
+rejected token each fail in seconds with a message saying which, instead of Ray's 20-second retry loop
+ending in "Failed to connect".
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 import ray
+
+from cluster import _state
+
+TOKEN_ENV, TOKEN_PATH_ENV, AUTH_MODE_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"
+DEFAULT_TOKEN_FILE = Path("~/.ray/auth_token")
+_PROBE_TIMEOUT_S = 5.0
+
+_ADDRESS_HELP = ("use `auto`, host:port (the GCS, e.g. 10.0.0.5:6379), ray://host:10001 (Ray Client), "
+                 "or http://host:8265 (the dashboard, for `trainyard submit` / `trainyard jobs`)")
+_TOKEN_HELP = (f"set {TOKEN_ENV}=<token>, or {TOKEN_PATH_ENV}=<file holding it>, or put it in "
+               f"{DEFAULT_TOKEN_FILE}; for a cluster from `trainyard cluster up`, `trainyard cluster status` "
+               "prints its token file")
 
 
 class ConnectionError_(RuntimeError):
     """Raised when a Ray cluster cannot be reached; the message says what to check."""
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> dict:
+@dataclass(frozen=True)
+class Address:
+    """A parsed cluster address. kind: local | auto | gcs | client | dashboard."""
+
+    kind: str
+    text: str
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in _state.LOOPBACK_HOSTS
+
+
+@dataclass(frozen=True)
+class Token:
+    value: str
+    source: str                      # said in errors: where the token came from
+    path: str | None = None          # the file it was read from, if any
+
+
+def parse_address(text: str | None, *, origin: str = "--address") -> Address:
+    """Classify an address string; ``origin`` (the flag or variable it came from) is named in errors."""
+    if text is None or not text.strip() or text.strip() == "local":
+        return Address("local", text or "")
+    text = text.strip()
+    if text == "auto":
+        return Address("auto", text)
+    for scheme, kind, default_port in (("ray://", "client", 10001), ("http://", "dashboard", 80),
+                                       ("https://", "dashboard", 443)):
+        if text.startswith(scheme):
+            host, port = _split_host_port(text[len(scheme):], text, origin)
+            return Address(kind, text.rstrip("/"), host, port or default_port)
+    if "://" in text:
+        raise ConnectionError_(f"{origin}={text!r}: unknown scheme; {_ADDRESS_HELP}")
+    host, port = _split_host_port(text, text, origin)
+    if port is None:
+        raise ConnectionError_(f"{origin}={text!r} has no port; {_ADDRESS_HELP}")
+    return Address("gcs", text, host, port)
+
+
+def _split_host_port(hostport: str, text: str, origin: str) -> tuple[str, int | None]:
+    hostport = hostport.split("/", 1)[0]
+    if not hostport:
+        raise ConnectionError_(f"{origin}={text!r} has no host; {_ADDRESS_HELP}")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or hostport.endswith("]"):
+        return hostport.strip("[]"), None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConnectionError_(f"{origin}={text!r}: port {port!r} is not a number in 1-65535; {_ADDRESS_HELP}")
+    return host.strip("[]"), int(port)
+
+
+def address_from(address: str | None) -> Address:
+    """The address to use: the argument, else RAY_ADDRESS, else local."""
+    if address:
+        return parse_address(address, origin="--address")
+    return parse_address(os.environ.get("RAY_ADDRESS"), origin="RAY_ADDRESS")
+
+
+# ---------------------------------------------------------------------------------------------- tokens
+
+def find_token(address: Address | None = None, *, state_dir=None) -> Token | None:
+    """The token to present to ``address``, or None. A token variable pointing at nothing is an error."""
+    if os.environ.get(TOKEN_ENV, "").strip():
+        return Token(os.environ[TOKEN_ENV].strip(), f"the {TOKEN_ENV} environment variable")
+    if os.environ.get(TOKEN_PATH_ENV):
+        path = Path(os.environ[TOKEN_PATH_ENV]).expanduser()
+        value = _read_token_file(path)
+        if not value:
+            raise ConnectionError_(
+                f"{TOKEN_PATH_ENV}={os.environ[TOKEN_PATH_ENV]} names a missing or empty file; "
+                f"point it at the cluster's token file, or unset it")
+        return Token(value, f"{path} ({TOKEN_PATH_ENV})", str(path))
+    local = _local_cluster(address, state_dir)
+    if local and local.get("token_path"):
+        value = _read_token_file(Path(local["token_path"]))
+        if value:
+            return Token(value, f"{local['token_path']} (the token of `trainyard cluster up`'s cluster)",
+                         local["token_path"])
+    default = DEFAULT_TOKEN_FILE.expanduser()
+    value = _read_token_file(default)
+    if value:
+        return Token(value, str(default), str(default))
+    return None
+
+
+def _read_token_file(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _local_cluster(address: Address | None, state_dir=None) -> dict | None:
+    """The state of the cluster `trainyard cluster up` started, if ``address`` is one of its endpoints."""
+    try:
+        state = _state.read_state(state_dir)
+    except RuntimeError:
+        return None
+    if not state or address is None:
+        return None
+    if address.kind == "auto" or _state.matches_address(state, address.host, address.port):
+        return state
+    return None
+
+
+def _use_token_in_process(token: Token) -> None:
+    """Make this process's Ray (C++ token loader included) present ``token``.
+
+    Ray reads RAY_AUTH_MODE into its cached config and caches the token: both must be refreshed, as Ray's own
+    ``_enable_token_auth`` does. RAY_AUTH_TOKEN/RAY_AUTH_TOKEN_PATH already win over the default file; only a
+    token from the local cluster's state needs pointing at.
+    """
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    os.environ[AUTH_MODE_ENV] = "token"
+    if token.path and not os.environ.get(TOKEN_ENV) and not os.environ.get(TOKEN_PATH_ENV):
+        os.environ[TOKEN_PATH_ENV] = token.path
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+# ---------------------------------------------------------------------------------------------- probes
+
+def _probe_grpc(address: Address, token: Token | None) -> tuple[str, str]:
+    """Ask the GCS (or Ray Client server) one cheap question. Returns (outcome, detail), outcome one of
+    ok | unauthenticated | unreachable | not_ray."""
+    import grpc
+
+    metadata = [("authorization", f"Bearer {token.value}")] if token else None
+    target = f"{address.host}:{address.port}"
+    with grpc.insecure_channel(target) as channel:
+        try:
+            if address.kind == "client":
+                from ray.core.generated import ray_client_pb2 as pb, ray_client_pb2_grpc as pb_grpc
+                pb_grpc.RayletDriverStub(channel).ClusterInfo(
+                    pb.ClusterInfoRequest(type=pb.ClusterInfoType.PING),
+                    timeout=_PROBE_TIMEOUT_S, metadata=metadata)
+            else:
+                from ray.core.generated import gcs_service_pb2 as pb, gcs_service_pb2_grpc as pb_grpc
+                pb_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                    pb.GetClusterIdRequest(), timeout=_PROBE_TIMEOUT_S, metadata=metadata)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                return "unauthenticated", exc.details() or ""
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return "unreachable", exc.details() or str(code)
+            return "not_ray", f"{code.name}: {exc.details()}"
+    return "ok", ""
+
+
+def _tcp_reachable(host: str, port: int) -> str | None:
+    """None when something accepts connections at host:port, else why not."""
+    try:
+        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT_S):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def _authorize_grpc(address: Address, state_dir=None) -> Token | None:
+    """Check that ``address`` is a Ray cluster that will accept us; returns the token to use (None: no auth)."""
+    what = "Ray Client server" if address.kind == "client" else "Ray GCS"
+    why = _tcp_reachable(address.host, address.port)
+    if why:
+        hint = ("Is the cluster up (`trainyard cluster status`)? "
+                "The GCS listens on 6379 by default, Ray Client on 10001.")
+        raise ConnectionError_(f"nothing answers at {address.text} ({why}): wrong address, or the cluster is "
+                               f"down. {hint}")
+    outcome, detail = _probe_grpc(address, None)
+    if outcome == "ok":
+        return None
+    if outcome != "unauthenticated":
+        raise ConnectionError_(
+            f"{address.text} answers but not as a {what} ({detail}): wrong port? A dashboard URL "
+            f"(http://host:8265) is for `trainyard submit` / `trainyard jobs`; {_ADDRESS_HELP}")
+    token = find_token(address, state_dir=state_dir)
+    if token is None:
+        raise ConnectionError_(
+            f"the cluster at {address.text} uses token authentication and no token was found: {_TOKEN_HELP}")
+    outcome, detail = _probe_grpc(address, token)
+    if outcome == "unauthenticated":
+        raise ConnectionError_(
+            f"the cluster at {address.text} rejected the token from {token.source}: it is not this cluster's "
+            f"token. {_TOKEN_HELP}")
+    if outcome != "ok":
+        raise ConnectionError_(f"{address.text} stopped answering while checking the token ({detail})")
+    return token
+
+
+# ---------------------------------------------------------------------------------------------- connect
+
+def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True,
+            state_dir=None) -> dict:
     """Connect to Ray once per process and return the cluster's total resources.
 
     Already connected (a test's session fixture, a job's entrypoint on a cluster): reuse it.
     """
     if ray.is_initialized():
         return describe_resources()
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    parsed = address_from(address)
     kwargs: dict = {"logging_level": logging.WARNING if quiet else logging.INFO,
                     "log_to_driver": True}
-    if address is None:
+    if parsed.kind == "local":
         # Logical CPUs may exceed physical cores: a Train worker, Ray Data's tasks and the controller must
         # all fit at once or training waits forever for a CPU (the classic Train + Data starvation).
         cpus = num_cpus or max(os.cpu_count() or 1, 4)
         kwargs.update(num_cpus=cpus, include_dashboard=False,
                       _node_ip_address="127.0.0.1")
-    else:
-        kwargs["address"] = address
+        ray.init(**kwargs)
+        return describe_resources()
+    if parsed.kind == "dashboard":
+        raise ConnectionError_(
+            f"{parsed.text} is a dashboard (Jobs API) address: submit work there with "
+            f"`trainyard submit SPEC --address {parsed.text}`; to run a driver on the cluster give its GCS "
+            "address (host:6379) or ray://host:10001")
+    if parsed.kind == "auto":
+        local = _local_cluster(parsed, state_dir)
+        if local and local.get("address"):
+            parsed = parse_address(local["address"])
+    if parsed.kind in ("gcs", "client"):
+        if parsed.is_loopback:
+            from cluster._raystart import keep_loopback
+            keep_loopback()
+        token = _authorize_grpc(parsed, state_dir)
+        if token is not None:
+            _use_token_in_process(token)
+    kwargs["address"] = parsed.text
     try:
         ray.init(**kwargs)
     except ConnectionError as exc:  # ray raises the builtin for unreachable GCS
         raise ConnectionError_(
-            f"could not connect to the Ray cluster at {address!r}: {exc}. "
+            f"could not connect to the Ray cluster at {parsed.text!r}: {exc}. "
             "Check the address (trainyard cluster status), or unset RAY_ADDRESS to use embedded local Ray."
         ) from exc
     return describe_resources()
@@ -48,3 +287,66 @@ def describe_resources() -> dict:
     res = ray.cluster_resources()
     return {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0)),
             "nodes": sum(1 for n in ray.nodes() if n.get("Alive"))}
+
+
+# ---------------------------------------------------------------------------------------------- Jobs API
+
+def dashboard_url(address: str | None = None, *, state_dir=None) -> str:
+    """The Jobs API URL for ``address``: an http(s) URL as given; otherwise (no address, ``auto``, or the
+    GCS/Ray Client address of the cluster `trainyard cluster up` started) that cluster's dashboard."""
+    text = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    origin = "--address" if address else "RAY_API_SERVER_ADDRESS/RAY_ADDRESS"
+    parsed = parse_address(text, origin=origin)
+    if parsed.kind == "dashboard":
+        return parsed.text
+    local = _state.read_state(state_dir)
+    if local and (parsed.kind in ("local", "auto")
+                  or _state.matches_address(local, parsed.host, parsed.port)):
+        return local["dashboard_url"]
+    if parsed.kind == "local":
+        raise ConnectionError_(
+            "no cluster to talk to: pass --address http://<head>:8265 (the dashboard), set RAY_ADDRESS to it, "
+            f"or start a local one with `trainyard cluster up` (none recorded in {_state.state_path(state_dir)})")
+    raise ConnectionError_(
+        f"{origin}={parsed.text!r}: the Jobs API needs the dashboard URL, e.g. http://<head>:8265, "
+        f"not a {'Ray Client' if parsed.kind == 'client' else 'GCS'} address")
+
+
+def _auth_mode(url: str) -> str:
+    """The dashboard's authentication mode (a public endpoint), or 'unknown' for dashboards without it."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/authentication_mode", timeout=_PROBE_TIMEOUT_S) as resp:
+            return json.loads(resp.read().decode()).get("authentication_mode", "unknown")
+    except urllib.error.HTTPError:
+        return "unknown"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConnectionError_(
+            f"nothing answers at {url} ({reason}): wrong address, or the cluster is down. The dashboard "
+            "listens on 8265 by default; `trainyard cluster status` prints a local cluster's URL") from None
+    except ValueError:
+        raise ConnectionError_(f"{url} answers but is not a Ray dashboard (no JSON at /api/authentication_mode)")
+
+
+def job_client(address: str | None = None, *, state_dir=None):
+    """A ``JobSubmissionClient`` for the cluster at ``address``, authenticated when the cluster wants a token."""
+    from ray.dashboard.modules.job.sdk import JobSubmissionClient
+    from ray.exceptions import AuthenticationError
+
+    url = dashboard_url(address, state_dir=state_dir)
+    mode = _auth_mode(url)
+    parsed = parse_address(url)
+    token = find_token(parsed, state_dir=state_dir) if mode != "disabled" else None
+    if mode == "token" and token is None:
+        raise ConnectionError_(
+            f"the cluster at {url} uses token authentication and no token was found: {_TOKEN_HELP}")
+    headers = {"Authorization": f"Bearer {token.value}"} if token else {}
+    try:
+        return JobSubmissionClient(url, headers=headers)
+    except AuthenticationError:
+        source = token.source if token else "nowhere (no token sent)"
+        raise ConnectionError_(
+            f"the cluster at {url} rejected the token from {source}: it is not this cluster's token. "
+            f"{_TOKEN_HELP}") from None
+    except ConnectionError as exc:
+        raise ConnectionError_(f"could not reach the Jobs API at {url}: {exc}") from None

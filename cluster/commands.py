@@ -1,0 +1,246 @@
+"""`trainyard cluster ...` and `trainyard jobs ...`: where work runs, and the jobs running there.
+
+    trainyard cluster up [--workers N] [--cpus-per-node C]   a real local multi-node cluster (head + N workers)
+    trainyard cluster status                                 its address, token file, nodes and resources
+    trainyard cluster down                                   stop exactly the processes `up` started
+    trainyard cluster check-storage PATH [--address A]       do all nodes share PATH? (marker from every node)
+    trainyard jobs list | status ID | logs ID [--follow] | stop ID   [--address http://head:8265]
+
+`jobs.cli` calls ``register(subparsers)``; ``python -m cluster.commands ...`` runs the same commands alone.
+Each command returns an exit code: 0 done, 1 failed (the job failed, the cluster did not come up, ...),
+2 bad input (wrong address, missing token, unknown job id).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cluster import _state, jobs_api, local
+from cluster.connect import ConnectionError_
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _err(msg: str) -> None:
+    print(f"trainyard: error: {msg}", file=sys.stderr, flush=True)
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _guarded(func):
+    """Turn our own errors into one clear line and an exit code instead of a traceback."""
+    def run(args) -> int:
+        try:
+            return func(args)
+        except (ConnectionError_, jobs_api.JobNotFound) as exc:
+            _err(str(exc))
+            return EXIT_BAD_INPUT
+        except local.ClusterError as exc:
+            _err(str(exc))
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            _err("interrupted")
+            return 130
+    run.__name__ = func.__name__
+    run.__doc__ = func.__doc__
+    return run
+
+
+# ---------------------------------------------------------------------------------------------- cluster
+
+@_guarded
+def cmd_cluster_up(args) -> int:
+    state = local.up(args.workers, args.cpus_per_node, args.state_dir, object_store_mb=args.object_store_mb,
+                     timeout_s=args.timeout, progress=_say)
+    _say(f"cluster up: {len(state['nodes'])} node(s) × {args.cpus_per_node} CPU, all on 127.0.0.1\n"
+         f"  GCS address   {state['address']}        (trainyard run SPEC --address {state['address']})\n"
+         f"  dashboard     {state['dashboard_url']}  (trainyard submit SPEC --address {state['dashboard_url']})\n"
+         f"  Ray Client    {state['client_address']}\n"
+         f"  token file    {state['token_path']}\n"
+         f"  state         {_state.state_path(args.state_dir)}\n"
+         "For tools other than trainyard (ray CLI, your own scripts):\n"
+         f"  export RAY_ADDRESS={state['address']} RAY_AUTH_MODE=token "
+         f"RAY_AUTH_TOKEN_PATH={state['token_path']}\n"
+         "Stop it with: trainyard cluster down")
+    return EXIT_OK
+
+
+@_guarded
+def cmd_cluster_status(args) -> int:
+    info = local.status(args.state_dir)
+    if args.json:
+        _say(json.dumps(info, indent=2))
+        return EXIT_OK if not info["error"] else EXIT_FAILED
+    _say(f"address    {info['address']}\ndashboard  {info['dashboard_url']}\n"
+         f"client     {info['client_address']}\ntoken      {info['token_path']}\nstate      {info['state_file']}")
+    for p in info["processes"]:
+        _say(f"  process {p['name']:<9} pid {p['pid']:<8} {'alive' if p['alive'] else 'GONE'}   log {p['log']}")
+    if info["error"]:
+        _err(info["error"])
+        return EXIT_FAILED
+    _say(f"{len(info['nodes'])} node(s) alive:")
+    for n in info["nodes"]:
+        res = ", ".join(f"{k} {_fmt_resource(k, v)}" for k, v in n["resources"].items())
+        _say(f"  {n['node_id'][:12]}  {n['ip']:<10} {'head  ' if n['head'] else 'worker'}  {res}")
+    return EXIT_OK
+
+
+def _fmt_resource(name: str, value: float) -> str:
+    if name in ("memory", "object_store_memory"):
+        return f"{value / 2**30:.1f}GiB"
+    return f"{value:g}"
+
+
+@_guarded
+def cmd_cluster_down(args) -> int:
+    stopped = local.down(args.state_dir, timeout_s=args.timeout)
+    _say(f"cluster down: stopped {len(stopped)} process(es); none of them is left")
+    return EXIT_OK
+
+
+@_guarded
+def cmd_cluster_check_storage(args) -> int:
+    from cluster.connect import connect
+    from cluster.storage import StorageError, check_shared_storage
+
+    res = connect(args.address)
+    try:
+        report = check_shared_storage(args.path, timeout_s=args.timeout)
+    except StorageError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    _say(f"{args.path}: shared by all {res['nodes']} node(s)")
+    for n in report["nodes"]:
+        _say(f"  {n['node']}: {n['where']}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+
+@_guarded
+def cmd_jobs_list(args) -> int:
+    jobs = jobs_api.list_jobs(args.address)
+    if not jobs:
+        _say("no jobs")
+    for j in jobs:
+        _say(f"{j['id']:<44} {j['status']:<10} {j['started']}  {j.get('spec') or j['entrypoint'][:60]}")
+    return EXIT_OK
+
+
+def print_job(info: dict) -> None:
+    _say(f"job      {info['id']}\nstatus   {info['status']}" + (f"  ({info['message']})" if info["message"] else "")
+         + f"\nstarted  {info['started']}\nended    {info['ended']}")
+    if info.get("spec"):
+        _say(f"spec     {info['spec']} ({info.get('mode') or 'run'})")
+    if info.get("output"):
+        # Where the bundle, metrics.json and the tune report land: the spec's `output`, on cluster storage.
+        _say(f"output   {info['output']}")
+    else:
+        _say(f"command  {info['entrypoint']}")
+
+
+@_guarded
+def cmd_jobs_status(args) -> int:
+    info = jobs_api.job_info(args.job_id, args.address)
+    print_job(info)
+    return EXIT_FAILED if info["status"] in ("FAILED", "STOPPED") else EXIT_OK
+
+
+@_guarded
+def cmd_jobs_logs(args) -> int:
+    if args.follow:
+        info = jobs_api.follow_logs(args.job_id, args.address, write=lambda s: print(s, end="", flush=True))
+        _say(f"--- job {args.job_id} {info['status']}")
+        return EXIT_OK if info["status"] == "SUCCEEDED" else EXIT_FAILED
+    print(jobs_api.logs(args.job_id, args.address), end="", flush=True)
+    return EXIT_OK
+
+
+@_guarded
+def cmd_jobs_stop(args) -> int:
+    if jobs_api.stop(args.job_id, args.address):
+        info = jobs_api.wait(args.job_id, args.address, timeout_s=args.timeout)
+        _say(f"job {args.job_id}: {info['status']}")
+    else:
+        _say(f"job {args.job_id} had already ended")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------- parser
+
+def _state_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", default=None,
+                   help="where the local cluster's state lives (default: $TRAINYARD_STATE_DIR or ./.trainyard)")
+
+
+def _address_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--address", default=None, help=what)
+
+
+def register(subparsers) -> None:
+    """Add `cluster` and `jobs` (with their subcommands) to a `trainyard` argparse subparsers object."""
+    cluster = subparsers.add_parser("cluster", help="a local multi-node Ray cluster: up, status, down")
+    csub = cluster.add_subparsers(dest="cluster_command", required=True)
+
+    p = csub.add_parser("up", help="start a head and N worker nodes on this machine (token auth, 127.0.0.1)")
+    p.add_argument("--workers", type=int, default=1, help="worker nodes besides the head (default 1)")
+    p.add_argument("--cpus-per-node", type=int, default=1, help="logical CPUs each node offers (default 1)")
+    p.add_argument("--object-store-mb", type=int, default=local.DEFAULT_OBJECT_STORE_MB,
+                   help=f"object store per node, MiB (default {local.DEFAULT_OBJECT_STORE_MB})")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all nodes (default 180)")
+    _state_dir_arg(p)
+    p.set_defaults(func=cmd_cluster_up)
+
+    p = csub.add_parser("status", help="the local cluster's address, token file, nodes and resources")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    _state_dir_arg(p)
+    p.set_defaults(func=cmd_cluster_status)
+
+    p = csub.add_parser("down", help="stop exactly the processes `cluster up` started")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to let Ray stop gracefully before SIGKILL (default 30)")
+    _state_dir_arg(p)
+    p.set_defaults(func=cmd_cluster_down)
+
+    p = csub.add_parser("check-storage", help="check that every node reads and writes the same files at PATH")
+    p.add_argument("path", help="a local path or a URI (s3://bucket/prefix, ...)")
+    _address_arg(p, "the cluster (default: RAY_ADDRESS, else embedded local Ray)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for every node (default 60)")
+    p.set_defaults(func=cmd_cluster_check_storage)
+
+    jobs = subparsers.add_parser("jobs", help="jobs on a cluster (Ray Jobs API): list, status, logs, stop")
+    jsub = jobs.add_subparsers(dest="jobs_command", required=True)
+    address_help = ("the cluster's dashboard, http://<head>:8265 (default: RAY_API_SERVER_ADDRESS or "
+                    "RAY_ADDRESS if it is a URL, else the cluster `trainyard cluster up` started)")
+    p = jsub.add_parser("list", help="every job the cluster knows, newest first")
+    _address_arg(p, address_help)
+    p.set_defaults(func=cmd_jobs_list)
+    p = jsub.add_parser("status", help="a job's status and where its outputs land")
+    p.add_argument("job_id")
+    _address_arg(p, address_help)
+    p.set_defaults(func=cmd_jobs_status)
+    p = jsub.add_parser("logs", help="a job's driver logs")
+    p.add_argument("job_id")
+    p.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
+    _address_arg(p, address_help)
+    p.set_defaults(func=cmd_jobs_logs)
+    p = jsub.add_parser("stop", help="stop a running job")
+    p.add_argument("job_id")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to stop (default 60)")
+    _address_arg(p, address_help)
+    p.set_defaults(func=cmd_jobs_stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="trainyard", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    register(ap.add_subparsers(dest="command", required=True))
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

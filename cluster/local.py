@@ -1,0 +1,343 @@
+"""A real multi-node Ray cluster on this machine: a head and N workers, each its own `ray start` process.
+
+What `up` guarantees, and why:
+- everything listens on 127.0.0.1 (the head runs with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which makes Ray
+  pick loopback as its node address, and every node is started through ``_raystart`` so that Ray does not
+  swap 127.0.0.1 for the outward IP);
+- every port Ray would otherwise take at a fixed default (GCS 6379, dashboard 8265, Ray Client 10001, the
+  dashboard agent's 52365, workers' 10002-19999) is a free one or an OS-chosen one, so the cluster never
+  collides with other Ray instances on the machine, or with a second node of its own;
+- token authentication is on, with a fresh token in ``<state>/auth_token`` (mode 600);
+- each node has its own short temp dir (Unix socket paths must stay under ~107 bytes) and runs in it, like a
+  separate machine would;
+- each node is started with ``--block`` as the leader of a new session: `down` signals that leader, which
+  stops its children the way `ray stop` would, and then kills whatever still carries the session id. Nothing
+  is ever found or killed by name, so other Ray instances on the machine are left alone.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable
+
+from cluster import _state
+
+RAYSTART = Path(__file__).with_name("_raystart.py")
+DEFAULT_OBJECT_STORE_MB = 512
+_LOG_TAIL_LINES = 25
+
+
+class ClusterError(RuntimeError):
+    """`cluster up/down/status` could not do what was asked; the message says why and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------- up
+
+def up(workers: int = 1, cpus_per_node: int = 1, state_dir=None, *, object_store_mb: int = DEFAULT_OBJECT_STORE_MB,
+       timeout_s: float = 180.0, progress: Callable[[str], None] = lambda _msg: None) -> dict:
+    """Start a head and ``workers`` worker nodes and wait until all of them are alive; returns the state."""
+    if workers < 0:
+        raise ClusterError(f"--workers {workers}: must be 0 or more")
+    if cpus_per_node < 1:
+        raise ClusterError(f"--cpus-per-node {cpus_per_node}: must be at least 1")
+    if object_store_mb < 80:
+        raise ClusterError(f"object store of {object_store_mb} MiB: Ray needs at least 80 MiB per node")
+    folder = _state.state_dir(state_dir)
+    existing = _state.read_state(folder)
+    if existing:
+        if _alive_leaders(existing):
+            raise ClusterError(
+                f"a cluster is already up ({existing['address']}, recorded in {_state.state_path(folder)}): "
+                "`trainyard cluster down` first, or pass another --state-dir")
+        _forget(folder, existing)  # its processes are gone: a stale record, from a crash or a reboot
+
+    folder.mkdir(parents=True, exist_ok=True)
+    token_path = folder / "auth_token"
+    fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    token = token_path.read_text().strip()
+
+    ports = _free_ports(3 + workers + 1)
+    gcs, dashboard, client, agent_ports = ports[0], ports[1], ports[2], ports[3:]
+    # /tmp, not tempfile.gettempdir(): macOS's /var/folders/... makes Ray's socket paths too long.
+    temp_root = Path(tempfile.mkdtemp(prefix="ty-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    state = {
+        "version": 1,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "address": f"127.0.0.1:{gcs}",
+        "dashboard_url": f"http://127.0.0.1:{dashboard}",
+        "client_address": f"ray://127.0.0.1:{client}",
+        "ports": {"gcs": gcs, "dashboard": dashboard, "client": client},
+        "token_path": str(token_path),
+        "python": sys.executable,
+        "temp_root": str(temp_root),
+        "cpus_per_node": cpus_per_node,
+        "nodes": [],
+    }
+    try:
+        progress(f"starting head on 127.0.0.1:{gcs} (dashboard {state['dashboard_url']})")
+        head_args = ["--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+                     "--ray-client-server-port", str(client)]
+        procs = [_start_node(state, folder, "head", head_args, agent_ports[0], cpus_per_node, object_store_mb)]
+        _wait_for(lambda: len(_alive_nodes(state, token)) >= 1, procs, state, timeout_s, "the head to come up")
+        for i in range(workers):
+            progress(f"starting worker {i + 1}/{workers}")
+            procs.append(_start_node(state, folder, f"worker{i + 1}", ["--address", state["address"]],
+                                     agent_ports[i + 1], cpus_per_node, object_store_mb))
+        _wait_for(lambda: len(_alive_nodes(state, token)) >= workers + 1, procs, state, timeout_s,
+                  f"{workers + 1} nodes to be alive")
+    except BaseException:
+        try:
+            down(folder, quiet=True)
+        except ClusterError as exc:  # the original failure matters more; say what is left over
+            progress(f"cleanup after the failed start was incomplete: {exc}")
+        raise
+    return state
+
+
+def _start_node(state: dict, folder: Path, name: str, role_args: list[str], agent_port: int, cpus: int,
+                object_store_mb: int) -> subprocess.Popen:
+    temp_dir = Path(state["temp_root"]) / name
+    temp_dir.mkdir(parents=True)
+    log_path = folder / "logs" / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    # The cluster's `python` (what a job's entrypoint runs) is this interpreter: jobs submitted to the local
+    # cluster find trainyard's dependencies without a runtime_env.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=state["token_path"])
+    if name == "head":
+        # Ray then takes loopback as the node's address for everything on the head, drivers of submitted
+        # jobs included (they resolve RAY_ADDRESS with this setting). A worker node must not have it: with
+        # it Ray refuses to join a cluster.
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    cmd = [sys.executable, str(RAYSTART), "start", "--block", *role_args,
+           "--num-cpus", str(cpus), "--num-gpus", "0",
+           "--object-store-memory", str(object_store_mb * 1024 * 1024),
+           "--dashboard-agent-listen-port", str(agent_port),
+           "--min-worker-port", "0", "--max-worker-port", "0",  # OS-chosen, not 10002-19999 shared by all
+           "--temp-dir", str(temp_dir), "--disable-usage-stats", "--log-style", "record"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=temp_dir, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    state["nodes"].append({"name": name, "pid": proc.pid, "started": _start_time(proc.pid),
+                           "temp_dir": str(temp_dir), "log": str(log_path), "agent_port": agent_port})
+    # Recorded before waiting: a `down` after a failed or interrupted `up` still finds every process.
+    _state.write_state(folder, state)
+    return proc
+
+
+def _wait_for(done: Callable[[], bool], procs: list[subprocess.Popen], state: dict, timeout_s: float,
+              what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for proc, node in zip(procs, state["nodes"]):
+            if proc.poll() is not None:
+                raise ClusterError(f"`ray start` for {node['name']} exited with code {proc.returncode} while "
+                                   f"waiting for {what}. Its log ({node['log']}) ends with:\n"
+                                   + _tail(node["log"]))
+        try:
+            if done():
+                return
+        except Exception:  # the GCS may not accept connections yet
+            pass
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {n['log']}\n{_tail(n['log'])}" for n in state["nodes"])
+            raise ClusterError(f"timed out after {timeout_s:.0f}s waiting for {what}; the logs end with:\n{logs}")
+        time.sleep(0.5)
+
+
+def _free_ports(n: int) -> list[int]:
+    """n distinct ports that are free on 127.0.0.1 right now (all held open together so none repeats)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+def _tail(path: str, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        return "".join(Path(path).read_text(errors="replace").splitlines(keepends=True)[-lines:])
+    except OSError as exc:
+        return f"(cannot read: {exc})"
+
+
+# ---------------------------------------------------------------------------------------------- status
+
+def _alive_nodes(state: dict, token: str) -> list[dict]:
+    """Alive nodes as the GCS sees them (one gRPC call; no driver is started)."""
+    import grpc
+    from ray.core.generated import gcs_pb2, gcs_service_pb2 as pb, gcs_service_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(state["address"]) as channel:
+        reply = pb_grpc.NodeInfoGcsServiceStub(channel).GetAllNodeInfo(
+            pb.GetAllNodeInfoRequest(), timeout=5, metadata=[("authorization", f"Bearer {token}")])
+    nodes = []
+    for info in reply.node_info_list:
+        if info.state != gcs_pb2.GcsNodeInfo.ALIVE:
+            continue
+        nodes.append({"node_id": info.node_id.hex(), "ip": info.node_manager_address, "head": info.is_head_node,
+                      "resources": {k: v for k, v in sorted(info.resources_total.items())
+                                    if not k.startswith("node:")},
+                      "temp_dir": info.temp_dir or None})
+    return nodes
+
+
+def status(state_dir=None) -> dict:
+    """The recorded cluster: its endpoints, which of its processes are alive, and the nodes the GCS sees."""
+    folder = _state.state_dir(state_dir)
+    state = _state.read_state(folder)
+    if not state:
+        raise ClusterError(f"no local cluster recorded in {_state.state_path(folder)}: start one with "
+                           "`trainyard cluster up`")
+    alive = set(_alive_leaders(state))
+    result = {k: state[k] for k in ("address", "dashboard_url", "client_address", "token_path", "python")}
+    result["state_file"] = str(_state.state_path(folder))
+    result["processes"] = [{"name": n["name"], "pid": n["pid"], "alive": n["pid"] in alive, "log": n["log"]}
+                           for n in state["nodes"]]
+    try:
+        result["nodes"] = _alive_nodes(state, Path(state["token_path"]).read_text().strip())
+        result["error"] = None
+    except Exception as exc:  # the GCS is gone: report the processes anyway
+        result["nodes"] = []
+        result["error"] = f"the GCS at {state['address']} does not answer ({exc.__class__.__name__})"
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- down
+
+def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False) -> list[int]:
+    """Stop every process the recorded cluster started; returns the pids that were still running.
+
+    Workers go first (a worker whose GCS vanished spends its time reconnecting), then the head.
+    """
+    folder = _state.state_dir(state_dir)
+    state = _state.read_state(folder)
+    if not state:
+        if quiet:
+            return []
+        raise ClusterError(f"no local cluster recorded in {_state.state_path(folder)}: nothing to stop")
+    nodes = state["nodes"]
+    stopped: list[int] = []
+    for group in ([n for n in nodes if n["name"] != "head"], [n for n in nodes if n["name"] == "head"]):
+        stopped += _stop(group, timeout_s)
+    leftover = cluster_processes(state)
+    if leftover:
+        raise ClusterError(f"processes of the local cluster survived SIGKILL: {leftover}; "
+                           f"the state stays in {_state.state_path(folder)}")
+    _forget(folder, state)
+    return stopped
+
+
+def _stop(nodes: list[dict], timeout_s: float) -> list[int]:
+    """SIGTERM each node's `ray start --block` (it stops its own children), then SIGKILL what remains."""
+    members = {pid for n in nodes for pid in _session_members(n)}
+    for node in nodes:
+        if _is_same_process(node["pid"], node["started"]):
+            _signal(node["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_session_members(n) for n in nodes):
+        _reap(nodes)
+        time.sleep(0.25)
+    for node in nodes:
+        for pid in _session_members(node):
+            _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_session_members(n) for n in nodes):
+        _reap(nodes)
+        time.sleep(0.1)
+    return sorted(members)
+
+
+def cluster_processes(state: dict) -> list[int]:
+    """Pids of processes the recorded cluster started that still run (zombies excluded)."""
+    return sorted({pid for n in state.get("nodes", []) for pid in _session_members(n)})
+
+
+def _session_members(node: dict) -> list[int]:
+    """Processes in the session that node's `ray start` leads.
+
+    The leader was started with start_new_session, so its pid is the session id of everything Ray spawns
+    under it (gcs_server, raylet, dashboard, agents, workers). Processes older than the leader cannot be
+    ours: that guards against a recycled pid.
+    """
+    import psutil  # ships inside Ray (ray/thirdparty_files)
+
+    sid, started = node["pid"], node["started"]
+    found = []
+    for proc in psutil.process_iter(["pid", "create_time", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or os.getsid(proc.info["pid"]) != sid:
+                continue
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+        if started is None or proc.info["create_time"] >= started - 1:
+            found.append(proc.info["pid"])
+    return found
+
+
+def _start_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _is_same_process(pid: int, started: float | None) -> bool:
+    return started is not None and _start_time(pid) is not None and abs(_start_time(pid) - started) < 1
+
+
+def _alive_leaders(state: dict) -> list[int]:
+    import psutil
+
+    alive = []
+    for n in state.get("nodes", []):
+        if _is_same_process(n["pid"], n["started"]):
+            try:
+                if psutil.Process(n["pid"]).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(n["pid"])
+            except psutil.Error:
+                pass
+    return alive
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _reap(nodes: list[dict]) -> None:
+    """Collect leaders that are our own children (up() and down() in one process, as in tests)."""
+    for node in nodes:
+        try:
+            os.waitpid(node["pid"], os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def _forget(folder: Path, state: dict) -> None:
+    """Remove the record, the token and the nodes' temp dirs (their Ray logs go with them)."""
+    if state.get("temp_root"):
+        shutil.rmtree(state["temp_root"], ignore_errors=True)
+    for name in (_state.STATE_FILE, "auth_token"):
+        try:
+            (folder / name).unlink()
+        except FileNotFoundError:
+            pass

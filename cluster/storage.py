@@ -1,0 +1,124 @@
+"""Check, before a run starts, that every node of the cluster reads and writes the same storage at a path.
+
+On one machine any local path is shared. On a multi-node cluster a node-local path is not: each node would
+write its own checkpoints, and the run would fail half-way (or "succeed" with its results scattered over
+nodes). So every alive node writes a marker at the path and then looks for every other node's marker.
+Relative paths are checked as given: a Ray worker resolves them against its own working directory, which
+differs from node to node — exactly the trap this check exists to catch.
+
+Needs a connected Ray (``cluster.connect``). Works for local paths and for pyarrow filesystem URIs
+(s3://, gs://, ...), where it proves that every node has the credentials and endpoint to reach the bucket.
+"""
+from __future__ import annotations
+
+import sys
+import uuid
+
+import ray.cloudpickle as cloudpickle
+
+
+class StorageError(RuntimeError):
+    """Some node cannot see what the others write at the path; the message names the nodes and the fix."""
+
+
+def is_uri(path: str) -> bool:
+    """True for a filesystem URI other than file:// (s3://bucket/x, gs://..., hdfs://...)."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def _node_probe(path: str, check_id: str, node_id: str, phase: str, others: list[str], remove_base: bool) -> dict:
+    """Runs on one node. Defined at module level but shipped by value (see check_shared_storage)."""
+    import os
+
+    import pyarrow.fs as pafs
+
+    report = {"node_id": node_id, "error": None, "seen": [], "where": path}
+    try:
+        if is_uri(path):
+            fs, base = pafs.FileSystem.from_uri(path)
+        else:
+            local = path[len("file://"):] if path.startswith("file://") else path
+            fs, base = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local))
+            report["where"] = base
+        folder = f"{base.rstrip('/')}/.trainyard-storage-check-{check_id}"
+        if phase == "write":
+            report["base_existed"] = fs.get_file_info(base).type != pafs.FileType.NotFound
+            fs.create_dir(folder, recursive=True)
+            with fs.open_output_stream(f"{folder}/{node_id}") as out:
+                out.write(node_id.encode())
+        elif phase == "read":
+            report["seen"] = [other for other in others
+                              if fs.get_file_info(f"{folder}/{other}").type == pafs.FileType.File]
+        elif phase == "remove_marker":
+            fs.delete_file(f"{folder}/{node_id}")
+        elif phase == "remove_folder":
+            # The output folder itself only if this check created it: it should leave no trace.
+            for target in [folder] + ([base] if remove_base else []):
+                info = fs.get_file_info(target)
+                if info.type == pafs.FileType.Directory and not fs.get_file_info(
+                        pafs.FileSelector(target, allow_not_found=True)):
+                    fs.delete_dir(target)
+    except Exception as exc:  # reported per node, collected and raised once by the caller
+        report["error"] = f"{exc.__class__.__name__}: {exc}"
+    return report
+
+
+def is_shared(path: str, *, timeout_s: float = 60.0) -> dict:
+    """Run the check and return its report without raising: {"ok", "path", "nodes": [...], "problems": [...]}."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if not ray.is_initialized():
+        raise RuntimeError("check_shared_storage needs a connected Ray: call cluster.connect() first")
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    # By value: the nodes of a cluster joined from a laptop cannot import this repository's modules.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    probe = ray.remote(num_cpus=0, max_retries=0)(_node_probe)
+    check_id = uuid.uuid4().hex[:12]
+    ids = [n["NodeID"] for n in nodes]
+
+    def on_every_node(phase: str, others=lambda _nid: [], remove_base=lambda _nid: False) -> dict[str, dict]:
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False))
+                .remote(str(path), check_id, nid, phase, others(nid), remove_base(nid)) for nid in ids]
+        try:
+            return {r["node_id"]: r for r in ray.get(refs, timeout=timeout_s)}
+        except ray.exceptions.GetTimeoutError:
+            raise StorageError(f"storage check of {path!r}: some node did not answer within {timeout_s:.0f}s "
+                               "(a busy or dead node?); retry, or check `trainyard cluster status`") from None
+
+    written = on_every_node("write")
+    writers = [nid for nid, r in written.items() if r["error"] is None]
+    read = on_every_node("read", lambda nid: [w for w in writers if w != nid])
+    on_every_node("remove_marker")
+    on_every_node("remove_folder", remove_base=lambda nid: not written[nid].get("base_existed", True))
+
+    labels = {n["NodeID"]: f"node {n['NodeID'][:8]} ({n.get('NodeManagerAddress')}"
+                           f"{', head' if 'node:__internal_head__' in n.get('Resources', {}) else ''})"
+              for n in nodes}
+    problems = []
+    for nid in ids:
+        where = written[nid]["where"]
+        if written[nid]["error"]:
+            problems.append(f"{labels[nid]} cannot write there ({where}): {written[nid]['error']}")
+            continue
+        missing = sorted(set(writers) - {nid} - set(read[nid]["seen"]))
+        if read[nid]["error"]:
+            problems.append(f"{labels[nid]} cannot read there ({where}): {read[nid]['error']}")
+        elif missing:
+            problems.append(f"{labels[nid]} does not see what {', '.join(labels[m] for m in missing)} wrote; "
+                            f"on this node the path is {where}")
+    return {"ok": not problems, "path": str(path), "problems": problems,
+            "nodes": [{"node": labels[nid], "where": written[nid]["where"]} for nid in ids]}
+
+
+def check_shared_storage(path: str, *, timeout_s: float = 60.0) -> dict:
+    """Raise StorageError unless every alive node reads and writes the same storage at ``path``."""
+    report = is_shared(path, timeout_s=timeout_s)
+    if not report["ok"]:
+        n = len(report["nodes"])
+        raise StorageError(
+            f"{path!r} is not storage that all {n} nodes of the cluster share:\n  - "
+            + "\n  - ".join(report["problems"])
+            + "\nEvery node must read and write the same files: use a URI (s3://bucket/prefix, gs://...) or an "
+              "absolute path on a filesystem every node mounts (NFS, a shared volume).")
+    return report
