@@ -234,6 +234,28 @@ def _authorize_grpc(address: Address, state_dir=None) -> Token | None:
     return token
 
 
+def preflight(address: str | None = None, *, state_dir=None) -> Token | None:
+    """Check, without starting a driver, that ``address`` (default RAY_ADDRESS) is a Ray cluster that will
+    accept us. Returns the token to present (None: the cluster wants none, or the address is local/auto);
+    raises ConnectionError_ naming the problem: wrong address, missing token or rejected token."""
+    parsed = address_from(address)
+    if parsed.kind == "dashboard":
+        url = parsed.text
+        if _auth_mode(url) == "disabled":
+            return None
+        token = find_token(parsed, state_dir=state_dir)
+        _check_dashboard_token(url, token)
+        return token
+    if parsed.kind == "auto":
+        local = _local_cluster(parsed, state_dir)
+        if not (local and local.get("address")):
+            return None
+        parsed = parse_address(local["address"])
+    if parsed.kind in ("gcs", "client"):
+        return _authorize_grpc(parsed, state_dir)
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- connect
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True,
@@ -328,25 +350,37 @@ def _auth_mode(url: str) -> str:
         raise ConnectionError_(f"{url} answers but is not a Ray dashboard (no JSON at /api/authentication_mode)")
 
 
+def _check_dashboard_token(url: str, token: Token | None) -> None:
+    """Raise unless the dashboard accepts ``token`` on an authenticated endpoint."""
+    request = urllib.request.Request(f"{url}/api/version")
+    if token:
+        request.add_header("Authorization", f"Bearer {token.value}")
+    try:
+        urllib.request.urlopen(request, timeout=_PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401 or (exc.code == 403 and token is None):
+            raise ConnectionError_(
+                f"the cluster at {url} uses token authentication and no token was found: {_TOKEN_HELP}") from None
+        if exc.code == 403:
+            raise ConnectionError_(
+                f"the cluster at {url} rejected the token from {token.source}: it is not this cluster's token. "
+                f"{_TOKEN_HELP}") from None
+        raise ConnectionError_(f"{url}/api/version answered HTTP {exc.code}: is this a Ray dashboard?") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConnectionError_(f"could not reach the Jobs API at {url}: {getattr(exc, 'reason', exc)}") from None
+
+
 def job_client(address: str | None = None, *, state_dir=None):
     """A ``JobSubmissionClient`` for the cluster at ``address``, authenticated when the cluster wants a token."""
     from ray.dashboard.modules.job.sdk import JobSubmissionClient
-    from ray.exceptions import AuthenticationError
 
     url = dashboard_url(address, state_dir=state_dir)
-    mode = _auth_mode(url)
-    parsed = parse_address(url)
-    token = find_token(parsed, state_dir=state_dir) if mode != "disabled" else None
-    if mode == "token" and token is None:
-        raise ConnectionError_(
-            f"the cluster at {url} uses token authentication and no token was found: {_TOKEN_HELP}")
+    token = None
+    if _auth_mode(url) != "disabled":
+        token = find_token(parse_address(url), state_dir=state_dir)
+        _check_dashboard_token(url, token)
     headers = {"Authorization": f"Bearer {token.value}"} if token else {}
     try:
         return JobSubmissionClient(url, headers=headers)
-    except AuthenticationError:
-        source = token.source if token else "nowhere (no token sent)"
-        raise ConnectionError_(
-            f"the cluster at {url} rejected the token from {source}: it is not this cluster's token. "
-            f"{_TOKEN_HELP}") from None
     except ConnectionError as exc:
         raise ConnectionError_(f"could not reach the Jobs API at {url}: {exc}") from None

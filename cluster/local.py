@@ -117,7 +117,10 @@ def _start_node(state: dict, folder: Path, name: str, role_args: list[str], agen
     # The cluster's `python` (what a job's entrypoint runs) is this interpreter: jobs submitted to the local
     # cluster find trainyard's dependencies without a runtime_env.
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=state["token_path"])
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=state["token_path"],
+               # Ray's state API, called inside Ray Train's actors with no address, otherwise looks for "the"
+               # Ray on this machine and fails when there are several (other tests, other users).
+               RAY_API_SERVER_ADDRESS=state["dashboard_url"])
     if name == "head":
         # Ray then takes loopback as the node's address for everything on the head, drivers of submitted
         # jobs included (they resolve RAY_ADDRESS with this setting). A worker node must not have it: with

@@ -143,6 +143,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     metric = cfg["early_stop_metric"]
 
     start_epoch, history, best, best_epoch, bad_epochs, best_state, best_val = 0, [], None, -1, 0, None, None
+    resumes = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
@@ -152,6 +153,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         start_epoch, history = state["epoch"] + 1, state["history"]
         best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
         best_state, best_val = state["best_state"], state["best_val"]
+        resumes = state.get("resumes", 0) + 1
         if rank == 0:
             print(f"[train] resumed from the checkpoint of epoch {state['epoch'] + 1}", flush=True)
 
@@ -208,7 +210,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             flag = torch.tensor([1 if stop else 0], device=device)
             torch.distributed.broadcast(flag, src=0)
             stop = bool(flag.item())
-        row.update({"best_epoch": best_epoch, f"best_{metric}": best})
+        row.update({"best_epoch": best_epoch, f"best_{metric}": best, "resumes": resumes})
         history.append(row)
         if rank == 0:
             print(_progress_line(row, cfg, metric), flush=True)
@@ -216,7 +218,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             ckpt = None
             if rank == 0:
                 torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                            "history": history, "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                            "history": history, "best": best, "resumes": resumes, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                             "best_state": best_state if best_state is not None else core.state_dict(),
                             "best_val": best_val if best_state is not None else val},
                            os.path.join(tmp, STATE_FILE))
@@ -350,7 +352,8 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
     cfg = worker_config(spec, prepared, use_gpu=use_gpu, overrides=overrides)
     if fault_kill_epoch:
         cfg["fault_kill_epoch"] = fault_kill_epoch
-        cfg["fault_marker"] = os.path.join(tempfile.gettempdir(), f"trainyard-fault-{run_name}-{os.getpid()}")
+        # Once per run: the marker records that the kill happened, so the restarted worker trains on.
+        cfg["fault_marker"] = os.path.join(storage_path, f"{run_name}.fault-injected")
     progress(f"[train] {spec.train.workers} worker(s) on {'GPU' if use_gpu else 'CPU'}, "
              f"{cfg['epochs']} epoch(s), batch {cfg['batch_size']}, lr {cfg['lr']:g}, shard in {cfg['cache']}")
     trainer = build_trainer(spec, prepared, cfg, storage_path=storage_path, run_name=run_name)

@@ -1,0 +1,64 @@
+"""Does this interpreter have what trainyard needs? Run on the cluster before a submitted job's real command.
+
+A Ray job's entrypoint runs with the cluster's `python`, not the submitter's. trainyard ships its code as the
+job's working_dir but not its dependencies (torch alone is GBs): the cluster's image must have them
+(`pip install .` in the image, or the same venv as on a local `trainyard cluster up`). When it does not, this
+says so in the job's log, naming the interpreter and every missing package, instead of a traceback from
+deep inside the pipeline.
+
+    python -m cluster.envcheck [PYPROJECT]      exit 0 when all is there, 3 otherwise
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+EXIT_MISSING = 3
+# Distribution name -> import name, where they differ.
+_IMPORT_NAMES = {"pyyaml": "yaml", "scikit-learn": "sklearn", "pillow": "PIL", "moto": "moto"}
+
+
+def required_modules(pyproject: Path) -> list[str]:
+    """Import names of [project].dependencies. A small parser: pyproject.toml's dependency list is plain."""
+    text = pyproject.read_text()
+    block = re.search(r"^dependencies\s*=\s*\[(.*?)^\]", text, re.S | re.M)
+    if not block:
+        return []
+    names = []
+    for spec in re.findall(r"""["']([^"']+)["']""", block.group(1)):
+        dist = re.split(r"[\s\[<>=!~;]", spec.strip(), maxsplit=1)[0].lower()
+        if dist:
+            names.append(_IMPORT_NAMES.get(dist, dist.replace("-", "_")))
+    return names
+
+
+def missing_modules(modules: list[str]) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    pyproject = Path(argv[0]) if argv else Path("pyproject.toml")
+    if not pyproject.is_file():
+        print(f"trainyard envcheck: {pyproject} not found in {Path.cwd()}: was the job submitted with the "
+              "repository as its working_dir?", file=sys.stderr)
+        return EXIT_MISSING
+    missing = missing_modules(required_modules(pyproject))
+    if missing:
+        print(f"trainyard envcheck: the cluster's python ({sys.executable}, Python "
+              f"{sys.version.split()[0]}) lacks {', '.join(missing)}. trainyard ships its code with the job "
+              "but not its dependencies: run the cluster from an image or environment where "
+              "`pip install .` (trainyard's pyproject.toml) was done — for KubeRay, the image in "
+              "cluster/kuberay/*.yaml; for the cluster launcher, setup_commands in cluster/launcher/aws.yaml.",
+              file=sys.stderr)
+        return EXIT_MISSING
+    import ray
+    print(f"trainyard envcheck: {sys.executable} (Ray {ray.__version__}) has all of trainyard's dependencies",
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""`trainyard submit SPEC --address URL`: run a job spec on a Ray cluster through the Ray Jobs API.
+
+What is shipped: the repository as the job's ``working_dir`` — the files git would commit (tracked, plus
+untracked ones .gitignore does not ignore), never ``.git``, virtualenvs, ``runs/``, ``data/``, ``bundles/``
+or caches — plus the spec as resolved here (``--set`` applied, paths settled) at ``.trainyard-job/spec.yaml``.
+The files are copied into a staging folder first, so what is measured against the upload limit is exactly
+what is uploaded.
+
+What is not shipped: trainyard's dependencies. The job's entrypoint is
+``python -m cluster.envcheck && python -m jobs.cli run .trainyard-job/spec.yaml --no-serve``, run by the
+cluster's ``python``: the cluster must have trainyard's dependencies installed (a local `trainyard cluster
+up` cluster runs this venv's python; on Kubernetes or the cloud, an image with ``pip install .``).
+``cluster.envcheck`` fails the job in its first second, naming what is missing, when they are not.
+
+Paths in the spec are read on the cluster, not here. A cluster on this machine (127.0.0.1) sees this disk:
+relative ``data.path``/``output`` are made absolute. Any other cluster does not: local paths are refused
+unless they lie under a ``--shared`` prefix that every node mounts; URIs (s3://, gs://, ...) always pass.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cluster import jobs_api
+from cluster.connect import ConnectionError_, dashboard_url, job_client, parse_address
+from cluster.local import ClusterError
+from cluster.storage import is_uri
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The Ray dashboard refuses request bodies over 100 MiB (ray_constants.DASHBOARD_CLIENT_MAX_SIZE), and the
+# working_dir travels as one. Its error then is a bare HTTP 413; ours comes before any upload.
+UPLOAD_LIMIT_MB = 100
+SPEC_IN_JOB = ".trainyard-job/spec.yaml"
+SHARED_ENV = "TRAINYARD_SHARED_PATHS"
+# Never shipped, even when tracked by git: at any depth...
+EXCLUDED_DIR_NAMES = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+                      ".trainyard", ".ipynb_checkpoints", "node_modules"}
+# ...and at the top of the repository: run outputs, data, bundles, build artifacts.
+EXCLUDED_TOP_LEVEL = {"runs", "data", "bundles", "ray_results", ".whl", "build", "dist"}
+MODES = ("run", "train", "tune")
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class SubmitError(ValueError):
+    """The submission was refused before anything was uploaded; the message says what and how to fix it."""
+
+
+@dataclass
+class Plan:
+    """Everything `submit` will send, decided without touching the cluster (so it is testable and printable)."""
+
+    spec_path: Path
+    spec: dict
+    mode: str
+    entrypoint: str
+    submission_id: str
+    output: str
+    files: list[tuple[str, int]]                # (path relative to the repository, bytes)
+    env_vars: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def upload_bytes(self) -> int:
+        return sum(size for _, size in self.files)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {jobs_api.METADATA_SPEC: str(self.spec_path), jobs_api.METADATA_MODE: self.mode,
+                jobs_api.METADATA_OUTPUT: self.output}
+
+
+# ---------------------------------------------------------------------------------------------- spec
+
+def _load_spec(spec_path: Path, overrides: list[str]) -> dict:
+    if not spec_path.is_file():
+        raise SubmitError(f"{spec_path}: no such spec file (give the path of a YAML job spec)")
+    try:
+        raw = yaml.safe_load(spec_path.read_text())
+    except yaml.YAMLError as exc:
+        raise SubmitError(f"{spec_path}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise SubmitError(f"{spec_path}: a job spec is a YAML mapping (name:, data:, model:, train:, output:)")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = [p for p in key.strip().split(".") if p]
+        if not sep or not parts:
+            raise SubmitError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set train.epochs=3")
+        node = raw
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            raise SubmitError(f"--set {item!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)})")
+    data = raw.get("data")
+    if not isinstance(data, dict) or not data.get("path"):
+        raise SubmitError(f"{spec_path}: data.path is missing; the job needs to know where its data is")
+    if not raw.get("name"):
+        raise SubmitError(f"{spec_path}: name is missing")
+    return raw
+
+
+def _settle_path(value: str, field_name: str, spec_path: Path, same_machine: bool, shared: list[str],
+                 url: str, must_exist: bool, notes: list[str]) -> str:
+    """The path as the cluster should read it, or a SubmitError saying why the cluster cannot."""
+    if is_uri(value):
+        return value
+    local = value[len("file://"):] if value.startswith("file://") else value
+    absolute = os.path.abspath(os.path.expanduser(local))
+    if same_machine:
+        if must_exist and not (glob.glob(absolute) if glob.has_magic(absolute) else os.path.exists(absolute)):
+            raise SubmitError(f"{spec_path}: {field_name} {value!r} does not exist here ({absolute}); "
+                              "create the data first, or fix the path")
+        if absolute != local:
+            # The job runs in a copy of the repository elsewhere on disk: a relative path would point there.
+            notes.append(f"{field_name}: {value!r} -> {absolute} (the job runs in another directory)")
+        return absolute
+    prefixes = [os.path.abspath(p).rstrip("/") + "/" for p in shared]
+    if os.path.isabs(local) and any((absolute + "/").startswith(p) for p in prefixes):
+        return absolute
+    raise SubmitError(
+        f"{spec_path}: {field_name} {value!r} is a path on this machine, and the cluster at {url} cannot read "
+        "this machine's disk. Put it where every node can reach it and point the spec there: a URI "
+        f"(--set {field_name}=s3://bucket/prefix), or an absolute path on storage every node mounts, declared "
+        f"with --shared /mnt/shared (or {SHARED_ENV}=/mnt/shared)")
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+def repository_files(root: Path = REPO_ROOT) -> list[tuple[str, int]]:
+    """(relative path, size) of every file that would ship from ``root``."""
+    try:
+        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
+                                 "--exclude-standard"], capture_output=True, check=True).stdout
+        candidates = [p for p in listed.decode().split("\0") if p]
+    except (OSError, subprocess.CalledProcessError):
+        candidates = _walk_without_git(root)
+    files = []
+    for rel in candidates:
+        parts = Path(rel).parts
+        if parts[0] in EXCLUDED_TOP_LEVEL or any(p in EXCLUDED_DIR_NAMES or p.endswith(".egg-info")
+                                                 for p in parts[:-1]):
+            continue
+        path = root / rel
+        if path.is_file() and not path.is_symlink():  # a tracked file deleted from the worktree is skipped
+            files.append((rel, path.stat().st_size))
+    return sorted(files)
+
+
+def _walk_without_git(root: Path) -> list[str]:
+    """Not a git checkout (an unpacked tarball): walk it, honouring its top-level .gitignore as Ray would."""
+    ignore = None
+    gitignore = root / ".gitignore"
+    if gitignore.is_file():
+        from ray._private.thirdparty.pathspec import PathSpec  # the matcher Ray itself uses for .gitignore
+        ignore = PathSpec.from_lines("gitwildmatch", gitignore.read_text().splitlines())
+    found = []
+    for folder, dirs, names in os.walk(root):
+        rel_folder = Path(folder).relative_to(root)
+        dirs[:] = [d for d in dirs if d not in EXCLUDED_DIR_NAMES
+                   and not (ignore and ignore.match_file(str(rel_folder / d) + "/"))]
+        found += [str(rel_folder / n) for n in names if not (ignore and ignore.match_file(str(rel_folder / n)))]
+    return found
+
+
+def _check_size(files: list[tuple[str, int]], limit_mb: float, root: Path) -> None:
+    total = sum(size for _, size in files)
+    if total <= limit_mb * 2**20:
+        return
+    by_dir: dict[str, int] = {}
+    for rel, size in files:
+        parts = Path(rel).parts
+        for depth in range(1, min(len(parts), 3)):
+            key = "/".join(parts[:depth]) + "/"
+            by_dir[key] = by_dir.get(key, 0) + size
+    biggest_files = sorted(files, key=lambda f: -f[1])[:5]
+    biggest_dirs = sorted(by_dir.items(), key=lambda d: -d[1])[:5]
+    fmt = lambda b: f"{b / 2**20:.1f} MiB"  # noqa: E731
+    raise SubmitError(
+        f"the working_dir to upload ({root}) holds {fmt(total)} in {len(files)} files, over the "
+        f"{limit_mb:g} MiB a Ray job can upload (nothing was uploaded). Biggest files: "
+        + ", ".join(f"{rel} ({fmt(size)})" for rel, size in biggest_files)
+        + ". Biggest folders: " + ", ".join(f"{d} ({fmt(size)})" for d, size in biggest_dirs)
+        + ". Move data and checkpoints out of the repository (or into data/ or runs/, which never ship), "
+          "or list them in .gitignore; put data the job reads on shared storage or a URI.")
+
+
+def _stage(files: list[tuple[str, int]], root: Path, spec: dict) -> Path:
+    """A folder holding exactly the files to ship and the resolved spec."""
+    staging = Path(tempfile.mkdtemp(prefix="trainyard-submit-"))
+    for rel, _ in files:
+        target = staging / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, target)
+    spec_file = staging / SPEC_IN_JOB
+    spec_file.parent.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return staging
+
+
+# ---------------------------------------------------------------------------------------------- submit
+
+def plan(spec_path, address: str | None, mode: str = "run", overrides=(), *, shared=(), env=(),
+         max_upload_mb: float = UPLOAD_LIMIT_MB, root: Path = REPO_ROOT) -> Plan:
+    """Decide what to submit (spec, paths, files, entrypoint) and refuse early what cannot work."""
+    if mode not in MODES:
+        raise SubmitError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    spec_path = Path(spec_path)
+    spec = _load_spec(spec_path, list(overrides))
+    url = dashboard_url(address)
+    same_machine = parse_address(url).is_loopback
+    shared = list(shared) + [p for p in os.environ.get(SHARED_ENV, "").split(os.pathsep) if p]
+    notes: list[str] = []
+    paths = spec["data"]["path"]
+    settle = lambda value, name, must_exist: _settle_path(  # noqa: E731
+        str(value), name, spec_path, same_machine, shared, url, must_exist, notes)
+    if isinstance(paths, list):
+        spec["data"]["path"] = [settle(p, f"data.path[{i}]", True) for i, p in enumerate(paths)]
+    else:
+        spec["data"]["path"] = settle(paths, "data.path", True)
+    # Mirrors JobSpec.output_dir's default, so that the default output also lands somewhere visible.
+    spec["output"] = settle(spec.get("output") or f"runs/{spec['name']}", "output", False)
+
+    files = repository_files(root)
+    _check_size(files, max_upload_mb, root)
+    env_vars = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SubmitError(f"--env {item!r}: expected NAME=VALUE")
+        env_vars[key] = value
+    command = f"python -m jobs.cli {mode} {SPEC_IN_JOB}" + (" --no-serve" if mode == "run" else "")
+    entrypoint = f"python -m cluster.envcheck && {command}"
+    submission_id = f"trainyard-{spec['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    return Plan(spec_path, spec, mode, entrypoint, submission_id, spec["output"], files, env_vars, notes)
+
+
+def submit(spec_path, address: str | None, mode: str = "run", wait: bool = False, overrides=(), *,
+           shared=(), env=(), max_upload_mb: float = UPLOAD_LIMIT_MB, root: Path = REPO_ROOT,
+           entrypoint: str | None = None, progress=print) -> dict:
+    """Submit the spec as a Ray job; with ``wait``, stream its logs and return once it has ended.
+
+    Returns the job's info (``cluster.jobs_api.describe``): id, status, output, ...
+    ``entrypoint`` replaces the trainyard command (tests use it to run something small the same way).
+    """
+    the_plan = plan(spec_path, address, mode, overrides, shared=shared, env=env, max_upload_mb=max_upload_mb,
+                    root=root)
+    client = job_client(address)  # fails on a wrong address or token before anything is staged
+    for note in the_plan.notes:
+        progress(f"note: {note}")
+    staging = _stage(the_plan.files, root, the_plan.spec)
+    try:
+        runtime_env = {"working_dir": str(staging)}
+        if the_plan.env_vars:
+            runtime_env["env_vars"] = the_plan.env_vars
+        job_id = client.submit_job(entrypoint=entrypoint or the_plan.entrypoint, runtime_env=runtime_env,
+                                   metadata=the_plan.metadata, submission_id=the_plan.submission_id)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    progress(f"submitted {job_id} to {client._address} ({len(the_plan.files)} files, "
+             f"{the_plan.upload_bytes / 2**20:.1f} MiB); outputs go to {the_plan.output}")
+    if not wait:
+        progress(f"follow it with: trainyard jobs logs {job_id} --follow --address {client._address}")
+        return jobs_api.job_info(job_id, client=client)
+    info = jobs_api.follow_logs(job_id, client=client, write=lambda s: print(s, end="", flush=True))
+    progress(f"job {job_id} {info['status']}" + (f": {info['message']}" if info["message"] else "")
+             + (f"; outputs in {info['output']}" if info["status"] == "SUCCEEDED" else ""))
+    return info
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def cmd_submit(args) -> int:
+    try:
+        info = submit(args.spec, args.address, args.mode, args.wait, args.set, shared=args.shared,
+                      env=args.env, max_upload_mb=args.max_upload_mb)
+    except (SubmitError, ConnectionError_, ClusterError) as exc:
+        print(f"trainyard: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    if args.wait:
+        return EXIT_OK if info["status"] == "SUCCEEDED" else EXIT_FAILED
+    return EXIT_OK
+
+
+def register(subparsers) -> None:
+    """Add `submit` to a `trainyard` argparse subparsers object."""
+    p = subparsers.add_parser("submit", help="run a spec on a Ray cluster through the Ray Jobs API",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", help="the job spec (YAML)")
+    p.add_argument("--address", default=None,
+                   help="the cluster's dashboard, http://<head>:8265 (default: RAY_API_SERVER_ADDRESS or "
+                        "RAY_ADDRESS if it is a URL, else the cluster `trainyard cluster up` started)")
+    p.add_argument("--mode", choices=MODES, default="run",
+                   help="what the job runs: `trainyard run SPEC --no-serve` (default), train or tune")
+    p.add_argument("--wait", action="store_true", help="stream the job's logs and exit with its outcome")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a spec field, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--shared", action="append", default=[], metavar="PREFIX",
+                   help=f"a local path prefix every node mounts (repeatable; also {SHARED_ENV})")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for the job, e.g. AWS_ENDPOINT_URL=http://... (repeatable)")
+    p.add_argument("--max-upload-mb", type=float, default=UPLOAD_LIMIT_MB,
+                   help=f"refuse a working_dir bigger than this (default {UPLOAD_LIMIT_MB}, Ray's limit)")
+    p.set_defaults(func=cmd_submit)

@@ -1,0 +1,118 @@
+"""Ingest on a real local Ray: schema reconciliation, the errors that name files and columns, inference, split."""
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.ingest import TEST, TRAIN, VAL, DataError, ingest
+from jobs.spec import validate_spec
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def data_spec(path, label="y", **data):
+    return validate_spec({"name": "t", "data": {"path": str(path), "label": label, **data}}).data
+
+
+def frame(n=40, seed=0, **cols):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"a": rng.normal(size=n), "b": rng.integers(0, 100, n), "c": rng.choice(["x", "z"], n),
+                       "y": np.arange(n) % 2})
+    for k, v in cols.items():
+        df[k] = v
+    return df
+
+
+def test_int_and_float_shards_promote_to_float(tmp_path):
+    frame(seed=0).to_parquet(tmp_path / "p0.parquet")
+    f = frame(seed=1)
+    f["b"] = f["b"].astype(float) + 0.5
+    f.to_parquet(tmp_path / "p1.parquet")
+    r = ingest(data_spec(tmp_path), progress=lambda *_: None)
+    assert r.schema.field("b").type == pa.float64()
+    assert r.rows_read == 80 and "b" in r.numeric
+
+
+def test_shard_missing_a_column_is_named(tmp_path):
+    frame().to_parquet(tmp_path / "p0.parquet")
+    frame().drop(columns=["c"]).to_parquet(tmp_path / "p1.parquet")
+    with pytest.raises(DataError, match=r"p1.parquet: missing column\(s\) \['c'\]"):
+        ingest(data_spec(tmp_path))
+    # Excluding the column makes the shards agree.
+    assert ingest(data_spec(tmp_path, features={"exclude": ["c"]}), progress=lambda *_: None).rows_read == 80
+
+
+def test_incompatible_column_type_names_file_and_column(tmp_path):
+    frame().to_parquet(tmp_path / "p0.parquet")
+    frame(a=["oops"] * 40).to_parquet(tmp_path / "p1.parquet")
+    with pytest.raises(DataError, match=r"column 'a' has incompatible types.*float in .*p0.parquet.*string in .*p1.parquet"):
+        ingest(data_spec(tmp_path))
+
+
+def test_missing_label_column(tmp_path):
+    frame().to_parquet(tmp_path / "p0.parquet")
+    with pytest.raises(DataError, match=r"label column 'target' is in none of the 1 file\(s\).*Fix data.label"):
+        ingest(data_spec(tmp_path, label="target"))
+
+
+def test_empty_data_and_corrupt_file(tmp_path):
+    frame(n=0).to_parquet(tmp_path / "empty.parquet")
+    with pytest.raises(DataError, match="hold no rows"):
+        ingest(data_spec(tmp_path))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    frame().to_parquet(bad / "ok.parquet")
+    (bad / "torn.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataError, match=r"torn.parquet: cannot read it as parquet"):
+        ingest(data_spec(bad))
+    with pytest.raises(DataError, match="does not exist"):
+        ingest(data_spec(tmp_path / "nowhere"))
+
+
+def test_single_class_label(tmp_path):
+    frame(y=[1] * 40).to_parquet(tmp_path / "p.parquet")
+    with pytest.raises(DataError, match=r"label 'y' has a single class \(1\)"):
+        ingest(data_spec(tmp_path, task="classification"))
+
+
+def test_rows_without_label_dropped_and_counted(tmp_path):
+    f = frame(n=60).astype({"y": float})
+    f.loc[:4, "y"] = np.nan
+    f.to_parquet(tmp_path / "p.parquet")
+    r = ingest(data_spec(tmp_path), progress=lambda *_: None)
+    assert r.rows_dropped_missing_label == 5 and r.rows_read == 60
+    assert sum(r.split_rows.values()) == 55
+    assert r.task == "classification" and r.classes == [0.0, 1.0]
+
+
+def test_inference_is_reported(tmp_path):
+    f = frame(n=60)
+    f["shift"] = np.arange(60) % 3
+    f["flag"] = np.arange(60) % 2 == 0
+    f.to_csv(tmp_path / "p.csv", index=False)
+    r = ingest(data_spec(tmp_path), progress=lambda *_: None)
+    assert r.format == "csv"
+    assert set(r.categorical) == {"c", "shift", "flag"} and set(r.numeric) == {"a", "b"}
+    assert "3 distinct integers" in r.inferred["shift"] and "task" in r.inferred
+    # Both lists given: other columns are reported, not silently dropped.
+    r2 = ingest(data_spec(tmp_path, features={"numeric": ["a"], "categorical": ["c"]}), progress=lambda *_: None)
+    assert set(r2.unused_columns) == {"b", "shift", "flag"}
+
+
+def test_split_is_seeded_stratified_and_disjoint(tmp_path):
+    n = 400
+    f = frame(n=n, y=np.where(np.arange(n) % 10 == 0, "rare", "common"))
+    f.to_parquet(tmp_path / "p.parquet")
+    spec = data_spec(tmp_path, split={"val": 0.2, "test": 0.2, "seed": 3})
+    r1 = ingest(spec, progress=lambda *_: None)
+    r2 = ingest(spec, progress=lambda *_: None)
+    parts1 = {k: r1.split(k).to_pandas().sort_values("a").reset_index(drop=True) for k in (TRAIN, VAL, TEST)}
+    parts2 = {k: r2.split(k).to_pandas().sort_values("a").reset_index(drop=True) for k in (TRAIN, VAL, TEST)}
+    for k in parts1:
+        pd.testing.assert_frame_equal(parts1[k], parts2[k])
+    assert r1.class_counts["test"] == {"common": 72, "rare": 8}      # floor(360 × 0.2), floor(40 × 0.2)
+    assert r1.class_counts["val"] == {"common": 72, "rare": 8}
+    assert set(parts1[TRAIN]["a"]).isdisjoint(parts1[TEST]["a"])
+    other = ingest(data_spec(tmp_path, split={"val": 0.2, "test": 0.2, "seed": 4}), progress=lambda *_: None)
+    assert set(other.split(TEST).to_pandas()["a"]) != set(parts1[TEST]["a"])
