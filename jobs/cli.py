@@ -66,10 +66,23 @@ def cmd_train(args) -> int:
 
 
 def cmd_run(args) -> int:
+    """The whole job: tune when the spec has a `tune` section, else train; then serve unless --no-serve."""
     spec = _load(args)
-    if getattr(spec, "tune", None) is not None and "cmd_tune" in globals():
-        return globals()["cmd_tune"](args)
-    return cmd_train(args)
+    _connect(args)
+    if spec.tune is not None:
+        from tuning import run_tune
+        path, _ = run_tune(spec, resume=getattr(args, "resume", False), progress=_progress)
+    else:
+        from jobs.pipeline import run_train
+        path, _ = run_train(spec, progress=_progress)
+    print(f"bundle written to {path}")
+    if args.no_serve:
+        return EXIT_OK
+    try:
+        from serving import serve_forever
+    except ImportError:
+        return EXIT_OK
+    return serve_forever(path, spec=spec, progress=_progress)
 
 
 def _add_common(p: argparse.ArgumentParser, spec: bool = True) -> None:
@@ -94,8 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the whole job: train (or tune, when the spec has `tune`)")
     _add_common(p)
     p.add_argument("--no-serve", action="store_true", help="do not serve the bundle afterwards")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted tuning experiment")
     p.set_defaults(func=cmd_run)
-    for module in ("cluster.commands", "jobs.submit"):
+    # Each package contributes its own subcommands through `register(subparsers)`.
+    for module in ("tuning.commands", "serving.commands", "cluster.commands", "jobs.submit"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:

@@ -152,12 +152,101 @@ class TrainSpec(_Strict):
     cache_limit_mb: int = Field(2048, gt=0)
 
 
+class Distribution(_Strict):
+    """One search axis: exactly one of loguniform: [lo, hi], uniform: [lo, hi], choice: [values...]."""
+
+    loguniform: Optional[list[float]] = None
+    uniform: Optional[list[float]] = None
+    choice: Optional[list[Any]] = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        given = [k for k in ("loguniform", "uniform", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of loguniform: [lo, hi], uniform: [lo, hi] or choice: [...]")
+        if given[0] in ("loguniform", "uniform"):
+            lo_hi = getattr(self, given[0])
+            if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
+                raise ValueError(f"{given[0]} needs [low, high] with low < high, got {lo_hi}")
+            if given[0] == "loguniform" and lo_hi[0] <= 0:
+                raise ValueError(f"loguniform needs a positive low bound, got {lo_hi[0]}")
+        elif not self.choice:
+            raise ValueError("choice needs at least one value")
+        return self
+
+
+class AshaSpec(_Strict):
+    grace_period: int = Field(2, ge=1, description="Epochs every trial runs before it can be stopped.")
+    reduction_factor: float = Field(3, gt=1)
+
+
+class SchedulerSpec(_Strict):
+    asha: Optional[AshaSpec] = Field(default_factory=AshaSpec)
+
+
+class TuneSpec(_Strict):
+    """Ray Tune search over the train section; each trial is one Ray Train run."""
+
+    samples: int = Field(16, ge=1, description="Number of trials (for grid: repeats of the full grid).")
+    lr: Optional[Distribution] = Field(default_factory=lambda: Distribution(loguniform=[1e-4, 1e-1]))
+    batch_size: Optional[Distribution] = Field(default_factory=lambda: Distribution(choice=[32, 64, 128, 256]))
+    weight_decay: Optional[Distribution] = None
+    dropout: Optional[Distribution] = None
+    hidden: Optional[Distribution] = Field(None, description="choice of lists, e.g. {choice: [[64], [128, 64]]}")
+    search: Literal["random", "grid", "optuna"] = "random"
+    scheduler: Union[SchedulerSpec, Literal["none"]] = Field(default_factory=SchedulerSpec)
+    metric: Optional[str] = Field(None, description="Default: train.early_stop.metric, else val_loss.")
+    mode: Optional[Literal["min", "max"]] = Field(None, description="Inferred from the metric when omitted.")
+    max_concurrent: Union[int, Literal["auto"]] = Field("auto", description="auto: what the cluster can hold.")
+    time_budget_s: Optional[float] = Field(None, gt=0)
+
+    @field_validator("max_concurrent")
+    @classmethod
+    def _positive(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"max_concurrent must be auto or at least 1, got {v}")
+        return v
+
+
+class AutoscalingSpec(_Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    target_ongoing_requests: float = Field(4, gt=0)
+    upscale_delay_s: float = Field(30.0, ge=0)
+    downscale_delay_s: float = Field(600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        return self
+
+
+class BatchSpec(_Strict):
+    max_size: int = Field(64, ge=1, description="Most records batched into one model call.")
+    wait_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill.")
+
+
+class ServeSpec(_Strict):
+    """Ray Serve deployment of the bundle."""
+
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    batch: BatchSpec = Field(default_factory=BatchSpec)
+    max_records: int = Field(1000, ge=1, description="Most records in one request.")
+    max_body_mb: float = Field(8.0, gt=0, description="Larger request bodies get 413.")
+    ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0.5})
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+
 class JobSpec(_Strict):
     name: str = Field(description="Job name: letters, digits, '.', '_' and '-'.")
     data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     output: Optional[str] = Field(None, description="Where runs, checkpoints and the bundle go; default runs/<name>.")
+    tune: Optional[TuneSpec] = Field(None, description="Present: `trainyard run` tunes instead of training once.")
+    serve: ServeSpec = Field(default_factory=ServeSpec)
 
     @field_validator("name")
     @classmethod
