@@ -281,7 +281,8 @@ def class_weights(pre: Preprocessor, how: str) -> Optional[list[float]]:
 def worker_config(spec: JobSpec, prepared: PreparedData, *, use_gpu: bool, overrides: Optional[dict] = None) -> dict:
     """The plain dict every worker receives: the spec's train section, overridden (by Tune) where given."""
     pre = prepared.preprocessor
-    t = spec.train.model_copy(update=overrides or {})
+    overrides = overrides or {}
+    t = spec.train.model_copy(update={k: v for k, v in overrides.items() if k in type(spec.train).model_fields})
     es = t.early_stop
     metric = es.metric if es else "val_loss"
     if pre.task == "regression" and metric not in ("val_loss", "val_mae", "val_rmse", "val_r2"):
@@ -343,7 +344,9 @@ def check_resources(spec: JobSpec, resources: dict) -> None:
 
 def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: str,
         overrides: Optional[dict] = None, fault_kill_epoch: Optional[int] = None,
-        progress: Callable[[str], None] = print) -> TrainOutcome:
+        callbacks: Optional[list] = None, progress: Callable[[str], None] = print) -> TrainOutcome:
+    """Train once. `overrides` (lr, batch_size, weight_decay, dropout, hidden, epochs...) replace the spec's values
+    for this run only: tuning passes each trial's sampled config here. `callbacks` go to Ray Train's RunConfig."""
     from cluster import describe_resources
 
     resources = describe_resources()
@@ -356,7 +359,7 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
         cfg["fault_marker"] = os.path.join(storage_path, f"{run_name}.fault-injected")
     progress(f"[train] {spec.train.workers} worker(s) on {'GPU' if use_gpu else 'CPU'}, "
              f"{cfg['epochs']} epoch(s), batch {cfg['batch_size']}, lr {cfg['lr']:g}, shard in {cfg['cache']}")
-    trainer = build_trainer(spec, prepared, cfg, storage_path=storage_path, run_name=run_name)
+    trainer = build_trainer(spec, prepared, cfg, storage_path=storage_path, run_name=run_name, callbacks=callbacks)
     try:
         result = trainer.fit()
     except Exception as exc:
