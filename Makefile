@@ -23,7 +23,7 @@ data: install
 	$(PY) examples/telemetry.py --out data/telemetry
 
 run: data
-	$(VENV)/bin/trainyard run $(SPEC)
+	$(VENV)/bin/trainyard run $(SPEC) --no-serve
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

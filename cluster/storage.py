@@ -41,7 +41,13 @@ def _node_probe(path: str, check_id: str, node_id: str, phase: str, others: list
             fs, base = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local))
             report["where"] = base
         folder = f"{base.rstrip('/')}/.trainyard-storage-check-{check_id}"
-        if phase == "write":
+        if phase == "exists":
+            if is_uri(path):
+                report["seen"] = [base] if fs.get_file_info(base).type != pafs.FileType.NotFound else []
+            else:
+                import glob
+                report["seen"] = glob.glob(base) if glob.has_magic(base) else [base] * os.path.exists(base)
+        elif phase == "write":
             report["base_existed"] = fs.get_file_info(base).type != pafs.FileType.NotFound
             fs.create_dir(folder, recursive=True)
             with fs.open_output_stream(f"{folder}/{node_id}") as out:
@@ -63,38 +69,49 @@ def _node_probe(path: str, check_id: str, node_id: str, phase: str, others: list
     return report
 
 
-def is_shared(path: str, *, timeout_s: float = 60.0) -> dict:
-    """Run the check and return its report without raising: {"ok", "path", "nodes": [...], "problems": [...]}."""
+def _alive_nodes() -> tuple[list[str], dict[str, str]]:
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if not ray.is_initialized():
-        raise RuntimeError("check_shared_storage needs a connected Ray: call cluster.connect() first")
+        raise RuntimeError("the storage checks need a connected Ray: call cluster.connect() first")
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    # By value: the nodes of a cluster joined from a laptop cannot import this repository's modules.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    probe = ray.remote(num_cpus=0, max_retries=0)(_node_probe)
-    check_id = uuid.uuid4().hex[:12]
-    ids = [n["NodeID"] for n in nodes]
-
-    def on_every_node(phase: str, others=lambda _nid: [], remove_base=lambda _nid: False) -> dict[str, dict]:
-        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False))
-                .remote(str(path), check_id, nid, phase, others(nid), remove_base(nid)) for nid in ids]
-        try:
-            return {r["node_id"]: r for r in ray.get(refs, timeout=timeout_s)}
-        except ray.exceptions.GetTimeoutError:
-            raise StorageError(f"storage check of {path!r}: some node did not answer within {timeout_s:.0f}s "
-                               "(a busy or dead node?); retry, or check `trainyard cluster status`") from None
-
-    written = on_every_node("write")
-    writers = [nid for nid, r in written.items() if r["error"] is None]
-    read = on_every_node("read", lambda nid: [w for w in writers if w != nid])
-    on_every_node("remove_marker")
-    on_every_node("remove_folder", remove_base=lambda nid: not written[nid].get("base_existed", True))
-
     labels = {n["NodeID"]: f"node {n['NodeID'][:8]} ({n.get('NodeManagerAddress')}"
                            f"{', head' if 'node:__internal_head__' in n.get('Resources', {}) else ''})"
               for n in nodes}
+    return [n["NodeID"] for n in nodes], labels
+
+
+def _on_every_node(ray, ids: list[str], path: str, check_id: str, phase: str, timeout_s: float,
+                   others=lambda _nid: [], remove_base=lambda _nid: False) -> dict[str, dict]:
+    """Run one phase of the probe on every node at once, each task pinned to its node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # By value: the nodes of a cluster joined from a laptop cannot import this repository's modules.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # num_cpus=0: the check must run even on nodes whose CPUs a running job holds.
+    probe = ray.remote(num_cpus=0, max_retries=0)(_node_probe)
+    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False))
+            .remote(str(path), check_id, nid, phase, others(nid), remove_base(nid)) for nid in ids]
+    try:
+        return {r["node_id"]: r for r in ray.get(refs, timeout=timeout_s)}
+    except ray.exceptions.GetTimeoutError:
+        raise StorageError(f"storage check of {path!r}: some node did not answer within {timeout_s:.0f}s "
+                           "(a busy or dead node?); retry, or check `trainyard cluster status`") from None
+
+
+def is_shared(path: str, *, timeout_s: float = 60.0) -> dict:
+    """Run the check and return its report without raising: {"ok", "path", "nodes": [...], "problems": [...]}."""
+    import ray
+
+    ids, labels = _alive_nodes()
+    check_id = uuid.uuid4().hex[:12]
+    run = lambda phase, **kw: _on_every_node(ray, ids, path, check_id, phase, timeout_s, **kw)  # noqa: E731
+    written = run("write")
+    writers = [nid for nid, r in written.items() if r["error"] is None]
+    read = run("read", others=lambda nid: [w for w in writers if w != nid])
+    run("remove_marker")
+    run("remove_folder", remove_base=lambda nid: not written[nid].get("base_existed", True))
+
     problems = []
     for nid in ids:
         where = written[nid]["where"]
@@ -111,6 +128,23 @@ def is_shared(path: str, *, timeout_s: float = 60.0) -> dict:
             "nodes": [{"node": labels[nid], "where": written[nid]["where"]} for nid in ids]}
 
 
+def check_readable_everywhere(path: str, *, timeout_s: float = 60.0) -> dict:
+    """Raise StorageError unless every alive node finds ``path`` (input data: read-only, so no markers)."""
+    import ray
+
+    ids, labels = _alive_nodes()
+    reports = _on_every_node(ray, ids, path, uuid.uuid4().hex[:12], "exists", timeout_s)
+    problems = [f"{labels[nid]} cannot find it ({r['where']})" + (f": {r['error']}" if r["error"] else "")
+                for nid, r in reports.items() if r["error"] or not r["seen"]]
+    if problems:
+        raise StorageError(
+            f"{path!r} is not visible on every node of the cluster:\n  - " + "\n  - ".join(problems)
+            + "\nEvery node reads input data (Ray Data runs its tasks anywhere): use a URI (s3://bucket/prefix) "
+              "or an absolute path on a filesystem every node mounts.")
+    return {"ok": True, "path": str(path), "nodes": [{"node": labels[n], "where": r["where"]}
+                                                     for n, r in reports.items()]}
+
+
 def check_shared_storage(path: str, *, timeout_s: float = 60.0) -> dict:
     """Raise StorageError unless every alive node reads and writes the same storage at ``path``."""
     report = is_shared(path, timeout_s=timeout_s)
@@ -122,3 +156,35 @@ def check_shared_storage(path: str, *, timeout_s: float = 60.0) -> dict:
             + "\nEvery node must read and write the same files: use a URI (s3://bucket/prefix, gs://...) or an "
               "absolute path on a filesystem every node mounts (NFS, a shared volume).")
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cluster.storage OUTPUT [--data PATH ...]`: run by a submitted job before the pipeline, so a
+    path some node cannot see fails the job in seconds, with the nodes named, rather than mid-run."""
+    import argparse
+
+    from cluster.connect import connect
+
+    ap = argparse.ArgumentParser(prog="python -m cluster.storage", description=main.__doc__)
+    ap.add_argument("output", help="where the job writes: every node must share it")
+    ap.add_argument("--data", action="append", default=[], help="input the job reads: every node must see it")
+    args = ap.parse_args(argv)
+    import ray
+
+    res = connect()
+    try:
+        for path in args.data:
+            check_readable_everywhere(path)
+        check_shared_storage(args.output)
+    except StorageError as exc:
+        print(f"trainyard: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        ray.shutdown()
+    print(f"trainyard storage check: all {res['nodes']} node(s) share {args.output}"
+          + (f" and see {', '.join(args.data)}" if args.data else ""), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

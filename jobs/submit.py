@@ -6,11 +6,15 @@ or caches — plus the spec as resolved here (``--set`` applied, paths settled) 
 The files are copied into a staging folder first, so what is measured against the upload limit is exactly
 what is uploaded.
 
-What is not shipped: trainyard's dependencies. The job's entrypoint is
-``python -m cluster.envcheck && python -m jobs.cli run .trainyard-job/spec.yaml --no-serve``, run by the
-cluster's ``python``: the cluster must have trainyard's dependencies installed (a local `trainyard cluster
-up` cluster runs this venv's python; on Kubernetes or the cloud, an image with ``pip install .``).
-``cluster.envcheck`` fails the job in its first second, naming what is missing, when they are not.
+What is not shipped: trainyard's dependencies. The job's entrypoint, run by the cluster's ``python``, is
+
+    python -m cluster.envcheck && python -m cluster.storage OUTPUT --data DATA \
+        && python -m jobs.cli run .trainyard-job/spec.yaml --no-serve
+
+so the cluster must have trainyard's dependencies installed (a local `trainyard cluster up` cluster runs this
+venv's python; on Kubernetes or the cloud, an image with ``pip install .``). ``cluster.envcheck`` fails the
+job in its first second, naming what is missing, when they are not; ``cluster.storage`` fails it when some
+node cannot see the data or share the output, naming the nodes — before any training starts.
 
 Paths in the spec are read on the cluster, not here. A cluster on this machine (127.0.0.1) sees this disk:
 relative ``data.path``/``output`` are made absolute. Any other cluster does not: local paths are refused
@@ -22,6 +26,7 @@ import argparse
 import glob
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -243,8 +248,11 @@ def plan(spec_path, address: str | None, mode: str = "run", overrides=(), *, sha
         if not sep or not key:
             raise SubmitError(f"--env {item!r}: expected NAME=VALUE")
         env_vars[key] = value
+    data_paths = spec["data"]["path"] if isinstance(spec["data"]["path"], list) else [spec["data"]["path"]]
+    storage_check = " ".join(["python -m cluster.storage", shlex.quote(spec["output"])]
+                             + [f"--data {shlex.quote(p)}" for p in data_paths])
     command = f"python -m jobs.cli {mode} {SPEC_IN_JOB}" + (" --no-serve" if mode == "run" else "")
-    entrypoint = f"python -m cluster.envcheck && {command}"
+    entrypoint = f"python -m cluster.envcheck && {storage_check} && {command}"
     submission_id = f"trainyard-{spec['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     return Plan(spec_path, spec, mode, entrypoint, submission_id, spec["output"], files, env_vars, notes)
 
