@@ -160,6 +160,10 @@ def repository_files(root: Path = REPO_ROOT) -> list[tuple[str, int]]:
         if parts[0] in EXCLUDED_TOP_LEVEL or any(p in EXCLUDED_DIR_NAMES or p.endswith(".egg-info")
                                                  for p in parts[:-1]):
             continue
+        if parts[-1] == ".gitignore":
+            # Ray applies a working_dir's .gitignore again on upload; the selection is already made here,
+            # and a pattern like `*.yaml` there would silently drop the resolved spec.
+            continue
         path = root / rel
         if path.is_file() and not path.is_symlink():  # a tracked file deleted from the worktree is skipped
             files.append((rel, path.stat().st_size))
