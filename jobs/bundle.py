@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from jobs.model import build_model
-from jobs.preprocess import Preprocessor
+from jobs.preprocess import Preprocessor, load_state
 
 FILES = ("model.safetensors", "model.json", "preprocessor.json", "schema.json", "metrics.json", "spec.yaml",
          "lineage.json")
@@ -33,6 +33,14 @@ class BundleError(ValueError):
 
 
 def input_schema(pre: Preprocessor, dtypes: Optional[dict[str, str]] = None) -> dict:
+    if getattr(pre, "kind", "tabular") == "image":
+        from jobs.images import ENCODINGS
+        return {"input": "image", "task": pre.task, "label": {"name": pre.label, "classes": pre.classes},
+                "image": {"field": pre.column, "size": pre.size, "channels": pre.channels,
+                          "accepted": ENCODINGS,
+                          "pixels": f"[{pre.size[0]}][{pre.size[1]}]" + ("" if pre.channels == 1 else f"[{pre.channels}]")
+                                    + " values 0..255"},
+                "features": [{"name": pre.column, "type": "image", "required": True}]}
     dtypes = dtypes or {}
     features = [{"name": s.name, "type": "number", "dtype": dtypes.get(s.name, "double"), "required": False,
                  "missing": f"imputed with {s.fill:g}"} for s in pre.numeric]
@@ -159,7 +167,7 @@ def load(path: str | os.PathLike) -> Bundle:
                           "Give the bundle folder (OUTPUT/bundle) or the run's output folder")
     try:
         model_config = json.loads((p / "model.json").read_text())
-        pre = Preprocessor.load(p / "preprocessor.json")
+        pre = load_state(json.loads((p / "preprocessor.json").read_text()))
         model = build_model(model_config)
         model.load_state_dict(load_file(str(p / "model.safetensors")))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

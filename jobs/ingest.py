@@ -55,6 +55,7 @@ class IngestResult:
     inferred: dict[str, str] = field(default_factory=dict)   # what was inferred, and why
     unused_columns: list[str] = field(default_factory=list)
     fingerprint: str = ""
+    corrupt: list[dict] = field(default_factory=list)         # images: undecodable files (path, error)
 
     def split(self, which: int) -> ray.data.Dataset:
         return self.dataset.map_batches(_keep_split, fn_kwargs={"which": which}, batch_format="pyarrow")
@@ -65,7 +66,7 @@ class IngestResult:
                 "task": self.task, "classes": self.classes, "numeric": self.numeric,
                 "categorical": self.categorical, "unused_columns": self.unused_columns,
                 "inferred": self.inferred, "split_rows": self.split_rows, "class_counts": self.class_counts,
-                "fingerprint": self.fingerprint}
+                "fingerprint": self.fingerprint, "corrupt": self.corrupt}
 
 
 def _keep_split(batch: pa.Table, which: int) -> pa.Table:

@@ -27,10 +27,34 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def model_config(model_spec, input_dim: int, output_dim: int) -> dict:
+class CNN(nn.Module):
+    """Image classifier over packed rows (B, C*H*W): [conv3x3 → BN → activation → maxpool] per entry of
+    `channels`, global average pooling (so any input size works), then an MLP head."""
+
+    def __init__(self, input_shape: list[int], output_dim: int, channels: list[int], hidden: list[int],
+                 dropout: float = 0.0, activation: str = "relu"):
+        super().__init__()
+        self.input_shape = list(input_shape)
+        blocks: list[nn.Module] = []
+        c_in = input_shape[0]
+        for c_out in channels:
+            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                       _ACTIVATIONS[activation](), nn.MaxPool2d(2, ceil_mode=True)]
+            c_in = c_out
+        self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = MLP(c_in, output_dim, hidden, dropout, activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x.view(-1, *self.input_shape)))
+
+
+def model_config(model_spec, input_dim: int, output_dim: int, input_shape: list[int] | None = None) -> dict:
     """Constructor args of the model a spec describes; what `build_model` and the bundle consume."""
-    return {"kind": model_spec.kind, "input_dim": input_dim, "output_dim": output_dim,
-            "hidden": list(model_spec.hidden), "dropout": model_spec.dropout, "activation": model_spec.activation}
+    cfg = {"kind": model_spec.kind, "input_dim": input_dim, "output_dim": output_dim,
+           "hidden": list(model_spec.hidden), "dropout": model_spec.dropout, "activation": model_spec.activation}
+    if model_spec.kind == "cnn":
+        cfg.update(input_shape=list(input_shape), channels=list(model_spec.channels))
+    return cfg
 
 
 def build_model(config: dict) -> nn.Module:
@@ -38,4 +62,7 @@ def build_model(config: dict) -> nn.Module:
     if kind == "mlp":
         return MLP(config["input_dim"], config["output_dim"], config["hidden"], config.get("dropout", 0.0),
                    config.get("activation", "relu"))
-    raise ValueError(f"unknown model kind {kind!r}; this trainyard knows: mlp")
+    if kind == "cnn":
+        return CNN(config["input_shape"], config["output_dim"], config["channels"], config["hidden"],
+                   config.get("dropout", 0.0), config.get("activation", "relu"))
+    raise ValueError(f"unknown model kind {kind!r}; this trainyard knows: mlp, cnn")

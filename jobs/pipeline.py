@@ -86,9 +86,14 @@ def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None]
     s = prepared.ingest
     lines = [f"[data] {s.rows_read} rows from {len(s.files)} {s.format} file(s); "
              f"{s.rows_dropped_missing_label} row(s) dropped for a missing label ({s.label})",
-             f"[data] task: " + (s.inferred["task"] if "task" in s.inferred else f"{s.task} (from data.task)"),
-             f"[data] numeric ({len(s.numeric)}): {', '.join(s.numeric) or '-'}",
-             f"[data] categorical ({len(s.categorical)}): {', '.join(s.categorical) or '-'}"]
+             f"[data] task: " + (s.inferred["task"] if "task" in s.inferred else f"{s.task} (from data.task)")]
+    if s.numeric or s.categorical:
+        lines += [f"[data] numeric ({len(s.numeric)}): {', '.join(s.numeric) or '-'}",
+                  f"[data] categorical ({len(s.categorical)}): {', '.join(s.categorical) or '-'}"]
+    if s.corrupt:
+        shown = "; ".join(f"{c['path']} ({c['error']})" for c in s.corrupt[:20])
+        lines.append(f"[data] {len(s.corrupt)} undecodable image(s) skipped: {shown}"
+                     + (" …" if len(s.corrupt) > 20 else "") + " (all listed in summary.json)")
     inferred = {k: v for k, v in s.inferred.items() if k != "task"}
     if inferred:
         lines.append("[data] inferred: " + "; ".join(f"{k} → {v}" for k, v in inferred.items()))

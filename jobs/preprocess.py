@@ -137,6 +137,14 @@ class Preprocessor:
             return cls.from_dict(json.load(f))
 
 
+def load_state(d: dict):
+    """A fitted preprocessor from its JSON state: tabular, or image when the state says kind: image."""
+    if d.get("kind") == "image":
+        from jobs.images import ImagePreprocessor
+        return ImagePreprocessor.from_dict(d)
+    return Preprocessor.from_dict(d)
+
+
 def fit(train_ds, data_spec, *, numeric: list[str], categorical: list[str], task: str,
         classes: Optional[list[Any]] = None) -> Preprocessor:
     """Fit every statistic on the TRAIN split only, with distributed Ray Data aggregations."""

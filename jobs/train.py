@@ -54,10 +54,16 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
     from jobs import preprocess as PP
 
     t0 = time.time()
-    result = ING.ingest(spec.data, progress=progress)
-    train_raw = result.split(ING.TRAIN).materialize()
-    pre = PP.fit(train_raw, spec.data, numeric=result.numeric, categorical=result.categorical,
-                 task=result.task, classes=result.classes)
+    if spec.data.is_image:
+        from jobs import images as IMG
+        result = IMG.ingest_images(spec.data, progress=progress)
+        train_raw = result.split(ING.TRAIN).materialize()
+        pre = IMG.fit(train_raw, spec.data, classes=result.classes)
+    else:
+        result = ING.ingest(spec.data, progress=progress)
+        train_raw = result.split(ING.TRAIN).materialize()
+        pre = PP.fit(train_raw, spec.data, numeric=result.numeric, categorical=result.categorical,
+                     task=result.task, classes=result.classes)
     train_ds = PP.apply(train_raw, pre).materialize()
     val_ds = PP.apply(result.split(ING.VAL), pre).materialize()
     test_raw = result.split(ING.TEST).materialize()
@@ -165,6 +171,9 @@ def train_loop_per_worker(cfg: dict) -> None:
         cached = _pull(train_shard, label_dtype)
     bs = cfg["batch_size"]
     gen = torch.Generator().manual_seed(cfg["seed"] * 7919 + rank)
+    augment = cfg.get("augment")
+    if augment is not None:
+        from jobs.images import augment_batch
 
     for epoch in range(start_epoch, cfg["epochs"]):
         gen.manual_seed(cfg["seed"] * 7919 + rank * 104729 + epoch)
@@ -183,6 +192,8 @@ def train_loop_per_worker(cfg: dict) -> None:
                 device=device, local_shuffle_buffer_size=max(bs * 8, 1024), local_shuffle_seed=epoch))
         for xb, yb in batches:
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            if augment is not None:  # train split only: evaluation below never augments
+                xb = augment_batch(xb, augment["shape"], augment["hflip"], augment["random_crop"], gen)
             with amp():
                 out = model(xb)
                 loss = loss_fn(out if cfg["task"] == "classification" else out.squeeze(1), yb)
@@ -297,7 +308,12 @@ def worker_config(spec: JobSpec, prepared: PreparedData, *, use_gpu: bool, overr
     shard_mb = rows / t.workers * (pre.feature_dim * 4 + 8) / 2**20
     cache = t.cache if t.cache != "auto" else ("memory" if shard_mb <= t.cache_limit_mb else "stream")
     model_spec = spec.model.model_copy(update={k: v for k, v in (overrides or {}).items() if k in ("dropout", "hidden")})
-    return {"task": pre.task, "model": model_config(model_spec, pre.feature_dim, pre.output_dim),
+    shape = getattr(pre, "shape", None)
+    aug = spec.data.augment
+    augment = ({"shape": shape, "hflip": aug.hflip, "random_crop": aug.random_crop}
+               if aug is not None and shape is not None and (aug.hflip or aug.random_crop) else None)
+    return {"task": pre.task, "model": model_config(model_spec, pre.feature_dim, pre.output_dim, shape),
+            "augment": augment,
             "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "weight_decay": t.weight_decay,
             "optimizer": t.optimizer, "loss": t.loss, "seed": t.seed, "cache": cache,
             "class_weights": class_weights(pre, t.class_weight), "output_dim": pre.output_dim,

@@ -1,0 +1,335 @@
+"""Images through the same pipeline: ingest (folder-per-class or Parquet bytes), a fitted image preprocessor
+(decode, resize, channels, [0, 1], per-channel normalisation), packed float32 rows, train-only augmentation.
+
+The image preprocessor has the same surface as the tabular `Preprocessor` (transform, encode_labels,
+feature_dim, output_dim, JSON state), so training, evaluation, the bundle and serving need no second path.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+ENCODINGS = ["png", "jpeg", "bmp", "gif", "webp", "tiff", "base64 of any of these", "pixel array"]
+
+
+class InputError(ValueError):
+    """Records that cannot be predicted on. `problems` holds (record index, field, message) triples."""
+
+    def __init__(self, problems: list[tuple[int, str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"record {i}: {f}: {m}" for i, f, m in problems))
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+def decode(value: Any, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image → uint8 array (H, W, C). Accepts encoded bytes, base64 text, or a pixel array of the right shape.
+    Raises ValueError with a message fit for the user."""
+    from PIL import Image, UnidentifiedImageError
+
+    h, w = size
+    if isinstance(value, str):
+        text = value.split(",", 1)[1] if value.startswith("data:") else value
+        try:
+            value = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not valid base64; send the PNG/JPEG bytes base64-encoded") from None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            with Image.open(io.BytesIO(bytes(value))) as img:
+                img = img.convert("L" if channels == 1 else "RGB")
+                if img.size != (w, h):
+                    img = img.resize((w, h), Image.BILINEAR)
+                arr = np.asarray(img, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise ValueError(f"cannot decode the image ({type(exc).__name__}: {exc})") from None
+        return arr.reshape(h, w, channels)
+    if value is None:
+        raise ValueError("missing; send a base64 PNG/JPEG or a pixel array")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected base64 text or a pixel array, got {type(value).__name__}") from None
+    if arr.ndim == 1 and arr.size == h * w * channels:   # a flat array, as Parquet stores fixed tensors
+        arr = arr.reshape(h, w, channels)
+    if arr.ndim == 2 and channels == 1:
+        arr = arr[:, :, None]
+    if arr.shape != (h, w, channels):
+        raise ValueError(f"pixel array has shape {list(arr.shape)}, expected [{h}, {w}]"
+                         + ("" if channels == 1 else f" + [{channels}] channels") + " (height, width[, channels])")
+    if not np.isfinite(arr).all():
+        raise ValueError("pixel array holds NaN or infinity")
+    if arr.min() < 0 or arr.max() > 255:
+        raise ValueError("pixel values must lie in 0..255")
+    return arr.astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------- preprocessor
+@dataclass
+class ImagePreprocessor:
+    label: str
+    classes: list[Any]
+    size: list[int]                      # [height, width]
+    channels: int                        # 1 greyscale, 3 RGB
+    column: str = "image"
+    mean: list[float] = field(default_factory=list)   # per channel, of pixels scaled to [0, 1], train split only
+    std: list[float] = field(default_factory=list)
+    kind: str = "image"
+    task: str = "classification"
+    stats: dict = field(default_factory=dict)
+    numeric: list = field(default_factory=list)        # the tabular surface, empty: code that walks
+    categorical: list = field(default_factory=list)    # features sees none
+    unknown_category: str = "ignore"
+    label_center: float = 0.0                          # regression-only fields of the tabular surface
+    label_scale: float = 1.0
+
+    @property
+    def shape(self) -> list[int]:
+        return [self.channels, *self.size]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.channels * self.size[0] * self.size[1]
+
+    @property
+    def output_dim(self) -> int:
+        return len(self.classes)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [self.column]
+
+    def pixels(self, values: list, strict: bool = True) -> np.ndarray:
+        """Decode every value to (n, H, W, C) uint8; bad ones raise one InputError naming every record."""
+        out = np.zeros((len(values), self.size[0], self.size[1], self.channels), dtype=np.uint8)
+        problems = []
+        for i, v in enumerate(values):
+            try:
+                out[i] = decode(v, tuple(self.size), self.channels)
+            except ValueError as exc:
+                problems.append((i, self.column, str(exc)))
+        if problems and strict:
+            raise InputError(problems)
+        return out
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, H, W, C) uint8 → packed float32 (n, C*H*W) in channel-first order, normalised per channel."""
+        x = pixels.astype(np.float32) / 255.0
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(len(pixels), -1)
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        if self.column not in df:
+            raise InputError([(i, self.column, "missing") for i in range(len(df))] or [(0, self.column, "missing")])
+        return self.normalise(self.pixels(df[self.column].tolist()))
+
+    def encode_labels(self, values: pd.Series) -> np.ndarray:
+        from jobs.preprocess import canonical
+        lookup = {canonical(c): i for i, c in enumerate(self.classes)}
+        codes = np.fromiter((lookup.get(canonical(v), -1) for v in values.tolist()), dtype=np.int64,
+                            count=len(values))
+        if (codes < 0).any():
+            raise ValueError(f"label value {values[codes < 0].iloc[0]!r} was not seen in the train split")
+        return codes
+
+    def transform_batch(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        from jobs.preprocess import FEATURES_COLUMN, LABEL_COLUMN
+        return {FEATURES_COLUMN: self.transform(df), LABEL_COLUMN: self.encode_labels(df[self.label])}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ImagePreprocessor":
+        return cls(**d)
+
+    def save(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+
+def _channel_moments(batch: pd.DataFrame, column: str, size: tuple, channels: int) -> pd.DataFrame:
+    """Per image: mean and mean square of each channel in [0, 1] — the inputs of a distributed Mean."""
+    pix = np.stack([decode(v, size, channels) for v in batch[column].tolist()]).astype(np.float64) / 255.0
+    out = {}
+    for c in range(channels):
+        out[f"m{c}"] = pix[..., c].mean(axis=(1, 2))
+        out[f"s{c}"] = (pix[..., c] ** 2).mean(axis=(1, 2))
+    return pd.DataFrame(out)
+
+
+def fit(train_ds, data_spec, *, classes: list[Any]) -> ImagePreprocessor:
+    """Per-channel mean/std on the TRAIN split with Ray Data Mean aggregations (all images share one size, so the
+    mean of per-image means is the pixel mean)."""
+    from ray.data.aggregate import Count, Mean
+
+    img = data_spec.image
+    size, ch = tuple(img.size), img.channels
+    moments = train_ds.map_batches(_channel_moments, fn_kwargs={"column": img.column, "size": size, "channels": ch},
+                                   batch_format="pandas")
+    stats = moments.aggregate(Count(), *[Mean(f"m{c}") for c in range(ch)], *[Mean(f"s{c}") for c in range(ch)])
+    mean = [float(stats[f"mean(m{c})"]) for c in range(ch)]
+    std = [float(max(stats[f"mean(s{c})"] - mean[c] ** 2, 0.0) ** 0.5) for c in range(ch)]
+    std = [s if s > 1e-6 else 1.0 for s in std]
+    return ImagePreprocessor(label=data_spec.label, classes=list(classes), size=list(size), channels=ch,
+                             column=img.column, mean=mean, std=std, stats={"train_rows": int(stats["count()"])})
+
+
+# ---------------------------------------------------------------------------------------------- ingest
+def _folder_layout(root: str) -> tuple[list[str], list[str], list[str]]:
+    """data/<label>/<file>: (files, labels, ignored top-level files)."""
+    from jobs.ingest import DataError
+
+    if not os.path.isdir(root):
+        raise DataError(f"data.path: {root!r} is not a directory; format: images expects <path>/<label>/<image files>")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    stray = sorted(f for f in os.listdir(root) if os.path.isfile(os.path.join(root, f)))
+    files, labels = [], []
+    for c in classes:
+        for dirpath, _, names in os.walk(os.path.join(root, c)):
+            for n in sorted(names):
+                if n.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(os.path.join(dirpath, n))
+                    labels.append(c)
+    with_images = sorted(set(labels))
+    if not with_images:
+        raise DataError(f"data.path: {root} has no class subfolders holding images ({', '.join(IMAGE_EXTENSIONS)}); "
+                        "lay the data out as <path>/<label>/<file>.png")
+    if len(with_images) < 2:
+        raise DataError(f"data.path: {root} has a single class folder with images ({with_images[0]!r}); "
+                        "classification needs at least two class subfolders")
+    return files, labels, stray
+
+
+def _decode_check(batch: pd.DataFrame, column: str, size: tuple, channels: int, seed: int) -> pd.DataFrame:
+    """Mark rows whose image cannot be decoded, and give every row its split key (a hash of the image bytes)."""
+    ok, err, keys = [], [], []
+    salt = str(seed).encode()
+    for v in batch[column].tolist():
+        try:
+            decode(v, size, channels)
+            ok.append(True)
+            err.append("")
+        except ValueError as exc:
+            ok.append(False)
+            err.append(str(exc))
+        raw = v if isinstance(v, (bytes, bytearray)) else repr(v).encode()
+        digest = hashlib.blake2b(bytes(raw), key=salt[:64], digest_size=8).digest()
+        keys.append((int.from_bytes(digest, "little") >> 11) / float(1 << 53))
+    return batch.assign(_ok=ok, _error=err, _u=keys)
+
+
+def _to_image_rows(batch: pd.DataFrame, column: str, label: str, label_by_path: dict) -> pd.DataFrame:
+    out = pd.DataFrame({column: batch["bytes"], "path": batch["path"]})
+    out[label] = [label_by_path[p] for p in batch["path"]]
+    return out
+
+
+def ingest_images(data, *, progress: Callable[[str], None] = print):
+    """Images → the same IngestResult the tabular path gives (dataset with SPLIT_COLUMN, classes, counts)."""
+    import ray
+    from jobs import ingest as ING
+
+    img = data.image
+    size, ch = tuple(img.size), img.channels
+    label = data.label
+    if data.format == "images":
+        root = data.path if isinstance(data.path, str) else data.path[0]
+        root = os.path.abspath(os.path.expanduser(root))
+        files, labels, stray = _folder_layout(root)
+        by_path = dict(zip(files, labels))
+        ds = ray.data.read_binary_files(files, include_paths=True)
+        ds = ds.map_batches(_to_image_rows, fn_kwargs={"column": img.column, "label": label,
+                                                       "label_by_path": by_path}, batch_format="pandas")
+        fs = pafs.LocalFileSystem()
+        shown_files = files
+    else:
+        fs, shown_files, _ = ING.resolve_files(data.path)
+        schemas = {f: ING._file_schema(fs, f, "parquet") for f in shown_files}
+        for f, s in schemas.items():
+            for col in (img.column, data.label):
+                if col not in s.names:
+                    raise ING.DataError(f"{f}: no column {col!r} (columns: {s.names}); set data.image.column / "
+                                        "data.label to the columns holding the encoded image and its label")
+        ds = ray.data.read_parquet(shown_files, filesystem=fs, columns=[img.column, data.label], include_paths=True)
+        stray = []
+    progress(f"[ingest] {len(shown_files)} {'image' if data.format == 'images' else 'parquet'} file(s)")
+    ds = ds.map_batches(_decode_check, fn_kwargs={"column": img.column, "size": size, "channels": ch,
+                                                  "seed": data.split.seed}, batch_format="pandas")
+    try:
+        ds = ds.materialize()
+    except Exception as exc:
+        raise ING.DataError(f"reading images from {data.path!r} failed: {ING._root_cause(exc)}") from None
+    facts = ds.select_columns([label, "_ok", "_u", "path", "_error"]).to_pandas()
+    rows_read = len(facts)
+    if rows_read == 0:
+        raise ING.DataError(f"data.path {data.path!r}: no images found")
+    bad = facts[~facts["_ok"]]
+    corrupt = [{"path": p, "error": e} for p, e in zip(bad["path"], bad["_error"])]
+    if len(bad) > data.max_corrupt_fraction * rows_read:
+        listing = "; ".join(f"{c['path']}: {c['error']}" for c in corrupt[:10])
+        raise ING.DataError(f"{len(bad)} of {rows_read} images cannot be decoded, more than "
+                            f"data.max_corrupt_fraction={data.max_corrupt_fraction:g}: {listing}"
+                            + (" …" if len(corrupt) > 10 else "") + ". Remove or replace them, or raise the fraction")
+    good = facts[facts["_ok"]]
+    labels = good[label].to_numpy()
+    classes = sorted(pd.unique(labels).tolist(), key=lambda v: (str(type(v)), v))
+    if len(classes) < 2:
+        raise ING.DataError(f"label {label!r} has a single class ({classes[0]!r}); classification needs two or more")
+    cuts = ING.split_thresholds(labels, good["_u"].to_numpy(), data.split.val, data.split.test, True)
+    ds = ds.map_batches(_keep_decodable, batch_format="pandas")
+    ds = ds.map_batches(ING._assign_split, fn_kwargs={"label": label, "cuts": cuts, "stratify": True},
+                        batch_format="pandas")
+    ds = ds.drop_columns(["_ok", "_error"]).materialize()
+    splits = ds.select_columns([label, ING.SPLIT_COLUMN]).to_pandas()
+    names = {ING.TRAIN: "train", ING.VAL: "val", ING.TEST: "test"}
+    split_rows = {n: int((splits[ING.SPLIT_COLUMN] == k).sum()) for k, n in names.items()}
+    class_counts = {n: {str(c): int(v) for c, v in splits.loc[splits[ING.SPLIT_COLUMN] == k, label]
+                        .value_counts().items()} for k, n in names.items()}
+    result = ING.IngestResult(
+        dataset=ds, files=list(shown_files), format=data.format, schema=pa.schema([(img.column, pa.binary()),
+                                                                                  (label, pa.string())]),
+        label=label, task="classification", numeric=[], categorical=[], classes=classes, rows_read=rows_read,
+        rows_dropped_missing_label=0, split_rows=split_rows, class_counts=class_counts,
+        inferred={"task": "classification (images)"}, unused_columns=stray,
+        fingerprint=ING.fingerprint(fs, list(shown_files)), corrupt=corrupt)
+    return result
+
+
+def _keep_decodable(batch: pd.DataFrame) -> pd.DataFrame:
+    return batch[batch["_ok"]]
+
+
+# ---------------------------------------------------------------------------------------------- augmentation
+def augment_batch(x, shape: list[int], hflip: bool, crop: int, generator=None):
+    """Train-split augmentation on packed rows (B, C*H*W): per-sample horizontal flip and random crop with zero
+    padding. Called only inside the training step, so validation, test and serving never see it."""
+    import torch
+    import torch.nn.functional as F
+
+    b = x.shape[0]
+    c, h, w = shape
+    img = x.view(b, c, h, w)
+    if hflip:
+        flip = torch.rand(b, generator=generator, device="cpu").to(x.device) < 0.5
+        img = torch.where(flip[:, None, None, None], img.flip(3), img)
+    if crop:
+        padded = F.pad(img, (crop, crop, crop, crop))
+        oy = torch.randint(0, 2 * crop + 1, (b,), generator=generator).to(x.device)
+        ox = torch.randint(0, 2 * crop + 1, (b,), generator=generator).to(x.device)
+        iy = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * crop)
+        img = padded.gather(2, iy)
+        ix = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(b, c, h, w)
+        img = img.gather(3, ix)
+    return img.reshape(b, -1)
