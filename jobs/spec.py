@@ -73,15 +73,58 @@ class PreprocessSpec(_Strict):
         10, ge=0, description="Integer columns with at most this many distinct values are inferred categorical.")
 
 
+class ImageSpec(_Strict):
+    """Image input: every image is decoded, converted and resized to one shape."""
+
+    size: list[int] = Field(default_factory=lambda: [64, 64], description="[height, width] after resizing.")
+    channels: Literal[1, 3] = Field(1, description="1 = greyscale, 3 = RGB.")
+    column: str = Field("image", description="Parquet: the column of encoded image bytes. Serving: the record field.")
+
+    @field_validator("size")
+    @classmethod
+    def _hw(cls, v):
+        if len(v) != 2 or any(d < 4 or d > 4096 for d in v):
+            raise ValueError(f"size must be [height, width] between 4 and 4096, got {v}")
+        return v
+
+
+class AugmentSpec(_Strict):
+    """Augmentation of the train split only (applied in the training step, never to val/test/serving)."""
+
+    hflip: bool = Field(False, description="Random horizontal flips.")
+    random_crop: int = Field(0, ge=0, description="Pad by this many pixels, then crop back at a random offset.")
+
+
 class DataSpec(_Strict):
     path: Union[str, list[str]] = Field(description="A directory, a glob, a file, or a list of them; local or a pyarrow URI.")
-    format: Optional[Literal["parquet", "csv"]] = Field(None, description="Inferred from file extensions when omitted.")
+    format: Optional[Literal["parquet", "csv", "images"]] = Field(
+        None, description="Inferred from file extensions when omitted; images: a folder per class.")
     label: str = Field(description="The column to predict.")
     task: Optional[Literal["classification", "regression"]] = Field(
         None, description="Inferred from the label when omitted: strings, booleans and few distinct ints classify.")
     features: FeatureSpec = Field(default_factory=FeatureSpec)
     split: SplitSpec = Field(default_factory=SplitSpec)
     preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
+    image: Optional[ImageSpec] = Field(None, description="Image input (format: images, or parquet with image bytes).")
+    augment: Optional[AugmentSpec] = Field(None, description="Train-split augmentation for images.")
+    max_corrupt_fraction: float = Field(
+        0.05, ge=0, le=1, description="Images: undecodable files are listed and skipped up to this fraction.")
+
+    @property
+    def is_image(self) -> bool:
+        return self.format == "images" or self.image is not None
+
+    @model_validator(mode="after")
+    def _image_defaults(self):
+        if self.format == "images" and self.image is None:
+            self.image = ImageSpec()
+        if self.format == "csv" and self.image is not None:
+            raise ValueError("data.image needs format: images (class folders) or parquet (an image bytes column)")
+        if self.augment is not None and not self.is_image:
+            raise ValueError("data.augment applies to images only; remove it or set data.format: images")
+        if self.is_image and self.task == "regression":
+            raise ValueError("image jobs are classification only; remove data.task: regression")
+        return self
 
     @field_validator("path")
     @classmethod
@@ -99,16 +142,17 @@ class DataSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    kind: Literal["mlp"] = Field("mlp", description="mlp: a multilayer perceptron for tabular data.")
+    kind: Literal["mlp", "cnn"] = Field("mlp", description="mlp: tabular MLP; cnn: conv blocks + MLP head (images).")
+    channels: list[int] = Field(default_factory=lambda: [32, 64], description="cnn: output channels per conv block.")
     hidden: list[int] = Field(default_factory=lambda: [128, 64], description="Hidden layer widths.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
 
-    @field_validator("hidden")
+    @field_validator("hidden", "channels")
     @classmethod
     def _positive(cls, v):
         if any(h <= 0 for h in v):
-            raise ValueError(f"hidden sizes must be positive integers, got {v}")
+            raise ValueError(f"sizes must be positive integers, got {v}")
         return v
 
 
@@ -177,28 +221,54 @@ class Distribution(_Strict):
 
 class AshaSpec(_Strict):
     grace_period: int = Field(2, ge=1, description="Epochs every trial runs before it can be stopped.")
-    reduction_factor: float = Field(3, gt=1)
+    reduction_factor: float = Field(3, gt=1, description="At each rung only the best 1/reduction_factor go on.")
 
 
 class SchedulerSpec(_Strict):
     asha: Optional[AshaSpec] = Field(default_factory=AshaSpec)
 
 
+def _choice_of(dist: Distribution, axis: str, check, what: str) -> None:
+    if dist.choice is None:
+        raise ValueError(f"{axis} needs choice: [...] of {what}, e.g. {{choice: "
+                         f"{'[32, 64, 128]' if axis == 'batch_size' else '[[64], [128, 64]]'}}}")
+    bad = [v for v in dist.choice if not check(v)]
+    if bad:
+        raise ValueError(f"{axis}: values must be {what}; these are not: {bad}")
+
+
+def _range_within(dist: Distribution, axis: str, lo: float, hi: float, what: str) -> None:
+    values = dist.choice if dist.choice is not None else (dist.loguniform or dist.uniform)
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v < hi]
+    if bad:
+        raise ValueError(f"{axis}: values must be {what}; these are not: {bad}")
+
+
 class TuneSpec(_Strict):
     """Ray Tune search over the train section; each trial is one Ray Train run."""
 
-    samples: int = Field(16, ge=1, description="Number of trials (for grid: repeats of the full grid).")
+    samples: int = Field(16, ge=1, description="Number of trials for random/optuna search. grid runs every "
+                                               "combination once and ignores it.")
     lr: Optional[Distribution] = Field(default_factory=lambda: Distribution(loguniform=[1e-4, 1e-1]))
     batch_size: Optional[Distribution] = Field(default_factory=lambda: Distribution(choice=[32, 64, 128, 256]))
     weight_decay: Optional[Distribution] = None
     dropout: Optional[Distribution] = None
     hidden: Optional[Distribution] = Field(None, description="choice of lists, e.g. {choice: [[64], [128, 64]]}")
     search: Literal["random", "grid", "optuna"] = "random"
+    grid_points: int = Field(3, ge=2, description="grid search: points taken from each loguniform (log-spaced) "
+                                                  "or uniform (evenly spaced) axis.")
     scheduler: Union[SchedulerSpec, Literal["none"]] = Field(default_factory=SchedulerSpec)
     metric: Optional[str] = Field(None, description="Default: train.early_stop.metric, else val_loss.")
     mode: Optional[Literal["min", "max"]] = Field(None, description="Inferred from the metric when omitted.")
     max_concurrent: Union[int, Literal["auto"]] = Field("auto", description="auto: what the cluster can hold.")
     time_budget_s: Optional[float] = Field(None, gt=0)
+    seed: Optional[int] = Field(None, description="Seed of the random/optuna sampler; default train.seed.")
+    trial_driver_cpus: float = Field(
+        0.25, gt=0, description="CPU held by each trial's driver, which only launches and watches its Ray Train "
+                                "run (the workers hold their own CPUs).")
+    data_cpus: float = Field(
+        1.0, ge=0, description="CPUs never given to trials, so Ray Data tasks can always be scheduled "
+                               "(trials holding every CPU is how Tune + Train + Data deadlocks).")
 
     @field_validator("max_concurrent")
     @classmethod
@@ -207,36 +277,118 @@ class TuneSpec(_Strict):
             raise ValueError(f"max_concurrent must be auto or at least 1, got {v}")
         return v
 
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v):
+        known = sorted(set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS))
+        if v is not None and v not in known:
+            raise ValueError(f"unknown metric {v!r}; use one of {', '.join(known)}")
+        return v
+
+    @model_validator(mode="after")
+    def _axes_make_sense(self):
+        if self.batch_size is not None:
+            _choice_of(self.batch_size, "batch_size",
+                       lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "positive integers")
+        if self.hidden is not None:
+            _choice_of(self.hidden, "hidden", lambda v: isinstance(v, list) and all(
+                isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in v),
+                "lists of positive layer widths")
+        if self.lr is not None:
+            _range_within(self.lr, "lr", 1e-12, float("inf"), "positive learning rates")
+        if self.weight_decay is not None:
+            _range_within(self.weight_decay, "weight_decay", 0.0, float("inf"), "non-negative weight decays")
+        if self.dropout is not None:
+            _range_within(self.dropout, "dropout", 0.0, 1.0, "dropout rates in [0, 1)")
+        if not any(getattr(self, a) is not None for a in SEARCH_AXES):
+            raise ValueError(f"nothing to search: give at least one of {', '.join(SEARCH_AXES)}")
+        return self
+
+
+SEARCH_AXES = ("lr", "batch_size", "weight_decay", "dropout", "hidden")
+
 
 class AutoscalingSpec(_Strict):
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(4, ge=1)
-    target_ongoing_requests: float = Field(4, gt=0)
-    upscale_delay_s: float = Field(30.0, ge=0)
-    downscale_delay_s: float = Field(600.0, ge=0)
+    """Ray Serve's request-based autoscaler: replicas follow the number of requests in flight."""
+
+    min_replicas: int = Field(1, ge=0, description="Replicas kept running with no traffic (0 allows scale to zero).")
+    max_replicas: int = Field(4, ge=1, description="Most replicas; each holds ray_actor_options' CPUs.")
+    target_ongoing_requests: float = Field(
+        4, gt=0, description="Requests in flight per replica the autoscaler aims for; more per replica "
+                             "scales up, fewer scales down.")
+    upscale_delay_s: float = Field(30.0, ge=0, description="Load must stay above target this long before adding "
+                                                           "replicas.")
+    downscale_delay_s: float = Field(600.0, ge=0, description="Load must stay below target this long before "
+                                                              "removing replicas.")
+    look_back_period_s: float = Field(30.0, gt=0, description="Window the request counts are averaged over.")
+    metrics_interval_s: float = Field(
+        10.0, gt=0, description="How often each replica reports its request count to the autoscaler; keep it "
+                                "below look_back_period_s.")
 
     @model_validator(mode="after")
     def _bounds(self):
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        if self.metrics_interval_s >= self.look_back_period_s:
+            raise ValueError(f"metrics_interval_s ({self.metrics_interval_s:g}) must be below look_back_period_s "
+                             f"({self.look_back_period_s:g}), or the window averages a single report")
         return self
 
 
 class BatchSpec(_Strict):
-    max_size: int = Field(64, ge=1, description="Most records batched into one model call.")
+    max_size: int = Field(64, ge=1, description="Most records batched into one model call, across concurrent "
+                                                "requests; a request with more records runs as its own batch.")
     wait_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill.")
 
 
 class ServeSpec(_Strict):
-    """Ray Serve deployment of the bundle."""
+    """Ray Serve deployment of the bundle (`trainyard serve`, and `trainyard run` after training)."""
 
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     batch: BatchSpec = Field(default_factory=BatchSpec)
-    max_records: int = Field(1000, ge=1, description="Most records in one request.")
+    max_records: int = Field(1000, ge=1, description="Most records in one request; more get 413.")
     max_body_mb: float = Field(8.0, gt=0, description="Larger request bodies get 413.")
-    ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0.5})
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0.5},
+                                              description="Resources of each replica (num_cpus, num_gpus, ...).")
+    host: str = Field("127.0.0.1", description="Interface Serve listens on; 0.0.0.0 exposes it to the network.")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port; 0 picks a free one.")
+    route_prefix: str = Field("/", description="URL prefix of the app: /predict lives at <route_prefix>/predict.")
+    max_ongoing_requests: int = Field(
+        128, ge=1, description="Requests one replica holds at once. Batching can only merge requests that are "
+                               "in the replica together, so keep it well above batch.max_size / records per "
+                               "request.")
+    required_features: Union[Literal["all"], list[str]] = Field(
+        default_factory=list, description="Features a record must carry (422 otherwise). Default none: a "
+                                          "missing value is imputed exactly as in training.")
+    unknown_fields: Literal["reject", "ignore"] = Field(
+        "reject", description="A record field that is not a feature: reject it (422, catches typos) or ignore it.")
+    ingress: Literal["auto", "haproxy", "proxy"] = Field(
+        "auto", description="HTTP ingress: haproxy (Ray 2.60's HAProxy in front of the replicas), proxy (Serve's "
+                            "Python proxy), auto (see the serving section of the README).")
+    access_log: bool = Field(False, description="Log every request in the replica logs (costs throughput).")
+    health_check_period_s: float = Field(10.0, gt=0, description="How often each replica runs a canary "
+                                                                 "prediction; a failure restarts the replica.")
+    health_check_timeout_s: float = Field(30.0, gt=0, description="A health check slower than this fails.")
+    max_surge_percent: int = Field(
+        100, ge=0, le=100, description="Updates start this many extra replicas (percent of the count) and stop "
+                                       "old ones only once the new ones serve; 0 stops old replicas first.")
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _prefix_ok(cls, v):
+        if not v.startswith("/") or (len(v) > 1 and v.endswith("/")):
+            raise ValueError(f"route_prefix must start with '/' and not end with one (e.g. / or /models/a), got {v!r}")
+        return v
+
+    @field_validator("ray_actor_options")
+    @classmethod
+    def _actor_options_ok(cls, v):
+        allowed = {"num_cpus", "num_gpus", "memory", "resources", "accelerator_type", "runtime_env",
+                   "label_selector"}
+        unknown = sorted(set(v) - allowed)
+        if unknown:
+            raise ValueError(f"unknown ray_actor_options {unknown}; allowed: {sorted(allowed)}")
+        return v
 
 
 class JobSpec(_Strict):
@@ -254,6 +406,13 @@ class JobSpec(_Strict):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
             raise ValueError(f"name {v!r} must use letters, digits, '.', '_' and '-' and start with a letter or digit")
         return v
+
+    @model_validator(mode="after")
+    def _cnn_needs_images(self):
+        if self.model.kind == "cnn" and not self.data.is_image:
+            raise ValueError("model.kind cnn needs image data (data.format: images or data.image); "
+                             "use model.kind: mlp for tables")
+        return self
 
     @property
     def output_dir(self) -> str:
