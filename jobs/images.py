@@ -55,18 +55,19 @@ def decode(value: Any, size: tuple[int, int], channels: int) -> np.ndarray:
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise ValueError(f"cannot decode the image ({type(exc).__name__}: {exc})") from None
         return arr.reshape(h, w, channels)
-    if value is None:
+    if value is None or (isinstance(value, float) and value != value):   # None, or NaN from a missing field
         raise ValueError("missing; send a base64 PNG/JPEG or a pixel array")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"expected base64 text or a pixel array, got {type(value).__name__}") from None
+    given = list(arr.shape)
     if arr.ndim == 1 and arr.size == h * w * channels:   # a flat array, as Parquet stores fixed tensors
         arr = arr.reshape(h, w, channels)
     if arr.ndim == 2 and channels == 1:
         arr = arr[:, :, None]
     if arr.shape != (h, w, channels):
-        raise ValueError(f"pixel array has shape {list(arr.shape)}, expected [{h}, {w}]"
+        raise ValueError(f"pixel array has shape {given}, expected [{h}, {w}]"
                          + ("" if channels == 1 else f" + [{channels}] channels") + " (height, width[, channels])")
     if not np.isfinite(arr).all():
         raise ValueError("pixel array holds NaN or infinity")

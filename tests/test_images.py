@@ -1,0 +1,149 @@
+"""Images through the same pipeline: folders and Parquet, corrupt files, layouts, train-only augmentation,
+bundle predictions from base64 and pixel arrays."""
+import base64
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from jobs import bundle as B
+from jobs.images import InputError, augment_batch
+from jobs.ingest import TEST, VAL, DataError
+from jobs.pipeline import run_train
+from jobs.spec import SpecError, validate_spec
+from jobs.train import prepare
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def image_spec(path, out, fmt="images", **data):
+    return validate_spec({
+        "name": "parts", "output": str(out),
+        "data": {"path": str(path), "format": fmt, "label": "label", "image": {"size": [16, 16], "channels": 1},
+                 "split": {"val": 0.2, "test": 0.2, "seed": 0}, **data},
+        "model": {"kind": "cnn", "channels": [8], "hidden": [16], "dropout": 0.0},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 0.01, "workers": 1, "early_stop": None}})
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    from defects import generate
+    return generate(tmp_path_factory.mktemp("parts"), per_class=40, size=24, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(parts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("parts-run")
+    spec = image_spec(parts, out, augment={"hflip": True, "random_crop": 2})
+    path, metrics = run_train(spec, progress=lambda *_: None)
+    return spec, path, metrics
+
+
+def test_folder_images_to_bundle(trained):
+    spec, path, metrics = trained
+    bundle = B.load(path)
+    assert bundle.schema["input"] == "image" and bundle.schema["image"]["size"] == [16, 16]
+    assert bundle.model_config["kind"] == "cnn" and bundle.model_config["input_shape"] == [1, 16, 16]
+    assert set(metrics["test"]) >= {"accuracy", "f1", "auc", "confusion_matrix"}
+    pre = json.loads((path / "preprocessor.json").read_text())
+    assert pre["kind"] == "image" and len(pre["mean"]) == 1 and 0 < pre["mean"][0] < 1
+
+
+def test_bundle_predicts_base64_and_pixels_and_reproduces_metrics(trained, parts):
+    spec, path, metrics = trained
+    bundle = B.load(path)
+    from jobs.ingest import ingest  # noqa: F401  (the image path is behind prepare)
+    prepared = prepare(spec, progress=lambda *_: None)
+    test_rows = prepared.test_raw.to_pandas()
+    records = [{"image": base64.b64encode(b).decode()} for b in test_rows["image"]]
+    from jobs.evaluate import score
+    recomputed = score(bundle, [pd.DataFrame({"image": [r["image"] for r in records],
+                                              "label": test_rows["label"]})], "label")
+    assert recomputed["confusion_matrix"] == metrics["test"]["confusion_matrix"]
+    assert recomputed["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-12)
+    from PIL import Image
+    import io
+    pixels = np.asarray(Image.open(io.BytesIO(test_rows["image"][0])).convert("L").resize((16, 16), Image.BILINEAR))
+    by_b64 = bundle.predict(records[:1])
+    by_pixels = bundle.predict([{"image": pixels.tolist()}])
+    assert by_b64["predictions"] == by_pixels["predictions"]
+    np.testing.assert_allclose(by_b64["probabilities"], by_pixels["probabilities"], atol=1e-6)
+
+
+def test_bad_image_records_name_the_record(trained):
+    bundle = B.load(trained[1])
+    with pytest.raises(InputError) as err:
+        bundle.predict([{"image": np.zeros((16, 16)).tolist()}, {"image": "!!not base64!!"},
+                        {"image": base64.b64encode(b"not an image").decode()}, {"image": [[1, 2], [3, 4]]}, {}])
+    text = str(err.value)
+    assert "record 1: image: not valid base64" in text
+    assert "record 2: image: cannot decode the image" in text
+    assert "record 3: image: pixel array has shape [2, 2], expected [16, 16]" in text
+    assert "record 4: image: missing" in text
+    assert [p[0] for p in err.value.problems] == [1, 2, 3, 4]
+
+
+def test_parquet_bytes_input(tmp_path):
+    from defects import generate
+    generate(tmp_path / "pq", per_class=20, size=20, seed=5, parquet=True)
+    prepared = prepare(image_spec(tmp_path / "pq", tmp_path / "out", fmt="parquet"), progress=lambda *_: None)
+    assert prepared.ingest.rows_read == 40 and prepared.preprocessor.feature_dim == 256
+    row = prepared.train_ds.take(1)[0]
+    assert row["features"].shape == (256,) and row["features"].dtype == np.float32
+    with pytest.raises(DataError, match=r"no column 'pixels'"):
+        prepare(image_spec(tmp_path / "pq", tmp_path / "out", fmt="parquet", image={"column": "pixels"}),
+                progress=lambda *_: None)
+
+
+def test_corrupt_images_listed_then_fatal_over_threshold(tmp_path):
+    from defects import generate
+    root = generate(tmp_path / "parts", per_class=20, size=16, seed=1)
+    (root / "ok" / "torn.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    prepared = prepare(image_spec(root, tmp_path / "out"), progress=lambda *_: None)
+    assert [c["path"].endswith("torn.png") for c in prepared.ingest.corrupt] == [True]
+    assert prepared.ingest.rows_read == 41 and sum(prepared.ingest.split_rows.values()) == 40
+    with pytest.raises(DataError, match=r"1 of 41 images cannot be decoded.*torn.png"):
+        prepare(image_spec(root, tmp_path / "out", max_corrupt_fraction=0.0), progress=lambda *_: None)
+
+
+def test_wrong_layouts(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "a.png").write_bytes(b"x")
+    with pytest.raises(DataError, match="no class subfolders"):
+        prepare(image_spec(flat, tmp_path / "o"), progress=lambda *_: None)
+    from defects import generate
+    one = generate(tmp_path / "one", per_class=3, size=16)
+    import shutil
+    shutil.rmtree(one / "defect")
+    with pytest.raises(DataError, match="single class folder"):
+        prepare(image_spec(one, tmp_path / "o"), progress=lambda *_: None)
+    with pytest.raises(SpecError, match="model.kind cnn needs image data"):
+        validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "model": {"kind": "cnn"}})
+
+
+def test_augmentation_only_in_the_training_step(trained):
+    spec, path, _ = trained
+    prepared = prepare(spec, progress=lambda *_: None)
+    pre = prepared.preprocessor
+    # What val/test and serving see is the plain, deterministic transform of the raw image.
+    val_raw = prepared.ingest.split(VAL).to_pandas()
+    val_packed = prepared.val_ds.to_pandas()
+    np.testing.assert_array_equal(np.stack(val_packed["features"].to_numpy()), pre.transform(val_raw))
+    train_packed = np.stack(prepared.train_ds.to_pandas()["features"].to_numpy())
+    train_raw = prepared.ingest.split(0).to_pandas()
+    np.testing.assert_array_equal(train_packed, pre.transform(train_raw))   # stored un-augmented
+    # The training step's augmentation moves pixels but keeps shape (and, for flips, the pixel multiset).
+    x = torch.from_numpy(train_packed[:8])
+    g = torch.Generator().manual_seed(0)
+    flipped = augment_batch(x, pre.shape, hflip=True, crop=0, generator=g)
+    assert flipped.shape == x.shape and not torch.equal(flipped, x)
+    assert torch.equal(flipped.sort(dim=1).values, x.sort(dim=1).values)
+    cropped = augment_batch(x, pre.shape, hflip=False, crop=2, generator=g)
+    assert cropped.shape == x.shape and not torch.equal(cropped, x)
+    from jobs.train import worker_config
+    assert worker_config(spec, prepared, use_gpu=False)["augment"] == {"shape": [1, 16, 16], "hflip": True,
+                                                                       "random_crop": 2}
