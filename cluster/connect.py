@@ -216,7 +216,7 @@ def _authorize_grpc(address: Address, state_dir=None) -> Token | None:
     outcome, detail = _probe_grpc(address, None)
     if outcome == "ok":
         return None
-    if outcome != "unauthenticated":
+    if outcome != "unauthenticated":  # it accepts TCP connections, so "unreachable" means "not gRPC"
         raise ConnectionError_(
             f"{address.text} answers but not as a {what} ({detail}): wrong port? A dashboard URL "
             f"(http://host:8265) is for `trainyard submit` / `trainyard jobs`; {_ADDRESS_HELP}")

@@ -51,8 +51,9 @@ SHARED_ENV = "TRAINYARD_SHARED_PATHS"
 # Never shipped, even when tracked by git: at any depth...
 EXCLUDED_DIR_NAMES = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
                       ".trainyard", ".ipynb_checkpoints", "node_modules"}
-# ...and at the top of the repository: run outputs, data, bundles, build artifacts.
-EXCLUDED_TOP_LEVEL = {"runs", "data", "bundles", "ray_results", ".whl", "build", "dist"}
+# ...and at the top of the repository: run outputs, data, bundles, build artifacts, and the tests (never run
+# by a job; their fixture schemas alone are megabytes).
+EXCLUDED_TOP_LEVEL = {"runs", "data", "bundles", "ray_results", ".whl", "build", "dist", "tests"}
 MODES = ("run", "train", "tune")
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2

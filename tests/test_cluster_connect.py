@@ -1,0 +1,152 @@
+"""The connection rule without a cluster: address parsing, where the token comes from, and the errors for
+addresses where no Ray answers. (Against a real token-auth cluster: tests/test_cluster_local.py.)"""
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cluster import _state
+from cluster.connect import ConnectionError_, dashboard_url, find_token, parse_address, preflight
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No token or address from the developer's shell or ~/.ray, and no local cluster state."""
+    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(_state.STATE_DIR_ENV, str(tmp_path / "state"))
+    return tmp_path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("text,kind,host,port", [
+    (None, "local", None, None),
+    ("", "local", None, None),
+    ("auto", "auto", None, None),
+    ("10.0.0.5:6379", "gcs", "10.0.0.5", 6379),
+    ("ray://head:10001", "client", "head", 10001),
+    ("ray://head", "client", "head", 10001),
+    ("http://127.0.0.1:8265/", "dashboard", "127.0.0.1", 8265),
+    ("https://ray.example.com", "dashboard", "ray.example.com", 443),
+])
+def test_parse_address(text, kind, host, port):
+    a = parse_address(text)
+    assert (a.kind, a.host, a.port) == (kind, host, port)
+
+
+@pytest.mark.parametrize("text,says", [
+    ("head", "has no port"),
+    ("head:http", "is not a number"),
+    ("s3://bucket", "unknown scheme"),
+])
+def test_bad_address_names_the_value_and_the_accepted_forms(text, says):
+    with pytest.raises(ConnectionError_) as err:
+        parse_address(text, origin="RAY_ADDRESS")
+    assert says in str(err.value) and f"RAY_ADDRESS={text!r}" in str(err.value)
+    assert "ray://host:10001" in str(err.value)
+
+
+def test_token_precedence(clean_env, monkeypatch):
+    home_token = clean_env / "home" / ".ray" / "auth_token"
+    home_token.parent.mkdir(parents=True)
+    home_token.write_text("from-home\n")
+    assert find_token().value == "from-home"
+
+    state = {"address": "127.0.0.1:45001", "ports": {"gcs": 45001, "client": 45002, "dashboard": 45003},
+             "token_path": str(clean_env / "cluster-token")}
+    Path(state["token_path"]).write_text("from-local-cluster")
+    _state.write_state(None, state)
+    # The local cluster's token wins over ~/.ray for that cluster's addresses only.
+    assert find_token(parse_address("127.0.0.1:45001")).value == "from-local-cluster"
+    assert find_token(parse_address("http://127.0.0.1:45003")).value == "from-local-cluster"
+    assert find_token(parse_address("10.0.0.5:6379")).value == "from-home"
+
+    path_token = clean_env / "token-file"
+    path_token.write_text("from-path")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path_token))
+    assert find_token(parse_address("127.0.0.1:45001")).value == "from-path"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    token = find_token(parse_address("127.0.0.1:45001"))
+    assert token.value == "from-env" and "RAY_AUTH_TOKEN" in token.source
+
+
+def test_token_path_to_nothing_is_an_error(clean_env, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(clean_env / "missing"))
+    with pytest.raises(ConnectionError_, match="RAY_AUTH_TOKEN_PATH=.*missing.*missing or empty file"):
+        find_token()
+
+
+def test_no_token_anywhere(clean_env):
+    assert find_token(parse_address("10.0.0.5:6379")) is None
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}", "http://127.0.0.1:{port}"])
+def test_nothing_listening_is_a_wrong_address_error_in_seconds(clean_env, address):
+    address = address.format(port=free_port())
+    started = time.monotonic()
+    with pytest.raises(ConnectionError_, match="nothing answers at .*wrong address, or the cluster is down"):
+        preflight(address)
+    assert time.monotonic() - started < 10  # Ray itself retries for ~20 s before a vague error
+
+
+@pytest.fixture
+def http_server():
+    """Something that is not Ray, listening on 127.0.0.1."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_a_port_that_is_not_ray_says_so(clean_env, http_server):
+    with pytest.raises(ConnectionError_, match="answers but not as a Ray GCS"):
+        preflight(f"127.0.0.1:{http_server}")
+
+
+def test_dashboard_url_needs_a_dashboard(clean_env):
+    assert dashboard_url("http://10.0.0.5:8265/") == "http://10.0.0.5:8265"
+    with pytest.raises(ConnectionError_, match="needs the dashboard URL"):
+        dashboard_url("10.0.0.5:6379")
+    with pytest.raises(ConnectionError_, match="no cluster to talk to.*trainyard cluster up"):
+        dashboard_url(None)
+
+
+def test_dashboard_url_of_the_local_cluster(clean_env):
+    _state.write_state(None, {"address": "127.0.0.1:45001", "dashboard_url": "http://127.0.0.1:45003",
+                              "ports": {"gcs": 45001, "client": 45002, "dashboard": 45003}})
+    assert dashboard_url(None) == "http://127.0.0.1:45003"
+    assert dashboard_url("auto") == "http://127.0.0.1:45003"
+    assert dashboard_url("127.0.0.1:45001") == "http://127.0.0.1:45003"
+
+
+def test_connect_refuses_a_dashboard_url_with_advice(clean_env):
+    # A fresh interpreter: connect() reuses a Ray that this test session may have started.
+    out = subprocess.run([sys.executable, "-c", "from cluster import connect; connect('http://127.0.0.1:8265')"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert out.returncode != 0
+    assert "is a dashboard (Jobs API) address" in out.stderr and "trainyard submit SPEC" in out.stderr
+
+
+def test_corrupt_state_file_names_the_file(clean_env):
+    path = _state.state_path(None)
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with pytest.raises(RuntimeError, match=str(path)):
+        _state.read_state(None)

@@ -1,0 +1,174 @@
+"""What `trainyard submit` ships and what it refuses, decided before anything is uploaded.
+(Submitting to a real cluster: tests/test_cluster_local.py.)"""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster import envcheck
+from jobs.submit import SPEC_IN_JOB, SubmitError, plan, repository_files, submit
+
+ROOT = Path(__file__).resolve().parents[1]
+REMOTE = "http://10.255.0.1:8265"  # never contacted: every refusal below happens before any connection
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def write(path: Path, text: str = "x", size: int | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if size is not None:
+        with open(path, "r+b") as f:
+            f.truncate(size)  # sparse: a "big" file without writing its bytes
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A small git checkout with everything that must not ship next to what must."""
+    root = tmp_path / "repo"
+    write(root / "jobs" / "cli.py", "print('hi')\n")
+    write(root / "pyproject.toml", "[project]\nname='x'\n")
+    write(root / "examples" / "spec.yaml", "name: x\n")
+    write(root / ".gitignore", "*.ckpt\nscratch/\n")
+    for junk in (".venv/lib/site.py", "runs/a/model.pt", "data/shard-0.parquet", "bundles/b/model.safetensors",
+                 "jobs/__pycache__/cli.cpython-311.pyc", "model.ckpt", "scratch/notes.txt", ".trainyard/cluster.json",
+                 "tests/schemas/big.yaml"):
+        write(root / junk)
+    if shutil.which("git"):
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+    return root
+
+
+def spec_file(tmp_path: Path, **fields) -> Path:
+    spec = {"name": "demo", "data": {"path": str(tmp_path / "data"), "label": "y"}, "output": str(tmp_path / "out")}
+    spec.update(fields)
+    (tmp_path / "data").mkdir(exist_ok=True)
+    return write(tmp_path / "spec.yaml", yaml.safe_dump(spec))
+
+
+EXPECTED = ["examples/spec.yaml", "jobs/cli.py", "pyproject.toml"]
+
+
+@pytest.mark.skipif(not shutil.which("git"), reason="needs git")
+def test_ships_what_git_would_commit_minus_outputs_and_data(repo):
+    assert [rel for rel, _ in repository_files(repo)] == EXPECTED
+
+
+def test_without_git_honours_gitignore_and_the_fixed_excludes(repo):
+    shutil.rmtree(repo / ".git", ignore_errors=True)
+    assert [rel for rel, _ in repository_files(repo)] == EXPECTED
+
+
+def test_this_repository_ships_small(tmp_path):
+    files = [rel for rel, _ in repository_files(ROOT)]
+    assert "jobs/submit.py" in files and "cluster/connect.py" in files and "pyproject.toml" in files
+    assert not [f for f in files if f.startswith((".venv/", ".git/", "runs/", "data/", "tests/"))]
+
+
+def test_oversized_working_dir_is_refused_before_upload(repo, tmp_path):
+    write(repo / "models" / "weights.bin", size=120 * 2**20)
+    write(repo / "notebooks" / "big.ipynb", size=3 * 2**20)
+    # An address where nothing listens: reaching it would raise a connection error, not this one.
+    with pytest.raises(SubmitError) as err:
+        submit(spec_file(tmp_path), closed_port_url(), root=repo)
+    message = str(err.value)
+    assert "123.0 MiB" in message and "over the 100 MiB" in message and "nothing was uploaded" in message
+    assert "models/weights.bin (120.0 MiB)" in message and "models/ (120.0 MiB)" in message
+    assert message.index("models/weights.bin") < message.index("notebooks/big.ipynb")
+
+
+def test_local_data_path_is_refused_for_a_remote_cluster(tmp_path, repo):
+    with pytest.raises(SubmitError) as err:
+        plan(spec_file(tmp_path), REMOTE, root=repo)
+    message = str(err.value)
+    assert "data.path" in message and str(tmp_path / "data") in message and REMOTE in message
+    assert "s3://" in message and "--shared" in message
+
+
+def test_relative_output_is_refused_for_a_remote_cluster(tmp_path, repo):
+    spec = spec_file(tmp_path, data={"path": "s3://bucket/data", "label": "y"}, output=None)
+    with pytest.raises(SubmitError, match=r"output 'runs/demo' is a path on this machine"):
+        plan(spec, REMOTE, root=repo)
+
+
+def test_uris_and_shared_prefixes_pass_for_a_remote_cluster(tmp_path, repo):
+    spec = spec_file(tmp_path, output="gs://bucket/runs/demo")
+    p = plan(spec, REMOTE, shared=[str(tmp_path)], root=repo)
+    assert p.spec["data"]["path"] == str(tmp_path / "data") and p.output == "gs://bucket/runs/demo"
+    p = plan(spec, REMOTE, overrides=["data.path=s3://bucket/data"], root=repo)
+    assert p.spec["data"]["path"] == "s3://bucket/data"
+
+
+def test_same_machine_cluster_gets_absolute_paths(tmp_path, repo, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = spec_file(tmp_path, data={"path": "data", "label": "y"}, output="runs/demo")
+    p = plan(spec, "http://127.0.0.1:8265", root=repo)
+    assert p.spec["data"]["path"] == str(tmp_path / "data")
+    assert p.output == str(tmp_path / "runs" / "demo")
+    assert any("runs/demo" in note for note in p.notes)
+
+
+def test_missing_local_data_is_refused(tmp_path, repo):
+    spec = spec_file(tmp_path, data={"path": str(tmp_path / "nope"), "label": "y"})
+    with pytest.raises(SubmitError, match=r"data.path .*nope.* does not exist here"):
+        plan(spec, "http://127.0.0.1:8265", root=repo)
+
+
+def test_entrypoint_checks_the_cluster_then_runs_trainyard(tmp_path, repo):
+    p = plan(spec_file(tmp_path), "http://127.0.0.1:8265", overrides=["train.epochs=2"], env=["A=1"], root=repo)
+    steps = p.entrypoint.split(" && ")
+    assert steps[0] == "python -m cluster.envcheck"
+    assert steps[1].startswith(f"python -m cluster.storage {tmp_path / 'out'} --data {tmp_path / 'data'}")
+    assert steps[2] == f"python -m jobs.cli run {SPEC_IN_JOB} --no-serve"
+    assert p.spec["train"] == {"epochs": 2} and p.env_vars == {"A": "1"}
+    assert p.metadata["trainyard_output"] == str(tmp_path / "out")
+    assert plan(spec_file(tmp_path), "http://127.0.0.1:8265", mode="tune", root=repo).entrypoint.endswith(
+        f"python -m jobs.cli tune {SPEC_IN_JOB}")
+
+
+@pytest.mark.parametrize("overrides,env,says", [
+    (["train.epochs"], [], "expected FIELD=VALUE"),
+    (["train.epochs=[1"], [], "not valid YAML"),
+    ([], ["NOVALUE"], "expected NAME=VALUE"),
+])
+def test_bad_overrides_are_named(tmp_path, repo, overrides, env, says):
+    with pytest.raises(SubmitError, match=says):
+        plan(spec_file(tmp_path), "http://127.0.0.1:8265", overrides=overrides, env=env, root=repo)
+
+
+def test_spec_without_data_path_is_refused(tmp_path, repo):
+    spec = write(tmp_path / "bad.yaml", yaml.safe_dump({"name": "x", "data": {"label": "y"}}))
+    with pytest.raises(SubmitError, match=r"bad.yaml: data.path is missing"):
+        plan(spec, "http://127.0.0.1:8265", root=repo)
+
+
+def test_cli_exit_code_and_message(tmp_path, repo):
+    out = subprocess.run([sys.executable, "-c", "import sys; from jobs.submit import register; import argparse;"
+                          "ap = argparse.ArgumentParser(); register(ap.add_subparsers());"
+                          "a = ap.parse_args(sys.argv[1:]); sys.exit(a.func(a))",
+                          "submit", str(spec_file(tmp_path)), "--address", REMOTE],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.startswith("trainyard: error: ") and "Traceback" not in out.stderr
+
+
+def test_envcheck_reads_the_dependencies_and_names_what_is_missing(tmp_path, capsys):
+    modules = envcheck.required_modules(ROOT / "pyproject.toml")
+    assert {"ray", "torch", "pyarrow", "yaml", "pydantic"} <= set(modules)
+    assert envcheck.main([str(ROOT / "pyproject.toml")]) == 0
+    fake = write(tmp_path / "pyproject.toml",
+                 '[project]\ndependencies = [\n    "ray>=2.60",\n    "no-such-package-xyz>=1",\n]\n')
+    assert envcheck.main([str(fake)]) == envcheck.EXIT_MISSING
+    err = capsys.readouterr().err
+    assert "lacks no_such_package_xyz" in err and sys.executable in err and "pip install ." in err
