@@ -1,0 +1,328 @@
+"""One Serve replica: a bundle loaded once, behind a FastAPI app generated from the bundle's schema.
+
+    POST /predict   {"records": [...]} → {"predictions", "probabilities" (classification), "model"}
+    GET  /healthz   the process answers          GET /readyz   the model is loaded and predicts
+    GET  /schema    the bundle's input schema    GET /docs, /openapi.json   generated from that schema
+
+Every prediction goes through `jobs.bundle.Bundle.predict`, the code path that evaluation used to write
+metrics.json, so serving cannot drift from training. Records from concurrent requests are merged into one
+`Bundle.predict` call by `@serve.batch` (one pandas/torch call per batch instead of one per request: that
+per-call overhead, not the MLP, is what a small tabular model spends its time on).
+"""
+import hashlib
+import hmac
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+
+from serving.schema import Problem, RequestChecker, RequestError, body_too_large
+
+logger = logging.getLogger("ray.serve")
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})   # probes answer without the token
+
+
+def _records_in(batches: list) -> int:
+    return sum(len(records) for records in batches)
+
+
+def bundle_predict(bundle, records: list[dict]) -> dict:
+    """`Bundle.predict`, except for a list of records that are all empty ({}): pandas builds no rows from
+    those (DataFrame.from_records([{}]) has 0 rows), so they go to `Bundle.predict_frame` as a frame of that
+    many rows with no columns, which imputes every feature, as a record with every feature null would."""
+    if any(records):
+        return bundle.predict(records)
+    import pandas as pd
+    out = bundle.predict_frame(pd.DataFrame(index=range(len(records))))
+    out.pop("class_index", None)
+    return out
+
+
+class ModelServer:
+    """The replica's state. `payload` is the bundle (its files' bytes, or a path every node can read) and
+    `settings` the plain-dict serve settings made by `serving.server.replica_settings`."""
+
+    def __init__(self, payload: dict, settings: dict):
+        from jobs.bundle import load
+
+        self.settings = settings
+        self.name = settings["name"]
+        if "files" in payload:
+            # Materialise the shipped files only long enough to load them: load() reads everything into memory.
+            folder = Path(tempfile.mkdtemp(prefix="trainyard-bundle-"))
+            try:
+                for fname, data in payload["files"].items():
+                    (folder / fname).write_bytes(data)
+                self.bundle = load(folder)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+        else:
+            self.bundle = load(payload["path"])
+        self.model_info = {"name": self.name, "version": self.bundle.version}
+        serve_spec = settings["serve"]
+        self.checker = RequestChecker(
+            self.bundle.schema, max_records=serve_spec["max_records"],
+            max_body_bytes=int(serve_spec["max_body_mb"] * 2**20),
+            required_features=serve_spec["required_features"], unknown_fields=serve_spec["unknown_fields"])
+        self.batch_max = serve_spec["batch"]["max_size"]
+        self._predict_batch.set_max_batch_size(self.batch_max)
+        self._predict_batch.set_batch_wait_timeout_s(serve_spec["batch"]["wait_ms"] / 1000.0)
+        self.canary = [{}]   # every feature missing: exercises imputation and the 'unknown' slots
+        self._canary_check()  # a bundle that cannot predict fails here, so the replica never takes traffic
+        self.ready = True
+
+    # ------------------------------------------------------------------------------------------ model
+    def _canary_check(self) -> None:
+        out = bundle_predict(self.bundle, self.canary)
+        if len(out["predictions"]) != 1:
+            raise RuntimeError(f"canary prediction returned {len(out['predictions'])} predictions for 1 record")
+
+    async def check_health(self):
+        """Serve calls this every health_check_period_s; raising marks the replica unhealthy (replaced)."""
+        try:
+            self._canary_check()
+        except Exception as exc:
+            self.ready = False
+            raise RuntimeError(f"the model of {self.name} no longer predicts: {exc}") from exc
+        self.ready = True
+
+    def _predict_now(self, records: list[dict]) -> dict:
+        return bundle_predict(self.bundle, records)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=_records_in)
+    async def _predict_batch(self, batches: list[list[dict]]) -> list[dict]:
+        # Runs on the replica's event loop: a batch of a small MLP takes about a millisecond, less than a hop
+        # to a thread would cost, and batches run one at a time anyway.
+        flat = [r for records in batches for r in records]
+        try:
+            out = bundle_predict(self.bundle, flat)
+        except Exception:
+            if len(batches) == 1:
+                raise
+            # Checked records should never fail; if one does, fail only its own request, not its batch-mates.
+            return [self._predict_or_error(records) for records in batches]
+        results, start = [], 0
+        preds, probs = out["predictions"], out.get("probabilities")
+        for records in batches:
+            end = start + len(records)
+            item = {"predictions": preds[start:end]}
+            if probs is not None:
+                item["probabilities"] = probs[start:end]
+            results.append(item)
+            start = end
+        return results
+
+    def _predict_or_error(self, records: list[dict]) -> Any:
+        try:
+            return bundle_predict(self.bundle, records)
+        except Exception as exc:
+            return exc
+
+    async def predict(self, records: list[dict]) -> dict:
+        # A request as big as a whole batch gains nothing from waiting for others (and would not fit in one).
+        out = (self._predict_now(records) if len(records) >= self.batch_max
+               else await self._predict_batch(records))
+        if isinstance(out, Exception):
+            raise out
+        out["model"] = self.model_info
+        return out
+
+    # ------------------------------------------------------------------------------------------ HTTP
+    def __serve_build_asgi_app__(self):
+        """Called by Serve on the replica after __init__: the app is generated from the loaded bundle."""
+        app = build_fastapi(self)
+        return Guard(app, token_sha256=self.settings.get("token_sha256"),
+                     max_body_bytes=self.checker.max_body_bytes)
+
+
+def build_fastapi(server: ModelServer) -> FastAPI:
+    # Not `from __future__ import annotations` in this module: FastAPI reads `request: Request` at runtime.
+    bundle, checker = server.bundle, server.checker
+    schema = bundle.schema
+    features = ", ".join(f["name"] for f in schema["features"])
+    app = FastAPI(
+        title=f"trainyard: {server.name}", version=bundle.version,
+        description=(f"{schema['task'].capitalize()} of `{schema['label']['name']}` from {len(schema['features'])} "
+                     f"features ({features}). Send records to POST /predict; GET /schema lists the features."),
+        docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
+    components = checker.openapi_components(schema["task"], schema["label"].get("classes"))
+
+    def custom_openapi():
+        # FastAPI builds the spec from route signatures; the request/response schemas come from the bundle, so
+        # they are added here once and cached like FastAPI's own.
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            if server.settings.get("token_sha256"):
+                spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+                spec["security"] = [{"bearer": []}]
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = custom_openapi
+    error_responses = {code: {"description": desc, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"}}}}
+        for code, desc in ((400, "The body is not JSON."), (401, "Missing or wrong bearer token."),
+                           (413, "Body over serve.max_body_mb, or more than serve.max_records records."),
+                           (422, "Records that do not fit the schema; each problem names the record and field."))}
+
+    @app.exception_handler(RequestError)
+    async def _client_error(_request, exc: RequestError):
+        return JSONResponse(exc.to_json(), status_code=exc.status)
+
+    @app.post("/predict", summary="Predict for a list of records", responses={
+        200: {"description": "One prediction per record, in order.", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/PredictResponse"}}}}, **error_responses},
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}})
+    async def predict(request: Request):
+        body = await _read_body(request, checker.max_body_bytes)
+        records = checker.parse(body)
+        out = await server.predict(records)
+        # Serialised by hand: FastAPI's jsonable_encoder walks every float, which costs more than the model.
+        return Response(json.dumps(out).encode(), media_type="application/json")
+
+    @app.get("/healthz", summary="The replica process answers")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="The model is loaded and predicts", responses={503: {"description": "Not ready."}})
+    async def readyz():
+        if not server.ready:
+            return JSONResponse({"ready": False, "model": server.model_info}, status_code=503)
+        return {"ready": True, "model": server.model_info}
+
+    serve_spec = server.settings["serve"]
+    schema_doc = {"model": server.model_info, **schema,
+                  "limits": {"max_records": serve_spec["max_records"], "max_body_mb": serve_spec["max_body_mb"],
+                             "required_features": checker.required,
+                             "unknown_fields": serve_spec["unknown_fields"]},
+                  "metrics": bundle.metrics.get("test", {})}
+
+    @app.get("/schema", summary="The bundle's input schema: features, types, categories, label")
+    async def get_schema():
+        return schema_doc
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return {"model": server.model_info, "predict": "POST /predict {\"records\": [{...}]}",
+                "endpoints": ["/predict", "/schema", "/healthz", "/readyz", "/docs", "/openapi.json"]}
+
+    return app
+
+
+async def _read_body(request, limit: int) -> bytes:
+    """The body, refusing (413) as soon as it passes `limit`: a chunked upload has no Content-Length to check
+    up front, and reading a huge one whole would be the thing the limit is there to prevent."""
+    chunks, size = [], 0
+    stream = request.stream()
+    async for chunk in stream:
+        size += len(chunk)
+        if size > limit:
+            size += await _discard(stream, drain_limit(limit) - size)
+            raise RequestError(413, [Problem(body_too_large(size, limit, partial=True))])
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def drain_limit(limit: int) -> int:
+    """How much of an oversized body is read and thrown away before answering 413. A client that sends its
+    whole body before reading the answer (most do, without `Expect: 100-continue`) sees a connection reset
+    instead of the 413 when the server stops reading early; past this much, a reset is the lesser evil."""
+    return 2 * limit + 16 * 2**20
+
+
+async def _discard(stream, budget: int) -> int:
+    seen = 0
+    async for chunk in stream:
+        seen += len(chunk)
+        if seen > budget:
+            break
+    return seen
+
+
+class Guard:
+    """Checks that cost nothing to do before FastAPI sees a request: the bearer token, and a declared
+    Content-Length over the limit (answered 413 without reading the body). A plain ASGI wrapper rather than
+    Starlette middleware, which would add a task and a copy per request."""
+
+    def __init__(self, app, *, token_sha256: Optional[str], max_body_bytes: int):
+        self.app = app
+        self.token_sha256 = token_sha256
+        self.max_body_bytes = max_body_bytes
+
+    # Serve reads these off the ASGI app it is given.
+    def add_exception_handler(self, *args, **kwargs):
+        return self.app.add_exception_handler(*args, **kwargs)
+
+    @property
+    def docs_url(self):
+        return self.app.docs_url
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            path = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root):] or "/"
+            if self.token_sha256 and path not in OPEN_PATHS and not self._authorized(scope):
+                await _send_json(send, 401, {"detail": "missing or wrong bearer token: send the header "
+                                                       "'Authorization: Bearer <token>' (the server's --token / "
+                                                       "TRAINYARD_SERVE_TOKEN)"},
+                                 [(b"www-authenticate", b"Bearer")])
+                return
+            for key, value in scope["headers"]:
+                if key == b"content-length":
+                    try:
+                        size = int(value)
+                    except ValueError:
+                        await _send_json(send, 400, {"detail": f"bad Content-Length header {value[:20]!r}"})
+                        return
+                    if size > self.max_body_bytes:
+                        drained = size <= drain_limit(self.max_body_bytes) and await _drain(receive)
+                        message = body_too_large(size, self.max_body_bytes)
+                        await _send_json(send, 413, {"detail": message, "errors": [{"message": message}]},
+                                         [] if drained else [(b"connection", b"close")])
+                        return
+                    break
+        await self.app(scope, receive, send)
+
+    def _authorized(self, scope) -> bool:
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() != "bearer":
+                    return False
+                digest = hashlib.sha256(token.strip().encode()).hexdigest()
+                return hmac.compare_digest(digest, self.token_sha256)
+        return False
+
+
+async def _drain(receive) -> bool:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False          # the client went away
+        if not message.get("more_body"):
+            return True
+
+
+async def _send_json(send, status: int, body: dict, headers: list = ()) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": data})
+
+
+# The Serve deployment: `serve.ingress()` without an app defers the app to __serve_build_asgi_app__, so the
+# app is built on the replica from the bundle it loaded (nothing schema-dependent is pickled from the driver).
+ModelDeployment = serve.deployment(name="model")(serve.ingress()(ModelServer))

@@ -1,0 +1,281 @@
+"""The HTTP contract of a served bundle, generated from its schema.json.
+
+- `RequestChecker.parse(body)`: bytes of a POST /predict body → list of records, or a `RequestError` whose
+  problems name each offending record index and field, and say how to fix it. Every check happens here,
+  before the model sees a record, so a bad request is a 4xx and never reaches (or breaks) the model.
+- `openapi_components(...)`: the JSON schemas that /openapi.json shows: every feature, its type and, for
+  categories, the known values.
+
+The checks are hand-written rather than a generated pydantic model: this runs on every request of the hot
+path, and a hand-written loop both costs less than building model instances and words errors the way a
+user of *this* model needs ("record 3, field 'machine_type': 'Z' is not a known category; known: L, M, H").
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+MAX_LISTED_PROBLEMS = 20
+
+
+@dataclass
+class Problem:
+    message: str
+    record: Optional[int] = None
+    field: Optional[str] = None
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {}
+        if self.record is not None:
+            out["record"] = self.record
+        if self.field is not None:
+            out["field"] = self.field
+        out["message"] = self.message
+        return out
+
+    def __str__(self) -> str:
+        where = []
+        if self.record is not None:
+            where.append(f"record {self.record}")
+        if self.field is not None:
+            where.append(f"field {self.field!r}")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+class RequestError(Exception):
+    """A client error: HTTP `status` and the problems found (all of them, up to MAX_LISTED_PROBLEMS)."""
+
+    def __init__(self, status: int, problems: list[Problem], total: Optional[int] = None):
+        self.status = status
+        self.problems = problems[:MAX_LISTED_PROBLEMS]
+        self.total = total if total is not None else len(problems)
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        head = "; ".join(str(p) for p in self.problems[:3])
+        more = self.total - min(3, len(self.problems))
+        return head + (f"; and {more} more problem(s), listed in 'errors'" if more > 0 else "")
+
+    def to_json(self) -> dict:
+        body = {"detail": self.summary(), "errors": [p.to_json() for p in self.problems]}
+        if self.total > len(self.problems):
+            body["errors_not_listed"] = self.total - len(self.problems)
+        return body
+
+
+_NUMBER, _CATEGORY = 0, 1
+_JSON_TYPE_NAMES = {str: "a string", bool: "a boolean", list: "an array", dict: "an object", type(None): "null",
+                    int: "an integer", float: "a number"}
+
+
+def _type_name(v: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(v), type(v).__name__)
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v, allow_nan=True) if not isinstance(v, str) else repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class RequestChecker:
+    """Checks POST /predict bodies against one bundle's input schema and the serve settings."""
+
+    def __init__(self, schema: dict, *, max_records: int, max_body_bytes: int,
+                 required_features: "list[str] | str" = (), unknown_fields: str = "reject"):
+        self.features = {f["name"]: f for f in schema["features"]}
+        self.kinds = {name: (_CATEGORY if f["type"] == "category" else _NUMBER) for name, f in self.features.items()}
+        self.reject_unknown_categories = schema.get("unknown_category") == "error"
+        self.known = {name: set(f.get("categories") or []) for name, f in self.features.items()
+                      if self.kinds[name] == _CATEGORY}
+        if required_features == "all":
+            required = list(self.features)
+        else:
+            required = list(required_features or [])
+            missing = [r for r in required if r not in self.features]
+            if missing:
+                raise ValueError(f"serve.required_features names {missing}, which the bundle does not have; "
+                                 f"its features are {list(self.features)}")
+        self.required = required
+        self.reject_unknown_fields = unknown_fields == "reject"
+        self.max_records = max_records
+        self.max_body_bytes = max_body_bytes
+
+    # ----------------------------------------------------------------------------------------- body
+    def parse(self, body: bytes) -> list[dict]:
+        if len(body) > self.max_body_bytes:
+            raise RequestError(413, [Problem(body_too_large(len(body), self.max_body_bytes))])
+        if not body.strip():
+            raise RequestError(400, [Problem('the body is empty; send JSON like {"records": [{"feature": value}]}')])
+        try:
+            payload = json.loads(body)
+        except UnicodeDecodeError as exc:
+            raise RequestError(400, [Problem(f"the body is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                                             "send UTF-8 encoded JSON")]) from None
+        except json.JSONDecodeError as exc:
+            raise RequestError(400, [Problem(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column "
+                                             f"{exc.colno}; send {{\"records\": [{{\"feature\": value}}]}}")]) from None
+        if not isinstance(payload, dict):
+            raise RequestError(422, [Problem(f"the body must be a JSON object {{\"records\": [...]}}, got "
+                                             f"{_type_name(payload)}")])
+        extra = [k for k in payload if k != "records"]
+        if extra:
+            raise RequestError(422, [Problem(f"unknown top-level key {k!r}; the body has one key, \"records\"")
+                                     for k in extra])
+        if "records" not in payload:
+            raise RequestError(422, [Problem('missing required field "records": send {"records": [{...}, ...]}',
+                                             field="records")])
+        records = payload["records"]
+        if not isinstance(records, list):
+            raise RequestError(422, [Problem(f"\"records\" must be an array of objects, got {_type_name(records)}",
+                                             field="records")])
+        if not records:
+            raise RequestError(422, [Problem("\"records\" is empty; send at least one record", field="records")])
+        if len(records) > self.max_records:
+            raise RequestError(413, [Problem(
+                f"{len(records)} records in one request; the limit is {self.max_records} (serve.max_records). "
+                f"Split them into requests of at most {self.max_records} (trainyard predict and serving.Client "
+                "do this for you)", field="records")])
+        self.check_records(records)
+        return records
+
+    # ----------------------------------------------------------------------------------------- records
+    def check_records(self, records: list) -> None:
+        problems: list[Problem] = []
+        total = 0
+        kinds = self.kinds
+        for i, record in enumerate(records):
+            if type(record) is not dict:
+                total += 1
+                if len(problems) < MAX_LISTED_PROBLEMS:
+                    problems.append(Problem(f"expected an object {{feature: value}}, got {_type_name(record)}", i))
+                continue
+            for name, value in record.items():
+                kind = kinds.get(name)
+                # The fast path: a float or int for a number, a string for a category.
+                t = type(value)
+                if kind == _NUMBER:
+                    if t is float:
+                        if value - value == 0.0:      # finite: inf - inf and nan - nan are nan
+                            continue
+                    elif t is int or value is None:
+                        continue
+                elif kind == _CATEGORY:
+                    if t is str or value is None:
+                        if value is None or not self.reject_unknown_categories or value in self.known[name]:
+                            continue
+                    elif t is int or t is bool or (t is float and value - value == 0.0):
+                        if not self.reject_unknown_categories or _canonical(value) in self.known[name]:
+                            continue
+                elif not self.reject_unknown_fields:
+                    continue
+                total += 1
+                if len(problems) < MAX_LISTED_PROBLEMS:
+                    problems.append(self._explain(i, name, value, kind))
+            for name in self.required:
+                if record.get(name) is None:
+                    total += 1
+                    if len(problems) < MAX_LISTED_PROBLEMS:
+                        problems.append(Problem(
+                            "missing required field" + (" (null given)" if name in record else "") +
+                            f"; this server requires {', '.join(self.required)} (serve.required_features)",
+                            i, name))
+        if total:
+            raise RequestError(422, problems, total)
+
+    def _explain(self, i: int, name: str, value: Any, kind: Optional[int]) -> Problem:
+        if kind is None:
+            close = difflib.get_close_matches(name, list(self.features), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            return Problem(f"unknown field; {hint}the features are {', '.join(self.features)} (GET /schema)",
+                           i, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            return Problem(f"{value} is not a finite number; send null for a missing value (it is then imputed)",
+                           i, name)
+        if kind == _NUMBER:
+            fix = ("send it as a JSON number, not a string" if isinstance(value, str) and _is_number(value)
+                   else "send a JSON number, or null for a missing value")
+            return Problem(f"expected a number, got {_type_name(value)} {_short(value)}; {fix}", i, name)
+        if isinstance(value, (list, dict)):
+            return Problem(f"expected a category (a string), got {_type_name(value)}; known categories: "
+                           f"{', '.join(self.features[name]['categories'])}", i, name)
+        return Problem(f"{_short(value)} is not a known category; known: "
+                       f"{', '.join(self.features[name]['categories'])}. This model rejects unseen categories "
+                       "(data.preprocess.unknown_category: error): send one of the known values or null",
+                       i, name)
+
+    # ----------------------------------------------------------------------------------------- docs
+    def openapi_components(self, task: str, classes: Optional[list]) -> dict:
+        """JSON schemas for /openapi.json: Record (every feature), PredictRequest, PredictResponse, Error."""
+        properties = {}
+        for name, f in self.features.items():
+            if self.kinds[name] == _NUMBER:
+                prop = {"type": ["number", "null"],
+                        "description": f"number ({f.get('dtype', 'double')}); missing or null: {f.get('missing')}"}
+            else:
+                cats = list(f.get("categories") or [])
+                if self.reject_unknown_categories:
+                    prop = {"enum": cats + [None],
+                            "description": f"category; one of {', '.join(cats)} (unseen values are rejected); "
+                                           f"missing or null: {f.get('missing')}"}
+                else:
+                    prop = {"type": ["string", "integer", "boolean", "null"], "examples": cats,
+                            "description": f"category; known: {', '.join(cats)}; any other value maps to the "
+                                           f"'unknown' slot; missing or null: {f.get('missing')}"}
+                prop["x-categories"] = cats
+            prop["title"] = name
+            prop["x-feature-type"] = f["type"]
+            properties[name] = prop
+        record = {"type": "object", "title": "Record", "properties": properties,
+                  "description": "One row: feature name → value. Features may be omitted (imputed) unless listed "
+                                 "in required."}
+        if self.required:
+            record["required"] = list(self.required)
+        if self.reject_unknown_fields:
+            record["additionalProperties"] = False
+        example = {name: (f["categories"][0] if self.kinds[name] == _CATEGORY and f.get("categories") else 1.0)
+                   for name, f in self.features.items()}
+        request = {"type": "object", "title": "PredictRequest", "required": ["records"],
+                   "additionalProperties": False,
+                   "properties": {"records": {"type": "array", "minItems": 1, "maxItems": self.max_records,
+                                              "items": {"$ref": "#/components/schemas/Record"}}},
+                   "example": {"records": [example]}}
+        prediction = ({"enum": list(classes)} if task == "classification" and classes else {"type": "number"})
+        response = {"type": "object", "title": "PredictResponse", "required": ["predictions", "model"],
+                    "properties": {
+                        "predictions": {"type": "array", "items": prediction,
+                                        "description": "One per record, in order."},
+                        "model": {"type": "object", "properties": {"name": {"type": "string"},
+                                                                   "version": {"type": "string"}}}}}
+        if task == "classification":
+            response["properties"]["probabilities"] = {
+                "type": "array", "items": {"type": "array", "items": {"type": "number"}},
+                "description": f"Per record, the probability of each class in this order: {classes}"}
+        error = {"type": "object", "title": "Error", "properties": {
+            "detail": {"type": "string", "description": "What is wrong and how to fix it."},
+            "errors": {"type": "array", "items": {"type": "object", "properties": {
+                "record": {"type": "integer", "description": "Index of the record in 'records'."},
+                "field": {"type": "string"}, "message": {"type": "string"}}}}}}
+        return {"Record": record, "PredictRequest": request, "PredictResponse": response, "Error": error}
+
+
+def body_too_large(size: int, limit: int, partial: bool = False) -> str:
+    return (f"the body is {'over ' if partial else ''}{size / 2**20:.2f} MiB; the limit is {limit / 2**20:g} MiB (serve.max_body_mb). "
+            "Send fewer records per request")
+
+
+def _canonical(value) -> str:
+    # The same matching rule as the preprocessor (3, 3.0 and "3" are one category); imported lazily so this
+    # module stays importable without pandas.
+    from jobs.preprocess import canonical
+    return canonical(value)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
