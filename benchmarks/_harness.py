@@ -1,0 +1,92 @@
+"""Shared by the training benchmarks: the plain PyTorch baseline and the side-by-side report."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "examples"))
+
+
+def plain_loop(x: torch.Tensor, y: torch.Tensor, cfg: dict, epochs: int, device: str = "cpu") -> tuple[float, list[float]]:
+    """The baseline a PyTorch user would write: tensors in memory, a shuffled index per epoch, same model,
+    optimizer, loss and (for images) the same augmentation."""
+    from jobs.model import build_model
+
+    torch.manual_seed(cfg["seed"])
+    model = build_model(cfg["model"]).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"])
+    weight = torch.tensor(cfg["class_weights"], dtype=torch.float32, device=device) if cfg["class_weights"] else None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    aug = cfg.get("augment")
+    if aug:
+        from jobs.images import augment_batch
+    x, y = x.to(device), y.to(device)
+    bs = cfg["batch_size"]
+    per_epoch = []
+    t_all = time.perf_counter()
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(x), device=device)
+        for i in range(0, len(x), bs):
+            idx = perm[i:i + bs]
+            xb = x[idx]
+            if aug:
+                xb = augment_batch(xb, aug["shape"], aug["hflip"], aug["random_crop"])
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+                loss = loss_fn(model(xb).float(), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        per_epoch.append(len(x) / (time.perf_counter() - t0))
+    return time.perf_counter() - t_all, per_epoch
+
+
+def packed_tensors(prepared) -> tuple[torch.Tensor, torch.Tensor]:
+    """The very tensors trainyard trains on (preprocessing is not what these benchmarks measure)."""
+    df = prepared.train_ds.to_pandas()
+    x = torch.from_numpy(np.stack(df["features"].to_numpy()).astype(np.float32))
+    y = torch.from_numpy(df["label"].to_numpy().copy()).long()
+    return x, y
+
+
+def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False) -> dict:
+    """Train with trainyard (Ray Data → Ray Train) and with the plain loop; print the comparison."""
+    from jobs.pipeline import storage_root
+    from jobs.train import fit, prepare, worker_config
+
+    quiet = lambda *_: None
+    t0 = time.perf_counter()
+    prepared = prepare(spec, quiet)
+    t_prep = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    outcome = fit(spec, prepared, storage_path=storage_root(spec), run_name=f"bench-{int(t1)}", progress=quiet)
+    t_fit = time.perf_counter() - t1
+    t_e2e = time.perf_counter() - t0
+    ours = [r["train_samples_per_s"] for r in outcome.history]
+    x, y = packed_tensors(prepared)
+    cfg = worker_config(spec, prepared, use_gpu=use_gpu)
+    t_plain, plain = plain_loop(x, y, cfg, spec.train.epochs, "cuda" if use_gpu else "cpu")
+    steady_ours = float(np.median(ours[1:] if len(ours) > 1 else ours))
+    steady_plain = float(np.median(plain[1:] if len(plain) > 1 else plain))
+    t = spec.train
+    print(f"\ntrain rows {len(x)}, {t.epochs} epochs, batch {t.batch_size}, model {cfg['model']['kind']} "
+          f"{cfg['model'].get('channels', '')}{cfg['model']['hidden']}, {t.workers} worker(s) × {t.cpus_per_worker:g} CPU"
+          f"{' + GPU' if use_gpu else ''}, machine: {os.cpu_count()} cores, driver torch threads {torch.get_num_threads()}")
+    print(f"{'':<28}{'trainyard':>14}{'plain torch':>14}{'ratio':>8}")
+    print(f"{'steady ' + unit + '/s':<28}{steady_ours:>14,.0f}{steady_plain:>14,.0f}{steady_ours / steady_plain:>8.2f}")
+    print(f"{'training wall s':<28}{t_fit:>14.1f}{t_plain:>14.1f}{t_plain / t_fit:>8.2f}")
+    print(f"{'end-to-end wall s':<28}{t_e2e:>14.1f}{t_plain:>14.1f}{t_plain / t_e2e:>8.2f}")
+    print(f"  (end-to-end = ingest + preprocessing {t_prep:.1f}s, then Ray Train start, epochs, checkpoints {t_fit:.1f}s)")
+    print(f"per-epoch {unit}/s trainyard: {[round(v) for v in ours]}")
+    print(f"per-epoch {unit}/s plain:     {[round(v) for v in plain]}")
+    return {"steady_ratio": steady_ours / steady_plain, "steady_ours": steady_ours, "steady_plain": steady_plain,
+            "t_fit": t_fit, "t_plain": t_plain, "t_e2e": t_e2e}
