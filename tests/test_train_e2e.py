@@ -75,9 +75,9 @@ def test_bundle_predict_handles_missing_and_unknown(classification_run):
         bundle.predict({"rpm": 1})
 
 
-def test_regression_end_to_end_on_csv(tmp_path, regression_dir):
+def test_regression_end_to_end_on_csv_streaming_from_ray_data(tmp_path, regression_dir):
     spec = write_spec(tmp_path / "reg.yaml", small_spec("reg", regression_dir, tmp_path / "out",
-                                                        label="remaining_life_h", epochs=3,
+                                                        label="remaining_life_h", epochs=3, cache="stream",
                                                         early_stop={"metric": "val_rmse", "patience": 3}))
     assert main(["train", str(spec)]) == 0
     bundle = B.load(tmp_path / "out")
