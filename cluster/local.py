@@ -120,7 +120,10 @@ def _start_node(state: dict, folder: Path, name: str, role_args: list[str], agen
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=state["token_path"],
                # Ray's state API, called inside Ray Train's actors with no address, otherwise looks for "the"
                # Ray on this machine and fails when there are several (other tests, other users).
-               RAY_API_SERVER_ADDRESS=state["dashboard_url"])
+               RAY_API_SERVER_ADDRESS=state["dashboard_url"],
+               # On SIGTERM a node first drains, waiting up to 30 s for work to leave it (Ray Data's detached
+               # actors never do). Draining protects traffic moving to surviving nodes; `down` stops them all.
+               RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
     if name == "head":
         # Ray then takes loopback as the node's address for everything on the head, drivers of submitted
         # jobs included (they resolve RAY_ADDRESS with this setting). A worker node must not have it: with
