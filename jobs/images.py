@@ -10,15 +10,16 @@ import base64
 import binascii
 import hashlib
 import io
-import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
+
+from jobs.preprocess import FittedState
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ENCODINGS = ["png", "jpeg", "bmp", "gif", "webp", "tiff", "base64 of any of these", "pixel array"]
@@ -78,7 +79,7 @@ def decode(value: Any, size: tuple[int, int], channels: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- preprocessor
 @dataclass
-class ImagePreprocessor:
+class ImagePreprocessor(FittedState):
     label: str
     classes: list[Any]
     size: list[int]                      # [height, width]
@@ -135,29 +136,9 @@ class ImagePreprocessor:
             raise InputError([(i, self.column, "missing") for i in range(len(df))] or [(0, self.column, "missing")])
         return self.normalise(self.pixels(df[self.column].tolist()))
 
-    def encode_labels(self, values: pd.Series) -> np.ndarray:
-        from jobs.preprocess import canonical
-        lookup = {canonical(c): i for i, c in enumerate(self.classes)}
-        codes = np.fromiter((lookup.get(canonical(v), -1) for v in values.tolist()), dtype=np.int64,
-                            count=len(values))
-        if (codes < 0).any():
-            raise ValueError(f"label value {values[codes < 0].iloc[0]!r} was not seen in the train split")
-        return codes
-
-    def transform_batch(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
-        from jobs.preprocess import FEATURES_COLUMN, LABEL_COLUMN
-        return {FEATURES_COLUMN: self.transform(df), LABEL_COLUMN: self.encode_labels(df[self.label])}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict) -> "ImagePreprocessor":
         return cls(**d)
-
-    def save(self, path) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
 
 
 def _channel_moments(batch: pd.DataFrame, column: str, size: tuple, channels: int) -> pd.DataFrame:

@@ -35,6 +35,34 @@ def canonical(value: Any) -> Optional[str]:
     return str(value)
 
 
+def encode_classes(classes: list[Any], values: pd.Series) -> np.ndarray:
+    """Label values → class ids (positions in `classes`); a value the train split never had is an error."""
+    lookup = {canonical(c): i for i, c in enumerate(classes)}
+    codes = np.fromiter((lookup.get(canonical(v), -1) for v in values.tolist()), dtype=np.int64, count=len(values))
+    if (codes < 0).any():
+        bad = values[codes < 0].iloc[0]
+        raise ValueError(f"label value {bad!r} was not seen in the train split; classes are {classes}")
+    return codes
+
+
+class FittedState:
+    """What every fitted preprocessor (tabular, image) shares: label encoding, the Ray Data form, JSON state."""
+
+    def encode_labels(self, values: pd.Series) -> np.ndarray:
+        return encode_classes(self.classes, values)
+
+    def transform_batch(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The Ray Data form: a batch of raw rows → {features, label} for training."""
+        return {FEATURES_COLUMN: self.transform(df), LABEL_COLUMN: self.encode_labels(df[self.label])}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+
 @dataclass
 class NumericState:
     name: str
@@ -50,7 +78,7 @@ class CategoricalState:
 
 
 @dataclass
-class Preprocessor:
+class Preprocessor(FittedState):
     task: str
     label: str
     numeric: list[NumericState]
@@ -99,37 +127,20 @@ class Preprocessor:
 
     def encode_labels(self, values: pd.Series) -> np.ndarray:
         if self.task == "classification":
-            lookup = {canonical(c): i for i, c in enumerate(self.classes)}
-            codes = np.fromiter((lookup.get(canonical(v), -1) for v in values.tolist()), dtype=np.int64,
-                                count=len(values))
-            if (codes < 0).any():
-                bad = values[codes < 0].iloc[0]
-                raise ValueError(f"label value {bad!r} was not seen in the train split; classes are {self.classes}")
-            return codes
+            return encode_classes(self.classes, values)
         y = values.to_numpy(dtype=np.float64)
         return ((y - self.label_center) / self.label_scale).astype(np.float32)
 
     def decode_regression(self, y: np.ndarray) -> np.ndarray:
         return y.astype(np.float64) * self.label_scale + self.label_center
 
-    def transform_batch(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
-        """The Ray Data form: a batch of raw rows → {features, label} for training."""
-        return {FEATURES_COLUMN: self.transform(df), LABEL_COLUMN: self.encode_labels(df[self.label])}
-
     # ------------------------------------------------------------------ JSON
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessor":
         d = dict(d)
         d["numeric"] = [NumericState(**x) for x in d["numeric"]]
         d["categorical"] = [CategoricalState(**x) for x in d["categorical"]]
         return cls(**d)
-
-    def save(self, path) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
 
     @classmethod
     def load(cls, path) -> "Preprocessor":
