@@ -372,6 +372,10 @@ class ServeSpec(_Strict):
     max_surge_percent: int = Field(
         100, ge=0, le=100, description="Updates start this many extra replicas (percent of the count) and stop "
                                        "old ones only once the new ones serve; 0 stops old replicas first.")
+    drain_period_s: float = Field(
+        5.0, ge=0, description="HAProxy ingress: how long a stopping replica (update, scale-down, Ctrl-C) stays "
+                               "reachable while HAProxy reloads without it. Ray's default, 30, suits cloud load "
+                               "balancers in front of many nodes.")
 
     @field_validator("route_prefix")
     @classmethod

@@ -1,0 +1,11 @@
+"""Hyperparameter search on Ray Tune where every trial is a full Ray Train run (`jobs.train.fit`).
+
+- ``run_tune(spec, resume=False)``: plan → prepare once → search (ASHA stops bad trials) → best trial → bundle;
+- ``plan(spec, resources, use_gpu=)``: how many trials the cluster can run at once without deadlocking;
+- ``TuneError``: the search cannot run, or produced no model (a ``jobs.train.TrainError``);
+- ``tuning.commands.register``: the `trainyard tune` subcommand.
+"""
+from tuning.experiment import run_tune
+from tuning.plan import Plan, TuneError, plan
+
+__all__ = ["run_tune", "plan", "Plan", "TuneError"]

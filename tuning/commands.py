@@ -1,0 +1,36 @@
+"""`trainyard tune SPEC [--resume] [--set FIELD=VALUE] [--address ADDR]`."""
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_tune(args) -> int:
+    from jobs.cli import EXIT_BAD_INPUT, EXIT_OK, _connect, _err, _load, _progress
+    from tuning import run_tune
+
+    spec = _load(args)
+    if spec.tune is None:
+        _err(f"{args.spec} has no `tune` section, so there is nothing to search; add one (e.g. "
+             "tune: {samples: 8, lr: {loguniform: [1.0e-4, 1.0e-1]}}) or use `trainyard train`")
+        return EXIT_BAD_INPUT
+    _connect(args)
+    path, _ = run_tune(spec, resume=args.resume, progress=_progress)
+    print(f"bundle written to {path}")
+    return EXIT_OK
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tune", help="hyperparameter search (Ray Tune + ASHA); the best trial becomes the bundle",
+        description="Search the spec's `tune` section: every trial is a full Ray Train run, ASHA stops the bad "
+                    "ones, the best is evaluated on the test split and written to OUTPUT/bundle, with "
+                    "OUTPUT/tune/results.csv and report.png. Interrupted (Ctrl-C, a killed driver)? "
+                    "Run the same command with --resume: finished trials are not run again.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", help="the job spec (YAML) with a `tune` section")
+    p.add_argument("--resume", action="store_true", help="continue the newest interrupted experiment of this spec")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a spec field, e.g. --set tune.samples=8 (repeatable)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)")
+    p.set_defaults(func=cmd_tune)

@@ -1,0 +1,392 @@
+"""`trainyard tune`: plan → prepare once → Ray Tune search (each trial a Ray Train run) → best trial → bundle.
+
+Layout under OUTPUT:
+    ray/tune-<stamp>/                 the Tune experiment (Tune's own state, one folder per trial)
+    ray/tune-<stamp>/train/trial-<id>/  each trial's Ray Train run: its checkpoints (the model is read from here)
+    ray/tune-<stamp>/ended/<id>.json  trials Tune has ended (so a resumed experiment never retrains them)
+    ray/tune-<stamp>/trainyard.json   what the experiment was started with (spec, data fingerprint)
+    tune/results.csv, tune/report.png
+    bundle/                           the best trial, exactly like `trainyard train`'s
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import torch
+from ray import tune
+
+from jobs.pipeline import export_bundle, format_metrics, print_ingest_summary, storage_root
+from jobs.spec import JobSpec, SpecError, dump_spec
+from jobs.train import STATE_FILE, PreparedData, TrainOutcome, prepare, resolve_use_gpu, worker_config
+from tuning import report as R
+from tuning import space
+from tuning._placement import Sweeper
+from tuning.plan import Plan, TuneError, plan
+from tuning.trial import ENDED_DIR, TRAIN_DIR, ended_record, run_name, run_trial, trial_overrides
+
+EXPERIMENT_PREFIX = "tune-"
+EXPERIMENT_FILE = "trainyard.json"
+# Spec sections a resumed experiment must share with the one that started it; output and serve may change.
+_SAME_ON_RESUME = ("data", "model", "train", "tune")
+
+
+def run_tune(spec: JobSpec, *, resume: bool = False,
+             progress: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """Search, then export the best trial as OUTPUT/bundle. Returns (bundle path, its metrics).
+
+    Raises TuneError (cannot run, or every trial failed), SpecError, and KeyboardInterrupt when the search was
+    interrupted (its state is saved: run again with resume=True).
+    """
+    from cluster import describe_resources
+
+    space.check(spec)
+    if spec.data.task:
+        space.metric_and_mode(spec, spec.data.task)
+    resources = describe_resources()
+    use_gpu = resolve_use_gpu(spec.train.use_gpu, spec.train.workers, resources)
+    the_plan = plan(spec, resources, use_gpu=use_gpu)        # before any data is read: fail in seconds
+    root = storage_root(spec)
+    experiment = _find_experiment(root, spec) if resume else Path(root) / (
+        EXPERIMENT_PREFIX + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    if "://" in spec.output_dir:
+        raise TuneError(f"output {spec.output_dir!r}: tuning writes its report and bundle to a local output "
+                        "for now; use a local (or mounted shared) directory")
+    out = Path(spec.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    prepared = prepare(spec, progress)        # ingest + preprocessing fitted ONCE, shared by every trial
+    (out / "summary.json").write_text(json.dumps(prepared.ingest.summary(), indent=2, default=str))
+    print_ingest_summary(prepared, progress)
+    metric, mode = space.metric_and_mode(spec, prepared.task)
+    if resume:
+        _check_same_data(experiment, prepared)
+    else:
+        experiment.mkdir(parents=True, exist_ok=True)
+        (experiment / EXPERIMENT_FILE).write_text(json.dumps(
+            {"spec": spec.model_dump(mode="json"), "fingerprint": prepared.ingest.fingerprint,
+             "metric": metric, "mode": mode, "started_at": dt.datetime.now(dt.timezone.utc).isoformat()},
+            indent=2))
+
+    progress(the_plan.why)
+    progress(f"[tune] {'resuming' if resume else 'starting'} experiment {experiment}: "
+             f"{_describe_search(spec)}; ranking trials by {metric} ({mode})")
+    t0 = time.time()
+    with _progress_sink(progress), _frequent_snapshots():
+        results = _tuner(spec, prepared, the_plan, experiment, metric, mode, resume).fit()
+    elapsed = time.time() - t0
+
+    records = _records(spec, results, experiment, metric, mode, elapsed)
+    interrupted = [r for r in records if r.status == "interrupted"]
+    if interrupted:
+        progress(f"[tune] interrupted with {len(interrupted)} trial(s) unfinished; the experiment is saved at "
+                 f"{experiment}. Continue it with: trainyard tune SPEC --resume")
+        raise KeyboardInterrupt
+    tune_dir = out / "tune"
+    csv_path = R.write_csv(records, metric, mode, tune_dir / "results.csv")
+    png_path = R.plot(records, metric, mode, tune_dir / "report.png", rungs=_rungs(spec),
+                      title=f"{spec.name}: {_describe_search(spec)}")
+    searched = [a for a in space.param_space(spec)]
+    progress(f"[tune] {len(records)} trial(s) in {elapsed:.0f}s; {_counts(records)}\n"
+             + R.table(records, metric, mode, searched))
+    progress(f"[tune] every trial: {csv_path}; plots: {png_path}")
+
+    best = _best(records, mode)
+    outcome, best_spec = _outcome(spec, prepared, best, metric, mode, use_gpu)
+    progress(f"[tune] best trial {best.trial_id}: {metric} {best.best_value:.4f} at epoch {best.best_epoch} "
+             f"({_describe_config(best.config, searched)}); evaluating it on the test split")
+    path, metrics = export_bundle(best_spec, prepared, outcome, progress=progress, trial_id=best.trial_id,
+                                  tune={"experiment": str(experiment), "metric": metric, "mode": mode,
+                                        "value": best.best_value, "config": {a: best.config[a] for a in searched},
+                                        "trials": len(records), "results_csv": str(csv_path)})
+    progress(format_metrics(metrics))
+    progress(f"[bundle] {path}")
+    return path, metrics
+
+
+# ---------------------------------------------------------------------------------------------- Tune
+def _tuner(spec: JobSpec, prepared: PreparedData, the_plan: Plan, experiment: Path, metric: str, mode: str,
+           resume: bool) -> tune.Tuner:
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, spec=spec, prepared=_for_trials(prepared),
+                             experiment_dir=str(experiment), metric=metric, mode=mode),
+        {"CPU": the_plan.driver_cpus})
+    if resume:
+        # Finished and errored trials stay as they are; unfinished ones resume their Train run's checkpoint.
+        return tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
+    return tune.Tuner(
+        trainable,
+        param_space=space.param_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=metric, mode=mode, search_alg=space.search_alg(spec, the_plan.max_concurrent),
+            scheduler=space.scheduler(spec), num_samples=space.num_samples(spec),
+            max_concurrent_trials=the_plan.max_concurrent, time_budget_s=spec.tune.time_budget_s,
+            trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(
+            name=experiment.name, storage_path=str(experiment.parent),
+            # A failed trial is reported, not retried: its Train run already retried worker failures
+            # (train.max_failures), so what is left is the config's own fault (a diverging lr, say).
+            failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=[_Progress(str(experiment), metric, spec.train.epochs)],
+            verbose=0))
+
+
+def _trial_dirname(trial) -> str:
+    # Tune's default folder name spells out the whole config; the id is enough (config is in results.csv).
+    return f"trial-{trial.trial_id}"
+
+
+def _for_trials(prepared: PreparedData) -> PreparedData:
+    """What a trial needs, without the raw tables it never reads (they would travel to every trial)."""
+    import dataclasses
+    return dataclasses.replace(prepared, ingest=dataclasses.replace(prepared.ingest, dataset=None), test_raw=None)
+
+
+_sink: Callable[[str], None] = print
+
+
+@contextlib.contextmanager
+def _progress_sink(progress: Callable[[str], None]) -> Iterator[None]:
+    # Tune pickles its RunConfig, callbacks included, into the experiment and takes them back from there on
+    # resume; so the callback cannot hold the caller's progress function and looks it up here instead.
+    global _sink
+    before, _sink = _sink, progress
+    try:
+        yield
+    finally:
+        _sink = before
+
+
+@contextlib.contextmanager
+def _frequent_snapshots() -> Iterator[None]:
+    # Tune snapshots the experiment at most every 10 s by default; a driver killed in between loses which
+    # trials ended. The snapshot is a few KB, so take it every 2 s. (The ended/ records cover the rest.)
+    key = "TUNE_GLOBAL_CHECKPOINT_S"
+    before = os.environ.get(key)
+    os.environ.setdefault(key, "2")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+
+
+class _Progress(tune.Callback):
+    """One line per trial epoch and per trial end; records ended trials for resume; frees stopped trials' CPUs."""
+
+    def __init__(self, experiment_dir: str, metric: str, epochs: int):
+        self.experiment_dir, self.metric, self.epochs = experiment_dir, metric, epochs
+        self.sweeper = Sweeper()
+
+    def on_step_end(self, iteration, trials, **info):
+        self.sweeper.maybe_sweep()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(self.metric)
+        shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+        _sink(f"[tune] {trial.trial_id} epoch {result.get('epoch', '?')}/{self.epochs}  {self.metric} {shown}  "
+              f"({_describe_config(trial.config, list(trial.config))})")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = {k: v for k, v in (trial.last_result or {}).items()
+                if isinstance(v, (int, float, str, bool)) and not k.startswith("checkpoint")}
+        ended = Path(self.experiment_dir) / ENDED_DIR
+        ended.mkdir(parents=True, exist_ok=True)
+        (ended / f"{trial.trial_id}.json").write_text(json.dumps({"last_result": last}))
+        epoch = last.get("epoch")
+        how = "finished" if epoch == self.epochs else "stopped early"
+        _sink(f"[tune] {trial.trial_id} {how} after {epoch if epoch is not None else 0} epoch(s)")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        _sink(f"[tune] {trial.trial_id} failed: {_error_line(trial.error_file)}")
+
+
+def _error_line(error_file: Optional[str]) -> str:
+    try:
+        text = Path(error_file).read_text() if error_file else ""
+    except OSError:
+        text = ""
+    return _last_error_line(text) or "see the trial's error.txt"
+
+
+def _last_error_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # Train's "training failed: ..." line (jobs.train.TrainError) names the cause; else the last line.
+    for line in reversed(lines):
+        if "TrainError" in line or "training failed" in line:
+            return line.split("TrainError: ", 1)[-1]
+    return lines[-1] if lines else ""
+
+
+# ---------------------------------------------------------------------------------------------- results
+def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str,
+             elapsed: float) -> list[R.TrialRecord]:
+    budget_out = spec.tune.time_budget_s is not None and elapsed >= spec.tune.time_budget_s
+    records = []
+    for result in results:
+        trial_id = Path(result.path).name.removeprefix("trial-")
+        config = {**_spec_values(spec), **(result.config or {})}
+        train_run = experiment / TRAIN_DIR / run_name(trial_id)
+        state = _last_state(train_run)
+        history = state["history"] if state else _history_from_tune(result)
+        rec = R.TrialRecord(trial_id=trial_id, status="", config=config, history=history,
+                            train_run=str(train_run) if train_run.exists() else None)
+        values = [h[metric] for h in history if isinstance(h.get(metric), (int, float))
+                  and not math.isnan(h[metric])]
+        if values:
+            rec.best_value = max(values) if mode == "max" else min(values)
+            rec.best_epoch = next(h["epoch"] for h in history if h.get(metric) == rec.best_value)
+        if result.error is not None:
+            rec.status, rec.error = R.ERROR, _last_error_line(str(result.error)) or type(result.error).__name__
+        elif (ended := ended_record(experiment, trial_id)) is not None:
+            rec.judged_at = ended["last_result"].get("epoch")
+            if rec.epochs_run >= spec.train.epochs:
+                rec.status = R.COMPLETED
+            elif state and state.get("bad_epochs", 0) >= trial_patience(spec):
+                rec.status = R.EARLY_STOPPED
+            else:
+                rec.status = R.STOPPED
+        elif budget_out:
+            rec.status = R.TIME_BUDGET if history else R.NOT_RUN
+        else:
+            rec.status = "interrupted"
+        records.append(rec)
+    return records
+
+
+def trial_patience(spec: JobSpec) -> int:
+    return spec.train.early_stop.patience if spec.train.early_stop else spec.train.epochs
+
+
+def _spec_values(spec: JobSpec) -> dict:
+    """What a trial uses for an axis the search does not touch."""
+    return {"lr": spec.train.lr, "batch_size": spec.train.batch_size, "weight_decay": spec.train.weight_decay,
+            "dropout": spec.model.dropout, "hidden": list(spec.model.hidden)}
+
+
+def _last_state(train_run: Path) -> Optional[dict]:
+    """The newest checkpoint's state of a Train run: every epoch's row, the best epoch and its weights."""
+    if not train_run.is_dir():
+        return None
+    # Train V2 names checkpoints checkpoint_<timestamp>, so name order is time order.
+    for ckpt in sorted((p for p in train_run.glob("checkpoint_*") if (p / STATE_FILE).is_file()), reverse=True):
+        try:
+            return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+        except Exception:      # a checkpoint cut short by a kill: the one before it is whole
+            continue
+    return None
+
+
+def _history_from_tune(result) -> list[dict]:
+    df = result.metrics_dataframe
+    if df is None or "epoch" not in df:
+        return []
+    return df.drop_duplicates("epoch", keep="last").to_dict("records")
+
+
+def _best(records: list[R.TrialRecord], mode: str) -> R.TrialRecord:
+    ranked = [r for r in R.ranked(records, mode) if r.best_value is not None and r.train_run]
+    if not ranked:
+        errors = [f"{r.trial_id}: {r.error}" for r in records if r.error]
+        raise TuneError(f"no trial produced a model ({len(records)} trial(s), {len(errors)} failed)"
+                        + (": " + "; ".join(errors[:5]) if errors else "")
+                        + ". Fix the error above, or widen the search (tune.lr, tune.batch_size)")
+    return ranked[0]
+
+
+def _outcome(spec: JobSpec, prepared: PreparedData, best: R.TrialRecord, metric: str, mode: str,
+             use_gpu: bool) -> tuple[TrainOutcome, JobSpec]:
+    """The best trial as a finished training run, read back from its Train checkpoint."""
+    state = _last_state(Path(best.train_run))
+    overrides = trial_overrides(spec, best.config, metric, mode)
+    cfg = worker_config(spec, prepared, use_gpu=use_gpu, overrides=overrides)
+    outcome = TrainOutcome(best_state=state["best_state"], model_config=cfg["model"], history=state["history"],
+                           best_epoch=state["best_epoch"], val_metrics=state["best_val"],
+                           run_path=best.train_run, use_gpu=use_gpu, extra={"config": cfg})
+    # The bundle's spec.yaml says what produced its weights: the spec with this trial's values filled in.
+    train_update = {k: v for k, v in overrides.items() if k in type(spec.train).model_fields}
+    model_update = {k: v for k, v in overrides.items() if k in ("dropout", "hidden")}
+    best_spec = spec.model_copy(update={"train": spec.train.model_copy(update=train_update),
+                                        "model": spec.model.model_copy(update=model_update)})
+    return outcome, best_spec
+
+
+# ---------------------------------------------------------------------------------------------- resume
+def _find_experiment(root: str, spec: JobSpec) -> Path:
+    """The newest experiment under OUTPUT/ray that Tune can restore and that this spec started."""
+    candidates = sorted(Path(root).glob(EXPERIMENT_PREFIX + "*"), reverse=True) if Path(root).is_dir() else []
+    for path in candidates:
+        if (path / EXPERIMENT_FILE).is_file() and tune.Tuner.can_restore(str(path)):
+            _check_same_spec(path, spec)
+            return path
+    raise TuneError(f"--resume: no tuning experiment to continue under {root} "
+                    f"({len(candidates)} folder(s) named {EXPERIMENT_PREFIX}*, none restorable); "
+                    "drop --resume to start a new search")
+
+
+def _check_same_spec(experiment: Path, spec: JobSpec) -> None:
+    started = json.loads((experiment / EXPERIMENT_FILE).read_text())["spec"]
+    now = spec.model_dump(mode="json")
+    changed = [f"{key}: {a!r} → {b!r}" for section in _SAME_ON_RESUME
+               for key, a, b in _diff(started.get(section), now.get(section), section)]
+    if changed:
+        raise SpecError([f"--resume: the spec changed since experiment {experiment.name} started ("
+                         + "; ".join(changed[:6]) + "). A resumed search must train every trial the same way: "
+                         "undo the change, or drop --resume to start a new search"])
+
+
+def _diff(a, b, prefix: str) -> Iterator[tuple[str, object, object]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            yield from _diff(a.get(key), b.get(key), f"{prefix}.{key}")
+    elif a != b:
+        yield prefix, a, b
+
+
+def _check_same_data(experiment: Path, prepared: PreparedData) -> None:
+    started = json.loads((experiment / EXPERIMENT_FILE).read_text())["fingerprint"]
+    if started != prepared.ingest.fingerprint:
+        raise TuneError(f"--resume: the data changed since experiment {experiment.name} started (fingerprint "
+                        f"{started[:12]} → {prepared.ingest.fingerprint[:12]}), so resumed trials would not see "
+                        "the splits the finished ones saw; restore the data, or drop --resume to start a new search")
+
+
+# ---------------------------------------------------------------------------------------------- text
+def _describe_search(spec: JobSpec) -> str:
+    t = spec.tune
+    n = space.grid_size(spec) if t.search == "grid" else t.samples
+    sched = "no early stopping" if t.scheduler == "none" or t.scheduler.asha is None else (
+        f"ASHA grace {t.scheduler.asha.grace_period}, reduction {t.scheduler.asha.reduction_factor:g}")
+    return f"{t.search} search, {n} trial(s), {sched}, {spec.train.epochs} epoch(s) max"
+
+
+def _describe_config(config: dict, axes: list[str]) -> str:
+    parts = []
+    for a in axes:
+        v = config.get(a)
+        parts.append(f"{a} {v:.3g}" if isinstance(v, float) else f"{a} {v}")
+    return ", ".join(parts)
+
+
+def _counts(records: list[R.TrialRecord]) -> str:
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def _rungs(spec: JobSpec) -> list[int]:
+    if spec.tune.scheduler == "none" or spec.tune.scheduler.asha is None:
+        return []
+    asha, rungs, t = spec.tune.scheduler.asha, [], spec.tune.scheduler.asha.grace_period
+    while t < spec.train.epochs:
+        rungs.append(int(round(t)))
+        t *= asha.reduction_factor
+    return rungs

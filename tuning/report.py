@@ -1,0 +1,167 @@
+"""What a person reads after a search: a table of the top trials, tune/results.csv (every trial) and
+tune/report.png (the metric against the learning rate, and every trial's learning curve with where it stopped).
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from jobs.spec import SEARCH_AXES
+
+# How a trial ended, as written in results.csv and the table.
+COMPLETED = "completed"            # ran train.epochs
+EARLY_STOPPED = "early_stopped"    # its own train.early_stop patience ran out
+STOPPED = "stopped"                # ASHA stopped it
+TIME_BUDGET = "time_budget"        # tune.time_budget_s ran out while it ran
+NOT_RUN = "not_run"                # never started (the time budget ran out first)
+ERROR = "error"
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    status: str
+    config: dict                    # the full train/model values this trial used (sampled or from the spec)
+    history: list[dict] = field(default_factory=list)
+    best_value: Optional[float] = None
+    best_epoch: Optional[int] = None
+    error: Optional[str] = None
+    train_run: Optional[str] = None
+    # The last epoch Tune saw. Train workers run ahead of Tune's decisions, so a stopped trial may have
+    # trained (and paid for) an epoch or two past the one it was judged on: epochs_run counts those.
+    judged_at: Optional[int] = None
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    def row(self, metric: str) -> dict:
+        last = self.history[-1].get(metric) if self.history else None
+        return {"trial_id": self.trial_id, "status": self.status,
+                **{a: _cell(self.config.get(a)) for a in SEARCH_AXES},
+                "epochs_run": self.epochs_run, "judged_at_epoch": _cell(self.judged_at),
+                "best_epoch": self.best_epoch if self.best_epoch else "",
+                f"best_{metric}": _cell(self.best_value), f"last_{metric}": _cell(last),
+                "error": self.error or "", "train_run": self.train_run or ""}
+
+
+def _cell(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, list):
+        return "x".join(str(x) for x in v)      # hidden [128, 64] → 128x64, one CSV cell
+    return v
+
+
+def ranked(records: list[TrialRecord], mode: str) -> list[TrialRecord]:
+    """Trials with a value first, best first; then the rest in trial order."""
+    scored = [r for r in records if r.best_value is not None and not math.isnan(r.best_value)]
+    scored.sort(key=lambda r: r.best_value, reverse=(mode == "max"))
+    return scored + [r for r in records if r not in scored]
+
+
+def write_csv(records: list[TrialRecord], metric: str, mode: str, path: Path) -> Path:
+    rows = [r.row(metric) for r in ranked(records, mode)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["trial_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def table(records: list[TrialRecord], metric: str, mode: str, searched: list[str], top: int = 10) -> str:
+    """The top trials, best first, with the axes that were searched."""
+    axes = [a for a in SEARCH_AXES if a in ("lr", "batch_size") or a in searched]   # lr, batch always shown
+    head = ["rank", "trial", *axes, "epochs", "status", metric]
+    lines = []
+    for i, r in enumerate(ranked(records, mode)[:top], 1):
+        cells = [str(i), r.trial_id]
+        for a in axes:
+            v = r.config.get(a)
+            cells.append(f"{v:.3g}" if isinstance(v, float) else str(_cell(v)))
+        cells += [str(r.epochs_run), r.status + (f" ({_short(r.error)})" if r.error else ""),
+                  f"{r.best_value:.4f}" if r.best_value is not None else "-"]
+        lines.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(head)]
+    fmt = lambda cells: "  ".join(c.rjust(w) if j not in (1, len(head) - 2) else c.ljust(w)
+                                  for j, (c, w) in enumerate(zip(cells, widths)))
+    out = [fmt(head)] + [fmt(c) + ("  ← best" if i == 0 and records and c[-1] != "-" else "")
+                         for i, c in enumerate(lines)]
+    hidden = len(records) - len(lines)
+    if hidden > 0:
+        out.append(f"... {hidden} more trial(s) in results.csv")
+    return "\n".join(out)
+
+
+def _short(error: str, width: int = 60) -> str:
+    return error if len(error) <= width else error[:width - 1] + "…"
+
+
+def plot(records: list[TrialRecord], metric: str, mode: str, path: Path, *, rungs: list[int],
+         title: str) -> Path:
+    """Left: best metric of each trial against its learning rate, coloured by batch size.
+    Right: every trial's learning curve; a cross marks where a trial was stopped early, dotted lines the ASHA rungs."""
+    import matplotlib
+    matplotlib.use("Agg")          # headless: no display on a training node
+    import matplotlib.pyplot as plt
+
+    batches = sorted({r.config.get("batch_size") for r in records if r.config.get("batch_size") is not None})
+    cmap = plt.get_cmap("viridis", max(len(batches), 1))
+    colour = {b: cmap(i) for i, b in enumerate(batches)}
+    best = next((r for r in ranked(records, mode) if r.best_value is not None), None)
+
+    fig, (ax_lr, ax_curve) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for b in batches:
+        pts = [r for r in records if r.config.get("batch_size") == b and r.best_value is not None]
+        ax_lr.scatter([r.config.get("lr") for r in pts], [r.best_value for r in pts], color=colour[b],
+                      label=f"batch {b}", s=40, edgecolor="black", linewidth=0.5, zorder=3)
+    if best is not None:
+        ax_lr.scatter([best.config.get("lr")], [best.best_value], s=180, facecolor="none", edgecolor="red",
+                      linewidth=1.5, zorder=4, label=f"best ({best.trial_id})")
+    failed = [r for r in records if r.status == ERROR]
+    if failed:
+        ax_lr.text(0.01, 0.01, f"{len(failed)} trial(s) failed (not shown)", transform=ax_lr.transAxes,
+                   fontsize=8, color="crimson")
+    ax_lr.set_xscale("log")
+    ax_lr.set_xlabel("learning rate")
+    ax_lr.set_ylabel(f"best {metric}")
+    ax_lr.set_title(f"{metric} vs learning rate ({'higher' if mode == 'max' else 'lower'} is better)")
+    ax_lr.legend(fontsize=8)
+    ax_lr.grid(alpha=0.3)
+
+    for r in records:
+        epochs = [h["epoch"] for h in r.history if h.get(metric) is not None]
+        values = [h[metric] for h in r.history if h.get(metric) is not None]
+        if not epochs:
+            continue
+        c = colour.get(r.config.get("batch_size"), "grey")
+        is_best = best is not None and r is best
+        style = dict(color="red" if is_best else c, linewidth=2.2 if is_best else 1.0,
+                     alpha=1.0 if is_best else 0.75, zorder=3 if is_best else 2)
+        at = epochs.index(r.judged_at) if r.status == STOPPED and r.judged_at in epochs else len(epochs) - 1
+        ax_curve.plot(epochs[:at + 1], values[:at + 1], **style)
+        if at < len(epochs) - 1:      # epochs the workers trained while Tune was deciding to stop the trial
+            ax_curve.plot(epochs[at:], values[at:], linestyle="--", **style)
+        if r.status == STOPPED and r.judged_at in epochs:
+            ax_curve.scatter([epochs[at]], [values[at]], marker="x", color="black", s=45, zorder=4)
+        elif r.status in (TIME_BUDGET, EARLY_STOPPED):
+            ax_curve.scatter([epochs[-1]], [values[-1]], marker="o", facecolor="none", color="black", s=40,
+                             zorder=4)
+    for rung in rungs:
+        ax_curve.axvline(rung, color="grey", linestyle=":", linewidth=1)
+    ax_curve.set_xlabel("epoch")
+    ax_curve.set_ylabel(metric)
+    ax_curve.xaxis.get_major_locator().set_params(integer=True)
+    ax_curve.set_title("learning curves (× = stopped by ASHA, ○ = other early end, dotted = rungs)",
+                       fontsize=10)
+    ax_curve.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

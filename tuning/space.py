@@ -1,0 +1,118 @@
+"""The `tune` section as Ray Tune objects: the search space, the search algorithm, the scheduler, the metric.
+
+Spec problems that need more than the `tune` section to see (the metric against the task, the ASHA grace
+period against `train.epochs`) are raised here as `SpecError`s naming the field and the fix.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Optional
+
+import numpy as np
+
+from jobs.spec import (CLASSIFICATION_METRICS, REGRESSION_METRICS, SEARCH_AXES, Distribution, JobSpec,
+                       SpecError, metric_mode)
+
+# ASHA counts epochs, not Tune's training_iteration: a trial resumed from its Train checkpoint after an
+# interruption reports epoch 4 as its first result, and must be judged at rung 4, not rung 1.
+TIME_ATTR = "epoch"
+
+
+def metric_and_mode(spec: JobSpec, task: Optional[str]) -> tuple[str, str]:
+    """The metric trials are ranked by, and whether bigger is better. Checked against the task when known."""
+    tune = spec.tune
+    metric = tune.metric or (spec.train.early_stop.metric if spec.train.early_stop else "val_loss")
+    origin = "tune.metric" if tune.metric else ("train.early_stop.metric (tune.metric is not set)"
+                                                if spec.train.early_stop else "the default val_loss")
+    if task == "regression" and metric not in REGRESSION_METRICS:
+        raise SpecError([f"{origin} is {metric!r}, a classification metric, but the task is regression; "
+                         f"set tune.metric to one of {', '.join(REGRESSION_METRICS)}"])
+    if task == "classification" and metric not in CLASSIFICATION_METRICS:
+        raise SpecError([f"{origin} is {metric!r}, a regression metric, but the task is classification; "
+                         f"set tune.metric to one of {', '.join(CLASSIFICATION_METRICS)}"])
+    return metric, tune.mode or metric_mode(metric)
+
+
+def check(spec: JobSpec) -> None:
+    """What can be checked before any data is read: every problem at once."""
+    tune, problems = spec.tune, []
+    asha = tune.scheduler.asha if tune.scheduler != "none" else None
+    if asha is not None and asha.grace_period > spec.train.epochs:
+        problems.append(f"tune.scheduler.asha.grace_period={asha.grace_period} is more than train.epochs="
+                        f"{spec.train.epochs}, so ASHA could never stop a trial; lower the grace period or "
+                        "raise train.epochs")
+    if tune.search == "optuna" and importlib.util.find_spec("optuna") is None:
+        problems.append("tune.search is optuna but the optuna package is not installed; "
+                        "`pip install optuna`, or use search: random")
+    if tune.search == "grid":
+        grid = grid_size(spec)
+        if grid > 1000:
+            problems.append(f"tune.search: grid makes {grid} trials; lower tune.grid_points or shorten the choices")
+    if problems:
+        raise SpecError(problems)
+
+
+def _grid_values(dist: Distribution, points: int) -> list[Any]:
+    if dist.choice is not None:
+        return list(dist.choice)
+    if dist.loguniform is not None:
+        return [float(f"{v:.6g}") for v in np.geomspace(*dist.loguniform, points)]
+    return [float(f"{v:.6g}") for v in np.linspace(*dist.uniform, points)]
+
+
+def grid_size(spec: JobSpec) -> int:
+    size = 1
+    for axis in SEARCH_AXES:
+        dist = getattr(spec.tune, axis)
+        if dist is not None:
+            size *= len(_grid_values(dist, spec.tune.grid_points))
+    return size
+
+
+def param_space(spec: JobSpec) -> dict:
+    """{axis: Tune domain} for every axis the spec searches; grid search turns each into grid_search([...])."""
+    from ray import tune as T
+
+    space = {}
+    for axis in SEARCH_AXES:
+        dist = getattr(spec.tune, axis)
+        if dist is None:
+            continue
+        if spec.tune.search == "grid":
+            space[axis] = T.grid_search(_grid_values(dist, spec.tune.grid_points))
+        elif dist.choice is not None:
+            space[axis] = T.choice(list(dist.choice))
+        elif dist.loguniform is not None:
+            space[axis] = T.loguniform(*dist.loguniform)
+        else:
+            space[axis] = T.uniform(*dist.uniform)
+    return space
+
+
+def num_samples(spec: JobSpec) -> int:
+    # Tune repeats a grid num_samples times; with seeded training every repeat would train the same model.
+    return 1 if spec.tune.search == "grid" else spec.tune.samples
+
+
+def search_alg(spec: JobSpec, max_concurrent: int):
+    from ray.tune.search import BasicVariantGenerator
+
+    seed = spec.tune.seed if spec.tune.seed is not None else spec.train.seed
+    if spec.tune.search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+        # metric and mode come from TuneConfig; Tune refuses them given twice.
+        return ConcurrencyLimiter(OptunaSearch(seed=seed), max_concurrent=max_concurrent)
+    # Seeded, so the same spec samples the same configurations. The concurrency limit must be given here:
+    # Tune ignores TuneConfig.max_concurrent_trials when handed a search generator, and every trial would start.
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
+
+
+def scheduler(spec: JobSpec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.tune.scheduler == "none" or spec.tune.scheduler.asha is None:
+        return FIFOScheduler()
+    asha = spec.tune.scheduler.asha
+    return ASHAScheduler(time_attr=TIME_ATTR, max_t=spec.train.epochs, grace_period=asha.grace_period,
+                         reduction_factor=asha.reduction_factor)

@@ -1,0 +1,66 @@
+"""One trial: a Tune function that runs one full Ray Train run (`jobs.train.fit`) with the sampled config.
+
+This is the Train V2 pattern for Tune: the trial is only the driver of its Train run. Ray Train's
+`TuneReportCallback` forwards every epoch's `ray.train.report` (metrics + checkpoint path) from the Train
+controller to this trial, so ASHA sees each epoch and can stop the trial; stopping the trial ends the process
+that owns the Train controller, and with it the controller and its workers.
+
+The Train run is named after the trial id and stored under the experiment, so a trial restarted by
+`--resume` resumes its Train run from the last checkpoint instead of starting over.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+from jobs.spec import EarlyStopSpec, JobSpec
+from jobs.train import PreparedData, fit
+
+TRAIN_DIR = "train"        # the Train runs of an experiment, one per trial: EXPERIMENT/train/trial-<id>
+ENDED_DIR = "ended"        # EXPERIMENT/ended/<id>.json: written by the driver when Tune ends a trial
+
+
+def run_name(trial_id: str) -> str:
+    return f"trial-{trial_id}"
+
+
+def trial_overrides(spec: JobSpec, config: dict, metric: str, mode: str) -> dict:
+    """The train/model fields this trial changes: the sampled axes, and the epoch-level metric.
+
+    The Train loop keeps the state of its best epoch by `train.early_stop.metric`; a trial must keep the best
+    epoch by the metric the search ranks trials by, or the bundle could hold a different epoch than the one
+    that won. Patience stays as the spec sets it; without `train.early_stop` it never triggers.
+    """
+    es = spec.train.early_stop
+    patience = es.patience if es else spec.train.epochs
+    overrides = {k: v for k, v in config.items() if k in ("lr", "batch_size", "weight_decay", "dropout", "hidden")}
+    overrides["early_stop"] = EarlyStopSpec(metric=metric, mode=mode, patience=patience)
+    return overrides
+
+
+def ended_record(experiment_dir: str | os.PathLike, trial_id: str) -> Optional[dict]:
+    path = Path(experiment_dir) / ENDED_DIR / f"{trial_id}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment_dir: str,
+              metric: str, mode: str) -> None:
+    """The Tune trainable (wrapped with tune.with_parameters / with_resources by the experiment)."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = tune.get_context().get_trial_id()
+    ended = ended_record(experiment_dir, trial_id)
+    if ended is not None:
+        # The driver was killed after Tune ended this trial but before its next state snapshot, so the
+        # resumed experiment thinks it is unfinished. Hand Tune the trial's last result again; never retrain.
+        tune.report(ended["last_result"])
+        return
+    fit(spec, prepared, storage_path=os.path.join(experiment_dir, TRAIN_DIR), run_name=run_name(trial_id),
+        overrides=trial_overrides(spec, config, metric, mode), callbacks=[TuneReportCallback()],
+        progress=lambda *_: None)
