@@ -241,6 +241,134 @@ def test_submit_end_to_end_trains_and_writes_a_bundle(cluster, cluster_env, tmp_
     assert bundle.predict(rows)
 
 
+# ---------------------------------------------------------------------------------------------- S3 (moto)
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """An S3-compatible server (moto) on 127.0.0.1, with a bucket; yields its environment variables."""
+    pytest.importorskip("moto.server", reason="needs moto[server] (pip install 'moto[server]')")
+    import boto3
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.2)
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                     aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="trainyard")
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def s3_filesystem(env: dict):
+    import pyarrow.fs as pafs
+
+    return pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], scheme="http", region="us-east-1",
+                             access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def upload_telemetry(env: dict, prefix: str, rows: int, seed: int) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    from telemetry import generate
+
+    df = generate(rows, seed=seed)
+    fs = s3_filesystem(env)
+    half = len(df) // 2
+    for i, part in enumerate((df.iloc[:half], df.iloc[half:])):
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), f"trainyard/{prefix}/part-{i}.parquet",
+                       filesystem=fs)
+    return f"s3://trainyard/{prefix}/"
+
+
+def test_data_and_output_in_s3_are_reached_from_every_node(cluster, s3, tmp_path):
+    """The URI path for real: the job's data and output live in a bucket on an S3 server; the storage check
+    writes markers there from both nodes, Ray Data reads the data, and the job writes its result there."""
+    from cluster import jobs_api
+    from jobs.submit import plan, submit
+
+    data = upload_telemetry(s3, "small/telemetry", 60, seed=4)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: s3-small\ndata: {{path: '{data}', label: failure}}\n"
+                    "output: s3://trainyard/runs/s3-small\n")
+    env_args = [f"{k}={v}" for k, v in s3.items()]
+    checks = plan(spec, cluster["dashboard_url"], env=env_args).entrypoint.rsplit(" && ", 1)[0]
+    body = ("import yaml, ray, ray.data, pyarrow.fs as fs; from cluster import connect; connect(); "
+            "s = yaml.safe_load(open('.trainyard-job/spec.yaml')); n = ray.data.read_parquet(s['data']['path']).count(); "
+            "f, p = fs.FileSystem.from_uri(s['output']); f.create_dir(p); "
+            "out = f.open_output_stream(p + '/rows.txt'); out.write(str(n).encode()); out.close()")
+    info = submit(spec, cluster["dashboard_url"], env=env_args, entrypoint=f"{checks} && python -c {body!r}",
+                  progress=lambda _m: None)
+    info = jobs_api.wait(info["id"], cluster["dashboard_url"], timeout_s=240)
+    logs = jobs_api.logs(info["id"], cluster["dashboard_url"])
+    assert info["status"] == "SUCCEEDED", logs
+    assert f"all 2 node(s) share s3://trainyard/runs/s3-small and see {data}" in logs
+    with s3_filesystem(s3).open_input_stream("trainyard/runs/s3-small/rows.txt") as f:
+        assert f.read() == b"60"
+    import pyarrow.fs as pafs
+
+    left = s3_filesystem(s3).get_file_info(pafs.FileSelector("trainyard/runs/s3-small", recursive=True))
+    assert not [i.path for i in left if ".trainyard-storage-check" in i.path], "the check must clean up"
+
+
+def _pipeline_writes_bundles_to_uris() -> bool:
+    import inspect
+
+    from jobs import pipeline
+
+    return "NotImplementedError" not in inspect.getsource(pipeline.export_bundle)
+
+
+def test_submit_end_to_end_with_data_in_s3(cluster, cluster_env, s3, tmp_path):
+    """`trainyard submit --wait` with the data in S3 (and the output too, once the pipeline writes bundles to
+    URIs; until then to a local folder the cluster shares)."""
+    reason = _pipeline_available()
+    if reason:
+        pytest.skip(reason)
+    data = upload_telemetry(s3, "telemetry", 400, seed=5)
+    to_s3 = _pipeline_writes_bundles_to_uris()
+    output = "s3://trainyard/runs/e2e" if to_s3 else str(tmp_path / "run")
+    env_args = [arg for k, v in s3.items() for arg in ("--env", f"{k}={v}")]
+    out = run_cli("submit", str(ROOT / "examples" / "machine-failure.yaml"), "--wait",
+                  "--set", f"data.path={data}", "--set", f"output={output}", *env_args,
+                  "--set", "train.epochs=2", "--set", "train.workers=2", "--set", "train.early_stop=null",
+                  env=cluster_env, module="jobs.cli", timeout=540)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "SUCCEEDED" in out.stdout and f"see {data}" in out.stdout
+
+    from jobs.bundle import load
+
+    bundle_dir = tmp_path / "run" / "bundle"
+    if to_s3:
+        import pyarrow.fs as pafs
+
+        pafs.copy_files("trainyard/runs/e2e/bundle", str(bundle_dir), source_filesystem=s3_filesystem(s3),
+                        destination_filesystem=pafs.LocalFileSystem())
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table("trainyard/telemetry/part-0.parquet", filesystem=s3_filesystem(s3)).to_pylist()[:5]
+    assert load(bundle_dir).predict(rows)
+
+
 def test_down_stops_every_process_it_started(cluster, cluster_env):
     assert local.cluster_processes(cluster), "the cluster should be running before `down`"
     out = run_cli("cluster", "down", env=cluster_env)
