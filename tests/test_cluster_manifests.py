@@ -132,7 +132,14 @@ def test_rayservice_serves_a_bundle_with_serve_autoscaling():
 
     ServeDeploySchema.model_validate(serve_config)
     app = serve_config["applications"][0]
+    assert app["import_path"] == "serving.app:build_app"
     assert app["args"]["bundle"].endswith("/bundle")
+    # Every replica loads the bundle: the folder must be on a volume each pod of the cluster mounts.
+    cluster = load_manifest("rayservice.yaml")["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        mounts = pod["spec"]["containers"][0]["volumeMounts"]
+        assert any(app["args"]["bundle"].startswith(m["mountPath"] + "/") for m in mounts)
     scaling = app["deployments"][0]["autoscaling_config"]
     assert 1 <= scaling["min_replicas"] < scaling["max_replicas"]
 
