@@ -10,9 +10,10 @@ What `up` guarantees, and why:
 - token authentication is on, with a fresh token in ``<state>/auth_token`` (mode 600);
 - each node has its own short temp dir (Unix socket paths must stay under ~107 bytes) and runs in it, like a
   separate machine would;
-- each node is started with ``--block`` as the leader of a new session: `down` signals that leader, which
-  stops its children the way `ray stop` would, and then kills whatever still carries the session id. Nothing
-  is ever found or killed by name, so other Ray instances on the machine are left alone.
+- each node is started with ``--block`` as the leader of a new session, with TRAINYARD_CLUSTER_ID in its
+  environment: `down` signals each leader, which stops its children the way `ray stop` would, then kills
+  whatever still carries one of the session ids or the cluster's id (a job's driver runs in a session of
+  its own). Nothing is ever found or killed by name, so other Ray instances on the machine are left alone.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from typing import Callable
 from cluster import _state
 
 RAYSTART = Path(__file__).with_name("_raystart.py")
+CLUSTER_ID_ENV = "TRAINYARD_CLUSTER_ID"
 DEFAULT_OBJECT_STORE_MB = 512
 _LOG_TAIL_LINES = 25
 
@@ -73,6 +75,7 @@ def up(workers: int = 1, cpus_per_node: int = 1, state_dir=None, *, object_store
     temp_root = Path(tempfile.mkdtemp(prefix="ty-", dir="/tmp" if os.path.isdir("/tmp") else None))
     state = {
         "version": 1,
+        "cluster_id": secrets.token_hex(8),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "address": f"127.0.0.1:{gcs}",
         "dashboard_url": f"http://127.0.0.1:{dashboard}",
@@ -118,6 +121,8 @@ def _start_node(state: dict, folder: Path, name: str, role_args: list[str], agen
     # cluster find trainyard's dependencies without a runtime_env.
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=state["token_path"],
+               # Inherited by every process the node starts, job drivers included: how `down` finds them all.
+               TRAINYARD_CLUSTER_ID=state["cluster_id"],
                # Ray's state API, called inside Ray Train's actors with no address, otherwise looks for "the"
                # Ray on this machine and fails when there are several (other tests, other users).
                RAY_API_SERVER_ADDRESS=state["dashboard_url"],
@@ -228,7 +233,8 @@ def status(state_dir=None) -> dict:
 def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False) -> list[int]:
     """Stop every process the recorded cluster started; returns the pids that were still running.
 
-    Workers go first (a worker whose GCS vanished spends its time reconnecting), then the head.
+    Workers go first (a worker whose GCS vanished spends its time reconnecting), then the head; whatever
+    outlives its node's graceful stop (a job's driver, which Ray runs in a session of its own) is killed.
     """
     folder = _state.state_dir(state_dir)
     state = _state.read_state(folder)
@@ -236,63 +242,63 @@ def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False) -> lis
         if quiet:
             return []
         raise ClusterError(f"no local cluster recorded in {_state.state_path(folder)}: nothing to stop")
-    nodes = state["nodes"]
-    stopped: list[int] = []
-    for group in ([n for n in nodes if n["name"] != "head"], [n for n in nodes if n["name"] == "head"]):
-        stopped += _stop(group, timeout_s)
+    stopped = set(cluster_processes(state))
+    for group in ([n for n in state["nodes"] if n["name"] != "head"],
+                  [n for n in state["nodes"] if n["name"] == "head"]):
+        for node in group:
+            if _is_same_process(node["pid"], node["started"]):
+                _signal(node["pid"], signal.SIGTERM)  # `ray start --block` then stops its own children
+        _wait_until(lambda: not any(_members(state, sessions_of=group)), timeout_s, group)
+    for pid in cluster_processes(state):
+        _signal(pid, signal.SIGKILL)
+    _wait_until(lambda: not cluster_processes(state), 10, state["nodes"])
     leftover = cluster_processes(state)
     if leftover:
         raise ClusterError(f"processes of the local cluster survived SIGKILL: {leftover}; "
                            f"the state stays in {_state.state_path(folder)}")
     _forget(folder, state)
-    return stopped
+    return sorted(stopped)
 
 
-def _stop(nodes: list[dict], timeout_s: float) -> list[int]:
-    """SIGTERM each node's `ray start --block` (it stops its own children), then SIGKILL what remains."""
-    members = {pid for n in nodes for pid in _session_members(n)}
-    for node in nodes:
-        if _is_same_process(node["pid"], node["started"]):
-            _signal(node["pid"], signal.SIGTERM)
+def _wait_until(done: Callable[[], bool], timeout_s: float, nodes: list[dict]) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(_session_members(n) for n in nodes):
+    while not done() and time.monotonic() < deadline:
         _reap(nodes)
-        time.sleep(0.25)
-    for node in nodes:
-        for pid in _session_members(node):
-            _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_session_members(n) for n in nodes):
-        _reap(nodes)
-        time.sleep(0.1)
-    return sorted(members)
+        time.sleep(0.2)
 
 
 def cluster_processes(state: dict) -> list[int]:
-    """Pids of processes the recorded cluster started that still run (zombies excluded)."""
-    return sorted({pid for n in state.get("nodes", []) for pid in _session_members(n)})
+    """Pids of the processes the recorded cluster started that still run (zombies excluded)."""
+    return _members(state)
 
 
-def _session_members(node: dict) -> list[int]:
-    """Processes in the session that node's `ray start` leads.
+def _members(state: dict, sessions_of: list[dict] | None = None) -> list[int]:
+    """Processes of the recorded cluster: by session, or (all nodes only) by the cluster's environment mark.
 
-    The leader was started with start_new_session, so its pid is the session id of everything Ray spawns
-    under it (gcs_server, raylet, dashboard, agents, workers). Processes older than the leader cannot be
-    ours: that guards against a recycled pid.
+    Each node's `ray start` was started as a session leader, so its pid is the session id of everything
+    Ray spawns under it (gcs_server, raylet, dashboard, agents, workers); processes older than the leader
+    are not ours, which guards against a recycled pid. A job's driver is the exception: Ray starts it in a
+    session of its own. Like every process of the cluster it inherits TRAINYARD_CLUSTER_ID from its node,
+    and that finds it — this cluster's processes only, never another Ray's.
     """
     import psutil  # ships inside Ray (ray/thirdparty_files)
 
-    sid, started = node["pid"], node["started"]
+    sessions = {n["pid"]: n["started"] for n in (sessions_of if sessions_of is not None else state["nodes"])}
+    mark = state.get("cluster_id") if sessions_of is None else None
     found = []
     for proc in psutil.process_iter(["pid", "create_time", "status"]):
+        pid = proc.info["pid"]
         try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE or os.getsid(proc.info["pid"]) != sid:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or pid == os.getpid():
                 continue
+            sid = os.getsid(pid)
+            if sid in sessions and (sessions[sid] is None or proc.info["create_time"] >= sessions[sid] - 1):
+                found.append(pid)
+            elif mark and proc.environ().get(CLUSTER_ID_ENV) == mark:
+                found.append(pid)
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
-        if started is None or proc.info["create_time"] >= started - 1:
-            found.append(proc.info["pid"])
-    return found
+    return sorted(found)
 
 
 def _start_time(pid: int) -> float | None:

@@ -313,7 +313,8 @@ def test_data_and_output_in_s3_are_reached_from_every_node(cluster, s3, tmp_path
     env_args = [f"{k}={v}" for k, v in s3.items()]
     checks = plan(spec, cluster["dashboard_url"], env=env_args).entrypoint.rsplit(" && ", 1)[0]
     body = ("import yaml, ray, ray.data, pyarrow.fs as fs; from cluster import connect; connect(); "
-            "s = yaml.safe_load(open('.trainyard-job/spec.yaml')); n = ray.data.read_parquet(s['data']['path']).count(); "
+            "s = yaml.safe_load(open('.trainyard-job/spec.yaml')); "
+            "n = ray.data.read_parquet(s['data']['path']).count(); "
             "f, p = fs.FileSystem.from_uri(s['output']); f.create_dir(p); "
             "out = f.open_output_stream(p + '/rows.txt'); out.write(str(n).encode()); out.close()")
     info = submit(spec, cluster["dashboard_url"], env=env_args, entrypoint=f"{checks} && python -c {body!r}",
@@ -369,8 +370,20 @@ def test_submit_end_to_end_with_data_in_s3(cluster, cluster_env, s3, tmp_path):
     assert load(bundle_dir).predict(rows)
 
 
-def test_down_stops_every_process_it_started(cluster, cluster_env):
-    assert local.cluster_processes(cluster), "the cluster should be running before `down`"
+def test_down_stops_every_process_it_started(cluster, cluster_env, tmp_path):
+    from cluster import jobs_api
+
+    # A running job: Ray starts its driver in a session of its own, which `down` must find all the same.
+    job_id = _submit_small_job(cluster, tmp_path, "import time; print('sleeping', flush=True); time.sleep(600)")
+    deadline = time.monotonic() + 120
+    while "sleeping" not in jobs_api.logs(job_id, cluster["dashboard_url"]) and time.monotonic() < deadline:
+        time.sleep(1)
+    import psutil
+
+    drivers = [p for p in local.cluster_processes(cluster)
+               if "time.sleep(600)" in " ".join(psutil.Process(p).cmdline())]
+    assert drivers and all(os.getsid(p) not in {n["pid"] for n in cluster["nodes"]} for p in drivers)
+
     out = run_cli("cluster", "down", env=cluster_env)
     assert out.returncode == 0, out.stderr
     assert "none of them is left" in out.stdout
