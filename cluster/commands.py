@@ -187,7 +187,8 @@ def register(subparsers) -> None:
 
     p = csub.add_parser("up", help="start a head and N worker nodes on this machine (token auth, 127.0.0.1)")
     p.add_argument("--workers", type=int, default=1, help="worker nodes besides the head (default 1)")
-    p.add_argument("--cpus-per-node", type=int, default=1, help="logical CPUs each node offers (default 1)")
+    # 2, not 1: a Train worker and the Ray Data tasks feeding it must fit on a node at once.
+    p.add_argument("--cpus-per-node", type=int, default=2, help="logical CPUs each node offers (default 2)")
     p.add_argument("--object-store-mb", type=int, default=local.DEFAULT_OBJECT_STORE_MB,
                    help=f"object store per node, MiB (default {local.DEFAULT_OBJECT_STORE_MB})")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all nodes (default 180)")

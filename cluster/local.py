@@ -44,7 +44,7 @@ class ClusterError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------- up
 
-def up(workers: int = 1, cpus_per_node: int = 1, state_dir=None, *, object_store_mb: int = DEFAULT_OBJECT_STORE_MB,
+def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store_mb: int = DEFAULT_OBJECT_STORE_MB,
        timeout_s: float = 180.0, progress: Callable[[str], None] = lambda _msg: None) -> dict:
     """Start a head and ``workers`` worker nodes and wait until all of them are alive; returns the state."""
     if workers < 0:
