@@ -74,6 +74,7 @@ class ModelServer:
         self.batch_max = serve_spec["batch"]["max_size"]
         self._predict_batch.set_max_batch_size(self.batch_max)
         self._predict_batch.set_batch_wait_timeout_s(serve_spec["batch"]["wait_ms"] / 1000.0)
+        self.batching = {"batches": 0, "records": 0, "largest_batch_records": 0, "largest_batch_requests": 0}
         self.canary = [{}]   # every feature missing: exercises imputation and the 'unknown' slots
         self._canary_check()  # a bundle that cannot predict fails here, so the replica never takes traffic
         self.ready = True
@@ -101,6 +102,11 @@ class ModelServer:
         # Runs on the replica's event loop: a batch of a small MLP takes about a millisecond, less than a hop
         # to a thread would cost, and batches run one at a time anyway.
         flat = [r for records in batches for r in records]
+        stats = self.batching
+        stats["batches"] += 1
+        stats["records"] += len(flat)
+        stats["largest_batch_records"] = max(stats["largest_batch_records"], len(flat))
+        stats["largest_batch_requests"] = max(stats["largest_batch_requests"], len(batches))
         try:
             out = bundle_predict(self.bundle, flat)
         except Exception:
@@ -196,9 +202,9 @@ def build_fastapi(server: ModelServer) -> FastAPI:
 
     @app.get("/readyz", summary="The model is loaded and predicts", responses={503: {"description": "Not ready."}})
     async def readyz():
-        if not server.ready:
-            return JSONResponse({"ready": False, "model": server.model_info}, status_code=503)
-        return {"ready": True, "model": server.model_info}
+        # `batching` counts this replica's merged model calls: how much @serve.batch is saving.
+        body = {"ready": server.ready, "model": server.model_info, "batching": server.batching}
+        return JSONResponse(body, status_code=200 if server.ready else 503)
 
     serve_spec = server.settings["serve"]
     schema_doc = {"model": server.model_info, **schema,
@@ -321,6 +327,28 @@ async def _send_json(send, status: int, body: dict, headers: list = ()) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                             *headers]})
     await send({"type": "http.response.body", "body": data})
+
+
+def build_app(args: dict):
+    """Serve application builder for config files: `import_path: serving.app:build_app` with
+    `args: {bundle: PATH, name: NAME, <serve settings, e.g. max_records: 500>}` (KubeRay's RayService,
+    `serve deploy`). The bundle path must be readable where Serve builds the app; the token, if any, comes
+    from TRAINYARD_SERVE_TOKEN there. Deployment options in the config file override the settings."""
+    import os
+
+    from jobs.bundle import load, resolve
+    from jobs.spec import ServeSpec
+    from serving.server import TOKEN_ENV, application, check_settings, default_name
+
+    args = dict(args or {})
+    if "bundle" not in args:
+        raise ValueError("serving.app:build_app needs args: {bundle: /path/to/OUTPUT/bundle}")
+    path = resolve(args.pop("bundle"))
+    bundle = load(path)
+    name = args.pop("name", None) or default_name(bundle)
+    serve_spec = ServeSpec.model_validate(args)
+    check_settings(bundle, serve_spec)
+    return application(path, serve_spec, name, os.environ.get(TOKEN_ENV) or None)
 
 
 # The Serve deployment: `serve.ingress()` without an app defers the app to __serve_build_asgi_app__, so the

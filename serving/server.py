@@ -267,55 +267,38 @@ def bundle_payload(path: Path) -> dict:
     return {"path": str(path.resolve())}
 
 
+def check_settings(bundle, serve_spec: ServeSpec) -> None:
+    """Settings that depend on the bundle, checked here: the replicas would fail the same way, later."""
+    from serving.schema import RequestChecker
+    try:
+        RequestChecker(bundle.schema, max_records=serve_spec.max_records, max_body_bytes=1,
+                       required_features=serve_spec.required_features, unknown_fields=serve_spec.unknown_fields)
+    except ValueError as exc:
+        raise ServeError(str(exc)) from None
+
+
 def replica_settings(name: str, serve_spec: ServeSpec, token: Optional[str]) -> dict:
     # Only the token's hash reaches the replicas (and the controller's checkpoint that stores their arguments).
     return {"name": name, "serve": serve_spec.model_dump(mode="json"),
             "token_sha256": hashlib.sha256(token.encode()).hexdigest() if token else None}
 
 
-def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional[str] = None,
-           port: Optional[int] = None, token: Optional[str] = None, progress: Callable[[str], None] = print,
-           timeout_s: float = 300.0) -> Served:
-    """Serve the bundle at `bundle_path` (a bundle folder or a run's output folder) as app `name`, or update
-    app `name` to it. Returns when the app answers over HTTP with the new version."""
-    import ray
-    from ray import serve
-
-    from jobs.bundle import load, resolve
+def application(path: Path, serve_spec: ServeSpec, name: str, token: Optional[str],
+                env_vars: Optional[dict] = None):
+    """The Serve application (not yet running) for the bundle folder `path` under these settings."""
     from serving.app import ModelDeployment
-    from serving.schema import RequestChecker
 
-    path = resolve(bundle_path)
-    bundle = load(path)     # a broken bundle fails here, with the file named, before Serve is touched
-    serve_spec = resolve_spec(spec, host=host, port=port)
-    name = name or default_name(bundle)
-    if not _NAME.fullmatch(name):
-        raise ServeError(f"--name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit")
-    try:   # the replicas would fail the same way, slower and further from the user
-        RequestChecker(bundle.schema, max_records=serve_spec.max_records, max_body_bytes=1,
-                       required_features=serve_spec.required_features, unknown_fields=serve_spec.unknown_fields)
-    except ValueError as exc:
-        raise ServeError(str(exc)) from None
-    token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
-
-    if not ray.is_initialized():
-        from cluster import connect
-        connect()
-    host, port = start_serve(serve_spec, progress)
-    before = app_status(name)
-    previous = _get_json(Served(name, "", host, port, serve_spec.route_prefix).url + "/readyz", token) \
-        if before else None
-    # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.
-    ingress = running_ingress()
     actor_options = dict(serve_spec.ray_actor_options)
     runtime_env = dict(actor_options.get("runtime_env") or {})
-    runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **replica_ingress_env(ingress, serve_spec),
-                               **_metrics_env(serve_spec)}
-    actor_options["runtime_env"] = runtime_env
+    if env_vars:
+        runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **env_vars}
+    if runtime_env:
+        actor_options["runtime_env"] = runtime_env
     a = serve_spec.autoscaling
-    app = ModelDeployment.options(
+    return ModelDeployment.options(
         autoscaling_config={"min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
-                            "initial_replicas": max(a.min_replicas, 1) if a.min_replicas == 0 else None,
+                            # scale-to-zero still starts with one replica, so the deploy can be checked
+                            "initial_replicas": 1 if a.min_replicas == 0 else None,
                             "target_ongoing_requests": a.target_ongoing_requests,
                             "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s,
                             "look_back_period_s": a.look_back_period_s, "metrics_interval_s": a.metrics_interval_s},
@@ -327,6 +310,43 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
         # A bundle that cannot load will not load on the 4th try either; fail the deploy in seconds, not minutes.
         max_constructor_retry_count=3,
     ).bind(bundle_payload(path), replica_settings(name, serve_spec, token))
+
+
+def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional[str] = None,
+           port: Optional[int] = None, token: Optional[str] = None, progress: Callable[[str], None] = print,
+           timeout_s: float = 300.0) -> Served:
+    """Serve the bundle at `bundle_path` (a bundle folder or a run's output folder) as app `name`, or update
+    app `name` to it. Returns when the app answers over HTTP with the new version."""
+    import ray
+    from ray import serve
+
+    from jobs.bundle import BundleError, load, resolve
+
+    path = resolve(bundle_path)
+    try:   # a broken bundle fails here, with the file named, before Serve is touched
+        bundle = load(path)
+    except BundleError:
+        raise
+    except Exception as exc:   # e.g. safetensors' own error for a corrupt weights file
+        raise ServeError(f"{path}: cannot load the bundle: {type(exc).__name__}: {exc}. Re-export it "
+                         "(trainyard train) or give another bundle folder") from None
+    serve_spec = resolve_spec(spec, host=host, port=port)
+    name = name or default_name(bundle)
+    if not _NAME.fullmatch(name):
+        raise ServeError(f"--name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit")
+    check_settings(bundle, serve_spec)
+    token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
+
+    if not ray.is_initialized():
+        from cluster import connect
+        connect()
+    host, port = start_serve(serve_spec, progress)
+    before = app_status(name)
+    previous = _get_json(Served(name, "", host, port, serve_spec.route_prefix).url + "/readyz", token) \
+        if before else None
+    # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.
+    env = {**replica_ingress_env(running_ingress(), serve_spec), **_metrics_env(serve_spec)}
+    app = application(path, serve_spec, name, token, env_vars=env)
     verb = "updating" if before else "deploying"
     progress(f"[serve] {verb} {name} (bundle {path}, version {bundle.version})")
     try:

@@ -1,0 +1,121 @@
+"""Fixtures for the serving tests: one tiny bundle trained in the session, one Ray Serve on a free port.
+
+Import the fixtures into a test module (`from tests.serving_fixtures import ...`). The expensive parts are
+cached at module level as well, so two test modules importing them still train once and start Serve once.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from tests.conftest import small_spec, write_spec
+
+_CACHE: dict[str, Any] = {}
+
+# Test apps are small: several share the session's 4 logical CPUs with each other and the other tests.
+SMALL = {"ray_actor_options": {"num_cpus": 0.25}}
+
+
+@pytest.fixture(scope="session")
+def served_bundle(ray_session, telemetry_dir, tmp_path_factory) -> Path:
+    """A classification bundle (numeric sensors, categories machine_type L/M/H and shift 1/2/3)."""
+    if "bundle" not in _CACHE:
+        from jobs.pipeline import run_train
+        from jobs.spec import load_spec
+
+        tmp = tmp_path_factory.mktemp("serve-bundle")
+        spec = write_spec(tmp / "spec.yaml", small_spec("served", telemetry_dir, tmp / "out", epochs=2,
+                                                        workers=1, early_stop=None))
+        path, _ = run_train(load_spec(spec), progress=lambda *_: None)
+        _CACHE["bundle"] = path
+    return _CACHE["bundle"]
+
+
+def bundle_variant(src: Path, dest: Path, *, version: str, unknown_category: Optional[str] = None) -> Path:
+    """A copy of a bundle with another version (as a retrained one would have) and optionally another
+    unknown-category policy; no retraining needed."""
+    shutil.copytree(src, dest)
+    lineage = json.loads((dest / "lineage.json").read_text())
+    lineage["version"] = version
+    (dest / "lineage.json").write_text(json.dumps(lineage))
+    if unknown_category:
+        for name in ("preprocessor.json", "schema.json"):
+            doc = json.loads((dest / name).read_text())
+            doc["unknown_category"] = unknown_category
+            (dest / name).write_text(json.dumps(doc))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def serve_instance(ray_session):
+    """Ray Serve on a free 127.0.0.1 port for the session (default ingress), shut down at the end."""
+    from ray import serve
+
+    from jobs.spec import ServeSpec
+    from serving.server import start_serve
+
+    if "serve" not in _CACHE:
+        # Autoscaling metrics reach the controller every 0.25 s here (production default: 10 s), so that the
+        # autoscaling test sees load within seconds.
+        spec = ServeSpec.model_validate({"port": 0, "autoscaling": {"metrics_interval_s": 0.25,
+                                                                    "look_back_period_s": 1.0}})
+        _CACHE["serve"] = start_serve(spec, progress=lambda *_: None)
+    yield _CACHE["serve"]
+    if _CACHE.pop("serve", None) is not None:
+        serve.shutdown()
+
+
+def deploy_app(bundle: Path, name: str, serve_instance, token: Optional[str] = None, **settings):
+    """Deploy `bundle` as app `name` at /<name> on the session's Serve; returns serving.Served."""
+    from jobs.spec import ServeSpec
+    from serving import deploy
+
+    host, port = serve_instance
+    spec = ServeSpec.model_validate({**SMALL, "host": host, "port": port, "route_prefix": f"/{name}", **settings})
+    return deploy(bundle, spec=spec, name=name, token=token, progress=lambda *_: None)
+
+
+def call(url: str, method: str, path: str, body: Optional[bytes] = None, headers: Optional[dict] = None,
+         chunked: bool = False, timeout: float = 30.0) -> tuple[int, dict, Any]:
+    """One HTTP request: (status, lower-cased headers, JSON body or text)."""
+    from urllib.parse import urlparse
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        if chunked:
+            conn.putrequest(method, u.path + path)
+            for k, v in (headers or {}).items():
+                conn.putheader(k, v)
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            step = 64 * 1024
+            for i in range(0, len(body or b""), step):
+                piece = body[i:i + step]
+                conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            conn.send(b"0\r\n\r\n")
+        else:
+            conn.request(method, u.path + path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        raw = resp.read()
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = raw.decode(errors="replace")
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def records_from(telemetry_dir: Path, n: int) -> list[dict]:
+    """Real rows (first shard), as a client sends them: NaN → null, the id and label columns dropped."""
+    import pandas as pd
+    shard = sorted(Path(telemetry_dir).glob("*"))[0]
+    df = pd.read_parquet(shard) if shard.suffix == ".parquet" else pd.read_csv(shard)
+    df = df.drop(columns=["machine_id", "failure"]).head(n)
+    return [{k: (None if v != v else (v.item() if hasattr(v, "item") else v)) for k, v in r.items()}
+            for r in df.to_dict("records")]

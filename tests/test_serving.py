@@ -1,0 +1,303 @@
+"""Serving over real HTTP on 127.0.0.1: a bundle trained in this session behind real Ray Serve.
+
+The contract: predictions equal `Bundle.predict`; every bad request is a precise 4xx naming record and field,
+and the replica keeps serving; the bearer token; the OpenAPI spec lists every feature; `serving.Client`;
+`trainyard predict` and a `trainyard serve` update from another process.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from jobs.bundle import load
+from tests.serving_fixtures import (bundle_variant, call, deploy_app, records_from, served_bundle,  # noqa: F401
+                                    serve_instance)
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def main_app(served_bundle, serve_instance):
+    """The bundle as trained (unknown categories → 'unknown' slot), no token."""
+    from serving import shutdown
+    served = deploy_app(served_bundle, "main", serve_instance)
+    yield served
+    shutdown("main")
+
+
+@pytest.fixture(scope="module")
+def strict_app(served_bundle, serve_instance, tmp_path_factory):
+    """The same model with every limit tight: unseen categories rejected, rpm required, 5 records and
+    4 KiB per request, and a bearer token."""
+    from serving import shutdown
+    bundle = bundle_variant(served_bundle, tmp_path_factory.mktemp("strict") / "bundle", version="strict-1",
+                            unknown_category="error")
+    served = deploy_app(bundle, "strict", serve_instance, token=TOKEN, max_records=5, max_body_mb=4 / 1024,
+                        required_features=["rpm"])
+    yield served
+    shutdown("strict")
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def post(url, payload, headers=None, **kw):
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return call(url, "POST", "/predict", body, {"Content-Type": "application/json", **(headers or {})}, **kw)
+
+
+# ---------------------------------------------------------------------------------------------- predictions
+
+def test_predictions_equal_bundle_predict(main_app, served_bundle, telemetry_dir):
+    bundle = load(served_bundle)
+    records = records_from(telemetry_dir, 40)
+    assert any(v is None for r in records for v in r.values())          # missing readings are in there
+    expected = bundle.predict(records)
+    status, _, out = post(main_app.url, {"records": records})
+    assert status == 200, out
+    assert out["predictions"] == expected["predictions"]
+    assert out["probabilities"] == expected["probabilities"]             # exact: JSON floats round-trip
+    assert out["model"] == {"name": "main", "version": bundle.version}
+    # Unseen category, missing fields and an all-missing record: imputed exactly as Bundle.predict does.
+    odd = [{"machine_type": "Z", "rpm": 1500}, {"shift": 3}, {}]
+    status, _, out = post(main_app.url, {"records": odd})
+    assert status == 200 and out["predictions"] == bundle.predict(odd)["predictions"]
+
+
+def test_concurrent_requests_are_batched_and_answered_in_order(main_app, served_bundle, telemetry_dir):
+    """@serve.batch merges records from concurrent requests into one Bundle.predict; each request must still
+    get exactly its own predictions back."""
+    bundle = load(served_bundle)
+    records = records_from(telemetry_dir, 48)
+    expected = bundle.predict(records)["probabilities"]
+    results, errors = {}, []
+
+    def one(i):
+        try:
+            status, _, out = post(main_app.url, {"records": records[i:i + 3]})
+            results[i] = (status, out)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(0, 48, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    labels = bundle.predict(records)["predictions"]
+    for i, (status, out) in results.items():
+        assert status == 200 and out["predictions"] == labels[i:i + 3], i
+        # float32 matmuls over a batch of another size round differently in the last digits
+        assert out["probabilities"] == [pytest.approx(p, rel=1e-5) for p in expected[i:i + 3]], i
+    _, _, ready = call(main_app.url, "GET", "/readyz")
+    assert ready["batching"]["largest_batch_requests"] > 1, ready    # requests really were merged
+
+
+def test_health_ready_schema_and_index(main_app, served_bundle):
+    assert call(main_app.url, "GET", "/healthz")[:3:2] == (200, {"status": "ok"})
+    status, _, ready = call(main_app.url, "GET", "/readyz")
+    assert status == 200 and ready["ready"] is True and ready["model"]["name"] == "main"
+    status, _, schema = call(main_app.url, "GET", "/schema")
+    bundle_schema = json.loads((served_bundle / "schema.json").read_text())
+    assert status == 200 and schema["features"] == bundle_schema["features"]
+    assert schema["limits"]["max_records"] == 1000 and schema["label"]["classes"] == ["failure", "ok"]
+    assert call(main_app.url, "GET", "/")[0] == 200
+
+
+def test_openapi_lists_every_feature_type_and_category(main_app, served_bundle):
+    status, _, spec = call(main_app.url, "GET", "/openapi.json")
+    assert status == 200
+    schemas = spec["components"]["schemas"]
+    features = json.loads((served_bundle / "schema.json").read_text())["features"]
+    props = schemas["Record"]["properties"]
+    assert list(props) == [f["name"] for f in features]
+    for f in features:
+        assert props[f["name"]]["x-feature-type"] == f["type"]
+        if f["type"] == "category":
+            assert props[f["name"]]["x-categories"] == f["categories"]
+        else:
+            assert "number" in props[f["name"]]["type"]
+    assert set(props["machine_type"]["x-categories"]) == {"L", "M", "H"}
+    assert schemas["Record"]["additionalProperties"] is False
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/PredictRequest"}
+    assert schemas["PredictResponse"]["properties"]["predictions"]["items"] == {"enum": ["failure", "ok"]}
+    status, _, html = call(main_app.url, "GET", "/docs")
+    assert status == 200 and "swagger" in html.lower()
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+BAD = [
+    # (name, body, status, substrings of the message, record index, field)
+    ("malformed JSON", b'{"records": [{"rpm": 1}', 400, ["not valid JSON", "line 1"], None, None),
+    ("empty body", b"", 400, ["empty"], None, None),
+    ("not an object", [1, 2], 422, ["JSON object"], None, None),
+    ("missing records", {"rows": []}, 422, ["unknown top-level key 'rows'"], None, None),
+    ("records not a list", {"records": {"rpm": 1}}, 422, ["array"], None, "records"),
+    ("empty list", {"records": []}, 422, ["empty"], None, "records"),
+    ("record not an object", {"records": [{"rpm": 1}, [1]]}, 422, ["expected an object"], 1, None),
+    ("unknown field", {"records": [{"rmp": 1500}]}, 422, ["unknown field", "did you mean 'rpm'"], 0, "rmp"),
+    ("string for a number", {"records": [{}, {"rpm": "1500"}]}, 422, ["expected a number", "not a string"], 1, "rpm"),
+    ("bool for a number", {"records": [{"torque_nm": True}]}, 422, ["expected a number"], 0, "torque_nm"),
+    ("NaN", b'{"records": [{"rpm": NaN}]}', 422, ["not a finite number", "null"], 0, "rpm"),
+    ("Infinity", b'{"records": [{}, {}, {"rpm": -Infinity}]}', 422, ["not a finite number"], 2, "rpm"),
+    ("object for a category", {"records": [{"machine_type": {"a": 1}}]}, 422, ["expected a category", "L"], 0,
+     "machine_type"),
+]
+
+
+@pytest.mark.parametrize("name,body,status,words,record,field", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_a_precise_4xx(main_app, name, body, status, words, record, field):
+    got, _, out = post(main_app.url, body if isinstance(body, bytes) else body)
+    assert got == status, out
+    assert all(w in out["detail"] for w in words), out["detail"]
+    first = out["errors"][0]
+    assert first.get("record") == record and first.get("field") == field, out
+
+
+def test_every_problem_is_listed_at_once(main_app):
+    records = [{"rpm": "x"}, {"shift": [1]}, {"rmp": 1}, 7]
+    status, _, out = post(main_app.url, {"records": records})
+    assert status == 422
+    assert [(e.get("record"), e.get("field")) for e in out["errors"]] == [(0, "rpm"), (1, "shift"), (2, "rmp"),
+                                                                         (3, None)]
+
+
+def test_strict_limits_and_policies(strict_app):
+    url = strict_app.url
+    # unseen category, under the bundle's unknown_category: error
+    status, _, out = post(url, {"records": [{"rpm": 1, "machine_type": "L"}, {"rpm": 1, "machine_type": "Z"}]},
+                          AUTH)
+    assert status == 422 and [(e["record"], e["field"]) for e in out["errors"]] == [(1, "machine_type")]
+    assert "'Z' is not a known category; known: " in out["detail"]
+    assert all(c in out["detail"] for c in ("L", "M", "H")) and "unknown_category: error" in out["detail"]
+    # a known category written as an integer still matches ("shift" categories are "1", "2", "3")
+    assert post(url, {"records": [{"rpm": 1, "shift": 2}]}, AUTH)[0] == 200
+    # required field missing, or null
+    status, _, out = post(url, {"records": [{"rpm": 1}, {"torque_nm": 3}, {"rpm": None}]}, AUTH)
+    assert status == 422 and [(e["record"], e["field"]) for e in out["errors"]] == [(1, "rpm"), (2, "rpm")]
+    assert "missing required field" in out["detail"] and "serve.required_features" in out["detail"]
+    # more than max_records
+    status, _, out = post(url, {"records": [{"rpm": 1}] * 6}, AUTH)
+    assert status == 413 and "limit is 5" in out["detail"] and "serve.max_records" in out["detail"]
+    # a body over max_body_mb: declared up front, and streamed (chunked, no Content-Length)
+    big = {"records": [{"rpm": 1, "machine_type": "L" * 5000}]}
+    status, _, out = post(url, big, AUTH)
+    assert status == 413 and "serve.max_body_mb" in out["detail"]
+    status, _, out = post(url, big, AUTH, chunked=True)
+    assert status == 413 and "serve.max_body_mb" in out["detail"]
+    # after all that, the replica still serves
+    assert post(url, {"records": [{"rpm": 1500, "machine_type": "M"}]}, AUTH)[0] == 200
+
+
+def test_wrong_method_and_path_are_4xx_and_the_replica_keeps_serving(main_app):
+    assert call(main_app.url, "GET", "/predict")[0] == 405
+    assert call(main_app.url, "GET", "/nope")[0] == 404
+    assert post(main_app.url, {"records": [{"rpm": 1500}]})[0] == 200
+
+
+# ---------------------------------------------------------------------------------------------- token
+
+def test_bearer_token(strict_app):
+    url = strict_app.url
+    ok = {"records": [{"rpm": 1500}]}
+    status, headers, out = post(url, ok)
+    assert status == 401 and headers.get("www-authenticate") == "Bearer" and "Authorization: Bearer" in out["detail"]
+    assert post(url, ok, {"Authorization": "Bearer wrong"})[0] == 401
+    assert post(url, ok, {"Authorization": f"Basic {TOKEN}"})[0] == 401
+    assert post(url, ok, AUTH)[0] == 200
+    assert call(url, "GET", "/schema")[0] == 401 and call(url, "GET", "/openapi.json")[0] == 401
+    assert call(url, "GET", "/healthz")[0] == 200 and call(url, "GET", "/readyz")[0] == 200   # probes stay open
+
+
+# ---------------------------------------------------------------------------------------------- client
+
+def test_client_chunks_cleans_and_reports_global_indices(strict_app, served_bundle, telemetry_dir):
+    import pandas as pd
+
+    from serving import Client, ClientError
+
+    records = [dict(r, rpm=r["rpm"] if r["rpm"] is not None else 1500.0) for r in records_from(telemetry_dir, 12)]
+    client = Client(strict_app.url, token=TOKEN)
+    assert client.batch_size == 5                                   # the server's max_records
+    out = client.predict(records)                                   # 3 requests: 5 + 5 + 2
+    assert out["predictions"] == load(served_bundle).predict(records)["predictions"]
+    assert out["model"]["version"] == "strict-1"
+    df = pd.DataFrame(records).assign(machine_id="M-1", failure="ok")   # non-features are not sent
+    df.loc[3, "torque_nm"] = float("nan")                               # NaN goes out as null
+    frame = client.predict_frame(df)
+    assert list(frame.columns) == ["prediction", "probability_failure", "probability_ok"] and len(frame) == 12
+    bad = records[:7] + [dict(records[7], machine_type="Z")] + records[8:]
+    with pytest.raises(ClientError, match="record 7, field 'machine_type'") as err:
+        client.predict(bad)
+    assert err.value.status == 422 and err.value.errors[0]["record"] == 7
+    with pytest.raises(ClientError) as err:
+        Client(strict_app.url).predict(records[:1])
+    assert err.value.status == 401
+
+
+def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle, serve_instance, telemetry_dir,
+                                                                    tmp_path, monkeypatch):
+    """The user flow across processes: a server owns app `cli`; `trainyard serve NEW --name cli` in another
+    process joins its Ray, updates the app in place and exits; `trainyard predict` writes a file."""
+    import pandas as pd
+
+    from serving import Client, shutdown
+    from serving.server import _write_server_state
+
+    monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
+    served = deploy_app(served_bundle, "cli", serve_instance)
+    _write_server_state(served, ["cli"])         # this test process plays the owning `trainyard serve`
+    new = bundle_variant(served_bundle, tmp_path / "b2", version="cli-v2")
+    env = {**os.environ, "TRAINYARD_STATE_DIR": str(tmp_path / "state")}
+    try:
+        run = subprocess.run([sys.executable, "-m", "jobs.cli", "serve", str(new), "--name", "cli",
+                              "--port", str(served.port), "--set", "route_prefix=/cli",
+                              "--set", "ray_actor_options.num_cpus=0.25"],
+                             capture_output=True, text=True, env=env, timeout=240)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "joining the Ray cluster of trainyard process" in run.stdout
+        assert f"stays served by trainyard process {os.getpid()}" in run.stdout
+        assert Client(served.url).predict([{}])["model"]["version"] == "cli-v2"
+
+        rows = pd.read_parquet(sorted(telemetry_dir.glob("*.parquet"))[0]).head(30)
+        rows.to_csv(tmp_path / "rows.csv", index=False)
+        run = subprocess.run([sys.executable, "-m", "jobs.cli", "predict", "--url", served.url,
+                              str(tmp_path / "rows.csv"), "--out", str(tmp_path / "pred.jsonl")],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        out = pd.read_json(tmp_path / "pred.jsonl", lines=True)
+        assert len(out) == 30 and {"machine_id", "prediction", "probability_ok"} <= set(out.columns)
+        sent = [{k: (None if v != v else v) for k, v in r.items() if k not in ("machine_id", "failure")}
+                for r in rows.to_dict("records")]
+        expected = load(new).predict(sent)
+        assert out["prediction"].tolist() == expected["predictions"]
+        bad = subprocess.run([sys.executable, "-m", "jobs.cli", "predict", "--url", served.url,
+                              str(tmp_path / "rows.txt")], capture_output=True, text=True, env=env, timeout=60)
+        assert bad.returncode == 1 and "unsupported file type '.txt'" in bad.stderr
+    finally:
+        shutdown("cli")
+
+
+def test_bad_settings_and_bundles_fail_before_serve_is_touched(served_bundle, serve_instance, tmp_path):
+    from jobs.bundle import BundleError
+    from serving import ServeError, app_status
+
+    with pytest.raises(ServeError, match=r"required_features names \['rmp'\]"):
+        deploy_app(served_bundle, "nope", serve_instance, required_features=["rmp"])
+    broken = bundle_variant(served_bundle, tmp_path / "broken", version="x")
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ServeError, match="cannot load the bundle"):
+        deploy_app(broken, "nope", serve_instance)
+    (broken / "schema.json").unlink()
+    with pytest.raises(BundleError, match="missing schema.json"):
+        deploy_app(broken, "nope", serve_instance)
+    with pytest.raises(ServeError, match="already running in this Ray cluster"):
+        deploy_app(served_bundle, "nope", (serve_instance[0], serve_instance[1] + 1))
+    assert app_status("nope") is None

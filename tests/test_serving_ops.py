@@ -1,0 +1,100 @@
+"""Serving under load, on real Ray Serve: replicas scale up with traffic and back down after it; a model
+update while requests flow loses none of them and switches responses to the new version."""
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from tests.serving_fixtures import bundle_variant, deploy_app, served_bundle, serve_instance  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+class Traffic:
+    """Closed-loop load from `threads` threads, each on its own keep-alive connection, until stop()."""
+
+    def __init__(self, url: str, threads: int, records=({"rpm": 1500.0, "machine_type": "M"},)):
+        from serving import Client
+        self.ok, self.failures, self.versions = 0, Counter(), []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+        def run():
+            client = Client(url, retries=0, timeout=30)     # no client-side retry: every failure counts
+            while not self._stop.is_set():
+                try:
+                    version = client.predict(list(records))["model"]["version"]
+                    with self._lock:
+                        self.ok += 1
+                        self.versions.append(version)
+                except Exception as exc:  # noqa: BLE001 - counted and reported
+                    with self._lock:
+                        self.failures[f"{type(exc).__name__}: {str(exc)[:200]}"] += 1
+            client.close()
+
+        self._threads = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> "Traffic":
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+        return self
+
+
+def _wait_for(predicate, timeout: float, every: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def test_replicas_scale_up_under_load_and_back_down(served_bundle, serve_instance):
+    from serving import running_replicas, shutdown
+
+    # Short delays so the test takes seconds: production defaults wait 30 s to scale up and 10 min to scale down.
+    served = deploy_app(served_bundle, "scale", serve_instance, autoscaling={
+        "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0.5,
+        "downscale_delay_s": 2.0, "look_back_period_s": 1.0, "metrics_interval_s": 0.25})
+    try:
+        assert running_replicas("scale") == 1
+        traffic = Traffic(served.url, threads=8)
+        try:
+            scaled_up = _wait_for(lambda: running_replicas("scale") == 2, timeout=60)
+        finally:
+            traffic.stop()
+        assert scaled_up, "8 requests in flight against target_ongoing_requests=1 never brought a 2nd replica"
+        assert not traffic.failures, traffic.failures
+        assert _wait_for(lambda: running_replicas("scale") == 1, timeout=60), "did not scale back to min_replicas"
+    finally:
+        shutdown("scale")
+
+
+def test_update_while_serving_loses_no_request(served_bundle, serve_instance, tmp_path):
+    from serving import running_replicas, shutdown
+
+    v2 = bundle_variant(served_bundle, tmp_path / "v2", version="update-v2")
+    served = deploy_app(served_bundle, "upd", serve_instance)
+    v1 = served.version
+    try:
+        traffic = Traffic(served.url, threads=4)
+        try:
+            time.sleep(1.0)
+            updated = deploy_app(v2, "upd", serve_instance)          # blocks until v2 answers over HTTP
+            assert updated.updated_from == v1 and updated.version == "update-v2"
+            time.sleep(2.0)
+        finally:
+            traffic.stop()
+        assert not traffic.failures, traffic.failures
+        assert traffic.ok > 50
+        # Responses switched from v1 to v2 once, and stayed there.
+        switches = [v for i, v in enumerate(traffic.versions) if i == 0 or traffic.versions[i - 1] != v]
+        assert switches[0] == v1 and switches[-1] == "update-v2", switches[:10]
+        assert set(traffic.versions[-20:]) == {"update-v2"}
+        assert _wait_for(lambda: running_replicas("upd") == 1, timeout=60)   # the old replica is gone
+    finally:
+        shutdown("upd")
