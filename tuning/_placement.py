@@ -1,16 +1,20 @@
-"""Give back the CPUs of Train runs that Tune stopped.
+"""Give back what the Train runs of stopped trials still hold.
 
 When ASHA stops a trial, Tune ends the trial's process; the Ray Train controller it owns dies with it, without
-shutting its worker group down. The workers go, but their placement group stays reserved: Ray keeps a
-placement group made by an actor until that actor AND its job are gone, and the job is this driver, alive
-for the whole search. Ray Train 2.60 starts a cleaner actor for exactly this case, but it checks on the
-controller through the state API, which needs the dashboard (off in our embedded Ray) and breaks when more
-than one Ray runs on the machine. Each stopped trial would then keep `train.workers` CPUs forever, and the
-next trials wait for workers that can never be placed: the search hangs.
+shutting its run down. The workers go, but two things stay:
 
-So the driver sweeps: placement groups of this job whose creating actor is dead are removed. Nobody can use
-them any more (Ray would remove them itself at the end of the job); Tune's own trial placement groups are
-created by the driver, not by an actor, and are never touched.
+- the workers' placement group: Ray keeps a placement group made by an actor until that actor AND its job are
+  gone, and the job is this driver, alive for the whole search. Each stopped trial would keep `train.workers`
+  CPUs forever, and the next trials would wait for workers that can never be placed: the search hangs.
+- Ray Train's own cleaner for exactly this case (a detached `PlacementGroupCleaner` actor per run). It checks
+  on the controller through the state API, which needs the dashboard (off in our embedded Ray) and breaks
+  when more than one Ray runs on the machine; so it never sees the controller die, never frees the group,
+  and lives on (logging a warning every second) until the cluster stops.
+
+So the driver sweeps: placement groups of this job whose creating actor is dead are removed (nobody can use
+them any more; Ray would remove them itself at the end of the job), and Train's cleaners whose controller is
+dead are ended. Tune's own trial placement groups are made by the driver, not an actor, and are never touched.
+These read GCS tables through `ray._private.state`: the public tables leave out who created what.
 """
 from __future__ import annotations
 
@@ -19,11 +23,20 @@ import time
 
 logger = logging.getLogger(__name__)
 
+TRAIN_CLEANER_CLASS = "PlacementGroupCleaner"
 
-def orphaned_placement_groups() -> list:
+
+def _made_by_an_actor(creator_actor_id: bytes) -> bool:
+    # A placement group made by a driver (Tune's trial placement groups) carries the nil actor id, all 0xff
+    # in its unique part, and GCS reports that "actor" as dead: those must never be swept.
+    unique = creator_actor_id[:12]
+    return bool(unique) and any(b != 0xFF for b in unique)
+
+
+def orphaned_placement_groups() -> list[bytes]:
     """Placement groups of this job, still holding resources, whose creating actor has died."""
     import ray
-    from ray._private.state import state  # the GCS table with creator fields (the public one drops them)
+    from ray._private.state import state
     from ray.core.generated import gcs_pb2
 
     job_id = ray.get_runtime_context().get_job_id()
@@ -36,41 +49,63 @@ def orphaned_placement_groups() -> list:
     return found
 
 
-def _made_by_an_actor(creator_actor_id: bytes) -> bool:
-    # A placement group made by a driver (Tune's trial placement groups) carries the nil actor id, all 0xff
-    # in its unique part, and GCS reports that "actor" as dead: those must never be swept.
-    unique = creator_actor_id[:12]
-    return bool(unique) and any(b != 0xFF for b in unique)
+def orphaned_train_cleaners() -> list[bytes]:
+    """Ray Train's PlacementGroupCleaner actors of this job whose controller (the actor that made them) is dead."""
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    job_id = ray.get_runtime_context().get_job_id()
+    accessor = state._connect_and_get_accessor()
+    alive = gcs_pb2.ActorTableData.ALIVE
+    found = []
+    for raw in accessor.get_actor_table(None, None):
+        actor = gcs_pb2.ActorTableData.FromString(raw)
+        if actor.class_name != TRAIN_CLEANER_CLASS or actor.state != alive or actor.job_id.hex() != job_id:
+            continue
+        parent = accessor.get_actor_info(ray.ActorID(actor.parent_id))
+        if parent is None or gcs_pb2.ActorTableData.FromString(parent).state == gcs_pb2.ActorTableData.DEAD:
+            found.append(actor.actor_id)
+    return found
 
 
-def remove_orphaned_placement_groups() -> int:
-    """Remove them; returns how many. Never raises: a failed sweep only delays the next trials."""
+def sweep() -> tuple[int, int]:
+    """Remove orphaned placement groups and end orphaned Train cleaners; returns (groups, cleaners).
+    Never raises: a failed sweep only delays the next trials until the next sweep."""
     import ray
     from ray.util.placement_group import PlacementGroup
 
+    groups = cleaners = 0
     try:
-        ids = orphaned_placement_groups()
-    except Exception as exc:         # an internal table changed shape in another Ray: warn once per run
-        logger.warning("could not list placement groups to free stopped trials' CPUs: %s", exc)
-        return 0
-    removed = 0
-    for pg_id in ids:
-        try:
-            ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg_id)))
-            removed += 1
-        except Exception as exc:     # already gone, or the GCS is busy: the next sweep retries
-            logger.debug("placement group %s not removed: %s", pg_id.hex(), exc)
-    return removed
+        for pg_id in orphaned_placement_groups():
+            try:
+                ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg_id)))
+                groups += 1
+            except Exception as exc:     # already gone, or the GCS is busy: the next sweep retries
+                logger.debug("placement group %s not removed: %s", pg_id.hex(), exc)
+        worker = ray._private.worker.global_worker
+        for actor_id in orphaned_train_cleaners():
+            try:
+                worker.core_worker.kill_actor(ray.ActorID(actor_id), True)
+                cleaners += 1
+            except Exception as exc:
+                logger.debug("cleaner actor %s not ended: %s", actor_id.hex(), exc)
+    except Exception as exc:             # an internal table changed shape in another Ray version
+        logger.warning("could not sweep the resources of stopped trials: %s", exc)
+    return groups, cleaners
 
 
 class Sweeper:
     """Sweeps at most every `every_s` seconds (called from Tune's loop, which steps many times a second)."""
 
     def __init__(self, every_s: float = 2.0):
-        self.every_s, self._last, self.removed = every_s, 0.0, 0
+        self.every_s, self._last = every_s, 0.0
+        self.groups = self.cleaners = 0
 
     def maybe_sweep(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last >= self.every_s:
             self._last = now
-            self.removed += remove_orphaned_placement_groups()
+            groups, cleaners = sweep()
+            self.groups += groups
+            self.cleaners += cleaners

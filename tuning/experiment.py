@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -127,7 +128,8 @@ def _tuner(spec: JobSpec, prepared: PreparedData, the_plan: Plan, experiment: Pa
         tune_config=tune.TuneConfig(
             metric=metric, mode=mode, search_alg=space.search_alg(spec, the_plan.max_concurrent),
             scheduler=space.scheduler(spec), num_samples=space.num_samples(spec),
-            max_concurrent_trials=the_plan.max_concurrent, time_budget_s=spec.tune.time_budget_s,
+            # max_concurrent_trials is not set here: the search algorithm enforces the plan's limit (space.py).
+            time_budget_s=spec.tune.time_budget_s,
             trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=experiment.name, storage_path=str(experiment.parent),
@@ -231,7 +233,7 @@ def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str,
     budget_out = spec.tune.time_budget_s is not None and elapsed >= spec.tune.time_budget_s
     records = []
     for result in results:
-        trial_id = Path(result.path).name.removeprefix("trial-")
+        trial_id = _trial_id(result)
         config = {**_spec_values(spec), **(result.config or {})}
         train_run = experiment / TRAIN_DIR / run_name(trial_id)
         state = _last_state(train_run)
@@ -259,6 +261,15 @@ def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str,
             rec.status = "interrupted"
         records.append(rec)
     return records
+
+
+def _trial_id(result) -> str:
+    if (result.metrics or {}).get("trial_id"):
+        return result.metrics["trial_id"]
+    name = Path(result.path).name.removeprefix("trial-")
+    # A trial that never reported: its id is its folder's name, less the _xxxx Tune appends when a resumed
+    # trial finds its folder already there.
+    return re.sub(r"_[0-9a-f]{4}$", "", name) if re.fullmatch(r".+_\d{5}_[0-9a-f]{4}", name) else name
 
 
 def trial_patience(spec: JobSpec) -> int:

@@ -45,13 +45,23 @@ def plan(spec: JobSpec, resources: dict, *, use_gpu: bool) -> Plan:
     problems = []
     if trial_cpus > usable + 1e-9:
         most_workers = math.floor((usable - tune.trial_driver_cpus) / train.cpus_per_worker + 1e-9)
-        fix = (f"lower train.workers to {most_workers}" if most_workers >= 1 else
-               "lower train.cpus_per_worker, tune.trial_driver_cpus or tune.data_cpus")
+        if most_workers >= 1:
+            fix = f"lower train.workers to {most_workers}"
+        else:
+            # Even one worker does not fit: say which knob makes a one-worker trial fit.
+            options = []
+            if usable - tune.trial_driver_cpus > 0:
+                options.append(f"train.cpus_per_worker: {usable - tune.trial_driver_cpus:g}")
+            if cpus - tune.trial_driver_cpus - train.cpus_per_worker >= 0:
+                options.append(f"tune.data_cpus: {cpus - tune.trial_driver_cpus - train.cpus_per_worker:g}")
+            fix = ("set " + " or ".join(options) + (" with train.workers: 1" if train.workers > 1 else "")
+                   if options else "use a cluster with more CPUs")
+        fix += " (or add nodes)" if fix.startswith(("lower", "set")) else ""
         problems.append(
             f"one trial needs train.workers={train.workers} × train.cpus_per_worker={train.cpus_per_worker:g} "
             f"+ tune.trial_driver_cpus={tune.trial_driver_cpus:g} = {trial_cpus:g} CPUs, and "
             f"tune.data_cpus={tune.data_cpus:g} CPU stays free for Ray Data, but the cluster has {cpus:g} CPUs; "
-            f"{fix}, or add nodes")
+            f"{fix}")
     if use_gpu and trial_gpus > gpus:
         problems.append(f"one trial needs {trial_gpus:g} GPUs (train.workers={train.workers}, one GPU each) but the "
                         f"cluster has {gpus:g}; lower train.workers or set train.use_gpu: false")

@@ -1,0 +1,173 @@
+"""Tuning on the real local Ray: a 4-trial ASHA search finishes on this 2-core machine (4 logical CPUs), ASHA
+stops the hopeless trials, the best trial becomes a bundle that loads and predicts; planning refuses specs
+the cluster can never run, in seconds and naming the fix; failed trials are reported, not fatal."""
+import json
+import time
+
+import pytest
+
+from jobs import bundle as B
+from jobs.cli import main
+from jobs.spec import SpecError, load_spec, validate_spec
+from tests.conftest import write_spec
+from tests.tuning_fixtures import experiment_dir, read_results, tuning_spec
+from tuning import TuneError, plan
+from tuning import space
+
+BASE = {"name": "t", "data": {"path": "d", "label": "y"}}
+
+
+def _spec(tune=None, **train):
+    return validate_spec({**BASE, "train": {"workers": 1, **train}, "tune": tune or {}})
+
+
+# ---------------------------------------------------------------------------------------------- no Ray
+def test_plan_fits_two_one_worker_trials_on_four_logical_cpus():
+    p = plan(_spec(), {"CPU": 4}, use_gpu=False)
+    # 0.25 driver + 1 worker per trial; one CPU stays free for Ray Data: 3 / 1.25 → 2 trials at once.
+    assert p.max_concurrent == 2 and p.trial_cpus == 1.25
+    assert plan(_spec(workers=2), {"CPU": 4}, use_gpu=False).max_concurrent == 1
+    assert plan(_spec({"max_concurrent": 1}), {"CPU": 4}, use_gpu=False).max_concurrent == 1
+    assert plan(_spec(workers=2), {"CPU": 32, "GPU": 4}, use_gpu=True).max_concurrent == 2   # GPU-bound
+
+
+def test_plan_refuses_what_can_never_run_and_says_what_to_change():
+    with pytest.raises(TuneError, match=r"needs .*4\.25 CPUs.*cluster has 4 CPUs; lower train.workers to 2"):
+        plan(_spec(workers=4), {"CPU": 4}, use_gpu=False)
+    with pytest.raises(TuneError, match=r"tune.max_concurrent=3 but the cluster holds at most 2 .*auto"):
+        plan(_spec({"max_concurrent": 3}), {"CPU": 4}, use_gpu=False)
+    with pytest.raises(TuneError, match=r"set train.cpus_per_worker: 0.75 or tune.data_cpus: 0.75"):
+        plan(_spec(), {"CPU": 2}, use_gpu=False)
+
+
+def test_tune_section_errors_name_the_field_and_the_fix():
+    cases = [({"batch_size": {"uniform": [16, 256]}}, "batch_size needs choice"),
+             ({"hidden": {"choice": [64, 32]}}, "hidden: values must be lists of positive layer widths"),
+             ({"dropout": {"choice": [0.1, 1.5]}}, "dropout: values must be dropout rates in [0, 1)"),
+             ({"lr": {"loguniform": [0, 0.1]}}, "loguniform needs a positive low bound"),
+             ({"metric": "val_f2"}, "unknown metric 'val_f2'"),
+             ({"max_concurrent": 0}, "max_concurrent must be auto or at least 1"),
+             ({"lr": None, "batch_size": None}, "nothing to search")]
+    for tune, expected in cases:
+        with pytest.raises(SpecError) as err:
+            _spec(tune)
+        assert expected in str(err.value), (tune, str(err.value))
+    with pytest.raises(SpecError, match="grace_period=5 is more than train.epochs=3"):
+        space.check(_spec({"scheduler": {"asha": {"grace_period": 5}}}, epochs=3))
+    with pytest.raises(SpecError, match="set tune.metric to one of val_loss, val_mae"):
+        space.metric_and_mode(_spec({"metric": "val_f1"}), "regression")
+    assert space.metric_and_mode(_spec({"metric": "val_f1"}), "classification") == ("val_f1", "max")
+    assert space.metric_and_mode(_spec(early_stop={"metric": "val_rmse"}), "regression") == ("val_rmse", "min")
+
+
+def test_optuna_is_refused_clearly_when_not_installed():
+    import importlib.util
+    if importlib.util.find_spec("optuna") is not None:
+        pytest.skip("optuna is installed here")
+    with pytest.raises(SpecError, match="optuna package is not installed; `pip install optuna`, or use search: random"):
+        space.check(_spec({"search": "optuna"}))
+
+
+def test_grid_spans_each_axis():
+    spec = _spec({"search": "grid", "lr": {"loguniform": [1e-4, 1e-2]}, "batch_size": {"choice": [32, 64]},
+                  "hidden": {"choice": [[16], [32, 16]]}, "grid_points": 3})
+    space_ = space.param_space(spec)
+    assert space_["lr"]["grid_search"] == [1e-4, 1e-3, 1e-2]
+    assert space_["hidden"]["grid_search"] == [[16], [32, 16]]
+    assert space.grid_size(spec) == 12 and space.num_samples(spec) == 1
+
+
+# ---------------------------------------------------------------------------------------------- real Ray
+@pytest.fixture(scope="module")
+def asha_search(tmp_path_factory, telemetry_dir, ray_session):
+    tmp = tmp_path_factory.mktemp("tune")
+    spec = write_spec(tmp / "spec.yaml", tuning_spec("tune-asha", telemetry_dir, tmp / "out"))
+    t0 = time.monotonic()
+    # `trainyard run` dispatches to tuning when the spec has a tune section.
+    assert main(["run", str(spec), "--no-serve"]) == 0
+    return spec, tmp / "out", time.monotonic() - t0
+
+
+def test_four_trial_asha_search_finishes_on_two_cores(asha_search):
+    _, out, seconds = asha_search
+    rows = read_results(out)
+    assert len(rows) == 4
+    assert all(r["status"] in ("completed", "stopped") for r in rows), rows
+    assert {float(r["lr"]) for r in rows} == {0.03, 0.01, 1e-5, 1e-6}
+    assert (out / "tune" / "report.png").stat().st_size > 10_000
+    assert seconds < 600
+
+
+def test_asha_stops_the_hopeless_trials_early(asha_search):
+    _, out, _ = asha_search
+    rows = {float(r["lr"]): r for r in read_results(out)}
+    stopped = [r for r in rows.values() if r["status"] == "stopped"]
+    assert stopped, rows
+    for r in stopped:
+        # judged at ASHA's first rung (epoch 1): workers may have trained on a little while Tune decided
+        assert int(r["judged_at_epoch"]) < 4 and int(r["epochs_run"]) < 4
+    assert rows[0.03]["status"] == "completed" and int(rows[0.03]["epochs_run"]) == 4
+
+
+def test_best_trial_becomes_a_bundle_that_loads_and_predicts(asha_search, telemetry_dir):
+    spec_path, out, _ = asha_search
+    rows = read_results(out)
+    best = rows[0]                               # results.csv is ranked, best first
+    assert best["status"] == "completed" and float(best["lr"]) in (0.03, 0.01)
+    lineage = json.loads((out / "bundle" / "lineage.json").read_text())
+    assert lineage["trial_id"] == best["trial_id"]
+    assert lineage["tune"]["config"] == {"lr": float(best["lr"])} and lineage["tune"]["metric"] == "val_loss"
+    # The bundle's spec says what trained its weights: the winning trial's learning rate.
+    assert load_spec(out / "bundle" / "spec.yaml").train.lr == float(best["lr"])
+    bundle = B.load(out)
+    import pandas as pd
+    records = pd.read_parquet(next(telemetry_dir.glob("*.parquet"))).head(5).to_dict("records")
+    pred = bundle.predict(records)
+    assert len(pred["predictions"]) == 5 and set(pred["predictions"]) <= {"failure", "ok"}
+    assert "accuracy" in bundle.metrics["test"]
+    # Preprocessing was fitted once, before the trials: the experiment records one data fingerprint.
+    info = json.loads((experiment_dir(out) / "trainyard.json").read_text())
+    assert info["fingerprint"] == lineage["data"]["fingerprint"]
+
+
+def test_impossible_spec_is_refused_before_any_data_is_read(tmp_path, telemetry_dir, ray_session, capsys):
+    spec = write_spec(tmp_path / "s.yaml", tuning_spec("too-big", telemetry_dir, tmp_path / "out", ))
+    t0 = time.monotonic()
+    assert main(["tune", str(spec), "--set", "train.workers=4"]) == 1
+    err = capsys.readouterr().err
+    assert "needs train.workers=4" in err and "lower train.workers to 2" in err, err
+    assert time.monotonic() - t0 < 20 and not (tmp_path / "out").exists()
+    assert main(["tune", str(spec), "--set", "tune.scheduler.asha.grace_period=9"]) == 2
+    assert "grace_period=9 is more than train.epochs=4" in capsys.readouterr().err
+
+
+def test_failed_trials_are_reported_and_only_all_failing_is_fatal(tmp_path, telemetry_dir, ray_session, capsys):
+    # A layer far wider than any machine's address space: the trial's Train run fails allocating the model.
+    too_wide = [2 ** 44]
+    spec = write_spec(tmp_path / "s.yaml", tuning_spec(
+        "failing", telemetry_dir, tmp_path / "out", epochs=1, max_failures=0,
+        tune={"lr": None, "hidden": {"choice": [[16], too_wide]}, "scheduler": "none"}))
+    assert main(["tune", str(spec)]) == 0
+    rows = {r["hidden"]: r for r in read_results(tmp_path / "out")}
+    assert rows["16"]["status"] == "completed"
+    failed = rows[str(2 ** 44)]
+    assert failed["status"] == "error" and "allocate" in failed["error"], failed
+    assert "error" in capsys.readouterr().out
+    spec = write_spec(tmp_path / "s2.yaml", tuning_spec(
+        "all-failing", telemetry_dir, tmp_path / "out2", epochs=1, max_failures=0,
+        tune={"lr": None, "hidden": {"choice": [too_wide]}, "scheduler": "none"}))
+    assert main(["tune", str(spec)]) == 1
+    assert "no trial produced a model (1 trial(s), 1 failed)" in capsys.readouterr().err
+
+
+def test_stopped_trials_give_back_their_cpus(asha_search, ray_session):
+    """ASHA ends a trial's process mid-run; its Train run's placement group must not stay reserved."""
+    from tuning._placement import orphaned_placement_groups, orphaned_train_cleaners
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        free = ray_session.available_resources().get("CPU", 0)
+        if free == ray_session.cluster_resources()["CPU"] and not orphaned_placement_groups():
+            break
+        time.sleep(1)
+    assert free == ray_session.cluster_resources()["CPU"], ray_session.available_resources()
+    assert not orphaned_placement_groups() and not orphaned_train_cleaners()
