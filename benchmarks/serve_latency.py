@@ -205,6 +205,8 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per point")
     ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="measurements per point, plain and trainyard alternating; the median is reported")
     ap.add_argument("--records", type=int, default=1, help="records per request")
     ap.add_argument("--ingress", default="haproxy,proxy", help="trainyard ingress variants to measure")
     ap.add_argument("--replicas", type=int, default=1, help="trainyard replicas (fixed: min = max)")
@@ -226,32 +228,31 @@ def main(argv=None) -> int:
     pool = _records(bundle, 256 * args.records)
     bodies = [json.dumps({"records": pool[i:i + args.records]}) for i in range(0, len(pool), args.records)][:256]
 
-    results: dict[str, dict[int, dict]] = {}
+    load_before = os.getloadavg()
     plain = PlainServer(bundle)
+    runs: dict[str, dict[int, dict[str, list]]] = {}
     try:
-        results["plain FastAPI"] = {c: run_load(plain.url, bodies, c, args.duration, args.warmup) for c in levels}
+        for ingress in [v for v in args.ingress.split(",") if v]:
+            runs[ingress] = _measure_pairs(bundle, plain.url, ingress, levels, bodies, args)
     finally:
         plain.stop()
-
-    for ingress in [v for v in args.ingress.split(",") if v]:
-        label = f"trainyard Serve ({ingress})"
-        results[label] = _measure_serve(bundle, ingress, levels, bodies, args)
-
-    _report(results, levels, args)
+    _report(runs, levels, args, load_before, os.getloadavg())
     if args.json:
-        Path(args.json).write_text(json.dumps({k: {str(c): v for c, v in r.items()} for k, r in results.items()},
+        Path(args.json).write_text(json.dumps({k: {str(c): v for c, v in r.items()} for k, r in runs.items()},
                                               indent=2))
     return 0
 
 
-def _measure_serve(bundle: Path, ingress: str, levels: list[int], bodies: list[str], args) -> dict[int, dict]:
-    """A fresh Ray per variant: the ingress is chosen when Serve starts, once per Ray cluster."""
+def _measure_pairs(bundle: Path, plain_url: str, ingress: str, levels: list[int], bodies: list[str],
+                   args) -> dict[int, dict[str, list]]:
+    """Start Ray and trainyard's app with this ingress (chosen when Serve starts, once per Ray cluster, hence a
+    fresh process per variant), then measure plain and trainyard back to back, alternating which goes first,
+    `rounds` times per concurrency: on a shared machine the load drifts, and only neighbours compare fairly."""
     spec_json = json.dumps({"ingress": ingress, "port": 0, "ray_actor_options": {"num_cpus": args.cpus},
                             "autoscaling": {"min_replicas": args.replicas, "max_replicas": args.replicas}})
     code = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
-sys.argv = ["serve_latency"]
 from cluster import connect
 from jobs.cli import _quiet_ray
 _quiet_ray()
@@ -265,34 +266,48 @@ out = {{}}
 try:
     bodies = json.loads({json.dumps(bodies)!r})
     for c in {levels!r}:
-        out[c] = bench.run_load(served.url, bodies, c, {args.duration!r}, {args.warmup!r})
+        out[c] = {{"plain": [], "trainyard": []}}
+        for r in range({args.rounds!r}):
+            order = [("plain", {plain_url!r}), ("trainyard", served.url)]
+            for label, url in (order if r % 2 == 0 else order[::-1]):
+                out[c][label].append(bench.run_load(url, bodies, c, {args.duration!r}, {args.warmup!r}))
 finally:
     shutdown()
 print("RESULT " + json.dumps(out), flush=True)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT),
-                          timeout=900)
+                          timeout=3600)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"trainyard Serve ({ingress}) run failed:\n{proc.stderr[-4000:]}")
     return {int(k): v for k, v in json.loads(lines[-1][len("RESULT "):]).items()}
 
 
-def _report(results: dict, levels: list[int], args) -> None:
+def _median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _report(runs: dict, levels: list[int], args, load_before, load_after) -> None:
     import platform
-    print(f"\nserve latency: {args.records} record(s)/request, {args.duration:g}s per point, closed loop; "
-          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); trainyard: {args.replicas} "
-          f"replica(s) x {args.cpus:g} CPU\n")
-    base = results["plain FastAPI"]
-    head = f"{'server':<28}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'req/s vs plain':>16}{'p99 vs plain':>14}"
+    print(f"\nserve latency: {args.records} record(s)/request, {args.duration:g}s per point, median of "
+          f"{args.rounds} round(s), closed loop; {os.cpu_count()} CPUs ({platform.machine()}); trainyard: "
+          f"{args.replicas} replica(s) x {args.cpus:g} CPU; load average before/after: "
+          f"{load_before[0]:.1f} / {load_after[0]:.1f}\n")
+    head = (f"{'server':<28}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'req/s vs plain':>16}{'p99 vs plain':>14}")
     print(head)
     print("-" * len(head))
     for c in levels:
-        for label, r in results.items():
-            x = r[c]
-            ratio = x["rps"] / base[c]["rps"]
-            p99r = x["p99_ms"] / base[c]["p99_ms"]
-            print(f"{label:<28}{c:>5}{x['rps']:>9.0f}{x['p50_ms']:>9.1f}{x['p99_ms']:>9.1f}{ratio:>15.2f}x{p99r:>13.2f}x")
+        plain_all = [r for v in runs.values() for r in v[c]["plain"]]
+        print(f"{'plain FastAPI':<28}{c:>5}{_median(plain_all, 'rps'):>9.0f}{_median(plain_all, 'p50_ms'):>9.1f}"
+              f"{_median(plain_all, 'p99_ms'):>9.1f}{'1.00x':>16}{'1.00x':>14}")
+        for ingress, v in runs.items():
+            mine, theirs = v[c]["trainyard"], v[c]["plain"]       # ratios against the paired plain runs
+            ratio = _median(mine, "rps") / _median(theirs, "rps")
+            p99r = _median(mine, "p99_ms") / _median(theirs, "p99_ms")
+            label = f"trainyard Serve ({ingress})"
+            print(f"{label:<28}{c:>5}{_median(mine, 'rps'):>9.0f}{_median(mine, 'p50_ms'):>9.1f}"
+                  f"{_median(mine, 'p99_ms'):>9.1f}{ratio:>15.2f}x{p99r:>13.2f}x")
         print()
 
 

@@ -9,10 +9,10 @@ metrics.json, so serving cannot drift from training. Records from concurrent req
 `Bundle.predict` call by `@serve.batch` (one pandas/torch call per batch instead of one per request: that
 per-call overhead, not the MLP, is what a small tabular model spends its time on).
 """
+import asyncio
 import hashlib
 import hmac
 import json
-import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,8 +23,6 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from serving.schema import Problem, RequestChecker, RequestError, body_too_large
-
-logger = logging.getLogger("ray.serve")
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})   # probes answer without the token
 
@@ -74,6 +72,7 @@ class ModelServer:
         self.batch_max = serve_spec["batch"]["max_size"]
         self._predict_batch.set_max_batch_size(self.batch_max)
         self._predict_batch.set_batch_wait_timeout_s(serve_spec["batch"]["wait_ms"] / 1000.0)
+        self.in_flight = 0
         self.batching = {"batches": 0, "records": 0, "largest_batch_records": 0, "largest_batch_requests": 0}
         self.canary = [{}]   # every feature missing: exercises imputation and the 'unknown' slots
         self._canary_check()  # a bundle that cannot predict fails here, so the replica never takes traffic
@@ -132,9 +131,17 @@ class ModelServer:
             return exc
 
     async def predict(self, records: list[dict]) -> dict:
-        # A request as big as a whole batch gains nothing from waiting for others (and would not fit in one).
-        out = (self._predict_now(records) if len(records) >= self.batch_max
-               else await self._predict_batch(records))
+        # Straight to the model, skipping the batch wait, when waiting cannot help: a request as big as a whole
+        # batch (it would not fit in one anyway), or no other /predict request in this replica to share a batch
+        # with (a lone client would otherwise pay wait_ms on every call). A request runs from the door (Guard,
+        # which counts `in_flight`) to here without ever suspending, so the requests that arrived meanwhile
+        # have not been counted yet: yield once to let them in, then look.
+        if len(records) < self.batch_max:
+            await asyncio.sleep(0)
+        if len(records) >= self.batch_max or self.in_flight <= 1:
+            out = self._predict_now(records)
+        else:
+            out = await self._predict_batch(records)
         if isinstance(out, Exception):
             raise out
         out["model"] = self.model_info
@@ -144,7 +151,7 @@ class ModelServer:
     def __serve_build_asgi_app__(self):
         """Called by Serve on the replica after __init__: the app is generated from the loaded bundle."""
         app = build_fastapi(self)
-        return Guard(app, token_sha256=self.settings.get("token_sha256"),
+        return Guard(app, server=self, token_sha256=self.settings.get("token_sha256"),
                      max_body_bytes=self.checker.max_body_bytes)
 
 
@@ -260,8 +267,10 @@ class Guard:
     Content-Length over the limit (answered 413 without reading the body). A plain ASGI wrapper rather than
     Starlette middleware, which would add a task and a copy per request."""
 
-    def __init__(self, app, *, token_sha256: Optional[str], max_body_bytes: int):
+    def __init__(self, app, *, server: Optional[ModelServer] = None, token_sha256: Optional[str] = None,
+                 max_body_bytes: int):
         self.app = app
+        self.server = server
         self.token_sha256 = token_sha256
         self.max_body_bytes = max_body_bytes
 
@@ -299,6 +308,13 @@ class Guard:
                                          [] if drained else [(b"connection", b"close")])
                         return
                     break
+            if path == "/predict" and self.server is not None:
+                self.server.in_flight += 1
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    self.server.in_flight -= 1
+                return
         await self.app(scope, receive, send)
 
     def _authorized(self, scope) -> bool:

