@@ -13,6 +13,7 @@ lifetime), and apps share it by route prefix. So:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -254,9 +255,25 @@ def start_serve(serve_spec: ServeSpec, progress: Callable[[str], None] = print) 
 def _start(serve_spec: ServeSpec, host: str, port: int, ingress: str) -> None:
     from ray import serve
     env = {**ingress_env(ingress, serve_spec, host), **_metrics_env(serve_spec)}
-    serve.start(http_options={"host": host, "port": port},
-                logging_config={"enable_access_log": serve_spec.access_log},
-                controller_options={"runtime_env": {"env_vars": env}})
+    with _quiet_driver_logs():
+        serve.start(http_options={"host": host, "port": port},
+                    logging_config={"enable_access_log": serve_spec.access_log},
+                    controller_options={"runtime_env": {"env_vars": env}})
+
+
+@contextlib.contextmanager
+def _quiet_driver_logs():
+    """Serve's driver-side INFO lines repeat what `progress` says, and one of them ("New http_options/
+    controller_options will not be applied", logged by every serve.run) reads like a problem when it is not.
+    Importing ray.serve sets that logger to INFO, so the caller's level cannot be relied on: quiet it here."""
+    import logging
+    log = logging.getLogger("ray.serve")
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _shutdown_quietly() -> None:
@@ -403,8 +420,9 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     verb = "updating" if before else "deploying"
     progress(f"[serve] {verb} {name} (bundle {path}, version {bundle.version})")
     try:
-        serve.run(app, name=name, route_prefix=serve_spec.route_prefix,
-                  logging_config={"enable_access_log": serve_spec.access_log})
+        with _quiet_driver_logs():
+            serve.run(app, name=name, route_prefix=serve_spec.route_prefix,
+                      logging_config={"enable_access_log": serve_spec.access_log})
     except RuntimeError as exc:
         kept = " The previous version keeps serving." if before else ""
         raise ServeError(f"{verb} {name} failed: {exc}.{kept} The replica logs are under "
@@ -440,14 +458,15 @@ def _wait_http(served: Served, token: Optional[str], timeout_s: float) -> None:
 def shutdown(name: Optional[str] = None) -> None:
     """Delete app `name` (all of trainyard's apps when None); shut Serve down when no app is left."""
     from ray import serve
-    if name is not None:
-        try:
-            serve.delete(name)
-        except Exception:
-            pass
-        if serve.status().applications:
-            return
-    serve.shutdown()
+    with _quiet_driver_logs():
+        if name is not None:
+            try:
+                serve.delete(name)
+            except Exception:  # noqa: BLE001 - already gone (deleted by someone else): nothing to stop
+                pass
+            if serve.status().applications:
+                return
+        serve.shutdown()
 
 
 # ---------------------------------------------------------------------------------------------- forever
