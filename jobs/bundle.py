@@ -151,8 +151,39 @@ class Bundle:
             raise BundleError("; ".join(problems))
 
 
+def upload(local: Path, uri: str) -> None:
+    """Copy a written bundle to a pyarrow URI (s3://, gs://...), replacing what was there."""
+    import pyarrow.fs as pafs
+    fs, root = pafs.FileSystem.from_uri(uri.rstrip("/"))
+    if fs.get_file_info(root).type != pafs.FileType.NotFound:
+        fs.delete_dir_contents(root, missing_dir_ok=True)
+    fs.create_dir(root, recursive=True)
+    pafs.copy_files(str(local), root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def fetch(uri: str) -> Path:
+    """A bundle (or run output) at a URI → a local copy under the temp dir, keyed by the URI."""
+    import hashlib
+    import tempfile
+
+    import pyarrow.fs as pafs
+    fs, root = pafs.FileSystem.from_uri(uri.rstrip("/"))
+    if fs.get_file_info(root + "/bundle/model.json").type == pafs.FileType.File:
+        root += "/bundle"
+    local = Path(tempfile.gettempdir()) / "trainyard-bundles" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    shutil.rmtree(local, ignore_errors=True)
+    local.mkdir(parents=True)
+    try:
+        pafs.copy_files(root, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    except OSError as exc:
+        raise BundleError(f"cannot download the bundle at {uri}: {exc}") from None
+    return local
+
+
 def resolve(path: str | os.PathLike) -> Path:
-    """A bundle folder, or a run's output folder holding `bundle/`."""
+    """A bundle folder, or a run's output folder holding `bundle/` (local, or a URI fetched to a local copy)."""
+    if "://" in str(path):
+        return fetch(str(path))
     p = Path(path)
     if (p / "bundle" / "model.json").is_file():
         return p / "bundle"

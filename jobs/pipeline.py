@@ -5,7 +5,9 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -39,10 +41,14 @@ def lineage(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, **extr
 
 def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, *,
                   progress: Callable[[str], None] = print, **lineage_extra) -> tuple[Path, dict]:
-    """Write OUTPUT/bundle from a finished training run and score it on the test split."""
-    target = Path(spec.output_dir) / "bundle"
-    if "://" in spec.output_dir:
-        raise NotImplementedError("bundles are written to a local output for now")
+    """Write OUTPUT/bundle from a finished training run and score it on the test split.
+
+    A URI output (s3://, gs://, ...) is staged in a local folder, scored there, then uploaded; the returned path
+    is then the URI, which `jobs.bundle.load` accepts too.
+    """
+    remote = "://" in spec.output_dir
+    staging = Path(tempfile.mkdtemp(prefix="trainyard-bundle-")) if remote else None
+    target = (staging if remote else Path(spec.output_dir)) / "bundle"
     dtypes = {f.name: str(f.type) for f in prepared.ingest.schema}
     path = B.write(target, state_dict=outcome.best_state, model_config=outcome.model_config,
                    preprocessor=prepared.preprocessor, metrics={"val": outcome.val_metrics, "test": {}},
@@ -54,17 +60,21 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
     metrics = {"val": outcome.val_metrics, "test": test}
     (path / "metrics.json").write_text(json.dumps(metrics, indent=2))
     progress(f"[evaluate] test split scored in {time.time() - t0:.1f}s")
+    if remote:
+        uri = spec.output_dir.rstrip("/") + "/bundle"
+        B.upload(path, uri)
+        shutil.rmtree(staging, ignore_errors=True)
+        return uri, metrics
     return path, metrics
 
 
 def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print,
               fault_kill_epoch: Optional[int] = None) -> tuple[Path, dict]:
     """`trainyard train`: ingest → preprocess → train → evaluate → bundle. Returns (bundle path, metrics)."""
-    out = Path(spec.output_dir)
     if "://" not in spec.output_dir:
-        out.mkdir(parents=True, exist_ok=True)
+        Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
     prepared = prepare(spec, progress)
-    _write_summary(out, prepared)
+    _write_summary(spec.output_dir, prepared)
     print_ingest_summary(prepared, progress)
     run_name = "train-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     outcome = fit(spec, prepared, storage_path=storage_root(spec), run_name=run_name,
@@ -77,9 +87,17 @@ def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print,
     return path, metrics
 
 
-def _write_summary(out: Path, prepared: PreparedData) -> None:
-    if out.exists():
-        (out / "summary.json").write_text(json.dumps(prepared.ingest.summary(), indent=2, default=str))
+def _write_summary(output: str, prepared: PreparedData) -> None:
+    """OUTPUT/summary.json: what ingest read, dropped and inferred (local folder or URI)."""
+    text = json.dumps(prepared.ingest.summary(), indent=2, default=str)
+    if "://" in output:
+        import pyarrow.fs as pafs
+        fs, root = pafs.FileSystem.from_uri(output.rstrip("/"))
+        fs.create_dir(root, recursive=True)
+        with fs.open_output_stream(root + "/summary.json") as f:
+            f.write(text.encode())
+    else:
+        (Path(output) / "summary.json").write_text(text)
 
 
 def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None]) -> None:
