@@ -24,7 +24,7 @@ import torch
 from ray import tune
 
 from jobs.pipeline import export_bundle, format_metrics, print_ingest_summary, storage_root
-from jobs.spec import JobSpec, SpecError, dump_spec
+from jobs.spec import JobSpec, SpecError
 from jobs.train import STATE_FILE, PreparedData, TrainOutcome, prepare, resolve_use_gpu, worker_config
 from tuning import report as R
 from tuning import space
@@ -38,16 +38,21 @@ EXPERIMENT_FILE = "trainyard.json"
 _SAME_ON_RESUME = ("data", "model", "train", "tune")
 
 
-def run_tune(spec: JobSpec, *, resume: bool = False,
-             progress: Callable[[str], None] = print) -> tuple[Path, dict]:
+def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], None] = print,
+             prepared: Optional[PreparedData] = None) -> tuple[Path, dict]:
     """Search, then export the best trial as OUTPUT/bundle. Returns (bundle path, its metrics).
 
+    `prepared`: data already prepared from this spec's data section (`jobs.train.prepare`), to compare searches
+    on the very same rows in the very same order; by default the data is prepared here, once for all trials.
     Raises TuneError (cannot run, or every trial failed), SpecError, and KeyboardInterrupt when the search was
     interrupted (its state is saved: run again with resume=True).
     """
     from cluster import describe_resources
 
     space.check(spec)
+    if "://" in spec.output_dir:
+        raise TuneError(f"output {spec.output_dir!r}: tuning writes its report and bundle to a local output "
+                        "for now; use a local (or mounted shared) directory")
     if spec.data.task:
         space.metric_and_mode(spec, spec.data.task)
     resources = describe_resources()
@@ -56,13 +61,11 @@ def run_tune(spec: JobSpec, *, resume: bool = False,
     root = storage_root(spec)
     experiment = _find_experiment(root, spec) if resume else Path(root) / (
         EXPERIMENT_PREFIX + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    if "://" in spec.output_dir:
-        raise TuneError(f"output {spec.output_dir!r}: tuning writes its report and bundle to a local output "
-                        "for now; use a local (or mounted shared) directory")
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    prepared = prepare(spec, progress)        # ingest + preprocessing fitted ONCE, shared by every trial
+    if prepared is None:
+        prepared = prepare(spec, progress)    # ingest + preprocessing fitted ONCE, shared by every trial
     (out / "summary.json").write_text(json.dumps(prepared.ingest.summary(), indent=2, default=str))
     print_ingest_summary(prepared, progress)
     metric, mode = space.metric_and_mode(spec, prepared.task)
@@ -180,6 +183,10 @@ def _frequent_snapshots() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+_TUNE_FILLED = {"done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s",
+                "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "config"}
+
+
 class _Progress(tune.Callback):
     """One line per trial epoch and per trial end; records ended trials for resume; frees stopped trials' CPUs."""
 
@@ -197,8 +204,10 @@ class _Progress(tune.Callback):
               f"({_describe_config(trial.config, list(trial.config))})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        # The training metrics only: what Tune fills in itself (iteration, timestamps, done) it fills in again
+        # when a resumed trial hands this record back.
         last = {k: v for k, v in (trial.last_result or {}).items()
-                if isinstance(v, (int, float, str, bool)) and not k.startswith("checkpoint")}
+                if isinstance(v, (int, float, str, bool)) and k not in _TUNE_FILLED and not k.startswith("checkpoint")}
         ended = Path(self.experiment_dir) / ENDED_DIR
         ended.mkdir(parents=True, exist_ok=True)
         (ended / f"{trial.trial_id}.json").write_text(json.dumps({"last_result": last}))
