@@ -364,6 +364,7 @@ def test_submit_end_to_end_with_data_in_s3(cluster, cluster_env, s3, tmp_path):
     if to_s3:
         import pyarrow.fs as pafs
 
+        bundle_dir.mkdir(parents=True)
         pafs.copy_files("trainyard/runs/e2e/bundle", str(bundle_dir), source_filesystem=s3_filesystem(s3),
                         destination_filesystem=pafs.LocalFileSystem())
     import pyarrow.parquet as pq
