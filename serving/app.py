@@ -74,7 +74,10 @@ class ModelServer:
         self._predict_batch.set_batch_wait_timeout_s(serve_spec["batch"]["wait_ms"] / 1000.0)
         self.in_flight = 0
         self.batching = {"batches": 0, "records": 0, "largest_batch_records": 0, "largest_batch_requests": 0}
-        self.canary = [{}]   # every feature missing: exercises imputation and the 'unknown' slots
+        # Tables: every feature missing exercises imputation and the 'unknown' slots. Images: a blank image.
+        image = self.bundle.schema.get("image")
+        self.canary = ([{image["field"]: [[[0] * image["channels"]] * image["size"][1]] * image["size"][0]}]
+                       if image else [{}])
         self._canary_check()  # a bundle that cannot predict fails here, so the replica never takes traffic
         self.ready = True
 

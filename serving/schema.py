@@ -66,7 +66,8 @@ class RequestError(Exception):
         return body
 
 
-_NUMBER, _CATEGORY = 0, 1
+_NUMBER, _CATEGORY, _IMAGE = 0, 1, 2
+_KINDS = {"number": _NUMBER, "category": _CATEGORY, "image": _IMAGE}
 _JSON_TYPE_NAMES = {str: "a string", bool: "a boolean", list: "an array", dict: "an object", type(None): "null",
                     int: "an integer", float: "a number"}
 
@@ -86,7 +87,9 @@ class RequestChecker:
     def __init__(self, schema: dict, *, max_records: int, max_body_bytes: int,
                  required_features: "list[str] | str" = (), unknown_fields: str = "reject"):
         self.features = {f["name"]: f for f in schema["features"]}
-        self.kinds = {name: (_CATEGORY if f["type"] == "category" else _NUMBER) for name, f in self.features.items()}
+        self.kinds = {name: _KINDS.get(f["type"], _NUMBER) for name, f in self.features.items()}
+        # Image bundles: every record needs its image, decoded here once so a bad one is a 4xx naming the record.
+        self.image = schema.get("image")
         self.reject_unknown_categories = schema.get("unknown_category") == "error"
         self.known = {name: set(f.get("categories") or []) for name, f in self.features.items()
                       if self.kinds[name] == _CATEGORY}
@@ -98,7 +101,7 @@ class RequestChecker:
             if missing:
                 raise ValueError(f"serve.required_features names {missing}, which the bundle does not have; "
                                  f"its features are {list(self.features)}")
-        self.required = required
+        self.required = required + [n for n, k in self.kinds.items() if k == _IMAGE and n not in required]
         self.reject_unknown_fields = unknown_fields == "reject"
         self.max_records = max_records
         self.max_body_bytes = max_body_bytes
@@ -162,6 +165,16 @@ class RequestChecker:
                             continue
                     elif t is int or value is None:
                         continue
+                elif kind == _IMAGE:
+                    if value is None:
+                        continue        # reported below as a missing required field
+                    problem = self._check_image(value)
+                    if problem is None:
+                        continue
+                    total += 1
+                    if len(problems) < MAX_LISTED_PROBLEMS:
+                        problems.append(Problem(problem, i, name))
+                    continue
                 elif kind == _CATEGORY:
                     if t is str or value is None:
                         if value is None or not self.reject_unknown_categories or value in self.known[name]:
@@ -184,6 +197,17 @@ class RequestChecker:
                             i, name))
         if total:
             raise RequestError(422, problems, total)
+
+    def _check_image(self, value: Any) -> Optional[str]:
+        """None when the value decodes to an image of the bundle's shape, else what is wrong with it."""
+        from jobs.images import decode
+        if not isinstance(value, (str, list)):
+            return (f"expected a base64-encoded PNG/JPEG (a string) or a pixel array, got {_type_name(value)}")
+        try:
+            decode(value, tuple(self.image["size"]), self.image["channels"])
+        except ValueError as exc:
+            return str(exc)
+        return None
 
     def _explain(self, i: int, name: str, value: Any, kind: Optional[int]) -> Problem:
         if kind is None:
@@ -211,7 +235,14 @@ class RequestChecker:
         """JSON schemas for /openapi.json: Record (every feature), PredictRequest, PredictResponse, Error."""
         properties = {}
         for name, f in self.features.items():
-            if self.kinds[name] == _NUMBER:
+            if self.kinds[name] == _IMAGE:
+                img = self.image
+                prop = {"type": ["string", "array"], "contentEncoding": "base64",
+                        "description": f"the image: base64 of an encoded file ({', '.join(img['accepted'][:-2])}), "
+                                       f"resized to {img['size'][0]}x{img['size'][1]}, "
+                                       f"{'greyscale' if img['channels'] == 1 else 'RGB'}; or a pixel array "
+                                       f"{img['pixels']}"}
+            elif self.kinds[name] == _NUMBER:
                 prop = {"type": ["number", "null"],
                         "description": f"number ({f.get('dtype', 'double')}); missing or null: {f.get('missing')}"}
             else:
@@ -235,7 +266,8 @@ class RequestChecker:
             record["required"] = list(self.required)
         if self.reject_unknown_fields:
             record["additionalProperties"] = False
-        example = {name: (f["categories"][0] if self.kinds[name] == _CATEGORY and f.get("categories") else 1.0)
+        example = {name: (f["categories"][0] if self.kinds[name] == _CATEGORY and f.get("categories")
+                          else "<base64 PNG>" if self.kinds[name] == _IMAGE else 1.0)
                    for name, f in self.features.items()}
         request = {"type": "object", "title": "PredictRequest", "required": ["records"],
                    "additionalProperties": False,

@@ -15,6 +15,7 @@ from jobs.pipeline import run_train
 from jobs.spec import SpecError, validate_spec
 from jobs.train import prepare
 from tests.conftest import ROOT
+from tests.serving_fixtures import serve_instance  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -147,3 +148,42 @@ def test_augmentation_only_in_the_training_step(trained):
     from jobs.train import worker_config
     assert worker_config(spec, prepared, use_gpu=False)["augment"] == {"shape": [1, 16, 16], "hflip": True,
                                                                        "random_crop": 2}
+
+
+def test_served_image_model_over_http(trained, serve_instance):
+    """images → bundle → served prediction: base64 and pixel arrays accepted and equal to bundle.predict; bad
+    base64, undecodable images and wrong shapes are 4xx naming the record; OpenAPI describes the image."""
+    from tests.serving_fixtures import call, deploy_app
+
+    spec, path, _ = trained
+    bundle = B.load(path)
+    prepared = prepare(spec, progress=lambda *_: None)
+    raw = prepared.test_raw.to_pandas()["image"].tolist()[:4]
+    records = [{"image": base64.b64encode(b).decode()} for b in raw]
+    served = deploy_app(path, "parts", serve_instance)
+    url = served.url
+    status, _, body = call(url, "POST", "/predict", json.dumps({"records": records}).encode(),
+                           {"Content-Type": "application/json"})
+    assert status == 200, body
+    expected = bundle.predict(records)
+    assert body["predictions"] == expected["predictions"]
+    np.testing.assert_allclose(body["probabilities"], expected["probabilities"], atol=1e-6)
+    pixels = {"image": np.zeros((16, 16), dtype=int).tolist()}
+    status, _, body = call(url, "POST", "/predict", json.dumps({"records": [pixels]}).encode(),
+                           {"Content-Type": "application/json"})
+    assert status == 200 and len(body["predictions"]) == 1
+    bad = [records[0], {"image": "%%%"}, {"image": base64.b64encode(b"no image").decode()},
+           {"image": [[0, 1], [2, 3]]}, {}]
+    status, _, body = call(url, "POST", "/predict", json.dumps({"records": bad}).encode(),
+                           {"Content-Type": "application/json"})
+    assert status == 422, body
+    where = {(e["record"], e["field"]) for e in body["errors"]}
+    assert where == {(1, "image"), (2, "image"), (3, "image"), (4, "image")}
+    text = json.dumps(body)
+    assert "not valid base64" in text and "cannot decode" in text and "expected [16, 16]" in text
+    status, _, doc = call(url, "GET", "/openapi.json")
+    record = doc["components"]["schemas"]["Record"]
+    assert record["properties"]["image"]["x-feature-type"] == "image" and "image" in record["required"]
+    status, _, body = call(url, "POST", "/predict", json.dumps({"records": records[:1]}).encode(),
+                           {"Content-Type": "application/json"})
+    assert status == 200   # the replica kept serving after the bad request
