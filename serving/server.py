@@ -321,6 +321,19 @@ def app_status(name: str) -> Optional[dict]:
     return {"status": str(getattr(app.status, "value", app.status)), "message": app.message, "replicas": replicas}
 
 
+def _replica_error(name: str) -> Optional[str]:
+    """The exception a failed replica start ended with: Serve keeps it, with its traceback, in the deployment's
+    status message, while the app's own message only says that the deployment failed."""
+    from ray import serve
+    try:
+        app = serve.status().applications.get(name)
+        message = app.deployments[DEPLOYMENT].message if app else ""
+    except Exception:  # noqa: BLE001 - the generic message is still there to show
+        return None
+    lines = [l.strip() for l in (message or "").splitlines() if l.strip()]
+    return f"a replica could not start: {lines[-1]}" if lines else None
+
+
 def running_replicas(name: str) -> int:
     status = app_status(name)
     return int(status["replicas"].get("RUNNING", 0)) if status else 0
@@ -425,10 +438,12 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
                       logging_config={"enable_access_log": serve_spec.access_log})
     except RuntimeError as exc:
         kept = " The previous version keeps serving." if before else ""
-        raise ServeError(f"{verb} {name} failed: {exc}.{kept} The replica logs are under "
-                         "/tmp/ray/session_latest/logs/serve/") from None
+        raise ServeError(f"{verb} {name} failed: {_replica_error(name) or exc}.{kept} The replica logs (full "
+                         "tracebacks) are under /tmp/ray/session_latest/logs/serve/") from None
+    # An update whatever /readyz said before (another route_prefix or token may have hidden the old version).
+    old_version = ((previous or {}).get("model") or {}).get("version") or "the previous version"
     served = Served(name, bundle.version, host, port, serve_spec.route_prefix,
-                    updated_from=((previous or {}).get("model") or {}).get("version") if before else None)
+                    updated_from=old_version if before else None)
     _wait_http(served, token, timeout_s)
     return served
 

@@ -74,8 +74,10 @@ def test_replicas_scale_up_under_load_and_back_down(served_bundle, serve_instanc
         shutdown("scale")
 
 
-def test_update_while_serving_loses_no_request(served_bundle, serve_instance, tmp_path):
-    from serving import running_replicas, shutdown
+def test_update_while_serving_loses_no_request_and_a_broken_update_changes_nothing(
+        served_bundle, serve_instance, tmp_path, monkeypatch):
+    import serving.server
+    from serving import Client, ServeError, running_replicas, shutdown
 
     v2 = bundle_variant(served_bundle, tmp_path / "v2", version="update-v2")
     served = deploy_app(served_bundle, "upd", serve_instance)
@@ -91,10 +93,19 @@ def test_update_while_serving_loses_no_request(served_bundle, serve_instance, tm
             traffic.stop()
         assert not traffic.failures, traffic.failures
         assert traffic.ok > 50
-        # Responses switched from v1 to v2 once, and stayed there.
+        # Responses switched from v1 to v2, and stayed there.
         switches = [v for i, v in enumerate(traffic.versions) if i == 0 or traffic.versions[i - 1] != v]
         assert switches[0] == v1 and switches[-1] == "update-v2", switches[:10]
         assert set(traffic.versions[-20:]) == {"update-v2"}
         assert _wait_for(lambda: running_replicas("upd") == 1, timeout=60)   # the old replica is gone
+
+        # A replica that cannot start (its start-up checks of settings against the bundle, then a canary
+        # prediction, are what mark a broken model unhealthy) fails the update with the replica's own error,
+        # and v2 goes on serving. The driver would refuse this setting first: let it through.
+        monkeypatch.setattr(serving.server, "check_settings", lambda *a: None)
+        with pytest.raises(ServeError, match=r"updating upd failed: a replica could not start: ValueError: "
+                                             r"serve.required_features names \['no_such_feature'\].*keeps serving"):
+            deploy_app(v2, "upd", serve_instance, required_features=["no_such_feature"])
+        assert Client(served.url).predict([{}])["model"]["version"] == "update-v2"
     finally:
         shutdown("upd")
