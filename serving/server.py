@@ -232,6 +232,7 @@ def start_serve(serve_spec: ServeSpec, progress: Callable[[str], None] = print) 
                 "or stop the other app first")
         return host, port
     host, port = serve_spec.host, serve_spec.port or _free_port(serve_spec.host)
+    _check_port_free(host, port)
     ingress = choose_ingress(serve_spec, nodes=_alive_nodes())
     try:
         _start(serve_spec, host, port, ingress)
@@ -284,10 +285,24 @@ def _shutdown_quietly() -> None:
         pass
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail in a second with the reason, rather than after Serve's proxies time out binding a taken port."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        # As the real servers do: connections of a server just stopped (TIME_WAIT) do not block the port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host if host not in ("0.0.0.0", "::") else "", port))
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Another server has the port: "
+                             "stop it, or pass --port with another port (0 picks a free one)") from None
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    lines = [l for l in text if "Error" in l or "error" in l] or text or [type(exc).__name__]
-    return lines[-1][:300]
+    """The informative line of a long error (HAProxy's [ALERT] lines, else the last line naming an error)."""
+    text = [l.strip() for l in str(exc).strip().splitlines() if l.strip()]
+    lines = ([l for l in text if "[ALERT]" in l] or [l for l in text if "Error" in l or "error" in l]
+             or text or [type(exc).__name__])
+    return lines[0 if "[ALERT]" in lines[0] else -1][:300]
 
 
 def running_ingress() -> str:
