@@ -74,9 +74,21 @@ def serve_settings(bundle_path, spec_path=None, overrides=()):
     try:
         return ServeSpec.model_validate(raw)
     except ValidationError as err:
-        raise SpecError([f"{source} / --set: serve.{'.'.join(str(p) for p in e['loc'])}: "
-                         f"{e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})"
-                         for e in err.errors()]) from None
+        raise SpecError([_explain(e, source) for e in err.errors()]) from None
+
+
+def _explain(error: dict, source: str) -> str:
+    from jobs.spec import ServeSpec
+    where = "serve." + ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        model = ServeSpec
+        for part in error["loc"][:-1]:
+            model = getattr(model.model_fields.get(part), "annotation", None) or model
+        allowed = ", ".join(getattr(model, "model_fields", {}))
+        return f"{source} / --set: {where}: unknown setting; allowed here: {allowed}"
+    value = error.get("input")
+    got = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{source} / --set: {where}: {error['msg'].removeprefix('Value error, ')}{got}"
 
 
 def cmd_serve(args) -> int:

@@ -285,6 +285,19 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         shutdown("cli")
 
 
+def test_serve_settings_come_from_the_bundle_then_set(served_bundle):
+    from jobs.spec import SpecError
+    from serving.commands import serve_settings
+
+    spec = serve_settings(served_bundle, None, ["autoscaling.max_replicas=2", "serve.batch.wait_ms=1"])
+    assert spec.autoscaling.max_replicas == 2 and spec.batch.wait_ms == 1.0 and spec.port == 8000
+    with pytest.raises(SpecError) as err:
+        serve_settings(served_bundle, None, ["autoscaling.min_replicas=9", "batch.size=3"])
+    text = str(err.value)
+    assert "serve.autoscaling: min_replicas (9) is above max_replicas (4)" in text
+    assert "serve.batch.size: unknown setting; allowed here: max_size, wait_ms" in text
+
+
 def test_bad_settings_and_bundles_fail_before_serve_is_touched(served_bundle, serve_instance, tmp_path):
     from jobs.bundle import BundleError
     from serving import ServeError, app_status
