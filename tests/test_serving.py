@@ -242,6 +242,7 @@ def test_client_chunks_cleans_and_reports_global_indices(strict_app, served_bund
     assert err.value.status == 401
 
 
+@pytest.mark.slow
 def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle, serve_instance, telemetry_dir,
                                                                     tmp_path, monkeypatch):
     """The user flow across processes: a server owns app `cli`; `trainyard serve NEW --name cli` in another

@@ -8,7 +8,7 @@ import pytest
 
 from tests.serving_fixtures import bundle_variant, deploy_app, served_bundle, serve_instance  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("ray_session")
+pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
 
 
 class Traffic:
