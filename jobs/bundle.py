@@ -133,7 +133,8 @@ class Bundle:
             return {"predictions": [], **({"probabilities": []} if self.task == "classification" else {})}
         if self.preprocessor.unknown_category == "error":
             self._reject_unknown(records)
-        out = self.predict_frame(pd.DataFrame.from_records(records))
+        # An explicit index: from_records([{}]) would build zero rows for a record with every field missing.
+        out = self.predict_frame(pd.DataFrame(records, index=range(len(records))))
         out.pop("class_index", None)
         return out
 
@@ -201,8 +202,9 @@ def load(path: str | os.PathLike) -> Bundle:
         pre = load_state(json.loads((p / "preprocessor.json").read_text()))
         model = build_model(model_config)
         model.load_state_dict(load_file(str(p / "model.safetensors")))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise BundleError(f"{p}: cannot load the bundle: {exc}") from None
+    except Exception as exc:  # safetensors, json, torch and our own config errors alike: name the bundle
+        raise BundleError(f"{p}: cannot load the bundle ({type(exc).__name__}: {exc}); "
+                          "re-export it with trainyard train/tune") from None
     model.eval()
     return Bundle(p, model, model_config, pre, json.loads((p / "schema.json").read_text()),
                   json.loads((p / "metrics.json").read_text()), json.loads((p / "lineage.json").read_text()))

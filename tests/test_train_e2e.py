@@ -119,3 +119,17 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, telemetry_dir):
     resumes = [r["resumes"] for r in state["history"]]
     assert resumes[0] == 0 and resumes[-1] == 1 and resumes == sorted(resumes)
     assert metrics["test"]["accuracy"] > 0
+
+
+def test_empty_records_and_corrupt_weights(classification_run, tmp_path):
+    import shutil
+    out = B.load(classification_run[1]).predict([{}, {}])
+    assert len(out["predictions"]) == 2          # every field imputed, one prediction per record
+    broken = tmp_path / "bundle"
+    shutil.copytree(classification_run[1] / "bundle", broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(B.BundleError, match=r"bundle.*cannot load the bundle"):
+        B.load(broken)
+    (broken / "schema.json").unlink()
+    with pytest.raises(B.BundleError, match="missing schema.json"):
+        B.load(broken)
