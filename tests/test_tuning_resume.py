@@ -28,9 +28,10 @@ def _state(train_run):
 
 def test_resume_after_sigint_and_sigkill_does_not_repeat_finished_trials(tmp_path, slower_data, ray_session):
     out = tmp_path / "out"
-    # One trial at a time and no early stopping: the trials finish in order, each with several epochs.
+    # One trial at a time and no early stopping: the trials finish in order, each with several epochs. Tiny
+    # batches make an epoch take a second or more, so a driver stopped mid-trial really stops mid-run.
     spec = write_spec(tmp_path / "spec.yaml", tuning_spec(
-        "resume", slower_data, out, epochs=6, batch_size=16,
+        "resume", slower_data, out, epochs=6, batch_size=2,
         tune={"lr": {"choice": [0.03, 0.01, 0.003]}, "scheduler": "none", "max_concurrent": 1}))
 
     def train_runs():

@@ -257,10 +257,13 @@ def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str,
         if result.error is not None:
             rec.status, rec.error = R.ERROR, _last_error_line(str(result.error)) or type(result.error).__name__
         elif (ended := ended_record(experiment, trial_id)) is not None:
-            rec.judged_at = ended["last_result"].get("epoch")
-            if rec.epochs_run >= spec.train.epochs:
+            # Judged by the last epoch Tune saw, not by how far the workers got: on short epochs a trial ASHA
+            # stopped can train on (even to the end) before its process is gone.
+            rec.judged_at = ended["last_result"].get("epoch") or 0
+            if rec.judged_at >= spec.train.epochs:
                 rec.status = R.COMPLETED
-            elif state and state.get("bad_epochs", 0) >= trial_patience(spec):
+            elif (rec.judged_at == rec.epochs_run and state
+                  and state.get("bad_epochs", 0) >= trial_patience(spec)):
                 rec.status = R.EARLY_STOPPED
             else:
                 rec.status = R.STOPPED

@@ -20,6 +20,8 @@ from jobs.train import PreparedData, fit
 
 TRAIN_DIR = "train"        # the Train runs of an experiment, one per trial: EXPERIMENT/train/trial-<id>
 ENDED_DIR = "ended"        # EXPERIMENT/ended/<id>.json: written by the driver when Tune ends a trial
+# Ray Train V2 propagates this variable from the process that calls fit() to the run's controller.
+CONTROLLER_POLL_ENV, CONTROLLER_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"
 
 
 def run_name(trial_id: str) -> str:
@@ -61,6 +63,10 @@ def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment
         # resumed experiment thinks it is unfinished. Hand Tune the trial's last result again; never retrain.
         tune.report(ended["last_result"])
         return
+    # The Train controller collects its workers' reports on a 2 s poll by default, and a worker waits at
+    # `ray.train.report` until collected: on short epochs every epoch would cost 2 s, and ASHA's verdict would
+    # reach the run epochs late. This process drives only this trial, so the setting stays with its run.
+    os.environ.setdefault(CONTROLLER_POLL_ENV, CONTROLLER_POLL_S)
     fit(spec, prepared, storage_path=os.path.join(experiment_dir, TRAIN_DIR), run_name=run_name(trial_id),
         overrides=trial_overrides(spec, config, metric, mode), callbacks=[TuneReportCallback()],
         progress=lambda *_: None)
