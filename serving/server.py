@@ -423,11 +423,10 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     path = resolve(bundle_path)
     try:   # a broken bundle fails here, with the file named, before Serve is touched
         bundle = load(path)
-    except BundleError:
-        raise
-    except Exception as exc:   # e.g. safetensors' own error for a corrupt weights file
-        raise ServeError(f"{path}: cannot load the bundle: {type(exc).__name__}: {exc}. Re-export it "
-                         "(trainyard train) or give another bundle folder") from None
+    except BundleError as exc:
+        if "not a trainyard bundle" in str(exc):
+            raise
+        raise ServeError(f"{exc}, or give another bundle folder") from None
     serve_spec = resolve_spec(spec, host=host, port=port)
     name = name or default_name(bundle)
     if not _NAME.fullmatch(name):
