@@ -24,6 +24,7 @@ import time
 logger = logging.getLogger(__name__)
 
 TRAIN_CLEANER_CLASS = "PlacementGroupCleaner"
+TRAIN_CONTROLLER_CLASS = "TrainController"
 
 
 def _made_by_an_actor(creator_actor_id: bytes) -> bool:
@@ -63,6 +64,8 @@ def orphaned_train_cleaners() -> list[bytes]:
         actor = gcs_pb2.ActorTableData.FromString(raw)
         if actor.class_name != TRAIN_CLEANER_CLASS or actor.state != alive or actor.job_id.hex() != job_id:
             continue
+        if len(actor.parent_id) != ray.ActorID.size():
+            continue       # not yet registered with its parent: the next sweep looks again
         parent = accessor.get_actor_info(ray.ActorID(actor.parent_id))
         if parent is None or gcs_pb2.ActorTableData.FromString(parent).state == gcs_pb2.ActorTableData.DEAD:
             found.append(actor.actor_id)
@@ -93,6 +96,39 @@ def sweep() -> tuple[int, int]:
     except Exception as exc:             # an internal table changed shape in another Ray version
         logger.warning("could not sweep the resources of stopped trials: %s", exc)
     return groups, cleaners
+
+
+def _live_actors(class_name: str) -> int:
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    job_id = ray.get_runtime_context().get_job_id()
+    dead = gcs_pb2.ActorTableData.DEAD
+    count = 0
+    for raw in state._connect_and_get_accessor().get_actor_table(None, None):
+        actor = gcs_pb2.ActorTableData.FromString(raw)
+        if actor.class_name == class_name and actor.state != dead and actor.job_id.hex() == job_id:
+            count += 1
+    return count
+
+
+def settle(timeout_s: float = 30.0, every_s: float = 0.5) -> tuple[int, int]:
+    """After the search: the last stopped trials' Train controllers die a moment after Tune returns. Wait for
+    them (at most `timeout_s`), sweeping as they go, so that the search leaves nothing reserved behind it."""
+    groups = cleaners = 0
+    deadline = time.monotonic() + timeout_s
+    while True:
+        g, c = sweep()
+        groups, cleaners = groups + g, cleaners + c
+        try:
+            busy = _live_actors(TRAIN_CONTROLLER_CLASS) or orphaned_placement_groups()
+        except Exception as exc:
+            logger.debug("could not read the actor table: %s", exc)
+            return groups, cleaners
+        if not busy or time.monotonic() > deadline:
+            return groups, cleaners
+        time.sleep(every_s)
 
 
 class Sweeper:

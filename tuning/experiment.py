@@ -28,7 +28,7 @@ from jobs.spec import JobSpec, SpecError
 from jobs.train import STATE_FILE, PreparedData, TrainOutcome, prepare, resolve_use_gpu, worker_config
 from tuning import report as R
 from tuning import space
-from tuning._placement import Sweeper
+from tuning._placement import Sweeper, settle
 from tuning.plan import Plan, TuneError, plan
 from tuning.trial import ENDED_DIR, TRAIN_DIR, ended_record, run_name, run_trial, trial_overrides
 
@@ -85,6 +85,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     with _progress_sink(progress), _frequent_snapshots():
         results = _tuner(spec, prepared, the_plan, experiment, metric, mode, resume).fit()
     elapsed = time.time() - t0
+    settle()       # what the last stopped trials' Train runs held goes back before the bundle is exported
 
     records = _records(spec, results, experiment, metric, mode, elapsed)
     interrupted = [r for r in records if r.status == "interrupted"]

@@ -81,12 +81,27 @@ def param_space(spec: JobSpec) -> dict:
         if spec.tune.search == "grid":
             space[axis] = T.grid_search(_grid_values(dist, spec.tune.grid_points))
         elif dist.choice is not None:
-            space[axis] = T.choice(list(dist.choice))
+            values = list(dist.choice)
+            if axis == "hidden" and spec.tune.search == "optuna":
+                # Optuna's categorical values must be scalars: [128, 64] travels as "128x64" (trial_overrides
+                # turns it back into a list).
+                values = [encode_hidden(v) for v in values]
+            space[axis] = T.choice(values)
         elif dist.loguniform is not None:
             space[axis] = T.loguniform(*dist.loguniform)
         else:
             space[axis] = T.uniform(*dist.uniform)
     return space
+
+
+def encode_hidden(widths: list[int]) -> str:
+    return "x".join(str(w) for w in widths)
+
+
+def decode_hidden(value) -> list[int]:
+    if isinstance(value, str):
+        return [int(w) for w in value.split("x") if w]
+    return list(value)
 
 
 def num_samples(spec: JobSpec) -> int:

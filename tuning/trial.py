@@ -17,6 +17,7 @@ from typing import Optional
 
 from jobs.spec import EarlyStopSpec, JobSpec
 from jobs.train import PreparedData, fit
+from tuning.space import decode_hidden
 
 TRAIN_DIR = "train"        # the Train runs of an experiment, one per trial: EXPERIMENT/train/trial-<id>
 ENDED_DIR = "ended"        # EXPERIMENT/ended/<id>.json: written by the driver when Tune ends a trial
@@ -38,6 +39,8 @@ def trial_overrides(spec: JobSpec, config: dict, metric: str, mode: str) -> dict
     es = spec.train.early_stop
     patience = es.patience if es else spec.train.epochs
     overrides = {k: v for k, v in config.items() if k in ("lr", "batch_size", "weight_decay", "dropout", "hidden")}
+    if "hidden" in overrides:
+        overrides["hidden"] = decode_hidden(overrides["hidden"])
     overrides["early_stop"] = EarlyStopSpec(metric=metric, mode=mode, patience=patience)
     return overrides
 
@@ -63,9 +66,9 @@ def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment
         # resumed experiment thinks it is unfinished. Hand Tune the trial's last result again; never retrain.
         tune.report(ended["last_result"])
         return
-    # The Train controller collects its workers' reports on a 2 s poll by default, and a worker waits at
-    # `ray.train.report` until collected: on short epochs every epoch would cost 2 s, and ASHA's verdict would
-    # reach the run epochs late. This process drives only this trial, so the setting stays with its run.
+    # The Train controller collects its workers' reports on a 2 s poll by default, and a worker's next
+    # `ray.train.report` waits until the previous one is collected: on short epochs every epoch would cost 2 s,
+    # and ASHA's verdict would reach the run late. This process drives only this trial's run.
     os.environ.setdefault(CONTROLLER_POLL_ENV, CONTROLLER_POLL_S)
     fit(spec, prepared, storage_path=os.path.join(experiment_dir, TRAIN_DIR), run_name=run_name(trial_id),
         overrides=trial_overrides(spec, config, metric, mode), callbacks=[TuneReportCallback()],
