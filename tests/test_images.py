@@ -187,3 +187,18 @@ def test_served_image_model_over_http(trained, serve_instance):
     status, _, body = call(url, "POST", "/predict", json.dumps({"records": records[:1]}).encode(),
                            {"Content-Type": "application/json"})
     assert status == 200   # the replica kept serving after the bad request
+
+
+def test_tuning_an_image_classifier_works_unchanged(parts, tmp_path):
+    """The same `tune` section on an image spec: trials train the CNN, the best becomes an image bundle."""
+    from tuning import run_tune
+    raw = image_spec(parts, tmp_path / "out").model_dump(mode="json")
+    raw["train"]["epochs"] = 1
+    raw["tune"] = {"search": "grid", "lr": {"choice": [0.01, 0.001]}, "batch_size": {"choice": [16]},
+                   "scheduler": "none"}
+    path, metrics = run_tune(validate_spec(raw), progress=lambda *_: None)
+    bundle = B.load(path)
+    assert bundle.schema["input"] == "image" and bundle.model_config["kind"] == "cnn"
+    lineage = json.loads((path / "lineage.json").read_text())
+    assert lineage["trial_id"] and lineage["tune"]["config"]["lr"] in (0.01, 0.001)
+    assert "accuracy" in metrics["test"]

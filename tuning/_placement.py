@@ -145,3 +145,30 @@ class Sweeper:
             groups, cleaners = sweep()
             self.groups += groups
             self.cleaners += cleaners
+
+
+def describe_placement_groups() -> list[str]:
+    """One line per placement group of this job still holding resources: who made it and whether it lives
+    (for error messages and test failures)."""
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    job_id = ray.get_runtime_context().get_job_id()
+    accessor = state._connect_and_get_accessor()
+    lines = []
+    for raw in accessor.get_placement_group_table():
+        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if pg.creator_job_id.hex() != job_id or pg.state == gcs_pb2.PlacementGroupTableData.REMOVED:
+            continue
+        creator = "the driver"
+        if _made_by_an_actor(pg.creator_actor_id):
+            info = accessor.get_actor_info(ray.ActorID(pg.creator_actor_id))
+            actor = gcs_pb2.ActorTableData.FromString(info) if info else None
+            creator = (f"{actor.class_name} ({gcs_pb2.ActorTableData.ActorState.Name(actor.state)})"
+                       if actor else "an unknown actor")
+        bundles = [dict(b.unit_resources) for b in pg.bundles]
+        lines.append(f"{pg.placement_group_id.hex()} {pg.name or '-'} "
+                     f"{gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(pg.state)} {bundles} made by "
+                     f"{creator}, creator_actor_dead={pg.creator_actor_dead}")
+    return lines
