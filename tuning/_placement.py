@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Optional
 
 logger = logging.getLogger(__name__)
 
@@ -34,20 +35,40 @@ def _made_by_an_actor(creator_actor_id: bytes) -> bool:
     return bool(unique) and any(b != 0xFF for b in unique)
 
 
-def orphaned_placement_groups() -> list[bytes]:
-    """Placement groups of this job, still holding resources, whose creating actor has died."""
+def _job_groups() -> list[tuple[object, Optional[object]]]:
+    """(placement group, its creating actor's table entry or None) for this job's groups made by an actor
+    and still holding resources."""
     import ray
     from ray._private.state import state
     from ray.core.generated import gcs_pb2
 
     job_id = ray.get_runtime_context().get_job_id()
+    accessor = state._connect_and_get_accessor()
     found = []
-    for raw in state._connect_and_get_accessor().get_placement_group_table():
+    for raw in accessor.get_placement_group_table():
         pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if (pg.creator_actor_dead and _made_by_an_actor(pg.creator_actor_id) and not pg.is_detached
-                and pg.creator_job_id.hex() == job_id and pg.state != gcs_pb2.PlacementGroupTableData.REMOVED):
-            found.append(pg.placement_group_id)
+        if (not _made_by_an_actor(pg.creator_actor_id) or pg.is_detached or pg.creator_job_id.hex() != job_id
+                or pg.state == gcs_pb2.PlacementGroupTableData.REMOVED):
+            continue
+        info = accessor.get_actor_info(ray.ActorID(pg.creator_actor_id))
+        found.append((pg, gcs_pb2.ActorTableData.FromString(info) if info else None))
     return found
+
+
+def orphaned_placement_groups() -> list[bytes]:
+    """Placement groups of this job, still holding resources, whose creating actor has died. The actor table
+    is asked, not only the group's own creator_actor_dead flag: a group still being placed when its creator
+    died can miss that flag."""
+    from ray.core.generated import gcs_pb2
+
+    dead = gcs_pb2.ActorTableData.DEAD
+    return [pg.placement_group_id for pg, actor in _job_groups()
+            if pg.creator_actor_dead or actor is None or actor.state == dead]
+
+
+def train_groups() -> int:
+    """Placement groups of this job made by a Ray Train controller and not removed yet (a run's workers)."""
+    return sum(1 for _, actor in _job_groups() if actor is not None and actor.class_name == TRAIN_CONTROLLER_CLASS)
 
 
 def orphaned_train_cleaners() -> list[bytes]:
@@ -98,31 +119,17 @@ def sweep() -> tuple[int, int]:
     return groups, cleaners
 
 
-def _live_actors(class_name: str) -> int:
-    import ray
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
-
-    job_id = ray.get_runtime_context().get_job_id()
-    dead = gcs_pb2.ActorTableData.DEAD
-    count = 0
-    for raw in state._connect_and_get_accessor().get_actor_table(None, None):
-        actor = gcs_pb2.ActorTableData.FromString(raw)
-        if actor.class_name == class_name and actor.state != dead and actor.job_id.hex() == job_id:
-            count += 1
-    return count
-
-
 def settle(timeout_s: float = 30.0, every_s: float = 0.5) -> tuple[int, int]:
-    """After the search: the last stopped trials' Train controllers die a moment after Tune returns. Wait for
-    them (at most `timeout_s`), sweeping as they go, so that the search leaves nothing reserved behind it."""
+    """After the search: the last stopped trials' Train runs end a moment after Tune returns (their
+    controllers die with the trial processes). Wait until no Train run's placement group is left (at most
+    `timeout_s`), sweeping the orphans as they appear, so that the search leaves nothing reserved behind it."""
     groups = cleaners = 0
     deadline = time.monotonic() + timeout_s
     while True:
         g, c = sweep()
         groups, cleaners = groups + g, cleaners + c
         try:
-            busy = _live_actors(TRAIN_CONTROLLER_CLASS) or orphaned_placement_groups()
+            busy = train_groups()
         except Exception as exc:
             logger.debug("could not read the actor table: %s", exc)
             return groups, cleaners
