@@ -11,9 +11,13 @@ shutting its run down. The workers go, but two things stay:
   when more than one Ray runs on the machine; so it never sees the controller die, never frees the group,
   and lives on (logging a warning every second) until the cluster stops.
 
+Known and left: a stopped trial's cleaner stays (no CPU, one idle process) until the cluster stops; the
+driver can find it (`orphaned_train_cleaners`: its owner is the dead controller's worker) but cannot end it,
+as Ray only kills an actor through a handle and a handle to another process's actor cannot be had here.
+
 So the driver sweeps: placement groups of this job whose creating actor is dead are removed (nobody can use
-them any more; Ray would remove them itself at the end of the job), and Train's cleaners whose controller is
-dead are ended. Tune's own trial placement groups are made by the driver, not an actor, and are never touched.
+them any more; Ray would remove them itself at the end of the job).
+Tune's own trial placement groups are made by the driver, not an actor, and are never touched.
 These read GCS tables through `ray._private.state`: the public tables leave out who created what.
 """
 from __future__ import annotations
@@ -72,34 +76,29 @@ def train_groups() -> int:
 
 
 def orphaned_train_cleaners() -> list[bytes]:
-    """Ray Train's PlacementGroupCleaner actors of this job whose controller (the actor that made them) is dead."""
+    """Ray Train's PlacementGroupCleaner actors of this job whose controller (the actor that made them) is dead.
+    A cleaner is detached, but its owner is still the controller's worker: that is how it is matched."""
     import ray
     from ray._private.state import state
     from ray.core.generated import gcs_pb2
 
     job_id = ray.get_runtime_context().get_job_id()
-    accessor = state._connect_and_get_accessor()
-    alive = gcs_pb2.ActorTableData.ALIVE
-    found = []
-    for raw in accessor.get_actor_table(None, None):
-        actor = gcs_pb2.ActorTableData.FromString(raw)
-        if actor.class_name != TRAIN_CLEANER_CLASS or actor.state != alive or actor.job_id.hex() != job_id:
-            continue
-        if len(actor.parent_id) != ray.ActorID.size():
-            continue       # not yet registered with its parent: the next sweep looks again
-        parent = accessor.get_actor_info(ray.ActorID(actor.parent_id))
-        if parent is None or gcs_pb2.ActorTableData.FromString(parent).state == gcs_pb2.ActorTableData.DEAD:
-            found.append(actor.actor_id)
-    return found
+    actors = [gcs_pb2.ActorTableData.FromString(raw)
+              for raw in state._connect_and_get_accessor().get_actor_table(None, None)]
+    controller_dead = {a.address.worker_id: a.state == gcs_pb2.ActorTableData.DEAD
+                       for a in actors if a.class_name == TRAIN_CONTROLLER_CLASS}
+    return [a.actor_id for a in actors
+            if a.class_name == TRAIN_CLEANER_CLASS and a.state == gcs_pb2.ActorTableData.ALIVE
+            and a.job_id.hex() == job_id and controller_dead.get(a.owner_address.worker_id, False)]
 
 
-def sweep() -> tuple[int, int]:
-    """Remove orphaned placement groups and end orphaned Train cleaners; returns (groups, cleaners).
-    Never raises: a failed sweep only delays the next trials until the next sweep."""
+def sweep() -> int:
+    """Remove orphaned placement groups; returns how many. Never raises: a failed sweep only delays the next
+    trials until the next sweep."""
     import ray
     from ray.util.placement_group import PlacementGroup
 
-    groups = cleaners = 0
+    groups = 0
     try:
         for pg_id in orphaned_placement_groups():
             try:
@@ -107,34 +106,26 @@ def sweep() -> tuple[int, int]:
                 groups += 1
             except Exception as exc:     # already gone, or the GCS is busy: the next sweep retries
                 logger.debug("placement group %s not removed: %s", pg_id.hex(), exc)
-        worker = ray._private.worker.global_worker
-        for actor_id in orphaned_train_cleaners():
-            try:
-                worker.core_worker.kill_actor(ray.ActorID(actor_id), True)
-                cleaners += 1
-            except Exception as exc:
-                logger.debug("cleaner actor %s not ended: %s", actor_id.hex(), exc)
     except Exception as exc:             # an internal table changed shape in another Ray version
         logger.warning("could not sweep the resources of stopped trials: %s", exc)
-    return groups, cleaners
+    return groups
 
 
-def settle(timeout_s: float = 30.0, every_s: float = 0.5) -> tuple[int, int]:
+def settle(timeout_s: float = 30.0, every_s: float = 0.5) -> int:
     """After the search: the last stopped trials' Train runs end a moment after Tune returns (their
     controllers die with the trial processes). Wait until no Train run's placement group is left (at most
     `timeout_s`), sweeping the orphans as they appear, so that the search leaves nothing reserved behind it."""
-    groups = cleaners = 0
+    groups = 0
     deadline = time.monotonic() + timeout_s
     while True:
-        g, c = sweep()
-        groups, cleaners = groups + g, cleaners + c
+        groups += sweep()
         try:
             busy = train_groups()
         except Exception as exc:
             logger.debug("could not read the actor table: %s", exc)
-            return groups, cleaners
+            return groups
         if not busy or time.monotonic() > deadline:
-            return groups, cleaners
+            return groups
         time.sleep(every_s)
 
 
@@ -143,15 +134,13 @@ class Sweeper:
 
     def __init__(self, every_s: float = 2.0):
         self.every_s, self._last = every_s, 0.0
-        self.groups = self.cleaners = 0
+        self.groups = 0
 
     def maybe_sweep(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last >= self.every_s:
             self._last = now
-            groups, cleaners = sweep()
-            self.groups += groups
-            self.cleaners += cleaners
+            self.groups += sweep()
 
 
 def describe_placement_groups() -> list[str]:
