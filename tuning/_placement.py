@@ -11,9 +11,9 @@ shutting its run down. The workers go, but two things stay:
   when more than one Ray runs on the machine; so it never sees the controller die, never frees the group,
   and lives on (logging a warning every second) until the cluster stops.
 
-Known and left: a stopped trial's cleaner stays (no CPU, one idle process) until the cluster stops; the
-driver can find it (`orphaned_train_cleaners`: its owner is the dead controller's worker) but cannot end it,
-as Ray only kills an actor through a handle and a handle to another process's actor cannot be had here.
+Known and left: a stopped trial's cleaner stays (no CPU, one idle process) until the cluster stops. The
+driver could find it (its owner is the dead controller's worker) but cannot end it: Ray kills an actor only
+through a handle, and a handle to an unnamed actor of another process cannot be had.
 
 So the driver sweeps: placement groups of this job whose creating actor is dead are removed (nobody can use
 them any more; Ray would remove them itself at the end of the job).
@@ -28,7 +28,6 @@ from typing import Optional
 
 logger = logging.getLogger(__name__)
 
-TRAIN_CLEANER_CLASS = "PlacementGroupCleaner"
 TRAIN_CONTROLLER_CLASS = "TrainController"
 
 
@@ -39,9 +38,9 @@ def _made_by_an_actor(creator_actor_id: bytes) -> bool:
     return bool(unique) and any(b != 0xFF for b in unique)
 
 
-def _job_groups() -> list[tuple[object, Optional[object]]]:
+def _job_groups(include_driver_groups: bool = False) -> list[tuple[object, Optional[object]]]:
     """(placement group, its creating actor's table entry or None) for this job's groups made by an actor
-    and still holding resources."""
+    (and by the driver too, if asked) and still holding resources."""
     import ray
     from ray._private.state import state
     from ray.core.generated import gcs_pb2
@@ -51,10 +50,11 @@ def _job_groups() -> list[tuple[object, Optional[object]]]:
     found = []
     for raw in accessor.get_placement_group_table():
         pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if (not _made_by_an_actor(pg.creator_actor_id) or pg.is_detached or pg.creator_job_id.hex() != job_id
+        by_actor = _made_by_an_actor(pg.creator_actor_id)
+        if ((not by_actor and not include_driver_groups) or pg.is_detached or pg.creator_job_id.hex() != job_id
                 or pg.state == gcs_pb2.PlacementGroupTableData.REMOVED):
             continue
-        info = accessor.get_actor_info(ray.ActorID(pg.creator_actor_id))
+        info = accessor.get_actor_info(ray.ActorID(pg.creator_actor_id)) if by_actor else None
         found.append((pg, gcs_pb2.ActorTableData.FromString(info) if info else None))
     return found
 
@@ -73,23 +73,6 @@ def orphaned_placement_groups() -> list[bytes]:
 def train_groups() -> int:
     """Placement groups of this job made by a Ray Train controller and not removed yet (a run's workers)."""
     return sum(1 for _, actor in _job_groups() if actor is not None and actor.class_name == TRAIN_CONTROLLER_CLASS)
-
-
-def orphaned_train_cleaners() -> list[bytes]:
-    """Ray Train's PlacementGroupCleaner actors of this job whose controller (the actor that made them) is dead.
-    A cleaner is detached, but its owner is still the controller's worker: that is how it is matched."""
-    import ray
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
-
-    job_id = ray.get_runtime_context().get_job_id()
-    actors = [gcs_pb2.ActorTableData.FromString(raw)
-              for raw in state._connect_and_get_accessor().get_actor_table(None, None)]
-    controller_dead = {a.address.worker_id: a.state == gcs_pb2.ActorTableData.DEAD
-                       for a in actors if a.class_name == TRAIN_CONTROLLER_CLASS}
-    return [a.actor_id for a in actors
-            if a.class_name == TRAIN_CLEANER_CLASS and a.state == gcs_pb2.ActorTableData.ALIVE
-            and a.job_id.hex() == job_id and controller_dead.get(a.owner_address.worker_id, False)]
 
 
 def sweep() -> int:
@@ -146,21 +129,12 @@ class Sweeper:
 def describe_placement_groups() -> list[str]:
     """One line per placement group of this job still holding resources: who made it and whether it lives
     (for error messages and test failures)."""
-    import ray
-    from ray._private.state import state
     from ray.core.generated import gcs_pb2
 
-    job_id = ray.get_runtime_context().get_job_id()
-    accessor = state._connect_and_get_accessor()
     lines = []
-    for raw in accessor.get_placement_group_table():
-        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if pg.creator_job_id.hex() != job_id or pg.state == gcs_pb2.PlacementGroupTableData.REMOVED:
-            continue
+    for pg, actor in _job_groups(include_driver_groups=True):
         creator = "the driver"
         if _made_by_an_actor(pg.creator_actor_id):
-            info = accessor.get_actor_info(ray.ActorID(pg.creator_actor_id))
-            actor = gcs_pb2.ActorTableData.FromString(info) if info else None
             creator = (f"{actor.class_name} ({gcs_pb2.ActorTableData.ActorState.Name(actor.state)})"
                        if actor else "an unknown actor")
         bundles = [dict(b.unit_resources) for b in pg.bundles]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from jobs.spec import SEARCH_AXES
+from tuning.space import encode_hidden
 
 # How a trial ended, as written in results.csv and the table.
 COMPLETED = "completed"            # ran train.epochs
@@ -52,7 +53,7 @@ def _cell(v: Any) -> Any:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, list):
-        return "x".join(str(x) for x in v)      # hidden [128, 64] → 128x64, one CSV cell
+        return encode_hidden(v)                 # hidden [128, 64] → 128x64, one CSV cell
     return v
 
 
