@@ -39,7 +39,7 @@ WITHIN = 0.01        # "within 1% of the best"
 LABELS = {"classification": "failure", "regression": "remaining_life_h"}
 
 
-def base_spec(data: Path, out: Path, epochs: int, task: str = "classification") -> dict:
+def base_spec(data: Path, out: Path, epochs: int, task: str) -> dict:
     return {"name": "tune-efficiency",
             "data": {"path": str(data), "label": LABELS[task], "task": task,
                      "features": {"exclude": ["machine_id"]}},
@@ -148,7 +148,8 @@ def main() -> int:
     # them lands on a val_loss up to ~1.5% away, more than the margin this benchmark measures. Shared, a config
     # gives the same curve in every search, and the searches differ only in how they schedule trials.
     from jobs.train import prepare
-    prepared = prepare(validate_spec(base_spec(data, out / "prepare", args.epochs, args.task)), progress=lambda *_: None)
+    prepared = prepare(validate_spec(base_spec(data, out / "prepare", args.epochs, args.task)),
+                       progress=lambda *_: None)
 
     walls = {}
     for name, tune in searches(args.samples, args.epochs, args.grace, args.reduction, args.seeds).items():

@@ -11,14 +11,14 @@ shutting its run down. The workers go, but two things stay:
   when more than one Ray runs on the machine; so it never sees the controller die, never frees the group,
   and lives on (logging a warning every second) until the cluster stops.
 
+So the driver sweeps: placement groups of this job whose creating actor is dead are removed (nobody can use
+them any more; Ray would remove them itself at the end of the job). Tune's own trial placement groups are made
+by the driver, not an actor, and are never touched. These read GCS tables through `ray._private.state`: the
+public tables leave out who created what.
+
 Known and left: a stopped trial's cleaner stays (no CPU, one idle process) until the cluster stops. The
 driver could find it (its owner is the dead controller's worker) but cannot end it: Ray kills an actor only
 through a handle, and a handle to an unnamed actor of another process cannot be had.
-
-So the driver sweeps: placement groups of this job whose creating actor is dead are removed (nobody can use
-them any more; Ray would remove them itself at the end of the job).
-Tune's own trial placement groups are made by the driver, not an actor, and are never touched.
-These read GCS tables through `ray._private.state`: the public tables leave out who created what.
 """
 from __future__ import annotations
 
@@ -133,10 +133,10 @@ def describe_placement_groups() -> list[str]:
 
     lines = []
     for pg, actor in _job_groups(include_driver_groups=True):
-        creator = "the driver"
-        if _made_by_an_actor(pg.creator_actor_id):
-            creator = (f"{actor.class_name} ({gcs_pb2.ActorTableData.ActorState.Name(actor.state)})"
-                       if actor else "an unknown actor")
+        if actor is not None:
+            creator = f"{actor.class_name} ({gcs_pb2.ActorTableData.ActorState.Name(actor.state)})"
+        else:
+            creator = "an unknown actor" if _made_by_an_actor(pg.creator_actor_id) else "the driver"
         bundles = [dict(b.unit_resources) for b in pg.bundles]
         lines.append(f"{pg.placement_group_id.hex()} {pg.name or '-'} "
                      f"{gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(pg.state)} {bundles} made by "
