@@ -39,12 +39,13 @@ WITHIN = 0.01        # "within 1% of the best"
 LABELS = {"classification": "failure", "regression": "remaining_life_h"}
 
 
-def base_spec(data: Path, out: Path, epochs: int, task: str) -> dict:
+def base_spec(data: Path, out: Path, epochs: int, task: str, lr_schedule: str = "constant") -> dict:
     return {"name": "tune-efficiency",
             "data": {"path": str(data), "label": LABELS[task], "task": task,
                      "features": {"exclude": ["machine_id"]}},
             "model": {"hidden": [64, 32], "dropout": 0.0},
-            "train": {"epochs": epochs, "batch_size": 64, "lr": 1e-3, "workers": 1, "early_stop": None,
+            "train": {"epochs": epochs, "batch_size": 64, "lr": 1e-3, "lr_schedule": lr_schedule,
+                      "workers": 1, "early_stop": None,
                       "max_failures": 0, "seed": 0},
             "output": str(out)}
 
@@ -121,6 +122,9 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=9)
     ap.add_argument("--grace", type=int, default=1)
     ap.add_argument("--reduction", type=float, default=3)
+    ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                    help="train.lr_schedule of every trial (cosine: each trial's rate decays to near zero at the "
+                         "last epoch, so its last epochs settle instead of swinging with a constant rate)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds of the random searches")
     ap.add_argument("--out", default=None, help="default: runs/bench-tune (classification), "
                     "runs/bench-tune-regression")
@@ -141,19 +145,20 @@ def main() -> int:
     _quiet_ray()
     res = connect(args.address)
     print(f"[bench] {res['CPU']:g} CPU, {res['GPU']:g} GPU; {args.task}, {args.rows} rows; {args.samples} samples, "
-          f"{args.epochs} epochs, ASHA grace {args.grace} reduction {args.reduction:g}", flush=True)
+          f"{args.epochs} epochs ({args.lr_schedule} lr), ASHA grace {args.grace} reduction {args.reduction:g}",
+          flush=True)
 
     # One prepared data set for all three searches. Preparing the same files twice gives the same rows in
     # another block order (and fitted statistics that differ in the last digits); the same config trained on
     # them lands on a val_loss up to ~1.5% away, more than the margin this benchmark measures. Shared, a config
     # gives the same curve in every search, and the searches differ only in how they schedule trials.
     from jobs.train import prepare
-    prepared = prepare(validate_spec(base_spec(data, out / "prepare", args.epochs, args.task)),
+    prepared = prepare(validate_spec(base_spec(data, out / "prepare", args.epochs, args.task, args.lr_schedule)),
                        progress=lambda *_: None)
 
     walls = {}
     for name, tune in searches(args.samples, args.epochs, args.grace, args.reduction, args.seeds).items():
-        raw = base_spec(data, out / name, args.epochs, args.task)
+        raw = base_spec(data, out / name, args.epochs, args.task, args.lr_schedule)
         raw["tune"] = tune
         spec = validate_spec(raw, f"<{name}>")
         t0 = time.time()

@@ -180,6 +180,9 @@ class TrainSpec(_Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: the learning rate of each epoch follows a half cosine from lr at the "
+                                "first epoch down to near zero at the last (train.epochs).")
     loss: Literal["auto", "cross_entropy", "mse", "huber"] = Field(
         "auto", description="auto: cross_entropy for classification, mse for regression.")
     class_weight: Literal["none", "balanced"] = Field(

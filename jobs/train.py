@@ -16,6 +16,7 @@ import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -89,6 +90,14 @@ def _optimizer(cfg: dict, params) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+
+
+def scheduled_lr(base: float, schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of `epoch` (0-based) of `epochs`. It depends on the epoch alone, so a run resumed from a
+    checkpoint, and every trial of a search (all planned for train.epochs), follow the same curve."""
+    if schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    return base
 
 
 def _pull(iterator, label_dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,6 +186,9 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     for epoch in range(start_epoch, cfg["epochs"]):
         gen.manual_seed(cfg["seed"] * 7919 + rank * 104729 + epoch)
+        lr_now = scheduled_lr(cfg["lr"], cfg["lr_schedule"], epoch, cfg["epochs"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
         t0 = time.perf_counter()
         total_loss, seen = torch.zeros((), device=device), 0
         if cached is not None:
@@ -205,7 +217,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         train_time = time.perf_counter() - t0
         val = _evaluate(core, x_val, y_val, cfg, loss_fn, device, amp)
         value = val.get(metric)
-        row = {"epoch": epoch + 1, "train_loss": float(total_loss) / max(seen, 1),
+        row = {"epoch": epoch + 1, "lr": lr_now, "train_loss": float(total_loss) / max(seen, 1),
                **M.scalar_metrics(val), "epoch_time_s": train_time,
                "train_samples_per_s": seen * world / train_time if train_time > 0 else 0.0}
         stop = False
@@ -248,8 +260,10 @@ def train_loop_per_worker(cfg: dict) -> None:
 
 
 def _progress_line(row: dict, cfg: dict, metric: str) -> str:
-    shown = [f"epoch {row['epoch']}/{cfg['epochs']}", f"train_loss {row['train_loss']:.4f}",
-             f"val_loss {row.get('val_loss', float('nan')):.4f}"]
+    shown = [f"epoch {row['epoch']}/{cfg['epochs']}"]
+    if cfg.get("lr_schedule", "constant") != "constant":
+        shown.append(f"lr {row['lr']:.3g}")
+    shown += [f"train_loss {row['train_loss']:.4f}", f"val_loss {row.get('val_loss', float('nan')):.4f}"]
     if metric != "val_loss" and row.get(metric) is not None:
         shown.append(f"{metric} {row[metric]:.4f}")
     for k in ("val_accuracy", "val_f1", "val_rmse", "val_r2"):
@@ -315,7 +329,7 @@ def worker_config(spec: JobSpec, prepared: PreparedData, *, use_gpu: bool, overr
     return {"task": pre.task, "model": model_config(model_spec, pre.feature_dim, pre.output_dim, shape),
             "augment": augment,
             "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "weight_decay": t.weight_decay,
-            "optimizer": t.optimizer, "loss": t.loss, "seed": t.seed, "cache": cache,
+            "optimizer": t.optimizer, "lr_schedule": t.lr_schedule, "loss": t.loss, "seed": t.seed, "cache": cache,
             "class_weights": class_weights(pre, t.class_weight), "output_dim": pre.output_dim,
             "label_center": pre.label_center, "label_scale": pre.label_scale,
             "early_stop_metric": metric, "early_stop_mode": (es.resolved_mode if es else metric_mode(metric)),
@@ -391,6 +405,19 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
                         use_gpu=use_gpu, extra={"config": cfg})
 
 
+def last_state(train_run: Path) -> Optional[dict]:
+    """The newest checkpoint's state of a Train run: every epoch's row, the best epoch and its weights."""
+    if not train_run.is_dir():
+        return None
+    # Train V2 names checkpoints checkpoint_<timestamp>, so name order is time order.
+    for ckpt in sorted((p for p in train_run.glob("checkpoint_*") if (p / STATE_FILE).is_file()), reverse=True):
+        try:
+            return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+        except Exception:      # a checkpoint cut short by a kill: the one before it is whole
+            continue
+    return None
+
+
 def _worker_error(exc: BaseException) -> str:
     text = str(exc).strip()
     lines = [l for l in text.splitlines() if l.strip()]
@@ -399,7 +426,9 @@ def _worker_error(exc: BaseException) -> str:
 
 
 def summary_table(history: list[dict], metric: str, best_epoch: int) -> str:
-    cols = ["epoch", "train_loss", "val_loss"] + ([metric] if metric != "val_loss" else [])
+    scheduled = len({r.get("lr") for r in history}) > 1      # the learning rate changed: show it
+    cols = ["epoch"] + (["lr"] if scheduled else []) + ["train_loss", "val_loss"] + (
+        [metric] if metric != "val_loss" else [])
     extra = [k for k in ("val_accuracy", "val_f1", "val_auc", "val_mae", "val_rmse", "val_r2")
              if k not in cols and any(k in r for r in history)]
     cols += extra + ["epoch_time_s"]
@@ -408,7 +437,8 @@ def summary_table(history: list[dict], metric: str, best_epoch: int) -> str:
         cells = []
         for c in cols:
             v = r.get(c)
-            cells.append(f"{v:>14}" if isinstance(v, int) else f"{v:>14.4f}" if isinstance(v, float) else f"{'-':>14}")
+            cells.append(f"{v:>14}" if isinstance(v, int) else f"{v:>14.3g}" if c == "lr" and isinstance(v, float)
+                         else f"{v:>14.4f}" if isinstance(v, float) else f"{'-':>14}")
         mark = "  ← best" if r.get("epoch") == best_epoch else ""
         lines.append("  ".join(cells) + mark)
     return "\n".join(lines)

@@ -56,6 +56,22 @@ def test_cross_field_checks():
                                               "features": {"numeric": ["a"], "categorical": ["a"]}}})
 
 
+def test_lr_schedule_field():
+    assert validate_spec({"name": "x", "data": {"path": "d", "label": "y"}}).train.lr_schedule == "constant"
+    with pytest.raises(SpecError) as err:
+        validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "train": {"lr_schedule": "linear"}})
+    assert "train.lr_schedule" in str(err.value) and "'cosine'" in str(err.value) and "linear" in str(err.value)
+
+
+def test_cosine_schedule_curve():
+    from jobs.train import scheduled_lr
+    assert [scheduled_lr(0.01, "constant", e, 5) for e in range(5)] == [0.01] * 5
+    cosine = [scheduled_lr(0.01, "cosine", e, 27) for e in range(27)]
+    assert cosine[0] == 0.01 and all(a > b for a, b in zip(cosine, cosine[1:]))
+    assert 0 < cosine[-1] < 0.01 * 0.005                          # near zero at the last epoch, never zero
+    assert abs(scheduled_lr(0.01, "cosine", 2, 4) - 0.005) < 1e-12  # half way: half the rate
+
+
 def test_set_overrides_any_field(tmp_path):
     path = write_spec(tmp_path / "s.yaml", {"name": "x", "data": {"path": "d", "label": "y"}})
     spec = load_spec(path, ["train.epochs=3", "model.hidden=[8, 4]", "train.early_stop=null",

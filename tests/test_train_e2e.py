@@ -2,6 +2,7 @@
 worker is replaced and training resumes from its checkpoint."""
 import json
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,6 +13,7 @@ from jobs.evaluate import score_records
 from jobs.ingest import TEST
 from jobs.pipeline import run_train
 from jobs.spec import load_spec
+from jobs.train import last_state, scheduled_lr
 from tests.conftest import small_spec, write_spec
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -78,9 +80,14 @@ def test_bundle_predict_handles_missing_and_unknown(classification_run):
 def test_regression_end_to_end_on_csv_streaming_from_ray_data(tmp_path, regression_dir):
     spec = write_spec(tmp_path / "reg.yaml", small_spec("reg", regression_dir, tmp_path / "out",
                                                         label="remaining_life_h", epochs=3, cache="stream",
+                                                        lr_schedule="cosine",
                                                         early_stop={"metric": "val_rmse", "patience": 3}))
     assert main(["train", str(spec)]) == 0
     bundle = B.load(tmp_path / "out")
+    # The cosine schedule ran in the workers: every epoch's learning rate, as the Train checkpoint recorded it.
+    history = last_state(Path(bundle.lineage["train"]["run_path"]))["history"]
+    assert [h["lr"] for h in history] == pytest.approx([scheduled_lr(0.01, "cosine", e, 3) for e in range(3)])
+    assert history[0]["lr"] == 0.01 and history[0]["lr"] > history[1]["lr"] > history[2]["lr"] > 0
     assert bundle.task == "regression"
     metrics = bundle.metrics["test"]
     assert {"mae", "rmse", "r2"} <= set(metrics) and metrics["rmse"] > 0

@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-import torch
 from ray import tune
 
 from jobs.pipeline import export_bundle, format_metrics, print_ingest_summary, storage_root
 from jobs.spec import JobSpec, SpecError
-from jobs.train import STATE_FILE, PreparedData, TrainOutcome, prepare, resolve_use_gpu, worker_config
+from jobs.train import PreparedData, TrainOutcome, last_state, prepare, resolve_use_gpu, worker_config
 from tuning import report as R
 from tuning import space
 from tuning._placement import Sweeper, settle
@@ -246,7 +245,7 @@ def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str,
         trial_id = _trial_id(result)
         config = {**_spec_values(spec), **(result.config or {})}
         train_run = experiment / TRAIN_DIR / run_name(trial_id)
-        state = _last_state(train_run)
+        state = last_state(train_run)
         history = state["history"] if state else _history_from_tune(result)
         rec = R.TrialRecord(trial_id=trial_id, status="", config=config, history=history,
                             train_run=str(train_run) if train_run.exists() else None)
@@ -295,19 +294,6 @@ def _spec_values(spec: JobSpec) -> dict:
             "dropout": spec.model.dropout, "hidden": list(spec.model.hidden)}
 
 
-def _last_state(train_run: Path) -> Optional[dict]:
-    """The newest checkpoint's state of a Train run: every epoch's row, the best epoch and its weights."""
-    if not train_run.is_dir():
-        return None
-    # Train V2 names checkpoints checkpoint_<timestamp>, so name order is time order.
-    for ckpt in sorted((p for p in train_run.glob("checkpoint_*") if (p / STATE_FILE).is_file()), reverse=True):
-        try:
-            return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
-        except Exception:      # a checkpoint cut short by a kill: the one before it is whole
-            continue
-    return None
-
-
 def _history_from_tune(result) -> list[dict]:
     df = result.metrics_dataframe
     if df is None or "epoch" not in df:
@@ -328,7 +314,7 @@ def _best(records: list[R.TrialRecord], mode: str) -> R.TrialRecord:
 def _outcome(spec: JobSpec, prepared: PreparedData, best: R.TrialRecord, metric: str, mode: str,
              use_gpu: bool) -> tuple[TrainOutcome, JobSpec]:
     """The best trial as a finished training run, read back from its Train checkpoint."""
-    state = _last_state(Path(best.train_run))
+    state = last_state(Path(best.train_run))
     overrides = trial_overrides(spec, best.config, metric, mode)
     cfg = worker_config(spec, prepared, use_gpu=use_gpu, overrides=overrides)
     outcome = TrainOutcome(best_state=state["best_state"], model_config=cfg["model"], history=state["history"],
