@@ -233,7 +233,10 @@ def train_loop_per_worker(cfg: dict) -> None:
             flag = torch.tensor([1 if stop else 0], device=device)
             torch.distributed.broadcast(flag, src=0)
             stop = bool(flag.item())
-        row.update({"best_epoch": best_epoch, f"best_{metric}": best, "resumes": resumes})
+        # best_<metric> is what the run would leave if it ended now (its best epoch); Tune ranks trials by it.
+        # Until one epoch gives a number it carries this epoch's value (NaN), never nothing.
+        row.update({"best_epoch": best_epoch, f"best_{metric}": best if best is not None else value,
+                    "resumes": resumes})
         history.append(row)
         if rank == 0:
             print(_progress_line(row, cfg, metric), flush=True)

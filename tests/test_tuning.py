@@ -86,6 +86,27 @@ def test_optuna_gets_hidden_sizes_as_scalars_and_trials_get_lists_back():
 
 
 # ---------------------------------------------------------------------------------------------- real Ray
+def test_asha_judges_a_trial_by_its_best_epoch_so_far():
+    """Ray's own ASHA, set up as the experiment sets it up: a trial whose rung epoch is a noisy spike, but whose
+    best epoch (the one its bundle keeps) leads, goes on; a trial that never got anywhere stops."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    asha = space.scheduler(_spec({"scheduler": {"asha": {"grace_period": 2, "reduction_factor": 2}}}, epochs=8))
+    asha.set_search_properties(space.judged_metric("val_loss"), "min")
+    trials = {name: Trial("t", stub=True, trial_id=name) for name in ("steady", "spiky", "flat")}
+    for trial in trials.values():
+        asha.on_trial_add(None, trial)
+
+    def judge(name, epoch, val_loss, best):
+        return asha.on_trial_result(None, trials[name], {"epoch": epoch, "val_loss": val_loss,
+                                                          "best_val_loss": best})
+    assert judge("steady", 2, 0.40, 0.40) == TrialScheduler.CONTINUE      # first at the rung: unopposed
+    assert judge("spiky", 1, 0.20, 0.20) == TrialScheduler.CONTINUE
+    assert judge("spiky", 2, 0.90, 0.20) == TrialScheduler.CONTINUE      # last epoch 0.90, best 0.20: goes on
+    assert judge("flat", 2, 0.80, 0.80) == TrialScheduler.STOP
+
+
 @pytest.fixture(scope="module")
 def asha_search(tmp_path_factory, telemetry_dir, ray_session):
     tmp = tmp_path_factory.mktemp("tune")
@@ -119,6 +140,13 @@ def test_asha_stops_the_hopeless_trials_early(asha_search):
         # while the verdict travels: epochs_run counts what they trained, judged_at_epoch what ASHA saw.
         assert int(r["judged_at_epoch"]) < 4 and int(r["epochs_run"]) >= int(r["judged_at_epoch"])
     assert rows[0.03]["status"] == "completed" and int(rows[0.03]["epochs_run"]) == 4
+    # What ASHA judged: every result Tune received carries the trial's best val_loss so far.
+    for result_file in experiment_dir(out).glob("trial-*/result.json"):
+        results = [json.loads(line) for line in result_file.read_text().splitlines()]
+        epochs = [r for r in results if "epoch" in r]
+        assert epochs, result_file
+        for n, r in enumerate(epochs):
+            assert r["best_val_loss"] == pytest.approx(min(e["val_loss"] for e in epochs[:n + 1]))
 
 
 def test_best_trial_becomes_a_bundle_that_loads_and_predicts(asha_search, telemetry_dir):

@@ -129,7 +129,9 @@ def _tuner(spec: JobSpec, prepared: PreparedData, the_plan: Plan, experiment: Pa
         trainable,
         param_space=space.param_space(spec),
         tune_config=tune.TuneConfig(
-            metric=metric, mode=mode, search_alg=space.search_alg(spec, the_plan.max_concurrent),
+            # ASHA (and Optuna) judge a trial by its best epoch so far: the epoch its bundle would hold if it
+            # stopped now. A trial is not cut for one noisy epoch that happens to fall on a rung.
+            metric=space.judged_metric(metric), mode=mode, search_alg=space.search_alg(spec, the_plan.max_concurrent),
             scheduler=space.scheduler(spec), num_samples=space.num_samples(spec),
             # max_concurrent_trials is not set here: the search algorithm enforces the plan's limit (space.py).
             time_budget_s=spec.tune.time_budget_s,

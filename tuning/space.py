@@ -104,6 +104,11 @@ def decode_hidden(value) -> list[int]:
     return list(value)
 
 
+def judged_metric(metric: str) -> str:
+    """The reported column Tune's scheduler and searcher read: the trial's best value of `metric` so far."""
+    return f"best_{metric}"
+
+
 def num_samples(spec: JobSpec) -> int:
     # Tune repeats a grid num_samples times; with seeded training every repeat would train the same model.
     return 1 if spec.tune.search == "grid" else spec.tune.samples
