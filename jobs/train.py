@@ -10,6 +10,7 @@ already preprocessed and packed, so each epoch is a plain tensor loop); shards l
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import signal
@@ -339,8 +340,24 @@ def worker_config(spec: JobSpec, prepared: PreparedData, *, use_gpu: bool, overr
             "patience": es.patience if es else None, "use_gpu": use_gpu}
 
 
+@functools.lru_cache(maxsize=None)
+def _trainer_without_placement_cleaner():
+    """TorchTrainer less Ray Train's per-run `PlacementGroupCleaner`, for runs whose placement group someone
+    else gives back: a tuning trial's, swept by the search's driver (tuning/_placement.py). That cleaner is a
+    detached actor that watches its controller through the state API; without the dashboard (the embedded Ray)
+    it never sees a stopped trial's controller die and polls every second until Ray stops. Hundreds of them,
+    one per stopped trial, took a 2-core machine's CPU: epochs ran 4× slower by the end of a long benchmark."""
+    from ray.train.torch import TorchTrainer
+
+    class SweptTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [cb for cb in super()._create_default_callbacks()
+                    if type(cb).__name__ != "PlacementGroupCleanerCallback"]
+    return SweptTorchTrainer
+
+
 def build_trainer(spec: JobSpec, prepared: PreparedData, cfg: dict, *, storage_path: str, run_name: str,
-                  callbacks: Optional[list] = None):
+                  callbacks: Optional[list] = None, placement_cleaner: bool = True):
     import ray.train
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -348,7 +365,8 @@ def build_trainer(spec: JobSpec, prepared: PreparedData, cfg: dict, *, storage_p
     datasets = {"train": prepared.train_ds, "val": prepared.val_ds}
     if cfg["cache"] == "stream":
         datasets["train"] = prepared.train_ds.randomize_block_order(seed=spec.train.seed)
-    return TorchTrainer(
+    trainer_cls = TorchTrainer if placement_cleaner else _trainer_without_placement_cleaner()
+    return trainer_cls(
         train_loop_per_worker,
         train_loop_config=cfg,
         scaling_config=ScalingConfig(num_workers=spec.train.workers, use_gpu=cfg["use_gpu"],
@@ -377,9 +395,11 @@ def check_resources(spec: JobSpec, resources: dict) -> None:
 
 def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: str,
         overrides: Optional[dict] = None, fault_kill_epoch: Optional[int] = None,
-        callbacks: Optional[list] = None, progress: Callable[[str], None] = print) -> TrainOutcome:
+        callbacks: Optional[list] = None, progress: Callable[[str], None] = print,
+        placement_cleaner: bool = True) -> TrainOutcome:
     """Train once. `overrides` (lr, batch_size, weight_decay, dropout, hidden, epochs...) replace the spec's values
-    for this run only: tuning passes each trial's sampled config here. `callbacks` go to Ray Train's RunConfig."""
+    for this run only: tuning passes each trial's sampled config here. `callbacks` go to Ray Train's RunConfig.
+    `placement_cleaner=False` when the caller gives back the run's placement group itself (tuning trials)."""
     from cluster import describe_resources
 
     resources = describe_resources()
@@ -392,7 +412,8 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
         cfg["fault_marker"] = os.path.join(storage_path, f"{run_name}.fault-injected")
     progress(f"[train] {spec.train.workers} worker(s) on {'GPU' if use_gpu else 'CPU'}, "
              f"{cfg['epochs']} epoch(s), batch {cfg['batch_size']}, lr {cfg['lr']:g}, shard in {cfg['cache']}")
-    trainer = build_trainer(spec, prepared, cfg, storage_path=storage_path, run_name=run_name, callbacks=callbacks)
+    trainer = build_trainer(spec, prepared, cfg, storage_path=storage_path, run_name=run_name, callbacks=callbacks,
+                            placement_cleaner=placement_cleaner)
     try:
         result = trainer.fit()
     except Exception as exc:

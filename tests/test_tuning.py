@@ -201,8 +201,10 @@ def test_failed_trials_are_reported_and_only_all_failing_is_fatal(tmp_path, tele
 
 
 def test_stopped_trials_give_back_their_cpus(asha_search, ray_session):
-    """ASHA ends a trial's process mid-run; its Train run's placement group must not stay reserved."""
-    from tuning._placement import describe_placement_groups, orphaned_placement_groups, train_groups
+    """ASHA ends a trial's process mid-run; its Train run's placement group must not stay reserved, and no
+    Ray Train cleaner actor may stay behind polling for a controller it cannot see die."""
+    from tuning._placement import (describe_placement_groups, live_placement_cleaners, orphaned_placement_groups,
+                                   train_groups)
     free_before = asha_search[3]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -213,3 +215,4 @@ def test_stopped_trials_give_back_their_cpus(asha_search, ray_session):
     assert train_groups() == 0, describe_placement_groups()
     assert free >= free_before, (free_before, free, describe_placement_groups())
     assert not orphaned_placement_groups()
+    assert live_placement_cleaners() == 0

@@ -1,24 +1,18 @@
 """Give back what the Train runs of stopped trials still hold.
 
 When ASHA stops a trial, Tune ends the trial's process; the Ray Train controller it owns dies with it, without
-shutting its run down. The workers go, but two things stay:
+shutting its run down. The workers go, but their placement group stays: Ray keeps a placement group made by an
+actor until that actor AND its job are gone, and the job is this driver, alive for the whole search. Each
+stopped trial would keep `train.workers` CPUs forever, and the next trials would wait for workers that can
+never be placed: the search hangs.
 
-- the workers' placement group: Ray keeps a placement group made by an actor until that actor AND its job are
-  gone, and the job is this driver, alive for the whole search. Each stopped trial would keep `train.workers`
-  CPUs forever, and the next trials would wait for workers that can never be placed: the search hangs.
-- Ray Train's own cleaner for exactly this case (a detached `PlacementGroupCleaner` actor per run). It checks
-  on the controller through the state API, which needs the dashboard (off in our embedded Ray) and breaks
-  when more than one Ray runs on the machine; so it never sees the controller die, never frees the group,
-  and lives on (logging a warning every second) until the cluster stops.
-
-So the driver sweeps: placement groups of this job whose creating actor is dead are removed (nobody can use
-them any more; Ray would remove them itself at the end of the job). Tune's own trial placement groups are made
-by the driver, not an actor, and are never touched. These read GCS tables through `ray._private.state`: the
-public tables leave out who created what.
-
-Known and left: a stopped trial's cleaner stays (no CPU, one idle process) until the cluster stops. The
-driver could find it (its owner is the dead controller's worker) but cannot end it: Ray kills an actor only
-through a handle, and a handle to an unnamed actor of another process cannot be had.
+Ray Train has a cleaner for exactly this case (a detached `PlacementGroupCleaner` actor per run), but it checks
+on the controller through the state API, which needs the dashboard (off in our embedded Ray): it would never
+see the controller die, never free the group, and poll every second until the cluster stops. So trials run
+without it (`jobs.train.fit(placement_cleaner=False)`) and the driver sweeps instead: placement groups of this
+job whose creating actor is dead are removed (nobody can use them any more; Ray would remove them itself at the
+end of the job). Tune's own trial placement groups are made by the driver, not an actor, and are never touched.
+These read GCS tables through `ray._private.state`: the public tables leave out who created what.
 """
 from __future__ import annotations
 
@@ -73,6 +67,19 @@ def orphaned_placement_groups() -> list[bytes]:
 def train_groups() -> int:
     """Placement groups of this job made by a Ray Train controller and not removed yet (a run's workers)."""
     return sum(1 for _, actor in _job_groups() if actor is not None and actor.class_name == TRAIN_CONTROLLER_CLASS)
+
+
+def live_placement_cleaners() -> int:
+    """Ray Train `PlacementGroupCleaner` actors of this job still alive (tuning trials run without them)."""
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    job_id = ray.get_runtime_context().get_job_id()
+    actors = (gcs_pb2.ActorTableData.FromString(raw)
+              for raw in state._connect_and_get_accessor().get_actor_table(None, None))
+    return sum(1 for a in actors if a.class_name == "PlacementGroupCleaner" and a.job_id.hex() == job_id
+               and a.state == gcs_pb2.ActorTableData.ALIVE)
 
 
 def sweep() -> int:

@@ -72,4 +72,6 @@ def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment
     os.environ.setdefault(CONTROLLER_POLL_ENV, CONTROLLER_POLL_S)
     fit(spec, prepared, storage_path=os.path.join(experiment_dir, TRAIN_DIR), run_name=run_name(trial_id),
         overrides=trial_overrides(spec, config, metric, mode), callbacks=[TuneReportCallback()],
-        progress=lambda *_: None)
+        progress=lambda *_: None,
+        # The search's driver gives back the placement group of a trial ASHA stops (tuning/_placement.py).
+        placement_cleaner=False)
