@@ -17,6 +17,7 @@ Goal (issue 3): ASHA reaches the target with ≤ 1/3 of the trial-epochs of the 
 
     python benchmarks/tune_efficiency.py                   # embedded local Ray
     python benchmarks/tune_efficiency.py --task regression --epochs 27
+    python benchmarks/tune_efficiency.py --task regression --epochs 27 --samples 32 --reduction 4 --lr-schedule cosine
     python benchmarks/tune_efficiency.py --samples 8 --epochs 6 --rows 12000 --seeds 0   # quicker
 """
 from __future__ import annotations
