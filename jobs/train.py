@@ -345,8 +345,9 @@ def _trainer_without_placement_cleaner():
     """TorchTrainer less Ray Train's per-run `PlacementGroupCleaner`, for runs whose placement group someone
     else gives back: a tuning trial's, swept by the search's driver (tuning/_placement.py). That cleaner is a
     detached actor that watches its controller through the state API; without the dashboard (the embedded Ray)
-    it never sees a stopped trial's controller die and polls every second until Ray stops. Hundreds of them,
-    one per stopped trial, took a 2-core machine's CPU: epochs ran 4× slower by the end of a long benchmark."""
+    it never sees a stopped trial's controller die and polls every second, logging a warning, until Ray stops.
+    With hundreds of them (one per stopped trial) the same searches of one long benchmark on 2 cores took ever
+    longer: 598, 722, 887 s (benchmarks/RESULTS.md)."""
     from ray.train.torch import TorchTrainer
 
     class SweptTorchTrainer(TorchTrainer):
