@@ -93,6 +93,11 @@ def _optimizer(cfg: dict, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
 
 
+def best_key(metric: str) -> str:
+    """The reported column holding a run's best value of `metric` so far (what Tune ranks trials by)."""
+    return f"best_{metric}"
+
+
 def scheduled_lr(base: float, schedule: str, epoch: int, epochs: int) -> float:
     """The learning rate of `epoch` (0-based) of `epochs`. It depends on the epoch alone, so a run resumed from a
     checkpoint, and every trial of a search (all planned for train.epochs), follow the same curve."""
@@ -236,7 +241,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             stop = bool(flag.item())
         # best_<metric> is what the run would leave if it ended now (its best epoch); Tune ranks trials by it.
         # Until one epoch gives a number it carries this epoch's value (NaN), never nothing.
-        row.update({"best_epoch": best_epoch, f"best_{metric}": best if best is not None else value,
+        row.update({"best_epoch": best_epoch, best_key(metric): best if best is not None else value,
                     "resumes": resumes})
         history.append(row)
         if rank == 0:

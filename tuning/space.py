@@ -105,8 +105,10 @@ def decode_hidden(value) -> list[int]:
 
 
 def judged_metric(metric: str) -> str:
-    """The reported column Tune's scheduler and searcher read: the trial's best value of `metric` so far."""
-    return f"best_{metric}"
+    """The reported column Tune's scheduler and searcher read: the trial's best value of `metric` so far,
+    as the Train loop names it."""
+    from jobs.train import best_key
+    return best_key(metric)
 
 
 def num_samples(spec: JobSpec) -> int:
