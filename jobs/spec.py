@@ -183,6 +183,12 @@ class TrainSpec(_Strict):
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine: the learning rate of each epoch follows a half cosine from lr at the "
                                 "first epoch down to near zero at the last (train.epochs).")
+    ema_epochs: Optional[float] = Field(
+        None, gt=0, description="Keep an exponential moving average of the weights over the last steps: at most "
+                                "this many epochs of them (e.g. 1), and about a ninth of the steps so far. "
+                                "Validation, the best epoch, checkpoints and the bundle use the averaged weights, "
+                                "which swing far less from epoch to epoch than the raw ones at a constant learning "
+                                "rate. null: the raw weights.")
     loss: Literal["auto", "cross_entropy", "mse", "huber"] = Field(
         "auto", description="auto: cross_entropy for classification, mse for regression.")
     class_weight: Literal["none", "balanced"] = Field(

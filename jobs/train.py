@@ -10,6 +10,7 @@ already preprocessed and packed, so each epoch is a plain tensor loop); shards l
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 import os
@@ -144,6 +145,46 @@ def _improved(value: float, best: Optional[float], mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
+class WeightAverage:
+    """Exponential moving average of a model's weights (and float buffers) over the last optimizer steps.
+
+    The decay per step t is min((1 + t) / (10 + t), 1 - 1/(steps per epoch × epochs)): the average spans about
+    a ninth of the steps taken so far (so it is never held back by the initial weights), and at most `epochs`
+    epochs. Until the steps of an epoch are known (streamed data, first epoch) only the first bound applies.
+    Integer buffers (BatchNorm's step count) are copied, not averaged."""
+
+    def __init__(self, model: nn.Module, epochs: float, steps_per_epoch: Optional[int] = None):
+        self.epochs, self.steps, self.steps_per_epoch = epochs, 0, steps_per_epoch
+        # state_dict tensors share storage with the live parameters: the optimizer updates them in place.
+        live = model.state_dict()
+        self.state = {k: v.detach().clone() for k, v in live.items()}
+        self._float = [(self.state[k], v) for k, v in live.items() if v.is_floating_point()]
+        self._other = [(self.state[k], v) for k, v in live.items() if not v.is_floating_point()]
+
+    def decay(self) -> float:
+        warm = (1 + self.steps) / (10 + self.steps)
+        if not self.steps_per_epoch:
+            return warm
+        return min(warm, 1.0 - 1.0 / (self.steps_per_epoch * self.epochs))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        weight = 1.0 - self.decay()
+        if self._float:
+            torch._foreach_lerp_([e for e, _ in self._float], [v.detach() for _, v in self._float], weight)
+        for e, v in self._other:
+            e.copy_(v)
+
+    def snapshot(self) -> dict:
+        return {"state": self.state, "steps": self.steps, "steps_per_epoch": self.steps_per_epoch}
+
+    def restore(self, snap: dict) -> None:
+        for k, v in snap["state"].items():
+            self.state[k].copy_(v)
+        self.steps, self.steps_per_epoch = snap["steps"], snap["steps_per_epoch"]
+
+
 def train_loop_per_worker(cfg: dict) -> None:
     """Runs in every Ray Train worker. All workers call `report` the same number of times (it is a barrier)."""
     import ray.train
@@ -163,6 +204,13 @@ def train_loop_per_worker(cfg: dict) -> None:
     mode = cfg["early_stop_mode"]
     metric = cfg["early_stop_metric"]
 
+    # With train.ema_epochs, validation (and so the best epoch and the bundle) sees the weight average.
+    average = WeightAverage(core, cfg["ema_epochs"]) if cfg.get("ema_epochs") else None
+    scored = copy.deepcopy(core) if average is not None else core
+    if average is not None and rank == 0:
+        print(f"[train] validating the average of the weights over ~{cfg['ema_epochs']:g} epoch(s) "
+              "(train.ema_epochs)", flush=True)
+
     start_epoch, history, best, best_epoch, bad_epochs, best_state, best_val = 0, [], None, -1, 0, None, None
     resumes = 0
     checkpoint = ray.train.get_checkpoint()
@@ -171,6 +219,8 @@ def train_loop_per_worker(cfg: dict) -> None:
             state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if average is not None and state.get("average"):
+            average.restore(state["average"])
         start_epoch, history = state["epoch"] + 1, state["history"]
         best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
         best_state, best_val = state["best_state"], state["best_val"]
@@ -196,12 +246,14 @@ def train_loop_per_worker(cfg: dict) -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr_now
         t0 = time.perf_counter()
-        total_loss, seen = torch.zeros((), device=device), 0
+        total_loss, seen, steps = torch.zeros((), device=device), 0, 0
         if cached is not None:
             x_all, y_all = cached
             if device.type == "cuda" and x_all.device != device:
                 x_all, y_all = x_all.to(device), y_all.to(device)
                 cached = (x_all, y_all)
+            if average is not None:
+                average.steps_per_epoch = math.ceil(len(x_all) / bs)
             perm = torch.randperm(len(x_all), generator=gen).to(x_all.device)
             batches = ((x_all[perm[i:i + bs]], y_all[perm[i:i + bs]]) for i in range(0, len(x_all), bs))
         else:
@@ -218,10 +270,16 @@ def train_loop_per_worker(cfg: dict) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update()
             total_loss += loss.detach() * len(xb)
             seen += len(xb)
+            steps += 1
         train_time = time.perf_counter() - t0
-        val = _evaluate(core, x_val, y_val, cfg, loss_fn, device, amp)
+        if average is not None:
+            average.steps_per_epoch = average.steps_per_epoch or steps   # streamed: known after one epoch
+            scored.load_state_dict(average.state)
+        val = _evaluate(scored, x_val, y_val, cfg, loss_fn, device, amp)
         value = val.get(metric)
         row = {"epoch": epoch + 1, "lr": lr_now, "train_loss": float(total_loss) / max(seen, 1),
                **M.scalar_metrics(val), "epoch_time_s": train_time,
@@ -229,7 +287,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         stop = False
         if _improved(value, best, mode):
             best, best_epoch, bad_epochs = value, epoch + 1, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+            best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
             best_val = val
         else:
             bad_epochs += 1
@@ -251,7 +309,8 @@ def train_loop_per_worker(cfg: dict) -> None:
             if rank == 0:
                 torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                             "history": history, "best": best, "resumes": resumes, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                            "best_state": best_state if best_state is not None else core.state_dict(),
+                            "best_state": best_state if best_state is not None else scored.state_dict(),
+                            "average": average.snapshot() if average is not None else None,
                             "best_val": best_val if best_state is not None else val},
                            os.path.join(tmp, STATE_FILE))
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
@@ -338,7 +397,7 @@ def worker_config(spec: JobSpec, prepared: PreparedData, *, use_gpu: bool, overr
     return {"task": pre.task, "model": model_config(model_spec, pre.feature_dim, pre.output_dim, shape),
             "augment": augment,
             "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "weight_decay": t.weight_decay,
-            "optimizer": t.optimizer, "lr_schedule": t.lr_schedule, "loss": t.loss, "seed": t.seed, "cache": cache,
+            "optimizer": t.optimizer, "lr_schedule": t.lr_schedule, "ema_epochs": t.ema_epochs, "loss": t.loss, "seed": t.seed, "cache": cache,
             "class_weights": class_weights(pre, t.class_weight), "output_dim": pre.output_dim,
             "label_center": pre.label_center, "label_scale": pre.label_scale,
             "early_stop_metric": metric, "early_stop_mode": (es.resolved_mode if es else metric_mode(metric)),

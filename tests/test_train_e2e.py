@@ -13,7 +13,9 @@ from jobs.evaluate import score_records
 from jobs.ingest import TEST
 from jobs.pipeline import run_train
 from jobs.spec import load_spec
-from jobs.train import last_state, scheduled_lr
+from jobs.model import build_model
+from jobs.preprocess import FEATURES_COLUMN, LABEL_COLUMN
+from jobs.train import last_state, prepare, scheduled_lr
 from tests.conftest import small_spec, write_spec
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -80,20 +82,49 @@ def test_bundle_predict_handles_missing_and_unknown(classification_run):
 def test_regression_end_to_end_on_csv_streaming_from_ray_data(tmp_path, regression_dir):
     spec = write_spec(tmp_path / "reg.yaml", small_spec("reg", regression_dir, tmp_path / "out",
                                                         label="remaining_life_h", epochs=3, cache="stream",
-                                                        lr_schedule="cosine",
+                                                        lr_schedule="cosine", ema_epochs=1,
                                                         early_stop={"metric": "val_rmse", "patience": 3}))
     assert main(["train", str(spec)]) == 0
     bundle = B.load(tmp_path / "out")
     # The cosine schedule ran in the workers: every epoch's learning rate, as the Train checkpoint recorded it.
-    history = last_state(Path(bundle.lineage["train"]["run_path"]))["history"]
+    state = last_state(Path(bundle.lineage["train"]["run_path"]))
+    history = state["history"]
     assert [h["lr"] for h in history] == pytest.approx([scheduled_lr(0.01, "cosine", e, 3) for e in range(3)])
     assert history[0]["lr"] == 0.01 and history[0]["lr"] > history[1]["lr"] > history[2]["lr"] > 0
+    # train.ema_epochs: streamed data, so the steps of an epoch were counted in the first one; the average took
+    # every step; the last epoch's val_loss is that of the averaged weights, not of the raw ones.
+    average = state["average"]
+    assert average["steps_per_epoch"] > 0 and average["steps"] == 3 * average["steps_per_epoch"]
+    x_val, y_val = _val_tensors(load_spec(spec))
+    model = build_model(bundle.model_config)
+    model.load_state_dict(average["state"])
+    assert _mse(model, x_val, y_val) == pytest.approx(history[-1]["val_loss"], rel=1e-4)
+    model.load_state_dict(state["model"])
+    assert _mse(model, x_val, y_val) != pytest.approx(history[-1]["val_loss"], rel=1e-4)
     assert bundle.task == "regression"
     metrics = bundle.metrics["test"]
     assert {"mae", "rmse", "r2"} <= set(metrics) and metrics["rmse"] > 0
     rows = pd.read_csv(next(regression_dir.glob("*.csv"))).head(5).to_dict("records")
     preds = bundle.predict(rows)["predictions"]
     assert len(preds) == 5 and all(isinstance(p, float) for p in preds)
+
+
+def _val_tensors(spec):
+    """The validation split as the workers saw it: prepared again from the same files (seeded split)."""
+    import numpy as np
+    import torch
+
+    val = prepare(spec, progress=lambda *_: None).val_ds.to_pandas()
+    return (torch.from_numpy(np.stack(val[FEATURES_COLUMN].to_numpy()).astype(np.float32)),
+            torch.from_numpy(val[LABEL_COLUMN].to_numpy().astype(np.float32)))
+
+
+def _mse(model, x, y) -> float:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return float(torch.nn.functional.mse_loss(model(x).squeeze(1), y))
 
 
 def test_bad_data_is_a_clear_cli_error(tmp_path, telemetry_dir, capsys):
@@ -108,7 +139,8 @@ def test_bad_data_is_a_clear_cli_error(tmp_path, telemetry_dir, capsys):
 
 def test_killed_worker_resumes_from_checkpoint(tmp_path, telemetry_dir):
     spec_path = write_spec(tmp_path / "s.yaml", small_spec("kill", telemetry_dir, tmp_path / "out", epochs=4,
-                                                           workers=2, max_failures=2, early_stop=None))
+                                                           workers=2, max_failures=2, early_stop=None,
+                                                           ema_epochs=0.5))
     spec = load_spec(spec_path)
     path, metrics = run_train(spec, progress=lambda *_: None, fault_kill_epoch=2)
     lineage = json.loads((path / "lineage.json").read_text())
@@ -125,6 +157,9 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, telemetry_dir):
     assert epochs == [1, 2, 3, 4]
     resumes = [r["resumes"] for r in state["history"]]
     assert resumes[0] == 0 and resumes[-1] == 1 and resumes == sorted(resumes)
+    # The weight average came back with the checkpoint: it holds every step of the four epochs, not only the
+    # steps after the restart.
+    assert state["average"]["steps"] == 4 * state["average"]["steps_per_epoch"]
     assert metrics["test"]["accuracy"] > 0
 
 
