@@ -29,24 +29,27 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
 
 WITHIN = 0.01        # "within 1% of the best"
+LOOSE = 0.02         # also shown (not the goal): how the count moves when the margin is 2%
 
 
 LABELS = {"classification": "failure", "regression": "remaining_life_h"}
 
 
-def base_spec(data: Path, out: Path, epochs: int, task: str, lr_schedule: str = "constant") -> dict:
+def base_spec(data: Path, out: Path, epochs: int, task: str, lr_schedule: str = "constant",
+              ema_epochs: float | None = None) -> dict:
     return {"name": "tune-efficiency",
             "data": {"path": str(data), "label": LABELS[task], "task": task,
                      "features": {"exclude": ["machine_id"]}},
             "model": {"hidden": [64, 32], "dropout": 0.0},
             "train": {"epochs": epochs, "batch_size": 64, "lr": 1e-3, "lr_schedule": lr_schedule,
-                      "workers": 1, "early_stop": None,
+                      "ema_epochs": ema_epochs, "workers": 1, "early_stop": None,
                       "max_failures": 0, "seed": 0},
             "output": str(out)}
 
@@ -90,20 +93,25 @@ def experiment_dir(out: Path) -> Path:
     return sorted((out / "ray").glob("tune-*"))[-1]
 
 
-def summarise(name: str, out: Path, wall_s: float, target: float) -> dict:
-    events = reports(experiment_dir(out))
+def _first_within(events: list[dict], target: float) -> tuple[Optional[int], Optional[float]]:
+    """(trial-epochs, seconds since the first trial started) when a report first got to `target`."""
     start = min(e["trial_started"] for e in events)
-    with (out / "tune" / "results.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    epochs_to, seconds_to = None, None
     for n, e in enumerate(events, 1):
         if e["val_loss"] <= target:
-            epochs_to, seconds_to = n, e["timestamp"] - start
-            break
+            return n, e["timestamp"] - start
+    return None, None
+
+
+def summarise(name: str, out: Path, wall_s: float, target: float, loose: float) -> dict:
+    events = reports(experiment_dir(out))
+    with (out / "tune" / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    epochs_to, seconds_to = _first_within(events, target)
     return {"search": name, "trials": len(rows),
             "stopped": sum(r["status"] == "stopped" for r in rows),
             "best_val_loss": min(e["val_loss"] for e in events),
             "trial_epochs_to_target": epochs_to, "seconds_to_target": seconds_to,
+            "trial_epochs_to_loose": _first_within(events, loose)[0],
             "trial_epochs_reported": len(events),
             "trial_epochs_trained": sum(int(r["epochs_run"]) for r in rows),
             "wall_s": wall_s, "configs": sorted((float(r["lr"]), int(r["batch_size"])) for r in rows)}
@@ -126,6 +134,8 @@ def main() -> int:
     ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
                     help="train.lr_schedule of every trial (cosine: each trial's rate decays to near zero at the "
                          "last epoch, so its last epochs settle instead of swinging with a constant rate)")
+    ap.add_argument("--ema-epochs", type=float, default=None,
+                    help="train.ema_epochs of every trial (validate an average of the weights; default: off)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds of the random searches")
     ap.add_argument("--out", default=None, help="default: runs/bench-tune (classification), "
                     "runs/bench-tune-regression")
@@ -146,7 +156,7 @@ def main() -> int:
     _quiet_ray()
     res = connect(args.address)
     print(f"[bench] {res['CPU']:g} CPU, {res['GPU']:g} GPU; {args.task}, {args.rows} rows; {args.samples} samples, "
-          f"{args.epochs} epochs ({args.lr_schedule} lr), ASHA grace {args.grace} reduction {args.reduction:g}",
+          f"{args.epochs} epochs ({args.lr_schedule} lr, ema_epochs {args.ema_epochs}), ASHA grace {args.grace} reduction {args.reduction:g}",
           flush=True)
 
     # One prepared data set for all three searches. Preparing the same files twice gives the same rows in
@@ -154,12 +164,13 @@ def main() -> int:
     # them lands on a val_loss up to ~1.5% away, more than the margin this benchmark measures. Shared, a config
     # gives the same curve in every search, and the searches differ only in how they schedule trials.
     from jobs.train import prepare
-    prepared = prepare(validate_spec(base_spec(data, out / "prepare", args.epochs, args.task, args.lr_schedule)),
+    prepared = prepare(validate_spec(base_spec(data, out / "prepare", args.epochs, args.task, args.lr_schedule,
+                                               args.ema_epochs)),
                        progress=lambda *_: None)
 
     walls = {}
     for name, tune in searches(args.samples, args.epochs, args.grace, args.reduction, args.seeds).items():
-        raw = base_spec(data, out / name, args.epochs, args.task, args.lr_schedule)
+        raw = base_spec(data, out / name, args.epochs, args.task, args.lr_schedule, args.ema_epochs)
         raw["tune"] = tune
         spec = validate_spec(raw, f"<{name}>")
         t0 = time.time()
@@ -174,22 +185,23 @@ def main() -> int:
         members = [f"asha-s{seed}", f"no_stopping-s{seed}", "grid"]
         best = min(e["val_loss"] for name in members for e in reports(experiment_dir(out / name)))
         target = best * (1 + WITHIN)
-        groups[seed] = {"best_val_loss": best, "target": target}
+        groups[seed] = {"best_val_loss": best, "target": target, "loose_target": best * (1 + LOOSE)}
         for name in members:
-            results.append({"seed": seed, **summarise(name, out / name, walls[name], target)})
+            results.append({"seed": seed, **summarise(name, out / name, walls[name], target, best * (1 + LOOSE))})
         same = results[-3]["configs"] == results[-2]["configs"]
         print(f"[bench] seed {seed}: ASHA and no-stopping searched the same configurations: {same}")
     (out / "tune_efficiency.json").write_text(json.dumps(
         {"groups": groups, "args": vars(args), "results": results}, indent=2))
 
     print("\n| seed | search | trials (stopped) | best val_loss | target | trial-epochs to target | "
-          "time to target | trial-epochs trained | wall time |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "time to target | trial-epochs to within 2% | trial-epochs trained | wall time |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         to = str(r["trial_epochs_to_target"]) if r["trial_epochs_to_target"] else "not reached"
         ts = f"{r['seconds_to_target']:.0f} s" if r["seconds_to_target"] is not None else "-"
         print(f"| {r['seed']} | {r['search'].split('-')[0]} | {r['trials']} ({r['stopped']}) | "
               f"{r['best_val_loss']:.4f} | {groups[r['seed']]['target']:.4f} | {to} | {ts} | "
+              f"{r['trial_epochs_to_loose'] or 'not reached'} | "
               f"{r['trial_epochs_trained']} | {r['wall_s']:.0f} s |")
     by = {(r["seed"], r["search"].split("-")[0]): r for r in results}
     a_to = n_to = 0
@@ -198,6 +210,10 @@ def main() -> int:
     for seed in both:
         a_to += by[(seed, "asha")]["trial_epochs_to_target"]
         n_to += by[(seed, "no_stopping")]["trial_epochs_to_target"]
+    loose = [s_ for s_ in args.seeds if by[(s_, "asha")]["trial_epochs_to_loose"]
+             and by[(s_, "no_stopping")]["trial_epochs_to_loose"]]
+    loose_ratio = (sum(by[(s_, "asha")]["trial_epochs_to_loose"] for s_ in loose)
+                   / sum(by[(s_, "no_stopping")]["trial_epochs_to_loose"] for s_ in loose)) if loose else None
     trained = [sum(by[(s_, k)]["trial_epochs_trained"] for s_ in args.seeds) for k in ("asha", "no_stopping")]
     wall = [sum(by[(s_, k)]["wall_s"] for s_ in args.seeds) for k in ("asha", "no_stopping")]
     missed = {k: [s_ for s_ in args.seeds if not by[(s_, k)]["trial_epochs_to_target"]]
@@ -207,7 +223,8 @@ def main() -> int:
              if both else "no seed where both reached the target; ")
           + f"{trained[0] / trained[1]:.2f} of all trial-epochs trained; {wall[0] / wall[1]:.2f} of the wall time. "
           f"Missed the target: ASHA in seeds {missed['asha']}, no stopping in seeds {missed['no_stopping']}. "
-          "Goal: ≤ 0.33 of the trial-epochs to target.")
+          "Goal: ≤ 0.33 of the trial-epochs to target."
+          + (f" (Within 2% instead, not the goal: {loose_ratio:.2f}, seeds {loose}.)" if loose else ""))
     return 0
 
 
