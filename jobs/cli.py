@@ -43,11 +43,35 @@ def _load(args) -> "JobSpec":  # noqa: F821
     return load_spec(args.spec, args.set)
 
 
-def _connect(args) -> None:
+def _connect(args, spec=None) -> dict:
     from cluster import connect
     _quiet_ray()
     res = connect(getattr(args, "address", None))
     _progress(f"[ray] {res['nodes']} node(s), {res['CPU']:g} CPU, {res['GPU']:g} GPU")
+    if spec is not None and res["nodes"] > 1:
+        _check_storage(spec, res["nodes"])
+    return res
+
+
+def _check_storage(spec, nodes: int) -> None:
+    """On several nodes, what `submit` checks inside the job: every node reads the data and shares the output
+    (checkpoints, the bundle). A node-local path would otherwise fail the run half-way, deep inside Ray Train."""
+    from cluster.storage import StorageError, check_readable_everywhere, check_shared_storage, is_uri
+    from jobs.ingest import DataError
+
+    def resolved(path: str) -> str:
+        """As this driver resolves it: a relative path against the directory trainyard runs in."""
+        return path if is_uri(path) or path.startswith("file://") else os.path.abspath(os.path.expanduser(path))
+
+    output = resolved(spec.output_dir)
+    try:
+        for path in ([spec.data.path] if isinstance(spec.data.path, str) else spec.data.path):
+            check_readable_everywhere(resolved(path))
+        check_shared_storage(output)
+    except StorageError as exc:
+        raise DataError(f"{exc}\n(data.path and output of {spec.name!r}; `trainyard cluster check-storage PATH` "
+                        "checks a path on its own)") from None
+    _progress(f"[storage] all {nodes} nodes see the data and share {output}")
 
 
 def cmd_validate(args) -> int:
@@ -59,7 +83,7 @@ def cmd_validate(args) -> int:
 def cmd_train(args) -> int:
     from jobs.pipeline import run_train
     spec = _load(args)
-    _connect(args)
+    _connect(args, spec)
     path, _ = run_train(spec, progress=_progress)
     print(f"bundle written to {path}")
     return EXIT_OK
@@ -68,7 +92,7 @@ def cmd_train(args) -> int:
 def cmd_run(args) -> int:
     """The whole job: tune when the spec has a `tune` section, else train; then serve unless --no-serve."""
     spec = _load(args)
-    _connect(args)
+    _connect(args, spec)
     if spec.tune is not None:
         from tuning import run_tune
         path, _ = run_tune(spec, resume=getattr(args, "resume", False), progress=_progress)

@@ -152,6 +152,26 @@ def test_storage_check_catches_a_path_a_node_cannot_see(cluster, cluster_env):
     assert not any((Path(d) / "runs" / "not-shared").exists() for d in node_dirs)
 
 
+def test_a_driver_on_the_cluster_checks_storage_then_trains(cluster, cluster_env, tmp_path):
+    """`trainyard train SPEC --address HOST:PORT`, run from the user's directory: relative paths count as the
+    driver resolves them (absolute here), every node is checked to see the data and share the output before
+    anything runs, and the run trains on the two-node cluster."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    from telemetry import generate, write_shards
+
+    write_shards(generate(80, seed=3), tmp_path / "data", 2)
+    (tmp_path / "spec.yaml").write_text(
+        "name: driver\ndata: {path: data, label: failure, features: {exclude: [machine_id]}}\n"
+        "model: {hidden: [8]}\ntrain: {epochs: 1, workers: 1, batch_size: 16, max_failures: 0}\n"
+        "output: out\n")
+    env = {**cluster_env, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "spec.yaml", "--address", cluster["address"]],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"[storage] all 2 nodes see the data and share {tmp_path / 'out'}" in out.stdout + out.stderr
+    assert (tmp_path / "out" / "bundle" / "model.json").is_file()
+
+
 def _submit_small_job(cluster, tmp_path, body: str) -> str:
     """Submit like `trainyard submit` does (working_dir, resolved spec, env and storage checks), with a small
     Python step instead of the pipeline."""

@@ -13,7 +13,7 @@ def cmd_tune(args) -> int:
         _err(f"{args.spec} has no `tune` section, so there is nothing to search; add one (e.g. "
              "tune: {samples: 8, lr: {loguniform: [1.0e-4, 1.0e-1]}}) or use `trainyard train`")
         return EXIT_BAD_INPUT
-    _connect(args)
+    _connect(args, spec)
     path, _ = run_tune(spec, resume=args.resume, progress=_progress)
     print(f"bundle written to {path}")
     return EXIT_OK
