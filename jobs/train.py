@@ -158,7 +158,8 @@ class WeightAverage:
         # state_dict tensors share storage with the live parameters: the optimizer updates them in place.
         live = model.state_dict()
         self.state = {k: v.detach().clone() for k, v in live.items()}
-        self._float = [(self.state[k], v) for k, v in live.items() if v.is_floating_point()]
+        self._averaged = [self.state[k] for k, v in live.items() if v.is_floating_point()]
+        self._live = [v for v in live.values() if v.is_floating_point()]          # already detached
         self._other = [(self.state[k], v) for k, v in live.items() if not v.is_floating_point()]
 
     def decay(self) -> float:
@@ -171,8 +172,8 @@ class WeightAverage:
     def update(self) -> None:
         self.steps += 1
         weight = 1.0 - self.decay()
-        if self._float:
-            torch._foreach_lerp_([e for e, _ in self._float], [v.detach() for _, v in self._float], weight)
+        if self._averaged:
+            torch._foreach_lerp_(self._averaged, self._live, weight)
         for e, v in self._other:
             e.copy_(v)
 
