@@ -18,6 +18,7 @@ Goal (issue 3): ASHA reaches the target with ≤ 1/3 of the trial-epochs of the 
     python benchmarks/tune_efficiency.py                   # embedded local Ray
     python benchmarks/tune_efficiency.py --task regression --epochs 27
     python benchmarks/tune_efficiency.py --task regression --epochs 27 --samples 32 --reduction 4 --lr-schedule cosine
+    python benchmarks/tune_efficiency.py --task regression --epochs 27 --samples 64 --ema-epochs 1 --space wide
     python benchmarks/tune_efficiency.py --samples 8 --epochs 6 --rows 12000 --seeds 0   # quicker
 """
 from __future__ import annotations
@@ -54,10 +55,24 @@ def base_spec(data: Path, out: Path, epochs: int, task: str, lr_schedule: str = 
             "output": str(out)}
 
 
-def searches(samples: int, epochs: int, grace: int, rf: float, seeds: list[int]) -> dict[str, dict]:
+# The random searches' space. "lr-batch": learning rate and batch size only. "wide": also the issue's optional
+# axes (weight decay from negligible to strong, dropout off or light, four layer widths), as a search over a
+# model one knows little about would be. The rate matters as much; configurations that end near the best are
+# rarer (on these labels regularisation only hurts), so most trials are clearly bad early. The space holds the
+# grid's model (dropout 0, near-zero decay, 64x32), so the grid's best is within the random searches' reach.
+SPACES = {
+    "lr-batch": {"lr": {"loguniform": [1e-5, 1e-1]}, "batch_size": {"choice": [32, 64, 128, 256]}},
+    "wide": {"lr": {"loguniform": [1e-5, 1e-1]}, "batch_size": {"choice": [32, 64, 128, 256]},
+             "weight_decay": {"loguniform": [1e-6, 1e-2]}, "dropout": {"choice": [0.0, 0.1, 0.2]},
+             "hidden": {"choice": [[32], [64, 32], [128, 64], [256, 128]]}},
+}
+
+
+def searches(samples: int, epochs: int, grace: int, rf: float, seeds: list[int],
+             space_name: str = "lr-batch") -> dict[str, dict]:
     """{run name: tune section}. Random searches are repeated per sampler seed: how much ASHA saves before
     the target is reached depends on where in the sample order a good configuration turns up."""
-    space = {"lr": {"loguniform": [1e-5, 1e-1]}, "batch_size": {"choice": [32, 64, 128, 256]}}
+    space = SPACES[space_name]
     runs = {}
     for seed in seeds:
         runs[f"asha-s{seed}"] = {"search": "random", "samples": samples, "seed": seed, **space,
@@ -114,7 +129,8 @@ def summarise(name: str, out: Path, wall_s: float, target: float, loose: float) 
             "trial_epochs_to_loose": _first_within(events, loose)[0],
             "trial_epochs_reported": len(events),
             "trial_epochs_trained": sum(int(r["epochs_run"]) for r in rows),
-            "wall_s": wall_s, "configs": sorted((float(r["lr"]), int(r["batch_size"])) for r in rows)}
+            "wall_s": wall_s, "configs": sorted((float(r["lr"]), int(r["batch_size"]), float(r["weight_decay"]),
+                                                 float(r["dropout"]), r["hidden"]) for r in rows)}
 
 
 def _summary_lines(line: str) -> None:
@@ -136,6 +152,8 @@ def main() -> int:
                          "last epoch, so its last epochs settle instead of swinging with a constant rate)")
     ap.add_argument("--ema-epochs", type=float, default=None,
                     help="train.ema_epochs of every trial (validate an average of the weights; default: off)")
+    ap.add_argument("--space", choices=sorted(SPACES), default="lr-batch",
+                    help="what the random searches sample (the grid always sweeps 4 rates × 2 batch sizes)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds of the random searches")
     ap.add_argument("--out", default=None, help="default: runs/bench-tune (classification), "
                     "runs/bench-tune-regression")
@@ -155,9 +173,9 @@ def main() -> int:
         write_shards(generate(args.rows, seed=7, regression=args.task == "regression"), data, 4)
     _quiet_ray()
     res = connect(args.address)
-    print(f"[bench] {res['CPU']:g} CPU, {res['GPU']:g} GPU; {args.task}, {args.rows} rows; {args.samples} samples, "
-          f"{args.epochs} epochs ({args.lr_schedule} lr, ema_epochs {args.ema_epochs}), ASHA grace {args.grace} reduction {args.reduction:g}",
-          flush=True)
+    print(f"[bench] {res['CPU']:g} CPU, {res['GPU']:g} GPU; {args.task}, {args.rows} rows; "
+          f"{args.samples} samples of {args.space}, {args.epochs} epochs ({args.lr_schedule} lr, "
+          f"ema_epochs {args.ema_epochs}), ASHA grace {args.grace} reduction {args.reduction:g}", flush=True)
 
     # One prepared data set for all three searches. Preparing the same files twice gives the same rows in
     # another block order (and fitted statistics that differ in the last digits); the same config trained on
@@ -169,7 +187,8 @@ def main() -> int:
                        progress=lambda *_: None)
 
     walls = {}
-    for name, tune in searches(args.samples, args.epochs, args.grace, args.reduction, args.seeds).items():
+    for name, tune in searches(args.samples, args.epochs, args.grace, args.reduction, args.seeds,
+                                   args.space).items():
         raw = base_spec(data, out / name, args.epochs, args.task, args.lr_schedule, args.ema_epochs)
         raw["tune"] = tune
         spec = validate_spec(raw, f"<{name}>")
