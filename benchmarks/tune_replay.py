@@ -16,20 +16,31 @@ simulates, per order, the search with and without ASHA at the same concurrency:
 save on these curves. It is a model of the scheduler, not Ray's code: figures that matter are measured with
 tune_efficiency.py; this picks which settings are worth measuring.
 
+`--plain SPACE` records the curves itself instead, for a space no search has run yet: it trains `--configs`
+configurations drawn from tune_efficiency.py's SPACES[SPACE], and tune_efficiency.py's 8-trial grid, in plain
+PyTorch (weight_average.py's loop: the same data, model and weight average, no Ray in the loop; ~2-20 s a
+curve here), caching them under `--out`. The target is then within 1% of the best of the drawn
+configurations and the grid, as tune_efficiency.py sets it, so a search without stopping can miss it too.
+
     python benchmarks/tune_replay.py runs/bench-tune-cosine/no_stopping-s0 runs/bench-tune-cosine/no_stopping-s1 \\
         runs/bench-tune-cosine/no_stopping-s2 --samples 16 32 64 --oracle
+    python benchmarks/tune_replay.py --plain wide --configs 200 --samples 32 64 --ema-epochs 1
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import random
 import sys
 from pathlib import Path
 
+import time
+
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune_efficiency import WITHIN, experiment_dir, reports  # noqa: E402
+from tune_efficiency import SPACES, WITHIN, experiment_dir, reports  # noqa: E402
 
 STARTUP = 9.0     # a trial's start-up, in epochs of time (only the interleaving of concurrent trials uses it)
 
@@ -40,6 +51,46 @@ def curves(search: Path) -> list[list[float]]:
         by_trial.setdefault(e["trial"], {})[e["epoch"]] = e["val_loss"]
     full = max(len(c) for c in by_trial.values())
     return [[c[k] for k in sorted(c)] for c in by_trial.values() if len(c) == full]
+
+
+def _draw(dist: dict, rnd: random.Random):
+    if "choice" in dist:
+        return rnd.choice(dist["choice"])
+    if "loguniform" in dist:
+        lo, hi = dist["loguniform"]
+        return 10 ** rnd.uniform(math.log10(lo), math.log10(hi))
+    return rnd.uniform(*dist["uniform"])
+
+
+def plain_curves(space: str, configs: int, epochs: int, ema_epochs: float | None, seed: int,
+                 out: Path) -> tuple[list[list[float]], list[list[float]]]:
+    """(curves of `configs` configurations drawn from SPACES[space], curves of the grid): val_loss per epoch,
+    of the averaged weights when ema_epochs is set. Trained in plain PyTorch; cached one JSON line a curve,
+    so an interrupted run picks up where it stopped."""
+    from weight_average import regression_tensors, train
+
+    rnd = random.Random(seed)
+    drawn = [{axis: _draw(dist, rnd) for axis, dist in SPACES[space].items()} for _ in range(configs)]
+    # tune_efficiency.py's grid: 4 log-spaced rates in 1e-4 … 1e-1 × batch 64, 256; the base spec's model.
+    grid = [{"lr": lr, "batch_size": bs} for lr in np.geomspace(1e-4, 1e-1, 4).tolist() for bs in (64, 256)]
+    kind = "average" if ema_epochs else "raw"
+    cache = out / f"{space}-seed{seed}-{epochs}ep-ema{ema_epochs}.jsonl"
+    done = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() else []
+    data = None
+    for n, config in enumerate(drawn + grid):
+        if n < len(done):
+            continue
+        data = data or regression_tensors(30000, out)
+        t0 = time.time()
+        curve = train(data, config["lr"], config["batch_size"], epochs, 0, ema_epochs or 1.0,
+                      hidden=config.get("hidden", [64, 32]), dropout=config.get("dropout", 0.0),
+                      weight_decay=config.get("weight_decay", 0.0))[kind]
+        done.append({**config, "curve": curve})
+        with cache.open("a") as f:
+            f.write(json.dumps(done[-1]) + "\n")
+        print(f"[replay] {n + 1}/{len(drawn) + len(grid)} {config}: best val_loss {min(curve):.5f} "
+              f"({time.time() - t0:.1f}s)", flush=True)
+    return [d["curve"] for d in done[:configs]], [d["curve"] for d in done[configs:]]
 
 
 def simulate(order: list[int], raw: list[list[float]], judged: list[list[float]], target: float,
@@ -79,22 +130,42 @@ def simulate(order: list[int], raw: list[list[float]], judged: list[list[float]]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("searches", nargs="+", type=Path, help="output folders of finished no-stopping searches")
+    ap.add_argument("searches", nargs="*", type=Path, help="output folders of finished no-stopping searches")
+    ap.add_argument("--plain", choices=sorted(SPACES), default=None,
+                    help="record the curves in plain PyTorch for this space of tune_efficiency.py instead")
+    ap.add_argument("--configs", type=int, default=200, help="--plain: configurations to draw and train")
+    ap.add_argument("--epochs", type=int, default=27, help="--plain: epochs per curve")
+    ap.add_argument("--ema-epochs", type=float, default=None, help="--plain: train.ema_epochs (default off)")
+    ap.add_argument("--seed", type=int, default=0, help="--plain: seed of the draw")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench-tune-replay"), help="--plain: curve cache")
     ap.add_argument("--samples", type=int, nargs="+", default=[16, 32])
     ap.add_argument("--settings", nargs="+", default=["1:3", "1:4", "2:3", "3:3"], help="grace:reduction_factor")
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--orders", type=int, default=300)
     ap.add_argument("--oracle", action="store_true", help="judge every trial by its final best from epoch 1")
     args = ap.parse_args()
+    if bool(args.searches) == bool(args.plain):
+        ap.error("give either the output folders of no-stopping searches or --plain SPACE")
 
-    raw = [c for s in args.searches for c in curves(s)]
+    floor = math.inf          # the grid's best: only --plain trains the grid beside the drawn configurations
+    if args.plain:
+        args.out.mkdir(parents=True, exist_ok=True)
+        raw, grid = plain_curves(args.plain, args.configs, args.epochs, args.ema_epochs, args.seed,
+                                 args.out.resolve())
+        floor = min(min(c) for c in grid)
+        within = sorted(min(c) for c in raw)
+        print(f"{args.plain}: best of {len(raw)} drawn {within[0]:.5f}, grid's best {floor:.5f}; drawn within 1% "
+              f"of the better of the two: {sum(b <= min(floor, within[0]) * (1 + WITHIN) for b in within)}")
+    else:
+        raw = [c for s in args.searches for c in curves(s)]
     if len({len(c) for c in raw}) != 1:
         sys.exit("the searches trained different numbers of epochs; replay them separately")
     judged = ([[min(c)] * len(c) for c in raw] if args.oracle
               else [list(np.minimum.accumulate(c)) for c in raw])
     print(f"{len(raw)} recorded curves of {len(raw[0])} epochs; {args.orders} random orders per line; "
           f"{'oracle ranking' if args.oracle else 'judged by best_val_loss so far'}")
-    print("| samples | grace | reduction factor | trained (ASHA / none) | to target (ASHA / none) | ASHA missed |")
+    print("| samples | grace | reduction factor | trained (ASHA / none) | to target (ASHA / none) | "
+          "missed: ASHA / none |")
     print("|---|---|---|---|---|---|")
     for n in args.samples:
         if n > len(raw):
@@ -102,20 +173,20 @@ def main() -> int:
             continue
         for setting in args.settings:
             grace, rf = int(setting.split(":")[0]), float(setting.split(":")[1])
-            spent, baseline, to_a, to_n, missed = 0, 0, 0, 0, 0
+            spent, baseline, to_a, to_n, missed, missed_n = 0, 0, 0, 0, 0, 0
             for seed in range(args.orders):
                 order = random.Random(seed).sample(range(len(raw)), n)
-                target = min(min(raw[i]) for i in order) * (1 + WITHIN)
+                target = min(floor, min(min(raw[i]) for i in order)) * (1 + WITHIN)
                 a = simulate(order, raw, judged, target, grace, rf, args.concurrency)
                 b = simulate(order, raw, judged, target, 10 ** 6, rf, args.concurrency)
                 spent, baseline = spent + a[0], baseline + b[0]
-                if a[1] is None:
-                    missed += 1
-                else:
+                missed += a[1] is None
+                missed_n += b[1] is None
+                if a[1] is not None and b[1] is not None:       # the ratio counts orders where both got there
                     to_a, to_n = to_a + a[1], to_n + b[1]
             to = f"{to_a / to_n:.2f}" if to_n else "-"
-            print(f"| {n} | {grace} | {rf:g} | {spent / baseline:.2f} | {to} | {missed / args.orders:.0%} |",
-                  flush=True)
+            print(f"| {n} | {grace} | {rf:g} | {spent / baseline:.2f} | {to} | "
+                  f"{missed / args.orders:.0%} / {missed_n / args.orders:.0%} |", flush=True)
     return 0
 
 

@@ -42,8 +42,35 @@ def _tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
             torch.from_numpy(df[LABEL_COLUMN].to_numpy().astype(np.float32)))
 
 
-def train(data, lr: float, bs: int, epochs: int, order: int, ema_epochs: float) -> dict[str, list[float]]:
-    """One run; val_loss per epoch with the raw weights and with their average."""
+def regression_tensors(rows: int, out: Path) -> tuple:
+    """(train x, train y, val x, val y, feature count) of the remaining-useful-life labels, prepared once with
+    trainyard's own `prepare` (on a short-lived local Ray) and held in memory."""
+    import ray
+
+    from jobs.cli import _quiet_ray
+    from jobs.spec import validate_spec
+    from jobs.train import prepare
+    from telemetry import generate, write_shards
+
+    data_dir = out / f"data-regression-{rows}"
+    if not data_dir.exists():
+        write_shards(generate(rows, seed=7, regression=True), data_dir, 4)
+    _quiet_ray()
+    ray.init(include_dashboard=False, log_to_driver=False)
+    spec = validate_spec({"name": "weight-average", "output": str(out / "prepare"),
+                          "data": {"path": str(data_dir), "label": "remaining_life_h", "task": "regression",
+                                   "features": {"exclude": ["machine_id"]}}})
+    prepared = prepare(spec, progress=print)
+    xt, yt = _tensors(prepared.train_ds)
+    xv, yv = _tensors(prepared.val_ds)
+    ray.shutdown()
+    return xt, yt, xv, yv, xt.shape[1]
+
+
+def train(data, lr: float, bs: int, epochs: int, order: int, ema_epochs: float, hidden=(64, 32),
+          dropout: float = 0.0, weight_decay: float = 0.01) -> dict[str, list[float]]:
+    """One run; val_loss per epoch with the raw weights and with their average. (tune_replay.py --plain trains
+    its curves here too, with the other axes of a search.)"""
     import copy
 
     from jobs.model import build_model
@@ -51,8 +78,9 @@ def train(data, lr: float, bs: int, epochs: int, order: int, ema_epochs: float) 
 
     xt, yt, xv, yv, dim = data
     torch.manual_seed(0)                                  # train.seed: the same initial weights for every run
-    model = build_model({"kind": "mlp", "input_dim": dim, "output_dim": 1, "hidden": [64, 32], "dropout": 0.0})
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model = build_model({"kind": "mlp", "input_dim": dim, "output_dim": 1, "hidden": list(hidden),
+                         "dropout": dropout})
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     average = WeightAverage(model, ema_epochs, steps_per_epoch=math.ceil(len(xt) / bs))
     scored = copy.deepcopy(model)
     loss_fn = torch.nn.MSELoss()
@@ -71,6 +99,7 @@ def train(data, lr: float, bs: int, epochs: int, order: int, ema_epochs: float) 
             average.update()
         scored.load_state_dict(average.state)
         model.eval()
+        scored.eval()
         with torch.no_grad():
             curves["raw"].append(float(loss_fn(model(xv).squeeze(1), yv)))
             curves["average"].append(float(loss_fn(scored(xv).squeeze(1), yv)))
@@ -91,27 +120,8 @@ def main() -> int:
     ap.add_argument("--out", default="runs/bench-weight-average")
     args = ap.parse_args()
 
-    import ray
-
-    from jobs.cli import _quiet_ray
-    from jobs.spec import validate_spec
-    from jobs.train import prepare
-    from telemetry import generate, write_shards
-
-    out = Path(args.out).resolve()
-    data_dir = out / f"data-regression-{args.rows}"
-    if not data_dir.exists():
-        write_shards(generate(args.rows, seed=7, regression=True), data_dir, 4)
-    _quiet_ray()
-    ray.init(include_dashboard=False, log_to_driver=False)
-    spec = validate_spec({"name": "weight-average", "output": str(out / "prepare"),
-                          "data": {"path": str(data_dir), "label": "remaining_life_h", "task": "regression",
-                                   "features": {"exclude": ["machine_id"]}}})
-    prepared = prepare(spec, progress=print)
-    xt, yt = _tensors(prepared.train_ds)
-    xv, yv = _tensors(prepared.val_ds)
-    ray.shutdown()
-    data = (xt, yt, xv, yv, xt.shape[1])
+    data = regression_tensors(args.rows, Path(args.out).resolve())
+    xt, xv = data[0], data[2]
 
     # The region where the rate matters and the good configurations sit (tune_efficiency.py's searches put
     # their best trials at 2e-3 ... 3e-2).
@@ -135,7 +145,8 @@ def main() -> int:
     summary = {}
     for kind in ("raw", "average"):
         best = [min(runs[(lr, bs, 0)][kind]) for lr, bs in configs]
-        swing = [statistics.median(abs(math.log(b / a)) for a, b in zip(c[-21:], c[-20:]))
+        # Consecutive epochs among the last 21 (all of them in a shorter run).
+        swing = [statistics.median(abs(math.log(b / a)) for a, b in zip(c[-21:], c[-21:][1:]))
                  for c in (runs[(lr, bs, 0)][kind] for lr, bs in configs)]
         apart = [abs(min(runs[(lr, bs, 1)][kind]) / min(runs[(lr, bs, 0)][kind]) - 1) for lr, bs in configs]
         early = [_spearman([min(runs[(lr, bs, 0)][kind][:k]) for lr, bs in configs], best) for k in (3, 9)]
