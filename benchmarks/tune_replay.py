@@ -67,8 +67,11 @@ def plain_curves(space: str, configs: int, epochs: int, ema_epochs: float | None
     """(curves of `configs` configurations drawn from SPACES[space], curves of the grid): val_loss per epoch,
     of the averaged weights when ema_epochs is set. Trained in plain PyTorch; cached one JSON line a curve,
     so an interrupted run picks up where it stopped."""
+    import torch
     from weight_average import regression_tensors, train
 
+    # One thread: these MLPs are too small to gain from more, and two replays can then share two cores.
+    torch.set_num_threads(1)
     rnd = random.Random(seed)
     drawn = [{axis: _draw(dist, rnd) for axis, dist in SPACES[space].items()} for _ in range(configs)]
     # tune_efficiency.py's grid: 4 log-spaced rates in 1e-4 … 1e-1 × batch 64, 256; the base spec's model.
