@@ -33,14 +33,13 @@ import json
 import math
 import random
 import sys
-from pathlib import Path
-
 import time
+from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune_efficiency import SPACES, WITHIN, experiment_dir, reports  # noqa: E402
+from tune_efficiency import SPACES, WITHIN, experiment_dir, reports, searches  # noqa: E402
 
 STARTUP = 9.0     # a trial's start-up, in epochs of time (only the interleaving of concurrent trials uses it)
 
@@ -74,8 +73,10 @@ def plain_curves(space: str, configs: int, epochs: int, ema_epochs: float | None
     torch.set_num_threads(1)
     rnd = random.Random(seed)
     drawn = [{axis: _draw(dist, rnd) for axis, dist in SPACES[space].items()} for _ in range(configs)]
-    # tune_efficiency.py's grid: 4 log-spaced rates in 1e-4 … 1e-1 × batch 64, 256; the base spec's model.
-    grid = [{"lr": lr, "batch_size": bs} for lr in np.geomspace(1e-4, 1e-1, 4).tolist() for bs in (64, 256)]
+    # tune_efficiency.py's grid (log-spaced rates × batch sizes), on the base spec's model.
+    g = searches(1, epochs, 1, 3, [])["grid"]
+    grid = [{"lr": lr, "batch_size": bs} for lr in np.geomspace(*g["lr"]["loguniform"], g["grid_points"]).tolist()
+            for bs in g["batch_size"]["choice"]]
     kind = "average" if ema_epochs else "raw"
     cache = out / f"{space}-seed{seed}-{epochs}ep-ema{ema_epochs}.jsonl"
     done = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() else []
