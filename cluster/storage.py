@@ -158,6 +158,14 @@ def check_shared_storage(path: str, *, timeout_s: float = 60.0) -> dict:
     return report
 
 
+def check_job_storage(output: str, data: list[str], *, timeout_s: float = 60.0) -> None:
+    """What a job on several nodes needs: every node finds each of ``data`` and shares ``output``.
+    Raises StorageError naming the first path and the nodes that fail."""
+    for path in data:
+        check_readable_everywhere(path, timeout_s=timeout_s)
+    check_shared_storage(output, timeout_s=timeout_s)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m cluster.storage OUTPUT [--data PATH ...]`: run by a submitted job before the pipeline, so a
     path some node cannot see fails the job in seconds, with the nodes named, rather than mid-run."""
@@ -173,9 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     res = connect()
     try:
-        for path in args.data:
-            check_readable_everywhere(path)
-        check_shared_storage(args.output)
+        check_job_storage(args.output, args.data)
     except StorageError as exc:
         print(f"trainyard: error: {exc}", file=sys.stderr, flush=True)
         return 1

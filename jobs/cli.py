@@ -56,7 +56,7 @@ def _connect(args, spec=None) -> dict:
 def _check_storage(spec, nodes: int) -> None:
     """On several nodes, what `submit` checks inside the job: every node reads the data and shares the output
     (checkpoints, the bundle). A node-local path would otherwise fail the run half-way, deep inside Ray Train."""
-    from cluster.storage import StorageError, check_readable_everywhere, check_shared_storage, is_uri
+    from cluster.storage import StorageError, check_job_storage, is_uri
     from jobs.ingest import DataError
 
     def resolved(path: str) -> str:
@@ -65,9 +65,8 @@ def _check_storage(spec, nodes: int) -> None:
 
     output = resolved(spec.output_dir)
     try:
-        for path in ([spec.data.path] if isinstance(spec.data.path, str) else spec.data.path):
-            check_readable_everywhere(resolved(path))
-        check_shared_storage(output)
+        data = [spec.data.path] if isinstance(spec.data.path, str) else spec.data.path
+        check_job_storage(output, [resolved(path) for path in data])
     except StorageError as exc:
         raise DataError(f"{exc}\n(data.path and output of {spec.name!r}; `trainyard cluster check-storage PATH` "
                         "checks a path on its own)") from None
