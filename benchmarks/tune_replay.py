@@ -78,7 +78,8 @@ def plain_curves(space: str, configs: int, epochs: int, ema_epochs: float | None
     grid = [{"lr": lr, "batch_size": bs} for lr in np.geomspace(*g["lr"]["loguniform"], g["grid_points"]).tolist()
             for bs in g["batch_size"]["choice"]]
     kind = "average" if ema_epochs else "raw"
-    cache = out / f"{space}-seed{seed}-{epochs}ep-ema{ema_epochs}.jsonl"
+    # The drawn configurations, then the grid's: the count is part of the name, so the lines stay in order.
+    cache = out / f"{space}-seed{seed}-{configs}configs-{epochs}ep-ema{ema_epochs}.jsonl"
     done = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() else []
     data = None
     for n, config in enumerate(drawn + grid):

@@ -13,7 +13,7 @@ trained twice with its batches in two different orders. Printed, raw vs averaged
 - how well the first 3 / 9 epochs rank the configurations by their final best (Spearman), which is what
   ASHA relies on.
 
-    python benchmarks/weight_average.py                     # 12 configurations × 2 orders × 27 epochs, ~5 min
+    python benchmarks/weight_average.py                     # 12 configurations × 2 orders × 27 epochs, ~1.5 min
     python benchmarks/weight_average.py --configs 6 --epochs 9
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,15 +52,14 @@ def regression_tensors(rows: int, out: Path) -> tuple:
     from jobs.spec import validate_spec
     from jobs.train import prepare
     from telemetry import generate, write_shards
+    from tune_efficiency import base_spec
 
     data_dir = out / f"data-regression-{rows}"
     if not data_dir.exists():
         write_shards(generate(rows, seed=7, regression=True), data_dir, 4)
     _quiet_ray()
     ray.init(include_dashboard=False, log_to_driver=False)
-    spec = validate_spec({"name": "weight-average", "output": str(out / "prepare"),
-                          "data": {"path": str(data_dir), "label": "remaining_life_h", "task": "regression",
-                                   "features": {"exclude": ["machine_id"]}}})
+    spec = validate_spec(base_spec(data_dir, out / "prepare", 1, "regression"))    # tune_efficiency.py's data
     prepared = prepare(spec, progress=print)
     xt, yt = _tensors(prepared.train_ds)
     xv, yv = _tensors(prepared.val_ds)
