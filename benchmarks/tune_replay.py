@@ -13,7 +13,9 @@ simulates, per order, the search with and without ASHA at the same concurrency:
   and trial-epochs in total, as tune_efficiency.py counts them.
 
 `--oracle` ranks every trial by its final best from its first epoch on: the most any early-stopping rule can
-save on these curves. It is a model of the scheduler, not Ray's code: figures that matter are measured with
+save on these curves. `--projected` judges a trial by a learning-curve extrapolation instead of its best so
+far: the power law through the second half of its best-so-far curve, carried to the last epoch (credits slow
+starters that are still falling fast; needs two epochs, so at epoch 1 it is the best so far). It is a model of the scheduler, not Ray's code: figures that matter are measured with
 tune_efficiency.py; this picks which settings are worth measuring.
 
 `--plain SPACE` records the curves itself instead, for a space no search has run yet: it trains `--configs`
@@ -62,7 +64,7 @@ def _draw(dist: dict, rnd: random.Random):
 
 
 def plain_curves(space: str, configs: int, epochs: int, ema_epochs: float | None, seed: int,
-                 out: Path) -> tuple[list[list[float]], list[list[float]]]:
+                 out: Path, life_noise_h: float = 10.0) -> tuple[list[list[float]], list[list[float]]]:
     """(curves of `configs` configurations drawn from SPACES[space], curves of the grid): val_loss per epoch,
     of the averaged weights when ema_epochs is set. Trained in plain PyTorch; cached one JSON line a curve,
     so an interrupted run picks up where it stopped."""
@@ -79,13 +81,14 @@ def plain_curves(space: str, configs: int, epochs: int, ema_epochs: float | None
             for bs in g["batch_size"]["choice"]]
     kind = "average" if ema_epochs else "raw"
     # The drawn configurations, then the grid's: the count is part of the name, so the lines stay in order.
-    cache = out / f"{space}-seed{seed}-{configs}configs-{epochs}ep-ema{ema_epochs}.jsonl"
+    noise = "" if life_noise_h == 10.0 else f"-noise{life_noise_h:g}"
+    cache = out / f"{space}-seed{seed}-{configs}configs-{epochs}ep-ema{ema_epochs}{noise}.jsonl"
     done = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() else []
     data = None
     for n, config in enumerate(drawn + grid):
         if n < len(done):
             continue
-        data = data or regression_tensors(30000, out)
+        data = data or regression_tensors(30000, out, life_noise_h)
         t0 = time.time()
         curve = train(data, config["lr"], config["batch_size"], epochs, 0, ema_epochs or 1.0,
                       hidden=config.get("hidden", [64, 32]), dropout=config.get("dropout", 0.0),
@@ -96,6 +99,18 @@ def plain_curves(space: str, configs: int, epochs: int, ema_epochs: float | None
         print(f"[replay] {n + 1}/{len(drawn) + len(grid)} {config}: best val_loss {min(curve):.5f} "
               f"({time.time() - t0:.1f}s)", flush=True)
     return [d["curve"] for d in done[:configs]], [d["curve"] for d in done[configs:]]
+
+
+def projected(curve: list[float]) -> list[float]:
+    """Per epoch t: best-so-far × (E / t)^slope, slope (≤ 0) of log best-so-far on log epoch over epochs t/2…t."""
+    best = np.minimum.accumulate(curve)
+    last = len(curve)
+    out = [float(best[0])]
+    for t in range(2, last + 1):
+        lo = min(max(1, math.ceil(t / 2)), t - 1)
+        slope = min(0.0, float(np.polyfit(np.log(np.arange(lo, t + 1)), np.log(best[lo - 1:t]), 1)[0]))
+        out.append(float(best[t - 1] * (last / t) ** slope))
+    return out
 
 
 def simulate(order: list[int], raw: list[list[float]], judged: list[list[float]], target: float,
@@ -142,12 +157,17 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=27, help="--plain: epochs per curve")
     ap.add_argument("--ema-epochs", type=float, default=None, help="--plain: train.ema_epochs (default off)")
     ap.add_argument("--seed", type=int, default=0, help="--plain: seed of the draw")
+    ap.add_argument("--label-noise", type=float, default=10.0,
+                    help="--plain: tune_efficiency.py's --label-noise (hours of noise on the regression labels)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-tune-replay"), help="--plain: curve cache")
     ap.add_argument("--samples", type=int, nargs="+", default=[16, 32])
     ap.add_argument("--settings", nargs="+", default=["1:3", "1:4", "2:3", "3:3"], help="grace:reduction_factor")
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--orders", type=int, default=300)
-    ap.add_argument("--oracle", action="store_true", help="judge every trial by its final best from epoch 1")
+    judge = ap.add_mutually_exclusive_group()
+    judge.add_argument("--oracle", action="store_true", help="judge every trial by its final best from epoch 1")
+    judge.add_argument("--projected", action="store_true",
+                       help="judge every trial by its curve extrapolated to the last epoch (not trainyard's rule)")
     args = ap.parse_args()
     if bool(args.searches) == bool(args.plain):
         ap.error("give either the output folders of no-stopping searches or --plain SPACE")
@@ -156,7 +176,7 @@ def main() -> int:
     if args.plain:
         args.out.mkdir(parents=True, exist_ok=True)
         raw, grid = plain_curves(args.plain, args.configs, args.epochs, args.ema_epochs, args.seed,
-                                 args.out.resolve())
+                                 args.out.resolve(), args.label_noise)
         floor = min(min(c) for c in grid)
         within = sorted(min(c) for c in raw)
         print(f"{args.plain}: best of {len(raw)} drawn {within[0]:.5f}, grid's best {floor:.5f}; drawn within 1% "
@@ -165,10 +185,13 @@ def main() -> int:
         raw = [c for s in args.searches for c in curves(s)]
     if len({len(c) for c in raw}) != 1:
         sys.exit("the searches trained different numbers of epochs; replay them separately")
-    judged = ([[min(c)] * len(c) for c in raw] if args.oracle
-              else [list(np.minimum.accumulate(c)) for c in raw])
-    print(f"{len(raw)} recorded curves of {len(raw[0])} epochs; {args.orders} random orders per line; "
-          f"{'oracle ranking' if args.oracle else 'judged by best_val_loss so far'}")
+    if args.oracle:
+        judged, rule = [[min(c)] * len(c) for c in raw], "oracle ranking"
+    elif args.projected:
+        judged, rule = [projected(c) for c in raw], "judged by the curve extrapolated to the last epoch"
+    else:
+        judged, rule = [list(np.minimum.accumulate(c)) for c in raw], "judged by best_val_loss so far"
+    print(f"{len(raw)} recorded curves of {len(raw[0])} epochs; {args.orders} random orders per line; {rule}")
     print("| samples | grace | reduction factor | trained (ASHA / none) | to target (ASHA / none) | "
           "missed: ASHA / none |")
     print("|---|---|---|---|---|---|")

@@ -43,20 +43,18 @@ def _tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
             torch.from_numpy(df[LABEL_COLUMN].to_numpy().astype(np.float32)))
 
 
-def regression_tensors(rows: int, out: Path) -> tuple:
-    """(train x, train y, val x, val y, feature count) of the remaining-useful-life labels, prepared once with
-    trainyard's own `prepare` (on a short-lived local Ray) and held in memory."""
+def regression_tensors(rows: int, out: Path, life_noise_h: float = 10.0) -> tuple:
+    """(train x, train y, val x, val y, feature count) of the remaining-useful-life labels (tune_efficiency.py's
+    data, `--label-noise` included), prepared once with trainyard's own `prepare` (on a short-lived local Ray)
+    and held in memory."""
     import ray
 
     from jobs.cli import _quiet_ray
     from jobs.spec import validate_spec
     from jobs.train import prepare
-    from telemetry import generate, write_shards
-    from tune_efficiency import base_spec
+    from tune_efficiency import base_spec, bench_data
 
-    data_dir = out / f"data-regression-{rows}"
-    if not data_dir.exists():
-        write_shards(generate(rows, seed=7, regression=True), data_dir, 4)
+    data_dir = bench_data(out, "regression", rows, life_noise_h)
     _quiet_ray()
     ray.init(include_dashboard=False, log_to_driver=False)
     spec = validate_spec(base_spec(data_dir, out / "prepare", 1, "regression"))    # tune_efficiency.py's data

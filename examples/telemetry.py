@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 
-def generate(rows: int, seed: int = 0, regression: bool = False) -> pd.DataFrame:
+def generate(rows: int, seed: int = 0, regression: bool = False, life_noise_h: float = 10.0) -> pd.DataFrame:
+    """`life_noise_h`: standard deviation of the measurement noise on remaining_life_h (regression only)."""
     rng = np.random.default_rng(seed)
     machine_type = rng.choice(["L", "M", "H"], size=rows, p=[0.5, 0.3, 0.2])
     quality = np.select([machine_type == "L", machine_type == "M"], [0.0, 0.5], 1.0)
@@ -37,7 +38,8 @@ def generate(rows: int, seed: int = 0, regression: bool = False) -> pd.DataFrame
         "vibration_mm_s": vibration.round(3),
     })
     if regression:
-        df["remaining_life_h"] = np.clip(400 - 1.3 * tool_wear - 60 * risk + rng.normal(0, 10, rows), 0, None)
+        noise = rng.normal(0, life_noise_h, rows)
+        df["remaining_life_h"] = np.clip(400 - 1.3 * tool_wear - 60 * risk + noise, 0, None)
     else:
         p = 1 / (1 + np.exp(-(risk - 3.0) * 3.0))
         df["failure"] = np.where(rng.uniform(size=rows) < p, "failure", "ok")
