@@ -165,7 +165,8 @@ def main() -> int:
                     help="train.ema_epochs of every trial (validate an average of the weights; default: off)")
     ap.add_argument("--label-noise", type=float, default=10.0,
                     help="regression: standard deviation of the measurement noise on remaining_life_h, in hours "
-                         "(default 10: the noise alone puts val_loss at or above ~0.0055; lower it and val_loss is the fit's own error)")
+                         "(default 10: the noise alone puts val_loss at or above ~0.0055; lower it and val_loss "
+                         "is the fit's own error)")
     ap.add_argument("--space", choices=sorted(SPACES), default="lr-batch",
                     help="what the random searches sample (the grid always sweeps 4 rates × 2 batch sizes)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds of the random searches")

@@ -15,7 +15,8 @@ simulates, per order, the search with and without ASHA at the same concurrency:
 `--oracle` ranks every trial by its final best from its first epoch on: the most any early-stopping rule can
 save on these curves. `--projected` judges a trial by a learning-curve extrapolation instead of its best so
 far: the power law through the second half of its best-so-far curve, carried to the last epoch (credits slow
-starters that are still falling fast; needs two epochs, so at epoch 1 it is the best so far). It is a model of the scheduler, not Ray's code: figures that matter are measured with
+starters that are still falling fast; needs two epochs, so at epoch 1 it is the best so far; trainyard does
+not judge this way). It is a model of the scheduler, not Ray's code: figures that matter are measured with
 tune_efficiency.py; this picks which settings are worth measuring.
 
 `--plain SPACE` records the curves itself instead, for a space no search has run yet: it trains `--configs`
