@@ -156,6 +156,8 @@ def main() -> int:
                     help="record the curves in plain PyTorch for this space of tune_efficiency.py instead")
     ap.add_argument("--configs", type=int, default=200, help="--plain: configurations to draw and train")
     ap.add_argument("--epochs", type=int, default=27, help="--plain: epochs per curve")
+    ap.add_argument("--first", type=int, default=None,
+                    help="--plain: replay only the first E epochs of each curve (trials of E epochs; no new training)")
     ap.add_argument("--ema-epochs", type=float, default=None, help="--plain: train.ema_epochs (default off)")
     ap.add_argument("--seed", type=int, default=0, help="--plain: seed of the draw")
     ap.add_argument("--label-noise", type=float, default=10.0,
@@ -178,6 +180,9 @@ def main() -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         raw, grid = plain_curves(args.plain, args.configs, args.epochs, args.ema_epochs, args.seed,
                                  args.out.resolve(), args.label_noise)
+        if args.first:
+            # At a constant rate (what --plain trains), the first E epochs of a longer run are a run of E epochs.
+            raw, grid = [c[:args.first] for c in raw], [c[:args.first] for c in grid]
         floor = min(min(c) for c in grid)
         within = sorted(min(c) for c in raw)
         print(f"{args.plain}: best of {len(raw)} drawn {within[0]:.5f}, grid's best {floor:.5f}; drawn within 1% "
