@@ -68,14 +68,29 @@ SPACES = {
 }
 
 
+def noise_suffix(life_noise_h: float) -> str:
+    """What names data, outputs and curve caches of labels with other than the default 10 h of noise."""
+    return "" if life_noise_h == 10.0 else f"-noise{life_noise_h:g}"
+
+
 def bench_data(out: Path, task: str, rows: int, life_noise_h: float = 10.0) -> Path:
-    """The telemetry shards under `out` (written on first use, seed 7): the same rows for every invocation."""
+    """The telemetry shards under `out` (written on first use, seed 7): the same rows for every invocation.
+    Written beside and then renamed into place, so a second process never reads half-written shards."""
+    import shutil
+    import tempfile
+
     from telemetry import generate, write_shards
 
-    name = f"data-{rows}" if task == "classification" else f"data-{task}-{rows}"
-    data = out / (name if life_noise_h == 10.0 else f"{name}-noise{life_noise_h:g}")
+    regression = task == "regression"
+    data = out / ((f"data-{task}-{rows}" + noise_suffix(life_noise_h)) if regression else f"data-{rows}")
     if not data.exists():
-        write_shards(generate(rows, seed=7, regression=task == "regression", life_noise_h=life_noise_h), data, 4)
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{data.name}-", dir=out))
+        write_shards(generate(rows, seed=7, regression=regression, life_noise_h=life_noise_h), staging, 4)
+        try:
+            staging.rename(data)
+        except OSError:             # another process got there first: its shards are the same rows
+            shutil.rmtree(staging, ignore_errors=True)
     return data
 
 
@@ -163,15 +178,15 @@ def main() -> int:
                          "last epoch, so its last epochs settle instead of swinging with a constant rate)")
     ap.add_argument("--ema-epochs", type=float, default=None,
                     help="train.ema_epochs of every trial (validate an average of the weights; default: off)")
-    ap.add_argument("--label-noise", type=float, default=10.0,
-                    help="regression: standard deviation of the measurement noise on remaining_life_h, in hours "
-                         "(default 10: the noise alone puts val_loss at or above ~0.0055; lower it and val_loss "
-                         "is the fit's own error)")
+    ap.add_argument("--label-noise", type=float, default=10.0, metavar="H",
+                    help="--task regression: standard deviation of the measurement noise on remaining_life_h, in "
+                         "hours (default 10: the noise alone keeps val_loss, an MSE on the standardised label, at "
+                         "or above ~0.0055; lower it and val_loss is mostly the fit's own error)")
     ap.add_argument("--space", choices=sorted(SPACES), default="lr-batch",
                     help="what the random searches sample (the grid always sweeps 4 rates × 2 batch sizes)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds of the random searches")
     ap.add_argument("--out", default=None, help="default: runs/bench-tune (classification), "
-                    "runs/bench-tune-regression")
+                    "runs/bench-tune-regression (with -noiseH when --label-noise is not 10)")
     ap.add_argument("--address", default=None)
     args = ap.parse_args()
 
@@ -180,8 +195,10 @@ def main() -> int:
     from jobs.spec import validate_spec
     from tuning import run_tune
 
+    if args.task == "classification" and args.label_noise != 10.0:
+        ap.error("--label-noise is the noise on the regression labels: give it with --task regression")
     out = Path(args.out or ("runs/bench-tune" if args.task == "classification"
-                            else f"runs/bench-tune-{args.task}")).resolve()
+                            else f"runs/bench-tune-{args.task}{noise_suffix(args.label_noise)}")).resolve()
     data = bench_data(out, args.task, args.rows, args.label_noise)
     _quiet_ray()
     res = connect(args.address)

@@ -28,6 +28,8 @@ configurations and the grid, as tune_efficiency.py sets it, so a search without 
     python benchmarks/tune_replay.py runs/bench-tune-cosine/no_stopping-s0 runs/bench-tune-cosine/no_stopping-s1 \\
         runs/bench-tune-cosine/no_stopping-s2 --samples 16 32 64 --oracle
     python benchmarks/tune_replay.py --plain wide --configs 200 --samples 32 64 --ema-epochs 1
+    python benchmarks/tune_replay.py --plain lr-batch --configs 96 --ema-epochs 1 --label-noise 2 --projected
+    python benchmarks/tune_replay.py --plain lr-batch --configs 64 --epochs 81 --first 27 --ema-epochs 1
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune_efficiency import SPACES, WITHIN, experiment_dir, reports, searches  # noqa: E402
+from tune_efficiency import SPACES, WITHIN, experiment_dir, noise_suffix, reports, searches  # noqa: E402
 
 STARTUP = 9.0     # a trial's start-up, in epochs of time (only the interleaving of concurrent trials uses it)
 
@@ -82,9 +84,18 @@ def plain_curves(space: str, configs: int, epochs: int, ema_epochs: float | None
             for bs in g["batch_size"]["choice"]]
     kind = "average" if ema_epochs else "raw"
     # The drawn configurations, then the grid's: the count is part of the name, so the lines stay in order.
-    noise = "" if life_noise_h == 10.0 else f"-noise{life_noise_h:g}"
-    cache = out / f"{space}-seed{seed}-{configs}configs-{epochs}ep-ema{ema_epochs}{noise}.jsonl"
+    name = f"{space}-seed{seed}-{{}}configs-{epochs}ep-ema{ema_epochs}{noise_suffix(life_noise_h)}.jsonl"
+    cache = out / name.format(configs)
     done = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() else []
+    if not done:
+        # A finished longer draw of the same seed holds these configurations first (same sampler), then the grid.
+        for longer in sorted(out.glob(name.format("*"))):
+            count = int(longer.name[len(f"{space}-seed{seed}-"):].split("configs")[0])
+            lines = [json.loads(line) for line in longer.read_text().splitlines()]
+            if count > configs and len(lines) == count + len(grid) and all(
+                    {k: d[k] for k in config} == config for d, config in zip(lines, drawn)):
+                print(f"[replay] the first {configs} configurations of {longer.name}, and its grid")
+                return [d["curve"] for d in lines[:configs]], [d["curve"] for d in lines[-len(grid):]]
     data = None
     for n, config in enumerate(drawn + grid):
         if n < len(done):
@@ -156,11 +167,12 @@ def main() -> int:
                     help="record the curves in plain PyTorch for this space of tune_efficiency.py instead")
     ap.add_argument("--configs", type=int, default=200, help="--plain: configurations to draw and train")
     ap.add_argument("--epochs", type=int, default=27, help="--plain: epochs per curve")
-    ap.add_argument("--first", type=int, default=None,
-                    help="--plain: replay only the first E epochs of each curve (trials of E epochs; no new training)")
+    ap.add_argument("--first", type=int, default=None, metavar="E",
+                    help="--plain: replay only the first E of the --epochs epochs of each curve, as trials of E "
+                         "epochs (valid at the constant rate --plain trains; reads the --epochs cache)")
     ap.add_argument("--ema-epochs", type=float, default=None, help="--plain: train.ema_epochs (default off)")
     ap.add_argument("--seed", type=int, default=0, help="--plain: seed of the draw")
-    ap.add_argument("--label-noise", type=float, default=10.0,
+    ap.add_argument("--label-noise", type=float, default=10.0, metavar="H",
                     help="--plain: tune_efficiency.py's --label-noise (hours of noise on the regression labels)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-tune-replay"), help="--plain: curve cache")
     ap.add_argument("--samples", type=int, nargs="+", default=[16, 32])
@@ -174,6 +186,10 @@ def main() -> int:
     args = ap.parse_args()
     if bool(args.searches) == bool(args.plain):
         ap.error("give either the output folders of no-stopping searches or --plain SPACE")
+    if not args.plain and (args.first is not None or args.label_noise != 10.0):
+        ap.error("--first and --label-noise shape --plain's curves; the folders' curves are as their searches ran")
+    if args.first is not None and not 1 <= args.first <= args.epochs:
+        ap.error(f"--first {args.first}: give 1 … --epochs ({args.epochs}) epochs of the recorded curves")
 
     floor = math.inf          # the grid's best: only --plain trains the grid beside the drawn configurations
     if args.plain:
