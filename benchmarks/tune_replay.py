@@ -24,6 +24,9 @@ configurations drawn from tune_efficiency.py's SPACES[SPACE], and tune_efficienc
 PyTorch (weight_average.py's loop: the same data, model and weight average, no Ray in the loop; ~2-20 s a
 curve here), caching them under `--out`. The target is then within 1% of the best of the drawn
 configurations and the grid, as tune_efficiency.py sets it, so a search without stopping can miss it too.
+A finished cache of a longer draw with the same seed serves a shorter one (its first `--configs` curves and
+its grid). `--label-noise H` trains on labels with that much noise; `--first E` replays the first E epochs of
+the cached curves as trials of E epochs (at --plain's constant rate, the same thing).
 
     python benchmarks/tune_replay.py runs/bench-tune-cosine/no_stopping-s0 runs/bench-tune-cosine/no_stopping-s1 \\
         runs/bench-tune-cosine/no_stopping-s2 --samples 16 32 64 --oracle
