@@ -16,7 +16,8 @@ import pandas as pd
 
 
 def generate(rows: int, seed: int = 0, regression: bool = False, life_noise_h: float = 10.0) -> pd.DataFrame:
-    """`life_noise_h`: standard deviation of the measurement noise on remaining_life_h (regression only)."""
+    """`rows` of telemetry labelled with failure, or with `regression` with remaining_life_h, whose measurement
+    noise has a standard deviation of `life_noise_h` hours."""
     rng = np.random.default_rng(seed)
     machine_type = rng.choice(["L", "M", "H"], size=rows, p=[0.5, 0.3, 0.2])
     quality = np.select([machine_type == "L", machine_type == "M"], [0.0, 0.5], 1.0)
