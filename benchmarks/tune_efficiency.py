@@ -189,14 +189,14 @@ def main() -> int:
                     "runs/bench-tune-regression (with -noiseH when --label-noise is not 10)")
     ap.add_argument("--address", default=None)
     args = ap.parse_args()
+    if args.task == "classification" and args.label_noise != 10.0:
+        ap.error("--label-noise is the noise on the regression labels: give it with --task regression")
 
     from cluster import connect
     from jobs.cli import _quiet_ray
     from jobs.spec import validate_spec
     from tuning import run_tune
 
-    if args.task == "classification" and args.label_noise != 10.0:
-        ap.error("--label-noise is the noise on the regression labels: give it with --task regression")
     out = Path(args.out or ("runs/bench-tune" if args.task == "classification"
                             else f"runs/bench-tune-{args.task}{noise_suffix(args.label_noise)}")).resolve()
     data = bench_data(out, args.task, args.rows, args.label_noise)

@@ -47,7 +47,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune_efficiency import SPACES, WITHIN, experiment_dir, noise_suffix, reports, searches  # noqa: E402
+from tune_efficiency import (SPACES, WITHIN, base_spec, experiment_dir, noise_suffix, reports,  # noqa: E402
+                             searches)
 
 STARTUP = 9.0     # a trial's start-up, in epochs of time (only the interleaving of concurrent trials uses it)
 
@@ -81,10 +82,15 @@ def plain_curves(space: str, configs: int, epochs: int, ema_epochs: float | None
     torch.set_num_threads(1)
     rnd = random.Random(seed)
     drawn = [{axis: _draw(dist, rnd) for axis, dist in SPACES[space].items()} for _ in range(configs)]
-    # tune_efficiency.py's grid (log-spaced rates × batch sizes), on the base spec's model.
-    g = searches(1, epochs, 1, 3, [])["grid"]
-    grid = [{"lr": lr, "batch_size": bs} for lr in np.geomspace(*g["lr"]["loguniform"], g["grid_points"]).tolist()
-            for bs in g["batch_size"]["choice"]]
+    # tune_efficiency.py's grid, on the base spec's model, with the values `trainyard tune` itself would try.
+    from jobs.spec import validate_spec
+    from tuning.space import param_space
+
+    grid_spec = validate_spec({**base_spec(out, out, epochs, "regression"),
+                               "tune": searches(1, epochs, 1, 3, [])["grid"]}, "<grid>")
+    axes = param_space(grid_spec)
+    grid = [{"lr": lr, "batch_size": bs} for lr in axes["lr"]["grid_search"]
+            for bs in axes["batch_size"]["grid_search"]]
     kind = "average" if ema_epochs else "raw"
     # The drawn configurations, then the grid's: the count is part of the name, so the lines stay in order.
     name = f"{space}-seed{seed}-{{}}configs-{epochs}ep-ema{ema_epochs}{noise_suffix(life_noise_h)}.jsonl"
