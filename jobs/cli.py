@@ -48,7 +48,8 @@ def _connect(args, spec=None) -> dict:
     _quiet_ray()
     res = connect(getattr(args, "address", None))
     _progress(f"[ray] {res['nodes']} node(s), {res['CPU']:g} CPU, {res['GPU']:g} GPU")
-    if spec is not None and res["nodes"] > 1:
+    # A submitted job checked storage in its entrypoint (`python -m cluster.storage`) just before this.
+    if spec is not None and res["nodes"] > 1 and not getattr(args, "storage_checked", False):
         _check_storage(spec, res["nodes"])
     return res
 

@@ -9,7 +9,7 @@ what is uploaded.
 What is not shipped: trainyard's dependencies. The job's entrypoint, run by the cluster's ``python``, is
 
     python -m cluster.envcheck && python -m cluster.storage OUTPUT --data DATA \
-        && python -m jobs.cli run .trainyard-job/spec.yaml --no-serve
+        && python -m jobs.cli run .trainyard-job/spec.yaml --storage-checked --no-serve
 
 so the cluster must have trainyard's dependencies installed (a local `trainyard cluster up` cluster runs this
 venv's python; on Kubernetes or the cloud, an image with ``pip install .``). ``cluster.envcheck`` fails the
@@ -256,7 +256,8 @@ def plan(spec_path, address: str | None, mode: str = "run", overrides=(), *, sha
     data_paths = spec["data"]["path"] if isinstance(spec["data"]["path"], list) else [spec["data"]["path"]]
     storage_check = " ".join(["python -m cluster.storage", shlex.quote(spec["output"])]
                              + [f"--data {shlex.quote(p)}" for p in data_paths])
-    command = f"python -m jobs.cli {mode} {SPEC_IN_JOB}" + (" --no-serve" if mode == "run" else "")
+    # --storage-checked: the step before has checked the paths; trainyard does not check them a second time.
+    command = f"python -m jobs.cli {mode} {SPEC_IN_JOB} --storage-checked" + (" --no-serve" if mode == "run" else "")
     entrypoint = f"python -m cluster.envcheck && {storage_check} && {command}"
     submission_id = f"trainyard-{spec['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     return Plan(spec_path, spec, mode, entrypoint, submission_id, spec["output"], files, env_vars, notes)

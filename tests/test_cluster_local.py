@@ -253,6 +253,7 @@ def test_submit_end_to_end_trains_and_writes_a_bundle(cluster, cluster_env, tmp_
                   env=cluster_env, module="jobs.cli", timeout=540)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "SUCCEEDED" in out.stdout and "trainyard storage check: all 2 node(s)" in out.stdout
+    assert "[storage] all 2 nodes" not in out.stdout, "the entrypoint checked storage: trainyard must not repeat it"
 
     from jobs.bundle import load
 

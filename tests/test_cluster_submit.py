@@ -130,11 +130,11 @@ def test_entrypoint_checks_the_cluster_then_runs_trainyard(tmp_path, repo):
     steps = p.entrypoint.split(" && ")
     assert steps[0] == "python -m cluster.envcheck"
     assert steps[1].startswith(f"python -m cluster.storage {tmp_path / 'out'} --data {tmp_path / 'data'}")
-    assert steps[2] == f"python -m jobs.cli run {SPEC_IN_JOB} --no-serve"
+    assert steps[2] == f"python -m jobs.cli run {SPEC_IN_JOB} --storage-checked --no-serve"
     assert p.spec["train"] == {"epochs": 2} and p.env_vars == {"A": "1"}
     assert p.metadata["trainyard_output"] == str(tmp_path / "out")
     assert plan(spec_file(tmp_path), "http://127.0.0.1:8265", mode="tune", root=repo).entrypoint.endswith(
-        f"python -m jobs.cli tune {SPEC_IN_JOB}")
+        f"python -m jobs.cli tune {SPEC_IN_JOB} --storage-checked")
 
 
 @pytest.mark.parametrize("overrides,env,says", [

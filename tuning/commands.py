@@ -27,10 +27,9 @@ def register(subparsers) -> None:
                     "OUTPUT/tune/results.csv and report.png. Interrupted (Ctrl-C, a killed driver)? "
                     "Run the same command with --resume: finished trials are not run again.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    from jobs.cli import _add_common
+
     p.add_argument("spec", help="the job spec (YAML) with a `tune` section")
     p.add_argument("--resume", action="store_true", help="continue the newest interrupted experiment of this spec")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a spec field, e.g. --set tune.samples=8 (repeatable)")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)")
+    _add_common(p, spec=False)
     p.set_defaults(func=cmd_tune)
