@@ -36,6 +36,8 @@ def _quiet_ray() -> None:
         pass
     for name in ("ray.data", "ray.train", "ray.tune", "ray.serve"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # "Progress bars disabled": we turned them off above, on purpose.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def _load(args) -> "JobSpec":  # noqa: F821
@@ -74,8 +76,24 @@ def _check_storage(spec, nodes: int) -> None:
     _progress(f"[storage] all {nodes} nodes see the data and share {output}")
 
 
+def resume_command(args) -> str:
+    """The command line that continues this run's tuning experiment: the same spec, overrides and cluster."""
+    import shlex
+    words = ["trainyard", args.command, args.spec]
+    for item in args.set:
+        words += ["--set", item]
+    if getattr(args, "address", None):
+        words += ["--address", args.address]
+    if getattr(args, "no_serve", False):
+        words.append("--no-serve")
+    return shlex.join(words) + " --resume"
+
+
 def cmd_validate(args) -> int:
     spec = _load(args)
+    if spec.tune is not None:
+        from tuning import space
+        space.check(spec)      # what `trainyard tune` checks before it reads any data
     print(f"{args.spec}: OK — job {spec.name!r}, output {spec.output_dir}")
     return EXIT_OK
 
@@ -95,7 +113,8 @@ def cmd_run(args) -> int:
     _connect(args, spec)
     if spec.tune is not None:
         from tuning import run_tune
-        path, _ = run_tune(spec, resume=getattr(args, "resume", False), progress=_progress)
+        path, _ = run_tune(spec, resume=getattr(args, "resume", False), progress=_progress,
+                           resume_command=resume_command(args))
     else:
         from jobs.pipeline import run_train
         path, _ = run_train(spec, progress=_progress)
@@ -154,14 +173,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return args.func(args)
     except SpecError as exc:
-        _err(f"the spec has {len(exc.problems)} problem(s):\n{exc}")
+        # Problems found after loading (against the data, the cluster, a resumed experiment) name the field;
+        # the file is named here.
+        source = getattr(args, "spec", None)
+        problems = [p if not source or p.startswith((f"{source}:", "--set")) else f"{source}: {p}"
+                    for p in exc.problems]
+        _err(f"the spec has {len(problems)} problem(s):\n{SpecError(problems)}")
         return EXIT_BAD_INPUT
     except (DataError, BundleError) as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
     except TrainError as exc:
+        # What the spec asks of this cluster or command (a search that cannot fit, --resume with nothing to
+        # resume) is bad input; the rest failed while running.
         _err(str(exc))
-        return EXIT_FAILED
+        return EXIT_BAD_INPUT if getattr(exc, "bad_input", False) else EXIT_FAILED
     except KeyboardInterrupt:
         _err("interrupted")
         return 130

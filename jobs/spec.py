@@ -18,6 +18,40 @@ REGRESSION_METRICS = ("val_loss", "val_mae", "val_rmse", "val_r2")
 MAXIMISED_METRICS = {"val_accuracy", "val_precision", "val_recall", "val_f1", "val_auc", "val_r2"}
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with two fixes for specs:
+
+    - `1e-3` is a number, as in YAML 1.2 (PyYAML follows YAML 1.1, which wants `1.0e-3` and reads `1e-3` as
+      the text "1e-3": fine where the field is a number, baffling inside `choice: [1e-3, 1e-2]`);
+    - a key given twice in one mapping is an error, not the last one silently winning (a second `tune:`
+      block would drop the first one's settings without a word).
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, str) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} is given twice in one mapping (lines {seen[key] + 1} and "
+                        f"{key_node.start_mark.line + 1}); keep one, merging what each says", key_node.start_mark)
+                if isinstance(key, str):
+                    seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def read_yaml(text: str):
+    """YAML as a spec reads it (`--set` values too): see _SpecLoader."""
+    return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 class SpecError(ValueError):
     """A spec that cannot run. `problems` holds one line per problem; str() lists them all."""
 
@@ -173,6 +207,20 @@ class EarlyStopSpec(_Strict):
     def resolved_mode(self) -> str:
         return self.mode or metric_mode(self.metric)
 
+    @model_validator(mode="after")
+    def _mode_agrees(self):
+        check_mode(self.metric, self.mode, "train.early_stop.mode")
+        return self
+
+
+def check_mode(metric: str, mode: Optional[str], field: str) -> None:
+    """Every metric trainyard reports has a direction; a `mode` against it would keep the worst model."""
+    if mode is not None and mode != metric_mode(metric):
+        better = "bigger" if metric_mode(metric) == "max" else "smaller"
+        raise ValueError(f"{field} is {mode} but {metric} is better when {better} ({metric_mode(metric)}), so the "
+                         f"worst epochs and trials would win; remove {field} (it follows the metric) or set it to "
+                         f"{metric_mode(metric)}")
+
 
 class TrainSpec(_Strict):
     epochs: int = Field(20, gt=0)
@@ -234,7 +282,13 @@ class AshaSpec(_Strict):
 
 
 class SchedulerSpec(_Strict):
-    asha: Optional[AshaSpec] = Field(default_factory=AshaSpec)
+    asha: AshaSpec = Field(default_factory=AshaSpec)
+
+    @field_validator("asha", mode="before")
+    @classmethod
+    def _empty_is_default(cls, v):
+        # `asha:` with nothing under it (YAML null) asks for ASHA with its defaults, not for no early stopping.
+        return {} if v is None else v
 
 
 def _choice_of(dist: Distribution, axis: str, check, what: str) -> None:
@@ -279,6 +333,34 @@ class TuneSpec(_Strict):
         1.0, ge=0, description="CPUs never given to trials, so Ray Data tasks can always be scheduled "
                                "(trials holding every CPU is how Tune + Train + Data deadlocks).")
 
+    @field_validator("lr", "batch_size", "weight_decay", "dropout", "hidden", mode="before")
+    @classmethod
+    def _axis_form(cls, v, info):
+        if v is None or isinstance(v, dict):
+            return v
+        home = {"dropout": "model.dropout", "hidden": "model.hidden"}.get(info.field_name, f"train.{info.field_name}")
+        fix = (f"to try each of these values write {{choice: {v}}}" if isinstance(v, list)
+               and info.field_name != "hidden" else f"to train every trial with one value, set {home} and "
+               f"tune.{info.field_name}: null" + (f" (or {{choice: [{v}]}} among other widths)"
+                                                  if info.field_name == "hidden" else ""))
+        raise ValueError(f"a search axis is {{loguniform: [low, high]}}, {{uniform: [low, high]}} or {{choice: "
+                         f"[...]}}, got {v!r}; {fix}")
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler_form(cls, v):
+        if isinstance(v, dict) or v == "none":
+            return v
+        raise ValueError(f"the scheduler is {{asha: {{grace_period: 2, reduction_factor: 3}}}} (early stopping; "
+                         f"{{asha: {{}}}} for the defaults) or none (every trial runs all its epochs), got {v!r}")
+
+    @field_validator("max_concurrent", mode="before")
+    @classmethod
+    def _count_or_auto(cls, v):
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool)):
+            return v
+        raise ValueError(f"max_concurrent is auto (what the cluster can hold) or a whole number of trials, got {v!r}")
+
     @field_validator("max_concurrent")
     @classmethod
     def _positive(cls, v):
@@ -311,6 +393,8 @@ class TuneSpec(_Strict):
             _range_within(self.dropout, "dropout", 0.0, 1.0, "dropout rates in [0, 1)")
         if not any(getattr(self, a) is not None for a in SEARCH_AXES):
             raise ValueError(f"nothing to search: give at least one of {', '.join(SEARCH_AXES)}")
+        if self.metric is not None:
+            check_mode(self.metric, self.mode, "tune.mode")
         return self
 
 
@@ -454,7 +538,7 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> d
                 node[p] = {}
             node = node[p]
         try:
-            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+            node[parts[-1]] = read_yaml(value) if value.strip() else None
         except yaml.YAMLError as exc:
             problems.append(f"{source} {item!r}: the value is not valid YAML ({exc.problem})")
     if problems:
@@ -462,9 +546,37 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> d
     return raw
 
 
+def _union_tag(part) -> bool:
+    """Pydantic names the member of a Union a value failed against in the error's location: a model's class
+    name (SchedulerSpec), a literal (literal['none']), a type (int). Not a field a user could write."""
+    part = str(part)
+    return part.startswith("literal[") or part in ("int", "float", "str", "bool") or (
+        part[:1].isupper() and isinstance(globals().get(part), type) and issubclass(globals()[part], BaseModel))
+
+
+def _field_errors(err: ValidationError) -> list[dict]:
+    """Pydantic's errors, with a Union's members merged: when a value fails every member of
+    `Union[Model, Literal['none']]`, the user needs what is wrong with the form they wrote (the model's
+    problems when they gave a mapping), not one line per member they did not mean."""
+    errors = err.errors()
+    by_field: dict[tuple, list[dict]] = {}
+    for e in errors:
+        cut = next((i for i, p in enumerate(e["loc"]) if _union_tag(p)), None)
+        by_field.setdefault(tuple(e["loc"][:cut]) if cut is not None else None, []).append(e)
+    kept = []
+    for field, group in by_field.items():
+        if field is not None and len(group) > 1:
+            literal = [e for e in group if str(e["loc"][len(field)]).startswith("literal[")]
+            if len(literal) < len(group):
+                group = [e for e in group if e not in literal]
+        for e in group:
+            kept.append({**e, "loc": tuple(p for p in e["loc"] if not _union_tag(p))})
+    return kept
+
+
 def _format_errors(err: ValidationError, source: str, raw: dict) -> list[str]:
     lines = []
-    for e in err.errors():
+    for e in _field_errors(err):
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         kind = e["type"]
         value = e.get("input")
@@ -476,7 +588,7 @@ def _format_errors(err: ValidationError, source: str, raw: dict) -> list[str]:
             lines.append(f"{source}: {loc}: required but missing. Fix: add {loc}: <value>")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {loc}: {msg} (got {value!r})" if not isinstance(value, dict)
+            lines.append(f"{source}: {loc}: {msg} (got {value!r})" if not isinstance(value, dict) and "got " not in msg
                          else f"{source}: {loc}: {msg}")
     return lines
 
@@ -512,7 +624,7 @@ def load_raw(path: str | Path) -> dict:
     if not path.is_file():
         raise SpecError([f"{path}: no such spec file (give the path of a YAML job spec)"])
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -186,11 +186,28 @@ class WeightAverage:
         self.steps, self.steps_per_epoch = snap["steps"], snap["steps_per_epoch"]
 
 
+def _quiet_worker_logs() -> None:
+    """What a worker forwards to the driver's terminal, less Ray's chatter (cli._quiet_ray does the driver's):
+    Ray Train 2.60 logs every `report` at INFO ("Reporting training result N: TrainingReport(...)", ~800
+    characters an epoch) through a logger named after its file, which RunConfig's LoggingConfig(log_level) does
+    not reach (it filters loggers named ray.train*); Ray Data announces each dataset execution, and warns that
+    progress bars are off. Our own [train] line says what an epoch did. Warnings and errors still show."""
+    import logging
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except Exception:  # another Ray: at worst the lines are back
+        pass
+
+
 def train_loop_per_worker(cfg: dict) -> None:
     """Runs in every Ray Train worker. All workers call `report` the same number of times (it is a barrier)."""
     import ray.train
     import ray.train.torch as rtt
 
+    _quiet_worker_logs()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = rtt.get_device()
@@ -303,7 +320,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         row.update({"best_epoch": best_epoch, best_key(metric): best if best is not None else value,
                     "resumes": resumes})
         history.append(row)
-        if rank == 0:
+        if rank == 0 and cfg.get("epoch_lines", True):
             print(_progress_line(row, cfg, metric), flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
@@ -463,16 +480,18 @@ def check_resources(spec: JobSpec, resources: dict) -> None:
 def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: str,
         overrides: Optional[dict] = None, fault_kill_epoch: Optional[int] = None,
         callbacks: Optional[list] = None, progress: Callable[[str], None] = print,
-        placement_cleaner: bool = True) -> TrainOutcome:
+        placement_cleaner: bool = True, epoch_lines: bool = True) -> TrainOutcome:
     """Train once. `overrides` (lr, batch_size, weight_decay, dropout, hidden, epochs...) replace the spec's values
     for this run only: tuning passes each trial's sampled config here. `callbacks` go to Ray Train's RunConfig.
-    `placement_cleaner=False` when the caller gives back the run's placement group itself (tuning trials)."""
+    `placement_cleaner=False` when the caller gives back the run's placement group itself (tuning trials);
+    `epoch_lines=False` when the caller prints its own line per epoch (tuning's, one per trial epoch)."""
     from cluster import describe_resources
 
     resources = describe_resources()
     check_resources(spec, resources)
     use_gpu = resolve_use_gpu(spec.train.use_gpu, spec.train.workers, resources)
     cfg = worker_config(spec, prepared, use_gpu=use_gpu, overrides=overrides)
+    cfg["epoch_lines"] = epoch_lines
     if fault_kill_epoch:
         cfg["fault_kill_epoch"] = fault_kill_epoch
         # Once per run: the marker records that the kill happened, so the restarted worker trains on.

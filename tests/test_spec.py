@@ -103,3 +103,60 @@ def test_validate_cli_exit_codes(tmp_path, capsys):
     assert "2 problem(s)" in err and "trian" in err and "data.label" in err
     assert main(["validate", str(good), "--set", "train.workers=0"]) == 2
     assert "train.workers" in capsys.readouterr().err
+
+
+def test_yaml_reads_1e_3_as_a_number_and_refuses_a_key_given_twice(tmp_path):
+    # PyYAML follows YAML 1.1, where 1e-3 (no dot) is text: a learning-rate choice written so was refused as
+    # "not positive learning rates: ['1e-3', ...]".
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\ndata: {path: d, label: y}\ntune:\n  lr: {choice: [1e-3, 1E-2, 3.0e-4]}\n"
+                    "  weight_decay: {choice: [0, 1e-4]}\n")
+    spec = load_spec(path, ["train.lr=2e-3"])
+    assert spec.tune.lr.choice == [0.001, 0.01, 0.0003] and spec.tune.weight_decay.choice == [0, 0.0001]
+    assert spec.train.lr == 0.002
+    # A second `tune:` block used to replace the first without a word.
+    path.write_text("name: x\ndata: {path: d, label: y}\ntune:\n  samples: 4\ntrain: {epochs: 3}\n"
+                    "tune:\n  lr: {loguniform: [1.0e-4, 1.0e-1]}\n")
+    with pytest.raises(SpecError, match=r"s.yaml: not valid YAML at line 6.*'tune' is given twice .*lines 3 and 6"):
+        load_spec(path)
+
+
+def test_a_union_field_gets_one_line_naming_its_forms():
+    base = {"name": "x", "data": {"path": "d", "label": "y"}}
+
+    def problems(tune):
+        with pytest.raises(SpecError) as err:
+            validate_spec({**base, "tune": tune}, "s.yaml")
+        return err.value.problems
+
+    for value in ("hyperband", None, False):
+        lines = problems({"scheduler": value})
+        assert len(lines) == 1 and lines[0].startswith("s.yaml: tune.scheduler: the scheduler is {asha:"), lines
+        assert "or none" in lines[0]
+    # A mapping that fails inside: its own problem, not also "should be 'none'", and no pydantic class names.
+    assert problems({"scheduler": {"asha": {"reduction_factor": 1}}}) == [
+        "s.yaml: tune.scheduler.asha.reduction_factor: Input should be greater than 1 (got 1)"]
+    (line,) = problems({"scheduler": {"asha": {"grace": 1}}})
+    assert "tune.scheduler.asha.grace: unknown key" in line and "grace_period, reduction_factor" in line
+    for value in ("two", 2.5):
+        (line,) = problems({"max_concurrent": value})
+        assert line.startswith("s.yaml: tune.max_concurrent: max_concurrent is auto") and repr(value) in line
+    (line,) = problems({"max_concurrent": 0})
+    assert line.endswith("got 0"), line                           # said once, not "got 0 (got 0)"
+    # A bare value where a search axis goes: the forms, and how to say what was probably meant.
+    (line,) = problems({"lr": 0.01})
+    assert "tune.lr: a search axis is {loguniform:" in line and "set train.lr and tune.lr: null" in line
+    (line,) = problems({"batch_size": [32, 64]})
+    assert line.endswith("write {choice: [32, 64]}"), line
+    # `asha:` left empty means ASHA with its defaults, not (silently) no early stopping.
+    spec = validate_spec({**base, "tune": {"scheduler": {"asha": None}}})
+    assert spec.tune.scheduler.asha.grace_period == 2
+
+
+def test_a_mode_against_the_metric_is_refused():
+    base = {"name": "x", "data": {"path": "d", "label": "y"}}
+    with pytest.raises(SpecError, match=r"tune.mode is max but val_loss is better when smaller .* set it to min"):
+        validate_spec({**base, "tune": {"metric": "val_loss", "mode": "max"}})
+    with pytest.raises(SpecError, match=r"train.early_stop.mode is min but val_auc is better when bigger"):
+        validate_spec({**base, "train": {"early_stop": {"metric": "val_auc", "mode": "min"}}})
+    assert validate_spec({**base, "tune": {"metric": "val_f1", "mode": "max"}}).tune.mode == "max"

@@ -54,10 +54,32 @@ def test_tune_section_errors_name_the_field_and_the_fix():
         assert expected in str(err.value), (tune, str(err.value))
     with pytest.raises(SpecError, match="grace_period=5 is more than train.epochs=3"):
         space.check(_spec({"scheduler": {"asha": {"grace_period": 5}}}, epochs=3))
+    # Equal: the only rung is the last epoch, where every trial ends anyway.
+    with pytest.raises(SpecError, match="grace_period=3 is equal to train.epochs=3, so ASHA could never stop"):
+        space.check(_spec({"scheduler": {"asha": {"grace_period": 3}}}, epochs=3))
+    space.check(_spec({"scheduler": {"asha": {"grace_period": 2}}}, epochs=3))
+    # The metric a tune.mode contradicts may come from train.early_stop or the default val_loss.
+    with pytest.raises(SpecError, match=r"tune.mode is max but the trials are ranked by val_loss \(the default"):
+        space.check(_spec({"mode": "max"}, early_stop=None))
+    with pytest.raises(SpecError, match=r"tune.mode is min .* val_auc \(train.early_stop.metric"):
+        space.check(_spec({"mode": "min"}, early_stop={"metric": "val_auc"}))
     with pytest.raises(SpecError, match="set tune.metric to one of val_loss, val_mae"):
         space.metric_and_mode(_spec({"metric": "val_f1"}), "regression")
     assert space.metric_and_mode(_spec({"metric": "val_f1"}), "classification") == ("val_f1", "max")
     assert space.metric_and_mode(_spec(early_stop={"metric": "val_rmse"}), "regression") == ("val_rmse", "min")
+
+
+def test_validate_runs_the_tune_checks_and_names_the_file(tmp_path, capsys):
+    """`trainyard validate` lists what `trainyard tune` would refuse before reading data, each line naming the
+    spec file."""
+    spec = write_spec(tmp_path / "s.yaml", {**BASE, "data": {**BASE["data"], "task": "regression"},
+                                            "train": {"epochs": 3},
+                                            "tune": {"metric": "val_f1", "scheduler": {"asha": {"grace_period": 3}}}})
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err, err
+    assert f"{spec}: tune.scheduler.asha.grace_period=3 is equal to train.epochs=3" in err
+    assert f"{spec}: tune.metric is 'val_f1', a classification metric, but the task is regression" in err
 
 
 def test_optuna_is_refused_clearly_when_not_installed():
@@ -173,7 +195,7 @@ def test_best_trial_becomes_a_bundle_that_loads_and_predicts(asha_search, teleme
 def test_impossible_spec_is_refused_before_any_data_is_read(tmp_path, telemetry_dir, ray_session, capsys):
     spec = write_spec(tmp_path / "s.yaml", tuning_spec("too-big", telemetry_dir, tmp_path / "out", ))
     t0 = time.monotonic()
-    assert main(["tune", str(spec), "--set", "train.workers=4"]) == 1
+    assert main(["tune", str(spec), "--set", "train.workers=4"]) == 2          # bad input: the spec asks too much
     err = capsys.readouterr().err
     assert "needs train.workers=4" in err and "lower train.workers to 2" in err, err
     assert time.monotonic() - t0 < 20 and not (tmp_path / "out").exists()
@@ -200,6 +222,23 @@ def test_failed_trials_are_reported_and_only_all_failing_is_fatal(tmp_path, tele
     assert "no trial produced a model (1 trial(s), 1 failed)" in capsys.readouterr().err
 
 
+def test_a_time_budget_too_short_for_any_epoch_is_named(tmp_path, telemetry_dir, ray_session, capsys):
+    """tune.time_budget_s that ends the search before any trial reports: the budget is named as the cause (not
+    "fix the error above"), exit 2, and the trials it never started show no configuration they did not try."""
+    spec = write_spec(tmp_path / "s.yaml", tuning_spec("budget", telemetry_dir, tmp_path / "out",
+                                                       tune={"time_budget_s": 0.5, "scheduler": "none"}))
+    assert main(["tune", str(spec)]) == 2
+    captured = capsys.readouterr()
+    err, out = captured.err, captured.out
+    assert "tune.time_budget_s=0.5 ran out before any trial finished an epoch" in err, err
+    assert "raise tune.time_budget_s or remove it" in err and "Fix the error above" not in err
+    assert "[tune] tune.time_budget_s=0.5 ran out after" in out + err
+    for row in read_results(tmp_path / "out"):
+        assert row["status"] in ("not_run", "time_budget") and not row["best_val_loss"], row
+        if row["status"] == "not_run":
+            assert row["lr"] == "", row                       # not train.lr, which it never trained with
+
+
 def test_stopped_trials_give_back_their_cpus(asha_search, ray_session):
     """ASHA ends a trial's process mid-run; its Train run's placement group must not stay reserved, and no
     Ray Train cleaner actor may stay behind polling for a controller it cannot see die."""
@@ -216,3 +255,51 @@ def test_stopped_trials_give_back_their_cpus(asha_search, ray_session):
     assert free >= free_before, (free_before, free, describe_placement_groups())
     assert not orphaned_placement_groups()
     assert live_placement_cleaners() == 0
+
+
+def test_report_plots_against_the_axis_that_was_searched(tmp_path):
+    """The left panel's x axis is what the search varied: the learning rate, else weight decay (0 included),
+    dropout, or the layer widths as categories; never an axis every trial shared."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tuning import report as R
+
+    def record(i, **config):
+        return R.TrialRecord(trial_id=f"t{i}", status=R.COMPLETED, best_value=0.5 - 0.1 * i,
+                             config={"lr": 1e-3, "batch_size": 32, **config},
+                             history=[{"epoch": 1, "val_loss": 0.6}, {"epoch": 2, "val_loss": 0.5 - 0.1 * i}])
+
+    seen = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep_axes(fig, *args, **kwargs):
+        ax = fig.axes[0]
+        seen["xlabel"], seen["xscale"] = ax.get_xlabel(), ax.get_xscale()
+        seen["ticks"] = [t.get_text() for t in ax.get_xticklabels()]
+        return real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = keep_axes
+    try:
+        hidden = [record(i, hidden=h) for i, h in enumerate([[16], [32, 16], [64]])]
+        R.plot(hidden, "val_loss", "min", tmp_path / "h.png", rungs=[], title="t", searched=["hidden"])
+        assert seen["xlabel"] == "layer widths" and seen["ticks"] == ["16", "32x16", "64"], seen
+        decay = [record(i, weight_decay=w) for i, w in enumerate([0.0, 1e-4, 1e-2])]
+        R.plot(decay, "val_loss", "min", tmp_path / "w.png", rungs=[], title="t", searched=["weight_decay"])
+        assert seen["xlabel"] == "weight decay" and seen["xscale"] == "symlog", seen
+        rates = [record(i, lr=lr) for i, lr in enumerate([2e-3, 4e-3, 8e-3])]
+        R.plot(rates, "val_loss", "min", tmp_path / "l.png", rungs=[1], title="t", searched=["lr", "hidden"])
+        assert seen["xlabel"] == "learning rate" and seen["xscale"] == "log", seen
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert all((tmp_path / f).stat().st_size > 10_000 for f in ("h.png", "w.png", "l.png"))
+
+
+def test_the_start_line_says_which_given_settings_a_search_does_not_use():
+    from tuning.experiment import _describe_search
+
+    grid = _spec({"search": "grid", "samples": 4, "seed": 3, "lr": {"choice": [0.1, 0.01]}, "batch_size": None})
+    assert "grid search, 2 trial(s) (tune.samples, tune.seed not used by a grid search)" in _describe_search(grid)
+    assert "not used" not in _describe_search(_spec({"search": "grid", "lr": {"choice": [0.1]}}))
+    assert "(tune.grid_points not used by a random search)" in _describe_search(_spec({"grid_points": 5}))

@@ -7,8 +7,8 @@ import torch
 
 from jobs.cli import main
 from tests.conftest import write_spec
-from tests.tuning_fixtures import (checkpoints, ended_trials, experiment_dir, read_results, start_driver, stop,
-                                   tuning_spec, wait_for)
+from tests.tuning_fixtures import (checkpoints, ended_trials, experiment_dir, ray_address, read_results, start_driver,
+                                   stop, tuning_spec, wait_for)
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,8 @@ def test_resume_after_sigint_and_sigkill_does_not_repeat_finished_trials(tmp_pat
     driver = start_driver(spec, log1)
     wait_for(one_ended_and_next_running, driver, log1, 400, "one trial ended and the next checkpointed")
     assert stop(driver, signal.SIGINT) == 130, log1.read_text()[-3000:]
-    assert "trainyard tune SPEC --resume" in log1.read_text()
+    # The message gives the command that continues it: the same spec and cluster, and --resume.
+    assert f"Continue it with: trainyard tune {spec} --address {ray_address()} --resume" in log1.read_text()
     ended_1 = ended_trials(out)
     cut_off = [tid for tid, p in train_runs().items() if tid not in ended_1 and checkpoints(p)]
     assert len(ended_1) == 1 and len(cut_off) == 1

@@ -2,10 +2,11 @@
 
 - ``run_tune(spec, resume=False)``: plan → prepare once → search (ASHA stops bad trials) → best trial → bundle;
 - ``plan(spec, resources, use_gpu=)``: how many trials the cluster can run at once without deadlocking;
-- ``TuneError``: the search cannot run, or produced no model (a ``jobs.train.TrainError``);
+- ``TuneError``: the search cannot run, or produced no model (a ``jobs.train.TrainError``); ``TuneInputError``:
+  the spec or command asks what cannot be done (exit 2);
 - ``tuning.commands.register``: the `trainyard tune` subcommand.
 """
 from tuning.experiment import run_tune
-from tuning.plan import Plan, TuneError, plan
+from tuning.plan import Plan, TuneError, TuneInputError, plan
 
-__all__ = ["run_tune", "plan", "Plan", "TuneError"]
+__all__ = ["run_tune", "plan", "Plan", "TuneError", "TuneInputError"]

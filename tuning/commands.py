@@ -5,7 +5,7 @@ import argparse
 
 
 def cmd_tune(args) -> int:
-    from jobs.cli import EXIT_BAD_INPUT, EXIT_OK, _connect, _err, _load, _progress
+    from jobs.cli import EXIT_BAD_INPUT, EXIT_OK, _connect, _err, _load, _progress, resume_command
     from tuning import run_tune
 
     spec = _load(args)
@@ -14,7 +14,7 @@ def cmd_tune(args) -> int:
              "tune: {samples: 8, lr: {loguniform: [1.0e-4, 1.0e-1]}}) or use `trainyard train`")
         return EXIT_BAD_INPUT
     _connect(args, spec)
-    path, _ = run_tune(spec, resume=args.resume, progress=_progress)
+    path, _ = run_tune(spec, resume=args.resume, progress=_progress, resume_command=resume_command(args))
     print(f"bundle written to {path}")
     return EXIT_OK
 

@@ -28,7 +28,7 @@ from jobs.train import PreparedData, TrainOutcome, last_state, prepare, resolve_
 from tuning import report as R
 from tuning import space
 from tuning._placement import Sweeper, settle
-from tuning.plan import Plan, TuneError, plan
+from tuning.plan import Plan, TuneError, TuneInputError, plan
 from tuning.trial import ENDED_DIR, TRAIN_DIR, ended_record, run_name, run_trial, trial_overrides
 
 EXPERIMENT_PREFIX = "tune-"
@@ -38,22 +38,21 @@ _SAME_ON_RESUME = ("data", "model", "train", "tune")
 
 
 def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], None] = print,
-             prepared: Optional[PreparedData] = None) -> tuple[Path, dict]:
+             prepared: Optional[PreparedData] = None, resume_command: Optional[str] = None) -> tuple[Path, dict]:
     """Search, then export the best trial as OUTPUT/bundle. Returns (bundle path, its metrics).
 
     `prepared`: data already prepared from this spec's data section (`jobs.train.prepare`), to compare searches
     on the very same rows in the very same order; by default the data is prepared here, once for all trials.
     Raises TuneError (cannot run, or every trial failed), SpecError, and KeyboardInterrupt when the search was
-    interrupted (its state is saved: run again with resume=True).
+    interrupted (its state is saved: run again with resume=True; `resume_command` is the command line that
+    does it, for the message).
     """
     from cluster import describe_resources
 
     space.check(spec)
     if "://" in spec.output_dir:
-        raise TuneError(f"output {spec.output_dir!r}: tuning writes its report and bundle to a local output "
+        raise TuneInputError(f"output {spec.output_dir!r}: tuning writes its report and bundle to a local output "
                         "for now; use a local (or mounted shared) directory")
-    if spec.data.task:
-        space.metric_and_mode(spec, spec.data.task)
     resources = describe_resources()
     use_gpu = resolve_use_gpu(spec.train.use_gpu, spec.train.workers, resources)
     the_plan = plan(spec, resources, use_gpu=use_gpu)        # before any data is read: fail in seconds
@@ -81,27 +80,34 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     progress(f"[tune] {'resuming' if resume else 'starting'} experiment {experiment}: "
              f"{_describe_search(spec)}; ranking trials by {metric} ({mode})")
     t0 = time.time()
-    with _progress_sink(progress), _frequent_snapshots():
+    with _progress_sink(progress), _frequent_snapshots(), _no_tune_banner():
         results = _tuner(spec, prepared, the_plan, experiment, metric, mode, resume).fit()
     elapsed = time.time() - t0
     settle()       # what the last stopped trials' Train runs held goes back before the bundle is exported
 
     records = _records(spec, results, experiment, metric, mode, elapsed)
+    budget_out = _budget_out(spec, elapsed)
+    if budget_out:
+        requested = space.num_samples(spec) if spec.tune.search != "grid" else space.grid_size(spec)
+        started = sum(r.status != R.NOT_RUN for r in records)
+        progress(f"[tune] tune.time_budget_s={spec.tune.time_budget_s:g} ran out after {elapsed:.0f}s: "
+                 f"{started} of {requested} trial(s) started; trials it cut short are marked {R.TIME_BUDGET}")
     interrupted = [r for r in records if r.status == "interrupted"]
     if interrupted:
         progress(f"[tune] interrupted with {len(interrupted)} trial(s) unfinished; the experiment is saved at "
-                 f"{experiment}. Continue it with: trainyard tune SPEC --resume")
+                 f"{experiment}. Continue it with: "
+                 + (resume_command or "the same command (spec, --set options) and --resume"))
         raise KeyboardInterrupt
     tune_dir = out / "tune"
     csv_path = R.write_csv(records, metric, mode, tune_dir / "results.csv")
-    png_path = R.plot(records, metric, mode, tune_dir / "report.png", rungs=_rungs(spec),
-                      title=f"{spec.name}: {_describe_search(spec)}")
     searched = [a for a in space.param_space(spec)]
+    png_path = R.plot(records, metric, mode, tune_dir / "report.png", rungs=_rungs(spec),
+                      title=f"{spec.name}: {_describe_search(spec)}", searched=searched)
     progress(f"[tune] {len(records)} trial(s) in {elapsed:.0f}s; {_counts(records)}\n"
              + R.table(records, metric, mode, searched))
     progress(f"[tune] every trial: {csv_path}; plots: {png_path}")
 
-    best = _best(records, mode)
+    best = _best(records, mode, budget=spec.tune.time_budget_s if budget_out else None)
     outcome, best_spec = _outcome(spec, prepared, best, metric, mode, use_gpu)
     progress(f"[tune] best trial {best.trial_id}: {metric} {best.best_value:.4f} at epoch {best.best_epoch} "
              f"({_describe_config(best.config, searched)}); evaluating it on the test split")
@@ -185,6 +191,22 @@ def _frequent_snapshots() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+@contextlib.contextmanager
+def _no_tune_banner() -> Iterator[None]:
+    # Tune's new output engine prints a configuration box, the experiment path and a TensorBoard hint even
+    # at verbose=0; the legacy engine at verbose=0 prints nothing. trainyard prints its own lines (_Progress).
+    key = "RAY_AIR_NEW_OUTPUT"
+    before = os.environ.get(key)
+    os.environ[key] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 _TUNE_FILLED = {"done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s",
                 "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "config"}
 
@@ -214,8 +236,10 @@ class _Progress(tune.Callback):
         ended.mkdir(parents=True, exist_ok=True)
         (ended / f"{trial.trial_id}.json").write_text(json.dumps({"last_result": last}))
         epoch = last.get("epoch")
-        how = "finished" if epoch == self.epochs else "stopped early"
-        _sink(f"[tune] {trial.trial_id} {how} after {epoch if epoch is not None else 0} epoch(s)")
+        # The last epoch Tune saw: a stopped trial's workers may train on for an epoch or two before they are
+        # gone (results.csv has both: judged_at_epoch and epochs_run).
+        _sink(f"[tune] {trial.trial_id} finished its {epoch} epoch(s)" if epoch == self.epochs else
+              f"[tune] {trial.trial_id} stopped early, judged at epoch {epoch if epoch is not None else 0}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         _sink(f"[tune] {trial.trial_id} failed: {_error_line(trial.error_file)}")
@@ -239,13 +263,21 @@ def _last_error_line(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- results
+def _budget_out(spec: JobSpec, elapsed: float) -> bool:
+    return spec.tune.time_budget_s is not None and elapsed >= spec.tune.time_budget_s
+
+
 def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str,
              elapsed: float) -> list[R.TrialRecord]:
-    budget_out = spec.tune.time_budget_s is not None and elapsed >= spec.tune.time_budget_s
+    budget_out = _budget_out(spec, elapsed)
+    searched = [a for a in space.SEARCH_AXES if getattr(spec.tune, a) is not None]
     records = []
     for result in results:
         trial_id = _trial_id(result)
-        config = {**_spec_values(spec), **(result.config or {})}
+        sampled = result.config or {}
+        # An axis the search sampled but this trial never received (it never started) is blank, not the
+        # spec's train value, which it would look like it tried.
+        config = {**_spec_values(spec), **{a: None for a in searched}, **sampled}
         train_run = experiment / TRAIN_DIR / run_name(trial_id)
         state = last_state(train_run)
         history = state["history"] if state else _history_from_tune(result)
@@ -270,7 +302,9 @@ def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str,
             else:
                 rec.status = R.STOPPED
         elif budget_out:
-            rec.status = R.TIME_BUDGET if history else R.NOT_RUN
+            # A trial that trained every epoch finished, even if the budget ran out before Tune heard it end.
+            rec.status = (R.COMPLETED if rec.epochs_run >= spec.train.epochs
+                          else R.TIME_BUDGET if history else R.NOT_RUN)
         else:
             rec.status = "interrupted"
         records.append(rec)
@@ -303,10 +337,15 @@ def _history_from_tune(result) -> list[dict]:
     return df.drop_duplicates("epoch", keep="last").to_dict("records")
 
 
-def _best(records: list[R.TrialRecord], mode: str) -> R.TrialRecord:
+def _best(records: list[R.TrialRecord], mode: str, budget: Optional[float] = None) -> R.TrialRecord:
+    """The best trial that left a model. `budget`: tune.time_budget_s, when it ran out."""
     ranked = [r for r in R.ranked(records, mode) if r.best_value is not None and r.train_run]
     if not ranked:
         errors = [f"{r.trial_id}: {r.error}" for r in records if r.error]
+        if budget is not None and not errors:
+            raise TuneInputError(f"tune.time_budget_s={budget:g} ran out before any trial finished an epoch "
+                                 f"({len(records)} trial(s) created); each trial first starts a Ray Train run "
+                                 "(seconds), then trains: raise tune.time_budget_s or remove it")
         raise TuneError(f"no trial produced a model ({len(records)} trial(s), {len(errors)} failed)"
                         + (": " + "; ".join(errors[:5]) if errors else "")
                         + ". Fix the error above, or widen the search (tune.lr, tune.batch_size)")
@@ -338,7 +377,7 @@ def _find_experiment(root: str, spec: JobSpec) -> Path:
         if (path / EXPERIMENT_FILE).is_file() and tune.Tuner.can_restore(str(path)):
             _check_same_spec(path, spec)
             return path
-    raise TuneError(f"--resume: no tuning experiment to continue under {root} "
+    raise TuneInputError(f"--resume: no tuning experiment to continue under {root} "
                     f"({len(candidates)} folder(s) named {EXPERIMENT_PREFIX}*, none restorable); "
                     "drop --resume to start a new search")
 
@@ -346,12 +385,18 @@ def _find_experiment(root: str, spec: JobSpec) -> Path:
 def _check_same_spec(experiment: Path, spec: JobSpec) -> None:
     started = json.loads((experiment / EXPERIMENT_FILE).read_text())["spec"]
     now = spec.model_dump(mode="json")
-    changed = [f"{key}: {a!r} → {b!r}" for section in _SAME_ON_RESUME
+    changed = [f"{key}: {_compact(a)!r} → {_compact(b)!r}" for section in _SAME_ON_RESUME
                for key, a, b in _diff(started.get(section), now.get(section), section)]
     if changed:
         raise SpecError([f"--resume: the spec changed since experiment {experiment.name} started ("
                          + "; ".join(changed[:6]) + "). A resumed search must train every trial the same way: "
                          "undo the change, or drop --resume to start a new search"])
+
+
+def _compact(value):
+    """A spec value as the user wrote it: a search axis {'loguniform': [..], 'uniform': None, ...} without its
+    unset forms."""
+    return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
 
 
 def _diff(a, b, prefix: str) -> Iterator[tuple[str, object, object]]:
@@ -365,7 +410,7 @@ def _diff(a, b, prefix: str) -> Iterator[tuple[str, object, object]]:
 def _check_same_data(experiment: Path, prepared: PreparedData) -> None:
     started = json.loads((experiment / EXPERIMENT_FILE).read_text())["fingerprint"]
     if started != prepared.ingest.fingerprint:
-        raise TuneError(f"--resume: the data changed since experiment {experiment.name} started (fingerprint "
+        raise TuneInputError(f"--resume: the data changed since experiment {experiment.name} started (fingerprint "
                         f"{started[:12]} → {prepared.ingest.fingerprint[:12]}), so resumed trials would not see "
                         "the splits the finished ones saw; restore the data, or drop --resume to start a new search")
 
@@ -376,7 +421,11 @@ def _describe_search(spec: JobSpec) -> str:
     n = space.grid_size(spec) if t.search == "grid" else t.samples
     sched = "no early stopping" if t.scheduler == "none" or t.scheduler.asha is None else (
         f"ASHA grace {t.scheduler.asha.grace_period}, reduction {t.scheduler.asha.reduction_factor:g}")
-    return f"{t.search} search, {n} trial(s), {sched}, {spec.train.epochs} epoch(s) max"
+    # Settings the spec gives that this kind of search has no use for: said, not silently dropped.
+    unused = ([f for f in ("samples", "seed") if f in t.model_fields_set] if t.search == "grid"
+              else ["grid_points"] if "grid_points" in t.model_fields_set else [])
+    note = f" (tune.{', tune.'.join(unused)} not used by a {t.search} search)" if unused else ""
+    return f"{t.search} search, {n} trial(s){note}, {sched}, {spec.train.epochs} epoch(s) max"
 
 
 def _describe_config(config: dict, axes: list[str]) -> str:

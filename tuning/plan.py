@@ -21,6 +21,13 @@ class TuneError(TrainError):
     """The search cannot run (or did not produce a model); the message says why and what to change."""
 
 
+class TuneInputError(TuneError):
+    """What the spec or the command asks cannot be done (more trials at once than the cluster holds, --resume
+    with nothing to resume): bad input, exit 2, not a failure while running."""
+
+    bad_input = True
+
+
 @dataclass(frozen=True)
 class Plan:
     max_concurrent: int
@@ -66,7 +73,7 @@ def plan(spec: JobSpec, resources: dict, *, use_gpu: bool) -> Plan:
         problems.append(f"one trial needs {trial_gpus:g} GPUs (train.workers={train.workers}, one GPU each) but the "
                         f"cluster has {gpus:g}; lower train.workers or set train.use_gpu: false")
     if problems:
-        raise TuneError("the search cannot start: " + "; ".join(problems))
+        raise TuneInputError("the search cannot start: " + "; ".join(problems))
 
     fits = math.floor(usable / trial_cpus + 1e-9)
     limit = "CPU"
@@ -77,7 +84,7 @@ def plan(spec: JobSpec, resources: dict, *, use_gpu: bool) -> Plan:
     if tune.max_concurrent == "auto":
         chosen = fits
     elif tune.max_concurrent > fits:
-        raise TuneError(
+        raise TuneInputError(
             f"tune.max_concurrent={tune.max_concurrent} but the cluster holds at most {fits} trial(s) at once "
             f"({_capacity_line(cpus, gpus, trial_cpus, trial_gpus, tune.data_cpus, use_gpu)}); set "
             f"tune.max_concurrent: auto (or at most {fits}), lower train.workers, or add nodes")

@@ -102,9 +102,14 @@ def _short(error: str, width: int = 60) -> str:
     return error if len(error) <= width else error[:width - 1] + "…"
 
 
+# The left panel's x axis: the first of these the search varied (a continuous axis shows a trend best).
+_X_AXES = {"lr": ("learning rate", "log"), "weight_decay": ("weight decay", "symlog"), "dropout": ("dropout", "linear")}
+
+
 def plot(records: list[TrialRecord], metric: str, mode: str, path: Path, *, rungs: list[int],
-         title: str) -> Path:
-    """Left: best metric of each trial against its learning rate, coloured by batch size.
+         title: str, searched: Optional[list[str]] = None) -> Path:
+    """Left: best metric of each trial against its learning rate (else the first other axis searched: weight
+    decay, dropout, or the layer widths as categories), coloured by batch size.
     Right: every trial's learning curve; a cross marks where a trial was stopped early, dotted lines the ASHA rungs."""
     import matplotlib
     matplotlib.use("Agg")          # headless: no display on a training node
@@ -115,22 +120,43 @@ def plot(records: list[TrialRecord], metric: str, mode: str, path: Path, *, rung
     colour = {b: cmap(i) for i, b in enumerate(batches)}
     best = next((r for r in ranked(records, mode) if r.best_value is not None), None)
 
+    searched = list(searched) if searched is not None else ["lr"]
+    x_axis = next((a for a in _X_AXES if a in searched), None)
+    categories: list[str] = []
+    if x_axis is None:           # only widths (or only batch sizes) searched: one column per value
+        key = "hidden" if "hidden" in searched else "batch_size"
+        categories = sorted({str(_cell(r.config.get(key))) for r in records})
+        x_of = lambda r: categories.index(str(_cell(r.config.get(key))))  # noqa: E731
+    else:
+        x_of = lambda r: r.config.get(x_axis)  # noqa: E731
     fig, (ax_lr, ax_curve) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for b in batches:
+    for b in batches or [None]:
         pts = [r for r in records if r.config.get("batch_size") == b and r.best_value is not None]
-        ax_lr.scatter([r.config.get("lr") for r in pts], [r.best_value for r in pts], color=colour[b],
-                      label=f"batch {b}", s=40, edgecolor="black", linewidth=0.5, zorder=3)
+        ax_lr.scatter([x_of(r) for r in pts], [r.best_value for r in pts], color=colour.get(b, "grey"),
+                      label=f"batch {b}" if b is not None else None, s=40, edgecolor="black", linewidth=0.5,
+                      zorder=3)
     if best is not None:
-        ax_lr.scatter([best.config.get("lr")], [best.best_value], s=180, facecolor="none", edgecolor="red",
+        ax_lr.scatter([x_of(best)], [best.best_value], s=180, facecolor="none", edgecolor="red",
                       linewidth=1.5, zorder=4, label=f"best ({best.trial_id})")
     failed = [r for r in records if r.status == ERROR]
     if failed:
         ax_lr.text(0.01, 0.01, f"{len(failed)} trial(s) failed (not shown)", transform=ax_lr.transAxes,
                    fontsize=8, color="crimson")
-    ax_lr.set_xscale("log")
-    ax_lr.set_xlabel("learning rate")
+    if x_axis is None:
+        ax_lr.set_xticks(range(len(categories)), categories)
+        label = "layer widths" if key == "hidden" else "batch size"
+    else:
+        label, scale = _X_AXES[x_axis]
+        values = [v for v in (r.config.get(x_axis) for r in records) if isinstance(v, (int, float)) and v > 0]
+        if scale == "symlog":     # weight decay may include 0
+            ax_lr.set_xscale("symlog", linthresh=min(values) if values else 1e-6)
+        else:
+            ax_lr.set_xscale(scale)
+    # Within a decade a log axis labels its minor ticks too; slanted, they do not run into each other.
+    ax_lr.tick_params(axis="x", which="both", labelrotation=30, labelsize=8)
+    ax_lr.set_xlabel(label)
     ax_lr.set_ylabel(f"best {metric}")
-    ax_lr.set_title(f"{metric} vs learning rate ({'higher' if mode == 'max' else 'lower'} is better)")
+    ax_lr.set_title(f"{metric} vs {label} ({'higher' if mode == 'max' else 'lower'} is better)")
     ax_lr.legend(fontsize=8)
     ax_lr.grid(alpha=0.3)
 

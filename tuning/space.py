@@ -30,17 +30,24 @@ def metric_and_mode(spec: JobSpec, task: Optional[str]) -> tuple[str, str]:
     if task == "classification" and metric not in CLASSIFICATION_METRICS:
         raise SpecError([f"{origin} is {metric!r}, a regression metric, but the task is classification; "
                          f"set tune.metric to one of {', '.join(CLASSIFICATION_METRICS)}"])
-    return metric, tune.mode or metric_mode(metric)
+    if tune.mode is not None and tune.mode != metric_mode(metric):
+        better = "bigger" if metric_mode(metric) == "max" else "smaller"
+        raise SpecError([f"tune.mode is {tune.mode} but the trials are ranked by {metric} ({origin}), which is "
+                         f"better when {better}, so the worst trial would become the bundle; remove tune.mode (it "
+                         f"follows the metric) or set it to {metric_mode(metric)}"])
+    return metric, metric_mode(metric)
 
 
 def check(spec: JobSpec) -> None:
     """What can be checked before any data is read: every problem at once."""
     tune, problems = spec.tune, []
     asha = tune.scheduler.asha if tune.scheduler != "none" else None
-    if asha is not None and asha.grace_period > spec.train.epochs:
-        problems.append(f"tune.scheduler.asha.grace_period={asha.grace_period} is more than train.epochs="
-                        f"{spec.train.epochs}, so ASHA could never stop a trial; lower the grace period or "
-                        "raise train.epochs")
+    if asha is not None and asha.grace_period >= spec.train.epochs:
+        # Its first rung would be the last epoch, where every trial ends anyway.
+        problems.append(f"tune.scheduler.asha.grace_period={asha.grace_period} is "
+                        f"{'more than' if asha.grace_period > spec.train.epochs else 'equal to'} train.epochs="
+                        f"{spec.train.epochs}, so ASHA could never stop a trial before its last epoch; lower the "
+                        "grace period, raise train.epochs, or set tune.scheduler: none")
     if tune.search == "optuna" and importlib.util.find_spec("optuna") is None:
         problems.append("tune.search is optuna but the optuna package is not installed; "
                         "`pip install optuna`, or use search: random")
@@ -48,6 +55,10 @@ def check(spec: JobSpec) -> None:
         grid = grid_size(spec)
         if grid > 1000:
             problems.append(f"tune.search: grid makes {grid} trials; lower tune.grid_points or shorten the choices")
+    try:
+        metric_and_mode(spec, spec.data.task)
+    except SpecError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise SpecError(problems)
 

@@ -74,4 +74,6 @@ def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment
         overrides=trial_overrides(spec, config, metric, mode), callbacks=[TuneReportCallback()],
         progress=lambda *_: None,
         # The search's driver gives back the placement group of a trial ASHA stops (tuning/_placement.py).
-        placement_cleaner=False)
+        placement_cleaner=False,
+        # The search prints one line per trial epoch itself (experiment._Progress); the workers' would double it.
+        epoch_lines=False)
