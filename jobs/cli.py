@@ -135,6 +135,8 @@ def _add_common(p: argparse.ArgumentParser, spec: bool = True) -> None:
                    help="override a spec field, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)")
+    # Set by `trainyard submit`'s entrypoint, whose previous step ran the same storage check.
+    p.add_argument("--storage-checked", action="store_true", help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -131,6 +131,11 @@ def test_entrypoint_checks_the_cluster_then_runs_trainyard(tmp_path, repo):
     assert steps[0] == "python -m cluster.envcheck"
     assert steps[1].startswith(f"python -m cluster.storage {tmp_path / 'out'} --data {tmp_path / 'data'}")
     assert steps[2] == f"python -m jobs.cli run {SPEC_IN_JOB} --storage-checked --no-serve"
+    # The job's trainyard accepts what the entrypoint passes, and so skips the storage check done just before.
+    from jobs.cli import build_parser
+    for mode in ("run", "train", "tune"):
+        command = plan(spec_file(tmp_path), "http://127.0.0.1:8265", mode=mode, root=repo).entrypoint.split(" && ")[-1]
+        assert build_parser().parse_args(command.split()[3:]).storage_checked, command
     assert p.spec["train"] == {"epochs": 2} and p.env_vars == {"A": "1"}
     assert p.metadata["trainyard_output"] == str(tmp_path / "out")
     assert plan(spec_file(tmp_path), "http://127.0.0.1:8265", mode="tune", root=repo).entrypoint.endswith(
