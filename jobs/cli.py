@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -178,8 +179,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         # Problems found after loading (against the data, the cluster, a resumed experiment) name the field;
         # the file is named here.
         source = getattr(args, "spec", None)
-        problems = [p if not source or p.startswith((f"{source}:", "--set")) else f"{source}: {p}"
-                    for p in exc.problems]
+        named = (f"{source}:", f"{source} /", f"{Path(source)}:", "--set") if source else ()
+        problems = [p if not source or p.startswith(named) else f"{source}: {p}" for p in exc.problems]
         _err(f"the spec has {len(problems)} problem(s):\n{SpecError(problems)}")
         return EXIT_BAD_INPUT
     except (DataError, BundleError) as exc:

@@ -31,6 +31,8 @@ class _SpecLoader(yaml.SafeLoader):
         if isinstance(node, yaml.MappingNode):
             seen: dict = {}
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":     # `<<: *anchor`: merged after this check,
+                    continue                                       # so a key given beside it overrides it
                 key = self.construct_object(key_node, deep=True)
                 if isinstance(key, str) and key in seen:
                     raise yaml.constructor.ConstructorError(
@@ -41,15 +43,24 @@ class _SpecLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_SpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+class _SpecDumper(yaml.SafeDumper):
+    """Writes YAML that _SpecLoader reads back as it was: text such as '1e5' (a name, a column, an env value)
+    keeps its quotes, which a YAML 1.1 writer would drop."""
+
+
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+for _cls in (_SpecLoader, _SpecDumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
 
 
 def read_yaml(text: str):
     """YAML as a spec reads it (`--set` values too): see _SpecLoader."""
     return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def write_yaml(data) -> str:
+    """YAML that read_yaml reads back unchanged (a staged job spec, a bundle's spec.yaml)."""
+    return yaml.dump(data, Dumper=_SpecDumper, sort_keys=False)
 
 
 class SpecError(ValueError):
@@ -336,11 +347,11 @@ class TuneSpec(_Strict):
     @field_validator("lr", "batch_size", "weight_decay", "dropout", "hidden", mode="before")
     @classmethod
     def _axis_form(cls, v, info):
-        if v is None or isinstance(v, dict):
+        if v is None or isinstance(v, (dict, BaseModel)):
             return v
         home = {"dropout": "model.dropout", "hidden": "model.hidden"}.get(info.field_name, f"train.{info.field_name}")
-        fix = (f"to try each of these values write {{choice: {v}}}" if isinstance(v, list)
-               and info.field_name != "hidden" else f"to train every trial with one value, set {home} and "
+        fix = (f"to try each of these values write {{choice: {v}}}" if isinstance(v, list) and (
+               info.field_name != "hidden" or all(isinstance(h, list) for h in v)) else f"to train every trial with one value, set {home} and "
                f"tune.{info.field_name}: null" + (f" (or {{choice: [{v}]}} among other widths)"
                                                   if info.field_name == "hidden" else ""))
         raise ValueError(f"a search axis is {{loguniform: [low, high]}}, {{uniform: [low, high]}} or {{choice: "
@@ -349,7 +360,7 @@ class TuneSpec(_Strict):
     @field_validator("scheduler", mode="before")
     @classmethod
     def _scheduler_form(cls, v):
-        if isinstance(v, dict) or v == "none":
+        if isinstance(v, (dict, BaseModel)) or v == "none":
             return v
         raise ValueError(f"the scheduler is {{asha: {{grace_period: 2, reduction_factor: 3}}}} (early stopping; "
                          f"{{asha: {{}}}} for the defaults) or none (every trial runs all its epochs), got {v!r}")
@@ -548,29 +559,35 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> d
 
 def _union_tag(part) -> bool:
     """Pydantic names the member of a Union a value failed against in the error's location: a model's class
-    name (SchedulerSpec), a literal (literal['none']), a type (int). Not a field a user could write."""
+    name (SchedulerSpec), a literal (literal['none']), a type (int, list[str]). Not a field a user could write."""
     part = str(part)
-    return part.startswith("literal[") or part in ("int", "float", "str", "bool") or (
+    return part.startswith(("literal[", "list[", "dict[")) or part in ("int", "float", "str", "bool") or (
         part[:1].isupper() and isinstance(globals().get(part), type) and issubclass(globals()[part], BaseModel))
 
 
+def _tag_at(e: dict) -> Optional[int]:
+    """Where in the error's location a Union member is named, if anywhere. The last part of an unknown-key
+    error is the key the user wrote (even one called `str`), never a member."""
+    loc = e["loc"] if e["type"] != "extra_forbidden" else e["loc"][:-1]
+    return next((i for i, p in enumerate(loc) if _union_tag(p)), None)
+
+
 def _field_errors(err: ValidationError) -> list[dict]:
-    """Pydantic's errors, with a Union's members merged: when a value fails every member of
-    `Union[Model, Literal['none']]`, the user needs what is wrong with the form they wrote (the model's
-    problems when they gave a mapping), not one line per member they did not mean."""
+    """Pydantic's errors, with a Union's members merged: when a mapping fails `Union[Model, Literal['none']]`,
+    the user needs what is wrong inside the mapping they wrote, not also "should be 'none'". Other unions
+    keep every member's line (they say which forms are allowed), under the field's own name."""
     errors = err.errors()
-    by_field: dict[tuple, list[dict]] = {}
+    groups: dict = {}
     for e in errors:
-        cut = next((i for i, p in enumerate(e["loc"]) if _union_tag(p)), None)
-        by_field.setdefault(tuple(e["loc"][:cut]) if cut is not None else None, []).append(e)
+        cut = _tag_at(e)
+        groups.setdefault(tuple(e["loc"][:cut]) if cut is not None else ("", id(e)), []).append((cut, e))
     kept = []
-    for field, group in by_field.items():
-        if field is not None and len(group) > 1:
-            literal = [e for e in group if str(e["loc"][len(field)]).startswith("literal[")]
-            if len(literal) < len(group):
-                group = [e for e in group if e not in literal]
-        for e in group:
-            kept.append({**e, "loc": tuple(p for p in e["loc"] if not _union_tag(p))})
+    for group in groups.values():
+        tagged = [(cut, e) for cut, e in group if cut is not None]
+        if any(str(e["loc"][cut])[:1].isupper() for cut, e in tagged):
+            group = [(cut, e) for cut, e in group if cut is None or not str(e["loc"][cut]).startswith("literal[")]
+        for cut, e in group:
+            kept.append({**e, "loc": e["loc"] if cut is None else e["loc"][:cut] + e["loc"][cut + 1:]})
     return kept
 
 
@@ -642,4 +659,4 @@ def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> JobSpe
 
 def dump_spec(spec: JobSpec) -> str:
     """The resolved spec (defaults filled in) as YAML, for the bundle and the run directory."""
-    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    return write_yaml(spec.model_dump(mode="json"))

@@ -41,6 +41,7 @@ from cluster import jobs_api
 from cluster.connect import ConnectionError_, dashboard_url, job_client, parse_address
 from cluster.local import ClusterError
 from cluster.storage import is_uri
+from jobs.spec import read_yaml, write_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The Ray dashboard refuses request bodies over 100 MiB (ray_constants.DASHBOARD_CLIENT_MAX_SIZE), and the
@@ -93,7 +94,7 @@ def _load_spec(spec_path: Path, overrides: list[str]) -> dict:
     if not spec_path.is_file():
         raise SubmitError(f"{spec_path}: no such spec file (give the path of a YAML job spec)")
     try:
-        raw = yaml.safe_load(spec_path.read_text())
+        raw = read_yaml(spec_path.read_text())
     except yaml.YAMLError as exc:
         raise SubmitError(f"{spec_path}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(raw, dict):
@@ -109,7 +110,7 @@ def _load_spec(spec_path: Path, overrides: list[str]) -> dict:
                 node[part] = {}
             node = node[part]
         try:
-            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+            node[parts[-1]] = read_yaml(value) if value.strip() else None
         except yaml.YAMLError as exc:
             raise SubmitError(f"--set {item!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)})")
     data = raw.get("data")
@@ -218,7 +219,7 @@ def _stage(files: list[tuple[str, int]], root: Path, spec: dict) -> Path:
         shutil.copy2(root / rel, target)
     spec_file = staging / SPEC_IN_JOB
     spec_file.parent.mkdir(parents=True, exist_ok=True)
-    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    spec_file.write_text(write_yaml(spec))      # the job reads it with read_yaml: the same values
     return staging
 
 

@@ -177,3 +177,26 @@ def test_envcheck_reads_the_dependencies_and_names_what_is_missing(tmp_path, cap
     assert envcheck.main([str(fake)]) == envcheck.EXIT_MISSING
     err = capsys.readouterr().err
     assert "lacks no_such_package_xyz" in err and sys.executable in err and "pip install ." in err
+
+
+def test_the_staged_spec_reads_back_as_given(tmp_path, repo):
+    """The job reads .trainyard-job/spec.yaml with the spec reader (where 1e-3 is a number): text that looks
+    like a number must stay text, numbers stay numbers, and the spec file's own YAML reads the same way."""
+    from jobs.spec import load_spec, read_yaml
+    from jobs.submit import _stage
+
+    (tmp_path / "data").mkdir()
+    # As a person writes it: 1e-3 unquoted (a number to the spec reader); a name and a column that look like
+    # numbers, quoted.
+    path = write(tmp_path / "spec.yaml", f"name: '1e5'\ndata: {{path: {tmp_path / 'data'}, label: y, features: "
+                 f"{{exclude: ['1e3']}}}}\ntrain: {{lr: 1e-3}}\noutput: {tmp_path / 'out'}\n")
+    p = plan(path, "http://127.0.0.1:8265", overrides=["train.epochs=2", "train.weight_decay=1e-4"], root=repo)
+    staging = _stage([], repo, p.spec)
+    try:
+        staged = read_yaml((staging / SPEC_IN_JOB).read_text())
+        assert staged["name"] == "1e5" and staged["data"]["features"]["exclude"] == ["1e3"]
+        assert staged["train"] == {"lr": 0.001, "epochs": 2, "weight_decay": 0.0001}
+        spec = load_spec(staging / SPEC_IN_JOB)
+        assert spec.name == "1e5" and spec.train.lr == 0.001
+    finally:
+        shutil.rmtree(staging)

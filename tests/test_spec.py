@@ -160,3 +160,12 @@ def test_a_mode_against_the_metric_is_refused():
     with pytest.raises(SpecError, match=r"train.early_stop.mode is min but val_auc is better when bigger"):
         validate_spec({**base, "train": {"early_stop": {"metric": "val_auc", "mode": "min"}}})
     assert validate_spec({**base, "tune": {"metric": "val_f1", "mode": "max"}}).tune.mode == "max"
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\ndata: {path: d, label: y}\ntrain: &base {epochs: 3, lr: 1e-3}\n"
+                    "tune:\n  lr: {choice: [1e-3, 1e-2]}\nserve:\n  autoscaling:\n    <<: &scale {min_replicas: 1, "
+                    "max_replicas: 3}\n    max_replicas: 2\n")
+    spec = load_spec(path)
+    assert spec.serve.autoscaling.max_replicas == 2 and spec.serve.autoscaling.min_replicas == 1

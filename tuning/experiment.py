@@ -89,7 +89,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     budget_out = _budget_out(spec, elapsed)
     if budget_out:
         requested = space.num_samples(spec) if spec.tune.search != "grid" else space.grid_size(spec)
-        started = sum(r.status != R.NOT_RUN for r in records)
+        started = sum(bool(r.history or r.train_run) for r in records)     # its Train run began
         progress(f"[tune] tune.time_budget_s={spec.tune.time_budget_s:g} ran out after {elapsed:.0f}s: "
                  f"{started} of {requested} trial(s) started; trials it cut short are marked {R.TIME_BUDGET}")
     interrupted = [r for r in records if r.status == "interrupted"]
@@ -342,7 +342,7 @@ def _best(records: list[R.TrialRecord], mode: str, budget: Optional[float] = Non
     ranked = [r for r in R.ranked(records, mode) if r.best_value is not None and r.train_run]
     if not ranked:
         errors = [f"{r.trial_id}: {r.error}" for r in records if r.error]
-        if budget is not None and not errors:
+        if budget is not None and not errors and not any(r.history for r in records):
             raise TuneInputError(f"tune.time_budget_s={budget:g} ran out before any trial finished an epoch "
                                  f"({len(records)} trial(s) created); each trial first starts a Ray Train run "
                                  "(seconds), then trains: raise tune.time_budget_s or remove it")

@@ -125,7 +125,11 @@ def plot(records: list[TrialRecord], metric: str, mode: str, path: Path, *, rung
     categories: list[str] = []
     if x_axis is None:           # only widths (or only batch sizes) searched: one column per value
         key = "hidden" if "hidden" in searched else "batch_size"
-        categories = sorted({str(_cell(r.config.get(key))) for r in records})
+        # In the values' own order (batch 32 before 128; widths by their list), trials with none left out.
+        values = sorted({tuple(v) if isinstance(v, list) else v for v in (r.config.get(key) for r in records
+                                                                              if r.best_value is not None)
+                         if v is not None})
+        categories = [str(_cell(list(v) if isinstance(v, tuple) else v)) for v in values]
         x_of = lambda r: categories.index(str(_cell(r.config.get(key))))  # noqa: E731
     else:
         x_of = lambda r: r.config.get(x_axis)  # noqa: E731
