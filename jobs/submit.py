@@ -41,7 +41,7 @@ from cluster import jobs_api
 from cluster.connect import ConnectionError_, dashboard_url, job_client, parse_address
 from cluster.local import ClusterError
 from cluster.storage import is_uri
-from jobs.spec import read_yaml, write_yaml
+from jobs.spec import SpecError, apply_overrides, read_yaml, write_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The Ray dashboard refuses request bodies over 100 MiB (ray_constants.DASHBOARD_CLIENT_MAX_SIZE), and the
@@ -99,20 +99,10 @@ def _load_spec(spec_path: Path, overrides: list[str]) -> dict:
         raise SubmitError(f"{spec_path}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(raw, dict):
         raise SubmitError(f"{spec_path}: a job spec is a YAML mapping (name:, data:, model:, train:, output:)")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        parts = [p for p in key.strip().split(".") if p]
-        if not sep or not parts:
-            raise SubmitError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set train.epochs=3")
-        node = raw
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        try:
-            node[parts[-1]] = read_yaml(value) if value.strip() else None
-        except yaml.YAMLError as exc:
-            raise SubmitError(f"--set {item!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)})")
+    try:
+        apply_overrides(raw, list(overrides))     # what `trainyard run --set` does, the same messages
+    except SpecError as exc:
+        raise SubmitError("; ".join(exc.problems)) from None
     data = raw.get("data")
     if not isinstance(data, dict) or not data.get("path"):
         raise SubmitError(f"{spec_path}: data.path is missing; the job needs to know where its data is")

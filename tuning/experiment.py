@@ -178,26 +178,12 @@ def _progress_sink(progress: Callable[[str], None]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _frequent_snapshots() -> Iterator[None]:
-    # Tune snapshots the experiment at most every 10 s by default; a driver killed in between loses which
-    # trials ended. The snapshot is a few KB, so take it every 2 s. (The ended/ records cover the rest.)
-    key = "TUNE_GLOBAL_CHECKPOINT_S"
+def _env(key: str, value: str, *, keep_users: bool) -> Iterator[None]:
+    """`key=value` in this process's environment while Tune runs, as it was afterwards. keep_users: a value
+    the user set wins."""
     before = os.environ.get(key)
-    os.environ.setdefault(key, "2")
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-
-
-@contextlib.contextmanager
-def _no_tune_banner() -> Iterator[None]:
-    # Tune's new output engine prints a configuration box, the experiment path and a TensorBoard hint even
-    # at verbose=0; the legacy engine at verbose=0 prints nothing. trainyard prints its own lines (_Progress).
-    key = "RAY_AIR_NEW_OUTPUT"
-    before = os.environ.get(key)
-    os.environ[key] = "0"
+    if before is None or not keep_users:
+        os.environ[key] = value
     try:
         yield
     finally:
@@ -205,6 +191,18 @@ def _no_tune_banner() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = before
+
+
+def _frequent_snapshots() -> contextlib.AbstractContextManager:
+    # Tune snapshots the experiment at most every 10 s by default; a driver killed in between loses which
+    # trials ended. The snapshot is a few KB, so take it every 2 s. (The ended/ records cover the rest.)
+    return _env("TUNE_GLOBAL_CHECKPOINT_S", "2", keep_users=True)
+
+
+def _no_tune_banner() -> contextlib.AbstractContextManager:
+    # Tune's new output engine prints a configuration box, the experiment path and a TensorBoard hint even
+    # at verbose=0; the legacy engine at verbose=0 prints nothing. trainyard prints its own lines (_Progress).
+    return _env("RAY_AIR_NEW_OUTPUT", "0", keep_users=False)
 
 
 _TUNE_FILLED = {"done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s",
