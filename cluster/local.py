@@ -170,13 +170,45 @@ def _wait_for(done: Callable[[], bool], procs: list[subprocess.Popen], state: di
         time.sleep(0.5)
 
 
+# Ports we choose come from below the range the OS hands out for "any free port" (Linux's default
+# ip_local_port_range starts at 32768, macOS's at 49152), and above Ray's fixed defaults (6379, 8265, 10001,
+# workers 10002-19999). A port picked from the OS's own range is free when picked but not reserved: between
+# then and `ray start` binding it, any process asking the OS for a free port (the head's own agents and
+# workers, started first) can be given it. CI saw exactly that: the Ray Client server, which binds late,
+# found its port taken ("Address already in use") and the head exited.
+_OUR_PORTS_FROM = 20000
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _free_ports(n: int) -> list[int]:
-    """n distinct ports that are free on 127.0.0.1 right now (all held open together so none repeats)."""
+    """n distinct ports that are free on 127.0.0.1 right now, none of them one the OS could give away
+    meanwhile (see _OUR_PORTS_FROM); all held open together while choosing, so none repeats."""
+    import random
+
+    candidates = list(range(_OUR_PORTS_FROM, _ephemeral_start()))
+    random.shuffle(candidates)            # two clusters started at once rarely try the same ports
     with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
+        ports: list[int] = []
+        for port in candidates:
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            ports.append(port)
+            if len(ports) == n:
+                return ports
+        # A machine whose OS range starts low, or whose low ports are all taken: the OS's choice, as before.
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n - len(ports))]
         for s in socks:
             s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+        return ports + [s.getsockname()[1] for s in socks]
 
 
 def _tail(path: str, lines: int = _LOG_TAIL_LINES) -> str:

@@ -59,6 +59,20 @@ def cluster(cluster_env):
             assert local.cluster_processes(state) == [], "the local cluster left processes behind"
 
 
+def test_cluster_ports_are_never_ones_the_os_could_hand_out():
+    """`cluster up` picks its GCS, dashboard, client and agent ports before `ray start` binds them. From the
+    OS's own range ("any free port") another process could be given one meanwhile: the head's Ray Client
+    server once found its port taken. Below that range only someone naming the port can take it."""
+    import socket
+
+    ports = local._free_ports(6)
+    assert len(set(ports)) == 6
+    assert all(local._OUR_PORTS_FROM <= p < local._ephemeral_start() for p in ports), ports
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", port))              # free: nothing holds it once chosen
+
+
 def test_status_shows_head_and_worker_alive(cluster, cluster_env):
     out = run_cli("cluster", "status", "--json", env=cluster_env)
     assert out.returncode == 0, out.stderr
