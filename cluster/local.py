@@ -6,7 +6,8 @@ What `up` guarantees, and why:
   swap 127.0.0.1 for the outward IP);
 - every port Ray would otherwise take at a fixed default (GCS 6379, dashboard 8265, Ray Client 10001, the
   dashboard agent's 52365, workers' 10002-19999) is a free one or an OS-chosen one, so the cluster never
-  collides with other Ray instances on the machine, or with a second node of its own;
+  collides with other Ray instances on the machine, or with a second node of its own; the free ones are taken
+  from below the OS's own range, so that nothing can be handed one between our choice and Ray's bind;
 - token authentication is on, with a fresh token in ``<state>/auth_token`` (mode 600);
 - each node has its own short temp dir (Unix socket paths must stay under ~107 bytes) and runs in it, like a
   separate machine would;
