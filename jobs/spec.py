@@ -220,17 +220,21 @@ class EarlyStopSpec(_Strict):
 
     @model_validator(mode="after")
     def _mode_agrees(self):
-        check_mode(self.metric, self.mode, "train.early_stop.mode")
+        problem = mode_problem(self.metric, self.mode, "train.early_stop.mode")
+        if problem:
+            raise ValueError(problem)
         return self
 
 
-def check_mode(metric: str, mode: Optional[str], field: str) -> None:
-    """Every metric trainyard reports has a direction; a `mode` against it would keep the worst model."""
-    if mode is not None and mode != metric_mode(metric):
-        better = "bigger" if metric_mode(metric) == "max" else "smaller"
-        raise ValueError(f"{field} is {mode} but {metric} is better when {better} ({metric_mode(metric)}), so the "
-                         f"worst epochs and trials would win; remove {field} (it follows the metric) or set it to "
-                         f"{metric_mode(metric)}")
+def mode_problem(metric: str, mode: Optional[str], field: str, metric_said: Optional[str] = None) -> Optional[str]:
+    """Every metric trainyard reports has a direction; a `mode` against it would keep the worst model. What is
+    wrong, if anything; `metric_said`: how to name the metric (default: its name)."""
+    if mode is None or mode == metric_mode(metric):
+        return None
+    better = "bigger" if metric_mode(metric) == "max" else "smaller"
+    return (f"{field} is {mode} but {metric_said or metric} is better when {better} ({metric_mode(metric)}), so "
+            f"the worst epochs and trials would win; remove {field} (it follows the metric) or set it to "
+            f"{metric_mode(metric)}")
 
 
 class TrainSpec(_Strict):
@@ -349,11 +353,15 @@ class TuneSpec(_Strict):
     def _axis_form(cls, v, info):
         if v is None or isinstance(v, (dict, BaseModel)):
             return v
-        home = {"dropout": "model.dropout", "hidden": "model.hidden"}.get(info.field_name, f"train.{info.field_name}")
-        fix = (f"to try each of these values write {{choice: {v}}}" if isinstance(v, list) and (
-               info.field_name != "hidden" or all(isinstance(h, list) for h in v)) else f"to train every trial with one value, set {home} and "
-               f"tune.{info.field_name}: null" + (f" (or {{choice: [{v}]}} among other widths)"
-                                                  if info.field_name == "hidden" else ""))
+        axis = info.field_name
+        home = {"dropout": "model.dropout", "hidden": "model.hidden"}.get(axis, f"train.{axis}")
+        one_value = isinstance(v, list) and axis == "hidden" and not all(isinstance(h, list) for h in v)
+        if isinstance(v, list) and not one_value:       # [32, 64], or widths [[64], [128, 64]]
+            fix = f"to try each of these values write {{choice: {v}}}"
+        else:
+            fix = f"to train every trial with one value, set {home} and tune.{axis}: null"
+            if one_value:
+                fix += f" (or {{choice: [{v}]}} among other widths)"
         raise ValueError(f"a search axis is {{loguniform: [low, high]}}, {{uniform: [low, high]}} or {{choice: "
                          f"[...]}}, got {v!r}; {fix}")
 
@@ -404,8 +412,9 @@ class TuneSpec(_Strict):
             _range_within(self.dropout, "dropout", 0.0, 1.0, "dropout rates in [0, 1)")
         if not any(getattr(self, a) is not None for a in SEARCH_AXES):
             raise ValueError(f"nothing to search: give at least one of {', '.join(SEARCH_AXES)}")
-        if self.metric is not None:
-            check_mode(self.metric, self.mode, "tune.mode")
+        problem = mode_problem(self.metric, self.mode, "tune.mode") if self.metric is not None else None
+        if problem:
+            raise ValueError(problem)
         return self
 
 

@@ -85,13 +85,14 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     elapsed = time.time() - t0
     settle()       # what the last stopped trials' Train runs held goes back before the bundle is exported
 
-    records = _records(spec, results, experiment, metric, mode, elapsed)
-    budget_out = _budget_out(spec, elapsed)
+    searched = [a for a in space.param_space(spec)]
+    budget_out = spec.tune.time_budget_s is not None and elapsed >= spec.tune.time_budget_s
+    records = _records(spec, results, experiment, metric, mode, budget_out, searched)
     if budget_out:
-        requested = space.num_samples(spec) if spec.tune.search != "grid" else space.grid_size(spec)
         started = sum(bool(r.history or r.train_run) for r in records)     # its Train run began
         progress(f"[tune] tune.time_budget_s={spec.tune.time_budget_s:g} ran out after {elapsed:.0f}s: "
-                 f"{started} of {requested} trial(s) started; trials it cut short are marked {R.TIME_BUDGET}")
+                 f"{started} of {space.trial_count(spec)} trial(s) started; trials it cut short are marked "
+                 f"{R.TIME_BUDGET}")
     interrupted = [r for r in records if r.status == "interrupted"]
     if interrupted:
         progress(f"[tune] interrupted with {len(interrupted)} trial(s) unfinished; the experiment is saved at "
@@ -100,7 +101,6 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
         raise KeyboardInterrupt
     tune_dir = out / "tune"
     csv_path = R.write_csv(records, metric, mode, tune_dir / "results.csv")
-    searched = [a for a in space.param_space(spec)]
     png_path = R.plot(records, metric, mode, tune_dir / "report.png", rungs=_rungs(spec),
                       title=f"{spec.name}: {_describe_search(spec)}", searched=searched)
     progress(f"[tune] {len(records)} trial(s) in {elapsed:.0f}s; {_counts(records)}\n"
@@ -261,14 +261,9 @@ def _last_error_line(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- results
-def _budget_out(spec: JobSpec, elapsed: float) -> bool:
-    return spec.tune.time_budget_s is not None and elapsed >= spec.tune.time_budget_s
-
-
-def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str,
-             elapsed: float) -> list[R.TrialRecord]:
-    budget_out = _budget_out(spec, elapsed)
-    searched = [a for a in space.SEARCH_AXES if getattr(spec.tune, a) is not None]
+def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str, budget_out: bool,
+             searched: list[str]) -> list[R.TrialRecord]:
+    """One record per trial Tune knows. `budget_out`: tune.time_budget_s ran out; `searched`: the axes sampled."""
     records = []
     for result in results:
         trial_id = _trial_id(result)
@@ -416,7 +411,7 @@ def _check_same_data(experiment: Path, prepared: PreparedData) -> None:
 # ---------------------------------------------------------------------------------------------- text
 def _describe_search(spec: JobSpec) -> str:
     t = spec.tune
-    n = space.grid_size(spec) if t.search == "grid" else t.samples
+    n = space.trial_count(spec)
     sched = "no early stopping" if t.scheduler == "none" or t.scheduler.asha is None else (
         f"ASHA grace {t.scheduler.asha.grace_period}, reduction {t.scheduler.asha.reduction_factor:g}")
     # Settings the spec gives that this kind of search has no use for: said, not silently dropped.

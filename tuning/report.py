@@ -151,9 +151,9 @@ def plot(records: list[TrialRecord], metric: str, mode: str, path: Path, *, rung
         label = "layer widths" if key == "hidden" else "batch size"
     else:
         label, scale = _X_AXES[x_axis]
-        values = [v for v in (r.config.get(x_axis) for r in records) if isinstance(v, (int, float)) and v > 0]
+        positive = [v for v in (r.config.get(x_axis) for r in records) if isinstance(v, (int, float)) and v > 0]
         if scale == "symlog":     # weight decay may include 0
-            ax_lr.set_xscale("symlog", linthresh=min(values) if values else 1e-6)
+            ax_lr.set_xscale("symlog", linthresh=min(positive) if positive else 1e-6)
         else:
             ax_lr.set_xscale(scale)
     # Within a decade a log axis labels its minor ticks too; slanted, they do not run into each other.

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 
 from jobs.spec import (CLASSIFICATION_METRICS, REGRESSION_METRICS, SEARCH_AXES, Distribution, JobSpec,
-                       SpecError, metric_mode)
+                       SpecError, metric_mode, mode_problem)
 
 # ASHA counts epochs, not Tune's training_iteration: a trial resumed from its Train checkpoint after an
 # interruption reports epoch 4 as its first result, and must be judged at rung 4, not rung 1.
@@ -30,11 +30,9 @@ def metric_and_mode(spec: JobSpec, task: Optional[str]) -> tuple[str, str]:
     if task == "classification" and metric not in CLASSIFICATION_METRICS:
         raise SpecError([f"{origin} is {metric!r}, a regression metric, but the task is classification; "
                          f"set tune.metric to one of {', '.join(CLASSIFICATION_METRICS)}"])
-    if tune.mode is not None and tune.mode != metric_mode(metric):
-        better = "bigger" if metric_mode(metric) == "max" else "smaller"
-        raise SpecError([f"tune.mode is {tune.mode} but the trials are ranked by {metric} ({origin}), which is "
-                         f"better when {better}, so the worst trial would become the bundle; remove tune.mode (it "
-                         f"follows the metric) or set it to {metric_mode(metric)}"])
+    problem = mode_problem(metric, tune.mode, "tune.mode", f"the trials are ranked by {metric} ({origin}), which")
+    if problem:
+        raise SpecError([problem])
     return metric, metric_mode(metric)
 
 
@@ -120,6 +118,11 @@ def judged_metric(metric: str) -> str:
     as the Train loop names it."""
     from jobs.train import best_key
     return best_key(metric)
+
+
+def trial_count(spec: JobSpec) -> int:
+    """How many trials the search runs: every combination of a grid, else tune.samples."""
+    return grid_size(spec) if spec.tune.search == "grid" else spec.tune.samples
 
 
 def num_samples(spec: JobSpec) -> int:
