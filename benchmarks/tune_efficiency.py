@@ -1,11 +1,14 @@
 """How much ASHA saves: the same random search with and without early stopping, and a grid, in one run.
 
-Two data sets, both the equipment telemetry of `examples/telemetry.py`: `--task classification` (machine
-failure, the default) and `--task regression` (remaining useful life in hours). The search samples the learning
-rate log-uniformly over four decades (1e-5 … 1e-1) with the batch size; too small a rate barely moves val_loss
-in the epochs given. On the regression labels the learning rate matters all the way: val_loss keeps falling
-with training and good and bad rates lie far apart; on the failure labels every rate in 1e-4 … 1e-2 ends within
-a few % of the others, about the size of the epoch-to-epoch noise. Every search trains the same spec with
+Three data sets. The equipment telemetry of `examples/telemetry.py`: `--task classification` (machine
+failure, the default) and `--task regression` (remaining useful life in hours). And `--task yield`, the
+process yield of `examples/process_yield.py`: a smooth response surface with little noise, searched with
+batches of 256-2048 rows (`--space large-batch`), where training is limited by optimisation steps. The search
+samples the learning rate log-uniformly over four decades (1e-5 … 1e-1) with the batch size; too small a rate
+barely moves val_loss in the epochs given. On the remaining-life labels the learning rate matters all the way:
+val_loss keeps falling with training and good and bad rates lie far apart; on the failure labels every rate in
+1e-4 … 1e-2 ends within a few % of the others, about the size of the epoch-to-epoch noise. On the yield the
+configuration that learns fastest early is, most often, the one that ends best. Every search trains the same spec with
 `trainyard tune`'s code path (every trial a Ray Train run). For each search we report
 
 - trial-epochs and wall time until some trial first reported a val_loss within 1% of the best that ANY of
@@ -19,6 +22,7 @@ Goal (issue 3): ASHA reaches the target with ≤ 1/3 of the trial-epochs of the 
     python benchmarks/tune_efficiency.py --task regression --epochs 27
     python benchmarks/tune_efficiency.py --task regression --epochs 27 --samples 32 --reduction 4 --lr-schedule cosine
     python benchmarks/tune_efficiency.py --task regression --epochs 27 --samples 64 --ema-epochs 1 --space wide
+    python benchmarks/tune_efficiency.py --task yield --epochs 27 --samples 64 --ema-epochs 1 --seeds 0 1
     python benchmarks/tune_efficiency.py --samples 8 --epochs 6 --rows 12000 --seeds 0   # quicker
 """
 from __future__ import annotations
@@ -40,14 +44,15 @@ WITHIN = 0.01        # "within 1% of the best"
 LOOSE = 0.02         # also shown (not the goal): how the count moves when the margin is 2%
 
 
-LABELS = {"classification": "failure", "regression": "remaining_life_h"}
+LABELS = {"classification": "failure", "regression": "remaining_life_h", "yield": "yield_pct"}
 
 
 def base_spec(data: Path, out: Path, epochs: int, task: str, lr_schedule: str = "constant",
               ema_epochs: float | None = None) -> dict:
+    yield_ = task == "yield"
     return {"name": "tune-efficiency",
-            "data": {"path": str(data), "label": LABELS[task], "task": task,
-                     "features": {"exclude": ["machine_id"]}},
+            "data": {"path": str(data), "label": LABELS[task], "task": "regression" if yield_ else task,
+                     "features": {"exclude": ["batch_id" if yield_ else "machine_id"]}},
             "model": {"hidden": [64, 32], "dropout": 0.0},
             "train": {"epochs": epochs, "batch_size": 64, "lr": 1e-3, "lr_schedule": lr_schedule,
                       "ema_epochs": ema_epochs, "workers": 1, "early_stop": None,
@@ -60,8 +65,11 @@ def base_spec(data: Path, out: Path, epochs: int, task: str, lr_schedule: str = 
 # model one knows little about would be. The rate matters as much; configurations that end near the best are
 # rarer (on these labels regularisation only hurts), so most trials are clearly bad early. The space holds the
 # grid's model (dropout 0, near-zero decay, 64x32), so the grid's best is within the random searches' reach.
+# "large-batch": learning rate and batch size, the batches of 256-2048 rows that a larger data set is trained
+# with; the default for the process-yield data.
 SPACES = {
     "lr-batch": {"lr": {"loguniform": [1e-5, 1e-1]}, "batch_size": {"choice": [32, 64, 128, 256]}},
+    "large-batch": {"lr": {"loguniform": [1e-5, 1e-1]}, "batch_size": {"choice": [256, 512, 1024, 2048]}},
     "wide": {"lr": {"loguniform": [1e-5, 1e-1]}, "batch_size": {"choice": [32, 64, 128, 256]},
              "weight_decay": {"loguniform": [1e-6, 1e-2]}, "dropout": {"choice": [0.0, 0.1, 0.2]},
              "hidden": {"choice": [[32], [64, 32], [128, 64], [256, 128]]}},
@@ -82,11 +90,17 @@ def bench_data(out: Path, task: str, rows: int, life_noise_h: float = 10.0) -> P
     from telemetry import generate, write_shards
 
     regression = task == "regression"
-    data = out / ((f"data-{task}-{rows}" + noise_suffix(life_noise_h)) if regression else f"data-{rows}")
+    data = out / ((f"data-{task}-{rows}" + noise_suffix(life_noise_h)) if task != "classification"
+                  else f"data-{rows}")
     if not data.exists():
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{data.name}-", dir=out))
-        write_shards(generate(rows, seed=7, regression=regression, life_noise_h=life_noise_h), staging, 4)
+        if task == "yield":
+            import process_yield
+            rows_ = process_yield.generate(rows, seed=7)
+        else:
+            rows_ = generate(rows, seed=7, regression=regression, life_noise_h=life_noise_h)
+        write_shards(rows_, staging, 4)
         try:
             staging.rename(data)
         except OSError:             # another process got there first: its shards are the same rows
@@ -106,9 +120,11 @@ def searches(samples: int, epochs: int, grace: int, rf: float, seeds: list[int],
         # Same seed, same sampler: the very configurations ASHA saw, each trained to the end.
         runs[f"no_stopping-s{seed}"] = {"search": "random", "samples": samples, "seed": seed, **space,
                                         "scheduler": "none"}
-    # The classic sweep: 4 learning rates × 2 batch sizes, every trial to the end.
+    # The classic sweep: 4 learning rates × 2 batch sizes (the space's second and largest), every trial to
+    # the end.
+    sizes = space["batch_size"]["choice"]
     runs["grid"] = {"search": "grid", "lr": {"loguniform": [1e-4, 1e-1]}, "grid_points": 4,
-                    "batch_size": {"choice": [64, 256]}, "scheduler": "none"}
+                    "batch_size": {"choice": [sizes[1], sizes[-1]]}, "scheduler": "none"}
     return runs
 
 
@@ -167,7 +183,8 @@ def _summary_lines(line: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=sorted(LABELS), default="classification",
-                    help="label the telemetry with machine failure, or with remaining useful life (hours)")
+                    help="label the telemetry with machine failure, or with remaining useful life (hours); or "
+                         "yield: the process-yield data of examples/process_yield.py")
     ap.add_argument("--rows", type=int, default=30000)
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=9)
@@ -182,15 +199,17 @@ def main() -> int:
                     help="--task regression: standard deviation of the measurement noise on remaining_life_h, in "
                          "hours (default 10: the noise alone keeps val_loss, an MSE on the standardised label, at "
                          "or above ~0.0055; lower it and val_loss is mostly the fit's own error)")
-    ap.add_argument("--space", choices=sorted(SPACES), default="lr-batch",
-                    help="what the random searches sample (the grid always sweeps 4 rates × 2 batch sizes)")
+    ap.add_argument("--space", choices=sorted(SPACES), default=None,
+                    help="what the random searches sample (the grid always sweeps 4 rates × 2 of its batch "
+                         "sizes); default: large-batch for --task yield, else lr-batch")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds of the random searches")
     ap.add_argument("--out", default=None, help="default: runs/bench-tune (classification), "
                     "runs/bench-tune-regression (with -noiseH when --label-noise is not 10)")
     ap.add_argument("--address", default=None)
     args = ap.parse_args()
-    if args.task == "classification" and args.label_noise != 10.0:
-        ap.error("--label-noise is the noise on the regression labels: give it with --task regression")
+    if args.task != "regression" and args.label_noise != 10.0:
+        ap.error("--label-noise is the noise on the remaining-life labels: give it with --task regression")
+    args.space = args.space or ("large-batch" if args.task == "yield" else "lr-batch")
 
     from cluster import connect
     from jobs.cli import _quiet_ray

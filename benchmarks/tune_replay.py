@@ -71,7 +71,8 @@ def _draw(dist: dict, rnd: random.Random):
 
 
 def plain_curves(space: str, configs: int, epochs: int, ema_epochs: float | None, seed: int,
-                 out: Path, life_noise_h: float = 10.0) -> tuple[list[list[float]], list[list[float]]]:
+                 out: Path, life_noise_h: float = 10.0,
+                 task: str = "regression") -> tuple[list[list[float]], list[list[float]]]:
     """(curves of `configs` configurations drawn from SPACES[space], curves of the grid): val_loss per epoch,
     of the averaged weights when ema_epochs is set. Trained in plain PyTorch; cached one JSON line a curve,
     so an interrupted run picks up where it stopped."""
@@ -86,14 +87,15 @@ def plain_curves(space: str, configs: int, epochs: int, ema_epochs: float | None
     from jobs.spec import validate_spec
     from tuning.space import param_space
 
-    grid_spec = validate_spec({**base_spec(out, out, epochs, "regression"),
-                               "tune": searches(1, epochs, 1, 3, [])["grid"]}, "<grid>")
+    grid_spec = validate_spec({**base_spec(out, out, epochs, task),
+                               "tune": searches(1, epochs, 1, 3, [], space)["grid"]}, "<grid>")
     axes = param_space(grid_spec)
     grid = [{"lr": lr, "batch_size": bs} for lr in axes["lr"]["grid_search"]
             for bs in axes["batch_size"]["grid_search"]]
     kind = "average" if ema_epochs else "raw"
     # The drawn configurations, then the grid's: the count is part of the name, so the lines stay in order.
-    name = f"{space}-seed{seed}-{{}}configs-{epochs}ep-ema{ema_epochs}{noise_suffix(life_noise_h)}.jsonl"
+    name = (("" if task == "regression" else f"{task}-")
+            + f"{space}-seed{seed}-{{}}configs-{epochs}ep-ema{ema_epochs}{noise_suffix(life_noise_h)}.jsonl")
     cache = out / name.format(configs)
     done = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() else []
     if not done:
@@ -109,7 +111,7 @@ def plain_curves(space: str, configs: int, epochs: int, ema_epochs: float | None
     for n, config in enumerate(drawn + grid):
         if n < len(done):
             continue
-        data = data or regression_tensors(30000, out, life_noise_h)
+        data = data or regression_tensors(30000, out, life_noise_h, task)
         t0 = time.time()
         curve = train(data, config["lr"], config["batch_size"], epochs, 0, ema_epochs or 1.0,
                       hidden=config.get("hidden", [64, 32]), dropout=config.get("dropout", 0.0),
@@ -181,6 +183,8 @@ def main() -> int:
                          "epochs (valid at the constant rate --plain trains; reads the --epochs cache)")
     ap.add_argument("--ema-epochs", type=float, default=None, help="--plain: train.ema_epochs (default off)")
     ap.add_argument("--seed", type=int, default=0, help="--plain: seed of the draw")
+    ap.add_argument("--task", choices=["regression", "yield"], default="regression",
+                    help="--plain: tune_efficiency.py's data set (remaining useful life, or process yield)")
     ap.add_argument("--label-noise", type=float, default=10.0, metavar="H",
                     help="--plain: tune_efficiency.py's --label-noise (hours of noise on the regression labels)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-tune-replay"), help="--plain: curve cache")
@@ -195,8 +199,11 @@ def main() -> int:
     args = ap.parse_args()
     if bool(args.searches) == bool(args.plain):
         ap.error("give either the output folders of no-stopping searches or --plain SPACE")
-    if not args.plain and (args.first is not None or args.label_noise != 10.0):
-        ap.error("--first and --label-noise shape --plain's curves; the folders' curves are as their searches ran")
+    if not args.plain and (args.first is not None or args.label_noise != 10.0 or args.task != "regression"):
+        ap.error("--first, --label-noise and --task shape --plain's curves; the folders' curves are as their "
+                 "searches ran")
+    if args.task == "yield" and args.label_noise != 10.0:
+        ap.error("--label-noise is the noise on the remaining-life labels: give it with --task regression")
     if args.first is not None and not 1 <= args.first <= args.epochs:
         ap.error(f"--first {args.first}: give 1 … --epochs ({args.epochs}) epochs of the recorded curves")
 
@@ -204,7 +211,7 @@ def main() -> int:
     if args.plain:
         args.out.mkdir(parents=True, exist_ok=True)
         raw, grid = plain_curves(args.plain, args.configs, args.epochs, args.ema_epochs, args.seed,
-                                 args.out.resolve(), args.label_noise)
+                                 args.out.resolve(), args.label_noise, args.task)
         if args.first:
             # At a constant rate (what --plain trains), the first E epochs of a longer run are a run of E epochs.
             raw, grid = [c[:args.first] for c in raw], [c[:args.first] for c in grid]

@@ -43,10 +43,10 @@ def _tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
             torch.from_numpy(df[LABEL_COLUMN].to_numpy().astype(np.float32)))
 
 
-def regression_tensors(rows: int, out: Path, life_noise_h: float = 10.0) -> tuple:
+def regression_tensors(rows: int, out: Path, life_noise_h: float = 10.0, task: str = "regression") -> tuple:
     """(train x, train y, val x, val y, feature count) of the remaining-useful-life labels (tune_efficiency.py's
-    data, `--label-noise` included), prepared once with trainyard's own `prepare` (on a short-lived local Ray)
-    and held in memory."""
+    data, `--label-noise` included), or with task "yield" of the process yield, prepared once with trainyard's
+    own `prepare` (on a short-lived local Ray) and held in memory."""
     import ray
 
     from jobs.cli import _quiet_ray
@@ -54,10 +54,10 @@ def regression_tensors(rows: int, out: Path, life_noise_h: float = 10.0) -> tupl
     from jobs.train import prepare
     from tune_efficiency import base_spec, bench_data
 
-    data_dir = bench_data(out, "regression", rows, life_noise_h)
+    data_dir = bench_data(out, task, rows, life_noise_h)
     _quiet_ray()
     ray.init(include_dashboard=False, log_to_driver=False)
-    spec = validate_spec(base_spec(data_dir, out / "prepare", 1, "regression"))    # tune_efficiency.py's data
+    spec = validate_spec(base_spec(data_dir, out / "prepare", 1, task))    # tune_efficiency.py's data
     prepared = prepare(spec, progress=print)
     xt, yt = _tensors(prepared.train_ds)
     xv, yv = _tensors(prepared.val_ds)
