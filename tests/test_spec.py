@@ -105,6 +105,11 @@ def test_validate_cli_exit_codes(tmp_path, capsys):
     assert "train.workers" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.yaml")))
+def test_every_example_spec_validates(example, capsys):
+    assert main(["validate", str(ROOT / "examples" / example)]) == 0, capsys.readouterr().err
+
+
 def test_yaml_reads_1e_3_as_a_number_and_refuses_a_key_given_twice(tmp_path):
     # PyYAML follows YAML 1.1, where 1e-3 (no dot) is text: a learning-rate choice written so was refused as
     # "not positive learning rates: ['1e-3', ...]".
