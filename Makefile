@@ -21,6 +21,7 @@ install: $(VENV)/.installed
 
 data: install
 	$(PY) examples/telemetry.py --out data/telemetry
+	$(PY) examples/process_yield.py --out data/process-yield
 
 run: data
 	$(VENV)/bin/trainyard run $(SPEC) --no-serve
