@@ -22,7 +22,7 @@ Goal (issue 3): ASHA reaches the target with ≤ 1/3 of the trial-epochs of the 
     python benchmarks/tune_efficiency.py --task regression --epochs 27
     python benchmarks/tune_efficiency.py --task regression --epochs 27 --samples 32 --reduction 4 --lr-schedule cosine
     python benchmarks/tune_efficiency.py --task regression --epochs 27 --samples 64 --ema-epochs 1 --space wide
-    python benchmarks/tune_efficiency.py --task yield --epochs 27 --samples 64 --ema-epochs 1 --seeds 0 1
+    python benchmarks/tune_efficiency.py --task yield --epochs 27 --samples 96 --grace 2 --ema-epochs 1 --seeds 2 3
     python benchmarks/tune_efficiency.py --samples 8 --epochs 6 --rows 12000 --seeds 0   # quicker
 """
 from __future__ import annotations
@@ -204,7 +204,7 @@ def main() -> int:
                          "sizes); default: large-batch for --task yield, else lr-batch")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds of the random searches")
     ap.add_argument("--out", default=None, help="default: runs/bench-tune (classification), "
-                    "runs/bench-tune-regression (with -noiseH when --label-noise is not 10)")
+                    "runs/bench-tune-regression (with -noiseH when --label-noise is not 10), runs/bench-tune-yield")
     ap.add_argument("--address", default=None)
     args = ap.parse_args()
     if args.task != "regression" and args.label_noise != 10.0:
