@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from telemetry import write_shards  # noqa: E402
+from telemetry import write_example  # noqa: E402
 
 # name: (mean, standard deviation) of each setting as run on the plant.
 SETTINGS = {
@@ -52,12 +52,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="rewrite existing shards")
     args = ap.parse_args()
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        print(f"{out} already holds data; keeping it (--force rewrites)")
-        return
-    paths = write_shards(generate(args.rows, args.seed), out, args.shards, args.format)
-    print(f"wrote {args.rows} rows in {len(paths)} {args.format} shards to {out}")
+    write_example(lambda: generate(args.rows, args.seed), Path(args.out), args.shards, args.format, args.force)
 
 
 if __name__ == "__main__":

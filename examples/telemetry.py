@@ -71,13 +71,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="rewrite existing shards")
     args = ap.parse_args()
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
+    write_example(lambda: generate(args.rows, args.seed, args.regression), Path(args.out), args.shards,
+                  args.format, args.force)
+
+
+def write_example(make, out: Path, shards: int, fmt: str, force: bool) -> None:
+    """The examples' command line: write `make()`'s rows as shards under `out`, unless it already holds data."""
+    if out.exists() and any(out.iterdir()) and not force:
         print(f"{out} already holds data; keeping it (--force rewrites)")
         return
-    df = generate(args.rows, args.seed, args.regression)
-    paths = write_shards(df, out, args.shards, args.format)
-    print(f"wrote {len(df)} rows in {len(paths)} {args.format} shards to {out}")
+    df = make()
+    paths = write_shards(df, out, shards, fmt)
+    print(f"wrote {len(df)} rows in {len(paths)} {fmt} shards to {out}")
 
 
 if __name__ == "__main__":
