@@ -97,10 +97,10 @@ def bench_data(out: Path, task: str, rows: int, life_noise_h: float = 10.0) -> P
         staging = Path(tempfile.mkdtemp(prefix=f".{data.name}-", dir=out))
         if task == "yield":
             import process_yield
-            rows_ = process_yield.generate(rows, seed=7)
+            df = process_yield.generate(rows, seed=7)
         else:
-            rows_ = generate(rows, seed=7, regression=regression, life_noise_h=life_noise_h)
-        write_shards(rows_, staging, 4)
+            df = generate(rows, seed=7, regression=regression, life_noise_h=life_noise_h)
+        write_shards(df, staging, 4)
         try:
             staging.rename(data)
         except OSError:             # another process got there first: its shards are the same rows
