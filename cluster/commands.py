@@ -6,9 +6,9 @@
     trainyard cluster check-storage PATH [--address A]       do all nodes share PATH? (marker from every node)
     trainyard jobs list | status ID | logs ID [--follow] | stop ID   [--address http://head:8265]
 
-`jobs.cli` calls ``register(subparsers)``; ``python -m cluster.commands ...`` runs the same commands alone.
-Each command returns an exit code: 0 done, 1 failed (the job failed, the cluster did not come up, ...),
-2 bad input (wrong address, missing token, unknown job id).
+The composition root (`trainyard.cli`) calls ``register(subparsers, kit)``. A command returns 0 when done and 1
+when what it reports failed (a failed job, a dead node); our errors (wrong address, missing token, unknown job
+id: 2; a cluster that did not come up: 1) go up to the composition root, which maps them to exit codes.
 """
 from __future__ import annotations
 
@@ -17,9 +17,7 @@ import json
 import sys
 
 from cluster import _state, jobs_api, local
-from cluster.connect import ConnectionError_
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+from cluster.errors import EXIT_FAILED, EXIT_OK, Failure
 
 
 def _err(msg: str) -> None:
@@ -30,28 +28,8 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _guarded(func):
-    """Turn our own errors into one clear line and an exit code instead of a traceback."""
-    def run(args) -> int:
-        try:
-            return func(args)
-        except (ConnectionError_, jobs_api.JobNotFound) as exc:
-            _err(str(exc))
-            return EXIT_BAD_INPUT
-        except local.ClusterError as exc:
-            _err(str(exc))
-            return EXIT_FAILED
-        except KeyboardInterrupt:
-            _err("interrupted")
-            return 130
-    run.__name__ = func.__name__
-    run.__doc__ = func.__doc__
-    return run
-
-
 # ---------------------------------------------------------------------------------------------- cluster
 
-@_guarded
 def cmd_cluster_up(args) -> int:
     state = local.up(args.workers, args.cpus_per_node, args.state_dir, object_store_mb=args.object_store_mb,
                      timeout_s=args.timeout, progress=_say)
@@ -68,7 +46,6 @@ def cmd_cluster_up(args) -> int:
     return EXIT_OK
 
 
-@_guarded
 def cmd_cluster_status(args) -> int:
     info = local.status(args.state_dir)
     if args.json:
@@ -94,14 +71,12 @@ def _fmt_resource(name: str, value: float) -> str:
     return f"{value:g}"
 
 
-@_guarded
 def cmd_cluster_down(args) -> int:
     stopped = local.down(args.state_dir, timeout_s=args.timeout)
     _say(f"cluster down: stopped {len(stopped)} process(es); none of them is left")
     return EXIT_OK
 
 
-@_guarded
 def cmd_cluster_check_storage(args) -> int:
     from cluster.connect import connect
     from cluster.storage import StorageError, check_shared_storage
@@ -110,8 +85,8 @@ def cmd_cluster_check_storage(args) -> int:
     try:
         report = check_shared_storage(args.path, timeout_s=args.timeout)
     except StorageError as exc:
-        _err(str(exc))
-        return EXIT_FAILED
+        # Here an unshared path is the finding the user asked about, not bad input to the command.
+        raise Failure(str(exc)) from None
     _say(f"{args.path}: shared by all {res['nodes']} node(s)")
     for n in report["nodes"]:
         _say(f"  {n['node']}: {n['where']}")
@@ -120,7 +95,6 @@ def cmd_cluster_check_storage(args) -> int:
 
 # ---------------------------------------------------------------------------------------------- jobs
 
-@_guarded
 def cmd_jobs_list(args) -> int:
     jobs = jobs_api.list_jobs(args.address)
     if not jobs:
@@ -142,14 +116,12 @@ def print_job(info: dict) -> None:
         _say(f"command  {info['entrypoint']}")
 
 
-@_guarded
 def cmd_jobs_status(args) -> int:
     info = jobs_api.job_info(args.job_id, args.address)
     print_job(info)
     return EXIT_FAILED if info["status"] in ("FAILED", "STOPPED") else EXIT_OK
 
 
-@_guarded
 def cmd_jobs_logs(args) -> int:
     if args.follow:
         info = jobs_api.follow_logs(args.job_id, args.address, write=lambda s: print(s, end="", flush=True))
@@ -159,7 +131,6 @@ def cmd_jobs_logs(args) -> int:
     return EXIT_OK
 
 
-@_guarded
 def cmd_jobs_stop(args) -> int:
     if jobs_api.stop(args.job_id, args.address):
         info = jobs_api.wait(args.job_id, args.address, timeout_s=args.timeout)
@@ -180,8 +151,9 @@ def _address_arg(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--address", default=None, help=what)
 
 
-def register(subparsers) -> None:
-    """Add `cluster` and `jobs` (with their subcommands) to a `trainyard` argparse subparsers object."""
+def register(subparsers, kit=None) -> None:
+    """Add `cluster` and `jobs` (with their subcommands) to a `trainyard` argparse subparsers object. These
+    commands need nothing from `kit`: they take their own --address and never read a spec."""
     cluster = subparsers.add_parser("cluster", help="a local multi-node Ray cluster: up, status, down")
     csub = cluster.add_subparsers(dest="cluster_command", required=True)
 
@@ -234,14 +206,3 @@ def register(subparsers) -> None:
     _address_arg(p, address_help)
     p.set_defaults(func=cmd_jobs_stop)
 
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="trainyard", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    register(ap.add_subparsers(dest="command", required=True))
-    args = ap.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

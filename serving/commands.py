@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 import sys
 
+from cluster.errors import Failure
 from serving.server import TOKEN_ENV, ServeError
 
 
-def register(subparsers) -> None:
+def register(subparsers, kit) -> None:
+    """Add `serve` and `predict`; `kit` is the composition root's shared pieces (connect, progress)."""
     p = subparsers.add_parser("serve", help="serve a bundle over HTTP with Ray Serve (Ctrl-C stops it)",
                               description=__doc__, formatter_class=_raw())
     p.add_argument("bundle", help="a bundle folder, or a run's output folder holding bundle/")
@@ -32,7 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--address", default=None,
                    help="Ray cluster to serve on (default: the one a `trainyard serve` on this port runs in, "
                         "else RAY_ADDRESS, else an embedded local Ray)")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=lambda args: cmd_serve(args, kit))
 
     p = subparsers.add_parser("predict", help="send a file's rows to a trainyard server, write predictions")
     p.add_argument("file", help="rows to predict: .csv, .parquet or .jsonl")
@@ -91,8 +93,8 @@ def _explain(error: dict, source: str) -> str:
     return f"{source} / --set: {where}: {error['msg'].removeprefix('Value error, ')}{got}"
 
 
-def cmd_serve(args) -> int:
-    from jobs.cli import _connect, _err
+def cmd_serve(args, kit) -> int:
+    from cluster.errors import TrainyardError
     from serving.server import read_server_state, serve_forever
 
     spec = serve_settings(args.bundle, args.spec, args.set)
@@ -107,34 +109,31 @@ def cmd_serve(args) -> int:
                   flush=True)
     args.address = address
     try:
-        _connect(args)
-    except Exception as exc:
-        _err(f"cannot connect to Ray: {exc}")
-        return 1
+        kit.connect(args)
+    except TrainyardError:
+        raise
+    except Exception as exc:  # Ray's own, from deep inside ray.init: one line, not its traceback
+        raise Failure(f"cannot connect to Ray: {exc}") from exc
     return serve_forever(args.bundle, spec=spec, name=args.name, host=args.host, port=args.port, token=args.token,
-                         progress=lambda m: print(m, flush=True))
+                         progress=kit.progress)
 
 
 def cmd_predict(args) -> int:
-    from jobs.cli import _err
-    from serving.client import Client, ClientError, read_table
+    """A ClientError carries its exit code: 2 when the server refused the rows (4xx), 1 otherwise."""
+    from serving.client import Client, read_table
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
-    try:
-        client = Client(args.url, token=token, batch_size=args.batch_size)
-        df = read_table(args.file)
-        table = df.join(client.predict_frame(df), rsuffix="_predicted")
-        if args.out:
-            from serving.client import write_table
-            write_table(table, args.out)
-            model = client.schema().get("model", {})
-            print(f"{len(table)} predictions from {model.get('name')} {model.get('version')} written to {args.out}",
-                  file=sys.stderr)
-        else:
-            table.to_csv(sys.stdout, index=False)
-    except ClientError as exc:
-        _err(str(exc))
-        return 2 if exc.status and 400 <= exc.status < 500 else 1
+    client = Client(args.url, token=token, batch_size=args.batch_size)
+    df = read_table(args.file)
+    table = df.join(client.predict_frame(df), rsuffix="_predicted")
+    if args.out:
+        from serving.client import write_table
+        write_table(table, args.out)
+        model = client.schema().get("model", {})
+        print(f"{len(table)} predictions from {model.get('name')} {model.get('version')} written to {args.out}",
+              file=sys.stderr)
+    else:
+        table.to_csv(sys.stdout, index=False)
     return 0
 
 

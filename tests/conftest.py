@@ -17,9 +17,9 @@ sys.path.insert(0, str(ROOT / "examples"))
 def ray_session():
     import ray
     from cluster import connect
-    from jobs.cli import _quiet_ray
+    from cluster.quiet import quiet_ray_logs
 
-    _quiet_ray()
+    quiet_ray_logs()
     started = not ray.is_initialized()
     connect(num_cpus=4)
     yield ray

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def run_cli(*args: str, env: dict, timeout: float = 300, module: str = "cluster.commands"):
+def run_cli(*args: str, env: dict, timeout: float = 300, module: str = "trainyard"):
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -118,7 +118,7 @@ def test_wrong_token_fails_clearly_everywhere(cluster, cluster_env, tmp_path):
         assert "Traceback" not in out.stderr
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"name: t\ndata: {{path: {tmp_path}, label: y}}\noutput: {tmp_path / 'out'}\n")
-    out = run_cli("submit", str(spec), "--address", cluster["dashboard_url"], env=env, module="jobs.cli")
+    out = run_cli("submit", str(spec), "--address", cluster["dashboard_url"], env=env, module="trainyard")
     if "invalid choice: 'submit'" not in out.stderr:  # jobs.cli registers jobs.submit
         assert out.returncode == 2 and "rejected the token" in out.stderr, out.stderr
 
@@ -179,7 +179,7 @@ def test_a_driver_on_the_cluster_checks_storage_then_trains(cluster, cluster_env
         "model: {hidden: [8]}\ntrain: {epochs: 1, workers: 1, batch_size: 16, max_failures: 0}\n"
         "output: out\n")
     env = {**cluster_env, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "spec.yaml", "--address", cluster["address"]],
+    out = subprocess.run([sys.executable, "-m", "trainyard", "train", "spec.yaml", "--address", cluster["address"]],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"[storage] all 2 nodes see the data and share {tmp_path / 'out'}" in out.stdout + out.stderr
@@ -241,7 +241,7 @@ def test_jobs_stop(cluster, cluster_env, tmp_path):
 def _pipeline_available() -> str | None:
     """Why the end-to-end submission cannot run yet, or None when `trainyard run` exists."""
     try:
-        from jobs.cli import build_parser
+        from trainyard.cli import build_parser
 
         build_parser().parse_args(["run", "spec.yaml", "--no-serve"])
         import jobs.bundle  # noqa: F401
@@ -264,7 +264,7 @@ def test_submit_end_to_end_trains_and_writes_a_bundle(cluster, cluster_env, tmp_
     out = run_cli("submit", str(ROOT / "examples" / "machine-failure.yaml"), "--wait",
                   "--set", f"data.path={data}", "--set", f"output={output}",
                   "--set", "train.epochs=2", "--set", "train.workers=2", "--set", "train.early_stop=null",
-                  env=cluster_env, module="jobs.cli", timeout=540)
+                  env=cluster_env, module="trainyard", timeout=540)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "SUCCEEDED" in out.stdout and "trainyard storage check: all 2 node(s)" in out.stdout
     assert "[storage] all 2 nodes" not in out.stdout, "the entrypoint checked storage: trainyard must not repeat it"
@@ -389,7 +389,7 @@ def test_submit_end_to_end_with_data_in_s3(cluster, cluster_env, s3, tmp_path):
     out = run_cli("submit", str(ROOT / "examples" / "machine-failure.yaml"), "--wait",
                   "--set", f"data.path={data}", "--set", f"output={output}", *env_args,
                   "--set", "train.epochs=2", "--set", "train.workers=2", "--set", "train.early_stop=null",
-                  env=cluster_env, module="jobs.cli", timeout=540)
+                  env=cluster_env, module="trainyard", timeout=540)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "SUCCEEDED" in out.stdout and f"see {data}" in out.stdout
 

@@ -258,7 +258,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
     new = bundle_variant(served_bundle, tmp_path / "b2", version="cli-v2")
     env = {**os.environ, "TRAINYARD_STATE_DIR": str(tmp_path / "state")}
     try:
-        run = subprocess.run([sys.executable, "-m", "jobs.cli", "serve", str(new), "--name", "cli",
+        run = subprocess.run([sys.executable, "-m", "trainyard", "serve", str(new), "--name", "cli",
                               "--port", str(served.port), "--set", "route_prefix=/cli",
                               "--set", "ray_actor_options.num_cpus=0.25"],
                              capture_output=True, text=True, env=env, timeout=240)
@@ -269,7 +269,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
 
         rows = pd.read_parquet(sorted(telemetry_dir.glob("*.parquet"))[0]).head(30)
         rows.to_csv(tmp_path / "rows.csv", index=False)
-        run = subprocess.run([sys.executable, "-m", "jobs.cli", "predict", "--url", served.url,
+        run = subprocess.run([sys.executable, "-m", "trainyard", "predict", "--url", served.url,
                               str(tmp_path / "rows.csv"), "--out", str(tmp_path / "pred.jsonl")],
                              capture_output=True, text=True, env=env, timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
@@ -279,7 +279,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
                 for r in rows.to_dict("records")]
         expected = load(new).predict(sent)
         assert out["prediction"].tolist() == expected["predictions"]
-        bad = subprocess.run([sys.executable, "-m", "jobs.cli", "predict", "--url", served.url,
+        bad = subprocess.run([sys.executable, "-m", "trainyard", "predict", "--url", served.url,
                               str(tmp_path / "rows.txt")], capture_output=True, text=True, env=env, timeout=60)
         assert bad.returncode == 1 and "unsupported file type '.txt'" in bad.stderr
     finally:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cli import main
+from trainyard.cli import main
 from jobs.spec import SpecError, load_spec, validate_spec
 from tests.conftest import ROOT, write_spec
 

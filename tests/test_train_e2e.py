@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from jobs import bundle as B
-from jobs.cli import main
+from trainyard.cli import main
 from jobs.evaluate import score_records
 from jobs.ingest import TEST
 from jobs.pipeline import run_train

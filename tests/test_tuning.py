@@ -7,7 +7,7 @@ import time
 import pytest
 
 from jobs import bundle as B
-from jobs.cli import main
+from trainyard.cli import main
 from jobs.spec import SpecError, load_spec, validate_spec
 from tests.conftest import write_spec
 from tests.tuning_fixtures import experiment_dir, read_results, tuning_spec

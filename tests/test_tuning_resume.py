@@ -5,7 +5,7 @@ import signal
 import pytest
 import torch
 
-from jobs.cli import main
+from trainyard.cli import main
 from tests.conftest import write_spec
 from tests.tuning_fixtures import (checkpoints, ended_trials, experiment_dir, ray_address, read_results, start_driver,
                                    stop, tuning_spec, wait_for)

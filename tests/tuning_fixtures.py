@@ -59,7 +59,7 @@ def start_driver(spec_path: Path, log: Path, *extra: str) -> subprocess.Popen:
     killing it ends its trials, their Train runs and their placement groups, as for a user's driver)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "tune", str(spec_path), "--address", ray_address(), *extra],
+        [sys.executable, "-m", "trainyard", "tune", str(spec_path), "--address", ray_address(), *extra],
         cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -3,23 +3,24 @@ from __future__ import annotations
 
 import argparse
 
-
-def cmd_tune(args) -> int:
-    from jobs.cli import EXIT_BAD_INPUT, EXIT_OK, _connect, _err, _load, _progress, resume_command
-    from tuning import run_tune
-
-    spec = _load(args)
-    if spec.tune is None:
-        _err(f"{args.spec} has no `tune` section, so there is nothing to search; add one (e.g. "
-             "tune: {samples: 8, lr: {loguniform: [1.0e-4, 1.0e-1]}}) or use `trainyard train`")
-        return EXIT_BAD_INPUT
-    _connect(args, spec)
-    path, _ = run_tune(spec, resume=args.resume, progress=_progress, resume_command=resume_command(args))
-    print(f"bundle written to {path}")
-    return EXIT_OK
+from jobs.spec import SpecError
 
 
-def register(subparsers) -> None:
+def register(subparsers, kit) -> None:
+    """Add `tune`; `kit` is the composition root's shared pieces (options, spec loading, connect, progress)."""
+
+    def cmd_tune(args) -> int:
+        from tuning import run_tune
+
+        spec = kit.load_spec(args)
+        if spec.tune is None:
+            raise SpecError([f"{args.spec} has no `tune` section, so there is nothing to search; add one (e.g. "
+                             "tune: {samples: 8, lr: {loguniform: [1.0e-4, 1.0e-1]}}) or use `trainyard train`"])
+        kit.connect(args, spec)
+        path, _ = run_tune(spec, resume=args.resume, progress=kit.progress, resume_command=kit.resume_command(args))
+        print(f"bundle written to {path}")
+        return 0
+
     p = subparsers.add_parser(
         "tune", help="hyperparameter search (Ray Tune + ASHA); the best trial becomes the bundle",
         description="Search the spec's `tune` section: every trial is a full Ray Train run, ASHA stops the bad "
@@ -27,9 +28,7 @@ def register(subparsers) -> None:
                     "OUTPUT/tune/results.csv and report.png. Interrupted (Ctrl-C, a killed driver)? "
                     "Run the same command with --resume: finished trials are not run again.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    from jobs.cli import _add_common
-
     p.add_argument("spec", help="the job spec (YAML) with a `tune` section")
     p.add_argument("--resume", action="store_true", help="continue the newest interrupted experiment of this spec")
-    _add_common(p, spec=False)
+    kit.add_common(p, spec=False)
     p.set_defaults(func=cmd_tune)

@@ -1,0 +1,44 @@
+"""The one root of every trainyard error, and what each means for the exit code.
+
+A leaf module (it imports nothing, ours or Ray's), so that every package, the spec included, can derive
+its errors from it. The composition root (`trainyard.cli`) turns any ``TrainyardError`` into its message on
+stderr and ``exit_code``; no layer reads exit codes any other way.
+
+- ``BadInput`` (exit 2): what the user gave must change: the spec, the data, a bundle, a command-line value,
+  or what the spec asks of this cluster;
+- ``Failure`` (exit 1): the input was fine but the work failed while running (a worker error, a lost node).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class TrainyardError(Exception):
+    """Base of every error trainyard raises on purpose. ``str()`` is the whole message a person reads.
+
+    ``exit_code`` is a class attribute (``BadInput``/``Failure`` set it); an instance may carry its own when
+    the same condition is one or the other depending on the case (an HTTP client error: 4xx or 5xx)."""
+
+    exit_code: int = EXIT_FAILED
+
+    def __init__(self, *args, exit_code: Optional[int] = None):
+        super().__init__(*args)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class BadInput(TrainyardError):
+    """The user's input must change (exit 2); the message names what (file, field, column, value) and how."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class Failure(TrainyardError):
+    """The work failed while running (exit 1); the message says where to look."""
+
+    exit_code = EXIT_FAILED

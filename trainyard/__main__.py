@@ -1,0 +1,6 @@
+"""`python -m trainyard ...`: the console script without installing it (a Ray job's entrypoint uses this)."""
+import sys
+
+from trainyard.cli import main
+
+sys.exit(main())

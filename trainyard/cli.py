@@ -1,0 +1,215 @@
+"""`trainyard` — one console script; each subcommand maps to a stage entry.
+
+    trainyard validate SPEC            check a spec (exit 2 listing every problem)
+    trainyard train SPEC               ingest → preprocess → train → evaluate → bundle
+    trainyard run SPEC                 the whole job (tunes when the spec has a `tune` section)
+    trainyard tune | serve | predict | submit | cluster | jobs    (see `trainyard <command> --help`)
+
+Every command that reads a spec takes `--set FIELD=VALUE` (repeatable) to override a spec field, e.g.
+`--set train.epochs=3`. Exit codes: 0 done, 1 failed while running, 2 bad input (spec, data, bundle, command).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from cluster.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BadInput, TrainyardError
+
+# The packages that add subcommands, in the order `--help` lists them. A module that fails to import is an
+# error naming it (a missing dependency), never a subcommand that silently vanishes.
+COMMAND_MODULES = ("tuning.commands", "serving.commands", "trainyard.submit", "cluster.commands")
+
+
+def err(msg: str) -> None:
+    print(f"trainyard: error: {msg}", file=sys.stderr, flush=True)
+
+
+def progress(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def add_common(p: argparse.ArgumentParser, spec: bool = True) -> None:
+    """The options of every command that runs a spec on Ray: SPEC, --set, --address."""
+    if spec:
+        p.add_argument("spec", help="the job spec (YAML)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a spec field, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)")
+    # Set by `trainyard submit`'s entrypoint, whose previous step ran the same storage check.
+    p.add_argument("--storage-checked", action="store_true", help=argparse.SUPPRESS)
+
+
+def load_spec(args) -> Any:
+    from jobs.spec import load_spec as load
+    return load(args.spec, args.set)
+
+
+def connect(args, spec=None) -> dict:
+    """Connect to Ray as the command asks (--address, RAY_ADDRESS, else embedded) and say what we got. With a
+    spec on several nodes, check first that every node sees its data and shares its output."""
+    from cluster import connect as ray_connect
+    from cluster.quiet import quiet_ray_logs
+
+    quiet_ray_logs()
+    res = ray_connect(getattr(args, "address", None))
+    progress(f"[ray] {res['nodes']} node(s), {res['CPU']:g} CPU, {res['GPU']:g} GPU")
+    # A submitted job checked storage in its entrypoint (`python -m cluster.storage`) just before this.
+    if spec is not None and res["nodes"] > 1 and not getattr(args, "storage_checked", False):
+        _check_storage(spec, res["nodes"])
+    return res
+
+
+def _check_storage(spec, nodes: int) -> None:
+    """On several nodes, what `submit` checks inside the job: every node reads the data and shares the output
+    (checkpoints, the bundle). A node-local path would otherwise fail the run half-way, deep inside Ray Train."""
+    from cluster.storage import StorageError, check_job_storage, is_uri
+
+    def resolved(path: str) -> str:
+        """As this driver resolves it: a relative path against the directory trainyard runs in."""
+        return path if is_uri(path) or path.startswith("file://") else os.path.abspath(os.path.expanduser(path))
+
+    output = resolved(spec.output_dir)
+    try:
+        data = [spec.data.path] if isinstance(spec.data.path, str) else spec.data.path
+        check_job_storage(output, [resolved(path) for path in data])
+    except StorageError as exc:
+        raise BadInput(f"{exc}\n(data.path and output of {spec.name!r}; `trainyard cluster check-storage PATH` "
+                       "checks a path on its own)") from None
+    progress(f"[storage] all {nodes} nodes see the data and share {output}")
+
+
+def resume_command(args) -> str:
+    """The command line that continues this run's tuning experiment: the same spec, overrides and cluster."""
+    words = ["trainyard", args.command, args.spec]
+    for item in args.set:
+        words += ["--set", item]
+    if getattr(args, "address", None):
+        words += ["--address", args.address]
+    if getattr(args, "no_serve", False):
+        words.append("--no-serve")
+    return shlex.join(words) + " --resume"
+
+
+@dataclass(frozen=True)
+class Kit:
+    """What the composition root lends every package's `commands.register(subparsers, kit)`."""
+
+    add_common: Callable[..., None]
+    load_spec: Callable[[Any], Any]
+    connect: Callable[..., dict]
+    progress: Callable[[str], None]
+    resume_command: Callable[[Any], str]
+
+
+KIT = Kit(add_common=add_common, load_spec=load_spec, connect=connect, progress=progress,
+          resume_command=resume_command)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_validate(args) -> int:
+    spec = KIT.load_spec(args)
+    if spec.tune is not None:
+        from tuning import space
+        space.check(spec)      # what `trainyard tune` checks before it reads any data
+    print(f"{args.spec}: OK — job {spec.name!r}, output {spec.output_dir}")
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    from jobs.pipeline import run_train
+    spec = KIT.load_spec(args)
+    KIT.connect(args, spec)
+    path, _ = run_train(spec, progress=progress)
+    print(f"bundle written to {path}")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    """The whole job: tune when the spec has a `tune` section, else train; then serve unless --no-serve."""
+    spec = KIT.load_spec(args)
+    # Before hours of training, not after: a serving layer that cannot load fails the command now.
+    serving = None if args.no_serve else _import("serving")
+    KIT.connect(args, spec)
+    if spec.tune is not None:
+        from tuning import run_tune
+        path, _ = run_tune(spec, resume=args.resume, progress=progress, resume_command=resume_command(args))
+    else:
+        from jobs.pipeline import run_train
+        path, _ = run_train(spec, progress=progress)
+    print(f"bundle written to {path}")
+    if args.no_serve:
+        return EXIT_OK
+    return serving.serve_forever(path, spec=spec, progress=progress)
+
+
+def _import(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise CommandsUnavailable(
+            f"the {name.split('.')[0]} package cannot load: {exc}. Install trainyard with its dependencies "
+            "(`make install`, or `pip install -e .` after the pinned torch)") from exc
+
+
+class CommandsUnavailable(TrainyardError):
+    """A package's commands failed to import (a missing or broken dependency): exit 1, naming the package."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="trainyard", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check a spec; exit 2 listing every problem")
+    add_common(p)
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("train", help="ingest → preprocess → train → evaluate → bundle")
+    add_common(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("run", help="the whole job: train (or tune, when the spec has `tune`)")
+    add_common(p)
+    p.add_argument("--no-serve", action="store_true", help="do not serve the bundle afterwards")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted tuning experiment")
+    p.set_defaults(func=cmd_run)
+    for name in COMMAND_MODULES:
+        _import(name).register(sub, KIT)
+    return ap
+
+
+def _report(exc: TrainyardError, args: Optional[argparse.Namespace]) -> None:
+    from jobs.spec import SpecError
+    if isinstance(exc, SpecError):
+        # Problems found after loading (against the data, the cluster, a resumed experiment) name the field;
+        # the file is named here.
+        source = getattr(args, "spec", None)
+        named = (f"{source}:", f"{source} /", f"{Path(source)}:", "--set") if source else ()
+        problems = [p if not source or p.startswith(named) else f"{source}: {p}" for p in exc.problems]
+        err(f"the spec has {len(problems)} problem(s):\n{SpecError(problems)}")
+    else:
+        err(str(exc))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run one command; every trainyard error becomes one message and its exit code, here and only here."""
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except TrainyardError as exc:
+        _report(exc, args)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err("interrupted")
+        return EXIT_INTERRUPTED
+
+
+__all__ = ["main", "build_parser", "Kit", "KIT", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT"]
+
+if __name__ == "__main__":
+    sys.exit(main())
