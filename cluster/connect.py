@@ -25,7 +25,8 @@ from pathlib import Path
 
 import ray
 
-from cluster import _state
+from cluster import state as cluster_state
+from cluster.nodes import alive_nodes
 
 TOKEN_ENV, TOKEN_PATH_ENV, AUTH_MODE_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"
 DEFAULT_TOKEN_FILE = Path("~/.ray/auth_token")
@@ -53,7 +54,7 @@ class Address:
 
     @property
     def is_loopback(self) -> bool:
-        return self.host in _state.LOOPBACK_HOSTS
+        return self.host in cluster_state.LOOPBACK_HOSTS
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,12 @@ def _read_token_file(path: Path) -> str:
 def _local_cluster(address: Address | None, state_dir=None) -> dict | None:
     """The state of the cluster `trainyard cluster up` started, if ``address`` is one of its endpoints."""
     try:
-        state = _state.read_state(state_dir)
-    except RuntimeError:
+        state = cluster_state.read_state(state_dir)
+    except cluster_state.StateError:
         return None
     if not state or address is None:
         return None
-    if address.kind == "auto" or _state.matches_address(state, address.host, address.port):
+    if address.kind == "auto" or cluster_state.matches_address(state, address.host, address.port):
         return state
     return None
 
@@ -308,7 +309,7 @@ def describe_resources() -> dict:
     """Total CPUs/GPUs of the connected cluster, as plain numbers."""
     res = ray.cluster_resources()
     return {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0)),
-            "nodes": sum(1 for n in ray.nodes() if n.get("Alive"))}
+            "nodes": len(alive_nodes())}
 
 
 # ---------------------------------------------------------------------------------------------- Jobs API
@@ -321,14 +322,15 @@ def dashboard_url(address: str | None = None, *, state_dir=None) -> str:
     parsed = parse_address(text, origin=origin)
     if parsed.kind == "dashboard":
         return parsed.text
-    local = _state.read_state(state_dir)
+    local = cluster_state.read_state(state_dir)
     if local and (parsed.kind in ("local", "auto")
-                  or _state.matches_address(local, parsed.host, parsed.port)):
+                  or cluster_state.matches_address(local, parsed.host, parsed.port)):
         return local["dashboard_url"]
     if parsed.kind == "local":
         raise ConnectionError_(
             "no cluster to talk to: pass --address http://<head>:8265 (the dashboard), set RAY_ADDRESS to it, "
-            f"or start a local one with `trainyard cluster up` (none recorded in {_state.state_path(state_dir)})")
+            "or start a local one with `trainyard cluster up` "
+            f"(none recorded in {cluster_state.state_path(state_dir)})")
     raise ConnectionError_(
         f"{origin}={parsed.text!r}: the Jobs API needs the dashboard URL, e.g. http://<head>:8265, "
         f"not a {'Ray Client' if parsed.kind == 'client' else 'GCS'} address")

@@ -7,7 +7,8 @@ What `up` guarantees, and why:
 - every port Ray would otherwise take at a fixed default (GCS 6379, dashboard 8265, Ray Client 10001, the
   dashboard agent's 52365, workers' 10002-19999) is a free one or an OS-chosen one, so the cluster never
   collides with other Ray instances on the machine, or with a second node of its own; the free ones are taken
-  from below the OS's own range, so that nothing can be handed one between our choice and Ray's bind;
+  from below the OS's own range (``cluster.ports``), so that nothing can be handed one between our choice and
+  Ray's bind;
 - token authentication is on, with a fresh token in ``<state>/auth_token`` (mode 600);
 - each node has its own short temp dir (Unix socket paths must stay under ~107 bytes) and runs in it, like a
   separate machine would;
@@ -22,16 +23,16 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
-from cluster import _state
+from cluster.nodes import alive_nodes_from_gcs
+from cluster.ports import free_ports
+from cluster.state import STATE_FILE, read_state, state_dir as resolve_state_dir, state_path, write_state
 
 RAYSTART = Path(__file__).with_name("_raystart.py")
 CLUSTER_ID_ENV = "TRAINYARD_CLUSTER_ID"
@@ -54,12 +55,12 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
         raise ClusterError(f"--cpus-per-node {cpus_per_node}: must be at least 1")
     if object_store_mb < 80:
         raise ClusterError(f"object store of {object_store_mb} MiB: Ray needs at least 80 MiB per node")
-    folder = _state.state_dir(state_dir)
-    existing = _state.read_state(folder)
+    folder = resolve_state_dir(state_dir)
+    existing = read_state(folder)
     if existing:
         if _alive_leaders(existing):
             raise ClusterError(
-                f"a cluster is already up ({existing['address']}, recorded in {_state.state_path(folder)}): "
+                f"a cluster is already up ({existing['address']}, recorded in {state_path(folder)}): "
                 "`trainyard cluster down` first, or pass another --state-dir")
         _forget(folder, existing)  # its processes are gone: a stale record, from a crash or a reboot
 
@@ -70,7 +71,7 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
         f.write(secrets.token_hex(32))
     token = token_path.read_text().strip()
 
-    ports = _free_ports(3 + workers + 1)
+    ports = free_ports(3 + workers + 1)
     gcs, dashboard, client, agent_ports = ports[0], ports[1], ports[2], ports[3:]
     # /tmp, not tempfile.gettempdir(): macOS's /var/folders/... makes Ray's socket paths too long.
     temp_root = Path(tempfile.mkdtemp(prefix="ty-", dir="/tmp" if os.path.isdir("/tmp") else None))
@@ -94,12 +95,13 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
                      "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
                      "--ray-client-server-port", str(client)]
         procs = [_start_node(state, folder, "head", head_args, agent_ports[0], cpus_per_node, object_store_mb)]
-        _wait_for(lambda: len(_alive_nodes(state, token)) >= 1, procs, state, timeout_s, "the head to come up")
+        alive = lambda: len(alive_nodes_from_gcs(state["address"], token))  # noqa: E731
+        _wait_for(lambda: alive() >= 1, procs, state, timeout_s, "the head to come up")
         for i in range(workers):
             progress(f"starting worker {i + 1}/{workers}")
             procs.append(_start_node(state, folder, f"worker{i + 1}", ["--address", state["address"]],
                                      agent_ports[i + 1], cpus_per_node, object_store_mb))
-        _wait_for(lambda: len(_alive_nodes(state, token)) >= workers + 1, procs, state, timeout_s,
+        _wait_for(lambda: alive() >= workers + 1, procs, state, timeout_s,
                   f"{workers + 1} nodes to be alive")
     except BaseException:
         try:
@@ -147,7 +149,7 @@ def _start_node(state: dict, folder: Path, name: str, role_args: list[str], agen
     state["nodes"].append({"name": name, "pid": proc.pid, "started": _start_time(proc.pid),
                            "temp_dir": str(temp_dir), "log": str(log_path), "agent_port": agent_port})
     # Recorded before waiting: a `down` after a failed or interrupted `up` still finds every process.
-    _state.write_state(folder, state)
+    write_state(folder, state)
     return proc
 
 
@@ -171,47 +173,6 @@ def _wait_for(done: Callable[[], bool], procs: list[subprocess.Popen], state: di
         time.sleep(0.5)
 
 
-# Ports we choose come from below the range the OS hands out for "any free port" (Linux's default
-# ip_local_port_range starts at 32768, macOS's at 49152), and above Ray's fixed defaults (6379, 8265, 10001,
-# workers 10002-19999). A port picked from the OS's own range is free when picked but not reserved: between
-# then and `ray start` binding it, any process asking the OS for a free port (the head's own agents and
-# workers, started first) can be given it. CI saw exactly that: the Ray Client server, which binds late,
-# found its port taken ("Address already in use") and the head exited.
-_OUR_PORTS_FROM = 20000
-
-
-def _ephemeral_start() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _free_ports(n: int) -> list[int]:
-    """n distinct ports that are free on 127.0.0.1 right now, none of them one the OS could give away
-    meanwhile (see _OUR_PORTS_FROM); all held open together while choosing, so none repeats."""
-    import random
-
-    candidates = list(range(_OUR_PORTS_FROM, _ephemeral_start()))
-    random.shuffle(candidates)            # two clusters started at once rarely try the same ports
-    with ExitStack() as stack:
-        ports: list[int] = []
-        for port in candidates:
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            ports.append(port)
-            if len(ports) == n:
-                return ports
-        # A machine whose OS range starts low, or whose low ports are all taken: the OS's choice, as before.
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n - len(ports))]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return ports + [s.getsockname()[1] for s in socks]
-
-
 def _tail(path: str, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         return "".join(Path(path).read_text(errors="replace").splitlines(keepends=True)[-lines:])
@@ -221,39 +182,21 @@ def _tail(path: str, lines: int = _LOG_TAIL_LINES) -> str:
 
 # ---------------------------------------------------------------------------------------------- status
 
-def _alive_nodes(state: dict, token: str) -> list[dict]:
-    """Alive nodes as the GCS sees them (one gRPC call; no driver is started)."""
-    import grpc
-    from ray.core.generated import gcs_pb2, gcs_service_pb2 as pb, gcs_service_pb2_grpc as pb_grpc
-
-    with grpc.insecure_channel(state["address"]) as channel:
-        reply = pb_grpc.NodeInfoGcsServiceStub(channel).GetAllNodeInfo(
-            pb.GetAllNodeInfoRequest(), timeout=5, metadata=[("authorization", f"Bearer {token}")])
-    nodes = []
-    for info in reply.node_info_list:
-        if info.state != gcs_pb2.GcsNodeInfo.ALIVE:
-            continue
-        nodes.append({"node_id": info.node_id.hex(), "ip": info.node_manager_address, "head": info.is_head_node,
-                      "resources": {k: v for k, v in sorted(info.resources_total.items())
-                                    if not k.startswith("node:")},
-                      "temp_dir": info.temp_dir or None})
-    return nodes
-
-
 def status(state_dir=None) -> dict:
     """The recorded cluster: its endpoints, which of its processes are alive, and the nodes the GCS sees."""
-    folder = _state.state_dir(state_dir)
-    state = _state.read_state(folder)
+    folder = resolve_state_dir(state_dir)
+    state = read_state(folder)
     if not state:
-        raise ClusterError(f"no local cluster recorded in {_state.state_path(folder)}: start one with "
+        raise ClusterError(f"no local cluster recorded in {state_path(folder)}: start one with "
                            "`trainyard cluster up`")
     alive = set(_alive_leaders(state))
     result = {k: state[k] for k in ("address", "dashboard_url", "client_address", "token_path", "python")}
-    result["state_file"] = str(_state.state_path(folder))
+    result["state_file"] = str(state_path(folder))
     result["processes"] = [{"name": n["name"], "pid": n["pid"], "alive": n["pid"] in alive, "log": n["log"]}
                            for n in state["nodes"]]
     try:
-        result["nodes"] = _alive_nodes(state, Path(state["token_path"]).read_text().strip())
+        token = Path(state["token_path"]).read_text().strip()
+        result["nodes"] = [n.to_dict() for n in alive_nodes_from_gcs(state["address"], token)]
         result["error"] = None
     except Exception as exc:  # the GCS is gone: report the processes anyway
         result["nodes"] = []
@@ -269,12 +212,12 @@ def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False) -> lis
     Workers go first (a worker whose GCS vanished spends its time reconnecting), then the head; whatever
     outlives its node's graceful stop (a job's driver, which Ray runs in a session of its own) is killed.
     """
-    folder = _state.state_dir(state_dir)
-    state = _state.read_state(folder)
+    folder = resolve_state_dir(state_dir)
+    state = read_state(folder)
     if not state:
         if quiet:
             return []
-        raise ClusterError(f"no local cluster recorded in {_state.state_path(folder)}: nothing to stop")
+        raise ClusterError(f"no local cluster recorded in {state_path(folder)}: nothing to stop")
     stopped = set(cluster_processes(state))
     for group in ([n for n in state["nodes"] if n["name"] != "head"],
                   [n for n in state["nodes"] if n["name"] == "head"]):
@@ -288,7 +231,7 @@ def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False) -> lis
     leftover = cluster_processes(state)
     if leftover:
         raise ClusterError(f"processes of the local cluster survived SIGKILL: {leftover}; "
-                           f"the state stays in {_state.state_path(folder)}")
+                           f"the state stays in {state_path(folder)}")
     _forget(folder, state)
     return sorted(stopped)
 
@@ -381,7 +324,7 @@ def _forget(folder: Path, state: dict) -> None:
     """Remove the record, the token and the nodes' temp dirs (their Ray logs go with them)."""
     if state.get("temp_root"):
         shutil.rmtree(state["temp_root"], ignore_errors=True)
-    for name in (_state.STATE_FILE, "auth_token"):
+    for name in (STATE_FILE, "auth_token"):
         try:
             (folder / name).unlink()
         except FileNotFoundError:

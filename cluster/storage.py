@@ -16,6 +16,8 @@ import uuid
 
 import ray.cloudpickle as cloudpickle
 
+from cluster.nodes import alive_nodes
+
 
 class StorageError(RuntimeError):
     """Some node cannot see what the others write at the path; the message names the nodes and the fix."""
@@ -75,16 +77,9 @@ def _node_probe(path: str, check_id: str, node_id: str, phase: str, others: list
     return report
 
 
-def _alive_nodes() -> tuple[list[str], dict[str, str]]:
-    import ray
-
-    if not ray.is_initialized():
-        raise RuntimeError("the storage checks need a connected Ray: call cluster.connect() first")
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    labels = {n["NodeID"]: f"node {n['NodeID'][:8]} ({n.get('NodeManagerAddress')}"
-                           f"{', head' if 'node:__internal_head__' in n.get('Resources', {}) else ''})"
-              for n in nodes}
-    return [n["NodeID"] for n in nodes], labels
+def _ids_and_labels() -> tuple[list[str], dict[str, str]]:
+    nodes = alive_nodes()
+    return [n.node_id for n in nodes], {n.node_id: n.label for n in nodes}
 
 
 def _on_every_node(ray, ids: list[str], path: str, check_id: str, phase: str, timeout_s: float,
@@ -109,7 +104,7 @@ def is_shared(path: str, *, timeout_s: float = 60.0) -> dict:
     """Run the check and return its report without raising: {"ok", "path", "nodes": [...], "problems": [...]}."""
     import ray
 
-    ids, labels = _alive_nodes()
+    ids, labels = _ids_and_labels()
     check_id = uuid.uuid4().hex[:12]
     run = lambda phase, **kw: _on_every_node(ray, ids, path, check_id, phase, timeout_s, **kw)  # noqa: E731
     written = run("write")
@@ -138,7 +133,7 @@ def check_readable_everywhere(path: str, *, timeout_s: float = 60.0) -> dict:
     """Raise StorageError unless every alive node finds ``path`` (input data: read-only, so no markers)."""
     import ray
 
-    ids, labels = _alive_nodes()
+    ids, labels = _ids_and_labels()
     reports = _on_every_node(ray, ids, path, uuid.uuid4().hex[:12], "exists", timeout_s)
     problems = [f"{labels[nid]} cannot find it ({r['where']})" + (f": {r['error']}" if r["error"] else "")
                 for nid, r in reports.items() if r["error"] or not r["seen"]]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import _state
+from cluster import state as cluster_state
 from cluster.connect import ConnectionError_, dashboard_url, find_token, parse_address, preflight
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ def clean_env(monkeypatch, tmp_path):
     for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv(_state.STATE_DIR_ENV, str(tmp_path / "state"))
+    monkeypatch.setenv(cluster_state.STATE_DIR_ENV, str(tmp_path / "state"))
     return tmp_path
 
 
@@ -71,7 +71,7 @@ def test_token_precedence(clean_env, monkeypatch):
     state = {"address": "127.0.0.1:45001", "ports": {"gcs": 45001, "client": 45002, "dashboard": 45003},
              "token_path": str(clean_env / "cluster-token")}
     Path(state["token_path"]).write_text("from-local-cluster")
-    _state.write_state(None, state)
+    cluster_state.write_state(None, state)
     # The local cluster's token wins over ~/.ray for that cluster's addresses only.
     assert find_token(parse_address("127.0.0.1:45001")).value == "from-local-cluster"
     assert find_token(parse_address("http://127.0.0.1:45003")).value == "from-local-cluster"
@@ -129,7 +129,7 @@ def test_dashboard_url_needs_a_dashboard(clean_env):
 
 
 def test_dashboard_url_of_the_local_cluster(clean_env):
-    _state.write_state(None, {"address": "127.0.0.1:45001", "dashboard_url": "http://127.0.0.1:45003",
+    cluster_state.write_state(None, {"address": "127.0.0.1:45001", "dashboard_url": "http://127.0.0.1:45003",
                               "ports": {"gcs": 45001, "client": 45002, "dashboard": 45003}})
     assert dashboard_url(None) == "http://127.0.0.1:45003"
     assert dashboard_url("auto") == "http://127.0.0.1:45003"
@@ -145,8 +145,8 @@ def test_connect_refuses_a_dashboard_url_with_advice(clean_env):
 
 
 def test_corrupt_state_file_names_the_file(clean_env):
-    path = _state.state_path(None)
+    path = cluster_state.state_path(None)
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
-    with pytest.raises(RuntimeError, match=str(path)):
-        _state.read_state(None)
+    with pytest.raises(cluster_state.StateError, match=str(path)):
+        cluster_state.read_state(None)

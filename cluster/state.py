@@ -1,17 +1,28 @@
-"""Where `trainyard cluster up` records the local cluster it started (pids, ports, address, token file)."""
+"""Where trainyard keeps what it records on this machine: the folder (``state_dir``), and in it the local
+cluster `trainyard cluster up` started (``cluster.json``: pids, ports, address, token file).
+
+Other packages put their own records in the same folder (``state_dir()``), so that one setting
+(``--state-dir`` or $TRAINYARD_STATE_DIR) moves them all.
+"""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
 
+from cluster.errors import Failure
+
 STATE_FILE = "cluster.json"
 STATE_DIR_ENV = "TRAINYARD_STATE_DIR"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost"}
 
 
+class StateError(Failure):
+    """The recorded state cannot be read; the message names the file and what to do with it."""
+
+
 def state_dir(path: str | os.PathLike | None = None) -> Path:
-    """The folder holding cluster.json: the argument, else $TRAINYARD_STATE_DIR, else ./.trainyard."""
+    """The folder of trainyard's records: the argument, else $TRAINYARD_STATE_DIR, else ./.trainyard."""
     chosen = path or os.environ.get(STATE_DIR_ENV) or Path.cwd() / ".trainyard"
     return Path(chosen).expanduser().resolve()
 
@@ -21,14 +32,14 @@ def state_path(path: str | os.PathLike | None = None) -> Path:
 
 
 def read_state(path: str | os.PathLike | None = None) -> dict | None:
-    """The recorded cluster, or None when there is none. A corrupt file is an error naming the file."""
+    """The recorded cluster, or None when there is none. A corrupt file is a StateError naming the file."""
     file = state_path(path)
     if not file.exists():
         return None
     try:
         return json.loads(file.read_text())
     except (OSError, ValueError) as exc:
-        raise RuntimeError(
+        raise StateError(
             f"{file}: unreadable cluster state ({exc}). If no cluster is running, delete the file; "
             "otherwise stop its processes by the pids it lists."
         ) from exc
