@@ -26,7 +26,7 @@ def main() -> None:
 
     from cluster import connect
     from defects import generate
-    from jobs.cli import _quiet_ray
+    from cluster.quiet import quiet_ray_logs
     from jobs.spec import validate_spec
 
     cores = os.cpu_count() or 1
@@ -41,7 +41,7 @@ def main() -> None:
         "model": {"kind": "cnn", "channels": [16, 32], "hidden": [64], "dropout": 0.0},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 3e-3, "workers": args.workers,
                   "cpus_per_worker": cpw, "early_stop": None, "use_gpu": bool(args.use_gpu)}})
-    _quiet_ray()
+    quiet_ray_logs()
     connect(num_cpus=max(cores, int(args.workers * cpw) + 2))
     run_side_by_side(spec, unit="images", use_gpu=args.use_gpu)
 

@@ -254,8 +254,8 @@ def _measure_pairs(bundle: Path, plain_url: str, ingress: str, levels: list[int]
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
 from cluster import connect
-from jobs.cli import _quiet_ray
-_quiet_ray()
+from cluster.quiet import quiet_ray_logs
+quiet_ray_logs()
 connect(num_cpus=4)
 from jobs.spec import ServeSpec
 from serving import deploy, shutdown

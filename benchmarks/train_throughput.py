@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from cluster import connect
-    from jobs.cli import _quiet_ray
+    from cluster.quiet import quiet_ray_logs
     from jobs.spec import validate_spec
     from telemetry import generate, write_shards
 
@@ -44,7 +44,7 @@ def main() -> None:
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 1e-3, "workers": args.workers,
                   "cpus_per_worker": cpw, "early_stop": None, "class_weight": "balanced",
                   "use_gpu": bool(args.use_gpu)}})
-    _quiet_ray()
+    quiet_ray_logs()
     connect(num_cpus=max(cores, int(args.workers * cpw) + 2))
     run_side_by_side(spec, unit="samples", use_gpu=args.use_gpu)
 

@@ -206,20 +206,30 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="default: runs/bench-tune (classification), "
                     "runs/bench-tune-regression (with -noiseH when --label-noise is not 10), runs/bench-tune-yield")
     ap.add_argument("--address", default=None)
+    ap.add_argument("--plan-only", action="store_true",
+                    help="write the data, print the base spec and every search as JSON, and stop (no Ray)")
     args = ap.parse_args()
     if args.task != "regression" and args.label_noise != 10.0:
         ap.error("--label-noise is the noise on the remaining-life labels: give it with --task regression")
     args.space = args.space or ("large-batch" if args.task == "yield" else "lr-batch")
 
-    from cluster import connect
-    from jobs.cli import _quiet_ray
-    from jobs.spec import validate_spec
-    from tuning import run_tune
-
     out = Path(args.out or ("runs/bench-tune" if args.task == "classification"
                             else f"runs/bench-tune-{args.task}{noise_suffix(args.label_noise)}")).resolve()
     data = bench_data(out, args.task, args.rows, args.label_noise)
-    _quiet_ray()
+    if args.plan_only:
+        print(json.dumps({"data": str(data),
+                          "spec": base_spec(data, out / "prepare", args.epochs, args.task, args.lr_schedule,
+                                            args.ema_epochs),
+                          "searches": searches(args.samples, args.epochs, args.grace, args.reduction, args.seeds,
+                                               args.space)}, default=str))
+        return 0
+
+    from cluster import connect
+    from cluster.quiet import quiet_ray_logs
+    from jobs.spec import validate_spec
+    from tuning import run_tune
+
+    quiet_ray_logs()
     res = connect(args.address)
     noise = f" ({args.label_noise:g} h label noise)" if args.task == "regression" else ""
     print(f"[bench] {res['CPU']:g} CPU, {res['GPU']:g} GPU; {args.task}{noise}, {args.rows} rows; "

@@ -1,4 +1,6 @@
 """The process-yield data set (examples/process_yield.py) and how tune_efficiency.py searches it (no Ray)."""
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,10 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import process_yield  # noqa: E402
-import tune_efficiency  # noqa: E402
 
 from jobs.spec import validate_spec  # noqa: E402
 
@@ -45,14 +45,27 @@ def test_yield_is_a_surface_of_six_settings_with_little_noise():
         assert by_bin.max() - by_bin.min() < 0.5
 
 
+def _benchmark_plan(out: Path, task: str) -> dict:
+    """What benchmarks/tune_efficiency.py would run (its --plan-only: data written, nothing trained), read the way a
+    user reads it: from the script's output, not by importing the benchmark."""
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tune_efficiency.py"), "--plan-only",
+                          "--task", task, "--rows", "400", "--epochs", "3", "--samples", "8", "--grace", "1",
+                          "--reduction", "3", "--seeds", "0", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
 def test_benchmark_spec_and_grid(tmp_path):
-    data = tune_efficiency.bench_data(tmp_path, "yield", 400)
+    plan = _benchmark_plan(tmp_path / "yield", "yield")
+    data = Path(plan["data"])
     assert sorted(p.name for p in data.iterdir()) == [f"part-{i:03d}.parquet" for i in range(4)]
     assert len(pd.read_parquet(data)) == 400
-    spec = validate_spec(tune_efficiency.base_spec(data, tmp_path / "out", 3, "yield"))
+    spec = validate_spec(plan["spec"])
     assert (spec.data.task, spec.data.label, spec.data.features.exclude) == ("regression", "yield_pct",
                                                                                ["batch_id"])
-    runs = tune_efficiency.searches(8, 3, 1, 3, [0], "large-batch")
+    runs = plan["searches"]
     assert runs["asha-s0"]["batch_size"] == {"choice": [256, 512, 1024, 2048]}
     assert runs["grid"]["batch_size"] == {"choice": [512, 2048]}
-    assert tune_efficiency.searches(8, 3, 1, 3, [0])["grid"]["batch_size"] == {"choice": [64, 256]}
+    assert _benchmark_plan(tmp_path / "classification", "classification")["searches"]["grid"]["batch_size"] == {
+        "choice": [64, 256]}

@@ -28,11 +28,11 @@ A finished cache of a longer draw with the same seed serves a shorter one (its f
 its grid). `--label-noise H` trains on labels with that much noise; `--first E` replays the first E epochs of
 the cached curves as trials of E epochs (at --plain's constant rate, the same thing).
 
-    python benchmarks/tune_replay.py runs/bench-tune-cosine/no_stopping-s0 runs/bench-tune-cosine/no_stopping-s1 \\
+    python benchmarks/research/tune_replay.py runs/bench-tune-cosine/no_stopping-s0 runs/bench-tune-cosine/no_stopping-s1 \\
         runs/bench-tune-cosine/no_stopping-s2 --samples 16 32 64 --oracle
-    python benchmarks/tune_replay.py --plain wide --configs 200 --samples 32 64 --ema-epochs 1
-    python benchmarks/tune_replay.py --plain lr-batch --configs 96 --ema-epochs 1 --label-noise 2 --projected
-    python benchmarks/tune_replay.py --plain lr-batch --configs 64 --epochs 81 --first 27 --ema-epochs 1
+    python benchmarks/research/tune_replay.py --plain wide --configs 200 --samples 32 64 --ema-epochs 1
+    python benchmarks/research/tune_replay.py --plain lr-batch --configs 96 --ema-epochs 1 --label-noise 2 --projected
+    python benchmarks/research/tune_replay.py --plain lr-batch --configs 64 --epochs 81 --first 27 --ema-epochs 1
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tune_efficiency, a product benchmark
 from tune_efficiency import (SPACES, WITHIN, base_spec, experiment_dir, noise_suffix, reports,  # noqa: E402
                              searches)
 

@@ -13,8 +13,8 @@ trained twice with its batches in two different orders. Printed, raw vs averaged
 - how well the first 3 / 9 epochs rank the configurations by their final best (Spearman), which is what
   ASHA relies on.
 
-    python benchmarks/weight_average.py                     # 12 configurations × 2 orders × 27 epochs, ~1.5 min
-    python benchmarks/weight_average.py --configs 6 --epochs 9
+    python benchmarks/research/weight_average.py                     # 12 configurations × 2 orders × 27 epochs, ~1.5 min
+    python benchmarks/research/weight_average.py --configs 6 --epochs 9
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -49,13 +49,13 @@ def regression_tensors(rows: int, out: Path, life_noise_h: float = 10.0, task: s
     own `prepare` (on a short-lived local Ray) and held in memory."""
     import ray
 
-    from jobs.cli import _quiet_ray
+    from cluster.quiet import quiet_ray_logs
     from jobs.spec import validate_spec
     from jobs.train import prepare
     from tune_efficiency import base_spec, bench_data
 
     data_dir = bench_data(out, task, rows, life_noise_h)
-    _quiet_ray()
+    quiet_ray_logs()
     ray.init(include_dashboard=False, log_to_driver=False)
     spec = validate_spec(base_spec(data_dir, out / "prepare", 1, task))    # tune_efficiency.py's data
     prepared = prepare(spec, progress=print)

@@ -5,7 +5,7 @@ Compares two finished searches that trained the same configurations (same sample
 batches in another order. For every configuration both searches trained to the end it prints the best
 val_loss of each and the difference; a 1% target is only meaningful if this spread is well under 1%.
 
-    python benchmarks/tune_noise.py runs/bench-tune-cos-pilot/no_stopping-s0 runs/bench-tune-cosine/no_stopping-s0
+    python benchmarks/research/tune_noise.py runs/bench-tune-cos-pilot/no_stopping-s0 runs/bench-tune-cosine/no_stopping-s0
 """
 from __future__ import annotations
 
