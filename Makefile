@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 SPEC   ?= examples/machine-failure.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install run test clean data
+.PHONY: install run test test-fast lint clean data
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,17 @@ data: install
 run: data
 	$(VENV)/bin/trainyard run $(SPEC) --no-serve
 
-test: install
+# The layering contracts (pyproject.toml [tool.importlinter]): a violation names the offending import.
+lint: install
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The tests that start no Ray (spec, metrics, preprocessing, bundle, request checks, plans, the loop on
+# tensors): under a minute. `make test` runs everything.
+test-fast: lint
+	$(PY) -m pytest -m "not ray and not gpu" $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs data .pytest_cache

@@ -12,6 +12,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
+# Fixtures that start Ray (the session's embedded Ray, a local multi-node cluster). A test that uses one, even
+# through another fixture, is marked `ray`; `make test-fast` runs the rest (`-m "not ray"`). A test that starts
+# Ray some other way (a `trainyard` subprocess) carries `@pytest.mark.ray` itself.
+RAY_FIXTURES = {"ray_session", "cluster", "cluster_env"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
+
 
 @pytest.fixture(scope="session")
 def ray_session():
