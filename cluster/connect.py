@@ -26,6 +26,7 @@ from pathlib import Path
 import ray
 
 from cluster import state as cluster_state
+from cluster.errors import EXIT_FAILED, BadInput
 from cluster.nodes import alive_nodes
 
 TOKEN_ENV, TOKEN_PATH_ENV, AUTH_MODE_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"
@@ -39,8 +40,9 @@ _TOKEN_HELP = (f"set {TOKEN_ENV}=<token>, or {TOKEN_PATH_ENV}=<file holding it>,
                "prints its token file")
 
 
-class ConnectionError_(RuntimeError):
-    """Raised when a Ray cluster cannot be reached; the message says what to check."""
+class ConnectError(BadInput):
+    """The cluster at the address cannot be used: nothing answers there, it is not Ray, or it refuses our
+    token. The message says which and what to check: the address or the token must change."""
 
 
 @dataclass(frozen=True)
@@ -77,22 +79,22 @@ def parse_address(text: str | None, *, origin: str = "--address") -> Address:
             host, port = _split_host_port(text[len(scheme):], text, origin)
             return Address(kind, text.rstrip("/"), host, port or default_port)
     if "://" in text:
-        raise ConnectionError_(f"{origin}={text!r}: unknown scheme; {_ADDRESS_HELP}")
+        raise ConnectError(f"{origin}={text!r}: unknown scheme; {_ADDRESS_HELP}")
     host, port = _split_host_port(text, text, origin)
     if port is None:
-        raise ConnectionError_(f"{origin}={text!r} has no port; {_ADDRESS_HELP}")
+        raise ConnectError(f"{origin}={text!r} has no port; {_ADDRESS_HELP}")
     return Address("gcs", text, host, port)
 
 
 def _split_host_port(hostport: str, text: str, origin: str) -> tuple[str, int | None]:
     hostport = hostport.split("/", 1)[0]
     if not hostport:
-        raise ConnectionError_(f"{origin}={text!r} has no host; {_ADDRESS_HELP}")
+        raise ConnectError(f"{origin}={text!r} has no host; {_ADDRESS_HELP}")
     host, sep, port = hostport.rpartition(":")
     if not sep or hostport.endswith("]"):
         return hostport.strip("[]"), None
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConnectionError_(f"{origin}={text!r}: port {port!r} is not a number in 1-65535; {_ADDRESS_HELP}")
+        raise ConnectError(f"{origin}={text!r}: port {port!r} is not a number in 1-65535; {_ADDRESS_HELP}")
     return host.strip("[]"), int(port)
 
 
@@ -113,7 +115,7 @@ def find_token(address: Address | None = None, *, state_dir=None) -> Token | Non
         path = Path(os.environ[TOKEN_PATH_ENV]).expanduser()
         value = _read_token_file(path)
         if not value:
-            raise ConnectionError_(
+            raise ConnectError(
                 f"{TOKEN_PATH_ENV}={os.environ[TOKEN_PATH_ENV]} names a missing or empty file; "
                 f"point it at the cluster's token file, or unset it")
         return Token(value, f"{path} ({TOKEN_PATH_ENV})", str(path))
@@ -212,33 +214,34 @@ def _authorize_grpc(address: Address, state_dir=None) -> Token | None:
     if why:
         hint = ("Is the cluster up (`trainyard cluster status`)? "
                 "The GCS listens on 6379 by default, Ray Client on 10001.")
-        raise ConnectionError_(f"nothing answers at {address.text} ({why}): wrong address, or the cluster is "
+        raise ConnectError(f"nothing answers at {address.text} ({why}): wrong address, or the cluster is "
                                f"down. {hint}")
     outcome, detail = _probe_grpc(address, None)
     if outcome == "ok":
         return None
     if outcome != "unauthenticated":  # it accepts TCP connections, so "unreachable" means "not gRPC"
-        raise ConnectionError_(
+        raise ConnectError(
             f"{address.text} answers but not as a {what} ({detail}): wrong port? A dashboard URL "
             f"(http://host:8265) is for `trainyard submit` / `trainyard jobs`; {_ADDRESS_HELP}")
     token = find_token(address, state_dir=state_dir)
     if token is None:
-        raise ConnectionError_(
+        raise ConnectError(
             f"the cluster at {address.text} uses token authentication and no token was found: {_TOKEN_HELP}")
     outcome, detail = _probe_grpc(address, token)
     if outcome == "unauthenticated":
-        raise ConnectionError_(
+        raise ConnectError(
             f"the cluster at {address.text} rejected the token from {token.source}: it is not this cluster's "
             f"token. {_TOKEN_HELP}")
     if outcome != "ok":
-        raise ConnectionError_(f"{address.text} stopped answering while checking the token ({detail})")
+        raise ConnectError(f"{address.text} stopped answering while checking the token ({detail})",
+                           exit_code=EXIT_FAILED)  # it answered a moment before: not the address's fault
     return token
 
 
 def preflight(address: str | None = None, *, state_dir=None) -> Token | None:
     """Check, without starting a driver, that ``address`` (default RAY_ADDRESS) is a Ray cluster that will
     accept us. Returns the token to present (None: the cluster wants none, or the address is local/auto);
-    raises ConnectionError_ naming the problem: wrong address, missing token or rejected token."""
+    raises ConnectError naming the problem: wrong address, missing token or rejected token."""
     parsed = address_from(address)
     if parsed.kind == "dashboard":
         url = parsed.text
@@ -279,7 +282,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
         ray.init(**kwargs)
         return describe_resources()
     if parsed.kind == "dashboard":
-        raise ConnectionError_(
+        raise ConnectError(
             f"{parsed.text} is a dashboard (Jobs API) address: submit work there with "
             f"`trainyard submit SPEC --address {parsed.text}`; to run a driver on the cluster give its GCS "
             "address (host:6379) or ray://host:10001")
@@ -298,7 +301,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
     try:
         ray.init(**kwargs)
     except ConnectionError as exc:  # ray raises the builtin for unreachable GCS
-        raise ConnectionError_(
+        raise ConnectError(
             f"could not connect to the Ray cluster at {parsed.text!r}: {exc}. "
             "Check the address (trainyard cluster status), or unset RAY_ADDRESS to use embedded local Ray."
         ) from exc
@@ -327,11 +330,11 @@ def dashboard_url(address: str | None = None, *, state_dir=None) -> str:
                   or cluster_state.matches_address(local, parsed.host, parsed.port)):
         return local["dashboard_url"]
     if parsed.kind == "local":
-        raise ConnectionError_(
+        raise ConnectError(
             "no cluster to talk to: pass --address http://<head>:8265 (the dashboard), set RAY_ADDRESS to it, "
             "or start a local one with `trainyard cluster up` "
             f"(none recorded in {cluster_state.state_path(state_dir)})")
-    raise ConnectionError_(
+    raise ConnectError(
         f"{origin}={parsed.text!r}: the Jobs API needs the dashboard URL, e.g. http://<head>:8265, "
         f"not a {'Ray Client' if parsed.kind == 'client' else 'GCS'} address")
 
@@ -345,11 +348,11 @@ def _auth_mode(url: str) -> str:
         return "unknown"
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ConnectionError_(
+        raise ConnectError(
             f"nothing answers at {url} ({reason}): wrong address, or the cluster is down. The dashboard "
             "listens on 8265 by default; `trainyard cluster status` prints a local cluster's URL") from None
     except ValueError:
-        raise ConnectionError_(f"{url} answers but is not a Ray dashboard (no JSON at /api/authentication_mode)")
+        raise ConnectError(f"{url} answers but is not a Ray dashboard (no JSON at /api/authentication_mode)")
 
 
 def _check_dashboard_token(url: str, token: Token | None) -> None:
@@ -361,15 +364,15 @@ def _check_dashboard_token(url: str, token: Token | None) -> None:
         urllib.request.urlopen(request, timeout=_PROBE_TIMEOUT_S).close()
     except urllib.error.HTTPError as exc:
         if exc.code == 401 or (exc.code == 403 and token is None):
-            raise ConnectionError_(
+            raise ConnectError(
                 f"the cluster at {url} uses token authentication and no token was found: {_TOKEN_HELP}") from None
         if exc.code == 403:
-            raise ConnectionError_(
+            raise ConnectError(
                 f"the cluster at {url} rejected the token from {token.source}: it is not this cluster's token. "
                 f"{_TOKEN_HELP}") from None
-        raise ConnectionError_(f"{url}/api/version answered HTTP {exc.code}: is this a Ray dashboard?") from None
+        raise ConnectError(f"{url}/api/version answered HTTP {exc.code}: is this a Ray dashboard?") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise ConnectionError_(f"could not reach the Jobs API at {url}: {getattr(exc, 'reason', exc)}") from None
+        raise ConnectError(f"could not reach the Jobs API at {url}: {getattr(exc, 'reason', exc)}") from None
 
 
 def job_client(address: str | None = None, *, state_dir=None):
@@ -385,4 +388,4 @@ def job_client(address: str | None = None, *, state_dir=None):
     try:
         return JobSubmissionClient(url, headers=headers)
     except ConnectionError as exc:
-        raise ConnectionError_(f"could not reach the Jobs API at {url}: {exc}") from None
+        raise ConnectError(f"could not reach the Jobs API at {url}: {exc}") from None

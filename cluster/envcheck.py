@@ -15,6 +15,11 @@ import re
 import sys
 from pathlib import Path
 
+from cluster.errors import EXIT_OK
+
+# Not one of cluster.errors' codes on purpose: this runs first in a submitted job's entrypoint, and a code
+# no trainyard command returns tells "the cluster's python lacks our dependencies" apart from a failed
+# (1) or refused (2) run in the job's status. Documented above and in `trainyard submit`.
 EXIT_MISSING = 3
 # Distribution name -> import name, where they differ.
 _IMPORT_NAMES = {"pyyaml": "yaml", "scikit-learn": "sklearn", "pillow": "PIL", "moto": "moto"}
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     print(f"trainyard envcheck: {sys.executable} (Ray {ray.__version__}) has all of trainyard's dependencies",
           flush=True)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ from datetime import datetime
 from typing import Callable
 
 from cluster.connect import job_client
+from cluster.errors import BadInput
 
 METADATA_SPEC, METADATA_MODE, METADATA_OUTPUT = "trainyard_spec", "trainyard_mode", "trainyard_output"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
-class JobNotFound(LookupError):
-    """No job with that id on the cluster."""
+class JobNotFound(BadInput):
+    """No job with that id on the cluster: the id must change (`trainyard jobs list` shows them)."""
 
 
 def _status_name(status) -> str:

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from cluster.errors import EXIT_BAD_INPUT, Failure
 from cluster.nodes import alive_nodes_from_gcs
 from cluster.ports import free_ports
 from cluster.state import STATE_FILE, read_state, state_dir as resolve_state_dir, state_path, write_state
@@ -40,8 +41,10 @@ DEFAULT_OBJECT_STORE_MB = 512
 _LOG_TAIL_LINES = 25
 
 
-class ClusterError(RuntimeError):
-    """`cluster up/down/status` could not do what was asked; the message says why and what to do."""
+class ClusterError(Failure):
+    """`cluster up/down/status` could not do what was asked; the message says why and what to do. A failure
+    (exit 1), also when the local cluster is in the wrong state for the command (already up, not up); a value
+    out of range is bad input (exit 2)."""
 
 
 # ---------------------------------------------------------------------------------------------- up
@@ -50,11 +53,12 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
        timeout_s: float = 180.0, progress: Callable[[str], None] = lambda _msg: None) -> dict:
     """Start a head and ``workers`` worker nodes and wait until all of them are alive; returns the state."""
     if workers < 0:
-        raise ClusterError(f"--workers {workers}: must be 0 or more")
+        raise ClusterError(f"--workers {workers}: must be 0 or more", exit_code=EXIT_BAD_INPUT)
     if cpus_per_node < 1:
-        raise ClusterError(f"--cpus-per-node {cpus_per_node}: must be at least 1")
+        raise ClusterError(f"--cpus-per-node {cpus_per_node}: must be at least 1", exit_code=EXIT_BAD_INPUT)
     if object_store_mb < 80:
-        raise ClusterError(f"object store of {object_store_mb} MiB: Ray needs at least 80 MiB per node")
+        raise ClusterError(f"object store of {object_store_mb} MiB: Ray needs at least 80 MiB per node",
+                           exit_code=EXIT_BAD_INPUT)
     folder = resolve_state_dir(state_dir)
     existing = read_state(folder)
     if existing:

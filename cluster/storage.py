@@ -16,11 +16,13 @@ import uuid
 
 import ray.cloudpickle as cloudpickle
 
+from cluster.errors import EXIT_FAILED, EXIT_OK, BadInput
 from cluster.nodes import alive_nodes
 
 
-class StorageError(RuntimeError):
-    """Some node cannot see what the others write at the path; the message names the nodes and the fix."""
+class StorageError(BadInput):
+    """Some node cannot see what the others write at the path: the path (or where it lives) must change. The
+    message names the nodes and the fix."""
 
 
 def is_uri(path: str) -> bool:
@@ -97,7 +99,8 @@ def _on_every_node(ray, ids: list[str], path: str, check_id: str, phase: str, ti
         return {r["node_id"]: r for r in ray.get(refs, timeout=timeout_s)}
     except ray.exceptions.GetTimeoutError:
         raise StorageError(f"storage check of {path!r}: some node did not answer within {timeout_s:.0f}s "
-                           "(a busy or dead node?); retry, or check `trainyard cluster status`") from None
+                           "(a busy or dead node?); retry, or check `trainyard cluster status`",
+                           exit_code=EXIT_FAILED) from None  # the cluster, not the path
 
 
 def is_shared(path: str, *, timeout_s: float = 60.0) -> dict:
@@ -185,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         check_job_storage(args.output, args.data)
     except StorageError as exc:
         print(f"trainyard: error: {exc}", file=sys.stderr, flush=True)
-        return 1
+        return EXIT_FAILED  # the job fails here, and the `&&` after this step stops it before any training
     finally:
         ray.shutdown()
     print(f"trainyard storage check: all {res['nodes']} node(s) share {args.output}"
           + (f" and see {', '.join(args.data)}" if args.data else ""), flush=True)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

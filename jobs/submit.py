@@ -38,7 +38,7 @@ from pathlib import Path
 import yaml
 
 from cluster import jobs_api
-from cluster.connect import ConnectionError_, dashboard_url, job_client, parse_address
+from cluster.connect import ConnectError, dashboard_url, job_client, parse_address
 from cluster.local import ClusterError
 from cluster.storage import is_uri
 from jobs.spec import SpecError, apply_overrides, read_yaml, write_yaml
@@ -293,7 +293,7 @@ def cmd_submit(args) -> int:
     try:
         info = submit(args.spec, args.address, args.mode, args.wait, args.set, shared=args.shared,
                       env=args.env, max_upload_mb=args.max_upload_mb)
-    except (SubmitError, ConnectionError_, ClusterError) as exc:
+    except (SubmitError, ConnectError, ClusterError) as exc:
         print(f"trainyard: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     if args.wait:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cluster import state as cluster_state
-from cluster.connect import ConnectionError_, dashboard_url, find_token, parse_address, preflight
+from cluster.connect import ConnectError, dashboard_url, find_token, parse_address, preflight
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,10 +56,11 @@ def test_parse_address(text, kind, host, port):
     ("s3://bucket", "unknown scheme"),
 ])
 def test_bad_address_names_the_value_and_the_accepted_forms(text, says):
-    with pytest.raises(ConnectionError_) as err:
+    with pytest.raises(ConnectError) as err:
         parse_address(text, origin="RAY_ADDRESS")
     assert says in str(err.value) and f"RAY_ADDRESS={text!r}" in str(err.value)
     assert "ray://host:10001" in str(err.value)
+    assert err.value.exit_code == 2  # the address must change: bad input
 
 
 def test_token_precedence(clean_env, monkeypatch):
@@ -88,7 +89,7 @@ def test_token_precedence(clean_env, monkeypatch):
 
 def test_token_path_to_nothing_is_an_error(clean_env, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(clean_env / "missing"))
-    with pytest.raises(ConnectionError_, match="RAY_AUTH_TOKEN_PATH=.*missing.*missing or empty file"):
+    with pytest.raises(ConnectError, match="RAY_AUTH_TOKEN_PATH=.*missing.*missing or empty file"):
         find_token()
 
 
@@ -100,7 +101,7 @@ def test_no_token_anywhere(clean_env):
 def test_nothing_listening_is_a_wrong_address_error_in_seconds(clean_env, address):
     address = address.format(port=free_port())
     started = time.monotonic()
-    with pytest.raises(ConnectionError_, match="nothing answers at .*wrong address, or the cluster is down"):
+    with pytest.raises(ConnectError, match="nothing answers at .*wrong address, or the cluster is down"):
         preflight(address)
     assert time.monotonic() - started < 10  # Ray itself retries for ~20 s before a vague error
 
@@ -116,15 +117,15 @@ def http_server():
 
 
 def test_a_port_that_is_not_ray_says_so(clean_env, http_server):
-    with pytest.raises(ConnectionError_, match="answers but not as a Ray GCS"):
+    with pytest.raises(ConnectError, match="answers but not as a Ray GCS"):
         preflight(f"127.0.0.1:{http_server}")
 
 
 def test_dashboard_url_needs_a_dashboard(clean_env):
     assert dashboard_url("http://10.0.0.5:8265/") == "http://10.0.0.5:8265"
-    with pytest.raises(ConnectionError_, match="needs the dashboard URL"):
+    with pytest.raises(ConnectError, match="needs the dashboard URL"):
         dashboard_url("10.0.0.5:6379")
-    with pytest.raises(ConnectionError_, match="no cluster to talk to.*trainyard cluster up"):
+    with pytest.raises(ConnectError, match="no cluster to talk to.*trainyard cluster up"):
         dashboard_url(None)
 
 

@@ -68,3 +68,16 @@ def test_state_dir_argument_then_environment_then_cwd(monkeypatch, tmp_path):
     monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path / "env"))
     assert state_dir() == tmp_path.resolve() / "env"
     assert state_dir(tmp_path / "arg") == tmp_path.resolve() / "arg"
+
+
+def test_cluster_errors_derive_from_the_root_by_meaning():
+    from cluster.connect import ConnectError
+    from cluster.errors import BadInput
+    from cluster.jobs_api import JobNotFound
+    from cluster.local import ClusterError
+    from cluster.state import StateError
+    from cluster.storage import StorageError
+
+    assert issubclass(ConnectError, BadInput) and issubclass(JobNotFound, BadInput)
+    assert issubclass(StorageError, BadInput)
+    assert issubclass(ClusterError, Failure) and issubclass(StateError, Failure)
