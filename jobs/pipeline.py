@@ -1,4 +1,8 @@
-"""The train job end to end: prepare → fit → bundle → evaluate. The CLI and tuning call these entries."""
+"""The train job end to end: prepare → fit → bundle → evaluate. The CLI and tuning call these entries.
+
+`prepare(spec)` runs ingest and preprocessing once (tuning shares the result across its trials); `fit` lives in
+`jobs.train`; `export_bundle` writes, scores and publishes the bundle; `run_train` is `trainyard train`.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,9 +17,38 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from jobs import bundle as B
+from jobs.contracts import PreparedData
 from jobs.evaluate import evaluate
 from jobs.spec import JobSpec, dump_spec
-from jobs.train import PreparedData, TrainOutcome, fit, prepare, summary_table
+from jobs.train import TrainOutcome, fit, summary_table
+
+__all__ = ["PreparedData", "prepare", "export_bundle", "run_train", "storage_root", "lineage",
+           "print_ingest_summary", "format_metrics"]
+
+
+def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedData:
+    """Ingest the spec's data, fit preprocessing on the train split only, and pack every split for training."""
+    from jobs import ingest as ING
+    from jobs import preprocess as PP
+
+    t0 = time.time()
+    if spec.data.is_image:
+        from jobs import images as IMG
+        result = IMG.ingest_images(spec.data, progress=progress)
+        train_raw = result.split(ING.TRAIN).materialize()
+        pre = IMG.fit(train_raw, spec.data, classes=result.classes)
+    else:
+        result = ING.ingest(spec.data, progress=progress)
+        train_raw = result.split(ING.TRAIN).materialize()
+        pre = PP.fit(train_raw, spec.data, numeric=result.numeric, categorical=result.categorical,
+                     task=result.task, classes=result.classes)
+    train_ds = PP.apply(train_raw, pre).materialize()
+    val_ds = PP.apply(result.split(ING.VAL), pre).materialize()
+    test_raw = result.split(ING.TEST).materialize()
+    progress(f"[prepare] {result.rows_read} rows read, {result.rows_dropped_missing_label} dropped (no label); "
+             f"split train/val/test = {result.split_rows['train']}/{result.split_rows['val']}/"
+             f"{result.split_rows['test']}; {pre.feature_dim} packed features; {time.time() - t0:.1f}s")
+    return PreparedData(result, pre, train_ds, val_ds, test_raw)
 
 
 def storage_root(spec: JobSpec) -> str:

@@ -1,7 +1,7 @@
 """Training: data-parallel PyTorch on Ray Train V2 (TorchTrainer, DDP), one checkpoint per epoch.
 
-`prepare(spec)` runs ingest and preprocessing once; `fit(spec, prepared, ...)` trains. Tuning calls `fit`
-once per trial on the same `PreparedData`, so every trial sees the identical split and fitted preprocessing.
+`fit(spec, prepared, ...)` trains on data `jobs.pipeline.prepare` prepared once. Tuning calls `fit` once per
+trial on the same `PreparedData`, so every trial sees the identical split and fitted preprocessing.
 
 Inside a worker the shard is, by default, pulled out of Ray Data once and held as tensors (the data is
 already preprocessed and packed, so each epoch is a plain tensor loop); shards larger than
@@ -27,6 +27,7 @@ from torch import nn
 
 from jobs import metrics as M
 from jobs.model import build_model, model_config
+from jobs.contracts import PreparedData
 from jobs.preprocess import FEATURES_COLUMN, LABEL_COLUMN, Preprocessor
 from jobs.spec import JobSpec, metric_mode
 
@@ -35,45 +36,6 @@ STATE_FILE = "state.pt"
 
 class TrainError(RuntimeError):
     """Training could not run or did not finish; the message says why and what to change."""
-
-
-# ---------------------------------------------------------------------------------------------- prepare
-@dataclass
-class PreparedData:
-    """Everything training needs, computed once: the ingest result, fitted preprocessing, packed splits."""
-    ingest: Any                   # jobs.ingest.IngestResult
-    preprocessor: Preprocessor
-    train_ds: Any                 # ray.data.Dataset of {features, label}, materialized
-    val_ds: Any
-    test_raw: Any                 # raw test rows (not transformed): evaluated through the bundle's code path
-
-    @property
-    def task(self) -> str:
-        return self.preprocessor.task
-
-
-def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedData:
-    from jobs import ingest as ING
-    from jobs import preprocess as PP
-
-    t0 = time.time()
-    if spec.data.is_image:
-        from jobs import images as IMG
-        result = IMG.ingest_images(spec.data, progress=progress)
-        train_raw = result.split(ING.TRAIN).materialize()
-        pre = IMG.fit(train_raw, spec.data, classes=result.classes)
-    else:
-        result = ING.ingest(spec.data, progress=progress)
-        train_raw = result.split(ING.TRAIN).materialize()
-        pre = PP.fit(train_raw, spec.data, numeric=result.numeric, categorical=result.categorical,
-                     task=result.task, classes=result.classes)
-    train_ds = PP.apply(train_raw, pre).materialize()
-    val_ds = PP.apply(result.split(ING.VAL), pre).materialize()
-    test_raw = result.split(ING.TEST).materialize()
-    progress(f"[prepare] {result.rows_read} rows read, {result.rows_dropped_missing_label} dropped (no label); "
-             f"split train/val/test = {result.split_rows['train']}/{result.split_rows['val']}/"
-             f"{result.split_rows['test']}; {pre.feature_dim} packed features; {time.time() - t0:.1f}s")
-    return PreparedData(result, pre, train_ds, val_ds, test_raw)
 
 
 # ---------------------------------------------------------------------------------------------- worker

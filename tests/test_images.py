@@ -13,7 +13,7 @@ from jobs.images import InputError, augment_batch
 from jobs.ingest import TEST, VAL, DataError
 from jobs.pipeline import run_train
 from jobs.spec import SpecError, validate_spec
-from jobs.train import prepare
+from jobs.pipeline import prepare
 from tests.conftest import ROOT
 from tests.serving_fixtures import serve_instance  # noqa: F401  (fixture)
 

@@ -11,11 +11,11 @@ from jobs import bundle as B
 from trainyard.cli import main
 from jobs.evaluate import score_records
 from jobs.ingest import TEST
-from jobs.pipeline import run_train
+from jobs.pipeline import prepare, run_train
 from jobs.spec import load_spec
 from jobs.model import build_model
 from jobs.preprocess import FEATURES_COLUMN, LABEL_COLUMN
-from jobs.train import last_state, prepare, scheduled_lr
+from jobs.train import last_state, scheduled_lr
 from tests.conftest import small_spec, write_spec
 
 pytestmark = pytest.mark.usefixtures("ray_session")

@@ -22,9 +22,9 @@ from typing import Callable, Iterator, Optional
 
 from ray import tune
 
-from jobs.pipeline import export_bundle, format_metrics, print_ingest_summary, storage_root
+from jobs.pipeline import PreparedData, export_bundle, format_metrics, prepare, print_ingest_summary, storage_root
 from jobs.spec import JobSpec, SpecError
-from jobs.train import PreparedData, TrainOutcome, last_state, prepare, resolve_use_gpu, worker_config
+from jobs.train import TrainOutcome, last_state, resolve_use_gpu, worker_config
 from tuning import report as R
 from tuning import space
 from tuning._placement import Sweeper, settle
@@ -41,7 +41,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
              prepared: Optional[PreparedData] = None, resume_command: Optional[str] = None) -> tuple[Path, dict]:
     """Search, then export the best trial as OUTPUT/bundle. Returns (bundle path, its metrics).
 
-    `prepared`: data already prepared from this spec's data section (`jobs.train.prepare`), to compare searches
+    `prepared`: data already prepared from this spec's data section (`jobs.pipeline.prepare`), to compare searches
     on the very same rows in the very same order; by default the data is prepared here, once for all trials.
     Raises TuneError (cannot run, or every trial failed), SpecError, and KeyboardInterrupt when the search was
     interrupted (its state is saved: run again with resume=True; `resume_command` is the command line that

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 from jobs.spec import EarlyStopSpec, JobSpec
-from jobs.train import PreparedData, fit
+from jobs.pipeline import PreparedData
+from jobs.train import fit
 from tuning.space import decode_hidden
 
 TRAIN_DIR = "train"        # the Train runs of an experiment, one per trial: EXPERIMENT/train/trial-<id>
