@@ -1,0 +1,28 @@
+"""The job spec: one YAML file describes a job. Pydantic v2 models, unknown keys are errors.
+
+`load_spec(path, overrides)` reads, applies `--set a.b=value` overrides and validates, collecting every
+problem before raising one `SpecError` whose lines each name the file, the field, the value and the fix.
+
+A leaf package: it imports nothing of trainyard's but the error root (`cluster.errors`), so every layer can
+read specs. Modules: `yamlio` (YAML reading/writing, `--set`), `errors` (SpecError, pydantic's errors as
+lines), `metric_registry` (the metrics a spec can name), one module per section (`data`, `train` for
+model + train, `tune`, `serve`) and `job` (the whole spec: load, validate, dump).
+"""
+from jobs.spec.base import StrictModel
+from jobs.spec.data import AugmentSpec, DataSpec, FeatureSpec, ImageSpec, PreprocessSpec, SplitSpec
+from jobs.spec.errors import SpecError
+from jobs.spec.job import JobSpec, dump_spec, load_raw, load_spec, validate_spec
+from jobs.spec.metric_registry import (CLASSIFICATION_METRICS, MAXIMISED_METRICS, REGRESSION_METRICS, metric_mode,
+                                       mode_problem)
+from jobs.spec.serve import AutoscalingSpec, BatchSpec, ServeSpec
+from jobs.spec.train import EarlyStopSpec, ModelSpec, TrainSpec
+from jobs.spec.tune import SEARCH_AXES, AshaSpec, Distribution, SchedulerSpec, TuneSpec
+from jobs.spec.yamlio import apply_overrides, read_yaml, read_yaml_file, write_yaml
+
+__all__ = [
+    "AshaSpec", "AugmentSpec", "AutoscalingSpec", "BatchSpec", "CLASSIFICATION_METRICS", "DataSpec", "Distribution",
+    "EarlyStopSpec", "FeatureSpec", "ImageSpec", "JobSpec", "MAXIMISED_METRICS", "ModelSpec", "PreprocessSpec",
+    "REGRESSION_METRICS", "SEARCH_AXES", "SchedulerSpec", "ServeSpec", "SpecError", "SplitSpec", "StrictModel",
+    "TrainSpec", "TuneSpec", "apply_overrides", "dump_spec", "load_raw", "load_spec", "metric_mode", "mode_problem",
+    "read_yaml", "read_yaml_file", "validate_spec", "write_yaml",
+]

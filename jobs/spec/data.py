@@ -1,0 +1,119 @@
+"""The `data` section: where the rows are, which column is the label, how they are split and prepared."""
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from jobs.spec.base import StrictModel
+
+
+class FeatureSpec(StrictModel):
+    """Which columns are features. Omitted lists are inferred from the data (see the run summary)."""
+
+    numeric: Optional[list[str]] = Field(None, description="Columns treated as numbers (imputed, scaled).")
+    categorical: Optional[list[str]] = Field(None, description="Columns one-hot encoded, with an 'unknown' slot.")
+    exclude: list[str] = Field(default_factory=list, description="Columns never used (ids, timestamps, leaks).")
+
+    @model_validator(mode="after")
+    def _no_overlap(self):
+        both = set(self.numeric or []) & set(self.categorical or [])
+        if both:
+            raise ValueError(f"columns {sorted(both)} are listed as both numeric and categorical; keep each in one list")
+        return self
+
+
+class SplitSpec(StrictModel):
+    """Deterministic train/val/test split, stratified by label for classification."""
+
+    val: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction of rows for validation.")
+    test: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction of rows for the test metrics.")
+    seed: int = Field(0, description="Seed of the split; the same seed gives the same split.")
+
+    @model_validator(mode="after")
+    def _leaves_train(self):
+        if self.val + self.test >= 0.95:
+            raise ValueError(f"val + test = {self.val + self.test:g} leaves (almost) nothing to train on; keep it below 0.95")
+        return self
+
+
+class PreprocessSpec(StrictModel):
+    """Preprocessing fitted on the train split only; its state is plain JSON in the bundle."""
+
+    impute: Literal["mean", "median", "most_frequent", "constant"] = Field(
+        "median", description="How missing numeric values are filled.")
+    fill_value: float = Field(0.0, description="The value used when impute is 'constant'.")
+    scale: Literal["standard", "minmax", "none"] = Field("standard", description="Numeric scaling.")
+    max_categories: int = Field(50, gt=0, description="Most frequent categories kept per column; rarer ones map to 'unknown'.")
+    unknown_category: Literal["ignore", "error"] = Field(
+        "ignore", description="At prediction time: map an unseen category to the 'unknown' slot, or reject the record.")
+    categorical_max_ints: int = Field(
+        10, ge=0, description="Integer columns with at most this many distinct values are inferred categorical.")
+
+
+class ImageSpec(StrictModel):
+    """Image input: every image is decoded, converted and resized to one shape."""
+
+    size: list[int] = Field(default_factory=lambda: [64, 64], description="[height, width] after resizing.")
+    channels: Literal[1, 3] = Field(1, description="1 = greyscale, 3 = RGB.")
+    column: str = Field("image", description="Parquet: the column of encoded image bytes. Serving: the record field.")
+
+    @field_validator("size")
+    @classmethod
+    def _hw(cls, v):
+        if len(v) != 2 or any(d < 4 or d > 4096 for d in v):
+            raise ValueError(f"size must be [height, width] between 4 and 4096, got {v}")
+        return v
+
+
+class AugmentSpec(StrictModel):
+    """Augmentation of the train split only (applied in the training step, never to val/test/serving)."""
+
+    hflip: bool = Field(False, description="Random horizontal flips.")
+    random_crop: int = Field(0, ge=0, description="Pad by this many pixels, then crop back at a random offset.")
+
+
+class DataSpec(StrictModel):
+    path: Union[str, list[str]] = Field(description="A directory, a glob, a file, or a list of them; local or a pyarrow URI.")
+    format: Optional[Literal["parquet", "csv", "images"]] = Field(
+        None, description="Inferred from file extensions when omitted; images: a folder per class.")
+    label: str = Field(description="The column to predict.")
+    task: Optional[Literal["classification", "regression"]] = Field(
+        None, description="Inferred from the label when omitted: strings, booleans and few distinct ints classify.")
+    features: FeatureSpec = Field(default_factory=FeatureSpec)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
+    image: Optional[ImageSpec] = Field(None, description="Image input (format: images, or parquet with image bytes).")
+    augment: Optional[AugmentSpec] = Field(None, description="Train-split augmentation for images.")
+    max_corrupt_fraction: float = Field(
+        0.05, ge=0, le=1, description="Images: undecodable files are listed and skipped up to this fraction.")
+
+    @property
+    def is_image(self) -> bool:
+        return self.format == "images" or self.image is not None
+
+    @model_validator(mode="after")
+    def _image_defaults(self):
+        if self.format == "images" and self.image is None:
+            self.image = ImageSpec()
+        if self.format == "csv" and self.image is not None:
+            raise ValueError("data.image needs format: images (class folders) or parquet (an image bytes column)")
+        if self.augment is not None and not self.is_image:
+            raise ValueError("data.augment applies to images only; remove it or set data.format: images")
+        if self.is_image and self.task == "regression":
+            raise ValueError("image jobs are classification only; remove data.task: regression")
+        return self
+
+    @field_validator("path")
+    @classmethod
+    def _non_empty(cls, v):
+        if (isinstance(v, str) and not v.strip()) or (isinstance(v, list) and not v):
+            raise ValueError("data.path is empty; give a directory, a glob or a list of files")
+        return v
+
+    @model_validator(mode="after")
+    def _label_not_a_feature(self):
+        listed = set((self.features.numeric or []) + (self.features.categorical or []))
+        if self.label in listed:
+            raise ValueError(f"the label {self.label!r} is also listed as a feature; remove it from data.features")
+        return self

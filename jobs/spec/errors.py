@@ -1,0 +1,88 @@
+"""`SpecError`, and pydantic's validation errors as lines a user can act on: file, field, value and fix."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ValidationError
+
+from cluster.errors import BadInput
+from jobs.spec.base import section_models
+
+
+class SpecError(BadInput):
+    """A spec that cannot run. `problems` holds one line per problem; str() lists them all."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(f"  - {p}" for p in problems))
+
+
+def _union_tag(part) -> bool:
+    """Pydantic names the member of a Union a value failed against in the error's location: a model's class
+    name (SchedulerSpec), a literal (literal['none']), a type (int, list[str]). Not a field a user could write."""
+    part = str(part)
+    return part.startswith(("literal[", "list[", "dict[")) or part in ("int", "float", "str", "bool") or (
+        part[:1].isupper() and part in section_models())
+
+
+def _tag_at(e: dict) -> Optional[int]:
+    """Where in the error's location a Union member is named, if anywhere. The last part of an unknown-key
+    error is the key the user wrote (even one called `str`), never a member."""
+    loc = e["loc"] if e["type"] != "extra_forbidden" else e["loc"][:-1]
+    return next((i for i, p in enumerate(loc) if _union_tag(p)), None)
+
+
+def _field_errors(err: ValidationError) -> list[dict]:
+    """Pydantic's errors, with a Union's members merged: when a mapping fails `Union[Model, Literal['none']]`,
+    the user needs what is wrong inside the mapping they wrote, not also "should be 'none'". Other unions
+    keep every member's line (they say which forms are allowed), under the field's own name."""
+    errors = err.errors()
+    groups: dict = {}
+    for e in errors:
+        cut = _tag_at(e)
+        groups.setdefault(tuple(e["loc"][:cut]) if cut is not None else ("", id(e)), []).append((cut, e))
+    kept = []
+    for group in groups.values():
+        tagged = [(cut, e) for cut, e in group if cut is not None]
+        if any(str(e["loc"][cut])[:1].isupper() for cut, e in tagged):
+            group = [(cut, e) for cut, e in group if cut is None or not str(e["loc"][cut]).startswith("literal[")]
+        for cut, e in group:
+            kept.append({**e, "loc": e["loc"] if cut is None else e["loc"][:cut] + e["loc"][cut + 1:]})
+    return kept
+
+
+def format_errors(err: ValidationError, source: str, root: type[BaseModel]) -> list[str]:
+    """One line per problem, each starting with `source` (the file). `root`: the model that was validated,
+    whose fields name the keys allowed where an unknown one was given."""
+    lines = []
+    for e in _field_errors(err):
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        kind = e["type"]
+        value = e.get("input")
+        if kind == "extra_forbidden":
+            parent = _allowed_keys(root, e["loc"][:-1])
+            hint = f"remove it or fix the spelling; allowed keys here: {', '.join(parent)}" if parent else "remove it"
+            lines.append(f"{source}: {loc}: unknown key. Fix: {hint}")
+        elif kind == "missing":
+            lines.append(f"{source}: {loc}: required but missing. Fix: add {loc}: <value>")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {loc}: {msg} (got {value!r})" if not isinstance(value, dict) and "got " not in msg
+                         else f"{source}: {loc}: {msg}")
+    return lines
+
+
+def _allowed_keys(root: type[BaseModel], loc: tuple) -> list[str]:
+    model: Any = root
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        # Unwrap Optional[Model]
+        for cand in getattr(ann, "__args__", (ann,)):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                ann = cand
+                break
+        model = ann
+    return list(getattr(model, "model_fields", {}).keys())

@@ -1,0 +1,77 @@
+"""The whole job spec, and reading, validating and writing it."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from jobs.spec.base import StrictModel
+from jobs.spec.data import DataSpec
+from jobs.spec.errors import SpecError, format_errors
+from jobs.spec.serve import ServeSpec
+from jobs.spec.train import ModelSpec, TrainSpec
+from jobs.spec.tune import TuneSpec
+from jobs.spec.yamlio import apply_overrides, read_yaml_file, write_yaml
+
+
+class JobSpec(StrictModel):
+    name: str = Field(description="Job name: letters, digits, '.', '_' and '-'.")
+    data: DataSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    output: Optional[str] = Field(None, description="Where runs, checkpoints and the bundle go; default runs/<name>.")
+    tune: Optional[TuneSpec] = Field(None, description="Present: `trainyard run` tunes instead of training once.")
+    serve: ServeSpec = Field(default_factory=ServeSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError(f"name {v!r} must use letters, digits, '.', '_' and '-' and start with a letter or digit")
+        return v
+
+    @model_validator(mode="after")
+    def _cnn_needs_images(self):
+        if self.model.kind == "cnn" and not self.data.is_image:
+            raise ValueError("model.kind cnn needs image data (data.format: images or data.image); "
+                             "use model.kind: mlp for tables")
+        return self
+
+    @property
+    def output_dir(self) -> str:
+        return self.output or f"runs/{self.name}"
+
+
+def validate_spec(raw: Any, source: str = "<spec>") -> JobSpec:
+    """Spec data (a mapping) as a JobSpec; every problem at once, each line starting with `source`."""
+    if not isinstance(raw, dict):
+        raise SpecError([f"{source}: the spec must be a YAML mapping (name:, data:, model:, train:), "
+                         f"got {type(raw).__name__}"])
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(format_errors(err, source, JobSpec)) from None
+
+
+def load_raw(path: str | Path) -> dict:
+    """A spec file as YAML data, not yet validated ({} when empty)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError([f"{path}: no such spec file (give the path of a YAML job spec)"])
+    raw = read_yaml_file(path)
+    return raw if raw is not None else {}
+
+
+def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> JobSpec:
+    """Read, override and validate a spec file; every problem is reported at once."""
+    raw = load_raw(path)
+    if isinstance(raw, dict):
+        raw = apply_overrides(raw, overrides or [])
+    return validate_spec(raw, str(path))
+
+
+def dump_spec(spec: JobSpec) -> str:
+    """The resolved spec (defaults filled in) as YAML, for the bundle and the run directory."""
+    return write_yaml(spec.model_dump(mode="json"))

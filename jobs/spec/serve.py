@@ -1,0 +1,95 @@
+"""The `serve` section: the Ray Serve deployment of the bundle."""
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from jobs.spec.base import StrictModel
+
+
+class AutoscalingSpec(StrictModel):
+    """Ray Serve's request-based autoscaler: replicas follow the number of requests in flight."""
+
+    min_replicas: int = Field(1, ge=0, description="Replicas kept running with no traffic (0 allows scale to zero).")
+    max_replicas: int = Field(4, ge=1, description="Most replicas; each holds ray_actor_options' CPUs.")
+    target_ongoing_requests: float = Field(
+        4, gt=0, description="Requests in flight per replica the autoscaler aims for; more per replica "
+                             "scales up, fewer scales down.")
+    upscale_delay_s: float = Field(30.0, ge=0, description="Load must stay above target this long before adding "
+                                                           "replicas.")
+    downscale_delay_s: float = Field(600.0, ge=0, description="Load must stay below target this long before "
+                                                              "removing replicas.")
+    look_back_period_s: float = Field(30.0, gt=0, description="Window the request counts are averaged over.")
+    metrics_interval_s: float = Field(
+        10.0, gt=0, description="How often each replica reports its request count to the autoscaler; keep it "
+                                "below look_back_period_s.")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        if self.metrics_interval_s >= self.look_back_period_s:
+            raise ValueError(f"metrics_interval_s ({self.metrics_interval_s:g}) must be below look_back_period_s "
+                             f"({self.look_back_period_s:g}), or the window averages a single report")
+        return self
+
+
+class BatchSpec(StrictModel):
+    max_size: int = Field(64, ge=1, description="Most records batched into one model call, across concurrent "
+                                                "requests; a request with more records runs as its own batch.")
+    wait_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill.")
+
+
+class ServeSpec(StrictModel):
+    """Ray Serve deployment of the bundle (`trainyard serve`, and `trainyard run` after training)."""
+
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    batch: BatchSpec = Field(default_factory=BatchSpec)
+    max_records: int = Field(1000, ge=1, description="Most records in one request; more get 413.")
+    max_body_mb: float = Field(8.0, gt=0, description="Larger request bodies get 413.")
+    ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0.5},
+                                              description="Resources of each replica (num_cpus, num_gpus, ...).")
+    host: str = Field("127.0.0.1", description="Interface Serve listens on; 0.0.0.0 exposes it to the network.")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port; 0 picks a free one.")
+    route_prefix: str = Field("/", description="URL prefix of the app: /predict lives at <route_prefix>/predict.")
+    max_ongoing_requests: int = Field(
+        128, ge=1, description="Requests one replica holds at once. Batching can only merge requests that are "
+                               "in the replica together, so keep it well above batch.max_size / records per "
+                               "request.")
+    required_features: Union[Literal["all"], list[str]] = Field(
+        default_factory=list, description="Features a record must carry (422 otherwise). Default none: a "
+                                          "missing value is imputed exactly as in training.")
+    unknown_fields: Literal["reject", "ignore"] = Field(
+        "reject", description="A record field that is not a feature: reject it (422, catches typos) or ignore it.")
+    ingress: Literal["auto", "haproxy", "proxy"] = Field(
+        "auto", description="HTTP ingress: haproxy (Ray 2.60's HAProxy in front of the replicas), proxy (Serve's "
+                            "Python proxy), auto (see the serving section of the README).")
+    access_log: bool = Field(False, description="Log every request in the replica logs (costs throughput).")
+    health_check_period_s: float = Field(10.0, gt=0, description="How often each replica runs a canary "
+                                                                 "prediction; a failure restarts the replica.")
+    health_check_timeout_s: float = Field(30.0, gt=0, description="A health check slower than this fails.")
+    max_surge_percent: int = Field(
+        100, ge=0, le=100, description="Updates start this many extra replicas (percent of the count) and stop "
+                                       "old ones only once the new ones serve; 0 stops old replicas first.")
+    drain_period_s: float = Field(
+        5.0, ge=0, description="HAProxy ingress: how long a stopping replica (update, scale-down, Ctrl-C) stays "
+                               "reachable while HAProxy reloads without it. Ray's default, 30, suits cloud load "
+                               "balancers in front of many nodes.")
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _prefix_ok(cls, v):
+        if not v.startswith("/") or (len(v) > 1 and v.endswith("/")):
+            raise ValueError(f"route_prefix must start with '/' and not end with one (e.g. / or /models/a), got {v!r}")
+        return v
+
+    @field_validator("ray_actor_options")
+    @classmethod
+    def _actor_options_ok(cls, v):
+        allowed = {"num_cpus", "num_gpus", "memory", "resources", "accelerator_type", "runtime_env",
+                   "label_selector"}
+        unknown = sorted(set(v) - allowed)
+        if unknown:
+            raise ValueError(f"unknown ray_actor_options {unknown}; allowed: {sorted(allowed)}")
+        return v

@@ -1,0 +1,80 @@
+"""The `model` and `train` sections: the network, and how it is trained (early stopping included)."""
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from jobs.spec.base import StrictModel
+from jobs.spec.metric_registry import CLASSIFICATION_METRICS, REGRESSION_METRICS, metric_mode, mode_problem
+
+
+class ModelSpec(StrictModel):
+    kind: Literal["mlp", "cnn"] = Field("mlp", description="mlp: tabular MLP; cnn: conv blocks + MLP head (images).")
+    channels: list[int] = Field(default_factory=lambda: [32, 64], description="cnn: output channels per conv block.")
+    hidden: list[int] = Field(default_factory=lambda: [128, 64], description="Hidden layer widths.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+
+    @field_validator("hidden", "channels")
+    @classmethod
+    def _positive(cls, v):
+        if any(h <= 0 for h in v):
+            raise ValueError(f"sizes must be positive integers, got {v}")
+        return v
+
+
+class EarlyStopSpec(StrictModel):
+    metric: str = Field("val_loss", description="A validation metric, e.g. val_loss, val_f1, val_rmse.")
+    patience: int = Field(5, ge=1, description="Epochs without improvement before stopping.")
+    mode: Optional[Literal["min", "max"]] = Field(None, description="Inferred from the metric when omitted.")
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v):
+        known = sorted(set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS))
+        if v not in known:
+            raise ValueError(f"unknown metric {v!r}; use one of {', '.join(known)}")
+        return v
+
+    @property
+    def resolved_mode(self) -> str:
+        return self.mode or metric_mode(self.metric)
+
+    @model_validator(mode="after")
+    def _mode_agrees(self):
+        problem = mode_problem(self.metric, self.mode, "train.early_stop.mode")
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class TrainSpec(StrictModel):
+    epochs: int = Field(20, gt=0)
+    batch_size: int = Field(128, gt=0, description="Per-worker batch size.")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: the learning rate of each epoch follows a half cosine from lr at the "
+                                "first epoch down to near zero at the last (train.epochs).")
+    ema_epochs: Optional[float] = Field(
+        None, gt=0, description="Keep an exponential moving average of the weights over the last steps: at most "
+                                "this many epochs of them (e.g. 1), and about a ninth of the steps so far. "
+                                "Validation, the best epoch, checkpoints and the bundle use the averaged weights, "
+                                "which swing far less from epoch to epoch than the raw ones at a constant learning "
+                                "rate. null: the raw weights.")
+    loss: Literal["auto", "cross_entropy", "mse", "huber"] = Field(
+        "auto", description="auto: cross_entropy for classification, mse for regression.")
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight classes by inverse frequency (imbalanced labels).")
+    workers: int = Field(2, ge=1, description="Data-parallel Ray Train workers.")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: Union[bool, Literal["auto"]] = Field("auto", description="auto: use GPUs when the cluster has them.")
+    early_stop: Optional[EarlyStopSpec] = Field(default_factory=EarlyStopSpec, description="null disables it.")
+    max_failures: int = Field(2, ge=0, description="Worker failures survived by resuming from the last checkpoint.")
+    seed: int = 0
+    cache: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="memory: each worker holds its shard as tensors; stream: iterate Ray Data every epoch; "
+                            "auto: memory when the shard is under cache_limit_mb.")
+    cache_limit_mb: int = Field(2048, gt=0)
