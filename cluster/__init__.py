@@ -9,28 +9,13 @@
 - ``cluster.quiet.quiet_ray_logs()``: Ray's log set-up for a trainyard driver;
 - ``cluster.commands.register``: the `trainyard cluster ...` and `trainyard jobs ...` subcommands.
 
-Imports nothing of ours (jobs, tuning and serving depend on this package, never the reverse). The names below
-load on first use, so that importing a leaf such as ``cluster.errors`` (the spec does) does not import Ray.
+Imports nothing of ours (jobs, tuning and serving depend on this package, never the reverse).
 """
-from __future__ import annotations
+from cluster.connect import (ConnectError, connect, describe_resources, find_token, job_client, parse_address,
+                             preflight)
+from cluster.errors import BadInput, Failure, TrainyardError
+from cluster.storage import StorageError, check_shared_storage, is_uri
 
-import importlib
-
-_EXPORTS = {
-    "connect": "cluster.connect", "describe_resources": "cluster.connect", "ConnectionError_": "cluster.connect",
-    "preflight": "cluster.connect", "job_client": "cluster.connect", "find_token": "cluster.connect",
-    "parse_address": "cluster.connect",
-    "check_shared_storage": "cluster.storage", "StorageError": "cluster.storage", "is_uri": "cluster.storage",
-    "TrainyardError": "cluster.errors", "BadInput": "cluster.errors", "Failure": "cluster.errors",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cluster' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__all__ = ["connect", "describe_resources", "ConnectError", "preflight", "job_client", "find_token",
+           "parse_address", "check_shared_storage", "StorageError", "is_uri", "TrainyardError", "BadInput",
+           "Failure"]

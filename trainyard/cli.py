@@ -153,9 +153,11 @@ def _import(name: str):
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        raise CommandsUnavailable(
-            f"the {name.split('.')[0]} package cannot load: {exc}. Install trainyard with its dependencies "
-            "(`make install`, or `pip install -e .` after the pinned torch)") from exc
+        ours = (exc.name or "").split(".")[0] in ("cluster", "jobs", "tuning", "serving", "trainyard")
+        fix = ("trainyard's own modules do not import: a broken checkout or a bug; `git status` shows local changes"
+               if ours else "install trainyard with its dependencies (`make install`, or `pip install -e .` "
+               "after the pinned torch)")
+        raise CommandsUnavailable(f"the {name.split('.')[0]} package cannot load: {exc}. Fix: {fix}") from exc
 
 
 class CommandsUnavailable(TrainyardError):

@@ -1,0 +1,68 @@
+"""The composition root: every trainyard error maps to its exit code in one place, and a package whose
+commands cannot load is a clear error, never a vanished subcommand or a run that exits 0 without serving."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, Failure, TrainyardError
+from trainyard import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _with_broken_serving(tmp_path: Path, argv: list[str]) -> list[str]:
+    """`python -m trainyard ARGV` in which `import serving` fails as it does with a dependency missing: a
+    `serving` package that raises ImportError comes first on sys.path."""
+    fake = tmp_path / "shadow" / "serving"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'fastapi'\")\n")
+    boot = (f"import runpy, sys; sys.path.insert(0, {str(fake.parent)!r}); sys.argv = ['trainyard', *{argv!r}]; "
+            "runpy.run_module('trainyard', run_name='__main__')")
+    return [sys.executable, "-c", boot]
+
+
+@pytest.mark.parametrize("argv", [["run", "examples/machine-failure.yaml"], ["serve", "runs/x/bundle"],
+                                  ["validate", "examples/machine-failure.yaml"]])
+def test_a_package_that_cannot_load_is_named_not_dropped(tmp_path, argv):
+    run = subprocess.run(_with_broken_serving(tmp_path, argv), cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == EXIT_FAILED, run.stderr
+    assert "trainyard: error: the serving package cannot load: No module named 'fastapi'" in run.stderr
+    assert "Fix: install trainyard with its dependencies (`make install`" in run.stderr
+    assert "invalid choice" not in run.stderr and "Traceback" not in run.stderr
+
+
+def test_every_command_is_registered():
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == {"validate", "train", "run", "tune", "serve", "predict", "submit", "cluster", "jobs"}
+
+
+@pytest.mark.parametrize("error, code", [(BadInput("the column 'x' is missing"), EXIT_BAD_INPUT),
+                                         (Failure("a worker died"), EXIT_FAILED),
+                                         (TrainyardError("refused", exit_code=EXIT_BAD_INPUT), EXIT_BAD_INPUT)])
+def test_errors_map_to_their_exit_code_in_one_place(monkeypatch, capsys, error, code):
+    def fail(args):
+        raise error
+    monkeypatch.setattr(cli, "cmd_validate", fail)
+    assert cli.main(["validate", "spec.yaml"]) == code
+    assert capsys.readouterr().err == f"trainyard: error: {error}\n"
+
+
+def test_spec_problems_name_the_file(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\ndata: {path: x, label: y}\ntrain: {epochs: 0, bogus: 1}\n")
+    assert cli.main(["validate", str(spec)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("trainyard: error: the spec has 2 problem(s):")
+    assert f"{spec}: train.epochs" in err and f"{spec}: train.bogus: unknown key" in err
+
+
+def test_python_dash_m_trainyard_is_the_console_script():
+    run = subprocess.run([sys.executable, "-m", "trainyard", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and "trainyard validate SPEC" in run.stdout
+
