@@ -53,7 +53,7 @@ def job_info(job_id: str, address: str | None = None, *, client=None) -> dict:
         return describe(client.get_job_info(job_id))
     except RuntimeError as exc:  # the SDK reports an unknown id as a RuntimeError with the HTTP 404 text
         if "404" in str(exc) or "does not exist" in str(exc):
-            raise JobNotFound(f"no job {job_id!r} on the cluster at {client._address}: "
+            raise JobNotFound(f"no job {job_id!r} on the cluster at {client.get_address()}: "
                               "`trainyard jobs list` shows the ids") from None
         raise
 

@@ -59,20 +59,6 @@ def cluster(cluster_env):
             assert local.cluster_processes(state) == [], "the local cluster left processes behind"
 
 
-def test_cluster_ports_are_never_ones_the_os_could_hand_out():
-    """`cluster up` picks its GCS, dashboard, client and agent ports before `ray start` binds them. From the
-    OS's own range ("any free port") another process could be given one meanwhile: the head's Ray Client
-    server once found its port taken. Below that range only someone naming the port can take it."""
-    import socket
-
-    ports = local._free_ports(6)
-    assert len(set(ports)) == 6
-    assert all(local._OUR_PORTS_FROM <= p < local._ephemeral_start() for p in ports), ports
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", port))              # free: nothing holds it once chosen
-
-
 def test_status_shows_head_and_worker_alive(cluster, cluster_env):
     out = run_cli("cluster", "status", "--json", env=cluster_env)
     assert out.returncode == 0, out.stderr
@@ -119,7 +105,7 @@ def test_wrong_token_fails_clearly_everywhere(cluster, cluster_env, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"name: t\ndata: {{path: {tmp_path}, label: y}}\noutput: {tmp_path / 'out'}\n")
     out = run_cli("submit", str(spec), "--address", cluster["dashboard_url"], env=env, module="trainyard")
-    if "invalid choice: 'submit'" not in out.stderr:  # jobs.cli registers jobs.submit
+    if "invalid choice: 'submit'" not in out.stderr:  # trainyard.cli registers trainyard.submit
         assert out.returncode == 2 and "rejected the token" in out.stderr, out.stderr
 
 
@@ -189,7 +175,7 @@ def test_a_driver_on_the_cluster_checks_storage_then_trains(cluster, cluster_env
 def _submit_small_job(cluster, tmp_path, body: str) -> str:
     """Submit like `trainyard submit` does (working_dir, resolved spec, env and storage checks), with a small
     Python step instead of the pipeline."""
-    from jobs.submit import plan, submit
+    from trainyard.submit import plan, submit
 
     (tmp_path / "data").mkdir(exist_ok=True)
     (tmp_path / "data" / "part-0.csv").write_text("x,y\n1,0\n")
@@ -205,7 +191,7 @@ def _submit_small_job(cluster, tmp_path, body: str) -> str:
 def test_submit_runs_the_checks_and_ships_the_repository_and_spec(cluster, cluster_env, tmp_path):
     from cluster import jobs_api
 
-    body = ("import yaml, pathlib, jobs.submit; s = yaml.safe_load(open('.trainyard-job/spec.yaml')); "
+    body = ("import yaml, pathlib, cluster.submit; s = yaml.safe_load(open('.trainyard-job/spec.yaml')); "
             "out = pathlib.Path(s['output']); out.mkdir(parents=True); (out / 'done.txt').write_text(s['name'])")
     job_id = _submit_small_job(cluster, tmp_path, body)
     info = jobs_api.wait(job_id, cluster["dashboard_url"], timeout_s=240)
@@ -341,7 +327,7 @@ def test_data_and_output_in_s3_are_reached_from_every_node(cluster, s3, tmp_path
     """The URI path for real: the job's data and output live in a bucket on an S3 server; the storage check
     writes markers there from both nodes, Ray Data reads the data, and the job writes its result there."""
     from cluster import jobs_api
-    from jobs.submit import plan, submit
+    from trainyard.submit import plan, submit
 
     data = upload_telemetry(s3, "small/telemetry", 60, seed=4)
     spec = tmp_path / "spec.yaml"

@@ -11,13 +11,18 @@ from cluster.nodes import Node
 from cluster.state import STATE_DIR_ENV, state_dir
 
 
-def test_free_ports_are_distinct_bindable_and_in_our_range():
-    chosen = ports.free_ports(8)
-    assert len(set(chosen)) == 8
-    assert all(20000 <= p < min(30000, ports.ephemeral_start()) for p in chosen)
-    for p in chosen:   # free now: each binds again
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", p))
+def test_cluster_ports_are_never_ones_the_os_could_hand_out():
+    """`cluster up` picks its GCS, dashboard, client and agent ports before `ray start` binds them. From the
+    OS's own range ("any free port") another process could be given one meanwhile: the head's Ray Client
+    server once found its port taken. Below that range only someone naming the port can take it.
+    (Moved from test_cluster_local.py with the picker, which `cluster up` and Serve now share.)"""
+    chosen = ports.free_ports(6)
+    assert len(set(chosen)) == 6
+    assert all(ports.OURS_FROM <= p < ports.ephemeral_start() for p in chosen), chosen
+    assert all(p < 30000 for p in chosen), "Serve's replicas take 30000-31000"
+    for port in chosen:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", port))              # free: nothing holds it once chosen
 
 
 def _has_ipv6_loopback() -> bool:

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from cluster import envcheck
-from jobs.submit import SPEC_IN_JOB, SubmitError, plan, repository_files, submit
+from cluster.submit import SPEC_IN_JOB, SubmitError, repository_files
+from trainyard.submit import plan, submit
 
 ROOT = Path(__file__).resolve().parents[1]
 REMOTE = "http://10.255.0.1:8265"  # never contacted: every refusal below happens before any connection
@@ -72,7 +73,7 @@ def test_without_git_honours_gitignore_and_the_fixed_excludes(repo):
 
 def test_this_repository_ships_small(tmp_path):
     files = [rel for rel, _ in repository_files(ROOT)]
-    assert "jobs/submit.py" in files and "cluster/connect.py" in files and "pyproject.toml" in files
+    assert "cluster/submit.py" in files and "cluster/connect.py" in files and "pyproject.toml" in files
     assert not [f for f in files if f.startswith((".venv/", ".git/", "runs/", "data/", "tests/"))]
 
 
@@ -130,16 +131,16 @@ def test_entrypoint_checks_the_cluster_then_runs_trainyard(tmp_path, repo):
     steps = p.entrypoint.split(" && ")
     assert steps[0] == "python -m cluster.envcheck"
     assert steps[1].startswith(f"python -m cluster.storage {tmp_path / 'out'} --data {tmp_path / 'data'}")
-    assert steps[2] == f"python -m jobs.cli run {SPEC_IN_JOB} --storage-checked --no-serve"
+    assert steps[2] == f"python -m trainyard run {SPEC_IN_JOB} --storage-checked --no-serve"
     # The job's trainyard accepts what the entrypoint passes, and so skips the storage check done just before.
-    from jobs.cli import build_parser
+    from trainyard.cli import build_parser
     for mode in ("run", "train", "tune"):
         command = plan(spec_file(tmp_path), "http://127.0.0.1:8265", mode=mode, root=repo).entrypoint.split(" && ")[-1]
         assert build_parser().parse_args(command.split()[3:]).storage_checked, command
     assert p.spec["train"] == {"epochs": 2} and p.env_vars == {"A": "1"}
     assert p.metadata["trainyard_output"] == str(tmp_path / "out")
     assert plan(spec_file(tmp_path), "http://127.0.0.1:8265", mode="tune", root=repo).entrypoint.endswith(
-        f"python -m jobs.cli tune {SPEC_IN_JOB} --storage-checked")
+        f"python -m trainyard tune {SPEC_IN_JOB} --storage-checked")
 
 
 @pytest.mark.parametrize("overrides,env,says", [
@@ -159,10 +160,7 @@ def test_spec_without_data_path_is_refused(tmp_path, repo):
 
 
 def test_cli_exit_code_and_message(tmp_path, repo):
-    out = subprocess.run([sys.executable, "-c", "import sys; from jobs.submit import register; import argparse;"
-                          "ap = argparse.ArgumentParser(); register(ap.add_subparsers());"
-                          "a = ap.parse_args(sys.argv[1:]); sys.exit(a.func(a))",
-                          "submit", str(spec_file(tmp_path)), "--address", REMOTE],
+    out = subprocess.run([sys.executable, "-m", "trainyard", "submit", str(spec_file(tmp_path)), "--address", REMOTE],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.startswith("trainyard: error: ") and "Traceback" not in out.stderr
@@ -182,8 +180,8 @@ def test_envcheck_reads_the_dependencies_and_names_what_is_missing(tmp_path, cap
 def test_the_staged_spec_reads_back_as_given(tmp_path, repo):
     """The job reads .trainyard-job/spec.yaml with the spec reader (where 1e-3 is a number): text that looks
     like a number must stay text, numbers stay numbers, and the spec file's own YAML reads the same way."""
-    from jobs.spec import load_spec, read_yaml
-    from jobs.submit import _stage
+    from cluster.submit import stage
+    from jobs.spec import load_spec, read_yaml, write_yaml
 
     (tmp_path / "data").mkdir()
     # As a person writes it: 1e-3 unquoted (a number to the spec reader); a name and a column that look like
@@ -191,7 +189,7 @@ def test_the_staged_spec_reads_back_as_given(tmp_path, repo):
     path = write(tmp_path / "spec.yaml", f"name: '1e5'\ndata: {{path: {tmp_path / 'data'}, label: y, features: "
                  f"{{exclude: ['1e3']}}}}\ntrain: {{lr: 1e-3}}\noutput: {tmp_path / 'out'}\n")
     p = plan(path, "http://127.0.0.1:8265", overrides=["train.epochs=2", "train.weight_decay=1e-4"], root=repo)
-    staging = _stage([], repo, p.spec)
+    staging = stage([], repo, p.spec, write_yaml)
     try:
         staged = read_yaml((staging / SPEC_IN_JOB).read_text())
         assert staged["name"] == "1e5" and staged["data"]["features"]["exclude"] == ["1e3"]
@@ -200,3 +198,23 @@ def test_the_staged_spec_reads_back_as_given(tmp_path, repo):
         assert spec.name == "1e5" and spec.train.lr == 0.001
     finally:
         shutil.rmtree(staging)
+
+
+@pytest.mark.skipif(not shutil.which("git"), reason="needs git")
+def test_without_git_the_gitignore_selects_what_git_selects(tmp_path):
+    """The walk used outside a git checkout (pathspec's GitIgnoreSpec) ships what git would, pattern by pattern:
+    anchored and unanchored names, folders, `**`, character classes, and `!` re-includes."""
+    root = tmp_path / "repo"
+    write(root / ".gitignore", "\n".join([
+        "# a comment", "*.log", "!keep.log", "/top.txt", "build/", "**/cache/*.bin", "docs/*.tmp", "report[0-9].csv",
+        "nested/**/deep.txt", "logs/", "!logs/important.txt", "name with space.txt", "\\#hash.txt", ""]))
+    for rel in ("a.log", "keep.log", "sub/b.log", "sub/keep.log", "top.txt", "sub/top.txt", "build/x.py",
+                "sub/build/y.py", "cache/z.bin", "a/cache/z.bin", "a/cache/z.txt", "docs/n.tmp", "docs/d/n.tmp",
+                "report1.csv", "reportA.csv", "nested/deep.txt", "nested/a/b/deep.txt", "logs/important.txt",
+                "logs/other.txt", "name with space.txt", "#hash.txt", "plain.py", "sub/plain.py"):
+        write(root / rel)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    by_git = [rel for rel, _ in repository_files(root)]
+    shutil.rmtree(root / ".git")
+    assert [rel for rel, _ in repository_files(root)] == by_git
+    assert "plain.py" in by_git and "keep.log" in by_git and "a.log" not in by_git   # the fixture means something

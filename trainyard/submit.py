@@ -1,6 +1,70 @@
-"""`trainyard submit`: placeholder wiring until the submission code moves out of jobs/ (helper D replaces this)."""
+"""`trainyard submit SPEC --address URL`: run a job spec on a Ray cluster through the Ray Jobs API.
+
+The submission itself (what ships, which paths the cluster can read, the job's entrypoint) is
+``cluster.submit``; this module reads the spec for it with the spec's own reader and ``--set`` parser, and hands
+it the spec's YAML writer for the staged copy, since ``cluster`` imports nothing of ours.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+from cluster import submit as submission
+from cluster.errors import EXIT_FAILED, EXIT_OK
+from cluster.submit import MODES, SHARED_ENV, UPLOAD_LIMIT_MB, Plan, SubmitError
+from jobs.spec import SpecError, apply_overrides, load_raw, write_yaml
+
+
+def read_spec(spec_path, overrides=()) -> dict:
+    """The spec file as the spec's reader reads it, with ``--set`` applied the way `trainyard run` does; not
+    validated further (the job does that on the cluster). Problems are a SubmitError, as for the rest of submit."""
+    try:
+        raw = load_raw(spec_path)
+        if isinstance(raw, dict):
+            apply_overrides(raw, list(overrides))
+    except SpecError as exc:
+        raise SubmitError("; ".join(exc.problems)) from None
+    return raw
+
+
+def plan(spec_path, address: str | None, mode: str = "run", overrides=(), **options) -> Plan:
+    """``cluster.submit.plan`` for a spec file: what `trainyard submit` would send, nothing contacted."""
+    return submission.plan(Path(spec_path), read_spec(spec_path, overrides), address, mode, **options)
+
+
+def submit(spec_path, address: str | None, mode: str = "run", wait: bool = False, overrides=(), *,
+           entrypoint: str | None = None, progress: Callable[[str], None] = print, **options) -> dict:
+    """Plan and submit a spec file; returns the job's info (final, with ``wait``). ``options``: plan()'s."""
+    the_plan = plan(spec_path, address, mode, overrides, **options)
+    return submission.submit(the_plan, address, write_yaml, wait=wait, entrypoint=entrypoint, progress=progress)
 
 
 def register(subparsers, kit) -> None:
-    from jobs.submit import register as register_submit
-    register_submit(subparsers)
+    """Add `submit` to the `trainyard` subcommands."""
+    def cmd_submit(args) -> int:
+        info = submit(args.spec, args.address, args.mode, args.wait, args.set, shared=args.shared, env=args.env,
+                      max_upload_mb=args.max_upload_mb, progress=kit.progress)
+        if args.wait:
+            return EXIT_OK if info["status"] == "SUCCEEDED" else EXIT_FAILED
+        return EXIT_OK
+
+    p = subparsers.add_parser("submit", help="run a spec on a Ray cluster through the Ray Jobs API",
+                              description=submission.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Not kit.add_common: here --address is the dashboard (Jobs API), not a cluster to run a driver on.
+    p.add_argument("spec", help="the job spec (YAML)")
+    p.add_argument("--address", default=None,
+                   help="the cluster's dashboard, http://<head>:8265 (default: RAY_API_SERVER_ADDRESS or "
+                        "RAY_ADDRESS if it is a URL, else the cluster `trainyard cluster up` started)")
+    p.add_argument("--mode", choices=MODES, default="run",
+                   help="what the job runs: `trainyard run SPEC --no-serve` (default), train or tune")
+    p.add_argument("--wait", action="store_true", help="stream the job's logs and exit with its outcome")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a spec field, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--shared", action="append", default=[], metavar="PREFIX",
+                   help=f"a local path prefix every node mounts (repeatable; also {SHARED_ENV})")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for the job, e.g. AWS_ENDPOINT_URL=http://... (repeatable)")
+    p.add_argument("--max-upload-mb", type=float, default=UPLOAD_LIMIT_MB,
+                   help=f"refuse a working_dir bigger than this (default {UPLOAD_LIMIT_MB}, Ray's limit)")
+    p.set_defaults(func=cmd_submit)

@@ -1,4 +1,4 @@
-"""`trainyard submit SPEC --address URL`: run a job spec on a Ray cluster through the Ray Jobs API.
+"""Submission: run a job spec on a Ray cluster through the Ray Jobs API (`trainyard submit SPEC --address URL`).
 
 What is shipped: the repository as the job's ``working_dir`` — the files git would commit (tracked, plus
 untracked ones .gitignore does not ignore), never ``.git``, virtualenvs, ``runs/``, ``data/``, ``bundles/``
@@ -9,7 +9,7 @@ what is uploaded.
 What is not shipped: trainyard's dependencies. The job's entrypoint, run by the cluster's ``python``, is
 
     python -m cluster.envcheck && python -m cluster.storage OUTPUT --data DATA \
-        && python -m jobs.cli run .trainyard-job/spec.yaml --storage-checked --no-serve
+        && python -m trainyard run .trainyard-job/spec.yaml --storage-checked --no-serve
 
 so the cluster must have trainyard's dependencies installed (a local `trainyard cluster up` cluster runs this
 venv's python; on Kubernetes or the cloud, an image with ``pip install .``). ``cluster.envcheck`` fails the
@@ -19,29 +19,32 @@ node cannot see the data or share the output, naming the nodes — before any tr
 Paths in the spec are read on the cluster, not here. A cluster on this machine (127.0.0.1) sees this disk:
 relative ``data.path``/``output`` are made absolute. Any other cluster does not: local paths are refused
 unless they lie under a ``--shared`` prefix that every node mounts; URIs (s3://, gs://, ...) always pass.
+
+The spec's format is not ours to know here (cluster/ imports nothing of ours): the caller reads the spec file
+and applies ``--set`` (``plan`` takes the result as a plain dict), and passes the spec's YAML writer to
+``submit``, which stages the resolved spec with it so that the job reads back the same values.
 """
 from __future__ import annotations
 
-import argparse
+import copy
 import glob
 import os
 import secrets
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-import yaml
+import pathspec
 
 from cluster import jobs_api
-from cluster.connect import ConnectError, dashboard_url, job_client, parse_address
-from cluster.local import ClusterError
+from cluster.connect import dashboard_url, job_client, parse_address
+from cluster.errors import BadInput
 from cluster.storage import is_uri
-from jobs.spec import SpecError, apply_overrides, read_yaml, write_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The Ray dashboard refuses request bodies over 100 MiB (ray_constants.DASHBOARD_CLIENT_MAX_SIZE), and the
@@ -57,10 +60,8 @@ EXCLUDED_DIR_NAMES = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", "
 EXCLUDED_TOP_LEVEL = {"runs", "data", "bundles", "ray_results", ".whl", "build", "dist", "tests"}
 MODES = ("run", "train", "tune")
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
-
-class SubmitError(ValueError):
+class SubmitError(BadInput):
     """The submission was refused before anything was uploaded; the message says what and how to fix it."""
 
 
@@ -77,6 +78,7 @@ class Plan:
     files: list[tuple[str, int]]                # (path relative to the repository, bytes)
     env_vars: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    root: Path = REPO_ROOT                       # where ``files`` are read from
 
     @property
     def upload_bytes(self) -> int:
@@ -90,25 +92,16 @@ class Plan:
 
 # ---------------------------------------------------------------------------------------------- spec
 
-def _load_spec(spec_path: Path, overrides: list[str]) -> dict:
-    if not spec_path.is_file():
-        raise SubmitError(f"{spec_path}: no such spec file (give the path of a YAML job spec)")
-    try:
-        raw = read_yaml(spec_path.read_text())
-    except yaml.YAMLError as exc:
-        raise SubmitError(f"{spec_path}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(raw, dict):
+def _check_spec(spec_path: Path, raw_spec) -> dict:
+    """The spec as read (``--set`` applied), copied: plan() settles its paths in place."""
+    if not isinstance(raw_spec, dict):
         raise SubmitError(f"{spec_path}: a job spec is a YAML mapping (name:, data:, model:, train:, output:)")
-    try:
-        apply_overrides(raw, list(overrides))     # what `trainyard run --set` does, the same messages
-    except SpecError as exc:
-        raise SubmitError("; ".join(exc.problems)) from None
-    data = raw.get("data")
+    data = raw_spec.get("data")
     if not isinstance(data, dict) or not data.get("path"):
         raise SubmitError(f"{spec_path}: data.path is missing; the job needs to know where its data is")
-    if not raw.get("name"):
+    if not raw_spec.get("name"):
         raise SubmitError(f"{spec_path}: name is missing")
-    return raw
+    return copy.deepcopy(raw_spec)
 
 
 def _settle_path(value: str, field_name: str, spec_path: Path, same_machine: bool, shared: list[str],
@@ -167,8 +160,9 @@ def _walk_without_git(root: Path) -> list[str]:
     ignore = None
     gitignore = root / ".gitignore"
     if gitignore.is_file():
-        from ray._private.thirdparty.pathspec import PathSpec  # the matcher Ray itself uses for .gitignore
-        ignore = PathSpec.from_lines("gitwildmatch", gitignore.read_text().splitlines())
+        # Git's own rules (GitIgnoreSpec: a later `!pattern` re-includes, as in git), which is also how Ray
+        # reads a working_dir's .gitignore.
+        ignore = pathspec.GitIgnoreSpec.from_lines(gitignore.read_text().splitlines())
     found = []
     for folder, dirs, names in os.walk(root):
         rel_folder = Path(folder).relative_to(root)
@@ -200,8 +194,9 @@ def _check_size(files: list[tuple[str, int]], limit_mb: float, root: Path) -> No
           "or list them in .gitignore; put data the job reads on shared storage or a URI.")
 
 
-def _stage(files: list[tuple[str, int]], root: Path, spec: dict) -> Path:
-    """A folder holding exactly the files to ship and the resolved spec."""
+def stage(files: list[tuple[str, int]], root: Path, spec: dict, dump_yaml: Callable[[dict], str]) -> Path:
+    """A folder holding exactly the files to ship and the resolved spec (written with ``dump_yaml``, the
+    spec's writer, so that the job's spec reader reads back the same values)."""
     staging = Path(tempfile.mkdtemp(prefix="trainyard-submit-"))
     for rel, _ in files:
         target = staging / rel
@@ -209,19 +204,22 @@ def _stage(files: list[tuple[str, int]], root: Path, spec: dict) -> Path:
         shutil.copy2(root / rel, target)
     spec_file = staging / SPEC_IN_JOB
     spec_file.parent.mkdir(parents=True, exist_ok=True)
-    spec_file.write_text(write_yaml(spec))      # the job reads it with read_yaml: the same values
+    spec_file.write_text(dump_yaml(spec))
     return staging
 
 
 # ---------------------------------------------------------------------------------------------- submit
 
-def plan(spec_path, address: str | None, mode: str = "run", overrides=(), *, shared=(), env=(),
+def plan(spec_path, raw_spec: dict, address: str | None, mode: str = "run", *, shared=(), env=(),
          max_upload_mb: float = UPLOAD_LIMIT_MB, root: Path = REPO_ROOT) -> Plan:
-    """Decide what to submit (spec, paths, files, entrypoint) and refuse early what cannot work."""
+    """Decide what to submit (spec, paths, files, entrypoint) and refuse early what cannot work.
+
+    ``raw_spec``: the spec file ``spec_path`` as its reader reads it, ``--set`` overrides applied; it is not
+    changed (the plan holds a copy with the paths settled)."""
     if mode not in MODES:
         raise SubmitError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
     spec_path = Path(spec_path)
-    spec = _load_spec(spec_path, list(overrides))
+    spec = _check_spec(spec_path, raw_spec)
     url = dashboard_url(address)
     same_machine = parse_address(url).is_loopback
     shared = list(shared) + [p for p in os.environ.get(SHARED_ENV, "").split(os.pathsep) if p]
@@ -248,26 +246,25 @@ def plan(spec_path, address: str | None, mode: str = "run", overrides=(), *, sha
     storage_check = " ".join(["python -m cluster.storage", shlex.quote(spec["output"])]
                              + [f"--data {shlex.quote(p)}" for p in data_paths])
     # --storage-checked: the step before has checked the paths; trainyard does not check them a second time.
-    command = f"python -m jobs.cli {mode} {SPEC_IN_JOB} --storage-checked" + (" --no-serve" if mode == "run" else "")
+    command = (f"python -m trainyard {mode} {SPEC_IN_JOB} --storage-checked"
+               + (" --no-serve" if mode == "run" else ""))
     entrypoint = f"python -m cluster.envcheck && {storage_check} && {command}"
     submission_id = f"trainyard-{spec['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    return Plan(spec_path, spec, mode, entrypoint, submission_id, spec["output"], files, env_vars, notes)
+    return Plan(spec_path, spec, mode, entrypoint, submission_id, spec["output"], files, env_vars, notes, root)
 
 
-def submit(spec_path, address: str | None, mode: str = "run", wait: bool = False, overrides=(), *,
-           shared=(), env=(), max_upload_mb: float = UPLOAD_LIMIT_MB, root: Path = REPO_ROOT,
-           entrypoint: str | None = None, progress=print) -> dict:
-    """Submit the spec as a Ray job; with ``wait``, stream its logs and return once it has ended.
+def submit(the_plan: Plan, address: str | None, dump_yaml: Callable[[dict], str], *, wait: bool = False,
+           entrypoint: str | None = None, progress: Callable[[str], None] = print) -> dict:
+    """Submit a plan (``plan()``) as a Ray job; with ``wait``, stream its logs and return once it has ended.
 
     Returns the job's info (``cluster.jobs_api.describe``): id, status, output, ...
-    ``entrypoint`` replaces the trainyard command (tests use it to run something small the same way).
+    ``dump_yaml`` writes the staged spec (the spec's own YAML writer). ``entrypoint`` replaces the trainyard
+    command (tests use it to run something small the same way).
     """
-    the_plan = plan(spec_path, address, mode, overrides, shared=shared, env=env, max_upload_mb=max_upload_mb,
-                    root=root)
     client = job_client(address)  # fails on a wrong address or token before anything is staged
     for note in the_plan.notes:
         progress(f"note: {note}")
-    staging = _stage(the_plan.files, root, the_plan.spec)
+    staging = stage(the_plan.files, the_plan.root, the_plan.spec, dump_yaml)
     try:
         runtime_env = {"working_dir": str(staging)}
         if the_plan.env_vars:
@@ -276,48 +273,12 @@ def submit(spec_path, address: str | None, mode: str = "run", wait: bool = False
                                    metadata=the_plan.metadata, submission_id=the_plan.submission_id)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    progress(f"submitted {job_id} to {client._address} ({len(the_plan.files)} files, "
+    progress(f"submitted {job_id} to {client.get_address()} ({len(the_plan.files)} files, "
              f"{the_plan.upload_bytes / 2**20:.1f} MiB); outputs go to {the_plan.output}")
     if not wait:
-        progress(f"follow it with: trainyard jobs logs {job_id} --follow --address {client._address}")
+        progress(f"follow it with: trainyard jobs logs {job_id} --follow --address {client.get_address()}")
         return jobs_api.job_info(job_id, client=client)
     info = jobs_api.follow_logs(job_id, client=client, write=lambda s: print(s, end="", flush=True))
     progress(f"job {job_id} {info['status']}" + (f": {info['message']}" if info["message"] else "")
              + (f"; outputs in {info['output']}" if info["status"] == "SUCCEEDED" else ""))
     return info
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-def cmd_submit(args) -> int:
-    try:
-        info = submit(args.spec, args.address, args.mode, args.wait, args.set, shared=args.shared,
-                      env=args.env, max_upload_mb=args.max_upload_mb)
-    except (SubmitError, ConnectError, ClusterError) as exc:
-        print(f"trainyard: error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_BAD_INPUT
-    if args.wait:
-        return EXIT_OK if info["status"] == "SUCCEEDED" else EXIT_FAILED
-    return EXIT_OK
-
-
-def register(subparsers) -> None:
-    """Add `submit` to a `trainyard` argparse subparsers object."""
-    p = subparsers.add_parser("submit", help="run a spec on a Ray cluster through the Ray Jobs API",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("spec", help="the job spec (YAML)")
-    p.add_argument("--address", default=None,
-                   help="the cluster's dashboard, http://<head>:8265 (default: RAY_API_SERVER_ADDRESS or "
-                        "RAY_ADDRESS if it is a URL, else the cluster `trainyard cluster up` started)")
-    p.add_argument("--mode", choices=MODES, default="run",
-                   help="what the job runs: `trainyard run SPEC --no-serve` (default), train or tune")
-    p.add_argument("--wait", action="store_true", help="stream the job's logs and exit with its outcome")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a spec field, e.g. --set train.epochs=3 (repeatable)")
-    p.add_argument("--shared", action="append", default=[], metavar="PREFIX",
-                   help=f"a local path prefix every node mounts (repeatable; also {SHARED_ENV})")
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="an environment variable for the job, e.g. AWS_ENDPOINT_URL=http://... (repeatable)")
-    p.add_argument("--max-upload-mb", type=float, default=UPLOAD_LIMIT_MB,
-                   help=f"refuse a working_dir bigger than this (default {UPLOAD_LIMIT_MB}, Ray's limit)")
-    p.set_defaults(func=cmd_submit)
