@@ -1,8 +1,8 @@
 """Images through the same pipeline: ingest (folder-per-class or Parquet bytes), a fitted image preprocessor
 (decode, resize, channels, [0, 1], per-channel normalisation), packed float32 rows, train-only augmentation.
 
-The image preprocessor has the same surface as the tabular `Preprocessor` (transform, encode_labels,
-feature_dim, output_dim, JSON state), so training, evaluation, the bundle and serving need no second path.
+The image preprocessor is a `jobs.fitted.FittedPreprocessor` of kind "image" (transform, encode_labels,
+feature_dim, output_dim, shape, JSON state), so training, evaluation, the bundle and serving need no second path.
 """
 from __future__ import annotations
 
@@ -12,20 +12,21 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from jobs.preprocess import FittedState
+from cluster.errors import BadInput
+from jobs.fitted import FittedPreprocessor
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ENCODINGS = ["png", "jpeg", "bmp", "gif", "webp", "tiff", "base64 of any of these", "pixel array"]
 
 
-class InputError(ValueError):
+class InputError(BadInput):
     """Records that cannot be predicted on. `problems` holds (record index, field, message) triples."""
 
     def __init__(self, problems: list[tuple[int, str, str]]):
@@ -79,7 +80,11 @@ def decode(value: Any, size: tuple[int, int], channels: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- preprocessor
 @dataclass
-class ImagePreprocessor(FittedState):
+class ImagePreprocessor(FittedPreprocessor):
+    kind: ClassVar[str] = "image"
+    # Read by jobs.bundle until it asks `record_problems` (the contract's way); not part of the state.
+    unknown_category: ClassVar[str] = "ignore"
+
     label: str
     classes: list[Any]
     size: list[int]                      # [height, width]
@@ -87,14 +92,11 @@ class ImagePreprocessor(FittedState):
     column: str = "image"
     mean: list[float] = field(default_factory=list)   # per channel, of pixels scaled to [0, 1], train split only
     std: list[float] = field(default_factory=list)
-    kind: str = "image"
-    task: str = "classification"
     stats: dict = field(default_factory=dict)
-    numeric: list = field(default_factory=list)        # the tabular surface, empty: code that walks
-    categorical: list = field(default_factory=list)    # features sees none
-    unknown_category: str = "ignore"
-    label_center: float = 0.0                          # regression-only fields of the tabular surface
-    label_scale: float = 1.0
+
+    @property
+    def task(self) -> str:
+        return "classification"
 
     @property
     def shape(self) -> list[int]:
@@ -103,10 +105,6 @@ class ImagePreprocessor(FittedState):
     @property
     def feature_dim(self) -> int:
         return self.channels * self.size[0] * self.size[1]
-
-    @property
-    def output_dim(self) -> int:
-        return len(self.classes)
 
     @property
     def feature_names(self) -> list[str]:
@@ -138,7 +136,11 @@ class ImagePreprocessor(FittedState):
 
     @classmethod
     def from_dict(cls, d: dict) -> "ImagePreprocessor":
-        return cls(**d)
+        # Bundles written before the kinds had their own types also stored the tabular fields, empty.
+        return cls(**{k: v for k, v in d.items() if k not in _NOT_FIELDS})
+
+
+_NOT_FIELDS = {"kind", "task", "numeric", "categorical", "unknown_category", "label_center", "label_scale"}
 
 
 def _channel_moments(batch: pd.DataFrame, column: str, size: tuple, channels: int) -> pd.DataFrame:
@@ -238,7 +240,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
         shown_files = files
     else:
         fs, shown_files, _ = ING.resolve_files(data.path)
-        schemas = {f: ING._file_schema(fs, f, "parquet") for f in shown_files}
+        schemas = {f: ING.file_schema(fs, f, "parquet") for f in shown_files}
         for f, s in schemas.items():
             for col in (img.column, data.label):
                 if col not in s.names:
@@ -252,7 +254,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
     try:
         ds = ds.materialize()
     except Exception as exc:
-        raise ING.DataError(f"reading images from {data.path!r} failed: {ING._root_cause(exc)}") from None
+        raise ING.DataError(f"reading images from {data.path!r} failed: {ING.root_cause(exc)}") from None
     facts = ds.select_columns([label, "_ok", "_u", "path", "_error"]).to_pandas()
     rows_read = len(facts)
     if rows_read == 0:
@@ -271,7 +273,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
         raise ING.DataError(f"label {label!r} has a single class ({classes[0]!r}); classification needs two or more")
     cuts = ING.split_thresholds(labels, good["_u"].to_numpy(), data.split.val, data.split.test, True)
     ds = ds.map_batches(_keep_decodable, batch_format="pandas")
-    ds = ds.map_batches(ING._assign_split, fn_kwargs={"label": label, "cuts": cuts, "stratify": True},
+    ds = ds.map_batches(ING.assign_split, fn_kwargs={"label": label, "cuts": cuts, "stratify": True},
                         batch_format="pandas")
     ds = ds.drop_columns(["_ok", "_error"]).materialize()
     splits = ds.select_columns([label, ING.SPLIT_COLUMN]).to_pandas()

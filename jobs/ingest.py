@@ -24,6 +24,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
+from cluster.errors import BadInput
 from jobs.spec import DataSpec
 
 SPLIT_COLUMN = "_split"
@@ -33,7 +34,7 @@ _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 _MAX_INFERRED_CLASSES = 20
 
 
-class DataError(ValueError):
+class DataError(BadInput):
     """The data cannot be used as given; the message names the file or column and the fix."""
 
 
@@ -144,7 +145,7 @@ def infer_format(files: list[str], given: Optional[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- schema
-def _file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
+def file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
     try:
         if fmt == "parquet":
             return pq.read_schema(path, filesystem=fs)
@@ -299,7 +300,7 @@ def split_thresholds(labels: np.ndarray, u: np.ndarray, val: float, test: float,
     return groups
 
 
-def _assign_split(batch: pd.DataFrame, label: str, cuts: dict, stratify: bool) -> pd.DataFrame:
+def assign_split(batch: pd.DataFrame, label: str, cuts: dict, stratify: bool) -> pd.DataFrame:
     u = batch["_u"].to_numpy()
     if stratify:
         keys = batch[label].map(_jsonable)
@@ -326,7 +327,7 @@ def ingest(data: DataSpec, *, progress=print) -> IngestResult:
     explicit = None
     if data.features.numeric is not None and data.features.categorical is not None:
         explicit = set(data.features.numeric) | set(data.features.categorical) | {data.label}
-    schemas = {f: _file_schema(fs, f, fmt) for f in files}
+    schemas = {f: file_schema(fs, f, fmt) for f in files}
     if all(data.label not in s.names for s in schemas.values()):
         cols = sorted(next(iter(schemas.values())).names)
         raise DataError(f"label column {data.label!r} is in none of the {len(files)} file(s) under "
@@ -350,7 +351,7 @@ def ingest(data: DataSpec, *, progress=print) -> IngestResult:
     try:
         ds = ds.materialize()
     except Exception as exc:
-        raise DataError(f"reading {data.path!r} failed: {_root_cause(exc)}") from None
+        raise DataError(f"reading {data.path!r} failed: {root_cause(exc)}") from None
     rows_read = ds.count()
     if rows_read == 0:
         raise DataError(f"data.path {data.path!r}: the files hold no rows")
@@ -387,7 +388,7 @@ def ingest(data: DataSpec, *, progress=print) -> IngestResult:
                         "use task: classification")
     stratify = task == "classification"
     cuts = split_thresholds(labels, keys["_u"].to_numpy(), data.split.val, data.split.test, stratify)
-    ds = ds.map_batches(_assign_split, fn_kwargs={"label": data.label, "cuts": cuts, "stratify": stratify},
+    ds = ds.map_batches(assign_split, fn_kwargs={"label": data.label, "cuts": cuts, "stratify": stratify},
                         batch_format="pandas").materialize()
     splits = ds.select_columns([data.label, SPLIT_COLUMN]).to_pandas()
     names = {TRAIN: "train", VAL: "val", TEST: "test"}
@@ -449,7 +450,7 @@ def _infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts
     return numeric, categorical
 
 
-def _root_cause(exc: BaseException) -> str:
+def root_cause(exc: BaseException) -> str:
     """The innermost message of an exception chain (Ray wraps task errors several levels deep)."""
     seen = exc
     while getattr(seen, "cause", None) is not None or seen.__cause__ is not None:

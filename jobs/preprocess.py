@@ -1,249 +1,47 @@
-"""Preprocessing: fitted on the train split with Ray Data aggregations, stored as plain JSON, applied by
-ONE function (`Preprocessor.transform`) both in Ray Data (training) and on plain records (serving).
+"""Preprocessing, the stage: every kind of fitted preprocessor by the `kind` its JSON state names, and the
+Ray Data form of their one transform.
 
-The output of `transform` is one packed float32 matrix: numeric columns (imputed, scaled) followed by a
-one-hot block per categorical column whose last slot is "unknown" (unseen or missing category).
+- ``load_state(d)`` / ``load(path)``: a fitted preprocessor back from its JSON state (a bundle's
+  preprocessor.json), whatever its kind;
+- ``fit(train_ds, data_spec, ...)``: fit the tabular preprocessor (`jobs.tabular`); images fit theirs with
+  `jobs.images.fit`;
+- ``apply(ds, pre)``: raw rows → {features, label} in Ray Data, through `pre.transform`, the function serving
+  applies to records.
+
+What every kind offers is `jobs.fitted.FittedPreprocessor`; the kinds live in `jobs.tabular` and
+`jobs.images`, which import only that contract, not each other nor this module.
 """
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
 
-import numpy as np
-import pandas as pd
+from cluster.errors import BadInput
+from jobs.fitted import FEATURES_COLUMN, LABEL_COLUMN, FittedPreprocessor, canonical, encode_classes
+from jobs.images import ImagePreprocessor
+from jobs.tabular import CategoricalState, NumericState, Preprocessor, fit
 
-FEATURES_COLUMN = "features"
-LABEL_COLUMN = "label"
+KINDS: dict[str, type[FittedPreprocessor]] = {cls.kind: cls for cls in (Preprocessor, ImagePreprocessor)}
 
 
-def canonical(value: Any) -> Optional[str]:
-    """The string a category is stored and matched as: 3, 3.0 and "3" are one category; None is missing."""
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(value):
-            return None
-        if float(value).is_integer():
-            return str(int(value))
-        return repr(float(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    return str(value)
+def load_state(d: dict) -> FittedPreprocessor:
+    """A fitted preprocessor from its JSON state. States written before the kind was stored are tabular."""
+    kind = d.get("kind", Preprocessor.kind)
+    if kind not in KINDS:
+        raise BadInput(f"preprocessor state of unknown kind {kind!r}: this trainyard reads {sorted(KINDS)}; "
+                       "retrain the bundle with it, or load it with the trainyard that wrote it")
+    return KINDS[kind].from_dict(d)
 
 
-def encode_classes(classes: list[Any], values: pd.Series) -> np.ndarray:
-    """Label values → class ids (positions in `classes`); a value the train split never had is an error."""
-    lookup = {canonical(c): i for i, c in enumerate(classes)}
-    codes = np.fromiter((lookup.get(canonical(v), -1) for v in values.tolist()), dtype=np.int64, count=len(values))
-    if (codes < 0).any():
-        bad = values[codes < 0].iloc[0]
-        raise ValueError(f"label value {bad!r} was not seen in the train split; classes are {classes}")
-    return codes
+def load(path) -> FittedPreprocessor:
+    with open(path) as f:
+        return load_state(json.load(f))
 
 
-class FittedState:
-    """What every fitted preprocessor (tabular, image) shares: label encoding, the Ray Data form, JSON state."""
-
-    def encode_labels(self, values: pd.Series) -> np.ndarray:
-        return encode_classes(self.classes, values)
-
-    def transform_batch(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
-        """The Ray Data form: a batch of raw rows → {features, label} for training."""
-        return {FEATURES_COLUMN: self.transform(df), LABEL_COLUMN: self.encode_labels(df[self.label])}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def save(self, path) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-
-
-@dataclass
-class NumericState:
-    name: str
-    fill: float          # imputed value for missing readings
-    center: float        # subtracted
-    scale: float         # divided by (never 0)
-
-
-@dataclass
-class CategoricalState:
-    name: str
-    categories: list[str]   # canonical strings, most frequent first; index len(categories) is "unknown"
-
-
-@dataclass
-class Preprocessor(FittedState):
-    task: str
-    label: str
-    numeric: list[NumericState]
-    categorical: list[CategoricalState]
-    classes: Optional[list[Any]] = None            # classification: label values, index = class id
-    label_center: float = 0.0                      # regression: the target is standardised for training
-    label_scale: float = 1.0
-    unknown_category: str = "ignore"
-    stats: dict = field(default_factory=dict)      # fitted statistics kept for the record (means, medians...)
-
-    # ------------------------------------------------------------------ shape
-    @property
-    def feature_dim(self) -> int:
-        return len(self.numeric) + sum(len(c.categories) + 1 for c in self.categorical)
-
-    @property
-    def output_dim(self) -> int:
-        return len(self.classes) if self.task == "classification" else 1
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [n.name for n in self.numeric] + [c.name for c in self.categorical]
-
-    # ------------------------------------------------------------------ apply
-    def transform(self, df: pd.DataFrame) -> np.ndarray:
-        """Rows → packed float32 matrix. Missing columns/values are imputed; unseen categories go to 'unknown'."""
-        n = len(df)
-        out = np.zeros((n, self.feature_dim), dtype=np.float32)
-        for j, s in enumerate(self.numeric):
-            col = pd.to_numeric(df[s.name], errors="coerce") if s.name in df else pd.Series(np.nan, index=df.index)
-            x = col.to_numpy(dtype=np.float64, na_value=np.nan)
-            x = np.where(np.isfinite(x), x, s.fill)
-            out[:, j] = (x - s.center) / s.scale
-        offset = len(self.numeric)
-        for s in self.categorical:
-            lookup = {c: i for i, c in enumerate(s.categories)}
-            unknown = len(s.categories)
-            if s.name in df:
-                idx = np.fromiter((lookup.get(canonical(v), unknown) for v in df[s.name].tolist()),
-                                  dtype=np.int64, count=n)
-            else:
-                idx = np.full(n, unknown, dtype=np.int64)
-            out[np.arange(n), offset + idx] = 1.0
-            offset += unknown + 1
-        return out
-
-    def encode_labels(self, values: pd.Series) -> np.ndarray:
-        if self.task == "classification":
-            return encode_classes(self.classes, values)
-        y = values.to_numpy(dtype=np.float64)
-        return ((y - self.label_center) / self.label_scale).astype(np.float32)
-
-    def decode_regression(self, y: np.ndarray) -> np.ndarray:
-        return y.astype(np.float64) * self.label_scale + self.label_center
-
-    # ------------------------------------------------------------------ JSON
-    @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessor":
-        d = dict(d)
-        d["numeric"] = [NumericState(**x) for x in d["numeric"]]
-        d["categorical"] = [CategoricalState(**x) for x in d["categorical"]]
-        return cls(**d)
-
-    @classmethod
-    def load(cls, path) -> "Preprocessor":
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
-
-
-def load_state(d: dict):
-    """A fitted preprocessor from its JSON state: tabular, or image when the state says kind: image."""
-    if d.get("kind") == "image":
-        from jobs.images import ImagePreprocessor
-        return ImagePreprocessor.from_dict(d)
-    return Preprocessor.from_dict(d)
-
-
-def fit(train_ds, data_spec, *, numeric: list[str], categorical: list[str], task: str,
-        classes: Optional[list[Any]] = None) -> Preprocessor:
-    """Fit every statistic on the TRAIN split only, with distributed Ray Data aggregations."""
-    from ray.data.aggregate import Count, Max, Mean, Min, Quantile, Std, ValueCounter
-
-    cfg = data_spec.preprocess
-    label = data_spec.label
-    aggs = [Count()]
-    for c in numeric:
-        aggs += [Mean(c, alias_name=f"mean({c})"), Std(c, ddof=0, alias_name=f"std({c})"),
-                 Min(c, alias_name=f"min({c})"), Max(c, alias_name=f"max({c})")]
-        if cfg.impute == "median":
-            aggs.append(Quantile(c, q=0.5, alias_name=f"median({c})"))
-        if cfg.impute == "most_frequent":
-            aggs.append(ValueCounter(c, alias_name=f"counts({c})"))
-    for c in categorical:
-        aggs.append(ValueCounter(c, alias_name=f"counts({c})"))
-    if task == "classification":
-        aggs.append(ValueCounter(label, alias_name="counts(__label__)"))
-    else:
-        aggs += [Mean(label, alias_name="mean(__label__)"), Std(label, ddof=0, alias_name="std(__label__)")]
-    stats = train_ds.aggregate(*aggs)
-
-    num_states = []
-    for c in numeric:
-        mean, std = stats[f"mean({c})"], stats[f"std({c})"]
-        lo, hi = stats[f"min({c})"], stats[f"max({c})"]
-        if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-            mean = std = lo = hi = 0.0  # column empty in train: it carries no signal, impute a constant
-        fill = {"mean": mean, "median": _first(stats.get(f"median({c})"), mean), "constant": cfg.fill_value,
-                "most_frequent": _most_frequent(stats.get(f"counts({c})"), mean)}[cfg.impute]
-        if cfg.scale == "standard":
-            center, scale = mean, std
-        elif cfg.scale == "minmax":
-            center, scale = lo, hi - lo
-        else:
-            center, scale = 0.0, 1.0
-        scale = float(scale) if scale and math.isfinite(scale) and scale > 1e-12 else 1.0
-        num_states.append(NumericState(c, float(fill), float(center), scale))
-
-    cat_states = []
-    for c in categorical:
-        counts = _counts(stats[f"counts({c})"])
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        cat_states.append(CategoricalState(c, [k for k, _ in ranked[: cfg.max_categories]]))
-
-    pre = Preprocessor(task=task, label=label, numeric=num_states, categorical=cat_states,
-                       unknown_category=cfg.unknown_category)
-    if task == "classification":
-        seen = _counts(stats["counts(__label__)"])
-        # Keep the ingest order (sorted label values) so class ids are stable; only classes present in train.
-        pre.classes = [c for c in (classes or sorted(seen)) if canonical(c) in seen]
-        pre.stats["class_counts"] = {canonical(c): seen[canonical(c)] for c in pre.classes}
-    else:
-        pre.label_center = float(stats["mean(__label__)"])
-        std = stats["std(__label__)"]
-        pre.label_scale = float(std) if std and std > 1e-12 else 1.0
-    pre.stats["train_rows"] = int(stats["count()"])
-    pre.stats["numeric"] = {c: {"mean": stats[f"mean({c})"], "std": stats[f"std({c})"],
-                                "min": stats[f"min({c})"], "max": stats[f"max({c})"]} for c in numeric}
-    return pre
-
-
-def _first(v, default):
-    if isinstance(v, list):
-        v = v[0] if v else None
-    return default if v is None else v
-
-
-def _counts(vc) -> dict[str, int]:
-    """ValueCounter output → {canonical value: count}, nulls left out."""
-    out: dict[str, int] = {}
-    for v, n in zip(vc["values"], vc["counts"]):
-        key = canonical(v)
-        if key is not None:
-            out[key] = out.get(key, 0) + int(n)
-    return out
-
-
-def _most_frequent(vc, default) -> float:
-    if not vc:
-        return default
-    counts = _counts(vc)
-    if not counts:
-        return default
-    return float(max(counts.items(), key=lambda kv: (kv[1], -float(kv[0])))[0])
-
-
-def apply(ds, pre: Preprocessor):
-    """Ray Data form of `Preprocessor.transform`: raw rows → {features: float32[d], label}."""
+def apply(ds, pre: FittedPreprocessor):
+    """Ray Data form of `pre.transform`: raw rows → {features: float32[d], label}."""
     return ds.map_batches(pre.transform_batch, batch_format="pandas")
+
+
+__all__ = ["KINDS", "load_state", "load", "fit", "apply", "FittedPreprocessor", "Preprocessor", "NumericState",
+           "CategoricalState", "ImagePreprocessor", "canonical", "encode_classes", "FEATURES_COLUMN",
+           "LABEL_COLUMN"]

@@ -301,7 +301,7 @@ def body_too_large(size: int, limit: int, partial: bool = False) -> str:
 def _canonical(value) -> str:
     # The same matching rule as the preprocessor (3, 3.0 and "3" are one category); imported lazily so this
     # module stays importable without pandas.
-    from jobs.preprocess import canonical
+    from jobs.fitted import canonical
     return canonical(value)
 
 

@@ -1,0 +1,129 @@
+"""What a fitted preprocessor offers, whatever its kind: the one contract that training, evaluation, the bundle
+and serving rely on.
+
+Each kind (`jobs.tabular.Preprocessor`, `jobs.images.ImagePreprocessor`) derives from `FittedPreprocessor`
+and stores only its own fields; `jobs.preprocess` knows every kind by the `kind` its JSON state names and
+loads one back with `load_state`. This module imports none of the kinds, so none of them imports another.
+"""
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import pandas as pd
+
+FEATURES_COLUMN = "features"
+LABEL_COLUMN = "label"
+
+
+def canonical(value: Any) -> Optional[str]:
+    """The string a category is stored and matched as: 3, 3.0 and "3" are one category; None is missing."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return None
+        if float(value).is_integer():
+            return str(int(value))
+        return repr(float(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return str(value)
+
+
+def encode_classes(classes: list[Any], values: pd.Series) -> np.ndarray:
+    """Label values → class ids (positions in `classes`); a value the train split never had is an error."""
+    lookup = {canonical(c): i for i, c in enumerate(classes)}
+    codes = np.fromiter((lookup.get(canonical(v), -1) for v in values.tolist()), dtype=np.int64, count=len(values))
+    if (codes < 0).any():
+        bad = values[codes < 0].iloc[0]
+        raise ValueError(f"label value {bad!r} was not seen in the train split; classes are {classes}")
+    return codes
+
+
+class FittedPreprocessor(ABC):
+    """A preprocessor fitted on the train split: raw rows in, one packed float32 matrix out.
+
+    Subclasses are dataclasses of JSON-ready fields (their state, `to_dict`/`from_dict`) with a `kind`.
+    They provide `task`, `label`, `classes` and `stats` (fields or properties), `feature_dim`,
+    `feature_names`, `transform` and `from_dict`; the rest is shared here.
+    """
+
+    kind: ClassVar[str]
+    task: str                         # "classification" or "regression"
+    label: str                        # the label column
+    classes: Optional[list[Any]]      # classification: label values, index = class id
+    stats: dict                       # fitted statistics kept for the record (train_rows, class_counts...)
+
+    # Training fits a regression target standardised as (y - label_center) / label_scale; a kind that
+    # standardises it stores both (tabular), class ids are used as they are.
+    label_center: float = 0.0
+    label_scale: float = 1.0
+
+    # ------------------------------------------------------------------ shape
+    @property
+    @abstractmethod
+    def feature_dim(self) -> int:
+        """Width of the packed matrix `transform` returns."""
+
+    @property
+    @abstractmethod
+    def feature_names(self) -> list[str]:
+        """The record fields this preprocessor reads."""
+
+    @property
+    def output_dim(self) -> int:
+        return len(self.classes) if self.task == "classification" else 1
+
+    @property
+    def shape(self) -> Optional[list[int]]:
+        """The model's input shape when a packed row is an image ([channels, height, width]); None when it is a
+        flat feature vector."""
+        return None
+
+    # ------------------------------------------------------------------ apply
+    @abstractmethod
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        """Raw rows → packed float32 matrix (len(df), feature_dim); the one transform of training and serving."""
+
+    def record_problems(self, records: list[dict]) -> list[str]:
+        """What this preprocessor refuses in `records` before `transform` ("record 3: field=...: why"); a kind
+        that maps any value to something (imputation, an 'unknown' slot) refuses nothing."""
+        return []
+
+    def encode_labels(self, values: pd.Series) -> np.ndarray:
+        if self.task == "classification":
+            return encode_classes(self.classes, values)
+        y = values.to_numpy(dtype=np.float64)
+        return ((y - self.label_center) / self.label_scale).astype(np.float32)
+
+    def decode_regression(self, y: np.ndarray) -> np.ndarray:
+        return y.astype(np.float64) * self.label_scale + self.label_center
+
+    def transform_batch(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The Ray Data form: a batch of raw rows → {features, label} for training."""
+        return {FEATURES_COLUMN: self.transform(df), LABEL_COLUMN: self.encode_labels(df[self.label])}
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "task": self.task, **asdict(self)}
+
+    @classmethod
+    @abstractmethod
+    def from_dict(cls, d: dict) -> "FittedPreprocessor":
+        """The preprocessor from its `to_dict` state (the `kind` key may be there)."""
+
+    def save(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+    @classmethod
+    def load(cls, path) -> "FittedPreprocessor":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
