@@ -1,4 +1,5 @@
 """Spec validation: every problem at once, each naming the file, field, value and fix. No Ray needed."""
+import re
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,25 @@ def test_every_example_spec_validates(path, capsys):
     assert main(["validate", str(path)]) == 0, capsys.readouterr().err
 
 
+# The shipped recipes, as the README documents them: (data path its generator writes, what it shows).
+SHIPPED = {"machine-failure.yaml": ("data/telemetry/", "tabular classification, `make run`"),
+           "defect-inspection.yaml": ("data/parts/", "images, a CNN"),
+           "process-yield.yaml": ("data/process-yield/", "a tuning search, regression")}
+
+
 def test_examples_exist():
-    assert EXAMPLES, "examples/ must ship at least one spec"
+    # Exactly these: one deleted or renamed by mistake, or a new one nobody listed here, fails by name.
+    assert sorted(p.name for p in EXAMPLES) == sorted(SHIPPED), "examples/*.yaml changed; update SHIPPED"
+    readme = (ROOT / "README.md").read_text()
+    for path in EXAMPLES:
+        spec, (data_path, shows) = load_spec(path), SHIPPED[path.name]
+        assert f"examples/{path.name}" in readme, f"{path.name} is not documented in the README"
+        assert spec.name == path.stem and spec.data.path == data_path, (path.name, spec.name, spec.data.path)
+        kind = ("images, a CNN" if spec.data.format == "images" and spec.model.kind == "cnn" else
+                "a tuning search, regression" if spec.tune is not None and spec.data.task == "regression" else
+                "tabular classification, `make run`" if spec.data.format == "parquet" and spec.tune is None else "")
+        assert kind == shows, (path.name, kind)
+    assert re.search(r"^SPEC\s*\?=\s*examples/machine-failure.yaml", (ROOT / "Makefile").read_text(), re.M)
 
 
 def test_defaults_fill_in():
@@ -66,7 +84,7 @@ def test_lr_schedule_field():
 
 
 def test_cosine_schedule_curve():
-    from jobs.train import scheduled_lr
+    from jobs.worker import scheduled_lr
     assert [scheduled_lr(0.01, "constant", e, 5) for e in range(5)] == [0.01] * 5
     cosine = [scheduled_lr(0.01, "cosine", e, 27) for e in range(27)]
     assert cosine[0] == 0.01 and all(a > b for a, b in zip(cosine, cosine[1:]))
@@ -171,3 +189,104 @@ def test_anchors_and_merge_keys_still_work(tmp_path):
                     "max_replicas: 3}\n    max_replicas: 2\n")
     spec = load_spec(path)
     assert spec.serve.autoscaling.max_replicas == 2 and spec.serve.autoscaling.min_replicas == 1
+
+
+# ---------------------------------------------------------------------------------------------- metrics vs data
+def test_an_early_stop_metric_of_the_other_task_is_refused_when_data_task_is_given():
+    base = {"name": "x", "data": {"path": "d", "label": "y", "task": "regression"}}
+    with pytest.raises(SpecError) as err:
+        validate_spec({**base, "train": {"early_stop": {"metric": "val_f1"}}}, "s.yaml")
+    assert err.value.problems == [
+        "s.yaml: train.early_stop.metric is 'val_f1', a classification metric, but the task is regression; "
+        "set train.early_stop.metric to one of val_loss, val_mae, val_rmse, val_r2"]
+    assert validate_spec({**base, "train": {"early_stop": {"metric": "val_rmse"}}}).train.early_stop.metric == "val_rmse"
+    # Without data.task the task is only known after ingest, where the run checks it.
+    assert validate_spec({"name": "x", "data": {"path": "d", "label": "y"},
+                          "train": {"early_stop": {"metric": "val_rmse"}}})
+
+
+def _labelled(tmp_path, labels, fmt="csv"):
+    import pandas as pd
+    df = pd.DataFrame({"x": range(len(labels)), "y": labels})
+    path = tmp_path / f"d.{fmt}"
+    df.to_csv(path, index=False) if fmt == "csv" else df.to_parquet(path)
+    return str(path)
+
+
+def test_val_auc_on_a_multiclass_label_fails_validate_naming_the_field(tmp_path, capsys):
+    """It used to pass `trainyard validate` and then fail in every trial of the search."""
+    data = _labelled(tmp_path, ["a", "b", "c", "a", "b"])
+    spec = write_spec(tmp_path / "s.yaml", {"name": "x", "data": {"path": data, "label": "y"},
+                                            "tune": {"metric": "val_auc"}})
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert (f"{spec}: tune.metric is 'val_auc', which needs a binary label, but label 'y' has 3 classes "
+            "('a', 'b', 'c'); set tune.metric to one of val_loss, val_accuracy, val_precision, val_recall, val_f1"
+            in err), err
+    # The same label with two classes passes; so does data this machine cannot read (the run checks it).
+    binary = _labelled(tmp_path, [0, 1, 1, 0, None])
+    assert main(["validate", str(spec), "--set", f"data.path={binary}"]) == 0, capsys.readouterr().err
+    assert main(["validate", str(spec), "--set", "data.path=s3://bucket/nowhere/"]) == 0
+    assert main(["validate", str(spec), "--set", f"data.path={tmp_path}/missing"]) == 0
+
+
+def test_val_auc_for_early_stopping_is_checked_against_the_label_too(tmp_path):
+    from jobs import precheck
+    from tuning import space
+
+    parquet = _labelled(tmp_path, [1.0, 2.0, 3.0, float("nan"), 1.0], fmt="parquet")
+    base = {"name": "x", "data": {"path": parquet, "label": "y"}, "train": {"early_stop": {"metric": "val_auc"}}}
+    with pytest.raises(SpecError, match=r"^  - train.early_stop.metric is 'val_auc', which needs a binary label, "
+                                        r"but label 'y' has 3 classes \(1.0, 2.0, 3.0\); set "
+                                        r"train.early_stop.metric to one of .*val_f1"):
+        precheck.check(validate_spec(base))
+    # A search ranks trials by it when tune.metric is not set: one line, naming the field the user wrote.
+    with pytest.raises(SpecError) as err:
+        space.check(validate_spec({**base, "tune": {}}))
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith("train.early_stop.metric is 'val_auc'")
+    precheck.check(validate_spec({**base, "train": {"early_stop": {"metric": "val_f1"}}}))
+    # Many distinct values: counting stops early, and the message says so.
+    many = _labelled(tmp_path, [float(i) / 3 for i in range(100)], fmt="parquet")
+    with pytest.raises(SpecError, match=r"has more than 20 distinct values \(0.0, 0.3333333333333333, .*, \.\.\.\)"):
+        precheck.check(validate_spec({**base, "data": {"path": many, "label": "y"}}))
+
+
+def test_val_auc_on_image_classes_is_checked_against_the_class_folders(tmp_path):
+    from jobs import precheck
+
+    for cls in ("ok", "scratch", "pit"):
+        (tmp_path / "parts" / cls).mkdir(parents=True)
+        (tmp_path / "parts" / cls / "1.png").write_bytes(b"")
+    (tmp_path / "parts" / "notes").mkdir()                        # no images: not a class
+    spec = validate_spec({"name": "x", "data": {"path": str(tmp_path / "parts"), "format": "images",
+                                                "label": "label"}, "train": {"early_stop": {"metric": "val_auc"}}})
+    with pytest.raises(SpecError, match=r"has 3 classes \('ok', 'pit', 'scratch'\)"):
+        precheck.check(spec)
+    (tmp_path / "parts" / "pit" / "1.png").unlink()
+    precheck.check(spec)
+
+
+def test_a_search_refuses_val_auc_once_ingest_has_found_more_classes():
+    """Data the check before ingest cannot read (a URI): after ingest, before any trial starts."""
+    from tuning import space
+
+    spec = validate_spec({"name": "x", "data": {"path": "s3://b/d/", "label": "y"}, "tune": {"metric": "val_auc"}})
+    space.check(spec)
+    with pytest.raises(SpecError, match=r"tune.metric is 'val_auc', which needs a binary label, but label 'y' has "
+                                        r"4 classes \('a', 'b', 'c', 'd'\); set tune.metric to one of"):
+        space.metric_and_mode(spec, "classification", ["a", "b", "c", "d"])
+    assert space.metric_and_mode(spec, "classification", ["a", "b"]) == ("val_auc", "max")
+
+
+def test_the_spec_is_a_leaf():
+    """Every layer reads specs, so the spec imports nothing of trainyard's but the error root (functions'
+    imports included)."""
+    import ast
+    ours = ("trainyard", "serving", "tuning", "jobs", "cluster")
+    found = {}
+    for path in (ROOT / "jobs" / "spec").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found.update({name: path.name for name in names if name.split(".")[0] in ours})
+    assert {n for n in found if not n.startswith("jobs.spec")} == {"cluster.errors"}, found

@@ -8,7 +8,7 @@ import pytest
 
 from jobs import bundle as B
 from trainyard.cli import main
-from jobs.spec import SpecError, load_spec, validate_spec
+from jobs.spec import SpecError, best_key, load_spec, validate_spec
 from tests.conftest import write_spec
 from tests.tuning_fixtures import experiment_dir, read_results, tuning_spec
 from tuning import TuneError, plan
@@ -115,7 +115,7 @@ def test_asha_judges_a_trial_by_its_best_epoch_so_far():
     from ray.tune.schedulers import TrialScheduler
 
     asha = space.scheduler(_spec({"scheduler": {"asha": {"grace_period": 2, "reduction_factor": 2}}}, epochs=8))
-    asha.set_search_properties(space.judged_metric("val_loss"), "min")
+    asha.set_search_properties(best_key("val_loss"), "min")
     trials = {name: Trial("t", stub=True, trial_id=name) for name in ("steady", "spiky", "flat")}
     for trial in trials.values():
         asha.on_trial_add(None, trial)

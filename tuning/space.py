@@ -1,35 +1,34 @@
 """The `tune` section as Ray Tune objects: the search space, the search algorithm, the scheduler, the metric.
 
-Spec problems that need more than the `tune` section to see (the metric against the task, the ASHA grace
-period against `train.epochs`) are raised here as `SpecError`s naming the field and the fix.
+Spec problems that need more than the `tune` section to see (the metric against the task and the label, the
+ASHA grace period against `train.epochs`) are raised here as `SpecError`s naming the field and the fix.
 """
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from jobs.spec import (CLASSIFICATION_METRICS, REGRESSION_METRICS, SEARCH_AXES, Distribution, JobSpec,
-                       SpecError, metric_mode, mode_problem)
+from jobs import precheck
+from jobs.spec import SEARCH_AXES, Distribution, JobSpec, SpecError, metric_mode, mode_problem, task_problem
 
 # ASHA counts epochs, not Tune's training_iteration: a trial resumed from its Train checkpoint after an
 # interruption reports epoch 4 as its first result, and must be judged at rung 4, not rung 1.
 TIME_ATTR = "epoch"
 
 
-def metric_and_mode(spec: JobSpec, task: Optional[str]) -> tuple[str, str]:
-    """The metric trials are ranked by, and whether bigger is better. Checked against the task when known."""
+def metric_and_mode(spec: JobSpec, task: Optional[str],
+                    classes: Optional[Sequence] = None) -> tuple[str, str]:
+    """The metric trials are ranked by, and whether bigger is better. Checked against the task and the label's
+    classes when known (after ingest: before any trial starts, instead of failing in every one)."""
     tune = spec.tune
     metric = tune.metric or (spec.train.early_stop.metric if spec.train.early_stop else "val_loss")
     origin = "tune.metric" if tune.metric else ("train.early_stop.metric (tune.metric is not set)"
                                                 if spec.train.early_stop else "the default val_loss")
-    if task == "regression" and metric not in REGRESSION_METRICS:
-        raise SpecError([f"{origin} is {metric!r}, a classification metric, but the task is regression; "
-                         f"set tune.metric to one of {', '.join(REGRESSION_METRICS)}"])
-    if task == "classification" and metric not in CLASSIFICATION_METRICS:
-        raise SpecError([f"{origin} is {metric!r}, a regression metric, but the task is classification; "
-                         f"set tune.metric to one of {', '.join(CLASSIFICATION_METRICS)}"])
+    problem = task_problem(metric, "tune.metric", task, classes, label=spec.data.label, said=origin)
+    if problem:
+        raise SpecError([problem])
     problem = mode_problem(metric, tune.mode, "tune.mode", f"the trials are ranked by {metric} ({origin}), which")
     if problem:
         raise SpecError([problem])
@@ -37,7 +36,8 @@ def metric_and_mode(spec: JobSpec, task: Optional[str]) -> tuple[str, str]:
 
 
 def check(spec: JobSpec) -> None:
-    """What can be checked before any data is read: every problem at once."""
+    """What can be checked before Ray reads any data: every problem at once. That includes what the metrics
+    need of the label (val_auc: two classes), read from the label column when the data is on this machine."""
     tune, problems = spec.tune, []
     asha = tune.scheduler.asha if tune.scheduler != "none" else None
     if asha is not None and asha.grace_period >= spec.train.epochs:
@@ -57,6 +57,7 @@ def check(spec: JobSpec) -> None:
         metric_and_mode(spec, spec.data.task)
     except SpecError as exc:
         problems.extend(exc.problems)
+    problems.extend(precheck.metric_problems(spec))
     if problems:
         raise SpecError(problems)
 
@@ -111,13 +112,6 @@ def decode_hidden(value) -> list[int]:
     if isinstance(value, str):
         return [int(w) for w in value.split("x") if w]
     return list(value)
-
-
-def judged_metric(metric: str) -> str:
-    """The reported column Tune's scheduler and searcher read: the trial's best value of `metric` so far,
-    as the Train loop names it."""
-    from jobs.train import best_key
-    return best_key(metric)
 
 
 def trial_count(spec: JobSpec) -> int:

@@ -12,17 +12,19 @@ from jobs.spec.base import StrictModel
 from jobs.spec.data import AugmentSpec, DataSpec, FeatureSpec, ImageSpec, PreprocessSpec, SplitSpec
 from jobs.spec.errors import SpecError
 from jobs.spec.job import JobSpec, dump_spec, load_raw, load_spec, validate_spec
-from jobs.spec.metric_registry import (CLASSIFICATION_METRICS, MAXIMISED_METRICS, REGRESSION_METRICS, metric_mode,
-                                       mode_problem)
+from jobs.spec.metric_registry import (CLASSIFICATION, CLASSIFICATION_METRICS, MAXIMISED_METRICS, METRICS,
+                                       REGRESSION, REGRESSION_METRICS, VAL_PREFIX, Metric, best_key, metric_mode,
+                                       metrics_for, mode_problem, task_problem, unknown_metric_problem)
 from jobs.spec.serve import AutoscalingSpec, BatchSpec, ServeSpec
 from jobs.spec.train import EarlyStopSpec, ModelSpec, TrainSpec
 from jobs.spec.tune import SEARCH_AXES, AshaSpec, Distribution, SchedulerSpec, TuneSpec
 from jobs.spec.yamlio import apply_overrides, read_yaml, read_yaml_file, write_yaml
 
 __all__ = [
-    "AshaSpec", "AugmentSpec", "AutoscalingSpec", "BatchSpec", "CLASSIFICATION_METRICS", "DataSpec", "Distribution",
-    "EarlyStopSpec", "FeatureSpec", "ImageSpec", "JobSpec", "MAXIMISED_METRICS", "ModelSpec", "PreprocessSpec",
-    "REGRESSION_METRICS", "SEARCH_AXES", "SchedulerSpec", "ServeSpec", "SpecError", "SplitSpec", "StrictModel",
-    "TrainSpec", "TuneSpec", "apply_overrides", "dump_spec", "load_raw", "load_spec", "metric_mode", "mode_problem",
-    "read_yaml", "read_yaml_file", "validate_spec", "write_yaml",
+    "AshaSpec", "AugmentSpec", "AutoscalingSpec", "BatchSpec", "CLASSIFICATION", "CLASSIFICATION_METRICS", "DataSpec",
+    "Distribution", "EarlyStopSpec", "FeatureSpec", "ImageSpec", "JobSpec", "MAXIMISED_METRICS", "METRICS", "Metric",
+    "ModelSpec", "PreprocessSpec", "REGRESSION", "REGRESSION_METRICS", "SEARCH_AXES", "SchedulerSpec", "ServeSpec",
+    "SpecError", "SplitSpec", "StrictModel", "TrainSpec", "TuneSpec", "VAL_PREFIX", "apply_overrides", "best_key",
+    "dump_spec", "load_raw", "load_spec", "metric_mode", "metrics_for", "mode_problem", "read_yaml",
+    "read_yaml_file", "task_problem", "unknown_metric_problem", "validate_spec", "write_yaml",
 ]

@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from jobs.spec.base import StrictModel
 from jobs.spec.data import DataSpec
 from jobs.spec.errors import SpecError, format_errors
+from jobs.spec.metric_registry import task_problem
 from jobs.spec.serve import ServeSpec
 from jobs.spec.train import ModelSpec, TrainSpec
 from jobs.spec.tune import TuneSpec
@@ -50,9 +51,16 @@ def validate_spec(raw: Any, source: str = "<spec>") -> JobSpec:
         raise SpecError([f"{source}: the spec must be a YAML mapping (name:, data:, model:, train:), "
                          f"got {type(raw).__name__}"])
     try:
-        return JobSpec.model_validate(raw)
+        spec = JobSpec.model_validate(raw)
     except ValidationError as err:
         raise SpecError(format_errors(err, source, JobSpec)) from None
+    es = spec.train.early_stop
+    # With data.task given, a metric of the other task fails the run only after ingest; say it now. (A tune
+    # section's metric is checked with the search's other checks: tuning.space.check.)
+    problem = task_problem(es.metric, "train.early_stop.metric", spec.data.task) if es else None
+    if problem:
+        raise SpecError([f"{source}: {problem}"])
+    return spec
 
 
 def load_raw(path: str | Path) -> dict:

@@ -6,7 +6,7 @@ from typing import Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from jobs.spec.base import StrictModel
-from jobs.spec.metric_registry import CLASSIFICATION_METRICS, REGRESSION_METRICS, metric_mode, mode_problem
+from jobs.spec.metric_registry import METRICS, metric_mode, mode_problem, unknown_metric_problem
 
 
 class ModelSpec(StrictModel):
@@ -25,16 +25,17 @@ class ModelSpec(StrictModel):
 
 
 class EarlyStopSpec(StrictModel):
-    metric: str = Field("val_loss", description="A validation metric, e.g. val_loss, val_f1, val_rmse.")
+    metric: str = Field("val_loss", description=f"A validation metric: {', '.join(METRICS)} (val_auc: binary "
+                                                  "labels only). The run keeps its best epoch by it.")
     patience: int = Field(5, ge=1, description="Epochs without improvement before stopping.")
     mode: Optional[Literal["min", "max"]] = Field(None, description="Inferred from the metric when omitted.")
 
     @field_validator("metric")
     @classmethod
     def _known(cls, v):
-        known = sorted(set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS))
-        if v not in known:
-            raise ValueError(f"unknown metric {v!r}; use one of {', '.join(known)}")
+        problem = unknown_metric_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @property

@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from jobs.spec.base import StrictModel
-from jobs.spec.metric_registry import CLASSIFICATION_METRICS, REGRESSION_METRICS, mode_problem
+from jobs.spec.metric_registry import mode_problem, unknown_metric_problem
 
 # The train/model fields a search can vary, in the order they are shown.
 SEARCH_AXES = ("lr", "batch_size", "weight_decay", "dropout", "hidden")
@@ -134,9 +134,9 @@ class TuneSpec(StrictModel):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, v):
-        known = sorted(set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS))
-        if v is not None and v not in known:
-            raise ValueError(f"unknown metric {v!r}; use one of {', '.join(known)}")
+        problem = unknown_metric_problem(v) if v is not None else None
+        if problem:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")

@@ -1,0 +1,110 @@
+"""What the spec's metrics need of the label, checked against the data before any Ray work.
+
+`val_auc` needs a label with exactly two classes, which the spec alone cannot tell; a multiclass label would
+pass validation and then fail every training run (every trial of a search). This reads the label column alone
+(Parquet row group by row group, CSV block by block, or the class folders of an image data set), only when a
+metric the spec names depends on the label, and stops once it has seen more classes than the check needs.
+
+Data this machine cannot read (a URI, a path only the cluster's nodes see) is not checked here: `trainyard
+validate` does not read data otherwise, and the run checks the metric against the ingested classes before any
+training starts.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from jobs.spec import METRICS, DataSpec, JobSpec, SpecError, task_problem
+
+# Enough to tell "two classes" from "more", and to name a few of them; a label with more distinct values than
+# this is reported as "more than ...": counting them would read the whole column for nothing.
+_MOST_VALUES = 21
+
+
+def named_metrics(spec: JobSpec) -> list[tuple[str, str]]:
+    """(field, metric) for every metric the spec names."""
+    named = [("train.early_stop.metric", spec.train.early_stop.metric)] if spec.train.early_stop else []
+    if spec.tune is not None and spec.tune.metric is not None:
+        named.append(("tune.metric", spec.tune.metric))
+    return named
+
+
+def metric_problems(spec: JobSpec) -> list[str]:
+    """One line per metric the spec names that the label cannot give (without the file name)."""
+    needing = [(field, metric) for field, metric in named_metrics(spec)
+               if metric in METRICS and METRICS[metric].binary_only]
+    if not needing or spec.data.task == "regression":      # regression: the task check already refuses them
+        return []
+    values = label_values(spec.data, _MOST_VALUES)
+    if values is None or len(values) < 2:                    # unreadable here, or ingest's own error will say
+        return []
+    complete = len(values) < _MOST_VALUES
+    problems = [task_problem(metric, field, "classification", values, label=spec.data.label, all_classes=complete)
+                for field, metric in needing]
+    return [f"{p} (data.path: {spec.data.path})" for p in problems if p]
+
+
+def check(spec: JobSpec, source: Optional[str] = None) -> None:
+    """Raise a SpecError listing metric_problems, each line starting with `source` (the spec file) if given."""
+    problems = metric_problems(spec)
+    if problems:
+        raise SpecError([f"{source}: {p}" if source else p for p in problems])
+
+
+def label_values(data: DataSpec, most: int) -> Optional[list[Any]]:
+    """Up to `most` distinct label values (missing ones left out), or None when this machine cannot read them."""
+    try:
+        if data.format == "images":
+            return _class_folders(data, most)
+        return _column_values(data, most)
+    except Exception:  # noqa: BLE001 - whatever stops this look-ahead, ingest reports properly later
+        return None
+
+
+def _class_folders(data: DataSpec, most: int) -> Optional[list[str]]:
+    from jobs.images import IMAGE_EXTENSIONS      # the classes are the folders holding images, as ingest sees them
+
+    root = data.path if isinstance(data.path, str) else data.path[0]
+    if "://" in root:
+        return None
+    root = os.path.abspath(os.path.expanduser(root))
+    found = []
+    for name in sorted(os.listdir(root)):
+        folder = os.path.join(root, name)
+        if name.startswith(".") or not os.path.isdir(folder):
+            continue
+        if any(f.lower().endswith(IMAGE_EXTENSIONS) for _, _, files in os.walk(folder) for f in files):
+            found.append(name)
+            if len(found) >= most:
+                break
+    return found
+
+
+def _column_values(data: DataSpec, most: int) -> Optional[list[Any]]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from jobs.ingest import infer_format, resolve_files
+
+    entries = data.path if isinstance(data.path, list) else [data.path]
+    if any("://" in entry for entry in entries):
+        return None
+    _, files, _ = resolve_files(data.path)
+    fmt = infer_format(files, data.format)
+    seen: dict = {}
+    for path in files:
+        if fmt == "parquet":
+            batches = pq.ParquetFile(path).iter_batches(columns=[data.label])
+        else:
+            batches = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(include_columns=[data.label]))
+        for batch in batches:
+            column = pc.drop_null(batch.column(0))
+            if pa.types.is_floating(column.type):      # NaN is missing, as ingest reads it
+                column = column.filter(pc.invert(pc.is_nan(column)))
+            for value in pc.unique(column).to_pylist():
+                seen.setdefault(value, None)       # 1 and 1.0 are one class, as ingest's unified type makes them
+            if len(seen) >= most:
+                return list(seen)[:most]
+    return list(seen)
