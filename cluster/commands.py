@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from cluster import _state, jobs_api, local
+from cluster import jobs_api, local, state as cluster_state
 from cluster.errors import EXIT_FAILED, EXIT_OK, Failure
 
 
@@ -38,7 +38,7 @@ def cmd_cluster_up(args) -> int:
          f"  dashboard     {state['dashboard_url']}  (trainyard submit SPEC --address {state['dashboard_url']})\n"
          f"  Ray Client    {state['client_address']}\n"
          f"  token file    {state['token_path']}\n"
-         f"  state         {_state.state_path(args.state_dir)}\n"
+         f"  state         {cluster_state.state_path(args.state_dir)}\n"
          "For tools other than trainyard (ray CLI, your own scripts):\n"
          f"  export RAY_ADDRESS={state['address']} RAY_AUTH_MODE=token "
          f"RAY_AUTH_TOKEN_PATH={state['token_path']}\n"
