@@ -9,16 +9,19 @@ never be placed: the search hangs.
 Ray Train has a cleaner for exactly this case (a detached `PlacementGroupCleaner` actor per run), but it checks
 on the controller through the state API, which needs the dashboard (off in our embedded Ray): it would never
 see the controller die, never free the group, and poll every second until the cluster stops. So trials run
-without it (`jobs.train.fit(placement_cleaner=False)`) and the driver sweeps instead: placement groups of this
-job whose creating actor is dead are removed (nobody can use them any more; Ray would remove them itself at the
-end of the job). Tune's own trial placement groups are made by the driver, not an actor, and are never touched.
-These read GCS tables through `ray._private.state`: the public tables leave out who created what.
+without it (`cluster.ray_compat.torch_trainer_without_placement_cleaner`, see tuning/trial.py) and the driver
+sweeps instead: placement groups of this job whose creating actor is dead are removed (nobody can use them any
+more; Ray would remove them itself at the end of the job). Tune's own trial placement groups are made by the
+driver, not an actor, and are never touched. The GCS tables are read through `cluster.ray_compat`: the public
+tables leave out who created what.
 """
 from __future__ import annotations
 
 import logging
 import time
 from typing import Optional
+
+from cluster import ray_compat
 
 logger = logging.getLogger(__name__)
 
@@ -36,20 +39,16 @@ def _job_groups(include_driver_groups: bool = False) -> list[tuple[object, Optio
     """(placement group, its creating actor's table entry or None) for this job's groups made by an actor
     (and by the driver too, if asked) and still holding resources."""
     import ray
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
 
+    gcs_pb2 = ray_compat.gcs_protos()
     job_id = ray.get_runtime_context().get_job_id()
-    accessor = state._connect_and_get_accessor()
     found = []
-    for raw in accessor.get_placement_group_table():
-        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
+    for pg in ray_compat.placement_group_table():
         by_actor = _made_by_an_actor(pg.creator_actor_id)
         if ((not by_actor and not include_driver_groups) or pg.is_detached or pg.creator_job_id.hex() != job_id
                 or pg.state == gcs_pb2.PlacementGroupTableData.REMOVED):
             continue
-        info = accessor.get_actor_info(ray.ActorID(pg.creator_actor_id)) if by_actor else None
-        found.append((pg, gcs_pb2.ActorTableData.FromString(info) if info else None))
+        found.append((pg, ray_compat.actor_info(pg.creator_actor_id) if by_actor else None))
     return found
 
 
@@ -57,9 +56,7 @@ def orphaned_placement_groups() -> list[bytes]:
     """Placement groups of this job, still holding resources, whose creating actor has died. The actor table
     is asked, not only the group's own creator_actor_dead flag: a group still being placed when its creator
     died can miss that flag."""
-    from ray.core.generated import gcs_pb2
-
-    dead = gcs_pb2.ActorTableData.DEAD
+    dead = ray_compat.gcs_protos().ActorTableData.DEAD
     return [pg.placement_group_id for pg, actor in _job_groups()
             if pg.creator_actor_dead or actor is None or actor.state == dead]
 
@@ -72,14 +69,11 @@ def train_groups() -> int:
 def live_placement_cleaners() -> int:
     """Ray Train `PlacementGroupCleaner` actors of this job still alive (tuning trials run without them)."""
     import ray
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
 
+    alive = ray_compat.gcs_protos().ActorTableData.ALIVE
     job_id = ray.get_runtime_context().get_job_id()
-    actors = (gcs_pb2.ActorTableData.FromString(raw)
-              for raw in state._connect_and_get_accessor().get_actor_table(None, None))
-    return sum(1 for a in actors if a.class_name == "PlacementGroupCleaner" and a.job_id.hex() == job_id
-               and a.state == gcs_pb2.ActorTableData.ALIVE)
+    return sum(1 for a in ray_compat.actor_table() if a.class_name == "PlacementGroupCleaner"
+               and a.job_id.hex() == job_id and a.state == alive)
 
 
 def sweep() -> int:
@@ -136,8 +130,7 @@ class Sweeper:
 def describe_placement_groups() -> list[str]:
     """One line per placement group of this job still holding resources: who made it and whether it lives
     (for error messages and test failures)."""
-    from ray.core.generated import gcs_pb2
-
+    gcs_pb2 = ray_compat.gcs_protos()
     lines = []
     for pg, actor in _job_groups(include_driver_groups=True):
         if actor is not None:

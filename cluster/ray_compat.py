@@ -1,0 +1,116 @@
+"""Every private Ray name trainyard uses, in one place: public to our packages, nothing of ours imported.
+
+Ray gives no public API for the items below; each says why we need it and on which Ray versions it was
+checked. Ray is imported inside each function, so importing this module costs nothing. When a Ray upgrade
+moves or removes one of these names, `tests/test_ray_compat.py` fails naming it: fix it here, nowhere else.
+
+Other Ray internals we lean on without importing a private module, listed so an upgrade checks them too:
+- the resource name ``node:__internal_head__`` marks the head node (cluster/nodes.py, cluster/storage.py);
+- ``ray.core.generated`` protobufs (not underscored, but not a documented API): GCS tables here, and the GCS
+  and Ray Client gRPC services in cluster/connect.py and cluster/nodes.py;
+- the logger ``ray.data._internal.progress`` (a logger name only: cluster/quiet.py, jobs/worker.py).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from types import ModuleType
+from typing import Any, Optional
+
+CHECKED_ON = ("2.60.0",)
+
+
+# ---------------------------------------------------------------------------------------------- GCS tables
+def gcs_protos() -> ModuleType:
+    """`ray.core.generated.gcs_pb2`: the message types of the GCS tables below (placement groups, actors)."""
+    from ray.core.generated import gcs_pb2
+    return gcs_pb2
+
+
+def _gcs_accessor():
+    # Why: the public `ray.util.placement_group_table()` and `ray.util.state` leave out who created a placement
+    # group (creator actor, creator job) and need the dashboard (off in our embedded Ray); the GCS's own
+    # tables have both. Checked on Ray 2.60.0 (`ray._private.state.state._connect_and_get_accessor()`
+    # returns a connected `GlobalStateAccessor`, whose tables are serialized protobufs).
+    from ray._private.state import state
+    return state._connect_and_get_accessor()
+
+
+def placement_group_table() -> list[Any]:
+    """Every placement group the GCS knows, as `gcs_pb2.PlacementGroupTableData` messages."""
+    pb = gcs_protos()
+    return [pb.PlacementGroupTableData.FromString(raw) for raw in _gcs_accessor().get_placement_group_table()]
+
+
+def actor_table() -> list[Any]:
+    """Every actor the GCS knows (dead ones too), as `gcs_pb2.ActorTableData` messages."""
+    pb = gcs_protos()
+    return [pb.ActorTableData.FromString(raw) for raw in _gcs_accessor().get_actor_table(None, None)]
+
+
+def actor_info(actor_id: bytes) -> Optional[Any]:
+    """One actor's `gcs_pb2.ActorTableData` (None when the GCS has no record of it)."""
+    import ray
+
+    raw = _gcs_accessor().get_actor_info(ray.ActorID(actor_id))
+    return gcs_protos().ActorTableData.FromString(raw) if raw else None
+
+
+# ---------------------------------------------------------------------------------------------- Ray Train
+def placement_group_cleaner_callback() -> type:
+    """The class of Ray Train's per-run `PlacementGroupCleanerCallback` (private: `ray.train.v2._internal`)."""
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+    return PlacementGroupCleanerCallback
+
+
+@functools.lru_cache(maxsize=None)
+def torch_trainer_without_placement_cleaner() -> type:
+    """`TorchTrainer` less Ray Train's per-run placement group cleaner, for runs whose placement group someone
+    else gives back (a tuning trial's, swept by the search's driver: tuning/_placement.py).
+
+    Why: the cleaner is a detached actor that watches its controller through the state API; without the
+    dashboard (our embedded Ray) it never sees a stopped trial's controller die and polls every second,
+    logging a warning, until Ray stops. With hundreds of them (one per stopped trial) the same searches of one
+    long benchmark on 2 cores took ever longer: 598, 722, 887 s. Ray has no option to leave it out, so this
+    overrides the private `_create_default_callbacks`. Checked on Ray 2.60.0."""
+    from ray.train.torch import TorchTrainer
+
+    cleaner = placement_group_cleaner_callback()
+
+    class SweptTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [cb for cb in super()._create_default_callbacks() if not isinstance(cb, cleaner)]
+
+    return SweptTorchTrainer
+
+
+def train_report_logger() -> logging.Logger:
+    """The logger Ray Train uses for "Reporting training result N: TrainingReport(...)" in every worker.
+
+    Why: Ray Train logs every `report` at INFO (~800 characters an epoch) through a logger named after its
+    file (`logging.getLogger(__file__)` in `ray.train.v2._internal.execution.context`), which RunConfig's
+    LoggingConfig(log_level) does not reach (it filters loggers named ray.train*). Checked on Ray 2.60.0."""
+    from ray.train.v2._internal.execution import context as train_context
+    return logging.getLogger(train_context.__file__)
+
+
+# ---------------------------------------------------------------------------------------------- Ray Serve
+def serve_controller_client() -> Optional[Any]:
+    """The connected cluster's Serve controller client (its `http_config` says where Serve listens), or None
+    when Serve is not running.
+
+    Why: Serve has no public getter for the cluster's HTTP options; the controller client holds them.
+    Checked on Ray 2.60.0 (`ray.serve.context._get_global_client`)."""
+    from ray.serve.context import _get_global_client
+    return _get_global_client(raise_if_no_controller_running=False)
+
+
+# ---------------------------------------------------------------------------------------------- ray start
+def ray_services() -> ModuleType:
+    """`ray._private.services`, whose `resolve_ip_for_localhost` cluster/_raystart.py wraps.
+
+    Why: Ray rewrites 127.0.0.1/localhost in a bootstrap address to the machine's outward IP, so a GCS that
+    listens on loopback only is unreachable by its own nodes; there is no option to turn that off. Checked on
+    Ray 2.60.0."""
+    import ray._private.services as services
+    return services

@@ -1,0 +1,75 @@
+"""Every private Ray name behind cluster/ray_compat.py still exists in the installed Ray (no Ray started).
+
+A failure here after a Ray upgrade names what moved: fix cluster/ray_compat.py (and its CHECKED_ON)."""
+import inspect
+import logging
+
+import pytest
+
+from cluster import ray_compat as rc
+
+
+def test_gcs_tables_and_their_messages():
+    from ray._private.state import GlobalState, state
+    from ray._raylet import GlobalStateAccessor
+
+    assert isinstance(state, GlobalState) and callable(state._connect_and_get_accessor)
+    for method in ("get_placement_group_table", "get_actor_table", "get_actor_info"):
+        assert callable(getattr(GlobalStateAccessor, method, None)), method
+    pb = rc.gcs_protos()
+    pg = pb.PlacementGroupTableData()
+    for name in ("placement_group_id", "creator_actor_id", "creator_job_id", "creator_actor_dead", "is_detached",
+                 "state", "name", "bundles"):
+        assert hasattr(pg, name), f"PlacementGroupTableData.{name}"
+    assert pb.PlacementGroupTableData.REMOVED in pb.PlacementGroupTableData.PlacementGroupState.values()
+    actor = pb.ActorTableData()
+    for name in ("class_name", "job_id", "state"):
+        assert hasattr(actor, name), f"ActorTableData.{name}"
+    assert {pb.ActorTableData.DEAD, pb.ActorTableData.ALIVE} <= set(pb.ActorTableData.ActorState.values())
+
+
+def test_the_placement_cleaner_is_left_out_and_only_it():
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cleaner = rc.placement_group_cleaner_callback()
+    assert inspect.isclass(cleaner) and cleaner.__name__ == "PlacementGroupCleanerCallback"
+
+    def names(trainer_cls) -> list[str]:
+        trainer = trainer_cls(lambda config: None, scaling_config=ScalingConfig(num_workers=1))
+        return [type(cb).__name__ for cb in trainer._create_default_callbacks()]
+
+    default = names(TorchTrainer)
+    swept = names(rc.torch_trainer_without_placement_cleaner())
+    assert "PlacementGroupCleanerCallback" in default
+    assert swept == [n for n in default if n != "PlacementGroupCleanerCallback"]
+    assert issubclass(rc.torch_trainer_without_placement_cleaner(), TorchTrainer)
+
+
+def test_train_report_logger_is_the_one_the_context_logs_to():
+    from ray.train.v2._internal.execution import context as train_context
+
+    logger = rc.train_report_logger()
+    assert isinstance(logger, logging.Logger) and logger is train_context.logger
+    assert logger.name.endswith("context.py")
+
+
+def test_serve_controller_client_getter():
+    from ray.serve import context as serve_context
+
+    params = inspect.signature(serve_context._get_global_client).parameters
+    assert "raise_if_no_controller_running" in params
+
+
+def test_ray_services_resolves_localhost():
+    services = rc.ray_services()
+    assert callable(services.resolve_ip_for_localhost)
+    assert list(inspect.signature(services.resolve_ip_for_localhost).parameters) == ["host"]
+
+
+def test_checked_on_the_installed_ray():
+    import ray
+
+    if ray.__version__ not in rc.CHECKED_ON:
+        pytest.fail(f"Ray {ray.__version__} is installed but cluster/ray_compat.py was checked on "
+                    f"{', '.join(rc.CHECKED_ON)}: check each of its items on this Ray, then add the version")
