@@ -1,38 +1,68 @@
-"""Evaluation metrics in plain NumPy: the same functions score validation epochs, the test split and the bundle."""
+"""Evaluation metrics in plain NumPy: the same functions score validation epochs, the test split and the bundle.
+
+They compute exactly the metrics of the registry (`jobs.spec.METRICS`) that apply to the task and the label
+(val_auc: binary labels only), under the name without `val_` unless `prefix` adds it back; a registered
+metric with no formula here fails loudly (KeyError) the first time it is computed. tests/test_metrics.py
+holds every formula to scikit-learn's on random inputs.
+
+Why not scikit-learn itself: these run in every Ray Train worker each epoch and in the bundle's evaluation,
+and scikit-learn (with SciPy) is a large dependency of the training and serving images for a dozen lines of
+arithmetic; so it is a test-only dependency, the oracle these are checked against.
+"""
 from __future__ import annotations
+
+from typing import Callable, Optional
 
 import numpy as np
 
+from jobs.spec import CLASSIFICATION, METRICS, REGRESSION
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray, loss: float | None = None,
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, loss: Optional[float] = None,
                            prefix: str = "") -> dict:
-    """Accuracy, macro precision/recall/F1, ROC-AUC (binary), confusion matrix. `proba` is (n, classes)."""
+    """Accuracy, macro precision/recall/F1, ROC-AUC (binary), confusion matrix. `proba` is (n, classes);
+    `y_true` holds class ids (column positions of `proba`)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
     n_classes = proba.shape[1]
     y_pred = proba.argmax(axis=1)
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
+    cm = confusion_matrix(y_true, y_pred, n_classes)
     tp = np.diag(cm).astype(np.float64)
-    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
+    predicted, actual = cm.sum(axis=0).astype(np.float64), cm.sum(axis=1).astype(np.float64)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
-    present = actual > 0  # macro averages over the classes that occur, as scikit-learn warns and does
-    out = {"accuracy": float(tp.sum() / max(len(y_true), 1)),
-           "precision": float(precision[present].mean()) if present.any() else 0.0,
-           "recall": float(recall[present].mean()) if present.any() else 0.0,
-           "f1": float(f1[present].mean()) if present.any() else 0.0}
-    if n_classes == 2:
-        out["auc"] = roc_auc(y_true, proba[:, 1])
-    if loss is not None:
-        out["loss"] = float(loss)
-    out = {prefix + k: v for k, v in out.items()}
+    # 2tp / (2tp + fp + fn): the harmonic mean of precision and recall, and 0 (not undefined) when tp is 0.
+    f1 = np.divide(2 * tp, predicted + actual, out=np.zeros_like(tp), where=(predicted + actual) > 0)
+    # Macro averages count every class that occurs in the labels or in the predictions, as scikit-learn does: a
+    # class predicted but absent from this split (a rare one the split kept in train) counts with precision 0,
+    # so a model spraying it is not rewarded for it.
+    occurs = (actual > 0) | (predicted > 0)
+
+    def macro(per_class: np.ndarray) -> float:
+        return float(per_class[occurs].mean()) if occurs.any() else 0.0
+
+    formulas: dict[str, Callable[[], float]] = {
+        "accuracy": lambda: float(tp.sum() / max(len(y_true), 1)),
+        "precision": lambda: macro(precision),
+        "recall": lambda: macro(recall),
+        "f1": lambda: macro(f1),
+        "auc": lambda: roc_auc(y_true, proba[:, 1]),
+    }
+    out = _registered(CLASSIFICATION, n_classes, formulas, loss, prefix)
     out[prefix + "confusion_matrix"] = cm.tolist()
     return out
 
 
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes, n_classes) counts, rows = true class, columns = predicted; absent classes keep their row."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
 def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
-    """Mann-Whitney form of ROC-AUC with average ranks for ties; NaN when only one class is present."""
-    pos = y_true == 1
+    """Mann-Whitney form of ROC-AUC with average ranks for ties; NaN when only one class is present (where
+    scikit-learn raises: an epoch's metrics must not fail the run)."""
+    pos = np.asarray(y_true) == 1
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
@@ -42,14 +72,39 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, loss: float | None = None, prefix: str = "") -> dict:
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, loss: Optional[float] = None,
+                       prefix: str = "") -> dict:
+    """MAE, RMSE and R² (NaN for no rows)."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
     err = y_pred - y_true
+    ss_res = float((err ** 2).sum())
     ss_tot = float(((y_true - y_true.mean()) ** 2).sum()) if len(y_true) else 0.0
-    out = {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
-           "r2": float(1.0 - (err ** 2).sum() / ss_tot) if ss_tot > 0 else float("nan")}
+
+    def r2() -> float:
+        if ss_tot > 0:
+            return 1.0 - ss_res / ss_tot
+        # A constant target leaves no variance to explain: 1 for exact predictions, else 0 (no better than
+        # its mean), as scikit-learn reports it, so early stopping and the search still compare numbers.
+        return 1.0 if ss_res == 0 else 0.0
+
+    formulas: dict[str, Callable[[], float]] = {
+        "mae": lambda: float(np.abs(err).mean()),
+        "rmse": lambda: float(np.sqrt((err ** 2).mean())),
+        "r2": r2,
+    }
+    if not len(y_true):
+        formulas = {k: (lambda: float("nan")) for k in formulas}
+    return _registered(REGRESSION, None, formulas, loss, prefix)
+
+
+def _registered(task: str, n_classes: Optional[int], formulas: dict[str, Callable[[], float]],
+                loss: Optional[float], prefix: str) -> dict:
+    """The registry's metrics for this task and label, in registry order, then the loss when given."""
+    out = {prefix + m.key: formulas[m.key]() for m in METRICS.values()
+           if m.applies(task, n_classes) and m.key != "loss"}
     if loss is not None:
-        out["loss"] = float(loss)
-    return {prefix + k: v for k, v in out.items()}
+        out[prefix + "loss"] = float(loss)
+    return out
 
 
 def scalar_metrics(metrics: dict) -> dict:

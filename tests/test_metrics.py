@@ -1,0 +1,155 @@
+"""jobs.metrics against scikit-learn (the oracle, a test-only dependency) on random inputs, and the metric
+registry: every metric a spec can name is computed, and nothing computed is unregistered. No Ray needed."""
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics as SK
+
+from jobs import metrics as M
+from jobs.spec import (CLASSIFICATION_METRICS, MAXIMISED_METRICS, METRICS, REGRESSION_METRICS, SpecError, best_key,
+                       metric_mode, metrics_for, validate_spec)
+
+
+def _proba(rng, n, n_classes, predict=None):
+    """Random class probabilities; `predict`: the classes argmax may land on (others get less mass)."""
+    p = rng.dirichlet(np.ones(n_classes), size=n)
+    if predict is not None:
+        boost = np.zeros(n_classes)
+        boost[list(predict)] = 2.0
+        p = (p + boost[None, :] * rng.random((n, 1))) / (1 + 2.0)
+    return p
+
+
+def _close(ours, theirs):
+    return (math.isnan(ours) and math.isnan(theirs)) or math.isclose(ours, theirs, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _check_classification(y_true, proba):
+    n_classes = proba.shape[1]
+    y_pred = proba.argmax(axis=1)
+    ours = M.classification_metrics(y_true, proba, loss=0.5, prefix="val_")
+    expected = {
+        "val_accuracy": SK.accuracy_score(y_true, y_pred),
+        # labels=None: scikit-learn's macro average runs over the labels in y_true ∪ y_pred.
+        "val_precision": SK.precision_score(y_true, y_pred, average="macro", zero_division=0),
+        "val_recall": SK.recall_score(y_true, y_pred, average="macro", zero_division=0),
+        "val_f1": SK.f1_score(y_true, y_pred, average="macro", zero_division=0),
+        "val_loss": 0.5,
+    }
+    if n_classes == 2:
+        both = len(set(y_true.tolist())) == 2
+        expected["val_auc"] = SK.roc_auc_score(y_true, proba[:, 1]) if both else float("nan")
+    for key, value in expected.items():
+        assert _close(ours[key], value), (key, ours[key], value, y_true.tolist(), y_pred.tolist())
+    assert set(M.scalar_metrics(ours)) == set(expected)
+    assert ours["val_confusion_matrix"] == SK.confusion_matrix(y_true, y_pred, labels=range(n_classes)).tolist()
+
+
+def test_the_issue_example_macro_averages_over_labels_and_predictions():
+    # Class 2 is predicted but absent from the labels: it counts, with precision 0 (ours used to skip it: 0.833).
+    proba = np.eye(3)[[0, 2, 1, 1]]
+    ours = M.classification_metrics(np.array([0, 0, 1, 1]), proba)
+    assert round(ours["f1"], 3) == 0.556 and round(ours["precision"], 3) == 0.667 and ours["recall"] == 0.5
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+def test_classification_metrics_match_scikit_learn_on_random_inputs(n_classes):
+    rng = np.random.default_rng(n_classes)
+    for _ in range(80):
+        n = int(rng.integers(1, 60))
+        # Labels drawn from a random subset of the classes (absent classes), predictions sometimes steered to
+        # classes the labels lack, or to one class only.
+        present = rng.choice(n_classes, size=int(rng.integers(1, n_classes + 1)), replace=False)
+        y_true = rng.choice(present, size=n)
+        steer = [None, rng.choice(n_classes, size=int(rng.integers(1, n_classes + 1)), replace=False),
+                 [int(rng.integers(n_classes))]][int(rng.integers(3))]
+        _check_classification(y_true, _proba(rng, n, n_classes, steer))
+
+
+def test_auc_with_tied_scores_matches_scikit_learn():
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        n = int(rng.integers(2, 80))
+        y_true = rng.integers(0, 2, size=n)
+        if len(set(y_true.tolist())) < 2:
+            y_true[0] = 1 - y_true[-1]
+        score = rng.integers(0, 4, size=n) / 4.0                  # few distinct scores: many ties
+        assert _close(M.roc_auc(y_true, score), SK.roc_auc_score(y_true, score))
+
+
+def test_constant_and_degenerate_classification_inputs():
+    for n_classes in (2, 4):
+        for label in range(n_classes):
+            y = np.full(9, label)
+            _check_classification(y, np.full((9, n_classes), 1.0 / n_classes))     # argmax: always class 0
+            _check_classification(y, np.eye(n_classes)[y])                          # perfect
+    assert math.isnan(M.classification_metrics(np.array([1, 1]), np.array([[0.2, 0.8], [0.4, 0.6]]))["auc"])
+    empty = M.classification_metrics(np.array([], dtype=np.int64), np.zeros((0, 3)))
+    assert (empty["accuracy"], empty["f1"], empty["confusion_matrix"]) == (0.0, 0.0, [[0] * 3] * 3)
+
+
+def _check_regression(y_true, y_pred):
+    ours = M.regression_metrics(y_true, y_pred, loss=1.25, prefix="val_")
+    expected = {"val_mae": SK.mean_absolute_error(y_true, y_pred),
+                "val_rmse": math.sqrt(SK.mean_squared_error(y_true, y_pred)),
+                "val_r2": SK.r2_score(y_true, y_pred) if len(y_true) > 1 else float("nan"), "val_loss": 1.25}
+    if len(y_true) == 1:
+        # One row: scikit-learn warns and returns NaN; its variance is 0, so ours follows the constant-target rule.
+        expected["val_r2"] = 1.0 if y_true[0] == y_pred[0] else 0.0
+    for key, value in expected.items():
+        assert _close(ours[key], value), (key, ours[key], value)
+    assert set(ours) == set(expected)
+
+
+def test_regression_metrics_match_scikit_learn_on_random_inputs():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(1, 80))
+        scale = 10.0 ** rng.integers(-3, 4)
+        y_true = rng.normal(size=n) * scale
+        y_pred = y_true + rng.normal(size=n) * scale * rng.random()
+        _check_regression(y_true, y_pred)
+
+
+def test_constant_regression_inputs():
+    y = np.full(7, 2.5)
+    _check_regression(y, y.copy())                                # exact: R² 1
+    _check_regression(y, y + np.linspace(-1, 1, 7))               # not: R² 0, as scikit-learn's default
+    _check_regression(np.linspace(0, 1, 7), np.full(7, 0.5))      # constant predictions
+    assert all(math.isnan(v) for v in M.regression_metrics(np.array([]), np.array([])).values())
+
+
+# ---------------------------------------------------------------------------------------------- registry
+@pytest.mark.parametrize("task, n_classes", [("classification", 2), ("classification", 3), ("regression", None)])
+def test_every_registered_metric_is_computed_and_nothing_else(task, n_classes):
+    """What a spec may name is what the training loop reports: not one more, not one fewer."""
+    rng = np.random.default_rng(0)
+    if task == "classification":
+        computed = M.classification_metrics(rng.integers(0, n_classes, 20), _proba(rng, 20, n_classes), 0.1, "val_")
+    else:
+        computed = M.regression_metrics(rng.normal(size=20), rng.normal(size=20), 0.1, "val_")
+    assert set(M.scalar_metrics(computed)) == set(metrics_for(task, n_classes))
+    assert set(M.scalar_metrics(computed)) <= set(METRICS)
+    # The test split's metrics (no loss, no prefix) are the same names without val_.
+    if task == "classification":
+        test = M.classification_metrics(rng.integers(0, n_classes, 20), _proba(rng, 20, n_classes))
+    else:
+        test = M.regression_metrics(rng.normal(size=20), rng.normal(size=20))
+    assert {"val_" + k for k in M.scalar_metrics(test)} == set(metrics_for(task, n_classes)) - {"val_loss"}
+
+
+def test_the_lists_modes_and_columns_come_from_the_registry():
+    assert CLASSIFICATION_METRICS == ("val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1", "val_auc")
+    assert REGRESSION_METRICS == ("val_loss", "val_mae", "val_rmse", "val_r2")
+    assert MAXIMISED_METRICS == {"val_accuracy", "val_precision", "val_recall", "val_f1", "val_auc", "val_r2"}
+    assert {m: metric_mode(m) for m in ("val_loss", "val_f1", "val_rmse", "val_r2")} == {
+        "val_loss": "min", "val_f1": "max", "val_rmse": "min", "val_r2": "max"}
+    assert metrics_for("classification", 3) == CLASSIFICATION_METRICS[:-1]          # no val_auc
+    assert best_key("val_f1") == "best_val_f1"
+    # Early stopping's mode follows the registry when the spec leaves it out.
+    spec = validate_spec({"name": "x", "data": {"path": "d", "label": "y"},
+                          "train": {"early_stop": {"metric": "val_r2"}}})
+    assert spec.train.early_stop.resolved_mode == "max"
+    with pytest.raises(SpecError, match="unknown metric 'val_auroc'; use one of " + ", ".join(sorted(METRICS))):
+        validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "tune": {"metric": "val_auroc"}})
