@@ -42,7 +42,7 @@ def encode_classes(classes: list[Any], values: pd.Series) -> np.ndarray:
     lookup = {canonical(c): i for i, c in enumerate(classes)}
     codes = np.fromiter((lookup.get(canonical(v), -1) for v in values.tolist()), dtype=np.int64, count=len(values))
     if (codes < 0).any():
-        bad = values[codes < 0].iloc[0]
+        bad = values[codes < 0].tolist()[0]   # a Python value: its repr reads 7, not np.int64(7)
         raise ValueError(f"label value {bad!r} was not seen in the train split; classes are {classes}")
     return codes
 

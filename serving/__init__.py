@@ -7,8 +7,8 @@
 - ``commands.register``: the `trainyard serve` and `trainyard predict` subcommands.
 """
 from serving.client import Client, ClientError
-from serving.server import (Served, ServeError, app_status, deploy, running_replicas, serve_forever,
-                            shutdown)
+from serving.server import Served, app_status, deploy, running_replicas, serve_forever, shutdown
+from serving.settings import ServeError
 
 __all__ = ["serve_forever", "deploy", "shutdown", "Client", "ClientError", "Served", "ServeError",
            "app_status", "running_replicas"]

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,9 +23,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
+from cluster.errors import EXIT_BAD_INPUT
+from jobs.spec import ServeSpec
 from serving.schema import Problem, RequestChecker, RequestError, body_too_large
+from serving.settings import TOKEN_ENV, ServeError, check_settings, default_name
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})   # probes answer without the token
+MAX_INLINE_BUNDLE_BYTES = 64 * 2**20
 
 
 def _records_in(batches: list) -> int:
@@ -45,7 +50,7 @@ def bundle_predict(bundle, records: list[dict]) -> dict:
 
 class ModelServer:
     """The replica's state. `payload` is the bundle (its files' bytes, or a path every node can read) and
-    `settings` the plain-dict serve settings made by `serving.server.replica_settings`."""
+    `settings` the plain-dict serve settings made by `replica_settings`."""
 
     def __init__(self, payload: dict, settings: dict):
         from jobs.bundle import load
@@ -353,15 +358,12 @@ def build_app(args: dict):
     `args: {bundle: PATH, name: NAME, <serve settings, e.g. max_records: 500>}` (KubeRay's RayService,
     `serve deploy`). The bundle path must be readable where Serve builds the app; the token, if any, comes
     from TRAINYARD_SERVE_TOKEN there. Deployment options in the config file override the settings."""
-    import os
-
     from jobs.bundle import load, resolve
-    from jobs.spec import ServeSpec
-    from serving.server import TOKEN_ENV, application, check_settings, default_name
 
     args = dict(args or {})
     if "bundle" not in args:
-        raise ValueError("serving.app:build_app needs args: {bundle: /path/to/OUTPUT/bundle}")
+        raise ServeError("serving.app:build_app needs args: {bundle: /path/to/OUTPUT/bundle}",
+                         exit_code=EXIT_BAD_INPUT)
     path = resolve(args.pop("bundle"))
     bundle = load(path)
     name = args.pop("name", None) or default_name(bundle)
@@ -373,3 +375,46 @@ def build_app(args: dict):
 # The Serve deployment: `serve.ingress()` without an app defers the app to __serve_build_asgi_app__, so the
 # app is built on the replica from the bundle it loaded (nothing schema-dependent is pickled from the driver).
 ModelDeployment = serve.deployment(name="model")(serve.ingress()(ModelServer))
+
+
+# ---------------------------------------------------------------------------------------------- construction
+def bundle_payload(path: Path) -> dict:
+    """What replicas load the bundle from: its files' bytes (no shared filesystem needed; they travel in the
+    deployment's arguments), or for a very large bundle its path, which every node must then be able to read."""
+    files = {p.name: p for p in sorted(path.iterdir()) if p.is_file()}
+    if sum(p.stat().st_size for p in files.values()) <= MAX_INLINE_BUNDLE_BYTES:
+        return {"files": {n: p.read_bytes() for n, p in files.items()}}
+    return {"path": str(path.resolve())}
+
+
+def replica_settings(name: str, serve_spec: ServeSpec, token: Optional[str]) -> dict:
+    # Only the token's hash reaches the replicas (and the controller's checkpoint that stores their arguments).
+    return {"name": name, "serve": serve_spec.model_dump(mode="json"),
+            "token_sha256": hashlib.sha256(token.encode()).hexdigest() if token else None}
+
+
+def application(path: Path, serve_spec: ServeSpec, name: str, token: Optional[str],
+                env_vars: Optional[dict] = None):
+    """The Serve application (not yet running) for the bundle folder `path` under these settings."""
+    actor_options = dict(serve_spec.ray_actor_options)
+    runtime_env = dict(actor_options.get("runtime_env") or {})
+    if env_vars:
+        runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **env_vars}
+    if runtime_env:
+        actor_options["runtime_env"] = runtime_env
+    a = serve_spec.autoscaling
+    return ModelDeployment.options(
+        autoscaling_config={"min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
+                            # scale-to-zero still starts with one replica, so the deploy can be checked
+                            "initial_replicas": 1 if a.min_replicas == 0 else None,
+                            "target_ongoing_requests": a.target_ongoing_requests,
+                            "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s,
+                            "look_back_period_s": a.look_back_period_s, "metrics_interval_s": a.metrics_interval_s},
+        max_ongoing_requests=serve_spec.max_ongoing_requests,
+        ray_actor_options=actor_options,
+        health_check_period_s=serve_spec.health_check_period_s,
+        health_check_timeout_s=serve_spec.health_check_timeout_s,
+        max_surge_percent=serve_spec.max_surge_percent,
+        # A bundle that cannot load will not load on the 4th try either; fail the deploy in seconds, not minutes.
+        max_constructor_retry_count=3,
+    ).bind(bundle_payload(path), replica_settings(name, serve_spec, token))

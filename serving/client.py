@@ -19,14 +19,17 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
 
+from cluster.errors import EXIT_BAD_INPUT, Failure
+
 SUFFIXES = (".csv", ".parquet", ".jsonl")
 
 
-class ClientError(RuntimeError):
-    """The server refused a request (4xx) or could not be reached; `status` is None when unreachable."""
+class ClientError(Failure):
+    """The server refused a request (4xx) or could not be reached; `status` is None when unreachable.
+    Exit 2 when the server refused what was sent (4xx: the rows must change), 1 otherwise."""
 
     def __init__(self, message: str, status: Optional[int] = None, errors: Optional[list] = None):
-        super().__init__(message)
+        super().__init__(message, exit_code=EXIT_BAD_INPUT if status is not None and 400 <= status < 500 else None)
         self.status = status
         self.errors = errors or []
 

@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from cluster.errors import BadInput
+
 MAX_LISTED_PROBLEMS = 20
 
 
@@ -45,8 +47,8 @@ class Problem:
         return f"{', '.join(where)}: {self.message}" if where else self.message
 
 
-class RequestError(Exception):
-    """A client error: HTTP `status` and the problems found (all of them, up to MAX_LISTED_PROBLEMS)."""
+class RequestError(BadInput):
+    """A client error: HTTP `status` (4xx) and the problems found (all of them, up to MAX_LISTED_PROBLEMS)."""
 
     def __init__(self, status: int, problems: list[Problem], total: Optional[int] = None):
         self.status = status

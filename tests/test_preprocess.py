@@ -5,15 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cluster.errors import BadInput
 from jobs import preprocess as PP
+from jobs.images import ImagePreprocessor
 from jobs.ingest import TEST, TRAIN, VAL, ingest
 from jobs.spec import validate_spec
 
-pytestmark = pytest.mark.usefixtures("ray_session")
-
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
+def fitted(tmp_path_factory, ray_session):
     tmp = tmp_path_factory.mktemp("pp")
     rng = np.random.default_rng(0)
     n = 300
@@ -76,3 +76,63 @@ def test_ray_data_and_records_agree(fitted):
 def test_canonical_categories():
     assert PP.canonical(3) == PP.canonical(3.0) == PP.canonical("3") == "3"
     assert PP.canonical(True) == "true" and PP.canonical(float("nan")) is None
+
+
+# ---------------------------------------------------------------------------------------------- no Ray
+def _tabular(**fields) -> PP.Preprocessor:
+    return PP.Preprocessor(task="classification", label="y", numeric=[PP.NumericState("temp", 50.0, 50.0, 5.0)],
+                           categorical=[PP.CategoricalState("kind", ["a", "b"])], classes=[0, 1], **fields)
+
+
+def _image() -> ImagePreprocessor:
+    return ImagePreprocessor(label="label", classes=["ok", "defect"], size=[2, 3], channels=1, mean=[0.5],
+                             std=[0.25], stats={"train_rows": 4})
+
+
+def test_every_kind_round_trips_through_its_json_state(tmp_path):
+    for pre in (_tabular(), _image()):
+        state = json.loads(json.dumps(pre.to_dict()))
+        assert state["kind"] == pre.kind and state["task"] == "classification"
+        again = PP.load_state(state)
+        assert type(again) is type(pre) and again == pre
+        pre.save(tmp_path / f"{pre.kind}.json")
+        assert PP.load(tmp_path / f"{pre.kind}.json") == pre
+
+
+def test_image_state_holds_only_image_fields_and_old_states_still_load():
+    pre = _image()
+    state = pre.to_dict()
+    assert not {"numeric", "categorical", "unknown_category", "label_center", "label_scale"} & set(state)
+    assert (pre.feature_dim, pre.output_dim, pre.shape, pre.feature_names) == (6, 2, [1, 2, 3], ["image"])
+    # preprocessor.json of bundles written before each kind had its own type: tabular fields, empty
+    legacy = {**state, "numeric": [], "categorical": [], "unknown_category": "ignore", "label_center": 0.0,
+              "label_scale": 1.0}
+    assert PP.load_state(legacy) == pre
+    tabular_before_kinds = {k: v for k, v in _tabular().to_dict().items() if k != "kind"}
+    assert PP.load_state(tabular_before_kinds) == _tabular()
+
+
+def test_an_unknown_kind_is_bad_input_naming_the_kinds():
+    with pytest.raises(BadInput, match=r"unknown kind 'text'.*\['image', 'tabular'\]"):
+        PP.load_state({"kind": "text"})
+
+
+def test_transform_batch_and_labels_without_ray():
+    pre = _tabular()
+    batch = pre.transform_batch(pd.DataFrame({"temp": [55.0, None], "kind": ["b", None], "y": [1, 0]}))
+    assert batch["features"].tolist() == [[1.0, 0, 1, 0], [0.0, 0, 0, 1]]
+    assert batch["label"].tolist() == [1, 0]
+    reg = PP.Preprocessor(task="regression", label="y", numeric=[], categorical=[], label_center=10.0,
+                          label_scale=2.0)
+    y = reg.encode_labels(pd.Series([12.0, 8.0]))
+    assert y.tolist() == [1.0, -1.0] and reg.decode_regression(y).tolist() == [12.0, 8.0]
+    with pytest.raises(ValueError, match=r"label value 7 was not seen in the train split"):
+        pre.encode_labels(pd.Series([7]))
+
+
+def test_record_problems_name_unseen_categories_only_under_unknown_category_error():
+    records = [{"kind": "a"}, {"kind": "zzz"}, {"kind": None}, {}]
+    assert _tabular().record_problems(records) == []
+    assert _tabular(unknown_category="error").record_problems(records) == [
+        "record 1: kind='zzz' is not a known category (known: ['a', 'b'])"]
+    assert _image().record_problems([{"image": "x"}]) == []

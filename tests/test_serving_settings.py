@@ -1,0 +1,136 @@
+"""Serving's driver-side pieces, without Ray: errors and their exit codes, the app's name, the ingress choice and
+its environment, where a server records itself, what replicas receive."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from cluster.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, Failure
+from jobs.spec import ServeSpec
+
+
+def test_serving_errors_derive_from_the_error_root():
+    from jobs.images import InputError
+    from jobs.ingest import DataError
+    from serving import ClientError, ServeError
+    from serving.schema import Problem, RequestError
+
+    assert issubclass(ServeError, Failure) and ServeError("x").exit_code == EXIT_FAILED
+    assert issubclass(DataError, BadInput) and issubclass(InputError, BadInput)
+    err = RequestError(422, [Problem("bad", 0, "rpm")])
+    assert isinstance(err, BadInput) and err.status == 422 and "record 0, field 'rpm': bad" in str(err)
+    # `trainyard predict`: the server refused the rows (4xx) → 2; unreachable, a 5xx, a local file → 1
+    assert ClientError("refused", 422).exit_code == EXIT_BAD_INPUT
+    assert ClientError("refused", 404).exit_code == EXIT_BAD_INPUT
+    assert ClientError("server error", 500).exit_code == EXIT_FAILED
+    assert ClientError("cannot reach").exit_code == EXIT_FAILED
+    assert issubclass(ClientError, Failure)
+
+
+def test_bad_names_and_settings_are_bad_input():
+    from serving.settings import ServeError, check_name, check_settings
+
+    check_name("telemetry-v2.1")
+    with pytest.raises(ServeError, match=r"--name '-x': use letters") as err:
+        check_name("-x")
+    assert err.value.exit_code == EXIT_BAD_INPUT
+    bundle = SimpleNamespace(schema={"features": [{"name": "rpm", "type": "number"}], "task": "regression",
+                                     "label": {"name": "y"}})
+    check_settings(bundle, ServeSpec(required_features=["rpm"]))
+    with pytest.raises(ServeError, match=r"required_features names \['rmp'\]") as err:
+        check_settings(bundle, ServeSpec(required_features=["rmp"]))
+    assert err.value.exit_code == EXIT_BAD_INPUT
+
+
+def _bundle(folder: Path, lineage: dict, spec_yaml: str | None = None) -> SimpleNamespace:
+    folder.mkdir(parents=True)
+    if spec_yaml is not None:
+        (folder / "spec.yaml").write_text(spec_yaml)
+    return SimpleNamespace(path=folder, lineage=lineage)
+
+
+def test_default_name_from_lineage_then_spec_then_folder(tmp_path):
+    from serving.settings import default_name
+
+    assert default_name(_bundle(tmp_path / "a", {"name": "from lineage"})) == "from-lineage"
+    assert default_name(_bundle(tmp_path / "b", {}, "name: telemetry\n")) == "telemetry"
+    assert default_name(_bundle(tmp_path / "c", {}, "name: [unclosed\n")) == "c"      # unreadable spec.yaml
+    assert default_name(_bundle(tmp_path / "run" / "bundle", {})) == "run"
+    assert default_name(_bundle(tmp_path / "_", {})) == "model"
+
+
+def test_resolve_spec_flags_override():
+    from serving.settings import resolve_spec
+
+    assert resolve_spec(None) == ServeSpec()
+    job = SimpleNamespace(serve=ServeSpec(port=9000, max_records=7))
+    got = resolve_spec(job, port=0, host="0.0.0.0")
+    assert (got.port, got.host, got.max_records) == (0, "0.0.0.0", 7)
+
+
+def test_ingress_choice_and_environment():
+    from cluster.ports import port_range
+    from serving.ingress import choose_ingress, haproxy_binary, ingress_env, replica_ingress_env
+    from serving.settings import ServeError
+
+    assert choose_ingress(ServeSpec(ingress="proxy"), nodes=3) == "proxy"
+    assert choose_ingress(ServeSpec(ingress="auto"), nodes=2) == "proxy"
+    if haproxy_binary() is None:
+        with pytest.raises(ServeError, match="needs the HAProxy binary"):
+            choose_ingress(ServeSpec(ingress="haproxy"))
+    else:
+        with pytest.raises(ServeError, match="2-node cluster needs serve.host: 0.0.0.0"):
+            choose_ingress(ServeSpec(ingress="haproxy"), nodes=2)
+    spec = ServeSpec(drain_period_s=2.0)
+    assert ingress_env("proxy", spec, "127.0.0.1") == {} and replica_ingress_env("proxy", spec) == {}
+    env = ingress_env("haproxy", spec, "127.0.0.1")
+    ports = [int(env[k]) for k in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                                   "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")]
+    assert len(set(ports)) == 4 and all(p in port_range() for p in ports)
+    assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2.0"
+    wrapper = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"])
+    assert wrapper.is_file() and os.access(wrapper, os.X_OK) and env["TRAINYARD_HAPROXY_BIND"] == "127.0.0.1"
+    assert "RAY_SERVE_HAPROXY_BINARY_PATH" not in ingress_env("haproxy", spec, "0.0.0.0")
+
+
+def test_a_taken_port_is_named():
+    import socket
+
+    from serving.ingress import check_port_free
+    from serving.settings import ServeError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(ServeError, match=rf"cannot listen on 127.0.0.1:{port}: .*pass --port"):
+            check_port_free("127.0.0.1", port)
+
+
+def test_server_state_lives_in_the_state_dir(tmp_path, monkeypatch):
+    from serving.server import read_server_state, state_file
+
+    monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
+    assert state_file(8123) == (tmp_path / "state" / "serve-8123.json").resolve()
+    assert read_server_state(8123) is None
+    state_file(8123).parent.mkdir()
+    state_file(8123).write_text(json.dumps({"pid": os.getpid(), "address": "127.0.0.1:6379"}))
+    assert read_server_state(8123)["pid"] == os.getpid()
+
+
+def test_what_replicas_receive(tmp_path, monkeypatch):
+    import serving.app as app
+
+    (tmp_path / "model.json").write_text("{}")
+    (tmp_path / "schema.json").write_text("{}")
+    assert app.bundle_payload(tmp_path) == {"files": {"model.json": b"{}", "schema.json": b"{}"}}
+    monkeypatch.setattr(app, "MAX_INLINE_BUNDLE_BYTES", 1)
+    assert app.bundle_payload(tmp_path) == {"path": str(tmp_path.resolve())}
+    settings = app.replica_settings("m", ServeSpec(max_records=9), "s3cret")
+    assert settings["token_sha256"] == hashlib.sha256(b"s3cret").hexdigest() and "s3cret" not in json.dumps(settings)
+    assert settings["serve"]["max_records"] == 9 and app.replica_settings("m", ServeSpec(), None)["token_sha256"] is None
