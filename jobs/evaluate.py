@@ -1,11 +1,15 @@
-"""Evaluation on the test split, through the bundle's own prediction path."""
+"""Evaluation on the test split, through the bundle's own prediction path.
+
+The test metrics are the registry's for the task and label (`jobs.spec.METRICS`, computed by `jobs.metrics`),
+named as validation names them less the `val_` prefix, so a bundle's val and test metrics line up."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 from jobs import metrics as M
-from jobs.preprocess import canonical
+from jobs.fitted import canonical
+from jobs.spec import CLASSIFICATION
 
 
 def score(bundle, frames, label: str) -> dict:
@@ -16,7 +20,7 @@ def score(bundle, frames, label: str) -> dict:
         if not len(df):
             continue
         out = bundle.predict_frame(df)
-        if pre.task == "classification":
+        if pre.task == CLASSIFICATION:
             lookup = {canonical(c): i for i, c in enumerate(pre.classes)}
             y = np.array([lookup.get(canonical(v), -1) for v in df[label].tolist()], dtype=np.int64)
             keep = y >= 0  # a class absent from train cannot be scored by this model
@@ -27,7 +31,7 @@ def score(bundle, frames, label: str) -> dict:
             preds.append(np.asarray(out["predictions"], dtype=np.float64))
     if not y_true:
         return {}
-    if pre.task == "classification":
+    if pre.task == CLASSIFICATION:
         return M.classification_metrics(np.concatenate(y_true), np.concatenate(probas))
     return M.regression_metrics(np.concatenate(y_true), np.concatenate(preds))
 
