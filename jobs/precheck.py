@@ -54,11 +54,12 @@ def check(spec: JobSpec, source: Optional[str] = None) -> None:
 def label_values(data: DataSpec, most: int) -> Optional[list[Any]]:
     """Up to `most` distinct label values (missing ones left out), or None when this machine cannot read them."""
     try:
-        if data.format == "images":
-            return _class_folders(data, most)
-        return _column_values(data, most)
+        values = _class_folders(data, most) if data.format == "images" else _column_values(data, most)
     except Exception:  # noqa: BLE001 - whatever stops this look-ahead, ingest reports properly later
         return None
+    if values is None:
+        return None
+    return sorted(values, key=lambda v: (str(type(v)), v))      # in the order ingest gives the classes
 
 
 def _class_folders(data: DataSpec, most: int) -> Optional[list[str]]:

@@ -199,7 +199,8 @@ def test_an_early_stop_metric_of_the_other_task_is_refused_when_data_task_is_giv
     assert err.value.problems == [
         "s.yaml: train.early_stop.metric is 'val_f1', a classification metric, but the task is regression; "
         "set train.early_stop.metric to one of val_loss, val_mae, val_rmse, val_r2"]
-    assert validate_spec({**base, "train": {"early_stop": {"metric": "val_rmse"}}}).train.early_stop.metric == "val_rmse"
+    spec = validate_spec({**base, "train": {"early_stop": {"metric": "val_rmse"}}})
+    assert spec.train.early_stop.metric == "val_rmse"
     # Without data.task the task is only known after ingest, where the run checks it.
     assert validate_spec({"name": "x", "data": {"path": "d", "label": "y"},
                           "train": {"early_stop": {"metric": "val_rmse"}}})
