@@ -191,7 +191,7 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     except BundleError as exc:
         if "not a trainyard bundle" in str(exc):
             raise
-        raise ServeError(f"{exc}, or give another bundle folder") from None
+        raise ServeError(f"{exc}, or give another bundle folder", exit_code=exc.exit_code) from None
     serve_spec = resolve_spec(spec, host=host, port=port)
     name = name or default_name(bundle)
     check_name(name)
