@@ -53,11 +53,10 @@ def _raw():
 
 def serve_settings(bundle_path, spec_path=None, overrides=()):
     """The ServeSpec for `trainyard serve`: bundle's spec.yaml → --spec → --set (SpecError lists problems)."""
-    import yaml
     from pydantic import ValidationError
 
     from jobs.bundle import resolve
-    from jobs.spec import ServeSpec, SpecError, apply_overrides, load_spec
+    from jobs.spec import ServeSpec, SpecError, apply_overrides, load_spec, read_yaml_file
 
     if spec_path:
         raw = load_spec(spec_path).serve.model_dump(mode="json")
@@ -66,10 +65,9 @@ def serve_settings(bundle_path, spec_path=None, overrides=()):
         raw, source = {}, "the bundle's spec.yaml"
         bundled = resolve(bundle_path) / "spec.yaml"
         if bundled.is_file():
-            try:
-                raw = (yaml.safe_load(bundled.read_text()) or {}).get("serve") or {}
-            except yaml.YAMLError:
-                raw = {}
+            # A bundle whose spec.yaml does not read is a damaged bundle: say so, never serve it with defaults.
+            bundled_spec = read_yaml_file(bundled) or {}
+            raw = (bundled_spec.get("serve") if isinstance(bundled_spec, dict) else None) or {}
     # `--set serve.port=1` and `--set port=1` mean the same here: only serve settings are in play.
     overrides = [o[len("serve."):] if o.startswith("serve.") else o for o in overrides]
     raw = apply_overrides(raw, overrides, source="--set")

@@ -113,11 +113,20 @@ KIT = Kit(add_common=add_common, load_spec=load_spec, connect=connect, progress=
 
 
 # ---------------------------------------------------------------------------------------------- commands
-def cmd_validate(args) -> int:
-    spec = KIT.load_spec(args)
+def check_before_ray(spec) -> None:
+    """What can be refused before Ray starts (seconds, not the half minute of a Ray start): a search that cannot
+    run, a metric the label cannot give (val_auc on a multiclass label, read from the label column alone)."""
     if spec.tune is not None:
         from tuning import space
-        space.check(spec)      # what `trainyard tune` checks before it reads any data
+        space.check(spec)      # the tune checks, the metric's needs of the label included
+    else:
+        from jobs import precheck
+        precheck.check(spec)
+
+
+def cmd_validate(args) -> int:
+    spec = KIT.load_spec(args)
+    check_before_ray(spec)
     print(f"{args.spec}: OK — job {spec.name!r}, output {spec.output_dir}")
     return EXIT_OK
 
@@ -125,6 +134,7 @@ def cmd_validate(args) -> int:
 def cmd_train(args) -> int:
     from jobs.pipeline import run_train
     spec = KIT.load_spec(args)
+    check_before_ray(spec)
     KIT.connect(args, spec)
     path, _ = run_train(spec, progress=progress)
     print(f"bundle written to {path}")
@@ -136,6 +146,7 @@ def cmd_run(args) -> int:
     spec = KIT.load_spec(args)
     # Before hours of training, not after: a serving layer that cannot load fails the command now.
     serving = None if args.no_serve else _import("serving")
+    check_before_ray(spec)
     KIT.connect(args, spec)
     if spec.tune is not None:
         from tuning import run_tune
