@@ -7,7 +7,8 @@ local clusters do, is then unreachable by its own worker nodes and by drivers, w
 Ray does it.
 
 Run as a script (``python cluster/_raystart.py start --head ...``) by ``cluster.local``: it must not need
-the repository on ``sys.path``, so it imports nothing of ours.
+the repository on ``sys.path``, so the one module of ours it uses, ``cluster.ray_compat`` (a leaf: it imports
+nothing of ours), is then loaded from its file.
 """
 from __future__ import annotations
 
@@ -17,9 +18,22 @@ import sys
 _LOOPBACK = {"127.0.0.1", "localhost"}
 
 
+def _ray_compat():
+    if __package__:
+        from cluster import ray_compat
+        return ray_compat
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "trainyard_ray_compat", os.path.join(os.path.dirname(os.path.abspath(__file__)), "ray_compat.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def keep_loopback() -> None:
     """Make Ray keep 127.0.0.1/localhost as the address instead of swapping in the outward IP. Idempotent."""
-    import ray._private.services as services
+    services = _ray_compat().ray_services()
 
     original = services.resolve_ip_for_localhost
     if getattr(original, "_trainyard_keeps_loopback", False):
