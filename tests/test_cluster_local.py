@@ -105,8 +105,8 @@ def test_wrong_token_fails_clearly_everywhere(cluster, cluster_env, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"name: t\ndata: {{path: {tmp_path}, label: y}}\noutput: {tmp_path / 'out'}\n")
     out = run_cli("submit", str(spec), "--address", cluster["dashboard_url"], env=env, module="trainyard")
-    if "invalid choice: 'submit'" not in out.stderr:  # trainyard.cli registers trainyard.submit
-        assert out.returncode == 2 and "rejected the token" in out.stderr, out.stderr
+    # `submit` is always registered now (a package that cannot load is an error, not a vanished command).
+    assert out.returncode == 2 and "rejected the token" in out.stderr, out.stderr
 
 
 def test_missing_token_fails_clearly(cluster, cluster_env, tmp_path):
