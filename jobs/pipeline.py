@@ -10,11 +10,10 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from jobs import bundle as B
 from jobs.contracts import PreparedData
@@ -101,8 +100,7 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
     return path, metrics
 
 
-def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print,
-              fault_kill_epoch: Optional[int] = None) -> tuple[Path, dict]:
+def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tuple[Path, dict]:
     """`trainyard train`: ingest → preprocess → train → evaluate → bundle. Returns (bundle path, metrics)."""
     if "://" not in spec.output_dir:
         Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
@@ -110,8 +108,7 @@ def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print,
     _write_summary(spec.output_dir, prepared)
     print_ingest_summary(prepared, progress)
     run_name = "train-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    outcome = fit(spec, prepared, storage_path=storage_root(spec), run_name=run_name,
-                  fault_kill_epoch=fault_kill_epoch, progress=progress)
+    outcome = fit(spec, prepared, storage_path=storage_root(spec), run_name=run_name, progress=progress)
     metric = spec.train.early_stop.metric if spec.train.early_stop else "val_loss"
     progress("[train] summary\n" + summary_table(outcome.history, metric, outcome.best_epoch))
     path, metrics = export_bundle(spec, prepared, outcome, progress=progress)

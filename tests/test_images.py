@@ -146,7 +146,7 @@ def test_augmentation_only_in_the_training_step(trained):
     cropped = augment_batch(x, pre.shape, hflip=False, crop=2, generator=g)
     assert cropped.shape == x.shape and not torch.equal(cropped, x)
     from jobs.train import worker_config
-    assert worker_config(spec, prepared, use_gpu=False)["augment"] == {"shape": [1, 16, 16], "hflip": True,
+    assert worker_config(spec, prepared, use_gpu=False).to_dict()["augment"] == {"shape": [1, 16, 16], "hflip": True,
                                                                        "random_crop": 2}
 
 

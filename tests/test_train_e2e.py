@@ -2,6 +2,7 @@
 worker is replaced and training resumes from its checkpoint."""
 import json
 import os
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -11,11 +12,13 @@ from jobs import bundle as B
 from trainyard.cli import main
 from jobs.evaluate import score_records
 from jobs.ingest import TEST
-from jobs.pipeline import prepare, run_train
-from jobs.spec import load_spec
+from jobs.contracts import TrainState
 from jobs.model import build_model
+from jobs.pipeline import export_bundle, prepare, storage_root
 from jobs.preprocess import FEATURES_COLUMN, LABEL_COLUMN
-from jobs.train import last_state, scheduled_lr
+from jobs.spec import load_spec
+from jobs.train import fit, last_state
+from jobs.worker import scheduled_lr
 from tests.conftest import small_spec, write_spec
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -88,18 +91,19 @@ def test_regression_end_to_end_on_csv_streaming_from_ray_data(tmp_path, regressi
     bundle = B.load(tmp_path / "out")
     # The cosine schedule ran in the workers: every epoch's learning rate, as the Train checkpoint recorded it.
     state = last_state(Path(bundle.lineage["train"]["run_path"]))
-    history = state["history"]
+    history = state.history
+    assert state.compute_dtype == "float32"      # no autocast on CPU (tests/test_gpu.py checks bf16 on a GPU)
     assert [h["lr"] for h in history] == pytest.approx([scheduled_lr(0.01, "cosine", e, 3) for e in range(3)])
     assert history[0]["lr"] == 0.01 and history[0]["lr"] > history[1]["lr"] > history[2]["lr"] > 0
     # train.ema_epochs: streamed data, so the steps of an epoch were counted in the first one; the average took
     # every step; the last epoch's val_loss is that of the averaged weights, not of the raw ones.
-    average = state["average"]
+    average = state.average
     assert average["steps_per_epoch"] > 0 and average["steps"] == 3 * average["steps_per_epoch"]
     x_val, y_val = _val_tensors(load_spec(spec))
     model = build_model(bundle.model_config)
     model.load_state_dict(average["state"])
     assert _mse(model, x_val, y_val) == pytest.approx(history[-1]["val_loss"], rel=1e-4)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state.model)
     assert _mse(model, x_val, y_val) != pytest.approx(history[-1]["val_loss"], rel=1e-4)
     assert bundle.task == "regression"
     metrics = bundle.metrics["test"]
@@ -137,12 +141,42 @@ def test_bad_data_is_a_clear_cli_error(tmp_path, telemetry_dir, capsys):
     assert "needs 64 CPUs" in capsys.readouterr().err
 
 
+def _dies_once_after(loop, epoch: int, marker: str):
+    """`loop`, except that rank 0 dies by SIGKILL right after reporting `epoch` (with its checkpoint), once per
+    run: the marker file records the kill, so the restarted worker trains on. A real worker death, injected
+    around the product's loop rather than inside it."""
+    def dying_loop(config: dict) -> None:
+        import ray.train
+
+        report = ray.train.report
+
+        def report_then_die(metrics, *args, **kwargs):
+            report(metrics, *args, **kwargs)
+            if (ray.train.get_context().get_world_rank() == 0 and metrics.get("epoch") == epoch
+                    and not os.path.exists(marker)):
+                open(marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        ray.train.report = report_then_die     # this worker process only: the loop calls ray.train.report
+        loop(config)
+    return dying_loop
+
+
 def test_killed_worker_resumes_from_checkpoint(tmp_path, telemetry_dir):
+    from ray.train.torch import TorchTrainer
+
     spec_path = write_spec(tmp_path / "s.yaml", small_spec("kill", telemetry_dir, tmp_path / "out", epochs=4,
                                                            workers=2, max_failures=2, early_stop=None,
                                                            ema_epochs=0.5))
     spec = load_spec(spec_path)
-    path, metrics = run_train(spec, progress=lambda *_: None, fault_kill_epoch=2)
+    quiet = lambda *_: None
+    prepared = prepare(spec, progress=quiet)
+    storage = storage_root(spec)
+    os.makedirs(storage, exist_ok=True)
+    marker = os.path.join(storage, "kill.fault-injected")
+    outcome = fit(spec, prepared, storage_path=storage, run_name="kill", progress=quiet,
+                  trainer=lambda loop, **kw: TorchTrainer(_dies_once_after(loop, 2, marker), **kw))
+    path, metrics = export_bundle(spec, prepared, outcome, progress=quiet)
     lineage = json.loads((path / "lineage.json").read_text())
     run_dir = lineage["train"]["run_path"]
     # The worker really died once (SIGKILL after epoch 2's checkpoint) ...
@@ -152,15 +186,22 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, telemetry_dir):
     import torch
     ckpts = sorted(d for d in os.listdir(run_dir) if d.startswith("checkpoint_")
                    and os.path.isdir(os.path.join(run_dir, d)))
-    state = torch.load(os.path.join(run_dir, ckpts[-1], "state.pt"), weights_only=True)
-    epochs = [r["epoch"] for r in state["history"]]
+    # The checkpoint file is plain data: it loads without unpickling any class of ours.
+    state = TrainState.from_dict(torch.load(os.path.join(run_dir, ckpts[-1], "state.pt"), weights_only=True))
+    epochs = [r["epoch"] for r in state.history]
     assert epochs == [1, 2, 3, 4]
-    resumes = [r["resumes"] for r in state["history"]]
+    resumes = [r["resumes"] for r in state.history]
     assert resumes[0] == 0 and resumes[-1] == 1 and resumes == sorted(resumes)
     # The weight average came back with the checkpoint: it holds every step of the four epochs, not only the
     # steps after the restart.
-    assert state["average"]["steps"] == 4 * state["average"]["steps_per_epoch"]
-    assert metrics["test"]["accuracy"] > 0
+    assert state.average["steps"] == 4 * state.average["steps_per_epoch"]
+    # The bundle holds the resumed run's best epoch, and its test metrics score the whole test split.
+    bundle = B.load(path)
+    assert outcome.best_epoch == state.best_epoch and 1 <= state.best_epoch <= 4
+    assert all(torch.equal(v, state.best_state[k]) for k, v in bundle.model.state_dict().items())
+    assert metrics["val"]["val_loss"] == pytest.approx(state.history[state.best_epoch - 1]["val_loss"])
+    assert sum(map(sum, metrics["test"]["confusion_matrix"])) == prepared.ingest.split_rows["test"]
+    assert metrics["test"]["accuracy"] > 0.5
 
 
 def test_empty_records_and_corrupt_weights(classification_run, tmp_path):

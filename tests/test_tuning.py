@@ -11,7 +11,7 @@ from trainyard.cli import main
 from jobs.spec import SpecError, best_key, load_spec, validate_spec
 from tests.conftest import write_spec
 from tests.tuning_fixtures import experiment_dir, read_results, tuning_spec
-from tuning import TuneError, plan
+from tuning import TuneInputError, plan
 from tuning import space
 
 BASE = {"name": "t", "data": {"path": "d", "label": "y"}}
@@ -32,11 +32,11 @@ def test_plan_fits_two_one_worker_trials_on_four_logical_cpus():
 
 
 def test_plan_refuses_what_can_never_run_and_says_what_to_change():
-    with pytest.raises(TuneError, match=r"needs .*4\.25 CPUs.*cluster has 4 CPUs; lower train.workers to 2"):
+    with pytest.raises(TuneInputError, match=r"needs .*4\.25 CPUs.*cluster has 4 CPUs; lower train.workers to 2"):
         plan(_spec(workers=4), {"CPU": 4}, use_gpu=False)
-    with pytest.raises(TuneError, match=r"tune.max_concurrent=3 but the cluster holds at most 2 .*auto"):
+    with pytest.raises(TuneInputError, match=r"tune.max_concurrent=3 but the cluster holds at most 2 .*auto"):
         plan(_spec({"max_concurrent": 3}), {"CPU": 4}, use_gpu=False)
-    with pytest.raises(TuneError, match=r"set train.cpus_per_worker: 0.75 or tune.data_cpus: 0.75"):
+    with pytest.raises(TuneInputError, match=r"set train.cpus_per_worker: 0.75 or tune.data_cpus: 0.75"):
         plan(_spec(), {"CPU": 2}, use_gpu=False)
 
 

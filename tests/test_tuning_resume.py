@@ -3,8 +3,9 @@ ended are never run again, the trial that was cut off continues its Train run fr
 import signal
 
 import pytest
-import torch
 
+from jobs import bundle as B
+from jobs.contracts import TrainState
 from trainyard.cli import main
 from tests.conftest import write_spec
 from tests.tuning_fixtures import (checkpoints, ended_trials, experiment_dir, ray_address, read_results, start_driver,
@@ -22,8 +23,8 @@ def slower_data(tmp_path_factory):
     return out
 
 
-def _state(train_run):
-    return torch.load(train_run / checkpoints(train_run)[-1] / "state.pt", weights_only=True)
+def _state(train_run) -> TrainState:
+    return TrainState.load(train_run / checkpoints(train_run)[-1])
 
 
 def test_resume_after_sigint_and_sigkill_does_not_repeat_finished_trials(tmp_path, slower_data, ray_session):
@@ -54,7 +55,7 @@ def test_resume_after_sigint_and_sigkill_does_not_repeat_finished_trials(tmp_pat
     cut_off = [tid for tid, p in train_runs().items() if tid not in ended_1 and checkpoints(p)]
     assert len(ended_1) == 1 and len(cut_off) == 1
     frozen_1 = {tid: checkpoints(train_runs()[tid]) for tid in ended_1}
-    epochs_before = [r["epoch"] for r in _state(train_runs()[cut_off[0]])["history"]]
+    epochs_before = [r["epoch"] for r in _state(train_runs()[cut_off[0]]).history]
     assert epochs_before[-1] < 6
 
     # 2) Resume, then SIGKILL the driver (no chance to save anything) once one more trial has ended.
@@ -74,7 +75,11 @@ def test_resume_after_sigint_and_sigkill_does_not_repeat_finished_trials(tmp_pat
     for tid, names in {**frozen_1, **frozen_2}.items():
         assert checkpoints(train_runs()[tid]) == names, tid
     # The trial cut off by Ctrl-C continued from its checkpoint: every epoch once, the later ones resumed.
-    history = _state(train_runs()[cut_off[0]])["history"]
+    history = _state(train_runs()[cut_off[0]]).history
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
     assert history[0]["resumes"] == 0 and history[-1]["resumes"] >= 1
-    assert (out / "bundle" / "model.safetensors").is_file() or any((out / "bundle").iterdir())
+    # The search ended with the bundle of its best trial (results.csv lists the best first): complete, and
+    # scored on the test split.
+    bundle = B.load(out / "bundle")
+    assert bundle.lineage["trial_id"] == rows[0]["trial_id"]
+    assert set(bundle.metrics) == {"val", "test"} and bundle.metrics["test"]["accuracy"] > 0.5

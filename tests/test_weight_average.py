@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from jobs.spec import SpecError, validate_spec
-from jobs.train import WeightAverage
+from jobs.worker import WeightAverage
 
 
 def _ramp(average: WeightAverage, model: nn.Sequential, steps: int, span_steps: float) -> torch.Tensor:

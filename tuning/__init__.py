@@ -2,8 +2,8 @@
 
 - ``run_tune(spec, resume=False)``: plan → prepare once → search (ASHA stops bad trials) → best trial → bundle;
 - ``plan(spec, resources, use_gpu=)``: how many trials the cluster can run at once without deadlocking;
-- ``TuneError``: the search cannot run, or produced no model (a ``jobs.train.TrainError``); ``TuneInputError``:
-  the spec or command asks what cannot be done (exit 2);
+- ``TuneError``: the search failed, or produced no model (a ``cluster.errors.Failure``, exit 1);
+  ``TuneInputError``: the spec or command asks what cannot be done (a ``cluster.errors.BadInput``, exit 2);
 - ``tuning.commands.register``: the `trainyard tune` subcommand.
 """
 from tuning.experiment import run_tune

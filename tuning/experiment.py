@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Optional
 from ray import tune
 
 from jobs.pipeline import PreparedData, export_bundle, format_metrics, prepare, print_ingest_summary, storage_root
-from jobs.spec import JobSpec, SpecError
+from jobs.spec import JobSpec, SpecError, best_key
 from jobs.train import TrainOutcome, last_state, resolve_use_gpu, worker_config
 from tuning import report as R
 from tuning import space
@@ -66,7 +66,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
         prepared = prepare(spec, progress)    # ingest + preprocessing fitted ONCE, shared by every trial
     (out / "summary.json").write_text(json.dumps(prepared.ingest.summary(), indent=2, default=str))
     print_ingest_summary(prepared, progress)
-    metric, mode = space.metric_and_mode(spec, prepared.task)
+    metric, mode = space.metric_and_mode(spec, prepared.task, prepared.preprocessor.classes)
     if resume:
         _check_same_data(experiment, prepared)
     else:
@@ -137,7 +137,7 @@ def _tuner(spec: JobSpec, prepared: PreparedData, the_plan: Plan, experiment: Pa
         tune_config=tune.TuneConfig(
             # ASHA (and Optuna) judge a trial by its best epoch so far: the epoch its bundle would hold if it
             # stopped now. A trial is not cut for one noisy epoch that happens to fall on a rung.
-            metric=space.judged_metric(metric), mode=mode, search_alg=space.search_alg(spec, the_plan.max_concurrent),
+            metric=best_key(metric), mode=mode, search_alg=space.search_alg(spec, the_plan.max_concurrent),
             scheduler=space.scheduler(spec), num_samples=space.num_samples(spec),
             # max_concurrent_trials is not set here: the search algorithm enforces the plan's limit (space.py).
             time_budget_s=spec.tune.time_budget_s,
@@ -273,7 +273,7 @@ def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str, b
         config = {**_spec_values(spec), **{a: None for a in searched}, **sampled}
         train_run = experiment / TRAIN_DIR / run_name(trial_id)
         state = last_state(train_run)
-        history = state["history"] if state else _history_from_tune(result)
+        history = state.history if state else _history_from_tune(result)
         rec = R.TrialRecord(trial_id=trial_id, status="", config=config, history=history,
                             train_run=str(train_run) if train_run.exists() else None)
         values = [h[metric] for h in history if isinstance(h.get(metric), (int, float))
@@ -290,7 +290,7 @@ def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str, b
             if rec.judged_at >= spec.train.epochs:
                 rec.status = R.COMPLETED
             elif (rec.judged_at == rec.epochs_run and state
-                  and state.get("bad_epochs", 0) >= trial_patience(spec)):
+                  and state.bad_epochs >= trial_patience(spec)):
                 rec.status = R.EARLY_STOPPED
             else:
                 rec.status = R.STOPPED
@@ -350,10 +350,8 @@ def _outcome(spec: JobSpec, prepared: PreparedData, best: R.TrialRecord, metric:
     """The best trial as a finished training run, read back from its Train checkpoint."""
     state = last_state(Path(best.train_run))
     overrides = trial_overrides(spec, best.config, metric, mode)
-    cfg = worker_config(spec, prepared, use_gpu=use_gpu, overrides=overrides)
-    outcome = TrainOutcome(best_state=state["best_state"], model_config=cfg["model"], history=state["history"],
-                           best_epoch=state["best_epoch"], val_metrics=state["best_val"],
-                           run_path=best.train_run, use_gpu=use_gpu, extra={"config": cfg})
+    config = worker_config(spec, prepared, use_gpu=use_gpu, overrides=overrides)
+    outcome = TrainOutcome.from_state(state, config, best.train_run)
     # The bundle's spec.yaml says what produced its weights: the spec with this trial's values filled in.
     train_update = {k: v for k, v in overrides.items() if k in type(spec.train).model_fields}
     model_update = {k: v for k, v in overrides.items() if k in ("dropout", "hidden")}

@@ -13,19 +13,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cluster.errors import BadInput, Failure
 from jobs.spec import JobSpec
-from jobs.train import TrainError
 
 
-class TuneError(TrainError):
-    """The search cannot run (or did not produce a model); the message says why and what to change."""
+class TuneError(Failure):
+    """The search ran and failed (every trial failed, no trial produced a model); the message says why and what
+    to change."""
 
 
-class TuneInputError(TuneError):
+class TuneInputError(BadInput):
     """What the spec or the command asks cannot be done (more trials at once than the cluster holds, --resume
     with nothing to resume): bad input, exit 2, not a failure while running."""
-
-    bad_input = True
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Plan:
 def plan(spec: JobSpec, resources: dict, *, use_gpu: bool) -> Plan:
     """How many trials to run at once on a cluster with `resources` ({"CPU": n, "GPU": n}).
 
-    Raises TuneError when not even one trial fits, or when `tune.max_concurrent` asks for more than fit.
+    Raises TuneInputError when not even one trial fits, or when `tune.max_concurrent` asks for more than fit.
     """
     tune, train = spec.tune, spec.train
     cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))

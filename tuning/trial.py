@@ -10,14 +10,16 @@ The Train run is named after the trial id and stored under the experiment, so a 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Optional
 
-from jobs.spec import EarlyStopSpec, JobSpec
+from cluster import ray_compat
 from jobs.pipeline import PreparedData
-from jobs.train import fit
+from jobs.spec import EarlyStopSpec, JobSpec
+from jobs.train import configure, fit
 from tuning.space import decode_hidden
 
 TRAIN_DIR = "train"        # the Train runs of an experiment, one per trial: EXPERIMENT/train/trial-<id>
@@ -71,10 +73,10 @@ def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment
     # `ray.train.report` waits until the previous one is collected: on short epochs every epoch would cost 2 s,
     # and ASHA's verdict would reach the run late. This process drives only this trial's run.
     os.environ.setdefault(CONTROLLER_POLL_ENV, CONTROLLER_POLL_S)
+    # The search prints one line per trial epoch itself (experiment._Progress); the workers' would double it.
+    overrides = trial_overrides(spec, config, metric, mode)
+    worker_config = dataclasses.replace(configure(spec, prepared, overrides=overrides), epoch_lines=False)
     fit(spec, prepared, storage_path=os.path.join(experiment_dir, TRAIN_DIR), run_name=run_name(trial_id),
-        overrides=trial_overrides(spec, config, metric, mode), callbacks=[TuneReportCallback()],
-        progress=lambda *_: None,
+        config=worker_config, callbacks=[TuneReportCallback()], progress=lambda *_: None,
         # The search's driver gives back the placement group of a trial ASHA stops (tuning/_placement.py).
-        placement_cleaner=False,
-        # The search prints one line per trial epoch itself (experiment._Progress); the workers' would double it.
-        epoch_lines=False)
+        trainer=ray_compat.torch_trainer_without_placement_cleaner())

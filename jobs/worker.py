@@ -1,0 +1,302 @@
+"""The training loop every Ray Train worker runs (`train_loop_per_worker`), and what it needs on its own.
+
+It receives a `jobs.contracts.WorkerConfig` (as a dict: Ray's `train_loop_config`), reports one row per epoch
+with a `jobs.contracts.TrainState` checkpoint, and resumes from the latest checkpoint when Ray Train restarts
+its workers. By default the shard is pulled out of Ray Data once and held as tensors (the data is already
+preprocessed and packed, so each epoch is a plain tensor loop); a shard the driver found too large for
+`train.cache_limit_mb` streams from Ray Data every epoch instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import tempfile
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from cluster import ray_compat
+from jobs import metrics as M
+from jobs.contracts import TrainState, WorkerConfig
+from jobs.model import build_model
+from jobs.preprocess import FEATURES_COLUMN, LABEL_COLUMN
+from jobs.spec import best_key
+
+
+def scheduled_lr(base: float, schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of `epoch` (0-based) of `epochs`. It depends on the epoch alone, so a run resumed from a
+    checkpoint, and every trial of a search (all planned for train.epochs), follow the same curve."""
+    if schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    return base
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights (and float buffers) over the last optimizer steps.
+
+    The decay per step t is min((1 + t) / (10 + t), 1 - 1/(steps per epoch × epochs)): the average spans about
+    a ninth of the steps taken so far (so it is never held back by the initial weights), and at most `epochs`
+    epochs. Until the steps of an epoch are known (streamed data, first epoch) only the first bound applies.
+    Integer buffers (BatchNorm's step count) are copied, not averaged."""
+
+    def __init__(self, model: nn.Module, epochs: float, steps_per_epoch: Optional[int] = None):
+        self.epochs, self.steps, self.steps_per_epoch = epochs, 0, steps_per_epoch
+        # state_dict tensors share storage with the live parameters: the optimizer updates them in place.
+        live = model.state_dict()
+        self.state = {k: v.detach().clone() for k, v in live.items()}
+        self._averaged = [self.state[k] for k, v in live.items() if v.is_floating_point()]
+        self._live = [v for v in live.values() if v.is_floating_point()]          # already detached
+        self._other = [(self.state[k], v) for k, v in live.items() if not v.is_floating_point()]
+
+    def decay(self) -> float:
+        warm = (1 + self.steps) / (10 + self.steps)
+        if not self.steps_per_epoch:
+            return warm
+        return min(warm, 1.0 - 1.0 / (self.steps_per_epoch * self.epochs))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        weight = 1.0 - self.decay()
+        if self._averaged:
+            torch._foreach_lerp_(self._averaged, self._live, weight)
+        for e, v in self._other:
+            e.copy_(v)
+
+    def snapshot(self) -> dict:
+        return {"state": self.state, "steps": self.steps, "steps_per_epoch": self.steps_per_epoch}
+
+    def restore(self, snap: dict) -> None:
+        for k, v in snap["state"].items():
+            self.state[k].copy_(v)
+        self.steps, self.steps_per_epoch = snap["steps"], snap["steps_per_epoch"]
+
+
+def _loss_fn(cfg: WorkerConfig, device) -> nn.Module:
+    if cfg.task == "classification":
+        weight = (torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
+                  if cfg.class_weights else None)
+        return nn.CrossEntropyLoss(weight=weight)
+    return nn.HuberLoss() if cfg.loss == "huber" else nn.MSELoss()
+
+
+def _optimizer(cfg: WorkerConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _pull(iterator, label_dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Materialise a Ray Data iterator of packed rows into two tensors."""
+    xs, ys = [], []
+    for batch in iterator.iter_batches(batch_size=65536, batch_format="numpy"):
+        xs.append(batch[FEATURES_COLUMN])
+        ys.append(batch[LABEL_COLUMN])
+    if not xs:
+        return torch.zeros((0, 0)), torch.zeros((0,), dtype=label_dtype)
+    return (torch.from_numpy(np.ascontiguousarray(np.concatenate(xs), dtype=np.float32)),
+            torch.from_numpy(np.concatenate(ys)).to(label_dtype))
+
+
+def _evaluate(model, x: torch.Tensor, y: torch.Tensor, cfg: WorkerConfig, loss_fn, device, amp) -> dict:
+    model.eval()
+    outs = []
+    with torch.no_grad(), amp():
+        for i in range(0, len(x), 8192):
+            outs.append(model(x[i:i + 8192].to(device, non_blocking=True)).float())
+    model.train()
+    out = torch.cat(outs) if outs else torch.zeros((0, cfg.output_dim), device=device)
+    yd = y.to(device)
+    if cfg.task == "classification":
+        loss = float(loss_fn(out, yd)) if len(out) else float("nan")
+        proba = torch.softmax(out, dim=1).cpu().numpy()
+        return M.classification_metrics(y.numpy(), proba, loss, prefix="val_")
+    pred = out.squeeze(1)
+    loss = float(loss_fn(pred, yd)) if len(out) else float("nan")
+    scale, center = cfg.label_scale, cfg.label_center
+    return M.regression_metrics(y.numpy() * scale + center, pred.cpu().numpy() * scale + center, loss,
+                                prefix="val_")
+
+
+def _improved(value: float, best: Optional[float], mode: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return best is None or (value < best if mode == "min" else value > best)
+
+
+def _quiet_worker_logs() -> None:
+    """What a worker forwards to the driver's terminal, less Ray's chatter (`cluster.quiet.quiet_ray_logs` does
+    the driver's): Ray Train logs every `report` at INFO (`ray_compat.train_report_logger`); Ray Data announces
+    each dataset execution, and warns that progress bars are off. Our own [train] line says what an epoch did.
+    Warnings and errors still show."""
+    import logging
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    try:
+        ray_compat.train_report_logger().setLevel(logging.WARNING)
+    except Exception:  # another Ray: at worst the lines are back
+        pass
+
+
+def _progress_line(row: dict, cfg: WorkerConfig, metric: str) -> str:
+    shown = [f"epoch {row['epoch']}/{cfg.epochs}"]
+    if cfg.lr_schedule != "constant":
+        shown.append(f"lr {row['lr']:.3g}")
+    shown += [f"train_loss {row['train_loss']:.4f}", f"val_loss {row.get('val_loss', float('nan')):.4f}"]
+    if metric != "val_loss" and row.get(metric) is not None:
+        shown.append(f"{metric} {row[metric]:.4f}")
+    for k in ("val_accuracy", "val_f1", "val_rmse", "val_r2"):
+        if k != metric and k in row:
+            shown.append(f"{k} {row[k]:.4f}")
+    shown.append(f"{row['epoch_time_s']:.2f}s {row['train_samples_per_s']:,.0f} samples/s")
+    return "[train] " + "  ".join(shown)
+
+
+def _batches(cfg: WorkerConfig, cached, train_shard, label_dtype, device, gen, epoch, average):
+    """This epoch's training batches: a seeded permutation of the cached shard, or streamed from Ray Data.
+    Returns (batches, cached) — the cache moves to the GPU on first use."""
+    bs = cfg.batch_size
+    if cached is not None:
+        x_all, y_all = cached
+        if device.type == "cuda" and x_all.device != device:
+            x_all, y_all = x_all.to(device), y_all.to(device)
+            cached = (x_all, y_all)
+        if average is not None:
+            average.steps_per_epoch = math.ceil(len(x_all) / bs)
+        perm = torch.randperm(len(x_all), generator=gen).to(x_all.device)
+        return ((x_all[perm[i:i + bs]], y_all[perm[i:i + bs]]) for i in range(0, len(x_all), bs)), cached
+    return ((b[FEATURES_COLUMN], b[LABEL_COLUMN]) for b in train_shard.iter_torch_batches(
+        batch_size=bs, dtypes={FEATURES_COLUMN: torch.float32, LABEL_COLUMN: label_dtype},
+        device=device, local_shuffle_buffer_size=max(bs * 8, 1024), local_shuffle_seed=epoch)), cached
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Runs in every Ray Train worker. All workers call `report` the same number of times (it is a barrier)."""
+    import ray.train
+    import ray.train.torch as rtt
+
+    cfg = WorkerConfig.from_dict(config)
+    _quiet_worker_logs()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = rtt.get_device()
+    torch.manual_seed(cfg.seed)
+    use_amp = device.type == "cuda"
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+
+    model = rtt.prepare_model(build_model(cfg.model))
+    core = model.module if hasattr(model, "module") else model
+    optimizer = _optimizer(cfg, model.parameters())
+    loss_fn = _loss_fn(cfg, device)
+    mode, metric = cfg.early_stop_mode, cfg.early_stop_metric
+
+    # With train.ema_epochs, validation (and so the best epoch and the bundle) sees the weight average.
+    average = WeightAverage(core, cfg.ema_epochs) if cfg.ema_epochs else None
+    scored = copy.deepcopy(core) if average is not None else core
+    if average is not None and rank == 0:
+        print(f"[train] validating the average of the weights over ~{cfg.ema_epochs:g} epoch(s) "
+              "(train.ema_epochs)", flush=True)
+
+    start_epoch, history, best, best_epoch, bad_epochs, best_state, best_val = 0, [], None, -1, 0, None, None
+    resumes, compute_dtype = 0, None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = TrainState.load(d)
+        core.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        if average is not None and state.average:
+            average.restore(state.average)
+        start_epoch, history = state.epoch + 1, state.history
+        best, best_epoch, bad_epochs = state.best, state.best_epoch, state.bad_epochs
+        best_state, best_val = state.best_state, state.best_val
+        resumes = state.resumes + 1
+        compute_dtype = state.compute_dtype
+        if rank == 0:
+            print(f"[train] resumed from the checkpoint of epoch {state.epoch + 1}", flush=True)
+
+    label_dtype = torch.long if cfg.task == "classification" else torch.float32
+    train_shard = ray.train.get_dataset_shard("train")
+    x_val, y_val = _pull(ray.train.get_dataset_shard("val"), label_dtype)
+    cached = _pull(train_shard, label_dtype) if cfg.cache == "memory" else None
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
+    if cfg.augment is not None:
+        from jobs.images import augment_batch
+
+    for epoch in range(start_epoch, cfg.epochs):
+        gen.manual_seed(cfg.seed * 7919 + rank * 104729 + epoch)
+        lr_now = scheduled_lr(cfg.lr, cfg.lr_schedule, epoch, cfg.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
+        t0 = time.perf_counter()
+        total_loss, seen, steps = torch.zeros((), device=device), 0, 0
+        batches, cached = _batches(cfg, cached, train_shard, label_dtype, device, gen, epoch, average)
+        for xb, yb in batches:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            if cfg.augment is not None:  # train split only: evaluation below never augments
+                a = cfg.augment
+                xb = augment_batch(xb, a.shape, a.hflip, a.random_crop, gen)
+            with amp():
+                out = model(xb)
+                loss = loss_fn(out if cfg.task == "classification" else out.squeeze(1), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if average is not None:
+                average.update()
+            total_loss += loss.detach() * len(xb)
+            seen += len(xb)
+            steps += 1
+        train_time = time.perf_counter() - t0
+        if steps:  # what autocast (on GPU) made of the forward pass: the model's output dtype
+            compute_dtype = str(out.dtype).removeprefix("torch.")
+        if average is not None:
+            average.steps_per_epoch = average.steps_per_epoch or steps   # streamed: known after one epoch
+            scored.load_state_dict(average.state)
+        val = _evaluate(scored, x_val, y_val, cfg, loss_fn, device, amp)
+        value = val.get(metric)
+        row = {"epoch": epoch + 1, "lr": lr_now, "train_loss": float(total_loss) / max(seen, 1),
+               **M.scalar_metrics(val), "epoch_time_s": train_time,
+               "train_samples_per_s": seen * world / train_time if train_time > 0 else 0.0}
+        stop = False
+        if _improved(value, best, mode):
+            best, best_epoch, bad_epochs = value, epoch + 1, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
+            best_val = val
+        else:
+            bad_epochs += 1
+            stop = cfg.patience is not None and bad_epochs >= cfg.patience
+        if world > 1:
+            # Rank 0 decides: float noise between workers must never split the group (a DDP hang).
+            flag = torch.tensor([1 if stop else 0], device=device)
+            torch.distributed.broadcast(flag, src=0)
+            stop = bool(flag.item())
+        # best_<metric> is what the run would leave if it ended now (its best epoch); Tune ranks trials by it.
+        # Until one epoch gives a number it carries this epoch's value (NaN), never nothing.
+        row.update({"best_epoch": best_epoch, best_key(metric): best if best is not None else value,
+                    "resumes": resumes})
+        history.append(row)
+        if rank == 0 and cfg.epoch_lines:
+            print(_progress_line(row, cfg, metric), flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                TrainState(model=core.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
+                           history=history, best=best, best_epoch=best_epoch, bad_epochs=bad_epochs,
+                           best_state=best_state if best_state is not None else scored.state_dict(),
+                           best_val=best_val if best_state is not None else val,
+                           average=average.snapshot() if average is not None else None, resumes=resumes,
+                           compute_dtype=compute_dtype).save(tmp)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report({k: v for k, v in row.items() if v is not None}, checkpoint=ckpt)
+        if stop:
+            if rank == 0:
+                print(f"[train] early stop: {metric} has not improved for {bad_epochs} epoch(s); "
+                      f"best epoch {best_epoch}", flush=True)
+            break
