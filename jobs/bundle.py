@@ -6,33 +6,40 @@
 
 `load(path).predict(records)` applies the same `Preprocessor.transform` that produced the training data, so
 training-time and serving-time preprocessing cannot drift apart.
+
+A bundle is written once, complete and atomically (`write`): into a hidden sibling folder, scored there through
+its own load/predict path, and renamed into place only once `metrics.json` holds every metric. A bundle already
+at the path is replaced only then (the caller says so: `jobs.pipeline.export_bundle` prints it).
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from cluster.errors import BadInput
+from jobs.fitted import FittedPreprocessor
 from jobs.model import build_model
-from jobs.preprocess import Preprocessor, load_state
+from jobs.preprocess import load_state
 
 FILES = ("model.safetensors", "model.json", "preprocessor.json", "schema.json", "metrics.json", "spec.yaml",
          "lineage.json")
 
 
-class BundleError(ValueError):
+class BundleError(BadInput):
     """A bundle that cannot be loaded, or input it cannot predict on; the message says which file/field."""
 
 
-def input_schema(pre: Preprocessor, dtypes: Optional[dict[str, str]] = None) -> dict:
+def input_schema(pre: FittedPreprocessor, dtypes: Optional[dict[str, str]] = None) -> dict:
     if getattr(pre, "kind", "tabular") == "image":
         from jobs.images import ENCODINGS
         return {"input": "image", "task": pre.task, "label": {"name": pre.label, "classes": pre.classes},
@@ -54,29 +61,52 @@ def input_schema(pre: Preprocessor, dtypes: Optional[dict[str, str]] = None) -> 
             "features": features, "unknown_category": pre.unknown_category}
 
 
-def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, preprocessor: Preprocessor,
-          metrics: dict, spec_yaml: str, lineage: dict, dtypes: Optional[dict[str, str]] = None) -> Path:
-    """Write a bundle atomically: into a sibling temp folder, then renamed over `path`."""
+def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, preprocessor: FittedPreprocessor,
+          metrics: dict, spec_yaml: str, lineage: dict, dtypes: Optional[dict[str, str]] = None,
+          score: Optional[Callable[["Bundle"], dict]] = None) -> Path:
+    """Write a bundle at `path` once, complete, atomically; returns `path`.
+
+    Every file goes into a hidden sibling folder first. `score`, if given, is called with the bundle loaded from
+    that folder (its own load/predict path, as serving will use it) and returns more metrics (the test split's:
+    {"test": {...}}); `metrics.json` is written last, with `metrics` and those. Only then is the folder renamed
+    to `path`, replacing a bundle already there. If anything fails, the folder is removed and `path` is as it
+    was: no complete-looking bundle ever has missing or empty metrics."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp / "model.safetensors"))
-    _dump(tmp / "model.json", model_config)
-    preprocessor.save(tmp / "preprocessor.json")
-    _dump(tmp / "schema.json", input_schema(preprocessor, dtypes))
-    _dump(tmp / "metrics.json", metrics)
-    (tmp / "spec.yaml").write_text(spec_yaml)
-    _dump(tmp / "lineage.json", lineage)
-    if path.exists():
-        old = path.with_name(path.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
+                  str(staging / "model.safetensors"))
+        _dump(staging / "model.json", model_config)
+        preprocessor.save(staging / "preprocessor.json")
+        _dump(staging / "schema.json", input_schema(preprocessor, dtypes))
+        (staging / "spec.yaml").write_text(spec_yaml)
+        _dump(staging / "lineage.json", lineage)
+        if score is not None:
+            metrics = {**metrics, **score(_read(staging, metrics=metrics))}
+        _dump(staging / "metrics.json", metrics)
+        _publish(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return path
+
+
+def _publish(staging: Path, path: Path) -> None:
+    """Rename the finished folder to `path`. A bundle already there is moved aside first (a directory cannot be
+    renamed over a non-empty one) and removed after: `path` is never a mix of the two."""
+    if not path.exists():
+        staging.rename(path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.replaced-", dir=path.parent))
+    old.rmdir()
+    path.rename(old)
+    try:
+        staging.rename(path)
+    except BaseException:
+        old.rename(path)          # put the earlier bundle back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _dump(path: Path, obj: Any) -> None:
@@ -98,7 +128,7 @@ class Bundle:
     path: Path
     model: torch.nn.Module
     model_config: dict
-    preprocessor: Preprocessor
+    preprocessor: FittedPreprocessor
     schema: dict
     metrics: dict
     lineage: dict
@@ -153,13 +183,16 @@ class Bundle:
 
 
 def upload(local: Path, uri: str) -> None:
-    """Copy a written bundle to a pyarrow URI (s3://, gs://...), replacing what was there."""
+    """Copy a written bundle to a pyarrow URI (s3://, gs://...), replacing what was there. `metrics.json` goes
+    last: `load` needs every file, so a reader never takes a half-uploaded bundle for a complete one."""
     import pyarrow.fs as pafs
     fs, root = pafs.FileSystem.from_uri(uri.rstrip("/"))
     if fs.get_file_info(root).type != pafs.FileType.NotFound:
         fs.delete_dir_contents(root, missing_dir_ok=True)
     fs.create_dir(root, recursive=True)
-    pafs.copy_files(str(local), root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    local_fs = pafs.LocalFileSystem()
+    for item in sorted(Path(local).iterdir(), key=lambda p: p.name == "metrics.json"):
+        pafs.copy_files(str(item), f"{root}/{item.name}", source_filesystem=local_fs, destination_filesystem=fs)
 
 
 def fetch(uri: str) -> Path:
@@ -197,6 +230,11 @@ def load(path: str | os.PathLike) -> Bundle:
     if missing:
         raise BundleError(f"{p} is not a trainyard bundle: missing {', '.join(missing)}. "
                           "Give the bundle folder (OUTPUT/bundle) or the run's output folder")
+    return _read(p)
+
+
+def _read(p: Path, metrics: Optional[dict] = None) -> Bundle:
+    """The bundle in folder `p`; `metrics`: what its metrics.json will hold (a bundle being written has none yet)."""
     try:
         model_config = json.loads((p / "model.json").read_text())
         pre = load_state(json.loads((p / "preprocessor.json").read_text()))
@@ -206,5 +244,7 @@ def load(path: str | os.PathLike) -> Bundle:
         raise BundleError(f"{p}: cannot load the bundle ({type(exc).__name__}: {exc}); "
                           "re-export it with trainyard train/tune") from None
     model.eval()
-    return Bundle(p, model, model_config, pre, json.loads((p / "schema.json").read_text()),
-                  json.loads((p / "metrics.json").read_text()), json.loads((p / "lineage.json").read_text()))
+    if metrics is None:
+        metrics = json.loads((p / "metrics.json").read_text())
+    return Bundle(p, model, model_config, pre, json.loads((p / "schema.json").read_text()), metrics,
+                  json.loads((p / "lineage.json").read_text()))

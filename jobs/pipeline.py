@@ -73,7 +73,11 @@ def lineage(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, **extr
 
 def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, *,
                   progress: Callable[[str], None] = print, **lineage_extra) -> tuple[Path, dict]:
-    """Write OUTPUT/bundle from a finished training run and score it on the test split.
+    """Write OUTPUT/bundle from a finished training run, scored on the test split; returns (its path, metrics).
+
+    Written once, complete and atomically (`jobs.bundle.write`): the test split is scored through the bundle's
+    own load/predict path while it is still a hidden folder, and it takes its place with both val and test
+    metrics. A bundle already at OUTPUT/bundle is replaced then, and the progress line says so.
 
     A URI output (s3://, gs://, ...) is staged in a local folder, scored there, then uploaded; the returned path
     is then the URI, which `jobs.bundle.load` accepts too.
@@ -81,23 +85,38 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
     remote = "://" in spec.output_dir
     staging = Path(tempfile.mkdtemp(prefix="trainyard-bundle-")) if remote else None
     target = (staging if remote else Path(spec.output_dir)) / "bundle"
+    if target.exists():
+        progress(f"[bundle] {target} holds an earlier bundle ({_version(target)}): the new one replaces it "
+                 "once it is complete")
     dtypes = {f.name: str(f.type) for f in prepared.ingest.schema}
-    path = B.write(target, state_dict=outcome.best_state, model_config=outcome.model_config,
-                   preprocessor=prepared.preprocessor, metrics={"val": outcome.val_metrics, "test": {}},
-                   spec_yaml=dump_spec(spec), lineage=lineage(spec, prepared, outcome, **lineage_extra),
-                   dtypes=dtypes)
-    bundle = B.load(path)
-    t0 = time.time()
-    test = evaluate(bundle, prepared.test_raw, spec.data.label)
-    metrics = {"val": outcome.val_metrics, "test": test}
-    (path / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    progress(f"[evaluate] test split scored in {time.time() - t0:.1f}s")
-    if remote:
-        uri = spec.output_dir.rstrip("/") + "/bundle"
-        B.upload(path, uri)
-        shutil.rmtree(staging, ignore_errors=True)
-        return uri, metrics
-    return path, metrics
+    metrics = {"val": outcome.val_metrics}
+
+    def score_test_split(bundle: B.Bundle) -> dict:
+        t0 = time.time()
+        metrics["test"] = evaluate(bundle, prepared.test_raw, spec.data.label)
+        progress(f"[evaluate] test split scored in {time.time() - t0:.1f}s")
+        return {"test": metrics["test"]}
+
+    try:
+        path = B.write(target, state_dict=outcome.best_state, model_config=outcome.model_config,
+                       preprocessor=prepared.preprocessor, metrics={"val": outcome.val_metrics},
+                       score=score_test_split, spec_yaml=dump_spec(spec),
+                       lineage=lineage(spec, prepared, outcome, **lineage_extra), dtypes=dtypes)
+        if remote:
+            uri = spec.output_dir.rstrip("/") + "/bundle"
+            B.upload(path, uri)
+            return uri, metrics
+        return path, metrics
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _version(bundle_dir: Path) -> str:
+    try:
+        return "version " + str(json.loads((bundle_dir / "lineage.json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return "unreadable lineage.json"
 
 
 def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tuple[Path, dict]:
