@@ -60,8 +60,8 @@ def packed_tensors(prepared) -> tuple[torch.Tensor, torch.Tensor]:
 
 def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False) -> dict:
     """Train with trainyard (Ray Data → Ray Train) and with the plain loop; print the comparison."""
-    from jobs.pipeline import storage_root
-    from jobs.train import fit, prepare, worker_config
+    from jobs.pipeline import prepare, storage_root
+    from jobs.train import fit, worker_config
 
     quiet = lambda *_: None
     t0 = time.perf_counter()
@@ -73,7 +73,7 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False) -> d
     t_e2e = time.perf_counter() - t0
     ours = [r["train_samples_per_s"] for r in outcome.history]
     x, y = packed_tensors(prepared)
-    cfg = worker_config(spec, prepared, use_gpu=use_gpu)
+    cfg = worker_config(spec, prepared, use_gpu=use_gpu).to_dict()    # what the workers receive, as plain data
     t_plain, plain = plain_loop(x, y, cfg, spec.train.epochs, "cuda" if use_gpu else "cpu")
     steady_ours = float(np.median(ours[1:] if len(ours) > 1 else ours))
     steady_plain = float(np.median(plain[1:] if len(plain) > 1 else plain))

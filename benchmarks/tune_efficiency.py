@@ -240,7 +240,7 @@ def main() -> int:
     # another block order (and fitted statistics that differ in the last digits); the same config trained on
     # them lands on a val_loss up to ~1.5% away, more than the margin this benchmark measures. Shared, a config
     # gives the same curve in every search, and the searches differ only in how they schedule trials.
-    from jobs.train import prepare
+    from jobs.pipeline import prepare
     prepared = prepare(validate_spec(base_spec(data, out / "prepare", args.epochs, args.task, args.lr_schedule,
                                                args.ema_epochs)),
                        progress=lambda *_: None)

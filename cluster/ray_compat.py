@@ -114,3 +114,15 @@ def ray_services() -> ModuleType:
     Ray 2.60.0."""
     import ray._private.services as services
     return services
+
+
+# ---------------------------------------------------------------------------------------------- token auth
+def reload_auth_config() -> None:
+    """Make this process's Ray re-read RAY_AUTH_MODE and the token (after cluster.connect has set them).
+
+    Why: Ray caches both in its C++ core (`ray._raylet.Config`, `AuthenticationTokenLoader`) at import; a
+    driver that learns the token later (from the local cluster's state file) must refresh them, as Ray's own
+    `_enable_token_auth` does. No public API does this. Checked on Ray 2.60.0."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()

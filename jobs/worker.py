@@ -136,8 +136,9 @@ def _quiet_worker_logs() -> None:
     each dataset execution, and warns that progress bars are off. Our own [train] line says what an epoch did.
     Warnings and errors still show."""
     import logging
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+    from cluster.quiet import quiet_ray_logs
+    quiet_ray_logs()
     try:
         ray_compat.train_report_logger().setLevel(logging.WARNING)
     except Exception:  # another Ray: at worst the lines are back

@@ -67,6 +67,13 @@ def test_ray_services_resolves_localhost():
     assert list(inspect.signature(services.resolve_ip_for_localhost).parameters) == ["host"]
 
 
+def test_auth_config_reload_names_exist(monkeypatch):
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    assert callable(Config.initialize) and callable(AuthenticationTokenLoader.instance().reset_cache)
+    rc.reload_auth_config()       # re-reads the (unchanged) environment: must not raise
+
+
 def test_checked_on_the_installed_ray():
     import ray
 

@@ -51,7 +51,7 @@ def regression_tensors(rows: int, out: Path, life_noise_h: float = 10.0, task: s
 
     from cluster.quiet import quiet_ray_logs
     from jobs.spec import validate_spec
-    from jobs.train import prepare
+    from jobs.pipeline import prepare
     from tune_efficiency import base_spec, bench_data
 
     data_dir = bench_data(out, task, rows, life_noise_h)
@@ -72,7 +72,7 @@ def train(data, lr: float, bs: int, epochs: int, order: int, ema_epochs: float, 
     import copy
 
     from jobs.model import build_model
-    from jobs.train import WeightAverage
+    from jobs.worker import WeightAverage
 
     xt, yt, xv, yv, dim = data
     torch.manual_seed(0)                                  # train.seed: the same initial weights for every run
