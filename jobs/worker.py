@@ -104,7 +104,8 @@ def _pull(iterator, label_dtype) -> tuple[torch.Tensor, torch.Tensor]:
             torch.from_numpy(np.concatenate(ys)).to(label_dtype))
 
 
-def _evaluate(model, x: torch.Tensor, y: torch.Tensor, cfg: WorkerConfig, loss_fn, device, amp) -> dict:
+def validate(model, x: torch.Tensor, y: torch.Tensor, cfg: WorkerConfig, loss_fn, device, amp) -> dict:
+    """The validation metrics (`val_*`) of `model` on the whole split (x, y); pure PyTorch, no Ray."""
     model.eval()
     outs = []
     with torch.no_grad(), amp():
@@ -177,6 +178,38 @@ def _batches(cfg: WorkerConfig, cached, train_shard, label_dtype, device, gen, e
         device=device, local_shuffle_buffer_size=max(bs * 8, 1024), local_shuffle_seed=epoch)), cached
 
 
+def train_epoch(model, batches, optimizer, loss_fn, cfg: WorkerConfig, device, amp, *,
+                average: Optional[WeightAverage] = None, gen: Optional[torch.Generator] = None) -> dict:
+    """One pass over `batches` of (x, y): forward, loss, backward, step, and the weight average. Pure PyTorch:
+    the Ray Train loop below calls it once an epoch, and tests run it on tensors without Ray.
+
+    Returns {"train_loss": mean loss per sample, "seen", "steps", "seconds", "compute_dtype": what autocast (on
+    GPU) made of the forward pass, None when there was no batch}."""
+    if cfg.augment is not None:
+        from jobs.images import augment_batch
+    t0 = time.perf_counter()
+    total_loss, seen, steps, out = torch.zeros((), device=device), 0, 0, None
+    for xb, yb in batches:
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        if cfg.augment is not None:  # train split only: validation never augments
+            a = cfg.augment
+            xb = augment_batch(xb, a.shape, a.hflip, a.random_crop, gen)
+        with amp():
+            out = model(xb)
+            loss = loss_fn(out if cfg.task == "classification" else out.squeeze(1), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if average is not None:
+            average.update()
+        total_loss += loss.detach() * len(xb)
+        seen += len(xb)
+        steps += 1
+    return {"train_loss": float(total_loss) / max(seen, 1), "seen": seen, "steps": steps,
+            "seconds": time.perf_counter() - t0,
+            "compute_dtype": str(out.dtype).removeprefix("torch.") if out is not None else None}
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Runs in every Ray Train worker. All workers call `report` the same number of times (it is a barrier)."""
     import ray.train
@@ -227,44 +260,24 @@ def train_loop_per_worker(config: dict) -> None:
     x_val, y_val = _pull(ray.train.get_dataset_shard("val"), label_dtype)
     cached = _pull(train_shard, label_dtype) if cfg.cache == "memory" else None
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
-    if cfg.augment is not None:
-        from jobs.images import augment_batch
 
     for epoch in range(start_epoch, cfg.epochs):
         gen.manual_seed(cfg.seed * 7919 + rank * 104729 + epoch)
         lr_now = scheduled_lr(cfg.lr, cfg.lr_schedule, epoch, cfg.epochs)
         for group in optimizer.param_groups:
             group["lr"] = lr_now
-        t0 = time.perf_counter()
-        total_loss, seen, steps = torch.zeros((), device=device), 0, 0
         batches, cached = _batches(cfg, cached, train_shard, label_dtype, device, gen, epoch, average)
-        for xb, yb in batches:
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            if cfg.augment is not None:  # train split only: evaluation below never augments
-                a = cfg.augment
-                xb = augment_batch(xb, a.shape, a.hflip, a.random_crop, gen)
-            with amp():
-                out = model(xb)
-                loss = loss_fn(out if cfg.task == "classification" else out.squeeze(1), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if average is not None:
-                average.update()
-            total_loss += loss.detach() * len(xb)
-            seen += len(xb)
-            steps += 1
-        train_time = time.perf_counter() - t0
-        if steps:  # what autocast (on GPU) made of the forward pass: the model's output dtype
-            compute_dtype = str(out.dtype).removeprefix("torch.")
+        done = train_epoch(model, batches, optimizer, loss_fn, cfg, device, amp, average=average, gen=gen)
+        train_time = done["seconds"]
+        compute_dtype = done["compute_dtype"] or compute_dtype
         if average is not None:
-            average.steps_per_epoch = average.steps_per_epoch or steps   # streamed: known after one epoch
+            average.steps_per_epoch = average.steps_per_epoch or done["steps"]  # streamed: known after one epoch
             scored.load_state_dict(average.state)
-        val = _evaluate(scored, x_val, y_val, cfg, loss_fn, device, amp)
+        val = validate(scored, x_val, y_val, cfg, loss_fn, device, amp)
         value = val.get(metric)
-        row = {"epoch": epoch + 1, "lr": lr_now, "train_loss": float(total_loss) / max(seen, 1),
+        row = {"epoch": epoch + 1, "lr": lr_now, "train_loss": done["train_loss"],
                **M.scalar_metrics(val), "epoch_time_s": train_time,
-               "train_samples_per_s": seen * world / train_time if train_time > 0 else 0.0}
+               "train_samples_per_s": done["seen"] * world / train_time if train_time > 0 else 0.0}
         stop = False
         if _improved(value, best, mode):
             best, best_epoch, bad_epochs = value, epoch + 1, 0
