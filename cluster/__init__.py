@@ -9,13 +9,27 @@
 - ``cluster.quiet.quiet_ray_logs()``: Ray's log set-up for a trainyard driver;
 - ``cluster.commands.register``: the `trainyard cluster ...` and `trainyard jobs ...` subcommands.
 
-Imports nothing of ours (jobs, tuning and serving depend on this package, never the reverse).
+Imports nothing of ours (jobs, tuning and serving depend on this package, never the reverse). The names below
+load on first use: importing a leaf such as ``cluster.errors`` (the spec does) must not import Ray. (The
+module is ``cluster.connection``, not ``cluster.connect``: a submodule of that name would replace the function
+``cluster.connect`` as the package's attribute the moment anything imported it.)
 """
-from cluster.connect import (ConnectError, connect, describe_resources, find_token, job_client, parse_address,
-                             preflight)
-from cluster.errors import BadInput, Failure, TrainyardError
-from cluster.storage import StorageError, check_shared_storage, is_uri
+from __future__ import annotations
 
-__all__ = ["connect", "describe_resources", "ConnectError", "preflight", "job_client", "find_token",
-           "parse_address", "check_shared_storage", "StorageError", "is_uri", "TrainyardError", "BadInput",
-           "Failure"]
+import importlib
+
+_EXPORTS = {
+    **dict.fromkeys(("connect", "describe_resources", "ConnectError", "preflight", "job_client", "find_token",
+                     "parse_address"), "cluster.connection"),
+    **dict.fromkeys(("check_shared_storage", "StorageError", "is_uri"), "cluster.storage"),
+    **dict.fromkeys(("TrainyardError", "BadInput", "Failure"), "cluster.errors"),
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cluster' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

@@ -78,7 +78,7 @@ def cmd_cluster_down(args) -> int:
 
 
 def cmd_cluster_check_storage(args) -> int:
-    from cluster.connect import connect
+    from cluster.connection import connect
     from cluster.storage import StorageError, check_shared_storage
 
     res = connect(args.address)

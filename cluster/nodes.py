@@ -35,7 +35,7 @@ def _resources(total) -> dict[str, float]:
 
 
 def alive_nodes() -> list[Node]:
-    """The cluster's alive nodes, asked through the connected driver (``cluster.connect`` first)."""
+    """The cluster's alive nodes, asked through the connected driver (``cluster.connection`` first)."""
     import ray
 
     if not ray.is_initialized():

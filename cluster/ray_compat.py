@@ -7,7 +7,7 @@ moves or removes one of these names, `tests/test_ray_compat.py` fails naming it:
 Other Ray internals we lean on without importing a private module, listed so an upgrade checks them too:
 - the resource name ``node:__internal_head__`` marks the head node (cluster/nodes.py, cluster/storage.py);
 - ``ray.core.generated`` protobufs (not underscored, but not a documented API): GCS tables here, and the GCS
-  and Ray Client gRPC services in cluster/connect.py and cluster/nodes.py;
+  and Ray Client gRPC services in cluster/connection.py and cluster/nodes.py;
 - the logger ``ray.data._internal.progress`` (a logger name only: cluster/quiet.py, jobs/worker.py).
 """
 from __future__ import annotations
@@ -118,7 +118,7 @@ def ray_services() -> ModuleType:
 
 # ---------------------------------------------------------------------------------------------- token auth
 def reload_auth_config() -> None:
-    """Make this process's Ray re-read RAY_AUTH_MODE and the token (after cluster.connect has set them).
+    """Make this process's Ray re-read RAY_AUTH_MODE and the token (after cluster.connection has set them).
 
     Why: Ray caches both in its C++ core (`ray._raylet.Config`, `AuthenticationTokenLoader`) at import; a
     driver that learns the token later (from the local cluster's state file) must refresh them, as Ray's own

@@ -6,7 +6,7 @@ nodes). So every alive node writes a marker at the path and then looks for every
 Relative paths are checked as given: a Ray worker resolves them against its own working directory, which
 differs from node to node — exactly the trap this check exists to catch.
 
-Needs a connected Ray (``cluster.connect``). Works for local paths and for pyarrow filesystem URIs
+Needs a connected Ray (``cluster.connection``). Works for local paths and for pyarrow filesystem URIs
 (s3://, gs://, ...), where it proves that every node has the credentials and endpoint to reach the bucket.
 """
 from __future__ import annotations
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     path some node cannot see fails the job in seconds, with the nodes named, rather than mid-run."""
     import argparse
 
-    from cluster.connect import connect
+    from cluster.connection import connect
 
     ap = argparse.ArgumentParser(prog="python -m cluster.storage", description=main.__doc__)
     ap.add_argument("output", help="where the job writes: every node must share it")

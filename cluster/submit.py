@@ -42,7 +42,7 @@ from typing import Callable
 import pathspec
 
 from cluster import jobs_api
-from cluster.connect import dashboard_url, job_client, parse_address
+from cluster.connection import dashboard_url, job_client, parse_address
 from cluster.errors import BadInput
 from cluster.storage import is_uri
 

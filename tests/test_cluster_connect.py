@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cluster import state as cluster_state
-from cluster.connect import ConnectError, dashboard_url, find_token, parse_address, preflight
+from cluster.connection import ConnectError, dashboard_url, find_token, parse_address, preflight
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -73,7 +73,7 @@ def test_without_git_honours_gitignore_and_the_fixed_excludes(repo):
 
 def test_this_repository_ships_small(tmp_path):
     files = [rel for rel, _ in repository_files(ROOT)]
-    assert "cluster/submit.py" in files and "cluster/connect.py" in files and "pyproject.toml" in files
+    assert "cluster/submit.py" in files and "cluster/connection.py" in files and "pyproject.toml" in files
     assert not [f for f in files if f.startswith((".venv/", ".git/", "runs/", "data/", "tests/"))]
 
 
