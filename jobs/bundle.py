@@ -161,25 +161,13 @@ class Bundle:
             raise BundleError("records must be a list of objects ({feature: value, ...})")
         if not records:
             return {"predictions": [], **({"probabilities": []} if self.task == "classification" else {})}
-        if self.preprocessor.unknown_category == "error":
-            self._reject_unknown(records)
+        problems = self.preprocessor.record_problems(records)
+        if problems:
+            raise BundleError("; ".join(problems))
         # An explicit index: from_records([{}]) would build zero rows for a record with every field missing.
         out = self.predict_frame(pd.DataFrame(records, index=range(len(records))))
         out.pop("class_index", None)
         return out
-
-    def _reject_unknown(self, records: list[dict]) -> None:
-        from jobs.preprocess import canonical
-        problems = []
-        for s in self.preprocessor.categorical:
-            allowed = set(s.categories)
-            for i, r in enumerate(records):
-                v = canonical(r.get(s.name))
-                if v is not None and v not in allowed:
-                    problems.append(f"record {i}: {s.name}={r[s.name]!r} is not a known category "
-                                    f"(known: {s.categories})")
-        if problems:
-            raise BundleError("; ".join(problems))
 
 
 def upload(local: Path, uri: str) -> None:

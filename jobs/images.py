@@ -82,8 +82,6 @@ def decode(value: Any, size: tuple[int, int], channels: int) -> np.ndarray:
 @dataclass
 class ImagePreprocessor(FittedPreprocessor):
     kind: ClassVar[str] = "image"
-    # Read by jobs.bundle until it asks `record_problems` (the contract's way); not part of the state.
-    unknown_category: ClassVar[str] = "ignore"
 
     label: str
     classes: list[Any]

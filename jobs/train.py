@@ -87,7 +87,7 @@ def worker_config(spec: JobSpec, prepared: PreparedData, *, use_gpu: bool,
     shard_mb = rows / t.workers * (pre.feature_dim * 4 + 8) / 2**20
     cache = t.cache if t.cache != "auto" else ("memory" if shard_mb <= t.cache_limit_mb else "stream")
     model_spec = spec.model.model_copy(update={k: v for k, v in overrides.items() if k in ("dropout", "hidden")})
-    shape = getattr(pre, "shape", None)
+    shape = pre.shape
     aug = spec.data.augment
     augment = (Augment(shape=list(shape), hflip=aug.hflip, random_crop=aug.random_crop)
                if aug is not None and shape is not None and (aug.hflip or aug.random_crop) else None)
