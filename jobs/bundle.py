@@ -73,7 +73,13 @@ def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, prep
     was: no complete-looking bundle ever has missing or empty metrics."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(path)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    # mkdtemp makes the folder private (0700); a bundle is shared like any folder its user makes (the serving
+    # user, a shared filesystem), so it gets the permissions the umask gives.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
                   str(staging / "model.safetensors"))
@@ -90,6 +96,21 @@ def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, prep
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
+
+
+STALE_PARTIAL_S = 3600
+
+
+def _remove_stale_partials(path: Path) -> None:
+    """Staging folders a killed writer left beside `path` (never a bundle: only a rename makes one). Only old
+    ones: a writer still at work (scoring a large test split) keeps its folder."""
+    import time
+    for stale in path.parent.glob(f".{path.name}.partial-*"):
+        try:
+            if time.time() - stale.stat().st_mtime > STALE_PARTIAL_S:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _publish(staging: Path, path: Path) -> None:

@@ -87,3 +87,26 @@ def test_upload_sends_metrics_last(tmp_path, monkeypatch):
     B.upload(local, f"file://{tmp_path}/remote/bundle")
     assert copied[-1] == "metrics.json" and sorted(copied) == sorted(B.FILES)
     assert B.load(tmp_path / "remote" / "bundle").metrics == {"val": {"val_accuracy": 0.5}, "test": {}}
+
+
+def test_a_bundle_has_the_umasks_permissions_not_mkdtemps(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        target = _write(tmp_path / "bundle")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o755
+
+
+def test_a_killed_writers_old_staging_folder_is_cleared_a_fresh_one_kept(tmp_path):
+    import os
+    import time
+    old, fresh = tmp_path / ".bundle.partial-old", tmp_path / ".bundle.partial-fresh"
+    for folder in (old, fresh):
+        folder.mkdir()
+        (folder / "model.json").write_text("{}")
+    hour_ago = time.time() - B.STALE_PARTIAL_S - 60
+    os.utime(old, (hour_ago, hour_ago))
+    _write(tmp_path / "bundle")
+    assert _leftovers(tmp_path) == [".bundle.partial-fresh"]

@@ -26,7 +26,7 @@ def _with_broken_serving(tmp_path: Path, argv: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("argv", [["run", "examples/machine-failure.yaml"], ["serve", "runs/x/bundle"],
-                                  ["validate", "examples/machine-failure.yaml"]])
+                                  ["predict", "--url", "http://127.0.0.1:9", "rows.csv"]])
 def test_a_package_that_cannot_load_is_named_not_dropped(tmp_path, argv):
     run = subprocess.run(_with_broken_serving(tmp_path, argv), cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
@@ -34,6 +34,12 @@ def test_a_package_that_cannot_load_is_named_not_dropped(tmp_path, argv):
     assert "trainyard: error: the serving package cannot load: No module named 'fastapi'" in run.stderr
     assert "Fix: install trainyard with its dependencies (`make install`" in run.stderr
     assert "invalid choice" not in run.stderr and "Traceback" not in run.stderr
+
+
+def test_the_other_packages_commands_still_work_without_serving(tmp_path):
+    run = subprocess.run(_with_broken_serving(tmp_path, ["validate", "examples/machine-failure.yaml"]), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "OK" in run.stdout, run.stderr
 
 
 def test_every_command_is_registered():
@@ -50,6 +56,28 @@ def test_errors_map_to_their_exit_code_in_one_place(monkeypatch, capsys, error, 
     monkeypatch.setattr(cli, "cmd_validate", fail)
     assert cli.main(["validate", "spec.yaml"]) == code
     assert capsys.readouterr().err == f"trainyard: error: {error}\n"
+
+
+def test_tune_without_a_tune_section_is_one_clear_line(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\ndata: {path: x, label: y}\n")
+    assert cli.main(["tune", str(spec)]) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err.startswith(f"trainyard: error: {spec} has no `tune` section, so there is nothing")
+
+
+def test_train_does_not_check_a_tune_section_it_does_not_use(tmp_path, capsys, monkeypatch):
+    import dataclasses
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\ndata: {path: x, label: y}\ntrain: {epochs: 2}\n"
+                    "tune: {lr: {loguniform: [1.0e-4, 1.0e-1]}, scheduler: {asha: {grace_period: 2}}}\n")
+    assert cli.main(["validate", str(spec)]) == EXIT_BAD_INPUT           # grace_period 2 = epochs: no search
+    assert "grace_period" in capsys.readouterr().err
+
+    def connect(args, spec=None):          # how far `train` got: to Ray, past every check
+        raise Failure("reached connect")
+    monkeypatch.setattr(cli, "KIT", dataclasses.replace(cli.KIT, connect=connect))
+    assert cli.main(["train", str(spec)]) == EXIT_FAILED
+    assert capsys.readouterr().err == "trainyard: error: reached connect\n"
 
 
 def test_spec_problems_name_the_file(tmp_path, capsys):

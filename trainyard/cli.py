@@ -21,9 +21,11 @@ from typing import Any, Callable, Optional
 
 from cluster.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BadInput, TrainyardError
 
-# The packages that add subcommands, in the order `--help` lists them. A module that fails to import is an
-# error naming it (a missing dependency), never a subcommand that silently vanishes.
-COMMAND_MODULES = ("tuning.commands", "serving.commands", "trainyard.submit", "cluster.commands")
+# The packages that add subcommands, with the commands each adds, in the order `--help` lists them. A module
+# that fails to import still has its commands registered: using one is an error naming the package and the
+# fix, never an "invalid choice" (and the other packages' commands keep working).
+COMMAND_MODULES = {"tuning.commands": ("tune",), "serving.commands": ("serve", "predict"),
+                   "trainyard.submit": ("submit",), "cluster.commands": ("cluster", "jobs")}
 
 
 def err(msg: str) -> None:
@@ -81,7 +83,7 @@ def _check_storage(spec, nodes: int) -> None:
         check_job_storage(output, [resolved(path) for path in data])
     except StorageError as exc:
         raise BadInput(f"{exc}\n(data.path and output of {spec.name!r}; `trainyard cluster check-storage PATH` "
-                       "checks a path on its own)") from None
+                       "checks a path on its own)", exit_code=exc.exit_code) from None
     progress(f"[storage] all {nodes} nodes see the data and share {output}")
 
 
@@ -132,9 +134,10 @@ def cmd_validate(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from jobs import precheck
     from jobs.pipeline import run_train
     spec = KIT.load_spec(args)
-    check_before_ray(spec)
+    precheck.check(spec)       # `train` trains once: a `tune` section is not used, so not checked either
     KIT.connect(args, spec)
     path, _ = run_train(spec, progress=progress)
     print(f"bundle written to {path}")
@@ -190,9 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-serve", action="store_true", help="do not serve the bundle afterwards")
     p.add_argument("--resume", action="store_true", help="continue an interrupted tuning experiment")
     p.set_defaults(func=cmd_run)
-    for name in COMMAND_MODULES:
-        _import(name).register(sub, KIT)
+    for name, commands in COMMAND_MODULES.items():
+        try:
+            module = _import(name)
+        except CommandsUnavailable as exc:
+            _register_unavailable(sub, commands, exc)
+            continue
+        module.register(sub, KIT)
     return ap
+
+
+def _register_unavailable(sub, commands: tuple[str, ...], problem: CommandsUnavailable) -> None:
+    """Commands whose package failed to import: listed as usual, and an error with the reason when used."""
+    def unavailable(args) -> int:
+        raise problem
+    for command in commands:
+        # No option prefix: every word after the command (its options included) is taken, none refused.
+        p = sub.add_parser(command, help=f"(unavailable: {problem})", add_help=False, prefix_chars="\0")
+        p.add_argument("rest", nargs="*")
+        p.set_defaults(func=unavailable)
 
 
 def _report(exc: TrainyardError, args: Optional[argparse.Namespace]) -> None:

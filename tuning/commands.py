@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.spec import SpecError
+from cluster.errors import BadInput
 
 
 def register(subparsers, kit) -> None:
@@ -14,8 +14,8 @@ def register(subparsers, kit) -> None:
 
         spec = kit.load_spec(args)
         if spec.tune is None:
-            raise SpecError([f"{args.spec} has no `tune` section, so there is nothing to search; add one (e.g. "
-                             "tune: {samples: 8, lr: {loguniform: [1.0e-4, 1.0e-1]}}) or use `trainyard train`"])
+            raise BadInput(f"{args.spec} has no `tune` section, so there is nothing to search; add one (e.g. "
+                           "tune: {samples: 8, lr: {loguniform: [1.0e-4, 1.0e-1]}}) or use `trainyard train`")
         space.check(spec)      # refused in seconds, before Ray starts (run_tune checks again for API callers)
         kit.connect(args, spec)
         path, _ = run_tune(spec, resume=args.resume, progress=kit.progress, resume_command=kit.resume_command(args))
