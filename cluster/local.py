@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from cluster.errors import EXIT_BAD_INPUT, Failure
+from cluster.errors import BadInput, Failure
 from cluster.nodes import alive_nodes_from_gcs
 from cluster.ports import free_ports
 from cluster.state import STATE_FILE, read_state, state_dir as resolve_state_dir, state_path, write_state
@@ -53,12 +53,11 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
        timeout_s: float = 180.0, progress: Callable[[str], None] = lambda _msg: None) -> dict:
     """Start a head and ``workers`` worker nodes and wait until all of them are alive; returns the state."""
     if workers < 0:
-        raise ClusterError(f"--workers {workers}: must be 0 or more", exit_code=EXIT_BAD_INPUT)
+        raise BadInput(f"--workers {workers}: must be 0 or more")
     if cpus_per_node < 1:
-        raise ClusterError(f"--cpus-per-node {cpus_per_node}: must be at least 1", exit_code=EXIT_BAD_INPUT)
+        raise BadInput(f"--cpus-per-node {cpus_per_node}: must be at least 1")
     if object_store_mb < 80:
-        raise ClusterError(f"object store of {object_store_mb} MiB: Ray needs at least 80 MiB per node",
-                           exit_code=EXIT_BAD_INPUT)
+        raise BadInput(f"object store of {object_store_mb} MiB: Ray needs at least 80 MiB per node")
     folder = resolve_state_dir(state_dir)
     existing = read_state(folder)
     if existing:

@@ -123,7 +123,3 @@ class FittedPreprocessor(ABC):
         with open(path, "w") as f:
             json.dump(self.to_dict(), f, indent=2)
 
-    @classmethod
-    def load(cls, path) -> "FittedPreprocessor":
-        with open(path) as f:
-            return cls.from_dict(json.load(f))

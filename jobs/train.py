@@ -37,21 +37,25 @@ class TrainError(Failure):
 class TrainOutcome:
     """A finished run, as the bundle needs it: the best epoch's weights and metrics, and how it ran."""
     best_state: dict             # state dict of the best epoch (CPU tensors)
-    model_config: dict
     history: list[dict]
     best_epoch: int
     val_metrics: dict            # validation metrics of the best epoch
     run_path: str                # where Ray Train stored the run (checkpoints)
-    use_gpu: bool
     config: WorkerConfig         # what the workers were given
-    compute_dtype: Optional[str] = None   # the training forward pass's dtype ("bfloat16" under GPU autocast)
+
+    @property
+    def model_config(self) -> dict:
+        return self.config.model
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.config.use_gpu
 
     @classmethod
     def from_state(cls, state: TrainState, config: WorkerConfig, run_path: str) -> "TrainOutcome":
         """The outcome a run's last checkpoint describes (read back by `fit`, and by tuning for its best trial)."""
-        return cls(best_state=state.best_state, model_config=config.model, history=state.history,
-                   best_epoch=state.best_epoch, val_metrics=state.best_val, run_path=str(run_path),
-                   use_gpu=config.use_gpu, config=config, compute_dtype=state.compute_dtype)
+        return cls(best_state=state.best_state, history=state.history, best_epoch=state.best_epoch,
+                   val_metrics=state.best_val, run_path=str(run_path), config=config)
 
 
 def resolve_use_gpu(spec_value, workers: int, resources: dict) -> bool:

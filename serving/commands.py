@@ -14,7 +14,7 @@ import os
 import sys
 
 from cluster.errors import Failure
-from serving.server import TOKEN_ENV, ServeError
+from serving.settings import TOKEN_ENV, ServeError
 
 
 def register(subparsers, kit) -> None:

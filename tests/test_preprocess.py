@@ -46,7 +46,7 @@ def test_statistics_see_only_the_train_split(fitted):
 def test_state_is_plain_json(fitted, tmp_path):
     _, pre = fitted
     pre.save(tmp_path / "p.json")
-    again = PP.Preprocessor.load(tmp_path / "p.json")
+    again = PP.load(tmp_path / "p.json")
     assert json.loads((tmp_path / "p.json").read_text())["task"] == "classification"
     df = pd.DataFrame({"temp": [51.0, None], "kind": ["a", "never-seen"]})
     np.testing.assert_array_equal(pre.transform(df), again.transform(df))

@@ -4,7 +4,7 @@ Trains the remaining-useful-life regression of `examples/telemetry.py` (the data
 with a handful of learning rates and batch sizes, a constant rate, the spec's MLP and AdamW, in plain PyTorch
 (one process, no Ray in the loop: the data are prepared once with trainyard's own `prepare`). Every run is
 scored twice per epoch on the validation split: with its raw weights (the baseline, what training without
-`ema_epochs` keeps) and with `jobs.train.WeightAverage`, the class the workers use. Each configuration is
+`ema_epochs` keeps) and with `jobs.worker.WeightAverage`, the class the workers use. Each configuration is
 trained twice with its batches in two different orders. Printed, raw vs averaged:
 
 - best val_loss of every configuration, and their ratio;
