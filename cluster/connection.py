@@ -261,6 +261,19 @@ def preflight(address: str | None = None, *, state_dir=None) -> Token | None:
 
 # ---------------------------------------------------------------------------------------------- connect
 
+# The GCS address of the embedded local Ray this process started (None: it started none, or it shut down).
+_embedded_gcs: str | None = None
+
+
+def is_embedded() -> bool:
+    """True while this process is connected to the embedded local Ray it started itself (`connect()` with no
+    address). Then the whole cluster is this process's: every node, actor and placement group ends with it,
+    so nothing outlives a crash of this driver that would need cleaning up, and no node can be preempted.
+    False when joined to a cluster (``--address``, RAY_ADDRESS, a job's entrypoint) or not connected."""
+    return (_embedded_gcs is not None and ray.is_initialized()
+            and ray.get_runtime_context().gcs_address == _embedded_gcs)
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True,
             state_dir=None) -> dict:
     """Connect to Ray once per process and return the cluster's total resources.
@@ -278,7 +291,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
         cpus = num_cpus or max(os.cpu_count() or 1, 4)
         kwargs.update(num_cpus=cpus, include_dashboard=False,
                       _node_ip_address="127.0.0.1")
-        ray.init(**kwargs)
+        global _embedded_gcs
+        _embedded_gcs = ray.init(**kwargs).address_info["gcs_address"]
         return describe_resources()
     if parsed.kind == "dashboard":
         raise ConnectError(

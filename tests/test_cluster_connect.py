@@ -151,3 +151,14 @@ def test_corrupt_state_file_names_the_file(clean_env):
     path.write_text("{not json")
     with pytest.raises(cluster_state.StateError, match=str(path)):
         cluster_state.read_state(None)
+
+
+def test_is_embedded_says_whether_this_process_started_its_ray(ray_session, monkeypatch):
+    from cluster import connection
+
+    # The session's Ray: `connect()` with no address started it in this process.
+    assert connection.is_embedded() and ray_session.is_initialized()
+    # Connected to a Ray this process did not start (one that ran `connect()` earlier and then joined another
+    # cluster is in this state): not embedded.
+    monkeypatch.setattr(connection, "_embedded_gcs", "127.0.0.1:1")
+    assert not connection.is_embedded()
