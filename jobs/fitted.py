@@ -47,6 +47,27 @@ def encode_classes(classes: list[Any], values: pd.Series) -> np.ndarray:
     return codes
 
 
+def aggregate(ds, *aggs) -> dict:
+    """`ds.aggregate(*aggs)` (one row of statistics over the whole dataset), planned as one map task per block
+    computing partial aggregates and one reduce task merging them.
+
+    Why not Ray's default: under Ray 2.60's default shuffle strategy (SHUFFLE_V2) an aggregate runs through
+    aggregator actors started for it in fresh worker processes, seconds of start-up on a small table, for a
+    global aggregate that needs no shuffle at all. The sort-based pull strategy, with no group key, is exactly
+    map-side partials plus one merge, on the workers already running, at any data size. The strategy is set
+    on the dataset's context for this call only (the context is shared with the datasets derived from it).
+    """
+    from ray.data.context import ShuffleStrategy
+
+    context = ds.context
+    before = context.shuffle_strategy
+    context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    try:
+        return ds.aggregate(*aggs)
+    finally:
+        context.shuffle_strategy = before
+
+
 class FittedPreprocessor(ABC):
     """A preprocessor fitted on the train split: raw rows in, one packed float32 matrix out.
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from cluster.errors import BadInput
-from jobs.fitted import FittedPreprocessor
+from jobs.fitted import FittedPreprocessor, aggregate
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ENCODINGS = ["png", "jpeg", "bmp", "gif", "webp", "tiff", "base64 of any of these", "pixel array"]
@@ -160,7 +160,7 @@ def fit(train_ds, data_spec, *, classes: list[Any]) -> ImagePreprocessor:
     size, ch = tuple(img.size), img.channels
     moments = train_ds.map_batches(_channel_moments, fn_kwargs={"column": img.column, "size": size, "channels": ch},
                                    batch_format="pandas")
-    stats = moments.aggregate(Count(), *[Mean(f"m{c}") for c in range(ch)], *[Mean(f"s{c}") for c in range(ch)])
+    stats = aggregate(moments, Count(), *[Mean(f"m{c}") for c in range(ch)], *[Mean(f"s{c}") for c in range(ch)])
     mean = [float(stats[f"mean(m{c})"]) for c in range(ch)]
     std = [float(max(stats[f"mean(s{c})"] - mean[c] ** 2, 0.0) ** 0.5) for c in range(ch)]
     std = [s if s > 1e-6 else 1.0 for s in std]
@@ -274,7 +274,9 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
     ds = ds.map_batches(ING.assign_split, fn_kwargs={"label": label, "cuts": cuts, "stratify": True},
                         batch_format="pandas")
     ds = ds.drop_columns(["_ok", "_error"]).materialize()
-    splits = ds.select_columns([label, ING.SPLIT_COLUMN]).to_pandas()
+    # The facts already hold every decodable row's label and `_u`, in the dataset's order: the same
+    # assign_split gives the rows' splits here, without another pass over the images.
+    splits = ING.assign_split(good[[label, "_u"]], label, cuts, True)
     names = {ING.TRAIN: "train", ING.VAL: "val", ING.TEST: "test"}
     split_rows = {n: int((splits[ING.SPLIT_COLUMN] == k).sum()) for k, n in names.items()}
     class_counts = {n: {str(c): int(v) for c, v in splits.loc[splits[ING.SPLIT_COLUMN] == k, label]

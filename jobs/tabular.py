@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import pandas as pd
 
-from jobs.fitted import FittedPreprocessor, canonical
+from jobs.fitted import FittedPreprocessor, aggregate, canonical
 
 
 @dataclass
@@ -120,7 +120,7 @@ def fit(train_ds, data_spec, *, numeric: list[str], categorical: list[str], task
         aggs.append(ValueCounter(label, alias_name="counts(__label__)"))
     else:
         aggs += [Mean(label, alias_name="mean(__label__)"), Std(label, ddof=0, alias_name="std(__label__)")]
-    stats = train_ds.aggregate(*aggs)
+    stats = aggregate(train_ds, *aggs)
 
     num_states = []
     for c in numeric:
