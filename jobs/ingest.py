@@ -390,7 +390,9 @@ def ingest(data: DataSpec, *, progress=print) -> IngestResult:
     cuts = split_thresholds(labels, keys["_u"].to_numpy(), data.split.val, data.split.test, stratify)
     ds = ds.map_batches(assign_split, fn_kwargs={"label": data.label, "cuts": cuts, "stratify": stratify},
                         batch_format="pandas").materialize()
-    splits = ds.select_columns([data.label, SPLIT_COLUMN]).to_pandas()
+    # The keys already hold every kept row's label and `_u`, in the dataset's order: the same assign_split
+    # gives the rows' splits here, without another pass over the dataset.
+    splits = assign_split(keys, data.label, cuts, stratify)
     names = {TRAIN: "train", VAL: "val", TEST: "test"}
     split_rows = {names[k]: int((splits[SPLIT_COLUMN] == k).sum()) for k in names}
     if split_rows["train"] == 0:

@@ -31,19 +31,22 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
     from jobs import preprocess as PP
 
     t0 = time.time()
+    # The ingest result is materialized; a split of it is a filter that runs inside the pass that reads it.
+    # So the train split is read twice (the fit's aggregate, then packing) without a copy of its own, and
+    # the test split stays lazy: only the bundle's scoring reads it.
     if spec.data.is_image:
         from jobs import images as IMG
         result = IMG.ingest_images(spec.data, progress=progress)
-        train_raw = result.split(ING.TRAIN).materialize()
+        train_raw = result.split(ING.TRAIN)
         pre = IMG.fit(train_raw, spec.data, classes=result.classes)
     else:
         result = ING.ingest(spec.data, progress=progress)
-        train_raw = result.split(ING.TRAIN).materialize()
+        train_raw = result.split(ING.TRAIN)
         pre = PP.fit(train_raw, spec.data, numeric=result.numeric, categorical=result.categorical,
                      task=result.task, classes=result.classes)
     train_ds = PP.apply(train_raw, pre).materialize()
     val_ds = PP.apply(result.split(ING.VAL), pre).materialize()
-    test_raw = result.split(ING.TEST).materialize()
+    test_raw = result.split(ING.TEST)
     progress(f"[prepare] {result.rows_read} rows read, {result.rows_dropped_missing_label} dropped (no label); "
              f"split train/val/test = {result.split_rows['train']}/{result.split_rows['val']}/"
              f"{result.split_rows['test']}; {pre.feature_dim} packed features; {time.time() - t0:.1f}s")
