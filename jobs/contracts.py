@@ -68,6 +68,9 @@ class WorkerConfig:
     augment: Optional[Augment] = None
     epoch_lines: bool = True      # rank 0 prints one [train] line per epoch; off when the caller reports epochs
                                   # itself (a tuning trial: the search prints one line per trial epoch)
+    checkpoint_epochs: Optional[int] = 1        # train.checkpoint_every in epochs: rank 0 checkpoints every N ...
+    checkpoint_seconds: Optional[float] = None  # ... or in seconds since its last checkpoint (one of the two is set);
+                                                # the last epoch run always checkpoints (`jobs.worker.checkpoint_due`)
 
     def to_dict(self) -> dict:
         """Plain data (what Ray's `train_loop_config` carries to the workers)."""
@@ -86,8 +89,9 @@ STATE_FILE = "state.pt"      # the checkpoint file in each of a Train run's chec
 
 @dataclass
 class TrainState:
-    """What one epoch's checkpoint holds (written by rank 0 after every epoch): enough to resume the run where it
-    stopped, and to export its best epoch without the workers (`fit`, tuning's best trial).
+    """What a checkpoint holds (written by rank 0 at the end of an epoch, as train.checkpoint_every says, and always
+    after the last one): enough to resume the run where it stopped, and to export its best epoch without the
+    workers (`fit`, tuning's best trial).
 
     Stored with `torch.save(state.to_dict())` as plain dicts, lists, numbers and tensors, so that it loads
     with `torch.load(weights_only=True)` (no pickle of our classes)."""

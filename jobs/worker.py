@@ -1,8 +1,8 @@
 """The training loop every Ray Train worker runs (`train_loop_per_worker`), and what it needs on its own.
 
-It receives a `jobs.contracts.WorkerConfig` (as a dict: Ray's `train_loop_config`), reports one row per epoch
-with a `jobs.contracts.TrainState` checkpoint, and resumes from the latest checkpoint when Ray Train restarts
-its workers. By default the shard is pulled out of Ray Data once and held as tensors (the data is already
+It receives a `jobs.contracts.WorkerConfig` (as a dict: Ray's `train_loop_config`), reports one row per epoch,
+with a `jobs.contracts.TrainState` checkpoint at the cadence of train.checkpoint_every and at the last epoch,
+and resumes from the latest checkpoint when Ray Train restarts its workers. By default the shard is pulled out of Ray Data once and held as tensors (the data is already
 preprocessed and packed, so each epoch is a plain tensor loop); a shard the driver found too large for
 `train.cache_limit_mb` streams from Ray Data every epoch instead.
 """
@@ -123,6 +123,18 @@ def validate(model, x: torch.Tensor, y: torch.Tensor, cfg: WorkerConfig, loss_fn
     scale, center = cfg.label_scale, cfg.label_center
     return M.regression_metrics(y.numpy() * scale + center, pred.cpu().numpy() * scale + center, loss,
                                 prefix="val_")
+
+
+def checkpoint_due(cfg: WorkerConfig, epoch: int, since_s: float, *, last: bool) -> bool:
+    """Whether the report that ends `epoch` (0-based) carries a checkpoint: always for the last epoch the run
+    will train (`last`: the planned last or an early stop), since Train V2 takes a run's result (its metrics and
+    checkpoint) from its latest checkpointed report; otherwise every `checkpoint_epochs` epochs, or once
+    `checkpoint_seconds` have passed since the last checkpoint (`since_s`). Rank 0 decides for every rank."""
+    if last:
+        return True
+    if cfg.checkpoint_seconds is not None:
+        return since_s >= cfg.checkpoint_seconds
+    return (epoch + 1) % (cfg.checkpoint_epochs or 1) == 0
 
 
 def _improved(value: float, best: Optional[float], mode: str) -> bool:
@@ -261,6 +273,7 @@ def train_loop_per_worker(config: dict) -> None:
     cached = _pull(train_shard, label_dtype) if cfg.cache == "memory" else None
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
 
+    saved_at = time.monotonic()      # train.checkpoint_every in seconds counts from here, then from each checkpoint
     for epoch in range(start_epoch, cfg.epochs):
         gen.manual_seed(cfg.seed * 7919 + rank * 104729 + epoch)
         lr_now = scheduled_lr(cfg.lr, cfg.lr_schedule, epoch, cfg.epochs)
@@ -286,11 +299,13 @@ def train_loop_per_worker(config: dict) -> None:
         else:
             bad_epochs += 1
             stop = cfg.patience is not None and bad_epochs >= cfg.patience
+        save = checkpoint_due(cfg, epoch, time.monotonic() - saved_at, last=stop or epoch == cfg.epochs - 1)
         if world > 1:
-            # Rank 0 decides: float noise between workers must never split the group (a DDP hang).
-            flag = torch.tensor([1 if stop else 0], device=device)
-            torch.distributed.broadcast(flag, src=0)
-            stop = bool(flag.item())
+            # Rank 0 decides both: float noise between workers (or their clocks) must never split the group,
+            # which would be a DDP hang, or leave the ranks disagreeing about a checkpoint.
+            flags = torch.tensor([int(stop), int(save)], device=device)
+            torch.distributed.broadcast(flags, src=0)
+            stop, save = bool(flags[0]), bool(flags[1])
         # best_<metric> is what the run would leave if it ended now (its best epoch); Tune ranks trials by it.
         # Until one epoch gives a number it carries this epoch's value (NaN), never nothing.
         row.update({"best_epoch": best_epoch, best_key(metric): best if best is not None else value,
@@ -298,17 +313,24 @@ def train_loop_per_worker(config: dict) -> None:
         history.append(row)
         if rank == 0 and cfg.epoch_lines:
             print(_progress_line(row, cfg, metric), flush=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                TrainState(model=core.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
-                           history=history, best=best, best_epoch=best_epoch, bad_epochs=bad_epochs,
-                           best_state=best_state if best_state is not None else scored.state_dict(),
-                           best_val=best_val if best_state is not None else val,
-                           average=average.snapshot() if average is not None else None, resumes=resumes,
-                           compute_dtype=compute_dtype).save(tmp)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report({k: v for k, v in row.items() if v is not None}, checkpoint=ckpt)
+        metrics = {k: v for k, v in row.items() if v is not None}
+        if save:
+            with tempfile.TemporaryDirectory() as tmp:
+                ckpt = None
+                if rank == 0:
+                    TrainState(model=core.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
+                               history=history, best=best, best_epoch=best_epoch, bad_epochs=bad_epochs,
+                               best_state=best_state if best_state is not None else scored.state_dict(),
+                               best_val=best_val if best_state is not None else val,
+                               average=average.snapshot() if average is not None else None, resumes=resumes,
+                               compute_dtype=compute_dtype).save(tmp)
+                    ckpt = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report(metrics, checkpoint=ckpt)
+            saved_at = time.monotonic()
+        else:
+            # Metrics only (every rank calls report either way: it is a barrier): Tune's schedulers and the
+            # controller still see every epoch, and nothing is written.
+            ray.train.report(metrics)
         if stop:
             if rank == 0:
                 print(f"[train] early stop: {metric} has not improved for {bad_epochs} epoch(s); "

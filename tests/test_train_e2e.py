@@ -1,5 +1,6 @@
 """End to end on the real local Ray: `trainyard train` → bundle; predict reproduces metrics.json; a killed
 worker is replaced and training resumes from its checkpoint."""
+import contextlib
 import json
 import os
 import signal
@@ -141,10 +142,75 @@ def test_bad_data_is_a_clear_cli_error(tmp_path, telemetry_dir, capsys):
     assert "needs 64 CPUs" in capsys.readouterr().err
 
 
+def _report_recorder(path: str):
+    """A Ray Train callback (it runs in the run's controller process) that appends one JSON line per report to
+    `path`: the epoch, whether a checkpoint came with it, how many ranks reported, and the controller's
+    poll interval as its environment has it."""
+    import ray.train
+
+    from jobs.train import POLL_ENV
+
+    class Recorder(ray.train.UserCallback):     # defined in here: pickled by value into the controller
+        def after_report(self, run_context, metrics, checkpoint):
+            with open(path, "a") as f:
+                f.write(json.dumps({"epoch": metrics[0]["epoch"], "checkpoint": checkpoint is not None,
+                                    "ranks": len(metrics), "poll": os.environ.get(POLL_ENV)}) + "\n")
+    return Recorder()
+
+
+def _recorded(path: str) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_every_epoch_reports_checkpoints_keep_the_cadence_and_the_last_one(tmp_path, telemetry_dir, monkeypatch):
+    """train.checkpoint_every=3 with an early stop: every epoch reaches the controller (Tune's schedulers need
+    them), every third carries a checkpoint and so does the last; the final checkpoint holds the best epoch's
+    weights even when that epoch had none of its own; the controller polled at the interval `fit` chose, and
+    the driver's environment is as it was."""
+    from jobs.train import POLL_ENV, controller_poll_s
+    from jobs.worker import _loss_fn, validate
+
+    monkeypatch.delenv(POLL_ENV, raising=False)
+    spec = load_spec(write_spec(tmp_path / "s.yaml", small_spec(
+        "cadence", telemetry_dir, tmp_path / "out", epochs=12, workers=2, checkpoint_every=3,
+        early_stop={"metric": "val_loss", "patience": 1})))
+    quiet = lambda *_: None
+    prepared = prepare(spec, progress=quiet)
+    log = str(tmp_path / "reports.jsonl")
+    outcome = fit(spec, prepared, storage_path=str(tmp_path / "runs"), run_name="cadence", progress=quiet,
+                  callbacks=[_report_recorder(log)])
+    assert POLL_ENV not in os.environ
+    reports = _recorded(log)
+    stopped = len(outcome.history)
+    assert stopped < 12, "the seeded run is expected to stop early (patience 1)"
+    assert [r["epoch"] for r in reports] == list(range(1, stopped + 1))
+    assert [r["checkpoint"] for r in reports] == [e % 3 == 0 or e == stopped for e in range(1, stopped + 1)]
+    assert all(r["ranks"] == 2 for r in reports)
+    assert {r["poll"] for r in reports} == {f"{controller_poll_s(2):g}"}
+    # Train V2 takes the run's result from its latest checkpointed report: the last epoch's.
+    state = last_state(Path(outcome.run_path))
+    assert [h["epoch"] for h in state.history] == list(range(1, stopped + 1))
+    best = outcome.best_epoch
+    assert best == min(outcome.history, key=lambda h: h["val_loss"])["epoch"]
+    # The best weights, scored again on the validation split, give the best epoch's val_loss.
+    import numpy as np
+    import torch
+
+    val = prepared.val_ds.to_pandas()
+    x = torch.from_numpy(np.stack(val[FEATURES_COLUMN].to_numpy()).astype(np.float32))
+    y = torch.from_numpy(val[LABEL_COLUMN].to_numpy().astype(np.int64))
+    model = build_model(outcome.model_config)
+    model.load_state_dict(outcome.best_state)
+    cpu = torch.device("cpu")
+    again = validate(model, x, y, outcome.config, _loss_fn(outcome.config, cpu), cpu, contextlib.nullcontext)
+    assert again["val_loss"] == pytest.approx(outcome.history[best - 1]["val_loss"], rel=1e-5)
+    assert isinstance(state, TrainState) and state.best_epoch == best
+
+
 def _dies_once_after(loop, epoch: int, marker: str):
-    """`loop`, except that rank 0 dies by SIGKILL once `epoch`'s checkpoint is registered, once per run: the
-    marker file records the kill, so the restarted worker trains on. A real worker death, injected around the
-    product's loop rather than inside it."""
+    """`loop`, except that rank 0 dies by SIGKILL once the controller has taken in `epoch`'s report, once per
+    run: the marker file records the kill, so the restarted worker trains on. A real worker death, injected
+    around the product's loop rather than inside it."""
     def dying_loop(config: dict) -> None:
         import ray.train
 
@@ -169,39 +235,45 @@ def _dies_once_after(loop, epoch: int, marker: str):
 def test_killed_worker_resumes_from_checkpoint(tmp_path, telemetry_dir):
     from ray.train.torch import TorchTrainer
 
-    spec_path = write_spec(tmp_path / "s.yaml", small_spec("kill", telemetry_dir, tmp_path / "out", epochs=4,
+    # Checkpoints at epochs 2, 4 and 5 (the last); the worker dies after epoch 3's report, between two of them.
+    spec_path = write_spec(tmp_path / "s.yaml", small_spec("kill", telemetry_dir, tmp_path / "out", epochs=5,
                                                            workers=2, max_failures=2, early_stop=None,
-                                                           ema_epochs=0.5))
+                                                           ema_epochs=0.5, checkpoint_every=2))
     spec = load_spec(spec_path)
     quiet = lambda *_: None
     prepared = prepare(spec, progress=quiet)
     storage = storage_root(spec)
     os.makedirs(storage, exist_ok=True)
     marker = os.path.join(storage, "kill.fault-injected")
+    log = str(tmp_path / "reports.jsonl")
     outcome = fit(spec, prepared, storage_path=storage, run_name="kill", progress=quiet,
-                  trainer=lambda loop, **kw: TorchTrainer(_dies_once_after(loop, 2, marker), **kw))
+                  callbacks=[_report_recorder(log)],
+                  trainer=lambda loop, **kw: TorchTrainer(_dies_once_after(loop, 3, marker), **kw))
     path, metrics = export_bundle(spec, prepared, outcome, progress=quiet)
     lineage = json.loads((path / "lineage.json").read_text())
     run_dir = lineage["train"]["run_path"]
-    # The worker really died once (SIGKILL after epoch 2's checkpoint) ...
+    # The worker really died once (SIGKILL after epoch 3's report) ...
     assert os.path.exists(run_dir + ".fault-injected")
-    # ... and the restarted group continued from the checkpoint of epoch 2 (registered before the kill) instead
-    # of starting over: epochs 1 and 2 ran exactly once.
+    # ... and the restarted group continued from the checkpoint of epoch 2 instead of starting over: the loss is
+    # bounded by the cadence. Epoch 3 (after that checkpoint) ran again; no epoch before it did.
+    reports = _recorded(log)
+    assert [r["epoch"] for r in reports] == [1, 2, 3, 3, 4, 5]
+    assert [r["checkpoint"] for r in reports] == [False, True, False, False, True, True]
     import torch
     ckpts = sorted(d for d in os.listdir(run_dir) if d.startswith("checkpoint_")
                    and os.path.isdir(os.path.join(run_dir, d)))
     # The checkpoint file is plain data: it loads without unpickling any class of ours.
     state = TrainState.from_dict(torch.load(os.path.join(run_dir, ckpts[-1], "state.pt"), weights_only=True))
     epochs = [r["epoch"] for r in state.history]
-    assert epochs == [1, 2, 3, 4]
+    assert epochs == [1, 2, 3, 4, 5]
     resumes = [r["resumes"] for r in state.history]
-    assert resumes == [0, 0, 1, 1]
-    # The weight average came back with the checkpoint: it holds every step of the four epochs, not only the
+    assert resumes == [0, 0, 1, 1, 1]
+    # The weight average came back with the checkpoint: it holds every step of the five epochs, not only the
     # steps after the restart.
-    assert state.average["steps"] == 4 * state.average["steps_per_epoch"]
+    assert state.average["steps"] == 5 * state.average["steps_per_epoch"]
     # The bundle holds the resumed run's best epoch, and its test metrics score the whole test split.
     bundle = B.load(path)
-    assert outcome.best_epoch == state.best_epoch and 1 <= state.best_epoch <= 4
+    assert outcome.best_epoch == state.best_epoch and 1 <= state.best_epoch <= 5
     assert all(torch.equal(v, state.best_state[k]) for k, v in bundle.model.state_dict().items())
     assert metrics["val"]["val_loss"] == pytest.approx(state.history[state.best_epoch - 1]["val_loss"])
     assert sum(map(sum, metrics["test"]["confusion_matrix"])) == prepared.ingest.split_rows["test"]

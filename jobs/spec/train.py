@@ -1,6 +1,7 @@
 """The `model` and `train` sections: the network, and how it is trained (early stopping included)."""
 from __future__ import annotations
 
+import re
 from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
@@ -74,8 +75,36 @@ class TrainSpec(StrictModel):
     use_gpu: Union[bool, Literal["auto"]] = Field("auto", description="auto: use GPUs when the cluster has them.")
     early_stop: Optional[EarlyStopSpec] = Field(default_factory=EarlyStopSpec, description="null disables it.")
     max_failures: int = Field(2, ge=0, description="Worker failures survived by resuming from the last checkpoint.")
+    checkpoint_every: Union[int, str] = Field(
+        "10s", description="How often rank 0 checkpoints (weights, optimizer, best epoch, history): every N "
+                           "epochs (an integer, e.g. 1) or once at least this many seconds of training have "
+                           "passed since the last checkpoint (a string ending in s, e.g. '30s'). Every epoch "
+                           "still reports its metrics; the last epoch (planned or early-stopped) always "
+                           "checkpoints; a worker failure loses at most the epochs since the last checkpoint. "
+                           "Tuning trials checkpoint every epoch whatever this says.")
     seed: int = 0
     cache: Literal["auto", "memory", "stream"] = Field(
         "auto", description="memory: each worker holds its shard as tensors; stream: iterate Ray Data every epoch; "
                             "auto: memory when the shard is under cache_limit_mb.")
     cache_limit_mb: int = Field(2048, gt=0)
+
+    @field_validator("checkpoint_every", mode="before")
+    @classmethod
+    def _cadence(cls, v):
+        if (isinstance(v, int) and not isinstance(v, bool) and v >= 1) or (
+                isinstance(v, str) and _seconds(v) is not None):
+            return v
+        raise ValueError("must be a number of epochs (an integer of at least 1, e.g. 5) or of "
+                         "seconds (a positive number ending in s, e.g. '30s')")
+
+    @property
+    def checkpoint_cadence(self) -> tuple[Optional[int], Optional[float]]:
+        """`checkpoint_every` as (epochs, None) or (None, seconds)."""
+        v = self.checkpoint_every
+        return (v, None) if isinstance(v, int) else (None, _seconds(v))
+
+
+def _seconds(text: str) -> Optional[float]:
+    """'30s' -> 30.0; None when `text` is not a positive number of seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*s\s*", text)
+    return float(m.group(1)) if m and float(m.group(1)) > 0 else None
