@@ -244,7 +244,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
                 if col not in s.names:
                     raise ING.DataError(f"{f}: no column {col!r} (columns: {s.names}); set data.image.column / "
                                         "data.label to the columns holding the encoded image and its label")
-        ds = ray.data.read_parquet(shown_files, filesystem=fs, columns=[img.column, data.label], include_paths=True)
+        ds = ING.read_parquet(shown_files, filesystem=fs, columns=[img.column, data.label], include_paths=True)
         stray = []
     progress(f"[ingest] {len(shown_files)} {'image' if data.format == 'images' else 'parquet'} file(s)")
     ds = ds.map_batches(_decode_check, fn_kwargs={"column": img.column, "size": size, "channels": ch,

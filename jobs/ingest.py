@@ -312,6 +312,30 @@ def assign_split(batch: pd.DataFrame, label: str, cuts: dict, stratify: bool) ->
     return batch.drop(columns=["_u"]).assign(**{SPLIT_COLUMN: split})
 
 
+# ---------------------------------------------------------------------------------------------- reading
+# Ray 2.60's read_parquet (datasource V2) reads the files' footers on a pool of FooterReader actors that every
+# execution of the read starts afresh: RAY_DATA_PARQUET_FOOTER_NUM_ACTORS of them, 32 by default, each one a new
+# worker process, however few the files (each takes 10 files at a time: RAY_DATA_PARQUET_FOOTER_BATCH_SIZE). On
+# 2 cores, 32 process starts cost seconds before the first row and load the machine for longer. read_parquet
+# reads the variable while it builds the plan, in this process, so it is set around that call only; a value the
+# user exported wins. Checked on Ray 2.60.0 (ray/data/_internal/datasource_v2/formats/parquet/
+# footer_file_indexer.py).
+_FOOTER_ACTORS_ENV = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"
+_FILES_PER_FOOTER_READ = 10     # Ray's default RAY_DATA_PARQUET_FOOTER_BATCH_SIZE
+_MAX_FOOTER_ACTORS = 32         # Ray's default RAY_DATA_PARQUET_FOOTER_NUM_ACTORS
+
+
+def read_parquet(files: list[str], **kwargs) -> ray.data.Dataset:
+    """`ray.data.read_parquet`, with one footer-reading actor per batch of files it reads (at most Ray's 32)."""
+    if os.environ.get(_FOOTER_ACTORS_ENV):
+        return ray.data.read_parquet(files, **kwargs)
+    os.environ[_FOOTER_ACTORS_ENV] = str(min(_MAX_FOOTER_ACTORS, -(-len(files) // _FILES_PER_FOOTER_READ)))
+    try:
+        return ray.data.read_parquet(files, **kwargs)
+    finally:
+        del os.environ[_FOOTER_ACTORS_ENV]
+
+
 # ---------------------------------------------------------------------------------------------- ingest
 def fingerprint(fs: pafs.FileSystem, files: list[str]) -> str:
     h = hashlib.sha256()
@@ -342,7 +366,7 @@ def ingest(data: DataSpec, *, progress=print) -> IngestResult:
     progress(f"[ingest] {len(files)} {fmt} file(s), {len(schema)} column(s) used")
 
     if fmt == "parquet":
-        raw = ray.data.read_parquet(files, filesystem=fs, columns=schema.names)
+        raw = read_parquet(files, filesystem=fs, columns=schema.names)
     else:
         raw = ray.data.read_csv(files, filesystem=fs,
                                 convert_options=pacsv.ConvertOptions(include_columns=schema.names,
