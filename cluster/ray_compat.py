@@ -9,6 +9,7 @@ Other Ray internals we lean on without importing a private module, listed so an 
 - ``ray.core.generated`` protobufs (not underscored, but not a documented API): GCS tables here, and the GCS
   and Ray Client gRPC services in cluster/connection.py and cluster/nodes.py;
 - the logger ``ray.data._internal.progress`` (a logger name only: cluster/quiet.py, jobs/worker.py).
+- Ray Data's variable RAY_DATA_PARQUET_FOOTER_NUM_ACTORS (jobs/ingest.py: read_parquet, checked on 2.60.0).
 """
 from __future__ import annotations
 
