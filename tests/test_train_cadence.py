@@ -6,7 +6,7 @@ import os
 import pytest
 
 from jobs.spec import SpecError, validate_spec
-from jobs.train import POLL_ENV, _controller_poll, controller_poll_s, worker_config
+from jobs.train import POLL_ENV, PREEMPTION_ENV, _controller_env, controller_poll_s, worker_config
 from jobs.worker import checkpoint_due
 from tests.test_train_contracts import _prepared
 from tests.test_worker_loop import config
@@ -46,19 +46,21 @@ def test_checkpoint_due_on_epochs_on_seconds_and_always_at_the_last_epoch():
     assert checkpoint_due(timed, 5, 10.0, last=False) and checkpoint_due(timed, 0, 0.0, last=True)
 
 
-def test_fit_sets_the_poll_interval_for_the_run_and_restores_the_environment(monkeypatch):
+def test_fit_sets_the_controllers_environment_for_the_run_and_restores_it(monkeypatch):
     assert [controller_poll_s(n) for n in (1, 2, 3, 10, 50, 200)] == [0.05, 0.05, 0.06, 0.2, 1.0, 1.0]
     monkeypatch.delenv(POLL_ENV, raising=False)
-    with _controller_poll(2) as value:
-        assert os.environ[POLL_ENV] == value == "0.05"
+    monkeypatch.delenv(PREEMPTION_ENV, raising=False)
+    with _controller_env(2, embedded=False) as env:
+        assert env == {POLL_ENV: "0.05"} and os.environ[POLL_ENV] == "0.05" and PREEMPTION_ENV not in os.environ
     assert POLL_ENV not in os.environ
     with pytest.raises(RuntimeError):                      # restored when the run fails, too
-        with _controller_poll(10):
-            assert os.environ[POLL_ENV] == "0.2"
+        with _controller_env(10, embedded=True) as env:
+            assert env == {POLL_ENV: "0.2", PREEMPTION_ENV: "0"} == {k: os.environ[k] for k in env}
             raise RuntimeError("training failed")
-    assert POLL_ENV not in os.environ
+    assert POLL_ENV not in os.environ and PREEMPTION_ENV not in os.environ
     # A value the user exported is theirs: used as it is, and left in place.
     monkeypatch.setenv(POLL_ENV, "0.5")
-    with _controller_poll(2) as value:
-        assert os.environ[POLL_ENV] == value == "0.5"
-    assert os.environ[POLL_ENV] == "0.5"
+    monkeypatch.setenv(PREEMPTION_ENV, "1")
+    with _controller_env(2, embedded=True) as env:
+        assert env == {POLL_ENV: "0.5", PREEMPTION_ENV: "1"}
+    assert os.environ[POLL_ENV] == "0.5" and os.environ[PREEMPTION_ENV] == "1"

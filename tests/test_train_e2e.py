@@ -148,13 +148,14 @@ def _report_recorder(path: str):
     poll interval as its environment has it."""
     import ray.train
 
-    from jobs.train import POLL_ENV
+    from jobs.train import POLL_ENV, PREEMPTION_ENV
 
     class Recorder(ray.train.UserCallback):     # defined in here: pickled by value into the controller
         def after_report(self, run_context, metrics, checkpoint):
             with open(path, "a") as f:
                 f.write(json.dumps({"epoch": metrics[0]["epoch"], "checkpoint": checkpoint is not None,
-                                    "ranks": len(metrics), "poll": os.environ.get(POLL_ENV)}) + "\n")
+                                    "ranks": len(metrics), "poll": os.environ.get(POLL_ENV),
+                                    "preemption": os.environ.get(PREEMPTION_ENV)}) + "\n")
     return Recorder()
 
 
@@ -162,36 +163,55 @@ def _recorded(path: str) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
+def _actors_by_class() -> dict:
+    from collections import Counter
+
+    from cluster import ray_compat
+    return Counter(a.class_name for a in ray_compat.actor_table())
+
+
 def test_every_epoch_reports_checkpoints_keep_the_cadence_and_the_last_one(tmp_path, telemetry_dir, monkeypatch):
-    """train.checkpoint_every=3 with an early stop: every epoch reaches the controller (Tune's schedulers need
-    them), every third carries a checkpoint and so does the last; the final checkpoint holds the best epoch's
-    weights even when that epoch had none of its own; the controller polled at the interval `fit` chose, and
-    the driver's environment is as it was."""
-    from jobs.train import POLL_ENV, controller_poll_s
+    """train.checkpoint_every=4 with an early stop: every epoch reaches the controller (Tune's schedulers need
+    them), every fourth carries a checkpoint and so does the last; the final checkpoint holds the best epoch's
+    weights even when that epoch had none of its own. The controller ran with the environment `fit` chose,
+    and the driver's is as it was. On embedded Ray one worker trains without a SplitCoordinator, a
+    preemption watcher or a placement-group cleaner, on the whole train split every epoch."""
+    from jobs.train import POLL_ENV, PREEMPTION_ENV, controller_poll_s
     from jobs.worker import _loss_fn, validate
 
     monkeypatch.delenv(POLL_ENV, raising=False)
+    monkeypatch.delenv(PREEMPTION_ENV, raising=False)
     spec = load_spec(write_spec(tmp_path / "s.yaml", small_spec(
-        "cadence", telemetry_dir, tmp_path / "out", epochs=12, workers=2, checkpoint_every=3,
+        "cadence", telemetry_dir, tmp_path / "out", epochs=12, checkpoint_every=4,
         early_stop={"metric": "val_loss", "patience": 1})))
     quiet = lambda *_: None
     prepared = prepare(spec, progress=quiet)
     log = str(tmp_path / "reports.jsonl")
+    actors_before = _actors_by_class()
     outcome = fit(spec, prepared, storage_path=str(tmp_path / "runs"), run_name="cadence", progress=quiet,
                   callbacks=[_report_recorder(log)])
-    assert POLL_ENV not in os.environ
+    started = _actors_by_class() - actors_before
+    assert started["TrainController"] == 1 and started["RayTrainWorker"] == 1, started
+    for unneeded in ("SplitCoordinator", "PreemptionWatcher", "PlacementGroupCleaner"):
+        assert started[unneeded] == 0, started
+    assert POLL_ENV not in os.environ and PREEMPTION_ENV not in os.environ
     reports = _recorded(log)
     stopped = len(outcome.history)
     assert stopped < 12, "the seeded run is expected to stop early (patience 1)"
     assert [r["epoch"] for r in reports] == list(range(1, stopped + 1))
-    assert [r["checkpoint"] for r in reports] == [e % 3 == 0 or e == stopped for e in range(1, stopped + 1)]
-    assert all(r["ranks"] == 2 for r in reports)
-    assert {r["poll"] for r in reports} == {f"{controller_poll_s(2):g}"}
+    assert [r["checkpoint"] for r in reports] == [e % 4 == 0 or e == stopped for e in range(1, stopped + 1)]
+    assert all(r["ranks"] == 1 for r in reports)
+    assert {(r["poll"], r["preemption"]) for r in reports} == {(f"{controller_poll_s(1):g}", "0")}
     # Train V2 takes the run's result from its latest checkpointed report: the last epoch's.
     state = last_state(Path(outcome.run_path))
     assert [h["epoch"] for h in state.history] == list(range(1, stopped + 1))
+    # The one worker saw every train row once an epoch, and scored every validation row.
+    rows = prepared.ingest.split_rows
+    assert {round(h["train_samples_per_s"] * h["epoch_time_s"]) for h in outcome.history} == {rows["train"]}
+    assert sum(map(sum, outcome.val_metrics["val_confusion_matrix"])) == rows["val"]
     best = outcome.best_epoch
-    assert best == min(outcome.history, key=lambda h: h["val_loss"])["epoch"]
+    assert best == min(outcome.history, key=lambda h: h["val_loss"])["epoch"] == state.best_epoch
+    assert best % 4 and best != stopped, "the seeded run's best epoch is expected to have no checkpoint of its own"
     # The best weights, scored again on the validation split, give the best epoch's val_loss.
     import numpy as np
     import torch
@@ -204,7 +224,6 @@ def test_every_epoch_reports_checkpoints_keep_the_cadence_and_the_last_one(tmp_p
     cpu = torch.device("cpu")
     again = validate(model, x, y, outcome.config, _loss_fn(outcome.config, cpu), cpu, contextlib.nullcontext)
     assert again["val_loss"] == pytest.approx(outcome.history[best - 1]["val_loss"], rel=1e-5)
-    assert isinstance(state, TrainState) and state.best_epoch == best
 
 
 def _dies_once_after(loop, epoch: int, marker: str):
