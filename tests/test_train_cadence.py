@@ -47,11 +47,11 @@ def test_checkpoint_due_on_epochs_on_seconds_and_always_at_the_last_epoch():
 
 
 def test_fit_sets_the_controllers_environment_for_the_run_and_restores_it(monkeypatch):
-    assert [controller_poll_s(n) for n in (1, 2, 3, 10, 50, 200)] == [0.05, 0.05, 0.06, 0.2, 1.0, 1.0]
+    assert [controller_poll_s(n) for n in (1, 2, 3, 10, 50, 200)] == pytest.approx([0.02, 0.04, 0.06, 0.2, 1.0, 1.0])
     monkeypatch.delenv(POLL_ENV, raising=False)
     monkeypatch.delenv(PREEMPTION_ENV, raising=False)
     with _controller_env(2, embedded=False) as env:
-        assert env == {POLL_ENV: "0.05"} and os.environ[POLL_ENV] == "0.05" and PREEMPTION_ENV not in os.environ
+        assert env == {POLL_ENV: "0.04"} and os.environ[POLL_ENV] == "0.04" and PREEMPTION_ENV not in os.environ
     assert POLL_ENV not in os.environ
     with pytest.raises(RuntimeError):                      # restored when the run fails, too
         with _controller_env(10, embedded=True) as env:
