@@ -67,7 +67,8 @@ def placement_group_cleaner_callback() -> type:
 @functools.lru_cache(maxsize=None)
 def torch_trainer_without_placement_cleaner() -> type:
     """`TorchTrainer` less Ray Train's per-run placement group cleaner, for runs whose placement group someone
-    else gives back (a tuning trial's, swept by the search's driver: tuning/_placement.py).
+    else gives back (a tuning trial's, swept by the search's driver: tuning/_placement.py), and for training
+    on the embedded Ray, which ends with the driver and so leaves nothing to clean (jobs.train.build_trainer).
 
     Why: the cleaner is a detached actor that watches its controller through the state API; without the
     dashboard (our embedded Ray) it never sees a stopped trial's controller die and polls every second,
