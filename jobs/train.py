@@ -194,15 +194,15 @@ def controller_poll_s(workers: int) -> float:
 
 
 @contextlib.contextmanager
-def _controller_env(workers: int, embedded: bool):
+def _controller_env(workers: int, embedded: bool, poll_s: Optional[float] = None):
     """The environment the Ray Train run started inside gets from this process (TorchTrainer.fit() copies these
     variables into its controller's runtime_env): the poll interval (`controller_poll_s`) and, on embedded Ray,
     no preemption watcher (an actor process per run that polls Ray for nodes being drained: none of ours ever
     is; measured, it costs a run's start under 0.1 s on a quiet machine, ~0.5 s on a loaded one). Ray Train's
     metrics (RAY_TRAIN_METRICS_ENABLED) stay on: turning them off saved nothing measurable. A
     variable the user exported is theirs and stays as it is; the ones set here are removed afterwards. Yields
-    what the run gets."""
-    wanted = {POLL_ENV: f"{controller_poll_s(workers):g}"}
+    what the run gets. `poll_s`: the caller's interval instead of `controller_poll_s(workers)`."""
+    wanted = {POLL_ENV: f"{poll_s if poll_s is not None else controller_poll_s(workers):g}"}
     if embedded:
         wanted[PREEMPTION_ENV] = "0"
     ours = {k: v for k, v in wanted.items() if k not in os.environ}
@@ -216,13 +216,15 @@ def _controller_env(workers: int, embedded: bool):
 
 def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: str,
         config: Optional[WorkerConfig] = None, callbacks: Optional[list] = None,
-        progress: Callable[[str], None] = print, trainer: Optional[TrainerFactory] = None) -> TrainOutcome:
+        progress: Callable[[str], None] = print, trainer: Optional[TrainerFactory] = None,
+        poll_s: Optional[float] = None) -> TrainOutcome:
     """Train once, stored under `storage_path`/`run_name` (a run already there resumes from its checkpoint).
 
     `config`: what the workers receive (default `configure(spec, prepared)`; tuning passes a trial's).
     `callbacks` go to Ray Train's RunConfig; `trainer` builds the Ray Train trainer (`build_trainer`).
     The controller polls its workers every `controller_poll_s(train.workers)` seconds, or every
-    $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S when the environment sets it (`_controller_env`)."""
+    `poll_s` seconds when the caller needs another (a tuning trial), or $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S when
+    the environment sets it (`_controller_env`)."""
     from cluster import is_embedded
 
     config = config or configure(spec, prepared)
@@ -232,7 +234,7 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
     run = build_trainer(spec, prepared, config, storage_path=storage_path, run_name=run_name, callbacks=callbacks,
                         trainer=trainer, embedded=embedded)
     try:
-        with _controller_env(spec.train.workers, embedded):
+        with _controller_env(spec.train.workers, embedded, poll_s):
             result = run.fit()
     except Exception as exc:
         raise TrainError(f"training failed: {_worker_error(exc)}. The run is at {storage_path}/{run_name}") from exc

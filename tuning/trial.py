@@ -19,10 +19,10 @@ from typing import Optional
 from cluster import ray_compat
 from jobs.pipeline import PreparedData
 from jobs.spec import EarlyStopSpec, JobSpec
-from jobs.train import POLL_ENV, configure, fit
+from jobs.train import configure, fit
 from tuning.space import decode_hidden
 
-TRIAL_POLL_S = "0.25"
+TRIAL_POLL_S = 0.25
 TRAIN_DIR = "train"        # the Train runs of an experiment, one per trial: EXPERIMENT/train/trial-<id>
 ENDED_DIR = "ended"        # EXPERIMENT/ended/<id>.json: written by the driver when Tune ends a trial
 
@@ -78,12 +78,11 @@ def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment
     # drains); when the run ends within a few tens of ms of its last report, that last row can miss the
     # session's final fetch and the trial ends with no metrics at all ("did not include best_val_loss"):
     # seen in CI twice at 0.02 s (a one-epoch image trial, the SIGKILL/resume search), never at 0.25 s.
-    # This process drives only this trial's run; fit leaves a value set here in place.
-    os.environ.setdefault(POLL_ENV, TRIAL_POLL_S)
+    # Passed to fit, which sets it around the run like any interval (a value the user exported still wins).
     overrides = trial_overrides(spec, config, metric, mode)
     worker_config = dataclasses.replace(configure(spec, prepared, overrides=overrides), epoch_lines=False,
                                         checkpoint_epochs=1, checkpoint_seconds=None)
     fit(spec, prepared, storage_path=os.path.join(experiment_dir, TRAIN_DIR), run_name=run_name(trial_id),
-        config=worker_config, callbacks=[TuneReportCallback()], progress=lambda *_: None,
+        config=worker_config, callbacks=[TuneReportCallback()], progress=lambda *_: None, poll_s=TRIAL_POLL_S,
         # The search's driver gives back the placement group of a trial ASHA stops (tuning/_placement.py).
         trainer=ray_compat.torch_trainer_without_placement_cleaner())
