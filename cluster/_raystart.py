@@ -27,6 +27,8 @@ def _ray_compat():
     spec = importlib.util.spec_from_file_location(
         "trainyard_ray_compat", os.path.join(os.path.dirname(os.path.abspath(__file__)), "ray_compat.py"))
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as an import would: dataclasses (and typing) look a class's module up there.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -39,9 +39,8 @@ def cmd_cluster_up(args) -> int:
          f"  Ray Client    {state['client_address']}\n"
          f"  token file    {state['token_path']}\n"
          f"  state         {cluster_state.state_path(args.state_dir)}\n"
-         "For tools other than trainyard (ray CLI, your own scripts):\n"
-         f"  export RAY_ADDRESS={state['address']} RAY_AUTH_MODE=token "
-         f"RAY_AUTH_TOKEN_PATH={state['token_path']}\n"
+         "For tools other than trainyard (ray status, ray job list, ray.init() in your own scripts):\n"
+         f"  export {local.client_exports(state)}\n"
          "Stop it with: trainyard cluster down")
     return EXIT_OK
 
@@ -72,7 +71,7 @@ def _fmt_resource(name: str, value: float) -> str:
 
 
 def cmd_cluster_down(args) -> int:
-    stopped = local.down(args.state_dir, timeout_s=args.timeout)
+    stopped = local.down(args.state_dir, timeout_s=args.timeout, progress=_say)
     _say(f"cluster down: stopped {len(stopped)} process(es); none of them is left")
     return EXIT_OK
 

@@ -15,7 +15,10 @@ What `up` guarantees, and why:
 - each node is started with ``--block`` as the leader of a new session, with TRAINYARD_CLUSTER_ID in its
   environment: `down` signals each leader, which stops its children the way `ray stop` would, then kills
   whatever still carries one of the session ids or the cluster's id (a job's driver runs in a session of
-  its own). Nothing is ever found or killed by name, so other Ray instances on the machine are left alone.
+  its own). Nothing is ever found or killed by name, so other Ray instances on the machine are left alone;
+- the state file is checked, not trusted: `up` records each leader's start time and command line, and `down`
+  signals a pid only while it is still that process; it removes the nodes' temp dirs only under the folder
+  `up` created and marked with the cluster's id.
 """
 from __future__ import annotations
 
@@ -37,7 +40,17 @@ from cluster.state import STATE_FILE, read_state, state_dir as resolve_state_dir
 
 RAYSTART = Path(__file__).with_name("_raystart.py")
 CLUSTER_ID_ENV = "TRAINYARD_CLUSTER_ID"
+# Ray's own switch (ray_constants.ENABLE_RAY_CLUSTER, checked on 2.60.0): at 0, Ray takes 127.0.0.1 as this
+# machine's node address instead of swapping in the outward IP, which our loopback-only cluster does not
+# listen on. The head runs with it, and so must any other client of the cluster (`ray status`, `ray.init()`);
+# a worker node must not: with it `ray start --address` refuses to join.
+LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 DEFAULT_OBJECT_STORE_MB = 512
+# In the temp root `up` creates, holding the cluster's id: `down` removes a folder only when it carries the mark
+# of the cluster it stops, whatever path a state file names.
+TEMP_ROOT_MARKER = ".trainyard-cluster"
+# What became of a process `up` recorded (_recorded_process).
+ALIVE, GONE, REUSED = "alive", "gone", "reused"
 _LOG_TAIL_LINES = 25
 
 
@@ -65,7 +78,7 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
             raise ClusterError(
                 f"a cluster is already up ({existing['address']}, recorded in {state_path(folder)}): "
                 "`trainyard cluster down` first, or pass another --state-dir")
-        _forget(folder, existing)  # its processes are gone: a stale record, from a crash or a reboot
+        _forget(folder, existing, progress)  # its processes are gone: a stale record, from a crash or a reboot
 
     folder.mkdir(parents=True, exist_ok=True)
     token_path = folder / "auth_token"
@@ -78,9 +91,11 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
     gcs, dashboard, client, agent_ports = ports[0], ports[1], ports[2], ports[3:]
     # /tmp, not tempfile.gettempdir(): macOS's /var/folders/... makes Ray's socket paths too long.
     temp_root = Path(tempfile.mkdtemp(prefix="ty-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    cluster_id = secrets.token_hex(8)
+    (temp_root / TEMP_ROOT_MARKER).write_text(cluster_id)
     state = {
-        "version": 1,
-        "cluster_id": secrets.token_hex(8),
+        "version": 2,
+        "cluster_id": cluster_id,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "address": f"127.0.0.1:{gcs}",
         "dashboard_url": f"http://127.0.0.1:{dashboard}",
@@ -108,11 +123,17 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
                   f"{workers + 1} nodes to be alive")
     except BaseException:
         try:
-            down(folder, quiet=True)
+            down(folder, quiet=True, progress=progress)
         except ClusterError as exc:  # the original failure matters more; say what is left over
             progress(f"cleanup after the failed start was incomplete: {exc}")
         raise
     return state
+
+
+def client_exports(state: dict) -> str:
+    """The shell assignments that let any Ray client (the ``ray`` CLI, ``ray.init()``) use the cluster."""
+    return (f"RAY_ADDRESS={state['address']} RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={state['token_path']} "
+            f"{LOOPBACK_ONLY_ENV}=0")
 
 
 def _start_node(state: dict, folder: Path, name: str, role_args: list[str], agent_port: int, cpus: int,
@@ -121,8 +142,11 @@ def _start_node(state: dict, folder: Path, name: str, role_args: list[str], agen
     temp_dir.mkdir(parents=True)
     log_path = folder / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # Not inherited from a shell that ran the printed `export` (client_exports): a worker with
+    # LOOPBACK_ONLY_ENV refuses to join.
     env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+           if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
+                        LOOPBACK_ONLY_ENV)}
     # The cluster's `python` (what a job's entrypoint runs) is this interpreter: jobs submitted to the local
     # cluster find trainyard's dependencies without a runtime_env.
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
@@ -139,7 +163,7 @@ def _start_node(state: dict, folder: Path, name: str, role_args: list[str], agen
         # Ray then takes loopback as the node's address for everything on the head, drivers of submitted
         # jobs included (they resolve RAY_ADDRESS with this setting). A worker node must not have it: with
         # it Ray refuses to join a cluster.
-        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        env[LOOPBACK_ONLY_ENV] = "0"
     cmd = [sys.executable, str(RAYSTART), "start", "--block", *role_args,
            "--num-cpus", str(cpus), "--num-gpus", "0",
            "--object-store-memory", str(object_store_mb * 1024 * 1024),
@@ -149,7 +173,9 @@ def _start_node(state: dict, folder: Path, name: str, role_args: list[str], agen
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=temp_dir, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    state["nodes"].append({"name": name, "pid": proc.pid, "started": _start_time(proc.pid),
+    # Popen returns once the child has exec'd: its command line is already `cmd`, as /proc shows it.
+    started, cmdline = _identity(proc.pid)
+    state["nodes"].append({"name": name, "pid": proc.pid, "started": started, "cmdline": cmdline,
                            "temp_dir": str(temp_dir), "log": str(log_path), "agent_port": agent_port})
     # Recorded before waiting: a `down` after a failed or interrupted `up` still finds every process.
     write_state(folder, state)
@@ -209,11 +235,14 @@ def status(state_dir=None) -> dict:
 
 # ---------------------------------------------------------------------------------------------- down
 
-def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False) -> list[int]:
+def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False,
+         progress: Callable[[str], None] = lambda _msg: None) -> list[int]:
     """Stop every process the recorded cluster started; returns the pids that were still running.
 
     Workers go first (a worker whose GCS vanished spends its time reconnecting), then the head; whatever
     outlives its node's graceful stop (a job's driver, which Ray runs in a session of its own) is killed.
+    The state file is not trusted: a recorded pid that is now another process (its start time or command line
+    differ: the pid was reused) is neither signalled nor used to find processes, and ``progress`` says so.
     """
     folder = resolve_state_dir(state_dir)
     state = read_state(folder)
@@ -221,11 +250,15 @@ def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False) -> lis
         if quiet:
             return []
         raise ClusterError(f"no local cluster recorded in {state_path(folder)}: nothing to stop")
+    for node in state["nodes"]:
+        if _recorded_process(node) == REUSED:
+            progress(f"not signalling pid {node['pid']} ({node['name']}): it is no longer the process "
+                     f"`cluster up` started ({_describe(node['pid'])}); that one has exited and its pid was reused")
     stopped = set(cluster_processes(state))
     for group in ([n for n in state["nodes"] if n["name"] != "head"],
                   [n for n in state["nodes"] if n["name"] == "head"]):
         for node in group:
-            if _is_same_process(node["pid"], node["started"]):
+            if _recorded_process(node) == ALIVE:
                 _signal(node["pid"], signal.SIGTERM)  # `ray start --block` then stops its own children
         _wait_until(lambda: not any(_members(state, sessions_of=group)), timeout_s, group)
     for pid in cluster_processes(state):
@@ -235,7 +268,7 @@ def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False) -> lis
     if leftover:
         raise ClusterError(f"processes of the local cluster survived SIGKILL: {leftover}; "
                            f"the state stays in {state_path(folder)}")
-    _forget(folder, state)
+    _forget(folder, state, progress)
     return sorted(stopped)
 
 
@@ -260,9 +293,12 @@ def _members(state: dict, sessions_of: list[dict] | None = None) -> list[int]:
     session of its own. Like every process of the cluster it inherits TRAINYARD_CLUSTER_ID from its node,
     and that finds it — this cluster's processes only, never another Ray's.
     """
-    import psutil  # ships inside Ray (ray/thirdparty_files)
+    psutil = _psutil()
 
-    sessions = {n["pid"]: n["started"] for n in (sessions_of if sessions_of is not None else state["nodes"])}
+    # A leader whose pid now belongs to another process names someone else's session. One that has exited
+    # still names ours while a process remains in it: Linux hands out no pid still in use as a session id.
+    sessions = {n["pid"]: n["started"] for n in (sessions_of if sessions_of is not None else state["nodes"])
+                if _recorded_process(n) != REUSED}
     mark = state.get("cluster_id") if sessions_of is None else None
     found = []
     for proc in psutil.process_iter(["pid", "create_time", "status"]):
@@ -280,31 +316,58 @@ def _members(state: dict, sessions_of: list[dict] | None = None) -> list[int]:
     return sorted(found)
 
 
-def _start_time(pid: int) -> float | None:
+def _psutil():
+    """psutil, which ships inside Ray (ray/thirdparty_files): importing ray puts it on sys.path."""
+    import ray  # noqa: F401
     import psutil
+    return psutil
+
+
+def _identity(pid: int) -> tuple[float | None, list[str] | None]:
+    """(start time, command line) of a running process, as `up` records them; Nones when it is gone."""
+    psutil = _psutil()
 
     try:
-        return psutil.Process(pid).create_time()
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            return proc.create_time(), proc.cmdline()
     except psutil.Error:
-        return None
+        return None, None
 
 
-def _is_same_process(pid: int, started: float | None) -> bool:
-    return started is not None and _start_time(pid) is not None and abs(_start_time(pid) - started) < 1
+def _recorded_process(node: dict) -> str:
+    """ALIVE: the node's pid is still the process `up` started (same start time, same command line);
+    GONE: it has exited (nothing has its pid, or only its zombie); REUSED: another process has its pid now."""
+    psutil = _psutil()
+
+    try:
+        proc = psutil.Process(node["pid"])
+        with proc.oneshot():
+            started, zombie = proc.create_time(), proc.status() == psutil.STATUS_ZOMBIE
+            cmdline = None if zombie else proc.cmdline()  # a zombie has no command line left to compare
+    except psutil.NoSuchProcess:
+        return GONE
+    except psutil.Error:  # not ours to read (another user's process): not ours to signal either
+        return REUSED
+    if node.get("started") is None or abs(started - node["started"]) >= 1:
+        return REUSED
+    if zombie:
+        return GONE
+    # Records from before the command line was kept (state version 1) are checked by start time alone.
+    return ALIVE if "cmdline" not in node or cmdline == node["cmdline"] else REUSED
+
+
+def _describe(pid: int) -> str:
+    """How a message names a process: its command and start time."""
+    started, cmdline = _identity(pid)
+    if started is None:
+        return "gone"
+    return (f"now `{' '.join(cmdline or [])[:120]}`, started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}")
 
 
 def _alive_leaders(state: dict) -> list[int]:
-    import psutil
-
-    alive = []
-    for n in state.get("nodes", []):
-        if _is_same_process(n["pid"], n["started"]):
-            try:
-                if psutil.Process(n["pid"]).status() != psutil.STATUS_ZOMBIE:
-                    alive.append(n["pid"])
-            except psutil.Error:
-                pass
-    return alive
+    return [n["pid"] for n in state.get("nodes", []) if _recorded_process(n) == ALIVE]
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -323,10 +386,21 @@ def _reap(nodes: list[dict]) -> None:
             pass
 
 
-def _forget(folder: Path, state: dict) -> None:
-    """Remove the record, the token and the nodes' temp dirs (their Ray logs go with them)."""
-    if state.get("temp_root"):
-        shutil.rmtree(state["temp_root"], ignore_errors=True)
+def _forget(folder: Path, state: dict, progress: Callable[[str], None]) -> None:
+    """Remove the record, the token and the nodes' temp dirs (their Ray logs go with them). The temp dirs'
+    folder only when it is the one `up` created for this cluster (it holds the cluster's marker)."""
+    temp_root = state.get("temp_root")
+    if temp_root:
+        marker = Path(temp_root) / TEMP_ROOT_MARKER
+        try:
+            ours = not Path(temp_root).is_symlink() and marker.read_text() == state.get("cluster_id")
+        except OSError:
+            ours = False
+        if ours:
+            shutil.rmtree(temp_root, ignore_errors=True)
+        elif os.path.lexists(temp_root):
+            progress(f"left {temp_root} in place: `cluster up` did not create it for this cluster "
+                     f"(no {TEMP_ROOT_MARKER} marker with the cluster's id)")
     for name in (STATE_FILE, "auth_token"):
         try:
             (folder / name).unlink()

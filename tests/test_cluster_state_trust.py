@@ -1,0 +1,97 @@
+"""`cluster down` checks what `.trainyard/cluster.json` says before acting on it: a recorded pid is signalled
+only while it is still the process `cluster up` started (same start time, same command line), and only the
+temp folder `up` created and marked is removed. A forged (or stale) state file pointing at another live
+process and at a folder outside leaves both untouched. No Ray cluster is started here: the processes are
+plain `sleep`s this test starts and stops."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from cluster import local, state as cluster_state
+
+
+@pytest.fixture
+def bystander():
+    """A live process that is not Ray's: a session leader (as our nodes are) with a child in its session."""
+    proc = subprocess.Popen(["bash", "-c", "sleep 60 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while len(_session(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_session(proc.pid)) == 2, "the bystander's child did not start"
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # its own process group: the bash and its sleep, nothing else
+        proc.wait(timeout=10)
+
+
+def _session(sid: int) -> list[int]:
+    psutil = local._psutil()
+    found = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getsid(proc.info["pid"]) == sid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc.info["pid"])
+        except (ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def _forge(state_dir, pid: int, started: float, cmdline: list[str], temp_root) -> None:
+    cluster_state.write_state(state_dir, {
+        "version": 2, "cluster_id": "forged0000000000", "address": "127.0.0.1:1",
+        "ports": {"gcs": 1, "dashboard": 2, "client": 3}, "temp_root": str(temp_root),
+        "nodes": [{"name": "head", "pid": pid, "started": started, "cmdline": cmdline,
+                   "temp_dir": str(temp_root / "head"), "log": "/dev/null"}]})
+
+
+@pytest.mark.parametrize("forged", ["command line differs", "start time differs"])
+def test_down_leaves_another_process_and_an_outside_folder_alone(bystander, tmp_path, forged):
+    started, cmdline = local._identity(bystander.pid)
+    if forged == "command line differs":      # the pid was reused within the second: only the command tells
+        cmdline = ["/usr/bin/python3", "cluster/_raystart.py", "start", "--block", "--head"]
+    else:                                     # the same command started again later, under the old pid
+        started -= 3600
+    outside = tmp_path / "precious"
+    (outside / "head").mkdir(parents=True)
+    (outside / "data.txt").write_text("keep me")
+    state_dir = tmp_path / "state"
+    _forge(state_dir, bystander.pid, started, cmdline, outside)
+    said = []
+
+    local.down(state_dir, timeout_s=5, progress=said.append)
+
+    assert bystander.poll() is None and len(_session(bystander.pid)) == 2, "a process not ours was signalled"
+    assert (outside / "data.txt").read_text() == "keep me" and (outside / "head").is_dir()
+    assert any(f"not signalling pid {bystander.pid} (head)" in m and "pid was reused" in m
+               and "now `bash -c sleep 60 & wait`" in m for m in said), said
+    assert any(f"left {outside} in place" in m and local.TEMP_ROOT_MARKER in m for m in said), said
+    assert not cluster_state.state_path(state_dir).exists(), "the stale record itself is ours to remove"
+
+
+def test_down_removes_the_folder_up_marked(tmp_path):
+    """The other side of the marker: the folder `up` created, carrying this cluster's id, goes."""
+    temp_root = tmp_path / "ty-root"
+    (temp_root / "head").mkdir(parents=True)
+    (temp_root / local.TEMP_ROOT_MARKER).write_text("forged0000000000")
+    state_dir = tmp_path / "state"
+    cluster_state.write_state(state_dir, {"version": 2, "cluster_id": "forged0000000000",
+                                          "temp_root": str(temp_root), "nodes": []})
+    local.down(state_dir, timeout_s=5)
+    assert not temp_root.exists()
+
+
+def test_a_marker_of_another_cluster_is_not_enough(tmp_path):
+    temp_root = tmp_path / "ty-other"
+    temp_root.mkdir()
+    (temp_root / local.TEMP_ROOT_MARKER).write_text("someone-else")
+    state_dir = tmp_path / "state"
+    cluster_state.write_state(state_dir, {"version": 2, "cluster_id": "forged0000000000",
+                                          "temp_root": str(temp_root), "nodes": []})
+    local.down(state_dir, timeout_s=5)
+    assert temp_root.is_dir()
