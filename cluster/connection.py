@@ -11,13 +11,19 @@ order, in RAY_AUTH_TOKEN, the file named by RAY_AUTH_TOKEN_PATH, the token file 
 Before handing over to Ray we ask the cluster ourselves, so that a wrong address, a missing token and a
 rejected token each fail in seconds with a message saying which, instead of Ray's 20-second retry loop
 ending in "Failed to connect".
+
+The token goes only where the user pointed: no HTTP request that carries it (our probes, the Jobs API
+client's) follows a redirect; a redirect is an error naming where it led. Sending it over plain ``http://`` to
+an address that is not this machine prints a warning first: anyone on the way can read it.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 import socket
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -56,7 +62,12 @@ class Address:
 
     @property
     def is_loopback(self) -> bool:
-        return self.host in cluster_state.LOOPBACK_HOSTS
+        if self.host in cluster_state.LOOPBACK_HOSTS:
+            return True
+        try:
+            return ipaddress.ip_address(self.host or "").is_loopback
+        except ValueError:  # a host name other than localhost: not known to be this machine
+            return False
 
 
 @dataclass(frozen=True)
@@ -352,12 +363,47 @@ def dashboard_url(address: str | None = None, *, state_dir=None) -> str:
         f"not a {'Ray Client' if parsed.kind == 'client' else 'GCS'} address")
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib otherwise follows a redirect with every header of the request, Authorization included, to any
+    host; refused, the redirect reaches the caller as an HTTPError with its 3xx code."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_opener = urllib.request.build_opener(_RefuseRedirects)
+
+
+def _redirect_error(url: str, code: int, location: str | None) -> ConnectError:
+    return ConnectError(
+        f"{url} answered with a redirect (HTTP {code} to {location or '?'}); trainyard sends the cluster token "
+        "only to the address you give and follows no redirect with it. If that is the cluster's dashboard, "
+        "pass it as --address (or RAY_ADDRESS)")
+
+
+_warned_plain_http: set[str] = set()
+
+
+def _warn_plain_http(url: str) -> None:
+    """Say, once per URL and before the token is sent, that plain http:// to another machine exposes it."""
+    parsed = parse_address(url)
+    if not url.startswith("http://") or parsed.is_loopback or url in _warned_plain_http:
+        return
+    _warned_plain_http.add(url)
+    print(f"trainyard: warning: sending the cluster token to {url} over plain http://: anyone on the network "
+          "path can read it and use the cluster. Prefer https://, or a tunnel to the head "
+          f"(ssh -L 8265:127.0.0.1:{parsed.port} HEAD, then --address http://127.0.0.1:8265)",
+          file=sys.stderr, flush=True)
+
+
 def _auth_mode(url: str) -> str:
     """The dashboard's authentication mode (a public endpoint), or 'unknown' for dashboards without it."""
     try:
-        with urllib.request.urlopen(f"{url}/api/authentication_mode", timeout=_PROBE_TIMEOUT_S) as resp:
+        with _opener.open(f"{url}/api/authentication_mode", timeout=_PROBE_TIMEOUT_S) as resp:
             return json.loads(resp.read().decode()).get("authentication_mode", "unknown")
-    except urllib.error.HTTPError:
+    except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            raise _redirect_error(url, exc.code, exc.headers.get("Location")) from None
         return "unknown"
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -372,10 +418,13 @@ def _check_dashboard_token(url: str, token: Token | None) -> None:
     """Raise unless the dashboard accepts ``token`` on an authenticated endpoint."""
     request = urllib.request.Request(f"{url}/api/version")
     if token:
+        _warn_plain_http(url)
         request.add_header("Authorization", f"Bearer {token.value}")
     try:
-        urllib.request.urlopen(request, timeout=_PROBE_TIMEOUT_S).close()
+        _opener.open(request, timeout=_PROBE_TIMEOUT_S).close()
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            raise _redirect_error(url, exc.code, exc.headers.get("Location")) from None
         if exc.code == 401 or (exc.code == 403 and token is None):
             raise ConnectError(
                 f"the cluster at {url} uses token authentication and no token was found: {_TOKEN_HELP}") from None
@@ -388,10 +437,28 @@ def _check_dashboard_token(url: str, token: Token | None) -> None:
         raise ConnectError(f"could not reach the Jobs API at {url}: {getattr(exc, 'reason', exc)}") from None
 
 
-def job_client(address: str | None = None, *, state_dir=None):
-    """A ``JobSubmissionClient`` for the cluster at ``address``, authenticated when the cluster wants a token."""
+def _job_client_class() -> type:
+    """Ray's ``JobSubmissionClient``, except that no request follows a redirect.
+
+    Its requests go through ``requests``, which follows redirects by default (a 307 re-sends the body, a
+    job's working_dir upload included, wherever it points). Every request of the client passes through its
+    ``_do_request``, whose keyword arguments reach ``requests.request``: the one place to say no, as Ray has no
+    option for it (checked on Ray 2.60.0; tests/test_cluster_connect.py fails if that changes)."""
     from ray.dashboard.modules.job.sdk import JobSubmissionClient
 
+    class NoRedirectJobSubmissionClient(JobSubmissionClient):
+        def _do_request(self, method, endpoint, **kwargs):
+            response = super()._do_request(method, endpoint, allow_redirects=False, **kwargs)
+            if response.is_redirect:
+                raise _redirect_error(self.get_address(), response.status_code, response.headers.get("Location"))
+            return response
+
+    return NoRedirectJobSubmissionClient
+
+
+def job_client(address: str | None = None, *, state_dir=None):
+    """A ``JobSubmissionClient`` for the cluster at ``address``, authenticated when the cluster wants a token;
+    it follows no redirect."""
     url = dashboard_url(address, state_dir=state_dir)
     token = None
     if _auth_mode(url) != "disabled":
@@ -399,6 +466,6 @@ def job_client(address: str | None = None, *, state_dir=None):
         _check_dashboard_token(url, token)
     headers = {"Authorization": f"Bearer {token.value}"} if token else {}
     try:
-        return JobSubmissionClient(url, headers=headers)
+        return _job_client_class()(url, headers=headers)
     except ConnectionError as exc:
         raise ConnectError(f"could not reach the Jobs API at {url}: {exc}") from None

@@ -4,7 +4,14 @@ What is shipped: the repository as the job's ``working_dir`` — the files git w
 untracked ones .gitignore does not ignore), never ``.git``, virtualenvs, ``runs/``, ``data/``, ``bundles/``
 or caches — plus the spec as resolved here (``--set`` applied, paths settled) at ``.trainyard-job/spec.yaml``.
 The files are copied into a staging folder first, so what is measured against the upload limit is exactly
-what is uploaded.
+what is uploaded. Files that usually hold secrets (``SECRET_PATTERNS``: ``.env*``, ``*.pem``, ``*.key``,
+``id_rsa*``, ``.aws/``, ``credentials*``, ...) are refused, naming them, unless allowed with ``--allow-file
+PATTERN``; `submit` says what it sends (count, size, the largest files) and ``--dry-run`` lists every file and
+stops there.
+
+Environment variables for the job (``--env NAME``, the value taken from this environment, or ``--env
+NAME=VALUE``) travel in the job's ``runtime_env``, never in its entrypoint: no process on the cluster carries
+them in its command line.
 
 What is not shipped: trainyard's dependencies. The job's entrypoint, run by the cluster's ``python``, is
 
@@ -59,6 +66,11 @@ EXCLUDED_DIR_NAMES = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", "
 # by a job; their fixture schemas alone are megabytes).
 EXCLUDED_TOP_LEVEL = {"runs", "data", "bundles", "ray_results", ".whl", "build", "dist", "tests"}
 MODES = ("run", "train", "tune")
+# Files that usually hold credentials, as .gitignore patterns (at any depth; a trailing / is a folder): never
+# uploaded by accident, only when a --allow-file pattern names them.
+SECRET_PATTERNS = (".env*", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".aws/", ".ssh/",
+                   "credentials*", ".netrc", ".git-credentials", "*.p12", "*.pfx")
+_SHOWN_LARGEST = 5
 
 
 class SubmitError(BadInput):
@@ -172,6 +184,27 @@ def _walk_without_git(root: Path) -> list[str]:
     return found
 
 
+def _human(size: int) -> str:
+    if size >= 2**20:
+        return f"{size / 2**20:.1f} MiB"
+    return f"{size / 2**10:.1f} KiB" if size >= 2**10 else f"{size} B"
+
+
+def _refuse_secrets(files: list[tuple[str, int]], allowed: list[str], root: Path) -> None:
+    """A SubmitError naming every file that looks like a secret and that no ``--allow-file`` pattern allows."""
+    secret = pathspec.GitIgnoreSpec.from_lines(SECRET_PATTERNS)
+    allow = pathspec.GitIgnoreSpec.from_lines(allowed)
+    found = [rel for rel, _ in files if secret.match_file(rel) and not allow.match_file(rel)]
+    if not found:
+        return
+    raise SubmitError(
+        f"refusing to upload {len(found)} file(s) from {root} that usually hold secrets (nothing was uploaded): "
+        + ", ".join(found) + ". Keep them out of the upload (list them in .gitignore, or move them out of the "
+        "repository; pass credentials to the job with --env NAME), or ship them on purpose with --allow-file "
+        "PATTERN (repeatable; .gitignore syntax), e.g. "
+        + " ".join(f"--allow-file {shlex.quote(rel)}" for rel in found[:3]))
+
+
 def _check_size(files: list[tuple[str, int]], limit_mb: float, root: Path) -> None:
     total = sum(size for _, size in files)
     if total <= limit_mb * 2**20:
@@ -182,16 +215,54 @@ def _check_size(files: list[tuple[str, int]], limit_mb: float, root: Path) -> No
         for depth in range(1, min(len(parts), 3)):
             key = "/".join(parts[:depth]) + "/"
             by_dir[key] = by_dir.get(key, 0) + size
-    biggest_files = sorted(files, key=lambda f: -f[1])[:5]
-    biggest_dirs = sorted(by_dir.items(), key=lambda d: -d[1])[:5]
-    fmt = lambda b: f"{b / 2**20:.1f} MiB"  # noqa: E731
+    biggest_files = _largest(files)
+    biggest_dirs = sorted(by_dir.items(), key=lambda d: -d[1])[:_SHOWN_LARGEST]
     raise SubmitError(
-        f"the working_dir to upload ({root}) holds {fmt(total)} in {len(files)} files, over the "
+        f"the working_dir to upload ({root}) holds {_human(total)} in {len(files)} files, over the "
         f"{limit_mb:g} MiB a Ray job can upload (nothing was uploaded). Biggest files: "
-        + ", ".join(f"{rel} ({fmt(size)})" for rel, size in biggest_files)
-        + ". Biggest folders: " + ", ".join(f"{d} ({fmt(size)})" for d, size in biggest_dirs)
+        + ", ".join(f"{rel} ({_human(size)})" for rel, size in biggest_files)
+        + ". Biggest folders: " + ", ".join(f"{d} ({_human(size)})" for d, size in biggest_dirs)
         + ". Move data and checkpoints out of the repository (or into data/ or runs/, which never ship), "
           "or list them in .gitignore; put data the job reads on shared storage or a URI.")
+
+
+def _largest(files: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    return sorted(files, key=lambda f: (-f[1], f[0]))[:_SHOWN_LARGEST]
+
+
+def describe(the_plan: Plan, every_file: bool = False) -> list[str]:
+    """What `submit` sends, as lines to print: the files (a summary, or ``every_file``), the environment
+    variables' names (never their values) and the entrypoint."""
+    files = the_plan.files
+    lines = [f"upload: {len(files)} files, {_human(the_plan.upload_bytes)}, from {the_plan.root}"
+             f" (and the resolved spec as {SPEC_IN_JOB})"]
+    if every_file:
+        width = max((len(rel) for rel, _ in files), default=0)
+        lines += [f"  {rel:<{width}}  {_human(size):>10}" for rel, size in files]
+    elif files:
+        lines.append("  largest: " + ", ".join(f"{rel} ({_human(size)})" for rel, size in _largest(files))
+                     + ("; `trainyard submit --dry-run` lists every file" if len(files) > _SHOWN_LARGEST else ""))
+    if the_plan.env_vars:
+        lines.append("job environment (values not shown): " + ", ".join(sorted(the_plan.env_vars)))
+    lines.append(f"entrypoint: {the_plan.entrypoint}")
+    return lines
+
+
+def _env_vars(env) -> dict[str, str]:
+    """``--env`` items as variables: NAME takes its value from this environment, NAME=VALUE as given."""
+    env_vars = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not key.isidentifier():
+            raise SubmitError(f"--env {item!r}: expected NAME (its value taken from this environment) or "
+                              "NAME=VALUE")
+        if not sep:
+            if key not in os.environ:
+                raise SubmitError(f"--env {key}: {key} is not set in this environment; export it first, or "
+                                  f"pass {key}=VALUE")
+            value = os.environ[key]
+        env_vars[key] = value
+    return env_vars
 
 
 def stage(files: list[tuple[str, int]], root: Path, spec: dict, dump_yaml: Callable[[dict], str]) -> Path:
@@ -211,11 +282,12 @@ def stage(files: list[tuple[str, int]], root: Path, spec: dict, dump_yaml: Calla
 # ---------------------------------------------------------------------------------------------- submit
 
 def plan(spec_path, raw_spec: dict, address: str | None, mode: str = "run", *, shared=(), env=(),
-         max_upload_mb: float = UPLOAD_LIMIT_MB, root: Path = REPO_ROOT) -> Plan:
+         allow_files=(), max_upload_mb: float = UPLOAD_LIMIT_MB, root: Path = REPO_ROOT) -> Plan:
     """Decide what to submit (spec, paths, files, entrypoint) and refuse early what cannot work.
 
     ``raw_spec``: the spec file ``spec_path`` as its reader reads it, ``--set`` overrides applied; it is not
-    changed (the plan holds a copy with the paths settled)."""
+    changed (the plan holds a copy with the paths settled). ``env``: ``--env`` items (NAME or NAME=VALUE);
+    ``allow_files``: ``--allow-file`` patterns, files to ship although they look like secrets."""
     if mode not in MODES:
         raise SubmitError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
     spec_path = Path(spec_path)
@@ -235,13 +307,9 @@ def plan(spec_path, raw_spec: dict, address: str | None, mode: str = "run", *, s
     spec["output"] = settle(spec.get("output") or f"runs/{spec['name']}", "output", False)
 
     files = repository_files(root)
+    _refuse_secrets(files, list(allow_files), root)
     _check_size(files, max_upload_mb, root)
-    env_vars = {}
-    for item in env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SubmitError(f"--env {item!r}: expected NAME=VALUE")
-        env_vars[key] = value
+    env_vars = _env_vars(env)
     data_paths = spec["data"]["path"] if isinstance(spec["data"]["path"], list) else [spec["data"]["path"]]
     storage_check = " ".join(["python -m cluster.storage", shlex.quote(spec["output"])]
                              + [f"--data {shlex.quote(p)}" for p in data_paths])
@@ -264,6 +332,8 @@ def submit(the_plan: Plan, address: str | None, dump_yaml: Callable[[dict], str]
     client = job_client(address)  # fails on a wrong address or token before anything is staged
     for note in the_plan.notes:
         progress(f"note: {note}")
+    for line in describe(the_plan):
+        progress(line)
     staging = stage(the_plan.files, the_plan.root, the_plan.spec, dump_yaml)
     try:
         runtime_env = {"working_dir": str(staging)}
@@ -273,8 +343,7 @@ def submit(the_plan: Plan, address: str | None, dump_yaml: Callable[[dict], str]
                                    metadata=the_plan.metadata, submission_id=the_plan.submission_id)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    progress(f"submitted {job_id} to {client.get_address()} ({len(the_plan.files)} files, "
-             f"{the_plan.upload_bytes / 2**20:.1f} MiB); outputs go to {the_plan.output}")
+    progress(f"submitted {job_id} to {client.get_address()}; outputs go to {the_plan.output}")
     if not wait:
         progress(f"follow it with: trainyard jobs logs {job_id} --follow --address {client.get_address()}")
         return jobs_api.job_info(job_id, client=client)

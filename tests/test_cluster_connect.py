@@ -3,6 +3,7 @@ addresses where no Ray answers. (Against a real token-auth cluster: tests/test_c
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import socket
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cluster import state as cluster_state
-from cluster.connection import ConnectError, dashboard_url, find_token, parse_address, preflight
+from cluster.connection import ConnectError, dashboard_url, find_token, job_client, parse_address, preflight
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,3 +163,121 @@ def test_is_embedded_says_whether_this_process_started_its_ray(ray_session, monk
     # cluster is in this state): not embedded.
     monkeypatch.setattr(connection, "_embedded_gcs", "127.0.0.1:1")
     assert not connection.is_embedded()
+
+
+# ---------------------------------------------------------------------------------------------- the token's way
+
+class FakeDashboard:
+    """A real HTTP server standing in for a Ray dashboard (or for whatever a redirect leads to): answers
+    ``routes`` (path -> (status, headers, JSON body)), redirects every other path to ``redirect_to`` when set,
+    and records every request it gets (path, headers)."""
+
+    def __init__(self, host: str = "127.0.0.1", routes: dict | None = None, redirect_to: str | None = None,
+                 redirect_code: int = 307):
+        fake = self
+        self.requests: list[tuple[str, dict]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                fake.requests.append((self.path, dict(self.headers)))
+                if self.path in (routes or {}):
+                    status, body = routes[self.path]
+                    payload = json.dumps(body).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                elif redirect_to:
+                    self.send_response(redirect_code)
+                    self.send_header("Location", redirect_to + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                else:
+                    self.send_error(404)
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+DASHBOARD_ROUTES = {"/api/authentication_mode": (200, {"authentication_mode": "token"}),
+                    "/api/version": (200, {"version": "4", "ray_version": "2.60.0", "ray_commit": "x"})}
+
+
+@pytest.fixture
+def servers():
+    started: list[FakeDashboard] = []
+
+    def start(**kwargs) -> FakeDashboard:
+        started.append(FakeDashboard(**kwargs))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def test_the_token_probe_follows_no_redirect(clean_env, monkeypatch, servers):
+    """A dashboard address that redirects elsewhere: refused before the token leaves for the other server
+    (urllib would forward the Authorization header with the redirect)."""
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "the-cluster-token")
+    elsewhere = servers(routes=DASHBOARD_ROUTES)
+    redirecting = servers(redirect_to=elsewhere.url, redirect_code=302)
+    with pytest.raises(ConnectError, match=r"answered with a redirect \(HTTP 302 to http://127\.0\.0\.1:\d+/api/"):
+        job_client(redirecting.url)
+    assert elsewhere.requests == [], "a redirect was followed"
+    assert not any("Authorization" in headers for _, headers in elsewhere.requests)
+
+
+def test_the_jobs_api_client_follows_no_redirect(clean_env, monkeypatch, servers):
+    """The dashboard answers the probes itself and redirects the Jobs API (307: `requests` would re-send the
+    request, body and all, to the other server)."""
+    from cluster import jobs_api
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "the-cluster-token")
+    elsewhere = servers(routes={"/api/jobs/": (200, [])})
+    dashboard = servers(routes=DASHBOARD_ROUTES, redirect_to=elsewhere.url)
+    with pytest.raises(ConnectError, match=rf"{dashboard.url} answered with a redirect \(HTTP 307 to "
+                                           rf"{elsewhere.url}/api/jobs/\)"):
+        jobs_api.list_jobs(dashboard.url)
+    assert elsewhere.requests == [], "a redirect was followed"
+    # The dashboard itself did get the token (the address the user gave).
+    assert any(h.get("Authorization") == "Bearer the-cluster-token" for p, h in dashboard.requests
+               if p == "/api/version")
+
+
+def _outward_ip() -> str | None:
+    """This machine's address towards the network (no packet is sent), or None when it has only loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.123", 9))
+            ip = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ip.startswith("127.") else ip
+
+
+def test_plain_http_to_another_machine_warns_before_the_token_is_sent(clean_env, monkeypatch, servers, capsys):
+    ip = _outward_ip()
+    if ip is None:
+        pytest.skip("this machine has no address besides loopback")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "the-cluster-token")
+    local_dashboard = servers(routes=DASHBOARD_ROUTES)
+    preflight(local_dashboard.url)
+    assert "warning" not in capsys.readouterr().err, "loopback never leaves the machine: no warning"
+
+    remote = servers(host=ip, routes=DASHBOARD_ROUTES)
+    preflight(remote.url)
+    err = capsys.readouterr().err
+    assert f"trainyard: warning: sending the cluster token to {remote.url} over plain http://" in err
+    assert "https://" in err and "ssh -L" in err

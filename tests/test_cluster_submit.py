@@ -2,6 +2,7 @@
 (Submitting to a real cluster: tests/test_cluster_local.py.)"""
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from cluster import envcheck
-from cluster.submit import SPEC_IN_JOB, SubmitError, repository_files
+from cluster.submit import SPEC_IN_JOB, SubmitError, describe, repository_files
 from trainyard.submit import plan, submit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +147,8 @@ def test_entrypoint_checks_the_cluster_then_runs_trainyard(tmp_path, repo):
 @pytest.mark.parametrize("overrides,env,says", [
     (["train.epochs"], [], "expected FIELD=VALUE"),
     (["train.epochs=[1"], [], "not valid YAML"),
-    ([], ["NOVALUE"], "expected NAME=VALUE"),
+    ([], ["1BAD=x"], "expected NAME"),
+    ([], ["TRAINYARD_TEST_UNSET_VARIABLE"], "TRAINYARD_TEST_UNSET_VARIABLE is not set in this environment"),
 ])
 def test_bad_overrides_are_named(tmp_path, repo, overrides, env, says):
     with pytest.raises(SubmitError, match=says):
@@ -218,3 +220,68 @@ def test_without_git_the_gitignore_selects_what_git_selects(tmp_path):
     shutil.rmtree(root / ".git")
     assert [rel for rel, _ in repository_files(root)] == by_git
     assert "plain.py" in by_git and "keep.log" in by_git and "a.log" not in by_git   # the fixture means something
+
+
+SECRETS = [".env", "app/.env.production", "keys/server.pem", "tls/server.key", ".aws/credentials", "deploy/id_rsa",
+           "deploy/id_rsa.pub", "config/credentials.json"]
+
+
+def test_files_that_hold_secrets_are_refused_naming_them_and_the_flag(repo, tmp_path):
+    """Untracked, not ignored, so git would list them: without the check they would ship to the cluster."""
+    for rel in SECRETS:
+        write(repo / rel, "SECRET=1\n")
+    with pytest.raises(SubmitError) as err:
+        plan(spec_file(tmp_path), "http://127.0.0.1:8265", root=repo)
+    message = str(err.value)
+    assert all(rel in message for rel in SECRETS), message
+    assert "nothing was uploaded" in message and "--allow-file" in message and ".gitignore" in message
+    assert "pyproject.toml" not in message
+
+    # Allowed by pattern, the rest still refused; all allowed, they ship.
+    with pytest.raises(SubmitError) as err:
+        plan(spec_file(tmp_path), "http://127.0.0.1:8265", allow_files=[".env*", "*.pem"], root=repo)
+    assert "keys/server.pem" not in str(err.value) and ".env" not in str(err.value).split(": ", 1)[1]
+    assert "tls/server.key" in str(err.value) and ".aws/credentials" in str(err.value)
+    p = plan(spec_file(tmp_path), "http://127.0.0.1:8265", root=repo,
+             allow_files=[".env*", "*.pem", "*.key", ".aws/", "id_rsa*", "credentials*"])
+    assert set(SECRETS) <= {rel for rel, _ in p.files}
+
+
+def test_ignored_secret_files_never_get_that_far(repo, tmp_path):
+    write(repo / ".gitignore", "*.ckpt\nscratch/\n.env\n")
+    write(repo / ".env", "SECRET=1\n")
+    assert ".env" not in {rel for rel, _ in plan(spec_file(tmp_path), "http://127.0.0.1:8265", root=repo).files}
+
+
+def test_what_is_sent_is_said_before_it_is_sent(repo, tmp_path):
+    write(repo / "models" / "big.bin", size=3 * 2**20)
+    for i in range(6):
+        write(repo / "src" / f"m{i}.py", "x" * (100 * (i + 1)))
+    p = plan(spec_file(tmp_path), "http://127.0.0.1:8265", env=["A=1"], root=repo)
+    summary = describe(p)
+    assert summary[0].startswith(f"upload: {len(p.files)} files, 3.0 MiB, from {repo}")
+    assert summary[1].startswith("  largest: models/big.bin (3.0 MiB), src/m5.py (600 B), src/m4.py (500 B)")
+    assert "--dry-run" in summary[1] and not any("src/m0.py" in line for line in summary)
+    assert "job environment (values not shown): A" in summary
+    every = describe(p, every_file=True)
+    assert all(any(rel in line for line in every) for rel, _ in p.files)
+
+
+def test_env_by_name_takes_the_value_from_this_environment(repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINYARD_TEST_SECRET", "s3cr3t-value")
+    p = plan(spec_file(tmp_path), "http://127.0.0.1:8265", env=["TRAINYARD_TEST_SECRET", "B=2"], root=repo)
+    assert p.env_vars == {"TRAINYARD_TEST_SECRET": "s3cr3t-value", "B": "2"}
+    assert "s3cr3t-value" not in p.entrypoint and not any("s3cr3t-value" in line for line in describe(p))
+
+
+def test_dry_run_lists_every_file_and_sends_nothing(tmp_path, monkeypatch):
+    """`--dry-run` against an address where nothing listens: it lists and stops, so it never gets to connect."""
+    env = dict(os.environ, TRAINYARD_TEST_SECRET="s3cr3t-value")
+    out = subprocess.run([sys.executable, "-m", "trainyard", "submit", str(spec_file(tmp_path)), "--address",
+                          closed_port_url(), "--dry-run", "--env", "TRAINYARD_TEST_SECRET"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    for rel, _ in repository_files(ROOT):
+        assert rel in out.stdout
+    assert "dry run: nothing was sent" in out.stdout and "TRAINYARD_TEST_SECRET" in out.stdout
+    assert "s3cr3t-value" not in out.stdout + out.stderr

@@ -43,8 +43,19 @@ def submit(spec_path, address: str | None, mode: str = "run", wait: bool = False
 def register(subparsers, kit) -> None:
     """Add `submit` to the `trainyard` subcommands."""
     def cmd_submit(args) -> int:
-        info = submit(args.spec, args.address, args.mode, args.wait, args.set, shared=args.shared, env=args.env,
-                      max_upload_mb=args.max_upload_mb, progress=kit.progress)
+        options = dict(shared=args.shared, env=args.env, allow_files=args.allow_file, max_upload_mb=args.max_upload_mb)
+        for item in args.env:
+            if "=" in item:
+                name = item.split("=", 1)[0]
+                kit.progress(f"note: --env {name}=... puts its value in this command's arguments, which `ps` "
+                             f"shows to every user of this machine; `export {name}=...` and pass --env {name}")
+        if args.dry_run:
+            for line in submission.describe(plan(args.spec, args.address, args.mode, args.set, **options),
+                                            every_file=True):
+                kit.progress(line)
+            kit.progress("dry run: nothing was sent")
+            return EXIT_OK
+        info = submit(args.spec, args.address, args.mode, args.wait, args.set, progress=kit.progress, **options)
         if args.wait:
             return EXIT_OK if info["status"] == "SUCCEEDED" else EXIT_FAILED
         return EXIT_OK
@@ -63,8 +74,15 @@ def register(subparsers, kit) -> None:
                    help="override a spec field, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--shared", action="append", default=[], metavar="PREFIX",
                    help=f"a local path prefix every node mounts (repeatable; also {SHARED_ENV})")
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="an environment variable for the job, e.g. AWS_ENDPOINT_URL=http://... (repeatable)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+                   help="an environment variable for the job (repeatable): NAME takes its value from this "
+                        "environment, so that secrets stay out of process arguments; NAME=VALUE as given")
+    p.add_argument("--allow-file", action="append", default=[], metavar="PATTERN",
+                   help="upload files that look like secrets (.env*, *.pem, *.key, id_rsa*, .aws/, credentials*, "
+                        "...) when they match PATTERN (.gitignore syntax; repeatable)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list every file that would be uploaded, the job's entrypoint and environment variable "
+                        "names, and stop: nothing is sent")
     p.add_argument("--max-upload-mb", type=float, default=UPLOAD_LIMIT_MB,
                    help=f"refuse a working_dir bigger than this (default {UPLOAD_LIMIT_MB}, Ray's limit)")
     p.set_defaults(func=cmd_submit)
