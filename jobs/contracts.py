@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import torch
 
+from cluster.errors import Failure
 from jobs.fitted import FittedPreprocessor
 
 
@@ -85,6 +86,11 @@ class WorkerConfig:
 
 
 STATE_FILE = "state.pt"      # the checkpoint file in each of a Train run's checkpoint folders
+CHECKPOINT_PREFIX = "checkpoint_"   # Train V2 names them checkpoint_<timestamp>: name order is time order
+
+
+class CheckpointError(Failure):
+    """No checkpoint of a run can be read; the message names each one tried, its error, and what to do."""
 
 
 @dataclass
@@ -128,3 +134,37 @@ class TrainState:
         if path.is_dir():
             path = path / STATE_FILE
         return cls.from_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+    @classmethod
+    def load_newest(cls, checkpoint: str, filesystem: Any = None) -> tuple["TrainState", str, list[str]]:
+        """The state of checkpoint folder `checkpoint` (a path on `filesystem`, a pyarrow filesystem: local by
+        default, or where Ray Train keeps the run), or, when its state file cannot be read, of the newest earlier
+        checkpoint of the same run that can be. A checkpoint is cut short by a full disk, a storage error or a
+        kill while it was copied; Ray Train keeps the one before it (CheckpointConfig(num_to_keep=2)), so the run
+        loses the epochs since then rather than all of them.
+
+        Returns (state, the folder it came from, one line per checkpoint skipped: its path and error). Raises
+        CheckpointError naming every folder tried when none can be read."""
+        import io
+
+        import pyarrow.fs as pafs
+
+        fs = filesystem or pafs.LocalFileSystem()
+        checkpoint = checkpoint.rstrip("/")
+        run, _, name = checkpoint.rpartition("/")
+        listing = fs.get_file_info(pafs.FileSelector(run, allow_not_found=True)) if run else []
+        earlier = sorted((i.path for i in listing if i.type == pafs.FileType.Directory
+                          and i.base_name.startswith(CHECKPOINT_PREFIX) and i.base_name < name), reverse=True)
+        skipped = []
+        for folder in [checkpoint] + earlier:
+            try:
+                with fs.open_input_file(f"{folder}/{STATE_FILE}") as f:
+                    data = f.read()
+                state = cls.from_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+            except Exception as exc:  # truncated zip, missing file, unpickling refusal, fields of another version
+                skipped.append(f"{folder}: {type(exc).__name__}: {(str(exc).strip() or '-').splitlines()[0]}")
+                continue
+            return state, folder, skipped
+        raise CheckpointError(
+            f"no checkpoint of the run at {run or checkpoint} can be read, so it cannot go on from one "
+            f"({'; '.join(skipped)}): train again under another run name or output folder")

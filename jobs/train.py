@@ -18,7 +18,7 @@ import numpy as np
 
 from cluster import ray_compat
 from cluster.errors import Failure
-from jobs.contracts import STATE_FILE, Augment, PreparedData, TrainState, WorkerConfig
+from jobs.contracts import CHECKPOINT_PREFIX, Augment, CheckpointError, PreparedData, TrainState, WorkerConfig
 from jobs.fitted import FittedPreprocessor
 from jobs.model import model_config
 from jobs.spec import JobSpec, SpecError, metric_mode, task_problem
@@ -242,23 +242,23 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
         raise TrainError(f"training failed: {_worker_error(result.error)}")
     if result.checkpoint is None:
         raise TrainError("training finished without a checkpoint (no epoch completed)")
-    with result.checkpoint.as_directory() as d:
-        state = TrainState.load(d)
+    state, source, skipped = TrainState.load_newest(result.checkpoint.path, result.checkpoint.filesystem)
+    if skipped:
+        progress(f"[train] the run's last checkpoint cannot be read ({'; '.join(skipped)}): its result is the "
+                 f"checkpoint of epoch {state.epoch + 1} ({source})")
     return TrainOutcome.from_state(state, config, result.path)
 
 
 def last_state(train_run: Path) -> Optional[TrainState]:
     """The newest checkpoint's state of a Train run: every epoch's row, the best epoch and its weights."""
     train_run = Path(train_run)
-    if not train_run.is_dir():
+    newest = max((p for p in train_run.glob(CHECKPOINT_PREFIX + "*") if p.is_dir()), default=None)
+    if newest is None:
         return None
-    # Train V2 names checkpoints checkpoint_<timestamp>, so name order is time order.
-    for ckpt in sorted((p for p in train_run.glob("checkpoint_*") if (p / STATE_FILE).is_file()), reverse=True):
-        try:
-            return TrainState.load(ckpt)
-        except Exception:      # a checkpoint cut short by a kill: the one before it is whole
-            continue
-    return None
+    try:
+        return TrainState.load_newest(str(newest))[0]   # one cut short by a kill: the one before it is whole
+    except CheckpointError:
+        return None
 
 
 def _worker_error(exc: BaseException) -> str:

@@ -253,8 +253,7 @@ def train_loop_per_worker(config: dict) -> None:
     resumes, compute_dtype = 0, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = TrainState.load(d)
+        state, source, skipped = TrainState.load_newest(checkpoint.path, checkpoint.filesystem)
         core.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
         if average is not None and state.average:
@@ -265,7 +264,8 @@ def train_loop_per_worker(config: dict) -> None:
         resumes = state.resumes + 1
         compute_dtype = state.compute_dtype
         if rank == 0:
-            print(f"[train] resumed from the checkpoint of epoch {state.epoch + 1}", flush=True)
+            print(f"[train] resumed from the checkpoint of epoch {state.epoch + 1}" + (
+                f" ({source}): the newer one cannot be read ({'; '.join(skipped)})" if skipped else ""), flush=True)
 
     label_dtype = torch.long if cfg.task == "classification" else torch.float32
     train_shard = ray.train.get_dataset_shard("train")
