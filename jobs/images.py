@@ -12,7 +12,7 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,8 @@ from jobs.fitted import FittedPreprocessor, aggregate
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ENCODINGS = ["png", "jpeg", "bmp", "gif", "webp", "tiff", "base64 of any of these", "pixel array"]
+# The same list in Pillow's names: what serving lets Pillow try on a sender's bytes (not its every plugin).
+DECODE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 
 
 class InputError(BadInput):
@@ -35,9 +37,11 @@ class InputError(BadInput):
 
 
 # ---------------------------------------------------------------------------------------------- decoding
-def decode(value: Any, size: tuple[int, int], channels: int) -> np.ndarray:
+def decode(value: Any, size: tuple[int, int], channels: int, *, formats: Optional[tuple[str, ...]] = None,
+           max_pixels: Optional[int] = None) -> np.ndarray:
     """One image → uint8 array (H, W, C). Accepts encoded bytes, base64 text, or a pixel array of the right shape.
-    Raises ValueError with a message fit for the user."""
+    Raises ValueError with a message fit for the user. `formats` (Pillow's names, e.g. DECODE_FORMATS) and
+    `max_pixels` bound what an encoded image from an untrusted sender may make the decoder do (serving)."""
     from PIL import Image, UnidentifiedImageError
 
     h, w = size
@@ -49,18 +53,33 @@ def decode(value: Any, size: tuple[int, int], channels: int) -> np.ndarray:
             raise ValueError("not valid base64; send the PNG/JPEG bytes base64-encoded") from None
     if isinstance(value, (bytes, bytearray, memoryview)):
         try:
-            with Image.open(io.BytesIO(bytes(value))) as img:
-                img = img.convert("L" if channels == 1 else "RGB")
-                if img.size != (w, h):
-                    img = img.resize((w, h), Image.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            with Image.open(io.BytesIO(bytes(value)), formats=formats) as img:
+                declared = img.size
+                # Only the header is read so far: refuse before the decoder allocates the declared size.
+                too_big = max_pixels is not None and declared[0] * declared[1] > max_pixels
+                if not too_big:
+                    img = img.convert("L" if channels == 1 else "RGB")
+                    if img.size != (w, h):
+                        img = img.resize((w, h), Image.BILINEAR)
+                    arr = np.asarray(img, dtype=np.uint8)
+        except Image.DecompressionBombError:
+            raise ValueError(f"the image declares over {2 * Image.MAX_IMAGE_PIXELS:,} pixels (Pillow's "
+                             "decompression-bomb limit): downscale it before sending") from None
+        except UnidentifiedImageError:
+            raise ValueError("cannot decode the image: not " + (f"a {'/'.join(formats)} file" if formats else
+                             "an image format Pillow reads") + " (or a corrupt one)") from None
+        except (OSError, ValueError, SyntaxError) as exc:
             raise ValueError(f"cannot decode the image ({type(exc).__name__}: {exc})") from None
+        if too_big:
+            raise ValueError(f"the image is {declared[0]}x{declared[1]} = {declared[0] * declared[1]:,} pixels; the "
+                             f"limit is {max_pixels:,}: downscale it before sending")
         return arr.reshape(h, w, channels)
     if value is None or (isinstance(value, float) and value != value):   # None, or NaN from a missing field
         raise ValueError("missing; send a base64 PNG/JPEG or a pixel array")
     try:
         arr = np.asarray(value, dtype=np.float64)
+    except OverflowError:
+        raise ValueError("a pixel value is an integer beyond the range of a double; pixels lie in 0..255") from None
     except (TypeError, ValueError):
         raise ValueError(f"expected base64 text or a pixel array, got {type(value).__name__}") from None
     given = list(arr.shape)

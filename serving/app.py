@@ -10,6 +10,7 @@ metrics.json, so serving cannot drift from training. Records from concurrent req
 per-call overhead, not the MLP, is what a small tabular model spends its time on).
 """
 import asyncio
+import concurrent.futures
 import hashlib
 import hmac
 import json
@@ -25,7 +26,7 @@ from ray import serve
 
 from cluster.errors import EXIT_BAD_INPUT
 from jobs.spec import ServeSpec
-from serving.schema import Problem, RequestChecker, RequestError, body_too_large
+from serving.schema import Problem, RequestChecker, RequestError, body_too_large, non_finite_outputs
 from serving.settings import TOKEN_ENV, ServeError, check_settings, default_name
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})   # probes answer without the token
@@ -74,6 +75,10 @@ class ModelServer:
             self.bundle.schema, max_records=serve_spec["max_records"],
             max_body_bytes=int(serve_spec["max_body_mb"] * 2**20),
             required_features=serve_spec["required_features"], unknown_fields=serve_spec["unknown_fields"])
+        # Decoding images is CPU work of up to ~0.2 s an image: it runs on these threads, not the event loop, so
+        # other requests (and the health checks) go on meanwhile. Two at a time bound its memory.
+        self.decoder = (concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
+                        if self.checker.image else None)
         self.batch_max = serve_spec["batch"]["max_size"]
         self._predict_batch.set_max_batch_size(self.batch_max)
         self._predict_batch.set_batch_wait_timeout_s(serve_spec["batch"]["wait_ms"] / 1000.0)
@@ -197,7 +202,9 @@ def build_fastapi(server: ModelServer) -> FastAPI:
 
     @app.exception_handler(RequestError)
     async def _client_error(_request, exc: RequestError):
-        return JSONResponse(exc.to_json(), status_code=exc.status)
+        # json.dumps escapes what it cannot encode (a field name that is a lone surrogate); JSONResponse's UTF-8
+        # rendering would fail on it and turn a 422 into a 500.
+        return Response(json.dumps(exc.to_json()).encode(), status_code=exc.status, media_type="application/json")
 
     @app.post("/predict", summary="Predict for a list of records", responses={
         200: {"description": "One prediction per record, in order.", "content": {"application/json": {
@@ -206,10 +213,17 @@ def build_fastapi(server: ModelServer) -> FastAPI:
             "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}})
     async def predict(request: Request):
         body = await _read_body(request, checker.max_body_bytes)
-        records = checker.parse(body)
+        if server.decoder is None:
+            records = checker.parse(body)
+        else:
+            records = await asyncio.get_running_loop().run_in_executor(server.decoder, checker.parse, body)
         out = await server.predict(records)
         # Serialised by hand: FastAPI's jsonable_encoder walks every float, which costs more than the model.
-        return Response(json.dumps(out).encode(), media_type="application/json")
+        try:
+            data = json.dumps(out, allow_nan=False).encode()
+        except ValueError:
+            raise non_finite_outputs(out, records) from None
+        return Response(data, media_type="application/json")
 
     @app.get("/healthz", summary="The replica process answers")
     async def healthz():
@@ -225,7 +239,8 @@ def build_fastapi(server: ModelServer) -> FastAPI:
     schema_doc = {"model": server.model_info, **schema,
                   "limits": {"max_records": serve_spec["max_records"], "max_body_mb": serve_spec["max_body_mb"],
                              "required_features": checker.required,
-                             "unknown_fields": serve_spec["unknown_fields"]},
+                             "unknown_fields": serve_spec["unknown_fields"],
+                             **({"max_image_pixels": checker.max_image_pixels} if checker.image else {})},
                   "metrics": bundle.metrics.get("test", {})}
 
     @app.get("/schema", summary="The bundle's input schema: features, types, categories, label")

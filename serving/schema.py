@@ -15,12 +15,18 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from cluster.errors import BadInput
 
 MAX_LISTED_PROBLEMS = 20
+# Integers the model's float arithmetic can hold; a larger one (JSON allows any) would overflow in pandas.
+MAX_DOUBLE_INT = int(sys.float_info.max)
+# An encoded image may declare at most 64x the model's input size in each dimension, and never less than
+# 4096 x 4096 (a phone photo) nor more than 8192 x 8192: decoding is bounded whatever the model size.
+MIN_IMAGE_PIXEL_LIMIT, MAX_IMAGE_PIXEL_LIMIT = 4096 * 4096, 8192 * 8192
 
 
 @dataclass
@@ -79,7 +85,10 @@ def _type_name(v: Any) -> str:
 
 
 def _short(v: Any) -> str:
-    text = json.dumps(v, allow_nan=True) if not isinstance(v, str) else repr(v)
+    try:
+        text = json.dumps(v, allow_nan=True) if not isinstance(v, str) else repr(v)
+    except (RecursionError, ValueError):      # nested past the encoder's depth; an int of over 4300 digits
+        return _type_name(v)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -92,6 +101,7 @@ class RequestChecker:
         self.kinds = {name: _KINDS.get(f["type"], _NUMBER) for name, f in self.features.items()}
         # Image bundles: every record needs its image, decoded here once so a bad one is a 4xx naming the record.
         self.image = schema.get("image")
+        self.max_image_pixels = image_pixel_limit(self.image["size"]) if self.image else None
         self.reject_unknown_categories = schema.get("unknown_category") == "error"
         self.known = {name: set(f.get("categories") or []) for name, f in self.features.items()
                       if self.kinds[name] == _CATEGORY}
@@ -115,7 +125,11 @@ class RequestChecker:
         if not body.strip():
             raise RequestError(400, [Problem('the body is empty; send JSON like {"records": [{"feature": value}]}')])
         try:
-            payload = json.loads(body)
+            payload = _load_json(body)
+        except RecursionError:
+            raise RequestError(400, [Problem("the body nests arrays or objects hundreds of levels deep, more than "
+                                             "it can be parsed with; a record is an object of feature values "
+                                             "(an image's pixel array nests 3 levels)")]) from None
         except UnicodeDecodeError as exc:
             raise RequestError(400, [Problem(f"the body is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                                              "send UTF-8 encoded JSON")]) from None
@@ -165,13 +179,17 @@ class RequestChecker:
                     if t is float:
                         if value - value == 0.0:      # finite: inf - inf and nan - nan are nan
                             continue
-                    elif t is int or value is None:
+                    elif t is int:
+                        if -MAX_DOUBLE_INT <= value <= MAX_DOUBLE_INT:
+                            continue
+                    elif value is None:
                         continue
                 elif kind == _IMAGE:
                     if value is None:
                         continue        # reported below as a missing required field
-                    problem = self._check_image(value)
+                    problem, pixels = self._check_image(value)
                     if problem is None:
+                        record[name] = pixels     # decoded once, here: the model takes the array as it is
                         continue
                     total += 1
                     if len(problems) < MAX_LISTED_PROBLEMS:
@@ -200,16 +218,17 @@ class RequestChecker:
         if total:
             raise RequestError(422, problems, total)
 
-    def _check_image(self, value: Any) -> Optional[str]:
-        """None when the value decodes to an image of the bundle's shape, else what is wrong with it."""
-        from jobs.images import decode
+    def _check_image(self, value: Any) -> tuple[Optional[str], Any]:
+        """(None, the decoded pixels) when the value decodes to an image of the bundle's shape, else (what is
+        wrong with it, None). Only the documented formats, and at most `max_image_pixels`, reach the decoder."""
+        from jobs.images import DECODE_FORMATS, decode
         if not isinstance(value, (str, list)):
-            return (f"expected a base64-encoded PNG/JPEG (a string) or a pixel array, got {_type_name(value)}")
+            return (f"expected a base64-encoded PNG/JPEG (a string) or a pixel array, got {_type_name(value)}"), None
         try:
-            decode(value, tuple(self.image["size"]), self.image["channels"])
+            return None, decode(value, tuple(self.image["size"]), self.image["channels"], formats=DECODE_FORMATS,
+                                max_pixels=self.max_image_pixels)
         except ValueError as exc:
-            return str(exc)
-        return None
+            return str(exc), None
 
     def _explain(self, i: int, name: str, value: Any, kind: Optional[int]) -> Problem:
         if kind is None:
@@ -218,8 +237,12 @@ class RequestChecker:
             return Problem(f"unknown field; {hint}the features are {', '.join(self.features)} (GET /schema)",
                            i, name)
         if isinstance(value, float) and not math.isfinite(value):
-            return Problem(f"{value} is not a finite number; send null for a missing value (it is then imputed)",
-                           i, name)
+            beyond = " (beyond the range of a double, ±1.8e308)" if math.isinf(value) else ""
+            return Problem(f"{_short(value)} is not a finite number{beyond}; send null for a missing value (it is "
+                           "then imputed)", i, name)
+        if kind == _NUMBER and type(value) is int:
+            return Problem(f"an integer of {len(str(abs(value)))} digits is beyond the range of a double "
+                           "(±1.8e308); send a finite number, or null for a missing value", i, name)
         if kind == _NUMBER:
             fix = ("send it as a JSON number, not a string" if isinstance(value, str) and _is_number(value)
                    else "send a JSON number, or null for a missing value")
@@ -240,7 +263,8 @@ class RequestChecker:
             if self.kinds[name] == _IMAGE:
                 img = self.image
                 prop = {"type": ["string", "array"], "contentEncoding": "base64",
-                        "description": f"the image: base64 of an encoded file ({', '.join(img['accepted'][:-2])}), "
+                        "description": f"the image: base64 of an encoded file ({', '.join(img['accepted'][:-2])}) "
+                                       f"of at most {self.max_image_pixels:,} pixels, "
                                        f"resized to {img['size'][0]}x{img['size'][1]}, "
                                        f"{'greyscale' if img['channels'] == 1 else 'RGB'}; or a pixel array "
                                        f"{img['pixels']}"}
@@ -295,9 +319,49 @@ class RequestChecker:
         return {"Record": record, "PredictRequest": request, "PredictResponse": response, "Error": error}
 
 
+def image_pixel_limit(size: list[int]) -> int:
+    """The most pixels an encoded image sent to a model of input `size` [height, width] may declare."""
+    return min(max(64 * size[0] * 64 * size[1], MIN_IMAGE_PIXEL_LIMIT), MAX_IMAGE_PIXEL_LIMIT)
+
+
+def non_finite_outputs(out: dict, records: list[dict]) -> RequestError:
+    """A 422 naming each record whose prediction (or probabilities) came out NaN or infinite: finite inputs far
+    outside what the model was trained on overflow its float32 arithmetic, and JSON has no NaN to answer with."""
+    rows = out["probabilities"] if "probabilities" in out else [[p] for p in out["predictions"]]
+    problems = []
+    for i, row in enumerate(rows):
+        if all(math.isfinite(v) for v in row):
+            continue
+        numbers = {k: v for k, v in records[i].items() if type(v) in (int, float)}
+        largest = max(numbers, key=lambda k: abs(numbers[k]), default=None)
+        hint = f" (its largest: {largest!r} = {_short(numbers[largest])})" if largest is not None else ""
+        problems.append(Problem(f"the model's output is not a finite number: the record's values{hint} lie too far "
+                                "outside the range the model was trained on; send values in that range", i))
+    return RequestError(422, problems or [Problem("the model's output is not a finite number")])
+
+
 def body_too_large(size: int, limit: int, partial: bool = False) -> str:
     return (f"the body is {'over ' if partial else ''}{size / 2**20:.2f} MiB; the limit is {limit / 2**20:g} MiB (serve.max_body_mb). "
             "Send fewer records per request")
+
+
+def _load_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        if type(exc) is not ValueError:     # JSONDecodeError, UnicodeDecodeError: the caller words those
+            raise
+    # Python refuses to convert an integer literal of over 4300 digits (sys.get_int_max_str_digits). Such a
+    # number is beyond a double's range anyway: parse again with it read as a float (inf), which the record
+    # checks then name. Only then: a parse_int hook costs a Python call per integer.
+    return json.loads(body, parse_int=_int_or_float)
+
+
+def _int_or_float(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _canonical(value) -> str:

@@ -1,0 +1,164 @@
+"""Hostile request bodies against a real served bundle (real Ray Serve, real HTTP on 127.0.0.1).
+
+What the checker must turn into a 4xx naming the record, where there is one, instead of a 5xx or an invalid
+response: JSON nested past Python's recursion limit, integers of thousands of digits (Python refuses to convert
+past 4300), integers beyond a double's range, finite inputs that make the model's output NaN; for images, formats
+outside the documented list, images over the pixel limit and Pillow's decompression-bomb error. Decoding images
+must not hold up the replica's event loop.
+"""
+import base64
+import io
+import json
+import struct
+import threading
+import time
+import zlib
+
+import numpy as np
+import pytest
+
+from tests.serving_fixtures import call, deploy_app, served_bundle, serve_instance  # noqa: F401  (fixtures)
+from jobs.spec import validate_spec
+from tests.test_images import image_spec
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+@pytest.fixture(scope="module")
+def tabular_app(served_bundle, serve_instance):
+    from serving import shutdown
+    served = deploy_app(served_bundle, "bodies", serve_instance)
+    yield served
+    shutdown("bodies")
+
+
+@pytest.fixture(scope="module")
+def image_bundle(ray_session, tmp_path_factory):
+    """A one-epoch CNN on 16x16 greyscale images: its accuracy is beside the point, its input contract is not."""
+    from defects import generate
+
+    from jobs.pipeline import run_train
+
+    data = generate(tmp_path_factory.mktemp("parts-bodies"), per_class=12, size=24, seed=5)
+    raw = image_spec(data, tmp_path_factory.mktemp("parts-bodies-run")).model_dump(mode="json")
+    raw["train"]["epochs"] = 1
+    path, _ = run_train(validate_spec(raw), progress=lambda *_: None)
+    return path
+
+
+@pytest.fixture(scope="module")
+def image_app(image_bundle, serve_instance):
+    from serving import shutdown
+    served = deploy_app(image_bundle, "bodyimg", serve_instance)
+    yield served
+    shutdown("bodyimg")
+
+
+def post(url: str, body: bytes, timeout: float = 60.0):
+    return call(url, "POST", "/predict", body, {"Content-Type": "application/json"}, timeout=timeout)
+
+
+def where(out: dict) -> list:
+    return [(e.get("record"), e.get("field")) for e in out["errors"]]
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+TABULAR = [
+    # (name, body, status, words in the detail, [(record, field)] of the errors)
+    ("nested past the recursion limit", b'{"records": [{"rpm": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}", 400,
+     ["nests", "levels deep"], [(None, None)]),
+    ("an integer of 5000 digits", b'{"records": [{}, {"rpm": 1' + b"0" * 5000 + b"}]}", 422,
+     ["beyond the range of a double"], [(1, "rpm")]),
+    ("an integer beyond a double's range", b'{"records": [{"torque_nm": -1' + b"0" * 400 + b"}]}", 422,
+     ["beyond the range of a double"], [(0, "torque_nm")]),
+    ("a float literal beyond a double's range", b'{"records": [{"rpm": 1e400}]}', 422,
+     ["beyond the range of a double"], [(0, "rpm")]),
+    ("finite inputs that make the output NaN", b'{"records": [{"rpm": 1500}, {"rpm": 1e308, "torque_nm": -1e308}]}',
+     422, ["not a finite number", "'rpm'"], [(1, None)]),
+    ("a field name that is a lone surrogate", b'{"records": [{"\\ud800": 1}]}', 422, ["unknown field"],
+     [(0, "\ud800")]),
+]
+
+
+@pytest.mark.parametrize("name,body,status,words,errors", TABULAR, ids=[t[0] for t in TABULAR])
+def test_hostile_tabular_body_is_a_4xx_naming_the_record(tabular_app, name, body, status, words, errors):
+    got, headers, out = post(tabular_app.url, body)
+    assert got == status, out
+    assert headers["content-type"] == "application/json"
+    assert all(w in out["detail"] for w in words), out["detail"]
+    assert where(out) == errors, out
+    # the replica is unharmed
+    assert post(tabular_app.url, b'{"records": [{"rpm": 1500}]}')[0] == 200
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height greyscale pixels but carries almost no data: what a decompression bomb
+    looks like to the decoder before it allocates the declared size."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def encoded(image, fmt: str) -> str:
+    buf = io.BytesIO()
+    image.save(buf, fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_hostile_images_are_a_4xx_naming_the_record(image_app):
+    from PIL import Image
+
+    ok = encoded(Image.new("L", (24, 24), 128), "PNG")
+    records = [
+        {"image": ok},
+        {"image": base64.b64encode(png_header_only(20_000, 20_000)).decode()},   # Pillow's bomb error
+        {"image": base64.b64encode(png_header_only(5000, 5000)).decode()},       # over this bundle's limit
+        {"image": encoded(Image.new("L", (24, 24)), "PPM")},                     # a format the docs do not list
+        {"image": [[10 ** 400] * 16] * 16},                                      # a pixel beyond a double
+        {"image": encoded(Image.new("L", (24, 24), 9), "JPEG")},
+    ]
+    status, _, out = post(image_app.url, json.dumps({"records": records}).encode())
+    assert status == 422, out
+    assert where(out) == [(1, "image"), (2, "image"), (3, "image"), (4, "image")], out
+    messages = [e["message"] for e in out["errors"]]
+    assert "decompression-bomb" in messages[0] and "pixels" in messages[0]
+    assert "5000x5000" in messages[1] and "limit" in messages[1]
+    assert "PNG" in messages[2] and "JPEG" in messages[2]
+    assert "pixel" in messages[3]
+    # Every listed format decodes.
+    for fmt in ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"):
+        status, _, out = post(image_app.url, json.dumps({"records": [{"image": encoded(
+            Image.new("RGB", (30, 20), (10, 200, 30)), fmt)}]}).encode())
+        assert status == 200, (fmt, out)
+
+
+def test_decoding_images_leaves_the_event_loop_free(image_app):
+    """A request whose images take seconds to decode must not hold up the replica's other requests."""
+    from PIL import Image
+
+    # 4096 x 4096 (16.8 Mpx: at the pixel limit), smooth, so it is small as PNG but slow to inflate and resize.
+    gradient = np.tile(np.arange(4096, dtype=np.uint32) % 256, (4096, 1)).astype(np.uint8)
+    big = encoded(Image.fromarray(gradient), "PNG")
+    body = json.dumps({"records": [{"image": big}] * 24}).encode()
+    result = {}
+
+    def slow():
+        start = time.perf_counter()
+        result["status"] = post(image_app.url, body, timeout=300)[0]
+        result["seconds"] = time.perf_counter() - start
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    time.sleep(0.5)
+    start = time.perf_counter()
+    status = call(image_app.url, "GET", "/healthz")[0]
+    health_s = time.perf_counter() - start
+    still_decoding = worker.is_alive()
+    worker.join()
+    assert result["status"] == 200 and status == 200
+    # The health check came back while the images were still decoding, and in a fraction of their time.
+    assert still_decoding and health_s < result["seconds"] / 3, (health_s, result)
