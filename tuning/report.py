@@ -102,6 +102,72 @@ def _short(error: str, width: int = 60) -> str:
     return error if len(error) <= width else error[:width - 1] + "…"
 
 
+@dataclass(frozen=True)
+class ValueAxis:
+    """How a panel's metric axis is drawn: `scale` ("linear" or "log") and `limits` (None: every value fits)."""
+    scale: str
+    limits: Optional[tuple[float, float]] = None
+
+    def clipped(self, value: float) -> Optional[str]:
+        """"above" or "below" when `value` lies beyond the limits, else None."""
+        if self.limits is None or not math.isfinite(value):
+            return None
+        return "above" if value > self.limits[1] else "below" if value < self.limits[0] else None
+
+
+def value_axis(values: list[float]) -> ValueAxis:
+    """The axis on which every trial's values stay readable, one diverged trial (val_loss 66 among values near
+    0.3) included. A value far outside the bulk of them is left off the axis (beyond 3 interquartile ranges
+    of the quartiles, Tukey's far-out fence; measured in decades when the values are positive and span more
+    than one): the limits hug the rest, and the plot marks the points beyond them. What stays gets a log axis
+    when it is positive and spans more than a decade, else a linear one."""
+    finite = sorted(v for v in values if isinstance(v, (int, float)) and math.isfinite(v))
+    kept = finite
+    if len(finite) >= 4:
+        log = _spans_decades(finite)
+        on_axis = [math.log10(v) for v in finite] if log else finite
+        q1, q3 = _quantile(on_axis, 0.25), _quantile(on_axis, 0.75)
+        # A spread of at least a tenth of a decade (log) or a tenth of the values' size: near-equal values
+        # must not make every other value an outlier.
+        spread = max(q3 - q1, 0.1 if log else 0.1 * max(abs(q1), abs(q3), 1e-12))
+        kept = [v for v, a in zip(finite, on_axis) if q1 - 3 * spread <= a <= q3 + 3 * spread]
+    scale = "log" if kept and _spans_decades(kept) else "linear"
+    if len(kept) == len(finite):
+        return ValueAxis(scale)
+    on_axis = [math.log10(v) for v in kept] if scale == "log" else kept
+    pad = 0.05 * (on_axis[-1] - on_axis[0]) or 0.05 * max(abs(on_axis[0]), 1e-12)
+    bottom, top = on_axis[0] - pad, on_axis[-1] + pad
+    return ValueAxis(scale, (10 ** bottom, 10 ** top) if scale == "log" else (bottom, top))
+
+
+def _spans_decades(ordered: list[float]) -> bool:
+    return ordered[0] > 0 and ordered[-1] / ordered[0] > 10
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between the closest ranks of an ordered list (numpy's default)."""
+    at = q * (len(ordered) - 1)
+    i = int(at)
+    return ordered[i] if i + 1 >= len(ordered) else ordered[i] + (at - i) * (ordered[i + 1] - ordered[i])
+
+
+def _apply(ax, axis: ValueAxis, points: list[tuple[float, float]]) -> None:
+    """Set `ax`'s y axis as `axis` says and mark each (x, y) of `points` beyond its limits at the edge it
+    passes (▲ above, ▼ below), with a note of how many and how far."""
+    ax.set_yscale(axis.scale)
+    if axis.limits is None:
+        return
+    ax.set_ylim(*axis.limits)
+    beyond = [(x, y, axis.clipped(y)) for x, y in points if axis.clipped(y)]
+    for side, marker, edge in (("above", "^", axis.limits[1]), ("below", "v", axis.limits[0])):
+        xs = [x for x, _, where in beyond if where == side]
+        if xs:
+            ax.scatter(xs, [edge] * len(xs), marker=marker, color="crimson", s=36, zorder=5, clip_on=False)
+    worst = max((y for _, y, _ in beyond), key=lambda y: abs(y))
+    ax.text(0.99, 0.95, f"{len(beyond)} point(s) off the axis (▲▼), e.g. {worst:.3g}", transform=ax.transAxes,
+            ha="right", va="top", fontsize=8, color="crimson")
+
+
 # The left panel's x axis: the first of these the search varied (a continuous axis shows a trend best).
 _X_AXES = {"lr": ("learning rate", "log"), "weight_decay": ("weight decay", "symlog"), "dropout": ("dropout", "linear")}
 
@@ -110,7 +176,9 @@ def plot(records: list[TrialRecord], metric: str, mode: str, path: Path, *, rung
          title: str, searched: Optional[list[str]] = None) -> Path:
     """Left: best metric of each trial against its learning rate (else the first other axis searched: weight
     decay, dropout, or the layer widths as categories), coloured by batch size.
-    Right: every trial's learning curve; a cross marks where a trial was stopped early, dotted lines the ASHA rungs."""
+    Right: every trial's learning curve; a cross marks where a trial was stopped early, dotted lines the ASHA rungs.
+    Each panel's metric axis keeps every trial readable (`value_axis`): a log axis over more than a decade, and
+    a far outlier (a diverged trial) marked at the edge instead of flattening the rest."""
     import matplotlib
     matplotlib.use("Agg")          # headless: no display on a training node
     import matplotlib.pyplot as plt
@@ -158,6 +226,8 @@ def plot(records: list[TrialRecord], metric: str, mode: str, path: Path, *, rung
             ax_lr.set_xscale(scale)
     # Within a decade a log axis labels its minor ticks too; slanted, they do not run into each other.
     ax_lr.tick_params(axis="x", which="both", labelrotation=30, labelsize=8)
+    scored = [r for r in records if r.best_value is not None]
+    _apply(ax_lr, value_axis([r.best_value for r in scored]), [(x_of(r), r.best_value) for r in scored])
     ax_lr.set_xlabel(label)
     ax_lr.set_ylabel(f"best {metric}")
     ax_lr.set_title(f"{metric} vs {label} ({'higher' if mode == 'max' else 'lower'} is better)")
@@ -182,6 +252,8 @@ def plot(records: list[TrialRecord], metric: str, mode: str, path: Path, *, rung
         elif r.status in (TIME_BUDGET, EARLY_STOPPED):
             ax_curve.scatter([epochs[-1]], [values[-1]], marker="o", facecolor="none", color="black", s=40,
                              zorder=4)
+    curve_points = [(h["epoch"], h[metric]) for r in records for h in r.history if h.get(metric) is not None]
+    _apply(ax_curve, value_axis([y for _, y in curve_points]), curve_points)
     for rung in rungs:
         ax_curve.axvline(rung, color="grey", linestyle=":", linewidth=1)
     ax_curve.set_xlabel("epoch")

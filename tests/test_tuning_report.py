@@ -1,0 +1,68 @@
+"""The tuning report's panels keep every trial readable: one diverged trial must not flatten the others."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from tuning import report as R  # noqa: E402
+
+
+def _trial(i: int, losses: list[float], lr: float) -> R.TrialRecord:
+    history = [{"epoch": e, "val_loss": v} for e, v in enumerate(losses, 1)]
+    return R.TrialRecord(trial_id=f"t{i}", status=R.COMPLETED, config={"lr": lr, "batch_size": 32},
+                         history=history, best_value=min(losses), best_epoch=losses.index(min(losses)) + 1)
+
+
+def _axes_of_plot(records, tmp_path) -> dict:
+    """Plot the report and keep what its panels' y axes were when the figure was saved."""
+    seen = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep_axes(fig, *args, **kwargs):
+        for name, ax in zip(("best", "curves"), fig.axes):
+            seen[name] = {"scale": ax.get_yscale(), "ylim": ax.get_ylim(), "texts": [t.get_text() for t in ax.texts]}
+        return real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = keep_axes
+    try:
+        R.plot(records, "val_loss", "min", tmp_path / "report.png", rungs=[], title="t", searched=["lr"])
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    return seen
+
+
+def test_a_diverged_trial_leaves_the_other_learning_curves_readable(tmp_path):
+    good = [[0.70, 0.50, 0.42, 0.38, 0.36], [0.65, 0.45, 0.33, 0.30, 0.29], [0.80, 0.60, 0.55, 0.50, 0.48],
+            [0.69, 0.52, 0.40, 0.35, 0.31]]
+    diverged = [0.9, 5.0, 20.0, 45.0, 66.0]
+    records = [_trial(i, c, lr) for i, (c, lr) in enumerate(zip(good + [diverged], [1e-3, 3e-3, 1e-2, 3e-4, 0.3]))]
+    curves = _axes_of_plot(records, tmp_path)["curves"]
+    bottom, top = curves["ylim"]
+    low, high = min(min(c) for c in good), max(max(c) for c in good)
+    assert bottom <= low and high <= top, curves                # every readable curve is on the axis ...
+    assert curves["scale"] == "linear" and (high - low) / (top - bottom) > 0.7, curves   # ... and fills it
+    assert top < 66, curves                                      # the diverged epochs are off the axis ...
+    assert any("off the axis" in t for t in curves["texts"]), curves  # ... and said to be
+
+
+def test_curves_spanning_decades_get_a_log_axis(tmp_path):
+    """No outlier, but losses from 2.0 down to 0.01: on a linear axis the last epochs would all sit at zero."""
+    records = [_trial(0, [2.0, 0.5, 0.1, 0.03, 0.01], 1e-3), _trial(1, [1.5, 0.8, 0.3, 0.1, 0.05], 1e-2),
+               _trial(2, [1.8, 1.0, 0.6, 0.4, 0.3], 1e-4)]
+    axes = _axes_of_plot(records, tmp_path)
+    assert axes["curves"]["scale"] == "log" and axes["curves"]["ylim"][0] <= 0.01, axes
+    assert not axes["curves"]["texts"]
+
+
+@pytest.mark.parametrize("values, scale, limits", [
+    ([0.5, 0.45, 0.4, 0.42, 0.38], "linear", None),                       # one bulk: as it is
+    ([0.9, 0.85, 0.91, 0.88, 0.7, -50.0], "linear", (0.6895, 0.9205)),    # val_r2 of a diverged trial: left off
+    ([0.01, 0.02, 0.05, 0.1, 0.3, 1.0], "log", None),                      # two decades, no outlier
+    ([0.5] * 6 + [0.6], "linear", None),                                   # near-equal values: nothing is off
+])
+def test_value_axis(values, scale, limits):
+    axis = R.value_axis(values)
+    assert axis.scale == scale
+    assert axis.limits == (pytest.approx(limits) if limits else None)
