@@ -3,7 +3,8 @@
     trainyard serve BUNDLE_DIR [--name NAME] [--host 127.0.0.1] [--port 8000] [--token T] [--spec SPEC] [--set ...]
     trainyard predict --url URL FILE.{csv,parquet,jsonl} [--out OUT] [--token T]
 
-`serve` takes its settings from the bundle's own spec.yaml (the `serve` section it was trained with), then
+`serve` takes its settings from the bundle's own spec.yaml (only batch, max_records, max_body_mb,
+max_ongoing_requests, required_features, unknown_fields: a bundle is data, not code), then
 --spec (another job spec's `serve` section), then --set (`--set batch.max_size=32`, `serve.` optional), then
 the flags. Serving a bundle under the --name of an app that another `trainyard serve` already serves on that
 port updates that app in place, with no downtime, and returns.
@@ -14,7 +15,7 @@ import os
 import sys
 
 from cluster.errors import Failure
-from serving.settings import TOKEN_ENV, ServeError
+from serving.settings import TOKEN_ENV, ServeError, bundle_serve_settings
 
 
 def register(subparsers, kit) -> None:
@@ -51,23 +52,22 @@ def _raw():
     return argparse.RawDescriptionHelpFormatter
 
 
-def serve_settings(bundle_path, spec_path=None, overrides=()):
-    """The ServeSpec for `trainyard serve`: bundle's spec.yaml → --spec → --set (SpecError lists problems)."""
+def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
+    """The ServeSpec for `trainyard serve`: bundle's spec.yaml → --spec → --set (SpecError lists problems).
+    `progress` gets the line naming the bundle's settings that were not taken (serving.settings)."""
     from pydantic import ValidationError
 
     from jobs.bundle import resolve
-    from jobs.spec import ServeSpec, SpecError, apply_overrides, load_spec, read_yaml_file
+    from jobs.spec import ServeSpec, SpecError, apply_overrides, load_spec
 
     if spec_path:
         raw = load_spec(spec_path).serve.model_dump(mode="json")
         source = str(spec_path)
     else:
-        raw, source = {}, "the bundle's spec.yaml"
-        bundled = resolve(bundle_path) / "spec.yaml"
-        if bundled.is_file():
-            # A bundle whose spec.yaml does not read is a damaged bundle: say so, never serve it with defaults.
-            bundled_spec = read_yaml_file(bundled) or {}
-            raw = (bundled_spec.get("serve") if isinstance(bundled_spec, dict) else None) or {}
+        raw, ignored = bundle_serve_settings(resolve(bundle_path))
+        source = "the bundle's spec.yaml"
+        if ignored:
+            progress(ignored)
     # `--set serve.port=1` and `--set port=1` mean the same here: only serve settings are in play.
     overrides = [o[len("serve."):] if o.startswith("serve.") else o for o in overrides]
     raw = apply_overrides(raw, overrides, source="--set")
@@ -95,7 +95,7 @@ def cmd_serve(args, kit) -> int:
     from cluster.errors import TrainyardError
     from serving.server import read_server_state, serve_forever
 
-    spec = serve_settings(args.bundle, args.spec, args.set)
+    spec = serve_settings(args.bundle, args.spec, args.set, kit.progress)
     port = args.port if args.port is not None else spec.port
     address = args.address
     if address is None and port:

@@ -3,14 +3,17 @@ environment that selects and configures it (for the controller, and what the rep
 
 HAProxy forwards straight to the replicas (faster, no Python on the request path) but needs its binary and,
 on several nodes, replicas reachable from the node it runs on; the Python proxy always works. Its extra
-listeners take ports from `cluster.ports.free_ports`; `check_port_free` tests the one Serve is asked for.
+listeners take ports from `cluster.ports.free_ports`; `check_port_free` tests the one Serve is asked for. Its
+files (config, server state, the admin socket, trainyard's bind wrapper) live in a folder private to each Serve
+start, not in Ray's shared /tmp/haproxy-serve.
 """
 from __future__ import annotations
 
-import hashlib
+import atexit
 import os
 import shutil
 import socket
+import stat
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -52,6 +55,7 @@ def ingress_env(ingress: str, serve_spec: ServeSpec, host: str) -> dict[str, str
     if ingress != "haproxy":
         return {}
     stats, metrics, fallback_http, fallback_grpc = free_ports(4, host)
+    private = _private_dir()
     env = {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         # Fixed by default (8404, 9101, 8500, 9500): two Ray instances on one machine would collide.
@@ -60,11 +64,19 @@ def ingress_env(ingress: str, serve_spec: ServeSpec, host: str) -> dict[str, str
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc),
         **replica_ingress_env(ingress, serve_spec),
+        # Ray's defaults put these in /tmp/haproxy-serve, shared by every user, with an admin socket of mode 666
+        # at `level admin`: any local user could reconfigure or stop the server through it. In a folder only
+        # this user can enter, the socket's own mode no longer matters. (Ray adds /<node id>/ to each path.)
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(private / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(private / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(private),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(private / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(private / "metrics.sock"),
     }
     if _is_ipv4(host) and host != "0.0.0.0":
         # HAProxy's stats page and Prometheus listener bind every interface whatever serve.host says; Serve's
         # documented binary override lets a 3-line wrapper bind them to serve.host before starting HAProxy.
-        env.update({"RAY_SERVE_HAPROXY_BINARY_PATH": str(_haproxy_wrapper()),
+        env.update({"RAY_SERVE_HAPROXY_BINARY_PATH": str(_write_wrapper(private)),
                     "TRAINYARD_HAPROXY_REAL": haproxy_binary() or "haproxy", "TRAINYARD_HAPROXY_BIND": host})
     return env
 
@@ -91,15 +103,38 @@ exec "$TRAINYARD_HAPROXY_REAL" "$@"
 """
 
 
-def _haproxy_wrapper() -> Path:
-    folder = Path(tempfile.gettempdir()) / f"trainyard-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / f"haproxy-bind-{hashlib.sha256(_WRAPPER.encode()).hexdigest()[:12]}.sh"
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(_WRAPPER)
-        tmp.chmod(0o755)
-        os.replace(tmp, path)
+# HAProxy takes Unix socket paths of at most 97 bytes, and Ray puts a 56-character node id and "metrics.sock"
+# under our folder: a longer temp dir (a TMPDIR of its own) gives way to /tmp.
+_PREFIX = "trainyard-ha-"
+_MAX_TEMP_DIR_CHARS = 97 - len(f"/{_PREFIX}XXXXXXXX/") - 56 - len("/metrics.sock")
+
+
+def _private_dir() -> Path:
+    """A new folder for one Serve start's HAProxy files: created here (never one found in place, which another
+    user could have made and filled), mode 0700, owned by this user. Removed at exit when this process's Ray is
+    the embedded one (Serve ends with it); a Serve on a joined cluster outlives this process and keeps it."""
+    base = tempfile.gettempdir()
+    folder = Path(tempfile.mkdtemp(prefix=_PREFIX,
+                                   dir=base if len(base) <= _MAX_TEMP_DIR_CHARS else "/tmp"))
+    info = folder.stat()
+    # mkdtemp asks for 0700, but a file system that ignores modes or owners (some shared and network mounts)
+    # would leave the admin socket open to others: refuse it rather than serve from there.
+    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ServeError(f"{folder.parent} does not keep a folder private (got mode "
+                         f"{stat.S_IMODE(info.st_mode):o}, owner uid {info.st_uid}); set TMPDIR to a local folder "
+                         "of your own, or use serve.ingress: proxy")
+    from cluster import is_embedded   # imports Ray: only once Serve starts
+    if is_embedded():
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def _write_wrapper(folder: Path) -> Path:
+    """The bind wrapper, written new (O_EXCL) into this start's private folder; only this user may run it."""
+    path = folder / "haproxy-bind.sh"
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700), "w") as out:
+        out.write(_WRAPPER)
     return path
 
 

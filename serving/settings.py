@@ -1,11 +1,13 @@
-"""What a deploy starts from, settled on the driver before Serve is touched: the serve settings, the app's name,
-the token's environment variable, and the checks of the settings against the bundle. `serving.server` (deploy)
-and `serving.app.build_app` (config-file deploys) both use these; this module imports neither.
+"""What a deploy starts from, settled on the driver before Serve is touched: the serve settings (and which of
+them a bundle's own spec.yaml may set), the app's name, the token's environment variable, and the checks of the
+settings against the bundle. `serving.server` (deploy) and `serving.app.build_app` (config-file deploys) both use
+these; this module imports neither.
 """
 from __future__ import annotations
 
 import re
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 from cluster.errors import EXIT_BAD_INPUT, Failure
 from jobs.spec import ServeSpec, SpecError, read_yaml_file
@@ -24,6 +26,41 @@ def resolve_spec(spec=None, *, host: Optional[str] = None, port: Optional[int] =
     serve_spec = getattr(spec, "serve", spec) or ServeSpec()
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     return serve_spec.model_copy(update=updates) if updates else serve_spec
+
+
+def bundle_serve_settings(bundle_dir: Path) -> tuple[dict, Optional[str]]:
+    """The `serve` section of a bundle's own spec.yaml cut to what a bundle may decide (`ServeSpec.FROM_BUNDLE`:
+    batching, limits, required features), and one line for the operator naming the settings it carried that
+    were not taken (None when there were none). Serving someone else's bundle must not run their code
+    (`ray_actor_options.runtime_env`) or expose the server (`host: 0.0.0.0`); a setting equal to its default
+    is not reported, as every bundle's spec.yaml lists them all."""
+    file = Path(bundle_dir) / "spec.yaml"
+    if not file.is_file():
+        return {}, None
+    # A bundle whose spec.yaml does not read is a damaged bundle: say so, never serve it with defaults.
+    doc = read_yaml_file(file) or {}
+    section = (doc.get("serve") if isinstance(doc, dict) else None) or {}
+    if not isinstance(section, dict):
+        raise SpecError([f"{file}: serve: expected a mapping of settings, got {section!r}"])
+    defaults = ServeSpec().model_dump(mode="json")
+    ignored = [name for key, value in section.items() if key not in ServeSpec.FROM_BUNDLE
+               for name in _differing(f"serve.{key}", value, defaults.get(key, _ABSENT))]
+    kept = {k: v for k, v in section.items() if k in ServeSpec.FROM_BUNDLE}
+    if not ignored:
+        return kept, None
+    return kept, (f"[serve] not taken from the bundle's spec.yaml, which may set only "
+                  f"{', '.join(sorted(ServeSpec.FROM_BUNDLE))}: {', '.join(ignored)}; if you want them, set them "
+                  "yourself (--host, --port, --spec SPEC or --set FIELD=VALUE)")
+
+
+_ABSENT = object()
+
+
+def _differing(name: str, value: Any, default: Any) -> list[str]:
+    """`name` if `value` is not the default; for a mapping, each of its keys that is not."""
+    if isinstance(value, dict) and isinstance(default, dict):
+        return [n for k, v in value.items() for n in _differing(f"{name}.{k}", v, default.get(k, _ABSENT))]
+    return [] if value == default else [name]
 
 
 def default_name(bundle) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import stat
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -95,7 +97,106 @@ def test_ingress_choice_and_environment():
     assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2.0"
     wrapper = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"])
     assert wrapper.is_file() and os.access(wrapper, os.X_OK) and env["TRAINYARD_HAPROXY_BIND"] == "127.0.0.1"
-    assert "RAY_SERVE_HAPROXY_BINARY_PATH" not in ingress_env("haproxy", spec, "0.0.0.0")
+    exposed = ingress_env("haproxy", spec, "0.0.0.0")
+    assert "RAY_SERVE_HAPROXY_BINARY_PATH" not in exposed
+    for folder in (wrapper.parent, Path(exposed["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])):
+        shutil.rmtree(folder)
+
+
+def test_haproxy_files_go_to_a_fresh_private_folder_per_start(tmp_path, monkeypatch):
+    """Another local user must not be able to plant the script that runs as HAProxy, nor reach the admin
+    socket: a script waiting at the old shared path (trainyard-<uid>, made by someone else) is never used, and
+    each start gets its own 0700 folder for the wrapper, config, state and sockets."""
+    import tempfile
+
+    from serving.ingress import _WRAPPER, ingress_env
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    planted = tmp_path / f"trainyard-{os.getuid()}"
+    planted.mkdir(mode=0o777)
+    script = planted / f"haproxy-bind-{hashlib.sha256(_WRAPPER.encode()).hexdigest()[:12]}.sh"
+    script.write_text("#!/bin/sh\ntouch /tmp/owned\n")
+    script.chmod(0o777)
+    if os.getuid() == 0:
+        os.chown(planted, 65534, 65534)
+        os.chown(script, 65534, 65534)
+    envs = [ingress_env("haproxy", ServeSpec(), "127.0.0.1") for _ in range(2)]
+    wrappers = [Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"]) for env in envs]
+    folders = [wrapper.parent for wrapper in wrappers]
+    try:
+        assert script not in wrappers and folders[0] != folders[1]
+        for env, wrapper, folder in zip(envs, wrappers, folders):
+            assert wrapper.read_text() == _WRAPPER and stat.S_IMODE(wrapper.stat().st_mode) == 0o700
+            info = folder.stat()
+            assert info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700, folder
+            assert folder.name.startswith("trainyard-ha-")
+            for key in ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH",
+                        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE", "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"):
+                assert Path(env[key]).parent == folder, key
+    finally:
+        for folder in folders:
+            if folder != planted:
+                shutil.rmtree(folder)
+
+
+def test_a_temp_dir_that_does_not_keep_folders_private_is_refused(monkeypatch):
+    """A file system that ignores owners (some shared mounts) would leave the admin socket open: seen here
+    as a new folder that is not ours."""
+    import tempfile
+
+    from serving.ingress import ingress_env
+    from serving.settings import ServeError
+
+    made, real_mkdtemp = [], tempfile.mkdtemp
+
+    def mkdtemp(**kwargs):
+        made.append(real_mkdtemp(**kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: uid + 1)
+    with pytest.raises(ServeError, match=r"does not keep a folder private .* owner uid .* serve.ingress: proxy"):
+        ingress_env("haproxy", ServeSpec(), "127.0.0.1")
+    assert made and not Path(made[0]).exists()
+
+
+def _spec_yaml(folder: Path, serve: object) -> Path:
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.yaml").write_text(yaml.safe_dump({"name": "theirs", "serve": serve}))
+    return folder
+
+
+def test_a_bundle_sets_only_batching_limits_and_required_features(tmp_path):
+    """What runs (runtime_env, ingress), where it listens (host, port, route_prefix) and how much of the cluster
+    it takes are not taken from a bundle; the line for the operator names each one, and only those."""
+    from jobs.spec import SpecError
+    from serving.settings import bundle_serve_settings
+
+    serve = {**ServeSpec().model_dump(mode="json"),     # every bundle's spec.yaml lists all the defaults
+             "host": "0.0.0.0", "port": 80, "route_prefix": "/x", "ingress": "proxy", "access_log": True,
+             "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 1,
+                                   "runtime_env": {"pip": ["evil"], "working_dir": "s3://x/y.zip",
+                                                   "env_vars": {"A": "1"}}},
+             "autoscaling": {**ServeSpec().autoscaling.model_dump(), "max_replicas": 64},
+             "batch": {"max_size": 8, "wait_ms": 1.0}, "max_records": 5, "required_features": "all",
+             "unknown_fields": "ignore", "max_body_mb": 1.0, "max_ongoing_requests": 16, "mystery": 1}
+    kept, line = bundle_serve_settings(_spec_yaml(tmp_path / "b", serve))
+    assert kept == {k: serve[k] for k in ServeSpec.FROM_BUNDLE}
+    named = line.split("unknown_fields: ", 1)[1].split("; ")[0].split(", ")
+    assert sorted(named) == ["serve.access_log", "serve.autoscaling.max_replicas", "serve.host", "serve.ingress",
+                             "serve.mystery", "serve.port", "serve.ray_actor_options.num_gpus",
+                             "serve.ray_actor_options.runtime_env", "serve.route_prefix"]
+    assert line.startswith("[serve] not taken from the bundle's spec.yaml") and "--set FIELD=VALUE" in line
+    assert "\n" not in line
+    # A bundle that only repeats the defaults (as `trainyard run` writes them) is not reported.
+    assert bundle_serve_settings(_spec_yaml(tmp_path / "d", ServeSpec().model_dump(mode="json")))[1] is None
+    assert bundle_serve_settings(tmp_path / "no-spec") == ({}, None)
+    with pytest.raises(SpecError, match=r"spec.yaml: serve: expected a mapping of settings, got \[1\]"):
+        bundle_serve_settings(_spec_yaml(tmp_path / "bad", [1]))
+    assert set(ServeSpec.FROM_BUNDLE) <= set(ServeSpec.model_fields)
 
 
 def test_a_taken_port_is_named():

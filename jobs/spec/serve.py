@@ -1,7 +1,7 @@
 """The `serve` section: the Ray Serve deployment of the bundle."""
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -43,6 +43,13 @@ class BatchSpec(StrictModel):
 
 class ServeSpec(StrictModel):
     """Ray Serve deployment of the bundle (`trainyard serve`, and `trainyard run` after training)."""
+
+    # A bundle is data, not code: the only settings `trainyard serve` takes from a bundle's own spec.yaml are
+    # the model's request contract and its limits. What runs (ray_actor_options.runtime_env, ingress), where it
+    # listens (host, port, route_prefix), how much of the cluster it takes (resources, autoscaling) and what it
+    # logs come from the operator. A field added later stays the operator's until it is listed here.
+    FROM_BUNDLE: ClassVar[frozenset[str]] = frozenset({
+        "batch", "max_records", "max_body_mb", "max_ongoing_requests", "required_features", "unknown_fields"})
 
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     batch: BatchSpec = Field(default_factory=BatchSpec)
