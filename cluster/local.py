@@ -174,8 +174,9 @@ def _start_node(state: dict, folder: Path, name: str, role_args: list[str], agen
         proc = subprocess.Popen(cmd, env=env, cwd=temp_dir, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     # Popen returns once the child has exec'd: its command line is already `cmd`, as /proc shows it.
-    started, cmdline = _identity(proc.pid)
-    state["nodes"].append({"name": name, "pid": proc.pid, "started": started, "cmdline": cmdline,
+    started, ticks, cmdline = _identity(proc.pid)
+    state["nodes"].append({"name": name, "pid": proc.pid, "started": started, "start_ticks": ticks,
+                           "cmdline": cmdline,
                            "temp_dir": str(temp_dir), "log": str(log_path), "agent_port": agent_port})
     # Recorded before waiting: a `down` after a failed or interrupted `up` still finds every process.
     write_state(folder, state)
@@ -323,16 +324,29 @@ def _psutil():
     return psutil
 
 
-def _identity(pid: int) -> tuple[float | None, list[str] | None]:
-    """(start time, command line) of a running process, as `up` records them; Nones when it is gone."""
+def _start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (/proc/<pid>/stat, field 22): exact, unlike an
+    epoch start time, which is computed from the boot time and can differ by a second from one reading to
+    the next. None where there is no /proc (macOS) or no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2, the command name in parentheses, may itself hold spaces and parentheses.
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+def _identity(pid: int) -> tuple[float | None, int | None, list[str] | None]:
+    """(epoch start time, start in clock ticks since boot, command line) of a running process, as `up`
+    records them; Nones when it is gone."""
     psutil = _psutil()
 
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
-            return proc.create_time(), proc.cmdline()
+            return proc.create_time(), _start_ticks(pid), proc.cmdline()
     except psutil.Error:
-        return None, None
+        return None, None, None
 
 
 def _recorded_process(node: dict) -> str:
@@ -343,23 +357,28 @@ def _recorded_process(node: dict) -> str:
     try:
         proc = psutil.Process(node["pid"])
         with proc.oneshot():
-            started, zombie = proc.create_time(), proc.status() == psutil.STATUS_ZOMBIE
+            started, ticks = proc.create_time(), _start_ticks(node["pid"])
+            zombie = proc.status() == psutil.STATUS_ZOMBIE
             cmdline = None if zombie else proc.cmdline()  # a zombie has no command line left to compare
     except psutil.NoSuchProcess:
         return GONE
     except psutil.Error:  # not ours to read (another user's process): not ours to signal either
         return REUSED
-    if node.get("started") is None or abs(started - node["started"]) >= 1:
+    # Records from before the exact start and the command line were kept (state version 1), or made where
+    # there is no /proc, are checked by the epoch start time, to the second.
+    if node.get("start_ticks") is not None:
+        if ticks != node["start_ticks"]:
+            return REUSED
+    elif node.get("started") is None or abs(started - node["started"]) >= 1:
         return REUSED
     if zombie:
         return GONE
-    # Records from before the command line was kept (state version 1) are checked by start time alone.
     return ALIVE if "cmdline" not in node or cmdline == node["cmdline"] else REUSED
 
 
 def _describe(pid: int) -> str:
     """How a message names a process: its command and start time."""
-    started, cmdline = _identity(pid)
+    started, _, cmdline = _identity(pid)
     if started is None:
         return "gone"
     return (f"now `{' '.join(cmdline or [])[:120]}`, started "

@@ -51,7 +51,7 @@ def cluster(cluster_env):
     state = json.loads(state_file.read_text()) if state_file.exists() else None
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        yield state
+        yield {**state, "up_output": up.stdout}
     finally:
         if state_file.exists():
             run_cli("cluster", "down", env=cluster_env)
@@ -128,6 +128,57 @@ def test_the_token_file_works_for_any_ray_client(cluster, cluster_env, tmp_path)
     assert out.returncode == 0, out.stderr
 
 
+def test_the_printed_export_line_works_for_the_ray_cli(cluster, cluster_env, tmp_path):
+    """What `cluster up` prints for other tools, run as printed in a shell: the real `ray status` and `ray job
+    list` reach the loopback-only cluster (without Ray's loopback switch in the line, Ray dials the machine's
+    outward address and both retry until they time out)."""
+    exports = [line.strip() for line in cluster["up_output"].splitlines() if line.strip().startswith("export ")]
+    assert len(exports) == 1, cluster["up_output"]
+    env = {k: v for k, v in cluster_env.items() if not k.startswith(("RAY_", "TRAINYARD_"))}
+    # A user with no trainyard state nor ~/.ray token around: only the printed line.
+    env.update(HOME=str(tmp_path), PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""))
+    for command, says in (("ray status", "Active:"), ("ray job list", "Job submission server address")):
+        out = subprocess.run(["bash", "-c", f"{exports[0]} && {command}"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, (command, out.stdout[-2000:], out.stderr[-2000:])
+        assert says in out.stdout + out.stderr, (command, out.stdout[-2000:], out.stderr[-2000:])
+    out = subprocess.run(["bash", "-c", f"{exports[0]} && ray status"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.count("node_") == 2, out.stdout  # the head and the worker, as `cluster status` sees them
+
+
+def test_env_values_reach_the_job_but_no_command_line(cluster, tmp_path, monkeypatch):
+    """`--env NAME` takes the value from this environment and sends it in the job's runtime_env: the job sees
+    it, and neither its entrypoint nor any process's command line on this machine carries it."""
+    import hashlib
+    import secrets
+
+    from cluster import jobs_api
+
+    value = f"probe-{secrets.token_hex(8)}"
+    monkeypatch.setenv("TRAINYARD_TEST_SECRET", value)
+    body = ("import hashlib, os, time; v = os.environ['TRAINYARD_TEST_SECRET'].encode(); "
+            "print('seen', hashlib.sha256(v).hexdigest(), flush=True); time.sleep(600)")
+    job_id = _submit_small_job(cluster, tmp_path, body, env=["TRAINYARD_TEST_SECRET"])
+    try:
+        seen = f"seen {hashlib.sha256(value.encode()).hexdigest()}"
+        deadline = time.monotonic() + 120
+        while seen not in jobs_api.logs(job_id, cluster["dashboard_url"]) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert seen in jobs_api.logs(job_id, cluster["dashboard_url"])
+        assert value not in jobs_api.job_info(job_id, cluster["dashboard_url"])["entrypoint"]
+        carriers = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if value.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    carriers.append(pid)
+            except OSError:
+                continue
+        assert carriers == [], f"processes with the value in their command line: {carriers}"
+    finally:
+        jobs_api.stop(job_id, cluster["dashboard_url"])
+
+
 def test_storage_check_passes_for_a_path_every_node_sees(cluster, cluster_env, tmp_path):
     # Through the GCS address. (Through Ray Client, ray://, it works too, but Ray's Client proxy sometimes
     # loses its per-client server at startup on a loaded 2-core machine: not a test to gate CI on.)
@@ -172,7 +223,7 @@ def test_a_driver_on_the_cluster_checks_storage_then_trains(cluster, cluster_env
     assert (tmp_path / "out" / "bundle" / "model.json").is_file()
 
 
-def _submit_small_job(cluster, tmp_path, body: str) -> str:
+def _submit_small_job(cluster, tmp_path, body: str, env=()) -> str:
     """Submit like `trainyard submit` does (working_dir, resolved spec, env and storage checks), with a small
     Python step instead of the pipeline."""
     from trainyard.submit import plan, submit
@@ -184,7 +235,7 @@ def _submit_small_job(cluster, tmp_path, body: str) -> str:
     the_plan = plan(spec, cluster["dashboard_url"])
     checks = the_plan.entrypoint.rsplit(" && ", 1)[0]
     info = submit(spec, cluster["dashboard_url"], entrypoint=f"{checks} && python -c {body!r}", wait=False,
-                  progress=lambda _m: None)
+                  env=env, progress=lambda _m: None)
     return info["id"]
 
 
@@ -386,7 +437,9 @@ def test_submit_end_to_end_with_data_in_s3(cluster, cluster_env, s3, tmp_path):
         import pyarrow.fs as pafs
 
         bundle_dir.mkdir(parents=True)
-        pafs.copy_files("trainyard/runs/e2e/bundle", str(bundle_dir), source_filesystem=s3_filesystem(s3),
+        with s3_filesystem(s3).open_input_stream("trainyard/runs/e2e/bundles/LATEST") as f:
+            latest = f.read().decode()          # the latest bundle version's name (jobs.bundle.upload)
+        pafs.copy_files(f"trainyard/runs/e2e/bundles/{latest}", str(bundle_dir), source_filesystem=s3_filesystem(s3),
                         destination_filesystem=pafs.LocalFileSystem())
     import pyarrow.parquet as pq
 
@@ -409,8 +462,8 @@ def test_down_stops_every_process_it_started(cluster, cluster_env, tmp_path):
     assert drivers and all(os.getsid(p) not in {n["pid"] for n in cluster["nodes"]} for p in drivers)
 
     out = run_cli("cluster", "down", env=cluster_env)
-    assert out.returncode == 0, out.stderr
-    assert "none of them is left" in out.stdout
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "none of them is left" in out.stdout and "not signalling" not in out.stdout, out.stdout
     assert local.cluster_processes(cluster) == []
     assert not Path(cluster["temp_root"]).exists()
     assert not (Path(cluster_env["TRAINYARD_STATE_DIR"]) / "cluster.json").exists()

@@ -42,26 +42,27 @@ def _session(sid: int) -> list[int]:
     return found
 
 
-def _forge(state_dir, pid: int, started: float, cmdline: list[str], temp_root) -> None:
+def _forge(state_dir, pid: int, started: float, ticks: int, cmdline: list[str], temp_root) -> None:
     cluster_state.write_state(state_dir, {
         "version": 2, "cluster_id": "forged0000000000", "address": "127.0.0.1:1",
         "ports": {"gcs": 1, "dashboard": 2, "client": 3}, "temp_root": str(temp_root),
-        "nodes": [{"name": "head", "pid": pid, "started": started, "cmdline": cmdline,
+        "nodes": [{"name": "head", "pid": pid, "started": started, "start_ticks": ticks,
+                   "cmdline": cmdline,
                    "temp_dir": str(temp_root / "head"), "log": "/dev/null"}]})
 
 
 @pytest.mark.parametrize("forged", ["command line differs", "start time differs"])
 def test_down_leaves_another_process_and_an_outside_folder_alone(bystander, tmp_path, forged):
-    started, cmdline = local._identity(bystander.pid)
-    if forged == "command line differs":      # the pid was reused within the second: only the command tells
+    started, ticks, cmdline = local._identity(bystander.pid)
+    if forged == "command line differs":      # the pid was reused at once: only the command tells
         cmdline = ["/usr/bin/python3", "cluster/_raystart.py", "start", "--block", "--head"]
     else:                                     # the same command started again later, under the old pid
-        started -= 3600
+        started, ticks = started - 3600, ticks - 360000
     outside = tmp_path / "precious"
     (outside / "head").mkdir(parents=True)
     (outside / "data.txt").write_text("keep me")
     state_dir = tmp_path / "state"
-    _forge(state_dir, bystander.pid, started, cmdline, outside)
+    _forge(state_dir, bystander.pid, started, ticks, cmdline, outside)
     said = []
 
     local.down(state_dir, timeout_s=5, progress=said.append)
