@@ -1,7 +1,31 @@
-"""Ray's log output, set up once for a trainyard driver: the CLI, the tests and the benchmarks call this."""
+"""Ray's log output, set up once for a trainyard driver: the CLI, the tests and the benchmarks call this.
+
+By default a trainyard command prints its own lines and real errors, not Ray's: `quiet_ray_logs` quiets Ray's
+loggers in this process, and a routed `WorkerOutputFilter` passes on, of what Ray forwards from its other
+processes, what the Ray Train workers (trainyard's training loop) write, tracebacks and ERROR records from the
+rest, and the errors Ray pushes to the driver. Ray's actors' own lines (TrainController, DatasetManager,
+SplitCoordinator, PreemptionWatcher, the raylet...) stay in Ray's log files; `trainyard --verbose` prints
+them as Ray does.
+"""
 from __future__ import annotations
 
 import logging
+import re
+from typing import Callable
+
+from cluster import ray_compat
+
+# A trainyard line: a lower-case tag in brackets, "[train] epoch 3/15 ...". Ray's own C++ records start
+# "[2026-12-01 ...", Ray's Python records with a date, so neither matches.
+OWN_LINE = re.compile(r"^\[[a-z][a-z-]*\] ")
+# Where an error begins in another process's output: a Python traceback, or a logging record at ERROR or
+# CRITICAL in the formats Ray's processes use ("2026-12-01 17:20:20,653\tERROR file.py:85 -- ...", Serve's
+# "ERROR 2026-12-01 ..."). Ray's C++ "E" records are left out: core_worker's "[... E ...]" lines are warnings
+# (an actor's constructor arguments in the object store), seen on every tuning trial.
+ERROR_START = re.compile(r"^(Traceback \(most recent call last\):|(\S+ \S+\s+)?(ERROR|CRITICAL)\b)")
+# The one message Ray pushes to the driver that a tuning search always earns: its trials' fractional CPUs
+# (a trial's driver holds 0.25) let Ray start more worker processes at once than it expects. Nothing to do.
+WORKER_POOL_NOTE = re.compile(r"worker processes have been started on node")
 
 
 def quiet_ray_logs() -> None:
@@ -18,3 +42,58 @@ def quiet_ray_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # "Progress bars disabled": we turned them off above, on purpose.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    # Ray warns at every start of a local Ray that it turned token authentication on: the secure default,
+    # nothing to act on. The warning that it is off stays.
+    try:
+        auth = ray_compat.token_auth_logger()
+    except Exception:  # another Ray: at worst the line is back
+        return
+    if not any(isinstance(f, _TokenAuthOn) for f in auth.filters):
+        auth.addFilter(_TokenAuthOn())
+
+
+class _TokenAuthOn(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+class WorkerOutputFilter:
+    """What reaches the user of the output Ray forwards from its processes (`route` it, or call it with each
+    `ray_compat.WorkerOutput`):
+
+    - from a Ray Train worker (trainyard's training loop), every line but blank ones: trainyard's own lines
+      ("[train] ...") as they are, anything else (a warning, a traceback) behind "[worker pid=N]", to `error`
+      when the worker wrote it to stderr;
+    - from any other process (Ray's actors, tasks and daemons), only errors: from a traceback or an ERROR
+      record to the end of that batch, behind "[ray <process> pid=N]", to `error`;
+    - what Ray pushes to the driver itself (a worker killed for memory, a request no node can hold), behind
+      "[ray]", to `error`; but for the note that many worker processes started (`WORKER_POOL_NOTE`).
+
+    `line` and `error` receive one line each, without Ray's ANSI-coloured "(Name pid=N)" prefix."""
+
+    def __init__(self, line: Callable[[str], None], error: Callable[[str], None]):
+        self.line, self.error = line, error
+
+    def __call__(self, out: ray_compat.WorkerOutput) -> None:
+        if out.process == ray_compat.TRAIN_WORKER:
+            for text in out.lines:
+                if OWN_LINE.match(text):
+                    self.line(text)
+                elif text.strip():
+                    (self.error if out.is_err else self.line)(f"[worker pid={out.pid}] {text}")
+            return
+        if out.pushed:
+            for text in out.lines:
+                if not WORKER_POOL_NOTE.search(text):
+                    self.error(f"[ray] {text}")
+            return
+        shown = False
+        for text in out.lines:
+            shown = shown or bool(ERROR_START.match(text))
+            if shown:
+                self.error(f"[ray {out.process or 'process'} pid={out.pid}] {text}")
+
+    def route(self) -> "WorkerOutputFilter":
+        """Make this filter the printer of what Ray forwards to this driver (`ray_compat.route_worker_output`)."""
+        ray_compat.route_worker_output(self)
+        return self

@@ -9,14 +9,17 @@ Other Ray internals we lean on without importing a private module, listed so an 
 - ``ray.core.generated`` protobufs (not underscored, but not a documented API): GCS tables here, and the GCS
   and Ray Client gRPC services in cluster/connection.py and cluster/nodes.py;
 - the logger ``ray.data._internal.progress`` (a logger name only: cluster/quiet.py, jobs/worker.py).
+- the text of Ray's messages that cluster/quiet.py sorts: "Token authentication is enabled", the raylet's
+  "worker processes have been started on node", Ray Train's "Traceback"/ERROR lines (checked on 2.60.0).
 - Ray Data's variable RAY_DATA_PARQUET_FOOTER_NUM_ACTORS (jobs/ingest.py: read_parquet, checked on 2.60.0).
 """
 from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 CHECKED_ON = ("2.60.0",)
 
@@ -94,6 +97,60 @@ def train_report_logger() -> logging.Logger:
     LoggingConfig(log_level) does not reach (it filters loggers named ray.train*). Checked on Ray 2.60.0."""
     from ray.train.v2._internal.execution import context as train_context
     return logging.getLogger(train_context.__file__)
+
+
+def token_auth_logger() -> logging.Logger:
+    """The logger with which a starting local Ray warns that token authentication is on (or off).
+
+    Why: Ray logs "Token authentication is enabled for this Ray cluster" at WARNING at every start of an
+    embedded Ray, through its private module's logger (`ray._private.authentication.
+    authentication_token_setup`). Checked on Ray 2.60.0."""
+    from ray._private.authentication import authentication_token_setup
+    return authentication_token_setup.logger
+
+
+# ---------------------------------------------------------------------------------------------- worker output
+# The actor class every Ray Train worker runs in: the name Ray's log stream gives its output.
+TRAIN_WORKER = "RayTrainWorker"
+# The handler name `ray.init(log_to_driver=True)` registers Ray's printer under (ray._private.worker.connect);
+# `ray.shutdown()` removes the handler of that name, so one registered under it goes with Ray's.
+_PRINTER = "ray_print_logs"
+
+
+@dataclass(frozen=True)
+class WorkerOutput:
+    """One batch of lines a Ray process wrote, as Ray forwards it to the driver; or (`pushed`) a message Ray
+    sent the driver itself (the raylet's warnings and errors: a worker killed, a request no node can hold)."""
+    lines: list[str]
+    pid: str                   # the process id, or "raylet" / "autoscaler" for Ray's own daemons
+    process: str               # the actor class or task name ("RayTrainWorker", "TrainController", ...), or ""
+    is_err: bool               # written to stderr
+    pushed: bool = False
+
+
+def route_worker_output(handler: Callable[[WorkerOutput], None]) -> None:
+    """Hand what Ray forwards to this driver from its other processes (`log_to_driver`) and the messages it
+    pushes to the driver to `handler`, instead of Ray's printer (which prints every line of every Ray process,
+    its own actors' included, behind an ANSI-coloured "(ActorName pid=N)" prefix). Call it after
+    `ray.init(log_to_driver=True)`; it holds until this process ends.
+
+    Why: Ray has no public hook into what it prints there; `log_to_driver=False` drops the workers' lines and
+    tracebacks altogether. Checked on Ray 2.60.0: process output reaches `ray._private.ray_logging.
+    global_worker_stdstream_dispatcher` as dicts with the keys pid, is_err, lines, actor_name, task_name
+    (log_monitor.py), and `ray.init` registers Ray's printer there as "ray_print_logs"; the pushed messages
+    reach `ray._private.worker.print_to_stdstream` (by its module-global name) from the driver's
+    listen_error_messages thread, as {"lines": [message], "pid": "raylet", "is_err": False}."""
+    from ray._private import worker as ray_worker
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    def forward(data: dict, pushed: bool = False) -> None:
+        handler(WorkerOutput(lines=list(data.get("lines") or ()), pid=str(data.get("pid", "")),
+                             process=data.get("actor_name") or data.get("task_name") or "",
+                             is_err=bool(data.get("is_err")), pushed=pushed))
+
+    dispatcher.remove_handler(_PRINTER)
+    dispatcher.add_handler(_PRINTER, forward)
+    ray_worker.print_to_stdstream = lambda data, ignore_prefix: forward(data, pushed=True)
 
 
 # ---------------------------------------------------------------------------------------------- Ray Serve

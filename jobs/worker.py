@@ -172,6 +172,10 @@ def _progress_line(row: dict, cfg: WorkerConfig, metric: str) -> str:
     return "[train] " + "  ".join(shown)
 
 
+def _early_stop_line(metric: str, bad_epochs: int, best_epoch: int) -> str:
+    return f"[train] early stop: {metric} has not improved for {bad_epochs} epoch(s); best epoch {best_epoch}"
+
+
 def _batches(cfg: WorkerConfig, cached, train_shard, label_dtype, device, gen, epoch, average):
     """This epoch's training batches: a seeded permutation of the cached shard, or streamed from Ray Data.
     Returns (batches, cached) — the cache moves to the GPU on first use."""
@@ -333,6 +337,5 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics)
         if stop:
             if rank == 0:
-                print(f"[train] early stop: {metric} has not improved for {bad_epochs} epoch(s); "
-                      f"best epoch {best_epoch}", flush=True)
+                print(_early_stop_line(metric, bad_epochs, best_epoch), flush=True)
             break

@@ -47,6 +47,13 @@ def test_every_command_is_registered():
     assert set(sub.choices) == {"validate", "train", "run", "tune", "serve", "predict", "submit", "cluster", "jobs"}
 
 
+@pytest.mark.parametrize("command", ["train", "run", "tune", "validate"])
+def test_commands_that_run_a_spec_take_verbose(command):
+    parser = cli.build_parser()
+    assert parser.parse_args([command, "spec.yaml", "--verbose"]).verbose is True
+    assert parser.parse_args([command, "spec.yaml"]).verbose is False
+
+
 @pytest.mark.parametrize("error, code", [(BadInput("the column 'x' is missing"), EXIT_BAD_INPUT),
                                          (Failure("a worker died"), EXIT_FAILED),
                                          (TrainyardError("refused", exit_code=EXIT_BAD_INPUT), EXIT_BAD_INPUT)])

@@ -80,3 +80,31 @@ def test_checked_on_the_installed_ray():
     if ray.__version__ not in rc.CHECKED_ON:
         pytest.fail(f"Ray {ray.__version__} is installed but cluster/ray_compat.py was checked on "
                     f"{', '.join(rc.CHECKED_ON)}: check each of its items on this Ray, then add the version")
+
+
+def test_worker_output_routing_names_exist():
+    """What route_worker_output replaces: the dispatcher Ray's log thread emits to, the name `ray.init` registers
+    its printer under, the keys of a forwarded batch, and the printer of the messages Ray pushes to the driver."""
+    from ray._private import log_monitor, worker
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    assert callable(dispatcher.add_handler) and callable(dispatcher.remove_handler) and callable(dispatcher.emit)
+    assert f'"{rc._PRINTER}"' in inspect.getsource(worker.connect)
+    assert list(inspect.signature(worker.print_to_stdstream).parameters) == ["data", "ignore_prefix"]
+    assert "print_to_stdstream(" in inspect.getsource(worker.listen_error_messages)
+    published = inspect.getsource(log_monitor)
+    for key in ("pid", "is_err", "lines", "actor_name", "task_name"):
+        assert f'"{key}":' in published, key
+
+
+def test_train_workers_are_the_actor_class_ray_train_names():
+    from ray.train.v2._internal.execution.worker_group.worker import RayTrainWorker
+
+    assert RayTrainWorker.__name__ == rc.TRAIN_WORKER
+
+
+def test_token_auth_logger_is_the_one_that_warns():
+    from ray._private.authentication import authentication_token_setup as setup
+
+    assert rc.token_auth_logger() is setup.logger
+    assert "Token authentication is enabled" in inspect.getsource(setup._warn_token_auth_enabled)

@@ -6,7 +6,8 @@
     trainyard tune | serve | predict | submit | cluster | jobs    (see `trainyard <command> --help`)
 
 Every command that reads a spec takes `--set FIELD=VALUE` (repeatable) to override a spec field, e.g.
-`--set train.epochs=3`. Exit codes: 0 done, 1 failed while running, 2 bad input (spec, data, bundle, command).
+`--set train.epochs=3`, and `--verbose` to see Ray's own log lines as well as trainyard's. Exit codes: 0 done,
+1 failed while running, 2 bad input (spec, data, bundle, command).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from cluster.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BadInput, TrainyardError
+from trainyard.display import Display
 
 # The packages that add subcommands, with the commands each adds, in the order `--help` lists them. A module
 # that fails to import still has its commands registered: using one is an error naming the package and the
@@ -28,22 +30,34 @@ COMMAND_MODULES = {"tuning.commands": ("tune",), "serving.commands": ("serve", "
                    "trainyard.submit": ("submit",), "cluster.commands": ("cluster", "jobs")}
 
 
+# The running command's output: plain lines, or on a terminal the lines above a bar of epochs or trials.
+_display = Display(live=False)
+
+
 def err(msg: str) -> None:
+    _display.close()             # the message goes under the bar as it stopped, not into it
     print(f"trainyard: error: {msg}", file=sys.stderr, flush=True)
 
 
 def progress(msg: str) -> None:
-    print(msg, flush=True)
+    _display.line(msg)
+
+
+def problem(msg: str) -> None:
+    """A warning or error line from elsewhere (a worker's traceback): to stderr, above the bar if one is shown."""
+    _display.error(msg)
 
 
 def add_common(p: argparse.ArgumentParser, spec: bool = True) -> None:
-    """The options of every command that runs a spec on Ray: SPEC, --set, --address."""
+    """The options of every command that runs a spec on Ray: SPEC, --set, --address, --verbose."""
     if spec:
         p.add_argument("spec", help="the job spec (YAML)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a spec field, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print Ray's own log lines (its actors' output, Ray Data's progress), as Ray does")
     # Set by `trainyard submit`'s entrypoint, whose previous step ran the same storage check.
     p.add_argument("--storage-checked", action="store_true", help=argparse.SUPPRESS)
 
@@ -55,12 +69,19 @@ def load_spec(args) -> Any:
 
 def connect(args, spec=None) -> dict:
     """Connect to Ray as the command asks (--address, RAY_ADDRESS, else embedded) and say what we got. With a
-    spec on several nodes, check first that every node sees its data and shares its output."""
-    from cluster import connect as ray_connect
-    from cluster.quiet import quiet_ray_logs
+    spec on several nodes, check first that every node sees its data and shares its output.
 
-    quiet_ray_logs()
+    Unless --verbose, what Ray forwards from its other processes is filtered (`cluster.quiet`): the training
+    workers' lines arrive here without Ray's prefix, Ray's actors' own lines stay in Ray's log files."""
+    from cluster import connect as ray_connect
+    from cluster.quiet import WorkerOutputFilter, quiet_ray_logs
+
+    verbose = getattr(args, "verbose", False)
+    if not verbose:
+        quiet_ray_logs()
     res = ray_connect(getattr(args, "address", None))
+    if not verbose:
+        WorkerOutputFilter(line=progress, error=problem).route()
     progress(f"[ray] {res['nodes']} node(s), {res['CPU']:g} CPU, {res['GPU']:g} GPU")
     # A submitted job checked storage in its entrypoint (`python -m cluster.storage`) just before this.
     if spec is not None and res["nodes"] > 1 and not getattr(args, "storage_checked", False):
@@ -229,7 +250,9 @@ def _report(exc: TrainyardError, args: Optional[argparse.Namespace]) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Run one command; every trainyard error becomes one message and its exit code, here and only here."""
+    global _display
     args = None
+    _display = Display()
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
@@ -239,6 +262,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         err("interrupted")
         return EXIT_INTERRUPTED
+    finally:
+        _display.close()
 
 
 __all__ = ["main", "build_parser", "Kit", "KIT", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT"]

@@ -77,8 +77,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
             indent=2))
 
     progress(the_plan.why)
-    progress(f"[tune] {'resuming' if resume else 'starting'} experiment {experiment}: "
-             f"{_describe_search(spec)}; ranking trials by {metric} ({mode})")
+    progress(search_line(spec, experiment, metric, mode, resume=resume))
     t0 = time.time()
     with _progress_sink(progress), _frequent_snapshots(), _no_tune_banner():
         results = _tuner(spec, prepared, the_plan, experiment, metric, mode, resume).fit()
@@ -220,10 +219,8 @@ class _Progress(tune.Callback):
         self.sweeper.maybe_sweep()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        value = result.get(self.metric)
-        shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
-        _sink(f"[tune] {trial.trial_id} epoch {result.get('epoch', '?')}/{self.epochs}  {self.metric} {shown}  "
-              f"({_describe_config(trial.config, list(trial.config))})")
+        _sink(trial_epoch_line(trial.trial_id, result.get("epoch"), self.epochs, self.metric,
+                               result.get(self.metric), trial.config))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         # The training metrics only: what Tune fills in itself (iteration, timestamps, done) it fills in again
@@ -233,14 +230,33 @@ class _Progress(tune.Callback):
         ended = Path(self.experiment_dir) / ENDED_DIR
         ended.mkdir(parents=True, exist_ok=True)
         (ended / f"{trial.trial_id}.json").write_text(json.dumps({"last_result": last}))
-        epoch = last.get("epoch")
-        # The last epoch Tune saw: a stopped trial's workers may train on for an epoch or two before they are
-        # gone (results.csv has both: judged_at_epoch and epochs_run).
-        _sink(f"[tune] {trial.trial_id} finished its {epoch} epoch(s)" if epoch == self.epochs else
-              f"[tune] {trial.trial_id} stopped early, judged at epoch {epoch if epoch is not None else 0}")
+        _sink(trial_end_line(trial.trial_id, last.get("epoch"), self.epochs))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        _sink(f"[tune] {trial.trial_id} failed: {_error_line(trial.error_file)}")
+        _sink(trial_end_line(trial.trial_id, None, self.epochs, error=_error_line(trial.error_file)))
+
+
+# The lines a search prints as it goes; trainyard/display.py counts trials by them on a terminal.
+def search_line(spec: JobSpec, experiment: Path, metric: str, mode: str, *, resume: bool) -> str:
+    return (f"[tune] {'resuming' if resume else 'starting'} experiment {experiment}: {_describe_search(spec)}; "
+            f"ranking trials by {metric} ({mode})")
+
+
+def trial_epoch_line(trial_id: str, epoch: Optional[int], epochs: int, metric: str, value, config: dict) -> str:
+    shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+    return (f"[tune] {trial_id} epoch {epoch if epoch is not None else '?'}/{epochs}  {metric} {shown}  "
+            f"({_describe_config(config, list(config))})")
+
+
+def trial_end_line(trial_id: str, epoch: Optional[int], epochs: int, error: Optional[str] = None) -> str:
+    """A trial ended: `error` (it failed), else after `epoch`, the last epoch Tune saw (a stopped trial's workers
+    may train on for an epoch or two before they are gone: results.csv has both, judged_at_epoch and
+    epochs_run)."""
+    if error is not None:
+        return f"[tune] {trial_id} failed: {error}"
+    if epoch == epochs:
+        return f"[tune] {trial_id} finished its {epoch} epoch(s)"
+    return f"[tune] {trial_id} stopped early, judged at epoch {epoch if epoch is not None else 0}"
 
 
 def _error_line(error_file: Optional[str]) -> str:

@@ -1,0 +1,175 @@
+"""What a trainyard command prints: its own lines and real errors, never Ray's internal chatter; on a terminal a
+progress bar of epochs and trials, plain lines elsewhere (CI logs, pipes)."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from cluster.quiet import WorkerOutputFilter
+from cluster.ray_compat import TRAIN_WORKER, WorkerOutput
+from jobs.contracts import WorkerConfig
+from jobs.spec import validate_spec
+from jobs.worker import _early_stop_line, _progress_line
+from tests.conftest import small_spec, write_spec
+from trainyard.display import Display
+from tuning.experiment import search_line, trial_end_line, trial_epoch_line
+
+ROOT = Path(__file__).resolve().parents[1]
+# What Ray printed in a plain `trainyard train` / `tune` before (Ray 2.60): none of it may reach the user.
+RAY_CHATTER = ("(RayTrainWorker", "(TrainController", "PlacementGroupCleaner", "PreemptionWatcher", "DatasetManager",
+               "RayDeprecationWarning", "SplitCoordinator", "(raylet)", "Token authentication is enabled")
+ANSI = re.compile(r"\x1b\[")
+
+
+# ---------------------------------------------------------------------------------------------- the filter
+def _filtered(batches: list[WorkerOutput]) -> tuple[list[str], list[str]]:
+    lines, errors = [], []
+    keep = WorkerOutputFilter(line=lines.append, error=errors.append)
+    for batch in batches:
+        keep(batch)
+    return lines, errors
+
+
+def test_ray_actors_lines_stay_out_and_workers_lines_come_without_rays_prefix():
+    """Batches as Ray 2.60 forwarded them in a 3-epoch `trainyard train` and a 2-trial `trainyard tune`."""
+    epoch = "[train] epoch 1/3  train_loss 0.4818  val_loss 0.3541  val_f1 0.6386  0.22s 64,739 samples/s"
+    lines, errors = _filtered([
+        WorkerOutput([epoch], "19255", TRAIN_WORKER, is_err=False),
+        WorkerOutput(["/x/ray/data/_internal/execution/interfaces/execution_options.py:436: RayDeprecationWarning: "
+                      "`ExecutionOptions.exclude_resources` is deprecated", "  self.exclude_resources = x"],
+                     "19453", "DatasetManager", is_err=True),
+        WorkerOutput(["Progress bars disabled. To enable, set ...", "✔️  Dataset train_0 execution finished in 0.05 s"],
+                     "19715", "SplitCoordinator", is_err=True),
+        WorkerOutput(["[2026-12-01 17:23:29,838 E 27428 27927] core_worker.cc:2465: Actor with class name: "
+                      "'PreemptionWatcher' and ID: '37' has constructor arguments in the object store"],
+                     "27428", "TrainController", is_err=True),
+        WorkerOutput(["2026-12-01 17:20:20,653\tWARNING placement_group_cleaner.py:80 -- Failed to query Ray Train "
+                      "Controller actor state"], "301", "PlacementGroupCleaner", is_err=True),
+        WorkerOutput(["WARNING: 8 PYTHON worker processes have been started on node: 648c with address: 192.0.2.2, "
+                      "which is 4x the maximum expected startup concurrency (2)."], "raylet", "", is_err=False,
+                     pushed=True),
+    ])
+    assert lines == [epoch] and errors == []
+
+
+def test_errors_stay_visible():
+    """A worker's traceback (as Ray Train 2.60 logs it), an ERROR record or traceback of any other process, and
+    what Ray pushes to the driver (but the worker-pool note) reach the user, each line saying where it came from."""
+    traceback = ["Error in training function:", "Traceback (most recent call last):",
+                 '  File "/x/jobs/worker.py", line 10, in loop', "ValueError: boom in the loop", ""]
+    lines, errors = _filtered([
+        WorkerOutput(traceback, "314", TRAIN_WORKER, is_err=True),
+        WorkerOutput(["some info first", "2026-12-01 17:20:20,653\tERROR controller.py:925 -- Error in control loop",
+                      "Traceback (most recent call last):", "RuntimeError: lost"], "27", "TrainController", is_err=True),
+        WorkerOutput(["Task was killed due to the node running low on memory."], "raylet", "", is_err=False,
+                     pushed=True),
+    ])
+    assert lines == []
+    assert errors == [f"[worker pid=314] {t}" for t in traceback if t] + [
+        "[ray TrainController pid=27] 2026-12-01 17:20:20,653\tERROR controller.py:925 -- Error in control loop",
+        "[ray TrainController pid=27] Traceback (most recent call last):",
+        "[ray TrainController pid=27] RuntimeError: lost",
+        "[ray] Task was killed due to the node running low on memory."]
+
+
+# ---------------------------------------------------------------------------------------------- the display
+def _worker_config(epochs: int) -> WorkerConfig:
+    return WorkerConfig(task="classification", model={}, epochs=epochs, batch_size=32, lr=0.01, weight_decay=0.0,
+                        optimizer="adamw", lr_schedule="constant", loss="mse", seed=0, cache="memory",
+                        output_dim=2, label_center=0.0, label_scale=1.0, early_stop_metric="val_loss",
+                        early_stop_mode="min", use_gpu=False)
+
+
+def _epoch_line(epoch: int, epochs: int) -> str:
+    row = {"epoch": epoch, "lr": 0.01, "train_loss": 0.5, "val_loss": 0.4, "val_accuracy": 0.9,
+           "epoch_time_s": 0.01, "train_samples_per_s": 1000.0}
+    return _progress_line(row, _worker_config(epochs), "val_loss")
+
+
+def _terminal() -> tuple[Display, io.StringIO]:
+    screen = io.StringIO()
+    return Display(live=True, console=Console(file=screen, force_terminal=True, width=120)), screen
+
+
+def test_a_terminal_gets_a_bar_of_epochs_that_ends_with_the_training():
+    display, screen = _terminal()
+    display.line("[train] 1 worker(s) on CPU, 4 epoch(s), batch 32, lr 0.01, shard in memory")
+    for epoch in (1, 2, 3):
+        display.line(_epoch_line(epoch, 4))
+    assert display._progress is not None and display._completed("epochs") == 3 and display._total("epochs") == 4
+    display.line(_early_stop_line("val_loss", 2, 1))
+    assert display._progress is None            # the bar is full and gone: what follows prints as plain lines
+    shown = screen.getvalue()
+    assert "3/3" in shown and "early stop" in shown and _epoch_line(3, 4) in shown
+
+
+def test_a_terminal_gets_a_bar_of_trials():
+    spec = validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "train": {"epochs": 2},
+                          "tune": {"samples": 3, "scheduler": "none"}})
+    display, screen = _terminal()
+    display.line(search_line(spec, Path("/out/ray/tune-1"), "val_loss", "min", resume=False))
+    display.line(trial_epoch_line("a_00000", 1, 2, "val_loss", 0.5, {"lr": 0.01}))
+    display.line(trial_end_line("a_00000", 2, 2))
+    display.line(trial_end_line("a_00001", 1, 2))
+    assert display._completed("trials") == 2 and display._total("trials") == 3
+    display.line(trial_end_line("a_00002", None, 2, error="ValueError: boom"))
+    assert display._progress is None and "3/3" in screen.getvalue()
+
+
+def test_plain_output_is_the_lines_alone(capsys):
+    display = Display(live=False)
+    for epoch in (1, 2):
+        display.line(_epoch_line(epoch, 2))
+    display.error("[worker pid=1] Traceback (most recent call last):")
+    out, err = capsys.readouterr()
+    assert out == f"{_epoch_line(1, 2)}\n{_epoch_line(2, 2)}\n"
+    assert err == "[worker pid=1] Traceback (most recent call last):\n"
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def _trainyard(*argv: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}     # its own embedded Ray
+    return subprocess.run([sys.executable, "-m", "trainyard", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def _assert_no_ray_chatter(run: subprocess.CompletedProcess) -> list[str]:
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = (run.stdout + run.stderr).splitlines()
+    leaked = [line for line in lines if ANSI.search(line) or any(c in line for c in RAY_CHATTER)]
+    assert not leaked, "\n".join(leaked)
+    return run.stdout.splitlines()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_train_and_tune_print_trainyard_lines_only(tmp_path, telemetry_dir):
+    """The real CLI, not on a terminal, as CI runs it: every epoch line and the summary, nothing of Ray's."""
+    spec = small_spec("quiet", telemetry_dir, tmp_path / "train", epochs=2)
+    out = _assert_no_ray_chatter(_trainyard("train", str(write_spec(tmp_path / "train.yaml", spec))))
+    assert [line.split("  ")[0] for line in out if line.startswith("[train] epoch")] == [
+        "[train] epoch 1/2", "[train] epoch 2/2"]
+    assert "[train] summary" in out and any(line.startswith("bundle written to") for line in out)
+
+    spec = {**small_spec("quiet-tune", telemetry_dir, tmp_path / "tune", epochs=1),
+            "tune": {"samples": 2, "scheduler": "none", "lr": {"loguniform": [1e-3, 1e-1]}}}
+    out = _assert_no_ray_chatter(_trainyard("tune", str(write_spec(tmp_path / "tune.yaml", spec))))
+    assert sum(bool(re.match(r"\[tune\] \S+ finished its 1 epoch", line)) for line in out) == 2, out
+    assert any(line.startswith("[tune] 2 trial(s) in") for line in out)
+    assert any(line.startswith("bundle written to") for line in out)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_verbose_prints_rays_lines_as_ray_does(tmp_path, telemetry_dir):
+    spec = small_spec("loud", telemetry_dir, tmp_path / "out", epochs=1)
+    run = _trainyard("train", str(write_spec(tmp_path / "spec.yaml", spec)), "--verbose")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert re.search(r"\(RayTrainWorker pid=\d+\)\S* \[train\] epoch 1/1", run.stdout), run.stdout
