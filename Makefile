@@ -19,9 +19,15 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The example data sets. A folder that already holds data is left as it is; one written here gets a mark
+# (EXAMPLE_MARK, a hidden file the data readers skip) that lets `make clean` tell it from data of your own.
+EXAMPLE_DATA := data/telemetry:examples/telemetry.py data/process-yield:examples/process_yield.py
+EXAMPLE_MARK := .written-by-make-data
+
 data: install
-	$(PY) examples/telemetry.py --out data/telemetry
-	$(PY) examples/process_yield.py --out data/process-yield
+	@for pair in $(EXAMPLE_DATA); do dir=$${pair%%:*}; script=$${pair#*:}; \
+	  if [ -n "$$(ls -A $$dir 2>/dev/null)" ]; then echo "$$dir already holds data; keeping it"; \
+	  else $(PY) $$script --out $$dir && touch $$dir/$(EXAMPLE_MARK) || exit 1; fi; done
 
 run: data
 	$(VENV)/bin/trainyard run $(SPEC) --no-serve
@@ -38,5 +44,14 @@ test: lint
 test-fast: lint
 	$(PY) -m pytest -m "not ray and not gpu" $(PYTEST_ARGS)
 
+# Removes only what trainyard generates and can make again: the caches, and each example data set that
+# `make data` wrote (its mark there, and no file it did not write). data/ otherwise, and runs/ (your trained
+# bundles), are never touched.
 clean:
-	rm -rf runs data .pytest_cache
+	rm -rf .pytest_cache
+	@for pair in $(EXAMPLE_DATA); do dir=$${pair%%:*}; \
+	  [ -d $$dir ] || continue; \
+	  if [ -f $$dir/$(EXAMPLE_MARK) ] && [ -z "$$(find $$dir -mindepth 1 ! -name $(EXAMPLE_MARK) \
+	       ! -name 'part-[0-9][0-9][0-9].parquet' ! -name 'part-[0-9][0-9][0-9].csv')" ]; then \
+	    rm -rf $$dir && echo "removed $$dir (make data writes it again)"; \
+	  else echo "kept $$dir: make data did not write it, or it holds files of yours"; fi; done

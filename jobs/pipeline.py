@@ -86,22 +86,22 @@ def lineage(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, **extr
 
 
 def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, *,
-                  progress: Callable[[str], None] = print, **lineage_extra) -> tuple[Path, dict]:
-    """Write OUTPUT/bundle from a finished training run, scored on the test split; returns (its path, metrics).
+                  progress: Callable[[str], None] = print, **lineage_extra) -> tuple[Path | str, dict]:
+    """Write a new bundle version from a finished training run, scored on the test split, and make it the
+    latest: OUTPUT/bundles/<version>/, which OUTPUT/bundle then points to. Returns (its path, metrics).
 
     Written once, complete and atomically (`jobs.bundle.write`): the test split is scored through the bundle's
-    own load/predict path while it is still a hidden folder, and it takes its place with both val and test
-    metrics. A bundle already at OUTPUT/bundle is replaced then, and the progress line says so.
+    own load/predict path while it is still a hidden folder, and it is published with both val and test
+    metrics. Earlier versions stay in OUTPUT/bundles; the progress line says how many.
 
-    A URI output (s3://, gs://, ...) is staged in a local folder, scored there, then uploaded; the returned path
-    is then the URI, which `jobs.bundle.load` accepts too.
+    A URI output (s3://, gs://, ...) is staged in a local folder, scored there, then uploaded
+    (`jobs.bundle.upload`: OUTPUT/bundles/LATEST changes once every file is there); the returned path is then
+    the version's URI, which `jobs.bundle.load` accepts too.
     """
     remote = "://" in spec.output_dir
     staging = Path(tempfile.mkdtemp(prefix="trainyard-bundle-")) if remote else None
-    target = (staging if remote else Path(spec.output_dir)) / "bundle"
-    if target.exists():
-        progress(f"[bundle] {target} holds an earlier bundle ({_version(target)}): the new one replaces it "
-                 "once it is complete")
+    output = staging if remote else Path(spec.output_dir)
+    earlier = [] if remote else B.versions_of(output)
     dtypes = {f.name: str(f.type) for f in prepared.ingest.schema}
     metrics = {"val": outcome.val_metrics}
 
@@ -112,30 +112,29 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
         return {"test": metrics["test"]}
 
     try:
-        path = B.write(target, state_dict=outcome.best_state, model_config=outcome.model_config,
-                       preprocessor=prepared.preprocessor, metrics={"val": outcome.val_metrics},
-                       score=score_test_split, spec_yaml=dump_spec(spec),
-                       lineage=lineage(spec, prepared, outcome, **lineage_extra), dtypes=dtypes)
+        version = B.write(output / B.POINTER, state_dict=outcome.best_state, model_config=outcome.model_config,
+                          preprocessor=prepared.preprocessor, metrics={"val": outcome.val_metrics},
+                          score=score_test_split, spec_yaml=dump_spec(spec),
+                          lineage=lineage(spec, prepared, outcome, **lineage_extra), dtypes=dtypes,
+                          progress=progress, taken=B.remote_names(spec.output_dir) if remote else None)
         if remote:
-            uri = spec.output_dir.rstrip("/") + "/bundle"
-            B.upload(path, uri)
+            uri = B.upload(version, spec.output_dir)
+            progress(f"[bundle] version {version.name} uploaded to {uri}; "
+                     f"{spec.output_dir.rstrip('/')}/{B.VERSIONS}/{B.LATEST} names it")
             return uri, metrics
-        return path, metrics
+        progress(f"[bundle] version {version.name} in {version}; {output / B.POINTER} points to it"
+                 + (f" ({len(earlier)} earlier version(s) kept in {output / B.VERSIONS})" if earlier else ""))
+        return version, metrics
     finally:
         if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _version(bundle_dir: Path) -> str:
-    try:
-        return "version " + str(json.loads((bundle_dir / "lineage.json").read_text())["version"])
-    except (OSError, ValueError, KeyError):
-        return "unreadable lineage.json"
+            shutil.rmtree(staging, ignore_errors=True)     # made by mkdtemp above: ours
 
 
 def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tuple[Path, dict]:
     """`trainyard train`: ingest → preprocess → train → evaluate → bundle. Returns (bundle path, metrics)."""
     if "://" not in spec.output_dir:
+        # Before any work: a folder of the user's at OUTPUT/bundle would stop the run only at its end.
+        B.check_pointer(Path(spec.output_dir) / B.POINTER)
         Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
     prepared = prepare(spec, progress)
     _write_summary(spec.output_dir, prepared)

@@ -1,27 +1,41 @@
-"""A bundle is written once, complete and atomically (no Ray): scored while hidden, published with every metric,
-never left half-written, and an earlier bundle is replaced only by a complete one."""
+"""A bundle is written once, complete and atomically (no Ray): scored while hidden, published with every metric
+as a version of its own (OUTPUT/bundles/<version>) that OUTPUT/bundle then points to, never left half-written;
+earlier versions are kept, and nothing trainyard did not write is removed or replaced. On object storage (a real
+S3 API: moto's server) the pointer changes only once the new version is there whole."""
 import json
+import os
+import time
 
 import pytest
 
 from jobs import bundle as B
 from jobs.model import build_model
 from jobs.tabular import CategoricalState, NumericState, Preprocessor
+from tests.s3_fixtures import s3_bucket  # noqa: F401  (moto's S3 server and a bucket)
 
 CONFIG = {"kind": "mlp", "input_dim": 4, "output_dim": 2, "hidden": [3], "dropout": 0.0, "activation": "relu"}
 
 
-def _write(path, *, score=None, lineage=None):
+def _write(path, *, score=None, lineage=None, progress=lambda _line: None):
     pre = Preprocessor(task="classification", label="y", classes=["no", "yes"],
                        numeric=[NumericState("x", fill=0.0, center=0.0, scale=1.0)],
                        categorical=[CategoricalState("c", ["a", "b"])])
     return B.write(path, state_dict=build_model(CONFIG).state_dict(), model_config=CONFIG, preprocessor=pre,
                    metrics={"val": {"val_accuracy": 0.5}}, spec_yaml="name: t\n",
-                   lineage=lineage or {"version": "1"}, score=score)
+                   lineage=lineage or {"version": "1"}, score=score, progress=progress)
 
 
 def _leftovers(parent):
-    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+    """Hidden entries (staging folders, links being made) under `parent` and its bundles/ folder."""
+    found = [p.name for p in parent.iterdir() if p.name.startswith(".")]
+    if (parent / B.VERSIONS).is_dir():
+        found += [f"{B.VERSIONS}/{p.name}" for p in (parent / B.VERSIONS).iterdir() if p.name.startswith(".")]
+    return sorted(found)
+
+
+def _tree(folder) -> dict:
+    """Every file under `folder` with its bytes: what must survive a write untouched."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_scored_while_hidden_then_published_with_every_metric(tmp_path):
@@ -29,21 +43,27 @@ def test_scored_while_hidden_then_published_with_every_metric(tmp_path):
     seen = {}
 
     def score(bundle: B.Bundle) -> dict:
-        # Scoring goes through the bundle's own load/predict path, in a hidden sibling folder; nothing is at
+        # Scoring goes through the bundle's own load/predict path, in a hidden staging folder; nothing is at
         # the target yet, so nobody can load a bundle whose test metrics are still empty.
         seen["folder"] = bundle.path.name
         seen["target_exists"] = target.exists()
         seen["predictions"] = bundle.predict([{"x": 1.0, "c": "a"}, {}])["predictions"]
         return {"test": {"accuracy": 0.75}}
 
-    assert _write(target, score=score) == target
-    assert seen["folder"].startswith(".bundle.partial-") and seen["target_exists"] is False
+    version = _write(target, score=score, lineage={"version": "20260101-000000"})
+    assert version == tmp_path / "out" / "bundles" / "20260101-000000"
+    assert seen["folder"].startswith(".partial-") and seen["target_exists"] is False
     assert len(seen["predictions"]) == 2
     assert json.loads((target / "metrics.json").read_text()) == {"val": {"val_accuracy": 0.5},
                                                                  "test": {"accuracy": 0.75}}
     assert B.load(target).metrics["test"] == {"accuracy": 0.75}
-    assert sorted(p.name for p in target.iterdir()) == sorted(B.FILES)
-    assert _leftovers(target.parent) == []
+    assert B.resolve(tmp_path / "out") == version      # a run folder's latest, read from that one version
+    assert sorted(p.name for p in version.iterdir()) == sorted(B.FILES + (B.MANIFEST,))
+    manifest = json.loads((version / B.MANIFEST).read_text())
+    assert manifest["version"] == "20260101-000000" and sorted(manifest["files"]) == sorted(B.FILES)
+    assert manifest["files"]["metrics.json"]["bytes"] == (version / "metrics.json").stat().st_size
+    assert os.readlink(target) == "bundles/20260101-000000"    # relative: the output folder can move
+    assert _leftovers(tmp_path / "out") == []
 
 
 def test_a_failure_while_scoring_leaves_no_bundle(tmp_path):
@@ -54,12 +74,13 @@ def test_a_failure_while_scoring_leaves_no_bundle(tmp_path):
 
     with pytest.raises(RuntimeError, match="could not be read"):
         _write(target, score=broken)
-    assert not target.exists() and _leftovers(tmp_path) == []
+    assert not target.exists() and not target.is_symlink() and _leftovers(tmp_path) == []
+    assert list((tmp_path / B.VERSIONS).iterdir()) == []
 
 
-def test_an_earlier_bundle_stays_until_a_complete_one_replaces_it(tmp_path):
+def test_a_second_write_keeps_the_first_bundle_and_a_failed_one_changes_nothing(tmp_path):
     target = tmp_path / "bundle"
-    _write(target, score=lambda b: {"test": {"accuracy": 0.6}}, lineage={"version": "first"})
+    first = _write(target, score=lambda b: {"test": {"accuracy": 0.6}}, lineage={"version": "first"})
 
     def broken(bundle):
         raise KeyboardInterrupt
@@ -70,43 +91,165 @@ def test_an_earlier_bundle_stays_until_a_complete_one_replaces_it(tmp_path):
     assert kept.lineage["version"] == "first" and kept.metrics["test"] == {"accuracy": 0.6}
     assert _leftovers(tmp_path) == []
 
-    _write(target, score=lambda b: {"test": {"accuracy": 0.9}}, lineage={"version": "third"})
+    lines = []
+    third = _write(target, score=lambda b: {"test": {"accuracy": 0.9}}, lineage={"version": "third"},
+                   progress=lines.append)
     now = B.load(target)
     assert now.lineage["version"] == "third" and now.metrics["test"] == {"accuracy": 0.9}
+    # The first bundle is still there, whole, under its version.
+    assert B.load(first).lineage["version"] == "first" and B.load(first).metrics["test"] == {"accuracy": 0.6}
+    assert B.versions_of(tmp_path) == ["first", "third"] and third.name == "third" and lines == []
     assert _leftovers(tmp_path) == []
 
 
-def test_upload_sends_metrics_last(tmp_path, monkeypatch):
+def test_a_version_name_already_taken_gets_a_suffix_and_says_so_in_its_lineage(tmp_path):
+    first = _write(tmp_path / "bundle", lineage={"version": "20260101-000000"})
+    second = _write(tmp_path / "bundle", lineage={"version": "20260101-000000"})
+    assert (first.name, second.name) == ("20260101-000000", "20260101-000000-2")
+    assert B.load(tmp_path).version == "20260101-000000-2" and B.load(first).version == "20260101-000000"
+
+
+@pytest.mark.parametrize("kind", ["folder", "file", "foreign link"])
+def test_what_the_user_has_at_OUTPUT_bundle_is_never_replaced(tmp_path, kind):
+    """A folder, a file or a link of the user's named OUTPUT/bundle, and folders named like what earlier
+    trainyards staged or set aside: the write publishes its version and refuses to touch any of them."""
+    target = tmp_path / "bundle"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "notes.txt").write_text("mine")
+    if kind == "folder":
+        target.mkdir()
+        (target / "model.json").write_text('{"mine": true}')      # some of a bundle's names, not all
+    elif kind == "file":
+        target.write_text("mine")
+    else:
+        target.symlink_to(elsewhere)
+    hour_ago = time.time() - B.STALE_PARTIAL_S - 60
+    for name in ("bundle.tmp", "bundle.old", ".bundle.partial-x", ".bundle.replaced-x", "bundles/.partial-y"):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "data.csv").write_text(name)
+        os.utime(tmp_path / name, (hour_ago, hour_ago))
+    before = _tree(tmp_path)
+
+    with pytest.raises(B.BundleError) as err:
+        _write(target, lineage={"version": "new"})
+    message = str(err.value)
+    assert str(target) in message and "trainyard did not" in message and "choose another output folder" in message
+    assert f"written to {tmp_path / 'bundles' / 'new'}" in message
+    after = _tree(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("bundles/new/")} == before
+    assert kind != "foreign link" or os.readlink(target) == str(elsewhere)
+    assert B.load(tmp_path / "bundles" / "new").version == "new"          # the run's result is not lost
+    with pytest.raises(B.BundleError, match="trainyard did not"):
+        B.check_pointer(target)          # what `trainyard train` checks before any work
+
+
+def test_train_refuses_a_users_folder_at_OUTPUT_bundle_before_any_work(tmp_path, telemetry_dir):
+    from jobs.pipeline import run_train
+    from jobs.spec import load_spec
+    from tests.conftest import small_spec, write_spec
+
+    spec = load_spec(write_spec(tmp_path / "s.yaml", small_spec("mine", telemetry_dir, tmp_path / "out")))
+    (tmp_path / "out" / "bundle").mkdir(parents=True)
+    (tmp_path / "out" / "bundle" / "notes.txt").write_text("mine")
+    with pytest.raises(B.BundleError, match="trainyard did not write"):
+        run_train(spec, progress=lambda _line: None)
+    assert _tree(tmp_path / "out") == {"bundle/notes.txt": b"mine"}      # nothing ingested, trained or written
+
+
+def test_a_bundle_folder_an_earlier_trainyard_left_becomes_a_kept_version(tmp_path):
+    """Before versions, OUTPUT/bundle was the bundle's folder itself: it moves to bundles/<its version>."""
+    old = _write(tmp_path / "old-layout" / "bundle", lineage={"version": "v0"})
+    (tmp_path / "bundle").mkdir()
+    for f in B.FILES:                     # no manifest: bundles had none then
+        (tmp_path / "bundle" / f).write_bytes((old / f).read_bytes())
+    lines = []
+    _write(tmp_path / "bundle", lineage={"version": "v1"}, progress=lines.append)
+    assert B.load(tmp_path).version == "v1"
+    assert B.load(tmp_path / "bundles" / "v0").version == "v0"
+    assert lines == [f"[bundle] {tmp_path / 'bundle'} held a bundle written before versioned bundles: kept as "
+                     f"{tmp_path / 'bundles' / 'v0'}"]
+
+
+def test_a_bundle_has_the_umasks_permissions_not_mkdtemps(tmp_path):
+    old = os.umask(0o022)
+    try:
+        version = _write(tmp_path / "bundle")
+    finally:
+        os.umask(old)
+    assert version.stat().st_mode & 0o777 == 0o755
+
+
+def test_a_killed_writers_old_staging_folder_is_cleared_a_fresh_one_kept(tmp_path):
+    versions = tmp_path / B.VERSIONS
+    old, fresh, unmarked = versions / ".partial-old", versions / ".partial-fresh", versions / ".partial-users"
+    for folder in (old, fresh, unmarked):
+        folder.mkdir(parents=True)
+        (folder / "model.json").write_text("{}")
+    for folder in (old, fresh):
+        (folder / B.PARTIAL_MARK).write_text("")
+    hour_ago = time.time() - B.STALE_PARTIAL_S - 60
+    for folder in (old, unmarked):
+        os.utime(folder, (hour_ago, hour_ago))
+    _write(tmp_path / "bundle")
+    # Only the old folder with trainyard's mark goes; one without it stays, however old.
+    assert _leftovers(tmp_path) == ["bundles/.partial-fresh", "bundles/.partial-users"]
+
+
+# ---------------------------------------------------------------------------------------------- object storage
+def test_an_upload_publishes_a_new_version_and_keeps_the_earlier(tmp_path, s3_bucket, monkeypatch):  # noqa: F811
     import pyarrow.fs as pafs
 
-    local = _write(tmp_path / "bundle", score=lambda b: {"test": {}})
+    output = f"{s3_bucket}/runs/two"
+    first = _write(tmp_path / "a" / "bundle", lineage={"version": "v1"})
+    assert B.upload(first, output) == f"{output}/bundles/v1"
+    second = _write(tmp_path / "b" / "bundle", lineage={"version": "v2"}, score=lambda b: {"test": {"f1": 1.0}})
     copied = []
     real = pafs.copy_files
     monkeypatch.setattr(pafs, "copy_files", lambda src, dst, **kw: (copied.append(dst.rsplit("/", 1)[-1]),
                                                                    real(src, dst, **kw)))
-    B.upload(local, f"file://{tmp_path}/remote/bundle")
-    assert copied[-1] == "metrics.json" and sorted(copied) == sorted(B.FILES)
-    assert B.load(tmp_path / "remote" / "bundle").metrics == {"val": {"val_accuracy": 0.5}, "test": {}}
+    B.upload(second, output)
+    assert copied[-2:] == ["metrics.json", B.MANIFEST] and sorted(copied) == sorted(B.FILES + (B.MANIFEST,))
+    monkeypatch.undo()
+    for uri in (output, f"{output}/bundle"):          # the run's output, or OUTPUT/bundle as before
+        assert B.load(uri).version == "v2" and B.load(uri).metrics["test"] == {"f1": 1.0}
+    assert B.load(f"{output}/bundles/v1").version == "v1"
+    with pytest.raises(B.BundleError, match="exists already"):
+        B.upload(second, output)                       # a version is never written over
 
 
-def test_a_bundle_has_the_umasks_permissions_not_mkdtemps(tmp_path):
-    import os
-    old = os.umask(0o022)
-    try:
-        target = _write(tmp_path / "bundle")
-    finally:
-        os.umask(old)
-    assert target.stat().st_mode & 0o777 == 0o755
+def test_an_interrupted_upload_leaves_the_previous_bundle_the_latest(tmp_path, s3_bucket, monkeypatch):  # noqa: F811
+    import pyarrow.fs as pafs
+
+    output = f"{s3_bucket}/runs/cut"
+    B.upload(_write(tmp_path / "a" / "bundle", lineage={"version": "v1"}), output)
+    real, sent = pafs.copy_files, []
+
+    def dies_after_three(src, dst, **kw):
+        if len(sent) == 3:
+            raise OSError("connection reset by peer")
+        sent.append(dst)
+        return real(src, dst, **kw)
+
+    monkeypatch.setattr(pafs, "copy_files", dies_after_three)
+    with pytest.raises(OSError, match="connection reset"):
+        B.upload(_write(tmp_path / "b" / "bundle", lineage={"version": "v2"}), output)
+    monkeypatch.undo()
+    assert len(sent) == 3
+    for uri in (output, f"{output}/bundle"):
+        assert B.load(uri).version == "v1"
+    fs, root = pafs.FileSystem.from_uri(output)
+    assert fs.get_file_info(f"{root}/bundles/v2/{B.MANIFEST}").type == pafs.FileType.NotFound
 
 
-def test_a_killed_writers_old_staging_folder_is_cleared_a_fresh_one_kept(tmp_path):
-    import os
-    import time
-    old, fresh = tmp_path / ".bundle.partial-old", tmp_path / ".bundle.partial-fresh"
-    for folder in (old, fresh):
-        folder.mkdir()
-        (folder / "model.json").write_text("{}")
-    hour_ago = time.time() - B.STALE_PARTIAL_S - 60
-    os.utime(old, (hour_ago, hour_ago))
-    _write(tmp_path / "bundle")
-    assert _leftovers(tmp_path) == [".bundle.partial-fresh"]
+def test_a_LATEST_object_trainyard_did_not_write_is_not_replaced(tmp_path, s3_bucket):  # noqa: F811
+    import pyarrow.fs as pafs
+
+    output = f"{s3_bucket}/runs/theirs"
+    fs, root = pafs.FileSystem.from_uri(output)
+    with fs.open_output_stream(f"{root}/bundles/LATEST") as f:
+        f.write(b"my notes")
+    with pytest.raises(B.BundleError, match="was not written by trainyard"):
+        B.upload(_write(tmp_path / "bundle", lineage={"version": "v1"}), output)
+    with fs.open_input_stream(f"{root}/bundles/LATEST") as f:
+        assert f.read() == b"my notes"
