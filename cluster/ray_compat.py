@@ -164,6 +164,38 @@ def serve_controller_client() -> Optional[Any]:
     return _get_global_client(raise_if_no_controller_running=False)
 
 
+@dataclass(frozen=True)
+class ServeDeployment:
+    """One deployment of a Serve app as the controller holds it (its target: after a failed update, the
+    version that failed)."""
+    redeploy: Any                     # a `serve.Application` that deploys exactly this again, same version
+    route_prefix: Optional[str]
+    init_args: tuple                  # what its replicas are constructed with
+
+
+def serve_deployment(app_name: str, deployment_name: str) -> Optional[ServeDeployment]:
+    """Deployment `deployment_name` of Serve app `app_name`, or None when the app or Serve is not running.
+
+    Why: an update must know what it replaces (its constructor arguments, to keep its token; the whole
+    deployment, to roll back to it) even when another process deployed it, and Serve's public status has
+    neither. The controller's `get_deployment_info` holds both, and `Deployment(..., _internal=True)` with
+    the same version redeploys it without restarting replicas that still run it. Checked on Ray 2.60.0."""
+    from ray.serve.deployment import Application, Deployment
+
+    client = serve_controller_client()
+    if client is None:
+        return None
+    try:
+        info, route = client.get_deployment_info(deployment_name, app_name)
+    except KeyError:
+        return None
+    replica = info.replica_config
+    deployment = Deployment(deployment_name, info.deployment_config, replica, version=info.version,
+                            _internal=True)
+    return ServeDeployment(redeploy=Application(deployment), route_prefix=route,
+                           init_args=tuple(replica.init_args or ()))
+
+
 # ---------------------------------------------------------------------------------------------- ray start
 def ray_services() -> ModuleType:
     """`ray._private.services`, whose `resolve_ip_for_localhost` cluster/_raystart.py wraps.

@@ -402,14 +402,16 @@ def bundle_payload(path: Path) -> dict:
     return {"path": str(path.resolve())}
 
 
-def replica_settings(name: str, serve_spec: ServeSpec, token: Optional[str]) -> dict:
+def replica_settings(name: str, serve_spec: ServeSpec, token: Optional[str],
+                     token_sha256: Optional[str] = None) -> dict:
     # Only the token's hash reaches the replicas (and the controller's checkpoint that stores their arguments).
+    # `token_sha256` without `token`: keep the hash of the version being updated (serving.server.deploy).
     return {"name": name, "serve": serve_spec.model_dump(mode="json"),
-            "token_sha256": hashlib.sha256(token.encode()).hexdigest() if token else None}
+            "token_sha256": hashlib.sha256(token.encode()).hexdigest() if token else token_sha256}
 
 
 def application(path: Path, serve_spec: ServeSpec, name: str, token: Optional[str],
-                env_vars: Optional[dict] = None):
+                env_vars: Optional[dict] = None, token_sha256: Optional[str] = None):
     """The Serve application (not yet running) for the bundle folder `path` under these settings."""
     actor_options = dict(serve_spec.ray_actor_options)
     runtime_env = dict(actor_options.get("runtime_env") or {})
@@ -432,4 +434,4 @@ def application(path: Path, serve_spec: ServeSpec, name: str, token: Optional[st
         max_surge_percent=serve_spec.max_surge_percent,
         # A bundle that cannot load will not load on the 4th try either; fail the deploy in seconds, not minutes.
         max_constructor_retry_count=3,
-    ).bind(bundle_payload(path), replica_settings(name, serve_spec, token))
+    ).bind(bundle_payload(path), replica_settings(name, serve_spec, token, token_sha256))

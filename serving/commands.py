@@ -1,13 +1,16 @@
 """`trainyard serve` and `trainyard predict`.
 
-    trainyard serve BUNDLE_DIR [--name NAME] [--host 127.0.0.1] [--port 8000] [--token T] [--spec SPEC] [--set ...]
+    trainyard serve BUNDLE_DIR [--name NAME] [--host 127.0.0.1] [--port 8000] [--token T | --no-token]
+                    [--timeout S] [--spec SPEC] [--set ...]
     trainyard predict --url URL FILE.{csv,parquet,jsonl} [--out OUT] [--token T]
 
 `serve` takes its settings from the bundle's own spec.yaml (only batch, max_records, max_body_mb,
 max_ongoing_requests, required_features, unknown_fields: a bundle is data, not code), then
 --spec (another job spec's `serve` section), then --set (`--set batch.max_size=32`, `serve.` optional), then
 the flags. Serving a bundle under the --name of an app that another `trainyard serve` already serves on that
-port updates that app in place, with no downtime, and returns.
+port updates that app in place, with no downtime, and returns. An update keeps the app's token unless --token
+or --no-token says otherwise; one whose replicas fail to start, or do not answer within --timeout, is rolled
+back to the version that was running.
 """
 from __future__ import annotations
 
@@ -27,8 +30,15 @@ def register(subparsers, kit) -> None:
                    help="app name (default: the job's name); serving another bundle under the same name updates it")
     p.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="HTTP port (default 8000; 0 picks a free one)")
-    p.add_argument("--token", default=None,
-                   help=f"require 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV} if set, else no token)")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--token", default=None,
+                      help=f"require 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV} if set; else an update "
+                           "keeps the running app's token, and a new app has none)")
+    auth.add_argument("--no-token", action="store_true",
+                      help="serve without a token, also when updating an app that has one")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="how long the new replicas may take to run and answer before the deploy fails (an update "
+                        "is then rolled back); default 300")
     p.add_argument("--spec", default=None, help="take serve settings from this job spec's `serve` section")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a serve setting, e.g. --set autoscaling.max_replicas=2 (repeatable)")
@@ -93,8 +103,9 @@ def _explain(error: dict, source: str) -> str:
 
 def cmd_serve(args, kit) -> int:
     from cluster.errors import TrainyardError
-    from serving.server import read_server_state, serve_forever
+    from serving.server import DEPLOY_TIMEOUT_S, read_server_state, resolve_token, serve_forever
 
+    token = resolve_token(args.token, args.no_token)     # a refused token fails before connecting to Ray
     spec = serve_settings(args.bundle, args.spec, args.set, kit.progress)
     port = args.port if args.port is not None else spec.port
     address = args.address
@@ -112,8 +123,9 @@ def cmd_serve(args, kit) -> int:
         raise
     except Exception as exc:  # Ray's own, from deep inside ray.init: one line, not its traceback
         raise Failure(f"cannot connect to Ray: {exc}") from exc
-    return serve_forever(args.bundle, spec=spec, name=args.name, host=args.host, port=args.port, token=args.token,
-                         progress=kit.progress)
+    return serve_forever(args.bundle, spec=spec, name=args.name, host=args.host, port=args.port, token=token,
+                         no_token=args.no_token, progress=kit.progress,
+                         timeout_s=args.timeout if args.timeout is not None else DEPLOY_TIMEOUT_S)
 
 
 def cmd_predict(args) -> int:

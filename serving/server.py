@@ -6,7 +6,9 @@ lifetime), and apps share it by route prefix. So:
 - `deploy(bundle, name=N)` starts Serve on host:port if it is not running, or checks that the running one
   listens where asked (and says what to do if not), then runs app N. Deploying N again is an update: Serve
   starts the new replicas, waits until they pass their health check, and only then stops the old ones
-  (`max_surge_percent`), so requests in flight or arriving meanwhile are all answered;
+  (`max_surge_percent`), so requests in flight or arriving meanwhile are all answered. An update keeps the
+  running version's token unless told otherwise, and one that fails (or waits past its time limit) is
+  rolled back to the running version;
 - `serve_forever(bundle)` deploys, records itself in `<state dir>/serve-<port>.json` (so that a later
   `trainyard serve NEW_BUNDLE --name N` in another shell can find this Ray and update the app in place), and
   blocks; Ctrl-C or SIGTERM deletes the app, and shuts Serve down when no other app is left.
@@ -24,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from cluster.errors import EXIT_OK
+from cluster.errors import EXIT_BAD_INPUT, EXIT_OK
 from cluster.nodes import alive_nodes
 from cluster.ports import free_ports
-from cluster.ray_compat import serve_controller_client
+from cluster.ray_compat import ServeDeployment, actor_table, gcs_protos, serve_controller_client, serve_deployment
 from cluster.state import state_dir
 from jobs.spec import ServeSpec
 from serving.ingress import (check_port_free, choose_ingress, ingress_env, metrics_env, replica_ingress_env,
@@ -35,6 +37,11 @@ from serving.ingress import (check_port_free, choose_ingress, ingress_env, metri
 from serving.settings import TOKEN_ENV, ServeError, check_name, check_settings, default_name, resolve_spec
 
 DEPLOYMENT = "model"
+# How long a deploy waits for its replicas to run and answer, and a rollback for the old version's. Loading a
+# bundle takes seconds; minutes go to installing a runtime_env or to a node an autoscaler adds.
+DEPLOY_TIMEOUT_S = 300.0
+ROLLBACK_TIMEOUT_S = 120.0
+LOGS = " The replica logs (full tracebacks) are under /tmp/ray/session_latest/logs/serve/"
 
 
 @dataclass
@@ -45,12 +52,17 @@ class Served:
     port: int
     route_prefix: str
     updated_from: Optional[str] = None      # the version it replaced, when this was an update
+    token_required: bool = False            # its token was given, or kept from the version it replaced
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         prefix = "" if self.route_prefix == "/" else self.route_prefix
-        return f"http://{host}:{self.port}{prefix}"
+        return f"http://{_client_host(self.host)}:{self.port}{prefix}"
+
+
+def _client_host(host: str) -> str:
+    """Where a client on this machine reaches a server listening on `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
 
 
 # ---------------------------------------------------------------------------------------------- Serve
@@ -174,13 +186,37 @@ def running_replicas(name: str) -> int:
 
 # ---------------------------------------------------------------------------------------------- deploy
 
+def resolve_token(token: Optional[str], no_token: bool = False) -> Optional[str]:
+    """The token a deploy asks for: --token, else $TRAINYARD_SERVE_TOKEN, else None (then an update keeps the
+    running version's). An empty one is refused rather than read as "no authentication": turning it off takes
+    --no-token, said on purpose."""
+    if no_token:
+        if token is not None:
+            raise ServeError("--token and --no-token contradict each other: give one", exit_code=EXIT_BAD_INPUT)
+        return None
+    if token is None:
+        token = os.environ.get(TOKEN_ENV)
+        source = f"${TOKEN_ENV}"
+    else:
+        source = "--token"
+    if token is not None and not token.strip():
+        raise ServeError(f"{source} is empty, which would serve without authentication: give a token, or pass "
+                         f"--no-token to serve without one{'' if source == '--token' else f' (or unset {TOKEN_ENV})'}",
+                         exit_code=EXIT_BAD_INPUT)
+    return token
+
+
 def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional[str] = None,
-           port: Optional[int] = None, token: Optional[str] = None, progress: Callable[[str], None] = print,
-           timeout_s: float = 300.0) -> Served:
+           port: Optional[int] = None, token: Optional[str] = None, no_token: bool = False,
+           progress: Callable[[str], None] = print, timeout_s: float = DEPLOY_TIMEOUT_S) -> Served:
     """Serve the bundle at `bundle_path` (a bundle folder or a run's output folder) as app `name`, or update
-    app `name` to it. Returns when the app answers over HTTP with the new version."""
+    app `name` to it. Returns when the app answers over HTTP with the new version.
+
+    The token: `token`, else $TRAINYARD_SERVE_TOKEN; without either an update keeps the running version's,
+    and only `no_token` serves without one. An update that fails (a replica that cannot start, replicas not
+    scheduled or not answering within `timeout_s`) is rolled back to the running version, so that replicas
+    started later (autoscaling, a replaced replica) run that version rather than the failed one."""
     import ray
-    from ray import serve
 
     from jobs.bundle import BundleError, load, resolve
     from serving.app import application
@@ -196,34 +232,134 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     name = name or default_name(bundle)
     check_name(name)
     check_settings(bundle, serve_spec)
-    token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
+    token = resolve_token(token, no_token)
 
     if not ray.is_initialized():
         from cluster import connect
         connect()
     host, port = start_serve(serve_spec, progress)
-    before = app_status(name)
-    previous = _get_json(Served(name, "", host, port, serve_spec.route_prefix).url + "/readyz", token) \
-        if before else None
+    # What is running now, from Serve's controller: whoever deployed it (this process, another `trainyard
+    # serve`, a config file), its replicas' arguments hold the hash of its token (never the token), and the
+    # deployment itself is what a failed update rolls back to. Asking the controller needs a connection to
+    # this Ray cluster, which an updater has anyway and which a `ray start` cluster guards with its own token.
+    before = serve_deployment(name, DEPLOYMENT)
+    kept_sha256 = None
+    if before is not None:
+        running_sha256 = _token_sha256(before)
+        if running_sha256 and token is None and not no_token:
+            kept_sha256 = running_sha256
+            progress(f"[serve] {name} keeps its token (no --token given; --no-token serves without one)")
+        elif running_sha256 and no_token:
+            progress(f"[serve] {name}: turning authentication off (--no-token)")
+    old_version = _running_version(before, host, port) if before else None
     # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.
     env = {**replica_ingress_env(running_ingress(), serve_spec), **metrics_env(serve_spec)}
-    app = application(path, serve_spec, name, token, env_vars=env)
+    app = application(path, serve_spec, name, token, env_vars=env, token_sha256=kept_sha256)
     verb = "updating" if before else "deploying"
     progress(f"[serve] {verb} {name} (bundle {path}, version {bundle.version})")
+    served = Served(name, bundle.version, host, port, serve_spec.route_prefix,
+                    updated_from=(old_version or "the previous version") if before else None,
+                    token_required=bool(token or kept_sha256))
+    deadline = time.monotonic() + timeout_s
+    try:
+        _run(app, name, serve_spec.route_prefix, serve_spec.access_log)
+        _wait_running(name, deadline, timeout_s, progress)
+        _wait_http(served, deadline, timeout_s)
+    except ServeError as exc:
+        reason = f"{verb} {name} to {bundle.version} failed: {exc}"
+        if before is None:
+            _delete_quietly(name)      # a half-deployed app would go on retrying: nothing of it is served
+            raise ServeError(f"{reason}. Nothing is served under {name}.{LOGS}", exit_code=exc.exit_code) from None
+        raise ServeError(f"{reason}. {_roll_back(name, before, old_version, progress)}{LOGS}",
+                         exit_code=exc.exit_code) from None
+    return served
+
+
+def _token_sha256(running: ServeDeployment) -> Optional[str]:
+    """The token hash in a trainyard replica's arguments (serving.app.replica_settings), None without one."""
+    settings = running.init_args[1] if len(running.init_args) > 1 else None
+    return settings.get("token_sha256") if isinstance(settings, dict) else None
+
+
+def _running_version(running: ServeDeployment, host: str, port: int) -> Optional[str]:
+    # /readyz answers without the token; asked at the running app's own route prefix, which may differ.
+    prefix = "" if running.route_prefix in (None, "/") else running.route_prefix
+    ready = _get_json(f"http://{_client_host(host)}:{port}{prefix}/readyz", None)
+    return ((ready or {}).get("model") or {}).get("version")
+
+
+def _run(app, name: str, route_prefix: str, access_log: bool) -> None:
+    """Hand the app to Serve without waiting: `serve.run` waits for RUNNING with no time limit, and replicas
+    that no node can hold would keep it waiting forever."""
+    from ray import serve
+    with _quiet_driver_logs():
+        serve.run_many([serve.RunTarget(app, name=name, route_prefix=route_prefix,
+                                        logging_config={"enable_access_log": access_log})],
+                       wait_for_applications_running=False)
+
+
+def _wait_running(name: str, deadline: float, timeout_s: float, progress: Callable[[str], None]) -> None:
+    """Until Serve says the app is RUNNING; a failed replica start or the deadline raise ServeError."""
+    said_waiting = False
+    while True:
+        status = app_status(name) or {"status": "DELETED", "message": "the app was deleted meanwhile"}
+        if status["status"] == "RUNNING":
+            return
+        if status["status"] in ("DEPLOY_FAILED", "DELETED", "DELETING"):
+            raise ServeError(_replica_error(name) or status["message"] or status["status"])
+        timed_out = time.monotonic() >= deadline
+        if timed_out or (not said_waiting and time.monotonic() >= deadline - timeout_s + 10):
+            unscheduled = _unscheduled(name, timeout_s)
+            if timed_out:
+                raise unscheduled or ServeError(f"its replicas did not start within {timeout_s:g}s (--timeout); "
+                                                f"Serve says {status['status']}: {status['message'] or '-'}")
+            if unscheduled:
+                progress(f"[serve] {name}: {unscheduled}")
+            said_waiting = True
+        time.sleep(0.25)
+
+
+def _unscheduled(name: str, timeout_s: float) -> Optional[ServeError]:
+    """When replicas of app `name` wait for a node to take them: what one asks against what the nodes have,
+    and the fix; exit 2 when no node of the cluster could ever hold one."""
+    import ray
+    pb = gcs_protos()
+    prefix = f"SERVE_REPLICA::{name}#{DEPLOYMENT}#"
+    pending = [a for a in actor_table() if a.state == pb.ActorTableData.PENDING_CREATION
+               and a.ray_namespace == "serve" and a.name.startswith(prefix)]
+    if not pending:
+        return None
+    need = {k: v for k, v in sorted(pending[0].required_resources.items()) if v}
+    nodes = alive_nodes()
+    if not any(all(n.resources.get(k, 0.0) >= v for k, v in need.items()) for n in nodes):
+        largest = {k: max((n.resources.get(k, 0.0) for n in nodes), default=0.0) for k in need}
+        return ServeError(
+            f"no node can take its replicas within {timeout_s:g}s: each asks for {need} (serve.ray_actor_options), "
+            f"and the largest node has {largest}. Lower serve.ray_actor_options (e.g. --set "
+            "ray_actor_options.num_cpus=0.5), or add a node with those resources", exit_code=EXIT_BAD_INPUT)
+    free = ray.available_resources()
+    return ServeError(
+        f"{len(pending)} of its replicas found no free resources within {timeout_s:g}s: each asks for {need} and "
+        f"the cluster has {({k: round(free.get(k, 0.0), 3) for k in need})} free (other apps, jobs or replicas "
+        "hold the rest). Free some, lower serve.ray_actor_options, or give it longer (--timeout)")
+
+
+def _roll_back(name: str, before: ServeDeployment, old_version: Optional[str],
+               progress: Callable[[str], None]) -> str:
+    """Redeploy what ran before the update (same version: its replicas that still run are kept), so that a
+    replica started later runs it, not the version that failed. Returns the sentence that says so."""
+    from ray import serve
+    label = old_version or "the previous version"
+    progress(f"[serve] rolling {name} back to {label}")
     try:
         with _quiet_driver_logs():
-            serve.run(app, name=name, route_prefix=serve_spec.route_prefix,
-                      logging_config={"enable_access_log": serve_spec.access_log})
-    except RuntimeError as exc:
-        kept = " The previous version keeps serving." if before else ""
-        raise ServeError(f"{verb} {name} failed: {_replica_error(name) or exc}.{kept} The replica logs (full "
-                         "tracebacks) are under /tmp/ray/session_latest/logs/serve/") from None
-    # An update whatever /readyz said before (another route_prefix or token may have hidden the old version).
-    old_version = ((previous or {}).get("model") or {}).get("version") or "the previous version"
-    served = Served(name, bundle.version, host, port, serve_spec.route_prefix,
-                    updated_from=old_version if before else None)
-    _wait_http(served, token, timeout_s)
-    return served
+            serve.run_many([serve.RunTarget(before.redeploy, name=name, route_prefix=before.route_prefix)],
+                           wait_for_applications_running=False)
+        _wait_running(name, time.monotonic() + ROLLBACK_TIMEOUT_S, ROLLBACK_TIMEOUT_S, lambda _: None)
+    except Exception as exc:  # noqa: BLE001 - the update's error stays the one raised; this one is added to it
+        return (f"Rolling back to {label} failed too ({_first_line(exc)}): redeploy a working bundle with "
+                f"`trainyard serve BUNDLE --name {name}`.")
+    return f"Rolled back: {name} serves {label} again, and replicas started from now on run it."
 
 
 def _get_json(url: str, token: Optional[str], timeout: float = 5.0) -> Optional[dict]:
@@ -235,17 +371,16 @@ def _get_json(url: str, token: Optional[str], timeout: float = 5.0) -> Optional[
         return None
 
 
-def _wait_http(served: Served, token: Optional[str], timeout_s: float) -> None:
-    """Serve reports RUNNING slightly before its HTTP ingress routes to the app: wait for /readyz to answer
-    with this version, so that whoever called deploy can send requests right away."""
-    deadline = time.monotonic() + timeout_s
+def _wait_http(served: Served, deadline: float, timeout_s: float) -> None:
+    """Serve reports RUNNING slightly before its HTTP ingress routes to the app: wait for /readyz (which needs
+    no token) to answer with this version, so that whoever called deploy can send requests right away."""
     while time.monotonic() < deadline:
-        ready = _get_json(served.url + "/readyz", token, timeout=2.0)
+        ready = _get_json(served.url + "/readyz", None, timeout=2.0)
         if ready and ready.get("model", {}).get("version") == served.version:
             return
         time.sleep(0.2)
-    raise ServeError(f"{served.name} is RUNNING in Serve but {served.url}/readyz did not answer with version "
-                     f"{served.version} within {timeout_s:g}s")
+    raise ServeError(f"it is RUNNING in Serve but {served.url}/readyz did not answer with version {served.version} "
+                     f"within {timeout_s:g}s (--timeout)")
 
 
 def shutdown(name: Optional[str] = None) -> None:
@@ -253,13 +388,18 @@ def shutdown(name: Optional[str] = None) -> None:
     from ray import serve
     with _quiet_driver_logs():
         if name is not None:
-            try:
-                serve.delete(name)
-            except Exception:  # noqa: BLE001 - already gone (deleted by someone else): nothing to stop
-                pass
+            _delete_quietly(name)
             if serve.status().applications:
                 return
         serve.shutdown()
+
+
+def _delete_quietly(name: str) -> None:
+    from ray import serve
+    try:
+        serve.delete(name)
+    except Exception:  # noqa: BLE001 - already gone (deleted by someone else): nothing to stop
+        pass
 
 
 # ---------------------------------------------------------------------------------------------- forever
@@ -291,14 +431,14 @@ def _write_server_state(served: Served, owner_apps: list[str]) -> Path:
 
 
 def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional[str] = None,
-                  port: Optional[int] = None, token: Optional[str] = None,
-                  progress: Callable[[str], None] = print) -> int:
+                  port: Optional[int] = None, token: Optional[str] = None, no_token: bool = False,
+                  progress: Callable[[str], None] = print, timeout_s: float = DEPLOY_TIMEOUT_S) -> int:
     """Deploy and block until Ctrl-C/SIGTERM, then delete the app. When another trainyard process already
     serves app `name` here, this is an update: deploy the new bundle into it and return (that process keeps
     serving it). Returns 0 (EXIT_OK) once stopped; a deploy that fails, or an app deleted from under it, raises
     ServeError."""
-    token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
-    served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, progress=progress)
+    served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, no_token=no_token,
+                    progress=progress, timeout_s=timeout_s)
     if served.updated_from is not None:
         owner = read_server_state(served.port)
         if owner and owner["pid"] != os.getpid() and served.name in owner.get("apps", []):
@@ -306,7 +446,7 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                      f"it stays served by trainyard process {owner['pid']}")
             return EXIT_OK
         progress(f"[serve] {served.name} updated {served.updated_from} → {served.version}")
-    _announce(served, token, progress)
+    _announce(served, progress)
     file = _write_server_state(served, [served.name])
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -339,8 +479,8 @@ def _raise_interrupt(*_):
     raise KeyboardInterrupt
 
 
-def _announce(served: Served, token: Optional[str], progress: Callable[[str], None]) -> None:
-    auth = ' -H "Authorization: Bearer $TRAINYARD_SERVE_TOKEN"' if token else ""
+def _announce(served: Served, progress: Callable[[str], None]) -> None:
+    auth = ' -H "Authorization: Bearer $TRAINYARD_SERVE_TOKEN"' if served.token_required else ""
     progress(f"[serve] {served.name} {served.version} at {served.url}  (docs: {served.url}/docs)\n"
              f"  curl -s{auth} {served.url}/predict -d '{{\"records\": [{{}}]}}'\n"
              f"  trainyard predict --url {served.url} FILE.csv --out predictions.csv\n"

@@ -1,5 +1,6 @@
 """Serving under load, on real Ray Serve: replicas scale up with traffic and back down after it; a model
-update while requests flow loses none of them and switches responses to the new version."""
+update while requests flow loses none of them and switches responses to the new version, and a broken one is
+rolled back. (Failures under load, a killed replica: tests/test_serving_faults.py.)"""
 import threading
 import time
 from collections import Counter
@@ -101,10 +102,12 @@ def test_update_while_serving_loses_no_request_and_a_broken_update_changes_nothi
 
         # A replica that cannot start (its start-up checks of settings against the bundle, then a canary
         # prediction, are what mark a broken model unhealthy) fails the update with the replica's own error,
-        # and v2 goes on serving. The driver would refuse this setting first: let it through.
+        # and it is rolled back to v2 (tests/test_serving_faults.py: replicas started later run v2 too). The
+        # driver would refuse this setting first: let it through.
         monkeypatch.setattr(serving.server, "check_settings", lambda *a: None)
-        with pytest.raises(ServeError, match=r"updating upd failed: a replica could not start: ValueError: "
-                                             r"serve.required_features names \['no_such_feature'\].*keeps serving"):
+        with pytest.raises(ServeError, match=r"updating upd to update-v2 failed: a replica could not start: "
+                                             r"ValueError: serve.required_features names \['no_such_feature'\].*"
+                                             r"Rolled back: upd serves update-v2 again"):
             deploy_app(v2, "upd", serve_instance, required_features=["no_such_feature"])
         assert Client(served.url).predict([{}])["model"]["version"] == "update-v2"
     finally:

@@ -1,0 +1,186 @@
+"""Serving when things go wrong, on real Ray Serve over real HTTP: tokens across updates, a failed update rolled
+back, an update no node can schedule, and a replica SIGKILLed under load."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.serving_fixtures import bundle_variant, call, deploy_app, served_bundle, serve_instance  # noqa: F401
+from tests.test_serving_ops import Traffic, _wait_for
+
+
+RECORD = b'{"records": [{"rpm": 1500.0, "machine_type": "M"}]}'
+
+
+def replica_pids(app: str) -> list[int]:
+    """The pids of app `app`'s alive replicas, from the GCS's actor table (Serve names them
+    SERVE_REPLICA::<app>#<deployment>#<id>)."""
+    from cluster.ray_compat import actor_table, gcs_protos
+
+    alive = gcs_protos().ActorTableData.ALIVE
+    return sorted(a.pid for a in actor_table()
+                  if a.state == alive and a.ray_namespace == "serve" and a.name.startswith(f"SERVE_REPLICA::{app}#"))
+
+
+def deploy_with(bundle, name: str, serve_instance, *, settings=None, **options):
+    """`deploy_app` with deploy's own options too (timeout_s, no_token)."""
+    from jobs.spec import ServeSpec
+    from serving import deploy
+    from tests.serving_fixtures import SMALL
+
+    host, port = serve_instance
+    spec = ServeSpec.model_validate({**SMALL, "host": host, "port": port, "route_prefix": f"/{name}",
+                                     **(settings or {})})
+    return deploy(bundle, spec=spec, name=name, progress=lambda *_: None, **options)
+
+
+def _status(url: str, token=None) -> int:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    return call(url, "POST", "/predict", RECORD, headers)[0]
+
+
+# ---------------------------------------------------------------------------------------------- tokens
+
+def test_an_empty_token_is_refused_before_anything_starts(tmp_path, monkeypatch):
+    from serving import ServeError
+    from serving.server import resolve_token
+
+    env = {k: v for k, v in os.environ.items() if k != "TRAINYARD_SERVE_TOKEN"}
+    for args, run_env, message in ((["--token", ""], env, "--token is empty"),
+                                   ([], {**env, "TRAINYARD_SERVE_TOKEN": ""}, "$TRAINYARD_SERVE_TOKEN is empty")):
+        run = subprocess.run([sys.executable, "-m", "trainyard", "serve", str(tmp_path), *args],
+                             capture_output=True, text=True, env=run_env, timeout=120)
+        assert run.returncode == 2 and message in run.stderr and "--no-token" in run.stderr, (args, run.stderr)
+
+    monkeypatch.delenv("TRAINYARD_SERVE_TOKEN", raising=False)
+    with pytest.raises(ServeError, match="--token is empty") as err:
+        resolve_token(" \t")
+    assert err.value.exit_code == 2
+    with pytest.raises(ServeError, match="contradict"):
+        resolve_token("t", no_token=True)
+    assert resolve_token(None) is None and resolve_token("t") == "t"
+    monkeypatch.setenv("TRAINYARD_SERVE_TOKEN", "from-env")
+    assert resolve_token(None) == "from-env" and resolve_token(None, no_token=True) is None
+
+
+@pytest.mark.slow
+def test_an_update_keeps_the_token_unless_told_otherwise(served_bundle, serve_instance, tmp_path, monkeypatch):
+    from serving import shutdown
+
+    monkeypatch.delenv("TRAINYARD_SERVE_TOKEN", raising=False)
+    v2 = bundle_variant(served_bundle, tmp_path / "v2", version="tok-v2")
+    v3 = bundle_variant(served_bundle, tmp_path / "v3", version="tok-v3")
+    served = deploy_app(served_bundle, "tok", serve_instance, token="s3cret")
+    try:
+        assert _status(served.url) == 401
+        updated = deploy_app(v2, "tok", serve_instance)             # no token given: the running one stays
+        assert _status(served.url) == 401
+        assert updated.version == "tok-v2" and updated.token_required
+        assert call(served.url, "GET", "/readyz")[2]["model"]["version"] == "tok-v2"
+        assert _status(served.url, "s3cret") == 200 and _status(served.url, "wrong") == 401
+        opened = deploy_with(v3, "tok", serve_instance, no_token=True)      # turning it off is said on purpose
+        assert opened.version == "tok-v3" and not opened.token_required
+        assert _status(served.url) == 200
+    finally:
+        shutdown("tok")
+
+
+# ---------------------------------------------------------------------------------------------- rollback
+
+@pytest.mark.slow
+def test_a_failed_update_is_rolled_back_and_new_replicas_run_the_old_version(
+        served_bundle, serve_instance, tmp_path, monkeypatch):
+    import serving.server
+    from serving import Client, ServeError, app_status, running_replicas, shutdown
+
+    v1 = bundle_variant(served_bundle, tmp_path / "v1", version="rb-v1")
+    served = deploy_app(v1, "rb", serve_instance)
+    try:
+        # A replica that cannot start (its check of the settings against the bundle; the driver would refuse
+        # this setting first, so let it through) fails the update.
+        monkeypatch.setattr(serving.server, "check_settings", lambda *a: None)
+        with pytest.raises(ServeError, match=r"updating rb to rb-v1 failed: a replica could not start: ValueError: "
+                                             r"serve.required_features names \['no_such_feature'\].*Rolled back: "
+                                             r"rb serves rb-v1 again"):
+            deploy_app(v1, "rb", serve_instance, required_features=["no_such_feature"])
+        assert Client(served.url).predict([{}])["model"]["version"] == "rb-v1"
+
+        # A replica started after the failure (this one replaces a killed one) runs the old version: without
+        # the rollback Serve's target would still be the failed version, and the replacement would fail too.
+        assert _wait_for(lambda: len(replica_pids("rb")) == 1, 60)      # the failed version's are gone
+        [pid] = replica_pids("rb")
+        os.kill(pid, signal.SIGKILL)
+        assert _wait_for(lambda: replica_pids("rb") not in ([], [pid]) and running_replicas("rb") == 1, 90), \
+            f"no replacement replica: {app_status('rb')}"
+        assert _wait_for(lambda: _status(served.url) == 200, 30)
+        assert Client(served.url).predict([{}])["model"]["version"] == "rb-v1"
+        assert app_status("rb")["status"] == "RUNNING"
+    finally:
+        shutdown("rb")
+
+
+@pytest.mark.slow
+def test_replicas_no_node_can_hold_fail_in_bounded_time_and_say_why(served_bundle, serve_instance, tmp_path):
+    from serving import Client, ServeError, app_status, shutdown
+
+    served = deploy_app(served_bundle, "big", serve_instance)
+    v1 = served.version
+    v2 = bundle_variant(served_bundle, tmp_path / "v2", version="big-v2")
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServeError, match=r"no node can take its replicas within 8s: each asks for "
+                                             r"\{'CPU': 64\.0\}.*Lower serve.ray_actor_options.*Rolled back: big "
+                                             rf"serves {v1} again") as err:
+            deploy_with(v2, "big", serve_instance, settings={"ray_actor_options": {"num_cpus": 64}}, timeout_s=8)
+        assert err.value.exit_code == 2 and time.monotonic() - started < 60
+        assert app_status("big")["status"] == "RUNNING"
+        assert Client(served.url).predict([{}])["model"]["version"] == v1
+
+        # A first deploy asking for a resource no node has: refused in time too, and nothing is left behind.
+        with pytest.raises(ServeError, match=r"no node can take its replicas.*'tpu_pod': 1\.0.*Nothing is served "
+                                             r"under big2"):
+            deploy_with(v2, "big2", serve_instance, timeout_s=8,
+                        settings={"ray_actor_options": {"num_cpus": 0.25, "resources": {"tpu_pod": 1}}})
+        assert _wait_for(lambda: app_status("big2") is None, 30)
+    finally:
+        shutdown("big")
+
+
+# ---------------------------------------------------------------------------------------------- replica loss
+
+@pytest.mark.slow
+@pytest.mark.parametrize("duration_s", [60.0])
+def test_a_replica_killed_under_load_loses_at_most_one_percent(served_bundle, serve_instance, duration_s):
+    """16 closed-loop clients for `duration_s` against 2 replicas; one replica is SIGKILLed a few seconds in.
+    At most 1% of the requests fail (non-2xx or a connection error), and Serve brings the count back to 2."""
+    from serving import app_status, running_replicas, shutdown
+
+    served = deploy_app(served_bundle, "chaos", serve_instance,
+                        autoscaling={"min_replicas": 2, "max_replicas": 2})
+    try:
+        assert _wait_for(lambda: len(replica_pids("chaos")) == 2, 60)
+        before = replica_pids("chaos")
+        traffic = Traffic(served.url, threads=16)
+        try:
+            time.sleep(5.0)
+            os.kill(before[0], signal.SIGKILL)
+            killed_at = time.monotonic()
+            recovered = _wait_for(lambda: running_replicas("chaos") == 2 and before[0] not in replica_pids("chaos")
+                                  and len(replica_pids("chaos")) == 2, duration_s - 5.0)
+            recovery_s = time.monotonic() - killed_at
+            time.sleep(max(0.0, duration_s - 5.0 - recovery_s))
+        finally:
+            traffic.stop()
+        failed = sum(traffic.failures.values())
+        total = traffic.ok + failed
+        print(f"\nreplica SIGKILL under 16 clients, {duration_s:g}s: {total} requests, {failed} failed "
+              f"({100 * failed / max(total, 1):.3f}%), back to 2 replicas {recovery_s:.1f}s after the kill; "
+              f"load {os.getloadavg()[0]:.1f}; failures: {dict(traffic.failures)}")
+        assert recovered, f"the replica count did not recover: {app_status('chaos')}"
+        assert total > 1000, total
+        assert failed <= 0.01 * total, dict(traffic.failures)
+    finally:
+        shutdown("chaos")
