@@ -32,18 +32,23 @@ def tabular_app(served_bundle, serve_instance):
     shutdown("bodies")
 
 
+_TRAINED: dict = {}
+
+
 @pytest.fixture(scope="module")
 def image_bundle(ray_session, tmp_path_factory):
-    """A one-epoch CNN on 16x16 greyscale images: its accuracy is beside the point, its input contract is not."""
-    from defects import generate
+    """A one-epoch CNN on 16x16 greyscale images: its accuracy is beside the point, its input contract is not.
+    Trained once per session (tests/test_serving_schemathesis.py serves it too)."""
+    if "images" not in _TRAINED:
+        from defects import generate
 
-    from jobs.pipeline import run_train
+        from jobs.pipeline import run_train
 
-    data = generate(tmp_path_factory.mktemp("parts-bodies"), per_class=12, size=24, seed=5)
-    raw = image_spec(data, tmp_path_factory.mktemp("parts-bodies-run")).model_dump(mode="json")
-    raw["train"]["epochs"] = 1
-    path, _ = run_train(validate_spec(raw), progress=lambda *_: None)
-    return path
+        data = generate(tmp_path_factory.mktemp("parts-bodies"), per_class=12, size=24, seed=5)
+        raw = image_spec(data, tmp_path_factory.mktemp("parts-bodies-run")).model_dump(mode="json")
+        raw["train"]["epochs"] = 1
+        _TRAINED["images"], _ = run_train(validate_spec(raw), progress=lambda *_: None)
+    return _TRAINED["images"]
 
 
 @pytest.fixture(scope="module")
