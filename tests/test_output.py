@@ -104,6 +104,8 @@ def test_a_terminal_gets_a_bar_of_epochs_that_ends_with_the_training():
     for epoch in (1, 2, 3):
         display.line(_epoch_line(epoch, 4))
     assert display._progress is not None and display._completed("epochs") == 3 and display._total("epochs") == 4
+    after = screen.getvalue().split(_epoch_line(3, 4), 1)[1]
+    assert re.search(r"\d/4", after)[0] == "3/4"  # the bar drawn under the line shows the epoch that line ended
     display.line(_early_stop_line("val_loss", 2, 1))
     assert display._progress is None            # the bar is full and gone: what follows prints as plain lines
     shown = screen.getvalue()

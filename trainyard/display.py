@@ -26,7 +26,7 @@ class Display:
     rich Console to draw on (default: one on stdout)."""
 
     def __init__(self, live: Optional[bool] = None, console=None):
-        self.live = sys.stdout.isatty() if live is None else live
+        self.live = getattr(sys.stdout, "isatty", lambda: False)() if live is None else live
         self._console = console
         self._progress = None            # rich.progress.Progress while a bar is shown
         self._tasks: dict[str, int] = {}  # "epochs" / "trials" -> the bar's task id
@@ -36,12 +36,15 @@ class Display:
     def line(self, msg: str) -> None:
         """Print one of trainyard's lines (to stdout), and move a bar if it says an epoch or a trial ended."""
         with self._lock:
+            if self.live:
+                self._follow(msg)      # first: the line and the bar it moved show together
             if self._progress is not None:
                 self._progress.console.print(msg, markup=False, highlight=False, soft_wrap=True)
             else:
                 _write(sys.stdout, msg)
-            if self.live:
-                self._follow(msg)
+            if self._progress is not None and all(t.finished for t in self._progress.tasks):
+                # Full: leave it drawn as it ended, and print what follows (evaluation, the bundle) as plain lines.
+                self._stop()
 
     def error(self, msg: str) -> None:
         """Print a warning or error line (to stderr; above the bar while one is shown)."""
@@ -87,9 +90,8 @@ class Display:
             self._tasks[name] = self._progress.add_task(name, total=total)
         self._progress.update(self._tasks[name], completed=done, total=total,
                               description=f"{name} ({note})" if note else name)
-        if done >= total:
-            # Full: leave it drawn as it ended, and print what follows (evaluation, the bundle) as plain lines.
-            self._stop()
+        # Now, not at the next tick: a line printed meanwhile redraws the bar as last refreshed.
+        self._progress.refresh()
 
     def _start(self) -> None:
         from rich.console import Console
