@@ -173,10 +173,11 @@ def _start_node(state: dict, folder: Path, name: str, role_args: list[str], agen
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=temp_dir, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    # Popen returns once the child has exec'd: its command line is already `cmd`, as /proc shows it.
-    started, ticks, cmdline = _identity(proc.pid)
+    # The command line as launched, not as read back: Popen returns once the exec has begun, and /proc may
+    # still show an empty one for a moment (seen on a loaded machine). The start time is the fork's.
+    started, ticks, _ = _identity(proc.pid)
     state["nodes"].append({"name": name, "pid": proc.pid, "started": started, "start_ticks": ticks,
-                           "cmdline": cmdline,
+                           "cmdline": cmd,
                            "temp_dir": str(temp_dir), "log": str(log_path), "agent_port": agent_port})
     # Recorded before waiting: a `down` after a failed or interrupted `up` still finds every process.
     write_state(folder, state)
