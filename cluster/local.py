@@ -326,9 +326,9 @@ def _psutil():
 
 
 def _start_ticks(pid: int) -> int | None:
-    """When the process started, in clock ticks since boot (/proc/<pid>/stat, field 22): exact, unlike an
-    epoch start time, which is computed from the boot time and can differ by a second from one reading to
-    the next. None where there is no /proc (macOS) or no such process."""
+    """When the process started, in clock ticks since boot (/proc/<pid>/stat, field 22): exact, where an
+    epoch start time is only as good as the boot time it is computed from (whole seconds). None where there
+    is no /proc (macOS) or no such process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
