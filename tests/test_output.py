@@ -19,7 +19,8 @@ from jobs.spec import validate_spec
 from jobs.worker import _early_stop_line, _progress_line
 from tests.conftest import small_spec, write_spec
 from trainyard.display import Display
-from tuning.experiment import search_line, trial_end_line, trial_epoch_line
+from tuning import report as R
+from tuning.experiment import search_end_line, search_line, trial_end_line, trial_epoch_line
 
 ROOT = Path(__file__).resolve().parents[1]
 # What Ray printed in a plain `trainyard train` / `tune` before (Ray 2.60): none of it may reach the user.
@@ -122,6 +123,15 @@ def test_a_terminal_gets_a_bar_of_trials():
     display.line(trial_end_line("a_00001", 1, 2))
     assert display._completed("trials") == 2 and display._total("trials") == 3
     display.line(trial_end_line("a_00002", None, 2, error="ValueError: boom"))
+    assert display._progress is None and "3/3" in screen.getvalue()
+
+    # A resumed search hears only of the trials it still runs; its end fills the bar.
+    display, screen = _terminal()
+    display.line(search_line(spec, Path("/out/ray/tune-1"), "val_loss", "min", resume=True))
+    display.line(trial_end_line("a_00002", 2, 2))
+    assert display._completed("trials") == 1
+    done = [R.TrialRecord(trial_id=f"a_0000{i}", status=R.COMPLETED, config={}) for i in range(3)]
+    display.line(search_end_line(done, 12.0))
     assert display._progress is None and "3/3" in screen.getvalue()
 
 

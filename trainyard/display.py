@@ -19,6 +19,7 @@ EARLY_STOP = re.compile(r"^\[train\] early stop\b")
 SEARCH = re.compile(r"^\[tune\] (?:starting|resuming) experiment .*?\b(?P<total>\d+) trial\(s\)")
 TRIAL_EPOCH = re.compile(r"^\[tune\] (?P<trial>\S+) epoch (?P<done>\d+)/(?P<total>\d+)\b")
 TRIAL_END = re.compile(r"^\[tune\] (?P<trial>\S+) (?:finished|stopped early|failed)\b")
+SEARCH_END = re.compile(r"^\[tune\] \d+ trial\(s\) in ")
 
 
 class Display:
@@ -73,6 +74,9 @@ class Display:
                       note=f"{m['trial']} epoch {m['done']}/{m['total']}")
         elif "trials" in self._tasks and TRIAL_END.match(msg):
             self._set("trials", self._completed("trials") + 1, self._total("trials"))
+        elif "trials" in self._tasks and SEARCH_END.match(msg):
+            # Over (a resumed search never hears of the trials that ended before): the bar shows the whole search.
+            self._set("trials", self._total("trials"), self._total("trials"))
 
     def _task(self, name: str):
         return next(t for t in self._progress.tasks if t.id == self._tasks[name])

@@ -102,7 +102,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     csv_path = R.write_csv(records, metric, mode, tune_dir / "results.csv")
     png_path = R.plot(records, metric, mode, tune_dir / "report.png", rungs=_rungs(spec),
                       title=f"{spec.name}: {_describe_search(spec)}", searched=searched)
-    progress(f"[tune] {len(records)} trial(s) in {elapsed:.0f}s; {_counts(records)}\n"
+    progress(search_end_line(records, elapsed) + "\n"
              + R.table(records, metric, mode, searched))
     progress(f"[tune] every trial: {csv_path}; plots: {png_path}")
 
@@ -240,6 +240,10 @@ class _Progress(tune.Callback):
 def search_line(spec: JobSpec, experiment: Path, metric: str, mode: str, *, resume: bool) -> str:
     return (f"[tune] {'resuming' if resume else 'starting'} experiment {experiment}: {_describe_search(spec)}; "
             f"ranking trials by {metric} ({mode})")
+
+
+def search_end_line(records: list[R.TrialRecord], elapsed: float) -> str:
+    return f"[tune] {len(records)} trial(s) in {elapsed:.0f}s; {_counts(records)}"
 
 
 def trial_epoch_line(trial_id: str, epoch: Optional[int], epochs: int, metric: str, value, config: dict) -> str:
