@@ -12,8 +12,9 @@ import sys
 import threading
 from typing import Optional, TextIO
 
-# The lines that move a bar, as jobs/worker.py (_progress_line) and tuning/experiment.py (_Progress) print them;
-# tests/test_display.py feeds this module the real producers' lines, so a change of wording fails there.
+# The lines that move a bar, as jobs/worker.py (_progress_line, _early_stop_line) and tuning/experiment.py
+# (search_line, trial_epoch_line, trial_end_line, search_end_line) write them; tests/test_output.py feeds this
+# module the real producers' lines, so a change of wording fails there.
 EPOCH = re.compile(r"^\[train\] epoch (?P<done>\d+)/(?P<total>\d+)\b")
 EARLY_STOP = re.compile(r"^\[train\] early stop\b")
 SEARCH = re.compile(r"^\[tune\] (?:starting|resuming) experiment .*?\b(?P<total>\d+) trial\(s\)")
