@@ -15,9 +15,10 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from cluster.errors import BadInput
 
@@ -27,6 +28,9 @@ MAX_DOUBLE_INT = int(sys.float_info.max)
 # An encoded image may declare at most 64x the model's input size in each dimension, and never less than
 # 4096 x 4096 (a phone photo) nor more than 8192 x 8192: decoding is bounded whatever the model size.
 MIN_IMAGE_PIXEL_LIMIT, MAX_IMAGE_PIXEL_LIMIT = 4096 * 4096, 8192 * 8192
+# A JSON escape of half a UTF-16 surrogate pair: the only way a body that is valid UTF-8 gives a string that is not
+# text (a lone surrogate), which pandas' Arrow-backed strings then fail to encode.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass
@@ -157,11 +161,13 @@ class RequestChecker:
                 f"{len(records)} records in one request; the limit is {self.max_records} (serve.max_records). "
                 f"Split them into requests of at most {self.max_records} (trainyard predict and serving.Client "
                 "do this for you)", field="records")])
-        self.check_records(records)
+        self.check_records(records, lone_surrogates=_SURROGATE_ESCAPE.search(body) is not None)
         return records
 
     # ----------------------------------------------------------------------------------------- records
-    def check_records(self, records: list) -> None:
+    def check_records(self, records: list, lone_surrogates: bool = False) -> None:
+        """Raise one RequestError listing every problem of `records`. `lone_surrogates`: the body escapes a
+        surrogate, so strings that reach the model are checked to be text too (a pass only such bodies pay)."""
         problems: list[Problem] = []
         total = 0
         kinds = self.kinds
@@ -215,8 +221,29 @@ class RequestChecker:
                             "missing required field" + (" (null given)" if name in record else "") +
                             f"; this server requires {', '.join(self.required)} (serve.required_features)",
                             i, name))
+        if lone_surrogates:
+            for problem in self._not_text(records):
+                total += 1
+                if len(problems) < MAX_LISTED_PROBLEMS:
+                    problems.append(problem)
         if total:
             raise RequestError(422, problems, total)
+
+    def _not_text(self, records: list) -> Iterator[Problem]:
+        """Strings with a lone surrogate that the checks above let through to the model: a category value (unless
+        unseen categories are refused anyway), and the name or value of a field that is ignored."""
+        fix = "send the character itself, or both halves of its surrogate pair"
+        for i, record in enumerate(records):
+            if type(record) is not dict:
+                continue
+            for name, value in record.items():
+                kind = self.kinds.get(name)
+                ignored = kind is None and not self.reject_unknown_fields
+                if ignored and not _is_text(name):
+                    yield Problem(f"the field name holds a lone surrogate, which is not text; {fix}", i, name)
+                elif ((ignored or (kind == _CATEGORY and not self.reject_unknown_categories))
+                      and type(value) is str and not _is_text(value)):
+                    yield Problem(f"{value!r} holds a lone surrogate, which is not text; {fix}", i, name)
 
     def _check_image(self, value: Any) -> tuple[Optional[str], Any]:
         """(None, the decoded pixels) when the value decodes to an image of the bundle's shape, else (what is
@@ -355,6 +382,14 @@ def _load_json(body: bytes) -> Any:
     # number is beyond a double's range anyway: parse again with it read as a float (inf), which the record
     # checks then name. Only then: a parse_int hook costs a Python call per integer.
     return json.loads(body, parse_int=_int_or_float)
+
+
+def _is_text(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _int_or_float(text: str):

@@ -83,6 +83,8 @@ TABULAR = [
      422, ["not a finite number", "'rpm'"], [(1, None)]),
     ("a field name that is a lone surrogate", b'{"records": [{"\\ud800": 1}]}', 422, ["unknown field"],
      [(0, "\ud800")]),
+    ("a category that is a lone surrogate", b'{"records": [{"machine_type": "L\\udc00"}]}', 422,
+     ["lone surrogate"], [(0, "machine_type")]),
 ]
 
 
@@ -95,6 +97,22 @@ def test_hostile_tabular_body_is_a_4xx_naming_the_record(tabular_app, name, body
     assert where(out) == errors, out
     # the replica is unharmed
     assert post(tabular_app.url, b'{"records": [{"rpm": 1500}]}')[0] == 200
+
+
+def test_lone_surrogates_in_ignored_fields_are_named():
+    """Under unknown_fields: ignore, a field's name or string value still reaches pandas, whose Arrow-backed
+    strings cannot encode a lone surrogate; a surrogate pair is text and passes."""
+    from serving.schema import RequestChecker, RequestError
+
+    checker = RequestChecker({"features": [{"name": "rpm", "type": "number"}]}, max_records=10,
+                             max_body_bytes=2**20, unknown_fields="ignore")
+    body = b'{"records": [{"note": "\\ud83d\\ude00"}, {"note": "\\ud83d"}, {"\\udfff": 1}]}'
+    with pytest.raises(RequestError) as caught:
+        checker.parse(body)
+    assert caught.value.status == 422
+    assert [(p.record, p.field) for p in caught.value.problems] == [(1, "note"), (2, "\udfff")]
+    assert checker.parse(b'{"records": [{"note": "\\ud83d\\ude00", "rpm": 1}]}') == [{"note": "\U0001f600",
+                                                                                     "rpm": 1}]
 
 
 # ---------------------------------------------------------------------------------------------- images
