@@ -122,9 +122,11 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
 # ---------------------------------------------------------------------------------------------- Tune
 def _tuner(spec: JobSpec, prepared: PreparedData, the_plan: Plan, experiment: Path, metric: str, mode: str,
            resume: bool) -> tune.Tuner:
+    from cluster import is_embedded
+
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, prepared=_for_trials(prepared),
-                             experiment_dir=str(experiment), metric=metric, mode=mode),
+                             experiment_dir=str(experiment), metric=metric, mode=mode, embedded=is_embedded()),
         {"CPU": the_plan.driver_cpus})
     if resume:
         # Finished and errored trials stay as they are; unfinished ones resume their Train run's checkpoint.

@@ -19,7 +19,7 @@ from typing import Optional
 from cluster import ray_compat
 from jobs.pipeline import PreparedData
 from jobs.spec import EarlyStopSpec, JobSpec
-from jobs.train import configure, fit
+from jobs.train import PREEMPTION_ENV, configure, fit
 from tuning.space import decode_hidden
 
 TRIAL_POLL_S = 0.25
@@ -56,8 +56,9 @@ def ended_record(experiment_dir: str | os.PathLike, trial_id: str) -> Optional[d
 
 
 def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment_dir: str,
-              metric: str, mode: str) -> None:
-    """The Tune trainable (wrapped with tune.with_parameters / with_resources by the experiment)."""
+              metric: str, mode: str, embedded: bool = False) -> None:
+    """The Tune trainable (wrapped with tune.with_parameters / with_resources by the experiment). `embedded`:
+    the search runs on the embedded Ray its driver started."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -79,6 +80,12 @@ def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment
     # session's final fetch and the trial ends with no metrics at all ("did not include best_val_loss"):
     # seen in CI twice at 0.02 s (a one-epoch image trial, the SIGKILL/resume search), never at 0.25 s.
     # Passed to fit, which sets it around the run like any interval (a value the user exported still wins).
+    if embedded:
+        # No node of the driver's embedded Ray is ever drained, so the Train run needs no preemption watcher (an
+        # actor process per trial, whose start costs CPU the other trials need). `fit` leaves it out on embedded
+        # Ray by itself, but sees a trial process as a client of someone else's cluster. A value the user
+        # exported stays.
+        os.environ.setdefault(PREEMPTION_ENV, "0")
     overrides = trial_overrides(spec, config, metric, mode)
     worker_config = dataclasses.replace(configure(spec, prepared, overrides=overrides), epoch_lines=False,
                                         checkpoint_epochs=1, checkpoint_seconds=None)
