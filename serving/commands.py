@@ -36,7 +36,7 @@ def register(subparsers, kit) -> None:
                            "keeps the running app's token, and a new app has none)")
     auth.add_argument("--no-token", action="store_true",
                       help="serve without a token, also when updating an app that has one")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
                    help="how long the new replicas may take to run and answer before the deploy fails (an update "
                         "is then rolled back); default 300")
     p.add_argument("--spec", default=None, help="take serve settings from this job spec's `serve` section")
@@ -60,6 +60,17 @@ def register(subparsers, kit) -> None:
 def _raw():
     import argparse
     return argparse.RawDescriptionHelpFormatter
+
+
+def _seconds(text: str) -> float:
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
 
 
 def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):

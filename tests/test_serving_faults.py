@@ -66,6 +66,20 @@ def test_an_empty_token_is_refused_before_anything_starts(tmp_path, monkeypatch)
     assert resolve_token(None) == "from-env" and resolve_token(None, no_token=True) is None
 
 
+def test_serve_flags_for_auth_and_the_time_limit_are_checked_by_the_parser(capsys):
+    from trainyard.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["serve", "b", "--no-token", "--timeout", "30"])
+    assert args.no_token and args.token is None and args.timeout == 30.0
+    for argv, message in ((["--token", "t", "--no-token"], "not allowed with argument"),
+                          (["--timeout", "0"], "expected a number of seconds above 0, got '0'"),
+                          (["--timeout", "soon"], "expected a number of seconds above 0, got 'soon'")):
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(["serve", "b", *argv])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err, argv
+
+
 @pytest.mark.slow
 def test_an_update_keeps_the_token_unless_told_otherwise(served_bundle, serve_instance, tmp_path, monkeypatch):
     from serving import shutdown
@@ -157,6 +171,7 @@ def test_a_replica_killed_under_load_loses_at_most_one_percent(served_bundle, se
     """16 closed-loop clients for `duration_s` against 2 replicas; one replica is SIGKILLed a few seconds in.
     At most 1% of the requests fail (non-2xx or a connection error), and Serve brings the count back to 2."""
     from serving import app_status, running_replicas, shutdown
+    from serving.ingress import running_ingress
 
     served = deploy_app(served_bundle, "chaos", serve_instance,
                         autoscaling={"min_replicas": 2, "max_replicas": 2})
@@ -176,9 +191,9 @@ def test_a_replica_killed_under_load_loses_at_most_one_percent(served_bundle, se
             traffic.stop()
         failed = sum(traffic.failures.values())
         total = traffic.ok + failed
-        print(f"\nreplica SIGKILL under 16 clients, {duration_s:g}s: {total} requests, {failed} failed "
-              f"({100 * failed / max(total, 1):.3f}%), back to 2 replicas {recovery_s:.1f}s after the kill; "
-              f"load {os.getloadavg()[0]:.1f}; failures: {dict(traffic.failures)}")
+        print(f"\nreplica SIGKILL under 16 clients, {running_ingress()} ingress, {duration_s:g}s: {total} requests, "
+              f"{failed} failed ({100 * failed / max(total, 1):.3f}%), back to 2 replicas {recovery_s:.1f}s after "
+              f"the kill; load {os.getloadavg()[0]:.1f}; failures: {dict(traffic.failures)}")
         assert recovered, f"the replica count did not recover: {app_status('chaos')}"
         assert total > 1000, total
         assert failed <= 0.01 * total, dict(traffic.failures)
