@@ -31,6 +31,7 @@ from pathlib import Path
 
 import ray
 
+from cluster import ray_compat
 from cluster import state as cluster_state
 from cluster.errors import EXIT_FAILED, BadInput
 from cluster.nodes import alive_nodes
@@ -170,7 +171,6 @@ def _use_token_in_process(token: Token) -> None:
     ``_enable_token_auth`` does. RAY_AUTH_TOKEN/RAY_AUTH_TOKEN_PATH already win over the default file; only a
     token from the local cluster's state needs pointing at.
     """
-    from cluster import ray_compat
 
     os.environ[AUTH_MODE_ENV] = "token"
     if token.path and not os.environ.get(TOKEN_ENV) and not os.environ.get(TOKEN_PATH_ENV):
@@ -437,25 +437,6 @@ def _check_dashboard_token(url: str, token: Token | None) -> None:
         raise ConnectError(f"could not reach the Jobs API at {url}: {getattr(exc, 'reason', exc)}") from None
 
 
-def _job_client_class() -> type:
-    """Ray's ``JobSubmissionClient``, except that no request follows a redirect.
-
-    Its requests go through ``requests``, which follows redirects by default (a 307 re-sends the body, a
-    job's working_dir upload included, wherever it points). Every request of the client passes through its
-    ``_do_request``, whose keyword arguments reach ``requests.request``: the one place to say no, as Ray has no
-    option for it (checked on Ray 2.60.0; tests/test_cluster_connect.py fails if that changes)."""
-    from ray.dashboard.modules.job.sdk import JobSubmissionClient
-
-    class NoRedirectJobSubmissionClient(JobSubmissionClient):
-        def _do_request(self, method, endpoint, **kwargs):
-            response = super()._do_request(method, endpoint, allow_redirects=False, **kwargs)
-            if response.is_redirect:
-                raise _redirect_error(self.get_address(), response.status_code, response.headers.get("Location"))
-            return response
-
-    return NoRedirectJobSubmissionClient
-
-
 def job_client(address: str | None = None, *, state_dir=None):
     """A ``JobSubmissionClient`` for the cluster at ``address``, authenticated when the cluster wants a token;
     it follows no redirect."""
@@ -466,6 +447,6 @@ def job_client(address: str | None = None, *, state_dir=None):
         _check_dashboard_token(url, token)
     headers = {"Authorization": f"Bearer {token.value}"} if token else {}
     try:
-        return _job_client_class()(url, headers=headers)
+        return ray_compat.job_client_without_redirects(_redirect_error)(url, headers=headers)
     except ConnectionError as exc:
         raise ConnectError(f"could not reach the Jobs API at {url}: {exc}") from None

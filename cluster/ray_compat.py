@@ -217,3 +217,25 @@ def reload_auth_config() -> None:
     from ray._raylet import AuthenticationTokenLoader, Config
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
+
+
+# ------------------------------------------------------------------------------------------------- Jobs API
+def job_client_without_redirects(on_redirect: Callable[[str, int, Optional[str]], Exception]) -> type:
+    """Ray's ``JobSubmissionClient``, except that no request follows a redirect: a redirect raises
+    ``on_redirect(address, status, location)``.
+
+    Why: its requests go through ``requests``, which follows redirects by default (a 307 re-sends the body, a
+    job's working_dir upload included, and the token header, wherever it points), and Ray has no option for it.
+    Every request of the client passes through the private ``_do_request``, whose keyword arguments reach
+    ``requests.request``: the one place to say no. Checked on Ray 2.60.0 (tests/test_cluster_connect.py fails
+    if that changes)."""
+    from ray.dashboard.modules.job.sdk import JobSubmissionClient
+
+    class NoRedirectJobSubmissionClient(JobSubmissionClient):
+        def _do_request(self, method, endpoint, **kwargs):
+            response = super()._do_request(method, endpoint, allow_redirects=False, **kwargs)
+            if response.is_redirect:
+                raise on_redirect(self.get_address(), response.status_code, response.headers.get("Location"))
+            return response
+
+    return NoRedirectJobSubmissionClient
