@@ -171,7 +171,6 @@ def _use_token_in_process(token: Token) -> None:
     ``_enable_token_auth`` does. RAY_AUTH_TOKEN/RAY_AUTH_TOKEN_PATH already win over the default file; only a
     token from the local cluster's state needs pointing at.
     """
-
     os.environ[AUTH_MODE_ENV] = "token"
     if token.path and not os.environ.get(TOKEN_ENV) and not os.environ.get(TOKEN_PATH_ENV):
         os.environ[TOKEN_PATH_ENV] = token.path
