@@ -196,9 +196,11 @@ def build_fastapi(server: ModelServer) -> FastAPI:
     app.openapi = custom_openapi
     error_responses = {code: {"description": desc, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/Error"}}}}
-        for code, desc in ((400, "The body is not JSON."), (401, "Missing or wrong bearer token."),
+        for code, desc in ((400, "The body is not JSON, or nests too deeply to parse."),
+                           (401, "Missing or wrong bearer token."),
                            (413, "Body over serve.max_body_mb, or more than serve.max_records records."),
-                           (422, "Records that do not fit the schema; each problem names the record and field."))}
+                           (422, "Records that do not fit the schema, or whose prediction is not a finite number; "
+                                 "each problem names the record (and the field)."))}
 
     @app.exception_handler(RequestError)
     async def _client_error(_request, exc: RequestError):
