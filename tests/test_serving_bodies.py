@@ -2,9 +2,9 @@
 
 What the checker must turn into a 4xx naming the record, where there is one, instead of a 5xx or an invalid
 response: JSON nested past Python's recursion limit, integers of thousands of digits (Python refuses to convert
-past 4300), integers beyond a double's range, finite inputs that make the model's output NaN; for images, formats
-outside the documented list, images over the pixel limit and Pillow's decompression-bomb error. Decoding images
-must not hold up the replica's event loop.
+past 4300), integers beyond a double's range, finite inputs that make the model's output NaN, strings with a lone
+surrogate (which pandas cannot encode); for images, formats outside the documented list, images over the pixel
+limit and Pillow's decompression-bomb error. Decoding images must not hold up the replica's event loop.
 """
 import base64
 import http.client
@@ -18,11 +18,9 @@ import zlib
 import numpy as np
 import pytest
 
-from tests.serving_fixtures import call, deploy_app, served_bundle, serve_instance  # noqa: F401  (fixtures)
 from jobs.spec import validate_spec
+from tests.serving_fixtures import call, deploy_app, served_bundle, serve_instance  # noqa: F401  (fixtures)
 from tests.test_images import image_spec
-
-pytestmark = pytest.mark.usefixtures("ray_session")
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +112,17 @@ def test_lone_surrogates_in_ignored_fields_are_named():
     assert [(p.record, p.field) for p in caught.value.problems] == [(1, "note"), (2, "\udfff")]
     assert checker.parse(b'{"records": [{"note": "\\ud83d\\ude00", "rpm": 1}]}') == [{"note": "\U0001f600",
                                                                                      "rpm": 1}]
+
+
+def test_non_finite_regression_outputs_name_the_record():
+    """A regression's predictions (no probabilities) are checked the same way; the hint names the record's
+    largest number."""
+    from serving.schema import non_finite_outputs
+
+    error = non_finite_outputs({"predictions": [1.5, float("inf"), float("nan")]},
+                               [{"rpm": 1}, {"rpm": 3e300, "torque_nm": -1e301, "machine_type": "L"}, {}])
+    assert error.status == 422 and [(p.record, p.field) for p in error.problems] == [(1, None), (2, None)]
+    assert "'torque_nm' = -1e+301" in error.problems[0].message
 
 
 # ---------------------------------------------------------------------------------------------- images
