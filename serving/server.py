@@ -284,17 +284,17 @@ def _token_sha256(running: ServeDeployment) -> Optional[str]:
 def _running_version(running: ServeDeployment, host: str, port: int) -> Optional[str]:
     # /readyz answers without the token; asked at the running app's own route prefix, which may differ.
     prefix = "" if running.route_prefix in (None, "/") else running.route_prefix
-    ready = _get_json(f"http://{_client_host(host)}:{port}{prefix}/readyz", None)
+    ready = _get_json(f"http://{_client_host(host)}:{port}{prefix}/readyz")
     return ((ready or {}).get("model") or {}).get("version")
 
 
-def _run(app, name: str, route_prefix: str, access_log: bool) -> None:
+def _run(app, name: str, route_prefix: Optional[str], access_log: Optional[bool] = None) -> None:
     """Hand the app to Serve without waiting: `serve.run` waits for RUNNING with no time limit, and replicas
-    that no node can hold would keep it waiting forever."""
+    that no node can hold would keep it waiting forever. `access_log` None: as the app's deployment says."""
     from ray import serve
+    logging_config = None if access_log is None else {"enable_access_log": access_log}
     with _quiet_driver_logs():
-        serve.run_many([serve.RunTarget(app, name=name, route_prefix=route_prefix,
-                                        logging_config={"enable_access_log": access_log})],
+        serve.run_many([serve.RunTarget(app, name=name, route_prefix=route_prefix, logging_config=logging_config)],
                        wait_for_applications_running=False)
 
 
@@ -309,17 +309,20 @@ def _wait_running(name: str, deadline: float, timeout_s: float, progress: Callab
             raise ServeError(_replica_error(name) or status["message"] or status["status"])
         timed_out = time.monotonic() >= deadline
         if timed_out or (not said_waiting and time.monotonic() >= deadline - timeout_s + 10):
-            unscheduled = _unscheduled(name, timeout_s)
+            unscheduled = _unscheduled(name)
+            if timed_out and unscheduled:
+                raise ServeError(f"gave up after {timeout_s:g}s (--timeout): {unscheduled}",
+                                 exit_code=unscheduled.exit_code)
             if timed_out:
-                raise unscheduled or ServeError(f"its replicas did not start within {timeout_s:g}s (--timeout); "
-                                                f"Serve says {status['status']}: {status['message'] or '-'}")
+                raise ServeError(f"its replicas did not start within {timeout_s:g}s (--timeout); Serve says "
+                                 f"{status['status']}: {status['message'] or '-'}")
             if unscheduled:
-                progress(f"[serve] {name}: {unscheduled}")
+                progress(f"[serve] {name}: {unscheduled}; giving up after {timeout_s:g}s (--timeout)")
             said_waiting = True
         time.sleep(0.25)
 
 
-def _unscheduled(name: str, timeout_s: float) -> Optional[ServeError]:
+def _unscheduled(name: str) -> Optional[ServeError]:
     """When replicas of app `name` wait for a node to take them: what one asks against what the nodes have,
     and the fix; exit 2 when no node of the cluster could ever hold one."""
     import ray
@@ -334,27 +337,24 @@ def _unscheduled(name: str, timeout_s: float) -> Optional[ServeError]:
     if not any(all(n.resources.get(k, 0.0) >= v for k, v in need.items()) for n in nodes):
         largest = {k: max((n.resources.get(k, 0.0) for n in nodes), default=0.0) for k in need}
         return ServeError(
-            f"no node can take its replicas within {timeout_s:g}s: each asks for {need} (serve.ray_actor_options), "
-            f"and the largest node has {largest}. Lower serve.ray_actor_options (e.g. --set "
+            f"no node can hold its replicas: each asks for {need} (serve.ray_actor_options), and the "
+            f"largest node has {largest}. Lower serve.ray_actor_options (e.g. --set "
             "ray_actor_options.num_cpus=0.5), or add a node with those resources", exit_code=EXIT_BAD_INPUT)
     free = ray.available_resources()
     return ServeError(
-        f"{len(pending)} of its replicas found no free resources within {timeout_s:g}s: each asks for {need} and "
-        f"the cluster has {({k: round(free.get(k, 0.0), 3) for k in need})} free (other apps, jobs or replicas "
-        "hold the rest). Free some, lower serve.ray_actor_options, or give it longer (--timeout)")
+        f"{len(pending)} of its replicas wait for free resources: each asks for {need} and the cluster has "
+        f"{({k: round(free.get(k, 0.0), 3) for k in need})} free (other apps, jobs or replicas hold the rest). "
+        "Free some, lower serve.ray_actor_options, or give it longer (--timeout)")
 
 
 def _roll_back(name: str, before: ServeDeployment, old_version: Optional[str],
                progress: Callable[[str], None]) -> str:
     """Redeploy what ran before the update (same version: its replicas that still run are kept), so that a
     replica started later runs it, not the version that failed. Returns the sentence that says so."""
-    from ray import serve
     label = old_version or "the previous version"
     progress(f"[serve] rolling {name} back to {label}")
     try:
-        with _quiet_driver_logs():
-            serve.run_many([serve.RunTarget(before.redeploy, name=name, route_prefix=before.route_prefix)],
-                           wait_for_applications_running=False)
+        _run(before.redeploy, name, before.route_prefix)
         _wait_running(name, time.monotonic() + ROLLBACK_TIMEOUT_S, ROLLBACK_TIMEOUT_S, lambda _: None)
     except Exception as exc:  # noqa: BLE001 - the update's error stays the one raised; this one is added to it
         return (f"Rolling back to {label} failed too ({_first_line(exc)}): redeploy a working bundle with "
@@ -362,10 +362,9 @@ def _roll_back(name: str, before: ServeDeployment, old_version: Optional[str],
     return f"Rolled back: {name} serves {label} again, and replicas started from now on run it."
 
 
-def _get_json(url: str, token: Optional[str], timeout: float = 5.0) -> Optional[dict]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+def _get_json(url: str, timeout: float = 5.0) -> Optional[dict]:
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
             return json.loads(r.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -375,7 +374,7 @@ def _wait_http(served: Served, deadline: float, timeout_s: float) -> None:
     """Serve reports RUNNING slightly before its HTTP ingress routes to the app: wait for /readyz (which needs
     no token) to answer with this version, so that whoever called deploy can send requests right away."""
     while time.monotonic() < deadline:
-        ready = _get_json(served.url + "/readyz", None, timeout=2.0)
+        ready = _get_json(served.url + "/readyz", timeout=2.0)
         if ready and ready.get("model", {}).get("version") == served.version:
             return
         time.sleep(0.2)

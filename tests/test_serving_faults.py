@@ -145,16 +145,16 @@ def test_replicas_no_node_can_hold_fail_in_bounded_time_and_say_why(served_bundl
     v2 = bundle_variant(served_bundle, tmp_path / "v2", version="big-v2")
     try:
         started = time.monotonic()
-        with pytest.raises(ServeError, match=r"no node can take its replicas within 8s: each asks for "
-                                             r"\{'CPU': 64\.0\}.*Lower serve.ray_actor_options.*Rolled back: big "
-                                             rf"serves {v1} again") as err:
+        with pytest.raises(ServeError, match=r"gave up after 8s \(--timeout\): no node can hold its replicas: each "
+                                             r"asks for \{'CPU': 64\.0\}.*Lower serve.ray_actor_options.*Rolled "
+                                             rf"back: big serves {v1} again") as err:
             deploy_with(v2, "big", serve_instance, settings={"ray_actor_options": {"num_cpus": 64}}, timeout_s=8)
         assert err.value.exit_code == 2 and time.monotonic() - started < 60
         assert app_status("big")["status"] == "RUNNING"
         assert Client(served.url).predict([{}])["model"]["version"] == v1
 
         # A first deploy asking for a resource no node has: refused in time too, and nothing is left behind.
-        with pytest.raises(ServeError, match=r"no node can take its replicas.*'tpu_pod': 1\.0.*Nothing is served "
+        with pytest.raises(ServeError, match=r"no node can hold its replicas.*'tpu_pod': 1\.0.*Nothing is served "
                                              r"under big2"):
             deploy_with(v2, "big2", serve_instance, timeout_s=8,
                         settings={"ray_actor_options": {"num_cpus": 0.25, "resources": {"tpu_pod": 1}}})
