@@ -61,6 +61,17 @@ def test_serve_controller_client_getter():
     assert "raise_if_no_controller_running" in params
 
 
+def test_serve_deployment_names():
+    from ray.serve._private.client import ServeControllerClient
+    from ray.serve._private.config import ReplicaConfig
+    from ray.serve.deployment import Deployment
+
+    assert list(inspect.signature(ServeControllerClient.get_deployment_info).parameters) == ["self", "name",
+                                                                                           "app_name"]
+    assert {"version", "_internal"} <= set(inspect.signature(Deployment.__init__).parameters)
+    assert isinstance(ReplicaConfig.init_args, property)
+
+
 def test_ray_services_resolves_localhost():
     services = rc.ray_services()
     assert callable(services.resolve_ip_for_localhost)
