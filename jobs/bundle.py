@@ -3,6 +3,8 @@
     model.safetensors   weights            model.json       the model's constructor args
     preprocessor.json   fitted statistics  schema.json      input features, label, classes, task
     metrics.json        {"val", "test"}    spec.yaml        the resolved spec     lineage.json
+    profile.json        the reference distribution of the train split and of validation predictions (drift;
+                        `jobs.profile`); bundles written before it have none (`Bundle.profile` is None)
 
 `load(path).predict(records)` applies the same `Preprocessor.transform` that produced the training data, so
 training-time and serving-time preprocessing cannot drift apart.
@@ -47,6 +49,7 @@ from jobs.preprocess import load_state
 
 FILES = ("model.safetensors", "model.json", "preprocessor.json", "schema.json", "metrics.json", "spec.yaml",
          "lineage.json")
+PROFILE = "profile.json"        # the reference profile (not in FILES: bundles written before it load without one)
 MANIFEST = "manifest.json"      # written last into every bundle: trainyard's mark, and its files' sizes and hashes
 POINTER = "bundle"              # OUTPUT/bundle: the latest bundle (a link to bundles/<version>)
 VERSIONS = "bundles"            # OUTPUT/bundles/<version>/: every bundle written
@@ -84,6 +87,7 @@ def input_schema(pre: FittedPreprocessor, dtypes: Optional[dict[str, str]] = Non
 def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, preprocessor: FittedPreprocessor,
           metrics: dict, spec_yaml: str, lineage: dict, dtypes: Optional[dict[str, str]] = None,
           score: Optional[Callable[["Bundle"], dict]] = None,
+          profile: Optional[Callable[["Bundle"], dict]] = None,
           progress: Callable[[str], None] = lambda _line: None,
           taken: Optional[Callable[[str], bool]] = None) -> Path:
     """Write a new bundle version beside `path` (OUTPUT/bundle) and point `path` to it; returns the version's
@@ -118,8 +122,12 @@ def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, prep
         _dump(staging / "schema.json", input_schema(preprocessor, dtypes))
         (staging / "spec.yaml").write_text(spec_yaml)
         _dump(staging / "lineage.json", lineage)
-        if score is not None:
-            metrics = {**metrics, **score(_read(staging, metrics=metrics))}
+        if score is not None or profile is not None:
+            staged = _read(staging, metrics=metrics)
+            if profile is not None:
+                _dump(staging / PROFILE, profile(staged))
+            if score is not None:
+                metrics = {**metrics, **score(staged)}
         _dump(staging / "metrics.json", metrics)
         version = _publish(staging, versions, lineage, taken)
     except BaseException:
@@ -275,6 +283,7 @@ class Bundle:
     schema: dict
     metrics: dict
     lineage: dict
+    profile: Optional[dict] = None      # profile.json (`jobs.profile`); None for a bundle written before it
 
     @property
     def task(self) -> str:
@@ -286,7 +295,11 @@ class Bundle:
 
     # The one prediction path: records → DataFrame → Preprocessor.transform → model → decoded output.
     def predict_frame(self, df: pd.DataFrame) -> dict:
-        x = torch.from_numpy(self.preprocessor.transform(df))
+        return self.predict_features(self.preprocessor.transform(df))
+
+    def predict_features(self, features: np.ndarray) -> dict:
+        """Predictions for rows the preprocessor already packed (`transform`): the model and the decoding."""
+        x = torch.from_numpy(features)
         with torch.inference_mode():
             out = self.model(x).float()
         if self.task == "classification":
@@ -475,6 +488,7 @@ def _read(p: Path, metrics: Optional[dict] = None) -> Bundle:
         pre = load_state(json.loads((p / "preprocessor.json").read_text()))
         model = build_model(model_config)
         model.load_state_dict(load_file(str(p / "model.safetensors")))
+        profile = json.loads((p / PROFILE).read_text()) if (p / PROFILE).is_file() else None
     except Exception as exc:  # safetensors, json, torch and our own config errors alike: name the bundle
         raise BundleError(f"{p}: cannot load the bundle ({type(exc).__name__}: {exc}); "
                           "re-export it with trainyard train/tune") from None
@@ -482,4 +496,4 @@ def _read(p: Path, metrics: Optional[dict] = None) -> Bundle:
     if metrics is None:
         metrics = json.loads((p / "metrics.json").read_text())
     return Bundle(p, model, model_config, pre, json.loads((p / "schema.json").read_text()), metrics,
-                  json.loads((p / "lineage.json").read_text()))
+                  json.loads((p / "lineage.json").read_text()), profile)

@@ -7,7 +7,7 @@ are made and read only through their `to_dict`/`from_dict`.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +27,7 @@ class PreparedData:
     train_ds: Any                 # ray.data.Dataset of {features, label}, materialized
     val_ds: Any
     test_raw: Any                 # raw test rows (not transformed): evaluated through the bundle's code path
+    reference: dict = field(default_factory=dict)   # the train split's part of the bundle's profile (`jobs.profile`)
 
     @property
     def task(self) -> str:

@@ -37,6 +37,17 @@ def canonical(value: Any) -> Optional[str]:
     return str(value)
 
 
+def category_counts(value_counts: Optional[dict]) -> dict[str, int]:
+    """Ray Data's ValueCounter output ({"values", "counts"}) → {canonical value: count}, missing values (None,
+    NaN) left out."""
+    out: dict[str, int] = {}
+    for v, n in zip(value_counts["values"], value_counts["counts"]) if value_counts else ():
+        key = canonical(v)
+        if key is not None:
+            out[key] = out.get(key, 0) + int(n)
+    return out
+
+
 def encode_classes(classes: list[Any], values: pd.Series) -> np.ndarray:
     """Label values → class ids (positions in `classes`); a value the train split never had is an error."""
     lookup = {canonical(c): i for i, c in enumerate(classes)}

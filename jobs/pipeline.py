@@ -36,9 +36,12 @@ def keep_row_order() -> None:
 
 
 def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedData:
-    """Ingest the spec's data, fit preprocessing on the train split only, and pack every split for training."""
+    """Ingest the spec's data, fit preprocessing on the train split only (and, in the same pass, the train part
+    of the bundle's reference profile), and pack every split for training."""
     from jobs import ingest as ING
     from jobs import preprocess as PP
+    from jobs import profile as PROFILE
+    from jobs import tabular as TAB
 
     t0 = time.time()
     keep_row_order()
@@ -50,18 +53,20 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
         result = IMG.ingest_images(spec.data, progress=progress)
         train_raw = result.split(ING.TRAIN)
         pre = IMG.fit(train_raw, spec.data, classes=result.classes)
+        reference = PROFILE.image_reference(pre)
     else:
         result = ING.ingest(spec.data, progress=progress)
         train_raw = result.split(ING.TRAIN)
-        pre = PP.fit(train_raw, spec.data, numeric=result.numeric, categorical=result.categorical,
-                     task=result.task, classes=result.classes)
+        pre, stats = TAB.fit_with_stats(train_raw, spec.data, numeric=result.numeric,
+                                        categorical=result.categorical, task=result.task, classes=result.classes)
+        reference = PROFILE.tabular_reference(stats, pre)
     train_ds = PP.apply(train_raw, pre).materialize()
     val_ds = PP.apply(result.split(ING.VAL), pre).materialize()
     test_raw = result.split(ING.TEST)
     progress(f"[prepare] {result.rows_read} rows read, {result.rows_dropped_missing_label} dropped (no label); "
              f"split train/val/test = {result.split_rows['train']}/{result.split_rows['val']}/"
              f"{result.split_rows['test']}; {pre.feature_dim} packed features; {time.time() - t0:.1f}s")
-    return PreparedData(result, pre, train_ds, val_ds, test_raw)
+    return PreparedData(result, pre, train_ds, val_ds, test_raw, reference)
 
 
 def storage_root(spec: JobSpec) -> str:
@@ -92,7 +97,8 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
 
     Written once, complete and atomically (`jobs.bundle.write`): the test split is scored through the bundle's
     own load/predict path while it is still a hidden folder, and it is published with both val and test
-    metrics. Earlier versions stay in OUTPUT/bundles; the progress line says how many.
+    metrics, and with its reference profile (`jobs.profile`: the train split's, and the bundle's predictions
+    over the validation split). Earlier versions stay in OUTPUT/bundles; the progress line says how many.
 
     A URI output (s3://, gs://, ...) is staged in a local folder, scored there, then uploaded
     (`jobs.bundle.upload`: OUTPUT/bundles/LATEST changes once every file is there); the returned path is then
@@ -111,10 +117,14 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
         progress(f"[evaluate] test split scored in {time.time() - t0:.1f}s")
         return {"test": metrics["test"]}
 
+    def profile(bundle: B.Bundle) -> dict:
+        from jobs import profile as PROFILE
+        return PROFILE.build(prepared.reference, bundle, prepared.val_ds)
+
     try:
         version = B.write(output / B.POINTER, state_dict=outcome.best_state, model_config=outcome.model_config,
                           preprocessor=prepared.preprocessor, metrics={"val": outcome.val_metrics},
-                          score=score_test_split, spec_yaml=dump_spec(spec),
+                          score=score_test_split, profile=profile, spec_yaml=dump_spec(spec),
                           lineage=lineage(spec, prepared, outcome, **lineage_extra), dtypes=dtypes,
                           progress=progress, taken=B.remote_names(spec.output_dir) if remote else None)
         if remote:

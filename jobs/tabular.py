@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import pandas as pd
 
-from jobs.fitted import FittedPreprocessor, aggregate, canonical
+from jobs.fitted import FittedPreprocessor, aggregate, canonical, category_counts
 
 
 @dataclass
@@ -102,16 +102,25 @@ class Preprocessor(FittedPreprocessor):
 def fit(train_ds, data_spec, *, numeric: list[str], categorical: list[str], task: str,
         classes: Optional[list[Any]] = None) -> Preprocessor:
     """Fit every statistic on the TRAIN split only, with distributed Ray Data aggregations."""
-    from ray.data.aggregate import Count, Max, Mean, Min, Quantile, Std, ValueCounter
+    return fit_with_stats(train_ds, data_spec, numeric=numeric, categorical=categorical, task=task,
+                          classes=classes)[0]
+
+
+def fit_with_stats(train_ds, data_spec, *, numeric: list[str], categorical: list[str], task: str,
+                   classes: Optional[list[Any]] = None) -> tuple[Preprocessor, dict]:
+    """`fit`, and the row of aggregated statistics it was fitted from: one Ray Data pass over the train split
+    also gives the reference profile's train part (`jobs.profile.tabular_reference`): every numeric column's
+    `NumericSummary` (its median, bins and quantiles) and every categorical column's value counts."""
+    from ray.data.aggregate import Count, Max, Mean, Min, Std, ValueCounter
+
+    from jobs.profile import NumericSummary, median
 
     cfg = data_spec.preprocess
     label = data_spec.label
     aggs = [Count()]
     for c in numeric:
         aggs += [Mean(c, alias_name=f"mean({c})"), Std(c, ddof=0, alias_name=f"std({c})"),
-                 Min(c, alias_name=f"min({c})"), Max(c, alias_name=f"max({c})")]
-        if cfg.impute == "median":
-            aggs.append(Quantile(c, q=0.5, alias_name=f"median({c})"))
+                 Min(c, alias_name=f"min({c})"), Max(c, alias_name=f"max({c})"), NumericSummary(c)]
         if cfg.impute == "most_frequent":
             aggs.append(ValueCounter(c, alias_name=f"counts({c})"))
     for c in categorical:
@@ -128,7 +137,7 @@ def fit(train_ds, data_spec, *, numeric: list[str], categorical: list[str], task
         lo, hi = stats[f"min({c})"], stats[f"max({c})"]
         if mean is None or (isinstance(mean, float) and math.isnan(mean)):
             mean = std = lo = hi = 0.0  # column empty in train: it carries no signal, impute a constant
-        fill = {"mean": mean, "median": _first(stats.get(f"median({c})"), mean), "constant": cfg.fill_value,
+        fill = {"mean": mean, "median": _or(median(stats[f"summary({c})"]), mean), "constant": cfg.fill_value,
                 "most_frequent": _most_frequent(stats.get(f"counts({c})"), mean)}[cfg.impute]
         if cfg.scale == "standard":
             center, scale = mean, std
@@ -141,14 +150,14 @@ def fit(train_ds, data_spec, *, numeric: list[str], categorical: list[str], task
 
     cat_states = []
     for c in categorical:
-        counts = _counts(stats[f"counts({c})"])
+        counts = category_counts(stats[f"counts({c})"])
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         cat_states.append(CategoricalState(c, [k for k, _ in ranked[: cfg.max_categories]]))
 
     pre = Preprocessor(task=task, label=label, numeric=num_states, categorical=cat_states,
                        unknown_category=cfg.unknown_category)
     if task == "classification":
-        seen = _counts(stats["counts(__label__)"])
+        seen = category_counts(stats["counts(__label__)"])
         # Keep the ingest order (sorted label values) so class ids are stable; only classes present in train.
         pre.classes = [c for c in (classes or sorted(seen)) if canonical(c) in seen]
         pre.stats["class_counts"] = {canonical(c): seen[canonical(c)] for c in pre.classes}
@@ -159,29 +168,17 @@ def fit(train_ds, data_spec, *, numeric: list[str], categorical: list[str], task
     pre.stats["train_rows"] = int(stats["count()"])
     pre.stats["numeric"] = {c: {"mean": stats[f"mean({c})"], "std": stats[f"std({c})"],
                                 "min": stats[f"min({c})"], "max": stats[f"max({c})"]} for c in numeric}
-    return pre
+    return pre, stats
 
 
-def _first(v, default):
-    if isinstance(v, list):
-        v = v[0] if v else None
+def _or(v, default):
     return default if v is None else v
-
-
-def _counts(vc) -> dict[str, int]:
-    """ValueCounter output → {canonical value: count}, nulls left out."""
-    out: dict[str, int] = {}
-    for v, n in zip(vc["values"], vc["counts"]):
-        key = canonical(v)
-        if key is not None:
-            out[key] = out.get(key, 0) + int(n)
-    return out
 
 
 def _most_frequent(vc, default) -> float:
     if not vc:
         return default
-    counts = _counts(vc)
+    counts = category_counts(vc)
     if not counts:
         return default
     return float(max(counts.items(), key=lambda kv: (kv[1], -float(kv[0])))[0])

@@ -6,7 +6,7 @@ problem before raising one `SpecError` whose lines each name the file, the field
 A leaf package: it imports nothing of trainyard's but the error root (`cluster.errors`), so every layer can
 read specs. Modules: `yamlio` (YAML reading/writing, `--set`), `errors` (SpecError, pydantic's errors as
 lines), `metric_registry` (the metrics a spec can name), one module per section (`data`, `train` for
-model + train, `tune`, `serve`) and `job` (the whole spec: load, validate, dump).
+model + train, `tune`, `serve`, `monitor`) and `job` (the whole spec: load, validate, dump).
 """
 from jobs.spec.base import StrictModel
 from jobs.spec.data import AugmentSpec, DataSpec, FeatureSpec, ImageSpec, PreprocessSpec, SplitSpec
@@ -15,6 +15,7 @@ from jobs.spec.job import JobSpec, dump_spec, load_raw, load_spec, validate_spec
 from jobs.spec.metric_registry import (CLASSIFICATION, CLASSIFICATION_METRICS, MAXIMISED_METRICS, METRICS,
                                        REGRESSION, REGRESSION_METRICS, VAL_PREFIX, Metric, best_key, metric_mode,
                                        metrics_for, mode_problem, task_problem, unknown_metric_problem)
+from jobs.spec.monitor import MonitorSpec, window_seconds
 from jobs.spec.serve import AutoscalingSpec, BatchSpec, ServeSpec
 from jobs.spec.train import EarlyStopSpec, ModelSpec, TrainSpec
 from jobs.spec.tune import SEARCH_AXES, AshaSpec, Distribution, SchedulerSpec, TuneSpec
@@ -23,8 +24,9 @@ from jobs.spec.yamlio import apply_overrides, read_yaml, read_yaml_file, write_y
 __all__ = [
     "AshaSpec", "AugmentSpec", "AutoscalingSpec", "BatchSpec", "CLASSIFICATION", "CLASSIFICATION_METRICS", "DataSpec",
     "Distribution", "EarlyStopSpec", "FeatureSpec", "ImageSpec", "JobSpec", "MAXIMISED_METRICS", "METRICS", "Metric",
-    "ModelSpec", "PreprocessSpec", "REGRESSION", "REGRESSION_METRICS", "SEARCH_AXES", "SchedulerSpec", "ServeSpec",
+    "ModelSpec", "MonitorSpec", "PreprocessSpec", "REGRESSION", "REGRESSION_METRICS", "SEARCH_AXES", "SchedulerSpec",
+    "ServeSpec",
     "SpecError", "SplitSpec", "StrictModel", "TrainSpec", "TuneSpec", "VAL_PREFIX", "apply_overrides", "best_key",
     "dump_spec", "load_raw", "load_spec", "metric_mode", "metrics_for", "mode_problem", "read_yaml",
-    "read_yaml_file", "task_problem", "unknown_metric_problem", "validate_spec", "write_yaml",
+    "read_yaml_file", "task_problem", "unknown_metric_problem", "validate_spec", "window_seconds", "write_yaml",
 ]

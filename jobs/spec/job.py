@@ -11,6 +11,7 @@ from jobs.spec.base import StrictModel
 from jobs.spec.data import DataSpec
 from jobs.spec.errors import SpecError, format_errors
 from jobs.spec.metric_registry import task_problem
+from jobs.spec.monitor import MonitorSpec
 from jobs.spec.serve import ServeSpec
 from jobs.spec.train import ModelSpec, TrainSpec
 from jobs.spec.tune import TuneSpec
@@ -25,6 +26,7 @@ class JobSpec(StrictModel):
     output: Optional[str] = Field(None, description="Where runs, checkpoints and the bundle go; default runs/<name>.")
     tune: Optional[TuneSpec] = Field(None, description="Present: `trainyard run` tunes instead of training once.")
     serve: ServeSpec = Field(default_factory=ServeSpec)
+    monitor: MonitorSpec = Field(default_factory=MonitorSpec)
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,224 @@
+"""Drift statistics of live or logged values against a bundle's reference profile (`profile.json`, written by
+`jobs.profile`): numpy and scipy only, no Ray, so that a serving replica (per window of requests) and the
+`trainyard monitor` job (per window of logs) compute the same numbers.
+
+- numeric features: the population stability index (PSI) over the reference's bins, the one-sample
+  Kolmogorov-Smirnov test against the reference quantiles (from raw values), or chi-squared over the bins (from
+  counts alone, what a replica keeps), and the missing rate;
+- categorical features: PSI and chi-squared over the categories plus the 'unknown' slot, unknown and missing rates;
+- predictions: PSI and chi-squared over the classes (or the regression bins), KS for regression values.
+
+`flagged` turns one feature's statistics into the reasons it drifted, under `Thresholds` (the spec's `monitor:`
+section). PSI alone grows with sampling noise on small windows, and a p-value alone flags tiny shifts on large
+ones, so a distribution counts as drifted only when both say so; the p-value threshold is Bonferroni-corrected
+over the features checked together.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+from scipy import stats as st
+
+from jobs.fitted import canonical
+
+EPSILON = 1e-4        # shares are floored at this before the logarithm of PSI (an empty bin is not infinitely far)
+LEVELS = np.linspace(0.0, 1.0, 101)       # the quantiles a reference keeps per numeric feature (KS against them)
+DECILES = np.linspace(0.1, 0.9, 9)        # its inner bin edges (PSI, chi-squared, a replica's counters)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a feature (or the prediction) counts as drifted; the spec's `monitor:` section sets them."""
+    psi: float = 0.2              # population stability index at or above this ...
+    p_value: float = 0.01         # ... and a test's p-value below this / the number of features checked
+    missing_rate: float = 0.1     # the missing rate rose by more than this over the train split's
+    unknown_rate: float = 0.05    # the share of unseen categories rose by more than this over the train split's
+    min_rows: int = 50            # fewer rows in a window: nothing is flagged (too few to tell)
+    metric_drop: float = 0.05     # a realised metric worse than the bundle's test metric by more than this
+
+    @classmethod
+    def from_spec(cls, monitor: Any = None) -> "Thresholds":
+        """The thresholds of a spec's `monitor:` section (`jobs.spec.MonitorSpec`, or its dict form); the
+        defaults when it is None."""
+        if monitor is None:
+            return cls()
+        given = monitor if isinstance(monitor, Mapping) else monitor.model_dump()
+        return cls(**{f.name: given[f.name] for f in fields(cls) if f.name in given})
+
+
+def bin_index(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """The reference bin of each value: 0 below the first inner edge, len(edges) at or above the last."""
+    return np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
+
+
+def summarise(values: Any) -> dict:
+    """The reference form of one numeric column (the profile's, `jobs.profile`): "edges" (the deduplicated
+    deciles of its finite values: a value that fills several deciles is one edge), "shares" per bin, the 101
+    "quantiles" q = 0.00..1.00, and "count" of finite values."""
+    x = _as_floats(values)
+    x = x[~np.isnan(x)]
+    if not len(x):
+        return {"count": 0, "edges": [], "shares": [1.0], "quantiles": []}
+    edges = np.unique(np.quantile(x, DECILES))
+    counts = np.bincount(bin_index(x, edges), minlength=len(edges) + 1)
+    return {"count": int(len(x)), "edges": edges.tolist(), "shares": (counts / len(x)).tolist(),
+            "quantiles": np.quantile(x, LEVELS).tolist()}
+
+
+def _floored(shares: np.ndarray) -> np.ndarray:
+    shares = np.maximum(np.asarray(shares, dtype=np.float64), EPSILON)
+    return shares / shares.sum()
+
+
+def psi(ref_shares: Sequence[float], counts: Sequence[float]) -> float:
+    """Population stability index of observed `counts` against reference shares (same bins, same order):
+    sum((q - p) * ln(q / p)), both floored at EPSILON. 0.1 reads as a small shift, 0.2 or more as a large one.
+    NaN when nothing was counted."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    if total <= 0:
+        return math.nan
+    p, q = _floored(ref_shares), _floored(counts / total)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def _chi2_p(ref_shares: Sequence[float], counts: np.ndarray) -> float:
+    """p-value of chi-squared goodness of fit of `counts` to the reference shares (floored, so that a bin the
+    train split never filled makes the p-value tiny rather than undefined)."""
+    n = counts.sum()
+    if n <= 0 or len(counts) < 2:
+        return math.nan
+    return float(st.chisquare(counts, _floored(ref_shares) * n).pvalue)
+
+
+def _as_floats(values: Any) -> np.ndarray:
+    """Values as float64, None and anything not finite as NaN."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    return np.where(np.isfinite(x), x, np.nan)
+
+
+def _reference_cdf(quantiles: Sequence[float]):
+    """The piecewise-linear CDF through the reference quantiles (levels 0, 1/(k-1), ..., 1); None when two
+    quantiles tie: a value with a mass of its own (a discrete or rounded feature), where KS does not apply."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    if len(q) < 2 or np.any(np.diff(q) <= 0):
+        return None
+    levels = np.linspace(0.0, 1.0, len(q))
+    return lambda x: np.interp(x, q, levels, left=0.0, right=1.0)
+
+
+def numeric_drift(ref: Mapping, values: Any) -> dict:
+    """Drift of raw values of one numeric feature against its reference (`profile["numeric"][name]`).
+
+    Returns n (values, missing ones included), counts (per reference bin), psi, chi2_p, ks and ks_p (None when
+    the reference quantiles tie, see `_reference_cdf`), missing_rate."""
+    x = _as_floats(values)
+    present = x[~np.isnan(x)]
+    counts = np.bincount(bin_index(present, ref["edges"]), minlength=len(ref["edges"]) + 1)
+    out = numeric_drift_from_counts(ref, counts, len(x) - len(present), len(x))
+    cdf = _reference_cdf(ref.get("quantiles") or [])
+    ks = st.kstest(present, cdf) if cdf is not None and len(present) else None
+    out.update(ks=None if ks is None else float(ks.statistic), ks_p=None if ks is None else float(ks.pvalue))
+    return out
+
+
+def numeric_drift_from_counts(ref: Mapping, bin_counts: Sequence[int], missing: int, n: int) -> dict:
+    """Drift of one numeric feature from counters alone (what a serving replica keeps): `bin_counts` per
+    reference bin (`bin_index`), `missing` values, `n` values in all. Returns n, counts, psi, chi2_p,
+    missing_rate."""
+    counts = np.asarray(bin_counts, dtype=np.int64)
+    return {"n": int(n), "counts": counts.tolist(), "psi": psi(ref["shares"], counts),
+            "chi2_p": _chi2_p(ref["shares"], counts), "missing_rate": missing / n if n else math.nan}
+
+
+def categorical_drift(ref: Mapping, counts: Mapping[str, int], unknown: int, missing: int) -> dict:
+    """Drift of one categorical feature against its reference (`profile["categorical"][name]`): `counts` per
+    canonical category (`jobs.fitted.canonical`; one the reference does not know adds to `unknown`), `unknown`
+    values outside the reference's categories, `missing` values.
+
+    Returns n (all values), psi and chi2_p over the categories plus the unknown slot, unknown_rate (of the
+    values present) and missing_rate."""
+    categories = list(ref["shares"])
+    unknown += sum(int(c) for k, c in counts.items() if k not in ref["shares"])
+    observed = np.array([int(counts.get(c, 0)) for c in categories] + [int(unknown)], dtype=np.int64)
+    expected = [ref["shares"][c] for c in categories] + [ref.get("unknown_share", 0.0)]
+    present = int(observed.sum())
+    n = present + int(missing)
+    return {"n": n, "psi": psi(expected, observed), "chi2_p": _chi2_p(expected, observed),
+            "unknown_rate": unknown / present if present else math.nan,
+            "missing_rate": missing / n if n else math.nan}
+
+
+def count_categories(values: Any) -> tuple[dict[str, int], int]:
+    """Raw values of a categorical feature → ({canonical category: count}, missing), as `categorical_drift`
+    takes them (the unknown ones are sorted out there)."""
+    counts: dict[str, int] = {}
+    missing = 0
+    for v in values:
+        key = canonical(v)
+        if key is None:
+            missing += 1
+        else:
+            counts[key] = counts.get(key, 0) + 1
+    return counts, missing
+
+
+def prediction_drift(ref_prediction: Mapping, counts_or_values: Any) -> dict:
+    """Drift of the predictions against the reference's (`profile["prediction"]`, the validation split's).
+
+    Classification: a mapping {class label: count} or the predicted labels themselves; labels are matched as
+    canonical strings. Regression: a mapping {bin index (`bin_index` over the reference edges): count}, or the
+    predicted values. Returns n, psi and p (chi-squared over classes or bins; KS for regression values, when the
+    reference quantiles do not tie)."""
+    if ref_prediction["task"] == "classification":
+        classes = [canonical(c) for c in ref_prediction["classes"]]
+        if isinstance(counts_or_values, Mapping):
+            given = {canonical(k): int(v) for k, v in counts_or_values.items()}
+        else:
+            given, _ = count_categories(counts_or_values)
+        counts = np.array([given.get(c, 0) for c in classes], dtype=np.int64)
+        return {"n": int(counts.sum()), "psi": psi(ref_prediction["shares"], counts),
+                "p": _chi2_p(ref_prediction["shares"], counts)}
+    bins = len(ref_prediction["edges"]) + 1
+    if isinstance(counts_or_values, Mapping):
+        counts = np.zeros(bins, dtype=np.int64)
+        for k, v in counts_or_values.items():
+            counts[int(k)] += int(v)
+        return {"n": int(counts.sum()), "psi": psi(ref_prediction["shares"], counts),
+                "p": _chi2_p(ref_prediction["shares"], counts)}
+    stats = numeric_drift(ref_prediction, counts_or_values)
+    p = stats["ks_p"] if stats["ks_p"] is not None else stats["chi2_p"]
+    return {"n": stats["n"], "psi": stats["psi"], "p": p}
+
+
+def p_value(stats: Mapping) -> Optional[float]:
+    """The test's p-value among a feature's statistics: KS from raw values when it applies, else chi-squared."""
+    for key in ("ks_p", "chi2_p", "p"):
+        if stats.get(key) is not None and not math.isnan(stats[key]):
+            return float(stats[key])
+    return None
+
+
+def flagged(ref_feature: Mapping, stats: Mapping, thresholds: Thresholds, n_features: int) -> list[str]:
+    """Why one feature (or the prediction) drifted, as short reasons ("psi 0.83 (p 1e-12)", "missing 0.50 vs
+    0.00", "unknown categories 0.33 vs 0.00"); empty when it did not, or when the window holds fewer than
+    `thresholds.min_rows` rows. `ref_feature`: the feature's reference (profile["numeric"|"categorical"][name],
+    or profile["prediction"]); `stats`: what `numeric_drift`, `numeric_drift_from_counts`, `categorical_drift`
+    or `prediction_drift` returned; `n_features`: how many features (and predictions) are checked together
+    (the Bonferroni correction of the p-value threshold)."""
+    if not stats.get("n") or stats["n"] < thresholds.min_rows:
+        return []
+    reasons = []
+    value, p = stats.get("psi"), p_value(stats)
+    if value is not None and p is not None and value >= thresholds.psi and p < thresholds.p_value / max(n_features, 1):
+        reasons.append(f"psi {value:.2f} (p {p:.1g})")
+    missing, ref_missing = stats.get("missing_rate"), ref_feature.get("missing_rate", 0.0)
+    if missing is not None and missing - ref_missing > thresholds.missing_rate:
+        reasons.append(f"missing {missing:.2f} vs {ref_missing:.2f}")
+    unknown, ref_unknown = stats.get("unknown_rate"), ref_feature.get("unknown_share", 0.0)
+    if unknown is not None and unknown - ref_unknown > thresholds.unknown_rate:
+        reasons.append(f"unknown categories {unknown:.2f} vs {ref_unknown:.2f}")
+    return reasons

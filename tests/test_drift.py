@@ -1,0 +1,160 @@
+"""The drift statistics (`jobs.drift`), without Ray: samples drawn from the train distribution are not flagged,
+a 3-sigma offset, a new category at 30 % and a feature missing in half the rows are, each for its own reason;
+the p-value threshold is Bonferroni-corrected; a window under min_rows flags nothing. And the `monitor:` spec
+section that sets the thresholds."""
+import math
+
+import numpy as np
+import pytest
+
+from jobs import drift as D
+from jobs.spec import SpecError, validate_spec
+
+TRAIN_ROWS = 2000
+CATEGORIES = {"L": 0.5, "M": 0.3, "H": 0.2}
+
+
+def numeric_reference(rng, missing_rate=0.02) -> dict:
+    s = D.summarise(rng.normal(300.0, 2.0, TRAIN_ROWS))
+    return {"edges": s["edges"], "shares": s["shares"], "quantiles": s["quantiles"], "missing_rate": missing_rate}
+
+
+def categorical_reference() -> dict:
+    return {"shares": dict(CATEGORIES), "unknown_share": 0.0, "missing_rate": 0.0}
+
+
+def draw_categories(rng, n, new_share=0.0):
+    values = rng.choice(list(CATEGORIES), size=n, p=list(CATEGORIES.values())).astype(object)
+    values[rng.uniform(size=n) < new_share] = "XL"
+    return values
+
+
+def with_missing(values, rate, rng):
+    values = values.astype(object)
+    values[rng.uniform(size=len(values)) < rate] = None
+    return values
+
+
+@pytest.mark.parametrize("n", [60, 200, 1000])
+def test_samples_of_the_train_distribution_are_not_flagged(n):
+    rng = np.random.default_rng(n)
+    num_ref, cat_ref = numeric_reference(rng), categorical_reference()
+    thresholds = D.Thresholds()
+    flags = []
+    for _ in range(50):
+        num = D.numeric_drift(num_ref, with_missing(rng.normal(300.0, 2.0, n), 0.02, rng))
+        counts, missing = D.count_categories(draw_categories(rng, n))
+        cat = D.categorical_drift(cat_ref, counts, 0, missing)
+        flags += D.flagged(num_ref, num, thresholds, 2) + D.flagged(cat_ref, cat, thresholds, 2)
+    assert flags == []
+
+
+def test_a_three_sigma_offset_is_flagged_by_psi_and_ks():
+    rng = np.random.default_rng(1)
+    ref = numeric_reference(rng)
+    stats = D.numeric_drift(ref, rng.normal(306.0, 2.0, 200))
+    assert stats["n"] == 200 and stats["psi"] > 2 and stats["ks"] > 0.8 and stats["ks_p"] < 1e-30
+    reasons = D.flagged(ref, stats, D.Thresholds(), 8)
+    assert len(reasons) == 1 and reasons[0].startswith(f"psi {stats['psi']:.2f} (p ")
+
+
+def test_a_new_category_at_30_percent_is_flagged_as_unknown():
+    rng = np.random.default_rng(2)
+    ref = categorical_reference()
+    counts, missing = D.count_categories(draw_categories(rng, 400, new_share=0.3))
+    assert "XL" in counts                          # the unseen category arrives as itself ...
+    stats = D.categorical_drift(ref, counts, 0, missing)
+    assert stats["unknown_rate"] == pytest.approx(counts["XL"] / 400)    # ... and counts as unknown
+    assert 0.25 < stats["unknown_rate"] < 0.35 and stats["chi2_p"] < 1e-20
+    reasons = D.flagged(ref, stats, D.Thresholds(), 8)
+    assert [r.split()[0] for r in reasons] == ["psi", "unknown"]
+    assert reasons[1] == f"unknown categories {stats['unknown_rate']:.2f} vs 0.00"
+
+
+def test_half_missing_is_flagged_as_missing_only():
+    rng = np.random.default_rng(3)
+    ref = numeric_reference(rng, missing_rate=0.02)
+    values = with_missing(rng.normal(300.0, 2.0, 400), 0.5, rng)
+    stats = D.numeric_drift(ref, values)
+    assert 0.4 < stats["missing_rate"] < 0.6
+    # The values still there are distributed as in training: no psi reason.
+    assert D.flagged(ref, stats, D.Thresholds(), 8) == [f"missing {stats['missing_rate']:.2f} vs 0.02"]
+    counts, missing = D.count_categories(with_missing(draw_categories(rng, 400), 0.5, rng))
+    cat = D.categorical_drift(categorical_reference(), counts, 0, missing)
+    assert D.flagged(categorical_reference(), cat, D.Thresholds(), 8) == [f"missing {cat['missing_rate']:.2f} vs 0.00"]
+
+
+def test_the_p_value_threshold_is_bonferroni_corrected():
+    ref = {"missing_rate": 0.0}
+    stats = {"n": 500, "psi": 0.3, "ks_p": 0.004, "missing_rate": 0.0}
+    assert D.flagged(ref, stats, D.Thresholds(), 1) == ["psi 0.30 (p 0.004)"]
+    assert D.flagged(ref, stats, D.Thresholds(), 2) == ["psi 0.30 (p 0.004)"]
+    assert D.flagged(ref, stats, D.Thresholds(), 3) == []          # 0.004 >= 0.01 / 3
+    assert D.flagged(ref, {**stats, "psi": 0.19}, D.Thresholds(), 1) == []   # the test alone is not enough
+
+
+def test_a_window_under_min_rows_flags_nothing():
+    rng = np.random.default_rng(4)
+    ref = numeric_reference(rng)
+    shifted = rng.normal(306.0, 2.0, 50)
+    assert D.flagged(ref, D.numeric_drift(ref, shifted[:49]), D.Thresholds(), 1) == []
+    assert D.flagged(ref, D.numeric_drift(ref, shifted), D.Thresholds(), 1) != []
+    assert D.flagged(ref, D.numeric_drift(ref, shifted[:20]), D.Thresholds(min_rows=20), 1) != []
+
+
+def test_counters_alone_give_the_same_psi_as_raw_values():
+    rng = np.random.default_rng(5)
+    ref = numeric_reference(rng)
+    values = with_missing(rng.normal(301.0, 2.5, 300), 0.1, rng)
+    raw = D.numeric_drift(ref, values)
+    present = np.array([v for v in values if v is not None], dtype=float)
+    counts = np.bincount(D.bin_index(present, ref["edges"]), minlength=len(ref["edges"]) + 1)
+    from_counts = D.numeric_drift_from_counts(ref, counts, len(values) - len(present), len(values))
+    for key in ("n", "counts", "psi", "chi2_p", "missing_rate"):
+        assert from_counts[key] == pytest.approx(raw[key]), key
+    assert D.p_value(raw) == raw["ks_p"] and D.p_value(from_counts) == from_counts["chi2_p"]
+
+
+def test_psi_and_ks_edge_cases():
+    assert D.psi([0.5, 0.5], [10, 10]) == pytest.approx(0.0)
+    assert math.isnan(D.psi([0.5, 0.5], [0, 0]))
+    assert D.psi([0.5, 0.5, 0.0], [10, 10, 0]) == pytest.approx(0.0)      # an empty bin on both sides
+    # A reference whose quantiles tie (a discrete feature): no KS, chi-squared decides.
+    ref = {**D.summarise(np.repeat([0.0, 1.0, 2.0], 100)), "missing_rate": 0.0}
+    stats = D.numeric_drift(ref, np.repeat([0.0, 1.0, 2.0], 30))
+    assert stats["ks"] is None and stats["ks_p"] is None and stats["chi2_p"] > 0.5 and stats["psi"] < 0.01
+    assert D.bin_index(np.array([-1.0, 0.0, 0.5, 1.0, 3.0]), [0.0, 1.0]).tolist() == [0, 1, 1, 2, 2]
+
+
+def test_prediction_drift_for_classes_and_values():
+    ref = {"task": "classification", "classes": ["failure", "ok"], "shares": [0.1, 0.9]}
+    same = D.prediction_drift(ref, {"failure": 10, "ok": 90})
+    assert same["n"] == 100 and same["psi"] == pytest.approx(0.0) and same["p"] > 0.9
+    doubled = D.prediction_drift(ref, ["failure"] * 40 + ["ok"] * 60)
+    assert doubled["n"] == 100 and doubled["p"] < 1e-10 and D.flagged(ref, doubled, D.Thresholds(), 1)
+    assert D.prediction_drift({**ref, "classes": [0, 1]}, [1, 1, 0])["n"] == 3      # labels matched canonically
+    rng = np.random.default_rng(6)
+    reg = {"task": "regression", **D.summarise(rng.normal(100.0, 10.0, TRAIN_ROWS))}
+    values = rng.normal(100.0, 10.0, 300)
+    assert D.flagged(reg, D.prediction_drift(reg, values), D.Thresholds(), 1) == []
+    shifted = D.prediction_drift(reg, values + 30.0)
+    assert shifted["p"] < 1e-30 and D.flagged(reg, shifted, D.Thresholds(), 1)
+    bins = np.bincount(D.bin_index(values + 30.0, reg["edges"]), minlength=len(reg["edges"]) + 1)
+    assert D.prediction_drift(reg, dict(enumerate(bins)))["psi"] == pytest.approx(shifted["psi"])
+
+
+def test_monitor_spec_sets_the_thresholds_and_names_bad_values():
+    base = {"name": "m", "data": {"path": "d", "label": "y"}}
+    spec = validate_spec({**base, "monitor": {"psi": 0.25, "p_value": 0.05, "min_rows": 100, "window": "6h"}})
+    assert spec.monitor.window_s == 6 * 3600
+    assert D.Thresholds.from_spec(spec.monitor) == D.Thresholds(psi=0.25, p_value=0.05, min_rows=100)
+    assert D.Thresholds.from_spec(None) == D.Thresholds() == D.Thresholds.from_spec(validate_spec(base).monitor)
+    assert D.Thresholds.from_spec({"psi": 0.3, "window": "1d"}) == D.Thresholds(psi=0.3)
+    with pytest.raises(SpecError) as err:
+        validate_spec({**base, "monitor": {"psi": 0, "p_value": 1.5, "missing_rate": -0.1, "min_rows": 0,
+                                           "window": "1 day", "psi_threshold": 1}}, "job.yaml")
+    lines = err.value.problems
+    for field in ("monitor.psi", "monitor.p_value", "monitor.missing_rate", "monitor.min_rows", "monitor.window",
+                  "monitor.psi_threshold"):
+        assert any(line.startswith(f"job.yaml: {field}:") for line in lines), (field, lines)
+    assert any("got '1 day'" in line and "1h, 1d" in line for line in lines)
