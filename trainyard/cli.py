@@ -27,7 +27,8 @@ from trainyard.display import Display
 # that fails to import still has its commands registered: using one is an error naming the package and the
 # fix, never an "invalid choice" (and the other packages' commands keep working).
 COMMAND_MODULES = {"tuning.commands": ("tune",), "serving.commands": ("serve", "predict"),
-                   "trainyard.submit": ("submit",), "cluster.commands": ("cluster", "jobs")}
+                   "trainyard.submit": ("submit",), "trainyard.monitor": ("monitor",),
+                   "cluster.commands": ("cluster", "jobs")}
 
 
 # The running command's output: plain lines, or on a terminal the lines above a bar of epochs or trials.

@@ -1,0 +1,483 @@
+"""The monitor job: prediction logs → per time window drift against the bundle's profile, realised metrics when
+labels are given, and a verdict (fine / retrain) that cron or CI can act on.
+
+    run_monitor(bundle, logs, labels=None, window="1d", out="monitor") -> MonitorResult
+
+One Ray Data pass over the log files (`serving` writes them: see `LOG_COLUMNS`): each block is summarised per
+time window into what aggregates exactly (numeric bin counts on the profile's edges, category counts, missing and
+unknown counts, prediction counts, a confusion matrix when labels are joined) plus a bounded uniform sample of
+each numeric feature's values (`SAMPLE_K` per window, bottom-k by a random key, so samples merge exactly): the
+Kolmogorov-Smirnov test needs values, and a few thousand are as good as millions for it. The summaries are
+then reduced per window with a groupby on the window column, and the statistics of `jobs.drift` computed on
+the merged counts. PSI, missing and unknown rates and chi-squared use every row; only KS uses the sample.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from cluster.errors import BadInput, Failure
+from jobs import drift
+from jobs.fitted import canonical
+from jobs.metrics import classification_metrics, regression_metrics
+from jobs.spec import MonitorSpec, window_seconds
+
+EXIT_RETRAIN = 3
+FEATURE_PREFIX = "feature."
+# What every log file must hold (the contract of serve.log); the features are `feature.<name>` columns.
+LOG_COLUMNS = ("request_id", "record", "time", "prediction")
+SAMPLE_K = 5000            # numeric values kept per window and feature for KS (a uniform sample)
+PAIRS_K = 20000            # regression (label, prediction) pairs kept per window for the realised metrics
+UNKNOWN_NAMES_K = 20       # distinct unseen categories named per window (for the report); all are counted
+
+
+class MonitorInputError(BadInput):
+    """Logs, labels or bundle the monitor cannot use; the message names the file and column."""
+
+
+@dataclass
+class MonitorResult:
+    report: dict                       # what OUT/drift.json holds
+    verdict: str                       # "ok" or "retrain"
+    reasons: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)   # unreadable log files, with why
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_RETRAIN if self.verdict == "retrain" else 0
+
+
+def parse_window(text: str) -> int:
+    """'1d', '12h', '30m', '90s', '1w' (the spec's `monitor.window` form) → milliseconds."""
+    try:
+        return int(round(window_seconds(text) * 1000))
+    except ValueError as exc:
+        raise MonitorInputError(f"--window: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def log_files(logs: str, progress: Callable[[str], None]) -> tuple[pafs.FileSystem, list[str], list[str], int,
+                                                                  list[str]]:
+    """The complete Parquet log files under `logs` (a folder, local or a pyarrow URI, searched recursively, or
+    one file): (filesystem, files, warnings for files skipped, rows, the columns every file holds). Truncated
+    files are skipped with a warning (a writer killed before its rename leaves at most a hidden temp file, but
+    a copy or a full disk can cut one); a file without a column every log needs is bad input."""
+    try:
+        fs, root = pafs.FileSystem.from_uri(logs) if "://" in logs else (pafs.LocalFileSystem(),
+                                                                        os.path.abspath(os.path.expanduser(logs)))
+        info = fs.get_file_info(root)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise MonitorInputError(f"--logs {logs}: cannot open it: {exc}") from None
+    if info.type == pafs.FileType.NotFound:
+        raise MonitorInputError(f"--logs {logs}: no such folder; give the serve.log path (or its app's folder)")
+    if info.type == pafs.FileType.File:
+        candidates = [root]
+    else:
+        listing = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        candidates = sorted(i.path for i in listing if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+                            and not os.path.basename(i.path).startswith((".", "_")))
+    files, skipped, rows, common = [], [], 0, None
+    for path in candidates:
+        try:
+            with fs.open_input_file(path) as f:
+                meta = pq.read_metadata(f)
+            schema = meta.schema.to_arrow_schema()
+        except (OSError, pa.ArrowInvalid) as exc:
+            skipped.append(f"{path}: not a complete Parquet file ({exc}); skipped")
+            progress(f"[monitor] warning: {skipped[-1]}")
+            continue
+        missing = [c for c in LOG_COLUMNS if c not in schema.names]
+        if missing:
+            raise MonitorInputError(f"{path}: a prediction log needs the columns {', '.join(LOG_COLUMNS)}; "
+                                    f"column {missing[0]!r} is missing (columns: {', '.join(schema.names)}). "
+                                    "Point --logs at the folder serve.log writes")
+        if not pa.types.is_timestamp(schema.field("time").type):
+            raise MonitorInputError(f"{path}: column 'time' is {schema.field('time').type}, not a timestamp")
+        files.append(path)
+        rows += meta.num_rows
+        common = [c for c in (common or schema.names) if c in schema.names]
+    if not files:
+        raise MonitorInputError(f"--logs {logs}: no readable prediction logs (*.parquet) there"
+                                + (f"; {len(skipped)} file(s) were unreadable" if skipped else ""))
+    return fs, files, skipped, rows, common
+
+
+def read_labels(path: str, classes: Optional[list]) -> pa.Table:
+    """The labels file (Parquet or CSV: request_id, optional record (default 0), label) as a table of
+    request_id (string), record (int32), label (string for classes, float64 for regression), one row per key."""
+    try:
+        if path.lower().endswith(".csv"):
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types={"request_id": pa.string(), "label": pa.string()}))
+        else:
+            table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise MonitorInputError(f"--labels {path}: cannot read it as {'CSV' if path.endswith('.csv') else 'Parquet'}"
+                                f" ({exc})") from None
+    for column in ("request_id", "label"):
+        if column not in table.column_names:
+            raise MonitorInputError(f"--labels {path}: column {column!r} is missing (columns: "
+                                    f"{', '.join(table.column_names)}); labels need request_id, label and "
+                                    "optionally record")
+    df = table.select([c for c in ("request_id", "record", "label") if c in table.column_names]).to_pandas()
+    df["request_id"] = df["request_id"].astype(str)
+    df["record"] = df["record"].fillna(0).astype("int32") if "record" in df else np.int32(0)
+    df = df[df["label"].notna()]
+    if classes is not None:
+        known = {canonical(c) for c in classes}
+        df["label"] = [canonical(v) for v in df["label"].tolist()]
+        odd = sorted(set(df["label"]) - known)
+        if odd:
+            raise MonitorInputError(f"--labels {path}: column 'label' holds {odd[0]!r}, which is not a class of the "
+                                    f"bundle (classes: {', '.join(map(str, classes))})")
+    else:
+        df["label"] = pd.to_numeric(df["label"], errors="coerce")
+    df = df.drop_duplicates(["request_id", "record"], keep="last")
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
+# ---------------------------------------------------------------------------------------------- summaries
+@dataclass(frozen=True)
+class Plan:
+    """What each block's summary needs of the profile; shipped to the Ray tasks (plain data)."""
+
+    window_ms: int
+    numeric: dict[str, list[float]]            # feature → inner bin edges
+    categorical: dict[str, list[str]]          # feature → known categories
+    task: str
+    classes: Optional[list[str]]               # canonical class names (classification)
+    prediction_edges: Optional[list[float]]    # regression
+
+
+def _bottom_k(keys: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(keys) <= k:
+        return keys, values
+    keep = np.argpartition(keys, k)[:k]
+    return keys[keep], values[keep]
+
+
+def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) -> pa.Table:
+    """One block of log rows → one row per time window it touches: (window start ms, JSON summary)."""
+    if labels is not None:      # keys typed as this block reads them (Ray Data may read strings as large_string)
+        labels = labels.cast(pa.schema([batch.schema.field("request_id"), batch.schema.field("record"),
+                                        labels.schema.field("label")]))
+        batch = batch.join(labels, keys=["request_id", "record"], join_type="left outer")
+    times = pc.cast(pc.cast(batch["time"], pa.timestamp("ms", tz="UTC")), pa.int64()).to_numpy(zero_copy_only=False)
+    has_time = ~np.isnan(times.astype(np.float64)) if times.dtype.kind == "f" else np.ones(len(times), bool)
+    starts = (np.nan_to_num(times, nan=0).astype(np.int64) // plan.window_ms) * plan.window_ms
+    first = batch["request_id"][0].as_py() if len(batch) else ""
+    rng = np.random.default_rng(zlib.crc32(f"{first}:{len(batch)}".encode()))
+    names = set(batch.column_names)
+    windows, payloads = [], []
+    for start in np.unique(starts[has_time]):
+        rows = np.flatnonzero(has_time & (starts == start))
+        part = batch.take(pa.array(rows))
+        summary: dict[str, Any] = {"n": len(rows), "numeric": {}, "categorical": {}}
+        for name, edges in plan.numeric.items():
+            if FEATURE_PREFIX + name not in names:
+                continue
+            values = part[FEATURE_PREFIX + name].to_numpy(zero_copy_only=False).astype(np.float64)
+            seen = values[~np.isnan(values)]
+            counts = np.bincount(drift.bin_index(seen, edges), minlength=len(edges) + 1)
+            keys, sample = _bottom_k(rng.random(len(seen)), seen, SAMPLE_K)
+            summary["numeric"][name] = {"counts": counts.tolist(), "missing": int(len(values) - len(seen)),
+                                        "keys": keys.tolist(), "sample": sample.tolist()}
+        for name in plan.categorical:
+            if FEATURE_PREFIX + name in names:
+                column = pc.cast(part[FEATURE_PREFIX + name], pa.string())
+                summary["categorical"][name] = {"counts": _value_counts(column), "missing": column.null_count}
+        prediction = part["prediction"]
+        if plan.task == "classification":
+            summary["prediction"] = {"counts": _value_counts(pc.cast(prediction, pa.string()))}
+        else:
+            values = prediction.to_numpy(zero_copy_only=False).astype(np.float64)
+            values = values[~np.isnan(values)]
+            keys, sample = _bottom_k(rng.random(len(values)), values, SAMPLE_K)
+            summary["prediction"] = {"counts": np.bincount(drift.bin_index(values, plan.prediction_edges),
+                                                           minlength=len(plan.prediction_edges) + 1).tolist(),
+                                     "keys": keys.tolist(), "sample": sample.tolist()}
+        if labels is not None:
+            summary["labels"] = _label_summary(part, plan, rng)
+        windows.append(int(start))
+        payloads.append(json.dumps(summary))
+    return pa.table({"window": pa.array(windows, pa.int64()), "summary": pa.array(payloads, pa.string())})
+
+
+def _value_counts(column) -> dict[str, int]:
+    counts = pc.value_counts(column.drop_null() if hasattr(column, "drop_null") else column)
+    return {v.as_py(): c.as_py() for v, c in zip(counts.field("values"), counts.field("counts"))}
+
+
+def _label_summary(part: pa.Table, plan: Plan, rng: np.random.Generator) -> dict:
+    """The labelled rows of one window: a confusion matrix (classes), or a sample of (label, prediction)."""
+    labelled = part.filter(pc.is_valid(part["label"]))
+    if plan.task == "classification":
+        index = {c: i for i, c in enumerate(plan.classes)}
+        truth = [index.get(v, -1) for v in labelled["label"].to_pylist()]
+        predicted = [index.get(v, -1) for v in pc.cast(labelled["prediction"], pa.string()).to_pylist()]
+        cm = np.zeros((len(plan.classes), len(plan.classes)), dtype=np.int64)
+        for t, p in zip(truth, predicted):
+            if t >= 0 and p >= 0:
+                cm[t, p] += 1
+        return {"confusion": cm.tolist()}
+    pairs = np.column_stack([labelled["label"].to_numpy(zero_copy_only=False).astype(np.float64),
+                             labelled["prediction"].to_numpy(zero_copy_only=False).astype(np.float64)])
+    keys, pairs = _bottom_k(rng.random(len(pairs)), pairs, PAIRS_K)
+    return {"keys": keys.tolist(), "pairs": pairs.tolist()}
+
+
+def merge(group: pd.DataFrame) -> pd.DataFrame:
+    """All summaries of one window → one (exact sums; the samples' bottom-k of the union is a uniform sample)."""
+    parts = [json.loads(s) for s in group["summary"]]
+    out = parts[0]
+    for part in parts[1:]:
+        out["n"] += part["n"]
+        for kind in ("numeric", "categorical"):
+            for name, stats in part[kind].items():
+                out[kind][name] = _merge_one(out[kind].get(name), stats)
+        out["prediction"] = _merge_one(out["prediction"], part["prediction"])
+        if "labels" in part:
+            out["labels"] = _merge_one(out["labels"], part["labels"])
+    return pd.DataFrame({"window": [int(group["window"].iloc[0])], "summary": [json.dumps(out)]})
+
+
+def _merge_one(a: Optional[dict], b: dict) -> dict:
+    if a is None:
+        return b
+    out = dict(a)
+    for key, value in b.items():
+        if key == "counts" and isinstance(value, dict):
+            out[key] = {**a[key], **{k: a[key].get(k, 0) + v for k, v in value.items()}}
+        elif key in ("counts", "confusion"):
+            out[key] = (np.asarray(a[key]) + np.asarray(value)).tolist()
+        elif key == "missing":
+            out[key] = a[key] + value
+    for values in ("sample", "pairs"):
+        if values in b:
+            keys = np.concatenate([a["keys"], b["keys"]])
+            kept = np.concatenate([np.asarray(a[values], dtype=np.float64).reshape(len(a["keys"]), -1),
+                                   np.asarray(b[values], dtype=np.float64).reshape(len(b["keys"]), -1)])
+            keys, kept = _bottom_k(keys, kept, SAMPLE_K if values == "sample" else PAIRS_K)
+            out["keys"], out[values] = keys.tolist(), (kept[:, 0] if values == "sample" else kept).tolist()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n_features: int,
+                 reference_metric: Optional[tuple[str, float]]) -> dict:
+    """The drift statistics of one window's merged summary, each with its flags (`jobs.drift.flagged`)."""
+    n = summary["n"]
+    features: dict[str, dict] = {}
+    for name, s in summary["numeric"].items():
+        ref = profile["numeric"][name]
+        stats = drift.numeric_drift_from_counts(ref, np.asarray(s["counts"]), s["missing"], n)
+        sample = np.asarray(s["sample"], dtype=np.float64)
+        if len(sample):
+            on_sample = drift.numeric_drift(ref, sample)
+            stats.update(ks=on_sample["ks"], ks_p=on_sample["ks_p"])
+        stats.update(kind="numeric", ks_sample=len(sample), counts=s["counts"])
+        features[name] = stats
+    for name, s in summary["categorical"].items():
+        ref = profile["categorical"][name]
+        known = {c: s["counts"].get(c, 0) for c in ref["shares"]}
+        unseen = {c: k for c, k in s["counts"].items() if c not in ref["shares"]}
+        stats = drift.categorical_drift(ref, known, sum(unseen.values()), s["missing"])
+        top = sorted(unseen.items(), key=lambda kv: -kv[1])[:UNKNOWN_NAMES_K]
+        stats.update(kind="categorical", counts=known, unknown=sum(unseen.values()), unknown_values=dict(top))
+        features[name] = stats
+    judged = n >= thresholds.min_rows
+    for name, stats in features.items():
+        ref = profile["numeric"].get(name) or profile["categorical"][name]
+        stats["flags"] = drift.flagged(ref, stats, thresholds, n_features) if judged else []
+    prediction = _prediction_stats(summary["prediction"], profile["prediction"], thresholds, judged)
+    out = {"n": n, "judged": judged, "features": features, "prediction": prediction,
+           "flagged": sorted(name for name, stats in features.items() if stats["flags"])}
+    if "labels" in summary:
+        out["metrics"] = _realised(summary["labels"], profile["prediction"], thresholds, reference_metric)
+    return out
+
+
+def _prediction_stats(s: dict, ref: dict, thresholds, judged: bool) -> dict:
+    if ref["task"] == "classification":
+        stats = drift.prediction_drift(ref, {c: s["counts"].get(c, 0) for c in map(canonical, ref["classes"])})
+        stats["counts"] = s["counts"]
+    else:   # PSI and chi-squared over every prediction's bin; KS (preferred by `flagged`) on the sample
+        stats = drift.prediction_drift(ref, dict(enumerate(s["counts"])))
+        stats.update(counts=s["counts"], ks_p=drift.prediction_drift(ref, np.asarray(s["sample"]))["p"])
+    stats["flags"] = drift.flagged(ref, stats, thresholds, 1) if judged else []
+    return stats
+
+
+def _realised(s: dict, ref_prediction: dict, thresholds, reference: Optional[tuple[str, float]]) -> dict:
+    """The metrics of the labelled rows (jobs.metrics) and whether the compared one fell beyond the threshold.
+    The logs hold the predicted class, not probabilities, so classification metrics are those of hard
+    predictions (no AUC)."""
+    if ref_prediction["task"] == "classification":
+        cm = np.asarray(s["confusion"], dtype=np.int64)
+        truth = np.repeat(np.arange(cm.size) // len(cm), cm.ravel())
+        predicted = np.repeat(np.arange(cm.size) % len(cm), cm.ravel())
+        metrics = classification_metrics(truth, np.eye(len(cm))[predicted]) if len(truth) else {}
+        metrics.pop("auc", None)
+        n = len(truth)
+    else:
+        pairs = np.asarray(s["pairs"], dtype=np.float64).reshape(-1, 2)
+        metrics = regression_metrics(pairs[:, 0], pairs[:, 1]) if len(pairs) else {}
+        n = len(pairs)
+    out = {"n": n, **metrics, "flags": []}
+    if reference and n >= thresholds.min_rows and reference[0] in metrics:
+        name, value = reference
+        if value - metrics[name] > thresholds.metric_drop:
+            out["flags"] = [f"{name} {metrics[name]:.3f} vs {value:.3f} on the test split"]
+    return out
+
+
+def monitor_settings(bundle_dir: Path) -> tuple["drift.Thresholds", str]:
+    """The thresholds and window of the bundle's spec (`monitor:`), the defaults where it has none. Safe to
+    take from a bundle: they decide what is reported, never what runs or where."""
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        section = MonitorSpec(**((yaml.safe_load((bundle_dir / "spec.yaml").read_text()) or {}).get("monitor") or {}))
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValidationError) as exc:
+        raise MonitorInputError(f"{bundle_dir / 'spec.yaml'}: cannot read its monitor section ({exc})") from None
+    return drift.Thresholds.from_spec(section), section.window
+
+
+def reference_metric(task: str, metrics: dict) -> Optional[tuple[str, float]]:
+    """The test metric the realised one is compared with: accuracy, or R² for regression (both higher-better
+    and unitless, so one absolute `metric_drop` fits both)."""
+    name = "accuracy" if task == "classification" else "r2"
+    value = (metrics.get("test") or {}).get(name)
+    return (name, float(value)) if isinstance(value, (int, float)) and np.isfinite(value) else None
+
+
+# ---------------------------------------------------------------------------------------------- the job
+@contextmanager
+def _pull_shuffle(ds):
+    """The groupby below merges a few summaries per window: Ray 2.60's default shuffle (SHUFFLE_V2) would start
+    aggregator actors for it (seconds on a small machine); the sort-based pull shuffle runs it on the workers
+    already there (see `jobs.fitted.aggregate`, which does the same for a global aggregate)."""
+    from ray.data.context import ShuffleStrategy
+
+    before = ds.context.shuffle_strategy
+    ds.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    try:
+        yield
+    finally:
+        ds.context.shuffle_strategy = before
+
+
+def summarise_logs(fs, files: list[str], columns: list[str], plan: Plan, labels: Optional[pa.Table] = None,
+                   parallelism: Optional[int] = None) -> dict[int, dict]:
+    """The Ray Data job: read the logs, summarise each block per window, merge per window. `parallelism`: the
+    number of read blocks and concurrent summary tasks (default: Ray Data's choice)."""
+    import ray
+
+    ds = ray.data.read_parquet(files, filesystem=fs, columns=columns, override_num_blocks=parallelism)
+    partials = ds.map_batches(summarise, fn_kwargs={"plan": plan, "labels": labels}, batch_format="pyarrow",
+                              batch_size=None, zero_copy_batch=True, concurrency=parallelism)
+    with _pull_shuffle(partials):
+        rows = partials.groupby("window").map_groups(merge, batch_format="pandas").take_all()
+    return {int(r["window"]): json.loads(r["summary"]) for r in rows}
+
+
+def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, window: Optional[str] = None,
+                out: Optional[str] = "monitor", progress: Callable[[str], None] = print,
+                parallelism: Optional[int] = None, connect: Callable[[], Any] = lambda: None) -> MonitorResult:
+    """The whole job: check the inputs (before `connect` starts or joins Ray: bad input costs no Ray start),
+    summarise the logs with Ray Data, judge each window, write OUT/drift.json and OUT/report.html (unless `out`
+    is None). Bad input raises MonitorInputError (exit 2)."""
+    import time
+
+    from jobs import bundle as bundles
+    from jobs.monitor_report import write_report
+
+    bundle = bundles.load(bundle_path)
+    profile = bundle.profile
+    if not profile:
+        raise MonitorInputError(f"{bundle.path} has no profile.json (a bundle from before monitoring): train it "
+                                "again with this trainyard to give it the reference the monitor compares with")
+    thresholds, spec_window = monitor_settings(bundle.path)
+    window = window or spec_window
+    window_ms = parse_window(window)
+    fs, files, skipped, total, columns = log_files(logs, progress)
+    logged = {c[len(FEATURE_PREFIX):] for c in columns if c.startswith(FEATURE_PREFIX)}
+    numeric = {n: ref["edges"] for n, ref in profile["numeric"].items() if n in logged}
+    categorical = {n: list(ref["shares"]) for n, ref in profile["categorical"].items() if n in logged}
+    not_logged = sorted((set(profile["numeric"]) | set(profile["categorical"])) - logged)
+    pred = profile["prediction"]
+    plan = Plan(window_ms, numeric, categorical, pred["task"],
+                [canonical(c) for c in pred.get("classes", [])] or None, pred.get("edges"))
+    label_table = read_labels(labels, plan.classes if plan.task == "classification" else None) if labels else None
+    progress(f"[monitor] {len(files)} log file(s), {total:,} rows, {len(numeric) + len(categorical)} feature(s)"
+             f" against bundle {bundle.version}; windows of {window}"
+             + (f"; {label_table.num_rows:,} labels" if label_table is not None else ""))
+    read = [c for c in LOG_COLUMNS] + [FEATURE_PREFIX + n for n in (*numeric, *categorical)]
+    connect()
+    began = time.monotonic()
+    try:
+        summaries = summarise_logs(fs, files, read, plan, label_table, parallelism)
+    except Exception as exc:   # a Ray task's error: the message, not Ray's traceback
+        raise Failure(f"the monitor job failed while reading {logs}: {type(exc).__name__}: "
+                      f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}") from exc
+    elapsed = time.monotonic() - began
+    progress(f"[monitor] summarised {total:,} rows into {len(summaries)} window(s) in {elapsed:.1f} s "
+             f"({total / max(elapsed, 1e-9):,.0f} rows/s)")
+    reference = reference_metric(plan.task, bundle.metrics)
+    n_features = max(len(numeric) + len(categorical), 1)
+    windows = []
+    for start in sorted(summaries):
+        stats = window_stats(summaries[start], profile, thresholds, n_features, reference)
+        windows.append({"start": _iso(start), "end": _iso(start + window_ms), **stats})
+    reasons = _reasons(windows)
+    report = {"format": 1, "bundle": str(bundle.path), "version": bundle.version, "logs": logs, "labels": labels,
+              "window": window, "files": len(files), "skipped": skipped, "rows": total,
+              "thresholds": asdict(thresholds), "reference_metric": dict([reference]) if reference else None,
+              "features_not_logged": not_logged, "windows": windows,
+              "verdict": "retrain" if reasons else "ok", "reasons": reasons, "seconds": round(elapsed, 3)}
+    result = MonitorResult(report, report["verdict"], reasons, skipped)
+    for w in windows:
+        what = ", ".join(w["flagged"]) or "nothing flagged"
+        metric = ""
+        if "metrics" in w and reference and reference[0] in w["metrics"]:
+            metric = f"; {reference[0]} {w['metrics'][reference[0]]:.3f} on {w['metrics']['n']} labels"
+        progress(f"[monitor] {w['start']}: {w['n']:,} rows, {what}{metric}"
+                 + ("" if w["judged"] else f" (under min_rows {thresholds.min_rows}: not judged)"))
+    if out:
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "drift.json").write_text(json.dumps(report, indent=2, default=float, allow_nan=True))
+        write_report(out_dir / "report.html", report, profile)
+        progress(f"[monitor] wrote {out_dir / 'drift.json'} and {out_dir / 'report.html'}")
+    return result
+
+
+def _reasons(windows: list[dict]) -> list[str]:
+    """One line per window that crossed a threshold: which features, prediction drift, metric drop."""
+    reasons = []
+    for w in windows:
+        what = [f"{name} ({'; '.join(w['features'][name]['flags'])})" for name in w["flagged"]]
+        what += [f"prediction drift ({'; '.join(w['prediction']['flags'])})"] if w["prediction"]["flags"] else []
+        what += w.get("metrics", {}).get("flags", [])
+        if what:
+            reasons.append(f"{w['start']}: " + ", ".join(what))
+    return reasons
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%MZ")

@@ -1,0 +1,163 @@
+"""The monitor's report (OUT/report.html): one self-contained page a person reads at a glance.
+
+The verdict and its reasons first; a table of windows × features with the flagged cells marked; PSI over time
+per feature (and the realised metric when labels were given); then, for each feature that drifted, its
+distribution in the reference (the train split) against the window where it drifted most. Everything comes from
+drift.json's content and the bundle's profile; the plots are PNGs inline (matplotlib, headless), so the page
+can be mailed or attached to a CI run as one file.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+import numpy as np
+
+
+def write_report(path: Path, report: dict, profile: dict) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")          # headless: cron and CI have no display
+
+    windows = report["windows"]
+    drifted = sorted({name for w in windows for name in w["flagged"]})
+    parts = [_header(report), _table(report)]
+    parts.append(_figure(_drift_over_time(windows, report["thresholds"]), "PSI per feature over time"))
+    if any("metrics" in w for w in windows) and report.get("reference_metric"):
+        parts.append(_figure(_metric_over_time(windows, report["reference_metric"]), "realised metric"))
+    for name in drifted:
+        worst = max((w for w in windows if name in w["flagged"]), key=lambda w: _finite(w["features"][name]["psi"]))
+        ref = profile["numeric"].get(name) or profile["categorical"][name]
+        parts.append(f"<h3>{html.escape(name)}: reference vs {html.escape(worst['start'])}</h3>"
+                     f"<p>{html.escape('; '.join(worst['features'][name]['flags']))}</p>")
+        parts.append(_figure(_distribution(name, ref, worst), name))
+    path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>trainyard monitor</title>"
+                    "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+                    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;"
+                    "font-size:13px}.bad{background:#f8c8c8}.retrain{color:#b00}.ok{color:#070}</style>"
+                    "</head><body>" + "\n".join(parts) + "</body></html>")
+    return path
+
+
+def _finite(x) -> float:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else -1.0
+
+
+def _header(report: dict) -> str:
+    verdict = report["verdict"]
+    lines = [f"<h1 class='{verdict}'>{'RETRAIN' if verdict == 'retrain' else 'OK'}</h1>",
+             f"<p>bundle {html.escape(str(report['version']))} ({html.escape(report['bundle'])}); logs "
+             f"{html.escape(report['logs'])}: {report['files']} file(s), {report['rows']:,} rows, "
+             f"{len(report['windows'])} window(s) of {html.escape(report['window'])}</p>"]
+    if report["reasons"]:
+        lines.append("<ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in report["reasons"]) + "</ul>")
+    if report["skipped"]:
+        lines.append("<p>skipped: " + "; ".join(html.escape(s) for s in report["skipped"]) + "</p>")
+    if report["features_not_logged"]:
+        lines.append("<p>not logged (excluded), not checked: "
+                     + html.escape(", ".join(report["features_not_logged"])) + "</p>")
+    return "\n".join(lines)
+
+
+def _table(report: dict) -> str:
+    windows = report["windows"]
+    names = sorted({name for w in windows for name in w["features"]})
+    head = "<tr><th>window</th><th>rows</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) \
+           + "<th>prediction</th><th>metric</th></tr>"
+    rows = []
+    for w in windows:
+        cells = [f"<td>{html.escape(w['start'])}</td><td>{w['n']:,}</td>"]
+        for name in names:
+            stats = w["features"].get(name)
+            cells.append(_cell(stats["psi"], stats["flags"]) if stats else "<td></td>")
+        cells.append(_cell(w["prediction"]["psi"], w["prediction"]["flags"]))
+        metrics, ref = w.get("metrics"), report.get("reference_metric")
+        if metrics and ref and next(iter(ref)) in metrics:
+            name = next(iter(ref))
+            cells.append(f"<td class='{'bad' if metrics['flags'] else ''}'>{name} {metrics[name]:.3f}</td>")
+        else:
+            cells.append("<td></td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return ("<h2>PSI per window (flagged cells red)</h2><table>" + head + "".join(rows) + "</table>")
+
+
+def _cell(psi, flags: list[str]) -> str:
+    text = f"{psi:.3f}" if isinstance(psi, (int, float)) and math.isfinite(psi) else "-"
+    title = html.escape("; ".join(flags))
+    return f"<td class='{'bad' if flags else ''}' title='{title}'>{text}</td>"
+
+
+def _figure(fig, alt: str) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def _drift_over_time(windows: list[dict], thresholds: dict):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    starts = [w["start"] for w in windows]
+    names = sorted({name for w in windows for name in w["features"]})
+    for name in names + ["(prediction)"]:
+        series = [(w["prediction"] if name == "(prediction)" else w["features"].get(name) or {}).get("psi")
+                  for w in windows]
+        ys = [y if isinstance(y, (int, float)) and math.isfinite(y) else np.nan for y in series]
+        flagged = any(name in w["flagged"] for w in windows)
+        ax.plot(starts, ys, marker="o", linewidth=2.5 if flagged else 1, label=name, alpha=1 if flagged else 0.5)
+    ax.axhline(thresholds["psi"], color="red", linestyle="--", linewidth=1, label="psi threshold")
+    ax.set_ylabel("PSI vs train")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=7, ncol=4)
+    return fig
+
+
+def _metric_over_time(windows: list[dict], reference: dict):
+    import matplotlib.pyplot as plt
+
+    name, value = next(iter(reference.items()))
+    fig, ax = plt.subplots(figsize=(10, 2.5))
+    starts = [w["start"] for w in windows]
+    ax.plot(starts, [(w.get("metrics") or {}).get(name, np.nan) for w in windows], marker="o", label="realised")
+    ax.axhline(value, color="gray", linestyle="--", label="test split")
+    ax.set_ylabel(name)
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _distribution(name: str, ref: dict, window: dict):
+    """Shares per bin (numeric) or per category (categorical), reference vs the window, missing included."""
+    import matplotlib.pyplot as plt
+
+    stats = window["features"][name]
+    if stats["kind"] == "numeric":
+        edges = ref["edges"]
+        labels = [f"<{edges[0]:.4g}"] + [f"{a:.4g}–{b:.4g}" for a, b in zip(edges, edges[1:])] + [f"≥{edges[-1]:.4g}"]
+        present = 1.0 - (ref.get("missing_rate") or 0.0)
+        ref_shares = [s * present for s in ref["shares"]]
+        counts = np.asarray(stats["counts"], dtype=np.float64)
+    else:
+        unknown = window["features"][name].get("unknown_values") or {}
+        labels = list(ref["shares"]) + ["(unknown" + (": " + ", ".join(list(unknown)[:3]) if unknown else "") + ")"]
+        present = 1.0 - (ref.get("missing_rate") or 0.0)
+        ref_shares = [ref["shares"][c] * present for c in ref["shares"]] + [ref.get("unknown_share", 0.0) * present]
+        counts = np.asarray([stats["counts"].get(c, 0) for c in ref["shares"]] + [stats["unknown"]],
+                            dtype=np.float64)
+    labels.append("(missing)")
+    ref_shares.append(ref.get("missing_rate") or 0.0)
+    now = np.append(counts, stats["n"] * (stats.get("missing_rate") or 0.0)) / max(stats["n"], 1)
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.bar(x - 0.2, ref_shares, width=0.4, label="reference (train)")
+    ax.bar(x + 0.2, now, width=0.4, label=window["start"])
+    ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("share of rows")
+    ax.set_title(name)
+    ax.legend(fontsize=7)
+    return fig

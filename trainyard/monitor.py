@@ -1,0 +1,48 @@
+"""`trainyard monitor BUNDLE --logs PATH [--labels PATH] [--window 1d] [--out monitor]`: is the served model
+still fit for its traffic?
+
+Reads the prediction logs a served app wrote (`serve.log`), compares each time window with the bundle's
+reference profile (drift of every logged feature and of the predictions, missing and unknown rates) and, with
+labels (Parquet or CSV of request_id, optional record, label), the realised metrics with the bundle's test
+metrics. Writes OUT/drift.json and OUT/report.html. The exit code is for cron and CI:
+
+    0  fine             3  retrain: a threshold (`monitor:` in the bundle's spec) was crossed; the last line says why
+    2  bad input        1  failed while running
+"""
+from __future__ import annotations
+
+import argparse
+
+from jobs.monitor import EXIT_RETRAIN, run_monitor
+
+
+def register(subparsers, kit) -> None:
+    """Add `monitor` to the `trainyard` subcommands."""
+    def cmd_monitor(args) -> int:
+        result = run_monitor(args.bundle, args.logs, labels=args.labels, window=args.window, out=args.out,
+                             progress=kit.progress, connect=lambda: kit.connect(args))
+        if result.verdict == "retrain":
+            print(f"retrain: {len(result.reasons)} window(s) crossed a threshold; "
+                  + " | ".join(result.reasons), flush=True)
+            return EXIT_RETRAIN
+        windows = result.report["windows"]
+        print(f"ok: {result.report['rows']:,} rows in {len(windows)} window(s), nothing crossed a threshold"
+              + (f" ({len(result.skipped)} unreadable file(s) skipped)" if result.skipped else ""), flush=True)
+        return 0
+
+    p = subparsers.add_parser("monitor", help="drift and realised quality of a served bundle, from its logs; "
+                                              "exit 3 says retrain", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", help="the bundle that served the logged traffic (folder or run output)")
+    p.add_argument("--logs", required=True, help="the prediction logs: serve.log's path or an app's folder in "
+                                                 "it (local or a pyarrow URI such as s3://...)")
+    p.add_argument("--labels", default=None,
+                   help="true labels as they arrive: Parquet or CSV with request_id, optional record, label")
+    p.add_argument("--window", default=None,
+                   help="time window to judge the traffic by, e.g. 1h, 1d, 7d (default: the bundle's "
+                        "monitor.window, else 1d)")
+    p.add_argument("--out", default="monitor", help="where drift.json and report.html go (default: monitor)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--verbose", action="store_true", help="also print Ray's own log lines")
+    p.set_defaults(func=cmd_monitor)
