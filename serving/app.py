@@ -1,6 +1,6 @@
 """One Serve replica: a bundle loaded once, behind a FastAPI app generated from the bundle's schema.
 
-    POST /predict   {"records": [...]} → {"predictions", "probabilities" (classification), "model"}
+    POST /predict   {"records": [...]} → {"predictions", "probabilities" (classification), "model", "request_id"}
     GET  /healthz   the process answers          GET /readyz   the model is loaded and predicts
     GET  /schema    the bundle's input schema    GET /docs, /openapi.json   generated from that schema
 
@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,6 +27,7 @@ from ray import serve
 
 from cluster.errors import EXIT_BAD_INPUT
 from jobs.spec import ServeSpec
+from serving.predlog import PredictionLogger
 from serving.schema import Problem, RequestChecker, RequestError, body_too_large, non_finite_outputs
 from serving.settings import TOKEN_ENV, ServeError, check_settings, default_name
 
@@ -90,6 +92,9 @@ class ModelServer:
                        if image else [{}])
         self._canary_check()  # a bundle that cannot predict fails here, so the replica never takes traffic
         self.ready = True
+        log = serve_spec.get("log")
+        self.predlog = (PredictionLogger(log, app=self.name, replica=serve.get_replica_context().replica_tag,
+                                         schema=self.bundle.schema, version=self.bundle.version) if log else None)
 
     # ------------------------------------------------------------------------------------------ model
     def _canary_check(self) -> None:
@@ -105,6 +110,12 @@ class ModelServer:
             self.ready = False
             raise RuntimeError(f"the model of {self.name} no longer predicts: {exc}") from exc
         self.ready = True
+
+    def __del__(self):
+        """Serve calls this when it stops the replica gracefully (an update, a scale-down, shutdown): the
+        prediction log writes what it holds before the process goes."""
+        if getattr(self, "predlog", None) is not None:
+            self.predlog.close()
 
     def _predict_now(self, records: list[dict]) -> dict:
         return bundle_predict(self.bundle, records)
@@ -220,11 +231,14 @@ def build_fastapi(server: ModelServer) -> FastAPI:
         else:
             records = await asyncio.get_running_loop().run_in_executor(server.decoder, checker.parse, body)
         out = await server.predict(records)
+        out["request_id"] = request_id = uuid.uuid4().hex
         # Serialised by hand: FastAPI's jsonable_encoder walks every float, which costs more than the model.
         try:
             data = json.dumps(out, allow_nan=False).encode()
         except ValueError:
             raise non_finite_outputs(out, records) from None
+        if server.predlog is not None:
+            server.predlog.log(request_id, records, out["predictions"])
         return Response(data, media_type="application/json")
 
     @app.get("/healthz", summary="The replica process answers")
@@ -234,7 +248,8 @@ def build_fastapi(server: ModelServer) -> FastAPI:
     @app.get("/readyz", summary="The model is loaded and predicts", responses={503: {"description": "Not ready."}})
     async def readyz():
         # `batching` counts this replica's merged model calls: how much @serve.batch is saving.
-        body = {"ready": server.ready, "model": server.model_info, "batching": server.batching}
+        body = {"ready": server.ready, "model": server.model_info, "batching": server.batching,
+                **({"logging": server.predlog.stats} if server.predlog is not None else {})}
         return JSONResponse(body, status_code=200 if server.ready else 503)
 
     serve_spec = server.settings["serve"]

@@ -334,10 +334,12 @@ class RequestChecker:
                                               "items": {"$ref": "#/components/schemas/Record"}}},
                    "example": {"records": [example]}}
         prediction = ({"enum": list(classes)} if task == "classification" and classes else {"type": "number"})
-        response = {"type": "object", "title": "PredictResponse", "required": ["predictions", "model"],
+        response = {"type": "object", "title": "PredictResponse", "required": ["predictions", "model", "request_id"],
                     "properties": {
                         "predictions": {"type": "array", "items": prediction,
                                         "description": "One per record, in order."},
+                        "request_id": {"type": "string", "description": "This request's id (32 hex digits): the "
+                                       "prediction log's request_id, which labels are joined on."},
                         "model": {"type": "object", "properties": {"name": {"type": "string"},
                                                                    "version": {"type": "string"}}}}}
         if task == "classification":

@@ -84,9 +84,11 @@ def check_name(name: str) -> None:
 
 def check_settings(bundle, serve_spec: ServeSpec) -> None:
     """Settings that depend on the bundle, checked here: the replicas would fail the same way, later."""
+    from serving.predlog import check_log_settings
     from serving.schema import RequestChecker
     try:
         RequestChecker(bundle.schema, max_records=serve_spec.max_records, max_body_bytes=1,
                        required_features=serve_spec.required_features, unknown_fields=serve_spec.unknown_fields)
+        check_log_settings(bundle.schema, serve_spec.log and serve_spec.log.model_dump())
     except ValueError as exc:
         raise ServeError(str(exc), exit_code=EXIT_BAD_INPUT) from None

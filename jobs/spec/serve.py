@@ -1,7 +1,8 @@
 """The `serve` section: the Ray Serve deployment of the bundle."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Union
+import os
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -39,6 +40,37 @@ class BatchSpec(StrictModel):
     max_size: int = Field(64, ge=1, description="Most records batched into one model call, across concurrent "
                                                 "requests; a request with more records runs as its own batch.")
     wait_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill.")
+
+
+class LogSpec(StrictModel):
+    """Prediction logging: each replica appends every sampled request's id, time, features and predictions to
+    Parquet files under `path`/<app name>/ (what `trainyard monitor --logs` reads). Never slows a request: records
+    that find the in-memory buffer full are dropped and counted (GET /readyz, `logging`)."""
+
+    path: str = Field(description="Folder the logs go to: a local path (made absolute where the spec is read; on "
+                                  "several nodes, one every node mounts) or a pyarrow URI (s3://bucket/prefix).")
+    sample: float = Field(1.0, gt=0, le=1, description="Share of requests logged (each request whole, or not at "
+                                                       "all); 1 logs every request.")
+    exclude: list[str] = Field(
+        default_factory=list, description="Input features never written to the logs (personal data): no column, "
+                                          "no value; they must be features of the bundle.")
+    rotate_mb: float = Field(64.0, gt=0, description="A replica starts a new file once its open file reaches this "
+                                                     "size.")
+    rotate_s: float = Field(300.0, gt=0, description="... or once its open file is this old: a file becomes "
+                                                     "visible only when complete, so a replica that dies "
+                                                     "abruptly loses at most this long of logs.")
+    buffer_records: int = Field(20000, ge=1, description="Most records a replica holds waiting to be written; "
+                                                         "beyond it records are dropped (and counted).")
+
+    @field_validator("path")
+    @classmethod
+    def _path_ok(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("path is empty: give a folder (logs/predictions) or a URI (s3://bucket/prefix)")
+        if v.startswith("file://"):
+            v = v[len("file://"):]
+        # Replicas run in other working directories: a relative path means the one where the spec was read.
+        return v if "://" in v else os.path.abspath(os.path.expanduser(v))
 
 
 class ServeSpec(StrictModel):
@@ -79,6 +111,8 @@ class ServeSpec(StrictModel):
     max_surge_percent: int = Field(
         100, ge=0, le=100, description="Updates start this many extra replicas (percent of the count) and stop "
                                        "old ones only once the new ones serve; 0 stops old replicas first.")
+    log: Optional[LogSpec] = Field(
+        None, description="Prediction logging (path, sample, exclude, rotate_mb, rotate_s); off when not set.")
     drain_period_s: float = Field(
         5.0, ge=0, description="HAProxy ingress: how long a stopping replica (update, scale-down, Ctrl-C) stays "
                                "reachable while HAProxy reloads without it. Ray's default, 30, suits cloud load "

@@ -1,0 +1,257 @@
+"""Prediction logs (`serve.log`): each replica appends every sampled request's records, their predictions, the
+request's id and time to Parquet files that `trainyard monitor --logs` reads.
+
+Layout: `<path>/<app>/part-<UTC yyyymmddTHHMMSS>-<replica>-<seq>.parquet` (the time the file was started), one
+row per record: `request_id` string, `record` int32 (its position in the request), `time` timestamp[ms, UTC],
+`model_version` string, `prediction` (the class label, or float64 for regression), then `feature.<name>` per
+input feature: float64 for numbers, the canonical string for categories (`jobs.fitted.canonical`, as the
+preprocessor matches them). Features in `exclude` have no column at all; image features are not logged.
+
+The request path (`PredictionLogger.log`) only decides the sample and appends references to what the request
+already holds to a bounded list: constant time, no lock held for long, never waiting. One thread per replica
+turns them into Arrow columns and streams them into a hidden local file that becomes visible only once
+complete, when it passes rotate_mb or rotate_s, or at shutdown: renamed into place on a local path, uploaded in
+one put on object storage. Readers (pyarrow, Ray Data) never see a half-written file, and a SIGKILLed replica
+loses the file it had open (at most rotate_s of logs) and nothing written before.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+FEATURE_PREFIX = "feature."
+# The writer converts what requests left every FLUSH_S (so at most that long of records wait as Python objects)
+# and writes a row group once ROW_GROUP_ROWS have gathered, or when the file is published.
+FLUSH_S = 1.0
+ROW_GROUP_ROWS = 65536
+CLOSE_TIMEOUT_S = 15.0    # below Serve's graceful_shutdown_timeout_s (20 s), after which the replica is killed
+
+logger = logging.getLogger("ray.serve")
+
+
+def excluded_not_features(schema: dict, exclude: list[str]) -> list[str]:
+    """The names in `exclude` that are not input features of the bundle whose schema.json is `schema`."""
+    names = {f["name"] for f in schema["features"]}
+    return [name for name in exclude if name not in names]
+
+
+def check_log_settings(schema: dict, log: Optional[dict]) -> None:
+    """Raise ValueError, naming the setting and the bundle's features, for a `serve.log.exclude` entry that is
+    not a feature: a misspelt personal field would otherwise be written to every log file."""
+    if not log:
+        return
+    wrong = excluded_not_features(schema, log.get("exclude") or [])
+    if wrong:
+        raise ValueError(f"serve.log.exclude names {wrong}, which the bundle does not have as input features, so "
+                         f"they would not be left out of the logs; its features are "
+                         f"{[f['name'] for f in schema['features']]}")
+
+
+def log_columns(schema: dict, exclude: list[str]) -> list[tuple[str, str]]:
+    """(feature, type) of each logged feature, in schema order: numbers and categories not excluded."""
+    return [(f["name"], f["type"]) for f in schema["features"]
+            if f["type"] in ("number", "category") and f["name"] not in exclude]
+
+
+def arrow_schema(schema: dict, exclude: list[str]):
+    """The Arrow schema of the log files of a bundle (its schema.json) under this `exclude`."""
+    import pyarrow as pa
+    prediction = pa.string() if schema["task"] == "classification" else pa.float64()
+    return pa.schema([("request_id", pa.string()), ("record", pa.int32()), ("time", pa.timestamp("ms", tz="UTC")),
+                      ("model_version", pa.string()), ("prediction", prediction)]
+                     + [(FEATURE_PREFIX + name, pa.float64() if kind == "number" else pa.string())
+                        for name, kind in log_columns(schema, exclude)])
+
+
+class PredictionLogger:
+    """One replica's prediction log. `log()` from the request path; `close()` at shutdown writes what is left."""
+
+    def __init__(self, log: dict, *, app: str, replica: str, schema: dict, version: str):
+        import pyarrow.fs as pafs
+
+        self.sample = float(log.get("sample", 1.0))
+        self.rotate_bytes = int(float(log.get("rotate_mb", 64.0)) * 2**20)
+        self.rotate_s = float(log.get("rotate_s", 300.0))
+        self.buffer_records = int(log.get("buffer_records", 20000))
+        exclude = list(log.get("exclude") or [])
+        self.columns = log_columns(schema, exclude)
+        self.schema = arrow_schema(schema, exclude)
+        self.version = version
+        self.replica = replica
+        # Requests whose records carry what is never written (excluded personal data, decoded images) are cut
+        # down to the logged features on arrival, so the buffer neither holds the one nor the memory of the other.
+        self._cut = {f["name"] for f in schema["features"]} != {name for name, _ in self.columns}
+        path = log["path"]
+        if "://" in path:
+            self.fs, base = pafs.FileSystem.from_uri(path)
+            self.local = False
+        else:
+            self.fs, base = pafs.LocalFileSystem(), path
+            self.local = True
+        self.folder = f"{base.rstrip('/')}/{app}"
+        self.fs.create_dir(self.folder, recursive=True)
+        # logged: accepted by log(); published: in visible files (the difference is buffered, or lost to errors).
+        self.stats = {"logged_requests": 0, "logged_records": 0, "dropped_records": 0, "published_records": 0,
+                      "files": 0, "write_errors": 0}
+        self._pending: list[tuple] = []
+        self._pending_records = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = False
+        self._seq = 0
+        self._file: Optional[dict] = None        # the open file: writer, temp path, final name, deadline
+        self._batches: list = []                 # converted, not yet written as a row group
+        self._thread = threading.Thread(target=self._run, name="trainyard-predlog", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------------------------ request path
+    def log(self, request_id: str, records: list[dict], predictions: list) -> bool:
+        """Queue one request for the log if it is sampled; False when not sampled or dropped (buffer full)."""
+        if self.sample < 1.0 and random.random() >= self.sample:
+            return False
+        n = len(records)
+        if self._cut:
+            names = [name for name, _ in self.columns]
+            records = [{k: r.get(k) for k in names} for r in records]
+        entry = (request_id, int(time.time() * 1000), records, predictions)
+        with self._lock:
+            if self._closing or self._pending_records + n > self.buffer_records:
+                self.stats["dropped_records"] += n
+                return False
+            self._pending.append(entry)
+            self._pending_records += n
+            self.stats["logged_requests"] += 1
+            self.stats["logged_records"] += n
+            early = self._pending_records >= self.buffer_records // 4
+        if early:       # a burst: convert now rather than at the next FLUSH_S, before the buffer fills
+            self._wake.set()
+        return True
+
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Write what is buffered and publish the open file; safe to call more than once."""
+        with self._lock:
+            self._closing = True
+        self._wake.set()
+        self._thread.join(timeout_s)
+
+    # ------------------------------------------------------------------------------------------ writer thread
+    def _run(self) -> None:
+        while True:
+            deadline = self._file["deadline"] if self._file else float("inf")
+            self._wake.wait(max(0.0, min(FLUSH_S, deadline - time.monotonic())))
+            self._wake.clear()
+            with self._lock:
+                taken, self._pending, self._pending_records = self._pending, [], 0
+                closing = self._closing
+            try:
+                if taken:
+                    self._add(self._to_batch(taken))
+                if self._file and (closing or time.monotonic() >= self._file["deadline"]):
+                    self._publish()
+            except Exception:   # noqa: BLE001 - storage failing must not stop the replica, nor this thread
+                self.stats["write_errors"] += 1
+                logger.exception(f"prediction log: writing to {self.folder} failed; the open file's records are "
+                                 "lost, logging goes on with a new file")
+                self._discard()
+            if closing:
+                return
+
+    def _to_batch(self, taken: list[tuple]):
+        import pyarrow as pa
+
+        from jobs.fitted import canonical
+
+        ids, positions, times, predictions, rows = [], [], [], [], []
+        for request_id, t_ms, records, preds in taken:
+            n = len(records)
+            ids += [request_id] * n
+            positions += range(n)
+            times += [t_ms] * n
+            predictions += preds
+            rows += records
+        columns = [pa.array(ids, pa.string()), pa.array(positions, pa.int32()),
+                   pa.array(times, pa.timestamp("ms", tz="UTC")), pa.array([self.version] * len(rows), pa.string())]
+        if self.schema.field("prediction").type == pa.string():
+            columns.append(pa.array([str(p) for p in predictions], pa.string()))
+        else:
+            columns.append(_floats(predictions))
+        for name, kind in self.columns:
+            values = [r.get(name) for r in rows]
+            columns.append(_floats(values) if kind == "number"
+                           else pa.array([canonical(v) for v in values], pa.string()))
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def _add(self, batch) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._file is None:
+            started = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+            name = f"part-{started}-{self.replica}-{self._seq:06d}.parquet"
+            self._seq += 1
+            # Hidden (a leading '.') and not ending in .parquet: pyarrow datasets and Ray Data skip it until renamed.
+            temp = (os.path.join(self.folder, f".{name}.tmp") if self.local
+                    else os.path.join(tempfile.gettempdir(), f"trainyard-predlog-{name}.tmp"))
+            sink = pa.OSFile(temp, "wb")
+            self._file = {"sink": sink, "writer": pq.ParquetWriter(sink, self.schema, compression="zstd"),
+                          "temp": temp, "name": name, "deadline": time.monotonic() + self.rotate_s, "rows": 0}
+        self._batches.append(batch)
+        rows = sum(b.num_rows for b in self._batches)
+        if rows >= ROW_GROUP_ROWS or sum(b.nbytes for b in self._batches) >= self.rotate_bytes:
+            self._write_row_group()
+            if self._file["sink"].tell() >= self.rotate_bytes:
+                self._publish()
+
+    def _write_row_group(self) -> None:
+        import pyarrow as pa
+        if self._batches:
+            self._file["writer"].write_table(pa.Table.from_batches(self._batches, schema=self.schema))
+            self._file["rows"] += sum(b.num_rows for b in self._batches)
+            self._batches = []
+
+    def _publish(self) -> None:
+        """Finish the open file and make it visible in one step."""
+        import pyarrow.fs as pafs
+
+        self._write_row_group()
+        f, self._file = self._file, None
+        f["writer"].close()
+        f["sink"].close()
+        final = f"{self.folder}/{f['name']}"
+        if self.local:
+            os.replace(f["temp"], final)
+        else:
+            try:
+                pafs.copy_files(f["temp"], final, source_filesystem=pafs.LocalFileSystem(),
+                                destination_filesystem=self.fs)
+            finally:
+                os.unlink(f["temp"])
+        self.stats["files"] += 1
+        self.stats["published_records"] += f["rows"]
+
+    def _discard(self) -> None:
+        f, self._file, self._batches = self._file, None, []
+        if f is not None:
+            for part in ("writer", "sink"):
+                try:
+                    f[part].close()
+                except Exception:   # noqa: BLE001 - already failing; the file goes anyway
+                    pass
+            if os.path.exists(f["temp"]):
+                os.unlink(f["temp"])
+
+
+def _floats(values: list[Any]):
+    """float64 Arrow array of JSON numbers and nulls. pyarrow refuses an int beyond 2**53 for float64 (not exactly
+    representable), which the request checks let through: those take the slower, exact path through float()."""
+    import pyarrow as pa
+    try:
+        return pa.array(values, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())

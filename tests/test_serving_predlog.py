@@ -1,0 +1,154 @@
+"""Prediction logging (`serve.log`), on real Serve over real HTTP and real Parquet: what is logged (request id,
+features, prediction), what never is (excluded fields), sampling, the flush at shutdown, a SIGKILLed replica, and
+the writer on its own (rotation by size, a full buffer, object storage through moto's S3)."""
+import json
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from tests.s3_fixtures import s3_bucket  # noqa: F401
+from tests.serving_fixtures import call, deploy_app, records_from, served_bundle, serve_instance  # noqa: F401
+from tests.test_serving_faults import replica_pids
+from tests.test_serving_ops import _wait_for
+
+SECRET = "PERSONAL-7f3a"      # a value of the excluded field: it must appear nowhere in the logs
+SCHEMA = {"task": "regression", "features": [{"name": "rpm", "type": "number"},
+                                             {"name": "email", "type": "category"}]}
+
+
+def post(url: str, records: list[dict]) -> dict:
+    status, _, out = call(url, "POST", "/predict", json.dumps({"records": records}).encode(),
+                          {"Content-Type": "application/json"})
+    assert status == 200, out
+    return out
+
+
+def read_logs(folder):
+    """Every visible log file under `folder`, read the way the monitor does: as one pyarrow dataset."""
+    import pyarrow.dataset as ds
+    return ds.dataset(str(folder), format="parquet").to_table()
+
+
+@pytest.mark.slow
+def test_logged_rows_carry_request_id_features_and_prediction_and_never_an_excluded_field(
+        served_bundle, serve_instance, telemetry_dir, tmp_path):
+    from jobs.fitted import canonical
+    from serving import ServeError, shutdown
+
+    log = {"path": str(tmp_path / "logs"), "exclude": ["shift"], "rotate_s": 300}
+    with pytest.raises(ServeError, match=r"serve.log.exclude names \['shfit'\]"):
+        deploy_app(served_bundle, "plog", serve_instance, log={**log, "exclude": ["shfit"]})
+    served = deploy_app(served_bundle, "plog", serve_instance, log=log)
+    features = {f["name"]: f["type"] for f in json.loads((served_bundle / "schema.json").read_text())["features"]}
+    rows = records_from(telemetry_dir, 30)
+    sent = {}
+    try:
+        for i in range(0, 30, 3):
+            records = [dict(r, shift=SECRET) for r in rows[i:i + 3]]
+            out = post(served.url, records)
+            rid = out["request_id"]
+            assert len(rid) == 32 and int(rid, 16) >= 0 and rid not in sent
+            sent[rid] = (records, out["predictions"])
+        # rotate_s: 300, so the open file is not visible yet ...
+        assert not any(p.suffix == ".parquet" for p in (tmp_path / "logs" / "plog").iterdir())
+    finally:
+        shutdown("plog")
+    # ... until the replica's graceful shutdown published it.
+    table = read_logs(tmp_path / "logs" / "plog")
+    assert table.column_names == (["request_id", "record", "time", "model_version", "prediction"]
+                                  + [f"feature.{f}" for f in features if f != "shift"])
+    assert str(table.schema.field("time").type) == "timestamp[ms, tz=UTC]"
+    assert all(SECRET not in str(v) for column in table.columns for v in column.to_pylist())
+    logged = {(r["request_id"], r["record"]): r for r in table.to_pylist()}
+    assert len(logged) == 30 == table.num_rows
+    version = json.loads((served_bundle / "lineage.json").read_text())["version"]
+    for rid, (records, predictions) in sent.items():
+        for i, (record, prediction) in enumerate(zip(records, predictions)):
+            row = logged[(rid, i)]
+            assert row["prediction"] == prediction and row["model_version"] == version
+            for name, kind in features.items():
+                value = record.get(name)
+                if name != "shift":
+                    assert row[f"feature.{name}"] == (canonical(value) if kind == "category"
+                                                      else None if value is None else float(value)), name
+
+
+@pytest.mark.slow
+def test_sampling_and_a_sigkilled_replica_leave_earlier_files_intact(served_bundle, serve_instance, tmp_path):
+    """sample 0.5 logs about half the requests; a replica SIGKILLed with a file open loses at most that file,
+    never one published before it, and the folder still reads as one dataset."""
+    from serving import shutdown
+
+    folder = tmp_path / "logs" / "phalf"
+    served = deploy_app(served_bundle, "phalf", serve_instance, autoscaling={"min_replicas": 1, "max_replicas": 1},
+                        log={"path": str(tmp_path / "logs"), "sample": 0.5, "rotate_s": 1})
+    try:
+        first = {post(served.url, [{"rpm": 1500.0 + i}])["request_id"] for i in range(200)}
+        stats = lambda: call(served.url, "GET", "/readyz")[2]["logging"]  # noqa: E731
+        assert _wait_for(lambda: stats()["published_records"] == stats()["logged_records"], 15)
+        before = set(read_logs(folder).column("request_id").to_pylist())
+        assert len(before) == stats()["logged_requests"] and stats()["files"] >= 1
+        assert before <= first and 60 <= len(before) <= 140, len(before)        # ~100 (binomial sd 7)
+        published = {p.name: p.read_bytes() for p in folder.glob("*.parquet")}
+
+        second = {post(served.url, [{"rpm": 900.0}])["request_id"] for _ in range(20)}
+        [pid] = replica_pids("phalf")
+        os.kill(pid, signal.SIGKILL)
+        assert _wait_for(lambda: pid not in replica_pids("phalf"), 30)
+        for name, data in published.items():
+            assert (folder / name).read_bytes() == data           # earlier files untouched ...
+        after = set(read_logs(folder).column("request_id").to_pylist())   # ... and the folder still reads
+        assert before <= after <= first | second
+    finally:
+        shutdown("phalf")
+
+
+def test_the_writer_rotates_by_size_drops_when_full_and_hides_open_files(tmp_path):
+    """Ray-free: tiny rotate_mb gives several complete files; a full buffer drops (and counts) instead of
+    waiting; an excluded field is neither a column nor a value; no temp file is left visible."""
+    from serving.predlog import PredictionLogger, check_log_settings
+
+    with pytest.raises(ValueError, match=r"exclude names \['mail'\].*features are \['rpm', 'email'\]"):
+        check_log_settings(SCHEMA, {"exclude": ["mail"]})
+    logger = PredictionLogger({"path": str(tmp_path), "exclude": ["email"], "rotate_mb": 0.001, "rotate_s": 60,
+                               "buffer_records": 400}, app="a", replica="r1", schema=SCHEMA, version="v1")
+    assert not logger.log("big", [{"rpm": 1.0}] * 401, [0.5] * 401)       # more than the buffer holds: dropped
+    assert logger.stats["dropped_records"] == 401
+    for round_ in range(2):
+        for i in range(4):
+            records = [{"rpm": random.random(), "email": SECRET} for _ in range(100)]     # 800 B of doubles
+            assert logger.log(f"id{round_}-{i}", records, [0.5] * 100)
+        time.sleep(1.2)                              # the writer drains the buffer at least every second
+    logger.close()
+    assert logger.stats["published_records"] == logger.stats["logged_records"] == 800
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert len(files) >= 2 and all(f.startswith("part-") and f.endswith(".parquet") and "-r1-" in f for f in files)
+    table = read_logs(tmp_path / "a")
+    assert table.num_rows == 800 and "feature.email" not in table.column_names
+    assert all(SECRET not in str(v) for column in table.columns for v in column.to_pylist())
+
+
+def test_the_writer_puts_complete_files_on_object_storage(s3_bucket):  # noqa: F811
+    import tempfile
+
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from serving.predlog import PredictionLogger
+
+    uri = f"{s3_bucket}/predlog"
+    logger = PredictionLogger({"path": uri, "rotate_s": 60}, app="a", replica="r1", schema=SCHEMA, version="v1")
+    logger.log("one", [{"rpm": 1.0, "email": "x@y"}, {}], [0.5, 0.25])
+    time.sleep(1.5)
+    fs, base = pafs.FileSystem.from_uri(uri)
+    listed = lambda: fs.get_file_info(pafs.FileSelector(f"{base}/a", allow_not_found=True))  # noqa: E731
+    assert listed() == []                       # converted and written to a local temp file, not put yet
+    logger.close()
+    [info] = listed()
+    assert info.base_name.startswith("part-") and info.base_name.endswith("-r1-000000.parquet")
+    table = pq.read_table(info.path, filesystem=fs)
+    assert table.to_pydict()["feature.email"] == ["x@y", None] and table.column("prediction").to_pylist() == [0.5, 0.25]
+    assert not [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("trainyard-predlog-")]  # cleaned up
