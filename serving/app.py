@@ -3,6 +3,7 @@
     POST /predict   {"records": [...]} → {"predictions", "probabilities" (classification), "model", "request_id"}
     GET  /healthz   the process answers          GET /readyz   the model is loaded and predicts
     GET  /schema    the bundle's input schema    GET /docs, /openapi.json   generated from that schema
+    GET  /monitor   drift of this replica's recent traffic against the bundle's profile (serving/monitor.py)
 
 Every prediction goes through `jobs.bundle.Bundle.predict`, the code path that evaluation used to write
 metrics.json, so serving cannot drift from training. Records from concurrent requests are merged into one
@@ -27,6 +28,7 @@ from ray import serve
 
 from cluster.errors import EXIT_BAD_INPUT
 from jobs.spec import ServeSpec
+from serving.monitor import for_replica as replica_monitor
 from serving.predlog import PredictionLogger
 from serving.schema import Problem, RequestChecker, RequestError, body_too_large, non_finite_outputs
 from serving.settings import TOKEN_ENV, ServeError, check_settings, default_name
@@ -95,6 +97,7 @@ class ModelServer:
         log = serve_spec.get("log")
         self.predlog = (PredictionLogger(log, app=self.name, replica=serve.get_replica_context().replica_tag,
                                          schema=self.bundle.schema, version=self.bundle.version) if log else None)
+        self.monitor = replica_monitor(self.bundle, settings, payload, serve.get_replica_context().replica_tag)
 
     # ------------------------------------------------------------------------------------------ model
     def _canary_check(self) -> None:
@@ -237,6 +240,7 @@ def build_fastapi(server: ModelServer) -> FastAPI:
             data = json.dumps(out, allow_nan=False).encode()
         except ValueError:
             raise non_finite_outputs(out, records) from None
+        server.monitor.observe(records, out["predictions"])
         if server.predlog is not None:
             server.predlog.log(request_id, records, out["predictions"])
         return Response(data, media_type="application/json")
@@ -251,6 +255,10 @@ def build_fastapi(server: ModelServer) -> FastAPI:
         body = {"ready": server.ready, "model": server.model_info, "batching": server.batching,
                 **({"logging": server.predlog.stats} if server.predlog is not None else {})}
         return JSONResponse(body, status_code=200 if server.ready else 503)
+
+    @app.get("/monitor", summary="Drift of this replica's recent inputs and predictions against the training data")
+    async def monitor():
+        return server.monitor.snapshot()
 
     serve_spec = server.settings["serve"]
     schema_doc = {"model": server.model_info, **schema,
@@ -267,7 +275,8 @@ def build_fastapi(server: ModelServer) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def index():
         return {"model": server.model_info, "predict": "POST /predict {\"records\": [{...}]}",
-                "endpoints": ["/predict", "/schema", "/healthz", "/readyz", "/docs", "/openapi.json"]}
+                "endpoints": ["/predict", "/schema", "/monitor", "/healthz", "/readyz", "/docs",
+                              "/openapi.json"]}
 
     return app
 

@@ -73,6 +73,17 @@ class LogSpec(StrictModel):
         return v if "://" in v else os.path.abspath(os.path.expanduser(v))
 
 
+class LiveMonitorSpec(StrictModel):
+    """Live drift monitoring in each replica (serving/monitor.py): its recent inputs and predictions counted
+    against the bundle's profile.json, judged by the bundle's `monitor:` thresholds; GET /monitor and the
+    Prometheus gauges trainyard_* (README, Monitoring)."""
+
+    enabled: bool = Field(True, description="Count and judge the traffic (a bundle without profile.json is never "
+                                            "monitored; GET /monitor says why).")
+    window_s: float = Field(900.0, gt=0, description="Seconds of traffic a replica's window holds (it moves in "
+                                                     "tenths of this).")
+
+
 class ServeSpec(StrictModel):
     """Ray Serve deployment of the bundle (`trainyard serve`, and `trainyard run` after training)."""
 
@@ -113,6 +124,8 @@ class ServeSpec(StrictModel):
                                        "old ones only once the new ones serve; 0 stops old replicas first.")
     log: Optional[LogSpec] = Field(
         None, description="Prediction logging (path, sample, exclude, rotate_mb, rotate_s); off when not set.")
+    monitor: LiveMonitorSpec = Field(default_factory=LiveMonitorSpec,
+                                     description="Live drift monitoring (enabled, window_s).")
     drain_period_s: float = Field(
         5.0, ge=0, description="HAProxy ingress: how long a stopping replica (update, scale-down, Ctrl-C) stays "
                                "reachable while HAProxy reloads without it. Ray's default, 30, suits cloud load "

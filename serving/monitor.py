@@ -1,0 +1,349 @@
+"""Live drift monitoring in a serving replica: the inputs and predictions of the last `serve.monitor.window_s`
+seconds, counted against the bundle's reference profile (profile.json), judged by `jobs.drift`, the statistics
+and flags `trainyard monitor` computes over the prediction logs.
+
+Per replica, counters over a sliding window (kept in 10 steps, so the window spans between 9/10 and all of
+window_s): each numeric feature's values per reference bin and missing, each categorical feature's values per
+known category, unknown and missing, and the predictions per class (or regression bin). From them, per feature
+PSI, chi-squared p-value, missing and unknown rates and the flags (`jobs.drift.flagged`, thresholds from the
+bundle's `monitor:` section), answered by `GET /monitor` and exported as Prometheus gauges through Ray's
+metrics system (`ray.util.metrics`): each node's Ray metrics agent serves them, prefixed `ray_`, at
+http://<node>:<MetricsExportPort>/metrics (`ray.nodes()`), about every 10 s (Ray's metrics_report_interval_ms):
+
+    trainyard_feature_drift{app, version, replica, feature, stat}    stat: psi, p
+    trainyard_feature_missing_rate{app, version, replica, feature}
+    trainyard_unknown_category_rate{app, version, replica, feature}  categorical features
+    trainyard_feature_flagged{app, version, replica, feature}        1 when jobs.drift.flagged gives a reason
+    trainyard_prediction_drift{app, version, replica, stat}          stat: psi, p, flagged
+    trainyard_monitor_window_records{app, version, replica}          the rows in the window
+
+Cheap by construction: a request only appends a reference to its parsed records and predictions to a list.
+A thread of the replica folds what arrived into the counters every second (numpy: one pass per feature over
+everything at once, one bincount for all counters), and every few seconds recomputes the statistics and sets the
+gauges. Past MAX_PENDING_RECORDS waiting (the thread starved), requests are not counted rather than held
+(`skipped` in /monitor). Each replica counts its own traffic: /monitor answers for the replica that takes the
+request; Prometheus has every replica's series (sum or compare them there).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from jobs.drift import Thresholds, bin_index, categorical_drift, flagged, numeric_drift_from_counts, prediction_drift
+from jobs.fitted import canonical
+
+STEPS = 10                      # the window moves in steps of window_s / STEPS
+FOLD_S = 1.0                    # how often arrived requests are folded into the counters
+STATS_S = 5.0                   # how often the statistics and gauges are recomputed (Ray exports every ~10 s)
+MAX_PENDING_RECORDS = 100_000   # records waiting to be folded in, beyond which requests go uncounted
+NO_PROFILE = ("this bundle has no profile.json (it was exported before trainyard wrote one), so there is no "
+              "reference to compare the traffic with: retrain it to monitor drift")
+
+
+class _Layout:
+    """Where each counter lives in one flat vector: per numeric feature its reference bins + missing, per
+    categorical feature its known categories + unknown + missing, then the prediction's classes (+ one slot for a
+    label outside them) or regression bins (+ missing)."""
+
+    def __init__(self, profile: dict):
+        offset = 0
+        self.numeric: list[tuple[str, np.ndarray, int]] = []
+        for name, ref in profile.get("numeric", {}).items():
+            edges = np.asarray(ref["edges"], dtype=np.float64)
+            self.numeric.append((name, edges, offset))
+            offset += len(edges) + 2
+        self.categorical: list[tuple[str, dict[str, int], int]] = []
+        for name, ref in profile.get("categorical", {}).items():
+            lookup = {c: i for i, c in enumerate(ref["shares"])}
+            self.categorical.append((name, lookup, offset))
+            offset += len(lookup) + 2
+        pred = profile["prediction"]
+        self.prediction_offset = offset
+        if pred["task"] == "classification":
+            self.classes: Optional[dict[str, int]] = {canonical(c): i for i, c in enumerate(pred["classes"])}
+            self.prediction_edges = None
+            offset += len(self.classes) + 1
+        else:
+            self.classes = None
+            self.prediction_edges = np.asarray(pred["edges"], dtype=np.float64)
+            offset += len(self.prediction_edges) + 2
+        self.size = offset
+
+    def count(self, records: list[dict], predictions: list) -> np.ndarray:
+        """The counters of these records and their predictions, as one vector of `size`."""
+        slots = []
+        for name, edges, offset in self.numeric:
+            # Checked records hold numbers or None here; float64 turns None into NaN.
+            x = np.array([r.get(name) for r in records], dtype=np.float64)
+            b = bin_index(x, edges)
+            b[np.isnan(x)] = len(edges) + 1
+            slots.append(b + offset)
+        for name, lookup, offset in self.categorical:
+            unknown, missing = len(lookup), len(lookup) + 1
+            # A string is its own canonical form; other JSON scalars (3, 3.0, true) go through canonical().
+            codes = [lookup.get(v, unknown) if type(v) is str else missing if v is None
+                     else lookup.get(canonical(v), unknown) for v in (r.get(name) for r in records)]
+            slots.append(np.asarray(codes, dtype=np.int64) + offset)
+        if self.classes is not None:
+            other = len(self.classes)
+            slots.append(np.asarray([self.classes.get(canonical(p), other) for p in predictions], dtype=np.int64)
+                         + self.prediction_offset)
+        else:
+            y = np.asarray(predictions, dtype=np.float64)
+            b = bin_index(y, self.prediction_edges)
+            b[~np.isfinite(y)] = len(self.prediction_edges) + 1
+            slots.append(b + self.prediction_offset)
+        return np.bincount(np.concatenate(slots), minlength=self.size)
+
+
+class _Window:
+    """Counters of the last STEPS steps of `step_s` seconds: a ring of rows, a row cleared when its step
+    comes round again."""
+
+    def __init__(self, size: int, window_s: float):
+        self.step_s = window_s / STEPS
+        self.counts = np.zeros((STEPS, size), dtype=np.int64)
+        self.rows = np.zeros(STEPS, dtype=np.int64)
+        self.step = np.full(STEPS, -1, dtype=np.int64)       # the step each row holds
+
+    def add(self, t: float, counts: np.ndarray, rows: int) -> None:
+        step = int(t // self.step_s)
+        i = step % STEPS
+        if self.step[i] != step:
+            if self.step[i] > step:      # older than the window (the clock went back): nowhere to put it
+                return
+            self.counts[i] = 0
+            self.rows[i] = 0
+            self.step[i] = step
+        self.counts[i] += counts
+        self.rows[i] += rows
+
+    def total(self, now: float) -> tuple[np.ndarray, int, float]:
+        """(counters, rows, start time) of the window ending now."""
+        current = int(now // self.step_s)
+        live = (self.step > current - STEPS) & (self.step >= 0)
+        start = (self.step[live].min() if live.any() else current) * self.step_s
+        return self.counts[live].sum(axis=0), int(self.rows[live].sum()), float(start)
+
+
+class LiveMonitor:
+    """One replica's monitoring. `observe(records, predictions)` on the request path; `snapshot()` for
+    GET /monitor. Off (observe does nothing, snapshot says why) when `reason_off` is given."""
+
+    def __init__(self, profile: Optional[dict], *, app: str, version: str, replica: str, window_s: float,
+                 thresholds: Thresholds = Thresholds(), reason_off: Optional[str] = None, export: bool = True,
+                 note: Optional[str] = None):
+        self.app, self.version, self.replica = app, version, replica
+        self.window_s = window_s
+        self.thresholds = thresholds
+        self.note = note
+        self.reason_off = reason_off or (None if profile is not None else NO_PROFILE)
+        self.enabled = self.reason_off is None
+        self.skipped = 0
+        # Requests waiting to be counted. deque.append and popleft are atomic, so the request path takes no lock;
+        # `_queued` is written by the request path only and `_folded` by the folding side only.
+        self._pending: deque[tuple[float, list, list]] = deque()
+        self._queued = self._folded = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        if not self.enabled:
+            return
+        self.profile = profile
+        self.layout = _Layout(profile)
+        self.window = _Window(self.layout.size, window_s)
+        self.started = time.time()
+        self.n_features = max(len(self.layout.numeric) + len(self.layout.categorical), 1)
+        self.gauges = _Gauges(app, version, replica) if export else None
+        self._thread = threading.Thread(target=self._run, name="trainyard-monitor", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------------------------ request path
+    def observe(self, records: list[dict], predictions: list) -> None:
+        """Count one answered request: its records (as checked) and their predictions. Holds references only;
+        the counting happens on the monitor's thread."""
+        if not self.enabled:
+            return
+        if self._queued - self._folded + len(records) > MAX_PENDING_RECORDS:
+            self.skipped += len(records)
+            return
+        self._pending.append((time.time(), records, predictions))
+        self._queued += len(records)
+
+    # ------------------------------------------------------------------------------------------ thread
+    def _run(self) -> None:
+        last_stats = 0.0
+        while not self._stop.wait(FOLD_S):
+            try:
+                self._fold()
+                if time.monotonic() - last_stats >= STATS_S:
+                    last_stats = time.monotonic()
+                    self.stats(export=True)
+            except Exception as exc:  # noqa: BLE001 - monitoring must never take the replica down
+                self.note = f"monitoring stopped: {type(exc).__name__}: {exc}"
+                self.enabled = False
+                return
+
+    def _fold(self) -> None:
+        with self._lock:
+            by_step: dict[int, tuple[float, list, list]] = {}
+            while self._pending:
+                t, records, predictions = self._pending.popleft()
+                self._folded += len(records)
+                step = int(t // self.window.step_s)
+                group = by_step.setdefault(step, (t, [], []))
+                group[1].extend(records)
+                group[2].extend(predictions)
+            for t, records, predictions in by_step.values():
+                self.window.add(t, self.layout.count(records, predictions), len(records))
+
+    def close(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------------------------------ statistics
+    def stats(self, export: bool = False) -> dict:
+        """The current window's statistics and flags; `export` also sets the Prometheus gauges."""
+        with self._lock:
+            counts, rows, start = self.window.total(time.time())
+        start = max(start, self.started)
+        features: dict[str, dict] = {}
+        for name, edges, offset in self.layout.numeric:
+            bins = counts[offset:offset + len(edges) + 1]
+            missing = int(counts[offset + len(edges) + 1])
+            stats = numeric_drift_from_counts(self.profile["numeric"][name], bins, missing, rows)
+            features[name] = {"kind": "numeric", **stats}
+        for name, lookup, offset in self.layout.categorical:
+            known = {c: int(counts[offset + i]) for c, i in lookup.items()}
+            unknown, missing = int(counts[offset + len(lookup)]), int(counts[offset + len(lookup) + 1])
+            stats = categorical_drift(self.profile["categorical"][name], known, unknown, missing)
+            features[name] = {"kind": "categorical", **stats, "counts": known, "unknown": unknown}
+        for name, stats in features.items():
+            ref = self.profile["numeric"].get(name) or self.profile["categorical"][name]
+            stats["flags"] = flagged(ref, stats, self.thresholds, self.n_features)
+        prediction = self._prediction_stats(counts)
+        out = {"n": rows, "judged": rows >= self.thresholds.min_rows, "features": features,
+               "prediction": prediction, "flagged": sorted(n for n, s in features.items() if s["flags"]),
+               "window": {"seconds": self.window_s, "start": _iso(start), "end": _iso(time.time())}}
+        if export and self.gauges is not None:
+            self.gauges.set(out)
+        return out
+
+    def _prediction_stats(self, counts: np.ndarray) -> dict:
+        ref = self.profile["prediction"]
+        o = self.layout.prediction_offset
+        if self.layout.classes is not None:
+            per_class = {c: int(counts[o + i]) for c, i in self.layout.classes.items()}
+            stats = prediction_drift(ref, per_class)
+        else:
+            bins = counts[o:o + len(self.layout.prediction_edges) + 1]
+            per_class = {str(i): int(c) for i, c in enumerate(bins)}
+            stats = prediction_drift(ref, dict(enumerate(bins.tolist())))
+        stats["counts"] = per_class
+        stats["flags"] = flagged(ref, stats, self.thresholds, 1)
+        return stats
+
+    def snapshot(self) -> dict:
+        """GET /monitor: the current window (what arrived until now included), or why monitoring is off."""
+        head = {"model": {"name": self.app, "version": self.version}, "replica": self.replica,
+                "enabled": self.enabled}
+        if self.note:
+            head["note"] = self.note
+        if not self.enabled:
+            return {**head, "reason": self.reason_off or self.note}
+        self._fold()
+        body = self.stats()
+        thresholds = {k: getattr(self.thresholds, k) for k in ("psi", "p_value", "missing_rate", "unknown_rate",
+                                                                 "min_rows")}
+        return _json_safe({**head, **body, "skipped": self.skipped, "thresholds": thresholds})
+
+
+class _Gauges:
+    """The Prometheus gauges of one replica (ray.util.metrics; Ray's agent adds the `ray_` prefix)."""
+
+    def __init__(self, app: str, version: str, replica: str):
+        from ray.util.metrics import Gauge
+
+        keys = ("app", "version", "replica")
+        self.drift = Gauge("trainyard_feature_drift", "Drift of a feature in the replica's window against the "
+                           "bundle's profile: stat psi (population stability index) or p (chi-squared p-value)",
+                           tag_keys=keys + ("feature", "stat"))
+        self.missing = Gauge("trainyard_feature_missing_rate", "Share of the window's records missing the feature",
+                             tag_keys=keys + ("feature",))
+        self.unknown = Gauge("trainyard_unknown_category_rate", "Share of the window's values of a categorical "
+                             "feature that training never saw", tag_keys=keys + ("feature",))
+        self.flagged = Gauge("trainyard_feature_flagged", "1 when the feature drifted beyond the bundle's monitor "
+                             "thresholds (GET /monitor says why), else 0", tag_keys=keys + ("feature",))
+        self.prediction = Gauge("trainyard_prediction_drift", "Drift of the predictions against the validation "
+                                "split's: stat psi, p or flagged (1/0)", tag_keys=keys + ("stat",))
+        self.records = Gauge("trainyard_monitor_window_records", "Records in the replica's monitoring window",
+                             tag_keys=keys)
+        tags = {"app": app, "version": version, "replica": replica}
+        for g in (self.drift, self.missing, self.unknown, self.flagged, self.prediction, self.records):
+            g.set_default_tags(tags)
+
+    def set(self, out: dict) -> None:
+        self.records.set(out["n"])
+        for name, s in out["features"].items():
+            self.drift.set(_number(s["psi"]), tags={"feature": name, "stat": "psi"})
+            self.drift.set(_number(s["chi2_p"]), tags={"feature": name, "stat": "p"})
+            self.missing.set(_number(s["missing_rate"]), tags={"feature": name})
+            if s["kind"] == "categorical":
+                self.unknown.set(_number(s["unknown_rate"]), tags={"feature": name})
+            self.flagged.set(1 if s["flags"] else 0, tags={"feature": name})
+        p = out["prediction"]
+        self.prediction.set(_number(p["psi"]), tags={"stat": "psi"})
+        self.prediction.set(_number(p["p"]), tags={"stat": "p"})
+        self.prediction.set(1 if p["flags"] else 0, tags={"stat": "flagged"})
+
+
+def for_replica(bundle, settings: dict, payload: dict, replica: str) -> LiveMonitor:
+    """The monitor of a replica serving `bundle` under `settings` (serving.app.replica_settings); thresholds
+    from the bundle's own spec.yaml (`monitor:`), read from the payload it was loaded from."""
+    spec = settings["serve"]["monitor"]
+    common = dict(app=settings["name"], version=bundle.version, replica=replica, window_s=spec["window_s"])
+    if not spec["enabled"]:
+        return LiveMonitor(None, reason_off="monitoring is off for this app (serve.monitor.enabled: false)",
+                           **common)
+    thresholds, note = bundle_thresholds(payload)
+    return LiveMonitor(bundle.profile, thresholds=thresholds, note=note, **common)
+
+
+def bundle_thresholds(payload: dict) -> tuple[Thresholds, Optional[str]]:
+    """The `monitor:` thresholds of the bundle's spec.yaml ((defaults, why) when it has none that read): safe to
+    take from a bundle, they decide what is reported, never what runs."""
+    from jobs.spec import MonitorSpec, read_yaml
+
+    try:
+        raw = payload["files"].get("spec.yaml") if "files" in payload else \
+            (Path(payload["path"]) / "spec.yaml").read_bytes()
+        doc = read_yaml(raw.decode()) if raw else None
+        section = (doc or {}).get("monitor") or {}
+        return Thresholds.from_spec(MonitorSpec.model_validate(section)), None
+    except Exception as exc:  # noqa: BLE001 - a damaged section must not stop the replica serving
+        return Thresholds(), f"the bundle's spec.yaml monitor section does not read ({exc}); default thresholds"
+
+
+def _number(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _json_safe(v: Any) -> Any:
+    """NaN (a statistic of an empty window) as null: JSON has no NaN."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
