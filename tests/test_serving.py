@@ -62,6 +62,7 @@ def test_predictions_equal_bundle_predict(main_app, served_bundle, telemetry_dir
     assert out["predictions"] == expected["predictions"]
     assert out["probabilities"] == expected["probabilities"]             # exact: JSON floats round-trip
     assert out["model"] == {"name": "main", "version": bundle.version}
+    assert len(out["request_id"]) == 32 and int(out["request_id"], 16) >= 0     # logging off: an id all the same
     # Unseen category, missing fields and an all-missing record: imputed exactly as Bundle.predict does.
     odd = [{"machine_type": "Z", "rpm": 1500}, {"shift": 3}, {}]
     status, _, out = post(main_app.url, {"records": odd})
