@@ -25,8 +25,9 @@ from scipy import stats as st
 from jobs.fitted import canonical
 
 EPSILON = 1e-4        # shares are floored at this before the logarithm of PSI (an empty bin is not infinitely far)
-LEVELS = np.linspace(0.0, 1.0, 101)       # the quantiles a reference keeps per numeric feature (KS against them)
-DECILES = np.linspace(0.1, 0.9, 9)        # its inner bin edges (PSI, chi-squared, a replica's counters)
+# The quantiles a reference keeps per numeric feature (KS against them); its deciles are the inner bin edges
+# (PSI, chi-squared, a replica's counters).
+LEVELS = np.linspace(0.0, 1.0, 101)
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,11 @@ def summarise(values: Any) -> dict:
     x = x[~np.isnan(x)]
     if not len(x):
         return {"count": 0, "edges": [], "shares": [1.0], "quantiles": []}
-    edges = np.unique(np.quantile(x, DECILES))
+    quantiles = np.quantile(x, LEVELS)
+    edges = np.unique(quantiles[10:100:10])          # the deciles are among the levels: one sort for both
     counts = np.bincount(bin_index(x, edges), minlength=len(edges) + 1)
     return {"count": int(len(x)), "edges": edges.tolist(), "shares": (counts / len(x)).tolist(),
-            "quantiles": np.quantile(x, LEVELS).tolist()}
+            "quantiles": quantiles.tolist()}
 
 
 def _floored(shares: np.ndarray) -> np.ndarray:
