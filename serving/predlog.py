@@ -95,7 +95,11 @@ class PredictionLogger:
             self.fs, base = pafs.LocalFileSystem(), path
             self.local = True
         self.folder = f"{base.rstrip('/')}/{app}"
-        self.fs.create_dir(self.folder, recursive=True)
+        try:
+            self.fs.create_dir(self.folder, recursive=True)
+        except OSError as exc:     # the replica's error is what a failed deploy shows: make it say what to do
+            raise OSError(f"serve.log.path {path!r}: cannot create {self.folder} ({exc}); give a folder this node "
+                          "can write (on several nodes, one they all mount) or a URI (s3://bucket/prefix)") from None
         # logged: accepted by log(); published: in visible files (the difference is buffered, or lost to errors).
         self.stats = {"logged_requests": 0, "logged_records": 0, "dropped_records": 0, "published_records": 0,
                       "files": 0, "write_errors": 0}

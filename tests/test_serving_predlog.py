@@ -113,6 +113,9 @@ def test_the_writer_rotates_by_size_drops_when_full_and_hides_open_files(tmp_pat
 
     with pytest.raises(ValueError, match=r"exclude names \['mail'\].*features are \['rpm', 'email'\]"):
         check_log_settings(SCHEMA, {"exclude": ["mail"]})
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError, match=r"serve.log.path '.*file/x': cannot create .*give a folder this node can write"):
+        PredictionLogger({"path": str(tmp_path / "file" / "x")}, app="a", replica="r1", schema=SCHEMA, version="v1")
     logger = PredictionLogger({"path": str(tmp_path), "exclude": ["email"], "rotate_mb": 0.001, "rotate_s": 60,
                                "buffer_records": 400}, app="a", replica="r1", schema=SCHEMA, version="v1")
     assert not logger.log("big", [{"rpm": 1.0}] * 401, [0.5] * 401)       # more than the buffer holds: dropped
