@@ -86,7 +86,8 @@ class PredictionLogger:
         self.replica = replica
         # Requests whose records carry what is never written (excluded personal data, decoded images) are cut
         # down to the logged features on arrival, so the buffer neither holds the one nor the memory of the other.
-        self._cut = {f["name"] for f in schema["features"]} != {name for name, _ in self.columns}
+        self._names = [name for name, _ in self.columns]
+        self._cut = {f["name"] for f in schema["features"]} != set(self._names)
         path = log["path"]
         if "://" in path:
             self.fs, base = pafs.FileSystem.from_uri(path)
@@ -121,8 +122,7 @@ class PredictionLogger:
             return False
         n = len(records)
         if self._cut:
-            names = [name for name, _ in self.columns]
-            records = [{k: r.get(k) for k in names} for r in records]
+            records = [{k: r.get(k) for k in self._names} for r in records]
         entry = (request_id, int(time.time() * 1000), records, predictions)
         with self._lock:
             if self._closing or self._pending_records + n > self.buffer_records:
