@@ -3,19 +3,22 @@ labels are given, and a verdict (fine / retrain) that cron or CI can act on.
 
     run_monitor(bundle, logs, labels=None, window="1d", out="monitor") -> MonitorResult
 
-One Ray Data pass over the log files (`serving` writes them: see `LOG_COLUMNS`): each block is summarised per
-time window into what aggregates exactly (numeric bin counts on the profile's edges, category counts, missing and
-unknown counts, prediction counts, a confusion matrix when labels are joined) plus a bounded uniform sample of
-each numeric feature's values (`SAMPLE_K` per window, bottom-k by a random key, so samples merge exactly): the
-Kolmogorov-Smirnov test needs values, and a few thousand are as good as millions for it. The summaries are
-then reduced per window with a groupby on the window column, and the statistics of `jobs.drift` computed on
-the merged counts. PSI, missing and unknown rates and chi-squared use every row; only KS uses the sample.
+The inputs are checked first, in this process and before Ray starts (the logs' Parquet footers: a truncated file
+is skipped with a warning; a file without a column every log holds, a labels file without request_id or label,
+is bad input naming the file and column). Then one Ray Data job over the log files (`serving` writes them: see
+`LOG_COLUMNS`): a dataset of the file paths whose tasks read their files and summarise them per time window
+(`jobs.monitor_summary`: counts that aggregate exactly, and a bounded uniform sample of each numeric feature for
+KS), reduced per window by a groupby on the window column. `jobs.drift` computes the statistics on each merged
+window: PSI, chi-squared, missing and unknown rates over every row, KS over the sample (5,000 values a window).
+
+Why the tasks read the files themselves rather than `ray.data.read_parquet`: the footers are already read
+here, and Ray 2.60's Parquet datasource spends seconds listing and planning before the first row (an identity
+pass over 4 files took 5-14 s against 0.6 s for a dataset of the paths, on the loaded 2-core machine).
 """
 from __future__ import annotations
 
 import json
 import os
-import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +28,6 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -34,14 +36,12 @@ from cluster.errors import BadInput, Failure
 from jobs import drift
 from jobs.fitted import canonical
 from jobs.metrics import classification_metrics, regression_metrics
+from jobs.monitor_summary import FEATURE_PREFIX, Plan, merge, summarise_files
 from jobs.spec import MonitorSpec, window_seconds
 
 EXIT_RETRAIN = 3
-FEATURE_PREFIX = "feature."
 # What every log file must hold (the contract of serve.log); the features are `feature.<name>` columns.
 LOG_COLUMNS = ("request_id", "record", "time", "prediction")
-SAMPLE_K = 5000            # numeric values kept per window and feature for KS (a uniform sample)
-PAIRS_K = 20000            # regression (label, prediction) pairs kept per window for the realised metrics
 UNKNOWN_NAMES_K = 20       # distinct unseen categories named per window (for the report); all are counted
 
 
@@ -148,132 +148,6 @@ def read_labels(path: str, classes: Optional[list]) -> pa.Table:
         df["label"] = pd.to_numeric(df["label"], errors="coerce")
     df = df.drop_duplicates(["request_id", "record"], keep="last")
     return pa.Table.from_pandas(df, preserve_index=False)
-
-
-# ---------------------------------------------------------------------------------------------- summaries
-@dataclass(frozen=True)
-class Plan:
-    """What each block's summary needs of the profile; shipped to the Ray tasks (plain data)."""
-
-    window_ms: int
-    numeric: dict[str, list[float]]            # feature → inner bin edges
-    categorical: dict[str, list[str]]          # feature → known categories
-    task: str
-    classes: Optional[list[str]]               # canonical class names (classification)
-    prediction_edges: Optional[list[float]]    # regression
-
-
-def _bottom_k(keys: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    if len(keys) <= k:
-        return keys, values
-    keep = np.argpartition(keys, k)[:k]
-    return keys[keep], values[keep]
-
-
-def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) -> pa.Table:
-    """One block of log rows → one row per time window it touches: (window start ms, JSON summary)."""
-    if labels is not None:      # keys typed as this block reads them (Ray Data may read strings as large_string)
-        labels = labels.cast(pa.schema([batch.schema.field("request_id"), batch.schema.field("record"),
-                                        labels.schema.field("label")]))
-        batch = batch.join(labels, keys=["request_id", "record"], join_type="left outer")
-    times = pc.cast(pc.cast(batch["time"], pa.timestamp("ms", tz="UTC")), pa.int64()).to_numpy(zero_copy_only=False)
-    has_time = ~np.isnan(times.astype(np.float64)) if times.dtype.kind == "f" else np.ones(len(times), bool)
-    starts = (np.nan_to_num(times, nan=0).astype(np.int64) // plan.window_ms) * plan.window_ms
-    first = batch["request_id"][0].as_py() if len(batch) else ""
-    rng = np.random.default_rng(zlib.crc32(f"{first}:{len(batch)}".encode()))
-    names = set(batch.column_names)
-    windows, payloads = [], []
-    for start in np.unique(starts[has_time]):
-        rows = np.flatnonzero(has_time & (starts == start))
-        part = batch.take(pa.array(rows))
-        summary: dict[str, Any] = {"n": len(rows), "numeric": {}, "categorical": {}}
-        for name, edges in plan.numeric.items():
-            if FEATURE_PREFIX + name not in names:
-                continue
-            values = part[FEATURE_PREFIX + name].to_numpy(zero_copy_only=False).astype(np.float64)
-            seen = values[~np.isnan(values)]
-            counts = np.bincount(drift.bin_index(seen, edges), minlength=len(edges) + 1)
-            keys, sample = _bottom_k(rng.random(len(seen)), seen, SAMPLE_K)
-            summary["numeric"][name] = {"counts": counts.tolist(), "missing": int(len(values) - len(seen)),
-                                        "keys": keys.tolist(), "sample": sample.tolist()}
-        for name in plan.categorical:
-            if FEATURE_PREFIX + name in names:
-                column = pc.cast(part[FEATURE_PREFIX + name], pa.string())
-                summary["categorical"][name] = {"counts": _value_counts(column), "missing": column.null_count}
-        prediction = part["prediction"]
-        if plan.task == "classification":
-            summary["prediction"] = {"counts": _value_counts(pc.cast(prediction, pa.string()))}
-        else:
-            values = prediction.to_numpy(zero_copy_only=False).astype(np.float64)
-            values = values[~np.isnan(values)]
-            keys, sample = _bottom_k(rng.random(len(values)), values, SAMPLE_K)
-            summary["prediction"] = {"counts": np.bincount(drift.bin_index(values, plan.prediction_edges),
-                                                           minlength=len(plan.prediction_edges) + 1).tolist(),
-                                     "keys": keys.tolist(), "sample": sample.tolist()}
-        if labels is not None:
-            summary["labels"] = _label_summary(part, plan, rng)
-        windows.append(int(start))
-        payloads.append(json.dumps(summary))
-    return pa.table({"window": pa.array(windows, pa.int64()), "summary": pa.array(payloads, pa.string())})
-
-
-def _value_counts(column) -> dict[str, int]:
-    counts = pc.value_counts(column.drop_null() if hasattr(column, "drop_null") else column)
-    return {v.as_py(): c.as_py() for v, c in zip(counts.field("values"), counts.field("counts"))}
-
-
-def _label_summary(part: pa.Table, plan: Plan, rng: np.random.Generator) -> dict:
-    """The labelled rows of one window: a confusion matrix (classes), or a sample of (label, prediction)."""
-    labelled = part.filter(pc.is_valid(part["label"]))
-    if plan.task == "classification":
-        index = {c: i for i, c in enumerate(plan.classes)}
-        truth = [index.get(v, -1) for v in labelled["label"].to_pylist()]
-        predicted = [index.get(v, -1) for v in pc.cast(labelled["prediction"], pa.string()).to_pylist()]
-        cm = np.zeros((len(plan.classes), len(plan.classes)), dtype=np.int64)
-        for t, p in zip(truth, predicted):
-            if t >= 0 and p >= 0:
-                cm[t, p] += 1
-        return {"confusion": cm.tolist()}
-    pairs = np.column_stack([labelled["label"].to_numpy(zero_copy_only=False).astype(np.float64),
-                             labelled["prediction"].to_numpy(zero_copy_only=False).astype(np.float64)])
-    keys, pairs = _bottom_k(rng.random(len(pairs)), pairs, PAIRS_K)
-    return {"keys": keys.tolist(), "pairs": pairs.tolist()}
-
-
-def merge(group: pd.DataFrame) -> pd.DataFrame:
-    """All summaries of one window → one (exact sums; the samples' bottom-k of the union is a uniform sample)."""
-    parts = [json.loads(s) for s in group["summary"]]
-    out = parts[0]
-    for part in parts[1:]:
-        out["n"] += part["n"]
-        for kind in ("numeric", "categorical"):
-            for name, stats in part[kind].items():
-                out[kind][name] = _merge_one(out[kind].get(name), stats)
-        out["prediction"] = _merge_one(out["prediction"], part["prediction"])
-        if "labels" in part:
-            out["labels"] = _merge_one(out["labels"], part["labels"])
-    return pd.DataFrame({"window": [int(group["window"].iloc[0])], "summary": [json.dumps(out)]})
-
-
-def _merge_one(a: Optional[dict], b: dict) -> dict:
-    if a is None:
-        return b
-    out = dict(a)
-    for key, value in b.items():
-        if key == "counts" and isinstance(value, dict):
-            out[key] = {**a[key], **{k: a[key].get(k, 0) + v for k, v in value.items()}}
-        elif key in ("counts", "confusion"):
-            out[key] = (np.asarray(a[key]) + np.asarray(value)).tolist()
-        elif key == "missing":
-            out[key] = a[key] + value
-    for values in ("sample", "pairs"):
-        if values in b:
-            keys = np.concatenate([a["keys"], b["keys"]])
-            kept = np.concatenate([np.asarray(a[values], dtype=np.float64).reshape(len(a["keys"]), -1),
-                                   np.asarray(b[values], dtype=np.float64).reshape(len(b["keys"]), -1)])
-            keys, kept = _bottom_k(keys, kept, SAMPLE_K if values == "sample" else PAIRS_K)
-            out["keys"], out[values] = keys.tolist(), (kept[:, 0] if values == "sample" else kept).tolist()
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -384,13 +258,14 @@ def _pull_shuffle(ds):
 
 def summarise_logs(fs, files: list[str], columns: list[str], plan: Plan, labels: Optional[pa.Table] = None,
                    parallelism: Optional[int] = None) -> dict[int, dict]:
-    """The Ray Data job: read the logs, summarise each block per window, merge per window. `parallelism`: the
-    number of read blocks and concurrent summary tasks (default: Ray Data's choice)."""
+    """The Ray Data job: summarise each block of log files per window, merge per window. `parallelism`: the
+    number of blocks of files and of concurrent summary tasks (default: Ray Data's choice)."""
     import ray
 
-    ds = ray.data.read_parquet(files, filesystem=fs, columns=columns, override_num_blocks=parallelism)
-    partials = ds.map_batches(summarise, fn_kwargs={"plan": plan, "labels": labels}, batch_format="pyarrow",
-                              batch_size=None, zero_copy_batch=True, concurrency=parallelism)
+    paths = ray.data.from_items([{"path": p} for p in files],
+                                override_num_blocks=min(parallelism, len(files)) if parallelism else None)
+    partials = paths.map_batches(summarise_files, batch_format="pyarrow", batch_size=None, concurrency=parallelism,
+                                 fn_kwargs={"plan": plan, "columns": columns, "filesystem": fs, "labels": labels})
     with _pull_shuffle(partials):
         rows = partials.groupby("window").map_groups(merge, batch_format="pandas").take_all()
     return {int(r["window"]): json.loads(r["summary"]) for r in rows}

@@ -1,0 +1,171 @@
+"""What the monitor job's Ray tasks compute: a block of prediction-log files → one summary per time window, and
+the merge of summaries (`jobs.monitor` runs them with Ray Data and judges the merged windows).
+
+A summary holds what aggregates exactly (numeric bin counts on the profile's edges, category counts, missing
+counts, prediction counts, a confusion matrix of the joined labels) plus bounded uniform samples: each numeric
+feature's values (`SAMPLE_K` per window) for the Kolmogorov-Smirnov test, which needs values (a few thousand
+are as good as millions for it), and for regression (label, prediction) pairs. A sample keeps the values with
+the k smallest random keys (bottom-k), so the union of two samples cut to k again is a uniform sample of the
+union: merging in any order gives the same result.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jobs import drift
+
+FEATURE_PREFIX = "feature."
+SAMPLE_K = 5000            # numeric values kept per window and feature for KS (a uniform sample)
+PAIRS_K = 20000            # regression (label, prediction) pairs kept per window for the realised metrics
+READ_ROWS = 65536          # rows read at a time from a log file: a task's memory stays bounded whatever the file
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What each block's summary needs of the profile; shipped to the Ray tasks (plain data)."""
+
+    window_ms: int
+    numeric: dict[str, list[float]]            # feature → inner bin edges
+    categorical: dict[str, list[str]]          # feature → known categories
+    task: str
+    classes: Optional[list[str]]               # canonical class names (classification)
+    prediction_edges: Optional[list[float]]    # regression
+
+
+def _bottom_k(keys: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(keys) <= k:
+        return keys, values
+    keep = np.argpartition(keys, k)[:k]
+    return keys[keep], values[keep]
+
+
+def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) -> pa.Table:
+    """One block of log rows → one row per time window it touches: (window start ms, JSON summary)."""
+    if labels is not None:      # keys typed as this block reads them (Ray Data may read strings as large_string)
+        labels = labels.cast(pa.schema([batch.schema.field("request_id"), batch.schema.field("record"),
+                                        labels.schema.field("label")]))
+        batch = batch.join(labels, keys=["request_id", "record"], join_type="left outer")
+    times = pc.cast(pc.cast(batch["time"], pa.timestamp("ms", tz="UTC")), pa.int64()).to_numpy(zero_copy_only=False)
+    has_time = ~np.isnan(times.astype(np.float64)) if times.dtype.kind == "f" else np.ones(len(times), bool)
+    starts = (np.nan_to_num(times, nan=0).astype(np.int64) // plan.window_ms) * plan.window_ms
+    first = batch["request_id"][0].as_py() if len(batch) else ""
+    rng = np.random.default_rng(zlib.crc32(f"{first}:{len(batch)}".encode()))
+    names = set(batch.column_names)
+    windows, payloads = [], []
+    for start in np.unique(starts[has_time]):
+        rows = np.flatnonzero(has_time & (starts == start))
+        part = batch.take(pa.array(rows))
+        summary: dict[str, Any] = {"n": len(rows), "numeric": {}, "categorical": {}}
+        for name, edges in plan.numeric.items():
+            if FEATURE_PREFIX + name not in names:
+                continue
+            values = part[FEATURE_PREFIX + name].to_numpy(zero_copy_only=False).astype(np.float64)
+            seen = values[~np.isnan(values)]
+            counts = np.bincount(drift.bin_index(seen, edges), minlength=len(edges) + 1)
+            keys, sample = _bottom_k(rng.random(len(seen)), seen, SAMPLE_K)
+            summary["numeric"][name] = {"counts": counts.tolist(), "missing": int(len(values) - len(seen)),
+                                        "keys": keys.tolist(), "sample": sample.tolist()}
+        for name in plan.categorical:
+            if FEATURE_PREFIX + name in names:
+                column = pc.cast(part[FEATURE_PREFIX + name], pa.string())
+                summary["categorical"][name] = {"counts": _value_counts(column), "missing": column.null_count}
+        prediction = part["prediction"]
+        if plan.task == "classification":
+            summary["prediction"] = {"counts": _value_counts(pc.cast(prediction, pa.string()))}
+        else:
+            values = prediction.to_numpy(zero_copy_only=False).astype(np.float64)
+            values = values[~np.isnan(values)]
+            keys, sample = _bottom_k(rng.random(len(values)), values, SAMPLE_K)
+            summary["prediction"] = {"counts": np.bincount(drift.bin_index(values, plan.prediction_edges),
+                                                           minlength=len(plan.prediction_edges) + 1).tolist(),
+                                     "keys": keys.tolist(), "sample": sample.tolist()}
+        if labels is not None:
+            summary["labels"] = _label_summary(part, plan, rng)
+        windows.append(int(start))
+        payloads.append(json.dumps(summary))
+    return pa.table({"window": pa.array(windows, pa.int64()), "summary": pa.array(payloads, pa.string())})
+
+
+def _value_counts(column) -> dict[str, int]:
+    counts = pc.value_counts(column.drop_null() if hasattr(column, "drop_null") else column)
+    return {v.as_py(): c.as_py() for v, c in zip(counts.field("values"), counts.field("counts"))}
+
+
+def _label_summary(part: pa.Table, plan: Plan, rng: np.random.Generator) -> dict:
+    """The labelled rows of one window: a confusion matrix (classes), or a sample of (label, prediction)."""
+    labelled = part.filter(pc.is_valid(part["label"]))
+    if plan.task == "classification":
+        index = {c: i for i, c in enumerate(plan.classes)}
+        truth = [index.get(v, -1) for v in labelled["label"].to_pylist()]
+        predicted = [index.get(v, -1) for v in pc.cast(labelled["prediction"], pa.string()).to_pylist()]
+        cm = np.zeros((len(plan.classes), len(plan.classes)), dtype=np.int64)
+        for t, p in zip(truth, predicted):
+            if t >= 0 and p >= 0:
+                cm[t, p] += 1
+        return {"confusion": cm.tolist()}
+    pairs = np.column_stack([labelled["label"].to_numpy(zero_copy_only=False).astype(np.float64),
+                             labelled["prediction"].to_numpy(zero_copy_only=False).astype(np.float64)])
+    keys, pairs = _bottom_k(rng.random(len(pairs)), pairs, PAIRS_K)
+    return {"keys": keys.tolist(), "pairs": pairs.tolist()}
+
+
+def merge(group: pd.DataFrame) -> pd.DataFrame:
+    """All summaries of one window → one (exact sums; the samples' bottom-k of the union is a uniform sample)."""
+    parts = [json.loads(s) for s in group["summary"]]
+    out = parts[0]
+    for part in parts[1:]:
+        out["n"] += part["n"]
+        for kind in ("numeric", "categorical"):
+            for name, stats in part[kind].items():
+                out[kind][name] = _merge_one(out[kind].get(name), stats)
+        out["prediction"] = _merge_one(out["prediction"], part["prediction"])
+        if "labels" in part:
+            out["labels"] = _merge_one(out["labels"], part["labels"])
+    return pd.DataFrame({"window": [int(group["window"].iloc[0])], "summary": [json.dumps(out)]})
+
+
+def _merge_one(a: Optional[dict], b: dict) -> dict:
+    if a is None:
+        return b
+    out = dict(a)
+    for key, value in b.items():
+        if key == "counts" and isinstance(value, dict):
+            out[key] = {**a[key], **{k: a[key].get(k, 0) + v for k, v in value.items()}}
+        elif key in ("counts", "confusion"):
+            out[key] = (np.asarray(a[key]) + np.asarray(value)).tolist()
+        elif key == "missing":
+            out[key] = a[key] + value
+    for values in ("sample", "pairs"):
+        if values in b:
+            keys = np.concatenate([a["keys"], b["keys"]])
+            kept = np.concatenate([np.asarray(a[values], dtype=np.float64).reshape(len(a["keys"]), -1),
+                                   np.asarray(b[values], dtype=np.float64).reshape(len(b["keys"]), -1)])
+            keys, kept = _bottom_k(keys, kept, SAMPLE_K if values == "sample" else PAIRS_K)
+            out["keys"], out[values] = keys.tolist(), (kept[:, 0] if values == "sample" else kept).tolist()
+    return out
+
+
+
+def summarise_files(batch: pa.Table, plan: Plan, columns: list[str], filesystem,
+                    labels: Optional[pa.Table] = None) -> pa.Table:
+    """A block of log file paths (column `path`) → one summary row per window: each file read `READ_ROWS` at a
+    time (only `columns`), each piece summarised, the pieces merged per window here so that a task returns a
+    few rows whatever it read."""
+    pieces = []
+    for path in batch["path"].to_pylist():
+        with filesystem.open_input_file(path) as f:
+            for rows in pq.ParquetFile(f).iter_batches(batch_size=READ_ROWS, columns=columns):
+                pieces.append(summarise(pa.Table.from_batches([rows]), plan, labels))
+    if not pieces:
+        return pa.table({"window": pa.array([], pa.int64()), "summary": pa.array([], pa.string())})
+    merged = [merge(group) for _, group in pa.concat_tables(pieces).to_pandas().groupby("window")]
+    return pa.Table.from_pandas(pd.concat(merged, ignore_index=True), preserve_index=False)
