@@ -36,7 +36,7 @@ from cluster.errors import BadInput, Failure
 from jobs import drift
 from jobs.fitted import canonical
 from jobs.metrics import classification_metrics, regression_metrics
-from jobs.monitor_summary import FEATURE_PREFIX, Plan, merge, summarise_files
+from jobs.monitor_summary import FEATURE_PREFIX, Plan, merge, sample_rows, summarise_files
 from jobs.spec import MonitorSpec, window_seconds
 
 EXIT_RETRAIN = 3
@@ -159,7 +159,7 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
     for name, s in summary["numeric"].items():
         ref = profile["numeric"][name]
         stats = drift.numeric_drift_from_counts(ref, np.asarray(s["counts"]), s["missing"], n)
-        sample = np.asarray(s["sample"], dtype=np.float64)
+        sample = sample_rows(s["sample"])[:, 1]
         if len(sample):
             on_sample = drift.numeric_drift(ref, sample)
             stats.update(ks=on_sample["ks"], ks_p=on_sample["ks_p"])
@@ -191,7 +191,7 @@ def _prediction_stats(s: dict, ref: dict, thresholds, judged: bool) -> dict:
         stats["counts"] = s["counts"]
     else:   # PSI and chi-squared over every prediction's bin; KS (preferred by `flagged`) on the sample
         stats = drift.prediction_drift(ref, dict(enumerate(s["counts"])))
-        stats.update(counts=s["counts"], ks_p=drift.prediction_drift(ref, np.asarray(s["sample"]))["p"])
+        stats.update(counts=s["counts"], ks_p=drift.prediction_drift(ref, sample_rows(s["sample"])[:, 1])["p"])
     stats["flags"] = drift.flagged(ref, stats, thresholds, 1) if judged else []
     return stats
 
@@ -208,7 +208,7 @@ def _realised(s: dict, ref_prediction: dict, thresholds, reference: Optional[tup
         metrics.pop("auc", None)
         n = len(truth)
     else:
-        pairs = np.asarray(s["pairs"], dtype=np.float64).reshape(-1, 2)
+        pairs = sample_rows(s["pairs"])[:, 1:]
         metrics = regression_metrics(pairs[:, 0], pairs[:, 1]) if len(pairs) else {}
         n = len(pairs)
     out = {"n": n, **metrics, "flags": []}
@@ -264,7 +264,8 @@ def summarise_logs(fs, files: list[str], columns: list[str], plan: Plan, labels:
 
     paths = ray.data.from_items([{"path": p} for p in files],
                                 override_num_blocks=min(parallelism, len(files)) if parallelism else None)
-    partials = paths.map_batches(summarise_files, batch_format="pyarrow", batch_size=None, concurrency=parallelism,
+    partials = paths.map_batches(summarise_files, batch_format="pyarrow", batch_size=None,
+                                 compute=ray.data.TaskPoolStrategy(size=parallelism) if parallelism else None,
                                  fn_kwargs={"plan": plan, "columns": columns, "filesystem": fs, "labels": labels})
     with _pull_shuffle(partials):
         rows = partials.groupby("window").map_groups(merge, batch_format="pandas").take_all()
