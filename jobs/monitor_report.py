@@ -113,7 +113,7 @@ def _drift_over_time(windows: list[dict], thresholds: dict):
     ax.axhline(thresholds["psi"], color="red", linestyle="--", linewidth=1, label="psi threshold")
     ax.set_ylabel("PSI vs train")
     ax.tick_params(axis="x", rotation=30)
-    ax.legend(fontsize=7, ncol=4)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
