@@ -150,3 +150,50 @@ def test_bad_input_is_named(served_bundle, tmp_path, capsys):  # noqa: F811
 
     code, _, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--window", "1fortnight")
     assert code == 2 and "--window" in err, err
+
+
+def test_regression_windows_without_ray(tmp_path):
+    """The summaries, their merge and the statistics of a regression model's logs, run in-process (no Ray):
+    several files per window merge into exact counts and one uniform sample; the realised R² comes from the
+    joined labels, and predictions shifted by 3 standard deviations are flagged while the inputs are not."""
+    import pyarrow.fs as pafs
+
+    from jobs import drift
+    from jobs.monitor import reference_metric, window_stats
+    from jobs.monitor_summary import SAMPLE_K, Plan, merge, sample_rows, summarise_files
+    from jobs.profile import summarise as reference_of
+
+    rng = np.random.default_rng(0)
+    train_x, train_y = rng.normal(0, 1, 5000), rng.normal(10, 2, 5000)
+    ref_x, ref_y = reference_of(train_x), reference_of(train_y)
+    profile = {"numeric": {"x": {**ref_x, "missing_rate": 0.0}}, "categorical": {},
+               "prediction": {"task": "regression", **{k: ref_y[k] for k in ("edges", "shares", "quantiles")}}}
+    paths, labels = [], []
+    for i, (day, shift) in enumerate([(0, 0.0), (0, 0.0), (1, 6.0)]):
+        n = 4000
+        truth = rng.normal(10, 2, n)
+        predicted = truth + rng.normal(0, 0.5, n) + shift
+        ids = [f"f{i}-{j}" for j in range(n)]
+        path = tmp_path / f"part-{i}.parquet"
+        pq.write_table(pa.table({
+            "request_id": pa.array(ids, pa.string()), "record": pa.array(np.zeros(n, np.int32)),
+            "time": pa.array([DAY0 + timedelta(days=day, seconds=j) for j in range(n)], pa.timestamp("ms", tz="UTC")),
+            "model_version": pa.array(["v1"] * n), "prediction": pa.array(predicted),
+            "feature.x": pa.array(rng.normal(0, 1, n))}), path)
+        paths.append(str(path))
+        labels.append(pa.table({"request_id": pa.array(ids), "record": pa.array(np.zeros(n, np.int32)),
+                                "label": pa.array(truth)}))
+    plan = Plan(86_400_000, {"x": ref_x["edges"]}, {}, "regression", None, ref_y["edges"])
+    columns = ["request_id", "record", "time", "prediction", "feature.x"]
+    parts = summarise_files(pa.table({"path": paths}), plan, columns, pafs.LocalFileSystem(), pa.concat_tables(labels))
+    windows = [json.loads(merge(group)["summary"][0]) for _, group in parts.to_pandas().groupby("window")]
+
+    first, second = windows
+    assert first["n"] == 8000 and sum(first["numeric"]["x"]["counts"]) == 8000
+    assert len(sample_rows(first["numeric"]["x"]["sample"])) == SAMPLE_K
+    reference = reference_metric("regression", {"test": {"r2": 0.93}})
+    stats = [window_stats(w, profile, drift.Thresholds(), 1, reference) for w in windows]
+    assert [s["flagged"] for s in stats] == [[], []]
+    assert [bool(s["prediction"]["flags"]) for s in stats] == [False, True]
+    assert stats[0]["metrics"]["n"] == 8000 and stats[0]["metrics"]["r2"] == pytest.approx(0.94, abs=0.02)
+    assert stats[0]["metrics"]["flags"] == [] and stats[1]["metrics"]["flags"]     # +6 on every prediction: R² < 0
