@@ -320,6 +320,12 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     for start in sorted(summaries):
         stats = window_stats(summaries[start], profile, thresholds, n_features, reference)
         windows.append({"start": _iso(start), "end": _iso(start + window_ms), **stats})
+    if label_table is not None:
+        joined = sum(w["metrics"]["n"] for w in windows)
+        if joined < label_table.num_rows:
+            progress(f"[monitor] warning: {label_table.num_rows - joined:,} of {label_table.num_rows:,} labels in "
+                     f"{labels} match no logged record (request_id, record): requests not logged (serve.log.sample), "
+                     "or labels for other logs")
     reasons = _reasons(windows)
     report = {"format": 1, "bundle": str(bundle.path), "version": bundle.version, "logs": logs, "labels": labels,
               "window": window, "files": len(files), "skipped": skipped, "rows": total,

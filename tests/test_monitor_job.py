@@ -117,6 +117,7 @@ def test_labels_reveal_the_mislabelled_window(served_bundle, tmp_path, capsys): 
             truth = np.where(truth == "ok", "failure", "ok")
         logged = pq.read_table(path, columns=["request_id", "record"]).to_pandas()
         labels.append(logged.assign(label=truth))
+    labels.append(pd.DataFrame({"request_id": ["never-logged"], "record": [0], "label": ["ok"]}))
     pd.concat(labels).sample(frac=1.0, random_state=0).to_parquet(tmp_path / "labels.parquet", index=False)
 
     code, out, err, report = monitor(capsys, served_bundle, logs, tmp_path / "mon",
@@ -126,6 +127,7 @@ def test_labels_reveal_the_mislabelled_window(served_bundle, tmp_path, capsys): 
     assert [bool(w["metrics"]["flags"]) for w in report["windows"]] == [False, True, False], report["windows"]
     assert [w["metrics"]["n"] for w in report["windows"]] == [300, 300, 300]
     assert all(w["flagged"] == [] for w in report["windows"])
+    assert "warning: 1 of 901 labels" in out + err
     assert "accuracy" in out.strip().splitlines()[-1] and report["windows"][1]["start"] in out.strip().splitlines()[-1]
 
 
