@@ -182,7 +182,7 @@ class PredictionLogger:
         columns = [pa.array(ids, pa.string()), pa.array(positions, pa.int32()),
                    pa.array(times, pa.timestamp("ms", tz="UTC")), pa.array([self.version] * len(rows), pa.string())]
         if self.schema.field("prediction").type == pa.string():
-            columns.append(pa.array([str(p) for p in predictions], pa.string()))
+            columns.append(pa.array([canonical(p) for p in predictions], pa.string()))
         else:
             columns.append(_floats(predictions))
         for name, kind in self.columns:

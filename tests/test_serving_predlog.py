@@ -155,3 +155,15 @@ def test_the_writer_puts_complete_files_on_object_storage(s3_bucket):  # noqa: F
     table = pq.read_table(info.path, filesystem=fs)
     assert table.to_pydict()["feature.email"] == ["x@y", None] and table.column("prediction").to_pylist() == [0.5, 0.25]
     assert not [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("trainyard-predlog-")]  # cleaned up
+
+
+def test_class_labels_are_logged_as_the_canonical_strings_the_monitor_matches(tmp_path):
+    """Ray-free: boolean and integer classes are written as `jobs.fitted.canonical` writes them ("true", "3"),
+    the form the monitor job matches against the bundle's classes (str() gave "True")."""
+    from serving.predlog import PredictionLogger
+
+    schema = {**SCHEMA, "task": "classification", "label": {"name": "y", "classes": [False, True]}}
+    logger = PredictionLogger({"path": str(tmp_path)}, app="a", replica="r1", schema=schema, version="v1")
+    assert logger.log("id", [{"rpm": 1.0}] * 3, [True, False, 3])
+    logger.close()
+    assert read_logs(tmp_path / "a").column("prediction").to_pylist() == ["true", "false", "3"]
