@@ -65,8 +65,8 @@ def fuzz(schema) -> int:
 
 
 def test_tabular_api_has_no_server_errors(tabular_api):
-    assert fuzz(tabular_api) == 4       # /predict, /healthz, /readyz, /schema
+    assert fuzz(tabular_api) == 5       # /predict, /healthz, /readyz, /schema, /monitor
 
 
 def test_image_api_has_no_server_errors(image_api):
-    assert fuzz(image_api) == 4
+    assert fuzz(image_api) == 5
