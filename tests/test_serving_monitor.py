@@ -22,6 +22,8 @@ from tests.serving_fixtures import call, deploy_app, served_bundle, serve_instan
 
 SHIFTED = {"air_temp_k", "machine_type", "rpm"}
 PER_REQUEST = 6
+TOKEN = "monitor-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _profile(rng) -> dict:
@@ -74,6 +76,24 @@ def test_counters_give_the_statistics_of_the_raw_values():
     # t moved by 1.5 sd and one value in 7 is missing; m and shift have unseen categories; u did not move.
     assert set(got["flagged"]) == {"t", "m", "shift"}
     assert any("missing" in reason for reason in got["features"]["t"]["flags"])
+
+
+def test_regression_predictions_are_counted_in_the_reference_bins():
+    from jobs.profile import summarise
+    rng = np.random.default_rng(5)
+    ref = {k: v for k, v in summarise(rng.normal(100.0, 10.0, 400)).items() if k != "count"}
+    profile = {"numeric": {}, "categorical": {}, "prediction": {"task": "regression", **ref}}
+    predictions = rng.normal(130.0, 10.0, 200).tolist()
+    monitor = LiveMonitor(profile, app="a", version="v1", replica="r1", window_s=600, export=False)
+    try:
+        for i in range(0, 200, 8):
+            monitor.observe([{}] * len(predictions[i:i + 8]), predictions[i:i + 8])
+        got = monitor.snapshot()["prediction"]
+    finally:
+        monitor.close()
+    want = drift.numeric_drift(ref, predictions)
+    assert list(got["counts"].values()) == want["counts"] and got["psi"] == pytest.approx(want["psi"])
+    assert got["flags"] and got["flags"][0].startswith("psi")
 
 
 def test_the_window_forgets_steps_older_than_it():
@@ -143,7 +163,7 @@ def shifted(records: list[dict]) -> list[list[dict]]:
 @pytest.fixture(scope="module")
 def monitored(served_bundle, serve_instance, held_out_records):
     """Two apps of the same bundle, one replica each (a replica counts its own traffic): one sent the held-out
-    split, one the same rows shifted. Returns {kind: (Served, rows sent)}."""
+    split, one the same rows shifted (behind a token). Returns {kind: (Served, rows sent)}."""
     from serving import shutdown
 
     plain = [held_out_records[i:i + PER_REQUEST] for i in range(0, len(held_out_records), PER_REQUEST)]
@@ -152,12 +172,13 @@ def monitored(served_bundle, serve_instance, held_out_records):
     try:
         for kind, requests in traffic.items():
             served = deploy_app(served_bundle, f"monitor-{kind}", serve_instance,
+                                token=TOKEN if kind == "shifted" else None,
                                 autoscaling={"min_replicas": 1, "max_replicas": 1})
             apps[kind] = (served, sum(len(r) for r in requests))
             for records in requests:
                 status, _, out = call(served.url, "POST", "/predict",
                                       json.dumps({"records": records}).encode(),
-                                      {"Content-Type": "application/json"})
+                                      {"Content-Type": "application/json", **AUTH})
                 assert status == 200, out
         yield apps
     finally:
@@ -169,8 +190,9 @@ def monitored(served_bundle, serve_instance, held_out_records):
 def test_get_monitor_flags_exactly_the_shifted_features(monitored, served_bundle):
     assert (served_bundle / "profile.json").is_file()
     bodies = {}
+    assert call(monitored["shifted"][0].url, "GET", "/monitor")[0] == 401      # the token guards it too
     for kind, (served, sent) in monitored.items():
-        status, _, body = call(served.url, "GET", "/monitor")
+        status, _, body = call(served.url, "GET", "/monitor", headers=AUTH)
         assert status == 200, body
         assert body["enabled"] and body["n"] == sent and body["judged"], body
         assert body["model"]["version"] == served.version
