@@ -312,9 +312,13 @@ class _Gauges:
 def for_replica(bundle, settings: dict, payload: dict, replica: str) -> LiveMonitor:
     """The monitor of a replica serving `bundle` under `settings` (serving.app.replica_settings); thresholds
     from the bundle's own spec.yaml (`monitor:`), read from the payload it was loaded from."""
-    spec = settings["serve"]["monitor"]
-    common = dict(app=settings["name"], version=bundle.version, replica=replica, window_s=spec["window_s"])
-    if not spec["enabled"]:
+    from jobs.spec.serve import LiveMonitorSpec
+
+    # Settings made before serve.monitor existed have none (a rollback redeploys the running version's own
+    # replica arguments): the defaults then.
+    spec = LiveMonitorSpec.model_validate(settings["serve"].get("monitor") or {})
+    common = dict(app=settings["name"], version=bundle.version, replica=replica, window_s=spec.window_s)
+    if not spec.enabled:
         return LiveMonitor(None, reason_off="monitoring is off for this app (serve.monitor.enabled: false)",
                            **common)
     thresholds, note = bundle_thresholds(payload)

@@ -117,10 +117,16 @@ def test_monitoring_that_is_off_says_why():
     off.observe([{"t": 1.0}], ["ok"])
     body = off.snapshot()
     assert body["enabled"] is False and "profile.json" in body["reason"] and "retrain" in body["reason"]
+    new = SimpleNamespace(version="v1", profile=_profile(np.random.default_rng(0)))
     settings["serve"]["monitor"]["enabled"] = False
-    body = for_replica(SimpleNamespace(version="v1", profile=_profile(np.random.default_rng(0))), settings,
-                       {"files": {}}, "r1").snapshot()
+    body = for_replica(new, settings, {"files": {}}, "r1").snapshot()
     assert body["enabled"] is False and "serve.monitor.enabled: false" in body["reason"]
+    # Replica settings written before serve.monitor existed (a rollback to such a version): the defaults.
+    on = for_replica(new, {"name": "a", "serve": {}}, {"files": {}}, "r1")
+    try:
+        assert on.enabled and on.window_s == 900.0
+    finally:
+        on.close()
 
 
 # ---------------------------------------------------------------------------------------------- real Serve
