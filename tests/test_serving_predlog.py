@@ -167,3 +167,25 @@ def test_class_labels_are_logged_as_the_canonical_strings_the_monitor_matches(tm
     assert logger.log("id", [{"rpm": 1.0}] * 3, [True, False, 3])
     logger.close()
     assert read_logs(tmp_path / "a").column("prediction").to_pylist() == ["true", "false", "3"]
+
+
+def test_buffered_requests_leave_nothing_for_the_garbage_collector_to_track(tmp_path):
+    """Ray-free: what log() keeps until the writer's next pass is untracked by the GC within two collections.
+    Kept as the request's own lists (as before), ~1,200 requests a second survived into the oldest generation,
+    whose growth set off full collections of the replica's whole heap: ~150 ms pauses, the p99 cost of logging."""
+    import gc
+
+    from serving.predlog import PredictionLogger
+
+    logger = PredictionLogger({"path": str(tmp_path)}, app="a", replica="r1", schema=SCHEMA, version="v1")
+    body = json.dumps({"records": [{"rpm": 1500.0, "email": "x@y"}, {"rpm": None}]})
+    gc.collect()
+    tracked = len(gc.get_objects())
+    for i in range(1000):      # well inside the writer's first FLUSH_S: all 1,000 stay buffered
+        assert logger.log(f"id{i}", json.loads(body)["records"], [0.5, 0.25])
+    gc.collect()
+    gc.collect()       # the second pass (a replica's next gen-1 pass) untracks the tuples of the first's tuples
+    assert len(gc.get_objects()) - tracked < 100        # the request's lists and the entries kept: 3,000
+    logger.close()
+    assert logger.stats["published_records"] == 2000
+    assert read_logs(tmp_path / "a").column("feature.email").to_pylist()[:2] == ["x@y", None]
