@@ -26,13 +26,18 @@ _IMPORT_NAMES = {"pyyaml": "yaml", "scikit-learn": "sklearn", "pillow": "PIL", "
 
 
 def required_modules(pyproject: Path) -> list[str]:
-    """Import names of [project].dependencies. A small parser: pyproject.toml's dependency list is plain."""
+    """Import names of [project].dependencies: read with tomllib (Python 3.11+), else with a small parser of the
+    plain dependency list that drops comments first (an apostrophe in a comment once read as a quote)."""
     text = pyproject.read_text()
-    block = re.search(r"^dependencies\s*=\s*\[(.*?)^\]", text, re.S | re.M)
-    if not block:
-        return []
+    try:
+        import tomllib
+        specs = tomllib.loads(text).get("project", {}).get("dependencies", [])
+    except ModuleNotFoundError:  # Python 3.10 on the cluster
+        block = re.search(r"^dependencies\s*=\s*\[(.*?)^\]", text, re.S | re.M)
+        body = re.sub(r"#[^\n]*", "", block.group(1)) if block else ""
+        specs = re.findall(r"""["']([^"']+)["']""", body)
     names = []
-    for spec in re.findall(r"""["']([^"']+)["']""", block.group(1)):
+    for spec in specs:
         dist = re.split(r"[\s\[<>=!~;]", spec.strip(), maxsplit=1)[0].lower()
         if dist:
             names.append(_IMPORT_NAMES.get(dist, dist.replace("-", "_")))

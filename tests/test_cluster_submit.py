@@ -179,6 +179,18 @@ def test_envcheck_reads_the_dependencies_and_names_what_is_missing(tmp_path, cap
     assert "lacks no_such_package_xyz" in err and sys.executable in err and "pip install ." in err
 
 
+@pytest.mark.parametrize("tomllib", ["tomllib", "none (Python 3.10)"])
+def test_envcheck_reads_every_dependency_whatever_the_comments_say(tmp_path, monkeypatch, tomllib):
+    """A comment with an apostrophe between two dependencies ("the bundle's profile") once read as a quote and
+    swallowed the dependency after it; both readers (tomllib, and the parser used without it) take them all."""
+    if tomllib != "tomllib":
+        monkeypatch.setitem(sys.modules, "tomllib", None)
+    fake = write(tmp_path / "pyproject.toml",
+                 '[project]\ndependencies = [\n    "ray>=2.60",\n    # the bundle\'s profile (it\'s drift)\n'
+                 '    "scipy>=1.10",   # Kolmogorov-Smirnov\n    "pyyaml>=6",\n]\n')
+    assert envcheck.required_modules(fake) == ["ray", "scipy", "yaml"]
+
+
 def test_the_staged_spec_reads_back_as_given(tmp_path, repo):
     """The job reads .trainyard-job/spec.yaml with the spec reader (where 1e-3 is a number): text that looks
     like a number must stay text, numbers stay numbers, and the spec file's own YAML reads the same way."""
