@@ -301,6 +301,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
         cpus = num_cpus or max(os.cpu_count() or 1, 4)
         kwargs.update(num_cpus=cpus, include_dashboard=False,
                       _node_ip_address="127.0.0.1")
+        ray_compat.keep_loopback()   # else Ray takes the outward address and its metrics port binds 0.0.0.0
         global _embedded_gcs
         _embedded_gcs = ray.init(**kwargs).address_info["gcs_address"]
         return describe_resources()

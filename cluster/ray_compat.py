@@ -207,6 +207,23 @@ def ray_services() -> ModuleType:
     return services
 
 
+def keep_loopback() -> None:
+    """Make the Ray this process starts (and its raylet, agents and workers) use 127.0.0.1 as its node address.
+
+    Why: Ray swaps `_node_ip_address="127.0.0.1"` for the machine's outward address unless
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is 0; with the outward address its metrics agent (the Prometheus port the
+    drift gauges go out on) listens on 0.0.0.0 and the node manager, object manager and runtime-env agent on
+    the outward address. The variable is read into `ray._private.ray_constants.ENABLE_RAY_CLUSTER` when Ray is
+    imported, so the constant is set too; the variable reaches the processes Ray starts. Only for a Ray that
+    stays one node: Ray refuses to join a worker node to a cluster with it (cluster/local.py strips it from
+    the nodes it starts). Checked on Ray 2.60.0."""
+    import os
+
+    from ray._private import ray_constants
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 # ---------------------------------------------------------------------------------------------- token auth
 def reload_auth_config() -> None:
     """Make this process's Ray re-read RAY_AUTH_MODE and the token (after cluster.connection has set them).

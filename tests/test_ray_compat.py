@@ -119,3 +119,11 @@ def test_token_auth_logger_is_the_one_that_warns():
 
     assert rc.token_auth_logger() is setup.logger
     assert "Token authentication is enabled" in inspect.getsource(setup._warn_token_auth_enabled)
+
+
+def test_the_loopback_switch_is_where_ray_reads_it():
+    from ray._private import ray_constants, services
+
+    assert ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    assert isinstance(ray_constants.ENABLE_RAY_CLUSTER, bool)
+    assert "ray_constants.ENABLE_RAY_CLUSTER" in inspect.getsource(services.get_node_ip_address)

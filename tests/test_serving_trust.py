@@ -120,3 +120,16 @@ def test_a_bundle_cannot_choose_its_runtime_env_or_host(served_bundle, serve_ins
             assert env.get(OPERATOR_VAR) == "operator" and BUNDLE_VAR not in env, pid
     finally:
         serve.delete("trust")
+
+
+def test_the_embedded_ray_listens_on_loopback_only(ray_session):
+    """The embedded Ray keeps 127.0.0.1 as its node address, so its metrics agent (where the drift gauges are
+    scraped) listens on 127.0.0.1, not on 0.0.0.0: without cluster.ray_compat.keep_loopback Ray swapped in the
+    machine's outward address and the Prometheus port was open to the network."""
+    from cluster import is_embedded
+
+    if not is_embedded():
+        pytest.skip("this session joined a Ray it did not start")
+    node = next(n for n in ray_session.nodes() if n["Alive"])
+    assert node["NodeManagerAddress"] == "127.0.0.1"
+    assert _listening(node["MetricsExportPort"]) == {"127.0.0.1"}
