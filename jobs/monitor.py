@@ -146,7 +146,8 @@ def read_labels(path: str, classes: Optional[list]) -> pa.Table:
                                     f"bundle (classes: {', '.join(map(str, classes))})")
     else:
         df["label"] = pd.to_numeric(df["label"], errors="coerce")
-    df = df.drop_duplicates(["request_id", "record"], keep="last")
+    # The summaries cast labels to (request_id, record, label) in that order: a record column added above is last.
+    df = df.drop_duplicates(["request_id", "record"], keep="last")[["request_id", "record", "label"]]
     return pa.Table.from_pandas(df, preserve_index=False)
 
 

@@ -199,3 +199,20 @@ def test_regression_windows_without_ray(tmp_path):
     assert [bool(s["prediction"]["flags"]) for s in stats] == [False, True]
     assert stats[0]["metrics"]["n"] == 8000 and stats[0]["metrics"]["r2"] == pytest.approx(0.94, abs=0.02)
     assert stats[0]["metrics"]["flags"] == [] and stats[1]["metrics"]["flags"]     # +6 on every prediction: R² < 0
+
+
+def test_labels_without_a_record_column_join_on_record_0(tmp_path):
+    """Ray-free: `record` is optional in a labels file (0 when absent); the table read_labels returns has the
+    column order the summaries cast to (request_id, record, label), so the cast no longer fails on it."""
+    import pyarrow as pa
+
+    from jobs.monitor import read_labels
+
+    (tmp_path / "labels.csv").write_text("request_id,label\nr1,ok\nr2,failure\n")
+    labels = read_labels(str(tmp_path / "labels.csv"), ["failure", "ok"])
+    assert labels.column_names == ["request_id", "record", "label"]
+    logged = pa.table({"request_id": ["r1", "r2"], "record": pa.array([0, 0], pa.int32())})
+    cast = labels.cast(pa.schema([logged.schema.field("request_id"), logged.schema.field("record"),
+                                  labels.schema.field("label")]))
+    joined = logged.join(cast, keys=["request_id", "record"]).sort_by("request_id")
+    assert joined.column("label").to_pylist() == ["ok", "failure"]
