@@ -119,6 +119,8 @@ class ModelServer:
         prediction log writes what it holds before the process goes."""
         if getattr(self, "predlog", None) is not None:
             self.predlog.close()
+        if getattr(self, "monitor", None) is not None:
+            self.monitor.close()
 
     def _predict_now(self, records: list[dict]) -> dict:
         return bundle_predict(self.bundle, records)
@@ -258,7 +260,8 @@ def build_fastapi(server: ModelServer) -> FastAPI:
 
     @app.get("/monitor", summary="Drift of this replica's recent inputs and predictions against the training data")
     async def monitor():
-        return server.monitor.snapshot()
+        # Off the event loop: folding what arrived and the statistics take the monitor's lock and scipy's time.
+        return await asyncio.to_thread(server.monitor.snapshot)
 
     serve_spec = server.settings["serve"]
     schema_doc = {"model": server.model_info, **schema,

@@ -176,6 +176,8 @@ class LiveMonitor:
         if self._queued - self._folded + len(records) > MAX_PENDING_RECORDS:
             self.skipped += len(records)
             return
+        if not (self.layout.numeric or self.layout.categorical):
+            records = [None] * len(records)   # only predictions are counted: hold no image arrays meanwhile
         self._pending.append((time.time(), records, predictions))
         self._queued += len(records)
 

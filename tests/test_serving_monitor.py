@@ -258,3 +258,30 @@ def test_prometheus_gauges_flag_exactly_the_shifted_features(monitored, ray_sess
     unknown = metrics[("ray_trainyard_unknown_category_rate", shifted_app)]
     assert unknown["machine_type"] == pytest.approx(1 / 3, abs=0.05) and unknown["shift"] == 0
     assert set(metrics[("ray_trainyard_prediction_drift", shifted_app)]) == {"/psi", "/p", "/flagged"}
+
+
+def test_a_profile_without_features_holds_no_record_while_counting_predictions():
+    """An image bundle's profile has predictions only: the records (decoded pixel arrays) are not kept until the
+    monitor's thread folds them, yet every prediction is counted."""
+    import weakref
+
+    import numpy as np
+
+    from serving.monitor import LiveMonitor
+
+    profile = {"numeric": {}, "categorical": {},
+               "prediction": {"task": "classification", "classes": ["bad", "good"], "shares": [0.5, 0.5]}}
+    monitor = LiveMonitor(profile, app="a", version="v1", replica="r1", window_s=600, export=False)
+    try:
+        class Pixels(np.ndarray):       # ndarray itself takes no weak reference
+            pass
+
+        image = np.zeros((64, 64), np.uint8).view(Pixels)
+        alive = weakref.ref(image)
+        monitor.observe([{"image": image}], ["good"])
+        del image
+        assert alive() is None, "the monitor kept the request's image"
+        monitor.observe([{}] * 3, ["bad", "good", "good"])
+        assert monitor.snapshot()["prediction"]["counts"] == {"bad": 1, "good": 3}
+    finally:
+        monitor.close()
