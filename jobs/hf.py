@@ -1,0 +1,79 @@
+"""Pretrained Hugging Face models, found offline: the one place a spec's `model.encoder` becomes a folder.
+
+- ``resolve_pretrained(name_or_path, field=...)``: a local folder holding a model (config.json and weights),
+  or a Hugging Face id already in the local cache. trainyard never downloads: clusters and CI reach no model
+  hub, and a job that fetched weights on each worker would race and differ by time. Errors name the spec field
+  and the fix (pre-download the id on a machine with network, or point the field at a folder).
+- ``max_positions(config)``: the longest input a model's position embeddings allow (for `data.text.max_length`).
+
+Used by the text jobs (`jobs.text`) and the pretrained image backbones alike.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from cluster.errors import BadInput
+
+CONFIG_FILE = "config.json"
+# What `from_pretrained` reads weights from: one file, or an index of shards.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def resolve_pretrained(name_or_path: str, *, field: str) -> Path:
+    """The folder of the pretrained model `name_or_path` names: a local folder, else a Hugging Face id looked
+    up in the local cache only. `field` is the spec field it came from (e.g. "model.encoder"), named in errors.
+    """
+    path = Path(os.path.expanduser(name_or_path))
+    if path.is_dir():
+        _check_model_folder(path, field)
+        return path.resolve()
+    if path.exists():
+        raise BadInput(f"{field}: {name_or_path!r} is a file, not a model folder; point {field} at the folder "
+                       f"that holds {CONFIG_FILE} and the weights (what save_pretrained writes)")
+    folder = _cached_snapshot(name_or_path, field)
+    _check_model_folder(folder, field, shown=name_or_path)
+    return folder
+
+
+def max_positions(config: Any) -> Optional[int]:
+    """The most tokens a model takes (its position embeddings), from a transformers config or its dict; None
+    when the model has no such limit (relative or rotary positions without a stated maximum)."""
+    get = config.get if isinstance(config, dict) else (lambda k: getattr(config, k, None))
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        value = get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _check_model_folder(folder: Path, field: str, shown: Optional[str] = None) -> None:
+    shown = shown or str(folder)
+    if not (folder / CONFIG_FILE).is_file():
+        raise BadInput(f"{field}: {shown!r} is not a model folder: it has no {CONFIG_FILE}. Point {field} at a "
+                       "folder written by save_pretrained (config.json and model.safetensors), or at a Hugging "
+                       "Face id in the local cache")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise BadInput(f"{field}: {shown!r} holds {CONFIG_FILE} but no weights (none of {', '.join(WEIGHT_FILES)}). "
+                       f"Copy the model's weights there, or use {field}: scratch to train an encoder from scratch")
+
+
+def _cached_snapshot(repo_id: str, field: str) -> Path:
+    """The local cache's snapshot of `repo_id`; never a download (local_files_only)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except HFValidationError:
+        raise BadInput(f"{field}: {repo_id!r} is neither a local folder nor a Hugging Face id (like "
+                       "'org/model'); give the path of a model folder or an id in the local cache") from None
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        raise BadInput(
+            f"{field}: {repo_id!r} is not a local folder and not in the local Hugging Face cache ({cache}); "
+            "trainyard does not download models. Pre-download it on a machine with network "
+            f"(`hf download {repo_id}`, then copy the Hugging Face cache folder here), or point {field} at a folder "
+            "holding the model (config.json, weights and tokenizer files)") from None

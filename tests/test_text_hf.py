@@ -1,0 +1,53 @@
+"""jobs.hf: a spec's encoder (a folder or a cached Hugging Face id) found offline, with errors that name the
+field and the fix. No Ray: real tiny models saved with save_pretrained into tmp_path."""
+from __future__ import annotations
+
+import pytest
+
+from cluster.errors import BadInput
+from jobs.hf import max_positions, resolve_pretrained
+
+
+@pytest.fixture()
+def tiny_bert(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=40)
+    folder = tmp_path / "tiny-bert"
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_saved_model_folder_resolves_and_gives_its_position_limit(tiny_bert):
+    from transformers import AutoConfig
+
+    folder = resolve_pretrained(str(tiny_bert), field="model.encoder")
+    assert folder == tiny_bert.resolve()
+    assert max_positions(AutoConfig.from_pretrained(folder)) == 40
+    assert max_positions({"n_positions": 1024}) == 1024 and max_positions({"hidden_size": 8}) is None
+
+
+def test_an_id_missing_from_the_cache_names_the_field_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(BadInput) as err:
+        resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2", field="model.encoder")
+    message = str(err.value)
+    assert "model.encoder" in message and "'sentence-transformers/all-MiniLM-L6-v2'" in message
+    assert "hf download sentence-transformers/all-MiniLM-L6-v2" in message and "folder" in message
+
+
+def test_a_folder_that_is_not_a_model_is_refused(tmp_path, tiny_bert):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("hello")
+    with pytest.raises(BadInput, match=r"model\.encoder: .*not-a-model.* is not a model folder: it has no config\.json"):
+        resolve_pretrained(str(empty), field="model.encoder")
+    (tiny_bert / "model.safetensors").unlink()
+    with pytest.raises(BadInput, match=r"model\.encoder: .* holds config\.json but no weights"):
+        resolve_pretrained(str(tiny_bert), field="model.encoder")
+    with pytest.raises(BadInput, match=r"is a file, not a model folder"):
+        resolve_pretrained(str(empty / "notes.txt"), field="model.encoder")
+    with pytest.raises(BadInput, match=r"neither a local folder nor a Hugging Face id"):
+        resolve_pretrained("no such/model id!", field="model.encoder")
