@@ -365,9 +365,16 @@ def _recorded_process(node: dict) -> str:
         return GONE
     except psutil.Error:  # not ours to read (another user's process): not ours to signal either
         return REUSED
+    return _classify(node, started, ticks, zombie, cmdline)
+
+
+def _classify(node: dict, started: float, ticks: int | None, zombie: bool, cmdline: list[str] | None) -> str:
+    """`_recorded_process`'s verdict on what it read of the process that has the node's pid now."""
     # Records from before the exact start and the command line were kept (state version 1), or made where
     # there is no /proc, are checked by the epoch start time, to the second.
     if node.get("start_ticks") is not None:
+        if ticks is None:     # /proc/<pid>/stat vanished after psutil found the process: it has just exited
+            return GONE
         if ticks != node["start_ticks"]:
             return REUSED
     elif node.get("started") is None or abs(started - node["started"]) >= 1:

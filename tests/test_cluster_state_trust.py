@@ -96,3 +96,13 @@ def test_a_marker_of_another_cluster_is_not_enough(tmp_path):
                                           "temp_root": str(temp_root), "nodes": []})
     local.down(state_dir, timeout_s=5)
     assert temp_root.is_dir()
+
+
+def test_a_process_that_exits_while_it_is_read_is_gone_not_reused():
+    """psutil found the node's process, then its /proc/<pid>/stat was gone when the start ticks were read (it
+    exited in between): GONE, whose session may still hold our processes, not REUSED (which `down` would neither
+    signal nor search by, and would report as a reused pid)."""
+    node = {"name": "head", "pid": 4321, "started": 1000.0, "start_ticks": 5000, "cmdline": ["ray", "start"]}
+    assert local._classify(node, 1000.0, None, False, None) == local.GONE
+    assert local._classify(node, 1000.0, 5001, False, ["ray", "start"]) == local.REUSED
+    assert local._classify(node, 1000.0, 5000, False, ["ray", "start"]) == local.ALIVE
