@@ -50,6 +50,22 @@ class Thresholds:
         return cls(**{f.name: given[f.name] for f in fields(cls) if f.name in given})
 
 
+def bundle_monitor_settings(spec_yaml: Optional[str]) -> tuple[Thresholds, str]:
+    """The thresholds and the window of the `monitor:` section of a bundle's spec.yaml (its text; the defaults
+    where it has none), for a serving replica and the monitor job alike. Safe to take from a bundle: they decide
+    what is reported, never what runs or where. ValueError saying what does not read."""
+    import yaml
+
+    from jobs.spec import MonitorSpec, read_yaml
+
+    try:
+        doc = read_yaml(spec_yaml) if spec_yaml else None
+        section = MonitorSpec.model_validate((doc or {}).get("monitor") or {})
+    except (yaml.YAMLError, ValueError, AttributeError, TypeError) as exc:   # pydantic's errors are ValueErrors
+        raise ValueError(f"its monitor section does not read ({exc})") from None
+    return Thresholds.from_spec(section), section.window
+
+
 def bin_index(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     """The reference bin of each value: 0 below the first inner edge, len(edges) at or above the last."""
     return np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
@@ -224,3 +240,17 @@ def flagged(ref_feature: Mapping, stats: Mapping, thresholds: Thresholds, n_feat
     if unknown is not None and unknown - ref_unknown > thresholds.unknown_rate:
         reasons.append(f"unknown categories {unknown:.2f} vs {ref_unknown:.2f}")
     return reasons
+
+
+def json_safe(v: Any) -> Any:
+    """`v` (dicts, lists and tuples of statistics) with every NaN or infinite float as None: JSON has no NaN
+    (a statistic of an empty window is one), and strict readers (JavaScript's JSON.parse, jq) refuse it."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        return json_safe(v.item())
+    return v

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any, ClassVar, Optional
 
@@ -68,13 +69,23 @@ def aggregate(ds, *aggs) -> dict:
     map-side partials plus one merge, on the workers already running, at any data size. The strategy is set
     on the dataset's context for this call only (the context is shared with the datasets derived from it).
     """
+    with pull_shuffle(ds):
+        return ds.aggregate(*aggs)
+
+
+@contextmanager
+def pull_shuffle(ds):
+    """Run `ds`'s next all-to-all step (an aggregate, a groupby) with the sort-based pull shuffle instead of
+    Ray 2.60's default SHUFFLE_V2, which starts aggregator actors in fresh worker processes for it (seconds of
+    start-up for a step that merges a few partial results): see `aggregate`. Set on the dataset's context
+    (shared with the datasets derived from it) for the `with` block only."""
     from ray.data.context import ShuffleStrategy
 
     context = ds.context
     before = context.shuffle_strategy
     context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     try:
-        return ds.aggregate(*aggs)
+        yield
     finally:
         context.shuffle_strategy = before
 

@@ -42,6 +42,13 @@ def decode(value: Any, size: tuple[int, int], channels: int, *, formats: Optiona
     """One image → uint8 array (H, W, C). Accepts encoded bytes, base64 text, or a pixel array of the right shape.
     Raises ValueError with a message fit for the user. `formats` (Pillow's names, e.g. DECODE_FORMATS) and
     `max_pixels` bound what an encoded image from an untrusted sender may make the decoder do (serving)."""
+    return decode_sized(value, size, channels, formats=formats, max_pixels=max_pixels)[0]
+
+
+def decode_sized(value: Any, size: tuple[int, int], channels: int, *, formats: Optional[tuple[str, ...]] = None,
+                 max_pixels: Optional[int] = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """`decode`, and the image's (width, height) as given, before the resize: what drift monitoring watches of
+    images (`jobs.watched`)."""
     from PIL import Image, UnidentifiedImageError
 
     h, w = size
@@ -73,7 +80,7 @@ def decode(value: Any, size: tuple[int, int], channels: int, *, formats: Optiona
         if too_big:
             raise ValueError(f"the image is {declared[0]}x{declared[1]} = {declared[0] * declared[1]:,} pixels; the "
                              f"limit is {max_pixels:,}: downscale it before sending")
-        return arr.reshape(h, w, channels)
+        return arr.reshape(h, w, channels), declared
     if value is None or (isinstance(value, float) and value != value):   # None, or NaN from a missing field
         raise ValueError("missing; send a base64 PNG/JPEG or a pixel array")
     try:
@@ -94,7 +101,7 @@ def decode(value: Any, size: tuple[int, int], channels: int, *, formats: Optiona
         raise ValueError("pixel array holds NaN or infinity")
     if arr.min() < 0 or arr.max() > 255:
         raise ValueError("pixel values must lie in 0..255")
-    return arr.astype(np.uint8)
+    return arr.astype(np.uint8), (w, h)
 
 
 # ---------------------------------------------------------------------------------------------- preprocessor
@@ -161,9 +168,11 @@ _NOT_FIELDS = {"kind", "task", "numeric", "categorical", "unknown_category", "la
 
 
 def _channel_moments(batch: pd.DataFrame, column: str, size: tuple, channels: int) -> pd.DataFrame:
-    """Per image: mean and mean square of each channel in [0, 1] — the inputs of a distributed Mean."""
-    pix = np.stack([decode(v, size, channels) for v in batch[column].tolist()]).astype(np.float64) / 255.0
-    out = {}
+    """Per image: mean and mean square of each channel in [0, 1] — the inputs of a distributed Mean — and its
+    width and height as stored (the reference profile's, `jobs.profile.image_reference`)."""
+    decoded = [decode_sized(v, size, channels) for v in batch[column].tolist()]
+    pix = np.stack([d[0] for d in decoded]).astype(np.float64) / 255.0
+    out = {"width": [d[1][0] for d in decoded], "height": [d[1][1] for d in decoded]}
     for c in range(channels):
         out[f"m{c}"] = pix[..., c].mean(axis=(1, 2))
         out[f"s{c}"] = (pix[..., c] ** 2).mean(axis=(1, 2))
@@ -173,18 +182,29 @@ def _channel_moments(batch: pd.DataFrame, column: str, size: tuple, channels: in
 def fit(train_ds, data_spec, *, classes: list[Any]) -> ImagePreprocessor:
     """Per-channel mean/std on the TRAIN split with Ray Data Mean aggregations (all images share one size, so the
     mean of per-image means is the pixel mean)."""
+    return fit_with_stats(train_ds, data_spec, classes=classes)[0]
+
+
+def fit_with_stats(train_ds, data_spec, *, classes: list[Any]) -> tuple[ImagePreprocessor, dict]:
+    """`fit`, and the row of aggregated statistics it was fitted from, which also holds the images' width and
+    height summaries (`jobs.profile.NumericSummary`, aliased `summary(width)` and `summary(height)`): the train
+    part of the reference profile, from the same pass."""
     from ray.data.aggregate import Count, Mean
+
+    from jobs.profile import NumericSummary
 
     img = data_spec.image
     size, ch = tuple(img.size), img.channels
     moments = train_ds.map_batches(_channel_moments, fn_kwargs={"column": img.column, "size": size, "channels": ch},
                                    batch_format="pandas")
-    stats = aggregate(moments, Count(), *[Mean(f"m{c}") for c in range(ch)], *[Mean(f"s{c}") for c in range(ch)])
+    stats = aggregate(moments, Count(), *[Mean(f"m{c}") for c in range(ch)], *[Mean(f"s{c}") for c in range(ch)],
+                      NumericSummary("width"), NumericSummary("height"))
     mean = [float(stats[f"mean(m{c})"]) for c in range(ch)]
     std = [float(max(stats[f"mean(s{c})"] - mean[c] ** 2, 0.0) ** 0.5) for c in range(ch)]
     std = [s if s > 1e-6 else 1.0 for s in std]
-    return ImagePreprocessor(label=data_spec.label, classes=list(classes), size=list(size), channels=ch,
-                             column=img.column, mean=mean, std=std, stats={"train_rows": int(stats["count()"])})
+    pre = ImagePreprocessor(label=data_spec.label, classes=list(classes), size=list(size), channels=ch,
+                            column=img.column, mean=mean, std=std, stats={"train_rows": int(stats["count()"])})
+    return pre, stats
 
 
 # ---------------------------------------------------------------------------------------------- ingest

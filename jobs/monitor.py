@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,8 +35,10 @@ from cluster.errors import BadInput, Failure
 from jobs import drift
 from jobs.fitted import canonical
 from jobs.metrics import classification_metrics, regression_metrics
-from jobs.monitor_summary import FEATURE_PREFIX, Plan, merge, sample_rows, summarise_files
-from jobs.spec import MonitorSpec, window_seconds
+from jobs.fitted import pull_shuffle
+from jobs.monitor_summary import Plan, merge, sample_rows, summarise_files
+from jobs.spec import window_seconds
+from jobs.watched import FEATURE_PREFIX
 
 EXIT_RETRAIN = 3
 # What every log file must hold (the contract of serve.log); the features are `feature.<name>` columns.
@@ -190,9 +191,12 @@ def _prediction_stats(s: dict, ref: dict, thresholds, judged: bool) -> dict:
     if ref["task"] == "classification":
         stats = drift.prediction_drift(ref, {c: s["counts"].get(c, 0) for c in map(canonical, ref["classes"])})
         stats["counts"] = s["counts"]
-    else:   # PSI and chi-squared over every prediction's bin; KS (preferred by `flagged`) on the sample
+    else:
+        # PSI and chi-squared ("p") over every prediction's bin; KS on the sample, which `flagged` prefers where it
+        # applies. Where the reference quantiles tie (a model predicting a few distinct values) KS does not
+        # apply: ks_p stays None and the chi-squared p over every row judges, not one over the sample alone.
         stats = drift.prediction_drift(ref, dict(enumerate(s["counts"])))
-        stats.update(counts=s["counts"], ks_p=drift.prediction_drift(ref, sample_rows(s["sample"])[:, 1])["p"])
+        stats.update(counts=s["counts"], ks_p=drift.numeric_drift(ref, sample_rows(s["sample"])[:, 1])["ks_p"])
     stats["flags"] = drift.flagged(ref, stats, thresholds, 1) if judged else []
     return stats
 
@@ -221,16 +225,12 @@ def _realised(s: dict, ref_prediction: dict, thresholds, reference: Optional[tup
 
 
 def monitor_settings(bundle_dir: Path) -> tuple["drift.Thresholds", str]:
-    """The thresholds and window of the bundle's spec (`monitor:`), the defaults where it has none. Safe to
-    take from a bundle: they decide what is reported, never what runs or where."""
-    import yaml
-    from pydantic import ValidationError
-
+    """The thresholds and window of the bundle's spec (`jobs.drift.bundle_monitor_settings`); bad input naming
+    the file when it does not read."""
     try:
-        section = MonitorSpec(**((yaml.safe_load((bundle_dir / "spec.yaml").read_text()) or {}).get("monitor") or {}))
-    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValidationError) as exc:
-        raise MonitorInputError(f"{bundle_dir / 'spec.yaml'}: cannot read its monitor section ({exc})") from None
-    return drift.Thresholds.from_spec(section), section.window
+        return drift.bundle_monitor_settings((bundle_dir / "spec.yaml").read_text())
+    except (OSError, ValueError) as exc:
+        raise MonitorInputError(f"{bundle_dir / 'spec.yaml'}: {exc}") from None
 
 
 def reference_metric(task: str, metrics: dict) -> Optional[tuple[str, float]]:
@@ -242,21 +242,6 @@ def reference_metric(task: str, metrics: dict) -> Optional[tuple[str, float]]:
 
 
 # ---------------------------------------------------------------------------------------------- the job
-@contextmanager
-def _pull_shuffle(ds):
-    """The groupby below merges a few summaries per window: Ray 2.60's default shuffle (SHUFFLE_V2) would start
-    aggregator actors for it (seconds on a small machine); the sort-based pull shuffle runs it on the workers
-    already there (see `jobs.fitted.aggregate`, which does the same for a global aggregate)."""
-    from ray.data.context import ShuffleStrategy
-
-    before = ds.context.shuffle_strategy
-    ds.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    try:
-        yield
-    finally:
-        ds.context.shuffle_strategy = before
-
-
 def summarise_logs(fs, files: list[str], columns: list[str], plan: Plan, labels: Optional[pa.Table] = None,
                    parallelism: Optional[int] = None) -> dict[int, dict]:
     """The Ray Data job: summarise each block of log files per window, merge per window. `parallelism`: the
@@ -268,7 +253,8 @@ def summarise_logs(fs, files: list[str], columns: list[str], plan: Plan, labels:
     partials = paths.map_batches(summarise_files, batch_format="pyarrow", batch_size=None,
                                  compute=ray.data.TaskPoolStrategy(size=parallelism) if parallelism else None,
                                  fn_kwargs={"plan": plan, "columns": columns, "filesystem": fs, "labels": labels})
-    with _pull_shuffle(partials):
+    # A few summaries per window to merge: the sort-based pull shuffle runs on the workers already there.
+    with pull_shuffle(partials):
         rows = partials.groupby("window").map_groups(merge, batch_format="pandas").take_all()
     return {int(r["window"]): json.loads(r["summary"]) for r in rows}
 
@@ -344,7 +330,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     if out:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "drift.json").write_text(json.dumps(report, indent=2, default=float, allow_nan=True))
+        (out_dir / "drift.json").write_text(json.dumps(drift.json_safe(report), indent=2, allow_nan=False))
         write_report(out_dir / "report.html", report, profile)
         progress(f"[monitor] wrote {out_dir / 'drift.json'} and {out_dir / 'report.html'}")
     return result

@@ -23,8 +23,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs import drift
+from jobs.watched import FEATURE_PREFIX
 
-FEATURE_PREFIX = "feature."
 SAMPLE_K = 5000            # numeric values kept per window and feature for KS (a uniform sample)
 PAIRS_K = 20000            # regression (label, prediction) pairs kept per window for the realised metrics
 READ_ROWS = 65536          # rows read at a time from a log file: a task's memory stays bounded whatever the file
@@ -58,11 +58,13 @@ def sample_rows(packed: str) -> np.ndarray:
 
 
 def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) -> pa.Table:
-    """One block of log rows → one row per time window it touches: (window start ms, JSON summary)."""
-    if labels is not None:      # keys typed as this block reads them (Ray Data may read strings as large_string)
-        labels = labels.cast(pa.schema([batch.schema.field("request_id"), batch.schema.field("record"),
-                                        labels.schema.field("label")]))
-        batch = batch.join(labels, keys=["request_id", "record"], join_type="left outer")
+    """One block of log rows → one row per time window it touches: (window start ms, JSON summary). `labels`:
+    (request_id, record, label), keys typed as the logs' (`summarise_files` casts them once)."""
+    if labels is not None:      # joined: the labels of this block's requests only
+        ids = batch["request_id"]
+        mine = labels.filter(pc.is_in(labels["request_id"], value_set=ids.combine_chunks()
+                                      if isinstance(ids, pa.ChunkedArray) else ids))
+        batch = batch.join(mine, keys=["request_id", "record"], join_type="left outer")
     times = pc.cast(pc.cast(batch["time"], pa.timestamp("ms", tz="UTC")), pa.int64()).to_numpy(zero_copy_only=False)
     has_time = ~np.isnan(times.astype(np.float64)) if times.dtype.kind == "f" else np.ones(len(times), bool)
     starts = (np.nan_to_num(times, nan=0).astype(np.int64) // plan.window_ms) * plan.window_ms
@@ -100,6 +102,15 @@ def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) ->
         windows.append(int(start))
         payloads.append(json.dumps(summary))
     return pa.table({"window": pa.array(windows, pa.int64()), "summary": pa.array(payloads, pa.string())})
+
+
+def _keys_typed_as(labels: Optional[pa.Table], logs: pa.Schema) -> Optional[pa.Table]:
+    """The labels with their keys (request_id, record) of the logs' types: cast when they differ (once per task:
+    every log file serve.log writes has the same types, string and int32, as `jobs.monitor.read_labels` gives)."""
+    if labels is None:
+        return None
+    keys = pa.schema([logs.field("request_id"), logs.field("record"), labels.schema.field("label")])
+    return labels if labels.schema.types == keys.types else labels.cast(keys)
 
 
 def _value_counts(column) -> dict[str, int]:
@@ -167,6 +178,7 @@ def summarise_files(batch: pa.Table, plan: Plan, columns: list[str], filesystem,
     for path in batch["path"].to_pylist():
         with filesystem.open_input_file(path) as f:
             for rows in pq.ParquetFile(f).iter_batches(batch_size=READ_ROWS, columns=columns):
+                labels = _keys_typed_as(labels, rows.schema)
                 pieces.append(summarise(pa.Table.from_batches([rows]), plan, labels))
     if not pieces:
         return pa.table({"window": pa.array([], pa.int64()), "summary": pa.array([], pa.string())})

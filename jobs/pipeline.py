@@ -52,8 +52,8 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
         from jobs import images as IMG
         result = IMG.ingest_images(spec.data, progress=progress)
         train_raw = result.split(ING.TRAIN)
-        pre = IMG.fit(train_raw, spec.data, classes=result.classes)
-        reference = PROFILE.image_reference(pre)
+        pre, stats = IMG.fit_with_stats(train_raw, spec.data, classes=result.classes)
+        reference = PROFILE.image_reference(pre, stats)
     else:
         result = ING.ingest(spec.data, progress=progress)
         train_raw = result.split(ING.TRAIN)

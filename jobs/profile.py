@@ -2,15 +2,21 @@
 split's predictions looked like, so that serving and `trainyard monitor` can tell when live traffic drifts away
 from them (`jobs.drift`).
 
-    {"format": 1, "kind": "tabular" | "image", "rows": {"train": n, "val": n},
-     "numeric": {name: {"edges", "shares", "quantiles", "missing_rate"}},
-     "categorical": {name: {"shares": {category: share}, "unknown_share", "missing_rate"}},
+    {"format": 1, "kind": "tabular" | "image" | "text", "rows": {"train": n, "val": n},
+     "numeric": {name: {"edges", "shares", "quantiles", "missing_rate"[, "of"]}},
+     "categorical": {name: {"shares": {category: share}, "unknown_share", "missing_rate"[, "of"]}},
      "prediction": {"task": "classification", "classes", "shares"}
                  | {"task": "regression", "edges", "shares", "quantiles"}}
 
 Numeric bins are the train split's deciles (deduplicated: a value that fills several deciles is one edge), shares
 are over the values present, quantiles are q = 0.00, 0.01, ..., 1.00. Categories are the preprocessor's (the
 `max_categories` most frequent, canonical strings); `unknown_share` is the train values outside them.
+Text and image features are profiled through derived quantities (`jobs.watched`: a text's length and emptiness,
+an image's width and height as stored), entries like any other with `"of": {"feature", "quantity"}`.
+
+Numeric summaries are of a bounded uniform sample (`NumericSummary`: the values with the SAMPLE_K smallest
+random keys; exact up to that many rows): deciles and percentiles of 100,000 values are within a fraction of a
+percentile of the whole column's, and the fit's memory stays bounded whatever the data's size.
 
 The train part is fitted in the preprocessing fit's own Ray Data pass (`jobs.tabular.fit_with_stats` holds
 `NumericSummary` for every numeric column and the category counts it needs anyway); the prediction part comes
@@ -18,32 +24,67 @@ from the trained model over the packed validation split, when the bundle is writ
 """
 from __future__ import annotations
 
+import zlib
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from ray.data.aggregate import Quantile
+from ray.data.aggregate import AggregateFnV2
 
+from jobs import watched as W
 from jobs.drift import summarise
 from jobs.fitted import FEATURES_COLUMN, FittedPreprocessor, canonical, category_counts
 
 FORMAT = 1
+SAMPLE_K = 100_000      # values a numeric summary keeps (a uniform sample; exact up to this many rows)
 
 
-class NumericSummary(Quantile):
-    """A Ray Data aggregation: `summarise` of one numeric column, exact (Ray's `Quantile` gathers the column's
-    values into its one reduce task; ApproximateQuantile would need the datasketches package). One aggregation
-    gives the median the preprocessor imputes with and the profile's bins, shares and quantiles, computed on
-    the gathered values at once: no second pass over the data. Output: {count, edges, shares, quantiles}."""
+class NumericSummary(AggregateFnV2):
+    """A Ray Data aggregation: `summarise` of one numeric column over a bounded uniform sample of its values
+    (bottom-k: the SAMPLE_K values with the smallest random keys, so merging partial samples in any order gives
+    a uniform sample of the union), and the exact count of values present. One aggregation gives the median the
+    preprocessor imputes with and the profile's bins, shares and quantiles: no second pass over the data, and
+    memory bounded whatever the column's length (Ray's `Quantile` gathered every value into one task;
+    ApproximateQuantile would need the datasketches package). Output: {count, edges, shares, quantiles}.
 
-    def __init__(self, on: str, alias_name: Optional[str] = None):
-        super().__init__(on, q=0.5, alias_name=alias_name or f"summary({on})")
+    The accumulator is bytes: float64 [count, key_1..key_m, value_1..value_m]."""
 
-    def finalize(self, accumulator: Any) -> dict:
-        if hasattr(accumulator, "to_pandas"):        # a pyarrow Array or ChunkedArray
-            accumulator = accumulator.to_pandas()
-        values = pd.to_numeric(pd.Series(accumulator), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        return summarise(values)
+    def __init__(self, on: str, alias_name: Optional[str] = None, k: int = SAMPLE_K):
+        self.k = k
+        super().__init__(alias_name or f"summary({on})", zero_factory=lambda: None, on=on, ignore_nulls=True)
+
+    def aggregate_block(self, block: Any) -> Optional[bytes]:
+        column = block[self.get_target_column()]
+        if hasattr(column, "to_pandas"):        # a pyarrow Array or ChunkedArray
+            column = column.to_pandas()
+        x = pd.to_numeric(pd.Series(column), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        x = x[np.isfinite(x)]
+        if not len(x):
+            return None
+        # Keys seeded by the values: the same data gives the same profile.
+        keys = np.random.default_rng(zlib.crc32(x.tobytes())).random(len(x))
+        return _packed(len(x), keys, x, self.k)
+
+    def combine(self, current_accumulator: bytes, new: bytes) -> bytes:
+        (n1, k1, v1), (n2, k2, v2) = _unpacked(current_accumulator), _unpacked(new)
+        return _packed(n1 + n2, np.concatenate([k1, k2]), np.concatenate([v1, v2]), self.k)
+
+    def finalize(self, accumulator: bytes) -> dict:
+        count, _, values = _unpacked(accumulator)
+        return {**summarise(values), "count": int(count)}
+
+
+def _packed(count: int, keys: np.ndarray, values: np.ndarray, k: int) -> bytes:
+    if len(keys) > k:
+        keep = np.argpartition(keys, k)[:k]
+        keys, values = keys[keep], values[keep]
+    return np.concatenate([[float(count)], keys, values]).astype(np.float64).tobytes()
+
+
+def _unpacked(acc: bytes) -> tuple[int, np.ndarray, np.ndarray]:
+    a = np.frombuffer(acc, dtype=np.float64)
+    m = (len(a) - 1) // 2
+    return int(a[0]), a[1:1 + m], a[1 + m:]
 
 
 def median(summary: Optional[dict]) -> Optional[float]:
@@ -55,11 +96,7 @@ def tabular_reference(stats: dict, pre: FittedPreprocessor) -> dict:
     """The train split's part of the profile from the preprocessing fit's aggregate row (`stats`, from
     `jobs.tabular.fit_with_stats`): "rows" (train), "numeric" and "categorical"."""
     rows = int(stats["count()"])
-    numeric = {}
-    for s in pre.numeric:
-        summary = stats[f"summary({s.name})"] or summarise(np.array([]))
-        numeric[s.name] = {"edges": summary["edges"], "shares": summary["shares"], "quantiles": summary["quantiles"],
-                           "missing_rate": 1.0 - summary["count"] / rows if rows else 0.0}
+    numeric = {s.name: _numeric_entry(stats[f"summary({s.name})"], rows) for s in pre.numeric}
     categorical = {}
     for s in pre.categorical:
         counts = category_counts(stats[f"counts({s.name})"])
@@ -72,10 +109,72 @@ def tabular_reference(stats: dict, pre: FittedPreprocessor) -> dict:
     return {"rows": {"train": rows}, "numeric": numeric, "categorical": categorical}
 
 
-def image_reference(pre: FittedPreprocessor) -> dict:
-    """The train split's part of the profile of an image bundle: its row count (images are decoded to the
-    preprocessor's size, so there is no per-feature distribution to keep)."""
-    return {"rows": {"train": int(pre.stats.get("train_rows", 0))}, "numeric": {}, "categorical": {}}
+def _numeric_entry(summary: Optional[dict], rows: int, of: Optional[W.Watched] = None) -> dict:
+    """A profile's numeric entry from a `NumericSummary` (None: no value at all) over `rows` rows."""
+    summary = summary or summarise(np.array([]))
+    entry = {"edges": summary["edges"], "shares": summary["shares"], "quantiles": summary["quantiles"],
+             "missing_rate": 1.0 - summary["count"] / rows if rows else 0.0}
+    return {**entry, "of": {"feature": of.feature, "quantity": of.quantity}} if of and of.quantity else entry
+
+
+def image_reference(pre: FittedPreprocessor, stats: dict) -> dict:
+    """The train split's part of the profile of an image bundle, from `jobs.images.fit_with_stats`'s row: its
+    row count and the images' width and height as stored (the pixels themselves are resized to the model's
+    size, so their distribution is the preprocessor's mean and std)."""
+    rows = int(pre.stats.get("train_rows", 0))
+    numeric = {w.name: _numeric_entry(stats.get(f"summary({w.quantity})"), rows, w)
+               for w in (W.derived(pre.column, "width"), W.derived(pre.column, "height"))}
+    return {"rows": {"train": rows}, "numeric": numeric, "categorical": {}}
+
+
+def text_quantities(batch: pd.DataFrame, features: Sequence[str]) -> pd.DataFrame:
+    """A batch's text columns → the quantities watched of them (`jobs.watched`), one column each, named so."""
+    out = {}
+    for feature in features:
+        raw = [None if isinstance(v, float) and v != v else v for v in batch[feature].tolist()]   # NaN: missing
+        for w in (W.derived(feature, q) for q in W.DERIVED_OF["text"]):
+            out[w.name] = pd.Series(w.values(raw), dtype="float64" if w.kind == "numeric" else "object")
+    return pd.DataFrame(out, index=batch.index)
+
+
+def text_reference(train_ds: Any, features: Sequence[str]) -> dict:
+    """The profile entries of text `features` over the train split (a Ray Data dataset; one pass): per feature
+    its character length (numeric) and emptiness (categorical "true"/"false"). Returns {"numeric",
+    "categorical"} to merge into the profile's train part. `text_reference_of_frame` is the same in-process."""
+    from ray.data.aggregate import Count, ValueCounter
+
+    from jobs.fitted import aggregate
+
+    quantities = train_ds.select_columns(list(features)).map_batches(
+        text_quantities, fn_kwargs={"features": list(features)}, batch_format="pandas")
+    aggs: list = [Count()]
+    for f in features:
+        aggs += [NumericSummary(f"{f}.length"), ValueCounter(f"{f}.empty", alias_name=f"counts({f}.empty)")]
+    stats = aggregate(quantities, *aggs)
+    return _text_entries(features, int(stats["count()"]), lambda name: stats[f"summary({name})"],
+                         lambda name: category_counts(stats[f"counts({name})"]))
+
+
+def text_reference_of_frame(frame: pd.DataFrame, features: Sequence[str]) -> dict:
+    """`text_reference` of a pandas DataFrame, in this process (no Ray)."""
+    q = text_quantities(frame, features)
+    return _text_entries(features, len(frame),
+                         lambda name: {**summarise(q[name].to_numpy()), "count": int(q[name].notna().sum())},
+                         lambda name: {k: int(n) for k, n in q[name].value_counts().items()})
+
+
+def _text_entries(features: Sequence[str], rows: int, summary_of, counts_of) -> dict:
+    out: dict = {"numeric": {}, "categorical": {}}
+    for feature in features:
+        length, empty = (W.derived(feature, q) for q in W.DERIVED_OF["text"])
+        out["numeric"][length.name] = _numeric_entry(summary_of(length.name), rows, length)
+        counts = counts_of(empty.name)
+        present = sum(counts.values())
+        out["categorical"][empty.name] = {
+            "shares": {c: counts.get(c, 0) / present if present else 0.0 for c in ("false", "true")},
+            "unknown_share": 0.0, "missing_rate": 1.0 - present / rows if rows else 0.0,
+            "of": {"feature": feature, "quantity": "empty"}}
+    return out
 
 
 def prediction_reference(pre: FittedPreprocessor, predictions: Sequence) -> dict:

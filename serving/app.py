@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,7 +28,7 @@ from ray import serve
 from cluster.errors import EXIT_BAD_INPUT
 from jobs.spec import ServeSpec
 from serving.monitor import for_replica as replica_monitor
-from serving.predlog import PredictionLogger
+from serving.predlog import PredictionLogger, new_request_id
 from serving.schema import Problem, RequestChecker, RequestError, body_too_large, non_finite_outputs
 from serving.settings import TOKEN_ENV, ServeError, check_settings, default_name
 
@@ -236,7 +235,7 @@ def build_fastapi(server: ModelServer) -> FastAPI:
         else:
             records = await asyncio.get_running_loop().run_in_executor(server.decoder, checker.parse, body)
         out = await server.predict(records)
-        out["request_id"] = request_id = uuid.uuid4().hex
+        out["request_id"] = request_id = new_request_id()
         # Serialised by hand: FastAPI's jsonable_encoder walks every float, which costs more than the model.
         try:
             data = json.dumps(out, allow_nan=False).encode()

@@ -17,9 +17,13 @@ http://<node>:<MetricsExportPort>/metrics (`ray.nodes()`), about every 10 s (Ray
     trainyard_prediction_drift{app, version, replica, stat}          stat: psi, p, flagged
     trainyard_monitor_window_records{app, version, replica}          the rows in the window
 
-Cheap by construction: a request only appends a reference to its parsed records and predictions to a queue
-(~0.6 us). A thread of the replica folds what arrived into the counters every second (numpy: one pass per
-feature over everything at once, one bincount for all counters; ~2 us a record of 8 features), and every 10 s,
+Cheap by construction: a request only copies its records' watched fields (`jobs.watched`: the features, a text's
+own value, an image's size as sent) and its predictions into tuples of plain values and appends them to a queue
+(~1.5 us for a 1-record request of 8 features). Tuples, not references to the request's dicts and lists:
+those, held until the next fold, survived into the garbage collector's oldest generation and set off full
+collections of the replica's heap (150-210 ms pauses, measured). A thread of the replica folds what arrived into
+the counters every second (numpy: one pass per quantity over everything at once, one bincount for all counters;
+~2 us a record of 8 features), and every 10 s,
 as often as Ray exports, recomputes the statistics (~2 ms for 8 features, most of it scipy's chisquare) and
 sets the gauges. Past MAX_PENDING_RECORDS waiting (the thread starved), requests are not counted rather than
 held (`skipped` in /monitor). Each replica counts its own traffic: /monitor answers for the replica that takes the
@@ -27,7 +31,7 @@ request; Prometheus has every replica's series (sum or compare them there).
 """
 from __future__ import annotations
 
-import math
+import logging
 import threading
 import time
 from collections import deque
@@ -37,24 +41,28 @@ from typing import Any, Optional
 
 import numpy as np
 
-from jobs.drift import Thresholds, bin_index, categorical_drift, flagged, numeric_drift_from_counts, prediction_drift
+from jobs.drift import (Thresholds, bin_index, bundle_monitor_settings, categorical_drift, flagged, json_safe,
+                        numeric_drift_from_counts, prediction_drift)
 from jobs.fitted import canonical
+from jobs.watched import RowCopier, columns, of_profile
 
 STEPS = 10                      # the window moves in steps of window_s / STEPS
 FOLD_S = 1.0                    # how often arrived requests are folded into the counters
 STATS_S = 10.0                  # how often the statistics and gauges are recomputed: as often as Ray exports
 MAX_PENDING_RECORDS = 100_000   # records waiting to be folded in, beyond which requests go uncounted
+logger = logging.getLogger("ray.serve")
 NO_PROFILE = ("this bundle has no profile.json (it was exported before trainyard wrote one), so there is no "
               "reference to compare the traffic with: retrain it to monitor drift")
 
 
 class _Layout:
-    """Where each counter lives in one flat vector: per numeric feature its reference bins + missing, per
-    categorical feature its known categories + unknown + missing, then the prediction's classes (+ one slot for a
-    label outside them) or regression bins (+ missing)."""
+    """Where each counter lives in one flat vector: per numeric quantity its reference bins + missing, per
+    categorical quantity its known categories + unknown + missing, then the prediction's classes (+ one slot for
+    a label outside them) or regression bins (+ missing). The quantities are the profile's (`jobs.watched`)."""
 
     def __init__(self, profile: dict):
         offset = 0
+        self.watched = of_profile(profile)
         self.numeric: list[tuple[str, np.ndarray, int]] = []
         for name, ref in profile.get("numeric", {}).items():
             edges = np.asarray(ref["edges"], dtype=np.float64)
@@ -77,20 +85,22 @@ class _Layout:
             offset += len(self.prediction_edges) + 2
         self.size = offset
 
-    def count(self, records: list[dict], predictions: list) -> np.ndarray:
-        """The counters of these records and their predictions, as one vector of `size`."""
+    def count(self, rows: list[tuple], predictions: list) -> np.ndarray:
+        """The counters of these rows (`RowCopier` over the watched fields) and their predictions, as one vector
+        of `size`."""
+        values = columns(self.watched, rows)
         slots = []
-        for name, edges, offset in self.numeric:
+        for (name, edges, offset), column in zip(self.numeric, values):
             # Checked records hold numbers or None here; float64 turns None into NaN.
-            x = np.array([r.get(name) for r in records], dtype=np.float64)
+            x = np.array(column, dtype=np.float64)
             b = bin_index(x, edges)
             b[np.isnan(x)] = len(edges) + 1
             slots.append(b + offset)
-        for name, lookup, offset in self.categorical:
+        for (name, lookup, offset), column in zip(self.categorical, values[len(self.numeric):]):
             unknown, missing = len(lookup), len(lookup) + 1
             # A string is its own canonical form; other JSON scalars (3, 3.0, true) go through canonical().
             codes = [lookup.get(v, unknown) if type(v) is str else missing if v is None
-                     else lookup.get(canonical(v), unknown) for v in (r.get(name) for r in records)]
+                     else lookup.get(canonical(v), unknown) for v in column]
             slots.append(np.asarray(codes, dtype=np.int64) + offset)
         if self.classes is not None:
             other = len(self.classes)
@@ -149,9 +159,10 @@ class LiveMonitor:
         self.enabled = self.reason_off is None
         self.skipped = 0
         self.busy_s = 0.0           # thread time spent counting and judging: what monitoring costs the replica
-        # Requests waiting to be counted. deque.append and popleft are atomic, so the request path takes no lock;
-        # `_queued` is written by the request path only and `_folded` by the folding side only.
-        self._pending: deque[tuple[float, list, list]] = deque()
+        # Requests waiting to be counted, as (time, rows, predictions) of plain values. deque.append and popleft
+        # are atomic, so the request path takes no lock; `_queued` is written by the request path only and
+        # `_folded` by the folding side only.
+        self._pending: deque[tuple[float, tuple, tuple]] = deque()
         self._queued = self._folded = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -160,6 +171,7 @@ class LiveMonitor:
             return
         self.profile = profile
         self.layout = _Layout(profile)
+        self._copy = RowCopier([w.field for w in self.layout.watched])
         self.window = _Window(self.layout.size, window_s)
         self.started = time.time()
         self.n_features = max(len(self.layout.numeric) + len(self.layout.categorical), 1)
@@ -169,16 +181,15 @@ class LiveMonitor:
 
     # ------------------------------------------------------------------------------------------ request path
     def observe(self, records: list[dict], predictions: list) -> None:
-        """Count one answered request: its records (as checked) and their predictions. Holds references only;
-        the counting happens on the monitor's thread."""
+        """Count one answered request: its records (as checked) and their predictions. Copies the watched
+        values (see the module docstring: never the request's own objects); the counting happens on the
+        monitor's thread."""
         if not self.enabled:
             return
         if self._queued - self._folded + len(records) > MAX_PENDING_RECORDS:
             self.skipped += len(records)
             return
-        if not (self.layout.numeric or self.layout.categorical):
-            records = [None] * len(records)   # only predictions are counted: hold no image arrays meanwhile
-        self._pending.append((time.time(), records, predictions))
+        self._pending.append((time.time(), self._copy(records), tuple(predictions)))
         self._queued += len(records)
 
     # ------------------------------------------------------------------------------------------ thread
@@ -193,22 +204,32 @@ class LiveMonitor:
                     self.stats(export=True)
                 self.busy_s += time.thread_time() - t0
             except Exception as exc:  # noqa: BLE001 - monitoring must never take the replica down
-                self.note = f"monitoring stopped: {type(exc).__name__}: {exc}"
-                self.enabled = False
+                self._stopped(exc)
                 return
+
+    def _stopped(self, exc: Exception) -> None:
+        """Monitoring failed: say so in the replica's log and in /monitor, and blank the gauges, which would
+        otherwise go on exporting the last window's values as if it were current."""
+        logger.exception(f"live monitoring of {self.app} (version {self.version}) stopped; the app goes on "
+                         "serving, unmonitored: GET /monitor says why")
+        self.note = f"monitoring stopped: {type(exc).__name__}: {exc}"
+        self.enabled = False
+        self._pending.clear()
+        if self.gauges is not None:
+            self.gauges.blank()
 
     def _fold(self) -> None:
         with self._lock:
             by_step: dict[int, tuple[float, list, list]] = {}
             while self._pending:
-                t, records, predictions = self._pending.popleft()
-                self._folded += len(records)
+                t, rows, predictions = self._pending.popleft()
+                self._folded += len(rows)
                 step = int(t // self.window.step_s)
                 group = by_step.setdefault(step, (t, [], []))
-                group[1].extend(records)
+                group[1].extend(rows)
                 group[2].extend(predictions)
-            for t, records, predictions in by_step.values():
-                self.window.add(t, self.layout.count(records, predictions), len(records))
+            for t, rows, predictions in by_step.values():
+                self.window.add(t, self.layout.count(rows, predictions), len(rows))
 
     def close(self) -> None:
         self._stop.set()
@@ -269,7 +290,7 @@ class LiveMonitor:
                                                                  "min_rows")}
         cost = {"cpu_s": round(self.busy_s, 3),
                 "us_per_record": round(1e6 * self.busy_s / self._folded, 2) if self._folded else None}
-        return _json_safe({**head, **body, "skipped": self.skipped, "cost": cost, "thresholds": thresholds})
+        return json_safe({**head, **body, "skipped": self.skipped, "cost": cost, "thresholds": thresholds})
 
 
 class _Gauges:
@@ -295,20 +316,31 @@ class _Gauges:
         tags = {"app": app, "version": version, "replica": replica}
         for g in (self.drift, self.missing, self.unknown, self.flagged, self.prediction, self.records):
             g.set_default_tags(tags)
+        # Every series set so far: (gauge name, tags) → (gauge, the value last set).
+        self.series: dict[tuple[str, tuple], tuple[Any, float]] = {}
+
+    def _set(self, gauge, value: float, tags: Optional[dict] = None) -> None:
+        gauge.set(value, tags=tags)
+        self.series[(gauge.info["name"], tuple(sorted((tags or {}).items())))] = (gauge, value)
 
     def set(self, out: dict) -> None:
-        self.records.set(out["n"])
+        self._set(self.records, out["n"])
         for name, s in out["features"].items():
-            self.drift.set(_number(s["psi"]), tags={"feature": name, "stat": "psi"})
-            self.drift.set(_number(s["chi2_p"]), tags={"feature": name, "stat": "p"})
-            self.missing.set(_number(s["missing_rate"]), tags={"feature": name})
+            self._set(self.drift, _number(s["psi"]), {"feature": name, "stat": "psi"})
+            self._set(self.drift, _number(s["chi2_p"]), {"feature": name, "stat": "p"})
+            self._set(self.missing, _number(s["missing_rate"]), {"feature": name})
             if s["kind"] == "categorical":
-                self.unknown.set(_number(s["unknown_rate"]), tags={"feature": name})
-            self.flagged.set(1 if s["flags"] else 0, tags={"feature": name})
+                self._set(self.unknown, _number(s["unknown_rate"]), {"feature": name})
+            self._set(self.flagged, 1 if s["flags"] else 0, {"feature": name})
         p = out["prediction"]
-        self.prediction.set(_number(p["psi"]), tags={"stat": "psi"})
-        self.prediction.set(_number(p["p"]), tags={"stat": "p"})
-        self.prediction.set(1 if p["flags"] else 0, tags={"stat": "flagged"})
+        self._set(self.prediction, _number(p["psi"]), {"stat": "psi"})
+        self._set(self.prediction, _number(p["p"]), {"stat": "p"})
+        self._set(self.prediction, 1 if p["flags"] else 0, {"stat": "flagged"})
+
+    def blank(self) -> None:
+        """Every series set so far to NaN (no value): what a stopped monitor exports."""
+        for (name, tags), (gauge, _) in self.series.items():
+            self._set(gauge, float("nan"), dict(tags) or None)
 
 
 def for_replica(bundle, settings: dict, payload: dict, replica: str) -> LiveMonitor:
@@ -328,18 +360,14 @@ def for_replica(bundle, settings: dict, payload: dict, replica: str) -> LiveMoni
 
 
 def bundle_thresholds(payload: dict) -> tuple[Thresholds, Optional[str]]:
-    """The `monitor:` thresholds of the bundle's spec.yaml ((defaults, why) when it has none that read): safe to
-    take from a bundle, they decide what is reported, never what runs."""
-    from jobs.spec import MonitorSpec, read_yaml
-
+    """The `monitor:` thresholds of the bundle's spec.yaml (`jobs.drift.bundle_monitor_settings`), or the
+    defaults and why when it does not read: a damaged section must not stop the replica serving."""
     try:
         raw = payload["files"].get("spec.yaml") if "files" in payload else \
             (Path(payload["path"]) / "spec.yaml").read_bytes()
-        doc = read_yaml(raw.decode()) if raw else None
-        section = (doc or {}).get("monitor") or {}
-        return Thresholds.from_spec(MonitorSpec.model_validate(section)), None
-    except Exception as exc:  # noqa: BLE001 - a damaged section must not stop the replica serving
-        return Thresholds(), f"the bundle's spec.yaml monitor section does not read ({exc}); default thresholds"
+        return bundle_monitor_settings(raw.decode() if raw else None)[0], None
+    except (OSError, ValueError) as exc:
+        return Thresholds(), f"the bundle's spec.yaml does not read ({exc}); default thresholds"
 
 
 def _number(v: Any) -> float:
@@ -348,14 +376,3 @@ def _number(v: Any) -> float:
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _json_safe(v: Any) -> Any:
-    """NaN (a statistic of an empty window) as null: JSON has no NaN."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return v

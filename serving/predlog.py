@@ -4,26 +4,34 @@ request's id and time to Parquet files that `trainyard monitor --logs` reads.
 Layout: `<path>/<app>/part-<UTC yyyymmddTHHMMSS>-<replica>-<seq>.parquet` (the time the file was started), one
 row per record: `request_id` string, `record` int32 (its position in the request), `time` timestamp[ms, UTC],
 `model_version` string, `prediction` (the class label, or float64 for regression), then `feature.<name>` per
-input feature: float64 for numbers, the canonical string for categories (`jobs.fitted.canonical`, as the
-preprocessor matches them). Features in `exclude` have no column at all; image features are not logged.
+watched quantity (`jobs.watched`): float64 for numbers, the canonical string for categories
+(`jobs.fitted.canonical`, as the preprocessor matches them); of a text feature its length and emptiness, of an
+image its width and height as sent, never the text or the pixels themselves. Features in `exclude` have no
+column at all, nor have the quantities derived from them.
 
 The request path (`PredictionLogger.log`) only decides the sample and appends the logged values, copied into
 tuples of plain values, to a bounded list: ~1 µs a request plus ~0.1 µs a record, no lock held for long, never
-waiting. Tuples, because the garbage collector stops tracking tuples of strings and numbers within two passes:
-the request's own lists, held here for up to FLUSH_S, would survive into the oldest generation, whose growth
-sets off full collections of the replica's whole heap (Ray, torch, FastAPI: ~150 ms each, measured), a pause
-every request in flight waits out. One thread per replica turns them into Arrow columns, a few thousand
+waiting. Tuples (`jobs.watched.RowCopier`), because the garbage collector stops tracking tuples of strings and
+numbers within two passes: the request's own lists, held here for up to FLUSH_S, would survive into the oldest
+generation, whose growth sets off full collections of the replica's whole heap (Ray, torch, FastAPI: ~150 ms
+each, measured), a pause every request in flight waits out. One thread per replica turns them into Arrow columns, a few thousand
 records at a time (never holding the GIL for long), and streams them into a hidden local file that becomes
 visible only once complete, when it passes rotate_mb or rotate_s, or at shutdown: renamed into place on a local
 path, uploaded in one put on object storage. Readers (pyarrow, Ray Data) never see a half-written file, and a
-SIGKILLed replica loses the file it had open (at most rotate_s of logs) and nothing written before.
+SIGKILLed replica loses the file it had open (at most rotate_s of logs) and nothing written before. Each writer
+holds an advisory lock (flock) on its open temporary file; the kernel drops it when the process ends, SIGKILL
+included. A logger starting removes the temporary files of its folder that no process holds locked: those a
+killed writer left, never one another live replica is writing.
 """
 from __future__ import annotations
 
+import fcntl
+import glob
+import itertools
 import logging
-import operator
 import os
 import random
+import secrets
 import tempfile
 import threading
 import time
@@ -31,7 +39,7 @@ from datetime import datetime, timezone
 from itertools import chain
 from typing import Optional
 
-FEATURE_PREFIX = "feature."
+from jobs.watched import FEATURE_PREFIX, RowCopier, Watched, columns, of_schema
 # The writer converts what requests left every FLUSH_S (so at most that long of records wait as Python objects)
 # and writes a row group once ROW_GROUP_ROWS have gathered, or when the file is published.
 FLUSH_S = 1.0
@@ -40,6 +48,7 @@ ROW_GROUP_ROWS = 65536
 # request path have the GIL between steps.
 CHUNK_RECORDS = 2048
 CLOSE_TIMEOUT_S = 15.0    # below Serve's graceful_shutdown_timeout_s (20 s), after which the replica is killed
+REMOTE_TEMP_PREFIX = "trainyard-predlog-"    # a URI log's open file, in the local temporary folder
 
 logger = logging.getLogger("ray.serve")
 
@@ -62,20 +71,31 @@ def check_log_settings(schema: dict, log: Optional[dict]) -> None:
                          f"{[f['name'] for f in schema['features']]}")
 
 
-def log_columns(schema: dict, exclude: list[str]) -> list[tuple[str, str]]:
-    """(feature, type) of each logged feature, in schema order: numbers and categories not excluded."""
-    return [(f["name"], f["type"]) for f in schema["features"]
-            if f["type"] in ("number", "category") and f["name"] not in exclude]
-
-
-def arrow_schema(schema: dict, exclude: list[str]):
-    """The Arrow schema of the log files of a bundle (its schema.json) under this `exclude`."""
+def arrow_schema(schema: dict, watched: list[Watched]):
+    """The Arrow schema of the log files of a bundle (its schema.json) logging these quantities."""
     import pyarrow as pa
     prediction = pa.string() if schema["task"] == "classification" else pa.float64()
     return pa.schema([("request_id", pa.string()), ("record", pa.int32()), ("time", pa.timestamp("ms", tz="UTC")),
                       ("model_version", pa.string()), ("prediction", prediction)]
-                     + [(FEATURE_PREFIX + name, pa.float64() if kind == "number" else pa.string())
-                        for name, kind in log_columns(schema, exclude)])
+                     + [(FEATURE_PREFIX + w.name, pa.float64() if w.kind == "numeric" else pa.string())
+                        for w in watched])
+
+
+class RequestIds:
+    """Request ids unique across replicas, at a fraction of uuid4's cost (which took ~4% of a replica's event
+    loop: a system call for 16 random bytes per request): 64 random bits drawn once per process, then a
+    counter, as 32 hex digits."""
+
+    def __init__(self):
+        self._pid = None
+
+    def __call__(self) -> str:
+        if self._pid != os.getpid():       # drawn again in a forked child, which would repeat its parent's ids
+            self._pid, self._prefix, self._count = os.getpid(), secrets.token_hex(8), itertools.count()
+        return f"{self._prefix}{next(self._count):016x}"
+
+
+new_request_id = RequestIds()
 
 
 class PredictionLogger:
@@ -88,17 +108,13 @@ class PredictionLogger:
         self.rotate_bytes = int(float(log.get("rotate_mb", 64.0)) * 2**20)
         self.rotate_s = float(log.get("rotate_s", 300.0))
         self.buffer_records = int(log.get("buffer_records", 20000))
-        exclude = list(log.get("exclude") or [])
-        self.columns = log_columns(schema, exclude)
-        self.schema = arrow_schema(schema, exclude)
+        self.watched = of_schema(schema, list(log.get("exclude") or []))
+        self.schema = arrow_schema(schema, self.watched)
         self.version = version
         self.replica = replica
-        # Only the logged features are copied on arrival: the buffer never holds what is not written (excluded
+        # Only the watched fields are copied on arrival: the buffer never holds what is not written (excluded
         # personal data, decoded images).
-        self._names = [name for name, _ in self.columns]
-        # A record's logged values as one tuple, in C (itemgetter of several names returns a tuple); records
-        # lacking a field take the .get path.
-        self._row = operator.itemgetter(*self._names) if len(self._names) >= 2 else None
+        self._copy = RowCopier([w.field for w in self.watched])
         path = log["path"]
         if "://" in path:
             self.fs, base = pafs.FileSystem.from_uri(path)
@@ -115,6 +131,10 @@ class PredictionLogger:
         # logged: accepted by log(); published: in visible files (the difference is buffered, or lost to errors).
         self.stats = {"logged_requests": 0, "logged_records": 0, "dropped_records": 0, "published_records": 0,
                       "files": 0, "write_errors": 0}
+        # What killed writers left (this replica's predecessor included): removed now, or it stays for good.
+        stale = remove_stale_temps(os.path.join(self.folder, ".part-*.parquet.tmp") if self.local else
+                                   os.path.join(tempfile.gettempdir(), REMOTE_TEMP_PREFIX + "*.tmp"))
+        self.stats["stale_temps_removed"] = len(stale)
         self._pending: list[tuple] = []
         self._pending_records = 0
         self._lock = threading.Lock()
@@ -133,11 +153,7 @@ class PredictionLogger:
             return False
         n = len(records)
         # Tuples of plain values, not references to the request's lists and dicts: see the module docstring (GC).
-        try:
-            rows = tuple(map(self._row, records))
-        except (KeyError, TypeError):      # a field missing (or no _row: fewer than two logged features)
-            rows = tuple(tuple(map(r.get, self._names)) for r in records)
-        entry = (request_id, int(time.time() * 1000), rows, tuple(predictions))
+        entry = (request_id, int(time.time() * 1000), self._copy(records), tuple(predictions))
         with self._lock:
             if self._closing or self._pending_records + n > self.buffer_records:
                 self.stats["dropped_records"] += n
@@ -192,18 +208,17 @@ class PredictionLogger:
         total = int(counts.sum())
         request = np.repeat(np.arange(len(taken)), counts)
         positions = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-        rows = list(chain.from_iterable(e[2] for e in taken))
-        values = list(zip(*rows)) if rows else [()] * len(self.columns)
-        columns = [pa.array([e[0] for e in taken], pa.string()).take(request), pa.array(positions, pa.int32()),
+        values = columns(self.watched, list(chain.from_iterable(e[2] for e in taken)))
+        arrays = [pa.array([e[0] for e in taken], pa.string()).take(request), pa.array(positions, pa.int32()),
                    pa.array(np.fromiter((e[1] for e in taken), np.int64, len(taken))[request],
                             pa.timestamp("ms", tz="UTC")),
                    pa.repeat(pa.scalar(self.version, pa.string()), total)]
         predictions = list(chain.from_iterable(e[3] for e in taken))
-        columns.append(_strings(predictions) if self.schema.field("prediction").type == pa.string()
+        arrays.append(_strings(predictions) if self.schema.field("prediction").type == pa.string()
                        else _floats(predictions))
-        for (_, kind), column in zip(self.columns, values):
-            columns.append(_floats(column) if kind == "number" else _strings(column))
-        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+        for w, column in zip(self.watched, values):
+            arrays.append(_floats(column) if w.kind == "numeric" else _strings(column))
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def _add(self, batch) -> None:
         import pyarrow as pa
@@ -215,10 +230,12 @@ class PredictionLogger:
             self._seq += 1
             # Hidden (a leading '.') and not ending in .parquet: pyarrow datasets and Ray Data skip it until renamed.
             temp = (os.path.join(self.folder, f".{name}.tmp") if self.local
-                    else os.path.join(tempfile.gettempdir(), f"trainyard-predlog-{name}.tmp"))
+                    else os.path.join(tempfile.gettempdir(), f"{REMOTE_TEMP_PREFIX}{name}.tmp"))
+            lock = _locked(temp)         # held while the file is open: see remove_stale_temps
             sink = pa.OSFile(temp, "wb")
             self._file = {"sink": sink, "writer": pq.ParquetWriter(sink, self.schema, compression="zstd"),
-                          "temp": temp, "name": name, "deadline": time.monotonic() + self.rotate_s, "rows": 0}
+                          "temp": temp, "name": name, "deadline": time.monotonic() + self.rotate_s, "rows": 0,
+                          "lock": lock}
         self._batches.append(batch)
         rows = sum(b.num_rows for b in self._batches)
         if rows >= ROW_GROUP_ROWS or sum(b.nbytes for b in self._batches) >= self.rotate_bytes:
@@ -242,14 +259,17 @@ class PredictionLogger:
         f["writer"].close()
         f["sink"].close()
         final = f"{self.folder}/{f['name']}"
-        if self.local:
-            os.replace(f["temp"], final)
-        else:
-            try:
-                pafs.copy_files(f["temp"], final, source_filesystem=pafs.LocalFileSystem(),
-                                destination_filesystem=self.fs)
-            finally:
-                os.unlink(f["temp"])
+        try:
+            if self.local:
+                os.replace(f["temp"], final)
+            else:
+                try:
+                    pafs.copy_files(f["temp"], final, source_filesystem=pafs.LocalFileSystem(),
+                                    destination_filesystem=self.fs)
+                finally:
+                    os.unlink(f["temp"])
+        finally:
+            os.close(f["lock"])
         self.stats["files"] += 1
         self.stats["published_records"] += f["rows"]
 
@@ -263,6 +283,45 @@ class PredictionLogger:
                     pass
             if os.path.exists(f["temp"]):
                 os.unlink(f["temp"])
+            os.close(f["lock"])
+
+
+def _locked(path: str) -> int:
+    """A descriptor of `path` (created) holding an exclusive flock on it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def remove_stale_temps(pattern: str, min_age_s: float = 5.0) -> list[str]:
+    """Remove the prediction logs' temporary files matching `pattern` that no process holds locked (each writer
+    holds a flock on its open file until it publishes it; the kernel drops the lock when the writer dies): what
+    a SIGKILLed replica left, never a live writer's. Files younger than `min_age_s` are left, in case their
+    writer has created but not yet locked them. Returns the removed paths."""
+    removed = []
+    for path in glob.glob(pattern):
+        try:
+            if time.time() - os.stat(path).st_mtime < min_age_s:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:        # gone meanwhile (published, or removed by another replica starting)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:        # a live writer holds it
+            os.close(fd)
+            continue
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    if removed:
+        logger.warning(f"prediction log: removed {len(removed)} temporary file(s) of writers that were killed "
+                       f"before publishing them: {', '.join(removed)}")
+    return removed
 
 
 def _chunks(taken: list[tuple], records: int):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 from cluster.errors import BadInput
+from jobs.watched import image_size_fields
 
 MAX_LISTED_PROBLEMS = 20
 # Integers the model's float arithmetic can hold; a larger one (JSON allows any) would overflow in pandas.
@@ -171,6 +172,7 @@ class RequestChecker:
         the model are checked to be text too (a pass only such bodies pay)."""
         problems: list[Problem] = []
         ignored: list[str] = []         # of the record at hand, under unknown_fields: ignore
+        sizes: list = []                # of the record at hand: (image feature, its (width, height) as sent)
         total = 0
         kinds = self.kinds
         for i, record in enumerate(records):
@@ -195,9 +197,10 @@ class RequestChecker:
                 elif kind == _IMAGE:
                     if value is None:
                         continue        # reported below as a missing required field
-                    problem, pixels = self._check_image(value)
+                    problem, decoded = self._check_image(value)
                     if problem is None:
-                        record[name] = pixels     # decoded once, here: the model takes the array as it is
+                        record[name] = decoded[0]     # decoded once, here: the model takes the array as it is
+                        sizes.append((name, decoded[1]))
                         continue
                     total += 1
                     if len(problems) < MAX_LISTED_PROBLEMS:
@@ -222,6 +225,11 @@ class RequestChecker:
                 for name in ignored:
                     del record[name]
                 ignored.clear()
+            if sizes:
+                # Drift monitoring watches an image's size as sent (jobs.watched), which decoding resized away.
+                for name, size in sizes:
+                    record.update(zip(image_size_fields(name), size))
+                sizes.clear()
             for name in self.required:
                 if record.get(name) is None:
                     total += 1
@@ -252,14 +260,15 @@ class RequestChecker:
                                   "or both halves of its surrogate pair", i, name)
 
     def _check_image(self, value: Any) -> tuple[Optional[str], Any]:
-        """(None, the decoded pixels) when the value decodes to an image of the bundle's shape, else (what is
-        wrong with it, None). Only the documented formats, and at most `max_image_pixels`, reach the decoder."""
-        from jobs.images import DECODE_FORMATS, decode
+        """(None, (the decoded pixels, the image's (width, height) as sent)) when the value decodes to an image of
+        the bundle's shape, else (what is wrong with it, None). Only the documented formats, and at most
+        `max_image_pixels`, reach the decoder."""
+        from jobs.images import DECODE_FORMATS, decode_sized
         if not isinstance(value, (str, list)):
             return (f"expected a base64-encoded PNG/JPEG (a string) or a pixel array, got {_type_name(value)}"), None
         try:
-            return None, decode(value, tuple(self.image["size"]), self.image["channels"], formats=DECODE_FORMATS,
-                                max_pixels=self.max_image_pixels)
+            return None, decode_sized(value, tuple(self.image["size"]), self.image["channels"],
+                                      formats=DECODE_FORMATS, max_pixels=self.max_image_pixels)
         except ValueError as exc:
             return str(exc), None
 

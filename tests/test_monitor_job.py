@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -61,8 +62,13 @@ def write_log(folder: Path, bundle_dir: Path, rows: pd.DataFrame, day: int, name
 def monitor(capsys, bundle_dir, logs, out, *extra) -> tuple[int, str, str, dict]:
     code = cli.main(["monitor", str(bundle_dir), "--logs", str(logs), "--out", str(out), *extra])
     captured = capsys.readouterr()
-    report = json.loads((Path(out) / "drift.json").read_text()) if (Path(out) / "drift.json").is_file() else {}
+    report = (json.loads((Path(out) / "drift.json").read_text(), parse_constant=_not_json)
+              if (Path(out) / "drift.json").is_file() else {})
     return code, captured.out, captured.err, report
+
+
+def _not_json(constant: str):
+    raise AssertionError(f"drift.json holds {constant}, which is not JSON (strict readers refuse it)")
 
 
 def test_in_distribution_flags_nothing_and_a_truncated_file_is_skipped(served_bundle, tmp_path, capsys):  # noqa: F811
@@ -71,15 +77,21 @@ def test_in_distribution_flags_nothing_and_a_truncated_file_is_skipped(served_bu
     good = write_log(logs, served_bundle, traffic(400, seed=12), day=1, name="b")
     cut = logs / "part-20261103T120000-r2-cut.parquet"       # a file cut short (a copy, a full disk)
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    # What a SIGKILLed logging replica leaves: its hidden, unfinished file, which the monitor never reads.
+    (logs / ".part-20261103T130000-r3-000001.parquet.tmp").write_bytes(good.read_bytes()[:100])
+    few = traffic(10, seed=13).assign(rpm=np.nan)              # a third day: 10 rows, rpm never sent
+    write_log(logs, served_bundle, few, day=2, name="c")
 
     code, out, err, report = monitor(capsys, served_bundle, tmp_path / "logs", tmp_path / "mon")
 
     assert code == 0, out + err
-    assert out.strip().splitlines()[-1].startswith("ok: 800 rows in 2 window(s)")
-    assert f"{cut}: not a complete Parquet file" in out + err
-    assert report["verdict"] == "ok" and report["rows"] == 800 and len(report["skipped"]) == 1
-    assert [w["flagged"] for w in report["windows"]] == [[], []]
-    assert all(w["judged"] and not w["prediction"]["flags"] for w in report["windows"])
+    assert out.strip().splitlines()[-1].startswith("ok: 810 rows in 3 window(s)")
+    assert f"{cut}: not a complete Parquet file" in out + err and ".tmp" not in out + err
+    assert report["verdict"] == "ok" and report["rows"] == 810 and len(report["skipped"]) == 1
+    assert [w["flagged"] for w in report["windows"]] == [[], [], []]
+    assert all(w["judged"] and not w["prediction"]["flags"] for w in report["windows"][:2])
+    # Under min_rows the third is not judged; its rpm statistics have no value: null in drift.json, never NaN.
+    assert not report["windows"][2]["judged"] and report["windows"][2]["features"]["rpm"]["psi"] is None
     assert (tmp_path / "mon" / "report.html").read_text().count("data:image/png;base64,") >= 1
 
 
@@ -216,3 +228,96 @@ def test_labels_without_a_record_column_join_on_record_0(tmp_path):
                                   labels.schema.field("label")]))
     joined = logged.join(cast, keys=["request_id", "record"]).sort_by("request_id")
     assert joined.column("label").to_pylist() == ["ok", "failure"]
+
+
+TEXT_SCHEMA = {"input": "text", "task": "classification", "label": {"name": "y", "classes": ["bad", "good"]},
+               "features": [{"name": "note", "type": "text", "max_length": 64, "required": True},
+                            {"name": "rpm", "type": "number"}]}
+
+
+def test_a_text_feature_is_watched_by_its_length_and_emptiness_from_profile_to_monitor(tmp_path):
+    """Ray-free, on a string column: the profile keeps a text feature's character length and empty share
+    (`jobs.profile.text_reference_of_frame`, as `text_reference` over a
+    Ray dataset), a serving replica counts them from the records' text, the prediction logs
+    write them (never the text) and the monitor job's summaries judge them: notes three times longer flag
+    note.length there and live, and nothing else."""
+    import pyarrow.fs as pafs
+
+    from jobs import drift
+    from jobs.monitor import window_stats
+    from jobs.monitor_summary import Plan, merge, summarise_files
+    from jobs.profile import summarise, text_reference_of_frame
+    from jobs.watched import of_profile, of_schema
+    from serving.monitor import LiveMonitor
+    from serving.predlog import PredictionLogger
+
+    rng = np.random.default_rng(4)
+
+    def notes(n: int, words: tuple[int, int]) -> list:
+        out = [" ".join(["bearing"] * int(k)) for k in rng.integers(*words, n)]
+        return [None if i % 20 == 0 else "  " if i % 20 == 1 else text for i, text in enumerate(out)]
+
+    train = pd.DataFrame({"note": notes(1000, (2, 12)), "rpm": rng.normal(1500, 100, 1000)})
+    ref = text_reference_of_frame(train, ["note"])
+    assert ref["numeric"]["note.length"]["missing_rate"] == pytest.approx(0.05)
+    assert ref["numeric"]["note.length"]["of"] == {"feature": "note", "quantity": "length"}
+    assert ref["categorical"]["note.empty"]["shares"]["true"] == pytest.approx(50 / 950)
+    profile = {"numeric": {"rpm": {**{k: v for k, v in summarise(train["rpm"]).items() if k != "count"},
+                                   "missing_rate": 0.0}, **ref["numeric"]},
+               "categorical": ref["categorical"],
+               "prediction": {"task": "classification", "classes": ["bad", "good"], "shares": [0.5, 0.5]}}
+    assert [w.name for w in of_profile(profile)] == ["rpm", "note.length", "note.empty"]
+    assert [w.name for w in of_schema(TEXT_SCHEMA)] == ["note.length", "note.empty", "rpm"]
+    assert of_schema(TEXT_SCHEMA, exclude=["note"])[0].name == "rpm"          # excluded: nor what derives from it
+
+    longer = [{"note": note, "rpm": float(v)} for note, v in zip(notes(400, (30, 40)), rng.normal(1500, 100, 400))]
+    predictions = list(rng.choice(["bad", "good"], 400))
+    live = LiveMonitor(profile, app="a", version="v1", replica="r1", window_s=600, export=False)
+    logger = PredictionLogger({"path": str(tmp_path)}, app="a", replica="r1", schema=TEXT_SCHEMA, version="v1")
+    try:
+        for i in range(0, 400, 4):
+            live.observe(longer[i:i + 4], predictions[i:i + 4])
+            logger.log(f"q{i}", longer[i:i + 4], predictions[i:i + 4])
+        seen = live.snapshot()
+    finally:
+        live.close()
+        logger.close()
+    assert seen["flagged"] == ["note.length"] and seen["features"]["note.empty"]["n"] == 400
+    assert seen["features"]["note.length"]["missing_rate"] == 0.05
+
+    [path] = (tmp_path / "a").glob("*.parquet")
+    table = pq.read_table(path)
+    assert "feature.note" not in table.column_names
+    assert table.column("feature.note.length").to_pylist()[2:4] == [float(len(longer[2]["note"])),
+                                                                  float(len(longer[3]["note"]))]
+    assert table.column("feature.note.empty").to_pylist()[:2] == [None, "true"]
+    plan = Plan(86_400_000, {n: profile["numeric"][n]["edges"] for n in ("rpm", "note.length")},
+                {"note.empty": ["false", "true"]}, "classification", ["bad", "good"], None)
+    parts = summarise_files(pa.table({"path": [str(path)]}), plan, table.column_names, pafs.LocalFileSystem())
+    [window] = [json.loads(merge(group)["summary"][0]) for _, group in parts.to_pandas().groupby("window")]
+    stats = window_stats(window, profile, drift.Thresholds(), 3, None)
+    assert stats["flagged"] == ["note.length"] and stats["n"] == 400
+
+
+def test_regression_predictions_of_a_few_values_are_judged_by_chi_squared_over_every_row():
+    """Ray-free: a model that predicts a few distinct values has tied reference quantiles, where KS does not
+    apply: the window's ks_p stays None and the chi-squared p over every row's bin judges (the KS slot held a
+    chi-squared p over the 5,000-value sample instead, which `flagged` then preferred)."""
+    from jobs import drift
+    from jobs.monitor import window_stats
+    from jobs.monitor_summary import Plan, merge, summarise
+    from jobs.profile import prediction_reference
+
+    rng = np.random.default_rng(9)
+    ref = prediction_reference(SimpleNamespace(task="regression"), rng.choice([1.0, 2.0, 3.0], 3000))
+    assert drift.numeric_drift(ref, [1.0, 2.0])["ks_p"] is None                 # tied: no KS
+    profile = {"numeric": {}, "categorical": {}, "prediction": ref}
+    n = 12000
+    log = pa.table({"request_id": pa.array([f"r{i}" for i in range(n)]), "record": pa.array(np.zeros(n, np.int32)),
+                    "time": pa.array([DAY0] * n, pa.timestamp("ms", tz="UTC")),
+                    "prediction": pa.array(rng.choice([1.0, 2.0, 3.0], n, p=[0.3, 0.3, 0.4]))})
+    plan = Plan(86_400_000, {}, {}, "regression", None, ref["edges"])
+    window = json.loads(merge(summarise(log, plan).to_pandas())["summary"][0])
+    stats = window_stats(window, profile, drift.Thresholds(), 1, None)["prediction"]
+    every_row = drift.prediction_drift(ref, dict(enumerate(window["prediction"]["counts"])))
+    assert stats["ks_p"] is None and drift.p_value(stats) == every_row["p"] and stats["n"] == n

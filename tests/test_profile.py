@@ -81,3 +81,104 @@ def test_prediction_reference_of_classes_and_of_values():
     reg = prediction_reference(SimpleNamespace(task="regression"), values)
     assert reg["task"] == "regression" and len(reg["edges"]) == 9 and len(reg["shares"]) == 10
     assert reg["quantiles"][50] == pytest.approx(np.median(values)) and sum(reg["shares"]) == pytest.approx(1.0)
+
+
+def test_a_numeric_summary_keeps_a_bounded_uniform_sample_and_the_exact_count():
+    """NumericSummary's partial results (Ray Data's block aggregation and merge, run here in-process) hold at
+    most k values whatever the column's length: exact at or under k rows, a uniform sample above (Ray's
+    Quantile, which it replaces, gathered every value into one task); the count stays exact, and merging in
+    either order gives the same summary."""
+    import pyarrow as pa
+
+    from jobs.drift import summarise
+    from jobs.profile import NumericSummary
+
+    rng = np.random.default_rng(7)
+    blocks = [pa.table({"x": pa.array(np.where(rng.random(n) < 0.1, np.nan, rng.normal(0, 1, n)),
+                                      from_pandas=True)}) for n in (3000, 5000, 4000)]
+    agg = NumericSummary("x", k=2000)
+    parts = [agg.aggregate_block(b) for b in blocks]
+    assert all(len(p) <= (1 + 2 * 2000) * 8 for p in parts)                 # k keys and values, and the count
+    merged = agg.finalize(agg.combine(agg.combine(parts[0], parts[1]), parts[2]))
+    assert merged == agg.finalize(agg.combine(parts[2], agg.combine(parts[1], parts[0])))
+    present = np.concatenate([b.column("x").to_numpy(zero_copy_only=False) for b in blocks])
+    present = present[~np.isnan(present)]
+    assert merged["count"] == len(present)
+    assert np.abs(np.array(merged["quantiles"][10:91]) - np.quantile(present, np.linspace(0.1, 0.9, 81))).max() < 0.1
+    small = NumericSummary("x", k=100_000)
+    exact = small.finalize(small.combine(small.aggregate_block(blocks[0]), small.aggregate_block(blocks[1])))
+    assert exact == {**summarise(np.concatenate([b.column("x").to_numpy(zero_copy_only=False)
+                                                 for b in blocks[:2]])), "count": exact["count"]}
+    assert agg.aggregate_block(pa.table({"x": pa.array([None, None], pa.float64())})) is None
+
+
+def _png(width: int, height: int, shade: int) -> bytes:
+    import io
+
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new("L", (width, height), shade).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.ray
+def test_image_sizes_are_profiled_in_the_fit_and_watched_as_sent(ray_session, tmp_path):
+    """An image bundle's profile holds its images' width and height as stored (fitted in the preprocessor's own
+    Ray Data pass); serving's request checks keep each image's size as sent, which decoding resizes away; the
+    live monitor flags images twice as large, and the prediction logs carry the sizes for `trainyard monitor`."""
+    import base64
+
+    from jobs.images import fit_with_stats
+    from jobs.profile import image_reference
+    from serving.monitor import LiveMonitor
+    from serving.predlog import PredictionLogger
+    from serving.schema import RequestChecker
+
+    sizes = [(32 + 4 * (i % 5), 24 + 2 * (i % 3)) for i in range(40)]
+    train = ray_session.data.from_pandas(pd.DataFrame({
+        "image": [_png(w, h, 10 * (i % 20)) for i, (w, h) in enumerate(sizes)], "label": ["a", "b"] * 20}))
+    spec = SimpleNamespace(label="label", image=SimpleNamespace(size=[16, 16], channels=1, column="image"))
+    pre, stats = fit_with_stats(train, spec, classes=["a", "b"])
+    ref = image_reference(pre, stats)
+    width = ref["numeric"]["image.width"]
+    assert ref["rows"] == {"train": 40} and width["of"] == {"feature": "image", "quantity": "width"}
+    assert width["quantiles"][0] == 32 and width["quantiles"][-1] == 48 and width["missing_rate"] == 0.0
+    assert ref["numeric"]["image.height"]["quantiles"][-1] == 28
+
+    schema = {"input": "image", "task": "classification", "label": {"name": "label", "classes": ["a", "b"]},
+              "image": {"field": "image", "size": [16, 16], "channels": 1},
+              "features": [{"name": "image", "type": "image", "required": True}]}
+    checker = RequestChecker(schema, max_records=64, max_body_bytes=2**22)
+    body = json.dumps({"records": [{"image": base64.b64encode(_png(96, 64, 100)).decode()}] * 4}).encode()
+    records = checker.parse(body)
+    assert records[0]["image"].shape == (16, 16, 1) and (records[0]["image.width"], records[0]["image.height"]) == (96, 64)
+
+    profile = {**ref, "prediction": {"task": "classification", "classes": ["a", "b"], "shares": [0.5, 0.5]}}
+    live = LiveMonitor(profile, app="a", version="v1", replica="r1", window_s=600, export=False)
+    logger = PredictionLogger({"path": str(tmp_path)}, app="a", replica="r1", schema=schema, version="v1")
+    try:
+        for i in range(15):
+            live.observe(records, ["a", "b", "a", "b"])
+            logger.log(f"q{i}", records, ["a", "b", "a", "b"])
+        seen = live.snapshot()
+    finally:
+        live.close()
+        logger.close()
+    assert seen["flagged"] == ["image.height", "image.width"] and seen["n"] == 60
+    import pyarrow.dataset as ds
+    logged = ds.dataset(str(tmp_path / "a"), format="parquet").to_table()
+    assert [c for c in logged.column_names if c.startswith("feature.")] == ["feature.image.width", "feature.image.height"]
+    assert set(logged.column("feature.image.width").to_pylist()) == {96.0}
+
+
+@pytest.mark.ray
+def test_text_reference_over_a_ray_dataset_is_the_in_process_one(ray_session):
+    """A text feature's profile entries from one Ray Data pass equal those computed in-process with pandas."""
+    from jobs.profile import text_reference, text_reference_of_frame
+
+    frame = pd.DataFrame({"note": ["bearing noise", "", None, "  ", "spindle temperature 92C, stopped"] * 40,
+                          "rpm": np.arange(200.0)})
+    ref = text_reference(ray_session.data.from_pandas(frame).repartition(3), ["note"])
+    assert ref == text_reference_of_frame(frame, ["note"])
+    assert ref["categorical"]["note.empty"]["shares"] == {"false": 0.5, "true": 0.5}
+    assert ref["numeric"]["note.length"]["missing_rate"] == pytest.approx(0.2)
