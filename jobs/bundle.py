@@ -5,6 +5,8 @@
     metrics.json        {"val", "test"}    spec.yaml        the resolved spec     lineage.json
     profile.json        the reference distribution of the train split and of validation predictions (drift;
                         `jobs.profile`); bundles written before it have none (`Bundle.profile` is None)
+    tokenizer/          text bundles: the tokenizer's files (transformers' save_pretrained)
+    encoder/config.json text bundles: the encoder's config (its weights are in model.safetensors with the head's)
 
 `load(path).predict(records)` applies the same `Preprocessor.transform` that produced the training data, so
 training-time and serving-time preprocessing cannot drift apart.
@@ -43,9 +45,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cluster.errors import BadInput
+from jobs import text_model
 from jobs.fitted import FittedPreprocessor
 from jobs.model import build_model
 from jobs.preprocess import load_state
+from jobs.schema import input_schema
 
 FILES = ("model.safetensors", "model.json", "preprocessor.json", "schema.json", "metrics.json", "spec.yaml",
          "lineage.json")
@@ -60,28 +64,6 @@ STALE_PARTIAL_S = 3600
 
 class BundleError(BadInput):
     """A bundle that cannot be loaded, or input it cannot predict on; the message says which file/field."""
-
-
-def input_schema(pre: FittedPreprocessor, dtypes: Optional[dict[str, str]] = None) -> dict:
-    if getattr(pre, "kind", "tabular") == "image":
-        from jobs.images import ENCODINGS
-        return {"input": "image", "task": pre.task, "label": {"name": pre.label, "classes": pre.classes},
-                "image": {"field": pre.column, "size": pre.size, "channels": pre.channels,
-                          "accepted": ENCODINGS,
-                          "pixels": f"[{pre.size[0]}][{pre.size[1]}]" + ("" if pre.channels == 1 else f"[{pre.channels}]")
-                                    + " values 0..255"},
-                "features": [{"name": pre.column, "type": "image", "required": True}]}
-    dtypes = dtypes or {}
-    features = [{"name": s.name, "type": "number", "dtype": dtypes.get(s.name, "double"), "required": False,
-                 "missing": f"imputed with {s.fill:g}"} for s in pre.numeric]
-    features += [{"name": s.name, "type": "category", "dtype": dtypes.get(s.name, "string"), "required": False,
-                  "categories": list(s.categories),
-                  "missing": "the 'unknown' slot",
-                  "unknown": "the 'unknown' slot" if pre.unknown_category == "ignore" else "rejected"}
-                 for s in pre.categorical]
-    return {"input": "tabular", "task": pre.task,
-            "label": {"name": pre.label, "classes": pre.classes},
-            "features": features, "unknown_category": pre.unknown_category}
 
 
 def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, preprocessor: FittedPreprocessor,
@@ -117,8 +99,9 @@ def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, prep
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
                   str(staging / "model.safetensors"))
-        _dump(staging / "model.json", model_config)
+        _dump(staging / "model.json", text_model.to_bundle(model_config, staging))
         preprocessor.save(staging / "preprocessor.json")
+        preprocessor.save_files(staging)
         _dump(staging / "schema.json", input_schema(preprocessor, dtypes))
         (staging / "spec.yaml").write_text(spec_yaml)
         _dump(staging / "lineage.json", lineage)
@@ -300,8 +283,10 @@ class Bundle:
     def predict_features(self, features: np.ndarray) -> dict:
         """Predictions for rows the preprocessor already packed (`transform`): the model and the decoding."""
         x = torch.from_numpy(features)
+        step = getattr(self.model, "chunk_rows", None) or max(len(x), 1)   # a transformer: rows at a time
         with torch.inference_mode():
-            out = self.model(x).float()
+            out = torch.cat([self.model(x[i:i + step]).float() for i in range(0, len(x), step)]) if len(x) \
+                else self.model(x).float()
         if self.task == "classification":
             proba = torch.softmax(out, dim=1).numpy()
             idx = proba.argmax(axis=1)
@@ -484,8 +469,8 @@ def load(path: str | os.PathLike) -> Bundle:
 def _read(p: Path, metrics: Optional[dict] = None) -> Bundle:
     """The bundle in folder `p`; `metrics`: what its metrics.json will hold (a bundle being written has none yet)."""
     try:
-        model_config = json.loads((p / "model.json").read_text())
-        pre = load_state(json.loads((p / "preprocessor.json").read_text()))
+        model_config = text_model.from_bundle(json.loads((p / "model.json").read_text()), p)
+        pre = load_state(json.loads((p / "preprocessor.json").read_text()), p)
         model = build_model(model_config)
         model.load_state_dict(load_file(str(p / "model.safetensors")))
         profile = json.loads((p / PROFILE).read_text()) if (p / PROFILE).is_file() else None

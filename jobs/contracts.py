@@ -28,6 +28,7 @@ class PreparedData:
     val_ds: Any
     test_raw: Any                 # raw test rows (not transformed): evaluated through the bundle's code path
     reference: dict = field(default_factory=dict)   # the train split's part of the bundle's profile (`jobs.profile`)
+    encoder: Optional[dict] = None  # text: the encoder's config and pretrained folder (`jobs.text.Encoder.model_source`)
 
     @property
     def task(self) -> str:
@@ -51,7 +52,7 @@ class WorkerConfig:
     model: dict                   # the model's constructor args (`jobs.model.model_config`), as the bundle keeps them
     epochs: int                   # epochs planned (the learning-rate schedule spans these, even if a run stops early)
     batch_size: int               # per worker
-    lr: float                     # base learning rate (epoch 0 of the schedule)
+    lr: float                     # base learning rate (epoch 0 of the schedule); a text model's encoder's
     weight_decay: float
     optimizer: str                # "adamw" | "adam" | "sgd" (momentum 0.9)
     lr_schedule: str              # "constant" | "cosine" (by epoch: `jobs.worker.scheduled_lr`)
@@ -68,6 +69,10 @@ class WorkerConfig:
     class_weights: Optional[list[float]] = None  # per-class loss weights (train.class_weight: balanced)
     ema_epochs: Optional[float] = None          # validate the weights' moving average over ~this many epochs
     augment: Optional[Augment] = None
+    head_lr: Optional[float] = None             # the head's base learning rate (model.head); None: lr
+    warmup_steps: int = 0                       # optimizer steps over which the learning rate rises from 0
+    steps_per_epoch: int = 1                    # optimizer steps of one epoch per worker (for warmup's count)
+    grad_accum: int = 1                         # batches whose gradients add up before one optimizer step
     epoch_lines: bool = True      # rank 0 prints one [train] line per epoch; off when the caller reports epochs
                                   # itself (a tuning trial: the search prints one line per trial epoch)
     checkpoint_epochs: Optional[int] = 1        # train.checkpoint_every in epochs: rank 0 checkpoints every N ...

@@ -1,8 +1,8 @@
 """What a fitted preprocessor offers, whatever its kind: the one contract that training, evaluation, the bundle
 and serving rely on.
 
-Each kind (`jobs.tabular.Preprocessor`, `jobs.images.ImagePreprocessor`) derives from `FittedPreprocessor`
-and stores only its own fields; `jobs.preprocess` knows every kind by the `kind` its JSON state names and
+Each kind (`jobs.tabular.Preprocessor`, `jobs.images.ImagePreprocessor`, `jobs.text.TextPreprocessor`) derives
+from `FittedPreprocessor` and stores only its own fields; `jobs.preprocess` knows every kind by the `kind` its JSON state names and
 loads one back with `load_state`. This module imports none of the kinds, so none of them imports another.
 """
 from __future__ import annotations
@@ -162,7 +162,16 @@ class FittedPreprocessor(ABC):
     def from_dict(cls, d: dict) -> "FittedPreprocessor":
         """The preprocessor from its `to_dict` state (the `kind` key may be there)."""
 
+    @classmethod
+    def from_bundle(cls, d: dict, folder) -> "FittedPreprocessor":
+        """The preprocessor from its state and the bundle folder `save_files` wrote into (a text preprocessor's
+        tokenizer); a kind without files needs the state alone."""
+        return cls.from_dict(d)
+
     def save(self, path) -> None:
         with open(path, "w") as f:
             json.dump(self.to_dict(), f, indent=2)
+
+    def save_files(self, folder) -> None:
+        """Files this kind keeps in the bundle folder beside preprocessor.json (a tokenizer's); none by default."""
 

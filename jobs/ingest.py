@@ -10,7 +10,6 @@ from __future__ import annotations
 import fnmatch
 import glob as globlib
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -24,19 +23,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
-from cluster.errors import BadInput
+from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infer_task, jsonable, kind_of,
+                         merge_probes, probe)
 from jobs.spec import DataSpec
 
 SPLIT_COLUMN = "_split"
 TRAIN, VAL, TEST = 0, 1, 2
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
-# Labels with at most this many distinct integral values are taken as classes when data.task is omitted.
-_MAX_INFERRED_CLASSES = 20
-
-
-class DataError(BadInput):
-    """The data cannot be used as given; the message names the file or column and the fix."""
-
 
 @dataclass
 class IngestResult:
@@ -57,6 +50,7 @@ class IngestResult:
     unused_columns: list[str] = field(default_factory=list)
     fingerprint: str = ""
     corrupt: list[dict] = field(default_factory=list)         # images: undecodable files (path, error)
+    text: list[str] = field(default_factory=list)             # free-text columns (model.kind text)
 
     def split(self, which: int) -> ray.data.Dataset:
         return self.dataset.map_batches(_keep_split, fn_kwargs={"which": which}, batch_format="pyarrow")
@@ -65,7 +59,7 @@ class IngestResult:
         return {"files": len(self.files), "format": self.format, "rows_read": self.rows_read,
                 "rows_dropped_missing_label": self.rows_dropped_missing_label, "label": self.label,
                 "task": self.task, "classes": self.classes, "numeric": self.numeric,
-                "categorical": self.categorical, "unused_columns": self.unused_columns,
+                "categorical": self.categorical, "text": self.text, "unused_columns": self.unused_columns,
                 "inferred": self.inferred, "split_rows": self.split_rows, "class_counts": self.class_counts,
                 "fingerprint": self.fingerprint, "corrupt": self.corrupt}
 
@@ -157,22 +151,6 @@ def file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
                         f"the file is corrupt or not a {fmt} file; remove or replace it") from None
 
 
-def _kind(t: pa.DataType) -> str:
-    if pa.types.is_null(t):
-        return "null"
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_integer(t):
-        return "int"
-    if pa.types.is_floating(t) or pa.types.is_decimal(t):
-        return "float"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
-        return "string"
-    if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        return "time"
-    return "other"
-
-
 _UNIFIED = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
 
 
@@ -192,7 +170,7 @@ def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude
                             "fix the shard, or list the column under data.features.exclude")
     fields = []
     for c in columns:
-        kinds = {f: _kind(s.field(c).type) for f, s in schemas.items() if c in s.names}
+        kinds = {f: kind_of(s.field(c).type) for f, s in schemas.items() if c in s.names}
         distinct = set(kinds.values()) - {"null"}
         if distinct <= {"int", "float"} and distinct:
             unified = "float" if "float" in distinct else "int"
@@ -233,42 +211,6 @@ def _cast(batch: pa.Table, schema: pa.Schema, label: str) -> pa.Table:
     return table.append_column("_label_missing", pc.cast(pc.is_null(table[label]), pa.int64()))
 
 
-# ---------------------------------------------------------------------------------------------- probes
-def _probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
-    """Per-block facts for inference: distinct values (capped), integrality, null counts."""
-    out = {}
-    for c in columns:
-        col = batch[c]
-        valid = pc.drop_null(col)
-        uniq = pc.unique(valid)
-        info = {"nulls": col.null_count, "n": len(col)}
-        if len(uniq) <= cap:
-            info["distinct"] = [_jsonable(v) for v in uniq.to_pylist()]
-        if pa.types.is_floating(col.type) and len(valid):
-            info["integral"] = bool(pc.all(pc.equal(pc.floor(valid), valid)).as_py())
-        out[c] = info
-    return {"probe": np.array([json.dumps(out)], dtype=object)}
-
-
-def _jsonable(v):
-    return v.item() if hasattr(v, "item") else v
-
-
-def _merge_probes(rows: list[str], columns: list[str]) -> dict:
-    merged = {c: {"nulls": 0, "n": 0, "distinct": set(), "capped": False, "integral": True} for c in columns}
-    for row in rows:
-        for c, info in json.loads(row).items():
-            m = merged[c]
-            m["nulls"] += info["nulls"]
-            m["n"] += info["n"]
-            if "distinct" in info:
-                m["distinct"].update(info["distinct"])
-            else:
-                m["capped"] = True
-            m["integral"] = m["integral"] and info.get("integral", True)
-    return merged
-
-
 # ---------------------------------------------------------------------------------------------- split
 def _with_split_key(batch: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Drop label-less rows and add `_u`, a uniform number in [0, 1) derived from the row's content.
@@ -296,14 +238,14 @@ def split_thresholds(labels: np.ndarray, u: np.ndarray, val: float, test: float,
         n_test, n_val = int(np.floor(n * test)), int(np.floor(n * val))
         t_cut = us[n_test - 1] if n_test else -1.0
         v_cut = us[n_test + n_val - 1] if n_val else t_cut
-        groups[_jsonable(k)] = (float(t_cut), float(v_cut))
+        groups[jsonable(k)] = (float(t_cut), float(v_cut))
     return groups
 
 
 def assign_split(batch: pd.DataFrame, label: str, cuts: dict, stratify: bool) -> pd.DataFrame:
     u = batch["_u"].to_numpy()
     if stratify:
-        keys = batch[label].map(_jsonable)
+        keys = batch[label].map(jsonable)
         t_cut = keys.map(lambda k: cuts[k][0]).to_numpy(dtype=np.float64)
         v_cut = keys.map(lambda k: cuts[k][1]).to_numpy(dtype=np.float64)
     else:
@@ -344,19 +286,22 @@ def fingerprint(fs: pafs.FileSystem, files: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def ingest(data: DataSpec, *, progress=print) -> IngestResult:
+def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResult:
+    """Read, check, infer and split `data`. `text`: the job reads free text (model.kind text), so text columns
+    are kept (data.features.text, or inferred: `jobs.infer`)."""
     fs, files, _ = resolve_files(data.path)
     fmt = infer_format(files, data.format)
     exclude = set(data.features.exclude)
     explicit = None
-    if data.features.numeric is not None and data.features.categorical is not None:
-        explicit = set(data.features.numeric) | set(data.features.categorical) | {data.label}
+    given = data.features
+    if given.numeric is not None and given.categorical is not None and (given.text is not None or not text):
+        explicit = set(given.listed) | {data.label}
     schemas = {f: file_schema(fs, f, fmt) for f in files}
     if all(data.label not in s.names for s in schemas.values()):
         cols = sorted(next(iter(schemas.values())).names)
         raise DataError(f"label column {data.label!r} is in none of the {len(files)} file(s) under "
                         f"{data.path!r}; columns are {cols}. Fix data.label")
-    for listed in (data.features.numeric or []) + (data.features.categorical or []):
+    for listed in data.features.listed:
         if all(listed not in s.names for s in schemas.values()):
             raise DataError(f"data.features lists column {listed!r}, which is in none of the files; "
                             f"columns are {sorted(next(iter(schemas.values())).names)}")
@@ -381,17 +326,17 @@ def ingest(data: DataSpec, *, progress=print) -> IngestResult:
         raise DataError(f"data.path {data.path!r}: the files hold no rows")
 
     columns = [c for c in schema.names if c != data.label]
-    probe_rows = ds.map_batches(_probe, fn_kwargs={"columns": schema.names, "cap": _MAX_INFERRED_CLASSES * 5},
+    probe_rows = ds.map_batches(probe, fn_kwargs={"columns": schema.names, "cap": MAX_INFERRED_CLASSES * 5},
                                 batch_format="pyarrow", batch_size=None).take_all()
-    facts = _merge_probes([r["probe"] for r in probe_rows], schema.names)
+    facts = merge_probes([r["probe"] for r in probe_rows], schema.names)
     label_facts = facts[data.label]
     dropped = label_facts["nulls"]
     if dropped == rows_read:
         raise DataError(f"label column {data.label!r} is empty in every row of {data.path!r}")
 
     inferred: dict[str, str] = {}
-    task = data.task or _infer_task(schema.field(data.label).type, label_facts, inferred, data.label)
-    numeric, categorical = _infer_features(schema, columns, data, facts, inferred)
+    task = data.task or infer_task(schema.field(data.label).type, label_facts, inferred, data.label)
+    numeric, categorical, texts = infer_features(schema, columns, data, facts, inferred, text=text)
 
     ds = ds.map_batches(_with_split_key, fn_kwargs={"seed": data.split.seed}, batch_format="pandas")
     keys = ds.select_columns([data.label, "_u"]).to_pandas()
@@ -403,7 +348,7 @@ def ingest(data: DataSpec, *, progress=print) -> IngestResult:
             raise DataError(f"label {data.label!r} has fractional values but data.task is classification; "
                             "use task: regression or fix the label")
         classes = sorted(pd.unique(labels).tolist(), key=lambda v: (str(type(v)), v))
-        classes = [_jsonable(c) for c in classes]
+        classes = [jsonable(c) for c in classes]
         if len(classes) < 2:
             raise DataError(f"label {data.label!r} has a single class ({classes[0]!r}) in {len(labels)} rows; "
                             "classification needs at least two. Check the label column or the data path")
@@ -424,56 +369,12 @@ def ingest(data: DataSpec, *, progress=print) -> IngestResult:
     if stratify:
         for k, name in names.items():
             vc = splits.loc[splits[SPLIT_COLUMN] == k, data.label].value_counts()
-            class_counts[name] = {str(_jsonable(c)): int(n) for c, n in vc.items()}
+            class_counts[name] = {str(jsonable(c)): int(n) for c, n in vc.items()}
     return IngestResult(dataset=ds, files=files, format=fmt, schema=schema, label=data.label, task=task,
-                        numeric=numeric, categorical=categorical, classes=classes, rows_read=rows_read,
+                        numeric=numeric, categorical=categorical, text=texts, classes=classes, rows_read=rows_read,
                         rows_dropped_missing_label=int(dropped), split_rows=split_rows,
                         class_counts=class_counts, inferred=inferred, unused_columns=unused,
                         fingerprint=fingerprint(fs, files))
-
-
-def _infer_task(label_type: pa.DataType, facts: dict, inferred: dict, label: str) -> str:
-    kind = _kind(label_type)
-    distinct = None if facts["capped"] else len(facts["distinct"])
-    if kind in ("string", "bool"):
-        task, why = "classification", f"{kind} label"
-    elif kind in ("int", "float") and facts["integral"] and distinct is not None and distinct <= _MAX_INFERRED_CLASSES:
-        task, why = "classification", f"{distinct} distinct integral values"
-    elif kind in ("int", "float"):
-        task, why = "regression", "numeric label with many distinct values"
-    else:
-        raise DataError(f"label {label!r} has type {label_type}; it can be neither classified nor regressed")
-    inferred["task"] = f"{task} ({why}); set data.task to override"
-    return task
-
-
-def _infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts: dict,
-                    inferred: dict) -> tuple[list[str], list[str]]:
-    given_num, given_cat = data.features.numeric, data.features.categorical
-    numeric, categorical = [], []
-    for c in columns:
-        kind = _kind(schema.field(c).type)
-        if given_num is not None and c in given_num:
-            if kind == "string":
-                raise DataError(f"data.features.numeric lists {c!r}, but it holds text; move it to categorical")
-            numeric.append(c)
-        elif given_cat is not None and c in given_cat:
-            categorical.append(c)
-        elif given_num is not None and given_cat is not None:
-            continue  # both lists given: the column is reported as unused
-        elif kind in ("string", "bool"):
-            categorical.append(c)
-            inferred[c] = f"categorical ({kind})"
-        elif (kind == "int" and not facts[c]["capped"]
-              and len(facts[c]["distinct"]) <= data.preprocess.categorical_max_ints):
-            categorical.append(c)
-            inferred[c] = f"categorical ({len(facts[c]['distinct'])} distinct integers)"
-        else:
-            numeric.append(c)
-            inferred[c] = "numeric"
-    if not numeric and not categorical:
-        raise DataError("no feature columns are left after data.features.exclude; keep at least one")
-    return numeric, categorical
 
 
 def root_cause(exc: BaseException) -> str:

@@ -54,6 +54,15 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
         train_raw = result.split(ING.TRAIN)
         pre, stats = IMG.fit_with_stats(train_raw, spec.data, classes=result.classes)
         reference = PROFILE.image_reference(pre, stats)
+    elif spec.model.kind == "text":
+        from jobs import text as TEXT
+        encoder = TEXT.resolve_encoder(spec.model, spec.data)     # before reading: a wrong encoder stops at once
+        result = ING.ingest(spec.data, progress=progress, text=True)
+        train_raw = result.split(ING.TRAIN)
+        pre, stats = TEXT.fit(train_raw, spec.data, spec.model, encoder, numeric=result.numeric,
+                              categorical=result.categorical, text=result.text, task=result.task,
+                              classes=result.classes)
+        reference = PROFILE.tabular_reference(stats, pre.tabular)
     else:
         result = ING.ingest(spec.data, progress=progress)
         train_raw = result.split(ING.TRAIN)
@@ -66,7 +75,8 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
     progress(f"[prepare] {result.rows_read} rows read, {result.rows_dropped_missing_label} dropped (no label); "
              f"split train/val/test = {result.split_rows['train']}/{result.split_rows['val']}/"
              f"{result.split_rows['test']}; {pre.feature_dim} packed features; {time.time() - t0:.1f}s")
-    return PreparedData(result, pre, train_ds, val_ds, test_raw, reference)
+    return PreparedData(result, pre, train_ds, val_ds, test_raw, reference,
+                        encoder=encoder.model_source if spec.model.kind == "text" else None)
 
 
 def storage_root(spec: JobSpec) -> str:
@@ -177,9 +187,11 @@ def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None]
     lines = [f"[data] {s.rows_read} rows from {len(s.files)} {s.format} file(s); "
              f"{s.rows_dropped_missing_label} row(s) dropped for a missing label ({s.label})",
              f"[data] task: " + (s.inferred["task"] if "task" in s.inferred else f"{s.task} (from data.task)")]
-    if s.numeric or s.categorical:
+    if s.numeric or s.categorical or s.text:
         lines += [f"[data] numeric ({len(s.numeric)}): {', '.join(s.numeric) or '-'}",
                   f"[data] categorical ({len(s.categorical)}): {', '.join(s.categorical) or '-'}"]
+    if s.text:
+        lines.append(f"[data] text ({len(s.text)}): {', '.join(s.text)}")
     if s.corrupt:
         shown = "; ".join(f"{c['path']} ({c['error']})" for c in s.corrupt[:20])
         lines.append(f"[data] {len(s.corrupt)} undecodable image(s) skipped: {shown}"

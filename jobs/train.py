@@ -9,6 +9,7 @@ leaves placement groups to the caller, or wraps the loop in a test); `fit` itsel
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from cluster.errors import Failure
 from jobs.contracts import CHECKPOINT_PREFIX, Augment, CheckpointError, PreparedData, TrainState, WorkerConfig
 from jobs.fitted import FittedPreprocessor
 from jobs.model import model_config
+from jobs.text_model import text_model_config
 from jobs.spec import JobSpec, SpecError, metric_mode, task_problem
 from jobs.worker import train_loop_per_worker
 
@@ -105,15 +107,22 @@ def worker_config(spec: JobSpec, prepared: PreparedData, *, use_gpu: bool,
     aug = spec.data.augment
     augment = (Augment(shape=list(shape), hflip=aug.hflip, random_crop=aug.random_crop)
                if aug is not None and shape is not None and (aug.hflip or aug.random_crop) else None)
+    if pre.kind == "text":
+        model = text_model_config(model_spec, pre, prepared.encoder, gradient_checkpointing=t.gradient_checkpointing)
+    else:
+        model = model_config(model_spec, pre.feature_dim, pre.output_dim, shape)
+    steps_per_epoch = math.ceil(math.ceil(rows / t.workers) / t.batch_size / t.grad_accum)
     return WorkerConfig(
-        task=pre.task, model=model_config(model_spec, pre.feature_dim, pre.output_dim, shape),
+        task=pre.task, model=model,
         epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, optimizer=t.optimizer,
         lr_schedule=t.lr_schedule, loss=t.loss, seed=t.seed, cache=cache, output_dim=pre.output_dim,
         label_center=pre.label_center, label_scale=pre.label_scale, early_stop_metric=metric,
         early_stop_mode=es.resolved_mode if es else metric_mode(metric), use_gpu=use_gpu,
         patience=es.patience if es else None, class_weights=class_weights(pre, t.class_weight),
         ema_epochs=t.ema_epochs, augment=augment, checkpoint_epochs=t.checkpoint_cadence[0],
-        checkpoint_seconds=t.checkpoint_cadence[1])
+        checkpoint_seconds=t.checkpoint_cadence[1], head_lr=t.head_lr,
+        warmup_steps=round(t.warmup * steps_per_epoch * t.epochs), steps_per_epoch=steps_per_epoch,
+        grad_accum=t.grad_accum)
 
 
 def check_resources(spec: JobSpec, resources: dict) -> None:

@@ -84,6 +84,27 @@ def _loss_fn(cfg: WorkerConfig, device) -> nn.Module:
     return nn.HuberLoss() if cfg.loss == "huber" else nn.MSELoss()
 
 
+def param_groups(model: nn.Module, cfg: WorkerConfig) -> list[dict]:
+    """The optimizer's parameter groups, each with its base learning rate ("base_lr", kept in the optimizer's
+    state_dict and so in checkpoints): with train.head_lr, the head's parameters in a group of their own.
+    Frozen parameters (model.freeze_layers) are left out."""
+    core = model.module if hasattr(model, "module") else model
+    head = getattr(core, "head", None) if cfg.head_lr is not None else None
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    trainable = [(p, id(p) in head_ids) for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p, h in trainable if not h], "base_lr": cfg.lr}]
+    if head_ids:
+        groups.append({"params": [p for p, h in trainable if h], "base_lr": cfg.head_lr})
+    return [g for g in groups if g["params"]]
+
+
+def step_lr(base: float, cfg: WorkerConfig, epoch: int, step: int) -> float:
+    """The learning rate of optimizer step `step` of the run (0-based) in `epoch`: the epoch's
+    (`scheduled_lr`), ramped up linearly over the first `warmup_steps` steps (train.warmup)."""
+    lr = scheduled_lr(base, cfg.lr_schedule, epoch, cfg.epochs)
+    return lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else lr
+
+
 def _optimizer(cfg: WorkerConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
@@ -108,9 +129,10 @@ def validate(model, x: torch.Tensor, y: torch.Tensor, cfg: WorkerConfig, loss_fn
     """The validation metrics (`val_*`) of `model` on the whole split (x, y); pure PyTorch, no Ray."""
     model.eval()
     outs = []
+    step = getattr(model, "chunk_rows", 8192)     # a transformer's activations: fewer rows at a time
     with torch.no_grad(), amp():
-        for i in range(0, len(x), 8192):
-            outs.append(model(x[i:i + 8192].to(device, non_blocking=True)).float())
+        for i in range(0, len(x), step):
+            outs.append(model(x[i:i + step].to(device, non_blocking=True)).float())
     model.train()
     out = torch.cat(outs) if outs else torch.zeros((0, cfg.output_dim), device=device)
     yd = y.to(device)
@@ -195,8 +217,10 @@ def _batches(cfg: WorkerConfig, cached, train_shard, label_dtype, device, gen, e
 
 
 def train_epoch(model, batches, optimizer, loss_fn, cfg: WorkerConfig, device, amp, *,
-                average: Optional[WeightAverage] = None, gen: Optional[torch.Generator] = None) -> dict:
-    """One pass over `batches` of (x, y): forward, loss, backward, step, and the weight average. Pure PyTorch:
+                average: Optional[WeightAverage] = None, gen: Optional[torch.Generator] = None,
+                epoch: int = 0) -> dict:
+    """One pass over `batches` of (x, y): forward, loss, backward, an optimizer step every `cfg.grad_accum`
+    batches (and after the last) at the step's learning rate (`step_lr`), and the weight average. Pure PyTorch:
     the Ray Train loop below calls it once an epoch, and tests run it on tensors without Ray.
 
     Returns {"train_loss": mean loss per sample, "seen", "steps", "seconds", "compute_dtype": what autocast (on
@@ -205,22 +229,39 @@ def train_epoch(model, batches, optimizer, loss_fn, cfg: WorkerConfig, device, a
         from jobs.images import augment_batch
     t0 = time.perf_counter()
     total_loss, seen, steps, out = torch.zeros((), device=device), 0, 0, None
-    for xb, yb in batches:
+    accum = cfg.grad_accum
+    # DDP reduces gradients in every backward pass; within an accumulation only the last one needs to.
+    no_sync = getattr(model, "no_sync", contextlib.nullcontext)
+    optimizer.zero_grad(set_to_none=True)
+    batches = iter(batches)
+    pending = next(batches, None)
+    micro = 0
+    while pending is not None:
+        xb, yb = pending
+        pending = next(batches, None)
+        micro += 1
+        stepping = micro == accum or pending is None
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         if cfg.augment is not None:  # train split only: validation never augments
             a = cfg.augment
             xb = augment_batch(xb, a.shape, a.hflip, a.random_crop, gen)
-        with amp():
-            out = model(xb)
-            loss = loss_fn(out if cfg.task == "classification" else out.squeeze(1), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if average is not None:
-            average.update()
+        with (contextlib.nullcontext() if stepping else no_sync()):
+            with amp():
+                out = model(xb)
+                loss = loss_fn(out if cfg.task == "classification" else out.squeeze(1), yb)
+            (loss / accum).backward()
+        if stepping:
+            for group in optimizer.param_groups:
+                group["lr"] = step_lr(group.get("base_lr", cfg.lr), cfg, epoch,
+                                      epoch * cfg.steps_per_epoch + steps)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if average is not None:
+                average.update()
+            steps += 1
+            micro = 0
         total_loss += loss.detach() * len(xb)
         seen += len(xb)
-        steps += 1
     return {"train_loss": float(total_loss) / max(seen, 1), "seen": seen, "steps": steps,
             "seconds": time.perf_counter() - t0,
             "compute_dtype": str(out.dtype).removeprefix("torch.") if out is not None else None}
@@ -242,7 +283,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     model = rtt.prepare_model(build_model(cfg.model))
     core = model.module if hasattr(model, "module") else model
-    optimizer = _optimizer(cfg, model.parameters())
+    optimizer = _optimizer(cfg, param_groups(model, cfg))
     loss_fn = _loss_fn(cfg, device)
     mode, metric = cfg.early_stop_mode, cfg.early_stop_metric
 
@@ -280,11 +321,10 @@ def train_loop_per_worker(config: dict) -> None:
     saved_at = time.monotonic()      # train.checkpoint_every in seconds counts from here, then from each checkpoint
     for epoch in range(start_epoch, cfg.epochs):
         gen.manual_seed(cfg.seed * 7919 + rank * 104729 + epoch)
-        lr_now = scheduled_lr(cfg.lr, cfg.lr_schedule, epoch, cfg.epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_now
+        lr_now = scheduled_lr(cfg.lr, cfg.lr_schedule, epoch, cfg.epochs)   # train_epoch sets each step's
         batches, cached = _batches(cfg, cached, train_shard, label_dtype, device, gen, epoch, average)
-        done = train_epoch(model, batches, optimizer, loss_fn, cfg, device, amp, average=average, gen=gen)
+        done = train_epoch(model, batches, optimizer, loss_fn, cfg, device, amp, average=average, gen=gen,
+                           epoch=epoch)
         train_time = done["seconds"]
         compute_dtype = done["compute_dtype"] or compute_dtype
         if average is not None:

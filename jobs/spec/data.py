@@ -13,14 +13,37 @@ class FeatureSpec(StrictModel):
 
     numeric: Optional[list[str]] = Field(None, description="Columns treated as numbers (imputed, scaled).")
     categorical: Optional[list[str]] = Field(None, description="Columns one-hot encoded, with an 'unknown' slot.")
+    text: Optional[list[str]] = Field(
+        None, description="model.kind text: free-text columns, tokenized for the encoder (several are joined with "
+                          "the tokenizer's separator). Inferred when omitted: strings of 20+ characters on average, "
+                          "mostly distinct.")
     exclude: list[str] = Field(default_factory=list, description="Columns never used (ids, timestamps, leaks).")
+
+    @property
+    def listed(self) -> list[str]:
+        """Every column the lists name."""
+        return (self.numeric or []) + (self.categorical or []) + (self.text or [])
 
     @model_validator(mode="after")
     def _no_overlap(self):
-        both = set(self.numeric or []) & set(self.categorical or [])
-        if both:
-            raise ValueError(f"columns {sorted(both)} are listed as both numeric and categorical; keep each in one list")
+        lists = {"numeric": self.numeric, "categorical": self.categorical, "text": self.text}
+        for a, b in (("numeric", "categorical"), ("numeric", "text"), ("categorical", "text")):
+            both = set(lists[a] or []) & set(lists[b] or [])
+            if both:
+                raise ValueError(f"columns {sorted(both)} are listed as both {a} and {b}; keep each in one list")
+        if self.text is not None and not self.text:
+            raise ValueError("text is empty; list at least one text column, or remove it to have them inferred")
         return self
+
+
+class TextSpec(StrictModel):
+    """How text columns become token ids (model.kind text)."""
+
+    max_length: int = Field(128, ge=4, le=8192, description="Tokens kept per row (the separators and special "
+                                                            "tokens included); longer text is truncated.")
+    lowercase: Union[Literal["auto"], bool] = Field(
+        "auto", description="auto: as the encoder's tokenizer does (an uncased model lowercases); true: lowercase "
+                            "the text first; false: keep case (refused for a tokenizer that lowercases anyway).")
 
 
 class SplitSpec(StrictModel):
@@ -84,6 +107,7 @@ class DataSpec(StrictModel):
     split: SplitSpec = Field(default_factory=SplitSpec)
     preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
     image: Optional[ImageSpec] = Field(None, description="Image input (format: images, or parquet with image bytes).")
+    text: TextSpec = Field(default_factory=TextSpec, description="Text input (model.kind text).")
     augment: Optional[AugmentSpec] = Field(None, description="Train-split augmentation for images.")
     max_corrupt_fraction: float = Field(
         0.05, ge=0, le=1, description="Images: undecodable files are listed and skipped up to this fraction.")
@@ -113,7 +137,6 @@ class DataSpec(StrictModel):
 
     @model_validator(mode="after")
     def _label_not_a_feature(self):
-        listed = set((self.features.numeric or []) + (self.features.categorical or []))
-        if self.label in listed:
+        if self.label in self.features.listed:
             raise ValueError(f"the label {self.label!r} is also listed as a feature; remove it from data.features")
         return self

@@ -40,6 +40,11 @@ class JobSpec(StrictModel):
         if self.model.kind == "cnn" and not self.data.is_image:
             raise ValueError("model.kind cnn needs image data (data.format: images or data.image); "
                              "use model.kind: mlp for tables")
+        if self.model.kind == "text" and self.data.is_image:
+            raise ValueError("model.kind text reads text columns, not images; use model.kind: cnn for images")
+        if self.model.kind != "text" and self.data.features.text is not None:
+            raise ValueError("data.features.text needs model.kind: text (an encoder reads the text); set it, or "
+                             "move the columns to data.features.categorical or exclude")
         return self
 
     @property

@@ -1,0 +1,153 @@
+"""What a spec leaves open, inferred from the data: the task from the label, and each column's role
+(numeric, categorical or, for a text model, free text), from facts gathered in one Ray Data pass (`probe`,
+per block; `merge_probes`, on the driver). `jobs.ingest` runs it and reports what was inferred, and why."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cluster.errors import BadInput
+from jobs.spec import DataSpec
+
+# Labels with at most this many distinct integral values are taken as classes when data.task is omitted.
+MAX_INFERRED_CLASSES = 20
+
+
+class DataError(BadInput):
+    """The data cannot be used as given; the message names the file or column and the fix."""
+
+
+def kind_of(t: pa.DataType) -> str:
+    """What trainyard makes of an Arrow type: null, bool, int, float, string, time or other."""
+    if pa.types.is_null(t):
+        return "null"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
+        return "string"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "time"
+    return "other"
+
+
+def probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
+    """Per-block facts for inference: distinct values (capped), integrality, null counts."""
+    out = {}
+    for c in columns:
+        col = batch[c]
+        valid = pc.drop_null(col)
+        uniq = pc.unique(valid)
+        info = {"nulls": col.null_count, "n": len(col)}
+        if len(uniq) <= cap:
+            info["distinct"] = [jsonable(v) for v in uniq.to_pylist()]
+        if pa.types.is_floating(col.type) and len(valid):
+            info["integral"] = bool(pc.all(pc.equal(pc.floor(valid), valid)).as_py())
+        if pa.types.is_string(col.type) and len(valid):
+            info["chars"] = int(pc.sum(pc.utf8_length(valid)).as_py())
+        out[c] = info
+    return {"probe": np.array([json.dumps(out)], dtype=object)}
+
+
+def jsonable(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def merge_probes(rows: list[str], columns: list[str]) -> dict:
+    merged = {c: {"nulls": 0, "n": 0, "distinct": set(), "capped": False, "integral": True, "chars": 0}
+              for c in columns}
+    for row in rows:
+        for c, info in json.loads(row).items():
+            m = merged[c]
+            m["nulls"] += info["nulls"]
+            m["n"] += info["n"]
+            if "distinct" in info:
+                m["distinct"].update(info["distinct"])
+            else:
+                m["capped"] = True
+            m["integral"] = m["integral"] and info.get("integral", True)
+            m["chars"] += info.get("chars", 0)
+    return merged
+
+
+def infer_task(label_type: pa.DataType, facts: dict, inferred: dict, label: str) -> str:
+    kind = kind_of(label_type)
+    distinct = None if facts["capped"] else len(facts["distinct"])
+    if kind in ("string", "bool"):
+        task, why = "classification", f"{kind} label"
+    elif kind in ("int", "float") and facts["integral"] and distinct is not None and distinct <= MAX_INFERRED_CLASSES:
+        task, why = "classification", f"{distinct} distinct integral values"
+    elif kind in ("int", "float"):
+        task, why = "regression", "numeric label with many distinct values"
+    else:
+        raise DataError(f"label {label!r} has type {label_type}; it can be neither classified nor regressed")
+    inferred["task"] = f"{task} ({why}); set data.task to override"
+    return task
+
+
+def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts: dict, inferred: dict, *,
+                   text: bool = False) -> tuple[list[str], list[str], list[str]]:
+    """(numeric, categorical, text) columns: as data.features lists them, the rest inferred (and said in
+    `inferred`). Text columns only for a job that reads text (`text`: model.kind text)."""
+    given_num, given_cat, given_text = data.features.numeric, data.features.categorical, data.features.text
+    numeric, categorical, texts = [], [], []
+    for c in columns:
+        kind = kind_of(schema.field(c).type)
+        if given_text is not None and c in given_text:
+            if kind != "string":
+                raise DataError(f"data.features.text lists {c!r}, but it holds {schema.field(c).type}, not text; "
+                                "list it under data.features.numeric or categorical instead")
+            texts.append(c)
+        elif text and given_text is None and kind == "string" and _looks_like_text(facts[c]):
+            texts.append(c)
+            inferred[c] = f"text ({_describe_text(facts[c])}); list data.features.text to override"
+        elif given_num is not None and c in given_num:
+            if kind == "string":
+                raise DataError(f"data.features.numeric lists {c!r}, but it holds text; move it to categorical")
+            numeric.append(c)
+        elif given_cat is not None and c in given_cat:
+            categorical.append(c)
+        elif given_num is not None and given_cat is not None:
+            continue  # both lists given: the column is reported as unused
+        elif kind in ("string", "bool"):
+            categorical.append(c)
+            inferred[c] = f"categorical ({kind})"
+        elif (kind == "int" and not facts[c]["capped"]
+              and len(facts[c]["distinct"]) <= data.preprocess.categorical_max_ints):
+            categorical.append(c)
+            inferred[c] = f"categorical ({len(facts[c]['distinct'])} distinct integers)"
+        else:
+            numeric.append(c)
+            inferred[c] = "numeric"
+    if text and not texts:
+        raise DataError("model.kind text needs a text column, and none was found (strings of "
+                        f"{TEXT_MIN_CHARS}+ characters on average, mostly distinct); list it under data.features.text")
+    if not numeric and not categorical and not texts:
+        raise DataError("no feature columns are left after data.features.exclude; keep at least one")
+    return numeric, categorical, texts
+
+
+# A string column is taken for free text (model.kind text, data.features.text omitted) when its values average at
+# least this many characters and at least this share of them are distinct: descriptions, notes, reviews; not
+# codes, names of machine types or yes/no answers.
+TEXT_MIN_CHARS = 20
+TEXT_MIN_DISTINCT = 0.5
+
+
+def _looks_like_text(facts: dict) -> bool:
+    present = facts["n"] - facts["nulls"]
+    if not present or facts["chars"] / present < TEXT_MIN_CHARS:
+        return False
+    return facts["capped"] or len(facts["distinct"]) >= TEXT_MIN_DISTINCT * present
+
+
+def _describe_text(facts: dict) -> str:
+    present = facts["n"] - facts["nulls"]
+    distinct = "over 100 distinct values" if facts["capped"] else f"{len(facts['distinct']) / present:.0%} distinct"
+    return f"{facts['chars'] / present:.0f} characters on average, {distinct}"

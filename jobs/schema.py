@@ -1,0 +1,41 @@
+"""schema.json: what a bundle takes (each input field: its name, type and what happens when it is missing) and
+what it answers (the label, its classes, the task). Serving builds its OpenAPI and its request checks from it.
+
+    tabular: {"input": "tabular", "features": [number and category fields], "unknown_category", ...}
+    image:   {"input": "image", "image": {field, size, channels, accepted, pixels}, "features": [the image field]}
+    text:    {"input": "text", "features": [text fields ({"name", "type": "text", "max_length", "required"}),
+              then the table's number and category fields], "unknown_category", ...}
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from jobs.fitted import FittedPreprocessor
+
+
+def input_schema(pre: FittedPreprocessor, dtypes: Optional[dict[str, str]] = None) -> dict:
+    """The schema of a fitted preprocessor's input; `dtypes`: the columns' Arrow types as read at ingest."""
+    kind = getattr(pre, "kind", "tabular")
+    if kind == "image":
+        from jobs.images import ENCODINGS
+        return {"input": "image", "task": pre.task, "label": {"name": pre.label, "classes": pre.classes},
+                "image": {"field": pre.column, "size": pre.size, "channels": pre.channels,
+                          "accepted": ENCODINGS,
+                          "pixels": f"[{pre.size[0]}][{pre.size[1]}]" + ("" if pre.channels == 1 else f"[{pre.channels}]")
+                                    + " values 0..255"},
+                "features": [{"name": pre.column, "type": "image", "required": True}]}
+    table = pre.tabular if kind == "text" else pre
+    text = pre.schema_features() if kind == "text" else []
+    return {"input": kind, "task": pre.task, "label": {"name": pre.label, "classes": pre.classes},
+            "features": text + _table_features(table, dtypes or {}), "unknown_category": table.unknown_category}
+
+
+def _table_features(pre, dtypes: dict[str, str]) -> list[dict]:
+    features = [{"name": s.name, "type": "number", "dtype": dtypes.get(s.name, "double"), "required": False,
+                 "missing": f"imputed with {s.fill:g}"} for s in pre.numeric]
+    features += [{"name": s.name, "type": "category", "dtype": dtypes.get(s.name, "string"), "required": False,
+                  "categories": list(s.categories),
+                  "missing": "the 'unknown' slot",
+                  "unknown": "the 'unknown' slot" if pre.unknown_category == "ignore" else "rejected"}
+                 for s in pre.categorical]
+    return features

@@ -1,0 +1,282 @@
+"""Text through the same pipeline: a fitted preprocessor of kind "text" that packs each row as
+``[table features (d) | token ids (max_length)]`` in one float32 row.
+
+- The table columns (numeric, categorical; possibly none) go through the tabular preprocessor (`jobs.tabular`).
+- The text columns go through the encoder's tokenizer (the `tokenizers` library's fast tokenizer: what a Hugging
+  Face model folder's tokenizer.json holds), joined with its separator token when there are several, truncated
+  and padded to `data.text.max_length`. Token ids are small integers, exact in float32, and the attention mask
+  is `ids != pad_id` (the model derives it), so Ray Data packing, the worker's cache, DDP, checkpoints, tuning
+  and evaluation run on the code path every other kind uses. Tokenization runs where every transform runs: in
+  Ray Data `map_batches` over each split, and on the records serving gets.
+- `model.encoder: scratch` fits a WordPiece tokenizer on the train split only and sizes a small BERT by it.
+
+The encoder is resolved before any data is read (`resolve_encoder`), so a missing model or a `max_length`
+above its limit stops the job at once. A bundle keeps the tokenizer files in `tokenizer/` (`save_files`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import pandas as pd
+
+from cluster.errors import BadInput
+from jobs.fitted import FittedPreprocessor
+from jobs.hf import max_positions, resolve_pretrained
+from jobs.tabular import Preprocessor
+
+SCRATCH = "scratch"
+TOKENIZER_DIR = "tokenizer"
+TOKENIZER_FILE = "tokenizer.json"
+# The special tokens a tokenizer is saved with (transformers' names), so that AutoTokenizer reads the bundle's.
+SPECIAL_TOKENS = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
+_SCRATCH_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                     "mask_token": "[MASK]"}
+
+
+@dataclass
+class Encoder:
+    """The spec's `model.encoder` resolved on the driver: where its weights are (None: scratch), its config (a
+    transformers config's dict; scratch: made once the tokenizer is fitted) and its tokenizer."""
+    name: str                             # what the spec says
+    folder: Optional[str]                 # the pretrained model's folder; None for scratch
+    config: Optional[dict]                # the encoder's config dict (AutoConfig.for_model(**config))
+    tokenizer: Any                        # tokenizers.Tokenizer (None for scratch until fitted)
+    special_tokens: dict[str, str]
+    lowercase: bool                       # lowercase the text before the tokenizer (data.text.lowercase: true)
+
+    @property
+    def model_source(self) -> dict:
+        """What the model's constructor needs of it (`jobs.text_model.text_model_config`)."""
+        return {"config": self.config, "pretrained": self.folder}
+
+
+def resolve_encoder(model_spec, data_spec) -> Encoder:
+    """`model.encoder` found offline and checked against the spec (max_length, freeze_layers, lowercase)."""
+    settings = data_spec.text
+    if model_spec.encoder == SCRATCH:
+        # The scratch tokenizer's own normaliser lowercases (unless lowercase: false): `fit`.
+        return Encoder(SCRATCH, None, None, None, dict(_SCRATCH_SPECIALS), lowercase=False)
+    from transformers import AutoConfig, AutoTokenizer
+
+    folder = resolve_pretrained(model_spec.encoder, field="model.encoder")
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        auto = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BadInput(f"model.encoder: {model_spec.encoder!r} cannot be read as a transformers model "
+                       f"({type(exc).__name__}: {exc}); point it at a folder save_pretrained wrote") from None
+    tokenizer = getattr(auto, "backend_tokenizer", None)
+    if tokenizer is None:
+        raise BadInput(f"model.encoder: {model_spec.encoder!r} has no fast tokenizer (tokenizer.json); save the "
+                       "model's tokenizer with a recent transformers (it writes tokenizer.json) and use that folder")
+    if auto.pad_token_id is None or auto.sep_token is None:
+        raise BadInput(f"model.encoder: {model_spec.encoder!r}'s tokenizer has no padding or separator token; "
+                       "trainyard fine-tunes encoders (BERT-like models) that have both")
+    limit = max_positions(config)
+    if limit is not None and settings.max_length > limit:
+        raise BadInput(f"data.text.max_length: {settings.max_length} is above what model.encoder "
+                       f"{model_spec.encoder!r} takes ({limit} positions); set data.text.max_length to {limit} "
+                       "or less")
+    layers = getattr(config, "num_hidden_layers", None)
+    if layers is not None and model_spec.freeze_layers > layers:
+        raise BadInput(f"model.freeze_layers: {model_spec.freeze_layers} is more than the {layers} layers of "
+                       f"{model_spec.encoder!r}; set it to {layers} or less")
+    lowercases = tokenizer.normalizer is not None and tokenizer.normalizer.normalize_str("A") == "a"
+    if settings.lowercase is False and lowercases:
+        raise BadInput(f"data.text.lowercase: false, but the tokenizer of {model_spec.encoder!r} lowercases all "
+                       "text itself (an uncased model); set data.text.lowercase: auto")
+    specials = {k: getattr(auto, k) for k in SPECIAL_TOKENS if getattr(auto, k, None) is not None}
+    return Encoder(model_spec.encoder, str(folder), config.to_dict(), _clean(tokenizer), specials,
+                   lowercase=settings.lowercase is True)
+
+
+def _clean(tokenizer):
+    """A copy of `tokenizer` that neither truncates nor pads (a saved tokenizer.json may do either: MiniLM's pads
+    to 128): the preprocessor sets its own, and the bundle keeps the tokenizer without them."""
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
+
+
+def joined_texts(df: pd.DataFrame, columns: list[str], separator: str, lowercase: bool) -> list[str]:
+    """One string per row: the text columns joined with the separator token (missing text is empty)."""
+    parts = []
+    for c in columns:
+        values = df[c] if c in df else pd.Series([""] * len(df), index=df.index)
+        texts = ["" if not isinstance(v, str) else v for v in values.tolist()]
+        parts.append([t.lower() for t in texts] if lowercase else texts)
+    return [f" {separator} ".join(row) for row in zip(*parts)] if len(parts) > 1 else parts[0]
+
+
+def fit_scratch_tokenizer(texts, spec_scratch, lowercase: bool):
+    """A WordPiece tokenizer (BERT's pipeline) fitted on `texts` (an iterator of strings of the train split)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    sp = _SCRATCH_SPECIALS
+    tok = Tokenizer(models.WordPiece(unk_token=sp["unk_token"]))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    order = [sp[k] for k in SPECIAL_TOKENS]           # [PAD] first: id 0
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=spec_scratch.vocab_size,
+                                                             special_tokens=order, show_progress=False))
+    cls, sep = sp["cls_token"], sp["sep_token"]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))])
+    return tok
+
+
+def scratch_config(spec_scratch, vocab_size: int, max_length: int, pad_id: int) -> dict:
+    """The config of a small BERT trained from scratch (model.scratch), sized to the fitted vocabulary."""
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab_size, hidden_size=spec_scratch.hidden,
+                      num_hidden_layers=spec_scratch.layers, num_attention_heads=spec_scratch.heads,
+                      intermediate_size=4 * spec_scratch.hidden, max_position_embeddings=max_length,
+                      pad_token_id=pad_id).to_dict()
+
+
+@dataclass
+class TextPreprocessor(FittedPreprocessor):
+    kind: ClassVar[str] = "text"
+
+    tabular: Preprocessor                 # the table columns' preprocessing (and the label's)
+    text: list[str]                       # text columns, joined in this order
+    max_length: int                       # tokens per row, special tokens included
+    lowercase: bool                       # lowercase before the tokenizer
+    pad_id: int                           # the padding token's id: the model's attention mask is ids != pad_id
+    special_tokens: dict[str, str]        # pad/unk/cls/sep/mask token strings (what the tokenizer is saved with)
+    encoder: str                          # model.encoder as the spec named it (for the record)
+    tokenizer_dir: str = TOKENIZER_DIR    # the bundle's folder of tokenizer files
+    _tokenizer: Any = field(default=None, repr=False, compare=False)   # tokenizers.Tokenizer, not JSON state
+
+    def __post_init__(self):
+        if self._tokenizer is not None:
+            self._tokenizer = self._sized(self._tokenizer)
+
+    def _sized(self, tokenizer):
+        tok = _clean(tokenizer)
+        tok.enable_truncation(self.max_length)
+        tok.enable_padding(length=self.max_length, pad_id=self.pad_id, pad_token=self.special_tokens["pad_token"])
+        return tok
+
+    # ------------------------------------------------------------------ what the tabular part knows
+    task = property(lambda self: self.tabular.task)
+    label = property(lambda self: self.tabular.label)
+    classes = property(lambda self: self.tabular.classes)
+    label_center = property(lambda self: self.tabular.label_center)
+    label_scale = property(lambda self: self.tabular.label_scale)
+    stats = property(lambda self: self.tabular.stats)
+
+    @property
+    def tabular_dim(self) -> int:
+        return self.tabular.feature_dim
+
+    @property
+    def feature_dim(self) -> int:
+        return self.tabular.feature_dim + self.max_length
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.tabular.feature_names + list(self.text)
+
+    @property
+    def separator(self) -> str:
+        return self.special_tokens["sep_token"]
+
+    # ------------------------------------------------------------------ apply
+    def token_ids(self, df: pd.DataFrame) -> np.ndarray:
+        """(len(df), max_length) token ids of the joined text columns, truncated and padded."""
+        if self._tokenizer is None:
+            raise BadInput("this text preprocessor has no tokenizer: load it with its bundle folder "
+                           "(jobs.bundle.load), which holds tokenizer/")
+        encodings = self._tokenizer.encode_batch(joined_texts(df, self.text, self.separator, self.lowercase))
+        return np.array([e.ids for e in encodings], dtype=np.float32).reshape(len(df), self.max_length)
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        return np.concatenate([self.tabular.transform(df), self.token_ids(df)], axis=1)
+
+    def record_problems(self, records: list[dict]) -> list[str]:
+        """A text field must be a non-empty string in every record; then the table columns' own refusals."""
+        problems = []
+        for i, r in enumerate(records):
+            for c in self.text:
+                v = r.get(c)
+                if v is None:
+                    problems.append(f"record {i}: {c} is missing; it is a required text field (a non-empty string)")
+                elif not isinstance(v, str):
+                    problems.append(f"record {i}: {c}={v!r} is not a string; send the text as a string")
+                elif not v.strip():
+                    problems.append(f"record {i}: {c} is empty; send a non-empty text")
+        return problems + self.tabular.record_problems(records)
+
+    # ------------------------------------------------------------------ state and files
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "task": self.task, "tabular": self.tabular.to_dict(), "text": list(self.text),
+                "max_length": self.max_length, "lowercase": self.lowercase, "pad_id": self.pad_id,
+                "special_tokens": dict(self.special_tokens), "encoder": self.encoder,
+                "tokenizer_dir": self.tokenizer_dir}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TextPreprocessor":
+        """The state alone: no tokenizer yet (`from_bundle` reads it from the bundle's tokenizer/ folder)."""
+        fields = {k: v for k, v in d.items() if k not in ("kind", "task")}
+        fields["tabular"] = Preprocessor.from_dict(fields["tabular"])
+        return cls(**fields)
+
+    @classmethod
+    def from_bundle(cls, d: dict, folder) -> "TextPreprocessor":
+        from tokenizers import Tokenizer
+
+        pre = cls.from_dict(d)
+        path = Path(folder) / pre.tokenizer_dir / TOKENIZER_FILE
+        if not path.is_file():
+            raise BadInput(f"{folder}: a text bundle needs {pre.tokenizer_dir}/{TOKENIZER_FILE}, which is missing; "
+                           "re-export the bundle with trainyard train")
+        pre._tokenizer = pre._sized(Tokenizer.from_file(str(path)))
+        return pre
+
+    def save_files(self, folder) -> None:
+        """tokenizer/: the tokenizer as transformers saves it (tokenizer.json, tokenizer_config.json...), without
+        the truncation and padding this preprocessor applies, so AutoTokenizer.from_pretrained reads it too."""
+        from transformers import PreTrainedTokenizerFast
+
+        PreTrainedTokenizerFast(tokenizer_object=_clean(self._tokenizer), model_max_length=self.max_length,
+                                **self.special_tokens).save_pretrained(str(Path(folder) / self.tokenizer_dir))
+
+    def schema_features(self) -> list[dict]:
+        """schema.json's entries of the text fields (required, non-empty, truncated to max_length tokens)."""
+        return [{"name": c, "type": "text", "max_length": self.max_length, "required": True} for c in self.text]
+
+
+def fit(train_raw, data_spec, model_spec, encoder: Encoder, *, numeric: list[str], categorical: list[str],
+        text: list[str], task: str, classes: Optional[list[Any]] = None) -> tuple[TextPreprocessor, dict]:
+    """Fit the table columns' preprocessing on the train split (one Ray Data pass, as `jobs.tabular` does) and,
+    for a scratch encoder, the tokenizer (the train split's text only); returns (the preprocessor, the tabular
+    fit's aggregated statistics, for the profile). A scratch encoder's config is set on `encoder` here."""
+    from jobs.tabular import fit_with_stats
+
+    tabular, stats = fit_with_stats(train_raw, data_spec, numeric=numeric, categorical=categorical, task=task,
+                                    classes=classes)
+    tokenizer = encoder.tokenizer
+    max_length = data_spec.text.max_length
+    if encoder.folder is None:
+        lowercase = data_spec.text.lowercase is not False     # auto: lowercase (small data: fewer, denser tokens)
+        batches = train_raw.select_columns(text).iter_batches(batch_format="pandas", batch_size=4096)
+        texts = (t for df in batches for t in joined_texts(df, text, encoder.special_tokens["sep_token"], False))
+        tokenizer = fit_scratch_tokenizer(texts, model_spec.scratch, lowercase)
+        encoder.tokenizer = tokenizer
+        encoder.config = scratch_config(model_spec.scratch, tokenizer.get_vocab_size(), max_length,
+                                        tokenizer.token_to_id(encoder.special_tokens["pad_token"]))
+    pad_id = tokenizer.token_to_id(encoder.special_tokens["pad_token"])
+    tabular.stats["text"] = {"columns": list(text), "vocab_size": tokenizer.get_vocab_size()}
+    return TextPreprocessor(tabular=tabular, text=list(text), max_length=max_length, lowercase=encoder.lowercase,
+                            pad_id=pad_id, special_tokens=dict(encoder.special_tokens), encoder=encoder.name,
+                            _tokenizer=tokenizer), stats

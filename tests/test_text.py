@@ -1,0 +1,168 @@
+"""Text without Ray: the encoder found and checked (errors naming the field and the fix), the text preprocessor
+(packing, record checks, its tokenizer saved and read back as a bundle keeps it) and the text model (per-batch
+dynamic padding changes no row's output; freezing). A real tiny BERT: its tokenizer trained on the fly on
+generated work orders, its config (hidden 32, 2 layers) saved with save_pretrained."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cluster.errors import BadInput
+from jobs.spec import validate_spec
+
+ENCODER_SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                "max_position_embeddings": 64}
+
+
+def make_tiny_encoder(folder: Path, texts: list[str]) -> Path:
+    """A pretrained-looking model folder: a WordPiece tokenizer fitted on `texts` and a tiny random BERT, both
+    written with save_pretrained, as a downloaded model's folder is."""
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from jobs.spec.train import ScratchSpec
+    from jobs.text import _SCRATCH_SPECIALS, fit_scratch_tokenizer
+
+    tok = fit_scratch_tokenizer(iter(texts), ScratchSpec(vocab_size=400), lowercase=True)
+    PreTrainedTokenizerFast(tokenizer_object=tok, **_SCRATCH_SPECIALS).save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tok.get_vocab_size(), pad_token_id=0, **ENCODER_SIZE)).save_pretrained(folder)
+    return folder
+
+
+def work_orders(rows: int, seed: int = 0) -> pd.DataFrame:
+    from work_orders import generate
+    return generate(rows, seed)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> Path:
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"), work_orders(300)["description"].tolist())
+
+
+def text_spec(encoder, **data) -> "object":
+    return validate_spec({"name": "t", "data": {"path": "unused", "label": "failure_mode", **data},
+                          "model": {"kind": "text", "encoder": str(encoder)}})
+
+
+def test_the_encoder_is_checked_against_the_spec(tiny_encoder, tmp_path, monkeypatch):
+    from jobs.text import resolve_encoder
+
+    spec = text_spec(tiny_encoder, text={"max_length": 128})
+    with pytest.raises(BadInput, match=r"data\.text\.max_length: 128 is above what model\.encoder .* takes "
+                                       r"\(64 positions\); set data\.text\.max_length to 64 or less"):
+        resolve_encoder(spec.model, spec.data)
+    spec = text_spec(tiny_encoder, text={"max_length": 32, "lowercase": False})
+    with pytest.raises(BadInput, match=r"data\.text\.lowercase: false, but the tokenizer .* lowercases"):
+        resolve_encoder(spec.model, spec.data)
+    spec = text_spec(tiny_encoder, text={"max_length": 32})
+    spec.model.freeze_layers = 3
+    with pytest.raises(BadInput, match=r"model\.freeze_layers: 3 is more than the 2 layers"):
+        resolve_encoder(spec.model, spec.data)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    spec = text_spec("acme/no-such-encoder")
+    with pytest.raises(BadInput, match=r"model\.encoder: 'acme/no-such-encoder' is not a local folder "
+                                       r".*\(`hf download acme/no-such-encoder`"):
+        resolve_encoder(spec.model, spec.data)
+    encoder = resolve_encoder(text_spec(tiny_encoder, text={"max_length": 32}).model,
+                              text_spec(tiny_encoder, text={"max_length": 32}).data)
+    assert encoder.folder == str(tiny_encoder.resolve()) and encoder.config["num_hidden_layers"] == 2
+    assert encoder.tokenizer.padding is None and encoder.tokenizer.truncation is None
+
+
+def test_spec_errors_name_the_field():
+    from jobs.spec import SpecError
+
+    with pytest.raises(SpecError, match=r"kind text needs an encoder"):
+        validate_spec({"name": "t", "data": {"path": "x", "label": "y"}, "model": {"kind": "text"}})
+    with pytest.raises(SpecError, match=r"data\.features\.text needs model\.kind: text"):
+        validate_spec({"name": "t", "data": {"path": "x", "label": "y", "features": {"text": ["d"]}}})
+    with pytest.raises(SpecError, match=r"listed as both categorical and text"):
+        validate_spec({"name": "t", "data": {"path": "x", "label": "y",
+                                             "features": {"text": ["d"], "categorical": ["d"]}},
+                       "model": {"kind": "text", "encoder": "scratch"}})
+    spec = validate_spec({"name": "t", "data": {"path": "x", "label": "y"},
+                          "model": {"kind": "text", "encoder": "scratch", "head": {"hidden": [8], "dropout": 0.2}},
+                          "train": {"head_lr": 1e-3, "warmup": 0.1, "grad_accum": 2}})
+    assert spec.model.hidden == [8] and spec.model.dropout == 0.2   # the head is the model's hidden/dropout
+
+
+def _preprocessor(tiny_encoder, text=("description",), max_length=32):
+    """A fitted text preprocessor over the tiny encoder, its table part fitted by hand (no Ray)."""
+    from jobs.tabular import CategoricalState, NumericState, Preprocessor
+    from jobs.text import TextPreprocessor, resolve_encoder
+
+    spec = text_spec(tiny_encoder, text={"max_length": max_length})
+    enc = resolve_encoder(spec.model, spec.data)
+    tab = Preprocessor(task="classification", label="failure_mode",
+                       numeric=[NumericState("machine_hours", 10000.0, 10000.0, 5000.0)],
+                       categorical=[CategoricalState("machine_type", ["pump", "fan"])],
+                       classes=["bearing_wear", "seal_leak"], stats={"class_counts": {}})
+    return TextPreprocessor(tabular=tab, text=list(text), max_length=max_length, lowercase=enc.lowercase,
+                            pad_id=enc.tokenizer.token_to_id("[PAD]"), special_tokens=enc.special_tokens,
+                            encoder=str(tiny_encoder), _tokenizer=enc.tokenizer), enc
+
+
+def test_rows_pack_table_features_then_token_ids_and_records_are_checked(tiny_encoder, tmp_path):
+    from jobs.preprocess import load_state
+
+    pre, _ = _preprocessor(tiny_encoder, text=("description", "note"))
+    df = pd.DataFrame({"description": ["Grinding noise from the motor", "x " * 100], "note": ["urgent", None],
+                       "machine_hours": [15000.0, None], "machine_type": ["pump", "crane"]})
+    packed = pre.transform(df)
+    assert packed.dtype == np.float32 and packed.shape == (2, 4 + 32)
+    assert packed[0, :4].tolist() == [1.0, 1.0, 0.0, 0.0]              # hours scaled, then pump's one-hot
+    ids = packed[:, 4:].astype(int)
+    vocab = pre._tokenizer.get_vocab()
+    sep, cls = vocab["[SEP]"], vocab["[CLS]"]
+    assert ids[0, 0] == cls and (ids[0] == sep).sum() == 2             # two columns: one separator between them
+    assert ids[0, -1] == pre.pad_id and ids[1, -1] == sep              # padded; truncated to 32 keeping [SEP]
+    problems = pre.record_problems([{"description": "ok", "note": 3}, {"description": "  ", "note": "a"}, {}])
+    assert problems == ["record 0: note=3 is not a string; send the text as a string",
+                        "record 1: description is empty; send a non-empty text",
+                        "record 2: description is missing; it is a required text field (a non-empty string)",
+                        "record 2: note is missing; it is a required text field (a non-empty string)"]
+    # As a bundle keeps it: preprocessor.json + tokenizer/ (which transformers reads back too).
+    pre.save(tmp_path / "preprocessor.json")
+    pre.save_files(tmp_path)
+    import json
+
+    from transformers import AutoTokenizer
+    again = load_state(json.loads((tmp_path / "preprocessor.json").read_text()), tmp_path)
+    assert np.array_equal(again.transform(df), packed)
+    assert AutoTokenizer.from_pretrained(tmp_path / "tokenizer").sep_token == "[SEP]"
+    with pytest.raises(BadInput, match="load it with its bundle folder"):
+        load_state(json.loads((tmp_path / "preprocessor.json").read_text())).transform(df)
+
+
+def test_dynamic_padding_changes_no_rows_output_and_freezing_freezes(tiny_encoder):
+    from jobs.model import build_model
+    from jobs.text_model import text_model_config
+
+    pre, enc = _preprocessor(tiny_encoder)
+    spec = text_spec(tiny_encoder)
+    spec.model.freeze_layers = 1
+    model = build_model(text_model_config(spec.model, pre, enc.model_source)).eval()
+    df = work_orders(6)
+    x = torch.from_numpy(pre.transform(df))
+    with torch.no_grad():
+        together = model(x)          # cut to the batch's longest row
+        alone = torch.cat([model(x[i:i + 1]) for i in range(len(x))])  # each cut to its own length
+        full = model.head(torch.cat([_full_length_pooled(model, x), x[:, :4]], dim=1))   # no cut at all
+    assert torch.allclose(together, alone, atol=1e-5) and torch.allclose(together, full, atol=1e-5)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert any(n.startswith("encoder.embeddings.") for n in frozen)
+    assert any(".layer.0." in n for n in frozen) and not any(".layer.1." in n for n in frozen)
+    assert not any(n.startswith("head.") for n in frozen)
+
+
+def _full_length_pooled(model, x):
+    ids = x[:, model.tabular_dim:].long()
+    mask = ids != model.pad_id
+    hidden = model.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+    w = mask.unsqueeze(-1).float()
+    return (hidden * w).sum(1) / w.sum(1)
