@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from cluster.errors import EXIT_BAD_INPUT
+from jobs.quantize import quantize
 from jobs.spec import ServeSpec
 from serving.monitor import for_replica as replica_monitor
 from serving.predlog import PredictionLogger, new_request_id
@@ -65,7 +66,8 @@ class ModelServer:
             # Materialise the shipped files only long enough to load them: load() reads everything into memory.
             folder = Path(tempfile.mkdtemp(prefix="trainyard-bundle-"))
             try:
-                for fname, data in payload["files"].items():
+                for fname, data in payload["files"].items():     # a text bundle's tokenizer/ is a subfolder
+                    (folder / fname).parent.mkdir(parents=True, exist_ok=True)
                     (folder / fname).write_bytes(data)
                 self.bundle = load(folder)
             finally:
@@ -74,6 +76,8 @@ class ModelServer:
             self.bundle = load(payload["path"])
         self.model_info = {"name": self.name, "version": self.bundle.version}
         serve_spec = settings["serve"]
+        self.quantized = serve_spec.get("quantize")
+        self.bundle.model = quantize(self.bundle.model, self.quantized)
         self.checker = RequestChecker(
             self.bundle.schema, max_records=serve_spec["max_records"],
             max_body_bytes=int(serve_spec["max_body_mb"] * 2**20),
@@ -82,15 +86,21 @@ class ModelServer:
         # other requests (and the health checks) go on meanwhile. Two at a time bound its memory.
         self.decoder = (concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
                         if self.checker.image else None)
+        # A transformer encoder takes tens to hundreds of milliseconds a batch, where an MLP takes one: it runs on
+        # this one thread (torch's own threads do the parallel work), so that the event loop meanwhile takes in
+        # the requests that form the next batch, and the health probes answer.
+        self.model_thread = (concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+                             if self.checker.text else None)
         self.batch_max = serve_spec["batch"]["max_size"]
         self._predict_batch.set_max_batch_size(self.batch_max)
         self._predict_batch.set_batch_wait_timeout_s(serve_spec["batch"]["wait_ms"] / 1000.0)
         self.in_flight = 0
         self.batching = {"batches": 0, "records": 0, "largest_batch_records": 0, "largest_batch_requests": 0}
         # Tables: every feature missing exercises imputation and the 'unknown' slots. Images: a blank image.
+        # Text: a word in each text field (they are required).
         image = self.bundle.schema.get("image")
         self.canary = ([{image["field"]: [[[0] * image["channels"]] * image["size"][1]] * image["size"][0]}]
-                       if image else [{}])
+                       if image else [{name: "ready" for name in self.checker.text}])
         self._canary_check()  # a bundle that cannot predict fails here, so the replica never takes traffic
         self.ready = True
         log = serve_spec.get("log")
@@ -121,13 +131,16 @@ class ModelServer:
         if getattr(self, "monitor", None) is not None:
             self.monitor.close()
 
-    def _predict_now(self, records: list[dict]) -> dict:
-        return bundle_predict(self.bundle, records)
+    async def _predict_now(self, records: list[dict]) -> dict:
+        if self.model_thread is None:
+            return bundle_predict(self.bundle, records)
+        return await asyncio.get_running_loop().run_in_executor(self.model_thread, bundle_predict, self.bundle,
+                                                                records)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=_records_in)
     async def _predict_batch(self, batches: list[list[dict]]) -> list[dict]:
-        # Runs on the replica's event loop: a batch of a small MLP takes about a millisecond, less than a hop
-        # to a thread would cost, and batches run one at a time anyway.
+        # The model runs on the replica's event loop (a batch of a small MLP takes about a millisecond, less
+        # than a hop to a thread would cost; batches run one at a time anyway), a text model on its thread.
         flat = [r for records in batches for r in records]
         stats = self.batching
         stats["batches"] += 1
@@ -135,12 +148,12 @@ class ModelServer:
         stats["largest_batch_records"] = max(stats["largest_batch_records"], len(flat))
         stats["largest_batch_requests"] = max(stats["largest_batch_requests"], len(batches))
         try:
-            out = bundle_predict(self.bundle, flat)
+            out = await self._predict_now(flat)
         except Exception:
             if len(batches) == 1:
                 raise
             # Checked records should never fail; if one does, fail only its own request, not its batch-mates.
-            return [self._predict_or_error(records) for records in batches]
+            return [await self._predict_or_error(records) for records in batches]
         results, start = [], 0
         preds, probs = out["predictions"], out.get("probabilities")
         for records in batches:
@@ -152,9 +165,9 @@ class ModelServer:
             start = end
         return results
 
-    def _predict_or_error(self, records: list[dict]) -> Any:
+    async def _predict_or_error(self, records: list[dict]) -> Any:
         try:
-            return bundle_predict(self.bundle, records)
+            return await self._predict_now(records)
         except Exception as exc:
             return exc
 
@@ -167,7 +180,7 @@ class ModelServer:
         if len(records) < self.batch_max:
             await asyncio.sleep(0)
         if len(records) >= self.batch_max or self.in_flight <= 1:
-            out = self._predict_now(records)
+            out = await self._predict_now(records)
         else:
             out = await self._predict_batch(records)
         if isinstance(out, Exception):
@@ -253,7 +266,8 @@ def build_fastapi(server: ModelServer) -> FastAPI:
     @app.get("/readyz", summary="The model is loaded and predicts", responses={503: {"description": "Not ready."}})
     async def readyz():
         # `batching` counts this replica's merged model calls: how much @serve.batch is saving.
-        body = {"ready": server.ready, "model": server.model_info, "batching": server.batching,
+        body = {"ready": server.ready, "model": server.model_info, "quantize": server.quantized,
+                "batching": server.batching,
                 **({"logging": server.predlog.stats} if server.predlog is not None else {})}
         return JSONResponse(body, status_code=200 if server.ready else 503)
 
@@ -266,7 +280,7 @@ def build_fastapi(server: ModelServer) -> FastAPI:
     schema_doc = {"model": server.model_info, **schema,
                   "limits": {"max_records": serve_spec["max_records"], "max_body_mb": serve_spec["max_body_mb"],
                              "required_features": checker.required,
-                             "unknown_fields": serve_spec["unknown_fields"],
+                             "unknown_fields": serve_spec["unknown_fields"], "quantize": server.quantized,
                              **({"max_image_pixels": checker.max_image_pixels} if checker.image else {})},
                   "metrics": bundle.metrics.get("test", {})}
 
@@ -424,7 +438,7 @@ ModelDeployment = serve.deployment(name="model")(serve.ingress()(ModelServer))
 def bundle_payload(path: Path) -> dict:
     """What replicas load the bundle from: its files' bytes (no shared filesystem needed; they travel in the
     deployment's arguments), or for a very large bundle its path, which every node must then be able to read."""
-    files = {p.name: p for p in sorted(path.iterdir()) if p.is_file()}
+    files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
     if sum(p.stat().st_size for p in files.values()) <= MAX_INLINE_BUNDLE_BYTES:
         return {"files": {n: p.read_bytes() for n, p in files.items()}}
     return {"path": str(path.resolve())}

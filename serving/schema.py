@@ -4,7 +4,7 @@
   problems name each offending record index and field, and say how to fix it. Every check happens here,
   before the model sees a record, so a bad request is a 4xx and never reaches (or breaks) the model.
 - `openapi_components(...)`: the JSON schemas that /openapi.json shows: every feature, its type and, for
-  categories, the known values.
+  categories, the known values; for text, that it is a non-empty string truncated to max_length tokens.
 
 The checks are hand-written rather than a generated pydantic model: this runs on every request of the hot
 path, and a hand-written loop both costs less than building model instances and words errors the way a
@@ -79,8 +79,8 @@ class RequestError(BadInput):
         return body
 
 
-_NUMBER, _CATEGORY, _IMAGE = 0, 1, 2
-_KINDS = {"number": _NUMBER, "category": _CATEGORY, "image": _IMAGE}
+_NUMBER, _CATEGORY, _IMAGE, _TEXT = 0, 1, 2, 3
+_KINDS = {"number": _NUMBER, "category": _CATEGORY, "image": _IMAGE, "text": _TEXT}
 _JSON_TYPE_NAMES = {str: "a string", bool: "a boolean", list: "an array", dict: "an object", type(None): "null",
                     int: "an integer", float: "a number"}
 
@@ -118,7 +118,10 @@ class RequestChecker:
             if missing:
                 raise ValueError(f"serve.required_features names {missing}, which the bundle does not have; "
                                  f"its features are {list(self.features)}")
-        self.required = required + [n for n, k in self.kinds.items() if k == _IMAGE and n not in required]
+        # Text fields are required unless the schema says otherwise: the model has nothing to impute text with.
+        self.text = [n for n, k in self.kinds.items() if k == _TEXT]
+        self.required = required + [n for n, k in self.kinds.items() if n not in required and (
+            k == _IMAGE or (k == _TEXT and self.features[n].get("required", True)))]
         self.reject_unknown_fields = unknown_fields == "reject"
         self.max_records = max_records
         self.max_body_bytes = max_body_bytes
@@ -206,6 +209,10 @@ class RequestChecker:
                     if len(problems) < MAX_LISTED_PROBLEMS:
                         problems.append(Problem(problem, i, name))
                     continue
+                elif kind == _TEXT:
+                    # Not empty: the model would read only its special tokens. Whitespace is empty text too.
+                    if (t is str and value and not value.isspace()) or value is None:
+                        continue
                 elif kind == _CATEGORY:
                     if t is str or value is None:
                         if value is None or not self.reject_unknown_categories or value in self.known[name]:
@@ -234,9 +241,10 @@ class RequestChecker:
                 if record.get(name) is None:
                     total += 1
                     if len(problems) < MAX_LISTED_PROBLEMS:
+                        fix = ("send the text as a non-empty string" if kinds[name] == _TEXT else
+                               f"this server requires {', '.join(self.required)} (serve.required_features)")
                         problems.append(Problem(
-                            "missing required field" + (" (null given)" if name in record else "") +
-                            f"; this server requires {', '.join(self.required)} (serve.required_features)",
+                            "missing required field" + (" (null given)" if name in record else "") + f"; {fix}",
                             i, name))
         if lone_surrogates:
             for problem in self._not_text(records):
@@ -247,15 +255,17 @@ class RequestChecker:
             raise RequestError(422, problems, total)
 
     def _not_text(self, records: list) -> Iterator[Problem]:
-        """Category values with a lone surrogate, the strings the checks above let through to the model (unless
-        unseen categories are refused anyway: then they are already reported)."""
-        if self.reject_unknown_categories:
+        """Text and category values with a lone surrogate, the strings the checks above let through to the model
+        (categories only where unseen ones are accepted: otherwise they are already reported)."""
+        checked = {n for n, k in self.kinds.items()
+                   if k == _TEXT or (k == _CATEGORY and not self.reject_unknown_categories)}
+        if not checked:
             return
         for i, record in enumerate(records):
             if type(record) is not dict:
                 continue
             for name, value in record.items():
-                if self.kinds.get(name) == _CATEGORY and type(value) is str and not _is_text(value):
+                if name in checked and type(value) is str and not _is_text(value):
                     yield Problem(f"{value!r} holds a lone surrogate, which is not text; send the character itself, "
                                   "or both halves of its surrogate pair", i, name)
 
@@ -278,6 +288,12 @@ class RequestChecker:
             hint = f"did you mean {close[0]!r}? " if close else ""
             return Problem(f"unknown field; {hint}the features are {', '.join(self.features)} (GET /schema)",
                            i, name)
+        if kind == _TEXT:
+            if isinstance(value, str):
+                return Problem(f"the text is empty{' (only whitespace)' if value else ''}; send a non-empty "
+                               "string", i, name)
+            fix = "send it as a JSON string" if type(value) in (int, float) else "send the text as a JSON string"
+            return Problem(f"expected text (a string), got {_type_name(value)} {_short(value)}; {fix}", i, name)
         if isinstance(value, float) and not math.isfinite(value):
             beyond = " (beyond the range of a double, ±1.8e308)" if math.isinf(value) else ""
             return Problem(f"{_short(value)} is not a finite number{beyond}; send null for a missing value (it is "
@@ -310,6 +326,14 @@ class RequestChecker:
                                        f"resized to {img['size'][0]}x{img['size'][1]}, "
                                        f"{'greyscale' if img['channels'] == 1 else 'RGB'}; or a pixel array "
                                        f"{img['pixels']}"}
+            elif self.kinds[name] == _TEXT:
+                required = name in self.required
+                prop = {"type": "string" if required else ["string", "null"], "minLength": 1, "pattern": r"\S",
+                        "description": f"text{'' if required else ' (optional: null or omitted)'}; not empty; "
+                                       f"tokenized and truncated to its first {f.get('max_length')} tokens, "
+                                       "the part the model reads"}
+                if f.get("max_length") is not None:
+                    prop["x-max-tokens"] = f["max_length"]
             elif self.kinds[name] == _NUMBER:
                 prop = {"type": ["number", "null"],
                         "description": f"number ({f.get('dtype', 'double')}); missing or null: {f.get('missing')}"}
@@ -335,7 +359,8 @@ class RequestChecker:
         if self.reject_unknown_fields:
             record["additionalProperties"] = False
         example = {name: (f["categories"][0] if self.kinds[name] == _CATEGORY and f.get("categories")
-                          else "<base64 PNG>" if self.kinds[name] == _IMAGE else 1.0)
+                          else "<base64 PNG>" if self.kinds[name] == _IMAGE
+                          else "bearing noise, temperature 92C" if self.kinds[name] == _TEXT else 1.0)
                    for name, f in self.features.items()}
         request = {"type": "object", "title": "PredictRequest", "required": ["records"],
                    "additionalProperties": False,

@@ -126,6 +126,11 @@ class ServeSpec(StrictModel):
         None, description="Prediction logging (path, sample, exclude, rotate_mb, rotate_s); off when not set.")
     monitor: LiveMonitorSpec = Field(default_factory=LiveMonitorSpec,
                                      description="Live drift monitoring (enabled, window_s).")
+    quantize: Optional[Literal["int8"]] = Field(
+        None, description="Compress the model when a replica loads it: int8 quantizes its linear layers "
+                          "dynamically (PyTorch's quantize_dynamic; CPU serving, for any bundle; the bundle on "
+                          "disk is unchanged). Faster on CPU for transformer encoders; measure the accuracy "
+                          "change on your test split (benchmarks/text_serving.py). Off when not set.")
     drain_period_s: float = Field(
         5.0, ge=0, description="HAProxy ingress: how long a stopping replica (update, scale-down, Ctrl-C) stays "
                                "reachable while HAProxy reloads without it. Ray's default, 30, suits cloud load "

@@ -1,0 +1,94 @@
+"""The HTTP contract of a text bundle, from its schema.json alone (no Ray, no model): records carry raw text;
+a non-string, an empty text, a missing text and a text that is not valid Unicode are 422s naming the record
+and the field; an oversized body is a 413; the OpenAPI shows each text field as a string with a description.
+The same contract over real HTTP with a trained text bundle: tests/test_text_serving_http.py.
+"""
+import json
+
+import jsonschema
+import pytest
+
+from serving.schema import RequestChecker, RequestError
+
+SCHEMA = {"input": "text", "task": "classification",
+          "label": {"name": "failure_mode", "classes": ["bearing", "none"]},
+          "features": [{"name": "description", "type": "text", "max_length": 32},
+                       {"name": "machine_hours", "type": "number", "required": False, "missing": "imputed with 0"},
+                       {"name": "machine_type", "type": "category", "categories": ["L", "M"], "required": False,
+                        "missing": "the 'unknown' slot"}],
+          "unknown_category": "ignore"}
+
+
+def checker(**kw) -> RequestChecker:
+    return RequestChecker(SCHEMA, **{"max_records": 10, "max_body_bytes": 4096, **kw})
+
+
+def problems(body) -> list[tuple]:
+    with pytest.raises(RequestError) as caught:
+        checker().parse(body if isinstance(body, bytes) else json.dumps(body).encode())
+    assert caught.value.status == 422, caught.value.to_json()
+    return [(p.record, p.field, p.message) for p in caught.value.problems]
+
+
+def test_raw_text_records_pass():
+    records = [{"description": "bearing noise, temp 92C", "machine_hours": 1210},
+               {"description": "  leaking seal ", "machine_type": "Z"}, {"description": "\U0001f600 ok"}]
+    assert checker().parse(json.dumps({"records": records}).encode()) == records
+
+
+@pytest.mark.parametrize("value, words", [
+    (1210, ["expected text (a string)", "an integer 1210", "send it as a JSON string"]),
+    (["bearing", "noise"], ["expected text (a string)", "an array"]),
+    ({"text": "x"}, ["expected text (a string)", "an object"]),
+    (True, ["a boolean", "send the text as a JSON string"]),
+    ("", ["the text is empty", "non-empty string"]),
+    ("  \n\t", ["the text is empty (only whitespace)"]),
+    (None, ["missing required field (null given)", "send the text as a non-empty string"]),
+])
+def test_bad_text_is_422_naming_record_and_field(value, words):
+    found = problems({"records": [{"description": "fine"}, {"description": value, "machine_hours": 3}]})
+    assert [(r, f) for r, f, _ in found] == [(1, "description")], found
+    assert all(w in found[0][2] for w in words), found
+
+
+def test_missing_text_is_422_and_every_record_is_named():
+    found = problems({"records": [{"machine_hours": 3}, {"description": "ok"}, {"description": 5}]})
+    assert [(r, f) for r, f, _ in found] == [(0, "description"), (2, "description")]
+    assert "missing required field; send the text as a non-empty string" in found[0][2]
+
+
+def test_text_with_a_lone_surrogate_is_422():
+    """JSON may escape half a surrogate pair: a string that is not text, which the tokenizer cannot encode.
+    A whole pair is text and passes."""
+    found = problems(b'{"records": [{"description": "ok \\ud83d\\ude00"}, {"description": "bad \\udc00"}]}')
+    assert [(r, f) for r, f, _ in found] == [(1, "description")] and "lone surrogate" in found[0][2]
+
+
+def test_optional_text_may_be_missing():
+    schema = {**SCHEMA, "features": [{**SCHEMA["features"][0], "required": False}, *SCHEMA["features"][1:]]}
+    c = RequestChecker(schema, max_records=10, max_body_bytes=4096)
+    assert c.required == [] and c.parse(b'{"records": [{"machine_hours": 1}, {"description": null}]}')
+    with pytest.raises(RequestError):        # present, it must still be text
+        c.parse(b'{"records": [{"description": ""}]}')
+
+
+def test_oversized_body_is_413():
+    with pytest.raises(RequestError) as caught:
+        checker().parse(json.dumps({"records": [{"description": "word " * 1000}]}).encode())
+    assert caught.value.status == 413 and "serve.max_body_mb" in caught.value.summary()
+
+
+def test_openapi_shows_text_fields_as_strings():
+    components = checker().openapi_components("classification", ["bearing", "none"])
+    record = components["Record"]
+    prop = record["properties"]["description"]
+    assert prop["type"] == "string" and prop["x-feature-type"] == "text" and prop["x-max-tokens"] == 32
+    assert "truncated to its first 32 tokens" in prop["description"]
+    assert record["required"] == ["description"]
+    # The generated schema accepts what the checker accepts and refuses what it refuses.
+    validator = jsonschema.Draft202012Validator(record)
+    assert validator.is_valid({"description": "bearing noise", "machine_hours": 1.0})
+    for bad in ({"description": ""}, {"description": " "}, {"description": 3}, {"machine_hours": 1.0}):
+        assert not validator.is_valid(bad), bad
+    example = components["PredictRequest"]["example"]["records"][0]
+    assert validator.is_valid(example) and checker().parse(json.dumps({"records": [example]}).encode())
