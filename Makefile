@@ -14,14 +14,15 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,text]'
 	touch $@
 
 install: $(VENV)/.installed
 
 # The example data sets. A folder that already holds data is left as it is; one written here gets a mark
 # (EXAMPLE_MARK, a hidden file the data readers skip) that lets `make clean` tell it from data of your own.
-EXAMPLE_DATA := data/telemetry:examples/telemetry.py data/process-yield:examples/process_yield.py
+EXAMPLE_DATA := data/telemetry:examples/telemetry.py data/process-yield:examples/process_yield.py \
+                data/work-orders:examples/work_orders.py
 EXAMPLE_MARK := .written-by-make-data
 
 data: install

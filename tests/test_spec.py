@@ -22,7 +22,8 @@ def test_every_example_spec_validates(path, capsys):
 # The shipped recipes, as the README documents them: (data path its generator writes, what it shows).
 SHIPPED = {"machine-failure.yaml": ("data/telemetry/", "tabular classification, `make run`"),
            "defect-inspection.yaml": ("data/parts/", "images, a CNN"),
-           "process-yield.yaml": ("data/process-yield/", "a tuning search, regression")}
+           "process-yield.yaml": ("data/process-yield/", "a tuning search, regression"),
+           "work-orders.yaml": ("data/work-orders/", "text and table columns, a pretrained encoder")}
 
 
 def test_examples_exist():
@@ -34,6 +35,7 @@ def test_examples_exist():
         assert f"examples/{path.name}" in readme, f"{path.name} is not documented in the README"
         assert spec.name == path.stem and spec.data.path == data_path, (path.name, spec.name, spec.data.path)
         kind = ("images, a CNN" if spec.data.format == "images" and spec.model.kind == "cnn" else
+                "text and table columns, a pretrained encoder" if spec.model.kind == "text" else
                 "a tuning search, regression" if spec.tune is not None and spec.data.task == "regression" else
                 "tabular classification, `make run`" if spec.data.format == "parquet" and spec.tune is None else "")
         assert kind == shows, (path.name, kind)

