@@ -70,4 +70,10 @@ def build_model(config: dict) -> nn.Module:
         # Bundles written before `pool` existed used global average pooling.
         return CNN(config["input_shape"], config["output_dim"], config["channels"], config["hidden"],
                    config.get("dropout", 0.0), config.get("activation", "relu"), config.get("pool", 1))
-    raise ValueError(f"unknown model kind {kind!r}; this trainyard knows: mlp, cnn")
+    if kind == "text":
+        from jobs.text_model import TextModel   # transformers is imported only by a text model's builder
+        args = {k: v for k, v in config.items() if k not in ("kind", "hidden", "dropout", "activation")}
+        return TextModel(head=lambda width: MLP(width, config["output_dim"], config["hidden"],
+                                                config.get("dropout", 0.0), config.get("activation", "relu")),
+                         **args)
+    raise ValueError(f"unknown model kind {kind!r}; this trainyard knows: mlp, cnn, text")

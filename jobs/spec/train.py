@@ -10,8 +10,36 @@ from jobs.spec.base import StrictModel
 from jobs.spec.metric_registry import METRICS, metric_mode, mode_problem, unknown_metric_problem
 
 
+class ScratchSpec(StrictModel):
+    """The transformer `model.encoder: scratch` trains from nothing (a BERT of this size), with a WordPiece
+    tokenizer fitted on the train split only."""
+
+    layers: int = Field(4, ge=1, le=48, description="Transformer layers.")
+    hidden: int = Field(256, ge=8, description="Hidden size (a multiple of heads).")
+    heads: int = Field(4, ge=1, description="Attention heads.")
+    vocab_size: int = Field(8000, ge=100, description="Most tokens the fitted WordPiece vocabulary holds.")
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        return self
+
+
 class ModelSpec(StrictModel):
-    kind: Literal["mlp", "cnn"] = Field("mlp", description="mlp: tabular MLP; cnn: conv blocks + MLP head (images).")
+    kind: Literal["mlp", "cnn", "text"] = Field(
+        "mlp", description="mlp: tabular MLP; cnn: conv blocks + MLP head (images); text: a transformer encoder "
+                           "over data.features.text (beside any table columns) + an MLP head.")
+    encoder: Optional[str] = Field(
+        None, description="text: a Hugging Face model id in the local cache, a local model folder (config.json, "
+                          "weights, tokenizer files), or 'scratch' (a small transformer trained from nothing, "
+                          "sized by model.scratch). Never downloaded.")
+    pooling: Literal["mean", "cls"] = Field(
+        "mean", description="text: the sequence vector the head sees: the mean over the tokens, or the first "
+                            "([CLS]) token's.")
+    freeze_layers: int = Field(0, ge=0, description="text: freeze the embeddings and the first N encoder layers "
+                                                    "(0: fine-tune everything).")
+    scratch: ScratchSpec = Field(default_factory=ScratchSpec, description="text: the size of a scratch encoder.")
     channels: list[int] = Field(default_factory=lambda: [32, 64], description="cnn: output channels per conv block.")
     pool: int = Field(4, ge=1, le=16, description="cnn: the last feature map is average-pooled to pool x pool cells "
                                                   "for the head, which so sees where things are (1: global average "
@@ -19,6 +47,31 @@ class ModelSpec(StrictModel):
     hidden: list[int] = Field(default_factory=lambda: [128, 64], description="Hidden layer widths.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _head(cls, data):
+        """`head: {hidden, dropout}` (the issue's spelling for a text model's head) is `hidden` and `dropout`:
+        one place for them, so tuning's dropout/hidden axes change the head of any kind of model."""
+        if isinstance(data, dict) and "head" in data:
+            data = dict(data)
+            head = data.pop("head")
+            if not isinstance(head, dict) or set(head) - {"hidden", "dropout"}:
+                raise ValueError("head takes {hidden: [widths], dropout: fraction}")
+            both = sorted(k for k in head if k in data)
+            if both:
+                raise ValueError(f"give {', '.join(both)} once: in model.head or in model, not both")
+            data.update(head)
+        return data
+
+    @model_validator(mode="after")
+    def _encoder_for_text(self):
+        if self.kind == "text" and not self.encoder:
+            raise ValueError("kind text needs an encoder: a Hugging Face id in the local cache, a model folder, "
+                             "or scratch")
+        if self.kind == "mlp" and self.encoder:
+            raise ValueError("encoder is for kind: text; remove it or set kind: text")
+        return self
 
     @field_validator("hidden", "channels")
     @classmethod
@@ -58,6 +111,15 @@ class TrainSpec(StrictModel):
     epochs: int = Field(20, gt=0)
     batch_size: int = Field(128, gt=0, description="Per-worker batch size.")
     lr: float = Field(1e-3, gt=0)
+    head_lr: Optional[float] = Field(
+        None, gt=0, description="text: the head's learning rate (the encoder's is lr); null: lr for both.")
+    warmup: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of the run's optimizer steps over which the "
+                                                           "learning rate rises linearly from 0 (fine-tuning: ~0.1).")
+    grad_accum: int = Field(1, ge=1, description="Batches whose gradients add up before one optimizer step "
+                                                 "(an effective batch of batch_size x grad_accum per worker).")
+    gradient_checkpointing: bool = Field(
+        False, description="text: recompute the encoder's activations in the backward pass instead of keeping "
+                           "them (less memory for longer sequences or bigger batches, ~30% more compute).")
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr_schedule: Literal["constant", "cosine"] = Field(
