@@ -8,7 +8,8 @@ closed-loop HTTP load (benchmarks/serve_latency.py's load generator).
 Three apps of the same bundle, one replica of --cpus CPUs each, the same ingress: `off` (serve.monitor.enabled:
 false, no serve.log), `monitor` (the default: serve.monitor on) and `monitor+log` (serve.log to a temporary
 folder, every request). Each round measures the three back to back, in a rotating order (on a shared machine
-the load drifts, and only neighbours compare fairly); medians over the rounds, ratios against `off`. At the
+the load drifts, and only neighbours compare fairly); medians over the rounds, ratios against `off`, and the
+median of each round's own ratio to that round's `off` (paired: what load drift between rounds cancels). At the
 end the `monitor+log` app's GET /monitor and /readyz show that both really ran (rows counted, files written,
 records dropped). Without --bundle a small machine-failure bundle is trained first (not timed). The goal
 (issue 20): <= 10% cost in throughput and p99 at 16 clients.
@@ -106,14 +107,15 @@ def _report(runs: dict, args, bundle: Path, load_before, load_after, watched: di
           f"({platform.machine()}); 1 replica x {args.cpus:g} CPU per app; load average before/after: "
           f"{load_before[0]:.1f} / {load_after[0]:.1f}\n")
     head = (f"{'variant':<14}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'req/s vs off':>14}{'p99 vs off':>12}"
-            "   rounds: req/s, p99 ms")
+            f"{'paired':>16}   rounds: req/s, p99 ms")
     print(head)
     print("-" * len(head))
     for v in VARIANTS:
         m = med[v]
+        paired = {k: statistics.median(r[k] / o[k] for r, o in zip(runs[v], runs["off"])) for k in ("rps", "p99_ms")}
         print(f"{v:<14}{m['rps']:>9.0f}{m['p50_ms']:>9.1f}{m['p99_ms']:>9.1f}{m['rps'] / med['off']['rps']:>13.2f}x"
-              f"{m['p99_ms'] / med['off']['p99_ms']:>11.2f}x   {[round(r['rps']) for r in runs[v]]}, "
-              f"{[round(r['p99_ms'], 1) for r in runs[v]]}")
+              f"{m['p99_ms'] / med['off']['p99_ms']:>11.2f}x  {paired['rps']:.2f}x / {paired['p99_ms']:.2f}x   "
+              f"{[round(r['rps']) for r in runs[v]]}, {[round(r['p99_ms'], 1) for r in runs[v]]}")
     mon, ready = watched["monitor"], watched["readyz"]
     files = sorted(logs.rglob("*.parquet"))
     print(f"\nmonitor+log app: /monitor counted {mon.get('n')} rows in its window (skipped {mon.get('skipped')}), "
