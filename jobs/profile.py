@@ -155,6 +155,15 @@ def text_reference(train_ds: Any, features: Sequence[str]) -> dict:
                          lambda name: category_counts(stats[f"counts({name})"]))
 
 
+def text_bundle_reference(stats: dict, pre: Any, train_ds: Any) -> dict:
+    """The train part of a text bundle's profile (`jobs.text.TextPreprocessor` `pre`): its table columns' from
+    the fit's aggregate row (`tabular_reference`) and its text columns' length and emptiness (`text_reference`:
+    one more pass, over the text columns only)."""
+    table, text = tabular_reference(stats, pre.tabular), text_reference(train_ds, pre.text)
+    return {**table, "numeric": {**table["numeric"], **text["numeric"]},
+            "categorical": {**table["categorical"], **text["categorical"]}}
+
+
 def text_reference_of_frame(frame: pd.DataFrame, features: Sequence[str]) -> dict:
     """`text_reference` of a pandas DataFrame, in this process (no Ray)."""
     q = text_quantities(frame, features)

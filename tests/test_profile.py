@@ -182,3 +182,30 @@ def test_text_reference_over_a_ray_dataset_is_the_in_process_one(ray_session):
     assert ref == text_reference_of_frame(frame, ["note"])
     assert ref["categorical"]["note.empty"]["shares"] == {"false": 0.5, "true": 0.5}
     assert ref["numeric"]["note.length"]["missing_rate"] == pytest.approx(0.2)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_text_bundle_profiles_its_text_by_length_and_emptiness(ray_session, tmp_path):
+    """prepare() of a text spec (text and table columns, a scratch encoder) gives the profile's train part both
+    the table columns and each text column's length and emptiness, equal to the same computed with pandas
+    over the train split."""
+    from jobs.ingest import TRAIN
+    from jobs.pipeline import prepare
+    from jobs.profile import text_reference_of_frame
+    from jobs.spec import load_spec
+    from telemetry import write_shards
+    from tests.conftest import write_spec
+    from tests.test_text import work_orders
+    from tests.test_text_e2e import text_spec
+
+    write_shards(work_orders(80, seed=5), tmp_path / "orders", 1)
+    spec = load_spec(write_spec(tmp_path / "s.yaml", text_spec("t", tmp_path / "orders", tmp_path / "out", "scratch")))
+    prepared = prepare(spec, progress=lambda *_: None)
+    ref = prepared.reference
+    assert "machine_hours" in ref["numeric"] and "machine_type" in ref["categorical"]
+    train = prepared.ingest.split(TRAIN).to_pandas()
+    text = text_reference_of_frame(train, ["description"])
+    assert ref["numeric"]["description.length"] == text["numeric"]["description.length"]
+    assert ref["categorical"]["description.empty"] == text["categorical"]["description.empty"]
+    assert ref["numeric"]["description.length"]["quantiles"][-1] == train["description"].str.len().max()
