@@ -3,6 +3,11 @@ CNN with augmentation) against a plain PyTorch loop over the same in-memory tens
 augmentation, same epochs, in one invocation.
 
     .venv/bin/python benchmarks/image_throughput.py [--per-class 2000] [--size 32] [--epochs 5]
+    .venv/bin/python benchmarks/image_throughput.py --pool-ab     # the CNN's own cost, pool 1 against 4
+
+--pool-ab times the training step of this benchmark's CNN with global average pooling (pool 1, the default
+before the pooled grid) and with the default 4x4 grid, in alternating rounds in one process (no Ray), so that a
+busy machine slows both alike.
 """
 from __future__ import annotations
 
@@ -22,7 +27,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--use-gpu", action="store_true")
+    ap.add_argument("--pool-ab", action="store_true")
     args = ap.parse_args()
+    if args.pool_ab:
+        return pool_ab(args.size, args.batch_size)
 
     from cluster import connect
     from defects import generate
@@ -44,6 +52,33 @@ def main() -> None:
     quiet_ray_logs()
     connect(num_cpus=max(cores, int(args.workers * cpw) + 2))
     run_side_by_side(spec, unit="images", use_gpu=args.use_gpu)
+
+
+def pool_ab(size: int, batch: int, rounds: int = 6, steps: int = 40) -> None:
+    import time
+
+    import torch
+
+    from jobs.model import build_model
+
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, size * size), torch.randint(0, 2, (batch,))
+    models = {}
+    for pool in (1, 4):
+        model = build_model({"kind": "cnn", "input_dim": size * size, "output_dim": 2, "hidden": [64], "dropout": 0.0,
+                             "activation": "relu", "input_shape": [1, size, size], "channels": [16, 32], "pool": pool})
+        models[pool] = (model, torch.optim.AdamW(model.parameters(), lr=3e-3), [])
+    for _ in range(rounds):
+        for model, opt, rates in models.values():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            rates.append(steps * batch / (time.perf_counter() - t0))
+    for pool, (_, _, rates) in models.items():
+        print(f"pool {pool}: median {sorted(rates)[len(rates) // 2]:,.0f} images/s per round {[round(r) for r in rates]}")
 
 
 if __name__ == "__main__":

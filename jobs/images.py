@@ -185,16 +185,26 @@ def fit(train_ds, data_spec, *, classes: list[Any]) -> ImagePreprocessor:
     return fit_with_stats(train_ds, data_spec, classes=classes)[0]
 
 
-def fit_with_stats(train_ds, data_spec, *, classes: list[Any]) -> tuple[ImagePreprocessor, dict]:
+def pretrained_backbone(model_spec):
+    """`model.kind: image`: its pretrained backbone (`jobs.vision.Backbone`: the size, channels and normalisation
+    its image processor applies); None for a CNN trained from scratch (the data's size, the train split's norms)."""
+    if model_spec.kind != "image":
+        return None
+    from jobs.vision import resolve_backbone   # transformers is imported only for a pretrained backbone
+    return resolve_backbone(model_spec)
+
+
+def fit_with_stats(train_ds, data_spec, *, classes: list[Any], backbone=None) -> tuple[ImagePreprocessor, dict]:
     """`fit`, and the row of aggregated statistics it was fitted from, which also holds the images' width and
     height summaries (`jobs.profile.NumericSummary`, aliased `summary(width)` and `summary(height)`): the train
-    part of the reference profile, from the same pass."""
+    part of the reference profile, from the same pass. With a pretrained `backbone` (`jobs.vision.Backbone`)
+    the images take its size and channels and its image processor's mean and std, not the train split's."""
     from ray.data.aggregate import Count, Mean
 
     from jobs.profile import NumericSummary
 
     img = data_spec.image
-    size, ch = tuple(img.size), img.channels
+    size, ch = (tuple(backbone.size), backbone.channels) if backbone else (tuple(img.size), img.channels)
     moments = train_ds.map_batches(_channel_moments, fn_kwargs={"column": img.column, "size": size, "channels": ch},
                                    batch_format="pandas")
     stats = aggregate(moments, Count(), *[Mean(f"m{c}") for c in range(ch)], *[Mean(f"s{c}") for c in range(ch)],
@@ -202,6 +212,8 @@ def fit_with_stats(train_ds, data_spec, *, classes: list[Any]) -> tuple[ImagePre
     mean = [float(stats[f"mean(m{c})"]) for c in range(ch)]
     std = [float(max(stats[f"mean(s{c})"] - mean[c] ** 2, 0.0) ** 0.5) for c in range(ch)]
     std = [s if s > 1e-6 else 1.0 for s in std]
+    if backbone:
+        mean, std = list(backbone.mean), list(backbone.std)
     pre = ImagePreprocessor(label=data_spec.label, classes=list(classes), size=list(size), channels=ch,
                             column=img.column, mean=mean, std=std, stats={"train_rows": int(stats["count()"])})
     return pre, stats

@@ -58,6 +58,9 @@ def model_config(model_spec, input_dim: int, output_dim: int, input_shape: list[
            "hidden": list(model_spec.hidden), "dropout": model_spec.dropout, "activation": model_spec.activation}
     if model_spec.kind == "cnn":
         cfg.update(input_shape=list(input_shape), channels=list(model_spec.channels), pool=model_spec.pool)
+    if model_spec.kind == "image":
+        from jobs.vision import image_model_config   # transformers is imported only for a pretrained backbone
+        return image_model_config(model_spec, output_dim, input_shape)
     return cfg
 
 
@@ -70,10 +73,14 @@ def build_model(config: dict) -> nn.Module:
         # Bundles written before `pool` existed used global average pooling.
         return CNN(config["input_shape"], config["output_dim"], config["channels"], config["hidden"],
                    config.get("dropout", 0.0), config.get("activation", "relu"), config.get("pool", 1))
-    if kind == "text":
-        from jobs.text_model import TextModel   # transformers is imported only by a text model's builder
+    if kind in ("text", "image"):
+        # transformers is imported only by these models' builders
+        if kind == "text":
+            from jobs.text_model import TextModel as Model
+        else:
+            from jobs.vision import ImageModel as Model
         args = {k: v for k, v in config.items() if k not in ("kind", "hidden", "dropout", "activation")}
-        return TextModel(head=lambda width: MLP(width, config["output_dim"], config["hidden"],
-                                                config.get("dropout", 0.0), config.get("activation", "relu")),
-                         **args)
-    raise ValueError(f"unknown model kind {kind!r}; this trainyard knows: mlp, cnn, text")
+        return Model(head=lambda width: MLP(width, config["output_dim"], config["hidden"],
+                                            config.get("dropout", 0.0), config.get("activation", "relu")),
+                     **args)
+    raise ValueError(f"unknown model kind {kind!r}; this trainyard knows: mlp, cnn, text, image")

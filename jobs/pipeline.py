@@ -50,9 +50,11 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
     # the test split stays lazy: only the bundle's scoring reads it.
     if spec.data.is_image:
         from jobs import images as IMG
+        # A pretrained backbone is resolved before reading: a wrong model.encoder stops at once.
+        backbone = IMG.pretrained_backbone(spec.model)
         result = IMG.ingest_images(spec.data, progress=progress)
         train_raw = result.split(ING.TRAIN)
-        pre, stats = IMG.fit_with_stats(train_raw, spec.data, classes=result.classes)
+        pre, stats = IMG.fit_with_stats(train_raw, spec.data, classes=result.classes, backbone=backbone)
         reference = PROFILE.image_reference(pre, stats)
     elif spec.model.kind == "text":
         from jobs import text as TEXT
@@ -62,7 +64,7 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
         pre, stats = TEXT.fit(train_raw, spec.data, spec.model, encoder, numeric=result.numeric,
                               categorical=result.categorical, text=result.text, task=result.task,
                               classes=result.classes)
-        reference = PROFILE.text_bundle_reference(stats, pre, train_raw)
+        reference = PROFILE.tabular_reference(stats, pre.tabular)
     else:
         result = ING.ingest(spec.data, progress=progress)
         train_raw = result.split(ING.TRAIN)

@@ -37,8 +37,8 @@ class JobSpec(StrictModel):
 
     @model_validator(mode="after")
     def _cnn_needs_images(self):
-        if self.model.kind == "cnn" and not self.data.is_image:
-            raise ValueError("model.kind cnn needs image data (data.format: images or data.image); "
+        if self.model.kind in ("cnn", "image") and not self.data.is_image:
+            raise ValueError(f"model.kind {self.model.kind} needs image data (data.format: images or data.image); "
                              "use model.kind: mlp for tables")
         if self.model.kind == "text" and self.data.is_image:
             raise ValueError("model.kind text reads text columns, not images; use model.kind: cnn for images")

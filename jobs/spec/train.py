@@ -27,18 +27,21 @@ class ScratchSpec(StrictModel):
 
 
 class ModelSpec(StrictModel):
-    kind: Literal["mlp", "cnn", "text"] = Field(
+    kind: Literal["mlp", "cnn", "text", "image"] = Field(
         "mlp", description="mlp: tabular MLP; cnn: conv blocks + MLP head (images); text: a transformer encoder "
-                           "over data.features.text (beside any table columns) + an MLP head.")
+                           "over data.features.text (beside any table columns) + an MLP head; image: a pretrained "
+                           "vision backbone (model.encoder: ViT, ConvNeXt, ResNet...) + an MLP head.")
     encoder: Optional[str] = Field(
         None, description="text: a Hugging Face model id in the local cache, a local model folder (config.json, "
                           "weights, tokenizer files), or 'scratch' (a small transformer trained from nothing, "
-                          "sized by model.scratch). Never downloaded.")
+                          "sized by model.scratch). image: a vision model's id or folder (ViT, ConvNeXt, ResNet..., "
+                          "with its preprocessor_config.json). Never downloaded.")
     pooling: Literal["mean", "cls"] = Field(
-        "mean", description="text: the sequence vector the head sees: the mean over the tokens, or the first "
-                            "([CLS]) token's.")
-    freeze_layers: int = Field(0, ge=0, description="text: freeze the embeddings and the first N encoder layers "
-                                                    "(0: fine-tune everything).")
+        "mean", description="text (and image transformers such as ViT): the sequence vector the head sees: the "
+                            "mean over the tokens, or the first ([CLS]) token's.")
+    freeze_layers: int = Field(0, ge=0, description="text, image: freeze the embeddings and the first N encoder "
+                                                    "layers (stages of a convolutional backbone; 0: fine-tune "
+                                                    "everything).")
     scratch: ScratchSpec = Field(default_factory=ScratchSpec, description="text: the size of a scratch encoder.")
     channels: list[int] = Field(default_factory=lambda: [32, 64], description="cnn: output channels per conv block.")
     pool: int = Field(4, ge=1, le=16, description="cnn: the last feature map is average-pooled to pool x pool cells "
@@ -71,6 +74,15 @@ class ModelSpec(StrictModel):
                              "or scratch")
         if self.kind == "mlp" and self.encoder:
             raise ValueError("encoder is for kind: text; remove it or set kind: text")
+        return self
+
+    @model_validator(mode="after")
+    def _encoder_for_image(self):
+        if self.kind == "image" and not self.encoder:
+            raise ValueError("kind image fine-tunes a pretrained vision backbone: set model.encoder to a Hugging "
+                             "Face id in the local cache or a model folder (or use kind: cnn to train from scratch)")
+        if self.kind == "cnn" and self.encoder:
+            raise ValueError("kind cnn trains from scratch; for a pretrained backbone in model.encoder use kind: image")
         return self
 
     @field_validator("hidden", "channels")
