@@ -158,3 +158,23 @@ def test_monitor_spec_sets_the_thresholds_and_names_bad_values():
                   "monitor.psi_threshold"):
         assert any(line.startswith(f"job.yaml: {field}:") for line in lines), (field, lines)
     assert any("got '1 day'" in line and "1h, 1d" in line for line in lines)
+
+
+def test_a_bundles_monitor_section_reads_the_same_for_a_replica_and_the_monitor_job(tmp_path):
+    """One reader (`jobs.drift.bundle_monitor_settings`) of a bundle's spec.yaml `monitor:` section for both: the
+    replica takes the defaults and says why when it does not read, the job refuses it naming the file."""
+    from jobs.monitor import MonitorInputError, monitor_settings
+    from serving.monitor import bundle_thresholds
+
+    good = "name: m\nmonitor: {psi: 0.3, window: 6h}\n"
+    assert D.bundle_monitor_settings(good) == (D.Thresholds(psi=0.3), "6h")
+    assert D.bundle_monitor_settings(None) == D.bundle_monitor_settings("name: m\n") == (D.Thresholds(), "1d")
+    assert bundle_thresholds({"files": {"spec.yaml": good.encode()}}) == (D.Thresholds(psi=0.3), None)
+    bad = "name: m\nmonitor: {psi: -1}\n"
+    with pytest.raises(ValueError, match="monitor section does not read"):
+        D.bundle_monitor_settings(bad)
+    thresholds, note = bundle_thresholds({"files": {"spec.yaml": bad.encode()}})
+    assert thresholds == D.Thresholds() and "monitor section does not read" in note and "default" in note
+    (tmp_path / "spec.yaml").write_text("name: m\nmonitor: [not, a, mapping\n")
+    with pytest.raises(MonitorInputError, match=r"spec.yaml: its monitor section does not read"):
+        monitor_settings(tmp_path)
