@@ -48,7 +48,12 @@ class TextModel(nn.Module):
         if freeze_layers:
             self._freeze(freeze_layers)
         if gradient_checkpointing:
-            self.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # transformers 5 renamed it activation checkpointing; the floor of the `text` extra (4.48) has the old name.
+            enable = getattr(self.encoder, "activation_checkpointing_enable", None)
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.head = head(self.encoder.config.hidden_size + tabular_dim)
 
     def _freeze(self, n: int) -> None:

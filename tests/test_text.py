@@ -166,3 +166,44 @@ def _full_length_pooled(model, x):
     hidden = model.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
     w = mask.unsqueeze(-1).float()
     return (hidden * w).sum(1) / w.sum(1)
+
+
+def test_gradient_accumulation_warmup_and_the_heads_own_learning_rate():
+    """On plain tensors (no Ray): 2 accumulated batches of 16 step as one batch of 32 does; the learning rate
+    rises linearly over the warm-up steps; with train.head_lr the head is a parameter group of its own."""
+    import dataclasses
+
+    from jobs.model import build_model
+    from jobs.worker import _loss_fn, _optimizer, param_groups, step_lr, train_epoch
+    from tests.test_worker_loop import CPU, NO_AMP, batches, config, data
+
+    x, y = data("regression", n=64)
+    weights = []
+    for accum, bs in ((1, 32), (2, 16)):
+        cfg = config("regression", optimizer="sgd", lr=0.01, grad_accum=accum, batch_size=bs)
+        torch.manual_seed(0)
+        model = build_model(cfg.model)
+        train_epoch(model, batches(x, y, bs), _optimizer(cfg, param_groups(model, cfg)), _loss_fn(cfg, CPU), cfg,
+                    CPU, NO_AMP)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
+    cfg = config("regression", lr=0.01, warmup_steps=4, steps_per_epoch=2, epochs=3)
+    assert [step_lr(0.01, cfg, s // 2, s) for s in range(6)] == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
+    cfg = dataclasses.replace(cfg, head_lr=0.1)
+    model = torch.nn.Sequential()
+    model.body, model.head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+    model.body.bias.requires_grad_(False)                  # frozen: in no group
+    groups = param_groups(model, cfg)
+    assert [(g["base_lr"], len(g["params"])) for g in groups] == [(0.01, 1), (0.1, 2)]
+
+
+def test_gradient_checkpointing_is_switched_on_and_trains(tiny_encoder):
+    from jobs.model import build_model
+    from jobs.text_model import text_model_config
+
+    pre, enc = _preprocessor(tiny_encoder)
+    model = build_model(text_model_config(text_spec(tiny_encoder).model, pre, enc.model_source,
+                                          gradient_checkpointing=True)).train()
+    assert any(getattr(m, "gradient_checkpointing", False) for m in model.encoder.modules())
+    model(torch.from_numpy(pre.transform(work_orders(4)))).sum().backward()
+    assert model.encoder.embeddings.word_embeddings.weight.grad is not None
