@@ -45,7 +45,7 @@ class Watched:
     def values(self, raw: Sequence) -> list:
         """The copied values of `field` → the watched values (None stays None: missing)."""
         if self.quantity == "length":
-            return [None if v is None else len(v) if isinstance(v, str) else None for v in raw]
+            return [len(v) if isinstance(v, str) else None for v in raw]
         if self.quantity == "empty":
             return [None if not isinstance(v, str) else "false" if v.strip() else "true" for v in raw]
         return list(raw)
