@@ -207,3 +207,25 @@ def test_gradient_checkpointing_is_switched_on_and_trains(tiny_encoder):
     assert any(getattr(m, "gradient_checkpointing", False) for m in model.encoder.modules())
     model(torch.from_numpy(pre.transform(work_orders(4)))).sum().backward()
     assert model.encoder.embeddings.word_embeddings.weight.grad is not None
+
+
+def test_a_tuning_trials_overrides_reach_a_text_model(tiny_encoder):
+    """What tuning changes (jobs.train.worker_config's overrides): lr is the encoder's learning rate, dropout
+    and hidden the head's; head_lr, warm-up (in optimizer steps) and accumulation come from the spec."""
+    from types import SimpleNamespace
+
+    from jobs.contracts import PreparedData
+    from jobs.train import worker_config
+
+    pre, enc = _preprocessor(tiny_encoder)
+    spec = validate_spec({"name": "t", "data": {"path": "-", "label": "failure_mode", "text": {"max_length": 32}},
+                          "model": {"kind": "text", "encoder": str(tiny_encoder)},
+                          "train": {"epochs": 3, "batch_size": 8, "lr": 1e-4, "head_lr": 1e-3, "warmup": 0.25,
+                                    "grad_accum": 2, "workers": 2}})
+    prepared = PreparedData(SimpleNamespace(split_rows={"train": 64}), pre, None, None, None,
+                            encoder=enc.model_source)
+    cfg = worker_config(spec, prepared, use_gpu=False, overrides={"lr": 3e-5, "dropout": 0.3, "hidden": [8]})
+    assert (cfg.lr, cfg.head_lr, cfg.grad_accum) == (3e-5, 1e-3, 2)
+    assert cfg.steps_per_epoch == 2 and cfg.warmup_steps == 2      # 32 rows a worker / 8 / 2; a quarter of 6
+    assert cfg.model["kind"] == "text" and cfg.model["dropout"] == 0.3 and cfg.model["hidden"] == [8]
+    assert cfg.model["pretrained"] == str(tiny_encoder.resolve()) and cfg.model["tabular_dim"] == 4
