@@ -13,8 +13,8 @@ import threading
 import pytest
 
 from jobs.bundle import load
-from tests.serving_fixtures import (bundle_variant, call, deploy_app, records_from, served_bundle,  # noqa: F401
-                                    serve_instance)
+from tests.serving_fixtures import (bundle_variant, call, deploy_app, records_from, release_app,  # noqa: F401
+                                    served_bundle, serve_instance)
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 TOKEN = "s3cret-token"
@@ -23,23 +23,21 @@ TOKEN = "s3cret-token"
 @pytest.fixture(scope="module")
 def main_app(served_bundle, serve_instance):
     """The bundle as trained (unknown categories → 'unknown' slot), no token."""
-    from serving import shutdown
     served = deploy_app(served_bundle, "main", serve_instance)
     yield served
-    shutdown("main")
+    release_app("main")
 
 
 @pytest.fixture(scope="module")
 def strict_app(served_bundle, serve_instance, tmp_path_factory):
     """The same model with every limit tight: unseen categories rejected, rpm required, 5 records and
     4 KiB per request, and a bearer token."""
-    from serving import shutdown
     bundle = bundle_variant(served_bundle, tmp_path_factory.mktemp("strict") / "bundle", version="strict-1",
                             unknown_category="error")
     served = deploy_app(bundle, "strict", serve_instance, token=TOKEN, max_records=5, max_body_mb=4 / 1024,
                         required_features=["rpm"])
     yield served
-    shutdown("strict")
+    release_app("strict")
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -250,7 +248,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
     process joins its Ray, updates the app in place and exits; `trainyard predict` writes a file."""
     import pandas as pd
 
-    from serving import Client, shutdown
+    from serving import Client
     from serving.server import _write_server_state
 
     monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
@@ -284,7 +282,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
                               str(tmp_path / "rows.txt")], capture_output=True, text=True, env=env, timeout=60)
         assert bad.returncode == 1 and "unsupported file type '.txt'" in bad.stderr
     finally:
-        shutdown("cli")
+        release_app("cli")
 
 
 def test_serve_settings_come_from_the_bundle_then_set(served_bundle):

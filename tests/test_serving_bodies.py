@@ -19,16 +19,15 @@ import numpy as np
 import pytest
 
 from jobs.spec import validate_spec
-from tests.serving_fixtures import call, deploy_app, served_bundle, serve_instance  # noqa: F401  (fixtures)
+from tests.serving_fixtures import call, deploy_app, release_app, served_bundle, serve_instance  # noqa: F401
 from tests.test_images import image_spec
 
 
 @pytest.fixture(scope="module")
 def tabular_app(served_bundle, serve_instance):
-    from serving import shutdown
     served = deploy_app(served_bundle, "bodies", serve_instance)
     yield served
-    shutdown("bodies")
+    release_app("bodies")
 
 
 _TRAINED: dict = {}
@@ -52,10 +51,9 @@ def image_bundle(ray_session, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image_app(image_bundle, serve_instance):
-    from serving import shutdown
     served = deploy_app(image_bundle, "bodyimg", serve_instance)
     yield served
-    shutdown("bodyimg")
+    release_app("bodyimg")
 
 
 def post(url: str, body: bytes, timeout: float = 60.0):

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tests.serving_fixtures import bundle_variant, call, deploy_app, served_bundle, serve_instance  # noqa: F401
+from tests.serving_fixtures import (bundle_variant, call, deploy_app, release_app, served_bundle,  # noqa: F401
+                                    serve_instance)
 from tests.test_serving_ops import Traffic, _wait_for
 
 
@@ -82,7 +83,6 @@ def test_serve_flags_for_auth_and_the_time_limit_are_checked_by_the_parser(capsy
 
 @pytest.mark.slow
 def test_an_update_keeps_the_token_unless_told_otherwise(served_bundle, serve_instance, tmp_path, monkeypatch):
-    from serving import shutdown
 
     monkeypatch.delenv("TRAINYARD_SERVE_TOKEN", raising=False)
     v2 = bundle_variant(served_bundle, tmp_path / "v2", version="tok-v2")
@@ -99,7 +99,7 @@ def test_an_update_keeps_the_token_unless_told_otherwise(served_bundle, serve_in
         assert opened.version == "tok-v3" and not opened.token_required
         assert _status(served.url) == 200
     finally:
-        shutdown("tok")
+        release_app("tok")
 
 
 # ---------------------------------------------------------------------------------------------- rollback
@@ -108,7 +108,7 @@ def test_an_update_keeps_the_token_unless_told_otherwise(served_bundle, serve_in
 def test_a_failed_update_is_rolled_back_and_new_replicas_run_the_old_version(
         served_bundle, serve_instance, tmp_path, monkeypatch):
     import serving.server
-    from serving import Client, ServeError, app_status, running_replicas, shutdown
+    from serving import Client, ServeError, app_status, running_replicas
 
     v1 = bundle_variant(served_bundle, tmp_path / "v1", version="rb-v1")
     served = deploy_app(v1, "rb", serve_instance)
@@ -133,12 +133,12 @@ def test_a_failed_update_is_rolled_back_and_new_replicas_run_the_old_version(
         assert Client(served.url).predict([{}])["model"]["version"] == "rb-v1"
         assert app_status("rb")["status"] == "RUNNING"
     finally:
-        shutdown("rb")
+        release_app("rb")
 
 
 @pytest.mark.slow
 def test_replicas_no_node_can_hold_fail_in_bounded_time_and_say_why(served_bundle, serve_instance, tmp_path):
-    from serving import Client, ServeError, app_status, shutdown
+    from serving import Client, ServeError, app_status
 
     served = deploy_app(served_bundle, "big", serve_instance)
     v1 = served.version
@@ -160,7 +160,7 @@ def test_replicas_no_node_can_hold_fail_in_bounded_time_and_say_why(served_bundl
                         settings={"ray_actor_options": {"num_cpus": 0.25, "resources": {"tpu_pod": 1}}})
         assert _wait_for(lambda: app_status("big2") is None, 30)
     finally:
-        shutdown("big")
+        release_app("big")
 
 
 # ---------------------------------------------------------------------------------------------- replica loss
@@ -170,7 +170,7 @@ def test_replicas_no_node_can_hold_fail_in_bounded_time_and_say_why(served_bundl
 def test_a_replica_killed_under_load_loses_at_most_one_percent(served_bundle, serve_instance, duration_s):
     """16 closed-loop clients for `duration_s` against 2 replicas; one replica is SIGKILLed a few seconds in.
     At most 1% of the requests fail (non-2xx or a connection error), and Serve brings the count back to 2."""
-    from serving import app_status, running_replicas, shutdown
+    from serving import app_status, running_replicas
     from serving.ingress import running_ingress
 
     served = deploy_app(served_bundle, "chaos", serve_instance,
@@ -198,4 +198,4 @@ def test_a_replica_killed_under_load_loses_at_most_one_percent(served_bundle, se
         assert total > 1000, total
         assert failed <= 0.01 * total, dict(traffic.failures)
     finally:
-        shutdown("chaos")
+        release_app("chaos")

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tests.serving_fixtures import bundle_variant, deploy_app, served_bundle, serve_instance  # noqa: F401
+from tests.serving_fixtures import bundle_variant, deploy_app, release_app, served_bundle, serve_instance  # noqa: F401
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
 
@@ -55,7 +55,7 @@ def _wait_for(predicate, timeout: float, every: float = 0.25) -> bool:
 
 
 def test_replicas_scale_up_under_load_and_back_down(served_bundle, serve_instance):
-    from serving import running_replicas, shutdown
+    from serving import running_replicas
 
     # Short delays so the test takes seconds: production defaults wait 30 s to scale up and 10 min to scale down.
     served = deploy_app(served_bundle, "scale", serve_instance, autoscaling={
@@ -72,13 +72,13 @@ def test_replicas_scale_up_under_load_and_back_down(served_bundle, serve_instanc
         assert not traffic.failures, traffic.failures
         assert _wait_for(lambda: running_replicas("scale") == 1, timeout=60), "did not scale back to min_replicas"
     finally:
-        shutdown("scale")
+        release_app("scale")
 
 
 def test_update_while_serving_loses_no_request_and_a_broken_update_changes_nothing(
         served_bundle, serve_instance, tmp_path, monkeypatch):
     import serving.server
-    from serving import Client, ServeError, running_replicas, shutdown
+    from serving import Client, ServeError, running_replicas
 
     v2 = bundle_variant(served_bundle, tmp_path / "v2", version="update-v2")
     served = deploy_app(served_bundle, "upd", serve_instance)
@@ -111,4 +111,4 @@ def test_update_while_serving_loses_no_request_and_a_broken_update_changes_nothi
             deploy_app(v2, "upd", serve_instance, required_features=["no_such_feature"])
         assert Client(served.url).predict([{}])["model"]["version"] == "update-v2"
     finally:
-        shutdown("upd")
+        release_app("upd")

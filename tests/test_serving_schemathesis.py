@@ -13,7 +13,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from tests.serving_fixtures import deploy_app, served_bundle, serve_instance  # noqa: F401  (fixtures)
+from tests.serving_fixtures import deploy_app, release_app, served_bundle, serve_instance  # noqa: F401  (fixtures)
 from tests.test_serving_bodies import image_bundle  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -35,16 +35,14 @@ def served_schema(bundle, name: str, serve_instance):
 
 @pytest.fixture(scope="module")
 def tabular_api(served_bundle, serve_instance):
-    from serving import shutdown
     yield served_schema(served_bundle, "fuzz", serve_instance)
-    shutdown("fuzz")
+    release_app("fuzz")
 
 
 @pytest.fixture(scope="module")
 def image_api(image_bundle, serve_instance):
-    from serving import shutdown
     yield served_schema(image_bundle, "fuzzimg", serve_instance)
-    shutdown("fuzzimg")
+    release_app("fuzzimg")
 
 
 def fuzz(schema) -> int:

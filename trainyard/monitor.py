@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.monitor import EXIT_RETRAIN, run_monitor
-
 
 def register(subparsers, kit) -> None:
     """Add `monitor` to the `trainyard` subcommands."""
     def cmd_monitor(args) -> int:
+        from jobs.monitor import EXIT_RETRAIN, run_monitor     # pandas and scipy: not for every other command
+
         result = run_monitor(args.bundle, args.logs, labels=args.labels, window=args.window, out=args.out,
                              progress=kit.progress, connect=lambda: kit.connect(args))
         if result.verdict == "retrain":

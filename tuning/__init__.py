@@ -6,7 +6,16 @@
   ``TuneInputError``: the spec or command asks what cannot be done (a ``cluster.errors.BadInput``, exit 2);
 - ``tuning.commands.register``: the `trainyard tune` subcommand.
 """
-from tuning.experiment import run_tune
 from tuning.plan import Plan, TuneError, TuneInputError, plan
 
 __all__ = ["run_tune", "plan", "Plan", "TuneError", "TuneInputError"]
+
+
+def __getattr__(name: str):
+    """`run_tune` is imported on first use: tuning.experiment pulls in Ray Tune and PyTorch (seconds of imports),
+    and every `trainyard` command, `trainyard cluster status` included, imports this package to register
+    `tune` (tuning.commands)."""
+    if name == "run_tune":
+        from tuning.experiment import run_tune
+        return run_tune
+    raise AttributeError(f"module 'tuning' has no attribute {name!r}")
