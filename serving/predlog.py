@@ -14,10 +14,10 @@ tuples of plain values, to a bounded list: ~1 µs a request plus ~0.1 µs a reco
 waiting. Tuples (`jobs.watched.RowCopier`), because the garbage collector stops tracking tuples of strings and
 numbers within two passes: the request's own lists, held here for up to FLUSH_S, would survive into the oldest
 generation, whose growth sets off full collections of the replica's whole heap (Ray, torch, FastAPI: ~150 ms
-each, measured), a pause every request in flight waits out. One thread per replica turns them into Arrow columns, a few thousand
-records at a time (never holding the GIL for long), and streams them into a hidden local file that becomes
-visible only once complete, when it passes rotate_mb or rotate_s, or at shutdown: renamed into place on a local
-path, uploaded in one put on object storage. Readers (pyarrow, Ray Data) never see a half-written file, and a
+each, measured), a pause every request in flight waits out. One thread per replica turns them into Arrow
+columns, a few thousand records at a time (never holding the GIL for long), and streams them into a hidden
+local file that becomes visible only once complete, when it passes rotate_mb or rotate_s, or at shutdown:
+renamed into place on a local path, uploaded in one put on object storage. Readers (pyarrow, Ray Data) never see a half-written file, and a
 SIGKILLed replica loses the file it had open (at most rotate_s of logs) and nothing written before. Each writer
 holds an advisory lock (flock) on its open temporary file; the kernel drops it when the process ends, SIGKILL
 included. A logger starting removes the temporary files of its folder that no process holds locked: those a
