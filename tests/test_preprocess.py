@@ -113,8 +113,8 @@ def test_image_state_holds_only_image_fields_and_old_states_still_load():
 
 
 def test_an_unknown_kind_is_bad_input_naming_the_kinds():
-    with pytest.raises(BadInput, match=r"unknown kind 'text'.*\['image', 'tabular'\]"):
-        PP.load_state({"kind": "text"})
+    with pytest.raises(BadInput, match=r"unknown kind 'audio'.*\['image', 'tabular', 'text'\]"):
+        PP.load_state({"kind": "audio"})
 
 
 def test_transform_batch_and_labels_without_ray():
