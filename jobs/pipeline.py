@@ -76,7 +76,9 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
     test_raw = result.split(ING.TEST)
     progress(f"[prepare] {result.rows_read} rows read, {result.rows_dropped_missing_label} dropped (no label); "
              f"split train/val/test = {result.split_rows['train']}/{result.split_rows['val']}/"
-             f"{result.split_rows['test']}; {pre.feature_dim} packed features; {time.time() - t0:.1f}s")
+             f"{result.split_rows['test']}; {pre.feature_dim} packed features"
+             + (f" ({pre.tabular_dim} of table columns, {pre.max_length} token ids)" if pre.kind == "text" else "")
+             + f"; {time.time() - t0:.1f}s")
     return PreparedData(result, pre, train_ds, val_ds, test_raw, reference,
                         encoder=encoder.model_source if spec.model.kind == "text" else None)
 
