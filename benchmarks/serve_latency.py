@@ -244,12 +244,14 @@ def main(argv=None) -> int:
 
 
 def _measure_pairs(bundle: Path, plain_url: str, ingress: str, levels: list[int], bodies: list[str],
-                   args) -> dict[int, dict[str, list]]:
+                   args, settings: dict | None = None) -> dict[int, dict[str, list]]:
     """Start Ray and trainyard's app with this ingress (chosen when Serve starts, once per Ray cluster, hence a
     fresh process per variant), then measure plain and trainyard back to back, alternating which goes first,
-    `rounds` times per concurrency: on a shared machine the load drifts, and only neighbours compare fairly."""
+    `rounds` times per concurrency: on a shared machine the load drifts, and only neighbours compare fairly.
+    `settings`: more serve settings of trainyard's app (e.g. {"quantize": "int8"})."""
     spec_json = json.dumps({"ingress": ingress, "port": 0, "ray_actor_options": {"num_cpus": args.cpus},
-                            "autoscaling": {"min_replicas": args.replicas, "max_replicas": args.replicas}})
+                            "autoscaling": {"min_replicas": args.replicas, "max_replicas": args.replicas},
+                            **(settings or {})})
     code = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
