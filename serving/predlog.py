@@ -287,22 +287,21 @@ class PredictionLogger:
 
 
 def _locked(path: str) -> int:
-    """A descriptor of `path` (created) holding an exclusive flock on it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    """A descriptor of a new file `path` holding an exclusive flock on it. Created under another name and renamed
+    once locked (the lock stays with the file): no moment when `remove_stale_temps` could see it unlocked."""
+    fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)
+    os.replace(path + ".new", path)
     return fd
 
 
-def remove_stale_temps(pattern: str, min_age_s: float = 5.0) -> list[str]:
+def remove_stale_temps(pattern: str) -> list[str]:
     """Remove the prediction logs' temporary files matching `pattern` that no process holds locked (each writer
-    holds a flock on its open file until it publishes it; the kernel drops the lock when the writer dies): what
-    a SIGKILLed replica left, never a live writer's. Files younger than `min_age_s` are left, in case their
-    writer has created but not yet locked them. Returns the removed paths."""
+    holds a flock on its open file from its creation until it publishes it; the kernel drops the lock when the
+    writer dies): what a SIGKILLed replica left, never a live writer's. Returns the removed paths."""
     removed = []
     for path in glob.glob(pattern):
         try:
-            if time.time() - os.stat(path).st_mtime < min_age_s:
-                continue
             fd = os.open(path, os.O_RDONLY)
         except OSError:        # gone meanwhile (published, or removed by another replica starting)
             continue
