@@ -64,7 +64,7 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
         pre, stats = TEXT.fit(train_raw, spec.data, spec.model, encoder, numeric=result.numeric,
                               categorical=result.categorical, text=result.text, task=result.task,
                               classes=result.classes)
-        reference = PROFILE.tabular_reference(stats, pre.tabular)
+        reference = PROFILE.text_bundle_reference(stats, pre, train_raw)
     else:
         result = ING.ingest(spec.data, progress=progress)
         train_raw = result.split(ING.TRAIN)
