@@ -107,7 +107,7 @@ def worker_config(spec: JobSpec, prepared: PreparedData, *, use_gpu: bool,
     aug = spec.data.augment
     augment = (Augment(shape=list(shape), hflip=aug.hflip, random_crop=aug.random_crop)
                if aug is not None and shape is not None and (aug.hflip or aug.random_crop) else None)
-    if pre.kind == "text":
+    if prepared.encoder is not None:      # a text job: its encoder's config and weights
         model = text_model_config(model_spec, pre, prepared.encoder, gradient_checkpointing=t.gradient_checkpointing)
     else:
         model = model_config(model_spec, pre.feature_dim, pre.output_dim, shape)
