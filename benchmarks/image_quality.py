@@ -185,7 +185,8 @@ def main() -> None:
 
     print(f"\nAnimal-MNIST (real silhouettes, 28x28 grey, 10 classes): train/val/test = "
           f"{'/'.join(str(len(s[1])) for s in splits)}; machine {os.cpu_count()} cores")
-    print(f"trainyard: model {spec.model.model_dump()}, {spec.train.epochs} epochs max (early stop {spec.train.early_stop.metric if spec.train.early_stop else None}),"
+    shown = spec.model.model_dump(include={"kind", "channels", "pool", "hidden", "dropout", "activation"})
+    print(f"trainyard: model {shown}, {spec.train.epochs} epochs max (early stop {spec.train.early_stop.metric if spec.train.early_stop else None}),"
           f" batch {spec.train.batch_size}, lr {spec.train.lr:g}, {spec.train.workers} worker(s)")
     print(f"{'':<30}{'test acc':>10}{'val acc':>10}{'wall s':>9}  {'train img/s':>12}  note")
     for name, r in rows:
