@@ -45,10 +45,23 @@ def metric_problems(spec: JobSpec) -> list[str]:
 
 
 def check(spec: JobSpec, source: Optional[str] = None) -> None:
-    """Raise a SpecError listing metric_problems, each line starting with `source` (the spec file) if given."""
+    """Raise a SpecError listing metric_problems, each line starting with `source` (the spec file) if given;
+    then `check_encoder`."""
     problems = metric_problems(spec)
     if problems:
         raise SpecError([f"{source}: {p}" if source else p for p in problems])
+    check_encoder(spec)
+
+
+def check_encoder(spec: JobSpec) -> None:
+    """A pretrained `model.encoder` (text or image) is found offline and fits the spec, or a BadInput names the
+    field and the fix: the same checks `prepare` makes, here before Ray starts (`trainyard validate` too)."""
+    if spec.model.kind == "text":
+        from jobs.text import resolve_encoder
+        resolve_encoder(spec.model, spec.data)
+    elif spec.model.kind == "image":
+        from jobs.images import pretrained_backbone
+        pretrained_backbone(spec.model)
 
 
 def label_values(data: DataSpec, most: int) -> Optional[list[Any]]:

@@ -51,3 +51,25 @@ def test_a_folder_that_is_not_a_model_is_refused(tmp_path, tiny_bert):
         resolve_pretrained(str(empty / "notes.txt"), field="model.encoder")
     with pytest.raises(BadInput, match=r"neither a local folder nor a Hugging Face id"):
         resolve_pretrained("no such/model id!", field="model.encoder")
+
+
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_validate_and_tune_refuse_an_encoder_that_is_not_here_before_ray(tmp_path, monkeypatch, capsys, kind):
+    """`trainyard validate` names a missing pretrained encoder at once (tune and train check the same way),
+    as `train` does before reading data, instead of saying OK to a spec that cannot run."""
+    import yaml
+
+    from trainyard import cli
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    data = {"path": str(tmp_path / "d"), "label": "y"}
+    if kind == "image":
+        data["format"] = "images"
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "t", "data": data,
+                                    "model": {"kind": kind, "encoder": "nobody/no-such-model"},
+                                    "output": str(tmp_path / "out")}))
+    assert cli.main(["validate", str(spec)]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "model.encoder" in err and "nobody/no-such-model" in err

@@ -143,6 +143,8 @@ def check_before_ray(spec) -> None:
     if spec.tune is not None:
         from tuning import space
         space.check(spec)      # the tune checks, the metric's needs of the label included
+        from jobs import precheck
+        precheck.check_encoder(spec)
     else:
         from jobs import precheck
         precheck.check(spec)
