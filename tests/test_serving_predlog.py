@@ -167,6 +167,11 @@ def test_class_labels_are_logged_as_the_canonical_strings_the_monitor_matches(tm
     assert logger.log("id", [{"rpm": 1.0}] * 3, [True, False, 3])
     logger.close()
     assert read_logs(tmp_path / "a").column("prediction").to_pylist() == ["true", "false", "3"]
+    # All ints or all bools (the usual case) take Arrow's cast rather than canonical() per value: the same strings.
+    from jobs.fitted import canonical
+    from serving.predlog import _strings
+    for values in ([0, 1, None, -3, 2**40], [True, False, None], [1.0, 2.5, None], ["a", None]):
+        assert _strings(values).to_pylist() == [canonical(v) for v in values], values
 
 
 def test_buffered_requests_leave_nothing_for_the_garbage_collector_to_track(tmp_path):
