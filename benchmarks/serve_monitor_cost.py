@@ -7,7 +7,7 @@ closed-loop HTTP load (benchmarks/serve_latency.py's load generator).
 
 Three apps of the same bundle, one replica of --cpus CPUs each, the same ingress: `off` (serve.monitor.enabled:
 false, no serve.log), `monitor` (the default: serve.monitor on) and `monitor+log` (serve.log to a temporary
-folder, every request). Each round measures the three back to back, in a rotating order (on a shared machine
+folder, every request, a new file every 5 s). Each round measures the three back to back, in a rotating order (on a shared machine
 the load drifts, and only neighbours compare fairly); medians over the rounds, ratios against `off`, and the
 median of each round's own ratio to that round's `off` (paired: what load drift between rounds cancels). At the
 end the `monitor+log` app's GET /monitor and /readyz show that both really ran (rows counted, files written,
@@ -43,7 +43,9 @@ def settings_of(variant: str, log_dir: Path, cpus: float) -> dict:
            "autoscaling": {"min_replicas": 1, "max_replicas": 1},
            "monitor": {"enabled": variant != "off"}}
     if variant == "monitor+log":
-        out["log"] = {"path": str(log_dir)}
+        # Files published every 5 s rather than the default 300 s: each measured point writes and renames some
+        # (the default would leave the whole run in one open file, its encoding never measured).
+        out["log"] = {"path": str(log_dir), "rotate_s": 5}
     return out
 
 
