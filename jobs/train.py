@@ -186,8 +186,18 @@ def build_trainer(spec: JobSpec, prepared: PreparedData, config: WorkerConfig, *
     )
 
 
-def controller_poll_s(workers: int) -> float:
-    """The controller's poll interval for a run of `workers` workers (seconds): 0.02 s per worker, at most 1 s.
+PRETRAINED_POLL_S = 0.25
+
+
+def pretrained_encoder(spec: JobSpec) -> bool:
+    """Whether the spec fine-tunes a pretrained encoder (text or image), not a network trained from scratch."""
+    from jobs.text import SCRATCH
+    return spec.model.kind in ("text", "image") and spec.model.encoder not in (None, SCRATCH)
+
+
+def controller_poll_s(workers: int, pretrained: bool = False) -> float:
+    """The controller's poll interval for a run of `workers` workers (seconds): 0.02 s per worker, at most 1 s;
+    PRETRAINED_POLL_S at least for a pretrained encoder (`pretrained`).
 
     A worker's `ray.train.report` puts its row in a queue of one that only the controller's poll empties, so a
     run reports at most once an interval: at Ray's default of 2 s every short epoch cost 2 s. The same interval
@@ -198,12 +208,18 @@ def controller_poll_s(workers: int) -> float:
     controller (idle loop; at 0.02 s: 3.5 % of a core per worker and 4-7 % for the controller of 1-3 workers;
     at 0.05 s: 2.5 % and 3-4 %; at 2 s: 0.6 %). So the knee, 0.02 s, for one worker, and an interval that
     grows with the group, so that the controller's share stays near 5 % of its core (32 workers at 0.02 s
-    would take half of it), never above 1 s."""
-    return min(0.02 * max(workers, 1), 1.0)
+    would take half of it), never above 1 s.
+
+    A pretrained encoder's epoch takes seconds to hours (a MiniLM step of batch 32 ~0.7 s on 2 cores), so a
+    report waiting up to 0.25 s costs it nothing, while 50 polls a second take CPU from the training itself:
+    `benchmarks/text_speed.py`, back to back on a quiet machine, trainyard 0.91x the plain loop at 0.02 s and
+    1.03x at 0.25 s (the interval tuning trials use)."""
+    fast = min(0.02 * max(workers, 1), 1.0)
+    return max(fast, PRETRAINED_POLL_S) if pretrained else fast
 
 
 @contextlib.contextmanager
-def _controller_env(workers: int, embedded: bool, poll_s: Optional[float] = None):
+def _controller_env(workers: int, embedded: bool, poll_s: Optional[float] = None, pretrained: bool = False):
     """The environment the Ray Train run started inside gets from this process (TorchTrainer.fit() copies these
     variables into its controller's runtime_env): the poll interval (`controller_poll_s`) and, on embedded Ray,
     no preemption watcher (an actor process per run that polls Ray for nodes being drained: none of ours ever
@@ -211,7 +227,7 @@ def _controller_env(workers: int, embedded: bool, poll_s: Optional[float] = None
     metrics (RAY_TRAIN_METRICS_ENABLED) stay on: turning them off saved nothing measurable. A
     variable the user exported is theirs and stays as it is; the ones set here are removed afterwards. Yields
     what the run gets. `poll_s`: the caller's interval instead of `controller_poll_s(workers)`."""
-    wanted = {POLL_ENV: f"{poll_s if poll_s is not None else controller_poll_s(workers):g}"}
+    wanted = {POLL_ENV: f"{poll_s if poll_s is not None else controller_poll_s(workers, pretrained):g}"}
     if embedded:
         wanted[PREEMPTION_ENV] = "0"
     ours = {k: v for k, v in wanted.items() if k not in os.environ}
@@ -231,7 +247,7 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
 
     `config`: what the workers receive (default `configure(spec, prepared)`; tuning passes a trial's).
     `callbacks` go to Ray Train's RunConfig; `trainer` builds the Ray Train trainer (`build_trainer`).
-    The controller polls its workers every `controller_poll_s(train.workers)` seconds, or every
+    The controller polls its workers every `controller_poll_s(train.workers, pretrained encoder)` seconds, or every
     `poll_s` seconds when the caller needs another (a tuning trial), or $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S when
     the environment sets it (`_controller_env`)."""
     from cluster import is_embedded
@@ -243,7 +259,7 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
     run = build_trainer(spec, prepared, config, storage_path=storage_path, run_name=run_name, callbacks=callbacks,
                         trainer=trainer, embedded=embedded)
     try:
-        with _controller_env(spec.train.workers, embedded, poll_s):
+        with _controller_env(spec.train.workers, embedded, poll_s, pretrained_encoder(spec)):
             result = run.fit()
     except Exception as exc:
         raise TrainError(f"training failed: {_worker_error(exc)}. The run is at {storage_path}/{run_name}") from exc

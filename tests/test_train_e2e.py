@@ -324,3 +324,23 @@ def test_empty_records_and_corrupt_weights(classification_run, tmp_path):
     (broken / "schema.json").unlink()
     with pytest.raises(B.BundleError, match="missing schema.json"):
         B.load(broken)
+
+
+def test_a_pretrained_encoder_is_polled_less_often_than_a_small_network(tmp_path):
+    """Ray-free: a table's MLP (and a transformer from scratch) gets the fast poll that keeps short epochs short;
+    a pretrained text or image encoder, whose epochs take seconds or more, the slower one that leaves its
+    CPUs to training (benchmarks/text_speed.py: 0.91x the plain loop at 0.02 s, 1.03x at 0.25 s)."""
+    from jobs.spec import JobSpec
+    from jobs.train import PRETRAINED_POLL_S, controller_poll_s, pretrained_encoder
+
+    def spec(model: dict) -> JobSpec:
+        data = {"path": str(tmp_path), "label": "y", **({"format": "images"} if model["kind"] == "image" else {})}
+        return JobSpec.model_validate({"name": "p", "output": str(tmp_path), "model": model, "data": data})
+
+    assert not pretrained_encoder(spec({"kind": "mlp"}))
+    assert not pretrained_encoder(spec({"kind": "text", "encoder": "scratch"}))
+    assert pretrained_encoder(spec({"kind": "text", "encoder": "some/model"}))
+    assert pretrained_encoder(spec({"kind": "image", "encoder": "some/vit"}))
+    assert controller_poll_s(1) == 0.02 and controller_poll_s(3) == pytest.approx(0.06)
+    assert controller_poll_s(1, pretrained=True) == PRETRAINED_POLL_S == 0.25
+    assert controller_poll_s(20, pretrained=True) == pytest.approx(0.4) and controller_poll_s(99, True) == 1.0
