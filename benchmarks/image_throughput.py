@@ -3,11 +3,11 @@ CNN with augmentation) against a plain PyTorch loop over the same in-memory tens
 augmentation, same epochs, in one invocation.
 
     .venv/bin/python benchmarks/image_throughput.py [--per-class 2000] [--size 32] [--epochs 5]
-    .venv/bin/python benchmarks/image_throughput.py --pool-ab     # the CNN's own cost, pool 1 against 4
+    .venv/bin/python benchmarks/image_throughput.py --pool-ab     # the CNN's own step, before against now
 
---pool-ab times the training step of this benchmark's CNN with global average pooling (pool 1, the default
-before the pooled grid) and with the default 4x4 grid, in alternating rounds in one process (no Ray), so that a
-busy machine slows both alike.
+--pool-ab times the training step of this benchmark's CNN as it was before issue 18 (global average pooling,
+weights in PyTorch's default NCHW order) and as it is by default now (the 4x4 grid, channels-last weights), in
+alternating rounds in one process (no Ray), so that a busy machine slows both alike.
 """
 from __future__ import annotations
 
@@ -64,10 +64,12 @@ def pool_ab(size: int, batch: int, rounds: int = 6, steps: int = 40) -> None:
     torch.manual_seed(0)
     x, y = torch.randn(batch, size * size), torch.randint(0, 2, (batch,))
     models = {}
-    for pool in (1, 4):
+    for name, pool in (("before (pool 1, NCHW)", 1), ("default (pool 4, NHWC)", 4)):
         model = build_model({"kind": "cnn", "input_dim": size * size, "output_dim": 2, "hidden": [64], "dropout": 0.0,
                              "activation": "relu", "input_shape": [1, size, size], "channels": [16, 32], "pool": pool})
-        models[pool] = (model, torch.optim.AdamW(model.parameters(), lr=3e-3), [])
+        if pool == 1:      # the model as it was: global average pooling, weights in PyTorch's default order
+            model = model.to(memory_format=torch.contiguous_format)
+        models[name] = (model, torch.optim.AdamW(model.parameters(), lr=3e-3), [])
     for _ in range(rounds):
         for model, opt, rates in models.values():
             t0 = time.perf_counter()
@@ -77,8 +79,11 @@ def pool_ab(size: int, batch: int, rounds: int = 6, steps: int = 40) -> None:
                 loss.backward()
                 opt.step()
             rates.append(steps * batch / (time.perf_counter() - t0))
-    for pool, (_, _, rates) in models.items():
-        print(f"pool {pool}: median {sorted(rates)[len(rates) // 2]:,.0f} images/s per round {[round(r) for r in rates]}")
+    medians = {name: sorted(rates)[len(rates) // 2] for name, (_, _, rates) in models.items()}
+    for name, (_, _, rates) in models.items():
+        print(f"{name}: median {medians[name]:,.0f} images/s per round {[round(r) for r in rates]}")
+    before, now = medians.values()
+    print(f"default / before: {now / before:.2f}x")
 
 
 if __name__ == "__main__":
