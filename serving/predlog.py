@@ -296,12 +296,20 @@ def _locked(path: str) -> int:
     return fd
 
 
+# A writer's `<temp>.new` is unlocked only between its creation and its flock (microseconds): one older than this
+# was left by a writer killed in that window.
+NEW_FILE_STALE_S = 60.0
+
+
 def remove_stale_temps(pattern: str) -> list[str]:
     """Remove the prediction logs' temporary files matching `pattern` that no process holds locked (each writer
     holds a flock on its open file from its creation until it publishes it; the kernel drops the lock when the
-    writer dies): what a SIGKILLed replica left, never a live writer's. Returns the removed paths."""
+    writer dies): what a SIGKILLed replica left, never a live writer's; and the `.new` names `_locked` creates
+    them under, once unlocked and older than NEW_FILE_STALE_S. Returns the removed paths."""
     removed = []
-    for path in glob.glob(pattern):
+    now = time.time()
+    news = [p for p in glob.glob(pattern + ".new") if _age_s(p, now) > NEW_FILE_STALE_S]
+    for path in glob.glob(pattern) + news:
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:        # gone meanwhile (published, or removed by another replica starting)
@@ -322,6 +330,13 @@ def remove_stale_temps(pattern: str) -> list[str]:
         logger.warning(f"prediction log: removed {len(removed)} temporary file(s) of writers that were killed "
                        f"before publishing them: {', '.join(removed)}")
     return removed
+
+
+def _age_s(path: str, now: float) -> float:
+    try:
+        return now - os.path.getmtime(path)
+    except OSError:           # gone meanwhile
+        return 0.0
 
 
 def _chunks(taken: list[tuple], records: int):

@@ -238,9 +238,18 @@ def test_a_starting_logger_removes_what_a_killed_writer_left_and_nothing_a_live_
         assert _wait_for(lambda: any("-r-killed-" in t for t in temps()), 60)
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
+        # The name a writer creates its file under before locking it: one a writer killed in that instant left
+        # (old) goes; a fresh one may be a writer about to lock it, and stays.
+        old_new = folder / ".part-x-r-old-000000.parquet.tmp.new"
+        fresh_new = folder / ".part-x-r-y-000000.parquet.tmp.new"
+        old_new.write_bytes(b"")
+        fresh_new.write_bytes(b"")
+        os.utime(old_new, (time.time() - 600, time.time() - 600))
         live = PredictionLogger({"path": str(tmp_path), "rotate_s": 600}, app="a", replica="r-live", schema=SCHEMA,
                                 version="v1")        # the next logger to start there: it removes the killed one's
-        assert live.stats["stale_temps_removed"] == 1 and temps() == []
+        assert live.stats["stale_temps_removed"] == 2 and temps() == []
+        assert not old_new.exists() and fresh_new.exists()
+        fresh_new.unlink()
         live.log("live", [{"rpm": 2.0}, {"rpm": 3.0}], [0.5, 0.25])
         assert _wait_for(lambda: any("-r-live-" in t for t in temps()), 10)
         starting = PredictionLogger({"path": str(tmp_path)}, app="a", replica="r-new", schema=SCHEMA, version="v1")
