@@ -18,8 +18,8 @@ sys.path.insert(0, str(ROOT / "examples"))
 RAY_FIXTURES = {"ray_session", "cluster", "cluster_env"}
 
 
-# The slowest modules, slowest first (per-file totals of a `-n 2` run, issue 17). Under pytest-xdist (`make test`:
-# `-n 2 --dist loadfile --no-loadscope-reorder`) each worker takes the next whole module when it runs out, so a
+# The slowest modules, slowest first (per-file totals of a `-n 2` run, issue 17). Under pytest-xdist (`pytest
+# -n 2 --dist loadfile --no-loadscope-reorder`, benchmarks/RESULTS.md) each worker takes the next whole module, so a
 # long module taken last leaves the other worker idle for its whole length; these go first and the short ones
 # fill in at the end. A serial run keeps the file order.
 SLOWEST_FIRST = ["test_cluster_local.py", "test_serving_faults.py", "test_text_e2e.py", "test_tuning.py",
