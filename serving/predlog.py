@@ -44,7 +44,7 @@ from jobs.watched import FEATURE_PREFIX, RowCopier, Watched, columns, of_schema
 # and writes a row group once ROW_GROUP_ROWS have gathered, or when the file is published.
 FLUSH_S = 1.0
 ROW_GROUP_ROWS = 65536
-# Records converted per step (~0.3 ms of CPU, holding the GIL); the writer lets the request path have the GIL
+# Records converted per step (~0.5 ms of CPU, holding the GIL); the writer lets the request path have the GIL
 # between steps. A request that arrives during a step waits it out: at 2,048 records (~1.4 ms) those waits were
 # what logging added to the p99 at 16 clients.
 CHUNK_RECORDS = 512
