@@ -16,7 +16,8 @@ trial trains all its epochs, so the work is fixed) and reports trials per minute
 folder, this venv's Python), in the same invocation: the before/after of a change on the same machine and load.
 
     .venv/bin/python benchmarks/time_to_model.py                        # cancer (569 rows), 1k, 20k rows
-    .venv/bin/python benchmarks/time_to_model.py --tables cancer --epochs 20 100 --search --compare-rev d98fd63
+    .venv/bin/python benchmarks/time_to_model.py --tables cancer --epochs 20 100 --search --compare-rev e2a75ac
+    .venv/bin/python benchmarks/time_to_model.py --search-only --tables 1000 --rounds 2 --compare-rev e2a75ac e22acf3
 """
 from __future__ import annotations
 
@@ -145,7 +146,11 @@ def main() -> int:
                     help="`cancer` (569 rows) or a number of telemetry rows")
     ap.add_argument("--epochs", type=int, nargs=2, default=[20, 100], metavar=("FEW", "MANY"))
     ap.add_argument("--search", action="store_true", help="also time an 8-trial search of 10-epoch trials")
-    ap.add_argument("--compare-rev", default=None, help="also run every command from this git revision")
+    ap.add_argument("--search-only", action="store_true", help="only the search (on the first of --tables)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="searches per revision, alternating between revisions (the median is reported)")
+    ap.add_argument("--compare-rev", nargs="+", default=[], metavar="REV",
+                    help="also run every command from these git revisions")
     ap.add_argument("--out", default=None, help="working folder (default: a temporary one, removed)")
     args = ap.parse_args()
     import yaml
@@ -153,16 +158,16 @@ def main() -> int:
     work = Path(args.out or tempfile.mkdtemp(prefix="trainyard-ttm-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     repos = {"now": ROOT}
-    if args.compare_rev:
-        old = work / "rev"
-        subprocess.run(["git", "worktree", "add", "--detach", "-f", str(old), args.compare_rev], cwd=ROOT,
+    for rev in args.compare_rev:
+        old = work / f"rev-{rev}"
+        subprocess.run(["git", "worktree", "add", "--detach", "-f", str(old), rev], cwd=ROOT,
                        check=True, capture_output=True)
-        repos[args.compare_rev] = old
+        repos[rev] = old
     load = os.getloadavg()[0]
     print(f"[ttm] {os.cpu_count()} cores, load average {load:.2f} at start; revisions {list(repos)}", flush=True)
     rows = []
     try:
-        for table in args.tables:
+        for table in ([] if args.search_only else args.tables):
             data, label, exclude = write_table(table, work)
             lgbm = statistics.median(lightgbm_seconds(data, label, exclude) for _ in range(3))
             for rev, repo in repos.items():
@@ -182,18 +187,23 @@ def main() -> int:
                              "overhead_per_epoch_s": overhead, "fixed_s": walls[few] - few * (
                                  per_epoch_compute + overhead)})
         searches = {}
-        if args.search:
+        if args.search or args.search_only:
             data, label, exclude = write_table(args.tables[0], work)
             base = spec_for(args.tables[0], data, label, exclude, 10, work)
-            for rev, repo in repos.items():
-                spec = work / f"search-{rev}.yaml"
-                spec.write_text(yaml.safe_dump(search_spec(base, work / f"search-out-{rev}")))
-                wall = run_cli(repo, ["tune", str(spec)], work / f"log-search-{rev}.txt")
-                searches[rev] = wall
-                print(f"[ttm] {rev} search of 8 × 10 epochs: {wall:.0f}s, {8 / wall * 60:.1f} trials/min", flush=True)
+            walls: dict[str, list[float]] = {rev: [] for rev in repos}
+            for round_ in range(args.rounds):
+                # Alternating revisions: a machine that slows down mid-run slows both alike.
+                for rev, repo in (list(repos.items()) if round_ % 2 == 0 else list(repos.items())[::-1]):
+                    spec = work / f"search-{rev}-{round_}.yaml"
+                    spec.write_text(yaml.safe_dump(search_spec(base, work / f"search-out-{rev}-{round_}")))
+                    wall = run_cli(repo, ["tune", str(spec)], work / f"log-search-{rev}-{round_}.txt")
+                    walls[rev].append(wall)
+                    print(f"[ttm] {rev} search of 8 × 10 epochs: {wall:.0f}s, {8 / wall * 60:.1f} trials/min "
+                          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+            searches = {rev: statistics.median(w) for rev, w in walls.items()}
     finally:
-        if args.compare_rev:
-            subprocess.run(["git", "worktree", "remove", "--force", str(repos[args.compare_rev])], cwd=ROOT,
+        for rev in args.compare_rev:
+            subprocess.run(["git", "worktree", "remove", "--force", str(repos[rev])], cwd=ROOT,
                            capture_output=True)
         if not args.out:
             shutil.rmtree(work, ignore_errors=True)
@@ -206,15 +216,15 @@ def main() -> int:
         print(f"| {r['rev']} | {r['table']} | {r['walls'][few]:.1f} s | {r['walls'][many]:.1f} s | "
               f"{r['plain'][many]:.2f} s | {r['lightgbm']:.2f} s | {r['plain'][many] / r['walls'][many]:.3f} | "
               f"{r['overhead_per_epoch_s'] * 1000:.0f} ms | {r['fixed_s']:.1f} s |")
-    if len(repos) > 1:
-        for table in args.tables:
+    for rev in args.compare_rev:
+        for table in ([] if args.search_only else args.tables):
             now = next(r for r in rows if r["rev"] == "now" and r["table"] == table)
-            then = next(r for r in rows if r["rev"] == args.compare_rev and r["table"] == table)
-            print(f"[ttm] {table}: {many} epochs {then['walls'][many]:.1f} s -> {now['walls'][many]:.1f} s "
+            then = next(r for r in rows if r["rev"] == rev and r["table"] == table)
+            print(f"[ttm] {table}: {many} epochs {then['walls'][many]:.1f} s ({rev}) -> {now['walls'][many]:.1f} s "
                   f"({then['walls'][many] / now['walls'][many]:.1f}× faster)")
         if searches:
-            print(f"[ttm] search: {searches[args.compare_rev]:.0f} s -> {searches['now']:.0f} s "
-                  f"({searches[args.compare_rev] / searches['now']:.1f}× the trials per minute)")
+            print(f"[ttm] search (median of {args.rounds}): {searches[rev]:.0f} s ({rev}) -> {searches['now']:.0f} s "
+                  f"({searches[rev] / searches['now']:.2f}× the trials per minute)")
     print(f"[ttm] load average {os.getloadavg()[0]:.2f} at the end (figures from a loaded machine are indicative)")
     print("Goals (issue 17): overhead per epoch <= 50 ms; 1000 rows x 100 epochs end to end <= 15 s; the search "
           ">= 2x as fast as before.")

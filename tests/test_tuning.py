@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from cluster import ray_compat
 from jobs import bundle as B
 from trainyard.cli import main
 from jobs.spec import SpecError, best_key, load_spec, validate_spec
@@ -206,14 +207,20 @@ def test_impossible_spec_is_refused_before_any_data_is_read(tmp_path, telemetry_
 def test_failed_trials_are_reported_and_only_all_failing_is_fatal(tmp_path, telemetry_dir, ray_session, capsys):
     # A layer far wider than any machine's address space: the trial's Train run fails allocating the model.
     too_wide = [2 ** 44]
+    # One trial at a time: the failing trial runs in the process the finished one handed on (Tune's
+    # reuse_actors), so a failure there must be reported like any other.
     spec = write_spec(tmp_path / "s.yaml", tuning_spec(
         "failing", telemetry_dir, tmp_path / "out", epochs=1, max_failures=0,
-        tune={"lr": None, "hidden": {"choice": [[16], too_wide]}, "scheduler": "none"}))
+        tune={"lr": None, "hidden": {"choice": [[16], too_wide]}, "scheduler": "none", "max_concurrent": 1}))
+    started_ms = time.time() * 1000
     assert main(["tune", str(spec)]) == 0
     rows = {r["hidden"]: r for r in read_results(tmp_path / "out")}
     assert rows["16"]["status"] == "completed"
     failed = rows[str(2 ** 44)]
     assert failed["status"] == "error" and "allocate" in failed["error"], failed
+    trial_processes = [a for a in ray_compat.actor_table()
+                       if a.class_name == "ImplicitFunc" and a.start_time >= started_ms]
+    assert len(trial_processes) == 1, [(a.pid, a.start_time) for a in trial_processes]
     assert "error" in capsys.readouterr().out
     spec = write_spec(tmp_path / "s2.yaml", tuning_spec(
         "all-failing", telemetry_dir, tmp_path / "out2", epochs=1, max_failures=0,
