@@ -7,6 +7,11 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 SPEC   ?= examples/machine-failure.yaml
 PYTEST_ARGS ?=
+# `make test` runs the test files in two processes (pytest-xdist), each with its own local Ray: 1.4-1.5x faster
+# than one on 2 cores (benchmarks/RESULTS.md, "Test suite time with pytest-xdist"); a file stays in one process
+# (its module fixtures are set up once), and the slowest files go first (tests/conftest.py, SLOWEST_FIRST).
+# One process: make test PYTEST_XDIST=
+PYTEST_XDIST ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: install run test test-fast lint clean data
 
@@ -38,7 +43,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # The tests that start no Ray (spec, metrics, preprocessing, bundle, request checks, plans, the loop on
 # tensors): under a minute. `make test` runs everything.

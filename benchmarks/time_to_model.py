@@ -77,13 +77,33 @@ def cli_of(repo: Path) -> list[str]:
     return [sys.executable, "-m", "trainyard" if (repo / "trainyard" / "__main__.py").exists() else "jobs.cli"]
 
 
+CPU_SECONDS: list[float] = []   # CPU time the machine spent (all cores, user + system) during each run_cli command
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds every core of this machine has spent busy since boot (/proc/stat; 0 where there is none).
+    Read around a command, it counts what the command and every process it started did (Ray's own processes are
+    not its children once Ray daemonises them, so getrusage would miss them), and whatever else ran meanwhile:
+    a figure for a machine otherwise idle. On a shared 2-core machine the wall time moves with the neighbours'
+    load; the work done much less."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")   # all but idle and iowait
+
+
 def run_cli(repo: Path, args: list[str], log: Path) -> float:
-    """Wall seconds of one `trainyard` command run from `repo` (its modules first on the path)."""
+    """Wall seconds of one `trainyard` command run from `repo` (its modules first on the path); the machine's CPU
+    seconds during it go to CPU_SECONDS."""
     env = dict(os.environ, PYTHONPATH=str(repo))
+    before = busy_cpu_seconds()
     t0 = time.perf_counter()
     with open(log, "w") as f:
         run = subprocess.run(cli_of(repo) + args, cwd=repo, env=env, stdout=f, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - t0
+    CPU_SECONDS.append(busy_cpu_seconds() - before)
     if run.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed in {repo} (exit {run.returncode}); see {log}")
     return wall
@@ -178,7 +198,8 @@ def main() -> int:
                     spec.write_text(yaml.safe_dump(spec_for(table, data, label, exclude, epochs, out)))
                     walls[epochs] = run_cli(repo, ["train", str(spec)], work / f"log-{rev}-{table}-{epochs}.txt")
                     plain[epochs] = plain_seconds(out / "bundle", data, label, epochs)
-                    print(f"[ttm] {rev} {table} {epochs} epochs: trainyard {walls[epochs]:.1f}s, plain "
+                    print(f"[ttm] {rev} {table} {epochs} epochs: trainyard {walls[epochs]:.1f}s "
+                          f"({CPU_SECONDS[-1]:.0f} CPU-s), plain "
                           f"{plain[epochs]:.2f}s, LightGBM {lgbm:.2f}s", flush=True)
                 few, many = args.epochs
                 per_epoch_compute = plain[many] / many
@@ -186,11 +207,12 @@ def main() -> int:
                 rows.append({"rev": rev, "table": table, "walls": walls, "plain": plain, "lightgbm": lgbm,
                              "overhead_per_epoch_s": overhead, "fixed_s": walls[few] - few * (
                                  per_epoch_compute + overhead)})
-        searches = {}
+        searches, search_cpu = {}, {}
         if args.search or args.search_only:
             data, label, exclude = write_table(args.tables[0], work)
             base = spec_for(args.tables[0], data, label, exclude, 10, work)
             walls: dict[str, list[float]] = {rev: [] for rev in repos}
+            cpus: dict[str, list[float]] = {rev: [] for rev in repos}
             for round_ in range(args.rounds):
                 # Alternating revisions: a machine that slows down mid-run slows both alike.
                 for rev, repo in (list(repos.items()) if round_ % 2 == 0 else list(repos.items())[::-1]):
@@ -198,9 +220,11 @@ def main() -> int:
                     spec.write_text(yaml.safe_dump(search_spec(base, work / f"search-out-{rev}-{round_}")))
                     wall = run_cli(repo, ["tune", str(spec)], work / f"log-search-{rev}-{round_}.txt")
                     walls[rev].append(wall)
-                    print(f"[ttm] {rev} search of 8 × 10 epochs: {wall:.0f}s, {8 / wall * 60:.1f} trials/min "
-                          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+                    cpus[rev].append(CPU_SECONDS[-1])
+                    print(f"[ttm] {rev} search of 8 × 10 epochs: {wall:.0f}s, {8 / wall * 60:.1f} trials/min, "
+                          f"{CPU_SECONDS[-1]:.0f} CPU-s (load {os.getloadavg()[0]:.1f})", flush=True)
             searches = {rev: statistics.median(w) for rev, w in walls.items()}
+            search_cpu = {rev: statistics.median(c) for rev, c in cpus.items()}
     finally:
         for rev in args.compare_rev:
             subprocess.run(["git", "worktree", "remove", "--force", str(repos[rev])], cwd=ROOT,
@@ -224,7 +248,8 @@ def main() -> int:
                   f"({then['walls'][many] / now['walls'][many]:.1f}× faster)")
         if searches:
             print(f"[ttm] search (median of {args.rounds}): {searches[rev]:.0f} s ({rev}) -> {searches['now']:.0f} s "
-                  f"({searches[rev] / searches['now']:.2f}× the trials per minute)")
+                  f"({searches[rev] / searches['now']:.2f}× the trials per minute); CPU {search_cpu[rev]:.0f} -> "
+                  f"{search_cpu['now']:.0f} CPU-s ({search_cpu[rev] / search_cpu['now']:.2f}× less work)")
     print(f"[ttm] load average {os.getloadavg()[0]:.2f} at the end (figures from a loaded machine are indicative)")
     print("Goals (issue 17): overhead per epoch <= 50 ms; 1000 rows x 100 epochs end to end <= 15 s; the search "
           ">= 2x as fast as before.")
