@@ -233,9 +233,10 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     few, many = args.epochs
-    print(f"\n| revision | table | trainyard {few} ep | trainyard {many} ep | plain {many} ep | LightGBM | "
-          f"plain/trainyard ({many} ep) | overhead per epoch | fixed cost |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    if rows:
+        print(f"\n| revision | table | trainyard {few} ep | trainyard {many} ep | plain {many} ep | LightGBM | "
+              f"plain/trainyard ({many} ep) | overhead per epoch | fixed cost |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['rev']} | {r['table']} | {r['walls'][few]:.1f} s | {r['walls'][many]:.1f} s | "
               f"{r['plain'][many]:.2f} s | {r['lightgbm']:.2f} s | {r['plain'][many] / r['walls'][many]:.3f} | "
