@@ -142,13 +142,14 @@ def _tuner(spec: JobSpec, prepared: PreparedData, the_plan: Plan, experiment: Pa
             scheduler=space.scheduler(spec), num_samples=space.num_samples(spec),
             # max_concurrent_trials is not set here: the search algorithm enforces the plan's limit (space.py).
             time_budget_s=spec.tune.time_budget_s,
-            # A trial that ended by itself hands its process to the next trial: a fresh one costs a worker
-            # process start and imports of torch and trainyard (~5 s of the ~20 s a small trial's start takes
-            # on 2 cores; 2 processes instead of 8 in an 8-trial search). Tune reuses a process only when the
-            # trial's function has returned within TUNE_FUNCTION_THREAD_TIMEOUT_S (2 s); a trial it stops
-            # (ASHA, the time budget, Ctrl-C) still has its Train run going, so its process ends as before and
-            # takes the run's controller and workers with it.
-            reuse_actors=True,
+            # Where every trial ends by itself, a finished trial hands its process to the next one: a fresh one
+            # costs a process start and imports of torch and trainyard (~5 s of the ~20 s a small trial's start
+            # takes on 2 cores; 2 processes instead of 8 in an 8-trial search). Not where ASHA or the time
+            # budget stops trials: Tune keeps a stopped trial's process for reuse too, but its Train run is still
+            # going, so the reset fails (the function has not returned within TUNE_FUNCTION_THREAD_TIMEOUT_S)
+            # and Tune marks the next trial as errored instead of starting a fresh process (seen in the ASHA
+            # test). Without reuse, a stopped trial's process ends and takes its Train run with it.
+            reuse_actors=not space.stops_trials_early(spec),
             trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=experiment.name, storage_path=str(experiment.parent),

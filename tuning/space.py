@@ -138,6 +138,12 @@ def search_alg(spec: JobSpec, max_concurrent: int):
     return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
 
 
+def stops_trials_early(spec: JobSpec) -> bool:
+    """Whether the search may end a trial before its Train run ends by itself: ASHA, or tune.time_budget_s."""
+    asha = spec.tune.scheduler != "none" and spec.tune.scheduler.asha is not None
+    return asha or spec.tune.time_budget_s is not None
+
+
 def scheduler(spec: JobSpec):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
