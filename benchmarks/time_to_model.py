@@ -12,8 +12,9 @@ smaller) / (difference in epochs) − the plain loop's seconds per epoch.
 `--search` also times an 8-trial search of 10-epoch trials (`trainyard tune`, no early stopping by ASHA: every
 trial trains all its epochs, so the work is fixed) and reports trials per minute.
 
-`--compare-rev REV` runs the same commands from another revision of this repository (a git worktree in a temporary
-folder, this venv's Python), in the same invocation: the before/after of a change on the same machine and load.
+`--compare-rev REV [REV ...]` runs the same commands from other revisions of this repository (a git worktree each,
+in a temporary folder, this venv's Python), in the same invocation: the before/after of a change on the same machine
+and load.
 
     .venv/bin/python benchmarks/time_to_model.py                        # cancer (569 rows), 1k, 20k rows
     .venv/bin/python benchmarks/time_to_model.py --tables cancer --epochs 20 100 --search --compare-rev e2a75ac
@@ -184,10 +185,11 @@ def main() -> int:
                        check=True, capture_output=True)
         repos[rev] = old
     load = os.getloadavg()[0]
+    tables = [] if args.search_only else args.tables     # the tables timed by `trainyard train`
     print(f"[ttm] {os.cpu_count()} cores, load average {load:.2f} at start; revisions {list(repos)}", flush=True)
     rows = []
     try:
-        for table in ([] if args.search_only else args.tables):
+        for table in tables:
             data, label, exclude = write_table(table, work)
             lgbm = statistics.median(lightgbm_seconds(data, label, exclude) for _ in range(3))
             for rev, repo in repos.items():
@@ -242,7 +244,7 @@ def main() -> int:
               f"{r['plain'][many]:.2f} s | {r['lightgbm']:.2f} s | {r['plain'][many] / r['walls'][many]:.3f} | "
               f"{r['overhead_per_epoch_s'] * 1000:.0f} ms | {r['fixed_s']:.1f} s |")
     for rev in args.compare_rev:
-        for table in ([] if args.search_only else args.tables):
+        for table in tables:
             now = next(r for r in rows if r["rev"] == "now" and r["table"] == table)
             then = next(r for r in rows if r["rev"] == rev and r["table"] == table)
             print(f"[ttm] {table}: {many} epochs {then['walls'][many]:.1f} s ({rev}) -> {now['walls'][many]:.1f} s "

@@ -138,17 +138,21 @@ def search_alg(spec: JobSpec, max_concurrent: int):
     return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
 
 
+def _asha(spec: JobSpec):
+    """The spec's ASHA settings, or None when the search stops no trial by their results."""
+    return None if spec.tune.scheduler == "none" else spec.tune.scheduler.asha
+
+
 def stops_trials_early(spec: JobSpec) -> bool:
     """Whether the search may end a trial before its Train run ends by itself: ASHA, or tune.time_budget_s."""
-    asha = spec.tune.scheduler != "none" and spec.tune.scheduler.asha is not None
-    return asha or spec.tune.time_budget_s is not None
+    return _asha(spec) is not None or spec.tune.time_budget_s is not None
 
 
 def scheduler(spec: JobSpec):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    if spec.tune.scheduler == "none" or spec.tune.scheduler.asha is None:
+    asha = _asha(spec)
+    if asha is None:
         return FIFOScheduler()
-    asha = spec.tune.scheduler.asha
     return ASHAScheduler(time_attr=TIME_ATTR, max_t=spec.train.epochs, grace_period=asha.grace_period,
                          reduction_factor=asha.reduction_factor)
