@@ -2,6 +2,7 @@
 commands cannot load is a clear error, never a vanished subcommand or a run that exits 0 without serving."""
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +82,7 @@ def test_train_does_not_check_a_tune_section_it_does_not_use(tmp_path, capsys, m
     assert cli.main(["validate", str(spec)]) == EXIT_BAD_INPUT           # grace_period 2 = epochs: no search
     assert "grace_period" in capsys.readouterr().err
 
-    def connect(args, spec=None):          # how far `train` got: to Ray, past every check
+    def connect(args, spec=None, imports=()):   # how far `train` got: to Ray, past every check
         raise Failure("reached connect")
     monkeypatch.setattr(cli, "KIT", dataclasses.replace(cli.KIT, connect=connect))
     assert cli.main(["train", str(spec)]) == EXIT_FAILED
@@ -113,3 +114,25 @@ def test_the_command_line_starts_without_the_heavy_libraries():
     run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+def test_a_training_run_does_not_import_scipy():
+    """scipy.stats (1.1 s of imports on 2 cores) is for drift tests only: the modules a training run imports
+    (jobs.RUN_IMPORTS, the reference profile among them) leave it out until a drift test needs it."""
+    probe = ("import importlib, sys; from jobs import RUN_IMPORTS; [importlib.import_module(m) for m in RUN_IMPORTS]; "
+             "print('scipy' in sys.modules); from jobs import drift; import numpy as np; "
+             "d = drift.numeric_drift(drift.summarise(np.arange(100.0)), np.arange(50.0)); "
+             "assert d['ks_p'] < 1e-6 and d['chi2_p'] < 1e-6, d; "
+             "print('scipy' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "True"]
+
+
+def test_import_meanwhile_imports_and_leaves_failures_to_the_real_import():
+    name = "tests._imported_meanwhile"
+    sys.modules.pop(name, None)
+    cli.import_meanwhile(["tests.no_such_module_here", name]).join(timeout=60)
+    assert name in sys.modules          # the one after the failing one was still imported
+    with pytest.raises(ImportError, match="no_such_module_here"):
+        importlib.import_module("tests.no_such_module_here")

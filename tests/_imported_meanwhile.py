@@ -1,0 +1,1 @@
+"""Imported by test_cli's import_meanwhile test: a module with no side effects."""
