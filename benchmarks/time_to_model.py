@@ -1,8 +1,9 @@
 """Time to a model on small tables: `trainyard train` end to end against a plain PyTorch loop and LightGBM.
 
 For each table and epoch count, in one invocation:
-- trainyard: `python -m trainyard train SPEC` as a user runs it, command start to bundle written (embedded Ray
-  started and stopped inside it), 1 worker, MLP [128, 64], batch 128, early stopping off;
+- trainyard: `python -m trainyard train SPEC` as a user runs it, command start to exit (embedded Ray started and
+  stopped inside it), and start to its "bundle written to" line (the bundle is complete; Ray's shutdown and the
+  interpreter's exit follow), 1 worker, MLP [128, 64], batch 128, early stopping off;
 - plain: a single-process PyTorch loop over the same packed tensors (the bundle's own preprocessing applied to the
   train rows), the same model, optimizer, batch size and epochs; data loading not counted;
 - LightGBM: `LGBMClassifier().fit` on the same train rows (its defaults).
@@ -95,16 +96,28 @@ def busy_cpu_seconds() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")   # all but idle and iowait
 
 
+BUNDLE_SECONDS: list[float] = []   # per run_cli command: seconds until it printed "bundle written to"
+
+
 def run_cli(repo: Path, args: list[str], log: Path) -> float:
-    """Wall seconds of one `trainyard` command run from `repo` (its modules first on the path); the machine's CPU
-    seconds during it go to CPU_SECONDS."""
-    env = dict(os.environ, PYTHONPATH=str(repo))
+    """Wall seconds of one `trainyard` command run from `repo` (its modules first on the path), start to exit;
+    the seconds until it printed "bundle written to" (issue 17's end point: the bundle is there; the command then
+    stops its embedded Ray and exits) go to BUNDLE_SECONDS, the machine's CPU seconds during it to CPU_SECONDS."""
+    env = dict(os.environ, PYTHONPATH=str(repo), PYTHONUNBUFFERED="1")
     before = busy_cpu_seconds()
     t0 = time.perf_counter()
+    bundled = None
     with open(log, "w") as f:
-        run = subprocess.run(cli_of(repo) + args, cwd=repo, env=env, stdout=f, stderr=subprocess.STDOUT)
+        run = subprocess.Popen(cli_of(repo) + args, cwd=repo, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        for line in run.stdout:
+            if bundled is None and line.startswith("bundle written to"):
+                bundled = time.perf_counter() - t0
+            f.write(line)
+        run.wait()
     wall = time.perf_counter() - t0
     CPU_SECONDS.append(busy_cpu_seconds() - before)
+    BUNDLE_SECONDS.append(bundled if bundled is not None else wall)
     if run.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed in {repo} (exit {run.returncode}); see {log}")
     return wall
@@ -193,20 +206,22 @@ def main() -> int:
             data, label, exclude = write_table(table, work)
             lgbm = statistics.median(lightgbm_seconds(data, label, exclude) for _ in range(3))
             for rev, repo in repos.items():
-                walls, plain = {}, {}
+                walls, plain, bundled = {}, {}, {}
                 for epochs in args.epochs:
                     out = work / f"out-{rev}-{table}-{epochs}"
                     spec = work / f"spec-{table}-{epochs}.yaml"
                     spec.write_text(yaml.safe_dump(spec_for(table, data, label, exclude, epochs, out)))
                     walls[epochs] = run_cli(repo, ["train", str(spec)], work / f"log-{rev}-{table}-{epochs}.txt")
+                    bundled[epochs] = BUNDLE_SECONDS[-1]
                     plain[epochs] = plain_seconds(out / "bundle", data, label, epochs)
-                    print(f"[ttm] {rev} {table} {epochs} epochs: trainyard {walls[epochs]:.1f}s "
-                          f"({CPU_SECONDS[-1]:.0f} CPU-s), plain "
+                    print(f"[ttm] {rev} {table} {epochs} epochs: trainyard {walls[epochs]:.1f}s to exit, "
+                          f"{bundled[epochs]:.1f}s to the bundle ({CPU_SECONDS[-1]:.0f} CPU-s), plain "
                           f"{plain[epochs]:.2f}s, LightGBM {lgbm:.2f}s", flush=True)
                 few, many = args.epochs
                 per_epoch_compute = plain[many] / many
                 overhead = (walls[many] - walls[few]) / (many - few) - per_epoch_compute
-                rows.append({"rev": rev, "table": table, "walls": walls, "plain": plain, "lightgbm": lgbm,
+                rows.append({"rev": rev, "table": table, "walls": walls, "bundled": bundled, "plain": plain,
+                             "lightgbm": lgbm,
                              "overhead_per_epoch_s": overhead, "fixed_s": walls[few] - few * (
                                  per_epoch_compute + overhead)})
         searches, search_cpu = {}, {}
@@ -236,11 +251,12 @@ def main() -> int:
 
     few, many = args.epochs
     if rows:
-        print(f"\n| revision | table | trainyard {few} ep | trainyard {many} ep | plain {many} ep | LightGBM | "
-              f"plain/trainyard ({many} ep) | overhead per epoch | fixed cost |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        print(f"\n| revision | table | trainyard {few} ep | trainyard {many} ep | {many} ep to the bundle | "
+              f"plain {many} ep | LightGBM | plain/trainyard ({many} ep) | overhead per epoch | fixed cost |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['rev']} | {r['table']} | {r['walls'][few]:.1f} s | {r['walls'][many]:.1f} s | "
+              f"{r['bundled'][many]:.1f} s | "
               f"{r['plain'][many]:.2f} s | {r['lightgbm']:.2f} s | {r['plain'][many] / r['walls'][many]:.3f} | "
               f"{r['overhead_per_epoch_s'] * 1000:.0f} ms | {r['fixed_s']:.1f} s |")
     for rev in args.compare_rev:
@@ -248,7 +264,8 @@ def main() -> int:
             now = next(r for r in rows if r["rev"] == "now" and r["table"] == table)
             then = next(r for r in rows if r["rev"] == rev and r["table"] == table)
             print(f"[ttm] {table}: {many} epochs {then['walls'][many]:.1f} s ({rev}) -> {now['walls'][many]:.1f} s "
-                  f"({then['walls'][many] / now['walls'][many]:.1f}× faster)")
+                  f"({then['walls'][many] / now['walls'][many]:.2f}× faster); to the bundle "
+                  f"{then['bundled'][many]:.1f} s -> {now['bundled'][many]:.1f} s")
         if searches:
             print(f"[ttm] search (median of {args.rounds}): {searches[rev]:.0f} s ({rev}) -> {searches['now']:.0f} s "
                   f"({searches[rev] / searches['now']:.2f}× the trials per minute); CPU {search_cpu[rev]:.0f} -> "

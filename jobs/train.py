@@ -213,21 +213,21 @@ def controller_poll_s(workers: int, pretrained: bool = False) -> float:
     A pretrained encoder's epoch takes seconds to hours (a MiniLM step of batch 32 ~0.7 s on 2 cores), so a
     report waiting up to 0.25 s costs it nothing, while 50 polls a second take CPU from the training itself:
     `benchmarks/text_speed.py`, back to back on a quiet machine, trainyard 0.91x the plain loop at 0.02 s and
-    1.03x at 0.25 s (the interval tuning trials use)."""
+    1.03x at 0.25 s."""
     fast = min(0.02 * max(workers, 1), 1.0)
     return max(fast, PRETRAINED_POLL_S) if pretrained else fast
 
 
 @contextlib.contextmanager
-def _controller_env(workers: int, embedded: bool, poll_s: Optional[float] = None, pretrained: bool = False):
+def _controller_env(workers: int, embedded: bool, pretrained: bool = False):
     """The environment the Ray Train run started inside gets from this process (TorchTrainer.fit() copies these
     variables into its controller's runtime_env): the poll interval (`controller_poll_s`) and, on embedded Ray,
     no preemption watcher (an actor process per run that polls Ray for nodes being drained: none of ours ever
     is; measured, it costs a run's start under 0.1 s on a quiet machine, ~0.5 s on a loaded one). Ray Train's
     metrics (RAY_TRAIN_METRICS_ENABLED) stay on: turning them off saved nothing measurable. A
     variable the user exported is theirs and stays as it is; the ones set here are removed afterwards. Yields
-    what the run gets. `poll_s`: the caller's interval instead of `controller_poll_s(workers)`."""
-    wanted = {POLL_ENV: f"{poll_s if poll_s is not None else controller_poll_s(workers, pretrained):g}"}
+    what the run gets."""
+    wanted = {POLL_ENV: f"{controller_poll_s(workers, pretrained):g}"}
     if embedded:
         wanted[PREEMPTION_ENV] = "0"
     ours = {k: v for k, v in wanted.items() if k not in os.environ}
@@ -241,15 +241,13 @@ def _controller_env(workers: int, embedded: bool, poll_s: Optional[float] = None
 
 def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: str,
         config: Optional[WorkerConfig] = None, callbacks: Optional[list] = None,
-        progress: Callable[[str], None] = print, trainer: Optional[TrainerFactory] = None,
-        poll_s: Optional[float] = None) -> TrainOutcome:
+        progress: Callable[[str], None] = print, trainer: Optional[TrainerFactory] = None) -> TrainOutcome:
     """Train once, stored under `storage_path`/`run_name` (a run already there resumes from its checkpoint).
 
     `config`: what the workers receive (default `configure(spec, prepared)`; tuning passes a trial's).
     `callbacks` go to Ray Train's RunConfig; `trainer` builds the Ray Train trainer (`build_trainer`).
-    The controller polls its workers every `controller_poll_s(train.workers, pretrained encoder)` seconds, or every
-    `poll_s` seconds when the caller needs another (a tuning trial), or $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S when
-    the environment sets it (`_controller_env`)."""
+    The controller polls its workers every `controller_poll_s(train.workers, pretrained encoder)` seconds, or
+    $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S when the environment sets it (`_controller_env`)."""
     from cluster import is_embedded
 
     config = config or configure(spec, prepared)
@@ -259,7 +257,7 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
     run = build_trainer(spec, prepared, config, storage_path=storage_path, run_name=run_name, callbacks=callbacks,
                         trainer=trainer, embedded=embedded)
     try:
-        with _controller_env(spec.train.workers, embedded, poll_s, pretrained_encoder(spec)):
+        with _controller_env(spec.train.workers, embedded, pretrained_encoder(spec)):
             result = run.fit()
     except Exception as exc:
         raise TrainError(f"training failed: {_worker_error(exc)}. The run is at {storage_path}/{run_name}") from exc

@@ -53,7 +53,7 @@ def test_fit_sets_the_controllers_environment_for_the_run_and_restores_it(monkey
     with _controller_env(2, embedded=False) as env:
         assert env == {POLL_ENV: "0.04"} and os.environ[POLL_ENV] == "0.04" and PREEMPTION_ENV not in os.environ
     assert POLL_ENV not in os.environ
-    with _controller_env(2, embedded=False, poll_s=0.25) as env:     # a caller's own interval (a tuning trial)
+    with _controller_env(1, embedded=False, pretrained=True) as env:     # a pretrained encoder's epochs are long
         assert env == {POLL_ENV: "0.25"} and os.environ[POLL_ENV] == "0.25"
     assert POLL_ENV not in os.environ
     with pytest.raises(RuntimeError):                      # restored when the run fails, too

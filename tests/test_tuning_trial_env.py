@@ -26,3 +26,40 @@ def test_trials_on_embedded_ray_start_no_preemption_watcher(tmp_path, telemetry_
     assert main(["tune", str(write_spec(tmp_path / "s.yaml", spec))]) == 0
     started = _actors_by_class() - before
     assert started["TrainController"] == 2 and started["PreemptionWatcher"] == 0, started
+
+
+def test_row_channel_hands_over_every_row_in_order_the_last_one_too(ray_session, tmp_path):
+    """A trial's Train run reports through RowChannel: every row reaches the trial, in order, even one written
+    just before the run returns (Ray's queue-actor bridge could lose that one), and an error comes after them."""
+    from types import SimpleNamespace
+
+    from tuning.trial import forward_rows, run_reporting
+
+    def train(channel):
+        for epoch in range(1, 4):
+            channel.after_report(None, [{"epoch": epoch, "val_loss": 1.0 / epoch}, {"epoch": -1}],
+                                 SimpleNamespace(path=f"/ckpt/{epoch}") if epoch == 3 else None)
+        return "done"
+
+    got = []
+    assert run_reporting(train, got.append, wait_s=10.0) == "done"     # no wait catches a row: the last read does
+    assert got == [{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 0.5},
+                   {"epoch": 3, "val_loss": 1.0 / 3, "checkpoint_path": "/ckpt/3"}]
+
+    def fails(channel):
+        channel.after_report(None, [{"epoch": 1}], None)
+        raise ValueError("worker died")
+
+    got.clear()
+    with pytest.raises(ValueError, match="worker died"):
+        run_reporting(fails, got.append)
+    assert got == [{"epoch": 1}]
+
+    # A line still being written is left for the next read.
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(b'{"epoch": 1}\n{"epo')
+    got.clear()
+    offset = forward_rows(str(rows), 0, got.append)
+    assert got == [{"epoch": 1}] and offset == len(b'{"epoch": 1}\n')
+    rows.write_bytes(b'{"epoch": 1}\n{"epoch": 2}\n')
+    assert forward_rows(str(rows), offset, got.append) == rows.stat().st_size and got == [{"epoch": 1}, {"epoch": 2}]

@@ -1,8 +1,8 @@
 """One trial: a Tune function that runs one full Ray Train run (`jobs.train.fit`) with the sampled config.
 
-This is the Train V2 pattern for Tune: the trial is only the driver of its Train run. Ray Train's
-`TuneReportCallback` forwards every epoch's `ray.train.report` (metrics + checkpoint path) from the Train
-controller to this trial, so ASHA sees each epoch and can stop the trial; stopping the trial ends the process
+This is the Train V2 pattern for Tune: the trial is only the driver of its Train run. Every epoch's
+`ray.train.report` (metrics + checkpoint path) reaches this trial through `RowChannel`, and the trial hands it
+to Tune with `tune.report`, so ASHA sees each epoch and can stop the trial; stopping the trial ends the process
 that owns the Train controller, and with it the controller and its workers.
 
 The Train run is named after the trial id and stored under the experiment, so a trial restarted by
@@ -13,8 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+from ray.train import UserCallback
 
 from cluster import ray_compat
 from jobs.pipeline import PreparedData
@@ -22,7 +27,7 @@ from jobs.spec import EarlyStopSpec, JobSpec
 from jobs.train import PREEMPTION_ENV, configure, fit
 from tuning.space import decode_hidden
 
-TRIAL_POLL_S = 0.25
+ROW_WAIT_S = 0.05          # how often a trial looks for its Train run's new rows (`RowChannel`)
 TRAIN_DIR = "train"        # the Train runs of an experiment, one per trial: EXPERIMENT/train/trial-<id>
 ENDED_DIR = "ended"        # EXPERIMENT/ended/<id>.json: written by the driver when Tune ends a trial
 
@@ -55,12 +60,88 @@ def ended_record(experiment_dir: str | os.PathLike, trial_id: str) -> Optional[d
         return None
 
 
+class RowChannel(UserCallback):
+    """A Ray Train callback that hands every report's row (rank 0's metrics, as Ray's `TuneReportCallback` does,
+    with "checkpoint_path" when the report has a checkpoint) to the trial that runs the Train run: one JSON line
+    each, appended to a file the trial reads (`forward_rows`).
+
+    Why not Ray's `TuneReportCallback`: it sends the rows through a `ray.util.queue.Queue`, an actor, so a Python
+    process per trial (~2 CPU-s to start on 2 cores, where a search is CPU-bound), and Tune's session fetches from
+    that queue only while the trial runs: a row put within a few tens of ms of the run's end could miss the last
+    fetch and the trial ended with no metrics at all (seen in CI twice at a 0.02 s controller poll, which is why
+    trials polled at 0.25 s: ~2.5 s more per 10-epoch trial). Here the trial reads the file to its end after the
+    run returns, so no row is lost, and trials poll at the same interval as any run.
+
+    The file needs no shared storage: Ray Train V2 starts a run's controller, where callbacks run, on the node of
+    the process that calls `trainer.fit()` (a label selector on that node's id), i.e. this trial's node."""
+
+    def __init__(self, path: str):
+        import ray
+
+        self.path = path
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def after_report(self, run_context, metrics: list, checkpoint) -> None:
+        import ray
+
+        if ray.get_runtime_context().get_node_id() != self.node_id:
+            raise RuntimeError(f"the Ray Train controller runs on another node than its tuning trial, so it cannot "
+                               f"hand the trial its rows through {self.path}: this Ray version places the "
+                               "controller differently; pin Ray to the version in pyproject.toml")
+        row = dict(metrics[0])
+        if checkpoint is not None:
+            row["checkpoint_path"] = checkpoint.path
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def forward_rows(path: str, offset: int, report) -> int:
+    """Call `report(row)` for each whole line of `path` after byte `offset`; returns the offset after them (a line
+    still being written stays for the next call)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].splitlines():
+        report(json.loads(line))
+    return offset + end
+
+
+def run_reporting(train, report, wait_s: float = ROW_WAIT_S) -> Any:
+    """Run `train(channel)` in a thread, with `channel` a `RowChannel`, and `report` each row it hands over, in
+    order, from this thread (the trial's: Tune's `tune.report` belongs there). Returns what `train` returned, or
+    raises what it raised, once every row it reported has been passed on."""
+    folder = tempfile.mkdtemp(prefix="trainyard-trial-rows-")
+    path = os.path.join(folder, "rows.jsonl")
+    open(path, "wb").close()
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = train(RowChannel(path))
+        except BaseException as exc:     # handed to the trial's thread below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="trainyard-trial-run", daemon=True)
+    worker.start()
+    offset = 0
+    try:
+        while worker.is_alive():
+            worker.join(wait_s)
+            offset = forward_rows(path, offset, report)
+        forward_rows(path, offset, report)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
 def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment_dir: str,
               metric: str, mode: str, embedded: bool = False) -> None:
     """The Tune trainable (wrapped with tune.with_parameters / with_resources by the experiment). `embedded`:
     the search runs on the embedded Ray its driver started."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = tune.get_context().get_trial_id()
     ended = ended_record(experiment_dir, trial_id)
@@ -74,12 +155,7 @@ def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment
     # and the search reads a trial's epochs and its best weights from its newest checkpoint (`last_state`), so
     # an epoch after the last checkpoint would be missing from its record and its bundle. On small models the
     # cost hides in the wait for the controller's poll (measured: ~2 ms per 200 KB checkpoint).
-    # The controller's poll: 0.25 s in a trial, not fit's 0.02 s. Tune receives a trial's rows through Ray's
-    # Train-Tune bridge (TuneReportCallback in the controller puts each row on a queue the trial's session
-    # drains); when the run ends within a few tens of ms of its last report, that last row can miss the
-    # session's final fetch and the trial ends with no metrics at all ("did not include best_val_loss"):
-    # seen in CI twice at 0.02 s (a one-epoch image trial, the SIGKILL/resume search), never at 0.25 s.
-    # Passed to fit, which sets it around the run like any interval (a value the user exported still wins).
+    # The controller polls as in any run (`jobs.train.controller_poll_s`): RowChannel loses no row at any interval.
     if embedded:
         # No node of the driver's embedded Ray is ever drained, so the Train run needs no preemption watcher (an
         # actor process per trial, whose start costs CPU the other trials need). `fit` leaves it out on embedded
@@ -89,7 +165,8 @@ def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment
     overrides = trial_overrides(spec, config, metric, mode)
     worker_config = dataclasses.replace(configure(spec, prepared, overrides=overrides), epoch_lines=False,
                                         checkpoint_epochs=1, checkpoint_seconds=None)
-    fit(spec, prepared, storage_path=os.path.join(experiment_dir, TRAIN_DIR), run_name=run_name(trial_id),
-        config=worker_config, callbacks=[TuneReportCallback()], progress=lambda *_: None, poll_s=TRIAL_POLL_S,
+    run_reporting(lambda channel: fit(
+        spec, prepared, storage_path=os.path.join(experiment_dir, TRAIN_DIR), run_name=run_name(trial_id),
+        config=worker_config, callbacks=[channel], progress=lambda *_: None,
         # The search's driver gives back the placement group of a trial ASHA stops (tuning/_placement.py).
-        trainer=ray_compat.torch_trainer_without_placement_cleaner())
+        trainer=ray_compat.torch_trainer_without_placement_cleaner()), tune.report)
