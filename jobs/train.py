@@ -24,9 +24,10 @@ from jobs.fitted import FittedPreprocessor
 from jobs.model import model_config
 from jobs.text_model import text_model_config
 from jobs.spec import JobSpec, SpecError, metric_mode, task_problem
-from jobs.worker import train_loop_per_worker
+from jobs.worker import DATASETS_KEY, train_loop_per_worker
 
-__all__ = ["TrainError", "TrainOutcome", "configure", "worker_config", "fit", "build_trainer", "last_state",
+__all__ = ["TrainError", "TrainOutcome", "configure", "worker_config", "fit", "build_trainer", "default_trainer",
+           "last_state",
            "resolve_use_gpu", "check_resources", "class_weights", "summary_table", "POLL_ENV", "PREEMPTION_ENV",
            "controller_poll_s"]
 
@@ -145,14 +146,22 @@ def configure(spec: JobSpec, prepared: PreparedData, *, overrides: Optional[dict
     return worker_config(spec, prepared, use_gpu=use_gpu, overrides=overrides)
 
 
+def default_trainer(spec: JobSpec, *, placement_cleaner: bool) -> TrainerFactory:
+    """The Ray Train trainer class of the spec's runs (`cluster.ray_compat.trainer_class`): TorchTrainer for
+    several workers (DDP needs its process group); for one worker Ray Train's plain DataParallelTrainer, which
+    sets up no process group and whose controller never imports torch (one worker has no gradients to share:
+    `prepare_model` leaves its model unwrapped either way). `placement_cleaner`: keep Ray Train's per-run cleaner
+    of placement groups (`ray_compat.trainer_class` says when it is not needed)."""
+    return ray_compat.trainer_class(torch_backend=spec.train.workers > 1, placement_cleaner=placement_cleaner)
+
+
 def build_trainer(spec: JobSpec, prepared: PreparedData, config: WorkerConfig, *, storage_path: str,
                   run_name: str, callbacks: Optional[list] = None, trainer: Optional[TrainerFactory] = None,
                   embedded: Optional[bool] = None):
-    """The Ray Train trainer of one run (not started). `trainer` builds it (default: TorchTrainer, less its
+    """The Ray Train trainer of one run (not started). `trainer` builds it (default: `default_trainer`, less its
     placement-group cleaner on embedded Ray). `embedded`: the run is on the local Ray this process started
     (default: `cluster.is_embedded()`)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from cluster import is_embedded
 
@@ -161,20 +170,31 @@ def build_trainer(spec: JobSpec, prepared: PreparedData, config: WorkerConfig, *
         # Ray Train's cleaner is a detached actor that gives back the run's placement group if the driver dies
         # while the cluster lives on; embedded Ray dies with its driver, placement groups and all. Measured on
         # 2 cores (1 worker, trivial loop, median of 6): trainer.fit() 5.84 s with it, 4.99 s without.
-        trainer = ray_compat.torch_trainer_without_placement_cleaner() if embedded else TorchTrainer
+        trainer = default_trainer(spec, placement_cleaner=not embedded)
     datasets = {"train": prepared.train_ds, "val": prepared.val_ds}
     if config.cache == "stream":
         datasets["train"] = prepared.train_ds.randomize_block_order(seed=spec.train.seed)
+    loop_config = config.to_dict()
+    if spec.train.workers > 1:
+        # Every worker scores the whole validation split, so all ranks agree on the best epoch; the train split is
+        # split between the workers (Ray Train's DatasetManager and SplitCoordinator actors).
+        dataset_config = DataConfig(datasets_to_split=["train"])
+    else:
+        # One worker reads both splits whole: nothing to coordinate, yet Ray Train would start a DatasetManager
+        # actor (a Python process, ~1.7 CPU-s on 2 cores) only to hand it `ds.iterator()`. The worker builds the
+        # same iterators with the same public `DataConfig.configure`, with this driver's ingest options
+        # (`jobs.worker.dataset_iterators`), and `ray_compat.trainer_class` leaves the unused callback out.
+        loop_config[DATASETS_KEY] = {
+            "datasets": datasets,
+            "ingest": DataConfig(datasets_to_split=[], execution_options=DataConfig.default_ingest_options())}
+        datasets, dataset_config = None, None
     return trainer(
         train_loop_per_worker,
-        train_loop_config=config.to_dict(),
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=spec.train.workers, use_gpu=config.use_gpu,
                                      resources_per_worker={"CPU": spec.train.cpus_per_worker}),
         datasets=datasets,
-        # Every worker scores the whole validation split, so all ranks agree on the best epoch. A single worker
-        # reads the whole train split too: splitting it for one would start a SplitCoordinator actor (and
-        # route every batch through it) for nothing: pulling 850 rows took 1.75 s that way, 0.29 s without.
-        dataset_config=DataConfig(datasets_to_split=["train"] if spec.train.workers > 1 else []),
+        dataset_config=dataset_config,
         run_config=RunConfig(name=run_name, storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=spec.train.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),

@@ -267,11 +267,28 @@ def train_epoch(model, batches, optimizer, loss_fn, cfg: WorkerConfig, device, a
             "compute_dtype": str(out.dtype).removeprefix("torch.") if out is not None else None}
 
 
+DATASETS_KEY = "_datasets"    # a one-worker run's train_loop_config: its splits, read without Ray Train's DatasetManager
+
+
+def dataset_iterators(own: Optional[dict]) -> dict:
+    """This worker's iterator of each split ("train", "val"): Ray Train's (`get_dataset_shard`), or in a
+    one-worker run, which passes its splits and ingest options in `train_loop_config[DATASETS_KEY]`
+    (`jobs.train.build_trainer`), the ones Ray Train's DatasetManager would have made, by the same public
+    `DataConfig.configure`."""
+    import ray.train
+
+    if own is None:
+        return {name: ray.train.get_dataset_shard(name) for name in ("train", "val")}
+    return own["ingest"].configure(own["datasets"], world_size=1, worker_handles=None, worker_node_ids=None)[0]
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Runs in every Ray Train worker. All workers call `report` the same number of times (it is a barrier)."""
     import ray.train
     import ray.train.torch as rtt
 
+    config = dict(config)
+    own_data = config.pop(DATASETS_KEY, None)
     cfg = WorkerConfig.from_dict(config)
     _quiet_worker_logs()
     ctx = ray.train.get_context()
@@ -313,8 +330,9 @@ def train_loop_per_worker(config: dict) -> None:
                 f" ({source}): the newer one cannot be read ({'; '.join(skipped)})" if skipped else ""), flush=True)
 
     label_dtype = torch.long if cfg.task == "classification" else torch.float32
-    train_shard = ray.train.get_dataset_shard("train")
-    x_val, y_val = _pull(ray.train.get_dataset_shard("val"), label_dtype)
+    shards = dataset_iterators(own_data)
+    train_shard = shards["train"]
+    x_val, y_val = _pull(shards["val"], label_dtype)
     cached = _pull(train_shard, label_dtype) if cfg.cache == "memory" else None
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
 

@@ -28,22 +28,33 @@ def test_gcs_tables_and_their_messages():
     assert {pb.ActorTableData.DEAD, pb.ActorTableData.ALIVE} <= set(pb.ActorTableData.ActorState.values())
 
 
-def test_the_placement_cleaner_is_left_out_and_only_it():
+def test_trainer_class_leaves_out_the_cleaner_and_an_idle_datasets_callback_and_only_them():
+    import ray
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    cleaner = rc.placement_group_cleaner_callback()
+    cleaner, datasets = rc.placement_group_cleaner_callback(), rc.datasets_callback()
     assert inspect.isclass(cleaner) and cleaner.__name__ == "PlacementGroupCleanerCallback"
+    assert inspect.isclass(datasets) and datasets.__name__ == "DatasetsCallback"
 
-    def names(trainer_cls) -> list[str]:
-        trainer = trainer_cls(lambda config: None, scaling_config=ScalingConfig(num_workers=1))
+    def names(trainer_cls, **kw) -> list[str]:
+        trainer = trainer_cls(lambda config: None, scaling_config=ScalingConfig(num_workers=1), **kw)
         return [type(cb).__name__ for cb in trainer._create_default_callbacks()]
 
     default = names(TorchTrainer)
-    swept = names(rc.torch_trainer_without_placement_cleaner())
-    assert "PlacementGroupCleanerCallback" in default
-    assert swept == [n for n in default if n != "PlacementGroupCleanerCallback"]
-    assert issubclass(rc.torch_trainer_without_placement_cleaner(), TorchTrainer)
+    assert {"PlacementGroupCleanerCallback", "DatasetsCallback", "BackendSetupCallback"} <= set(default)
+    swept = rc.trainer_class(torch_backend=True, placement_cleaner=False)
+    assert issubclass(swept, TorchTrainer)
+    assert names(swept) == [n for n in default if n not in ("PlacementGroupCleanerCallback", "DatasetsCallback")]
+    some_data = {"datasets": {"train": ray.data.range(3)}}
+    assert names(swept, **some_data) == [n for n in default if n != "PlacementGroupCleanerCallback"]
+    kept = rc.trainer_class(torch_backend=True, placement_cleaner=True)
+    assert names(kept, **some_data) == default
+    plain = rc.trainer_class(torch_backend=False, placement_cleaner=False)
+    assert issubclass(plain, DataParallelTrainer) and not issubclass(plain, TorchTrainer)
+    assert names(plain) == [n for n in names(DataParallelTrainer)
+                            if n not in ("PlacementGroupCleanerCallback", "DatasetsCallback")]
 
 
 def test_train_report_logger_is_the_one_the_context_logs_to():

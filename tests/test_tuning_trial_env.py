@@ -1,5 +1,8 @@
 """A search on the embedded Ray starts no Ray Train preemption watcher for its trials (nothing there is ever
 drained): one actor process less per trial, and none of the watcher's lines."""
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -63,3 +66,21 @@ def test_row_channel_hands_over_every_row_in_order_the_last_one_too(ray_session,
     assert got == [{"epoch": 1}] and offset == len(b'{"epoch": 1}\n')
     rows.write_bytes(b'{"epoch": 1}\n{"epoch": 2}\n')
     assert forward_rows(str(rows), offset, got.append) == rows.stat().st_size and got == [{"epoch": 1}, {"epoch": 2}]
+
+
+def test_a_trials_row_file_goes_with_it_and_a_dead_trials_with_the_next(ray_session):
+    from tuning.trial import rows_folder, run_reporting
+
+    seen = []
+    run_reporting(lambda channel: seen.append(channel.path), lambda row: None)
+    assert seen and not os.path.exists(seen[0])
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = rows_folder() / f"{gone.stdout.strip()}-abc.jsonl"     # a trial process Tune ended mid-run
+    leftover.write_text('{"epoch": 1}\n')
+    mine = rows_folder() / f"{os.getpid()}-abc.jsonl"                 # a live trial's
+    mine.write_text("")
+    try:
+        rows_folder()
+        assert not leftover.exists() and mine.exists()
+    finally:
+        mine.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ never be placed: the search hangs.
 Ray Train has a cleaner for exactly this case (a detached `PlacementGroupCleaner` actor per run), but it checks
 on the controller through the state API, which needs the dashboard (off in our embedded Ray): it would never
 see the controller die, never free the group, and poll every second until the cluster stops. So trials run
-without it (`cluster.ray_compat.torch_trainer_without_placement_cleaner`, see tuning/trial.py) and the driver
+without it (`cluster.ray_compat.trainer_class`, see tuning/trial.py) and the driver
 sweeps instead: placement groups of this job whose creating actor is dead are removed (nobody can use them any
 more; Ray would remove them itself at the end of the job). Tune's own trial placement groups are made by the
 driver, not an actor, and are never touched. The GCS tables are read through `cluster.ray_compat`: the public

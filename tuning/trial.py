@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -21,10 +20,9 @@ from typing import Any, Optional
 
 from ray.train import UserCallback
 
-from cluster import ray_compat
 from jobs.pipeline import PreparedData
 from jobs.spec import EarlyStopSpec, JobSpec
-from jobs.train import PREEMPTION_ENV, configure, fit
+from jobs.train import PREEMPTION_ENV, configure, default_trainer, fit
 from tuning.space import decode_hidden
 
 ROW_WAIT_S = 0.05          # how often a trial looks for its Train run's new rows (`RowChannel`)
@@ -107,13 +105,28 @@ def forward_rows(path: str, offset: int, report) -> int:
     return offset + end
 
 
+def rows_folder() -> Path:
+    """This node's folder of trials' row files (`RowChannel`), `<pid>-<random>.jsonl` each. A trial removes its
+    own file when its run ends; Tune ends the process of a trial it stops (ASHA) without unwinding it, so each
+    new trial first removes the files of trial processes no longer alive."""
+    folder = Path(tempfile.gettempdir()) / "trainyard-trial-rows"
+    folder.mkdir(exist_ok=True)
+    for leftover in folder.glob("*.jsonl"):
+        try:
+            os.kill(int(leftover.name.split("-", 1)[0]), 0)
+        except ProcessLookupError:
+            leftover.unlink(missing_ok=True)
+        except (ValueError, OSError):     # not ours to judge (another user's process, a foreign name)
+            pass
+    return folder
+
+
 def run_reporting(train, report, wait_s: float = ROW_WAIT_S) -> Any:
     """Run `train(channel)` in a thread, with `channel` a `RowChannel`, and `report` each row it hands over, in
     order, from this thread (the trial's: Tune's `tune.report` belongs there). Returns what `train` returned, or
     raises what it raised, once every row it reported has been passed on."""
-    folder = tempfile.mkdtemp(prefix="trainyard-trial-rows-")
-    path = os.path.join(folder, "rows.jsonl")
-    open(path, "wb").close()
+    fd, path = tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=".jsonl", dir=rows_folder())
+    os.close(fd)
     outcome: dict = {}
 
     def run() -> None:
@@ -131,7 +144,7 @@ def run_reporting(train, report, wait_s: float = ROW_WAIT_S) -> Any:
             offset = forward_rows(path, offset, report)
         forward_rows(path, offset, report)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        Path(path).unlink(missing_ok=True)
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")
@@ -169,4 +182,4 @@ def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment
         spec, prepared, storage_path=os.path.join(experiment_dir, TRAIN_DIR), run_name=run_name(trial_id),
         config=worker_config, callbacks=[channel], progress=lambda *_: None,
         # The search's driver gives back the placement group of a trial ASHA stops (tuning/_placement.py).
-        trainer=ray_compat.torch_trainer_without_placement_cleaner()), tune.report)
+        trainer=default_trainer(spec, placement_cleaner=False)), tune.report)
