@@ -36,7 +36,7 @@ def test_row_channel_hands_over_every_row_in_order_the_last_one_too(ray_session,
     just before the run returns (Ray's queue-actor bridge could lose that one), and an error comes after them."""
     from types import SimpleNamespace
 
-    from tuning.trial import forward_rows, run_reporting
+    from tuning.rows import forward_rows, run_reporting
 
     def train(channel):
         for epoch in range(1, 4):
@@ -69,7 +69,7 @@ def test_row_channel_hands_over_every_row_in_order_the_last_one_too(ray_session,
 
 
 def test_a_trials_row_file_goes_with_it_and_a_dead_trials_with_the_next(ray_session):
-    from tuning.trial import rows_folder, run_reporting
+    from tuning.rows import rows_folder, run_reporting
 
     seen = []
     run_reporting(lambda channel: seen.append(channel.path), lambda row: None)
@@ -84,3 +84,13 @@ def test_a_trials_row_file_goes_with_it_and_a_dead_trials_with_the_next(ray_sess
         assert not leftover.exists() and mine.exists()
     finally:
         mine.unlink(missing_ok=True)
+
+
+def test_the_row_channel_does_not_bring_torch_into_the_controller():
+    """The Train controller unpickles RowChannel, so imports its module: a one-worker run's controller never needs
+    torch (`jobs.train.default_trainer`), and one import of it costs ~1 CPU-s per trial on 2 cores."""
+    probe = "import sys; from tuning.rows import RowChannel; print('torch' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"

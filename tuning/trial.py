@@ -1,7 +1,7 @@
 """One trial: a Tune function that runs one full Ray Train run (`jobs.train.fit`) with the sampled config.
 
 This is the Train V2 pattern for Tune: the trial is only the driver of its Train run. Every epoch's
-`ray.train.report` (metrics + checkpoint path) reaches this trial through `RowChannel`, and the trial hands it
+`ray.train.report` (metrics + checkpoint path) reaches this trial through `tuning.rows.RowChannel`, and the trial hands it
 to Tune with `tune.report`, so ASHA sees each epoch and can stop the trial; stopping the trial ends the process
 that owns the Train controller, and with it the controller and its workers.
 
@@ -13,19 +13,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
-import threading
 from pathlib import Path
-from typing import Any, Optional
-
-from ray.train import UserCallback
+from typing import Optional
 
 from jobs.pipeline import PreparedData
 from jobs.spec import EarlyStopSpec, JobSpec
 from jobs.train import PREEMPTION_ENV, configure, default_trainer, fit
+from tuning.rows import run_reporting
 from tuning.space import decode_hidden
 
-ROW_WAIT_S = 0.05          # how often a trial looks for its Train run's new rows (`RowChannel`)
 TRAIN_DIR = "train"        # the Train runs of an experiment, one per trial: EXPERIMENT/train/trial-<id>
 ENDED_DIR = "ended"        # EXPERIMENT/ended/<id>.json: written by the driver when Tune ends a trial
 
@@ -56,98 +52,6 @@ def ended_record(experiment_dir: str | os.PathLike, trial_id: str) -> Optional[d
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-class RowChannel(UserCallback):
-    """A Ray Train callback that hands every report's row (rank 0's metrics, as Ray's `TuneReportCallback` does,
-    with "checkpoint_path" when the report has a checkpoint) to the trial that runs the Train run: one JSON line
-    each, appended to a file the trial reads (`forward_rows`).
-
-    Why not Ray's `TuneReportCallback`: it sends the rows through a `ray.util.queue.Queue`, an actor, so a Python
-    process per trial (~2 CPU-s to start on 2 cores, where a search is CPU-bound), and Tune's session fetches from
-    that queue only while the trial runs: a row put within a few tens of ms of the run's end could miss the last
-    fetch and the trial ended with no metrics at all (seen in CI twice at a 0.02 s controller poll, which is why
-    trials polled at 0.25 s: ~2.5 s more per 10-epoch trial). Here the trial reads the file to its end after the
-    run returns, so no row is lost, and trials poll at the same interval as any run.
-
-    The file needs no shared storage: Ray Train V2 starts a run's controller, where callbacks run, on the node of
-    the process that calls `trainer.fit()` (a label selector on that node's id), i.e. this trial's node."""
-
-    def __init__(self, path: str):
-        import ray
-
-        self.path = path
-        self.node_id = ray.get_runtime_context().get_node_id()
-
-    def after_report(self, run_context, metrics: list, checkpoint) -> None:
-        import ray
-
-        if ray.get_runtime_context().get_node_id() != self.node_id:
-            raise RuntimeError(f"the Ray Train controller runs on another node than its tuning trial, so it cannot "
-                               f"hand the trial its rows through {self.path}: this Ray version places the "
-                               "controller differently; pin Ray to the version in pyproject.toml")
-        row = dict(metrics[0])
-        if checkpoint is not None:
-            row["checkpoint_path"] = checkpoint.path
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-def forward_rows(path: str, offset: int, report) -> int:
-    """Call `report(row)` for each whole line of `path` after byte `offset`; returns the offset after them (a line
-    still being written stays for the next call)."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    end = data.rfind(b"\n") + 1
-    for line in data[:end].splitlines():
-        report(json.loads(line))
-    return offset + end
-
-
-def rows_folder() -> Path:
-    """This node's folder of trials' row files (`RowChannel`), `<pid>-<random>.jsonl` each. A trial removes its
-    own file when its run ends; Tune ends the process of a trial it stops (ASHA) without unwinding it, so each
-    new trial first removes the files of trial processes no longer alive."""
-    folder = Path(tempfile.gettempdir()) / "trainyard-trial-rows"
-    folder.mkdir(exist_ok=True)
-    for leftover in folder.glob("*.jsonl"):
-        try:
-            os.kill(int(leftover.name.split("-", 1)[0]), 0)
-        except ProcessLookupError:
-            leftover.unlink(missing_ok=True)
-        except (ValueError, OSError):     # not ours to judge (another user's process, a foreign name)
-            pass
-    return folder
-
-
-def run_reporting(train, report, wait_s: float = ROW_WAIT_S) -> Any:
-    """Run `train(channel)` in a thread, with `channel` a `RowChannel`, and `report` each row it hands over, in
-    order, from this thread (the trial's: Tune's `tune.report` belongs there). Returns what `train` returned, or
-    raises what it raised, once every row it reported has been passed on."""
-    fd, path = tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=".jsonl", dir=rows_folder())
-    os.close(fd)
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = train(RowChannel(path))
-        except BaseException as exc:     # handed to the trial's thread below
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=run, name="trainyard-trial-run", daemon=True)
-    worker.start()
-    offset = 0
-    try:
-        while worker.is_alive():
-            worker.join(wait_s)
-            offset = forward_rows(path, offset, report)
-        forward_rows(path, offset, report)
-    finally:
-        Path(path).unlink(missing_ok=True)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
 
 
 def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment_dir: str,
