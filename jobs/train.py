@@ -31,7 +31,7 @@ __all__ = ["TrainError", "TrainOutcome", "configure", "worker_config", "fit", "b
            "resolve_use_gpu", "check_resources", "class_weights", "summary_table", "POLL_ENV", "PREEMPTION_ENV",
            "controller_poll_s"]
 
-# How often Ray Train V2's controller polls its workers (its default is 2 s). TorchTrainer.fit() copies this
+# How often Ray Train V2's controller polls its workers (its default is 2 s). Ray Train's fit() copies this
 # variable from the os.environ of the process that calls it (the driver: our CLI, a job's entrypoint, a tuning
 # trial) into the controller's runtime_env, which reads it once; so `fit` sets it around `trainer.fit()`.
 POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -240,7 +240,7 @@ def controller_poll_s(workers: int, pretrained: bool = False) -> float:
 
 @contextlib.contextmanager
 def _controller_env(workers: int, embedded: bool, pretrained: bool = False):
-    """The environment the Ray Train run started inside gets from this process (TorchTrainer.fit() copies these
+    """The environment the Ray Train run started inside gets from this process (Ray Train's fit() copies these
     variables into its controller's runtime_env): the poll interval (`controller_poll_s`) and, on embedded Ray,
     no preemption watcher (an actor process per run that polls Ray for nodes being drained: none of ours ever
     is; measured, it costs a run's start under 0.1 s on a quiet machine, ~0.5 s on a loaded one). Ray Train's
