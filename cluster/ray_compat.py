@@ -91,7 +91,7 @@ def trainer_class(torch_backend: bool = True, placement_cleaner: bool = True) ->
       `jobs.worker.dataset_iterators`): it would start a `DatasetManager` actor anyway, a Python process per run.
 
     Measured on 2 cores, 1 worker, a trivial loop that pulls 850 rows, fit() median of 4 alternating (RESULTS,
-    "Time to a model: one worker without a process group"): TorchTrainer 7.2 s / 11.3 CPU-s of the machine;
+    "Time to a model: fewer processes per run and per trial"): TorchTrainer 7.2 s / 11.3 CPU-s of the machine;
     without the torch backend 5.9 s / 10.0; and without the DatasetManager 5.8 s / 8.3."""
     from ray.train.torch import TorchTrainer
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
