@@ -196,7 +196,8 @@ def cmd_run(args) -> int:
     serving = None if args.no_serve else _import("serving")
     check_before_ray(spec)
     from jobs import RUN_IMPORTS
-    KIT.connect(args, spec, imports=("tuning.experiment",) + RUN_IMPORTS if spec.tune is not None else RUN_IMPORTS)
+    from tuning import SEARCH_IMPORTS
+    KIT.connect(args, spec, imports=SEARCH_IMPORTS if spec.tune is not None else RUN_IMPORTS)
     if spec.tune is not None:
         from tuning import run_tune
         path, _ = run_tune(spec, resume=args.resume, progress=progress, resume_command=resume_command(args))

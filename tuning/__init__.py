@@ -6,9 +6,14 @@
   ``TuneInputError``: the spec or command asks what cannot be done (a ``cluster.errors.BadInput``, exit 2);
 - ``tuning.commands.register``: the `trainyard tune` subcommand.
 """
+from jobs import RUN_IMPORTS
 from tuning.plan import Plan, TuneError, TuneInputError, plan
 
-__all__ = ["run_tune", "plan", "Plan", "TuneError", "TuneInputError"]
+__all__ = ["run_tune", "plan", "Plan", "TuneError", "TuneInputError", "SEARCH_IMPORTS"]
+
+# What a search imports once Ray is up (names only), for a caller that imports it while Ray starts
+# (`trainyard.cli.connect`): the experiment, and everything a training run needs.
+SEARCH_IMPORTS = ("tuning.experiment",) + RUN_IMPORTS
 
 
 def __getattr__(name: str):

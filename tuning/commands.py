@@ -17,8 +17,8 @@ def register(subparsers, kit) -> None:
             raise BadInput(f"{args.spec} has no `tune` section, so there is nothing to search; add one (e.g. "
                            "tune: {samples: 8, lr: {loguniform: [1.0e-4, 1.0e-1]}}) or use `trainyard train`")
         space.check(spec)      # refused in seconds, before Ray starts (run_tune checks again for API callers)
-        from jobs import RUN_IMPORTS
-        kit.connect(args, spec, imports=("tuning.experiment",) + RUN_IMPORTS)
+        from tuning import SEARCH_IMPORTS
+        kit.connect(args, spec, imports=SEARCH_IMPORTS)
         path, _ = run_tune(spec, resume=args.resume, progress=kit.progress, resume_command=kit.resume_command(args))
         print(f"bundle written to {path}")
         return 0
