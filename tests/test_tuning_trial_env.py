@@ -68,6 +68,28 @@ def test_row_channel_hands_over_every_row_in_order_the_last_one_too(ray_session,
     assert forward_rows(str(rows), offset, got.append) == rows.stat().st_size and got == [{"epoch": 1}, {"epoch": 2}]
 
 
+def test_numpy_and_torch_metrics_pass_as_numbers_and_anything_else_is_named(ray_session):
+    import numpy as np
+    import torch
+
+    from tuning.rows import run_reporting
+
+    got = []
+    run_reporting(lambda channel: channel.after_report(
+        None, [{"val_loss": np.float32(0.5), "epoch": np.int64(2), "acc": torch.tensor(0.25),
+                "per_class": np.array([1.0, 2.0])}], None), got.append)
+    assert got == [{"val_loss": 0.5, "epoch": 2, "acc": 0.25, "per_class": [1.0, 2.0]}]
+    assert type(got[0]["epoch"]) is int
+
+    class Odd:
+        pass
+
+    got.clear()
+    with pytest.raises(TypeError, match="reported metric holds .*Odd"):
+        run_reporting(lambda channel: channel.after_report(None, [{"epoch": 1, "x": Odd()}], None), got.append)
+    assert got == []             # nothing half-written
+
+
 def test_a_trials_row_file_goes_with_it_and_a_dead_trials_with_the_next(ray_session):
     from tuning.rows import rows_folder, run_reporting
 

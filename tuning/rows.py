@@ -46,8 +46,19 @@ class RowChannel(UserCallback):
         row = dict(metrics[0])
         if checkpoint is not None:
             row["checkpoint_path"] = checkpoint.path
+        line = json.dumps(row, default=_plain)
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(line + "\n")
+
+
+def _plain(value):
+    """A metric value JSON has no type for, as a plain Python value: numpy scalars and arrays, and torch tensors,
+    through their `tolist()` (duck-typed: this module must not import either). Anything else fails the report,
+    naming the value: a row is never written without it."""
+    if callable(getattr(value, "tolist", None)):
+        return value.tolist()
+    raise TypeError(f"a reported metric holds {value!r} ({type(value).__name__}), which a tuning trial cannot "
+                    "pass on: report plain numbers, strings, lists or dicts (or numpy/torch values)")
 
 
 def forward_rows(path: str, offset: int, report) -> int:
