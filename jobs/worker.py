@@ -267,7 +267,8 @@ def train_epoch(model, batches, optimizer, loss_fn, cfg: WorkerConfig, device, a
             "compute_dtype": str(out.dtype).removeprefix("torch.") if out is not None else None}
 
 
-DATASETS_KEY = "_datasets"    # a one-worker run's train_loop_config: its splits, read without Ray Train's DatasetManager
+# Where a one-worker run's train_loop_config carries its splits, read without Ray Train's DatasetManager.
+DATASETS_KEY = "_datasets"
 
 
 def dataset_iterators(own: Optional[dict]) -> dict:

@@ -1,9 +1,9 @@
 """One trial: a Tune function that runs one full Ray Train run (`jobs.train.fit`) with the sampled config.
 
 This is the Train V2 pattern for Tune: the trial is only the driver of its Train run. Every epoch's
-`ray.train.report` (metrics + checkpoint path) reaches this trial through `tuning.rows.RowChannel`, and the trial hands it
-to Tune with `tune.report`, so ASHA sees each epoch and can stop the trial; stopping the trial ends the process
-that owns the Train controller, and with it the controller and its workers.
+`ray.train.report` (metrics + checkpoint path) reaches this trial through `tuning.rows.RowChannel`, and the trial
+hands it to Tune with `tune.report`, so ASHA sees each epoch and can stop the trial; stopping the trial ends the
+process that owns the Train controller, and with it the controller and its workers.
 
 The Train run is named after the trial id and stored under the experiment, so a trial restarted by
 `--resume` resumes its Train run from the last checkpoint instead of starting over.
