@@ -1,6 +1,7 @@
 """One real local Ray for the whole session (starting Ray costs seconds on 2 cores), tiny data in tmp dirs."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -34,6 +35,37 @@ def pytest_collection_modifyitems(config, items):
     if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike, so their collections agree
         rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
         items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+# Session fixtures paid once per pytest process however many modules use them: Ray Serve (a controller, a proxy
+# and HAProxy, then a controller idling for the session; tests/serving_fixtures.py) and the bundles the serving
+# tests train. Under `--dist loadfile` (`make test`) every module that names one of them goes to the same xdist
+# worker, as one unit, so each is set up once instead of once per worker; any other module stays a unit of its
+# own. (xdist's `--dist loadgroup` would do this with marks, but with pytest 9.2 it silently falls back to one
+# test per unit: xdist 3.8 renames a test by setting `item._nodeid`, which pytest 9.2 no longer reads;
+# pytest-xdist issue #1386, open.) The scheduler sees only test ids, so the module's source decides.
+SHARED_FIXTURES = ("serve_instance", "served_bundle", "image_bundle")
+SHARED_UNIT = "tests/serving_fixtures.py"
+
+
+@functools.lru_cache(maxsize=None)
+def unit_of(path: str) -> str:
+    """The xdist work unit of the test module at `path` (relative to the repository root)."""
+    source = (ROOT / path).read_text() if (ROOT / path).is_file() else ""
+    return SHARED_UNIT if any(name in source for name in SHARED_FIXTURES) else path
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)   # optional: the hook exists only with pytest-xdist installed
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixturesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid.split("::", 1)[0])
+
+    return SharedFixturesTogether(config, log)
 
 
 @pytest.fixture(scope="session")
