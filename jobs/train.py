@@ -29,13 +29,15 @@ from jobs.worker import DATASETS_KEY, train_loop_per_worker
 __all__ = ["TrainError", "TrainOutcome", "configure", "worker_config", "fit", "build_trainer", "default_trainer",
            "last_state",
            "resolve_use_gpu", "check_resources", "class_weights", "summary_table", "POLL_ENV", "PREEMPTION_ENV",
-           "controller_poll_s"]
+           "controller_poll_s", "ingest_options"]
 
 # How often Ray Train V2's controller polls its workers (its default is 2 s). Ray Train's fit() copies this
 # variable from the os.environ of the process that calls it (the driver: our CLI, a job's entrypoint, a tuning
 # trial) into the controller's runtime_env, which reads it once; so `fit` sets it around `trainer.fit()`.
 POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 PREEMPTION_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+# The start of the deprecation warning Ray 2.60's own `DataConfig.default_ingest_options()` raises (`ingest_options`).
+EXCLUDE_RESOURCES_WARNING = r"`ExecutionOptions\.exclude_resources` is deprecated"
 
 # Builds the Ray Train trainer: called as TorchTrainer is, `trainer(loop, train_loop_config=..., scaling_config=...,
 # datasets=..., dataset_config=..., run_config=...)`.
@@ -155,6 +157,21 @@ def default_trainer(spec: JobSpec, *, placement_cleaner: bool) -> TrainerFactory
     return ray_compat.trainer_class(torch_backend=spec.train.workers > 1, placement_cleaner=placement_cleaner)
 
 
+def ingest_options():
+    """Ray Train's default ingest options (`DataConfig.default_ingest_options()`: this driver's DataContext), less
+    the warning Ray 2.60 raises from inside that method. It copies `ExecutionOptions.exclude_resources`, which
+    the same release deprecated (ray-project/ray#64632), so it warns on every call, and every one-worker
+    `trainyard train` printed Ray's RayDeprecationWarning to a user who can do nothing about it. Only that one
+    warning, matched by its text, is silenced; tests/test_train_contracts.py fails when Ray stops raising it."""
+    import warnings
+
+    from ray.train import DataConfig
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=EXCLUDE_RESOURCES_WARNING)
+        return DataConfig.default_ingest_options()
+
+
 def build_trainer(spec: JobSpec, prepared: PreparedData, config: WorkerConfig, *, storage_path: str,
                   run_name: str, callbacks: Optional[list] = None, trainer: Optional[TrainerFactory] = None,
                   embedded: Optional[bool] = None):
@@ -186,7 +203,7 @@ def build_trainer(spec: JobSpec, prepared: PreparedData, config: WorkerConfig, *
         # (`jobs.worker.dataset_iterators`), and `ray_compat.trainer_class` leaves the unused callback out.
         loop_config[DATASETS_KEY] = {
             "datasets": datasets,
-            "ingest": DataConfig(datasets_to_split=[], execution_options=DataConfig.default_ingest_options())}
+            "ingest": DataConfig(datasets_to_split=[], execution_options=ingest_options())}
         datasets, dataset_config = None, None
     return trainer(
         train_loop_per_worker,
