@@ -2,9 +2,10 @@
 
 It receives a `jobs.contracts.WorkerConfig` (as a dict: Ray's `train_loop_config`), reports one row per epoch,
 with a `jobs.contracts.TrainState` checkpoint at the cadence of train.checkpoint_every and at the last epoch,
-and resumes from the latest checkpoint when Ray Train restarts its workers. By default the shard is pulled out of Ray Data once and held as tensors (the data is already
-preprocessed and packed, so each epoch is a plain tensor loop); a shard the driver found too large for
-`train.cache_limit_mb` streams from Ray Data every epoch instead.
+and resumes from the latest checkpoint when Ray Train restarts its workers. By default the shard is pulled out
+of Ray Data once and held as tensors (the data is already preprocessed and packed, so each epoch is a plain
+tensor loop); a shard the driver found too large for `train.cache_limit_mb` streams from Ray Data every epoch
+instead.
 """
 from __future__ import annotations
 
