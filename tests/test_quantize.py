@@ -47,8 +47,7 @@ def test_quantize_is_an_operator_setting_and_unknown_modes_are_refused(tmp_path)
 @pytest.mark.slow
 def test_quantized_tabular_bundle_answers_over_http(served_bundle, serve_instance, telemetry_dir):
     from jobs.bundle import load
-    from serving import shutdown
-    from tests.serving_fixtures import call, deploy_app, records_from
+    from tests.serving_fixtures import call, deploy_app, records_from, release_app
 
     bundle = load(served_bundle)
     records = records_from(telemetry_dir, 60)
@@ -67,7 +66,7 @@ def test_quantized_tabular_bundle_answers_over_http(served_bundle, serve_instanc
         assert agree >= 0.95, agree
         assert call(served.url, "GET", "/schema")[2]["limits"]["quantize"] == "int8"
     finally:
-        shutdown("quantized")
+        release_app("quantized")
 
 
 from tests.serving_fixtures import served_bundle, serve_instance  # noqa: E402,F401  (fixtures)

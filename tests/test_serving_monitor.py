@@ -18,7 +18,7 @@ import pytest
 
 from jobs import drift
 from serving.monitor import STEPS, LiveMonitor, _Window, for_replica
-from tests.serving_fixtures import call, deploy_app, served_bundle, serve_instance  # noqa: F401
+from tests.serving_fixtures import call, deploy_app, release_app, served_bundle, serve_instance  # noqa: F401
 
 SHIFTED = {"air_temp_k", "machine_type", "rpm"}
 PER_REQUEST = 6
@@ -170,8 +170,6 @@ def shifted(records: list[dict]) -> list[list[dict]]:
 def monitored(served_bundle, serve_instance, held_out_records):
     """Two apps of the same bundle, one replica each (a replica counts its own traffic): one sent the held-out
     split, one the same rows shifted (behind a token). Returns {kind: (Served, rows sent)}."""
-    from serving import shutdown
-
     plain = [held_out_records[i:i + PER_REQUEST] for i in range(0, len(held_out_records), PER_REQUEST)]
     traffic = {"held-out": plain, "shifted": shifted(held_out_records)}
     apps = {}
@@ -189,7 +187,7 @@ def monitored(served_bundle, serve_instance, held_out_records):
         yield apps
     finally:
         for served, _ in apps.values():
-            shutdown(served.name)
+            release_app(served.name)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.serving_fixtures import call, deploy_app, serve_instance  # noqa: F401  (fixtures)
+from tests.serving_fixtures import call, deploy_app, release_app, serve_instance  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.ray, pytest.mark.slow]
 _CACHE: dict = {}
@@ -41,10 +41,9 @@ def text_bundle(ray_session, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def text_app(text_bundle, serve_instance):
-    from serving import shutdown
     served = deploy_app(text_bundle, "text", serve_instance, max_body_mb=16 / 1024)
     yield served
-    shutdown("text")
+    release_app("text")
 
 
 def post(url, payload):
@@ -121,7 +120,6 @@ def test_openapi_shows_the_text_field(text_app):
 
 def test_quantized_text_bundle_answers_close_to_float(text_bundle, serve_instance):
     from jobs.bundle import load
-    from serving import shutdown
 
     records = _CACHE["records"]
     expected = load(text_bundle).predict(records)
@@ -135,4 +133,4 @@ def test_quantized_text_bundle_answers_close_to_float(text_bundle, serve_instanc
         agree = sum(a == b for a, b in zip(out["predictions"], expected["predictions"])) / len(records)
         assert agree >= 0.9, agree
     finally:
-        shutdown("text-int8")
+        release_app("text-int8")
