@@ -26,6 +26,11 @@ ERROR_START = re.compile(r"^(Traceback \(most recent call last\):|(\S+ \S+\s+)?(
 # The one message Ray pushes to the driver that a tuning search always earns: its trials' fractional CPUs
 # (a trial's driver holds 0.25) let Ray start more worker processes at once than it expects. Nothing to do.
 WORKER_POOL_NOTE = re.compile(r"worker processes have been started on node")
+# What Ray pushes at the end of every `serve.shutdown()` (`trainyard serve` stopped by Ctrl-C): Serve's controller
+# kills itself once its graceful shutdown is done, while the driver still waits on that call, and Ray reports
+# the call as failed and "will be retried". The normal end of a stop; a controller that died of anything else
+# than its own `ray.kill` still shows.
+SERVE_STOP_NOTE = re.compile(r"^Task ServeController\.graceful_shutdown failed\..*killed by `ray\.kill`")
 
 
 def quiet_ray_logs() -> None:
@@ -67,7 +72,8 @@ class WorkerOutputFilter:
     - from any other process (Ray's actors, tasks and daemons), only errors: from a traceback or an ERROR
       record to the end of that batch, behind "[ray <process> pid=N]", to `error`;
     - what Ray pushes to the driver itself (a worker killed for memory, a request no node can hold), behind
-      "[ray]", to `error`; but for the note that many worker processes started (`WORKER_POOL_NOTE`).
+      "[ray]", to `error`; but for the note that many worker processes started (`WORKER_POOL_NOTE`) and the
+      report of Serve's controller ending its own graceful shutdown (`SERVE_STOP_NOTE`).
 
     `line` and `error` receive one line each, without Ray's ANSI-coloured "(Name pid=N)" prefix."""
 
@@ -84,7 +90,7 @@ class WorkerOutputFilter:
             return
         if out.pushed:
             for text in out.lines:
-                if not WORKER_POOL_NOTE.search(text):
+                if not (WORKER_POOL_NOTE.search(text) or SERVE_STOP_NOTE.match(text)):
                     self.error(f"[ray] {text}")
             return
         shown = False

@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RAY_CHATTER = ("(RayTrainWorker", "(TrainController", "PlacementGroupCleaner", "PreemptionWatcher", "DatasetManager",
                "RayDeprecationWarning", "SplitCoordinator", "(raylet)", "Token authentication is enabled")
 ANSI = re.compile(r"\x1b\[")
+# How Ray 2.60 reports the Serve controller's graceful_shutdown call, pushed to the driver, before the cause.
+SERVE_STOP = ("Task ServeController.graceful_shutdown failed. There are infinite retries remaining, so the task "
+              "will be retried.")
 
 
 # ---------------------------------------------------------------------------------------------- the filter
@@ -56,13 +59,16 @@ def test_ray_actors_lines_stay_out_and_workers_lines_come_without_rays_prefix():
         WorkerOutput(["WARNING: 8 PYTHON worker processes have been started on node: 648c with address: 192.0.2.2, "
                       "which is 4x the maximum expected startup concurrency (2)."], "raylet", "", is_err=False,
                      pushed=True),
+        # `trainyard serve` stopped with Ctrl-C: Serve's controller ends its own graceful shutdown.
+        WorkerOutput([f"{SERVE_STOP} Error: The actor is dead because it was killed by `ray.kill`."], "raylet", "",
+                     is_err=False, pushed=True),
     ])
     assert lines == [epoch] and errors == []
 
 
 def test_errors_stay_visible():
     """A worker's traceback (as Ray Train 2.60 logs it), an ERROR record or traceback of any other process, and
-    what Ray pushes to the driver (but the worker-pool note) reach the user, each line saying where it came from."""
+    what Ray pushes to the driver (but the worker-pool note and Serve's own stop) reach the user, each line saying where it came from."""
     traceback = ["Error in training function:", "Traceback (most recent call last):",
                  '  File "/x/jobs/worker.py", line 10, in loop', "ValueError: boom in the loop", ""]
     lines, errors = _filtered([
@@ -71,13 +77,16 @@ def test_errors_stay_visible():
                       "Traceback (most recent call last):", "RuntimeError: lost"], "27", "TrainController", is_err=True),
         WorkerOutput(["Task was killed due to the node running low on memory."], "raylet", "", is_err=False,
                      pushed=True),
+        WorkerOutput([f"{SERVE_STOP} Error: The actor died unexpectedly before finishing this task."], "raylet", "",
+                     is_err=False, pushed=True),
     ])
     assert lines == []
     assert errors == [f"[worker pid=314] {t}" for t in traceback if t] + [
         "[ray TrainController pid=27] 2026-12-01 17:20:20,653\tERROR controller.py:925 -- Error in control loop",
         "[ray TrainController pid=27] Traceback (most recent call last):",
         "[ray TrainController pid=27] RuntimeError: lost",
-        "[ray] Task was killed due to the node running low on memory."]
+        "[ray] Task was killed due to the node running low on memory.",
+        f"[ray] {SERVE_STOP} Error: The actor died unexpectedly before finishing this task."]
 
 
 # ---------------------------------------------------------------------------------------------- the display
