@@ -434,8 +434,11 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                   progress: Callable[[str], None] = print, timeout_s: float = DEPLOY_TIMEOUT_S) -> int:
     """Deploy and block until Ctrl-C/SIGTERM, then delete the app. When another trainyard process already
     serves app `name` here, this is an update: deploy the new bundle into it and return (that process keeps
-    serving it). Returns 0 (EXIT_OK) once stopped; a deploy that fails, or an app deleted from under it, raises
-    ServeError."""
+    serving it). A new app on the port of another trainyard process (whose Ray this one joined) is that
+    process's guest: served until stopped, without touching its record (`state_file`). Returns 0 (EXIT_OK) once
+    stopped; a deploy that fails, or an app deleted from under it, raises ServeError."""
+    import ray
+
     served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, no_token=no_token,
                     progress=progress, timeout_s=timeout_s)
     if served.updated_from is not None:
@@ -446,7 +449,15 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
             return EXIT_OK
         progress(f"[serve] {served.name} updated {served.updated_from} → {served.version}")
     _announce(served, progress)
-    file = _write_server_state(served, [served.name])
+    file, owner = None, read_server_state(served.port)
+    if owner is None or owner["pid"] == os.getpid():
+        file = _write_server_state(served, [served.name])
+    elif owner.get("address") == ray.get_runtime_context().gcs_address:
+        # Another `trainyard serve` owns this port's Serve, and the Ray it runs on: this app is its guest. Its
+        # record is left as it is (the next update of one of its apps finds it there) and stopping it stops
+        # this app too. (A live record of another Ray is another server's: left alone as well.)
+        progress(f"[serve] {served.name} runs on the Ray of trainyard process {owner['pid']}, which serves on port "
+                 f"{served.port}: stopping that process stops {served.name} too")
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         # SIGTERM (`kill`, a container stop) stops as cleanly as Ctrl-C; SIGINT is set explicitly because a
@@ -467,7 +478,8 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
         try:
             shutdown(served.name)
         finally:
-            file.unlink(missing_ok=True)
+            if file is not None:
+                file.unlink(missing_ok=True)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     progress("[serve] stopped")

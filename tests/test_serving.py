@@ -2,10 +2,11 @@
 
 The contract: predictions equal `Bundle.predict`; every bad request is a precise 4xx naming record and field,
 and the replica keeps serving; the bearer token; the OpenAPI spec lists every feature; `serving.Client`;
-`trainyard predict` and a `trainyard serve` update from another process.
+`trainyard predict`, and `trainyard serve` from another process: an update, a second app stopped by SIGTERM.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -245,10 +246,11 @@ def test_client_chunks_cleans_and_reports_global_indices(strict_app, served_bund
 def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle, serve_instance, telemetry_dir,
                                                                     tmp_path, monkeypatch):
     """The user flow across processes: a server owns app `cli`; `trainyard serve NEW --name cli` in another
-    process joins its Ray, updates the app in place and exits; `trainyard predict` writes a file."""
+    process joins its Ray, updates the app in place and exits; `trainyard predict` writes a file; `trainyard
+    serve NEW --name guest` on the same port serves a second app until SIGTERM stops it."""
     import pandas as pd
 
-    from serving import Client
+    from serving import Client, app_status
     from serving.server import _write_server_state
 
     monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
@@ -281,8 +283,62 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         bad = subprocess.run([sys.executable, "-m", "trainyard", "predict", "--url", served.url,
                               str(tmp_path / "rows.txt")], capture_output=True, text=True, env=env, timeout=60)
         assert bad.returncode == 1 and "unsupported file type '.txt'" in bad.stderr
+
+        # A second app on the same port: `trainyard serve` joins the owner's Ray and serves it until stopped
+        # (SIGTERM, as `kill` or a container stop sends), leaving the owner's record as it was.
+        record = (tmp_path / "state" / f"serve-{served.port}.json").read_text()
+        guest = _serve_in_background(new, env, "--name", "guest", "--port", str(served.port),
+                                     "--set", "route_prefix=/guest", "--set", "ray_actor_options.num_cpus=0.25")
+        try:
+            url = guest.wait_for(r"\[serve\] guest \S+ at (\S+)")
+            assert Client(url).predict(sent[:2])["predictions"] == expected["predictions"][:2]
+            assert f"runs on the Ray of trainyard process {os.getpid()}" in guest.wait_for(r"(.*runs on the Ray.*)")
+            assert (tmp_path / "state" / f"serve-{served.port}.json").read_text() == record
+        finally:
+            guest.process.send_signal(signal.SIGTERM)
+            code = guest.process.wait(timeout=120)
+        out = guest.output()
+        assert code == 0 and out.splitlines()[-2:] == ["[serve] stopping guest ...", "[serve] stopped"], out
+        # Nothing from Ray but trainyard's own "[ray] 1 node(s), ..." line.
+        assert [line for line in out.splitlines() if line.startswith("[ray") or "Traceback" in line] == [
+            next(line for line in out.splitlines() if line.startswith("[ray] 1 node(s)"))], out
+        assert app_status("guest") is None
+        assert (tmp_path / "state" / f"serve-{served.port}.json").read_text() == record    # still the owner's
+        assert Client(served.url).predict([{}])["model"]["version"] == "cli-v2"
     finally:
         release_app("cli")
+
+
+class _Background:
+    """A command running in the background, its output (stdout and stderr) collected line by line."""
+
+    def __init__(self, argv: list[str], env: dict):
+        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self._lines.extend(self.process.stdout), daemon=True)
+        self._reader.start()
+
+    def wait_for(self, pattern: str, timeout_s: float = 240.0) -> str:
+        """The first group of the first line that matches `pattern`; fails if the command ends or time runs out."""
+        import re
+        import time
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in list(self._lines):
+                if m := re.match(pattern, line.rstrip("\n")):
+                    return m.group(1)
+            if self.process.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"no line matched {pattern!r}:\n{''.join(self._lines)[-3000:]}")
+
+    def output(self) -> str:
+        self._reader.join(timeout=30)
+        return "".join(self._lines)
+
+
+def _serve_in_background(bundle, env: dict, *args: str) -> _Background:
+    return _Background([sys.executable, "-m", "trainyard", "serve", str(bundle), *args], env)
 
 
 def test_serve_settings_come_from_the_bundle_then_set(served_bundle):
