@@ -435,8 +435,9 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
     """Deploy and block until Ctrl-C/SIGTERM, then delete the app. When another trainyard process already
     serves app `name` here, this is an update: deploy the new bundle into it and return (that process keeps
     serving it). A new app on the port of another trainyard process (whose Ray this one joined) is that
-    process's guest: served until stopped, without touching its record (`state_file`). Returns 0 (EXIT_OK) once
-    stopped; a deploy that fails, or an app deleted from under it, raises ServeError."""
+    process's guest: served until stopped, or until that process stops (`_host_stopping`), without touching its
+    record (`state_file`). Returns 0 (EXIT_OK) once stopped; a deploy that fails, an app deleted from under it,
+    or a host that stops, raises ServeError."""
     import ray
 
     served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, no_token=no_token,
@@ -449,14 +450,15 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
             return EXIT_OK
         progress(f"[serve] {served.name} updated {served.updated_from} → {served.version}")
     _announce(served, progress)
-    file, owner = None, read_server_state(served.port)
+    file, host, owner = None, None, read_server_state(served.port)
     if owner is None or owner["pid"] == os.getpid():
         file = _write_server_state(served, [served.name])
     elif owner.get("address") == ray.get_runtime_context().gcs_address:
         # Another `trainyard serve` owns this port's Serve, and the Ray it runs on: this app is its guest. Its
         # record is left as it is (the next update of one of its apps finds it there) and stopping it stops
         # this app too. (A live record of another Ray is another server's: left alone as well.)
-        progress(f"[serve] {served.name} runs on the Ray of trainyard process {owner['pid']}, which serves on port "
+        host = owner
+        progress(f"[serve] {served.name} runs on the Ray of trainyard process {host['pid']}, which serves on port "
                  f"{served.port}: stopping that process stops {served.name} too")
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -466,9 +468,17 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
             previous[sig] = signal.signal(sig, _raise_interrupt)
         except ValueError:   # not the main thread: Ctrl-C/KeyboardInterrupt only
             pass
+    host_stopped = False
     try:
         while True:
-            time.sleep(5.0)
+            # A guest looks every second: its host deletes its apps for a few seconds before its Ray goes, and
+            # a call into a Ray that has gone waits a minute for it.
+            time.sleep(5.0 if host is None else 1.0)
+            if host is not None and _host_stopping(host):
+                host_stopped = True
+                raise ServeError(f"trainyard process {host['pid']}, whose Ray {served.name} runs on, is stopping its "
+                                 f"server on port {served.port}; {served.name} stops with it. To serve it on its own, "
+                                 f"run `trainyard serve` again once that server is down")
             if app_status(served.name) is None:
                 raise ServeError(f"{served.name} was deleted from Serve (`serve.delete`, `serve shutdown` or "
                                  "another process); stopped serving it")
@@ -476,7 +486,8 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
         progress(f"[serve] stopping {served.name} ...")
     finally:
         try:
-            shutdown(served.name)
+            if not host_stopped:      # else its Ray, and this app with it, is on its way out
+                shutdown(served.name)
         finally:
             if file is not None:
                 file.unlink(missing_ok=True)
@@ -484,6 +495,19 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                 signal.signal(sig, handler)
     progress("[serve] stopped")
     return EXIT_OK
+
+
+def _host_stopping(host: dict) -> bool:
+    """True once the trainyard process whose Ray this one joined (`read_server_state`) has ended, or has begun
+    deleting its apps, which it does when it stops (after them its embedded Ray goes)."""
+    try:
+        os.kill(int(host["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:        # alive, another user's
+        pass
+    states = [app_status(name) for name in host.get("apps") or ()]
+    return bool(states) and all(state is None or state["status"] == "DELETING" for state in states)
 
 
 def _raise_interrupt(*_):

@@ -305,8 +305,22 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         assert app_status("guest") is None
         assert (tmp_path / "state" / f"serve-{served.port}.json").read_text() == record    # still the owner's
         assert Client(served.url).predict([{}])["model"]["version"] == "cli-v2"
+
+        # A guest whose owner stops (it deletes its apps, then its Ray goes) stops with it, saying why.
+        guest = _serve_in_background(new, env, "--name", "guest2", "--port", str(served.port),
+                                     "--set", "route_prefix=/guest2", "--set", "ray_actor_options.num_cpus=0.25")
+        try:
+            guest.wait_for(r"(.*runs on the Ray.*)")
+            release_app("cli")
+            code = guest.process.wait(timeout=60)
+        finally:
+            guest.process.kill()
+        out = guest.output()
+        assert code == 1 and (f"trainyard process {os.getpid()}, whose Ray guest2 runs on, is stopping its server on "
+                              f"port {served.port}; guest2 stops with it") in out, out
     finally:
         release_app("cli")
+        release_app("guest2")     # its owner here (this test) stays up, and so does its Ray
 
 
 class _Background:
