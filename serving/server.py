@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from cluster import is_embedded
 from cluster.errors import EXIT_BAD_INPUT, EXIT_OK
 from cluster.nodes import alive_nodes
 from cluster.ports import free_ports
@@ -424,7 +425,8 @@ def _write_server_state(served: Served, owner_apps: list[str]) -> Path:
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "address": ray.get_runtime_context().gcs_address,
-                               "host": served.host, "port": served.port, "apps": owner_apps}, indent=2))
+                               "embedded": is_embedded(), "host": served.host, "port": served.port,
+                               "apps": owner_apps}, indent=2))
     os.replace(tmp, file)
     return file
 
@@ -450,14 +452,13 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
             return EXIT_OK
         progress(f"[serve] {served.name} updated {served.updated_from} → {served.version}")
     _announce(served, progress)
-    file, host, owner = None, None, read_server_state(served.port)
+    file, owner = None, read_server_state(served.port)
     if owner is None or owner["pid"] == os.getpid():
         file = _write_server_state(served, [served.name])
-    elif owner.get("address") == ray.get_runtime_context().gcs_address:
-        # Another `trainyard serve` owns this port's Serve, and the Ray it runs on: this app is its guest. Its
-        # record is left as it is (the next update of one of its apps finds it there) and stopping it stops
-        # this app too. (A live record of another Ray is another server's: left alone as well.)
-        host = owner
+    # else another trainyard process serves on this port: its record is left as it is (the next update of one of
+    # its apps finds it there).
+    host = host_of(owner, ray.get_runtime_context().gcs_address)
+    if host is not None:
         progress(f"[serve] {served.name} runs on the Ray of trainyard process {host['pid']}, which serves on port "
                  f"{served.port}: stopping that process stops {served.name} too")
     previous = {}
@@ -495,6 +496,16 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                 signal.signal(sig, handler)
     progress("[serve] stopped")
     return EXIT_OK
+
+
+def host_of(owner: Optional[dict], gcs_address: str) -> Optional[dict]:
+    """The record (`read_server_state`) of the other trainyard process whose embedded Ray this process joined,
+    which takes this process's app with it when it stops; None when this process owns the port, or the owner's
+    Ray outlives it (a cluster's) or is not this one's. A record from before "embedded" was kept counts as
+    embedded: the cautious reading, as every `trainyard serve` without --address is."""
+    if owner is None or owner["pid"] == os.getpid() or owner.get("address") != gcs_address:
+        return None
+    return owner if owner.get("embedded", True) else None
 
 
 def _host_stopping(host: dict) -> bool:

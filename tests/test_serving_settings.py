@@ -224,6 +224,21 @@ def test_server_state_lives_in_the_state_dir(tmp_path, monkeypatch):
     assert read_server_state(8123)["pid"] == os.getpid()
 
 
+def test_a_server_is_the_guest_only_of_another_process_whose_embedded_ray_it_joined():
+    """`trainyard serve` on the port of another: it stops with that process only when it runs on that process's
+    own (embedded) Ray; a cluster's Ray outlives the process that served first."""
+    from serving.server import host_of
+
+    other = {"pid": os.getppid(), "address": "127.0.0.1:6379", "embedded": True, "apps": ["a"]}
+    assert host_of(other, "127.0.0.1:6379") is other
+    assert host_of({**other, "embedded": False}, "127.0.0.1:6379") is None      # a cluster's Ray
+    older = {k: v for k, v in other.items() if k != "embedded"}                  # a record from before the key
+    assert host_of(older, "127.0.0.1:6379") is older
+    assert host_of(other, "10.0.0.5:6379") is None                              # another Ray
+    assert host_of({**other, "pid": os.getpid()}, "127.0.0.1:6379") is None     # this process owns the port
+    assert host_of(None, "127.0.0.1:6379") is None
+
+
 def test_what_replicas_receive(tmp_path, monkeypatch):
     import serving.app as app
 
