@@ -7,7 +7,8 @@
 - ``commands.register``: the `trainyard serve` and `trainyard predict` subcommands.
 """
 from serving.client import Client, ClientError
-from serving.server import Served, app_status, deploy, running_replicas, serve_forever, shutdown
+from serving.forever import serve_forever
+from serving.server import Served, app_status, deploy, running_replicas, shutdown
 from serving.settings import ServeError
 
 __all__ = ["serve_forever", "deploy", "shutdown", "Client", "ClientError", "Served", "ServeError",

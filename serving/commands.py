@@ -114,7 +114,8 @@ def _explain(error: dict, source: str) -> str:
 
 def cmd_serve(args, kit) -> int:
     from cluster.errors import TrainyardError
-    from serving.server import DEPLOY_TIMEOUT_S, read_server_state, resolve_token, serve_forever
+    from serving.forever import read_server_state, serve_forever
+    from serving.server import DEPLOY_TIMEOUT_S, resolve_token
 
     token = resolve_token(args.token, args.no_token)     # a refused token fails before connecting to Ray
     spec = serve_settings(args.bundle, args.spec, args.set, kit.progress)

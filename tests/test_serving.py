@@ -251,7 +251,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
     import pandas as pd
 
     from serving import Client, app_status
-    from serving.server import _write_server_state
+    from serving.forever import _write_server_state
 
     monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
     served = deploy_app(served_bundle, "cli", serve_instance)

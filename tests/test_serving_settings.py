@@ -214,7 +214,7 @@ def test_a_taken_port_is_named():
 
 
 def test_server_state_lives_in_the_state_dir(tmp_path, monkeypatch):
-    from serving.server import read_server_state, state_file
+    from serving.forever import read_server_state, state_file
 
     monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
     assert state_file(8123) == (tmp_path / "state" / "serve-8123.json").resolve()
@@ -227,7 +227,7 @@ def test_server_state_lives_in_the_state_dir(tmp_path, monkeypatch):
 def test_a_server_is_the_guest_only_of_another_process_whose_embedded_ray_it_joined():
     """`trainyard serve` on the port of another: it stops with that process only when it runs on that process's
     own (embedded) Ray; a cluster's Ray outlives the process that served first."""
-    from serving.server import host_of
+    from serving.forever import host_of
 
     other = {"pid": os.getppid(), "address": "127.0.0.1:6379", "embedded": True, "apps": ["a"]}
     assert host_of(other, "127.0.0.1:6379") is other

@@ -1,0 +1,150 @@
+"""`trainyard serve`: deploy a bundle (`serving.server.deploy`) and serve it until Ctrl-C or SIGTERM.
+
+`serve_forever(bundle)` records itself in `<state dir>/serve-<port>.json`, so that a later `trainyard serve
+NEW_BUNDLE --name N` in another shell can find this Ray and update app N in place; it blocks until Ctrl-C or
+SIGTERM, then deletes the app, and shuts Serve down when no other app is left. A second app served on the same
+port from another shell joins this process's Ray as its guest (`host_of`): it stops when this process stops.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from cluster import is_embedded
+from cluster.errors import EXIT_OK
+from cluster.state import state_dir
+from serving.server import DEPLOY_TIMEOUT_S, Served, app_status, deploy, shutdown
+from serving.settings import ServeError
+
+
+def state_file(port: int) -> Path:
+    """Where the `trainyard serve` on `port` records itself: in trainyard's state folder (cluster.state)."""
+    return state_dir() / f"serve-{port}.json"
+
+
+def read_server_state(port: int) -> Optional[dict]:
+    """The trainyard process serving on `port` (its pid and Ray address), if it is still alive."""
+    try:
+        state = json.loads(state_file(port).read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state
+
+
+def _write_server_state(served: Served, owner_apps: list[str]) -> Path:
+    import ray
+    file = state_file(served.port)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "address": ray.get_runtime_context().gcs_address,
+                               "embedded": is_embedded(), "host": served.host, "port": served.port,
+                               "apps": owner_apps}, indent=2))
+    os.replace(tmp, file)
+    return file
+
+
+def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional[str] = None,
+                  port: Optional[int] = None, token: Optional[str] = None, no_token: bool = False,
+                  progress: Callable[[str], None] = print, timeout_s: float = DEPLOY_TIMEOUT_S) -> int:
+    """Deploy and block until Ctrl-C/SIGTERM, then delete the app. When another trainyard process already
+    serves app `name` here, this is an update: deploy the new bundle into it and return (that process keeps
+    serving it). A new app on the port of another trainyard process (whose Ray this one joined) is that
+    process's guest: served until stopped, or until that process stops (`_host_stopping`), without touching its
+    record (`state_file`). Returns 0 (EXIT_OK) once stopped; a deploy that fails, an app deleted from under it,
+    or a host that stops, raises ServeError."""
+    import ray
+
+    served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, no_token=no_token,
+                    progress=progress, timeout_s=timeout_s)
+    if served.updated_from is not None:
+        owner = read_server_state(served.port)
+        if owner and owner["pid"] != os.getpid() and served.name in owner.get("apps", []):
+            progress(f"[serve] {served.name} updated {served.updated_from} → {served.version} at {served.url}; "
+                     f"it stays served by trainyard process {owner['pid']}")
+            return EXIT_OK
+        progress(f"[serve] {served.name} updated {served.updated_from} → {served.version}")
+    _announce(served, progress)
+    file, owner = None, read_server_state(served.port)
+    if owner is None or owner["pid"] == os.getpid():
+        file = _write_server_state(served, [served.name])
+    # else another trainyard process serves on this port: its record is left as it is (the next update of one of
+    # its apps finds it there).
+    host = host_of(owner, ray.get_runtime_context().gcs_address)
+    if host is not None:
+        progress(f"[serve] {served.name} runs on the Ray of trainyard process {host['pid']}, which serves on port "
+                 f"{served.port}: stopping that process stops {served.name} too")
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGTERM (`kill`, a container stop) stops as cleanly as Ctrl-C; SIGINT is set explicitly because a
+        # process started in the background by a script inherits it ignored.
+        try:
+            previous[sig] = signal.signal(sig, _raise_interrupt)
+        except ValueError:   # not the main thread: Ctrl-C/KeyboardInterrupt only
+            pass
+    host_stopped = False
+    try:
+        while True:
+            # A guest looks every second: its host deletes its apps for a few seconds before its Ray goes, and
+            # a call into a Ray that has gone waits a minute for it.
+            time.sleep(5.0 if host is None else 1.0)
+            if host is not None and _host_stopping(host):
+                host_stopped = True
+                raise ServeError(f"trainyard process {host['pid']}, whose Ray {served.name} runs on, is stopping its "
+                                 f"server on port {served.port}; {served.name} stops with it. To serve it on its own, "
+                                 f"run `trainyard serve` again once that server is down")
+            if app_status(served.name) is None:
+                raise ServeError(f"{served.name} was deleted from Serve (`serve.delete`, `serve shutdown` or "
+                                 "another process); stopped serving it")
+    except KeyboardInterrupt:
+        progress(f"[serve] stopping {served.name} ...")
+    finally:
+        try:
+            if not host_stopped:      # else its Ray, and this app with it, is on its way out
+                shutdown(served.name)
+        finally:
+            if file is not None:
+                file.unlink(missing_ok=True)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    progress("[serve] stopped")
+    return EXIT_OK
+
+
+def host_of(owner: Optional[dict], gcs_address: str) -> Optional[dict]:
+    """The record (`read_server_state`) of the other trainyard process whose embedded Ray this process joined,
+    which takes this process's app with it when it stops; None when this process owns the port, or the owner's
+    Ray outlives it (a cluster's) or is not this one's. A record from before "embedded" was kept counts as
+    embedded: the cautious reading, as every `trainyard serve` without --address is."""
+    if owner is None or owner["pid"] == os.getpid() or owner.get("address") != gcs_address:
+        return None
+    return owner if owner.get("embedded", True) else None
+
+
+def _host_stopping(host: dict) -> bool:
+    """True once the trainyard process whose Ray this one joined (`read_server_state`) has ended, or has begun
+    deleting its apps, which it does when it stops (after them its embedded Ray goes)."""
+    try:
+        os.kill(int(host["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:        # alive, another user's
+        pass
+    states = [app_status(name) for name in host.get("apps") or ()]
+    return bool(states) and all(state is None or state["status"] == "DELETING" for state in states)
+
+
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt
+
+
+def _announce(served: Served, progress: Callable[[str], None]) -> None:
+    auth = ' -H "Authorization: Bearer $TRAINYARD_SERVE_TOKEN"' if served.token_required else ""
+    progress(f"[serve] {served.name} {served.version} at {served.url}  (docs: {served.url}/docs)\n"
+             f"  curl -s{auth} {served.url}/predict -d '{{\"records\": [{{}}]}}'\n"
+             f"  trainyard predict --url {served.url} FILE.csv --out predictions.csv\n"
+             "  Ctrl-C stops it")
