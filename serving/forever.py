@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -126,14 +127,20 @@ def host_of(owner: Optional[dict], gcs_address: str) -> Optional[dict]:
 
 
 def _host_stopping(host: dict) -> bool:
-    """True once the trainyard process whose Ray this one joined (`read_server_state`) has ended, or has begun
-    deleting its apps, which it does when it stops (after them its embedded Ray goes)."""
+    """True once the trainyard process whose Ray this one joined (`read_server_state`) has ended, or its Ray has
+    (a SIGKILLed host takes its embedded Ray with it at once, and a call into a Ray that has gone waits a minute
+    before it fails), or it has begun deleting its apps, which it does when it stops (its Ray goes next)."""
     try:
         os.kill(int(host["pid"]), 0)
     except ProcessLookupError:
         return True
     except OSError:        # alive, another user's
         pass
+    gcs_host, _, gcs_port = str(host.get("address", "")).rpartition(":")
+    try:
+        socket.create_connection((gcs_host, int(gcs_port)), timeout=2.0).close()
+    except (OSError, ValueError):
+        return True
     states = [app_status(name) for name in host.get("apps") or ()]
     return bool(states) and all(state is None or state["status"] == "DELETING" for state in states)
 

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -237,6 +239,26 @@ def test_a_server_is_the_guest_only_of_another_process_whose_embedded_ray_it_joi
     assert host_of(other, "10.0.0.5:6379") is None                              # another Ray
     assert host_of({**other, "pid": os.getpid()}, "127.0.0.1:6379") is None     # this process owns the port
     assert host_of(None, "127.0.0.1:6379") is None
+
+
+def test_a_guest_sees_its_host_gone_without_calling_into_its_ray():
+    """A SIGKILLed host takes its Ray with it at once; a call into that Ray would wait a minute. So the guest
+    looks at the host's process and its Ray's GCS port first."""
+    import socket
+
+    from cluster.ports import free_ports
+    from serving.forever import _host_stopping
+
+    with socket.socket() as gcs:
+        gcs.bind(("127.0.0.1", 0))
+        gcs.listen()
+        alive = {"pid": os.getppid(), "address": f"127.0.0.1:{gcs.getsockname()[1]}", "apps": []}
+        assert not _host_stopping(alive)      # no app of its listed: this test's checks never ask Serve
+        child = subprocess.Popen([sys.executable, "-c", "pass"])
+        child.wait()
+        assert _host_stopping({**alive, "pid": child.pid})                              # the process is gone
+    closed = free_ports(1)[0]
+    assert _host_stopping({**alive, "address": f"127.0.0.1:{closed}"})                  # its Ray is gone
 
 
 def test_what_replicas_receive(tmp_path, monkeypatch):
