@@ -18,7 +18,7 @@ from typing import Callable, Optional
 from cluster import is_embedded
 from cluster.errors import EXIT_OK
 from cluster.state import state_dir
-from serving.server import DEPLOY_TIMEOUT_S, Served, app_status, deploy, shutdown
+from serving.server import DEPLOY_TIMEOUT_S, Served, _first_line, deploy, shutdown
 from serving.settings import ServeError
 
 
@@ -55,9 +55,9 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
     """Deploy and block until Ctrl-C/SIGTERM, then delete the app. When another trainyard process already
     serves app `name` here, this is an update: deploy the new bundle into it and return (that process keeps
     serving it). A new app on the port of another trainyard process (whose Ray this one joined) is that
-    process's guest: served until stopped, or until that process stops (`_host_stopping`), without touching its
-    record (`state_file`). Returns 0 (EXIT_OK) once stopped; a deploy that fails, an app deleted from under it,
-    or a host that stops, raises ServeError."""
+    process's guest: served until stopped, or until that process stops (`_host_gone`, `_deleting_its_apps`),
+    without touching its record (`state_file`). Returns 0 (EXIT_OK) once stopped; a deploy that fails, an app
+    deleted from under it, a Serve that stops answering, or a host that stops, raises ServeError."""
     import ray
 
     served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, no_token=no_token,
@@ -69,16 +69,58 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                      f"it stays served by trainyard process {owner['pid']}")
             return EXIT_OK
         progress(f"[serve] {served.name} updated {served.updated_from} → {served.version}")
-    _announce(served, progress)
-    file, owner = None, read_server_state(served.port)
-    if owner is None or owner["pid"] == os.getpid():
-        file = _write_server_state(served, [served.name])
-    # else another trainyard process serves on this port: its record is left as it is (the next update of one of
-    # its apps finds it there).
-    host = host_of(owner, ray.get_runtime_context().gcs_address)
-    if host is not None:
-        progress(f"[serve] {served.name} runs on the Ray of trainyard process {host['pid']}, which serves on port "
-                 f"{served.port}: stopping that process stops {served.name} too")
+    # The handlers go first: a SIGTERM from here on stops through the `finally` below, record and app included.
+    previous = _stop_on_signals()
+    file, ending = None, "delete"   # what the end does with the app: delete it; "release" it; leave it ("none")
+    try:
+        _announce(served, progress)
+        owner = read_server_state(served.port)
+        if owner is None or owner["pid"] == os.getpid():
+            file = _write_server_state(served, [served.name])
+        # else another trainyard process serves on this port: its record is left as it is (the next update of one
+        # of its apps finds it there).
+        host_record = host_of(owner, ray.get_runtime_context().gcs_address)
+        if host_record is not None:
+            progress(f"[serve] {served.name} runs on the Ray of trainyard process {host_record['pid']}, which serves "
+                     f"on port {served.port}: stopping that process stops {served.name} too")
+        while True:
+            # A guest looks every second: its host deletes its apps for a few seconds before its Ray goes, and a
+            # call into a Ray that has gone waits a minute for it, so it looks at the host before asking Serve.
+            time.sleep(5.0 if host_record is None else 1.0)
+            if host_record is not None and _host_gone(host_record):
+                ending = "none"                 # its Ray, and this app with it, has gone
+                raise _stops_with_host(served, host_record)
+            try:
+                apps = _app_states()
+            except Exception as exc:  # noqa: BLE001 - Serve's controller or Ray went away under us
+                ending = "none"
+                raise ServeError(f"Ray Serve stopped answering while serving {served.name} ({_first_line(exc)}); "
+                                 "stopped serving it") from exc
+            if host_record is not None and _deleting_its_apps(host_record, apps):
+                ending = "release"              # its Ray may outlive it (a notebook, a script): ask Serve to go
+                raise _stops_with_host(served, host_record)
+            if served.name not in apps:
+                raise ServeError(f"{served.name} was deleted from Serve (`serve.delete`, `serve shutdown` or "
+                                 "another process); stopped serving it")
+    except KeyboardInterrupt:
+        progress(f"[serve] stopping {served.name} ...")
+    finally:
+        try:
+            if ending == "delete":
+                shutdown(served.name)
+            elif ending == "release":
+                _release(served.name)
+        finally:
+            if file is not None:
+                file.unlink(missing_ok=True)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    progress("[serve] stopped")
+    return EXIT_OK
+
+
+def _stop_on_signals() -> dict:
+    """SIGINT and SIGTERM raise KeyboardInterrupt; returns the handlers they had."""
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         # SIGTERM (`kill`, a container stop) stops as cleanly as Ctrl-C; SIGINT is set explicitly because a
@@ -87,33 +129,27 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
             previous[sig] = signal.signal(sig, _raise_interrupt)
         except ValueError:   # not the main thread: Ctrl-C/KeyboardInterrupt only
             pass
-    host_stopped = False
+    return previous
+
+
+def _app_states() -> dict[str, str]:
+    """{app name: its status ("RUNNING", "DELETING", ...)} of every app on this Ray's Serve, in one call."""
+    from ray import serve
+    return {name: str(getattr(app.status, "value", app.status)) for name, app in serve.status().applications.items()}
+
+
+def _release(name: str) -> None:
+    from ray import serve
     try:
-        while True:
-            # A guest looks every second: its host deletes its apps for a few seconds before its Ray goes, and
-            # a call into a Ray that has gone waits a minute for it.
-            time.sleep(5.0 if host is None else 1.0)
-            if host is not None and _host_stopping(host):
-                host_stopped = True
-                raise ServeError(f"trainyard process {host['pid']}, whose Ray {served.name} runs on, is stopping its "
-                                 f"server on port {served.port}; {served.name} stops with it. To serve it on its own, "
-                                 f"run `trainyard serve` again once that server is down")
-            if app_status(served.name) is None:
-                raise ServeError(f"{served.name} was deleted from Serve (`serve.delete`, `serve shutdown` or "
-                                 "another process); stopped serving it")
-    except KeyboardInterrupt:
-        progress(f"[serve] stopping {served.name} ...")
-    finally:
-        try:
-            if not host_stopped:      # else its Ray, and this app with it, is on its way out
-                shutdown(served.name)
-        finally:
-            if file is not None:
-                file.unlink(missing_ok=True)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    progress("[serve] stopped")
-    return EXIT_OK
+        serve.delete(name, _blocking=False)
+    except Exception:  # noqa: BLE001 - Serve already gone with its host: nothing left to delete
+        pass
+
+
+def _stops_with_host(served: Served, host_record: dict) -> ServeError:
+    return ServeError(f"trainyard process {host_record['pid']}, whose Ray {served.name} runs on, is stopping its "
+                      f"server on port {served.port}; {served.name} stops with it. To serve it on its own, run "
+                      "`trainyard serve` again once that server is down")
 
 
 def host_of(owner: Optional[dict], gcs_address: str) -> Optional[dict]:
@@ -126,23 +162,29 @@ def host_of(owner: Optional[dict], gcs_address: str) -> Optional[dict]:
     return owner if owner.get("embedded", True) else None
 
 
-def _host_stopping(host: dict) -> bool:
-    """True once the trainyard process whose Ray this one joined (`read_server_state`) has ended, or its Ray has
-    (a SIGKILLed host takes its embedded Ray with it at once, and a call into a Ray that has gone waits a minute
-    before it fails), or it has begun deleting its apps, which it does when it stops (its Ray goes next)."""
+def _host_gone(host_record: dict) -> bool:
+    """True once the trainyard process whose Ray this one joined (`host_of`) has ended, or its Ray has: a SIGKILLed
+    host takes its embedded Ray with it at once. Asks neither Ray nor Serve (a call into a Ray that has gone waits
+    a minute before it fails): the process table and the GCS port."""
     try:
-        os.kill(int(host["pid"]), 0)
+        os.kill(int(host_record["pid"]), 0)
     except ProcessLookupError:
         return True
     except OSError:        # alive, another user's
         pass
-    gcs_host, _, gcs_port = str(host.get("address", "")).rpartition(":")
+    gcs_host, _, gcs_port = str(host_record.get("address", "")).rpartition(":")
     try:
         socket.create_connection((gcs_host, int(gcs_port)), timeout=2.0).close()
     except (OSError, ValueError):
         return True
-    states = [app_status(name) for name in host.get("apps") or ()]
-    return bool(states) and all(state is None or state["status"] == "DELETING" for state in states)
+    return False
+
+
+def _deleting_its_apps(host_record: dict, apps: dict[str, str]) -> bool:
+    """True once every app the host serves is gone or being deleted (`_app_states`): it deletes them when it stops,
+    and its embedded Ray goes next."""
+    listed = host_record.get("apps") or []
+    return bool(listed) and all(apps.get(name, "DELETING") == "DELETING" for name in listed)
 
 
 def _raise_interrupt(*_):

@@ -318,6 +318,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         out = guest.output()
         assert code == 1 and (f"trainyard process {os.getpid()}, whose Ray guest2 runs on, is stopping its server on "
                               f"port {served.port}; guest2 stops with it") in out, out
+        assert (app_status("guest2") or {}).get("status") in (None, "DELETING")    # the Ray lives on here: asked to go
     finally:
         release_app("cli")
         release_app("guest2")     # its owner here (this test) stays up, and so does its Ray

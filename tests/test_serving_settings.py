@@ -243,22 +243,25 @@ def test_a_server_is_the_guest_only_of_another_process_whose_embedded_ray_it_joi
 
 def test_a_guest_sees_its_host_gone_without_calling_into_its_ray():
     """A SIGKILLed host takes its Ray with it at once; a call into that Ray would wait a minute. So the guest
-    looks at the host's process and its Ray's GCS port first."""
+    looks at the host's process and its Ray's GCS port first, then at the host's apps in Serve's answer."""
     import socket
 
     from cluster.ports import free_ports
-    from serving.forever import _host_stopping
+    from serving.forever import _deleting_its_apps, _host_gone
 
     with socket.socket() as gcs:
         gcs.bind(("127.0.0.1", 0))
         gcs.listen()
-        alive = {"pid": os.getppid(), "address": f"127.0.0.1:{gcs.getsockname()[1]}", "apps": []}
-        assert not _host_stopping(alive)      # no app of its listed: this test's checks never ask Serve
+        alive = {"pid": os.getppid(), "address": f"127.0.0.1:{gcs.getsockname()[1]}", "apps": ["a", "b"]}
+        assert not _host_gone(alive)
         child = subprocess.Popen([sys.executable, "-c", "pass"])
         child.wait()
-        assert _host_stopping({**alive, "pid": child.pid})                              # the process is gone
+        assert _host_gone({**alive, "pid": child.pid})                              # the process is gone
     closed = free_ports(1)[0]
-    assert _host_stopping({**alive, "address": f"127.0.0.1:{closed}"})                  # its Ray is gone
+    assert _host_gone({**alive, "address": f"127.0.0.1:{closed}"})                  # its Ray is gone
+    assert not _deleting_its_apps(alive, {"a": "RUNNING", "b": "DELETING", "guest": "RUNNING"})
+    assert _deleting_its_apps(alive, {"b": "DELETING", "guest": "RUNNING"})         # all gone or on their way
+    assert not _deleting_its_apps({**alive, "apps": []}, {})                         # a record without apps
 
 
 def test_what_replicas_receive(tmp_path, monkeypatch):
