@@ -18,7 +18,7 @@ from typing import Callable, Optional
 from cluster import is_embedded
 from cluster.errors import EXIT_OK
 from cluster.state import state_dir
-from serving.server import DEPLOY_TIMEOUT_S, Served, _first_line, deploy, shutdown
+from serving.server import DEPLOY_TIMEOUT_S, Served, _delete_quietly, _first_line, app_states, deploy, shutdown
 from serving.settings import ServeError
 
 
@@ -91,7 +91,7 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                 ending = "none"                 # its Ray, and this app with it, has gone
                 raise _stops_with_host(served, host_record)
             try:
-                apps = _app_states()
+                apps = app_states()
             except Exception as exc:  # noqa: BLE001 - Serve's controller or Ray went away under us
                 ending = "none"
                 raise ServeError(f"Ray Serve stopped answering while serving {served.name} ({_first_line(exc)}); "
@@ -109,7 +109,7 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
             if ending == "delete":
                 shutdown(served.name)
             elif ending == "release":
-                _release(served.name)
+                _delete_quietly(served.name, blocking=False)
         finally:
             if file is not None:
                 file.unlink(missing_ok=True)
@@ -130,20 +130,6 @@ def _stop_on_signals() -> dict:
         except ValueError:   # not the main thread: Ctrl-C/KeyboardInterrupt only
             pass
     return previous
-
-
-def _app_states() -> dict[str, str]:
-    """{app name: its status ("RUNNING", "DELETING", ...)} of every app on this Ray's Serve, in one call."""
-    from ray import serve
-    return {name: str(getattr(app.status, "value", app.status)) for name, app in serve.status().applications.items()}
-
-
-def _release(name: str) -> None:
-    from ray import serve
-    try:
-        serve.delete(name, _blocking=False)
-    except Exception:  # noqa: BLE001 - Serve already gone with its host: nothing left to delete
-        pass
 
 
 def _stops_with_host(served: Served, host_record: dict) -> ServeError:
@@ -181,8 +167,8 @@ def _host_gone(host_record: dict) -> bool:
 
 
 def _deleting_its_apps(host_record: dict, apps: dict[str, str]) -> bool:
-    """True once every app the host serves is gone or being deleted (`_app_states`): it deletes them when it stops,
-    and its embedded Ray goes next."""
+    """True once every app the host serves is gone or being deleted (`apps`: `serving.server.app_states`): it
+    deletes them when it stops, and its embedded Ray goes next."""
     listed = host_record.get("apps") or []
     return bool(listed) and all(apps.get(name, "DELETING") == "DELETING" for name in listed)
 

@@ -158,7 +158,17 @@ def app_status(name: str) -> Optional[dict]:
         return None
     dep = app.deployments.get(DEPLOYMENT)
     replicas = {str(getattr(k, "value", k)): v for k, v in (dep.replica_states if dep else {}).items()}
-    return {"status": str(getattr(app.status, "value", app.status)), "message": app.message, "replicas": replicas}
+    return {"status": _status_text(app), "message": app.message, "replicas": replicas}
+
+
+def app_states() -> dict[str, str]:
+    """{app name: its status ("RUNNING", "DELETING", ...)} of every app on this Ray's Serve, in one call."""
+    from ray import serve
+    return {name: _status_text(app) for name, app in serve.status().applications.items()}
+
+
+def _status_text(app) -> str:
+    return str(getattr(app.status, "value", app.status))
 
 
 def _replica_error(name: str) -> Optional[str]:
@@ -388,9 +398,10 @@ def shutdown(name: Optional[str] = None) -> None:
         serve.shutdown()
 
 
-def _delete_quietly(name: str) -> None:
+def _delete_quietly(name: str, blocking: bool = True) -> None:
+    """Delete app `name`; `blocking`: wait until it is gone (else only ask Serve: `serve.delete`'s own switch)."""
     from ray import serve
     try:
-        serve.delete(name)
-    except Exception:  # noqa: BLE001 - already gone (deleted by someone else): nothing to stop
+        serve.delete(name, _blocking=blocking)
+    except Exception:  # noqa: BLE001 - already gone (deleted by someone else, or Serve with it): nothing to stop
         pass
