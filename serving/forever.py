@@ -62,8 +62,8 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
 
     served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, no_token=no_token,
                     progress=progress, timeout_s=timeout_s)
+    owner = read_server_state(served.port)       # another trainyard process serving on this port, if any
     if served.updated_from is not None:
-        owner = read_server_state(served.port)
         if owner and owner["pid"] != os.getpid() and served.name in owner.get("apps", []):
             progress(f"[serve] {served.name} updated {served.updated_from} → {served.version} at {served.url}; "
                      f"it stays served by trainyard process {owner['pid']}")
@@ -74,7 +74,6 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
     file, ending = None, "delete"   # what the end does with the app: delete it; "release" it; leave it ("none")
     try:
         _announce(served, progress)
-        owner = read_server_state(served.port)
         if owner is None or owner["pid"] == os.getpid():
             file = _write_server_state(served, [served.name])
         # else another trainyard process serves on this port: its record is left as it is (the next update of one
