@@ -3,7 +3,8 @@
 `serve_forever(bundle)` records itself in `<state dir>/serve-<port>.json`, so that a later `trainyard serve
 NEW_BUNDLE --name N` in another shell can find this Ray and update app N in place; it blocks until Ctrl-C or
 SIGTERM, then deletes the app, and shuts Serve down when no other app is left. A second app served on the same
-port from another shell joins this process's Ray as its guest (`host_of`): it stops when this process stops.
+port from another shell joins this process's Ray as its guest (`host_of`): it stops when this process stops, and
+records itself apart (`guest_file`), so that an update of its app from a third shell finds it too (`server_of`).
 """
 from __future__ import annotations
 
@@ -27,19 +28,42 @@ def state_file(port: int) -> Path:
     return state_dir() / f"serve-{port}.json"
 
 
+def guest_file(port: int, name: str) -> Path:
+    """Where a `trainyard serve` of app `name` on the port of another (its guest, `host_of`) records itself, so
+    that an update of `name` from a third shell finds it (`server_of`) instead of serving the app a second time.
+    App names are file-name safe (serving.settings.NAME)."""
+    return state_dir() / f"serve-{port}-guests" / f"{name}.json"
+
+
 def read_server_state(port: int) -> Optional[dict]:
     """The trainyard process serving on `port` (its pid and Ray address), if it is still alive."""
+    return _read_live(state_file(port))
+
+
+def server_of(port: int, name: str) -> Optional[dict]:
+    """The live trainyard process that serves app `name` on `port`: the port's owner when its record lists the
+    app, else the guest that recorded it (`guest_file`); None when no process does."""
+    owner = read_server_state(port)
+    if owner is not None and name in (owner.get("apps") or []):
+        return owner
+    guest = _read_live(guest_file(port, name))
+    return guest if guest is not None and name in (guest.get("apps") or []) else None
+
+
+def _read_live(file: Path) -> Optional[dict]:
     try:
-        state = json.loads(state_file(port).read_text())
+        state = json.loads(file.read_text())
         os.kill(int(state["pid"]), 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return state
 
 
-def _write_server_state(served: Served, owner_apps: list[str]) -> Path:
+def _write_server_state(served: Served, owner_apps: list[str], file: Optional[Path] = None) -> Path:
+    """Records this process as the server of `owner_apps` on the port: in `state_file` (the port's owner) unless
+    another `file` is given (a guest's, `guest_file`)."""
     import ray
-    file = state_file(served.port)
+    file = file or state_file(served.port)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "address": ray.get_runtime_context().gcs_address,
@@ -64,9 +88,10 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                     progress=progress, timeout_s=timeout_s)
     owner = read_server_state(served.port)       # another trainyard process serving on this port, if any
     if served.updated_from is not None:
-        if owner and owner["pid"] != os.getpid() and served.name in owner.get("apps", []):
+        holder = server_of(served.port, served.name)        # the port's owner, or a guest serving this app
+        if holder and holder["pid"] != os.getpid():
             progress(f"[serve] {served.name} updated {served.updated_from} → {served.version} at {served.url}; "
-                     f"it stays served by trainyard process {owner['pid']}")
+                     f"it stays served by trainyard process {holder['pid']}")
             return EXIT_OK
         progress(f"[serve] {served.name} updated {served.updated_from} → {served.version}")
     # The handlers go first: a SIGTERM from here on stops through the `finally` below, record and app included.
@@ -76,8 +101,10 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
         _announce(served, progress)
         if owner is None or owner["pid"] == os.getpid():
             file = _write_server_state(served, [served.name])
-        # else another trainyard process serves on this port: its record is left as it is (the next update of one
-        # of its apps finds it there).
+        else:
+            # Another trainyard process serves on this port: its record is left as it is (the next update of one
+            # of its apps finds it there), and this app gets a record of its own for the next update of it.
+            file = _write_server_state(served, [served.name], guest_file(served.port, served.name))
         host_record = host_of(owner, ray.get_runtime_context().gcs_address)
         if host_record is not None:
             progress(f"[serve] {served.name} runs on the Ray of trainyard process {host_record['pid']}, which serves "

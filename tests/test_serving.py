@@ -247,7 +247,8 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
                                                                     tmp_path, monkeypatch):
     """The user flow across processes: a server owns app `cli`; `trainyard serve NEW --name cli` in another
     process joins its Ray, updates the app in place and exits; `trainyard predict` writes a file; `trainyard
-    serve NEW --name guest` on the same port serves a second app until SIGTERM stops it."""
+    serve NEW --name guest` on the same port serves a second app, updated in place from a third process, until
+    SIGTERM stops it."""
     import pandas as pd
 
     from serving import Client, app_status
@@ -294,11 +295,24 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
             assert Client(url).predict(sent[:2])["predictions"] == expected["predictions"][:2]
             assert f"runs on the Ray of trainyard process {os.getpid()}" in guest.wait_for(r"(.*runs on the Ray.*)")
             assert (tmp_path / "state" / f"serve-{served.port}.json").read_text() == record
+            # The guest's app updated from a third shell: the update finds the guest (its own record) and exits;
+            # the guest keeps serving the new version.
+            guest_record = tmp_path / "state" / f"serve-{served.port}-guests" / "guest.json"
+            assert json.loads(guest_record.read_text())["pid"] == guest.process.pid
+            newer = bundle_variant(served_bundle, tmp_path / "b3", version="guest-v3")
+            run = subprocess.run([sys.executable, "-m", "trainyard", "serve", str(newer), "--name", "guest",
+                                  "--port", str(served.port), "--set", "route_prefix=/guest",
+                                  "--set", "ray_actor_options.num_cpus=0.25"],
+                                 capture_output=True, text=True, env=env, timeout=240)
+            assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+            assert f"stays served by trainyard process {guest.process.pid}" in run.stdout, run.stdout
+            assert Client(url).predict([{}])["model"]["version"] == "guest-v3"
         finally:
             guest.process.send_signal(signal.SIGTERM)
             code = guest.process.wait(timeout=120)
         out = guest.output()
         assert code == 0 and out.splitlines()[-2:] == ["[serve] stopping guest ...", "[serve] stopped"], out
+        assert not guest_record.exists()
         # Nothing from Ray but trainyard's own "[ray] 1 node(s), ..." line.
         assert [line for line in out.splitlines() if line.startswith("[ray") or "Traceback" in line] == [
             next(line for line in out.splitlines() if line.startswith("[ray] 1 node(s)"))], out

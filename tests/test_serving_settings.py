@@ -226,6 +226,25 @@ def test_server_state_lives_in_the_state_dir(tmp_path, monkeypatch):
     assert read_server_state(8123)["pid"] == os.getpid()
 
 
+def test_the_server_of_an_app_is_the_owner_listing_it_or_the_guest_that_recorded_it(tmp_path, monkeypatch):
+    """An update of app N from another shell returns when a live trainyard process already serves N on the port:
+    the port's owner (its record lists its apps) or a guest (a record of its own); a dead one's record is not."""
+    from serving.forever import guest_file, server_of, state_file
+
+    monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
+    alive, dead = os.getppid(), subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    state_file(8123).parent.mkdir()
+    state_file(8123).write_text(json.dumps({"pid": alive, "address": "127.0.0.1:6379", "apps": ["a"]}))
+    assert server_of(8123, "a")["pid"] == alive and server_of(8123, "b") is None
+    guest_file(8123, "b").parent.mkdir()
+    guest_file(8123, "b").write_text(json.dumps({"pid": alive, "address": "127.0.0.1:6379", "apps": ["b"]}))
+    assert server_of(8123, "b")["apps"] == ["b"] and server_of(8123, "c") is None
+    guest_file(8123, "b").write_text(json.dumps({"pid": dead.pid, "address": "127.0.0.1:6379", "apps": ["b"]}))
+    assert server_of(8123, "b") is None
+    assert guest_file(8123, "b") == (tmp_path / "state" / "serve-8123-guests" / "b.json").resolve()
+
+
 def test_a_server_is_the_guest_only_of_another_process_whose_embedded_ray_it_joined():
     """`trainyard serve` on the port of another: it stops with that process only when it runs on that process's
     own (embedded) Ray; a cluster's Ray outlives the process that served first."""
@@ -274,4 +293,5 @@ def test_what_replicas_receive(tmp_path, monkeypatch):
     assert app.bundle_payload(tmp_path) == {"path": str(tmp_path.resolve())}
     settings = app.replica_settings("m", ServeSpec(max_records=9), "s3cret")
     assert settings["token_sha256"] == hashlib.sha256(b"s3cret").hexdigest() and "s3cret" not in json.dumps(settings)
-    assert settings["serve"]["max_records"] == 9 and app.replica_settings("m", ServeSpec(), None)["token_sha256"] is None
+    assert settings["serve"]["max_records"] == 9
+    assert app.replica_settings("m", ServeSpec(), None)["token_sha256"] is None
