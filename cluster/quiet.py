@@ -31,6 +31,11 @@ WORKER_POOL_NOTE = re.compile(r"worker processes have been started on node")
 # the call as failed and "will be retried". The normal end of a stop; a controller that died of anything else
 # than its own `ray.kill` still shows.
 SERVE_STOP_NOTE = re.compile(r"^Task ServeController\.graceful_shutdown failed\..*killed by `ray\.kill`")
+# What Ray pushes when a node's raylet dies (killed, out of memory): one paragraph, then the raylet's last 20 log
+# lines (its state dumps), and the same message again from each of the node's agents. Shown once, without the
+# log lines, which stay in the raylet's log file.
+RAYLET_DIED = re.compile(r"^(Raylet is terminated\. Termination is unexpected\..*?) Last \d+ lines of the Raylet "
+                         r"logs:", re.S)
 
 
 def quiet_ray_logs() -> None:
@@ -73,12 +78,14 @@ class WorkerOutputFilter:
       record to the end of that batch, behind "[ray <process> pid=N]", to `error`;
     - what Ray pushes to the driver itself (a worker killed for memory, a request no node can hold), behind
       "[ray]", to `error`; but for the note that many worker processes started (`WORKER_POOL_NOTE`) and the
-      report of Serve's controller ending its own graceful shutdown (`SERVE_STOP_NOTE`).
+      report of Serve's controller ending its own graceful shutdown (`SERVE_STOP_NOTE`); a raylet's death
+      (`RAYLET_DIED`) once, without the raylet's log lines.
 
     `line` and `error` receive one line each, without Ray's ANSI-coloured "(Name pid=N)" prefix."""
 
     def __init__(self, line: Callable[[str], None], error: Callable[[str], None]):
         self.line, self.error = line, error
+        self._raylet_died_shown = False
 
     def __call__(self, out: ray_compat.WorkerOutput) -> None:
         if out.process == ray_compat.TRAIN_WORKER:
@@ -90,8 +97,14 @@ class WorkerOutputFilter:
             return
         if out.pushed:
             for text in out.lines:
-                if not (WORKER_POOL_NOTE.search(text) or SERVE_STOP_NOTE.match(text)):
-                    self.error(f"[ray] {text}")
+                if WORKER_POOL_NOTE.search(text) or SERVE_STOP_NOTE.match(text):
+                    continue
+                if died := RAYLET_DIED.match(text):
+                    if self._raylet_died_shown:
+                        continue
+                    self._raylet_died_shown = True
+                    text = f"{died.group(1)} (its last lines: raylet.out in the node's Ray log folder)"
+                self.error(f"[ray] {text}")
             return
         shown = False
         for text in out.lines:

@@ -81,7 +81,8 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
     serving it). A new app on the port of another trainyard process (whose Ray this one joined) is that
     process's guest: served until stopped, or until that process stops (`_host_gone`, `_deleting_its_apps`),
     without touching its record (`state_file`). Returns 0 (EXIT_OK) once stopped; a deploy that fails, an app
-    deleted from under it, a Serve that stops answering, or a host that stops, raises ServeError."""
+    deleted from under it, a Serve that stops answering, a host that stops, or Ray's GCS or this node's raylet
+    going (`ray_lifelines`), raises ServeError."""
     import ray
 
     served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, no_token=no_token,
@@ -94,6 +95,7 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                      f"it stays served by trainyard process {holder['pid']}")
             return EXIT_OK
         progress(f"[serve] {served.name} updated {served.updated_from} → {served.version}")
+    lifelines = ray_lifelines()
     # The handlers go first: a SIGTERM from here on stops through the `finally` below, record and app included.
     previous = _stop_on_signals()
     file, ending = None, "delete"   # what the end does with the app: delete it; "release" it; leave it ("none")
@@ -111,11 +113,17 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                      f"on port {served.port}: stopping that process stops {served.name} too")
         while True:
             # A guest looks every second: its host deletes its apps for a few seconds before its Ray goes, and a
-            # call into a Ray that has gone waits a minute for it, so it looks at the host before asking Serve.
+            # call into a Ray that has gone waits a minute or for ever, so every server looks at the host and at
+            # Ray's processes (`ray_lifelines`) before asking Serve.
             time.sleep(5.0 if host_record is None else 1.0)
             if host_record is not None and _host_gone(host_record):
                 ending = "none"                 # its Ray, and this app with it, has gone
                 raise _stops_with_host(served, host_record)
+            if (gone := _first_closed(lifelines)) is not None:
+                ending = "none"                 # a call into Serve would never return
+                raise ServeError(f"Ray's {gone} stopped while {served.name} was served (killed, or out of memory?), "
+                                 "so Ray Serve can no longer be reached from here; stopped. Start `trainyard serve` "
+                                 "again (on a cluster, check it with `ray status` first)")
             try:
                 apps = app_states()
             except Exception as exc:  # noqa: BLE001 - Serve's controller or Ray went away under us
@@ -132,7 +140,7 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
         progress(f"[serve] stopping {served.name} ...")
     finally:
         try:
-            if ending == "delete":
+            if ending == "delete" and _first_closed(lifelines) is None:     # else the call would never return
                 shutdown(served.name)
             elif ending == "release":
                 _delete_quietly(served.name, blocking=False)
@@ -184,9 +192,33 @@ def _host_gone(host_record: dict) -> bool:
         return True
     except OSError:        # alive, another user's
         pass
-    gcs_host, _, gcs_port = str(host_record.get("address", "")).rpartition(":")
+    return _closed(str(host_record.get("address", "")))
+
+
+def ray_lifelines() -> dict[str, str]:
+    """The Ray processes every call of this process into Ray goes through, by address: the GCS and the raylet of
+    the node this process is attached to. When either is killed (the out-of-memory killer picks a raylet too), a
+    call into Ray or Serve waits for ever: Ray keeps a driver alive when its raylet dies (ray-project/ray#20777),
+    and the raylet a driver started itself (embedded Ray) stays a zombie that keeps its workers, replicas
+    included, running until the driver exits. `_first_closed` looks at their ports instead."""
+    import ray
+    context = ray.get_runtime_context()
+    lifelines = {"GCS": context.gcs_address}
+    node = next((n for n in ray.nodes() if n.get("NodeID") == context.get_node_id()), {})
+    if node.get("NodeManagerPort"):
+        lifelines["raylet"] = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
+    return lifelines
+
+
+def _first_closed(lifelines: dict[str, str]) -> Optional[str]:
+    """"NAME (ADDRESS)" of the first of `ray_lifelines` whose port no longer accepts a connection, else None."""
+    return next((f"{name} ({address})" for name, address in lifelines.items() if _closed(address)), None)
+
+
+def _closed(address: str) -> bool:
+    host, _, port = address.rpartition(":")
     try:
-        socket.create_connection((gcs_host, int(gcs_port)), timeout=2.0).close()
+        socket.create_connection((host, int(port)), timeout=2.0).close()
     except (OSError, ValueError):
         return True
     return False

@@ -9,6 +9,9 @@ import http.client
 import json
 import os
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -152,3 +155,36 @@ def records_from(telemetry_dir: Path, n: int) -> list[dict]:
     df = df.drop(columns=["machine_id", "failure"]).head(n)
     return [{k: (None if v != v else (v.item() if hasattr(v, "item") else v)) for k, v in r.items()}
             for r in df.to_dict("records")]
+
+
+class Background:
+    """A command running in the background, its output (stdout and stderr) collected line by line."""
+
+    def __init__(self, argv: list[str], env: dict):
+        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self._lines.extend(self.process.stdout), daemon=True)
+        self._reader.start()
+
+    def wait_for(self, pattern: str, timeout_s: float = 240.0) -> str:
+        """The first group of the first line that matches `pattern`; fails if the command ends or time runs out."""
+        import re
+        import time
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in list(self._lines):
+                if m := re.match(pattern, line.rstrip("\n")):
+                    return m.group(1)
+            if self.process.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"no line matched {pattern!r}:\n{''.join(self._lines)[-3000:]}")
+
+    def output(self) -> str:
+        self._reader.join(timeout=30)
+        return "".join(self._lines)
+
+
+def serve_in_background(bundle, env: dict, *args: str) -> Background:
+    """`trainyard serve BUNDLE ARGS...` in the background, with the environment `env`."""
+    return Background([sys.executable, "-m", "trainyard", "serve", str(bundle), *args], env)

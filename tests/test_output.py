@@ -30,6 +30,9 @@ ANSI = re.compile(r"\x1b\[")
 # How Ray 2.60 reports the Serve controller's graceful_shutdown call, pushed to the driver, before the cause.
 SERVE_STOP = ("Task ServeController.graceful_shutdown failed. There are infinite retries remaining, so the task "
               "will be retried.")
+RAYLET_DIED = ("Raylet is terminated. Termination is unexpected. Possible reasons include: (1) SIGKILL by the user or "
+               "system OOM killer, (2) Invalid memory access from Raylet causing SIGSEGV or SIGBUS, (3) Other "
+               "termination signals.")
 
 
 # ---------------------------------------------------------------------------------------------- the filter
@@ -68,17 +71,23 @@ def test_ray_actors_lines_stay_out_and_workers_lines_come_without_rays_prefix():
 
 def test_errors_stay_visible():
     """A worker's traceback (as Ray Train 2.60 logs it), an ERROR record or traceback of any other process, and
-    what Ray pushes to the driver (but the worker-pool note and Serve's own stop) reach the user, each line saying where it came from."""
+    what Ray pushes to the driver (but the worker-pool note and Serve's own stop; a raylet's death once, without
+    its log lines) reach the user, each line saying where it came from."""
     traceback = ["Error in training function:", "Traceback (most recent call last):",
                  '  File "/x/jobs/worker.py", line 10, in loop', "ValueError: boom in the loop", ""]
     lines, errors = _filtered([
         WorkerOutput(traceback, "314", TRAIN_WORKER, is_err=True),
         WorkerOutput(["some info first", "2026-12-01 17:20:20,653\tERROR controller.py:925 -- Error in control loop",
-                      "Traceback (most recent call last):", "RuntimeError: lost"], "27", "TrainController", is_err=True),
+                      "Traceback (most recent call last):", "RuntimeError: lost"], "27", "TrainController",
+                     is_err=True),
         WorkerOutput(["Task was killed due to the node running low on memory."], "raylet", "", is_err=False,
                      pushed=True),
         WorkerOutput([f"{SERVE_STOP} Error: The actor died unexpectedly before finishing this task."], "raylet", "",
                      is_err=False, pushed=True),
+        # A SIGKILLed raylet: Ray 2.60 pushes its death with the raylet's last 20 log lines, from two agents.
+        *[WorkerOutput([f"{RAYLET_DIED} Last 20 lines of the Raylet logs:\n    [state-dump] NodeManager:\n"
+                        "    [2026-12-02 13:37:59,699 I 13253 13253] (raylet) worker_pool.cc:564: Started worker\n"],
+                       "raylet", "", is_err=False, pushed=True)] * 2,
     ])
     assert lines == []
     assert errors == [f"[worker pid=314] {t}" for t in traceback if t] + [
@@ -86,7 +95,8 @@ def test_errors_stay_visible():
         "[ray TrainController pid=27] Traceback (most recent call last):",
         "[ray TrainController pid=27] RuntimeError: lost",
         "[ray] Task was killed due to the node running low on memory.",
-        f"[ray] {SERVE_STOP} Error: The actor died unexpectedly before finishing this task."]
+        f"[ray] {SERVE_STOP} Error: The actor died unexpectedly before finishing this task.",
+        f"[ray] {RAYLET_DIED} (its last lines: raylet.out in the node's Ray log folder)"]
 
 
 # ---------------------------------------------------------------------------------------------- the display

@@ -15,7 +15,7 @@ import pytest
 
 from jobs.bundle import load
 from tests.serving_fixtures import (bundle_variant, call, deploy_app, records_from, release_app,  # noqa: F401
-                                    served_bundle, serve_instance)
+                                    serve_in_background, served_bundle, serve_instance)
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 TOKEN = "s3cret-token"
@@ -288,7 +288,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         # A second app on the same port: `trainyard serve` joins the owner's Ray and serves it until stopped
         # (SIGTERM, as `kill` or a container stop sends), leaving the owner's record as it was.
         record = (tmp_path / "state" / f"serve-{served.port}.json").read_text()
-        guest = _serve_in_background(new, env, "--name", "guest", "--port", str(served.port),
+        guest = serve_in_background(new, env, "--name", "guest", "--port", str(served.port),
                                      "--set", "route_prefix=/guest", "--set", "ray_actor_options.num_cpus=0.25")
         try:
             url = guest.wait_for(r"\[serve\] guest \S+ at (\S+)")
@@ -321,7 +321,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         assert Client(served.url).predict([{}])["model"]["version"] == "cli-v2"
 
         # A guest whose owner stops (it deletes its apps, then its Ray goes) stops with it, saying why.
-        guest = _serve_in_background(new, env, "--name", "guest2", "--port", str(served.port),
+        guest = serve_in_background(new, env, "--name", "guest2", "--port", str(served.port),
                                      "--set", "route_prefix=/guest2", "--set", "ray_actor_options.num_cpus=0.25")
         try:
             guest.wait_for(r"(.*runs on the Ray.*)")
@@ -336,38 +336,6 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
     finally:
         release_app("cli")
         release_app("guest2")     # its owner here (this test) stays up, and so does its Ray
-
-
-class _Background:
-    """A command running in the background, its output (stdout and stderr) collected line by line."""
-
-    def __init__(self, argv: list[str], env: dict):
-        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self._lines: list[str] = []
-        self._reader = threading.Thread(target=lambda: self._lines.extend(self.process.stdout), daemon=True)
-        self._reader.start()
-
-    def wait_for(self, pattern: str, timeout_s: float = 240.0) -> str:
-        """The first group of the first line that matches `pattern`; fails if the command ends or time runs out."""
-        import re
-        import time
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in list(self._lines):
-                if m := re.match(pattern, line.rstrip("\n")):
-                    return m.group(1)
-            if self.process.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"no line matched {pattern!r}:\n{''.join(self._lines)[-3000:]}")
-
-    def output(self) -> str:
-        self._reader.join(timeout=30)
-        return "".join(self._lines)
-
-
-def _serve_in_background(bundle, env: dict, *args: str) -> _Background:
-    return _Background([sys.executable, "-m", "trainyard", "serve", str(bundle), *args], env)
 
 
 def test_serve_settings_come_from_the_bundle_then_set(served_bundle):

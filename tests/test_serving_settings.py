@@ -283,6 +283,25 @@ def test_a_guest_sees_its_host_gone_without_calling_into_its_ray():
     assert not _deleting_its_apps({**alive, "apps": []}, {})                         # a record without apps
 
 
+def test_a_server_sees_rays_gcs_or_raylet_gone_by_its_port():
+    """A killed raylet leaves a driver's calls waiting for ever: `serve_forever` looks at the ports first."""
+    import socket
+
+    from cluster.ports import free_ports
+    from serving.forever import _first_closed
+
+    closed = f"127.0.0.1:{free_ports(1)[0]}"
+    with socket.socket() as gcs, socket.socket() as raylet:
+        for s in (gcs, raylet):
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+        lifelines = {"GCS": f"127.0.0.1:{gcs.getsockname()[1]}", "raylet": f"127.0.0.1:{raylet.getsockname()[1]}"}
+        assert _first_closed(lifelines) is None
+        assert _first_closed({**lifelines, "raylet": closed}) == f"raylet ({closed})"
+        assert _first_closed({**lifelines, "GCS": closed}) == f"GCS ({closed})"
+    assert _first_closed({}) is None
+
+
 def test_what_replicas_receive(tmp_path, monkeypatch):
     import serving.app as app
 
