@@ -22,7 +22,6 @@ import ipaddress
 import json
 import logging
 import os
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -35,6 +34,7 @@ from cluster import ray_compat
 from cluster import state as cluster_state
 from cluster.errors import EXIT_FAILED, BadInput
 from cluster.nodes import alive_nodes
+from cluster.ports import connect_error
 
 TOKEN_ENV, TOKEN_PATH_ENV, AUTH_MODE_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"
 DEFAULT_TOKEN_FILE = Path("~/.ray/auth_token")
@@ -209,11 +209,8 @@ def _probe_grpc(address: Address, token: Token | None) -> tuple[str, str]:
 
 def _tcp_reachable(host: str, port: int) -> str | None:
     """None when something accepts connections at host:port, else why not."""
-    try:
-        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT_S):
-            return None
-    except OSError as exc:
-        return exc.strerror or str(exc)
+    error = connect_error(host, port, _PROBE_TIMEOUT_S)
+    return None if error is None else (error.strerror or str(error))
 
 
 def _authorize_grpc(address: Address, state_dir=None) -> Token | None:

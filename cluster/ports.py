@@ -1,4 +1,5 @@
-"""Free TCP ports that we choose ourselves, for a local cluster's nodes and for Serve's listeners.
+"""Free TCP ports that we choose ourselves, for a local cluster's nodes and for Serve's listeners; and whether
+something listens at an address (`connect_error`).
 
 Chosen from 20000 up to the start of the OS's ephemeral range (Linux's default ip_local_port_range starts
 at 32768, macOS's at 49152), and never past 29999:
@@ -70,3 +71,14 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
                   f"{ephemeral_start()}: {_EPHEMERAL_RANGE_FILE})")
     raise NoFreePorts(f"found only {len(held)} of {n} free ports on {host} in {where}: free some of those "
                       "ports, or give the port explicitly where the command takes one")
+
+
+def connect_error(host: str, port: int, timeout_s: float = 2.0) -> OSError | None:
+    """None when something accepts TCP connections at host:port (an IPv6 host with or without brackets), else
+    why not: ConnectionRefusedError when nothing listens there (a process that died closes its ports at once),
+    a timeout or another OSError when nothing answers in time."""
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return exc

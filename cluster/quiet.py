@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Callable
 
 from cluster import ray_compat
@@ -32,10 +33,12 @@ WORKER_POOL_NOTE = re.compile(r"worker processes have been started on node")
 # than its own `ray.kill` still shows.
 SERVE_STOP_NOTE = re.compile(r"^Task ServeController\.graceful_shutdown failed\..*killed by `ray\.kill`")
 # What Ray pushes when a node's raylet dies (killed, out of memory): one paragraph, then the raylet's last 20 log
-# lines (its state dumps), and the same message again from each of the node's agents. Shown once, without the
-# log lines, which stay in the raylet's log file.
+# lines (its state dumps), and the same message again from each of the node's agents within seconds. Shown once
+# (again only after RAYLET_DIED_REPEAT_S: the message names no node, so a later one is another death), without
+# the log lines, which stay in the raylet's log file.
 RAYLET_DIED = re.compile(r"^(Raylet is terminated\. Termination is unexpected\..*?) Last \d+ lines of the Raylet "
                          r"logs:", re.S)
+RAYLET_DIED_REPEAT_S = 30.0
 
 
 def quiet_ray_logs() -> None:
@@ -85,7 +88,7 @@ class WorkerOutputFilter:
 
     def __init__(self, line: Callable[[str], None], error: Callable[[str], None]):
         self.line, self.error = line, error
-        self._raylet_died_shown = False
+        self._raylet_died_at = float("-inf")
 
     def __call__(self, out: ray_compat.WorkerOutput) -> None:
         if out.process == ray_compat.TRAIN_WORKER:
@@ -100,10 +103,11 @@ class WorkerOutputFilter:
                 if WORKER_POOL_NOTE.search(text) or SERVE_STOP_NOTE.match(text):
                     continue
                 if died := RAYLET_DIED.match(text):
-                    if self._raylet_died_shown:
+                    if time.monotonic() - self._raylet_died_at < RAYLET_DIED_REPEAT_S:
                         continue
-                    self._raylet_died_shown = True
-                    text = f"{died.group(1)} (its last lines: raylet.out in the node's Ray log folder)"
+                    self._raylet_died_at = time.monotonic()
+                    text = (f"{died.group(1)} (the raylet's last log lines: raylet.out in that node's Ray log "
+                            "folder, e.g. /tmp/ray/session_latest/logs)")
                 self.error(f"[ray] {text}")
             return
         shown = False

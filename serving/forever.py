@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 from cluster import is_embedded
 from cluster.errors import EXIT_OK
+from cluster.ports import connect_error
 from cluster.state import state_dir
 from serving.server import DEPLOY_TIMEOUT_S, Served, _delete_quietly, _first_line, app_states, deploy, shutdown
 from serving.settings import ServeError
@@ -40,10 +40,11 @@ def read_server_state(port: int) -> Optional[dict]:
     return _read_live(state_file(port))
 
 
-def server_of(port: int, name: str) -> Optional[dict]:
-    """The live trainyard process that serves app `name` on `port`: the port's owner when its record lists the
-    app, else the guest that recorded it (`guest_file`); None when no process does."""
-    owner = read_server_state(port)
+def server_of(port: int, name: str, owner: Optional[dict] = None) -> Optional[dict]:
+    """The live trainyard process that serves app `name` on `port`: the port's owner (`owner`, already read, or
+    `read_server_state`) when its record lists the app, else the guest that recorded it (`guest_file`); None
+    when no process does."""
+    owner = owner if owner is not None else read_server_state(port)
     if owner is not None and name in (owner.get("apps") or []):
         return owner
     guest = _read_live(guest_file(port, name))
@@ -82,24 +83,25 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
     process's guest: served until stopped, or until that process stops (`_host_gone`, `_deleting_its_apps`),
     without touching its record (`state_file`). Returns 0 (EXIT_OK) once stopped; a deploy that fails, an app
     deleted from under it, a Serve that stops answering, a host that stops, or Ray's GCS or this node's raylet
-    going (`ray_lifelines`), raises ServeError."""
+    going (`RayLifelines`), raises ServeError."""
     import ray
 
     served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, no_token=no_token,
                     progress=progress, timeout_s=timeout_s)
     owner = read_server_state(served.port)       # another trainyard process serving on this port, if any
     if served.updated_from is not None:
-        holder = server_of(served.port, served.name)        # the port's owner, or a guest serving this app
+        holder = server_of(served.port, served.name, owner)     # the port's owner, or a guest serving this app
         if holder and holder["pid"] != os.getpid():
             progress(f"[serve] {served.name} updated {served.updated_from} → {served.version} at {served.url}; "
                      f"it stays served by trainyard process {holder['pid']}")
             return EXIT_OK
         progress(f"[serve] {served.name} updated {served.updated_from} → {served.version}")
-    lifelines = ray_lifelines()
     # The handlers go first: a SIGTERM from here on stops through the `finally` below, record and app included.
     previous = _stop_on_signals()
     file, ending = None, "delete"   # what the end does with the app: delete it; "release" it; leave it ("none")
+    lifelines = RayLifelines({})
     try:
+        lifelines = RayLifelines.of_this_process()
         _announce(served, progress)
         if owner is None or owner["pid"] == os.getpid():
             file = _write_server_state(served, [served.name])
@@ -114,16 +116,18 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
         while True:
             # A guest looks every second: its host deletes its apps for a few seconds before its Ray goes, and a
             # call into a Ray that has gone waits a minute or for ever, so every server looks at the host and at
-            # Ray's processes (`ray_lifelines`) before asking Serve.
+            # Ray's processes (`RayLifelines`) before asking Serve.
             time.sleep(5.0 if host_record is None else 1.0)
             if host_record is not None and _host_gone(host_record):
                 ending = "none"                 # its Ray, and this app with it, has gone
                 raise _stops_with_host(served, host_record)
-            if (gone := _first_closed(lifelines)) is not None:
+            if (gone := lifelines.first_gone()) is not None:
                 ending = "none"                 # a call into Serve would never return
                 raise ServeError(f"Ray's {gone} stopped while {served.name} was served (killed, or out of memory?), "
-                                 "so Ray Serve can no longer be reached from here; stopped. Start `trainyard serve` "
-                                 "again (on a cluster, check it with `ray status` first)")
+                                 "so Ray Serve can no longer be reached from here; stopped. On this machine's own "
+                                 "Ray the app is gone with it: start `trainyard serve` again. On a cluster the "
+                                 f"other nodes may still serve it: `trainyard serve BUNDLE --name {served.name}` "
+                                 "from a healthy node takes it over (check the cluster with `ray status` first)")
             try:
                 apps = app_states()
             except Exception as exc:  # noqa: BLE001 - Serve's controller or Ray went away under us
@@ -140,13 +144,15 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
         progress(f"[serve] stopping {served.name} ...")
     finally:
         try:
-            if ending == "delete" and _first_closed(lifelines) is None:     # else the call would never return
+            if ending != "none" and (gone := lifelines.first_gone()) is not None:    # a call would never return
+                progress(f"[serve] {served.name} not deleted: Ray's {gone} is gone")
+            elif ending == "delete":
                 shutdown(served.name)
             elif ending == "release":
                 _delete_quietly(served.name, blocking=False)
         finally:
             if file is not None:
-                file.unlink(missing_ok=True)
+                _remove_own_record(file)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     progress("[serve] stopped")
@@ -192,36 +198,64 @@ def _host_gone(host_record: dict) -> bool:
         return True
     except OSError:        # alive, another user's
         pass
-    return _closed(str(host_record.get("address", "")))
+    return _connect_error(str(host_record.get("address", ""))) is not None
 
 
-def ray_lifelines() -> dict[str, str]:
+class RayLifelines:
     """The Ray processes every call of this process into Ray goes through, by address: the GCS and the raylet of
     the node this process is attached to. When either is killed (the out-of-memory killer picks a raylet too), a
     call into Ray or Serve waits for ever: Ray keeps a driver alive when its raylet dies (ray-project/ray#20777),
     and the raylet a driver started itself (embedded Ray) stays a zombie that keeps its workers, replicas
-    included, running until the driver exits. `_first_closed` looks at their ports instead."""
-    import ray
-    context = ray.get_runtime_context()
-    lifelines = {"GCS": context.gcs_address}
-    node = next((n for n in ray.nodes() if n.get("NodeID") == context.get_node_id()), {})
-    if node.get("NodeManagerPort"):
-        lifelines["raylet"] = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
-    return lifelines
+    included, running until the driver exits. `first_gone` looks at their ports instead."""
+
+    STRIKES = 3      # connections unanswered in a row (not refused) before a remote process counts as gone
+
+    def __init__(self, addresses: dict[str, str]):
+        self.addresses = addresses
+        self._unanswered = dict.fromkeys(addresses, 0)
+
+    @classmethod
+    def of_this_process(cls) -> "RayLifelines":
+        """This driver's GCS and raylet; none through Ray Client (`ray://`), whose calls go through its server."""
+        import ray
+        if ray.util.client.ray.is_connected():
+            return cls({})
+        context = ray.get_runtime_context()
+        addresses = {"GCS": context.gcs_address}
+        node = next((n for n in ray.nodes() if n.get("NodeID") == context.get_node_id()), {})
+        if node.get("NodeManagerPort"):
+            addresses["raylet"] = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
+        return cls(addresses)
+
+    def first_gone(self) -> Optional[str]:
+        """"NAME (ADDRESS)" of the first process whose port refuses connections (a process that died closes its
+        ports at once), or has not answered `STRIKES` times in a row (a lost packet is not a dead GCS); else None."""
+        for name, address in self.addresses.items():
+            error = _connect_error(address)
+            self._unanswered[name] = 0 if error is None else self._unanswered[name] + 1
+            if isinstance(error, ConnectionRefusedError) or self._unanswered[name] >= self.STRIKES:
+                return f"{name} ({address})"
+        return None
 
 
-def _first_closed(lifelines: dict[str, str]) -> Optional[str]:
-    """"NAME (ADDRESS)" of the first of `ray_lifelines` whose port no longer accepts a connection, else None."""
-    return next((f"{name} ({address})" for name, address in lifelines.items() if _closed(address)), None)
-
-
-def _closed(address: str) -> bool:
+def _connect_error(address: str) -> Optional[OSError]:
     host, _, port = address.rpartition(":")
     try:
-        socket.create_connection((host, int(port)), timeout=2.0).close()
-    except (OSError, ValueError):
-        return True
-    return False
+        return connect_error(host, int(port))
+    except ValueError as exc:
+        return OSError(f"not an address: {address!r} ({exc})")
+
+
+def _remove_own_record(file: Path) -> None:
+    """Remove `file` if it is still this process's record (another process may have written its own there since),
+    and a guests' folder left empty."""
+    try:
+        if json.loads(file.read_text()).get("pid") == os.getpid():
+            file.unlink()
+        if file.parent.name.endswith("-guests"):
+            file.parent.rmdir()          # fails, as it should, while another guest's record is in it
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _deleting_its_apps(host_record: dict, apps: dict[str, str]) -> bool:

@@ -96,7 +96,8 @@ def test_errors_stay_visible():
         "[ray TrainController pid=27] RuntimeError: lost",
         "[ray] Task was killed due to the node running low on memory.",
         f"[ray] {SERVE_STOP} Error: The actor died unexpectedly before finishing this task.",
-        f"[ray] {RAYLET_DIED} (its last lines: raylet.out in the node's Ray log folder)"]
+        f"[ray] {RAYLET_DIED} (the raylet's last log lines: raylet.out in that node's Ray log folder, e.g. "
+        "/tmp/ray/session_latest/logs)"]
 
 
 # ---------------------------------------------------------------------------------------------- the display

@@ -289,7 +289,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         # (SIGTERM, as `kill` or a container stop sends), leaving the owner's record as it was.
         record = (tmp_path / "state" / f"serve-{served.port}.json").read_text()
         guest = serve_in_background(new, env, "--name", "guest", "--port", str(served.port),
-                                     "--set", "route_prefix=/guest", "--set", "ray_actor_options.num_cpus=0.25")
+                                    "--set", "route_prefix=/guest", "--set", "ray_actor_options.num_cpus=0.25")
         try:
             url = guest.wait_for(r"\[serve\] guest \S+ at (\S+)")
             assert Client(url).predict(sent[:2])["predictions"] == expected["predictions"][:2]
@@ -322,7 +322,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
 
         # A guest whose owner stops (it deletes its apps, then its Ray goes) stops with it, saying why.
         guest = serve_in_background(new, env, "--name", "guest2", "--port", str(served.port),
-                                     "--set", "route_prefix=/guest2", "--set", "ray_actor_options.num_cpus=0.25")
+                                    "--set", "route_prefix=/guest2", "--set", "ray_actor_options.num_cpus=0.25")
         try:
             guest.wait_for(r"(.*runs on the Ray.*)")
             release_app("cli")

@@ -1,11 +1,11 @@
 """Serving when things go wrong, on real Ray Serve over real HTTP: tokens across updates, a failed update rolled
 back, an update no node can schedule, a replica SIGKILLed under load, and a server whose raylet is killed."""
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -203,66 +203,44 @@ def test_a_replica_killed_under_load_loses_at_most_one_percent(served_bundle, se
 
 
 # ---------------------------------------------------------------------------------------------- Ray under a server
-def _descendants(pid: int) -> dict[int, str]:
-    """pid → name of every process below `pid` (Linux /proc): an embedded Ray's daemons and its workers."""
-    children: dict[int, list[int]] = {}
-    names: dict[int, str] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
-        child = int(stat.parent.name)
-        names[child] = name
-        children.setdefault(int(rest[1]), []).append(child)
-    found, todo = {}, [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found[child] = names[child]
-            todo.append(child)
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_server_whose_raylet_is_killed_stops_saying_why_and_leaves_nothing_running(served_bundle, tmp_path):
     """`trainyard serve` on its own embedded Ray, whose raylet the out-of-memory killer picks: Ray keeps the
     server's calls waiting for ever (and, the raylet being its unreaped child, its replicas and ingress serving
     on). It stops within seconds instead, exit 1, saying which Ray process went, with Ray's own report of the
-    raylet's death once and without its log lines; every process of that Ray ends with it."""
+    raylet's death at most once and without its log lines; every process of that Ray ends with it."""
+    import ray  # noqa: F401 - puts the psutil Ray ships (ray/thirdparty_files) on the path
+    import psutil
+
     from cluster.ports import free_ports
     from serving import Client
+
+    def running(processes):
+        return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}        # its own embedded Ray
     env["TRAINYARD_STATE_DIR"] = str(tmp_path / "state")
     server = serve_in_background(served_bundle, env, "--port", str(free_ports(1)[0]), "--no-token")
-    below: dict[int, str] = {}
+    below: list = []
     try:
         url = server.wait_for(r"\[serve\] served \S+ at (\S+)")
         assert Client(url).predict([{}])["model"]["name"] == "served"
-        below = _descendants(server.process.pid)
-        raylet = [pid for pid, name in below.items() if name == "raylet"]
+        below = psutil.Process(server.process.pid).children(recursive=True)    # Ray's daemons and workers
+        raylet = [p for p in below if p.name() == "raylet"]
         assert len(raylet) == 1, below
-        os.kill(raylet[0], signal.SIGKILL)
+        raylet[0].kill()
         killed = time.monotonic()
         code = server.process.wait(timeout=90)
         stopped_s = time.monotonic() - killed
-    finally:
-        for pid in [server.process.pid, *below]:       # only if it failed: this server's own processes
-            if _running(pid):
-                os.kill(pid, signal.SIGKILL)
+        assert _wait_for(lambda: not running(below), 30), running(below)
+    except BaseException:
+        for process in running([psutil.Process(server.process.pid), *below]):     # this server's processes only
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        raise
     out = server.output()
     print(f"\nraylet SIGKILLed under `trainyard serve`: it stopped {stopped_s:.1f}s later, exit {code}")
     assert code == 1 and stopped_s < 30, (code, stopped_s, out)
     assert "trainyard: error: Ray's raylet (" in out and "stopped while served was served" in out, out
     assert out.count("[ray] Raylet is terminated") <= 1 and "[state-dump]" not in out, out
-    assert _wait_for(lambda: not [pid for pid in below if _running(pid)], 30), \
-        {pid: name for pid, name in below.items() if _running(pid)}

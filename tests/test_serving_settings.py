@@ -232,7 +232,7 @@ def test_the_server_of_an_app_is_the_owner_listing_it_or_the_guest_that_recorded
     from serving.forever import guest_file, server_of, state_file
 
     monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
-    alive, dead = os.getppid(), subprocess.Popen([sys.executable, "-c", "pass"])
+    alive, dead = os.getpid(), subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     state_file(8123).parent.mkdir()
     state_file(8123).write_text(json.dumps({"pid": alive, "address": "127.0.0.1:6379", "apps": ["a"]}))
@@ -283,23 +283,31 @@ def test_a_guest_sees_its_host_gone_without_calling_into_its_ray():
     assert not _deleting_its_apps({**alive, "apps": []}, {})                         # a record without apps
 
 
-def test_a_server_sees_rays_gcs_or_raylet_gone_by_its_port():
-    """A killed raylet leaves a driver's calls waiting for ever: `serve_forever` looks at the ports first."""
+def test_a_server_sees_rays_gcs_or_raylet_gone_by_its_port(monkeypatch):
+    """A killed raylet leaves a driver's calls waiting for ever: `serve_forever` looks at the ports first. A port
+    that refuses is gone at once; one that does not answer (a lost packet to a remote GCS) only three times in a
+    row."""
     import socket
 
+    import serving.forever as forever
     from cluster.ports import free_ports
-    from serving.forever import _first_closed
 
     closed = f"127.0.0.1:{free_ports(1)[0]}"
     with socket.socket() as gcs, socket.socket() as raylet:
         for s in (gcs, raylet):
             s.bind(("127.0.0.1", 0))
             s.listen()
-        lifelines = {"GCS": f"127.0.0.1:{gcs.getsockname()[1]}", "raylet": f"127.0.0.1:{raylet.getsockname()[1]}"}
-        assert _first_closed(lifelines) is None
-        assert _first_closed({**lifelines, "raylet": closed}) == f"raylet ({closed})"
-        assert _first_closed({**lifelines, "GCS": closed}) == f"GCS ({closed})"
-    assert _first_closed({}) is None
+        both = {"GCS": f"127.0.0.1:{gcs.getsockname()[1]}", "raylet": f"127.0.0.1:{raylet.getsockname()[1]}"}
+        assert forever.RayLifelines(both).first_gone() is None
+        assert forever.RayLifelines({**both, "raylet": closed}).first_gone() == f"raylet ({closed})"
+        assert forever.RayLifelines({**both, "GCS": closed}).first_gone() == f"GCS ({closed})"
+        assert forever.RayLifelines({"GCS": f"[::1]:{free_ports(1, '::1')[0]}"}).first_gone().startswith("GCS")
+    assert forever.RayLifelines({}).first_gone() is None
+
+    answers = iter([TimeoutError("timed out")] * 2 + [None] + [TimeoutError("timed out")] * 3)
+    monkeypatch.setattr(forever, "connect_error", lambda *_a, **_k: next(answers))
+    silent = forever.RayLifelines({"GCS": "192.0.2.1:6379"})
+    assert [silent.first_gone() for _ in range(6)] == [None] * 5 + ["GCS (192.0.2.1:6379)"]
 
 
 def test_what_replicas_receive(tmp_path, monkeypatch):
