@@ -114,7 +114,7 @@ def _explain(error: dict, source: str) -> str:
 
 def cmd_serve(args, kit) -> int:
     from cluster.errors import TrainyardError
-    from serving.forever import read_server_state, serve_forever, server_of
+    from serving.forever import serve_forever, serving_process
     from serving.server import DEPLOY_TIMEOUT_S, resolve_token
 
     token = resolve_token(args.token, args.no_token)     # a refused token fails before connecting to Ray
@@ -122,9 +122,8 @@ def cmd_serve(args, kit) -> int:
     port = args.port if args.port is not None else spec.port
     address = args.address
     if address is None and port:
-        # Another `trainyard serve` on this port: join its Ray, where its Serve (and the app to update) lives; or,
-        # the port's owner gone (a cluster's Ray outlives it), the one that still serves app --name there.
-        owner = read_server_state(port) or (server_of(port, args.name) if args.name else None)
+        # Another `trainyard serve` on this port: join its Ray, where its Serve (and the app to update) lives.
+        owner = serving_process(port, args.name)
         if owner and owner.get("address"):
             address = owner["address"]
             print(f"[serve] joining the Ray cluster of trainyard process {owner['pid']} serving on port {port}",

@@ -51,6 +51,13 @@ def server_of(port: int, name: str, owner: Optional[dict] = None) -> Optional[di
     return guest if guest is not None and name in (guest.get("apps") or []) else None
 
 
+def serving_process(port: int, name: Optional[str]) -> Optional[dict]:
+    """The record of the live trainyard process whose Ray a new `trainyard serve --port PORT [--name NAME]` joins:
+    the port's owner; or, when the owner is gone but its Ray lives on (a cluster's), the guest that still serves
+    app NAME there (`server_of`), so that an update of that app reaches it. None: start or join Ray as usual."""
+    return read_server_state(port) or (server_of(port, name) if name else None)
+
+
 def _read_live(file: Path) -> Optional[dict]:
     try:
         state = json.loads(file.read_text())

@@ -229,7 +229,7 @@ def test_server_state_lives_in_the_state_dir(tmp_path, monkeypatch):
 def test_the_server_of_an_app_is_the_owner_listing_it_or_the_guest_that_recorded_it(tmp_path, monkeypatch):
     """An update of app N from another shell returns when a live trainyard process already serves N on the port:
     the port's owner (its record lists its apps) or a guest (a record of its own); a dead one's record is not."""
-    from serving.forever import guest_file, server_of, state_file
+    from serving.forever import guest_file, server_of, serving_process, state_file
 
     monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
     alive, dead = os.getpid(), subprocess.Popen([sys.executable, "-c", "pass"])
@@ -243,6 +243,13 @@ def test_the_server_of_an_app_is_the_owner_listing_it_or_the_guest_that_recorded
     guest_file(8123, "b").write_text(json.dumps({"pid": dead.pid, "address": "127.0.0.1:6379", "apps": ["b"]}))
     assert server_of(8123, "b") is None
     assert guest_file(8123, "b") == (tmp_path / "state" / "serve-8123-guests" / "b.json").resolve()
+
+    # A new `trainyard serve --port 8123` joins the owner's Ray; with the owner gone, the guest's for its own app.
+    assert serving_process(8123, None)["pid"] == alive == serving_process(8123, "x")["pid"]
+    state_file(8123).write_text(json.dumps({"pid": dead.pid, "address": "127.0.0.1:6379", "apps": ["a"]}))
+    guest_file(8123, "b").write_text(json.dumps({"pid": alive, "address": "10.0.0.5:6379", "apps": ["b"]}))
+    assert serving_process(8123, "b")["address"] == "10.0.0.5:6379"
+    assert serving_process(8123, "a") is None and serving_process(8123, None) is None
 
 
 def test_a_server_is_the_guest_only_of_another_process_whose_embedded_ray_it_joined():
