@@ -20,6 +20,7 @@ class Node:
     head: bool
     resources: dict[str, float] = field(default_factory=dict)   # totals, without Ray's "node:..." markers
     temp_dir: str | None = None                   # known from the GCS only
+    raylet_port: int | None = None                # the raylet's (node manager's) port, on `ip`
 
     @property
     def label(self) -> str:
@@ -41,7 +42,7 @@ def alive_nodes() -> list[Node]:
     if not ray.is_initialized():
         raise Failure("alive_nodes() needs a connected Ray: call cluster.connect() first")
     return [Node(n["NodeID"], n.get("NodeManagerAddress", ""), _HEAD_RESOURCE in n.get("Resources", {}),
-                 _resources(n.get("Resources", {})))
+                 _resources(n.get("Resources", {})), raylet_port=n.get("NodeManagerPort") or None)
             for n in ray.nodes() if n.get("Alive")]
 
 
@@ -55,5 +56,5 @@ def alive_nodes_from_gcs(address: str, token: str | None, *, timeout_s: float = 
         reply = pb_grpc.NodeInfoGcsServiceStub(channel).GetAllNodeInfo(
             pb.GetAllNodeInfoRequest(), timeout=timeout_s, metadata=metadata)
     return [Node(info.node_id.hex(), info.node_manager_address, info.is_head_node,
-                 _resources(info.resources_total), info.temp_dir or None)
+                 _resources(info.resources_total), info.temp_dir or None, info.node_manager_port or None)
             for info in reply.node_info_list if info.state == gcs_pb2.GcsNodeInfo.ALIVE]

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 
 from cluster import is_embedded
 from cluster.errors import EXIT_OK
+from cluster.nodes import alive_nodes
 from cluster.ports import connect_error
 from cluster.state import state_dir
 from serving.server import DEPLOY_TIMEOUT_S, Served, _delete_quietly, _first_line, app_states, deploy, shutdown
@@ -229,9 +230,9 @@ class RayLifelines:
             return cls({})
         context = ray.get_runtime_context()
         addresses = {"GCS": context.gcs_address}
-        node = next((n for n in ray.nodes() if n.get("NodeID") == context.get_node_id()), {})
-        if node.get("NodeManagerPort"):
-            addresses["raylet"] = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
+        node = next((n for n in alive_nodes() if n.node_id == context.get_node_id()), None)
+        if node is not None and node.raylet_port:
+            addresses["raylet"] = f"{node.ip}:{node.raylet_port}"
         return cls(addresses)
 
     def first_gone(self) -> Optional[str]:
