@@ -127,7 +127,30 @@ def _private_dir() -> Path:
     from cluster import is_embedded   # imports Ray: only once Serve starts
     if is_embedded():
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        atexit.register(stop_haproxy_of, folder)      # runs first (atexit is last in, first out)
     return folder
+
+
+def stop_haproxy_of(folder: Path) -> list[int]:
+    """Kill this user's processes that run from `folder` (an HAProxy whose config lies in it); returns their pids.
+    Serve's HAProxy manager stops its HAProxy itself, but when the raylet dies under it (`trainyard serve` then
+    stops, serving.forever.RayLifelines), the HAProxy can outlive the manager and keep the port: 2 of 3 runs of
+    tests/test_serving_faults.py's raylet kill left it running. The folder is private to this Serve start, so
+    what names it is ours."""
+    import ray  # noqa: F401 - puts the psutil Ray ships (ray/thirdparty_files) on the path
+    import psutil
+
+    mark, killed = str(folder) + os.sep, []
+    for process in psutil.process_iter(["pid", "uids", "cmdline"]):
+        info = process.info
+        if (info["pid"] != os.getpid() and info["uids"] is not None and info["uids"].real == os.getuid()
+                and any(arg.startswith(mark) for arg in info["cmdline"] or ())):
+            try:
+                process.kill()
+                killed.append(info["pid"])
+            except psutil.Error:
+                pass
+    return killed
 
 
 def _write_wrapper(folder: Path) -> Path:

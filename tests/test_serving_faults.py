@@ -217,16 +217,21 @@ def test_a_server_whose_raylet_is_killed_stops_saying_why_and_leaves_nothing_run
     from serving import Client
 
     def running(processes):
-        return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = []
+        for process in processes:
+            with contextlib.suppress(psutil.Error):          # it may end between the two questions
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+        return alive
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}        # its own embedded Ray
     env["TRAINYARD_STATE_DIR"] = str(tmp_path / "state")
     server = serve_in_background(served_bundle, env, "--port", str(free_ports(1)[0]), "--no-token")
-    below: list = []
+    below = [psutil.Process(server.process.pid)]
     try:
         url = server.wait_for(r"\[serve\] served \S+ at (\S+)")
         assert Client(url).predict([{}])["model"]["name"] == "served"
-        below = psutil.Process(server.process.pid).children(recursive=True)    # Ray's daemons and workers
+        below += below[0].children(recursive=True)            # Ray's daemons and workers
         raylet = [p for p in below if p.name() == "raylet"]
         assert len(raylet) == 1, below
         raylet[0].kill()
@@ -235,7 +240,7 @@ def test_a_server_whose_raylet_is_killed_stops_saying_why_and_leaves_nothing_run
         stopped_s = time.monotonic() - killed
         assert _wait_for(lambda: not running(below), 30), running(below)
     except BaseException:
-        for process in running([psutil.Process(server.process.pid), *below]):     # this server's processes only
+        for process in running(below):          # this server's processes only
             with contextlib.suppress(psutil.Error):
                 process.kill()
         raise

@@ -329,3 +329,19 @@ def test_what_replicas_receive(tmp_path, monkeypatch):
     assert settings["token_sha256"] == hashlib.sha256(b"s3cret").hexdigest() and "s3cret" not in json.dumps(settings)
     assert settings["serve"]["max_records"] == 9
     assert app.replica_settings("m", ServeSpec(), None)["token_sha256"] is None
+
+
+def test_at_exit_an_embedded_serve_stops_the_haproxy_that_runs_from_its_private_folder(tmp_path):
+    """Ray's HAProxy manager can die without stopping its HAProxy (its raylet killed): the Serve start's private
+    folder names what is ours, and nothing else is touched (a folder whose name only begins the same)."""
+    from serving.ingress import stop_haproxy_of
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)", "-f"]
+    ours = subprocess.Popen([*sleeper, str(tmp_path / "ha" / "haproxy.cfg")])
+    other = subprocess.Popen([*sleeper, str(tmp_path / "ha-other" / "haproxy.cfg")])
+    try:
+        assert stop_haproxy_of(tmp_path / "ha") == [ours.pid]
+        assert ours.wait(timeout=10) == -9 and other.poll() is None
+    finally:
+        ours.kill()
+        other.kill()
