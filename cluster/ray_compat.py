@@ -11,7 +11,11 @@ Other Ray internals we lean on without importing a private module, listed so an 
 - the logger ``ray.data._internal.progress`` (a logger name only: cluster/quiet.py, jobs/worker.py).
 - the text of Ray's messages that cluster/quiet.py sorts: "Token authentication is enabled", the raylet's
   "worker processes have been started on node", Serve's "Task ServeController.graceful_shutdown failed. ...
-  killed by `ray.kill`", Ray Train's "Traceback"/ERROR lines (checked on 2.60.0).
+  killed by `ray.kill`", the agents' "Raylet is terminated. Termination is unexpected. ... Last N lines of the
+  Raylet logs:", Ray Train's "Traceback"/ERROR lines (checked on 2.60.0).
+- how `trainyard serve` tells that Ray has gone under it (serving/forever.py, RayLifelines): the GCS and the
+  raylet (``ray.nodes()``'s NodeManagerAddress:NodeManagerPort) refuse connections once dead; and the HAProxy of
+  Ray Serve's manager runs with ``-f <config in serve's folder>`` (serving/ingress.py: stop_haproxy_of).
 - Ray Data's variable RAY_DATA_PARQUET_FOOTER_NUM_ACTORS (jobs/ingest.py: read_parquet, checked on 2.60.0).
 - the text of the RayDeprecationWarning Ray Train's own `DataConfig.default_ingest_options()` raises
   (jobs/train.py: `ingest_options` silences it; checked on 2.60.0, tests/test_train_contracts.py).
