@@ -39,11 +39,18 @@ SERVE_STOP_NOTE = re.compile(r"^Task ServeController\.graceful_shutdown failed\.
 RAYLET_DIED = re.compile(r"^(Raylet is terminated\. Termination is unexpected\..*?) Last \d+ lines of the Raylet "
                          r"logs:", re.S)
 RAYLET_DIED_REPEAT_S = 30.0
+# What Ray Tune's driver logs at ERROR when a trial fails: the whole traceback of Ray's frames around the trial's,
+# then the list of trials that did not complete (logger → how the record begins). `trainyard tune` says both
+# itself ("[tune] ID failed: ... (traceback: .../error.txt)", and the search's summary), and the trial's own
+# traceback has come through as its Train worker's lines.
+TUNE_FAILURE_LOGS = {"ray.tune.execution.tune_controller": "Trial task failed for trial ",
+                     "ray.tune.tune": "Trials did not complete: "}
 
 
 def quiet_ray_logs() -> None:
     """Keep our own progress lines readable: Ray Data's per-dataset banners and progress bars, and Train/Tune/
-    Serve INFO lines, go to Ray's log files only. Warnings and errors still show."""
+    Serve INFO lines, go to Ray's log files only. Warnings and errors still show, but for Tune's reports of a
+    failed trial, which `trainyard tune` makes itself (`TUNE_FAILURE_LOGS`)."""
     try:
         import ray.data  # configures its loggers on import: quiet them after, not before
         ctx = ray.data.DataContext.get_current()
@@ -55,19 +62,30 @@ def quiet_ray_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # "Progress bars disabled": we turned them off above, on purpose.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    for name, start in TUNE_FAILURE_LOGS.items():
+        _drop_starting(logging.getLogger(name), start)
     # Ray warns at every start of a local Ray that it turned token authentication on: the secure default,
     # nothing to act on. The warning that it is off stays.
     try:
         auth = ray_compat.token_auth_logger()
     except Exception:  # another Ray: at worst the line is back
         return
-    if not any(isinstance(f, _TokenAuthOn) for f in auth.filters):
-        auth.addFilter(_TokenAuthOn())
+    _drop_starting(auth, "Token authentication is enabled")
 
 
-class _TokenAuthOn(logging.Filter):
+def _drop_starting(logger: logging.Logger, start: str) -> None:
+    """Keep `logger`'s records whose message begins with `start` out of the output (once, however often called)."""
+    if not any(isinstance(f, _DropStarting) and f.start == start for f in logger.filters):
+        logger.addFilter(_DropStarting(start))
+
+
+class _DropStarting(logging.Filter):
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Token authentication is enabled")
+        return not record.getMessage().startswith(self.start)
 
 
 class WorkerOutputFilter:

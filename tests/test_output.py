@@ -100,6 +100,38 @@ def test_errors_stay_visible():
         "/tmp/ray/session_latest/logs)"]
 
 
+def test_tunes_own_report_of_a_failed_trial_stays_out_and_its_other_errors_show():
+    """Ray Tune's driver logs a failed trial's whole traceback and "Trials did not complete"; `trainyard tune` says
+    both itself. The records are dropped at their loggers; any other error of the same loggers still shows. Fails
+    when Ray moves either record (then the lines are back: update cluster.quiet.TUNE_FAILURE_LOGS)."""
+    import logging
+
+    from ray.tune import tune
+    from ray.tune.execution import tune_controller
+
+    from cluster.quiet import TUNE_FAILURE_LOGS, quiet_ray_logs
+
+    assert "Trial task failed for trial {trial}" in Path(tune_controller.__file__).read_text()
+    assert '"Trials did not complete: %s"' in Path(tune.__file__).read_text()
+    assert set(TUNE_FAILURE_LOGS) == {tune_controller.logger.name, tune.logger.name}
+    quiet_ray_logs()
+    seen: list[str] = []
+    sink = logging.Handler()
+    sink.emit = lambda record: seen.append(record.getMessage())
+    ray_logger = logging.getLogger("ray")            # where Ray's records end (it does not propagate further)
+    ray_logger.addHandler(sink)
+    try:
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError as exc:
+            tune_controller.logger.error("Trial task failed for trial run_trial_1", exc_info=exc)
+        tune.logger.error("Trials did not complete: %s", ["run_trial_1"])
+        tune_controller.logger.error("Something else broke")
+    finally:
+        ray_logger.removeHandler(sink)
+    assert seen == ["Something else broke"]
+
+
 # ---------------------------------------------------------------------------------------------- the display
 def _worker_config(epochs: int) -> WorkerConfig:
     return WorkerConfig(task="classification", model={}, epochs=epochs, batch_size=32, lr=0.01, weight_decay=0.0,

@@ -243,7 +243,8 @@ class _Progress(tune.Callback):
         _sink(trial_end_line(trial.trial_id, last.get("epoch"), self.epochs))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        _sink(trial_end_line(trial.trial_id, None, self.epochs, error=_error_line(trial.error_file)))
+        _sink(trial_end_line(trial.trial_id, None, self.epochs, error=_error_line(trial.error_file,
+                                                                                    _kept_error_file(trial))))
 
 
 # The lines a search prints as it goes; trainyard/display.py counts trials by them on a terminal.
@@ -273,12 +274,28 @@ def trial_end_line(trial_id: str, epoch: Optional[int], epochs: int, error: Opti
     return f"[tune] {trial_id} stopped early, judged at epoch {epoch if epoch is not None else 0}"
 
 
-def _error_line(error_file: Optional[str]) -> str:
+def _error_line(error_file: Optional[str], kept: Optional[str] = None) -> str:
+    """The cause of a trial's failure, from the traceback Tune wrote to `error_file`, and where that traceback is
+    kept (`kept`, else `error_file`). Ray's own report of the failure is kept out of the output
+    (cluster.quiet.TUNE_FAILURE_LOGS)."""
     try:
         text = Path(error_file).read_text() if error_file else ""
     except OSError:
         text = ""
-    return _last_error_line(text) or "see the trial's error.txt"
+    if not text:
+        return "see the trial's error.txt"
+    return f"{_last_error_line(text) or 'no message'} (traceback: {kept or error_file})"
+
+
+def _kept_error_file(trial) -> Optional[str]:
+    """Where a failed trial's traceback stays: in its folder of the experiment (OUTPUT/ray/...) when that storage is
+    local; else Tune's copy on the driver's node (`trial.error_file`, under Ray's session folder)."""
+    import pyarrow.fs
+    try:
+        local = isinstance(trial.storage.storage_filesystem, pyarrow.fs.LocalFileSystem)
+        return str(Path(trial.path, Path(trial.error_file).name)) if local and trial.error_file else None
+    except (AttributeError, TypeError):
+        return None
 
 
 def _last_error_line(text: str) -> str:
