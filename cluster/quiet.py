@@ -41,8 +41,9 @@ RAYLET_DIED = re.compile(r"^(Raylet is terminated\. Termination is unexpected\..
 RAYLET_DIED_REPEAT_S = 30.0
 # What Ray Tune's driver logs at ERROR when a trial fails: the whole traceback of Ray's frames around the trial's,
 # then the list of trials that did not complete (logger → how the record begins). `trainyard tune` says both
-# itself ("[tune] ID failed: ... (traceback: .../error.txt)", and the search's summary), and the trial's own
-# traceback has come through as its Train worker's lines.
+# itself ("[tune] ID failed: ... (traceback: .../error.txt)", "[tune] ID restarts after a failure: ..." for one
+# Tune retries, and the search's summary), and the trial's own traceback has come through as its Train worker's
+# lines. tuning/experiment.py's callback must keep saying every failure Tune reports.
 TUNE_FAILURE_LOGS = {"ray.tune.execution.tune_controller": "Trial task failed for trial ",
                      "ray.tune.tune": "Trials did not complete: "}
 

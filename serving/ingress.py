@@ -127,29 +127,37 @@ def _private_dir() -> Path:
     from cluster import is_embedded   # imports Ray: only once Serve starts
     if is_embedded():
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        atexit.register(stop_haproxy_of, folder)      # runs first (atexit is last in, first out)
+        # Runs first (atexit is last in, first out), in this process only (not in a child forked from it).
+        atexit.register(stop_haproxy_of, folder, os.getpid())
     return folder
 
 
-def stop_haproxy_of(folder: Path) -> list[int]:
-    """Kill this user's processes that run from `folder` (an HAProxy whose config lies in it); returns their pids.
-    Serve's HAProxy manager stops its HAProxy itself, but when the raylet dies under it (`trainyard serve` then
-    stops, serving.forever.RayLifelines), the HAProxy can outlive the manager and keep the port: 2 of 3 runs of
+def stop_haproxy_of(folder: Path, owner_pid: Optional[int] = None) -> list[int]:
+    """Kill this user's processes that run with a config from `folder` (`-f FOLDER/...`: an HAProxy of this Serve
+    start); returns their pids. Nothing when called in another process than `owner_pid`. Serve's HAProxy manager
+    stops its HAProxy itself, but when the raylet dies under it (`trainyard serve` then stops,
+    serving.forever.RayLifelines), the HAProxy can outlive the manager and keep the port: 2 of 3 runs of
     tests/test_serving_faults.py's raylet kill left it running. The folder is private to this Serve start, so
-    what names it is ours."""
-    import ray  # noqa: F401 - puts the psutil Ray ships (ray/thirdparty_files) on the path
-    import psutil
+    what runs from it is ours. Never raises (it runs at exit)."""
+    if owner_pid is not None and owner_pid != os.getpid():
+        return []
+    killed: list[int] = []
+    try:
+        import ray  # noqa: F401 - puts the psutil Ray ships (ray/thirdparty_files) on the path
+        import psutil
 
-    mark, killed = str(folder) + os.sep, []
-    for process in psutil.process_iter(["pid", "uids", "cmdline"]):
-        info = process.info
-        if (info["pid"] != os.getpid() and info["uids"] is not None and info["uids"].real == os.getuid()
-                and any(arg.startswith(mark) for arg in info["cmdline"] or ())):
-            try:
-                process.kill()
-                killed.append(info["pid"])
-            except psutil.Error:
-                pass
+        mark = str(folder) + os.sep
+        for process in psutil.process_iter(["pid", "uids", "cmdline"]):
+            info, args = process.info, process.info["cmdline"] or []
+            if (info["pid"] != os.getpid() and info["uids"] is not None and info["uids"].real == os.getuid()
+                    and any(flag == "-f" and arg.startswith(mark) for flag, arg in zip(args, args[1:]))):
+                try:
+                    process.kill()
+                    killed.append(info["pid"])
+                except psutil.Error:
+                    pass
+    except Exception:  # noqa: BLE001 - at exit: at worst an HAProxy is left, as before
+        pass
     return killed
 
 

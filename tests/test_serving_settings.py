@@ -336,12 +336,15 @@ def test_at_exit_an_embedded_serve_stops_the_haproxy_that_runs_from_its_private_
     folder names what is ours, and nothing else is touched (a folder whose name only begins the same)."""
     from serving.ingress import stop_haproxy_of
 
-    sleeper = [sys.executable, "-c", "import time; time.sleep(60)", "-f"]
-    ours = subprocess.Popen([*sleeper, str(tmp_path / "ha" / "haproxy.cfg")])
-    other = subprocess.Popen([*sleeper, str(tmp_path / "ha-other" / "haproxy.cfg")])
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    ours = subprocess.Popen([*sleeper, "-f", str(tmp_path / "ha" / "haproxy.cfg")])
+    others = [subprocess.Popen([*sleeper, "-f", str(tmp_path / "ha-other" / "haproxy.cfg")]),   # a sibling folder
+              subprocess.Popen([*sleeper, str(tmp_path / "ha" / "haproxy.cfg")])]             # reads it (less, tail)
     try:
-        assert stop_haproxy_of(tmp_path / "ha") == [ours.pid]
-        assert ours.wait(timeout=10) == -9 and other.poll() is None
+        assert stop_haproxy_of(tmp_path / "ha", owner_pid=os.getpid() + 1) == []      # not the process it was for
+        assert stop_haproxy_of(tmp_path / "ha", owner_pid=os.getpid()) == [ours.pid]
+        assert ours.wait(timeout=10) == -9 and all(other.poll() is None for other in others)
     finally:
-        ours.kill()
-        other.kill()
+        for process in (ours, *others):
+            process.kill()
+            process.wait(timeout=10)

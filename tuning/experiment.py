@@ -246,6 +246,12 @@ class _Progress(tune.Callback):
         _sink(trial_end_line(trial.trial_id, None, self.epochs, error=_error_line(trial.error_file,
                                                                                     _kept_error_file(trial))))
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # A failure Tune retries (a node preempted under the trial, which Tune does not count against
+        # max_failures): Ray's own report of it stays out of the output (cluster.quiet), so say it here.
+        _sink(f"[tune] {trial.trial_id} restarts after a failure: "
+              f"{_error_line(trial.error_file, _kept_error_file(trial))}")
+
 
 # The lines a search prints as it goes; trainyard/display.py counts trials by them on a terminal.
 def search_line(spec: JobSpec, experiment: Path, metric: str, mode: str, *, resume: bool) -> str:
@@ -289,12 +295,21 @@ def _error_line(error_file: Optional[str], kept: Optional[str] = None) -> str:
 
 def _kept_error_file(trial) -> Optional[str]:
     """Where a failed trial's traceback stays: in its folder of the experiment (OUTPUT/ray/...) when that storage is
-    local; else Tune's copy on the driver's node (`trial.error_file`, under Ray's session folder)."""
+    local, copied there now (Tune copies its staging folder there only at its next snapshot); else None: Tune's
+    copy on the driver's node (`trial.error_file`, under Ray's session folder). Never raises: an exception in a
+    Tune callback would end the search."""
+    import shutil
+
     import pyarrow.fs
     try:
-        local = isinstance(trial.storage.storage_filesystem, pyarrow.fs.LocalFileSystem)
-        return str(Path(trial.path, Path(trial.error_file).name)) if local and trial.error_file else None
-    except (AttributeError, TypeError):
+        if not trial.error_file or not isinstance(trial.storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+            return None
+        kept = Path(trial.path, Path(trial.error_file).name)
+        if kept != Path(trial.error_file):
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(trial.error_file, kept)
+        return str(kept)
+    except Exception:  # noqa: BLE001 - the staging copy is still named
         return None
 
 
