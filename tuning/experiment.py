@@ -28,6 +28,7 @@ from jobs.train import TrainOutcome, last_state, resolve_use_gpu, worker_config
 from tuning import report as R
 from tuning import space
 from tuning._placement import Sweeper, settle
+from tuning.failures import error_line, last_error_line
 from tuning.plan import Plan, TuneError, TuneInputError, plan
 from tuning.trial import ENDED_DIR, TRAIN_DIR, ended_record, run_name, run_trial, trial_overrides
 
@@ -243,14 +244,13 @@ class _Progress(tune.Callback):
         _sink(trial_end_line(trial.trial_id, last.get("epoch"), self.epochs))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        _sink(trial_end_line(trial.trial_id, None, self.epochs, error=_error_line(trial.error_file,
-                                                                                    _kept_error_file(trial))))
+        _sink(trial_end_line(trial.trial_id, None, self.epochs, error=error_line(trial)))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         # A failure Tune retries (a node preempted under the trial, which Tune does not count against
         # max_failures): Ray's own report of it stays out of the output (cluster.quiet), so say it here.
         _sink(f"[tune] {trial.trial_id} restarts after a failure: "
-              f"{_error_line(trial.error_file, _kept_error_file(trial))}")
+              f"{error_line(trial)}")
 
 
 # The lines a search prints as it goes; trainyard/display.py counts trials by them on a terminal.
@@ -280,48 +280,6 @@ def trial_end_line(trial_id: str, epoch: Optional[int], epochs: int, error: Opti
     return f"[tune] {trial_id} stopped early, judged at epoch {epoch if epoch is not None else 0}"
 
 
-def _error_line(error_file: Optional[str], kept: Optional[str] = None) -> str:
-    """The cause of a trial's failure, from the traceback Tune wrote to `error_file`, and where that traceback is
-    kept (`kept`, else `error_file`). Ray's own report of the failure is kept out of the output
-    (cluster.quiet.TUNE_FAILURE_LOGS)."""
-    try:
-        text = Path(error_file).read_text() if error_file else ""
-    except OSError:
-        text = ""
-    if not text:
-        return "see the trial's error.txt"
-    return f"{_last_error_line(text) or 'no message'} (traceback: {kept or error_file})"
-
-
-def _kept_error_file(trial) -> Optional[str]:
-    """Where a failed trial's traceback stays: in its folder of the experiment (OUTPUT/ray/...) when that storage is
-    local, copied there now (Tune copies its staging folder there only at its next snapshot); else None: Tune's
-    copy on the driver's node (`trial.error_file`, under Ray's session folder). Never raises: an exception in a
-    Tune callback would end the search."""
-    import shutil
-
-    import pyarrow.fs
-    try:
-        if not trial.error_file or not isinstance(trial.storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
-            return None
-        kept = Path(trial.path, Path(trial.error_file).name)
-        if kept != Path(trial.error_file):
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(trial.error_file, kept)
-        return str(kept)
-    except Exception:  # noqa: BLE001 - the staging copy is still named
-        return None
-
-
-def _last_error_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    # Train's "training failed: ..." line (jobs.train.TrainError) names the cause; else the last line.
-    for line in reversed(lines):
-        if "TrainError" in line or "training failed" in line:
-            return line.split("TrainError: ", 1)[-1]
-    return lines[-1] if lines else ""
-
-
 # ---------------------------------------------------------------------------------------------- results
 def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str, budget_out: bool,
              searched: list[str]) -> list[R.TrialRecord]:
@@ -344,7 +302,7 @@ def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str, b
             rec.best_value = max(values) if mode == "max" else min(values)
             rec.best_epoch = next(h["epoch"] for h in history if h.get(metric) == rec.best_value)
         if result.error is not None:
-            rec.status, rec.error = R.ERROR, _last_error_line(str(result.error)) or type(result.error).__name__
+            rec.status, rec.error = R.ERROR, last_error_line(str(result.error)) or type(result.error).__name__
         elif (ended := ended_record(experiment, trial_id)) is not None:
             # Judged by the last epoch Tune saw, not by how far the workers got: on short epochs a trial ASHA
             # stopped can train on (even to the end) before its process is gone.
