@@ -36,6 +36,7 @@ from typing import Callable
 from cluster.errors import BadInput, Failure
 from cluster.nodes import alive_nodes_from_gcs
 from cluster.ports import free_ports
+from cluster.processes import ALIVE, REUSED, describe, identity, load_psutil, recorded_process
 from cluster.state import STATE_FILE, read_state, state_dir as resolve_state_dir, state_path, write_state
 
 RAYSTART = Path(__file__).with_name("_raystart.py")
@@ -49,8 +50,6 @@ DEFAULT_OBJECT_STORE_MB = 512
 # In the temp root `up` creates, holding the cluster's id: `down` removes a folder only when it carries the mark
 # of the cluster it stops, whatever path a state file names.
 TEMP_ROOT_MARKER = ".trainyard-cluster"
-# What became of a process `up` recorded (_recorded_process).
-ALIVE, GONE, REUSED = "alive", "gone", "reused"
 _LOG_TAIL_LINES = 25
 
 
@@ -175,7 +174,7 @@ def _start_node(state: dict, folder: Path, name: str, role_args: list[str], agen
                                 stderr=subprocess.STDOUT, start_new_session=True)
     # The command line as launched, not as read back: Popen returns once the exec has begun, and /proc may
     # still show an empty one for a moment (seen on a loaded machine). The start time is the fork's.
-    started, ticks, _ = _identity(proc.pid)
+    started, ticks, _ = identity(proc.pid)
     state["nodes"].append({"name": name, "pid": proc.pid, "started": started, "start_ticks": ticks,
                            "cmdline": cmd,
                            "temp_dir": str(temp_dir), "log": str(log_path), "agent_port": agent_port})
@@ -253,14 +252,14 @@ def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False,
             return []
         raise ClusterError(f"no local cluster recorded in {state_path(folder)}: nothing to stop")
     for node in state["nodes"]:
-        if _recorded_process(node) == REUSED:
+        if recorded_process(node) == REUSED:
             progress(f"not signalling pid {node['pid']} ({node['name']}): it is no longer the process "
-                     f"`cluster up` started ({_describe(node['pid'])}); that one has exited and its pid was reused")
+                     f"`cluster up` started ({describe(node['pid'])}); that one has exited and its pid was reused")
     stopped = set(cluster_processes(state))
     for group in ([n for n in state["nodes"] if n["name"] != "head"],
                   [n for n in state["nodes"] if n["name"] == "head"]):
         for node in group:
-            if _recorded_process(node) == ALIVE:
+            if recorded_process(node) == ALIVE:
                 _signal(node["pid"], signal.SIGTERM)  # `ray start --block` then stops its own children
         _wait_until(lambda: not any(_members(state, sessions_of=group)), timeout_s, group)
     for pid in cluster_processes(state):
@@ -295,12 +294,12 @@ def _members(state: dict, sessions_of: list[dict] | None = None) -> list[int]:
     session of its own. Like every process of the cluster it inherits TRAINYARD_CLUSTER_ID from its node,
     and that finds it — this cluster's processes only, never another Ray's.
     """
-    psutil = _psutil()
+    psutil = load_psutil()
 
     # A leader whose pid now belongs to another process names someone else's session. One that has exited
     # still names ours while a process remains in it: Linux hands out no pid still in use as a session id.
     sessions = {n["pid"]: n["started"] for n in (sessions_of if sessions_of is not None else state["nodes"])
-                if _recorded_process(n) != REUSED}
+                if recorded_process(n) != REUSED}
     mark = state.get("cluster_id") if sessions_of is None else None
     found = []
     for proc in psutil.process_iter(["pid", "create_time", "status"]):
@@ -318,83 +317,8 @@ def _members(state: dict, sessions_of: list[dict] | None = None) -> list[int]:
     return sorted(found)
 
 
-def _psutil():
-    """psutil, which ships inside Ray (ray/thirdparty_files): importing ray puts it on sys.path."""
-    import ray  # noqa: F401
-    import psutil
-    return psutil
-
-
-def _start_ticks(pid: int) -> int | None:
-    """When the process started, in clock ticks since boot (/proc/<pid>/stat, field 22): exact, where an
-    epoch start time is only as good as the boot time it is computed from (whole seconds). None where there
-    is no /proc (macOS) or no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 2, the command name in parentheses, may itself hold spaces and parentheses.
-    return int(stat[stat.rindex(")") + 2:].split()[19])
-
-
-def _identity(pid: int) -> tuple[float | None, int | None, list[str] | None]:
-    """(epoch start time, start in clock ticks since boot, command line) of a running process, as `up`
-    records them; Nones when it is gone."""
-    psutil = _psutil()
-
-    try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            return proc.create_time(), _start_ticks(pid), proc.cmdline()
-    except psutil.Error:
-        return None, None, None
-
-
-def _recorded_process(node: dict) -> str:
-    """ALIVE: the node's pid is still the process `up` started (same start time, same command line);
-    GONE: it has exited (nothing has its pid, or only its zombie); REUSED: another process has its pid now."""
-    psutil = _psutil()
-
-    try:
-        proc = psutil.Process(node["pid"])
-        with proc.oneshot():
-            started, ticks = proc.create_time(), _start_ticks(node["pid"])
-            zombie = proc.status() == psutil.STATUS_ZOMBIE
-            cmdline = None if zombie else proc.cmdline()  # a zombie has no command line left to compare
-    except psutil.NoSuchProcess:
-        return GONE
-    except psutil.Error:  # not ours to read (another user's process): not ours to signal either
-        return REUSED
-    return _classify(node, started, ticks, zombie, cmdline)
-
-
-def _classify(node: dict, started: float, ticks: int | None, zombie: bool, cmdline: list[str] | None) -> str:
-    """`_recorded_process`'s verdict on what it read of the process that has the node's pid now."""
-    # Records from before the exact start and the command line were kept (state version 1), or made where
-    # there is no /proc, are checked by the epoch start time, to the second.
-    if node.get("start_ticks") is not None:
-        if ticks is None:     # /proc/<pid>/stat vanished after psutil found the process: it has just exited
-            return GONE
-        if ticks != node["start_ticks"]:
-            return REUSED
-    elif node.get("started") is None or abs(started - node["started"]) >= 1:
-        return REUSED
-    if zombie:
-        return GONE
-    return ALIVE if "cmdline" not in node or cmdline == node["cmdline"] else REUSED
-
-
-def _describe(pid: int) -> str:
-    """How a message names a process: its command and start time."""
-    started, _, cmdline = _identity(pid)
-    if started is None:
-        return "gone"
-    return (f"now `{' '.join(cmdline or [])[:120]}`, started "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}")
-
-
 def _alive_leaders(state: dict) -> list[int]:
-    return [n["pid"] for n in state.get("nodes", []) if _recorded_process(n) == ALIVE]
+    return [n["pid"] for n in state.get("nodes", []) if recorded_process(n) == ALIVE]
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -19,6 +19,7 @@ from cluster import is_embedded
 from cluster.errors import EXIT_OK
 from cluster.nodes import alive_nodes
 from cluster.ports import connect_error
+from cluster.processes import ALIVE, own_identity, recorded_process
 from cluster.state import state_dir
 from serving.server import DEPLOY_TIMEOUT_S, Served, _delete_quietly, _first_line, app_states, deploy, shutdown
 from serving.settings import ServeError
@@ -60,12 +61,13 @@ def serving_process(port: int, name: Optional[str]) -> Optional[dict]:
 
 
 def _read_live(file: Path) -> Optional[dict]:
+    """The record in `file` while the process it names is still that process (`cluster.processes`: a pid alone
+    could name a stranger once the recorded process has exited); else None."""
     try:
         state = json.loads(file.read_text())
-        os.kill(int(state["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
+        return state if recorded_process(state) == ALIVE else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return state
 
 
 def _write_server_state(served: Served, owner_apps: list[str], file: Optional[Path] = None) -> Path:
@@ -75,7 +77,7 @@ def _write_server_state(served: Served, owner_apps: list[str], file: Optional[Pa
     file = file or state_file(served.port)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "address": ray.get_runtime_context().gcs_address,
+    tmp.write_text(json.dumps({**own_identity(), "address": ray.get_runtime_context().gcs_address,
                                "embedded": is_embedded(), "host": served.host, "port": served.port,
                                "apps": owner_apps}, indent=2))
     os.replace(tmp, file)
@@ -200,12 +202,8 @@ def _host_gone(host_record: dict) -> bool:
     """True once the trainyard process whose Ray this one joined (`host_of`) has ended, or its Ray has: a SIGKILLed
     host takes its embedded Ray with it at once. Asks neither Ray nor Serve (a call into a Ray that has gone waits
     a minute before it fails): the process table and the GCS port."""
-    try:
-        os.kill(int(host_record["pid"]), 0)
-    except ProcessLookupError:
+    if recorded_process(host_record) != ALIVE:
         return True
-    except OSError:        # alive, another user's
-        pass
     return _connect_error(str(host_record.get("address", ""))) is not None
 
 

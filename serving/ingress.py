@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from cluster.ports import free_ports
+from cluster.processes import load_psutil
 from jobs.spec import ServeSpec
 from serving.settings import ServeError
 
@@ -143,9 +144,7 @@ def stop_haproxy_of(folder: Path, owner_pid: Optional[int] = None) -> list[int]:
         return []
     killed: list[int] = []
     try:
-        import ray  # noqa: F401 - puts the psutil Ray ships (ray/thirdparty_files) on the path
-        import psutil
-
+        psutil = load_psutil()
         mark = str(folder) + os.sep
         for process in psutil.process_iter(["pid", "uids", "cmdline"]):
             info, args = process.info, process.info["cmdline"] or []

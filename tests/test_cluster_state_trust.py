@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from cluster import local, state as cluster_state
+from cluster import local, processes, state as cluster_state
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def bystander():
 
 
 def _session(sid: int) -> list[int]:
-    psutil = local._psutil()
+    psutil = processes.load_psutil()
     found = []
     for proc in psutil.process_iter(["pid", "status"]):
         try:
@@ -53,7 +53,7 @@ def _forge(state_dir, pid: int, started: float, ticks: int, cmdline: list[str], 
 
 @pytest.mark.parametrize("forged", ["command line differs", "start time differs"])
 def test_down_leaves_another_process_and_an_outside_folder_alone(bystander, tmp_path, forged):
-    started, ticks, cmdline = local._identity(bystander.pid)
+    started, ticks, cmdline = processes.identity(bystander.pid)
     if forged == "command line differs":      # the pid was reused at once: only the command tells
         cmdline = ["/usr/bin/python3", "cluster/_raystart.py", "start", "--block", "--head"]
     else:                                     # the same command started again later, under the old pid
@@ -103,6 +103,6 @@ def test_a_process_that_exits_while_it_is_read_is_gone_not_reused():
     exited in between): GONE, whose session may still hold our processes, not REUSED (which `down` would neither
     signal nor search by, and would report as a reused pid)."""
     node = {"name": "head", "pid": 4321, "started": 1000.0, "start_ticks": 5000, "cmdline": ["ray", "start"]}
-    assert local._classify(node, 1000.0, None, False, None) == local.GONE
-    assert local._classify(node, 1000.0, 5001, False, ["ray", "start"]) == local.REUSED
-    assert local._classify(node, 1000.0, 5000, False, ["ray", "start"]) == local.ALIVE
+    assert processes.classify(node, 1000.0, None, False, None) == processes.GONE
+    assert processes.classify(node, 1000.0, 5001, False, ["ray", "start"]) == processes.REUSED
+    assert processes.classify(node, 1000.0, 5000, False, ["ray", "start"]) == processes.ALIVE

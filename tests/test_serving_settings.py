@@ -216,29 +216,39 @@ def test_a_taken_port_is_named():
 
 
 def test_server_state_lives_in_the_state_dir(tmp_path, monkeypatch):
+    from cluster.processes import own_identity
     from serving.forever import read_server_state, state_file
 
     monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
     assert state_file(8123) == (tmp_path / "state" / "serve-8123.json").resolve()
     assert read_server_state(8123) is None
     state_file(8123).parent.mkdir()
-    state_file(8123).write_text(json.dumps({"pid": os.getpid(), "address": "127.0.0.1:6379"}))
+    me = own_identity()
+    state_file(8123).write_text(json.dumps({**me, "address": "127.0.0.1:6379"}))
     assert read_server_state(8123)["pid"] == os.getpid()
+    # A record whose process has exited and whose pid another process has now is not that process's: a stale
+    # record of a SIGKILLed server must not send the next `trainyard serve` to a Ray that has gone.
+    for reused in ({**me, "start_ticks": (me["start_ticks"] or 0) + 1, "started": me["started"] + 3600},
+                   {"pid": os.getpid(), "address": "127.0.0.1:6379"}):          # a record without its start
+        state_file(8123).write_text(json.dumps(reused))
+        assert read_server_state(8123) is None
 
 
 def test_the_server_of_an_app_is_the_owner_listing_it_or_the_guest_that_recorded_it(tmp_path, monkeypatch):
     """An update of app N from another shell returns when a live trainyard process already serves N on the port:
     the port's owner (its record lists its apps) or a guest (a record of its own); a dead one's record is not."""
+    from cluster.processes import own_identity
     from serving.forever import guest_file, server_of, serving_process, state_file
 
     monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
-    alive, dead = os.getpid(), subprocess.Popen([sys.executable, "-c", "pass"])
+    me = own_identity()
+    alive, dead = me["pid"], subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     state_file(8123).parent.mkdir()
-    state_file(8123).write_text(json.dumps({"pid": alive, "address": "127.0.0.1:6379", "apps": ["a"]}))
+    state_file(8123).write_text(json.dumps({**me, "address": "127.0.0.1:6379", "apps": ["a"]}))
     assert server_of(8123, "a")["pid"] == alive and server_of(8123, "b") is None
     guest_file(8123, "b").parent.mkdir()
-    guest_file(8123, "b").write_text(json.dumps({"pid": alive, "address": "127.0.0.1:6379", "apps": ["b"]}))
+    guest_file(8123, "b").write_text(json.dumps({**me, "address": "127.0.0.1:6379", "apps": ["b"]}))
     assert server_of(8123, "b")["apps"] == ["b"] and server_of(8123, "c") is None
     guest_file(8123, "b").write_text(json.dumps({"pid": dead.pid, "address": "127.0.0.1:6379", "apps": ["b"]}))
     assert server_of(8123, "b") is None
@@ -247,7 +257,7 @@ def test_the_server_of_an_app_is_the_owner_listing_it_or_the_guest_that_recorded
     # A new `trainyard serve --port 8123` joins the owner's Ray; with the owner gone, the guest's for its own app.
     assert serving_process(8123, None)["pid"] == alive == serving_process(8123, "x")["pid"]
     state_file(8123).write_text(json.dumps({"pid": dead.pid, "address": "127.0.0.1:6379", "apps": ["a"]}))
-    guest_file(8123, "b").write_text(json.dumps({"pid": alive, "address": "10.0.0.5:6379", "apps": ["b"]}))
+    guest_file(8123, "b").write_text(json.dumps({**me, "address": "10.0.0.5:6379", "apps": ["b"]}))
     assert serving_process(8123, "b")["address"] == "10.0.0.5:6379"
     assert serving_process(8123, "a") is None and serving_process(8123, None) is None
 
@@ -273,16 +283,19 @@ def test_a_guest_sees_its_host_gone_without_calling_into_its_ray():
     import socket
 
     from cluster.ports import free_ports
+    from cluster.processes import identity
     from serving.forever import _deleting_its_apps, _host_gone
 
+    started, ticks, _ = identity(os.getppid())
     with socket.socket() as gcs:
         gcs.bind(("127.0.0.1", 0))
         gcs.listen()
-        alive = {"pid": os.getppid(), "address": f"127.0.0.1:{gcs.getsockname()[1]}", "apps": ["a", "b"]}
+        alive = {"pid": os.getppid(), "started": started, "start_ticks": ticks, "address": f"127.0.0.1:{gcs.getsockname()[1]}", "apps": ["a", "b"]}
         assert not _host_gone(alive)
         child = subprocess.Popen([sys.executable, "-c", "pass"])
         child.wait()
         assert _host_gone({**alive, "pid": child.pid})                              # the process is gone
+        assert _host_gone({**alive, "start_ticks": (ticks or 0) + 1, "started": started + 3600})  # its pid reused
     closed = free_ports(1)[0]
     assert _host_gone({**alive, "address": f"127.0.0.1:{closed}"})                  # its Ray is gone
     assert not _deleting_its_apps(alive, {"a": "RUNNING", "b": "DELETING", "guest": "RUNNING"})

@@ -321,3 +321,30 @@ def test_the_start_line_says_which_given_settings_a_search_does_not_use():
     assert "grid search, 2 trial(s) (tune.samples, tune.seed not used by a grid search)" in _describe_search(grid)
     assert "not used" not in _describe_search(_spec({"search": "grid", "lr": {"choice": [0.1]}}))
     assert "(tune.grid_points not used by a random search)" in _describe_search(_spec({"grid_points": 5}))
+
+
+def test_a_trial_tune_restarts_is_said_with_its_cause_and_its_traceback_kept_at_once(tmp_path):
+    """A failure Tune retries (a node preempted under a trial, not counted against max_failures) is said by
+    trainyard, since Ray's own record of it is kept out of the output (cluster.quiet.TUNE_FAILURE_LOGS); the
+    traceback the line names is in the trial's own folder when the line is said, not at Tune's next snapshot.
+    The trial is a stand-in with the attributes the callback reads: a preemption needs a second node to lose."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+
+    from tuning import experiment
+
+    staging = tmp_path / "ray-session" / "trial-1"         # Tune's copy, on the driver's node
+    staging.mkdir(parents=True)
+    (staging / "error.txt").write_text("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                                       "ray.exceptions.NodeDiedError: the node running the trial was preempted\n")
+    trial = SimpleNamespace(trial_id="abc_00001", error_file=str(staging / "error.txt"),
+                            path=str(tmp_path / "out" / "trial-1"),
+                            storage=SimpleNamespace(storage_filesystem=pyarrow.fs.LocalFileSystem()))
+    said: list[str] = []
+    with experiment._progress_sink(said.append):
+        experiment._Progress(str(tmp_path / "out"), "val_f1", 10).on_trial_recover(0, [trial], trial)
+    kept = tmp_path / "out" / "trial-1" / "error.txt"
+    assert said == [f"[tune] abc_00001 restarts after a failure: ray.exceptions.NodeDiedError: the node running "
+                    f"the trial was preempted (traceback: {kept})"], said
+    assert "preempted" in kept.read_text()

@@ -10,17 +10,13 @@ from typing import Optional
 def error_line(trial) -> str:
     """The cause of a failed Tune `trial`, from the traceback Tune wrote (`trial.error_file`), and where that
     traceback is kept (`kept_error_file`, else Tune's own copy)."""
-    return _error_line(trial.error_file, kept_error_file(trial))
-
-
-def _error_line(error_file: Optional[str], kept: Optional[str] = None) -> str:
     try:
-        text = Path(error_file).read_text() if error_file else ""
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
     except OSError:
         text = ""
     if not text:
         return "see the trial's error.txt"
-    return f"{last_error_line(text) or 'no message'} (traceback: {kept or error_file})"
+    return f"{last_error_line(text) or 'no message'} (traceback: {kept_error_file(trial) or trial.error_file})"
 
 
 def kept_error_file(trial) -> Optional[str]:
