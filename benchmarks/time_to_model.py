@@ -188,6 +188,12 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="working folder (default: a temporary one, removed)")
     args = ap.parse_args()
     import yaml
+    if not args.search_only:
+        try:
+            import lightgbm  # noqa: F401
+        except ImportError:
+            ap.error("the tables are also fitted with LightGBM, which is not installed here: "
+                     "`.venv/bin/pip install -e '.[bench]'` (or run only the search: --search-only)")
 
     work = Path(args.out or tempfile.mkdtemp(prefix="trainyard-ttm-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
