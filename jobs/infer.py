@@ -49,6 +49,7 @@ def probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
             info["distinct"] = [jsonable(v) for v in uniq.to_pylist()]
         if pa.types.is_floating(col.type) and len(valid):
             info["integral"] = bool(pc.all(pc.equal(pc.floor(valid), valid)).as_py())
+            info["infinite"] = int(pc.sum(pc.cast(pc.is_inf(valid), pa.int64())).as_py() or 0)
         if pa.types.is_string(col.type) and len(valid):
             info["chars"] = int(pc.sum(pc.utf8_length(valid)).as_py())
         out[c] = info
@@ -60,7 +61,7 @@ def jsonable(v):
 
 
 def merge_probes(rows: list[str], columns: list[str]) -> dict:
-    merged = {c: {"nulls": 0, "n": 0, "distinct": set(), "capped": False, "integral": True, "chars": 0}
+    merged = {c: {"nulls": 0, "n": 0, "distinct": set(), "capped": False, "integral": True, "chars": 0, "infinite": 0}
               for c in columns}
     for row in rows:
         for c, info in json.loads(row).items():
@@ -73,6 +74,7 @@ def merge_probes(rows: list[str], columns: list[str]) -> dict:
                 m["capped"] = True
             m["integral"] = m["integral"] and info.get("integral", True)
             m["chars"] += info.get("chars", 0)
+            m["infinite"] += info.get("infinite", 0)
     return merged
 
 

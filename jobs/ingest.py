@@ -208,7 +208,11 @@ def _cast(batch: pa.Table, schema: pa.Schema, label: str) -> pa.Table:
             col = pc.if_else(pc.is_nan(col), pa.scalar(None, f.type), col)
         cols.append(col)
     table = pa.Table.from_arrays(cols, schema=schema)
-    return table.append_column("_label_missing", pc.cast(pc.is_null(table[label]), pa.int64()))
+    missing = pc.is_null(table[label])
+    if pa.types.is_string(schema.field(label).type):
+        # A CSV reads an empty cell of a text column as "": for the label that is a missing value, not a class.
+        missing = pc.or_(missing, pc.equal(pc.utf8_trim_whitespace(table[label]), "")).fill_null(True)
+    return table.append_column("_label_missing", pc.cast(missing, pa.int64()))
 
 
 # ---------------------------------------------------------------------------------------------- split
@@ -301,9 +305,11 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
         cols = sorted(next(iter(schemas.values())).names)
         raise DataError(f"label column {data.label!r} is in none of the {len(files)} file(s) under "
                         f"{data.path!r}; columns are {cols}. Fix data.label")
-    for listed in data.features.listed:
+    for listed in data.features.listed + data.features.exclude:
         if all(listed not in s.names for s in schemas.values()):
-            raise DataError(f"data.features lists column {listed!r}, which is in none of the files; "
+            # A misspelt exclude would otherwise leave the id or leak it was meant to drop among the features.
+            where = "exclude" if listed in data.features.exclude else "lists"
+            raise DataError(f"data.features {where} column {listed!r}, which is in none of the files; "
                             f"columns are {sorted(next(iter(schemas.values())).names)}")
     schema = reconcile(schemas, explicit, exclude)
     all_columns = [n for n in next(iter(schemas.values())).names if n not in exclude]
@@ -330,8 +336,13 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                                 batch_format="pyarrow", batch_size=None).take_all()
     facts = merge_probes([r["probe"] for r in probe_rows], schema.names)
     label_facts = facts[data.label]
-    dropped = label_facts["nulls"]
-    if dropped == rows_read:
+    infinite = {c: facts[c]["infinite"] for c in schema.names if facts[c]["infinite"]}
+    if infinite:
+        raise DataError("; ".join(f"column {c!r} holds {n} infinite value(s) (inf or -inf)" for c, n in infinite.items())
+                        + f" in {data.path!r}: a model cannot learn from them. Replace them with numbers, or empty "
+                        "those cells (a missing feature is imputed, a row without a label is dropped), or list a "
+                        "feature column under data.features.exclude")
+    if label_facts["nulls"] == rows_read:
         raise DataError(f"label column {data.label!r} is empty in every row of {data.path!r}")
 
     inferred: dict[str, str] = {}
@@ -341,6 +352,9 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     ds = ds.map_batches(_with_split_key, fn_kwargs={"seed": data.split.seed}, batch_format="pandas")
     keys = ds.select_columns([data.label, "_u"]).to_pandas()
     labels = keys[data.label].to_numpy()
+    dropped = rows_read - len(keys)        # null labels, and a CSV's empty ones (`_cast`)
+    if not len(keys):
+        raise DataError(f"label column {data.label!r} is empty in every row of {data.path!r}")
     classes = None
     class_counts: dict[str, dict[str, int]] = {}
     if task == "classification":

@@ -86,6 +86,33 @@ def test_rows_without_label_dropped_and_counted(tmp_path):
     assert r.task == "classification" and r.classes == [0.0, 1.0]
 
 
+def test_a_csvs_empty_text_labels_are_dropped_and_counted_not_a_class(tmp_path):
+    """A CSV reads an empty cell of a text column as "": as a label that was a class of its own, ''."""
+    f = frame(n=60)
+    f["y"] = np.where(np.arange(60) % 2, "fail", "ok").astype(object)
+    f.loc[:5, "y"] = ["", " ", "", None, "", ""]
+    f.to_csv(tmp_path / "p.csv", index=False)
+    r = ingest(data_spec(tmp_path), progress=lambda *_: None)
+    assert r.classes == ["fail", "ok"] and r.rows_dropped_missing_label == 6
+    assert sum(r.split_rows.values()) == 54
+
+
+def test_infinite_values_and_a_misspelt_exclude_are_named(tmp_path):
+    """An inf in a feature trained a model of NaNs, exit 0; a misspelt exclude left its column among the features."""
+    f = frame(n=40).astype({"b": float})
+    f.loc[3, "a"], f.loc[7, "b"] = np.inf, -np.inf
+    f.to_parquet(tmp_path / "p.parquet")
+    with pytest.raises(DataError, match=r"column 'a' holds 1 infinite value\(s\).*column 'b' holds 1 .*empty those "
+                                        r"cells"):
+        ingest(data_spec(tmp_path), progress=lambda *_: None)
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    frame(n=40).to_parquet(clean / "p.parquet")
+    with pytest.raises(DataError, match=r"data.features exclude column 'C', which is in none of the files; "
+                                        r"columns are \['a', 'b', 'c', 'y'\]"):
+        ingest(data_spec(clean, features={"exclude": ["C"]}), progress=lambda *_: None)
+
+
 def test_inference_is_reported(tmp_path):
     f = frame(n=60)
     f["shift"] = np.arange(60) % 3

@@ -84,6 +84,12 @@ def test_cross_field_checks():
     with pytest.raises(SpecError, match="both numeric and categorical"):
         validate_spec({"name": "x", "data": {"path": "d", "label": "y",
                                               "features": {"numeric": ["a"], "categorical": ["a"]}}})
+    # Excluding the label broke deep in Ray Data; a column both listed and excluded was silently dropped.
+    with pytest.raises(SpecError, match="label 'y' is listed under data.features.exclude; remove it"):
+        validate_spec({"name": "x", "data": {"path": "d", "label": "y", "features": {"exclude": ["y"]}}})
+    with pytest.raises(SpecError, match=r"columns \['b'\] are listed as features and under exclude"):
+        validate_spec({"name": "x", "data": {"path": "d", "label": "y",
+                                              "features": {"numeric": ["a", "b"], "exclude": ["b", "c"]}}})
 
 
 def test_lr_schedule_field():

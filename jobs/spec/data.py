@@ -31,6 +31,10 @@ class FeatureSpec(StrictModel):
             both = set(lists[a] or []) & set(lists[b] or [])
             if both:
                 raise ValueError(f"columns {sorted(both)} are listed as both {a} and {b}; keep each in one list")
+        both = set(self.listed) & set(self.exclude)
+        if both:
+            raise ValueError(f"columns {sorted(both)} are listed as features and under exclude; keep each column in "
+                             "one list (exclude drops it)")
         if self.text is not None and not self.text:
             raise ValueError("text is empty; list at least one text column, or remove it to have them inferred")
         return self
@@ -139,4 +143,7 @@ class DataSpec(StrictModel):
     def _label_not_a_feature(self):
         if self.label in self.features.listed:
             raise ValueError(f"the label {self.label!r} is also listed as a feature; remove it from data.features")
+        if self.label in self.features.exclude:
+            raise ValueError(f"the label {self.label!r} is listed under data.features.exclude; remove it from there "
+                             "(the label is never a feature; exclude lists the columns neither used nor predicted)")
         return self
