@@ -52,8 +52,20 @@ def probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
             info["infinite"] = int(pc.sum(pc.cast(pc.is_inf(valid), pa.int64())).as_py() or 0)
         if pa.types.is_string(col.type) and len(valid):
             info["chars"] = int(pc.sum(pc.utf8_length(valid)).as_py())
+            cells = pc.utf8_trim_whitespace(valid)
+            cells = pc.filter(cells, pc.not_equal(cells, ""))
+            numbers = pc.match_substring_regex(cells, _NUMBER)
+            info["filled"], info["numbers"] = len(cells), int(pc.sum(pc.cast(numbers, pa.int64())).as_py() or 0)
+            info["not_numbers"] = pc.unique(pc.filter(cells, pc.invert(numbers))).slice(0, 3).to_pylist()
         out[c] = info
     return {"probe": np.array([json.dumps(out)], dtype=object)}
+
+
+# A cell that reads as a number (as a CSV reader would parse it).
+_NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
+# A string column whose filled cells are at least this share numbers is a numeric column with a few stray
+# values ('?', 'n/a', '1,5'): taken for categories, each number would be a category of its own.
+MOSTLY_NUMBERS = 0.9
 
 
 def jsonable(v):
@@ -61,7 +73,8 @@ def jsonable(v):
 
 
 def merge_probes(rows: list[str], columns: list[str]) -> dict:
-    merged = {c: {"nulls": 0, "n": 0, "distinct": set(), "capped": False, "integral": True, "chars": 0, "infinite": 0}
+    merged = {c: {"nulls": 0, "n": 0, "distinct": set(), "capped": False, "integral": True, "chars": 0, "infinite": 0,
+                  "filled": 0, "numbers": 0, "not_numbers": set()}
               for c in columns}
     for row in rows:
         for c, info in json.loads(row).items():
@@ -75,6 +88,9 @@ def merge_probes(rows: list[str], columns: list[str]) -> dict:
             m["integral"] = m["integral"] and info.get("integral", True)
             m["chars"] += info.get("chars", 0)
             m["infinite"] += info.get("infinite", 0)
+            m["filled"] += info.get("filled", 0)
+            m["numbers"] += info.get("numbers", 0)
+            m["not_numbers"].update(info.get("not_numbers", []))
     return merged
 
 
@@ -111,12 +127,18 @@ def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts:
             inferred[c] = f"text ({_describe_text(facts[c])}); list data.features.text to override"
         elif given_num is not None and c in given_num:
             if kind == "string":
-                raise DataError(f"data.features.numeric lists {c!r}, but it holds text; move it to categorical")
+                if _mostly_numbers(facts[c]):
+                    raise DataError(_stray_values(c, facts[c]))
+                raise DataError(f"data.features.numeric lists {c!r}, but it holds text (values such as "
+                                f"{_some(facts[c])}); move it to categorical")
             numeric.append(c)
         elif given_cat is not None and c in given_cat:
             categorical.append(c)
         elif given_num is not None and given_cat is not None:
             continue  # both lists given: the column is reported as unused
+        elif kind == "string" and _mostly_numbers(facts[c]):
+            raise DataError(_stray_values(c, facts[c]) + "; or, to keep its values as categories, list it under "
+                            "data.features.categorical")
         elif kind in ("string", "bool"):
             categorical.append(c)
             inferred[c] = f"categorical ({kind})"
@@ -153,3 +175,19 @@ def _describe_text(facts: dict) -> str:
     present = facts["n"] - facts["nulls"]
     distinct = "over 100 distinct values" if facts["capped"] else f"{len(facts['distinct']) / present:.0%} distinct"
     return f"{facts['chars'] / present:.0f} characters on average, {distinct}"
+
+
+def _mostly_numbers(facts: dict) -> bool:
+    return facts["filled"] > 0 and facts["numbers"] < facts["filled"] and \
+        facts["numbers"] >= MOSTLY_NUMBERS * facts["filled"]
+
+
+def _some(facts: dict) -> str:
+    values = sorted(facts["not_numbers"])[:3] or sorted(map(str, facts["distinct"]))[:3]
+    return ", ".join(repr(v) for v in values)
+
+
+def _stray_values(column: str, facts: dict) -> str:
+    others = facts["filled"] - facts["numbers"]
+    return (f"column {column!r} holds numbers but for {others} cell(s) of {facts['filled']} (values such as "
+            f"{_some(facts)}), so it reads as text. Fix those cells, or leave them empty for a missing value")

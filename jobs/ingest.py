@@ -326,7 +326,8 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     try:
         ds = ds.materialize()
     except Exception as exc:
-        raise DataError(f"reading {data.path!r} failed: {root_cause(exc)}") from None
+        found = _csv_value_error(fs, files, schema) if fmt == "csv" else None
+        raise DataError(found or f"reading {data.path!r} failed: {root_cause(exc)}") from None
     rows_read = ds.count()
     if rows_read == 0:
         raise DataError(f"data.path {data.path!r}: the files hold no rows")
@@ -389,6 +390,38 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                         rows_dropped_missing_label=int(dropped), split_rows=split_rows,
                         class_counts=class_counts, inferred=inferred, unused_columns=unused,
                         fingerprint=fingerprint(fs, files))
+
+
+def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -> Optional[str]:
+    """Which cell of which CSV file does not fit its column's type, read again here with the same options: Ray
+    Data's error names the file at most, and drops Arrow's message that names the row and the value. A column's
+    type comes from each file's first 4 MB (`file_schema`), so a stray '?' further down fails the read."""
+    import re
+
+    for path in files:
+        try:
+            with fs.open_input_stream(path) as stream:
+                reader = pacsv.open_csv(stream, convert_options=pacsv.ConvertOptions(
+                    include_columns=schema.names, column_types=schema))
+                for _ in reader:
+                    pass
+        except pa.ArrowInvalid as exc:
+            m = re.search(r"column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+): invalid value '(.*)'", str(exc))
+            header = file_schema(fs, path, "csv").names
+            if not m or int(m[1]) >= len(header):
+                return f"{path}: {exc}"
+            column, kind, value = header[int(m[1])], m[2], m[3]
+            with fs.open_input_stream(path) as stream:
+                cells = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
+                    include_columns=[column], column_types={column: pa.string()}))[column].to_pandas()
+            lines = (np.flatnonzero((cells == value).to_numpy()) + 2).tolist()     # line 1 is the header
+            where = (f", line {lines[0]}" if lines else "") + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")
+            return (f"{path}{where}: column {column!r} holds {value!r}, which does not read as {kind} like the "
+                    "column's other values (its type is taken from the file's first rows). Fix that cell (leave it "
+                    f"empty for a missing value), or list {column!r} under data.features.exclude")
+        except (OSError, pa.ArrowException):
+            continue
+    return None
 
 
 def root_cause(exc: BaseException) -> str:

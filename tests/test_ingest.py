@@ -143,3 +143,32 @@ def test_split_is_seeded_stratified_and_disjoint(tmp_path):
     assert set(parts1[TRAIN]["a"]).isdisjoint(parts1[TEST]["a"])
     other = ingest(data_spec(tmp_path, split={"val": 0.2, "test": 0.2, "seed": 4}), progress=lambda *_: None)
     assert set(other.split(TEST).to_pandas()["a"]) != set(parts1[TEST]["a"])
+
+
+def test_a_stray_value_past_a_csvs_first_block_is_named_with_its_line(tmp_path):
+    """A column's type is read from each CSV's first 4 MB; a '?' further down failed the read deep in Ray Data
+    with its retry advice as the only message, naming neither the column, the line nor the value."""
+    n = 400_000                                               # ~4.6 MB: the "?" lies past the first block
+    f = pd.DataFrame({"a": np.round(np.random.default_rng(0).normal(size=n), 6), "y": np.arange(n) % 2})
+    f = f.astype({"a": object})
+    f.loc[n - 10, "a"] = "?"
+    f.to_csv(tmp_path / "p.csv", index=False)
+    assert (tmp_path / "p.csv").stat().st_size > 4 << 20
+    with pytest.raises(DataError, match=rf"p.csv, line {n - 10 + 2}: column 'a' holds '\?', which does not read as "
+                                        r"double .*leave it empty for a missing value"):
+        ingest(data_spec(tmp_path), progress=lambda *_: None)
+
+
+def test_a_numeric_column_with_a_stray_value_is_named_not_taken_for_categories(tmp_path):
+    """One '?' made a numeric column text, inferred categorical: every number its own category (capped at 50),
+    a model that ignored the column, exit 0. Listing it as numeric said "holds text", naming no value."""
+    f = frame(n=60).astype({"a": object})
+    f.loc[[5, 9], "a"] = ["?", " n/a "]
+    f.to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'a' holds numbers but for 2 cell\(s\) of 60 \(values such as "
+                                        r"'\?', 'n/a'\).*list it under data.features.categorical"):
+        ingest(data_spec(tmp_path), progress=lambda *_: None)
+    with pytest.raises(DataError, match=r"column 'a' holds numbers but for 2 cell\(s\)"):
+        ingest(data_spec(tmp_path, features={"numeric": ["a", "b"]}), progress=lambda *_: None)
+    r = ingest(data_spec(tmp_path, features={"categorical": ["a"]}), progress=lambda *_: None)
+    assert "a" in r.categorical                                     # the override still holds
