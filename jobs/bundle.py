@@ -459,6 +459,9 @@ def resolve(path: str | os.PathLike) -> Path:
 
 def load(path: str | os.PathLike) -> Bundle:
     p = resolve(path)
+    if not p.is_dir():
+        raise BundleError(f"{p}: {'not a folder' if p.exists() else 'no such folder'}. Give the bundle folder "
+                          "(OUTPUT/bundle) or the run's output folder")
     missing = [f for f in FILES if not (p / f).is_file()]
     if missing:
         raise BundleError(f"{p} is not a trainyard bundle: missing {', '.join(missing)}. "
@@ -468,17 +471,24 @@ def load(path: str | os.PathLike) -> Bundle:
 
 def _read(p: Path, metrics: Optional[dict] = None) -> Bundle:
     """The bundle in folder `p`; `metrics`: what its metrics.json will hold (a bundle being written has none yet)."""
+    def read_json(name: str):
+        try:
+            return json.loads((p / name).read_text())
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{p / name}: cannot read it ({type(exc).__name__}: {exc}); the bundle is damaged: "
+                              "re-export it with trainyard train/tune") from None
+
+    model_config_doc, preprocessor_doc = read_json("model.json"), read_json("preprocessor.json")
+    schema, lineage = read_json("schema.json"), read_json("lineage.json")
+    metrics = read_json("metrics.json") if metrics is None else metrics
+    profile = read_json(PROFILE) if (p / PROFILE).is_file() else None
     try:
-        model_config = text_model.from_bundle(json.loads((p / "model.json").read_text()), p)
-        pre = load_state(json.loads((p / "preprocessor.json").read_text()), p)
+        model_config = text_model.from_bundle(model_config_doc, p)
+        pre = load_state(preprocessor_doc, p)
         model = build_model(model_config)
         model.load_state_dict(load_file(str(p / "model.safetensors")))
-        profile = json.loads((p / PROFILE).read_text()) if (p / PROFILE).is_file() else None
-    except Exception as exc:  # safetensors, json, torch and our own config errors alike: name the bundle
+    except Exception as exc:  # safetensors, torch and our own config errors alike: name the bundle
         raise BundleError(f"{p}: cannot load the bundle ({type(exc).__name__}: {exc}); "
                           "re-export it with trainyard train/tune") from None
     model.eval()
-    if metrics is None:
-        metrics = json.loads((p / "metrics.json").read_text())
-    return Bundle(p, model, model_config, pre, json.loads((p / "schema.json").read_text()), metrics,
-                  json.loads((p / "lineage.json").read_text()), profile)
+    return Bundle(p, model, model_config, pre, schema, metrics, lineage, profile)

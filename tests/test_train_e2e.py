@@ -324,6 +324,14 @@ def test_empty_records_and_corrupt_weights(classification_run, tmp_path):
     (broken / "schema.json").unlink()
     with pytest.raises(B.BundleError, match="missing schema.json"):
         B.load(broken)
+    # A damaged JSON file is named (it was a JSONDecodeError traceback, or a message naming no file).
+    for name in ("schema.json", "preprocessor.json", "metrics.json", "lineage.json"):
+        shutil.copytree(classification_run[1] / "bundle", tmp_path / name)
+        (tmp_path / name / name).write_text('{"truncated": ')
+        with pytest.raises(B.BundleError, match=rf"{name}/{name}: cannot read it \(JSONDecodeError.*damaged"):
+            B.load(tmp_path / name)
+    with pytest.raises(B.BundleError, match=r"nowhere: no such folder"):
+        B.load(tmp_path / "nowhere")
 
 
 def test_a_pretrained_encoder_is_polled_less_often_than_a_small_network(tmp_path):
