@@ -166,8 +166,7 @@ def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tupl
     """`trainyard train`: ingest → preprocess → train → evaluate → bundle. Returns (bundle path, metrics)."""
     if "://" not in spec.output_dir:
         # Before any work: a folder of the user's at OUTPUT/bundle would stop the run only at its end.
-        B.check_pointer(Path(spec.output_dir) / B.POINTER)
-        Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
+        B.check_pointer(B.make_output_dir(spec.output_dir) / B.POINTER)
     prepared = prepare(spec, progress)
     _write_summary(spec.output_dir, prepared)
     print_ingest_summary(prepared, progress)

@@ -29,7 +29,7 @@ def register(subparsers, kit) -> None:
     p.add_argument("--name", default=None,
                    help="app name (default: the job's name); serving another bundle under the same name updates it")
     p.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="HTTP port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=_port, default=None, help="HTTP port (default 8000; 0 picks a free one)")
     auth = p.add_mutually_exclusive_group()
     auth.add_argument("--token", default=None,
                       help=f"require 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV} if set; else an update "
@@ -60,6 +60,13 @@ def register(subparsers, kit) -> None:
 def _raw():
     import argparse
     return argparse.RawDescriptionHelpFormatter
+
+
+def _port(text: str) -> int:
+    import argparse
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in 0-65535 (0 picks a free one), got {text!r}")
+    return int(text)
 
 
 def _seconds(text: str) -> float:

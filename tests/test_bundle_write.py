@@ -253,3 +253,15 @@ def test_a_LATEST_object_trainyard_did_not_write_is_not_replaced(tmp_path, s3_bu
         B.upload(_write(tmp_path / "bundle", lineage={"version": "v1"}), output)
     with fs.open_input_stream(f"{root}/bundles/LATEST") as f:
         assert f.read() == b"my notes"
+
+
+def test_an_output_that_is_a_file_is_named_and_left_alone(tmp_path):
+    """`output:` naming a file (or a folder under one) stopped `trainyard train` with mkdir's FileExistsError."""
+    from jobs.bundle import BundleError, make_output_dir
+
+    (tmp_path / "notes.txt").write_text("mine")
+    for output in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "run"):
+        with pytest.raises(BundleError, match=rf"output '{output}': {tmp_path / 'notes.txt'} is a file, not a folder"):
+            make_output_dir(output)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert make_output_dir(tmp_path / "a" / "b").is_dir()

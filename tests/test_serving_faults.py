@@ -76,7 +76,9 @@ def test_serve_flags_for_auth_and_the_time_limit_are_checked_by_the_parser(capsy
     assert args.no_token and args.token is None and args.timeout == 30.0
     for argv, message in ((["--token", "t", "--no-token"], "not allowed with argument"),
                           (["--timeout", "0"], "expected a number of seconds above 0, got '0'"),
-                          (["--timeout", "soon"], "expected a number of seconds above 0, got 'soon'")):
+                          (["--timeout", "soon"], "expected a number of seconds above 0, got 'soon'"),
+                          (["--port", "99999"], "expected a port number in 0-65535 (0 picks a free one), got '99999'"),
+                          (["--port", "-1"], "expected a port number in 0-65535")):
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args(["serve", "b", *argv])
         assert exit_.value.code == 2 and message in capsys.readouterr().err, argv

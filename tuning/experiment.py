@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Optional
 
 from ray import tune
 
+from jobs.bundle import make_output_dir
 from jobs.pipeline import PreparedData, export_bundle, format_metrics, prepare, print_ingest_summary, storage_root
 from jobs.spec import JobSpec, SpecError, best_key
 from jobs.train import TrainOutcome, last_state, resolve_use_gpu, worker_config
@@ -60,8 +61,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     root = storage_root(spec)
     experiment = _find_experiment(root, spec) if resume else Path(root) / (
         EXPERIMENT_PREFIX + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    out = Path(spec.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(spec.output_dir)
 
     if prepared is None:
         prepared = prepare(spec, progress)    # ingest + preprocessing fitted ONCE, shared by every trial
