@@ -142,13 +142,18 @@ def infer_format(files: list[str], given: Optional[str]) -> str:
 def file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
     try:
         if fmt == "parquet":
-            return pq.read_schema(path, filesystem=fs)
-        with fs.open_input_stream(path) as stream:
-            reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=4 << 20))
-            return reader.schema
+            schema = pq.read_schema(path, filesystem=fs)
+        else:
+            with fs.open_input_stream(path) as stream:
+                schema = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=4 << 20)).schema
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(f"{path}: cannot read it as {fmt} ({type(exc).__name__}: {exc}); "
                         f"the file is corrupt or not a {fmt} file; remove or replace it") from None
+    twice = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if twice:
+        raise DataError(f"{path}: column name(s) {twice} appear more than once in its header; rename them so that "
+                        "each column has its own name")
+    return schema
 
 
 _UNIFIED = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "string": pa.string()}

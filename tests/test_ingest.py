@@ -172,3 +172,10 @@ def test_a_numeric_column_with_a_stray_value_is_named_not_taken_for_categories(t
         ingest(data_spec(tmp_path, features={"numeric": ["a", "b"]}), progress=lambda *_: None)
     r = ingest(data_spec(tmp_path, features={"categorical": ["a"]}), progress=lambda *_: None)
     assert "a" in r.categorical                                     # the override still holds
+
+
+def test_a_column_name_given_twice_is_named(tmp_path):
+    """A CSV header `a,a,...` failed with a KeyError traceback from the schema reconciliation."""
+    (tmp_path / "p.csv").write_text("a,a,c,y\n1,2,x,0\n3,4,z,1\n")
+    with pytest.raises(DataError, match=r"p.csv: column name\(s\) \['a'\] appear more than once in its header"):
+        ingest(data_spec(tmp_path), progress=lambda *_: None)
