@@ -120,18 +120,6 @@ def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, prep
     return version
 
 
-def make_output_dir(path: str | os.PathLike) -> Path:
-    """The run's local output folder, created if missing; BundleError naming the file when one stands there or
-    above it (mkdir's FileExistsError named neither the field nor the fix)."""
-    out = Path(path)
-    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise BundleError(f"output {str(path)!r}: {blocker} is a file, not a folder; choose another output folder "
-                          "(it is created if missing)")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def check_pointer(path: str | os.PathLike) -> bool:
     """Whether `write` may point `path` (OUTPUT/bundle) to a new version: False when nothing is there or
     trainyard's link is; True for a bundle folder an earlier trainyard wrote there (`write` moves it to

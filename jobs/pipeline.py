@@ -162,11 +162,23 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
             shutil.rmtree(staging, ignore_errors=True)     # made by mkdtemp above: ours
 
 
+def make_output_dir(path: str | os.PathLike) -> Path:
+    """The run's local output folder, created if missing; BundleError naming the file when one stands there or
+    above it (mkdir's FileExistsError named neither the field nor the fix)."""
+    out = Path(path)
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise B.BundleError(f"output {str(path)!r}: {blocker} is a file, not a folder; choose another output folder "
+                            "(it is created if missing)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tuple[Path, dict]:
     """`trainyard train`: ingest → preprocess → train → evaluate → bundle. Returns (bundle path, metrics)."""
     if "://" not in spec.output_dir:
         # Before any work: a folder of the user's at OUTPUT/bundle would stop the run only at its end.
-        B.check_pointer(B.make_output_dir(spec.output_dir) / B.POINTER)
+        B.check_pointer(make_output_dir(spec.output_dir) / B.POINTER)
     prepared = prepare(spec, progress)
     _write_summary(spec.output_dir, prepared)
     print_ingest_summary(prepared, progress)

@@ -257,7 +257,8 @@ def test_a_LATEST_object_trainyard_did_not_write_is_not_replaced(tmp_path, s3_bu
 
 def test_an_output_that_is_a_file_is_named_and_left_alone(tmp_path):
     """`output:` naming a file (or a folder under one) stopped `trainyard train` with mkdir's FileExistsError."""
-    from jobs.bundle import BundleError, make_output_dir
+    from jobs.bundle import BundleError
+    from jobs.pipeline import make_output_dir
 
     (tmp_path / "notes.txt").write_text("mine")
     for output in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "run"):

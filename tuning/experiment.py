@@ -22,8 +22,8 @@ from typing import Callable, Iterator, Optional
 
 from ray import tune
 
-from jobs.bundle import make_output_dir
-from jobs.pipeline import PreparedData, export_bundle, format_metrics, prepare, print_ingest_summary, storage_root
+from jobs.pipeline import (PreparedData, export_bundle, format_metrics, make_output_dir, prepare, print_ingest_summary,
+                           storage_root)
 from jobs.spec import JobSpec, SpecError, best_key
 from jobs.train import TrainOutcome, last_state, resolve_use_gpu, worker_config
 from tuning import report as R
