@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
 
-from cluster.errors import EXIT_BAD_INPUT, Failure
+from cluster.errors import EXIT_BAD_INPUT, BadInput, Failure
 
 SUFFIXES = (".csv", ".parquet", ".jsonl")
 
@@ -32,6 +32,11 @@ class ClientError(Failure):
         super().__init__(message, exit_code=EXIT_BAD_INPUT if status is not None and 400 <= status < 500 else None)
         self.status = status
         self.errors = errors or []
+
+
+class TableError(BadInput):
+    """A rows file (`trainyard predict FILE`) or an output file (`--out`) that cannot be used; the message names
+    it and what to do. Exit 2."""
 
 
 class Client:
@@ -215,24 +220,37 @@ def read_table(path) -> "pd.DataFrame":  # noqa: F821
     import pandas as pd
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
-        raise ClientError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+        raise TableError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
     if not path.is_file():
-        raise ClientError(f"{path}: no such file")
+        raise TableError(f"{path}: no such file")
     try:
         if path.suffix.lower() == ".csv":
-            return pd.read_csv(path)
+            # index_col=False: a line with one delimiter too many (a trailing comma) would otherwise make the
+            # first column the index and shift every value one column to the left.
+            return pd.read_csv(path, index_col=False)
         if path.suffix.lower() == ".parquet":
             return pd.read_parquet(path)
         return pd.read_json(path, lines=True)
     except Exception as exc:   # pandas/pyarrow raise many types for a corrupt file
-        raise ClientError(f"{path}: cannot read it as {path.suffix[1:]}: {exc}") from None
+        raise TableError(f"{path}: cannot read it as {path.suffix[1:]}: {exc}") from None
+
+
+def check_out(out, *, overwrite: bool = True) -> Path:
+    """`out` as a place to write a table to: a known suffix, not a folder, and (unless `overwrite`) no file there
+    yet. Checked before any request, so that a bad --out fails in a second, not after every prediction."""
+    out = Path(out)
+    if out.suffix.lower() not in SUFFIXES:
+        raise TableError(f"--out {out}: unsupported file type {out.suffix!r}; use one of {', '.join(SUFFIXES)}")
+    if out.is_dir():
+        raise TableError(f"--out {out} is a folder; give a file name ending in {', '.join(SUFFIXES)}")
+    if out.exists() and not overwrite:
+        raise TableError(f"--out {out} already exists; give another name, or add --overwrite to replace it")
+    return out
 
 
 def write_table(df, out) -> Path:
-    out = Path(out)
+    out = check_out(out)
     suffix = out.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise ClientError(f"--out {out}: unsupported file type {out.suffix!r}; use one of {', '.join(SUFFIXES)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
         df.to_csv(out, index=False)

@@ -53,13 +53,22 @@ def register(subparsers, kit) -> None:
     p.add_argument("--out", default=None,
                    help="write the rows plus predictions here (.csv/.parquet/.jsonl); default: CSV on stdout")
     p.add_argument("--token", default=None, help=f"bearer token (default: ${TOKEN_ENV})")
-    p.add_argument("--batch-size", type=int, default=None, help="records per request (default: the server's limit)")
+    p.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists (default: refuse)")
+    p.add_argument("--batch-size", type=_positive, default=None,
+                   help="records per request (default: the server's limit)")
     p.set_defaults(func=cmd_predict)
 
 
 def _raw():
     import argparse
     return argparse.RawDescriptionHelpFormatter
+
+
+def _positive(text: str) -> int:
+    import argparse
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return int(text)
 
 
 def _port(text: str) -> int:
@@ -148,10 +157,13 @@ def cmd_serve(args, kit) -> int:
 
 
 def cmd_predict(args) -> int:
-    """A ClientError carries its exit code: 2 when the server refused the rows (4xx), 1 otherwise."""
-    from serving.client import Client, read_table
+    """A ClientError carries its exit code: 2 when the server refused the rows (4xx), 1 otherwise; a rows file or
+    --out that cannot be used is bad input (serving.client.TableError, exit 2), found before any request."""
+    from serving.client import Client, check_out, read_table
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
+    if args.out:
+        check_out(args.out, overwrite=args.overwrite)
     client = Client(args.url, token=token, batch_size=args.batch_size)
     df = read_table(args.file)
     table = df.join(client.predict_frame(df), rsuffix="_predicted")

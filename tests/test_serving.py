@@ -283,7 +283,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         assert out["prediction"].tolist() == expected["predictions"]
         bad = subprocess.run([sys.executable, "-m", "trainyard", "predict", "--url", served.url,
                               str(tmp_path / "rows.txt")], capture_output=True, text=True, env=env, timeout=60)
-        assert bad.returncode == 1 and "unsupported file type '.txt'" in bad.stderr
+        assert bad.returncode == 2 and "unsupported file type '.txt'" in bad.stderr
 
         # A second app on the same port: `trainyard serve` joins the owner's Ray and serves it until stopped
         # (SIGTERM, as `kill` or a container stop sends), leaving the owner's record as it was.

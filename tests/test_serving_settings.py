@@ -361,3 +361,32 @@ def test_at_exit_an_embedded_serve_stops_the_haproxy_that_runs_from_its_private_
         for process in (ours, *others):
             process.kill()
             process.wait(timeout=10)
+
+
+def test_predicts_rows_file_and_out_are_checked_before_any_request(tmp_path, capsys):
+    """A CSV line with a trailing comma made pandas take the first column for the index: every value shifted
+    one column left, exit 0. A bad --out failed only after every prediction was made (a folder: a traceback), an
+    existing one was overwritten, and a rows file that could not be read exited 1, not 2."""
+    from serving.client import TableError, check_out, read_table
+    from trainyard.cli import build_parser, main
+
+    (tmp_path / "rows.csv").write_text("a,b,c\n1,2,3,\n4,5,6,\n")
+    rows = read_table(tmp_path / "rows.csv")
+    assert rows[["a", "b", "c"]].to_dict("records") == [{"a": 1, "b": 2, "c": 3}, {"a": 4, "b": 5, "c": 6}]
+
+    (tmp_path / "old.csv").write_text("mine")
+    (tmp_path / "dir.csv").mkdir()
+    for out, message in ((tmp_path / "p.txt", "unsupported file type '.txt'"), (tmp_path / "dir.csv", "is a folder"),
+                         (tmp_path / "old.csv", "already exists; give another name, or add --overwrite")):
+        with pytest.raises(TableError, match=message):
+            check_out(out, overwrite=False)
+        # Through the command: refused before the (unreachable) server is asked anything, exit 2.
+        assert main(["predict", "--url", "http://127.0.0.1:9", str(tmp_path / "rows.csv"), "--out", str(out)]) == 2
+        assert message.split(";")[0] in capsys.readouterr().err
+    assert (tmp_path / "old.csv").read_text() == "mine"
+    assert check_out(tmp_path / "old.csv", overwrite=True) == tmp_path / "old.csv"
+    assert main(["predict", "--url", "http://127.0.0.1:9", str(tmp_path / "rows.jsonx")]) == 2
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["predict", "f.csv", "--url", "u", "--batch-size", "-5"])
+    assert exit_.value.code == 2 and "expected a whole number above 0, got '-5'" in capsys.readouterr().err
