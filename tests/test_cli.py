@@ -72,6 +72,10 @@ def test_tune_without_a_tune_section_is_one_clear_line(tmp_path, capsys):
     spec.write_text("name: t\ndata: {path: x, label: y}\n")
     assert cli.main(["tune", str(spec)]) == EXIT_BAD_INPUT
     assert capsys.readouterr().err.startswith(f"trainyard: error: {spec} has no `tune` section, so there is nothing")
+    # `run --resume` of a training spec trained from the start without a word; now refused before any work.
+    assert cli.main(["run", str(spec), "--no-serve", "--resume"]) == EXIT_BAD_INPUT
+    assert "--resume continues an interrupted tuning experiment, and this spec has no `tune` section; drop " \
+        "--resume" in capsys.readouterr().err
 
 
 def test_train_does_not_check_a_tune_section_it_does_not_use(tmp_path, capsys, monkeypatch):

@@ -192,6 +192,11 @@ def cmd_train(args) -> int:
 def cmd_run(args) -> int:
     """The whole job: tune when the spec has a `tune` section, else train; then serve unless --no-serve."""
     spec = KIT.load_spec(args)
+    if args.resume and spec.tune is None:
+        from jobs.spec import SpecError
+        # A training run resumes only within itself (train.max_failures); starting one over is not resuming.
+        raise SpecError(["--resume continues an interrupted tuning experiment, and this spec has no `tune` "
+                         "section; drop --resume to train from the start"])
     # Before hours of training, not after: a serving layer that cannot load fails the command now.
     serving = None if args.no_serve else _import("serving")
     check_before_ray(spec)
