@@ -127,14 +127,21 @@ def _list_dir(fs: pafs.FileSystem, root: str) -> list[str]:
 
 
 def infer_format(files: list[str], given: Optional[str]) -> str:
-    if given:
-        return given
     kinds = {_EXTENSIONS.get(os.path.splitext(f)[1].lower()) for f in files}
+    if given:
+        other = [f for f in files if _EXTENSIONS.get(os.path.splitext(f)[1].lower()) not in (None, given)]
+        if other:
+            raise DataError(f"data.format is {given}, but data.path also holds {other[:3]}; point it at the {given} "
+                            f"files only, e.g. with a glob: path: 'FOLDER/**/*.{given}'")
+        return given
     if None in kinds:
         odd = [f for f in files if os.path.splitext(f)[1].lower() not in _EXTENSIONS][:3]
         raise DataError(f"cannot infer data.format from {odd}; set data.format: parquet or csv")
     if len(kinds) > 1:
-        raise DataError("data.path mixes Parquet and CSV files; point it at one format or set data.format")
+        one_of_each = [next(f for f in files if _EXTENSIONS.get(os.path.splitext(f)[1].lower()) == k)
+                       for k in sorted(kinds)]
+        raise DataError(f"data.path mixes Parquet and CSV files ({', '.join(one_of_each)}); point it at one format, "
+                        "e.g. with a glob: path: 'FOLDER/**/*.parquet'")
     return kinds.pop()
 
 

@@ -179,3 +179,15 @@ def test_a_column_name_given_twice_is_named(tmp_path):
     (tmp_path / "p.csv").write_text("a,a,c,y\n1,2,x,0\n3,4,z,1\n")
     with pytest.raises(DataError, match=r"p.csv: column name\(s\) \['a'\] appear more than once in its header"):
         ingest(data_spec(tmp_path), progress=lambda *_: None)
+
+
+def test_a_folder_mixing_parquet_and_csv_gets_advice_that_works(tmp_path):
+    """The advice was "or set data.format", which then failed reading the CSV as Parquet."""
+    frame().to_parquet(tmp_path / "a.parquet")
+    frame().to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(DataError, match=r"mixes Parquet and CSV files \(.*b.csv, .*a.parquet\); .*FOLDER/\*\*/\*.parquet"):
+        ingest(data_spec(tmp_path), progress=lambda *_: None)
+    with pytest.raises(DataError, match=r"data.format is parquet, but data.path also holds \[.*b.csv'\]"):
+        ingest(data_spec(tmp_path, format="parquet"), progress=lambda *_: None)
+    r = ingest(data_spec(str(tmp_path / "**" / "*.parquet"), format="parquet"), progress=lambda *_: None)
+    assert r.rows_read == 40
