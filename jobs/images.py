@@ -330,6 +330,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
     splits = ING.assign_split(good[[label, "_u"]], label, cuts, True)
     names = {ING.TRAIN: "train", ING.VAL: "val", ING.TEST: "test"}
     split_rows = {n: int((splits[ING.SPLIT_COLUMN] == k).sum()) for k, n in names.items()}
+    ING.check_splits(split_rows, data)
     class_counts = {n: {str(c): int(v) for c, v in splits.loc[splits[ING.SPLIT_COLUMN] == k, label]
                         .value_counts().items()} for k, n in names.items()}
     result = ING.IngestResult(

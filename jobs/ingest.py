@@ -391,8 +391,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     splits = assign_split(keys, data.label, cuts, stratify)
     names = {TRAIN: "train", VAL: "val", TEST: "test"}
     split_rows = {names[k]: int((splits[SPLIT_COLUMN] == k).sum()) for k in names}
-    if split_rows["train"] == 0:
-        raise DataError("the train split is empty; lower data.split.val / data.split.test or add rows")
+    check_splits(split_rows, data)
     if stratify:
         for k, name in names.items():
             vc = splits.loc[splits[SPLIT_COLUMN] == k, data.label].value_counts()
@@ -434,6 +433,18 @@ def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -
         except (OSError, pa.ArrowException):
             continue
     return None
+
+
+def check_splits(split_rows: dict[str, int], data: DataSpec) -> None:
+    """Refuse an empty train or validation split. The validation split picks the best epoch (the one bundled)
+    and drives early stopping: without it every epoch scored NaN, "best epoch -1", and a patience of N stopped the
+    run after N epochs for no reason."""
+    if split_rows["train"] == 0:
+        raise DataError("the train split is empty; lower data.split.val / data.split.test or add rows")
+    if split_rows["val"] == 0:
+        raise DataError(f"the validation split is empty ({sum(split_rows.values())} rows, data.split.val "
+                        f"{data.split.val:g}): trainyard picks the best epoch on it and stops early by it. Raise "
+                        "data.split.val, or add rows")
 
 
 def root_cause(exc: BaseException) -> str:

@@ -191,3 +191,14 @@ def test_a_folder_mixing_parquet_and_csv_gets_advice_that_works(tmp_path):
         ingest(data_spec(tmp_path, format="parquet"), progress=lambda *_: None)
     r = ingest(data_spec(str(tmp_path / "**" / "*.parquet"), format="parquet"), progress=lambda *_: None)
     assert r.rows_read == 40
+
+
+def test_an_empty_validation_split_is_refused(tmp_path):
+    """Without validation rows every epoch scored NaN, the best epoch was -1 and early stopping ended the run
+    after its patience; exit 0."""
+    frame(n=12).to_parquet(tmp_path / "p.parquet")            # 6 rows a class: floor(6 × 0.15) = 0 val rows each
+    with pytest.raises(DataError, match=r"the validation split is empty \(12 rows, data.split.val 0.15\).*Raise "
+                                        r"data.split.val, or add rows"):
+        ingest(data_spec(tmp_path), progress=lambda *_: None)
+    with pytest.raises(DataError, match=r"validation split is empty .*data.split.val 0\)"):
+        ingest(data_spec(tmp_path, split={"val": 0, "test": 0.5}), progress=lambda *_: None)
