@@ -116,6 +116,14 @@ def test_set_overrides_any_field(tmp_path):
     assert spec.train.early_stop is None and spec.data.split.seed == 7
     with pytest.raises(SpecError, match="train.epocs: unknown key"):
         load_spec(path, ["train.epocs=3"])
+    # A mistake in --set is blamed on --set, not on the file (which does not hold it); the file's own on the file.
+    bad = write_spec(tmp_path / "bad.yaml", {"name": "x", "data": {"path": "d", "label": "y"}, "model": {"dropout": 2}})
+    with pytest.raises(SpecError) as err:
+        load_spec(bad, ["train.epocs=3", "train.epochs=-1"])
+    assert sorted(err.value.problems) == sorted([
+        f"{bad}: model.dropout: Input should be less than 1 (got 2)", "--set: train.epochs: Input should be greater "
+        "than 0 (got -1)"] + [p for p in err.value.problems if p.startswith("--set: train.epocs: unknown key")])
+    assert len(err.value.problems) == 3
     with pytest.raises(SpecError, match="expected FIELD=VALUE"):
         load_spec(path, ["train.epochs"])
 

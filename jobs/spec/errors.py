@@ -51,12 +51,17 @@ def _field_errors(err: ValidationError) -> list[dict]:
     return kept
 
 
-def format_errors(err: ValidationError, source: str, root: type[BaseModel]) -> list[str]:
-    """One line per problem, each starting with `source` (the file). `root`: the model that was validated,
+def format_errors(err: ValidationError, source: str, root: type[BaseModel],
+                  overridden: tuple[tuple[str, ...], ...] = ()) -> list[str]:
+    """One line per problem, each starting with `source` (the file), or with "--set" where the field (or one
+    above it) was given by `--set` (`overridden`: those fields' paths). `root`: the model that was validated,
     whose fields name the keys allowed where an unknown one was given."""
     lines = []
+    file = source
     for e in _field_errors(err):
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        path = tuple(str(p) for p in e["loc"])
+        source = "--set" if any(path[:len(o)] == o for o in overridden) else file
+        loc = ".".join(path) or "(top level)"
         kind = e["type"]
         value = e.get("input")
         if kind == "extra_forbidden":

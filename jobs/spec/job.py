@@ -52,15 +52,16 @@ class JobSpec(StrictModel):
         return self.output or f"runs/{self.name}"
 
 
-def validate_spec(raw: Any, source: str = "<spec>") -> JobSpec:
-    """Spec data (a mapping) as a JobSpec; every problem at once, each line starting with `source`."""
+def validate_spec(raw: Any, source: str = "<spec>", overridden: tuple[tuple[str, ...], ...] = ()) -> JobSpec:
+    """Spec data (a mapping) as a JobSpec; every problem at once, each line starting with `source`, or with
+    "--set" for a field `--set` gave (`overridden`: their paths)."""
     if not isinstance(raw, dict):
         raise SpecError([f"{source}: the spec must be a YAML mapping (name:, data:, model:, train:), "
                          f"got {type(raw).__name__}"])
     try:
         spec = JobSpec.model_validate(raw)
     except ValidationError as err:
-        raise SpecError(format_errors(err, source, JobSpec)) from None
+        raise SpecError(format_errors(err, source, JobSpec, overridden)) from None
     es = spec.train.early_stop
     # With data.task given, a metric of the other task fails the run only after ingest; say it now. (A tune
     # section's metric is checked with the search's other checks: tuning.space.check.)
@@ -84,7 +85,9 @@ def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> JobSpe
     raw = load_raw(path)
     if isinstance(raw, dict):
         raw = apply_overrides(raw, overrides or [])
-    return validate_spec(raw, str(path))
+    overridden = tuple(tuple(p for p in item.split("=", 1)[0].strip().split(".") if p)
+                       for item in overrides or [] if "=" in item)
+    return validate_spec(raw, str(path), overridden)
 
 
 def dump_spec(spec: JobSpec) -> str:
