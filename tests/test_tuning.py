@@ -44,9 +44,9 @@ def test_plan_refuses_what_can_never_run_and_says_what_to_change():
 
 
 def test_tune_section_errors_name_the_field_and_the_fix():
-    cases = [({"batch_size": {"uniform": [16, 256]}}, "batch_size needs choice"),
-             ({"hidden": {"choice": [64, 32]}}, "hidden: values must be lists of positive layer widths"),
-             ({"dropout": {"choice": [0.1, 1.5]}}, "dropout: values must be dropout rates in [0, 1)"),
+    cases = [({"batch_size": {"uniform": [16, 256]}}, "tune.batch_size: needs choice"),
+             ({"hidden": {"choice": [64, 32]}}, "tune.hidden: values must be lists of positive layer widths"),
+             ({"dropout": {"choice": [0.1, 1.5]}}, "tune.dropout: values must be dropout rates in [0, 1)"),
              ({"lr": {"loguniform": [0, 0.1]}}, "loguniform needs a positive low bound"),
              ({"metric": "val_f2"}, "unknown metric 'val_f2'"),
              ({"max_concurrent": 0}, "max_concurrent must be auto or at least 1"),
@@ -55,6 +55,11 @@ def test_tune_section_errors_name_the_field_and_the_fix():
         with pytest.raises(SpecError) as err:
             _spec(tune)
         assert expected in str(err.value), (tune, str(err.value))
+    # Every axis's problem at once (the first one alone was reported), also next to an axis of a refused form.
+    with pytest.raises(SpecError) as err:
+        _spec({"lr": {"loguniform": [0, 0.1]}, "batch_size": {"choice": [0, 64]}, "weight_decay": {"uniform": [-1, 0]},
+               "hidden": {"choice": [[0]]}})
+    assert len(err.value.problems) == 4, err.value.problems
     with pytest.raises(SpecError, match="grace_period=5 is more than train.epochs=3"):
         space.check(_spec({"scheduler": {"asha": {"grace_period": 5}}}, epochs=3))
     # Equal: the only rung is the last epoch, where every trial ends anyway.

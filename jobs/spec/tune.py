@@ -52,18 +52,18 @@ class SchedulerSpec(StrictModel):
 
 def _choice_of(dist: Distribution, axis: str, check, what: str) -> None:
     if dist.choice is None:
-        raise ValueError(f"{axis} needs choice: [...] of {what}, e.g. {{choice: "
+        raise ValueError(f"needs choice: [...] of {what}, e.g. {{choice: "
                          f"{'[32, 64, 128]' if axis == 'batch_size' else '[[64], [128, 64]]'}}}")
     bad = [v for v in dist.choice if not check(v)]
     if bad:
-        raise ValueError(f"{axis}: values must be {what}; these are not: {bad}")
+        raise ValueError(f"values must be {what}; these are not: {bad}")
 
 
 def _range_within(dist: Distribution, axis: str, lo: float, hi: float, what: str) -> None:
     values = dist.choice if dist.choice is not None else (dist.loguniform or dist.uniform)
     bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v < hi]
     if bad:
-        raise ValueError(f"{axis}: values must be {what}; these are not: {bad}")
+        raise ValueError(f"values must be {what}; these are not: {bad}")
 
 
 class TuneSpec(StrictModel):
@@ -139,21 +139,36 @@ class TuneSpec(StrictModel):
             raise ValueError(problem)
         return v
 
+    # One validator per axis (not one for all): pydantic then reports every axis's problem at once, also next
+    # to an axis whose own form was already refused.
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_sizes(cls, v):
+        if v is not None:
+            _choice_of(v, "batch_size", lambda x: isinstance(x, int) and not isinstance(x, bool) and x > 0,
+                       "positive integers")
+        return v
+
+    @field_validator("hidden")
+    @classmethod
+    def _widths(cls, v):
+        if v is not None:
+            _choice_of(v, "hidden", lambda x: isinstance(x, list) and all(
+                isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in x), "lists of positive layer widths")
+        return v
+
+    @field_validator("lr", "weight_decay", "dropout")
+    @classmethod
+    def _ranges(cls, v, info):
+        if v is not None:
+            lo, hi, what = {"lr": (1e-12, float("inf"), "positive learning rates"),
+                            "weight_decay": (0.0, float("inf"), "non-negative weight decays"),
+                            "dropout": (0.0, 1.0, "dropout rates in [0, 1)")}[info.field_name]
+            _range_within(v, info.field_name, lo, hi, what)
+        return v
+
     @model_validator(mode="after")
     def _axes_make_sense(self):
-        if self.batch_size is not None:
-            _choice_of(self.batch_size, "batch_size",
-                       lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "positive integers")
-        if self.hidden is not None:
-            _choice_of(self.hidden, "hidden", lambda v: isinstance(v, list) and all(
-                isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in v),
-                "lists of positive layer widths")
-        if self.lr is not None:
-            _range_within(self.lr, "lr", 1e-12, float("inf"), "positive learning rates")
-        if self.weight_decay is not None:
-            _range_within(self.weight_decay, "weight_decay", 0.0, float("inf"), "non-negative weight decays")
-        if self.dropout is not None:
-            _range_within(self.dropout, "dropout", 0.0, 1.0, "dropout rates in [0, 1)")
         if not any(getattr(self, a) is not None for a in SEARCH_AXES):
             raise ValueError(f"nothing to search: give at least one of {', '.join(SEARCH_AXES)}")
         problem = mode_problem(self.metric, self.mode, "tune.mode") if self.metric is not None else None
