@@ -19,7 +19,7 @@ from jobs import bundle as B
 from jobs.contracts import PreparedData
 from jobs.evaluate import evaluate
 from jobs.spec import JobSpec, dump_spec
-from jobs.train import TrainOutcome, fit, summary_table
+from jobs.train import TrainOutcome, check_cluster, fit, summary_table
 
 __all__ = ["PreparedData", "prepare", "export_bundle", "run_train", "storage_root", "lineage",
            "print_ingest_summary", "format_metrics"]
@@ -179,6 +179,7 @@ def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tupl
     if "://" not in spec.output_dir:
         # Before any work: a folder of the user's at OUTPUT/bundle would stop the run only at its end.
         B.check_pointer(make_output_dir(spec.output_dir) / B.POINTER)
+    check_cluster(spec)                     # before the data is read: a run the cluster cannot hold fails now
     prepared = prepare(spec, progress)
     _write_summary(spec.output_dir, prepared)
     print_ingest_summary(prepared, progress)

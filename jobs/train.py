@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from cluster import ray_compat
-from cluster.errors import Failure
+from cluster.errors import BadInput, Failure
 from jobs.contracts import CHECKPOINT_PREFIX, Augment, CheckpointError, PreparedData, TrainState, WorkerConfig
 from jobs.fitted import FittedPreprocessor
 from jobs.model import model_config
@@ -46,6 +46,11 @@ TrainerFactory = Callable[..., Any]
 
 class TrainError(Failure):
     """Training could not run or did not finish; the message says why and what to change."""
+
+
+class ClusterTooSmall(BadInput):
+    """The spec asks for more CPUs or GPUs than the connected cluster has (exit 2: the spec must change, or the
+    cluster); said before any data is read."""
 
 
 @dataclass
@@ -78,7 +83,7 @@ def resolve_use_gpu(spec_value, workers: int, resources: dict) -> bool:
     if spec_value == "auto":
         return gpus >= workers and gpus > 0
     if spec_value and gpus < workers:
-        raise TrainError(f"train.use_gpu is true and train.workers is {workers}, but the cluster has {gpus:g} GPU(s); "
+        raise ClusterTooSmall(f"train.use_gpu is true and train.workers is {workers}, but the cluster has {gpus:g} GPU(s); "
                          "lower train.workers or set train.use_gpu: auto")
     return bool(spec_value)
 
@@ -131,7 +136,7 @@ def worker_config(spec: JobSpec, prepared: PreparedData, *, use_gpu: bool,
 def check_resources(spec: JobSpec, resources: dict) -> None:
     need = spec.train.workers * spec.train.cpus_per_worker
     if need > resources.get("CPU", 0):
-        raise TrainError(f"train.workers={spec.train.workers} × train.cpus_per_worker={spec.train.cpus_per_worker:g} "
+        raise ClusterTooSmall(f"train.workers={spec.train.workers} × train.cpus_per_worker={spec.train.cpus_per_worker:g} "
                          f"needs {need:g} CPUs but the cluster has {resources.get('CPU', 0):g}; lower train.workers "
                          "or train.cpus_per_worker, or add nodes")
 
@@ -140,12 +145,16 @@ def configure(spec: JobSpec, prepared: PreparedData, *, overrides: Optional[dict
     """Check that the connected cluster can hold the run, and build its worker config (GPU or not, as the spec
     and the cluster say). `overrides` (lr, batch_size, weight_decay, dropout, hidden, epochs, early_stop...)
     replace the spec's values for this run only: a tuning trial's sampled config."""
+    return worker_config(spec, prepared, use_gpu=check_cluster(spec), overrides=overrides)
+
+
+def check_cluster(spec: JobSpec) -> bool:
+    """ClusterTooSmall unless the connected cluster can hold the spec's run; whether it trains on GPUs."""
     from cluster import describe_resources
 
     resources = describe_resources()
     check_resources(spec, resources)
-    use_gpu = resolve_use_gpu(spec.train.use_gpu, spec.train.workers, resources)
-    return worker_config(spec, prepared, use_gpu=use_gpu, overrides=overrides)
+    return resolve_use_gpu(spec.train.use_gpu, spec.train.workers, resources)
 
 
 def default_trainer(spec: JobSpec, *, placement_cleaner: bool) -> TrainerFactory:
