@@ -147,7 +147,7 @@ class Client:
         `probability_<class>` column per class. Columns that are not features (ids, the label) are not sent."""
         import pandas as pd
         features = [f["name"] for f in self.schema()["features"]]
-        sent = df[[c for c in df.columns if c in features]]
+        sent = _numbers_read_as_text(df[[c for c in df.columns if c in features]], self.schema()["features"])
         out = self.predict(sent.to_dict("records"))
         result = pd.DataFrame({"prediction": out["predictions"]}, index=df.index)
         if "probabilities" in out:
@@ -168,6 +168,27 @@ class Client:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+def _numbers_read_as_text(df, features: list[dict]):
+    """`df` with its numeric features as numbers. A file's reader makes a whole column text when one cell is not
+    a number (a CSV's '?'); the server would then refuse every row of it, advising JSON senders. Here the
+    numbers go as numbers, and a cell that is not one is named with its row: TableError."""
+    import pandas as pd
+    df = df.copy()
+    for f in features:
+        name = f["name"]
+        if f.get("type") != "number" or name not in df.columns or pd.api.types.is_numeric_dtype(df[name]):
+            continue
+        cells = df[name].map(lambda v: v.strip() if isinstance(v, str) else v).replace("", None)
+        numbers = pd.to_numeric(cells, errors="coerce")
+        bad = cells.notna() & numbers.isna()
+        if bad.any():
+            where = ", ".join(f"row {i + 1}: {cells.iloc[i]!r}" for i in bad.to_numpy().nonzero()[0][:3])
+            raise TableError(f"column {name!r} must hold numbers; {int(bad.sum())} cell(s) do not ({where}). Fix "
+                             "them, or leave them empty for a missing value")
+        df[name] = numbers
+    return df
+
 
 def _clean(record: dict) -> dict:
     """JSON-ready values: numpy scalars → Python, NaN/NaT/None → null (a missing value, imputed server-side)."""

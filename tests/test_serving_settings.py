@@ -390,3 +390,19 @@ def test_predicts_rows_file_and_out_are_checked_before_any_request(tmp_path, cap
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["predict", "f.csv", "--url", "u", "--batch-size", "-5"])
     assert exit_.value.code == 2 and "expected a whole number above 0, got '-5'" in capsys.readouterr().err
+
+
+def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_named():
+    """One '?' made pandas read a whole CSV column as text: the server then refused every row ("send it as a JSON
+    number"). The numbers now go as numbers; the cell that is not one is named with its row."""
+    import pandas as pd
+
+    from serving.client import TableError, _numbers_read_as_text
+
+    features = [{"name": "a", "type": "number"}, {"name": "kind", "type": "category"}]
+    df = pd.DataFrame({"a": ["0.5", " 2 ", "", None], "kind": ["x", "y", "x", "7"]})
+    sent = _numbers_read_as_text(df, features)
+    assert sent["a"].tolist()[:2] == [0.5, 2.0] and sent["a"].isna().tolist()[2:] == [True, True]
+    assert sent["kind"].tolist() == ["x", "y", "x", "7"]            # categories stay as they are
+    with pytest.raises(TableError, match=r"column 'a' must hold numbers; 1 cell\(s\) do not \(row 3: '\?'\)"):
+        _numbers_read_as_text(pd.DataFrame({"a": ["1", "2", "?"]}), features)
