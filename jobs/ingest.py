@@ -351,10 +351,10 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     label_facts = facts[data.label]
     infinite = {c: facts[c]["infinite"] for c in schema.names if facts[c]["infinite"]}
     if infinite:
-        raise DataError("; ".join(f"column {c!r} holds {n} infinite value(s) (inf or -inf)" for c, n in infinite.items())
-                        + f" in {data.path!r}: a model cannot learn from them. Replace them with numbers, or empty "
-                        "those cells (a missing feature is imputed, a row without a label is dropped), or list a "
-                        "feature column under data.features.exclude")
+        said = "; ".join(f"column {c!r} holds {n} infinite value(s) (inf or -inf)" for c, n in infinite.items())
+        raise DataError(f"{said} in {data.path!r}: a model cannot learn from them. Replace them with numbers, or "
+                        "empty those cells (a missing feature is imputed, a row without a label is dropped), or list "
+                        "a feature column under data.features.exclude")
     if label_facts["nulls"] == rows_read:
         raise DataError(f"label column {data.label!r} is empty in every row of {data.path!r}")
 
@@ -417,7 +417,8 @@ def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -
                 for _ in reader:
                     pass
         except pa.ArrowInvalid as exc:
-            m = re.search(r"column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+): invalid value '(.*)'", str(exc))
+            m = re.search(r"column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+): invalid value '(.*)'",
+                          str(exc))
             header = file_schema(fs, path, "csv").names
             if not m or int(m[1]) >= len(header):
                 return f"{path}: {exc}"
@@ -426,7 +427,8 @@ def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -
                 cells = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
                     include_columns=[column], column_types={column: pa.string()}))[column].to_pandas()
             lines = (np.flatnonzero((cells == value).to_numpy()) + 2).tolist()     # line 1 is the header
-            where = (f", line {lines[0]}" if lines else "") + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")
+            where = ((f", line {lines[0]}" if lines else "")
+                     + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""))
             return (f"{path}{where}: column {column!r} holds {value!r}, which does not read as {kind} like the "
                     "column's other values (its type is taken from the file's first rows). Fix that cell (leave it "
                     f"empty for a missing value), or list {column!r} under data.features.exclude")

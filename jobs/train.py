@@ -83,8 +83,8 @@ def resolve_use_gpu(spec_value, workers: int, resources: dict) -> bool:
     if spec_value == "auto":
         return gpus >= workers and gpus > 0
     if spec_value and gpus < workers:
-        raise ClusterTooSmall(f"train.use_gpu is true and train.workers is {workers}, but the cluster has {gpus:g} GPU(s); "
-                         "lower train.workers or set train.use_gpu: auto")
+        raise ClusterTooSmall(f"train.use_gpu is true and train.workers is {workers}, but the cluster has {gpus:g} "
+                              "GPU(s); lower train.workers or set train.use_gpu: auto")
     return bool(spec_value)
 
 
@@ -136,9 +136,10 @@ def worker_config(spec: JobSpec, prepared: PreparedData, *, use_gpu: bool,
 def check_resources(spec: JobSpec, resources: dict) -> None:
     need = spec.train.workers * spec.train.cpus_per_worker
     if need > resources.get("CPU", 0):
-        raise ClusterTooSmall(f"train.workers={spec.train.workers} × train.cpus_per_worker={spec.train.cpus_per_worker:g} "
-                         f"needs {need:g} CPUs but the cluster has {resources.get('CPU', 0):g}; lower train.workers "
-                         "or train.cpus_per_worker, or add nodes")
+        raise ClusterTooSmall(f"train.workers={spec.train.workers} × train.cpus_per_worker="
+                              f"{spec.train.cpus_per_worker:g} needs {need:g} CPUs but the cluster has "
+                              f"{resources.get('CPU', 0):g}; lower train.workers or train.cpus_per_worker, or add "
+                              "nodes")
 
 
 def configure(spec: JobSpec, prepared: PreparedData, *, overrides: Optional[dict] = None) -> WorkerConfig:

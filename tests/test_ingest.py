@@ -185,7 +185,8 @@ def test_a_folder_mixing_parquet_and_csv_gets_advice_that_works(tmp_path):
     """The advice was "or set data.format", which then failed reading the CSV as Parquet."""
     frame().to_parquet(tmp_path / "a.parquet")
     frame().to_csv(tmp_path / "b.csv", index=False)
-    with pytest.raises(DataError, match=r"mixes Parquet and CSV files \(.*b.csv, .*a.parquet\); .*FOLDER/\*\*/\*.parquet"):
+    with pytest.raises(DataError, match=r"mixes Parquet and CSV files \(.*b.csv, .*a.parquet\); "
+                                        r".*FOLDER/\*\*/\*.parquet"):
         ingest(data_spec(tmp_path), progress=lambda *_: None)
     with pytest.raises(DataError, match=r"data.format is parquet, but data.path also holds \[.*b.csv'\]"):
         ingest(data_spec(tmp_path, format="parquet"), progress=lambda *_: None)

@@ -290,7 +290,8 @@ def test_a_guest_sees_its_host_gone_without_calling_into_its_ray():
     with socket.socket() as gcs:
         gcs.bind(("127.0.0.1", 0))
         gcs.listen()
-        alive = {"pid": os.getppid(), "started": started, "start_ticks": ticks, "address": f"127.0.0.1:{gcs.getsockname()[1]}", "apps": ["a", "b"]}
+        alive = {"pid": os.getppid(), "started": started, "start_ticks": ticks,
+                 "address": f"127.0.0.1:{gcs.getsockname()[1]}", "apps": ["a", "b"]}
         assert not _host_gone(alive)
         child = subprocess.Popen([sys.executable, "-c", "pass"])
         child.wait()
