@@ -47,6 +47,7 @@ from safetensors.torch import load_file, save_file
 from cluster.errors import BadInput
 from jobs import text_model
 from jobs.fitted import FittedPreprocessor
+from jobs.manifest import NAME as MANIFEST, problems as manifest_problems, write as write_manifest
 from jobs.model import build_model
 from jobs.preprocess import load_state
 from jobs.schema import input_schema
@@ -54,7 +55,6 @@ from jobs.schema import input_schema
 FILES = ("model.safetensors", "model.json", "preprocessor.json", "schema.json", "metrics.json", "spec.yaml",
          "lineage.json")
 PROFILE = "profile.json"        # the reference profile (not in FILES: bundles written before it load without one)
-MANIFEST = "manifest.json"      # written last into every bundle: trainyard's mark, and its files' sizes and hashes
 POINTER = "bundle"              # OUTPUT/bundle: the latest bundle (a link to bundles/<version>)
 VERSIONS = "bundles"            # OUTPUT/bundles/<version>/: every bundle written
 LATEST = "LATEST"               # OUTPUT/bundles/LATEST on object storage: the latest version's name
@@ -190,7 +190,7 @@ def _publish(staging: Path, versions: Path, lineage: dict, taken: Optional[Calla
         if lineage.get("version") != name:
             lineage = {**lineage, "version": name}
             _dump(staging / "lineage.json", lineage)
-        _write_manifest(staging, name)
+        write_manifest(staging, name)
         (staging / PARTIAL_MARK).unlink()
         try:
             staging.rename(target)
@@ -199,17 +199,6 @@ def _publish(staging: Path, versions: Path, lineage: dict, taken: Optional[Calla
             if not target.exists():
                 raise
             (staging / PARTIAL_MARK).write_text("")   # another writer took the name meanwhile: the next one
-
-
-def _write_manifest(folder: Path, version: str) -> None:
-    files = {}
-    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (MANIFEST, PARTIAL_MARK)):
-        digest = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        files[f.relative_to(folder).as_posix()] = {"bytes": f.stat().st_size, "sha256": digest.hexdigest()}
-    _dump(folder / MANIFEST, {"format": "trainyard-bundle", "version": version, "files": files})
 
 
 def _point(path: Path, version: Path, progress: Callable[[str], None]) -> None:
@@ -462,6 +451,11 @@ def load(path: str | os.PathLike) -> Bundle:
     if not p.is_dir():
         raise BundleError(f"{p}: {'not a folder' if p.exists() else 'no such folder'}. Give the bundle folder "
                           "(OUTPUT/bundle) or the run's output folder")
+    changed = manifest_problems(p)     # first: a folder with trainyard's mark is a bundle, damaged or not
+    if changed:
+        raise BundleError(f"{p}: the bundle is not as it was written ({'; '.join(changed)}). A bundle is never "
+                          "changed once published: copy it again from where it came from, or export a new one "
+                          "with trainyard train/tune")
     missing = [f for f in FILES if not (p / f).is_file()]
     if missing:
         raise BundleError(f"{p} is not a trainyard bundle: missing {', '.join(missing)}. "

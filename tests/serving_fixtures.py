@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import pytest
 
+from jobs.manifest import write as write_manifest
 from tests.conftest import small_spec, write_spec
 
 _CACHE: dict[str, Any] = {}
@@ -52,6 +53,7 @@ def bundle_variant(src: Path, dest: Path, *, version: str, unknown_category: Opt
             doc = json.loads((dest / name).read_text())
             doc["unknown_category"] = unknown_category
             (dest / name).write_text(json.dumps(doc))
+    write_manifest(dest, version)       # as the bundle writer would have: a bundle is checked against it
     return dest
 
 

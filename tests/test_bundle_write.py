@@ -66,6 +66,31 @@ def test_scored_while_hidden_then_published_with_every_metric(tmp_path):
     assert _leftovers(tmp_path / "out") == []
 
 
+def test_a_file_changed_after_publishing_is_named_before_the_bundle_loads(tmp_path):
+    """The manifest's sizes and SHA-256s are checked on every load: a file edited, cut short, removed or swapped
+    (same size, other bytes) after the bundle was published is named, every one at once; a file beside them
+    that the manifest does not list is not looked at; a bundle without a manifest (an earlier trainyard) loads."""
+    version = _write(tmp_path / "bundle")
+    (version / "notes.txt").write_text("the user's own")
+    assert B.load(version).version == "1"
+    spec = (version / "spec.yaml").read_bytes()
+    (version / "spec.yaml").write_bytes(spec.replace(b"t", b"u"))         # same size, other bytes
+    (version / "lineage.json").write_text("{}")
+    (version / "model.json").unlink()
+    with pytest.raises(B.BundleError) as err:
+        B.load(tmp_path / "bundle")
+    assert str(err.value).startswith(f"{version}: the bundle is not as it was written (")
+    assert "lineage.json has 2 bytes, the manifest " in str(err.value)
+    assert "spec.yaml has changed (its SHA-256 is not the manifest's)" in str(err.value)
+    assert "model.json is missing" in str(err.value)
+    (version / "model.json").write_text("{}")
+    with pytest.raises(B.BundleError, match=r"lineage.json has 2 bytes.*; model.json has 2 bytes.*; spec.yaml has changed"):
+        B.load(version)
+    (version / B.MANIFEST).write_text("{not json")
+    with pytest.raises(B.BundleError, match=r"manifest.json cannot be read \(JSONDecodeError"):
+        B.load(version)
+
+
 def test_a_failure_while_scoring_leaves_no_bundle(tmp_path):
     target = tmp_path / "bundle"
 

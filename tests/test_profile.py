@@ -11,6 +11,7 @@ import pytest
 
 from jobs import bundle as B
 from jobs.drift import LEVELS, bin_index
+from jobs.manifest import write as write_manifest
 from jobs.fitted import canonical
 from jobs.profile import prediction_reference
 from tests.serving_fixtures import served_bundle  # noqa: F401  (the session's tiny classification bundle)
@@ -67,6 +68,9 @@ def test_a_bundle_without_a_profile_still_loads_and_predicts(served_bundle, tmp_
     older = tmp_path / "older"
     shutil.copytree(served_bundle, older)
     (older / B.PROFILE).unlink()
+    with pytest.raises(B.BundleError, match="profile.json is missing"):    # the manifest lists it
+        B.load(older)
+    write_manifest(older, "older")          # as a bundle written before profiles had it
     bundle = B.load(older)
     assert bundle.profile is None
     assert len(bundle.predict([{"rpm": 1500.0, "machine_type": "L"}])["predictions"]) == 1

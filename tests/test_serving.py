@@ -359,10 +359,13 @@ def test_bad_settings_and_bundles_fail_before_serve_is_touched(served_bundle, se
         deploy_app(served_bundle, "nope", serve_instance, required_features=["rmp"])
     broken = bundle_variant(served_bundle, tmp_path / "broken", version="x")
     (broken / "model.safetensors").write_bytes(b"not weights")
-    with pytest.raises(ServeError, match="cannot load the bundle"):
+    with pytest.raises(ServeError, match=r"not as it was written \(model.safetensors has 11 bytes"):
         deploy_app(broken, "nope", serve_instance)
     (broken / "schema.json").unlink()
-    with pytest.raises(BundleError, match="missing schema.json"):
+    with pytest.raises(ServeError, match="schema.json is missing"):
+        deploy_app(broken, "nope", serve_instance)
+    (broken / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="not a trainyard bundle: missing schema.json"):
         deploy_app(broken, "nope", serve_instance)
     with pytest.raises(ServeError, match="already running in this Ray cluster"):
         deploy_app(served_bundle, "nope", (serve_instance[0], serve_instance[1] + 1))

@@ -128,6 +128,29 @@ def test_set_overrides_any_field(tmp_path):
         load_spec(path, ["train.epochs"])
 
 
+def test_a_yes_no_value_is_not_taken_for_a_number(tmp_path):
+    """YAML reads yes/no/on/off/true/false as such, and pydantic took one for 1 or 0 in a number field:
+    `epochs: yes` trained one epoch without a word. Every number field refuses it, in lists too; a yes/no
+    field still takes one."""
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\ndata: {path: d, label: y}\nmodel: {hidden: [64, on]}\n"
+                    "train: {epochs: yes, use_gpu: false, early_stop: {patience: true}}\n"
+                    "serve: {autoscaling: {min_replicas: off}}\ntune: {samples: yes, lr: {choice: [0.1, true]}}\n")
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    fields = [p.split(": ")[1] for p in err.value.problems]
+    assert sorted(fields) == ["model.hidden", "serve.autoscaling.min_replicas", "train.early_stop.patience",
+                              "train.epochs", "tune.lr", "tune.samples"], err.value.problems
+    assert all("a yes/no value where a number belongs" in p for p in err.value.problems if "tune.lr" not in p)
+    assert any("tune.lr: values must be positive learning rates; these are not: [True]" in p
+               for p in err.value.problems)
+    with pytest.raises(SpecError, match=r"--set: train.epochs: a yes/no value where a number belongs .*\(got True\)"):
+        load_spec(write_spec(tmp_path / "ok.yaml", {"name": "x", "data": {"path": "d", "label": "y"}}),
+                  ["train.epochs=true"])
+    spec = load_spec(tmp_path / "ok.yaml", ["train.use_gpu=yes", "train.epochs=3"])
+    assert spec.train.use_gpu is True and spec.train.epochs == 3
+
+
 def test_bad_yaml_names_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("name: x\ndata: [unclosed\n")

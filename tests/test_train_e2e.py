@@ -321,6 +321,11 @@ def test_empty_records_and_corrupt_weights(classification_run, tmp_path):
     broken = tmp_path / "bundle"
     shutil.copytree(classification_run[1] / "bundle", broken)
     (broken / "model.safetensors").write_bytes(b"not safetensors")
+    # The manifest names the file that changed after the bundle was written, before anything reads it.
+    with pytest.raises(B.BundleError, match=r"bundle: the bundle is not as it was written \(model.safetensors "
+                                            r"has 15 bytes, the manifest [\d,]+\)\. .*copy it again"):
+        B.load(broken)
+    (broken / B.MANIFEST).unlink()      # as a bundle written before manifests: what is read is checked
     with pytest.raises(B.BundleError, match=r"bundle.*cannot load the bundle"):
         B.load(broken)
     (broken / "schema.json").unlink()
@@ -330,6 +335,9 @@ def test_empty_records_and_corrupt_weights(classification_run, tmp_path):
     for name in ("schema.json", "preprocessor.json", "metrics.json", "lineage.json"):
         shutil.copytree(classification_run[1] / "bundle", tmp_path / name)
         (tmp_path / name / name).write_text('{"truncated": ')
+        with pytest.raises(B.BundleError, match=rf"not as it was written \({name} has 14 bytes"):
+            B.load(tmp_path / name)
+        (tmp_path / name / B.MANIFEST).unlink()
         with pytest.raises(B.BundleError, match=rf"{name}/{name}: cannot read it \(JSONDecodeError.*damaged"):
             B.load(tmp_path / name)
     with pytest.raises(B.BundleError, match=r"nowhere: no such folder"):
