@@ -71,6 +71,12 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
         pre, stats = TAB.fit_with_stats(train_raw, spec.data, numeric=result.numeric,
                                         categorical=result.categorical, task=result.task, classes=result.classes)
         reference = PROFILE.tabular_reference(stats, pre)
+    if not spec.data.is_image:
+        empty = TAB.empty_columns(stats, result.numeric, result.categorical)
+        if empty:
+            progress(f"[prepare] {', '.join(map(repr, empty))}: no value in any row of the train split, so every row "
+                     "gets the same imputed value and the model learns nothing from it. Check the data, or leave "
+                     "it out with features.exclude")
     train_ds = PP.apply(train_raw, pre)
     if spec.train.workers > 1:
         # Workers split the train split into contiguous runs of blocks, and rows often come grouped (an image

@@ -53,6 +53,23 @@ def check(spec: JobSpec, source: Optional[str] = None) -> None:
     check_encoder(spec)
 
 
+def local_data_note(data: DataSpec) -> Optional[str]:
+    """Why `data.path` finds no files on this machine (a path that does not exist, a glob that matches none), or
+    None when it does or names a URI. A note, not an error: a spec submitted to a cluster may name a path that
+    only its nodes have."""
+    from jobs.ingest import DataError, resolve_files
+
+    entries = data.path if isinstance(data.path, list) else [data.path]
+    if data.format == "images" or any("://" in entry for entry in entries):
+        roots = [e for e in entries if "://" not in e and not os.path.isdir(os.path.expanduser(e))]
+        return f"data.path: {roots[0]!r} is not a folder here (looked in {os.getcwd()})" if roots else None
+    try:
+        resolve_files(data.path)
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
 def check_encoder(spec: JobSpec) -> None:
     """A pretrained `model.encoder` (text or image) is found offline and fits the spec, or a BadInput names the
     field and the fix: the same checks `prepare` makes, here before Ray starts (`trainyard validate` too)."""

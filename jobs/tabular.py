@@ -171,6 +171,16 @@ def fit_with_stats(train_ds, data_spec, *, numeric: list[str], categorical: list
     return pre, stats
 
 
+def empty_columns(stats: dict, numeric: list[str], categorical: list[str]) -> list[str]:
+    """The feature columns with no value in any row of the train split (`fit_with_stats`'s row): each is
+    imputed one constant, so it carries nothing the model can learn from."""
+    def missing(mean) -> bool:
+        return mean is None or (isinstance(mean, float) and math.isnan(mean))
+
+    return ([c for c in numeric if missing(stats[f"mean({c})"])]
+            + [c for c in categorical if not category_counts(stats[f"counts({c})"])])
+
+
 def _or(v, default):
     return default if v is None else v
 

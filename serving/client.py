@@ -253,7 +253,28 @@ def read_table(path) -> "pd.DataFrame":  # noqa: F821
             return pd.read_parquet(path)
         return pd.read_json(path, lines=True)
     except Exception as exc:   # pandas/pyarrow raise many types for a corrupt file
-        raise TableError(f"{path}: cannot read it as {path.suffix[1:]}: {exc}") from None
+        where = _bad_json_line(path) if path.suffix.lower() == ".jsonl" else None
+        raise TableError(f"{path}: cannot read it as {path.suffix[1:]}: {where or exc}") from None
+
+
+def _bad_json_line(path: Path) -> Optional[str]:
+    """The first line of a .jsonl file that is not one JSON object, named with its number (pandas' own error
+    says only "Expected object or value", with no line)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line.strip())
+                except json.JSONDecodeError as exc:
+                    return f"line {number}, column {exc.colno}: not valid JSON ({exc.msg}): {line.strip()[:80]!r}"
+                if not isinstance(row, dict):
+                    return (f"line {number}: a JSON {type(row).__name__}, where each line must be one object "
+                            '({"feature": value, ...})')
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def check_out(out, *, overwrite: bool = True) -> Path:

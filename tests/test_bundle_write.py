@@ -84,7 +84,8 @@ def test_a_file_changed_after_publishing_is_named_before_the_bundle_loads(tmp_pa
     assert "spec.yaml has changed (its SHA-256 is not the manifest's)" in str(err.value)
     assert "model.json is missing" in str(err.value)
     (version / "model.json").write_text("{}")
-    with pytest.raises(B.BundleError, match=r"lineage.json has 2 bytes.*; model.json has 2 bytes.*; spec.yaml has changed"):
+    with pytest.raises(B.BundleError,
+                       match=r"lineage.json has 2 bytes.*; model.json has 2 bytes.*; spec.yaml has changed"):
         B.load(version)
     (version / B.MANIFEST).write_text("{not json")
     with pytest.raises(B.BundleError, match=r"manifest.json cannot be read \(JSONDecodeError"):

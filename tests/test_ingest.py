@@ -113,6 +113,30 @@ def test_infinite_values_and_a_misspelt_exclude_are_named(tmp_path):
         ingest(data_spec(clean, features={"exclude": ["C"]}), progress=lambda *_: None)
 
 
+def test_a_feature_with_no_value_in_the_train_split_is_said(tmp_path):
+    """A column empty in every row was imputed one constant and trained on without a word; it is named now."""
+    from jobs.pipeline import prepare
+
+    f = frame(n=40)
+    f["gone"] = np.nan
+    f["blank"] = pd.Series([None] * 40, dtype=object)
+    pq.write_table(pa.Table.from_pandas(f, preserve_index=False).cast(pa.schema(
+        [pa.field(n, pa.string() if n in ("c", "blank") else t) for n, t in
+         zip(f.columns, pa.Table.from_pandas(f, preserve_index=False).schema.types)])), tmp_path / "p.parquet")
+    spec = validate_spec({"name": "t", "data": {"path": str(tmp_path), "label": "y",
+                                                "features": {"categorical": ["c", "blank"], "numeric": ["a", "gone"],
+                                                             "exclude": ["b"]}},
+                          "output": str(tmp_path / "out")})
+    said = []
+    prepare(spec, progress=said.append)
+    assert any(line.startswith("[prepare] 'gone', 'blank': no value in any row of the train split") and
+               "features.exclude" in line for line in said), said
+    said.clear()
+    prepare(validate_spec({**spec.model_dump(), "data": {**spec.data.model_dump(), "features": {
+        "categorical": ["c"], "numeric": ["a"], "exclude": ["b", "gone", "blank"]}}}), progress=said.append)
+    assert not any("no value in any row" in line for line in said)
+
+
 def test_inference_is_reported(tmp_path):
     f = frame(n=60)
     f["shift"] = np.arange(60) % 3

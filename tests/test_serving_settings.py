@@ -393,6 +393,23 @@ def test_predicts_rows_file_and_out_are_checked_before_any_request(tmp_path, cap
     assert exit_.value.code == 2 and "expected a whole number above 0, got '-5'" in capsys.readouterr().err
 
 
+def test_a_jsonl_rows_file_that_cannot_be_read_names_its_line(tmp_path):
+    """pandas says only "Expected object or value" of a broken .jsonl line; the line is named, and a line that
+    is JSON but not one object too. Blank lines are skipped, as pandas does."""
+    from serving.client import TableError, read_table
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"a": 1}\n\n{"a": 2}\n')
+    assert read_table(rows)["a"].tolist() == [1, 2]
+    rows.write_text('{"a": 1}\n{"a": 2}\n{"a": \n{"a": 4}\n')
+    with pytest.raises(TableError, match=r"rows.jsonl: cannot read it as jsonl: line 3, column 6: not valid JSON "
+                                         r"\(Expecting value\): '\{\"a\":'"):
+        read_table(rows)
+    rows.write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(TableError, match=r"line 2: a JSON list, where each line must be one object"):
+        read_table(rows)
+
+
 def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_named():
     """One '?' made pandas read a whole CSV column as text: the server then refused every row ("send it as a JSON
     number"). The numbers now go as numbers; the cell that is not one is named with its row."""

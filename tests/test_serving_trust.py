@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jobs.manifest import write as write_manifest
 from tests.serving_fixtures import bundle_variant, call, records_from, served_bundle, serve_instance  # noqa: F401
 
 BUNDLE_VAR, OPERATOR_VAR = "TRAINYARD_TEST_FROM_BUNDLE", "TRAINYARD_TEST_FROM_OPERATOR"
@@ -96,6 +97,7 @@ def test_a_bundle_cannot_choose_its_runtime_env_or_host(served_bundle, serve_ins
                          "ray_actor_options": {"num_cpus": 0.25, "runtime_env": {"env_vars": {BUNDLE_VAR: "1"}}},
                          "max_records": 3})
     (theirs / "spec.yaml").write_text(yaml.safe_dump(doc))
+    write_manifest(theirs, "theirs-1")      # their bundle, as their trainyard wrote it
 
     said = []
     spec = serve_settings(theirs, None, [f"port={port}", "route_prefix=/trust", "ray_actor_options.num_cpus=0.25",

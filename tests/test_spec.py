@@ -160,10 +160,22 @@ def test_bad_yaml_names_line(tmp_path):
         load_spec(tmp_path / "nope.yaml")
 
 
-def test_validate_cli_exit_codes(tmp_path, capsys):
+def test_validate_cli_exit_codes(tmp_path, capsys, monkeypatch):
     good = write_spec(tmp_path / "good.yaml", {"name": "x", "data": {"path": "d", "label": "y"}})
     assert main(["validate", str(good)]) == 0
-    assert "OK" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # A data.path this machine does not have is said (a run here would stop there), not refused: a spec for a
+    # cluster may name a path only its nodes have.
+    assert "OK" in out and "note: data.path: 'd' does not exist (looked in " in out
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "rows.csv").write_text("x,y\n1,0\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(good)]) == 0
+    assert "note" not in capsys.readouterr().out
+    assert main(["validate", str(good), "--set", "data.path=d/*.parquet"]) == 0
+    assert "note: data.path: 'd/*.parquet' matches no Parquet or CSV files" in capsys.readouterr().out
+    assert main(["validate", str(good), "--set", "data.path=s3://bucket/rows"]) == 0
+    assert "note" not in capsys.readouterr().out
     bad = write_spec(tmp_path / "bad.yaml", {"name": "x", "data": {"path": "d"}, "trian": {}})
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err

@@ -175,6 +175,12 @@ def cmd_validate(args) -> int:
     spec = KIT.load_spec(args)
     check_before_ray(spec)
     print(f"{args.spec}: OK — job {spec.name!r}, output {spec.output_dir}")
+    from jobs import precheck
+    note = precheck.local_data_note(spec.data)
+    if note:
+        # Not an error: `trainyard submit` sends a spec whose data only the cluster's nodes may see.
+        print(f"note: {note}. A run on this machine would stop there; a job submitted to a cluster reads "
+              "data.path on the cluster")
     return EXIT_OK
 
 
