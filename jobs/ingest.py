@@ -315,6 +315,13 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     schemas = {f: file_schema(fs, f, fmt) for f in files}
     if all(data.label not in s.names for s in schemas.values()):
         cols = sorted(next(iter(schemas.values())).names)
+        one = [s.names[0] for s in schemas.values() if len(s.names) == 1]
+        sep = next((ch for ch in (";", "\t", "|") if one and ch in one[0]), None) if fmt == "csv" else None
+        if sep is not None:      # a ';' (or tab, '|') separated file reads as one column named by the whole header
+            raise DataError(f"{len(one)} of the {len(files)} file(s) under {data.path!r} read as a single column "
+                            f"named {one[0][:80]!r}: their fields are separated by {sep!r}, and trainyard reads CSV "
+                            "with ',' between fields. Save them with commas (e.g. pandas: "
+                            f"pd.read_csv(path, sep={sep!r}).to_csv(path, index=False))")
         raise DataError(f"label column {data.label!r} is in none of the {len(files)} file(s) under "
                         f"{data.path!r}; columns are {cols}. Fix data.label")
     for listed in data.features.listed + data.features.exclude:
@@ -379,6 +386,10 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
         if len(classes) < 2:
             raise DataError(f"label {data.label!r} has a single class ({classes[0]!r}) in {len(labels)} rows; "
                             "classification needs at least two. Check the label column or the data path")
+        for group in look_alike(classes):
+            progress(f"[ingest] label {data.label!r}: classes {' and '.join(map(repr, group))} differ only in case or "
+                     "in spaces around them, and are trained as different classes; if they are one, make them "
+                     "the same in the data")
     elif not pa.types.is_integer(schema.field(data.label).type) and not pa.types.is_floating(schema.field(data.label).type):
         raise DataError(f"label {data.label!r} is {schema.field(data.label).type}, which cannot be regressed; "
                         "use task: classification")
@@ -401,6 +412,15 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                         rows_dropped_missing_label=int(dropped), split_rows=split_rows,
                         class_counts=class_counts, inferred=inferred, unused_columns=unused,
                         fingerprint=fingerprint(fs, files))
+
+
+def look_alike(classes: list[Any]) -> list[list[str]]:
+    """Text classes that are one word written two ways ('Yes', 'Yes ', 'yes'): likely one class to the user."""
+    groups: dict[str, list[str]] = {}
+    for c in classes:
+        if isinstance(c, str):
+            groups.setdefault(c.strip().casefold(), []).append(c)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -> Optional[str]:

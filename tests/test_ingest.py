@@ -137,6 +137,29 @@ def test_a_feature_with_no_value_in_the_train_split_is_said(tmp_path):
     assert not any("no value in any row" in line for line in said)
 
 
+def test_a_semicolon_separated_csv_is_told_to_use_commas(tmp_path):
+    """A ';'-separated file reads as one column named by its whole header: the advice was "Fix data.label"."""
+    (tmp_path / "rows.csv").write_text("a;b;y\n" + "".join(f"{i};{i * 2};{i % 2}\n" for i in range(20)))
+    with pytest.raises(DataError, match=r"1 of the 1 file\(s\) .* read as a single column named 'a;b;y': their fields "
+                                        r"are separated by ';', and trainyard reads CSV with ',' .*sep=';'"):
+        ingest(data_spec(tmp_path), progress=lambda *_: None)
+
+
+def test_label_classes_written_two_ways_are_said(tmp_path):
+    """'Yes ' next to 'Yes' became a class of its own without a word (only the class counts showed it)."""
+    f = frame(n=40)
+    f["y"] = ["Yes", "No", "Yes ", "no"] * 10
+    f.to_csv(tmp_path / "p.csv", index=False)
+    said = []
+    r = ingest(data_spec(tmp_path), progress=said.append)
+    assert r.classes == ["No", "Yes", "Yes ", "no"]
+    assert [line for line in said if "differ only in case" in line] == [
+        "[ingest] label 'y': classes 'No' and 'no' differ only in case or in spaces around them, and are trained "
+        "as different classes; if they are one, make them the same in the data",
+        "[ingest] label 'y': classes 'Yes' and 'Yes ' differ only in case or in spaces around them, and are "
+        "trained as different classes; if they are one, make them the same in the data"]
+
+
 def test_inference_is_reported(tmp_path):
     f = frame(n=60)
     f["shift"] = np.arange(60) % 3
