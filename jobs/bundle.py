@@ -20,9 +20,10 @@ Every bundle written is kept, in a folder of its own, and `OUTPUT/bundle` names 
 A bundle is written once, complete and atomically (`write`): into a hidden staging folder under bundles/, scored
 there through its own load/predict path, given `metrics.json` and then `manifest.json` (every file's size and
 SHA-256: the mark that trainyard wrote it, against which `load` checks every file), renamed to bundles/<version>,
-and only then does `OUTPUT/bundle` point to it. On object storage (`upload`) the version's files go up first, manifest last, and `LATEST` changes only
-once every file is there: an interrupted upload leaves the previous latest as it was. trainyard removes nothing
-it did not mark as its own: a folder at `OUTPUT/bundle` without its mark is refused, never replaced.
+and only then does `OUTPUT/bundle` point to it. On object storage (`upload`) the version's files go up first,
+manifest last, and `LATEST` changes only once every file is there: an interrupted upload leaves the previous
+latest as it was. trainyard removes nothing it did not mark as its own: a folder at `OUTPUT/bundle` without its
+mark is refused, never replaced.
 """
 from __future__ import annotations
 
