@@ -60,9 +60,11 @@ def local_data_note(data: DataSpec) -> Optional[str]:
     from jobs.ingest import DataError, resolve_files
 
     entries = data.path if isinstance(data.path, list) else [data.path]
-    if data.format == "images" or any("://" in entry for entry in entries):
-        roots = [e for e in entries if "://" not in e and not os.path.isdir(os.path.expanduser(e))]
-        return f"data.path: {roots[0]!r} is not a folder here (looked in {os.getcwd()})" if roots else None
+    if any("://" in entry for entry in entries):
+        return None
+    if data.format == "images":         # a folder of class folders
+        missing = [e for e in entries if not os.path.isdir(os.path.expanduser(e))]
+        return f"data.path: {missing[0]!r} is not a folder here (looked in {os.getcwd()})" if missing else None
     try:
         resolve_files(data.path)
     except DataError as exc:

@@ -176,6 +176,8 @@ def test_validate_cli_exit_codes(tmp_path, capsys, monkeypatch):
     assert "note: data.path: 'd/*.parquet' matches no Parquet or CSV files" in capsys.readouterr().out
     assert main(["validate", str(good), "--set", "data.path=s3://bucket/rows"]) == 0
     assert "note" not in capsys.readouterr().out
+    assert main(["validate", str(good), "--set", "data.format=images", "--set", "data.path=pics"]) == 0
+    assert "note: data.path: 'pics' is not a folder here" in capsys.readouterr().out
     bad = write_spec(tmp_path / "bad.yaml", {"name": "x", "data": {"path": "d"}, "trian": {}})
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
