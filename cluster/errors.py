@@ -42,3 +42,25 @@ class Failure(TrainyardError):
     """The work failed while running (exit 1); the message says where to look."""
 
     exit_code = EXIT_FAILED
+
+
+def root_cause(exc: BaseException) -> str:
+    """The innermost message of an exception chain (Ray wraps task errors several levels deep). A Ray task's
+    exception raised `from` the user's (Ray Data's UserCodeException) comes back with the user's traceback as
+    text before "The above exception was ...": its last line is the message; the wrapper's own last line, and
+    the innermost exception's, are Ray Data's retry advice."""
+    chain, seen = [exc], exc
+    while getattr(seen, "cause", None) is not None or seen.__cause__ is not None:
+        seen = getattr(seen, "cause", None) or seen.__cause__
+        chain.append(seen)
+    for level in reversed(chain):
+        text = str(level).strip()
+        if _CHAINED in text:
+            lines = text.split(_CHAINED)[0].strip().splitlines()
+            if lines:
+                return lines[-1]
+    lines = str(seen).strip().splitlines()
+    return lines[-1] if lines else type(seen).__name__
+
+
+_CHAINED = "The above exception was the direct cause of the following exception:"

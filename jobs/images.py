@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from cluster.errors import BadInput
+from cluster.errors import BadInput, root_cause
 from jobs.fitted import FittedPreprocessor, aggregate
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -303,7 +303,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
     try:
         ds = ds.materialize()
     except Exception as exc:
-        raise ING.DataError(f"reading images from {data.path!r} failed: {ING.root_cause(exc)}") from None
+        raise ING.DataError(f"reading images from {data.path!r} failed: {root_cause(exc)}") from None
     facts = ds.select_columns([label, "_ok", "_u", "path", "_error"]).to_pandas()
     rows_read = len(facts)
     if rows_read == 0:

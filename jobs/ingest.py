@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
+from cluster.errors import root_cause
 from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infer_task, jsonable, kind_of,
                          merge_probes, probe)
 from jobs.spec import DataSpec
@@ -467,12 +468,3 @@ def check_splits(split_rows: dict[str, int], data: DataSpec) -> None:
         raise DataError(f"the validation split is empty ({sum(split_rows.values())} rows, data.split.val "
                         f"{data.split.val:g}): trainyard picks the best epoch on it and stops early by it. Raise "
                         "data.split.val, or add rows")
-
-
-def root_cause(exc: BaseException) -> str:
-    """The innermost message of an exception chain (Ray wraps task errors several levels deep)."""
-    seen = exc
-    while getattr(seen, "cause", None) is not None or seen.__cause__ is not None:
-        seen = getattr(seen, "cause", None) or seen.__cause__
-    text = str(seen).strip().splitlines()
-    return text[-1] if text else type(seen).__name__

@@ -31,7 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from cluster.errors import BadInput, Failure
+from cluster.errors import BadInput, Failure, root_cause
 from jobs import drift
 from jobs.fitted import canonical
 from jobs.metrics import classification_metrics, regression_metrics
@@ -296,11 +296,18 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     try:
         summaries = summarise_logs(fs, files, read, plan, label_table, parallelism)
     except Exception as exc:   # a Ray task's error: the message, not Ray's traceback
-        raise Failure(f"the monitor job failed while reading {logs}: {type(exc).__name__}: "
-                      f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}") from exc
+        raise Failure(f"the monitor job failed while reading {logs}: {root_cause(exc)}") from exc
     elapsed = time.monotonic() - began
     progress(f"[monitor] summarised {total:,} rows into {len(summaries)} window(s) in {elapsed:.1f} s "
              f"({total / max(elapsed, 1e-9):,.0f} rows/s)")
+    untimed = total - sum(s["n"] for s in summaries.values())
+    if not summaries:
+        raise MonitorInputError(f"--logs {logs}: none of the {total:,} rows has a time (column 'time' is empty in "
+                                "every row), so none falls in a window; serve.log writes one in every row: point "
+                                "--logs at its folder, or fill the column")
+    if untimed:
+        progress(f"[monitor] warning: {untimed:,} of {total:,} rows have no time (column 'time' is empty) and "
+                 "fall in no window: they are left out")
     reference = reference_metric(plan.task, bundle.metrics)
     n_features = max(len(numeric) + len(categorical), 1)
     windows = []
@@ -316,6 +323,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     reasons = _reasons(windows)
     report = {"format": 1, "bundle": str(bundle.path), "version": bundle.version, "logs": logs, "labels": labels,
               "window": window, "files": len(files), "skipped": skipped, "rows": total,
+              "untimed_rows": untimed,
               "thresholds": asdict(thresholds), "reference_metric": dict([reference]) if reference else None,
               "features_not_logged": not_logged, "windows": windows,
               "verdict": "retrain" if reasons else "ok", "reasons": reasons, "seconds": round(elapsed, 3)}

@@ -180,7 +180,8 @@ def summarise_files(batch: pa.Table, plan: Plan, columns: list[str], filesystem,
             for rows in pq.ParquetFile(f).iter_batches(batch_size=READ_ROWS, columns=columns):
                 labels = _keys_typed_as(labels, rows.schema)
                 pieces.append(summarise(pa.Table.from_batches([rows]), plan, labels))
-    if not pieces:
+    windows = pa.concat_tables(pieces) if pieces else None
+    if windows is None or windows.num_rows == 0:     # no file, or no row with a time
         return pa.table({"window": pa.array([], pa.int64()), "summary": pa.array([], pa.string())})
-    merged = [merge(group) for _, group in pa.concat_tables(pieces).to_pandas().groupby("window")]
+    merged = [merge(group) for _, group in windows.to_pandas().groupby("window")]
     return pa.Table.from_pandas(pd.concat(merged, ignore_index=True), preserve_index=False)

@@ -250,3 +250,20 @@ def test_an_empty_validation_split_is_refused(tmp_path):
         ingest(data_spec(tmp_path), progress=lambda *_: None)
     with pytest.raises(DataError, match=r"validation split is empty .*data.split.val 0\)"):
         ingest(data_spec(tmp_path, split={"val": 0, "test": 0.5}), progress=lambda *_: None)
+
+
+def test_the_message_of_a_failed_ray_data_task_is_the_users_not_rays_retry_advice():
+    """A Ray Data task's exception comes back as RayTaskError(UserCodeException) whose text ends in Ray's retry
+    advice; the message trainyard shows (ingest, images, monitor) is the user code's own last line."""
+    import ray
+
+    from cluster.errors import root_cause
+
+    def fail(batch):
+        raise ValueError("column 'x' holds 'abc'")
+
+    with pytest.raises(Exception) as info:
+        ray.data.range(3).map_batches(fail).take_all()
+    assert "retried_map_errors" in str(info.value)          # what the old last-line rule showed
+    assert root_cause(info.value) == "ValueError: column 'x' holds 'abc'"
+    assert root_cause(ValueError("plain")) == "plain"

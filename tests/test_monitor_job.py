@@ -165,6 +165,20 @@ def test_bad_input_is_named(served_bundle, tmp_path, capsys):  # noqa: F811
     code, _, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--window", "1fortnight")
     assert code == 2 and "--window" in err, err
 
+    # Rows without a time fall in no window: said and counted, never silently left out; none with one: refused
+    # (it was Ray Data's retry advice, from a pandas error in the summary task).
+    table, untimed = pq.read_table(path), tmp_path / "untimed"
+    untimed.mkdir()
+    at = table.schema.get_field_index("time")
+    half = pa.array([None if i % 2 else t for i, t in enumerate(table["time"].to_pylist())], table["time"].type)
+    pq.write_table(table.set_column(at, "time", half), untimed / "part-half.parquet")
+    code, out, err, report = monitor(capsys, served_bundle, untimed, tmp_path / "mon")
+    assert code == 0 and "warning: 30 of 60 rows have no time" in out + err, out + err
+    assert report["untimed_rows"] == 30 and [w["n"] for w in report["windows"]] == [30]
+    pq.write_table(table.set_column(at, "time", pa.nulls(60, table["time"].type)), untimed / "part-half.parquet")
+    code, out, err, _ = monitor(capsys, served_bundle, untimed, tmp_path / "mon")
+    assert code == 2 and f"--logs {untimed}: none of the 60 rows has a time" in err, out + err
+
 
 def test_regression_windows_without_ray(tmp_path):
     """The summaries, their merge and the statistics of a regression model's logs, run in-process (no Ray):
