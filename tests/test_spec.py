@@ -229,6 +229,11 @@ def test_a_union_field_gets_one_line_naming_its_forms():
     assert "tune.lr: a search axis is {loguniform:" in line and "set train.lr and tune.lr: null" in line
     (line,) = problems({"batch_size": [32, 64]})
     assert line.endswith("write {choice: [32, 64]}"), line
+    # A value listed twice: a grid trained the same trial twice, a random search favoured it.
+    (line,) = problems({"batch_size": {"choice": [64, 32, 64.0]}, "hidden": {"choice": [[8], [16, 8]]}})
+    assert line == "s.yaml: tune.batch_size: choice lists 64.0 more than once; give each value once", line
+    (line,) = problems({"hidden": {"choice": [[8], [8]]}})
+    assert line.endswith("tune.hidden: choice lists [8] more than once; give each value once"), line
     # `asha:` left empty means ASHA with its defaults, not (silently) no early stopping.
     spec = validate_spec({**base, "tune": {"scheduler": {"asha": None}}})
     assert spec.tune.scheduler.asha.grace_period == 2

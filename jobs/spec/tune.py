@@ -32,6 +32,11 @@ class Distribution(StrictModel):
                 raise ValueError(f"loguniform needs a positive low bound, got {lo_hi[0]}")
         elif not self.choice:
             raise ValueError("choice needs at least one value")
+        else:
+            twice = [v for i, v in enumerate(self.choice) if v in self.choice[:i]]
+            if twice:    # a grid would train the same trial twice; a random search would favour the value
+                raise ValueError(f"choice lists {', '.join(map(repr, twice))} more than once; give each value "
+                                 "once")
         return self
 
 
