@@ -131,9 +131,10 @@ def _explain(error: dict, source: str) -> str:
 def cmd_serve(args, kit) -> int:
     from cluster.errors import TrainyardError
     from serving.forever import serve_forever, serving_process
-    from serving.server import DEPLOY_TIMEOUT_S, resolve_token
+    from serving.server import DEPLOY_TIMEOUT_S, load_bundle, resolve_token
 
     token = resolve_token(args.token, args.no_token)     # a refused token fails before connecting to Ray
+    load_bundle(args.bundle)                             # and so does a missing or damaged bundle
     spec = serve_settings(args.bundle, args.spec, args.set, kit.progress)
     port = args.port if args.port is not None else spec.port
     address = args.address

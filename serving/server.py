@@ -211,6 +211,19 @@ def resolve_token(token: Optional[str], no_token: bool = False) -> Optional[str]
     return token
 
 
+def load_bundle(path):
+    """The bundle at `path` (a bundle or a run's output folder), or a ServeError naming the file at fault and
+    what to serve instead. `trainyard serve` calls it before Ray starts too: bad input costs no Ray start."""
+    from jobs.bundle import BundleError, load, resolve
+
+    try:
+        return load(resolve(path))
+    except BundleError as exc:
+        if "not a trainyard bundle" in str(exc) or "Give the bundle folder" in str(exc):
+            raise                  # these already say what to give
+        raise ServeError(f"{exc}, or give another bundle folder", exit_code=exc.exit_code) from None
+
+
 def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional[str] = None,
            port: Optional[int] = None, token: Optional[str] = None, no_token: bool = False,
            progress: Callable[[str], None] = print, timeout_s: float = DEPLOY_TIMEOUT_S) -> Served:
@@ -223,16 +236,11 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     started later (autoscaling, a replaced replica) run that version rather than the failed one."""
     import ray
 
-    from jobs.bundle import BundleError, load, resolve
+    from jobs.bundle import resolve
     from serving.app import application
 
     path = resolve(bundle_path)
-    try:   # a broken bundle fails here, with the file named, before Serve is touched
-        bundle = load(path)
-    except BundleError as exc:
-        if "not a trainyard bundle" in str(exc):
-            raise
-        raise ServeError(f"{exc}, or give another bundle folder", exit_code=exc.exit_code) from None
+    bundle = load_bundle(path)     # a broken bundle fails here, with the file named, before Serve is touched
     serve_spec = resolve_spec(spec, host=host, port=port)
     name = name or default_name(bundle)
     check_name(name)

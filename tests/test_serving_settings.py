@@ -424,3 +424,16 @@ def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_nam
     assert sent["kind"].tolist() == ["x", "y", "x", "7"]            # categories stay as they are
     with pytest.raises(TableError, match=r"column 'a' must hold numbers; 1 cell\(s\) do not \(row 3: '\?'\)"):
         _numbers_read_as_text(pd.DataFrame({"a": ["1", "2", "?"]}), features)
+
+
+def test_serve_checks_the_bundle_before_it_starts_or_joins_ray(tmp_path):
+    """A bundle folder that is missing or not a bundle is bad input named before Ray: with an address where no
+    Ray answers, the message is the bundle's (was: "cannot connect to Ray", or a Ray start of 4 s first)."""
+    (tmp_path / "empty").mkdir()
+    for folder, said in (("nothere", "nothere: no such folder. Give the bundle folder (OUTPUT/bundle) or the run's "
+                                     "output folder\n"),
+                         ("empty", "not a trainyard bundle")):
+        run = subprocess.run([sys.executable, "-m", "trainyard", "serve", str(tmp_path / folder), "--address",
+                              "127.0.0.1:1", "--no-token"], capture_output=True, text=True, timeout=120)
+        assert run.returncode == EXIT_BAD_INPUT and said in run.stderr, run.stderr
+        assert "another bundle folder" not in run.stderr and "connect" not in run.stderr, run.stderr
