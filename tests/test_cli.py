@@ -93,6 +93,24 @@ def test_train_does_not_check_a_tune_section_it_does_not_use(tmp_path, capsys, m
     assert capsys.readouterr().err == "trainyard: error: reached connect\n"
 
 
+def test_a_data_path_missing_here_is_refused_before_the_embedded_ray_starts(tmp_path):
+    """The embedded Ray reads data on this machine: train, tune and run say a data.path that is not here before
+    a Ray start (was: after it, 4-8 s); joined to a cluster, whose nodes read it, the path is not looked at."""
+    import os
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\ndata: {path: nope.csv, label: y}\ntrain: {epochs: 3}\ntune: {samples: 2}\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    for command in (["train"], ["tune"], ["run", "--no-serve"]):
+        run = subprocess.run([sys.executable, "-m", "trainyard", *command, str(spec)], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == EXIT_BAD_INPUT, run.stdout + run.stderr
+        assert f"data.path: 'nope.csv' does not exist (looked in {tmp_path})" in run.stderr, run.stderr
+        assert "[ray]" not in run.stdout, run.stdout
+    run = subprocess.run([sys.executable, "-m", "trainyard", "train", str(spec), "--address", "127.0.0.1:1"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "nothing answers at 127.0.0.1:1" in run.stderr, run.stderr
+
+
 def test_spec_problems_name_the_file(tmp_path, capsys):
     spec = tmp_path / "s.yaml"
     spec.write_text("name: t\ndata: {path: x, label: y}\ntrain: {epochs: 0, bogus: 1}\n")

@@ -79,6 +79,8 @@ def connect(args, spec=None, *, imports: Sequence[str] = ()) -> dict:
     from cluster import connect as ray_connect
     from cluster.quiet import WorkerOutputFilter, quiet_ray_logs
 
+    if spec is not None:
+        check_local_data(spec, getattr(args, "address", None))
     verbose = getattr(args, "verbose", False)
     if not verbose:
         quiet_ray_logs()
@@ -92,6 +94,19 @@ def connect(args, spec=None, *, imports: Sequence[str] = ()) -> dict:
     if spec is not None and res["nodes"] > 1 and not getattr(args, "storage_checked", False):
         _check_storage(spec, res["nodes"])
     return res
+
+
+def check_local_data(spec, address) -> None:
+    """With the embedded Ray the data is read on this machine: a `data.path` that finds nothing here is refused
+    before Ray starts (a few seconds), as `trainyard validate` notes it. Joined to a cluster, its nodes read it."""
+    from cluster.connection import address_from
+    from jobs import precheck
+    from jobs.infer import DataError
+
+    if address_from(address).kind == "local":
+        note = precheck.local_data_note(spec.data)
+        if note:
+            raise DataError(note)
 
 
 def import_meanwhile(modules: Sequence[str]) -> threading.Thread:
