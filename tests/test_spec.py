@@ -158,6 +158,8 @@ def test_bad_yaml_names_line(tmp_path):
         load_spec(path)
     with pytest.raises(SpecError, match="no such spec file"):
         load_spec(tmp_path / "nope.yaml")
+    with pytest.raises(SpecError, match=r"a folder, not a spec file \(give the path of a YAML job spec\)"):
+        load_spec(tmp_path)
 
 
 def test_validate_cli_exit_codes(tmp_path, capsys, monkeypatch):

@@ -75,7 +75,8 @@ def load_raw(path: str | Path) -> dict:
     """A spec file as YAML data, not yet validated ({} when empty)."""
     path = Path(path)
     if not path.is_file():
-        raise SpecError([f"{path}: no such spec file (give the path of a YAML job spec)"])
+        what = "a folder, not a spec file" if path.is_dir() else "no such spec file"
+        raise SpecError([f"{path}: {what} (give the path of a YAML job spec)"])
     raw = read_yaml_file(path)
     return raw if raw is not None else {}
 
