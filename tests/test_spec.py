@@ -126,6 +126,17 @@ def test_set_overrides_any_field(tmp_path):
     assert len(err.value.problems) == 3
     with pytest.raises(SpecError, match="expected FIELD=VALUE"):
         load_spec(path, ["train.epochs"])
+    # A value is never silently replaced by a section (data.path became {x: 1}, blamed on the file), a list is
+    # not set item by item, and an empty part ("train..epochs") is not skipped over.
+    with pytest.raises(SpecError) as err:
+        load_spec(path, ["data.path.x=1", "model.hidden.0=8", "train..epochs=3"])
+    assert err.value.problems == [
+        "--set 'data.path.x=1': data.path is a value ('d'), not a section of fields; set it whole, e.g. "
+        "--set data.path=...",
+        "--set 'model.hidden.0=8': '0' is not a field name (a list is not set item by item); set it whole, e.g. "
+        "--set model.hidden=[...]",
+        "--set 'train..epochs=3': 'train..epochs' has an empty part; fields are joined by single dots, e.g. "
+        "train.early_stop.patience"]
 
 
 def test_a_yes_no_value_is_not_taken_for_a_number(tmp_path):

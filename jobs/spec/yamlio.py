@@ -82,15 +82,33 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> d
             problems.append(f"{source} {item!r}: expected FIELD=VALUE, e.g. --set train.epochs=3")
             continue
         key, value = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
+        parts = key.strip().split(".")
+        if not key.strip():
             problems.append(f"{source} {item!r}: the field name is empty")
             continue
+        if "" in parts:
+            problems.append(f"{source} {item!r}: {key.strip()!r} has an empty part; fields are joined by single "
+                            "dots, e.g. train.early_stop.patience")
+            continue
+        index = next((i for i, p in enumerate(parts) if p.strip().isdigit()), None)
+        if index:           # model.hidden.0: no field is a number; a list is set whole
+            whole = ".".join(parts[:index])
+            problems.append(f"{source} {item!r}: {parts[index]!r} is not a field name (a list is not set item by "
+                            f"item); set it whole, e.g. --set {whole}=[...]")
+            continue
         node = raw
-        for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
+        for i, p in enumerate(parts[:-1]):
+            if node.get(p) is None:
                 node[p] = {}
+            elif not isinstance(node[p], dict):   # a value is never replaced by a section without a word
+                whole = ".".join(parts[:i + 1])
+                problems.append(f"{source} {item!r}: {whole} is a value ({node[p]!r}), not a section of fields; "
+                                f"set it whole, e.g. --set {whole}=...")
+                node = None
+                break
             node = node[p]
+        if node is None:
+            continue
         try:
             node[parts[-1]] = read_yaml(value) if value.strip() else None
         except yaml.YAMLError as exc:
