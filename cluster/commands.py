@@ -141,6 +141,17 @@ def cmd_jobs_stop(args) -> int:
 
 # ---------------------------------------------------------------------------------------------- parser
 
+def _seconds(text: str) -> float:
+    """A --timeout: a number of seconds above 0 (0 would give up before anything could happen)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
 def _state_dir_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", default=None,
                    help="where the local cluster's state lives (default: $TRAINYARD_STATE_DIR or ./.trainyard)")
@@ -162,7 +173,7 @@ def register(subparsers, kit=None) -> None:
     p.add_argument("--cpus-per-node", type=int, default=2, help="logical CPUs each node offers (default 2)")
     p.add_argument("--object-store-mb", type=int, default=local.DEFAULT_OBJECT_STORE_MB,
                    help=f"object store per node, MiB (default {local.DEFAULT_OBJECT_STORE_MB})")
-    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all nodes (default 180)")
+    p.add_argument("--timeout", type=_seconds, default=180.0, help="seconds to wait for all nodes (default 180)")
     _state_dir_arg(p)
     p.set_defaults(func=cmd_cluster_up)
 
@@ -172,7 +183,7 @@ def register(subparsers, kit=None) -> None:
     p.set_defaults(func=cmd_cluster_status)
 
     p = csub.add_parser("down", help="stop exactly the processes `cluster up` started")
-    p.add_argument("--timeout", type=float, default=30.0,
+    p.add_argument("--timeout", type=_seconds, default=30.0,
                    help="seconds to let Ray stop gracefully before SIGKILL (default 30)")
     _state_dir_arg(p)
     p.set_defaults(func=cmd_cluster_down)
@@ -180,7 +191,7 @@ def register(subparsers, kit=None) -> None:
     p = csub.add_parser("check-storage", help="check that every node reads and writes the same files at PATH")
     p.add_argument("path", help="a local path or a URI (s3://bucket/prefix, ...)")
     _address_arg(p, "the cluster (default: RAY_ADDRESS, else embedded local Ray)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for every node (default 60)")
+    p.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for every node (default 60)")
     p.set_defaults(func=cmd_cluster_check_storage)
 
     jobs = subparsers.add_parser("jobs", help="jobs on a cluster (Ray Jobs API): list, status, logs, stop")
@@ -201,7 +212,7 @@ def register(subparsers, kit=None) -> None:
     p.set_defaults(func=cmd_jobs_logs)
     p = jsub.add_parser("stop", help="stop a running job")
     p.add_argument("job_id")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to stop (default 60)")
+    p.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for it to stop (default 60)")
     _address_arg(p, address_help)
     p.set_defaults(func=cmd_jobs_stop)
 

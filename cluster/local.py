@@ -47,6 +47,7 @@ CLUSTER_ID_ENV = "TRAINYARD_CLUSTER_ID"
 # a worker node must not: with it `ray start --address` refuses to join.
 LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 DEFAULT_OBJECT_STORE_MB = 512
+NODE_MB = 400              # memory one local node's Ray processes take, at the least (check_memory)
 # In the temp root `up` creates, holding the cluster's id: `down` removes a folder only when it carries the mark
 # of the cluster it stops, whatever path a state file names.
 TEMP_ROOT_MARKER = ".trainyard-cluster"
@@ -70,6 +71,9 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
         raise BadInput(f"--cpus-per-node {cpus_per_node}: must be at least 1")
     if object_store_mb < 80:
         raise BadInput(f"object store of {object_store_mb} MiB: Ray needs at least 80 MiB per node")
+    if timeout_s <= 0:
+        raise BadInput(f"--timeout {timeout_s:g}: must be above 0 seconds")
+    check_memory(workers)
     folder = resolve_state_dir(state_dir)
     existing = read_state(folder)
     if existing:
@@ -79,7 +83,11 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
                 "`trainyard cluster down` first, or pass another --state-dir")
         _forget(folder, existing, progress)  # its processes are gone: a stale record, from a crash or a reboot
 
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--state-dir {folder}: cannot be created ({exc.strerror}); give a folder you can write, "
+                       "or set TRAINYARD_STATE_DIR") from None
     token_path = folder / "auth_token"
     fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -127,6 +135,20 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
             progress(f"cleanup after the failed start was incomplete: {exc}")
         raise
     return state
+
+
+def check_memory(workers: int, available_mb: float | None = None) -> None:
+    """Refuse more nodes than this machine's free memory holds: each node is ~9 processes (raylet, agents,
+    prestarted workers) of a few hundred MiB together (NODE_MB; 858 MiB measured on a worker node of a running
+    test cluster, its workers with torch loaded). `--workers 500` started node after node at a load of 200."""
+    if available_mb is None:
+        available_mb = load_psutil().virtual_memory().available / 2**20
+    need = (workers + 1) * NODE_MB
+    if need > available_mb:
+        most = max(int(available_mb // NODE_MB) - 1, 0)
+        raise BadInput(f"--workers {workers}: {workers + 1} nodes need about {need / 1024:.1f} GiB (~{NODE_MB} MiB "
+                       f"of Ray processes each, every node on this machine) and {available_mb / 1024:.1f} GiB is "
+                       f"free; use --workers {most} or fewer (for more nodes, use a real cluster)")
 
 
 def client_exports(state: dict) -> str:

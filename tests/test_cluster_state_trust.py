@@ -106,3 +106,29 @@ def test_a_process_that_exits_while_it_is_read_is_gone_not_reused():
     assert processes.classify(node, 1000.0, None, False, None) == processes.GONE
     assert processes.classify(node, 1000.0, 5001, False, ["ray", "start"]) == processes.REUSED
     assert processes.classify(node, 1000.0, 5000, False, ["ray", "start"]) == processes.ALIVE
+
+
+def test_cluster_up_refuses_what_this_machine_cannot_start_before_starting_anything(tmp_path):
+    """`--workers 500` started node after node (a load of 200 on 2 cores) until killed; `--timeout 0` started a
+    head and gave up; an unwritable `--state-dir` was a FileNotFoundError traceback. Each is bad input now, said
+    before any process starts."""
+    import sys
+
+    from cluster.errors import BadInput
+
+    with pytest.raises(BadInput, match=r"--workers 500: 501 nodes need about 195.7 GiB \(~400 MiB of Ray processes "
+                                       r"each, every node on this machine\) and 17.6 GiB is free; use --workers 44"):
+        local.check_memory(500, available_mb=18000)
+    local.check_memory(43, available_mb=18000)
+    with pytest.raises(BadInput, match=r"--timeout 0: must be above 0 seconds"):
+        local.up(1, 2, tmp_path / "a", timeout_s=0)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(BadInput, match=rf"--state-dir {tmp_path}/file/sub: cannot be created \(Not a directory\)"):
+        local.up(0, 2, tmp_path / "file" / "sub", timeout_s=1)
+    run = subprocess.run([sys.executable, "-m", "trainyard", "cluster", "up", "--workers", "100000", "--state-dir",
+                          str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--workers 100000: 100001 nodes need about" in run.stderr, run.stderr
+    assert "starting" not in run.stdout and not (tmp_path / "b").exists()
+    run = subprocess.run([sys.executable, "-m", "trainyard", "cluster", "down", "--timeout", "-1"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "expected a number of seconds above 0, got '-1'" in run.stderr, run.stderr
