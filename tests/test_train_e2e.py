@@ -137,8 +137,8 @@ def test_bad_data_is_a_clear_cli_error(tmp_path, telemetry_dir, capsys):
     assert main(["train", str(spec)]) == 2
     err = capsys.readouterr().err
     assert "label column 'failur'" in err and "Fix data.label" in err
-    # A run the cluster cannot hold is bad input (exit 2), said before any data is read (the path does not exist).
-    spec = write_spec(tmp_path / "s2.yaml", small_spec("bad2", tmp_path / "nowhere", tmp_path / "out", workers=64))
+    # A run the cluster cannot hold is bad input (exit 2), said before any data is read (no [ingest] line).
+    spec = write_spec(tmp_path / "s2.yaml", small_spec("bad2", telemetry_dir, tmp_path / "out", workers=64))
     assert main(["train", str(spec)]) == 2
     err = capsys.readouterr().err
     assert "needs 64 CPUs" in err and "[ingest]" not in err
