@@ -117,9 +117,11 @@ def log_files(logs: str, progress: Callable[[str], None]) -> tuple[pafs.FileSyst
     return fs, files, skipped, rows, common
 
 
-def read_labels(path: str, classes: Optional[list]) -> pa.Table:
+def read_labels(path: str, classes: Optional[list], progress: Callable[[str], None] = print) -> pa.Table:
     """The labels file (Parquet or CSV: request_id, optional record (default 0), label) as a table of
-    request_id (string), record (int32), label (string for classes, float64 for regression), one row per key."""
+    request_id (string), record (int32), label (string for classes, float64 for regression), one row per key.
+    Empty labels (not known yet) are left out and a key given twice keeps its last label: both are counted in a
+    line to `progress`; a label that is not a class of the bundle (or not a number, for regression) is refused."""
     try:
         if path.lower().endswith(".csv"):
             table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
@@ -137,7 +139,9 @@ def read_labels(path: str, classes: Optional[list]) -> pa.Table:
     df = table.select([c for c in ("request_id", "record", "label") if c in table.column_names]).to_pandas()
     df["request_id"] = df["request_id"].astype(str)
     df["record"] = df["record"].fillna(0).astype("int32") if "record" in df else np.int32(0)
-    df = df[df["label"].notna()]
+    given = len(df)
+    df = df[df["label"].notna() & (df["label"].astype(str).str.strip() != "")]
+    empty = given - len(df)
     if classes is not None:
         known = {canonical(c) for c in classes}
         df["label"] = [canonical(v) for v in df["label"].tolist()]
@@ -146,10 +150,21 @@ def read_labels(path: str, classes: Optional[list]) -> pa.Table:
             raise MonitorInputError(f"--labels {path}: column 'label' holds {odd[0]!r}, which is not a class of the "
                                     f"bundle (classes: {', '.join(map(str, classes))})")
     else:
-        df["label"] = pd.to_numeric(df["label"], errors="coerce")
+        numbers = pd.to_numeric(df["label"], errors="coerce")
+        odd = df["label"][numbers.isna() | ~np.isfinite(numbers.astype(float))]
+        if len(odd):
+            raise MonitorInputError(f"--labels {path}: column 'label' holds {odd.iloc[0]!r} ({len(odd)} such "
+                                    "value(s)), which is not a finite number, and this bundle predicts a number")
+        df["label"] = numbers.astype("float64")
+    unique = df.drop_duplicates(["request_id", "record"], keep="last")
+    repeated = len(df) - len(unique)
+    if empty or repeated:
+        progress(f"[monitor] --labels {path}: " + "; ".join(
+            ([f"{empty:,} empty label(s) left out (not known yet)"] if empty else []) +
+            ([f"{repeated:,} label(s) for a (request_id, record) labelled again later in the file: the last one "
+              "given is used"] if repeated else [])))
     # The summaries cast labels to (request_id, record, label) in that order: a record column added above is last.
-    df = df.drop_duplicates(["request_id", "record"], keep="last")[["request_id", "record", "label"]]
-    return pa.Table.from_pandas(df, preserve_index=False)
+    return pa.Table.from_pandas(unique[["request_id", "record", "label"]], preserve_index=False)
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -286,7 +301,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     pred = profile["prediction"]
     plan = Plan(window_ms, numeric, categorical, pred["task"],
                 [canonical(c) for c in pred.get("classes", [])] or None, pred.get("edges"))
-    label_table = read_labels(labels, plan.classes if plan.task == "classification" else None) if labels else None
+    label_table = (read_labels(labels, plan.classes if plan.task == "classification" else None, progress)
+                   if labels else None)
     progress(f"[monitor] {len(files)} log file(s), {total:,} rows, {len(numeric) + len(categorical)} feature(s)"
              f" against bundle {bundle.version}; windows of {window}"
              + (f"; {label_table.num_rows:,} labels" if label_table is not None else ""))

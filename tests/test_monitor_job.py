@@ -244,6 +244,26 @@ def test_labels_without_a_record_column_join_on_record_0(tmp_path):
     assert joined.column("label").to_pylist() == ["ok", "failure"]
 
 
+def test_empty_and_repeated_labels_are_counted_and_a_regression_label_that_is_no_number_is_refused(tmp_path):
+    """Ray-free. An empty label in a CSV was refused as "holds '', which is not a class"; a request labelled
+    twice kept its last label without a word; a regression label that is not a number became NaN silently."""
+    from jobs.monitor import MonitorInputError, read_labels
+
+    path = tmp_path / "labels.csv"
+    path.write_text("request_id,label\nr1,ok\nr2,\nr3, \nr1,failure\nr4,ok\n")
+    said = []
+    labels = read_labels(str(path), ["failure", "ok"], said.append)
+    assert labels.to_pydict() == {"request_id": ["r1", "r4"], "record": [0, 0], "label": ["failure", "ok"]}
+    assert said == [f"[monitor] --labels {path}: 2 empty label(s) left out (not known yet); 1 label(s) for a "
+                    "(request_id, record) labelled again later in the file: the last one given is used"]
+    path.write_text("request_id,label\nr1,1.5\nr2,n/a\nr3,\n")
+    with pytest.raises(MonitorInputError, match=r"column 'label' holds 'n/a' \(1 such value\(s\)\), which is not a "
+                                                r"finite number, and this bundle predicts a number"):
+        read_labels(str(path), None, said.append)
+    path.write_text("request_id,label\nr1,1.5\nr3,\n")
+    assert read_labels(str(path), None, said.append).column("label").to_pylist() == [1.5]
+
+
 TEXT_SCHEMA = {"input": "text", "task": "classification", "label": {"name": "y", "classes": ["bad", "good"]},
                "features": [{"name": "note", "type": "text", "max_length": 64, "required": True},
                             {"name": "rpm", "type": "number"}]}
