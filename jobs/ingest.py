@@ -403,7 +403,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     splits = assign_split(keys, data.label, cuts, stratify)
     names = {TRAIN: "train", VAL: "val", TEST: "test"}
     split_rows = {names[k]: int((splits[SPLIT_COLUMN] == k).sum()) for k in names}
-    check_splits(split_rows, data)
+    check_splits(split_rows, data, classes=len(cuts) if stratify else None)
     if stratify:
         for k, name in names.items():
             vc = splits.loc[splits[SPLIT_COLUMN] == k, data.label].value_counts()
@@ -458,12 +458,19 @@ def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -
     return None
 
 
-def check_splits(split_rows: dict[str, int], data: DataSpec) -> None:
+def check_splits(split_rows: dict[str, int], data: DataSpec, classes: Optional[int] = None) -> None:
     """Refuse an empty train or validation split. The validation split picks the best epoch (the one bundled)
     and drives early stopping: without it every epoch scored NaN, "best epoch -1", and a patience of N stopped the
-    run after N epochs for no reason."""
+    run after N epochs for no reason. `classes`: the label's classes, when the split was stratified by them."""
     if split_rows["train"] == 0:
         raise DataError("the train split is empty; lower data.split.val / data.split.test or add rows")
+    rows = sum(split_rows.values())
+    if split_rows["val"] == 0 and classes and classes * 2 > rows:
+        # The split is stratified and keeps each class's rows in train until it has 1/val of them: a label with
+        # (about) one row per class leaves validation empty, and more rows or a larger val would not help.
+        raise DataError(f"label {data.label!r} has {classes:,} classes in {rows:,} rows, too few rows per class to "
+                        "put any in the validation split (each class is split on its own). Is it an identifier "
+                        "rather than what to predict? Fix data.label, or group its values into fewer classes")
     if split_rows["val"] == 0:
         raise DataError(f"the validation split is empty ({sum(split_rows.values())} rows, data.split.val "
                         f"{data.split.val:g}): trainyard picks the best epoch on it and stops early by it. Raise "

@@ -250,6 +250,13 @@ def test_an_empty_validation_split_is_refused(tmp_path):
         ingest(data_spec(tmp_path), progress=lambda *_: None)
     with pytest.raises(DataError, match=r"validation split is empty .*data.split.val 0\)"):
         ingest(data_spec(tmp_path, split={"val": 0, "test": 0.5}), progress=lambda *_: None)
+    # One row per class (an identifier taken for the label): not "raise data.split.val", which cannot help.
+    ids = tmp_path / "ids"
+    ids.mkdir()
+    frame(n=60).assign(y=[f"id{i}" for i in range(60)]).to_parquet(ids / "p.parquet")
+    with pytest.raises(DataError, match=r"label 'y' has 60 classes in 60 rows, too few rows per class .* Is it an "
+                                        r"identifier rather than what to predict\? Fix data.label"):
+        ingest(data_spec(ids), progress=lambda *_: None)
 
 
 def test_the_message_of_a_failed_ray_data_task_is_the_users_not_rays_retry_advice():
