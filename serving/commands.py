@@ -97,14 +97,15 @@ def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
     from jobs.bundle import resolve
     from jobs.spec import ServeSpec, SpecError, apply_overrides, load_spec
 
+    raw, ignored = bundle_serve_settings(resolve(bundle_path))
+    source = "the bundle's spec.yaml"
+    if ignored:
+        progress(ignored)
     if spec_path:
-        raw = load_spec(spec_path).serve.model_dump(mode="json")
-        source = str(spec_path)
-    else:
-        raw, ignored = bundle_serve_settings(resolve(bundle_path))
-        source = "the bundle's spec.yaml"
-        if ignored:
-            progress(ignored)
+        # Only what --spec's serve section sets overrides the bundle's (was: its every default replaced the
+        # bundle's required features, limits and unknown_fields without a word).
+        raw = _overlay(raw, load_spec(spec_path).serve.model_dump(mode="json", exclude_unset=True))
+        source = f"{source} / {spec_path}"
     # `--set serve.port=1` and `--set port=1` mean the same here: only serve settings are in play.
     overrides = [o[len("serve."):] if o.startswith("serve.") else o for o in overrides]
     raw = apply_overrides(raw, overrides, source="--set")
@@ -112,6 +113,14 @@ def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
         return ServeSpec.model_validate(raw)
     except ValidationError as err:
         raise SpecError([_explain(e, source) for e in err.errors()]) from None
+
+
+def _overlay(base: dict, given: dict) -> dict:
+    """`given` over `base`, section by section (a section `given` names keeps `base`'s other keys)."""
+    out = dict(base)
+    for key, value in given.items():
+        out[key] = _overlay(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _explain(error: dict, source: str) -> str:

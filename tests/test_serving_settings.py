@@ -171,6 +171,22 @@ def _spec_yaml(folder: Path, serve: object) -> Path:
     return folder
 
 
+def test_a_spec_given_to_serve_overrides_only_what_its_serve_section_sets(tmp_path):
+    """`serve BUNDLE --spec SPEC` replaced the bundle's required features, max_records and unknown_fields with
+    the spec's defaults without a word; the order is the bundle's, then what --spec sets, then --set."""
+    from serving.commands import serve_settings
+
+    bundle = _spec_yaml(tmp_path / "b", {"required_features": ["rpm"], "max_records": 5, "unknown_fields": "ignore",
+                                         "batch": {"max_size": 8, "wait_ms": 1.0}})
+    ops = tmp_path / "ops.yaml"
+    ops.write_text("name: ops\ndata: {path: d, label: y}\nserve:\n  autoscaling: {max_replicas: 3}\n"
+                   "  batch: {wait_ms: 4.0}\n")
+    spec = serve_settings(bundle, str(ops), ["max_records=7"], progress=lambda *_: None)
+    assert spec.required_features == ["rpm"] and spec.unknown_fields == "ignore" and spec.max_records == 7
+    assert spec.autoscaling.max_replicas == 3 and (spec.batch.max_size, spec.batch.wait_ms) == (8, 4.0)
+    assert serve_settings(bundle, None, [], progress=lambda *_: None).max_records == 5
+
+
 def test_a_bundle_sets_only_batching_limits_and_required_features(tmp_path):
     """What runs (runtime_env, ingress), where it listens (host, port, route_prefix) and how much of the cluster
     it takes are not taken from a bundle; the line for the operator names each one, and only those."""
