@@ -147,6 +147,7 @@ class Client:
         `probability_<class>` column per class. Columns that are not features (ids, the label) are not sent."""
         import pandas as pd
         features = [f["name"] for f in self.schema()["features"]]
+        check_columns(list(df.columns), features)
         sent = _numbers_read_as_text(df[[c for c in df.columns if c in features]], self.schema()["features"])
         out = self.predict(sent.to_dict("records"))
         result = pd.DataFrame({"prediction": out["predictions"]}, index=df.index)
@@ -168,6 +169,29 @@ class Client:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+def check_columns(columns: list, features: list[str]) -> None:
+    """Refuse a rows file whose columns miss the model's features: none of them there, or one written another
+    way ('RPM', ' rpm', 'rmp' for 'rpm'). Other columns (ids, the label) are not sent, and a feature with no column
+    at all is imputed by the server (its required_features decide); these two were dropped without a word, every
+    row then getting the same imputed prediction."""
+    import difflib
+
+    names = [str(c) for c in columns]
+    missing = [f for f in features if f not in names]
+    if len(missing) == len(features):
+        raise TableError(f"none of the file's columns ({', '.join(map(repr, names[:10]))}) is a feature of the model "
+                         f"(features: {', '.join(features)}); name the columns as the model's features (GET /schema)")
+    others = [c for c in names if c not in features]
+    folded = {c.strip().lower(): c for c in others}
+    for f in missing:
+        near = folded.get(f.strip().lower()) or next(iter(difflib.get_close_matches(f, others, n=1, cutoff=0.6)),
+                                                     None)
+        if near is not None:
+            raise TableError(f"column {near!r} is not a feature of the model, and feature {f!r} has no column: did "
+                             f"you mean {f!r}? Rename the column (features: {', '.join(features)})")
+
+
 
 def _numbers_read_as_text(df, features: list[dict]):
     """`df` with its numeric features as numbers. A file's reader makes a whole column text when one cell is not

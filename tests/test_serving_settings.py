@@ -453,3 +453,19 @@ def test_serve_checks_the_bundle_before_it_starts_or_joins_ray(tmp_path):
                               "127.0.0.1:1", "--no-token"], capture_output=True, text=True, timeout=120)
         assert run.returncode == EXIT_BAD_INPUT and said in run.stderr, run.stderr
         assert "another bundle folder" not in run.stderr and "connect" not in run.stderr, run.stderr
+
+
+def test_a_rows_file_whose_columns_miss_the_features_is_refused():
+    """`trainyard predict` sent only the columns named exactly as features: a file with none of them, or with
+    'RPM' / ' rpm' / 'rmp' for 'rpm', got one imputed prediction for every row, exit 0."""
+    from serving.client import TableError, check_columns
+
+    features = ["rpm", "torque", "mtype"]
+    with pytest.raises(TableError, match=r"none of the file's columns \('foo', 'bar'\) is a feature of the model"):
+        check_columns(["foo", "bar"], features)
+    for column in ("RPM", " rpm", "rmp"):
+        with pytest.raises(TableError, match=rf"column '{column}' is not a feature of the model, and feature 'rpm' has"
+                                             r" no column: did you mean 'rpm'\?"):
+            check_columns([column, "torque", "mtype"], features)
+    check_columns(["id", "rpm", "torque", "mtype", "fail"], features)     # ids and the label are not sent
+    check_columns(["rpm"], features)                                       # the server imputes the rest
