@@ -293,6 +293,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     thresholds, spec_window = monitor_settings(bundle.path)
     window = window or spec_window
     window_ms = parse_window(window)
+    if out and Path(out).exists() and not Path(out).is_dir():    # said before Ray, not after the whole job
+        raise MonitorInputError(f"--out {out}: is a file; give a folder for drift.json and report.html")
     fs, files, skipped, total, columns = log_files(logs, progress)
     logged = {c[len(FEATURE_PREFIX):] for c in columns if c.startswith(FEATURE_PREFIX)}
     numeric = {n: ref["edges"] for n, ref in profile["numeric"].items() if n in logged}

@@ -86,6 +86,7 @@ def test_in_distribution_flags_nothing_and_a_truncated_file_is_skipped(served_bu
 
     assert code == 0, out + err
     assert out.strip().splitlines()[-1].startswith("ok: 810 rows in 3 window(s)")
+    assert "; 1 window(s) under monitor.min_rows not judged" in out.strip().splitlines()[-1]
     assert f"{cut}: not a complete Parquet file" in out + err and ".tmp" not in out + err
     assert report["verdict"] == "ok" and report["rows"] == 810 and len(report["skipped"]) == 1
     assert [w["flagged"] for w in report["windows"]] == [[], [], []]
@@ -164,6 +165,12 @@ def test_bad_input_is_named(served_bundle, tmp_path, capsys):  # noqa: F811
 
     code, _, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--window", "1fortnight")
     assert code == 2 and "--window" in err, err
+    # Both were tracebacks after the whole Ray job: a window past year 9999, an --out that is a file.
+    code, _, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--window", "1000000w")
+    assert code == 2 and "--window: window must be at most 520w (ten years), got '1000000w'" in err, err
+    (tmp_path / "taken.csv").write_text("mine")
+    code, _, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "taken.csv")
+    assert code == 2 and "is a file; give a folder" in err and (tmp_path / "taken.csv").read_text() == "mine", err
 
     # Rows without a time fall in no window: said and counted, never silently left out; none with one: refused
     # (it was Ray Data's retry advice, from a pandas error in the summary task).

@@ -26,7 +26,13 @@ def register(subparsers, kit) -> None:
                   + " | ".join(result.reasons), flush=True)
             return EXIT_RETRAIN
         windows = result.report["windows"]
+        judged = sum(1 for w in windows if w["judged"])
+        unchecked = result.report["features_not_logged"]
+        # "ok" says what it stands on: a window under min_rows is not judged, a feature not logged not checked.
         print(f"ok: {result.report['rows']:,} rows in {len(windows)} window(s), nothing crossed a threshold"
+              + (f"; {len(windows) - judged} window(s) under monitor.min_rows not judged" if judged < len(windows)
+                 else "")
+              + (f"; not checked (not in the logs): {', '.join(unchecked)}" if unchecked else "")
               + (f" ({len(result.skipped)} unreadable file(s) skipped)" if result.skipped else ""), flush=True)
         return 0
 
