@@ -136,12 +136,26 @@ def test_entrypoint_checks_the_cluster_then_runs_trainyard(tmp_path, repo):
     # The job's trainyard accepts what the entrypoint passes, and so skips the storage check done just before.
     from trainyard.cli import build_parser
     for mode in ("run", "train", "tune"):
-        command = plan(spec_file(tmp_path), "http://127.0.0.1:8265", mode=mode, root=repo).entrypoint.split(" && ")[-1]
+        command = plan(spec_file(tmp_path, tune={"samples": 2}), "http://127.0.0.1:8265", mode=mode,
+                       root=repo).entrypoint.split(" && ")[-1]
         assert build_parser().parse_args(command.split()[3:]).storage_checked, command
     assert p.spec["train"] == {"epochs": 2} and p.env_vars == {"A": "1"}
     assert p.metadata["trainyard_output"] == str(tmp_path / "out")
-    assert plan(spec_file(tmp_path), "http://127.0.0.1:8265", mode="tune", root=repo).entrypoint.endswith(
-        f"python -m trainyard tune {SPEC_IN_JOB} --storage-checked")
+    assert plan(spec_file(tmp_path, tune={"samples": 2}), "http://127.0.0.1:8265", mode="tune",
+                root=repo).entrypoint.endswith(f"python -m trainyard tune {SPEC_IN_JOB} --storage-checked")
+
+
+def test_a_spec_that_can_never_run_is_refused_before_it_is_sent(tmp_path, repo):
+    """It was sent, and failed on the cluster ~10 s later blaming `.trainyard-job/spec.yaml`, a file the user never
+    wrote; now `submit` validates it as `trainyard validate` does, naming the file or --set."""
+    from jobs.spec import SpecError
+
+    with pytest.raises(SpecError, match=r"--set: train.epochs: Input should be greater than 0"):
+        plan(spec_file(tmp_path), "http://127.0.0.1:8265", overrides=["train.epochs=0"], root=repo)
+    with pytest.raises(SpecError, match=r"spec.yaml: train.epoch: unknown key"):
+        plan(spec_file(tmp_path, train={"epoch": 3}), "http://127.0.0.1:8265", root=repo)
+    with pytest.raises(SpecError, match=r"--mode tune: the spec has no `tune` section"):
+        plan(spec_file(tmp_path), "http://127.0.0.1:8265", mode="tune", root=repo)
 
 
 @pytest.mark.parametrize("overrides,env,says", [
@@ -157,7 +171,8 @@ def test_bad_overrides_are_named(tmp_path, repo, overrides, env, says):
 
 def test_spec_without_data_path_is_refused(tmp_path, repo):
     spec = write(tmp_path / "bad.yaml", yaml.safe_dump({"name": "x", "data": {"label": "y"}}))
-    with pytest.raises(SubmitError, match=r"bad.yaml: data.path is missing"):
+    from jobs.spec import SpecError
+    with pytest.raises(SpecError, match=r"bad.yaml: data.path: required but missing"):     # as validate says it
         plan(spec, "http://127.0.0.1:8265", root=repo)
 
 

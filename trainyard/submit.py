@@ -13,24 +13,30 @@ from typing import Callable
 from cluster import submit as submission
 from cluster.errors import EXIT_FAILED, EXIT_OK
 from cluster.submit import MODES, SHARED_ENV, UPLOAD_LIMIT_MB, Plan, SubmitError
-from jobs.spec import SpecError, apply_overrides, load_raw, write_yaml
+from jobs.spec import SpecError, apply_overrides, load_raw, load_spec, write_yaml
 
 
-def read_spec(spec_path, overrides=()) -> dict:
-    """The spec file as the spec's reader reads it, with ``--set`` applied the way `trainyard run` does; not
-    validated further (the job does that on the cluster). Problems are a SubmitError, as for the rest of submit."""
+def read_spec(spec_path, overrides=(), mode: str = "run") -> dict:
+    """The spec file as the spec's reader reads it, with ``--set`` applied the way `trainyard run` does, and
+    validated as `trainyard validate` does, blaming the file or `--set` (a spec that can never run was sent, and
+    failed on the cluster blaming the staged copy `.trainyard-job/spec.yaml`). The data is not read here: the
+    cluster's nodes read it. Problems reading the file are a SubmitError, as for the rest of submit."""
     try:
         raw = load_raw(spec_path)
         if isinstance(raw, dict):
             apply_overrides(raw, list(overrides))
     except SpecError as exc:
         raise SubmitError("; ".join(exc.problems)) from None
+    spec = load_spec(spec_path, list(overrides))
+    if mode == "tune" and spec.tune is None:
+        raise SpecError([f"--mode tune: the spec has no `tune` section, so there is nothing to search; add one "
+                         "or submit with --mode train"])
     return raw
 
 
 def plan(spec_path, address: str | None, mode: str = "run", overrides=(), **options) -> Plan:
     """``cluster.submit.plan`` for a spec file: what `trainyard submit` would send, nothing contacted."""
-    return submission.plan(Path(spec_path), read_spec(spec_path, overrides), address, mode, **options)
+    return submission.plan(Path(spec_path), read_spec(spec_path, overrides, mode), address, mode, **options)
 
 
 def submit(spec_path, address: str | None, mode: str = "run", wait: bool = False, overrides=(), *,
