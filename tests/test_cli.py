@@ -158,3 +158,19 @@ def test_import_meanwhile_imports_and_leaves_failures_to_the_real_import():
     assert name in sys.modules          # the one after the failing one was still imported
     with pytest.raises(ImportError, match="no_such_module_here"):
         importlib.import_module("tests.no_such_module_here")
+
+
+def test_a_ray_start_that_fails_inside_ray_init_is_one_line(monkeypatch):
+    """On a loaded host `ray.init` raised "The current node timed out during startup" and `train`, `tune`,
+    `monitor` printed Ray's traceback as the only message (`serve` wrapped it); now every command's connect does."""
+    import argparse
+
+    import cluster
+
+    def timed_out(address=None, **kwargs):
+        raise Exception("The current node timed out during startup. This could happen because some of the Ray "
+                        "processes failed to startup.")
+    monkeypatch.setattr(cluster, "connect", timed_out)
+    with pytest.raises(Failure, match=r"^cannot start or join Ray: The current node timed out during startup\..*"
+                                      r"run the command again"):
+        cli.connect(argparse.Namespace(address=None, verbose=True))

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from cluster.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BadInput, TrainyardError
+from cluster.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BadInput, Failure, TrainyardError,
+                            root_cause)
 from trainyard.display import Display
 
 # The packages that add subcommands, with the commands each adds, in the order `--help` lists them. A module
@@ -85,7 +86,13 @@ def connect(args, spec=None, *, imports: Sequence[str] = ()) -> dict:
     if not verbose:
         quiet_ray_logs()
     importing = import_meanwhile(imports)
-    res = ray_connect(getattr(args, "address", None))
+    try:
+        res = ray_connect(getattr(args, "address", None))
+    except TrainyardError:
+        raise
+    except Exception as exc:    # Ray's own, from deep inside ray.init (a start that timed out on a loaded host)
+        raise Failure(f"cannot start or join Ray: {root_cause(exc)}; on a busy machine Ray's start can time out: "
+                      "run the command again (Ray's logs: /tmp/ray/session_latest/logs)") from exc
     importing.join()
     if not verbose:
         WorkerOutputFilter(line=progress, error=problem).route()
