@@ -119,12 +119,24 @@ class Client:
 
     def schema(self) -> dict:
         if self._schema is None:
-            self._schema = self._get("/schema")
+            try:
+                self._schema = self._get("/schema")
+            except ClientError as exc:
+                route = next((r for r in ("/predict", "/schema", "/docs", "/healthz", "/readyz", "/monitor")
+                              if self.url.endswith(r)), None)
+                if exc.status == 404 and route:    # the curl-style URL of an endpoint, not the server's
+                    raise ClientError(f"{exc}; give the server's URL without {route}: "
+                                      f"{self.url[:-len(route)] or self.url}", status=404) from None
+                raise
         return self._schema
 
     @property
     def batch_size(self) -> int:
-        return self._batch_size or int(self.schema().get("limits", {}).get("max_records", 1000))
+        limit = int(self.schema().get("limits", {}).get("max_records", 1000))
+        if self._batch_size and self._batch_size > limit:
+            raise BadInput(f"--batch-size {self._batch_size} is above this server's max_records, {limit} records "
+                           f"a request (GET /schema); give {limit} or less, or leave it out to send {limit}")
+        return self._batch_size or limit
 
     def predict(self, records: list[dict]) -> dict:
         """Predictions for `records` ({feature: value}); sent in chunks of batch_size, answers joined in

@@ -240,6 +240,14 @@ def test_client_chunks_cleans_and_reports_global_indices(strict_app, served_bund
     with pytest.raises(ClientError) as err:
         Client(strict_app.url).predict(records[:1])
     assert err.value.status == 401
+    # A --batch-size over the server's max_records got a 413 advising to let trainyard predict chunk (it was);
+    # an endpoint's URL given for the server's got a bare 404.
+    from cluster.errors import BadInput
+    with pytest.raises(BadInput, match=r"--batch-size 6 is above this server's max_records, 5 records a request"):
+        Client(strict_app.url, token=TOKEN, batch_size=6).predict(records)
+    assert Client(strict_app.url, token=TOKEN, batch_size=4).predict(records)["predictions"] == out["predictions"]
+    with pytest.raises(ClientError, match=rf"give the server's URL without /predict: {strict_app.url}$"):
+        Client(strict_app.url + "/predict", token=TOKEN).schema()
 
 
 @pytest.mark.slow
