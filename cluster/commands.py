@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from cluster import jobs_api, local, state as cluster_state
@@ -80,7 +81,12 @@ def cmd_cluster_check_storage(args) -> int:
     from cluster.connection import connect
     from cluster.storage import StorageError, check_shared_storage
 
-    res = connect(args.address)
+    address = args.address
+    if address is None and not os.environ.get("RAY_ADDRESS") and _recorded_cluster():
+        # The cluster `cluster up` started, as `submit` and `jobs` find it: an embedded Ray of one node would
+        # answer "shared by all 1 node(s)" about a question asked of several.
+        address = "auto"
+    res = connect(address)
     try:
         report = check_shared_storage(args.path, timeout_s=args.timeout)
     except StorageError as exc:
@@ -90,6 +96,13 @@ def cmd_cluster_check_storage(args) -> int:
     for n in report["nodes"]:
         _say(f"  {n['node']}: {n['where']}")
     return EXIT_OK
+
+
+def _recorded_cluster() -> bool:
+    try:
+        return bool(cluster_state.read_state())
+    except cluster_state.StateError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------- jobs
