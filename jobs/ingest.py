@@ -403,6 +403,14 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     splits = assign_split(keys, data.label, cuts, stratify)
     names = {TRAIN: "train", VAL: "val", TEST: "test"}
     split_rows = {names[k]: int((splits[SPLIT_COLUMN] == k).sum()) for k in names}
+    asked = {"train": 1 - data.split.val - data.split.test, "val": data.split.val, "test": data.split.test}
+    got = {k: n / len(keys) for k, n in split_rows.items()}
+    distinct = int(keys["_u"].nunique())
+    if distinct < len(keys) and any(abs(got[k] - asked[k]) > 0.05 for k in asked):
+        # Identical rows share one split (so none leaks from train into test): few distinct rows, lumpy splits.
+        progress(f"[ingest] split: asked train/val/test {'/'.join(f'{asked[k]:.0%}' for k in asked)}, got "
+                 f"{'/'.join(f'{got[k]:.0%}' for k in asked)}: only {distinct:,} of the {len(keys):,} rows are "
+                 "distinct, and identical rows always go to the same split. More distinct rows even it out")
     check_splits(split_rows, data, classes=len(cuts) if stratify else None)
     if stratify:
         for k, name in names.items():
