@@ -71,6 +71,7 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
         pre, stats = TAB.fit_with_stats(train_raw, spec.data, numeric=result.numeric,
                                         categorical=result.categorical, task=result.task, classes=result.classes)
         reference = PROFILE.tabular_reference(stats, pre)
+    check_auc_judgeable(spec, getattr(result, "class_counts", None) or {})
     if not spec.data.is_image:
         empty = TAB.empty_columns(stats, result.numeric, result.categorical)
         if empty:
@@ -116,6 +117,22 @@ def lineage(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, **extr
             "train": {"best_epoch": outcome.best_epoch, "epochs_run": len(outcome.history),
                       "use_gpu": outcome.use_gpu, "run_path": outcome.run_path},
             "trial_id": None, **extra}
+
+
+def check_auc_judgeable(spec: JobSpec, class_counts: dict) -> None:
+    """An AUC that picks the best epoch (train.early_stop.metric, tune.metric) needs two classes in the validation
+    split; with one it was NaN every epoch, "best epoch -1", and the run still exited 0 with a bundle."""
+    from jobs.ingest import DataError
+
+    judged = [m for m in (spec.train.early_stop.metric if spec.train.early_stop else None,
+                          spec.tune.metric if spec.tune else None) if m and "auc" in m]
+    val = class_counts.get("val")
+    if judged and val is not None and len(val) < 2:
+        held = ", ".join(f"{c!r}: {n} row(s)" for c, n in val.items()) or "no rows"
+        field = "tune.metric" if spec.tune and spec.tune.metric == judged[0] else "train.early_stop.metric"
+        raise DataError(f"the validation split holds one class only ({held}), where {judged[0]} is undefined, so "
+                        f"no epoch can be judged by it; judge by val_loss ({field}), or add rows, or raise "
+                        "data.split.val")
 
 
 def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, *,

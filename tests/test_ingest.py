@@ -289,3 +289,19 @@ def test_a_split_made_lumpy_by_identical_rows_is_said(tmp_path):
         pass                                 # an empty split may follow; the line comes first
     line = next((s for s in said if s.startswith("[ingest] split: asked")), None)
     assert line is not None and "only 8 of the 320 rows are distinct" in line, said
+
+
+def test_an_auc_that_picks_epochs_needs_two_classes_in_validation():
+    """With one class in the validation split val_auc was NaN every epoch, "best epoch -1", exit 0 with a bundle."""
+    from jobs.pipeline import check_auc_judgeable
+
+    base = {"name": "t", "data": {"path": "d", "label": "y"}}
+    spec = validate_spec({**base, "train": {"early_stop": {"metric": "val_auc", "patience": 2}}})
+    with pytest.raises(DataError, match=r"the validation split holds one class only \('no': 2 row\(s\)\), where "
+                                        r"val_auc is undefined, .* judge by val_loss \(train.early_stop.metric\)"):
+        check_auc_judgeable(spec, {"train": {"no": 9, "yes": 5}, "val": {"no": 2}})
+    check_auc_judgeable(spec, {"val": {"no": 2, "yes": 1}})
+    check_auc_judgeable(validate_spec(base), {"val": {"no": 2}})          # judged by val_loss: nothing to refuse
+    tuned = validate_spec({**base, "tune": {"metric": "val_auc"}})
+    with pytest.raises(DataError, match=r"judge by val_loss \(tune.metric\)"):
+        check_auc_judgeable(tuned, {"val": {"no": 2}})
