@@ -17,6 +17,7 @@ from typing import Callable
 
 from jobs import bundle as B
 from jobs.contracts import PreparedData
+from jobs.early import start_early
 from jobs.evaluate import evaluate
 from jobs.spec import JobSpec, dump_spec
 from jobs.train import TrainOutcome, check_cluster, fit, summary_table
@@ -202,12 +203,20 @@ def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tupl
     if "://" not in spec.output_dir:
         # Before any work: a folder of the user's at OUTPUT/bundle would stop the run only at its end.
         B.check_pointer(make_output_dir(spec.output_dir) / B.POINTER)
-    check_cluster(spec)                     # before the data is read: a run the cluster cannot hold fails now
-    prepared = prepare(spec, progress)
-    _write_summary(spec.output_dir, prepared)
-    print_ingest_summary(prepared, progress)
+    use_gpu = check_cluster(spec)           # before the data is read: a run the cluster cannot hold fails now
     run_name = "train-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    outcome = fit(spec, prepared, storage_path=storage_root(spec), run_name=run_name, progress=progress)
+    # The run starts now and waits for its data (`jobs.early`): its ~5 s of start-up overlap the preparation.
+    early = start_early(spec, use_gpu=use_gpu, storage_path=storage_root(spec), run_name=run_name)
+    try:
+        prepared = prepare(spec, progress)
+        _write_summary(spec.output_dir, prepared)
+        print_ingest_summary(prepared, progress)
+        outcome = (early.finish(prepared, progress) if early is not None else
+                   fit(spec, prepared, storage_path=storage_root(spec), run_name=run_name, progress=progress))
+    except BaseException:
+        if early is not None:
+            early.abort()                   # nothing to hand over: the waiting run ends without training
+        raise
     metric = spec.train.early_stop.metric if spec.train.early_stop else "val_loss"
     progress("[train] summary\n" + summary_table(outcome.history, metric, outcome.best_epoch))
     path, metrics = export_bundle(spec, prepared, outcome, progress=progress)

@@ -29,7 +29,8 @@ from jobs.worker import DATASETS_KEY, train_loop_per_worker
 __all__ = ["TrainError", "TrainOutcome", "configure", "worker_config", "fit", "build_trainer", "default_trainer",
            "last_state",
            "resolve_use_gpu", "check_resources", "class_weights", "summary_table", "POLL_ENV", "PREEMPTION_ENV",
-           "controller_poll_s", "ingest_options"]
+           "controller_poll_s", "ingest_options", "run_loop_config", "run_trainer", "start_line", "outcome_of",
+           "controller_env", "worker_error"]
 
 # How often Ray Train V2's controller polls its workers (its default is 2 s). Ray Train's fit() copies this
 # variable from the os.environ of the process that calls it (the driver: our CLI, a job's entrypoint, a tuning
@@ -188,7 +189,50 @@ def build_trainer(spec: JobSpec, prepared: PreparedData, config: WorkerConfig, *
     """The Ray Train trainer of one run (not started). `trainer` builds it (default: `default_trainer`, less its
     placement-group cleaner on embedded Ray). `embedded`: the run is on the local Ray this process started
     (default: `cluster.is_embedded()`)."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train import DataConfig
+
+    loop_config = run_loop_config(spec, prepared, config)
+    datasets, dataset_config = None, None
+    if spec.train.workers > 1:
+        # Every worker scores the whole validation split, so all ranks agree on the best epoch; the train split is
+        # split between the workers (Ray Train's DatasetManager and SplitCoordinator actors).
+        datasets = {"train": _train_split(spec, prepared, config), "val": prepared.val_ds}
+        dataset_config = DataConfig(datasets_to_split=["train"])
+    return run_trainer(spec, loop_config, use_gpu=config.use_gpu, storage_path=storage_path, run_name=run_name,
+                       callbacks=callbacks, trainer=trainer, embedded=embedded, datasets=datasets,
+                       dataset_config=dataset_config)
+
+
+def run_loop_config(spec: JobSpec, prepared: PreparedData, config: WorkerConfig) -> dict:
+    """What `train_loop_per_worker` receives: the worker config, and in a one-worker run its splits too.
+
+    One worker reads both splits whole: nothing to coordinate, yet Ray Train would start a DatasetManager actor
+    (a Python process, ~1.7 CPU-s on 2 cores) only to hand it `ds.iterator()`. The worker builds the same
+    iterators with the same public `DataConfig.configure`, with this driver's ingest options
+    (`jobs.worker.dataset_iterators`), and `ray_compat.trainer_class` leaves the unused callback out."""
+    from ray.train import DataConfig
+
+    loop_config = config.to_dict()
+    if spec.train.workers == 1:
+        loop_config[DATASETS_KEY] = {
+            "datasets": {"train": _train_split(spec, prepared, config), "val": prepared.val_ds},
+            "ingest": DataConfig(datasets_to_split=[], execution_options=ingest_options())}
+    return loop_config
+
+
+def _train_split(spec: JobSpec, prepared: PreparedData, config: WorkerConfig):
+    """The train split as the workers read it: streamed, in a seeded random order of its blocks."""
+    if config.cache == "stream":
+        return prepared.train_ds.randomize_block_order(seed=spec.train.seed)
+    return prepared.train_ds
+
+
+def run_trainer(spec: JobSpec, loop_config: dict, *, use_gpu: bool, storage_path: str, run_name: str,
+                callbacks: Optional[list] = None, trainer: Optional[TrainerFactory] = None,
+                embedded: Optional[bool] = None, datasets: Optional[dict] = None, dataset_config=None):
+    """The Ray Train trainer of `train_loop_per_worker` with `loop_config`, as the spec's train section scales,
+    stores and retries it (`build_trainer`; `jobs.early` gives a loop config that waits for the data)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
     from cluster import is_embedded
 
@@ -198,27 +242,10 @@ def build_trainer(spec: JobSpec, prepared: PreparedData, config: WorkerConfig, *
         # while the cluster lives on; embedded Ray dies with its driver, placement groups and all. Measured on
         # 2 cores (1 worker, trivial loop, median of 6): trainer.fit() 5.84 s with it, 4.99 s without.
         trainer = default_trainer(spec, placement_cleaner=not embedded)
-    datasets = {"train": prepared.train_ds, "val": prepared.val_ds}
-    if config.cache == "stream":
-        datasets["train"] = prepared.train_ds.randomize_block_order(seed=spec.train.seed)
-    loop_config = config.to_dict()
-    if spec.train.workers > 1:
-        # Every worker scores the whole validation split, so all ranks agree on the best epoch; the train split is
-        # split between the workers (Ray Train's DatasetManager and SplitCoordinator actors).
-        dataset_config = DataConfig(datasets_to_split=["train"])
-    else:
-        # One worker reads both splits whole: nothing to coordinate, yet Ray Train would start a DatasetManager
-        # actor (a Python process, ~1.7 CPU-s on 2 cores) only to hand it `ds.iterator()`. The worker builds the
-        # same iterators with the same public `DataConfig.configure`, with this driver's ingest options
-        # (`jobs.worker.dataset_iterators`), and `ray_compat.trainer_class` leaves the unused callback out.
-        loop_config[DATASETS_KEY] = {
-            "datasets": datasets,
-            "ingest": DataConfig(datasets_to_split=[], execution_options=ingest_options())}
-        datasets, dataset_config = None, None
     return trainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=spec.train.workers, use_gpu=config.use_gpu,
+        scaling_config=ScalingConfig(num_workers=spec.train.workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": spec.train.cpus_per_worker}),
         datasets=datasets,
         dataset_config=dataset_config,
@@ -266,7 +293,7 @@ def controller_poll_s(workers: int, pretrained: bool = False) -> float:
 
 
 @contextlib.contextmanager
-def _controller_env(workers: int, embedded: bool, pretrained: bool = False):
+def controller_env(workers: int, embedded: bool, pretrained: bool = False):
     """The environment the Ray Train run started inside gets from this process (Ray Train's fit() copies these
     variables into its controller's runtime_env): the poll interval (`controller_poll_s`) and, on embedded Ray,
     no preemption watcher (an actor process per run that polls Ray for nodes being drained: none of ours ever
@@ -294,22 +321,31 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
     `config`: what the workers receive (default `configure(spec, prepared)`; tuning passes a trial's).
     `callbacks` go to Ray Train's RunConfig; `trainer` builds the Ray Train trainer (`build_trainer`).
     The controller polls its workers every `controller_poll_s(train.workers, pretrained encoder)` seconds, or
-    $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S when the environment sets it (`_controller_env`)."""
+    $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S when the environment sets it (`controller_env`)."""
     from cluster import is_embedded
 
     config = config or configure(spec, prepared)
-    progress(f"[train] {spec.train.workers} worker(s) on {'GPU' if config.use_gpu else 'CPU'}, "
-             f"{config.epochs} epoch(s), batch {config.batch_size}, lr {config.lr:g}, shard in {config.cache}")
+    progress(start_line(spec, config))
     embedded = is_embedded()
     run = build_trainer(spec, prepared, config, storage_path=storage_path, run_name=run_name, callbacks=callbacks,
                         trainer=trainer, embedded=embedded)
     try:
-        with _controller_env(spec.train.workers, embedded, pretrained_encoder(spec)):
+        with controller_env(spec.train.workers, embedded, pretrained_encoder(spec)):
             result = run.fit()
     except Exception as exc:
-        raise TrainError(f"training failed: {_worker_error(exc)}. The run is at {storage_path}/{run_name}") from exc
+        raise TrainError(f"training failed: {worker_error(exc)}. The run is at {storage_path}/{run_name}") from exc
+    return outcome_of(result, config, progress)
+
+
+def start_line(spec: JobSpec, config: WorkerConfig) -> str:
+    return (f"[train] {spec.train.workers} worker(s) on {'GPU' if config.use_gpu else 'CPU'}, "
+            f"{config.epochs} epoch(s), batch {config.batch_size}, lr {config.lr:g}, shard in {config.cache}")
+
+
+def outcome_of(result, config: WorkerConfig, progress: Callable[[str], None]) -> TrainOutcome:
+    """The outcome of a finished Ray Train run (its `Result`); TrainError when it failed or left no checkpoint."""
     if result.error is not None:
-        raise TrainError(f"training failed: {_worker_error(result.error)}")
+        raise TrainError(f"training failed: {worker_error(result.error)}")
     if result.checkpoint is None:
         raise TrainError("training finished without a checkpoint (no epoch completed)")
     state, source, skipped = TrainState.load_newest(result.checkpoint.path, result.checkpoint.filesystem)
@@ -331,7 +367,7 @@ def last_state(train_run: Path) -> Optional[TrainState]:
         return None
 
 
-def _worker_error(exc: BaseException) -> str:
+def worker_error(exc: BaseException) -> str:
     text = str(exc).strip()
     lines = [l for l in text.splitlines() if l.strip()]
     # The user's problem is in the last line of the innermost worker traceback; keep it and the headline.

@@ -270,6 +270,25 @@ def train_epoch(model, batches, optimizer, loss_fn, cfg: WorkerConfig, device, a
 
 # Where a one-worker run's train_loop_config carries its splits, read without Ray Train's DatasetManager.
 DATASETS_KEY = "_datasets"
+# Where the train_loop_config of a run started before its data was ready (`jobs.early`) carries the handle of the
+# actor that hands the worker its real config once the driver has prepared the data.
+HANDOFF_KEY = "_handoff"
+
+
+def handed_config(config: dict) -> Optional[dict]:
+    """The loop's config as given, or for a run started early (`jobs.early`) the one the driver hands over once
+    its data is prepared; None when the driver gave the run up (its data could not be prepared).
+
+    While it waits the worker builds one throwaway optimizer: the first optimizer of a process imports
+    `torch._dynamo` (torch 2.13 wraps `Optimizer` methods in `torch._disable_dynamo`), 0.7-1 s on 2 cores that
+    the real optimizer's construction would otherwise spend after the data arrives."""
+    handoff = config.get(HANDOFF_KEY)
+    if handoff is None:
+        return config
+    import ray
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    return ray.get(handoff.take.remote())
 
 
 def dataset_iterators(own: Optional[dict]) -> dict:
@@ -289,6 +308,9 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch as rtt
 
+    config = handed_config(config)
+    if config is None:
+        return                  # the driver gave up before the data was ready: there is nothing to train
     config = dict(config)
     own_data = config.pop(DATASETS_KEY, None)
     cfg = WorkerConfig.from_dict(config)

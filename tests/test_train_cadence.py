@@ -6,7 +6,7 @@ import os
 import pytest
 
 from jobs.spec import SpecError, validate_spec
-from jobs.train import POLL_ENV, PREEMPTION_ENV, _controller_env, controller_poll_s, worker_config
+from jobs.train import POLL_ENV, PREEMPTION_ENV, controller_env, controller_poll_s, worker_config
 from jobs.worker import checkpoint_due
 from tests.test_train_contracts import _prepared
 from tests.test_worker_loop import config
@@ -50,20 +50,20 @@ def test_fit_sets_the_controllers_environment_for_the_run_and_restores_it(monkey
     assert [controller_poll_s(n) for n in (1, 2, 3, 10, 50, 200)] == pytest.approx([0.02, 0.04, 0.06, 0.2, 1.0, 1.0])
     monkeypatch.delenv(POLL_ENV, raising=False)
     monkeypatch.delenv(PREEMPTION_ENV, raising=False)
-    with _controller_env(2, embedded=False) as env:
+    with controller_env(2, embedded=False) as env:
         assert env == {POLL_ENV: "0.04"} and os.environ[POLL_ENV] == "0.04" and PREEMPTION_ENV not in os.environ
     assert POLL_ENV not in os.environ
-    with _controller_env(1, embedded=False, pretrained=True) as env:     # a pretrained encoder's epochs are long
+    with controller_env(1, embedded=False, pretrained=True) as env:     # a pretrained encoder's epochs are long
         assert env == {POLL_ENV: "0.25"} and os.environ[POLL_ENV] == "0.25"
     assert POLL_ENV not in os.environ
     with pytest.raises(RuntimeError):                      # restored when the run fails, too
-        with _controller_env(10, embedded=True) as env:
+        with controller_env(10, embedded=True) as env:
             assert env == {POLL_ENV: "0.2", PREEMPTION_ENV: "0"} == {k: os.environ[k] for k in env}
             raise RuntimeError("training failed")
     assert POLL_ENV not in os.environ and PREEMPTION_ENV not in os.environ
     # A value the user exported is theirs: used as it is, and left in place.
     monkeypatch.setenv(POLL_ENV, "0.5")
     monkeypatch.setenv(PREEMPTION_ENV, "1")
-    with _controller_env(2, embedded=True) as env:
+    with controller_env(2, embedded=True) as env:
         assert env == {POLL_ENV: "0.5", PREEMPTION_ENV: "1"}
     assert os.environ[POLL_ENV] == "0.5" and os.environ[PREEMPTION_ENV] == "1"

@@ -3,7 +3,6 @@ worker is replaced and training resumes from its checkpoint."""
 import contextlib
 import json
 import os
-import signal
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +20,7 @@ from jobs.spec import load_spec
 from jobs.train import fit, last_state
 from jobs.worker import scheduled_lr
 from tests.conftest import small_spec, write_spec
+from tests.train_helpers import actors_by_class, dies_once_after, recorded, report_recorder
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -144,34 +144,6 @@ def test_bad_data_is_a_clear_cli_error(tmp_path, telemetry_dir, capsys):
     assert "needs 64 CPUs" in err and "[ingest]" not in err
 
 
-def _report_recorder(path: str):
-    """A Ray Train callback (it runs in the run's controller process) that appends one JSON line per report to
-    `path`: the epoch, whether a checkpoint came with it, how many ranks reported, and the controller's
-    poll interval as its environment has it."""
-    import ray.train
-
-    from jobs.train import POLL_ENV, PREEMPTION_ENV
-
-    class Recorder(ray.train.UserCallback):     # defined in here: pickled by value into the controller
-        def after_report(self, run_context, metrics, checkpoint):
-            with open(path, "a") as f:
-                f.write(json.dumps({"epoch": metrics[0]["epoch"], "checkpoint": checkpoint is not None,
-                                    "ranks": len(metrics), "poll": os.environ.get(POLL_ENV),
-                                    "preemption": os.environ.get(PREEMPTION_ENV)}) + "\n")
-    return Recorder()
-
-
-def _recorded(path: str) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
-
-
-def _actors_by_class() -> dict:
-    from collections import Counter
-
-    from cluster import ray_compat
-    return Counter(a.class_name for a in ray_compat.actor_table())
-
-
 def test_every_epoch_reports_checkpoints_keep_the_cadence_and_the_last_one(tmp_path, telemetry_dir, monkeypatch):
     """train.checkpoint_every=4 with an early stop: every epoch reaches the controller (Tune's schedulers need
     them), every fourth carries a checkpoint and so does the last; the final checkpoint holds the best epoch's
@@ -189,15 +161,15 @@ def test_every_epoch_reports_checkpoints_keep_the_cadence_and_the_last_one(tmp_p
     quiet = lambda *_: None
     prepared = prepare(spec, progress=quiet)
     log = str(tmp_path / "reports.jsonl")
-    actors_before = _actors_by_class()
+    actors_before = actors_by_class()
     outcome = fit(spec, prepared, storage_path=str(tmp_path / "runs"), run_name="cadence", progress=quiet,
-                  callbacks=[_report_recorder(log)])
-    started = _actors_by_class() - actors_before
+                  callbacks=[report_recorder(log)])
+    started = actors_by_class() - actors_before
     assert started["TrainController"] == 1 and started["RayTrainWorker"] == 1, started
     for unneeded in ("SplitCoordinator", "PreemptionWatcher", "PlacementGroupCleaner"):
         assert started[unneeded] == 0, started
     assert POLL_ENV not in os.environ and PREEMPTION_ENV not in os.environ
-    reports = _recorded(log)
+    reports = recorded(log)
     stopped = len(outcome.history)
     assert stopped < 12, "the seeded run is expected to stop early (patience 1)"
     assert [r["epoch"] for r in reports] == list(range(1, stopped + 1))
@@ -241,31 +213,6 @@ def test_a_seeded_spec_prepares_the_same_rows_in_the_same_order_every_time(tmp_p
         pd.testing.assert_frame_equal(a, b)
 
 
-def _dies_once_after(loop, epoch: int, marker: str):
-    """`loop`, except that rank 0 dies by SIGKILL once the controller has taken in `epoch`'s report, once per
-    run: the marker file records the kill, so the restarted worker trains on. A real worker death, injected
-    around the product's loop rather than inside it."""
-    def dying_loop(config: dict) -> None:
-        import ray.train
-
-        report = ray.train.report
-
-        def report_then_die(metrics, *args, **kwargs):
-            report(metrics, *args, **kwargs)
-            if (ray.train.get_context().get_world_rank() == 0 and metrics.get("epoch") == epoch
-                    and not os.path.exists(marker)):
-                # Wait for the controller to take in this report: a worker killed the instant `report`
-                # returns can die before the controller's poll that just emptied its queue gets a reply, and
-                # both checkpoints would be lost with it (the restarted group would start over).
-                ray.train.get_all_reported_checkpoints()
-                open(marker, "w").close()
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        ray.train.report = report_then_die     # this worker process only: the loop calls ray.train.report
-        loop(config)
-    return dying_loop
-
-
 def test_killed_worker_resumes_from_checkpoint(tmp_path, telemetry_dir):
     from ray.train.torch import TorchTrainer
 
@@ -281,8 +228,8 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, telemetry_dir):
     marker = os.path.join(storage, "kill.fault-injected")
     log = str(tmp_path / "reports.jsonl")
     outcome = fit(spec, prepared, storage_path=storage, run_name="kill", progress=quiet,
-                  callbacks=[_report_recorder(log)],
-                  trainer=lambda loop, **kw: TorchTrainer(_dies_once_after(loop, 3, marker), **kw))
+                  callbacks=[report_recorder(log)],
+                  trainer=lambda loop, **kw: TorchTrainer(dies_once_after(loop, 3, marker), **kw))
     path, metrics = export_bundle(spec, prepared, outcome, progress=quiet)
     lineage = json.loads((path / "lineage.json").read_text())
     run_dir = lineage["train"]["run_path"]
@@ -290,7 +237,7 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, telemetry_dir):
     assert os.path.exists(run_dir + ".fault-injected")
     # ... and the restarted group continued from the checkpoint of epoch 2 instead of starting over: the loss is
     # bounded by the cadence. Epoch 3 (after that checkpoint) ran again; no epoch before it did.
-    reports = _recorded(log)
+    reports = recorded(log)
     assert [r["epoch"] for r in reports] == [1, 2, 3, 3, 4, 5]
     assert [r["checkpoint"] for r in reports] == [False, True, False, False, True, True]
     import torch

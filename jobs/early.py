@@ -1,0 +1,150 @@
+"""A one-worker training run started while its data is still being prepared (`trainyard train`, `run`).
+
+Before the first epoch of a small job, Ray Train's controller, worker group and worker process take ~5 s on
+2 cores (process starts, imports of torch and Ray Train), and ingest and preprocessing take ~3 s before them,
+though the run's start needs nothing from the data. `start_early` starts the run right after Ray is up with a
+loop config that holds only the handle of a small actor (`jobs.handoff.Handoff`); the worker waits on it
+(`jobs.worker.handed_config`) and `EarlyRun.finish` hands over what `jobs.train.fit` would have given it at
+the start (the worker config and both splits, `jobs.train.run_loop_config`) once `prepare` is done. Same
+trainer, same loop, same data: a seeded run trains the same model either way. If the data cannot be
+prepared, `EarlyRun.abort` hands over nothing: the worker returns without training and the run's folder goes.
+
+Only one-worker runs start early: several workers get their splits through Ray Train's DataConfig, which takes
+the datasets when the trainer is built. And only when the cluster keeps a CPU free beside the worker: Ray
+Data's tasks in `prepare` need one, and a worker holding the last CPU would wait on data that never comes.
+"""
+from __future__ import annotations
+
+import atexit
+import threading
+from typing import Callable, Optional
+
+from jobs.contracts import CHECKPOINT_PREFIX, PreparedData
+from jobs.handoff import Handoff
+from jobs.spec import JobSpec
+from jobs.train import (TrainError, TrainerFactory, TrainOutcome, controller_env, outcome_of, pretrained_encoder,
+                        run_loop_config, run_trainer, start_line, worker_config, worker_error)
+from jobs.worker import HANDOFF_KEY
+
+__all__ = ["EarlyRun", "start_early", "starts_early", "ABORT_WAIT_S"]
+
+# How long a process joined to a cluster waits, as it exits, for a run it gave up before its data was ready to
+# wind down (its worker starts, takes nothing, returns), so that the run's folder is removed (`EarlyRun._at_exit`).
+ABORT_WAIT_S = 30.0
+
+
+def starts_early(spec: JobSpec, resources: dict) -> bool:
+    """Whether the spec's run can start before its data is prepared on a cluster of `resources` (CPU count)."""
+    return spec.train.workers == 1 and resources.get("CPU", 0) - spec.train.cpus_per_worker >= 1
+
+
+def start_early(spec: JobSpec, *, use_gpu: bool, storage_path: str, run_name: str, **run) -> Optional["EarlyRun"]:
+    """The spec's run, started now and waiting for its data; None where it cannot start early (`starts_early`).
+    `run`: `callbacks`, `trainer`, as `jobs.train.fit` takes them."""
+    from cluster import describe_resources
+
+    if not starts_early(spec, describe_resources()):
+        return None
+    return EarlyRun(spec, use_gpu=use_gpu, storage_path=storage_path, run_name=run_name, **run)
+
+
+class EarlyRun:
+    """A Ray Train run (`jobs.train.run_trainer`, one worker) whose `fit()` runs in a thread of this process
+    from the start; `finish` hands the worker its config and waits for the outcome, `abort` gives it up."""
+
+    def __init__(self, spec: JobSpec, *, use_gpu: bool, storage_path: str, run_name: str,
+                 callbacks: Optional[list] = None, trainer: Optional[TrainerFactory] = None) -> None:
+        import ray
+
+        from cluster import is_embedded
+
+        self.spec, self.use_gpu, self.storage_path, self.run_name = spec, use_gpu, storage_path, run_name
+        self._handoff = ray.remote(num_cpus=0)(Handoff).remote()
+        embedded = is_embedded()
+        self._trainer = run_trainer(spec, {HANDOFF_KEY: self._handoff}, use_gpu=use_gpu, storage_path=storage_path,
+                                    run_name=run_name, callbacks=callbacks, trainer=trainer, embedded=embedded)
+        self._env, self._embedded = (spec.train.workers, embedded, pretrained_encoder(spec)), embedded
+        self._result = self._error = None
+        self._handed = self._aborted = False
+        # A daemon: a process that ends (Ctrl-C, an error) does not wait for a run it no longer follows; Ray's
+        # shutdown (embedded) or the driver's exit (a cluster: the controller is this driver's actor) ends it.
+        self._thread = threading.Thread(target=self._fit, name="trainyard-train", daemon=True)
+        self._thread.start()
+
+    def _fit(self) -> None:
+        try:
+            with controller_env(*self._env):
+                self._result = self._trainer.fit()
+        except BaseException as exc:       # handed to the caller by `finish`
+            self._error = exc
+        finally:
+            # The actor ends with its last handle (here and in the trainer's loop config): a long-lived driver
+            # keeps none of its runs' actors.
+            self._handoff = self._trainer = None
+            if self._aborted:
+                self._remove_run()
+                atexit.unregister(self._at_exit)
+
+    def finish(self, prepared: PreparedData, progress: Callable[[str], None] = print) -> TrainOutcome:
+        """Hand the waiting worker its config for `prepared` and train; the outcome as `jobs.train.fit` gives it.
+        A config the spec cannot have (SpecError from `worker_config`) is raised before anything is handed."""
+        config = worker_config(self.spec, prepared, use_gpu=self.use_gpu)
+        progress(start_line(self.spec, config))
+        handoff = self._handoff             # None once the run has ended (it failed to start): nothing to hand
+        if handoff is not None:
+            handoff.give.remote(run_loop_config(self.spec, prepared, config))
+        self._handed = True
+        self._thread.join()
+        if self._error is not None:
+            raise TrainError(f"training failed: {worker_error(self._error)}. The run is at "
+                             f"{self.storage_path}/{self.run_name}") from self._error
+        return outcome_of(self._result, config, progress)
+
+    def abort(self) -> None:
+        """Give the run up before its data was handed over (no-op after `finish` handed it): its worker takes
+        nothing and returns, and the run's folder is removed once the run has ended. The caller goes on at once
+        (its error is said now); a process that exits before the run has ended ends it (`_at_exit`)."""
+        if self._handed or self._aborted:
+            return
+        self._aborted = True
+        handoff = self._handoff
+        if handoff is not None:
+            handoff.give.remote(None)
+        if self._thread.is_alive():
+            atexit.register(self._at_exit)
+        else:
+            self._remove_run()
+
+    def _at_exit(self) -> None:
+        """A process exits while the run it gave up is still starting. On the embedded Ray this process started,
+        stop Ray now, as its own exit handler would a moment later (waiting would keep a `trainyard train` whose
+        data was refused ~10 s on 2 cores, for a worker to start only to return), then remove the run's folder.
+        Joined to a cluster, wait up to ABORT_WAIT_S for the run to end: its worker takes nothing and returns."""
+        if not self._thread.is_alive():
+            return
+        if self._embedded:
+            import ray
+
+            ray.shutdown()
+            self._remove_run()
+        else:
+            self.wait(ABORT_WAIT_S)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait up to `timeout` seconds (None: no limit) for the run to end; whether it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _remove_run(self) -> None:
+        """The run's folder, made by Ray Train at its start (a storage marker, its checkpoint manager's state):
+        nothing of the user's, and no checkpoint, since the run never had data to train on."""
+        import pyarrow.fs as pafs
+
+        try:
+            fs, root = pafs.FileSystem.from_uri(f"{self.storage_path.rstrip('/')}/{self.run_name}")
+            if fs.get_file_info(root).type != pafs.FileType.Directory:
+                return
+            if not any(i.base_name.startswith(CHECKPOINT_PREFIX) for i in fs.get_file_info(pafs.FileSelector(root))):
+                fs.delete_dir(root)
+        except Exception:       # an unreachable store: the folder stays, as a failed run's does
+            pass

@@ -1,0 +1,109 @@
+"""A one-worker run started before its data is prepared (`jobs.early`): it trains what `fit` trains, a killed
+worker still resumes from its checkpoint, and a run given up before its data ends and leaves nothing behind."""
+import asyncio
+import os
+import time
+
+import pytest
+
+from jobs.early import start_early, starts_early
+from jobs.handoff import Handoff
+from jobs.ingest import DataError
+from jobs.pipeline import prepare, run_train
+from jobs.spec import load_spec
+from jobs.train import fit
+from tests.conftest import small_spec, write_spec
+from tests.train_helpers import actors_by_class, dies_once_after, recorded, report_recorder
+
+QUIET = lambda *_: None     # noqa: E731
+
+
+def _spec(tmp_path, telemetry_dir, name: str, **train):
+    return load_spec(write_spec(tmp_path / f"{name}.yaml", small_spec(name, telemetry_dir, tmp_path / "out", **train)))
+
+
+def test_only_a_one_worker_run_with_a_cpu_to_spare_starts_early(tmp_path):
+    one = load_spec(write_spec(tmp_path / "a.yaml", small_spec("a", tmp_path, tmp_path / "out")))
+    two = load_spec(write_spec(tmp_path / "b.yaml", small_spec("b", tmp_path, tmp_path / "out", workers=2)))
+    wide = load_spec(write_spec(tmp_path / "c.yaml", small_spec("c", tmp_path, tmp_path / "out", cpus_per_worker=4)))
+    assert starts_early(one, {"CPU": 2})
+    assert not starts_early(one, {"CPU": 1}), "the worker would hold the CPU the data's preparation needs"
+    assert not starts_early(two, {"CPU": 64}), "several workers take their splits when the trainer is built"
+    assert not starts_early(wide, {"CPU": 4}) and starts_early(wide, {"CPU": 5})
+
+
+def test_the_handoff_gives_every_taker_the_config_once_given():
+    async def go():
+        handoff = Handoff()
+        waiting = asyncio.ensure_future(handoff.take())
+        await asyncio.sleep(0.05)
+        assert not waiting.done(), "nothing given yet: the worker waits"
+        await handoff.give({"epochs": 3})
+        assert await waiting == {"epochs": 3}
+        # A worker group Ray Train restarts after a failure takes it again.
+        assert await handoff.take() == {"epochs": 3}
+    asyncio.run(go())
+
+
+def test_a_run_started_early_trains_what_fit_trains(tmp_path, telemetry_dir, ray_session):
+    spec = _spec(tmp_path, telemetry_dir, "same", epochs=3, early_stop=None)
+    prepared = prepare(spec, progress=QUIET)
+    before = actors_by_class()
+    early = start_early(spec, use_gpu=False, storage_path=str(tmp_path / "runs"), run_name="early")
+    assert early is not None
+    got = early.finish(prepared, progress=QUIET)
+    assert (actors_by_class() - before)["Handoff"] == 1
+    want = fit(spec, prepared, storage_path=str(tmp_path / "runs"), run_name="late", progress=QUIET)
+    assert [h["epoch"] for h in got.history] == [1, 2, 3]
+    for a, b in zip(got.history, want.history):
+        assert (a["train_loss"], a["val_loss"]) == (b["train_loss"], b["val_loss"])
+    assert got.best_epoch == want.best_epoch
+    assert all(got.best_state[k].equal(v) for k, v in want.best_state.items())
+
+
+def test_a_killed_worker_of_a_run_started_early_resumes_from_its_checkpoint(tmp_path, telemetry_dir, ray_session):
+    """The restarted worker takes its config from the handoff again and resumes from the checkpoint of epoch 2."""
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    spec = _spec(tmp_path, telemetry_dir, "kill", epochs=4, max_failures=2, early_stop=None, checkpoint_every=2)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    marker, log = str(runs / "kill.fault-injected"), str(tmp_path / "reports.jsonl")
+    early = start_early(spec, use_gpu=False, storage_path=str(runs), run_name="kill",
+                        callbacks=[report_recorder(log)],
+                        trainer=lambda loop, **kw: DataParallelTrainer(dies_once_after(loop, 3, marker), **kw))
+    assert early is not None
+    outcome = early.finish(prepare(spec, progress=QUIET), progress=QUIET)
+    assert os.path.exists(marker)
+    reports = recorded(log)
+    assert [r["epoch"] for r in reports] == [1, 2, 3, 3, 4]
+    assert [h["resumes"] for h in outcome.history] == [0, 0, 1, 1]
+
+
+def test_a_run_given_up_before_its_data_ends_and_leaves_nothing(tmp_path, telemetry_dir, ray_session, monkeypatch):
+    """The data error is raised at once, as without the early start; the waiting run's worker takes nothing and
+    returns, the run's actors end and its folder (Ray Train's storage marker) goes."""
+    import jobs.pipeline
+
+    made = []
+
+    def spied(*args, **kwargs):
+        made.append(start_early(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(jobs.pipeline, "start_early", spied)
+    spec = _spec(tmp_path, telemetry_dir, "bad", label="failur")
+    started, alive = actors_by_class(), actors_by_class(alive=True)
+    with pytest.raises(DataError, match="label column 'failur'"):
+        run_train(spec, progress=QUIET)
+    early = made[0]
+    assert early is not None and early.wait(90), "the run given up did not end"
+    assert (actors_by_class() - started)["TrainController"] == 1, "the run had started"
+    ours = ("Handoff", "TrainController", "RayTrainWorker", "SynchronizationActor")
+    deadline = time.monotonic() + 30
+    while (left := {k: n for k, n in (actors_by_class(alive=True) - alive).items() if k in ours}) \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"still alive: {left}"
+    runs = tmp_path / "out" / "ray"
+    assert not runs.exists() or not any(runs.iterdir()), sorted(map(str, runs.iterdir()))
