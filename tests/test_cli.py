@@ -174,3 +174,20 @@ def test_a_ray_start_that_fails_inside_ray_init_is_one_line(monkeypatch):
     with pytest.raises(Failure, match=r"^cannot start or join Ray: The current node timed out during startup\..*"
                                       r"run the command again"):
         cli.connect(argparse.Namespace(address=None, verbose=True))
+
+
+def test_the_console_script_collects_and_freezes_what_the_command_left(monkeypatch):
+    """`trainyard` (the console script) and `python -m trainyard` run `cli.run`: the command's code, then the
+    garbage collected and the rest frozen, so the interpreter's exit does not walk it (~1 s less on 2 cores)."""
+    import gc
+    from importlib.metadata import entry_points
+
+    assert [e.value for e in entry_points(group="console_scripts", name="trainyard")] == ["trainyard.cli:run"]
+    assert "sys.exit(run())" in (Path(cli.__file__).parent / "__main__.py").read_text()
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    gc.unfreeze()
+    try:
+        assert cli.run() == 3
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()       # this test process goes on: its objects stay collectable

@@ -1,6 +1,6 @@
 """`python -m trainyard ...`: the console script without installing it (a Ray job's entrypoint uses this)."""
 import sys
 
-from trainyard.cli import main
+from trainyard.cli import run
 
-sys.exit(main())
+sys.exit(run())
