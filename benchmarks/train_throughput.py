@@ -26,6 +26,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--hidden", default="128,64")
     ap.add_argument("--use-gpu", action="store_true")
+    ap.add_argument("--no-early", action="store_true",
+                    help="prepare the data, then start Ray Train (without jobs.early's overlap), as before it existed")
     args = ap.parse_args()
 
     from cluster import connect
@@ -46,7 +48,7 @@ def main() -> None:
                   "use_gpu": bool(args.use_gpu)}})
     quiet_ray_logs()
     connect(num_cpus=max(cores, int(args.workers * cpw) + 2))
-    run_side_by_side(spec, unit="samples", use_gpu=args.use_gpu)
+    run_side_by_side(spec, unit="samples", use_gpu=args.use_gpu, early=not args.no_early)
 
 
 if __name__ == "__main__":
