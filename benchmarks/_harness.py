@@ -70,7 +70,12 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
     t0 = time.perf_counter()
     run_name = f"bench-{int(t0)}"
     started = start_early(spec, use_gpu=use_gpu, storage_path=storage_root(spec), run_name=run_name) if early else None
-    prepared = prepare(spec, quiet)
+    try:
+        prepared = prepare(spec, quiet)
+    except BaseException:
+        if started is not None:
+            started.abort()             # the waiting run ends without training, as `trainyard train`'s does
+        raise
     t_prep = time.perf_counter() - t0
     t1 = time.perf_counter()
     outcome = (started.finish(prepared, quiet) if started is not None else

@@ -10,13 +10,19 @@ trainer, same loop, same data: a seeded run trains the same model either way. If
 prepared, `EarlyRun.abort` hands over nothing: the worker returns without training and the run's folder goes.
 
 Only one-worker runs start early: several workers get their splits through Ray Train's DataConfig, which takes
-the datasets when the trainer is built. And only when the cluster keeps a CPU free beside the worker: Ray
-Data's tasks in `prepare` need one, and a worker holding the last CPU would wait on data that never comes.
+the datasets when the trainer is built. And only when the cluster has a CPU free beside the worker now (free,
+not in total: on a shared cluster Serve replicas or other jobs may hold the rest): Ray Data's tasks in
+`prepare` need one, and a worker holding the last free CPU would wait on data that never comes.
+
+A run given up (`abort`) winds down in the background (its worker starts, takes nothing, returns). A process
+that goes on using the same Ray afterwards, and wants no run of its own still starting (the tests, counting
+the actors a run starts), waits for them with `wait_given_up`.
 """
 from __future__ import annotations
 
 import atexit
 import threading
+import traceback
 from typing import Callable, Optional
 
 from jobs.contracts import CHECKPOINT_PREFIX, PreparedData
@@ -26,24 +32,45 @@ from jobs.train import (TrainError, TrainerFactory, TrainOutcome, controller_env
                         run_loop_config, run_trainer, start_line, worker_config, worker_error)
 from jobs.worker import HANDOFF_KEY
 
-__all__ = ["EarlyRun", "start_early", "starts_early", "ABORT_WAIT_S"]
+__all__ = ["EarlyRun", "start_early", "starts_early", "wait_given_up", "ABORT_WAIT_S"]
 
 # How long a process joined to a cluster waits, as it exits, for a run it gave up before its data was ready to
 # wind down (its worker starts, takes nothing, returns), so that the run's folder is removed (`EarlyRun._at_exit`).
 ABORT_WAIT_S = 30.0
 
 
-def starts_early(spec: JobSpec, resources: dict) -> bool:
-    """Whether the spec's run can start before its data is prepared on a cluster of `resources` (CPU count)."""
-    return spec.train.workers == 1 and resources.get("CPU", 0) - spec.train.cpus_per_worker >= 1
+# Runs given up whose thread has not ended yet (`EarlyRun.abort`, `wait_given_up`).
+_GIVEN_UP: set = set()
+_LOCK = threading.Lock()
+
+
+def starts_early(spec: JobSpec, free: dict) -> bool:
+    """Whether the spec's run can start before its data is prepared on a cluster with `free` resources now
+    (`ray.available_resources()`: its CPU count)."""
+    return spec.train.workers == 1 and free.get("CPU", 0) - spec.train.cpus_per_worker >= 1
+
+
+def wait_given_up(timeout: Optional[float] = None) -> bool:
+    """Wait up to `timeout` seconds (None: no limit) for every run this process gave up to end; whether all did."""
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _LOCK:
+        runs = list(_GIVEN_UP)
+    for run in runs:
+        if not run.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            return False
+        with _LOCK:
+            _GIVEN_UP.discard(run)
+    return True
 
 
 def start_early(spec: JobSpec, *, use_gpu: bool, storage_path: str, run_name: str, **run) -> Optional["EarlyRun"]:
     """The spec's run, started now and waiting for its data; None where it cannot start early (`starts_early`).
     `run`: `callbacks`, `trainer`, as `jobs.train.fit` takes them."""
-    from cluster import describe_resources
+    import ray
 
-    if not starts_early(spec, describe_resources()):
+    if not starts_early(spec, ray.available_resources()):
         return None
     return EarlyRun(spec, use_gpu=use_gpu, storage_path=storage_path, run_name=run_name, **run)
 
@@ -59,7 +86,12 @@ class EarlyRun:
         from cluster import is_embedded
 
         self.spec, self.use_gpu, self.storage_path, self.run_name = spec, use_gpu, storage_path, run_name
-        self._handoff = ray.remote(num_cpus=0)(Handoff).remote()
+        # On the driver's node, which outlives the run as the driver does: a worker group that Ray Train restarts
+        # after losing a node still finds its config there.
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self._handoff = _handoff_actor().options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False)).remote()
         embedded = is_embedded()
         self._trainer = run_trainer(spec, {HANDOFF_KEY: self._handoff}, use_gpu=use_gpu, storage_path=storage_path,
                                     run_name=run_name, callbacks=callbacks, trainer=trainer, embedded=embedded)
@@ -76,12 +108,17 @@ class EarlyRun:
             with controller_env(*self._env):
                 self._result = self._trainer.fit()
         except BaseException as exc:       # handed to the caller by `finish`
+            # Its frames' locals (the trainer, its loop config) would keep the handoff actor alive with the error.
+            traceback.clear_frames(exc.__traceback__)
             self._error = exc
         finally:
             # The actor ends with its last handle (here and in the trainer's loop config): a long-lived driver
             # keeps none of its runs' actors.
             self._handoff = self._trainer = None
-            if self._aborted:
+            with _LOCK:
+                aborted = self._aborted
+                _GIVEN_UP.discard(self)
+            if aborted:
                 self._remove_run()
                 atexit.unregister(self._at_exit)
 
@@ -106,13 +143,16 @@ class EarlyRun:
         (its error is said now); a process that exits before the run has ended ends it (`_at_exit`)."""
         if self._handed or self._aborted:
             return
-        self._aborted = True
         handoff = self._handoff
         if handoff is not None:
             handoff.give.remote(None)
-        if self._thread.is_alive():
-            atexit.register(self._at_exit)
-        else:
+        with _LOCK:     # against the thread's end: one of the two removes the folder
+            self._aborted = True
+            running = self._thread.is_alive()
+            if running:
+                _GIVEN_UP.add(self)
+                atexit.register(self._at_exit)
+        if not running:
             self._remove_run()
 
     def _at_exit(self) -> None:
@@ -121,6 +161,7 @@ class EarlyRun:
         data was refused ~10 s on 2 cores, for a worker to start only to return), then remove the run's folder.
         Joined to a cluster, wait up to ABORT_WAIT_S for the run to end: its worker takes nothing and returns."""
         if not self._thread.is_alive():
+            self._remove_run()      # idempotent: the thread's end may have seen the run before it was given up
             return
         if self._embedded:
             import ray
@@ -148,3 +189,16 @@ class EarlyRun:
                 fs.delete_dir(root)
         except Exception:       # an unreachable store: the folder stays, as a failed run's does
             pass
+
+
+_HANDOFF_ACTOR = None
+
+
+def _handoff_actor():
+    """`Handoff` as a Ray actor class, made once per process."""
+    global _HANDOFF_ACTOR
+    if _HANDOFF_ACTOR is None:
+        import ray
+
+        _HANDOFF_ACTOR = ray.remote(num_cpus=0)(Handoff)
+    return _HANDOFF_ACTOR

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from jobs.early import start_early, starts_early
+from jobs.early import start_early, starts_early, wait_given_up
 from jobs.handoff import Handoff
 from jobs.ingest import DataError
 from jobs.pipeline import prepare, run_train
@@ -30,6 +30,22 @@ def test_only_a_one_worker_run_with_a_cpu_to_spare_starts_early(tmp_path):
     assert not starts_early(one, {"CPU": 1}), "the worker would hold the CPU the data's preparation needs"
     assert not starts_early(two, {"CPU": 64}), "several workers take their splits when the trainer is built"
     assert not starts_early(wide, {"CPU": 4}) and starts_early(wide, {"CPU": 5})
+
+
+def test_cpus_held_by_others_count_against_an_early_start(tmp_path, telemetry_dir, ray_session):
+    """On a shared cluster other work (Serve replicas, other jobs) holds CPUs: only the free ones count. With
+    all but one of the session's CPUs held, the run does not start early (its worker would take the last free
+    CPU from the data's preparation), and trains once the data is prepared, as before the early start."""
+    import ray
+
+    spec = _spec(tmp_path, telemetry_dir, "held", epochs=1, early_stop=None)
+    free = ray.available_resources().get("CPU", 0)
+    holder = ray.remote(num_cpus=free - 1)(Handoff).remote()
+    try:
+        ray.get(holder.give.remote(None))           # placed: its CPUs are taken
+        assert start_early(spec, use_gpu=False, storage_path=str(tmp_path / "runs"), run_name="held") is None
+    finally:
+        ray.kill(holder)
 
 
 def test_the_handoff_gives_every_taker_the_config_once_given():
@@ -98,6 +114,7 @@ def test_a_run_given_up_before_its_data_ends_and_leaves_nothing(tmp_path, teleme
         run_train(spec, progress=QUIET)
     early = made[0]
     assert early is not None and early.wait(90), "the run given up did not end"
+    assert wait_given_up(0), "an ended run is still counted as winding down"
     assert (actors_by_class() - started)["TrainController"] == 1, "the run had started"
     ours = ("Handoff", "TrainController", "RayTrainWorker", "SynchronizationActor")
     deadline = time.monotonic() + 30
