@@ -159,7 +159,8 @@ class EarlyRun:
         """A process exits while the run it gave up is still starting. On the embedded Ray this process started,
         stop Ray now, as its own exit handler would a moment later (waiting would keep a `trainyard train` whose
         data was refused ~10 s on 2 cores, for a worker to start only to return), then remove the run's folder.
-        Joined to a cluster, wait up to ABORT_WAIT_S for the run to end: its worker takes nothing and returns."""
+        Joined to a cluster, wait up to ABORT_WAIT_S for the run to end (its worker takes nothing and returns; the
+        thread's end removes the folder), saying so after a second; a Ctrl-C there leaves the folder and says so."""
         if not self._thread.is_alive():
             self._remove_run()      # idempotent: the thread's end may have seen the run before it was given up
             return
@@ -168,8 +169,21 @@ class EarlyRun:
 
             ray.shutdown()
             self._remove_run()
-        else:
-            self.wait(ABORT_WAIT_S)
+            return
+        import sys
+
+        folder = f"{self.storage_path.rstrip('/')}/{self.run_name}"
+        try:
+            if self.wait(1.0):
+                return
+            print(f"[train] waiting up to {ABORT_WAIT_S:g} s for the run given up to end, to remove its folder "
+                  f"{folder} (Ctrl-C leaves it)", file=sys.stderr, flush=True)
+            if self.wait(ABORT_WAIT_S):
+                return
+        except KeyboardInterrupt:
+            pass
+        print(f"[train] left {folder}: the run given up had not ended; it holds no checkpoint, delete it at will",
+              file=sys.stderr, flush=True)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait up to `timeout` seconds (None: no limit) for the run to end; whether it has."""

@@ -124,3 +124,40 @@ def test_a_run_given_up_before_its_data_ends_and_leaves_nothing(tmp_path, teleme
     assert not left, f"still alive: {left}"
     runs = tmp_path / "out" / "ray"
     assert not runs.exists() or not any(runs.iterdir()), sorted(map(str, runs.iterdir()))
+
+
+def test_a_process_joined_to_a_cluster_says_what_it_waits_for_at_exit(tmp_path, telemetry_dir, ray_session,
+                                                                      capsys):
+    """At the exit of a process joined to a cluster (the session's Ray stands in for one: Ray is not stopped), a
+    run given up is waited for with a line saying why; the folder goes when it ends. A Ctrl-C during that wait
+    leaves the folder and says where it is, without a traceback."""
+    import jobs.early
+
+    spec = _spec(tmp_path, telemetry_dir, "exit", epochs=1, early_stop=None)
+    runs = tmp_path / "runs"
+    early = start_early(spec, use_gpu=False, storage_path=str(runs), run_name="exit")
+    assert early is not None
+    early._embedded = False         # as joined to a cluster
+    early.abort()
+    early._at_exit()
+    err = capsys.readouterr().err
+    assert "waiting up to 30 s for the run given up to end" in err and "Ctrl-C leaves it" in err, err
+    assert early.wait(0) and not (runs / "exit").exists()
+
+    second = start_early(spec, use_gpu=False, storage_path=str(runs), run_name="interrupted")
+    assert second is not None
+    second._embedded = False
+    second.abort()
+    waits = []
+
+    def interrupted(timeout=None):
+        waits.append(timeout)
+        raise KeyboardInterrupt
+
+    second.wait = interrupted
+    second._at_exit()
+    assert waits == [1.0]
+    err = capsys.readouterr().err
+    assert f"left {runs}/interrupted: the run given up had not ended" in err, err
+    del second.wait
+    assert jobs.early.wait_given_up(90)
