@@ -138,3 +138,32 @@ def test_the_loopback_switch_is_where_ray_reads_it():
     assert ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
     assert isinstance(ray_constants.ENABLE_RAY_CLUSTER, bool)
     assert "ray_constants.ENABLE_RAY_CLUSTER" in inspect.getsource(services.get_node_ip_address)
+
+
+def test_the_controller_ray_train_starts_and_what_it_starts_with_a_runtime_env():
+    """What `run_controller` repeats and `in_process_env_classes` extends: Ray's own way to start the
+    controller (its options, the env vars it hands over, its Ctrl-C handler), the classes and hooks the
+    subclasses override; and the worker group sends Ray only what is not env_vars."""
+    from ray.train.v2._internal.execution.controller import TrainController
+    from ray.train.v2._internal.execution.worker_group.worker import RayTrainWorker
+    from ray.train.v2._internal.execution.worker_group.worker_group import WorkerGroup
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    source = inspect.getsource(DataParallelTrainer._initialize_and_run_controller)
+    for piece in ("get_env_vars_to_propagate()", "RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR", "num_cpus=0",
+                  "ray._raylet.RAY_NODE_ID_KEY", 'runtime_env={"env_vars": env_vars}',
+                  "self._register_sigint_handler(controller)", "controller.run.remote()",
+                  "controller.get_result.remote()"):
+        assert piece in source, piece
+    assert TrainController.worker_group_cls is WorkerGroup and WorkerGroup._worker_cls is RayTrainWorker
+    assert "self.worker_group_cls.create(" in inspect.getsource(TrainController)
+    assert "self._get_worker_runtime_env(" in inspect.getsource(WorkerGroup._create_workers)
+    assert ")(self._worker_cls)" in inspect.getsource(WorkerGroup._create_workers)
+    assert list(inspect.signature(RayTrainWorker.__init__).parameters) == ["self"]
+
+    controller, group, worker = rc.in_process_env_classes()
+    assert (controller.__name__, group.__name__, worker.__name__) == ("TrainController", "WorkerGroup",
+                                                                     "RayTrainWorker")
+    assert controller.worker_group_cls is group and issubclass(worker, RayTrainWorker)
+    assert group._get_worker_runtime_env({"env_vars": {"A": "1"}, "working_dir": "/w"}) == {"working_dir": "/w"}
+    assert group._get_worker_runtime_env({"env_vars": {"A": "1"}}) == {}

@@ -309,3 +309,49 @@ def test_a_pretrained_encoder_is_polled_less_often_than_a_small_network(tmp_path
     assert controller_poll_s(1) == 0.02 and controller_poll_s(3) == pytest.approx(0.06)
     assert controller_poll_s(1, pretrained=True) == PRETRAINED_POLL_S == 0.25
     assert controller_poll_s(20, pretrained=True) == pytest.approx(0.4) and controller_poll_s(99, True) == 1.0
+
+
+def test_ray_trains_processes_start_without_a_runtime_env_and_with_its_variables(tmp_path, monkeypatch):
+    """The controller and the workers of a run start with no runtime_env (so Ray may give them a process it
+    started beforehand; cluster.ray_compat.run_controller) and still have every variable Ray Train would have
+    handed them in one: the driver's poll interval in the controller; the worker_runtime_env's variables and
+    the propagated ones in each worker, of a one-worker and of a two-worker (TorchTrainer) run."""
+    import ray.train
+    from ray.train import RunConfig, ScalingConfig
+
+    from cluster import ray_compat
+    from jobs.train import POLL_ENV
+
+    names = (POLL_ENV, "PYTHONUNBUFFERED", "TRAINYARD_TEST_VAR")
+    monkeypatch.setenv(POLL_ENV, "0.03")
+    monkeypatch.delenv("TRAINYARD_TEST_VAR", raising=False)
+    log = tmp_path / "controller.jsonl"
+
+    class Recorder(ray.train.UserCallback):      # runs in the controller
+        def after_report(self, run_context, metrics, checkpoint):
+            with open(log, "a") as f:
+                f.write(json.dumps({"poll": os.environ.get(POLL_ENV), "workers": metrics}) + "\n")
+
+    def loop(config):
+        import os as worker_os
+
+        ray.train.report({name: worker_os.environ.get(name) for name in config["names"]})
+
+    for workers, torch_backend in ((1, False), (2, True)):
+        before = {a.actor_id for a in ray_compat.actor_table()}
+        trainer = ray_compat.trainer_class(torch_backend=torch_backend, placement_cleaner=False)(
+            loop, train_loop_config={"names": names}, scaling_config=ScalingConfig(num_workers=workers),
+            run_config=RunConfig(name=f"env{workers}", storage_path=str(tmp_path), callbacks=[Recorder()],
+                                 worker_runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1",
+                                                                  "TRAINYARD_TEST_VAR": "yes"}}))
+        trainer.fit()
+        started = [a for a in ray_compat.actor_table() if a.actor_id not in before]
+        assert sorted(a.class_name for a in started if a.class_name in ("TrainController", "RayTrainWorker")) \
+            == ["RayTrainWorker"] * workers + ["TrainController"]
+        assert {a.serialized_runtime_env for a in started} <= {"", "{}"}, \
+            [(a.class_name, a.serialized_runtime_env) for a in started]
+        (row,) = recorded(str(log))
+        log.unlink()
+        assert row["poll"] == "0.03"
+        assert row["workers"] == [{POLL_ENV: "0.03", "PYTHONUNBUFFERED": "1", "TRAINYARD_TEST_VAR": "yes"}] * workers
+    assert "TRAINYARD_TEST_VAR" not in os.environ
