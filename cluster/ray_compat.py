@@ -18,6 +18,8 @@ Other Ray internals we lean on without importing a private module, listed so an 
 - how `trainyard serve` tells that Ray has gone under it (serving/forever.py, RayLifelines): the GCS and the
   raylet (``ray.nodes()``'s NodeManagerAddress:NodeManagerPort) refuse connections once dead; and the HAProxy of
   Ray Serve's manager runs with ``-f <config in serve's folder>`` (serving/ingress.py: stop_haproxy_of).
+- that Ray Train V2 reads the environment variables it propagates (`get_env_vars_to_propagate`) when it uses
+  them, none at import (`run_controller` sets them in the process instead of a runtime_env; checked on 2.60.0).
 - Ray Data's variable RAY_DATA_PARQUET_FOOTER_NUM_ACTORS (jobs/ingest.py: read_parquet, checked on 2.60.0).
 - the text of the RayDeprecationWarning Ray Train's own `DataConfig.default_ingest_options()` raises
   (jobs/train.py: `ingest_options` silences it; checked on 2.60.0, tests/test_train_contracts.py).

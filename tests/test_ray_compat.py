@@ -167,3 +167,37 @@ def test_the_controller_ray_train_starts_and_what_it_starts_with_a_runtime_env()
     assert controller.worker_group_cls is group and issubclass(worker, RayTrainWorker)
     assert group._get_worker_runtime_env({"env_vars": {"A": "1"}, "working_dir": "/w"}) == {"working_dir": "/w"}
     assert group._get_worker_runtime_env({"env_vars": {"A": "1"}}) == {}
+
+
+def test_ray_train_reads_the_variables_it_propagates_when_it_uses_them_not_at_import():
+    """`run_controller` sets Ray Train's variables in its processes after Ray's modules are imported: no
+    statement that runs at import (outside a function) of `ray.train` may read one of them."""
+    import ast
+    from pathlib import Path
+
+    import ray.train
+    from ray.train.v2._internal import constants
+
+    values = set(constants.ENV_VARS_TO_PROPAGATE)
+    names = {n for n, v in vars(constants).items() if isinstance(v, str) and v in values}
+    readers = {"getenv", "get", "env_bool", "env_float", "env_integer", "env_set_by_user", "__getitem__"}
+    found = []
+    for path in Path(ray.train.__file__).parent.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        pending = list(tree.body)
+        while pending:
+            node = pending.pop()
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                used = {a.id for a in ast.walk(node) if isinstance(a, ast.Name)} | {
+                    a.value for a in ast.walk(node) if isinstance(a, ast.Constant) and isinstance(a.value, str)}
+                if called in readers and used & (names | values):
+                    found.append(f"{path.name}:{node.lineno}")
+            if isinstance(node, ast.Subscript) and "environ" in ast.unparse(node.value):
+                if {a.id for a in ast.walk(node.slice) if isinstance(a, ast.Name)} & names:
+                    found.append(f"{path.name}:{node.lineno}")
+            pending.extend(ast.iter_child_nodes(node))
+    assert not found, f"Ray Train reads a propagated variable at import: {found}"
