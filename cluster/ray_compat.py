@@ -106,7 +106,7 @@ def trainer_class(torch_backend: bool = True, placement_cleaner: bool = True) ->
     without the torch backend 5.9 s / 10.0; and without the DatasetManager 5.8 s / 8.3.
 
     Its controller and workers start without a runtime_env, their variables set in the process (`run_controller`,
-    which overrides the private `_initialize_and_run_controller`: 9.2 s → 5.1 s for such a run on 2 cores)."""
+    which overrides the private `_initialize_and_run_controller`: ~9 s → ~5 s for such a run on 2 cores)."""
     from ray.train.torch import TorchTrainer
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
@@ -135,8 +135,8 @@ def run_controller(trainer, controller_init_kwargs: dict):
     Why: an actor with a runtime_env, even one of env_vars only, cannot take one of the worker processes Ray
     keeps started; Ray starts a new process for it through its runtime-env agent. Each Train run starts two
     such (the controller, then each worker), one after the other. Measured on 2 cores, a one-worker run of a
-    trivial loop, fit() (RESULTS, "Ray Train's processes without a runtime_env"): 9.2-9.3 s as Ray does it,
-    6.8-7.0 s with the controller started so, 4.9-5.3 s with its workers too. The variables are the same and
+    trivial loop, fit() (RESULTS, "Ray Train's processes without a runtime_env"): 8.2-11.6 s as Ray does it (7
+    runs), 4.7-7.0 s with the controller started so (9), 4.9-5.3 s with its workers too (2). The variables are the same and
     set before anything reads them: Ray Train reads each when it is used (the controller's at its __init__,
     the workers' when the training context is made), none at import; Ray already makes a worker's stdout
     unbuffered, and PYTHONUNBUFFERED set in the process still reaches the processes it starts. An actor
