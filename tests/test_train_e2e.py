@@ -327,11 +327,6 @@ def test_ray_trains_processes_start_without_a_runtime_env_and_with_its_variables
     monkeypatch.delenv("TRAINYARD_TEST_VAR", raising=False)
     log = tmp_path / "controller.jsonl"
 
-    class Recorder(ray.train.UserCallback):      # runs in the controller
-        def after_report(self, run_context, metrics, checkpoint):
-            with open(log, "a") as f:
-                f.write(json.dumps({"poll": os.environ.get(POLL_ENV), "workers": metrics}) + "\n")
-
     def loop(config):
         import os as worker_os
 
@@ -341,7 +336,8 @@ def test_ray_trains_processes_start_without_a_runtime_env_and_with_its_variables
         before = {a.actor_id for a in ray_compat.actor_table()}
         trainer = ray_compat.trainer_class(torch_backend=torch_backend, placement_cleaner=False)(
             loop, train_loop_config={"names": names}, scaling_config=ScalingConfig(num_workers=workers),
-            run_config=RunConfig(name=f"env{workers}", storage_path=str(tmp_path), callbacks=[Recorder()],
+            run_config=RunConfig(name=f"env{workers}", storage_path=str(tmp_path),
+                                 callbacks=[report_recorder(str(log))],
                                  worker_runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1",
                                                                   "TRAINYARD_TEST_VAR": "yes"}}))
         trainer.fit()
@@ -353,5 +349,5 @@ def test_ray_trains_processes_start_without_a_runtime_env_and_with_its_variables
         (row,) = recorded(str(log))
         log.unlink()
         assert row["poll"] == "0.03"
-        assert row["workers"] == [{POLL_ENV: "0.03", "PYTHONUNBUFFERED": "1", "TRAINYARD_TEST_VAR": "yes"}] * workers
+        assert row["metrics"] == [{POLL_ENV: "0.03", "PYTHONUNBUFFERED": "1", "TRAINYARD_TEST_VAR": "yes"}] * workers
     assert "TRAINYARD_TEST_VAR" not in os.environ

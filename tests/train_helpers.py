@@ -9,8 +9,8 @@ from pathlib import Path
 
 def report_recorder(path: str):
     """A Ray Train callback (it runs in the run's controller process) that appends one JSON line per report to
-    `path`: the epoch, whether a checkpoint came with it, how many ranks reported, and the controller's
-    poll interval as its environment has it."""
+    `path`: the epoch, whether a checkpoint came with it, how many ranks reported, each rank's metrics, and the
+    controller's poll and preemption settings as its environment has them."""
     import ray.train
 
     from jobs.train import POLL_ENV, PREEMPTION_ENV
@@ -18,8 +18,8 @@ def report_recorder(path: str):
     class Recorder(ray.train.UserCallback):     # defined in here: pickled by value into the controller
         def after_report(self, run_context, metrics, checkpoint):
             with open(path, "a") as f:
-                f.write(json.dumps({"epoch": metrics[0]["epoch"], "checkpoint": checkpoint is not None,
-                                    "ranks": len(metrics), "poll": os.environ.get(POLL_ENV),
+                f.write(json.dumps({"epoch": metrics[0].get("epoch"), "checkpoint": checkpoint is not None,
+                                    "ranks": len(metrics), "metrics": metrics, "poll": os.environ.get(POLL_ENV),
                                     "preemption": os.environ.get(PREEMPTION_ENV)}) + "\n")
     return Recorder()
 
