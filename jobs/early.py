@@ -26,7 +26,7 @@ import traceback
 from typing import Callable, Optional
 
 from jobs.contracts import CHECKPOINT_PREFIX, PreparedData
-from jobs.handoff import Handoff
+from jobs.handoff import Handoff, wrap
 from jobs.spec import JobSpec
 from jobs.train import (TrainError, TrainerFactory, TrainOutcome, controller_env, outcome_of, pretrained_encoder,
                         run_loop_config, run_trainer, start_line, worker_config, worker_error)
@@ -129,7 +129,7 @@ class EarlyRun:
         progress(start_line(self.spec, config))
         handoff = self._handoff             # None once the run has ended (it failed to start): nothing to hand
         if handoff is not None:
-            handoff.give.remote(run_loop_config(self.spec, prepared, config))
+            handoff.give.remote(wrap(run_loop_config(self.spec, prepared, config)))
         self._handed = True
         self._thread.join()
         if self._error is not None:

@@ -23,6 +23,7 @@ from torch import nn
 from cluster import ray_compat
 from jobs import metrics as M
 from jobs.contracts import TrainState, WorkerConfig
+from jobs.handoff import unwrap
 from jobs.model import build_model
 from jobs.preprocess import FEATURES_COLUMN, LABEL_COLUMN
 from jobs.spec import best_key
@@ -288,7 +289,7 @@ def handed_config(config: dict) -> Optional[dict]:
     import ray
 
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    return ray.get(handoff.take.remote())
+    return unwrap(ray.get(handoff.take.remote()))
 
 
 def dataset_iterators(own: Optional[dict]) -> dict:

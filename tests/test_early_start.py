@@ -7,7 +7,7 @@ import time
 import pytest
 
 from jobs.early import start_early, starts_early, wait_given_up
-from jobs.handoff import Handoff
+from jobs.handoff import Handoff, unwrap, wrap
 from jobs.ingest import DataError
 from jobs.pipeline import prepare, run_train
 from jobs.spec import load_spec
@@ -54,11 +54,34 @@ def test_the_handoff_gives_every_taker_the_config_once_given():
         waiting = asyncio.ensure_future(handoff.take())
         await asyncio.sleep(0.05)
         assert not waiting.done(), "nothing given yet: the worker waits"
-        await handoff.give({"epochs": 3})
-        assert await waiting == {"epochs": 3}
+        await handoff.give(["config"])
+        assert await waiting == ["config"]
         # A worker group Ray Train restarts after a failure takes it again.
-        assert await handoff.take() == {"epochs": 3}
+        assert await handoff.take() == ["config"]
     asyncio.run(go())
+
+
+def test_the_handoff_holds_a_reference_and_never_loads_the_config(ray_session):
+    """What the driver gives the handoff (`wrap`, as `EarlyRun.finish` does) is never deserialized in the
+    handoff's process (neither Ray Data nor pandas imported there), and the taker gets the config whole."""
+    import sys
+
+    import ray.data
+
+    class Probe(Handoff):
+        def modules(self) -> list:
+            return sorted(m for m in ("ray.data", "pandas") if m in sys.modules)
+
+    handoff = ray.remote(num_cpus=0)(Probe).remote()
+    try:
+        split = ray.data.from_items([{"x": 1}, {"x": 2}]).materialize()
+        ray.get(handoff.give.remote(wrap({"datasets": {"train": split}, "epochs": 3})))
+        config = unwrap(ray.get(handoff.take.remote()))
+        assert config["epochs"] == 3 and config["datasets"]["train"].take_all() == [{"x": 1}, {"x": 2}]
+        assert ray.get(handoff.modules.remote()) == []
+        assert unwrap(wrap(None)) is None
+    finally:
+        ray.kill(handoff)
 
 
 def test_a_run_started_early_trains_what_fit_trains(tmp_path, telemetry_dir, ray_session):
