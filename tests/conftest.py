@@ -92,6 +92,22 @@ def given_up_runs_end():
         assert early.wait_given_up(120), "a run given up before its data was ready did not end in 120 s"
 
 
+@pytest.fixture(autouse=True)
+def no_ray_started_by_the_way(request):
+    """A test that does not ask for `ray_session` must not leave a Ray of its own running in this process: every
+    later test of the process would run on it instead of the session's (Ray's defaults: other CPUs, its
+    dashboard, its log lines). Found: `ray.data.range(3)` starts Ray by itself, and with 2 CPUs instead of 4
+    a later one-worker run could not start early."""
+    ray = sys.modules.get("ray")
+    before = ray is not None and ray.is_initialized()
+    yield
+    ray = sys.modules.get("ray")
+    if not before and "ray_session" not in request.fixturenames and ray is not None and ray.is_initialized():
+        ray.shutdown()
+        pytest.fail("this test started Ray in the test process without asking for the `ray_session` fixture "
+                    "(ray.data calls start one); use the fixture, or keep Ray out of the test")
+
+
 @pytest.fixture(scope="session")
 def telemetry_dir(tmp_path_factory):
     from telemetry import generate, write_shards

@@ -120,8 +120,10 @@ def test_a_killed_worker_of_a_run_started_early_resumes_from_its_checkpoint(tmp_
 
 
 def test_a_run_given_up_before_its_data_ends_and_leaves_nothing(tmp_path, telemetry_dir, ray_session, monkeypatch):
-    """The data error is raised at once, as without the early start; the waiting run's worker takes nothing and
-    returns, the run's actors end and its folder (Ray Train's storage marker) goes."""
+    """The data error is raised at once, as without the early start; the waiting run is aborted through its
+    controller (Ray's own abort: the run's fit() sees the controller gone), the run's actors end, no placement
+    group is left holding CPUs, and its folder (Ray Train's storage marker) goes."""
+    import ray
     import jobs.pipeline
 
     made = []
@@ -137,6 +139,8 @@ def test_a_run_given_up_before_its_data_ends_and_leaves_nothing(tmp_path, teleme
         run_train(spec, progress=QUIET)
     early = made[0]
     assert early is not None and early.wait(90), "the run given up did not end"
+    assert isinstance(early._error, ray.exceptions.RayActorError), \
+        f"the run was waited out, not aborted through its controller: {early._error!r}"
     assert wait_given_up(0), "an ended run is still counted as winding down"
     assert (actors_by_class() - started)["TrainController"] == 1, "the run had started"
     ours = ("Handoff", "TrainController", "RayTrainWorker", "SynchronizationActor")
@@ -145,16 +149,22 @@ def test_a_run_given_up_before_its_data_ends_and_leaves_nothing(tmp_path, teleme
             and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, f"still alive: {left}"
+    from tuning._placement import train_groups
+    assert train_groups() == 0, "the aborted run's placement group still holds its worker's CPUs"
     runs = tmp_path / "out" / "ray"
     assert not runs.exists() or not any(runs.iterdir()), sorted(map(str, runs.iterdir()))
 
 
 def test_a_process_joined_to_a_cluster_says_what_it_waits_for_at_exit(tmp_path, telemetry_dir, ray_session,
-                                                                      capsys):
+                                                                      capsys, monkeypatch):
     """At the exit of a process joined to a cluster (the session's Ray stands in for one: Ray is not stopped), a
     run given up is waited for with a line saying why; the folder goes when it ends. A Ctrl-C during that wait
-    leaves the folder and says where it is, without a traceback."""
+    leaves the folder and says where it is, without a traceback. (The runs here are not aborted through their
+    controllers, so that they surely take the second the exit waits before it says so: their workers start,
+    take nothing and return.)"""
     import jobs.early
+
+    monkeypatch.setattr(jobs.early, "_end", lambda controller: None)
 
     spec = _spec(tmp_path, telemetry_dir, "exit", epochs=1, early_stop=None)
     runs = tmp_path / "runs"

@@ -47,7 +47,8 @@ def test_trainer_class_leaves_out_the_cleaner_and_an_idle_datasets_callback_and_
     swept = rc.trainer_class(torch_backend=True, placement_cleaner=False)
     assert issubclass(swept, TorchTrainer)
     assert names(swept) == [n for n in default if n not in ("PlacementGroupCleanerCallback", "DatasetsCallback")]
-    some_data = {"datasets": {"train": ray.data.range(3)}}
+    # A dataset as a function that makes it (Ray Train accepts either): ray.data.range itself would start Ray.
+    some_data = {"datasets": {"train": lambda: ray.data.range(3)}}
     assert names(swept, **some_data) == [n for n in default if n != "PlacementGroupCleanerCallback"]
     kept = rc.trainer_class(torch_backend=True, placement_cleaner=True)
     assert names(kept, **some_data) == default
@@ -160,6 +161,12 @@ def test_the_controller_ray_train_starts_and_what_it_starts_with_a_runtime_env()
     assert "self._get_worker_runtime_env(" in inspect.getsource(WorkerGroup._create_workers)
     assert ")(self._worker_cls)" in inspect.getsource(WorkerGroup._create_workers)
     assert list(inspect.signature(RayTrainWorker.__init__).parameters) == ["self"]
+    # `abort_run`: the controller's abort, as Ray's Ctrl-C handler calls it, ends the worker group and the actor.
+    assert "controller.abort.remote()" in inspect.getsource(DataParallelTrainer._register_sigint_handler)
+    assert inspect.iscoroutinefunction(TrainController.abort)
+    assert list(inspect.signature(TrainController.abort).parameters) == ["self"]
+    abort = inspect.getsource(TrainController.abort)
+    assert "self._worker_group.abort()" in abort and "ray.actor.exit_actor()" in abort
 
     controller, group, worker = rc.in_process_env_classes()
     assert (controller.__name__, group.__name__, worker.__name__) == ("TrainController", "WorkerGroup",
