@@ -26,6 +26,7 @@ import threading
 import traceback
 from typing import Callable, Optional
 
+from cluster.ray_compat import abort_run
 from jobs.contracts import CHECKPOINT_PREFIX, PreparedData
 from jobs.handoff import Handoff, wrap
 from jobs.spec import JobSpec
@@ -131,7 +132,7 @@ class EarlyRun:
         with _LOCK:
             self._controller, aborted = controller, self._aborted
         if aborted:
-            _end(controller)
+            abort_run(controller)
 
     def finish(self, prepared: PreparedData, progress: Callable[[str], None] = print) -> TrainOutcome:
         """Hand the waiting worker its config for `prepared` and train; the outcome as `jobs.train.fit` gives it.
@@ -166,7 +167,14 @@ class EarlyRun:
         if not running:
             self._remove_run()
         elif controller is not None:
-            _end(controller)
+            # Aborted as Ray's Ctrl-C aborts a run: a worker still starting is killed where it stands instead of
+            # importing torch and Ray Train only to take nothing and return. Measured on 2 cores (RESULTS), a run
+            # given up 0.1-1.5 s after its start ended 1.1-4.8 s after the abort instead of 3.5-6.0 s, ~1 CPU-s
+            # less. Not `ray.kill`, though it ends the run at once: Ray keeps a placement group made by an actor
+            # until the actor and its job (this driver) are gone, so a run killed once its worker group was placed
+            # would hold its worker's CPUs until the driver exits (tuning/_placement.py says more). The handoff's
+            # None still ends a run whose trainer is not trainyard's (no controller handle).
+            abort_run(controller)
 
     def _at_exit(self) -> None:
         """A process exits while the run it gave up is still starting. On the embedded Ray this process started,
@@ -216,20 +224,6 @@ class EarlyRun:
                 fs.delete_dir(root)
         except Exception:       # an unreachable store: the folder stays, as a failed run's does
             pass
-
-
-def _end(controller) -> None:
-    """Abort a run given up through its controller, as Ray's Ctrl-C does (`ray_compat.abort_run`): a worker still
-    starting is killed where it stands instead of importing torch and Ray Train only to take nothing and return.
-    Measured on 2 cores (RESULTS), a run given up 0.1-1.5 s after it started ended 2.5-4.8 s after the abort
-    instead of 3.5-6.0 s, ~1.2 CPU-s less. Not `ray.kill`, though it ends the run at once: Ray keeps a placement
-    group made by an actor until that actor and its job (this driver) are gone, so a run killed once its worker
-    group was placed would hold its worker's CPUs until the driver exits (seen: tuning/_placement.py sweeps such
-    groups for stopped trials). The handoff's None still ends a run whose controller is not made yet
-    (`_controller_made` aborts it then) or whose trainer is not trainyard's."""
-    from cluster.ray_compat import abort_run
-
-    abort_run(controller)
 
 
 _HANDOFF_ACTOR = None

@@ -164,7 +164,7 @@ def test_a_process_joined_to_a_cluster_says_what_it_waits_for_at_exit(tmp_path, 
     take nothing and return.)"""
     import jobs.early
 
-    monkeypatch.setattr(jobs.early, "_end", lambda controller: None)
+    monkeypatch.setattr(jobs.early, "abort_run", lambda controller: None)
 
     spec = _spec(tmp_path, telemetry_dir, "exit", epochs=1, early_stop=None)
     runs = tmp_path / "runs"
