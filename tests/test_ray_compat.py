@@ -164,7 +164,8 @@ def test_the_controller_ray_train_starts_and_what_it_starts_with_a_runtime_env()
     # `abort_run`: the controller's abort, as Ray's Ctrl-C handler calls it, ends the worker group and the actor.
     assert "controller.abort.remote()" in inspect.getsource(DataParallelTrainer._register_sigint_handler)
     assert inspect.iscoroutinefunction(TrainController.abort)
-    assert list(inspect.signature(TrainController.abort).parameters) == ["self"]
+    # (Ray adds `_ray_trace_ctx` to an actor class's methods once the class has been made an actor here.)
+    assert [p for p in inspect.signature(TrainController.abort).parameters if p != "_ray_trace_ctx"] == ["self"]
     abort = inspect.getsource(TrainController.abort)
     assert "self._worker_group.abort()" in abort and "ray.actor.exit_actor()" in abort
 
