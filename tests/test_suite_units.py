@@ -1,6 +1,6 @@
 """`make test` runs the modules in two pytest-xdist workers (tests/conftest.py): every module that uses a fixture
 paid once per process (Ray Serve, the served bundles) must land in the one shared work unit, or Serve is started
-and the bundles are trained again in the other worker."""
+and the bundles are trained again in the other worker. And a test session leaves no Ray worker behind."""
 import pytest
 
 from tests.conftest import ROOT, SHARED_FIXTURES, SHARED_UNIT, unit_of
@@ -18,3 +18,29 @@ def test_other_modules_stay_units_of_their_own():
     assert unit_of("tests/test_cli.py") == "tests/test_cli.py"
     assert unit_of("tests/test_serving.py") == SHARED_UNIT
     assert unit_of("tests/no_such_module.py") == "tests/no_such_module.py"
+
+
+def test_the_session_kills_its_ray_workers_that_never_exit(monkeypatch):
+    """`ray_session`'s teardown: processes under this one that carry Ray's RAY_RAYLET_PID (the session's
+    workers) and are still running after the grace are killed, with a warning; other children are not its
+    business. A real process stands in for a worker stuck in Ray's exit handler."""
+    import subprocess
+    import sys
+
+    import tests.conftest as conftest
+
+    sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
+    stuck = subprocess.Popen(sleep, env={"RAY_RAYLET_PID": "1", "PATH": "/usr/bin:/bin"})
+    other = subprocess.Popen(sleep, env={"PATH": "/usr/bin:/bin"})
+    try:
+        found = conftest._ray_workers_of_this_process()
+        pids = [p.pid for p in found]
+        assert stuck.pid in pids and other.pid not in pids
+        monkeypatch.setattr(conftest, "WORKER_EXIT_GRACE_S", 0.5)
+        with pytest.warns(UserWarning, match=rf"killed 1 Ray worker\(s\) .* \(pid {stuck.pid}\)"):
+            conftest._end_stuck_workers([p for p in found if p.pid == stuck.pid])
+        assert stuck.wait(10) == -9 and other.poll() is None
+    finally:
+        for proc in (stuck, other):
+            proc.kill()
+            proc.wait()
