@@ -20,6 +20,7 @@ and load.
     .venv/bin/python benchmarks/time_to_model.py                        # cancer (569 rows), 1k, 20k rows
     .venv/bin/python benchmarks/time_to_model.py --tables cancer --epochs 20 100 --search --compare-rev e2a75ac
     .venv/bin/python benchmarks/time_to_model.py --search-only --tables 1000 --rounds 2 --compare-rev e2a75ac e22acf3
+    .venv/bin/python benchmarks/time_to_model.py --tables 1000 --rounds 5   # medians of 5 runs (one run varies ±1 s)
 """
 from __future__ import annotations
 
@@ -182,7 +183,8 @@ def main() -> int:
     ap.add_argument("--search", action="store_true", help="also time an 8-trial search of 10-epoch trials")
     ap.add_argument("--search-only", action="store_true", help="only the search (on the first of --tables)")
     ap.add_argument("--rounds", type=int, default=1,
-                    help="searches per revision, alternating between revisions (the median is reported)")
+                    help="runs of every command per revision, alternating between revisions; medians are "
+                         "reported, and every run is printed")
     ap.add_argument("--compare-rev", nargs="+", default=[], metavar="REV",
                     help="also run every command from these git revisions")
     ap.add_argument("--out", default=None, help="working folder (default: a temporary one, removed)")
@@ -211,23 +213,29 @@ def main() -> int:
         for table in tables:
             data, label, exclude = write_table(table, work)
             lgbm = statistics.median(lightgbm_seconds(data, label, exclude) for _ in range(3))
-            for rev, repo in repos.items():
-                walls, plain, bundled = {}, {}, {}
-                for epochs in args.epochs:
-                    out = work / f"out-{rev}-{table}-{epochs}"
-                    spec = work / f"spec-{table}-{epochs}.yaml"
-                    spec.write_text(yaml.safe_dump(spec_for(table, data, label, exclude, epochs, out)))
-                    walls[epochs] = run_cli(repo, ["train", str(spec)], work / f"log-{rev}-{table}-{epochs}.txt")
-                    bundled[epochs] = BUNDLE_SECONDS[-1]
-                    plain[epochs] = plain_seconds(out / "bundle", data, label, epochs)
-                    print(f"[ttm] {rev} {table} {epochs} epochs: trainyard {walls[epochs]:.1f}s to exit, "
-                          f"{bundled[epochs]:.1f}s to the bundle ({CPU_SECONDS[-1]:.0f} CPU-s), plain "
-                          f"{plain[epochs]:.2f}s, LightGBM {lgbm:.2f}s", flush=True)
+            # Per revision and epoch count, every run's (to exit, to the bundle, plain loop) seconds.
+            runs = {rev: {epochs: [] for epochs in args.epochs} for rev in repos}
+            for round_ in range(args.rounds):
+                # Alternating revisions: a machine that slows down mid-run slows both alike.
+                for rev, repo in (list(repos.items()) if round_ % 2 == 0 else list(repos.items())[::-1]):
+                    for epochs in args.epochs:
+                        out = work / f"out-{rev}-{table}-{epochs}-{round_}"
+                        spec = work / f"spec-{rev}-{table}-{epochs}-{round_}.yaml"
+                        spec.write_text(yaml.safe_dump(spec_for(table, data, label, exclude, epochs, out)))
+                        wall = run_cli(repo, ["train", str(spec)], work / f"log-{rev}-{table}-{epochs}-{round_}.txt")
+                        plain = plain_seconds(out / "bundle", data, label, epochs)
+                        runs[rev][epochs].append((wall, BUNDLE_SECONDS[-1], plain))
+                        print(f"[ttm] {rev} {table} {epochs} epochs: trainyard {wall:.1f}s to exit, "
+                              f"{BUNDLE_SECONDS[-1]:.1f}s to the bundle ({CPU_SECONDS[-1]:.0f} CPU-s), plain "
+                              f"{plain:.2f}s, LightGBM {lgbm:.2f}s", flush=True)
+            for rev in repos:
+                walls, bundled, plain = ({epochs: statistics.median(r[i] for r in runs[rev][epochs])
+                                          for epochs in args.epochs} for i in range(3))
                 few, many = args.epochs
                 per_epoch_compute = plain[many] / many
                 overhead = (walls[many] - walls[few]) / (many - few) - per_epoch_compute
                 rows.append({"rev": rev, "table": table, "walls": walls, "bundled": bundled, "plain": plain,
-                             "lightgbm": lgbm,
+                             "lightgbm": lgbm, "bundled_runs": [r[1] for r in runs[rev][many]],
                              "overhead_per_epoch_s": overhead, "fixed_s": walls[few] - few * (
                                  per_epoch_compute + overhead)})
         searches, search_cpu = {}, {}
@@ -256,6 +264,10 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     few, many = args.epochs
+    if rows and args.rounds > 1:
+        print(f"\n(medians of {args.rounds} runs each; {many} epochs to the bundle, every run: "
+              + "; ".join(f"{r['rev']} {r['table']} " + ", ".join(f"{v:.1f}" for v in r["bundled_runs"]) + " s"
+                          for r in rows) + ")")
     if rows:
         print(f"\n| revision | table | trainyard {few} ep | trainyard {many} ep | {many} ep to the bundle | "
               f"plain {many} ep | LightGBM | plain/trainyard ({many} ep) | overhead per epoch | fixed cost |")
