@@ -224,6 +224,11 @@ def test_train_and_tune_print_trainyard_lines_only(tmp_path, telemetry_dir):
     assert [line.split("  ")[0] for line in out if line.startswith("[train] epoch")] == [
         "[train] epoch 1/2", "[train] epoch 2/2"]
     assert "[train] summary" in out and any(line.startswith("bundle written to") for line in out)
+    # The embedded Ray's start (seconds on 2 cores) is said before it begins; a process joined to a cluster
+    # does not say it (test_serving's guest prints one "[ray]" line).
+    ray_lines = [line for line in out if line.startswith("[ray]")]
+    assert ray_lines[0] == "[ray] starting Ray on this machine (embedded: it stops when the command ends)", out
+    assert ray_lines[1].startswith("[ray] 1 node(s)"), out
 
     spec = {**small_spec("quiet-tune", telemetry_dir, tmp_path / "tune", epochs=1),
             "tune": {"samples": 2, "scheduler": "none", "lr": {"loguniform": [1e-3, 1e-1]}}}

@@ -85,6 +85,9 @@ def connect(args, spec=None, *, imports: Sequence[str] = ()) -> dict:
     verbose = getattr(args, "verbose", False)
     if not verbose:
         quiet_ray_logs()
+    if starts_embedded(getattr(args, "address", None)):
+        # 4-7 s on 2 cores before the next line: say what is happening.
+        progress("[ray] starting Ray on this machine (embedded: it stops when the command ends)")
     importing = import_meanwhile(imports)
     try:
         res = ray_connect(getattr(args, "address", None))
@@ -101,6 +104,16 @@ def connect(args, spec=None, *, imports: Sequence[str] = ()) -> dict:
     if spec is not None and res["nodes"] > 1 and not getattr(args, "storage_checked", False):
         _check_storage(spec, res["nodes"])
     return res
+
+
+def starts_embedded(address) -> bool:
+    """True when connecting starts an embedded Ray here: no cluster named (--address, RAY_ADDRESS) and no Ray
+    already connected in this process (a test session's, or a command run from one)."""
+    import ray
+
+    from cluster.connection import address_from
+
+    return not ray.is_initialized() and address_from(address).kind == "local"
 
 
 def check_local_data(spec, address) -> None:
