@@ -281,6 +281,12 @@ def is_embedded() -> bool:
             and ray.get_runtime_context().gcs_address == _embedded_gcs)
 
 
+def starts_embedded(address: str | None = None) -> bool:
+    """True when ``connect(address)`` would start an embedded local Ray (seconds on a small machine, worth saying
+    first): no Ray connected in this process yet, and no cluster named by ``address`` or RAY_ADDRESS."""
+    return not ray.is_initialized() and address_from(address).kind == "local"
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True,
             state_dir=None) -> dict:
     """Connect to Ray once per process and return the cluster's total resources.

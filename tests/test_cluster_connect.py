@@ -163,6 +163,23 @@ def test_is_embedded_says_whether_this_process_started_its_ray(ray_session, monk
     # cluster is in this state): not embedded.
     monkeypatch.setattr(connection, "_embedded_gcs", "127.0.0.1:1")
     assert not connection.is_embedded()
+    # Connected already: `connect()` starts nothing, so the CLI does not say "starting Ray".
+    assert not connection.starts_embedded()
+
+
+def test_starts_embedded_only_with_no_ray_connected_and_no_cluster_named(clean_env):
+    """In a fresh process (no Ray connected): an embedded Ray starts unless --address or RAY_ADDRESS names one."""
+    code = ("from cluster.connection import starts_embedded; print(starts_embedded(), "
+            "starts_embedded('127.0.0.1:6379'), starts_embedded('ray://127.0.0.1:10001'))")
+
+    def answers(**env) -> list[str]:
+        run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env},
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        return run.stdout.split()
+
+    assert answers() == ["True", "False", "False"]
+    assert answers(RAY_ADDRESS="127.0.0.1:6379") == ["False", "False", "False"]
 
 
 # ---------------------------------------------------------------------------------------------- the token's way

@@ -78,6 +78,7 @@ def connect(args, spec=None, *, imports: Sequence[str] = ()) -> dict:
     Unless --verbose, what Ray forwards from its other processes is filtered (`cluster.quiet`): the training
     workers' lines arrive here without Ray's prefix, Ray's actors' own lines stay in Ray's log files."""
     from cluster import connect as ray_connect
+    from cluster import starts_embedded
     from cluster.quiet import WorkerOutputFilter, quiet_ray_logs
 
     if spec is not None:
@@ -104,16 +105,6 @@ def connect(args, spec=None, *, imports: Sequence[str] = ()) -> dict:
     if spec is not None and res["nodes"] > 1 and not getattr(args, "storage_checked", False):
         _check_storage(spec, res["nodes"])
     return res
-
-
-def starts_embedded(address) -> bool:
-    """True when connecting starts an embedded Ray here: no cluster named (--address, RAY_ADDRESS) and no Ray
-    already connected in this process (a test session's, or a command run from one)."""
-    import ray
-
-    from cluster.connection import address_from
-
-    return not ray.is_initialized() and address_from(address).kind == "local"
 
 
 def check_local_data(spec, address) -> None:
