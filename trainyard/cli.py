@@ -77,21 +77,21 @@ def connect(args, spec=None, *, imports: Sequence[str] = ()) -> dict:
 
     Unless --verbose, what Ray forwards from its other processes is filtered (`cluster.quiet`): the training
     workers' lines arrive here without Ray's prefix, Ray's actors' own lines stay in Ray's log files."""
-    from cluster import connect as ray_connect
-    from cluster import starts_embedded
+    from cluster import connect as ray_connect, starts_embedded
     from cluster.quiet import WorkerOutputFilter, quiet_ray_logs
 
+    address = getattr(args, "address", None)
     if spec is not None:
-        check_local_data(spec, getattr(args, "address", None))
+        check_local_data(spec, address)
     verbose = getattr(args, "verbose", False)
     if not verbose:
         quiet_ray_logs()
-    if starts_embedded(getattr(args, "address", None)):
+    if starts_embedded(address):
         # 4-7 s on 2 cores before the next line: say what is happening.
         progress("[ray] starting Ray on this machine (embedded: it stops when the command ends)")
     importing = import_meanwhile(imports)
     try:
-        res = ray_connect(getattr(args, "address", None))
+        res = ray_connect(address)
     except TrainyardError:
         raise
     except Exception as exc:    # Ray's own, from deep inside ray.init (a start that timed out on a loaded host)
