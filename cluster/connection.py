@@ -18,6 +18,7 @@ an address that is not this machine prints a warning first: anyone on the way ca
 """
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import json
 import logging
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import ray
 
-from cluster import ray_compat
+from cluster import processes, ray_compat, reaper
 from cluster import state as cluster_state
 from cluster.errors import EXIT_FAILED, BadInput
 from cluster.nodes import alive_nodes
@@ -268,8 +269,9 @@ def preflight(address: str | None = None, *, state_dir=None) -> Token | None:
 
 # ---------------------------------------------------------------------------------------------- connect
 
-# The GCS address of the embedded local Ray this process started (None: it started none, or it shut down).
+# The GCS address and session folder of the embedded local Ray this process started (None: it started none).
 _embedded_gcs: str | None = None
+_embedded_session: str | None = None
 
 
 def is_embedded() -> bool:
@@ -279,6 +281,20 @@ def is_embedded() -> bool:
     False when joined to a cluster (``--address``, RAY_ADDRESS, a job's entrypoint) or not connected."""
     return (_embedded_gcs is not None and ray.is_initialized()
             and ray.get_runtime_context().gcs_address == _embedded_gcs)
+
+
+def stop_embedded() -> None:
+    """Stop the embedded local Ray this process started (`connect` also has this run at exit), and see that its
+    workers end: one stuck in Ray's own exit handler never exits (`cluster.processes.end_stuck`). The workers
+    still running once Ray has stopped (normally all gone within 1-2 s) are left to `cluster.reaper`, in a
+    process of its own, so the command does not wait for them. Nothing when not connected to such a Ray."""
+    if not is_embedded():
+        return
+    workers = processes.ray_workers_of_this_process()
+    ray.shutdown()
+    left = [worker for worker in workers if processes.running(worker)]
+    if left:
+        reaper.spawn(left, _embedded_session, processes.WORKER_EXIT_GRACE_S)
 
 
 def starts_embedded(address: str | None = None) -> bool:
@@ -305,8 +321,11 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
         kwargs.update(num_cpus=cpus, include_dashboard=False,
                       _node_ip_address="127.0.0.1")
         ray_compat.keep_loopback()   # else Ray takes the outward address and its metrics port binds 0.0.0.0
-        global _embedded_gcs
-        _embedded_gcs = ray.init(**kwargs).address_info["gcs_address"]
+        global _embedded_gcs, _embedded_session
+        info = ray.init(**kwargs).address_info
+        if _embedded_gcs is None:
+            atexit.register(stop_embedded)   # after Ray's own exit handler, so it runs first
+        _embedded_gcs, _embedded_session = info["gcs_address"], info["session_dir"]
         return describe_resources()
     if parsed.kind == "dashboard":
         raise ConnectError(

@@ -186,9 +186,9 @@ class EarlyRun:
             self._remove_run()      # idempotent: the thread's end may have seen the run before it was given up
             return
         if self._embedded:
-            import ray
+            from cluster import stop_embedded
 
-            ray.shutdown()
+            stop_embedded()
             self._remove_run()
             return
         import sys

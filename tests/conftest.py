@@ -79,53 +79,26 @@ def ray_session():
     connect(num_cpus=4)
     yield ray
     if started:
-        workers = _ray_workers_of_this_process()
+        from cluster.processes import ray_workers_of_this_process
+
+        workers = ray_workers_of_this_process()
         ray.shutdown()
         _end_stuck_workers(workers)
 
 
-# How long the session's Ray workers get to exit after `ray.shutdown()` before they count as stuck.
-WORKER_EXIT_GRACE_S = 20.0
-
-
-def _ray_workers_of_this_process() -> list:
-    """The Ray worker processes under this process (the session's embedded Ray): those with Ray's
-    RAY_RAYLET_PID in their environment. Other processes a test started are left to their own fixtures."""
-    from cluster.processes import load_psutil
-
-    psutil = load_psutil()
-    workers = []
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if "RAY_RAYLET_PID" in proc.environ():
-                workers.append(proc)
-        except psutil.Error:
-            continue
-    return workers
-
-
-def _end_stuck_workers(workers: list) -> None:
-    """Ray's own exit handler sometimes deadlocks in a worker after all its Python has run (seen twice in a
-    TrainController: `CoreWorkerProcess::HandleAtExit` → boost.asio's scheduler shutdown → `~Publisher`,
-    waiting on the scheduler's own mutex; benchmarks/RESULTS.md); such a process never exits, orphaned once its
-    raylet is gone. The suite stops what it started: a worker of the session still running WORKER_EXIT_GRACE_S
-    after `ray.shutdown()` is killed (psutil checks each is still the process it was), and a warning says so."""
+def _end_stuck_workers(workers: list[dict]) -> None:
+    """The session's Ray workers still running WORKER_EXIT_GRACE_S after `ray.shutdown()` are stuck in Ray's own
+    exit handler (`cluster.processes.end_stuck`): the suite stops what it started, in this process (where a
+    command leaves that to `cluster.reaper`), and a warning says so."""
     import warnings
 
-    from cluster.processes import load_psutil
+    from cluster.processes import end_stuck
 
-    psutil = load_psutil()
-    _, stuck = psutil.wait_procs(workers, timeout=WORKER_EXIT_GRACE_S)
-    names = []
-    for proc in stuck:
-        try:
-            names.append(f"{proc.name()} (pid {proc.pid})")
-            proc.kill()
-        except psutil.Error:
-            continue
-    if names:
-        warnings.warn(f"killed {len(names)} Ray worker(s) of the test session still running "
-                      f"{WORKER_EXIT_GRACE_S:g} s after ray.shutdown(): {', '.join(names)}")
+    killed = end_stuck(workers)
+    if killed:
+        names = ", ".join(f"{r['name']} (pid {r['pid']})" for r in killed)
+        warnings.warn(f"killed {len(killed)} Ray worker(s) of the test session still running after "
+                      f"ray.shutdown(): {names}")
 
 
 @pytest.fixture(autouse=True)

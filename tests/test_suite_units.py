@@ -27,18 +27,19 @@ def test_the_session_kills_its_ray_workers_that_never_exit(monkeypatch):
     import subprocess
     import sys
 
+    import cluster.processes as processes
     import tests.conftest as conftest
 
     sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
     stuck = subprocess.Popen(sleep, env={"RAY_RAYLET_PID": "1", "PATH": "/usr/bin:/bin"})
     other = subprocess.Popen(sleep, env={"PATH": "/usr/bin:/bin"})
     try:
-        found = conftest._ray_workers_of_this_process()
-        pids = [p.pid for p in found]
+        found = processes.ray_workers_of_this_process()
+        pids = [r["pid"] for r in found]
         assert stuck.pid in pids and other.pid not in pids
-        monkeypatch.setattr(conftest, "WORKER_EXIT_GRACE_S", 0.5)
+        monkeypatch.setattr(processes, "WORKER_EXIT_GRACE_S", 0.5)
         with pytest.warns(UserWarning, match=rf"killed 1 Ray worker\(s\) .* \(pid {stuck.pid}\)"):
-            conftest._end_stuck_workers([p for p in found if p.pid == stuck.pid])
+            conftest._end_stuck_workers([r for r in found if r["pid"] == stuck.pid])
         assert stuck.wait(10) == -9 and other.poll() is None
     finally:
         for proc in (stuck, other):
