@@ -287,7 +287,11 @@ def stop_embedded() -> None:
     """Stop the embedded local Ray this process started (`connect` also has this run at exit), and see that its
     workers end: one stuck in Ray's own exit handler never exits (`cluster.processes.end_stuck`). The workers
     still running once Ray has stopped (normally all gone within 1-2 s) are left to `cluster.reaper`, in a
-    process of its own, so the command does not wait for them. Nothing when not connected to such a Ray."""
+    process of its own, so the command does not wait for them. Nothing when not connected to such a Ray.
+
+    At exit this runs before Ray's own handler, whose `ray.shutdown` first sleeps 0.5 s for worker output still on
+    its way to the driver; a command's workers have printed everything by then (their run ended before the
+    evaluation and the bundle), so a command now exits that much sooner (benchmarks/RESULTS.md)."""
     if not is_embedded():
         return
     workers = processes.ray_workers_of_this_process()
