@@ -291,10 +291,12 @@ def stop_embedded() -> None:
 
     At exit this runs before Ray's own handler, whose `ray.shutdown` first sleeps 0.5 s for worker output still on
     its way to the driver; a command's workers have printed everything by then (their run ended before the
-    evaluation and the bundle), so a command now exits that much sooner (benchmarks/RESULTS.md)."""
+    evaluation and the bundle), so a command exits that much sooner, and 1 s more by stopping Ray's autoscaler
+    monitor first (`ray_compat.kill_autoscaler_monitor`; benchmarks/RESULTS.md)."""
     if not is_embedded():
         return
     workers = processes.ray_workers_of_this_process()
+    ray_compat.kill_autoscaler_monitor()
     ray.shutdown()
     left = [worker for worker in workers if processes.running(worker)]
     if left:

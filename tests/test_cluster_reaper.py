@@ -104,6 +104,9 @@ print(json.dumps({{"workers": processes.ray_workers_of_this_process(), "stuck": 
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
+    # Ray's autoscaler monitor, stopped before Ray (cluster.ray_compat.kill_autoscaler_monitor), tells nobody that
+    # it "failed".
+    assert "autoscaler" not in run.stderr.lower(), run.stderr[-3000:]
     seen = json.loads(run.stdout.strip().splitlines()[-1])
     workers = {r["pid"]: r for r in seen["workers"]}
     try:

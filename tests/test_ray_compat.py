@@ -84,6 +84,17 @@ def test_serve_deployment_names():
     assert isinstance(ReplicaConfig.init_args, property)
 
 
+def test_the_autoscaler_monitor_is_where_shutdown_finds_it():
+    import ray._private.node as node
+    import ray._private.worker as worker
+    from ray._private import ray_constants
+
+    assert hasattr(worker, "_global_node") and ray_constants.PROCESS_TYPE_MONITOR == "monitor"
+    assert "all_processes" in inspect.getsource(node.Node.__init__)
+    assert "check_alive=False" in inspect.getsource(worker.shutdown)
+    assert callable(rc.kill_autoscaler_monitor)
+
+
 def test_ray_services_resolves_localhost():
     services = rc.ray_services()
     assert callable(services.resolve_ip_for_localhost)
