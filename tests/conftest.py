@@ -80,8 +80,10 @@ def ray_session():
     yield ray
     if started:
         from cluster.processes import ray_workers_of_this_process
+        from cluster.ray_compat import kill_autoscaler_monitor
 
         workers = ray_workers_of_this_process()
+        kill_autoscaler_monitor()       # as cluster.stop_embedded does: Ray's shutdown would wait 1 s for it
         ray.shutdown()
         _end_stuck_workers(workers)
 
