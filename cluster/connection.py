@@ -269,9 +269,11 @@ def preflight(address: str | None = None, *, state_dir=None) -> Token | None:
 
 # ---------------------------------------------------------------------------------------------- connect
 
-# The GCS address and session folder of the embedded local Ray this process started (None: it started none).
+# The GCS address and session folder of the embedded local Ray this process started (None: it started none, or
+# it has stopped), and whether `stop_embedded` is registered to run at exit (once per process).
 _embedded_gcs: str | None = None
 _embedded_session: str | None = None
+_stop_at_exit = False
 
 
 def is_embedded() -> bool:
@@ -290,17 +292,27 @@ def stop_embedded() -> None:
     process of its own, so the command does not wait for them. Nothing when not connected to such a Ray.
 
     At exit this runs before Ray's own handler, whose `ray.shutdown` first sleeps 0.5 s for worker output still on
-    its way to the driver; a command's workers have printed everything by then (their run ended before the
-    evaluation and the bundle), so a command exits that much sooner, and 1 s more by stopping Ray's autoscaler
-    monitor first (`ray_compat.kill_autoscaler_monitor`; benchmarks/RESULTS.md)."""
+    its way to the driver: a worker line printed in the last half second before the exit may not be shown. A
+    command's workers have printed everything by then (their run ended before the evaluation and the bundle), so a
+    command exits that much sooner, and 1 s more by stopping Ray's autoscaler monitor first
+    (`ray_compat.kill_autoscaler_monitor`; benchmarks/RESULTS.md). A plain `ray.shutdown()` does neither this nor
+    the reaping: call this instead."""
+    global _embedded_gcs
     if not is_embedded():
         return
     workers = processes.ray_workers_of_this_process()
-    ray_compat.kill_autoscaler_monitor()
+    try:
+        ray_compat.kill_autoscaler_monitor()
+    except Exception:       # a private Ray name gone in an upgrade: only the stop's speed depends on it
+        logging.getLogger(__name__).debug("could not stop Ray's autoscaler monitor first", exc_info=True)
     ray.shutdown()
+    _embedded_gcs = None
     left = [worker for worker in workers if processes.running(worker)]
     if left:
-        reaper.spawn(left, _embedded_session, processes.WORKER_EXIT_GRACE_S)
+        try:
+            reaper.spawn(left, _embedded_session, processes.WORKER_EXIT_GRACE_S)
+        except OSError as exc:      # no process to spare: the workers exit by themselves unless stuck
+            logging.getLogger(__name__).warning("could not start the reaper of %d Ray worker(s): %s", len(left), exc)
 
 
 def starts_embedded(address: str | None = None) -> bool:
@@ -327,11 +339,12 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
         kwargs.update(num_cpus=cpus, include_dashboard=False,
                       _node_ip_address="127.0.0.1")
         ray_compat.keep_loopback()   # else Ray takes the outward address and its metrics port binds 0.0.0.0
-        global _embedded_gcs, _embedded_session
+        global _embedded_gcs, _embedded_session, _stop_at_exit
         info = ray.init(**kwargs).address_info
-        if _embedded_gcs is None:
-            atexit.register(stop_embedded)   # after Ray's own exit handler, so it runs first
         _embedded_gcs, _embedded_session = info["gcs_address"], info["session_dir"]
+        if not _stop_at_exit:
+            atexit.register(stop_embedded)   # after Ray's own exit handler (registered at `import ray`): runs first
+            _stop_at_exit = True
         return describe_resources()
     if parsed.kind == "dashboard":
         raise ConnectError(

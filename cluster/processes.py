@@ -153,8 +153,10 @@ def end_stuck(records: list[dict], grace_s: float | None = None, poll_s: float =
         left = [r for r in left if running(r)]
     killed = []
     for record in left:
+        if not running(record):     # exited (or its pid reused) since the last look
+            continue
         try:
-            os.kill(int(record["pid"]), signal.SIGKILL)
+            os.kill(int(record["pid"]), getattr(signal, "SIGKILL", signal.SIGTERM))   # no SIGKILL on Windows
         except ProcessLookupError:
             continue
         killed.append(record)

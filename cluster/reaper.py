@@ -28,13 +28,15 @@ _STARTED: list[subprocess.Popen] = []
 def spawn(records: list[dict], session_dir: str, grace_s: float) -> subprocess.Popen:
     """Start the reaper for `records` (from `ray_workers_of_this_process`) and return at once."""
     log = Path(session_dir) / "logs" / LOG_NAME
-    # This package's own folder first: `-m` would look in the current directory first, where a user's folder
-    # named `cluster` may sit (`-P` turns that off from Python 3.11 on; trainyard supports 3.10).
+    # Isolated (-I: neither the current directory nor PYTHONPATH on its path, where a user's `json.py` or
+    # `cluster/` may sit), with this package's own folder put first, and run from / so that it keeps no user's
+    # folder busy for its 20 s.
     root = str(Path(__file__).resolve().parents[1])
     code = f"import sys; sys.path.insert(0, {root!r}); from cluster.reaper import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, str(log), str(grace_s), json.dumps(records)],
+    _STARTED[:] = [proc for proc in _STARTED if proc.poll() is None]     # collect those that have ended
+    proc = subprocess.Popen([sys.executable, "-I", "-c", code, str(log), str(grace_s), json.dumps(records)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, close_fds=True)
+                            start_new_session=True, close_fds=True, cwd="/")
     _STARTED.append(proc)
     return proc
 

@@ -26,6 +26,16 @@ def _record(proc: subprocess.Popen) -> dict:
     return {"pid": proc.pid, "started": started, "start_ticks": ticks, "name": "python"}
 
 
+def _log_line_within(log: Path, text: str, seconds: float) -> str:
+    """The reaper's log once it holds `text` (the reaper kills first, then writes), else what it holds by then."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text():
+            break
+        time.sleep(0.1)
+    return log.read_text() if log.exists() else ""
+
+
 def _gone_within(pid: int, ticks: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -72,29 +82,34 @@ def test_the_reaper_does_not_hold_the_command_and_says_what_it_killed(tmp_path):
         assert run.returncode == 0, run.stderr[-2000:]
         assert stuck.poll() is None        # the command's output ended before the grace did
         assert stuck.wait(60) == -9
-        deadline = time.monotonic() + 10
-        log = tmp_path / "logs" / reaper.LOG_NAME
-        while not log.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert f"killed 1 Ray worker(s) still running 3 s after their Ray stopped: python (pid {stuck.pid})" \
-            in log.read_text()
+        line = f"killed 1 Ray worker(s) still running 3 s after their Ray stopped: python (pid {stuck.pid})"
+        assert line in _log_line_within(tmp_path / "logs" / reaper.LOG_NAME, line, 10)
     finally:
         stuck.kill()
         stuck.wait()
 
 
 @pytest.mark.ray
-def test_a_command_that_started_ray_leaves_no_worker_running_after_it_exits():
+def test_a_command_that_started_ray_leaves_no_worker_running_after_it_exits(tmp_path):
     """A real driver: `connect()` starts the embedded Ray, a task runs on one of its workers, a stand-in for a
     stuck worker runs under it, and the driver exits without stopping anything itself. Its exit stops Ray
     (before Ray's own exit handler: the workers are found under the driver only while the raylet lives), and
-    every worker is gone soon after: the real ones by themselves, the stuck one killed after the grace."""
+    every worker is gone soon after: the real ones by themselves, the stuck one killed after the grace. Ray's
+    autoscaler monitor is killed (SIGKILL) before Ray stops, where Ray's own stop waits 1 s for it."""
+    monitor_seen = tmp_path / "monitor.json"
     code = f"""
 import json, os, subprocess, sys
 import ray
-from cluster import connect, connection, processes
-processes.WORKER_EXIT_GRACE_S = 2.0
+from cluster import connect, connection, processes, ray_compat
+processes.WORKER_EXIT_GRACE_S = 4.0
 connect(num_cpus=1)
+monitor = ray._private.worker._global_node.all_processes["monitor"][0].process
+kill = ray_compat.kill_autoscaler_monitor
+def kill_and_say():     # what the exit's stop does with the monitor, written where the test reads it
+    killed = kill()
+    open({str(monitor_seen)!r}, "w").write(json.dumps({{"killed": killed, "returncode": monitor.returncode}}))
+    return killed
+ray_compat.kill_autoscaler_monitor = kill_and_say
 task_pid = ray.get(ray.remote(lambda: os.getpid()).remote())
 stuck = subprocess.Popen({STUCK!r}, env={WORKER_ENV!r}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(json.dumps({{"workers": processes.ray_workers_of_this_process(), "stuck": stuck.pid, "task": task_pid,
@@ -104,16 +119,15 @@ print(json.dumps({{"workers": processes.ray_workers_of_this_process(), "stuck": 
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
-    # Ray's autoscaler monitor, stopped before Ray (cluster.ray_compat.kill_autoscaler_monitor), tells nobody that
-    # it "failed".
-    assert "autoscaler" not in run.stderr.lower(), run.stderr[-3000:]
-    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    seen = json.loads(next(line for line in run.stdout.splitlines() if line.startswith('{"workers"')))
     workers = {r["pid"]: r for r in seen["workers"]}
     try:
         assert seen["stuck"] in workers and seen["task"] in workers
         for pid, record in workers.items():
             assert _gone_within(pid, record["start_ticks"], 60), f"Ray worker {record} still running"
-        log = Path(seen["session"]) / "logs" / reaper.LOG_NAME
-        assert f"(pid {seen['stuck']})" in log.read_text() and f"(pid {seen['task']})" not in log.read_text()
+        text = _log_line_within(Path(seen["session"]) / "logs" / reaper.LOG_NAME, f"(pid {seen['stuck']})", 10)
+        assert f"(pid {seen['stuck']})" in text and f"(pid {seen['task']})" not in text, text
+        # SIGKILL (-9) before Ray's stop: not Ray's SIGTERM, whose handler exits 143 or is killed a second later.
+        assert json.loads(monitor_seen.read_text()) == {"killed": True, "returncode": -9}
     finally:   # this test stops what it started, even when the code under test did not
         processes.end_stuck(list(workers.values()), grace_s=0)
