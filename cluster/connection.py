@@ -285,11 +285,12 @@ def is_embedded() -> bool:
             and ray.get_runtime_context().gcs_address == _embedded_gcs)
 
 
-def stop_embedded() -> None:
+def stop_embedded(*, reap: bool = True) -> list[dict]:
     """Stop the embedded local Ray this process started (`connect` also has this run at exit), and see that its
     workers end: one stuck in Ray's own exit handler never exits (`cluster.processes.end_stuck`). The workers
     still running once Ray has stopped (normally all gone within 1-2 s) are left to `cluster.reaper`, in a
-    process of its own, so the command does not wait for them. Nothing when not connected to such a Ray.
+    process of its own, so the command does not wait for them; returned too (with `reap=False`, left to the
+    caller: the test session waits for them itself, to warn). Nothing when not connected to such a Ray.
 
     At exit this runs before Ray's own handler, whose `ray.shutdown` first sleeps 0.5 s for worker output still on
     its way to the driver: a worker line printed in the last half second before the exit may not be shown. A
@@ -299,7 +300,7 @@ def stop_embedded() -> None:
     the reaping: call this instead."""
     global _embedded_gcs
     if not is_embedded():
-        return
+        return []
     workers = processes.ray_workers_of_this_process()
     try:
         ray_compat.kill_autoscaler_monitor()
@@ -308,11 +309,12 @@ def stop_embedded() -> None:
     ray.shutdown()
     _embedded_gcs = None
     left = [worker for worker in workers if processes.running(worker)]
-    if left:
+    if left and reap:
         try:
             reaper.spawn(left, _embedded_session, processes.WORKER_EXIT_GRACE_S)
         except OSError as exc:      # no process to spare: the workers exit by themselves unless stuck
             logging.getLogger(__name__).warning("could not start the reaper of %d Ray worker(s): %s", len(left), exc)
+    return left
 
 
 def starts_embedded(address: str | None = None) -> bool:

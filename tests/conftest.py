@@ -79,13 +79,11 @@ def ray_session():
     connect(num_cpus=4)
     yield ray
     if started:
-        from cluster.processes import ray_workers_of_this_process
-        from cluster.ray_compat import kill_autoscaler_monitor
+        from cluster import stop_embedded
 
-        workers = ray_workers_of_this_process()
-        kill_autoscaler_monitor()       # as cluster.stop_embedded does: Ray's shutdown would wait 1 s for it
-        ray.shutdown()
-        _end_stuck_workers(workers)
+        left = stop_embedded(reap=False)    # the session's embedded Ray: its workers still running, waited for here
+        ray.shutdown()                      # joined to a cluster instead (RAY_ADDRESS): leave it
+        _end_stuck_workers(left)
 
 
 def _end_stuck_workers(workers: list[dict]) -> None:
