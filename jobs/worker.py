@@ -193,6 +193,8 @@ def _progress_line(row: dict, cfg: WorkerConfig, metric: str) -> str:
         if k != metric and k in row:
             shown.append(f"{k} {row[k]:.4f}")
     shown.append(f"{row['epoch_time_s']:.2f}s {row['train_samples_per_s']:,.0f} samples/s")
+    if "gpu_peak_mib" in row:
+        shown.append(f"GPU peak {row['gpu_peak_mib']:,.0f} MiB")
     return "[train] " + "  ".join(shown)
 
 
