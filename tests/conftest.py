@@ -154,5 +154,8 @@ def small_spec(name: str, data_path, output, label: str = "failure", **train) ->
     return {"name": name,
             "data": {"path": str(data_path), "label": label, "features": {"exclude": ["machine_id"]}},
             "model": {"hidden": [16], "dropout": 0.0},
-            "train": {"epochs": 3, "batch_size": 32, "lr": 0.01, "workers": 1, "max_failures": 1, **train},
+            # use_gpu false: the suite checks CPU numerics everywhere (on a GPU machine `auto` would train these
+            # runs there under bf16); tests/test_gpu.py checks the GPU path.
+            "train": {"epochs": 3, "batch_size": 32, "lr": 0.01, "workers": 1, "max_failures": 1, "use_gpu": False,
+                      **train},
             "output": str(output)}

@@ -146,6 +146,11 @@ def _epoch_line(epoch: int, epochs: int) -> str:
     return _progress_line(row, _worker_config(epochs), "val_loss")
 
 
+def _terminal() -> tuple[Display, io.StringIO]:
+    screen = io.StringIO()
+    return Display(live=True, console=Console(file=screen, force_terminal=True, width=120)), screen
+
+
 def test_an_epoch_line_shows_what_the_epoch_did_and_on_a_gpu_its_memory():
     line = _epoch_line(2, 4)
     assert line == ("[train] epoch 2/4  train_loss 0.5000  val_loss 0.4000  val_accuracy 0.9000  "
@@ -153,11 +158,6 @@ def test_an_epoch_line_shows_what_the_epoch_did_and_on_a_gpu_its_memory():
     row = {"epoch": 2, "lr": 0.01, "train_loss": 0.5, "val_loss": 0.4, "epoch_time_s": 0.01,
            "train_samples_per_s": 1000.0, "gpu_peak_mib": 1536.4}
     assert _progress_line(row, _worker_config(4), "val_loss").endswith("1,000 samples/s  GPU peak 1,536 MiB")
-
-
-def _terminal() -> tuple[Display, io.StringIO]:
-    screen = io.StringIO()
-    return Display(live=True, console=Console(file=screen, force_terminal=True, width=120)), screen
 
 
 def test_a_terminal_gets_a_bar_of_epochs_that_ends_with_the_training():

@@ -221,7 +221,7 @@ def test_a_tuning_trials_overrides_reach_a_text_model(tiny_encoder):
     spec = validate_spec({"name": "t", "data": {"path": "-", "label": "failure_mode", "text": {"max_length": 32}},
                           "model": {"kind": "text", "encoder": str(tiny_encoder)},
                           "train": {"epochs": 3, "batch_size": 8, "lr": 1e-4, "head_lr": 1e-3, "warmup": 0.25,
-                                    "grad_accum": 2, "workers": 2}})
+                                    "grad_accum": 2, "workers": 2, "gradient_checkpointing": True}})
     prepared = PreparedData(SimpleNamespace(split_rows={"train": 64}), pre, None, None, None,
                             encoder=enc.model_source)
     cfg = worker_config(spec, prepared, use_gpu=False, overrides={"lr": 3e-5, "dropout": 0.3, "hidden": [8]})
@@ -229,3 +229,4 @@ def test_a_tuning_trials_overrides_reach_a_text_model(tiny_encoder):
     assert cfg.steps_per_epoch == 2 and cfg.warmup_steps == 2      # 32 rows a worker / 8 / 2; a quarter of 6
     assert cfg.model["kind"] == "text" and cfg.model["dropout"] == 0.3 and cfg.model["hidden"] == [8]
     assert cfg.model["pretrained"] == str(tiny_encoder.resolve()) and cfg.model["tabular_dim"] == 4
+    assert cfg.model["gradient_checkpointing"] is True       # train.gradient_checkpointing reaches the workers

@@ -42,7 +42,7 @@ def text_spec(name, data_dir, out, encoder, *, features=None, **train) -> dict:
                       **({"scratch": {"layers": 1, "hidden": 32, "heads": 2, "vocab_size": 300}}
                          if encoder == "scratch" else {})},
             "train": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "head_lr": 3e-3, "warmup": 0.2, "workers": 1,
-                      "max_failures": 0, "early_stop": None, "checkpoint_every": 1, **train},
+                      "max_failures": 0, "early_stop": None, "checkpoint_every": 1, "use_gpu": False, **train},
             "output": str(out)}
 
 
