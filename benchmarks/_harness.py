@@ -50,6 +50,12 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, cfg: dict, epochs: int, device:
     return time.perf_counter() - t_all, per_epoch
 
 
+def steady(per_epoch: list[float], warmup: int = 1) -> float:
+    """The steady-state rate: the median of the epochs after the first `warmup` (the last epoch's when there are
+    no more)."""
+    return float(np.median(per_epoch[warmup:] if len(per_epoch) > warmup else per_epoch[-1:]))
+
+
 def packed_tensors(prepared) -> tuple[torch.Tensor, torch.Tensor]:
     """The very tensors trainyard trains on (preprocessing is not what these benchmarks measure)."""
     df = prepared.train_ds.to_pandas()
@@ -86,8 +92,7 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
     x, y = packed_tensors(prepared)
     cfg = worker_config(spec, prepared, use_gpu=use_gpu).to_dict()    # what the workers receive, as plain data
     t_plain, plain = plain_loop(x, y, cfg, spec.train.epochs, "cuda" if use_gpu else "cpu")
-    steady_ours = float(np.median(ours[1:] if len(ours) > 1 else ours))
-    steady_plain = float(np.median(plain[1:] if len(plain) > 1 else plain))
+    steady_ours, steady_plain = steady(ours), steady(plain)
     t = spec.train
     print(f"\ntrain rows {len(x)}, {t.epochs} epochs, batch {t.batch_size}, model {cfg['model']['kind']} "
           f"{cfg['model'].get('channels', '')}{cfg['model']['hidden']}, {t.workers} worker(s) × {t.cpus_per_worker:g} CPU"

