@@ -3,7 +3,7 @@
 - ``connect(address)``: the one connection rule (embedded local Ray, or a cluster by address, with its token);
   ``is_embedded()``: whether this process started the local Ray it is connected to; ``starts_embedded(address)``:
   whether ``connect(address)`` would start one; ``stop_embedded()``: stop it now (connect has it run at exit too),
-  and its workers that never exit after it;
+  and its workers that never exit after it; ``disconnect()``: that, or leave the cluster this process joined;
 - ``preflight(address)``: the same checks without starting a driver (wrong address / missing / bad token);
 - ``job_client(address)``: an authenticated Ray Jobs API client for a dashboard URL;
 - ``check_shared_storage(path)``: fail up front when some node cannot see what the others write at ``path``;
@@ -23,7 +23,7 @@ import importlib
 
 _EXPORTS = {
     **dict.fromkeys(("connect", "describe_resources", "ConnectError", "preflight", "job_client", "find_token",
-                     "parse_address", "is_embedded", "starts_embedded", "stop_embedded"),
+                     "parse_address", "is_embedded", "starts_embedded", "stop_embedded", "disconnect"),
                     "cluster.connection"),
     **dict.fromkeys(("check_shared_storage", "StorageError", "is_uri"), "cluster.storage"),
     **dict.fromkeys(("TrainyardError", "BadInput", "Failure"), "cluster.errors"),

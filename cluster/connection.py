@@ -317,6 +317,15 @@ def stop_embedded(*, reap: bool = True) -> list[dict]:
     return left
 
 
+def disconnect(*, reap: bool = True) -> list[dict]:
+    """End this process's connection to Ray, whichever `connect` made: the embedded Ray it started is stopped
+    (`stop_embedded`, its workers reaped; with `reap=False` those still running are returned, left to the caller),
+    a cluster it joined is left running (`ray.shutdown()` ends only this driver). Nothing when not connected."""
+    left = stop_embedded(reap=reap)
+    ray.shutdown()      # joined to a cluster: leave it (after stop_embedded, a no-op)
+    return left
+
+
 def starts_embedded(address: str | None = None) -> bool:
     """True when ``connect(address)`` would start an embedded local Ray (seconds on a small machine, worth saying
     first): no Ray connected in this process yet, and no cluster named by ``address`` or RAY_ADDRESS."""

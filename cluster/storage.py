@@ -175,14 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     path some node cannot see fails the job in seconds, with the nodes named, rather than mid-run."""
     import argparse
 
-    from cluster.connection import connect, stop_embedded
+    from cluster.connection import connect, disconnect
 
     ap = argparse.ArgumentParser(prog="python -m cluster.storage", description=main.__doc__)
     ap.add_argument("output", help="where the job writes: every node must share it")
     ap.add_argument("--data", action="append", default=[], help="input the job reads: every node must see it")
     args = ap.parse_args(argv)
-    import ray
-
     res = connect()
     try:
         check_job_storage(args.output, args.data)
@@ -190,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trainyard: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_FAILED  # the job fails here, and the `&&` after this step stops it before any training
     finally:
-        stop_embedded()     # an embedded Ray (no cluster named), and the reaping of its workers
-        ray.shutdown()      # else: leave the cluster
+        disconnect()        # an embedded Ray (no cluster named) stops, its workers reaped; a cluster is left
     print(f"trainyard storage check: all {res['nodes']} node(s) share {args.output}"
           + (f" and see {', '.join(args.data)}" if args.data else ""), flush=True)
     return EXIT_OK

@@ -79,10 +79,11 @@ def ray_session():
     connect(num_cpus=4)
     yield ray
     if started:
-        from cluster import stop_embedded
+        from cluster import disconnect
 
-        left = stop_embedded(reap=False)    # the session's embedded Ray: its workers still running, waited for here
-        ray.shutdown()                      # joined to a cluster instead (RAY_ADDRESS): leave it
+        # The session's embedded Ray stops, its workers still running waited for here; a cluster it joined instead
+        # (RAY_ADDRESS) is left running.
+        left = disconnect(reap=False)
         _end_stuck_workers(left)
 
 
