@@ -5,7 +5,7 @@
   whether ``connect(address)`` would start one; ``stop_embedded()``: stop it now (connect has it run at exit too),
   and its workers that never exit after it; ``disconnect()``: that, or leave the cluster this process joined;
 - ``preflight(address)``: the same checks without starting a driver (wrong address / missing / bad token);
-- ``job_client(address)``: an authenticated Ray Jobs API client for a dashboard URL;
+- ``job_client(address)``: an authenticated Ray Jobs API client for a dashboard URL (``cluster.dashboard``);
 - ``check_shared_storage(path)``: fail up front when some node cannot see what the others write at ``path``;
 - ``cluster.local``: a real local multi-node cluster (``up``/``status``/``down``);
 - ``cluster.errors``: the root of every trainyard error and its exit code (a leaf: imports nothing);
@@ -22,9 +22,10 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    **dict.fromkeys(("connect", "describe_resources", "ConnectError", "preflight", "job_client", "find_token",
-                     "parse_address", "is_embedded", "starts_embedded", "stop_embedded", "disconnect"),
-                    "cluster.connection"),
+    **dict.fromkeys(("connect", "describe_resources", "preflight", "is_embedded", "starts_embedded",
+                     "stop_embedded", "disconnect"), "cluster.connection"),
+    **dict.fromkeys(("ConnectError", "find_token", "parse_address"), "cluster.address"),
+    **dict.fromkeys(("job_client", "dashboard_url"), "cluster.dashboard"),
     **dict.fromkeys(("check_shared_storage", "StorageError", "is_uri"), "cluster.storage"),
     **dict.fromkeys(("TrainyardError", "BadInput", "Failure"), "cluster.errors"),
 }

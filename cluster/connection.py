@@ -3,166 +3,31 @@
 - no address and no RAY_ADDRESS: start an embedded local Ray, bound to 127.0.0.1;
 - ``--address`` / RAY_ADDRESS: join that cluster — ``auto`` (the cluster ``trainyard cluster up`` started,
   else Ray's own auto-detection), ``host:port`` (the GCS) or ``ray://host:port`` (Ray Client);
-- ``http(s)://host:port`` is a dashboard, i.e. the Jobs API: ``job_client()`` takes it, ``connect()`` refuses it.
+- ``http(s)://host:port`` is a dashboard, i.e. the Jobs API: ``cluster.dashboard.job_client()`` takes it,
+  ``connect()`` refuses it.
 
-Token-auth clusters (Ray 2.60's ``ray start`` turns it on) need the cluster's token. It is looked up, in this
-order, in RAY_AUTH_TOKEN, the file named by RAY_AUTH_TOKEN_PATH, the token file of the cluster
-``trainyard cluster up`` started (only when the address is that cluster's), then ~/.ray/auth_token.
-Before handing over to Ray we ask the cluster ourselves, so that a wrong address, a missing token and a
-rejected token each fail in seconds with a message saying which, instead of Ray's 20-second retry loop
-ending in "Failed to connect".
-
-The token goes only where the user pointed: no HTTP request that carries it (our probes, the Jobs API
-client's) follows a redirect; a redirect is an error naming where it led. Sending it over plain ``http://`` to
-an address that is not this machine prints a warning first: anyone on the way can read it.
+Token-auth clusters (Ray 2.60's ``ray start`` turns it on) need the cluster's token (where it is looked up:
+``cluster.address``). Before handing over to Ray we ask the cluster ourselves, so that a wrong address, a missing
+token and a rejected token each fail in seconds with a message saying which, instead of Ray's 20-second retry
+loop ending in "Failed to connect". Addresses and tokens: ``cluster.address``; a dashboard's HTTP side (its
+token check, the Jobs API client): ``cluster.dashboard``. Their names are importable from here too.
 """
 from __future__ import annotations
 
 import atexit
-import ipaddress
-import json
 import logging
 import os
-import sys
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
 
 import ray
 
 from cluster import processes, ray_compat, reaper
-from cluster import state as cluster_state
-from cluster.errors import EXIT_FAILED, BadInput
+from cluster.address import (ADDRESS_HELP, AUTH_MODE_ENV, PROBE_TIMEOUT_S, TOKEN_ENV, TOKEN_HELP,
+                             TOKEN_PATH_ENV, Address, ConnectError, Token, address_from, find_token,
+                             local_cluster, parse_address)
+from cluster.dashboard import authorize
+from cluster.errors import EXIT_FAILED
 from cluster.nodes import alive_nodes
 from cluster.ports import connect_error
-
-TOKEN_ENV, TOKEN_PATH_ENV, AUTH_MODE_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"
-DEFAULT_TOKEN_FILE = Path("~/.ray/auth_token")
-_PROBE_TIMEOUT_S = 5.0
-
-_ADDRESS_HELP = ("use `auto`, host:port (the GCS, e.g. 10.0.0.5:6379), ray://host:10001 (Ray Client), "
-                 "or http://host:8265 (the dashboard, for `trainyard submit` / `trainyard jobs`)")
-_TOKEN_HELP = (f"set {TOKEN_ENV}=<token>, or {TOKEN_PATH_ENV}=<file holding it>, or put it in "
-               f"{DEFAULT_TOKEN_FILE}; for a cluster from `trainyard cluster up`, `trainyard cluster status` "
-               "prints its token file")
-
-
-class ConnectError(BadInput):
-    """The cluster at the address cannot be used: nothing answers there, it is not Ray, or it refuses our
-    token. The message says which and what to check: the address or the token must change."""
-
-
-@dataclass(frozen=True)
-class Address:
-    """A parsed cluster address. kind: local | auto | gcs | client | dashboard."""
-
-    kind: str
-    text: str
-    host: str | None = None
-    port: int | None = None
-
-    @property
-    def is_loopback(self) -> bool:
-        if self.host in cluster_state.LOOPBACK_HOSTS:
-            return True
-        try:
-            return ipaddress.ip_address(self.host or "").is_loopback
-        except ValueError:  # a host name other than localhost: not known to be this machine
-            return False
-
-
-@dataclass(frozen=True)
-class Token:
-    value: str
-    source: str                      # said in errors: where the token came from
-    path: str | None = None          # the file it was read from, if any
-
-
-def parse_address(text: str | None, *, origin: str = "--address") -> Address:
-    """Classify an address string; ``origin`` (the flag or variable it came from) is named in errors."""
-    if text is None or not text.strip() or text.strip() == "local":
-        return Address("local", text or "")
-    text = text.strip()
-    if text == "auto":
-        return Address("auto", text)
-    for scheme, kind, default_port in (("ray://", "client", 10001), ("http://", "dashboard", 80),
-                                       ("https://", "dashboard", 443)):
-        if text.startswith(scheme):
-            host, port = _split_host_port(text[len(scheme):], text, origin)
-            return Address(kind, text.rstrip("/"), host, port or default_port)
-    if "://" in text:
-        raise ConnectError(f"{origin}={text!r}: unknown scheme; {_ADDRESS_HELP}")
-    host, port = _split_host_port(text, text, origin)
-    if port is None:
-        raise ConnectError(f"{origin}={text!r} has no port; {_ADDRESS_HELP}")
-    return Address("gcs", text, host, port)
-
-
-def _split_host_port(hostport: str, text: str, origin: str) -> tuple[str, int | None]:
-    hostport = hostport.split("/", 1)[0]
-    if not hostport:
-        raise ConnectError(f"{origin}={text!r} has no host; {_ADDRESS_HELP}")
-    host, sep, port = hostport.rpartition(":")
-    if not sep or hostport.endswith("]"):
-        return hostport.strip("[]"), None
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConnectError(f"{origin}={text!r}: port {port!r} is not a number in 1-65535; {_ADDRESS_HELP}")
-    return host.strip("[]"), int(port)
-
-
-def address_from(address: str | None) -> Address:
-    """The address to use: the argument, else RAY_ADDRESS, else local."""
-    if address:
-        return parse_address(address, origin="--address")
-    return parse_address(os.environ.get("RAY_ADDRESS"), origin="RAY_ADDRESS")
-
-
-# ---------------------------------------------------------------------------------------------- tokens
-
-def find_token(address: Address | None = None, *, state_dir=None) -> Token | None:
-    """The token to present to ``address``, or None. A token variable pointing at nothing is an error."""
-    if os.environ.get(TOKEN_ENV, "").strip():
-        return Token(os.environ[TOKEN_ENV].strip(), f"the {TOKEN_ENV} environment variable")
-    if os.environ.get(TOKEN_PATH_ENV):
-        path = Path(os.environ[TOKEN_PATH_ENV]).expanduser()
-        value = _read_token_file(path)
-        if not value:
-            raise ConnectError(
-                f"{TOKEN_PATH_ENV}={os.environ[TOKEN_PATH_ENV]} names a missing or empty file; "
-                f"point it at the cluster's token file, or unset it")
-        return Token(value, f"{path} ({TOKEN_PATH_ENV})", str(path))
-    local = _local_cluster(address, state_dir)
-    if local and local.get("token_path"):
-        value = _read_token_file(Path(local["token_path"]))
-        if value:
-            return Token(value, f"{local['token_path']} (the token of `trainyard cluster up`'s cluster)",
-                         local["token_path"])
-    default = DEFAULT_TOKEN_FILE.expanduser()
-    value = _read_token_file(default)
-    if value:
-        return Token(value, str(default), str(default))
-    return None
-
-
-def _read_token_file(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
-
-
-def _local_cluster(address: Address | None, state_dir=None) -> dict | None:
-    """The state of the cluster `trainyard cluster up` started, if ``address`` is one of its endpoints."""
-    try:
-        state = cluster_state.read_state(state_dir)
-    except cluster_state.StateError:
-        return None
-    if not state or address is None:
-        return None
-    if address.kind == "auto" or cluster_state.matches_address(state, address.host, address.port):
-        return state
-    return None
 
 
 def _use_token_in_process(token: Token) -> None:
@@ -193,11 +58,11 @@ def _probe_grpc(address: Address, token: Token | None) -> tuple[str, str]:
                 from ray.core.generated import ray_client_pb2 as pb, ray_client_pb2_grpc as pb_grpc
                 pb_grpc.RayletDriverStub(channel).ClusterInfo(
                     pb.ClusterInfoRequest(type=pb.ClusterInfoType.PING),
-                    timeout=_PROBE_TIMEOUT_S, metadata=metadata)
+                    timeout=PROBE_TIMEOUT_S, metadata=metadata)
             else:
                 from ray.core.generated import gcs_service_pb2 as pb, gcs_service_pb2_grpc as pb_grpc
                 pb_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
-                    pb.GetClusterIdRequest(), timeout=_PROBE_TIMEOUT_S, metadata=metadata)
+                    pb.GetClusterIdRequest(), timeout=PROBE_TIMEOUT_S, metadata=metadata)
         except grpc.RpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -210,7 +75,7 @@ def _probe_grpc(address: Address, token: Token | None) -> tuple[str, str]:
 
 def _tcp_reachable(host: str, port: int) -> str | None:
     """None when something accepts connections at host:port, else why not."""
-    error = connect_error(host, port, _PROBE_TIMEOUT_S)
+    error = connect_error(host, port, PROBE_TIMEOUT_S)
     return None if error is None else (error.strerror or str(error))
 
 
@@ -229,16 +94,16 @@ def _authorize_grpc(address: Address, state_dir=None) -> Token | None:
     if outcome != "unauthenticated":  # it accepts TCP connections, so "unreachable" means "not gRPC"
         raise ConnectError(
             f"{address.text} answers but not as a {what} ({detail}): wrong port? A dashboard URL "
-            f"(http://host:8265) is for `trainyard submit` / `trainyard jobs`; {_ADDRESS_HELP}")
+            f"(http://host:8265) is for `trainyard submit` / `trainyard jobs`; {ADDRESS_HELP}")
     token = find_token(address, state_dir=state_dir)
     if token is None:
         raise ConnectError(
-            f"the cluster at {address.text} uses token authentication and no token was found: {_TOKEN_HELP}")
+            f"the cluster at {address.text} uses token authentication and no token was found: {TOKEN_HELP}")
     outcome, detail = _probe_grpc(address, token)
     if outcome == "unauthenticated":
         raise ConnectError(
             f"the cluster at {address.text} rejected the token from {token.source}: it is not this cluster's "
-            f"token. {_TOKEN_HELP}")
+            f"token. {TOKEN_HELP}")
     if outcome != "ok":
         raise ConnectError(f"{address.text} stopped answering while checking the token ({detail})",
                            exit_code=EXIT_FAILED)  # it answered a moment before: not the address's fault
@@ -251,14 +116,9 @@ def preflight(address: str | None = None, *, state_dir=None) -> Token | None:
     raises ConnectError naming the problem: wrong address, missing token or rejected token."""
     parsed = address_from(address)
     if parsed.kind == "dashboard":
-        url = parsed.text
-        if _auth_mode(url) == "disabled":
-            return None
-        token = find_token(parsed, state_dir=state_dir)
-        _check_dashboard_token(url, token)
-        return token
+        return authorize(parsed.text, state_dir=state_dir)
     if parsed.kind == "auto":
-        local = _local_cluster(parsed, state_dir)
+        local = local_cluster(parsed, state_dir)
         if not (local and local.get("address")):
             return None
         parsed = parse_address(local["address"])
@@ -363,7 +223,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
             f"`trainyard submit SPEC --address {parsed.text}`; to run a driver on the cluster give its GCS "
             "address (host:6379) or ray://host:10001")
     if parsed.kind == "auto":
-        local = _local_cluster(parsed, state_dir)
+        local = local_cluster(parsed, state_dir)
         if local and local.get("address"):
             parsed = parse_address(local["address"])
     if parsed.kind in ("gcs", "client"):
@@ -389,116 +249,3 @@ def describe_resources() -> dict:
     res = ray.cluster_resources()
     return {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0)),
             "nodes": len(alive_nodes())}
-
-
-# ---------------------------------------------------------------------------------------------- Jobs API
-
-def dashboard_url(address: str | None = None, *, state_dir=None) -> str:
-    """The Jobs API URL for ``address``: an http(s) URL as given; otherwise (no address, ``auto``, or the
-    GCS/Ray Client address of the cluster `trainyard cluster up` started) that cluster's dashboard."""
-    text = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
-    origin = "--address" if address else "RAY_API_SERVER_ADDRESS/RAY_ADDRESS"
-    parsed = parse_address(text, origin=origin)
-    if parsed.kind == "dashboard":
-        return parsed.text
-    local = cluster_state.read_state(state_dir)
-    if local and (parsed.kind in ("local", "auto")
-                  or cluster_state.matches_address(local, parsed.host, parsed.port)):
-        return local["dashboard_url"]
-    if parsed.kind == "local":
-        raise ConnectError(
-            "no cluster to talk to: pass --address http://<head>:8265 (the dashboard), set RAY_ADDRESS to it, "
-            "or start a local one with `trainyard cluster up` "
-            f"(none recorded in {cluster_state.state_path(state_dir)})")
-    raise ConnectError(
-        f"{origin}={parsed.text!r}: the Jobs API needs the dashboard URL, e.g. http://<head>:8265, "
-        f"not a {'Ray Client' if parsed.kind == 'client' else 'GCS'} address")
-
-
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """urllib otherwise follows a redirect with every header of the request, Authorization included, to any
-    host; refused, the redirect reaches the caller as an HTTPError with its 3xx code."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-_opener = urllib.request.build_opener(_RefuseRedirects)
-
-
-def _redirect_error(url: str, code: int, location: str | None) -> ConnectError:
-    return ConnectError(
-        f"{url} answered with a redirect (HTTP {code} to {location or '?'}); trainyard sends the cluster token "
-        "only to the address you give and follows no redirect with it. If that is the cluster's dashboard, "
-        "pass it as --address (or RAY_ADDRESS)")
-
-
-_warned_plain_http: set[str] = set()
-
-
-def _warn_plain_http(url: str) -> None:
-    """Say, once per URL and before the token is sent, that plain http:// to another machine exposes it."""
-    parsed = parse_address(url)
-    if not url.startswith("http://") or parsed.is_loopback or url in _warned_plain_http:
-        return
-    _warned_plain_http.add(url)
-    print(f"trainyard: warning: sending the cluster token to {url} over plain http://: anyone on the network "
-          "path can read it and use the cluster. Prefer https://, or a tunnel to the head "
-          f"(ssh -L 8265:127.0.0.1:{parsed.port} HEAD, then --address http://127.0.0.1:8265)",
-          file=sys.stderr, flush=True)
-
-
-def _auth_mode(url: str) -> str:
-    """The dashboard's authentication mode (a public endpoint), or 'unknown' for dashboards without it."""
-    try:
-        with _opener.open(f"{url}/api/authentication_mode", timeout=_PROBE_TIMEOUT_S) as resp:
-            return json.loads(resp.read().decode()).get("authentication_mode", "unknown")
-    except urllib.error.HTTPError as exc:
-        if 300 <= exc.code < 400:
-            raise _redirect_error(url, exc.code, exc.headers.get("Location")) from None
-        return "unknown"
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ConnectError(
-            f"nothing answers at {url} ({reason}): wrong address, or the cluster is down. The dashboard "
-            "listens on 8265 by default; `trainyard cluster status` prints a local cluster's URL") from None
-    except ValueError:
-        raise ConnectError(f"{url} answers but is not a Ray dashboard (no JSON at /api/authentication_mode)")
-
-
-def _check_dashboard_token(url: str, token: Token | None) -> None:
-    """Raise unless the dashboard accepts ``token`` on an authenticated endpoint."""
-    request = urllib.request.Request(f"{url}/api/version")
-    if token:
-        _warn_plain_http(url)
-        request.add_header("Authorization", f"Bearer {token.value}")
-    try:
-        _opener.open(request, timeout=_PROBE_TIMEOUT_S).close()
-    except urllib.error.HTTPError as exc:
-        if 300 <= exc.code < 400:
-            raise _redirect_error(url, exc.code, exc.headers.get("Location")) from None
-        if exc.code == 401 or (exc.code == 403 and token is None):
-            raise ConnectError(
-                f"the cluster at {url} uses token authentication and no token was found: {_TOKEN_HELP}") from None
-        if exc.code == 403:
-            raise ConnectError(
-                f"the cluster at {url} rejected the token from {token.source}: it is not this cluster's token. "
-                f"{_TOKEN_HELP}") from None
-        raise ConnectError(f"{url}/api/version answered HTTP {exc.code}: is this a Ray dashboard?") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ConnectError(f"could not reach the Jobs API at {url}: {getattr(exc, 'reason', exc)}") from None
-
-
-def job_client(address: str | None = None, *, state_dir=None):
-    """A ``JobSubmissionClient`` for the cluster at ``address``, authenticated when the cluster wants a token;
-    it follows no redirect."""
-    url = dashboard_url(address, state_dir=state_dir)
-    token = None
-    if _auth_mode(url) != "disabled":
-        token = find_token(parse_address(url), state_dir=state_dir)
-        _check_dashboard_token(url, token)
-    headers = {"Authorization": f"Bearer {token.value}"} if token else {}
-    try:
-        return ray_compat.job_client_without_redirects(_redirect_error)(url, headers=headers)
-    except ConnectionError as exc:
-        raise ConnectError(f"could not reach the Jobs API at {url}: {exc}") from None

@@ -11,7 +11,7 @@ import time
 from datetime import datetime
 from typing import Callable
 
-from cluster.connection import job_client
+from cluster.dashboard import job_client
 from cluster.errors import BadInput
 
 METADATA_SPEC, METADATA_MODE, METADATA_OUTPUT = "trainyard_spec", "trainyard_mode", "trainyard_output"

@@ -49,7 +49,8 @@ from typing import Callable
 import pathspec
 
 from cluster import jobs_api
-from cluster.connection import dashboard_url, job_client, parse_address
+from cluster.address import parse_address
+from cluster.dashboard import dashboard_url, job_client
 from cluster.errors import BadInput
 from cluster.storage import is_uri
 

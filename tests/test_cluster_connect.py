@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from cluster import state as cluster_state
-from cluster.connection import ConnectError, dashboard_url, find_token, job_client, parse_address, preflight
+from cluster.address import ConnectError, find_token, parse_address
+from cluster.connection import preflight
+from cluster.dashboard import dashboard_url, job_client
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -76,7 +76,7 @@ def test_state_dir_argument_then_environment_then_cwd(monkeypatch, tmp_path):
 
 
 def test_cluster_errors_derive_from_the_root_by_meaning():
-    from cluster.connection import ConnectError
+    from cluster.address import ConnectError
     from cluster.errors import BadInput
     from cluster.jobs_api import JobNotFound
     from cluster.local import ClusterError

@@ -110,7 +110,7 @@ def connect(args, spec=None, *, imports: Sequence[str] = ()) -> dict:
 def check_local_data(spec, address) -> None:
     """With the embedded Ray the data is read on this machine: a `data.path` that finds nothing here is refused
     before Ray starts (a few seconds), as `trainyard validate` notes it. Joined to a cluster, its nodes read it."""
-    from cluster.connection import address_from
+    from cluster.address import address_from
     from jobs import precheck
     from jobs.infer import DataError
 
