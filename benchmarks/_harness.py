@@ -1,6 +1,7 @@
 """Shared by the training benchmarks: the plain PyTorch baseline and the side-by-side report."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -50,6 +51,47 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, cfg: dict, epochs: int, device:
     return time.perf_counter() - t_all, per_epoch
 
 
+def ray_by_hand(data_path, x: torch.Tensor, y: torch.Tensor, cfg: dict, epochs: int, *, cpus: float,
+                use_gpu: bool = False, storage: str) -> dict:
+    """The least a run through Ray Data and Ray Train does with Ray's public API alone: Ray Data reads the
+    Parquet shards once (`read_parquet(...).materialize()`: no cast, no preprocessing fit or transform, no split),
+    then one Ray Train worker (`DataParallelTrainer`, the leanest public trainer: no torch process group) runs
+    `plain_loop` on the very tensors the plain loop trained on (handed by `ray.put`, not pulled from the read):
+    no validation, no checkpoint, one report at the end. A lower bound for any pipeline through both, run after
+    trainyard's run on the same (warm) Ray, so Ray Data's actors and worker processes are already up: optimistic.
+    The controller polls every 0.02 s as trainyard's one-worker runs do (Ray's default of 2 s would add up to 2 s
+    to the run's end)."""
+    import ray
+    import ray.cloudpickle
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    t0 = time.perf_counter()
+    ray.data.read_parquet(data_path).materialize()
+    t_read = time.perf_counter() - t0
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])    # the worker cannot import benchmarks/
+    refs = [ray.put(x), ray.put(y)]
+    device = "cuda" if use_gpu else "cpu"
+
+    def loop(config: dict) -> None:
+        import json
+
+        bx, by = ray.get(config["refs"])
+        seconds, per_epoch = plain_loop(bx, by, config["cfg"], config["epochs"], config["device"])
+        ray.train.report({"seconds": seconds})
+        Path(config["out"]).write_text(json.dumps(per_epoch))   # a Result keeps only metrics with a checkpoint
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.02")
+    out = Path(storage) / f"by-hand-{os.getpid()}.json"       # one machine: the worker's file is the driver's
+    t1 = time.perf_counter()
+    DataParallelTrainer(
+        loop, train_loop_config={"refs": refs, "cfg": cfg, "epochs": epochs, "device": device, "out": str(out)},
+        scaling_config=ScalingConfig(num_workers=1, use_gpu=use_gpu, resources_per_worker={"CPU": cpus}),
+        run_config=RunConfig(name=f"by-hand-{int(t1)}", storage_path=storage)).fit()
+    t_fit = time.perf_counter() - t1
+    return {"t_read": t_read, "t_fit": t_fit, "t_e2e": t_read + t_fit, "per_epoch": json.loads(out.read_text())}
+
+
 def steady(per_epoch: list[float], warmup: int = 1) -> float:
     """The steady-state rate: the median of the epochs after the first `warmup` (the last epoch's when there are
     no more)."""
@@ -64,10 +106,12 @@ def packed_tensors(prepared) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, early: bool = True) -> dict:
+def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, early: bool = True,
+                     by_hand: bool = False) -> dict:
     """Train with trainyard (Ray Data → Ray Train) and with the plain loop; print the comparison. `early`: start
     the Ray Train run while the data is prepared where `trainyard train` does (`jobs.early`); else one after the
-    other, as before that existed."""
+    other, as before that existed. `by_hand`: then `ray_by_hand` too, a third column (what Ray's public API
+    alone costs at the least, on the same tensors)."""
     from jobs.early import start_early
     from jobs.pipeline import prepare, storage_root
     from jobs.train import fit, worker_config
@@ -93,6 +137,8 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
     cfg = worker_config(spec, prepared, use_gpu=use_gpu).to_dict()    # what the workers receive, as plain data
     t_plain, plain = plain_loop(x, y, cfg, spec.train.epochs, "cuda" if use_gpu else "cpu")
     steady_ours, steady_plain = steady(ours), steady(plain)
+    hand = (ray_by_hand(spec.data.path, x, y, cfg, spec.train.epochs, cpus=spec.train.cpus_per_worker,
+                        use_gpu=use_gpu, storage=storage_root(spec)) if by_hand else None)
     t = spec.train
     print(f"\ntrain rows {len(x)}, {t.epochs} epochs, batch {t.batch_size}, model {cfg['model']['kind']} "
           f"{cfg['model'].get('channels', '')}{cfg['model']['hidden']}, {t.workers} worker(s) × {t.cpus_per_worker:g} CPU"
@@ -105,5 +151,12 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
           + f", then Ray Train start, epochs, checkpoints {t_fit:.1f}s)")
     print(f"per-epoch {unit}/s trainyard: {[round(v) for v in ours]}")
     print(f"per-epoch {unit}/s plain:     {[round(v) for v in plain]}")
+    if hand is not None:
+        steady_hand = steady(hand["per_epoch"])
+        print(f"Ray by hand (ray_by_hand: read_parquet().materialize() {hand['t_read']:.1f}s, then a "
+              f"DataParallelTrainer running the plain loop on the same tensors {hand['t_fit']:.1f}s; warm Ray):\n"
+              f"  end-to-end {hand['t_e2e']:.1f}s: plain / by hand {t_plain / hand['t_e2e']:.2f}, by hand / trainyard "
+              f"{hand['t_e2e'] / t_e2e:.2f} (its time over trainyard's); steady {steady_hand:,.0f} {unit}/s "
+              f"({steady_hand / steady_plain:.2f} of plain); per epoch {[round(v) for v in hand['per_epoch']]}")
     return {"steady_ratio": steady_ours / steady_plain, "steady_ours": steady_ours, "steady_plain": steady_plain,
-            "t_fit": t_fit, "t_plain": t_plain, "t_e2e": t_e2e}
+            "t_fit": t_fit, "t_plain": t_plain, "t_e2e": t_e2e, "by_hand": hand}

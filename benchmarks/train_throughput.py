@@ -5,6 +5,11 @@ plain single-process PyTorch loop over in-memory tensors — same data, same MLP
 
 Prints steady-state samples/s inside the loop (epochs after the first, median) and wall times, with ratios.
 Goal on a 2-core machine: steady state ≥ 0.9× the plain loop at 1 worker.
+
+--ray-by-hand adds a third column: the least a run through Ray Data and Ray Train does with Ray's public API
+alone (`_harness.ray_by_hand`: Ray Data reads the shards once, then a `DataParallelTrainer` runs the plain loop on
+the plain loop's tensors; no preprocessing, validation or checkpoint), after the other two on the same warm Ray.
+What end-to-end ratio going through both can reach on this machine at all.
 """
 from __future__ import annotations
 
@@ -28,6 +33,9 @@ def main() -> None:
     ap.add_argument("--use-gpu", action="store_true")
     ap.add_argument("--no-early", action="store_true",
                     help="prepare the data, then start Ray Train (without jobs.early's overlap), as before it existed")
+    ap.add_argument("--ray-by-hand", action="store_true",
+                    help="also the least Ray's public API does on the same tensors (Ray Data's read, then a "
+                         "DataParallelTrainer running the plain loop): a third column, after the other two")
     args = ap.parse_args()
 
     from cluster import connect
@@ -48,7 +56,7 @@ def main() -> None:
                   "use_gpu": bool(args.use_gpu)}})
     quiet_ray_logs()
     connect(num_cpus=max(cores, int(args.workers * cpw) + 2))
-    run_side_by_side(spec, unit="samples", use_gpu=args.use_gpu, early=not args.no_early)
+    run_side_by_side(spec, unit="samples", use_gpu=args.use_gpu, early=not args.no_early, by_hand=args.ray_by_hand)
 
 
 if __name__ == "__main__":
