@@ -53,41 +53,49 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, cfg: dict, epochs: int, device:
 
 def ray_by_hand(data_path, x: torch.Tensor, y: torch.Tensor, cfg: dict, epochs: int, *, cpus: float,
                 use_gpu: bool = False, storage: str) -> dict:
-    """The least a run through Ray Data and Ray Train does with Ray's public API alone: Ray Data reads the
-    Parquet shards once (`read_parquet(...).materialize()`: no cast, no preprocessing fit or transform, no split),
-    then one Ray Train worker (`DataParallelTrainer`, the leanest public trainer: no torch process group) runs
-    `plain_loop` on the very tensors the plain loop trained on (handed by `ray.put`, not pulled from the read):
-    no validation, no checkpoint, one report at the end. A lower bound for any pipeline through both, run after
-    trainyard's run on the same (warm) Ray, so Ray Data's actors and worker processes are already up: optimistic.
-    The controller polls every 0.02 s as trainyard's one-worker runs do (Ray's default of 2 s would add up to 2 s
-    to the run's end)."""
+    """A reference for trainyard's end-to-end time: the same training done with Ray's public API alone, one step
+    after the other. Ray Data reads the Parquet shards once (`read_parquet(...).materialize()`), then a one-worker
+    `DataParallelTrainer` (Ray's leanest public trainer: no torch process group) runs `plain_loop` on the plain
+    loop's own tensors, handed by `ray.put`, with one report at the end.
+
+    Faster than a real pipeline: no cast, preprocessing fit or transform, no split, the read's result unused (the
+    worker never pulls from Ray Data), no validation or checkpoint, and Ray already warm from trainyard's run (Ray
+    Data's actors and worker processes up). Slower than trainyard can be: the read and the run do not overlap
+    (`jobs.early` overlaps them), and Ray Train's per-run defaults that only private overrides remove stay (the
+    controller's and worker's runtime_env, which costs them prestarted processes; the placement-group cleaner
+    actor: `cluster.ray_compat.trainer_class`). The two public settings trainyard gives a one-worker run on the
+    embedded Ray are set the same (`jobs.train.controller_env`: the 0.02 s poll, no preemption watcher).
+    On this machine only (the worker writes its per-epoch rates to a file the driver reads)."""
     import ray
     import ray.cloudpickle
     from ray.train import RunConfig, ScalingConfig
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
+    from cluster import is_embedded
+    from jobs.train import controller_env
+
+    if not is_embedded():
+        raise SystemExit("ray_by_hand runs on the embedded Ray only (its worker's file is read here)")
     t0 = time.perf_counter()
     ray.data.read_parquet(data_path).materialize()
     t_read = time.perf_counter() - t0
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])    # the worker cannot import benchmarks/
-    refs = [ray.put(x), ray.put(y)]
     device = "cuda" if use_gpu else "cpu"
 
     def loop(config: dict) -> None:
-        import json
-
         bx, by = ray.get(config["refs"])
         seconds, per_epoch = plain_loop(bx, by, config["cfg"], config["epochs"], config["device"])
         ray.train.report({"seconds": seconds})
         Path(config["out"]).write_text(json.dumps(per_epoch))   # a Result keeps only metrics with a checkpoint
 
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.02")
-    out = Path(storage) / f"by-hand-{os.getpid()}.json"       # one machine: the worker's file is the driver's
+    out = Path(storage) / f"by-hand-{os.getpid()}.json"
     t1 = time.perf_counter()
-    DataParallelTrainer(
-        loop, train_loop_config={"refs": refs, "cfg": cfg, "epochs": epochs, "device": device, "out": str(out)},
-        scaling_config=ScalingConfig(num_workers=1, use_gpu=use_gpu, resources_per_worker={"CPU": cpus}),
-        run_config=RunConfig(name=f"by-hand-{int(t1)}", storage_path=storage)).fit()
+    refs = [ray.put(x), ray.put(y)]
+    with controller_env(1, embedded=True):
+        DataParallelTrainer(
+            loop, train_loop_config={"refs": refs, "cfg": cfg, "epochs": epochs, "device": device, "out": str(out)},
+            scaling_config=ScalingConfig(num_workers=1, use_gpu=use_gpu, resources_per_worker={"CPU": cpus}),
+            run_config=RunConfig(name=f"by-hand-{int(t1)}", storage_path=storage)).fit()
     t_fit = time.perf_counter() - t1
     return {"t_read": t_read, "t_fit": t_fit, "t_e2e": t_read + t_fit, "per_epoch": json.loads(out.read_text())}
 
@@ -110,12 +118,14 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
                      by_hand: bool = False) -> dict:
     """Train with trainyard (Ray Data → Ray Train) and with the plain loop; print the comparison. `early`: start
     the Ray Train run while the data is prepared where `trainyard train` does (`jobs.early`); else one after the
-    other, as before that existed. `by_hand`: then `ray_by_hand` too, a third column (what Ray's public API
-    alone costs at the least, on the same tensors)."""
+    other, as before that existed. `by_hand`: then `ray_by_hand` too, a third column (a reference: the same
+    training through Ray's public API alone, one step after the other; one worker)."""
     from jobs.early import start_early
     from jobs.pipeline import prepare, storage_root
     from jobs.train import fit, worker_config
 
+    if by_hand and spec.train.workers != 1:
+        raise SystemExit("ray_by_hand compares one-worker runs: train.workers must be 1")
     quiet = lambda *_: None
     t0 = time.perf_counter()
     run_name = f"bench-{int(t0)}"
@@ -153,8 +163,9 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
     print(f"per-epoch {unit}/s plain:     {[round(v) for v in plain]}")
     if hand is not None:
         steady_hand = steady(hand["per_epoch"])
-        print(f"Ray by hand (ray_by_hand: read_parquet().materialize() {hand['t_read']:.1f}s, then a "
-              f"DataParallelTrainer running the plain loop on the same tensors {hand['t_fit']:.1f}s; warm Ray):\n"
+        print(f"Ray by hand (ray_by_hand, Ray's public API, one step after the other: read_parquet().materialize() "
+              f"{hand['t_read']:.1f}s, then a 1-worker DataParallelTrainer running the plain loop on the plain loop's "
+              f"tensors {hand['t_fit']:.1f}s; warm Ray):\n"
               f"  end-to-end {hand['t_e2e']:.1f}s: plain / by hand {t_plain / hand['t_e2e']:.2f}, by hand / trainyard "
               f"{hand['t_e2e'] / t_e2e:.2f} (its time over trainyard's); steady {steady_hand:,.0f} {unit}/s "
               f"({steady_hand / steady_plain:.2f} of plain); per epoch {[round(v) for v in hand['per_epoch']]}")

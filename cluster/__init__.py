@@ -5,7 +5,9 @@
   whether ``connect(address)`` would start one; ``stop_embedded()``: stop it now (connect has it run at exit too),
   and its workers that never exit after it; ``disconnect()``: that, or leave the cluster this process joined;
 - ``preflight(address)``: the same checks without starting a driver (wrong address / missing / bad token);
-- ``job_client(address)``: an authenticated Ray Jobs API client for a dashboard URL (``cluster.dashboard``);
+- ``parse_address(text)``, ``find_token(address)``, ``ConnectError``: addresses and tokens (``cluster.address``);
+- ``job_client(address)``: an authenticated Ray Jobs API client for a dashboard URL, ``dashboard_url(address)``:
+  that URL (``cluster.dashboard``);
 - ``check_shared_storage(path)``: fail up front when some node cannot see what the others write at ``path``;
 - ``cluster.local``: a real local multi-node cluster (``up``/``status``/``down``);
 - ``cluster.errors``: the root of every trainyard error and its exit code (a leaf: imports nothing);

@@ -1,4 +1,5 @@
-"""Cluster addresses and tokens, without Ray (the CLI and the spec checks parse addresses before Ray is imported).
+"""Cluster addresses and tokens. Imports no Ray (parsing an address or finding a token needs none; a test keeps
+it so), and nothing of ours but the cluster state file and the error root.
 
 An address is one of: local (none given), ``auto``, ``host:port`` (the GCS), ``ray://host:port`` (Ray Client)
 or ``http(s)://host:port`` (a dashboard: the Jobs API). Token-auth clusters (Ray 2.60's ``ray start`` turns it

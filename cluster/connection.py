@@ -10,7 +10,7 @@ Token-auth clusters (Ray 2.60's ``ray start`` turns it on) need the cluster's to
 ``cluster.address``). Before handing over to Ray we ask the cluster ourselves, so that a wrong address, a missing
 token and a rejected token each fail in seconds with a message saying which, instead of Ray's 20-second retry
 loop ending in "Failed to connect". Addresses and tokens: ``cluster.address``; a dashboard's HTTP side (its
-token check, the Jobs API client): ``cluster.dashboard``. Their names are importable from here too.
+token check, the Jobs API client): ``cluster.dashboard``.
 """
 from __future__ import annotations
 

@@ -169,6 +169,15 @@ def test_is_embedded_says_whether_this_process_started_its_ray(ray_session, monk
     assert not connection.starts_embedded()
 
 
+def test_addresses_tokens_and_the_dashboard_client_import_no_ray():
+    """Parsing an address, finding a token and the Jobs API's HTTP checks need no Ray: their modules import none
+    (only `job_client` itself loads Ray's client, when called)."""
+    code = ("import sys, cluster.address, cluster.dashboard; from cluster import parse_address, find_token, "
+            "dashboard_url; print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", (run.stdout, run.stderr[-2000:])
+
+
 def test_starts_embedded_only_with_no_ray_connected_and_no_cluster_named(clean_env):
     """In a fresh process (no Ray connected): an embedded Ray starts unless --address or RAY_ADDRESS names one."""
     code = ("from cluster.connection import starts_embedded; print(starts_embedded(), "
