@@ -31,7 +31,7 @@ from jobs.contracts import CHECKPOINT_PREFIX, PreparedData
 from jobs.handoff import Handoff, wrap
 from jobs.spec import JobSpec
 from jobs.train import (TrainError, TrainerFactory, TrainOutcome, controller_env, outcome_of, pretrained_encoder,
-                        run_loop_config, run_trainer, start_line, table_mb_per_worker, worker_config, worker_error)
+                        run_loop_config, run_trainer, start_line, worker_config, worker_error)
 from jobs.worker import HANDOFF_KEY
 
 __all__ = ["EarlyRun", "start_early", "starts_early", "wait_given_up", "ABORT_WAIT_S"]
@@ -97,8 +97,7 @@ class EarlyRun:
         embedded = is_embedded()
         self._trainer = run_trainer(spec, {HANDOFF_KEY: self._handoff}, use_gpu=use_gpu, storage_path=storage_path,
                                     run_name=run_name, callbacks=callbacks, trainer=trainer, embedded=embedded)
-        self._env = (spec.train.workers, embedded, pretrained_encoder(spec), table_mb_per_worker(spec))
-        self._embedded = embedded
+        self._env, self._embedded = (spec.train.workers, embedded, pretrained_encoder(spec)), embedded
         self._result = self._error = self._controller = None
         self._handed = self._aborted = False
         if hasattr(self._trainer, "on_controller"):        # trainyard's trainers (`ray_compat.trainer_class`)

@@ -30,7 +30,7 @@ __all__ = ["TrainError", "TrainOutcome", "configure", "worker_config", "fit", "b
            "last_state",
            "resolve_use_gpu", "check_resources", "class_weights", "summary_table", "POLL_ENV", "PREEMPTION_ENV",
            "controller_poll_s", "ingest_options", "run_loop_config", "run_trainer", "start_line", "outcome_of",
-           "controller_env", "table_mb_per_worker", "worker_error"]
+           "controller_env", "worker_error"]
 
 # How often Ray Train V2's controller polls its workers (its default is 2 s). Ray Train's fit() copies this
 # variable from the os.environ of the process that calls it (the driver: our CLI, a job's entrypoint, a tuning
@@ -269,30 +269,9 @@ def pretrained_encoder(spec: JobSpec) -> bool:
     return spec.model.kind in ("text", "image") and spec.model.encoder not in (None, SCRATCH)
 
 
-# Seconds of the controller's poll per MB of a table's data files per worker (`controller_poll_s`).
-POLL_S_PER_MB = 0.05
-
-
-def table_mb_per_worker(spec: JobSpec) -> float:
-    """MB of the spec's data files on this machine per worker, for a table trained from scratch (`model.kind:
-    mlp`); 0 for anything else: images or text, a URI (its size would cost a listing), a path this machine does
-    not have (a cluster's nodes may)."""
-    entries = spec.data.path if isinstance(spec.data.path, list) else [spec.data.path]
-    if spec.model.kind != "mlp" or any("://" in entry for entry in entries):
-        return 0.0
-    from jobs.ingest import DataError, resolve_files
-
-    try:
-        _, paths, _ = resolve_files(spec.data.path)
-        return sum(os.path.getsize(p) for p in paths) / 1e6 / max(spec.train.workers, 1)
-    except (DataError, OSError):
-        return 0.0
-
-
-def controller_poll_s(workers: int, pretrained: bool = False, table_mb: float = 0.0) -> float:
+def controller_poll_s(workers: int, pretrained: bool = False) -> float:
     """The controller's poll interval for a run of `workers` workers (seconds): 0.02 s per worker, at most 1 s;
-    PRETRAINED_POLL_S at least for a pretrained encoder (`pretrained`); for a table of `table_mb` MB of files per
-    worker (`table_mb_per_worker`), POLL_S_PER_MB a MB, up to PRETRAINED_POLL_S.
+    PRETRAINED_POLL_S at least for a pretrained encoder (`pretrained`).
 
     A worker's `ray.train.report` puts its row in a queue of one that only the controller's poll empties, so a
     run reports at most once an interval: at Ray's default of 2 s every short epoch cost 2 s. The same interval
@@ -308,25 +287,13 @@ def controller_poll_s(workers: int, pretrained: bool = False, table_mb: float = 
     A pretrained encoder's epoch takes seconds to hours (a MiniLM step of batch 32 ~0.7 s on 2 cores), so a
     report waiting up to 0.25 s costs it nothing, while 50 polls a second take CPU from the training itself:
     `benchmarks/text_speed.py`, back to back on a quiet machine, trainyard 0.91x the plain loop at 0.02 s and
-    1.03x at 0.25 s.
-
-    A larger table's epochs are long as well, and the same polls slowed its training: `train_throughput.py`
-    (140,002 rows, 3.1 MB of Parquet, epochs of ~0.5-1 s), alternating pairs on 2 cores, steady 0.96-1.00 of the
-    plain loop at 0.15 s against 0.61-0.86 at 0.02 s (RESULTS, "Ray's public API by hand"). The interval must stay
-    under an epoch's time, or each report waits for the rest of it: 20,000 rows (epochs of ~94 ms), 100 epochs in
-    23.0 s at 0.02 s, 22.4 s at 0.1 s, 38.3 s at 0.25 s. The data's size on disk is known before the run starts
-    (a one-worker run starts before its data is read: `jobs.early`) and bounds an epoch's work from below: this
-    table is 16-39 B a row as Parquet and 52 as CSV, so 0.05 s a MB is 0.8-2.6 us of poll per row, where a row
-    costs ~5 us to train here (and ~8 us on an H200 for this MLP). Small tables keep 0.02 s (1,000 rows: 0.04 MB;
-    20,000 rows: 0.39 MB, 1.04 MB as CSV)."""
+    1.03x at 0.25 s."""
     fast = min(0.02 * max(workers, 1), 1.0)
-    if pretrained:
-        return max(fast, PRETRAINED_POLL_S)
-    return max(fast, min(table_mb * POLL_S_PER_MB, PRETRAINED_POLL_S))
+    return max(fast, PRETRAINED_POLL_S) if pretrained else fast
 
 
 @contextlib.contextmanager
-def controller_env(workers: int, embedded: bool, pretrained: bool = False, table_mb: float = 0.0):
+def controller_env(workers: int, embedded: bool, pretrained: bool = False):
     """The environment the Ray Train run started inside gets from this process (Ray Train's fit() copies these
     variables into its controller's runtime_env): the poll interval (`controller_poll_s`) and, on embedded Ray,
     no preemption watcher (an actor process per run that polls Ray for nodes being drained: none of ours ever
@@ -334,7 +301,7 @@ def controller_env(workers: int, embedded: bool, pretrained: bool = False, table
     metrics (RAY_TRAIN_METRICS_ENABLED) stay on: turning them off saved nothing measurable. A
     variable the user exported is theirs and stays as it is; the ones set here are removed afterwards. Yields
     what the run gets."""
-    wanted = {POLL_ENV: f"{controller_poll_s(workers, pretrained, table_mb):g}"}
+    wanted = {POLL_ENV: f"{controller_poll_s(workers, pretrained):g}"}
     if embedded:
         wanted[PREEMPTION_ENV] = "0"
     ours = {k: v for k, v in wanted.items() if k not in os.environ}
@@ -353,7 +320,7 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
 
     `config`: what the workers receive (default `configure(spec, prepared)`; tuning passes a trial's).
     `callbacks` go to Ray Train's RunConfig; `trainer` builds the Ray Train trainer (`build_trainer`).
-    The controller polls its workers every `controller_poll_s(train.workers, pretrained encoder, table size)` s, or
+    The controller polls its workers every `controller_poll_s(train.workers, pretrained encoder)` seconds, or
     $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S when the environment sets it (`controller_env`)."""
     from cluster import is_embedded
 
@@ -363,7 +330,7 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
     run = build_trainer(spec, prepared, config, storage_path=storage_path, run_name=run_name, callbacks=callbacks,
                         trainer=trainer, embedded=embedded)
     try:
-        with controller_env(spec.train.workers, embedded, pretrained_encoder(spec), table_mb_per_worker(spec)):
+        with controller_env(spec.train.workers, embedded, pretrained_encoder(spec)):
             result = run.fit()
     except Exception as exc:
         raise TrainError(f"training failed: {worker_error(exc)}. The run is at {storage_path}/{run_name}") from exc

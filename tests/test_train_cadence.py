@@ -6,10 +6,8 @@ import os
 import pytest
 
 from jobs.spec import SpecError, validate_spec
-from jobs.train import (POLL_ENV, PREEMPTION_ENV, controller_env, controller_poll_s, table_mb_per_worker,
-                        worker_config)
+from jobs.train import POLL_ENV, PREEMPTION_ENV, controller_env, controller_poll_s, worker_config
 from jobs.worker import checkpoint_due
-from tests.conftest import small_spec
 from tests.test_train_contracts import _prepared
 from tests.test_worker_loop import config
 
@@ -69,30 +67,3 @@ def test_fit_sets_the_controllers_environment_for_the_run_and_restores_it(monkey
     with controller_env(2, embedded=True) as env:
         assert env == {POLL_ENV: "0.5", PREEMPTION_ENV: "1"}
     assert os.environ[POLL_ENV] == "0.5" and os.environ[PREEMPTION_ENV] == "1"
-
-
-def test_a_larger_tables_runs_poll_less_often_and_small_ones_as_before(tmp_path):
-    """The poll grows with a table's files per worker (0.05 s a MB, at most 0.25 s), so a table whose epochs take
-    a second is not asked 50 times a second; tables of a few MB and less, other models and data this machine
-    cannot size keep 0.02 s per worker."""
-    assert controller_poll_s(1, table_mb=0.39) == 0.02 and controller_poll_s(3, table_mb=0.5) == pytest.approx(0.06)
-    assert controller_poll_s(1, table_mb=3.1) == pytest.approx(0.155)
-    assert controller_poll_s(1, table_mb=40.0) == 0.25 and controller_poll_s(1, True, table_mb=40.0) == 0.25
-    assert controller_poll_s(200, table_mb=40.0) == 1.0          # never below the group's own interval
-    # Real files: two shards of 1.5 MB and 0.5 MB, 2 MB in all, and a file that is not data beside them.
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "a.parquet").write_bytes(b"x" * 1_500_000)
-    (data / "b.parquet").write_bytes(b"x" * 500_000)
-    spec = lambda path, **over: validate_spec({**small_spec("poll", path, tmp_path / "out"), **over})
-    assert table_mb_per_worker(spec(data)) == pytest.approx(2.0, rel=0.01)
-    assert table_mb_per_worker(spec(data / "a.parquet")) == pytest.approx(1.5, rel=0.01)
-    two = small_spec("poll", data, tmp_path / "out")
-    two["train"] = {**two.get("train", {}), "workers": 2}
-    assert table_mb_per_worker(validate_spec(two)) == pytest.approx(1.0, rel=0.01)
-    assert table_mb_per_worker(spec(tmp_path / "nowhere")) == 0.0              # a cluster's nodes may have it
-    assert table_mb_per_worker(spec("s3://bucket/data")) == 0.0
-    table = spec(data)
-    images = table.model_copy(update={"model": table.model.model_copy(update={"kind": "cnn"})})
-    assert table_mb_per_worker(images) == 0.0          # images and text: their own intervals
-
