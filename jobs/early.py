@@ -30,16 +30,20 @@ from cluster.ray_compat import abort_run
 from jobs.contracts import CHECKPOINT_PREFIX, PreparedData
 from jobs.handoff import Handoff, wrap
 from jobs.spec import JobSpec
-from jobs.train import (TrainError, TrainerFactory, TrainOutcome, controller_env, outcome_of, pretrained_encoder,
-                        run_loop_config, run_trainer, start_line, worker_config, worker_error)
+from jobs.train import (TrainError, TrainerFactory, TrainOutcome, controller_env, epoch_floor_s, outcome_of,
+                        pretrained_encoder, run_loop_config, run_trainer, start_line, worker_config, worker_error)
 from jobs.worker import HANDOFF_KEY
 
-__all__ = ["EarlyRun", "start_early", "starts_early", "wait_given_up", "ABORT_WAIT_S"]
+__all__ = ["EarlyRun", "start_early", "starts_early", "wait_given_up", "early_epoch_floor_s", "ABORT_WAIT_S"]
 
 # How long a process joined to a cluster waits, as it exits, for a run it gave up before its data was ready to
 # wind down (its worker starts, takes nothing, returns), so that the run's folder is removed (`EarlyRun._at_exit`).
 ABORT_WAIT_S = 30.0
 
+
+# The Parquet footers `early_epoch_floor_s` reads at most: a table of thousands of shards is not opened file by
+# file before its run starts; the rest count as empty (a floor stays a floor).
+FOOTERS_READ = 32
 
 # Runs given up whose thread has not ended yet (`EarlyRun.abort`, `wait_given_up`).
 _GIVEN_UP: set = set()
@@ -77,6 +81,32 @@ def start_early(spec: JobSpec, *, use_gpu: bool, storage_path: str, run_name: st
     return EarlyRun(spec, use_gpu=use_gpu, storage_path=storage_path, run_name=run_name, **run)
 
 
+def early_epoch_floor_s(spec: JobSpec, use_gpu: bool) -> float:
+    """A floor under the early run's epoch before its data is read (`jobs.train.epoch_floor_s`, which sets how often
+    its controller polls, fixed from its start): the train share of the rows that the footers of the first
+    FOOTERS_READ local Parquet files count, the spec's batch size, and its MLP with one input and one output (the
+    features are not known yet; fewer weights make a lower floor). 0, and so the fast poll, for CSV (counting
+    its rows means reading it), images, remote files, a GPU, and files that cannot be read now (ingest says why)."""
+    import pyarrow.parquet as pq
+
+    from jobs.ingest import infer_format, resolve_files
+
+    data = spec.data
+    paths = data.path if isinstance(data.path, list) else [data.path]
+    if use_gpu or data.format not in (None, "parquet") or any("://" in p for p in paths):
+        return 0.0
+    try:
+        _, files, _ = resolve_files(data.path)
+        if infer_format(files, data.format) != "parquet":
+            return 0.0
+        rows = sum(pq.read_metadata(f).num_rows for f in files[:FOOTERS_READ])
+    except Exception:       # DataError, an unreadable footer: the ingest says so in its own words
+        return 0.0
+    train = rows * (1.0 - data.split.val - data.split.test)
+    model = {"kind": spec.model.kind, "input_dim": 1, "hidden": list(spec.model.hidden), "output_dim": 1}
+    return epoch_floor_s(int(train), spec.train.batch_size, model, spec.train.cpus_per_worker, use_gpu)
+
+
 class EarlyRun:
     """A Ray Train run (`jobs.train.run_trainer`, one worker) whose `fit()` runs in a thread of this process
     from the start; `finish` hands the worker its config and waits for the outcome, `abort` gives it up."""
@@ -97,7 +127,8 @@ class EarlyRun:
         embedded = is_embedded()
         self._trainer = run_trainer(spec, {HANDOFF_KEY: self._handoff}, use_gpu=use_gpu, storage_path=storage_path,
                                     run_name=run_name, callbacks=callbacks, trainer=trainer, embedded=embedded)
-        self._env, self._embedded = (spec.train.workers, embedded, pretrained_encoder(spec)), embedded
+        self._env = (spec.train.workers, embedded, pretrained_encoder(spec), early_epoch_floor_s(spec, use_gpu))
+        self._embedded = embedded
         self._result = self._error = self._controller = None
         self._handed = self._aborted = False
         if hasattr(self._trainer, "on_controller"):        # trainyard's trainers (`ray_compat.trainer_class`)

@@ -29,7 +29,8 @@ from jobs.worker import DATASETS_KEY, train_loop_per_worker
 __all__ = ["TrainError", "TrainOutcome", "configure", "worker_config", "fit", "build_trainer", "default_trainer",
            "last_state",
            "resolve_use_gpu", "check_resources", "class_weights", "summary_table", "POLL_ENV", "PREEMPTION_ENV",
-           "controller_poll_s", "ingest_options", "run_loop_config", "run_trainer", "start_line", "outcome_of",
+           "controller_poll_s", "epoch_floor_s", "run_epoch_floor_s", "ingest_options", "run_loop_config", "run_trainer",
+           "start_line", "outcome_of",
            "controller_env", "worker_error"]
 
 # How often Ray Train V2's controller polls its workers (its default is 2 s). Ray Train's fit() copies this
@@ -261,6 +262,15 @@ def run_trainer(spec: JobSpec, loop_config: dict, *, use_gpu: bool, storage_path
 
 
 PRETRAINED_POLL_S = 0.25
+# The longest interval a run gets for its epochs' length alone (`controller_poll_s`), and what a floor under an
+# epoch's time on a CPU worker is made of (`epoch_floor_s`): every batch costs at least STEP_FLOOR_S of eager
+# PyTorch (forward, backward, optimizer step; measured on this 2-core host: 0.38 ms for a 4-16-2 MLP, 0.9-1.1 ms
+# for a 30-128-64-2 one at batch 256), and every row 6 flops per weight at no more than CPU_FLOPS per CPU of the
+# worker (measured: 25 GFLOP/s per core at batch 4096). Both are about 4x kinder than this host's figures, so that
+# a faster CPU's epochs still last longer than the floor.
+LONG_POLL_S = 0.25
+STEP_FLOOR_S = 1e-4
+CPU_FLOPS = 1e11
 
 
 def pretrained_encoder(spec: JobSpec) -> bool:
@@ -269,8 +279,34 @@ def pretrained_encoder(spec: JobSpec) -> bool:
     return spec.model.kind in ("text", "image") and spec.model.encoder not in (None, SCRATCH)
 
 
-def controller_poll_s(workers: int, pretrained: bool = False) -> float:
+def mlp_weights(model: Optional[dict]) -> int:
+    """The weights and biases of an MLP's constructor args (`jobs.model.model_config`); 0 for other kinds."""
+    if not model or model.get("kind", "mlp") != "mlp":
+        return 0
+    dims = [int(model.get("input_dim") or 1), *(int(h) for h in model.get("hidden") or []),
+            int(model.get("output_dim") or 1)]
+    return sum(a * b + b for a, b in zip(dims, dims[1:]))
+
+
+def epoch_floor_s(rows: int, batch_size: int, model: Optional[dict], cpus: float, use_gpu: bool) -> float:
+    """A floor under the time one worker's epoch over `rows` train rows takes (seconds): batches × STEP_FLOOR_S
+    plus the MLP's flops at CPU_FLOPS per CPU (other kinds: the batches alone). 0 on a GPU, whose steps can be
+    shorter than any floor kept here."""
+    if use_gpu or rows <= 0:
+        return 0.0
+    batches = math.ceil(rows / max(int(batch_size), 1))
+    return batches * STEP_FLOOR_S + rows * 6 * mlp_weights(model) / (CPU_FLOPS * max(float(cpus), 1.0))
+
+
+def run_epoch_floor_s(spec: JobSpec, prepared: PreparedData, config: WorkerConfig) -> float:
+    """`epoch_floor_s` of a run of `spec` on `prepared` whose workers get `config` (a trial's batch size is its own)."""
+    rows = math.ceil(prepared.ingest.split_rows["train"] / max(spec.train.workers, 1))
+    return epoch_floor_s(rows, config.batch_size, config.model, spec.train.cpus_per_worker, config.use_gpu)
+
+
+def controller_poll_s(workers: int, pretrained: bool = False, epoch_floor: float = 0.0) -> float:
     """The controller's poll interval for a run of `workers` workers (seconds): 0.02 s per worker, at most 1 s;
+    longer, up to LONG_POLL_S, where a worker's epoch takes at least `epoch_floor` s (`epoch_floor_s`);
     PRETRAINED_POLL_S at least for a pretrained encoder (`pretrained`).
 
     A worker's `ray.train.report` puts its row in a queue of one that only the controller's poll empties, so a
@@ -284,16 +320,23 @@ def controller_poll_s(workers: int, pretrained: bool = False) -> float:
     grows with the group, so that the controller's share stays near 5 % of its core (32 workers at 0.02 s
     would take half of it), never above 1 s.
 
+    An epoch that outlasts the interval never waits for a poll (its report was taken before the next one
+    comes); one shorter than the interval waits the difference every epoch (20,000 rows, ~94 ms epochs, 100
+    epochs: 23.0 s at 0.02 s, 22.4 s at 0.1 s, 38.3 s at 0.25 s). Polls under a long epoch only take CPU from it:
+    `benchmarks/train_throughput.py` (140,002 rows, epochs of 0.5-1 s on 2 cores), six pairs, steady state 0.95-1.00
+    of the plain loop at 0.15 s against 0.61-1.29 at 0.02 s. Hence an interval up to a floor under the epoch.
+
     A pretrained encoder's epoch takes seconds to hours (a MiniLM step of batch 32 ~0.7 s on 2 cores), so a
     report waiting up to 0.25 s costs it nothing, while 50 polls a second take CPU from the training itself:
     `benchmarks/text_speed.py`, back to back on a quiet machine, trainyard 0.91x the plain loop at 0.02 s and
     1.03x at 0.25 s."""
     fast = min(0.02 * max(workers, 1), 1.0)
-    return max(fast, PRETRAINED_POLL_S) if pretrained else fast
+    poll = max(fast, min(epoch_floor, LONG_POLL_S))
+    return max(poll, PRETRAINED_POLL_S) if pretrained else poll
 
 
 @contextlib.contextmanager
-def controller_env(workers: int, embedded: bool, pretrained: bool = False):
+def controller_env(workers: int, embedded: bool, pretrained: bool = False, epoch_floor: float = 0.0):
     """The environment the Ray Train run started inside gets from this process (Ray Train's fit() copies these
     variables into its controller's runtime_env): the poll interval (`controller_poll_s`) and, on embedded Ray,
     no preemption watcher (an actor process per run that polls Ray for nodes being drained: none of ours ever
@@ -301,7 +344,7 @@ def controller_env(workers: int, embedded: bool, pretrained: bool = False):
     metrics (RAY_TRAIN_METRICS_ENABLED) stay on: turning them off saved nothing measurable. A
     variable the user exported is theirs and stays as it is; the ones set here are removed afterwards. Yields
     what the run gets."""
-    wanted = {POLL_ENV: f"{controller_poll_s(workers, pretrained):g}"}
+    wanted = {POLL_ENV: f"{controller_poll_s(workers, pretrained, epoch_floor):g}"}
     if embedded:
         wanted[PREEMPTION_ENV] = "0"
     ours = {k: v for k, v in wanted.items() if k not in os.environ}
@@ -320,8 +363,9 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
 
     `config`: what the workers receive (default `configure(spec, prepared)`; tuning passes a trial's).
     `callbacks` go to Ray Train's RunConfig; `trainer` builds the Ray Train trainer (`build_trainer`).
-    The controller polls its workers every `controller_poll_s(train.workers, pretrained encoder)` seconds, or
-    $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S when the environment sets it (`controller_env`)."""
+    The controller polls its workers every `controller_poll_s` seconds for the spec's workers, encoder and the
+    epoch's floor (`epoch_floor_s` of the train rows per worker and `config`), or $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S
+    when the environment sets it (`controller_env`)."""
     from cluster import is_embedded
 
     config = config or configure(spec, prepared)
@@ -330,7 +374,8 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
     run = build_trainer(spec, prepared, config, storage_path=storage_path, run_name=run_name, callbacks=callbacks,
                         trainer=trainer, embedded=embedded)
     try:
-        with controller_env(spec.train.workers, embedded, pretrained_encoder(spec)):
+        floor = run_epoch_floor_s(spec, prepared, config)
+        with controller_env(spec.train.workers, embedded, pretrained_encoder(spec), floor):
             result = run.fit()
     except Exception as exc:
         raise TrainError(f"training failed: {worker_error(exc)}. The run is at {storage_path}/{run_name}") from exc

@@ -84,14 +84,26 @@ def test_the_handoff_holds_a_reference_and_never_loads_the_config(ray_session):
         ray.kill(handoff)
 
 
-def test_a_run_started_early_trains_what_fit_trains(tmp_path, telemetry_dir, ray_session):
+def test_a_run_started_early_trains_what_fit_trains(tmp_path, telemetry_dir, ray_session, monkeypatch):
+    """... and its controller polls for the floor under an epoch that the Parquet footers give
+    (`early_epoch_floor_s`; raised here so that it is not the fast poll's 0.02 s)."""
+    from jobs import train
+    from jobs.early import early_epoch_floor_s
+    from jobs.train import POLL_ENV, controller_poll_s
+
+    monkeypatch.delenv(POLL_ENV, raising=False)
+    monkeypatch.setattr(train, "STEP_FLOOR_S", 3e-3)
     spec = _spec(tmp_path, telemetry_dir, "same", epochs=3, early_stop=None)
     prepared = prepare(spec, progress=QUIET)
     before = actors_by_class()
-    early = start_early(spec, use_gpu=False, storage_path=str(tmp_path / "runs"), run_name="early")
+    log = str(tmp_path / "reports.jsonl")
+    early = start_early(spec, use_gpu=False, storage_path=str(tmp_path / "runs"), run_name="early",
+                        callbacks=[report_recorder(log)])
     assert early is not None
     got = early.finish(prepared, progress=QUIET)
     assert (actors_by_class() - before)["Handoff"] == 1
+    poll = controller_poll_s(1, epoch_floor=early_epoch_floor_s(spec, use_gpu=False))
+    assert {r["poll"] for r in recorded(log)} == {f"{poll:g}"} and 0.02 < poll < 0.06
     want = fit(spec, prepared, storage_path=str(tmp_path / "runs"), run_name="late", progress=QUIET)
     assert [h["epoch"] for h in got.history] == [1, 2, 3]
     for a, b in zip(got.history, want.history):

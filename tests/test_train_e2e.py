@@ -149,12 +149,15 @@ def test_every_epoch_reports_checkpoints_keep_the_cadence_and_the_last_one(tmp_p
     them), every fourth carries a checkpoint and so does the last; the final checkpoint holds the best epoch's
     weights even when that epoch had none of its own. The controller ran with the environment `fit` chose,
     and the driver's is as it was. On embedded Ray one worker trains without a SplitCoordinator, a
-    preemption watcher or a placement-group cleaner, on the whole train split every epoch."""
-    from jobs.train import POLL_ENV, PREEMPTION_ENV, controller_poll_s
+    preemption watcher or a placement-group cleaner, on the whole train split every epoch. The poll is the one
+    for the floor under its epoch (`epoch_floor_s`, raised here so that it is not the fast poll's 0.02 s)."""
+    from jobs import train
+    from jobs.train import POLL_ENV, PREEMPTION_ENV, configure, controller_poll_s, epoch_floor_s
     from jobs.worker import _loss_fn, validate
 
     monkeypatch.delenv(POLL_ENV, raising=False)
     monkeypatch.delenv(PREEMPTION_ENV, raising=False)
+    monkeypatch.setattr(train, "STEP_FLOOR_S", 3e-3)
     spec = load_spec(write_spec(tmp_path / "s.yaml", small_spec(
         "cadence", telemetry_dir, tmp_path / "out", epochs=12, checkpoint_every=4,
         early_stop={"metric": "val_loss", "patience": 1})))
@@ -175,7 +178,10 @@ def test_every_epoch_reports_checkpoints_keep_the_cadence_and_the_last_one(tmp_p
     assert [r["epoch"] for r in reports] == list(range(1, stopped + 1))
     assert [r["checkpoint"] for r in reports] == [e % 4 == 0 or e == stopped for e in range(1, stopped + 1)]
     assert all(r["ranks"] == 1 for r in reports)
-    assert {(r["poll"], r["preemption"]) for r in reports} == {(f"{controller_poll_s(1):g}", "0")}
+    config = configure(spec, prepared)
+    poll = controller_poll_s(1, epoch_floor=epoch_floor_s(prepared.ingest.split_rows["train"], config.batch_size,
+                                                           config.model, spec.train.cpus_per_worker, False))
+    assert {(r["poll"], r["preemption"]) for r in reports} == {(f"{poll:g}", "0")} and 0.02 < poll < 0.06
     # Train V2 takes the run's result from its latest checkpointed report: the last epoch's.
     state = last_state(Path(outcome.run_path))
     assert [h["epoch"] for h in state.history] == list(range(1, stopped + 1))
