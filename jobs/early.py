@@ -83,10 +83,12 @@ def start_early(spec: JobSpec, *, use_gpu: bool, storage_path: str, run_name: st
 
 def early_epoch_floor_s(spec: JobSpec, use_gpu: bool) -> float:
     """A floor under the early run's epoch before its data is read (`jobs.train.epoch_floor_s`, which sets how often
-    its controller polls, fixed from its start): the train share of the rows that the footers of the first
-    FOOTERS_READ local Parquet files count, the spec's batch size, and its MLP with one input and one output (the
-    features are not known yet; fewer weights make a lower floor). 0, and so the fast poll, for CSV (counting
-    its rows means reading it), images, remote files, a GPU, and files that cannot be read now (ingest says why)."""
+    its controller polls, fixed from its start): the train share of the labelled rows in the first FOOTERS_READ
+    local Parquet files, counted from their footers (rows less the label's nulls; the ingest drops those), the
+    spec's batch size, and its MLP with one input and one output (the features are not known yet; fewer weights make
+    a lower floor). 0, and so the fast poll, where the footers cannot say: CSV (counting its rows means reading it),
+    `format: images`, remote files, a label column a file lacks or keeps no null count for, a string label that may
+    hold blanks (its smallest value is blank), files that cannot be read now (the ingest says why); and on a GPU."""
     import pyarrow.parquet as pq
 
     from jobs.ingest import infer_format, resolve_files
@@ -99,12 +101,31 @@ def early_epoch_floor_s(spec: JobSpec, use_gpu: bool) -> float:
         _, files, _ = resolve_files(data.path)
         if infer_format(files, data.format) != "parquet":
             return 0.0
-        rows = sum(pq.read_metadata(f).num_rows for f in files[:FOOTERS_READ])
-    except Exception:       # DataError, an unreadable footer: the ingest says so in its own words
+        rows = sum(_labelled_rows(pq.ParquetFile(f).metadata, data.label) for f in files[:FOOTERS_READ])
+    except Exception:       # DataError, an unreadable footer, a label the footer cannot count: the fast poll
         return 0.0
     train = rows * (1.0 - data.split.val - data.split.test)
     model = {"kind": spec.model.kind, "input_dim": 1, "hidden": list(spec.model.hidden), "output_dim": 1}
     return epoch_floor_s(int(train), spec.train.batch_size, model, spec.train.cpus_per_worker, use_gpu)
+
+
+def _labelled_rows(meta, label: str) -> int:
+    """The rows of a Parquet file (its footer `meta`) whose `label` is set; ValueError where the footer cannot say."""
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    if names.count(label) != 1:
+        raise ValueError(f"no single column {label!r}")
+    col = names.index(label)
+    rows = 0
+    for g in range(meta.num_row_groups):
+        chunk = meta.row_group(g).column(col)
+        stats = chunk.statistics
+        if stats is None or not stats.has_null_count:
+            raise ValueError("no null count")
+        labelled = meta.row_group(g).num_rows - stats.null_count
+        if labelled and chunk.physical_type == "BYTE_ARRAY" and not (stats.has_min_max and stats.min.strip()):
+            raise ValueError("blank labels possible")
+        rows += labelled
+    return rows
 
 
 class EarlyRun:

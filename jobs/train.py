@@ -263,14 +263,15 @@ def run_trainer(spec: JobSpec, loop_config: dict, *, use_gpu: bool, storage_path
 
 PRETRAINED_POLL_S = 0.25
 # The longest interval a run gets for its epochs' length alone (`controller_poll_s`), and what a floor under an
-# epoch's time on a CPU worker is made of (`epoch_floor_s`): every batch costs at least STEP_FLOOR_S of eager
-# PyTorch (forward, backward, optimizer step; measured on this 2-core host: 0.38 ms for a 4-16-2 MLP, 0.9-1.1 ms
-# for a 30-128-64-2 one at batch 256), and every row 6 flops per weight at no more than CPU_FLOPS per CPU of the
-# worker (measured: 25 GFLOP/s per core at batch 4096). Both are about 4x kinder than this host's figures, so that
-# a faster CPU's epochs still last longer than the floor.
+# epoch's time on a CPU worker is made of (`epoch_floor_s`). Every batch costs at least BATCH_FLOOR_S of eager
+# PyTorch: the cheapest batch of `jobs.worker.train_epoch` measured on this 2-core host, one thread, is 0.146 ms (a
+# linear model, SGD, a batch inside a gradient accumulation: no optimizer step; 0.23 ms with one, 0.29-0.43 ms
+# with AdamW or a hidden layer). Every row costs an MLP's training flops (`mlp_flops`) at no more than CPU_FLOPS per
+# thread (measured here: 25 GFLOP/s a core at batch 4096). Both are about 3x (batches) and 20x (flops) under this
+# host's figures, so that a faster CPU's epochs still outlast the floor; one more than ~3x faster could wait.
 LONG_POLL_S = 0.25
-STEP_FLOOR_S = 1e-4
-CPU_FLOPS = 1e11
+BATCH_FLOOR_S = 5e-5
+CPU_FLOPS = 5e11
 
 
 def pretrained_encoder(spec: JobSpec) -> bool:
@@ -279,23 +280,28 @@ def pretrained_encoder(spec: JobSpec) -> bool:
     return spec.model.kind in ("text", "image") and spec.model.encoder not in (None, SCRATCH)
 
 
-def mlp_weights(model: Optional[dict]) -> int:
-    """The weights and biases of an MLP's constructor args (`jobs.model.model_config`); 0 for other kinds."""
+def mlp_flops(model: Optional[dict]) -> int:
+    """The flops of one row's training pass through an MLP given by its constructor args (`jobs.model.model_config`):
+    per weight and bias, 2 forward and 2 for its gradient, and 2 more for the input's gradient in every layer but
+    the first; 0 for other kinds."""
     if not model or model.get("kind", "mlp") != "mlp":
         return 0
     dims = [int(model.get("input_dim") or 1), *(int(h) for h in model.get("hidden") or []),
             int(model.get("output_dim") or 1)]
-    return sum(a * b + b for a, b in zip(dims, dims[1:]))
+    return sum((4 if i == 0 else 6) * (a * b + b) for i, (a, b) in enumerate(zip(dims, dims[1:])))
 
 
 def epoch_floor_s(rows: int, batch_size: int, model: Optional[dict], cpus: float, use_gpu: bool) -> float:
-    """A floor under the time one worker's epoch over `rows` train rows takes (seconds): batches × STEP_FLOOR_S
-    plus the MLP's flops at CPU_FLOPS per CPU (other kinds: the batches alone). 0 on a GPU, whose steps can be
-    shorter than any floor kept here."""
+    """A floor under the time one worker's epoch over `rows` train rows takes (seconds): its batches at
+    BATCH_FLOOR_S each, plus an MLP's flops (`mlp_flops`) at CPU_FLOPS per thread of the worker (its `cpus`, or
+    more where OMP_NUM_THREADS is exported here: Ray leaves a value it finds). Other kinds: the batches alone. 0 on
+    a GPU, whose steps can be shorter than any floor kept here."""
     if use_gpu or rows <= 0:
         return 0.0
     batches = math.ceil(rows / max(int(batch_size), 1))
-    return batches * STEP_FLOOR_S + rows * 6 * mlp_weights(model) / (CPU_FLOPS * max(float(cpus), 1.0))
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    threads = max(float(cpus), float(omp) if omp.isdigit() else 1.0, 1.0)
+    return batches * BATCH_FLOOR_S + rows * mlp_flops(model) / (CPU_FLOPS * threads)
 
 
 def run_epoch_floor_s(spec: JobSpec, prepared: PreparedData, config: WorkerConfig) -> float:
@@ -320,11 +326,13 @@ def controller_poll_s(workers: int, pretrained: bool = False, epoch_floor: float
     grows with the group, so that the controller's share stays near 5 % of its core (32 workers at 0.02 s
     would take half of it), never above 1 s.
 
-    An epoch that outlasts the interval never waits for a poll (its report was taken before the next one
-    comes); one shorter than the interval waits the difference every epoch (20,000 rows, ~94 ms epochs, 100
-    epochs: 23.0 s at 0.02 s, 22.4 s at 0.1 s, 38.3 s at 0.25 s). Polls under a long epoch only take CPU from it:
-    `benchmarks/train_throughput.py` (140,002 rows, epochs of 0.5-1 s on 2 cores), six pairs, steady state 0.95-1.00
-    of the plain loop at 0.15 s against 0.61-1.29 at 0.02 s. Hence an interval up to a floor under the epoch.
+    An epoch that outlasts the interval does not wait for a poll (its report was taken before the next one is
+    made); one shorter than the interval waits the difference every epoch (20,000 rows, ~94 ms epochs, 100
+    epochs: 23.0 s at 0.02 s, 22.4 s at 0.1 s, 38.3 s at 0.25 s). The run's end waits for one poll, as before. Polls
+    under a long epoch take CPU and the GIL from it: `train_throughput.py`'s table (140,002 train rows, epochs of
+    0.5-1 s on 2 cores), ten rounds on one warm Ray, the worker's steady rate at 0.02 s was below that at 0.05, 0.1
+    and 0.25 s in 8 of 10 each (medians 198k against 231k, 207k, 246k samples/s; `benchmarks/RESULTS.md`). Hence an
+    interval up to a floor under the epoch (`epoch_floor_s`), which that table puts at ~0.035 s.
 
     A pretrained encoder's epoch takes seconds to hours (a MiniLM step of batch 32 ~0.7 s on 2 cores), so a
     report waiting up to 0.25 s costs it nothing, while 50 polls a second take CPU from the training itself:
@@ -373,8 +381,8 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
     embedded = is_embedded()
     run = build_trainer(spec, prepared, config, storage_path=storage_path, run_name=run_name, callbacks=callbacks,
                         trainer=trainer, embedded=embedded)
+    floor = run_epoch_floor_s(spec, prepared, config)
     try:
-        floor = run_epoch_floor_s(spec, prepared, config)
         with controller_env(spec.train.workers, embedded, pretrained_encoder(spec), floor):
             result = run.fit()
     except Exception as exc:

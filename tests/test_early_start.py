@@ -92,7 +92,7 @@ def test_a_run_started_early_trains_what_fit_trains(tmp_path, telemetry_dir, ray
     from jobs.train import POLL_ENV, controller_poll_s
 
     monkeypatch.delenv(POLL_ENV, raising=False)
-    monkeypatch.setattr(train, "STEP_FLOOR_S", 3e-3)
+    monkeypatch.setattr(train, "BATCH_FLOOR_S", 3e-3)
     spec = _spec(tmp_path, telemetry_dir, "same", epochs=3, early_stop=None)
     prepared = prepare(spec, progress=QUIET)
     before = actors_by_class()

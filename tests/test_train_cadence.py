@@ -70,76 +70,111 @@ def test_fit_sets_the_controllers_environment_for_the_run_and_restores_it(monkey
     assert os.environ[POLL_ENV] == "0.5" and os.environ[PREEMPTION_ENV] == "1"
 
 
-def test_a_run_whose_epochs_outlast_a_floor_is_polled_less_often_up_to_a_limit():
+def test_a_run_whose_epochs_outlast_a_floor_is_polled_less_often_up_to_a_limit(monkeypatch):
     """The poll grows with a floor under the epoch (`epoch_floor_s`), never past LONG_POLL_S, never under the
     per-worker interval; a pretrained encoder keeps its own. Small tables keep the fast poll: their epochs are
     shorter than any interval that would save CPU."""
     from jobs.model import model_config
     from jobs.spec import ModelSpec
-    from jobs.train import LONG_POLL_S, PRETRAINED_POLL_S, STEP_FLOOR_S
+    from jobs.train import BATCH_FLOOR_S, LONG_POLL_S, PRETRAINED_POLL_S
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert controller_poll_s(1, epoch_floor=0.01) == 0.02 and controller_poll_s(1, epoch_floor=0.09) == 0.09
     assert controller_poll_s(1, epoch_floor=30.0) == LONG_POLL_S == 0.25
     assert controller_poll_s(3, epoch_floor=0.05) == pytest.approx(0.06)          # the group's interval wins
     assert controller_poll_s(20, epoch_floor=30.0) == pytest.approx(0.4)         # ... above LONG_POLL_S too
     assert controller_poll_s(1, pretrained=True, epoch_floor=0.1) == PRETRAINED_POLL_S
     mlp = lambda width, hidden: model_config(ModelSpec(hidden=hidden), width, 2)  # noqa: E731
-    # train_throughput.py's table (140,002 train rows, 10 features, [128, 64], batch 256, 2 CPUs): epochs of 0.5-1 s
-    # on this host; a floor of ~0.1 s, and so the poll.
-    bench = epoch_floor_s(140_002, 256, mlp(10, [128, 64]), 2, use_gpu=False)
-    assert 0.05 < bench < 0.15 and controller_poll_s(1, epoch_floor=bench) == bench
+    # train_throughput.py's table (140,002 train rows, ~12 features, [128, 64], batch 256, 2 CPUs): epochs of
+    # 0.5-1 s on this host; a floor of ~0.035 s, and so the poll.
+    bench = epoch_floor_s(140_002, 256, mlp(12, [128, 64]), 2, use_gpu=False)
+    assert 0.03 < bench < 0.04 and controller_poll_s(1, epoch_floor=bench) == bench
     # 20,000 rows (14,000 to train, ~94 ms epochs here) and less: the fast poll, as before.
     assert controller_poll_s(1, epoch_floor=epoch_floor_s(14_000, 256, mlp(30, [128, 64]), 1, False)) == 0.02
-    assert epoch_floor_s(140_002, 256, mlp(10, [128, 64]), 2, use_gpu=True) == 0.0     # a GPU's steps: no floor
-    assert epoch_floor_s(0, 256, mlp(10, [128, 64]), 2, use_gpu=False) == 0.0
-    # Other kinds count their batches alone; more CPUs make the flops part smaller, not the batches'.
-    assert epoch_floor_s(1000, 10, {"kind": "cnn", "hidden": [64]}, 1, False) == pytest.approx(100 * STEP_FLOOR_S)
-    assert (100 * STEP_FLOOR_S < epoch_floor_s(1000, 10, mlp(10, [128]), 8, False)
-            < epoch_floor_s(1000, 10, mlp(10, [128]), 1, False))
+    assert epoch_floor_s(140_002, 256, mlp(12, [128, 64]), 2, use_gpu=True) == 0.0     # a GPU's steps: no floor
+    assert epoch_floor_s(0, 256, mlp(12, [128, 64]), 2, use_gpu=False) == 0.0
+    # Other kinds count their batches alone; more threads make the flops part smaller, not the batches'.
+    assert epoch_floor_s(1000, 10, {"kind": "cnn", "hidden": [64]}, 1, False) == pytest.approx(100 * BATCH_FLOOR_S)
+    wide = epoch_floor_s(1000, 10, mlp(500, [512]), 1, False)
+    assert 100 * BATCH_FLOOR_S < epoch_floor_s(1000, 10, mlp(500, [512]), 8, False) < wide
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")           # Ray leaves an exported value: the worker's threads
+    assert epoch_floor_s(1000, 10, mlp(500, [512]), 1, False) == pytest.approx(
+        epoch_floor_s(1000, 10, mlp(500, [512]), 8, False))
 
 
-def test_the_floors_weights_are_the_networks_and_its_figures_are_under_this_machines():
-    """`mlp_weights` counts what `build_model` builds; a step, and a row's flops, take longer here than the floor
-    assumes (its constants are meant to stay under a faster CPU's figures too: ~4x under this 2-core host's)."""
+def test_a_runs_floor_is_per_worker_with_its_own_batch_size():
+    """`fit`'s floor (`run_epoch_floor_s`): the train rows split over the workers, the batch size the workers get
+    (a trial's, when it samples one), nothing on a GPU."""
+    import dataclasses
+
+    from jobs.train import run_epoch_floor_s
+
+    prepared = _prepared()                                   # 60 train rows
+    prepared.preprocessor.shape = None
+    spec = validate_spec({**BASE, "train": {"workers": 2, "batch_size": 4, "cpus_per_worker": 1}})
+    cfg = worker_config(spec, prepared, use_gpu=False)
+    assert run_epoch_floor_s(spec, prepared, cfg) == pytest.approx(epoch_floor_s(30, 4, cfg.model, 1, False))
+    trial = worker_config(spec, prepared, use_gpu=False, overrides={"batch_size": 2})
+    assert run_epoch_floor_s(spec, prepared, trial) == pytest.approx(epoch_floor_s(30, 2, cfg.model, 1, False))
+    assert run_epoch_floor_s(spec, prepared, trial) > run_epoch_floor_s(spec, prepared, cfg)
+    assert run_epoch_floor_s(spec, prepared, dataclasses.replace(cfg, use_gpu=True)) == 0.0
+
+
+def test_the_floors_flops_are_the_networks_and_its_figures_are_under_this_machines():
+    """`mlp_flops` counts what `build_model` builds; the training loop's cheapest batch, and an MLP's flops, take
+    longer on this machine's one thread than the floor assumes (its constants are meant to stay under a faster
+    CPU's figures too: ~3x under this 2-core host's for a batch, ~20x for the flops)."""
     import time
 
     import torch
 
     from jobs.model import build_model, model_config
     from jobs.spec import ModelSpec
-    from jobs.train import CPU_FLOPS, STEP_FLOOR_S, mlp_weights
+    from jobs.train import BATCH_FLOOR_S, CPU_FLOPS, mlp_flops
+    from jobs.worker import _loss_fn, _optimizer, train_epoch
+    from tests.test_worker_loop import CPU, NO_AMP, batches, data
 
     for width, hidden in ((1, [16]), (30, [128, 64]), (7, [])):
         cfg = model_config(ModelSpec(hidden=hidden, dropout=0.1), width, 3)
-        assert mlp_weights(cfg) == sum(p.numel() for p in build_model(cfg).parameters())
-    assert mlp_weights({"kind": "text", "hidden": [64]}) == 0 and mlp_weights(None) == 0
+        layers = [m for m in build_model(cfg).modules() if isinstance(m, torch.nn.Linear)]
+        assert mlp_flops(cfg) == sum((4 if i == 0 else 6) * sum(p.numel() for p in m.parameters())
+                                     for i, m in enumerate(layers))
+    assert mlp_flops({"kind": "text", "hidden": [64]}) == 0 and mlp_flops(None) == 0
     threads = torch.get_num_threads()
-    for width, hidden, batch in ((4, [16], 16), (4, [16], 4096), (30, [128, 64], 4096)):
-        model = build_model(model_config(ModelSpec(hidden=hidden), width, 2))
-        opt = torch.optim.AdamW(model.parameters(), 1e-3)
-        x, y = torch.randn(batch, width), torch.randint(0, 2, (batch,))
-        times = []
-        for _ in range(25):
-            start = time.perf_counter()
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-            times.append(time.perf_counter() - start)
-        step = min(times[5:])                        # the fastest step: the floor must be under even that
-        assert step > STEP_FLOOR_S, (width, hidden, batch, step)
-        flops = batch * 6 * mlp_weights(model_config(ModelSpec(hidden=hidden), width, 2))
-        assert flops / step < CPU_FLOPS * threads, (width, hidden, batch, flops / step)
+    torch.set_num_threads(1)
+    try:
+        # The cheapest batch: a linear model, SGD, inside a gradient accumulation (no optimizer step).
+        cfg = config(model={"kind": "mlp", "input_dim": 4, "output_dim": 2, "hidden": [], "dropout": 0.0,
+                            "activation": "relu"}, optimizer="sgd", grad_accum=8, batch_size=1, steps_per_epoch=64)
+        model = build_model(cfg.model)
+        optimizer, loss_fn = _optimizer(cfg, model.parameters()), _loss_fn(cfg, CPU)
+        x, y = data("classification", 512)
+        per_batch = min(train_epoch(model, batches(x, y, 1), optimizer, loss_fn, cfg, CPU, NO_AMP)["seconds"] / 512
+                        for _ in range(4))
+        assert per_batch > BATCH_FLOOR_S, per_batch
+        # The most flops a second: a wide MLP at a large batch.
+        cfg = config(model=model_config(ModelSpec(hidden=[256, 256]), 64, 2), batch_size=4096, steps_per_epoch=1)
+        model = build_model(cfg.model)
+        optimizer, loss_fn = _optimizer(cfg, model.parameters()), _loss_fn(cfg, CPU)
+        x = torch.randn(4096, 64)
+        y = (x[:, 0] > 0).long()
+        seconds = min(train_epoch(model, [(x, y)], optimizer, loss_fn, cfg, CPU, NO_AMP)["seconds"] for _ in range(6))
+        assert 4096 * mlp_flops(cfg.model) / seconds < CPU_FLOPS, 4096 * mlp_flops(cfg.model) / seconds
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_an_early_run_counts_its_parquet_footers_and_keeps_the_fast_poll_where_it_cannot(tmp_path, monkeypatch):
-    """Before the data is read: the train share of the rows the Parquet footers hold (at most FOOTERS_READ files),
-    the spec's batch and hidden layers; 0 (the fast poll) for CSV, a GPU, images and a path that is not there."""
+    """Before the data is read: the train share of the labelled rows the Parquet footers hold (at most FOOTERS_READ
+    files), the spec's batch and hidden layers; 0 (the fast poll) for CSV, a GPU, a path that is not there, and
+    labels the footers cannot count."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from jobs import early
     from jobs.early import early_epoch_floor_s
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     table = pa.table({"x": list(range(10_000)), "y": [i % 2 for i in range(10_000)]})
     (tmp_path / "pq").mkdir()
     for i in range(3):
@@ -148,16 +183,25 @@ def test_an_early_run_counts_its_parquet_footers_and_keeps_the_fast_poll_where_i
     table.to_pandas().to_csv(tmp_path / "csv" / "t.csv", index=False)
     spec = lambda path, **data: validate_spec({"name": "x", "data": {"path": str(path), "label": "y", **data},  # noqa: E731
                                                "model": {"hidden": [16]}, "train": {"batch_size": 32}})
-    want = epoch_floor_s(21_000, 32, {"kind": "mlp", "input_dim": 1, "hidden": [16], "output_dim": 1}, 1, False)
-    assert early_epoch_floor_s(spec(tmp_path / "pq"), use_gpu=False) == pytest.approx(want) and want > 0.02
-    split = {"val": 0.1, "test": 0.0}
-    assert early_epoch_floor_s(spec(tmp_path / "pq", split=split), use_gpu=False) == pytest.approx(
-        epoch_floor_s(27_000, 32, {"kind": "mlp", "input_dim": 1, "hidden": [16], "output_dim": 1}, 1, False))
+    floor = lambda rows: epoch_floor_s(rows, 32, {"kind": "mlp", "input_dim": 1, "hidden": [16], "output_dim": 1},  # noqa: E731
+                                       1, False)
+    assert early_epoch_floor_s(spec(tmp_path / "pq"), use_gpu=False) == pytest.approx(floor(21_000))
+    assert floor(21_000) > 0.02
+    assert early_epoch_floor_s(spec(tmp_path / "pq", split={"val": 0.1, "test": 0.0}), use_gpu=False) == pytest.approx(
+        floor(27_000))
     assert early_epoch_floor_s(spec(tmp_path / "pq"), use_gpu=True) == 0.0
     assert early_epoch_floor_s(spec(tmp_path / "csv"), use_gpu=False) == 0.0
     assert early_epoch_floor_s(spec(tmp_path / "missing"), use_gpu=False) == 0.0
+    # Rows without a label are dropped by the ingest: not counted. Labels a footer cannot count: the fast poll.
+    pq.write_table(pa.table({"x": list(range(10_000)), "y": [None] * 9_000 + [1] * 1_000}),
+                   tmp_path / "pq" / "part-3.parquet")
+    assert early_epoch_floor_s(spec(tmp_path / "pq"), use_gpu=False) == pytest.approx(floor(21_700))
+    for name, odd in (("blank", pa.table({"x": [1, 2], "y": ["yes", " "]})), ("unlabelled", pa.table({"x": [1, 2]}))):
+        (tmp_path / name).mkdir()
+        pq.write_table(table, tmp_path / name / "a.parquet")
+        pq.write_table(odd, tmp_path / name / "b.parquet")
+        assert early_epoch_floor_s(spec(tmp_path / name), use_gpu=False) == 0.0, name
     monkeypatch.setattr(early, "FOOTERS_READ", 2)
-    assert early_epoch_floor_s(spec(tmp_path / "pq"), use_gpu=False) == pytest.approx(
-        epoch_floor_s(14_000, 32, {"kind": "mlp", "input_dim": 1, "hidden": [16], "output_dim": 1}, 1, False))
-    (tmp_path / "pq" / "part-0-bad.parquet").write_bytes(b"not parquet")      # the ingest names it; the run polls fast
+    assert early_epoch_floor_s(spec(tmp_path / "pq"), use_gpu=False) == pytest.approx(floor(14_000))
+    (tmp_path / "pq" / "part-0-bad.parquet").write_bytes(b"not parquet")  # the ingest names it; the run polls fast
     assert early_epoch_floor_s(spec(tmp_path / "pq"), use_gpu=False) == 0.0

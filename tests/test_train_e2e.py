@@ -157,7 +157,7 @@ def test_every_epoch_reports_checkpoints_keep_the_cadence_and_the_last_one(tmp_p
 
     monkeypatch.delenv(POLL_ENV, raising=False)
     monkeypatch.delenv(PREEMPTION_ENV, raising=False)
-    monkeypatch.setattr(train, "STEP_FLOOR_S", 3e-3)
+    monkeypatch.setattr(train, "BATCH_FLOOR_S", 3e-3)
     spec = load_spec(write_spec(tmp_path / "s.yaml", small_spec(
         "cadence", telemetry_dir, tmp_path / "out", epochs=12, checkpoint_every=4,
         early_stop={"metric": "val_loss", "patience": 1})))
