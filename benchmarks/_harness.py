@@ -144,7 +144,8 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
     t_e2e = time.perf_counter() - t0
     ours = [r["train_samples_per_s"] for r in outcome.history]
     x, y = packed_tensors(prepared)
-    cfg = worker_config(spec, prepared, use_gpu=use_gpu).to_dict()    # what the workers receive, as plain data
+    config = worker_config(spec, prepared, use_gpu=use_gpu)
+    cfg = config.to_dict()                                             # what the workers receive, as plain data
     t_plain, plain = plain_loop(x, y, cfg, spec.train.epochs, "cuda" if use_gpu else "cpu")
     steady_ours, steady_plain = steady(ours), steady(plain)
     hand = (ray_by_hand(spec.data.path, x, y, cfg, spec.train.epochs, cpus=spec.train.cpus_per_worker,
@@ -160,7 +161,7 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
     print(f"  (end-to-end = ingest + preprocessing {t_prep:.1f}s" + (", Ray Train's run starting meanwhile" if started else "")
           + f", then Ray Train start, epochs, checkpoints {t_fit:.1f}s)")
     floor = (early_epoch_floor_s(spec, use_gpu) if started is not None else
-             run_epoch_floor_s(spec, prepared, worker_config(spec, prepared, use_gpu=use_gpu)))
+             run_epoch_floor_s(spec, prepared, config))
     poll = (f"{os.environ[POLL_ENV]} s (${POLL_ENV})" if POLL_ENV in os.environ else
             f"{controller_poll_s(t.workers, pretrained_encoder(spec), floor):.3g} s (trainyard's, for a floor of "
             f"{floor:.3g} s under an epoch)")

@@ -101,7 +101,7 @@ def early_epoch_floor_s(spec: JobSpec, use_gpu: bool) -> float:
         _, files, _ = resolve_files(data.path)
         if infer_format(files, data.format) != "parquet":
             return 0.0
-        rows = sum(_labelled_rows(pq.ParquetFile(f).metadata, data.label) for f in files[:FOOTERS_READ])
+        rows = sum(_labelled_rows(pq.read_metadata(f), data.label) for f in files[:FOOTERS_READ])
     except Exception:       # DataError, an unreadable footer, a label the footer cannot count: the fast poll
         return 0.0
     train = rows * (1.0 - data.split.val - data.split.test)
