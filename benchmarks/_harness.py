@@ -122,7 +122,8 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
     training through Ray's public API alone, one step after the other; one worker)."""
     from jobs.early import early_epoch_floor_s, start_early
     from jobs.pipeline import prepare, storage_root
-    from jobs.train import POLL_ENV, controller_poll_s, fit, pretrained_encoder, run_epoch_floor_s, worker_config
+    from cluster import is_embedded
+    from jobs.train import POLL_ENV, controller_env, fit, pretrained_encoder, run_epoch_floor_s, worker_config
 
     if by_hand and spec.train.workers != 1:
         raise SystemExit("ray_by_hand compares one-worker runs: train.workers must be 1")
@@ -160,12 +161,12 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
     print(f"{'end-to-end wall s':<28}{t_e2e:>14.1f}{t_plain:>14.1f}{t_plain / t_e2e:>8.2f}")
     print(f"  (end-to-end = ingest + preprocessing {t_prep:.1f}s" + (", Ray Train's run starting meanwhile" if started else "")
           + f", then Ray Train start, epochs, checkpoints {t_fit:.1f}s)")
+    # The environment the run's controller got, as `jobs.train.controller_env` makes it (an exported value wins).
     floor = (early_epoch_floor_s(spec, use_gpu) if started is not None else
              run_epoch_floor_s(spec, prepared, config))
-    poll = (f"{os.environ[POLL_ENV]} s (${POLL_ENV})" if POLL_ENV in os.environ else
-            f"{controller_poll_s(t.workers, pretrained_encoder(spec), floor):.3g} s (trainyard's, for a floor of "
-            f"{floor:.3g} s under an epoch)")
-    print(f"  (Ray Train's controller polled every {poll})")
+    with controller_env(t.workers, is_embedded(), pretrained_encoder(spec), floor) as env:
+        poll = env[POLL_ENV]
+    print(f"  (Ray Train's controller polled every {poll} s; trainyard's floor under an epoch: {floor:.3g} s)")
     print(f"per-epoch {unit}/s trainyard: {[round(v) for v in ours]}")
     print(f"per-epoch {unit}/s plain:     {[round(v) for v in plain]}")
     if hand is not None:
