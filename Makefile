@@ -7,10 +7,11 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 SPEC   ?= examples/machine-failure.yaml
 PYTEST_ARGS ?=
-# `make test` and `make test-fast` run the test files in two processes (pytest-xdist; under `make test` each has
-# its own local Ray): 1.4-1.5x faster than one on 2 cores (benchmarks/RESULTS.md, "Test suite time with pytest-xdist"); a file
-# stays in one process (its module fixtures are set up once), the files that use the serving fixtures share one
-# (Serve and its bundles are set up once), and the slowest files go first (tests/conftest.py).
+# `make test` and `make test-fast` run the test files in two processes (pytest-xdist; under `make test` each
+# has its own local Ray): 1.4-1.5x faster than one on 2 cores (benchmarks/RESULTS.md, "Test suite time with
+# pytest-xdist"); a file stays in one process (its module fixtures are set up once), the files that use the
+# serving fixtures share one (Serve and its bundles are set up once), and the slowest files go first
+# (tests/conftest.py).
 # One process: make test PYTEST_XDIST=
 PYTEST_XDIST ?= -n 2 --dist loadfile --no-loadscope-reorder
 
