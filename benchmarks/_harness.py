@@ -120,7 +120,7 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
     the Ray Train run while the data is prepared where `trainyard train` does (`jobs.early`); else one after the
     other, as before that existed. `by_hand`: then `ray_by_hand` too, a third column (a reference: the same
     training through Ray's public API alone, one step after the other; one worker)."""
-    from jobs.early import early_epoch_floor_s, start_early
+    from jobs.early import start_early
     from jobs.pipeline import prepare, storage_root
     from cluster import is_embedded
     from jobs.train import POLL_ENV, controller_env, fit, pretrained_encoder, run_epoch_floor_s, worker_config
@@ -162,8 +162,7 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
     print(f"  (end-to-end = ingest + preprocessing {t_prep:.1f}s" + (", Ray Train's run starting meanwhile" if started else "")
           + f", then Ray Train start, epochs, checkpoints {t_fit:.1f}s)")
     # The environment the run's controller got, as `jobs.train.controller_env` makes it (an exported value wins).
-    floor = (early_epoch_floor_s(spec, use_gpu) if started is not None else
-             run_epoch_floor_s(spec, prepared, config))
+    floor = started.epoch_floor if started is not None else run_epoch_floor_s(spec, prepared, config)
     with controller_env(t.workers, is_embedded(), pretrained_encoder(spec), floor) as env:
         poll = env[POLL_ENV]
     print(f"  (Ray Train's controller polled every {poll} s; trainyard's floor under an epoch: {floor:.3g} s)")

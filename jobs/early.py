@@ -148,7 +148,9 @@ class EarlyRun:
         embedded = is_embedded()
         self._trainer = run_trainer(spec, {HANDOFF_KEY: self._handoff}, use_gpu=use_gpu, storage_path=storage_path,
                                     run_name=run_name, callbacks=callbacks, trainer=trainer, embedded=embedded)
-        self._env = (spec.train.workers, embedded, pretrained_encoder(spec), early_epoch_floor_s(spec, use_gpu))
+        # The floor under an epoch that sets how often the run's controller polls (`early_epoch_floor_s`).
+        self.epoch_floor = early_epoch_floor_s(spec, use_gpu)
+        self._env = (spec.train.workers, embedded, pretrained_encoder(spec), self.epoch_floor)
         self._embedded = embedded
         self._result = self._error = self._controller = None
         self._handed = self._aborted = False

@@ -27,11 +27,10 @@ from jobs.spec import JobSpec, SpecError, metric_mode, task_problem
 from jobs.worker import DATASETS_KEY, train_loop_per_worker
 
 __all__ = ["TrainError", "TrainOutcome", "configure", "worker_config", "fit", "build_trainer", "default_trainer",
-           "last_state",
-           "resolve_use_gpu", "check_resources", "class_weights", "summary_table", "POLL_ENV", "PREEMPTION_ENV",
-           "controller_poll_s", "epoch_floor_s", "run_epoch_floor_s", "ingest_options", "run_loop_config", "run_trainer",
-           "start_line", "outcome_of",
-           "controller_env", "worker_error"]
+           "last_state", "resolve_use_gpu", "check_resources", "class_weights", "summary_table", "POLL_ENV",
+           "PREEMPTION_ENV", "controller_poll_s", "mlp_flops", "epoch_floor_s", "run_epoch_floor_s",
+           "ingest_options", "run_loop_config", "run_trainer", "start_line", "outcome_of", "controller_env",
+           "worker_error"]
 
 # How often Ray Train V2's controller polls its workers (its default is 2 s). Ray Train's fit() copies this
 # variable from the os.environ of the process that calls it (the driver: our CLI, a job's entrypoint, a tuning

@@ -102,6 +102,7 @@ def test_a_run_started_early_trains_what_fit_trains(tmp_path, telemetry_dir, ray
     assert early is not None
     got = early.finish(prepared, progress=QUIET)
     assert (actors_by_class() - before)["Handoff"] == 1
+    assert early.epoch_floor == early_epoch_floor_s(spec, use_gpu=False)
     poll = controller_poll_s(1, epoch_floor=early_epoch_floor_s(spec, use_gpu=False))
     assert {r["poll"] for r in recorded(log)} == {f"{poll:g}"} and 0.02 < poll < 0.06
     want = fit(spec, prepared, storage_path=str(tmp_path / "runs"), run_name="late", progress=QUIET)
