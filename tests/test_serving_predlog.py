@@ -10,7 +10,8 @@ import time
 import pytest
 
 from tests.s3_fixtures import s3_bucket  # noqa: F401
-from tests.serving_fixtures import call, deploy_app, records_from, served_bundle, serve_instance  # noqa: F401
+from tests.serving_fixtures import (call, deploy_app, records_from, release_app, served_bundle,  # noqa: F401
+                                    serve_instance)
 from tests.test_serving_faults import replica_pids
 from tests.test_serving_ops import _wait_for
 
@@ -80,8 +81,6 @@ def test_logged_rows_carry_request_id_features_and_prediction_and_never_an_exclu
 def test_sampling_and_a_sigkilled_replica_leave_earlier_files_intact(served_bundle, serve_instance, tmp_path):
     """sample 0.5 logs about half the requests; a replica SIGKILLed with a file open loses at most that file,
     never one published before it, and the folder still reads as one dataset."""
-    from serving import shutdown
-
     folder = tmp_path / "logs" / "phalf"
     served = deploy_app(served_bundle, "phalf", serve_instance, autoscaling={"min_replicas": 1, "max_replicas": 1},
                         log={"path": str(tmp_path / "logs"), "sample": 0.5, "rotate_s": 1})
@@ -103,7 +102,7 @@ def test_sampling_and_a_sigkilled_replica_leave_earlier_files_intact(served_bund
         after = set(read_logs(folder).column("request_id").to_pylist())   # ... and the folder still reads
         assert before <= after <= first | second
     finally:
-        shutdown("phalf")
+        release_app("phalf")         # nothing checked after its drain, unlike "plog" above
 
 
 def test_the_writer_rotates_by_size_drops_when_full_and_hides_open_files(tmp_path):

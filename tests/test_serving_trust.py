@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from jobs.manifest import write as write_manifest
-from tests.serving_fixtures import bundle_variant, call, records_from, served_bundle, serve_instance  # noqa: F401
+from tests.serving_fixtures import (bundle_variant, call, records_from, release_app, served_bundle,  # noqa: F401
+                                    serve_instance)
 
 BUNDLE_VAR, OPERATOR_VAR = "TRAINYARD_TEST_FROM_BUNDLE", "TRAINYARD_TEST_FROM_OPERATOR"
 
@@ -85,8 +86,6 @@ def test_a_bundle_cannot_choose_its_runtime_env_or_host(served_bundle, serve_ins
     runtime_env is served with the operator's values: on 127.0.0.1, its environment variable absent from the
     replica while the operator's is there; its request limits (max_records) still apply; and the operator is
     told, in one line, what was not taken."""
-    from ray import serve
-
     from serving import deploy
     from serving.commands import serve_settings
 
@@ -121,7 +120,7 @@ def test_a_bundle_cannot_choose_its_runtime_env_or_host(served_bundle, serve_ins
             env = _environ(pid)
             assert env.get(OPERATOR_VAR) == "operator" and BUNDLE_VAR not in env, pid
     finally:
-        serve.delete("trust")
+        release_app("trust")
 
 
 def test_the_embedded_ray_listens_on_loopback_only(ray_session):
