@@ -144,7 +144,7 @@ def test_the_printed_export_line_works_for_the_ray_cli(cluster, cluster_env, tmp
         assert says in out.stdout + out.stderr, (command, out.stdout[-2000:], out.stderr[-2000:])
     # The head and the worker, as `cluster status` sees them. `ray status` prints what Ray's autoscaler monitor
     # last wrote (every AUTOSCALER_UPDATE_INTERVAL_S, 5 s): for a few seconds after `cluster up` it lists the
-    # head alone, so this test failed when it ran first (`-k`, `--lf`); later in the module it passes at once.
+    # head alone, so this test failed when it ran first (`-k printed_export`); later in the module it passes at once.
     deadline = time.monotonic() + 30
     while True:
         out = subprocess.run(["bash", "-c", f"{exports[0]} && ray status"], cwd=tmp_path, env=env,
@@ -152,7 +152,7 @@ def test_the_printed_export_line_works_for_the_ray_cli(cluster, cluster_env, tmp
         if out.stdout.count("node_") == 2 or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert out.stdout.count("node_") == 2, out.stdout
+    assert out.stdout.count("node_") == 2, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
 
 
 def test_env_values_reach_the_job_but_no_command_line(cluster, tmp_path, monkeypatch):
