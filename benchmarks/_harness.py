@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
 
+from _machine import busy_cpu_seconds  # noqa: E402
+
 
 def plain_loop(x: torch.Tensor, y: torch.Tensor, cfg: dict, epochs: int, device: str = "cpu") -> tuple[float, list[float]]:
     """The baseline a PyTorch user would write: tensors in memory, a shuffled index per epoch, same model,
@@ -128,6 +130,7 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
     if by_hand and spec.train.workers != 1:
         raise SystemExit("ray_by_hand compares one-worker runs: train.workers must be 1")
     quiet = lambda *_: None
+    cpu0 = busy_cpu_seconds()
     t0 = time.perf_counter()
     run_name = f"bench-{int(t0)}"
     started = start_early(spec, use_gpu=use_gpu, storage_path=storage_root(spec), run_name=run_name) if early else None
@@ -143,14 +146,20 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
                fit(spec, prepared, storage_path=storage_root(spec), run_name=run_name, progress=quiet))
     t_fit = time.perf_counter() - t1
     t_e2e = time.perf_counter() - t0
+    cpu_e2e = busy_cpu_seconds() - cpu0
     ours = [r["train_samples_per_s"] for r in outcome.history]
     x, y = packed_tensors(prepared)
     config = worker_config(spec, prepared, use_gpu=use_gpu)
     cfg = config.to_dict()                                             # what the workers receive, as plain data
+    cpu1 = busy_cpu_seconds()
     t_plain, plain = plain_loop(x, y, cfg, spec.train.epochs, "cuda" if use_gpu else "cpu")
+    cpu_plain = busy_cpu_seconds() - cpu1
     steady_ours, steady_plain = steady(ours), steady(plain)
+    cpu2 = busy_cpu_seconds()
     hand = (ray_by_hand(spec.data.path, x, y, cfg, spec.train.epochs, cpus=spec.train.cpus_per_worker,
                         use_gpu=use_gpu, storage=storage_root(spec)) if by_hand else None)
+    if hand is not None:
+        hand["cpu_e2e"] = busy_cpu_seconds() - cpu2
     t = spec.train
     print(f"\ntrain rows {len(x)}, {t.epochs} epochs, batch {t.batch_size}, model {cfg['model']['kind']} "
           f"{cfg['model'].get('channels', '')}{cfg['model']['hidden']}, {t.workers} worker(s) × {t.cpus_per_worker:g} CPU"
@@ -161,6 +170,12 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
     print(f"{'end-to-end wall s':<28}{t_e2e:>14.1f}{t_plain:>14.1f}{t_plain / t_e2e:>8.2f}")
     print(f"  (end-to-end = ingest + preprocessing {t_prep:.1f}s" + (", Ray Train's run starting meanwhile" if started else "")
           + f", then Ray Train start, epochs, checkpoints {t_fit:.1f}s)")
+    # The machine's busy CPU-s (every process, Ray's daemons included) bound the wall time from below: no schedule
+    # on `cores` cores does X CPU-s of work in less than X / cores seconds.
+    cores = os.cpu_count() or 1
+    print(f"  (machine busy CPU-s: trainyard end to end {cpu_e2e:.1f} ({cpu_e2e / (cores * t_e2e):.0%} of {cores} "
+          f"cores over its wall), plain loop's call (its model and first optimizer included) {cpu_plain:.1f}; at full use of every core trainyard's work takes at "
+          f"least {cpu_e2e / cores:.1f}s: end-to-end ratio at most {t_plain / (cpu_e2e / cores):.2f})")
     # The environment the run's controller got, as `jobs.train.controller_env` makes it (an exported value wins).
     floor = started.epoch_floor if started is not None else run_epoch_floor_s(spec, prepared, config)
     with controller_env(t.workers, is_embedded(), pretrained_encoder(spec), floor) as env:
@@ -174,7 +189,8 @@ def run_side_by_side(spec, *, unit: str = "samples", use_gpu: bool = False, earl
               f"{hand['t_read']:.1f}s, then a 1-worker DataParallelTrainer running the plain loop on the plain loop's "
               f"tensors {hand['t_fit']:.1f}s; warm Ray):\n"
               f"  end-to-end {hand['t_e2e']:.1f}s: plain / by hand {t_plain / hand['t_e2e']:.2f}, by hand / trainyard "
-              f"{hand['t_e2e'] / t_e2e:.2f} (its time over trainyard's); steady {steady_hand:,.0f} {unit}/s "
+              f"{hand['t_e2e'] / t_e2e:.2f} (its time over trainyard's), {hand['cpu_e2e']:.1f} busy CPU-s; steady {steady_hand:,.0f} {unit}/s "
               f"({steady_hand / steady_plain:.2f} of plain); per epoch {[round(v) for v in hand['per_epoch']]}")
     return {"steady_ratio": steady_ours / steady_plain, "steady_ours": steady_ours, "steady_plain": steady_plain,
-            "t_fit": t_fit, "t_plain": t_plain, "t_e2e": t_e2e, "by_hand": hand}
+            "t_fit": t_fit, "t_plain": t_plain, "t_e2e": t_e2e, "cpu_e2e": cpu_e2e, "cpu_plain": cpu_plain,
+            "by_hand": hand}

@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
 
+from _machine import busy_cpu_seconds  # noqa: E402
+
 MODEL = {"hidden": [128, 64], "dropout": 0.1}
 BATCH, LR = 128, 1e-3
 
@@ -81,22 +83,6 @@ def cli_of(repo: Path) -> list[str]:
 
 
 CPU_SECONDS: list[float] = []   # CPU time the machine spent (all cores, user + system) during each run_cli command
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds every core of this machine has spent busy since boot (/proc/stat; 0 where there is none).
-    Read around a command, it counts what the command and every process it started did (Ray's own processes are
-    not its children once Ray daemonises them, so getrusage would miss them), and whatever else ran meanwhile:
-    a figure for a machine otherwise idle. On a shared 2-core machine the wall time moves with the neighbours'
-    load; the work done much less."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")   # all but idle and iowait
-
-
 BUNDLE_SECONDS: list[float] = []   # per run_cli command: seconds until it printed "bundle written to"
 
 
