@@ -47,7 +47,7 @@ from safetensors.torch import load_file, save_file
 
 from cluster.errors import BadInput
 from jobs import text_model
-from jobs.fitted import FittedPreprocessor
+from jobs.fitted import FittedPreprocessor, misspelt_fields
 from jobs.manifest import NAME as MANIFEST, problems as manifest_problems, write as write_manifest
 from jobs.model import build_model
 from jobs.preprocess import load_state
@@ -287,18 +287,28 @@ class Bundle:
 
     def predict(self, records: list[dict]) -> dict:
         """Predict for a list of records ({feature: value}); missing fields are imputed, unseen categories map
-        to the 'unknown' slot (or are rejected when the bundle says unknown_category: error)."""
+        to the 'unknown' slot (or are rejected when the bundle says unknown_category: error). Fields that are not
+        features are ignored (a row's label, an id), except one that looks like a misspelt feature the record
+        lacks; a numeric feature's value that is not a number is refused, not imputed."""
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise BundleError("records must be a list of objects ({feature: value, ...})")
         if not records:
             return {"predictions": [], **({"probabilities": []} if self.task == "classification" else {})}
-        problems = self.preprocessor.record_problems(records)
-        if problems:
-            raise BundleError("; ".join(problems))
+        problems = misspelt_fields(records, self.preprocessor.feature_names, self.preprocessor.label)
+        problems += self.preprocessor.record_problems(records)
         # An explicit index: from_records([{}]) would build zero rows for a record with every field missing.
-        out = self.predict_frame(pd.DataFrame(records, index=range(len(records))))
+        df = pd.DataFrame(records, index=range(len(records)))
+        problems += self.preprocessor.frame_problems(df)
+        if problems:
+            shown = problems[:MAX_SHOWN_PROBLEMS]
+            more = len(problems) - len(shown)
+            raise BundleError("; ".join(shown) + (f"; and {more} more" if more else ""))
+        out = self.predict_frame(df)
         out.pop("class_index", None)
         return out
+
+
+MAX_SHOWN_PROBLEMS = 20
 
 
 def upload(version: Path, output: str) -> str:

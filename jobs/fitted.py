@@ -7,6 +7,7 @@ loads one back with `load_state`. This module imports none of the kinds, so none
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from abc import ABC, abstractmethod
@@ -140,6 +141,11 @@ class FittedPreprocessor(ABC):
         that maps any value to something (imputation, an 'unknown' slot) refuses nothing."""
         return []
 
+    def frame_problems(self, df: pd.DataFrame) -> list[str]:
+        """What `transform` would quietly take for missing in `df` (records built by `Bundle.predict`): a value given
+        but unreadable as this kind reads it ("record 3: age='forty' is not a number"); none by default."""
+        return []
+
     def encode_labels(self, values: pd.Series) -> np.ndarray:
         if self.task == "classification":
             return encode_classes(self.classes, values)
@@ -175,3 +181,27 @@ class FittedPreprocessor(ABC):
     def save_files(self, folder) -> None:
         """Files this kind keeps in the bundle folder beside preprocessor.json (a tokenizer's); none by default."""
 
+
+def misspelt_fields(records: list[dict], features: list[str], label: str) -> list[str]:
+    """Fields that are not features but are a near miss of a feature the same record lacks ('Age' or 'agee' for
+    'age'): the value would be ignored and the feature imputed. Other extra fields (the label, an id, any column
+    of the data the model does not read) stay ignored, so a table's own rows can be passed as they are."""
+    extra = set().union(*records) - set(features) - {label}
+    if not extra:
+        return []           # the usual case (the server's checker has refused or dropped unknown fields): one union
+    lowered = {f.lower(): f for f in features}
+    near = {}               # extra field → the feature it nearly spells, worked out once per field name
+    for name in sorted(n for n in extra if isinstance(n, str)):
+        match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.8)
+        if match:
+            near[name] = lowered[match[0]]
+    problems = []
+    for i, record in enumerate(records):
+        if not near:
+            break
+        for name, feature in list(near.items()):
+            if name in record and feature not in record:
+                del near[name]              # named once, at its first record
+                problems.append(f"record {i}: {name!r} is not a feature of this model; did you mean {feature!r}? "
+                                f"(its features: {', '.join(features)})")
+    return problems

@@ -90,6 +90,20 @@ class Preprocessor(FittedPreprocessor):
                                     f"(known: {s.categories})")
         return problems
 
+    def frame_problems(self, df: pd.DataFrame) -> list[str]:
+        """A numeric feature's value that is given but is not a number ('forty', '12,5', a list): `transform`
+        would impute it like a missing one. Columns of numbers (what the server passes on) cost a dtype check."""
+        problems = []
+        for s in self.numeric:
+            col = df.get(s.name)
+            if col is None or pd.api.types.is_numeric_dtype(col.dtype):
+                continue
+            bad = pd.to_numeric(col, errors="coerce").isna() & col.notna()
+            for i in np.flatnonzero(bad.to_numpy()):
+                problems.append(f"record {i}: {s.name}={col.iloc[i]!r} is not a number; send a number, or null "
+                                "(or leave the field out) to have it imputed as in training")
+        return problems
+
     # ------------------------------------------------------------------ JSON
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessor":

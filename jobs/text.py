@@ -217,6 +217,9 @@ class TextPreprocessor(FittedPreprocessor):
                     problems.append(f"record {i}: {c} is empty; send a non-empty text")
         return problems + self.tabular.record_problems(records)
 
+    def frame_problems(self, df: pd.DataFrame) -> list[str]:
+        return self.tabular.frame_problems(df)
+
     # ------------------------------------------------------------------ state and files
     def to_dict(self) -> dict:
         return {"kind": self.kind, "task": self.task, "tabular": self.tabular.to_dict(), "text": list(self.text),

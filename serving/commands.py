@@ -177,6 +177,12 @@ def cmd_predict(args) -> int:
     client = Client(args.url, token=token, batch_size=args.batch_size)
     df = read_table(args.file)
     table = df.join(client.predict_frame(df), rsuffix="_predicted")
+    # After the predictions (check_columns has refused a file with no feature or a misspelt one): a feature
+    # without a column is imputed for every row, which the user should see rather than find out.
+    absent = [f["name"] for f in client.schema()["features"] if f["name"] not in df.columns]
+    if absent:
+        print(f"note: {args.file} has no column for {', '.join(map(repr, absent))}: the model imputed "
+              f"{'it' if len(absent) == 1 else 'them'} for every row, as it does a missing value", file=sys.stderr)
     if args.out:
         from serving.client import write_table
         write_table(table, args.out)

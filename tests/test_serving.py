@@ -283,12 +283,19 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
                               str(tmp_path / "rows.csv"), "--out", str(tmp_path / "pred.jsonl")],
                              capture_output=True, text=True, env=env, timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
+        assert "note:" not in run.stderr            # every feature had its column
         out = pd.read_json(tmp_path / "pred.jsonl", lines=True)
         assert len(out) == 30 and {"machine_id", "prediction", "probability_ok"} <= set(out.columns)
         sent = [{k: (None if v != v else v) for k, v in r.items() if k not in ("machine_id", "failure")}
                 for r in rows.to_dict("records")]
         expected = load(new).predict(sent)
         assert out["prediction"].tolist() == expected["predictions"]
+        # A feature without a column is imputed for every row, and said so.
+        rows.drop(columns=["rpm"]).to_csv(tmp_path / "no-rpm.csv", index=False)
+        run = subprocess.run([sys.executable, "-m", "trainyard", "predict", "--url", served.url,
+                              str(tmp_path / "no-rpm.csv")], capture_output=True, text=True, env=env, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert f"note: {tmp_path / 'no-rpm.csv'} has no column for 'rpm': the model imputed it" in run.stderr
         bad = subprocess.run([sys.executable, "-m", "trainyard", "predict", "--url", served.url,
                               str(tmp_path / "rows.txt")], capture_output=True, text=True, env=env, timeout=60)
         assert bad.returncode == 2 and "unsupported file type '.txt'" in bad.stderr

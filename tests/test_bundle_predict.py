@@ -1,0 +1,59 @@
+"""`jobs.bundle.load(path).predict(records)`, the Python API, on a bundle written here (no Ray): what it refuses
+rather than quietly imputing, and what it still ignores so a table's own rows can be passed as they are."""
+import math
+
+import pytest
+
+from jobs import bundle as B
+from jobs.model import build_model
+from jobs.tabular import CategoricalState, NumericState, Preprocessor
+
+CONFIG = {"kind": "mlp", "input_dim": 5, "output_dim": 2, "hidden": [3], "dropout": 0.0, "activation": "relu"}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    pre = Preprocessor(task="classification", label="churn", classes=["no", "yes"],
+                       numeric=[NumericState("age", fill=40.0, center=40.0, scale=10.0),
+                                NumericState("income", fill=50.0, center=50.0, scale=20.0)],
+                       categorical=[CategoricalState("region", ["north", "south"])])
+    folder = B.write(tmp_path_factory.mktemp("b") / "out", state_dict=build_model(CONFIG).state_dict(),
+                     model_config=CONFIG, preprocessor=pre, metrics={"val": {"val_accuracy": 0.5}},
+                     spec_yaml="name: t\n", lineage={"version": "1"}, progress=lambda _line: None)
+    return B.load(folder)
+
+
+def test_a_value_that_is_not_a_number_is_refused_naming_record_field_and_value(model):
+    with pytest.raises(B.BundleError) as err:
+        model.predict([{"age": 30, "income": 20.5}, {"age": "forty", "income": "12,5"}, {"age": [1]}])
+    text = str(err.value)
+    assert "record 1: age='forty' is not a number" in text
+    assert "record 1: income='12,5' is not a number" in text
+    assert "record 2: age=[1] is not a number" in text
+    assert "record 0" not in text
+    # Imputing it would have given the prediction of a record without the field, which is what it used to return.
+    assert "null" in text and "imputed" in text
+
+
+def test_missing_values_and_numbers_as_text_still_predict(model):
+    out = model.predict([{"age": None, "income": math.nan}, {"age": "41", "income": 60}, {}])
+    assert len(out["predictions"]) == 3
+    assert model.predict([{"age": None}])["probabilities"] == model.predict([{}])["probabilities"]
+    assert model.predict([{"age": "41"}])["probabilities"] == model.predict([{"age": 41}])["probabilities"]
+
+
+def test_a_misspelt_feature_is_refused_with_the_name_it_nearly_is(model):
+    with pytest.raises(B.BundleError, match=r"record 0: 'agee' is not a feature of this model; did you mean 'age'\?"):
+        model.predict([{"agee": 30, "income": 20}])
+    with pytest.raises(B.BundleError) as err:
+        model.predict([{"region": "north"}, {"Age": 30, "Income": 20, "region": "south"}])
+    assert "record 1: 'Age' is not a feature of this model; did you mean 'age'?" in str(err.value)
+    assert "record 1: 'Income' is not a feature of this model; did you mean 'income'?" in str(err.value)
+    assert "its features: age, income, region" in str(err.value)
+
+
+def test_a_rows_label_ids_and_other_columns_are_still_ignored(model):
+    plain = model.predict([{"age": 30, "income": 20, "region": "north"}])
+    row = {"age": 30, "income": 20, "region": "north", "churn": "yes", "customer_id": 7, "signup": "2024-01-01",
+           "Age": 99}                       # a near miss of a feature the record has: not the one that counts
+    assert model.predict([row]) == plain
