@@ -207,3 +207,50 @@ def test_a_process_joined_to_a_cluster_says_what_it_waits_for_at_exit(tmp_path, 
     assert f"left {runs}/interrupted: the run given up had not ended" in err, err
     del second.wait
     assert jobs.early.wait_given_up(90)
+
+
+def test_at_exit_on_the_embedded_ray_the_run_given_up_ends_before_ray_stops(tmp_path, telemetry_dir, ray_session,
+                                                                            monkeypatch):
+    """Ray stopped under a run's thread still in Ray Train's fit() let that thread reach Ray's shut-down core
+    worker, whose C++ side ends the process with exit code 1 (a `trainyard train` refusing its data exited 1, not
+    2, in about half its runs). Now the run ends first, then Ray stops. (The session's Ray stands in for the
+    embedded one; its stop is recorded instead of done.)"""
+    import cluster
+
+    spec = _spec(tmp_path, telemetry_dir, "embedded-exit", epochs=1, early_stop=None)
+    runs = tmp_path / "runs"
+    early = start_early(spec, use_gpu=False, storage_path=str(runs), run_name="embedded-exit")
+    assert early is not None
+    stops = []
+    monkeypatch.setattr(cluster, "stop_embedded", lambda: stops.append(early._thread.is_alive()))
+    early._embedded = True
+    early.abort()
+    early._at_exit()
+    assert stops == [False], "Ray was stopped while the run given up was still in fit()"
+    assert not (runs / "embedded-exit").exists()
+    assert wait_given_up(0)
+
+
+@pytest.mark.ray
+def test_train_refusing_its_data_after_the_embedded_ray_started_exits_2(tmp_path, telemetry_dir):
+    """The user's side of the test above: a cell that is not a number, found by the ingest while the run started
+    early waits; the command says so and exits 2, without Ray's C++ line, leaving no run folder."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    rows = pd.read_parquet(sorted(telemetry_dir.glob("*.parquet"))[0]).head(200).astype({"rpm": object})
+    rows.loc[3, "rpm"], rows.loc[7, "rpm"] = "n/a", "12,5"
+    (tmp_path / "data").mkdir()
+    rows.to_csv(tmp_path / "data" / "rows.csv", index=False)
+    spec = write_spec(tmp_path / "s.yaml", small_spec("refused", tmp_path / "data", tmp_path / "out"))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = subprocess.run([sys.executable, "-m", "trainyard", "train", str(spec)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert "[ray] starting Ray on this machine" in run.stdout, run.stdout + run.stderr
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "column 'rpm' holds numbers but for 2 cell(s)" in run.stderr, run.stderr
+    assert "core worker has already been shutdown" not in run.stderr, run.stderr
+    runs = tmp_path / "out" / "ray"
+    assert not runs.exists() or not any(runs.iterdir()), sorted(map(str, runs.iterdir()))
