@@ -74,6 +74,19 @@ def quiet_ray_logs() -> None:
     _drop_starting(auth, "Token authentication is enabled")
 
 
+# Ray Data warns, once a process, when an execution starts at a moment no CPU is free ("The Dataset job will hang
+# unless more CPUs are freed up"). A run started before its data (jobs.early) holds its worker's CPUs meanwhile, and
+# starts only where a CPU is left beside it: Ray Data's own tasks and actors holding the rest for a moment is not a
+# hang, and the warning showed on most one-worker `trainyard train` runs.
+RAY_DATA_NO_CPU = ("ray.data.dataset", "Warning: The Ray cluster currently does not have any available CPUs")
+
+
+def hide_no_free_cpu_warning() -> None:
+    """Keep Ray Data's no-free-CPU warning out (`RAY_DATA_NO_CPU`), for a process whose run holds CPUs while its
+    data is prepared, having checked that one is left for the data."""
+    _drop_starting(logging.getLogger(RAY_DATA_NO_CPU[0]), RAY_DATA_NO_CPU[1])
+
+
 def _drop_starting(logger: logging.Logger, start: str) -> None:
     """Keep `logger`'s records whose message begins with `start` out of the output (once, however often called)."""
     if not any(isinstance(f, _DropStarting) and f.start == start for f in logger.filters):

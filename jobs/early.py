@@ -26,6 +26,7 @@ import threading
 import traceback
 from typing import Callable, Optional
 
+from cluster.quiet import hide_no_free_cpu_warning
 from cluster.ray_compat import abort_run
 from jobs.contracts import CHECKPOINT_PREFIX, PreparedData
 from jobs.handoff import Handoff, wrap
@@ -81,6 +82,7 @@ def start_early(spec: JobSpec, *, use_gpu: bool, storage_path: str, run_name: st
 
     if not starts_early(spec, ray.available_resources()):
         return None
+    hide_no_free_cpu_warning()          # a CPU is left for the data: Ray Data's warning would be a false alarm
     return EarlyRun(spec, use_gpu=use_gpu, storage_path=storage_path, run_name=run_name, **run)
 
 

@@ -1,6 +1,7 @@
 """A one-worker run started before its data is prepared (`jobs.early`): it trains what `fit` trains, a killed
 worker still resumes from its checkpoint, and a run given up before its data ends and leaves nothing behind."""
 import asyncio
+import logging
 import os
 import time
 
@@ -221,6 +222,10 @@ def test_at_exit_on_the_embedded_ray_the_run_given_up_ends_before_ray_stops(tmp_
     runs = tmp_path / "runs"
     early = start_early(spec, use_gpu=False, storage_path=str(runs), run_name="embedded-exit")
     assert early is not None
+    # A CPU is left for the data: Ray Data's "no free CPU, will hang" warning is kept out (tests/test_output.py).
+    from cluster.quiet import RAY_DATA_NO_CPU
+    assert any(getattr(f, "start", None) == RAY_DATA_NO_CPU[1]
+               for f in logging.getLogger(RAY_DATA_NO_CPU[0]).filters)
     stops = []
     monkeypatch.setattr(cluster, "stop_embedded", lambda: stops.append(early._thread.is_alive()))
     early._embedded = True

@@ -132,6 +132,35 @@ def test_tunes_own_report_of_a_failed_trial_stays_out_and_its_other_errors_show(
     assert seen == ["Something else broke"]
 
 
+def test_ray_datas_no_free_cpu_warning_is_dropped_for_a_run_started_early():
+    """A run started before its data holds its worker's CPUs while Ray Data prepares the data (a CPU left for it,
+    `jobs.early`): Ray Data's once-a-process "will hang" warning was a false alarm there, on most one-worker runs.
+    Fails when Ray moves the record (update cluster.quiet.RAY_DATA_NO_CPU)."""
+    import logging
+
+    import ray.data.dataset as dataset
+
+    from cluster.quiet import RAY_DATA_NO_CPU, hide_no_free_cpu_warning
+
+    source = Path(dataset.__file__).read_text()
+    assert dataset.logger.name == RAY_DATA_NO_CPU[0] and '"Warning: The Ray cluster currently does not have any "' \
+        in source and '"available CPUs. The Dataset job will hang' in source
+    hide_no_free_cpu_warning()
+    hide_no_free_cpu_warning()                      # once, however often called
+    seen: list[str] = []
+    sink = logging.Handler()
+    sink.emit = lambda record: seen.append(record.getMessage())
+    dataset.logger.addHandler(sink)                 # the logger's own filters run before any of its handlers
+    try:
+        dataset.logger.warning("Warning: The Ray cluster currently does not have any available CPUs. The Dataset "
+                               "job will hang unless more CPUs are freed up.")
+        dataset.logger.warning("Something else")
+    finally:
+        dataset.logger.removeHandler(sink)
+    assert seen == ["Something else"]
+    assert sum(getattr(f, "start", None) == RAY_DATA_NO_CPU[1] for f in dataset.logger.filters) == 1
+
+
 # ---------------------------------------------------------------------------------------------- the display
 def _worker_config(epochs: int) -> WorkerConfig:
     return WorkerConfig(task="classification", model={}, epochs=epochs, batch_size=32, lr=0.01, weight_decay=0.0,
