@@ -423,6 +423,6 @@ def train_loop_per_worker(config: dict) -> None:
             # controller still see every epoch, and nothing is written.
             ray.train.report(metrics)
         if stop:
-            if rank == 0:
+            if rank == 0 and epoch < cfg.epochs - 1:     # at the last epoch nothing was cut short: no line
                 print(_early_stop_line(metric, bad_epochs, best_epoch), flush=True)
             break

@@ -66,3 +66,18 @@ def test_value_axis(values, scale, limits):
     axis = R.value_axis(values)
     assert axis.scale == scale
     assert axis.limits == (pytest.approx(limits) if limits else None)
+
+
+def test_a_search_with_no_scored_trial_plots_without_a_warning(tmp_path):
+    """A time budget that ran out before any trial reported (`tune.time_budget_s`): no point and no best, so no
+    legend; matplotlib warned "No artists with labels found to put in legend" into the user's output."""
+    import warnings
+
+    # A trial that never started has a blank for every axis sampled (tuning.experiment._records).
+    unscored = [R.TrialRecord(trial_id=f"t{i}", status=R.NOT_RUN, config={"lr": None, "batch_size": None})
+                for i in range(2)]
+    for records in (unscored, []):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            R.plot(records, "val_loss", "min", tmp_path / "report.png", rungs=[], title="t", searched=["lr"])
+        assert (tmp_path / "report.png").stat().st_size > 1_000

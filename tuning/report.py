@@ -231,7 +231,8 @@ def plot(records: list[TrialRecord], metric: str, mode: str, path: Path, *, rung
     ax_lr.set_xlabel(label)
     ax_lr.set_ylabel(f"best {metric}")
     ax_lr.set_title(f"{metric} vs {label} ({'higher' if mode == 'max' else 'lower'} is better)")
-    ax_lr.legend(fontsize=8)
+    if ax_lr.get_legend_handles_labels()[0]:    # no scored trial, no best: matplotlib would warn of an empty legend
+        ax_lr.legend(fontsize=8)
     ax_lr.grid(alpha=0.3)
 
     for r in records:
