@@ -108,6 +108,28 @@ def test_cosine_schedule_curve():
     assert abs(scheduled_lr(0.01, "cosine", 2, 4) - 0.005) < 1e-12  # half way: half the rate
 
 
+def test_a_check_across_fields_names_the_set_fields_it_involves(tmp_path, capsys):
+    """A check of two fields fails at their section or after validation; where it names a field `--set` gave, the
+    line says so beside the file (it blamed the file alone, which may hold another value)."""
+    path = write_spec(tmp_path / "s.yaml", {"name": "x", "data": {"path": "d", "label": "y"}, "train": {"epochs": 4},
+                                            "tune": {"scheduler": {"asha": {"grace_period": 2}}}})
+    with pytest.raises(SpecError) as err:
+        load_spec(path, ["data.split.val=0.7", "data.split.test=0.5", "data.split.seed=3"])
+    assert err.value.problems == [f"{path} with --set data.split.val, data.split.test: data.split: val + test = "
+                                  "1.2 leaves (almost) nothing to train on; keep it below 0.95"]
+    # Found after loading (tuning's checks), named by `trainyard`: the --set value, and a section --set replaced.
+    assert main(["validate", str(path), "--set", "train.epochs=2"]) == 2
+    assert f"{path} with --set train.epochs: tune.scheduler.asha.grace_period=2 is equal to train.epochs=2" \
+        in capsys.readouterr().err
+    assert main(["validate", str(path), "--set", "tune.scheduler={asha: {grace_period: 4}}"]) == 2
+    assert f"{path} with --set tune.scheduler: tune.scheduler.asha.grace_period=4" in capsys.readouterr().err
+    # The file's own mistake, with an unrelated --set, is the file's.
+    bad = write_spec(tmp_path / "bad.yaml", {"name": "x", "data": {"path": "d", "label": "y"}, "train": {"epochs": 2},
+                                             "tune": {"scheduler": {"asha": {"grace_period": 2}}}})
+    assert main(["validate", str(bad), "--set", "tune.samples=3"]) == 2
+    assert f"  - {bad}: tune.scheduler.asha.grace_period=2 is equal to" in capsys.readouterr().err
+
+
 def test_set_overrides_any_field(tmp_path):
     path = write_spec(tmp_path / "s.yaml", {"name": "x", "data": {"path": "d", "label": "y"}})
     spec = load_spec(path, ["train.epochs=3", "model.hidden=[8, 4]", "train.early_stop=null",

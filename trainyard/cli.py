@@ -302,10 +302,14 @@ def _report(exc: TrainyardError, args: Optional[argparse.Namespace]) -> None:
     from jobs.spec import SpecError
     if isinstance(exc, SpecError):
         # Problems found after loading (against the data, the cluster, a resumed experiment) name the field;
-        # the file is named here.
+        # the file is named here, with the `--set` fields a problem names.
+        from jobs.spec.errors import overridden_paths, source_of
+
         source = getattr(args, "spec", None)
-        named = (f"{source}:", f"{source} /", f"{Path(source)}:", "--set") if source else ()
-        problems = [p if not source or p.startswith(named) else f"{source}: {p}" for p in exc.problems]
+        named = (f"{source}:", f"{source} /", f"{Path(source)}:", f"{source} with --set", "--set") if source else ()
+        overridden = overridden_paths(getattr(args, "set", None) or [])
+        problems = [p if not source or p.startswith(named) else f"{source_of(p, source, overridden)}: {p}"
+                    for p in exc.problems]
         err(f"the spec has {len(problems)} problem(s):\n{SpecError(problems)}")
     else:
         err(str(exc))

@@ -1,6 +1,7 @@
 """`SpecError`, and pydantic's validation errors as lines a user can act on: file, field, value and fix."""
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 from pydantic import BaseModel, ValidationError
@@ -60,10 +61,16 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel],
     file = source
     for e in _field_errors(err):
         path = tuple(str(p) for p in e["loc"])
-        source = "--set" if any(path[:len(o)] == o for o in overridden) else file
-        loc = ".".join(path) or "(top level)"
         kind = e["type"]
         value = e.get("input")
+        if any(path[:len(o)] == o for o in overridden):
+            source = "--set"
+        else:
+            # A check across fields fails at the section holding them ("data.split: val + test = 1.2"): where it
+            # names a field `--set` gave, the file alone is not to blame.
+            named = _named_overrides(path, overridden, e["msg"])
+            source = f"{file} with --set {', '.join(named)}" if named else file
+        loc = ".".join(path) or "(top level)"
         if kind == "extra_forbidden":
             parent = _allowed_keys(root, e["loc"][:-1])
             hint = f"remove it or fix the spelling; allowed keys here: {', '.join(parent)}" if parent else "remove it"
@@ -75,6 +82,30 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel],
             lines.append(f"{source}: {loc}: {msg} (got {value!r})" if not isinstance(value, dict) and "got " not in msg
                          else f"{source}: {loc}: {msg}")
     return lines
+
+
+def overridden_paths(overrides: list[str]) -> tuple[tuple[str, ...], ...]:
+    """The field paths `--set FIELD=VALUE` items give (("train", "epochs"), ...)."""
+    return tuple(tuple(p for p in item.split("=", 1)[0].strip().split(".") if p)
+                 for item in overrides or [] if "=" in item)
+
+
+def source_of(problem: str, file: str, overridden: tuple[tuple[str, ...], ...] = ()) -> str:
+    """Whom a problem found after validation blames (it names its fields in its text): the spec file, or "FILE
+    with --set FIELD" where it names a field `--set` gave ("train.epochs=2" of --set train.epochs=2)."""
+    named = _named_overrides((), overridden, problem)
+    return f"{file} with --set {', '.join(named)}" if named else file
+
+
+def _named_overrides(path: tuple, overridden: tuple[tuple[str, ...], ...], msg: str) -> list[str]:
+    """The `--set` fields under `path` that `msg` names, by their whole dotted path or the part below `path`."""
+    named = []
+    for o in overridden:
+        if o[:len(path)] == path and len(o) > len(path):
+            whole, below = ".".join(o), ".".join(o[len(path):])
+            if any(re.search(rf"(?<![\w.]){re.escape(n)}(?![\w])", msg) for n in (whole, below)):
+                named.append(whole)
+    return named
 
 
 def _allowed_keys(root: type[BaseModel], loc: tuple) -> list[str]:

@@ -9,7 +9,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from jobs.spec.base import StrictModel
 from jobs.spec.data import DataSpec
-from jobs.spec.errors import SpecError, format_errors
+from jobs.spec.errors import SpecError, format_errors, overridden_paths, source_of
 from jobs.spec.metric_registry import task_problem
 from jobs.spec.monitor import MonitorSpec
 from jobs.spec.serve import ServeSpec
@@ -67,7 +67,7 @@ def validate_spec(raw: Any, source: str = "<spec>", overridden: tuple[tuple[str,
     # section's metric is checked with the search's other checks: tuning.space.check.)
     problem = task_problem(es.metric, "train.early_stop.metric", spec.data.task) if es else None
     if problem:
-        raise SpecError([f"{source}: {problem}"])
+        raise SpecError([f"{source_of(problem, source, overridden)}: {problem}"])
     return spec
 
 
@@ -86,9 +86,7 @@ def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> JobSpe
     raw = load_raw(path)
     if isinstance(raw, dict):
         raw = apply_overrides(raw, overrides or [])
-    overridden = tuple(tuple(p for p in item.split("=", 1)[0].strip().split(".") if p)
-                       for item in overrides or [] if "=" in item)
-    return validate_spec(raw, str(path), overridden)
+    return validate_spec(raw, str(path), overridden_paths(overrides or []))
 
 
 def dump_spec(spec: JobSpec) -> str:
