@@ -155,6 +155,9 @@ def file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
             with fs.open_input_stream(path) as stream:
                 schema = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=4 << 20)).schema
     except Exception as exc:  # pyarrow raises several types for corrupt files
+        if fs.get_file_info(path).size == 0:
+            raise DataError(f"{path}: the file is empty (0 bytes); remove it, or write its rows (a {fmt} file with "
+                            "a header)") from None
         raise DataError(f"{path}: cannot read it as {fmt} ({type(exc).__name__}: {exc}); "
                         f"the file is corrupt or not a {fmt} file; remove or replace it") from None
     twice = sorted({n for n in schema.names if schema.names.count(n) > 1})

@@ -66,6 +66,12 @@ def test_empty_data_and_corrupt_file(tmp_path):
     (bad / "torn.parquet").write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(DataError, match=r"torn.parquet: cannot read it as parquet"):
         ingest(data_spec(bad))
+    # A file of 0 bytes is said to be empty, not corrupt.
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    (blank / "rows.csv").write_bytes(b"")
+    with pytest.raises(DataError, match=r"rows.csv: the file is empty \(0 bytes\); remove it, or write its rows"):
+        ingest(data_spec(blank))
     with pytest.raises(DataError, match="does not exist"):
         ingest(data_spec(tmp_path / "nowhere"))
 
