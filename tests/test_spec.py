@@ -392,3 +392,18 @@ def test_the_spec_is_a_leaf():
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             found.update({name: path.name for name in names if name.split(".")[0] in ours})
     assert {n for n in found if not n.startswith("jobs.spec")} == {"cluster.errors"}, found
+
+
+def test_a_misspelt_key_gets_the_key_it_nearly_is_and_a_data_file_given_as_spec_is_named(tmp_path):
+    path = write_spec(tmp_path / "s.yaml", {"name": "x", "data": {"path": "d", "lable": "y"}, "train": {"epohcs": 3,
+                                                                                                         "zzz": 1}})
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    problems = "\n".join(err.value.problems)
+    assert "data.lable: unknown key. Fix: did you mean 'label'? remove it" in problems
+    assert "train.epohcs: unknown key. Fix: did you mean 'epochs'? remove it" in problems
+    assert "train.zzz: unknown key. Fix: remove it or fix the spelling" in problems     # nothing near: no guess
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,b\n1,2\n")
+    with pytest.raises(SpecError, match=r"rows.csv: this is a data file, not a job spec; write a spec \(YAML"):
+        load_spec(rows)

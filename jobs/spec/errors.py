@@ -1,6 +1,7 @@
 """`SpecError`, and pydantic's validation errors as lines a user can act on: file, field, value and fix."""
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, Optional
 
@@ -73,7 +74,9 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel],
         loc = ".".join(path) or "(top level)"
         if kind == "extra_forbidden":
             parent = _allowed_keys(root, e["loc"][:-1])
-            hint = f"remove it or fix the spelling; allowed keys here: {', '.join(parent)}" if parent else "remove it"
+            near = difflib.get_close_matches(str(e["loc"][-1]), parent, n=1, cutoff=0.75) if e["loc"] else []
+            hint = (f"{f'did you mean {near[0]!r}? ' if near else ''}remove it or fix the spelling; allowed keys "
+                    f"here: {', '.join(parent)}" if parent else "remove it")
             lines.append(f"{source}: {loc}: unknown key. Fix: {hint}")
         elif kind == "missing":
             lines.append(f"{source}: {loc}: required but missing. Fix: add {loc}: <value>")

@@ -52,10 +52,17 @@ class JobSpec(StrictModel):
         return self.output or f"runs/{self.name}"
 
 
+# What a user may give in place of the spec by mistake (`trainyard train rows.csv`).
+DATA_SUFFIXES = (".csv", ".parquet", ".tsv", ".json", ".jsonl", ".txt")
+
+
 def validate_spec(raw: Any, source: str = "<spec>", overridden: tuple[tuple[str, ...], ...] = ()) -> JobSpec:
     """Spec data (a mapping) as a JobSpec; every problem at once, each line starting with `source`, or with
     "--set" for a field `--set` gave (`overridden`: their paths)."""
     if not isinstance(raw, dict):
+        if Path(source).suffix.lower() in DATA_SUFFIXES:
+            raise SpecError([f"{source}: this is a data file, not a job spec; write a spec (YAML: name:, data:, "
+                             f"train:) whose data.path is {source} and give that (README: Quick start)"])
         raise SpecError([f"{source}: the spec must be a YAML mapping (name:, data:, model:, train:), "
                          f"got {type(raw).__name__}"])
     try:
