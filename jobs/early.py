@@ -197,7 +197,7 @@ class EarlyRun:
         """Hand the waiting worker its config for `prepared` and train; the outcome as `jobs.train.fit` gives it.
         A config the spec cannot have (SpecError from `worker_config`) is raised before anything is handed."""
         config = worker_config(self.spec, prepared, use_gpu=self.use_gpu)
-        progress(start_line(self.spec, config))
+        progress(start_line(self.spec, config, prepared))
         handoff = self._handoff             # None once the run has ended (it failed to start): nothing to hand
         if handoff is not None:
             handoff.give.remote(wrap(run_loop_config(self.spec, prepared, config)))

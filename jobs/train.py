@@ -376,7 +376,7 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
     from cluster import is_embedded
 
     config = config or configure(spec, prepared)
-    progress(start_line(spec, config))
+    progress(start_line(spec, config, prepared))
     embedded = is_embedded()
     run = build_trainer(spec, prepared, config, storage_path=storage_path, run_name=run_name, callbacks=callbacks,
                         trainer=trainer, embedded=embedded)
@@ -389,9 +389,17 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
     return outcome_of(result, config, progress)
 
 
-def start_line(spec: JobSpec, config: WorkerConfig) -> str:
-    return (f"[train] {spec.train.workers} worker(s) on {'GPU' if config.use_gpu else 'CPU'}, "
+def start_line(spec: JobSpec, config: WorkerConfig, prepared: Optional[PreparedData] = None) -> str:
+    """The run's first line; with `prepared`, a batch larger than a worker's share of the train rows is said (each
+    epoch is then one smaller step: the batch size the user set is not the one trained with)."""
+    line = (f"[train] {spec.train.workers} worker(s) on {'GPU' if config.use_gpu else 'CPU'}, "
             f"{config.epochs} epoch(s), batch {config.batch_size}, lr {config.lr:g}, shard in {config.cache}")
+    if prepared is not None:
+        rows = math.ceil(prepared.ingest.split_rows["train"] / max(spec.train.workers, 1))
+        if config.batch_size > rows:
+            line += (f" (the batch is more than the {rows} train row(s) per worker: one step of {rows} an epoch; "
+                     "lower train.batch_size for more steps)")
+    return line
 
 
 def outcome_of(result, config: WorkerConfig, progress: Callable[[str], None]) -> TrainOutcome:

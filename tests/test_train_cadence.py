@@ -36,6 +36,19 @@ def test_the_worker_config_carries_the_cadence():
     assert (cfg.checkpoint_epochs, cfg.checkpoint_seconds) == (None, 30.0)
 
 
+def test_the_start_line_says_when_the_batch_is_larger_than_a_workers_rows():
+    from jobs.train import start_line
+
+    prepared = _prepared()                                 # 60 train rows
+    prepared.preprocessor.shape = None
+    small = validate_spec({**BASE, "train": {"batch_size": 30, "workers": 2}})
+    assert "more than" not in start_line(small, worker_config(small, prepared, use_gpu=False), prepared)
+    big = validate_spec({**BASE, "train": {"batch_size": 100_000, "workers": 2}})
+    line = start_line(big, worker_config(big, prepared, use_gpu=False), prepared)
+    assert line.endswith("batch 100000, lr 0.001, shard in memory (the batch is more than the 30 train row(s) per "
+                         "worker: one step of 30 an epoch; lower train.batch_size for more steps)"), line
+
+
 def test_checkpoint_due_on_epochs_on_seconds_and_always_at_the_last_epoch():
     every3 = config(checkpoint_epochs=3)
     assert [checkpoint_due(every3, e, 0.0, last=False) for e in range(7)] == [
