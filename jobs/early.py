@@ -22,6 +22,7 @@ counting the actors a run starts), waits for them with `wait_given_up`.
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 import traceback
 from typing import Callable, Optional
@@ -41,8 +42,9 @@ __all__ = ["EarlyRun", "start_early", "starts_early", "wait_given_up", "early_ep
 # wind down (its worker starts, takes nothing, returns), so that the run's folder is removed (`EarlyRun._at_exit`).
 ABORT_WAIT_S = 30.0
 # The same on the embedded Ray, before it is stopped (`EarlyRun._at_exit`): such a run ends 0.4-1.3 s after
-# `abort` on 2 cores; past this, Ray is stopped under it.
-EMBEDDED_ABORT_WAIT_S = 10.0
+# `abort` on a quiet 2-core machine, but took over 10 s on a CI machine busy with a second test process; past
+# this, Ray is stopped under it (and the process may exit 1 instead of its own code).
+EMBEDDED_ABORT_WAIT_S = 30.0
 
 
 # The Parquet footers `early_epoch_floor_s` reads at most: a table of thousands of shards is not opened file by
@@ -237,7 +239,8 @@ class EarlyRun:
 
     def _at_exit(self) -> None:
         """A process exits while the run it gave up is still starting. On the embedded Ray this process started,
-        wait up to EMBEDDED_ABORT_WAIT_S for the run to end (`abort` has ended its controller), then stop Ray, as
+        wait up to EMBEDDED_ABORT_WAIT_S for the run to end (`abort` has ended its controller), saying so after a
+        second, then stop Ray, as
         its own exit handler would a moment later, and remove the run's folder. Stopping Ray at once, with the
         run's thread still in Ray Train's `fit`, let that thread reach Ray's shut-down core worker, whose C++
         side then logs "The core worker has already been shutdown" and ends the process with exit code 1: a
@@ -252,14 +255,15 @@ class EarlyRun:
             from cluster import stop_embedded
 
             try:
-                self.wait(EMBEDDED_ABORT_WAIT_S)
+                if not self.wait(1.0):
+                    print(f"[train] waiting up to {EMBEDDED_ABORT_WAIT_S:g} s for the run given up to end before "
+                          f"Ray stops (Ctrl-C stops it now)", file=sys.stderr, flush=True)
+                    self.wait(EMBEDDED_ABORT_WAIT_S)
             except KeyboardInterrupt:   # a second Ctrl-C: stop Ray now, as before
                 pass
             stop_embedded()
             self._remove_run()
             return
-        import sys
-
         folder = f"{self.storage_path.rstrip('/')}/{self.run_name}"
         try:
             if self.wait(1.0):

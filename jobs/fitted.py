@@ -191,7 +191,10 @@ def misspelt_fields(records: list[dict], features: list[str], label: str) -> lis
         return []           # the usual case (the server's checker has refused or dropped unknown fields): one union
     lowered = {f.lower(): f for f in features}
     near = {}               # extra field → the feature it nearly spells, worked out once per field name
-    for name in sorted(n for n in extra if isinstance(n, str)):
+    # A feature's derived field ('photo.width': the server's checker adds an image's size as sent,
+    # `jobs.watched.image_size_fields`) is the server's own, not a near miss of a feature 'photo_width'.
+    derived = tuple(f"{f}." for f in features)
+    for name in sorted(n for n in extra if isinstance(n, str) and not n.startswith(derived)):
         match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.8)
         if match:
             near[name] = lowered[match[0]]

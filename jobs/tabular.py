@@ -6,6 +6,7 @@ one-hot block per categorical column whose last slot is "unknown" (unseen or mis
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
@@ -92,14 +93,16 @@ class Preprocessor(FittedPreprocessor):
 
     def frame_problems(self, df: pd.DataFrame) -> list[str]:
         """A numeric feature's value that is given but is not a number ('forty', '12,5', a list): `transform`
-        would impute it like a missing one. Columns of numbers (what the server passes on) cost a dtype check."""
+        would impute it like a missing one. The strings a CSV cell is read as null from in training ('', 'NA',
+        'nan', 'null', ...: `csv_null_strings`) are missing values here too. Columns of numbers (what the server
+        passes on) cost a dtype check."""
         problems = []
         kinds = {name: dtype.kind for name, dtype in df.dtypes.items()}    # once: ~0.1 ms a call less (8 columns)
         for s in self.numeric:
             if kinds.get(s.name, "b") in "biufc":       # absent, or numbers (bool, int, unsigned, float, complex)
                 continue
             col = df[s.name]
-            bad = pd.to_numeric(col, errors="coerce").isna() & col.notna()
+            bad = pd.to_numeric(col, errors="coerce").isna() & col.notna() & ~col.isin(csv_null_strings())
             for i in np.flatnonzero(bad.to_numpy()):
                 problems.append(f"record {i}: {s.name}={col.iloc[i]!r} is not a number; send a number, or null "
                                 "(or leave the field out) to have it imputed as in training")
@@ -112,6 +115,15 @@ class Preprocessor(FittedPreprocessor):
         d["numeric"] = [NumericState(**x) for x in d["numeric"]]
         d["categorical"] = [CategoricalState(**x) for x in d["categorical"]]
         return cls(**d)
+
+
+@functools.cache
+def csv_null_strings() -> frozenset:
+    """The cells Arrow's CSV reader, which reads the training data, takes for null in a numeric column ('', 'NA',
+    'N/A', 'nan', 'NULL', ...): its defaults, which ingest keeps."""
+    import pyarrow.csv as pacsv
+
+    return frozenset(pacsv.ConvertOptions().null_values)
 
 
 def fit(train_ds, data_spec, *, numeric: list[str], categorical: list[str], task: str,

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from jobs import bundle as B
+from jobs.fitted import misspelt_fields
 from jobs.model import build_model
 from jobs.tabular import CategoricalState, NumericState, Preprocessor
 
@@ -57,3 +58,23 @@ def test_a_rows_label_ids_and_other_columns_are_still_ignored(model):
     row = {"age": 30, "income": 20, "region": "north", "churn": "yes", "customer_id": 7, "signup": "2024-01-01",
            "Age": 99}                       # a near miss of a feature the record has: not the one that counts
     assert model.predict([row]) == plain
+
+
+def test_the_servers_derived_fields_are_not_taken_for_a_misspelt_feature():
+    """The server's checker adds an image's size as sent ('photo.width', 'photo.height'); with a feature
+    'photo_width' absent from the record, 'photo.width' is nearly its name but is not the user's misspelling."""
+    records = [{"photo": "aGk=", "photo.width": 3, "photo.height": 4}]
+    assert misspelt_fields(records, ["photo", "photo_width"], "y") == []
+    assert misspelt_fields([{"photo": "aGk=", "photo.widht": 3}], ["photo", "photo_width"], "y") == []
+    assert misspelt_fields([{"photo": "aGk=", "Photo_Width": 3}], ["photo", "photo_width"], "y") == [
+        "record 0: 'Photo_Width' is not a feature of this model; did you mean 'photo_width'? "
+        "(its features: photo, photo_width)"]
+
+
+def test_the_strings_a_csv_reads_as_null_are_missing_values_not_refused(model):
+    """Training reads a CSV's '', 'NA', 'nan', 'NULL' cells as null (Arrow's defaults); so does predict."""
+    empty = model.predict([{}])["probabilities"]
+    for text in ("", "NA", "N/A", "nan", "NaN", "null", "NULL", "n/a"):
+        assert model.predict([{"age": text, "income": text}])["probabilities"] == empty, text
+    with pytest.raises(B.BundleError, match="record 0: age='none' is not a number"):
+        model.predict([{"age": "none"}])

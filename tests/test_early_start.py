@@ -217,6 +217,7 @@ def test_at_exit_on_the_embedded_ray_the_run_given_up_ends_before_ray_stops(tmp_
     2, in about half its runs). Now the run ends first, then Ray stops. (The session's Ray stands in for the
     embedded one; its stop is recorded instead of done.)"""
     import cluster
+    import jobs.early
 
     spec = _spec(tmp_path, telemetry_dir, "embedded-exit", epochs=1, early_stop=None)
     runs = tmp_path / "runs"
@@ -228,6 +229,8 @@ def test_at_exit_on_the_embedded_ray_the_run_given_up_ends_before_ray_stops(tmp_
                for f in logging.getLogger(RAY_DATA_NO_CPU[0]).filters)
     stops = []
     monkeypatch.setattr(cluster, "stop_embedded", lambda: stops.append(early._thread.is_alive()))
+    # The order is tested, not the bound: a CI machine busy with a second test process took over 10 s to end it.
+    monkeypatch.setattr(jobs.early, "EMBEDDED_ABORT_WAIT_S", 180.0)
     early._embedded = True
     early.abort()
     early._at_exit()
