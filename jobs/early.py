@@ -240,8 +240,7 @@ class EarlyRun:
     def _at_exit(self) -> None:
         """A process exits while the run it gave up is still starting. On the embedded Ray this process started,
         wait up to EMBEDDED_ABORT_WAIT_S for the run to end (`abort` has ended its controller), saying so after a
-        second, then stop Ray, as
-        its own exit handler would a moment later, and remove the run's folder. Stopping Ray at once, with the
+        second, then stop Ray, as its own exit handler would a moment later, and remove the run's folder. Stopping Ray at once, with the
         run's thread still in Ray Train's `fit`, let that thread reach Ray's shut-down core worker, whose C++
         side then logs "The core worker has already been shutdown" and ends the process with exit code 1: a
         `trainyard train` refusing its data exited 1 instead of 2 in 3 of 5 runs on 2 cores (RESULTS), and took
@@ -255,10 +254,7 @@ class EarlyRun:
             from cluster import stop_embedded
 
             try:
-                if not self.wait(1.0):
-                    print(f"[train] waiting up to {EMBEDDED_ABORT_WAIT_S:g} s for the run given up to end before "
-                          f"Ray stops (Ctrl-C stops it now)", file=sys.stderr, flush=True)
-                    self.wait(EMBEDDED_ABORT_WAIT_S)
+                self._wait_saying(EMBEDDED_ABORT_WAIT_S, "before Ray stops (Ctrl-C stops it now)")
             except KeyboardInterrupt:   # a second Ctrl-C: stop Ray now, as before
                 pass
             stop_embedded()
@@ -266,16 +262,20 @@ class EarlyRun:
             return
         folder = f"{self.storage_path.rstrip('/')}/{self.run_name}"
         try:
-            if self.wait(1.0):
-                return
-            print(f"[train] waiting up to {ABORT_WAIT_S:g} s for the run given up to end, to remove its folder "
-                  f"{folder} (Ctrl-C leaves it)", file=sys.stderr, flush=True)
-            if self.wait(ABORT_WAIT_S):
+            if self._wait_saying(ABORT_WAIT_S, f"to remove its folder {folder} (Ctrl-C leaves it)"):
                 return
         except KeyboardInterrupt:
             pass
         print(f"[train] left {folder}: the run given up had not ended; it holds no checkpoint, delete it at will",
               file=sys.stderr, flush=True)
+
+    def _wait_saying(self, limit: float, why: str) -> bool:
+        """`wait` up to `limit` s for the run given up to end, saying so (with `why`) if it has not within a
+        second; whether it has."""
+        if self.wait(1.0):
+            return True
+        print(f"[train] waiting up to {limit:g} s for the run given up to end, {why}", file=sys.stderr, flush=True)
+        return self.wait(limit)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait up to `timeout` seconds (None: no limit) for the run to end; whether it has."""
