@@ -14,7 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from cluster import ray_compat
+from cluster import quiet, ray_compat
 from cluster import state as cluster_state
 from cluster.address import PROBE_TIMEOUT_S, TOKEN_HELP, ConnectError, Token, find_token, parse_address
 
@@ -132,6 +132,8 @@ def job_client(address: str | None = None, *, state_dir=None):
     token = authorize(url, state_dir=state_dir)
     headers = {"Authorization": f"Bearer {token.value}"} if token else {}
     try:
-        return ray_compat.job_client_without_redirects(_redirect_error)(url, headers=headers)
+        client_class = ray_compat.job_client_without_redirects(_redirect_error)
+        quiet.quiet_jobs_sdk()    # imported by now, its loggers set to INFO: Ray's upload lines are not ours
+        return client_class(url, headers=headers)
     except ConnectionError as exc:
         raise ConnectError(f"could not reach the Jobs API at {url}: {exc}") from None

@@ -74,6 +74,19 @@ def quiet_ray_logs() -> None:
     _drop_starting(auth, "Token authentication is enabled")
 
 
+# Ray's Jobs SDK sets its loggers to INFO at import and logs on every submission ("Uploading package
+# gcs://_ray_pkg_<hash>.zip.", "Package ... already exists, skipping upload.") and at the end of each log stream
+# ("WebSocket closed for job ..."). `trainyard submit` says itself what it uploads ("upload: N files, ..."),
+# and the job's own lines and errors still show; Ray's warnings and errors from the SDK too.
+JOBS_SDK_LOGGERS = ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
+
+
+def quiet_jobs_sdk() -> None:
+    """Keep the Jobs SDK's INFO lines (`JOBS_SDK_LOGGERS`) out; call it after the SDK is imported."""
+    for name in JOBS_SDK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 # Ray Data warns, once a process, when an execution starts at a moment no CPU is free ("The Dataset job will hang
 # unless more CPUs are freed up"). A run started before its data (jobs.early) holds its worker's CPUs meanwhile, and
 # starts only where a CPU is left beside it: Ray Data's own tasks and actors holding the rest for a moment is not a

@@ -315,6 +315,7 @@ def test_submit_end_to_end_trains_and_writes_a_bundle(cluster, cluster_env, tmp_
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "SUCCEEDED" in out.stdout and "trainyard storage check: all 2 node(s)" in out.stdout
     assert "[storage] all 2 nodes" not in out.stdout, "the entrypoint checked storage: trainyard must not repeat it"
+    assert "Uploading package" not in out.stdout + out.stderr, "Ray's Jobs SDK INFO lines are not trainyard's"
 
     from jobs.bundle import load
 

@@ -144,6 +144,27 @@ def test_token_auth_logger_is_the_one_that_warns():
     assert "Token authentication is enabled" in inspect.getsource(setup._warn_token_auth_enabled)
 
 
+def test_the_jobs_sdk_loggers_are_the_ones_that_say_the_upload():
+    """cluster.quiet.JOBS_SDK_LOGGERS are the loggers of Ray's Jobs SDK modules, the upload's INFO line is
+    theirs, and `quiet_jobs_sdk` keeps their INFO out (a warning still shows)."""
+    from ray.dashboard.modules import dashboard_sdk
+    from ray.dashboard.modules.job import sdk
+
+    from cluster.quiet import JOBS_SDK_LOGGERS, quiet_jobs_sdk
+
+    assert (dashboard_sdk.logger.name, sdk.logger.name) == JOBS_SDK_LOGGERS
+    assert "Uploading package" in inspect.getsource(dashboard_sdk.SubmissionClient._upload_package)
+    loggers = [logging.getLogger(name) for name in JOBS_SDK_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    try:
+        quiet_jobs_sdk()
+        assert not any(logger.isEnabledFor(logging.INFO) for logger in loggers)
+        assert all(logger.isEnabledFor(logging.WARNING) for logger in loggers)
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def test_the_loopback_switch_is_where_ray_reads_it():
     from ray._private import ray_constants, services
 
