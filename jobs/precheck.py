@@ -39,9 +39,30 @@ def metric_problems(spec: JobSpec) -> list[str]:
     if values is None or len(values) < 2:                    # unreadable here, or ingest's own error will say
         return []
     complete = len(values) < _MOST_VALUES
+    if spec.data.task is None and _taken_as_regression(values, complete):
+        # Ingest will infer regression: advising the other classification metrics would only move the refusal
+        # to after ingest ("a classification metric, but the task is regression").
+        count = f"{len(values)} distinct values" if complete else f"more than {len(values) - 1} distinct values"
+        shown = ", ".join(repr(v) for v in values[:5]) + (", ..." if len(values) > 5 or not complete else "")
+        why = (f"label {spec.data.label!r} has {count} ({shown}), numbers that trainyard takes as a regression "
+               "target; if they are classes, set data.task: classification")
+        problems = [task_problem(metric, field, "regression") for field, metric in needing]
+        return [f"{p} ({why}; data.path: {spec.data.path})" for p in problems if p]
     problems = [task_problem(metric, field, "classification", values, label=spec.data.label, all_classes=complete)
                 for field, metric in needing]
     return [f"{p} (data.path: {spec.data.path})" for p in problems if p]
+
+
+def _taken_as_regression(values: list, complete: bool) -> bool:
+    """Whether ingest, with data.task omitted, infers regression from these label values (`complete`: all of
+    them, not only the first `_MOST_VALUES`): numbers, and more of them than `MAX_INFERRED_CLASSES` or not all
+    whole (`jobs.infer.infer_task`, which decides it on the whole column)."""
+    from jobs.infer import MAX_INFERRED_CLASSES
+
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return False
+    return (not complete or len(values) > MAX_INFERRED_CLASSES
+            or any(isinstance(v, float) and not v.is_integer() for v in values))
 
 
 def check(spec: JobSpec, source: Optional[str] = None) -> None:

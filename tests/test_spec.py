@@ -347,10 +347,24 @@ def test_val_auc_for_early_stopping_is_checked_against_the_label_too(tmp_path):
         space.check(validate_spec({**base, "tune": {}}))
     assert len(err.value.problems) == 1 and err.value.problems[0].startswith("train.early_stop.metric is 'val_auc'")
     precheck.check(validate_spec({**base, "train": {"early_stop": {"metric": "val_f1"}}}))
-    # Many distinct values: counting stops early, and the message says so.
+    # Many distinct numbers: ingest takes the label as a regression target, so the advice is a regression metric
+    # (or data.task), not another classification metric that would fail after ingest. Counting stops early.
     many = _labelled(tmp_path, [float(i) / 3 for i in range(100)], fmt="parquet")
-    with pytest.raises(SpecError, match=r"has more than 20 distinct values \(0.0, 0.3333333333333333, .*, \.\.\.\)"):
-        precheck.check(validate_spec({**base, "data": {"path": many, "label": "y"}}))
+    regression = {**base, "data": {"path": many, "label": "y"}}
+    with pytest.raises(SpecError, match=r"train.early_stop.metric is 'val_auc', a classification metric, but the "
+                                        r"task is regression; set train.early_stop.metric to one of val_loss, "
+                                        r"val_mae.* \(label 'y' has more than 20 distinct values \(0.0, "
+                                        r"0.3333333333333333, .*, \.\.\.\), numbers that trainyard takes as a "
+                                        r"regression target; if they are classes, set data.task: classification"):
+        precheck.check(validate_spec(regression))
+    precheck.check(validate_spec({**regression, "train": {"early_stop": {"metric": "val_mae"}}}))
+    # Told it is classification, the label's classes are what val_auc is checked against.
+    with pytest.raises(SpecError, match=r"which needs a binary label, but label 'y' has more than 20 distinct"):
+        precheck.check(validate_spec({**regression, "data": {**regression["data"], "task": "classification"}}))
+    # Two numbers that are not whole: regression too (ingest infers it from them).
+    halves = _labelled(tmp_path, [0.5, 1.5, 0.5, 1.5], fmt="parquet")
+    with pytest.raises(SpecError, match=r"the task is regression.*label 'y' has 2 distinct values \(0.5, 1.5\)"):
+        precheck.check(validate_spec({**base, "data": {"path": halves, "label": "y"}}))
 
 
 def test_val_auc_on_image_classes_is_checked_against_the_class_folders(tmp_path):
