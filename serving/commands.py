@@ -124,14 +124,10 @@ def _overlay(base: dict, given: dict) -> dict:
 
 
 def _explain(error: dict, source: str) -> str:
-    from jobs.spec import ServeSpec
+    from jobs.spec import ServeSpec, unknown_key_hint
     where = "serve." + ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
-        model = ServeSpec
-        for part in error["loc"][:-1]:
-            model = getattr(model.model_fields.get(part), "annotation", None) or model
-        allowed = ", ".join(getattr(model, "model_fields", {}))
-        return f"{source} / --set: {where}: unknown setting; allowed here: {allowed}"
+        return f"{source} / --set: {where}: unknown setting. Fix: {unknown_key_hint(ServeSpec, error['loc'])}"
     value = error.get("input")
     got = "" if isinstance(value, dict) else f" (got {value!r})"
     return f"{source} / --set: {where}: {error['msg'].removeprefix('Value error, ')}{got}"

@@ -363,7 +363,13 @@ def test_serve_settings_come_from_the_bundle_then_set(served_bundle):
         serve_settings(served_bundle, None, ["autoscaling.min_replicas=9", "batch.size=3"])
     text = str(err.value)
     assert "serve.autoscaling: min_replicas (9) is above max_replicas (4)" in text
-    assert "serve.batch.size: unknown setting; allowed here: max_size, wait_ms" in text
+    assert ("serve.batch.size: unknown setting. Fix: remove it or fix the spelling; allowed keys here: max_size, "
+            "wait_ms") in text
+    # A section that is optional (serve.log) lists its keys too, and a near miss is named, as `validate` does.
+    with pytest.raises(SpecError) as err:
+        serve_settings(served_bundle, None, ["log.path=x", "log.smaple=0.5"])
+    assert ("serve.log.smaple: unknown setting. Fix: did you mean 'sample'? remove it or fix the spelling; "
+            "allowed keys here: path, ") in str(err.value), str(err.value)
 
 
 def test_bad_settings_and_bundles_fail_before_serve_is_touched(served_bundle, serve_instance, tmp_path):

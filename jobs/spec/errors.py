@@ -73,11 +73,7 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel],
             source = f"{file} with --set {', '.join(named)}" if named else file
         loc = ".".join(path) or "(top level)"
         if kind == "extra_forbidden":
-            parent = _allowed_keys(root, e["loc"][:-1])
-            near = difflib.get_close_matches(str(e["loc"][-1]), parent, n=1, cutoff=0.75) if e["loc"] else []
-            hint = (f"{f'did you mean {near[0]!r}? ' if near else ''}remove it or fix the spelling; allowed keys "
-                    f"here: {', '.join(parent)}" if parent else "remove it")
-            lines.append(f"{source}: {loc}: unknown key. Fix: {hint}")
+            lines.append(f"{source}: {loc}: unknown key. Fix: {unknown_key_hint(root, e['loc'])}")
         elif kind == "missing":
             lines.append(f"{source}: {loc}: required but missing. Fix: add {loc}: <value>")
         else:
@@ -109,6 +105,15 @@ def _named_overrides(path: tuple, overridden: tuple[tuple[str, ...], ...], msg: 
             if any(re.search(rf"(?<![\w.]){re.escape(n)}(?![\w])", msg) for n in (whole, below)):
                 named.append(whole)
     return named
+
+
+def unknown_key_hint(root: type[BaseModel], loc: tuple) -> str:
+    """How to fix the unknown key at `loc` of a `root` model: the allowed key it nearly spells, if one, and the
+    keys allowed there ("did you mean 'sample'? remove it or fix the spelling; allowed keys here: path, ...")."""
+    parent = _allowed_keys(root, loc[:-1])
+    near = difflib.get_close_matches(str(loc[-1]), parent, n=1, cutoff=0.75) if loc else []
+    return (f"{f'did you mean {near[0]!r}? ' if near else ''}remove it or fix the spelling; allowed keys "
+            f"here: {', '.join(parent)}" if parent else "remove it")
 
 
 def _allowed_keys(root: type[BaseModel], loc: tuple) -> list[str]:
