@@ -264,6 +264,14 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
             progress(f"[serve] {name} keeps its token (no --token given; --no-token serves without one)")
         elif running_sha256 and no_token:
             progress(f"[serve] {name}: turning authentication off (--no-token)")
+        running_log = _running_log(before)
+        if running_log and serve_spec.log is None:
+            # serve.log is never taken from a bundle's spec.yaml: an update without --spec or --set for it ends
+            # the logging that `trainyard monitor` reads. Said, not silent; not kept either, since no setting
+            # could then turn it off.
+            progress(f"[serve] note: {name} logged its predictions to {running_log.get('path')}; this update "
+                     "logs none (serve.log is not taken from a bundle): to go on logging, update with --spec SPEC "
+                     f"(its serve.log) or --set log.path={running_log.get('path')}")
     old_version = _running_version(before, host, port) if before else None
     # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.
     env = {**replica_ingress_env(running_ingress(), serve_spec), **metrics_env(serve_spec)}
@@ -288,10 +296,21 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     return served
 
 
-def _token_sha256(running: ServeDeployment) -> Optional[str]:
-    """The token hash in a trainyard replica's arguments (serving.app.replica_settings), None without one."""
+def _replica_settings(running: ServeDeployment) -> dict:
+    """A trainyard replica's settings argument (serving.app.replica_settings); {} for another deployment."""
     settings = running.init_args[1] if len(running.init_args) > 1 else None
-    return settings.get("token_sha256") if isinstance(settings, dict) else None
+    return settings if isinstance(settings, dict) else {}
+
+
+def _token_sha256(running: ServeDeployment) -> Optional[str]:
+    """The token hash the running replicas check, None without one."""
+    return _replica_settings(running).get("token_sha256")
+
+
+def _running_log(running: ServeDeployment) -> Optional[dict]:
+    """The serve.log settings the running replicas log with, None without."""
+    serve = _replica_settings(running).get("serve")
+    return serve.get("log") if isinstance(serve, dict) else None
 
 
 def _running_version(running: ServeDeployment, host: str, port: int) -> Optional[str]:

@@ -108,14 +108,16 @@ def release_app(name: str) -> None:
     serve.delete(name, _blocking=False)
 
 
-def deploy_app(bundle: Path, name: str, serve_instance, token: Optional[str] = None, **settings):
-    """Deploy `bundle` as app `name` at /<name> on the session's Serve; returns serving.Served."""
+def deploy_app(bundle: Path, name: str, serve_instance, token: Optional[str] = None, progress=lambda *_: None,
+               **settings):
+    """Deploy `bundle` as app `name` at /<name> on the session's Serve; returns serving.Served. `progress`
+    gets what `deploy` says."""
     from jobs.spec import ServeSpec
     from serving import deploy
 
     host, port = serve_instance
     spec = ServeSpec.model_validate({**SMALL, "host": host, "port": port, "route_prefix": f"/{name}", **settings})
-    return deploy(bundle, spec=spec, name=name, token=token, progress=lambda *_: None)
+    return deploy(bundle, spec=spec, name=name, token=token, progress=progress)
 
 
 def call(url: str, method: str, path: str, body: Optional[bytes] = None, headers: Optional[dict] = None,
