@@ -97,31 +97,22 @@ def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
     from jobs.bundle import resolve
     from jobs.spec import ServeSpec, SpecError, apply_overrides, load_spec
 
-    # Only what --spec's serve section sets overrides the bundle's (was: its every default replaced the
-    # bundle's required features, limits and unknown_fields without a word).
-    from_spec = load_spec(spec_path).serve.model_dump(mode="json", exclude_unset=True) if spec_path else {}
-    # `--set serve.port=1` and `--set port=1` mean the same here: only serve settings are in play.
-    overrides = [o[len("serve."):] if o.startswith("serve.") else o for o in overrides]
-    given = _leaves("serve", from_spec) + ["serve." + o.split("=", 1)[0].strip() for o in overrides if "=" in o]
-    raw, ignored = bundle_serve_settings(resolve(bundle_path), given)   # what --spec or --set gives is not ignored
+    raw, ignored = bundle_serve_settings(resolve(bundle_path))
     source = "the bundle's spec.yaml"
     if ignored:
         progress(ignored)
     if spec_path:
-        raw = _overlay(raw, from_spec)
+        # Only what --spec's serve section sets overrides the bundle's (was: its every default replaced the
+        # bundle's required features, limits and unknown_fields without a word).
+        raw = _overlay(raw, load_spec(spec_path).serve.model_dump(mode="json", exclude_unset=True))
         source = f"{source} / {spec_path}"
+    # `--set serve.port=1` and `--set port=1` mean the same here: only serve settings are in play.
+    overrides = [o[len("serve."):] if o.startswith("serve.") else o for o in overrides]
     raw = apply_overrides(raw, overrides, source="--set")
     try:
         return ServeSpec.model_validate(raw)
     except ValidationError as err:
         raise SpecError([_explain(e, source) for e in err.errors()]) from None
-
-
-def _leaves(prefix: str, section: dict) -> list[str]:
-    """The dotted fields a settings mapping sets ("serve.log.path", ...)."""
-    return [leaf for key, value in section.items()
-            for leaf in (_leaves(f"{prefix}.{key}", value) if isinstance(value, dict) and value
-                         else [f"{prefix}.{key}"])]
 
 
 def _overlay(base: dict, given: dict) -> dict:

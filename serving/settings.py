@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from cluster.errors import EXIT_BAD_INPUT, Failure
 from jobs.spec import ServeSpec, SpecError, read_yaml_file
@@ -28,13 +28,12 @@ def resolve_spec(spec=None, *, host: Optional[str] = None, port: Optional[int] =
     return serve_spec.model_copy(update=updates) if updates else serve_spec
 
 
-def bundle_serve_settings(bundle_dir: Path, given: Sequence[str] = ()) -> tuple[dict, Optional[str]]:
+def bundle_serve_settings(bundle_dir: Path) -> tuple[dict, Optional[str]]:
     """The `serve` section of a bundle's own spec.yaml cut to what a bundle may decide (`ServeSpec.FROM_BUNDLE`:
     batching, limits, required features), and one line for the operator naming the settings it carried that
     were not taken (None when there were none). Serving someone else's bundle must not run their code
     (`ray_actor_options.runtime_env`) or expose the server (`host: 0.0.0.0`); a setting equal to its default
-    is not reported, as every bundle's spec.yaml lists them all, nor is one that `given` (the dotted fields
-    --spec and --set give, "serve.log.path") sets anyway, in whole or in part."""
+    is not reported, as every bundle's spec.yaml lists them all."""
     file = Path(bundle_dir) / "spec.yaml"
     if not file.is_file():
         return {}, None
@@ -45,8 +44,7 @@ def bundle_serve_settings(bundle_dir: Path, given: Sequence[str] = ()) -> tuple[
         raise SpecError([f"{file}: serve: expected a mapping of settings, got {section!r}"])
     defaults = ServeSpec().model_dump(mode="json")
     ignored = [name for key, value in section.items() if key not in ServeSpec.FROM_BUNDLE
-               for name in _differing(f"serve.{key}", value, defaults.get(key, _ABSENT))
-               if not any(name == g or name.startswith(g + ".") or g.startswith(name + ".") for g in given)]
+               for name in _differing(f"serve.{key}", value, defaults.get(key, _ABSENT))]
     kept = {k: v for k, v in section.items() if k in ServeSpec.FROM_BUNDLE}
     if not ignored:
         return kept, None

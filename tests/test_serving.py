@@ -353,7 +353,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         release_app("guest2")     # its owner here (this test) stays up, and so does its Ray
 
 
-def test_serve_settings_come_from_the_bundle_then_set(served_bundle, tmp_path):
+def test_serve_settings_come_from_the_bundle_then_set(served_bundle):
     from jobs.spec import SpecError
     from serving.commands import serve_settings
 
@@ -370,22 +370,6 @@ def test_serve_settings_come_from_the_bundle_then_set(served_bundle, tmp_path):
         serve_settings(served_bundle, None, ["log.path=x", "log.smaple=0.5"])
     assert ("serve.log.smaple: unknown setting. Fix: did you mean 'sample'? remove it or fix the spelling; "
             "allowed keys here: path, ") in str(err.value), str(err.value)
-    # A bundle's serve.log is not taken; the line says so unless --set (or --spec) gives it anyway.
-    import shutil
-    from pathlib import Path
-
-    import yaml
-
-    copy = Path(shutil.copytree(served_bundle, tmp_path / "bundle"))
-    doc = yaml.safe_load((copy / "spec.yaml").read_text())
-    doc["serve"] = {**doc.get("serve", {}), "log": {"path": "somewhere"}, "host": "0.0.0.0"}
-    (copy / "spec.yaml").write_text(yaml.safe_dump(doc))
-    said = []
-    assert serve_settings(copy, None, [], said.append).log is None
-    assert len(said) == 1 and "serve.host, serve.log; if you want them" in said[0], said
-    said.clear()
-    assert serve_settings(copy, None, ["log.path=elsewhere"], said.append).log.path.endswith("elsewhere")
-    assert len(said) == 1 and "spec.yaml, which may set only" in said[0] and "serve.log" not in said[0], said
 
 
 def test_bad_settings_and_bundles_fail_before_serve_is_touched(served_bundle, serve_instance, tmp_path):
