@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from jobs.spec import METRICS, DataSpec, JobSpec, SpecError, task_problem
+from cluster.errors import BadInput
+from jobs.spec import METRICS, DataSpec, JobSpec, SpecError, shown_values, task_problem
 
 # Enough to tell "two classes" from "more", and to name a few of them; a label with more distinct values than
 # this is reported as "more than ...": counting them would read the whole column for nothing.
@@ -39,13 +40,12 @@ def metric_problems(spec: JobSpec) -> list[str]:
     if values is None or len(values) < 2:                    # unreadable here, or ingest's own error will say
         return []
     complete = len(values) < _MOST_VALUES
-    if spec.data.task is None and _taken_as_regression(values, complete):
+    if spec.data.task is None and _inferred_task(values, complete, spec.data.label) == "regression":
         # Ingest will infer regression: advising the other classification metrics would only move the refusal
         # to after ingest ("a classification metric, but the task is regression").
         count = f"{len(values)} distinct values" if complete else f"more than {len(values) - 1} distinct values"
-        shown = ", ".join(repr(v) for v in values[:5]) + (", ..." if len(values) > 5 or not complete else "")
-        why = (f"label {spec.data.label!r} has {count} ({shown}), numbers that trainyard takes as a regression "
-               "target; if they are classes, set data.task: classification")
+        why = (f"label {spec.data.label!r} has {count} ({shown_values(values, complete)}), numbers that trainyard "
+               "takes as a regression target; if they are classes, set data.task: classification")
         problems = [task_problem(metric, field, "regression") for field, metric in needing]
         return [f"{p} ({why}; data.path: {spec.data.path})" for p in problems if p]
     problems = [task_problem(metric, field, "classification", values, label=spec.data.label, all_classes=complete)
@@ -53,16 +53,19 @@ def metric_problems(spec: JobSpec) -> list[str]:
     return [f"{p} (data.path: {spec.data.path})" for p in problems if p]
 
 
-def _taken_as_regression(values: list, complete: bool) -> bool:
-    """Whether ingest, with data.task omitted, infers regression from these label values (`complete`: all of
-    them, not only the first `_MOST_VALUES`): numbers, and more of them than `MAX_INFERRED_CLASSES` or not all
-    whole (`jobs.infer.infer_task`, which decides it on the whole column)."""
-    from jobs.infer import MAX_INFERRED_CLASSES
+def _inferred_task(values: list, complete: bool, label: str) -> Optional[str]:
+    """The task ingest infers for this label with data.task omitted (`jobs.infer.infer_task`, on the facts read
+    here: `complete`, all its distinct values, not only the first `_MOST_VALUES`), or None where they say none."""
+    import pyarrow as pa
 
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return False
-    return (not complete or len(values) > MAX_INFERRED_CLASSES
-            or any(isinstance(v, float) and not v.is_integer() for v in values))
+    from jobs.infer import infer_task
+
+    try:
+        facts = {"capped": not complete, "distinct": set(values),
+                 "integral": all(isinstance(v, (int, float)) and float(v).is_integer() for v in values)}
+        return infer_task(pa.array(values).type, facts, {}, label)
+    except (BadInput, pa.ArrowException, TypeError, ValueError):     # mixed or unusual values: ingest will say
+        return None
 
 
 def check(spec: JobSpec, source: Optional[str] = None) -> None:

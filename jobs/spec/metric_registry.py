@@ -84,6 +84,12 @@ def mode_problem(metric: str, mode: Optional[str], field: str, metric_said: Opti
             f"{metric_mode(metric)}")
 
 
+def shown_values(values: Sequence, complete: bool = True) -> str:
+    """The first five of a label's values for a message, with "..." where there are more (or, `complete`
+    False, where only the first ones were read)."""
+    return ", ".join(repr(v) for v in list(values)[:5]) + (", ..." if len(values) > 5 or not complete else "")
+
+
 def task_problem(metric: str, field: str, task: Optional[str], classes: Optional[Sequence] = None, *,
                  label: Optional[str] = None, said: Optional[str] = None, all_classes: bool = True) -> Optional[str]:
     """What is wrong with ranking by `metric` for this task and label, if anything (None when the task is not
@@ -100,7 +106,7 @@ def task_problem(metric: str, field: str, task: Optional[str], classes: Optional
                 f"{', '.join(metrics_for(task, n))}")
     if not m.applies(task, n if all_classes else max(n or 0, 3)):
         count = f"{n} classes" if all_classes else f"more than {n - 1} distinct values"
-        shown = ", ".join(repr(c) for c in list(classes)[:5]) + (", ..." if n > 5 or not all_classes else "")
+        shown = shown_values(list(classes), all_classes)
         return (f"{said} is {metric!r}, which needs a binary label, but "
                 f"{'label ' + repr(label) if label else 'the label'} has {count} ({shown}); set {field} to one of "
                 f"{', '.join(metrics_for(task, 3))} (precision, recall and F1 are macro averages over the classes)")
