@@ -98,7 +98,7 @@ def early_epoch_floor_s(spec: JobSpec, use_gpu: bool) -> float:
     hold blanks (its smallest value is blank), files that cannot be read now (the ingest says why); and on a GPU."""
     import pyarrow.parquet as pq
 
-    from jobs.ingest import infer_format, resolve_files
+    from jobs.datafiles import infer_format, resolve_files
 
     data = spec.data
     paths = data.path if isinstance(data.path, list) else [data.path]

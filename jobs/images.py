@@ -273,6 +273,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
     """Images → the same IngestResult the tabular path gives (dataset with SPLIT_COLUMN, classes, counts)."""
     import ray
     from jobs import ingest as ING
+    from jobs.datafiles import file_schema, resolve_files
 
     img = data.image
     size, ch = tuple(img.size), img.channels
@@ -288,8 +289,8 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
         fs = pafs.LocalFileSystem()
         shown_files = files
     else:
-        fs, shown_files, _ = ING.resolve_files(data.path)
-        schemas = {f: ING.file_schema(fs, f, "parquet") for f in shown_files}
+        fs, shown_files, _ = resolve_files(data.path)
+        schemas = {f: file_schema(fs, f, "parquet") for f in shown_files}
         for f, s in schemas.items():
             for col in (img.column, data.label):
                 if col not in s.names:

@@ -7,8 +7,6 @@ stratified train/val/test split.
 """
 from __future__ import annotations
 
-import fnmatch
-import glob as globlib
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -20,17 +18,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import ray
 
 from cluster.errors import root_cause
-from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infer_task, jsonable, kind_of,
-                         merge_probes, probe)
+from jobs.datafiles import column_problem, file_schema, infer_format, reconcile, resolve_files
+from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infer_task, jsonable, merge_probes,
+                         probe)
 from jobs.spec import DataSpec
 
 SPLIT_COLUMN = "_split"
 TRAIN, VAL, TEST = 0, 1, 2
-_EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
 @dataclass
 class IngestResult:
@@ -67,149 +64,6 @@ class IngestResult:
 
 def _keep_split(batch: pa.Table, which: int) -> pa.Table:
     return batch.filter(pc.equal(batch[SPLIT_COLUMN], which)).drop_columns([SPLIT_COLUMN])
-
-
-# ---------------------------------------------------------------------------------------------- files
-def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], list[str]]:
-    """Expand directories and globs. Returns (filesystem, paths for pyarrow, display names)."""
-    entries = path if isinstance(path, list) else [path]
-    fs: Optional[pafs.FileSystem] = None
-    found: list[str] = []
-    for entry in entries:
-        if "://" in entry:
-            wild = next((i for i, ch in enumerate(entry) if ch in "*?["), None)
-            base = entry if wild is None else entry[:wild].rsplit("/", 1)[0]
-            try:
-                entry_fs, root = pafs.FileSystem.from_uri(base)
-                info = entry_fs.get_file_info(root)
-            except Exception as exc:
-                raise DataError(f"data.path: cannot open {entry!r}: {exc}") from None
-            if info.type == pafs.FileType.NotFound:
-                raise DataError(f"data.path: {entry} does not exist; check the bucket and prefix")
-            if wild is not None:
-                pattern = root.rstrip("/") + "/" + entry[len(base):].lstrip("/")
-                listing = entry_fs.get_file_info(pafs.FileSelector(root, recursive=True))
-                hits = sorted(i.path for i in listing
-                              if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, pattern))
-            else:
-                hits = _list_dir(entry_fs, root) if info.type == pafs.FileType.Directory else [root]
-        else:
-            entry_fs = pafs.LocalFileSystem()
-            expanded = os.path.expanduser(entry)
-            if any(ch in expanded for ch in "*?["):
-                hits = sorted(p for p in globlib.glob(expanded, recursive=True) if os.path.isfile(p))
-            elif os.path.isdir(expanded):
-                hits = _list_dir(entry_fs, os.path.abspath(expanded))
-            elif os.path.isfile(expanded):
-                hits = [os.path.abspath(expanded)]
-            else:
-                raise DataError(f"data.path: {entry!r} does not exist (looked in {os.getcwd()}); "
-                                "paths are relative to the directory you run trainyard from")
-            hits = [os.path.abspath(h) for h in hits]
-            if not hits:
-                raise DataError(f"data.path: {entry!r} matches no Parquet or CSV files")
-        if fs is not None and type(fs) is not type(entry_fs):
-            raise DataError("data.path mixes local paths and URIs; keep all shards on one filesystem")
-        fs = entry_fs
-        found.extend(hits)
-    if not found:
-        raise DataError(f"data.path: {path!r} holds no Parquet or CSV files")
-    return fs, found, found
-
-
-def _list_dir(fs: pafs.FileSystem, root: str) -> list[str]:
-    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    files = sorted(i.path for i in infos if i.type == pafs.FileType.File
-                   and not os.path.basename(i.path).startswith((".", "_"))
-                   and os.path.splitext(i.path)[1].lower() in _EXTENSIONS)
-    if not files:
-        raise DataError(f"data.path: the directory {root} holds no .parquet or .csv files")
-    return files
-
-
-def infer_format(files: list[str], given: Optional[str]) -> str:
-    kinds = {_EXTENSIONS.get(os.path.splitext(f)[1].lower()) for f in files}
-    if given:
-        other = [f for f in files if _EXTENSIONS.get(os.path.splitext(f)[1].lower()) not in (None, given)]
-        if other:
-            raise DataError(f"data.format is {given}, but data.path also holds {other[:3]}; point it at the {given} "
-                            f"files only, e.g. with a glob: path: 'FOLDER/**/*.{given}'")
-        return given
-    if None in kinds:
-        odd = [f for f in files if os.path.splitext(f)[1].lower() not in _EXTENSIONS][:3]
-        raise DataError(f"cannot infer data.format from {odd}; set data.format: parquet or csv")
-    if len(kinds) > 1:
-        one_of_each = [next(f for f in files if _EXTENSIONS.get(os.path.splitext(f)[1].lower()) == k)
-                       for k in sorted(kinds)]
-        raise DataError(f"data.path mixes Parquet and CSV files ({', '.join(one_of_each)}); point it at one format, "
-                        "e.g. with a glob: path: 'FOLDER/**/*.parquet'")
-    return kinds.pop()
-
-
-# ---------------------------------------------------------------------------------------------- schema
-def file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
-    try:
-        if fmt == "parquet":
-            schema = pq.read_schema(path, filesystem=fs)
-        else:
-            with fs.open_input_stream(path) as stream:
-                schema = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=4 << 20)).schema
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        if fs.get_file_info(path).size == 0:
-            raise DataError(f"{path}: the file is empty (0 bytes); remove it, or write its rows (a {fmt} file with "
-                            "a header)") from None
-        raise DataError(f"{path}: cannot read it as {fmt} ({type(exc).__name__}: {exc}); "
-                        f"the file is corrupt or not a {fmt} file; remove or replace it") from None
-    twice = sorted({n for n in schema.names if schema.names.count(n) > 1})
-    if twice:
-        raise DataError(f"{path}: column name(s) {twice} appear more than once in its header; rename them so that "
-                        "each column has its own name")
-    return schema
-
-
-_UNIFIED = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
-
-
-def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude: set[str]) -> pa.Schema:
-    """One schema for all shards: int+float promote to float; anything else mixed is an error naming the file."""
-    first_file, first = next(iter(schemas.items()))
-    columns = [n for n in first.names if n not in exclude and (wanted is None or n in wanted)]
-    problems = []
-    for f, s in schemas.items():
-        missing = [c for c in columns if c not in s.names]
-        if missing:
-            problems.append(f"{f}: missing column(s) {missing} that {first_file} has; "
-                            "fix the shard, or list the column under data.features.exclude")
-        extra = [n for n in s.names if n not in exclude and n not in first.names and (wanted is None or n in wanted)]
-        if extra:
-            problems.append(f"{f}: has column(s) {extra} that {first_file} lacks; "
-                            "fix the shard, or list the column under data.features.exclude")
-    fields = []
-    for c in columns:
-        kinds = {f: kind_of(s.field(c).type) for f, s in schemas.items() if c in s.names}
-        distinct = set(kinds.values()) - {"null"}
-        if distinct <= {"int", "float"} and distinct:
-            unified = "float" if "float" in distinct else "int"
-        elif len(distinct) == 1 and next(iter(distinct)) in _UNIFIED:
-            unified = next(iter(distinct))
-        elif not distinct:
-            unified = "float"  # all-null everywhere: a numeric column that is always imputed
-        else:
-            if len(distinct) == 1:
-                problems.append(f"column {c!r} has type {schemas[first_file].field(c).type} which trainyard cannot "
-                                "use as a feature; list it under data.features.exclude")
-                continue
-            by_kind: dict[str, str] = {}
-            for f, k in kinds.items():
-                by_kind.setdefault(k, f)
-            detail = ", ".join(f"{k} in {f}" for k, f in by_kind.items())
-            problems.append(f"column {c!r} has incompatible types across shards ({detail}); "
-                            "make the shards agree or exclude the column")
-            continue
-        fields.append(pa.field(c, _UNIFIED[unified]))
-    if problems:
-        raise DataError("\n".join(problems))
-    return pa.schema(fields)
 
 
 def _cast(batch: pa.Table, schema: pa.Schema, label: str) -> pa.Table:
@@ -317,23 +171,9 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     if given.numeric is not None and given.categorical is not None and (given.text is not None or not text):
         explicit = set(given.listed) | {data.label}
     schemas = {f: file_schema(fs, f, fmt) for f in files}
-    if all(data.label not in s.names for s in schemas.values()):
-        cols = sorted(next(iter(schemas.values())).names)
-        one = [s.names[0] for s in schemas.values() if len(s.names) == 1]
-        sep = next((ch for ch in (";", "\t", "|") if one and ch in one[0]), None) if fmt == "csv" else None
-        if sep is not None:      # a ';' (or tab, '|') separated file reads as one column named by the whole header
-            raise DataError(f"{len(one)} of the {len(files)} file(s) under {data.path!r} read as a single column "
-                            f"named {one[0][:80]!r}: their fields are separated by {sep!r}, and trainyard reads CSV "
-                            "with ',' between fields. Save them with commas (e.g. pandas: "
-                            f"pd.read_csv(path, sep={sep!r}).to_csv(path, index=False))")
-        raise DataError(f"label column {data.label!r} is in none of the {len(files)} file(s) under "
-                        f"{data.path!r}; columns are {cols}. Fix data.label")
-    for listed in data.features.listed + data.features.exclude:
-        if all(listed not in s.names for s in schemas.values()):
-            # A misspelt exclude would otherwise leave the id or leak it was meant to drop among the features.
-            where = "exclude" if listed in data.features.exclude else "lists"
-            raise DataError(f"data.features {where} column {listed!r}, which is in none of the files; "
-                            f"columns are {sorted(next(iter(schemas.values())).names)}")
+    problem = column_problem(data, schemas, fmt)
+    if problem:
+        raise DataError(problem)
     schema = reconcile(schemas, explicit, exclude)
     all_columns = [n for n in next(iter(schemas.values())).names if n not in exclude]
     unused = [c for c in all_columns if explicit is not None and c not in explicit]

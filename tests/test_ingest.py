@@ -52,8 +52,12 @@ def test_incompatible_column_type_names_file_and_column(tmp_path):
 
 def test_missing_label_column(tmp_path):
     frame().to_parquet(tmp_path / "p0.parquet")
-    with pytest.raises(DataError, match=r"label column 'target' is in none of the 1 file\(s\).*Fix data.label"):
+    with pytest.raises(DataError, match=r"label column 'target' is in none of the 1 file\(s\).*; columns are "
+                                        r"\['a', 'b', 'c', 'y'\]. Fix data.label"):
         ingest(data_spec(tmp_path, label="target"))
+    # A name a letter or a case away from a column is named, as `validate` names a misspelt key.
+    with pytest.raises(DataError, match=r"label column 'Y' is in none .*; did you mean 'y'\? columns are "):
+        ingest(data_spec(tmp_path, label="Y"))
 
 
 def test_empty_data_and_corrupt_file(tmp_path):
@@ -115,7 +119,7 @@ def test_infinite_values_and_a_misspelt_exclude_are_named(tmp_path):
     clean.mkdir()
     frame(n=40).to_parquet(clean / "p.parquet")
     with pytest.raises(DataError, match=r"data.features exclude column 'C', which is in none of the files; "
-                                        r"columns are \['a', 'b', 'c', 'y'\]"):
+                                        r"did you mean 'c'\? columns are \['a', 'b', 'c', 'y'\]"):
         ingest(data_spec(clean, features={"exclude": ["C"]}), progress=lambda *_: None)
 
 

@@ -332,6 +332,32 @@ def test_val_auc_on_a_multiclass_label_fails_validate_naming_the_field(tmp_path,
     assert main(["validate", str(spec), "--set", f"data.path={tmp_path}/missing"]) == 0
 
 
+def test_a_misspelt_label_or_exclude_fails_validate_before_ray_naming_the_nearest_column(tmp_path, capsys):
+    """They were found only by ingest, after a Ray start (8-9 s), and with no "did you mean"."""
+    import pandas as pd
+
+    data = _labelled(tmp_path, [0, 1, 0, 1])
+    spec = write_spec(tmp_path / "s.yaml", {"name": "x", "data": {"path": data, "label": "Y"}})
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert f"label column 'Y' is in none of the 1 file(s) under {data!r}; did you mean 'y'? columns are ['x', 'y']" \
+        in err, err
+    # A search is checked the same way, and so is a misspelt exclude (it would have left its column a feature).
+    assert main(["validate", str(spec), "--set", "data.label=y", "--set", "data.features.exclude=[id]",
+                 "--set", "tune.samples=2"]) == 2
+    err = capsys.readouterr().err
+    assert "data.features exclude column 'id', which is in none of the files; columns are ['x', 'y']" in err, err
+    assert main(["validate", str(spec), "--set", "data.label=y", "--set", "tune.samples=2"]) == 0
+    # Shards: a label found in any file passes here (ingest then names the shard that lacks it); none is refused.
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    pd.DataFrame({"x": [1, 2]}).to_csv(shards / "a.csv", index=False)
+    pd.DataFrame({"x": [1, 2], "y": [0, 1]}).to_csv(shards / "b.csv", index=False)
+    assert main(["validate", str(spec), "--set", f"data.path={shards}", "--set", "data.label=y"]) == 0
+    assert main(["validate", str(spec), "--set", f"data.path={shards}", "--set", "data.label=z"]) == 2
+    assert "label column 'z' is in none of the 2 file(s)" in capsys.readouterr().err
+
+
 def test_val_auc_for_early_stopping_is_checked_against_the_label_too(tmp_path):
     from jobs import precheck
     from tuning import space

@@ -136,7 +136,8 @@ def test_bad_data_is_a_clear_cli_error(tmp_path, telemetry_dir, capsys):
     spec = write_spec(tmp_path / "s.yaml", small_spec("bad", telemetry_dir, tmp_path / "out", label="failur"))
     assert main(["train", str(spec)]) == 2
     err = capsys.readouterr().err
-    assert "label column 'failur'" in err and "Fix data.label" in err
+    assert "label column 'failur'" in err and "did you mean 'failure'?" in err and "Fix data.label" in err
+    assert "[ray]" not in err           # said from the file's header, before the 8-9 s of a Ray start
     # A run the cluster cannot hold is bad input (exit 2), said before any data is read (no [ingest] line).
     spec = write_spec(tmp_path / "s2.yaml", small_spec("bad2", telemetry_dir, tmp_path / "out", workers=64))
     assert main(["train", str(spec)]) == 2

@@ -185,15 +185,16 @@ KIT = Kit(add_common=add_common, load_spec=load_spec, connect=connect, progress=
 
 # ---------------------------------------------------------------------------------------------- commands
 def check_before_ray(spec) -> None:
-    """What can be refused before Ray starts (seconds, not the half minute of a Ray start): a search that cannot
-    run, a metric the label cannot give (val_auc on a multiclass label, read from the label column alone)."""
+    """What can be refused before Ray starts (seconds, not the half minute of a Ray start): a label or listed
+    column the data's files lack, a search that cannot run, a metric the label cannot give (val_auc on a
+    multiclass label, read from the label column alone)."""
+    from jobs import precheck
     if spec.tune is not None:
         from tuning import space
+        precheck.check_columns(spec.data)
         space.check(spec)      # the tune checks, the metric's needs of the label included
-        from jobs import precheck
         precheck.check_encoder(spec)
     else:
-        from jobs import precheck
         precheck.check(spec)
 
 

@@ -1,0 +1,197 @@
+"""The data's files, found and read by their headers alone, with no Ray: `data.path` expanded (folders, globs,
+URIs), the format told from the names, each file's schema (Parquet footers, a CSV's first block), one schema
+reconciled across shards, and the columns the spec names checked against them. Ingest builds on these before
+Ray Data reads a row; `jobs.precheck` calls them before Ray starts.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import glob as globlib
+import os
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from jobs.infer import DataError, kind_of
+from jobs.spec import DataSpec
+
+_EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+
+
+# ---------------------------------------------------------------------------------------------- files
+def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], list[str]]:
+    """Expand directories and globs. Returns (filesystem, paths for pyarrow, display names)."""
+    entries = path if isinstance(path, list) else [path]
+    fs: Optional[pafs.FileSystem] = None
+    found: list[str] = []
+    for entry in entries:
+        if "://" in entry:
+            wild = next((i for i, ch in enumerate(entry) if ch in "*?["), None)
+            base = entry if wild is None else entry[:wild].rsplit("/", 1)[0]
+            try:
+                entry_fs, root = pafs.FileSystem.from_uri(base)
+                info = entry_fs.get_file_info(root)
+            except Exception as exc:
+                raise DataError(f"data.path: cannot open {entry!r}: {exc}") from None
+            if info.type == pafs.FileType.NotFound:
+                raise DataError(f"data.path: {entry} does not exist; check the bucket and prefix")
+            if wild is not None:
+                pattern = root.rstrip("/") + "/" + entry[len(base):].lstrip("/")
+                listing = entry_fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                hits = sorted(i.path for i in listing
+                              if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, pattern))
+            else:
+                hits = _list_dir(entry_fs, root) if info.type == pafs.FileType.Directory else [root]
+        else:
+            entry_fs = pafs.LocalFileSystem()
+            expanded = os.path.expanduser(entry)
+            if any(ch in expanded for ch in "*?["):
+                hits = sorted(p for p in globlib.glob(expanded, recursive=True) if os.path.isfile(p))
+            elif os.path.isdir(expanded):
+                hits = _list_dir(entry_fs, os.path.abspath(expanded))
+            elif os.path.isfile(expanded):
+                hits = [os.path.abspath(expanded)]
+            else:
+                raise DataError(f"data.path: {entry!r} does not exist (looked in {os.getcwd()}); "
+                                "paths are relative to the directory you run trainyard from")
+            hits = [os.path.abspath(h) for h in hits]
+            if not hits:
+                raise DataError(f"data.path: {entry!r} matches no Parquet or CSV files")
+        if fs is not None and type(fs) is not type(entry_fs):
+            raise DataError("data.path mixes local paths and URIs; keep all shards on one filesystem")
+        fs = entry_fs
+        found.extend(hits)
+    if not found:
+        raise DataError(f"data.path: {path!r} holds no Parquet or CSV files")
+    return fs, found, found
+
+
+def _list_dir(fs: pafs.FileSystem, root: str) -> list[str]:
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    files = sorted(i.path for i in infos if i.type == pafs.FileType.File
+                   and not os.path.basename(i.path).startswith((".", "_"))
+                   and os.path.splitext(i.path)[1].lower() in _EXTENSIONS)
+    if not files:
+        raise DataError(f"data.path: the directory {root} holds no .parquet or .csv files")
+    return files
+
+
+def infer_format(files: list[str], given: Optional[str]) -> str:
+    kinds = {_EXTENSIONS.get(os.path.splitext(f)[1].lower()) for f in files}
+    if given:
+        other = [f for f in files if _EXTENSIONS.get(os.path.splitext(f)[1].lower()) not in (None, given)]
+        if other:
+            raise DataError(f"data.format is {given}, but data.path also holds {other[:3]}; point it at the {given} "
+                            f"files only, e.g. with a glob: path: 'FOLDER/**/*.{given}'")
+        return given
+    if None in kinds:
+        odd = [f for f in files if os.path.splitext(f)[1].lower() not in _EXTENSIONS][:3]
+        raise DataError(f"cannot infer data.format from {odd}; set data.format: parquet or csv")
+    if len(kinds) > 1:
+        one_of_each = [next(f for f in files if _EXTENSIONS.get(os.path.splitext(f)[1].lower()) == k)
+                       for k in sorted(kinds)]
+        raise DataError(f"data.path mixes Parquet and CSV files ({', '.join(one_of_each)}); point it at one format, "
+                        "e.g. with a glob: path: 'FOLDER/**/*.parquet'")
+    return kinds.pop()
+
+
+# ---------------------------------------------------------------------------------------------- schema
+def file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
+    try:
+        if fmt == "parquet":
+            schema = pq.read_schema(path, filesystem=fs)
+        else:
+            with fs.open_input_stream(path) as stream:
+                schema = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=4 << 20)).schema
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        if fs.get_file_info(path).size == 0:
+            raise DataError(f"{path}: the file is empty (0 bytes); remove it, or write its rows (a {fmt} file with "
+                            "a header)") from None
+        raise DataError(f"{path}: cannot read it as {fmt} ({type(exc).__name__}: {exc}); "
+                        f"the file is corrupt or not a {fmt} file; remove or replace it") from None
+    twice = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if twice:
+        raise DataError(f"{path}: column name(s) {twice} appear more than once in its header; rename them so that "
+                        "each column has its own name")
+    return schema
+
+
+_UNIFIED = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
+
+
+def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude: set[str]) -> pa.Schema:
+    """One schema for all shards: int+float promote to float; anything else mixed is an error naming the file."""
+    first_file, first = next(iter(schemas.items()))
+    columns = [n for n in first.names if n not in exclude and (wanted is None or n in wanted)]
+    problems = []
+    for f, s in schemas.items():
+        missing = [c for c in columns if c not in s.names]
+        if missing:
+            problems.append(f"{f}: missing column(s) {missing} that {first_file} has; "
+                            "fix the shard, or list the column under data.features.exclude")
+        extra = [n for n in s.names if n not in exclude and n not in first.names and (wanted is None or n in wanted)]
+        if extra:
+            problems.append(f"{f}: has column(s) {extra} that {first_file} lacks; "
+                            "fix the shard, or list the column under data.features.exclude")
+    fields = []
+    for c in columns:
+        kinds = {f: kind_of(s.field(c).type) for f, s in schemas.items() if c in s.names}
+        distinct = set(kinds.values()) - {"null"}
+        if distinct <= {"int", "float"} and distinct:
+            unified = "float" if "float" in distinct else "int"
+        elif len(distinct) == 1 and next(iter(distinct)) in _UNIFIED:
+            unified = next(iter(distinct))
+        elif not distinct:
+            unified = "float"  # all-null everywhere: a numeric column that is always imputed
+        else:
+            if len(distinct) == 1:
+                problems.append(f"column {c!r} has type {schemas[first_file].field(c).type} which trainyard cannot "
+                                "use as a feature; list it under data.features.exclude")
+                continue
+            by_kind: dict[str, str] = {}
+            for f, k in kinds.items():
+                by_kind.setdefault(k, f)
+            detail = ", ".join(f"{k} in {f}" for k, f in by_kind.items())
+            problems.append(f"column {c!r} has incompatible types across shards ({detail}); "
+                            "make the shards agree or exclude the column")
+            continue
+        fields.append(pa.field(c, _UNIFIED[unified]))
+    if problems:
+        raise DataError("\n".join(problems))
+    return pa.schema(fields)
+
+
+# ---------------------------------------------------------------------------------------------- columns
+def column_problem(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str) -> Optional[str]:
+    """Why the columns `data` names (its label, the features it lists or excludes) are not in the files whose
+    `schemas` are given, with the nearest column name where one is close; None when every name is found. Ingest
+    raises it; `jobs.precheck` asks it before Ray starts, on the files this machine has."""
+    names = next(iter(schemas.values())).names
+    if all(data.label not in s.names for s in schemas.values()):
+        one = [s.names[0] for s in schemas.values() if len(s.names) == 1]
+        sep = next((ch for ch in (";", "\t", "|") if one and ch in one[0]), None) if fmt == "csv" else None
+        if sep is not None:      # a ';' (or tab, '|') separated file reads as one column named by the whole header
+            return (f"{len(one)} of the {len(schemas)} file(s) under {data.path!r} read as a single column "
+                    f"named {one[0][:80]!r}: their fields are separated by {sep!r}, and trainyard reads CSV "
+                    f"with ',' between fields. Save them with commas (e.g. pandas: "
+                    f"pd.read_csv(path, sep={sep!r}).to_csv(path, index=False))")
+        return (f"label column {data.label!r} is in none of the {len(schemas)} file(s) under {data.path!r}; "
+                f"{_nearest(data.label, names)}columns are {sorted(names)}. Fix data.label")
+    for listed in data.features.listed + data.features.exclude:
+        if all(listed not in s.names for s in schemas.values()):
+            # A misspelt exclude would otherwise leave the id or leak it was meant to drop among the features.
+            where = "exclude" if listed in data.features.exclude else "lists"
+            return (f"data.features {where} column {listed!r}, which is in none of the files; "
+                    f"{_nearest(listed, names)}columns are {sorted(names)}")
+    return None
+
+
+def _nearest(name: str, names: list[str]) -> str:
+    """"did you mean 'X'? " for the column nearest `name` (case and a letter or two apart), else ""."""
+    lowered = {n.lower(): n for n in names}
+    near = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
+    return f"did you mean {lowered[near[0]]!r}? " if near else ""
