@@ -140,23 +140,27 @@ class Client:
 
     def predict(self, records: list[dict]) -> dict:
         """Predictions for `records` ({feature: value}); sent in chunks of batch_size, answers joined in
-        order. Returns {"predictions", "probabilities" (classification), "model"}."""
+        order. Returns {"predictions", "probabilities" (classification), "model", "request_ids" (one per request
+        sent, with the number of records it carried: [[id, n], ...])}."""
         records = [_clean(r) for r in records]
-        out: dict[str, Any] = {"predictions": []}
+        out: dict[str, Any] = {"predictions": [], "request_ids": []}
         for start in range(0, len(records), self.batch_size):
             chunk = records[start:start + self.batch_size]
             status, data = self.request("POST", "/predict", json.dumps({"records": chunk}).encode())
             if status != 200:
                 raise _error(status, data, "POST /predict", offset=start)
             out["predictions"].extend(data["predictions"])
+            out["request_ids"].append([data.get("request_id"), len(chunk)])
             if "probabilities" in data:
                 out.setdefault("probabilities", []).extend(data["probabilities"])
             out["model"] = data.get("model")
         return out
 
     def predict_frame(self, df) -> "pd.DataFrame":  # noqa: F821
-        """One row of predictions per row of `df` (same index): `prediction`, and for classification one
-        `probability_<class>` column per class. Columns that are not features (ids, the label) are not sent."""
+        """One row of predictions per row of `df` (same index): `prediction`, for classification one
+        `probability_<class>` column per class, then `request_id` and `record` (the row's position in its
+        request): the key of its row in the server's prediction log, which `trainyard monitor --labels` joins
+        labels on. Columns that are not features (ids, the label) are not sent."""
         import pandas as pd
         features = [f["name"] for f in self.schema()["features"]]
         check_columns(list(df.columns), features)
@@ -168,6 +172,8 @@ class Client:
             proba = pd.DataFrame(out["probabilities"], index=df.index,
                                  columns=[f"probability_{c}" for c in classes])
             result = pd.concat([result, proba], axis=1)
+        result["request_id"] = [rid for rid, n in out["request_ids"] for _ in range(n)]
+        result["record"] = [i for _, n in out["request_ids"] for i in range(n)]
         return result
 
     def predict_file(self, path, out=None) -> "pd.DataFrame":  # noqa: F821

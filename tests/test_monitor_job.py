@@ -251,6 +251,23 @@ def test_labels_without_a_record_column_join_on_record_0(tmp_path):
     assert joined.column("label").to_pylist() == ["ok", "failure"]
 
 
+def test_predict_output_with_a_label_column_is_a_labels_file(tmp_path):
+    """Ray-free: what `trainyard predict --out` writes (the rows' columns, prediction, probabilities, request_id,
+    record), with the outcomes added as `label`, reads as labels keyed as the logs are; request ids of digits
+    only stay strings."""
+    from jobs.monitor import read_labels
+
+    (tmp_path / "out.csv").write_text(
+        "machine_id,rpm,prediction,probability_failure,probability_ok,request_id,record,label\n"
+        "M-1,1500,ok,0.1,0.9,00112233445566778899aabbccddeeff,0,ok\n"
+        "M-2,1410,ok,0.2,0.8,00112233445566778899aabbccddeeff,1,failure\n"
+        "M-3,1620,failure,0.7,0.3,12345678901234567890123456789012,0,\n")
+    labels = read_labels(str(tmp_path / "out.csv"), ["failure", "ok"], lambda *_: None)
+    assert labels.to_pylist() == [
+        {"request_id": "00112233445566778899aabbccddeeff", "record": 0, "label": "ok"},
+        {"request_id": "00112233445566778899aabbccddeeff", "record": 1, "label": "failure"}]
+
+
 def test_empty_and_repeated_labels_are_counted_and_a_regression_label_that_is_no_number_is_refused(tmp_path):
     """Ray-free. An empty label in a CSV was refused as "holds '', which is not a class"; a request labelled
     twice kept its last label without a word; a regression label that is not a number became NaN silently."""

@@ -232,7 +232,12 @@ def test_client_chunks_cleans_and_reports_global_indices(strict_app, served_bund
     df = pd.DataFrame(records).assign(machine_id="M-1", failure="ok")   # non-features are not sent
     df.loc[3, "torque_nm"] = float("nan")                               # NaN goes out as null
     frame = client.predict_frame(df)
-    assert list(frame.columns) == ["prediction", "probability_failure", "probability_ok"] and len(frame) == 12
+    assert list(frame.columns) == ["prediction", "probability_failure", "probability_ok", "request_id",
+                                   "record"] and len(frame) == 12
+    # Each row's key in the prediction log (what `monitor --labels` joins on): 3 requests, positions within each.
+    assert frame["record"].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1]
+    ids = frame["request_id"].tolist()
+    assert len(set(ids)) == 3 and ids == sorted(ids, key=ids.index) and all(len(i) == 32 for i in ids)
     bad = records[:7] + [dict(records[7], machine_type="Z")] + records[8:]
     with pytest.raises(ClientError, match="record 7, field 'machine_type'") as err:
         client.predict(bad)

@@ -53,6 +53,11 @@ def test_logged_rows_carry_request_id_features_and_prediction_and_never_an_exclu
             rid = out["request_id"]
             assert len(rid) == 32 and int(rid, 16) >= 0 and rid not in sent
             sent[rid] = (records, out["predictions"])
+        # `trainyard predict`'s table keys each row as the log does, so labels gathered on it join the logs.
+        import pandas as pd
+
+        from serving import Client
+        framed = Client(served.url, batch_size=4).predict_frame(pd.DataFrame(rows[:7]).assign(shift=SECRET))
         # rotate_s: 300, so the open file is not visible yet ...
         assert not any(p.suffix == ".parquet" for p in (tmp_path / "logs" / "plog").iterdir())
     finally:
@@ -64,7 +69,9 @@ def test_logged_rows_carry_request_id_features_and_prediction_and_never_an_exclu
     assert str(table.schema.field("time").type) == "timestamp[ms, tz=UTC]"
     assert all(SECRET not in str(v) for column in table.columns for v in column.to_pylist())
     logged = {(r["request_id"], r["record"]): r for r in table.to_pylist()}
-    assert len(logged) == 30 == table.num_rows
+    assert len(logged) == 37 == table.num_rows
+    for row in framed.to_dict("records"):
+        assert logged.pop((row["request_id"], row["record"]))["prediction"] == row["prediction"]
     version = json.loads((served_bundle / "lineage.json").read_text())["version"]
     for rid, (records, predictions) in sent.items():
         for i, (record, prediction) in enumerate(zip(records, predictions)):
