@@ -134,8 +134,10 @@ def _explain(error: dict, source: str) -> str:
 
 
 def cmd_serve(args, kit) -> int:
+    from cluster.address import address_from
     from cluster.errors import TrainyardError
     from serving.forever import serve_forever, serving_process
+    from serving.ingress import check_port_free
     from serving.server import DEPLOY_TIMEOUT_S, load_bundle, resolve_token
 
     token = resolve_token(args.token, args.no_token)     # a refused token fails before connecting to Ray
@@ -150,6 +152,10 @@ def cmd_serve(args, kit) -> int:
             address = owner["address"]
             print(f"[serve] joining the Ray cluster of trainyard process {owner['pid']} serving on port {port}",
                   flush=True)
+    if address is None and port and address_from(None).kind == "local":
+        # The embedded Ray's Serve would listen here: a port another program holds is refused now, not after a
+        # Ray start. (A cluster's Serve may hold its own port, so joined to one, `start_serve` checks it there.)
+        check_port_free(args.host if args.host is not None else spec.host, port)
     args.address = address
     try:
         kit.connect(args)

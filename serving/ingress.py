@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from cluster.errors import EXIT_BAD_INPUT
 from cluster.ports import free_ports
 from cluster.processes import load_psutil
 from jobs.spec import ServeSpec
@@ -177,7 +178,8 @@ def _is_ipv4(host: str) -> bool:
 
 
 def check_port_free(host: str, port: int) -> None:
-    """Fail in a second with the reason, rather than after Serve's proxies time out binding a taken port."""
+    """Fail in a second with the reason, rather than after Serve's proxies time out binding a taken port. Bad
+    input (exit 2): the fix is the --port (or serve.port) given."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         # As the real servers do: connections of a server just stopped (TIME_WAIT) do not block the port.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -185,7 +187,8 @@ def check_port_free(host: str, port: int) -> None:
             s.bind((host if host not in ("0.0.0.0", "::") else "", port))
         except OSError as exc:
             raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Another server has the port: "
-                             "stop it, or pass --port with another port (0 picks a free one)") from None
+                             "stop it, or pass --port with another port (0 picks a free one)",
+                             exit_code=EXIT_BAD_INPUT) from None
 
 
 def metrics_env(serve_spec: ServeSpec) -> dict[str, str]:

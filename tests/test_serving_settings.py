@@ -227,8 +227,29 @@ def test_a_taken_port_is_named():
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(ServeError, match=rf"cannot listen on 127.0.0.1:{port}: .*pass --port"):
+        with pytest.raises(ServeError, match=rf"cannot listen on 127.0.0.1:{port}: .*pass --port") as err:
             check_port_free("127.0.0.1", port)
+        assert err.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_serve_on_a_taken_port_is_refused_before_ray_starts(tmp_path):
+    """It was refused after the embedded Ray had started (5 s), exit 1; the fix is the --port given."""
+    import socket
+
+    from tests.test_bundle_write import _write
+
+    bundle = _write(tmp_path / "out" / "bundle")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["TRAINYARD_STATE_DIR"] = str(tmp_path / "state")        # no trainyard server recorded on any port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        run = subprocess.run([sys.executable, "-m", "trainyard", "serve", str(bundle), "--port", str(port),
+                              "--no-token"], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == EXIT_BAD_INPUT, run.stdout + run.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in run.stderr, run.stderr
+    assert "[ray]" not in run.stdout + run.stderr
 
 
 def test_server_state_lives_in_the_state_dir(tmp_path, monkeypatch):
