@@ -18,7 +18,7 @@ import os
 import sys
 
 from cluster.errors import Failure
-from serving.settings import TOKEN_ENV, ServeError, bundle_serve_settings
+from serving.settings import TOKEN_ENV, ServeError, bundle_serve_section, not_taken_line, value_at
 
 
 def register(subparsers, kit) -> None:
@@ -97,10 +97,8 @@ def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
     from jobs.bundle import resolve
     from jobs.spec import ServeSpec, SpecError, apply_overrides, load_spec
 
-    raw, ignored = bundle_serve_settings(resolve(bundle_path))
+    raw, ignored = bundle_serve_section(resolve(bundle_path))
     source = "the bundle's spec.yaml"
-    if ignored:
-        progress(ignored)
     if spec_path:
         # Only what --spec's serve section sets overrides the bundle's (was: its every default replaced the
         # bundle's required features, limits and unknown_fields without a word).
@@ -110,9 +108,17 @@ def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
     overrides = [o[len("serve."):] if o.startswith("serve.") else o for o in overrides]
     raw = apply_overrides(raw, overrides, source="--set")
     try:
-        return ServeSpec.model_validate(raw)
+        served = ServeSpec.model_validate(raw)
     except ValidationError as err:
         raise SpecError([_explain(e, source) for e in err.errors()]) from None
+    # A setting is said not taken only where what is served differs from the bundle's value: `--spec SPEC`
+    # giving the same serve.log the bundle was trained with is not news; an env var of the operator's own in
+    # place of the bundle's runtime_env is.
+    chosen = {"serve": served.model_dump(mode="json")}
+    line = not_taken_line([name for name, value in ignored.items() if value_at(chosen, name) != value])
+    if line:
+        progress(line)
+    return served
 
 
 def _overlay(base: dict, given: dict) -> dict:

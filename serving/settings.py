@@ -28,29 +28,44 @@ def resolve_spec(spec=None, *, host: Optional[str] = None, port: Optional[int] =
     return serve_spec.model_copy(update=updates) if updates else serve_spec
 
 
-def bundle_serve_settings(bundle_dir: Path) -> tuple[dict, Optional[str]]:
+def bundle_serve_section(bundle_dir: Path) -> tuple[dict, dict[str, Any]]:
     """The `serve` section of a bundle's own spec.yaml cut to what a bundle may decide (`ServeSpec.FROM_BUNDLE`:
-    batching, limits, required features), and one line for the operator naming the settings it carried that
-    were not taken (None when there were none). Serving someone else's bundle must not run their code
-    (`ray_actor_options.runtime_env`) or expose the server (`host: 0.0.0.0`); a setting equal to its default
-    is not reported, as every bundle's spec.yaml lists them all."""
+    batching, limits, required features), and each setting it carried that is not taken ("serve.host",
+    "serve.ray_actor_options.runtime_env", ...) with the bundle's value for it (`not_taken_line` names them to
+    the operator). Serving someone else's bundle must not run their code (`ray_actor_options.runtime_env`) or
+    expose the server (`host: 0.0.0.0`); a setting equal to its default is not listed, as every bundle's
+    spec.yaml lists them all."""
     file = Path(bundle_dir) / "spec.yaml"
     if not file.is_file():
-        return {}, None
+        return {}, {}
     # A bundle whose spec.yaml does not read is a damaged bundle: say so, never serve it with defaults.
     doc = read_yaml_file(file) or {}
     section = (doc.get("serve") if isinstance(doc, dict) else None) or {}
     if not isinstance(section, dict):
         raise SpecError([f"{file}: serve: expected a mapping of settings, got {section!r}"])
     defaults = ServeSpec().model_dump(mode="json")
-    ignored = [name for key, value in section.items() if key not in ServeSpec.FROM_BUNDLE
-               for name in _differing(f"serve.{key}", value, defaults.get(key, _ABSENT))]
-    kept = {k: v for k, v in section.items() if k in ServeSpec.FROM_BUNDLE}
-    if not ignored:
-        return kept, None
-    return kept, (f"[serve] not taken from the bundle's spec.yaml, which may set only "
-                  f"{', '.join(sorted(ServeSpec.FROM_BUNDLE))}: {', '.join(ignored)}; if you want them, set them "
-                  "yourself (--host, --port, --spec SPEC or --set FIELD=VALUE)")
+    ignored = {name: value_at({"serve": section}, name) for key, value in section.items()
+               if key not in ServeSpec.FROM_BUNDLE
+               for name in _differing(f"serve.{key}", value, defaults.get(key, _ABSENT))}
+    return {k: v for k, v in section.items() if k in ServeSpec.FROM_BUNDLE}, ignored
+
+
+def not_taken_line(names: list[str]) -> Optional[str]:
+    """The operator's line naming the bundle's settings that were not taken; None for none."""
+    if not names:
+        return None
+    return (f"[serve] not taken from the bundle's spec.yaml, which may set only "
+            f"{', '.join(sorted(ServeSpec.FROM_BUNDLE))}: {', '.join(names)}; if you want them, set them "
+            "yourself (--host, --port, --spec SPEC or --set FIELD=VALUE)")
+
+
+def value_at(tree: dict, name: str) -> Any:
+    """The value at dotted `name` in nested mappings, or `_ABSENT`."""
+    for key in name.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return _ABSENT
+        tree = tree[key]
+    return tree
 
 
 _ABSENT = object()

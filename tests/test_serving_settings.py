@@ -187,11 +187,42 @@ def test_a_spec_given_to_serve_overrides_only_what_its_serve_section_sets(tmp_pa
     assert serve_settings(bundle, None, [], progress=lambda *_: None).max_records == 5
 
 
+def test_the_not_taken_line_names_only_what_is_served_otherwise_than_the_bundle_says(tmp_path):
+    """`serve BUNDLE --spec SPEC`, with the spec the bundle was trained from, was told its serve.log was not
+    taken, though the served log is the same; an operator's env var in place of the bundle's runtime_env must
+    still be named (the bundle's env var is not set)."""
+    import yaml
+
+    from serving.commands import serve_settings
+
+    trained = {"log": {"path": "logs/p", "sample": 0.5}, "host": "0.0.0.0",
+               "ray_actor_options": {"runtime_env": {"env_vars": {"A": "1"}}}}
+    bundle = _spec_yaml(tmp_path / "b", ServeSpec.model_validate(trained).model_dump(mode="json"))
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump({"name": "job", "data": {"path": "d", "label": "y"},
+                                                       "serve": trained}))
+
+    def said(*args) -> str:
+        lines = []
+        serve_settings(bundle, *args, progress=lines.append)
+        return "".join(lines)
+
+    assert said(None, []).endswith("serve.host, serve.log, serve.ray_actor_options.runtime_env; if you want "
+                                   "them, set them yourself (--host, --port, --spec SPEC or --set FIELD=VALUE)")
+    assert said(str(tmp_path / "job.yaml"), []) == ""        # the same settings, given by the operator
+    # Given in part: the bundle's sample is not served, nor its env var beside the operator's own.
+    line = said(None, ["log.path=logs/p", "ray_actor_options.runtime_env.env_vars.B=2", "host=0.0.0.0"])
+    assert ": serve.log, serve.ray_actor_options.runtime_env; " in line, line
+
+
 def test_a_bundle_sets_only_batching_limits_and_required_features(tmp_path):
     """What runs (runtime_env, ingress), where it listens (host, port, route_prefix) and how much of the cluster
     it takes are not taken from a bundle; the line for the operator names each one, and only those."""
     from jobs.spec import SpecError
-    from serving.settings import bundle_serve_settings
+    from serving.settings import bundle_serve_section, not_taken_line
+
+    def bundle_serve_settings(folder):
+        kept, ignored = bundle_serve_section(folder)
+        return kept, not_taken_line(list(ignored))
 
     serve = {**ServeSpec().model_dump(mode="json"),     # every bundle's spec.yaml lists all the defaults
              "host": "0.0.0.0", "port": 80, "route_prefix": "/x", "ingress": "proxy", "access_log": True,
