@@ -46,12 +46,18 @@ RAYLET_DIED_REPEAT_S = 30.0
 # lines. tuning/experiment.py's callback must keep saying every failure Tune reports.
 TUNE_FAILURE_LOGS = {"ray.tune.execution.tune_controller": "Trial task failed for trial ",
                      "ray.tune.tune": "Trials did not complete: "}
+# What Ray Tune's driver logs when a search is interrupted (Ctrl-C): "Experiment has been interrupted, but the most
+# recent state was saved.\nResume experiment with: Tuner.restore(path=..., trainable=...)", advice for its Python
+# API. `trainyard tune` says where the experiment is saved and the command that continues it ("[tune] interrupted
+# ... Continue it with: trainyard tune SPEC --resume").
+TUNE_INTERRUPTED = ("ray.tune.tune", "Experiment has been interrupted, but the most recent state was saved.")
 
 
 def quiet_ray_logs() -> None:
     """Keep our own progress lines readable: Ray Data's per-dataset banners and progress bars, and Train/Tune/
     Serve INFO lines, go to Ray's log files only. Warnings and errors still show, but for Tune's reports of a
-    failed trial, which `trainyard tune` makes itself (`TUNE_FAILURE_LOGS`)."""
+    failed trial and its advice after an interrupted search, which `trainyard tune` gives itself
+    (`TUNE_FAILURE_LOGS`, `TUNE_INTERRUPTED`)."""
     try:
         import ray.data  # configures its loggers on import: quiet them after, not before
         ctx = ray.data.DataContext.get_current()
@@ -63,7 +69,7 @@ def quiet_ray_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # "Progress bars disabled": we turned them off above, on purpose.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-    for name, start in TUNE_FAILURE_LOGS.items():
+    for name, start in [*TUNE_FAILURE_LOGS.items(), TUNE_INTERRUPTED]:
         _drop_starting(logging.getLogger(name), start)
     # Ray warns at every start of a local Ray that it turned token authentication on: the secure default,
     # nothing to act on. The warning that it is off stays.

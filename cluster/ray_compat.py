@@ -14,7 +14,8 @@ Other Ray internals we lean on without importing a private module, listed so an 
 - the text of Ray's messages that cluster/quiet.py sorts: "Token authentication is enabled", the raylet's
   "worker processes have been started on node", Serve's "Task ServeController.graceful_shutdown failed. ...
   killed by `ray.kill`", the agents' "Raylet is terminated. Termination is unexpected. ... Last N lines of the
-  Raylet logs:", Ray Tune's "Trial task failed for trial" and "Trials did not complete: " (loggers
+  Raylet logs:", Ray Tune's "Trial task failed for trial", "Trials did not complete: " and "Experiment has been
+  interrupted, but the most recent state was saved." (loggers
   ray.tune.execution.tune_controller and ray.tune.tune; tests/test_output.py checks them against Ray's source),
   Ray Train's "Traceback"/ERROR lines (checked on 2.60.0).
 - how `trainyard serve` tells that Ray has gone under it (serving/forever.py, RayLifelines): the GCS and the

@@ -109,11 +109,16 @@ def test_tunes_own_report_of_a_failed_trial_stays_out_and_its_other_errors_show(
     from ray.tune import tune
     from ray.tune.execution import tune_controller
 
-    from cluster.quiet import TUNE_FAILURE_LOGS, quiet_ray_logs
+    from cluster.quiet import TUNE_FAILURE_LOGS, TUNE_INTERRUPTED, quiet_ray_logs
 
     assert "Trial task failed for trial {trial}" in Path(tune_controller.__file__).read_text()
     assert '"Trials did not complete: %s"' in Path(tune.__file__).read_text()
     assert set(TUNE_FAILURE_LOGS) == {tune_controller.logger.name, tune.logger.name}
+    # Its advice after Ctrl-C (Tuner.restore, for its Python API): `trainyard tune` gives the command to resume.
+    interrupted = TUNE_INTERRUPTED[1]
+    assert TUNE_INTERRUPTED[0] == tune.logger.name
+    source = Path(tune.__file__).read_text()
+    assert f'"{interrupted.removesuffix(" saved.")} "' in source and 'f"saved.\\nResume experiment with: ' in source
     quiet_ray_logs()
     seen: list[str] = []
     sink = logging.Handler()
@@ -126,6 +131,7 @@ def test_tunes_own_report_of_a_failed_trial_stays_out_and_its_other_errors_show(
         except RuntimeError as exc:
             tune_controller.logger.error("Trial task failed for trial run_trial_1", exc_info=exc)
         tune.logger.error("Trials did not complete: %s", ["run_trial_1"])
+        tune.logger.warning(f"{interrupted}\nResume experiment with: Tuner.restore(path=\"/x\", trainable=...)")
         tune_controller.logger.error("Something else broke")
     finally:
         ray_logger.removeHandler(sink)
