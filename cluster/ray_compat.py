@@ -17,7 +17,9 @@ Other Ray internals we lean on without importing a private module, listed so an 
   Raylet logs:", Ray Tune's "Trial task failed for trial", "Trials did not complete: " and "Experiment has been
   interrupted, but the most recent state was saved." (loggers
   ray.tune.execution.tune_controller and ray.tune.tune; tests/test_output.py checks them against Ray's source),
-  Ray Train's "Traceback"/ERROR lines (checked on 2.60.0).
+  Ray Train's "Traceback"/ERROR lines, and a Train worker's "Error in training function:" (logger
+  ray.train.v2._internal.util) for a run whose placement group was removed ("Destroying worker since its
+  placement group was removed", from the raylet binary: cluster/quiet.py TRAIN_TORN_DOWN) (checked on 2.60.0).
 - how `trainyard serve` tells that Ray has gone under it (serving/forever.py, RayLifelines): the GCS and the
   raylet (``ray.nodes()``'s NodeManagerAddress:NodeManagerPort) refuse connections once dead; and the HAProxy of
   Ray Serve's manager runs with ``-f <config in serve's folder>`` (serving/ingress.py: stop_haproxy_of).

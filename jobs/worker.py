@@ -171,11 +171,13 @@ def _quiet_worker_logs() -> None:
     """What a worker forwards to the driver's terminal, less Ray's chatter (`cluster.quiet.quiet_ray_logs` does
     the driver's): Ray Train logs every `report` at INFO (`ray_compat.train_report_logger`); Ray Data announces
     each dataset execution, and warns that progress bars are off. Our own [train] line says what an epoch did.
-    Warnings and errors still show."""
+    Warnings and errors still show, but for the traceback of a run torn down by its owner (a trial ASHA
+    stopped: `cluster.quiet.TRAIN_TORN_DOWN`)."""
     import logging
 
-    from cluster.quiet import quiet_ray_logs
+    from cluster.quiet import hide_torn_down_train_errors, quiet_ray_logs
     quiet_ray_logs()
+    hide_torn_down_train_errors()
     try:
         ray_compat.train_report_logger().setLevel(logging.WARNING)
     except Exception:  # another Ray: at worst the lines are back

@@ -138,6 +138,39 @@ def test_tunes_own_report_of_a_failed_trial_stays_out_and_its_other_errors_show(
     assert seen == ["Something else broke"]
 
 
+def test_a_train_workers_traceback_for_a_run_torn_down_by_its_owner_stays_out_and_other_errors_show():
+    """A search printed, for 3 of 4 runs of 3 ASHA trials, a stopped trial's worker's "Error in training function"
+    and the traceback of its report's barrier, ending in the placement group's removal: the trial's own end.
+    Fails when Ray moves the record or rewords the removal (update cluster.quiet.TRAIN_TORN_DOWN)."""
+    import logging
+
+    import ray
+    from ray.train.v2._internal import util as train_util
+
+    from cluster.quiet import TRAIN_TORN_DOWN, hide_torn_down_train_errors
+
+    name, start, containing = TRAIN_TORN_DOWN
+    assert train_util.logger.name == name
+    assert f'logger.error(f"{start}\\n' in Path(train_util.__file__).read_text()
+    raylet = Path(ray.__file__).parent / "core" / "src" / "ray" / "raylet" / "raylet"
+    assert containing.encode() in raylet.read_bytes()       # the raylet writes the exit detail
+    hide_torn_down_train_errors()
+    filters = len(train_util.logger.filters)
+    hide_torn_down_train_errors()                           # once, however often called
+    assert len(train_util.logger.filters) == filters
+    seen: list[str] = []
+    sink = logging.Handler()
+    sink.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("ray").addHandler(sink)
+    try:
+        train_util.logger.error(f"{start}\nTraceback (most recent call last):\n  ...\nray.exceptions.ActorDiedError: "
+                                f"... Worker exit type: INTENDED_SYSTEM_EXIT Worker exit detail: {containing}. ...")
+        train_util.logger.error(f"{start}\nTraceback (most recent call last):\n  ...\nValueError: a real bug")
+    finally:
+        logging.getLogger("ray").removeHandler(sink)
+    assert len(seen) == 1 and seen[0].endswith("ValueError: a real bug")
+
+
 def test_ray_datas_no_free_cpu_warning_is_dropped_for_a_run_started_early():
     """A run started before its data holds its worker's CPUs while Ray Data prepares the data (a CPU left for it,
     `jobs.early`): Ray Data's once-a-process "will hang" warning was a false alarm there, on most one-worker runs.
