@@ -272,6 +272,7 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
             progress(f"[serve] note: {name} logged its predictions to {running_log.get('path')}; this update "
                      "logs none (serve.log is not taken from a bundle): to go on logging, update with --spec SPEC "
                      f"(its serve.log) or --set log.path={running_log.get('path')}")
+    _check_route_free(name, serve_spec.route_prefix, host, port)
     old_version = _running_version(before, host, port) if before else None
     # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.
     env = {**replica_ingress_env(running_ingress(), serve_spec), **metrics_env(serve_spec)}
@@ -300,6 +301,19 @@ def _replica_settings(running: ServeDeployment) -> dict:
     """A trainyard replica's settings argument (serving.app.replica_settings); {} for another deployment."""
     settings = running.init_args[1] if len(running.init_args) > 1 else None
     return settings if isinstance(settings, dict) else {}
+
+
+def _check_route_free(name: str, route_prefix: str, host: str, port: int) -> None:
+    """Bad input (exit 2) when another trainyard app on this Serve answers at `route_prefix`: Serve would refuse
+    the deploy with its own exception and traceback ("Prefix / is being used by application ...")."""
+    for other in app_states():
+        running = serve_deployment(other, DEPLOYMENT) if other != name else None
+        if running is not None and (running.route_prefix or "/") == route_prefix:
+            raise ServeError(
+                f"route prefix {route_prefix} is taken by app {other!r} on this server "
+                f"(http://{_client_host(host)}:{port}{'' if route_prefix == '/' else route_prefix}); serve {name!r} "
+                f"beside it under another: --set route_prefix=/{name}, or update {other!r} itself with --name "
+                f"{other}", exit_code=EXIT_BAD_INPUT)
 
 
 def _token_sha256(running: ServeDeployment) -> Optional[str]:

@@ -255,6 +255,18 @@ def test_client_chunks_cleans_and_reports_global_indices(strict_app, served_bund
         Client(strict_app.url + "/predict", token=TOKEN).schema()
 
 
+def test_a_route_prefix_another_app_answers_at_is_refused_naming_it(strict_app, served_bundle, serve_instance):
+    """A second app at the prefix of a running one got Serve's RayServeException and its traceback, exit 1."""
+    from serving import Client, ServeError, app_status
+
+    with pytest.raises(ServeError, match=r"route prefix /strict is taken by app 'strict' on this server "
+                                         r"\(http://\S+/strict\); serve 'clash' beside it under another: --set "
+                                         r"route_prefix=/clash, or update 'strict' itself with --name strict") as err:
+        deploy_app(served_bundle, "clash", serve_instance, route_prefix="/strict")
+    assert err.value.exit_code == 2 and app_status("clash") is None
+    assert Client(strict_app.url, token=TOKEN).predict([{"rpm": 1500.0}])["model"]["version"] == "strict-1"
+
+
 @pytest.mark.slow
 def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle, serve_instance, telemetry_dir,
                                                                     tmp_path, monkeypatch):
