@@ -266,7 +266,8 @@ class EarlyRun:
                 return
         except KeyboardInterrupt:
             pass
-        print(f"[train] left {folder}: the run given up had not ended; it holds no checkpoint, delete it at will",
+        print(f"[train] left {folder}: the training run started while the data was read had not stopped; it holds "
+              "no checkpoint, delete it at will",
               file=sys.stderr, flush=True)
 
     def _wait_saying(self, limit: float, why: str) -> bool:
@@ -274,7 +275,8 @@ class EarlyRun:
         second; whether it has."""
         if self.wait(1.0):
             return True
-        print(f"[train] waiting up to {limit:g} s for the run given up to end, {why}", file=sys.stderr, flush=True)
+        print(f"[train] waiting up to {limit:g} s for the training run started while the data was read to stop, "
+              f"{why}", file=sys.stderr, flush=True)
         return self.wait(limit)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
