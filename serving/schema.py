@@ -123,6 +123,7 @@ class RequestChecker:
         self.required = required + [n for n, k in self.kinds.items() if n not in required and (
             k == _IMAGE or (k == _TEXT and self.features[n].get("required", True)))]
         self.reject_unknown_fields = unknown_fields == "reject"
+        self.label = (schema.get("label") or {}).get("name")
         self.max_records = max_records
         self.max_body_bytes = max_body_bytes
 
@@ -286,7 +287,12 @@ class RequestChecker:
         if kind is None:
             close = difflib.get_close_matches(name, list(self.features), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            return Problem(f"unknown field; {hint}the features are {', '.join(self.features)} (GET /schema)",
+            # A table's own row (its id, its label) sent as it is: say what the field is and how to have such
+            # fields ignored, an operator's choice (serve.unknown_fields) that a misspelt feature must not hide.
+            what = "it is the model's label, " if name == self.label else ""
+            other = ("" if close else f"; {what}send features only, or serve with --set unknown_fields=ignore to "
+                     "have fields that are not features ignored")
+            return Problem(f"unknown field; {hint}the features are {', '.join(self.features)} (GET /schema){other}",
                            i, name)
         if kind == _TEXT:
             if isinstance(value, str):

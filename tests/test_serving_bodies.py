@@ -112,6 +112,23 @@ def test_ignored_fields_never_reach_the_model():
     assert caught.value.status == 422 and [(p.record, p.field) for p in caught.value.problems] == [(1, "kind")]
 
 
+def test_a_tables_own_row_is_refused_saying_what_its_extra_fields_are_and_how_to_have_them_ignored():
+    """A row sent as the table has it (an id, the label) got only "unknown field; the features are ..."; the README
+    said such fields are ignored, which holds under serve.unknown_fields: ignore, not the default."""
+    from serving.schema import RequestChecker, RequestError
+
+    checker = RequestChecker({"features": [{"name": "rpm", "type": "number"}], "label": {"name": "failure"}},
+                             max_records=10, max_body_bytes=2**20)
+    with pytest.raises(RequestError) as caught:
+        checker.parse(b'{"records": [{"id": "C1", "failure": 1, "rmp": 3}]}')
+    said = {p.field: p.message for p in caught.value.problems}
+    assert said["id"].endswith("(GET /schema); send features only, or serve with --set unknown_fields=ignore to "
+                               "have fields that are not features ignored")
+    assert "; it is the model's label, send features only" in said["failure"]
+    # A misspelt feature is not advised to be ignored: it would be imputed without a word.
+    assert "did you mean 'rpm'?" in said["rmp"] and "unknown_fields" not in said["rmp"]
+
+
 def test_non_finite_regression_outputs_name_the_record():
     """A regression's predictions (no probabilities) are checked the same way; the hint names the record's
     largest number."""
