@@ -111,6 +111,10 @@ def file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
         if fs.get_file_info(path).size == 0:
             raise DataError(f"{path}: the file is empty (0 bytes); remove it, or write its rows (a {fmt} file with "
                             "a header)") from None
+        sep = _other_separator(fs, path) if fmt == "csv" else None
+        if sep is not None:     # ';' between fields and decimal commas (25,0) in them: the parse fails on row 2
+            raise DataError(f"{path}: its fields are separated by {sep!r}, and trainyard reads CSV with ',' between "
+                            f"fields. {_resave(sep)}") from None
         raise DataError(f"{path}: cannot read it as {fmt} ({type(exc).__name__}: {exc}); "
                         f"the file is corrupt or not a {fmt} file; remove or replace it") from None
     twice = sorted({n for n in schema.names if schema.names.count(n) > 1})
@@ -118,6 +122,17 @@ def file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
         raise DataError(f"{path}: column name(s) {twice} appear more than once in its header; rename them so that "
                         "each column has its own name")
     return schema
+
+
+def _other_separator(fs: pafs.FileSystem, path: str) -> Optional[str]:
+    """';', tab or '|' when the file's header line has one of them between its names and no ',': a CSV saved
+    with another separator, as a European locale's spreadsheet writes it."""
+    try:
+        with fs.open_input_stream(path) as stream:
+            header = stream.read(65536).decode("utf-8", "replace").splitlines()[0]
+    except Exception:       # unreadable, or no line: the caller's own message stands
+        return None
+    return next((ch for ch in (";", "\t", "|") if ch in header and "," not in header), None)
 
 
 _UNIFIED = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
@@ -166,28 +181,55 @@ def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude
 
 
 # ---------------------------------------------------------------------------------------------- columns
-def column_problem(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str) -> Optional[str]:
+def check_files(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str, *, text: bool = False) -> pa.Schema:
+    """The one schema ingest reads the files with: every `column_problems` line, then `reconcile`'s (a shard
+    missing a column, types that do not agree), raised as one DataError. `text`: the job reads free text."""
+    problems = column_problems(data, schemas, fmt)
+    if problems:
+        raise DataError("\n".join(problems))
+    return reconcile(schemas, wanted_columns(data, text), set(data.features.exclude))
+
+
+def wanted_columns(data: DataSpec, text: bool) -> Optional[set[str]]:
+    """The columns a spec that lists its features reads (those and the label); None: every column not excluded."""
+    given = data.features
+    if given.numeric is not None and given.categorical is not None and (given.text is not None or not text):
+        return set(given.listed) | {data.label}
+    return None
+
+
+def column_problems(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str) -> list[str]:
     """Why the columns `data` names (its label, the features it lists or excludes) are not in the files whose
-    `schemas` are given, with the nearest column name where one is close; None when every name is found. Ingest
-    raises it; `jobs.precheck` asks it before Ray starts, on the files this machine has."""
+    `schemas` are given, one line each, with the nearest column name where one is close; [] when every name is
+    found. Ingest raises them; `jobs.precheck` before Ray starts, on the files this machine has."""
     names = next(iter(schemas.values())).names
     if all(data.label not in s.names for s in schemas.values()):
         one = [s.names[0] for s in schemas.values() if len(s.names) == 1]
         sep = next((ch for ch in (";", "\t", "|") if one and ch in one[0]), None) if fmt == "csv" else None
         if sep is not None:      # a ';' (or tab, '|') separated file reads as one column named by the whole header
-            return (f"{len(one)} of the {len(schemas)} file(s) under {data.path!r} read as a single column "
+            return [f"{len(one)} of the {len(schemas)} file(s) under {data.path!r} read as a single column "
                     f"named {one[0][:80]!r}: their fields are separated by {sep!r}, and trainyard reads CSV "
-                    f"with ',' between fields. Save them with commas (e.g. pandas: "
-                    f"pd.read_csv(path, sep={sep!r}).to_csv(path, index=False))")
-        return (f"label column {data.label!r} is in none of the {len(schemas)} file(s) under {data.path!r}; "
-                f"{_nearest(data.label, names)}columns are {sorted(names)}. Fix data.label")
-    for listed in data.features.listed + data.features.exclude:
-        if all(listed not in s.names for s in schemas.values()):
-            # A misspelt exclude would otherwise leave the id or leak it was meant to drop among the features.
-            where = "exclude" if listed in data.features.exclude else "lists"
-            return (f"data.features {where} column {listed!r}, which is in none of the files; "
-                    f"{_nearest(listed, names)}columns are {sorted(names)}")
-    return None
+                    f"with ',' between fields. {_resave(sep)}"]
+    problems = []
+    if all(data.label not in s.names for s in schemas.values()):
+        problems.append(f"label column {data.label!r} is in none of the {len(schemas)} file(s) under {data.path!r}; "
+                        f"{_nearest(data.label, names)}columns are {sorted(names)}. Fix data.label")
+    for field in ("numeric", "categorical", "text", "exclude"):
+        for listed in getattr(data.features, field) or []:
+            if all(listed not in s.names for s in schemas.values()):
+                # A misspelt exclude would otherwise leave the id or leak it was meant to drop among the features.
+                problems.append(f"data.features.{field} names column {listed!r}, which is in none of the files; "
+                                f"{_nearest(listed, names)}columns are {sorted(names)}. Fix data.features.{field}")
+    return problems
+
+
+def _resave(sep: str) -> str:
+    """How to re-save a CSV separated by `sep` with commas; a ';' file is usually written with decimal commas."""
+    if sep != ";":
+        return f"Save them with commas (e.g. pandas: pd.read_csv(path, sep={sep!r}).to_csv(path, index=False))"
+    return ("Save them with commas (e.g. pandas: pd.read_csv(path, sep=';', decimal=',').to_csv(path, index=False); "
+            "decimal=',' reads numbers written with a decimal comma, 25,0, as numbers: leave it out if the file's "
+            "numbers use a point)")
 
 
 def _nearest(name: str, names: list[str]) -> str:

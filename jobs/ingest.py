@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 import ray
 
 from cluster.errors import root_cause
-from jobs.datafiles import column_problem, file_schema, infer_format, reconcile, resolve_files
+from jobs.datafiles import check_files, file_schema, infer_format, resolve_files, wanted_columns
 from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infer_task, jsonable, merge_probes,
                          probe)
 from jobs.spec import DataSpec
@@ -166,15 +166,9 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     fs, files, _ = resolve_files(data.path)
     fmt = infer_format(files, data.format)
     exclude = set(data.features.exclude)
-    explicit = None
-    given = data.features
-    if given.numeric is not None and given.categorical is not None and (given.text is not None or not text):
-        explicit = set(given.listed) | {data.label}
+    explicit = wanted_columns(data, text)
     schemas = {f: file_schema(fs, f, fmt) for f in files}
-    problem = column_problem(data, schemas, fmt)
-    if problem:
-        raise DataError(problem)
-    schema = reconcile(schemas, explicit, exclude)
+    schema = check_files(data, schemas, fmt, text=text)
     all_columns = [n for n in next(iter(schemas.values())).names if n not in exclude]
     unused = [c for c in all_columns if explicit is not None and c not in explicit]
     progress(f"[ingest] {len(files)} {fmt} file(s), {len(schema)} column(s) used")

@@ -73,34 +73,32 @@ def _inferred_task(values: list, complete: bool, label: str) -> Optional[str]:
 def check(spec: JobSpec, source: Optional[str] = None) -> None:
     """`check_columns`; then raise a SpecError listing metric_problems, each line starting with `source` (the
     spec file) if given; then `check_encoder`."""
-    check_columns(spec.data)
+    check_columns(spec)
     problems = metric_problems(spec)
     if problems:
         raise SpecError([f"{source}: {p}" if source else p for p in problems])
     check_encoder(spec)
 
 
-def check_columns(data: DataSpec) -> None:
-    """Raise ingest's DataError when the label, or a column data.features lists or excludes, is in none of the
-    data's files (`jobs.datafiles.column_problem`, with its "did you mean"): here, before Ray starts, in a second
-    rather than after the 8-9 s of a Ray start. Reads file headers only (Parquet footers, a CSV's first block):
-    the first file's, and every file's only when the first lacks a name, as ingest would read them. Data this
-    machine does not have (a URI, a path that finds nothing: `local_data_note`) is left to the run."""
-    from jobs.datafiles import DataError, column_problem, file_schema, infer_format, resolve_files
+def check_columns(spec: JobSpec) -> None:
+    """Raise ingest's DataError, every line of it, when the label or a column data.features lists or excludes is
+    in none of the data's files (with the nearest name), or the shards do not agree (a column missing from one,
+    types that differ): `jobs.datafiles.check_files`, here before Ray starts, in a second rather than after the
+    8-9 s of a Ray start. Reads the files' headers only (Parquet footers, a CSV's first block), as ingest does
+    again. Data this machine does not have (a URI, a path that finds nothing: `local_data_note`) is left to the
+    run; so are images, whose columns ingest checks its own way."""
+    from jobs.datafiles import DataError, check_files, file_schema, infer_format, resolve_files
 
+    data = spec.data
     entries = data.path if isinstance(data.path, list) else [data.path]
-    if data.format == "images" or any("://" in entry for entry in entries):
+    if data.is_image or any("://" in entry for entry in entries):
         return
     try:
         fs, files, _ = resolve_files(data.path)
     except DataError:
         return
     fmt = infer_format(files, data.format)
-    if column_problem(data, {files[0]: file_schema(fs, files[0], fmt)}, fmt) is None:
-        return
-    problem = column_problem(data, {f: file_schema(fs, f, fmt) for f in files}, fmt)
-    if problem:
-        raise DataError(problem)
+    check_files(data, {f: file_schema(fs, f, fmt) for f in files}, fmt, text=spec.model.kind == "text")
 
 
 def local_data_note(data: DataSpec) -> Optional[str]:

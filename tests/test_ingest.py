@@ -118,8 +118,9 @@ def test_infinite_values_and_a_misspelt_exclude_are_named(tmp_path):
     clean = tmp_path / "clean"
     clean.mkdir()
     frame(n=40).to_parquet(clean / "p.parquet")
-    with pytest.raises(DataError, match=r"data.features exclude column 'C', which is in none of the files; "
-                                        r"did you mean 'c'\? columns are \['a', 'b', 'c', 'y'\]"):
+    with pytest.raises(DataError, match=r"data.features.exclude names column 'C', which is in none of the files; "
+                                        r"did you mean 'c'\? columns are \['a', 'b', 'c', 'y'\]. Fix "
+                                        r"data.features.exclude$"):
         ingest(data_spec(clean, features={"exclude": ["C"]}), progress=lambda *_: None)
 
 

@@ -346,16 +346,36 @@ def test_a_misspelt_label_or_exclude_fails_validate_before_ray_naming_the_neares
     assert main(["validate", str(spec), "--set", "data.label=y", "--set", "data.features.exclude=[id]",
                  "--set", "tune.samples=2"]) == 2
     err = capsys.readouterr().err
-    assert "data.features exclude column 'id', which is in none of the files; columns are ['x', 'y']" in err, err
+    assert "data.features.exclude names column 'id', which is in none of the files; columns are ['x', 'y']" in err, err
     assert main(["validate", str(spec), "--set", "data.label=y", "--set", "tune.samples=2"]) == 0
-    # Shards: a label found in any file passes here (ingest then names the shard that lacks it); none is refused.
+    # Every such problem at once, not one a run.
+    assert main(["validate", str(spec), "--set", "data.features.exclude=[id]"]) == 2
+    err = capsys.readouterr().err
+    assert "label column 'Y' is in none" in err and "data.features.exclude names column 'id'" in err, err
+    # Shards that do not agree (a column one of them lacks) are refused here too, naming the shard, as ingest
+    # would after a Ray start; so is a label none of them has.
     shards = tmp_path / "shards"
     shards.mkdir()
-    pd.DataFrame({"x": [1, 2]}).to_csv(shards / "a.csv", index=False)
-    pd.DataFrame({"x": [1, 2], "y": [0, 1]}).to_csv(shards / "b.csv", index=False)
+    pd.DataFrame({"x": [1, 2], "y": [0, 1]}).to_csv(shards / "a.csv", index=False)
+    pd.DataFrame({"x": [1, 2], "y": [1, 0]}).to_csv(shards / "b.csv", index=False)
     assert main(["validate", str(spec), "--set", f"data.path={shards}", "--set", "data.label=y"]) == 0
+    pd.DataFrame({"x": [1, 2]}).to_csv(shards / "c.csv", index=False)
+    assert main(["validate", str(spec), "--set", f"data.path={shards}", "--set", "data.label=y"]) == 2
+    assert f"{shards / 'c.csv'}: missing column(s) ['y'] that {shards / 'a.csv'} has" in capsys.readouterr().err
     assert main(["validate", str(spec), "--set", f"data.path={shards}", "--set", "data.label=z"]) == 2
-    assert "label column 'z' is in none of the 2 file(s)" in capsys.readouterr().err
+    assert "label column 'z' is in none of the 3 file(s)" in capsys.readouterr().err
+
+
+def test_a_csv_saved_with_semicolons_and_decimal_commas_is_named_as_such(tmp_path, capsys):
+    """A European spreadsheet's CSV (';' between fields, 25,0 in them) was "corrupt or not a csv file"; re-saved
+    with sep=';' alone, its numbers became categories without a word."""
+    (tmp_path / "euro.csv").write_text("age;income;y\n25,0;1000,5;0\n31,5;2000,0;1\n")
+    spec = write_spec(tmp_path / "s.yaml", {"name": "x", "data": {"path": str(tmp_path / "euro.csv"), "label": "y"}})
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert (f"{tmp_path / 'euro.csv'}: its fields are separated by ';', and trainyard reads CSV with ',' between "
+            "fields. Save them with commas (e.g. pandas: pd.read_csv(path, sep=';', decimal=',')") in err, err
+    assert "corrupt" not in err
 
 
 def test_val_auc_for_early_stopping_is_checked_against_the_label_too(tmp_path):

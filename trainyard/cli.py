@@ -191,7 +191,7 @@ def check_before_ray(spec) -> None:
     from jobs import precheck
     if spec.tune is not None:
         from tuning import space
-        precheck.check_columns(spec.data)
+        precheck.check_columns(spec)
         space.check(spec)      # the tune checks, the metric's needs of the label included
         precheck.check_encoder(spec)
     else:
