@@ -153,3 +153,22 @@ def test_the_lists_modes_and_columns_come_from_the_registry():
     assert spec.train.early_stop.resolved_mode == "max"
     with pytest.raises(SpecError, match="unknown metric 'val_auroc'; use one of " + ", ".join(sorted(METRICS))):
         validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "tune": {"metric": "val_auroc"}})
+
+
+def test_the_evaluate_table_says_macro_and_gives_each_class_its_own_precision_and_recall():
+    """A credit-risk user read "recall 0.6151" as the share of defaulters caught; it was the macro average, and
+    the defaulters' own recall was 10/26 = 0.38 (the walkthrough's test split)."""
+    from jobs.pipeline import format_metrics
+
+    cm = [[104, 19], [16, 10]]
+    metrics = {"val": {"val_accuracy": 0.9, "val_precision": 0.58, "val_recall": 0.6, "val_f1": 0.59},
+               "test": {"accuracy": 114 / 149, "precision": 0.6057, "recall": 0.6151, "f1": 0.6,
+                        "confusion_matrix": cm}}
+    lines = format_metrics(metrics, [0, 1]).splitlines()
+    assert lines[2].startswith("[evaluate] precision (macro)") and lines[3].startswith("[evaluate] recall (macro)")
+    assert lines[-2:] == [
+        "[evaluate] test class '0': precision 0.8667  recall 0.8455  f1 0.8560  (123 of 149 rows)",
+        "[evaluate] test class '1': precision 0.3448  recall 0.3846  f1 0.3636  (26 of 149 rows)"]
+    # Many classes: the matrix, not a line each.
+    many = {**metrics, "test": {**metrics["test"], "confusion_matrix": [[1] * 11] * 11}}
+    assert "test class" not in format_metrics(many, list(range(11)))

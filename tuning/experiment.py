@@ -115,7 +115,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
                                   tune={"experiment": str(experiment), "metric": metric, "mode": mode,
                                         "value": best.best_value, "config": {a: best.config[a] for a in searched},
                                         "trials": len(records), "results_csv": str(csv_path)})
-    progress(format_metrics(metrics))
+    progress(format_metrics(metrics, prepared.preprocessor.classes))
     progress(f"[bundle] {path}")
     return path, metrics
 
