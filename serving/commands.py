@@ -142,6 +142,7 @@ def _explain(error: dict, source: str) -> str:
 def cmd_serve(args, kit) -> int:
     from cluster.address import address_from
     from cluster.errors import TrainyardError
+    from cluster.state import STATE_DIR_ENV
     from serving.forever import serve_forever, serving_process
     from serving.ingress import check_port_free
     from serving.server import DEPLOY_TIMEOUT_S, load_bundle, resolve_token
@@ -161,7 +162,14 @@ def cmd_serve(args, kit) -> int:
     if address is None and port and address_from(None).kind == "local":
         # The embedded Ray's Serve would listen here: a port another program holds is refused now, not after a
         # Ray start. (A cluster's Serve may hold its own port, so joined to one, `start_serve` checks it there.)
-        check_port_free(args.host if args.host is not None else spec.host, port)
+        try:
+            check_port_free(args.host if args.host is not None else spec.host, port)
+        except ServeError as exc:
+            # A `trainyard serve` records itself in the state folder of where it was started (./.trainyard): one
+            # started elsewhere is not found from here, and its port looks like any other program's.
+            raise ServeError(f"{exc}. If a `trainyard serve` started in another folder holds it, run this command "
+                             f"there (its record is in that folder's .trainyard/), or give both the same "
+                             f"{STATE_DIR_ENV}", exit_code=exc.exit_code) from None
     args.address = address
     try:
         kit.connect(args)

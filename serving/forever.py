@@ -25,6 +25,12 @@ from serving.server import DEPLOY_TIMEOUT_S, Served, _delete_quietly, _first_lin
 from serving.settings import ServeError
 
 
+def update_words(before: str, after: str) -> str:
+    """What an update did: "updated X → Y"; the same bundle served again (its settings applied anew) is no new
+    version, and "updated X → X" read as one."""
+    return f"updated {before} → {after}" if before != after else f"deployed again, same version {after}"
+
+
 def state_file(port: int) -> Path:
     """Where the `trainyard serve` on `port` records itself: in trainyard's state folder (cluster.state)."""
     return state_dir() / f"serve-{port}.json"
@@ -100,12 +106,13 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                     progress=progress, timeout_s=timeout_s)
     owner = read_server_state(served.port)       # another trainyard process serving on this port, if any
     if served.updated_from is not None:
+        change = update_words(served.updated_from, served.version)
         holder = server_of(served.port, served.name, owner)     # the port's owner, or a guest serving this app
         if holder and holder["pid"] != os.getpid():
-            progress(f"[serve] {served.name} updated {served.updated_from} → {served.version} at {served.url}; "
-                     f"it stays served by trainyard process {holder['pid']}")
+            progress(f"[serve] {served.name} {change} at {served.url}; it stays served by trainyard process "
+                     f"{holder['pid']}")
             return EXIT_OK
-        progress(f"[serve] {served.name} updated {served.updated_from} → {served.version}")
+        progress(f"[serve] {served.name} {change}")
     # The handlers go first: a SIGTERM from here on stops through the `finally` below, record and app included.
     previous = _stop_on_signals()
     file, ending = None, "delete"   # what the end does with the app: delete it; "release" it; leave it ("none")

@@ -280,6 +280,7 @@ def test_serve_on_a_taken_port_is_refused_before_ray_starts(tmp_path):
                               "--no-token"], capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == EXIT_BAD_INPUT, run.stdout + run.stderr
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in run.stderr, run.stderr
+    assert "If a `trainyard serve` started in another folder holds it, run this command there" in run.stderr
     assert "[ray]" not in run.stdout + run.stderr
 
 
@@ -521,3 +522,10 @@ def test_a_rows_file_whose_columns_miss_the_features_is_refused():
             check_columns([column, "torque", "mtype"], features)
     check_columns(["id", "rpm", "torque", "mtype", "fail"], features)     # ids and the label are not sent
     check_columns(["rpm"], features)                                       # the server imputes the rest
+
+
+def test_serving_the_running_version_again_is_not_called_an_update_to_it():
+    from serving.forever import update_words
+
+    assert update_words("20261205-173046", "20261205-181500") == "updated 20261205-173046 → 20261205-181500"
+    assert update_words("20261205-173046", "20261205-173046") == "deployed again, same version 20261205-173046"
