@@ -189,5 +189,5 @@ def _some(facts: dict) -> str:
 
 def _stray_values(column: str, facts: dict) -> str:
     others = facts["filled"] - facts["numbers"]
-    return (f"column {column!r} holds numbers but for {others} cell(s) of {facts['filled']} (values such as "
+    return (f"column {column!r} holds numbers but for {others} of its {facts['filled']} filled cell(s) (values such as "
             f"{_some(facts)}), so it reads as text. Fix those cells, or leave them empty for a missing value")

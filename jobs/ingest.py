@@ -205,7 +205,14 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
 
     inferred: dict[str, str] = {}
     task = data.task or infer_task(schema.field(data.label).type, label_facts, inferred, data.label)
-    numeric, categorical, texts = infer_features(schema, columns, data, facts, inferred, text=text)
+    try:
+        numeric, categorical, texts = infer_features(schema, columns, data, facts, inferred, text=text)
+    except DataError as exc:
+        # A numeric column with stray cells: the probe counted them, a CSV's lines say where they are.
+        where = _stray_cells_where(fs, files, str(exc), facts) if fmt == "csv" else None
+        if where is None:
+            raise
+        raise DataError(f"{exc}. {where}") from None
 
     ds = ds.map_batches(_with_split_key, fn_kwargs={"seed": data.split.seed}, batch_format="pandas")
     keys = ds.select_columns([data.label, "_u"]).to_pandas()
@@ -301,6 +308,28 @@ def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -
         except (OSError, pa.ArrowException):
             continue
     return None
+
+
+def _stray_cells_where(fs: pafs.FileSystem, files: list[str], said: str, facts: dict) -> Optional[str]:
+    """Where the cells that kept a column of numbers from reading as numbers are, for the column `said` names:
+    "Where: FILE line N ('?'), ..." (at most 5), or None. Reads that one column of each file again, as text."""
+    column = next((c for c, f in facts.items() if f.get("not_numbers") and f"column {c!r} " in said), None)
+    if column is None:
+        return None
+    stray, found, total = set(facts[column]["not_numbers"]), [], 0
+    for path in files:
+        try:
+            with fs.open_input_stream(path) as stream:
+                cells = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
+                    include_columns=[column], column_types={column: pa.string()}))[column].to_pylist()
+        except (OSError, pa.ArrowException):
+            continue
+        lines = [(i + 2, v) for i, v in enumerate(cells) if v is not None and v.strip() in stray]  # line 1: header
+        total += len(lines)
+        found += [f"{path} line {n} ({v!r})" for n, v in lines[:5 - len(found)]]
+    if not found:
+        return None
+    return "Where: " + ", ".join(found) + (f" and {total - len(found)} more" if total > len(found) else "")
 
 
 def check_splits(split_rows: dict[str, int], data: DataSpec, classes: Optional[int] = None) -> None:

@@ -258,7 +258,7 @@ def test_train_refusing_its_data_after_the_embedded_ray_started_exits_2(tmp_path
                          capture_output=True, text=True, timeout=180)
     assert "[ray] starting Ray on this machine" in run.stdout, run.stdout + run.stderr
     assert run.returncode == 2, run.stdout + run.stderr
-    assert "column 'rpm' holds numbers but for 2 cell(s)" in run.stderr, run.stderr
+    assert "column 'rpm' holds numbers but for 2 of its" in run.stderr, run.stderr
     assert "core worker has already been shutdown" not in run.stderr, run.stderr
     runs = tmp_path / "out" / "ray"
     assert not runs.exists() or not any(runs.iterdir()), sorted(map(str, runs.iterdir()))
