@@ -56,6 +56,8 @@ def probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
             cells = pc.filter(cells, pc.not_equal(cells, ""))
             numbers = pc.match_substring_regex(cells, _NUMBER)
             info["filled"], info["numbers"] = len(cells), int(pc.sum(pc.cast(numbers, pa.int64())).as_py() or 0)
+            commas = pc.match_substring_regex(cells, _COMMA_NUMBER)
+            info["comma_numbers"] = int(pc.sum(pc.cast(commas, pa.int64())).as_py() or 0)
             info["not_numbers"] = pc.unique(pc.filter(cells, pc.invert(numbers))).slice(0, 3).to_pylist()
         out[c] = info
     return {"probe": np.array([json.dumps(out)], dtype=object)}
@@ -63,6 +65,8 @@ def probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
 
 # A cell that reads as a number (as a CSV reader would parse it).
 _NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
+# A number written with a comma: a decimal comma (25,0, a European spreadsheet's) or thousands (1,200,000.50).
+_COMMA_NUMBER = r"^[-+]?\d+(,\d+)+(\.\d+)?$"
 # A string column whose filled cells are at least this share numbers is a numeric column with a few stray
 # values ('?', 'n/a', '1,5'): taken for categories, each number would be a category of its own.
 MOSTLY_NUMBERS = 0.9
@@ -74,7 +78,7 @@ def jsonable(v):
 
 def merge_probes(rows: list[str], columns: list[str]) -> dict:
     merged = {c: {"nulls": 0, "n": 0, "distinct": set(), "capped": False, "integral": True, "chars": 0, "infinite": 0,
-                  "filled": 0, "numbers": 0, "not_numbers": set()}
+                  "filled": 0, "numbers": 0, "comma_numbers": 0, "not_numbers": set()}
               for c in columns}
     for row in rows:
         for c, info in json.loads(row).items():
@@ -90,6 +94,7 @@ def merge_probes(rows: list[str], columns: list[str]) -> dict:
             m["infinite"] += info.get("infinite", 0)
             m["filled"] += info.get("filled", 0)
             m["numbers"] += info.get("numbers", 0)
+            m["comma_numbers"] += info.get("comma_numbers", 0)
             m["not_numbers"].update(info.get("not_numbers", []))
     return merged
 
@@ -127,6 +132,8 @@ def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts:
             inferred[c] = f"text ({_describe_text(facts[c])}); list data.features.text to override"
         elif given_num is not None and c in given_num:
             if kind == "string":
+                if _comma_numbers(facts[c]):
+                    raise DataError(_comma_values(c, facts[c]))
                 if _mostly_numbers(facts[c]):
                     raise DataError(_stray_values(c, facts[c]))
                 raise DataError(f"data.features.numeric lists {c!r}, but it holds text (values such as "
@@ -136,6 +143,9 @@ def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts:
             categorical.append(c)
         elif given_num is not None and given_cat is not None:
             continue  # both lists given: the column is reported as unused
+        elif kind == "string" and _comma_numbers(facts[c]):
+            raise DataError(_comma_values(c, facts[c]) + "; or, to keep its values as categories, list it under "
+                            "data.features.categorical")
         elif kind == "string" and _mostly_numbers(facts[c]):
             raise DataError(_stray_values(c, facts[c]) + "; or, to keep its values as categories, list it under "
                             "data.features.categorical")
@@ -180,6 +190,21 @@ def _describe_text(facts: dict) -> str:
 def _mostly_numbers(facts: dict) -> bool:
     return facts["filled"] > 0 and facts["numbers"] < facts["filled"] and \
         facts["numbers"] >= MOSTLY_NUMBERS * facts["filled"]
+
+
+def _comma_numbers(facts: dict) -> bool:
+    """Numbers written with a comma, in more cells than a few strays and with the plain numbers in (nearly) every
+    filled cell: read as text, they would be categories. (One '12,5' among numbers is a stray cell.)"""
+    return facts["comma_numbers"] > (1 - MOSTLY_NUMBERS) * facts["filled"] and \
+        facts["numbers"] + facts["comma_numbers"] >= MOSTLY_NUMBERS * facts["filled"]
+
+
+def _comma_values(column: str, facts: dict) -> str:
+    return (f"column {column!r} holds numbers written with a comma ({facts['comma_numbers']} of its {facts['filled']}"
+            f" filled cell(s), such as {_some(facts)}), which trainyard reads as text: numbers need '.' as the "
+            "decimal point and no thousands separator. Save the file again, e.g. with pandas: "
+            "pd.read_csv(path, decimal=',') for a decimal comma (add sep=';' if ';' separates the fields), or "
+            "thousands=',' for a thousands separator, then .to_csv(path, index=False)")
 
 
 def _some(facts: dict) -> str:

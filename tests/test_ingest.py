@@ -319,3 +319,17 @@ def test_an_auc_that_picks_epochs_needs_two_classes_in_validation():
     tuned = validate_spec({**base, "tune": {"metric": "val_auc"}})
     with pytest.raises(DataError, match=r"judge by val_loss \(tune.metric\)"):
         check_auc_judgeable(tuned, {"val": {"no": 2}})
+
+
+def test_numbers_written_with_a_decimal_comma_are_named_not_taken_for_categories(tmp_path):
+    """A European CSV re-saved with sep=';' alone (the advice for ';' files) trained with its income, age and
+    debt ratio as categories, exit 0: every "25,0" a category of its own."""
+    f = frame(n=60).astype({"a": object})
+    f["a"] = [f"{v:.1f}".replace(".", ",") if i % 3 else str(int(v)) for i, v in enumerate(f["b"] * 10)]
+    f.to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'a' holds numbers written with a comma \(40 of its 60 filled "
+                                        r"cell\(s\), such as .*pd.read_csv\(path, decimal=','\).*list it under "
+                                        r"data.features.categorical"):
+        ingest(data_spec(tmp_path), progress=lambda *_: None)
+    r = ingest(data_spec(tmp_path, features={"categorical": ["a"]}), progress=lambda *_: None)
+    assert "a" in r.categorical                                     # the override still holds
