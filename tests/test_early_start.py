@@ -188,7 +188,8 @@ def test_a_process_joined_to_a_cluster_says_what_it_waits_for_at_exit(tmp_path, 
     early.abort()
     early._at_exit()
     err = capsys.readouterr().err
-    assert "waiting up to 30 s for the training run started while the data was read to stop" in err and "Ctrl-C leaves it" in err, err
+    assert "waiting up to 30 s for the training run started while the data was read to stop" in err, err
+    assert "Ctrl-C leaves it" in err, err
     assert early.wait(0) and not (runs / "exit").exists()
 
     second = start_early(spec, use_gpu=False, storage_path=str(runs), run_name="interrupted")

@@ -467,3 +467,20 @@ def test_a_misspelt_key_gets_the_key_it_nearly_is_and_a_data_file_given_as_spec_
     rows.write_text("a,b\n1,2\n")
     with pytest.raises(SpecError, match=r"rows.csv: this is a data file, not a job spec; write a spec \(YAML"):
         load_spec(rows)
+
+
+def test_a_key_of_another_section_is_told_where_it_goes_and_a_wrong_type_what_to_write():
+    """`early_stop:` at the top level got "remove it or fix the spelling" and the top-level keys; `epochs: ten` got
+    pydantic's "unable to parse string as an integer" and no fix."""
+    base = {"name": "x", "data": {"path": "d", "label": "y"}}
+    with pytest.raises(SpecError) as err:
+        validate_spec({**base, "early_stop": {"metric": "val_f1"}, "train": {"epochs": "ten", "lr": "fast"}})
+    assert sorted(err.value.problems) == [
+        "<spec>: early_stop: unknown key. Fix: 'early_stop' belongs under another section: move it to "
+        "train.early_stop; allowed keys here: name, data, model, train, output, tune, serve, monitor",
+        "<spec>: train.epochs: Input should be a valid integer, unable to parse string as an integer (got 'ten'). "
+        "Fix: give a whole number (10) for train.epochs",
+        "<spec>: train.lr: Input should be a valid number, unable to parse string as a number (got 'fast'). Fix: "
+        "give a number (0.01, 1e-3) for train.lr"]
+    with pytest.raises(SpecError, match=r"train.epoch: unknown key. Fix: did you mean 'epochs'\?"):
+        validate_spec({**base, "train": {"epoch": 3}})          # a near spelling here still comes first

@@ -78,9 +78,19 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel],
             lines.append(f"{source}: {loc}: required but missing. Fix: add {loc}: <value>")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {loc}: {msg} (got {value!r})" if not isinstance(value, dict) and "got " not in msg
-                         else f"{source}: {loc}: {msg}")
+            fix = f". Fix: give {_WANTED[kind]} for {loc}" if kind in _WANTED else ""
+            lines.append(f"{source}: {loc}: {msg} (got {value!r}){fix}" if not isinstance(value, dict)
+                         and "got " not in msg else f"{source}: {loc}: {msg}{fix}")
     return lines
+
+
+# What a field of the wrong type wants, in the user's words (pydantic's error types: "unable to parse string as
+# an integer (got 'ten')" said what is wrong, not what to write).
+_WANTED = {"int_parsing": "a whole number (10)", "int_type": "a whole number (10)",
+           "int_from_float": "a whole number (10)", "float_parsing": "a number (0.01, 1e-3)",
+           "float_type": "a number (0.01, 1e-3)", "bool_parsing": "true or false", "bool_type": "true or false",
+           "string_type": "text (quoted if it looks like a number)", "list_type": "a list ([a, b])",
+           "dict_type": "a mapping of settings (key: value, one per line under it)"}
 
 
 def overridden_paths(overrides: list[str]) -> tuple[tuple[str, ...], ...]:
@@ -112,21 +122,41 @@ def unknown_key_hint(root: type[BaseModel], loc: tuple) -> str:
     keys allowed there ("did you mean 'sample'? remove it or fix the spelling; allowed keys here: path, ...")."""
     parent = _allowed_keys(root, loc[:-1])
     near = difflib.get_close_matches(str(loc[-1]), parent, n=1, cutoff=0.75) if loc else []
-    return (f"{f'did you mean {near[0]!r}? ' if near else ''}remove it or fix the spelling; allowed keys "
-            f"here: {', '.join(parent)}" if parent else "remove it")
+    allowed = f"; allowed keys here: {', '.join(parent)}"
+    if loc and not near:
+        # A key of another section (`early_stop` given at the top level, not under train:): say where it goes.
+        elsewhere = [".".join(p) for p in _key_paths(root) if p[-1] == str(loc[-1]) and p[:-1] != tuple(loc[:-1])]
+        if elsewhere:
+            return f"{loc[-1]!r} belongs under another section: move it to {elsewhere[0]}" + (allowed if parent else "")
+    return (f"{f'did you mean {near[0]!r}? ' if near else ''}remove it or fix the spelling{allowed}" if parent
+            else "remove it")
+
+
+def _key_paths(root: type[BaseModel], prefix: tuple = (), depth: int = 4) -> list[tuple]:
+    """Every key path of `root`'s sections (("train", "early_stop"), ...), `depth` sections deep at most."""
+    paths = []
+    for name in getattr(root, "model_fields", {}):
+        paths.append(prefix + (name,))
+        sub = _allowed_model(root, name)
+        if sub is not None and depth > 1:
+            paths += _key_paths(sub, prefix + (name,), depth - 1)
+    return paths
+
+
+def _allowed_model(model: Any, part: str) -> Optional[type[BaseModel]]:
+    field = getattr(model, "model_fields", {}).get(part)
+    if field is None:
+        return None
+    for cand in getattr(field.annotation, "__args__", (field.annotation,)):
+        if isinstance(cand, type) and issubclass(cand, BaseModel):
+            return cand
+    return None
 
 
 def _allowed_keys(root: type[BaseModel], loc: tuple) -> list[str]:
     model: Any = root
     for part in loc:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
+        model = _allowed_model(model, part)
+        if model is None:
             return []
-        ann = field.annotation
-        # Unwrap Optional[Model]
-        for cand in getattr(ann, "__args__", (ann,)):
-            if isinstance(cand, type) and issubclass(cand, BaseModel):
-                ann = cand
-                break
-        model = ann
     return list(getattr(model, "model_fields", {}).keys())
