@@ -197,6 +197,13 @@ def check_columns(columns: list, features: list[str]) -> None:
 
     names = [str(c) for c in columns]
     missing = [f for f in features if f not in names]
+    sep = next((ch for ch in (";", "\t", "|") if len(names) == 1 and ch in names[0]), None)
+    if len(missing) == len(features) and sep is not None:
+        # As `train` says it of its data (jobs.datafiles): a ';'-separated file reads as one column.
+        raise TableError(f"the file reads as a single column named {names[0][:80]!r}: its fields are separated by "
+                         f"{sep!r}, and a CSV here has ',' between fields. Save it with commas (e.g. pandas: "
+                         f"pd.read_csv(path, sep={sep!r}{', decimal=' + repr(',') if sep == ';' else ''})"
+                         ".to_csv(path, index=False))")
     if len(missing) == len(features):
         raise TableError(f"none of the file's columns ({', '.join(map(repr, names[:10]))}) is a feature of the model "
                          f"(features: {', '.join(features)}); name the columns as the model's features (GET /schema)")
@@ -282,6 +289,16 @@ def _error(status: int, data: Any, what: str, offset: int = 0) -> ClientError:
 def read_table(path) -> "pd.DataFrame":  # noqa: F821
     import pandas as pd
     path = Path(path)
+    if path.is_dir():
+        # A folder of Parquet shards, as `train` reads one (in file-name order, as listed).
+        shards = sorted(path.glob("*.parquet"))
+        if not shards:
+            raise TableError(f"{path}: a folder with no .parquet file; give a .csv, .parquet or .jsonl file, or a "
+                             "folder of .parquet files")
+        try:
+            return pd.concat([pd.read_parquet(f) for f in shards], ignore_index=True)
+        except Exception as exc:   # pandas/pyarrow raise many types for a corrupt file
+            raise TableError(f"{path}: cannot read its .parquet files: {exc}") from None
     if path.suffix.lower() not in SUFFIXES:
         raise TableError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
     if not path.is_file():

@@ -48,7 +48,7 @@ def register(subparsers, kit) -> None:
     p.set_defaults(func=lambda args: cmd_serve(args, kit))
 
     p = subparsers.add_parser("predict", help="send a file's rows to a trainyard server, write predictions")
-    p.add_argument("file", help="rows to predict: .csv, .parquet or .jsonl")
+    p.add_argument("file", help="rows to predict: .csv, .parquet or .jsonl, or a folder of .parquet shards")
     p.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000")
     p.add_argument("--out", default=None,
                    help="write the rows plus predictions here (.csv/.parquet/.jsonl); default: CSV on stdout")

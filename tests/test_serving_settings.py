@@ -479,6 +479,26 @@ def test_a_jsonl_rows_file_that_cannot_be_read_names_its_line(tmp_path):
         read_table(rows)
 
 
+def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_path):
+    """`trainyard predict` said "unsupported file type ''" of the Parquet folder `train` had read, and of a ';' CSV
+    that none of its columns ('id;rpm;...') is a feature, where `train` names the separator."""
+    import pandas as pd
+
+    from serving.client import TableError, check_columns, read_table
+
+    (tmp_path / "shards").mkdir()
+    pd.DataFrame({"rpm": [1, 2]}).to_parquet(tmp_path / "shards" / "part-0.parquet")
+    pd.DataFrame({"rpm": [3]}).to_parquet(tmp_path / "shards" / "part-1.parquet")
+    assert read_table(tmp_path / "shards")["rpm"].tolist() == [1, 2, 3]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TableError, match=r"empty: a folder with no .parquet file"):
+        read_table(tmp_path / "empty")
+    (tmp_path / "rows.csv").write_text("id;rpm;torque\nA;1500;40\n")
+    with pytest.raises(TableError, match=r"the file reads as a single column named 'id;rpm;torque': its fields are "
+                                         r"separated by ';'.*pd.read_csv\(path, sep=';', decimal=','\)"):
+        check_columns(list(read_table(tmp_path / "rows.csv").columns), ["rpm", "torque"])
+
+
 def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_named():
     """One '?' made pandas read a whole CSV column as text: the server then refused every row ("send it as a JSON
     number"). The numbers now go as numbers; the cell that is not one is named with its row."""
