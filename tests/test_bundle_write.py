@@ -292,3 +292,17 @@ def test_an_output_that_is_a_file_is_named_and_left_alone(tmp_path):
             make_output_dir(output)
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert make_output_dir(tmp_path / "a" / "b").is_dir()
+
+
+def test_a_job_spec_given_for_a_bundle_is_told_its_output_folder(tmp_path):
+    """`trainyard serve specs/credit.yaml` said only "not a folder. Give the bundle folder ..."."""
+    (tmp_path / "credit.yaml").write_text("name: credit-risk\ndata: {path: d.csv, label: y}\n")
+    with pytest.raises(B.BundleError, match=r"credit.yaml: not a folder. Give the bundle folder \(OUTPUT/bundle\) or "
+                                            r"the run's output folder: credit.yaml is a job spec, and its run's "
+                                            r"output folder is runs/credit-risk \(e.g. trainyard serve "
+                                            r"runs/credit-risk\)$"):
+        B.load(tmp_path / "credit.yaml")
+    (tmp_path / "rows.csv").write_text("a\n1\n")
+    with pytest.raises(B.BundleError, match=r"rows.csv: not a folder. Give the bundle folder \(OUTPUT/bundle\) or "
+                                            r"the run's output folder$"):
+        B.load(tmp_path / "rows.csv")
