@@ -84,12 +84,22 @@ def infer_format(files: list[str], given: Optional[str]) -> str:
     kinds = {_EXTENSIONS.get(os.path.splitext(f)[1].lower()) for f in files}
     if given:
         other = [f for f in files if _EXTENSIONS.get(os.path.splitext(f)[1].lower()) not in (None, given)]
+        if other and len(other) == len(files):
+            raise DataError(f"data.format is {given}, but data.path names {other[:3]}"
+                            f"{' and more' if len(other) > 3 else ''}: set data.format to match, or leave it out")
         if other:
             raise DataError(f"data.format is {given}, but data.path also holds {other[:3]}; point it at the {given} "
                             f"files only, e.g. with a glob: path: 'FOLDER/**/*.{given}'")
         return given
     if None in kinds:
         odd = [f for f in files if os.path.splitext(f)[1].lower() not in _EXTENSIONS][:3]
+        known = [f for f in files if os.path.splitext(f)[1].lower() in _EXTENSIONS]
+        if not known and any(os.path.splitext(f)[1].lower() in (".json", ".jsonl", ".xlsx", ".xls", ".tsv", ".txt")
+                             for f in odd):
+            raise DataError(f"data.path names {odd}: trainyard reads CSV and Parquet files (.csv, .parquet, .pq). "
+                            "Save the table as one, e.g. with pandas: pd.read_json(path).to_parquet('data.parquet') "
+                            "(add lines=True for JSON lines; pd.read_excel(path) for a spreadsheet, "
+                            "pd.read_csv(path, sep='\\t') for a tab-separated file)")
         raise DataError(f"cannot infer data.format from {odd}; set data.format: parquet or csv")
     if len(kinds) > 1:
         one_of_each = [next(f for f in files if _EXTENSIONS.get(os.path.splitext(f)[1].lower()) == k)

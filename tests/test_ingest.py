@@ -333,3 +333,16 @@ def test_numbers_written_with_a_decimal_comma_are_named_not_taken_for_categories
         ingest(data_spec(tmp_path), progress=lambda *_: None)
     r = ingest(data_spec(tmp_path, features={"categorical": ["a"]}), progress=lambda *_: None)
     assert "a" in r.categorical                                     # the override still holds
+
+
+def test_a_file_type_trainyard_does_not_read_is_named_with_how_to_convert_it():
+    """A .json path got "cannot infer data.format; set data.format: parquet or csv", inviting a hopeless
+    `format: csv`; a single .csv under `format: parquet` was said to be "also" there."""
+    from jobs.datafiles import infer_format
+
+    with pytest.raises(DataError, match=r"data.path names \['/x/credit.json'\]: trainyard reads CSV and Parquet "
+                                        r"files .*pd.read_json\(path\).to_parquet\('data.parquet'\)"):
+        infer_format(["/x/credit.json"], None)
+    with pytest.raises(DataError, match=r"data.format is parquet, but data.path names \['/x/a.csv'\]: set "
+                                        r"data.format to match, or leave it out$"):
+        infer_format(["/x/a.csv"], "parquet")
