@@ -484,3 +484,6 @@ def test_a_key_of_another_section_is_told_where_it_goes_and_a_wrong_type_what_to
         "give a number (0.01, 1e-3) for train.lr"]
     with pytest.raises(SpecError, match=r"train.epoch: unknown key. Fix: did you mean 'epochs'\?"):
         validate_spec({**base, "train": {"epoch": 3}})          # a near spelling here still comes first
+    with pytest.raises(SpecError, match=r"seed: unknown key. Fix: 'seed' belongs under another section: move it to "
+                                        r"one of data.split.seed, train.seed, tune.seed;"):
+        validate_spec({**base, "seed": 1})

@@ -127,7 +127,8 @@ def unknown_key_hint(root: type[BaseModel], loc: tuple) -> str:
         # A key of another section (`early_stop` given at the top level, not under train:): say where it goes.
         elsewhere = [".".join(p) for p in _key_paths(root) if p[-1] == str(loc[-1]) and p[:-1] != tuple(loc[:-1])]
         if elsewhere:
-            return f"{loc[-1]!r} belongs under another section: move it to {elsewhere[0]}" + (allowed if parent else "")
+            where = elsewhere[0] if len(elsewhere) == 1 else "one of " + ", ".join(elsewhere[:4])
+            return f"{loc[-1]!r} belongs under another section: move it to {where}" + (allowed if parent else "")
     return (f"{f'did you mean {near[0]!r}? ' if near else ''}remove it or fix the spelling{allowed}" if parent
             else "remove it")
 
