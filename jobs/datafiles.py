@@ -110,7 +110,32 @@ def infer_format(files: list[str], given: Optional[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- schema
+# Schemas read in this process, of local files, by (path, format, size, mtime): `jobs.precheck` reads every file's
+# header before Ray starts and ingest reads them again a few seconds later; a CSV's is its first 4 MB block.
+_SCHEMAS: dict[tuple, pa.Schema] = {}
+_SCHEMAS_KEPT = 10_000
+
+
 def file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
+    """`path`'s schema (a Parquet footer, a CSV's first block), or a DataError naming the file and the fix."""
+    key = None
+    if isinstance(fs, pafs.LocalFileSystem):
+        try:
+            st = os.stat(path)
+            key = (path, fmt, st.st_size, st.st_mtime_ns)
+        except OSError:     # reading it says what is wrong
+            pass
+    if key in _SCHEMAS:
+        return _SCHEMAS[key]
+    schema = _read_schema(fs, path, fmt)
+    if key is not None:
+        if len(_SCHEMAS) >= _SCHEMAS_KEPT:
+            _SCHEMAS.clear()
+        _SCHEMAS[key] = schema
+    return schema
+
+
+def _read_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
     try:
         if fmt == "parquet":
             schema = pq.read_schema(path, filesystem=fs)
@@ -213,7 +238,8 @@ def column_problems(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str) -> 
     `schemas` are given, one line each, with the nearest column name where one is close; [] when every name is
     found. Ingest raises them; `jobs.precheck` before Ray starts, on the files this machine has."""
     names = next(iter(schemas.values())).names
-    if all(data.label not in s.names for s in schemas.values()):
+    no_label = all(data.label not in s.names for s in schemas.values())
+    if no_label:
         one = [s.names[0] for s in schemas.values() if len(s.names) == 1]
         sep = next((ch for ch in (";", "\t", "|") if one and ch in one[0]), None) if fmt == "csv" else None
         if sep is not None:      # a ';' (or tab, '|') separated file reads as one column named by the whole header
@@ -221,7 +247,7 @@ def column_problems(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str) -> 
                     f"named {one[0][:80]!r}: their fields are separated by {sep!r}, and trainyard reads CSV "
                     f"with ',' between fields. {_resave(sep)}"]
     problems = []
-    if all(data.label not in s.names for s in schemas.values()):
+    if no_label:
         problems.append(f"label column {data.label!r} is in none of the {len(schemas)} file(s) under {data.path!r}; "
                         f"{_nearest(data.label, names)}columns are {sorted(names)}. Fix data.label")
     for field in ("numeric", "categorical", "text", "exclude"):

@@ -346,3 +346,19 @@ def test_a_file_type_trainyard_does_not_read_is_named_with_how_to_convert_it():
     with pytest.raises(DataError, match=r"data.format is parquet, but data.path names \['/x/a.csv'\]: set "
                                         r"data.format to match, or leave it out$"):
         infer_format(["/x/a.csv"], "parquet")
+
+
+def test_a_files_header_is_read_once_for_precheck_and_ingest_and_again_once_it_changes(tmp_path):
+    """`jobs.precheck` reads every file's header before Ray starts and ingest a few seconds later: the second read
+    is the first's, while the file is the same (size and modification time)."""
+    import pyarrow.fs as pafs
+
+    from jobs.datafiles import file_schema
+
+    path = str(tmp_path / "p.csv")
+    frame(n=5).to_csv(path, index=False)
+    fs = pafs.LocalFileSystem()
+    first = file_schema(fs, path, "csv")
+    assert file_schema(fs, path, "csv") is first
+    frame(n=5).rename(columns={"a": "renamed"}).to_csv(path, index=False)
+    assert file_schema(fs, path, "csv").names == ["renamed", "b", "c", "y"]
