@@ -52,6 +52,7 @@ from jobs.manifest import NAME as MANIFEST, problems as manifest_problems, write
 from jobs.model import build_model
 from jobs.preprocess import load_state
 from jobs.schema import input_schema
+from jobs.spec import spec_file_hint
 
 FILES = ("model.safetensors", "model.json", "preprocessor.json", "schema.json", "metrics.json", "spec.yaml",
          "lineage.json")
@@ -457,27 +458,11 @@ def resolve(path: str | os.PathLike) -> Path:
     return p.resolve() if p.is_symlink() else p
 
 
-def _spec_output_hint(p: Path) -> str:
-    """For a job spec given where a bundle goes: the output folder it names, which holds the run's bundle."""
-    if p.suffix.lower() not in (".yaml", ".yml") or not p.is_file():
-        return ""
-    from jobs.spec import SpecError, read_yaml_file
-    try:
-        doc = read_yaml_file(p)
-    except SpecError:
-        return ""
-    if not isinstance(doc, dict):
-        return ""
-    output = doc.get("output") or (f"runs/{doc['name']}" if isinstance(doc.get("name"), str) else None)
-    return (f": {p.name} is a job spec, and its run's output folder is {output} (e.g. trainyard serve {output})"
-            if isinstance(output, str) else f": {p.name} is a job spec, not a bundle")
-
-
 def load(path: str | os.PathLike) -> Bundle:
     p = resolve(path)
     if not p.is_dir():
         raise BundleError(f"{p}: {'not a folder' if p.exists() else 'no such folder'}. Give the bundle folder "
-                          f"(OUTPUT/bundle) or the run's output folder{_spec_output_hint(p)}")
+                          f"(OUTPUT/bundle) or the run's output folder{spec_file_hint(p)}")
     changed = manifest_problems(p)     # first: a folder with trainyard's mark is a bundle, damaged or not
     if changed:
         raise BundleError(f"{p}: the bundle is not as it was written ({'; '.join(changed)}). A bundle is never "

@@ -78,6 +78,22 @@ def validate_spec(raw: Any, source: str = "<spec>", overridden: tuple[tuple[str,
     return spec
 
 
+def spec_file_hint(p: Path) -> str:
+    """For a job spec given where a bundle goes (`trainyard serve specs/x.yaml`): ": x.yaml is a job spec, and its
+    run's output folder is ...", naming the folder that holds the run's bundle; "" for any other path."""
+    if p.suffix.lower() not in (".yaml", ".yml") or not p.is_file():
+        return ""
+    try:
+        doc = read_yaml_file(p)
+    except SpecError:
+        return ""
+    if not isinstance(doc, dict):
+        return ""
+    output = doc.get("output") or (f"runs/{doc['name']}" if isinstance(doc.get("name"), str) else None)
+    return (f": {p.name} is a job spec, and its run's output folder is {output} (e.g. trainyard serve {output})"
+            if isinstance(output, str) else f": {p.name} is a job spec, not a bundle")
+
+
 def load_raw(path: str | Path) -> dict:
     """A spec file as YAML data, not yet validated ({} when empty)."""
     path = Path(path)
