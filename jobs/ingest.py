@@ -49,6 +49,7 @@ class IngestResult:
     fingerprint: str = ""
     corrupt: list[dict] = field(default_factory=list)         # images: undecodable files (path, error)
     text: list[str] = field(default_factory=list)             # free-text columns (model.kind text)
+    missing: dict[str, int] = field(default_factory=dict)     # feature → rows without a value (imputed)
 
     def split(self, which: int) -> ray.data.Dataset:
         return self.dataset.map_batches(_keep_split, fn_kwargs={"which": which}, batch_format="pyarrow")
@@ -59,7 +60,7 @@ class IngestResult:
                 "task": self.task, "classes": self.classes, "numeric": self.numeric,
                 "categorical": self.categorical, "text": self.text, "unused_columns": self.unused_columns,
                 "inferred": self.inferred, "split_rows": self.split_rows, "class_counts": self.class_counts,
-                "fingerprint": self.fingerprint, "corrupt": self.corrupt}
+                "fingerprint": self.fingerprint, "corrupt": self.corrupt, "missing_values": self.missing}
 
 
 def _keep_split(batch: pa.Table, which: int) -> pa.Table:
@@ -264,7 +265,8 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                         numeric=numeric, categorical=categorical, text=texts, classes=classes, rows_read=rows_read,
                         rows_dropped_missing_label=int(dropped), split_rows=split_rows,
                         class_counts=class_counts, inferred=inferred, unused_columns=unused,
-                        fingerprint=fingerprint(fs, files))
+                        fingerprint=fingerprint(fs, files),
+                        missing={c: facts[c]["nulls"] for c in numeric + categorical + texts if facts[c]["nulls"]})
 
 
 def look_alike(classes: list[Any]) -> list[list[str]]:

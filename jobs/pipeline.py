@@ -248,6 +248,9 @@ def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None]
                   f"[data] categorical ({len(s.categorical)}): {', '.join(s.categorical) or '-'}"]
     if s.text:
         lines.append(f"[data] text ({len(s.text)}): {', '.join(s.text)}")
+    if s.missing:
+        # Imputed in preprocessing: said, so that a column mostly empty is seen (counts over the rows read).
+        lines.append("[data] missing values (imputed): " + ", ".join(f"{c} {n:,}" for c, n in s.missing.items()))
     if s.corrupt:
         shown = "; ".join(f"{c['path']} ({c['error']})" for c in s.corrupt[:20])
         lines.append(f"[data] {len(s.corrupt)} undecodable image(s) skipped: {shown}"

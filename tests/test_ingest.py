@@ -362,3 +362,12 @@ def test_a_files_header_is_read_once_for_precheck_and_ingest_and_again_once_it_c
     assert file_schema(fs, path, "csv") is first
     frame(n=5).rename(columns={"a": "renamed"}).to_csv(path, index=False)
     assert file_schema(fs, path, "csv").names == ["renamed", "b", "c", "y"]
+
+
+def test_missing_feature_values_are_counted_per_column(tmp_path):
+    """They were imputed without a word: a column mostly empty looked like any other in the summary."""
+    f = frame(n=40)
+    f.loc[[1, 2, 3], "a"] = np.nan
+    f.to_parquet(tmp_path / "p.parquet")
+    r = ingest(data_spec(tmp_path), progress=lambda *_: None)
+    assert r.missing == {"a": 3} and r.summary()["missing_values"] == {"a": 3}
