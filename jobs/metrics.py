@@ -28,10 +28,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, loss: Optional
     cm = confusion_matrix(y_true, y_pred, n_classes)
     tp = np.diag(cm).astype(np.float64)
     predicted, actual = cm.sum(axis=0).astype(np.float64), cm.sum(axis=1).astype(np.float64)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
-    # 2tp / (2tp + fp + fn): the harmonic mean of precision and recall, and 0 (not undefined) when tp is 0.
-    f1 = np.divide(2 * tp, predicted + actual, out=np.zeros_like(tp), where=(predicted + actual) > 0)
+    precision, recall, f1 = per_class_scores(cm)
     # Macro averages count every class that occurs in the labels or in the predictions, as scikit-learn does: a
     # class predicted but absent from this split (a rare one the split kept in train) counts with precision 0,
     # so a model spraying it is not rewarded for it.
@@ -50,6 +47,18 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, loss: Optional
     out = _registered(CLASSIFICATION, n_classes, formulas, loss, prefix)
     out[prefix + "confusion_matrix"] = cm.tolist()
     return out
+
+
+def per_class_scores(cm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each class's precision, recall and F1 from a confusion matrix (rows = true class); 0 where undefined."""
+    cm = np.asarray(cm)
+    tp = np.diag(cm).astype(np.float64)
+    predicted, actual = cm.sum(axis=0).astype(np.float64), cm.sum(axis=1).astype(np.float64)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    # 2tp / (2tp + fp + fn): the harmonic mean of precision and recall, and 0 (not undefined) when tp is 0.
+    f1 = np.divide(2 * tp, predicted + actual, out=np.zeros_like(tp), where=(predicted + actual) > 0)
+    return precision, recall, f1
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:

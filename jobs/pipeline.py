@@ -289,13 +289,11 @@ def format_metrics(metrics: dict, classes: Optional[list] = None) -> str:
 
 
 def _per_class(cm: list[list[int]], classes: list) -> list[str]:
+    from jobs.metrics import per_class_scores
+    precision, recall, f1 = per_class_scores(cm)
     rows = sum(map(sum, cm))
     lines = []
     for i, name in enumerate(classes):
-        tp, actual, predicted = cm[i][i], sum(cm[i]), sum(row[i] for row in cm)
-        p = tp / predicted if predicted else 0.0
-        r = tp / actual if actual else 0.0
-        f1 = 2 * tp / (actual + predicted) if actual + predicted else 0.0
-        lines.append(f"[evaluate] test class {str(name)!r}: precision {p:.4f}  recall {r:.4f}  f1 {f1:.4f}  "
-                     f"({actual} of {rows} rows)")
+        lines.append(f"[evaluate] test class {str(name)!r}: precision {precision[i]:.4f}  recall {recall[i]:.4f}  "
+                     f"f1 {f1[i]:.4f}  ({sum(cm[i])} of {rows} rows)")
     return lines
