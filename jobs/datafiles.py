@@ -80,6 +80,11 @@ def _list_dir(fs: pafs.FileSystem, root: str) -> list[str]:
     return files
 
 
+_CONVERT = ("trainyard reads CSV and Parquet files (.csv, .parquet, .pq). Save the table as one, e.g. with pandas: "
+            "pd.read_json(path).to_parquet('data.parquet') (add lines=True for JSON lines; pd.read_excel(path) for a "
+            "spreadsheet, pd.read_csv(path, sep='\\t') for a tab-separated file)")
+
+
 def infer_format(files: list[str], given: Optional[str]) -> str:
     kinds = {_EXTENSIONS.get(os.path.splitext(f)[1].lower()) for f in files}
     if given:
@@ -96,10 +101,7 @@ def infer_format(files: list[str], given: Optional[str]) -> str:
         known = [f for f in files if os.path.splitext(f)[1].lower() in _EXTENSIONS]
         if not known and any(os.path.splitext(f)[1].lower() in (".json", ".jsonl", ".xlsx", ".xls", ".tsv", ".txt")
                              for f in odd):
-            raise DataError(f"data.path names {odd}: trainyard reads CSV and Parquet files (.csv, .parquet, .pq). "
-                            "Save the table as one, e.g. with pandas: pd.read_json(path).to_parquet('data.parquet') "
-                            "(add lines=True for JSON lines; pd.read_excel(path) for a spreadsheet, "
-                            "pd.read_csv(path, sep='\\t') for a tab-separated file)")
+            raise DataError(f"data.path names {odd}: {_CONVERT}")
         raise DataError(f"cannot infer data.format from {odd}; set data.format: parquet or csv")
     if len(kinds) > 1:
         one_of_each = [next(f for f in files if _EXTENSIONS.get(os.path.splitext(f)[1].lower()) == k)
@@ -146,17 +148,31 @@ def _read_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
         if fs.get_file_info(path).size == 0:
             raise DataError(f"{path}: the file is empty (0 bytes); remove it, or write its rows (a {fmt} file with "
                             "a header)") from None
+        if fmt == "csv" and _starts_with(fs, path, b"PAR1"):
+            raise DataError(f"{path}: data.format is csv, but the file is Parquet; set data.format: parquet") from None
         sep = _other_separator(fs, path) if fmt == "csv" else None
         if sep is not None:     # ';' between fields and decimal commas (25,0) in them: the parse fails on row 2
             raise DataError(f"{path}: its fields are separated by {sep!r}, and trainyard reads CSV with ',' between "
                             f"fields. {_resave(sep)}") from None
         raise DataError(f"{path}: cannot read it as {fmt} ({type(exc).__name__}: {exc}); "
                         f"the file is corrupt or not a {fmt} file; remove or replace it") from None
+    if fmt == "csv" and schema.names and schema.names[0].lstrip().startswith(("{", "[")):
+        # JSON read as CSV parses: its "header" is the first record cut at its commas ('{"a":0', 'y:0}')
+        raise DataError(f"{path}: data.format is csv, but the file holds JSON ({schema.names[0][:20]!r}...): "
+                        f"{_CONVERT}")
     twice = sorted({n for n in schema.names if schema.names.count(n) > 1})
     if twice:
         raise DataError(f"{path}: column name(s) {twice} appear more than once in its header; rename them so that "
                         "each column has its own name")
     return schema
+
+
+def _starts_with(fs: pafs.FileSystem, path: str, magic: bytes) -> bool:
+    try:
+        with fs.open_input_stream(path) as stream:
+            return stream.read(len(magic)) == magic
+    except Exception:       # unreadable: the caller's own message stands
+        return False
 
 
 def _other_separator(fs: pafs.FileSystem, path: str) -> Optional[str]:

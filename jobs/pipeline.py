@@ -221,7 +221,6 @@ def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tupl
     progress("[train] summary\n" + summary_table(outcome.history, metric, outcome.best_epoch))
     path, metrics = export_bundle(spec, prepared, outcome, progress=progress)
     progress(format_metrics(metrics, prepared.preprocessor.classes))
-    progress(f"[bundle] {path}")
     return path, metrics
 
 

@@ -348,6 +348,25 @@ def test_a_file_type_trainyard_does_not_read_is_named_with_how_to_convert_it():
         infer_format(["/x/a.csv"], "parquet")
 
 
+def test_a_file_under_format_csv_that_is_parquet_or_json_is_named_as_such(tmp_path):
+    """`data.format: csv` on a Parquet file got Arrow's "CSV parse error: Expected 1 columns"; on JSON lines it
+    parsed, and the label was "in none of the files; columns are ['{"a":0', 'y:0}']"."""
+    import pyarrow.fs as pafs
+
+    from jobs.datafiles import file_schema
+    frame = pd.DataFrame({"a": [1, 2], "y": [0, 1]})
+    frame.to_parquet(tmp_path / "table.bin")
+    frame.to_json(tmp_path / "table.dat", orient="records", lines=True)
+    fs = pafs.LocalFileSystem()
+    with pytest.raises(DataError, match=r"table.bin: data.format is csv, but the file is Parquet; set data.format: "
+                                        r"parquet$"):
+        file_schema(fs, str(tmp_path / "table.bin"), "csv")
+    with pytest.raises(DataError, match=r"table.dat: data.format is csv, but the file holds JSON "
+                                        r"\('\{\"a\":1'\.\.\.\): trainyard reads CSV and Parquet files .*"
+                                        r"lines=True for JSON lines"):
+        file_schema(fs, str(tmp_path / "table.dat"), "csv")
+
+
 def test_a_files_header_is_read_once_for_precheck_and_ingest_and_again_once_it_changes(tmp_path):
     """`jobs.precheck` reads every file's header before Ray starts and ingest a few seconds later: the second read
     is the first's, while the file is the same (size and modification time)."""

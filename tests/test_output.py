@@ -300,7 +300,10 @@ def test_train_and_tune_print_trainyard_lines_only(tmp_path, telemetry_dir):
                                             "--set", f"output={tmp_path / 'train'}", "--set", "train.epochs=2"))
     assert [line.split("  ")[0] for line in out if line.startswith("[train] epoch")] == [
         "[train] epoch 1/2", "[train] epoch 2/2"]
-    assert "[train] summary" in out and any(line.startswith("bundle written to") for line in out)
+    assert "[train] summary" in out and out[-1].startswith("bundle written to"), out
+    # The bundle's path is said where it is written (with its version) and at the end, not a third time.
+    bundle = out[-1].removeprefix("bundle written to ")
+    assert [line for line in out if line.endswith(bundle)] == [out[-1]], out
     # The embedded Ray's start (seconds on 2 cores) is said before it begins; a process joined to a cluster
     # does not say it (test_serving's guest prints one "[ray]" line).
     ray_lines = [line for line in out if line.startswith("[ray]")]
@@ -312,7 +315,9 @@ def test_train_and_tune_print_trainyard_lines_only(tmp_path, telemetry_dir):
     out = _assert_no_ray_chatter(_trainyard("tune", str(write_spec(tmp_path / "tune.yaml", spec))))
     assert sum(bool(re.match(r"\[tune\] \S+ finished its 1 epoch", line)) for line in out) == 2, out
     assert any(line.startswith("[tune] 2 trial(s) in") for line in out)
-    assert any(line.startswith("bundle written to") for line in out)
+    assert out[-1].startswith("bundle written to"), out
+    bundle = out[-1].removeprefix("bundle written to ")
+    assert [line for line in out if line.endswith(bundle)] == [out[-1]], out
 
 
 @pytest.mark.ray

@@ -116,7 +116,6 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
                                         "value": best.best_value, "config": {a: best.config[a] for a in searched},
                                         "trials": len(records), "results_csv": str(csv_path)})
     progress(format_metrics(metrics, prepared.preprocessor.classes))
-    progress(f"[bundle] {path}")
     return path, metrics
 
 
