@@ -186,6 +186,14 @@ def _other_separator(fs: pafs.FileSystem, path: str) -> Optional[str]:
     return next((ch for ch in (";", "\t", "|") if ch in header and "," not in header), None)
 
 
+def csv_convert(**options) -> pacsv.ConvertOptions:
+    """How every reader of the training data reads a CSV's cells: Arrow's defaults, but in a column of text too
+    an empty cell and Arrow's spellings of a missing value ('NA', 'n/a', 'null', ...) are missing values, as they
+    are in a column of numbers (Arrow keeps them as strings there: an empty cell became a category '' of its own,
+    or a third class of a binary label)."""
+    return pacsv.ConvertOptions(strings_can_be_null=True, **options)
+
+
 _UNIFIED = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
 
 

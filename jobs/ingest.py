@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 import ray
 
 from cluster.errors import root_cause
-from jobs.datafiles import check_files, file_schema, infer_format, resolve_files, wanted_columns
+from jobs.datafiles import check_files, csv_convert, file_schema, infer_format, resolve_files, wanted_columns
 from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infer_task, jsonable, merge_probes,
                          probe)
 from jobs.spec import DataSpec
@@ -178,8 +178,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
         raw = read_parquet(files, filesystem=fs, columns=schema.names)
     else:
         raw = ray.data.read_csv(files, filesystem=fs,
-                                convert_options=pacsv.ConvertOptions(include_columns=schema.names,
-                                                                     column_types=schema))
+                                convert_options=csv_convert(include_columns=schema.names, column_types=schema))
     ds = raw.map_batches(_cast, fn_kwargs={"schema": schema, "label": data.label}, batch_format="pyarrow")
     try:
         ds = ds.materialize()
@@ -287,8 +286,8 @@ def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -
     for path in files:
         try:
             with fs.open_input_stream(path) as stream:
-                reader = pacsv.open_csv(stream, convert_options=pacsv.ConvertOptions(
-                    include_columns=schema.names, column_types=schema))
+                reader = pacsv.open_csv(stream, convert_options=csv_convert(include_columns=schema.names,
+                                                                            column_types=schema))
                 for _ in reader:
                     pass
         except pa.ArrowInvalid as exc:

@@ -167,7 +167,7 @@ def _column_values(data: DataSpec, most: int) -> Optional[list[Any]]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from jobs.datafiles import infer_format, resolve_files
+    from jobs.datafiles import csv_convert, infer_format, resolve_files
 
     entries = data.path if isinstance(data.path, list) else [data.path]
     if any("://" in entry for entry in entries):
@@ -179,7 +179,7 @@ def _column_values(data: DataSpec, most: int) -> Optional[list[Any]]:
         if fmt == "parquet":
             batches = pq.ParquetFile(path).iter_batches(columns=[data.label])
         else:
-            batches = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(include_columns=[data.label]))
+            batches = pacsv.open_csv(path, convert_options=csv_convert(include_columns=[data.label]))
         for batch in batches:
             column = pc.drop_null(batch.column(0))
             if pa.types.is_floating(column.type):      # NaN is missing, as ingest reads it

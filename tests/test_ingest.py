@@ -383,6 +383,22 @@ def test_a_files_header_is_read_once_for_precheck_and_ingest_and_again_once_it_c
     assert file_schema(fs, path, "csv").names == ["renamed", "b", "c", "y"]
 
 
+def test_a_csvs_empty_and_na_cells_of_a_category_are_missing_not_a_category(tmp_path):
+    """README: in a CSV an empty cell and 'NA' are missing values. In a column of text they were read as strings:
+    '' became a category of its own, which `trainyard predict` (pandas: NaN) never sends, and was not counted."""
+    from jobs import preprocess
+
+    f = frame(n=40)
+    f.loc[[1, 2, 3], "c"] = [None, "", "NA"]
+    f.to_csv(tmp_path / "p.csv", index=False)
+    spec = data_spec(tmp_path)
+    r = ingest(spec, progress=lambda *_: None)
+    assert r.missing == {"c": 3}
+    pre = preprocess.fit(r.split(TRAIN), spec, numeric=r.numeric, categorical=r.categorical, task=r.task,
+                         classes=r.classes)
+    assert sorted(pre.categorical[0].categories) == ["x", "z"]
+
+
 def test_missing_feature_values_are_counted_per_column(tmp_path):
     """They were imputed without a word: a column mostly empty looked like any other in the summary."""
     f = frame(n=40)

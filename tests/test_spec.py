@@ -378,6 +378,18 @@ def test_a_csv_saved_with_semicolons_and_decimal_commas_is_named_as_such(tmp_pat
     assert "corrupt" not in err
 
 
+def test_a_binary_text_labels_empty_and_na_cells_are_missing_not_a_third_class(tmp_path):
+    """`validate` refused val_auc for a yes/no label with a few empty cells: "3 classes ('', 'no', 'yes')"."""
+    from jobs import precheck
+
+    data = _labelled(tmp_path, ["yes", "no", None, "yes", "NA", "no"])
+    assert open(data).read().splitlines()[3:6] == ["2,", "3,yes", "4,NA"]
+    spec = validate_spec({"name": "x", "data": {"path": data, "label": "y"},
+                          "train": {"early_stop": {"metric": "val_auc"}}})
+    assert sorted(precheck.label_values(spec.data, 21)) == ["no", "yes"]
+    precheck.check(spec)
+
+
 def test_val_auc_for_early_stopping_is_checked_against_the_label_too(tmp_path):
     from jobs import precheck
     from tuning import space
