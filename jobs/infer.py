@@ -44,7 +44,9 @@ def probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
         col = batch[c]
         valid = pc.drop_null(col)
         uniq = pc.unique(valid)
-        info = {"nulls": col.null_count, "n": len(col)}
+        info = {"nulls": col.null_count, "n": len(col), "all_distinct": len(uniq) == len(valid)}
+        if pa.types.is_integer(col.type) and len(valid):
+            info.update(pc.min_max(valid).as_py())          # {"min": ..., "max": ...}
         if len(uniq) <= cap:
             info["distinct"] = [jsonable(v) for v in uniq.to_pylist()]
         if pa.types.is_floating(col.type) and len(valid):
@@ -52,6 +54,7 @@ def probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
             info["infinite"] = int(pc.sum(pc.cast(pc.is_inf(valid), pa.int64())).as_py() or 0)
         if pa.types.is_string(col.type) and len(valid):
             info["chars"] = int(pc.sum(pc.utf8_length(valid)).as_py())
+            info["first"] = valid.slice(0, 2).to_pylist()
             cells = pc.utf8_trim_whitespace(valid)
             cells = pc.filter(cells, pc.not_equal(cells, ""))
             numbers = pc.match_substring_regex(cells, _NUMBER)
@@ -78,7 +81,8 @@ def jsonable(v):
 
 def merge_probes(rows: list[str], columns: list[str]) -> dict:
     merged = {c: {"nulls": 0, "n": 0, "distinct": set(), "capped": False, "integral": True, "chars": 0, "infinite": 0,
-                  "filled": 0, "numbers": 0, "comma_numbers": 0, "not_numbers": set()}
+                  "filled": 0, "numbers": 0, "comma_numbers": 0, "not_numbers": set(), "all_distinct": True,
+                  "min": None, "max": None}
               for c in columns}
     for row in rows:
         for c, info in json.loads(row).items():
@@ -96,6 +100,12 @@ def merge_probes(rows: list[str], columns: list[str]) -> dict:
             m["numbers"] += info.get("numbers", 0)
             m["comma_numbers"] += info.get("comma_numbers", 0)
             m["not_numbers"].update(info.get("not_numbers", []))
+            # Distinct within every block: a column whose blocks repeat each other's values passes as distinct.
+            m["all_distinct"] = m["all_distinct"] and info.get("all_distinct", False)
+            m["first"] = m.get("first") or info.get("first", [])
+            if "min" in info:
+                m["min"] = info["min"] if m["min"] is None else min(m["min"], info["min"])
+                m["max"] = info["max"] if m["max"] is None else max(m["max"], info["max"])
     return merged
 
 
@@ -120,6 +130,10 @@ def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts:
     `inferred`). Text columns only for a job that reads text (`text`: model.kind text)."""
     given_num, given_cat, given_text = data.features.numeric, data.features.categorical, data.features.text
     numeric, categorical, texts = [], [], []
+    ids = [c for c in columns if _inferred_role(c, data, text) and _looks_like_id(schema.field(c).type, facts[c])]
+    if ids:
+        raise DataError("\n".join(_id_problem(c, schema.field(c).type, facts[c], data.preprocess.max_categories)
+                                   for c in ids))
     for c in columns:
         kind = kind_of(schema.field(c).type)
         if given_text is not None and c in given_text:
@@ -165,6 +179,43 @@ def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts:
     if not numeric and not categorical and not texts:
         raise DataError("no feature columns are left after data.features.exclude; keep at least one")
     return numeric, categorical, texts
+
+
+# A column of strings, or of consecutive whole numbers, with a different value in each of at least this many rows
+# is an identifier (a patient's or order's ID, a row number a spreadsheet or pandas' index wrote), not a feature.
+ID_MIN_ROWS = 50
+
+
+def _inferred_role(column: str, data: DataSpec, text: bool) -> bool:
+    """Whether the column's role is left to inference (not listed under data.features), as a feature."""
+    f = data.features
+    listed = [names for names in (f.numeric, f.categorical, f.text) if names is not None]
+    return not any(column in names for names in listed) and (f.numeric is None or f.categorical is None)
+
+
+def _looks_like_id(t: pa.DataType, facts: dict) -> bool:
+    present = facts["n"] - facts["nulls"]
+    if present < ID_MIN_ROWS or not facts["all_distinct"]:
+        return False
+    if kind_of(t) == "string" and (_looks_like_text(facts) or _mostly_numbers(facts) or _comma_numbers(facts)):
+        return False            # notes, or numbers with stray cells: said as such
+    return kind_of(t) == "string" or (kind_of(t) == "int" and facts["max"] - facts["min"] + 1 == present)
+
+
+def _id_problem(column: str, t: pa.DataType, facts: dict, max_categories: int) -> str:
+    present = facts["n"] - facts["nulls"]
+    if kind_of(t) == "int":
+        what = f"the whole numbers {facts['min']} to {facts['max']}, each once: a row number or an ID"
+        keep, kept = "numeric", ""
+    else:
+        some = ", ".join(repr(v) for v in facts.get("first", [])[:2])
+        what = f"a different value in each of its {present} rows ({some}, ...): an ID"
+        kept = f", and {min(max_categories, present)} of its values would be kept in the bundle as categories"
+        keep = "categorical"
+    name = f"{column!r} (no name in the header: the index pandas writes unless to_csv(..., index=False))" \
+        if column == "" else repr(column)
+    return (f"column {name} holds {what}, not a feature a model can learn from{kept}. List it under "
+            f"data.features.exclude (or under data.features.{keep} to use it anyway)")
 
 
 # A string column is taken for free text (model.kind text, data.features.text omitted) when its values average at

@@ -46,6 +46,7 @@ class IngestResult:
     class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     inferred: dict[str, str] = field(default_factory=dict)   # what was inferred, and why
     unused_columns: list[str] = field(default_factory=list)
+    excluded_columns: list[str] = field(default_factory=list)   # data.features.exclude, as the files have them
     fingerprint: str = ""
     corrupt: list[dict] = field(default_factory=list)         # images: undecodable files (path, error)
     text: list[str] = field(default_factory=list)             # free-text columns (model.kind text)
@@ -59,6 +60,7 @@ class IngestResult:
                 "rows_dropped_missing_label": self.rows_dropped_missing_label, "label": self.label,
                 "task": self.task, "classes": self.classes, "numeric": self.numeric,
                 "categorical": self.categorical, "text": self.text, "unused_columns": self.unused_columns,
+                "excluded_columns": self.excluded_columns,
                 "inferred": self.inferred, "split_rows": self.split_rows, "class_counts": self.class_counts,
                 "fingerprint": self.fingerprint, "corrupt": self.corrupt, "missing_values": self.missing}
 
@@ -264,6 +266,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                         numeric=numeric, categorical=categorical, text=texts, classes=classes, rows_read=rows_read,
                         rows_dropped_missing_label=int(dropped), split_rows=split_rows,
                         class_counts=class_counts, inferred=inferred, unused_columns=unused,
+                        excluded_columns=[c for c in next(iter(schemas.values())).names if c in exclude],
                         fingerprint=fingerprint(fs, files),
                         missing={c: facts[c]["nulls"] for c in numeric + categorical + texts if facts[c]["nulls"]})
 
@@ -314,7 +317,8 @@ def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -
 def _stray_cells_where(fs: pafs.FileSystem, files: list[str], said: str, facts: dict) -> Optional[str]:
     """Where the cells that kept a column of numbers from reading as numbers are, for the column `said` names:
     "Where: FILE line N ('?'), ..." (at most 5), or None. Reads that one column of each file again, as text."""
-    column = next((c for c, f in facts.items() if f.get("not_numbers") and f"column {c!r} " in said), None)
+    column = next((c for c, f in facts.items()
+                   if f.get("not_numbers") and f"column {c!r} holds numbers but for " in said), None)
     if column is None:
         return None
     stray, found, total = set(facts[column]["not_numbers"]), [], 0

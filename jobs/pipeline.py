@@ -257,6 +257,8 @@ def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None]
     inferred = {k: v for k, v in s.inferred.items() if k != "task"}
     if inferred:
         lines.append("[data] inferred: " + "; ".join(f"{k} → {v}" for k, v in inferred.items()))
+    if s.excluded_columns:
+        lines.append(f"[data] excluded (data.features.exclude): {', '.join(map(repr, s.excluded_columns))}")
     if s.unused_columns:
         lines.append(f"[data] not used (not listed in data.features): {', '.join(s.unused_columns)}")
     if s.class_counts:

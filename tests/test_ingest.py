@@ -235,6 +235,34 @@ def test_a_numeric_column_with_a_stray_value_is_named_not_taken_for_categories(t
     assert "a" in r.categorical                                     # the override still holds
 
 
+def test_an_id_column_and_a_written_index_are_named_not_taken_for_features(tmp_path):
+    """A patient ID (a different string in every row) was a categorical feature: 50 real IDs in the bundle's
+    schema, served at /schema. pandas' index (to_csv without index=False) was a numeric feature."""
+    from types import SimpleNamespace
+
+    from jobs.pipeline import print_ingest_summary
+
+    f = frame(n=60, patient=[f"P{100000 + i}" for i in range(60)], visits=np.arange(60) * 2)
+    f.to_csv(tmp_path / "p.csv")                                            # the index too, as column ''
+    with pytest.raises(DataError) as err:
+        ingest(data_spec(tmp_path), progress=lambda *_: None)
+    assert str(err.value).splitlines() == [
+        "column '' (no name in the header: the index pandas writes unless to_csv(..., index=False)) holds the whole "
+        "numbers 0 to 59, each once: a row number or an ID, not a feature a model can learn from. List it under "
+        "data.features.exclude (or under data.features.numeric to use it anyway)",
+        "column 'patient' holds a different value in each of its 60 rows ('P100000', 'P100001', ...): an ID, not a "
+        "feature a model can learn from, and 50 of its values would be kept in the bundle as categories. List it "
+        "under data.features.exclude (or under data.features.categorical to use it anyway)"]
+    r = ingest(data_spec(tmp_path, features={"exclude": ["", "patient"]}), progress=lambda *_: None)
+    assert "visits" in r.numeric            # distinct whole numbers, not consecutive: a count, not a row number
+    assert r.summary()["excluded_columns"] == ["", "patient"]      # summary.json said "unused_columns": [] alone
+    lines = []
+    print_ingest_summary(SimpleNamespace(ingest=r), lines.append)
+    assert "[data] excluded (data.features.exclude): '', 'patient'" in lines[0].splitlines()
+    r = ingest(data_spec(tmp_path, features={"exclude": [""], "categorical": ["patient"]}), progress=lambda *_: None)
+    assert "patient" in r.categorical       # listed: used as the user asks
+
+
 def test_a_column_name_given_twice_is_named(tmp_path):
     """A CSV header `a,a,...` failed with a KeyError traceback from the schema reconciliation."""
     (tmp_path / "p.csv").write_text("a,a,c,y\n1,2,x,0\n3,4,z,1\n")
