@@ -4,6 +4,8 @@ per block; `merge_probes`, on the driver). `jobs.ingest` runs it and reports wha
 from __future__ import annotations
 
 import json
+import re
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -122,6 +124,30 @@ def infer_task(label_type: pa.DataType, facts: dict, inferred: dict, label: str)
         raise DataError(f"label {label!r} has type {label_type}; it can be neither classified nor regressed")
     inferred["task"] = f"{task} ({why}); set data.task to override"
     return task
+
+
+# A cell holding a number and then text: a unit ('3.9 days', '12 mg'), a note ('5 (est.)').
+_NUMBER_WITH_TEXT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)\s*[^\d\s.,].*$"
+
+
+def text_label_problem(label: str, t: pa.DataType, values: list, numbers: Optional[bool] = None) -> str:
+    """Why a label of `t` (not numbers) cannot be a regression target, with the fix its `values` suggest;
+    `numbers`: whether some of its cells are numbers (else: whether some of `values` are)."""
+    values = [str(v).strip() for v in values]
+    text = [v for v in values if not re.match(_NUMBER, v)][:3]
+    numbers = len(text) < len(values) if numbers is None else numbers
+    shown = ", ".join(map(repr, text))
+    if any(re.match(_NUMBER_WITH_TEXT, v) for v in text):
+        return (f"label {label!r} holds numbers written with text (values such as {shown}), so it reads as {t}, "
+                "and data.task regression needs numbers: write the numbers alone in that column (e.g. with pandas: "
+                f"df[{label!r}] = df[{label!r}].str.extract(r'([-+]?[0-9.]+)', expand=False).astype(float))")
+    if text and numbers:
+        return (f"label {label!r} holds numbers but also text (values such as {shown}), so it reads as {t}, and "
+                "data.task regression needs numbers: fix those cells, or empty them (a row without a label is "
+                "dropped)")
+    such = f" (values such as {shown})" if text else ""
+    return (f"label {label!r} is {t}{such}, which cannot be regressed: if its values are classes, set data.task: "
+            "classification (or leave data.task out); else point data.label at a column of numbers")
 
 
 def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts: dict, inferred: dict, *,

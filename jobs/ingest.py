@@ -23,7 +23,7 @@ import ray
 from cluster.errors import root_cause
 from jobs.datafiles import check_files, csv_convert, file_schema, infer_format, resolve_files, wanted_columns
 from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infer_task, jsonable, merge_probes,
-                         probe)
+                         probe, text_label_problem)
 from jobs.spec import DataSpec
 
 SPLIT_COLUMN = "_split"
@@ -238,8 +238,9 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                      "in spaces around them, and are trained as different classes; if they are one, make them "
                      "the same in the data")
     elif not pa.types.is_integer(schema.field(data.label).type) and not pa.types.is_floating(schema.field(data.label).type):
-        raise DataError(f"label {data.label!r} is {schema.field(data.label).type}, which cannot be regressed; "
-                        "use task: classification")
+        problem = text_label_problem(data.label, schema.field(data.label).type, sorted(label_facts["not_numbers"]),
+                                     numbers=label_facts["numbers"] > 0)
+        raise DataError(f"{problem} (data.path: {data.path})")
     stratify = task == "classification"
     cuts = split_thresholds(labels, keys["_u"].to_numpy(), data.split.val, data.split.test, stratify)
     ds = ds.map_batches(assign_split, fn_kwargs={"label": data.label, "cuts": cuts, "stratify": stratify},

@@ -88,6 +88,7 @@ def check_columns(spec: JobSpec) -> None:
     again. Data this machine does not have (a URI, a path that finds nothing: `local_data_note`) is left to the
     run; so are images, whose columns ingest checks its own way."""
     from jobs.datafiles import DataError, check_files, file_schema, infer_format, resolve_files
+    from jobs.infer import kind_of, text_label_problem
 
     data = spec.data
     entries = data.path if isinstance(data.path, list) else [data.path]
@@ -98,7 +99,12 @@ def check_columns(spec: JobSpec) -> None:
     except DataError:
         return
     fmt = infer_format(files, data.format)
-    check_files(data, {f: file_schema(fs, f, fmt) for f in files}, fmt, text=spec.model.kind == "text")
+    schema = check_files(data, {f: file_schema(fs, f, fmt) for f in files}, fmt, text=spec.model.kind == "text")
+    label_type = schema.field(data.label).type
+    if data.task == "regression" and kind_of(label_type) not in ("int", "float"):
+        # after a Ray start and a read of every row, ingest said "cannot be regressed; use task: classification"
+        raise DataError(f"{text_label_problem(data.label, label_type, label_values(data, _MOST_VALUES) or [])} "
+                        f"(data.path: {data.path})")
 
 
 def local_data_note(data: DataSpec) -> Optional[str]:

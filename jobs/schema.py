@@ -32,7 +32,7 @@ def input_schema(pre: FittedPreprocessor, dtypes: Optional[dict[str, str]] = Non
 
 def _table_features(pre, dtypes: dict[str, str]) -> list[dict]:
     features = [{"name": s.name, "type": "number", "dtype": dtypes.get(s.name, "double"), "required": False,
-                 "missing": f"imputed with {s.fill:g}"} for s in pre.numeric]
+                 "missing": f"imputed with {s.fill:g}", "typical": float(f"{s.fill:.6g}")} for s in pre.numeric]
     features += [{"name": s.name, "type": "category", "dtype": dtypes.get(s.name, "string"), "required": False,
                   "categories": list(s.categories),
                   "missing": "the 'unknown' slot",

@@ -21,6 +21,7 @@ from cluster.nodes import alive_nodes
 from cluster.ports import connect_error
 from cluster.processes import ALIVE, own_identity, recorded_process
 from cluster.state import state_dir
+from serving.schema import example_record
 from serving.server import DEPLOY_TIMEOUT_S, Served, _delete_quietly, _first_line, app_states, deploy, shutdown
 from serving.settings import ServeError
 
@@ -282,9 +283,18 @@ def _raise_interrupt(*_):
     raise KeyboardInterrupt
 
 
+_EXAMPLE_FIELDS = 6     # fields of the example request the start-up lines show
+
+
 def _announce(served: Served, progress: Callable[[str], None]) -> None:
     auth = ' -H "Authorization: Bearer $TRAINYARD_SERVE_TOKEN"' if served.token_required else ""
+    # A record the model takes (its required fields first, typical values): `{}` gave a prediction of imputed
+    # values alone, and a text model's 422.
+    record = example_record(served.schema, _EXAMPLE_FIELDS) if served.schema else {}
+    body = json.dumps({"records": [record]}).replace("'", "'\\''")          # inside the shell's '...'
+    others = len(served.schema.get("features", [])) - len(record)
+    rest = f"  (its other {others} field(s) are imputed when left out)" if others > 0 else ""
     progress(f"[serve] {served.name} {served.version} at {served.url}  (docs: {served.url}/docs)\n"
-             f"  curl -s{auth} {served.url}/predict -d '{{\"records\": [{{}}]}}'\n"
+             f"  curl -s{auth} {served.url}/predict -d '{body}'{rest}\n"
              f"  trainyard predict --url {served.url} FILE.csv --out predictions.csv\n"
              "  Ctrl-C stops it")

@@ -364,10 +364,7 @@ class RequestChecker:
             record["required"] = list(self.required)
         if self.reject_unknown_fields:
             record["additionalProperties"] = False
-        example = {name: (f["categories"][0] if self.kinds[name] == _CATEGORY and f.get("categories")
-                          else "<base64 PNG>" if self.kinds[name] == _IMAGE
-                          else "bearing noise, temperature 92C" if self.kinds[name] == _TEXT else 1.0)
-                   for name, f in self.features.items()}
+        example = example_record({"features": list(self.features.values())})
         request = {"type": "object", "title": "PredictRequest", "required": ["records"],
                    "additionalProperties": False,
                    "properties": {"records": {"type": "array", "minItems": 1, "maxItems": self.max_records,
@@ -392,6 +389,25 @@ class RequestChecker:
                 "record": {"type": "integer", "description": "Index of the record in 'records'."},
                 "field": {"type": "string"}, "message": {"type": "string"}}}}}}
         return {"Record": record, "PredictRequest": request, "PredictResponse": response, "Error": error}
+
+
+def example_record(schema: dict, most: Optional[int] = None) -> dict:
+    """A record that a bundle of `schema` (its schema.json) accepts: a number feature's typical value (the
+    training median it imputes; 1.0 for a bundle written before schema.json had it), a category's most frequent
+    one, a placeholder for text and images. `most`: at most that many fields, the required ones first (the
+    others are imputed when left out)."""
+    def value(f: dict) -> Any:
+        kind = _KINDS.get(f["type"], _NUMBER)
+        if kind == _CATEGORY:
+            return (f.get("categories") or [None])[0]
+        return {_IMAGE: "<base64 PNG>", _TEXT: "bearing noise, temperature 92C"}.get(kind, f.get("typical", 1.0))
+
+    def required(f: dict) -> bool:         # as RequestChecker takes them: images, and text unless marked optional
+        kind = _KINDS.get(f["type"], _NUMBER)
+        return kind == _IMAGE or (kind == _TEXT and f.get("required", True))
+
+    features = sorted(schema["features"], key=lambda f: not required(f))
+    return {f["name"]: value(f) for f in features[:most]}
 
 
 def image_pixel_limit(size: list[int]) -> int:

@@ -19,7 +19,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from cluster.errors import EXIT_BAD_INPUT
@@ -48,6 +48,7 @@ class Served:
     route_prefix: str
     updated_from: Optional[str] = None      # the version it replaced, when this was an update
     token_required: bool = False            # its token was given, or kept from the version it replaced
+    schema: dict = field(default_factory=dict, repr=False)      # the bundle's schema.json
 
     @property
     def url(self) -> str:
@@ -281,7 +282,7 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     progress(f"[serve] {verb} {name} (bundle {path}, version {bundle.version})")
     served = Served(name, bundle.version, host, port, serve_spec.route_prefix,
                     updated_from=(old_version or "the previous version") if before else None,
-                    token_required=bool(token or kept_sha256))
+                    token_required=bool(token or kept_sha256), schema=bundle.schema)
     deadline = time.monotonic() + timeout_s
     try:
         _run(app, name, serve_spec.route_prefix, serve_spec.access_log)

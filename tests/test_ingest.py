@@ -263,6 +263,16 @@ def test_an_id_column_and_a_written_index_are_named_not_taken_for_features(tmp_p
     assert "patient" in r.categorical       # listed: used as the user asks
 
 
+def test_a_regression_label_of_numbers_with_a_unit_is_named_with_the_fix(tmp_path):
+    """Where no check before Ray ran (a job submitted to a cluster), ingest says the same as `validate`."""
+    f = frame(n=30)
+    f["y"] = [f"{i / 3:.1f} days" for i in range(30)]
+    f.to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(DataError, match=r"^label 'y' holds numbers written with text \(values such as '0.0 days', "
+                                        r"'0.3 days', '0.7 days'\), so it reads as string.*write the numbers alone"):
+        ingest(data_spec(tmp_path, task="regression"), progress=lambda *_: None)
+
+
 def test_a_column_name_given_twice_is_named(tmp_path):
     """A CSV header `a,a,...` failed with a KeyError traceback from the schema reconciliation."""
     (tmp_path / "p.csv").write_text("a,a,c,y\n1,2,x,0\n3,4,z,1\n")

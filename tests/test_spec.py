@@ -390,6 +390,34 @@ def test_a_binary_text_labels_empty_and_na_cells_are_missing_not_a_third_class(t
     precheck.check(spec)
 
 
+def test_a_regression_label_of_text_is_refused_before_ray_with_the_fix_its_values_suggest(tmp_path):
+    """`train` started Ray, read every row and said "string, which cannot be regressed; use task: classification"
+    of a length of stay written '3.9 days': advice that made ~150 classes."""
+    from jobs import precheck
+    from jobs.datafiles import DataError
+
+    def refusal(labels):
+        data = _labelled(tmp_path, labels)
+        with pytest.raises(DataError) as err:
+            precheck.check_columns(validate_spec({"name": "x", "data": {"path": data, "label": "y",
+                                                                        "task": "regression"}}))
+        return str(err.value)
+
+    assert refusal([f"{i / 3:.1f} days" for i in range(9)]) == (
+        "label 'y' holds numbers written with text (values such as '0.0 days', '0.3 days', '0.7 days'), so it reads "
+        "as string, and data.task regression needs numbers: write the numbers alone in that column (e.g. with "
+        "pandas: df['y'] = df['y'].str.extract(r'([-+]?[0-9.]+)', expand=False).astype(float)) "
+        f"(data.path: {tmp_path / 'd.csv'})")
+    assert refusal(["1.5", "2.5", "?", "4"]).startswith(
+        "label 'y' holds numbers but also text (values such as '?'), so it reads as string, and data.task regression "
+        "needs numbers: fix those cells, or empty them")
+    assert refusal(["short", "long", "short"]).startswith(
+        "label 'y' is string (values such as 'long', 'short'), which cannot be regressed: if its values are classes, "
+        "set data.task: classification (or leave data.task out)")
+    precheck.check_columns(validate_spec({"name": "x", "data": {"path": _labelled(tmp_path, [1.5, 2.5, None]),
+                                                                "label": "y", "task": "regression"}}))
+
+
 def test_val_auc_for_early_stopping_is_checked_against_the_label_too(tmp_path):
     from jobs import precheck
     from tuning import space

@@ -92,3 +92,34 @@ def test_openapi_shows_text_fields_as_strings():
         assert not validator.is_valid(bad), bad
     example = components["PredictRequest"]["example"]["records"][0]
     assert validator.is_valid(example) and checker().parse(json.dumps({"records": [example]}).encode())
+
+
+def test_the_example_request_serve_prints_is_one_the_model_takes():
+    """`trainyard serve` printed `-d '{"records": [{}]}'`: a text model's 422 ("missing required field"), and for
+    a table a prediction from imputed values alone. Now the required fields first, typical values, at most 6."""
+    import shlex
+
+    from serving.forever import _announce
+    from serving.schema import example_record
+    from serving.server import Served
+
+    lines = []
+    _announce(Served("triage", "v1", "127.0.0.1", 8000, "/", schema=SCHEMA), lines.append)
+    curl = lines[0].splitlines()[1]
+    words = shlex.split(curl)
+    assert words[:4] == ["curl", "-s", "http://127.0.0.1:8000/predict", "-d"] and len(words) == 5, curl
+    body = json.loads(words[4])
+    assert checker().parse(words[4].encode()) == body["records"]
+    assert list(body["records"][0]) == ["description", "machine_hours", "machine_type"]
+    # A number's typical value is the median the bundle imputes (schema.json's `typical`; 1.0 in older bundles);
+    # past `most` fields the rest are left to imputation, and said so; a quote in a category survives the shell.
+    wide = {"features": [{"name": "shop", "type": "category", "categories": ["O'Neil's"]}]
+            + [{"name": f"x{i}", "type": "number", "typical": 40.5} for i in range(8)]}
+    assert example_record(wide, 2) == {"shop": "O'Neil's", "x0": 40.5}
+    lines = []
+    _announce(Served("t", "v1", "127.0.0.1", 8000, "/", schema=wide), lines.append)
+    curl = lines[0].splitlines()[1]
+    assert curl.endswith("  (its other 3 field(s) are imputed when left out)"), curl
+    assert example_record({"features": [{"name": "a", "type": "number"}]}) == {"a": 1.0}
+    assert json.loads(shlex.split(curl.split("  (its other")[0])[4]) == {"records": [
+        {"shop": "O'Neil's", "x0": 40.5, "x1": 40.5, "x2": 40.5, "x3": 40.5, "x4": 40.5}]}
