@@ -52,7 +52,7 @@ from jobs.manifest import NAME as MANIFEST, problems as manifest_problems, write
 from jobs.model import build_model
 from jobs.preprocess import load_state
 from jobs.schema import input_schema
-from jobs.spec import spec_file_hint
+from jobs.spec import run_folder_hint, spec_file_hint
 
 FILES = ("model.safetensors", "model.json", "preprocessor.json", "schema.json", "metrics.json", "spec.yaml",
          "lineage.json")
@@ -470,7 +470,7 @@ def load(path: str | os.PathLike) -> Bundle:
                           "with trainyard train/tune")
     missing = [f for f in FILES if not (p / f).is_file()]
     if missing:
-        raise BundleError(f"{p} is not a trainyard bundle: missing {', '.join(missing)}. "
+        raise BundleError(run_folder_hint(p) or f"{p} is not a trainyard bundle: missing {', '.join(missing)}. "
                           "Give the bundle folder (OUTPUT/bundle) or the run's output folder")
     return _read(p)
 

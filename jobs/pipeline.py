@@ -154,6 +154,7 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
     staging = Path(tempfile.mkdtemp(prefix="trainyard-bundle-")) if remote else None
     output = staging if remote else Path(spec.output_dir)
     earlier = [] if remote else B.versions_of(output)
+    replaced = None if remote else _latest_test_metrics(output)
     dtypes = {f.name: str(f.type) for f in prepared.ingest.schema}
     metrics = {"val": outcome.val_metrics}
 
@@ -180,10 +181,40 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
             return uri, metrics
         progress(f"[bundle] version {version.name} in {version}; {output / B.POINTER} points to it"
                  + (f" ({len(earlier)} earlier version(s) kept in {output / B.VERSIONS})" if earlier else ""))
+        worse = _worse_than(replaced, metrics.get("test") or {}, prepared.ingest.task)
+        if worse:
+            progress(f"[bundle] note: {worse}; to serve that one: trainyard serve {output / B.VERSIONS / replaced[0]}")
         return version, metrics
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)     # made by mkdtemp above: ours
+
+
+# The test metric a new version is compared by with the one it replaces as OUTPUT/bundle, and whether higher is
+# better. A pointer that moves to a worse model is said: `serve OUTPUT` would serve it.
+_COMPARED = {"classification": ("f1", True), "regression": ("rmse", False)}
+
+
+def _latest_test_metrics(output: Path) -> Optional[tuple[str, dict]]:
+    """(version, test metrics) of the bundle OUTPUT/bundle points to now, or None (none, or unreadable)."""
+    try:
+        target = (output / B.POINTER).resolve(strict=True)
+        return target.name, json.loads((target / "metrics.json").read_text()).get("test") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _worse_than(replaced: Optional[tuple[str, dict]], test: dict, task: str) -> str:
+    """"version X ... scored test f1 0.75, this one 0.52" when the new version scores worse on its test split
+    than the version it replaces did on its own; "" otherwise."""
+    key, higher = _COMPARED[task]
+    if replaced is None or key not in test or not isinstance(replaced[1].get(key), (int, float)):
+        return ""
+    old, new = replaced[1][key], test[key]
+    if (new >= old) if higher else (new <= old):
+        return ""
+    return (f"the version it replaces as the latest, {replaced[0]}, scored test {key} {old:.4f} on its test split, "
+            f"this one {new:.4f}")
 
 
 def make_output_dir(path: str | os.PathLike) -> Path:

@@ -23,7 +23,17 @@ def encoder_from_config(config: dict, pretrained: Optional[str] = None) -> nn.Mo
 
     cfg = AutoConfig.for_model(**config)
     if pretrained:
-        return AutoModel.from_pretrained(pretrained, config=cfg)
+        from transformers.utils import logging as hf_logging
+
+        # Its "Loading weights: 0%|..." bar is a worker's stderr forwarded to the user's terminal, a line per
+        # refresh in a CI log; the run's own lines say what is happening.
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            return AutoModel.from_pretrained(pretrained, config=cfg)
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
     return AutoModel.from_config(cfg)
 
 

@@ -283,6 +283,10 @@ def _raise_interrupt(*_):
     raise KeyboardInterrupt
 
 
+def _app_logs(served: Served) -> str:
+    return f"{served.log_path.rstrip('/')}/{served.name}"
+
+
 _EXAMPLE_FIELDS = 6     # fields of the example request the start-up lines show
 
 
@@ -296,5 +300,7 @@ def _announce(served: Served, progress: Callable[[str], None]) -> None:
     rest = f"  (its other {others} field(s) are imputed when left out)" if others > 0 else ""
     progress(f"[serve] {served.name} {served.version} at {served.url}  (docs: {served.url}/docs)\n"
              f"  curl -s{auth} {served.url}/predict -d '{body}'{rest}\n"
+             + (f"  predictions logged under {_app_logs(served)} (trainyard monitor BUNDLE --logs "
+                f"{_app_logs(served)})\n" if served.log_path else "") +
              f"  trainyard predict --url {served.url} FILE.csv --out predictions.csv\n"
              "  Ctrl-C stops it")

@@ -49,6 +49,7 @@ class Served:
     updated_from: Optional[str] = None      # the version it replaced, when this was an update
     token_required: bool = False            # its token was given, or kept from the version it replaced
     schema: dict = field(default_factory=dict, repr=False)      # the bundle's schema.json
+    log_path: Optional[str] = None          # serve.log.path: the folder its predictions are logged under
 
     @property
     def url(self) -> str:
@@ -282,7 +283,8 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     progress(f"[serve] {verb} {name} (bundle {path}, version {bundle.version})")
     served = Served(name, bundle.version, host, port, serve_spec.route_prefix,
                     updated_from=(old_version or "the previous version") if before else None,
-                    token_required=bool(token or kept_sha256), schema=bundle.schema)
+                    token_required=bool(token or kept_sha256), schema=bundle.schema,
+                    log_path=serve_spec.log.path if serve_spec.log else None)
     deadline = time.monotonic() + timeout_s
     try:
         _run(app, name, serve_spec.route_prefix, serve_spec.access_log)

@@ -306,3 +306,36 @@ def test_a_job_spec_given_for_a_bundle_is_told_its_output_folder(tmp_path):
     with pytest.raises(B.BundleError, match=r"rows.csv: not a folder. Give the bundle folder \(OUTPUT/bundle\) or "
                                             r"the run's output folder$"):
         B.load(tmp_path / "rows.csv")
+
+
+def test_a_runs_folder_without_a_bundle_is_said_to_be_one(tmp_path):
+    """`trainyard serve runs/x` after a failed run listed seven missing files ("not a trainyard bundle")."""
+    run = tmp_path / "run"
+    (run / "ray").mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    with pytest.raises(B.BundleError, match=rf"^{run} is a run's output folder that holds no bundle yet: no training "
+                                            r"run of it has finished .*trainyard train \(or tune\) SPEC"):
+        B.load(run)
+    (tmp_path / "other").mkdir()
+    with pytest.raises(B.BundleError, match=r"other is not a trainyard bundle: missing model.safetensors"):
+        B.load(tmp_path / "other")
+
+
+def test_a_new_version_that_scores_worse_than_the_one_it_replaces_is_said(tmp_path):
+    """`train` after `tune` moved OUTPUT/bundle from a model of test r2 0.75 to one of 0.52 without a word; a
+    later `serve OUTPUT` served the worse one."""
+    from jobs.pipeline import _latest_test_metrics, _worse_than
+
+    assert _latest_test_metrics(tmp_path) is None                  # the first version replaces nothing
+    (tmp_path / "bundles" / "v1").mkdir(parents=True)
+    (tmp_path / "bundles" / "v1" / "metrics.json").write_text(json.dumps({"test": {"f1": 0.75, "rmse": 2.0}}))
+    (tmp_path / "bundle").symlink_to("bundles/v1")
+    replaced = _latest_test_metrics(tmp_path)
+    assert replaced == ("v1", {"f1": 0.75, "rmse": 2.0})
+    assert _worse_than(replaced, {"f1": 0.52}, "classification") == (
+        "the version it replaces as the latest, v1, scored test f1 0.7500 on its test split, this one 0.5200")
+    assert _worse_than(replaced, {"f1": 0.75}, "classification") == ""
+    assert _worse_than(replaced, {"rmse": 2.5}, "regression").endswith("test rmse 2.0000 on its test split, this "
+                                                                       "one 2.5000")
+    assert _worse_than(replaced, {"rmse": 1.5}, "regression") == ""
+    assert _worse_than(("v0", {}), {"f1": 0.1}, "classification") == ""        # nothing to compare with

@@ -90,7 +90,10 @@ def test_train_does_not_check_a_tune_section_it_does_not_use(tmp_path, capsys, m
         raise Failure("reached connect")
     monkeypatch.setattr(cli, "KIT", dataclasses.replace(cli.KIT, connect=connect))
     assert cli.main(["train", str(spec)]) == EXIT_FAILED
-    assert capsys.readouterr().err == "trainyard: error: reached connect\n"
+    out, err = capsys.readouterr()
+    assert err == "trainyard: error: reached connect\n"
+    # ... and says so: the tuned bundle's pointer moved to a run of train.lr alone, without a word.
+    assert out.splitlines() == [cli.UNUSED_TUNE]
 
 
 def test_a_data_path_missing_here_is_refused_before_the_embedded_ray_starts(tmp_path):

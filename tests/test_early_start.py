@@ -250,7 +250,7 @@ def test_train_refusing_its_data_after_the_embedded_ray_started_exits_2(tmp_path
     import pandas as pd
 
     rows = pd.read_parquet(sorted(telemetry_dir.glob("*.parquet"))[0]).head(200).astype({"rpm": object})
-    rows.loc[3, "rpm"], rows.loc[7, "rpm"] = "n/a", "12,5"
+    rows.loc[3, "rpm"], rows.loc[7, "rpm"] = "?", "12,5"        # ('n/a' is a missing value, as README says)
     (tmp_path / "data").mkdir()
     rows.to_csv(tmp_path / "data" / "rows.csv", index=False)
     spec = write_spec(tmp_path / "s.yaml", small_spec("refused", tmp_path / "data", tmp_path / "out"))

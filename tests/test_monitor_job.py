@@ -149,6 +149,9 @@ def test_bad_input_is_named(served_bundle, tmp_path, capsys):  # noqa: F811
     empty.mkdir()
     code, _, err, _ = monitor(capsys, served_bundle, empty, tmp_path / "mon")
     assert code == 2 and "no readable prediction logs" in err and str(empty) in err
+    # A server logs nothing unless asked: the README's command on a server that was not said nothing of it.
+    code, _, err, _ = monitor(capsys, served_bundle, tmp_path / "never-logged", tmp_path / "mon")
+    assert code == 2 and "no such folder" in err and "serve with --set log.path=FOLDER" in err, err
 
     logs = tmp_path / "logs"
     path = write_log(logs, served_bundle, traffic(60, seed=41), day=0, name="x")

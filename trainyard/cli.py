@@ -211,10 +211,16 @@ def cmd_validate(args) -> int:
     return EXIT_OK
 
 
+UNUSED_TUNE = ("[train] note: the spec's tune section is not used by train, which trains once with train.lr and "
+               "train.batch_size; trainyard tune (or run) searches")
+
+
 def cmd_train(args) -> int:
     from jobs import RUN_IMPORTS, precheck
     spec = KIT.load_spec(args)
     precheck.check(spec)       # `train` trains once: a `tune` section is not used, so not checked either
+    if spec.tune is not None:
+        progress(UNUSED_TUNE)
     KIT.connect(args, spec, imports=RUN_IMPORTS)
     from jobs.pipeline import run_train
     path, _ = run_train(spec, progress=progress)

@@ -132,6 +132,11 @@ class DataSpec(StrictModel):
             raise ValueError("image jobs are classification only; remove data.task: regression")
         return self
 
+    @field_validator("format", "task", mode="before")
+    @classmethod
+    def _any_case(cls, v):
+        return v.strip().lower() if isinstance(v, str) else v          # `task: Regression`, `format: CSV`
+
     @field_validator("path")
     @classmethod
     def _non_empty(cls, v):

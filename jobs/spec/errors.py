@@ -117,11 +117,22 @@ def _named_overrides(path: tuple, overridden: tuple[tuple[str, ...], ...], msg: 
     return named
 
 
+# Other tools' names for trainyard's keys (PyTorch, Keras, scikit-learn, Ray Tune), before any near spelling
+# (num_epochs is nearer to ema_epochs than to epochs).
+_ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "max_epochs": "epochs",
+            "num_workers": "workers", "n_workers": "workers", "batchsize": "batch_size", "bs": "batch_size",
+            "target": "label", "target_column": "label", "label_column": "label", "y": "label",
+            "num_samples": "samples", "n_trials": "samples", "trials": "samples", "type": "kind",
+            "hidden_layers": "hidden", "hidden_sizes": "hidden", "optim": "optimizer", "gpu": "use_gpu"}
+
+
 def unknown_key_hint(root: type[BaseModel], loc: tuple) -> str:
     """How to fix the unknown key at `loc` of a `root` model: the allowed key it nearly spells, if one, and the
     keys allowed there ("did you mean 'sample'? remove it or fix the spelling; allowed keys here: path, ...")."""
     parent = _allowed_keys(root, loc[:-1])
-    near = difflib.get_close_matches(str(loc[-1]), parent, n=1, cutoff=0.75) if loc else []
+    alias = _ALIASES.get(str(loc[-1]).lower()) if loc else None
+    near = [alias] if alias in parent else \
+        difflib.get_close_matches(str(loc[-1]), parent, n=1, cutoff=0.75) if loc else []
     allowed = f"; allowed keys here: {', '.join(parent)}"
     if loc and not near:
         # A key of another section (`early_stop` given at the top level, not under train:): say where it goes.

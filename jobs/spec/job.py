@@ -94,6 +94,16 @@ def spec_file_hint(p: Path) -> str:
             if isinstance(output, str) else f": {p.name} is a job spec, not a bundle")
 
 
+def run_folder_hint(p: Path) -> str:
+    """For a run's output folder that holds no bundle (`trainyard serve runs/x` after a training run that failed
+    or was stopped): what it is and what to do; "" for any other path."""
+    if not ((p / "summary.json").is_file() or (p / "ray").is_dir()) or (p / "bundle").exists():
+        return ""
+    return (f"{p} is a run's output folder that holds no bundle yet: no training run of it has finished (a run "
+            "that failed or was stopped leaves its summary.json and its checkpoints in ray/). Train it to the end "
+            "with trainyard train (or tune) SPEC, or give the folder of a run that finished")
+
+
 def load_raw(path: str | Path) -> dict:
     """A spec file as YAML data, not yet validated ({} when empty)."""
     path = Path(path)
