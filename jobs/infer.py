@@ -118,11 +118,13 @@ def infer_task(label_type: pa.DataType, facts: dict, inferred: dict, label: str)
         task, why = "classification", f"{kind} label"
     elif kind in ("int", "float") and facts["integral"] and distinct is not None and distinct <= MAX_INFERRED_CLASSES:
         task, why = "classification", f"{distinct} distinct integral values"
+        if distinct > 2:        # days or counts in whole units are classes here unless told: said where it is read
+            why += ", a class each; set data.task: regression if it is a quantity (days, a count)"
     elif kind in ("int", "float"):
         task, why = "regression", "numeric label with many distinct values"
     else:
         raise DataError(f"label {label!r} has type {label_type}; it can be neither classified nor regressed")
-    inferred["task"] = f"{task} ({why}); set data.task to override"
+    inferred["task"] = f"{task} ({why})" + ("" if "data.task" in why else "; set data.task to override")
     return task
 
 

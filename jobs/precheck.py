@@ -55,6 +55,22 @@ def metric_problems(spec: JobSpec) -> list[str]:
     return [f"{p} (data.path: {spec.data.path})" for p in problems if p]
 
 
+def task_note(spec: JobSpec) -> Optional[str]:
+    """For `trainyard validate`: a label of three or more distinct whole numbers, with data.task omitted, is
+    classified (`jobs.infer`), which a quantity recorded in whole units (days, counts) is not meant to be; say so
+    before a run trains 12 classes. None otherwise, or when the label cannot be read here."""
+    if spec.data.task is not None or spec.data.is_image:
+        return None
+    values = label_values(spec.data, _MOST_VALUES)
+    if not values or len(values) < 3 or not all(isinstance(v, (int, float)) for v in values):
+        return None
+    if _inferred_task(values, len(values) < _MOST_VALUES, spec.data.label) != "classification":
+        return None
+    return (f"label {spec.data.label!r} holds {len(values)} distinct whole numbers ({shown_values(values)}): "
+            f"trainyard will classify it, {len(values)} classes; if it is a quantity (days, a count), set "
+            "data.task: regression")
+
+
 def _inferred_task(values: list, complete: bool, label: str) -> Optional[str]:
     """The task ingest infers for this label with data.task omitted (`jobs.infer.infer_task`, on the facts read
     here: `complete`, all its distinct values, not only the first `_MOST_VALUES`), or None where they say none."""

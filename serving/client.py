@@ -156,14 +156,15 @@ class Client:
             out["model"] = data.get("model")
         return out
 
-    def predict_frame(self, df) -> "pd.DataFrame":  # noqa: F821
+    def predict_frame(self, df, allow_missing: bool = False) -> "pd.DataFrame":  # noqa: F821
         """One row of predictions per row of `df` (same index): `prediction`, for classification one
         `probability_<class>` column per class, then `request_id` and `record` (the row's position in its
         request): the key of its row in the server's prediction log, which `trainyard monitor --labels` joins
-        labels on. Columns that are not features (ids, the label) are not sent."""
+        labels on. Columns that are not features (ids, the label) are not sent. `allow_missing`: predict even
+        when more than half of the features have no column (`check_columns`)."""
         import pandas as pd
         features = [f["name"] for f in self.schema()["features"]]
-        check_columns(list(df.columns), features)
+        check_columns(list(df.columns), features, allow_missing)
         sent = _numbers_read_as_text(df[[c for c in df.columns if c in features]], self.schema()["features"])
         out = self.predict(sent.to_dict("records"))
         result = pd.DataFrame({"prediction": out["predictions"]}, index=df.index)
@@ -188,11 +189,12 @@ class Client:
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def check_columns(columns: list, features: list[str]) -> None:
+def check_columns(columns: list, features: list[str], allow_missing: bool = False) -> None:
     """Refuse a rows file whose columns miss the model's features: none of them there, or one written another
-    way ('RPM', ' rpm', 'rmp' for 'rpm'). Other columns (ids, the label) are not sent, and a feature with no column
-    at all is imputed by the server (its required_features decide); these two were dropped without a word, every
-    row then getting the same imputed prediction."""
+    way ('RPM', ' rpm', 'rmp' for 'rpm'), or more than half of them unless `allow_missing`. Other columns (ids, the
+    label) are not sent, and a feature with no column at all is imputed by the server (its required_features
+    decide); these were dropped without a word, every row then getting the same imputed prediction, and a file
+    meant for another model got plausible numbers, exit 0."""
     import difflib
 
     names = [str(c) for c in columns]
@@ -215,6 +217,11 @@ def check_columns(columns: list, features: list[str]) -> None:
         if near is not None:
             raise TableError(f"column {near!r} is not a feature of the model, and feature {f!r} has no column: did "
                              f"you mean {f!r}? Rename the column (features: {', '.join(features)})")
+    if len(missing) * 2 > len(features) and not allow_missing:
+        raise TableError(f"the file has no column for {len(missing)} of the model's {len(features)} features "
+                         f"({', '.join(map(repr, missing[:8]))}{', ...' if len(missing) > 8 else ''}): is it the file "
+                         f"meant for this model? Its columns: {', '.join(map(repr, names[:10]))}. To predict anyway, "
+                         "each missing feature imputed for every row, add --allow-missing")
 
 
 

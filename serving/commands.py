@@ -56,6 +56,9 @@ def register(subparsers, kit) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists (default: refuse)")
     p.add_argument("--batch-size", type=_positive, default=None,
                    help="records per request (default: the server's limit)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="predict even when more than half of the model's features have no column in the file "
+                        "(each imputed for every row; default: refuse, as a file meant for another model)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -192,7 +195,7 @@ def cmd_predict(args) -> int:
         check_out(args.out, overwrite=args.overwrite)
     client = Client(args.url, token=token, batch_size=args.batch_size)
     df = read_table(args.file)
-    table = df.join(client.predict_frame(df), rsuffix="_predicted")
+    table = df.join(client.predict_frame(df, allow_missing=args.allow_missing), rsuffix="_predicted")
     # After the predictions (check_columns has refused a file with no feature or a misspelt one): a feature
     # without a column is imputed for every row, which the user should see rather than find out.
     absent = [f["name"] for f in client.schema()["features"] if f["name"] not in df.columns]

@@ -541,7 +541,13 @@ def test_a_rows_file_whose_columns_miss_the_features_is_refused():
                                              r" no column: did you mean 'rpm'\?"):
             check_columns([column, "torque", "mtype"], features)
     check_columns(["id", "rpm", "torque", "mtype", "fail"], features)     # ids and the label are not sent
-    check_columns(["rpm"], features)                                       # the server imputes the rest
+    check_columns(["rpm", "torque"], features)                             # the server imputes the rest
+    # Most features missing: a file meant for another model got plausible numbers, exit 0 and one note.
+    with pytest.raises(TableError, match=r"^the file has no column for 2 of the model's 3 features \('torque', "
+                                         r"'mtype'\): is it the file meant for this model\? Its columns: 'rpm', "
+                                         r"'note'\. To predict anyway, .* add --allow-missing$"):
+        check_columns(["rpm", "note"], features)
+    check_columns(["rpm", "note"], features, allow_missing=True)
 
 
 def test_serving_the_running_version_again_is_not_called_an_update_to_it():

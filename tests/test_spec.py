@@ -418,6 +418,23 @@ def test_a_regression_label_of_text_is_refused_before_ray_with_the_fix_its_value
                                                                 "label": "y", "task": "regression"}}))
 
 
+def test_validate_says_a_label_of_a_few_whole_numbers_will_be_classified(tmp_path):
+    """A length of stay in whole days (12 values) trained 12 classes, test accuracy 0.20; validate said "OK"."""
+    from jobs import precheck
+
+    def note(labels, **data):
+        path = _labelled(tmp_path, labels, fmt="parquet")
+        return precheck.task_note(validate_spec({"name": "x", "data": {"path": path, "label": "y", **data}}))
+
+    days = [i % 12 + 1 for i in range(40)]
+    assert note(days) == ("label 'y' holds 12 distinct whole numbers (1, 2, 3, 4, 5, ...): trainyard will classify "
+                          "it, 12 classes; if it is a quantity (days, a count), set data.task: regression")
+    assert note(days, task="classification") is None and note(days, task="regression") is None
+    assert note([0, 1] * 20) is None                                 # yes/no as 0/1: classes, plainly
+    assert note([i / 3 for i in range(40)]) is None                  # regression already
+    assert note(["a", "b", "c"] * 5) is None                         # text classes
+
+
 def test_val_auc_for_early_stopping_is_checked_against_the_label_too(tmp_path):
     from jobs import precheck
     from tuning import space

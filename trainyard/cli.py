@@ -203,6 +203,9 @@ def cmd_validate(args) -> int:
     check_before_ray(spec)
     print(f"{args.spec}: OK — job {spec.name!r}, output {spec.output_dir}")
     from jobs import precheck
+    task = precheck.task_note(spec)
+    if task:
+        print(f"note: {task}")
     note = precheck.local_data_note(spec.data)
     if note:
         # Not an error: `trainyard submit` sends a spec whose data only the cluster's nodes may see.
