@@ -156,7 +156,8 @@ def _read_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
                             f"fields. {_resave(sep)}") from None
         raise DataError(f"{path}: cannot read it as {fmt} ({type(exc).__name__}: {exc}); "
                         f"the file is corrupt or not a {fmt} file; remove or replace it") from None
-    if fmt == "csv" and schema.names and schema.names[0].lstrip().startswith(("{", "[")):
+    if fmt == "csv" and schema.names and (schema.names[0].lstrip().startswith(('{"', "[{", '["'))
+                                          or schema.names[0].strip() == "["):
         # JSON read as CSV parses: its "header" is the first record cut at its commas ('{"a":0', 'y:0}')
         raise DataError(f"{path}: data.format is csv, but the file holds JSON ({schema.names[0][:20]!r}...): "
                         f"{_CONVERT}")
