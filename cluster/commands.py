@@ -117,7 +117,7 @@ def cmd_jobs_list(args) -> int:
 
 
 def print_job(info: dict) -> None:
-    _say(f"job      {info['id']}\nstatus   {info['status']}" + (f"  ({info['message']})" if info["message"] else "")
+    _say(f"job      {info['id']}\nstatus   {info['status']}" + (f"  ({info['summary']})" if info["summary"] else "")
          + f"\nstarted  {info['started']}\nended    {info['ended']}")
     if info.get("spec"):
         _say(f"spec     {info['spec']} ({info.get('mode') or 'run'})")

@@ -37,10 +37,27 @@ def list_jobs(address: str | None = None) -> list[dict]:
     return sorted(jobs, key=lambda j: j["start_time_ms"] or 0, reverse=True)
 
 
+def short_message(message: str) -> str:
+    """Ray's job message without the log tail it appends to a failure (", last available logs (truncated to
+    20,000 chars): ..."; `jobs logs` shows them) and without its final period."""
+    return message.split(", last available logs", 1)[0].strip().rstrip(".")
+
+
+def exit_code(info: dict) -> int | None:
+    """The job's entrypoint exit code, where Ray reports it (the driver's, else its failure message's)."""
+    import re
+
+    if info.get("driver_exit_code") is not None:
+        return int(info["driver_exit_code"])
+    m = re.search(r"failed with exit code (\d+)", info.get("message") or "")
+    return int(m[1]) if m else None
+
+
 def describe(details) -> dict:
     meta = details.metadata or {}
     return {"id": details.submission_id, "status": _status_name(details.status),
-            "message": details.message or "", "entrypoint": details.entrypoint,
+            "message": details.message or "", "summary": short_message(details.message or ""),
+            "entrypoint": details.entrypoint,
             "start_time_ms": details.start_time, "end_time_ms": details.end_time,
             "started": _when(details.start_time), "ended": _when(details.end_time),
             "spec": meta.get(METADATA_SPEC), "mode": meta.get(METADATA_MODE),

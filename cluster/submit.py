@@ -1,6 +1,7 @@
 """Submission: run a job spec on a Ray cluster through the Ray Jobs API (`trainyard submit SPEC --address URL`).
 
-What is shipped: the repository as the job's ``working_dir`` — the files git would commit (tracked, plus
+What is shipped: trainyard's own repository (the one this command runs from, whatever folder you are in) as the
+job's ``working_dir`` — the files git would commit (tracked, plus
 untracked ones .gitignore does not ignore), never ``.git``, virtualenvs, ``runs/``, ``data/``, ``bundles/``
 or caches — plus the spec as resolved here (``--set`` applied, paths settled) at ``.trainyard-job/spec.yaml``.
 The files are copied into a staging folder first, so what is measured against the upload limit is exactly
@@ -26,11 +27,10 @@ node cannot see the data or share the output, naming the nodes — before any tr
 Paths in the spec are read on the cluster, not here. A cluster on this machine (127.0.0.1) sees this disk:
 relative ``data.path``/``output`` are made absolute. Any other cluster does not: local paths are refused
 unless they lie under a ``--shared`` prefix that every node mounts; URIs (s3://, gs://, ...) always pass.
-
-The spec's format is not ours to know here (cluster/ imports nothing of ours): the caller reads the spec file
-and applies ``--set`` (``plan`` takes the result as a plain dict), and passes the spec's YAML writer to
-``submit``, which stages the resolved spec with it so that the job reads back the same values.
 """
+# The spec's format is not ours to know here (cluster/ imports nothing of ours): the caller reads the spec file
+# and applies `--set` (`plan` takes the result as a plain dict), and passes the spec's YAML writer to `submit`,
+# which stages the resolved spec with it so that the job reads back the same values.
 from __future__ import annotations
 
 import copy
@@ -349,6 +349,6 @@ def submit(the_plan: Plan, address: str | None, dump_yaml: Callable[[dict], str]
         progress(f"follow it with: trainyard jobs logs {job_id} --follow --address {client.get_address()}")
         return jobs_api.job_info(job_id, client=client)
     info = jobs_api.follow_logs(job_id, client=client, write=lambda s: print(s, end="", flush=True))
-    progress(f"job {job_id} {info['status']}" + (f": {info['message']}" if info["message"] else "")
+    progress(f"job {job_id} {info['status']}" + (f": {info['summary']}" if info["summary"] else "")
              + (f"; outputs in {info['output']}" if info["status"] == "SUCCEEDED" else ""))
     return info

@@ -198,8 +198,10 @@ def csv_convert(**options) -> pacsv.ConvertOptions:
 _UNIFIED = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
 
 
-def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude: set[str]) -> pa.Schema:
-    """One schema for all shards: int+float promote to float; anything else mixed is an error naming the file."""
+def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude: set[str],
+              label: Optional[str] = None) -> pa.Schema:
+    """One schema for all shards: int+float promote to float; anything else mixed is an error naming the file.
+    `label`: the label column, which cannot be excluded, so its fix is the shards alone."""
     first_file, first = next(iter(schemas.items()))
     columns = [n for n in first.names if n not in exclude and (wanted is None or n in wanted)]
     problems = []
@@ -231,8 +233,9 @@ def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude
             for f, k in kinds.items():
                 by_kind.setdefault(k, f)
             detail = ", ".join(f"{k} in {f}" for k, f in by_kind.items())
-            problems.append(f"column {c!r} has incompatible types across shards ({detail}); "
-                            "make the shards agree or exclude the column")
+            fix = ("write the label the same way in every shard (the same classes, e.g. 'yes'/'no' or 1/0, "
+                   "or numbers throughout)" if c == label else "make the shards agree or exclude the column")
+            problems.append(f"column {c!r} has incompatible types across shards ({detail}); {fix}")
             continue
         fields.append(pa.field(c, _UNIFIED[unified]))
     if problems:
@@ -247,7 +250,7 @@ def check_files(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str, *, text
     problems = column_problems(data, schemas, fmt)
     if problems:
         raise DataError("\n".join(problems))
-    return reconcile(schemas, wanted_columns(data, text), set(data.features.exclude))
+    return reconcile(schemas, wanted_columns(data, text), set(data.features.exclude), data.label)
 
 
 def wanted_columns(data: DataSpec, text: bool) -> Optional[set[str]]:

@@ -108,7 +108,15 @@ def check_columns(spec: JobSpec) -> None:
 
     data = spec.data
     entries = data.path if isinstance(data.path, list) else [data.path]
-    if data.is_image or any("://" in entry for entry in entries):
+    if any("://" in entry for entry in entries):
+        return
+    if data.format == "images":
+        root = os.path.abspath(os.path.expanduser(entries[0]))
+        if os.path.isdir(root) and len(_class_folders(data, 2)) < 2:
+            from jobs.images import _folder_layout
+            _folder_layout(root)        # raises ingest's own DataError: no class folder with images, or one
+        return
+    if data.is_image:
         return
     try:
         fs, files, _ = resolve_files(data.path)

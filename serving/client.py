@@ -22,6 +22,9 @@ from urllib.parse import urlparse
 from cluster.errors import EXIT_BAD_INPUT, BadInput, Failure
 
 SUFFIXES = (".csv", ".parquet", ".jsonl")
+# Image files `predict` reads for an image model (a folder of them, class folders too, or one), as the server
+# decodes them (serving.schema's accepted encodings).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 class ClientError(Failure):
@@ -166,6 +169,7 @@ class Client:
         features = [f["name"] for f in self.schema()["features"]]
         check_columns(list(df.columns), features, allow_missing)
         sent = _numbers_read_as_text(df[[c for c in df.columns if c in features]], self.schema()["features"])
+        sent = _image_bytes_as_base64(sent, self.schema()["features"])
         out = self.predict(sent.to_dict("records"))
         result = pd.DataFrame({"prediction": out["predictions"]}, index=df.index)
         if "probabilities" in out:
@@ -246,6 +250,19 @@ def _numbers_read_as_text(df, features: list[dict]):
     return df
 
 
+def _image_bytes_as_base64(df, features: list[dict]):
+    """`df` with an image feature's raw bytes (image files, or a Parquet column of encoded images, as `train`
+    reads them) as the base64 text the server takes."""
+    import base64
+
+    for f in features:
+        name = f["name"]
+        if f.get("type") == "image" and name in df.columns and any(isinstance(v, bytes) for v in df[name]):
+            df = df.assign(**{name: [base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v
+                                     for v in df[name]]})
+    return df
+
+
 def _clean(record: dict) -> dict:
     """JSON-ready values: numpy scalars → Python, NaN/NaT/None → null (a missing value, imputed server-side)."""
     clean = {}
@@ -293,9 +310,15 @@ def _error(status: int, data: Any, what: str, offset: int = 0) -> ClientError:
     return ClientError(msg, status, errors)
 
 
-def read_table(path) -> "pd.DataFrame":  # noqa: F821
+def read_table(path, image_field: Optional[str] = None) -> "pd.DataFrame":  # noqa: F821
+    """The rows of a .csv, .parquet or .jsonl file, or of a folder of Parquet shards; for an image model
+    (`image_field`: its image field) also image files, one or a folder of them (searched recursively, so class
+    folders too): a `file` column (the path) and the image's bytes under `image_field`."""
     import pandas as pd
     path = Path(path)
+    if image_field is not None and image_files(path):
+        files = image_files(path)
+        return pd.DataFrame({"file": [str(f) for f in files], image_field: [f.read_bytes() for f in files]})
     if path.is_dir():
         # A folder of Parquet shards, as `train` reads one (in file-name order, as listed).
         shards = sorted(path.glob("*.parquet"))
@@ -321,6 +344,16 @@ def read_table(path) -> "pd.DataFrame":  # noqa: F821
     except Exception as exc:   # pandas/pyarrow raise many types for a corrupt file
         where = _bad_json_line(path) if path.suffix.lower() == ".jsonl" else None
         raise TableError(f"{path}: cannot read it as {path.suffix[1:]}: {where or exc}") from None
+
+
+def image_files(path: Path) -> list[Path]:
+    """The image files `path` names: itself, or those under a folder that holds no Parquet file."""
+    if path.is_file():
+        return [path] if path.suffix.lower() in IMAGE_SUFFIXES else []
+    if not path.is_dir() or any(path.glob("*.parquet")):
+        return []
+    return sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+                  and not f.name.startswith("."))
 
 
 def _bad_json_line(path: Path) -> Optional[str]:

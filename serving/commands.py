@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from cluster.errors import Failure
 from serving.settings import TOKEN_ENV, ServeError, bundle_serve_section, not_taken_line, value_at
@@ -188,14 +189,19 @@ def cmd_serve(args, kit) -> int:
 def cmd_predict(args) -> int:
     """A ClientError carries its exit code: 2 when the server refused the rows (4xx), 1 otherwise; a rows file or
     --out that cannot be used is bad input (serving.client.TableError, exit 2), found before any request."""
-    from serving.client import Client, check_out, read_table
+    from serving.client import Client, check_out, image_files, read_table
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     if args.out:
         check_out(args.out, overwrite=args.overwrite)
     client = Client(args.url, token=token, batch_size=args.batch_size)
-    df = read_table(args.file)
+    # Image files: the server's image field names their column (asked only then: a rows file that cannot be
+    # used is refused before any request).
+    image_field = (client.schema().get("image") or {}).get("field") if image_files(Path(args.file)) else None
+    df = read_table(args.file, image_field=image_field)
     table = df.join(client.predict_frame(df, allow_missing=args.allow_missing), rsuffix="_predicted")
+    if "file" in df.columns and image_field in df.columns and isinstance(df[image_field].iloc[0], bytes):
+        table = table.drop(columns=[image_field])       # image files: each row's `file` names it
     # After the predictions (check_columns has refused a file with no feature or a misspelt one): a feature
     # without a column is imputed for every row, which the user should see rather than find out.
     absent = [f["name"] for f in client.schema()["features"] if f["name"] not in df.columns]

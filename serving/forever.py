@@ -302,5 +302,6 @@ def _announce(served: Served, progress: Callable[[str], None]) -> None:
              f"  curl -s{auth} {served.url}/predict -d '{body}'{rest}\n"
              + (f"  predictions logged under {_app_logs(served)} (trainyard monitor BUNDLE --logs "
                 f"{_app_logs(served)})\n" if served.log_path else "") +
-             f"  trainyard predict --url {served.url} FILE.csv --out predictions.csv\n"
+             f"  trainyard predict --url {served.url} "
+             f"{'FOLDER_OF_IMAGES' if served.schema.get('input') == 'image' else 'FILE.csv'} --out predictions.csv\n"
              "  Ctrl-C stops it")

@@ -312,3 +312,16 @@ def test_dry_run_lists_every_file_and_sends_nothing(tmp_path, monkeypatch):
         assert rel in out.stdout
     assert "dry run: nothing was sent" in out.stdout and "TRAINYARD_TEST_SECRET" in out.stdout
     assert "s3cr3t-value" not in out.stdout + out.stderr
+
+
+def test_a_jobs_message_is_shown_without_the_log_tail_and_its_exit_code_read():
+    """`submit --wait` printed Ray's failure message with its log tail, the logs just streamed again, and exited 1
+    for a job whose entrypoint refused its spec (exit 2); success read "Job finished successfully.; outputs"."""
+    from cluster.jobs_api import exit_code, short_message
+
+    failed = "Job entrypoint command failed with exit code 2, last available logs (truncated to 20,000 chars):\nx"
+    assert short_message(failed) == "Job entrypoint command failed with exit code 2"
+    assert short_message("Job finished successfully.") == "Job finished successfully"
+    assert exit_code({"driver_exit_code": None, "message": failed}) == 2
+    assert exit_code({"driver_exit_code": 1, "message": failed}) == 1
+    assert exit_code({"driver_exit_code": None, "message": "Job was intentionally stopped."}) is None

@@ -122,6 +122,12 @@ def test_wrong_layouts(tmp_path):
     shutil.rmtree(one / "defect")
     with pytest.raises(DataError, match="single class folder"):
         prepare(image_spec(one, tmp_path / "o"), progress=lambda *_: None)
+    # ... and before Ray starts (`validate`, `train`): validate said OK, train found it after a Ray start.
+    from jobs import precheck
+    for folder, words in ((flat, "no class subfolders"), (one, "single class folder")):
+        with pytest.raises(DataError, match=words):
+            precheck.check_columns(image_spec(folder, tmp_path / "o"))
+    precheck.check_columns(image_spec(generate(tmp_path / "two", per_class=2, size=16), tmp_path / "o"))
     with pytest.raises(SpecError, match="model.kind cnn needs image data"):
         validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "model": {"kind": "cnn"}})
 
@@ -150,7 +156,7 @@ def test_augmentation_only_in_the_training_step(trained):
                                                                        "random_crop": 2}
 
 
-def test_served_image_model_over_http(trained, serve_instance):
+def test_served_image_model_over_http(trained, serve_instance, tmp_path):
     """images → bundle → served prediction: base64 and pixel arrays accepted and equal to bundle.predict; bad
     base64, undecodable images and wrong shapes are 4xx naming the record; OpenAPI describes the image."""
     from tests.serving_fixtures import call, deploy_app
@@ -187,6 +193,22 @@ def test_served_image_model_over_http(trained, serve_instance):
     status, _, body = call(url, "POST", "/predict", json.dumps({"records": records[:1]}).encode(),
                            {"Content-Type": "application/json"})
     assert status == 200   # the replica kept serving after the bad request
+
+    # `trainyard predict`'s reading: a folder of image files (class folders too), and a Parquet column of encoded
+    # images as `train` reads one. Both were refused or a 422 ("not valid base64"); base64 text was the only way.
+    from pathlib import Path
+
+    from serving.client import Client, read_table
+    client = Client(url)
+    folder = sorted(p for p in Path(spec.data.path).iterdir() if p.is_dir())[0]
+    files = read_table(folder, image_field="image")
+    assert len(files) == len([f for f in folder.iterdir() if f.suffix == ".png"])
+    assert files["file"].iloc[0].endswith(".png")
+    sent = [{"image": base64.b64encode(b).decode()} for b in files["image"]]
+    assert client.predict_frame(files)["prediction"].tolist() == bundle.predict(sent)["predictions"]
+    pd.DataFrame({"image": raw}).to_parquet(tmp_path / "images.parquet")
+    table = read_table(tmp_path / "images.parquet", image_field="image")
+    assert client.predict_frame(table)["prediction"].tolist() == expected["predictions"]
 
 
 def test_tuning_an_image_classifier_works_unchanged(parts, tmp_path):

@@ -172,3 +172,19 @@ def test_the_evaluate_table_says_macro_and_gives_each_class_its_own_precision_an
     # Many classes: the matrix, not a line each.
     many = {**metrics, "test": {**metrics["test"], "confusion_matrix": [[1] * 11] * 11}}
     assert "test class" not in format_metrics(many, list(range(11)))
+
+
+def test_a_model_that_predicts_one_class_for_every_row_is_warned_of():
+    """A credit search ranked by val_accuracy on a 10% minority chose a model that never predicts 'yes' (test
+    accuracy 0.90, exit 0, no word); its confusion matrix did not say which row was which class either."""
+    from jobs.pipeline import format_metrics
+
+    metrics = {"val": {"val_accuracy": 0.9}, "test": {"accuracy": 202 / 224, "confusion_matrix": [[202, 0], [22, 0]]}}
+    lines = format_metrics(metrics, ["no", "yes"]).splitlines()
+    assert "[evaluate] test confusion matrix (rows = true; classes no, yes): [[202, 0], [22, 0]]" in lines
+    assert lines[-1] == (
+        "[evaluate] warning: the model predicts 'no' for every test row; it never predicts 'yes' (10% of the rows). "
+        "Judge epochs and trials by val_f1 or val_auc (train.early_stop.metric, tune.metric) rather than "
+        "val_accuracy or val_loss, and weigh the rarer classes up with train.class_weight: balanced")
+    metrics["test"]["confusion_matrix"] = [[200, 2], [20, 2]]
+    assert "warning" not in format_metrics(metrics, ["no", "yes"])

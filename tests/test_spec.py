@@ -435,6 +435,21 @@ def test_validate_says_a_label_of_a_few_whole_numbers_will_be_classified(tmp_pat
     assert note(["a", "b", "c"] * 5) is None                         # text classes
 
 
+def test_a_label_of_two_types_across_shards_is_told_a_fix_that_applies_to_a_label(tmp_path):
+    """It was told "make the shards agree or exclude the column"; excluding the label is refused."""
+    import pandas as pd
+
+    from jobs import precheck
+    from jobs.datafiles import DataError
+
+    pd.DataFrame({"x": [1.0, 2.0], "default": [0, 1]}).to_parquet(tmp_path / "part-0.parquet")
+    pd.DataFrame({"x": [1.0, 2.0], "default": ["no", "yes"]}).to_parquet(tmp_path / "part-1.parquet")
+    with pytest.raises(DataError, match=r"column 'default' has incompatible types across shards \(int in .*part-0"
+                                        r".parquet, string in .*part-1.parquet\); write the label the same way in "
+                                        r"every shard"):
+        precheck.check_columns(validate_spec({"name": "x", "data": {"path": str(tmp_path), "label": "default"}}))
+
+
 def test_val_auc_for_early_stopping_is_checked_against_the_label_too(tmp_path):
     from jobs import precheck
     from tuning import space

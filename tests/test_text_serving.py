@@ -121,6 +121,12 @@ def test_the_example_request_serve_prints_is_one_the_model_takes():
     curl = lines[0].splitlines()[1]
     assert curl.endswith("  (its other 3 field(s) are imputed when left out)"), curl
     assert example_record({"features": [{"name": "a", "type": "number"}]}) == {"a": 1.0}
+    # An image model's rows are image files: the line says so (it said FILE.csv).
+    lines = []
+    image = {"input": "image", "image": {"field": "image"}, "features": [{"name": "image", "type": "image"}]}
+    _announce(Served("parts", "v1", "127.0.0.1", 8000, "/", schema=image), lines.append)
+    assert "  trainyard predict --url http://127.0.0.1:8000 FOLDER_OF_IMAGES --out predictions.csv" in \
+        lines[0].splitlines(), lines
     # With serve.log.path, where its predictions go (monitor's --logs): it was said nowhere.
     lines = []
     _announce(Served("t", "v1", "127.0.0.1", 8000, "/", schema=wide, log_path="/srv/logs/"), lines.append)

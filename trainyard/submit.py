@@ -10,8 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-from cluster import submit as submission
-from cluster.errors import EXIT_FAILED, EXIT_OK
+from cluster import jobs_api, submit as submission
+from cluster.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from cluster.submit import MODES, SHARED_ENV, UPLOAD_LIMIT_MB, Plan, SubmitError
 from jobs.spec import SpecError, apply_overrides, load_raw, load_spec, write_yaml
 
@@ -63,7 +63,10 @@ def register(subparsers, kit) -> None:
             return EXIT_OK
         info = submit(args.spec, args.address, args.mode, args.wait, args.set, progress=kit.progress, **options)
         if args.wait:
-            return EXIT_OK if info["status"] == "SUCCEEDED" else EXIT_FAILED
+            if info["status"] == "SUCCEEDED":
+                return EXIT_OK
+            # The job's own exit code where it says the spec or data was refused (2): bad input, not a failure.
+            return EXIT_BAD_INPUT if jobs_api.exit_code(info) == EXIT_BAD_INPUT else EXIT_FAILED
         return EXIT_OK
 
     p = subparsers.add_parser("submit", help="run a spec on a Ray cluster through the Ray Jobs API",
