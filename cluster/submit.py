@@ -297,15 +297,24 @@ def plan(spec_path, raw_spec: dict, address: str | None, mode: str = "run", *, s
     same_machine = parse_address(url).is_loopback
     shared = list(shared) + [p for p in os.environ.get(SHARED_ENV, "").split(os.pathsep) if p]
     notes: list[str] = []
+    refused: list[str] = []         # every path the cluster cannot read, said at once (it was one a submit)
+
+    def settle(value, name: str, must_exist: bool) -> str:
+        try:
+            return _settle_path(str(value), name, spec_path, same_machine, shared, url, must_exist, notes)
+        except SubmitError as exc:
+            refused.append(str(exc))
+            return str(value)
+
     paths = spec["data"]["path"]
-    settle = lambda value, name, must_exist: _settle_path(  # noqa: E731
-        str(value), name, spec_path, same_machine, shared, url, must_exist, notes)
     if isinstance(paths, list):
         spec["data"]["path"] = [settle(p, f"data.path[{i}]", True) for i, p in enumerate(paths)]
     else:
         spec["data"]["path"] = settle(paths, "data.path", True)
     # Mirrors JobSpec.output_dir's default, so that the default output also lands somewhere visible.
     spec["output"] = settle(spec.get("output") or f"runs/{spec['name']}", "output", False)
+    if refused:
+        raise SubmitError("\n".join(refused))
 
     files = repository_files(root)
     _refuse_secrets(files, list(allow_files), root)

@@ -90,7 +90,9 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
     train_ds = train_ds.materialize()
     val_ds = PP.apply(result.split(ING.VAL), pre).materialize()
     test_raw = result.split(ING.TEST)
-    progress(f"[prepare] {result.rows_read} rows read, {result.rows_dropped_missing_label} dropped (no label); "
+    dropped = f"{result.rows_dropped_missing_label} dropped (no label)" + (
+        f", {len(result.corrupt)} undecodable skipped" if result.corrupt else "")
+    progress(f"[prepare] {result.rows_read} rows read, {dropped}; "
              f"split train/val/test = {result.split_rows['train']}/{result.split_rows['val']}/"
              f"{result.split_rows['test']}; {pre.feature_dim} packed features"
              + (f" ({pre.tabular_dim} of table columns, {pre.max_length} token ids)" if pre.kind == "text" else "")
@@ -270,7 +272,8 @@ def _write_summary(output: str, prepared: PreparedData) -> None:
 
 def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None]) -> None:
     s = prepared.ingest
-    lines = [f"[data] {s.rows_read} rows from {len(s.files)} {s.format} file(s); "
+    kind = "image" if s.format == "images" else s.format
+    lines = [f"[data] {s.rows_read} rows from {len(s.files)} {kind} file(s); "
              f"{s.rows_dropped_missing_label} row(s) dropped for a missing label ({s.label})",
              f"[data] task: " + (s.inferred["task"] if "task" in s.inferred else f"{s.task} (from data.task)")]
     if s.numeric or s.categorical or s.text:

@@ -96,6 +96,10 @@ def test_local_data_path_is_refused_for_a_remote_cluster(tmp_path, repo):
     message = str(err.value)
     assert "data.path" in message and str(tmp_path / "data") in message and REMOTE in message
     assert "s3://" in message and "--shared" in message
+    # The output, local too, in the same refusal: it came a second submit later.
+    assert [line.split(" is a path")[0] for line in message.splitlines()] == [
+        f"{tmp_path / 'spec.yaml'}: data.path {str(tmp_path / 'data')!r}", f"{tmp_path / 'spec.yaml'}: output "
+        f"{str(tmp_path / 'out')!r}"]
 
 
 def test_relative_output_is_refused_for_a_remote_cluster(tmp_path, repo):

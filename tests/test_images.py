@@ -103,9 +103,13 @@ def test_corrupt_images_listed_then_fatal_over_threshold(tmp_path):
     from defects import generate
     root = generate(tmp_path / "parts", per_class=20, size=16, seed=1)
     (root / "ok" / "torn.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    prepared = prepare(image_spec(root, tmp_path / "out"), progress=lambda *_: None)
+    lines = []
+    prepared = prepare(image_spec(root, tmp_path / "out"), progress=lines.append)
     assert [c["path"].endswith("torn.png") for c in prepared.ingest.corrupt] == [True]
     assert prepared.ingest.rows_read == 41 and sum(prepared.ingest.split_rows.values()) == 40
+    # The split's rows add up in what is printed (it read "41 rows read, 0 dropped; split .../.../..." of 40).
+    assert any(line.startswith("[prepare] 41 rows read, 0 dropped (no label), 1 undecodable skipped; split ")
+               for line in lines), lines
     with pytest.raises(DataError, match=r"1 of 41 images cannot be decoded.*torn.png"):
         prepare(image_spec(root, tmp_path / "out", max_corrupt_fraction=0.0), progress=lambda *_: None)
 

@@ -251,6 +251,10 @@ def test_a_terminal_gets_a_bar_of_trials():
     display.line(trial_end_line("a_00000", 2, 2))
     display.line(trial_end_line("a_00001", 1, 2))
     assert display._completed("trials") == 2 and display._total("trials") == 3
+    # Who stopped it: both said "stopped early, judged at epoch N", the README's words for ASHA alone.
+    assert trial_end_line("a_00001", 1, 2) == "[tune] a_00001 stopped early by the scheduler, judged at epoch 1"
+    assert trial_end_line("a_00001", 4, 5, patience=2) == (
+        "[tune] a_00001 stopped early by train.early_stop at epoch 4 (no better for 2 epoch(s))")
     display.line(trial_end_line("a_00002", None, 2, error="ValueError: boom"))
     assert display._progress is None and "3/3" in screen.getvalue()
 

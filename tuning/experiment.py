@@ -156,7 +156,7 @@ def _tuner(spec: JobSpec, prepared: PreparedData, the_plan: Plan, experiment: Pa
             # A failed trial is reported, not retried: its Train run already retried worker failures
             # (train.max_failures), so what is left is the config's own fault (a diverging lr, say).
             failure_config=tune.FailureConfig(max_failures=0),
-            callbacks=[_Progress(str(experiment), metric, spec.train.epochs)],
+            callbacks=[_Progress(str(experiment), metric, spec.train.epochs, trial_patience(spec))],
             verbose=0))
 
 
@@ -221,8 +221,8 @@ _TUNE_FILLED = {"done", "training_iteration", "trial_id", "date", "timestamp", "
 class _Progress(tune.Callback):
     """One line per trial epoch and per trial end; records ended trials for resume; frees stopped trials' CPUs."""
 
-    def __init__(self, experiment_dir: str, metric: str, epochs: int):
-        self.experiment_dir, self.metric, self.epochs = experiment_dir, metric, epochs
+    def __init__(self, experiment_dir: str, metric: str, epochs: int, patience: int):
+        self.experiment_dir, self.metric, self.epochs, self.patience = experiment_dir, metric, epochs, patience
         self.sweeper = Sweeper()
 
     def on_step_end(self, iteration, trials, **info):
@@ -240,7 +240,9 @@ class _Progress(tune.Callback):
         ended = Path(self.experiment_dir) / ENDED_DIR
         ended.mkdir(parents=True, exist_ok=True)
         (ended / f"{trial.trial_id}.json").write_text(json.dumps({"last_result": last}))
-        _sink(trial_end_line(trial.trial_id, last.get("epoch"), self.epochs))
+        epoch, best = last.get("epoch"), last.get("best_epoch")
+        own = epoch is not None and best is not None and epoch < self.epochs and epoch - best >= self.patience
+        _sink(trial_end_line(trial.trial_id, epoch, self.epochs, patience=self.patience if own else None))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         _sink(trial_end_line(trial.trial_id, None, self.epochs, error=error_line(trial)))
@@ -268,15 +270,20 @@ def trial_epoch_line(trial_id: str, epoch: Optional[int], epochs: int, metric: s
             f"({_describe_config(config, list(config))})")
 
 
-def trial_end_line(trial_id: str, epoch: Optional[int], epochs: int, error: Optional[str] = None) -> str:
-    """A trial ended: `error` (it failed), else after `epoch`, the last epoch Tune saw (a stopped trial's workers
-    may train on for an epoch or two before they are gone: results.csv has both, judged_at_epoch and
-    epochs_run)."""
+def trial_end_line(trial_id: str, epoch: Optional[int], epochs: int, error: Optional[str] = None,
+                   patience: Optional[int] = None) -> str:
+    """A trial ended: `error` (it failed), else after `epoch`, the last epoch Tune saw (a trial the scheduler
+    stopped may train on for an epoch or two before its workers are gone: results.csv has both,
+    judged_at_epoch and epochs_run); `patience`: it stopped itself, by train.early_stop, after that many
+    epochs without a better value."""
     if error is not None:
         return f"[tune] {trial_id} failed: {error}"
     if epoch == epochs:
         return f"[tune] {trial_id} finished its {epoch} epoch(s)"
-    return f"[tune] {trial_id} stopped early, judged at epoch {epoch if epoch is not None else 0}"
+    if patience is not None:
+        return (f"[tune] {trial_id} stopped early by train.early_stop at epoch {epoch} (no better for {patience} "
+                "epoch(s))")
+    return f"[tune] {trial_id} stopped early by the scheduler, judged at epoch {epoch if epoch is not None else 0}"
 
 
 # ---------------------------------------------------------------------------------------------- results
