@@ -353,3 +353,20 @@ def test_a_trial_tune_restarts_is_said_with_its_cause_and_its_traceback_kept_at_
     assert said == [f"[tune] abc_00001 restarts after a failure: ray.exceptions.NodeDiedError: the node running "
                     f"the trial was preempted (traceback: {kept})"], said
     assert "preempted" in kept.read_text()
+
+
+def test_a_trial_that_stopped_itself_is_told_from_one_the_scheduler_stopped(tmp_path):
+    """Both read "stopped early, judged at epoch N", the README's words for a trial ASHA stopped."""
+    from types import SimpleNamespace
+
+    from tuning import experiment
+
+    said: list[str] = []
+    progress = experiment._Progress(str(tmp_path / "out"), "val_f1", 10, patience=2)
+    with experiment._progress_sink(said.append):
+        for trial_id, epoch, best in (("a_00000", 4, 2), ("a_00001", 3, 3), ("a_00002", 10, 5)):
+            trial = SimpleNamespace(trial_id=trial_id, last_result={"epoch": epoch, "best_epoch": best})
+            progress.on_trial_complete(0, [trial], trial)
+    assert said == ["[tune] a_00000 stopped early by train.early_stop at epoch 4 (no better for 2 epoch(s))",
+                    "[tune] a_00001 stopped early by the scheduler, judged at epoch 3",
+                    "[tune] a_00002 finished its 10 epoch(s)"]

@@ -221,7 +221,7 @@ _TUNE_FILLED = {"done", "training_iteration", "trial_id", "date", "timestamp", "
 class _Progress(tune.Callback):
     """One line per trial epoch and per trial end; records ended trials for resume; frees stopped trials' CPUs."""
 
-    def __init__(self, experiment_dir: str, metric: str, epochs: int, patience: int):
+    def __init__(self, experiment_dir: str, metric: str, epochs: int, patience: Optional[int] = None):
         self.experiment_dir, self.metric, self.epochs, self.patience = experiment_dir, metric, epochs, patience
         self.sweeper = Sweeper()
 
@@ -241,7 +241,7 @@ class _Progress(tune.Callback):
         ended.mkdir(parents=True, exist_ok=True)
         (ended / f"{trial.trial_id}.json").write_text(json.dumps({"last_result": last}))
         epoch, best = last.get("epoch"), last.get("best_epoch")
-        own = epoch is not None and best is not None and epoch < self.epochs and epoch - best >= self.patience
+        own = (None not in (epoch, best, self.patience) and epoch < self.epochs and epoch - best >= self.patience)
         _sink(trial_end_line(trial.trial_id, epoch, self.epochs, patience=self.patience if own else None))
 
     def on_trial_error(self, iteration, trials, trial, **info):
