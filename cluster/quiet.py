@@ -82,9 +82,11 @@ def quiet_ray_logs() -> None:
 
 # Ray's Jobs SDK sets its loggers to INFO at import and logs on every submission ("Uploading package
 # gcs://_ray_pkg_<hash>.zip.", "Package ... already exists, skipping upload.") and at the end of each log stream
-# ("WebSocket closed for job ..."). `trainyard submit` says itself what it uploads ("upload: N files, ..."),
-# and the job's own lines and errors still show; Ray's warnings and errors from the SDK too.
-JOBS_SDK_LOGGERS = ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
+# ("WebSocket closed for job ..."); the package it zips says "Creating a file package for local module ..."
+# through runtime_env.packaging's logger. `trainyard submit` says itself what it uploads ("upload: N files,
+# ..."), and the job's own lines and errors still show; Ray's warnings and errors from the SDK too.
+JOBS_SDK_LOGGERS = ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk",
+                    "ray._private.runtime_env.packaging")
 
 
 def quiet_jobs_sdk() -> None:

@@ -9,8 +9,9 @@ Other Ray internals we lean on without importing a private module, listed so an 
 - ``ray.core.generated`` protobufs (not underscored, but not a documented API): GCS tables here, and the GCS
   and Ray Client gRPC services in cluster/connection.py and cluster/nodes.py;
 - the logger ``ray.data._internal.progress`` (a logger name only: cluster/quiet.py, jobs/worker.py), and the
-  Jobs SDK's loggers ``ray.dashboard.modules.dashboard_sdk`` and ``ray.dashboard.modules.job.sdk``
-  (cluster/quiet.py: JOBS_SDK_LOGGERS; checked on 2.60.0).
+  Jobs SDK's loggers ``ray.dashboard.modules.dashboard_sdk`` and ``ray.dashboard.modules.job.sdk``, and the
+  packaging logger ``ray._private.runtime_env.packaging`` its upload zips with (cluster/quiet.py:
+  JOBS_SDK_LOGGERS; checked on 2.60.0).
 - the text of Ray's messages that cluster/quiet.py sorts: "Token authentication is enabled", the raylet's
   "worker processes have been started on node", Serve's "Task ServeController.graceful_shutdown failed. ...
   killed by `ray.kill`", the agents' "Raylet is terminated. Termination is unexpected. ... Last N lines of the

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, Failure, TrainyardError
+from cluster.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput, Failure, TrainyardError
 from trainyard import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,3 +194,17 @@ def test_the_console_script_collects_and_freezes_what_the_command_left(monkeypat
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()       # this test process goes on: its objects stay collectable
+
+
+def test_validate_notes_trials_ranked_by_one_metric_and_stopped_by_another(tmp_path, capsys):
+    """A search ranked by val_accuracy with trials stopping (and keeping their best epoch) by val_f1 passed
+    validate without a word."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\ndata: {path: x, label: y}\ntrain: {epochs: 4, early_stop: {metric: val_f1}}\n"
+                    "tune: {metric: val_accuracy, scheduler: none}\n")
+    assert cli.main(["validate", str(spec)]) == EXIT_OK
+    assert ("note: trials are ranked by tune.metric val_accuracy, but each stops, and keeps the weights of its "
+            "best epoch, by train.early_stop.metric val_f1") in capsys.readouterr().out
+    spec.write_text(spec.read_text().replace("metric: val_accuracy", "metric: val_f1"))
+    assert cli.main(["validate", str(spec)]) == EXIT_OK
+    assert "trials are ranked" not in capsys.readouterr().out

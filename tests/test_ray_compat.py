@@ -147,13 +147,18 @@ def test_token_auth_logger_is_the_one_that_warns():
 def test_the_jobs_sdk_loggers_are_the_ones_that_say_the_upload():
     """cluster.quiet.JOBS_SDK_LOGGERS are the loggers of Ray's Jobs SDK modules, the upload's INFO line is
     theirs, and `quiet_jobs_sdk` keeps their INFO out (a warning still shows)."""
+    from ray._private.runtime_env import packaging
     from ray.dashboard.modules import dashboard_sdk
     from ray.dashboard.modules.job import sdk
 
     from cluster.quiet import JOBS_SDK_LOGGERS, quiet_jobs_sdk
 
-    assert (dashboard_sdk.logger.name, sdk.logger.name) == JOBS_SDK_LOGGERS
+    assert (dashboard_sdk.logger.name, sdk.logger.name, packaging.default_logger.name) == JOBS_SDK_LOGGERS
     assert "Uploading package" in inspect.getsource(dashboard_sdk.SubmissionClient._upload_package)
+    # The zip it uploads, made with packaging's own logger (a submit printed "INFO packaging.py:785 -- ...").
+    assert "Creating a file package" in inspect.getsource(packaging.create_package)
+    assert "logger" not in inspect.getsource(dashboard_sdk.SubmissionClient._upload_package).split(
+        "create_package(")[1].split(")")[0]
     loggers = [logging.getLogger(name) for name in JOBS_SDK_LOGGERS]
     levels = [logger.level for logger in loggers]
     try:

@@ -203,9 +203,13 @@ def cmd_validate(args) -> int:
     check_before_ray(spec)
     print(f"{args.spec}: OK — job {spec.name!r}, output {spec.output_dir}")
     from jobs import precheck
-    task = precheck.task_note(spec)
-    if task:
-        print(f"note: {task}")
+    notes = [precheck.task_note(spec)]
+    if spec.tune is not None:
+        from tuning.space import metric_note
+        notes.append(metric_note(spec))
+    for note in notes:
+        if note:
+            print(f"note: {note}")
     note = precheck.local_data_note(spec.data)
     if note:
         # Not an error: `trainyard submit` sends a spec whose data only the cluster's nodes may see.

@@ -35,6 +35,16 @@ def metric_and_mode(spec: JobSpec, task: Optional[str],
     return metric, metric_mode(metric)
 
 
+def metric_note(spec: JobSpec) -> Optional[str]:
+    """For `trainyard validate`: trials ranked by one metric (tune.metric) and each trial's early stop and best
+    epoch (its weights in the bundle) chosen by another (train.early_stop.metric). Allowed; said."""
+    es = spec.train.early_stop
+    if spec.tune is None or spec.tune.metric is None or es is None or es.metric == spec.tune.metric:
+        return None
+    return (f"trials are ranked by tune.metric {spec.tune.metric}, but each stops, and keeps the weights of its best "
+            f"epoch, by train.early_stop.metric {es.metric}; give both the same metric unless that is meant")
+
+
 def check(spec: JobSpec) -> None:
     """What can be checked before Ray reads any data: every problem at once. That includes what the metrics
     need of the label (val_auc: two classes), read from the label column when the data is on this machine."""
