@@ -208,3 +208,12 @@ def test_validate_notes_trials_ranked_by_one_metric_and_stopped_by_another(tmp_p
     spec.write_text(spec.read_text().replace("metric: val_accuracy", "metric: val_f1"))
     assert cli.main(["validate", str(spec)]) == EXIT_OK
     assert "trials are ranked" not in capsys.readouterr().out
+
+
+def test_a_set_written_with_spaces_around_the_equals_sign_is_told_how_to_write_it(capsys):
+    """argparse said only "unrecognized arguments: = 3"."""
+    assert cli.main(["validate", "s.yaml", "--set", "train.epochs", "=", "3"]) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == ("trainyard: error: --set train.epochs =...: write FIELD=VALUE as one word, "
+                                       "without spaces: --set train.epochs=3\n")
+    assert cli.main(["validate", "s.yaml", "--set", "train.epochs", "=3"]) == EXIT_BAD_INPUT
+    assert "--set train.epochs=3" in capsys.readouterr().err

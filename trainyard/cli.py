@@ -329,12 +329,22 @@ def _report(exc: TrainyardError, args: Optional[argparse.Namespace]) -> None:
         err(str(exc))
 
 
+def _check_set_spacing(argv: list[str]) -> None:
+    """`--set train.epochs = 3` (spaces around '='): argparse said only "unrecognized arguments: = 3"."""
+    for i, word in enumerate(argv[:-2]):
+        if word == "--set" and "=" not in argv[i + 1] and argv[i + 2].startswith("="):
+            value = argv[i + 2][1:] or (argv[i + 3] if i + 3 < len(argv) else "VALUE")
+            raise BadInput(f"--set {argv[i + 1]} {argv[i + 2]}...: write FIELD=VALUE as one word, without spaces: "
+                           f"--set {argv[i + 1]}={value}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run one command; every trainyard error becomes one message and its exit code, here and only here."""
     global _display
     args = None
     _display = Display()
     try:
+        _check_set_spacing(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
         return args.func(args)
     except TrainyardError as exc:
