@@ -243,7 +243,9 @@ def _numbers_read_as_text(df, features: list[dict]):
         numbers = pd.to_numeric(cells, errors="coerce")
         bad = cells.notna() & numbers.isna()
         if bad.any():
-            where = ", ".join(f"row {i + 1}: {cells.iloc[i]!r}" for i in bad.to_numpy().nonzero()[0][:3])
+            # A CSV's line (its header is line 1), as `train` names a stray cell; else the row, counted from 1.
+            at = (lambda i: f"line {i + 2}") if df.attrs.get("csv") else (lambda i: f"row {i + 1}")
+            where = ", ".join(f"{at(i)}: {cells.iloc[i]!r}" for i in bad.to_numpy().nonzero()[0][:3])
             raise TableError(f"column {name!r} must hold numbers; {int(bad.sum())} cell(s) do not ({where}). Fix "
                              "them, or leave them empty for a missing value")
         df[name] = numbers
@@ -337,7 +339,9 @@ def read_table(path, image_field: Optional[str] = None) -> "pd.DataFrame":  # no
         if path.suffix.lower() == ".csv":
             # index_col=False: a line with one delimiter too many (a trailing comma) would otherwise make the
             # first column the index and shift every value one column to the left.
-            return pd.read_csv(path, index_col=False)
+            table = pd.read_csv(path, index_col=False)
+            table.attrs["csv"] = True           # a bad cell is named by its line (`_numbers_read_as_text`)
+            return table
         if path.suffix.lower() == ".parquet":
             return pd.read_parquet(path)
         return pd.read_json(path, lines=True)

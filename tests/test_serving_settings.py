@@ -499,7 +499,7 @@ def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_
         check_columns(list(read_table(tmp_path / "rows.csv").columns), ["rpm", "torque"])
 
 
-def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_named():
+def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_named(tmp_path):
     """One '?' made pandas read a whole CSV column as text: the server then refused every row ("send it as a JSON
     number"). The numbers now go as numbers; the cell that is not one is named with its row."""
     import pandas as pd
@@ -513,6 +513,11 @@ def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_nam
     assert sent["kind"].tolist() == ["x", "y", "x", "7"]            # categories stay as they are
     with pytest.raises(TableError, match=r"column 'a' must hold numbers; 1 cell\(s\) do not \(row 3: '\?'\)"):
         _numbers_read_as_text(pd.DataFrame({"a": ["1", "2", "?"]}), features)
+    # Read from a CSV, the cell is named by its line, as `train` names one (it said "row 3" of line 4).
+    from serving.client import read_table
+    (tmp_path / "rows.csv").write_text("a,kind\n1,x\n2,y\n?,x\n")
+    with pytest.raises(TableError, match=r"1 cell\(s\) do not \(line 4: '\?'\)"):
+        _numbers_read_as_text(read_table(tmp_path / "rows.csv"), features)
 
 
 def test_serve_checks_the_bundle_before_it_starts_or_joins_ray(tmp_path):
