@@ -312,15 +312,10 @@ def _error(status: int, data: Any, what: str, offset: int = 0) -> ClientError:
     return ClientError(msg, status, errors)
 
 
-def read_table(path, image_field: Optional[str] = None) -> "pd.DataFrame":  # noqa: F821
-    """The rows of a .csv, .parquet or .jsonl file, or of a folder of Parquet shards; for an image model
-    (`image_field`: its image field) also image files, one or a folder of them (searched recursively, so class
-    folders too): a `file` column (the path) and the image's bytes under `image_field`."""
+def read_table(path) -> "pd.DataFrame":  # noqa: F821
+    """The rows of a .csv, .parquet or .jsonl file, or of a folder of Parquet shards."""
     import pandas as pd
     path = Path(path)
-    if image_field is not None and image_files(path):
-        files = image_files(path)
-        return pd.DataFrame({"file": [str(f) for f in files], image_field: [f.read_bytes() for f in files]})
     if path.is_dir():
         # A folder of Parquet shards, as `train` reads one (in file-name order, as listed).
         shards = sorted(path.glob("*.parquet"))
@@ -350,8 +345,16 @@ def read_table(path, image_field: Optional[str] = None) -> "pd.DataFrame":  # no
         raise TableError(f"{path}: cannot read it as {path.suffix[1:]}: {where or exc}") from None
 
 
+def image_table(files: list[Path], image_field: str) -> "pd.DataFrame":  # noqa: F821
+    """Rows for an image model from image files (`image_files`): a `file` column (the path) and the image's
+    bytes under `image_field`, base64-encoded when sent (`_image_bytes_as_base64`)."""
+    import pandas as pd
+    return pd.DataFrame({"file": [str(f) for f in files], image_field: [f.read_bytes() for f in files]})
+
+
 def image_files(path: Path) -> list[Path]:
-    """The image files `path` names: itself, or those under a folder that holds no Parquet file."""
+    """The image files `path` names: itself, or those under a folder that holds no Parquet file (searched
+    recursively, so class folders too)."""
     if path.is_file():
         return [path] if path.suffix.lower() in IMAGE_SUFFIXES else []
     if not path.is_dir() or any(path.glob("*.parquet")):

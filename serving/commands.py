@@ -189,19 +189,20 @@ def cmd_serve(args, kit) -> int:
 def cmd_predict(args) -> int:
     """A ClientError carries its exit code: 2 when the server refused the rows (4xx), 1 otherwise; a rows file or
     --out that cannot be used is bad input (serving.client.TableError, exit 2), found before any request."""
-    from serving.client import Client, check_out, image_files, read_table
+    from serving.client import Client, check_out, image_files, image_table, read_table
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     if args.out:
         check_out(args.out, overwrite=args.overwrite)
     client = Client(args.url, token=token, batch_size=args.batch_size)
-    # Image files: the server's image field names their column (asked only then: a rows file that cannot be
-    # used is refused before any request).
-    image_field = (client.schema().get("image") or {}).get("field") if image_files(Path(args.file)) else None
-    df = read_table(args.file, image_field=image_field)
+    # Image files for an image model: the server's image field names their column (asked only then: a rows file
+    # that cannot be used is refused before any request); otherwise read_table says what it reads.
+    images = image_files(Path(args.file))
+    image_field = (client.schema().get("image") or {}).get("field") if images else None
+    df = image_table(images, image_field) if image_field else read_table(args.file)
     table = df.join(client.predict_frame(df, allow_missing=args.allow_missing), rsuffix="_predicted")
-    if "file" in df.columns and image_field in df.columns and isinstance(df[image_field].iloc[0], bytes):
-        table = table.drop(columns=[image_field])       # image files: each row's `file` names it
+    if image_field:
+        table = table.drop(columns=[image_field])       # each row's `file` names its image
     # After the predictions (check_columns has refused a file with no feature or a misspelt one): a feature
     # without a column is imputed for every row, which the user should see rather than find out.
     absent = [f["name"] for f in client.schema()["features"] if f["name"] not in df.columns]

@@ -283,10 +283,6 @@ def _raise_interrupt(*_):
     raise KeyboardInterrupt
 
 
-def _app_logs(served: Served) -> str:
-    return f"{served.log_path.rstrip('/')}/{served.name}"
-
-
 _EXAMPLE_FIELDS = 6     # fields of the example request the start-up lines show
 
 
@@ -298,10 +294,10 @@ def _announce(served: Served, progress: Callable[[str], None]) -> None:
     body = json.dumps({"records": [record]}).replace("'", "'\\''")          # inside the shell's '...'
     others = len(served.schema.get("features", [])) - len(record)
     rest = f"  (its other {others} field(s) are imputed when left out)" if others > 0 else ""
+    logs = f"{served.log_path.rstrip('/')}/{served.name}" if served.log_path else None     # serving.predlog's folder
     progress(f"[serve] {served.name} {served.version} at {served.url}  (docs: {served.url}/docs)\n"
              f"  curl -s{auth} {served.url}/predict -d '{body}'{rest}\n"
-             + (f"  predictions logged under {_app_logs(served)} (trainyard monitor BUNDLE --logs "
-                f"{_app_logs(served)})\n" if served.log_path else "") +
+             + (f"  predictions logged under {logs} (trainyard monitor BUNDLE --logs {logs})\n" if logs else "") +
              f"  trainyard predict --url {served.url} "
              f"{'FOLDER_OF_IMAGES' if served.schema.get('input') == 'image' else 'FILE.csv'} --out predictions.csv\n"
              "  Ctrl-C stops it")

@@ -202,16 +202,16 @@ def test_served_image_model_over_http(trained, serve_instance, tmp_path):
     # images as `train` reads one. Both were refused or a 422 ("not valid base64"); base64 text was the only way.
     from pathlib import Path
 
-    from serving.client import Client, read_table
+    from serving.client import Client, image_files, image_table, read_table
     client = Client(url)
     folder = sorted(p for p in Path(spec.data.path).iterdir() if p.is_dir())[0]
-    files = read_table(folder, image_field="image")
+    files = image_table(image_files(folder), "image")
     assert len(files) == len([f for f in folder.iterdir() if f.suffix == ".png"])
     assert files["file"].iloc[0].endswith(".png")
     sent = [{"image": base64.b64encode(b).decode()} for b in files["image"]]
     assert client.predict_frame(files)["prediction"].tolist() == bundle.predict(sent)["predictions"]
     pd.DataFrame({"image": raw}).to_parquet(tmp_path / "images.parquet")
-    table = read_table(tmp_path / "images.parquet", image_field="image")
+    table = read_table(tmp_path / "images.parquet")
     assert client.predict_frame(table)["prediction"].tolist() == expected["predictions"]
 
 
