@@ -28,6 +28,7 @@ from cluster.dashboard import authorize
 from cluster.errors import EXIT_FAILED
 from cluster.nodes import alive_nodes
 from cluster.ports import connect_error
+from cluster.quiet import hide_no_free_cpu_warning
 
 
 def _use_token_in_process(token: Token) -> None:
@@ -212,6 +213,10 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
         ray_compat.keep_loopback()   # else Ray takes the outward address and its metrics port binds 0.0.0.0
         global _embedded_gcs, _embedded_session, _stop_at_exit
         info = ray.init(**kwargs).address_info
+        # Only trainyard uses its embedded Ray, and its runs and searches leave a CPU for Ray Data: the data's own
+        # tasks of a moment ago holding every CPU is no hang, yet Ray Data warned "The Dataset job will hang" when
+        # it found none free (2 of 8 searches on 2 cores, while their data was prepared).
+        hide_no_free_cpu_warning()
         _embedded_gcs, _embedded_session = info["gcs_address"], info["session_dir"]
         if not _stop_at_exit:
             atexit.register(stop_embedded)   # after Ray's own exit handler (registered at `import ray`): runs first

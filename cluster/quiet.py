@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
-from typing import Callable
+from collections import deque
+from typing import Callable, Optional
 
 from cluster import ray_compat
 
@@ -53,11 +55,27 @@ TUNE_FAILURE_LOGS = {"ray.tune.execution.tune_controller": "Trial task failed fo
 TUNE_INTERRUPTED = ("ray.tune.tune", "Experiment has been interrupted, but the most recent state was saved.")
 
 
+# What Ray Tune's driver warns when it reads back an experiment (at the end of an interrupted search, and again on
+# its resume) with trials that had not reported yet: "Failed to fetch metrics for 2 trial(s):\n- run_trial_...:
+# FileNotFoundError('Could not fetch metrics for ...: both result.json and progress.csv were not found at ...')".
+# Nothing is missing: those trials had no epoch to report, and `trainyard tune` says which are unfinished. A
+# failure to read a trial that did report still shows.
+TUNE_NO_RESULT_YET = ("ray.tune.analysis.experiment_analysis", "Failed to fetch metrics for ",
+                      "FileNotFoundError('Could not fetch metrics for ")
+
+
+def _not_only_trials_without_results(record: logging.LogRecord) -> bool:
+    first, *trials = record.getMessage().splitlines()
+    return not (first.startswith(TUNE_NO_RESULT_YET[1]) and trials
+                and all(TUNE_NO_RESULT_YET[2] in line for line in trials))
+
+
 def quiet_ray_logs() -> None:
     """Keep our own progress lines readable: Ray Data's per-dataset banners and progress bars, and Train/Tune/
     Serve INFO lines, go to Ray's log files only. Warnings and errors still show, but for Tune's reports of a
     failed trial and its advice after an interrupted search, which `trainyard tune` gives itself
-    (`TUNE_FAILURE_LOGS`, `TUNE_INTERRUPTED`)."""
+    (`TUNE_FAILURE_LOGS`, `TUNE_INTERRUPTED`), and its warning that trials which had not reported have no
+    results (`TUNE_NO_RESULT_YET`)."""
     try:
         import ray.data  # configures its loggers on import: quiet them after, not before
         ctx = ray.data.DataContext.get_current()
@@ -71,6 +89,9 @@ def quiet_ray_logs() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     for name, start in [*TUNE_FAILURE_LOGS.items(), TUNE_INTERRUPTED]:
         _drop_starting(logging.getLogger(name), start)
+    analysis = logging.getLogger(TUNE_NO_RESULT_YET[0])
+    if _not_only_trials_without_results not in analysis.filters:
+        analysis.addFilter(_not_only_trials_without_results)
     # Ray warns at every start of a local Ray that it turned token authentication on: the secure default,
     # nothing to act on. The warning that it is off stays.
     try:
@@ -104,7 +125,7 @@ RAY_DATA_NO_CPU = ("ray.data.dataset", "Warning: The Ray cluster currently does 
 
 def hide_no_free_cpu_warning() -> None:
     """Keep Ray Data's no-free-CPU warning out (`RAY_DATA_NO_CPU`), for a process whose run holds CPUs while its
-    data is prepared, having checked that one is left for the data."""
+    data is prepared, having checked that one is left for the data, or that started the embedded Ray it uses."""
     _drop_starting(logging.getLogger(RAY_DATA_NO_CPU[0]), RAY_DATA_NO_CPU[1])
 
 
@@ -116,31 +137,47 @@ def hide_no_free_cpu_warning() -> None:
 # worker is being destroyed, nothing failed. Any other error of a training function still shows.
 TRAIN_TORN_DOWN = ("ray.train.v2._internal.util", "Error in training function:",
                    "Destroying worker since its placement group was removed")
+# The same end, seen first by the report's barrier: its SynchronizationActor is gone with its owner, the trial's
+# process that Tune ended on purpose (SIGTERM, an "intended" exit): "ActorDiedError: ... The actor is dead because
+# its owner has died. Owner Id: ... Owner worker exit type: INTENDED_SYSTEM_EXIT ...", from the GCS. A search
+# printed it for 1 of 3 runs of 4 ASHA trials. An owner that died of anything else still shows.
+TRAIN_OWNER_ENDED = ("because its owner has died", "Owner worker exit type: INTENDED_SYSTEM_EXIT")
 
 
 def hide_torn_down_train_errors() -> None:
-    """Keep a Ray Train worker's traceback for a run torn down by its owner out (`TRAIN_TORN_DOWN`); call it in
-    the worker."""
+    """Keep a Ray Train worker's traceback for a run torn down by its owner out (`TRAIN_TORN_DOWN`,
+    `TRAIN_OWNER_ENDED`); call it in the worker."""
     name, start, containing = TRAIN_TORN_DOWN
     _drop_starting(logging.getLogger(name), start, containing)
+    _drop_starting(logging.getLogger(name), start, *TRAIN_OWNER_ENDED)
 
 
-def _drop_starting(logger: logging.Logger, start: str, containing: str = "") -> None:
-    """Keep `logger`'s records whose message begins with `start` (and holds `containing`) out of the output (once,
-    however often called)."""
+def _drop_starting(logger: logging.Logger, start: str, *containing: str) -> None:
+    """Keep `logger`'s records whose message begins with `start` (and holds each of `containing`) out of the
+    output (once, however often called)."""
     if not any(isinstance(f, _DropStarting) and (f.start, f.containing) == (start, containing)
                for f in logger.filters):
-        logger.addFilter(_DropStarting(start, containing))
+        logger.addFilter(_DropStarting(start, *containing))
 
 
 class _DropStarting(logging.Filter):
-    def __init__(self, start: str, containing: str = ""):
+    def __init__(self, start: str, *containing: str):
         super().__init__()
         self.start, self.containing = start, containing
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith(self.start) and self.containing in message)
+        return not (message.startswith(self.start) and all(c in message for c in self.containing))
+
+
+# A Ray process stopped on purpose (Tune ends a trial ASHA stopped with SIGTERM) can print the SystemExit Ray's
+# SIGTERM handler raises, when the signal lands in a callback Python reports as "Exception ignored": a traceback
+# through `sigterm_handler`, "SystemExit: 1". Seen in 2 of 5 searches; the trial's end is said as a [tune] line.
+SIGTERM_EXIT = (re.compile(r", in sigterm_handler$"), re.compile(r"^SystemExit: \d+$"))
+
+
+def _stopped_by_sigterm(block: list[str]) -> bool:
+    return all(any(pattern.search(text.rstrip()) for text in block) for pattern in SIGTERM_EXIT)
 
 
 class WorkerOutputFilter:
@@ -151,7 +188,8 @@ class WorkerOutputFilter:
       ("[train] ...") as they are, anything else (a warning, a traceback) behind "[worker pid=N]", to `error`
       when the worker wrote it to stderr;
     - from any other process (Ray's actors, tasks and daemons), only errors: from a traceback or an ERROR
-      record to the end of that batch, behind "[ray <process> pid=N]", to `error`;
+      record to the end of that batch, behind "[ray <process> pid=N]", to `error`; but for the SystemExit of a
+      process stopped with SIGTERM (`SIGTERM_EXIT`);
     - what Ray pushes to the driver itself (a worker killed for memory, a request no node can hold), behind
       "[ray]", to `error`; but for the note that many worker processes started (`WORKER_POOL_NOTE`) and the
       report of Serve's controller ending its own graceful shutdown (`SERVE_STOP_NOTE`); a raylet's death
@@ -162,12 +200,17 @@ class WorkerOutputFilter:
     def __init__(self, line: Callable[[str], None], error: Callable[[str], None]):
         self.line, self.error = line, error
         self._raylet_died_at = float("-inf")
+        self._own: deque[str] = deque(maxlen=64)     # the workers' latest trainyard lines, for `await_line`
+        self._passed = threading.Condition()
 
     def __call__(self, out: ray_compat.WorkerOutput) -> None:
         if out.process == ray_compat.TRAIN_WORKER:
             for text in out.lines:
                 if OWN_LINE.match(text):
                     self.line(text)
+                    with self._passed:
+                        self._own.append(text)
+                        self._passed.notify_all()
                 elif text.strip():
                     (self.error if out.is_err else self.line)(f"[worker pid={out.pid}] {text}")
             return
@@ -183,13 +226,38 @@ class WorkerOutputFilter:
                             "folder, e.g. /tmp/ray/session_latest/logs)")
                 self.error(f"[ray] {text}")
             return
-        shown = False
+        blocks: list[list[str]] = []       # from each error's start to the next's, or to the batch's end
         for text in out.lines:
-            shown = shown or bool(ERROR_START.match(text))
-            if shown:
-                self.error(f"[ray {out.process or 'process'} pid={out.pid}] {text}")
+            if ERROR_START.match(text):
+                blocks.append([])
+            if blocks:
+                blocks[-1].append(text)
+        for block in blocks:
+            if not _stopped_by_sigterm(block):
+                for text in block:
+                    self.error(f"[ray {out.process or 'process'} pid={out.pid}] {text}")
 
     def route(self) -> "WorkerOutputFilter":
         """Make this filter the printer of what Ray forwards to this driver (`ray_compat.route_worker_output`)."""
+        global _routed
         ray_compat.route_worker_output(self)
+        _routed = self
         return self
+
+    def await_line(self, start: str, timeout_s: float) -> bool:
+        """Wait, at most `timeout_s`, until one of the workers' latest trainyard lines begins with `start`."""
+        with self._passed:
+            return self._passed.wait_for(lambda: any(text.startswith(start) for text in self._own), timeout_s)
+
+
+_routed: Optional[WorkerOutputFilter] = None
+# How long a driver waits for a run's last [train] line. A worker's lines reach the driver through Ray's log
+# monitor, a beat behind the run's end: without the wait, the driver's "[train] summary" came before the last
+# epoch's line in 3 of 4 runs whose output went to a file. The line comes in well under a second.
+LAST_LINE_WAIT_S = 2.0
+
+
+def await_worker_line(start: str, timeout_s: float = LAST_LINE_WAIT_S) -> bool:
+    """Before a driver prints what follows a Train run, let the run's last line (beginning `start`) through first,
+    if the workers' output is routed to this process (`WorkerOutputFilter.route`). False: it did not come."""
+    return True if _routed is None else _routed.await_line(start, timeout_s)

@@ -412,6 +412,11 @@ def outcome_of(result, config: WorkerConfig, progress: Callable[[str], None]) ->
     if skipped:
         progress(f"[train] the run's last checkpoint cannot be read ({'; '.join(skipped)}): its result is the "
                  f"checkpoint of epoch {state.epoch + 1} ({source})")
+    if config.epoch_lines and state.history:      # the workers' last line first, then what the caller prints
+        from cluster.quiet import await_worker_line
+        last = state.history[-1]["epoch"]
+        stopped = config.patience is not None and state.bad_epochs >= config.patience and last < config.epochs
+        await_worker_line("[train] early stop" if stopped else f"[train] epoch {last}/{config.epochs} ")
     return TrainOutcome.from_state(state, config, result.path)
 
 

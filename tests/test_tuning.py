@@ -320,12 +320,12 @@ def test_report_plots_against_the_axis_that_was_searched(tmp_path):
 
 
 def test_the_start_line_says_which_given_settings_a_search_does_not_use():
-    from tuning.experiment import _describe_search
+    from tuning.lines import describe_search
 
     grid = _spec({"search": "grid", "samples": 4, "seed": 3, "lr": {"choice": [0.1, 0.01]}, "batch_size": None})
-    assert "grid search, 2 trial(s) (tune.samples, tune.seed not used by a grid search)" in _describe_search(grid)
-    assert "not used" not in _describe_search(_spec({"search": "grid", "lr": {"choice": [0.1]}}))
-    assert "(tune.grid_points not used by a random search)" in _describe_search(_spec({"grid_points": 5}))
+    assert "grid search, 2 trial(s) (tune.samples, tune.seed not used by a grid search)" in describe_search(grid)
+    assert "not used" not in describe_search(_spec({"search": "grid", "lr": {"choice": [0.1]}}))
+    assert "(tune.grid_points not used by a random search)" in describe_search(_spec({"grid_points": 5}))
 
 
 def test_a_trial_tune_restarts_is_said_with_its_cause_and_its_traceback_kept_at_once(tmp_path):

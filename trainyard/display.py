@@ -12,7 +12,7 @@ import sys
 import threading
 from typing import Optional, TextIO
 
-# The lines that move a bar, as jobs/worker.py (_progress_line, _early_stop_line) and tuning/experiment.py
+# The lines that move a bar, as jobs/worker.py (_progress_line, _early_stop_line) and tuning/lines.py
 # (search_line, trial_epoch_line, trial_end_line, search_end_line) write them; tests/test_output.py feeds this
 # module the real producers' lines, so a change of wording fails there.
 EPOCH = re.compile(r"^\[train\] epoch (?P<done>\d+)/(?P<total>\d+)\b")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import math
 import os
 import re
@@ -30,6 +31,8 @@ from tuning import report as R
 from tuning import space
 from tuning._placement import Sweeper, settle
 from tuning.failures import error_line, last_error_line
+from tuning.lines import (describe_config, describe_search, ran_on_lines, search_end_line, search_line,
+                           trial_end_line, trial_epoch_line)
 from tuning.plan import Plan, TuneError, TuneInputError, plan
 from tuning.trial import ENDED_DIR, TRAIN_DIR, ended_record, run_name, run_trial, trial_overrides
 
@@ -80,7 +83,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     progress(the_plan.why)
     progress(search_line(spec, experiment, metric, mode, resume=resume))
     t0 = time.time()
-    with _progress_sink(progress), _frequent_snapshots(), _no_tune_banner():
+    with _progress_sink(progress), _frequent_snapshots(), _no_tune_banner(), _own_stop_notice():
         results = _tuner(spec, prepared, the_plan, experiment, metric, mode, resume).fit()
     elapsed = time.time() - t0
     settle()       # what the last stopped trials' Train runs held goes back before the bundle is exported
@@ -93,6 +96,8 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
         progress(f"[tune] tune.time_budget_s={spec.tune.time_budget_s:g} ran out after {elapsed:.0f}s: "
                  f"{started} of {space.trial_count(spec)} trial(s) started; trials it cut short are marked "
                  f"{R.TIME_BUDGET}")
+    for line in ran_on_lines(records, spec.train.epochs, metric):
+        progress(line)
     interrupted = [r for r in records if r.status == "interrupted"]
     if interrupted:
         progress(f"[tune] interrupted with {len(interrupted)} trial(s) unfinished; the experiment is saved at "
@@ -102,7 +107,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     tune_dir = out / "tune"
     csv_path = R.write_csv(records, metric, mode, tune_dir / "results.csv")
     png_path = R.plot(records, metric, mode, tune_dir / "report.png", rungs=_rungs(spec),
-                      title=f"{spec.name}: {_describe_search(spec)}", searched=searched)
+                      title=f"{spec.name}: {describe_search(spec)}", searched=searched)
     progress(search_end_line(records, elapsed) + "\n"
              + R.table(records, metric, mode, searched))
     progress(f"[tune] every trial: {csv_path}; plots: {png_path}")
@@ -110,7 +115,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     best = _best(records, mode, budget=spec.tune.time_budget_s if budget_out else None)
     outcome, best_spec = _outcome(spec, prepared, best, metric, mode, use_gpu)
     progress(f"[tune] best trial {best.trial_id}: {metric} {best.best_value:.4f} at epoch {best.best_epoch} "
-             f"({_describe_config(best.config, searched)}); evaluating it on the test split")
+             f"({describe_config(best.config, searched)}); evaluating it on the test split")
     path, metrics = export_bundle(best_spec, prepared, outcome, progress=progress, trial_id=best.trial_id,
                                   tune={"experiment": str(experiment), "metric": metric, "mode": mode,
                                         "value": best.best_value, "config": {a: best.config[a] for a in searched},
@@ -186,6 +191,31 @@ def _progress_sink(progress: Callable[[str], None]) -> Iterator[None]:
         _sink = before
 
 
+# Ray Tune's warning at the first Ctrl-C of a search: "Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray
+# Tune run. This will try to checkpoint the experiment state one last time. Press CTRL+C (...) to skip." Said in
+# trainyard's words instead, with what a second Ctrl-C costs; the command that resumes comes at the end.
+TUNE_STOP_SIGNAL = ("ray.tune.tune", "Stop signal received")
+STOPPING_LINE = ("[tune] stopping: saving the search's state for --resume (Ctrl-C again stops at once, without "
+                 "that last save)")
+
+
+def _say_stopping(record) -> bool:
+    if record.getMessage().startswith(TUNE_STOP_SIGNAL[1]):
+        _sink(STOPPING_LINE)
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _own_stop_notice() -> Iterator[None]:
+    logger = logging.getLogger(TUNE_STOP_SIGNAL[0])
+    logger.addFilter(_say_stopping)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_say_stopping)
+
+
 @contextlib.contextmanager
 def _env(key: str, value: str, *, keep_users: bool) -> Iterator[None]:
     """`key=value` in this process's environment while Tune runs, as it was afterwards. keep_users: a value
@@ -252,38 +282,6 @@ class _Progress(tune.Callback):
         # max_failures): Ray's own report of it stays out of the output (cluster.quiet), so say it here.
         _sink(f"[tune] {trial.trial_id} restarts after a failure: "
               f"{error_line(trial)}")
-
-
-# The lines a search prints as it goes; trainyard/display.py counts trials by them on a terminal.
-def search_line(spec: JobSpec, experiment: Path, metric: str, mode: str, *, resume: bool) -> str:
-    return (f"[tune] {'resuming' if resume else 'starting'} experiment {experiment}: {_describe_search(spec)}; "
-            f"ranking trials by {metric} ({mode})")
-
-
-def search_end_line(records: list[R.TrialRecord], elapsed: float) -> str:
-    return f"[tune] {len(records)} trial(s) in {elapsed:.0f}s; {_counts(records)}"
-
-
-def trial_epoch_line(trial_id: str, epoch: Optional[int], epochs: int, metric: str, value, config: dict) -> str:
-    shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
-    return (f"[tune] {trial_id} epoch {epoch if epoch is not None else '?'}/{epochs}  {metric} {shown}  "
-            f"({_describe_config(config, list(config))})")
-
-
-def trial_end_line(trial_id: str, epoch: Optional[int], epochs: int, error: Optional[str] = None,
-                   patience: Optional[int] = None) -> str:
-    """A trial ended: `error` (it failed), else after `epoch`, the last epoch Tune saw (a trial the scheduler
-    stopped may train on for an epoch or two before its workers are gone: results.csv has both,
-    judged_at_epoch and epochs_run); `patience`: it stopped itself, by train.early_stop, after that many
-    epochs without a better value."""
-    if error is not None:
-        return f"[tune] {trial_id} failed: {error}"
-    if epoch == epochs:
-        return f"[tune] {trial_id} finished its {epoch} epoch(s)"
-    if patience is not None:
-        return (f"[tune] {trial_id} stopped early by train.early_stop at epoch {epoch} (no better for {patience} "
-                "epoch(s))")
-    return f"[tune] {trial_id} stopped early by the scheduler, judged at epoch {epoch if epoch is not None else 0}"
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -430,34 +428,6 @@ def _check_same_data(experiment: Path, prepared: PreparedData) -> None:
         raise TuneInputError(f"--resume: the data changed since experiment {experiment.name} started (fingerprint "
                         f"{started[:12]} → {prepared.ingest.fingerprint[:12]}), so resumed trials would not see "
                         "the splits the finished ones saw; restore the data, or drop --resume to start a new search")
-
-
-# ---------------------------------------------------------------------------------------------- text
-def _describe_search(spec: JobSpec) -> str:
-    t = spec.tune
-    n = space.trial_count(spec)
-    sched = "no early stopping" if t.scheduler == "none" or t.scheduler.asha is None else (
-        f"ASHA grace {t.scheduler.asha.grace_period}, reduction {t.scheduler.asha.reduction_factor:g}")
-    # Settings the spec gives that this kind of search has no use for: said, not silently dropped.
-    unused = ([f for f in ("samples", "seed") if f in t.model_fields_set] if t.search == "grid"
-              else ["grid_points"] if "grid_points" in t.model_fields_set else [])
-    note = f" (tune.{', tune.'.join(unused)} not used by a {t.search} search)" if unused else ""
-    return f"{t.search} search, {n} trial(s){note}, {sched}, {spec.train.epochs} epoch(s) max"
-
-
-def _describe_config(config: dict, axes: list[str]) -> str:
-    parts = []
-    for a in axes:
-        v = config.get(a)
-        parts.append(f"{a} {v:.3g}" if isinstance(v, float) else f"{a} {v}")
-    return ", ".join(parts)
-
-
-def _counts(records: list[R.TrialRecord]) -> str:
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
 
 
 def _rungs(spec: JobSpec) -> list[int]:
