@@ -199,21 +199,13 @@ _UNIFIED = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "strin
 
 
 def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude: set[str],
-              label: Optional[str] = None) -> pa.Schema:
+              label: Optional[str] = None, fs: Optional[pafs.FileSystem] = None) -> pa.Schema:
     """One schema for all shards: int+float promote to float; anything else mixed is an error naming the file.
-    `label`: the label column, which cannot be excluded, so its fix is the shards alone."""
+    `label`: the label column, which cannot be excluded, so its fix is the shards alone. `fs`: where the CSV
+    shards can be read again, to point at a few stray cells that made a column of numbers text in a shard."""
     first_file, first = next(iter(schemas.items()))
     columns = [n for n in first.names if n not in exclude and (wanted is None or n in wanted)]
-    problems = []
-    for f, s in schemas.items():
-        missing = [c for c in columns if c not in s.names]
-        if missing:
-            problems.append(f"{f}: missing column(s) {missing} that {first_file} has; "
-                            "fix the shard, or list the column under data.features.exclude")
-        extra = [n for n in s.names if n not in exclude and n not in first.names and (wanted is None or n in wanted)]
-        if extra:
-            problems.append(f"{f}: has column(s) {extra} that {first_file} lacks; "
-                            "fix the shard, or list the column under data.features.exclude")
+    problems = _shard_column_problems(schemas, exclude, wanted)
     fields = []
     for c in columns:
         kinds = {f: kind_of(s.field(c).type) for f, s in schemas.items() if c in s.names}
@@ -229,6 +221,11 @@ def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude
                 problems.append(f"column {c!r} has type {schemas[first_file].field(c).type} which trainyard cannot "
                                 "use as a feature; list it under data.features.exclude")
                 continue
+            stray = (_stray_cells(fs, [f for f, k in kinds.items() if k == "string"], c)
+                     if fs is not None and c != label and distinct - {"int", "float"} == {"string"} else None)
+            if stray:
+                problems.append(stray)
+                continue
             by_kind: dict[str, str] = {}
             for f, k in kinds.items():
                 by_kind.setdefault(k, f)
@@ -243,14 +240,79 @@ def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude
     return pa.schema(fields)
 
 
+def _shard_column_problems(schemas: dict[str, pa.Schema], exclude: set[str], wanted: Optional[set[str]]) -> list[str]:
+    """The shards that do not have the columns the others have, or have columns the others lack: a column in more
+    shards than not is expected (a tie: as the first shard has it), so the odd shard out is named, once, and not
+    every shard that has it (one export without 'ambient_temp_c' named the five good shards)."""
+    names = list(schemas)
+    first = schemas[names[0]]
+    union = list(dict.fromkeys(n for s in schemas.values() for n in s.names
+                               if n not in exclude and (wanted is None or n in wanted)))
+    holders = {c: [f for f in names if c in schemas[f].names] for c in union}
+    expected = {c for c, have in holders.items()
+                if 2 * len(have) > len(names) or (2 * len(have) == len(names) and c in first.names)}
+
+    def which(files: list[str]) -> str:
+        return files[0] if len(files) == 1 else f"{len(files)} of the {len(names)} shards"
+
+    problems = []
+    for f, s in schemas.items():
+        missing = [c for c in union if c in expected and c not in s.names]
+        if missing:
+            problems.append(f"{f}: missing column(s) {missing} that {which(holders[missing[0]])} "
+                            f"{'has' if len(holders[missing[0]]) == 1 else 'have'}; fix the shard, or list the "
+                            "column under data.features.exclude")
+        extra = [c for c in union if c not in expected and c in s.names]
+        if extra:
+            lack = [g for g in names if extra[0] not in schemas[g].names]
+            problems.append(f"{f}: has column(s) {extra} that {which(lack)} {'lacks' if len(lack) == 1 else 'lack'}; "
+                            "fix the shard, or list the column under data.features.exclude")
+    return problems
+
+
+def _stray_cells(fs: pafs.FileSystem, files: list[str], column: str, shown: int = 5) -> Optional[str]:
+    """When the CSV shards in which `column` reads as text hold numbers but for a few cells: which cells, where
+    ("FILE line N ('?')"), and the fix; else None (a column of text in those shards, or not CSVs)."""
+    from jobs.infer import MOSTLY_NUMBERS
+
+    found, filled, numbers = [], 0, 0
+    for path in files:
+        if not path.lower().endswith(".csv"):
+            return None
+        try:
+            with fs.open_input_stream(path) as stream:
+                cells = pacsv.read_csv(stream, convert_options=csv_convert(
+                    include_columns=[column], column_types={column: pa.string()}))[column].to_pylist()
+        except (OSError, pa.ArrowException):
+            return None
+        for i, v in enumerate(cells):
+            if v is None or not v.strip():
+                continue
+            filled += 1
+            try:
+                float(v)
+                numbers += 1
+            except ValueError:
+                found.append((path, i + 2, v))          # line 1 is the header
+    if not found or numbers < MOSTLY_NUMBERS * filled:
+        return None
+    where = ", ".join(f"{path} line {line} ({v!r})" for path, line, v in found[:shown])
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    return (f"column {column!r} holds numbers but for {len(found)} cell(s) of {', '.join(files)}, which make it "
+            f"text there: {where}{more}. Fix those cells (leave them empty for a missing value), or list "
+            f"{column!r} under data.features.exclude")
+
+
 # ---------------------------------------------------------------------------------------------- columns
-def check_files(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str, *, text: bool = False) -> pa.Schema:
+def check_files(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str, *, text: bool = False,
+                fs: Optional[pafs.FileSystem] = None) -> pa.Schema:
     """The one schema ingest reads the files with: every `column_problems` line, then `reconcile`'s (a shard
-    missing a column, types that do not agree), raised as one DataError. `text`: the job reads free text."""
+    missing a column, types that do not agree, stray cells in a CSV shard read again from `fs`), raised as one
+    DataError. `text`: the job reads free text."""
     problems = column_problems(data, schemas, fmt)
     if problems:
         raise DataError("\n".join(problems))
-    return reconcile(schemas, wanted_columns(data, text), set(data.features.exclude), data.label)
+    return reconcile(schemas, wanted_columns(data, text), set(data.features.exclude), data.label, fs=fs)
 
 
 def wanted_columns(data: DataSpec, text: bool) -> Optional[set[str]]:

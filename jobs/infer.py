@@ -295,3 +295,17 @@ def _stray_values(column: str, facts: dict) -> str:
     others = facts["filled"] - facts["numbers"]
     return (f"column {column!r} holds numbers but for {others} of its {facts['filled']} filled cell(s) (values such as "
             f"{_some(facts)}), so it reads as text. Fix those cells, or leave them empty for a missing value")
+
+
+def look_alike(classes: list) -> list[list[str]]:
+    """Text classes that are one word written two ways ('Yes', 'Yes ', 'yes'): likely one class to the user."""
+    groups: dict[str, list[str]] = {}
+    for c in classes:
+        if isinstance(c, str):
+            groups.setdefault(c.strip().casefold(), []).append(c)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def look_alike_note(label: str, group: list[str]) -> str:
+    return (f"label {label!r}: classes {' and '.join(map(repr, group))} differ only in case or in spaces around "
+            "them, and are trained as different classes; if they are one, make them the same in the data")

@@ -22,8 +22,8 @@ import ray
 
 from cluster.errors import root_cause
 from jobs.datafiles import check_files, csv_convert, file_schema, infer_format, resolve_files, wanted_columns
-from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infer_task, jsonable, merge_probes,
-                         probe, text_label_problem)
+from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infer_task, jsonable, look_alike,
+                         look_alike_note, merge_probes, probe, text_label_problem)
 from jobs.spec import DataSpec
 
 SPLIT_COLUMN = "_split"
@@ -171,7 +171,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     exclude = set(data.features.exclude)
     explicit = wanted_columns(data, text)
     schemas = {f: file_schema(fs, f, fmt) for f in files}
-    schema = check_files(data, schemas, fmt, text=text)
+    schema = check_files(data, schemas, fmt, text=text, fs=fs)
     all_columns = [n for n in next(iter(schemas.values())).names if n not in exclude]
     unused = [c for c in all_columns if explicit is not None and c not in explicit]
     progress(f"[ingest] {len(files)} {fmt} file(s), {len(schema)} column(s) used")
@@ -234,9 +234,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
             raise DataError(f"label {data.label!r} has a single class ({classes[0]!r}) in {len(labels)} rows; "
                             "classification needs at least two. Check the label column or the data path")
         for group in look_alike(classes):
-            progress(f"[ingest] label {data.label!r}: classes {' and '.join(map(repr, group))} differ only in case or "
-                     "in spaces around them, and are trained as different classes; if they are one, make them "
-                     "the same in the data")
+            progress(f"[ingest] {look_alike_note(data.label, group)}")
     elif not pa.types.is_integer(schema.field(data.label).type) and not pa.types.is_floating(schema.field(data.label).type):
         problem = text_label_problem(data.label, schema.field(data.label).type, sorted(label_facts["not_numbers"]),
                                      numbers=label_facts["numbers"] > 0)
@@ -270,15 +268,6 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                         excluded_columns=[c for c in next(iter(schemas.values())).names if c in exclude],
                         fingerprint=fingerprint(fs, files),
                         missing={c: facts[c]["nulls"] for c in numeric + categorical + texts if facts[c]["nulls"]})
-
-
-def look_alike(classes: list[Any]) -> list[list[str]]:
-    """Text classes that are one word written two ways ('Yes', 'Yes ', 'yes'): likely one class to the user."""
-    groups: dict[str, list[str]] = {}
-    for c in classes:
-        if isinstance(c, str):
-            groups.setdefault(c.strip().casefold(), []).append(c)
-    return [g for g in groups.values() if len(g) > 1]
 
 
 def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -> Optional[str]:

@@ -33,26 +33,32 @@ def named_metrics(spec: JobSpec) -> list[tuple[str, str]]:
 
 
 def metric_problems(spec: JobSpec) -> list[str]:
-    """One line per metric the spec names that the label cannot give (without the file name)."""
-    needing = [(field, metric) for field, metric in named_metrics(spec)
-               if metric in METRICS and METRICS[metric].binary_only]
+    """One line per metric the spec names that the label cannot give (without the file name): one that needs two
+    classes, or, with data.task omitted, one of the other task than ingest will infer from the label."""
+    inferring = spec.data.task is None and not spec.data.is_image
+    needing = [(field, metric) for field, metric in named_metrics(spec) if metric in METRICS
+               and (METRICS[metric].binary_only or (inferring and len(METRICS[metric].tasks) == 1))]
     if not needing or spec.data.task == "regression":      # regression: the task check already refuses them
         return []
     values = label_values(spec.data, _MOST_VALUES)
     if values is None or len(values) < 2:                    # unreadable here, or ingest's own error will say
         return []
     complete = len(values) < _MOST_VALUES
-    if spec.data.task is None and _inferred_task(values, complete, spec.data.label) == "regression":
+    task = spec.data.task or _inferred_task(values, complete, spec.data.label)
+    count = f"{len(values)} distinct values" if complete else f"more than {len(values) - 1} distinct values"
+    if task is None:
+        return []
+    if inferring and task == "regression":
         # Ingest will infer regression: advising the other classification metrics would only move the refusal
         # to after ingest ("a classification metric, but the task is regression").
-        count = f"{len(values)} distinct values" if complete else f"more than {len(values) - 1} distinct values"
         why = (f"label {spec.data.label!r} has {count} ({shown_values(values, complete)}), numbers that trainyard "
                "takes as a regression target; if they are classes, set data.task: classification")
         problems = [task_problem(metric, field, "regression") for field, metric in needing]
         return [f"{p} ({why}; data.path: {spec.data.path})" for p in problems if p]
-    problems = [task_problem(metric, field, "classification", values, label=spec.data.label, all_classes=complete)
-                for field, metric in needing]
-    return [f"{p} (data.path: {spec.data.path})" for p in problems if p]
+    why = f"label {spec.data.label!r} has {count} ({shown_values(values, complete)}), which trainyard takes as classes; "
+    problems = [(task_problem(metric, field, "classification", values, label=spec.data.label, all_classes=complete),
+                 inferring and "classification" not in METRICS[metric].tasks) for field, metric in needing]
+    return [f"{p} ({why if inferred else ''}data.path: {spec.data.path})" for p, inferred in problems if p]
 
 
 def task_note(spec: JobSpec) -> Optional[str]:
@@ -69,6 +75,17 @@ def task_note(spec: JobSpec) -> Optional[str]:
     return (f"label {spec.data.label!r} holds {len(values)} distinct whole numbers ({shown_values(values)}): "
             f"trainyard will classify it, {len(values)} classes; if it is a quantity (days, a count), set "
             "data.task: regression")
+
+
+def class_notes(spec: JobSpec) -> list[str]:
+    """For `trainyard validate`: label classes that are one word written two ways ('Yes' and 'yes'), which ingest
+    will train as different classes (`jobs.infer.look_alike`), when the label is read as classes."""
+    from jobs.infer import look_alike, look_alike_note
+
+    if spec.data.task == "regression" or spec.data.is_image:
+        return []
+    values = label_values(spec.data, _MOST_VALUES)
+    return [look_alike_note(spec.data.label, group) for group in look_alike(values or [])]
 
 
 def _inferred_task(values: list, complete: bool, label: str) -> Optional[str]:
@@ -123,7 +140,8 @@ def check_columns(spec: JobSpec) -> None:
     except DataError:
         return
     fmt = infer_format(files, data.format)
-    schema = check_files(data, {f: file_schema(fs, f, fmt) for f in files}, fmt, text=spec.model.kind == "text")
+    schema = check_files(data, {f: file_schema(fs, f, fmt) for f in files}, fmt, text=spec.model.kind == "text",
+                         fs=fs)
     label_type = schema.field(data.label).type
     if data.task == "regression" and kind_of(label_type) not in ("int", "float"):
         # after a Ray start and a read of every row, ingest said "cannot be regressed; use task: classification"

@@ -46,6 +46,8 @@ def register(subparsers, kit) -> None:
     p.add_argument("--address", default=None,
                    help="Ray cluster to serve on (default: the one a `trainyard serve` on this port runs in, "
                         "else RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print Ray's own log lines (Serve's controller, proxy and replicas), as Ray does")
     p.set_defaults(func=lambda args: cmd_serve(args, kit))
 
     p = subparsers.add_parser("predict", help="send a file's rows to a trainyard server, write predictions")

@@ -1,4 +1,6 @@
 """Ingest on a real local Ray: schema reconciliation, the errors that name files and columns, inference, split."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -41,6 +43,53 @@ def test_shard_missing_a_column_is_named(tmp_path):
         ingest(data_spec(tmp_path))
     # Excluding the column makes the shards agree.
     assert ingest(data_spec(tmp_path, features={"exclude": ["c"]}), progress=lambda *_: None).rows_read == 80
+
+
+def test_the_shard_that_differs_is_named_not_the_shards_that_agree(tmp_path):
+    """Six monthly exports, one without 'ambient_temp_c': the five good ones were each told "has column(s)
+    ['ambient_temp_c'] that <the first> lacks; fix the shard". Now the odd one out is named, once, either way round."""
+    from jobs.datafiles import reconcile
+
+    full = pa.schema([("x", pa.float64()), ("ambient_temp_c", pa.float64()), ("y", pa.int64())])
+    short = pa.schema([("x", pa.float64()), ("y", pa.int64())])
+    with pytest.raises(DataError) as exc:
+        reconcile({"m01.csv": short, **{f"m0{i}.csv": full for i in range(2, 7)}}, None, set(), "y")
+    assert str(exc.value) == ("m01.csv: missing column(s) ['ambient_temp_c'] that 5 of the 6 shards have; fix the "
+                              "shard, or list the column under data.features.exclude")
+    with pytest.raises(DataError) as exc:
+        reconcile({**{f"m0{i}.csv": short for i in range(1, 6)}, "m06.csv": full}, None, set(), "y")
+    assert str(exc.value) == ("m06.csv: has column(s) ['ambient_temp_c'] that 5 of the 6 shards lack; fix the "
+                              "shard, or list the column under data.features.exclude")
+    with pytest.raises(DataError, match=r"^b.csv: has column\(s\) \['ambient_temp_c'\] that a.csv lacks; "):
+        reconcile({"a.csv": short, "b.csv": full}, None, set(), "y")         # a tie: the first shard is the rule
+
+
+def test_stray_cells_in_one_csv_shard_are_named_with_their_lines(tmp_path):
+    """Two '?' cells in one monthly CSV made its column text there, and the shards "incompatible types (float in
+    ..., string in ...)" with no cell named; one shard alone got the stray-cell message with its lines."""
+    for month in (1, 2, 3):
+        vib = [0.5 + i / 10 for i in range(20)]
+        if month == 2:
+            vib[3], vib[9] = "?", "?"
+        pd.DataFrame({"vib": vib, "y": [i % 2 for i in range(20)]}).to_csv(tmp_path / f"m{month}.csv", index=False)
+    with pytest.raises(DataError) as exc:
+        check_files_of(tmp_path)
+    assert str(exc.value) == (
+        f"column 'vib' holds numbers but for 2 cell(s) of {tmp_path / 'm2.csv'}, which make it text there: "
+        f"{tmp_path / 'm2.csv'} line 5 ('?'), {tmp_path / 'm2.csv'} line 11 ('?'). Fix those cells (leave them empty "
+        "for a missing value), or list 'vib' under data.features.exclude")
+    # A shard whose column is words, not numbers with strays, is still a disagreement between shards.
+    pd.DataFrame({"vib": ["low", "high"] * 10, "y": [0, 1] * 10}).to_csv(tmp_path / "m2.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'vib' has incompatible types across shards \(float in .*m1.csv, "
+                                        r"string in .*m2.csv\); make the shards agree or exclude the column"):
+        check_files_of(tmp_path)
+
+
+def check_files_of(folder: Path):
+    from jobs.datafiles import check_files, file_schema, resolve_files
+
+    fs, files, _ = resolve_files(str(folder))
+    return check_files(data_spec(folder, label="y"), {f: file_schema(fs, f, "csv") for f in files}, "csv", fs=fs)
 
 
 def test_incompatible_column_type_names_file_and_column(tmp_path):

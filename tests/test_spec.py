@@ -361,7 +361,7 @@ def test_a_misspelt_label_or_exclude_fails_validate_before_ray_naming_the_neares
     assert main(["validate", str(spec), "--set", f"data.path={shards}", "--set", "data.label=y"]) == 0
     pd.DataFrame({"x": [1, 2]}).to_csv(shards / "c.csv", index=False)
     assert main(["validate", str(spec), "--set", f"data.path={shards}", "--set", "data.label=y"]) == 2
-    assert f"{shards / 'c.csv'}: missing column(s) ['y'] that {shards / 'a.csv'} has" in capsys.readouterr().err
+    assert f"{shards / 'c.csv'}: missing column(s) ['y'] that 2 of the 3 shards have" in capsys.readouterr().err
     assert main(["validate", str(spec), "--set", f"data.path={shards}", "--set", "data.label=z"]) == 2
     assert "label column 'z' is in none of the 3 file(s)" in capsys.readouterr().err
 
@@ -433,6 +433,47 @@ def test_validate_says_a_label_of_a_few_whole_numbers_will_be_classified(tmp_pat
     assert note([0, 1] * 20) is None                                 # yes/no as 0/1: classes, plainly
     assert note([i / 3 for i in range(40)]) is None                  # regression already
     assert note(["a", "b", "c"] * 5) is None                         # text classes
+
+
+def test_validate_checks_a_metric_against_the_task_the_label_will_be_inferred_as(tmp_path):
+    """A float label, no data.task, early_stop val_f1: `validate` said OK and `train` refused after a Ray start
+    and the ingest (12.9 s); a text label with val_rmse the same. Now refused before Ray, saying why."""
+    from jobs import precheck
+
+    def problems(labels, metric, **data):
+        path = _labelled(tmp_path, labels, fmt="parquet")
+        return precheck.metric_problems(validate_spec({"name": "x", "data": {"path": path, "label": "y", **data},
+                                                       "train": {"early_stop": {"metric": metric}}}))
+
+    yields = [86.0 + i / 7 for i in range(40)]
+    [said] = problems(yields, "val_f1")
+    assert said.startswith("train.early_stop.metric is 'val_f1', a classification metric, but the task is regression; "
+                           "set train.early_stop.metric to one of val_loss, val_mae, val_rmse, val_r2 (label 'y' has "
+                           "more than 20 distinct values (") and "set data.task: classification" in said, said
+    [said] = problems(["ETCH-A", "ETCH-B", "ETCH-C"] * 5, "val_rmse")
+    assert said == ("train.early_stop.metric is 'val_rmse', a regression metric, but the task is classification; set "
+                    "train.early_stop.metric to one of val_loss, val_accuracy, val_precision, val_recall, val_f1 (label "
+                    "'y' has 3 distinct values ('ETCH-A', 'ETCH-B', 'ETCH-C'), which trainyard takes as classes; "
+                    f"data.path: {tmp_path / 'd.parquet'})")
+    assert problems(yields, "val_rmse") == [] and problems(["a", "b"] * 5, "val_f1") == []
+    assert problems(yields, "val_f1", task="classification") == []     # the task given: ingest's own checks then
+
+
+def test_validate_notes_label_classes_that_differ_only_in_case(tmp_path):
+    """'Yes' and 'yes' in one label: `train` warned at ingest and trained three classes (macro F1 0.41); `validate`
+    said OK. Now it notes it too, with ingest's words."""
+    from jobs import precheck
+
+    def notes(labels, **data):
+        path = _labelled(tmp_path, labels, fmt="parquet")
+        return precheck.class_notes(validate_spec({"name": "x", "data": {"path": path, "label": "y", **data}}))
+
+    assert notes(["no", "yes", "Yes", "no "] * 5) == [
+        "label 'y': classes 'Yes' and 'yes' differ only in case or in spaces around them, and are trained as "
+        "different classes; if they are one, make them the same in the data",
+        "label 'y': classes 'no' and 'no ' differ only in case or in spaces around them, and are trained as different "
+        "classes; if they are one, make them the same in the data"]
+    assert notes(["no", "yes"] * 5) == [] and notes(["no", "Yes"] * 5, task="regression") == []
 
 
 def test_a_label_of_two_types_across_shards_is_told_a_fix_that_applies_to_a_label(tmp_path):
