@@ -49,11 +49,13 @@ def test_every_command_is_registered():
                                 "jobs"}
 
 
-@pytest.mark.parametrize("command", ["train", "run", "tune", "validate"])
-def test_commands_that_run_a_spec_take_verbose(command):
+@pytest.mark.parametrize("command", ["train", "run", "tune", "validate", "serve", "monitor"])
+def test_commands_that_use_ray_take_verbose(command):
+    """Every command that starts or joins Ray; `serve --verbose` was refused, though README said every command."""
     parser = cli.build_parser()
-    assert parser.parse_args([command, "spec.yaml", "--verbose"]).verbose is True
-    assert parser.parse_args([command, "spec.yaml"]).verbose is False
+    extra = ["--logs", "logs/"] if command == "monitor" else []
+    assert parser.parse_args([command, "spec.yaml", *extra, "--verbose"]).verbose is True
+    assert parser.parse_args([command, "spec.yaml", *extra]).verbose is False
 
 
 @pytest.mark.parametrize("error, code", [(BadInput("the column 'x' is missing"), EXIT_BAD_INPUT),
