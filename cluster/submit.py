@@ -2,8 +2,8 @@
 
 What is shipped: trainyard's own repository (the one this command runs from, whatever folder you are in) as the
 job's ``working_dir`` — the files git would commit (tracked, plus
-untracked ones .gitignore does not ignore), never ``.git``, virtualenvs, ``runs/``, ``data/``, ``bundles/``
-or caches — plus the spec as resolved here (``--set`` applied, paths settled) at ``.trainyard-job/spec.yaml``.
+untracked ones .gitignore does not ignore), never ``.git``, virtualenvs, ``runs/``, ``data/``, ``bundles/``,
+``tests/`` or caches — plus the spec as resolved here (``--set`` applied, paths settled) at ``.trainyard-job/spec.yaml``.
 The files are copied into a staging folder first, so what is measured against the upload limit is exactly
 what is uploaded. Files that usually hold secrets (``SECRET_PATTERNS``: ``.env*``, ``*.pem``, ``*.key``,
 ``id_rsa*``, ``.aws/``, ``credentials*``, ...) are refused, naming them, unless allowed with ``--allow-file

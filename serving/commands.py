@@ -1,17 +1,5 @@
-"""`trainyard serve` and `trainyard predict`.
-
-    trainyard serve BUNDLE_DIR [--name NAME] [--host 127.0.0.1] [--port 8000] [--token T | --no-token]
-                    [--timeout S] [--spec SPEC] [--set ...]
-    trainyard predict --url URL FILE.{csv,parquet,jsonl} [--out OUT] [--token T]
-
-`serve` takes its settings from the bundle's own spec.yaml (only batch, max_records, max_body_mb,
-max_ongoing_requests, required_features, unknown_fields: a bundle is data, not code), then
---spec (another job spec's `serve` section), then --set (`--set batch.max_size=32`, `serve.` optional), then
-the flags. Serving a bundle under the --name of an app that another `trainyard serve` already serves on that
-port updates that app in place, with no downtime, and returns. An update keeps the app's token unless --token
-or --no-token says otherwise; one whose replicas fail to start, or do not answer within --timeout, is rolled
-back to the version that was running.
-"""
+"""`trainyard serve` and `trainyard predict` (each command's --help shows its own part: `SERVE_HELP`,
+`PREDICT_HELP`)."""
 from __future__ import annotations
 
 import os
@@ -22,10 +10,36 @@ from cluster.errors import Failure
 from serving.settings import TOKEN_ENV, ServeError, bundle_serve_section, not_taken_line, value_at
 
 
+SERVE_HELP = """Serve a bundle over HTTP with Ray Serve (Ctrl-C stops it).
+
+    trainyard serve BUNDLE_DIR [--name NAME] [--host 127.0.0.1] [--port 8000] [--token T | --no-token]
+                    [--timeout S] [--spec SPEC] [--set ...] [--address ADDRESS] [--verbose]
+
+`serve` takes its settings from the bundle's own spec.yaml (only batch, max_records, max_body_mb,
+max_ongoing_requests, required_features, unknown_fields: a bundle is data, not code), then
+--spec (another job spec's `serve` section), then --set (`--set batch.max_size=32`, `serve.` optional), then
+the flags. Serving a bundle under the --name of an app that another `trainyard serve` already serves on that
+port updates that app in place, with no downtime, and returns. An update keeps the app's token unless --token
+or --no-token says otherwise; one whose replicas fail to start, or do not answer within --timeout, is rolled
+back to the version that was running.
+"""
+
+PREDICT_HELP = """Send a file's rows to a trainyard server and write the predictions.
+
+    trainyard predict --url URL FILE [--out OUT] [--overwrite] [--token T] [--batch-size N] [--allow-missing]
+
+FILE: a .csv, .parquet or .jsonl file, a folder of .parquet shards, or for an image model an image file or a
+folder of them. The rows go in requests of at most --batch-size records (default: the server's limit); the output
+is the rows plus their predictions, as CSV on stdout or to --out (.csv, .parquet, .jsonl; an existing file only
+with --overwrite). A file with no column for more than half of the model's features is refused (a file meant
+for another model) unless --allow-missing.
+"""
+
+
 def register(subparsers, kit) -> None:
     """Add `serve` and `predict`; `kit` is the composition root's shared pieces (connect, progress)."""
     p = subparsers.add_parser("serve", help="serve a bundle over HTTP with Ray Serve (Ctrl-C stops it)",
-                              description=__doc__, formatter_class=_raw())
+                              description=SERVE_HELP, formatter_class=_raw())
     p.add_argument("bundle", help="a bundle folder, or a run's output folder holding bundle/")
     p.add_argument("--name", default=None,
                    help="app name (default: the job's name); serving another bundle under the same name updates it")
@@ -50,7 +64,8 @@ def register(subparsers, kit) -> None:
                    help="also print Ray's own log lines (Serve's controller, proxy and replicas), as Ray does")
     p.set_defaults(func=lambda args: cmd_serve(args, kit))
 
-    p = subparsers.add_parser("predict", help="send a file's rows to a trainyard server, write predictions")
+    p = subparsers.add_parser("predict", help="send a file's rows to a trainyard server, write predictions",
+                              description=PREDICT_HELP, formatter_class=_raw())
     p.add_argument("file", help="rows to predict: .csv, .parquet or .jsonl, or a folder of .parquet shards")
     p.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000")
     p.add_argument("--out", default=None,

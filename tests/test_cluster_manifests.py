@@ -185,3 +185,19 @@ def test_schema_check_catches_a_broken_launcher_config():
     config["available_node_types"]["gpu_worker"]["max_wokers"] = 4
     with pytest.raises(jsonschema.ValidationError, match="max_wokers"):
         jsonschema.validate(config, schema)
+
+
+def test_the_curl_examples_post_to_the_apps_predict_route_and_the_images_are_the_ones_readme_builds():
+    """rayservice.yaml said `curl localhost:8000/` (a 405: the app answers POST /predict); README built
+    `<registry>/trainyard:0.1.0` and applied manifests naming `trainyard:0.1.0` and a `-gpu` image it never built."""
+    readme = (ROOT / "README.md").read_text()
+    app = (ROOT / "serving" / "app.py").read_text()
+    for text in [readme, *(p.read_text() for p in KUBERAY.glob("*.yaml"))]:
+        for path in re.findall(r"curl -s localhost:8000(\S*) -H 'content-type: application/json'", text):
+            assert path == "/predict" and '@app.post("/predict"' in app, path
+    images = {m for p in KUBERAY.glob("*.yaml") for m in re.findall(r"image: (\S+)", p.read_text())}
+    assert images == {"trainyard:0.1.0", "trainyard:0.1.0-gpu"}
+    k8s = readme[readme.index("**4. Kubernetes"):readme.index("**5. AWS")]
+    for image in images:
+        assert f"docker build -f cluster/Dockerfile -t <registry>/{image} " in k8s
+    assert "sed -i 's#image: trainyard:#image: <registry>/trainyard:#' cluster/kuberay/*.yaml" in k8s
