@@ -337,9 +337,18 @@ def _one_class_warning(cm: list[list[int]], classes: Optional[list]) -> list[str
     if not others:
         return []
     missed = ", ".join(f"{name(i)} ({sum(cm[i]) / rows:.0%} of the rows)" for i in others)
-    return [f"[evaluate] warning: the model predicts {name(predicted[0])} for every test row; it never predicts "
-            f"{missed}. Judge epochs and trials by val_f1 or val_auc (train.early_stop.metric, tune.metric) rather "
+    said = f"[evaluate] warning: the model predicts {name(predicted[0])} for every test row; it never predicts {missed}."
+    if sum(cm[predicted[0]]) < RARER * max(sum(cm[i]) for i in others):
+        # About as common as the class it predicts (a 50/50 defect set): weighing classes changes nothing.
+        return [f"{said} The classes are about as common as each other: the model has not learned to tell them "
+                "apart. Train longer (train.epochs), try another train.lr (a search: trainyard tune), or check that "
+                "the features carry the label"]
+    return [f"{said} Judge epochs and trials by val_f1 or val_auc (train.early_stop.metric, tune.metric) rather "
             "than val_accuracy or val_loss, and weigh the rarer classes up with train.class_weight: balanced"]
+
+
+# A class is rarer than the one a model predicts for every row when that one has at least this many times its rows.
+RARER = 1.5
 
 
 def _per_class(cm: list[list[int]], classes: list) -> list[str]:

@@ -17,7 +17,7 @@ import os
 from typing import Any, Optional
 
 from cluster.errors import BadInput
-from jobs.spec import METRICS, DataSpec, JobSpec, SpecError, shown_values, task_problem
+from jobs.spec import METRICS, DataSpec, JobSpec, SpecError, shown_values, task_problem, train_task_problems
 
 # Enough to tell "two classes" from "more", and to name a few of them; a label with more distinct values than
 # this is reported as "more than ...": counting them would read the whole column for nothing.
@@ -59,6 +59,27 @@ def metric_problems(spec: JobSpec) -> list[str]:
     problems = [(task_problem(metric, field, "classification", values, label=spec.data.label, all_classes=complete),
                  inferring and "classification" not in METRICS[metric].tasks) for field, metric in needing]
     return [f"{p} ({why if inferred else ''}data.path: {spec.data.path})" for p, inferred in problems if p]
+
+
+def setting_problems(spec: JobSpec) -> list[str]:
+    """train.loss and train.class_weight against the task the label will be inferred as, with data.task omitted
+    (given, the spec's own validation checks them): `class_weight: balanced` on a column of measurements was
+    dropped without a word."""
+    t = spec.train
+    if spec.data.task is not None or (t.loss == "auto" and t.class_weight == "none"):
+        return []
+    if spec.data.is_image:
+        return train_task_problems(t.loss, t.class_weight, "classification", " (image classes)")
+    values = label_values(spec.data, _MOST_VALUES)
+    if values is None or len(values) < 2:
+        return []
+    complete = len(values) < _MOST_VALUES
+    task = _inferred_task(values, complete, spec.data.label)
+    count = f"{len(values)} distinct values" if complete else f"more than {len(values) - 1} distinct values"
+    taken = "classes" if task == "classification" else "a regression target"
+    return train_task_problems(t.loss, t.class_weight, task, f" (label {spec.data.label!r} has {count} "
+                               f"({shown_values(values, complete)}), which trainyard takes as {taken}; if not, set "
+                               "data.task)")
 
 
 def task_note(spec: JobSpec) -> Optional[str]:
@@ -107,7 +128,7 @@ def check(spec: JobSpec, source: Optional[str] = None) -> None:
     """`check_columns`; then raise a SpecError listing metric_problems, each line starting with `source` (the
     spec file) if given; then `check_encoder`."""
     check_columns(spec)
-    problems = metric_problems(spec)
+    problems = metric_problems(spec) + setting_problems(spec)
     if problems:
         raise SpecError([f"{source}: {p}" if source else p for p in problems])
     check_encoder(spec)

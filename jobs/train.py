@@ -23,7 +23,7 @@ from jobs.contracts import CHECKPOINT_PREFIX, Augment, CheckpointError, Prepared
 from jobs.fitted import FittedPreprocessor
 from jobs.model import model_config
 from jobs.text_model import text_model_config
-from jobs.spec import JobSpec, SpecError, metric_mode, task_problem
+from jobs.spec import JobSpec, SpecError, metric_mode, task_problem, train_task_problems
 from jobs.worker import DATASETS_KEY, train_loop_per_worker
 
 __all__ = ["TrainError", "TrainOutcome", "configure", "worker_config", "fit", "build_trainer", "default_trainer",
@@ -105,9 +105,11 @@ def worker_config(spec: JobSpec, prepared: PreparedData, *, use_gpu: bool,
     es = t.early_stop
     metric = es.metric if es else "val_loss"
     # The spec was checked against the data's label before (jobs.precheck); the fitted classes are the last word.
-    problem = task_problem(metric, "train.early_stop.metric", pre.task, pre.classes, label=pre.label)
-    if problem:
-        raise SpecError([problem])
+    problems = [task_problem(metric, "train.early_stop.metric", pre.task, pre.classes, label=pre.label),
+                *train_task_problems(t.loss, t.class_weight, pre.task, f" (label {pre.label!r}, inferred)"
+                                     if spec.data.task is None else "")]
+    if any(problems):
+        raise SpecError([p for p in problems if p])
     rows = prepared.ingest.split_rows["train"]
     shard_mb = rows / t.workers * (pre.feature_dim * 4 + 8) / 2**20
     cache = t.cache if t.cache != "auto" else ("memory" if shard_mb <= t.cache_limit_mb else "stream")

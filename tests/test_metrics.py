@@ -188,3 +188,10 @@ def test_a_model_that_predicts_one_class_for_every_row_is_warned_of():
         "val_accuracy or val_loss, and weigh the rarer classes up with train.class_weight: balanced")
     metrics["test"]["confusion_matrix"] = [[200, 2], [20, 2]]
     assert "warning" not in format_metrics(metrics, ["no", "yes"])
+    # A 50/50 defect set: neither class is rarer, so weighing them is no advice.
+    metrics["test"]["confusion_matrix"] = [[52, 0], [48, 0]]
+    assert format_metrics(metrics, ["ok", "scratch"]).splitlines()[-1] == (
+        "[evaluate] warning: the model predicts 'ok' for every test row; it never predicts 'scratch' (48% of the "
+        "rows). The classes are about as common as each other: the model has not learned to tell them apart. Train "
+        "longer (train.epochs), try another train.lr (a search: trainyard tune), or check that the features carry "
+        "the label")

@@ -459,6 +459,40 @@ def test_validate_checks_a_metric_against_the_task_the_label_will_be_inferred_as
     assert problems(yields, "val_f1", task="classification") == []     # the task given: ingest's own checks then
 
 
+def test_train_settings_of_the_other_task_are_refused_not_dropped(tmp_path):
+    """`class_weight: balanced` on a regression was accepted and ignored (rc 0, no word), as was `loss: mse` on
+    classes (cross-entropy trained). Refused with the task given, and with it inferred from the label before Ray."""
+    from jobs import precheck
+    from jobs.spec import SpecError
+
+    def refusal(train, **data):
+        with pytest.raises(SpecError) as exc:
+            validate_spec({"name": "x", "data": {"path": "d", "label": "y", **data}, "train": train}, "s.yaml")
+        return exc.value.problems
+
+    assert refusal({"class_weight": "balanced"}, task="regression") == [
+        "s.yaml: train.class_weight is 'balanced', which weighs classes, but the task is regression; remove it"]
+    assert refusal({"loss": "mse"}, task="classification") == [
+        "s.yaml: train.loss is 'mse', a loss for regression, but the task is classification; set it to auto or "
+        "cross_entropy"]
+    assert refusal({"loss": "cross_entropy"}, task="regression")[0].endswith("set it to auto or mse or huber")
+    validate_spec({"name": "x", "data": {"path": "d", "label": "y", "task": "regression"}, "train": {"loss": "huber"}})
+
+    def inferred(labels, train):
+        path = _labelled(tmp_path, labels, fmt="parquet")
+        return precheck.setting_problems(validate_spec({"name": "x", "data": {"path": path, "label": "y"},
+                                                        "train": train}))
+
+    yields = [86.0 + i / 7 for i in range(40)]
+    assert inferred(yields, {"class_weight": "balanced"}) == [
+        "train.class_weight is 'balanced', which weighs classes, but the task is regression; remove it (label 'y' has "
+        "more than 20 distinct values (86.0, 86.1429, 86.2857, 86.4286, 86.5714, ...), which trainyard takes as a "
+        "regression target; if not, set data.task)"]
+    assert inferred(["a", "b"] * 5, {"loss": "mse"})[0].startswith("train.loss is 'mse', a loss for regression, but "
+                                                                   "the task is classification")
+    assert inferred(["a", "b"] * 5, {"class_weight": "balanced"}) == [] and inferred(yields, {"loss": "huber"}) == []
+
+
 def test_validate_notes_label_classes_that_differ_only_in_case(tmp_path):
     """'Yes' and 'yes' in one label: `train` warned at ingest and trained three classes (macro F1 0.41); `validate`
     said OK. Now it notes it too, with ingest's words."""
@@ -513,7 +547,7 @@ def test_val_auc_for_early_stopping_is_checked_against_the_label_too(tmp_path):
     with pytest.raises(SpecError, match=r"train.early_stop.metric is 'val_auc', a classification metric, but the "
                                         r"task is regression; set train.early_stop.metric to one of val_loss, "
                                         r"val_mae.* \(label 'y' has more than 20 distinct values \(0.0, "
-                                        r"0.3333333333333333, .*, \.\.\.\), numbers that trainyard takes as a "
+                                        r"0.333333, .*, \.\.\.\), numbers that trainyard takes as a "
                                         r"regression target; if they are classes, set data.task: classification"):
         precheck.check(validate_spec(regression))
     precheck.check(validate_spec({**regression, "train": {"early_stop": {"metric": "val_mae"}}}))

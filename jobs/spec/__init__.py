@@ -15,7 +15,7 @@ from jobs.spec.job import JobSpec, dump_spec, load_raw, load_spec, run_folder_hi
 from jobs.spec.metric_registry import (CLASSIFICATION, CLASSIFICATION_METRICS, MAXIMISED_METRICS, METRICS,
                                        REGRESSION, REGRESSION_METRICS, VAL_PREFIX, Metric, best_key, metric_mode,
                                        metrics_for, mode_problem, shown_values, task_problem,
-                                       unknown_metric_problem)
+                                       train_task_problems, unknown_metric_problem)
 from jobs.spec.monitor import MonitorSpec, window_seconds
 from jobs.spec.serve import AutoscalingSpec, BatchSpec, ServeSpec
 from jobs.spec.train import EarlyStopSpec, ModelSpec, TrainSpec
@@ -29,7 +29,8 @@ __all__ = [
     "ServeSpec",
     "SpecError", "SplitSpec", "StrictModel", "TrainSpec", "TuneSpec", "VAL_PREFIX", "apply_overrides", "best_key",
     "dump_spec", "load_raw", "load_spec", "metric_mode", "metrics_for", "mode_problem", "read_yaml",
-    "read_yaml_file", "run_folder_hint", "shown_values", "spec_file_hint", "task_problem", "unknown_key_hint",
+    "read_yaml_file", "run_folder_hint", "shown_values", "spec_file_hint", "task_problem", "train_task_problems",
+    "unknown_key_hint",
     "unknown_metric_problem", "validate_spec",
     "window_seconds", "write_yaml",
 ]

@@ -10,7 +10,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from jobs.spec.base import StrictModel
 from jobs.spec.data import DataSpec
 from jobs.spec.errors import SpecError, format_errors, overridden_paths, source_of
-from jobs.spec.metric_registry import task_problem
+from jobs.spec.metric_registry import task_problem, train_task_problems
 from jobs.spec.monitor import MonitorSpec
 from jobs.spec.serve import ServeSpec
 from jobs.spec.train import ModelSpec, TrainSpec
@@ -72,9 +72,10 @@ def validate_spec(raw: Any, source: str = "<spec>", overridden: tuple[tuple[str,
     es = spec.train.early_stop
     # With data.task given, a metric of the other task fails the run only after ingest; say it now. (A tune
     # section's metric is checked with the search's other checks: tuning.space.check.)
-    problem = task_problem(es.metric, "train.early_stop.metric", spec.data.task) if es else None
-    if problem:
-        raise SpecError([f"{source_of(problem, source, overridden)}: {problem}"])
+    problems = [task_problem(es.metric, "train.early_stop.metric", spec.data.task) if es else None,
+                *train_task_problems(spec.train.loss, spec.train.class_weight, spec.data.task)]
+    if any(problems):
+        raise SpecError([f"{source_of(p, source, overridden)}: {p}" for p in problems if p])
     return spec
 
 

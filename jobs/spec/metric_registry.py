@@ -87,7 +87,9 @@ def mode_problem(metric: str, mode: Optional[str], field: str, metric_said: Opti
 def shown_values(values: Sequence, complete: bool = True) -> str:
     """The first five of a label's values for a message, with "..." where there are more (or, `complete`
     False, where only the first ones were read)."""
-    return ", ".join(repr(v) for v in list(values)[:5]) + (", ..." if len(values) > 5 or not complete else "")
+    shown = (f"{v:.6g}" if isinstance(v, float) and not v.is_integer() else repr(v)     # 86.093, not 86.0929896...
+             for v in list(values)[:5])
+    return ", ".join(shown) + (", ..." if len(values) > 5 or not complete else "")
 
 
 def task_problem(metric: str, field: str, task: Optional[str], classes: Optional[Sequence] = None, *,
@@ -111,3 +113,20 @@ def task_problem(metric: str, field: str, task: Optional[str], classes: Optional
                 f"{'label ' + repr(label) if label else 'the label'} has {count} ({shown}); set {field} to one of "
                 f"{', '.join(metrics_for(task, 3))} (precision, recall and F1 are macro averages over the classes)")
     return None
+
+
+def train_task_problems(loss: str, class_weight: str, task: Optional[str], said: str = "") -> list[str]:
+    """The train settings that only one task uses, given for the other (they were dropped without a word:
+    `class_weight: balanced` on a regression, `loss: mse` on classes). `said`: why the task is what it is,
+    appended to each line (e.g. where it was inferred from)."""
+    if task is None:
+        return []
+    problems = []
+    if task == REGRESSION and class_weight != "none":
+        problems.append(f"train.class_weight is {class_weight!r}, which weighs classes, but the task is regression; "
+                        "remove it")
+    wanted = {CLASSIFICATION: ("auto", "cross_entropy"), REGRESSION: ("auto", "mse", "huber")}[task]
+    if loss not in wanted:
+        problems.append(f"train.loss is {loss!r}, a loss for {REGRESSION if task == CLASSIFICATION else CLASSIFICATION}"
+                        f", but the task is {task}; set it to {' or '.join(wanted)}")
+    return [p + said for p in problems]
