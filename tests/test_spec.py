@@ -493,6 +493,26 @@ def test_train_settings_of_the_other_task_are_refused_not_dropped(tmp_path):
     assert inferred(["a", "b"] * 5, {"class_weight": "balanced"}) == [] and inferred(yields, {"loss": "huber"}) == []
 
 
+def test_impute_constant_needs_its_fill_value_and_a_fill_value_needs_constant():
+    """`impute: constant` alone filled 0.0 (a pressure whose mean is 50: ten deviations off) without a word."""
+    from jobs.spec import SpecError
+
+    def problems(preprocess):
+        with pytest.raises(SpecError) as exc:
+            validate_spec({"name": "x", "data": {"path": "d", "label": "y", "preprocess": preprocess}}, "s.yaml")
+        return exc.value.problems
+
+    assert problems({"impute": "constant"}) == [
+        "s.yaml: data.preprocess: impute is 'constant': give fill_value too, the number a missing value gets "
+        "(data.preprocess.fill_value: 0)"]
+    assert problems({"fill_value": 3}) == [
+        "s.yaml: data.preprocess: fill_value is used only with impute: constant, and impute is 'median'; set impute: "
+        "constant, or remove fill_value"]
+    spec = validate_spec({"name": "x", "data": {"path": "d", "label": "y",
+                                                "preprocess": {"impute": "constant", "fill_value": 50}}})
+    assert spec.data.preprocess.fill_value == 50.0
+
+
 def test_validate_notes_label_classes_that_differ_only_in_case(tmp_path):
     """'Yes' and 'yes' in one label: `train` warned at ingest and trained three classes (macro F1 0.41); `validate`
     said OK. Now it notes it too, with ingest's words."""

@@ -69,13 +69,26 @@ class PreprocessSpec(StrictModel):
 
     impute: Literal["mean", "median", "most_frequent", "constant"] = Field(
         "median", description="How missing numeric values are filled.")
-    fill_value: float = Field(0.0, description="The value used when impute is 'constant'.")
+    fill_value: Optional[float] = Field(
+        None, description="The number a missing value gets when impute is 'constant' (required then, and only then).")
     scale: Literal["standard", "minmax", "none"] = Field("standard", description="Numeric scaling.")
     max_categories: int = Field(50, gt=0, description="Most frequent categories kept per column; rarer ones map to 'unknown'.")
     unknown_category: Literal["ignore", "error"] = Field(
         "ignore", description="At prediction time: map an unseen category to the 'unknown' slot, or reject the record.")
     categorical_max_ints: int = Field(
         10, ge=0, description="Integer columns with at most this many distinct values are inferred categorical.")
+
+    @model_validator(mode="after")
+    def _fill_value_with_constant(self):
+        # A constant without its value filled 0.0, a number ten deviations from a pressure's mean, without a word;
+        # a value without `constant` was dropped the same way.
+        if self.impute == "constant" and self.fill_value is None:
+            raise ValueError("impute is 'constant': give fill_value too, the number a missing value gets "
+                             "(data.preprocess.fill_value: 0)")
+        if self.impute != "constant" and self.fill_value is not None:
+            raise ValueError(f"fill_value is used only with impute: constant, and impute is {self.impute!r}; set "
+                             "impute: constant, or remove fill_value")
+        return self
 
 
 class ImageSpec(StrictModel):
