@@ -493,6 +493,28 @@ def test_train_settings_of_the_other_task_are_refused_not_dropped(tmp_path):
     assert inferred(["a", "b"] * 5, {"class_weight": "balanced"}) == [] and inferred(yields, {"loss": "huber"}) == []
 
 
+def test_a_section_of_the_wrong_shape_and_a_misspelt_choice_get_a_fix():
+    """`split: [0.15, 0.15, 0]` said "Input should be a valid dictionary or instance of SplitSpec" (a class the user
+    never wrote), with no fix; `task: regresion` and `activation: Relu` were not told the choice they nearly are."""
+    from jobs.spec import SpecError
+
+    def problems(**sections):
+        with pytest.raises(SpecError) as exc:
+            validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, **sections}, "s.yaml")
+        return exc.value.problems
+
+    assert problems(data={"path": "d", "label": "y", "split": [0.15, 0.15, 0]}) == [
+        "s.yaml: data.split: should be a mapping of settings (val, test, seed), got [0.15, 0.15, 0]. Fix: write it as "
+        "key: value, e.g. data.split: {val: ...}, or leave data.split out for the defaults"]
+    assert problems(train=3)[0].startswith("s.yaml: train: should be a mapping of settings (epochs, batch_size, lr, "
+                                           "head_lr, warmup, grad_accum, ... (")
+    assert problems(data={"path": "d", "label": "y", "task": "regresion"}) == [
+        "s.yaml: data.task: Input should be 'classification' or 'regression' (got 'regresion'); did you mean "
+        "'regression'?"]
+    assert problems(model={"activation": "Relu"})[0].endswith("(got 'Relu'); did you mean 'relu'?")
+    assert problems(model={"activation": "sigmoid"})[0].endswith("'tanh' (got 'sigmoid')")      # nothing near
+
+
 def test_impute_constant_needs_its_fill_value_and_a_fill_value_needs_constant():
     """`impute: constant` alone filled 0.0 (a pressure whose mean is 50: ten deviations off) without a word."""
     from jobs.spec import SpecError

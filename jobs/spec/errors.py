@@ -76,9 +76,21 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel],
             lines.append(f"{source}: {loc}: unknown key. Fix: {unknown_key_hint(root, e['loc'])}")
         elif kind == "missing":
             lines.append(f"{source}: {loc}: required but missing. Fix: add {loc}: <value>")
+        elif kind == "model_type" and (model := section_models().get(e.get("ctx", {}).get("class_name", ""))):
+            # "Input should be a valid dictionary or instance of SplitSpec": a class name the user never wrote.
+            keys = list(model.model_fields)
+            named = ", ".join(keys[:6]) + (f", ... ({len(keys)} in all)" if len(keys) > 6 else "")
+            lines.append(f"{source}: {loc}: should be a mapping of settings ({named}), got {value!r}. Fix: "
+                         f"write it as key: value, e.g. {loc}: {{{keys[0]}: ...}}, or leave {loc} out for the "
+                         "defaults")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             fix = f". Fix: give {_WANTED[kind]} for {loc}" if kind in _WANTED else ""
+            if kind == "literal_error" and isinstance(value, str):
+                allowed = re.findall(r"'([^']*)'", e.get("ctx", {}).get("expected", ""))
+                near = ([a for a in allowed if a.casefold() == value.strip().casefold()]
+                        or difflib.get_close_matches(value, allowed, n=1, cutoff=0.6))
+                fix = f"; did you mean {near[0]!r}?" if near else ""
             lines.append(f"{source}: {loc}: {msg} (got {value!r}){fix}" if not isinstance(value, dict)
                          and "got " not in msg else f"{source}: {loc}: {msg}{fix}")
     return lines
