@@ -124,9 +124,14 @@ def _inferred_task(values: list, complete: bool, label: str) -> Optional[str]:
         return None
 
 
+def raise_problems(problems: list[str]) -> None:
+    if problems:
+        raise SpecError(problems)
+
+
 def check(spec: JobSpec, source: Optional[str] = None) -> None:
-    """`check_columns`; then raise a SpecError listing metric_problems, each line starting with `source` (the
-    spec file) if given; then `check_encoder`."""
+    """`check_columns`; then raise a SpecError listing metric_problems and setting_problems, each line starting
+    with `source` (the spec file) if given; then `check_encoder`."""
     check_columns(spec)
     problems = metric_problems(spec) + setting_problems(spec)
     if problems:

@@ -493,6 +493,33 @@ def test_train_settings_of_the_other_task_are_refused_not_dropped(tmp_path):
     assert inferred(["a", "b"] * 5, {"class_weight": "balanced"}) == [] and inferred(yields, {"loss": "huber"}) == []
 
 
+def test_validate_lists_the_specs_and_the_datas_problems_in_one_pass(tmp_path, capsys):
+    """`train.epocs` and a label in the wrong case: `validate` said only the key; the label came once the key was
+    fixed (README: "exit 2 listing every problem"). Both at once now, in both orders of discovery."""
+    import pandas as pd
+
+    pd.DataFrame({"x": [1.0, 2.0, 3.0], "yield_pct": [90.1, 85.3, 88.8]}).to_parquet(tmp_path / "d.parquet")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: x\ndata: {{path: {tmp_path / 'd.parquet'}, label: Yield_pct, task: regression}}\n"
+                    "train: {epocs: 5}\n")
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trainyard: error: the spec has 2 problem(s):\n") and "train.epocs: unknown key" in err
+    assert f"  - {spec}: label column 'Yield_pct' is in none of the 1 file(s)" in err and "did you mean 'yield_pct'" in err
+    assert main(["validate", str(spec), "--set", "train={epochs: 5, class_weight: balanced}",
+                 "--set", "data.features.exclude=[nope]"]) == 2
+    err = capsys.readouterr().err
+    assert "the spec has 3 problem(s)" in err and "train.class_weight is 'balanced'" in err, err
+    assert "label column 'Yield_pct'" in err and "data.features.exclude names column 'nope'" in err, err
+    # A spec valid by itself, whose problems are found against the data: the columns' and the metric's, together.
+    spec.write_text(f"name: x\ndata: {{path: {tmp_path / 'd.parquet'}, label: yield_pct, features: {{exclude: [nope]}}}}"
+                    "\ntrain: {early_stop: {metric: val_f1}}\n")
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "the spec has 2 problem(s)" in err and "data.features.exclude names column 'nope'" in err, err
+    assert "train.early_stop.metric is 'val_f1', a classification metric, but the task is regression" in err, err
+
+
 def test_a_section_of_the_wrong_shape_and_a_misspelt_choice_get_a_fix():
     """`split: [0.15, 0.15, 0]` said "Input should be a valid dictionary or instance of SplitSpec" (a class the user
     never wrote), with no fix; `task: regresion` and `activation: Relu` were not told the choice they nearly are."""

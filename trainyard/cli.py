@@ -184,22 +184,71 @@ KIT = Kit(add_common=add_common, load_spec=load_spec, connect=connect, progress=
 
 
 # ---------------------------------------------------------------------------------------------- commands
-def check_before_ray(spec) -> None:
+def check_before_ray(spec, *, search: Optional[bool] = None) -> None:
     """What can be refused before Ray starts (seconds, not the half minute of a Ray start): a label or listed
     column the data's files lack, a search that cannot run, a metric the label cannot give (val_auc on a
-    multiclass label, read from the label column alone)."""
+    multiclass label, read from the label column alone), an encoder not found. Every problem at once: a DataError
+    when they are all the data's, else a SpecError listing both kinds. `search`: the spec's tune section is used
+    (default: when it has one; `train` trains once)."""
+    from cluster.errors import BadInput
     from jobs import precheck
-    if spec.tune is not None:
+    from jobs.datafiles import DataError
+    from jobs.spec import SpecError
+
+    checks = [lambda: precheck.check_columns(spec)]
+    if spec.tune is not None and search is not False:
         from tuning import space
-        precheck.check_columns(spec)
-        space.check(spec)      # the tune checks, the metric's needs of the label included
-        precheck.check_encoder(spec)
+        checks.append(lambda: space.check(spec))      # the tune checks, the metric's needs of the label included
     else:
-        precheck.check(spec)
+        checks.append(lambda: precheck.raise_problems(precheck.metric_problems(spec) + precheck.setting_problems(spec)))
+    checks.append(lambda: precheck.check_encoder(spec))
+    spec_problems, data_problems = [], []
+    for check in checks:
+        try:
+            check()
+        except SpecError as exc:
+            spec_problems += exc.problems
+        except DataError as exc:
+            data_problems += str(exc).splitlines()
+        except BadInput as exc:
+            spec_problems.append(str(exc))
+    if spec_problems:
+        raise SpecError(spec_problems + data_problems)
+    if data_problems:
+        raise DataError("\n".join(data_problems))
+
+
+def data_problems_alone(args) -> list[str]:
+    """For `validate` of a spec with problems of its own: the data section's problems too (a label no file has,
+    shards that disagree), when that section is valid by itself, so that every problem comes in one pass rather
+    than the data's only once the rest is fixed."""
+    from jobs import precheck
+    from jobs.datafiles import DataError
+    from jobs.spec import SpecError, apply_overrides, load_raw, validate_spec
+
+    try:
+        raw = apply_overrides(load_raw(args.spec), args.set or [])
+        data = validate_spec({"name": "validate", "data": raw.get("data")})
+    except Exception:           # noqa: BLE001 - the section's own problems are among those already said
+        return []
+    kind = (raw.get("model") or {}).get("kind") if isinstance(raw.get("model"), dict) else None
+    if kind == "text":
+        data = data.model_copy(update={"model": data.model.model_copy(update={"kind": "text"})})
+    try:
+        precheck.check_columns(data)
+    except DataError as exc:
+        return str(exc).splitlines()
+    except SpecError as exc:
+        return exc.problems
+    return []
 
 
 def cmd_validate(args) -> int:
-    spec = KIT.load_spec(args)
+    from jobs.spec import SpecError
+    try:
+        spec = KIT.load_spec(args)
+    except SpecError as exc:
+        raise SpecError(exc.problems + data_problems_alone(args)) from None
     check_before_ray(spec)
     print(f"{args.spec}: OK — job {spec.name!r}, output {spec.output_dir}")
     from jobs import precheck
@@ -223,9 +272,9 @@ UNUSED_TUNE = ("[train] note: the spec's tune section is not used by train, whic
 
 
 def cmd_train(args) -> int:
-    from jobs import RUN_IMPORTS, precheck
+    from jobs import RUN_IMPORTS
     spec = KIT.load_spec(args)
-    precheck.check(spec)       # `train` trains once: a `tune` section is not used, so not checked either
+    check_before_ray(spec, search=False)   # `train` trains once: a `tune` section is not used, so not checked either
     if spec.tune is not None:
         progress(UNUSED_TUNE)
     KIT.connect(args, spec, imports=RUN_IMPORTS)

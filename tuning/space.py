@@ -67,7 +67,7 @@ def check(spec: JobSpec) -> None:
         metric_and_mode(spec, spec.data.task)
     except SpecError as exc:
         problems.extend(exc.problems)
-    problems.extend(precheck.metric_problems(spec))
+    problems.extend(precheck.metric_problems(spec) + precheck.setting_problems(spec))
     if problems:
         raise SpecError(problems)
 
