@@ -43,6 +43,7 @@ from jobs.watched import FEATURE_PREFIX
 EXIT_RETRAIN = 3
 # What every log file must hold (the contract of serve.log); the features are `feature.<name>` columns.
 LOG_COLUMNS = ("request_id", "record", "time", "prediction")
+VERSION_COLUMN = "model_version"      # which bundle version served the row (logs from before it lack it)
 UNKNOWN_NAMES_K = 20       # distinct unseen categories named per window (for the report); all are counted
 
 
@@ -199,6 +200,8 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
     prediction = _prediction_stats(summary["prediction"], profile["prediction"], thresholds, judged)
     out = {"n": n, "judged": judged, "features": features, "prediction": prediction,
            "flagged": sorted(name for name, stats in features.items() if stats["flags"])}
+    if "versions" in summary:
+        out["versions"] = summary["versions"]
     if "labels" in summary:
         out["metrics"] = _realised(summary["labels"], profile["prediction"], thresholds, reference_metric)
     return out
@@ -310,7 +313,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     progress(f"[monitor] {len(files)} log file(s), {total:,} rows, {len(numeric) + len(categorical)} feature(s)"
              f" against bundle {bundle.version}; windows of {window}"
              + (f"; {label_table.num_rows:,} labels" if label_table is not None else ""))
-    read = [c for c in LOG_COLUMNS] + [FEATURE_PREFIX + n for n in (*numeric, *categorical)]
+    read = ([c for c in LOG_COLUMNS] + [VERSION_COLUMN] * (VERSION_COLUMN in columns)
+            + [FEATURE_PREFIX + n for n in (*numeric, *categorical)])
     connect()
     began = time.monotonic()
     try:
@@ -340,6 +344,9 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
             progress(f"[monitor] warning: {label_table.num_rows - joined:,} of {label_table.num_rows:,} labels in "
                      f"{labels} match no logged record (request_id, record): requests not logged (serve.log.sample), "
                      "or labels for other logs")
+    others = _other_versions(windows, bundle.version)
+    if others:
+        progress(f"[monitor] note: {others}")
     reasons = _reasons(windows)
     report = {"format": 1, "bundle": str(bundle.path), "version": bundle.version, "logs": logs, "labels": labels,
               "window": window, "files": len(files), "skipped": skipped, "rows": total,
@@ -362,6 +369,23 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
         write_report(out_dir / "report.html", report, profile)
         progress(f"[monitor] wrote {out_dir / 'drift.json'} and {out_dir / 'report.html'}")
     return result
+
+
+def _other_versions(windows: list[dict], version: str) -> Optional[str]:
+    """Rows served by other bundle versions than the one the traffic is compared with (an update mid-window, or
+    logs of an app that has served several), said with their counts; None when every row is `version`'s."""
+    served: dict[str, int] = {}
+    for w in windows:
+        for v, n in (w.get("versions") or {}).items():
+            served[v] = served.get(v, 0) + n
+    other = {v: n for v, n in served.items() if v != version}
+    if not other:
+        return None
+    rows = sum(other.values())
+    listed = ", ".join(f"{v}: {n:,}" for v, n in sorted(other.items(), key=lambda kv: -kv[1]))
+    return (f"{rows:,} of {sum(served.values()):,} rows were served by other version(s) than {version} ({listed}); "
+            "they are compared with this bundle's training data like the rest (drift.json: each window's versions). "
+            "To judge one version alone, point --logs at the files of its time, or give that version's bundle")
 
 
 def _reasons(windows: list[dict]) -> list[str]:

@@ -76,6 +76,8 @@ def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) ->
         rows = np.flatnonzero(has_time & (starts == start))
         part = batch.take(pa.array(rows))
         summary: dict[str, Any] = {"n": len(rows), "numeric": {}, "categorical": {}}
+        if "model_version" in names:       # which bundle served them: an update mid-window mixes two
+            summary["versions"] = _value_counts(pc.cast(part["model_version"], pa.string()))
         for name, edges in plan.numeric.items():
             if FEATURE_PREFIX + name not in names:
                 continue
@@ -141,6 +143,9 @@ def merge(group: pd.DataFrame) -> pd.DataFrame:
     out = parts[0]
     for part in parts[1:]:
         out["n"] += part["n"]
+        if "versions" in part:
+            out["versions"] = {**out.get("versions", {}), **{v: out.get("versions", {}).get(v, 0) + c
+                                                            for v, c in part["versions"].items()}}
         for kind in ("numeric", "categorical"):
             for name, stats in part[kind].items():
                 out[kind][name] = _merge_one(out[kind].get(name), stats)

@@ -216,13 +216,13 @@ def test_regression_windows_without_ray(tmp_path):
         pq.write_table(pa.table({
             "request_id": pa.array(ids, pa.string()), "record": pa.array(np.zeros(n, np.int32)),
             "time": pa.array([DAY0 + timedelta(days=day, seconds=j) for j in range(n)], pa.timestamp("ms", tz="UTC")),
-            "model_version": pa.array(["v1"] * n), "prediction": pa.array(predicted),
+            "model_version": pa.array(["v0" if i == 1 else "v1"] * n), "prediction": pa.array(predicted),
             "feature.x": pa.array(rng.normal(0, 1, n))}), path)
         paths.append(str(path))
         labels.append(pa.table({"request_id": pa.array(ids), "record": pa.array(np.zeros(n, np.int32)),
                                 "label": pa.array(truth)}))
     plan = Plan(86_400_000, {"x": ref_x["edges"]}, {}, "regression", None, ref_y["edges"])
-    columns = ["request_id", "record", "time", "prediction", "feature.x"]
+    columns = ["request_id", "record", "time", "model_version", "prediction", "feature.x"]
     parts = summarise_files(pa.table({"path": paths}), plan, columns, pafs.LocalFileSystem(), pa.concat_tables(labels))
     windows = [json.loads(merge(group)["summary"][0]) for _, group in parts.to_pandas().groupby("window")]
 
@@ -235,6 +235,13 @@ def test_regression_windows_without_ray(tmp_path):
     assert [bool(s["prediction"]["flags"]) for s in stats] == [False, True]
     assert stats[0]["metrics"]["n"] == 8000 and stats[0]["metrics"]["r2"] == pytest.approx(0.94, abs=0.02)
     assert stats[0]["metrics"]["flags"] == [] and stats[1]["metrics"]["flags"]     # +6 on every prediction: R² < 0
+    # The first day was served by two versions (an update): counted per window, and said (the helper's monitor
+    # named only the bundle it was given, over 1,214 rows another version had served).
+    from jobs.monitor import _other_versions
+    assert [s["versions"] for s in stats] == [{"v1": 4000, "v0": 4000}, {"v1": 4000}]
+    assert _other_versions(stats, "v1").startswith("4,000 of 12,000 rows were served by other version(s) than v1 "
+                                                   "(v0: 4,000); they are compared with this bundle's training data")
+    assert _other_versions(stats[1:], "v1") is None
 
 
 def test_labels_without_a_record_column_join_on_record_0(tmp_path):
