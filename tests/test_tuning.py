@@ -370,3 +370,21 @@ def test_a_trial_that_stopped_itself_is_told_from_one_the_scheduler_stopped(tmp_
     assert said == ["[tune] a_00000 stopped early by train.early_stop at epoch 4 (no better for 2 epoch(s))",
                     "[tune] a_00001 stopped early by the scheduler, judged at epoch 3",
                     "[tune] a_00002 finished its 10 epoch(s)"]
+
+
+def test_an_experiment_started_before_fill_value_went_with_constant_alone_still_resumes(tmp_path):
+    """Experiments recorded `fill_value: 0.0` (the old, unused default) beside impute: median; the spec now says
+    null there. The same search, not a changed one."""
+    import json
+
+    from tuning.experiment import EXPERIMENT_FILE, _check_same_spec
+
+    spec = validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "tune": {"samples": 2}})
+    old = spec.model_dump(mode="json")
+    old["data"]["preprocess"]["fill_value"] = 0.0
+    (tmp_path / EXPERIMENT_FILE).write_text(json.dumps({"spec": old}))
+    _check_same_spec(tmp_path, spec)
+    old["data"]["preprocess"]["impute"] = "mean"
+    (tmp_path / EXPERIMENT_FILE).write_text(json.dumps({"spec": old}))
+    with pytest.raises(SpecError, match=r"data.preprocess.impute: 'mean' → 'median'"):
+        _check_same_spec(tmp_path, spec)

@@ -400,6 +400,10 @@ def _find_experiment(root: str, spec: JobSpec) -> Path:
 def _check_same_spec(experiment: Path, spec: JobSpec) -> None:
     started = json.loads((experiment / EXPERIMENT_FILE).read_text())["spec"]
     now = spec.model_dump(mode="json")
+    pre = (started.get("data") or {}).get("preprocess") or {}
+    if pre.get("impute") != "constant" and pre.get("fill_value") is not None:
+        # Written before fill_value went with impute: constant alone (it was 0.0, and unused, by default).
+        pre["fill_value"] = None
     changed = [f"{key}: {_compact(a)!r} → {_compact(b)!r}" for section in _SAME_ON_RESUME
                for key, a, b in _diff(started.get(section), now.get(section), section)]
     if changed:
