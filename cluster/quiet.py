@@ -65,7 +65,7 @@ TUNE_NO_RESULT_YET = ("ray.tune.analysis.experiment_analysis", "Failed to fetch 
 
 
 def _not_only_trials_without_results(record: logging.LogRecord) -> bool:
-    first, *trials = record.getMessage().splitlines()
+    first, *trials = record.getMessage().splitlines() or [""]
     return not (first.startswith(TUNE_NO_RESULT_YET[1]) and trials
                 and all(TUNE_NO_RESULT_YET[2] in line for line in trials))
 
@@ -245,9 +245,13 @@ class WorkerOutputFilter:
         return self
 
     def await_line(self, start: str, timeout_s: float) -> bool:
-        """Wait, at most `timeout_s`, until one of the workers' latest trainyard lines begins with `start`."""
+        """Wait, at most `timeout_s`, until one of the workers' latest trainyard lines begins with `start`. The
+        lines seen so far are then forgotten: a later run's wait (the same epoch count, in the same process) is
+        for its own lines, not this one's."""
         with self._passed:
-            return self._passed.wait_for(lambda: any(text.startswith(start) for text in self._own), timeout_s)
+            seen = self._passed.wait_for(lambda: any(text.startswith(start) for text in self._own), timeout_s)
+            self._own.clear()
+            return seen
 
 
 _routed: Optional[WorkerOutputFilter] = None

@@ -9,6 +9,7 @@ import difflib
 import fnmatch
 import glob as globlib
 import os
+import re
 from typing import Optional
 
 import pyarrow as pa
@@ -16,7 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from jobs.infer import DataError, kind_of
+from jobs.infer import MOSTLY_NUMBERS, NUMBER, DataError, kind_of
 from jobs.spec import DataSpec
 
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -273,8 +274,6 @@ def _shard_column_problems(schemas: dict[str, pa.Schema], exclude: set[str], wan
 def _stray_cells(fs: pafs.FileSystem, files: list[str], column: str, shown: int = 5) -> Optional[str]:
     """When the CSV shards in which `column` reads as text hold numbers but for a few cells: which cells, where
     ("FILE line N ('?')"), and the fix; else None (a column of text in those shards, or not CSVs)."""
-    from jobs.infer import MOSTLY_NUMBERS
-
     found, filled, numbers = [], 0, 0
     for path in files:
         if not path.lower().endswith(".csv"):
@@ -289,10 +288,9 @@ def _stray_cells(fs: pafs.FileSystem, files: list[str], column: str, shown: int 
             if v is None or not v.strip():
                 continue
             filled += 1
-            try:
-                float(v)
+            if re.match(NUMBER, v.strip()):            # as ingest tells a number (`jobs.infer`)
                 numbers += 1
-            except ValueError:
+            else:
                 found.append((path, i + 2, v))          # line 1 is the header
     if not found or numbers < MOSTLY_NUMBERS * filled:
         return None

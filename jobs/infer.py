@@ -68,8 +68,8 @@ def probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
     return {"probe": np.array([json.dumps(out)], dtype=object)}
 
 
-# A cell that reads as a number (as a CSV reader would parse it).
-_NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
+# A cell that reads as a number (as a CSV reader would parse it), once trimmed.
+NUMBER = _NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 # A number written with a comma: a decimal comma (25,0, a European spreadsheet's) or thousands (1,200,000.50).
 _COMMA_NUMBER = r"^[-+]?\d+(,\d+)+(\.\d+)?$"
 # A string column whose filled cells are at least this share numbers is a numeric column with a few stray

@@ -338,8 +338,9 @@ def _one_class_warning(cm: list[list[int]], classes: Optional[list]) -> list[str
         return []
     missed = ", ".join(f"{name(i)} ({sum(cm[i]) / rows:.0%} of the rows)" for i in others)
     said = f"[evaluate] warning: the model predicts {name(predicted[0])} for every test row; it never predicts {missed}."
-    if sum(cm[predicted[0]]) < RARER * max(sum(cm[i]) for i in others):
-        # About as common as the class it predicts (a 50/50 defect set): weighing classes changes nothing.
+    present = [sum(row) for row in cm if sum(row)]
+    if max(present) < RARER * min(present):
+        # Every class about as common as every other (a 50/50 defect set): weighing classes changes nothing.
         return [f"{said} The classes are about as common as each other: the model has not learned to tell them "
                 "apart. Train longer (train.epochs), try another train.lr (a search: trainyard tune), or check that "
                 "the features carry the label"]
@@ -347,7 +348,7 @@ def _one_class_warning(cm: list[list[int]], classes: Optional[list]) -> list[str
             "than val_accuracy or val_loss, and weigh the rarer classes up with train.class_weight: balanced"]
 
 
-# A class is rarer than the one a model predicts for every row when that one has at least this many times its rows.
+# Classes are about as common as each other when the commonest has fewer than this many times the rarest's rows.
 RARER = 1.5
 
 

@@ -45,9 +45,12 @@ def metric_problems(spec: JobSpec) -> list[str]:
         return []
     complete = len(values) < _MOST_VALUES
     task = spec.data.task or _inferred_task(values, complete, spec.data.label)
-    count = f"{len(values)} distinct values" if complete else f"more than {len(values) - 1} distinct values"
+    count = _count(values, complete)
     if task is None:
-        return []
+        # Values the inference cannot read here (mixed types): ingest will say what they are; a metric that
+        # needs two classes is still checked against them, as it was.
+        needing = [(field, metric) for field, metric in needing if METRICS[metric].binary_only]
+        task, inferring = "classification", False
     if inferring and task == "regression":
         # Ingest will infer regression: advising the other classification metrics would only move the refusal
         # to after ingest ("a classification metric, but the task is regression").
@@ -75,11 +78,15 @@ def setting_problems(spec: JobSpec) -> list[str]:
         return []
     complete = len(values) < _MOST_VALUES
     task = _inferred_task(values, complete, spec.data.label)
-    count = f"{len(values)} distinct values" if complete else f"more than {len(values) - 1} distinct values"
+    count = _count(values, complete)
     taken = "classes" if task == "classification" else "a regression target"
     return train_task_problems(t.loss, t.class_weight, task, f" (label {spec.data.label!r} has {count} "
                                f"({shown_values(values, complete)}), which trainyard takes as {taken}; if not, set "
                                "data.task)")
+
+
+def _count(values: list, complete: bool) -> str:
+    return f"{len(values)} distinct values" if complete else f"more than {len(values) - 1} distinct values"
 
 
 def task_note(spec: JobSpec) -> Optional[str]:
@@ -124,19 +131,43 @@ def _inferred_task(values: list, complete: bool, label: str) -> Optional[str]:
         return None
 
 
-def raise_problems(problems: list[str]) -> None:
-    if problems:
-        raise SpecError(problems)
+def problems(spec: JobSpec, *, metrics: bool = True) -> tuple[list[str], list[str]]:
+    """Every problem found before Ray, as (the spec's, the data's): `check_columns`' lines, `metric_problems` and
+    `setting_problems` (unless `metrics` is False: a search checks those with its own, `tuning.space.check`),
+    `check_encoder`'s."""
+    from jobs.datafiles import DataError
+
+    spec_problems, data_problems = [], []
+    try:
+        check_columns(spec)
+    except DataError as exc:
+        data_problems += str(exc).splitlines()
+    if metrics:
+        spec_problems += metric_problems(spec) + setting_problems(spec)
+    try:
+        check_encoder(spec)
+    except SpecError as exc:
+        spec_problems += exc.problems
+    except BadInput as exc:
+        spec_problems.append(str(exc))
+    return spec_problems, data_problems
+
+
+def refuse(spec_problems: list[str], data_problems: list[str]) -> None:
+    """Raise every problem at once: a DataError when they are all the data's, else a SpecError listing both."""
+    from jobs.datafiles import DataError
+
+    if spec_problems:
+        raise SpecError(spec_problems + data_problems)
+    if data_problems:
+        raise DataError("\n".join(data_problems))
 
 
 def check(spec: JobSpec, source: Optional[str] = None) -> None:
-    """`check_columns`; then raise a SpecError listing metric_problems and setting_problems, each line starting
-    with `source` (the spec file) if given; then `check_encoder`."""
-    check_columns(spec)
-    problems = metric_problems(spec) + setting_problems(spec)
-    if problems:
-        raise SpecError([f"{source}: {p}" if source else p for p in problems])
-    check_encoder(spec)
+    """Raise every `problems` of a spec that trains once, the spec's lines starting with `source` (the spec
+    file) if given."""
+    spec_problems, data_problems = problems(spec)
+    refuse([f"{source}: {p}" if source else p for p in spec_problems], data_problems)
 
 
 def check_columns(spec: JobSpec) -> None:
@@ -236,24 +267,42 @@ def _class_folders(data: DataSpec, most: int) -> Optional[list[str]]:
 
 
 def _column_values(data: DataSpec, most: int) -> Optional[list[Any]]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    from jobs.datafiles import csv_convert, infer_format, resolve_files
+    from jobs.datafiles import infer_format, resolve_files
 
     entries = data.path if isinstance(data.path, list) else [data.path]
     if any("://" in entry for entry in entries):
         return None
     _, files, _ = resolve_files(data.path)
     fmt = infer_format(files, data.format)
+    # `validate` asks for the label several times (the task, its classes, the metrics, the train settings): read
+    # once per files as they are (a file changed since is read again).
+    key = (data.label, fmt, most, tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files))
+    if key in _READ:
+        return list(_READ[key])
+    values = _read_column_values(files, fmt, data.label, most)
+    if len(_READ) >= 8:
+        _READ.clear()
+    _READ[key] = values
+    return list(values)
+
+
+_READ: dict = {}      # label values read, by label, format, count and the files' names, sizes and times
+
+
+def _read_column_values(files: list[str], fmt: str, label: str, most: int) -> list[Any]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from jobs.datafiles import csv_convert
+
     seen: dict = {}
     for path in files:
         if fmt == "parquet":
-            batches = pq.ParquetFile(path).iter_batches(columns=[data.label])
+            batches = pq.ParquetFile(path).iter_batches(columns=[label])
         else:
-            batches = pacsv.open_csv(path, convert_options=csv_convert(include_columns=[data.label]))
+            batches = pacsv.open_csv(path, convert_options=csv_convert(include_columns=[label]))
         for batch in batches:
             column = pc.drop_null(batch.column(0))
             if pa.types.is_floating(column.type):      # NaN is missing, as ingest reads it

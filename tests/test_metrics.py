@@ -195,3 +195,7 @@ def test_a_model_that_predicts_one_class_for_every_row_is_warned_of():
         "rows). The classes are about as common as each other: the model has not learned to tell them apart. Train "
         "longer (train.epochs), try another train.lr (a search: trainyard tune), or check that the features carry "
         "the label")
+    # A model that predicts the rare class for every row, and three classes of which one is rare: weigh them.
+    for cm in ([[0, 90], [0, 10]], [[50, 0, 0], [45, 0, 0], [5, 0, 0]]):
+        metrics["test"]["confusion_matrix"] = cm
+        assert format_metrics(metrics, None).endswith("weigh the rarer classes up with train.class_weight: balanced")

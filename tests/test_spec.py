@@ -532,7 +532,7 @@ def test_a_section_of_the_wrong_shape_and_a_misspelt_choice_get_a_fix():
 
     assert problems(data={"path": "d", "label": "y", "split": [0.15, 0.15, 0]}) == [
         "s.yaml: data.split: should be a mapping of settings (val, test, seed), got [0.15, 0.15, 0]. Fix: write it as "
-        "key: value, e.g. data.split: {val: ...}, or leave data.split out for the defaults"]
+        "key: value, e.g. data.split: {val: ...}"]
     assert problems(train=3)[0].startswith("s.yaml: train: should be a mapping of settings (epochs, batch_size, lr, "
                                            "head_lr, warmup, grad_accum, ... (")
     assert problems(data={"path": "d", "label": "y", "task": "regresion"}) == [
@@ -560,6 +560,9 @@ def test_impute_constant_needs_its_fill_value_and_a_fill_value_needs_constant():
     spec = validate_spec({"name": "x", "data": {"path": "d", "label": "y",
                                                 "preprocess": {"impute": "constant", "fill_value": 50}}})
     assert spec.data.preprocess.fill_value == 50.0
+    # Every resolved spec.yaml written before (a run's, a bundle's) says fill_value: 0.0, the old unused default.
+    old = validate_spec({"name": "x", "data": {"path": "d", "label": "y", "preprocess": {"fill_value": 0.0}}})
+    assert old.data.preprocess.fill_value is None
 
 
 def test_validate_notes_label_classes_that_differ_only_in_case(tmp_path):

@@ -177,45 +177,32 @@ class Kit:
     connect: Callable[..., dict]
     progress: Callable[[str], None]
     resume_command: Callable[[Any], str]
-
-
-KIT = Kit(add_common=add_common, load_spec=load_spec, connect=connect, progress=progress,
-          resume_command=resume_command)
+    check_before_ray: Callable[..., None]
 
 
 # ---------------------------------------------------------------------------------------------- commands
 def check_before_ray(spec, *, search: Optional[bool] = None) -> None:
     """What can be refused before Ray starts (seconds, not the half minute of a Ray start): a label or listed
     column the data's files lack, a search that cannot run, a metric the label cannot give (val_auc on a
-    multiclass label, read from the label column alone), an encoder not found. Every problem at once: a DataError
-    when they are all the data's, else a SpecError listing both kinds. `search`: the spec's tune section is used
-    (default: when it has one; `train` trains once)."""
-    from cluster.errors import BadInput
+    multiclass label, read from the label column alone), an encoder not found. Every problem at once
+    (`jobs.precheck.refuse`). `search`: the spec's tune section is used (default: when it has one; `train`
+    trains once)."""
     from jobs import precheck
-    from jobs.datafiles import DataError
     from jobs.spec import SpecError
 
-    checks = [lambda: precheck.check_columns(spec)]
-    if spec.tune is not None and search is not False:
+    searching = spec.tune is not None and search is not False
+    spec_problems, data_problems = precheck.problems(spec, metrics=not searching)
+    if searching:
         from tuning import space
-        checks.append(lambda: space.check(spec))      # the tune checks, the metric's needs of the label included
-    else:
-        checks.append(lambda: precheck.raise_problems(precheck.metric_problems(spec) + precheck.setting_problems(spec)))
-    checks.append(lambda: precheck.check_encoder(spec))
-    spec_problems, data_problems = [], []
-    for check in checks:
         try:
-            check()
+            space.check(spec)      # the tune checks, the metric's needs of the label included
         except SpecError as exc:
-            spec_problems += exc.problems
-        except DataError as exc:
-            data_problems += str(exc).splitlines()
-        except BadInput as exc:
-            spec_problems.append(str(exc))
-    if spec_problems:
-        raise SpecError(spec_problems + data_problems)
-    if data_problems:
-        raise DataError("\n".join(data_problems))
+            spec_problems = exc.problems + spec_problems
+    precheck.refuse(spec_problems, data_problems)
+
+
+KIT = Kit(add_common=add_common, load_spec=load_spec, connect=connect, progress=progress,
+          resume_command=resume_command, check_before_ray=check_before_ray)
 
 
 def data_problems_alone(args) -> list[str]:
@@ -228,12 +215,17 @@ def data_problems_alone(args) -> list[str]:
 
     try:
         raw = apply_overrides(load_raw(args.spec), args.set or [])
-        data = validate_spec({"name": "validate", "data": raw.get("data")})
-    except Exception:           # noqa: BLE001 - the section's own problems are among those already said
+    except Exception:           # noqa: BLE001 - what stops the reading is among the problems already said
         return []
-    kind = (raw.get("model") or {}).get("kind") if isinstance(raw.get("model"), dict) else None
-    if kind == "text":
-        data = data.model_copy(update={"model": data.model.model_copy(update={"kind": "text"})})
+    data = None
+    for sections in ({"data": raw.get("data"), "model": raw.get("model") or {}}, {"data": raw.get("data")}):
+        try:                    # with the model section where it is valid too (a text job reads its text columns)
+            data = validate_spec({"name": "validate", **sections})
+            break
+        except Exception:       # noqa: BLE001 - the sections' own problems are among those already said
+            continue
+    if data is None:
+        return []
     try:
         precheck.check_columns(data)
     except DataError as exc:

@@ -10,13 +10,13 @@ def register(subparsers, kit) -> None:
     """Add `tune`; `kit` is the composition root's shared pieces (options, spec loading, connect, progress)."""
 
     def cmd_tune(args) -> int:
-        from tuning import run_tune, space
+        from tuning import run_tune
 
         spec = kit.load_spec(args)
         if spec.tune is None:
             raise BadInput(f"{args.spec} has no `tune` section, so there is nothing to search; add one (e.g. "
                            "tune: {samples: 8, lr: {loguniform: [1.0e-4, 1.0e-1]}}) or use `trainyard train`")
-        space.check(spec)      # refused in seconds, before Ray starts (run_tune checks again for API callers)
+        kit.check_before_ray(spec)     # refused in seconds, before Ray starts (run_tune checks the search again)
         from tuning import SEARCH_IMPORTS
         kit.connect(args, spec, imports=SEARCH_IMPORTS)
         path, _ = run_tune(spec, resume=args.resume, progress=kit.progress, resume_command=kit.resume_command(args))

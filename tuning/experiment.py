@@ -201,7 +201,11 @@ STOPPING_LINE = ("[tune] stopping: saving the search's state for --resume (Ctrl-
 
 def _say_stopping(record) -> bool:
     if record.getMessage().startswith(TUNE_STOP_SIGNAL[1]):
-        _sink(STOPPING_LINE)
+        # Tune logs this from its SIGINT handler, which runs in the main thread between any two of its bytecodes,
+        # maybe while that thread is printing a line and holds the display's lock: printing from here could wait
+        # on that lock forever. A thread of its own prints it as soon as the lock is free.
+        import threading
+        threading.Thread(target=_sink, args=(STOPPING_LINE,), name="trainyard-stopping", daemon=True).start()
         return False
     return True
 
@@ -401,7 +405,7 @@ def _check_same_spec(experiment: Path, spec: JobSpec) -> None:
     started = json.loads((experiment / EXPERIMENT_FILE).read_text())["spec"]
     now = spec.model_dump(mode="json")
     pre = (started.get("data") or {}).get("preprocess") or {}
-    if pre.get("impute") != "constant" and pre.get("fill_value") is not None:
+    if pre.get("impute") != "constant" and pre.get("fill_value") == 0.0:
         # Written before fill_value went with impute: constant alone (it was 0.0, and unused, by default).
         pre["fill_value"] = None
     changed = [f"{key}: {_compact(a)!r} → {_compact(b)!r}" for section in _SAME_ON_RESUME

@@ -85,6 +85,9 @@ class PreprocessSpec(StrictModel):
         if self.impute == "constant" and self.fill_value is None:
             raise ValueError("impute is 'constant': give fill_value too, the number a missing value gets "
                              "(data.preprocess.fill_value: 0)")
+        if self.impute != "constant" and self.fill_value == 0.0:
+            # What every resolved spec.yaml (a run's, a bundle's) holds from before: the old default, unused.
+            self.fill_value = None
         if self.impute != "constant" and self.fill_value is not None:
             raise ValueError(f"fill_value is used only with impute: constant, and impute is {self.impute!r}; set "
                              "impute: constant, or remove fill_value")

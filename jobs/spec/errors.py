@@ -81,8 +81,7 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel],
             keys = list(model.model_fields)
             named = ", ".join(keys[:6]) + (f", ... ({len(keys)} in all)" if len(keys) > 6 else "")
             lines.append(f"{source}: {loc}: should be a mapping of settings ({named}), got {value!r}. Fix: "
-                         f"write it as key: value, e.g. {loc}: {{{keys[0]}: ...}}, or leave {loc} out for the "
-                         "defaults")
+                         f"write it as key: value, e.g. {loc}: {{{keys[0]}: ...}}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             fix = f". Fix: give {_WANTED[kind]} for {loc}" if kind in _WANTED else ""
