@@ -188,6 +188,14 @@ def _other_separator(fs: pafs.FileSystem, path: str) -> Optional[str]:
     return next((ch for ch in (";", "\t", "|") if ch in header and "," not in header), None)
 
 
+def column_cells(fs: pafs.FileSystem, path: str, column: str) -> list[Optional[str]]:
+    """One column of a CSV file as its cells' text, a missing value None (as `csv_convert` reads them): to point
+    at the cells that do not read as the column's type, by line (the cell at index i is on line i + 2)."""
+    with fs.open_input_stream(path) as stream:
+        return pacsv.read_csv(stream, convert_options=csv_convert(
+            include_columns=[column], column_types={column: pa.string()}))[column].to_pylist()
+
+
 def csv_convert(**options) -> pacsv.ConvertOptions:
     """How every reader of the training data reads a CSV's cells: Arrow's defaults, but in a column of text too
     an empty cell and Arrow's spellings of a missing value ('NA', 'n/a', 'null', ...) are missing values, as they
@@ -279,9 +287,7 @@ def _stray_cells(fs: pafs.FileSystem, files: list[str], column: str, shown: int 
         if not path.lower().endswith(".csv"):
             return None
         try:
-            with fs.open_input_stream(path) as stream:
-                cells = pacsv.read_csv(stream, convert_options=csv_convert(
-                    include_columns=[column], column_types={column: pa.string()}))[column].to_pylist()
+            cells = column_cells(fs, path, column)
         except (OSError, pa.ArrowException):
             return None
         for i, v in enumerate(cells):

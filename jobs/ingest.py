@@ -21,7 +21,8 @@ import pyarrow.fs as pafs
 import ray
 
 from cluster.errors import root_cause
-from jobs.datafiles import check_files, csv_convert, file_schema, infer_format, resolve_files, wanted_columns
+from jobs.datafiles import (check_files, column_cells, csv_convert, file_schema, infer_format, resolve_files,
+                            wanted_columns)
 from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infer_task, jsonable, look_alike,
                          look_alike_note, merge_probes, probe, text_label_problem)
 from jobs.spec import DataSpec
@@ -290,10 +291,7 @@ def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -
             if not m or int(m[1]) >= len(header):
                 return f"{path}: {exc}"
             column, kind, value = header[int(m[1])], m[2], m[3]
-            with fs.open_input_stream(path) as stream:
-                cells = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
-                    include_columns=[column], column_types={column: pa.string()}))[column].to_pandas()
-            lines = (np.flatnonzero((cells == value).to_numpy()) + 2).tolist()     # line 1 is the header
+            lines = [i + 2 for i, v in enumerate(column_cells(fs, path, column)) if v == value]   # 1: the header
             where = ((f", line {lines[0]}" if lines else "")
                      + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""))
             return (f"{path}{where}: column {column!r} holds {value!r}, which does not read as {kind} like the "
@@ -314,9 +312,7 @@ def _stray_cells_where(fs: pafs.FileSystem, files: list[str], said: str, facts: 
     stray, found, total = set(facts[column]["not_numbers"]), [], 0
     for path in files:
         try:
-            with fs.open_input_stream(path) as stream:
-                cells = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
-                    include_columns=[column], column_types={column: pa.string()}))[column].to_pylist()
+            cells = column_cells(fs, path, column)
         except (OSError, pa.ArrowException):
             continue
         lines = [(i + 2, v) for i, v in enumerate(cells) if v is not None and v.strip() in stray]  # line 1: header
