@@ -518,6 +518,12 @@ def test_validate_lists_the_specs_and_the_datas_problems_in_one_pass(tmp_path, c
     err = capsys.readouterr().err
     assert "the spec has 2 problem(s)" in err and "data.features.exclude names column 'nope'" in err, err
     assert "train.early_stop.metric is 'val_f1', a classification metric, but the task is regression" in err, err
+    # A spec that is no mapping, or has no data section of its own: its problems alone (a list raised
+    # AttributeError from the look at the data).
+    for text, count in (("- a\n- b\n", 1), ("name: x\ntrain: {epocs: 5}\n", 2), ("name: x\ndata: data.csv\n", 1)):
+        spec.write_text(text)
+        assert main(["validate", str(spec)]) == 2
+        assert capsys.readouterr().err.startswith(f"trainyard: error: the spec has {count} problem(s):")
 
 
 def test_a_section_of_the_wrong_shape_and_a_misspelt_choice_get_a_fix():

@@ -217,6 +217,8 @@ def data_problems_alone(args) -> list[str]:
         raw = apply_overrides(load_raw(args.spec), args.set or [])
     except Exception:           # noqa: BLE001 - what stops the reading is among the problems already said
         return []
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+        return []               # not a mapping, or no data section of its own: nothing to check the data by
     data = None
     for sections in ({"data": raw.get("data"), "model": raw.get("model") or {}}, {"data": raw.get("data")}):
         try:                    # with the model section where it is valid too (a text job reads its text columns)
