@@ -382,7 +382,7 @@ def _other_versions(windows: list[dict], version: str) -> Optional[str]:
     if not other:
         return None
     rows = sum(other.values())
-    listed = ", ".join(f"{v}: {n:,}" for v, n in sorted(other.items(), key=lambda kv: -kv[1]))
+    listed = ", ".join(f"{v or 'no version logged'}: {n:,}" for v, n in sorted(other.items(), key=lambda kv: -kv[1]))
     return (f"{rows:,} of {sum(served.values()):,} rows were served by other version(s) than {version} ({listed}); "
             "they are compared with this bundle's training data like the rest (drift.json: each window's versions). "
             "To judge one version alone, point --logs at the files of its time, or give that version's bundle")

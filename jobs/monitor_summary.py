@@ -77,7 +77,8 @@ def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) ->
         part = batch.take(pa.array(rows))
         summary: dict[str, Any] = {"n": len(rows), "numeric": {}, "categorical": {}}
         if "model_version" in names:       # which bundle served them: an update mid-window mixes two
-            summary["versions"] = _value_counts(pc.cast(part["model_version"], pa.string()))
+            versions = pc.cast(part["model_version"], pa.string())
+            summary["versions"] = {**_value_counts(versions), **({"": versions.null_count} if versions.null_count else {})}
         for name, edges in plan.numeric.items():
             if FEATURE_PREFIX + name not in names:
                 continue

@@ -242,6 +242,15 @@ def test_regression_windows_without_ray(tmp_path):
     assert _other_versions(stats, "v1").startswith("4,000 of 12,000 rows were served by other version(s) than v1 "
                                                    "(v0: 4,000); they are compared with this bundle's training data")
     assert _other_versions(stats[1:], "v1") is None
+    # A row whose version was not logged is not one of the given bundle's either: counted, and said so.
+    from jobs.monitor_summary import summarise
+    rows = pa.table({"request_id": ["a", "b", "c"], "record": pa.array([0, 0, 0], pa.int32()),
+                     "time": pa.array([DAY0] * 3, pa.timestamp("ms", tz="UTC")),
+                     "model_version": pa.array(["v1", None, "v1"], pa.string()), "prediction": [9.0, 10.0, 11.0]})
+    [summary] = [json.loads(x) for x in summarise(rows, plan)["summary"].to_pylist()]
+    assert summary["versions"] == {"v1": 2, "": 1}
+    assert _other_versions([summary], "v1").startswith("1 of 3 rows were served by other version(s) than v1 (no "
+                                                       "version logged: 1)")
 
 
 def test_labels_without_a_record_column_join_on_record_0(tmp_path):
