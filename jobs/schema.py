@@ -1,7 +1,8 @@
 """schema.json: what a bundle takes (each input field: its name, type and what happens when it is missing) and
 what it answers (the label, its classes, the task). Serving builds its OpenAPI and its request checks from it.
 
-    tabular: {"input": "tabular", "features": [number and category fields], "unknown_category", ...}
+    tabular: {"input": "tabular", "features": [number fields (with the train split's range, "trained_on": [min,
+              max]) and category fields], "unknown_category", ...}
     image:   {"input": "image", "image": {field, size, channels, accepted, pixels}, "features": [the image field]}
     text:    {"input": "text", "features": [text fields ({"name", "type": "text", "max_length", "required"}),
               then the table's number and category fields], "unknown_category", ...}
@@ -31,8 +32,13 @@ def input_schema(pre: FittedPreprocessor, dtypes: Optional[dict[str, str]] = Non
 
 
 def _table_features(pre, dtypes: dict[str, str]) -> list[dict]:
+    from jobs.tabular import training_ranges
+
+    # trained_on: the train split's min and max; a served value outside it is answered with a note (serving).
+    ranges = {name: [lo, hi] for name, lo, hi in training_ranges(pre)}
     features = [{"name": s.name, "type": "number", "dtype": dtypes.get(s.name, "double"), "required": False,
-                 "missing": f"imputed with {s.fill:g}", "typical": float(f"{s.fill:.6g}")} for s in pre.numeric]
+                 "missing": f"imputed with {s.fill:g}", "typical": float(f"{s.fill:.6g}"),
+                 **({"trained_on": ranges[s.name]} if s.name in ranges else {})} for s in pre.numeric]
     features += [{"name": s.name, "type": "category", "dtype": dtypes.get(s.name, "string"), "required": False,
                   "categories": list(s.categories),
                   "missing": "the 'unknown' slot",

@@ -1,6 +1,7 @@
 """One Serve replica: a bundle loaded once, behind a FastAPI app generated from the bundle's schema.
 
-    POST /predict   {"records": [...]} → {"predictions", "probabilities" (classification), "model", "request_id"}
+    POST /predict   {"records": [...]} → {"predictions", "probabilities" (classification), "model", "request_id",
+                    "out_of_range" (only when a record holds a number well outside the train split's range)}
     GET  /healthz   the process answers          GET /readyz   the model is loaded and predicts
     GET  /schema    the bundle's input schema    GET /docs, /openapi.json   generated from that schema
     GET  /monitor   drift of this replica's recent traffic against the bundle's profile (serving/monitor.py)
@@ -28,6 +29,7 @@ from ray import serve
 from cluster.errors import EXIT_BAD_INPUT
 from jobs.quantize import quantize
 from jobs.spec import ServeSpec
+from jobs.tabular import outside_range, training_ranges
 from serving.monitor import for_replica as replica_monitor
 from serving.predlog import PredictionLogger, new_request_id
 from serving.schema import Problem, RequestChecker, RequestError, body_too_large, non_finite_outputs
@@ -75,6 +77,7 @@ class ModelServer:
         else:
             self.bundle = load(payload["path"])
         self.model_info = {"name": self.name, "version": self.bundle.version}
+        self.ranges = training_ranges(self.bundle.preprocessor)
         serve_spec = settings["serve"]
         self.quantized = serve_spec.get("quantize")
         self.bundle.model = quantize(self.bundle.model, self.quantized)
@@ -249,6 +252,8 @@ def build_fastapi(server: ModelServer) -> FastAPI:
             records = await asyncio.get_running_loop().run_in_executor(server.decoder, checker.parse, body)
         out = await server.predict(records)
         out["request_id"] = request_id = new_request_id()
+        if outside := outside_range(server.ranges, records):      # said, not refused: the model still answers
+            out["out_of_range"] = outside
         # Serialised by hand: FastAPI's jsonable_encoder walks every float, which costs more than the model.
         try:
             data = json.dumps(out, allow_nan=False).encode()

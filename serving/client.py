@@ -144,7 +144,8 @@ class Client:
     def predict(self, records: list[dict]) -> dict:
         """Predictions for `records` ({feature: value}); sent in chunks of batch_size, answers joined in
         order. Returns {"predictions", "probabilities" (classification), "model", "request_ids" (one per request
-        sent, with the number of records it carried: [[id, n], ...])}."""
+        sent, with the number of records it carried: [[id, n], ...]), "out_of_range" (when the server said any:
+        the numbers outside the train split's range, each record counted from the first of `records`)}."""
         records = [_clean(r) for r in records]
         out: dict[str, Any] = {"predictions": [], "request_ids": []}
         for start in range(0, len(records), self.batch_size):
@@ -154,6 +155,8 @@ class Client:
                 raise _error(status, data, "POST /predict", offset=start)
             out["predictions"].extend(data["predictions"])
             out["request_ids"].append([data.get("request_id"), len(chunk)])
+            for note in data.get("out_of_range", ()):        # its record counted from the first record given
+                out.setdefault("out_of_range", []).append({**note, "record": start + note["record"]})
             if "probabilities" in data:
                 out.setdefault("probabilities", []).extend(data["probabilities"])
             out["model"] = data.get("model")
@@ -163,8 +166,10 @@ class Client:
         """One row of predictions per row of `df` (same index): `prediction`, for classification one
         `probability_<class>` column per class, then `request_id` and `record` (the row's position in its
         request): the key of its row in the server's prediction log, which `trainyard monitor --labels` joins
-        labels on. Columns that are not features (ids, the label) are not sent. `allow_missing`: predict even
-        when more than half of the features have no column (`check_columns`)."""
+        labels on, and `out_of_range`: the row's numbers well outside the train split's range ('age=-500 (trained
+        on 18 to 90)'; empty for none: `jobs.tabular.outside_range`), whose server notes are also kept in `attrs["out_of_range"]`. Columns that are
+        not features (ids, the label) are not sent. `allow_missing`: predict even when more than half of the
+        features have no column (`check_columns`)."""
         import pandas as pd
         features = [f["name"] for f in self.schema()["features"]]
         check_columns(list(df.columns), features, allow_missing)
@@ -179,6 +184,12 @@ class Client:
             result = pd.concat([result, proba], axis=1)
         result["request_id"] = [rid for rid, n in out["request_ids"] for _ in range(n)]
         result["record"] = [i for _, n in out["request_ids"] for i in range(n)]
+        outside = [[] for _ in range(len(result))]
+        for note in out.get("out_of_range", ()):
+            outside[note["record"]].append(f"{note['field']}={note['value']:g} (trained on "
+                                           f"{note['trained_on'][0]:g} to {note['trained_on'][1]:g})")
+        result["out_of_range"] = ["; ".join(texts) for texts in outside]
+        result.attrs["out_of_range"] = out.get("out_of_range", [])
         return result
 
     def predict_file(self, path, out=None) -> "pd.DataFrame":  # noqa: F821
@@ -192,6 +203,23 @@ class Client:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+def out_of_range_note(notes: list[dict], rows: int, what: str) -> Optional[str]:
+    """One line on the rows of `what` holding numbers outside the train split's range (`Client.predict`'s
+    "out_of_range"), by feature, most rows first; None when there are none."""
+    if not notes:
+        return None
+    by_field: dict[str, list[dict]] = {}
+    for note in notes:
+        by_field.setdefault(note["field"], []).append(note)
+    flagged = len({note["record"] for note in notes})
+    parts = [f"{field} in {len({n['record'] for n in found})} row(s) (e.g. {found[0]['value']:g}; trained on "
+             f"{found[0]['trained_on'][0]:g} to {found[0]['trained_on'][1]:g})"
+             for field, found in sorted(by_field.items(), key=lambda kv: -len(kv[1]))]
+    return (f"note: {flagged} of {rows} row(s) of {what} hold numbers well outside the range the model was trained "
+            f"on (past it by over a tenth of its width), where it extrapolates and its prediction may be far off "
+            f"(the out_of_range column names them): " + ", ".join(parts))
+
 
 def check_columns(columns: list, features: list[str], allow_missing: bool = False) -> None:
     """Refuse a rows file whose columns miss the model's features: none of them there, or one written another

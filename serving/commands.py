@@ -206,7 +206,7 @@ def cmd_serve(args, kit) -> int:
 def cmd_predict(args) -> int:
     """A ClientError carries its exit code: 2 when the server refused the rows (4xx), 1 otherwise; a rows file or
     --out that cannot be used is bad input (serving.client.TableError, exit 2), found before any request."""
-    from serving.client import Client, check_out, image_files, image_table, read_table
+    from serving.client import Client, check_out, image_files, image_table, out_of_range_note, read_table
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     if args.out:
@@ -217,7 +217,8 @@ def cmd_predict(args) -> int:
     images = image_files(Path(args.file))
     image_field = (client.schema().get("image") or {}).get("field") if images else None
     df = image_table(images, image_field) if image_field else read_table(args.file)
-    table = df.join(client.predict_frame(df, allow_missing=args.allow_missing), rsuffix="_predicted")
+    predicted = client.predict_frame(df, allow_missing=args.allow_missing)
+    table = df.join(predicted, rsuffix="_predicted")
     if image_field:
         table = table.drop(columns=[image_field])       # each row's `file` names its image
     # After the predictions (check_columns has refused a file with no feature or a misspelt one): a feature
@@ -226,6 +227,8 @@ def cmd_predict(args) -> int:
     if absent:
         print(f"note: {args.file} has no column for {', '.join(map(repr, absent))}: the model imputed "
               f"{'it' if len(absent) == 1 else 'them'} for every row, as it does a missing value", file=sys.stderr)
+    if note := out_of_range_note(predicted.attrs.get("out_of_range"), len(df), args.file):
+        print(note, file=sys.stderr)
     if args.out:
         from serving.client import write_table
         write_table(table, args.out)

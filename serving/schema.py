@@ -383,6 +383,14 @@ class RequestChecker:
             response["properties"]["probabilities"] = {
                 "type": "array", "items": {"type": "array", "items": {"type": "number"}},
                 "description": f"Per record, the probability of each class in this order: {classes}"}
+        if _NUMBER in self.kinds.values():
+            response["properties"]["out_of_range"] = {"type": "array", "description": (
+                "Only when a record holds a number past the train split's range (trained_on: its min and max) by "
+                "over a tenth of that range: the model extrapolates there, so its answer, given all the same, may "
+                "be far off."),
+                "items": {"type": "object", "properties": {
+                    "record": {"type": "integer"}, "field": {"type": "string"}, "value": {"type": "number"},
+                    "trained_on": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}}}}
         error = {"type": "object", "title": "Error", "properties": {
             "detail": {"type": "string", "description": "What is wrong and how to fix it."},
             "errors": {"type": "array", "items": {"type": "object", "properties": {

@@ -136,3 +136,44 @@ def test_record_problems_name_unseen_categories_only_under_unknown_category_erro
     assert _tabular(unknown_category="error").record_problems(records) == [
         "record 1: kind='zzz' is not a known category (known: ['a', 'b'])"]
     assert _image().record_problems([{"image": "x"}]) == []
+
+
+def test_values_well_outside_the_train_splits_range_are_found_record_by_record():
+    from jobs.schema import input_schema
+    from jobs.tabular import outside_range, training_ranges
+    from jobs.text import TextPreprocessor
+    from serving.client import out_of_range_note
+
+    stats = {"numeric": {"temp": {"mean": 50.0, "std": 5.0, "min": 40.0, "max": 60.0}}}
+    pre = _tabular(stats=stats)
+    ranges = training_ranges(pre)
+    assert ranges == [("temp", 40.0, 60.0)]
+    # Up to a tenth of the range past either end is fresh data of the same kind; beyond is said, in record order,
+    # numbers sent as text too; missing, null, NaN, infinite, booleans and words are left to the other checks.
+    records = [{"temp": 62.0}, {"temp": -500}, {}, {"temp": None}, {"temp": float("nan")}, {"temp": float("inf")},
+               {"temp": True}, {"temp": "warm"}, {"temp": "1e4", "kind": "a"}, {"temp": 37.9}, {"temp": 38.1}]
+    assert outside_range(ranges, records) == [
+        {"record": 1, "field": "temp", "value": -500, "trained_on": [40.0, 60.0]},
+        {"record": 8, "field": "temp", "value": 10000.0, "trained_on": [40.0, 60.0]},
+        {"record": 9, "field": "temp", "value": 37.9, "trained_on": [40.0, 60.0]}]
+    assert outside_range(ranges, [{"temp": 40.0}, {"temp": 60.0}, {"temp": 50}]) == []
+    # schema.json tells clients the range; a preprocessor without the statistics (one made by hand) or a column
+    # the train split held no value of has none, and nothing is said about it.
+    assert input_schema(pre)["features"][0]["trained_on"] == [40.0, 60.0]
+    for old in ({}, {"numeric": {"temp": {"mean": None, "std": None, "min": None, "max": None}}}):
+        assert training_ranges(_tabular(stats=old)) == [] and "trained_on" not in input_schema(
+            _tabular(stats=old))["features"][0]
+    # A text model's table columns have their range; an image model has no numbers.
+    text = TextPreprocessor.__new__(TextPreprocessor)
+    text.tabular = pre
+    assert training_ranges(text) == ranges and training_ranges(_image()) == []
+    # `trainyard predict`'s line: rows counted once, fields with the most rows first, an example each.
+    notes = [{"record": 3, "field": "temp", "value": -500, "trained_on": [40.0, 60.0]},
+             {"record": 3, "field": "age", "value": 1e6, "trained_on": [18.0, 90.0]},
+             {"record": 7, "field": "temp", "value": 99.5, "trained_on": [40.0, 60.0]}]
+    assert out_of_range_note([], 10, "rows.csv") is None
+    assert out_of_range_note(notes, 10, "rows.csv") == (
+        "note: 2 of 10 row(s) of rows.csv hold numbers well outside the range the model was trained on (past it by "
+        "over a tenth of its width), where it extrapolates and its prediction may be far off (the out_of_range "
+        "column names them): temp in 2 row(s) (e.g. -500; trained on 40 to 60), age in 1 row(s) (e.g. 1e+06; "
+        "trained on 18 to 90)")

@@ -4,6 +4,7 @@ The contract: predictions equal `Bundle.predict`; every bad request is a precise
 and the replica keeps serving; the bearer token; the OpenAPI spec lists every feature; `serving.Client`;
 `trainyard predict`, and `trainyard serve` from another process: an update, a second app stopped by SIGTERM.
 """
+import io
 import json
 import os
 import signal
@@ -62,10 +63,19 @@ def test_predictions_equal_bundle_predict(main_app, served_bundle, telemetry_dir
     assert out["probabilities"] == expected["probabilities"]             # exact: JSON floats round-trip
     assert out["model"] == {"name": "main", "version": bundle.version}
     assert len(out["request_id"]) == 32 and int(out["request_id"], 16) >= 0     # logging off: an id all the same
+    assert "out_of_range" not in out                                     # rows of the data the model was fitted on
     # Unseen category, missing fields and an all-missing record: imputed exactly as Bundle.predict does.
     odd = [{"machine_type": "Z", "rpm": 1500}, {"shift": 3}, {}]
     status, _, out = post(main_app.url, {"records": odd})
     assert status == 200 and out["predictions"] == bundle.predict(odd)["predictions"]
+    # A reading far outside what the train split held is answered, as before, and said: the answer extrapolates.
+    rpm = bundle.preprocessor.stats["numeric"]["rpm"]
+    far = [{"rpm": 1500}, {"rpm": 1e6, "torque_nm": 40}]
+    status, _, out = post(main_app.url, {"records": far})
+    assert status == 200 and out["predictions"] == bundle.predict(far)["predictions"]
+    assert out["out_of_range"] == [{"record": 1, "field": "rpm", "value": 1e6, "trained_on": [rpm["min"], rpm["max"]]}]
+    schema = {f["name"]: f for f in call(main_app.url, "GET", "/schema")[2]["features"]}
+    assert schema["rpm"]["trained_on"] == [rpm["min"], rpm["max"]]
 
 
 def test_concurrent_requests_are_batched_and_answered_in_order(main_app, served_bundle, telemetry_dir):
@@ -127,6 +137,8 @@ def test_openapi_lists_every_feature_type_and_category(main_app, served_bundle):
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/PredictRequest"}
     assert schemas["PredictResponse"]["properties"]["predictions"]["items"] == {"enum": ["failure", "ok"]}
+    assert "out_of_range" in schemas["PredictResponse"]["properties"]          # only when said: not required
+    assert "out_of_range" not in schemas["PredictResponse"]["required"]
     status, _, html = call(main_app.url, "GET", "/docs")
     assert status == 200 and "swagger" in html.lower()
 
@@ -233,7 +245,15 @@ def test_client_chunks_cleans_and_reports_global_indices(strict_app, served_bund
     df.loc[3, "torque_nm"] = float("nan")                               # NaN goes out as null
     frame = client.predict_frame(df)
     assert list(frame.columns) == ["prediction", "probability_failure", "probability_ok", "request_id",
-                                   "record"] and len(frame) == 12
+                                   "record", "out_of_range"] and len(frame) == 12
+    assert set(frame["out_of_range"]) == {""} and frame.attrs["out_of_range"] == []
+    # A value far out in the second request: its row, counted over the whole frame, and the line for it.
+    far = df.assign(rpm=df["rpm"].where(df.index != 7, 1e6))
+    frame = client.predict_frame(far)
+    rpm = load(served_bundle).preprocessor.stats["numeric"]["rpm"]
+    assert frame["out_of_range"].tolist() == [""] * 7 + [f"rpm=1e+06 (trained on {rpm['min']:g} to {rpm['max']:g})"] \
+        + [""] * 4
+    assert [(n["record"], n["field"]) for n in frame.attrs["out_of_range"]] == [(7, "rpm")]
     # Each row's key in the prediction log (what `monitor --labels` joins on): 3 requests, positions within each.
     assert frame["record"].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1]
     ids = frame["request_id"].tolist()
@@ -307,12 +327,20 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
                 for r in rows.to_dict("records")]
         expected = load(new).predict(sent)
         assert out["prediction"].tolist() == expected["predictions"]
-        # A feature without a column is imputed for every row, and said so.
-        rows.drop(columns=["rpm"]).to_csv(tmp_path / "no-rpm.csv", index=False)
+        assert set(out["out_of_range"].fillna("")) == {""}
+        # A feature without a column is imputed for every row, and said so; so is a reading far outside what the
+        # model was trained on (row 4's torque), which the output's out_of_range column names.
+        rows.drop(columns=["rpm"]).assign(torque_nm=rows["torque_nm"].where(rows.index != 4, 9999.0)).to_csv(
+            tmp_path / "no-rpm.csv", index=False)
         run = subprocess.run([sys.executable, "-m", "trainyard", "predict", "--url", served.url,
                               str(tmp_path / "no-rpm.csv")], capture_output=True, text=True, env=env, timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
         assert f"note: {tmp_path / 'no-rpm.csv'} has no column for 'rpm': the model imputed it" in run.stderr
+        assert f"note: 1 of 30 row(s) of {tmp_path / 'no-rpm.csv'} hold numbers well outside the range" in run.stderr
+        assert "torque_nm in 1 row(s) (e.g. 9999; trained on" in run.stderr
+        printed = pd.read_csv(io.StringIO(run.stdout))
+        assert printed.index[printed["out_of_range"].fillna("") != ""].tolist() == [4]
+        assert printed["out_of_range"][4].startswith("torque_nm=9999 (trained on ")
         bad = subprocess.run([sys.executable, "-m", "trainyard", "predict", "--url", served.url,
                               str(tmp_path / "rows.txt")], capture_output=True, text=True, env=env, timeout=60)
         assert bad.returncode == 2 and "unsupported file type '.txt'" in bad.stderr
