@@ -167,9 +167,9 @@ class Client:
         `probability_<class>` column per class, then `request_id` and `record` (the row's position in its
         request): the key of its row in the server's prediction log, which `trainyard monitor --labels` joins
         labels on, and `out_of_range`: the row's numbers well outside the train split's range ('age=-500 (trained
-        on 18 to 90)'; empty for none: `jobs.tabular.outside_range`), whose server notes are also kept in `attrs["out_of_range"]`. Columns that are
-        not features (ids, the label) are not sent. `allow_missing`: predict even when more than half of the
-        features have no column (`check_columns`)."""
+        on 18 to 90)'; empty for none: `jobs.tabular.outside_range`), the server's notes kept whole in
+        `attrs["out_of_range"]`. Columns that are not features (ids, the label) are not sent. `allow_missing`:
+        predict even when more than half of the features have no column (`check_columns`)."""
         import pandas as pd
         features = [f["name"] for f in self.schema()["features"]]
         check_columns(list(df.columns), features, allow_missing)
