@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cluster.errors import Failure
-from serving.settings import TOKEN_ENV, ServeError, bundle_serve_section, not_taken_line, value_at
+from serving.settings import TOKEN_ENV, ServeError, bundle_serve_section, not_taken_line, overlay, value_at
 
 
 SERVE_HELP = """Serve a bundle over HTTP with Ray Serve (Ctrl-C stops it).
@@ -123,7 +123,7 @@ def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
     if spec_path:
         # Only what --spec's serve section sets overrides the bundle's (was: its every default replaced the
         # bundle's required features, limits and unknown_fields without a word).
-        raw = _overlay(raw, load_spec(spec_path).serve.model_dump(mode="json", exclude_unset=True))
+        raw = overlay(raw, load_spec(spec_path).serve.model_dump(mode="json", exclude_unset=True))
         source = f"{source} / {spec_path}"
     # `--set serve.port=1` and `--set port=1` mean the same here: only serve settings are in play.
     overrides = [o[len("serve."):] if o.startswith("serve.") else o for o in overrides]
@@ -140,14 +140,6 @@ def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
     if line:
         progress(line)
     return served
-
-
-def _overlay(base: dict, given: dict) -> dict:
-    """`given` over `base`, section by section (a section `given` names keeps `base`'s other keys)."""
-    out = dict(base)
-    for key, value in given.items():
-        out[key] = _overlay(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def _explain(error: dict, source: str) -> str:

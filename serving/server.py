@@ -7,8 +7,8 @@ lifetime), and apps share it by route prefix. So:
   listens where asked (and says what to do if not), then runs app N. Deploying N again is an update: Serve
   starts the new replicas, waits until they pass their health check, and only then stops the old ones
   (`max_surge_percent`), so requests in flight or arriving meanwhile are all answered. An update keeps the
-  running version's token unless told otherwise, and one that fails (or waits past its time limit) is
-  rolled back to the running version;
+  running version's token and operator settings (`serving.settings.KEPT_ON_UPDATE`) unless told otherwise,
+  and one that fails (or waits past its time limit) is rolled back to the running version;
 - `serving.forever.serve_forever(bundle)` deploys and blocks until Ctrl-C or SIGTERM (`trainyard serve`).
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ from cluster.ray_compat import ServeDeployment, actor_table, gcs_protos, serve_c
 from jobs.spec import ServeSpec
 from serving.ingress import (check_port_free, choose_ingress, ingress_env, metrics_env, replica_ingress_env,
                              running_ingress)
-from serving.settings import TOKEN_ENV, ServeError, check_name, check_settings, default_name, resolve_spec
+from serving.settings import (TOKEN_ENV, ServeError, check_name, check_settings, default_name, keep_running,
+                              resolve_spec)
 
 DEPLOYMENT = "model"
 # How long a deploy waits for its replicas to run and answer, and a rollback for the old version's. Loading a
@@ -260,6 +261,11 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     before = serve_deployment(name, DEPLOYMENT)
     kept_sha256 = None
     if before is not None:
+        serve_spec, kept = keep_running(serve_spec, _replica_settings(before).get("serve"))
+        if kept:
+            check_settings(bundle, serve_spec)      # a kept serve.log's `exclude` against this bundle's features
+            progress(f"[serve] {name} keeps its running {', '.join(kept)} (not given in this update: --spec SPEC "
+                     "or --set FIELD=VALUE changes them)")
         running_sha256 = _token_sha256(before)
         if running_sha256 and token is None and not no_token:
             kept_sha256 = running_sha256
@@ -268,12 +274,9 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
             progress(f"[serve] {name}: turning authentication off (--no-token)")
         running_log = _running_log(before)
         if running_log and serve_spec.log is None:
-            # serve.log is never taken from a bundle's spec.yaml: an update without --spec or --set for it ends
-            # the logging that `trainyard monitor` reads. Said, not silent; not kept either, since no setting
-            # could then turn it off.
+            # Only an update given `log: null` ends the logging that `trainyard monitor` reads: said, not silent.
             progress(f"[serve] note: {name} logged its predictions to {running_log.get('path')}; this update "
-                     "logs none (serve.log is not taken from a bundle): to go on logging, update with --spec SPEC "
-                     f"(its serve.log) or --set log.path={running_log.get('path')}")
+                     f"logs none (serve.log given as null): to go on logging, --set log.path={running_log.get('path')}")
     _check_route_free(name, serve_spec.route_prefix, host, port)
     old_version = _running_version(before, host, port) if before else None
     # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.

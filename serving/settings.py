@@ -50,6 +50,54 @@ def bundle_serve_section(bundle_dir: Path) -> tuple[dict, dict[str, Any]]:
     return {k: v for k, v in section.items() if k in ServeSpec.FROM_BUNDLE}, ignored
 
 
+# The operator's settings an update keeps from the app it replaces when it is not given them (by --spec's serve
+# section, --set, or the fields a ServeSpec was made with): an update that names only a bundle put the running
+# app back on the defaults (4 replicas at most where the operator had capped it at 3, the route prefix at /, no
+# prediction logging) with at most a note. host and port are the running Serve's anyway, the ingress is fixed
+# per Ray cluster, and what FROM_BUNDLE lists comes with each bundle.
+KEPT_ON_UPDATE = ("autoscaling", "ray_actor_options", "route_prefix", "max_surge_percent", "health_check_period_s",
+                  "health_check_timeout_s", "access_log", "log", "monitor", "quantize", "drain_period_s")
+
+
+def keep_running(spec: ServeSpec, running: Any) -> tuple[ServeSpec, list[str]]:
+    """`spec` for an update of an app whose replicas run with the serve settings `running` (their plain dict):
+    each KEPT_ON_UPDATE setting `spec` was not given takes its running value, and one given in part
+    (`--set autoscaling.max_replicas=3`) keeps the rest of it. Also returns the names of the settings that came
+    out other than `spec` had them. Settings of another trainyard version that do not validate are not kept."""
+    from pydantic import ValidationError
+
+    if not isinstance(running, dict):
+        return spec, []
+    given = spec.model_dump(mode="json", exclude_unset=True)
+    merged = spec.model_dump(mode="json")
+    kept = []
+    for key in KEPT_ON_UPDATE:
+        if key not in running:
+            continue
+        value = running[key]
+        if key in given:
+            if not (isinstance(given[key], dict) and isinstance(value, dict)):
+                continue
+            value = overlay(value, given[key])
+        if value != merged[key]:
+            merged[key] = value
+            kept.append(key)
+    if not kept:
+        return spec, []
+    try:
+        return ServeSpec.model_validate(merged), kept
+    except ValidationError:
+        return spec, []
+
+
+def overlay(base: dict, given: dict) -> dict:
+    """`given` over `base`, section by section (a section `given` names keeps `base`'s other keys)."""
+    out = dict(base)
+    for key, value in given.items():
+        out[key] = overlay(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def not_taken_line(names: list[str]) -> Optional[str]:
     """The operator's line naming the bundle's settings that were not taken; None for none."""
     if not names:

@@ -108,13 +108,18 @@ def test_sampling_and_a_sigkilled_replica_leave_earlier_files_intact(served_bund
             assert (folder / name).read_bytes() == data           # earlier files untouched ...
         after = set(read_logs(folder).column("request_id").to_pylist())   # ... and the folder still reads
         assert before <= after <= first | second
-        # An update whose settings have no serve.log (a bundle's spec.yaml never gives it) ends the logging:
-        # said, naming the folder and how to go on.
+        # An update not given serve.log (a bundle's spec.yaml never gives it) keeps logging where it did, and
+        # says so; only one given `log: null` ends it, said, naming the folder and how to go on.
         said = []
         deploy_app(served_bundle, "phalf", serve_instance, autoscaling={"min_replicas": 1, "max_replicas": 1},
                    progress=said.append)
+        assert any(line.startswith("[serve] phalf keeps its running log (not given in this update")
+                   for line in said), said
+        assert "logging" in call(served.url, "GET", "/readyz")[2]
+        said = []
+        deploy_app(served_bundle, "phalf", serve_instance, log=None, progress=said.append)
         assert any(line.startswith("[serve] note: phalf logged its predictions to ") and str(tmp_path / "logs")
-                   in line and "this update logs none" in line for line in said), said
+                   in line and "this update logs none (serve.log given as null)" in line for line in said), said
         assert "logging" not in call(served.url, "GET", "/readyz")[2]
     finally:
         release_app("phalf")         # nothing checked after its drain, unlike "plog" above

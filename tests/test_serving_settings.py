@@ -560,3 +560,40 @@ def test_serving_the_running_version_again_is_not_called_an_update_to_it():
 
     assert update_words("20261205-173046", "20261205-181500") == "updated 20261205-173046 → 20261205-181500"
     assert update_words("20261205-173046", "20261205-173046") == "deployed again, same version 20261205-173046"
+
+
+def test_an_update_keeps_the_running_apps_operator_settings_it_is_not_given(tmp_path):
+    """An update naming only a bundle put the running app back on the defaults: 4 replicas at most where the
+    operator had capped it at 3, the route prefix at /, no prediction logging. Each operator setting the update
+    is not given keeps its running value (in part: the rest of a section it gives part of); the bundle's own
+    settings come with the bundle; what the update is given wins, `log: null` included."""
+    from serving.commands import serve_settings
+    from serving.settings import keep_running
+
+    running = ServeSpec.model_validate({
+        "autoscaling": {"min_replicas": 1, "max_replicas": 3, "upscale_delay_s": 5.0}, "route_prefix": "/fraud",
+        "ray_actor_options": {"num_cpus": 0.25}, "log": {"path": "/logs", "sample": 0.5}, "max_records": 50,
+        "port": 8741}).model_dump(mode="json")
+    bundle = _spec_yaml(tmp_path / "b", {"max_records": 5})
+
+    def update(*sets, spec=None):
+        return keep_running(serve_settings(bundle, spec, list(sets), progress=lambda *_: None), running)
+
+    spec, kept = update()
+    assert kept == ["autoscaling", "ray_actor_options", "route_prefix", "log"]
+    assert spec.model_dump(mode="json")["autoscaling"] == running["autoscaling"]
+    assert (spec.route_prefix, spec.ray_actor_options, spec.log.path, spec.log.sample) == (
+        "/fraud", {"num_cpus": 0.25}, "/logs", 0.5)
+    assert spec.max_records == 5 and spec.port == 8000      # the bundle's limit; the port is the running Serve's
+    spec, kept = update("autoscaling.max_replicas=5", "log=null", "route_prefix=/v2")
+    assert (spec.autoscaling.min_replicas, spec.autoscaling.max_replicas, spec.autoscaling.upscale_delay_s) == (
+        1, 5, 5.0)
+    assert spec.log is None and spec.route_prefix == "/v2" and kept == ["autoscaling", "ray_actor_options"]
+    ops = tmp_path / "ops.yaml"
+    ops.write_text("name: ops\ndata: {path: d, label: y}\nserve:\n  ray_actor_options: {num_cpus: 1}\n")
+    spec, kept = update(spec=str(ops))
+    assert spec.ray_actor_options == {"num_cpus": 1} and "ray_actor_options" not in kept
+    # Nothing to keep from an app that is not trainyard's, or whose settings this version cannot read.
+    given = serve_settings(bundle, None, [], progress=lambda *_: None)
+    assert keep_running(given, None) == (given, [])
+    assert keep_running(given, {**running, "autoscaling": {"max_replicas": "many"}}) == (given, [])
