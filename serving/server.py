@@ -393,10 +393,21 @@ def _unscheduled(name: str) -> Optional[ServeError]:
             f"largest node has {largest}. Lower serve.ray_actor_options (e.g. --set "
             "ray_actor_options.num_cpus=0.5), or add a node with those resources", exit_code=EXIT_BAD_INPUT)
     free = ray.available_resources()
+    waiting = replicas_without_room(len(pending), need, free)
+    if not waiting:
+        return None     # there is room for them: they are starting (a process, the bundle's load), not waiting
     return ServeError(
-        f"{len(pending)} of its replicas wait for free resources: each asks for {need} and the cluster has "
+        f"{waiting} of its replicas wait for free resources: each asks for {need} and the cluster has "
         f"{({k: round(free.get(k, 0.0), 3) for k in need})} free (other apps, jobs or replicas hold the rest). "
         "Free some, lower serve.ray_actor_options, or give it longer (--timeout)")
+
+
+def replicas_without_room(pending: int, need: dict, free: dict) -> int:
+    """How many of `pending` replicas, each asking for `need`, the cluster's `free` resources cannot take now.
+    Ray counts a replica whose process is still starting as pending too, its resources already taken from
+    `free`: every update's new replicas were said to "wait for free resources" with 2 CPUs free for 0.5 each."""
+    room = min((int((free.get(k, 0.0) + 1e-6) // v) for k, v in need.items() if v > 0), default=pending)
+    return max(pending - room, 0)
 
 
 def _roll_back(name: str, before: ServeDeployment, old_version: Optional[str],

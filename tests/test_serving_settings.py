@@ -597,3 +597,15 @@ def test_an_update_keeps_the_running_apps_operator_settings_it_is_not_given(tmp_
     given = serve_settings(bundle, None, [], progress=lambda *_: None)
     assert keep_running(given, None) == (given, [])
     assert keep_running(given, {**running, "autoscaling": {"max_replicas": "many"}}) == (given, [])
+
+
+def test_replicas_are_said_to_wait_for_resources_only_when_the_cluster_has_no_room_for_them():
+    """Ray counts a replica whose process is starting as pending: every update's new replicas were said to "wait
+    for free resources" with 2 CPUs free for 0.5 each."""
+    from serving.server import replicas_without_room
+
+    assert replicas_without_room(3, {"CPU": 0.5}, {"CPU": 2.0}) == 0
+    assert replicas_without_room(3, {"CPU": 0.5}, {"CPU": 1.0}) == 1
+    assert replicas_without_room(2, {"CPU": 0.25, "GPU": 1.0}, {"CPU": 3.0, "GPU": 1.0}) == 1
+    assert replicas_without_room(1, {"CPU": 0.1}, {"CPU": 0.0999999}) == 0          # float dust
+    assert replicas_without_room(2, {"CPU": 64.0}, {"CPU": 4.0}) == 2 and replicas_without_room(1, {}, {}) == 0
