@@ -282,7 +282,11 @@ def build_fastapi(server: ModelServer) -> FastAPI:
         return await asyncio.to_thread(server.monitor.snapshot)
 
     serve_spec = server.settings["serve"]
+    # A feature this server requires (serve.required_features) is said so where clients read the features.
+    required = {name: {"required": True, "missing": "refused: this server requires it (serve.required_features)"}
+                for name in checker.required}
     schema_doc = {"model": server.model_info, **schema,
+                  "features": [{**f, **required.get(f["name"], {})} for f in schema["features"]],
                   "limits": {"max_records": serve_spec["max_records"], "max_body_mb": serve_spec["max_body_mb"],
                              "required_features": checker.required,
                              "unknown_fields": serve_spec["unknown_fields"], "quantize": server.quantized,

@@ -341,8 +341,8 @@ class RequestChecker:
                 if f.get("max_length") is not None:
                     prop["x-max-tokens"] = f["max_length"]
             elif self.kinds[name] == _NUMBER:
-                prop = {"type": ["number", "null"],
-                        "description": f"number ({f.get('dtype', 'double')}); missing or null: {f.get('missing')}"}
+                prop = {"type": ["number", "null"], "description": f"number ({f.get('dtype', 'double')}); "
+                                                                   f"missing or null: {f.get('missing')}"}
             else:
                 cats = list(f.get("categories") or [])
                 if self.reject_unknown_categories:
@@ -354,6 +354,13 @@ class RequestChecker:
                             "description": f"category; known: {', '.join(cats)}; any other value maps to the "
                                            f"'unknown' slot; missing or null: {f.get('missing')}"}
                 prop["x-categories"] = cats
+            if name in self.required and self.kinds[name] in (_NUMBER, _CATEGORY):     # null is refused too
+                if "type" in prop:
+                    prop["type"] = [t for t in prop["type"] if t != "null"]
+                if "enum" in prop:
+                    prop["enum"] = [c for c in prop["enum"] if c is not None]
+                prop["description"] = prop["description"].replace(
+                    f"missing or null: {f.get('missing')}", "required by this server (serve.required_features)")
             prop["title"] = name
             prop["x-feature-type"] = f["type"]
             properties[name] = prop

@@ -195,6 +195,14 @@ def test_strict_limits_and_policies(strict_app):
     status, _, out = post(url, {"records": [{"rpm": 1}, {"torque_nm": 3}, {"rpm": None}]}, AUTH)
     assert status == 422 and [(e["record"], e["field"]) for e in out["errors"]] == [(1, "rpm"), (2, "rpm")]
     assert "missing required field" in out["detail"] and "serve.required_features" in out["detail"]
+    # ... which /schema and the OpenAPI spec say where clients read the features (both said it was optional)
+    features = {f["name"]: f for f in call(url, "GET", "/schema", headers=AUTH)[2]["features"]}
+    assert features["rpm"]["required"] is True and "serve.required_features" in features["rpm"]["missing"]
+    assert features["torque_nm"]["required"] is False
+    record = call(url, "GET", "/openapi.json", headers=AUTH)[2]["components"]["schemas"]["Record"]
+    assert record["required"] == ["rpm"] and record["properties"]["rpm"]["type"] == ["number"]
+    assert "required by this server" in record["properties"]["rpm"]["description"]
+    assert record["properties"]["torque_nm"]["type"] == ["number", "null"]
     # more than max_records
     status, _, out = post(url, {"records": [{"rpm": 1}] * 6}, AUTH)
     assert status == 413 and "limit is 5" in out["detail"] and "serve.max_records" in out["detail"]
