@@ -133,15 +133,179 @@ def test_rayservice_serves_a_bundle_with_serve_autoscaling():
     ServeDeploySchema.model_validate(serve_config)
     app = serve_config["applications"][0]
     assert app["import_path"] == "serving.app:build_app"
-    assert app["args"]["bundle"].endswith("/bundle")
-    # Every replica loads the bundle: the folder must be on a volume each pod of the cluster mounts.
-    cluster = load_manifest("rayservice.yaml")["spec"]["rayClusterConfig"]
-    pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
-    for pod in pods:
-        mounts = pod["spec"]["containers"][0]["volumeMounts"]
-        assert any(app["args"]["bundle"].startswith(m["mountPath"] + "/") for m in mounts)
     scaling = app["deployments"][0]["autoscaling_config"]
     assert 1 <= scaling["min_replicas"] < scaling["max_replicas"]
+
+
+def _pods(spec: dict) -> list[dict]:
+    """The pod templates of a RayCluster spec: the head's, then each worker group's."""
+    return [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+
+
+def _readme_kubernetes() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme[readme.index("**4. Kubernetes"):readme.index("**5. AWS")]
+
+
+def test_rayservice_reads_the_bundle_from_object_storage_with_the_clusters_storage_secret():
+    """It mounted a PVC `trainyard-bundles` that nothing created, and served OUTPUT/bundle, a link that a run on
+    s3:// does not write (there: bundles/<version> and bundles/LATEST). build_app resolves a run's output URI
+    to its latest bundle itself (jobs.bundle.resolve) and ships the files to the replicas: no volume needed."""
+    from jobs import bundle
+
+    manifest = load_manifest("rayservice.yaml")
+    app = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"][0]
+    uri = app["args"]["bundle"]
+    assert uri.startswith("s3://") and not uri.rstrip("/").endswith(f"/{bundle.POINTER}"), uri
+    assert "/runs/" in uri and (bundle.VERSIONS, bundle.LATEST) == ("bundles", "LATEST")
+    storage = {s["secretRef"]["name"] for _, spec in _cluster_specs() for pod in _pods(spec)
+               for c in pod["spec"]["containers"] for s in c.get("envFrom", []) if "secretRef" in s}
+    assert storage == {"trainyard-storage"}, storage
+    for pod in _pods(manifest["spec"]["rayClusterConfig"]):
+        assert "volumes" not in pod["spec"], pod["spec"]["volumes"]
+        container = pod["spec"]["containers"][0]
+        assert "volumeMounts" not in container
+        assert {"secretRef": {"name": "trainyard-storage", "optional": True}} in container["envFrom"]
+
+
+def test_rayservice_takes_the_serving_token_from_a_secret_on_every_pod():
+    """The prediction endpoint had no token. build_app reads it from TRAINYARD_SERVE_TOKEN on the node where
+    Serve builds the app (any node), so every pod gets it, from a Secret, never written in the manifest."""
+    from serving.settings import TOKEN_ENV
+
+    manifest = load_manifest("rayservice.yaml")
+    for pod in _pods(manifest["spec"]["rayClusterConfig"]):
+        env = {e["name"]: e for e in pod["spec"]["containers"][0].get("env", [])}
+        assert TOKEN_ENV in env, pod
+        assert "value" not in env[TOKEN_ENV]
+        ref = env[TOKEN_ENV]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "trainyard-serve-token", "key": "token"}     # not optional: no token, no pods
+    assert TOKEN_ENV not in manifest["spec"]["serveConfigV2"]
+    for text in [_readme_kubernetes(), (KUBERAY / "rayservice.yaml").read_text()]:
+        assert "kubectl create secret generic trainyard-serve-token --from-file=token=" in text
+        assert "curl -s localhost:8000/predict -H 'content-type: application/json' -H \"Authorization: Bearer" in text
+
+
+def _references(manifest: dict):
+    """(kind, name, optional) of every Secret, ConfigMap and PersistentVolumeClaim the manifest's pods use."""
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("secretRef", "secretKeyRef") and isinstance(value, dict):
+                    yield "secret", value["name"], value.get("optional", False)
+                elif key == "secret" and isinstance(value, dict) and "secretName" in value:
+                    yield "secret", value["secretName"], value.get("optional", False)
+                elif key in ("configMapRef", "configMapKeyRef", "configMap") and isinstance(value, dict):
+                    yield "configmap", value["name"], value.get("optional", False)
+                elif key == "persistentVolumeClaim":
+                    yield "pvc", value["claimName"], False
+                else:
+                    yield from walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from walk(value)
+
+    yield from walk(manifest)
+
+
+@pytest.mark.parametrize("name", sorted(MANIFESTS))
+def test_every_secret_and_configmap_a_manifest_uses_is_created_by_a_command_it_shows(name):
+    """A pod waiting on a volume or a Secret that nothing creates never starts (rayservice.yaml mounted a PVC
+    that nothing created): each one is created by a `kubectl create` line in README and, unless optional, in
+    the manifest's own comment."""
+    text = (KUBERAY / name).read_text().replace("#   ", "")
+    k8s = _readme_kubernetes()
+    for kind, ref, optional in set(_references(load_manifest(name))):
+        assert kind != "pvc", f"{name}: PersistentVolumeClaim {ref}: nothing creates it"
+        command = f"kubectl create {'secret generic' if kind == 'secret' else 'configmap'} {ref} "
+        assert command in k8s, (name, ref)
+        assert optional or command in text, (name, ref)
+
+
+def _services(manifest: dict) -> set[str]:
+    """The Services KubeRay creates for a manifest (utils.GenerateHeadServiceName / GenerateServeServiceName):
+    a RayCluster `<name>-head-svc` (or headService's name), a RayService its own `<name>-head-svc` and
+    `<name>-serve-svc`; a RayJob's cluster is named `<name>-<random>`."""
+    meta = manifest["metadata"]["name"]
+    if manifest["kind"] == "RayCluster":
+        custom = (manifest["spec"]["headGroupSpec"].get("headService") or {}).get("metadata", {}).get("name")
+        return {custom or f"{meta}-head-svc"}
+    if manifest["kind"] == "RayService":
+        return {f"{meta}-head-svc", f"{meta}-serve-svc"}
+    return set()
+
+
+def test_the_manifests_can_be_applied_side_by_side_and_the_port_forwards_name_their_services():
+    """The RayService was named `trainyard` like the RayCluster: both would own `trainyard-head-svc`."""
+    manifests = [load_manifest(name) for name in MANIFESTS]
+    names = [m["metadata"]["name"] for m in manifests]
+    assert len(set(names)) == len(names), names
+    services = [svc for m in manifests for svc in _services(m)]
+    assert len(set(services)) == len(services), services
+    assert load_manifest("rayservice.yaml")["metadata"]["name"] == "trainyard-serve"
+    for text in [_readme_kubernetes(), *((KUBERAY / n).read_text() for n in MANIFESTS)]:
+        for svc in re.findall(r"port-forward svc/(\S+)", text):
+            assert svc in services, (svc, services)
+
+
+def _cpus_per_pod(group: dict) -> float:
+    declared = group.get("rayStartParams", {}).get("num-cpus")
+    if declared is not None:
+        return float(declared)
+    quantity = group["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+@pytest.mark.parametrize("where,spec", list(_cluster_specs()), ids=lambda v: v if isinstance(v, str) else "")
+def test_the_nodes_trainyard_counts_on_stay_up(where, spec):
+    """trainyard checks CPUs and GPUs against the nodes present when a job starts, and a refused job asks the
+    autoscaler for nothing. A CPU group at minReplicas 0 left the cluster with 0 CPUs (the head has num-cpus 0)
+    after idleTimeoutSeconds, and the next submit was refused. Every group starts at its minReplicas, and the
+    CPU workers that stay hold the example's run with a CPU to spare for Ray Data."""
+    from jobs.spec import load_spec
+
+    train = load_spec(ROOT / "examples" / "machine-failure.yaml").train
+    assert spec["headGroupSpec"]["rayStartParams"].get("num-cpus") == "0", where
+    groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
+    for group in groups.values():
+        assert group.get("replicas", 0) == group["minReplicas"], (where, group["groupName"])
+    assert groups["cpu"]["minReplicas"] >= 1, where
+    if where != "rayservice.yaml":
+        held = groups["cpu"]["minReplicas"] * _cpus_per_pod(groups["cpu"])
+        assert held >= train.workers * train.cpus_per_worker + 1, where
+
+
+def test_the_gpu_groups_say_that_the_user_sets_them_and_what_zero_means():
+    for name in ("raycluster.yaml", "rayjob.yaml"):
+        text = " ".join((KUBERAY / name).read_text().replace("#", " ").split())
+        assert "none until a trainer asks" not in text
+        assert "replicas and minReplicas" in text, name
+        assert "auto` trains on CPUs" in text and "use_gpu: true` is refused" in text, name
+    k8s = " ".join(_readme_kubernetes().split())
+    assert "the nodes up when the job starts" in k8s and "`minReplicas`" in k8s
+
+
+def test_the_rayjob_runs_a_spec_from_a_configmap_mounted_on_the_head():
+    """The driver of a RayJob runs on the head (Ray's job manager puts it there unless the entrypoint asks for
+    resources), and `trainyard run SPEC` reads a file: the ConfigMap's key spec.yaml, mounted there."""
+    spec = load_manifest("rayjob.yaml")["spec"]
+    path = re.search(r"trainyard run (\S+\.yaml)", spec["entrypoint"]).group(1)
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in head["containers"][0]["volumeMounts"]}
+    (volume,) = [n for n, m in mounts.items() if path.startswith(m + "/")]
+    configmap = {v["name"]: v for v in head["volumes"]}[volume]["configMap"]["name"]
+    assert path == f"{mounts[volume]}/spec.yaml"
+    assert not any(k in spec for k in ("entrypointNumCpus", "entrypointNumGpus", "entrypointResources"))
+    command = f"kubectl create configmap {configmap} --from-file=spec.yaml="
+    assert command in (KUBERAY / "rayjob.yaml").read_text() and command in _readme_kubernetes()
+
+
+def test_the_image_has_the_text_extra():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(r.startswith("transformers") for r in extras["text"])
+    assert 'pip install --no-cache-dir "/app[text]"' in (ROOT / "cluster" / "Dockerfile").read_text()
 
 
 # ---------------------------------------------------------------------------------------------- launcher
