@@ -17,8 +17,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,12 +29,12 @@ from jobs.quantize import quantize
 from jobs.spec import ServeSpec
 from jobs.tabular import outside_range, training_ranges
 from serving.monitor import for_replica as replica_monitor
+from serving.payload import bundle_payload, load_payload
 from serving.predlog import PredictionLogger, new_request_id
 from serving.schema import Problem, RequestChecker, RequestError, body_too_large, non_finite_outputs
 from serving.settings import TOKEN_ENV, ServeError, check_settings, default_name
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})   # probes answer without the token
-MAX_INLINE_BUNDLE_BYTES = 64 * 2**20
 
 
 def _records_in(batches: list) -> int:
@@ -60,22 +58,9 @@ class ModelServer:
     `settings` the plain-dict serve settings made by `replica_settings`."""
 
     def __init__(self, payload: dict, settings: dict):
-        from jobs.bundle import load
-
         self.settings = settings
         self.name = settings["name"]
-        if "files" in payload:
-            # Materialise the shipped files only long enough to load them: load() reads everything into memory.
-            folder = Path(tempfile.mkdtemp(prefix="trainyard-bundle-"))
-            try:
-                for fname, data in payload["files"].items():     # a text bundle's tokenizer/ is a subfolder
-                    (folder / fname).parent.mkdir(parents=True, exist_ok=True)
-                    (folder / fname).write_bytes(data)
-                self.bundle = load(folder)
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
-        else:
-            self.bundle = load(payload["path"])
+        self.bundle = load_payload(payload)
         self.model_info = {"name": self.name, "version": self.bundle.version}
         self.ranges = training_ranges(self.bundle.preprocessor)
         serve_spec = settings["serve"]
@@ -430,12 +415,13 @@ def build_app(args: dict):
     if "bundle" not in args:
         raise ServeError("serving.app:build_app needs args: {bundle: /path/to/OUTPUT/bundle}",
                          exit_code=EXIT_BAD_INPUT)
-    path = resolve(args.pop("bundle"))
+    source = args.pop("bundle")
+    path = resolve(source)
     bundle = load(path)
     name = args.pop("name", None) or default_name(bundle)
     serve_spec = ServeSpec.model_validate(args)
     check_settings(bundle, serve_spec)
-    return application(path, serve_spec, name, os.environ.get(TOKEN_ENV) or None)
+    return application(path, serve_spec, name, os.environ.get(TOKEN_ENV) or None, source=str(source))
 
 
 # The Serve deployment: `serve.ingress()` without an app defers the app to __serve_build_asgi_app__, so the
@@ -444,15 +430,6 @@ ModelDeployment = serve.deployment(name="model")(serve.ingress()(ModelServer))
 
 
 # ---------------------------------------------------------------------------------------------- construction
-def bundle_payload(path: Path) -> dict:
-    """What replicas load the bundle from: its files' bytes (no shared filesystem needed; they travel in the
-    deployment's arguments), or for a very large bundle its path, which every node must then be able to read."""
-    files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
-    if sum(p.stat().st_size for p in files.values()) <= MAX_INLINE_BUNDLE_BYTES:
-        return {"files": {n: p.read_bytes() for n, p in files.items()}}
-    return {"path": str(path.resolve())}
-
-
 def replica_settings(name: str, serve_spec: ServeSpec, token: Optional[str],
                      token_sha256: Optional[str] = None) -> dict:
     # Only the token's hash reaches the replicas (and the controller's checkpoint that stores their arguments).
@@ -462,8 +439,9 @@ def replica_settings(name: str, serve_spec: ServeSpec, token: Optional[str],
 
 
 def application(path: Path, serve_spec: ServeSpec, name: str, token: Optional[str],
-                env_vars: Optional[dict] = None, token_sha256: Optional[str] = None):
-    """The Serve application (not yet running) for the bundle folder `path` under these settings."""
+                env_vars: Optional[dict] = None, token_sha256: Optional[str] = None, source: Optional[str] = None):
+    """The Serve application (not yet running) for the bundle folder `path` (fetched from `source` when that is
+    a URI) under these settings."""
     actor_options = dict(serve_spec.ray_actor_options)
     runtime_env = dict(actor_options.get("runtime_env") or {})
     if env_vars:
@@ -485,4 +463,4 @@ def application(path: Path, serve_spec: ServeSpec, name: str, token: Optional[st
         max_surge_percent=serve_spec.max_surge_percent,
         # A bundle that cannot load will not load on the 4th try either; fail the deploy in seconds, not minutes.
         max_constructor_retry_count=3,
-    ).bind(bundle_payload(path), replica_settings(name, serve_spec, token, token_sha256))
+    ).bind(bundle_payload(path, source), replica_settings(name, serve_spec, token, token_sha256))

@@ -281,7 +281,7 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     old_version = _running_version(before, host, port) if before else None
     # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.
     env = {**replica_ingress_env(running_ingress(), serve_spec), **metrics_env(serve_spec)}
-    app = application(path, serve_spec, name, token, env_vars=env, token_sha256=kept_sha256)
+    app = application(path, serve_spec, name, token, env_vars=env, token_sha256=kept_sha256, source=str(bundle_path))
     verb = "updating" if before else "deploying"
     progress(f"[serve] {verb} {name} (bundle {path}, version {bundle.version})")
     served = Served(name, bundle.version, host, port, serve_spec.route_prefix,

@@ -339,3 +339,21 @@ def test_a_new_version_that_scores_worse_than_the_one_it_replaces_is_said(tmp_pa
                                                                        "one 2.5000")
     assert _worse_than(replaced, {"rmse": 1.5}, "regression") == ""
     assert _worse_than(("v0", {}), {"f1": 0.1}, "classification") == ""        # nothing to compare with
+
+
+def test_a_replica_fetches_a_large_bundle_from_its_uri_and_checks_its_version(tmp_path, s3_bucket,  # noqa: F811
+                                                                                 monkeypatch):
+    """A bundle over the inline limit was handed to replicas as the local copy this node fetched it to, which
+    replicas on other nodes (other pods of a RayService) do not have: they get its URI, pinned to the version."""
+    import serving.payload as P
+
+    output = f"{s3_bucket}/runs/big"
+    B.upload(_write(tmp_path / "a" / "bundle", lineage={"version": "v1"}), output)
+    assert "files" in P.bundle_payload(B.resolve(output), source=output)      # small: inline, as before
+    monkeypatch.setattr(P, "MAX_INLINE_BUNDLE_BYTES", 1)
+    sent = P.bundle_payload(B.resolve(output), source=output)
+    assert sent == {"path": output, "version": "v1"}
+    assert P.load_payload(sent).version == "v1"
+    B.upload(_write(tmp_path / "b" / "bundle", lineage={"version": "v2"}), output)   # published meanwhile
+    with pytest.raises(RuntimeError, match=r"holds bundle version v2 now, not v1.*deploy again"):
+        P.load_payload(sent)

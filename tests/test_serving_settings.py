@@ -402,12 +402,19 @@ def test_a_server_sees_rays_gcs_or_raylet_gone_by_its_port(monkeypatch):
 
 def test_what_replicas_receive(tmp_path, monkeypatch):
     import serving.app as app
+    import serving.payload as payload
 
     (tmp_path / "model.json").write_text("{}")
     (tmp_path / "schema.json").write_text("{}")
-    assert app.bundle_payload(tmp_path) == {"files": {"model.json": b"{}", "schema.json": b"{}"}}
-    monkeypatch.setattr(app, "MAX_INLINE_BUNDLE_BYTES", 1)
-    assert app.bundle_payload(tmp_path) == {"path": str(tmp_path.resolve())}
+    (tmp_path / "lineage.json").write_text('{"version": "v7"}')
+    files = {"lineage.json": b'{"version": "v7"}', "model.json": b"{}", "schema.json": b"{}"}
+    assert payload.bundle_payload(tmp_path) == {"files": files}
+    monkeypatch.setattr(payload, "MAX_INLINE_BUNDLE_BYTES", 1)
+    assert payload.bundle_payload(tmp_path) == {"path": str(tmp_path.resolve())}
+    # Fetched from object storage: the URI, which replicas on other nodes (other pods) can fetch, not the copy
+    # on this node; pinned to the version checked here.
+    assert payload.bundle_payload(tmp_path, source="s3://b/runs/x") == {"path": "s3://b/runs/x", "version": "v7"}
+    assert payload.bundle_payload(tmp_path, source=str(tmp_path)) == {"path": str(tmp_path.resolve())}
     settings = app.replica_settings("m", ServeSpec(max_records=9), "s3cret")
     assert settings["token_sha256"] == hashlib.sha256(b"s3cret").hexdigest() and "s3cret" not in json.dumps(settings)
     assert settings["serve"]["max_records"] == 9

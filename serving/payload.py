@@ -1,0 +1,46 @@
+"""How a served bundle travels to Serve's replicas: its files' bytes in the deployment's arguments, or for a very
+large bundle a path every node can read (`bundle_payload`), and how a replica loads it again (`load_payload`)."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+# Bundles up to this size travel inline (a pretrained text encoder's, ~90 MB, does not).
+MAX_INLINE_BUNDLE_BYTES = 64 * 2**20
+
+
+def bundle_payload(path: Path, source: Optional[str] = None) -> dict:
+    """What replicas load the bundle from: its files' bytes (no shared filesystem needed; they travel in the
+    deployment's arguments), or for a very large bundle a path every node must then be able to read: the URI it
+    came from (`source`: each replica fetches it, and checks it is still the same version), else its folder."""
+    files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
+    if sum(p.stat().st_size for p in files.values()) <= MAX_INLINE_BUNDLE_BYTES:
+        return {"files": {n: p.read_bytes() for n, p in files.items()}}
+    if source is not None and "://" in str(source):
+        # Not the local copy it was fetched to: replicas on other nodes (other pods) do not have it.
+        return {"path": str(source), "version": json.loads((path / "lineage.json").read_text()).get("version")}
+    return {"path": str(path.resolve())}
+
+
+def load_payload(payload: dict):
+    """The replica's bundle from `bundle_payload`'s payload."""
+    from jobs.bundle import load
+
+    if "files" in payload:
+        # Materialise the shipped files only long enough to load them: load() reads everything into memory.
+        folder = Path(tempfile.mkdtemp(prefix="trainyard-bundle-"))
+        try:
+            for fname, data in payload["files"].items():     # a text bundle's tokenizer/ is a subfolder
+                (folder / fname).parent.mkdir(parents=True, exist_ok=True)
+                (folder / fname).write_bytes(data)
+            return load(folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    bundle = load(payload["path"])
+    if payload.get("version") and bundle.version != payload["version"]:
+        raise RuntimeError(f"{payload['path']} holds bundle version {bundle.version} now, not {payload['version']}, "
+                           "which this app was deployed with (a newer one was published meanwhile): deploy again")
+    return bundle
