@@ -112,7 +112,10 @@ def cmd_jobs_list(args) -> int:
     if not jobs:
         _say("no jobs")
     for j in jobs:
-        _say(f"{j['id']:<44} {j['status']:<10} {j['started']}  {j.get('spec') or j['entrypoint'][:60]}")
+        # Which command ran and where it wrote: several jobs of one spec (a train, a search) looked alike.
+        what = (f"{j['spec']} ({j.get('mode') or 'run'}) → {j.get('output')}" if j.get("spec")
+                else j["entrypoint"][:60])
+        _say(f"{j['id']:<44} {j['status']:<10} {j['started']}  {what}")
     return EXIT_OK
 
 
@@ -147,6 +150,9 @@ def cmd_jobs_stop(args) -> int:
     if jobs_api.stop(args.job_id, args.address):
         info = jobs_api.wait(args.job_id, args.address, timeout_s=args.timeout)
         _say(f"job {args.job_id}: {info['status']}")
+        if info.get("resume") and info["status"] == "STOPPED":
+            # The search saved its state on the stop (a Ctrl-C for its driver: cluster.submit.STOP_ENV).
+            _say(f"its search is saved in {info.get('output')}; continue it with: {info['resume']}")
     else:
         _say(f"job {args.job_id} had already ended")
     return EXIT_OK

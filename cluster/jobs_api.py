@@ -15,6 +15,7 @@ from cluster.dashboard import job_client
 from cluster.errors import BadInput
 
 METADATA_SPEC, METADATA_MODE, METADATA_OUTPUT = "trainyard_spec", "trainyard_mode", "trainyard_output"
+METADATA_RESUME = "trainyard_resume"        # the command that continues the search the job runs, if it runs one
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
@@ -61,7 +62,8 @@ def describe(details) -> dict:
             "start_time_ms": details.start_time, "end_time_ms": details.end_time,
             "started": _when(details.start_time), "ended": _when(details.end_time),
             "spec": meta.get(METADATA_SPEC), "mode": meta.get(METADATA_MODE),
-            "output": meta.get(METADATA_OUTPUT), "driver_exit_code": details.driver_exit_code}
+            "output": meta.get(METADATA_OUTPUT), "resume": meta.get(METADATA_RESUME),
+            "driver_exit_code": details.driver_exit_code}
 
 
 def job_info(job_id: str, address: str | None = None, *, client=None) -> dict:

@@ -67,6 +67,14 @@ EXCLUDED_DIR_NAMES = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", "
 # by a job; their fixture schemas alone are megabytes).
 EXCLUDED_TOP_LEVEL = {"runs", "data", "bundles", "ray_results", ".whl", "build", "dist", "tests"}
 MODES = ("run", "train", "tune")
+# `trainyard jobs stop` (the Jobs API's stop) sends the job's processes SIGTERM and SIGKILLs them 3 s later: a
+# search's driver died printing Ray's own SIGTERM stack dump, its state unsaved. The job supervisor reads these
+# from the job's runtime_env: SIGINT, a Ctrl-C, which a search answers by saving its state for --resume (and a
+# training run by stopping), with time to do it.
+STOP_ENV = {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "60"}
+# The command that continues a submitted search, in the job's environment (its driver says it when stopped) and
+# metadata (`trainyard jobs stop` says it).
+RESUME_ENV = "TRAINYARD_RESUME_COMMAND"
 # Files that usually hold credentials, as .gitignore patterns (at any depth; a trailing / is a folder): never
 # uploaded by accident, only when a --allow-file pattern names them.
 SECRET_PATTERNS = (".env*", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".aws/", ".ssh/",
@@ -92,6 +100,7 @@ class Plan:
     env_vars: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     root: Path = REPO_ROOT                       # where ``files`` are read from
+    resume_command: str | None = None            # how to continue the search it runs (None: no search)
 
     @property
     def upload_bytes(self) -> int:
@@ -100,7 +109,8 @@ class Plan:
     @property
     def metadata(self) -> dict[str, str]:
         return {jobs_api.METADATA_SPEC: str(self.spec_path), jobs_api.METADATA_MODE: self.mode,
-                jobs_api.METADATA_OUTPUT: self.output}
+                jobs_api.METADATA_OUTPUT: self.output,
+                **({jobs_api.METADATA_RESUME: self.resume_command} if self.resume_command else {})}
 
 
 # ---------------------------------------------------------------------------------------------- spec
@@ -283,14 +293,20 @@ def stage(files: list[tuple[str, int]], root: Path, spec: dict, dump_yaml: Calla
 # ---------------------------------------------------------------------------------------------- submit
 
 def plan(spec_path, raw_spec: dict, address: str | None, mode: str = "run", *, shared=(), env=(),
-         allow_files=(), max_upload_mb: float = UPLOAD_LIMIT_MB, root: Path = REPO_ROOT) -> Plan:
+         allow_files=(), max_upload_mb: float = UPLOAD_LIMIT_MB, root: Path = REPO_ROOT, resume: bool = False,
+         resume_command: str | None = None) -> Plan:
     """Decide what to submit (spec, paths, files, entrypoint) and refuse early what cannot work.
 
     ``raw_spec``: the spec file ``spec_path`` as its reader reads it, ``--set`` overrides applied; it is not
     changed (the plan holds a copy with the paths settled). ``env``: ``--env`` items (NAME or NAME=VALUE);
-    ``allow_files``: ``--allow-file`` patterns, files to ship although they look like secrets."""
+    ``allow_files``: ``--allow-file`` patterns, files to ship although they look like secrets. ``resume``: the
+    job continues the search a stopped job of the same spec left in its output; ``resume_command``: the
+    command that would do that, for a job that runs a search (its driver and `jobs stop` say it)."""
     if mode not in MODES:
         raise SubmitError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    if resume and mode == "train":
+        raise SubmitError("--resume continues a stopped search: submit it with --mode tune (or run), as the "
+                          "search was; a training run resumes only within its job (train.max_failures)")
     spec_path = Path(spec_path)
     spec = _check_spec(spec_path, raw_spec)
     url = dashboard_url(address)
@@ -325,10 +341,11 @@ def plan(spec_path, raw_spec: dict, address: str | None, mode: str = "run", *, s
                              + [f"--data {shlex.quote(p)}" for p in data_paths])
     # --storage-checked: the step before has checked the paths; trainyard does not check them a second time.
     command = (f"python -m trainyard {mode} {SPEC_IN_JOB} --storage-checked"
-               + (" --no-serve" if mode == "run" else ""))
+               + (" --no-serve" if mode == "run" else "") + (" --resume" if resume else ""))
     entrypoint = f"python -m cluster.envcheck && {storage_check} && {command}"
     submission_id = f"trainyard-{spec['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    return Plan(spec_path, spec, mode, entrypoint, submission_id, spec["output"], files, env_vars, notes, root)
+    return Plan(spec_path, spec, mode, entrypoint, submission_id, spec["output"], files, env_vars, notes, root,
+                resume_command)
 
 
 def submit(the_plan: Plan, address: str | None, dump_yaml: Callable[[dict], str], *, wait: bool = False,
@@ -346,9 +363,9 @@ def submit(the_plan: Plan, address: str | None, dump_yaml: Callable[[dict], str]
         progress(line)
     staging = stage(the_plan.files, the_plan.root, the_plan.spec, dump_yaml)
     try:
-        runtime_env = {"working_dir": str(staging)}
-        if the_plan.env_vars:
-            runtime_env["env_vars"] = the_plan.env_vars
+        # trainyard's own variables first (cluster.submit.STOP_ENV, RESUME_ENV): an --env of the same name wins.
+        resume = {RESUME_ENV: the_plan.resume_command} if the_plan.resume_command else {}
+        runtime_env = {"working_dir": str(staging), "env_vars": {**STOP_ENV, **resume, **the_plan.env_vars}}
         job_id = client.submit_job(entrypoint=entrypoint or the_plan.entrypoint, runtime_env=runtime_env,
                                    metadata=the_plan.metadata, submission_id=the_plan.submission_id)
     finally:

@@ -233,15 +233,16 @@ def test_a_driver_on_the_cluster_checks_storage_then_trains(cluster, cluster_env
     assert (tmp_path / "out" / "bundle" / "model.json").is_file()
 
 
-def _submit_small_job(cluster, tmp_path, body: str, env=()) -> str:
+def _submit_small_job(cluster, tmp_path, body: str, env=(), extra: str = "") -> str:
     """Submit like `trainyard submit` does (working_dir, resolved spec, env and storage checks), with a small
-    Python step instead of the pipeline."""
+    Python step instead of the pipeline. `extra`: more of the spec (YAML lines)."""
     from trainyard.submit import plan, submit
 
     (tmp_path / "data").mkdir(exist_ok=True)
     (tmp_path / "data" / "part-0.csv").write_text("x,y\n1,0\n")
     spec = tmp_path / "spec.yaml"
-    spec.write_text(f"name: tiny\ndata: {{path: {tmp_path / 'data'}, label: y}}\noutput: {tmp_path / 'out'}\n")
+    spec.write_text(f"name: tiny\ndata: {{path: {tmp_path / 'data'}, label: y}}\noutput: {tmp_path / 'out'}\n"
+                    + extra)
     the_plan = plan(spec, cluster["dashboard_url"])
     checks = the_plan.entrypoint.rsplit(" && ", 1)[0]
     info = submit(spec, cluster["dashboard_url"], entrypoint=f"{checks} && python -c {body!r}", wait=False,
@@ -273,16 +274,27 @@ def test_submit_runs_the_checks_and_ships_the_repository_and_spec(cluster, clust
 
 
 def test_jobs_stop(cluster, cluster_env, tmp_path):
+    """`jobs stop` is a Ctrl-C for the job's driver (SIGINT, with a minute to save a search; the Jobs API's
+    SIGTERM then SIGKILL 3 s later left a search unsaved, its driver printing Ray's stack dump), and for a spec
+    that searches, the driver and `jobs stop` both say the `trainyard submit ... --resume` that continues it."""
     from cluster import jobs_api
 
-    job_id = _submit_small_job(cluster, tmp_path, "import time; print('sleeping', flush=True); time.sleep(600)")
+    body = ("import os, signal, sys, time; signal.signal(signal.SIGINT, lambda *_: (print('SIGINT; continue "
+            "with:', os.environ.get('TRAINYARD_RESUME_COMMAND'), flush=True), sys.exit(130))); "
+            "print('sleep' + 'ing', flush=True); time.sleep(600)")        # not the entrypoint's own words, logged
+    job_id = _submit_small_job(cluster, tmp_path, body, extra="tune: {samples: 2}\n")
     deadline = time.monotonic() + 120
     while "sleeping" not in jobs_api.logs(job_id, cluster["dashboard_url"]) and time.monotonic() < deadline:
         time.sleep(1)
     out = run_cli("jobs", "stop", job_id, env=cluster_env)
     assert out.returncode == 0 and "STOPPED" in out.stdout, out.stdout + out.stderr
+    again = f"trainyard submit {tmp_path / 'spec.yaml'} --mode run --address {cluster['dashboard_url']} --resume"
+    assert f"continue it with: {again}" in out.stdout, out.stdout
+    assert f"SIGINT; continue with: {again}" in jobs_api.logs(job_id, cluster["dashboard_url"])
     out = run_cli("jobs", "status", job_id, env=cluster_env)
     assert out.returncode == 1 and "STOPPED" in out.stdout
+    out = run_cli("jobs", "list", env=cluster_env)
+    assert f"{tmp_path / 'spec.yaml'} (run) → {tmp_path / 'out'}" in out.stdout, out.stdout
 
 
 def _pipeline_available() -> str | None:

@@ -329,3 +329,29 @@ def test_a_jobs_message_is_shown_without_the_log_tail_and_its_exit_code_read():
     assert exit_code({"driver_exit_code": None, "message": failed}) == 2
     assert exit_code({"driver_exit_code": 1, "message": failed}) == 1
     assert exit_code({"driver_exit_code": None, "message": "Job was intentionally stopped."}) is None
+
+
+def test_a_search_can_be_resubmitted_to_continue_where_a_stopped_job_left_it(tmp_path, repo, monkeypatch):
+    """A search stopped with `trainyard jobs stop` had no way back but by hand; `submit --resume` continues it,
+    and a job that searches carries the command that does (its driver and `jobs stop` say it)."""
+    from jobs.spec import SpecError
+
+    url = "http://127.0.0.1:8265"
+    monkeypatch.setenv("TOKEN", "t0ken")
+    searching = spec_file(tmp_path, tune={"samples": 2})
+    p = plan(searching, url, mode="tune", overrides=["train.epochs=2"], resume=True, shared=["/mnt/s"],
+             env=["TOKEN", "A=1"], root=repo)
+    assert p.entrypoint.endswith(f"python -m trainyard tune {SPEC_IN_JOB} --storage-checked --resume")
+    again = (f"trainyard submit {searching} --mode tune --set train.epochs=2 --shared /mnt/s --env TOKEN --env A "
+             f"--address {url} --resume")
+    assert p.resume_command == again and p.metadata["trainyard_resume"] == again        # never an --env value
+    assert plan(searching, url, root=repo).resume_command.startswith(f"trainyard submit {searching} --mode run")
+    (tmp_path / "t").mkdir()
+    training = spec_file(tmp_path / "t")
+    assert plan(training, url, root=repo).resume_command is None                       # nothing searched
+    assert "trainyard_resume" not in plan(training, url, root=repo).metadata
+    assert plan(searching, url, mode="train", root=repo).resume_command is None
+    with pytest.raises(SubmitError, match=r"--resume continues a stopped search: submit it with --mode tune"):
+        plan(searching, url, mode="train", resume=True, root=repo)
+    with pytest.raises(SpecError, match=r"--resume continues a stopped search, and the spec has no `tune`"):
+        plan(training, url, resume=True, root=repo)

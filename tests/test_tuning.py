@@ -388,3 +388,26 @@ def test_an_experiment_started_before_fill_value_went_with_constant_alone_still_
     (tmp_path / EXPERIMENT_FILE).write_text(json.dumps({"spec": old}))
     with pytest.raises(SpecError, match=r"data.preprocess.impute: 'mean' → 'median'"):
         _check_same_spec(tmp_path, spec)
+
+
+def test_a_search_submitted_with_a_relative_data_path_resumes_here_as_the_same_search(tmp_path, monkeypatch):
+    """`trainyard submit` records data.path absolute (the job runs in another folder); `trainyard tune SPEC
+    --resume` here, given the relative path the spec says, was refused as a changed spec. Another folder is still
+    another search, and a URI is compared as written."""
+    import json
+
+    from tuning.experiment import EXPERIMENT_FILE, _check_same_spec
+
+    monkeypatch.chdir(tmp_path)
+    spec = validate_spec({"name": "x", "data": {"path": "data/labs/", "label": "y"}, "tune": {"samples": 2}})
+    started = spec.model_dump(mode="json")
+    started["data"]["path"] = str(tmp_path / "data" / "labs")
+    (tmp_path / EXPERIMENT_FILE).write_text(json.dumps({"spec": started}))
+    _check_same_spec(tmp_path, spec)
+    started["data"]["path"] = str(tmp_path / "data" / "other")
+    (tmp_path / EXPERIMENT_FILE).write_text(json.dumps({"spec": started}))
+    with pytest.raises(SpecError, match=r"data.path: '.*data/other' → '.*data/labs'"):
+        _check_same_spec(tmp_path, spec)
+    uri = validate_spec({"name": "x", "data": {"path": "s3://b/labs", "label": "y"}, "tune": {"samples": 2}})
+    (tmp_path / EXPERIMENT_FILE).write_text(json.dumps({"spec": uri.model_dump(mode="json")}))
+    _check_same_spec(tmp_path, uri)

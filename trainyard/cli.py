@@ -157,7 +157,12 @@ def _check_storage(spec, nodes: int) -> None:
 
 
 def resume_command(args) -> str:
-    """The command line that continues this run's tuning experiment: the same spec, overrides and cluster."""
+    """The command line that continues this run's tuning experiment: the same spec, overrides and cluster; in a
+    job `trainyard submit` started, the submit that does (not this command, run in the job's copy of the repo)."""
+    from cluster.submit import RESUME_ENV
+
+    if os.environ.get(RESUME_ENV):
+        return os.environ[RESUME_ENV]
     words = ["trainyard", args.command, args.spec]
     for item in args.set:
         words += ["--set", item]

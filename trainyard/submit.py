@@ -7,6 +7,7 @@ it the spec's YAML writer for the staged copy, since ``cluster`` imports nothing
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,7 @@ from cluster.submit import MODES, SHARED_ENV, UPLOAD_LIMIT_MB, Plan, SubmitError
 from jobs.spec import SpecError, apply_overrides, load_raw, load_spec, write_yaml
 
 
-def read_spec(spec_path, overrides=(), mode: str = "run") -> dict:
+def read_spec(spec_path, overrides=(), mode: str = "run", resume: bool = False) -> dict:
     """The spec file as the spec's reader reads it, with ``--set`` applied the way `trainyard run` does, and
     validated as `trainyard validate` does, blaming the file or `--set` (a spec that can never run was sent, and
     failed on the cluster blaming the staged copy `.trainyard-job/spec.yaml`). The data is not read here: the
@@ -31,18 +32,39 @@ def read_spec(spec_path, overrides=(), mode: str = "run") -> dict:
     if mode == "tune" and spec.tune is None:
         raise SpecError([f"--mode tune: the spec has no `tune` section, so there is nothing to search; add one "
                          "or submit with --mode train"])
+    if resume and spec.tune is None:
+        raise SpecError(["--resume continues a stopped search, and the spec has no `tune` section; drop --resume "
+                         "to train from the start"])
     return raw
 
 
-def plan(spec_path, address: str | None, mode: str = "run", overrides=(), **options) -> Plan:
+def resume_command(spec_path, address: str | None, mode: str, overrides=(), shared=(), env=()) -> str:
+    """The `trainyard submit` that continues the search this submission starts: the same spec, options and
+    cluster (--env by name only: a value stays out of the job's metadata)."""
+    words = ["trainyard", "submit", str(spec_path), "--mode", mode]
+    for flag, items in (("--set", overrides), ("--shared", shared), ("--env", [e.split("=", 1)[0] for e in env])):
+        for item in items:
+            words += [flag, item]
+    if address:
+        words += ["--address", address]
+    return shlex.join(words) + " --resume"
+
+
+def plan(spec_path, address: str | None, mode: str = "run", overrides=(), resume: bool = False,
+         **options) -> Plan:
     """``cluster.submit.plan`` for a spec file: what `trainyard submit` would send, nothing contacted."""
-    return submission.plan(Path(spec_path), read_spec(spec_path, overrides, mode), address, mode, **options)
+    raw = read_spec(spec_path, overrides, mode, resume)
+    searches = mode != "train" and isinstance(raw, dict) and bool(raw.get("tune"))
+    again = resume_command(spec_path, address, mode, overrides, options.get("shared", ()),
+                           options.get("env", ())) if searches else None
+    return submission.plan(Path(spec_path), raw, address, mode, resume=resume, resume_command=again, **options)
 
 
 def submit(spec_path, address: str | None, mode: str = "run", wait: bool = False, overrides=(), *,
-           entrypoint: str | None = None, progress: Callable[[str], None] = print, **options) -> dict:
+           entrypoint: str | None = None, progress: Callable[[str], None] = print, resume: bool = False,
+           **options) -> dict:
     """Plan and submit a spec file; returns the job's info (final, with ``wait``). ``options``: plan()'s."""
-    the_plan = plan(spec_path, address, mode, overrides, **options)
+    the_plan = plan(spec_path, address, mode, overrides, resume, **options)
     return submission.submit(the_plan, address, write_yaml, wait=wait, entrypoint=entrypoint, progress=progress)
 
 
@@ -56,12 +78,13 @@ def register(subparsers, kit) -> None:
                 kit.progress(f"note: --env {name}=... puts its value in this command's arguments, which `ps` "
                              f"shows to every user of this machine; `export {name}=...` and pass --env {name}")
         if args.dry_run:
-            for line in submission.describe(plan(args.spec, args.address, args.mode, args.set, **options),
-                                            every_file=True):
+            for line in submission.describe(plan(args.spec, args.address, args.mode, args.set, args.resume,
+                                                 **options), every_file=True):
                 kit.progress(line)
             kit.progress("dry run: nothing was sent")
             return EXIT_OK
-        info = submit(args.spec, args.address, args.mode, args.wait, args.set, progress=kit.progress, **options)
+        info = submit(args.spec, args.address, args.mode, args.wait, args.set, progress=kit.progress,
+                      resume=args.resume, **options)
         if args.wait:
             if info["status"] == "SUCCEEDED":
                 return EXIT_OK
@@ -79,6 +102,9 @@ def register(subparsers, kit) -> None:
     p.add_argument("--mode", choices=MODES, default="run",
                    help="what the job runs: `trainyard run SPEC --no-serve` (default), train or tune")
     p.add_argument("--wait", action="store_true", help="stream the job's logs and exit with its outcome")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the search a stopped job of this spec saved in its output (`trainyard jobs "
+                        "stop` prints this command); --mode tune or run, the same spec and --set options")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a spec field, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--shared", action="append", default=[], metavar="PREFIX",

@@ -402,8 +402,8 @@ def _find_experiment(root: str, spec: JobSpec) -> Path:
 
 
 def _check_same_spec(experiment: Path, spec: JobSpec) -> None:
-    started = json.loads((experiment / EXPERIMENT_FILE).read_text())["spec"]
-    now = spec.model_dump(mode="json")
+    started = _data_paths_absolute(json.loads((experiment / EXPERIMENT_FILE).read_text())["spec"])
+    now = _data_paths_absolute(spec.model_dump(mode="json"))
     pre = (started.get("data") or {}).get("preprocess") or {}
     if pre.get("impute") != "constant" and pre.get("fill_value") == 0.0:
         # Written before fill_value went with impute: constant alone (it was 0.0, and unused, by default).
@@ -414,6 +414,19 @@ def _check_same_spec(experiment: Path, spec: JobSpec) -> None:
         raise SpecError([f"--resume: the spec changed since experiment {experiment.name} started ("
                          + "; ".join(changed[:6]) + "). A resumed search must train every trial the same way: "
                          "undo the change, or drop --resume to start a new search"])
+
+
+def _data_paths_absolute(spec: dict) -> dict:
+    """`spec` with data.path's local paths absolute (from this folder), URIs as given: a search `trainyard
+    submit` started on a cluster on this machine recorded the absolute path submit made of a relative one, which
+    `trainyard tune SPEC --resume` here was refused for as a changed spec."""
+    def absolute(p):
+        return p if not isinstance(p, str) or "://" in p else os.path.normpath(os.path.abspath(os.path.expanduser(p)))
+
+    data = spec.get("data")
+    if isinstance(data, dict) and data.get("path") is not None:
+        data["path"] = [absolute(p) for p in data["path"]] if isinstance(data["path"], list) else absolute(data["path"])
+    return spec
 
 
 def _compact(value):
