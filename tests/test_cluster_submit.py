@@ -355,3 +355,24 @@ def test_a_search_can_be_resubmitted_to_continue_where_a_stopped_job_left_it(tmp
         plan(searching, url, mode="train", resume=True, root=repo)
     with pytest.raises(SpecError, match=r"--resume continues a stopped search, and the spec has no `tune`"):
         plan(training, url, resume=True, root=repo)
+
+
+def test_data_the_cluster_reads_from_this_disk_is_checked_here_before_anything_is_sent(tmp_path, repo):
+    """A misspelt label was uploaded and failed on the cluster ~15 s later; `validate` found it in a second. Data
+    at a URI is the cluster's to read (its credentials), not checked here."""
+    from cluster.errors import BadInput
+    from trainyard.cli import check_before_ray
+    from trainyard.submit import check_data_here
+
+    spec = spec_file(tmp_path)
+    (tmp_path / "data" / "part-0.csv").write_text("x,diagnosis\n1,a\n2,b\n3,a\n")
+    url = "http://127.0.0.1:8265"
+    with pytest.raises(BadInput, match=r"label column 'diagnosos' is in none of .*did you mean 'diagnosis'"):
+        check_data_here(plan(spec, url, overrides=["data.label=diagnosos"], root=repo), check_before_ray)
+    check_data_here(plan(spec, url, overrides=["data.label=diagnosis"], root=repo), check_before_ray)
+    remote = plan(spec, "http://10.1.2.3:8265", overrides=["data.path=s3://bucket/labs", "output=s3://bucket/o",
+                                                           "data.label=diagnosos"], root=repo)
+    check_data_here(remote, check_before_ray)
+    run = subprocess.run([sys.executable, "-m", "trainyard", "submit", str(spec), "--address", url, "--dry-run",
+                          "--set", "data.label=diagnosos"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "diagnosos" in run.stderr and "dry run" not in run.stdout, run.stderr

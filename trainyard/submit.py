@@ -68,6 +68,18 @@ def submit(spec_path, address: str | None, mode: str = "run", wait: bool = False
     return submission.submit(the_plan, address, write_yaml, wait=wait, entrypoint=entrypoint, progress=progress)
 
 
+def check_data_here(the_plan: Plan, check_before_ray: Callable) -> None:
+    """When the cluster reads the data from this machine's disk (a cluster on this machine, or --shared), what
+    `trainyard validate` finds in it is refused here, before anything is sent: a misspelt label was uploaded
+    and failed on the cluster 15 s later. Data at a URI is left to the cluster, which has the credentials."""
+    from jobs.spec import validate_spec
+
+    paths = the_plan.spec["data"]["path"]
+    if any("://" in str(p) for p in (paths if isinstance(paths, list) else [paths])):
+        return
+    check_before_ray(validate_spec(the_plan.spec), search=the_plan.mode != "train")
+
+
 def register(subparsers, kit) -> None:
     """Add `submit` to the `trainyard` subcommands."""
     def cmd_submit(args) -> int:
@@ -77,14 +89,14 @@ def register(subparsers, kit) -> None:
                 name = item.split("=", 1)[0]
                 kit.progress(f"note: --env {name}=... puts its value in this command's arguments, which `ps` "
                              f"shows to every user of this machine; `export {name}=...` and pass --env {name}")
+        the_plan = plan(args.spec, args.address, args.mode, args.set, args.resume, **options)
+        check_data_here(the_plan, kit.check_before_ray)
         if args.dry_run:
-            for line in submission.describe(plan(args.spec, args.address, args.mode, args.set, args.resume,
-                                                 **options), every_file=True):
+            for line in submission.describe(the_plan, every_file=True):
                 kit.progress(line)
             kit.progress("dry run: nothing was sent")
             return EXIT_OK
-        info = submit(args.spec, args.address, args.mode, args.wait, args.set, progress=kit.progress,
-                      resume=args.resume, **options)
+        info = submission.submit(the_plan, args.address, write_yaml, wait=args.wait, progress=kit.progress)
         if args.wait:
             if info["status"] == "SUCCEEDED":
                 return EXIT_OK
