@@ -180,6 +180,14 @@ def _stopped_by_sigterm(block: list[str]) -> bool:
     return all(any(pattern.search(text.rstrip()) for text in block) for pattern in SIGTERM_EXIT)
 
 
+def _owner_ended_on_purpose(block: list[str]) -> bool:
+    """A Train controller's traceback of shutting down workers whose owner, a trial's process Tune stopped,
+    ended on purpose (`TRAIN_OWNER_ENDED`): 23 lines after a trial ASHA stopped, in a search submitted to a
+    cluster. The trial's end is said as a [tune] line."""
+    text = "\n".join(block)
+    return all(part in text for part in TRAIN_OWNER_ENDED)
+
+
 class WorkerOutputFilter:
     """What reaches the user of the output Ray forwards from its processes (`route` it, or call it with each
     `ray_compat.WorkerOutput`):
@@ -189,7 +197,8 @@ class WorkerOutputFilter:
       when the worker wrote it to stderr;
     - from any other process (Ray's actors, tasks and daemons), only errors: from a traceback or an ERROR
       record to the end of that batch, behind "[ray <process> pid=N]", to `error`; but for the SystemExit of a
-      process stopped with SIGTERM (`SIGTERM_EXIT`);
+      process stopped with SIGTERM (`SIGTERM_EXIT`) and a traceback of actors whose owner ended on purpose
+      (`TRAIN_OWNER_ENDED`);
     - what Ray pushes to the driver itself (a worker killed for memory, a request no node can hold), behind
       "[ray]", to `error`; but for the note that many worker processes started (`WORKER_POOL_NOTE`) and the
       report of Serve's controller ending its own graceful shutdown (`SERVE_STOP_NOTE`); a raylet's death
@@ -233,7 +242,7 @@ class WorkerOutputFilter:
             if blocks:
                 blocks[-1].append(text)
         for block in blocks:
-            if not _stopped_by_sigterm(block):
+            if not (_stopped_by_sigterm(block) or _owner_ended_on_purpose(block)):
                 for text in block:
                     self.error(f"[ray {out.process or 'process'} pid={out.pid}] {text}")
 

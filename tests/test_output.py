@@ -120,6 +120,23 @@ def test_a_process_stopped_with_sigterm_shows_no_system_exit_and_its_other_error
     assert "def sigterm_handler(" in Path(ray_worker.__file__).read_text()    # the frame the filter knows it by
 
 
+def test_a_train_controllers_traceback_for_workers_whose_owner_ended_on_purpose_stays_out():
+    """A trial ASHA stopped, in a search submitted to a cluster: its Train controller printed 23 lines of
+    ActorDiedError from shutting down workers whose owner (the trial's process, stopped by Tune) had ended on
+    purpose. An owner that died of anything else still shows."""
+    head = ["Traceback (most recent call last):",
+            '  File "/x/ray/train/v2/_internal/callbacks/backend_setup.py", line 27, in before_execution_group_shutdown',
+            "ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.",
+            "\tclass_name: RayTrainWorker"]
+    ended = head + ["The actor is dead because its owner has died. Owner Id: 175b Owner Ip address: 127.0.0.1 Owner "
+                    "worker exit type: INTENDED_SYSTEM_EXIT Worker exit detail: Owner's worker process has crashed."]
+    crashed = head + ["The actor is dead because its owner has died. Owner Id: 175b Owner Ip address: 127.0.0.1 Owner "
+                      "worker exit type: SYSTEM_ERROR Worker exit detail: Owner's worker process has crashed."]
+    lines, errors = _filtered([WorkerOutput(ended, "21341", "TrainController", is_err=True),
+                               WorkerOutput(crashed, "21342", "TrainController", is_err=True)])
+    assert lines == [] and errors == [f"[ray TrainController pid=21342] {t}" for t in crashed]
+
+
 def test_the_driver_waits_for_a_workers_last_line_before_going_on():
     """The last epoch's line reaches the driver through Ray's log monitor, a beat after the run ended: the driver
     waits for it (at most a moment) before its summary, which came first in 3 of 4 runs written to a file."""
