@@ -219,3 +219,15 @@ def test_a_set_written_with_spaces_around_the_equals_sign_is_told_how_to_write_i
                                        "without spaces: --set train.epochs=3\n")
     assert cli.main(["validate", "s.yaml", "--set", "train.epochs", "=3"]) == EXIT_BAD_INPUT
     assert "--set train.epochs=3" in capsys.readouterr().err
+
+
+def test_output_cut_off_by_its_reader_ends_the_command_without_a_traceback(tmp_path):
+    """`trainyard jobs logs ID --follow | head` ended in a BrokenPipeError traceback, exit 1. Its reader gone
+    (here: before the first line), a command ends as SIGPIPE would end it: exit 141, nothing on stderr."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: cut\ndata: {path: d, label: y}\n")
+    run = subprocess.Popen([sys.executable, "-m", "trainyard", "validate", str(spec)], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run.stdout.close()                                   # the reader goes before anything is written
+    err = run.stderr.read().decode()
+    assert run.wait(timeout=120) == cli.EXIT_BROKEN_PIPE and err == "", err

@@ -401,8 +401,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         err("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`trainyard jobs logs ID --follow | head`): end as a process that SIGPIPE ends
+        # (a shell says 128 + 13), without a traceback, then or at exit's flush of stdout.
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
     finally:
-        _display.close()
+        try:
+            _display.close()
+        except BrokenPipeError:
+            _stdout_to_devnull()
+
+
+EXIT_BROKEN_PIPE = 141
+
+
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def run() -> int:
