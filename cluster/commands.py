@@ -209,7 +209,8 @@ def register(subparsers, kit=None) -> None:
 
     p = csub.add_parser("check-storage", help="check that every node reads and writes the same files at PATH")
     p.add_argument("path", help="a local path or a URI (s3://bucket/prefix, ...)")
-    _address_arg(p, "the cluster (default: RAY_ADDRESS, else embedded local Ray)")
+    _address_arg(p, "the cluster (default: RAY_ADDRESS, else the cluster `trainyard cluster up` started, else "
+                    "an embedded local Ray of one node)")
     p.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for every node (default 60)")
     p.set_defaults(func=cmd_cluster_check_storage)
 

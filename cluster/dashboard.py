@@ -35,7 +35,7 @@ def dashboard_url(address: str | None = None, *, state_dir=None) -> str:
         raise ConnectError(
             "no cluster to talk to: pass --address http://<head>:8265 (the dashboard), set RAY_ADDRESS to it, "
             "or start a local one with `trainyard cluster up` "
-            f"(none recorded in {cluster_state.state_path(state_dir)})")
+            f"(none recorded in {cluster_state.state_path(state_dir)}; {cluster_state.elsewhere_hint()})")
     raise ConnectError(
         f"{origin}={parsed.text!r}: the Jobs API needs the dashboard URL, e.g. http://<head>:8265, "
         f"not a {'Ray Client' if parsed.kind == 'client' else 'GCS'} address")

@@ -37,7 +37,8 @@ from cluster.errors import BadInput, Failure
 from cluster.nodes import alive_nodes_from_gcs
 from cluster.ports import free_ports
 from cluster.processes import ALIVE, REUSED, describe, identity, load_psutil, recorded_process
-from cluster.state import STATE_FILE, read_state, state_dir as resolve_state_dir, state_path, write_state
+from cluster.state import (STATE_FILE, elsewhere_hint, read_state, state_dir as resolve_state_dir, state_path,
+                           write_state)
 
 RAYSTART = Path(__file__).with_name("_raystart.py")
 CLUSTER_ID_ENV = "TRAINYARD_CLUSTER_ID"
@@ -239,8 +240,8 @@ def status(state_dir=None) -> dict:
     folder = resolve_state_dir(state_dir)
     state = read_state(folder)
     if not state:
-        raise ClusterError(f"no local cluster recorded in {state_path(folder)}: start one with "
-                           "`trainyard cluster up`")
+        raise ClusterError(f"no local cluster recorded in {state_path(folder)}: {elsewhere_hint()}, or start one "
+                           "with `trainyard cluster up`")
     alive = set(_alive_leaders(state))
     result = {k: state[k] for k in ("address", "dashboard_url", "client_address", "token_path", "python")}
     result["state_file"] = str(state_path(folder))
@@ -272,7 +273,7 @@ def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False,
     if not state:
         if quiet:
             return []
-        raise ClusterError(f"no local cluster recorded in {state_path(folder)}: nothing to stop")
+        raise ClusterError(f"no local cluster recorded in {state_path(folder)}: nothing to stop ({elsewhere_hint()})")
     for node in state["nodes"]:
         if recorded_process(node) == REUSED:
             progress(f"not signalling pid {node['pid']} ({node['name']}): it is no longer the process "

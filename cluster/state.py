@@ -27,6 +27,14 @@ def state_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
+def elsewhere_hint() -> str:
+    """Where else a cluster's record may be: each `cluster up` records its cluster in the folder it was run in
+    (./.trainyard) unless told otherwise, and a command run from another folder found none ("start one" then
+    invited a second cluster)."""
+    return (f"a cluster started from another folder is recorded in that folder's .trainyard/: run this there, "
+            f"or give --state-dir DIR (or {STATE_DIR_ENV}=DIR)")
+
+
 def state_path(path: str | os.PathLike | None = None) -> Path:
     return state_dir(path) / STATE_FILE
 

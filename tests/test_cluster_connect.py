@@ -130,6 +130,17 @@ def test_dashboard_url_needs_a_dashboard(clean_env):
         dashboard_url("10.0.0.5:6379")
     with pytest.raises(ConnectError, match="no cluster to talk to.*trainyard cluster up"):
         dashboard_url(None)
+    # A cluster `cluster up` started from another folder is recorded there: said, rather than only "start one".
+    with pytest.raises(ConnectError, match=r"started from another folder .* --state-dir DIR \(or TRAINYARD_STATE_DIR"):
+        dashboard_url(None)
+
+
+def test_a_status_without_a_recorded_cluster_says_where_else_it_may_be(tmp_path):
+    from cluster import local
+
+    for call in (lambda: local.status(tmp_path), lambda: local.down(tmp_path)):
+        with pytest.raises(local.ClusterError, match=r"no local cluster recorded in .*another folder.*--state-dir"):
+            call()
 
 
 def test_dashboard_url_of_the_local_cluster(clean_env):
