@@ -46,6 +46,16 @@ def alive_nodes() -> list[Node]:
             for n in ray.nodes() if n.get("Alive")]
 
 
+def metrics_urls() -> list[str]:
+    """Each alive node's Ray metrics agent (Prometheus format), this machine's first; from a connected driver."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")]
+    here = ray.util.get_node_ip_address() if ray.is_initialized() else None
+    nodes.sort(key=lambda n: n.get("NodeManagerAddress") != here)
+    return [f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics" for n in nodes]
+
+
 def alive_nodes_from_gcs(address: str, token: str | None, *, timeout_s: float = 5.0) -> list[Node]:
     """The alive nodes as the GCS at ``address`` (host:port) sees them; no driver is started."""
     import grpc

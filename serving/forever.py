@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 from cluster import is_embedded
 from cluster.errors import EXIT_OK
-from cluster.nodes import alive_nodes
+from cluster.nodes import alive_nodes, metrics_urls
 from cluster.ports import connect_error
 from cluster.processes import ALIVE, own_identity, recorded_process
 from cluster.state import state_dir
@@ -300,4 +300,17 @@ def _announce(served: Served, progress: Callable[[str], None]) -> None:
              + (f"  predictions logged under {logs} (trainyard monitor BUNDLE --logs {logs})\n" if logs else "") +
              f"  trainyard predict --url {served.url} "
              f"{'FOLDER_OF_IMAGES' if served.schema.get('input') == 'image' else 'FILE.csv'} --out predictions.csv\n"
-             "  Ctrl-C stops it")
+             + metrics_line() + "  Ctrl-C stops it")
+
+
+def metrics_line() -> str:
+    """Where Prometheus reads the replicas' trainyard_* gauges and Serve's own metrics: each node's Ray metrics
+    agent. It was found only by reading `ray.nodes()` (which a user's own ray.init could not reach)."""
+    try:
+        urls = metrics_urls()
+    except Exception:  # noqa: BLE001 - an announcement, never a reason to fail a deploy that worked
+        return ""
+    if not urls:
+        return ""
+    more = f" (and {len(urls) - 1} more node(s): ray.nodes()' MetricsExportPort)" if len(urls) > 1 else ""
+    return f"  Prometheus metrics: {urls[0]}{more}\n"

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -233,6 +234,10 @@ def test_a_server_whose_raylet_is_killed_stops_saying_why_and_leaves_nothing_run
     try:
         url = server.wait_for(r"\[serve\] served \S+ at (\S+)")
         assert Client(url).predict([{}])["model"]["name"] == "served"
+        # The start-up says where Prometheus reads the metrics (found before only through ray.nodes()).
+        metrics = server.wait_for(r"  Prometheus metrics: (http://127\.0\.0\.1:\d+/metrics)")
+        with urllib.request.urlopen(metrics, timeout=30) as answer:
+            assert answer.status == 200 and b"# HELP ray_" in answer.read()
         below += below[0].children(recursive=True)            # Ray's daemons and workers
         raylet = [p for p in below if p.name() == "raylet"]
         assert len(raylet) == 1, below
