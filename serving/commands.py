@@ -2,6 +2,7 @@
 `PREDICT_HELP`)."""
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from pathlib import Path
@@ -119,19 +120,23 @@ def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
     from jobs.spec import ServeSpec, SpecError, apply_overrides, load_spec
 
     raw, ignored = bundle_serve_section(resolve(bundle_path))
-    source = "the bundle's spec.yaml"
+    layers = [("the bundle's spec.yaml", copy.deepcopy(raw))]        # apply_overrides below changes `raw`
     if spec_path:
         # Only what --spec's serve section sets overrides the bundle's (was: its every default replaced the
         # bundle's required features, limits and unknown_fields without a word).
-        raw = overlay(raw, load_spec(spec_path).serve.model_dump(mode="json", exclude_unset=True))
-        source = f"{source} / {spec_path}"
+        given = load_spec(spec_path).serve.model_dump(mode="json", exclude_unset=True)
+        raw = overlay(raw, given)
+        layers.append((str(spec_path), given))
     # `--set serve.port=1` and `--set port=1` mean the same here: only serve settings are in play.
     overrides = [o[len("serve."):] if o.startswith("serve.") else o for o in overrides]
     raw = apply_overrides(raw, overrides, source="--set")
+    layers.append(("--set", {}))
+    for item in overrides:
+        layers[-1][1].setdefault(item.split("=", 1)[0].strip(), True)
     try:
         served = ServeSpec.model_validate(raw)
     except ValidationError as err:
-        raise SpecError([_explain(e, source) for e in err.errors()]) from None
+        raise SpecError([_explain(e, _blame(layers, e["loc"])) for e in err.errors()]) from None
     # A setting is said not taken only where what is served differs from the bundle's value: `--spec SPEC`
     # giving the same serve.log the bundle was trained with is not news; an env var of the operator's own in
     # place of the bundle's runtime_env is.
@@ -142,14 +147,38 @@ def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
     return served
 
 
+def _blame(layers: list[tuple[str, dict]], loc: tuple) -> str:
+    """Which of the settings' sources (the bundle's spec.yaml, --spec, --set) set something at, above or under
+    the error's place: all three were named for every error (`--set autoscaling.min_replicas=5` blamed "the
+    bundle's spec.yaml / fraud.yaml / --set")."""
+    path = ".".join(str(p) for p in loc)
+    named, exact = [], []
+    for source, tree in layers:
+        if source == "--set":
+            hit = any(f == path or f.startswith(path + ".") or path.startswith(f + ".") for f in tree)
+            whole = path in tree
+        else:
+            node, hit = tree, True
+            for key in path.split(".") if path else []:
+                if not isinstance(node, dict) or key not in node:
+                    hit = False
+                    break
+                node = node[key]
+            whole = hit and not isinstance(node, dict)
+        named += [source] if hit else []
+        exact += [source] if whole else []
+    # A value set whole by several: the last one's is the one in force. A section: whoever set part of it.
+    return exact[-1] if exact else " / ".join(named) or " / ".join(source for source, _ in layers)
+
+
 def _explain(error: dict, source: str) -> str:
     from jobs.spec import ServeSpec, unknown_key_hint
     where = "serve." + ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
-        return f"{source} / --set: {where}: unknown setting. Fix: {unknown_key_hint(ServeSpec, error['loc'])}"
+        return f"{source}: {where}: unknown setting. Fix: {unknown_key_hint(ServeSpec, error['loc'])}"
     value = error.get("input")
     got = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"{source} / --set: {where}: {error['msg'].removeprefix('Value error, ')}{got}"
+    return f"{source}: {where}: {error['msg'].removeprefix('Value error, ')}{got}"
 
 
 def cmd_serve(args, kit) -> int:

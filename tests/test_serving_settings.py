@@ -616,3 +616,25 @@ def test_replicas_are_said_to_wait_for_resources_only_when_the_cluster_has_no_ro
     assert replicas_without_room(2, {"CPU": 0.25, "GPU": 1.0}, {"CPU": 3.0, "GPU": 1.0}) == 1
     assert replicas_without_room(1, {"CPU": 0.1}, {"CPU": 0.0999999}) == 0          # float dust
     assert replicas_without_room(2, {"CPU": 64.0}, {"CPU": 4.0}) == 2 and replicas_without_room(1, {}, {}) == 0
+
+
+def test_a_bad_serve_setting_names_the_source_that_set_it(tmp_path):
+    """Every error named all three sources ("the bundle's spec.yaml / fraud.yaml / --set"), whichever set it."""
+    from jobs.spec import SpecError
+    from serving.commands import serve_settings
+
+    bundle = _spec_yaml(tmp_path / "b", {"max_records": 5})
+    ops = tmp_path / "ops.yaml"
+    ops.write_text("name: ops\ndata: {path: d, label: y}\nserve:\n  autoscaling: {max_replicas: 3}\n")
+    quiet = {"progress": lambda *_: None}
+    with pytest.raises(SpecError) as err:
+        serve_settings(bundle, str(ops), ["autoscaling.min_replicas=5"], **quiet)
+    assert err.value.problems == [f"{ops} / --set: serve.autoscaling: min_replicas (5) is above max_replicas (3)"]
+    with pytest.raises(SpecError) as err:
+        serve_settings(bundle, str(ops), ["max_records=0"], **quiet)
+    assert err.value.problems[0].startswith("--set: serve.max_records: Input should be greater than or equal to 1")
+    with pytest.raises(SpecError) as err:
+        serve_settings(_spec_yaml(tmp_path / "c", {"max_records": -1}), None, [], **quiet)
+    assert err.value.problems[0].startswith("the bundle's spec.yaml: serve.max_records:")
+    with pytest.raises(SpecError, match=r"^  - --set: serve.autoscalin: unknown setting"):
+        serve_settings(bundle, None, ["autoscalin.max_replicas=3"], **quiet)
