@@ -243,12 +243,21 @@ def check_columns(columns: list, features: list[str], allow_missing: bool = Fals
                          f"(features: {', '.join(features)}); name the columns as the model's features (GET /schema)")
     others = [c for c in names if c not in features]
     folded = {c.strip().lower(): c for c in others}
+    renames = []            # every one at once: a file with 'Amount' and 'cntry' was told of 'Amount' alone
     for f in missing:
         near = folded.get(f.strip().lower()) or next(iter(difflib.get_close_matches(f, others, n=1, cutoff=0.6)),
                                                      None)
         if near is not None:
-            raise TableError(f"column {near!r} is not a feature of the model, and feature {f!r} has no column: did "
-                             f"you mean {f!r}? Rename the column (features: {', '.join(features)})")
+            renames.append((near, f))
+    if len(renames) == 1:
+        near, f = renames[0]
+        raise TableError(f"column {near!r} is not a feature of the model, and feature {f!r} has no column: did "
+                         f"you mean {f!r}? Rename the column (features: {', '.join(features)})")
+    if renames:
+        raise TableError(f"{len(renames)} columns are not features of the model, and the features they look like "
+                         f"have no column: did you mean "
+                         + ", ".join(f"{f!r} for {near!r}" for near, f in renames)
+                         + f"? Rename the columns (features: {', '.join(features)})")
     if len(missing) * 2 > len(features) and not allow_missing:
         raise TableError(f"the file has no column for {len(missing)} of the model's {len(features)} features "
                          f"({', '.join(map(repr, missing[:8]))}{', ...' if len(missing) > 8 else ''}): is it the file "

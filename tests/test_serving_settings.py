@@ -552,6 +552,10 @@ def test_a_rows_file_whose_columns_miss_the_features_is_refused():
         with pytest.raises(TableError, match=rf"column '{column}' is not a feature of the model, and feature 'rpm' has"
                                              r" no column: did you mean 'rpm'\?"):
             check_columns([column, "torque", "mtype"], features)
+    # Every misnamed column at once: a file with 'Amount' and 'cntry' was told of 'Amount' alone.
+    with pytest.raises(TableError, match=r"^2 columns are not features of the model, .* did you mean 'rpm' for 'RPM', "
+                                         r"'mtype' for 'm_type'\? Rename the columns"):
+        check_columns(["RPM", "torque", "m_type"], features)
     check_columns(["id", "rpm", "torque", "mtype", "fail"], features)     # ids and the label are not sent
     check_columns(["rpm", "torque"], features)                             # the server imputes the rest
     # Most features missing: a file meant for another model got plausible numbers, exit 0 and one note.
