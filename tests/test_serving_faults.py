@@ -205,6 +205,50 @@ def test_a_replica_killed_under_load_loses_at_most_one_percent(served_bundle, se
         release_app("chaos")
 
 
+# ---------------------------------------------------------------------------------------------- stop under load
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_server_stopped_under_load_answers_until_its_listener_closes_never_404(served_bundle, tmp_path):
+    """Ctrl-C of `trainyard serve` under 4 clients: the app was deleted before Serve, and for ~6 s its port
+    answered every request 404 "Path '/predict' not found" (15,098 of them), which a load balancer does not
+    retry. Serve now stops whole when the app is its last: 200s, then connections refused."""
+    import collections
+    import threading
+
+    from cluster.ports import free_ports
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}        # its own embedded Ray
+    env["TRAINYARD_STATE_DIR"] = str(tmp_path / "state")
+    port = free_ports(1)[0]
+    server = serve_in_background(served_bundle, env, "--port", str(port), "--no-token")
+    seen, stop = collections.Counter(), threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                seen[call(f"http://127.0.0.1:{port}", "POST", "/predict", RECORD,
+                          {"Content-Type": "application/json"}, timeout=10)[0]] += 1
+            except OSError as exc:
+                seen[type(exc).__name__] += 1
+                time.sleep(0.01)
+
+    try:
+        server.wait_for(r"  (Ctrl-C) stops it")
+        clients = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+        for thread in clients:
+            thread.start()
+        time.sleep(2.0)
+        server.process.send_signal(signal.SIGINT)
+        code = server.process.wait(timeout=90)
+    finally:
+        stop.set()
+        if server.process.poll() is None:
+            server.process.kill()
+    print(f"\nSIGINT under 4 clients: {dict(seen)}")
+    assert code == 0 and "[serve] stopped" in server.output()
+    assert seen[200] > 0 and seen[404] == 0 and seen["ConnectionRefusedError"] > 0, dict(seen)
+
+
 # ---------------------------------------------------------------------------------------------- Ray under a server
 @pytest.mark.ray
 @pytest.mark.slow
