@@ -365,3 +365,11 @@ def test_the_curl_examples_post_to_the_apps_predict_route_and_the_images_are_the
     for image in images:
         assert f"docker build -f cluster/Dockerfile -t <registry>/{image} " in k8s
     assert "sed -i 's#image: trainyard:#image: <registry>/trainyard:#' cluster/kuberay/*.yaml" in k8s
+
+
+def test_the_launchers_cpu_workers_stay_up_for_trainyards_checks():
+    """trainyard counts the workers up when a run starts, and a refused run asks the autoscaler for nothing: with
+    min_workers 0 an idle cluster shrank to a CPU-less head, and every submit was then refused."""
+    types = _launcher_config()["available_node_types"]
+    assert types["head"]["resources"]["CPU"] == 0 and types["cpu_worker"]["min_workers"] >= 1
+    assert "use_gpu: true` is refused" in LAUNCHER.read_text()       # what a GPU group at 0 means, said
