@@ -14,15 +14,36 @@ MAX_INLINE_BUNDLE_BYTES = 64 * 2**20
 
 def bundle_payload(path: Path, source: Optional[str] = None) -> dict:
     """What replicas load the bundle from: its files' bytes (no shared filesystem needed; they travel in the
-    deployment's arguments), or for a very large bundle a path every node must then be able to read: the URI it
-    came from (`source`: each replica fetches it, and checks it is still the same version), else its folder."""
+    deployment's arguments), or for a very large bundle a path every node must then be able to read: the URI of
+    the version it came from (`source`, `pinned`: each replica fetches it, and checks its version), else its
+    folder."""
     files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
     if sum(p.stat().st_size for p in files.values()) <= MAX_INLINE_BUNDLE_BYTES:
         return {"files": {n: p.read_bytes() for n, p in files.items()}}
     if source is not None and "://" in str(source):
         # Not the local copy it was fetched to: replicas on other nodes (other pods) do not have it.
-        return {"path": str(source), "version": json.loads((path / "lineage.json").read_text()).get("version")}
+        version = json.loads((path / "lineage.json").read_text()).get("version")
+        return {"path": pinned(str(source), version), "version": version}
     return {"path": str(path.resolve())}
+
+
+def pinned(uri: str, version: Optional[str]) -> str:
+    """The URI of version `version`'s own folder where `uri` names a run's output (its latest bundle, or
+    OUTPUT/bundle): a replica started after a retrain (a scale-up, a crashed one replaced) fetched the run's new
+    latest bundle and refused it, and kept refusing until the app was deployed again. A published version never
+    changes. `uri` as given when that folder does not hold the version (a bundle folder of another layout)."""
+    from jobs.bundle import POINTER, VERSIONS, load
+
+    base, mark, query = uri.partition("?")          # a pyarrow URI's options (?endpoint_override=...) stay
+    base = base.rstrip("/")
+    if version is None or base.endswith(f"/{VERSIONS}/{version}"):
+        return uri
+    run = base[:-len(f"/{POINTER}")] if base.endswith(f"/{POINTER}") else base
+    candidate = f"{run}/{VERSIONS}/{version}{mark}{query}"
+    try:
+        return candidate if load(candidate).version == version else uri      # fetched already: from the cache
+    except Exception:  # noqa: BLE001 - not there: the URI as given, which each replica checks against `version`
+        return uri
 
 
 def load_payload(payload: dict):

@@ -393,21 +393,21 @@ def _unscheduled(name: str) -> Optional[ServeError]:
             f"largest node has {largest}. Lower serve.ray_actor_options (e.g. --set "
             "ray_actor_options.num_cpus=0.5), or add a node with those resources", exit_code=EXIT_BAD_INPUT)
     free = ray.available_resources()
-    waiting = replicas_without_room(len(pending), need, free)
+    waiting = replicas_without_room(pending)
     if not waiting:
-        return None     # there is room for them: they are starting (a process, the bundle's load), not waiting
+        return None     # each has its worker: they are starting (a process, the bundle's load), not waiting
     return ServeError(
         f"{waiting} of its replicas wait for free resources: each asks for {need} and the cluster has "
         f"{({k: round(free.get(k, 0.0), 3) for k in need})} free (other apps, jobs or replicas hold the rest). "
         "Free some, lower serve.ray_actor_options, or give it longer (--timeout)")
 
 
-def replicas_without_room(pending: int, need: dict, free: dict) -> int:
-    """How many of `pending` replicas, each asking for `need`, the cluster's `free` resources cannot take now.
-    Ray counts a replica whose process is still starting as pending too, its resources already taken from
-    `free`: every update's new replicas were said to "wait for free resources" with 2 CPUs free for 0.5 each."""
-    room = min((int((free.get(k, 0.0) + 1e-6) // v) for k, v in need.items() if v > 0), default=pending)
-    return max(pending - room, 0)
+def replicas_without_room(pending: list) -> int:
+    """How many of the `pending` replicas (the GCS's actor table rows in PENDING_CREATION) wait for resources: Ray
+    counts a replica whose process is starting as pending too, but it has a worker leased (its address has a
+    port), where one that waits has none yet. Every update's new replicas were said to "wait for free resources",
+    with 2 CPUs free for 0.5 each."""
+    return sum(1 for actor in pending if not actor.address.port)
 
 
 def _roll_back(name: str, before: ServeDeployment, old_version: Optional[str],

@@ -352,8 +352,12 @@ def test_a_replica_fetches_a_large_bundle_from_its_uri_and_checks_its_version(tm
     assert "files" in P.bundle_payload(B.resolve(output), source=output)      # small: inline, as before
     monkeypatch.setattr(P, "MAX_INLINE_BUNDLE_BYTES", 1)
     sent = P.bundle_payload(B.resolve(output), source=output)
-    assert sent == {"path": output, "version": "v1"}
+    assert sent == {"path": f"{output}/bundles/v1", "version": "v1"}       # the version's own folder: pinned
     assert P.load_payload(sent).version == "v1"
-    B.upload(_write(tmp_path / "b" / "bundle", lineage={"version": "v2"}), output)   # published meanwhile
+    B.upload(_write(tmp_path / "b" / "bundle", lineage={"version": "v2"}), output)   # a retrain publishes v2
+    assert P.load_payload(sent).version == "v1"            # a replica started now (scale-up) still serves v1
+    for given in (f"{output}/bundle", f"{output}/bundles/v1"):
+        assert P.pinned(given, "v1") == f"{output}/bundles/v1"
+    # A path that does not hold the version it was deployed with is refused by the replica, never served.
     with pytest.raises(RuntimeError, match=r"holds bundle version v2 now, not v1.*deploy again"):
-        P.load_payload(sent)
+        P.load_payload({"path": output, "version": "v1"})
