@@ -346,6 +346,14 @@ def test_a_search_can_be_resubmitted_to_continue_where_a_stopped_job_left_it(tmp
              f"--address {url} --resume")
     assert p.resume_command == again and p.metadata["trainyard_resume"] == again        # never an --env value
     assert plan(searching, url, root=repo).resume_command.startswith(f"trainyard submit {searching} --mode run")
+    # `tune: {}` is a search too (16 samples by default); the address goes without credentials or a query; the
+    # upload options go along.
+    (tmp_path / "t0").mkdir()
+    assert plan(spec_file(tmp_path / "t0", tune={}), url, root=repo).resume_command is not None
+    secret = plan(searching, "https://ops:hunter2@head:8265/?token=abc", allow_files=["*.pem"], max_upload_mb=50,
+                  root=repo, shared=[str(tmp_path)]).resume_command
+    assert "hunter2" not in secret and "abc" not in secret and "--address https://head:8265/" in secret
+    assert "--allow-file '*.pem' --max-upload-mb 50" in secret
     (tmp_path / "t").mkdir()
     training = spec_file(tmp_path / "t")
     assert plan(training, url, root=repo).resume_command is None                       # nothing searched
@@ -368,11 +376,13 @@ def test_data_the_cluster_reads_from_this_disk_is_checked_here_before_anything_i
     (tmp_path / "data" / "part-0.csv").write_text("x,diagnosis\n1,a\n2,b\n3,a\n")
     url = "http://127.0.0.1:8265"
     with pytest.raises(BadInput, match=r"label column 'diagnosos' is in none of .*did you mean 'diagnosis'"):
-        check_data_here(plan(spec, url, overrides=["data.label=diagnosos"], root=repo), check_before_ray)
-    check_data_here(plan(spec, url, overrides=["data.label=diagnosis"], root=repo), check_before_ray)
-    remote = plan(spec, "http://10.1.2.3:8265", overrides=["data.path=s3://bucket/labs", "output=s3://bucket/o",
-                                                           "data.label=diagnosos"], root=repo)
-    check_data_here(remote, check_before_ray)
+        check_data_here(plan(spec, url, overrides=["data.label=diagnosos"], root=repo), check_before_ray, url)
+    check_data_here(plan(spec, url, overrides=["data.label=diagnosis"], root=repo), check_before_ray, url)
+    # Another cluster checks for itself, --shared paths included (its nodes may cache what this machine lacks).
+    remote = "http://10.1.2.3:8265"
+    for sets, shared in ((["data.path=s3://bucket/labs", "output=s3://bucket/o"], []), ([], [str(tmp_path)])):
+        check_data_here(plan(spec, remote, overrides=sets + ["data.label=diagnosos"], shared=shared, root=repo),
+                        check_before_ray, remote)
     run = subprocess.run([sys.executable, "-m", "trainyard", "submit", str(spec), "--address", url, "--dry-run",
                           "--set", "data.label=diagnosos"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "diagnosos" in run.stderr and "dry run" not in run.stdout, run.stderr

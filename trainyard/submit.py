@@ -38,14 +38,24 @@ def read_spec(spec_path, overrides=(), mode: str = "run", resume: bool = False) 
     return raw
 
 
-def resume_command(spec_path, address: str | None, mode: str, overrides=(), shared=(), env=()) -> str:
+def resume_command(spec_path, address: str | None, mode: str, overrides=(), shared=(), env=(), allow_files=(),
+                   max_upload_mb: float | None = None) -> str:
     """The `trainyard submit` that continues the search this submission starts: the same spec, options and
-    cluster (--env by name only: a value stays out of the job's metadata)."""
+    cluster. It goes into the job's metadata and environment, so no secret goes with it: --env by name only,
+    the address without user:password@ or a query."""
+    from urllib.parse import urlsplit, urlunsplit
+
     words = ["trainyard", "submit", str(spec_path), "--mode", mode]
-    for flag, items in (("--set", overrides), ("--shared", shared), ("--env", [e.split("=", 1)[0] for e in env])):
+    for flag, items in (("--set", overrides), ("--shared", shared), ("--env", [e.split("=", 1)[0] for e in env]),
+                        ("--allow-file", allow_files)):
         for item in items:
             words += [flag, item]
+    if max_upload_mb is not None and max_upload_mb != UPLOAD_LIMIT_MB:
+        words += ["--max-upload-mb", f"{max_upload_mb:g}"]
     if address:
+        parts = urlsplit(address)
+        if parts.scheme and parts.netloc:
+            address = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
         words += ["--address", address]
     return shlex.join(words) + " --resume"
 
@@ -54,9 +64,9 @@ def plan(spec_path, address: str | None, mode: str = "run", overrides=(), resume
          **options) -> Plan:
     """``cluster.submit.plan`` for a spec file: what `trainyard submit` would send, nothing contacted."""
     raw = read_spec(spec_path, overrides, mode, resume)
-    searches = mode != "train" and isinstance(raw, dict) and bool(raw.get("tune"))
-    again = resume_command(spec_path, address, mode, overrides, options.get("shared", ()),
-                           options.get("env", ())) if searches else None
+    searches = mode != "train" and isinstance(raw, dict) and raw.get("tune") is not None     # `tune: {}` searches
+    again = resume_command(spec_path, address, mode, overrides, options.get("shared", ()), options.get("env", ()),
+                           options.get("allow_files", ()), options.get("max_upload_mb")) if searches else None
     return submission.plan(Path(spec_path), raw, address, mode, resume=resume, resume_command=again, **options)
 
 
@@ -68,14 +78,19 @@ def submit(spec_path, address: str | None, mode: str = "run", wait: bool = False
     return submission.submit(the_plan, address, write_yaml, wait=wait, entrypoint=entrypoint, progress=progress)
 
 
-def check_data_here(the_plan: Plan, check_before_ray: Callable) -> None:
-    """When the cluster reads the data from this machine's disk (a cluster on this machine, or --shared), what
-    `trainyard validate` finds in it is refused here, before anything is sent: a misspelt label was uploaded
-    and failed on the cluster 15 s later. Data at a URI is left to the cluster, which has the credentials."""
+def check_data_here(the_plan: Plan, check_before_ray: Callable, address: str | None) -> None:
+    """When the cluster runs on this machine, and so reads the data and the model cache from its disk, what
+    `trainyard validate` finds is refused here, before anything is sent: a misspelt label was uploaded and
+    failed on the cluster 15 s later. Another cluster (`--shared` paths included) is left to check for itself:
+    its nodes may hold what this machine lacks (a Hugging Face encoder in their cache, credentials)."""
+    from cluster.address import parse_address
+    from cluster.dashboard import dashboard_url
     from jobs.spec import validate_spec
 
     paths = the_plan.spec["data"]["path"]
     if any("://" in str(p) for p in (paths if isinstance(paths, list) else [paths])):
+        return
+    if not parse_address(dashboard_url(address)).is_loopback:
         return
     check_before_ray(validate_spec(the_plan.spec), search=the_plan.mode != "train")
 
@@ -90,7 +105,7 @@ def register(subparsers, kit) -> None:
                 kit.progress(f"note: --env {name}=... puts its value in this command's arguments, which `ps` "
                              f"shows to every user of this machine; `export {name}=...` and pass --env {name}")
         the_plan = plan(args.spec, args.address, args.mode, args.set, args.resume, **options)
-        check_data_here(the_plan, kit.check_before_ray)
+        check_data_here(the_plan, kit.check_before_ray, args.address)
         if args.dry_run:
             for line in submission.describe(the_plan, every_file=True):
                 kit.progress(line)
