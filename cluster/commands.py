@@ -150,9 +150,10 @@ def cmd_jobs_stop(args) -> int:
     if jobs_api.stop(args.job_id, args.address):
         info = jobs_api.wait(args.job_id, args.address, timeout_s=args.timeout)
         _say(f"job {args.job_id}: {info['status']}")
-        if info.get("resume") and info["status"] == "STOPPED":
-            # The search saved its state on the stop (a Ctrl-C for its driver: cluster.submit.STOP_ENV).
-            _say(f"its search is saved in {info.get('output')}; continue it with: {info['resume']}")
+        if info.get("resume"):
+            # A search saves its state when stopped (a Ctrl-C for its driver, with 60 s: cluster.submit.STOP_ENV);
+            # what it saved before, if it had to be killed.
+            _say(f"its search continues from what it saved in {info.get('output')} with: {info['resume']}")
     else:
         _say(f"job {args.job_id} had already ended")
     return EXIT_OK
@@ -232,7 +233,8 @@ def register(subparsers, kit=None) -> None:
     p.set_defaults(func=cmd_jobs_logs)
     p = jsub.add_parser("stop", help="stop a running job")
     p.add_argument("job_id")
-    p.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for it to stop (default 60)")
+    # Longer than the 60 s a stopped job's driver has to save a search (cluster.submit.STOP_ENV).
+    p.add_argument("--timeout", type=_seconds, default=90.0, help="seconds to wait for it to stop (default 90)")
     _address_arg(p, address_help)
     p.set_defaults(func=cmd_jobs_stop)
 

@@ -267,11 +267,16 @@ def build_fastapi(server: ModelServer) -> FastAPI:
         return await asyncio.to_thread(server.monitor.snapshot)
 
     serve_spec = server.settings["serve"]
-    # A feature this server requires (serve.required_features) is said so where clients read the features.
-    required = {name: {"required": True, "missing": "refused: this server requires it (serve.required_features)"}
-                for name in checker.required}
+    # Where clients read the features: the ones this server requires (serve.required_features; images and text
+    # the model requires itself), and each number's training range (a bundle's schema.json from before
+    # `trained_on` gets it from the preprocessor's statistics, which the out_of_range notes use).
+    asked = serve_spec.get("required_features") or []
+    said = {"required": True, "missing": "refused: this server requires it (serve.required_features)"}
+    by_server = {name for name in checker.required if asked == "all" or name in asked}
+    ranges = {name: {"trained_on": [lo, hi]} for name, lo, hi in server.ranges}
     schema_doc = {"model": server.model_info, **schema,
-                  "features": [{**f, **required.get(f["name"], {})} for f in schema["features"]],
+                  "features": [{**(ranges.get(f["name"], {}) if f["type"] == "number" else {}), **f,
+                                **(said if f["name"] in by_server else {})} for f in schema["features"]],
                   "limits": {"max_records": serve_spec["max_records"], "max_body_mb": serve_spec["max_body_mb"],
                              "required_features": checker.required,
                              "unknown_fields": serve_spec["unknown_fields"], "quantize": server.quantized,

@@ -150,25 +150,29 @@ def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
 def _blame(layers: list[tuple[str, dict]], loc: tuple) -> str:
     """Which of the settings' sources (the bundle's spec.yaml, --spec, --set) set something at, above or under
     the error's place: all three were named for every error (`--set autoscaling.min_replicas=5` blamed "the
-    bundle's spec.yaml / fraud.yaml / --set")."""
-    path = ".".join(str(p) for p in loc)
-    named, exact = [], []
-    for source, tree in layers:
-        if source == "--set":
-            hit = any(f == path or f.startswith(path + ".") or path.startswith(f + ".") for f in tree)
-            whole = path in tree
-        else:
-            node, hit = tree, True
-            for key in path.split(".") if path else []:
-                if not isinstance(node, dict) or key not in node:
-                    hit = False
-                    break
-                node = node[key]
-            whole = hit and not isinstance(node, dict)
-        named += [source] if hit else []
-        exact += [source] if whole else []
-    # A value set whole by several: the last one's is the one in force. A section: whoever set part of it.
-    return exact[-1] if exact else " / ".join(named) or " / ".join(source for source, _ in layers)
+    bundle's spec.yaml / fraud.yaml / --set"). A place inside a value (a list's item, a union's branch) is
+    blamed on whoever set the value."""
+    for n in range(len(loc), 0, -1):
+        path = ".".join(str(p) for p in loc[:n])
+        named, exact = [], []
+        for source, tree in layers:
+            if source == "--set":
+                hit = any(f == path or f.startswith(path + ".") or path.startswith(f + ".") for f in tree)
+                whole = path in tree
+            else:
+                node, hit = tree, True
+                for key in path.split("."):
+                    if not isinstance(node, dict) or key not in node:
+                        hit = False
+                        break
+                    node = node[key]
+                whole = hit and not isinstance(node, dict)
+            named += [source] if hit else []
+            exact += [source] if whole else []
+        # A value set whole by several: the last one's is the one in force. A section: whoever set part of it.
+        if exact or named:
+            return exact[-1] if exact else " / ".join(named)
+    return " / ".join(source for source, _ in layers)
 
 
 def _explain(error: dict, source: str) -> str:

@@ -261,11 +261,22 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     before = serve_deployment(name, DEPLOYMENT)
     kept_sha256 = None
     if before is not None:
-        serve_spec, kept = keep_running(serve_spec, _replica_settings(before).get("serve"))
+        running = _replica_settings(before).get("serve")
+        if isinstance(running, dict):       # the route it really has (a config file's deploy sets it outside)
+            running = {**running, "route_prefix": before.route_prefix or running.get("route_prefix", "/")}
+        serve_spec, kept, unread = keep_running(serve_spec, running)
         if kept:
-            check_settings(bundle, serve_spec)      # a kept serve.log's `exclude` against this bundle's features
             progress(f"[serve] {name} keeps its running {', '.join(kept)} (not given in this update: --spec SPEC "
                      "or --set FIELD=VALUE changes them)")
+            try:
+                check_settings(bundle, serve_spec)      # a kept serve.log's `exclude` against this bundle's features
+            except ServeError as exc:
+                raise ServeError(f"{exc} (kept from the running {name}: --set FIELD=VALUE or --spec SPEC changes "
+                                 "it; --set log=null stops the logging)", exit_code=exc.exit_code) from None
+        if unread:
+            progress(f"[serve] note: {name}'s running {', '.join(unread)} could not be kept (settings this "
+                     "trainyard cannot read, from another version?): this update uses what it is given, or the "
+                     "defaults")
         running_sha256 = _token_sha256(before)
         if running_sha256 and token is None and not no_token:
             kept_sha256 = running_sha256
@@ -275,8 +286,9 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
         running_log = _running_log(before)
         if running_log and serve_spec.log is None:
             # Only an update given `log: null` ends the logging that `trainyard monitor` reads: said, not silent.
+            why = "its running serve.log could not be kept" if "log" in unread else "serve.log given as null"
             progress(f"[serve] note: {name} logged its predictions to {running_log.get('path')}; this update "
-                     f"logs none (serve.log given as null): to go on logging, --set log.path={running_log.get('path')}")
+                     f"logs none ({why}): to go on logging, --set log.path={running_log.get('path')}")
     _check_route_free(name, serve_spec.route_prefix, host, port)
     old_version = _running_version(before, host, port) if before else None
     # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.

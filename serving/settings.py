@@ -59,18 +59,19 @@ KEPT_ON_UPDATE = ("autoscaling", "ray_actor_options", "route_prefix", "max_surge
                   "health_check_timeout_s", "access_log", "log", "monitor", "quantize", "drain_period_s")
 
 
-def keep_running(spec: ServeSpec, running: Any) -> tuple[ServeSpec, list[str]]:
+def keep_running(spec: ServeSpec, running: Any) -> tuple[ServeSpec, list[str], list[str]]:
     """`spec` for an update of an app whose replicas run with the serve settings `running` (their plain dict):
     each KEPT_ON_UPDATE setting `spec` was not given takes its running value, and one given in part
-    (`--set autoscaling.max_replicas=3`) keeps the rest of it. Also returns the names of the settings that came
-    out other than `spec` had them. Settings of another trainyard version that do not validate are not kept."""
+    (`--set autoscaling.max_replicas=3`) keeps the rest of it. Also returns the names of the settings kept (those
+    that came out other than `spec` had them) and of those that could not be: running values this version does
+    not read (another trainyard wrote them), each left to `spec` on its own."""
     from pydantic import ValidationError
 
     if not isinstance(running, dict):
-        return spec, []
+        return spec, [], []
     given = spec.model_dump(mode="json", exclude_unset=True)
     merged = spec.model_dump(mode="json")
-    kept = []
+    kept, unread = [], []
     for key in KEPT_ON_UPDATE:
         if key not in running:
             continue
@@ -79,15 +80,16 @@ def keep_running(spec: ServeSpec, running: Any) -> tuple[ServeSpec, list[str]]:
             if not (isinstance(given[key], dict) and isinstance(value, dict)):
                 continue
             value = overlay(value, given[key])
-        if value != merged[key]:
-            merged[key] = value
-            kept.append(key)
-    if not kept:
-        return spec, []
-    try:
-        return ServeSpec.model_validate(merged), kept
-    except ValidationError:
-        return spec, []
+        if value == merged[key]:
+            continue
+        try:
+            ServeSpec.model_validate({**merged, key: value})
+        except ValidationError:
+            unread.append(key)
+            continue
+        merged[key] = value
+        kept.append(key)
+    return (ServeSpec.model_validate(merged) if kept else spec), kept, unread
 
 
 def overlay(base: dict, given: dict) -> dict:

@@ -231,3 +231,14 @@ def test_output_cut_off_by_its_reader_ends_the_command_without_a_traceback(tmp_p
     run.stdout.close()                                   # the reader goes before anything is written
     err = run.stderr.read().decode()
     assert run.wait(timeout=120) == cli.EXIT_BROKEN_PIPE and err == "", err
+
+
+def test_a_broken_connection_of_the_commands_own_is_a_failure_not_a_cut_off_reader(monkeypatch, capsys):
+    """Only stdout's reader going away ends a command quietly (141); a BrokenPipeError from a socket of its own
+    (a server that hung up) is a failure, said."""
+    def hung_up(_args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_validate", hung_up)
+    assert cli.main(["validate", "spec.yaml"]) == EXIT_FAILED
+    assert "a connection was closed by the other end" in capsys.readouterr().err

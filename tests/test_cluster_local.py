@@ -289,7 +289,7 @@ def test_jobs_stop(cluster, cluster_env, tmp_path):
     out = run_cli("jobs", "stop", job_id, env=cluster_env)
     assert out.returncode == 0 and "STOPPED" in out.stdout, out.stdout + out.stderr
     again = f"trainyard submit {tmp_path / 'spec.yaml'} --mode run --address {cluster['dashboard_url']} --resume"
-    assert f"continue it with: {again}" in out.stdout, out.stdout
+    assert f"its search continues from what it saved in {tmp_path / 'out'} with: {again}" in out.stdout, out.stdout
     assert f"SIGINT; continue with: {again}" in jobs_api.logs(job_id, cluster["dashboard_url"])
     out = run_cli("jobs", "status", job_id, env=cluster_env)
     assert out.returncode == 1 and "STOPPED" in out.stdout

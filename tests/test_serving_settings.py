@@ -588,7 +588,9 @@ def test_an_update_keeps_the_running_apps_operator_settings_it_is_not_given(tmp_
     bundle = _spec_yaml(tmp_path / "b", {"max_records": 5})
 
     def update(*sets, spec=None):
-        return keep_running(serve_settings(bundle, spec, list(sets), progress=lambda *_: None), running)
+        spec, kept, unread = keep_running(serve_settings(bundle, spec, list(sets), progress=lambda *_: None), running)
+        assert unread == []
+        return spec, kept
 
     spec, kept = update()
     assert kept == ["autoscaling", "ray_actor_options", "route_prefix", "log"]
@@ -604,10 +606,13 @@ def test_an_update_keeps_the_running_apps_operator_settings_it_is_not_given(tmp_
     ops.write_text("name: ops\ndata: {path: d, label: y}\nserve:\n  ray_actor_options: {num_cpus: 1}\n")
     spec, kept = update(spec=str(ops))
     assert spec.ray_actor_options == {"num_cpus": 1} and "ray_actor_options" not in kept
-    # Nothing to keep from an app that is not trainyard's, or whose settings this version cannot read.
+    # Nothing to keep from an app that is not trainyard's; a setting this version cannot read is named, and the
+    # others are kept all the same (one unreadable section dropped them all, the logging included, unsaid).
     given = serve_settings(bundle, None, [], progress=lambda *_: None)
-    assert keep_running(given, None) == (given, [])
-    assert keep_running(given, {**running, "autoscaling": {"max_replicas": "many"}}) == (given, [])
+    assert keep_running(given, None) == (given, [], [])
+    spec, kept, unread = keep_running(given, {**running, "autoscaling": {"max_replicas": "many", "older_key": 1}})
+    assert unread == ["autoscaling"] and kept == ["ray_actor_options", "route_prefix", "log"]
+    assert spec.autoscaling == given.autoscaling and spec.log.path == "/logs"
 
 
 def test_replicas_are_said_to_wait_for_resources_only_when_the_cluster_has_no_room_for_them():
@@ -643,3 +648,6 @@ def test_a_bad_serve_setting_names_the_source_that_set_it(tmp_path):
     assert err.value.problems[0].startswith("the bundle's spec.yaml: serve.max_records:")
     with pytest.raises(SpecError, match=r"^  - --set: serve.autoscalin: unknown setting"):
         serve_settings(bundle, None, ["autoscalin.max_replicas=3"], **quiet)
+    with pytest.raises(SpecError) as err:                  # inside a value: a list's item
+        serve_settings(bundle, None, ["required_features=[rpm, [1]]"], **quiet)
+    assert all(p.startswith("--set: serve.required_features") for p in err.value.problems), err.value.problems

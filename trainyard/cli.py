@@ -401,7 +401,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         err("interrupted")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not _stdout_reader_gone():           # a connection of the command's own (a server, the cluster)
+            err(f"a connection was closed by the other end: {exc}")
+            return EXIT_FAILED
         # The reader went away (`trainyard jobs logs ID --follow | head`): end as a process that SIGPIPE ends
         # (a shell says 128 + 13), without a traceback, then or at exit's flush of stdout.
         _stdout_to_devnull()
@@ -414,6 +417,18 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 EXIT_BROKEN_PIPE = 141
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll says POLLERR on its write end)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):     # no fileno (captured), no poll (Windows)
+        return False
 
 
 def _stdout_to_devnull() -> None:
