@@ -143,7 +143,10 @@ def _settle_path(value: str, field_name: str, spec_path: Path, same_machine: boo
             notes.append(f"{field_name}: {value!r} -> {absolute} (the job runs in another directory)")
         return absolute
     prefixes = [os.path.abspath(p).rstrip("/") + "/" for p in shared]
-    if os.path.isabs(local) and any((absolute + "/").startswith(p) for p in prefixes):
+    if any((absolute + "/").startswith(p) for p in prefixes):
+        if absolute != local:
+            # A relative path under a --shared prefix was refused with the advice to use --shared.
+            notes.append(f"{field_name}: {value!r} -> {absolute} (under --shared; the job runs in another directory)")
         return absolute
     raise SubmitError(
         f"{spec_path}: {field_name} {value!r} is a path on this machine, and the cluster at {url} cannot read "

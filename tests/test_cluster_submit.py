@@ -116,6 +116,18 @@ def test_uris_and_shared_prefixes_pass_for_a_remote_cluster(tmp_path, repo):
     assert p.spec["data"]["path"] == "s3://bucket/data"
 
 
+def test_a_relative_path_under_a_shared_prefix_passes_made_absolute(tmp_path, repo, monkeypatch):
+    """`--shared /tmp/medproj` with the spec's `data/labs/`, run from /tmp/medproj, was refused with the same
+    advice to use --shared; the relative path is the shared one, made absolute (as for a cluster on this
+    machine). Outside every prefix it is still refused."""
+    monkeypatch.chdir(tmp_path)
+    spec = spec_file(tmp_path, data={"path": "data/", "label": "y"}, output="s3://bucket/out")
+    p = plan(spec, REMOTE, shared=[str(tmp_path)], root=repo)
+    assert p.spec["data"]["path"] == str(tmp_path / "data") and any("under --shared" in n for n in p.notes)
+    with pytest.raises(SubmitError, match=r"data.path 'data/' is a path on this machine"):
+        plan(spec, REMOTE, shared=[str(tmp_path / "elsewhere")], root=repo)
+
+
 def test_same_machine_cluster_gets_absolute_paths(tmp_path, repo, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = spec_file(tmp_path, data={"path": "data", "label": "y"}, output="runs/demo")
