@@ -22,7 +22,8 @@ from cluster.ports import connect_error
 from cluster.processes import ALIVE, own_identity, recorded_process
 from cluster.state import state_dir
 from serving.schema import example_record
-from serving.server import DEPLOY_TIMEOUT_S, Served, _delete_quietly, _first_line, app_states, deploy, shutdown
+from serving.server import (DEPLOY_TIMEOUT_S, Served, _delete_quietly, _first_line, _get_json, app_overview, deploy,
+                            shutdown)
 from serving.settings import ServeError
 
 
@@ -127,6 +128,7 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
             # Another trainyard process serves on this port: its record is left as it is (the next update of one
             # of its apps finds it there), and this app gets a record of its own for the next update of it.
             file = _write_server_state(served, [served.name], guest_file(served.port, served.name))
+        seen = {"running": None, "version": served.version, "answered": served.version}
         host_record = host_of(owner, ray.get_runtime_context().gcs_address)
         if host_record is not None:
             progress(f"[serve] {served.name} runs on the Ray of trainyard process {host_record['pid']}, which serves "
@@ -147,7 +149,7 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                                  f"other nodes may still serve it: `trainyard serve BUNDLE --name {served.name}` "
                                  "from a healthy node takes it over (check the cluster with `ray status` first)")
             try:
-                apps = app_states()
+                apps, running = app_overview(served.name)
             except Exception as exc:  # noqa: BLE001 - Serve's controller or Ray went away under us
                 ending = "none"
                 raise ServeError(f"Ray Serve stopped answering while serving {served.name} ({_first_line(exc)}); "
@@ -158,6 +160,12 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
             if served.name not in apps:
                 raise ServeError(f"{served.name} was deleted from Serve (`serve.delete`, `serve shutdown` or "
                                  "another process); stopped serving it")
+            # What changes while it serves is said: the replicas autoscaling adds and removes, and a version
+            # another `trainyard serve` put in (the server printed nothing after its start).
+            ready = _get_json(f"{served.url}/readyz", timeout=2.0) or {}
+            now = {"running": running, "answered": (ready.get("model") or {}).get("version")}
+            for line in serving_changes(served.name, seen, now):
+                progress(line)
     except KeyboardInterrupt:
         progress(f"[serve] stopping {served.name} ...")
     finally:
@@ -175,6 +183,23 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                 signal.signal(sig, handler)
     progress("[serve] stopped")
     return EXIT_OK
+
+
+def serving_changes(name: str, seen: dict, now: dict) -> list[str]:
+    """The lines for what changed since the last look at a served app, `seen` updated: {"running": its RUNNING
+    replicas (None before the first look), "version": the version last said, "answered": the version /readyz
+    answered last}. A version is said once two looks in a row answer it: during an update either version may
+    answer for a few seconds."""
+    lines = []
+    if seen["running"] is not None and now["running"] != seen["running"]:
+        lines.append(f"[serve] {name}: {now['running']} replica(s) running (was {seen['running']})")
+    seen["running"] = now["running"]
+    answered = now["answered"]
+    if answered and answered == seen["answered"] and answered != seen["version"]:
+        lines.append(f"[serve] {name} now serves {answered} (was {seen['version']}): updated from another process")
+        seen["version"] = answered
+    seen["answered"] = answered or seen["answered"]
+    return lines
 
 
 def _stop_on_signals() -> dict:

@@ -166,8 +166,16 @@ def app_status(name: str) -> Optional[dict]:
 
 def app_states() -> dict[str, str]:
     """{app name: its status ("RUNNING", "DELETING", ...)} of every app on this Ray's Serve, in one call."""
+    return app_overview()[0]
+
+
+def app_overview(name: Optional[str] = None) -> tuple[dict[str, str], int]:
+    """`app_states()`, and the RUNNING replicas of app `name` (0 without it), from one answer of Serve's."""
     from ray import serve
-    return {name: _status_text(app) for name, app in serve.status().applications.items()}
+    apps = serve.status().applications
+    dep = apps[name].deployments.get(DEPLOYMENT) if name in apps else None
+    running = sum(v for k, v in (dep.replica_states if dep else {}).items() if str(getattr(k, "value", k)) == "RUNNING")
+    return {n: _status_text(app) for n, app in apps.items()}, running
 
 
 def _status_text(app) -> str:

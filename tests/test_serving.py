@@ -375,6 +375,9 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
             assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
             assert f"stays served by trainyard process {guest.process.pid}" in run.stdout, run.stdout
             assert Client(url).predict([{}])["model"]["version"] == "guest-v3"
+            # ... and the guest, which printed nothing after its start, says so.
+            assert guest.wait_for(r"\[serve\] guest now serves (\S+) \(was cli-v2\): updated from another process",
+                                  timeout_s=60) == "guest-v3"
         finally:
             guest.process.send_signal(signal.SIGTERM)
             code = guest.process.wait(timeout=120)

@@ -651,3 +651,16 @@ def test_a_bad_serve_setting_names_the_source_that_set_it(tmp_path):
     with pytest.raises(SpecError) as err:                  # inside a value: a list's item
         serve_settings(bundle, None, ["required_features=[rpm, [1]]"], **quiet)
     assert all(p.startswith("--set: serve.required_features") for p in err.value.problems), err.value.problems
+
+
+def test_a_running_server_says_when_its_replicas_or_its_version_change():
+    """`trainyard serve` printed nothing after its start: not a scale-up, not an update from another process."""
+    from serving.forever import serving_changes
+
+    seen = {"running": None, "version": "v1", "answered": "v1"}
+    looks = [(1, "v1"), (1, "v1"), (3, "v1"), (3, "v2"), (4, "v1"), (4, "v2"), (2, "v2"), (2, None), (2, "v2")]
+    said = [line for running, answered in looks
+            for line in serving_changes("fraud", seen, {"running": running, "answered": answered})]
+    assert said == ["[serve] fraud: 3 replica(s) running (was 1)", "[serve] fraud: 4 replica(s) running (was 3)",
+                    "[serve] fraud: 2 replica(s) running (was 4)",
+                    "[serve] fraud now serves v2 (was v1): updated from another process"]
