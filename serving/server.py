@@ -196,8 +196,7 @@ def _replica_error(name: str) -> Optional[str]:
 
 
 def running_replicas(name: str) -> int:
-    status = app_status(name)
-    return int(status["replicas"].get("RUNNING", 0)) if status else 0
+    return app_overview(name)[1]
 
 
 # ---------------------------------------------------------------------------------------------- deploy
