@@ -11,6 +11,7 @@ Needs a connected Ray (``cluster.connection``). Works for local paths and for py
 """
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 
@@ -28,6 +29,12 @@ class StorageError(BadInput):
 def is_uri(path: str) -> bool:
     """True for a filesystem URI other than file:// (s3://bucket/x, gs://..., hdfs://...)."""
     return "://" in str(path) and not str(path).startswith("file://")
+
+
+def as_read_here(path: str) -> str:
+    """`path` as a driver on this machine reads it: a relative or ~ path made absolute against the directory it
+    runs in; a URI (file:// included) as given."""
+    return path if "://" in str(path) else os.path.abspath(os.path.expanduser(path))
 
 
 def _node_probe(path: str, check_id: str, node_id: str, phase: str, others: list[str], remove_base: bool) -> dict:

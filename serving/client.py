@@ -186,8 +186,7 @@ class Client:
         result["record"] = [i for _, n in out["request_ids"] for i in range(n)]
         outside = [[] for _ in range(len(result))]
         for note in out.get("out_of_range", ()):
-            outside[note["record"]].append(f"{note['field']}={note['value']:g} (trained on "
-                                           f"{note['trained_on'][0]:g} to {note['trained_on'][1]:g})")
+            outside[note["record"]].append(f"{note['field']}={note['value']:g} ({_trained_on(note)})")
         result["out_of_range"] = ["; ".join(texts) for texts in outside]
         result.attrs["out_of_range"] = out.get("out_of_range", [])
         return result
@@ -213,12 +212,16 @@ def out_of_range_note(notes: list[dict], rows: int, what: str) -> Optional[str]:
     for note in notes:
         by_field.setdefault(note["field"], []).append(note)
     flagged = len({note["record"] for note in notes})
-    parts = [f"{field} in {len({n['record'] for n in found})} row(s) (e.g. {found[0]['value']:g}; trained on "
-             f"{found[0]['trained_on'][0]:g} to {found[0]['trained_on'][1]:g})"
-             for field, found in sorted(by_field.items(), key=lambda kv: -len(kv[1]))]
+    parts = [f"{field} in {len({n['record'] for n in found})} row(s) (e.g. {found[0]['value']:g}; "
+             f"{_trained_on(found[0])})" for field, found in sorted(by_field.items(), key=lambda kv: -len(kv[1]))]
     return (f"note: {flagged} of {rows} row(s) of {what} hold numbers well outside the range the model was trained "
             f"on (past it by over a tenth of its width), where it extrapolates and its prediction may be far off "
             f"(the out_of_range column names them): " + ", ".join(parts))
+
+
+def _trained_on(note: dict) -> str:
+    lo, hi = note["trained_on"]
+    return f"trained on {lo:g} to {hi:g}"
 
 
 def check_columns(columns: list, features: list[str], allow_missing: bool = False) -> None:

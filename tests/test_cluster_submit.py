@@ -388,13 +388,13 @@ def test_data_the_cluster_reads_from_this_disk_is_checked_here_before_anything_i
     (tmp_path / "data" / "part-0.csv").write_text("x,diagnosis\n1,a\n2,b\n3,a\n")
     url = "http://127.0.0.1:8265"
     with pytest.raises(BadInput, match=r"label column 'diagnosos' is in none of .*did you mean 'diagnosis'"):
-        check_data_here(plan(spec, url, overrides=["data.label=diagnosos"], root=repo), check_before_ray, url)
-    check_data_here(plan(spec, url, overrides=["data.label=diagnosis"], root=repo), check_before_ray, url)
+        check_data_here(plan(spec, url, overrides=["data.label=diagnosos"], root=repo), check_before_ray)
+    check_data_here(plan(spec, url, overrides=["data.label=diagnosis"], root=repo), check_before_ray)
     # Another cluster checks for itself, --shared paths included (its nodes may cache what this machine lacks).
     remote = "http://10.1.2.3:8265"
     for sets, shared in ((["data.path=s3://bucket/labs", "output=s3://bucket/o"], []), ([], [str(tmp_path)])):
         check_data_here(plan(spec, remote, overrides=sets + ["data.label=diagnosos"], shared=shared, root=repo),
-                        check_before_ray, remote)
+                        check_before_ray)
     run = subprocess.run([sys.executable, "-m", "trainyard", "submit", str(spec), "--address", url, "--dry-run",
                           "--set", "data.label=diagnosos"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "diagnosos" in run.stderr and "dry run" not in run.stdout, run.stderr

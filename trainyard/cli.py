@@ -140,16 +140,12 @@ def import_meanwhile(modules: Sequence[str]) -> threading.Thread:
 def _check_storage(spec, nodes: int) -> None:
     """On several nodes, what `submit` checks inside the job: every node reads the data and shares the output
     (checkpoints, the bundle). A node-local path would otherwise fail the run half-way, deep inside Ray Train."""
-    from cluster.storage import StorageError, check_job_storage, is_uri
+    from cluster.storage import StorageError, as_read_here, check_job_storage
 
-    def resolved(path: str) -> str:
-        """As this driver resolves it: a relative path against the directory trainyard runs in."""
-        return path if is_uri(path) or path.startswith("file://") else os.path.abspath(os.path.expanduser(path))
-
-    output = resolved(spec.output_dir)
+    output = as_read_here(spec.output_dir)
     try:
         data = [spec.data.path] if isinstance(spec.data.path, str) else spec.data.path
-        check_job_storage(output, [resolved(path) for path in data])
+        check_job_storage(output, [as_read_here(path) for path in data])
     except StorageError as exc:
         raise BadInput(f"{exc}\n(data.path and output of {spec.name!r}; `trainyard cluster check-storage PATH` "
                        "checks a path on its own)", exit_code=exc.exit_code) from None

@@ -420,12 +420,12 @@ def _data_paths_absolute(spec: dict) -> dict:
     """`spec` with data.path's local paths absolute (from this folder), URIs as given: a search `trainyard
     submit` started on a cluster on this machine recorded the absolute path submit made of a relative one, which
     `trainyard tune SPEC --resume` here was refused for as a changed spec."""
-    def absolute(p):
-        return p if not isinstance(p, str) or "://" in p else os.path.normpath(os.path.abspath(os.path.expanduser(p)))
+    from cluster.storage import as_read_here
 
     data = spec.get("data")
-    if isinstance(data, dict) and data.get("path") is not None:
-        data["path"] = [absolute(p) for p in data["path"]] if isinstance(data["path"], list) else absolute(data["path"])
+    if isinstance(data, dict) and isinstance(data.get("path"), (str, list)):
+        paths = data["path"]
+        data["path"] = [as_read_here(p) for p in paths] if isinstance(paths, list) else as_read_here(paths)
     return spec
 
 
