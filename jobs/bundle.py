@@ -62,6 +62,7 @@ VERSIONS = "bundles"            # OUTPUT/bundles/<version>/: every bundle writte
 LATEST = "LATEST"               # OUTPUT/bundles/LATEST on object storage: the latest version's name
 PARTIAL_MARK = ".trainyard-partial"   # the first file of a staging folder: only folders holding it are cleared
 STALE_PARTIAL_S = 3600
+MAX_SHOWN_PROBLEMS = 20         # a refusal of records names this many problems at most
 
 
 class BundleError(BadInput):
@@ -70,7 +71,7 @@ class BundleError(BadInput):
 
 def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, preprocessor: FittedPreprocessor,
           metrics: dict, spec_yaml: str, lineage: dict, dtypes: Optional[dict[str, str]] = None,
-          score: Optional[Callable[["Bundle"], dict]] = None,
+          score: Optional[Callable[["Bundle"], dict]] = None, decide: Optional[Callable[["Bundle"], dict]] = None,
           profile: Optional[Callable[["Bundle"], dict]] = None,
           progress: Callable[[str], None] = lambda _line: None,
           taken: Optional[Callable[[str], bool]] = None) -> Path:
@@ -80,9 +81,10 @@ def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, prep
 
     Every file goes into a hidden staging folder under OUTPUT/bundles first. `score`, if given, is called with
     the bundle loaded from that folder (its own load/predict path, as serving will use it) and returns more
-    metrics (the test split's: {"test": {...}}); `metrics.json` is written last of the bundle's files, then
-    `manifest.json`. Only then is the folder renamed to its version and `path` pointed to it. If anything fails
-    the staging folder is removed and `path` is as it was. Earlier versions are kept.
+    metrics (the test split's: {"test": {...}}); `decide` first sets the staged preprocessor's decision (a binary
+    cut-off, `jobs.decision`) and returns the metrics it changes. `metrics.json` is written last, then `manifest.
+    json`; then the folder is renamed to its version and `path` pointed to it. If anything fails the staging
+    folder is removed and `path` is as it was. Earlier versions are kept.
 
     A folder or file at `path` that trainyard did not write stays as it is: the new version is published all
     the same, and BundleError says where it is. A bundle folder an earlier trainyard wrote at `path` (no link)
@@ -107,8 +109,12 @@ def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, prep
         _dump(staging / "schema.json", input_schema(preprocessor, dtypes))
         (staging / "spec.yaml").write_text(spec_yaml)
         _dump(staging / "lineage.json", lineage)
-        if score is not None or profile is not None:
+        if score is not None or profile is not None or decide is not None:
             staged = _read(staging, metrics=metrics)
+            if decide is not None and (changed := decide(staged)) is not None:
+                metrics = {**metrics, **changed}
+                staged.preprocessor.save(staging / "preprocessor.json")
+                _dump(staging / "schema.json", input_schema(staged.preprocessor, dtypes))
             if profile is not None:
                 _dump(staging / PROFILE, profile(staged))
             if score is not None:
@@ -239,12 +245,8 @@ def _dump(path: Path, obj: Any) -> None:
 
 
 def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
+    if isinstance(o, (np.integer, np.floating, np.ndarray)):
+        return o.tolist()       # a Python int or float for a NumPy scalar
     raise TypeError(f"cannot store {type(o).__name__} in a bundle")
 
 
@@ -280,7 +282,7 @@ class Bundle:
                 else self.model(x).float()
         if self.task == "classification":
             proba = torch.softmax(out, dim=1).numpy()
-            idx = proba.argmax(axis=1)
+            idx = self.preprocessor.decide(proba)
             classes = self.preprocessor.classes
             return {"predictions": [classes[i] for i in idx], "probabilities": proba.tolist(), "class_index": idx}
         y = self.preprocessor.decode_regression(out.squeeze(1).numpy())
@@ -307,10 +309,6 @@ class Bundle:
         out = self.predict_frame(df)
         out.pop("class_index", None)
         return out
-
-
-MAX_SHOWN_PROBLEMS = 20
-
 
 def upload(version: Path, output: str) -> str:
     """Publish a bundle version written locally (`write`) to a run's output on a pyarrow URI (s3://, gs://...):

@@ -15,7 +15,7 @@ from jobs.spec import CLASSIFICATION
 def score(bundle, frames, label: str) -> dict:
     """Test metrics of `bundle` over an iterable of raw DataFrames (features + label)."""
     pre = bundle.preprocessor
-    y_true, probas, preds = [], [], []
+    y_true, probas, preds, answered = [], [], [], []
     for df in frames:
         if not len(df):
             continue
@@ -26,13 +26,15 @@ def score(bundle, frames, label: str) -> dict:
             keep = y >= 0  # a class absent from train cannot be scored by this model
             y_true.append(y[keep])
             probas.append(np.asarray(out["probabilities"], dtype=np.float64)[keep])
+            answered.append(np.asarray(out["class_index"], dtype=np.int64)[keep])   # by the bundle's decision
         else:
             y_true.append(df[label].to_numpy(dtype=np.float64))
             preds.append(np.asarray(out["predictions"], dtype=np.float64))
     if not y_true:
         return {}
     if pre.task == CLASSIFICATION:
-        return M.classification_metrics(np.concatenate(y_true), np.concatenate(probas))
+        return M.classification_metrics(np.concatenate(y_true), np.concatenate(probas),
+                                        y_pred=np.concatenate(answered))
     return M.regression_metrics(np.concatenate(y_true), np.concatenate(preds))
 
 

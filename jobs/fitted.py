@@ -60,6 +60,15 @@ def encode_classes(classes: list[Any], values: pd.Series) -> np.ndarray:
     return codes
 
 
+def decide(decision: Optional[dict], proba: np.ndarray) -> np.ndarray:
+    """Class ids from probabilities: the likelier class, or with a decision (`jobs.decision`: a binary
+    classifier's cut-off) the positive class at and above its cut-off and the other class below it."""
+    if not decision:
+        return proba.argmax(axis=1)
+    i = int(decision["positive_index"])
+    return np.where(proba[:, i] >= float(decision["threshold"]), i, 1 - i)
+
+
 def aggregate(ds, *aggs) -> dict:
     """`ds.aggregate(*aggs)` (one row of statistics over the whole dataset), planned as one map task per block
     computing partial aggregates and one reduce task merging them.
@@ -109,6 +118,9 @@ class FittedPreprocessor(ABC):
     # standardises it stores both (tabular), class ids are used as they are.
     label_center: float = 0.0
     label_scale: float = 1.0
+    # A binary classifier's cut-off (`jobs.decision.choose`), set while its bundle is written; None: the likelier
+    # class. Kept in preprocessor.json beside the classes it decides between.
+    decision: Optional[dict] = None
 
     # ------------------------------------------------------------------ shape
     @property
@@ -155,13 +167,18 @@ class FittedPreprocessor(ABC):
     def decode_regression(self, y: np.ndarray) -> np.ndarray:
         return y.astype(np.float64) * self.label_scale + self.label_center
 
+    def decide(self, proba: np.ndarray) -> np.ndarray:
+        """Class ids from a classifier's probabilities, by its decision (`decide`)."""
+        return decide(self.decision, proba)
+
     def transform_batch(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
         """The Ray Data form: a batch of raw rows → {features, label} for training."""
         return {FEATURES_COLUMN: self.transform(df), LABEL_COLUMN: self.encode_labels(df[self.label])}
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "task": self.task, **asdict(self)}
+        return {"kind": self.kind, "task": self.task, **asdict(self),
+                **({"decision": self.decision} if self.decision else {})}
 
     @classmethod
     @abstractmethod

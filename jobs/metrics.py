@@ -19,12 +19,13 @@ from jobs.spec import CLASSIFICATION, METRICS, REGRESSION
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, loss: Optional[float] = None,
-                           prefix: str = "") -> dict:
+                           prefix: str = "", y_pred: Optional[np.ndarray] = None) -> dict:
     """Accuracy, macro precision/recall/F1, ROC-AUC (binary), confusion matrix. `proba` is (n, classes);
-    `y_true` holds class ids (column positions of `proba`)."""
+    `y_true` holds class ids (column positions of `proba`); `y_pred` the answered ids (default: the likelier
+    class; a bundle with a cut-off answers by it, `jobs.decision`)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     n_classes = proba.shape[1]
-    y_pred = proba.argmax(axis=1)
+    y_pred = proba.argmax(axis=1) if y_pred is None else np.asarray(y_pred, dtype=np.int64)
     cm = confusion_matrix(y_true, y_pred, n_classes)
     tp = np.diag(cm).astype(np.float64)
     predicted, actual = cm.sum(axis=0).astype(np.float64), cm.sum(axis=1).astype(np.float64)

@@ -73,6 +73,10 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
                                         categorical=result.categorical, task=result.task, classes=result.classes)
         reference = PROFILE.tabular_reference(stats, pre)
     check_auc_judgeable(spec, getattr(result, "class_counts", None) or {})
+    if spec.decision is not None:
+        from jobs import decision as DECISION
+        DECISION.check(spec, pre.classes if pre.task == "classification" else None,
+                       getattr(result, "class_counts", None) or {})
     if not spec.data.is_image:
         empty = TAB.empty_columns(stats, result.numeric, result.categorical)
         if empty:
@@ -170,10 +174,28 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
         from jobs import profile as PROFILE
         return PROFILE.build(prepared.reference, bundle, prepared.val_ds)
 
+    def decide(bundle: B.Bundle) -> Optional[dict]:
+        """The spec's cut-off, chosen on the validation split by the staged bundle (`jobs.decision`); the val
+        metrics at it replace the likelier-class ones (AUC and loss do not depend on it)."""
+        if spec.decision is None or bundle.task != "classification":
+            return None
+        from jobs import decision as DECISION
+        from jobs.metrics import classification_metrics
+        pre = bundle.preprocessor
+        y, proba = DECISION.validation_scores(bundle, prepared.val_ds)
+        positive = DECISION.positive_index(spec.decision, pre.classes, prepared.ingest.class_counts.get("train", {}))
+        pre.decision = DECISION.choose(spec.decision, pre.classes, positive, y, proba)
+        progress(f"[decision] {DECISION.summary(pre.decision)}")
+        if pre.decision.get("note"):
+            progress(f"[decision] note: {pre.decision['note']}")
+        at_cut = classification_metrics(y, proba, prefix="val_", y_pred=pre.decide(proba)) if len(y) else {}
+        metrics["val"] = {**metrics["val"], **{k: v for k, v in at_cut.items() if k not in ("val_auc", "val_loss")}}
+        return {"val": metrics["val"]}
+
     try:
         version = B.write(output / B.POINTER, state_dict=outcome.best_state, model_config=outcome.model_config,
                           preprocessor=prepared.preprocessor, metrics={"val": outcome.val_metrics},
-                          score=score_test_split, profile=profile, spec_yaml=dump_spec(spec),
+                          score=score_test_split, profile=profile, decide=decide, spec_yaml=dump_spec(spec),
                           lineage=lineage(spec, prepared, outcome, **lineage_extra), dtypes=dtypes,
                           progress=progress, taken=B.remote_names(spec.output_dir) if remote else None)
         if remote:

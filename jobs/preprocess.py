@@ -34,7 +34,11 @@ def load_state(d: dict, folder=None) -> FittedPreprocessor:
     if kind not in KINDS:
         raise BadInput(f"preprocessor state of unknown kind {kind!r}: this trainyard reads {sorted(KINDS)}; "
                        "retrain the bundle with it, or load it with the trainyard that wrote it")
-    return KINDS[kind].from_dict(d) if folder is None else KINDS[kind].from_bundle(d, folder)
+    d = dict(d)
+    decision = d.pop("decision", None)      # a binary classifier's cut-off (`FittedPreprocessor.decision`)
+    pre = KINDS[kind].from_dict(d) if folder is None else KINDS[kind].from_bundle(d, folder)
+    pre.decision = decision
+    return pre
 
 
 def load(path) -> FittedPreprocessor:

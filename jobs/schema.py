@@ -19,7 +19,7 @@ def input_schema(pre: FittedPreprocessor, dtypes: Optional[dict[str, str]] = Non
     kind = getattr(pre, "kind", "tabular")
     if kind == "image":
         from jobs.images import ENCODINGS
-        return {"input": "image", "task": pre.task, "label": {"name": pre.label, "classes": pre.classes},
+        return {"input": "image", "task": pre.task, "label": _label(pre),
                 "image": {"field": pre.column, "size": pre.size, "channels": pre.channels,
                           "accepted": ENCODINGS,
                           "pixels": f"[{pre.size[0]}][{pre.size[1]}]" + ("" if pre.channels == 1 else f"[{pre.channels}]")
@@ -27,8 +27,16 @@ def input_schema(pre: FittedPreprocessor, dtypes: Optional[dict[str, str]] = Non
                 "features": [{"name": pre.column, "type": "image", "required": True}]}
     table = pre.tabular if kind == "text" else pre
     text = pre.schema_features() if kind == "text" else []
-    return {"input": kind, "task": pre.task, "label": {"name": pre.label, "classes": pre.classes},
+    return {"input": kind, "task": pre.task, "label": _label(pre),
             "features": text + _table_features(table, dtypes or {}), "unknown_category": table.unknown_category}
+
+
+def _label(pre: FittedPreprocessor) -> dict:
+    """The label, its classes, and a binary classifier's cut-off (`jobs.decision`): which class it answers at and
+    above which probability, and how the cut-off was chosen."""
+    d = pre.decision
+    return {"name": pre.label, "classes": pre.classes,
+            **({"decision": {k: d[k] for k in ("positive", "threshold", "rule")}} if d else {})}
 
 
 def _table_features(pre, dtypes: dict[str, str]) -> list[dict]:

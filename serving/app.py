@@ -41,6 +41,12 @@ def _records_in(batches: list) -> int:
     return sum(len(records) for records in batches)
 
 
+def _decision_text(decision: Optional[dict]) -> str:
+    """A binary classifier's cut-off (`jobs.decision`), for the OpenAPI description; "" without one."""
+    return (f" Predicts {decision['positive']!r} where its probability is at least {decision['threshold']:.4g} "
+            f"({decision['rule']})." if decision else "")
+
+
 def bundle_predict(bundle, records: list[dict]) -> dict:
     """`Bundle.predict`, except for a list of records that are all empty ({}): pandas builds no rows from
     those (DataFrame.from_records([{}]) has 0 rows), so they go to `Bundle.predict_frame` as a frame of that
@@ -192,7 +198,8 @@ def build_fastapi(server: ModelServer) -> FastAPI:
     app = FastAPI(
         title=f"trainyard: {server.name}", version=bundle.version,
         description=(f"{schema['task'].capitalize()} of `{schema['label']['name']}` from {len(schema['features'])} "
-                     f"features ({features}). Send records to POST /predict; GET /schema lists the features."),
+                     f"features ({features}). Send records to POST /predict; GET /schema lists the features."
+                     + _decision_text(schema["label"].get("decision"))),
         docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
     components = checker.openapi_components(schema["task"], schema["label"].get("classes"))
 

@@ -254,6 +254,9 @@ def cmd_predict(args) -> int:
               f"{'it' if len(absent) == 1 else 'them'} for every row, as it does a missing value", file=sys.stderr)
     if note := out_of_range_note(predicted.attrs.get("out_of_range"), len(df), args.file):
         print(note, file=sys.stderr)
+    if decision := (client.schema().get("label") or {}).get("decision"):
+        print(f"note: {decision['positive']!r} is predicted where its probability is at least "
+              f"{decision['threshold']:.4g}, the bundle's cut-off ({decision['rule']})", file=sys.stderr)
     if args.out:
         from serving.client import write_table
         write_table(table, args.out)

@@ -41,9 +41,11 @@ def served_bundle(ray_session, telemetry_dir, tmp_path_factory) -> Path:
     return _CACHE["bundle"]
 
 
-def bundle_variant(src: Path, dest: Path, *, version: str, unknown_category: Optional[str] = None) -> Path:
+def bundle_variant(src: Path, dest: Path, *, version: str, unknown_category: Optional[str] = None,
+                   cut_off: Optional[tuple[str, float]] = None) -> Path:
     """A copy of a bundle with another version (as a retrained one would have) and optionally another
-    unknown-category policy; no retraining needed."""
+    unknown-category policy, or a binary cut-off (positive class, threshold: `decision: {threshold: ...}`); no
+    retraining needed."""
     shutil.copytree(src, dest)
     lineage = json.loads((dest / "lineage.json").read_text())
     lineage["version"] = version
@@ -52,6 +54,14 @@ def bundle_variant(src: Path, dest: Path, *, version: str, unknown_category: Opt
         for name in ("preprocessor.json", "schema.json"):
             doc = json.loads((dest / name).read_text())
             doc["unknown_category"] = unknown_category
+            (dest / name).write_text(json.dumps(doc))
+    if cut_off:
+        pre, schema = (json.loads((dest / name).read_text()) for name in ("preprocessor.json", "schema.json"))
+        rule = f"threshold {cut_off[1]:g}"
+        pre["decision"] = {"positive": cut_off[0], "positive_index": pre["classes"].index(cut_off[0]),
+                           "threshold": cut_off[1], "rule": rule}
+        schema["label"]["decision"] = {"positive": cut_off[0], "threshold": cut_off[1], "rule": rule}
+        for name, doc in (("preprocessor.json", pre), ("schema.json", schema)):
             (dest / name).write_text(json.dumps(doc))
     write_manifest(dest, version)       # as the bundle writer would have: a bundle is checked against it
     return dest

@@ -1,6 +1,6 @@
 """Exporting bundles from a real training run, as `trainyard train`/`tune` do (`jobs.pipeline.export_bundle`):
 a second export keeps the first, locally and on object storage (S3 through moto's server), and the latest is
-what a run's output folder loads as."""
+what a run's output folder loads as; a binary cut-off (`decision:`) is chosen on the run's validation split."""
 import os
 
 import pytest
@@ -9,20 +9,29 @@ from jobs import bundle as B
 from tests.s3_fixtures import s3_bucket  # noqa: F401  (moto's S3 server and a bucket)
 
 
-@pytest.mark.slow
-def test_a_second_export_keeps_the_first_locally_and_on_s3(ray_session, tmp_path, telemetry_dir,
-                                                          s3_bucket):  # noqa: F811
-    from jobs.pipeline import export_bundle, prepare, storage_root
+@pytest.fixture(scope="module")
+def trained(ray_session, tmp_path_factory, telemetry_dir):
+    """One short training run of the telemetry table, prepared and fitted once for this module's exports."""
+    from jobs.pipeline import prepare, storage_root
     from jobs.spec import load_spec
     from jobs.train import fit
     from tests.conftest import small_spec, write_spec
 
-    quiet = lambda *_: None
-    spec = load_spec(write_spec(tmp_path / "s.yaml", small_spec("export", telemetry_dir, tmp_path / "out",
-                                                                epochs=1, early_stop=None)))
-    prepared = prepare(spec, progress=quiet)
-    outcome = fit(spec, prepared, storage_path=storage_root(spec), run_name="run", progress=quiet)
+    tmp = tmp_path_factory.mktemp("export")
+    spec = load_spec(write_spec(tmp / "s.yaml", small_spec("export", telemetry_dir, tmp / "out", epochs=2,
+                                                           early_stop=None)))
+    prepared = prepare(spec, progress=lambda *_: None)
+    return spec, prepared, fit(spec, prepared, storage_path=storage_root(spec), run_name="run",
+                               progress=lambda *_: None)
 
+
+@pytest.mark.slow
+def test_a_second_export_keeps_the_first_locally_and_on_s3(trained, tmp_path, s3_bucket):  # noqa: F811
+    from jobs.pipeline import export_bundle
+
+    quiet = lambda *_: None
+    spec, prepared, outcome = trained
+    spec = spec.model_copy(update={"output": str(tmp_path / "out")})
     lines = []
     first, _ = export_bundle(spec, prepared, outcome, progress=quiet)
     second, metrics = export_bundle(spec, prepared, outcome, progress=lines.append)
@@ -40,3 +49,41 @@ def test_a_second_export_keeps_the_first_locally_and_on_s3(ray_session, tmp_path
     assert B.load(remote.output_dir).version == uris[1].rsplit("/", 1)[-1]
     assert B.load(uris[0]).version == uris[0].rsplit("/", 1)[-1]
     assert B.load(f"{remote.output_dir}/bundle").metrics == metrics
+
+
+@pytest.mark.slow
+def test_a_cut_off_is_chosen_on_validation_and_the_bundle_answers_scores_and_profiles_by_it(trained, tmp_path):
+    import numpy as np
+
+    from jobs.evaluate import score
+    from jobs.infer import DataError
+    from jobs.pipeline import export_bundle, prepare
+    from jobs.profile import validation_predictions
+    from jobs.spec import DecisionSpec
+
+    spec, prepared, outcome = trained
+    # A positive class the label lacks stops before any training, naming the classes.
+    with pytest.raises(DataError, match="decision.positive 'broken' is not a class of the label; its classes are"):
+        prepare(spec.model_copy(update={"decision": DecisionSpec(threshold=0.5, positive="broken")}),
+                progress=lambda *_: None)
+    # The same training run, exported with a cut-off chosen on its validation split.
+    spec = spec.model_copy(update={"decision": DecisionSpec(min_recall=0.8), "output": str(tmp_path / "out")})
+    lines = []
+    version, metrics = export_bundle(spec, prepared, outcome, progress=lines.append)
+
+    bundle = B.load(version)
+    d = bundle.preprocessor.decision
+    assert d["positive"] == "failure" and d["rule"] == "min_recall 0.8" and d["val"]["recall"] >= 0.8
+    assert any(line.startswith("[decision] 'failure' when P('failure') >= ") for line in lines)
+    assert bundle.schema["label"]["decision"] == {k: d[k] for k in ("positive", "threshold", "rule")}
+    # The bundle answers by the cut-off; its test metrics are those answers'; its profile's reference shares of
+    # predictions are the validation split's answers at the cut-off (what the monitor compares served ones to).
+    rows = prepared.test_raw.to_pandas()
+    out = bundle.predict_frame(rows)
+    p = np.asarray(out["probabilities"])[:, d["positive_index"]]
+    assert [x == "failure" for x in out["predictions"]] == (p >= d["threshold"]).tolist()
+    assert metrics["test"] == score(bundle, [rows], "failure") == bundle.metrics["test"]
+    val = validation_predictions(bundle, prepared.val_ds)
+    shares = dict(zip(bundle.profile["prediction"]["classes"], bundle.profile["prediction"]["shares"]))
+    assert shares["failure"] == pytest.approx(sum(v == "failure" for v in val) / len(val))
+    assert bundle.metrics["val"]["val_recall"] == metrics["val"]["val_recall"]

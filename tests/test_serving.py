@@ -310,7 +310,8 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
     monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
     served = deploy_app(served_bundle, "cli", serve_instance)
     _write_server_state(served, ["cli"])         # this test process plays the owning `trainyard serve`
-    new = bundle_variant(served_bundle, tmp_path / "b2", version="cli-v2")
+    # The new version answers 'failure' from a probability of 0.2 (`decision: {threshold: 0.2}`).
+    new = bundle_variant(served_bundle, tmp_path / "b2", version="cli-v2", cut_off=("failure", 0.2))
     env = {**os.environ, "TRAINYARD_STATE_DIR": str(tmp_path / "state")}
     try:
         run = subprocess.run([sys.executable, "-m", "trainyard", "serve", str(new), "--name", "cli",
@@ -328,13 +329,18 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
                               str(tmp_path / "rows.csv"), "--out", str(tmp_path / "pred.jsonl")],
                              capture_output=True, text=True, env=env, timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
-        assert "note:" not in run.stderr            # every feature had its column
+        # Every feature had its column: the one note is the bundle's cut-off, which /schema states too.
+        assert [line for line in run.stderr.splitlines() if line.startswith("note:")] == [
+            "note: 'failure' is predicted where its probability is at least 0.2, the bundle's cut-off (threshold 0.2)"]
+        assert Client(served.url).schema()["label"]["decision"] == {"positive": "failure", "threshold": 0.2,
+                                                                    "rule": "threshold 0.2"}
         out = pd.read_json(tmp_path / "pred.jsonl", lines=True)
         assert len(out) == 30 and {"machine_id", "prediction", "probability_ok"} <= set(out.columns)
         sent = [{k: (None if v != v else v) for k, v in r.items() if k not in ("machine_id", "failure")}
                 for r in rows.to_dict("records")]
         expected = load(new).predict(sent)
         assert out["prediction"].tolist() == expected["predictions"]
+        assert out["prediction"].tolist() == ["failure" if p >= 0.2 else "ok" for p in out["probability_failure"]]
         assert set(out["out_of_range"].fillna("")) == {""}
         # A feature without a column is imputed for every row, and said so; so is a reading far outside what the
         # model was trained on (row 4's torque), which the output's out_of_range column names.

@@ -702,7 +702,7 @@ def test_a_key_of_another_section_is_told_where_it_goes_and_a_wrong_type_what_to
         validate_spec({**base, "early_stop": {"metric": "val_f1"}, "train": {"epochs": "ten", "lr": "fast"}})
     assert sorted(err.value.problems) == [
         "<spec>: early_stop: unknown key. Fix: 'early_stop' belongs under another section: move it to "
-        "train.early_stop; allowed keys here: name, data, model, train, output, tune, serve, monitor",
+        "train.early_stop; allowed keys here: name, data, model, train, output, tune, serve, monitor, decision",
         "<spec>: train.epochs: Input should be a valid integer, unable to parse string as an integer (got 'ten'). "
         "Fix: give a whole number (10) for train.epochs",
         "<spec>: train.lr: Input should be a valid number, unable to parse string as a number (got 'fast'). Fix: "

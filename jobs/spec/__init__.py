@@ -10,6 +10,7 @@ model + train, `tune`, `serve`, `monitor`) and `job` (the whole spec: load, vali
 """
 from jobs.spec.base import StrictModel
 from jobs.spec.data import AugmentSpec, DataSpec, FeatureSpec, ImageSpec, PreprocessSpec, SplitSpec
+from jobs.spec.decision import DecisionSpec
 from jobs.spec.errors import SpecError, unknown_key_hint
 from jobs.spec.job import JobSpec, dump_spec, load_raw, load_spec, run_folder_hint, spec_file_hint, validate_spec
 from jobs.spec.metric_registry import (CLASSIFICATION, CLASSIFICATION_METRICS, MAXIMISED_METRICS, METRICS,
@@ -24,6 +25,7 @@ from jobs.spec.yamlio import apply_overrides, read_yaml, read_yaml_file, write_y
 
 __all__ = [
     "AshaSpec", "AugmentSpec", "AutoscalingSpec", "BatchSpec", "CLASSIFICATION", "CLASSIFICATION_METRICS", "DataSpec",
+    "DecisionSpec",
     "Distribution", "EarlyStopSpec", "FeatureSpec", "ImageSpec", "JobSpec", "MAXIMISED_METRICS", "METRICS", "Metric",
     "ModelSpec", "MonitorSpec", "PreprocessSpec", "REGRESSION", "REGRESSION_METRICS", "SEARCH_AXES", "SchedulerSpec",
     "ServeSpec",

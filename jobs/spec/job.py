@@ -9,6 +9,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from jobs.spec.base import StrictModel
 from jobs.spec.data import DataSpec
+from jobs.spec.decision import DecisionSpec
 from jobs.spec.errors import SpecError, format_errors, overridden_paths, source_of
 from jobs.spec.metric_registry import task_problem, train_task_problems
 from jobs.spec.monitor import MonitorSpec
@@ -27,6 +28,8 @@ class JobSpec(StrictModel):
     tune: Optional[TuneSpec] = Field(None, description="Present: `trainyard run` tunes instead of training once.")
     serve: ServeSpec = Field(default_factory=ServeSpec)
     monitor: MonitorSpec = Field(default_factory=MonitorSpec)
+    decision: Optional[DecisionSpec] = Field(None, description="Binary classification: the cut-off on the positive "
+                                             "class's probability (default: the likelier class).")
 
     @field_validator("name")
     @classmethod
@@ -45,6 +48,9 @@ class JobSpec(StrictModel):
         if self.model.kind != "text" and self.data.features.text is not None:
             raise ValueError("data.features.text needs model.kind: text (an encoder reads the text); set it, or "
                              "move the columns to data.features.categorical or exclude")
+        if self.decision is not None and self.data.task == "regression":
+            raise ValueError("decision: sets a cut-off between two classes, and data.task is regression; remove "
+                             "the decision section, or set data.task: classification")
         return self
 
     @property

@@ -1,0 +1,125 @@
+"""A binary classifier's cut-off (`decision:` in the spec, `jobs.spec.decision`): checked against the label's
+classes before training (`check`), chosen on the validation split while the bundle is written (`choose`, from
+the staged bundle's own predictions), kept in its preprocessor.json and applied by the one prediction path
+(`FittedPreprocessor.decide`, `jobs.fitted.decide`), so evaluation, serving, `predict` and the monitor's reference answer alike.
+
+The choice is a walk down the validation rows sorted by the positive class's probability: each distinct
+probability is a candidate cut-off, with the recall, precision and F1 of answering positive at and above it.
+A chosen cut-off sits halfway between the lowest probability it takes in and the next lower one, so a new row
+scored like one of the validation rows gets the answer that row got.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from jobs.fitted import FEATURES_COLUMN, LABEL_COLUMN, canonical
+from jobs.infer import DataError
+from jobs.spec import JobSpec
+from jobs.spec.decision import DecisionSpec
+
+# Fewer validation rows of the positive class than this: the chosen cut-off is said to be a rough one.
+FEW_POSITIVES = 30
+
+
+def positive_index(decision: DecisionSpec, classes: list, train_counts: dict) -> int:
+    """The position of `decision.positive` in `classes` (the label's values); by default the rarer class of the
+    train split (`train_counts`: {str(class): rows}), the second on a tie. DataError naming the classes when the
+    label is not binary or the class is not one of them."""
+    if len(classes) != 2:
+        raise DataError(f"decision: sets a cut-off between two classes, and the label has {len(classes)} "
+                        f"({', '.join(map(repr, classes[:10]))}); remove the decision section for this label")
+    if decision.positive is None:
+        counts = [train_counts.get(str(c), 0) for c in classes]
+        return 0 if counts[0] < counts[1] else 1
+    wanted = canonical(decision.positive)
+    found = [i for i, c in enumerate(classes) if canonical(c) == wanted
+             or str(c).lower() == str(decision.positive).lower()]
+    if not found:
+        raise DataError(f"decision.positive {decision.positive!r} is not a class of the label; its classes are "
+                        f"{', '.join(map(repr, classes))}: give one of them")
+    return found[0]
+
+
+def check(spec: JobSpec, classes: Optional[list], class_counts: dict) -> Optional[int]:
+    """Before training: the spec's decision against the label's classes (the positive class's index), and a
+    validation split that holds the positive class when the cut-off is chosen on it. None without a decision."""
+    d = spec.decision
+    if d is None:
+        return None
+    if classes is None:
+        raise DataError("decision: sets a cut-off between two classes, and the label was read as a quantity "
+                        f"(regression); remove the decision section, or set data.task: classification")
+    i = positive_index(d, classes, class_counts.get("train") or {})
+    val = (class_counts.get("val") or {}).get(str(classes[i]), 0)
+    if d.chosen_on_validation and not val:
+        raise DataError(f"decision: {d.rule} is chosen on the validation split, which holds no row of the "
+                        f"positive class {classes[i]!r}; raise data.split.val, add rows, or give a fixed "
+                        "decision.threshold")
+    return i
+
+
+def curve(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
+    """Every candidate cut-off over rows `y` (1: positive) scored `p`, highest first: the cut-off, and the
+    recall, precision and F1 of answering positive at and above it."""
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order].astype(np.float64)
+    ends = np.r_[ps[1:] != ps[:-1], True]             # the last row of each run of equal probabilities
+    tp, taken = np.cumsum(ys)[ends], (np.arange(len(ps)) + 1.0)[ends]
+    scores = ps[ends]
+    positives = max(float(ys.sum()), 1.0)
+    return {"cut": (scores + np.r_[scores[1:], 0.0]) / 2, "recall": tp / positives, "precision": tp / taken,
+            "f1": 2 * tp / (taken + positives)}
+
+
+def choose(decision: DecisionSpec, classes: list, positive: int, y: np.ndarray, proba: np.ndarray) -> dict:
+    """The cut-off `decision` asks for, from the validation rows' class ids `y` and probabilities `proba`, and
+    what it gives there; "note" says what the rule could not meet."""
+    is_pos, p = (np.asarray(y) == positive).astype(np.int64), np.asarray(proba, dtype=np.float64)[:, positive]
+    note = None
+    if not decision.chosen_on_validation:
+        threshold = float(decision.threshold)
+    else:
+        c = curve(is_pos, p)
+        if decision.threshold == "best_f1":
+            k = int(np.argmax(c["f1"]))
+        elif decision.min_recall is not None:
+            k = int(np.argmax(c["recall"] >= decision.min_recall - 1e-12))
+        else:
+            meets = np.flatnonzero(c["precision"] >= decision.min_precision - 1e-12)
+            k = int(meets[-1]) if len(meets) else int(np.argmax(c["precision"]))
+            if not len(meets):
+                note = (f"no cut-off reaches a precision of {decision.min_precision:g} on the validation split; "
+                        f"the one with the highest precision ({c['precision'][k]:.3f}) is used")
+        threshold = float(c["cut"][k])
+    answered = p >= threshold
+    tp, n_pos = int((answered & (is_pos == 1)).sum()), int(is_pos.sum())
+    val = {"rows": int(len(p)), "positives": n_pos, "recall": tp / n_pos if n_pos else float("nan"),
+           "precision": tp / int(answered.sum()) if answered.any() else float("nan")}
+    if n_pos < FEW_POSITIVES and decision.chosen_on_validation and note is None:
+        note = (f"chosen on {n_pos} validation row(s) of {classes[positive]!r}: a rough cut-off; more rows (or a "
+                "larger data.split.val) steady it")
+    return {"positive": classes[positive], "positive_index": positive, "threshold": threshold,
+            "rule": decision.rule, "val": val, **({"note": note} if note else {})}
+
+
+def validation_scores(bundle: Any, val_ds: Any, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Class ids and probabilities of the packed validation split (`PreparedData.val_ds`), by the bundle's model."""
+    ys, probas = [], []
+    for batch in val_ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        ys.append(np.asarray(batch[LABEL_COLUMN], dtype=np.int64))
+        out = bundle.predict_features(np.array(batch[FEATURES_COLUMN], dtype=np.float32))
+        probas.append(np.asarray(out["probabilities"], dtype=np.float64))
+    if not ys:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 2))
+    return np.concatenate(ys), np.concatenate(probas)
+
+
+def summary(d: dict) -> str:
+    """One line: what the bundle answers and why ("'yes' when P('yes') >= 0.312 (min_recall 0.9 ...)")."""
+    val = d.get("val") or {}
+    how = d["rule"] + (" on the validation split" if not d["rule"].startswith("threshold") else "")
+    return (f"{d['positive']!r} when P({d['positive']!r}) >= {d['threshold']:.4g} ({how}: recall "
+            f"{val.get('recall', float('nan')):.3f}, precision {val.get('precision', float('nan')):.3f} over "
+            f"{val.get('positives', 0)} of {val.get('rows', 0)} validation rows)")

@@ -1,0 +1,174 @@
+"""A binary classifier's cut-off (`decision:`, `jobs.decision`), without Ray: the spec's rules, the choice on
+validation rows against a brute-force search over every cut-off, the positive class resolved against the
+label's classes, and a bundle that keeps its cut-off and answers, scores and describes itself by it."""
+import json
+
+import numpy as np
+import pytest
+
+from jobs import bundle as B
+from jobs import decision as D
+from jobs.evaluate import score_records
+from jobs.fitted import decide
+from jobs.infer import DataError
+from jobs.model import build_model
+from jobs.preprocess import load_state
+from jobs.spec import DecisionSpec, SpecError, validate_spec
+from jobs.tabular import NumericState, Preprocessor
+
+
+def _brute(y, p):
+    """(cut-off, recall, precision, f1) of answering positive at p >= t, for every distinct score t."""
+    out = []
+    for t in sorted(set(p.tolist()), reverse=True):
+        answered = p >= t
+        tp = int((answered & (y == 1)).sum())
+        out.append((t, tp / y.sum(), tp / answered.sum(), 2 * tp / (answered.sum() + y.sum())))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_each_rule_picks_the_cut_off_a_search_over_every_cut_off_picks(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    y = (rng.random(n) < 0.2).astype(int)
+    p = np.clip(rng.normal(0.3 + 0.3 * y, 0.2), 0, 1).round(2)        # rounded: many tied scores
+    proba = np.column_stack([1 - p, p])
+    brute = _brute(y, p)
+    at = lambda t: next(row for row in brute if row[0] >= t and not any(r[0] >= t and r[0] < row[0] for r in brute))
+
+    got = D.choose(DecisionSpec(min_recall=0.8), ["no", "yes"], 1, y, proba)
+    want = max(t for t, r, _, _ in brute if r >= 0.8)
+    assert at(got["threshold"])[0] == want and got["val"]["recall"] >= 0.8
+    got = D.choose(DecisionSpec(min_precision=0.5), ["no", "yes"], 1, y, proba)
+    meets = [(r, t) for t, r, prec, _ in brute if prec >= 0.5]
+    assert at(got["threshold"])[1] == max(meets)[0] and got["val"]["precision"] >= 0.5
+    got = D.choose(DecisionSpec(threshold="best_f1"), ["no", "yes"], 1, y, proba)
+    assert at(got["threshold"])[3] == pytest.approx(max(f for *_, f in brute))
+    # Halfway between two validation scores: a row scored exactly like a validation row gets that row's answer.
+    assert got["threshold"] not in set(p.tolist())
+    assert got["positive"] == "yes" and got["positive_index"] == 1 and got["rule"] == "best_f1"
+
+
+def test_a_fixed_threshold_is_kept_and_described_and_an_unmet_precision_is_said():
+    y = np.array([0, 1, 0, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1])
+    proba = np.column_stack([1 - p, p])
+    got = D.choose(DecisionSpec(threshold=0.65), ["ok", "bad"], 1, y, proba)
+    assert got["threshold"] == 0.65 and got["val"] == {"rows": 6, "positives": 2, "recall": 0.5, "precision": 1 / 3}
+    assert "note" not in got
+    assert D.summary(got) == ("'bad' when P('bad') >= 0.65 (threshold 0.65: recall 0.500, precision 0.333 over 2 of 6 "
+                              "validation rows)")
+    got = D.choose(DecisionSpec(min_precision=0.9), ["ok", "bad"], 1, y, proba)
+    assert "no cut-off reaches a precision of 0.9" in got["note"] and "highest precision (0.500)" in got["note"]
+    got = D.choose(DecisionSpec(min_recall=1.0), ["ok", "bad"], 1, y, proba)      # 0.6 in, 0.2 out: halfway
+    assert got["threshold"] == pytest.approx(0.4) and "chosen on 2 validation row(s) of 'bad'" in got["note"]
+
+
+def test_the_positive_class_is_the_named_one_or_the_rarer_and_a_wrong_one_names_the_classes():
+    assert D.positive_index(DecisionSpec(threshold=0.5), ["no", "yes"], {"no": 80, "yes": 20}) == 1
+    assert D.positive_index(DecisionSpec(threshold=0.5), ["fraud", "ok"], {"fraud": 5, "ok": 95}) == 0
+    assert D.positive_index(DecisionSpec(threshold=0.5, positive=True), [False, True], {}) == 1
+    assert D.positive_index(DecisionSpec(threshold=0.5, positive=0), [0, 1], {}) == 0
+    assert D.positive_index(DecisionSpec(threshold=0.5, positive="YES"), ["no", "yes"], {}) == 1
+    with pytest.raises(DataError, match=r"decision.positive 'maybe' is not a class of the label; its classes are "
+                                        r"'no', 'yes'"):
+        D.positive_index(DecisionSpec(threshold=0.5, positive="maybe"), ["no", "yes"], {})
+    with pytest.raises(DataError, match="two classes, and the label has 3 \\('a', 'b', 'c'\\)"):
+        D.positive_index(DecisionSpec(threshold=0.5), ["a", "b", "c"], {})
+
+
+def _spec(**decision):
+    return validate_spec({"name": "t", "data": {"path": "x.csv", "label": "y"}, "decision": decision})
+
+
+def test_a_rule_chosen_on_validation_needs_positive_rows_there_and_a_label_of_classes():
+    counts = {"train": {"no": 90, "yes": 10}, "val": {"no": 20}}
+    with pytest.raises(DataError, match="min_recall 0.9 is chosen on the validation split, which holds no row of "
+                                        "the positive class 'yes'; raise data.split.val"):
+        D.check(_spec(min_recall=0.9), ["no", "yes"], counts)
+    assert D.check(_spec(threshold=0.3), ["no", "yes"], counts) == 1       # a fixed cut-off needs none
+    with pytest.raises(DataError, match="the label was read as a quantity"):
+        D.check(_spec(threshold=0.3), None, {})
+    assert D.check(validate_spec({"name": "t", "data": {"path": "x.csv", "label": "y"}}), None, {}) is None
+
+
+def test_the_spec_takes_exactly_one_rule_and_refuses_a_cut_off_for_a_regression():
+    assert _spec(threshold="best_f1").decision.rule == "best_f1"
+    assert _spec(min_precision=0.8, positive="yes").decision.rule == "min_precision 0.8"
+    for bad, said in [({}, "give exactly one of threshold, min_recall, min_precision (got none)"),
+                      ({"threshold": 0.2, "min_recall": 0.9}, "(got threshold, min_recall)"),
+                      ({"threshold": 1.0}, "threshold 1.0 must be between 0 and 1"),
+                      ({"min_recall": 1.5}, "decision.min_recall")]:
+        with pytest.raises(SpecError, match=None) as err:
+            _spec(**bad)
+        assert said in str(err.value)
+    with pytest.raises(SpecError, match="data.task is regression"):
+        validate_spec({"name": "t", "data": {"path": "x.csv", "label": "y", "task": "regression"},
+                       "decision": {"threshold": 0.5}})
+
+
+CONFIG = {"kind": "mlp", "input_dim": 1, "output_dim": 2, "hidden": [], "dropout": 0.0, "activation": "relu"}
+
+
+def _bundle(tmp_path, decision=None):
+    """A bundle whose model scores P('yes') = sigmoid(2x) (logits 0 and 2x), with `decision` chosen while written."""
+    import torch
+    model = build_model(CONFIG)
+    state = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    weight = [k for k in state if k.endswith("weight")][-1]
+    state[weight][1, 0] = 2.0
+    pre = Preprocessor(task="classification", label="y", classes=["no", "yes"],
+                       numeric=[NumericState("x", fill=0.0, center=0.0, scale=1.0)], categorical=[])
+
+    def decide_hook(bundle):
+        if decision is None:
+            return None
+        bundle.preprocessor.decision = decision
+        return {"val": {**bundle.metrics["val"], "val_f1": 0.5}}     # the sections it changes, whole
+
+    def score(bundle):
+        return {"test": score_records(bundle, [{"x": x, "y": y} for x, y in [(-1, "no"), (-0.2, "yes"), (1, "yes")]],
+                                      "y")}
+
+    return B.write(tmp_path / "out" / "bundle", state_dict=state, model_config=CONFIG, preprocessor=pre,
+                   metrics={"val": {"val_f1": 0.4, "val_auc": 0.9}}, spec_yaml="name: t\n", lineage={"version": "1"},
+                   decide=decide_hook, score=score)
+
+
+def test_a_bundle_keeps_its_cut_off_and_answers_scores_and_describes_itself_by_it(tmp_path):
+    chosen = {"positive": "yes", "positive_index": 1, "threshold": 0.35, "rule": "min_recall 0.9",
+              "val": {"rows": 3, "positives": 2, "recall": 1.0, "precision": 0.67}}
+    version = _bundle(tmp_path, chosen)
+    bundle = B.load(version)
+    out = bundle.predict([{"x": -1.0}, {"x": -0.2}, {"x": 1.0}])
+    p_yes = [round(p[1], 3) for p in out["probabilities"]]
+    assert p_yes == [0.119, 0.401, 0.881]
+    assert out["predictions"] == ["no", "yes", "yes"]          # 0.401 >= 0.35: 'yes' where the likelier is 'no'
+    assert bundle.metrics["val"] == {"val_f1": 0.5, "val_auc": 0.9}     # what decide changed, the rest kept
+    # The test split is scored by the answers the bundle gives: every row right at this cut-off.
+    assert bundle.metrics["test"]["accuracy"] == 1.0 and bundle.metrics["test"]["confusion_matrix"] == [[1, 0], [0, 2]]
+    assert json.loads((version / "preprocessor.json").read_text())["decision"] == chosen
+    assert json.loads((version / "schema.json").read_text())["label"] == {
+        "name": "y", "classes": ["no", "yes"],
+        "decision": {"positive": "yes", "threshold": 0.35, "rule": "min_recall 0.9"}}
+    assert B._is_bundle(version) and not B.manifest_problems(version)
+
+
+def test_a_bundle_without_a_cut_off_answers_the_likelier_class_as_before(tmp_path):
+    bundle = B.load(_bundle(tmp_path))
+    assert bundle.predict([{"x": -0.2}, {"x": 0.1}])["predictions"] == ["no", "yes"]
+    assert bundle.preprocessor.decision is None and "decision" not in bundle.schema["label"]
+    assert "decision" not in json.loads((bundle.path / "preprocessor.json").read_text())
+    assert bundle.metrics["test"]["confusion_matrix"] == [[1, 0], [1, 1]]
+
+
+def test_the_cut_off_survives_the_preprocessor_state_and_decides_for_either_class():
+    pre = Preprocessor(task="classification", label="y", classes=["fraud", "ok"],
+                       numeric=[NumericState("x", fill=0.0, center=0.0, scale=1.0)], categorical=[])
+    pre.decision = {"positive": "fraud", "positive_index": 0, "threshold": 0.2, "rule": "threshold 0.2"}
+    again = load_state(pre.to_dict())
+    assert again.decision == pre.decision
+    proba = np.array([[0.1, 0.9], [0.25, 0.75], [0.6, 0.4]])
+    assert again.decide(proba).tolist() == [1, 0, 0]
+    assert decide(None, proba).tolist() == [1, 1, 0]
