@@ -85,6 +85,27 @@ def setting_problems(spec: JobSpec) -> list[str]:
                                "data.task)")
 
 
+def decision_problems(spec: JobSpec) -> list[str]:
+    """`decision:` against the label's values: a cut-off needs exactly two classes, and `decision.positive` must
+    be one of them (`jobs.decision.check` says the same after ingest, for data this machine cannot read)."""
+    from jobs.fitted import canonical
+
+    d = spec.decision
+    values = label_values(spec.data, _MOST_VALUES) if d is not None else None
+    if not values or len(values) < 2:
+        return []
+    complete = len(values) < _MOST_VALUES
+    shown = f"{_count(values, complete)} ({shown_values(values, complete)}; data.path: {spec.data.path})"
+    if len(values) != 2:
+        return [f"decision: sets a cut-off between two classes, and label {spec.data.label!r} has {shown}; remove "
+                "the decision section for this label"]
+    if d.positive is not None and not any(canonical(v) == canonical(d.positive)
+                                          or str(v).lower() == str(d.positive).lower() for v in values):
+        return [f"decision.positive: {d.positive!r} is not a value of label {spec.data.label!r}, which has {shown}; "
+                "give one of them"]
+    return []
+
+
 def _count(values: list, complete: bool) -> str:
     return f"{len(values)} distinct values" if complete else f"more than {len(values) - 1} distinct values"
 
@@ -144,6 +165,7 @@ def problems(spec: JobSpec, *, metrics: bool = True) -> tuple[list[str], list[st
         data_problems += str(exc).splitlines()
     if metrics:
         spec_problems += metric_problems(spec) + setting_problems(spec)
+    spec_problems += decision_problems(spec)
     try:
         check_encoder(spec)
     except SpecError as exc:

@@ -172,3 +172,19 @@ def test_the_cut_off_survives_the_preprocessor_state_and_decides_for_either_clas
     proba = np.array([[0.1, 0.9], [0.25, 0.75], [0.6, 0.4]])
     assert again.decide(proba).tolist() == [1, 0, 0]
     assert decide(None, proba).tolist() == [1, 1, 0]
+
+
+def test_validate_checks_the_decision_against_the_labels_values_before_ray(tmp_path):
+    from jobs import precheck
+
+    (tmp_path / "loans.csv").write_text("income,outcome\n1,default\n2,repaid\n3,repaid\n")
+    (tmp_path / "grades.csv").write_text("income,outcome\n1,A\n2,B\n3,C\n")
+    base = {"name": "t", "data": {"path": str(tmp_path / "loans.csv"), "label": "outcome"}}
+    assert precheck.problems(validate_spec({**base, "decision": {"min_recall": 0.9, "positive": "default"}})) == ([], [])
+    spec_problems, _ = precheck.problems(validate_spec({**base, "decision": {"min_recall": 0.9, "positive": "yes"}}))
+    assert spec_problems == [f"decision.positive: 'yes' is not a value of label 'outcome', which has 2 distinct values "
+                             f"('default', 'repaid'; data.path: {tmp_path / 'loans.csv'}); give one of them"]
+    grades = {**base, "data": {**base["data"], "path": str(tmp_path / "grades.csv")}, "decision": {"threshold": 0.4}}
+    spec_problems, _ = precheck.problems(validate_spec(grades))
+    assert spec_problems[0].startswith("decision: sets a cut-off between two classes, and label 'outcome' has 3 "
+                                       "distinct values ('A', 'B', 'C'")
