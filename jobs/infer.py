@@ -152,6 +152,12 @@ def text_label_problem(label: str, t: pa.DataType, values: list, numbers: Option
             "classification (or leave data.task out); else point data.label at a column of numbers")
 
 
+def not_text_problem(column: str, t: pa.DataType) -> str:
+    """A column data.features.text lists that holds `t`, not strings (checked before Ray, and at ingest)."""
+    return (f"data.features.text lists {column!r}, but it holds {t}, not text; list it under "
+            "data.features.numeric or categorical instead")
+
+
 def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts: dict, inferred: dict, *,
                    text: bool = False) -> tuple[list[str], list[str], list[str]]:
     """(numeric, categorical, text) columns: as data.features lists them, the rest inferred (and said in
@@ -166,8 +172,7 @@ def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts:
         kind = kind_of(schema.field(c).type)
         if given_text is not None and c in given_text:
             if kind != "string":
-                raise DataError(f"data.features.text lists {c!r}, but it holds {schema.field(c).type}, not text; "
-                                "list it under data.features.numeric or categorical instead")
+                raise DataError(not_text_problem(c, schema.field(c).type))
             texts.append(c)
         elif text and given_text is None and kind == "string" and _looks_like_text(facts[c]):
             texts.append(c)

@@ -268,7 +268,10 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                         class_counts=class_counts, inferred=inferred, unused_columns=unused,
                         excluded_columns=[c for c in next(iter(schemas.values())).names if c in exclude],
                         fingerprint=fingerprint(fs, files),
-                        missing={c: facts[c]["nulls"] for c in numeric + categorical + texts if facts[c]["nulls"]})
+                        missing={**{c: facts[c]["nulls"] for c in numeric + categorical if facts[c]["nulls"]},
+                                 # a text is missing when null, empty or only whitespace: it is read as "" then
+                                 **{c: facts[c]["n"] - facts[c]["filled"] for c in texts
+                                    if facts[c]["n"] > facts[c]["filled"]}})
 
 
 def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -> Optional[str]:

@@ -64,6 +64,7 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
         train_raw = result.split(ING.TRAIN)
         pre, stats = TEXT.fit(train_raw, spec.data, spec.model, encoder, numeric=result.numeric,
                               categorical=result.categorical, text=result.text, task=result.task,
+                              gaps=[c for c in result.text if result.missing.get(c)],
                               classes=result.classes)
         reference = PROFILE.text_bundle_reference(stats, pre, train_raw)
     else:

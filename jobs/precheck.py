@@ -200,7 +200,7 @@ def check_columns(spec: JobSpec) -> None:
     again. Data this machine does not have (a URI, a path that finds nothing: `local_data_note`) is left to the
     run; so are images, whose columns ingest checks its own way."""
     from jobs.datafiles import DataError, check_files, file_schema, infer_format, resolve_files
-    from jobs.infer import kind_of, text_label_problem
+    from jobs.infer import kind_of, not_text_problem, text_label_problem
 
     data = spec.data
     entries = data.path if isinstance(data.path, list) else [data.path]
@@ -221,6 +221,10 @@ def check_columns(spec: JobSpec) -> None:
     fmt = infer_format(files, data.format)
     schema = check_files(data, {f: file_schema(fs, f, fmt) for f in files}, fmt, text=spec.model.kind == "text",
                          fs=fs)
+    not_text = [not_text_problem(c, schema.field(c).type) for c in data.features.text or []
+                if spec.model.kind == "text" and c in schema.names and kind_of(schema.field(c).type) != "string"]
+    if not_text:
+        raise DataError("\n".join(f"{p} (data.path: {data.path})" for p in not_text))
     label_type = schema.field(data.label).type
     if data.task == "regression" and kind_of(label_type) not in ("int", "float"):
         # after a Ray start and a read of every row, ingest said "cannot be regressed; use task: classification"

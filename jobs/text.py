@@ -104,12 +104,21 @@ def _clean(tokenizer):
     return copy
 
 
-def joined_texts(df: pd.DataFrame, columns: list[str], separator: str, lowercase: bool) -> list[str]:
-    """One string per row: the text columns joined with the separator token (missing text is empty)."""
+# A text is cut to this many characters per token of max_length before it is tokenized. Tokenizing costs ~0.9 s
+# a megabyte here, and a replica tokenizes on one thread: a 6 MB text (under the 8 MB body limit) held every
+# other request 5 s. The first max_length tokens are the same unless they average over 100 characters each,
+# which BERT's WordPiece gives only for words longer than its 100-character limit (each one [UNK]).
+CHARS_PER_TOKEN = 100
+
+
+def joined_texts(df: pd.DataFrame, columns: list[str], separator: str, lowercase: bool,
+                 max_chars: Optional[int] = None) -> list[str]:
+    """One string per row: the text columns joined with the separator token (missing text is empty), each
+    column's text cut to `max_chars` characters first when given."""
     parts = []
     for c in columns:
         values = df[c] if c in df else pd.Series([""] * len(df), index=df.index)
-        texts = ["" if not isinstance(v, str) else v for v in values.tolist()]
+        texts = ["" if not isinstance(v, str) else v[:max_chars] for v in values.tolist()]
         parts.append([t.lower() for t in texts] if lowercase else texts)
     return [f" {separator} ".join(row) for row in zip(*parts)] if len(parts) > 1 else parts[0]
 
@@ -155,6 +164,9 @@ class TextPreprocessor(FittedPreprocessor):
     special_tokens: dict[str, str]        # pad/unk/cls/sep/mask token strings (what the tokenizer is saved with)
     encoder: str                          # model.encoder as the spec named it (for the record)
     tokenizer_dir: str = TOKENIZER_DIR    # the bundle's folder of tokenizer files
+    # Text columns some rows of the data left empty (null, "" or whitespace): training read those as empty text,
+    # so a prediction may leave them out too. The other text columns are required (the model never saw one empty).
+    gaps: list[str] = field(default_factory=list)
     _tokenizer: Any = field(default=None, repr=False, compare=False)   # tokenizers.Tokenizer, not JSON state
 
     def __post_init__(self):
@@ -197,18 +209,24 @@ class TextPreprocessor(FittedPreprocessor):
         if self._tokenizer is None:
             raise BadInput("this text preprocessor has no tokenizer: load it with its bundle folder "
                            "(jobs.bundle.load), which holds tokenizer/")
-        encodings = self._tokenizer.encode_batch(joined_texts(df, self.text, self.separator, self.lowercase))
+        encodings = self._tokenizer.encode_batch(joined_texts(df, self.text, self.separator, self.lowercase,
+                                                              self.max_length * CHARS_PER_TOKEN))
         return np.array([e.ids for e in encodings], dtype=np.float32).reshape(len(df), self.max_length)
 
     def transform(self, df: pd.DataFrame) -> np.ndarray:
         return np.concatenate([self.tabular.transform(df), self.token_ids(df)], axis=1)
 
     def record_problems(self, records: list[dict]) -> list[str]:
-        """A text field must be a non-empty string in every record; then the table columns' own refusals."""
+        """A text field must be a non-empty string in every record, unless the training data left it empty too
+        (`gaps`: missing, null, NaN or blank is then read as empty text, as training read it); then the table
+        columns' own refusals."""
         problems = []
         for i, r in enumerate(records):
             for c in self.text:
                 v = r.get(c)
+                if c in self.gaps and (v is None or (isinstance(v, float) and v != v)
+                                       or (isinstance(v, str) and not v.strip())):
+                    continue
                 if v is None:
                     problems.append(f"record {i}: {c} is missing; it is a required text field (a non-empty string)")
                 elif not isinstance(v, str):
@@ -225,7 +243,7 @@ class TextPreprocessor(FittedPreprocessor):
         return {"kind": self.kind, "task": self.task, "tabular": self.tabular.to_dict(), "text": list(self.text),
                 "max_length": self.max_length, "lowercase": self.lowercase, "pad_id": self.pad_id,
                 "special_tokens": dict(self.special_tokens), "encoder": self.encoder,
-                "tokenizer_dir": self.tokenizer_dir}
+                "tokenizer_dir": self.tokenizer_dir, "gaps": list(self.gaps)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TextPreprocessor":
@@ -255,15 +273,20 @@ class TextPreprocessor(FittedPreprocessor):
                                 **self.special_tokens).save_pretrained(str(Path(folder) / self.tokenizer_dir))
 
     def schema_features(self) -> list[dict]:
-        """schema.json's entries of the text fields (required, non-empty, truncated to max_length tokens)."""
-        return [{"name": c, "type": "text", "max_length": self.max_length, "required": True} for c in self.text]
+        """schema.json's entries of the text fields (truncated to max_length tokens): required and non-empty,
+        unless the training data left the column empty in some rows (`gaps`)."""
+        return [{"name": c, "type": "text", "max_length": self.max_length, "required": c not in self.gaps,
+                 **({"missing": "read as empty text, as training read its rows without one"} if c in self.gaps
+                    else {})} for c in self.text]
 
 
 def fit(train_raw, data_spec, model_spec, encoder: Encoder, *, numeric: list[str], categorical: list[str],
-        text: list[str], task: str, classes: Optional[list[Any]] = None) -> tuple[TextPreprocessor, dict]:
+        text: list[str], task: str, classes: Optional[list[Any]] = None,
+        gaps: Optional[list[str]] = None) -> tuple[TextPreprocessor, dict]:
     """Fit the table columns' preprocessing on the train split (one Ray Data pass, as `jobs.tabular` does) and,
     for a scratch encoder, the tokenizer (the train split's text only); returns (the preprocessor, the tabular
-    fit's aggregated statistics, for the profile). A scratch encoder's config is set on `encoder` here."""
+    fit's aggregated statistics, for the profile). A scratch encoder's config is set on `encoder` here. `gaps`:
+    the text columns the data leaves empty in some rows (a prediction may then leave them empty too)."""
     from jobs.tabular import fit_with_stats
 
     tabular, stats = fit_with_stats(train_raw, data_spec, numeric=numeric, categorical=categorical, task=task,
@@ -282,4 +305,4 @@ def fit(train_raw, data_spec, model_spec, encoder: Encoder, *, numeric: list[str
     tabular.stats["text"] = {"columns": list(text), "vocab_size": tokenizer.get_vocab_size()}
     return TextPreprocessor(tabular=tabular, text=list(text), max_length=max_length, lowercase=encoder.lowercase,
                             pad_id=pad_id, special_tokens=dict(encoder.special_tokens), encoder=encoder.name,
-                            _tokenizer=tokenizer), stats
+                            gaps=list(gaps or []), _tokenizer=tokenizer), stats

@@ -122,6 +122,8 @@ class RequestChecker:
         self.text = [n for n, k in self.kinds.items() if k == _TEXT]
         self.required = required + [n for n, k in self.kinds.items() if n not in required and (
             k == _IMAGE or (k == _TEXT and self.features[n].get("required", True)))]
+        # Text the training data left empty in some rows (schema "required": false): empty text is read as such.
+        self.blank_text = {n for n in self.text if n not in self.required}
         self.reject_unknown_fields = unknown_fields == "reject"
         self.label = (schema.get("label") or {}).get("name")
         self.max_records = max_records
@@ -211,8 +213,9 @@ class RequestChecker:
                         problems.append(Problem(problem, i, name))
                     continue
                 elif kind == _TEXT:
-                    # Not empty: the model would read only its special tokens. Whitespace is empty text too.
-                    if (t is str and value and not value.isspace()) or value is None:
+                    # Not empty: the model would read only its special tokens (whitespace is empty text too),
+                    # unless training read empty text in this field (`blank_text`).
+                    if (t is str and (name in self.blank_text or (value and not value.isspace()))) or value is None:
                         continue
                 elif kind == _CATEGORY:
                     if t is str or value is None:
@@ -334,8 +337,11 @@ class RequestChecker:
                                        f"{img['pixels']}"}
             elif self.kinds[name] == _TEXT:
                 required = name in self.required
-                prop = {"type": "string" if required else ["string", "null"], "minLength": 1, "pattern": r"\S",
-                        "description": f"text{'' if required else ' (optional: null or omitted)'}; not empty; "
+                blank = name in self.blank_text
+                prop = {"type": "string" if required else ["string", "null"],
+                        **({} if blank else {"minLength": 1, "pattern": r"\S"}),
+                        "description": f"text{'' if required else ' (optional: null or omitted)'}; "
+                                       f"{'may be empty (training read empty text here)' if blank else 'not empty'}; "
                                        f"tokenized and truncated to its first {f.get('max_length')} tokens, "
                                        "the part the model reads"}
                 if f.get("max_length") is not None:

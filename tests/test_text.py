@@ -139,6 +139,36 @@ def test_rows_pack_table_features_then_token_ids_and_records_are_checked(tiny_en
         load_state(json.loads((tmp_path / "preprocessor.json").read_text())).transform(df)
 
 
+def test_a_text_column_the_data_left_empty_may_be_left_empty_when_predicting(tiny_encoder, tmp_path):
+    """Training read a missing or blank text as empty text (`joined_texts`): a column the data left empty in some
+    rows (`gaps`) takes the same at prediction time, so a table's own rows predict as they are; a column it
+    always filled stays required. Bundles written before `gaps` read as having none."""
+    import json
+
+    from jobs.preprocess import load_state
+
+    pre, _ = _preprocessor(tiny_encoder, text=("description", "note"))
+    pre.gaps = ["note"]
+    records = [{"description": "seal leak", "note": None}, {"description": "noise", "note": "  "},
+               {"description": "noise", "note": float("nan")}, {"description": "noise"}]
+    assert pre.record_problems(records) == []
+    assert pre.record_problems([{"note": "x"}]) == [
+        "record 0: description is missing; it is a required text field (a non-empty string)"]
+    assert pre.schema_features() == [
+        {"name": "description", "type": "text", "max_length": 32, "required": True},
+        {"name": "note", "type": "text", "max_length": 32, "required": False,
+         "missing": "read as empty text, as training read its rows without one"}]
+    empty = pd.DataFrame({"description": ["noise"] * 2, "note": ["", None], "machine_hours": [1.0] * 2,
+                          "machine_type": ["pump"] * 2})
+    assert np.array_equal(*pre.transform(empty))        # None and "" pack alike, as in training
+    pre.save(tmp_path / "preprocessor.json")
+    pre.save_files(tmp_path)
+    state = json.loads((tmp_path / "preprocessor.json").read_text())
+    assert load_state(state, tmp_path).gaps == ["note"]
+    del state["gaps"]
+    assert load_state(state, tmp_path).gaps == []
+
+
 def test_dynamic_padding_changes_no_rows_output_and_freezing_freezes(tiny_encoder):
     from jobs.model import build_model
     from jobs.text_model import text_model_config
@@ -230,3 +260,39 @@ def test_a_tuning_trials_overrides_reach_a_text_model(tiny_encoder):
     assert cfg.model["kind"] == "text" and cfg.model["dropout"] == 0.3 and cfg.model["hidden"] == [8]
     assert cfg.model["pretrained"] == str(tiny_encoder.resolve()) and cfg.model["tabular_dim"] == 4
     assert cfg.model["gradient_checkpointing"] is True       # train.gradient_checkpointing reaches the workers
+
+
+def test_a_huge_text_is_cut_before_it_is_tokenized_and_gives_the_same_tokens(tiny_encoder):
+    """A replica tokenizes on one thread: a 6.4 MB text took 4.8 s uncut (every other request waited), 8 ms cut
+    to max_length x 100 characters; the tokens the model reads are the same."""
+    from jobs.text import CHARS_PER_TOKEN
+
+    pre, _ = _preprocessor(tiny_encoder)
+    text = "grinding noise from the gearbox bearing " * 20000
+    df = pd.DataFrame({"description": [text, "short"], "machine_hours": [1.0, 2.0], "machine_type": ["pump"] * 2})
+    whole = [e.ids for e in pre._tokenizer.encode_batch([text, "short"])]    # truncated to max_length after
+    tokenizer, seen = pre._tokenizer, []
+
+    class Recording:
+        def encode_batch(self, texts):
+            seen.append([len(t) for t in texts])
+            return tokenizer.encode_batch(texts)
+
+    pre._tokenizer = Recording()
+    assert pre.token_ids(df).astype(int).tolist() == whole
+    assert seen == [[32 * CHARS_PER_TOKEN, 5]]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_validate_refuses_a_text_column_that_holds_numbers_before_ray(tmp_path, fmt):
+    """Ingest refused it after a Ray start and a read of every row (17.8 s in a walkthrough); the files' headers
+    (a Parquet footer, a CSV's first block) already say it."""
+    from jobs import precheck
+
+    df = work_orders(20)
+    path = tmp_path / f"orders.{fmt}"
+    df.to_csv(path, index=False) if fmt == "csv" else df.to_parquet(path)
+    spec = text_spec("scratch", path=str(path), features={"text": ["description", "machine_hours"]})
+    assert precheck.problems(spec)[1] == [
+        f"data.features.text lists 'machine_hours', but it holds double, not text; list it under "
+        f"data.features.numeric or categorical instead (data.path: {path})"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from jobs import bundle as B
@@ -26,6 +27,19 @@ def orders_dir(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("work-orders")
     write_shards(work_orders(140, seed=3), out, 2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def orders_with_gaps_dir(tmp_path_factory):
+    """Work orders whose description is missing in some rows (null) and blank in others."""
+    from telemetry import write_shards
+
+    out = tmp_path_factory.mktemp("work-orders-gaps")
+    df = work_orders(140, seed=4)
+    df.loc[df.index % 9 == 0, "description"] = None
+    df.loc[df.index % 9 == 4, "description"] = "   "
+    write_shards(df, out, 2)
     return out
 
 
@@ -98,9 +112,12 @@ def test_text_and_table_columns_train_on_two_workers_and_the_bundle_reproduces_i
                 f.rename(encoder_dir / f.name)
 
 
-def test_a_scratch_encoder_trains_resumes_and_its_bundle_predicts(tmp_path, orders_dir):
+def test_a_scratch_encoder_trains_resumes_and_its_bundle_predicts(tmp_path, orders_with_gaps_dir):
     """Text alone (data.features.text given, the table columns excluded), a scratch encoder whose tokenizer is
-    fitted on the train split; 1 epoch, then the same run to 2 epochs resumes from the first's checkpoint."""
+    fitted on the train split; 1 epoch, then the same run to 2 epochs resumes from the first's checkpoint. Some
+    rows have no description (null or blank): training reads them as empty text, and so does the bundle's
+    `predict` on the table's own rows."""
+    orders_dir = orders_with_gaps_dir
     from jobs.pipeline import export_bundle, prepare, storage_root
     from jobs.train import fit
 
@@ -121,8 +138,13 @@ def test_a_scratch_encoder_trains_resumes_and_its_bundle_predicts(tmp_path, orde
     assert [r["resumes"] for r in outcome.history] == [0, 1]
     path, metrics = export_bundle(spec_for(2), prepared, outcome, progress=QUIET)
     bundle = B.load(path)
-    recomputed = score_records(bundle, _test_records(tmp_path / "s2.yaml"), "failure_mode")
+    records = _test_records(tmp_path / "s2.yaml")
+    recomputed = score_records(bundle, records, "failure_mode")
     assert recomputed["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-12)
+    assert pre.gaps == ["description"] and bundle.schema["features"][0]["required"] is False
+    blank = [r for r in records if not (r["description"] or "").strip()]
+    assert blank, "the test split holds rows without a description"
+    assert bundle.predict(records)["predictions"] == bundle.predict_frame(pd.DataFrame(records))["predictions"]
 
 
 def test_a_text_column_that_is_not_text_is_refused(tmp_path, orders_dir):
