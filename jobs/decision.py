@@ -5,8 +5,9 @@ the staged bundle's own predictions), kept in its preprocessor.json and applied 
 
 The choice is a walk down the validation rows sorted by the positive class's probability: each distinct
 probability is a candidate cut-off, with the recall, precision and F1 of answering positive at and above it.
-A chosen cut-off sits halfway between the lowest probability it takes in and the next lower one, so a new row
-scored like one of the validation rows gets the answer that row got.
+A chosen cut-off sits halfway between the lowest probability it takes in and the next lower one (or 0), so a
+new row scored like one of the validation rows gets the answer that row got. Of the cut-offs a rule allows it
+takes the highest that gives what the rule asks for: a lower one would add false alarms and no more recall.
 """
 from __future__ import annotations
 
@@ -23,21 +24,33 @@ from jobs.spec.decision import DecisionSpec
 FEW_POSITIVES = 30
 
 
-def positive_index(decision: DecisionSpec, classes: list, train_counts: dict) -> int:
-    """The position of `decision.positive` in `classes` (the label's values); by default the rarer class of the
-    train split (`train_counts`: {str(class): rows}), the second on a tie. DataError naming the classes when the
-    label is not binary or the class is not one of them."""
+# YAML 1.1 (PyYAML) reads an unquoted yes/no/on/off/y/n as true/false: `positive: yes` arrives as True.
+_SPELLED = {True: ("true", "yes", "y", "on"), False: ("false", "no", "n", "off")}
+
+
+def is_positive(value: Any, wanted: Any) -> bool:
+    """Whether a label value is the class `decision.positive` names: the same category (`canonical`: 1, 1.0 and
+    "1" are one), or the same text ignoring case, or, for a YAML true/false given where the label holds text,
+    the word YAML read as it (yes, on, y, true)."""
+    if canonical(value) == canonical(wanted) or str(value).lower() == str(wanted).lower():
+        return True
+    return isinstance(wanted, bool) and isinstance(value, str) and value.strip().lower() in _SPELLED[wanted]
+
+
+def positive_index(decision: DecisionSpec, classes: list, train_counts: dict, label: str = "") -> int:
+    """The position of `decision.positive` in `classes` (the values of label `label`); by default the rarer class
+    of the train split (`train_counts`: {str(class): rows}), the second on a tie. DataError naming the classes
+    when the label is not binary or the class is not one of them."""
+    named = f"label {label!r}" if label else "the label"
     if len(classes) != 2:
-        raise DataError(f"decision: sets a cut-off between two classes, and the label has {len(classes)} "
+        raise DataError(f"decision: sets a cut-off between two classes, and {named} has {len(classes)} "
                         f"({', '.join(map(repr, classes[:10]))}); remove the decision section for this label")
     if decision.positive is None:
         counts = [train_counts.get(str(c), 0) for c in classes]
         return 0 if counts[0] < counts[1] else 1
-    wanted = canonical(decision.positive)
-    found = [i for i, c in enumerate(classes) if canonical(c) == wanted
-             or str(c).lower() == str(decision.positive).lower()]
-    if not found:
-        raise DataError(f"decision.positive {decision.positive!r} is not a class of the label; its classes are "
+    found = [i for i, c in enumerate(classes) if is_positive(c, decision.positive)]
+    if len(found) != 1:
+        raise DataError(f"decision.positive {decision.positive!r} is not a class of {named}; its classes are "
                         f"{', '.join(map(repr, classes))}: give one of them")
     return found[0]
 
@@ -49,9 +62,9 @@ def check(spec: JobSpec, classes: Optional[list], class_counts: dict) -> Optiona
     if d is None:
         return None
     if classes is None:
-        raise DataError("decision: sets a cut-off between two classes, and the label was read as a quantity "
-                        f"(regression); remove the decision section, or set data.task: classification")
-    i = positive_index(d, classes, class_counts.get("train") or {})
+        raise DataError(f"decision: sets a cut-off between two classes, and label {spec.data.label!r} was read as a "
+                        "quantity (regression); remove the decision section, or set data.task: classification")
+    i = positive_index(d, classes, class_counts.get("train") or {}, spec.data.label)
     val = (class_counts.get("val") or {}).get(str(classes[i]), 0)
     if d.chosen_on_validation and not val:
         raise DataError(f"decision: {d.rule} is chosen on the validation split, which holds no row of the "
@@ -75,33 +88,46 @@ def curve(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
 
 def choose(decision: DecisionSpec, classes: list, positive: int, y: np.ndarray, proba: np.ndarray) -> dict:
     """The cut-off `decision` asks for, from the validation rows' class ids `y` and probabilities `proba`, and
-    what it gives there; "note" says what the rule could not meet."""
+    what it gives there; "note" says what the rule could not meet, or that few positive rows chose it."""
     is_pos, p = (np.asarray(y) == positive).astype(np.int64), np.asarray(proba, dtype=np.float64)[:, positive]
-    note = None
+    n_pos = int(is_pos.sum())
+    if not np.isfinite(p).all():
+        raise DataError(f"decision: {int((~np.isfinite(p)).sum())} of the {len(p)} validation rows got no finite "
+                        "probability from the trained model, so no cut-off can be chosen; the model diverged: "
+                        "lower train.lr and train again")
+    notes = []
     if not decision.chosen_on_validation:
         threshold = float(decision.threshold)
+    elif not n_pos:
+        raise DataError(f"decision: {decision.rule} is chosen on the validation split, which holds no row of "
+                        f"{classes[positive]!r}; raise data.split.val, add rows, or give a fixed decision.threshold")
     else:
         c = curve(is_pos, p)
         if decision.threshold == "best_f1":
             k = int(np.argmax(c["f1"]))
         elif decision.min_recall is not None:
-            k = int(np.argmax(c["recall"] >= decision.min_recall - 1e-12))
+            k = int(np.argmax(c["recall"] >= decision.min_recall - 1e-12))    # the highest cut that keeps it
         else:
             meets = np.flatnonzero(c["precision"] >= decision.min_precision - 1e-12)
-            k = int(meets[-1]) if len(meets) else int(np.argmax(c["precision"]))
-            if not len(meets):
-                note = (f"no cut-off reaches a precision of {decision.min_precision:g} on the validation split; "
-                        f"the one with the highest precision ({c['precision'][k]:.3f}) is used")
+            if len(meets):
+                # The most recall the precision allows, at the highest cut that gives it: lower cuts with the same
+                # recall only add false alarms.
+                recall = c["recall"][meets]
+                k = int(meets[np.argmax(recall >= recall.max() - 1e-12)])
+            else:
+                k = int(np.argmax(c["precision"]))
+                notes.append(f"no cut-off reaches a precision of {decision.min_precision:g} on the validation "
+                             f"split; the one with the highest precision ({c['precision'][k]:.3f}) is used")
         threshold = float(c["cut"][k])
+        if n_pos < FEW_POSITIVES:
+            notes.append(f"chosen on {n_pos} validation row(s) of {classes[positive]!r}: a rough cut-off; more rows "
+                         "(or a larger data.split.val) steady it")
     answered = p >= threshold
-    tp, n_pos = int((answered & (is_pos == 1)).sum()), int(is_pos.sum())
+    tp = int((answered & (is_pos == 1)).sum())
     val = {"rows": int(len(p)), "positives": n_pos, "recall": tp / n_pos if n_pos else float("nan"),
            "precision": tp / int(answered.sum()) if answered.any() else float("nan")}
-    if n_pos < FEW_POSITIVES and decision.chosen_on_validation and note is None:
-        note = (f"chosen on {n_pos} validation row(s) of {classes[positive]!r}: a rough cut-off; more rows (or a "
-                "larger data.split.val) steady it")
     return {"positive": classes[positive], "positive_index": positive, "threshold": threshold,
-            "rule": decision.rule, "val": val, **({"note": note} if note else {})}
+            "rule": decision.rule, "val": val, **({"note": "; ".join(notes)} if notes else {})}
 
 
 def validation_scores(bundle: Any, val_ds: Any, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +146,6 @@ def summary(d: dict) -> str:
     """One line: what the bundle answers and why ("'yes' when P('yes') >= 0.312 (min_recall 0.9 ...)")."""
     val = d.get("val") or {}
     how = d["rule"] + (" on the validation split" if not d["rule"].startswith("threshold") else "")
-    return (f"{d['positive']!r} when P({d['positive']!r}) >= {d['threshold']:.4g} ({how}: recall "
+    return (f"{d['positive']!r} when P({d['positive']!r}) >= {d['threshold']:.6g} ({how}: recall "
             f"{val.get('recall', float('nan')):.3f}, precision {val.get('precision', float('nan')):.3f} over "
             f"{val.get('positives', 0)} of {val.get('rows', 0)} validation rows)")

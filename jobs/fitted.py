@@ -66,7 +66,9 @@ def decide(decision: Optional[dict], proba: np.ndarray) -> np.ndarray:
     if not decision:
         return proba.argmax(axis=1)
     i = int(decision["positive_index"])
-    return np.where(proba[:, i] >= float(decision["threshold"]), i, 1 - i)
+    # In float64, as the cut-off was chosen (`jobs.decision.choose`): float32 would round the threshold, and a
+    # cut-off halfway between two close scores could land on the lower one.
+    return np.where(proba[:, i].astype(np.float64) >= float(decision["threshold"]), i, 1 - i)
 
 
 def aggregate(ds, *aggs) -> dict:
@@ -177,8 +179,7 @@ class FittedPreprocessor(ABC):
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "task": self.task, **asdict(self),
-                **({"decision": self.decision} if self.decision else {})}
+        return {"kind": self.kind, "task": self.task, **asdict(self)}
 
     @classmethod
     @abstractmethod
@@ -192,8 +193,10 @@ class FittedPreprocessor(ABC):
         return cls.from_dict(d)
 
     def save(self, path) -> None:
+        """preprocessor.json: the kind's state (`to_dict`) and, for every kind, a binary cut-off (`decision`,
+        which `jobs.preprocess.load_state` reads back)."""
         with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
+            json.dump({**self.to_dict(), **({"decision": self.decision} if self.decision else {})}, f, indent=2)
 
     def save_files(self, folder) -> None:
         """Files this kind keeps in the bundle folder beside preprocessor.json (a tokenizer's); none by default."""

@@ -146,7 +146,8 @@ def check_auc_judgeable(spec: JobSpec, class_counts: dict) -> None:
 def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, *,
                   progress: Callable[[str], None] = print, **lineage_extra) -> tuple[Path | str, dict]:
     """Write a new bundle version from a finished training run, scored on the test split, and make it the
-    latest: OUTPUT/bundles/<version>/, which OUTPUT/bundle then points to. Returns (its path, metrics).
+    latest: OUTPUT/bundles/<version>/, which OUTPUT/bundle then points to. Returns (its path, metrics: val and
+    test as metrics.json holds them, and the bundle's cut-off as "decision" when the spec sets one).
 
     Written once, complete and atomically (`jobs.bundle.write`): the test split is scored through the bundle's
     own load/predict path while it is still a hidden folder, and it is published with both val and test
@@ -171,9 +172,11 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
         progress(f"[evaluate] test split scored in {time.time() - t0:.1f}s")
         return {"test": metrics["test"]}
 
+    val_answers: list = []      # the validation split's answers at the cut-off, for the profile
+
     def profile(bundle: B.Bundle) -> dict:
         from jobs import profile as PROFILE
-        return PROFILE.build(prepared.reference, bundle, prepared.val_ds)
+        return PROFILE.build(prepared.reference, bundle, prepared.val_ds, predictions=val_answers or None)
 
     def decide(bundle: B.Bundle) -> Optional[dict]:
         """The spec's cut-off, chosen on the validation split by the staged bundle (`jobs.decision`); the val
@@ -184,13 +187,17 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
         from jobs.metrics import classification_metrics
         pre = bundle.preprocessor
         y, proba = DECISION.validation_scores(bundle, prepared.val_ds)
-        positive = DECISION.positive_index(spec.decision, pre.classes, prepared.ingest.class_counts.get("train", {}))
+        positive = DECISION.positive_index(spec.decision, pre.classes, prepared.ingest.class_counts.get("train", {}),
+                                           spec.data.label)
         pre.decision = DECISION.choose(spec.decision, pre.classes, positive, y, proba)
         progress(f"[decision] {DECISION.summary(pre.decision)}")
         if pre.decision.get("note"):
             progress(f"[decision] note: {pre.decision['note']}")
-        at_cut = classification_metrics(y, proba, prefix="val_", y_pred=pre.decide(proba)) if len(y) else {}
+        answered = pre.decide(proba)
+        val_answers.extend(pre.classes[i] for i in answered)
+        at_cut = classification_metrics(y, proba, prefix="val_", y_pred=answered) if len(y) else {}
         metrics["val"] = {**metrics["val"], **{k: v for k, v in at_cut.items() if k not in ("val_auc", "val_loss")}}
+        metrics["decision"] = pre.decision      # for the [evaluate] table's words; metrics.json holds val and test
         return {"val": metrics["val"]}
 
     try:
@@ -344,11 +351,11 @@ def format_metrics(metrics: dict, classes: Optional[list] = None) -> str:
         lines.append(f"[evaluate] test confusion matrix (rows = true{order}): {cm}")
         if classes and len(classes) == len(cm) <= _CLASSES_SHOWN:
             lines += _per_class(cm, classes)
-        lines += _one_class_warning(cm, classes)
+        lines += _one_class_warning(cm, classes, metrics.get("decision"))
     return "\n".join(lines)
 
 
-def _one_class_warning(cm: list[list[int]], classes: Optional[list]) -> list[str]:
+def _one_class_warning(cm: list[list[int]], classes: Optional[list], decision: Optional[dict] = None) -> list[str]:
     """A model that predicts one class for every test row (a 10% minority never flagged, at an accuracy of 0.90
     that looks good): said, with what to change. [] otherwise."""
     predicted = [j for j in range(len(cm)) if sum(row[j] for row in cm)]
@@ -361,6 +368,10 @@ def _one_class_warning(cm: list[list[int]], classes: Optional[list]) -> list[str
         return []
     missed = ", ".join(f"{name(i)} ({sum(cm[i]) / rows:.0%} of the rows)" for i in others)
     said = f"[evaluate] warning: the model predicts {name(predicted[0])} for every test row; it never predicts {missed}."
+    if decision:
+        return [f"{said} It answers by the cut-off decision: {decision['rule']} (P({decision['positive']!r}) >= "
+                f"{decision['threshold']:.6g}), which puts every row on one side: loosen the rule, or give a fixed "
+                "decision.threshold"]
     present = [sum(row) for row in cm if sum(row)]
     if max(present) < RARER * min(present):
         # Every class about as common as every other (a 50/50 defect set): weighing classes changes nothing.

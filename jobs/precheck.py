@@ -88,7 +88,7 @@ def setting_problems(spec: JobSpec) -> list[str]:
 def decision_problems(spec: JobSpec) -> list[str]:
     """`decision:` against the label's values: a cut-off needs exactly two classes, and `decision.positive` must
     be one of them (`jobs.decision.check` says the same after ingest, for data this machine cannot read)."""
-    from jobs.fitted import canonical
+    from jobs.decision import is_positive
 
     d = spec.decision
     values = label_values(spec.data, _MOST_VALUES) if d is not None else None
@@ -99,8 +99,7 @@ def decision_problems(spec: JobSpec) -> list[str]:
     if len(values) != 2:
         return [f"decision: sets a cut-off between two classes, and label {spec.data.label!r} has {shown}; remove "
                 "the decision section for this label"]
-    if d.positive is not None and not any(canonical(v) == canonical(d.positive)
-                                          or str(v).lower() == str(d.positive).lower() for v in values):
+    if d.positive is not None and sum(is_positive(v, d.positive) for v in values) != 1:
         return [f"decision.positive: {d.positive!r} is not a value of label {spec.data.label!r}, which has {shown}; "
                 "give one of them"]
     return []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from cluster.errors import BadInput
 from jobs.fitted import FEATURES_COLUMN, LABEL_COLUMN, FittedPreprocessor, canonical, encode_classes
@@ -35,10 +36,24 @@ def load_state(d: dict, folder=None) -> FittedPreprocessor:
         raise BadInput(f"preprocessor state of unknown kind {kind!r}: this trainyard reads {sorted(KINDS)}; "
                        "retrain the bundle with it, or load it with the trainyard that wrote it")
     d = dict(d)
-    decision = d.pop("decision", None)      # a binary classifier's cut-off (`FittedPreprocessor.decision`)
+    decision = d.pop("decision", None)      # a binary classifier's cut-off (`FittedPreprocessor.save`)
     pre = KINDS[kind].from_dict(d) if folder is None else KINDS[kind].from_bundle(d, folder)
+    if decision is not None:
+        _check_decision(decision, pre)
     pre.decision = decision
     return pre
+
+
+def _check_decision(d: Any, pre: FittedPreprocessor) -> None:
+    """A cut-off state that `decide` can apply: the positive class's index among two classes and a threshold."""
+    try:
+        ok = (len(pre.classes or []) == 2 and int(d["positive_index"]) in (0, 1)
+              and 0.0 <= float(d["threshold"]) <= 1.0)
+    except (TypeError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise BadInput(f"preprocessor.json: decision {d!r} is not a cut-off between two classes (positive_index 0 "
+                       "or 1, threshold 0..1); re-export the bundle with trainyard train")
 
 
 def load(path) -> FittedPreprocessor:

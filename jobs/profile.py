@@ -209,10 +209,11 @@ def validation_predictions(bundle: Any, val_ds: Any, batch_size: int = 4096) -> 
     return out
 
 
-def build(reference: dict, bundle: Any, val_ds: Any) -> dict:
+def build(reference: dict, bundle: Any, val_ds: Any, predictions: Optional[list] = None) -> dict:
     """The whole profile of `bundle` (being written): the train split's part fitted with preprocessing
-    (`tabular_reference` / `image_reference`) and the bundle's predictions over the validation split."""
-    predictions = validation_predictions(bundle, val_ds)
+    (`tabular_reference` / `image_reference`) and the bundle's predictions over the validation split (made here
+    unless given: the bundle's writer may have them already)."""
+    predictions = validation_predictions(bundle, val_ds) if predictions is None else predictions
     pre = bundle.preprocessor
     return {"format": FORMAT, "kind": pre.kind, "rows": {**reference.get("rows", {}), "val": len(predictions)},
             "numeric": reference.get("numeric", {}), "categorical": reference.get("categorical", {}),

@@ -43,7 +43,7 @@ def _records_in(batches: list) -> int:
 
 def _decision_text(decision: Optional[dict]) -> str:
     """A binary classifier's cut-off (`jobs.decision`), for the OpenAPI description; "" without one."""
-    return (f" Predicts {decision['positive']!r} where its probability is at least {decision['threshold']:.4g} "
+    return (f" Predicts {decision['positive']!r} where its probability is at least {decision['threshold']:.6g} "
             f"({decision['rule']})." if decision else "")
 
 

@@ -256,7 +256,7 @@ def cmd_predict(args) -> int:
         print(note, file=sys.stderr)
     if decision := (client.schema().get("label") or {}).get("decision"):
         print(f"note: {decision['positive']!r} is predicted where its probability is at least "
-              f"{decision['threshold']:.4g}, the bundle's cut-off ({decision['rule']})", file=sys.stderr)
+              f"{decision['threshold']:.6g}, the bundle's cut-off ({decision['rule']})", file=sys.stderr)
     if args.out:
         from serving.client import write_table
         write_table(table, args.out)

@@ -63,7 +63,7 @@ def test_a_cut_off_is_chosen_on_validation_and_the_bundle_answers_scores_and_pro
 
     spec, prepared, outcome = trained
     # A positive class the label lacks stops before any training, naming the classes.
-    with pytest.raises(DataError, match="decision.positive 'broken' is not a class of the label; its classes are"):
+    with pytest.raises(DataError, match="decision.positive 'broken' is not a class of label 'failure'; its classes are"):
         prepare(spec.model_copy(update={"decision": DecisionSpec(threshold=0.5, positive="broken")}),
                 progress=lambda *_: None)
     # The same training run, exported with a cut-off chosen on its validation split.
@@ -86,4 +86,13 @@ def test_a_cut_off_is_chosen_on_validation_and_the_bundle_answers_scores_and_pro
     val = validation_predictions(bundle, prepared.val_ds)
     shares = dict(zip(bundle.profile["prediction"]["classes"], bundle.profile["prediction"]["shares"]))
     assert shares["failure"] == pytest.approx(sum(v == "failure" for v in val) / len(val))
-    assert bundle.metrics["val"]["val_recall"] == metrics["val"]["val_recall"]
+    # metrics.json's val metrics are the validation split's answers at the cut-off, as the bundle gives them.
+    from jobs.decision import validation_scores
+    from jobs.metrics import classification_metrics
+    y, proba = validation_scores(bundle, prepared.val_ds)
+    answered = [bundle.preprocessor.classes.index(v) for v in val]
+    again = classification_metrics(y, proba, prefix="val_", y_pred=np.asarray(answered))
+    assert {k: bundle.metrics["val"][k] for k in again if k != "val_auc"} == {k: v for k, v in again.items()
+                                                                              if k != "val_auc"}
+    cm, i = np.asarray(again["val_confusion_matrix"]), d["positive_index"]
+    assert d["val"]["recall"] == cm[i, i] / cm[i].sum() and metrics["decision"] == d

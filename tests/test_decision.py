@@ -42,7 +42,9 @@ def test_each_rule_picks_the_cut_off_a_search_over_every_cut_off_picks(seed):
     assert at(got["threshold"])[0] == want and got["val"]["recall"] >= 0.8
     got = D.choose(DecisionSpec(min_precision=0.5), ["no", "yes"], 1, y, proba)
     meets = [(r, t) for t, r, prec, _ in brute if prec >= 0.5]
-    assert at(got["threshold"])[1] == max(meets)[0] and got["val"]["precision"] >= 0.5
+    best_recall = max(meets)[0]
+    # The most recall the precision allows, at the highest cut that gives it (no false alarm that adds nothing).
+    assert at(got["threshold"])[0] == max(t for r, t in meets if r == best_recall) and got["val"]["precision"] >= 0.5
     got = D.choose(DecisionSpec(threshold="best_f1"), ["no", "yes"], 1, y, proba)
     assert at(got["threshold"])[3] == pytest.approx(max(f for *_, f in brute))
     # Halfway between two validation scores: a row scored exactly like a validation row gets that row's answer.
@@ -65,6 +67,40 @@ def test_a_fixed_threshold_is_kept_and_described_and_an_unmet_precision_is_said(
     assert got["threshold"] == pytest.approx(0.4) and "chosen on 2 validation row(s) of 'bad'" in got["note"]
 
 
+def test_min_precision_adds_no_false_alarm_that_catches_nothing_more():
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0])
+    p = np.linspace(0.9, 0.0, 10)
+    got = D.choose(DecisionSpec(min_precision=0.3), ["no", "yes"], 1, y, np.column_stack([1 - p, p]))
+    assert got["threshold"] == pytest.approx(0.65) and got["val"]["recall"] == got["val"]["precision"] == 1.0
+
+
+def test_a_model_without_finite_probabilities_gets_no_cut_off():
+    p = np.array([0.9, np.nan, 0.2])
+    with pytest.raises(DataError, match="1 of the 3 validation rows got no finite probability"):
+        D.choose(DecisionSpec(min_precision=0.5), ["no", "yes"], 1, np.array([1, 0, 0]), np.column_stack([1 - p, p]))
+    with pytest.raises(DataError, match="which holds no row of 'yes'"):
+        D.choose(DecisionSpec(min_recall=0.5), ["no", "yes"], 1, np.array([0, 0]), np.array([[0.5, 0.5]] * 2))
+
+
+def test_the_cut_off_is_applied_in_float64_as_it_was_chosen():
+    p = np.array([0.29999998, 0.29999995], dtype=np.float32)
+    cut = float(p.astype(np.float64).sum() / 2)
+    assert decide({"positive_index": 1, "threshold": cut}, np.column_stack([1 - p, p])).tolist() == [1, 0]
+
+
+def test_positive_yes_read_by_yaml_as_true_names_the_yes_class(tmp_path):
+    from jobs.spec import load_spec
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: t\ndata: {path: x.csv, label: y}\ndecision: {min_recall: 0.9, positive: yes}\n")
+    spec = load_spec(path)
+    assert spec.decision.positive is True
+    assert D.positive_index(spec.decision, ["no", "yes"], {}) == 1
+    assert D.positive_index(spec.decision, ["N", "Y"], {}) == 1
+    assert D.positive_index(load_spec(path, ["decision.positive=off"]).decision, ["on", "off"], {}) == 1
+    assert D.positive_index(spec.decision, [False, True], {}) == 1
+
+
 def test_the_positive_class_is_the_named_one_or_the_rarer_and_a_wrong_one_names_the_classes():
     assert D.positive_index(DecisionSpec(threshold=0.5), ["no", "yes"], {"no": 80, "yes": 20}) == 1
     assert D.positive_index(DecisionSpec(threshold=0.5), ["fraud", "ok"], {"fraud": 5, "ok": 95}) == 0
@@ -74,8 +110,8 @@ def test_the_positive_class_is_the_named_one_or_the_rarer_and_a_wrong_one_names_
     with pytest.raises(DataError, match=r"decision.positive 'maybe' is not a class of the label; its classes are "
                                         r"'no', 'yes'"):
         D.positive_index(DecisionSpec(threshold=0.5, positive="maybe"), ["no", "yes"], {})
-    with pytest.raises(DataError, match="two classes, and the label has 3 \\('a', 'b', 'c'\\)"):
-        D.positive_index(DecisionSpec(threshold=0.5), ["a", "b", "c"], {})
+    with pytest.raises(DataError, match="two classes, and label 'grade' has 3 \\('a', 'b', 'c'\\)"):
+        D.positive_index(DecisionSpec(threshold=0.5), ["a", "b", "c"], {}, "grade")
 
 
 def _spec(**decision):
@@ -88,7 +124,7 @@ def test_a_rule_chosen_on_validation_needs_positive_rows_there_and_a_label_of_cl
                                         "the positive class 'yes'; raise data.split.val"):
         D.check(_spec(min_recall=0.9), ["no", "yes"], counts)
     assert D.check(_spec(threshold=0.3), ["no", "yes"], counts) == 1       # a fixed cut-off needs none
-    with pytest.raises(DataError, match="the label was read as a quantity"):
+    with pytest.raises(DataError, match="label 'y' was read as a quantity"):
         D.check(_spec(threshold=0.3), None, {})
     assert D.check(validate_spec({"name": "t", "data": {"path": "x.csv", "label": "y"}}), None, {}) is None
 
@@ -163,12 +199,23 @@ def test_a_bundle_without_a_cut_off_answers_the_likelier_class_as_before(tmp_pat
     assert bundle.metrics["test"]["confusion_matrix"] == [[1, 0], [1, 1]]
 
 
-def test_the_cut_off_survives_the_preprocessor_state_and_decides_for_either_class():
+def test_the_cut_off_survives_preprocessor_json_for_every_kind_and_decides_for_either_class(tmp_path):
+    from cluster.errors import BadInput
+    from jobs.images import ImagePreprocessor
+
     pre = Preprocessor(task="classification", label="y", classes=["fraud", "ok"],
                        numeric=[NumericState("x", fill=0.0, center=0.0, scale=1.0)], categorical=[])
-    pre.decision = {"positive": "fraud", "positive_index": 0, "threshold": 0.2, "rule": "threshold 0.2"}
-    again = load_state(pre.to_dict())
+    image = ImagePreprocessor(label="y", classes=["bad", "good"], column="image", size=[8, 8], channels=1,
+                              mean=[0.5], std=[0.2], stats={})
+    cut = {"positive": "fraud", "positive_index": 0, "threshold": 0.2, "rule": "threshold 0.2"}
+    for kind in (pre, image):
+        kind.decision = cut
+        kind.save(tmp_path / "preprocessor.json")
+        assert load_state(json.loads((tmp_path / "preprocessor.json").read_text())).decision == cut
+    again = load_state(json.loads((tmp_path / "preprocessor.json").read_text()))
     assert again.decision == pre.decision
+    with pytest.raises(BadInput, match="preprocessor.json: decision .* is not a cut-off between two classes"):
+        load_state({**pre.to_dict(), "decision": {"positive_index": 2, "threshold": 0.5}})
     proba = np.array([[0.1, 0.9], [0.25, 0.75], [0.6, 0.4]])
     assert again.decide(proba).tolist() == [1, 0, 0]
     assert decide(None, proba).tolist() == [1, 1, 0]

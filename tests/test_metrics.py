@@ -199,3 +199,10 @@ def test_a_model_that_predicts_one_class_for_every_row_is_warned_of():
     for cm in ([[0, 90], [0, 10]], [[50, 0, 0], [45, 0, 0], [5, 0, 0]]):
         metrics["test"]["confusion_matrix"] = cm
         assert format_metrics(metrics, None).endswith("weigh the rarer classes up with train.class_weight: balanced")
+    # A cut-off that puts every row on one side (decision: min_recall 1.0): the cut-off is what to change.
+    metrics["test"]["confusion_matrix"] = [[0, 202], [0, 22]]
+    metrics["decision"] = {"positive": "yes", "positive_index": 1, "threshold": 0.0123456, "rule": "min_recall 1"}
+    assert format_metrics(metrics, ["no", "yes"]).splitlines()[-1] == (
+        "[evaluate] warning: the model predicts 'yes' for every test row; it never predicts 'no' (90% of the rows). "
+        "It answers by the cut-off decision: min_recall 1 (P('yes') >= 0.0123456), which puts every row on one "
+        "side: loosen the rule, or give a fixed decision.threshold")

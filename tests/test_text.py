@@ -149,6 +149,7 @@ def test_a_text_column_the_data_left_empty_may_be_left_empty_when_predicting(tin
 
     pre, _ = _preprocessor(tiny_encoder, text=("description", "note"))
     pre.gaps = ["note"]
+    pre.decision = {"positive": "seal_leak", "positive_index": 1, "threshold": 0.9, "rule": "threshold 0.9"}
     records = [{"description": "seal leak", "note": None}, {"description": "noise", "note": "  "},
                {"description": "noise", "note": float("nan")}, {"description": "noise"}]
     assert pre.record_problems(records) == []
@@ -165,6 +166,7 @@ def test_a_text_column_the_data_left_empty_may_be_left_empty_when_predicting(tin
     pre.save_files(tmp_path)
     state = json.loads((tmp_path / "preprocessor.json").read_text())
     assert load_state(state, tmp_path).gaps == ["note"]
+    assert load_state(state, tmp_path).decision == pre.decision       # a text bundle keeps its cut-off too
     del state["gaps"]
     assert load_state(state, tmp_path).gaps == []
 

@@ -2,9 +2,9 @@
 
 Without it a model answers the likelier class (a cut-off of 0.5). A credit-risk or screening team sets the
 cut-off by what a miss and a false alarm cost: a fixed one, or one chosen on the validation split when the
-bundle is written (`jobs.decision`), the highest that keeps a recall, the lowest that keeps a precision, or the
-one with the best F1. The bundle keeps the cut-off (preprocessor.json, schema.json); serving, evaluation,
-`predict` and the monitor's reference all answer with it.
+bundle is written (`jobs.decision`): the highest that keeps a recall, the one that catches the most while
+keeping a precision, or the one with the best F1. The bundle keeps the cut-off (preprocessor.json, schema.json);
+serving, evaluation, `predict` and the monitor's reference all answer with it.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ class DecisionSpec(StrictModel):
         None, gt=0, le=1, description="The highest cut-off whose recall of `positive` on the validation split is "
                                       "at least this (a screening test that must miss few cases).")
     min_precision: Optional[float] = Field(
-        None, gt=0, le=1, description="The lowest cut-off whose precision of `positive` on the validation split "
-                                      "is at least this (few false alarms), catching as many as it allows.")
+        None, gt=0, le=1, description="The cut-off that catches the most of `positive` on the validation split "
+                                      "while its precision there stays at least this (few false alarms).")
 
     @model_validator(mode="after")
     def _one_rule(self):
