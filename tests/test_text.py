@@ -298,3 +298,23 @@ def test_validate_refuses_a_text_column_that_holds_numbers_before_ray(tmp_path, 
     assert precheck.problems(spec)[1] == [
         f"data.features.text lists 'machine_hours', but it holds double, not text; list it under "
         f"data.features.numeric or categorical instead (data.path: {path})"]
+
+
+def test_a_pretrained_encoder_gets_fine_tuning_defaults_unless_the_spec_gives_them():
+    """A walkthrough's minimal MiniLM spec trained its encoder at the table model's lr 1e-3 and batch 128."""
+    base = {"name": "t", "data": {"path": "x", "label": "y"}}
+    images = {"name": "t", "data": {"path": "x", "format": "images", "label": "class"}}
+    for model in ({"kind": "text", "encoder": "some/model"}, {"kind": "image", "encoder": "some/vit"}):
+        base = images if model["kind"] == "image" else base
+        t = validate_spec({**base, "model": model}).train
+        assert (t.lr, t.head_lr, t.batch_size) == (5e-5, 1e-3, 32)
+        t = validate_spec({**base, "model": model, "train": {"lr": 2e-5, "batch_size": 8}}).train
+        assert (t.lr, t.head_lr, t.batch_size) == (2e-5, None, 8)    # lr given: the head follows it, as before
+    base = {"name": "t", "data": {"path": "x", "label": "y"}}
+    for model in ({"kind": "text", "encoder": "scratch"}, {"kind": "mlp"}):
+        t = validate_spec({**base, "model": model}).train
+        assert (t.lr, t.head_lr, t.batch_size) == (1e-3, None, 128)
+    # A resolved spec (a bundle's spec.yaml) reads back the same.
+    from jobs.spec import dump_spec, read_yaml
+    spec = validate_spec({**base, "model": {"kind": "text", "encoder": "some/model"}})
+    assert validate_spec(read_yaml(dump_spec(spec))).train == spec.train

@@ -48,15 +48,34 @@ class JobSpec(StrictModel):
         if self.model.kind != "text" and self.data.features.text is not None:
             raise ValueError("data.features.text needs model.kind: text (an encoder reads the text); set it, or "
                              "move the columns to data.features.categorical or exclude")
+        self._pretrained_defaults()
         if self.decision is not None and self.data.task == "regression":
             raise ValueError("decision: sets a cut-off between two classes, and data.task is regression; remove "
                              "the decision section, or set data.task: classification")
         return self
 
+    def _pretrained_defaults(self) -> None:
+        """A pretrained encoder (text, image) fine-tuned at the table model's lr of 1e-3 loses what it learned:
+        unless the spec gives them, lr is 5e-5 (the encoder's), head_lr 1e-3 (the new head's) and batch_size 32
+        (a transformer's batch of 128 rows is slow on CPU and large on a GPU)."""
+        m, t = self.model, self.train
+        if m.kind not in ("text", "image") or not m.encoder or m.encoder == "scratch":
+            return
+        given = t.model_fields_set
+        if "lr" not in given:
+            t.lr = PRETRAINED_LR
+            if "head_lr" not in given:
+                t.head_lr = PRETRAINED_HEAD_LR
+        if "batch_size" not in given:
+            t.batch_size = PRETRAINED_BATCH
+
     @property
     def output_dir(self) -> str:
         return self.output or f"runs/{self.name}"
 
+
+# train.lr, head_lr and batch_size a pretrained encoder gets unless the spec gives them (`_pretrained_defaults`).
+PRETRAINED_LR, PRETRAINED_HEAD_LR, PRETRAINED_BATCH = 5e-5, 1e-3, 32
 
 # What a user may give in place of the spec by mistake (`trainyard train rows.csv`).
 DATA_SUFFIXES = (".csv", ".parquet", ".tsv", ".json", ".jsonl", ".txt")

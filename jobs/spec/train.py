@@ -124,7 +124,8 @@ class TrainSpec(StrictModel):
     batch_size: int = Field(128, gt=0, description="Per-worker batch size.")
     lr: float = Field(1e-3, gt=0)
     head_lr: Optional[float] = Field(
-        None, gt=0, description="text: the head's learning rate (the encoder's is lr); null: lr for both.")
+        None, gt=0, description="text, image: the head's learning rate (the encoder's is lr); null: lr for both "
+                                "(a pretrained encoder without lr in the spec: 1e-3).")
     warmup: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of the run's optimizer steps over which the "
                                                            "learning rate rises linearly from 0 (fine-tuning: ~0.1).")
     grad_accum: int = Field(1, ge=1, description="Batches whose gradients add up before one optimizer step "
