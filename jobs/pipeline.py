@@ -23,7 +23,7 @@ from jobs.spec import JobSpec, dump_spec
 from jobs.train import TrainOutcome, check_cluster, fit, summary_table
 
 __all__ = ["PreparedData", "prepare", "export_bundle", "run_train", "storage_root", "lineage",
-           "print_ingest_summary", "format_metrics"]
+           "print_ingest_summary", "format_metrics", "checkpoint_note"]
 
 
 def keep_row_order() -> None:
@@ -284,7 +284,28 @@ def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tupl
     progress("[train] summary\n" + summary_table(outcome.history, metric, outcome.best_epoch))
     path, metrics = export_bundle(spec, prepared, outcome, progress=progress)
     progress(format_metrics(metrics, prepared.preprocessor.classes))
+    if note := checkpoint_note(outcome.run_path):
+        progress(note)
     return path, metrics
+
+
+# Ray checkpoints of a finished run above this size are said, with how to delete them (a fine-tuned MiniLM
+# keeps ~100-200 MB a checkpoint, two of them a run; a walkthrough's runs/ reached 1.4 GB in 25 minutes).
+LARGE_CHECKPOINTS_MB = 100
+
+
+def checkpoint_note(folder: str) -> Optional[str]:
+    """A line on the Ray checkpoints a finished run (or search) left under local `folder`, when they are large:
+    they resume a run cut short, and the bundle holds the best weights, so they may go; None otherwise."""
+    if not folder or "://" in str(folder) or not os.path.isdir(folder):
+        return None
+    found = [p for p in Path(folder).rglob("checkpoint_*") if p.is_dir()]
+    total = sum(f.stat().st_size for p in found for f in p.rglob("*") if f.is_file()) / 2**20
+    if total < LARGE_CHECKPOINTS_MB:
+        return None
+    return (f"[bundle] note: {len(found)} Ray checkpoint(s), {total:,.0f} MB, are kept under {folder}: they "
+            "resume a run cut short; this one finished and its bundle holds the best weights, so they may be "
+            f"deleted: find {folder} -name 'checkpoint_*' -type d -prune -exec rm -r {{}} +")
 
 
 def _write_summary(output: str, prepared: PreparedData) -> None:

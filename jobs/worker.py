@@ -222,6 +222,16 @@ def _batches(cfg: WorkerConfig, cached, train_shard, label_dtype, device, gen, e
         device=device, local_shuffle_buffer_size=max(bs * 8, 1024), local_shuffle_seed=epoch)), cached
 
 
+def best_to_save(best_state: Optional[dict], best_epoch: int, epoch: int, scored: torch.nn.Module) -> dict:
+    """The best epoch's weights as a checkpoint stores them: when the epoch just run is the best (or none is yet),
+    the scored model's own tensors rather than the copy kept of them. `torch.save` writes a storage once however
+    often it is referenced, so a checkpoint at a new best (every one of a steadily improving run, and of a
+    1-epoch fine-tune) holds the weights once rather than twice (MiniLM: 91 MB less each)."""
+    if best_state is None or best_epoch == epoch + 1:
+        return scored.state_dict()
+    return best_state
+
+
 def train_epoch(model, batches, optimizer, loss_fn, cfg: WorkerConfig, device, amp, *,
                 average: Optional[WeightAverage] = None, gen: Optional[torch.Generator] = None,
                 epoch: int = 0) -> dict:
@@ -413,7 +423,7 @@ def train_loop_per_worker(config: dict) -> None:
                 if rank == 0:
                     TrainState(model=core.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
                                history=history, best=best, best_epoch=best_epoch, bad_epochs=bad_epochs,
-                               best_state=best_state if best_state is not None else scored.state_dict(),
+                               best_state=best_to_save(best_state, best_epoch, epoch, scored),
                                best_val=best_val if best_state is not None else val,
                                average=average.snapshot() if average is not None else None, resumes=resumes,
                                compute_dtype=compute_dtype).save(tmp)

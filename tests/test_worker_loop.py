@@ -85,3 +85,44 @@ def test_the_weight_average_follows_every_step():
     assert average.steps == 8
     live = model.state_dict()
     assert any(not torch.equal(average.state[k], live[k]) for k in live)   # an average, not a copy
+
+
+def test_a_checkpoint_at_a_new_best_holds_the_weights_once(tmp_path):
+    """A checkpoint stores the live weights and the best epoch's: at a new best they are the same tensors, which
+    torch.save writes once (a 1-epoch MiniLM fine-tune's checkpoint held 2 x 91 MB of weights)."""
+    from jobs.contracts import TrainState
+    from jobs.worker import best_to_save
+
+    model = build_model({"kind": "mlp", "input_dim": 64, "output_dim": 2, "hidden": [256, 256], "dropout": 0.0,
+                         "activation": "relu"})
+    kept = {k: v.detach().clone() for k, v in model.state_dict().items()}      # the copy the loop keeps
+    sizes = {}
+    for name, best_epoch in (("new best", 3), ("earlier best", 2)):
+        state = TrainState(model=model.state_dict(), optimizer={}, epoch=2, history=[], best=0.1,
+                           best_epoch=best_epoch, bad_epochs=0, best_state=best_to_save(kept, best_epoch, 2, model),
+                           best_val={})
+        folder = tmp_path / name.replace(" ", "-")
+        folder.mkdir()
+        sizes[name] = state.save(folder).stat().st_size
+        loaded = TrainState.load(folder)
+        assert all(torch.equal(loaded.best_state[k], kept[k]) and torch.equal(loaded.model[k], kept[k]) for k in kept)
+    assert sizes["new best"] < 0.55 * sizes["earlier best"], sizes
+    assert best_to_save(None, -1, 0, model).keys() == kept.keys()     # no best yet: the scored weights
+
+
+def test_a_finished_runs_large_checkpoints_are_said_with_how_to_delete_them(tmp_path, monkeypatch):
+    from jobs import pipeline
+
+    run = tmp_path / "ray" / "train-1"
+    for name in ("checkpoint_000000", "checkpoint_000001"):
+        (run / name).mkdir(parents=True)
+        (run / name / "state.pt").write_bytes(b"x" * 300_000)
+    (run / "result.json").write_bytes(b"x" * 900_000)         # not a checkpoint: not counted
+    monkeypatch.setattr(pipeline, "LARGE_CHECKPOINTS_MB", 0.5)
+    assert pipeline.checkpoint_note(str(run)) == (
+        f"[bundle] note: 2 Ray checkpoint(s), 1 MB, are kept under {run}: they resume a run cut short; this one "
+        f"finished and its bundle holds the best weights, so they may be deleted: find {run} -name 'checkpoint_*' "
+        "-type d -prune -exec rm -r {} +")
+    monkeypatch.setattr(pipeline, "LARGE_CHECKPOINTS_MB", 1)
+    assert pipeline.checkpoint_note(str(run)) is None
+    assert pipeline.checkpoint_note("s3://bucket/run") is None and pipeline.checkpoint_note("") is None

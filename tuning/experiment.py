@@ -23,8 +23,8 @@ from typing import Callable, Iterator, Optional
 
 from ray import tune
 
-from jobs.pipeline import (PreparedData, export_bundle, format_metrics, make_output_dir, prepare, print_ingest_summary,
-                           storage_root)
+from jobs.pipeline import (PreparedData, checkpoint_note, export_bundle, format_metrics, make_output_dir, prepare,
+                           print_ingest_summary, storage_root)
 from jobs.spec import JobSpec, SpecError, best_key
 from jobs.train import TrainOutcome, last_state, resolve_use_gpu, worker_config
 from tuning import report as R
@@ -121,6 +121,8 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
                                         "value": best.best_value, "config": {a: best.config[a] for a in searched},
                                         "trials": len(records), "results_csv": str(csv_path)})
     progress(format_metrics(metrics, prepared.preprocessor.classes))
+    if note := checkpoint_note(str(experiment)):
+        progress(note)
     return path, metrics
 
 
