@@ -101,8 +101,8 @@ def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, prep
     os.umask(umask)
     staging.chmod(0o777 & ~umask)
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
-                  str(staging / "model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(staging / "model.safetensors"))
+        (staging / "model.safetensors").chmod(0o666 & ~umask)      # safetensors writes it 0600, unreadable to others
         _dump(staging / "model.json", text_model.to_bundle(model_config, staging))
         preprocessor.save(staging / "preprocessor.json")
         preprocessor.save_files(staging)

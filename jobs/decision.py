@@ -1,7 +1,8 @@
 """A binary classifier's cut-off (`decision:` in the spec, `jobs.spec.decision`): checked against the label's
 classes before training (`check`), chosen on the validation split while the bundle is written (`choose`, from
 the staged bundle's own predictions), kept in its preprocessor.json and applied by the one prediction path
-(`FittedPreprocessor.decide`, `jobs.fitted.decide`), so evaluation, serving, `predict` and the monitor's reference answer alike.
+(`FittedPreprocessor.decide`, `jobs.fitted.decide`), so evaluation, serving, `predict` and the monitor's
+reference answer alike.
 
 The choice is a walk down the validation rows sorted by the positive class's probability: each distinct
 probability is a candidate cut-off, with the recall, precision and F1 of answering positive at and above it.

@@ -204,6 +204,9 @@ def test_a_bundle_has_the_umasks_permissions_not_mkdtemps(tmp_path):
     finally:
         os.umask(old)
     assert version.stat().st_mode & 0o777 == 0o755
+    # Every file too: safetensors wrote the weights 0600, which a serving user other than the trainer cannot read.
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in version.iterdir() if p.is_file()}
+    assert set(modes.values()) == {"0o644"}, modes
 
 
 def test_a_killed_writers_old_staging_folder_is_cleared_a_fresh_one_kept(tmp_path):
