@@ -10,6 +10,7 @@ Used by the text jobs (`jobs.text`) and the pretrained image backbones alike.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -33,9 +34,23 @@ def resolve_pretrained(name_or_path: str, *, field: str) -> Path:
     if path.exists():
         raise BadInput(f"{field}: {name_or_path!r} is a file, not a model folder; point {field} at the folder "
                        f"that holds {CONFIG_FILE} and the weights (what save_pretrained writes)")
-    folder = _cached_snapshot(name_or_path, field)
+    try:
+        folder = _cached_snapshot(name_or_path, field)
+    except BadInput as exc:
+        raise BadInput(f"{exc}{_near_folder(path)}") from None
     _check_model_folder(folder, field, shown=name_or_path)
     return folder
+
+
+def _near_folder(path: Path) -> str:
+    """For a path that names no folder: the folder of that name's parent it is closest to ("did you mean"),
+    where the parent exists ('data/models/all-MiniLM-L6' for 'data/models/all-MiniLM-L6-v2'); else ""."""
+    parent = path.parent
+    if path.name in ("", ".") or not parent.is_dir() or str(parent) == ".":
+        return ""
+    folders = [p.name for p in parent.iterdir() if p.is_dir()]
+    close = difflib.get_close_matches(path.name, folders, n=1, cutoff=0.6)
+    return f". There is no folder {path}; did you mean {parent / close[0]}?" if close else ""
 
 
 def max_positions(config: Any) -> Optional[int]:
@@ -52,7 +67,9 @@ def max_positions(config: Any) -> Optional[int]:
 def _check_model_folder(folder: Path, field: str, shown: Optional[str] = None) -> None:
     shown = shown or str(folder)
     if not (folder / CONFIG_FILE).is_file():
-        raise BadInput(f"{field}: {shown!r} is not a model folder: it has no {CONFIG_FILE}. Point {field} at a "
+        inside = sorted(p for p in folder.iterdir() if (p / CONFIG_FILE).is_file()) if folder.is_dir() else []
+        hint = f"; its subfolder {inside[0]} is one: {field}: {inside[0]}" if inside else ""
+        raise BadInput(f"{field}: {shown!r} is not a model folder: it has no {CONFIG_FILE}{hint}. Point {field} at a "
                        "folder written by save_pretrained (config.json and model.safetensors), or at a Hugging "
                        "Face id in the local cache")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):

