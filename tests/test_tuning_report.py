@@ -81,3 +81,10 @@ def test_a_search_with_no_scored_trial_plots_without_a_warning(tmp_path):
             warnings.simplefilter("error")
             R.plot(records, "val_loss", "min", tmp_path / "report.png", rungs=[], title="t", searched=["lr"])
         assert (tmp_path / "report.png").stat().st_size > 1_000
+
+
+def test_the_curves_title_explains_only_the_marks_the_search_has():
+    done = [_trial(0, [0.5, 0.4], 1e-3)]
+    assert R.curve_title(done, rungs=[]) == "learning curves\n(○ = other early end)"          # scheduler: none
+    assert R.curve_title(done, rungs=[2, 4]) == (
+        "learning curves\n(× = stopped by ASHA, ○ = other early end, dotted = rungs)")

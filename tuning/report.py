@@ -172,6 +172,14 @@ def _apply(ax, axis: ValueAxis, points: list[tuple[float, float]]) -> None:
 _X_AXES = {"lr": ("learning rate", "log"), "weight_decay": ("weight decay", "symlog"), "dropout": ("dropout", "linear")}
 
 
+def curve_title(records: list[TrialRecord], rungs: list[int]) -> str:
+    """The learning curves' title, on two lines (one line ran off a 12-inch figure), with what the marks mean for
+    what the search had: ASHA's stops and rungs only with a scheduler that has them."""
+    keys = (["× = stopped by ASHA"] if rungs or any(r.status == STOPPED for r in records) else []) + \
+        ["○ = other early end"] + (["dotted = rungs"] if rungs else [])
+    return "learning curves\n(" + ", ".join(keys) + ")"
+
+
 def plot(records: list[TrialRecord], metric: str, mode: str, path: Path, *, rungs: list[int],
          title: str, searched: Optional[list[str]] = None) -> Path:
     """Left: best metric of each trial against its learning rate (else the first other axis searched: weight
@@ -260,8 +268,7 @@ def plot(records: list[TrialRecord], metric: str, mode: str, path: Path, *, rung
     ax_curve.set_xlabel("epoch")
     ax_curve.set_ylabel(metric)
     ax_curve.xaxis.get_major_locator().set_params(integer=True)
-    ax_curve.set_title("learning curves (× = stopped by ASHA, ○ = other early end, dotted = rungs)",
-                       fontsize=10)
+    ax_curve.set_title(curve_title(records, rungs), fontsize=9)
     ax_curve.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
