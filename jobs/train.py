@@ -395,7 +395,14 @@ def start_line(spec: JobSpec, config: WorkerConfig, prepared: Optional[PreparedD
     """The run's first line; with `prepared`, a batch larger than a worker's share of the train rows is said (each
     epoch is then one smaller step: the batch size the user set is not the one trained with)."""
     line = (f"[train] {spec.train.workers} worker(s) on {'GPU' if config.use_gpu else 'CPU'}, "
-            f"{config.epochs} epoch(s), batch {config.batch_size}, lr {config.lr:g}, shard in {config.cache}")
+            f"{config.epochs} epoch(s), batch {config.batch_size}, lr {config.lr:g}"
+            + (f" (head {config.head_lr:g})" if config.head_lr is not None else "") + f", shard in {config.cache}")
+    if spec.model.encoder == "scratch":
+        line += "; a transformer trained from scratch (model.scratch)"
+    elif spec.model.encoder:     # a pretrained text or image encoder: which one, and how much of it trains
+        frozen = spec.model.freeze_layers
+        line += (f"; encoder {spec.model.encoder}"
+                 + (f", its embeddings and first {frozen} layer(s) frozen" if frozen else ", fine-tuned whole"))
     if prepared is not None:
         rows = math.ceil(prepared.ingest.split_rows["train"] / max(spec.train.workers, 1))
         if config.batch_size > rows:

@@ -49,6 +49,19 @@ def test_the_start_line_says_when_the_batch_is_larger_than_a_workers_rows():
                          "worker: one step of 30 an epoch; lower train.batch_size for more steps)"), line
 
 
+def test_the_start_line_names_the_encoder_what_of_it_trains_and_the_heads_rate():
+    from jobs.train import start_line
+
+    text = {**BASE, "model": {"kind": "text", "encoder": "models/minilm", "freeze_layers": 4}}
+    assert start_line(validate_spec(text), config(lr=5e-5, head_lr=1e-3, batch_size=32)).endswith(
+        "batch 32, lr 5e-05 (head 0.001), shard in memory; encoder models/minilm, its embeddings and first 4 "
+        "layer(s) frozen")
+    scratch = {**BASE, "model": {"kind": "text", "encoder": "scratch"}}
+    assert start_line(validate_spec(scratch), config()).endswith(
+        "shard in memory; a transformer trained from scratch (model.scratch)")
+    assert start_line(validate_spec(BASE), config()).endswith("lr 0.05, shard in memory")
+
+
 def test_checkpoint_due_on_epochs_on_seconds_and_always_at_the_last_epoch():
     every3 = config(checkpoint_epochs=3)
     assert [checkpoint_due(every3, e, 0.0, last=False) for e in range(7)] == [
