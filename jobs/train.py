@@ -89,10 +89,15 @@ def resolve_use_gpu(spec_value, workers: int, resources: dict) -> bool:
     return bool(spec_value)
 
 
-def class_weights(pre: FittedPreprocessor, how: str) -> Optional[list[float]]:
+def class_weights(pre: FittedPreprocessor, how: str, train_counts: Optional[dict] = None) -> Optional[list[float]]:
+    """Per-class loss weights, inverse to each class's rows in the train split, in `pre.classes` order: from the
+    fitted statistics (tables, text), else from ingest's `train_counts` ({str(class): rows}: images, whose
+    preprocessor fits pixels only; `class_weight: balanced` failed there with a KeyError)."""
     if pre.task != "classification" or how != "balanced":
         return None
-    counts = np.array([pre.stats["class_counts"][k] for k in pre.stats["class_counts"]], dtype=np.float64)
+    fitted = pre.stats.get("class_counts")
+    counts = np.array(list(fitted.values()) if fitted else [(train_counts or {}).get(str(c), 0) for c in pre.classes],
+                      dtype=np.float64)
     return (counts.sum() / (len(counts) * np.maximum(counts, 1))).tolist()
 
 
@@ -129,7 +134,8 @@ def worker_config(spec: JobSpec, prepared: PreparedData, *, use_gpu: bool,
         lr_schedule=t.lr_schedule, loss=t.loss, seed=t.seed, cache=cache, output_dim=pre.output_dim,
         label_center=pre.label_center, label_scale=pre.label_scale, early_stop_metric=metric,
         early_stop_mode=es.resolved_mode if es else metric_mode(metric), use_gpu=use_gpu,
-        patience=es.patience if es else None, class_weights=class_weights(pre, t.class_weight),
+        patience=es.patience if es else None,
+        class_weights=class_weights(pre, t.class_weight, prepared.ingest.class_counts.get("train")),
         ema_epochs=t.ema_epochs, augment=augment, checkpoint_epochs=t.checkpoint_cadence[0],
         checkpoint_seconds=t.checkpoint_cadence[1], head_lr=t.head_lr,
         warmup_steps=round(t.warmup * steps_per_epoch * t.epochs), steps_per_epoch=steps_per_epoch,

@@ -231,3 +231,16 @@ def test_an_early_run_counts_its_parquet_footers_and_keeps_the_fast_poll_where_i
     assert early_epoch_floor_s(spec(tmp_path / "pq"), use_gpu=False) == pytest.approx(floor(14_000))
     (tmp_path / "pq" / "part-0-bad.parquet").write_bytes(b"not parquet")  # the ingest names it; the run polls fast
     assert early_epoch_floor_s(spec(tmp_path / "pq"), use_gpu=False) == 0.0
+
+
+def test_balanced_class_weights_for_images_come_from_the_train_splits_counts():
+    """An image preprocessor fits pixels only (no class counts): `class_weight: balanced`, which trainyard's own
+    one-class warning advises, failed every image job with KeyError 'class_counts'."""
+    from jobs.images import ImagePreprocessor
+    from jobs.train import class_weights
+
+    pre = ImagePreprocessor(label="label", classes=["dent", "ok", "scratch"], size=[8, 8], channels=3,
+                            stats={"train_rows": 160})
+    weights = class_weights(pre, "balanced", {"dent": 20, "ok": 100, "scratch": 40})
+    assert weights == pytest.approx([160 / (3 * 20), 160 / (3 * 100), 160 / (3 * 40)])
+    assert class_weights(pre, "none", {}) is None
