@@ -52,8 +52,14 @@ def positive_index(decision: DecisionSpec, classes: list, train_counts: dict, la
     found = [i for i, c in enumerate(classes) if is_positive(c, decision.positive)]
     if len(found) != 1:
         raise DataError(f"decision.positive {decision.positive!r} is not a class of {named}; its classes are "
-                        f"{', '.join(map(repr, classes))}: give one of them")
+                        f"{', '.join(map(repr, classes))}: give one of them{yaml_hint(decision.positive)}")
     return found[0]
+
+
+def yaml_hint(positive: Any) -> str:
+    """For a `positive` YAML read as true/false: that it did, and how to write the word itself."""
+    return (" (YAML reads an unquoted yes, no, on or off as true or false: quote a class written so, e.g. "
+            "positive: 'yes')" if isinstance(positive, bool) else "")
 
 
 def check(spec: JobSpec, classes: Optional[list], class_counts: dict) -> Optional[int]:
@@ -147,6 +153,10 @@ def summary(d: dict) -> str:
     """One line: what the bundle answers and why ("'yes' when P('yes') >= 0.312 (min_recall 0.9 ...)")."""
     val = d.get("val") or {}
     how = d["rule"] + (" on the validation split" if not d["rule"].startswith("threshold") else "")
+    shown = lambda x: "-" if x != x else f"{x:.3f}"    # noqa: E731 - NaN: no positive row, or none answered
+    if not val.get("positives"):
+        return (f"{d['positive']!r} when P({d['positive']!r}) >= {d['threshold']:.6g} ({how}; the validation "
+                f"split's {val.get('rows', 0)} rows hold none of {d['positive']!r}: nothing to measure it on)")
     return (f"{d['positive']!r} when P({d['positive']!r}) >= {d['threshold']:.6g} ({how}: recall "
-            f"{val.get('recall', float('nan')):.3f}, precision {val.get('precision', float('nan')):.3f} over "
-            f"{val.get('positives', 0)} of {val.get('rows', 0)} validation rows)")
+            f"{shown(val['recall'])}, precision {shown(val.get('precision', float('nan')))} over "
+            f"{val['positives']} of {val.get('rows', 0)} validation rows)")

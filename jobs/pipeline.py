@@ -213,7 +213,7 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
             return uri, metrics
         progress(f"[bundle] version {version.name} in {version}; {output / B.POINTER} points to it"
                  + (f" ({len(earlier)} earlier version(s) kept in {output / B.VERSIONS})" if earlier else ""))
-        worse = _worse_than(replaced, metrics.get("test") or {}, prepared.ingest.task)
+        worse = _worse_than(replaced, metrics.get("test") or {}, prepared.ingest.task, metrics.get("decision"))
         if worse:
             progress(f"[bundle] note: {worse}; to serve that one: trainyard serve {output / B.VERSIONS / replaced[0]}")
         return version, metrics
@@ -227,20 +227,39 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
 _COMPARED = {"classification": ("f1", True), "regression": ("rmse", False)}
 
 
-def _latest_test_metrics(output: Path) -> Optional[tuple[str, dict]]:
-    """(version, test metrics) of the bundle OUTPUT/bundle points to now, or None (none, or unreadable)."""
+def _latest_test_metrics(output: Path) -> Optional[tuple[str, dict, Optional[dict]]]:
+    """(version, test metrics, its binary cut-off or None) of the bundle OUTPUT/bundle points to now, or None
+    (none, or unreadable)."""
     try:
         target = (output / B.POINTER).resolve(strict=True)
-        return target.name, json.loads((target / "metrics.json").read_text()).get("test") or {}
+        test = json.loads((target / "metrics.json").read_text()).get("test") or {}
     except (OSError, ValueError, AttributeError):
         return None
+    try:
+        decision = json.loads((target / "preprocessor.json").read_text()).get("decision")
+    except (OSError, ValueError, AttributeError):
+        decision = None
+    return target.name, test, decision
 
 
-def _worse_than(replaced: Optional[tuple[str, dict]], test: dict, task: str) -> str:
+def _answers_by(decision: Optional[dict]) -> str:
+    return (f"the cut-off {decision['rule']} for {decision['positive']!r}" if decision else "the likelier class")
+
+
+def _worse_than(replaced: Optional[tuple], test: dict, task: str, decision: Optional[dict] = None) -> str:
     """"version X ... scored test f1 0.75, this one 0.52" when the new version scores worse on its test split
-    than the version it replaces did on its own; "" otherwise."""
+    than the version it replaces did on its own; "" otherwise. Versions that answer by different cut-offs
+    (`decision`: a credit team's min_recall against an earlier threshold) are not ranked by F1, which a cut-off
+    trades for recall on purpose: the note names both instead."""
     key, higher = _COMPARED[task]
-    if replaced is None or key not in test or not isinstance(replaced[1].get(key), (int, float)):
+    if replaced is None:
+        return ""
+    before = replaced[2] if len(replaced) > 2 else None
+    if task == "classification" and ({k: (before or {}).get(k) for k in ("positive", "rule")}
+                                     != {k: (decision or {}).get(k) for k in ("positive", "rule")}):
+        return (f"the version it replaces as the latest, {replaced[0]}, answered by {_answers_by(before)}, this "
+                f"one by {_answers_by(decision)}, so their test {key} is not compared")
+    if key not in test or not isinstance(replaced[1].get(key), (int, float)):
         return ""
     old, new = replaced[1][key], test[key]
     if (new >= old) if higher else (new <= old):
@@ -373,7 +392,26 @@ def format_metrics(metrics: dict, classes: Optional[list] = None) -> str:
         if classes and len(classes) == len(cm) <= _CLASSES_SHOWN:
             lines += _per_class(cm, classes)
         lines += _one_class_warning(cm, classes, metrics.get("decision"))
+        lines += _target_missed(cm, metrics.get("decision"))
     return "\n".join(lines)
+
+
+def _target_missed(cm: list[list[int]], decision: Optional[dict]) -> list[str]:
+    """A cut-off chosen for a recall or precision on the validation split that falls short of it on the test
+    split, said (a credit policy of "at least 0.85" met 0.854 on validation, 0.842 on test, with no word)."""
+    rule = (decision or {}).get("rule", "")
+    name, _, target = rule.partition(" ")
+    if name not in ("min_recall", "min_precision") or len(cm) != 2:
+        return []
+    i = int(decision["positive_index"])
+    hit, of = cm[i][i], (sum(cm[i]) if name == "min_recall" else sum(row[i] for row in cm))
+    if not of or hit / of >= float(target):
+        return []
+    what = "recall" if name == "min_recall" else "precision"
+    return [f"[evaluate] note: on the test split the cut-off's {what} of {decision['positive']!r} is {hit / of:.3f} "
+            f"({hit} of {of}), below the {rule} it was chosen for on the validation split: a cut-off that just "
+            f"meets a target on one sample often falls short on another; for a margin ask for more (say "
+            f"{name} {min(float(target) + 0.05, 1.0):g}) or give the validation split more rows (data.split.val)"]
 
 
 def _one_class_warning(cm: list[list[int]], classes: Optional[list], decision: Optional[dict] = None) -> list[str]:

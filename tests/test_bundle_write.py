@@ -334,14 +334,28 @@ def test_a_new_version_that_scores_worse_than_the_one_it_replaces_is_said(tmp_pa
     (tmp_path / "bundles" / "v1" / "metrics.json").write_text(json.dumps({"test": {"f1": 0.75, "rmse": 2.0}}))
     (tmp_path / "bundle").symlink_to("bundles/v1")
     replaced = _latest_test_metrics(tmp_path)
-    assert replaced == ("v1", {"f1": 0.75, "rmse": 2.0})
+    assert replaced == ("v1", {"f1": 0.75, "rmse": 2.0}, None)
     assert _worse_than(replaced, {"f1": 0.52}, "classification") == (
         "the version it replaces as the latest, v1, scored test f1 0.7500 on its test split, this one 0.5200")
     assert _worse_than(replaced, {"f1": 0.75}, "classification") == ""
     assert _worse_than(replaced, {"rmse": 2.5}, "regression").endswith("test rmse 2.0000 on its test split, this "
                                                                        "one 2.5000")
     assert _worse_than(replaced, {"rmse": 1.5}, "regression") == ""
-    assert _worse_than(("v0", {}), {"f1": 0.1}, "classification") == ""        # nothing to compare with
+    assert _worse_than(("v0", {}, None), {"f1": 0.1}, "classification") == ""        # nothing to compare with
+    # A cut-off trades F1 for recall on purpose: versions that answer by different cut-offs are not ranked by it
+    # (a walkthrough's note advised going back to a threshold-0.3 bundle that caught 24 % of the defaulters).
+    cut = {"positive": "default", "threshold": 0.084, "rule": "min_recall 0.85"}
+    (tmp_path / "bundles" / "v1" / "preprocessor.json").write_text(json.dumps(
+        {"decision": {**cut, "threshold": 0.3, "rule": "threshold 0.3"}}))
+    replaced = _latest_test_metrics(tmp_path)
+    assert replaced[2]["rule"] == "threshold 0.3"
+    assert _worse_than(replaced, {"f1": 0.45}, "classification", cut) == (
+        "the version it replaces as the latest, v1, answered by the cut-off threshold 0.3 for 'default', this one "
+        "by the cut-off min_recall 0.85 for 'default', so their test f1 is not compared")
+    assert _worse_than(replaced, {"f1": 0.45}, "classification", None).endswith(
+        "this one by the likelier class, so their test f1 is not compared")
+    assert _worse_than(replaced, {"f1": 0.45}, "classification", {**cut, "rule": "threshold 0.3"}).startswith(
+        "the version it replaces as the latest, v1, scored test f1 0.7500")      # the same cut-off: compared
 
 
 def test_a_replica_fetches_a_large_bundle_from_its_uri_and_checks_its_version(tmp_path, s3_bucket,  # noqa: F811

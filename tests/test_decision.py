@@ -61,6 +61,9 @@ def test_a_fixed_threshold_is_kept_and_described_and_an_unmet_precision_is_said(
     assert "note" not in got
     assert D.summary(got) == ("'bad' when P('bad') >= 0.65 (threshold 0.65: recall 0.500, precision 0.333 over 2 of 6 "
                               "validation rows)")
+    none = D.choose(DecisionSpec(threshold=0.65), ["ok", "bad"], 1, np.zeros(6), proba)
+    assert D.summary(none) == ("'bad' when P('bad') >= 0.65 (threshold 0.65; the validation split's 6 rows hold "
+                               "none of 'bad': nothing to measure it on)")
     got = D.choose(DecisionSpec(min_precision=0.9), ["ok", "bad"], 1, y, proba)
     assert "no cut-off reaches a precision of 0.9" in got["note"] and "highest precision (0.500)" in got["note"]
     got = D.choose(DecisionSpec(min_recall=1.0), ["ok", "bad"], 1, y, proba)      # 0.6 in, 0.2 out: halfway
@@ -99,6 +102,9 @@ def test_positive_yes_read_by_yaml_as_true_names_the_yes_class(tmp_path):
     assert D.positive_index(spec.decision, ["N", "Y"], {}) == 1
     assert D.positive_index(load_spec(path, ["decision.positive=off"]).decision, ["on", "off"], {}) == 1
     assert D.positive_index(spec.decision, [False, True], {}) == 1
+    with pytest.raises(DataError, match=r"is not a class of the label; its classes are 0, 1: give one of them \(YAML "
+                                        r"reads an unquoted yes, no, on or off as true or false"):
+        D.positive_index(spec.decision, [0, 1], {})
 
 
 def test_the_positive_class_is_the_named_one_or_the_rarer_and_a_wrong_one_names_the_classes():
@@ -235,3 +241,10 @@ def test_validate_checks_the_decision_against_the_labels_values_before_ray(tmp_p
     spec_problems, _ = precheck.problems(validate_spec(grades))
     assert spec_problems[0].startswith("decision: sets a cut-off between two classes, and label 'outcome' has 3 "
                                        "distinct values ('A', 'B', 'C'")
+    assert spec_problems[0].endswith("remove the decision section for this label")
+    # One class written two ways: the data is what to fix, not the spec.
+    (tmp_path / "cased.csv").write_text("income,outcome\n1,default\n2,Default\n3,current\n")
+    cased = {**grades, "data": {**grades["data"], "path": str(tmp_path / "cased.csv")}}
+    assert precheck.problems(validate_spec(cased))[0][0].endswith(
+        "label 'outcome': classes 'Default' and 'default' differ only in case or in spaces around them, and are "
+        "trained as different classes; if they are one, make them the same in the data")

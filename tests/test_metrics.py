@@ -206,3 +206,20 @@ def test_a_model_that_predicts_one_class_for_every_row_is_warned_of():
         "[evaluate] warning: the model predicts 'yes' for every test row; it never predicts 'no' (90% of the rows). "
         "It answers by the cut-off decision: min_recall 1 (P('yes') >= 0.0123456), which puts every row on one "
         "side: loosen the rule, or give a fixed decision.threshold")
+
+
+def test_a_cut_off_that_falls_short_of_its_target_on_the_test_split_is_said():
+    from jobs.pipeline import format_metrics
+
+    cut = {"positive": "default", "positive_index": 0, "threshold": 0.08, "rule": "min_recall 0.85"}
+    metrics = {"val": {}, "test": {"accuracy": 0.5, "confusion_matrix": [[69, 13], [250, 267]]}, "decision": cut}
+    assert format_metrics(metrics, ["default", "current"]).splitlines()[-1] == (
+        "[evaluate] note: on the test split the cut-off's recall of 'default' is 0.841 (69 of 82), below the "
+        "min_recall 0.85 it was chosen for on the validation split: a cut-off that just meets a target on one "
+        "sample often falls short on another; for a margin ask for more (say min_recall 0.9) or give the "
+        "validation split more rows (data.split.val)")
+    metrics["test"]["confusion_matrix"] = [[70, 12], [250, 267]]                       # 0.854: met, no note
+    assert "note" not in format_metrics(metrics, ["default", "current"])
+    metrics["decision"] = {**cut, "rule": "min_precision 0.3"}                          # 70 of 320 answered: 0.219
+    assert "precision of 'default' is 0.219 (70 of 320), below the min_precision 0.3" in format_metrics(
+        metrics, ["default", "current"])

@@ -90,8 +90,10 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel],
                 near = ([a for a in allowed if a.casefold() == value.strip().casefold()]
                         or difflib.get_close_matches(value, allowed, n=1, cutoff=0.6))
                 fix = f"; did you mean {near[0]!r}?" if near else ""
-            lines.append(f"{source}: {loc}: {msg} (got {value!r}){fix}" if not isinstance(value, dict)
-                         and "got " not in msg else f"{source}: {loc}: {msg}{fix}")
+            # A check across sections (model_validator of the whole spec) names its fields in its message.
+            where = f"{loc}: " if path else ""
+            lines.append(f"{source}: {where}{msg} (got {value!r}){fix}" if not isinstance(value, dict)
+                         and "got " not in msg else f"{source}: {where}{msg}{fix}")
     return lines
 
 
