@@ -254,7 +254,7 @@ def test_a_tuning_trials_overrides_reach_a_text_model(tiny_encoder):
                           "model": {"kind": "text", "encoder": str(tiny_encoder)},
                           "train": {"epochs": 3, "batch_size": 8, "lr": 1e-4, "head_lr": 1e-3, "warmup": 0.25,
                                     "grad_accum": 2, "workers": 2, "gradient_checkpointing": True}})
-    prepared = PreparedData(SimpleNamespace(split_rows={"train": 64}), pre, None, None, None,
+    prepared = PreparedData(SimpleNamespace(split_rows={"train": 64}, class_counts={}), pre, None, None, None,
                             encoder=enc.model_source)
     cfg = worker_config(spec, prepared, use_gpu=False, overrides={"lr": 3e-5, "dropout": 0.3, "hidden": [8]})
     assert (cfg.lr, cfg.head_lr, cfg.grad_accum) == (3e-5, 1e-3, 2)
