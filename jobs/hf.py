@@ -23,22 +23,22 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 
 
-def resolve_pretrained(name_or_path: str, *, field: str) -> Path:
+def resolve_pretrained(name_or_path: str, *, field: str, vision: bool = False) -> Path:
     """The folder of the pretrained model `name_or_path` names: a local folder, else a Hugging Face id looked
-    up in the local cache only. `field` is the spec field it came from (e.g. "model.encoder"), named in errors.
-    """
+    up in the local cache only. `field` is the spec field it came from (e.g. "model.encoder"), named in errors;
+    `vision`: a vision backbone (its folder holds an image processor's config, not tokenizer files)."""
     path = Path(os.path.expanduser(name_or_path))
     if path.is_dir():
-        _check_model_folder(path, field)
+        _check_model_folder(path, field, vision=vision)
         return path.resolve()
     if path.exists():
         raise BadInput(f"{field}: {name_or_path!r} is a file, not a model folder; point {field} at the folder "
                        f"that holds {CONFIG_FILE} and the weights (what save_pretrained writes)")
     try:
-        folder = _cached_snapshot(name_or_path, field)
+        folder = _cached_snapshot(name_or_path, field, vision)
     except BadInput as exc:
         raise BadInput(f"{exc}{_near_folder(path)}") from None
-    _check_model_folder(folder, field, shown=name_or_path)
+    _check_model_folder(folder, field, shown=name_or_path, vision=vision)
     return folder
 
 
@@ -64,7 +64,7 @@ def max_positions(config: Any) -> Optional[int]:
     return None
 
 
-def _check_model_folder(folder: Path, field: str, shown: Optional[str] = None) -> None:
+def _check_model_folder(folder: Path, field: str, shown: Optional[str] = None, vision: bool = False) -> None:
     shown = shown or str(folder)
     if not (folder / CONFIG_FILE).is_file():
         inside = sorted(p for p in folder.iterdir() if (p / CONFIG_FILE).is_file()) if folder.is_dir() else []
@@ -73,11 +73,12 @@ def _check_model_folder(folder: Path, field: str, shown: Optional[str] = None) -
                        "folder written by save_pretrained (config.json and model.safetensors), or at a Hugging "
                        "Face id in the local cache")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        instead = "model.kind: cnn to train an image model" if vision else f"{field}: scratch to train an encoder"
         raise BadInput(f"{field}: {shown!r} holds {CONFIG_FILE} but no weights (none of {', '.join(WEIGHT_FILES)}). "
-                       f"Copy the model's weights there, or use {field}: scratch to train an encoder from scratch")
+                       f"Copy the model's weights there, or use {instead} from scratch")
 
 
-def _cached_snapshot(repo_id: str, field: str) -> Path:
+def _cached_snapshot(repo_id: str, field: str, vision: bool = False) -> Path:
     """The local cache's snapshot of `repo_id`; never a download (local_files_only)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
@@ -93,7 +94,9 @@ def _cached_snapshot(repo_id: str, field: str) -> Path:
             f"{field}: {repo_id!r} is not a local folder and not in the local Hugging Face cache ({cache}); "
             "trainyard does not download models. Pre-download it on a machine with network "
             f"(`hf download {repo_id}`, then copy the Hugging Face cache folder here), or point {field} at a folder "
-            f"holding the model (config.json, weights and tokenizer files){_packaged_copy(repo_id, field)}") from None
+            f"holding the model (config.json, weights and "
+            f"{'its preprocessor_config.json' if vision else 'tokenizer files'}){_packaged_copy(repo_id, field)}"
+        ) from None
 
 
 def _packaged_copy(repo_id: str, field: str) -> str:

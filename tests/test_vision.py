@@ -57,6 +57,14 @@ def test_the_backbone_brings_its_processors_resize_and_normalisation(vit):
     np.testing.assert_allclose(pre.normalise(pixels), theirs.reshape(2, -1), atol=1e-5)
 
 
+def test_freezing_more_layers_than_a_vit_has_is_refused_when_it_is_resolved(vit):
+    layers = json.loads((vit / "config.json").read_text())["num_hidden_layers"]
+    with pytest.raises(BadInput, match=f"model.freeze_layers: {layers + 1} is more than the {layers} layers of .* "
+                                       f"\\(a vit backbone\\); set it to {layers} or less"):
+        resolve_backbone(ModelSpec(kind="image", encoder=str(vit), freeze_layers=layers + 1))
+    assert resolve_backbone(ModelSpec(kind="image", encoder=str(vit), freeze_layers=layers)).size == [16, 16]
+
+
 def test_not_a_vision_model_and_no_processor_are_named(tmp_path, monkeypatch):
     from transformers import BertConfig, BertModel
 
@@ -70,11 +78,22 @@ def test_not_a_vision_model_and_no_processor_are_named(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(BadInput, match=r"model.encoder: 'google/vit-base-patch16-224' is not a local folder and not "
-                                       r"in the local Hugging Face cache"):
+                                       r"in the local Hugging Face cache.*\(config.json, weights and its "
+                                       r"preprocessor_config.json\)"):
         resolve_backbone(ModelSpec(kind="image", encoder="google/vit-base-patch16-224"))
+    # A vision folder without weights is told to use kind: cnn, not a text encoder's `scratch`.
+    (tmp_path / "config-only").mkdir()
+    (tmp_path / "config-only" / "config.json").write_text((tmp_path / "bare" / "config.json").read_text())
+    with pytest.raises(BadInput, match=r"holds config.json but no weights .* or use model.kind: cnn to train an "
+                                       r"image model from scratch"):
+        resolve_backbone(ModelSpec(kind="image", encoder=str(tmp_path / "config-only")))
 
 
 def test_spec_kinds_and_encoder():
+    with pytest.raises(SpecError, match="encoder: scratch trains a text encoder \\(kind: text\\); to train an image "
+                                        "model from nothing use kind: cnn"):
+        validate_spec({"name": "x", "data": {"path": "d", "label": "y", "format": "images"},
+                       "model": {"kind": "image", "encoder": "scratch"}})
     with pytest.raises(SpecError, match="kind image fine-tunes a pretrained vision backbone"):
         validate_spec({"name": "x", "data": {"path": "d", "label": "y", "format": "images"},
                        "model": {"kind": "image"}})
@@ -100,6 +119,11 @@ def test_convolutional_backbones_pool_their_own_way_and_round_trip(tmp_path, fam
     spec = ModelSpec(kind="image", encoder=str(folder), hidden=[8], freeze_layers=1)
     backbone = resolve_backbone(spec)
     assert backbone.size == [24, 24]
+    # More blocks frozen than the backbone has: refused when the backbone is resolved (validate, or before Ray),
+    # not in each worker after the data is read (three identical tracebacks, exit 1 after 44 s).
+    stages = len(json.loads((folder / "config.json").read_text())["depths"])
+    with pytest.raises(BadInput, match=f"model.freeze_layers: {stages + 1} is more than the {stages} stages of "):
+        resolve_backbone(spec.model_copy(update={"freeze_layers": stages + 1}))
     cfg = model_config(spec, 3 * 24 * 24, 4, [3, *backbone.size])
     model = build_model(cfg)
     assert isinstance(model, ImageModel) and model.spatial and model.head.net[0].in_features == 16

@@ -83,6 +83,9 @@ class ModelSpec(StrictModel):
                              "Face id in the local cache or a model folder (or use kind: cnn to train from scratch)")
         if self.kind == "cnn" and self.encoder:
             raise ValueError("kind cnn trains from scratch; for a pretrained backbone in model.encoder use kind: image")
+        if self.kind == "image" and self.encoder == "scratch":
+            raise ValueError("encoder: scratch trains a text encoder (kind: text); to train an image model from "
+                             "nothing use kind: cnn, or give kind image a pretrained backbone's folder or id")
         return self
 
     @field_validator("hidden", "channels")
