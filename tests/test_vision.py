@@ -197,3 +197,16 @@ def test_image_job_on_a_pretrained_vit_to_bundle_offline(vit, tmp_path, ray_sess
     assert again["confusion_matrix"] == metrics["test"]["confusion_matrix"]
     assert again["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-12)
     assert bundle.schema["image"]["size"] == [16, 16] and bundle.schema["image"]["channels"] == 3
+
+
+def test_a_size_channels_or_cnn_setting_a_backbone_would_ignore_is_refused():
+    base = {"name": "x", "data": {"path": "d", "label": "y", "format": "images"},
+            "model": {"kind": "image", "encoder": "some/vit"}}
+    with pytest.raises(SpecError, match=r"data.image.size, data.image.channels, model.channels: model.kind image "
+                                        r"takes the size, channels and layers of its pretrained backbone"):
+        validate_spec({**base, "data": {**base["data"], "image": {"size": [48, 48], "channels": 3}},
+                       "model": {**base["model"], "channels": [8]}})
+    ok = validate_spec({**base, "data": {**base["data"], "image": {"column": "photo"}}})     # the column is its own
+    assert ok.data.image.column == "photo"
+    from jobs.spec import dump_spec, read_yaml
+    assert validate_spec(read_yaml(dump_spec(ok))) == ok           # a bundle's spec.yaml (defaults written) reads back

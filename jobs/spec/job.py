@@ -49,6 +49,7 @@ class JobSpec(StrictModel):
             raise ValueError("data.features.text needs model.kind: text (an encoder reads the text); set it, or "
                              "move the columns to data.features.categorical or exclude")
         self._pretrained_defaults()
+        self._backbone_takes_its_own_shape()
         if self.decision is not None and self.data.task == "regression":
             raise ValueError("decision: sets a cut-off between two classes, and data.task is regression; remove "
                              "the decision section, or set data.task: classification")
@@ -68,6 +69,24 @@ class JobSpec(StrictModel):
                 t.head_lr = PRETRAINED_HEAD_LR
         if "batch_size" not in given:
             t.batch_size = PRETRAINED_BATCH
+
+    def _backbone_takes_its_own_shape(self) -> None:
+        """kind image resizes to its backbone's size and channels (its preprocessor_config.json), so a size or
+        channels in data.image, or a CNN's channels and pool in model, would be ignored: said instead (a
+        walkthrough's data.image {size: [64, 64], channels: 1} trained at 32x32 RGB with no word)."""
+        if self.model.kind != "image":
+            return
+        # Values other than the defaults: a resolved spec (a bundle's spec.yaml) holds the defaults and must read back.
+        image, model = self.data.image, self.model
+        given = [f"data.image.{k}" for k in ("size", "channels")
+                 if image is not None and getattr(image, k) != type(image).model_fields[k].get_default(
+                     call_default_factory=True)]
+        given += [f"model.{k}" for k in ("channels", "pool")
+                  if getattr(model, k) != type(model).model_fields[k].get_default(call_default_factory=True)]
+        if given:
+            raise ValueError(f"{', '.join(given)}: model.kind image takes the size, channels and layers of its "
+                             "pretrained backbone (model.encoder's preprocessor_config.json and config.json); remove "
+                             f"{'it' if len(given) == 1 else 'them'}, or use model.kind: cnn to set them yourself")
 
     @property
     def output_dir(self) -> str:
