@@ -50,11 +50,8 @@ class Problem:
         return out
 
     def __str__(self) -> str:
-        where = []
-        if self.record is not None:
-            where.append(f"record {self.record}")
-        if self.field is not None:
-            where.append(f"field {self.field!r}")
+        where = ([f"record {self.record}"] if self.record is not None else []) + (
+            [f"field {self.field!r}"] if self.field is not None else [])
         return f"{', '.join(where)}: {self.message}" if where else self.message
 
 
@@ -81,6 +78,8 @@ class RequestError(BadInput):
 
 _NUMBER, _CATEGORY, _IMAGE, _TEXT = 0, 1, 2, 3
 _KINDS = {"number": _NUMBER, "category": _CATEGORY, "image": _IMAGE, "text": _TEXT}
+_REQUIRED_FIX = {_TEXT: "send the text as a non-empty string",   # a field the model needs in every record
+                 _IMAGE: "the model predicts from the image: send it (base64 of an encoded file, or a pixel array)"}
 _JSON_TYPE_NAMES = {str: "a string", bool: "a boolean", list: "an array", dict: "an object", type(None): "null",
                     int: "an integer", float: "a number"}
 
@@ -245,8 +244,8 @@ class RequestChecker:
                 if record.get(name) is None:
                     total += 1
                     if len(problems) < MAX_LISTED_PROBLEMS:
-                        fix = ("send the text as a non-empty string" if kinds[name] == _TEXT else
-                               f"this server requires {', '.join(self.required)} (serve.required_features)")
+                        fix = _REQUIRED_FIX.get(kinds[name]) or (f"this server requires {', '.join(self.required)}"
+                                                                 " (serve.required_features)")
                         problems.append(Problem(
                             "missing required field" + (" (null given)" if name in record else "") + f"; {fix}",
                             i, name))

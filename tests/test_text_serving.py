@@ -1,6 +1,7 @@
-"""The HTTP contract of a text bundle, from its schema.json alone (no Ray, no model): records carry raw text;
-a non-string, an empty text, a missing text and a text that is not valid Unicode are 422s naming the record
-and the field; an oversized body is a 413; the OpenAPI shows each text field as a string with a description.
+"""The HTTP contract of a text bundle (and an image bundle's required image), from its schema.json alone (no Ray,
+no model): records carry raw text; a non-string, an empty text, a missing text and a text that is not valid
+Unicode are 422s naming the record and the field; an oversized body is a 413; the OpenAPI shows each text field
+as a string with a description.
 The same contract over real HTTP with a trained text bundle: tests/test_text_serving_http.py.
 """
 import json
@@ -143,3 +144,18 @@ def test_the_example_request_serve_prints_is_one_the_model_takes():
         lines[0].splitlines(), lines
     assert json.loads(shlex.split(curl.split("  (its other")[0])[4]) == {"records": [
         {"shop": "O'Neil's", "x0": 40.5, "x1": 40.5, "x2": 40.5, "x3": 40.5, "x4": 40.5}]}
+
+
+def test_a_record_without_the_image_is_told_to_send_it_not_about_required_features():
+    """An image model's image is required by the model itself: the 422 said "this server requires image
+    (serve.required_features)", a setting the spec had left empty."""
+    schema = {"input": "image", "task": "classification", "label": {"name": "label", "classes": ["ok", "dent"]},
+              "image": {"field": "image", "size": [8, 8], "channels": 1},
+              "features": [{"name": "image", "type": "image", "required": True}]}
+    with pytest.raises(RequestError) as caught:
+        RequestChecker(schema, max_records=4, max_body_bytes=4096).parse(b'{"records": [{}, {"image": null}]}')
+    assert [str(p) for p in caught.value.problems] == [
+        "record 0, field 'image': missing required field; the model predicts from the image: send it (base64 of an "
+        "encoded file, or a pixel array)",
+        "record 1, field 'image': missing required field (null given); the model predicts from the image: send it "
+        "(base64 of an encoded file, or a pixel array)"]
