@@ -160,7 +160,7 @@ def test_augmentation_only_in_the_training_step(trained):
                                                                        "random_crop": 2}
 
 
-def test_served_image_model_over_http(trained, serve_instance, tmp_path):
+def test_served_image_model_over_http(trained, serve_instance, tmp_path, capsys):
     """images → bundle → served prediction: base64 and pixel arrays accepted and equal to bundle.predict; bad
     base64, undecodable images and wrong shapes are 4xx naming the record; OpenAPI describes the image."""
     from tests.serving_fixtures import call, deploy_app
@@ -213,6 +213,22 @@ def test_served_image_model_over_http(trained, serve_instance, tmp_path):
     pd.DataFrame({"image": raw}).to_parquet(tmp_path / "images.parquet")
     table = read_table(tmp_path / "images.parquet")
     assert client.predict_frame(table)["prediction"].tolist() == expected["predictions"]
+    # A folder with an image that cannot be decoded and a file that is no image: the refusal names the file
+    # (it said "record 35"), and the file left out is said (it was skipped without a word).
+    import shutil
+
+    from trainyard.cli import main
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in sorted(folder.glob("*.png"))[:2]:
+        shutil.copy(f, mixed / f.name)
+    (mixed / "zz-broken.png").write_bytes(b"not a png")
+    (mixed / "notes.txt").write_text("shift log")
+    assert main(["predict", "--url", url, str(mixed)]) == 2
+    err = capsys.readouterr().err
+    assert f"note: 1 file(s) under {mixed} are not images trainyard reads and were left out (e.g. " \
+           f"{mixed / 'notes.txt'})" in err
+    assert f"record 2 ({mixed / 'zz-broken.png'}), field 'image'" in err
 
 
 def test_tuning_an_image_classifier_works_unchanged(parts, tmp_path):
