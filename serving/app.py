@@ -89,7 +89,9 @@ class ModelServer:
         self._predict_batch.set_max_batch_size(self.batch_max)
         self._predict_batch.set_batch_wait_timeout_s(serve_spec["batch"]["wait_ms"] / 1000.0)
         self.in_flight = 0
-        self.batching = {"batches": 0, "records": 0, "largest_batch_records": 0, "largest_batch_requests": 0}
+        # `direct_requests`: requests that went straight to the model (alone, or a whole batch by themselves).
+        self.batching = {"batches": 0, "records": 0, "largest_batch_records": 0, "largest_batch_requests": 0,
+                         "direct_requests": 0}
         # Tables: every feature missing exercises imputation and the 'unknown' slots. Images: a blank image.
         # Text: a word in each text field (they are required).
         image = self.bundle.schema.get("image")
@@ -174,6 +176,7 @@ class ModelServer:
         if len(records) < self.batch_max:
             await asyncio.sleep(0)
         if len(records) >= self.batch_max or self.in_flight <= 1:
+            self.batching["direct_requests"] += 1
             out = await self._predict_now(records)
         else:
             out = await self._predict_batch(records)
@@ -262,7 +265,8 @@ def build_fastapi(server: ModelServer) -> FastAPI:
 
     @app.get("/readyz", summary="The model is loaded and predicts", responses={503: {"description": "Not ready."}})
     async def readyz():
-        # `batching` counts this replica's merged model calls: how much @serve.batch is saving.
+        # `batching` counts this replica's merged model calls (how much @serve.batch is saving), and the requests
+        # that had no one to share a call with (`direct_requests`: a lone client's, or a batch's worth alone).
         body = {"ready": server.ready, "model": server.model_info, "quantize": server.quantized,
                 "batching": server.batching,
                 **({"logging": server.predlog.stats} if server.predlog is not None else {})}
