@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from jobs.fitted import FEATURES_COLUMN, LABEL_COLUMN, canonical
+from jobs.fitted import canonical
 from jobs.infer import DataError
 from jobs.spec import JobSpec
 from jobs.spec.decision import DecisionSpec
@@ -133,20 +133,25 @@ def choose(decision: DecisionSpec, classes: list, positive: int, y: np.ndarray, 
     tp = int((answered & (is_pos == 1)).sum())
     val = {"rows": int(len(p)), "positives": n_pos, "recall": tp / n_pos if n_pos else float("nan"),
            "precision": tp / int(answered.sum()) if answered.any() else float("nan")}
+    target = ({"measure": "recall", "target": decision.min_recall} if decision.min_recall is not None else
+              {"measure": "precision", "target": decision.min_precision} if decision.min_precision is not None else {})
     return {"positive": classes[positive], "positive_index": positive, "threshold": threshold,
-            "rule": decision.rule, "val": val, **({"note": "; ".join(notes)} if notes else {})}
+            "rule": decision.rule, **target, "val": val, **({"note": "; ".join(notes)} if notes else {})}
 
 
-def validation_scores(bundle: Any, val_ds: Any, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Class ids and probabilities of the packed validation split (`PreparedData.val_ds`), by the bundle's model."""
-    ys, probas = [], []
-    for batch in val_ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        ys.append(np.asarray(batch[LABEL_COLUMN], dtype=np.int64))
-        out = bundle.predict_features(np.array(batch[FEATURES_COLUMN], dtype=np.float32))
-        probas.append(np.asarray(out["probabilities"], dtype=np.float64))
-    if not ys:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 2))
-    return np.concatenate(ys), np.concatenate(probas)
+def shortfall(cm: Any, d: Optional[dict]) -> Optional[tuple[str, float, int, int]]:
+    """(measure, value, hits, of) when the positive class's recall or precision in confusion matrix `cm` (rows:
+    true class) is below the target the cut-off `d` was chosen for (`min_recall`, `min_precision`); None when it
+    meets it, or the cut-off has no target, or there is nothing to measure."""
+    from jobs.metrics import per_class_scores
+
+    if not d or "target" not in d or np.shape(cm) != (2, 2):
+        return None
+    cm, i = np.asarray(cm), int(d["positive_index"])
+    of = int(cm[i].sum() if d["measure"] == "recall" else cm[:, i].sum())
+    precision, recall, _ = per_class_scores(cm)
+    value = float((recall if d["measure"] == "recall" else precision)[i])
+    return (d["measure"], value, int(cm[i, i]), of) if of and value < float(d["target"]) else None
 
 
 def summary(d: dict) -> str:

@@ -214,16 +214,17 @@ def _policy(metrics: dict, cm: np.ndarray, decision: dict, thresholds) -> None:
     """The positive class's realised recall and precision (`positive_recall`, `positive_precision`), flagged when
     below the `min_recall`/`min_precision` the cut-off was chosen for (a credit policy's "catch 85 % of
     defaulters": accuracy alone gave the same verdict at a recall of 0.93 and of 0.70)."""
-    i = int(decision["positive_index"])
+    from jobs.decision import shortfall
+
     if cm.shape != (2, 2):
         return
-    hit, actual, answered = int(cm[i, i]), int(cm[i].sum()), int(cm[:, i].sum())
-    metrics["positive_recall"] = hit / actual if actual else None
-    metrics["positive_precision"] = hit / answered if answered else None
-    name, _, target = str(decision.get("rule", "")).partition(" ")
-    what, of = {"min_recall": ("recall", actual), "min_precision": ("precision", answered)}.get(name, (None, 0))
-    if what and of and metrics["n"] >= thresholds.min_rows and hit / of < float(target):
-        metrics["flags"].append(f"{what} of {decision['positive']!r} {hit / of:.3f} ({hit} of {of}) below the "
+    i = int(decision["positive_index"])
+    metrics["positive_recall"] = float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None
+    metrics["positive_precision"] = float(cm[i, i] / cm[:, i].sum()) if cm[:, i].sum() else None
+    short = shortfall(cm, decision) if metrics["n"] >= thresholds.min_rows else None
+    if short is not None:
+        what, value, hit, of = short
+        metrics["flags"].append(f"{what} of {decision['positive']!r} {value:.3f} ({hit} of {of}) below the "
                                 f"{decision['rule']} its cut-off was chosen for")
 
 

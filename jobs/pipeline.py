@@ -172,11 +172,17 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
         progress(f"[evaluate] test split scored in {time.time() - t0:.1f}s")
         return {"test": metrics["test"]}
 
-    val_answers: list = []      # the validation split's answers at the cut-off, for the profile
+    scored: list = []           # the staged bundle's validation scores: one pass for the cut-off and the profile
+
+    def val_scores(bundle: B.Bundle) -> tuple:
+        from jobs import profile as PROFILE
+        if not scored:
+            scored.append(PROFILE.validation_scores(bundle, prepared.val_ds))
+        return scored[0]
 
     def profile(bundle: B.Bundle) -> dict:
         from jobs import profile as PROFILE
-        return PROFILE.build(prepared.reference, bundle, prepared.val_ds, predictions=val_answers or None)
+        return PROFILE.build(prepared.reference, bundle, prepared.val_ds, scores=val_scores(bundle))
 
     def decide(bundle: B.Bundle) -> Optional[dict]:
         """The spec's cut-off, chosen on the validation split by the staged bundle (`jobs.decision`); the val
@@ -186,7 +192,7 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
         from jobs import decision as DECISION
         from jobs.metrics import classification_metrics
         pre = bundle.preprocessor
-        y, proba = DECISION.validation_scores(bundle, prepared.val_ds)
+        y, proba = val_scores(bundle)
         positive = DECISION.positive_index(spec.decision, pre.classes, prepared.ingest.class_counts.get("train", {}),
                                            spec.data.label)
         pre.decision = DECISION.choose(spec.decision, pre.classes, positive, y, proba)
@@ -194,7 +200,6 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
         if pre.decision.get("note"):
             progress(f"[decision] note: {pre.decision['note']}")
         answered = pre.decide(proba)
-        val_answers.extend(pre.classes[i] for i in answered)
         at_cut = classification_metrics(y, proba, prefix="val_", y_pred=answered) if len(y) else {}
         metrics["val"] = {**metrics["val"], **{k: v for k, v in at_cut.items() if k not in ("val_auc", "val_loss")}}
         metrics["decision"] = pre.decision      # for the [evaluate] table's words; metrics.json holds val and test
@@ -254,7 +259,7 @@ def _worse_than(replaced: Optional[tuple], test: dict, task: str, decision: Opti
     key, higher = _COMPARED[task]
     if replaced is None:
         return ""
-    before = replaced[2] if len(replaced) > 2 else None
+    before = replaced[2]
     if task == "classification" and ({k: (before or {}).get(k) for k in ("positive", "rule")}
                                      != {k: (decision or {}).get(k) for k in ("positive", "rule")}):
         return (f"the version it replaces as the latest, {replaced[0]}, answered by {_answers_by(before)}, this "
@@ -399,19 +404,18 @@ def format_metrics(metrics: dict, classes: Optional[list] = None) -> str:
 def _target_missed(cm: list[list[int]], decision: Optional[dict]) -> list[str]:
     """A cut-off chosen for a recall or precision on the validation split that falls short of it on the test
     split, said (a credit policy of "at least 0.85" met 0.854 on validation, 0.842 on test, with no word)."""
-    rule = (decision or {}).get("rule", "")
-    name, _, target = rule.partition(" ")
-    if name not in ("min_recall", "min_precision") or len(cm) != 2:
+    from jobs.decision import shortfall
+
+    short = shortfall(cm, decision)
+    if short is None:
         return []
-    i = int(decision["positive_index"])
-    hit, of = cm[i][i], (sum(cm[i]) if name == "min_recall" else sum(row[i] for row in cm))
-    if not of or hit / of >= float(target):
-        return []
-    what = "recall" if name == "min_recall" else "precision"
-    return [f"[evaluate] note: on the test split the cut-off's {what} of {decision['positive']!r} is {hit / of:.3f} "
-            f"({hit} of {of}), below the {rule} it was chosen for on the validation split: a cut-off that just "
-            f"meets a target on one sample often falls short on another; for a margin ask for more (say "
-            f"{name} {min(float(target) + 0.05, 1.0):g}) or give the validation split more rows (data.split.val)"]
+    what, value, hit, of = short
+    name = f"min_{what}"
+    return [f"[evaluate] note: on the test split the cut-off's {what} of {decision['positive']!r} is {value:.3f} "
+            f"({hit} of {of}), below the {decision['rule']} it was chosen for on the validation split: a cut-off "
+            f"that just meets a target on one sample often falls short on another; for a margin ask for more (say "
+            f"{name} {min(float(decision['target']) + 0.05, 1.0):g}) or give the validation split more rows "
+            "(data.split.val)"]
 
 
 def _one_class_warning(cm: list[list[int]], classes: Optional[list], decision: Optional[dict] = None) -> list[str]:

@@ -33,7 +33,7 @@ from ray.data.aggregate import AggregateFnV2
 
 from jobs import watched as W
 from jobs.drift import summarise
-from jobs.fitted import FEATURES_COLUMN, FittedPreprocessor, canonical, category_counts
+from jobs.fitted import FEATURES_COLUMN, LABEL_COLUMN, FittedPreprocessor, canonical, category_counts
 
 FORMAT = 1
 SAMPLE_K = 100_000      # values a numeric summary keeps (a uniform sample; exact up to this many rows)
@@ -200,20 +200,37 @@ def prediction_reference(pre: FittedPreprocessor, predictions: Sequence) -> dict
             "quantiles": summary["quantiles"]}
 
 
-def validation_predictions(bundle: Any, val_ds: Any, batch_size: int = 4096) -> list:
-    """The bundle's predictions (labels or values) over the packed validation split (`PreparedData.val_ds`):
-    the bundle's model on rows its preprocessor already transformed."""
-    out: list = []
+def validation_scores(bundle: Any, val_ds: Any, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Class ids (or targets) and the model's outputs over the packed validation split (`PreparedData.val_ds`):
+    the bundle's model on rows its preprocessor already transformed, one pass; outputs are a classifier's
+    probabilities (n, classes), or a regression's predicted values (n,)."""
+    ys, outs = [], []
     for batch in val_ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        out.extend(bundle.predict_features(np.array(batch[FEATURES_COLUMN], dtype=np.float32))["predictions"])
-    return out
+        ys.append(np.asarray(batch[LABEL_COLUMN]))
+        out = bundle.predict_features(np.array(batch[FEATURES_COLUMN], dtype=np.float32))
+        outs.append(np.asarray(out["probabilities"] if "probabilities" in out else out["predictions"],
+                               dtype=np.float64))
+    if not ys:
+        classes = bundle.preprocessor.classes
+        return np.zeros(0), np.zeros((0, len(classes))) if classes else np.zeros(0)
+    return np.concatenate(ys), np.concatenate(outs)
 
 
-def build(reference: dict, bundle: Any, val_ds: Any, predictions: Optional[list] = None) -> dict:
+def validation_predictions(bundle: Any, val_ds: Any, scores: Optional[tuple] = None) -> list:
+    """The bundle's predictions (labels, by its decision, or values) over the packed validation split, from
+    `validation_scores` (given, or made here)."""
+    _, out = scores if scores is not None else validation_scores(bundle, val_ds)
+    pre = bundle.preprocessor
+    if pre.task == "classification":
+        return [pre.classes[i] for i in pre.decide(out)] if len(out) else []
+    return out.tolist()
+
+
+def build(reference: dict, bundle: Any, val_ds: Any, scores: Optional[tuple] = None) -> dict:
     """The whole profile of `bundle` (being written): the train split's part fitted with preprocessing
-    (`tabular_reference` / `image_reference`) and the bundle's predictions over the validation split (made here
-    unless given: the bundle's writer may have them already)."""
-    predictions = validation_predictions(bundle, val_ds) if predictions is None else predictions
+    (`tabular_reference` / `image_reference`) and the bundle's predictions over the validation split (from its
+    `validation_scores`: given when the bundle's writer has them already)."""
+    predictions = validation_predictions(bundle, val_ds, scores)
     pre = bundle.preprocessor
     return {"format": FORMAT, "kind": pre.kind, "rows": {**reference.get("rows", {}), "val": len(predictions)},
             "numeric": reference.get("numeric", {}), "categorical": reference.get("categorical", {}),

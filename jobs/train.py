@@ -89,15 +89,13 @@ def resolve_use_gpu(spec_value, workers: int, resources: dict) -> bool:
     return bool(spec_value)
 
 
-def class_weights(pre: FittedPreprocessor, how: str, train_counts: Optional[dict] = None) -> Optional[list[float]]:
-    """Per-class loss weights, inverse to each class's rows in the train split, in `pre.classes` order: from the
-    fitted statistics (tables, text), else from ingest's `train_counts` ({str(class): rows}: images, whose
-    preprocessor fits pixels only; `class_weight: balanced` failed there with a KeyError)."""
+def class_weights(pre: FittedPreprocessor, how: str, train_counts: Optional[dict]) -> Optional[list[float]]:
+    """Per-class loss weights, inverse to each class's rows in the train split (ingest's `class_counts["train"]`,
+    {str(class): rows}, every kind alike: an image preprocessor fits pixels only, and `class_weight: balanced`
+    failed there with a KeyError), in `pre.classes` order."""
     if pre.task != "classification" or how != "balanced":
         return None
-    fitted = pre.stats.get("class_counts")
-    counts = np.array(list(fitted.values()) if fitted else [(train_counts or {}).get(str(c), 0) for c in pre.classes],
-                      dtype=np.float64)
+    counts = np.array([(train_counts or {}).get(str(c), 0) for c in pre.classes], dtype=np.float64)
     return (counts.sum() / (len(counts) * np.maximum(counts, 1))).tolist()
 
 

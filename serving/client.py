@@ -141,18 +141,19 @@ class Client:
                            f"a request (GET /schema); give {limit} or less, or leave it out to send {limit}")
         return self._batch_size or limit
 
-    def predict(self, records: list[dict]) -> dict:
+    def predict(self, records: list[dict], names: Optional[list[str]] = None) -> dict:
         """Predictions for `records` ({feature: value}); sent in chunks of batch_size, answers joined in
         order. Returns {"predictions", "probabilities" (classification), "model", "request_ids" (one per request
         sent, with the number of records it carried: [[id, n], ...]), "out_of_range" (when the server said any:
-        the numbers outside the train split's range, each record counted from the first of `records`)}."""
+        the numbers outside the train split's range, each record counted from the first of `records`)}.
+        `names`: what each record is to the user (an image's file), named beside its number in a refusal."""
         records = [_clean(r) for r in records]
         out: dict[str, Any] = {"predictions": [], "request_ids": []}
         for start in range(0, len(records), self.batch_size):
             chunk = records[start:start + self.batch_size]
             status, data = self.request("POST", "/predict", json.dumps({"records": chunk}).encode())
             if status != 200:
-                raise _error(status, data, "POST /predict", offset=start)
+                raise _error(status, data, "POST /predict", offset=start, names=names)
             out["predictions"].extend(data["predictions"])
             out["request_ids"].append([data.get("request_id"), len(chunk)])
             for note in data.get("out_of_range", ()):        # its record counted from the first record given
@@ -162,20 +163,21 @@ class Client:
             out["model"] = data.get("model")
         return out
 
-    def predict_frame(self, df, allow_missing: bool = False) -> "pd.DataFrame":  # noqa: F821
+    def predict_frame(self, df, allow_missing: bool = False,
+                      names: Optional[list[str]] = None) -> "pd.DataFrame":  # noqa: F821
         """One row of predictions per row of `df` (same index): `prediction`, for classification one
         `probability_<class>` column per class, then `request_id` and `record` (the row's position in its
         request): the key of its row in the server's prediction log, which `trainyard monitor --labels` joins
         labels on, and `out_of_range`: the row's numbers well outside the train split's range ('age=-500 (trained
         on 18 to 90)'; empty for none: `jobs.tabular.outside_range`), the server's notes kept whole in
         `attrs["out_of_range"]`. Columns that are not features (ids, the label) are not sent. `allow_missing`:
-        predict even when more than half of the features have no column (`check_columns`)."""
+        predict even when more than half of the features have no column (`check_columns`); `names`: as `predict`'s."""
         import pandas as pd
         features = [f["name"] for f in self.schema()["features"]]
         check_columns(list(df.columns), features, allow_missing)
         sent = _numbers_read_as_text(df[[c for c in df.columns if c in features]], self.schema()["features"])
         sent = _image_bytes_as_base64(sent, self.schema()["features"])
-        out = self.predict(sent.to_dict("records"))
+        out = self.predict(sent.to_dict("records"), names)
         result = pd.DataFrame({"prediction": out["predictions"]}, index=df.index)
         if "probabilities" in out:
             classes = self.schema()["label"]["classes"]
@@ -330,7 +332,7 @@ def _json_or_text(raw: bytes) -> Any:
         return raw.decode(errors="replace")
 
 
-def _error(status: int, data: Any, what: str, offset: int = 0) -> ClientError:
+def _error(status: int, data: Any, what: str, offset: int = 0, names: Optional[list[str]] = None) -> ClientError:
     if not isinstance(data, dict):
         return ClientError(f"{what}: HTTP {status}: {str(data)[:300]}", status)
     errors = []
@@ -340,7 +342,8 @@ def _error(status: int, data: Any, what: str, offset: int = 0) -> ClientError:
             e["record"] += offset    # the index in the caller's input, not in this chunk
         errors.append(e)
     if errors:
-        lines = [", ".join(x for x in ((f"record {e['record']}" if "record" in e else ""),
+        named = lambda i: f" ({names[i]})" if names and 0 <= i < len(names) else ""   # noqa: E731
+        lines = [", ".join(x for x in ((f"record {e['record']}{named(e['record'])}" if "record" in e else ""),
                                         (f"field {e['field']!r}" if "field" in e else "")) if x) + ": " +
                  e.get("message", "") for e in errors[:10]]
         msg = f"{what}: HTTP {status}:\n  " + "\n  ".join(l.lstrip(": ") for l in lines)
@@ -392,15 +395,18 @@ def image_table(files: list[Path], image_field: str) -> "pd.DataFrame":  # noqa:
     return pd.DataFrame({"file": [str(f) for f in files], image_field: [f.read_bytes() for f in files]})
 
 
-def image_files(path: Path) -> list[Path]:
+def image_files(path: Path, others: Optional[list[Path]] = None) -> list[Path]:
     """The image files `path` names: itself, or those under a folder that holds no Parquet file (searched
-    recursively, so class folders too)."""
+    recursively, so class folders too); the folder's other files go to `others` when given (said, not dropped
+    silently)."""
     if path.is_file():
         return [path] if path.suffix.lower() in IMAGE_SUFFIXES else []
     if not path.is_dir() or any(path.glob("*.parquet")):
         return []
-    return sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-                  and not f.name.startswith("."))
+    found = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+    if others is not None:
+        others.extend(f for f in found if f.suffix.lower() not in IMAGE_SUFFIXES)
+    return [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def _bad_json_line(path: Path) -> Optional[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -232,8 +231,7 @@ def cmd_serve(args, kit) -> int:
 def cmd_predict(args) -> int:
     """A ClientError carries its exit code: 2 when the server refused the rows (4xx), 1 otherwise; a rows file or
     --out that cannot be used is bad input (serving.client.TableError, exit 2), found before any request."""
-    from serving.client import (Client, ClientError, check_out, image_files, image_table, out_of_range_note,
-                                read_table)
+    from serving.client import Client, check_out, image_files, image_table, out_of_range_note, read_table
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     if args.out:
@@ -241,22 +239,16 @@ def cmd_predict(args) -> int:
     client = Client(args.url, token=token, batch_size=args.batch_size)
     # Image files for an image model: the server's image field names their column (asked only then: a rows file
     # that cannot be used is refused before any request); otherwise read_table says what it reads.
-    images = image_files(Path(args.file))
+    others: list[Path] = []
+    images = image_files(Path(args.file), others)
     image_field = (client.schema().get("image") or {}).get("field") if images else None
     df = image_table(images, image_field) if image_field else read_table(args.file)
-    if image_field and (others := _not_images(Path(args.file))):
+    if image_field and others:
         print(f"note: {len(others)} file(s) under {args.file} are not images trainyard reads and were left out "
               f"(e.g. {others[0]})", file=sys.stderr)
-    try:
-        predicted = client.predict_frame(df, allow_missing=args.allow_missing)
-    except ClientError as exc:
-        if not image_field:
-            raise
-        # The server numbers records; for a folder of images the user knows files.
-        files = df["file"].tolist()
-        named = re.sub(r"record (\d+)", lambda m: f"record {m[1]} ({files[int(m[1])]})"
-                       if int(m[1]) < len(files) else m[0], str(exc))
-        raise ClientError(named, exc.status, exc.errors) from None
+    # The server numbers records; for a folder of images the user knows files, named beside the numbers.
+    predicted = client.predict_frame(df, allow_missing=args.allow_missing,
+                                     names=df["file"].tolist() if image_field else None)
     table = df.join(predicted, rsuffix="_predicted")
     if image_field:
         table = table.drop(columns=[image_field])       # each row's `file` names its image
@@ -280,16 +272,6 @@ def cmd_predict(args) -> int:
     else:
         table.to_csv(sys.stdout, index=False)
     return 0
-
-
-def _not_images(path: Path) -> list[Path]:
-    """Files under a folder of images (`trainyard predict FOLDER`) that are not images it sends: said, not
-    dropped silently."""
-    from serving.client import IMAGE_SUFFIXES
-    if not path.is_dir():
-        return []
-    return sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")
-                  and f.suffix.lower() not in IMAGE_SUFFIXES)
 
 
 __all__ = ["register", "serve_settings", "ServeError"]

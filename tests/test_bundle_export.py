@@ -87,8 +87,8 @@ def test_a_cut_off_is_chosen_on_validation_and_the_bundle_answers_scores_and_pro
     shares = dict(zip(bundle.profile["prediction"]["classes"], bundle.profile["prediction"]["shares"]))
     assert shares["failure"] == pytest.approx(sum(v == "failure" for v in val) / len(val))
     # metrics.json's val metrics are the validation split's answers at the cut-off, as the bundle gives them.
-    from jobs.decision import validation_scores
     from jobs.metrics import classification_metrics
+    from jobs.profile import validation_scores
     y, proba = validation_scores(bundle, prepared.val_ds)
     answered = [bundle.preprocessor.classes.index(v) for v in val]
     again = classification_metrics(y, proba, prefix="val_", y_pred=np.asarray(answered))

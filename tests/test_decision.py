@@ -75,6 +75,12 @@ def test_min_precision_adds_no_false_alarm_that_catches_nothing_more():
     p = np.linspace(0.9, 0.0, 10)
     got = D.choose(DecisionSpec(min_precision=0.3), ["no", "yes"], 1, y, np.column_stack([1 - p, p]))
     assert got["threshold"] == pytest.approx(0.65) and got["val"]["recall"] == got["val"]["precision"] == 1.0
+    # The target is kept as given (the rule's text rounds it: min_recall 0.8333333 reads 0.833333).
+    assert (got["measure"], got["target"]) == ("precision", 0.3)
+    exact = D.choose(DecisionSpec(min_recall=0.8333333), ["no", "yes"], 1, y, np.column_stack([1 - p, p]))
+    assert exact["target"] == 0.8333333 and exact["rule"] == "min_recall 0.833333"
+    assert D.shortfall([[5, 0], [1, 5]], exact) is None                            # recall 5/6 = 0.8333333...
+    assert D.shortfall([[5, 0], [2, 3]], exact) == ("recall", 0.6, 3, 5)
 
 
 def test_a_model_without_finite_probabilities_gets_no_cut_off():

@@ -211,7 +211,8 @@ def test_a_model_that_predicts_one_class_for_every_row_is_warned_of():
 def test_a_cut_off_that_falls_short_of_its_target_on_the_test_split_is_said():
     from jobs.pipeline import format_metrics
 
-    cut = {"positive": "default", "positive_index": 0, "threshold": 0.08, "rule": "min_recall 0.85"}
+    cut = {"positive": "default", "positive_index": 0, "threshold": 0.08, "rule": "min_recall 0.85",
+           "measure": "recall", "target": 0.85}
     metrics = {"val": {}, "test": {"accuracy": 0.5, "confusion_matrix": [[69, 13], [250, 267]]}, "decision": cut}
     assert format_metrics(metrics, ["default", "current"]).splitlines()[-1] == (
         "[evaluate] note: on the test split the cut-off's recall of 'default' is 0.841 (69 of 82), below the "
@@ -220,6 +221,6 @@ def test_a_cut_off_that_falls_short_of_its_target_on_the_test_split_is_said():
         "validation split more rows (data.split.val)")
     metrics["test"]["confusion_matrix"] = [[70, 12], [250, 267]]                       # 0.854: met, no note
     assert "note" not in format_metrics(metrics, ["default", "current"])
-    metrics["decision"] = {**cut, "rule": "min_precision 0.3"}                          # 70 of 320 answered: 0.219
+    metrics["decision"] = {**cut, "rule": "min_precision 0.3", "measure": "precision", "target": 0.3}   # 0.219
     assert "precision of 'default' is 0.219 (70 of 320), below the min_precision 0.3" in format_metrics(
         metrics, ["default", "current"])

@@ -406,7 +406,8 @@ def test_labelled_rows_are_judged_by_the_rule_the_cut_off_was_chosen_for():
     from jobs import drift
     from jobs.monitor import _policy
 
-    cut = {"positive": "default", "positive_index": 0, "threshold": 0.08, "rule": "min_recall 0.85"}
+    cut = {"positive": "default", "positive_index": 0, "threshold": 0.08, "rule": "min_recall 0.85",
+           "measure": "recall", "target": 0.85}
     low = {"n": 900, "flags": []}
     _policy(low, np.array([[267, 113], [250, 270]]), cut, drift.Thresholds())
     assert low["positive_recall"] == pytest.approx(267 / 380) and low["positive_precision"] == pytest.approx(267 / 517)
@@ -419,5 +420,6 @@ def test_labelled_rows_are_judged_by_the_rule_the_cut_off_was_chosen_for():
     _policy(few, np.array([[1, 9], [0, 10]]), cut, drift.Thresholds())
     assert few["flags"] == [] and few["positive_recall"] == 0.1
     fixed = {"n": 900, "flags": []}                   # a fixed threshold sets no target
-    _policy(fixed, np.array([[1, 99], [0, 800]]), {**cut, "rule": "threshold 0.3"}, drift.Thresholds())
+    _policy(fixed, np.array([[1, 99], [0, 800]]), {k: v for k, v in cut.items() if k not in ("measure", "target")}
+            | {"rule": "threshold 0.3"}, drift.Thresholds())
     assert fixed["flags"] == [] and fixed["positive_recall"] == 0.01

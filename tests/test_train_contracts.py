@@ -17,7 +17,8 @@ def _prepared(task="classification", classes=("a", "b"), shape=None) -> Prepared
                           stats={"class_counts": {c: 10 * (i + 1) for i, c in enumerate(classes or ())}})
     if shape is not None:
         pre.shape = shape
-    return PreparedData(ingest=SimpleNamespace(split_rows={"train": 60}, class_counts={}), preprocessor=pre,
+    counts = {"train": {c: 10 * (i + 1) for i, c in enumerate(classes or ())}}
+    return PreparedData(ingest=SimpleNamespace(split_rows={"train": 60}, class_counts=counts), preprocessor=pre,
                         train_ds=None, val_ds=None, test_raw=None)
 
 
