@@ -53,6 +53,16 @@ def _near_folder(path: Path) -> str:
     return f". There is no folder {path}; did you mean {parent / close[0]}?" if close else ""
 
 
+def check_freeze(config: Any, n: int, shown: str) -> None:
+    """`model.freeze_layers` against a pretrained encoder's blocks, before any data is read: a convolutional
+    backbone's stages (one per entry of `depths`), else a transformer's layers (`num_hidden_layers`)."""
+    stages = getattr(config, "depths", None)
+    blocks = len(stages) if stages else getattr(config, "num_hidden_layers", None)
+    if isinstance(blocks, int) and n > blocks:
+        raise BadInput(f"model.freeze_layers: {n} is more than the {blocks} {'stages' if stages else 'layers'} of "
+                       f"{shown!r} (a {config.model_type} model); set it to {blocks} or less")
+
+
 def max_positions(config: Any) -> Optional[int]:
     """The most tokens a model takes (its position embeddings), from a transformers config or its dict; None
     when the model has no such limit (relative or rotary positions without a stated maximum)."""

@@ -24,7 +24,7 @@ import pandas as pd
 
 from cluster.errors import BadInput
 from jobs.fitted import FittedPreprocessor
-from jobs.hf import max_positions, resolve_pretrained
+from jobs.hf import check_freeze, max_positions, resolve_pretrained
 from jobs.tabular import Preprocessor
 
 SCRATCH = "scratch"
@@ -80,10 +80,7 @@ def resolve_encoder(model_spec, data_spec) -> Encoder:
         raise BadInput(f"data.text.max_length: {settings.max_length} is above what model.encoder "
                        f"{model_spec.encoder!r} takes ({limit} positions); set data.text.max_length to {limit} "
                        "or less")
-    layers = getattr(config, "num_hidden_layers", None)
-    if layers is not None and model_spec.freeze_layers > layers:
-        raise BadInput(f"model.freeze_layers: {model_spec.freeze_layers} is more than the {layers} layers of "
-                       f"{model_spec.encoder!r}; set it to {layers} or less")
+    check_freeze(config, model_spec.freeze_layers, model_spec.encoder)
     lowercases = tokenizer.normalizer is not None and tokenizer.normalizer.normalize_str("A") == "a"
     if settings.lowercase is False and lowercases:
         raise BadInput(f"data.text.lowercase: false, but the tokenizer of {model_spec.encoder!r} lowercases all "

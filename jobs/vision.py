@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cluster.errors import BadInput
-from jobs.hf import resolve_pretrained
+from jobs.hf import check_freeze, resolve_pretrained
 from jobs.text_model import encoder_from_config
 
 FIELD = "model.encoder"
@@ -57,12 +57,7 @@ def resolve_backbone(model_spec) -> Backbone:
     if channels not in (1, 3):
         raise BadInput(f"{FIELD}: {shown!r} takes {channels}-channel images; trainyard decodes images to 1 "
                        "(greyscale) or 3 (RGB) channels")
-    # The blocks `_freeze` counts: a transformer's layers, else a convolutional backbone's stages (one per depth).
-    blocks = getattr(config, "num_hidden_layers", None) or len(getattr(config, "depths", None) or []) or None
-    if blocks is not None and model_spec.freeze_layers > blocks:
-        raise BadInput(f"model.freeze_layers: {model_spec.freeze_layers} is more than the {blocks} "
-                       f"{'stages' if getattr(config, 'depths', None) else 'layers'} of {shown!r} (a "
-                       f"{config.model_type} backbone); set it to {blocks} or less")
+    check_freeze(config, model_spec.freeze_layers, shown)
     try:
         processor = AutoImageProcessor.from_pretrained(str(folder))
     except (OSError, ValueError, KeyError) as exc:

@@ -60,7 +60,7 @@ def test_the_backbone_brings_its_processors_resize_and_normalisation(vit):
 def test_freezing_more_layers_than_a_vit_has_is_refused_when_it_is_resolved(vit):
     layers = json.loads((vit / "config.json").read_text())["num_hidden_layers"]
     with pytest.raises(BadInput, match=f"model.freeze_layers: {layers + 1} is more than the {layers} layers of .* "
-                                       f"\\(a vit backbone\\); set it to {layers} or less"):
+                                       f"\\(a vit model\\); set it to {layers} or less"):
         resolve_backbone(ModelSpec(kind="image", encoder=str(vit), freeze_layers=layers + 1))
     assert resolve_backbone(ModelSpec(kind="image", encoder=str(vit), freeze_layers=layers)).size == [16, 16]
 
