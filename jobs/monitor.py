@@ -215,12 +215,14 @@ def _policy(metrics: dict, cm: np.ndarray, decision: dict, thresholds) -> None:
     below the `min_recall`/`min_precision` the cut-off was chosen for (a credit policy's "catch 85 % of
     defaulters": accuracy alone gave the same verdict at a recall of 0.93 and of 0.70)."""
     from jobs.decision import shortfall
+    from jobs.metrics import per_class_scores
 
     if cm.shape != (2, 2):
         return
     i = int(decision["positive_index"])
-    metrics["positive_recall"] = float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None
-    metrics["positive_precision"] = float(cm[i, i] / cm[:, i].sum()) if cm[:, i].sum() else None
+    precision, recall, _ = per_class_scores(cm)       # 0 where undefined: None here (nothing to measure)
+    metrics["positive_recall"] = float(recall[i]) if cm[i].sum() else None
+    metrics["positive_precision"] = float(precision[i]) if cm[:, i].sum() else None
     short = shortfall(cm, decision) if metrics["n"] >= thresholds.min_rows else None
     if short is not None:
         what, value, hit, of = short
