@@ -38,21 +38,24 @@ def is_positive(value: Any, wanted: Any) -> bool:
     return isinstance(wanted, bool) and isinstance(value, str) and value.strip().lower() in _SPELLED[wanted]
 
 
-def positive_index(decision: DecisionSpec, classes: list, train_counts: dict, label: str = "") -> int:
+def positive_index(decision: DecisionSpec, classes: list, train_counts: dict, label: str = "", shown: str = "",
+                   fix: str = "") -> int:
     """The position of `decision.positive` in `classes` (the values of label `label`); by default the rarer class
     of the train split (`train_counts`: {str(class): rows}), the second on a tie. DataError naming the classes
-    when the label is not binary or the class is not one of them."""
+    when the label is not binary or the class is not one of them; `shown` describes the classes instead (where
+    `validate` read them from) and `fix` replaces the advice for a label that is not binary."""
     named = f"label {label!r}" if label else "the label"
+    shown = shown or f"{len(classes)} classes ({', '.join(map(repr, classes[:10]))})"
     if len(classes) != 2:
-        raise DataError(f"decision: sets a cut-off between two classes, and {named} has {len(classes)} "
-                        f"({', '.join(map(repr, classes[:10]))}); remove the decision section for this label")
+        raise DataError(f"decision: sets a cut-off between two classes, and {named} has {shown}; "
+                        f"{fix or 'remove the decision section for this label'}")
     if decision.positive is None:
         counts = [train_counts.get(str(c), 0) for c in classes]
         return 0 if counts[0] < counts[1] else 1
     found = [i for i, c in enumerate(classes) if is_positive(c, decision.positive)]
     if len(found) != 1:
-        raise DataError(f"decision.positive {decision.positive!r} is not a class of {named}; its classes are "
-                        f"{', '.join(map(repr, classes))}: give one of them{yaml_hint(decision.positive)}")
+        raise DataError(f"decision.positive: {decision.positive!r} is not a class of {named}, which has {shown}; "
+                        f"give one of them{yaml_hint(decision.positive)}")
     return found[0]
 
 
@@ -154,14 +157,20 @@ def shortfall(cm: Any, d: Optional[dict]) -> Optional[tuple[str, float, int, int
     return (d["measure"], value, int(cm[i, i]), of) if of and value < float(d["target"]) else None
 
 
+def cut_text(d: dict, how: str = "") -> str:
+    """The cut-off as every message says it: "P('yes') >= 0.312 (min_recall 0.9)"; `how` replaces the rule."""
+    return f"P({d['positive']!r}) >= {float(d['threshold']):.6g} ({how or d['rule']})"
+
+
 def summary(d: dict) -> str:
     """One line: what the bundle answers and why ("'yes' when P('yes') >= 0.312 (min_recall 0.9 ...)")."""
     val = d.get("val") or {}
     how = d["rule"] + (" on the validation split" if not d["rule"].startswith("threshold") else "")
     shown = lambda x: "-" if x != x else f"{x:.3f}"    # noqa: E731 - NaN: no positive row, or none answered
     if not val.get("positives"):
-        return (f"{d['positive']!r} when P({d['positive']!r}) >= {d['threshold']:.6g} ({how}; the validation "
-                f"split's {val.get('rows', 0)} rows hold none of {d['positive']!r}: nothing to measure it on)")
-    return (f"{d['positive']!r} when P({d['positive']!r}) >= {d['threshold']:.6g} ({how}: recall "
-            f"{shown(val['recall'])}, precision {shown(val.get('precision', float('nan')))} over "
-            f"{val['positives']} of {val.get('rows', 0)} validation rows)")
+        how += (f"; the validation split's {val.get('rows', 0)} rows hold none of {d['positive']!r}: nothing to "
+                "measure it on")
+    else:
+        how += (f": recall {shown(val['recall'])}, precision {shown(val.get('precision', float('nan')))} over "
+                f"{val['positives']} of {val.get('rows', 0)} validation rows")
+    return f"{d['positive']!r} when {cut_text(d, how)}"

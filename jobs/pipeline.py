@@ -432,9 +432,9 @@ def _one_class_warning(cm: list[list[int]], classes: Optional[list], decision: O
     missed = ", ".join(f"{name(i)} ({sum(cm[i]) / rows:.0%} of the rows)" for i in others)
     said = f"[evaluate] warning: the model predicts {name(predicted[0])} for every test row; it never predicts {missed}."
     if decision:
-        return [f"{said} It answers by the cut-off decision: {decision['rule']} (P({decision['positive']!r}) >= "
-                f"{decision['threshold']:.6g}), which puts every row on one side: loosen the rule, or give a fixed "
-                "decision.threshold"]
+        from jobs.decision import cut_text
+        return [f"{said} It answers by the cut-off decision {cut_text(decision)}, which puts every row on one "
+                "side: loosen the rule, or give a fixed decision.threshold"]
     present = [sum(row) for row in cm if sum(row)]
     if max(present) < RARER * min(present):
         # Every class about as common as every other (a 50/50 defect set): weighing classes changes nothing.

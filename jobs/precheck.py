@@ -88,24 +88,25 @@ def setting_problems(spec: JobSpec) -> list[str]:
 def decision_problems(spec: JobSpec) -> list[str]:
     """`decision:` against the label's values: a cut-off needs exactly two classes, and `decision.positive` must
     be one of them (`jobs.decision.check` says the same after ingest, for data this machine cannot read)."""
-    from jobs.decision import is_positive, yaml_hint
+    from jobs.decision import positive_index
+    from jobs.infer import DataError
 
     d = spec.decision
     values = label_values(spec.data, _MOST_VALUES) if d is not None else None
     if not values or len(values) < 2:
         return []
     complete = len(values) < _MOST_VALUES
-    shown = f"{_count(values, complete)} ({shown_values(values, complete)}; data.path: {spec.data.path})"
+    fix = ""
     if len(values) != 2:
         from jobs.infer import look_alike, look_alike_note
-        groups = look_alike(values)
         # 'Default' beside 'default': one class written two ways, which the data should fix, not the spec.
-        fix = ("; ".join(look_alike_note(spec.data.label, g) for g in groups) if groups
-               else "remove the decision section for this label")
-        return [f"decision: sets a cut-off between two classes, and label {spec.data.label!r} has {shown}; {fix}"]
-    if d.positive is not None and sum(is_positive(v, d.positive) for v in values) != 1:
-        return [f"decision.positive: {d.positive!r} is not a value of label {spec.data.label!r}, which has {shown}; "
-                f"give one of them{yaml_hint(d.positive)}"]
+        fix = "; ".join(look_alike_note(spec.data.label, g) for g in look_alike(values))
+    try:
+        positive_index(d, values, {}, spec.data.label, fix=fix,
+                       shown=f"{_count(values, complete)} ({shown_values(values, complete)}; data.path: "
+                             f"{spec.data.path})")
+    except DataError as e:
+        return [str(e)]
     return []
 
 

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from cluster.errors import EXIT_BAD_INPUT
+from jobs.decision import cut_text
 from jobs.quantize import quantize
 from jobs.spec import ServeSpec
 from jobs.tabular import outside_range, training_ranges
@@ -43,8 +44,7 @@ def _records_in(batches: list) -> int:
 
 def _decision_text(decision: Optional[dict]) -> str:
     """A binary classifier's cut-off (`jobs.decision`), for the OpenAPI description; "" without one."""
-    return (f" Predicts {decision['positive']!r} where its probability is at least {decision['threshold']:.6g} "
-            f"({decision['rule']})." if decision else "")
+    return f" Predicts {decision['positive']!r} where {cut_text(decision)}." if decision else ""
 
 
 def bundle_predict(bundle, records: list[dict]) -> dict:

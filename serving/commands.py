@@ -261,8 +261,9 @@ def cmd_predict(args) -> int:
     if note := out_of_range_note(predicted.attrs.get("out_of_range"), len(df), args.file):
         print(note, file=sys.stderr)
     if decision := (client.schema().get("label") or {}).get("decision"):
-        print(f"note: {decision['positive']!r} is predicted where its probability is at least "
-              f"{decision['threshold']:.6g}, the bundle's cut-off ({decision['rule']})", file=sys.stderr)
+        from jobs.decision import cut_text
+        print(f"note: {decision['positive']!r} is predicted where {cut_text(decision)}, the bundle's cut-off",
+              file=sys.stderr)
     if args.out:
         from serving.client import write_table
         write_table(table, args.out)

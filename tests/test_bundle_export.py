@@ -63,7 +63,7 @@ def test_a_cut_off_is_chosen_on_validation_and_the_bundle_answers_scores_and_pro
 
     spec, prepared, outcome = trained
     # A positive class the label lacks stops before any training, naming the classes.
-    with pytest.raises(DataError, match="decision.positive 'broken' is not a class of label 'failure'; its classes are"):
+    with pytest.raises(DataError, match="decision.positive: 'broken' is not a class of label 'failure', which has 2 classes"):
         prepare(spec.model_copy(update={"decision": DecisionSpec(threshold=0.5, positive="broken")}),
                 progress=lambda *_: None)
     # The same training run, exported with a cut-off chosen on its validation split.

@@ -108,7 +108,7 @@ def test_positive_yes_read_by_yaml_as_true_names_the_yes_class(tmp_path):
     assert D.positive_index(spec.decision, ["N", "Y"], {}) == 1
     assert D.positive_index(load_spec(path, ["decision.positive=off"]).decision, ["on", "off"], {}) == 1
     assert D.positive_index(spec.decision, [False, True], {}) == 1
-    with pytest.raises(DataError, match=r"is not a class of the label; its classes are 0, 1: give one of them \(YAML "
+    with pytest.raises(DataError, match=r"is not a class of the label, which has 2 classes \(0, 1\); give one of them \(YAML "
                                         r"reads an unquoted yes, no, on or off as true or false"):
         D.positive_index(spec.decision, [0, 1], {})
 
@@ -119,10 +119,10 @@ def test_the_positive_class_is_the_named_one_or_the_rarer_and_a_wrong_one_names_
     assert D.positive_index(DecisionSpec(threshold=0.5, positive=True), [False, True], {}) == 1
     assert D.positive_index(DecisionSpec(threshold=0.5, positive=0), [0, 1], {}) == 0
     assert D.positive_index(DecisionSpec(threshold=0.5, positive="YES"), ["no", "yes"], {}) == 1
-    with pytest.raises(DataError, match=r"decision.positive 'maybe' is not a class of the label; its classes are "
-                                        r"'no', 'yes'"):
+    with pytest.raises(DataError, match=r"decision.positive: 'maybe' is not a class of the label, which has 2 "
+                                        r"classes \('no', 'yes'\)"):
         D.positive_index(DecisionSpec(threshold=0.5, positive="maybe"), ["no", "yes"], {})
-    with pytest.raises(DataError, match="two classes, and label 'grade' has 3 \\('a', 'b', 'c'\\)"):
+    with pytest.raises(DataError, match="two classes, and label 'grade' has 3 classes \\('a', 'b', 'c'\\)"):
         D.positive_index(DecisionSpec(threshold=0.5), ["a", "b", "c"], {}, "grade")
 
 
@@ -241,7 +241,7 @@ def test_validate_checks_the_decision_against_the_labels_values_before_ray(tmp_p
     base = {"name": "t", "data": {"path": str(tmp_path / "loans.csv"), "label": "outcome"}}
     assert precheck.problems(validate_spec({**base, "decision": {"min_recall": 0.9, "positive": "default"}})) == ([], [])
     spec_problems, _ = precheck.problems(validate_spec({**base, "decision": {"min_recall": 0.9, "positive": "yes"}}))
-    assert spec_problems == [f"decision.positive: 'yes' is not a value of label 'outcome', which has 2 distinct values "
+    assert spec_problems == [f"decision.positive: 'yes' is not a class of label 'outcome', which has 2 distinct values "
                              f"('default', 'repaid'; data.path: {tmp_path / 'loans.csv'}); give one of them"]
     grades = {**base, "data": {**base["data"], "path": str(tmp_path / "grades.csv")}, "decision": {"threshold": 0.4}}
     spec_problems, _ = precheck.problems(validate_spec(grades))

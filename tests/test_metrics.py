@@ -204,7 +204,7 @@ def test_a_model_that_predicts_one_class_for_every_row_is_warned_of():
     metrics["decision"] = {"positive": "yes", "positive_index": 1, "threshold": 0.0123456, "rule": "min_recall 1"}
     assert format_metrics(metrics, ["no", "yes"]).splitlines()[-1] == (
         "[evaluate] warning: the model predicts 'yes' for every test row; it never predicts 'no' (90% of the rows). "
-        "It answers by the cut-off decision: min_recall 1 (P('yes') >= 0.0123456), which puts every row on one "
+        "It answers by the cut-off decision P('yes') >= 0.0123456 (min_recall 1), which puts every row on one "
         "side: loosen the rule, or give a fixed decision.threshold")
 
 

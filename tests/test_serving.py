@@ -334,7 +334,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         assert run.returncode == 0, run.stderr[-2000:]
         # Every feature had its column: the one note is the bundle's cut-off, which /schema states too.
         assert [line for line in run.stderr.splitlines() if line.startswith("note:")] == [
-            "note: 'failure' is predicted where its probability is at least 0.2, the bundle's cut-off (threshold 0.2)"]
+            "note: 'failure' is predicted where P('failure') >= 0.2 (threshold 0.2), the bundle's cut-off"]
         assert Client(served.url).schema()["label"]["decision"] == {"positive": "failure", "threshold": 0.2,
                                                                     "rule": "threshold 0.2"}
         out = pd.read_json(tmp_path / "pred.jsonl", lines=True)
