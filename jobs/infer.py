@@ -202,7 +202,7 @@ def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts:
         elif (kind == "int" and not facts[c]["capped"]
               and len(facts[c]["distinct"]) <= data.preprocess.categorical_max_ints):
             categorical.append(c)
-            inferred[c] = f"categorical ({len(facts[c]['distinct'])} distinct integers)"
+            inferred[c] = _integer_categories(facts[c]["distinct"])
         else:
             numeric.append(c)
             inferred[c] = "numeric"
@@ -233,6 +233,15 @@ def _looks_like_id(t: pa.DataType, facts: dict) -> bool:
     if kind_of(t) == "string" and (_looks_like_text(facts) or _mostly_numbers(facts) or _comma_numbers(facts)):
         return False            # notes, or numbers with stray cells: said as such
     return kind_of(t) == "string" or (kind_of(t) == "int" and facts["max"] - facts["min"] + 1 == present)
+
+
+def _integer_categories(distinct: set) -> str:
+    """How an integer column of a few values was taken, and the other way: a count (late payments, visits)
+    keeps its order as a number, and a value past those seen is then a number, not the unknown category."""
+    values = sorted(distinct)
+    return (f"categorical ({len(values)} distinct integers, {values[0]} to {values[-1]}; if it is a count or a "
+            f"scale, list it under data.features.numeric: as a category, a value not seen in training, such as "
+            f"{values[-1] + 1}, is the unknown category)")
 
 
 def _id_problem(column: str, t: pa.DataType, facts: dict, max_categories: int) -> str:
