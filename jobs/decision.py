@@ -162,6 +162,20 @@ def cut_text(d: dict, how: str = "") -> str:
     return f"P({d['positive']!r}) >= {float(d['threshold']):.6g} ({how or d['rule']})"
 
 
+def change(before: Optional[dict], after: Optional[dict]) -> Optional[str]:
+    """What a served model's update does to its answers' cut-off (schema.json's label.decision, None for the
+    likelier class): e.g. "changes its cut-off: P('x') >= 0.15 (min_recall 0.9) → P('x') >= 0.5 (threshold 0.5)";
+    None when it stays."""
+    same = ("positive", "threshold", "rule")
+    if before == after or (before and after and all(before.get(k) == after.get(k) for k in same)):
+        return None
+    if before is None:
+        return f"answers by the cut-off {cut_text(after)} from now on (it answered by the likelier class)"
+    if after is None:
+        return f"answers by the likelier class from now on (it answered by the cut-off {cut_text(before)})"
+    return f"changes its cut-off: {cut_text(before)} → {cut_text(after)}"
+
+
 def summary(d: dict) -> str:
     """One line: what the bundle answers and why ("'yes' when P('yes') >= 0.312 (min_recall 0.9 ...)")."""
     val = d.get("val") or {}

@@ -27,6 +27,19 @@ def bundle_payload(path: Path, source: Optional[str] = None) -> dict:
     return {"path": str(path.resolve())}
 
 
+def payload_json(payload, name: str) -> Optional[dict]:
+    """A bundle file `name` (e.g. "schema.json") of a running deployment's payload (`bundle_payload`): from its
+    bytes, or from its folder where this machine has it; None where neither holds it (a URI, another node's)."""
+    try:
+        if isinstance(payload, dict) and name in (payload.get("files") or {}):
+            return json.loads(payload["files"][name])
+        if isinstance(payload, dict) and "://" not in str(payload.get("path", "://")):
+            return json.loads((Path(payload["path"]) / name).read_text())
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def pinned(uri: str, version: Optional[str]) -> str:
     """The URI of version `version`'s own folder where `uri` names a run's output (its latest bundle, or
     OUTPUT/bundle): a replica started after a retrain (a scale-up, a crashed one replaced) fetched the run's new

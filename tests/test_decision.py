@@ -254,3 +254,26 @@ def test_validate_checks_the_decision_against_the_labels_values_before_ray(tmp_p
     assert precheck.problems(validate_spec(cased))[0][0].endswith(
         "label 'outcome': classes 'Default' and 'default' differ only in case or in spaces around them, and are "
         "trained as different classes; if they are one, make them the same in the data")
+
+
+def test_an_update_says_how_the_served_cut_off_changes_and_reads_the_running_schema(tmp_path):
+    from serving.payload import payload_json
+
+    low = {"positive": "default", "threshold": 0.154067, "rule": "min_recall 0.9", "val": {"recall": 0.91}}
+    fixed = {"positive": "default", "threshold": 0.5, "rule": "threshold 0.5"}
+    assert D.change(None, None) is None
+    assert D.change(low, {**low, "val": {"recall": 0.95}}) is None      # the same cut-off, measured anew
+    assert D.change(low, fixed) == ("changes its cut-off: P('default') >= 0.154067 (min_recall 0.9) → "
+                                    "P('default') >= 0.5 (threshold 0.5)")
+    assert D.change(None, fixed) == ("answers by the cut-off P('default') >= 0.5 (threshold 0.5) from now on (it "
+                                     "answered by the likelier class)")
+    assert D.change(low, None) == ("answers by the likelier class from now on (it answered by the cut-off "
+                                   "P('default') >= 0.154067 (min_recall 0.9))")
+    # The running deployment's schema.json: from its bytes, or its folder on this machine; never guessed.
+    schema = {"label": {"decision": fixed}}
+    assert payload_json({"files": {"schema.json": json.dumps(schema).encode()}}, "schema.json") == schema
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    assert payload_json({"path": str(tmp_path)}, "schema.json") == schema
+    assert payload_json({"path": str(tmp_path / "gone")}, "schema.json") is None
+    assert payload_json({"path": "s3://bucket/b/bundles/1", "version": "1"}, "schema.json") is None
+    assert payload_json("not a payload", "schema.json") is None

@@ -324,6 +324,9 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         assert "joining the Ray cluster of trainyard process" in run.stdout
         assert f"stays served by trainyard process {os.getpid()}" in run.stdout
+        # Its answers change with more than its version: said, from the running replicas' own schema.json.
+        assert ("[serve] note: cli answers by the cut-off P('failure') >= 0.2 (threshold 0.2) from now on (it "
+                "answered by the likelier class)") in run.stdout
         assert Client(served.url).predict([{}])["model"]["version"] == "cli-v2"
 
         rows = pd.read_parquet(sorted(telemetry_dir.glob("*.parquet"))[0]).head(30)
