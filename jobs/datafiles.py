@@ -145,6 +145,9 @@ def _read_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
         else:
             with fs.open_input_stream(path) as stream:
                 schema = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=4 << 20)).schema
+            names = schema.names        # decoded here: a header that is not UTF-8 raises UnicodeDecodeError
+    except UnicodeDecodeError:
+        raise DataError(_not_utf8(fs, path, "its header")) from None
     except Exception as exc:  # pyarrow raises several types for corrupt files
         if fs.get_file_info(path).size == 0:
             raise DataError(f"{path}: the file is empty (0 bytes); remove it, or write its rows (a {fmt} file with "
@@ -162,11 +165,39 @@ def _read_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
         # JSON read as CSV parses: its "header" is the first record cut at its commas ('{"a":0', 'y:0}')
         raise DataError(f"{path}: data.format is csv, but the file holds JSON ({schema.names[0][:20]!r}...): "
                         f"{_CONVERT}")
+    if fmt == "csv" and (binary := [f.name for f in schema if pa.types.is_binary(f.type)]):
+        # Arrow reads the cells of a CSV column that are not UTF-8 as bytes: a file saved as Latin-1 (Excel's
+        # Windows-1252), whose accented categories would be refused as a column of an unusable type.
+        raise DataError(_not_utf8(fs, path, f"column {binary[0]!r}"))
     twice = sorted({n for n in schema.names if schema.names.count(n) > 1})
     if twice:
         raise DataError(f"{path}: column name(s) {twice} appear more than once in its header; rename them so that "
                         "each column has its own name")
     return schema
+
+
+def _not_utf8(fs: pafs.FileSystem, path: str, where: str) -> str:
+    """A CSV that is not UTF-8: where (the first line of its first 4 MB that does not decode), the encoding it
+    likely has, and how to save it as UTF-8."""
+    line, text, encoding = None, "", "latin-1"
+    try:
+        with fs.open_input_stream(path) as stream:
+            head = stream.read(4 << 20)
+        for line, raw in enumerate(head.splitlines(), 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                try:
+                    text, encoding = raw.decode("cp1252"), "cp1252"
+                except UnicodeDecodeError:
+                    text = raw.decode("latin-1")
+                break
+    except Exception:       # unreadable now: the message stands without the line
+        line = None
+    at = f" (line {line}: {text[:60]!r} as {encoding})" if line and text else ""
+    return (f"{path}: {where} holds text that is not UTF-8{at}; trainyard reads CSV files as UTF-8. Save the file "
+            f"as UTF-8, e.g. iconv -f {encoding} -t utf-8 {path} > fixed.csv, or in Python "
+            f"pandas.read_csv({path!r}, encoding={encoding!r}).to_csv('fixed.csv', index=False)")
 
 
 def _starts_with(fs: pafs.FileSystem, path: str, magic: bytes) -> bool:
