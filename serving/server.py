@@ -26,7 +26,6 @@ from cluster.errors import EXIT_BAD_INPUT
 from cluster.nodes import alive_nodes
 from cluster.ports import free_ports
 from cluster.ray_compat import ServeDeployment, actor_table, gcs_protos, serve_controller_client, serve_deployment
-from jobs.decision import change as cut_change
 from jobs.spec import ServeSpec
 from serving.ingress import (check_port_free, choose_ingress, ingress_env, metrics_env, replica_ingress_env,
                              running_ingress)
@@ -301,6 +300,7 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     _check_route_free(name, serve_spec.route_prefix, host, port)
     old_version = _running_version(before, host, port) if before else None
     was = payload_json(before.init_args[0], "schema.json") if before and before.init_args else None
+    from jobs.decision import change as cut_change      # here: jobs.fitted brings pandas to every command
     if was and (said := cut_change((was.get("label") or {}).get("decision"), bundle.schema["label"].get("decision"))):
         progress(f"[serve] note: {name} {said}")     # a binary model's answers move with it, not its version alone
     # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.
