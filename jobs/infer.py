@@ -63,6 +63,8 @@ def probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
             info["filled"], info["numbers"] = len(cells), int(pc.sum(pc.cast(numbers, pa.int64())).as_py() or 0)
             commas = pc.match_substring_regex(cells, _COMMA_NUMBER)
             info["comma_numbers"] = int(pc.sum(pc.cast(commas, pa.int64())).as_py() or 0)
+            dressed = pc.match_substring_regex(cells, _DRESSED_NUMBER)
+            info["dressed_numbers"] = int(pc.sum(pc.cast(dressed, pa.int64())).as_py() or 0)
             info["not_numbers"] = pc.unique(pc.filter(cells, pc.invert(numbers))).slice(0, 3).to_pylist()
         out[c] = info
     return {"probe": np.array([json.dumps(out)], dtype=object)}
@@ -72,6 +74,10 @@ def probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
 NUMBER = _NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 # A number written with a comma: a decimal comma (25,0, a European spreadsheet's) or thousands (1,200,000.50).
 _COMMA_NUMBER = r"^[-+]?\d+(,\d+)+(\.\d+)?$"
+# A number with a currency sign before or after it, or a percent sign after it ($1,234.50, -€5, 12 %, 3.20 €): an
+# amount or a rate exported as shown on screen.
+_PLAIN = r"(\d+(,\d+)*(\.\d*)?|\.\d+)"
+_DRESSED_NUMBER = rf"^[-+]?\s*([$€£¥₹]\s*[-+]?\s*{_PLAIN}|{_PLAIN}\s*(%|[$€£¥₹]))$"
 # A string column whose filled cells are at least this share numbers is a numeric column with a few stray
 # values ('?', 'n/a', '1,5'): taken for categories, each number would be a category of its own.
 MOSTLY_NUMBERS = 0.9
@@ -83,7 +89,7 @@ def jsonable(v):
 
 def merge_probes(rows: list[str], columns: list[str]) -> dict:
     merged = {c: {"nulls": 0, "n": 0, "distinct": set(), "capped": False, "integral": True, "chars": 0, "infinite": 0,
-                  "filled": 0, "numbers": 0, "comma_numbers": 0, "not_numbers": set(), "all_distinct": True,
+                  "filled": 0, "numbers": 0, "comma_numbers": 0, "dressed_numbers": 0, "not_numbers": set(), "all_distinct": True,
                   "min": None, "max": None}
               for c in columns}
     for row in rows:
@@ -101,6 +107,7 @@ def merge_probes(rows: list[str], columns: list[str]) -> dict:
             m["filled"] += info.get("filled", 0)
             m["numbers"] += info.get("numbers", 0)
             m["comma_numbers"] += info.get("comma_numbers", 0)
+            m["dressed_numbers"] += info.get("dressed_numbers", 0)
             m["not_numbers"].update(info.get("not_numbers", []))
             # Distinct within every block: a column whose blocks repeat each other's values passes as distinct.
             m["all_distinct"] = m["all_distinct"] and info.get("all_distinct", False)
@@ -179,10 +186,8 @@ def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts:
             inferred[c] = f"text ({_describe_text(facts[c])}); list data.features.text to override"
         elif given_num is not None and c in given_num:
             if kind == "string":
-                if _comma_numbers(facts[c]):
-                    raise DataError(_comma_values(c, facts[c]))
-                if _mostly_numbers(facts[c]):
-                    raise DataError(_stray_values(c, facts[c]))
+                if problem := _number_problem(c, facts[c]):
+                    raise DataError(problem)
                 raise DataError(f"data.features.numeric lists {c!r}, but it holds text (values such as "
                                 f"{_some(facts[c])}); move it to categorical")
             numeric.append(c)
@@ -190,11 +195,8 @@ def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts:
             categorical.append(c)
         elif given_num is not None and given_cat is not None:
             continue  # both lists given: the column is reported as unused
-        elif kind == "string" and _comma_numbers(facts[c]):
-            raise DataError(_comma_values(c, facts[c]) + "; or, to keep its values as categories, list it under "
-                            "data.features.categorical")
-        elif kind == "string" and _mostly_numbers(facts[c]):
-            raise DataError(_stray_values(c, facts[c]) + "; or, to keep its values as categories, list it under "
+        elif kind == "string" and (problem := _number_problem(c, facts[c])):
+            raise DataError(problem + "; or, to keep its values as categories, list it under "
                             "data.features.categorical")
         elif kind in ("string", "bool"):
             categorical.append(c)
@@ -230,7 +232,7 @@ def _looks_like_id(t: pa.DataType, facts: dict) -> bool:
     present = facts["n"] - facts["nulls"]
     if present < ID_MIN_ROWS or not facts["all_distinct"]:
         return False
-    if kind_of(t) == "string" and (_looks_like_text(facts) or _mostly_numbers(facts) or _comma_numbers(facts)):
+    if kind_of(t) == "string" and (_looks_like_text(facts) or _number_problem("", facts)):
         return False            # notes, or numbers with stray cells: said as such
     return kind_of(t) == "string" or (kind_of(t) == "int" and facts["max"] - facts["min"] + 1 == present)
 
@@ -290,6 +292,32 @@ def _comma_numbers(facts: dict) -> bool:
     filled cell: read as text, they would be categories. (One '12,5' among numbers is a stray cell.)"""
     return facts["comma_numbers"] > (1 - MOSTLY_NUMBERS) * facts["filled"] and \
         facts["numbers"] + facts["comma_numbers"] >= MOSTLY_NUMBERS * facts["filled"]
+
+
+def _dressed_numbers(facts: dict) -> bool:
+    """Amounts or rates with a currency or percent sign ('$1,234.50', '12%') in more cells than a few strays, and
+    numbers in (nearly) every filled cell: read as text, each amount would be a category of its own."""
+    dressed = facts.get("dressed_numbers", 0)
+    return dressed > (1 - MOSTLY_NUMBERS) * facts["filled"] and \
+        facts["numbers"] + facts["comma_numbers"] + dressed >= MOSTLY_NUMBERS * facts["filled"]
+
+
+def _dressed_values(column: str, facts: dict) -> str:
+    return (f"column {column!r} holds numbers written with a currency or percent sign ({facts['dressed_numbers']} of "
+            f"its {facts['filled']} filled cell(s), such as {_some(facts)}), which trainyard reads as text. Save the "
+            f"numbers alone, e.g. with pandas: df[{column!r}] = pd.to_numeric(df[{column!r}].str.replace("
+            "r'[^0-9.eE+-]', '', regex=True)) (12% becomes 12; for a decimal comma, replace ',' by '.' first), "
+            "then df.to_csv(path, index=False)")
+
+
+def _number_problem(column: str, facts: dict) -> Optional[str]:
+    """Why a text column is numbers written as text, or None: with a comma, with a currency or percent sign, or
+    with a few stray cells."""
+    if _comma_numbers(facts):
+        return _comma_values(column, facts)
+    if _dressed_numbers(facts):
+        return _dressed_values(column, facts)
+    return _stray_values(column, facts) if _mostly_numbers(facts) else None
 
 
 def _comma_values(column: str, facts: dict) -> str:

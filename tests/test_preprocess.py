@@ -177,3 +177,36 @@ def test_values_well_outside_the_train_splits_range_are_found_record_by_record()
         "over a tenth of its width), where it extrapolates and its prediction may be far off (the out_of_range "
         "column names them): temp in 2 row(s) (e.g. -500; trained on 40 to 60), age in 1 row(s) (e.g. 1e+06; "
         "trained on 18 to 90)")
+
+
+def test_amounts_and_rates_with_currency_or_percent_signs_are_named_not_taken_for_categories_or_ids():
+    """An insurer's export: '$1,234.50' amounts trained as 50 categories (162 distinct, the rest cut, every test
+    row predicted 'N'); unique amounts were refused as "an ID ... List it under data.features.exclude"; '32%'
+    rates became 40 categories. Named like numbers written with a comma, with the pandas line that mends them."""
+    import pyarrow as pa
+
+    from jobs.infer import DataError, infer_features, merge_probes, probe
+
+    amounts = [f"${1000 + 7.5 * i:,.2f}" for i in range(60)]           # $1,000.00 ... each once
+    table = pa.table({"amount": amounts, "rate": [f"{i % 40} %" if i % 2 else f"{i % 40}%" for i in range(60)],
+                      "y": [i % 2 for i in range(60)]})
+    facts = merge_probes([probe(table, table.column_names, 50)["probe"][0]], table.column_names)
+    assert facts["amount"]["dressed_numbers"] == 60 and facts["rate"]["dressed_numbers"] == 60
+    data = validate_spec({"name": "t", "data": {"path": "d", "label": "y"}}).data
+    with pytest.raises(DataError, match=r"^column 'amount' holds numbers written with a currency or percent sign "
+                                        r"\(60 of its 60 filled cell\(s\), such as '\$1,000.00', .*\), which trainyard "
+                                        r"reads as text. Save the numbers alone, e.g. with pandas: df\['amount'\] = "
+                                        r"pd.to_numeric\(.*; or, to keep its values as categories, list it under "
+                                        r"data.features.categorical$"):
+        infer_features(table.schema, ["amount", "rate"], data, facts, {})
+    with pytest.raises(DataError, match=r"^column 'rate' holds numbers written with a currency or percent sign"):
+        infer_features(table.schema, ["rate"], data, facts, {})
+    listed = validate_spec({"name": "t", "data": {"path": "d", "label": "y",
+                                                  "features": {"numeric": ["rate"], "categorical": ["amount"]}}})
+    with pytest.raises(DataError, match=r"^column 'rate' holds numbers written with a currency or percent sign"):
+        infer_features(table.schema, ["amount", "rate"], listed.data, facts, {})
+    # Kept as categories when listed so; a column of words with a '%' here and there is not numbers.
+    assert infer_features(table.schema, ["amount"], listed.data, facts, {})[1] == ["amount"]
+    words = pa.table({"plan": ["gold", "silver", "100%", "basic"] * 15})
+    plan = merge_probes([probe(words, ["plan"], 50)["probe"][0]], ["plan"])
+    assert infer_features(words.schema, ["plan"], data, plan, {})[1] == ["plan"]
