@@ -30,6 +30,7 @@ from jobs.quantize import quantize
 from jobs.spec import ServeSpec
 from jobs.tabular import outside_range, training_ranges
 from serving.monitor import for_replica as replica_monitor
+from serving.openapi import openapi_components
 from serving.payload import bundle_payload, load_payload
 from serving.predlog import PredictionLogger, new_request_id
 from serving.schema import Problem, RequestChecker, RequestError, body_too_large, non_finite_outputs
@@ -204,7 +205,7 @@ def build_fastapi(server: ModelServer) -> FastAPI:
                      f"features ({features}). Send records to POST /predict; GET /schema lists the features."
                      + _decision_text(schema["label"].get("decision"))),
         docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
-    components = checker.openapi_components(schema["task"], schema["label"].get("classes"))
+    components = openapi_components(checker, schema["task"], schema["label"].get("classes"))
 
     def custom_openapi():
         # FastAPI builds the spec from route signatures; the request/response schemas come from the bundle, so

@@ -9,6 +9,7 @@ import json
 import jsonschema
 import pytest
 
+from serving.openapi import openapi_components
 from serving.schema import RequestChecker, RequestError
 
 SCHEMA = {"input": "text", "task": "classification",
@@ -63,9 +64,9 @@ def test_a_text_the_training_data_left_empty_may_be_empty_or_missing():
     with pytest.raises(RequestError) as caught:
         check.parse(json.dumps({"records": [{"description": 5}]}).encode())
     assert "expected text (a string)" in caught.value.problems[0].message
-    prop = check.openapi_components("classification", ["bearing", "none"])["Record"]["properties"]["description"]
+    prop = openapi_components(check, "classification", ["bearing", "none"])["Record"]["properties"]["description"]
     assert "minLength" not in prop and "may be empty (training read empty text here)" in prop["description"]
-    strict = checker().openapi_components("classification", ["bearing", "none"])["Record"]["properties"]
+    strict = openapi_components(checker(), "classification", ["bearing", "none"])["Record"]["properties"]
     assert strict["description"]["minLength"] == 1 and "not empty" in strict["description"]["description"]
 
 
@@ -89,7 +90,7 @@ def test_oversized_body_is_413():
 
 
 def test_openapi_shows_text_fields_as_strings():
-    components = checker().openapi_components("classification", ["bearing", "none"])
+    components = openapi_components(checker(), "classification", ["bearing", "none"])
     record = components["Record"]
     prop = record["properties"]["description"]
     assert prop["type"] == "string" and prop["x-feature-type"] == "text" and prop["x-max-tokens"] == 32

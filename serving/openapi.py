@@ -1,0 +1,98 @@
+"""The OpenAPI side of a served bundle's HTTP contract: the JSON schemas /openapi.json shows, from the
+`serving.schema.RequestChecker` that checks the requests: every feature, its type and, for categories, the known
+values; for text, that it is a non-empty string truncated to max_length tokens; the response's fields."""
+from __future__ import annotations
+
+from typing import Optional
+
+from serving.schema import _CATEGORY, _IMAGE, _NUMBER, _TEXT, RequestChecker, example_record
+
+
+def openapi_components(checker: RequestChecker, task: str, classes: Optional[list]) -> dict:
+    """JSON schemas for /openapi.json: Record (every feature), PredictRequest, PredictResponse, Error; as `checker`
+    (the server's RequestChecker) takes requests."""
+    properties = {}
+    for name, f in checker.features.items():
+        if checker.kinds[name] == _IMAGE:
+            img = checker.image
+            prop = {"type": ["string", "array"], "contentEncoding": "base64",
+                    "description": f"the image: base64 of an encoded file ({', '.join(img['accepted'][:-2])}) "
+                                   f"of at most {checker.max_image_pixels:,} pixels, "
+                                   f"resized to {img['size'][0]}x{img['size'][1]}, "
+                                   f"{'greyscale' if img['channels'] == 1 else 'RGB'}; or a pixel array "
+                                   f"{img['pixels']}"}
+        elif checker.kinds[name] == _TEXT:
+            required = name in checker.required
+            blank = name in checker.blank_text
+            prop = {"type": "string" if required else ["string", "null"],
+                    **({} if blank else {"minLength": 1, "pattern": r"\S"}),
+                    "description": f"text{'' if required else ' (optional: null or omitted)'}; "
+                                   f"{'may be empty (training read empty text here)' if blank else 'not empty'}; "
+                                   f"tokenized and truncated to its first {f.get('max_length')} tokens, "
+                                   "the part the model reads"}
+            if f.get("max_length") is not None:
+                prop["x-max-tokens"] = f["max_length"]
+        elif checker.kinds[name] == _NUMBER:
+            prop = {"type": ["number", "null"], "description": f"number ({f.get('dtype', 'double')}); "
+                                                               f"missing or null: {f.get('missing')}"}
+        else:
+            cats = list(f.get("categories") or [])
+            if checker.reject_unknown_categories:
+                prop = {"enum": cats + [None],
+                        "description": f"category; one of {', '.join(cats)} (unseen values are rejected); "
+                                       f"missing or null: {f.get('missing')}"}
+            else:
+                prop = {"type": ["string", "integer", "boolean", "null"], "examples": cats,
+                        "description": f"category; known: {', '.join(cats)}; any other value maps to the "
+                                       f"'unknown' slot; missing or null: {f.get('missing')}"}
+            prop["x-categories"] = cats
+        if name in checker.required and checker.kinds[name] in (_NUMBER, _CATEGORY):     # null is refused too
+            if "type" in prop:
+                prop["type"] = [t for t in prop["type"] if t != "null"]
+            if "enum" in prop:
+                prop["enum"] = [c for c in prop["enum"] if c is not None]
+            prop["description"] = prop["description"].replace(
+                f"missing or null: {f.get('missing')}", "required by this server (serve.required_features)")
+        prop["title"] = name
+        prop["x-feature-type"] = f["type"]
+        properties[name] = prop
+    record = {"type": "object", "title": "Record", "properties": properties,
+              "description": "One row: feature name → value. Features may be omitted (imputed) unless listed "
+                             "in required."}
+    if checker.required:
+        record["required"] = list(checker.required)
+    if checker.reject_unknown_fields:
+        record["additionalProperties"] = False
+    example = example_record({"features": list(checker.features.values())})
+    request = {"type": "object", "title": "PredictRequest", "required": ["records"],
+               "additionalProperties": False,
+               "properties": {"records": {"type": "array", "minItems": 1, "maxItems": checker.max_records,
+                                          "items": {"$ref": "#/components/schemas/Record"}}},
+               "example": {"records": [example]}}
+    prediction = ({"enum": list(classes)} if task == "classification" and classes else {"type": "number"})
+    response = {"type": "object", "title": "PredictResponse", "required": ["predictions", "model", "request_id"],
+                "properties": {
+                    "predictions": {"type": "array", "items": prediction,
+                                    "description": "One per record, in order."},
+                    "request_id": {"type": "string", "description": "This request's id (32 hex digits): the "
+                                   "prediction log's request_id, which labels are joined on."},
+                    "model": {"type": "object", "properties": {"name": {"type": "string"},
+                                                               "version": {"type": "string"}}}}}
+    if task == "classification":
+        response["properties"]["probabilities"] = {
+            "type": "array", "items": {"type": "array", "items": {"type": "number"}},
+            "description": f"Per record, the probability of each class in this order: {classes}"}
+    if _NUMBER in checker.kinds.values():
+        response["properties"]["out_of_range"] = {"type": "array", "description": (
+            "Only when a record holds a number past the train split's range (trained_on: its min and max) by "
+            "over a tenth of that range: the model extrapolates there, so its answer, given all the same, may "
+            "be far off."),
+            "items": {"type": "object", "properties": {
+                "record": {"type": "integer"}, "field": {"type": "string"}, "value": {"type": "number"},
+                "trained_on": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}}}}
+    error = {"type": "object", "title": "Error", "properties": {
+        "detail": {"type": "string", "description": "What is wrong and how to fix it."},
+        "errors": {"type": "array", "items": {"type": "object", "properties": {
+            "record": {"type": "integer", "description": "Index of the record in 'records'."},
+            "field": {"type": "string"}, "message": {"type": "string"}}}}}}
+    return {"Record": record, "PredictRequest": request, "PredictResponse": response, "Error": error}
