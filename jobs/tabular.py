@@ -244,6 +244,21 @@ def outside_range(ranges: list[tuple[str, float, float]], records: list[dict]) -
     return found
 
 
+def unseen_categories(known: dict[str, set], records: list[dict]) -> list[dict]:
+    """The category values of `records` that the train split did not hold (`known`: {feature: its categories, as
+    `canonical` writes them}), in record order: [{"record": i, "field", "value"}]. The model reads each as its
+    unknown category, as it does a missing value: a '1,000' where it knows '1000', a 'y' where it knows 'Y', or a
+    count past those seen, changed an answer with nothing to say so."""
+    found = []
+    for i, record in enumerate(records):
+        for name, categories in known.items():
+            v = record.get(name)
+            key = v if type(v) is str else canonical(v)       # None: missing (NaN too), imputed as such
+            if key is not None and key not in categories:
+                found.append({"record": i, "field": name, "value": v})
+    return found
+
+
 def empty_columns(stats: dict, numeric: list[str], categorical: list[str]) -> list[str]:
     """The feature columns with no value in any row of the train split (`fit_with_stats`'s row): each is
     imputed one constant, so it carries nothing the model can learn from."""

@@ -156,8 +156,9 @@ class Client:
                 raise _error(status, data, "POST /predict", offset=start, names=names)
             out["predictions"].extend(data["predictions"])
             out["request_ids"].append([data.get("request_id"), len(chunk)])
-            for note in data.get("out_of_range", ()):        # its record counted from the first record given
-                out.setdefault("out_of_range", []).append({**note, "record": start + note["record"]})
+            for key in ("out_of_range", "unseen_categories"):   # its record counted from the first record given
+                for note in data.get(key, ()):
+                    out.setdefault(key, []).append({**note, "record": start + note["record"]})
             if "probabilities" in data:
                 out.setdefault("probabilities", []).extend(data["probabilities"])
             out["model"] = data.get("model")
@@ -191,6 +192,11 @@ class Client:
             outside[note["record"]].append(f"{note['field']}={note['value']:g} ({_trained_on(note)})")
         result["out_of_range"] = ["; ".join(texts) for texts in outside]
         result.attrs["out_of_range"] = out.get("out_of_range", [])
+        unseen = [[] for _ in range(len(result))]
+        for note in out.get("unseen_categories", ()):
+            unseen[note["record"]].append(f"{note['field']}={note['value']!r}")
+        result["unseen_categories"] = ["; ".join(texts) for texts in unseen]
+        result.attrs["unseen_categories"] = out.get("unseen_categories", [])
         return result
 
     def predict_file(self, path, out=None) -> "pd.DataFrame":  # noqa: F821
@@ -219,6 +225,26 @@ def out_of_range_note(notes: list[dict], rows: int, what: str) -> Optional[str]:
     return (f"note: {flagged} of {rows} row(s) of {what} hold numbers well outside the range the model was trained "
             f"on (past it by over a tenth of its width), where it extrapolates and its prediction may be far off "
             f"(the out_of_range column names them): " + ", ".join(parts))
+
+
+def unseen_note(notes: list[dict], rows: int, what: str, features: list[dict]) -> Optional[str]:
+    """One line on the rows of `what` holding category values the model did not see in training (`Client.predict`'s
+    "unseen_categories"; `features`: /schema's), by feature, most rows first; None when there are none."""
+    if not notes:
+        return None
+    by_field: dict[str, list[dict]] = {}
+    for note in notes:
+        by_field.setdefault(note["field"], []).append(note)
+    known = {f["name"]: f.get("categories") or [] for f in features}
+    parts = []
+    for field, found in sorted(by_field.items(), key=lambda kv: -len(kv[1])):
+        cats = known.get(field, [])
+        parts.append(f"{field} in {len({n['record'] for n in found})} row(s) (e.g. {found[0]['value']!r}; it knows "
+                     f"{', '.join(map(repr, cats[:8]))}{', ...' if len(cats) > 8 else ''})")
+    return (f"note: {len({n['record'] for n in notes})} of {rows} row(s) of {what} hold categories the model did not "
+            "see in training, which it answers as its unknown category, as it does a missing value (the "
+            "unseen_categories column names them; a spelling of a known one is better mended in the file): "
+            + ", ".join(parts))
 
 
 def _trained_on(note: dict) -> str:

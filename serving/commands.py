@@ -231,7 +231,8 @@ def cmd_serve(args, kit) -> int:
 def cmd_predict(args) -> int:
     """A ClientError carries its exit code: 2 when the server refused the rows (4xx), 1 otherwise; a rows file or
     --out that cannot be used is bad input (serving.client.TableError, exit 2), found before any request."""
-    from serving.client import Client, check_out, image_files, image_table, out_of_range_note, read_table
+    from serving.client import (Client, check_out, image_files, image_table, out_of_range_note, read_table,
+                                unseen_note)
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     if args.out:
@@ -259,6 +260,8 @@ def cmd_predict(args) -> int:
         print(f"note: {args.file} has no column for {', '.join(map(repr, absent))}: the model imputed "
               f"{'it' if len(absent) == 1 else 'them'} for every row, as it does a missing value", file=sys.stderr)
     if note := out_of_range_note(predicted.attrs.get("out_of_range"), len(df), args.file):
+        print(note, file=sys.stderr)
+    if note := unseen_note(predicted.attrs.get("unseen_categories"), len(df), args.file, client.schema()["features"]):
         print(note, file=sys.stderr)
     if decision := (client.schema().get("label") or {}).get("decision"):
         from jobs.decision import cut_text

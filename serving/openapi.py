@@ -90,6 +90,13 @@ def openapi_components(checker: RequestChecker, task: str, classes: Optional[lis
             "items": {"type": "object", "properties": {
                 "record": {"type": "integer"}, "field": {"type": "string"}, "value": {"type": "number"},
                 "trained_on": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}}}}
+    if _CATEGORY in checker.kinds.values() and not checker.reject_unknown_categories:
+        response["properties"]["unseen_categories"] = {"type": "array", "description": (
+            "Only when a record holds a category value the train split did not hold: the model answers it as its "
+            "unknown category, as it does a missing value (a spelling of a known value is better mended)."),
+            "items": {"type": "object", "properties": {
+                "record": {"type": "integer"}, "field": {"type": "string"},
+                "value": {"type": ["string", "integer", "number", "boolean"]}}}}
     error = {"type": "object", "title": "Error", "properties": {
         "detail": {"type": "string", "description": "What is wrong and how to fix it."},
         "errors": {"type": "array", "items": {"type": "object", "properties": {

@@ -68,6 +68,10 @@ def test_predictions_equal_bundle_predict(main_app, served_bundle, telemetry_dir
     odd = [{"machine_type": "Z", "rpm": 1500}, {"shift": 3}, {}]
     status, _, out = post(main_app.url, {"records": odd})
     assert status == 200 and out["predictions"] == bundle.predict(odd)["predictions"]
+    # Answered as the unknown category, and said: a spelling of a known value ('1,000' for '1000') changed answers.
+    assert out["unseen_categories"] == [{"record": 0, "field": "machine_type", "value": "Z"}]
+    status, _, out = post(main_app.url, {"records": [{"machine_type": "L", "rpm": 1500}, {"machine_type": None}]})
+    assert status == 200 and "unseen_categories" not in out
     # A reading far outside what the train split held is answered, as before, and said: the answer extrapolates.
     rpm = bundle.preprocessor.stats["numeric"]["rpm"]
     far = [{"rpm": 1500}, {"rpm": 1e6, "torque_nm": 40}]
@@ -256,8 +260,9 @@ def test_client_chunks_cleans_and_reports_global_indices(strict_app, served_bund
     df.loc[3, "torque_nm"] = float("nan")                               # NaN goes out as null
     frame = client.predict_frame(df)
     assert list(frame.columns) == ["prediction", "probability_failure", "probability_ok", "request_id",
-                                   "record", "out_of_range"] and len(frame) == 12
+                                   "record", "out_of_range", "unseen_categories"] and len(frame) == 12
     assert set(frame["out_of_range"]) == {""} and frame.attrs["out_of_range"] == []
+    assert set(frame["unseen_categories"]) == {""} and frame.attrs["unseen_categories"] == []
     # A value far out in the second request: its row, counted over the whole frame, and the line for it.
     far = df.assign(rpm=df["rpm"].where(df.index != 7, 1e6))
     frame = client.predict_frame(far)
@@ -350,7 +355,8 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         assert set(out["out_of_range"].fillna("")) == {""}
         # A feature without a column is imputed for every row, and said so; so is a reading far outside what the
         # model was trained on (row 4's torque), which the output's out_of_range column names.
-        rows.drop(columns=["rpm"]).assign(torque_nm=rows["torque_nm"].where(rows.index != 4, 9999.0)).to_csv(
+        rows.drop(columns=["rpm"]).assign(torque_nm=rows["torque_nm"].where(rows.index != 4, 9999.0),
+                                          machine_type=rows["machine_type"].where(rows.index != 6, " m")).to_csv(
             tmp_path / "no-rpm.csv", index=False)
         run = subprocess.run([sys.executable, "-m", "trainyard", "predict", "--url", served.url,
                               str(tmp_path / "no-rpm.csv")], capture_output=True, text=True, env=env, timeout=120)
@@ -361,6 +367,12 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         printed = pd.read_csv(io.StringIO(run.stdout))
         assert printed.index[printed["out_of_range"].fillna("") != ""].tolist() == [4]
         assert printed["out_of_range"][4].startswith("torque_nm=9999 (trained on ")
+        # A category the model never saw (' m' for 'M'): answered as its unknown category, named by row and note.
+        assert (f"note: 1 of 30 row(s) of {tmp_path / 'no-rpm.csv'} hold categories the model did not see in "
+                "training, which it answers as its unknown category") in run.stderr
+        assert "machine_type in 1 row(s) (e.g. ' m'; it knows " in run.stderr
+        assert printed.index[printed["unseen_categories"].fillna("") != ""].tolist() == [6]
+        assert printed["unseen_categories"][6] == "machine_type=' m'"
         bad = subprocess.run([sys.executable, "-m", "trainyard", "predict", "--url", served.url,
                               str(tmp_path / "rows.txt")], capture_output=True, text=True, env=env, timeout=60)
         assert bad.returncode == 2 and "unsupported file type '.txt'" in bad.stderr
