@@ -55,6 +55,9 @@ def register(subparsers, kit) -> None:
     p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
                    help="how long the new replicas may take to run and answer before the deploy fails (an update "
                         "is then rolled back); default 300")
+    p.add_argument("--breaking", action="store_true",
+                   help="update even when the new bundle refuses requests the running version takes (a feature "
+                        "gone, one newly required, another type); default: refuse such an update, naming them")
     p.add_argument("--spec", default=None, help="take serve settings from this job spec's `serve` section")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a serve setting, e.g. --set autoscaling.max_replicas=2 (repeatable)")
@@ -189,14 +192,21 @@ def cmd_serve(args, kit) -> int:
     from cluster.address import address_from
     from cluster.errors import TrainyardError
     from cluster.state import STATE_DIR_ENV
-    from serving.forever import serve_forever, serving_process
+    from cluster.errors import EXIT_BAD_INPUT
+    from serving.forever import serve_forever, served_elsewhere, serving_process
+    from serving.settings import default_name
     from serving.ingress import check_port_free
     from serving.server import DEPLOY_TIMEOUT_S, load_bundle, resolve_token
 
     token = resolve_token(args.token, args.no_token)     # a refused token fails before connecting to Ray
-    load_bundle(args.bundle)                             # and so does a missing or damaged bundle
+    bundle = load_bundle(args.bundle)                    # and so does a missing or damaged bundle
     spec = serve_settings(args.bundle, args.spec, args.set, kit.progress)
     port = args.port if args.port is not None else spec.port
+    name = args.name or default_name(bundle)
+    if args.port is None and (elsewhere := served_elsewhere(name, port)):
+        raise ServeError(f"{name} is served on port {elsewhere['port']} by trainyard process {elsewhere['pid']}; to "
+                         f"update it, add --port {elsewhere['port']}; to serve a second {name} on port {port}, give "
+                         f"--port {port}", exit_code=EXIT_BAD_INPUT)
     address = args.address
     if address is None and port:
         # Another `trainyard serve` on this port: join its Ray, where its Serve (and the app to update) lives.
@@ -225,7 +235,8 @@ def cmd_serve(args, kit) -> int:
         raise Failure(f"cannot connect to Ray: {exc}") from exc
     return serve_forever(args.bundle, spec=spec, name=args.name, host=args.host, port=args.port, token=token,
                          no_token=args.no_token, progress=kit.progress,
-                         timeout_s=args.timeout if args.timeout is not None else DEPLOY_TIMEOUT_S)
+                         timeout_s=args.timeout if args.timeout is not None else DEPLOY_TIMEOUT_S,
+                         breaking=args.breaking)
 
 
 def cmd_predict(args) -> int:

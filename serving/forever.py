@@ -68,6 +68,18 @@ def serving_process(port: int, name: Optional[str]) -> Optional[dict]:
     return read_server_state(port) or (server_of(port, name) if name else None)
 
 
+def served_elsewhere(name: str, port: int) -> Optional[dict]:
+    """The record of a live trainyard process serving app `name` on a port other than `port` (an owner's or a
+    guest's record), None when none does: `trainyard serve NEW --name APP` without --port looked only at the
+    default port and started a second server there, without the running one's logging."""
+    files = sorted(state_dir().glob("serve-*.json")) + sorted(state_dir().glob(f"serve-*-guests/{name}.json"))
+    for file in files:
+        record = _read_live(file)
+        if record is not None and record.get("port") != port and name in (record.get("apps") or []):
+            return record
+    return None
+
+
 def _read_live(file: Path) -> Optional[dict]:
     """The record in `file` while the process it names is still that process (`cluster.processes`: a pid alone
     could name a stranger once the recorded process has exited); else None."""
@@ -94,7 +106,8 @@ def _write_server_state(served: Served, owner_apps: list[str], file: Optional[Pa
 
 def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional[str] = None,
                   port: Optional[int] = None, token: Optional[str] = None, no_token: bool = False,
-                  progress: Callable[[str], None] = print, timeout_s: float = DEPLOY_TIMEOUT_S) -> int:
+                  progress: Callable[[str], None] = print, timeout_s: float = DEPLOY_TIMEOUT_S,
+                  breaking: bool = False) -> int:
     """Deploy and block until Ctrl-C/SIGTERM, then delete the app. When another trainyard process already
     serves app `name` here, this is an update: deploy the new bundle into it and return (that process keeps
     serving it). A new app on the port of another trainyard process (whose Ray this one joined) is that
@@ -105,7 +118,7 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
     import ray
 
     served = deploy(bundle_path, spec=spec, name=name, host=host, port=port, token=token, no_token=no_token,
-                    progress=progress, timeout_s=timeout_s)
+                    progress=progress, timeout_s=timeout_s, breaking=breaking)
     owner = read_server_state(served.port)       # another trainyard process serving on this port, if any
     if served.updated_from is not None:
         change = update_words(served.updated_from, served.version)

@@ -29,6 +29,7 @@ from cluster.ray_compat import ServeDeployment, actor_table, gcs_protos, serve_c
 from jobs.spec import ServeSpec
 from serving.ingress import (check_port_free, choose_ingress, ingress_env, metrics_env, replica_ingress_env,
                              running_ingress)
+from serving.contract import check_update
 from serving.payload import payload_json
 from serving.settings import (TOKEN_ENV, ServeError, check_name, check_settings, default_name, keep_running,
                               resolve_spec)
@@ -237,12 +238,13 @@ def load_bundle(path):
 
 def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional[str] = None,
            port: Optional[int] = None, token: Optional[str] = None, no_token: bool = False,
-           progress: Callable[[str], None] = print, timeout_s: float = DEPLOY_TIMEOUT_S) -> Served:
+           progress: Callable[[str], None] = print, timeout_s: float = DEPLOY_TIMEOUT_S, breaking: bool = False) -> Served:
     """Serve the bundle at `bundle_path` (a bundle folder or a run's output folder) as app `name`, or update
     app `name` to it. Returns when the app answers over HTTP with the new version.
 
     The token: `token`, else $TRAINYARD_SERVE_TOKEN; without either an update keeps the running version's,
-    and only `no_token` serves without one. An update that fails (a replica that cannot start, replicas not
+    and only `no_token` serves without one. An update whose bundle would refuse requests the running version
+    takes is refused unless `breaking` (`serving.contract`). An update that fails (a replica that cannot start, replicas not
     scheduled or not answering within `timeout_s`) is rolled back to the running version, so that replicas
     started later (autoscaling, a replaced replica) run that version rather than the failed one."""
     import ray
@@ -300,6 +302,9 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     _check_route_free(name, serve_spec.route_prefix, host, port)
     old_version = _running_version(before, host, port) if before else None
     was = payload_json(before.init_args[0], "schema.json") if before and before.init_args else None
+    if before:
+        check_update(name, {"schema": was, "serve": _replica_settings(before).get("serve")}, bundle.schema,
+                     serve_spec.model_dump(mode="json"), (old_version or "running", bundle.version), breaking, progress)
     from jobs.decision import change as cut_change      # here: jobs.fitted brings pandas to every command
     if was and (said := cut_change((was.get("label") or {}).get("decision"), bundle.schema["label"].get("decision"))):
         progress(f"[serve] note: {name} {said}")     # a binary model's answers move with it, not its version alone

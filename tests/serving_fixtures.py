@@ -119,7 +119,7 @@ def release_app(name: str) -> None:
 
 
 def deploy_app(bundle: Path, name: str, serve_instance, token: Optional[str] = None, progress=lambda *_: None,
-               **settings):
+               breaking: bool = False, **settings):
     """Deploy `bundle` as app `name` at /<name> on the session's Serve; returns serving.Served. `progress`
     gets what `deploy` says."""
     from jobs.spec import ServeSpec
@@ -127,7 +127,7 @@ def deploy_app(bundle: Path, name: str, serve_instance, token: Optional[str] = N
 
     host, port = serve_instance
     spec = ServeSpec.model_validate({**SMALL, "host": host, "port": port, "route_prefix": f"/{name}", **settings})
-    return deploy(bundle, spec=spec, name=name, token=token, progress=progress)
+    return deploy(bundle, spec=spec, name=name, token=token, progress=progress, breaking=breaking)
 
 
 def call(url: str, method: str, path: str, body: Optional[bytes] = None, headers: Optional[dict] = None,

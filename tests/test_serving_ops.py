@@ -110,5 +110,20 @@ def test_update_while_serving_loses_no_request_and_a_broken_update_changes_nothi
                                              r"Rolled back: upd serves update-v2 again"):
             deploy_app(v2, "upd", serve_instance, required_features=["no_such_feature"])
         assert Client(served.url).predict([{}])["model"]["version"] == "update-v2"
+
+        # A version that would refuse what clients send now (here: categories it did not train on) is no
+        # zero-downtime update: refused before Serve is touched, naming what breaks, unless told (--breaking).
+        v3 = bundle_variant(served_bundle, tmp_path / "v3", version="update-v3", unknown_category="error")
+        with pytest.raises(ServeError, match=r"^updating upd from version update-v2 to update-v3 would refuse "
+                                             r"requests the running version takes: 'machine_type' refuses any "
+                                             r"category it did not train on .*Serve the new version beside it "
+                                             r"\(--name upd-v2 .*update anyway with --breaking$") as refused:
+            deploy_app(v3, "upd", serve_instance)
+        assert refused.value.exit_code == 2
+        assert Client(served.url).predict([{"machine_type": "Z"}])["model"]["version"] == "update-v2"
+        said = []
+        assert deploy_app(v3, "upd", serve_instance, progress=said.append, breaking=True).version == "update-v3"
+        assert any(line.startswith("[serve] note: updating upd from version update-v2 to update-v3 refuses requests")
+                   and line.endswith("(--breaking)") for line in said), said
     finally:
         release_app("upd")

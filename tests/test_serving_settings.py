@@ -664,3 +664,75 @@ def test_a_running_server_says_when_its_replicas_or_its_version_change():
     assert said == ["[serve] fraud: 3 replica(s) running (was 1)", "[serve] fraud: 4 replica(s) running (was 3)",
                     "[serve] fraud: 2 replica(s) running (was 4)",
                     "[serve] fraud now serves v2 (was v1): updated from another process"]
+
+
+def test_an_update_that_would_refuse_what_clients_send_now_is_named_and_refused_unless_breaking():
+    """A retrain without `vibration_mm_s` was served as a zero-downtime update, "pm updated A → B", exit 0; then
+    7,997 of 9,671 requests of the running clients got 422 ("unknown field")."""
+    from serving.contract import check_update, lost_requests
+    from serving.settings import ServeError
+
+    def schema(features, unknown_category="ignore"):
+        return {"features": [{"name": n, "type": t, **({"categories": c} if c else {})} for n, t, c in features],
+                "unknown_category": unknown_category, "label": {"name": "y"}}
+
+    old = schema([("rpm", "number", None), ("vibration_mm_s", "number", None), ("kind", "category", ["L", "M"])])
+    serve = {"required_features": [], "unknown_fields": "reject"}
+    assert lost_requests(old, serve, old, serve) == []
+    # A feature gone, one added and required, one of another type, categories refused: each said.
+    new = schema([("rpm", "category", ["1", "2"]), ("kind", "category", ["L"]), ("temp", "number", None)], "error")
+    assert lost_requests(old, serve, new, {**serve, "required_features": ["temp"]}) == [
+        "'vibration_mm_s' is no longer a feature, and a record that sends one is refused (serve.unknown_fields: "
+        "reject)",
+        "'temp' is now required, and a record without it is refused",
+        "'rpm' (number → category) takes values of another type",
+        "'kind' refuses any category it did not train on (data.preprocess.unknown_category: error), which the "
+        "running version accepts"]
+    # Unknown fields ignored: a field gone is dropped, not refused; a strict version that keeps its categories
+    # takes what the strict one took, and one that drops a category does not.
+    assert lost_requests(old, serve, schema([("rpm", "number", None)]), {**serve, "unknown_fields": "ignore"}) == []
+    strict = schema([("kind", "category", ["L", "M"])], "error")
+    assert lost_requests(strict, serve, schema([("kind", "category", ["L", "M", "H"])], "error"), serve) == []
+    assert lost_requests(strict, serve, schema([("kind", "category", ["L"])], "error"), serve) == [
+        "'kind' refuses its categories 'M' (data.preprocess.unknown_category: error), which the running version "
+        "accepts"]
+    # Refused (exit 2) with the way through; said and let through with --breaking; nothing known, nothing said.
+    gone = schema([("rpm", "number", None), ("kind", "category", ["L", "M"])])
+    with pytest.raises(ServeError, match=r"^updating pm from version A to B would refuse requests the running "
+                                         r"version takes: 'vibration_mm_s' is no longer a feature.*--name pm-v2 "
+                                         r"--set route_prefix=/pm-v2\) while they move, or update anyway with "
+                                         r"--breaking$") as refused:
+        check_update("pm", {"schema": old, "serve": serve}, gone, serve, ("A", "B"), False, print)
+    assert refused.value.exit_code == 2
+    said = []
+    check_update("pm", {"schema": old, "serve": serve}, gone, serve, ("A", "B"), True, said.append)
+    assert said == ["[serve] note: updating pm from version A to B refuses requests the running version takes: "
+                    "'vibration_mm_s' is no longer a feature, and a record that sends one is refused "
+                    "(serve.unknown_fields: reject) (--breaking)"]
+    check_update("pm", {"schema": None, "serve": serve}, gone, serve, ("A", "B"), False, print)
+
+
+def test_an_update_without_port_of_an_app_served_on_another_port_is_told_the_port(tmp_path, monkeypatch):
+    """`trainyard serve NEW --name pm` while pm ran on 8731 started a second pm on 8000, without its logging, and
+    said nothing of the first; now refused before Ray starts, with both ways on."""
+    from cluster.processes import own_identity
+    from serving.forever import guest_file, served_elsewhere, state_file
+    from tests.test_bundle_write import _write
+
+    monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
+    me = own_identity()
+    state_file(8731).parent.mkdir()
+    state_file(8731).write_text(json.dumps({**me, "address": "127.0.0.1:6379", "port": 8731, "apps": ["pm"]}))
+    assert served_elsewhere("pm", 8000)["port"] == 8731
+    assert served_elsewhere("pm", 8731) is None and served_elsewhere("other", 8000) is None
+    guest_file(8500, "other").parent.mkdir()
+    guest_file(8500, "other").write_text(json.dumps({**me, "address": "x:1", "port": 8500, "apps": ["other"]}))
+    assert served_elsewhere("other", 8000)["port"] == 8500
+    bundle = _write(tmp_path / "out" / "bundle")
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "TRAINYARD_STATE_DIR": str(tmp_path / "state")}
+    run = subprocess.run([sys.executable, "-m", "trainyard", "serve", str(bundle), "--name", "pm", "--no-token"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == EXIT_BAD_INPUT, run.stdout + run.stderr
+    assert (f"trainyard: error: pm is served on port 8731 by trainyard process {os.getpid()}; to update it, add "
+            "--port 8731; to serve a second pm on port 8000, give --port 8000") in run.stderr
+    assert "[ray]" not in run.stdout + run.stderr

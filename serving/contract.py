@@ -1,0 +1,73 @@
+"""What an update takes from a served app's clients: the requests its running version accepts that the new one
+would refuse (a feature gone while unknown fields are refused, a field newly required, a field of another type,
+a category no longer accepted). A zero-downtime update that fails every request after the switch is downtime:
+`serving.server.deploy` refuses it unless told (`trainyard serve --breaking`), and says what it would break.
+"""
+from __future__ import annotations
+
+from cluster.errors import EXIT_BAD_INPUT
+from serving.schema import RequestChecker
+from serving.settings import ServeError
+
+
+def _checker(schema: dict, serve: dict) -> RequestChecker:
+    return RequestChecker(schema, max_records=1, max_body_bytes=1,
+                          required_features=serve.get("required_features") or (),
+                          unknown_fields=serve.get("unknown_fields") or "reject")
+
+
+def _names(names) -> str:
+    return ", ".join(map(repr, names))
+
+
+def lost_requests(old_schema: dict, old_serve: dict, new_schema: dict, new_serve: dict) -> list[str]:
+    """What the new version (`new_schema`: its schema.json, `new_serve`: its serve settings as a dict) refuses of
+    the requests the running one (`old_*`) accepts, one phrase each; empty when every such request still
+    passes. Settings the running replicas hold that this trainyard cannot read count as the defaults."""
+    try:
+        old, new = _checker(old_schema, old_serve), _checker(new_schema, new_serve)
+    except ValueError:          # the running settings name features its own bundle lacks: nothing to compare
+        return []
+    lost = []
+    gone = [n for n in old.features if n not in new.features]
+    if gone and new.reject_unknown_fields:
+        lost.append(f"{_names(gone)} {'is' if len(gone) == 1 else 'are'} no longer a feature, and a record that "
+                    "sends one is refused (serve.unknown_fields: reject)")
+    required = [n for n in new.required if n not in old.required]
+    if required:
+        lost.append(f"{_names(required)} {'is' if len(required) == 1 else 'are'} now required, and a record "
+                    "without it is refused")
+    retyped = [f"{n!r} ({old.features[n]['type']} → {new.features[n]['type']})" for n in old.features
+               if n in new.features and old.features[n]["type"] != new.features[n]["type"]]
+    if retyped:
+        lost.append(f"{', '.join(retyped)} takes values of another type")
+    if new.reject_unknown_categories:
+        for n, known in new.known.items():
+            if n not in old.known:          # a new feature (old clients do not send it), or retyped (said above)
+                continue
+            dropped = sorted(old.known[n] - known) if old.reject_unknown_categories else None
+            if dropped is None or dropped:
+                what = f"its categories {_names(dropped[:5])}" if dropped else "any category it did not train on"
+                lost.append(f"{n!r} refuses {what} (data.preprocess.unknown_category: error), which the running "
+                            "version accepts")
+    return lost
+
+
+def check_update(name: str, running: dict, new_schema: dict, new_serve: dict, versions: tuple[str, str],
+                 breaking: bool, progress) -> None:
+    """Before an update of app `name`: `running` is what its replicas hold ({"schema": schema.json or None,
+    "serve": their serve settings or None}); a ServeError (exit 2) naming what the new version would refuse of
+    the requests the running one takes, unless `breaking`, when it is said and the update goes on."""
+    if not isinstance(running.get("schema"), dict) or not isinstance(running.get("serve"), dict):
+        return                  # a running version this machine cannot read (another node's folder): nothing known
+    lost = lost_requests(running["schema"], running["serve"], new_schema, new_serve)
+    if not lost:
+        return
+    said = (f"updating {name} from version {versions[0]} to {versions[1]} "
+            f"{'refuses' if breaking else 'would refuse'} requests the running version takes: {'; '.join(lost)}")
+    if breaking:
+        progress(f"[serve] note: {said} (--breaking)")
+        return
+    raise ServeError(f"{said}. Its clients would get a 422 for each from the switch on. Serve the new version beside "
+                     f"it (--name {name}-v2 --set route_prefix=/{name}-v2) while they move, or update anyway with "
+                     "--breaking", exit_code=EXIT_BAD_INPUT)
