@@ -73,9 +73,10 @@ def parse_window(text: str) -> int:
 
 # ---------------------------------------------------------------------------------------------- inputs
 def log_files(logs: str, progress: Callable[[str], None]) -> tuple[pafs.FileSystem, list[str], list[str], int,
-                                                                  list[str]]:
+                                                                  dict[str, list[int]]]:
     """The complete Parquet log files under `logs` (a folder, local or a pyarrow URI, searched recursively, or
-    one file): (filesystem, files, warnings for files skipped, rows, the columns every file holds). Truncated
+    one file): (filesystem, files, warnings for files skipped, rows, {column: [files, rows] that hold it}, every
+    column of any file: a feature a version did not take is in its files only). Truncated
     files are skipped with a warning (a writer killed before its rename leaves at most a hidden temp file, but
     a copy or a full disk can cut one); a file without a column every log needs is bad input."""
     try:
@@ -94,7 +95,7 @@ def log_files(logs: str, progress: Callable[[str], None]) -> tuple[pafs.FileSyst
         listing = fs.get_file_info(pafs.FileSelector(root, recursive=True))
         candidates = sorted(i.path for i in listing if i.type == pafs.FileType.File and i.path.endswith(".parquet")
                             and not os.path.basename(i.path).startswith((".", "_")))
-    files, skipped, rows, common = [], [], 0, None
+    files, skipped, rows, held = [], [], 0, {}     # held: column → [files, rows] that have it
     for path in candidates:
         try:
             with fs.open_input_file(path) as f:
@@ -113,11 +114,13 @@ def log_files(logs: str, progress: Callable[[str], None]) -> tuple[pafs.FileSyst
             raise MonitorInputError(f"{path}: column 'time' is {schema.field('time').type}, not a timestamp")
         files.append(path)
         rows += meta.num_rows
-        common = [c for c in (common or schema.names) if c in schema.names]
+        for c in schema.names:
+            counts = held.setdefault(c, [0, 0])
+            counts[0], counts[1] = counts[0] + 1, counts[1] + meta.num_rows
     if not files:
         raise MonitorInputError(f"--logs {logs}: no readable prediction logs (*.parquet) there"
                                 + (f"; {len(skipped)} file(s) were unreadable" if skipped else ""))
-    return fs, files, skipped, rows, common
+    return fs, files, skipped, rows, held
 
 
 def read_labels(path: str, classes: Optional[list], progress: Callable[[str], None] = print) -> pa.Table:
@@ -328,6 +331,16 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     numeric = {n: ref["edges"] for n, ref in profile["numeric"].items() if n in logged}
     categorical = {n: list(ref["shares"]) for n, ref in profile["categorical"].items() if n in logged}
     not_logged = sorted((set(profile["numeric"]) | set(profile["categorical"])) - logged)
+    if not_logged:
+        progress(f"[monitor] note: not in the logs, so not checked: {', '.join(not_logged)} (left out by "
+                 "serve.log.exclude, or the logs are of a version that did not take them)")
+    for n in (*numeric, *categorical):
+        has_files, has_rows = columns[FEATURE_PREFIX + n]
+        if has_files < len(files):
+            # A version that did not take the feature (a column renamed) served these rows: judged as missing.
+            progress(f"[monitor] note: {n} is not in {len(files) - has_files} of {len(files)} log file(s) "
+                     f"({total - has_rows:,} of {total:,} rows, served by a version that did not take it?): those "
+                     f"rows count as missing values of {n}")
     pred = profile["prediction"]
     plan = Plan(window_ms, numeric, categorical, pred["task"],
                 [canonical(c) for c in pred.get("classes", [])] or None, pred.get("edges"))
@@ -361,7 +374,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     for start in sorted(summaries):
         stats = window_stats(summaries[start], profile, thresholds, n_features, reference,
                              bundle.preprocessor.decision)
-        windows.append({"start": _iso(start), "end": _iso(start + window_ms), **stats})
+        windows.append({"start": _iso(start, window_ms), "end": _iso(start + window_ms, window_ms), **stats})
     if label_table is not None:
         joined = sum(w["metrics"]["n"] for w in windows)
         if joined < label_table.num_rows:
@@ -392,9 +405,12 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     if out:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "drift.json").write_text(json.dumps(drift.json_safe(report), indent=2, allow_nan=False))
+        earlier = out_dir / "drift.json"
+        replaced = (f" (replacing those written {datetime.fromtimestamp(earlier.stat().st_mtime):%Y-%m-%d %H:%M:%S}"
+                    "; --out FOLDER keeps each run's)") if earlier.is_file() else ""
+        earlier.write_text(json.dumps(drift.json_safe(report), indent=2, allow_nan=False))
         write_report(out_dir / "report.html", report, profile)
-        progress(f"[monitor] wrote {out_dir / 'drift.json'} and {out_dir / 'report.html'}")
+        progress(f"[monitor] wrote {out_dir / 'drift.json'} and {out_dir / 'report.html'}{replaced}")
     return result
 
 
@@ -427,5 +443,8 @@ def _reasons(windows: list[dict]) -> list[str]:
     return reasons
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+def _iso(ms: int, window_ms: int = 60_000) -> str:
+    """A window's start or end, to the minute; to the second for windows that are not whole minutes (`--window
+    5s` printed three windows as one minute, and each one's start equal to its end)."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime(
+        "%Y-%m-%dT%H:%MZ" if window_ms % 60_000 == 0 else "%Y-%m-%dT%H:%M:%SZ")

@@ -80,7 +80,8 @@ def test_in_distribution_flags_nothing_and_a_truncated_file_is_skipped(served_bu
     # What a SIGKILLed logging replica leaves: its hidden, unfinished file, which the monitor never reads.
     (logs / ".part-20261103T130000-r3-000001.parquet.tmp").write_bytes(good.read_bytes()[:100])
     few = traffic(10, seed=13).assign(rpm=np.nan)              # a third day: 10 rows, rpm never sent
-    write_log(logs, served_bundle, few, day=2, name="c")
+    third = write_log(logs, served_bundle, few, day=2, name="c")
+    pq.write_table(pq.read_table(third).drop_columns(["feature.rpm"]), third)   # by a version without rpm
 
     code, out, err, report = monitor(capsys, served_bundle, tmp_path / "logs", tmp_path / "mon")
 
@@ -88,6 +89,8 @@ def test_in_distribution_flags_nothing_and_a_truncated_file_is_skipped(served_bu
     assert out.strip().splitlines()[-1].startswith("ok: 810 rows in 3 window(s)")
     assert "; 1 window(s) under monitor.min_rows not judged" in out.strip().splitlines()[-1]
     assert f"{cut}: not a complete Parquet file" in out + err and ".tmp" not in out + err
+    assert ("[monitor] note: rpm is not in 1 of 3 log file(s) (10 of 810 rows, served by a version that did not "
+            "take it?): those rows count as missing values of rpm") in out
     assert report["verdict"] == "ok" and report["rows"] == 810 and len(report["skipped"]) == 1
     assert [w["flagged"] for w in report["windows"]] == [[], [], []]
     assert all(w["judged"] and not w["prediction"]["flags"] for w in report["windows"][:2])
@@ -118,6 +121,10 @@ def test_shifted_traffic_flags_exactly_the_shifted_features(served_bundle, tmp_p
     assert after["features"]["air_temp_k"]["ks_p"] < 1e-6
     html = (tmp_path / "mon" / "report.html").read_text()
     assert all(f"<h3>{name}: reference vs {after['start']}" in html for name in SHIFTED)
+    # Run again into the same folder: the earlier report is replaced, and that is said with its time.
+    code, out, _, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon")
+    assert code == 3 and f"[monitor] wrote {tmp_path / 'mon' / 'drift.json'} and " in out
+    assert "(replacing those written " in out and "; --out FOLDER keeps each run's)" in out
 
 
 def test_labels_reveal_the_mislabelled_window(served_bundle, tmp_path, capsys):  # noqa: F811
@@ -251,6 +258,39 @@ def test_regression_windows_without_ray(tmp_path):
     assert summary["versions"] == {"v1": 2, "": 1}
     assert _other_versions([summary], "v1").startswith("1 of 3 rows were served by other version(s) than v1 (no "
                                                        "version logged: 1)")
+
+
+def test_a_feature_some_log_files_lack_is_judged_with_their_rows_missing_and_said(tmp_path):
+    """Logs spanning a version that renamed rpm: one file of 800 rows without feature.rpm took rpm out of the
+    monitor for all 21,745 rows, named only in drift.json. Now judged over every file (the rows without it are
+    missing values of it) and said; a window under a minute is printed to the second."""
+    import pyarrow.fs as pafs
+
+    from jobs.monitor import _iso, log_files
+    from jobs.monitor_summary import Plan, merge, summarise_files
+
+    def log(path, n, with_rpm):
+        columns = {"request_id": pa.array([f"{path.stem}-{i}" for i in range(n)]),
+                   "record": pa.array(np.zeros(n, np.int32)),
+                   "time": pa.array([DAY0 + timedelta(seconds=i) for i in range(n)], pa.timestamp("ms", tz="UTC")),
+                   "model_version": pa.array(["v1"] * n), "prediction": pa.array(["ok"] * n),
+                   "feature.kind": pa.array(["L"] * n)}
+        if with_rpm:
+            columns["feature.rpm"] = pa.array(np.full(n, 1500.0))
+        pq.write_table(pa.table(columns), path)
+        return str(path)
+
+    paths = [log(tmp_path / "part-a.parquet", 30, True), log(tmp_path / "part-b.parquet", 10, False)]
+    fs, files, skipped, rows, held = log_files(str(tmp_path), print)
+    assert files == paths and rows == 40 and held["feature.rpm"] == [1, 30] and held["feature.kind"] == [2, 40]
+    plan = Plan(86_400_000, {"rpm": [1000.0, 2000.0]}, {"kind": ["L"]}, "classification", ["ok"], None)
+    columns = ["request_id", "record", "time", "model_version", "prediction", "feature.rpm", "feature.kind"]
+    parts = summarise_files(pa.table({"path": paths}), plan, columns, fs)
+    [window] = [json.loads(merge(group)["summary"][0]) for _, group in parts.to_pandas().groupby("window")]
+    assert window["n"] == 40 and window["numeric"]["rpm"]["missing"] == 10 and sum(window["numeric"]["rpm"]["counts"]) == 30
+    assert window["categorical"]["kind"]["missing"] == 0
+    assert _iso(0) == "1970-01-01T00:00Z" and _iso(5_000, 5_000) == "1970-01-01T00:00:05Z"
+    assert _iso(3_600_000, 3_600_000) == "1970-01-01T01:00Z"
 
 
 def test_labels_without_a_record_column_join_on_record_0(tmp_path):

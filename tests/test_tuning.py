@@ -411,3 +411,29 @@ def test_a_search_submitted_with_a_relative_data_path_resumes_here_as_the_same_s
     uri = validate_spec({"name": "x", "data": {"path": "s3://b/labs", "label": "y"}, "tune": {"samples": 2}})
     (tmp_path / EXPERIMENT_FILE).write_text(json.dumps({"spec": uri.model_dump(mode="json")}))
     _check_same_spec(tmp_path, uri)
+
+
+def test_resume_of_a_search_stopped_before_it_saved_a_trial_starts_it_anew(tmp_path):
+    """Ctrl-C in a search's first seconds left Tune's tuner.pkl and no trial state: `--resume` printed Ray's
+    "Failed to restore the run state" traceback, ran one trial of no configuration, and its next resume failed in
+    the report. The newest experiment of the spec, restorable only in name, is nothing to resume; an older one is
+    not taken in its place; one with Tune's state is resumed as before."""
+    import json
+
+    from tuning.experiment import EXPERIMENT_FILE, EXPERIMENT_PREFIX, TuneInputError, _find_experiment
+
+    spec = validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "tune": {"samples": 2}})
+    with pytest.raises(TuneInputError, match=r"--resume: no tuning experiment to continue under .*; drop --resume"):
+        _find_experiment(str(tmp_path), spec)
+    older, newest = tmp_path / f"{EXPERIMENT_PREFIX}20261206-080000", tmp_path / f"{EXPERIMENT_PREFIX}20261206-090000"
+    for folder in (older, newest):
+        folder.mkdir()
+        (folder / EXPERIMENT_FILE).write_text(json.dumps({"spec": spec.model_dump(mode="json")}))
+        (folder / "tuner.pkl").write_bytes(b"settings")
+    (older / "experiment_state-2026-12-06_08-00-05.json").write_text("{}")
+    assert _find_experiment(str(tmp_path), spec) is None
+    (newest / "tuner.pkl").unlink()                     # stopped sooner still: Tune had saved nothing
+    assert _find_experiment(str(tmp_path), spec) is None
+    (newest / "tuner.pkl").write_bytes(b"settings")
+    (newest / "experiment_state-2026-12-06_09-00-05.json").write_text("{}")
+    assert _find_experiment(str(tmp_path), spec) == newest

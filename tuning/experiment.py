@@ -62,8 +62,15 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     use_gpu = resolve_use_gpu(spec.train.use_gpu, spec.train.workers, resources)
     the_plan = plan(spec, resources, use_gpu=use_gpu)        # before any data is read: fail in seconds
     root = storage_root(spec)
-    experiment = _find_experiment(root, spec) if resume else Path(root) / (
-        EXPERIMENT_PREFIX + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    experiment = _find_experiment(root, spec) if resume else None
+    if resume and experiment is None:
+        # Stopped in its first seconds: Tune had saved the search's settings but not one trial. Restored, it ran
+        # a single trial of no configuration (Ray's "Failed to restore the run state" first), then the report
+        # failed on its empty axes; the whole search is what --resume asks for.
+        progress(f"[tune] --resume: the newest experiment of this spec under {root} was stopped before it saved "
+                 "any trial; starting the search anew")
+        resume = False
+    experiment = experiment or Path(root) / (EXPERIMENT_PREFIX + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     out = make_output_dir(spec.output_dir)
 
     if prepared is None:
@@ -391,15 +398,22 @@ def _outcome(spec: JobSpec, prepared: PreparedData, best: R.TrialRecord, metric:
 
 
 # ---------------------------------------------------------------------------------------------- resume
-def _find_experiment(root: str, spec: JobSpec) -> Path:
-    """The newest experiment under OUTPUT/ray that Tune can restore and that this spec started."""
+# Tune's snapshot of a search's trials (TuneController.CKPT_FILE_TMPL), written once the first trials exist.
+TUNE_STATE_GLOB = "experiment_state-*.json"
+
+def _find_experiment(root: str, spec: JobSpec) -> Optional[Path]:
+    """The newest experiment under OUTPUT/ray, when this spec started it; None when it was stopped before Tune
+    saved the state of any trial (no tuner.pkl, or that alone: nothing to keep, and an older search is not what
+    was stopped)."""
     candidates = sorted(Path(root).glob(EXPERIMENT_PREFIX + "*"), reverse=True) if Path(root).is_dir() else []
     for path in candidates:
-        if (path / EXPERIMENT_FILE).is_file() and tune.Tuner.can_restore(str(path)):
+        if (path / EXPERIMENT_FILE).is_file():
+            if not tune.Tuner.can_restore(str(path)) or not any(path.glob(TUNE_STATE_GLOB)):
+                return None
             _check_same_spec(path, spec)
             return path
     raise TuneInputError(f"--resume: no tuning experiment to continue under {root} "
-                    f"({len(candidates)} folder(s) named {EXPERIMENT_PREFIX}*, none restorable); "
+                    f"({len(candidates)} folder(s) named {EXPERIMENT_PREFIX}*, none started by trainyard); "
                     "drop --resume to start a new search")
 
 
