@@ -3,7 +3,7 @@
 What is shipped: trainyard's own repository (the one this command runs from, whatever folder you are in) as the
 job's ``working_dir`` — the files git would commit (tracked, plus
 untracked ones .gitignore does not ignore), never ``.git``, virtualenvs, ``runs/``, ``data/``, ``bundles/``,
-``tests/`` or caches — plus the spec as resolved here (``--set`` applied, paths settled) at ``.trainyard-job/spec.yaml``.
+``logs/``, ``monitor/``, ``tests/`` or caches — plus the spec as resolved here (``--set`` applied, paths settled) at ``.trainyard-job/spec.yaml``.
 The files are copied into a staging folder first, so what is measured against the upload limit is exactly
 what is uploaded. Files that usually hold secrets (``SECRET_PATTERNS``: ``.env*``, ``*.pem``, ``*.key``,
 ``id_rsa*``, ``.aws/``, ``credentials*``, ...) are refused, naming them, unless allowed with ``--allow-file
@@ -63,9 +63,10 @@ SHARED_ENV = "TRAINYARD_SHARED_PATHS"
 # Never shipped, even when tracked by git: at any depth...
 EXCLUDED_DIR_NAMES = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
                       ".trainyard", ".ipynb_checkpoints", "node_modules"}
-# ...and at the top of the repository: run outputs, data, bundles, build artifacts, and the tests (never run
-# by a job; their fixture schemas alone are megabytes).
-EXCLUDED_TOP_LEVEL = {"runs", "data", "bundles", "ray_results", ".whl", "build", "dist", "tests"}
+# ...and at the top of the repository: run outputs, data, bundles, the README's prediction logs and monitor
+# reports (served traffic: never uploaded by accident), build artifacts, and the tests (never run by a job;
+# their fixture schemas alone are megabytes).
+EXCLUDED_TOP_LEVEL = {"runs", "data", "bundles", "logs", "monitor", "ray_results", ".whl", "build", "dist", "tests"}
 MODES = ("run", "train", "tune")
 # `trainyard jobs stop` (the Jobs API's stop) sends the job's processes SIGTERM and SIGKILLs them 3 s later: a
 # search's driver died printing Ray's own SIGTERM stack dump, its state unsaved. The job supervisor reads these

@@ -300,9 +300,12 @@ def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tupl
         print_ingest_summary(prepared, progress)
         outcome = (early.finish(prepared, progress) if early is not None else
                    fit(spec, prepared, storage_path=storage_root(spec), run_name=run_name, progress=progress))
-    except BaseException:
+    except BaseException as exc:
         if early is not None:
             early.abort()                   # nothing to hand over: the waiting run ends without training
+        if isinstance(exc, KeyboardInterrupt) and (note := checkpoint_note(f"{storage_root(spec)}/{run_name}",
+                                                                           finished=False)):
+            progress(note)
         raise
     metric = spec.train.early_stop.metric if spec.train.early_stop else "val_loss"
     progress("[train] summary\n" + summary_table(outcome.history, metric, outcome.best_epoch))
@@ -318,18 +321,22 @@ def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tupl
 LARGE_CHECKPOINTS_MB = 100
 
 
-def checkpoint_note(folder: str) -> Optional[str]:
-    """A line on the Ray checkpoints a finished run (or search) left under local `folder`, when they are large:
-    they resume a run cut short, and the bundle holds the best weights, so they may go; None otherwise."""
+def checkpoint_note(folder: str, finished: bool = True) -> Optional[str]:
+    """A line on the Ray checkpoints a run (or search) left under local `folder`, when they are large, with how
+    to delete them; None otherwise. A finished run's bundle holds the best weights; a `trainyard train` stopped
+    by Ctrl-C (`finished` False) cannot be taken up again: each train starts afresh."""
     if not folder or "://" in str(folder) or not os.path.isdir(folder):
         return None
     found = [p for p in Path(folder).rglob("checkpoint_*") if p.is_dir()]
     total = sum(f.stat().st_size for p in found for f in p.rglob("*") if f.is_file()) / 2**20
     if total < LARGE_CHECKPOINTS_MB:
         return None
-    return (f"[bundle] note: {len(found)} Ray checkpoint(s), {total:,.0f} MB, are kept under {folder}: they "
-            "resume a run cut short; this one finished and its bundle holds the best weights, so they may be "
-            f"deleted: find {folder} -name 'checkpoint_*' -type d -prune -exec rm -r {{}} +")
+    if not finished:
+        return (f"[train] note: the interrupted run left {len(found)} Ray checkpoint(s), {total:,.0f} MB, under "
+                f"{folder}; `trainyard train` starts every run afresh, so nothing uses them: rm -r {folder}")
+    return (f"[bundle] note: {len(found)} Ray checkpoint(s), {total:,.0f} MB, are kept under {folder}: they let "
+            "a run that a worker's failure cut short go on; this one finished and its bundle holds the best "
+            f"weights, so they may be deleted: find {folder} -name 'checkpoint_*' -type d -prune -exec rm -r {{}} +")
 
 
 def _write_summary(output: str, prepared: PreparedData) -> None:

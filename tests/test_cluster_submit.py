@@ -45,7 +45,7 @@ def repo(tmp_path):
     write(root / ".gitignore", "*.ckpt\nscratch/\n")
     for junk in (".venv/lib/site.py", "runs/a/model.pt", "data/shard-0.parquet", "bundles/b/model.safetensors",
                  "jobs/__pycache__/cli.cpython-311.pyc", "model.ckpt", "scratch/notes.txt", ".trainyard/cluster.json",
-                 "tests/schemas/big.yaml"):
+                 "tests/schemas/big.yaml", "logs/predictions/pm/part-1.parquet", "monitor/drift.json"):
         write(root / junk)
     if shutil.which("git"):
         subprocess.run(["git", "init", "-q", str(root)], check=True)

@@ -120,9 +120,13 @@ def test_a_finished_runs_large_checkpoints_are_said_with_how_to_delete_them(tmp_
     (run / "result.json").write_bytes(b"x" * 900_000)         # not a checkpoint: not counted
     monkeypatch.setattr(pipeline, "LARGE_CHECKPOINTS_MB", 0.5)
     assert pipeline.checkpoint_note(str(run)) == (
-        f"[bundle] note: 2 Ray checkpoint(s), 1 MB, are kept under {run}: they resume a run cut short; this one "
-        f"finished and its bundle holds the best weights, so they may be deleted: find {run} -name 'checkpoint_*' "
-        "-type d -prune -exec rm -r {} +")
+        f"[bundle] note: 2 Ray checkpoint(s), 1 MB, are kept under {run}: they let a run that a worker's failure "
+        "cut short go on; this one finished and its bundle holds the best weights, so they may be deleted: find "
+        f"{run} -name 'checkpoint_*' -type d -prune -exec rm -r {{}} +")
+    # A `trainyard train` stopped by Ctrl-C: nothing takes its run up again (226 MB were left without a word).
+    assert pipeline.checkpoint_note(str(run), finished=False) == (
+        f"[train] note: the interrupted run left 2 Ray checkpoint(s), 1 MB, under {run}; `trainyard train` starts "
+        f"every run afresh, so nothing uses them: rm -r {run}")
     monkeypatch.setattr(pipeline, "LARGE_CHECKPOINTS_MB", 1)
     assert pipeline.checkpoint_note(str(run)) is None
     assert pipeline.checkpoint_note("s3://bucket/run") is None and pipeline.checkpoint_note("") is None
