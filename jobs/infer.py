@@ -89,7 +89,8 @@ def jsonable(v):
 
 def merge_probes(rows: list[str], columns: list[str]) -> dict:
     merged = {c: {"nulls": 0, "n": 0, "distinct": set(), "capped": False, "integral": True, "chars": 0, "infinite": 0,
-                  "filled": 0, "numbers": 0, "comma_numbers": 0, "dressed_numbers": 0, "not_numbers": set(), "all_distinct": True,
+                  "filled": 0, "numbers": 0, "comma_numbers": 0, "dressed_numbers": 0, "not_numbers": set(),
+                  "all_distinct": True,
                   "min": None, "max": None}
               for c in columns}
     for row in rows:

@@ -220,7 +220,8 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
                  + (f" ({len(earlier)} earlier version(s) kept in {output / B.VERSIONS})" if earlier else ""))
         worse = _worse_than(replaced, metrics.get("test") or {}, prepared.ingest.task, metrics.get("decision"))
         if worse:
-            progress(f"[bundle] note: {worse}; to serve that one: trainyard serve {output / B.VERSIONS / replaced[0]}")
+            progress(f"[bundle] note: {worse}{_other_data(replaced[3], _trained_on(version))}; to serve that one: "
+                     f"trainyard serve {output / B.VERSIONS / replaced[0]}")
         return version, metrics
     finally:
         if staging is not None:
@@ -232,9 +233,9 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
 _COMPARED = {"classification": ("f1", True), "regression": ("rmse", False)}
 
 
-def _latest_test_metrics(output: Path) -> Optional[tuple[str, dict, Optional[dict]]]:
-    """(version, test metrics, its binary cut-off or None) of the bundle OUTPUT/bundle points to now, or None
-    (none, or unreadable)."""
+def _latest_test_metrics(output: Path) -> Optional[tuple[str, dict, Optional[dict], Optional[tuple]]]:
+    """(version, test metrics, its binary cut-off or None, what it was trained on: `_trained_on`) of the bundle
+    OUTPUT/bundle points to now, or None (none, or unreadable)."""
     try:
         target = (output / B.POINTER).resolve(strict=True)
         test = json.loads((target / "metrics.json").read_text()).get("test") or {}
@@ -244,7 +245,32 @@ def _latest_test_metrics(output: Path) -> Optional[tuple[str, dict, Optional[dic
         decision = json.loads((target / "preprocessor.json").read_text()).get("decision")
     except (OSError, ValueError, AttributeError):
         decision = None
-    return target.name, test, decision
+    return target.name, test, decision, _trained_on(target)
+
+
+def _trained_on(folder: Path) -> Optional[tuple[str, list[str]]]:
+    """(data fingerprint, input features) of the bundle in `folder`, None where its files do not say."""
+    try:
+        fingerprint = json.loads((folder / "lineage.json").read_text())["data"]["fingerprint"]
+        features = [f["name"] for f in json.loads((folder / "schema.json").read_text())["features"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return fingerprint, features
+
+
+def _other_data(before: Optional[tuple[str, list[str]]], now: Optional[tuple[str, list[str]]]) -> str:
+    """What differs between the data two versions were trained and tested on, for the note that compares their
+    test scores: each scored its own test split, so a change of data or features makes those different rows."""
+    if before is None or now is None or before == now:
+        return ""
+    said = []
+    if before[0] != now[0]:
+        said.append(f"other data (fingerprint {str(before[0])[:12]} → {str(now[0])[:12]})")
+    gone, added = [f for f in before[1] if f not in now[1]], [f for f in now[1] if f not in before[1]]
+    if gone or added:
+        said.append("other features (" + ", ".join([f"-{f}" for f in gone] + [f"+{f}" for f in added]) + ")")
+    return (f" ({' and '.join(said)}, so different test rows: trainyard evaluate OLD NEW --data ROWS scores both "
+            "on the same rows)") if said else ""
 
 
 def _answers_by(decision: Optional[dict]) -> str:

@@ -238,15 +238,16 @@ def load_bundle(path):
 
 def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional[str] = None,
            port: Optional[int] = None, token: Optional[str] = None, no_token: bool = False,
-           progress: Callable[[str], None] = print, timeout_s: float = DEPLOY_TIMEOUT_S, breaking: bool = False) -> Served:
+           progress: Callable[[str], None] = print, timeout_s: float = DEPLOY_TIMEOUT_S,
+           breaking: bool = False) -> Served:
     """Serve the bundle at `bundle_path` (a bundle folder or a run's output folder) as app `name`, or update
     app `name` to it. Returns when the app answers over HTTP with the new version.
 
     The token: `token`, else $TRAINYARD_SERVE_TOKEN; without either an update keeps the running version's,
     and only `no_token` serves without one. An update whose bundle would refuse requests the running version
-    takes is refused unless `breaking` (`serving.contract`). An update that fails (a replica that cannot start, replicas not
-    scheduled or not answering within `timeout_s`) is rolled back to the running version, so that replicas
-    started later (autoscaling, a replaced replica) run that version rather than the failed one."""
+    takes is refused unless `breaking` (`serving.contract`). An update that fails (a replica that cannot start,
+    replicas not scheduled or not answering within `timeout_s`) is rolled back to the running version, so that
+    replicas started later (autoscaling, a replaced replica) run that version rather than the failed one."""
     import ray
 
     from jobs.bundle import resolve

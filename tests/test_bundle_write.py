@@ -334,14 +334,14 @@ def test_a_new_version_that_scores_worse_than_the_one_it_replaces_is_said(tmp_pa
     (tmp_path / "bundles" / "v1" / "metrics.json").write_text(json.dumps({"test": {"f1": 0.75, "rmse": 2.0}}))
     (tmp_path / "bundle").symlink_to("bundles/v1")
     replaced = _latest_test_metrics(tmp_path)
-    assert replaced == ("v1", {"f1": 0.75, "rmse": 2.0}, None)
+    assert replaced == ("v1", {"f1": 0.75, "rmse": 2.0}, None, None)
     assert _worse_than(replaced, {"f1": 0.52}, "classification") == (
         "the version it replaces as the latest, v1, scored test f1 0.7500 on its test split, this one 0.5200")
     assert _worse_than(replaced, {"f1": 0.75}, "classification") == ""
     assert _worse_than(replaced, {"rmse": 2.5}, "regression").endswith("test rmse 2.0000 on its test split, this "
                                                                        "one 2.5000")
     assert _worse_than(replaced, {"rmse": 1.5}, "regression") == ""
-    assert _worse_than(("v0", {}, None), {"f1": 0.1}, "classification") == ""        # nothing to compare with
+    assert _worse_than(("v0", {}, None, None), {"f1": 0.1}, "classification") == ""  # nothing to compare with
     # A cut-off trades F1 for recall on purpose: versions that answer by different cut-offs are not ranked by it
     # (a walkthrough's note advised going back to a threshold-0.3 bundle that caught 24 % of the defaulters).
     cut = {"positive": "default", "threshold": 0.084, "rule": "min_recall 0.85"}
@@ -356,6 +356,21 @@ def test_a_new_version_that_scores_worse_than_the_one_it_replaces_is_said(tmp_pa
         "this one by the likelier class, so their test f1 is not compared")
     assert _worse_than(replaced, {"f1": 0.45}, "classification", {**cut, "rule": "threshold 0.3"}).startswith(
         "the version it replaces as the latest, v1, scored test f1 0.7500")      # the same cut-off: compared
+    # Trained on other data or features, each version scored its own test split: said, not ranked silently.
+    from jobs.pipeline import _other_data, _trained_on
+
+    (tmp_path / "bundles" / "v1" / "lineage.json").write_text(json.dumps({"data": {"fingerprint": "a" * 40}}))
+    (tmp_path / "bundles" / "v1" / "schema.json").write_text(json.dumps(
+        {"features": [{"name": "rpm"}, {"name": "vibration_mm_s"}]}))
+    before = _latest_test_metrics(tmp_path)[3]
+    assert before == ("a" * 40, ["rpm", "vibration_mm_s"]) and _trained_on(tmp_path / "nowhere") is None
+    assert _other_data(before, before) == "" and _other_data(None, before) == ""
+    assert _other_data(before, ("b" * 40, ["rpm", "spindle_rpm"])) == (
+        " (other data (fingerprint aaaaaaaaaaaa → bbbbbbbbbbbb) and other features (-vibration_mm_s, +spindle_rpm), "
+        "so different test rows: trainyard evaluate OLD NEW --data ROWS scores both on the same rows)")
+    assert _other_data(before, ("a" * 40, ["rpm"])) == (
+        " (other features (-vibration_mm_s), so different test rows: trainyard evaluate OLD NEW --data ROWS "
+        "scores both on the same rows)")
 
 
 def test_a_replica_fetches_a_large_bundle_from_its_uri_and_checks_its_version(tmp_path, s3_bucket,  # noqa: F811

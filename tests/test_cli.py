@@ -45,8 +45,8 @@ def test_the_other_packages_commands_still_work_without_serving(tmp_path):
 
 def test_every_command_is_registered():
     sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"validate", "train", "run", "tune", "serve", "predict", "submit", "monitor", "cluster",
-                                "jobs"}
+    assert set(sub.choices) == {"validate", "train", "run", "tune", "serve", "predict", "submit", "monitor",
+                                "evaluate", "cluster", "jobs"}
 
 
 @pytest.mark.parametrize("command", ["train", "run", "tune", "validate", "serve", "monitor"])

@@ -30,6 +30,7 @@ from trainyard.display import Display
 # fix, never an "invalid choice" (and the other packages' commands keep working).
 COMMAND_MODULES = {"tuning.commands": ("tune",), "serving.commands": ("serve", "predict"),
                    "trainyard.submit": ("submit",), "trainyard.monitor": ("monitor",),
+                   "trainyard.evaluate": ("evaluate",),
                    "cluster.commands": ("cluster", "jobs")}
 
 

@@ -1,0 +1,75 @@
+"""`trainyard evaluate`: bundles (versions of a model) scored side by side on the same labelled rows, in this
+process: the numbers are each bundle's own `jobs.evaluate.score` over that table, overall and per slice."""
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+import torch
+
+from cluster.errors import EXIT_BAD_INPUT
+from jobs import bundle as B
+from jobs.evaluate import score
+from jobs.manifest import write as write_manifest
+from tests.test_bundle_write import _write
+from trainyard import cli
+
+
+@pytest.fixture
+def versions(tmp_path):
+    """Two versions of one small model (other weights), and 60 labelled rows with a slice column."""
+    paths = []
+    for seed, version in ((0, "v1"), (1, "v2")):
+        torch.manual_seed(seed)
+        paths.append(_write(tmp_path / version / "bundle", lineage={"version": version}))
+    rows = pd.DataFrame({"x": [i / 10 for i in range(60)], "c": ["a", "b", "z"] * 20,
+                         "y": ["yes" if i % 3 else "no" for i in range(60)], "site": ["north"] * 40 + ["south"] * 20})
+    rows.loc[5, "y"] = None                                    # not labelled yet: left out, and counted
+    rows.loc[7, "y"] = "maybe"                                 # no class of the model: not scored, and said
+    rows.to_csv(tmp_path / "fresh.csv", index=False)
+    return paths, rows, tmp_path / "fresh.csv"
+
+
+def test_versions_are_scored_on_the_same_rows_overall_and_per_slice(versions, capsys):
+    paths, rows, data = versions
+    assert cli.main(["evaluate", str(paths[0]), str(paths[1]), "--data", str(data), "--by", "site"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    labelled = pd.read_csv(data).dropna(subset=["y"])
+    expected = [score(B.load(p), [labelled], "y") for p in paths]
+    assert out[0] == f"[evaluate] 59 row(s) of {data} (label 'y'); 1 without a label left out"
+    assert out[1].split() == ["[evaluate]", "v1", "v2"]
+    f1 = next(line for line in out if line.startswith("[evaluate] f1 (macro)"))
+    assert f1.split()[-2:] == [f"{m['f1']:.4f}" for m in expected]
+    assert next(line for line in out if line.startswith("[evaluate] recall 'yes'")).endswith("(38 rows)")
+    assert "[evaluate] note: 1 row(s) hold a label that is not a class of the model ('maybe': 1), so they were " \
+           "not scored" in out
+    north = labelled[labelled["site"] == "north"]
+    by = out[out.index(next(line for line in out if line.startswith("[evaluate] by site: f1"))) + 1:]
+    assert by[0].split()[:3] == ["[evaluate]", "north", "(39)"]            # rows of the slice, as labelled
+    assert by[0].split()[-2:] == [f"{score(B.load(p), [north], 'y')['f1']:.4f}" for p in paths]
+    assert by[1].split()[:3] == ["[evaluate]", "south", "(20)"]
+
+
+def test_what_cannot_be_scored_is_named(versions, tmp_path, capsys):
+    paths, rows, data = versions
+    rows.drop(columns=["y"]).to_csv(tmp_path / "unlabelled.csv", index=False)
+    cases = [
+        (["--data", str(tmp_path / "unlabelled.csv")], r"unlabelled.csv: no column 'y' \(the bundle's label\); its "
+                                                       r"columns: 'x', 'c', 'site'"),
+        (["--data", str(data), "--by", "region"], r"fresh.csv: no column 'region' \(the --by column\)"),
+        (["--data", str(tmp_path / "none.csv")], r"none.csv: no such file"),
+    ]
+    for extra, says in cases:
+        assert cli.main(["evaluate", str(paths[0]), *extra]) == EXIT_BAD_INPUT
+        assert re.search(says, capsys.readouterr().err)
+    # A model of another label is not a version of this one.
+    other = _write(tmp_path / "other" / "bundle", lineage={"version": "o1"})
+    pre = json.loads((other / "preprocessor.json").read_text())
+    pre["label"] = "churned"
+    (other / "preprocessor.json").write_text(json.dumps(pre))
+    write_manifest(other, "o1")                 # as if written so: the bundle loads
+    assert cli.main(["evaluate", str(paths[0]), str(other), "--data", str(data)]) == EXIT_BAD_INPUT
+    assert re.search(r"the bundles predict different things: .* classification of 'y', .*other/bundles/o1 "
+                     r"classification of 'churned'; compare versions of one model", capsys.readouterr().err)

@@ -1,0 +1,141 @@
+"""`trainyard evaluate BUNDLE [BUNDLE ...] --data FILE [--by COLUMN]`: score bundles on the same labelled rows.
+
+Each version of a model scored its own test split when it was written; a retrain on other data or features
+scored other rows, so its test score cannot rank it against the version it replaces. This scores every bundle
+given on one table (a .csv, .parquet or .jsonl file, or a folder of .parquet shards, as `trainyard predict`
+reads them) through each bundle's own prediction path (`jobs.evaluate.score`: its preprocessing, its cut-off),
+side by side, and with `--by COLUMN` per value of a column (a machine type, a region): the slice a new version
+got worse on. In this process, without Ray: a table that fits in memory.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+# Values of a --by column shown, most rows first (the rest are counted in one line).
+MOST_SLICES = 20
+# Averages over the classes, every class counting the same (as the [evaluate] table of train says).
+_MACRO = ("precision", "recall", "f1")
+
+
+def register(subparsers, kit) -> None:
+    """Add `evaluate` to the `trainyard` subcommands."""
+    p = subparsers.add_parser("evaluate", help="score bundles (versions) side by side on the same labelled rows",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundles", nargs="+", metavar="BUNDLE",
+                   help="bundle folders or run outputs (OUTPUT/bundles/VERSION for an older version)")
+    p.add_argument("--data", required=True, help="labelled rows: .csv, .parquet or .jsonl, or a folder of .parquet")
+    p.add_argument("--by", default=None, metavar="COLUMN", help="also score each value of this column apart")
+    p.set_defaults(func=lambda args: cmd_evaluate(args, kit.progress))
+
+
+def cmd_evaluate(args, progress) -> int:
+    from jobs.bundle import BundleError, load, resolve
+    from jobs.evaluate import score
+    from serving.client import read_table
+
+    bundles = []
+    for given in args.bundles:
+        bundle = load(resolve(given))
+        if bundle.schema.get("image"):
+            raise BundleError(f"{given}: an image model; `trainyard evaluate` scores tables (rows of features and a "
+                              "label): score an image model with its test split (metrics.json)")
+        bundles.append(bundle)
+    label = bundles[0].preprocessor.label
+    others = [b for b in bundles[1:] if (b.task, b.preprocessor.label) != (bundles[0].task, label)]
+    if others:
+        raise BundleError(f"the bundles predict different things: {args.bundles[0]} {bundles[0].task} of {label!r}, "
+                          f"{others[0].path} {others[0].task} of {others[0].preprocessor.label!r}; compare versions "
+                          "of one model")
+    table = read_table(args.data)
+    _check_columns(table, args.data, label, args.by)
+    unlabelled = int(table[label].isna().sum())
+    table = table[table[label].notna()].reset_index(drop=True)
+    progress(f"[evaluate] {len(table):,} row(s) of {args.data} (label {label!r})"
+             + (f"; {unlabelled:,} without a label left out" if unlabelled else ""))
+    if not len(table):
+        raise BundleError(f"{args.data}: no row has a label in column {label!r}; nothing to score")
+    names = [b.version or given for b, given in zip(bundles, args.bundles)]
+    scores = [_scored(b, table, label, args.data, score) for b in bundles]
+    for line in _table(names, scores, bundles[0]):
+        progress(line)
+    if bundles[0].task == "classification" and scores[0]["rows"] < len(table):
+        from jobs.fitted import canonical
+        known = {canonical(c) for c in bundles[0].preprocessor.classes}
+        strange = table[label][[canonical(v) not in known for v in table[label]]].astype(str).value_counts()
+        progress(f"[evaluate] note: {int(strange.sum()):,} row(s) hold a label that is not a class of the model ("
+                 + ", ".join(f"{v!r}: {n}" for v, n in strange.head(5).items()) + "), so they were not scored")
+    if args.by:
+        for line in _slices(names, bundles, table, label, args.by, args.data, score):
+            progress(line)
+    return 0
+
+
+def _check_columns(table, path: str, label: str, by) -> None:
+    from jobs.bundle import BundleError
+
+    for column, what in ((label, "the bundle's label"), (by, "the --by column")):
+        if column is not None and column not in table.columns:
+            raise BundleError(f"{path}: no column {column!r} ({what}); its columns: "
+                              f"{', '.join(map(repr, table.columns[:30]))}")
+
+
+def _scored(bundle, table, label: str, path: str, score) -> dict:
+    """The bundle's metrics over `table` (the rows whose label is one of its classes), with the count scored."""
+    from jobs.bundle import BundleError
+
+    try:
+        metrics = score(bundle, [table], label)
+    except BundleError as exc:
+        raise BundleError(f"{path}: {bundle.version} cannot predict its rows: {exc}") from None
+    if bundle.task == "classification":
+        metrics["rows"] = int(sum(map(sum, metrics.get("confusion_matrix") or [])))
+    else:
+        metrics["rows"] = len(table)
+    return metrics
+
+
+def _shown(value) -> str:
+    return "-" if not isinstance(value, (int, float)) or math.isnan(value) else f"{value:.4f}"
+
+
+def _table(names: list[str], scores: list[dict], bundle) -> list[str]:
+    """Every metric side by side, then each class's recall (classification), each bundle in a column."""
+    width = max(16, *(len(n) + 2 for n in names))
+    keys = [k for k in scores[0] if k not in ("confusion_matrix", "rows")]
+    lines = ["[evaluate] " + " " * 22 + "".join(f"{n:>{width}}" for n in names)]
+    macro = bundle.task == "classification"
+    lines += [f"[evaluate] {k + (' (macro)' if macro and k in _MACRO else ''):<22}"
+              + "".join(f"{_shown(s.get(k)):>{width}}" for s in scores) for k in keys]
+    if bundle.task == "classification":
+        from jobs.metrics import per_class_scores
+
+        classes = bundle.preprocessor.classes
+        recalls = [per_class_scores(s["confusion_matrix"])[1] if s.get("confusion_matrix") else None for s in scores]
+        for i, c in enumerate(classes[:10]):
+            held = sum(scores[0]["confusion_matrix"][i]) if scores[0].get("confusion_matrix") else 0
+            lines.append(f"[evaluate] {('recall ' + repr(str(c)))[:22]:<22}"
+                         + "".join(f"{_shown(r[i] if r is not None and held else None):>{width}}" for r in recalls)
+                         + f"   ({held} rows)")
+    unscored = [f"{n}: {s['rows']}" for n, s in zip(names, scores) if s["rows"] != scores[0]["rows"]]
+    if unscored:
+        lines.append("[evaluate] note: rows scored differ (a label a version has no class for): " + ", ".join(unscored))
+    return lines
+
+
+def _slices(names, bundles, table, label: str, by: str, path: str, score) -> list[str]:
+    """The headline metric (f1, or rmse) per value of column `by`, most rows first."""
+    key = "f1" if bundles[0].task == "classification" else "rmse"
+    counts = table[by].fillna("(missing)").astype(str).value_counts()
+    width = max(16, *(len(n) + 2 for n in names))
+    lines = [f"[evaluate] by {by}: {key}" + " " * max(0, 22 - len(f"by {by}: {key}"))
+             + "".join(f"{n:>{width}}" for n in names)]
+    keyed = table[by].fillna("(missing)").astype(str)
+    for value, n in counts.head(MOST_SLICES).items():
+        part = table[keyed == value]
+        cells = [_scored(b, part, label, path, score).get(key) for b in bundles]
+        lines.append(f"[evaluate]   {(value[:14] + f' ({n})'):<20}" + "".join(f"{_shown(c):>{width}}" for c in cells))
+    if len(counts) > MOST_SLICES:
+        lines.append(f"[evaluate]   ... {len(counts) - MOST_SLICES} more value(s) of {by}, "
+                     f"{int(counts.iloc[MOST_SLICES:].sum()):,} row(s), not shown")
+    return lines
