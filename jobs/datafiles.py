@@ -219,12 +219,36 @@ def _other_separator(fs: pafs.FileSystem, path: str) -> Optional[str]:
     return next((ch for ch in (";", "\t", "|") if ch in header and "," not in header), None)
 
 
-def column_cells(fs: pafs.FileSystem, path: str, column: str) -> list[Optional[str]]:
-    """One column of a CSV file as its cells' text, a missing value None (as `csv_convert` reads them): to point
-    at the cells that do not read as the column's type, by line (the cell at index i is on line i + 2)."""
+def column_cells(fs: pafs.FileSystem, path: str, column: str) -> list[tuple[int, Optional[str]]]:
+    """One column of a CSV file as (line, cell text) per record, a missing value None (as `csv_convert` reads
+    them): to point at the cells that do not read as the column's type by the line an editor shows
+    (`record_lines`: a quoted field with line breaks in it moves every later record down)."""
     with fs.open_input_stream(path) as stream:
-        return pacsv.read_csv(stream, convert_options=csv_convert(
+        cells = pacsv.read_csv(stream, convert_options=csv_convert(
             include_columns=[column], column_types={column: pa.string()}))[column].to_pylist()
+    lines = record_lines(fs, path)
+    if len(lines) != len(cells):        # the two readers disagree on the records: the simple count it is
+        lines = list(range(2, len(cells) + 2))
+    return list(zip(lines, cells))
+
+
+def record_lines(fs: Optional[pafs.FileSystem], path: str) -> list[int]:
+    """The line each data record of a CSV file starts on (its header on line 1), as an editor numbers them: a
+    quoted field may hold line breaks, and blank lines are no records (Arrow and pandas skip them). Reads the
+    whole file: for naming a bad cell, not on the way of a good read."""
+    import csv
+    import io
+
+    if fs is None:
+        fs = pafs.LocalFileSystem()
+    with fs.open_input_stream(path) as stream:
+        text = io.TextIOWrapper(io.BytesIO(stream.read()), encoding="utf-8-sig", errors="replace", newline="")
+    reader, starts, previous = csv.reader(text), [], 0
+    for row in reader:
+        if row:
+            starts.append(previous + 1)
+        previous = reader.line_num
+    return starts[1:]
 
 
 def csv_convert(**options) -> pacsv.ConvertOptions:
@@ -321,14 +345,14 @@ def _stray_cells(fs: pafs.FileSystem, files: list[str], column: str, shown: int 
             cells = column_cells(fs, path, column)
         except (OSError, pa.ArrowException):
             return None
-        for i, v in enumerate(cells):
+        for line, v in cells:
             if v is None or not v.strip():
                 continue
             filled += 1
             if re.match(NUMBER, v.strip()):            # as ingest tells a number (`jobs.infer`)
                 numbers += 1
             else:
-                found.append((path, i + 2, v))          # line 1 is the header
+                found.append((path, line, v))
     if not found or numbers < MOSTLY_NUMBERS * filled:
         return None
     where = ", ".join(f"{path} line {line} ({v!r})" for path, line, v in found[:shown])

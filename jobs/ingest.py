@@ -294,7 +294,7 @@ def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -
             if not m or int(m[1]) >= len(header):
                 return f"{path}: {exc}"
             column, kind, value = header[int(m[1])], m[2], m[3]
-            lines = [i + 2 for i, v in enumerate(column_cells(fs, path, column)) if v == value]   # 1: the header
+            lines = [line for line, v in column_cells(fs, path, column) if v == value]
             where = ((f", line {lines[0]}" if lines else "")
                      + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""))
             return (f"{path}{where}: column {column!r} holds {value!r}, which does not read as {kind} like the "
@@ -318,7 +318,7 @@ def _stray_cells_where(fs: pafs.FileSystem, files: list[str], said: str, facts: 
             cells = column_cells(fs, path, column)
         except (OSError, pa.ArrowException):
             continue
-        lines = [(i + 2, v) for i, v in enumerate(cells) if v is not None and v.strip() in stray]  # line 1: header
+        lines = [(line, v) for line, v in cells if v is not None and v.strip() in stray]
         total += len(lines)
         found += [f"{path} line {n} ({v!r})" for n, v in lines[:5 - len(found)]]
     if not found:

@@ -311,8 +311,13 @@ def _numbers_read_as_text(df, features: list[dict]):
         numbers = pd.to_numeric(cells, errors="coerce")
         bad = cells.notna() & numbers.isna()
         if bad.any():
-            # A CSV's line (its header is line 1), as `train` names a stray cell; else the row, counted from 1.
-            at = (lambda i: f"line {i + 2}") if df.attrs.get("csv") else (lambda i: f"row {i + 1}")
+            # A CSV's line as an editor shows it (`record_lines`), as `train` names a stray cell; else the row,
+            # counted from 1.
+            at = lambda i: f"row {i + 1}"                   # noqa: E731
+            if df.attrs.get("csv"):
+                from jobs.datafiles import record_lines
+                lines = record_lines(None, df.attrs["csv"])
+                at = (lambda i: f"line {lines[i]}") if len(lines) == len(df) else (lambda i: f"line {i + 2}")
             where = ", ".join(f"{at(i)}: {cells.iloc[i]!r}" for i in bad.to_numpy().nonzero()[0][:3])
             raise TableError(f"column {name!r} must hold numbers; {int(bad.sum())} cell(s) do not ({where}). Fix "
                              "them, or leave them empty for a missing value")
@@ -404,7 +409,7 @@ def read_table(path) -> "pd.DataFrame":  # noqa: F821
             # index_col=False: a line with one delimiter too many (a trailing comma) would otherwise make the
             # first column the index and shift every value one column to the left.
             table = pd.read_csv(path, index_col=False)
-            table.attrs["csv"] = True           # a bad cell is named by its line (`_numbers_read_as_text`)
+            table.attrs["csv"] = str(path)      # a bad cell is named by its line (`_numbers_read_as_text`)
             return table
         if path.suffix.lower() == ".parquet":
             return pd.read_parquet(path)

@@ -482,6 +482,24 @@ def test_a_csv_saved_as_latin_1_is_named_with_its_line_and_how_to_save_it_as_utf
         read_table(tmp_path / "values.csv")
 
 
+def test_a_cell_is_named_by_the_line_an_editor_shows_past_quoted_line_breaks(tmp_path):
+    """Ten notes of three lines each above a '?' in record 200: "line 202", where the editor shows line 222."""
+    import pyarrow.fs as pafs
+
+    from jobs.datafiles import column_cells, record_lines
+
+    rows = (["x,y,note"] + [f'{i},{i % 2},"multi\nline\ntext"' for i in range(10)] + [""]
+            + [f"{i},{i % 2},plain" for i in range(10, 199)] + ["?,1,plain", "5,0,plain"])
+    (tmp_path / "l.csv").write_text("\n".join(rows) + "\n")
+    fs = pafs.LocalFileSystem()
+    lines = record_lines(fs, str(tmp_path / "l.csv"))
+    assert lines[:3] == [2, 5, 8] and lines[10] == 33 and len(lines) == 201
+    cells = column_cells(fs, str(tmp_path / "l.csv"), "x")
+    assert [line for line, v in cells if v == "?"] == [222]
+    with pytest.raises(DataError, match=r"l.csv line 222 \('\?'\)"):
+        ingest(data_spec(tmp_path), progress=lambda *_: None)
+
+
 def test_a_files_header_is_read_once_for_precheck_and_ingest_and_again_once_it_changes(tmp_path):
     """`jobs.precheck` reads every file's header before Ray starts and ingest a few seconds later: the second read
     is the first's, while the file is the same (size and modification time)."""

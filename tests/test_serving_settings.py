@@ -525,6 +525,10 @@ def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_nam
     (tmp_path / "rows.csv").write_text("a,kind\n1,x\n2,y\n?,x\n")
     with pytest.raises(TableError, match=r"1 cell\(s\) do not \(line 4: '\?'\)"):
         _numbers_read_as_text(read_table(tmp_path / "rows.csv"), features)
+    # A quoted note with line breaks above it, and a blank line: the line an editor shows (it said line 4).
+    (tmp_path / "notes.csv").write_text('a,kind,note\n1,x,"first\nsecond\nthird"\n\n2,y,ok\nforty,x,ok\n')
+    with pytest.raises(TableError, match=r"1 cell\(s\) do not \(line 7: 'forty'\)"):
+        _numbers_read_as_text(read_table(tmp_path / "notes.csv"), features)
 
 
 def test_serve_checks_the_bundle_before_it_starts_or_joins_ray(tmp_path):
