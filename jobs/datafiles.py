@@ -13,6 +13,7 @@ import re
 from typing import Optional
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -422,3 +423,45 @@ def _nearest(name: str, names: list[str]) -> str:
     lowered = {n.lower(): n for n in names}
     near = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
     return f"did you mean {lowered[near[0]]!r}? " if near else ""
+
+
+def cast_batch(batch: pa.Table, schema: pa.Schema, label: str) -> pa.Table:
+    """A block of rows as ingest reads them: in the reconciled `schema` (a column a shard lacks as nulls, NaN as
+    null), with `_label_missing` (1 where the label is missing, or an empty CSV cell of a text label)."""
+    cols = []
+    for f in schema:
+        col = batch[f.name] if f.name in batch.column_names else pa.nulls(len(batch), f.type)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        col = col.cast(f.type)
+        if pa.types.is_floating(f.type):
+            # NaN and null both mean "missing" to trainyard; keep one representation.
+            col = pc.if_else(pc.is_nan(col), pa.scalar(None, f.type), col)
+        cols.append(col)
+    table = pa.Table.from_arrays(cols, schema=schema)
+    missing = pc.is_null(table[label])
+    if pa.types.is_string(schema.field(label).type):
+        # A CSV reads an empty cell of a text column as "": for the label that is a missing value, not a class.
+        missing = pc.or_(missing, pc.equal(pc.utf8_trim_whitespace(table[label]), "")).fill_null(True)
+    return table.append_column("_label_missing", pc.cast(missing, pa.int64()))
+
+
+def stray_cells_where(fs: pafs.FileSystem, files: list[str], said: str, facts: dict) -> Optional[str]:
+    """Where the cells that kept a column of numbers from reading as numbers are, for the column `said` names:
+    "Where: FILE line N ('?'), ..." (at most 5), or None. Reads that one column of each file again, as text."""
+    column = next((c for c, f in facts.items()
+                   if f.get("not_numbers") and f"column {c!r} holds numbers but for " in said), None)
+    if column is None:
+        return None
+    stray, found, total = set(facts[column]["not_numbers"]), [], 0
+    for path in files:
+        try:
+            cells = column_cells(fs, path, column)
+        except (OSError, pa.ArrowException):
+            continue
+        lines = [(line, v) for line, v in cells if v is not None and v.strip() in stray]
+        total += len(lines)
+        found += [f"{path} line {n} ({v!r})" for n, v in lines[:5 - len(found)]]
+    if not found:
+        return None
+    return "Where: " + ", ".join(found) + (f" and {total - len(found)} more" if total > len(found) else "")

@@ -238,6 +238,17 @@ def _looks_like_id(t: pa.DataType, facts: dict) -> bool:
     return kind_of(t) == "string" or (kind_of(t) == "int" and facts["max"] - facts["min"] + 1 == present)
 
 
+def infinite_problem(facts: dict, names: list[str], where: str) -> Optional[str]:
+    """The columns holding inf or -inf (`probe`'s count), said with the fix; None when none does."""
+    infinite = {c: facts[c]["infinite"] for c in names if facts[c]["infinite"]}
+    if not infinite:
+        return None
+    said = "; ".join(f"column {c!r} holds {n} infinite value(s) (inf or -inf)" for c, n in infinite.items())
+    return (f"{said} in {where}: a model cannot learn from them. Replace them with numbers, or empty those cells "
+            "(a missing feature is imputed, a row without a label is dropped), or list a feature column under "
+            "data.features.exclude")
+
+
 def _integer_categories(distinct: set) -> str:
     """How an integer column of a few values was taken, and the other way: a count (late payments, visits)
     keeps its order as a number, and a value past those seen is then a number, not the unknown category."""

@@ -21,10 +21,10 @@ import pyarrow.fs as pafs
 import ray
 
 from cluster.errors import root_cause
-from jobs.datafiles import (check_files, column_cells, csv_convert, file_schema, infer_format, resolve_files,
-                            wanted_columns)
-from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infer_task, jsonable, look_alike,
-                         look_alike_note, merge_probes, probe, text_label_problem)
+from jobs.datafiles import (cast_batch, check_files, column_cells, csv_convert, file_schema, infer_format,
+                            resolve_files, stray_cells_where, wanted_columns)
+from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infer_task, infinite_problem, jsonable,
+                         look_alike, look_alike_note, merge_probes, probe, text_label_problem)
 from jobs.spec import DataSpec
 
 SPLIT_COLUMN = "_split"
@@ -68,25 +68,6 @@ class IngestResult:
 
 def _keep_split(batch: pa.Table, which: int) -> pa.Table:
     return batch.filter(pc.equal(batch[SPLIT_COLUMN], which)).drop_columns([SPLIT_COLUMN])
-
-
-def _cast(batch: pa.Table, schema: pa.Schema, label: str) -> pa.Table:
-    cols = []
-    for f in schema:
-        col = batch[f.name] if f.name in batch.column_names else pa.nulls(len(batch), f.type)
-        if pa.types.is_dictionary(col.type):
-            col = col.cast(col.type.value_type)
-        col = col.cast(f.type)
-        if pa.types.is_floating(f.type):
-            # NaN and null both mean "missing" to trainyard; keep one representation.
-            col = pc.if_else(pc.is_nan(col), pa.scalar(None, f.type), col)
-        cols.append(col)
-    table = pa.Table.from_arrays(cols, schema=schema)
-    missing = pc.is_null(table[label])
-    if pa.types.is_string(schema.field(label).type):
-        # A CSV reads an empty cell of a text column as "": for the label that is a missing value, not a class.
-        missing = pc.or_(missing, pc.equal(pc.utf8_trim_whitespace(table[label]), "")).fill_null(True)
-    return table.append_column("_label_missing", pc.cast(missing, pa.int64()))
 
 
 # ---------------------------------------------------------------------------------------------- split
@@ -182,7 +163,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     else:
         raw = ray.data.read_csv(files, filesystem=fs,
                                 convert_options=csv_convert(include_columns=schema.names, column_types=schema))
-    ds = raw.map_batches(_cast, fn_kwargs={"schema": schema, "label": data.label}, batch_format="pyarrow")
+    ds = raw.map_batches(cast_batch, fn_kwargs={"schema": schema, "label": data.label}, batch_format="pyarrow")
     try:
         ds = ds.materialize()
     except Exception as exc:
@@ -197,12 +178,8 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                                 batch_format="pyarrow", batch_size=None).take_all()
     facts = merge_probes([r["probe"] for r in probe_rows], schema.names)
     label_facts = facts[data.label]
-    infinite = {c: facts[c]["infinite"] for c in schema.names if facts[c]["infinite"]}
-    if infinite:
-        said = "; ".join(f"column {c!r} holds {n} infinite value(s) (inf or -inf)" for c, n in infinite.items())
-        raise DataError(f"{said} in {data.path!r}: a model cannot learn from them. Replace them with numbers, or "
-                        "empty those cells (a missing feature is imputed, a row without a label is dropped), or list "
-                        "a feature column under data.features.exclude")
+    if problem := infinite_problem(facts, schema.names, repr(data.path)):
+        raise DataError(problem)
     if label_facts["nulls"] == rows_read:
         raise DataError(f"label column {data.label!r} is empty in every row of {data.path!r}")
 
@@ -212,7 +189,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
         numeric, categorical, texts = infer_features(schema, columns, data, facts, inferred, text=text)
     except DataError as exc:
         # A numeric column with stray cells: the probe counted them, a CSV's lines say where they are.
-        where = _stray_cells_where(fs, files, str(exc), facts) if fmt == "csv" else None
+        where = stray_cells_where(fs, files, str(exc), facts) if fmt == "csv" else None
         if where is None:
             raise
         raise DataError(f"{exc}. {where}") from None
@@ -303,27 +280,6 @@ def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -
         except (OSError, pa.ArrowException):
             continue
     return None
-
-
-def _stray_cells_where(fs: pafs.FileSystem, files: list[str], said: str, facts: dict) -> Optional[str]:
-    """Where the cells that kept a column of numbers from reading as numbers are, for the column `said` names:
-    "Where: FILE line N ('?'), ..." (at most 5), or None. Reads that one column of each file again, as text."""
-    column = next((c for c, f in facts.items()
-                   if f.get("not_numbers") and f"column {c!r} holds numbers but for " in said), None)
-    if column is None:
-        return None
-    stray, found, total = set(facts[column]["not_numbers"]), [], 0
-    for path in files:
-        try:
-            cells = column_cells(fs, path, column)
-        except (OSError, pa.ArrowException):
-            continue
-        lines = [(line, v) for line, v in cells if v is not None and v.strip() in stray]
-        total += len(lines)
-        found += [f"{path} line {n} ({v!r})" for n, v in lines[:5 - len(found)]]
-    if not found:
-        return None
-    return "Where: " + ", ".join(found) + (f" and {total - len(found)} more" if total > len(found) else "")
 
 
 def check_splits(split_rows: dict[str, int], data: DataSpec, classes: Optional[int] = None) -> None:

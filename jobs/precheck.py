@@ -1,6 +1,7 @@
 """What the spec asks of the data, checked against it before any Ray work: that the label and the columns
-data.features lists or excludes are in its files (their headers alone), and what the spec's metrics need of the
-label.
+data.features lists or excludes are in its files (their headers), that the values of the first rows of each file
+are what ingest takes (`_sample_problem`: no ID column, no numbers written as text, no infinite value), and what
+the spec's metrics need of the label.
 
 `val_auc` needs a label with exactly two classes, which the spec alone cannot tell; a multiclass label would
 pass validation and then fail every training run (every trial of a search). This reads the label column alone
@@ -229,11 +230,68 @@ def check_columns(spec: JobSpec) -> None:
                 if spec.model.kind == "text" and c in schema.names and kind_of(schema.field(c).type) != "string"]
     if not_text:
         raise DataError("\n".join(f"{p} (data.path: {data.path})" for p in not_text))
+    if problem := _sample_problem(data, fs, files, fmt, schema, spec.model.kind == "text"):
+        raise DataError(problem)
     label_type = schema.field(data.label).type
     if data.task == "regression" and kind_of(label_type) not in ("int", "float"):
         # after a Ray start and a read of every row, ingest said "cannot be regressed; use task: classification"
         raise DataError(f"{text_label_problem(data.label, label_type, label_values(data, _MOST_VALUES) or [])} "
                         f"(data.path: {data.path})")
+
+
+# Rows read per file for `_sample_problem`: all of a small table, the first ones of a large one.
+SAMPLE_ROWS = 100_000
+
+
+def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text: bool) -> Optional[str]:
+    """What ingest's look at the values would refuse (jobs.infer: an ID column, numbers written with a comma or
+    a currency sign, numbers with stray cells, infinite values), found in the first SAMPLE_ROWS rows of each
+    local file: one `validate` names in a second, where a run found them one at a time, each after a Ray start
+    and a read (23-36 s a try). None when the rows read show nothing, or cannot be read here (ingest says)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from jobs.datafiles import cast_batch, csv_convert, stray_cells_where
+    from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infinite_problem, merge_probes,
+                            probe)
+
+    rows = []
+    try:
+        for path in files:
+            if fmt == "parquet":
+                batches = pq.ParquetFile(path).iter_batches(columns=schema.names, batch_size=SAMPLE_ROWS)
+            else:
+                batches = pacsv.open_csv(path, convert_options=csv_convert(include_columns=schema.names,
+                                                                           column_types=schema))
+            taken, read = [], 0
+            for batch in batches:
+                taken.append(batch)
+                read += batch.num_rows
+                if read >= SAMPLE_ROWS:
+                    break
+            if taken:
+                table = cast_batch(pa.Table.from_batches(taken).slice(0, SAMPLE_ROWS), schema, data.label)
+                rows.append(probe(table, schema.names, MAX_INFERRED_CLASSES * 5)["probe"][0])
+    except Exception:  # noqa: BLE001 - a file this look cannot read: ingest reads it, and says what is wrong
+        return None
+    if not rows:
+        return None
+    facts = merge_probes(rows, schema.names)
+    problems = [p] if (p := infinite_problem(facts, schema.names, f"data.path {data.path!r}")) else []
+    columns = [c for c in schema.names if c != data.label]
+    while columns:          # ingest stops at the first column it refuses; here every one is named, in one pass
+        try:
+            infer_features(schema, columns, data, facts, {}, text=text)
+            break
+        except DataError as exc:
+            found = stray_cells_where(fs, files, str(exc), facts) if fmt == "csv" else None
+            problems.append(f"{exc}. {found}" if found else str(exc))
+            named = [c for c in columns if repr(c) in str(exc)]
+            if not named:
+                break
+            columns = [c for c in columns if c not in named]
+    return "\n".join(problems) or None
 
 
 def local_data_note(data: DataSpec) -> Optional[str]:
