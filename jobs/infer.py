@@ -360,6 +360,34 @@ def look_alike(classes: list) -> list[list[str]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
+# The ways a yes/no answer is written in exports: one column holding several of them is 2 categories written as 4.
+_YES_NO = {"y": True, "yes": True, "true": True, "t": True, "n": False, "no": False, "false": False, "f": False}
+
+
+def feature_notes(numeric: list[str], categorical: list[str], facts: dict) -> list[str]:
+    """Notes on feature columns the model may learn less from than the user thinks: one value in every row
+    (nothing to learn), a yes/no written several ways ('Y', 'N', 'true', 'False': 4 categories), one category
+    written two ways ('North', ' North')."""
+    notes = []
+    for c in numeric + categorical:
+        values = facts[c]["distinct"]
+        if facts[c]["capped"] or facts[c]["n"] == facts[c]["nulls"]:
+            continue
+        if len(values) == 1:
+            notes.append(f"column {c!r} holds one value, {next(iter(values))!r}, in every row that has one: a model "
+                         "learns nothing from it (data.features.exclude leaves it out)")
+        elif c in categorical and all(isinstance(v, str) for v in values):
+            spelled = sorted(v for v in values if v.strip().lower() in _YES_NO)
+            if len(spelled) == len(values) and len(values) > 2:
+                notes.append(f"column {c!r} holds yes/no written {len(values)} ways ({', '.join(map(repr, spelled))}):"
+                             f" {len(values)} categories where there may be 2; write them one way in the data")
+            else:
+                notes += [f"column {c!r}: categories {' and '.join(map(repr, g))} differ only in case or in spaces "
+                          "around them, and are learnt as different categories; if they are one, make them the same "
+                          "in the data" for g in look_alike(sorted(values))]
+    return notes
+
+
 def look_alike_note(label: str, group: list[str]) -> str:
     return (f"label {label!r}: classes {' and '.join(map(repr, group))} differ only in case or in spaces around "
             "them, and are trained as different classes; if they are one, make them the same in the data")

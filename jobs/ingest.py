@@ -23,8 +23,9 @@ import ray
 from cluster.errors import root_cause
 from jobs.datafiles import (cast_batch, check_files, column_cells, csv_convert, file_schema, infer_format,
                             resolve_files, stray_cells_where, wanted_columns)
-from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infer_task, infinite_problem, jsonable,
-                         look_alike, look_alike_note, merge_probes, probe, text_label_problem)
+from jobs.infer import (MAX_INFERRED_CLASSES, DataError, feature_notes, infer_features, infer_task,
+                         infinite_problem, jsonable, look_alike, look_alike_note, merge_probes, probe,
+                         text_label_problem)
 from jobs.spec import DataSpec
 
 SPLIT_COLUMN = "_split"
@@ -193,6 +194,8 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
         if where is None:
             raise
         raise DataError(f"{exc}. {where}") from None
+    for note in feature_notes(numeric, categorical, facts):
+        progress(f"[ingest] note: {note}")
 
     ds = ds.map_batches(_with_split_key, fn_kwargs={"seed": data.split.seed}, batch_format="pandas")
     keys = ds.select_columns([data.label, "_u"]).to_pandas()
@@ -239,6 +242,8 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
         for k, name in names.items():
             vc = splits.loc[splits[SPLIT_COLUMN] == k, data.label].value_counts()
             class_counts[name] = {str(jsonable(c)): int(n) for c, n in vc.items()}
+        for line in unmeasured_classes(class_counts):
+            progress(line)
     return IngestResult(dataset=ds, files=files, format=fmt, schema=schema, label=data.label, task=task,
                         numeric=numeric, categorical=categorical, text=texts, classes=classes, rows_read=rows_read,
                         rows_dropped_missing_label=int(dropped), split_rows=split_rows,
@@ -249,6 +254,22 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                                  # a text is missing when null, empty or only whitespace: it is read as "" then
                                  **{c: facts[c]["n"] - facts[c]["filled"] for c in texts
                                     if facts[c]["n"] > facts[c]["filled"]}})
+
+
+def unmeasured_classes(class_counts: dict[str, dict[str, int]]) -> list[str]:
+    """A warning per class of a few rows that the validation or test split holds none of: the model is trained
+    on it, and nothing measures it (the test report's row of zeros for 'flood', 2 rows, said nothing more)."""
+    lines = []
+    for c, n in (class_counts.get("train") or {}).items():
+        absent = [s for s in ("val", "test") if s in class_counts and not class_counts[s].get(c)]
+        if absent:
+            total = n + sum((class_counts.get(s) or {}).get(c, 0) for s in ("val", "test"))
+            why = {("val",): "the best epoch is chosen without it", ("test",): "the test report cannot measure it",
+                   ("val", "test"): "nothing measures how the model does on it"}[tuple(absent)]
+            lines.append(f"[ingest] warning: class {c!r} has {total} row(s), none in the {' and '.join(absent)} "
+                         f"split{'s' if len(absent) > 1 else ''}: {why}. Add rows of it, or leave those rows out if "
+                         "it is no class to predict")
+    return lines
 
 
 def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -> Optional[str]:

@@ -391,7 +391,11 @@ def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None]
         lines.append(f"[data] text ({len(s.text)}): {', '.join(s.text)}")
     if s.missing:
         # Imputed in preprocessing: said, so that a column mostly empty is seen (counts over the rows read).
-        lines.append("[data] missing values (imputed): " + ", ".join(f"{c} {n:,}" for c, n in s.missing.items()))
+        # A number is imputed; a category's missing value is read as its unknown category, as an unseen one is.
+        kinds = {"imputed": [c for c in s.missing if c not in s.categorical],
+                 "the unknown category": [c for c in s.missing if c in s.categorical]}
+        lines += [f"[data] missing values ({how}): " + ", ".join(f"{c} {s.missing[c]:,}" for c in columns)
+                  for how, columns in kinds.items() if columns]
     if s.corrupt:
         shown = "; ".join(f"{c['path']} ({c['error']})" for c in s.corrupt[:20])
         lines.append(f"[data] {len(s.corrupt)} undecodable image(s) skipped: {shown}"

@@ -235,3 +235,59 @@ def test_amounts_and_rates_with_currency_or_percent_signs_are_named_not_taken_fo
     words = pa.table({"plan": ["gold", "silver", "100%", "basic"] * 15})
     plan = merge_probes([probe(words, ["plan"], 50)["probe"][0]], ["plan"])
     assert infer_features(words.schema, ["plan"], data, plan, {})[1] == ["plan"]
+
+
+def test_a_class_the_validation_or_test_split_holds_none_of_is_warned():
+    """'flood' (2 rows) and a '2.0' typo (1 row) went to the train split only: a row of zeros in the test report."""
+    from jobs.ingest import unmeasured_classes
+
+    counts = {"train": {"fire": 70, "flood": 2, "2.0": 1}, "val": {"fire": 15}, "test": {"fire": 14, "flood": 1}}
+    assert unmeasured_classes(counts) == [
+        "[ingest] warning: class 'flood' has 3 row(s), none in the val split: the best epoch is chosen without it. "
+        "Add rows of it, or leave those rows out if it is no class to predict",
+        "[ingest] warning: class '2.0' has 1 row(s), none in the val and test splits: nothing measures how the "
+        "model does on it. Add rows of it, or leave those rows out if it is no class to predict"]
+    assert unmeasured_classes({"train": {"a": 5}, "val": {"a": 1}, "test": {"a": 1}}) == []
+    assert unmeasured_classes({}) == []
+
+
+def test_the_summary_says_a_missing_category_is_read_as_the_unknown_one_not_imputed():
+    """`missing values (imputed): police_report 295` of a category column, whose missing values go to its
+    unknown category."""
+    from types import SimpleNamespace
+
+    from jobs.pipeline import print_ingest_summary
+
+    ingest = SimpleNamespace(format="csv", rows_read=900, files=["a.csv"], rows_dropped_missing_label=0, label="y",
+                             inferred={}, task="classification", numeric=["premium"], categorical=["police_report"],
+                             text=[], missing={"premium": 12, "police_report": 295}, corrupt=[],
+                             excluded_columns=[], unused_columns=[], class_counts={})
+    lines = []
+    print_ingest_summary(SimpleNamespace(ingest=ingest), lines.append)
+    said = lines[0].splitlines()
+    assert "[data] missing values (imputed): premium 12" in said
+    assert "[data] missing values (the unknown category): police_report 295" in said
+
+
+def test_feature_columns_a_model_learns_less_from_than_it_seems_are_noted():
+    """A constant column was a feature without a word; 'Y'/'N'/'true'/'False' were 4 categories; ' North' and
+    'North' two (an insurer's export)."""
+    import pyarrow as pa
+
+    from jobs.infer import feature_notes, merge_probes, probe
+
+    n = 60
+    table = pa.table({"flag": ["Y", "N", "true", "False"] * 15, "region": ["North", " North", "South"] * 20,
+                      "constant": [1.0] * n, "kind": ["a", "b"] * 30, "rpm": [float(i) for i in range(n)],
+                      "empty": pa.nulls(n, pa.float64())})
+    facts = merge_probes([probe(table, table.column_names, 50)["probe"][0]], table.column_names)
+    assert feature_notes(["constant", "rpm", "empty"], ["flag", "region", "kind"], facts) == [
+        "column 'constant' holds one value, 1.0, in every row that has one: a model learns nothing from it "
+        "(data.features.exclude leaves it out)",
+        "column 'flag' holds yes/no written 4 ways ('False', 'N', 'Y', 'true'): 4 categories where there may be 2; "
+        "write them one way in the data",
+        "column 'region': categories ' North' and 'North' differ only in case or in spaces around them, and are "
+        "learnt as different categories; if they are one, make them the same in the data"]
+    yes_no = pa.table({"flag": ["yes", "no"] * 30})
+    plain = merge_probes([probe(yes_no, ["flag"], 50)["probe"][0]], ["flag"])
+    assert feature_notes([], ["flag"], plain) == []                 # written one way: nothing to say
