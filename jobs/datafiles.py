@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from jobs.infer import MOSTLY_NUMBERS, NUMBER, DataError, kind_of
+from jobs.infer import _COMMA_NUMBER, _DRESSED_NUMBER, MOSTLY_NUMBERS, NUMBER, DataError, kind_of
 from jobs.spec import DataSpec
 
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -338,7 +338,7 @@ def _shard_column_problems(schemas: dict[str, pa.Schema], exclude: set[str], wan
 def _stray_cells(fs: pafs.FileSystem, files: list[str], column: str, shown: int = 5) -> Optional[str]:
     """When the CSV shards in which `column` reads as text hold numbers but for a few cells: which cells, where
     ("FILE line N ('?')"), and the fix; else None (a column of text in those shards, or not CSVs)."""
-    found, filled, numbers = [], 0, 0
+    found, filled, numbers, written = [], 0, 0, []
     for path in files:
         if not path.lower().endswith(".csv"):
             return None
@@ -352,8 +352,17 @@ def _stray_cells(fs: pafs.FileSystem, files: list[str], column: str, shown: int 
             filled += 1
             if re.match(NUMBER, v.strip()):            # as ingest tells a number (`jobs.infer`)
                 numbers += 1
+            elif re.match(_COMMA_NUMBER, v.strip()) or re.match(_DRESSED_NUMBER, v.strip()):
+                written.append((path, line, v))         # '1,000', '$12.50', '12%': numbers, as ingest says
             else:
                 found.append((path, line, v))
+    if written and numbers + len(written) >= MOSTLY_NUMBERS * filled and len(written) > len(found):
+        (path, line, v), more = written[0], len(written) - 1
+        return (f"column {column!r} holds numbers written with a comma or a currency or percent sign in "
+                f"{', '.join(sorted({p for p, _, _ in written}))} ({path} line {line}: {v!r}"
+                f"{f' and {more} more' if more else ''}), which read as text there and as numbers in the other "
+                "shards: save them as plain numbers, e.g. with pandas: pd.read_csv(path, thousands=',') for "
+                "'1,000', then .to_csv(path, index=False); or list the column under data.features.exclude")
     if not found or numbers < MOSTLY_NUMBERS * filled:
         return None
     where = ", ".join(f"{path} line {line} ({v!r})" for path, line, v in found[:shown])

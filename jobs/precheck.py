@@ -256,7 +256,7 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
     from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infinite_problem, merge_probes,
                             probe)
 
-    rows = []
+    rows, infinite = [], []
     try:
         for path in files:
             if fmt == "parquet":
@@ -273,12 +273,13 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
             if taken:
                 table = cast_batch(pa.Table.from_batches(taken).slice(0, SAMPLE_ROWS), schema, data.label)
                 rows.append(probe(table, schema.names, MAX_INFERRED_CLASSES * 5)["probe"][0])
+                infinite.append(infinite_problem(merge_probes(rows[-1:], schema.names), schema.names, path))
     except Exception:  # noqa: BLE001 - a file this look cannot read: ingest reads it, and says what is wrong
         return None
     if not rows:
         return None
     facts = merge_probes(rows, schema.names)
-    problems = [p] if (p := infinite_problem(facts, schema.names, f"data.path {data.path!r}")) else []
+    problems = [p for p in infinite if p]      # by file: ingest can name only data.path
     columns = [c for c in schema.names if c != data.label]
     while columns:          # ingest stops at the first column it refuses; here every one is named, in one pass
         try:

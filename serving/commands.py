@@ -266,10 +266,16 @@ def cmd_predict(args) -> int:
         table = table.drop(columns=[image_field])       # each row's `file` names its image
     # After the predictions (check_columns has refused a file with no feature or a misspelt one): a feature
     # without a column is imputed for every row, which the user should see rather than find out.
-    absent = [f["name"] for f in client.schema()["features"] if f["name"] not in df.columns]
+    features = [f["name"] for f in client.schema()["features"]]
+    absent = [name for name in features if name not in df.columns]
     if absent:
+        # A column renamed since training ('spindle_rpm' for 'rpm') is among those the model does not take.
+        label = (client.schema().get("label") or {}).get("name")
+        unused = [c for c in df.columns if c not in features and c != label and c != "file"]
         print(f"note: {args.file} has no column for {', '.join(map(repr, absent))}: the model imputed "
-              f"{'it' if len(absent) == 1 else 'them'} for every row, as it does a missing value", file=sys.stderr)
+              f"{'it' if len(absent) == 1 else 'them'} for every row, as it does a missing value"
+              + (f"; the file's columns it does not take: {', '.join(map(repr, unused[:8]))}"
+                 + (", ..." if len(unused) > 8 else "") if unused else ""), file=sys.stderr)
     if note := out_of_range_note(predicted.attrs.get("out_of_range"), len(df), args.file):
         print(note, file=sys.stderr)
     if note := unseen_note(predicted.attrs.get("unseen_categories"), len(df), args.file, client.schema()["features"]):

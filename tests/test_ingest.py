@@ -78,6 +78,14 @@ def test_stray_cells_in_one_csv_shard_are_named_with_their_lines(tmp_path):
         f"column 'vib' holds numbers but for 2 cell(s) of {tmp_path / 'm2.csv'}, which make it text there: "
         f"{tmp_path / 'm2.csv'} line 5 ('?'), {tmp_path / 'm2.csv'} line 11 ('?'). Fix those cells (leave them empty "
         "for a missing value), or list 'vib' under data.features.exclude")
+    # A shard exported with thousands separators: numbers written as text there, said with the pandas option.
+    pd.DataFrame({"vib": [f"{1000 + i:,}" for i in range(20)], "y": [0, 1] * 10}).to_csv(tmp_path / "m2.csv",
+                                                                                         index=False)
+    with pytest.raises(DataError, match=rf"^column 'vib' holds numbers written with a comma or a currency or percent "
+                                        rf"sign in {tmp_path / 'm2.csv'} \({tmp_path / 'm2.csv'} line 2: '1,000' and 19 "
+                                        rf"more\), which read as text there and as numbers in the other shards: .*"
+                                        rf"thousands=','"):
+        check_files_of(tmp_path)
     # A shard whose column is words, not numbers with strays, is still a disagreement between shards.
     pd.DataFrame({"vib": ["low", "high"] * 10, "y": [0, 1] * 10}).to_csv(tmp_path / "m2.csv", index=False)
     with pytest.raises(DataError, match=r"column 'vib' has incompatible types across shards \(float in .*m1.csv, "

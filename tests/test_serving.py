@@ -362,6 +362,7 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
                               str(tmp_path / "no-rpm.csv")], capture_output=True, text=True, env=env, timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
         assert f"note: {tmp_path / 'no-rpm.csv'} has no column for 'rpm': the model imputed it" in run.stderr
+        assert "a missing value; the file's columns it does not take: 'machine_id'\n" in run.stderr
         assert f"note: 1 of 30 row(s) of {tmp_path / 'no-rpm.csv'} hold numbers well outside the range" in run.stderr
         assert "torque_nm in 1 row(s) (e.g. 9999; trained on" in run.stderr
         printed = pd.read_csv(io.StringIO(run.stdout))

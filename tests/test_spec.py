@@ -750,6 +750,14 @@ def test_validate_names_every_column_ingest_would_refuse_from_the_first_rows_bef
     assert data_problems[2].startswith("column 'premium' holds numbers but for 2 of its 300 filled cell(s)")
     assert data_problems[2].endswith(f"Where: {tmp_path / 'd' / 'claims.csv'} line 12 ('?'), "
                                      f"{tmp_path / 'd' / 'claims.csv'} line 22 ('n.a.')")
+    # An infinite value is named with its file (ingest names data.path, a folder of shards).
+    frame.assign(age=[float("inf")] + [30.0] * (n - 1)).to_csv(tmp_path / "d" / "more.csv", index=False)
+    assert precheck.problems(spec)[1][0] == (f"column 'age' holds 1 infinite value(s) (inf or -inf) in "
+                                             f"{tmp_path / 'd' / 'more.csv'}: a model cannot learn from them. Replace "
+                                             "them with numbers, or empty those cells (a missing feature is imputed, "
+                                             "a row without a label is dropped), or list a feature column under "
+                                             "data.features.exclude")
+    (tmp_path / "d" / "more.csv").unlink()
     # Listed as the user means them, nothing is left to refuse; values past the rows read are ingest's to see.
     fixed = validate_spec({"name": "c", "data": {"path": str(tmp_path / "d"), "label": "y", "features": {
         "exclude": ["claim_id"], "categorical": ["deductible", "premium"]}}})
