@@ -6,6 +6,7 @@ import copy
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 from cluster.errors import Failure
 from serving.settings import TOKEN_ENV, ServeError, bundle_serve_section, not_taken_line, overlay, value_at
@@ -203,6 +204,8 @@ def cmd_serve(args, kit) -> int:
     spec = serve_settings(args.bundle, args.spec, args.set, kit.progress)
     port = args.port if args.port is not None else spec.port
     name = args.name or default_name(bundle)
+    if note := older_version_note(bundle.path):
+        kit.progress(note)
     if args.port is None and (elsewhere := served_elsewhere(name, port)):
         raise ServeError(f"{name} is served on port {elsewhere['port']} by trainyard process {elsewhere['pid']}; to "
                          f"update it, add --port {elsewhere['port']}; to serve a second {name} on port {port}, give "
@@ -237,6 +240,23 @@ def cmd_serve(args, kit) -> int:
                          no_token=args.no_token, progress=kit.progress,
                          timeout_s=args.timeout if args.timeout is not None else DEPLOY_TIMEOUT_S,
                          breaking=args.breaking)
+
+
+def older_version_note(path: Path) -> Optional[str]:
+    """Serving a version other than the one its run's OUTPUT/bundle points to (a rollback): that the pointer
+    still names the other, which `trainyard serve OUTPUT` (a restart) would serve. None otherwise."""
+    from jobs.bundle import POINTER, VERSIONS
+
+    path = Path(path).resolve()
+    pointer = path.parent.parent / POINTER
+    if path.parent.name != VERSIONS or not pointer.is_symlink():
+        return None
+    latest = pointer.resolve()
+    if latest == path or not latest.is_dir():
+        return None
+    return (f"[serve] note: {pointer} points to version {latest.name}, not this {path.name}: `trainyard serve "
+            f"{pointer.parent}` (a restart, a script) would serve {latest.name}; to make this one the latest: "
+            f"ln -sfn {VERSIONS}/{path.name} {pointer}")
 
 
 def cmd_predict(args) -> int:

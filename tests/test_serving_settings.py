@@ -740,3 +740,19 @@ def test_an_update_without_port_of_an_app_served_on_another_port_is_told_the_por
     assert (f"trainyard: error: pm is served on port 8731 by trainyard process {os.getpid()}; to update it, add "
             "--port 8731; to serve a second pm on port 8000, give --port 8000") in run.stderr
     assert "[ray]" not in run.stdout + run.stderr
+
+
+def test_serving_an_older_version_says_the_run_still_points_to_the_newer(tmp_path):
+    """After a rollback (`serve runs/pm/bundles/OLD`), runs/pm/bundle still named the worse version: a restart with
+    `serve runs/pm` served it again without a word."""
+    from serving.commands import older_version_note
+
+    for version in ("v1", "v2"):
+        (tmp_path / "runs" / "pm" / "bundles" / version).mkdir(parents=True)
+    pointer = tmp_path / "runs" / "pm" / "bundle"
+    pointer.symlink_to("bundles/v2")
+    assert older_version_note(tmp_path / "runs" / "pm" / "bundles" / "v1") == (
+        f"[serve] note: {pointer} points to version v2, not this v1: `trainyard serve {pointer.parent}` (a restart, "
+        f"a script) would serve v2; to make this one the latest: ln -sfn bundles/v1 {pointer}")
+    assert older_version_note(tmp_path / "runs" / "pm" / "bundles" / "v2") is None       # the latest itself
+    assert older_version_note(tmp_path / "elsewhere") is None                           # not a run's version
