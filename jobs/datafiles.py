@@ -18,7 +18,8 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from jobs.infer import _COMMA_NUMBER, _DRESSED_NUMBER, MOSTLY_NUMBERS, NUMBER, DataError, kind_of
+from jobs.infer import (_COMMA_NUMBER, _DRESSED_NUMBER, MOSTLY_NUMBERS, NUMBER, DataError, kind_of,
+                        written_numbers_problem)
 from jobs.spec import DataSpec
 
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -148,7 +149,7 @@ def _read_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
                 schema = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=4 << 20)).schema
             names = schema.names        # decoded here: a header that is not UTF-8 raises UnicodeDecodeError
     except UnicodeDecodeError:
-        raise DataError(_not_utf8(fs, path, "its header")) from None
+        raise DataError(not_utf8(fs, path, "its header")) from None
     except Exception as exc:  # pyarrow raises several types for corrupt files
         if fs.get_file_info(path).size == 0:
             raise DataError(f"{path}: the file is empty (0 bytes); remove it, or write its rows (a {fmt} file with "
@@ -169,7 +170,7 @@ def _read_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
     if fmt == "csv" and (binary := [f.name for f in schema if pa.types.is_binary(f.type)]):
         # Arrow reads the cells of a CSV column that are not UTF-8 as bytes: a file saved as Latin-1 (Excel's
         # Windows-1252), whose accented categories would be refused as a column of an unusable type.
-        raise DataError(_not_utf8(fs, path, f"column {binary[0]!r}"))
+        raise DataError(not_utf8(fs, path, f"column {binary[0]!r}"))
     twice = sorted({n for n in schema.names if schema.names.count(n) > 1})
     if twice:
         raise DataError(f"{path}: column name(s) {twice} appear more than once in its header; rename them so that "
@@ -177,7 +178,7 @@ def _read_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
     return schema
 
 
-def _not_utf8(fs: pafs.FileSystem, path: str, where: str) -> str:
+def not_utf8(fs: pafs.FileSystem, path: str, where: str) -> str:
     """A CSV that is not UTF-8: where (the first line of its first 4 MB that does not decode), the encoding it
     likely has, and how to save it as UTF-8."""
     line, text, encoding = None, "", "latin-1"
@@ -242,14 +243,23 @@ def record_lines(fs: Optional[pafs.FileSystem], path: str) -> list[int]:
 
     if fs is None:
         fs = pafs.LocalFileSystem()
-    with fs.open_input_stream(path) as stream:
-        text = io.TextIOWrapper(io.BytesIO(stream.read()), encoding="utf-8-sig", errors="replace", newline="")
-    reader, starts, previous = csv.reader(text), [], 0
-    for row in reader:
-        if row:
-            starts.append(previous + 1)
-        previous = reader.line_num
+    info = fs.get_file_info(path)
+    key = (path, info.size, info.mtime_ns)
+    if key in _LINES:                   # several refused columns of one file name their cells by its lines
+        return _LINES[key]
+    with fs.open_input_file(path) as raw:
+        reader, starts, previous = csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace",
+                                                               newline="")), [], 0
+        for row in reader:
+            if row:
+                starts.append(previous + 1)
+            previous = reader.line_num
+    _LINES.clear()
+    _LINES[key] = starts[1:]
     return starts[1:]
+
+
+_LINES: dict = {}       # the last file's record_lines, by path, size and modification time
 
 
 def csv_convert(**options) -> pacsv.ConvertOptions:
@@ -338,7 +348,7 @@ def _shard_column_problems(schemas: dict[str, pa.Schema], exclude: set[str], wan
 def _stray_cells(fs: pafs.FileSystem, files: list[str], column: str, shown: int = 5) -> Optional[str]:
     """When the CSV shards in which `column` reads as text hold numbers but for a few cells: which cells, where
     ("FILE line N ('?')"), and the fix; else None (a column of text in those shards, or not CSVs)."""
-    found, filled, numbers, written = [], 0, 0, []
+    found, filled, numbers, comma, dressed = [], 0, 0, 0, 0
     for path in files:
         if not path.lower().endswith(".csv"):
             return None
@@ -352,17 +362,17 @@ def _stray_cells(fs: pafs.FileSystem, files: list[str], column: str, shown: int 
             filled += 1
             if re.match(NUMBER, v.strip()):            # as ingest tells a number (`jobs.infer`)
                 numbers += 1
-            elif re.match(_COMMA_NUMBER, v.strip()) or re.match(_DRESSED_NUMBER, v.strip()):
-                written.append((path, line, v))         # '1,000', '$12.50', '12%': numbers, as ingest says
-            else:
-                found.append((path, line, v))
-    if written and numbers + len(written) >= MOSTLY_NUMBERS * filled and len(written) > len(found):
-        (path, line, v), more = written[0], len(written) - 1
-        return (f"column {column!r} holds numbers written with a comma or a currency or percent sign in "
-                f"{', '.join(sorted({p for p, _, _ in written}))} ({path} line {line}: {v!r}"
-                f"{f' and {more} more' if more else ''}), which read as text there and as numbers in the other "
-                "shards: save them as plain numbers, e.g. with pandas: pd.read_csv(path, thousands=',') for "
-                "'1,000', then .to_csv(path, index=False); or list the column under data.features.exclude")
+                continue
+            comma += bool(re.match(_COMMA_NUMBER, v.strip()))
+            dressed += bool(re.match(_DRESSED_NUMBER, v.strip()))
+            found.append((path, line, v))
+    # '1,000', '25,0', '$12.50', '12%': numbers written as text, said as ingest says them of one file.
+    facts = {"filled": filled, "numbers": numbers, "comma_numbers": comma, "dressed_numbers": dressed,
+             "not_numbers": {v.strip() for _, _, v in found[:3]}, "distinct": set()}
+    if problem := written_numbers_problem(column, facts):
+        path, line, v = found[0]
+        return (f"{problem} (in {', '.join(sorted({p for p, _, _ in found}))}, e.g. {path} line {line}: {v!r}; "
+                "the other shards hold plain numbers)")
     if not found or numbers < MOSTLY_NUMBERS * filled:
         return None
     where = ", ".join(f"{path} line {line} ({v!r})" for path, line, v in found[:shown])

@@ -19,7 +19,12 @@ MAX_INFERRED_CLASSES = 20
 
 
 class DataError(BadInput):
-    """The data cannot be used as given; the message names the file or column and the fix."""
+    """The data cannot be used as given; the message names the file or column and the fix. `columns`: the
+    columns it refuses, where it is about columns (`infer_features`), for a caller that goes on without them."""
+
+    def __init__(self, *args, columns: tuple = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.columns = tuple(columns)
 
 
 def kind_of(t: pa.DataType) -> str:
@@ -175,30 +180,30 @@ def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts:
     ids = [c for c in columns if _inferred_role(c, data, text) and _looks_like_id(schema.field(c).type, facts[c])]
     if ids:
         raise DataError("\n".join(_id_problem(c, schema.field(c).type, facts[c], data.preprocess.max_categories)
-                                   for c in ids))
+                                   for c in ids), columns=ids)
     for c in columns:
         kind = kind_of(schema.field(c).type)
         if given_text is not None and c in given_text:
             if kind != "string":
-                raise DataError(not_text_problem(c, schema.field(c).type))
+                raise DataError(not_text_problem(c, schema.field(c).type), columns=[c])
             texts.append(c)
         elif text and given_text is None and kind == "string" and _looks_like_text(facts[c]):
             texts.append(c)
             inferred[c] = f"text ({_describe_text(facts[c])}); list data.features.text to override"
         elif given_num is not None and c in given_num:
             if kind == "string":
-                if problem := _number_problem(c, facts[c]):
-                    raise DataError(problem)
+                if problem := number_problem(c, facts[c]):
+                    raise DataError(problem, columns=[c])
                 raise DataError(f"data.features.numeric lists {c!r}, but it holds text (values such as "
-                                f"{_some(facts[c])}); move it to categorical")
+                                f"{_some(facts[c])}); move it to categorical", columns=[c])
             numeric.append(c)
         elif given_cat is not None and c in given_cat:
             categorical.append(c)
         elif given_num is not None and given_cat is not None:
             continue  # both lists given: the column is reported as unused
-        elif kind == "string" and (problem := _number_problem(c, facts[c])):
+        elif kind == "string" and (problem := number_problem(c, facts[c])):
             raise DataError(problem + "; or, to keep its values as categories, list it under "
-                            "data.features.categorical")
+                            "data.features.categorical", columns=[c])
         elif kind in ("string", "bool"):
             categorical.append(c)
             inferred[c] = f"categorical ({kind})"
@@ -233,7 +238,7 @@ def _looks_like_id(t: pa.DataType, facts: dict) -> bool:
     present = facts["n"] - facts["nulls"]
     if present < ID_MIN_ROWS or not facts["all_distinct"]:
         return False
-    if kind_of(t) == "string" and (_looks_like_text(facts) or _number_problem("", facts)):
+    if kind_of(t) == "string" and (_looks_like_text(facts) or number_problem("", facts)):
         return False            # notes, or numbers with stray cells: said as such
     return kind_of(t) == "string" or (kind_of(t) == "int" and facts["max"] - facts["min"] + 1 == present)
 
@@ -253,6 +258,8 @@ def _integer_categories(distinct: set) -> str:
     """How an integer column of a few values was taken, and the other way: a count (late payments, visits)
     keeps its order as a number, and a value past those seen is then a number, not the unknown category."""
     values = sorted(distinct)
+    if not values:                  # no value in any row: imputed alike whatever it is taken as
+        return "categorical (no value in any row)"
     return (f"categorical ({len(values)} distinct integers, {values[0]} to {values[-1]}; if it is a count or a "
             f"scale, list it under data.features.numeric: as a category, a value not seen in training, such as "
             f"{values[-1] + 1}, is the unknown category)")
@@ -322,14 +329,18 @@ def _dressed_values(column: str, facts: dict) -> str:
             "then df.to_csv(path, index=False)")
 
 
-def _number_problem(column: str, facts: dict) -> Optional[str]:
+def number_problem(column: str, facts: dict) -> Optional[str]:
     """Why a text column is numbers written as text, or None: with a comma, with a currency or percent sign, or
     with a few stray cells."""
+    return written_numbers_problem(column, facts) or (_stray_values(column, facts) if _mostly_numbers(facts)
+                                                       else None)
+
+
+def written_numbers_problem(column: str, facts: dict) -> Optional[str]:
+    """Numbers written with a comma, or with a currency or percent sign, said with the fix; None otherwise."""
     if _comma_numbers(facts):
         return _comma_values(column, facts)
-    if _dressed_numbers(facts):
-        return _dressed_values(column, facts)
-    return _stray_values(column, facts) if _mostly_numbers(facts) else None
+    return _dressed_values(column, facts) if _dressed_numbers(facts) else None
 
 
 def _comma_values(column: str, facts: dict) -> str:
@@ -373,7 +384,7 @@ def feature_notes(numeric: list[str], categorical: list[str], facts: dict) -> li
         values = facts[c]["distinct"]
         if facts[c]["capped"] or facts[c]["n"] == facts[c]["nulls"]:
             continue
-        if len(values) == 1:
+        if len(values) == 1 and (c in numeric or not facts[c]["nulls"]):   # a category: 'yes' or missing is 2
             notes.append(f"column {c!r} holds one value, {next(iter(values))!r}, in every row that has one: a model "
                          "learns nothing from it (data.features.exclude leaves it out)")
         elif c in categorical and all(isinstance(v, str) for v in values):

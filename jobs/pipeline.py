@@ -265,7 +265,8 @@ def _other_data(before: Optional[tuple[str, list[str]]], now: Optional[tuple[str
         return ""
     said = []
     if before[0] != now[0]:
-        said.append(f"other data (fingerprint {str(before[0])[:12]} → {str(now[0])[:12]})")
+        said.append(f"other data files, or the same rewritten (fingerprint {str(before[0])[:12]} → "
+                    f"{str(now[0])[:12]})")
     gone, added = [f for f in before[1] if f not in now[1]], [f for f in now[1] if f not in before[1]]
     if gone or added:
         said.append("other features (" + ", ".join([f"-{f}" for f in gone] + [f"+{f}" for f in added]) + ")")

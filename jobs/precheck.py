@@ -245,9 +245,11 @@ SAMPLE_ROWS = 100_000
 
 def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text: bool) -> Optional[str]:
     """What ingest's look at the values would refuse (jobs.infer: an ID column, numbers written with a comma or
-    a currency sign, numbers with stray cells, infinite values), found in the first SAMPLE_ROWS rows of each
-    local file: one `validate` names in a second, where a run found them one at a time, each after a Ray start
-    and a read (23-36 s a try). None when the rows read show nothing, or cannot be read here (ingest says)."""
+    a currency sign, numbers with stray cells, infinite values) in local files of up to SAMPLE_ROWS rows each:
+    what `validate` names in a second, where a run found them one at a time, each after a Ray start and a read
+    (23-36 s a try). Of larger files only infinite values, in their first SAMPLE_ROWS rows: a share or a count
+    of a part need not be the whole's, and nothing may be refused that ingest would take. None when the rows
+    read show nothing, or cannot be read here (ingest says)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -256,7 +258,7 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
     from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infinite_problem, merge_probes,
                             probe)
 
-    rows, infinite = [], []
+    rows, infinite, whole = [], [], True        # whole: every file read to its end
     try:
         for path in files:
             if fmt == "parquet":
@@ -268,7 +270,8 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
             for batch in batches:
                 taken.append(batch)
                 read += batch.num_rows
-                if read >= SAMPLE_ROWS:
+                if read > SAMPLE_ROWS:
+                    whole = False
                     break
             if taken:
                 table = cast_batch(pa.Table.from_batches(taken).slice(0, SAMPLE_ROWS), schema, data.label)
@@ -278,20 +281,24 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
         return None
     if not rows:
         return None
-    facts = merge_probes(rows, schema.names)
     problems = [p for p in infinite if p]      # by file: ingest can name only data.path
+    if not whole:
+        # Shares and counts (an ID, numbers with strays) of a part need not be the whole's: ingest judges those.
+        return "\n".join(problems) or None
+    facts = merge_probes(rows, schema.names)
     columns = [c for c in schema.names if c != data.label]
     while columns:          # ingest stops at the first column it refuses; here every one is named, in one pass
         try:
             infer_features(schema, columns, data, facts, {}, text=text)
             break
         except DataError as exc:
+            if not exc.columns and len(problems) > sum(1 for p in infinite if p):
+                break       # "no feature column is left": the columns already named are gone from this look only
             found = stray_cells_where(fs, files, str(exc), facts) if fmt == "csv" else None
             problems.append(f"{exc}. {found}" if found else str(exc))
-            named = [c for c in columns if repr(c) in str(exc)]
-            if not named:
+            if not exc.columns:
                 break
-            columns = [c for c in columns if c not in named]
+            columns = [c for c in columns if c not in exc.columns]
     return "\n".join(problems) or None
 
 

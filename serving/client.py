@@ -414,9 +414,11 @@ def read_table(path) -> "pd.DataFrame":  # noqa: F821
         if path.suffix.lower() == ".parquet":
             return pd.read_parquet(path)
         return pd.read_json(path, lines=True)
-    except UnicodeDecodeError as exc:       # a Latin-1 (Excel's Windows-1252) export: said with the fix
-        raise TableError(f"{path}: not UTF-8 text (a byte {exc.object[exc.start:exc.start + 1]!r}); save it as "
-                         f"UTF-8, e.g. iconv -f cp1252 -t utf-8 {path} > fixed{path.suffix}") from None
+    except UnicodeDecodeError:              # a Latin-1 (Excel's Windows-1252) export: said as `train` says it
+        import pyarrow.fs as pafs
+
+        from jobs.datafiles import not_utf8
+        raise TableError(not_utf8(pafs.LocalFileSystem(), str(path), "the file")) from None
     except Exception as exc:   # pandas/pyarrow raise many types for a corrupt file
         where = _bad_json_line(path) if path.suffix.lower() == ".jsonl" else None
         raise TableError(f"{path}: cannot read it as {path.suffix[1:]}: {where or exc}") from None

@@ -37,8 +37,11 @@ def lost_requests(old_schema: dict, old_serve: dict, new_schema: dict, new_serve
     if required:
         lost.append(f"{_names(required)} {'is' if len(required) == 1 else 'are'} now required, and a record "
                     "without it is refused")
+    # A number sent to a category field is taken as that category (or the unknown one), unless it is refused.
     retyped = [f"{n!r} ({old.features[n]['type']} → {new.features[n]['type']})" for n in old.features
-               if n in new.features and old.features[n]["type"] != new.features[n]["type"]]
+               if n in new.features and old.features[n]["type"] != new.features[n]["type"]
+               and not ((old.features[n]["type"], new.features[n]["type"]) == ("number", "category")
+                        and not new.reject_unknown_categories)]
     if retyped:
         lost.append(f"{', '.join(retyped)} takes values of another type")
     if new.reject_unknown_categories:

@@ -366,7 +366,8 @@ def test_a_new_version_that_scores_worse_than_the_one_it_replaces_is_said(tmp_pa
     assert before == ("a" * 40, ["rpm", "vibration_mm_s"]) and _trained_on(tmp_path / "nowhere") is None
     assert _other_data(before, before) == "" and _other_data(None, before) == ""
     assert _other_data(before, ("b" * 40, ["rpm", "spindle_rpm"])) == (
-        " (other data (fingerprint aaaaaaaaaaaa → bbbbbbbbbbbb) and other features (-vibration_mm_s, +spindle_rpm), "
+        " (other data files, or the same rewritten (fingerprint aaaaaaaaaaaa → bbbbbbbbbbbb) and other features "
+        "(-vibration_mm_s, +spindle_rpm), "
         "so different test rows: trainyard evaluate OLD NEW --data ROWS scores both on the same rows)")
     assert _other_data(before, ("a" * 40, ["rpm"])) == (
         " (other features (-vibration_mm_s), so different test rows: trainyard evaluate OLD NEW --data ROWS "

@@ -73,3 +73,28 @@ def test_what_cannot_be_scored_is_named(versions, tmp_path, capsys):
     assert cli.main(["evaluate", str(paths[0]), str(other), "--data", str(data)]) == EXIT_BAD_INPUT
     assert re.search(r"the bundles predict different things: .* classification of 'y', .*other/bundles/o1 "
                      r"classification of 'churned'; compare versions of one model", capsys.readouterr().err)
+
+
+def test_each_versions_recall_of_a_class_is_read_in_its_own_class_order(versions, tmp_path, capsys):
+    """A retrain that knows a third class ('maybe', before 'no' and 'yes') has its confusion matrix in its own
+    order: its recall of 'yes' was read from the row of 'no' (or an IndexError, the other way round)."""
+    from jobs.model import build_model
+    from jobs.tabular import CategoricalState, NumericState, Preprocessor
+    from tests.test_bundle_write import CONFIG
+
+    paths, rows, data = versions
+    config = {**CONFIG, "output_dim": 3}
+    pre = Preprocessor(task="classification", label="y", classes=["maybe", "no", "yes"],
+                       numeric=[NumericState("x", fill=0.0, center=0.0, scale=1.0)],
+                       categorical=[CategoricalState("c", ["a", "b"])])
+    three = B.write(tmp_path / "v3" / "bundle", state_dict=build_model(config).state_dict(), model_config=config,
+                    preprocessor=pre, metrics={"val": {"val_accuracy": 0.5}}, spec_yaml="name: t\n",
+                    lineage={"version": "v3"})
+    labelled = pd.read_csv(data).dropna(subset=["y"])
+    for order in ([paths[0], three], [three, paths[0]]):
+        assert cli.main(["evaluate", *map(str, order), "--data", str(data)]) == 0
+        out = capsys.readouterr().out.splitlines()
+        cm = score(B.load(three), [labelled], "y")["confusion_matrix"]
+        want = cm[2][2] / sum(cm[2])
+        line = next(line for line in out if line.startswith("[evaluate] recall 'yes'"))
+        assert line.split()[3 + order.index(three)] == f"{want:.4f}", (line, want)

@@ -288,6 +288,12 @@ def test_feature_columns_a_model_learns_less_from_than_it_seems_are_noted():
         "write them one way in the data",
         "column 'region': categories ' North' and 'North' differ only in case or in spaces around them, and are "
         "learnt as different categories; if they are one, make them the same in the data"]
+    # A category of one value beside missing ones is two states to the model ('yes' or not said): no note.
+    warranty = pa.table({"warranty": ["yes"] * 20 + [None] * 40})
+    some = merge_probes([probe(warranty, ["warranty"], 50)["probe"][0]], ["warranty"])
+    assert feature_notes([], ["warranty"], some) == []
+    from jobs.infer import _integer_categories
+    assert _integer_categories(set()) == "categorical (no value in any row)"     # an all-null int column
     yes_no = pa.table({"flag": ["yes", "no"] * 30})
     plain = merge_probes([probe(yes_no, ["flag"], 50)["probe"][0]], ["flag"])
     assert feature_notes([], ["flag"], plain) == []                 # written one way: nothing to say

@@ -692,6 +692,10 @@ def test_an_update_that_would_refuse_what_clients_send_now_is_named_and_refused_
         "'rpm' (number → category) takes values of another type",
         "'kind' refuses any category it did not train on (data.preprocess.unknown_category: error), which the "
         "running version accepts"]
+    # A number now a category (a count of few values) takes what it took, numbers, unless unknown ones are refused.
+    counted = schema([("rpm", "category", ["1", "2"]), ("vibration_mm_s", "number", None),
+                      ("kind", "category", ["L", "M"])])
+    assert lost_requests(old, serve, counted, serve) == []
     # Unknown fields ignored: a field gone is dropped, not refused; a strict version that keeps its categories
     # takes what the strict one took, and one that drops a category does not.
     assert lost_requests(old, serve, schema([("rpm", "number", None)]), {**serve, "unknown_fields": "ignore"}) == []

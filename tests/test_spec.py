@@ -728,7 +728,7 @@ def test_other_tools_names_for_a_key_are_told_trainyards_and_a_tasks_case_does_n
     assert (data.task, data.format) == ("regression", "csv")
 
 
-def test_validate_names_every_column_ingest_would_refuse_from_the_first_rows_before_ray(tmp_path):
+def test_validate_names_every_column_ingest_would_refuse_from_the_first_rows_before_ray(tmp_path, monkeypatch):
     """An insurer's export: validate said one thing of the header (2 s), then train failed three times in a row, an
     ID column, then a comma, then a '?', each after a Ray start and a read (23-36 s a try)."""
     import pandas as pd
@@ -758,6 +758,11 @@ def test_validate_names_every_column_ingest_would_refuse_from_the_first_rows_bef
                                              "a row without a label is dropped), or list a feature column under "
                                              "data.features.exclude")
     (tmp_path / "d" / "more.csv").unlink()
+    # A file longer than the rows read: a share or a count of a part need not be the whole's, so none is judged
+    # here (a column distinct in its first rows may repeat later); ingest judges the whole.
+    monkeypatch.setattr(precheck, "SAMPLE_ROWS", 100)
+    assert precheck.problems(spec) == ([], [])
+    monkeypatch.undo()
     # Listed as the user means them, nothing is left to refuse; values past the rows read are ingest's to see.
     fixed = validate_spec({"name": "c", "data": {"path": str(tmp_path / "d"), "label": "y", "features": {
         "exclude": ["claim_id"], "categorical": ["deductible", "premium"]}}})

@@ -57,7 +57,7 @@ def cmd_evaluate(args, progress) -> int:
         raise BundleError(f"{args.data}: no row has a label in column {label!r}; nothing to score")
     names = [b.version or given for b, given in zip(bundles, args.bundles)]
     scores = [_scored(b, table, label, args.data, score) for b in bundles]
-    for line in _table(names, scores, bundles[0]):
+    for line in _table(names, scores, bundles):
         progress(line)
     if bundles[0].task == "classification" and scores[0]["rows"] < len(table):
         from jobs.fitted import canonical
@@ -99,8 +99,9 @@ def _shown(value) -> str:
     return "-" if not isinstance(value, (int, float)) or math.isnan(value) else f"{value:.4f}"
 
 
-def _table(names: list[str], scores: list[dict], bundle) -> list[str]:
+def _table(names: list[str], scores: list[dict], bundles: list) -> list[str]:
     """Every metric side by side, then each class's recall (classification), each bundle in a column."""
+    bundle = bundles[0]
     width = max(16, *(len(n) + 2 for n in names))
     keys = [k for k in scores[0] if k not in ("confusion_matrix", "rows")]
     lines = ["[evaluate] " + " " * 22 + "".join(f"{n:>{width}}" for n in names)]
@@ -108,15 +109,20 @@ def _table(names: list[str], scores: list[dict], bundle) -> list[str]:
     lines += [f"[evaluate] {k + (' (macro)' if macro and k in _MACRO else ''):<22}"
               + "".join(f"{_shown(s.get(k)):>{width}}" for s in scores) for k in keys]
     if bundle.task == "classification":
-        from jobs.metrics import per_class_scores
+        from jobs.fitted import canonical
 
-        classes = bundle.preprocessor.classes
-        recalls = [per_class_scores(s["confusion_matrix"])[1] if s.get("confusion_matrix") else None for s in scores]
-        for i, c in enumerate(classes[:10]):
-            held = sum(scores[0]["confusion_matrix"][i]) if scores[0].get("confusion_matrix") else 0
+        for c in bundle.preprocessor.classes[:10]:
+            cells, held = [], None
+            for b, s in zip(bundles, scores):
+                # Each bundle's confusion matrix is in its own class order (a retrain may know another class).
+                order = [canonical(k) for k in b.preprocessor.classes]
+                cm = s.get("confusion_matrix")
+                i = order.index(canonical(c)) if canonical(c) in order else None
+                rows = sum(cm[i]) if cm and i is not None else 0
+                held = rows if held is None else held
+                cells.append(cm[i][i] / rows if rows else None)
             lines.append(f"[evaluate] {('recall ' + repr(str(c)))[:22]:<22}"
-                         + "".join(f"{_shown(r[i] if r is not None and held else None):>{width}}" for r in recalls)
-                         + f"   ({held} rows)")
+                         + "".join(f"{_shown(r):>{width}}" for r in cells) + f"   ({held} rows)")
     unscored = [f"{n}: {s['rows']}" for n, s in zip(names, scores) if s["rows"] != scores[0]["rows"]]
     if unscored:
         lines.append("[evaluate] note: rows scored differ (a label a version has no class for): " + ", ".join(unscored))

@@ -67,8 +67,8 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
         # Stopped in its first seconds: Tune had saved the search's settings but not one trial. Restored, it ran
         # a single trial of no configuration (Ray's "Failed to restore the run state" first), then the report
         # failed on its empty axes; the whole search is what --resume asks for.
-        progress(f"[tune] --resume: the newest experiment of this spec under {root} was stopped before it saved "
-                 "any trial; starting the search anew")
+        progress(f"[tune] --resume: the newest experiment under {root} was stopped before it saved any trial; "
+                 "starting the search anew")
         resume = False
     experiment = experiment or Path(root) / (EXPERIMENT_PREFIX + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     out = make_output_dir(spec.output_dir)
