@@ -182,7 +182,9 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
     features: dict[str, dict] = {}
     for name, s in summary["numeric"].items():
         ref = profile["numeric"][name]
-        stats = drift.numeric_drift_from_counts(ref, np.asarray(s["counts"]), s["missing"], n)
+        # Of the rows that hold the feature: logs spanning a version that did not take it lack it in some rows.
+        held = int(np.sum(s["counts"])) + int(s["missing"])
+        stats = drift.numeric_drift_from_counts(ref, np.asarray(s["counts"]), s["missing"], held)
         sample = sample_rows(s["sample"])[:, 1]
         if len(sample):
             on_sample = drift.numeric_drift(ref, sample)
@@ -339,8 +341,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
         if has_files < len(files):
             # A version that did not take the feature (a column renamed) served these rows: judged as missing.
             progress(f"[monitor] note: {n} is not in {len(files) - has_files} of {len(files)} log file(s) "
-                     f"({total - has_rows:,} of {total:,} rows, served by a version that did not take it?): those "
-                     f"rows count as missing values of {n}")
+                     f"({total - has_rows:,} of {total:,} rows, served by a version that did not take it?): it is "
+                     f"judged on the {has_rows:,} rows that hold it")
     pred = profile["prediction"]
     plan = Plan(window_ms, numeric, categorical, pred["task"],
                 [canonical(c) for c in pred.get("classes", [])] or None, pred.get("edges"))

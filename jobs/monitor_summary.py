@@ -175,16 +175,6 @@ def _merge_one(a: Optional[dict], b: dict) -> dict:
 
 
 
-def _with_absent(table: pa.Table, columns: list[str], plan: Plan) -> pa.Table:
-    """`table` with the `columns` its file lacks added as nulls (a feature logged by other versions only: its
-    values here are missing), numbers as float64 and the rest as strings, as the prediction log writes them."""
-    for c in columns:
-        if c not in table.column_names:
-            numeric = c.startswith(FEATURE_PREFIX) and c[len(FEATURE_PREFIX):] in plan.numeric
-            table = table.append_column(c, pa.nulls(table.num_rows, pa.float64() if numeric else pa.string()))
-    return table
-
-
 def summarise_files(batch: pa.Table, plan: Plan, columns: list[str], filesystem,
                     labels: Optional[pa.Table] = None) -> pa.Table:
     """A block of log file paths (column `path`) → one summary row per window: each file read `READ_ROWS` at a
@@ -194,11 +184,12 @@ def summarise_files(batch: pa.Table, plan: Plan, columns: list[str], filesystem,
     for path in batch["path"].to_pylist():
         with filesystem.open_input_file(path) as f:
             file = pq.ParquetFile(f)
+            # A feature a version did not take is not in its files: their rows are left out of its statistics
+            # (`summarise` skips a column the block lacks), not counted as missing values of it.
             held = [c for c in columns if c in file.schema_arrow.names]
             for rows in file.iter_batches(batch_size=READ_ROWS, columns=held):
-                table = _with_absent(pa.Table.from_batches([rows]), columns, plan)
-                labels = _keys_typed_as(labels, table.schema)
-                pieces.append(summarise(table, plan, labels))
+                labels = _keys_typed_as(labels, rows.schema)
+                pieces.append(summarise(pa.Table.from_batches([rows]), plan, labels))
     windows = pa.concat_tables(pieces) if pieces else None
     if windows is None or windows.num_rows == 0:     # no file, or no row with a time
         return pa.table({"window": pa.array([], pa.int64()), "summary": pa.array([], pa.string())})

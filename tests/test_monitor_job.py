@@ -80,18 +80,20 @@ def test_in_distribution_flags_nothing_and_a_truncated_file_is_skipped(served_bu
     # What a SIGKILLed logging replica leaves: its hidden, unfinished file, which the monitor never reads.
     (logs / ".part-20261103T130000-r3-000001.parquet.tmp").write_bytes(good.read_bytes()[:100])
     few = traffic(10, seed=13).assign(rpm=np.nan)              # a third day: 10 rows, rpm never sent
-    third = write_log(logs, served_bundle, few, day=2, name="c")
-    pq.write_table(pq.read_table(third).drop_columns(["feature.rpm"]), third)   # by a version without rpm
+    write_log(logs, served_bundle, few, day=2, name="c")
+    other = write_log(logs, served_bundle, traffic(10, seed=14), day=1, name="d")
+    pq.write_table(pq.read_table(other).drop_columns(["feature.rpm"]), other)   # by a version without rpm
 
     code, out, err, report = monitor(capsys, served_bundle, tmp_path / "logs", tmp_path / "mon")
 
     assert code == 0, out + err
-    assert out.strip().splitlines()[-1].startswith("ok: 810 rows in 3 window(s)")
+    assert out.strip().splitlines()[-1].startswith("ok: 820 rows in 3 window(s)")
     assert "; 1 window(s) under monitor.min_rows not judged" in out.strip().splitlines()[-1]
     assert f"{cut}: not a complete Parquet file" in out + err and ".tmp" not in out + err
-    assert ("[monitor] note: rpm is not in 1 of 3 log file(s) (10 of 810 rows, served by a version that did not "
-            "take it?): those rows count as missing values of rpm") in out
-    assert report["verdict"] == "ok" and report["rows"] == 810 and len(report["skipped"]) == 1
+    assert ("[monitor] note: rpm is not in 1 of 4 log file(s) (10 of 820 rows, served by a version that did not "
+            "take it?): it is judged on the 810 rows that hold it") in out
+    assert report["verdict"] == "ok" and report["rows"] == 820 and len(report["skipped"]) == 1
+    assert report["windows"][1]["n"] == 410 and report["windows"][1]["features"]["rpm"]["n"] == 400
     assert [w["flagged"] for w in report["windows"]] == [[], [], []]
     assert all(w["judged"] and not w["prediction"]["flags"] for w in report["windows"][:2])
     # Under min_rows the third is not judged; its rpm statistics have no value: null in drift.json, never NaN.
@@ -262,8 +264,8 @@ def test_regression_windows_without_ray(tmp_path):
 
 def test_a_feature_some_log_files_lack_is_judged_with_their_rows_missing_and_said(tmp_path):
     """Logs spanning a version that renamed rpm: one file of 800 rows without feature.rpm took rpm out of the
-    monitor for all 21,745 rows, named only in drift.json. Now judged over every file (the rows without it are
-    missing values of it) and said; a window under a minute is printed to the second."""
+    monitor for all 21,745 rows, named only in drift.json. Now judged on the rows that hold it, and said; a window
+    under a minute is printed to the second."""
     import pyarrow.fs as pafs
 
     from jobs.monitor import _iso, log_files
@@ -287,7 +289,9 @@ def test_a_feature_some_log_files_lack_is_judged_with_their_rows_missing_and_sai
     columns = ["request_id", "record", "time", "model_version", "prediction", "feature.rpm", "feature.kind"]
     parts = summarise_files(pa.table({"path": paths}), plan, columns, fs)
     [window] = [json.loads(merge(group)["summary"][0]) for _, group in parts.to_pandas().groupby("window")]
-    assert window["n"] == 40 and window["numeric"]["rpm"]["missing"] == 10 and sum(window["numeric"]["rpm"]["counts"]) == 30
+    # The rows of the file without rpm are not rpm's: left out of its statistics, not counted as missing.
+    assert window["n"] == 40 and window["numeric"]["rpm"]["missing"] == 0
+    assert sum(window["numeric"]["rpm"]["counts"]) == 30 and window["categorical"]["kind"]["counts"] == {"L": 40}
     assert window["categorical"]["kind"]["missing"] == 0
     assert _iso(0) == "1970-01-01T00:00Z" and _iso(5_000, 5_000) == "1970-01-01T00:00:05Z"
     assert _iso(3_600_000, 3_600_000) == "1970-01-01T01:00Z"
