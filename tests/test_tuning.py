@@ -437,3 +437,16 @@ def test_resume_of_a_search_stopped_before_it_saved_a_trial_starts_it_anew(tmp_p
     (newest / "tuner.pkl").write_bytes(b"settings")
     (newest / "experiment_state-2026-12-06_09-00-05.json").write_text("{}")
     assert _find_experiment(str(tmp_path), spec) == newest
+
+
+def test_ctrl_c_after_the_search_is_as_before_it(monkeypatch):
+    """Tune's SIGINT handler stayed once a search ended without a Ctrl-C: a Ctrl-C while the best trial was
+    evaluated printed Tune's warning, was ignored, and the command exited 0."""
+    import signal
+
+    from tuning.experiment import _own_stop_notice
+
+    before = signal.getsignal(signal.SIGINT)
+    with _own_stop_notice():
+        signal.signal(signal.SIGINT, lambda *_: None)       # as Tune's fit installs its own
+    assert signal.getsignal(signal.SIGINT) is before

@@ -221,12 +221,22 @@ def _say_stopping(record) -> bool:
 
 @contextlib.contextmanager
 def _own_stop_notice() -> Iterator[None]:
+    """Tune's stop warning in trainyard's words while Tune runs; and Ctrl-C as it was, after. Tune puts its own
+    SIGINT handler in and takes it out only at a Ctrl-C: a Ctrl-C once the search was over (evaluating the best
+    trial, writing its bundle) printed Tune's warning and was ignored, exit 0."""
+    import signal
+    import threading
+
     logger = logging.getLogger(TUNE_STOP_SIGNAL[0])
     logger.addFilter(_say_stopping)
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
     try:
         yield
     finally:
         logger.removeFilter(_say_stopping)
+        if main and handler is not None:
+            signal.signal(signal.SIGINT, handler)
 
 
 @contextlib.contextmanager
