@@ -39,7 +39,10 @@ def test_versions_are_scored_on_the_same_rows_overall_and_per_slice(versions, ca
     labelled = pd.read_csv(data).dropna(subset=["y"])
     expected = [score(B.load(p), [labelled], "y") for p in paths]
     assert out[0] == f"[evaluate] 59 row(s) of {data} (label 'y'); 1 without a label left out"
-    assert out[1].split() == ["[evaluate]", "v1", "v2"]
+    # What `trainyard predict` would say of the rows, said per version: 'z' is no category the model knows.
+    assert out[1:3] == [f"[evaluate] note: {v}: 19 of 59 row(s) hold a 'c' it did not see in training (e.g. 'z'), "
+                        "answered as its unknown category" for v in ("v1", "v2")]
+    assert out[3].split() == ["[evaluate]", "v1", "v2"]
     f1 = next(line for line in out if line.startswith("[evaluate] f1 (macro)"))
     assert f1.split()[-2:] == [f"{m['f1']:.4f}" for m in expected]
     assert next(line for line in out if line.startswith("[evaluate] recall 'yes'")).endswith("(38 rows)")
@@ -56,14 +59,25 @@ def test_what_cannot_be_scored_is_named(versions, tmp_path, capsys):
     paths, rows, data = versions
     rows.drop(columns=["y"]).to_csv(tmp_path / "unlabelled.csv", index=False)
     cases = [
-        (["--data", str(tmp_path / "unlabelled.csv")], r"unlabelled.csv: no column 'y' \(the bundle's label\); its "
+        (["--data", str(tmp_path / "unlabelled.csv")], r"unlabelled.csv: no column 'y' \(the bundle's label\). Its "
                                                        r"columns: 'x', 'c', 'site'"),
-        (["--data", str(data), "--by", "region"], r"fresh.csv: no column 'region' \(the --by column\)"),
+        (["--data", str(data), "--by", "Site"], r"fresh.csv: no column 'Site' \(the --by column\). Did you mean "
+                                                r"'site'\? Its columns"),
         (["--data", str(tmp_path / "none.csv")], r"none.csv: no such file"),
     ]
     for extra, says in cases:
         assert cli.main(["evaluate", str(paths[0]), *extra]) == EXIT_BAD_INPUT
         assert re.search(says, capsys.readouterr().err)
+    # Labels written otherwise than the model's classes: nothing scored is no score of 0 (exit 2, said why).
+    rows.assign(y=rows["y"].str.upper()).to_csv(tmp_path / "upper.csv", index=False)
+    assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "upper.csv")]) == EXIT_BAD_INPUT
+    assert re.search(r"upper.csv: no row's label is a class of the model: column 'y' holds 'MAYBE', 'NO', 'YES', "
+                     r"the model's classes are 'no', 'yes' \('no' and 'NO' differ only in case", capsys.readouterr().err)
+    # A renamed column: imputed for every row, said (a version ranked below its worth otherwise).
+    rows.rename(columns={"x": "x_renamed"}).to_csv(tmp_path / "renamed.csv", index=False)
+    assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "renamed.csv")]) == 0
+    assert ("[evaluate] note: v1: the rows have no column for 'x': imputed for every row, as a missing value is "
+            "(its columns it does not take: 'x_renamed', 'site')") in capsys.readouterr().out
     # A model of another label is not a version of this one.
     other = _write(tmp_path / "other" / "bundle", lineage={"version": "o1"})
     pre = json.loads((other / "preprocessor.json").read_text())

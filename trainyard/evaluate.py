@@ -56,7 +56,19 @@ def cmd_evaluate(args, progress) -> int:
     if not len(table):
         raise BundleError(f"{args.data}: no row has a label in column {label!r}; nothing to score")
     names = [b.version or given for b, given in zip(bundles, args.bundles)]
+    for name, bundle in zip(names, bundles):
+        for note in _input_notes(bundle, table):
+            progress(f"[evaluate] note: {name}: {note}")
     scores = [_scored(b, table, label, args.data, score) for b in bundles]
+    if bundles[0].task == "classification" and not scores[0]["rows"]:
+        from jobs.infer import look_alike
+        classes = [str(c) for c in bundles[0].preprocessor.classes]
+        given = sorted(table[label].astype(str).unique().tolist())[:10]
+        alike = look_alike(classes + given)
+        raise BundleError(f"{args.data}: no row's label is a class of the model: column {label!r} holds "
+                          f"{', '.join(map(repr, given))}, the model's classes are {', '.join(map(repr, classes))}"
+                          + (f" ({' and '.join(map(repr, alike[0]))} differ only in case or spaces: write the "
+                             "labels as the model's classes)" if alike else ""))
     for line in _table(names, scores, bundles):
         progress(line)
     if bundles[0].task == "classification" and scores[0]["rows"] < len(table):
@@ -72,12 +84,42 @@ def cmd_evaluate(args, progress) -> int:
 
 
 def _check_columns(table, path: str, label: str, by) -> None:
+    import difflib
+
     from jobs.bundle import BundleError
 
+    columns = [str(c) for c in table.columns]
     for column, what in ((label, "the bundle's label"), (by, "the --by column")):
         if column is not None and column not in table.columns:
-            raise BundleError(f"{path}: no column {column!r} ({what}); its columns: "
-                              f"{', '.join(map(repr, table.columns[:30]))}")
+            near = difflib.get_close_matches(column.lower(), [c.lower() for c in columns], n=1, cutoff=0.75)
+            hint = next((f"Did you mean {c!r}? " for c in columns if near and c.lower() == near[0]), "")
+            raise BundleError(f"{path}: no column {column!r} ({what}). {hint}Its columns: "
+                              f"{', '.join(map(repr, columns[:30]))}")
+
+
+def _input_notes(bundle, table) -> list[str]:
+    """What `trainyard predict` says of a file, said of the rows a bundle scores: features without a column
+    (imputed for every row: a renamed column ranks a version below its worth) and categories it did not see."""
+    from jobs.fitted import canonical
+
+    features = {f["name"]: f for f in bundle.schema["features"]}
+    notes = []
+    absent = [n for n in features if n not in table.columns]
+    if absent:
+        unused = [str(c) for c in table.columns if c not in features and c != bundle.preprocessor.label]
+        notes.append(f"the rows have no column for {', '.join(map(repr, absent))}: imputed for every row, as a "
+                     "missing value is" + (f" (its columns it does not take: {', '.join(map(repr, unused[:8]))})"
+                                           if unused else ""))
+    for n, f in features.items():
+        if f.get("type") != "category" or n not in table.columns:
+            continue
+        known = set(f.get("categories") or [])
+        values = table[n].dropna()
+        unseen = values[[canonical(v) not in known for v in values]]
+        if len(unseen):
+            notes.append(f"{len(unseen):,} of {len(table):,} row(s) hold a {n!r} it did not see in training (e.g. "
+                         f"{unseen.iloc[0]!r}), answered as its unknown category")
+    return notes
 
 
 def _scored(bundle, table, label: str, path: str, score) -> dict:
