@@ -77,12 +77,15 @@ def probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
 
 # A cell that reads as a number (as a CSV reader would parse it), once trimmed.
 NUMBER = _NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
-# A number written with a comma: a decimal comma (25,0, a European spreadsheet's) or thousands (1,200,000.50).
-_COMMA_NUMBER = r"^[-+]?\d+(,\d+)+(\.\d+)?$"
+# A number written with a comma: a decimal comma (25,0, a European spreadsheet's) or thousands (1,200,000.50); or
+# with a space (or a no-break space, or an apostrophe) between groups of digits: 10 081, 1'200,50.
+_COMMA_NUMBER = r"^[-+]?(\d+(,\d+)+(\.\d+)?|\d{1,3}([ " + "\u00a0\u202f" + r"']\d{3})+([.,]\d+)?)$"
 # A number with a currency sign before or after it, or a percent sign after it ($1,234.50, -€5, 12 %, 3.20 €): an
 # amount or a rate exported as shown on screen.
 _PLAIN = r"(\d+(,\d+)*(\.\d*)?|\.\d+)"
-_DRESSED_NUMBER = rf"^[-+]?\s*([$€£¥₹]\s*[-+]?\s*{_PLAIN}|{_PLAIN}\s*(%|[$€£¥₹]))$"
+_DRESSED_NUMBER = (rf"^[-+]?\s*([$€£¥₹]\s*[-+]?\s*{_PLAIN}|{_PLAIN}\s*(%|[$€£¥₹]))$"
+                   # an accountant's negative: (1,234.50), ($80)
+                   rf"|^\(\s*[$€£¥₹]?\s*{_PLAIN}\s*\)$")
 # A string column whose filled cells are at least this share numbers is a numeric column with a few stray
 # values ('?', 'n/a', '1,5'): taken for categories, each number would be a category of its own.
 MOSTLY_NUMBERS = 0.9
@@ -322,11 +325,12 @@ def _dressed_numbers(facts: dict) -> bool:
 
 
 def _dressed_values(column: str, facts: dict) -> str:
-    return (f"column {column!r} holds numbers written with a currency or percent sign ({facts['dressed_numbers']} of "
-            f"its {facts['filled']} filled cell(s), such as {_some(facts)}), which trainyard reads as text. Save the "
-            f"numbers alone, e.g. with pandas: df[{column!r}] = pd.to_numeric(df[{column!r}].str.replace("
-            "r'[^0-9.eE+-]', '', regex=True)) (12% becomes 12; for a decimal comma, replace ',' by '.' first), "
-            "then df.to_csv(path, index=False)")
+    return (f"column {column!r} holds numbers written with a currency or percent sign or in parentheses "
+            f"({facts['dressed_numbers']} of its {facts['filled']} filled cell(s), such as {_some(facts)}), which "
+            f"trainyard reads as text. Save the numbers alone, e.g. with pandas: df[{column!r}] = pd.to_numeric("
+            f"df[{column!r}].str.replace(r'^\((.*)\)$', r'-\1', regex=True).str.replace(r'[^0-9.eE+-]', '', "
+            "regex=True)) ((1,234.50) becomes -1234.5, 12% becomes 12; for a decimal comma, replace ',' by '.' "
+            "first), then save the file again")
 
 
 def number_problem(column: str, facts: dict) -> Optional[str]:
@@ -344,11 +348,12 @@ def written_numbers_problem(column: str, facts: dict) -> Optional[str]:
 
 
 def _comma_values(column: str, facts: dict) -> str:
-    return (f"column {column!r} holds numbers written with a comma ({facts['comma_numbers']} of its {facts['filled']}"
-            f" filled cell(s), such as {_some(facts)}), which trainyard reads as text: numbers need '.' as the "
-            "decimal point and no thousands separator. Save the file again, e.g. with pandas: "
-            "pd.read_csv(path, decimal=',') for a decimal comma (add sep=';' if ';' separates the fields), or "
-            "thousands=',' for a thousands separator, then .to_csv(path, index=False)")
+    return (f"column {column!r} holds numbers written with a comma or a space between digits "
+            f"({facts['comma_numbers']} of its {facts['filled']} filled cell(s), such as {_some(facts)}), which "
+            "trainyard reads as text: numbers need '.' as the decimal point and no thousands separator. Save the "
+            "file again, e.g. with pandas: pd.read_csv(path, decimal=',') for a decimal comma (add sep=';' if ';' "
+            "separates the fields), or thousands=',' (or ' ') for a thousands separator, then "
+            ".to_csv(path, index=False)")
 
 
 def _some(facts: dict) -> str:
@@ -362,17 +367,24 @@ def _stray_values(column: str, facts: dict) -> str:
             f"{_some(facts)}), so it reads as text. Fix those cells, or leave them empty for a missing value")
 
 
+# The ways a yes/no answer is written in exports: one column holding several of them is 2 categories written as 4.
+_YES_NO = {"y": True, "yes": True, "true": True, "t": True, "n": False, "no": False, "false": False, "f": False}
+
+
 def look_alike(classes: list) -> list[list[str]]:
-    """Text classes that are one word written two ways ('Yes', 'Yes ', 'yes'): likely one class to the user."""
-    groups: dict[str, list[str]] = {}
+    """Text classes that are one word written two ways ('Yes', 'Yes ', 'yes'), or one yes/no answer spelt two
+    ways ('Y', 'true'): likely one class to the user."""
+    groups: dict = {}
     for c in classes:
         if isinstance(c, str):
-            groups.setdefault(c.strip().casefold(), []).append(c)
+            key = c.strip().casefold()
+            groups.setdefault(_YES_NO.get(key, key), []).append(c)
     return [g for g in groups.values() if len(g) > 1]
 
 
-# The ways a yes/no answer is written in exports: one column holding several of them is 2 categories written as 4.
-_YES_NO = {"y": True, "yes": True, "true": True, "t": True, "n": False, "no": False, "false": False, "f": False}
+def how_alike(group: list[str]) -> str:
+    return ("differ only in case or in spaces around them" if len({c.strip().casefold() for c in group}) == 1
+            else "are one yes/no answer spelt differently")
 
 
 def feature_notes(numeric: list[str], categorical: list[str], facts: dict) -> list[str]:
@@ -393,12 +405,12 @@ def feature_notes(numeric: list[str], categorical: list[str], facts: dict) -> li
                 notes.append(f"column {c!r} holds yes/no written {len(values)} ways ({', '.join(map(repr, spelled))}):"
                              f" {len(values)} categories where there may be 2; write them one way in the data")
             else:
-                notes += [f"column {c!r}: categories {' and '.join(map(repr, g))} differ only in case or in spaces "
-                          "around them, and are learnt as different categories; if they are one, make them the same "
-                          "in the data" for g in look_alike(sorted(values))]
+                notes += [f"column {c!r}: categories {' and '.join(map(repr, g))} {how_alike(g)}, and are learnt "
+                          "as different categories; if they are one, make them the same in the data"
+                          for g in look_alike(sorted(values))]
     return notes
 
 
 def look_alike_note(label: str, group: list[str]) -> str:
-    return (f"label {label!r}: classes {' and '.join(map(repr, group))} differ only in case or in spaces around "
-            "them, and are trained as different classes; if they are one, make them the same in the data")
+    return (f"label {label!r}: classes {' and '.join(map(repr, group))} {how_alike(group)}, and are trained as "
+            "different classes; if they are one, make them the same in the data")

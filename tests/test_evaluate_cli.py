@@ -72,7 +72,7 @@ def test_what_cannot_be_scored_is_named(versions, tmp_path, capsys):
     rows.assign(y=rows["y"].str.upper()).to_csv(tmp_path / "upper.csv", index=False)
     assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "upper.csv")]) == EXIT_BAD_INPUT
     assert re.search(r"upper.csv: no row's label is a class of the model: column 'y' holds 'MAYBE', 'NO', 'YES', "
-                     r"the model's classes are 'no', 'yes' \('no' and 'NO' differ only in case", capsys.readouterr().err)
+                     r"the model's classes are 'no', 'yes' \('no' and 'NO' differ only in case or in spaces around them", capsys.readouterr().err)
     # A renamed column: imputed for every row, said (a version ranked below its worth otherwise).
     rows.rename(columns={"x": "x_renamed"}).to_csv(tmp_path / "renamed.csv", index=False)
     assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "renamed.csv")]) == 0

@@ -81,7 +81,7 @@ def test_stray_cells_in_one_csv_shard_are_named_with_their_lines(tmp_path):
     # A shard exported with thousands separators: numbers written as text there, said with the pandas option.
     pd.DataFrame({"vib": [f"{1000 + i:,}" for i in range(20)], "y": [0, 1] * 10}).to_csv(tmp_path / "m2.csv",
                                                                                          index=False)
-    with pytest.raises(DataError, match=rf"^column 'vib' holds numbers written with a comma \(20 of its 20 filled "
+    with pytest.raises(DataError, match=rf"^column 'vib' holds numbers written with a comma or a space between digits \(20 of its 20 filled "
                                         rf"cell\(s\), such as '1,000', .*thousands=',' for a thousands separator.* \(in "
                                         rf"{tmp_path / 'm2.csv'}, e.g. {tmp_path / 'm2.csv'} line 2: '1,000'; the other "
                                         rf"shards hold plain numbers\)$"):
@@ -426,7 +426,7 @@ def test_numbers_written_with_a_decimal_comma_are_named_not_taken_for_categories
     f = frame(n=60).astype({"a": object})
     f["a"] = [f"{v:.1f}".replace(".", ",") if i % 3 else str(int(v)) for i, v in enumerate(f["b"] * 10)]
     f.to_csv(tmp_path / "p.csv", index=False)
-    with pytest.raises(DataError, match=r"column 'a' holds numbers written with a comma \(40 of its 60 filled "
+    with pytest.raises(DataError, match=r"column 'a' holds numbers written with a comma or a space between digits \(40 of its 60 filled "
                                         r"cell\(s\), such as .*pd.read_csv\(path, decimal=','\).*list it under "
                                         r"data.features.categorical"):
         ingest(data_spec(tmp_path), progress=lambda *_: None)

@@ -218,8 +218,9 @@ def test_amounts_and_rates_with_currency_or_percent_signs_are_named_not_taken_fo
     facts = merge_probes([probe(table, table.column_names, 50)["probe"][0]], table.column_names)
     assert facts["amount"]["dressed_numbers"] == 60 and facts["rate"]["dressed_numbers"] == 60
     data = validate_spec({"name": "t", "data": {"path": "d", "label": "y"}}).data
-    with pytest.raises(DataError, match=r"^column 'amount' holds numbers written with a currency or percent sign "
-                                        r"\(60 of its 60 filled cell\(s\), such as '\$1,000.00', .*\), which trainyard "
+    with pytest.raises(DataError, match=r"^column 'amount' holds numbers written with a currency or percent sign or in "
+                                        r"parentheses \(60 of its 60 filled cell\(s\), such as '\$1,000.00', .*\), "
+                                        r"which trainyard "
                                         r"reads as text. Save the numbers alone, e.g. with pandas: df\['amount'\] = "
                                         r"pd.to_numeric\(.*; or, to keep its values as categories, list it under "
                                         r"data.features.categorical$"):
@@ -232,6 +233,16 @@ def test_amounts_and_rates_with_currency_or_percent_signs_are_named_not_taken_fo
         infer_features(table.schema, ["amount", "rate"], listed.data, facts, {})
     # Kept as categories when listed so; a column of words with a '%' here and there is not numbers.
     assert infer_features(table.schema, ["amount"], listed.data, facts, {})[1] == ["amount"]
+    # An accountant's negatives and numbers with a space between digit groups are numbers written as text too.
+    more = pa.table({"balance": [f"({i},{i:03d}.50)" if i % 2 else f"{i},{i:03d}.50" for i in range(1, 61)],
+                     "income": [f"{10 + i} {i:03d}" for i in range(60)]})
+    said = merge_probes([probe(more, more.column_names, 50)["probe"][0]], more.column_names)
+    with pytest.raises(DataError, match=r"^column 'balance' holds numbers written with a currency or percent sign or "
+                                        r"in parentheses \(30 of its 60 .*\(1,234.50\) becomes -1234.5"):
+        infer_features(more.schema, ["balance"], data, said, {})
+    with pytest.raises(DataError, match=r"^column 'income' holds numbers written with a comma or a space between "
+                                        r"digits \(60 of its 60 .*thousands=',' \(or ' '\)"):
+        infer_features(more.schema, ["income"], data, said, {})
     words = pa.table({"plan": ["gold", "silver", "100%", "basic"] * 15})
     plan = merge_probes([probe(words, ["plan"], 50)["probe"][0]], ["plan"])
     assert infer_features(words.schema, ["plan"], data, plan, {})[1] == ["plan"]
@@ -297,3 +308,16 @@ def test_feature_columns_a_model_learns_less_from_than_it_seems_are_noted():
     yes_no = pa.table({"flag": ["yes", "no"] * 30})
     plain = merge_probes([probe(yes_no, ["flag"], 50)["probe"][0]], ["flag"])
     assert feature_notes([], ["flag"], plain) == []                 # written one way: nothing to say
+
+
+def test_a_yes_no_label_spelt_several_ways_is_told_as_one_class_written_two_ways():
+    """A 'default' label written Y/N/true/False trained 4 classes with no word; with `decision:` it was told to
+    remove the decision section, where the fix is the data's."""
+    from jobs.infer import look_alike, look_alike_note
+
+    groups = look_alike(["False", "N", "Y", "true", "maybe"])
+    assert groups == [["False", "N"], ["Y", "true"]]
+    assert look_alike_note("default", groups[1]) == (
+        "label 'default': classes 'Y' and 'true' are one yes/no answer spelt differently, and are trained as "
+        "different classes; if they are one, make them the same in the data")
+    assert look_alike_note("y", ["No", "no"]).startswith("label 'y': classes 'No' and 'no' differ only in case")

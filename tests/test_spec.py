@@ -746,7 +746,7 @@ def test_validate_names_every_column_ingest_would_refuse_from_the_first_rows_bef
     spec_problems, data_problems = precheck.problems(spec)
     assert spec_problems == [] and len(data_problems) == 3, data_problems
     assert data_problems[0].startswith("column 'claim_id' holds a different value in each of its 300 rows")
-    assert data_problems[1].startswith("column 'deductible' holds numbers written with a comma (200 of its 300")
+    assert data_problems[1].startswith("column 'deductible' holds numbers written with a comma or a space between digits (200 of its 300")
     assert data_problems[2].startswith("column 'premium' holds numbers but for 2 of its 300 filled cell(s)")
     assert data_problems[2].endswith(f"Where: {tmp_path / 'd' / 'claims.csv'} line 12 ('?'), "
                                      f"{tmp_path / 'd' / 'claims.csv'} line 22 ('n.a.')")

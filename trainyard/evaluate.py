@@ -61,14 +61,14 @@ def cmd_evaluate(args, progress) -> int:
             progress(f"[evaluate] note: {name}: {note}")
     scores = [_scored(b, table, label, args.data, score) for b in bundles]
     if bundles[0].task == "classification" and not scores[0]["rows"]:
-        from jobs.infer import look_alike
+        from jobs.infer import how_alike, look_alike
         classes = [str(c) for c in bundles[0].preprocessor.classes]
         given = sorted(table[label].astype(str).unique().tolist())[:10]
         alike = look_alike(classes + given)
         raise BundleError(f"{args.data}: no row's label is a class of the model: column {label!r} holds "
                           f"{', '.join(map(repr, given))}, the model's classes are {', '.join(map(repr, classes))}"
-                          + (f" ({' and '.join(map(repr, alike[0]))} differ only in case or spaces: write the "
-                             "labels as the model's classes)" if alike else ""))
+                          + (f" ({' and '.join(map(repr, alike[0]))} {how_alike(alike[0])}: write the labels as "
+                             "the model's classes)" if alike else ""))
     for line in _table(names, scores, bundles):
         progress(line)
     if bundles[0].task == "classification" and scores[0]["rows"] < len(table):
