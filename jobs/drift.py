@@ -236,14 +236,18 @@ def flagged(ref_feature: Mapping, stats: Mapping, thresholds: Thresholds, n_feat
     if not stats.get("n") or stats["n"] < thresholds.min_rows:
         return []
     reasons = []
-    value, p = stats.get("psi"), p_value(stats)
-    if value is not None and p is not None and value >= thresholds.psi and p < thresholds.p_value / max(n_features, 1):
-        reasons.append(f"psi {value:.2f} (p {p:.1g})")
     missing, ref_missing = stats.get("missing_rate"), ref_feature.get("missing_rate", 0.0)
+    # The shape of the values (psi, unknown categories) is judged on the values present, as many as min_rows asks:
+    # one filled cell among 700 empty ones flagged a feature with psi 18.4 and "unknown categories 1.00".
+    present = round(stats["n"] * (1 - missing)) if missing is not None and missing == missing else stats["n"]
+    value, p = stats.get("psi"), p_value(stats)
+    if present >= thresholds.min_rows and value is not None and p is not None and value >= thresholds.psi \
+            and p < thresholds.p_value / max(n_features, 1):
+        reasons.append(f"psi {value:.2f} (p {p:.1g})")
     if missing is not None and missing - ref_missing > thresholds.missing_rate:
         reasons.append(f"missing {missing:.2f} vs {ref_missing:.2f}")
     unknown, ref_unknown = stats.get("unknown_rate"), ref_feature.get("unknown_share", 0.0)
-    if unknown is not None and unknown - ref_unknown > thresholds.unknown_rate:
+    if present >= thresholds.min_rows and unknown is not None and unknown - ref_unknown > thresholds.unknown_rate:
         reasons.append(f"unknown categories {unknown:.2f} vs {ref_unknown:.2f}")
     return reasons
 

@@ -178,3 +178,15 @@ def test_a_bundles_monitor_section_reads_the_same_for_a_replica_and_the_monitor_
     (tmp_path / "spec.yaml").write_text("name: m\nmonitor: [not, a, mapping\n")
     with pytest.raises(MonitorInputError, match=r"spec.yaml: its monitor section does not read"):
         monitor_settings(tmp_path)
+
+
+def test_a_feature_with_few_values_present_is_judged_by_its_missing_rate_alone():
+    """Logs spanning a version that did not take 'notes': one filled cell among 700 empty ones flagged it with
+    psi 18.42 and "unknown categories 1.00 vs 0.00"; seven cells flagged 'employer' the same way."""
+    ref = categorical_reference()
+    stats = D.categorical_drift(ref, {"XL": 1}, 0, 699)
+    assert stats["unknown_rate"] == 1.0 and stats["psi"] > 5
+    assert D.flagged(ref, stats, D.Thresholds(), 8) == [f"missing {stats['missing_rate']:.2f} vs 0.00"]
+    # As many values present as min_rows asks: judged on their shape again.
+    many = D.categorical_drift(ref, {"XL": 50}, 0, 650)
+    assert [r.split()[0] for r in D.flagged(ref, many, D.Thresholds(), 8)] == ["psi", "missing", "unknown"]
