@@ -302,6 +302,38 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
     return "\n".join(problems) or None
 
 
+def partly_read_note(spec: JobSpec) -> Optional[str]:
+    """For `trainyard validate`: the local files longer than SAMPLE_ROWS rows, whose values `_sample_problem`
+    judged in part (infinite values in their first rows) and whose shares it left to the run. None otherwise."""
+    import pyarrow.parquet as pq
+
+    from jobs.datafiles import DataError, infer_format, resolve_files
+
+    data = spec.data
+    entries = data.path if isinstance(data.path, list) else [data.path]
+    if data.is_image or any("://" in entry for entry in entries):
+        return None
+    try:
+        _, files, _ = resolve_files(data.path)
+        fmt = infer_format(files, data.format)
+        long = []
+        for path in files:
+            if fmt == "parquet":
+                rows = pq.ParquetFile(path).metadata.num_rows
+            else:
+                with open(path, "rb") as f:       # lines, a bound on records: counted in C, 1 MB at a time
+                    rows = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) - 1
+            if rows > SAMPLE_ROWS:
+                long.append(path)
+    except (DataError, OSError, ValueError):
+        return None
+    if not long:
+        return None
+    return (f"{', '.join(long[:3])}{' ...' if len(long) > 3 else ''}: more than {SAMPLE_ROWS:,} rows, so validate "
+            f"checked their first {SAMPLE_ROWS:,} rows for infinite values only; the run reads every row and may "
+            "still refuse an ID column, numbers written as text, or a stray cell further down")
+
+
 def local_data_note(data: DataSpec) -> Optional[str]:
     """Why `data.path` finds no files on this machine (a path that does not exist, a glob that matches none), or
     None when it does or names a URI. A note, not an error: a spec submitted to a cluster may name a path that
