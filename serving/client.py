@@ -302,7 +302,7 @@ def _numbers_read_as_text(df, features: list[dict]):
     a number (a CSV's '?'); the server would then refuse every row of it, advising JSON senders. Here the
     numbers go as numbers, and a cell that is not one is named with its row: TableError."""
     import pandas as pd
-    df = df.copy()
+    df, problems, at = df.copy(), [], None
     for f in features:
         name = f["name"]
         if f.get("type") != "number" or name not in df.columns or pd.api.types.is_numeric_dtype(df[name]):
@@ -311,18 +311,24 @@ def _numbers_read_as_text(df, features: list[dict]):
         numbers = pd.to_numeric(cells, errors="coerce")
         bad = cells.notna() & numbers.isna()
         if bad.any():
-            # A CSV's line as an editor shows it (`record_lines`), as `train` names a stray cell; else the row,
-            # counted from 1.
-            at = lambda i: f"row {i + 1}"                   # noqa: E731
-            if df.attrs.get("csv"):
-                from jobs.datafiles import record_lines
-                lines = record_lines(None, df.attrs["csv"])
-                at = (lambda i: f"line {lines[i]}") if len(lines) == len(df) else (lambda i: f"line {i + 2}")
+            if at is None:
+                at = _cell_place(df)
             where = ", ".join(f"{at(i)}: {cells.iloc[i]!r}" for i in bad.to_numpy().nonzero()[0][:3])
-            raise TableError(f"column {name!r} must hold numbers; {int(bad.sum())} cell(s) do not ({where}). Fix "
-                             "them, or leave them empty for a missing value")
+            problems.append(f"column {name!r} must hold numbers; {int(bad.sum())} cell(s) do not ({where})")
         df[name] = numbers
+    if problems:        # every such column at once: one per run made a fix-and-retry loop of it
+        raise TableError("; ".join(problems) + ". Fix them, or leave them empty for a missing value")
     return df
+
+
+def _cell_place(df):
+    """How a cell's row is named: a CSV's line as an editor shows it (`record_lines`), as `train` names a stray
+    cell; else the row, counted from 1."""
+    if not df.attrs.get("csv"):
+        return lambda i: f"row {i + 1}"
+    from jobs.datafiles import record_lines
+    lines = record_lines(None, df.attrs["csv"])
+    return (lambda i: f"line {lines[i]}") if len(lines) == len(df) else (lambda i: f"line {i + 2}")
 
 
 def _image_bytes_as_base64(df, features: list[dict]):

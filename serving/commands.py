@@ -256,7 +256,7 @@ def older_version_note(path: Path) -> Optional[str]:
         return None
     return (f"[serve] note: {pointer} points to version {latest.name}, not this {path.name}: `trainyard serve "
             f"{pointer.parent}` (a restart, a script) would serve {latest.name}; to make this one the latest: "
-            f"ln -sfn {VERSIONS}/{path.name} {pointer}")
+            f"ln -sfn {VERSIONS}/{path.name} {pointer}.new && mv -T {pointer}.new {pointer}")
 
 
 def cmd_predict(args) -> int:

@@ -53,6 +53,12 @@ def test_versions_are_scored_on_the_same_rows_overall_and_per_slice(versions, ca
     assert by[0].split()[:3] == ["[evaluate]", "north", "(39)"]            # rows of the slice, as labelled
     assert by[0].split()[-2:] == [f"{score(B.load(p), [north], 'y')['f1']:.4f}" for p in paths]
     assert by[1].split()[:3] == ["[evaluate]", "south", "(20)"]
+    assert not any("suits a column of a few values" in line for line in out)
+    # By a column of a value per row: 20 one-row slices shown, and said to say little.
+    assert cli.main(["evaluate", str(paths[0]), "--data", str(data), "--by", "x"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2] == "[evaluate]   ... 39 more value(s) of x, 39 row(s), not shown"
+    assert out[-1].startswith("[evaluate] note: x has 59 distinct values in 59 rows, most slices under 20 rows")
 
 
 def test_what_cannot_be_scored_is_named(versions, tmp_path, capsys):

@@ -529,6 +529,11 @@ def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_nam
     (tmp_path / "notes.csv").write_text('a,kind,note\n1,x,"first\nsecond\nthird"\n\n2,y,ok\nforty,x,ok\n')
     with pytest.raises(TableError, match=r"1 cell\(s\) do not \(line 7: 'forty'\)"):
         _numbers_read_as_text(read_table(tmp_path / "notes.csv"), features)
+    # Every such column at once (it named one a run).
+    two = [*features, {"name": "b", "type": "number"}]
+    with pytest.raises(TableError, match=r"^column 'a' must hold numbers; 1 cell\(s\) do not \(row 2: 'x'\); column "
+                                         r"'b' must hold numbers; 1 cell\(s\) do not \(row 1: '\$5'\). Fix them"):
+        _numbers_read_as_text(pd.DataFrame({"a": ["1", "x"], "b": ["$5", "6"]}), two)
 
 
 def test_serve_checks_the_bundle_before_it_starts_or_joins_ray(tmp_path):
@@ -757,6 +762,7 @@ def test_serving_an_older_version_says_the_run_still_points_to_the_newer(tmp_pat
     pointer.symlink_to("bundles/v2")
     assert older_version_note(tmp_path / "runs" / "pm" / "bundles" / "v1") == (
         f"[serve] note: {pointer} points to version v2, not this v1: `trainyard serve {pointer.parent}` (a restart, "
-        f"a script) would serve v2; to make this one the latest: ln -sfn bundles/v1 {pointer}")
+        f"a script) would serve v2; to make this one the latest: ln -sfn bundles/v1 {pointer}.new && mv -T "
+        f"{pointer}.new {pointer}")
     assert older_version_note(tmp_path / "runs" / "pm" / "bundles" / "v2") is None       # the latest itself
     assert older_version_note(tmp_path / "elsewhere") is None                           # not a run's version

@@ -14,6 +14,8 @@ import math
 
 # Values of a --by column shown, most rows first (the rest are counted in one line).
 MOST_SLICES = 20
+# Slices of fewer rows than this say little; a --by column whose typical slice is smaller is said to be one.
+MIN_SLICE_ROWS = 20
 # Averages over the classes, every class counting the same (as the [evaluate] table of train says).
 _MACRO = ("precision", "recall", "f1")
 
@@ -186,4 +188,8 @@ def _slices(names, bundles, table, label: str, by: str, path: str, score) -> lis
     if len(counts) > MOST_SLICES:
         lines.append(f"[evaluate]   ... {len(counts) - MOST_SLICES} more value(s) of {by}, "
                      f"{int(counts.iloc[MOST_SLICES:].sum()):,} row(s), not shown")
+    if counts.median() < MIN_SLICE_ROWS:
+        lines.append(f"[evaluate] note: {by} has {len(counts):,} distinct values in {len(table):,} rows, most "
+                     f"slices under {MIN_SLICE_ROWS} rows, where a score says little: --by suits a column of a few "
+                     "values (a type, a region); for a number, bin it into a column of its own first")
     return lines
