@@ -255,8 +255,8 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
     import pyarrow.parquet as pq
 
     from jobs.datafiles import cast_batch, csv_convert, stray_cells_where
-    from jobs.infer import (MAX_INFERRED_CLASSES, DataError, infer_features, infinite_problem, merge_probes,
-                            probe)
+    from jobs.infer import (MAX_INFERRED_CLASSES, DataError, feature_notes, infer_features, infinite_problem,
+                            merge_probes, probe)
 
     rows, infinite, whole = [], [], True        # whole: every file read to its end
     try:
@@ -289,7 +289,10 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
     columns = [c for c in schema.names if c != data.label]
     while columns:          # ingest stops at the first column it refuses; here every one is named, in one pass
         try:
-            infer_features(schema, columns, data, facts, {}, text=text)
+            numeric, categorical, _ = infer_features(schema, columns, data, facts, {}, text=text)
+            if not problems:    # what ingest will note of the features, for `validate` to say now (`sample_notes`)
+                _NOTES.clear()
+                _NOTES[_files_key(files)] = feature_notes(numeric, categorical, facts)
             break
         except DataError as exc:
             if not exc.columns and len(problems) > sum(1 for p in infinite if p):
@@ -300,6 +303,28 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
                 break
             columns = [c for c in columns if c not in exc.columns]
     return "\n".join(problems) or None
+
+
+_NOTES: dict = {}       # the feature notes of the last files `_sample_problem` read whole, by `_files_key`
+
+
+def _files_key(files: list[str]) -> tuple:
+    return tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+
+
+def sample_notes(spec: JobSpec) -> list[str]:
+    """For `trainyard validate`, after `problems`: what ingest will note of the features (`jobs.infer.feature_notes`:
+    a column of one value, a yes/no spelt several ways, look-alike categories), from the rows `_sample_problem`
+    read whole; [] when it read none of these files whole."""
+    from jobs.datafiles import DataError, resolve_files
+
+    entries = spec.data.path if isinstance(spec.data.path, list) else [spec.data.path]
+    if spec.data.is_image or any("://" in entry for entry in entries):
+        return []
+    try:
+        return list(_NOTES.get(_files_key(resolve_files(spec.data.path)[1]), []))
+    except (DataError, OSError):
+        return []
 
 
 def partly_read_note(spec: JobSpec) -> Optional[str]:

@@ -728,7 +728,8 @@ def test_other_tools_names_for_a_key_are_told_trainyards_and_a_tasks_case_does_n
     assert (data.task, data.format) == ("regression", "csv")
 
 
-def test_validate_names_every_column_ingest_would_refuse_from_the_first_rows_before_ray(tmp_path, monkeypatch):
+def test_validate_names_every_column_ingest_would_refuse_from_the_first_rows_before_ray(tmp_path, monkeypatch,
+                                                                                        capsys):
     """An insurer's export: validate said one thing of the header (2 s), then train failed three times in a row, an
     ID column, then a comma, then a '?', each after a Ray start and a read (23-36 s a try)."""
     import pandas as pd
@@ -772,4 +773,13 @@ def test_validate_names_every_column_ingest_would_refuse_from_the_first_rows_bef
     fixed = validate_spec({"name": "c", "data": {"path": str(tmp_path / "d"), "label": "y", "features": {
         "exclude": ["claim_id"], "categorical": ["deductible", "premium"]}}})
     assert precheck.problems(fixed) == ([], [])
+    # What ingest will note of the features, validate says too (train said it alone, after Ray).
+    from trainyard import cli
+    good = frame.drop(columns=["claim_id", "deductible", "premium"]).assign(branch="HQ")
+    (tmp_path / "d" / "claims.csv").unlink()
+    good.to_csv(tmp_path / "d" / "good.csv", index=False)
+    (tmp_path / "s.yaml").write_text(f"name: c\ndata: {{path: {tmp_path / 'd'}, label: y}}\n")
+    assert cli.main(["validate", str(tmp_path / "s.yaml")]) == 0
+    assert ("note: column 'branch' holds one value, 'HQ', in every row that has one: a model learns nothing from it "
+            "(data.features.exclude leaves it out)") in capsys.readouterr().out.splitlines()
 
