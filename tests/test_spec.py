@@ -203,7 +203,7 @@ def test_validate_cli_exit_codes(tmp_path, capsys, monkeypatch):
     # cluster may name a path only its nodes have.
     assert "OK" in out and "note: data.path: 'd' does not exist (looked in " in out
     (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "rows.csv").write_text("x,y\n1,0\n")
+    (tmp_path / "d" / "rows.csv").write_text("x,y\n1,0\n2,1\n")
     monkeypatch.chdir(tmp_path)
     assert main(["validate", str(good)]) == 0
     assert "note" not in capsys.readouterr().out
