@@ -258,7 +258,9 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
     from jobs.infer import (MAX_INFERRED_CLASSES, DataError, feature_notes, infer_features, infinite_problem,
                             merge_probes, probe)
 
-    rows, infinite, whole = [], [], True        # whole: every file read to its end
+    rows, infinite, partial = [], [], []        # partial: the files not read to their end
+    _SAMPLED.clear()
+    _SAMPLED[_files_key(files)] = {"partial": partial, "notes": []}
     try:
         for path in files:
             if fmt == "parquet":
@@ -271,7 +273,7 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
                 taken.append(batch)
                 read += batch.num_rows
                 if read > SAMPLE_ROWS:
-                    whole = False
+                    partial.append(path)
                     break
             if taken:
                 table = cast_batch(pa.Table.from_batches(taken).slice(0, SAMPLE_ROWS), schema, data.label)
@@ -282,7 +284,7 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
     if not rows:
         return None
     problems = [p for p in infinite if p]      # by file: ingest can name only data.path
-    if not whole:
+    if partial:
         # Shares and counts (an ID, numbers with strays) of a part need not be the whole's: ingest judges those.
         return "\n".join(problems) or None
     facts = merge_probes(rows, schema.names)
@@ -291,8 +293,7 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
         try:
             numeric, categorical, _ = infer_features(schema, columns, data, facts, {}, text=text)
             if not problems:    # what ingest will note of the features, for `validate` to say now (`sample_notes`)
-                _NOTES.clear()
-                _NOTES[_files_key(files)] = feature_notes(numeric, categorical, facts)
+                _SAMPLED[_files_key(files)]["notes"] = feature_notes(numeric, categorical, facts)
             break
         except DataError as exc:
             if not exc.columns and len(problems) > sum(1 for p in infinite if p):
@@ -305,7 +306,7 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
     return "\n".join(problems) or None
 
 
-_NOTES: dict = {}       # the feature notes of the last files `_sample_problem` read whole, by `_files_key`
+_SAMPLED: dict = {}     # of the last files `_sample_problem` read, by `_files_key`: those read in part, feature notes
 
 
 def _files_key(files: list[str]) -> tuple:
@@ -313,50 +314,26 @@ def _files_key(files: list[str]) -> tuple:
 
 
 def sample_notes(spec: JobSpec) -> list[str]:
-    """For `trainyard validate`, after `problems`: what ingest will note of the features (`jobs.infer.feature_notes`:
-    a column of one value, a yes/no spelt several ways, look-alike categories), from the rows `_sample_problem`
-    read whole; [] when it read none of these files whole."""
+    """For `trainyard validate`, after `problems`: what `_sample_problem` found to say of the files it read (they
+    are as they were): the files longer than SAMPLE_ROWS rows, whose shares it left to the run, and what ingest
+    will note of the features (`jobs.infer.feature_notes`: a column of one value, a yes/no spelt several ways,
+    look-alike categories) where it read every file whole."""
     from jobs.datafiles import DataError, resolve_files
 
     entries = spec.data.path if isinstance(spec.data.path, list) else [spec.data.path]
     if spec.data.is_image or any("://" in entry for entry in entries):
         return []
     try:
-        return list(_NOTES.get(_files_key(resolve_files(spec.data.path)[1]), []))
+        sampled = _SAMPLED.get(_files_key(resolve_files(spec.data.path)[1]))
     except (DataError, OSError):
         return []
-
-
-def partly_read_note(spec: JobSpec) -> Optional[str]:
-    """For `trainyard validate`: the local files longer than SAMPLE_ROWS rows, whose values `_sample_problem`
-    judged in part (infinite values in their first rows) and whose shares it left to the run. None otherwise."""
-    import pyarrow.parquet as pq
-
-    from jobs.datafiles import DataError, infer_format, resolve_files
-
-    data = spec.data
-    entries = data.path if isinstance(data.path, list) else [data.path]
-    if data.is_image or any("://" in entry for entry in entries):
-        return None
-    try:
-        _, files, _ = resolve_files(data.path)
-        fmt = infer_format(files, data.format)
-        long = []
-        for path in files:
-            if fmt == "parquet":
-                rows = pq.ParquetFile(path).metadata.num_rows
-            else:
-                with open(path, "rb") as f:       # lines, a bound on records: counted in C, 1 MB at a time
-                    rows = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) - 1
-            if rows > SAMPLE_ROWS:
-                long.append(path)
-    except (DataError, OSError, ValueError):
-        return None
-    if not long:
-        return None
-    return (f"{', '.join(long[:3])}{' ...' if len(long) > 3 else ''}: more than {SAMPLE_ROWS:,} rows, so validate "
-            f"checked their first {SAMPLE_ROWS:,} rows for infinite values only; the run reads every row and may "
-            "still refuse an ID column, numbers written as text, or a stray cell further down")
+    if not sampled:
+        return []
+    long = sampled["partial"]
+    return list(sampled["notes"]) + ([
+        f"{', '.join(long[:3])}{' ...' if len(long) > 3 else ''}: more than {SAMPLE_ROWS:,} rows, so validate "
+        f"checked their first {SAMPLE_ROWS:,} rows for infinite values only; the run reads every row and may still "
+        "refuse an ID column, numbers written as text, or a stray cell further down"] if long else [])
 
 
 def local_data_note(data: DataSpec) -> Optional[str]:

@@ -227,6 +227,20 @@ def out_of_range_note(notes: list[dict], rows: int, what: str) -> Optional[str]:
             f"(the out_of_range column names them): " + ", ".join(parts))
 
 
+def absent_columns(features: list[str], columns, label: Optional[str]) -> Optional[str]:
+    """"no column for 'rpm': the model imputed it for every row, ...; the file's columns it does not take:
+    'spindle_rpm'" when a file of rows lacks features (a column renamed since training is among the ones it does
+    not take); None when it has them all."""
+    absent = [name for name in features if name not in columns]
+    if not absent:
+        return None
+    unused = [str(c) for c in columns if c not in features and c != label and c != "file"]
+    return (f"no column for {', '.join(map(repr, absent))}: the model imputed {'it' if len(absent) == 1 else 'them'} "
+            "for every row, as it does a missing value"
+            + (f"; the file's columns it does not take: {', '.join(map(repr, unused[:8]))}"
+               + (", ..." if len(unused) > 8 else "") if unused else ""))
+
+
 def unseen_note(notes: list[dict], rows: int, what: str, features: list[dict]) -> Optional[str]:
     """One line on the rows of `what` holding category values the model did not see in training (`Client.predict`'s
     "unseen_categories"; `features`: /schema's), by feature, most rows first; None when there are none."""

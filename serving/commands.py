@@ -262,8 +262,8 @@ def older_version_note(path: Path) -> Optional[str]:
 def cmd_predict(args) -> int:
     """A ClientError carries its exit code: 2 when the server refused the rows (4xx), 1 otherwise; a rows file or
     --out that cannot be used is bad input (serving.client.TableError, exit 2), found before any request."""
-    from serving.client import (Client, check_out, image_files, image_table, out_of_range_note, read_table,
-                                unseen_note)
+    from serving.client import (Client, absent_columns, check_out, image_files, image_table, out_of_range_note,
+                                read_table, unseen_note)
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     if args.out:
@@ -286,16 +286,9 @@ def cmd_predict(args) -> int:
         table = table.drop(columns=[image_field])       # each row's `file` names its image
     # After the predictions (check_columns has refused a file with no feature or a misspelt one): a feature
     # without a column is imputed for every row, which the user should see rather than find out.
-    features = [f["name"] for f in client.schema()["features"]]
-    absent = [name for name in features if name not in df.columns]
-    if absent:
-        # A column renamed since training ('spindle_rpm' for 'rpm') is among those the model does not take.
-        label = (client.schema().get("label") or {}).get("name")
-        unused = [c for c in df.columns if c not in features and c != label and c != "file"]
-        print(f"note: {args.file} has no column for {', '.join(map(repr, absent))}: the model imputed "
-              f"{'it' if len(absent) == 1 else 'them'} for every row, as it does a missing value"
-              + (f"; the file's columns it does not take: {', '.join(map(repr, unused[:8]))}"
-                 + (", ..." if len(unused) > 8 else "") if unused else ""), file=sys.stderr)
+    if absent := absent_columns([f["name"] for f in client.schema()["features"]], df.columns,
+                                (client.schema().get("label") or {}).get("name")):
+        print(f"note: {args.file} has {absent}", file=sys.stderr)
     if note := out_of_range_note(predicted.attrs.get("out_of_range"), len(df), args.file):
         print(note, file=sys.stderr)
     if note := unseen_note(predicted.attrs.get("unseen_categories"), len(df), args.file, client.schema()["features"]):

@@ -82,8 +82,8 @@ def test_what_cannot_be_scored_is_named(versions, tmp_path, capsys):
     # A renamed column: imputed for every row, said (a version ranked below its worth otherwise).
     rows.rename(columns={"x": "x_renamed"}).to_csv(tmp_path / "renamed.csv", index=False)
     assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "renamed.csv")]) == 0
-    assert ("[evaluate] note: v1: the rows have no column for 'x': imputed for every row, as a missing value is "
-            "(its columns it does not take: 'x_renamed', 'site')") in capsys.readouterr().out
+    assert ("[evaluate] note: v1: the rows have no column for 'x': the model imputed it for every row, as it does a "
+            "missing value; the file's columns it does not take: 'x_renamed', 'site'") in capsys.readouterr().out
     # A model of another label is not a version of this one.
     other = _write(tmp_path / "other" / "bundle", lineage={"version": "o1"})
     pre = json.loads((other / "preprocessor.json").read_text())

@@ -763,12 +763,13 @@ def test_validate_names_every_column_ingest_would_refuse_from_the_first_rows_bef
     # here (a column distinct in its first rows may repeat later); ingest judges the whole.
     monkeypatch.setattr(precheck, "SAMPLE_ROWS", 100)
     assert precheck.problems(spec) == ([], [])
-    assert precheck.partly_read_note(spec) == (
+    assert precheck.sample_notes(spec) == [
         f"{tmp_path / 'd' / 'claims.csv'}: more than 100 rows, so validate checked their first 100 rows for infinite "
         "values only; the run reads every row and may still refuse an ID column, numbers written as text, or a "
-        "stray cell further down")
+        "stray cell further down"]
     monkeypatch.undo()
-    assert precheck.partly_read_note(spec) is None
+    precheck.problems(spec)
+    assert precheck.sample_notes(spec) == []
     # Listed as the user means them, nothing is left to refuse; values past the rows read are ingest's to see.
     fixed = validate_spec({"name": "c", "data": {"path": str(tmp_path / "d"), "label": "y", "features": {
         "exclude": ["claim_id"], "categorical": ["deductible", "premium"]}}})

@@ -248,8 +248,7 @@ def cmd_validate(args) -> int:
     check_before_ray(spec)
     print(f"{args.spec}: OK — job {spec.name!r}, output {spec.output_dir}")
     from jobs import precheck
-    notes = [precheck.task_note(spec), *precheck.class_notes(spec), *precheck.sample_notes(spec),
-             precheck.partly_read_note(spec)]
+    notes = [precheck.task_note(spec), *precheck.class_notes(spec), *precheck.sample_notes(spec)]
     if spec.tune is not None:
         from tuning.space import metric_note
         notes.append(metric_note(spec))

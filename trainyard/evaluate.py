@@ -103,15 +103,11 @@ def _input_notes(bundle, table) -> list[str]:
     """What `trainyard predict` says of a file, said of the rows a bundle scores: features without a column
     (imputed for every row: a renamed column ranks a version below its worth) and categories it did not see."""
     from jobs.fitted import canonical
+    from serving.client import absent_columns
 
     features = {f["name"]: f for f in bundle.schema["features"]}
-    notes = []
-    absent = [n for n in features if n not in table.columns]
-    if absent:
-        unused = [str(c) for c in table.columns if c not in features and c != bundle.preprocessor.label]
-        notes.append(f"the rows have no column for {', '.join(map(repr, absent))}: imputed for every row, as a "
-                     "missing value is" + (f" (its columns it does not take: {', '.join(map(repr, unused[:8]))})"
-                                           if unused else ""))
+    absent = absent_columns(list(features), table.columns, bundle.preprocessor.label)
+    notes = [f"the rows have {absent}"] if absent else []
     for n, f in features.items():
         if f.get("type") != "category" or n not in table.columns:
             continue
