@@ -262,8 +262,8 @@ def older_version_note(path: Path) -> Optional[str]:
 def cmd_predict(args) -> int:
     """A ClientError carries its exit code: 2 when the server refused the rows (4xx), 1 otherwise; a rows file or
     --out that cannot be used is bad input (serving.client.TableError, exit 2), found before any request."""
-    from serving.client import (Client, absent_columns, check_out, image_files, image_table, out_of_range_note,
-                                read_table, unseen_note)
+    from serving.client import Client, check_out, image_files, image_table, read_table
+    from serving.notes import absent_columns, out_of_range_note, unseen_note
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     if args.out:

@@ -142,7 +142,7 @@ def test_category_values_the_train_split_did_not_hold_are_found_record_by_record
     """An insurer's '1,000' deductible (known: '1000'), ' North' and a count of 7 (known 0-4) went to the unknown
     category, flipping an answer from P(yes) 0.61 to 0.09, and `trainyard predict` said nothing."""
     from jobs.tabular import unseen_categories
-    from serving.client import unseen_note
+    from serving.notes import unseen_note
 
     known = {"deductible": {"500", "1000"}, "region": {"North", "South"}, "flag": {"true", "false"}}
     records = [{"deductible": 1000, "region": "North", "flag": True}, {"deductible": "1,000"},
@@ -167,7 +167,7 @@ def test_values_well_outside_the_train_splits_range_are_found_record_by_record()
     from jobs.schema import input_schema
     from jobs.tabular import outside_range, training_ranges
     from jobs.text import TextPreprocessor
-    from serving.client import out_of_range_note
+    from serving.notes import out_of_range_note
 
     stats = {"numeric": {"temp": {"mean": 50.0, "std": 5.0, "min": 40.0, "max": 60.0}}}
     pre = _tabular(stats=stats)

@@ -103,7 +103,7 @@ def _input_notes(bundle, table) -> list[str]:
     """What `trainyard predict` says of a file, said of the rows a bundle scores: features without a column
     (imputed for every row: a renamed column ranks a version below its worth) and categories it did not see."""
     from jobs.fitted import canonical
-    from serving.client import absent_columns
+    from serving.notes import absent_columns
 
     features = {f["name"]: f for f in bundle.schema["features"]}
     absent = absent_columns(list(features), table.columns, bundle.preprocessor.label)

@@ -1,0 +1,57 @@
+"""What `trainyard predict` (and `trainyard evaluate`) say of a file of rows beside the predictions: features it
+has no column for, numbers far outside the train split's range, categories the model did not see in training."""
+from __future__ import annotations
+
+from typing import Optional
+
+from serving.client import _trained_on
+
+
+def out_of_range_note(notes: list[dict], rows: int, what: str) -> Optional[str]:
+    """One line on the rows of `what` holding numbers outside the train split's range (`Client.predict`'s
+    "out_of_range"), by feature, most rows first; None when there are none."""
+    if not notes:
+        return None
+    by_field: dict[str, list[dict]] = {}
+    for note in notes:
+        by_field.setdefault(note["field"], []).append(note)
+    flagged = len({note["record"] for note in notes})
+    parts = [f"{field} in {len({n['record'] for n in found})} row(s) (e.g. {found[0]['value']:g}; "
+             f"{_trained_on(found[0])})" for field, found in sorted(by_field.items(), key=lambda kv: -len(kv[1]))]
+    return (f"note: {flagged} of {rows} row(s) of {what} hold numbers well outside the range the model was trained "
+            f"on (past it by over a tenth of its width), where it extrapolates and its prediction may be far off "
+            f"(the out_of_range column names them): " + ", ".join(parts))
+
+
+def absent_columns(features: list[str], columns, label: Optional[str]) -> Optional[str]:
+    """"no column for 'rpm': the model imputed it for every row, ...; the file's columns it does not take:
+    'spindle_rpm'" when a file of rows lacks features (a column renamed since training is among the ones it does
+    not take); None when it has them all."""
+    absent = [name for name in features if name not in columns]
+    if not absent:
+        return None
+    unused = [str(c) for c in columns if c not in features and c != label and c != "file"]
+    return (f"no column for {', '.join(map(repr, absent))}: the model imputed {'it' if len(absent) == 1 else 'them'} "
+            "for every row, as it does a missing value"
+            + (f"; the file's columns it does not take: {', '.join(map(repr, unused[:8]))}"
+               + (", ..." if len(unused) > 8 else "") if unused else ""))
+
+
+def unseen_note(notes: list[dict], rows: int, what: str, features: list[dict]) -> Optional[str]:
+    """One line on the rows of `what` holding category values the model did not see in training (`Client.predict`'s
+    "unseen_categories"; `features`: /schema's), by feature, most rows first; None when there are none."""
+    if not notes:
+        return None
+    by_field: dict[str, list[dict]] = {}
+    for note in notes:
+        by_field.setdefault(note["field"], []).append(note)
+    known = {f["name"]: f.get("categories") or [] for f in features}
+    parts = []
+    for field, found in sorted(by_field.items(), key=lambda kv: -len(kv[1])):
+        cats = known.get(field, [])
+        parts.append(f"{field} in {len({n['record'] for n in found})} row(s) (e.g. {found[0]['value']!r}; it knows "
+                     f"{', '.join(map(repr, cats[:8]))}{', ...' if len(cats) > 8 else ''})")
+    return (f"note: {len({n['record'] for n in notes})} of {rows} row(s) of {what} hold categories the model did not "
+            "see in training, which it answers as its unknown category, as it does a missing value (the "
+            "unseen_categories column names them; a spelling of a known one is better mended in the file): "
+            + ", ".join(parts))
