@@ -81,8 +81,9 @@ def test_stray_cells_in_one_csv_shard_are_named_with_their_lines(tmp_path):
     # A shard exported with thousands separators: numbers written as text there, said with the pandas option.
     pd.DataFrame({"vib": [f"{1000 + i:,}" for i in range(20)], "y": [0, 1] * 10}).to_csv(tmp_path / "m2.csv",
                                                                                          index=False)
-    with pytest.raises(DataError, match=rf"^column 'vib' holds numbers written with a comma or a space between digits \(20 of its 20 filled "
-                                        rf"cell\(s\), such as '1,000', .*thousands=',' for a thousands separator.* \(in "
+    with pytest.raises(DataError, match=rf"^column 'vib' holds numbers written with a comma or a space between "
+                                        rf"digits \(20 of its 20 filled cell\(s\), such as '1,000', .*thousands=',' "
+                                        rf"\(or ' '\) for a thousands separator.* \(in "
                                         rf"{tmp_path / 'm2.csv'}, e.g. {tmp_path / 'm2.csv'} line 2: '1,000'; the other "
                                         rf"shards hold plain numbers\)$"):
         check_files_of(tmp_path)
