@@ -3,7 +3,7 @@
     trainyard validate SPEC            check a spec (exit 2 listing every problem)
     trainyard train SPEC               ingest → preprocess → train → evaluate → bundle
     trainyard run SPEC                 the whole job (tunes when the spec has a `tune` section)
-    trainyard tune | serve | predict | monitor | submit | cluster | jobs    (see `trainyard <command> --help`)
+    trainyard tune | serve | predict | monitor | evaluate | submit | cluster | jobs    (`trainyard CMD --help`)
 
 Every command that reads a spec takes `--set FIELD=VALUE` (repeatable) to override a spec field, e.g.
 `--set train.epochs=3`, and `--verbose` to see Ray's own log lines as well as trainyard's. Exit codes: 0 done,
