@@ -278,7 +278,10 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
             if taken:
                 table = cast_batch(pa.Table.from_batches(taken).slice(0, SAMPLE_ROWS), schema, data.label)
                 rows.append(probe(table, schema.names, MAX_INFERRED_CLASSES * 5)["probe"][0])
-                infinite.append(infinite_problem(merge_probes(rows[-1:], schema.names), schema.names, path))
+                said = infinite_problem(of_file := merge_probes(rows[-1:], schema.names), schema.names, path)
+                if said and fmt == "csv":
+                    said += _infinite_where(fs, path, [c for c in schema.names if of_file[c]["infinite"]])
+                infinite.append(said)
     except Exception:  # noqa: BLE001 - a file this look cannot read: ingest reads it, and says what is wrong
         return None
     if not rows:
@@ -304,6 +307,31 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
                 break
             columns = [c for c in columns if c not in exc.columns]
     return "\n".join(problems) or None
+
+
+def _infinite_where(fs, path: str, columns: list[str], shown: int = 5) -> str:
+    """". Where: FILE line N ('inf'), ..." for the infinite values of `columns` in CSV file `path`; "" when none
+    is found again (the message stands without)."""
+    import math
+
+    from jobs.datafiles import column_cells
+
+    found = []
+    for column in columns:
+        try:
+            cells = column_cells(fs, path, column)
+        except Exception:  # noqa: BLE001 - unreadable now: the message stands without the lines
+            continue
+        for line, v in cells:
+            try:
+                if v is not None and math.isinf(float(v)):
+                    found.append(f"line {line} ({column}: {v!r})")
+            except ValueError:
+                continue
+    if not found:
+        return ""
+    return f". Where: {path} " + ", ".join(found[:shown]) + (f" and {len(found) - shown} more" if len(found) > shown
+                                                               else "")
 
 
 _SAMPLED: dict = {}     # of the last files `_sample_problem` read, by `_files_key`: those read in part, feature notes

@@ -757,7 +757,8 @@ def test_validate_names_every_column_ingest_would_refuse_from_the_first_rows_bef
                                              f"{tmp_path / 'd' / 'more.csv'}: a model cannot learn from them. Replace "
                                              "them with numbers, or empty those cells (a missing feature is imputed, "
                                              "a row without a label is dropped), or list a feature column under "
-                                             "data.features.exclude")
+                                             f"data.features.exclude. Where: {tmp_path / 'd' / 'more.csv'} line 2 "
+                                             "(age: 'inf')")
     (tmp_path / "d" / "more.csv").unlink()
     # A file longer than the rows read: a share or a count of a part need not be the whole's, so none is judged
     # here (a column distinct in its first rows may repeat later); ingest judges the whole.
