@@ -102,21 +102,21 @@ def _check_columns(table, path: str, label: str, by) -> None:
 def _input_notes(bundle, table) -> list[str]:
     """What `trainyard predict` says of a file, said of the rows a bundle scores: features without a column
     (imputed for every row: a renamed column ranks a version below its worth) and categories it did not see."""
-    from jobs.fitted import canonical
+    from jobs.tabular import unseen_categories
     from serving.notes import absent_columns
 
     features = {f["name"]: f for f in bundle.schema["features"]}
     absent = absent_columns(list(features), table.columns, bundle.preprocessor.label)
     notes = [f"the rows have {absent}"] if absent else []
-    for n, f in features.items():
-        if f.get("type") != "category" or n not in table.columns:
-            continue
-        known = set(f.get("categories") or [])
-        values = table[n].dropna()
-        unseen = values[[canonical(v) not in known for v in values]]
-        if len(unseen):
-            notes.append(f"{len(unseen):,} of {len(table):,} row(s) hold a {n!r} it did not see in training (e.g. "
-                         f"{unseen.iloc[0]!r}), answered as its unknown category")
+    # The server's own finding (`unseen_categories`, as /predict reports it), counted by feature.
+    known = {n: set(f.get("categories") or []) for n, f in features.items()
+             if f.get("type") == "category" and n in table.columns}
+    found = unseen_categories(known, table[list(known)].to_dict("records")) if known else []
+    for n in known:
+        mine = [x for x in found if x["field"] == n]
+        if mine:
+            notes.append(f"{len(mine):,} of {len(table):,} row(s) hold a {n!r} it did not see in training (e.g. "
+                         f"{mine[0]['value']!r}), answered as its unknown category")
     return notes
 
 
