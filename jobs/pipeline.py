@@ -19,7 +19,7 @@ from jobs import bundle as B
 from jobs.contracts import PreparedData
 from jobs.early import start_early
 from jobs.evaluate import evaluate
-from jobs.spec import JobSpec, dump_spec
+from jobs.spec import JobSpec, dump_spec, storage_root
 from jobs.train import TrainOutcome, check_cluster, fit, summary_table
 
 __all__ = ["PreparedData", "prepare", "export_bundle", "run_train", "storage_root", "lineage",
@@ -104,12 +104,6 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
              + f"; {time.time() - t0:.1f}s")
     return PreparedData(result, pre, train_ds, val_ds, test_raw, reference,
                         encoder=encoder.model_source if spec.model.kind == "text" else None)
-
-
-def storage_root(spec: JobSpec) -> str:
-    """Where Ray Train/Tune keep runs and checkpoints: OUTPUT/ray, absolute (Ray requires it) unless a URI."""
-    out = spec.output_dir
-    return out.rstrip("/") + "/ray" if "://" in out else os.path.abspath(os.path.join(out, "ray"))
 
 
 def lineage(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, **extra) -> dict:

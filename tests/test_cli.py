@@ -80,6 +80,36 @@ def test_tune_without_a_tune_section_is_one_clear_line(tmp_path, capsys):
         "--resume" in capsys.readouterr().err
 
 
+def test_resume_with_nothing_to_resume_or_another_spec_is_refused_before_ray(tmp_path, capsys, monkeypatch):
+    """`tune --resume` (and `run --resume`) with no experiment under the output was refused only once Ray had
+    started (8.6 s); so was a spec changed since the experiment started. Both are refused before `connect` now."""
+    import dataclasses
+    import json
+
+    from jobs.spec import load_spec
+    from tuning.resume import EXPERIMENT_FILE, EXPERIMENT_PREFIX
+
+    (tmp_path / "rows.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: t\noutput: {tmp_path / 'out'}\ndata: {{path: {tmp_path / 'rows.csv'}, label: y}}\n"
+                    "train: {epochs: 3}\ntune: {samples: 2, lr: {loguniform: [1.0e-4, 1.0e-1]}}\n")
+
+    def connect(args, spec=None, imports=()):
+        raise Failure("reached connect")
+    monkeypatch.setattr(cli, "KIT", dataclasses.replace(cli.KIT, connect=connect))
+    for command in (["tune", str(spec), "--resume"], ["run", str(spec), "--no-serve", "--resume"]):
+        assert cli.main(command) == EXIT_BAD_INPUT
+        assert "--resume: no tuning experiment to continue under " in capsys.readouterr().err
+    started = tmp_path / "out" / "ray" / f"{EXPERIMENT_PREFIX}20261206-090000"
+    started.mkdir(parents=True)
+    (started / EXPERIMENT_FILE).write_text(json.dumps({"spec": load_spec(str(spec)).model_dump(mode="json")}))
+    assert cli.main(["tune", str(spec), "--resume", "--set", "train.epochs=4"]) == EXIT_BAD_INPUT
+    assert "--resume: the spec changed since experiment tune-20261206-090000 started (train.epochs: 3 → 4)" \
+        in capsys.readouterr().err
+    assert cli.main(["tune", str(spec), "--resume"]) == EXIT_FAILED         # the same spec: on to Ray
+    assert "reached connect" in capsys.readouterr().err
+
+
 def test_train_does_not_check_a_tune_section_it_does_not_use(tmp_path, capsys, monkeypatch):
     import dataclasses
     spec = tmp_path / "s.yaml"

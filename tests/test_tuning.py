@@ -377,17 +377,17 @@ def test_an_experiment_started_before_fill_value_went_with_constant_alone_still_
     null there. The same search, not a changed one."""
     import json
 
-    from tuning.experiment import EXPERIMENT_FILE, _check_same_spec
+    from tuning.resume import EXPERIMENT_FILE, check_same_spec
 
     spec = validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "tune": {"samples": 2}})
     old = spec.model_dump(mode="json")
     old["data"]["preprocess"]["fill_value"] = 0.0
     (tmp_path / EXPERIMENT_FILE).write_text(json.dumps({"spec": old}))
-    _check_same_spec(tmp_path, spec)
+    check_same_spec(tmp_path, spec)
     old["data"]["preprocess"]["impute"] = "mean"
     (tmp_path / EXPERIMENT_FILE).write_text(json.dumps({"spec": old}))
     with pytest.raises(SpecError, match=r"data.preprocess.impute: 'mean' → 'median'"):
-        _check_same_spec(tmp_path, spec)
+        check_same_spec(tmp_path, spec)
 
 
 def test_a_search_submitted_with_a_relative_data_path_resumes_here_as_the_same_search(tmp_path, monkeypatch):
@@ -396,21 +396,21 @@ def test_a_search_submitted_with_a_relative_data_path_resumes_here_as_the_same_s
     another search, and a URI is compared as written."""
     import json
 
-    from tuning.experiment import EXPERIMENT_FILE, _check_same_spec
+    from tuning.resume import EXPERIMENT_FILE, check_same_spec
 
     monkeypatch.chdir(tmp_path)
     spec = validate_spec({"name": "x", "data": {"path": "data/labs/", "label": "y"}, "tune": {"samples": 2}})
     started = spec.model_dump(mode="json")
     started["data"]["path"] = str(tmp_path / "data" / "labs")
     (tmp_path / EXPERIMENT_FILE).write_text(json.dumps({"spec": started}))
-    _check_same_spec(tmp_path, spec)
+    check_same_spec(tmp_path, spec)
     started["data"]["path"] = str(tmp_path / "data" / "other")
     (tmp_path / EXPERIMENT_FILE).write_text(json.dumps({"spec": started}))
     with pytest.raises(SpecError, match=r"data.path: '.*data/other' → '.*data/labs'"):
-        _check_same_spec(tmp_path, spec)
+        check_same_spec(tmp_path, spec)
     uri = validate_spec({"name": "x", "data": {"path": "s3://b/labs", "label": "y"}, "tune": {"samples": 2}})
     (tmp_path / EXPERIMENT_FILE).write_text(json.dumps({"spec": uri.model_dump(mode="json")}))
-    _check_same_spec(tmp_path, uri)
+    check_same_spec(tmp_path, uri)
 
 
 def test_resume_of_a_search_stopped_before_it_saved_a_trial_starts_it_anew(tmp_path):
@@ -437,6 +437,23 @@ def test_resume_of_a_search_stopped_before_it_saved_a_trial_starts_it_anew(tmp_p
     (newest / "tuner.pkl").write_bytes(b"settings")
     (newest / "experiment_state-2026-12-06_09-00-05.json").write_text("{}")
     assert _find_experiment(str(tmp_path), spec) == newest
+
+
+def test_a_second_ctrl_c_still_says_how_to_resume(tmp_path):
+    """A second Ctrl-C stops Tune at once (KeyboardInterrupt out of fit, without its last save): the command said
+    "interrupted" alone, though the trials Tune had saved resume. It says where the experiment is and the
+    command that continues it, and is still an interrupt."""
+    from tuning.experiment import _resume_hint
+
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        with _resume_hint(lines.append, tmp_path / "tune-1", "trainyard tune s.yaml --resume"):
+            raise KeyboardInterrupt
+    assert lines == [f"[tune] stopped at once; the experiment as Tune last saved it is at {tmp_path / 'tune-1'}. "
+                     "Continue it with: trainyard tune s.yaml --resume"]
+    with _resume_hint(lines.append, tmp_path, "x"):
+        pass
+    assert len(lines) == 1
 
 
 def test_ctrl_c_after_the_search_is_as_before_it(monkeypatch):

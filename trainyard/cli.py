@@ -291,6 +291,9 @@ def cmd_run(args) -> int:
     # Before hours of training, not after: a serving layer that cannot load fails the command now.
     serving = None if args.no_serve else _import("serving")
     check_before_ray(spec)
+    if args.resume:
+        from tuning import resume
+        resume.check(spec)
     from jobs import RUN_IMPORTS
     from tuning import SEARCH_IMPORTS
     KIT.connect(args, spec, imports=SEARCH_IMPORTS if spec.tune is not None else RUN_IMPORTS)

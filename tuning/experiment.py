@@ -25,7 +25,7 @@ from ray import tune
 
 from jobs.pipeline import (PreparedData, checkpoint_note, export_bundle, format_metrics, make_output_dir, prepare,
                            print_ingest_summary, storage_root)
-from jobs.spec import JobSpec, SpecError, best_key
+from jobs.spec import JobSpec, best_key
 from jobs.train import TrainOutcome, last_state, resolve_use_gpu, worker_config
 from tuning import report as R
 from tuning import space
@@ -34,12 +34,9 @@ from tuning.failures import error_line, last_error_line
 from tuning.lines import (describe_config, describe_search, ran_on_lines, search_end_line, search_line,
                            trial_end_line, trial_epoch_line)
 from tuning.plan import Plan, TuneError, TuneInputError, plan
+from tuning.resume import EXPERIMENT_FILE, EXPERIMENT_PREFIX, check_same_data, started_experiment
 from tuning.trial import ENDED_DIR, TRAIN_DIR, ended_record, run_name, run_trial, trial_overrides
 
-EXPERIMENT_PREFIX = "tune-"
-EXPERIMENT_FILE = "trainyard.json"
-# Spec sections a resumed experiment must share with the one that started it; output and serve may change.
-_SAME_ON_RESUME = ("data", "model", "train", "tune")
 
 
 def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], None] = print,
@@ -79,7 +76,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     print_ingest_summary(prepared, progress)
     metric, mode = space.metric_and_mode(spec, prepared.task, prepared.preprocessor.classes)
     if resume:
-        _check_same_data(experiment, prepared)
+        check_same_data(experiment, prepared.ingest.fingerprint)
     else:
         experiment.mkdir(parents=True, exist_ok=True)
         (experiment / EXPERIMENT_FILE).write_text(json.dumps(
@@ -90,7 +87,9 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     progress(the_plan.why)
     progress(search_line(spec, experiment, metric, mode, resume=resume))
     t0 = time.time()
-    with _progress_sink(progress), _frequent_snapshots(), _no_tune_banner(), _own_stop_notice():
+    continue_with = resume_command or "the same command (spec, --set options) and --resume"
+    with _progress_sink(progress), _frequent_snapshots(), _no_tune_banner(), _own_stop_notice(), \
+            _resume_hint(progress, experiment, continue_with):
         results = _tuner(spec, prepared, the_plan, experiment, metric, mode, resume).fit()
     elapsed = time.time() - t0
     settle()       # what the last stopped trials' Train runs held goes back before the bundle is exported
@@ -108,8 +107,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     interrupted = [r for r in records if r.status == "interrupted"]
     if interrupted:
         progress(f"[tune] interrupted with {len(interrupted)} trial(s) unfinished; the experiment is saved at "
-                 f"{experiment}. Continue it with: "
-                 + (resume_command or "the same command (spec, --set options) and --resume"))
+                 f"{experiment}. Continue it with: {continue_with}")
         raise KeyboardInterrupt
     tune_dir = out / "tune"
     csv_path = R.write_csv(records, metric, mode, tune_dir / "results.csv")
@@ -237,6 +235,18 @@ def _own_stop_notice() -> Iterator[None]:
         logger.removeFilter(_say_stopping)
         if main and handler is not None:
             signal.signal(signal.SIGINT, handler)
+
+
+@contextlib.contextmanager
+def _resume_hint(progress: Callable[[str], None], experiment: Path, continue_with: str) -> Iterator[None]:
+    """A second Ctrl-C stops the search at once (KeyboardInterrupt out of Tune, without its last save): the
+    trials Tune saved before (`_frequent_snapshots`) still resume, which the command had not said."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        progress(f"[tune] stopped at once; the experiment as Tune last saved it is at {experiment}. "
+                 f"Continue it with: {continue_with}")
+        raise
 
 
 @contextlib.contextmanager
@@ -412,69 +422,13 @@ def _outcome(spec: JobSpec, prepared: PreparedData, best: R.TrialRecord, metric:
 TUNE_STATE_GLOB = "experiment_state-*.json"
 
 def _find_experiment(root: str, spec: JobSpec) -> Optional[Path]:
-    """The newest experiment under OUTPUT/ray, when this spec started it; None when it was stopped before Tune
-    saved the state of any trial (no tuner.pkl, or that alone: nothing to keep, and an older search is not what
-    was stopped)."""
-    candidates = sorted(Path(root).glob(EXPERIMENT_PREFIX + "*"), reverse=True) if Path(root).is_dir() else []
-    for path in candidates:
-        if (path / EXPERIMENT_FILE).is_file():
-            if not tune.Tuner.can_restore(str(path)) or not any(path.glob(TUNE_STATE_GLOB)):
-                return None
-            _check_same_spec(path, spec)
-            return path
-    raise TuneInputError(f"--resume: no tuning experiment to continue under {root} "
-                    f"({len(candidates)} folder(s) named {EXPERIMENT_PREFIX}*, none started by trainyard); "
-                    "drop --resume to start a new search")
-
-
-def _check_same_spec(experiment: Path, spec: JobSpec) -> None:
-    started = _data_paths_absolute(json.loads((experiment / EXPERIMENT_FILE).read_text())["spec"])
-    now = _data_paths_absolute(spec.model_dump(mode="json"))
-    pre = (started.get("data") or {}).get("preprocess") or {}
-    if pre.get("impute") != "constant" and pre.get("fill_value") == 0.0:
-        # Written before fill_value went with impute: constant alone (it was 0.0, and unused, by default).
-        pre["fill_value"] = None
-    changed = [f"{key}: {_compact(a)!r} → {_compact(b)!r}" for section in _SAME_ON_RESUME
-               for key, a, b in _diff(started.get(section), now.get(section), section)]
-    if changed:
-        raise SpecError([f"--resume: the spec changed since experiment {experiment.name} started ("
-                         + "; ".join(changed[:6]) + "). A resumed search must train every trial the same way: "
-                         "undo the change, or drop --resume to start a new search"])
-
-
-def _data_paths_absolute(spec: dict) -> dict:
-    """`spec` with data.path's local paths absolute (from this folder), URIs as given: a search `trainyard
-    submit` started on a cluster on this machine recorded the absolute path submit made of a relative one, which
-    `trainyard tune SPEC --resume` here was refused for as a changed spec."""
-    from cluster.storage import as_read_here
-
-    data = spec.get("data")
-    if isinstance(data, dict) and isinstance(data.get("path"), (str, list)):
-        paths = data["path"]
-        data["path"] = [as_read_here(p) for p in paths] if isinstance(paths, list) else as_read_here(paths)
-    return spec
-
-
-def _compact(value):
-    """A spec value as the user wrote it: a search axis {'loguniform': [..], 'uniform': None, ...} without its
-    unset forms."""
-    return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
-
-
-def _diff(a, b, prefix: str) -> Iterator[tuple[str, object, object]]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            yield from _diff(a.get(key), b.get(key), f"{prefix}.{key}")
-    elif a != b:
-        yield prefix, a, b
-
-
-def _check_same_data(experiment: Path, prepared: PreparedData) -> None:
-    started = json.loads((experiment / EXPERIMENT_FILE).read_text())["fingerprint"]
-    if started != prepared.ingest.fingerprint:
-        raise TuneInputError(f"--resume: the data changed since experiment {experiment.name} started (fingerprint "
-                        f"{started[:12]} → {prepared.ingest.fingerprint[:12]}), so resumed trials would not see "
-                        "the splits the finished ones saw; restore the data, or drop --resume to start a new search")
+    """The newest experiment under OUTPUT/ray, when this spec started it (`tuning.resume.started_experiment`);
+    None when it was stopped before Tune saved the state of any trial (no tuner.pkl, or that alone: nothing to
+    keep, and an older search is not what was stopped)."""
+    path = started_experiment(root, spec)
+    if not tune.Tuner.can_restore(str(path)) or not any(path.glob(TUNE_STATE_GLOB)):
+        return None
+    return path
 
 
 def _rungs(spec: JobSpec) -> list[int]:

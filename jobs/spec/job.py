@@ -1,6 +1,7 @@
 """The whole job spec, and reading, validating and writing it."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -91,6 +92,12 @@ class JobSpec(StrictModel):
     @property
     def output_dir(self) -> str:
         return self.output or f"runs/{self.name}"
+
+
+def storage_root(spec: JobSpec) -> str:
+    """Where Ray Train/Tune keep runs and checkpoints: OUTPUT/ray, absolute (Ray requires it) unless a URI."""
+    out = spec.output_dir
+    return out.rstrip("/") + "/ray" if "://" in out else os.path.abspath(os.path.join(out, "ray"))
 
 
 # train.lr, head_lr and batch_size a pretrained encoder gets unless the spec gives them (`_pretrained_defaults`).

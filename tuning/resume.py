@@ -1,0 +1,86 @@
+"""What `--resume` continues, found and checked from the experiment's own record (OUTPUT/ray/tune-<stamp>/
+trainyard.json) without Ray: so `trainyard tune SPEC --resume` with nothing to resume, or with a changed spec,
+is refused in a second, before Ray starts, rather than after it (`check`). Ray Tune's own state is judged by
+`tuning.experiment` once Ray is up."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from jobs.spec import JobSpec, SpecError, storage_root
+from tuning.plan import TuneInputError
+
+EXPERIMENT_PREFIX = "tune-"
+EXPERIMENT_FILE = "trainyard.json"
+# Spec sections a resumed experiment must share with the one that started it; output and serve may change.
+_SAME_ON_RESUME = ("data", "model", "train", "tune")
+
+
+def check(spec: JobSpec) -> None:
+    """Before Ray starts: refuse `--resume` when the spec's output holds no experiment trainyard started, or its
+    newest one was started by another spec (TuneInputError, SpecError; bad input, exit 2)."""
+    started_experiment(storage_root(spec), spec)
+
+
+def started_experiment(root: str, spec: JobSpec) -> Path:
+    """The newest experiment under `root` (OUTPUT/ray) that trainyard started, when this spec started it."""
+    candidates = sorted(Path(root).glob(EXPERIMENT_PREFIX + "*"), reverse=True) if Path(root).is_dir() else []
+    for path in candidates:
+        if (path / EXPERIMENT_FILE).is_file():
+            check_same_spec(path, spec)
+            return path
+    raise TuneInputError(f"--resume: no tuning experiment to continue under {root} "
+                         f"({len(candidates)} folder(s) named {EXPERIMENT_PREFIX}*, none started by trainyard); "
+                         "drop --resume to start a new search")
+
+
+def check_same_spec(experiment: Path, spec: JobSpec) -> None:
+    started = _data_paths_absolute(json.loads((experiment / EXPERIMENT_FILE).read_text())["spec"])
+    now = _data_paths_absolute(spec.model_dump(mode="json"))
+    pre = (started.get("data") or {}).get("preprocess") or {}
+    if pre.get("impute") != "constant" and pre.get("fill_value") == 0.0:
+        # Written before fill_value went with impute: constant alone (it was 0.0, and unused, by default).
+        pre["fill_value"] = None
+    changed = [f"{key}: {_compact(a)!r} → {_compact(b)!r}" for section in _SAME_ON_RESUME
+               for key, a, b in _diff(started.get(section), now.get(section), section)]
+    if changed:
+        raise SpecError([f"--resume: the spec changed since experiment {experiment.name} started ("
+                         + "; ".join(changed[:6]) + "). A resumed search must train every trial the same way: "
+                         "undo the change, or drop --resume to start a new search"])
+
+
+def check_same_data(experiment: Path, fingerprint: str) -> None:
+    """Once the data is read: refuse a resume whose data is not what the experiment started on."""
+    started = json.loads((experiment / EXPERIMENT_FILE).read_text())["fingerprint"]
+    if started != fingerprint:
+        raise TuneInputError(f"--resume: the data changed since experiment {experiment.name} started (fingerprint "
+                             f"{started[:12]} → {fingerprint[:12]}), so resumed trials would not see the splits "
+                             "the finished ones saw; restore the data, or drop --resume to start a new search")
+
+
+def _data_paths_absolute(spec: dict) -> dict:
+    """`spec` with data.path's local paths absolute (from this folder), URIs as given: a search `trainyard
+    submit` started on a cluster on this machine recorded the absolute path submit made of a relative one, which
+    `trainyard tune SPEC --resume` here was refused for as a changed spec."""
+    from cluster.storage import as_read_here
+
+    data = spec.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), (str, list)):
+        paths = data["path"]
+        data["path"] = [as_read_here(p) for p in paths] if isinstance(paths, list) else as_read_here(paths)
+    return spec
+
+
+def _compact(value):
+    """A spec value as the user wrote it: a search axis {'loguniform': [..], 'uniform': None, ...} without its
+    unset forms."""
+    return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+
+
+def _diff(a, b, prefix: str) -> Iterator[tuple[str, object, object]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            yield from _diff(a.get(key), b.get(key), f"{prefix}.{key}")
+    elif a != b:
+        yield prefix, a, b
