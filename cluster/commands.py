@@ -134,6 +134,10 @@ def print_job(info: dict) -> None:
 def cmd_jobs_status(args) -> int:
     info = jobs_api.job_info(args.job_id, args.address)
     print_job(info)
+    if info["status"] == "SUCCEEDED" and (bundle := jobs_api.written_bundle(jobs_api.logs(args.job_id,
+                                                                                         args.address))):
+        # Which version is this job's: OUTPUT/bundle names the newest, maybe another job's since.
+        _say(f"bundle   {bundle}")
     return EXIT_FAILED if info["status"] in ("FAILED", "STOPPED") else EXIT_OK
 
 

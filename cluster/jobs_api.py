@@ -17,6 +17,9 @@ from cluster.errors import BadInput
 METADATA_SPEC, METADATA_MODE, METADATA_OUTPUT = "trainyard_spec", "trainyard_mode", "trainyard_output"
 METADATA_RESUME = "trainyard_resume"        # the command that continues the search the job runs, if it runs one
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+# The last line of `train`, `tune` and `run` that made a bundle (the version's folder, or its URI), which
+# `trainyard jobs status` finds in a job's log: the output holds every version, the log says which is the job's.
+BUNDLE_WRITTEN = "bundle written to "
 
 
 class JobNotFound(BadInput):
@@ -75,6 +78,12 @@ def job_info(job_id: str, address: str | None = None, *, client=None) -> dict:
             raise JobNotFound(f"no job {job_id!r} on the cluster at {client.get_address()}: "
                               "`trainyard jobs list` shows the ids") from None
         raise
+
+
+def written_bundle(log: str) -> str | None:
+    """The bundle the job's log says it wrote (its last `bundle written to` line), or None."""
+    lines = [line for line in log.splitlines() if line.startswith(BUNDLE_WRITTEN)]
+    return lines[-1].removeprefix(BUNDLE_WRITTEN).strip() if lines else None
 
 
 def logs(job_id: str, address: str | None = None) -> str:

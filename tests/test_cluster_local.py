@@ -332,6 +332,11 @@ def test_submit_end_to_end_trains_and_writes_a_bundle(cluster, cluster_env, tmp_
     from jobs.bundle import load
 
     bundle = load(output / "bundle")
+    # `jobs status` names the version this job wrote (OUTPUT/bundle names the newest, maybe another job's).
+    from cluster import jobs_api
+    job = next(j for j in jobs_api.list_jobs(cluster["dashboard_url"]) if j.get("output") == str(output))
+    status = run_cli("jobs", "status", job["id"], env=cluster_env)
+    assert f"bundle   {(output / 'bundle').resolve()}" in status.stdout, status.stdout
     import pyarrow.parquet as pq
 
     rows = pq.read_table(sorted(data.glob("*.parquet"))[0]).to_pylist()[:5]

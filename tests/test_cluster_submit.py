@@ -398,3 +398,13 @@ def test_data_the_cluster_reads_from_this_disk_is_checked_here_before_anything_i
     run = subprocess.run([sys.executable, "-m", "trainyard", "submit", str(spec), "--address", url, "--dry-run",
                           "--set", "data.label=diagnosos"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "diagnosos" in run.stderr and "dry run" not in run.stdout, run.stderr
+
+
+def test_jobs_status_finds_the_bundle_a_job_wrote_in_its_log():
+    """The output's `bundle` names the newest version, maybe another job's: the job's own is the last
+    `bundle written to` line of its log (a job that retrained twice names the second)."""
+    from cluster.jobs_api import BUNDLE_WRITTEN, written_bundle
+
+    log = f"[train] epoch 1/2\n{BUNDLE_WRITTEN}/runs/a/bundles/1\n[serve] ...\n{BUNDLE_WRITTEN}/runs/a/bundles/2\n"
+    assert written_bundle(log) == "/runs/a/bundles/2"
+    assert written_bundle("[train] failed\n  bundle written to nowhere\n") is None

@@ -276,7 +276,8 @@ def cmd_train(args) -> int:
     KIT.connect(args, spec, imports=RUN_IMPORTS)
     from jobs.pipeline import run_train
     path, _ = run_train(spec, progress=progress)
-    print(f"bundle written to {path}")
+    from cluster.jobs_api import BUNDLE_WRITTEN
+    print(f"{BUNDLE_WRITTEN}{path}")
     return EXIT_OK
 
 
@@ -303,7 +304,8 @@ def cmd_run(args) -> int:
     else:
         from jobs.pipeline import run_train
         path, _ = run_train(spec, progress=progress)
-    print(f"bundle written to {path}")
+    from cluster.jobs_api import BUNDLE_WRITTEN
+    print(f"{BUNDLE_WRITTEN}{path}")
     if args.no_serve:
         return EXIT_OK
     return serving.serve_forever(path, spec=spec, progress=progress)

@@ -23,7 +23,8 @@ def register(subparsers, kit) -> None:
         from tuning import SEARCH_IMPORTS
         kit.connect(args, spec, imports=SEARCH_IMPORTS)
         path, _ = run_tune(spec, resume=args.resume, progress=kit.progress, resume_command=kit.resume_command(args))
-        print(f"bundle written to {path}")
+        from cluster.jobs_api import BUNDLE_WRITTEN
+        print(f"{BUNDLE_WRITTEN}{path}")
         return 0
 
     p = subparsers.add_parser(
