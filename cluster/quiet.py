@@ -9,12 +9,13 @@ them as Ray does.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
 from collections import deque
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from cluster import ray_compat
 
@@ -150,6 +151,53 @@ def hide_torn_down_train_errors() -> None:
     name, start, containing = TRAIN_TORN_DOWN
     _drop_starting(logging.getLogger(name), start, containing)
     _drop_starting(logging.getLogger(name), start, *TRAIN_OWNER_ENDED)
+
+
+# What Ray Data's driver logs when a read or map task fails, before it raises the task's error to the caller:
+# "An exception was raised from a task of operator "ReadCSV->SplitBlocks(8)". Dataset execution will now
+# abort. To ignore this exception and continue, set DataContext.max_errored_blocks." with the task's traceback,
+# then "Exception occurred in Ray Data or Ray Core internal code. If you continue to see this error, please open
+# an issue on the Ray project ..." and "Full stack trace:" with it again: 160 lines for a CSV cell past the file's
+# first 4 MB that does not fit its column's type, before trainyard's own error naming the file, line and fix.
+# `held_ray_data_errors` holds them back for a caller that says the error itself, and lets them through when that
+# caller cannot explain it.
+RAY_DATA_ERROR_LOGGERS = ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions")
+
+
+class HeldRecords(logging.Filter):
+    """A filter that keeps the records of ERROR and above back, to `release` or drop."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self.records.append(record)
+            return False
+        return True
+
+    def release(self) -> None:
+        """Log what was held, as it would have been (its logger's handlers and its parents')."""
+        for record in self.records:
+            logging.getLogger(record.name).callHandlers(record)
+        self.records.clear()
+
+
+@contextlib.contextmanager
+def held_ray_data_errors() -> Iterator[HeldRecords]:
+    """Within: Ray Data's driver-side error records (`RAY_DATA_ERROR_LOGGERS`) are held back; call `release()` on
+    what this yields to show them after all (an error the caller cannot explain), or leave them (the caller says
+    it)."""
+    held = HeldRecords()
+    loggers = [logging.getLogger(name) for name in RAY_DATA_ERROR_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(held)
+    try:
+        yield held
+    finally:
+        for logger in loggers:
+            logger.removeFilter(held)
 
 
 def _drop_starting(logger: logging.Logger, start: str, *containing: str) -> None:

@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 import ray
 
 from cluster.errors import root_cause
+from cluster.quiet import held_ray_data_errors
 from jobs.datafiles import (cast_batch, check_files, column_cells, csv_convert, file_schema, infer_format,
                             resolve_files, stray_cells_where, wanted_columns)
 from jobs.infer import (MAX_INFERRED_CLASSES, DataError, feature_notes, infer_features, infer_task,
@@ -165,11 +166,14 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
         raw = ray.data.read_csv(files, filesystem=fs,
                                 convert_options=csv_convert(include_columns=schema.names, column_types=schema))
     ds = raw.map_batches(cast_batch, fn_kwargs={"schema": schema, "label": data.label}, batch_format="pyarrow")
-    try:
-        ds = ds.materialize()
-    except Exception as exc:
-        found = _csv_value_error(fs, files, schema) if fmt == "csv" else None
-        raise DataError(found or f"reading {data.path!r} failed: {root_cause(exc)}") from None
+    with held_ray_data_errors() as ray_says:
+        try:
+            ds = ds.materialize()
+        except Exception as exc:
+            found = _csv_value_error(fs, files, schema) if fmt == "csv" else None
+            if found is None:
+                ray_says.release()      # an error only Ray's traceback explains: shown, then ours
+            raise DataError(found or f"reading {data.path!r} failed: {root_cause(exc)}") from None
     rows_read = ds.count()
     if rows_read == 0:
         raise DataError(f"data.path {data.path!r}: the files hold no rows")

@@ -170,6 +170,34 @@ def test_the_jobs_sdk_loggers_are_the_ones_that_say_the_upload():
             logger.setLevel(level)
 
 
+def test_ray_datas_task_error_records_are_held_and_released_through_their_loggers():
+    """cluster.quiet.RAY_DATA_ERROR_LOGGERS are the loggers of Ray Data's failed-task records (the streaming
+    executor's and the driver's "Full stack trace"); held, they reach no handler; released (an error ingest
+    cannot explain), they reach the handlers they would have reached; warnings pass meanwhile."""
+    from ray.data import exceptions
+    from ray.data._internal.execution import streaming_executor_state as state
+
+    from cluster.quiet import RAY_DATA_ERROR_LOGGERS, held_ray_data_errors
+
+    assert (state.logger.name, exceptions.logger.name) == RAY_DATA_ERROR_LOGGERS
+    assert "An exception was raised from a task of operator" in inspect.getsource(state)
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    logging.getLogger("ray.data").addHandler(handler)
+    try:
+        with held_ray_data_errors() as held:
+            state.logger.error("An exception was raised from a task of operator \"ReadCSV\".")
+            exceptions.logger.warning("a warning")
+            assert said == ["a warning"]
+            held.release()
+        assert said == ["a warning", "An exception was raised from a task of operator \"ReadCSV\"."]
+        exceptions.logger.error("Full stack trace:")                    # after the block: as Ray logs it
+        assert said[-1] == "Full stack trace:"
+    finally:
+        logging.getLogger("ray.data").removeHandler(handler)
+
+
 def test_the_loopback_switch_is_where_ray_reads_it():
     from ray._private import ray_constants, services
 
