@@ -157,15 +157,16 @@ def _inferred_task(values: list, complete: bool, label: str) -> Optional[str]:
         return None
 
 
-def problems(spec: JobSpec, *, metrics: bool = True) -> tuple[list[str], list[str]]:
+def problems(spec: JobSpec, *, metrics: bool = True,
+             notes: Optional[list[str]] = None) -> tuple[list[str], list[str]]:
     """Every problem found before Ray, as (the spec's, the data's): `check_columns`' lines, `metric_problems` and
     `setting_problems` (unless `metrics` is False: a search checks those with its own, `tuning.space.check`),
-    `check_encoder`'s."""
+    `check_encoder`'s. `notes`: a list `check_columns` adds what it found to say of the data to."""
     from jobs.datafiles import DataError
 
     spec_problems, data_problems = [], []
     try:
-        check_columns(spec)
+        check_columns(spec, notes)
     except DataError as exc:
         data_problems += str(exc).splitlines()
     if metrics:
@@ -197,13 +198,14 @@ def check(spec: JobSpec, source: Optional[str] = None) -> None:
     refuse([f"{source}: {p}" if source else p for p in spec_problems], data_problems)
 
 
-def check_columns(spec: JobSpec) -> None:
+def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
     """Raise ingest's DataError, every line of it, when the label or a column data.features lists or excludes is
     in none of the data's files (with the nearest name), or the shards do not agree (a column missing from one,
     types that differ): `jobs.datafiles.check_files`, here before Ray starts, in a second rather than after the
     8-9 s of a Ray start. Reads the files' headers only (Parquet footers, a CSV's first block), as ingest does
     again. Data this machine does not have (a URI, a path that finds nothing: `local_data_note`) is left to the
-    run; so are images, whose columns ingest checks its own way."""
+    run; so are images, whose columns ingest checks its own way. `notes`: a list to add what `_sample_problem`
+    found to say of the values to (for `validate`)."""
     from jobs.datafiles import DataError, check_files, file_schema, infer_format, resolve_files
     from jobs.infer import kind_of, not_text_problem, text_label_problem
 
@@ -230,7 +232,8 @@ def check_columns(spec: JobSpec) -> None:
                 if spec.model.kind == "text" and c in schema.names and kind_of(schema.field(c).type) != "string"]
     if not_text:
         raise DataError("\n".join(f"{p} (data.path: {data.path})" for p in not_text))
-    if problem := _sample_problem(data, fs, files, fmt, schema, spec.model.kind == "text"):
+    if problem := _sample_problem(data, fs, files, fmt, schema, spec.model.kind == "text",
+                                  [] if notes is None else notes):
         raise DataError(problem)
     label_type = schema.field(data.label).type
     if data.task == "regression" and kind_of(label_type) not in ("int", "float"):
@@ -243,13 +246,16 @@ def check_columns(spec: JobSpec) -> None:
 SAMPLE_ROWS = 100_000
 
 
-def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text: bool) -> Optional[str]:
+def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text: bool,
+                    notes: list[str]) -> Optional[str]:
     """What ingest's look at the values would refuse (jobs.infer: an ID column, numbers written with a comma or
     a currency sign, numbers with stray cells, infinite values) in local files of up to SAMPLE_ROWS rows each:
     what `validate` names in a second, where a run found them one at a time, each after a Ray start and a read
     (23-36 s a try). Of larger files only infinite values, in their first SAMPLE_ROWS rows: a share or a count
     of a part need not be the whole's, and nothing may be refused that ingest would take. None when the rows
-    read show nothing, or cannot be read here (ingest says)."""
+    read show nothing, or cannot be read here (ingest says). Adds to `notes` what ingest will note of the features
+    (`jobs.infer.feature_notes`: a column of one value, a yes/no spelt several ways, look-alike categories) where
+    it read every file whole, and which files it read in part, whose shares it left to the run."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -259,8 +265,6 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
                             merge_probes, probe)
 
     rows, infinite, partial = [], [], []        # partial: the files not read to their end
-    _SAMPLED.clear()
-    _SAMPLED[_files_key(files)] = {"partial": partial, "notes": []}
     try:
         for path in files:
             if fmt == "parquet":
@@ -289,14 +293,18 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
     problems = [p for p in infinite if p]      # by file: ingest can name only data.path
     if partial:
         # Shares and counts (an ID, numbers with strays) of a part need not be the whole's: ingest judges those.
+        notes.append(f"{', '.join(partial[:3])}{' ...' if len(partial) > 3 else ''}: more than {SAMPLE_ROWS:,} rows, "
+                     f"so validate checked their first {SAMPLE_ROWS:,} rows for infinite values only; the run reads "
+                     "every row and may still refuse an ID column, numbers written as text, or a stray cell further "
+                     "down")
         return "\n".join(problems) or None
     facts = merge_probes(rows, schema.names)
     columns = [c for c in schema.names if c != data.label]
     while columns:          # ingest stops at the first column it refuses; here every one is named, in one pass
         try:
             numeric, categorical, _ = infer_features(schema, columns, data, facts, {}, text=text)
-            if not problems:    # what ingest will note of the features, for `validate` to say now (`sample_notes`)
-                _SAMPLED[_files_key(files)]["notes"] = feature_notes(numeric, categorical, facts)
+            if not problems:    # what ingest will note of the features, for `validate` to say now
+                notes += feature_notes(numeric, categorical, facts)
             break
         except DataError as exc:
             if not exc.columns and len(problems) > sum(1 for p in infinite if p):
@@ -332,36 +340,6 @@ def _infinite_where(fs, path: str, columns: list[str], shown: int = 5) -> str:
         return ""
     return f". Where: {path} " + ", ".join(found[:shown]) + (f" and {len(found) - shown} more" if len(found) > shown
                                                                else "")
-
-
-_SAMPLED: dict = {}     # of the last files `_sample_problem` read, by `_files_key`: those read in part, feature notes
-
-
-def _files_key(files: list[str]) -> tuple:
-    return tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
-
-
-def sample_notes(spec: JobSpec) -> list[str]:
-    """For `trainyard validate`, after `problems`: what `_sample_problem` found to say of the files it read (they
-    are as they were): the files longer than SAMPLE_ROWS rows, whose shares it left to the run, and what ingest
-    will note of the features (`jobs.infer.feature_notes`: a column of one value, a yes/no spelt several ways,
-    look-alike categories) where it read every file whole."""
-    from jobs.datafiles import DataError, resolve_files
-
-    entries = spec.data.path if isinstance(spec.data.path, list) else [spec.data.path]
-    if spec.data.is_image or any("://" in entry for entry in entries):
-        return []
-    try:
-        sampled = _SAMPLED.get(_files_key(resolve_files(spec.data.path)[1]))
-    except (DataError, OSError):
-        return []
-    if not sampled:
-        return []
-    long = sampled["partial"]
-    return list(sampled["notes"]) + ([
-        f"{', '.join(long[:3])}{' ...' if len(long) > 3 else ''}: more than {SAMPLE_ROWS:,} rows, so validate "
-        f"checked their first {SAMPLE_ROWS:,} rows for infinite values only; the run reads every row and may still "
-        "refuse an ID column, numbers written as text, or a stray cell further down"] if long else [])
 
 
 def local_data_note(data: DataSpec) -> Optional[str]:

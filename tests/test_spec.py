@@ -763,14 +763,16 @@ def test_validate_names_every_column_ingest_would_refuse_from_the_first_rows_bef
     # A file longer than the rows read: a share or a count of a part need not be the whole's, so none is judged
     # here (a column distinct in its first rows may repeat later); ingest judges the whole.
     monkeypatch.setattr(precheck, "SAMPLE_ROWS", 100)
-    assert precheck.problems(spec) == ([], [])
-    assert precheck.sample_notes(spec) == [
+    notes: list[str] = []
+    assert precheck.problems(spec, notes=notes) == ([], [])
+    assert notes == [
         f"{tmp_path / 'd' / 'claims.csv'}: more than 100 rows, so validate checked their first 100 rows for infinite "
         "values only; the run reads every row and may still refuse an ID column, numbers written as text, or a "
         "stray cell further down"]
     monkeypatch.undo()
-    precheck.problems(spec)
-    assert precheck.sample_notes(spec) == []
+    notes.clear()
+    precheck.problems(spec, notes=notes)
+    assert notes == []
     # Listed as the user means them, nothing is left to refuse; values past the rows read are ingest's to see.
     fixed = validate_spec({"name": "c", "data": {"path": str(tmp_path / "d"), "label": "y", "features": {
         "exclude": ["claim_id"], "categorical": ["deductible", "premium"]}}})

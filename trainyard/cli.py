@@ -183,17 +183,18 @@ class Kit:
 
 
 # ---------------------------------------------------------------------------------------------- commands
-def check_before_ray(spec, *, search: Optional[bool] = None) -> None:
+def check_before_ray(spec, *, search: Optional[bool] = None, notes: Optional[list[str]] = None) -> None:
     """What can be refused before Ray starts (seconds, not the half minute of a Ray start): a label or listed
     column the data's files lack, a search that cannot run, a metric the label cannot give (val_auc on a
     multiclass label, read from the label column alone), an encoder not found. Every problem at once
     (`jobs.precheck.refuse`). `search`: the spec's tune section is used (default: when it has one; `train`
-    trains once)."""
+    trains once). `notes`: a list to add what the look at the data's values found to say (`validate` prints
+    it)."""
     from jobs import precheck
     from jobs.spec import SpecError
 
     searching = spec.tune is not None and search is not False
-    spec_problems, data_problems = precheck.problems(spec, metrics=not searching)
+    spec_problems, data_problems = precheck.problems(spec, metrics=not searching, notes=notes)
     if searching:
         from tuning import space
         try:
@@ -245,10 +246,11 @@ def cmd_validate(args) -> int:
         spec = KIT.load_spec(args)
     except SpecError as exc:
         raise SpecError(exc.problems + data_problems_alone(args)) from None
-    check_before_ray(spec)
+    seen: list[str] = []
+    check_before_ray(spec, notes=seen)
     print(f"{args.spec}: OK — job {spec.name!r}, output {spec.output_dir}")
     from jobs import precheck
-    notes = [precheck.task_note(spec), *precheck.class_notes(spec), *precheck.sample_notes(spec)]
+    notes = [precheck.task_note(spec), *precheck.class_notes(spec), *seen]
     if spec.tune is not None:
         from tuning.space import metric_note
         notes.append(metric_note(spec))
