@@ -293,8 +293,11 @@ def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude
             unified = "float"  # all-null everywhere: a numeric column that is always imputed
         else:
             if len(distinct) == 1:
-                problems.append(f"column {c!r} has type {schemas[first_file].field(c).type} which trainyard cannot "
-                                "use as a feature; list it under data.features.exclude")
+                t = next(s.field(c).type for s in schemas.values() if c in s.names)
+                derive = ("dates and times are not read as features: derive a number from it in the data (days "
+                          "before a reference date, a weekday, an hour), or " if distinct == {"time"} else "")
+                problems.append(f"column {c!r} has type {t} which trainyard cannot use as a feature; {derive}list "
+                                "it under data.features.exclude")
                 continue
             stray = (_stray_cells(fs, [f for f, k in kinds.items() if k == "string"], c)
                      if fs is not None and c != label and distinct - {"int", "float"} == {"string"} else None)

@@ -39,6 +39,33 @@ def canonical(value: Any) -> Optional[str]:
     return str(value)
 
 
+# What a true/false feature's value may come as beside a boolean, in a request or a file: 'True', 'FALSE', '1', 0.
+_BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def as_bool(value: Any) -> Optional[bool]:
+    """The boolean `value` stands for in a true/false feature ('True', ' false', '1', 0), or None when none."""
+    if type(value) is bool or isinstance(value, np.bool_):
+        return bool(value)
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    return _BOOL_WORDS.get(value.strip().lower()) if isinstance(value, str) else None
+
+
+def category_key(value: Any, boolean: bool) -> Optional[str]:
+    """`canonical(value)`; for a category of booleans in training (`boolean`: its categories are 'true' and
+    'false'), 'True', 'FALSE', 1 and '0' too are the boolean they stand for: a client's "True" was the unknown
+    category, and changed the answer with nothing but `unseen_categories` to say so."""
+    if boolean and (flag := as_bool(value)) is not None:
+        return "true" if flag else "false"
+    return canonical(value)
+
+
+def is_boolean(categories) -> bool:
+    """Whether a category's values in training are booleans (`canonical` writes them 'true' and 'false')."""
+    return bool(categories) and set(categories) <= {"true", "false"}
+
+
 def category_counts(value_counts: Optional[dict]) -> dict[str, int]:
     """Ray Data's ValueCounter output ({"values", "counts"}) → {canonical value: count}, missing values (None,
     NaN) left out."""

@@ -180,7 +180,7 @@ def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts:
     `inferred`). Text columns only for a job that reads text (`text`: model.kind text)."""
     given_num, given_cat, given_text = data.features.numeric, data.features.categorical, data.features.text
     numeric, categorical, texts = [], [], []
-    ids = [c for c in columns if _inferred_role(c, data, text) and _looks_like_id(schema.field(c).type, facts[c])]
+    ids = id_candidates(schema, columns, data, facts, text=text)
     if ids:
         raise DataError("\n".join(_id_problem(c, schema.field(c).type, facts[c], data.preprocess.max_categories)
                                    for c in ids), columns=ids)
@@ -195,7 +195,7 @@ def infer_features(schema: pa.Schema, columns: list[str], data: DataSpec, facts:
             inferred[c] = f"text ({_describe_text(facts[c])}); list data.features.text to override"
         elif given_num is not None and c in given_num:
             if kind == "string":
-                if problem := number_problem(c, facts[c]):
+                if problem := number_problem(c, facts[c]) or stored_as_text(c, facts[c]):
                     raise DataError(problem, columns=[c])
                 raise DataError(f"data.features.numeric lists {c!r}, but it holds text (values such as "
                                 f"{_some(facts[c])}); move it to categorical", columns=[c])
@@ -237,13 +237,35 @@ def _inferred_role(column: str, data: DataSpec, text: bool) -> bool:
     return not any(column in names for names in listed) and (f.numeric is None or f.categorical is None)
 
 
-def _looks_like_id(t: pa.DataType, facts: dict) -> bool:
+# A column named as an identifier: customer_id, order-ID, Id, customerId, uuid. Whole numbers named so, each
+# once, are an ID even when they are not consecutive (a warehouse's customer numbers).
+_ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid)$|[a-z](Id|ID)$", re.I)
+
+
+def id_candidates(schema: pa.Schema, columns: list[str], data: DataSpec, facts: dict, *,
+                  text: bool = False) -> list[str]:
+    """The columns `infer_features` refuses as identifiers, by the probes' facts. The probes see a block each:
+    values that differ within every block may repeat across blocks, which `confirm_distinct` checks against the
+    whole column before these are refused."""
+    return [c for c in columns if _inferred_role(c, data, text) and _looks_like_id(c, schema.field(c).type, facts[c])]
+
+
+def confirm_distinct(facts: dict, columns: list[str], chunks: list[pa.ChunkedArray | pa.Array]) -> None:
+    """Set `facts[column]["all_distinct"]` from the whole column (`chunks`, for each of `columns`, its values in
+    every block): a date written as text repeated across blocks was refused as "a different value in each row"."""
+    for column, values in zip(columns, chunks):
+        present = facts[column]["n"] - facts[column]["nulls"]
+        facts[column]["all_distinct"] = pc.count_distinct(values).as_py() == present
+
+
+def _looks_like_id(column: str, t: pa.DataType, facts: dict) -> bool:
     present = facts["n"] - facts["nulls"]
     if present < ID_MIN_ROWS or not facts["all_distinct"]:
         return False
     if kind_of(t) == "string" and (_looks_like_text(facts) or number_problem("", facts)):
         return False            # notes, or numbers with stray cells: said as such
-    return kind_of(t) == "string" or (kind_of(t) == "int" and facts["max"] - facts["min"] + 1 == present)
+    return kind_of(t) == "string" or (kind_of(t) == "int" and (facts["max"] - facts["min"] + 1 == present
+                                                                or bool(_ID_NAME.search(column))))
 
 
 def infinite_problem(facts: dict, names: list[str], where: str) -> Optional[str]:
@@ -270,8 +292,12 @@ def _integer_categories(distinct: set) -> str:
 
 def _id_problem(column: str, t: pa.DataType, facts: dict, max_categories: int) -> str:
     present = facts["n"] - facts["nulls"]
-    if kind_of(t) == "int":
+    if kind_of(t) == "int" and facts["max"] - facts["min"] + 1 == present:
         what = f"the whole numbers {facts['min']} to {facts['max']}, each once: a row number or an ID"
+        keep, kept = "numeric", ""
+    elif kind_of(t) == "int":
+        what = (f"a different whole number in each of its {present} rows ({facts['min']} to {facts['max']}), and "
+                "its name says an ID")
         keep, kept = "numeric", ""
     else:
         some = ", ".join(repr(v) for v in facts.get("first", [])[:2])
@@ -334,10 +360,25 @@ def _dressed_values(column: str, facts: dict) -> str:
 
 
 def number_problem(column: str, facts: dict) -> Optional[str]:
-    """Why a text column is numbers written as text, or None: with a comma, with a currency or percent sign, or
-    with a few stray cells."""
-    return written_numbers_problem(column, facts) or (_stray_values(column, facts) if _mostly_numbers(facts)
-                                                       else None)
+    """Why a text column is numbers written as text, or None: with a comma, with a currency or percent sign, with
+    a few stray cells, or plain numbers in every cell of more distinct values than categories could keep."""
+    if problem := written_numbers_problem(column, facts):
+        return problem
+    if _mostly_numbers(facts):
+        return _stray_values(column, facts)
+    # A warehouse's decimal exported as text ('133.89'): 50 of its prices were kept as categories, nothing said.
+    return stored_as_text(column, facts) if facts["capped"] else None
+
+
+def stored_as_text(column: str, facts: dict) -> Optional[str]:
+    """Plain numbers in every filled cell of a text column (a Parquet string column), said with the fix; None
+    otherwise."""
+    if not facts["filled"] or facts["numbers"] != facts["filled"]:
+        return None
+    many = ", more distinct values than categories could keep" if facts["capped"] else ""
+    return (f"column {column!r} holds numbers stored as text in every filled cell (values such as {_some(facts)}"
+            f"{many}): store them as numbers (pandas: df[{column!r}] = pd.to_numeric(df[{column!r}]); SQL: "
+            f"CAST({column} AS DOUBLE))")
 
 
 def written_numbers_problem(column: str, facts: dict) -> Optional[str]:
@@ -357,7 +398,7 @@ def _comma_values(column: str, facts: dict) -> str:
 
 
 def _some(facts: dict) -> str:
-    values = sorted(facts["not_numbers"])[:3] or sorted(map(str, facts["distinct"]))[:3]
+    values = sorted(facts["not_numbers"])[:3] or sorted(map(str, facts["distinct"]))[:3] or facts.get("first", [])
     return ", ".join(repr(v) for v in values)
 
 
@@ -387,11 +428,30 @@ def how_alike(group: list[str]) -> str:
             else "are one yes/no answer spelt differently")
 
 
-def feature_notes(numeric: list[str], categorical: list[str], facts: dict) -> list[str]:
+# A text cell that reads as a date or a time: 12/05/2022, 27.09.2026 00:44, 2026-09-27T00:44:00Z.
+_DATE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
+                   r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[-+]\d{2}:?\d{2})?)?\s*$")
+
+
+def feature_notes(numeric: list[str], categorical: list[str], facts: dict,
+                  max_categories: Optional[int] = None) -> list[str]:
     """Notes on feature columns the model may learn less from than the user thinks: one value in every row
     (nothing to learn), a yes/no written several ways ('Y', 'N', 'true', 'False': 4 categories), one category
-    written two ways ('North', ' North')."""
+    written two ways ('North', ' North'), a category of more values than `max_categories` keeps (dates written
+    as text among them)."""
     notes = []
+    for c in categorical:
+        distinct = None if facts[c]["capped"] else len(facts[c]["distinct"])
+        if max_categories is not None and (distinct is None or distinct > max_categories):
+            first = facts[c].get("first") or []
+            dates = (f"; its values look like dates or times ({', '.join(map(repr, first))}), which trainyard "
+                     "does not read: derive a number from them in the data (days before a reference date, a "
+                     "weekday), or list it under data.features.exclude") if first and all(
+                         isinstance(v, str) and _DATE.match(v) for v in first) else ""
+            count = f"more than {MAX_INFERRED_CLASSES * 5}" if distinct is None else str(distinct)
+            notes.append(f"column {c!r} has {count} distinct values: as a category, the {max_categories} most "
+                         "frequent are kept (data.preprocess.max_categories) and the rest are one unknown category"
+                         + dates)
     for c in numeric + categorical:
         values = facts[c]["distinct"]
         if facts[c]["capped"] or facts[c]["n"] == facts[c]["nulls"]:

@@ -24,9 +24,9 @@ from cluster.errors import root_cause
 from cluster.quiet import held_ray_data_errors
 from jobs.datafiles import (cast_batch, check_files, column_cells, csv_convert, file_schema, infer_format,
                             resolve_files, stray_cells_where, wanted_columns)
-from jobs.infer import (MAX_INFERRED_CLASSES, DataError, feature_notes, infer_features, infer_task,
-                         infinite_problem, jsonable, look_alike, look_alike_note, merge_probes, probe,
-                         text_label_problem)
+from jobs.infer import (MAX_INFERRED_CLASSES, DataError, confirm_distinct, feature_notes, id_candidates,
+                         infer_features, infer_task, infinite_problem, jsonable, look_alike, look_alike_note,
+                         merge_probes, probe, text_label_problem)
 from jobs.spec import DataSpec
 
 SPLIT_COLUMN = "_split"
@@ -160,15 +160,20 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     unused = [c for c in all_columns if explicit is not None and c not in explicit]
     progress(f"[ingest] {len(files)} {fmt} file(s), {len(schema)} column(s) used")
 
-    if fmt == "parquet":
-        raw = read_parquet(files, filesystem=fs, columns=schema.names)
-    else:
-        raw = ray.data.read_csv(files, filesystem=fs,
-                                convert_options=csv_convert(include_columns=schema.names, column_types=schema))
-    ds = raw.map_batches(cast_batch, fn_kwargs={"schema": schema, "label": data.label}, batch_format="pyarrow")
     with held_ray_data_errors() as ray_says:
         try:
-            ds = ds.materialize()
+            if fmt == "parquet":
+                # Read as the shards' one schema: Ray Data otherwise merges every file's whole schema first, and
+                # a column one shard dictionary-encodes, or an excluded one of another type in a shard (timestamps
+                # with and without a time zone), failed the read ("Unable to merge: Field region has
+                # incompatible types"), though `check_files` had reconciled the columns used.
+                raw = read_parquet(files, filesystem=fs, columns=schema.names, schema=schema)
+            else:
+                raw = ray.data.read_csv(files, filesystem=fs,
+                                        convert_options=csv_convert(include_columns=schema.names,
+                                                                    column_types=schema))
+            ds = raw.map_batches(cast_batch, fn_kwargs={"schema": schema, "label": data.label},
+                                 batch_format="pyarrow").materialize()
         except Exception as exc:
             found = _csv_value_error(fs, files, schema) if fmt == "csv" else None
             if found is None:
@@ -190,6 +195,10 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
 
     inferred: dict[str, str] = {}
     task = data.task or infer_task(schema.field(data.label).type, label_facts, inferred, data.label)
+    if ids := id_candidates(schema, columns, data, facts, text=text):
+        # Before a column is refused as an ID: its values may repeat across the blocks the probes saw apart.
+        blocks = ray.get(ds.select_columns(ids).to_arrow_refs())
+        confirm_distinct(facts, ids, [pa.chunked_array([b[c] for b in blocks], schema.field(c).type) for c in ids])
     try:
         numeric, categorical, texts = infer_features(schema, columns, data, facts, inferred, text=text)
     except DataError as exc:
@@ -198,7 +207,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
         if where is None:
             raise
         raise DataError(f"{exc}. {where}") from None
-    for note in feature_notes(numeric, categorical, facts):
+    for note in feature_notes(numeric, categorical, facts, data.preprocess.max_categories):
         progress(f"[ingest] note: {note}")
 
     ds = ds.map_batches(_with_split_key, fn_kwargs={"seed": data.split.seed}, batch_format="pandas")

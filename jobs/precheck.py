@@ -15,7 +15,8 @@ training starts.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 from cluster.errors import BadInput
 from jobs.spec import METRICS, DataSpec, JobSpec, SpecError, shown_values, task_problem, train_task_problems
@@ -257,21 +258,15 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
     (`jobs.infer.feature_notes`: a column of one value, a yes/no spelt several ways, look-alike categories) where
     it read every file whole, and which files it read in part, whose shares it left to the run."""
     import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
-    from jobs.datafiles import cast_batch, csv_convert, stray_cells_where
-    from jobs.infer import (MAX_INFERRED_CLASSES, DataError, feature_notes, infer_features, infinite_problem,
-                            merge_probes, probe)
+    from jobs.datafiles import cast_batch, stray_cells_where
+    from jobs.infer import (MAX_INFERRED_CLASSES, DataError, confirm_distinct, feature_notes, id_candidates,
+                            infer_features, infinite_problem, merge_probes, probe)
 
     rows, infinite, partial = [], [], []        # partial: the files not read to their end
     try:
         for path in files:
-            if fmt == "parquet":
-                batches = pq.ParquetFile(path).iter_batches(columns=schema.names, batch_size=SAMPLE_ROWS)
-            else:
-                batches = pacsv.open_csv(path, convert_options=csv_convert(include_columns=schema.names,
-                                                                           column_types=schema))
+            batches = _batches(path, fmt, schema)
             taken, read = [], 0
             for batch in batches:
                 taken.append(batch)
@@ -300,11 +295,18 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
         return "\n".join(problems) or None
     facts = merge_probes(rows, schema.names)
     columns = [c for c in schema.names if c != data.label]
+    if ids := id_candidates(schema, columns, data, facts, text=text):
+        # As ingest does: values distinct within each file may repeat across files.
+        try:
+            tables = [cast_batch(t, schema, data.label) for t in (_read(f, fmt, schema) for f in files) if t]
+        except Exception:  # noqa: BLE001 - read a moment ago: changed since, ingest says what it finds
+            return None
+        confirm_distinct(facts, ids, [pa.chunked_array([t[c] for t in tables], schema.field(c).type) for c in ids])
     while columns:          # ingest stops at the first column it refuses; here every one is named, in one pass
         try:
             numeric, categorical, _ = infer_features(schema, columns, data, facts, {}, text=text)
             if not problems:    # what ingest will note of the features, for `validate` to say now
-                notes += feature_notes(numeric, categorical, facts)
+                notes += feature_notes(numeric, categorical, facts, data.preprocess.max_categories)
             break
         except DataError as exc:
             if not exc.columns and len(problems) > sum(1 for p in infinite if p):
@@ -315,6 +317,26 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
                 break
             columns = [c for c in columns if c not in exc.columns]
     return "\n".join(problems) or None
+
+
+def _batches(path: str, fmt: str, schema) -> Iterator:
+    """The record batches of a local file's columns `schema` names (a CSV read as those types)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from jobs.datafiles import csv_convert
+
+    if fmt == "parquet":
+        return pq.ParquetFile(path).iter_batches(columns=schema.names, batch_size=SAMPLE_ROWS)
+    return pacsv.open_csv(path, convert_options=csv_convert(include_columns=schema.names, column_types=schema))
+
+
+def _read(path: str, fmt: str, schema):
+    """A local file's columns `schema` names, whole, as one table (None for a file of no rows)."""
+    import pyarrow as pa
+
+    batches = list(_batches(path, fmt, schema))
+    return pa.Table.from_batches(batches) if batches else None
 
 
 def _infinite_where(fs, path: str, columns: list[str], shown: int = 5) -> str:
@@ -359,6 +381,26 @@ def local_data_note(data: DataSpec) -> Optional[str]:
     except DataError as exc:
         return str(exc)
     return None
+
+
+def output_problem(output: str) -> Optional[str]:
+    """Why a run on this machine could not write its local `output` folder (a file where the folder or one above
+    it would be, a folder it may not write to, a read-only file system), or None. A run found out only when it
+    wrote summary.json, after Ray's start and the data's read, in a traceback (exit 1)."""
+    if "://" in output:
+        return None
+    out = Path(os.path.abspath(os.path.expanduser(output)))
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        return f"output {output!r}: {blocker} is a file, not a folder; choose another output folder (it is created " \
+               "if missing)"
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if os.access(existing, os.W_OK | os.X_OK):
+        return None
+    why = "a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "no permission to write there"
+    made = "" if existing == out else f" to create {out.relative_to(existing)} in"
+    return (f"output {output!r}: cannot write{made} {existing} ({why}); choose another output folder "
+            "(--set output=PATH), or make that one writable")
 
 
 def check_encoder(spec: JobSpec) -> None:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import pandas as pd
 
-from jobs.fitted import FittedPreprocessor, aggregate, canonical, category_counts
+from jobs.fitted import FittedPreprocessor, aggregate, canonical, category_counts, category_key, is_boolean
 
 
 @dataclass
@@ -69,8 +69,9 @@ class Preprocessor(FittedPreprocessor):
             lookup = {c: i for i, c in enumerate(s.categories)}
             unknown = len(s.categories)
             if s.name in df:
-                idx = np.fromiter((lookup.get(canonical(v), unknown) for v in df[s.name].tolist()),
-                                  dtype=np.int64, count=n)
+                boolean = is_boolean(s.categories)
+                idx = np.fromiter((lookup.get(category_key(v, boolean) if boolean else canonical(v), unknown)
+                                   for v in df[s.name].tolist()), dtype=np.int64, count=n)
             else:
                 idx = np.full(n, unknown, dtype=np.int64)
             out[np.arange(n), offset + idx] = 1.0
@@ -83,9 +84,9 @@ class Preprocessor(FittedPreprocessor):
             return []
         problems = []
         for s in self.categorical:
-            allowed = set(s.categories)
+            allowed, boolean = set(s.categories), is_boolean(s.categories)
             for i, r in enumerate(records):
-                v = canonical(r.get(s.name))
+                v = category_key(r.get(s.name), boolean)
                 if v is not None and v not in allowed:
                     problems.append(f"record {i}: {s.name}={r[s.name]!r} is not a known category "
                                     f"(known: {s.categories})")
@@ -250,10 +251,12 @@ def unseen_categories(known: dict[str, set], records: list[dict]) -> list[dict]:
     unknown category, as it does a missing value: a '1,000' where it knows '1000', a 'y' where it knows 'Y', or a
     count past those seen, changed an answer with nothing to say so."""
     found = []
+    booleans = {name for name, categories in known.items() if is_boolean(categories)}
     for i, record in enumerate(records):
         for name, categories in known.items():
             v = record.get(name)
-            key = v if type(v) is str else canonical(v)       # None: missing (NaN too), imputed as such
+            key = (category_key(v, True) if name in booleans
+                   else v if type(v) is str else canonical(v))     # None: missing (NaN too), imputed as such
             if key is not None and key not in categories:
                 found.append({"record": i, "field": name, "value": v})
     return found

@@ -108,6 +108,13 @@ class RequestChecker:
         self.reject_unknown_categories = schema.get("unknown_category") == "error"
         self.known = {name: set(f.get("categories") or []) for name, f in self.features.items()
                       if self.kinds[name] == _CATEGORY}
+        # Categories that were booleans in training: 'True', 'FALSE', 1 and '0' are taken as the boolean they
+        # stand for, here, for everything after (the model, unseen_categories, the logs and the monitor).
+        self.booleans = {name for name, f in self.features.items()
+                         if self.kinds[name] == _CATEGORY and f.get("dtype") == "bool"}
+        if self.booleans:
+            from jobs.fitted import as_bool
+            self._as_bool = as_bool
         if required_features == "all":
             required = list(self.features)
         else:
@@ -216,6 +223,9 @@ class RequestChecker:
                     if (t is str and (name in self.blank_text or (value and not value.isspace()))) or value is None:
                         continue
                 elif kind == _CATEGORY:
+                    if name in self.booleans and t is not bool and (flag := self._as_bool(value)) is not None:
+                        record[name] = flag
+                        continue
                     if t is str or value is None:
                         if value is None or not self.reject_unknown_categories or value in self.known[name]:
                             continue

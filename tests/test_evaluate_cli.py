@@ -59,6 +59,16 @@ def test_versions_are_scored_on_the_same_rows_overall_and_per_slice(versions, ca
     out = capsys.readouterr().out.splitlines()
     assert out[-2] == "[evaluate]   ... 39 more value(s) of x, 39 row(s), not shown"
     assert out[-1].startswith("[evaluate] note: x has 59 distinct values in 59 rows, most slices under 20 rows")
+    # By a column a warehouse's Parquet stores dictionary-encoded (read as a pandas Categorical): the same slices
+    # (was a TypeError, "Cannot setitem on a Categorical with a new category", exit 1).
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    table = pa.Table.from_pandas(rows.assign(site=rows["site"].where(rows.index != 3)), preserve_index=False)
+    pq.write_table(table.set_column(table.schema.get_field_index("site"), "site",
+                                    table["site"].dictionary_encode()), data.with_suffix(".parquet"))
+    assert cli.main(["evaluate", str(paths[0]), "--data", str(data.with_suffix(".parquet")), "--by", "site"]) == 0
+    sliced = [line.split()[1:3] for line in capsys.readouterr().out.splitlines() if line.startswith("[evaluate]   ")]
+    assert sliced[-3:] == [["north", "(38)"], ["south", "(20)"], ["(missing)", "(1)"]], sliced
 
 
 def test_what_cannot_be_scored_is_named(versions, tmp_path, capsys):

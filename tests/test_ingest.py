@@ -1,5 +1,6 @@
 """Ingest on a real local Ray: schema reconciliation, the errors that name files and columns, inference, split."""
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,40 @@ def test_int_and_float_shards_promote_to_float(tmp_path):
     r = ingest(data_spec(tmp_path), progress=lambda *_: None)
     assert r.schema.field("b").type == pa.float64()
     assert r.rows_read == 80 and "b" in r.numeric
+
+
+def test_warehouse_shards_whose_types_differ_only_in_encoding_are_read_as_one(tmp_path):
+    """A warehouse export: one shard dictionary-encodes a text column, one stores decimals, large strings, 32-bit
+    integers or a column of nulls alone, and an excluded timestamp has a time zone in three shards and not in the
+    fourth. Ray Data merged the files' whole schemas and failed ("Unable to merge: Field region has incompatible
+    types: dictionary<...> vs string", a traceback, exit 1) though the columns used agree."""
+    import datetime as dt
+    import decimal
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        n = 30
+        region = pa.array(rng.choice(["n", "s", "e"], n))
+        spend = [decimal.Decimal(f"{v:.2f}") for v in rng.uniform(0, 99, n)]
+        stamp = [dt.datetime(2026, 1, 1) + dt.timedelta(hours=int(h)) for h in rng.integers(0, 999, n)]
+        pq.write_table(pa.table({
+            "region": region.dictionary_encode() if i == 0 else region.cast(pa.large_string()) if i == 1 else region,
+            "spend": pa.array(spend, pa.decimal128(10, 2)) if i < 2 else pa.array([float(v) for v in spend]),
+            "orders": pa.array(rng.integers(0, 9, n), pa.int32() if i == 2 else pa.int64()),
+            "coupon": pa.nulls(n) if i == 3 else pa.array(rng.choice(["a", "b"], n)),
+            "last_order": pa.array(stamp, pa.timestamp("ns") if i == 3 else pa.timestamp("us", tz="UTC")),
+            "y": pa.array(np.arange(n) % 2)}), tmp_path / f"part-{i}.parquet")
+    with pytest.raises(DataError, match=r"column 'last_order' has type timestamp\[us, tz=UTC\] which trainyard cannot "
+                                        r"use as a feature; dates and times are not read as features: derive a number "
+                                        r"from it in the data \(days before a reference date, a weekday, an hour\), "
+                                        r"or list it under data.features.exclude"):
+        ingest(data_spec(tmp_path), progress=lambda *_: None)
+    r = ingest(data_spec(tmp_path, features={"exclude": ["last_order"]}), progress=lambda *_: None)
+    assert r.rows_read == 120
+    assert (r.schema.field("region").type, r.schema.field("spend").type) == (pa.string(), pa.float64())
+    assert "spend" in r.numeric and {"coupon", "region"} <= set(r.categorical) and "last_order" not in r.schema.names
+    rows = r.split(TRAIN).to_pandas()
+    assert set(rows["region"]) == {"n", "s", "e"} and rows["spend"].between(0, 99).all()
 
 
 def test_shard_missing_a_column_is_named(tmp_path):
@@ -334,6 +369,53 @@ def test_an_id_column_and_a_written_index_are_named_not_taken_for_features(tmp_p
     assert "[data] excluded (data.features.exclude): '', 'patient'" in lines[0].splitlines()
     r = ingest(data_spec(tmp_path, features={"exclude": [""], "categorical": ["patient"]}), progress=lambda *_: None)
     assert "patient" in r.categorical       # listed: used as the user asks
+
+
+def test_warehouse_ids_repeats_across_blocks_numbers_and_dates_stored_as_text(tmp_path):
+    """A warehouse export of 2,000 customers, as `validate` (before Ray) and ingest (after) read it:
+    - customer_id, sparse whole numbers, each once, was a numeric feature (predictions moved with the ID);
+    - a login time written '27.09.2026 00:44', distinct within each Ray block but not across them, was refused
+      as "a different value in each of its rows: an ID" (validate, reading the file whole, had passed it);
+    - a price stored as text in a Parquet string column was 50 of its values kept as categories, nothing said;
+      listed under numeric, it was "holds text (values such as ); move it to categorical";
+    - a date written 12/05/2022 was a category of 50 of its 1,152 values, nothing said."""
+    from jobs import precheck
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    first = pd.Timestamp("2026-09-01")
+    logins = [(first + pd.Timedelta(minutes=7 * i)).strftime("%d.%m.%Y %H:%M") for i in range(n)]
+    logins[1500:1510] = logins[:10]           # distinct within each shard; ten repeats across shards
+    table = pa.table({"customer_id": pa.array(rng.choice(10**8, n, replace=False)),
+                      "last_login": logins, "price": [f"{v:.2f}" for v in rng.uniform(5, 500, n)],
+                      "signup": [f"{m:02d}/{d:02d}/20{y}" for m, d, y in zip(rng.integers(1, 13, n),
+                                                                          rng.integers(1, 29, n),
+                                                                          rng.integers(15, 25, n))],
+                      "orders": rng.integers(0, 40, n), "y": np.arange(n) % 2})
+    for i in range(4):                                                          # 4 shards: 4 blocks at least
+        pq.write_table(table.slice(500 * i, 500), tmp_path / f"customers-{i}.parquet")
+    spec = validate_spec({"name": "c", "data": {"path": str(tmp_path), "label": "y"}})
+    refused = [
+        "column 'customer_id' holds a different whole number in each of its 2000 rows",
+        "column 'price' holds numbers stored as text in every filled cell (values such as",
+    ]
+    with pytest.raises(DataError) as err:
+        ingest(spec.data, progress=lambda *_: None)
+    assert str(err.value).startswith(refused[0]) and "last_login" not in str(err.value), str(err.value)
+    said = precheck.problems(spec)[1]
+    assert [p[:len(r)] for p, r in zip(said, refused)] == refused and len(said) == 2, said
+    assert "more distinct values than categories could keep): store them as numbers (pandas: df['price'] = " \
+           "pd.to_numeric(df['price'])" in said[1]
+    listed = validate_spec({"name": "c", "data": {"path": str(tmp_path), "label": "y", "features": {
+        "exclude": ["customer_id"], "numeric": ["price", "orders"]}}})
+    assert precheck.problems(listed)[1][0].startswith(refused[1]), precheck.problems(listed)[1]
+    lines: list[str] = []
+    r = ingest(data_spec(tmp_path, features={"exclude": ["customer_id", "price"]}), progress=lines.append)
+    assert "last_login" in r.categorical and "signup" in r.categorical
+    notes = [line for line in lines if line.startswith("[ingest] note: column 'signup' has more than 100 distinct")]
+    assert notes and re.search(r"its values look like dates or times \('\d\d/\d\d/20\d\d', '\d\d/\d\d/20\d\d'\), "
+                               r"which trainyard does not read: derive a number from them in the data \(days before "
+                               r"a reference date, a weekday\), or list it under data.features.exclude$", notes[0]), lines
 
 
 def test_a_regression_label_of_numbers_with_a_unit_is_named_with_the_fix(tmp_path):

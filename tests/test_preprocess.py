@@ -138,6 +138,29 @@ def test_record_problems_name_unseen_categories_only_under_unknown_category_erro
     assert _image().record_problems([{"image": "x"}]) == []
 
 
+def test_a_boolean_feature_takes_true_and_false_however_a_client_writes_them():
+    """A warehouse's bool column, served: {"is_member": "True"} went to the unknown category (answer 101.08 →
+    94.63) with 200 OK; 1 and '0' too. The model, the server's checker and its logs take them as booleans now;
+    a category of other values is as before."""
+    from serving.schema import RequestChecker
+
+    pre = PP.Preprocessor(task="classification", label="y", numeric=[],
+                          categorical=[PP.CategoricalState("member", ["true", "false"]),
+                                       PP.CategoricalState("kind", ["1", "0"])], classes=[0, 1])
+    rows = pd.DataFrame({"member": [True, "True", " false", 1, "0", "yes"], "kind": ["1", 1, "0", 0, "true", "1"]})
+    packed = pre.transform(rows)
+    assert packed[:, :3].argmax(axis=1).tolist() == [0, 0, 1, 0, 1, 2]          # 'yes': the unknown slot
+    assert packed[:, 3:].argmax(axis=1).tolist() == [0, 0, 1, 1, 2, 0]          # not booleans: as before
+    assert _tabular(unknown_category="error").record_problems([{"kind": "a"}]) == []
+    checker = RequestChecker({"features": [{"name": "member", "type": "category", "dtype": "bool",
+                                            "categories": ["true", "false"]},
+                                           {"name": "kind", "type": "category", "dtype": "string",
+                                            "categories": ["1", "0"]}], "unknown_category": "error"},
+                             max_records=10, max_body_bytes=2**20)
+    assert checker.parse(b'{"records": [{"member": "TRUE", "kind": "1"}, {"member": 0}, {"member": false}]}') == [
+        {"member": True, "kind": "1"}, {"member": False}, {"member": False}]
+
+
 def test_category_values_the_train_split_did_not_hold_are_found_record_by_record():
     """An insurer's '1,000' deductible (known: '1000'), ' North' and a count of 7 (known 0-4) went to the unknown
     category, flipping an answer from P(yes) 0.61 to 0.09, and `trainyard predict` said nothing."""
@@ -147,10 +170,12 @@ def test_category_values_the_train_split_did_not_hold_are_found_record_by_record
     known = {"deductible": {"500", "1000"}, "region": {"North", "South"}, "flag": {"true", "false"}}
     records = [{"deductible": 1000, "region": "North", "flag": True}, {"deductible": "1,000"},
                {"region": " North", "deductible": 1000.0}, {"deductible": None, "region": float("nan")}, {},
-               {"flag": "yes", "deductible": 7}]
+               {"flag": "yes", "deductible": 7}, {"flag": "True"}, {"flag": 0}, {"flag": " FALSE"}, {"flag": 2}]
+    # A boolean in training: 'True', 0 and ' FALSE' are the booleans they stand for; 'yes' and 2 are not.
     assert unseen_categories(known, records) == [
         {"record": 1, "field": "deductible", "value": "1,000"}, {"record": 2, "field": "region", "value": " North"},
-        {"record": 5, "field": "deductible", "value": 7}, {"record": 5, "field": "flag", "value": "yes"}]
+        {"record": 5, "field": "deductible", "value": 7}, {"record": 5, "field": "flag", "value": "yes"},
+        {"record": 9, "field": "flag", "value": 2}]
     assert unseen_categories({}, records) == [] and unseen_categories(known, [{"deductible": "500"}]) == []
     features = [{"name": "deductible", "categories": ["1000", "500"]},
                 {"name": "region", "categories": [f"r{i}" for i in range(10)]}]

@@ -172,11 +172,13 @@ def _table(names: list[str], scores: list[dict], bundles: list) -> list[str]:
 def _slices(names, bundles, table, label: str, by: str, path: str, score) -> list[str]:
     """The headline metric (f1, or rmse) per value of column `by`, most rows first."""
     key = "f1" if bundles[0].task == "classification" else "rmse"
-    counts = table[by].fillna("(missing)").astype(str).value_counts()
+    # As objects first: a Parquet column stored dictionary-encoded reads as a pandas Categorical, which cannot take
+    # "(missing)" ("Cannot setitem on a Categorical with a new category").
+    keyed = table[by].astype(object).fillna("(missing)").astype(str)
+    counts = keyed.value_counts()
     width = max(16, *(len(n) + 2 for n in names))
     lines = [f"[evaluate] by {by}: {key}" + " " * max(0, 22 - len(f"by {by}: {key}"))
              + "".join(f"{n:>{width}}" for n in names)]
-    keyed = table[by].fillna("(missing)").astype(str)
     for value, n in counts.head(MOST_SLICES).items():
         part = table[keyed == value]
         cells = [_scored(b, part, label, path, score).get(key) for b in bundles]
