@@ -3,6 +3,7 @@ commands cannot load is a clear error, never a vanished subcommand or a run that
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,39 @@ def test_resume_with_nothing_to_resume_or_another_spec_is_refused_before_ray(tmp
         in capsys.readouterr().err
     assert cli.main(["tune", str(spec), "--resume"]) == EXIT_FAILED         # the same spec: on to Ray
     assert "reached connect" in capsys.readouterr().err
+
+
+def test_an_output_this_machine_cannot_write_is_refused_before_ray(tmp_path, capsys, monkeypatch):
+    """An output on a read-only mount was found only when the run wrote summary.json, after Ray's start and the
+    data's read: OSError's traceback, exit 1. A file where the folder would be got past `validate` too. Both are
+    refused before Ray by `train`, `tune` and `run`, and a `note:` of `validate` (a spec for a cluster may name a
+    folder only its nodes have)."""
+    import dataclasses
+
+    (tmp_path / "rows.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    (tmp_path / "taken").write_text("a file")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: t\ndata: {{path: {tmp_path / 'rows.csv'}, label: y}}\ntrain: {{epochs: 3}}\n")
+
+    def connect(args, spec=None, imports=()):
+        raise Failure("reached connect")
+    monkeypatch.setattr(cli, "KIT", dataclasses.replace(cli.KIT, connect=connect))
+    blocked = str(tmp_path / "taken" / "run")
+    for command in (["train"], ["run", "--no-serve"]):
+        assert cli.main([*command, str(spec), "--set", f"output={blocked}"]) == EXIT_BAD_INPUT
+        assert f"output {blocked!r}: {tmp_path / 'taken'} is a file, not a folder" in capsys.readouterr().err
+    assert cli.main(["validate", str(spec), "--set", f"output={blocked}"]) == 0
+    assert f"note: output {blocked!r}: {tmp_path / 'taken'} is a file, not a folder; choose another output folder " \
+           "(it is created if missing). A run on this machine would stop there" in capsys.readouterr().out
+    # A folder that may not be written (root writes anywhere but on a read-only mount: the answer is the OS's).
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(tmp_path) else real(path, mode))
+    assert cli.main(["train", str(spec), "--set", f"output={tmp_path / 'runs' / 't'}"]) == EXIT_BAD_INPUT
+    assert (f"output {str(tmp_path / 'runs' / 't')!r}: cannot write to create runs/t in {tmp_path} (") \
+        in capsys.readouterr().err
+    monkeypatch.setattr(os, "access", real)
+    assert cli.main(["train", str(spec), "--set", f"output={tmp_path / 'out'}"]) == EXIT_FAILED     # writable
+    assert not (tmp_path / "out").exists()          # nothing made before Ray
 
 
 def test_train_does_not_check_a_tune_section_it_does_not_use(tmp_path, capsys, monkeypatch):

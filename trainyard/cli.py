@@ -186,15 +186,20 @@ class Kit:
 def check_before_ray(spec, *, search: Optional[bool] = None, notes: Optional[list[str]] = None) -> None:
     """What can be refused before Ray starts (seconds, not the half minute of a Ray start): a label or listed
     column the data's files lack, a search that cannot run, a metric the label cannot give (val_auc on a
-    multiclass label, read from the label column alone), an encoder not found. Every problem at once
-    (`jobs.precheck.refuse`). `search`: the spec's tune section is used (default: when it has one; `train`
-    trains once). `notes`: a list to add what the look at the data's values found to say (`validate` prints
-    it)."""
+    multiclass label, read from the label column alone), an encoder not found, an output folder this machine
+    cannot write. Every problem at once (`jobs.precheck.refuse`). `search`: the spec's tune section is used
+    (default: when it has one; `train` trains once). `notes`: `validate`'s list to add what the look at the data's
+    values found to say to, and the output's problem (a spec for a cluster may name a folder only its nodes have)."""
     from jobs import precheck
     from jobs.spec import SpecError
 
     searching = spec.tune is not None and search is not False
     spec_problems, data_problems = precheck.problems(spec, metrics=not searching, notes=notes)
+    if output := precheck.output_problem(spec.output_dir):
+        if notes is None:
+            spec_problems.append(output)
+        else:
+            notes.append(f"{output}. A run on this machine would stop there")
     if searching:
         from tuning import space
         try:
