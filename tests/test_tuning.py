@@ -420,7 +420,8 @@ def test_resume_of_a_search_stopped_before_it_saved_a_trial_starts_it_anew(tmp_p
     not taken in its place; one with Tune's state is resumed as before."""
     import json
 
-    from tuning.experiment import EXPERIMENT_FILE, EXPERIMENT_PREFIX, TuneInputError, _find_experiment
+    from tuning.experiment import TuneInputError, _find_experiment
+    from tuning.resume import EXPERIMENT_FILE, EXPERIMENT_PREFIX
 
     spec = validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "tune": {"samples": 2}})
     with pytest.raises(TuneInputError, match=r"--resume: no tuning experiment to continue under .*; drop --resume"):
@@ -437,6 +438,32 @@ def test_resume_of_a_search_stopped_before_it_saved_a_trial_starts_it_anew(tmp_p
     (newest / "tuner.pkl").write_bytes(b"settings")
     (newest / "experiment_state-2026-12-06_09-00-05.json").write_text("{}")
     assert _find_experiment(str(tmp_path), spec) == newest
+
+
+def test_resume_finds_this_specs_search_among_a_colleagues_and_not_a_finished_one(tmp_path):
+    """Two people searching to one output: A's --resume after B's newer search was "the spec changed since
+    experiment <B's> started (tune.samples: 2 → 4 ...)", and following that advice resumed B's finished search
+    (exit 0, a second copy of its bundle). Two searches started in the same second shared one folder."""
+    import json
+
+    from tuning.plan import TuneInputError
+    from tuning.resume import EXPERIMENT_FILE, mark_finished, new_experiment, started_experiment
+
+    mine = validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "tune": {"samples": 4, "seed": 1}})
+    theirs = mine.model_copy(update={"tune": mine.tune.model_copy(update={"samples": 2, "seed": 2})})
+    a, b = new_experiment(str(tmp_path)), new_experiment(str(tmp_path))
+    assert a != b and b.name.startswith(a.name) and b.name > a.name           # the same second: its own folder
+    for folder, spec in ((a, mine), (b, theirs)):
+        (folder / EXPERIMENT_FILE).write_text(json.dumps({"spec": spec.model_dump(mode="json")}))
+    assert started_experiment(str(tmp_path), mine) == a
+    assert started_experiment(str(tmp_path), theirs) == b
+    mark_finished(b, tmp_path / "bundles" / "v2")
+    with pytest.raises(TuneInputError, match=rf"--resume: the newest search of this spec, {b.name}, finished at "
+                                             r".* and made .*bundles/v2: nothing to resume; drop --resume"):
+        started_experiment(str(tmp_path), theirs)
+    other = mine.model_copy(update={"tune": mine.tune.model_copy(update={"samples": 8})})
+    with pytest.raises(SpecError, match=rf"--resume: the spec changed since experiment {b.name} started"):
+        started_experiment(str(tmp_path), other)         # no search of its own: the newest one's differences
 
 
 def test_a_second_ctrl_c_still_says_how_to_resume(tmp_path):

@@ -5,7 +5,7 @@ Layout under OUTPUT:
     ray/tune-<stamp>/train/trial-<id>/  each trial's Ray Train run: its checkpoints (the model is read from here)
     ray/tune-<stamp>/ended/<id>.json  trials Tune has ended (so a resumed experiment never retrains them)
     ray/tune-<stamp>/trainyard.json   what the experiment was started with (spec, data fingerprint)
-    tune/results.csv, tune/report.png
+    tune/<experiment>/results.csv, report.png  each search's report; tune/results.csv, report.png: the latest's
     bundle/                           the best trial, exactly like `trainyard train`'s
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -34,7 +35,7 @@ from tuning.failures import error_line, last_error_line
 from tuning.lines import (describe_config, describe_search, ran_on_lines, search_end_line, search_line,
                            trial_end_line, trial_epoch_line)
 from tuning.plan import Plan, TuneError, TuneInputError, plan
-from tuning.resume import EXPERIMENT_FILE, EXPERIMENT_PREFIX, check_same_data, started_experiment
+from tuning.resume import EXPERIMENT_FILE, check_same_data, mark_finished, new_experiment, started_experiment
 from tuning.trial import ENDED_DIR, TRAIN_DIR, ended_record, run_name, run_trial, trial_overrides
 
 
@@ -67,18 +68,16 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
         progress(f"[tune] --resume: the newest experiment under {root} was stopped before it saved any trial; "
                  "starting the search anew")
         resume = False
-    experiment = experiment or Path(root) / (EXPERIMENT_PREFIX + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     out = make_output_dir(spec.output_dir)
 
     if prepared is None:
         prepared = prepare(spec, progress)    # ingest + preprocessing fitted ONCE, shared by every trial
-    (out / "summary.json").write_text(json.dumps(prepared.ingest.summary(), indent=2, default=str))
     print_ingest_summary(prepared, progress)
     metric, mode = space.metric_and_mode(spec, prepared.task, prepared.preprocessor.classes)
     if resume:
         check_same_data(experiment, prepared.ingest.fingerprint)
     else:
-        experiment.mkdir(parents=True, exist_ok=True)
+        experiment = new_experiment(root)
         (experiment / EXPERIMENT_FILE).write_text(json.dumps(
             {"spec": spec.model_dump(mode="json"), "fingerprint": prepared.ingest.fingerprint,
              "metric": metric, "mode": mode, "started_at": dt.datetime.now(dt.timezone.utc).isoformat()},
@@ -109,13 +108,18 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
         progress(f"[tune] interrupted with {len(interrupted)} trial(s) unfinished; the experiment is saved at "
                  f"{experiment}. Continue it with: {continue_with}")
         raise KeyboardInterrupt
-    tune_dir = out / "tune"
+    # Each search's own report under tune/<experiment>/ (the bundle's lineage names it), and the latest search's
+    # as tune/results.csv and report.png: a colleague's search to the same output replaced them, and the bundle's
+    # lineage then named a file of another search's trials.
+    tune_dir = out / "tune" / experiment.name
     csv_path = R.write_csv(records, metric, mode, tune_dir / "results.csv")
     png_path = R.plot(records, metric, mode, tune_dir / "report.png", rungs=_rungs(spec),
                       title=f"{spec.name}: {describe_search(spec)}", searched=searched)
+    for made in (csv_path, png_path):
+        shutil.copyfile(made, out / "tune" / made.name)
     progress(search_end_line(records, elapsed) + "\n"
              + R.table(records, metric, mode, searched))
-    progress(f"[tune] every trial: {csv_path}; plots: {png_path}")
+    progress(f"[tune] every trial: {csv_path}; plots: {png_path} (the latest search's also in {out / 'tune'})")
 
     best = _best(records, mode, budget=spec.tune.time_budget_s if budget_out else None)
     outcome, best_spec = _outcome(spec, prepared, best, metric, mode, use_gpu)
@@ -125,6 +129,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
                                   tune={"experiment": str(experiment), "metric": metric, "mode": mode,
                                         "value": best.best_value, "config": {a: best.config[a] for a in searched},
                                         "trials": len(records), "results_csv": str(csv_path)})
+    mark_finished(experiment, path)
     progress(format_metrics(metrics, prepared.preprocessor.classes))
     if note := checkpoint_note(str(experiment)):
         progress(note)

@@ -4,6 +4,8 @@ is refused in a second, before Ray starts, rather than after it (`check`). Ray T
 `tuning.experiment` once Ray is up."""
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import json
 from pathlib import Path
 from typing import Iterator
@@ -18,18 +20,53 @@ _SAME_ON_RESUME = ("data", "model", "train", "tune")
 
 
 def check(spec: JobSpec) -> None:
-    """Before Ray starts: refuse `--resume` when the spec's output holds no experiment trainyard started, or its
-    newest one was started by another spec (TuneInputError, SpecError; bad input, exit 2)."""
+    """Before Ray starts: refuse `--resume` when the spec's output holds no experiment trainyard started, none
+    this spec started, or only a finished one (TuneInputError, SpecError; bad input, exit 2)."""
     started_experiment(storage_root(spec), spec)
 
 
-def started_experiment(root: str, spec: JobSpec) -> Path:
-    """The newest experiment under `root` (OUTPUT/ray) that trainyard started, when this spec started it."""
-    candidates = sorted(Path(root).glob(EXPERIMENT_PREFIX + "*"), reverse=True) if Path(root).is_dir() else []
-    for path in candidates:
-        if (path / EXPERIMENT_FILE).is_file():
-            check_same_spec(path, spec)
+def new_experiment(root: str) -> Path:
+    """A new experiment's folder under `root`, named by the time, made here and by no one else: two searches
+    started in the same second to one output shared a folder (both searches' trials, one record of them)."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    stamp = EXPERIMENT_PREFIX + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count(1):
+        path = Path(root) / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
             return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def mark_finished(experiment: Path, bundle: object) -> None:
+    """Record in the experiment's own file that its search ended and which bundle it made: not one to resume."""
+    record = json.loads((experiment / EXPERIMENT_FILE).read_text())
+    record.update(finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), bundle=str(bundle))
+    (experiment / EXPERIMENT_FILE).write_text(json.dumps(record, indent=2))
+
+
+def started_experiment(root: str, spec: JobSpec) -> Path:
+    """The newest experiment under `root` (OUTPUT/ray) that this spec started: a colleague's newer search of
+    other settings in the same output is passed over, not taken for a changed spec. Refused when this spec's
+    newest search finished (nothing to resume), or no experiment there is this spec's (the newest one's
+    differences are said)."""
+    candidates = sorted(Path(root).glob(EXPERIMENT_PREFIX + "*"), reverse=True) if Path(root).is_dir() else []
+    ours = [p for p in candidates if (p / EXPERIMENT_FILE).is_file()]
+    for path in ours:
+        try:
+            check_same_spec(path, spec)
+        except SpecError:
+            continue
+        record = json.loads((path / EXPERIMENT_FILE).read_text())
+        if record.get("finished_at"):
+            raise TuneInputError(f"--resume: the newest search of this spec, {path.name}, finished at "
+                                 f"{record['finished_at'][:19]} and made {record.get('bundle')}: nothing to resume; "
+                                 "drop --resume to start a new search")
+        return path
+    if ours:
+        check_same_spec(ours[0], spec)          # raises: what differs from the newest search here
     raise TuneInputError(f"--resume: no tuning experiment to continue under {root} "
                          f"({len(candidates)} folder(s) named {EXPERIMENT_PREFIX}*, none started by trainyard); "
                          "drop --resume to start a new search")
