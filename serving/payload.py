@@ -17,7 +17,9 @@ def bundle_payload(path: Path, source: Optional[str] = None) -> dict:
     deployment's arguments), or for a very large bundle a path every node must then be able to read: the URI of
     the version it came from (`source`, `pinned`: each replica fetches it, and checks its version), else its
     folder."""
-    files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
+    # A link is none of a bundle's files (trainyard writes none): one put in by hand (notes.txt -> /etc/passwd)
+    # had its target's bytes shipped to every replica.
+    files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file() and not p.is_symlink()}
     if sum(p.stat().st_size for p in files.values()) <= MAX_INLINE_BUNDLE_BYTES:
         return {"files": {n: p.read_bytes() for n, p in files.items()}}
     if source is not None and "://" in str(source):

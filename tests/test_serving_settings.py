@@ -409,6 +409,10 @@ def test_what_replicas_receive(tmp_path, monkeypatch):
     (tmp_path / "lineage.json").write_text('{"version": "v7"}')
     files = {"lineage.json": b'{"version": "v7"}', "model.json": b"{}", "schema.json": b"{}"}
     assert payload.bundle_payload(tmp_path) == {"files": files}
+    # A link put in by hand is none of the bundle's files: its target's bytes (/etc/passwd) were shipped too.
+    (tmp_path.parent / "secret.txt").write_text("not the bundle's")
+    (tmp_path / "notes.txt").symlink_to(tmp_path.parent / "secret.txt")
+    assert payload.bundle_payload(tmp_path) == {"files": files}
     monkeypatch.setattr(payload, "MAX_INLINE_BUNDLE_BYTES", 1)
     assert payload.bundle_payload(tmp_path) == {"path": str(tmp_path.resolve())}
     # Fetched from object storage: the URI, which replicas on other nodes (other pods) can fetch, not the copy
