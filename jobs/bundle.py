@@ -458,8 +458,9 @@ def resolve(path: str | os.PathLike) -> Path:
 
 def load(path: str | os.PathLike) -> Bundle:
     p = resolve(path)
-    if not p.is_dir():
-        raise BundleError(f"{p}: {'not a folder' if p.exists() else 'no such folder'}. Give the bundle folder "
+    if not p.is_dir():          # a run folder whose `bundle` link's version was deleted: said, with those left
+        raise BundleError(run_folder_hint(Path(path).parent if Path(path).name == POINTER else Path(path)) or
+                          f"{p}: {'not a folder' if p.exists() else 'no such folder'}. Give the bundle folder "
                           f"(OUTPUT/bundle) or the run's output folder{spec_file_hint(p)}")
     changed = manifest_problems(p)     # first: a folder with trainyard's mark is a bundle, damaged or not
     if changed:

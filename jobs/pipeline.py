@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from jobs import bundle as B
+from jobs import replaced as REPLACED
 from jobs.contracts import PreparedData
 from jobs.early import start_early
 from jobs.evaluate import evaluate
@@ -156,7 +157,7 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
     staging = Path(tempfile.mkdtemp(prefix="trainyard-bundle-")) if remote else None
     output = staging if remote else Path(spec.output_dir)
     earlier = [] if remote else B.versions_of(output)
-    replaced = None if remote else _latest_test_metrics(output)
+    replaced = None if remote else REPLACED.latest(output)
     dtypes = {f.name: str(f.type) for f in prepared.ingest.schema}
     metrics = {"val": outcome.val_metrics}
 
@@ -207,91 +208,19 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
                           progress=progress, taken=B.remote_names(spec.output_dir) if remote else None)
         if remote:
             uri = B.upload(version, spec.output_dir)
+            _write_summary(spec.output_dir, prepared)
             progress(f"[bundle] version {version.name} uploaded to {uri}; "
                      f"{spec.output_dir.rstrip('/')}/{B.VERSIONS}/{B.LATEST} names it")
             return uri, metrics
+        _write_summary(spec.output_dir, prepared)
         progress(f"[bundle] version {version.name} in {version}; {output / B.POINTER} points to it"
                  + (f" ({len(earlier)} earlier version(s) kept in {output / B.VERSIONS})" if earlier else ""))
-        worse = _worse_than(replaced, metrics.get("test") or {}, prepared.ingest.task, metrics.get("decision"))
-        if worse:
-            progress(f"[bundle] note: {worse}{_other_data(replaced[3], _trained_on(version))}; to serve that one: "
-                     f"trainyard serve {output / B.VERSIONS / replaced[0]}")
+        for note in REPLACED.notes(replaced, version, metrics, prepared.ingest.task, output / B.VERSIONS):
+            progress(f"[bundle] note: {note}")
         return version, metrics
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)     # made by mkdtemp above: ours
-
-
-# The test metric a new version is compared by with the one it replaces as OUTPUT/bundle, and whether higher is
-# better. A pointer that moves to a worse model is said: `serve OUTPUT` would serve it.
-_COMPARED = {"classification": ("f1", True), "regression": ("rmse", False)}
-
-
-def _latest_test_metrics(output: Path) -> Optional[tuple[str, dict, Optional[dict], Optional[tuple]]]:
-    """(version, test metrics, its binary cut-off or None, what it was trained on: `_trained_on`) of the bundle
-    OUTPUT/bundle points to now, or None (none, or unreadable)."""
-    try:
-        target = (output / B.POINTER).resolve(strict=True)
-        test = json.loads((target / "metrics.json").read_text()).get("test") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
-    try:
-        decision = json.loads((target / "preprocessor.json").read_text()).get("decision")
-    except (OSError, ValueError, AttributeError):
-        decision = None
-    return target.name, test, decision, _trained_on(target)
-
-
-def _trained_on(folder: Path) -> Optional[tuple[str, list[str]]]:
-    """(data fingerprint, input features) of the bundle in `folder`, None where its files do not say."""
-    try:
-        fingerprint = json.loads((folder / "lineage.json").read_text())["data"]["fingerprint"]
-        features = [f["name"] for f in json.loads((folder / "schema.json").read_text())["features"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return fingerprint, features
-
-
-def _other_data(before: Optional[tuple[str, list[str]]], now: Optional[tuple[str, list[str]]]) -> str:
-    """What differs between the data two versions were trained and tested on, for the note that compares their
-    test scores: each scored its own test split, so a change of data or features makes those different rows."""
-    if before is None or now is None or before == now:
-        return ""
-    said = []
-    if before[0] != now[0]:
-        said.append(f"other data files, or the same rewritten (fingerprint {str(before[0])[:12]} → "
-                    f"{str(now[0])[:12]})")
-    gone, added = [f for f in before[1] if f not in now[1]], [f for f in now[1] if f not in before[1]]
-    if gone or added:
-        said.append("other features (" + ", ".join([f"-{f}" for f in gone] + [f"+{f}" for f in added]) + ")")
-    return (f" ({' and '.join(said)}, so different test rows: trainyard evaluate OLD NEW --data ROWS scores both "
-            "on the same rows)") if said else ""
-
-
-def _answers_by(decision: Optional[dict]) -> str:
-    return (f"the cut-off {decision['rule']} for {decision['positive']!r}" if decision else "the likelier class")
-
-
-def _worse_than(replaced: Optional[tuple], test: dict, task: str, decision: Optional[dict] = None) -> str:
-    """"version X ... scored test f1 0.75, this one 0.52" when the new version scores worse on its test split
-    than the version it replaces did on its own; "" otherwise. Versions that answer by different cut-offs
-    (`decision`: a credit team's min_recall against an earlier threshold) are not ranked by F1, which a cut-off
-    trades for recall on purpose: the note names both instead."""
-    key, higher = _COMPARED[task]
-    if replaced is None:
-        return ""
-    before = replaced[2]
-    if task == "classification" and ({k: (before or {}).get(k) for k in ("positive", "rule")}
-                                     != {k: (decision or {}).get(k) for k in ("positive", "rule")}):
-        return (f"the version it replaces as the latest, {replaced[0]}, answered by {_answers_by(before)}, this "
-                f"one by {_answers_by(decision)}, so their test {key} is not compared")
-    if key not in test or not isinstance(replaced[1].get(key), (int, float)):
-        return ""
-    old, new = replaced[1][key], test[key]
-    if (new >= old) if higher else (new <= old):
-        return ""
-    return (f"the version it replaces as the latest, {replaced[0]}, scored test {key} {old:.4f} on its test split, "
-            f"this one {new:.4f}")
 
 
 def make_output_dir(path: str | os.PathLike) -> Path:
@@ -317,7 +246,6 @@ def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tupl
     early = start_early(spec, use_gpu=use_gpu, storage_path=storage_root(spec), run_name=run_name)
     try:
         prepared = prepare(spec, progress)
-        _write_summary(spec.output_dir, prepared)
         print_ingest_summary(prepared, progress)
         outcome = (early.finish(prepared, progress) if early is not None else
                    fit(spec, prepared, storage_path=storage_root(spec), run_name=run_name, progress=progress))
@@ -361,7 +289,8 @@ def checkpoint_note(folder: str, finished: bool = True) -> Optional[str]:
 
 
 def _write_summary(output: str, prepared: PreparedData) -> None:
-    """OUTPUT/summary.json: what ingest read, dropped and inferred (local folder or URI)."""
+    """OUTPUT/summary.json: what ingest read, dropped and inferred (local folder or URI), for the bundle just
+    published: a run interrupted or failed after its ingest left it describing other data than OUTPUT/bundle's."""
     text = json.dumps(prepared.ingest.summary(), indent=2, default=str)
     if "://" in output:
         import pyarrow.fs as pafs

@@ -322,12 +322,24 @@ def test_a_runs_folder_without_a_bundle_is_said_to_be_one(tmp_path):
     (tmp_path / "other").mkdir()
     with pytest.raises(B.BundleError, match=r"other is not a trainyard bundle: missing model.safetensors"):
         B.load(tmp_path / "other")
+    # The README's `rm -r runs/<name>/bundles/<version>` of the version `bundle` points to: the same "no training
+    # run has finished" was said of a folder holding other complete versions.
+    for version in ("20261206-100000", "20261206-110000"):
+        (run / "bundles" / version).mkdir(parents=True)
+        (run / "bundles" / version / "manifest.json").write_text("{}")
+    (run / "bundle").symlink_to("bundles/20261206-120000")
+    for given in (run, run / "bundle"):
+        with pytest.raises(B.BundleError, match=rf"^{run / 'bundle'} points to bundles/20261206-120000, which is gone "
+                                                rf"\(deleted\?\); 2 other version\(s\) are in {run / 'bundles'}, the "
+                                                rf"newest 20261206-110000: give its folder .*: ln -sfn "
+                                                rf"bundles/20261206-110000 {run / 'bundle'}$"):
+            B.load(given)
 
 
 def test_a_new_version_that_scores_worse_than_the_one_it_replaces_is_said(tmp_path):
     """`train` after `tune` moved OUTPUT/bundle from a model of test r2 0.75 to one of 0.52 without a word; a
     later `serve OUTPUT` served the worse one."""
-    from jobs.pipeline import _latest_test_metrics, _worse_than
+    from jobs.replaced import latest as _latest_test_metrics, worse_than as _worse_than
 
     assert _latest_test_metrics(tmp_path) is None                  # the first version replaces nothing
     (tmp_path / "bundles" / "v1").mkdir(parents=True)
@@ -357,7 +369,7 @@ def test_a_new_version_that_scores_worse_than_the_one_it_replaces_is_said(tmp_pa
     assert _worse_than(replaced, {"f1": 0.45}, "classification", {**cut, "rule": "threshold 0.3"}).startswith(
         "the version it replaces as the latest, v1, scored test f1 0.7500")      # the same cut-off: compared
     # Trained on other data or features, each version scored its own test split: said, not ranked silently.
-    from jobs.pipeline import _other_data, _trained_on
+    from jobs.replaced import other_data as _other_data, trained_on as _trained_on
 
     (tmp_path / "bundles" / "v1" / "lineage.json").write_text(json.dumps({"data": {"fingerprint": "a" * 40}}))
     (tmp_path / "bundles" / "v1" / "schema.json").write_text(json.dumps(
@@ -372,6 +384,22 @@ def test_a_new_version_that_scores_worse_than_the_one_it_replaces_is_said(tmp_pa
     assert _other_data(before, ("a" * 40, ["rpm"])) == (
         " (other features (-vibration_mm_s), so different test rows: trainyard evaluate OLD NEW --data ROWS "
         "scores both on the same rows)")
+
+
+def test_a_version_of_another_job_taking_the_outputs_pointer_is_said(tmp_path):
+    """A colleague's spec (another name, another label) with the same output moved OUTPUT/bundle to its model;
+    the only word was a worse-score note, and training the first spec again moved it back with none."""
+    from jobs.replaced import latest, notes
+
+    first = _write(tmp_path / "bundle", lineage={"version": "v1", "name": "failures"})
+    replaced = latest(tmp_path)
+    second = _write(tmp_path / "bundle", lineage={"version": "v2", "name": "kinds"})
+    said = notes(replaced, second, {"test": {}}, "classification", tmp_path / B.VERSIONS)
+    assert said == [f"the version it replaces as the latest, {first.name}, is of job 'failures' predicting 'y', this "
+                    f"one of job 'kinds' predicting 'y': {tmp_path / 'bundle'} now answers for another job; to serve "
+                    f"that one: trainyard serve {first}, and give each job its own output"]
+    third = _write(tmp_path / "bundle", lineage={"version": "v3", "name": "kinds"})
+    assert notes(latest(tmp_path), third, {"test": {}}, "classification", tmp_path / B.VERSIONS) == []
 
 
 def test_a_replica_fetches_a_large_bundle_from_its_uri_and_checks_its_version(tmp_path, s3_bucket,  # noqa: F811

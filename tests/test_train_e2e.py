@@ -57,6 +57,23 @@ def test_train_writes_a_complete_bundle(classification_run):
     assert summary["categorical"] == ["machine_type", "shift"]
 
 
+def test_a_run_stopped_after_its_ingest_leaves_summary_json_as_the_bundles(classification_run):
+    """summary.json was written as soon as the data was read: a run of other data interrupted (or failed) after
+    that left it describing rows and columns the served bundle never saw. It is written with the bundle now."""
+    from jobs.pipeline import run_train
+
+    spec_path, out = classification_run
+    before = (out / "summary.json").read_text()
+    spec = load_spec(spec_path, ["train.epochs=2", "data.features.exclude=[shift]"])
+
+    def stop_after_ingest(line: str) -> None:
+        if line.startswith("[data]"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_train(spec, progress=stop_after_ingest)
+    assert (out / "summary.json").read_text() == before
+
+
 def test_bundle_predict_reproduces_test_metrics(classification_run, telemetry_dir):
     spec_path, out = classification_run
     bundle = B.load(out)   # the run's output folder works as well as the bundle folder

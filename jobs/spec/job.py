@@ -149,7 +149,18 @@ def spec_file_hint(p: Path) -> str:
 def run_folder_hint(p: Path) -> str:
     """For a run's output folder that holds no bundle (`trainyard serve runs/x` after a training run that failed
     or was stopped): what it is and what to do; "" for any other path."""
-    if not ((p / "summary.json").is_file() or (p / "ray").is_dir()) or (p / "bundle").exists():
+    pointer = p / "bundle"
+    if pointer.is_symlink() and not pointer.exists():
+        # The README's `rm -r runs/<name>/bundles/<version>` of the latest version: "no training run has finished"
+        # was said of a folder holding 16 versions.
+        left = sorted((v.name for v in (p / "bundles").iterdir() if (v / "manifest.json").is_file()), reverse=True) \
+            if (p / "bundles").is_dir() else []
+        if not left:
+            return f"{pointer} points to {os.readlink(pointer)}, which is gone, and {p} holds no other version"
+        return (f"{pointer} points to {os.readlink(pointer)}, which is gone (deleted?); {len(left)} other version(s) "
+                f"are in {p / 'bundles'}, the newest {left[0]}: give its folder ({p / 'bundles' / left[0]}), or point "
+                f"the link at it: ln -sfn bundles/{left[0]} {pointer}")
+    if not ((p / "summary.json").is_file() or (p / "ray").is_dir()) or pointer.exists():
         return ""
     return (f"{p} is a run's output folder that holds no bundle yet: no training run of it has finished (a run "
             "that failed or was stopped leaves its summary.json and its checkpoints in ray/). Train it to the end "
