@@ -92,7 +92,8 @@ def _answers_by(decision: Optional[dict]) -> str:
     return (f"the cut-off {decision['rule']} for {decision['positive']!r}" if decision else "the likelier class")
 
 
-def worse_than(replaced: Optional[tuple], test: dict, task: str, decision: Optional[dict] = None) -> str:
+def worse_than(replaced: Optional[tuple], test: dict, task: str, decision: Optional[dict] = None,
+               replaces: str = "as the latest") -> str:
     """"version X ... scored test f1 0.75, this one 0.52" when the new version scores worse on its test split
     than the version it replaces did on its own; "" otherwise. Versions that answer by different cut-offs
     (`decision`: a credit team's min_recall against an earlier threshold) are not ranked by F1, which a cut-off
@@ -103,12 +104,12 @@ def worse_than(replaced: Optional[tuple], test: dict, task: str, decision: Optio
     before = replaced[2]
     if task == "classification" and ({k: (before or {}).get(k) for k in ("positive", "rule")}
                                      != {k: (decision or {}).get(k) for k in ("positive", "rule")}):
-        return (f"the version it replaces as the latest, {replaced[0]}, answered by {_answers_by(before)}, this "
+        return (f"the version it replaces {replaces}, {replaced[0]}, answered by {_answers_by(before)}, this "
                 f"one by {_answers_by(decision)}, so their test {key} is not compared")
     if key not in test or not isinstance(replaced[1].get(key), (int, float)):
         return ""
     old, new = replaced[1][key], test[key]
     if (new >= old) if higher else (new <= old):
         return ""
-    return (f"the version it replaces as the latest, {replaced[0]}, scored test {key} {old:.4f} on its test split, "
+    return (f"the version it replaces {replaces}, {replaced[0]}, scored test {key} {old:.4f} on its test split, "
             f"this one {new:.4f}")

@@ -5,6 +5,8 @@ a category no longer accepted). A zero-downtime update that fails every request 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from cluster.errors import EXIT_BAD_INPUT
 from serving.schema import RequestChecker
 from serving.settings import ServeError
@@ -74,3 +76,23 @@ def check_update(name: str, running: dict, new_schema: dict, new_serve: dict, ve
     raise ServeError(f"{said}. Its clients would get a 422 for each from the switch on. Serve the new version beside "
                      f"it (--name {name}-v2 --set route_prefix=/{name}-v2) while they move, or update anyway with "
                      "--breaking", exit_code=EXIT_BAD_INPUT)
+
+
+def update_notes(name: str, running_schema: Optional[dict], running_metrics: Optional[dict], bundle,
+                 old_version: str) -> list[str]:
+    """What an update of app `name` to `bundle` changes in its answers, beside the requests it takes: the cut-off
+    (`jobs.decision.change`), and a test score below the running version's (each on its own test split). A
+    colleague's `serve` of a model of test F1 0.15 replaced one of 0.85 on the same app with no word of it."""
+    from jobs.decision import change as cut_change      # here: jobs.fitted brings pandas to every command
+    from jobs.replaced import worse_than
+
+    before, after = ((running_schema or {}).get("label") or {}).get("decision"), bundle.schema["label"].get("decision")
+    if running_schema and (said := cut_change(before, after)):
+        return [f"[serve] note: {name} {said}"]     # a binary model's answers move with it, not its version alone
+    test = (running_metrics or {}).get("test")
+    if not isinstance(test, dict):
+        return []
+    worse = worse_than((old_version, test, before, None), bundle.metrics.get("test") or {}, bundle.task, after,
+                       replaces=f"in {name}")
+    return [f"[serve] note: {worse}; to serve it again: trainyard serve OUTPUT/bundles/{old_version} --name {name} "
+            "(OUTPUT: its run's output folder)"] if worse else []

@@ -29,7 +29,7 @@ from cluster.ray_compat import ServeDeployment, actor_table, gcs_protos, serve_c
 from jobs.spec import ServeSpec
 from serving.ingress import (check_port_free, choose_ingress, ingress_env, metrics_env, replica_ingress_env,
                              running_ingress)
-from serving.contract import check_update
+from serving.contract import check_update, update_notes
 from serving.payload import payload_json
 from serving.settings import (TOKEN_ENV, ServeError, check_name, check_settings, default_name, keep_running,
                               resolve_spec)
@@ -306,9 +306,9 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     if before:
         check_update(name, {"schema": was, "serve": _replica_settings(before).get("serve")}, bundle.schema,
                      serve_spec.model_dump(mode="json"), (old_version or "running", bundle.version), breaking, progress)
-    from jobs.decision import change as cut_change      # here: jobs.fitted brings pandas to every command
-    if was and (said := cut_change((was.get("label") or {}).get("decision"), bundle.schema["label"].get("decision"))):
-        progress(f"[serve] note: {name} {said}")     # a binary model's answers move with it, not its version alone
+    for note in update_notes(name, was, payload_json(before.init_args[0], "metrics.json"), bundle,
+                             old_version or "running") if was else ():
+        progress(note)
     # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.
     env = {**replica_ingress_env(running_ingress(), serve_spec), **metrics_env(serve_spec)}
     app = application(path, serve_spec, name, token, env_vars=env, token_sha256=kept_sha256, source=str(bundle_path))

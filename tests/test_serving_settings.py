@@ -770,3 +770,20 @@ def test_serving_an_older_version_says_the_run_still_points_to_the_newer(tmp_pat
         f"{pointer}.new {pointer}")
     assert older_version_note(tmp_path / "runs" / "pm" / "bundles" / "v2") is None       # the latest itself
     assert older_version_note(tmp_path / "elsewhere") is None                           # not a run's version
+
+
+def test_an_update_to_a_version_of_a_lower_test_score_is_said(tmp_path):
+    """A colleague's `trainyard serve` of a model of test F1 0.15 replaced one of 0.85 on the same app: the update
+    said "updated A → B" alone (`train` says as much when the output's pointer moves to a worse version)."""
+    from jobs import bundle as B
+    from serving.contract import update_notes
+    from tests.test_bundle_write import _write
+
+    worse = B.load(_write(tmp_path / "out" / "bundle", score=lambda b: {"test": {"f1": 0.15}},
+                          lineage={"version": "v2"}))
+    said = update_notes("shared", worse.schema, {"test": {"f1": 0.85}}, worse, "v1")
+    assert said == ["[serve] note: the version it replaces in shared, v1, scored test f1 0.8500 on its test split, "
+                    "this one 0.1500; to serve it again: trainyard serve OUTPUT/bundles/v1 --name shared (OUTPUT: "
+                    "its run's output folder)"]
+    assert update_notes("shared", worse.schema, {"test": {"f1": 0.10}}, worse, "v1") == []       # better: nothing
+    assert update_notes("shared", worse.schema, None, worse, "v1") == []          # the running one's unknown
