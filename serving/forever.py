@@ -22,8 +22,8 @@ from cluster.ports import connect_error
 from cluster.processes import ALIVE, own_identity, recorded_process
 from cluster.state import state_dir
 from serving.schema import example_record
-from serving.server import (DEPLOY_TIMEOUT_S, Served, _delete_quietly, _first_line, _get_json, app_overview, deploy,
-                            shutdown)
+from serving.ingress import first_line
+from serving.server import DEPLOY_TIMEOUT_S, Served, _delete_quietly, _get_json, app_overview, deploy, shutdown
 from serving.settings import ServeError
 
 
@@ -165,7 +165,7 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                 apps, running = app_overview(served.name)
             except Exception as exc:  # noqa: BLE001 - Serve's controller or Ray went away under us
                 ending = "none"
-                raise ServeError(f"Ray Serve stopped answering while serving {served.name} ({_first_line(exc)}); "
+                raise ServeError(f"Ray Serve stopped answering while serving {served.name} ({first_line(exc)}); "
                                  "stopped serving it") from exc
             if host_record is not None and _deleting_its_apps(host_record, apps):
                 ending = "release"              # its Ray may outlive it (a notebook, a script): ask Serve to go

@@ -191,6 +191,20 @@ def check_port_free(host: str, port: int) -> None:
                              exit_code=EXIT_BAD_INPUT) from None
 
 
+def first_line(exc: BaseException) -> str:
+    """The informative line of a long error (HAProxy's [ALERT] lines, else the last line naming an error)."""
+    text = [l.strip() for l in str(exc).strip().splitlines() if l.strip()]
+    lines = ([l for l in text if "[ALERT]" in l] or [l for l in text if "Error" in l or "error" in l]
+             or text or [type(exc).__name__])
+    return lines[0 if "[ALERT]" in lines[0] else -1][:300]
+
+
+def not_started(host: str, port: int, exc: BaseException) -> ServeError:
+    """Serve's HTTP ingress did not start, on a port `check_port_free` found free (exit 1)."""
+    return ServeError(f"could not start Ray Serve on {host}:{port}: {first_line(exc)}. Try --port with another port "
+                      "(0 picks a free one)")
+
+
 def metrics_env(serve_spec: ServeSpec) -> dict[str, str]:
     # How often request counts reach the autoscaler: from the replicas (HAProxy ingress) or from the
     # proxy's handle (Python proxy). Both are environment settings of those processes in Ray 2.60.

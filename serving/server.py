@@ -27,8 +27,8 @@ from cluster.nodes import alive_nodes
 from cluster.ports import free_ports
 from cluster.ray_compat import ServeDeployment, actor_table, gcs_protos, serve_controller_client, serve_deployment
 from jobs.spec import ServeSpec
-from serving.ingress import (check_port_free, choose_ingress, ingress_env, metrics_env, replica_ingress_env,
-                             running_ingress)
+from serving.ingress import (check_port_free, choose_ingress, first_line, ingress_env, metrics_env,
+                             not_started, replica_ingress_env, running_ingress)
 from serving.contract import check_update, update_notes
 from serving.payload import payload_json
 from serving.settings import (TOKEN_ENV, ServeError, check_name, check_settings, default_name, keep_running,
@@ -99,18 +99,19 @@ def start_serve(serve_spec: ServeSpec, progress: Callable[[str], None] = print) 
     try:
         _start(serve_spec, host, port, ingress)
     except Exception as exc:  # a taken port surfaces as a proxy (or HAProxy) that never becomes ready
-        if not (ingress == "haproxy" and serve_spec.ingress == "auto"):
-            raise ServeError(f"could not start Ray Serve on {host}:{port}: {_first_line(exc)}. Is the port "
-                             "taken? Try --port with another port (0 picks a free one)") from exc
-        # `auto` promised a working server, not HAProxy: the Python proxy is slower but has no extra parts.
-        progress(f"[serve] the HAProxy ingress did not start ({_first_line(exc)}); using Serve's proxy")
         _shutdown_quietly()
+        check_port_free(host, port)     # taken since the check above (a second serve started beside): exit 2
+        if not (ingress == "haproxy" and serve_spec.ingress == "auto"):
+            raise not_started(host, port, exc) from exc
+        # `auto` promised a working server, not HAProxy: the Python proxy is slower but has no extra parts.
+        progress(f"[serve] the HAProxy ingress did not start ({first_line(exc)}); using Serve's proxy")
         ingress = "proxy"
         try:
             _start(serve_spec, host, port, ingress)
         except Exception as exc2:
-            raise ServeError(f"could not start Ray Serve on {host}:{port}: {_first_line(exc2)}. Is the port "
-                             "taken? Try --port with another port (0 picks a free one)") from exc2
+            _shutdown_quietly()
+            check_port_free(host, port)
+            raise not_started(host, port, exc2) from exc2
     progress(f"[serve] Ray Serve listening on {host}:{port} ({ingress} ingress)")
     return host, port
 
@@ -145,14 +146,6 @@ def _shutdown_quietly() -> None:
         serve.shutdown()
     except Exception:  # noqa: BLE001 - a half-started Serve; what matters is that the next start is clean
         pass
-
-
-def _first_line(exc: BaseException) -> str:
-    """The informative line of a long error (HAProxy's [ALERT] lines, else the last line naming an error)."""
-    text = [l.strip() for l in str(exc).strip().splitlines() if l.strip()]
-    lines = ([l for l in text if "[ALERT]" in l] or [l for l in text if "Error" in l or "error" in l]
-             or text or [type(exc).__name__])
-    return lines[0 if "[ALERT]" in lines[0] else -1][:300]
 
 
 def app_status(name: str) -> Optional[dict]:
@@ -450,7 +443,7 @@ def _roll_back(name: str, before: ServeDeployment, old_version: Optional[str],
         _run(before.redeploy, name, before.route_prefix)
         _wait_running(name, time.monotonic() + ROLLBACK_TIMEOUT_S, ROLLBACK_TIMEOUT_S, lambda _: None)
     except Exception as exc:  # noqa: BLE001 - the update's error stays the one raised; this one is added to it
-        return (f"Rolling back to {label} failed too ({_first_line(exc)}): redeploy a working bundle with "
+        return (f"Rolling back to {label} failed too ({first_line(exc)}): redeploy a working bundle with "
                 f"`trainyard serve BUNDLE --name {name}`.")
     return f"Rolled back: {name} serves {label} again, and replicas started from now on run it."
 

@@ -69,6 +69,42 @@ def test_an_empty_token_is_refused_before_anything_starts(tmp_path, monkeypatch)
     assert resolve_token(None) == "from-env" and resolve_token(None, no_token=True) is None
 
 
+RACED_PORT = """
+import socket, sys, ray
+from serving import server
+from jobs.spec import ServeSpec
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+held = socket.socket()
+held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+held.bind(("127.0.0.1", 0))
+held.listen()
+checks = []
+real = server.check_port_free
+def free_at_first(host, port):      # the port was free when checked, and taken before Serve bound it
+    checks.append(port)
+    if len(checks) > 1:
+        real(host, port)
+server.check_port_free = free_at_first
+try:
+    server.start_serve(ServeSpec(host="127.0.0.1", port=held.getsockname()[1]), progress=print)
+except Exception as exc:
+    print(f"{type(exc).__name__} exit {getattr(exc, 'exit_code', None)}: {exc}")
+ray.shutdown()
+"""
+
+
+def test_a_port_taken_between_the_check_and_serves_start_is_bad_input_naming_it(tmp_path):
+    """Two `trainyard serve` started at once on one port: the loser passed the port check, then Serve's ingress
+    failed to bind: exit 1, "the HAProxy ingress did not start (The actor is dead ...)" and a second try. It is
+    the taken port's message and exit 2 now (in its own Ray: Serve has one HTTP address per cluster)."""
+    run = subprocess.run([sys.executable, "-c", RACED_PORT], capture_output=True, text=True, timeout=240,
+                         env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    said = [line for line in run.stdout.splitlines() if "exit" in line]
+    assert said and said[-1].startswith("ServeError exit 2: cannot listen on 127.0.0.1:") and \
+        "Another server has the port" in said[-1], run.stdout + run.stderr[-2000:]
+    assert "HAProxy ingress did not start" not in run.stdout
+
+
 def test_serve_flags_for_auth_and_the_time_limit_are_checked_by_the_parser(capsys):
     from trainyard.cli import build_parser
 
