@@ -239,7 +239,7 @@ def _inferred_role(column: str, data: DataSpec, text: bool) -> bool:
 
 # A column named as an identifier: customer_id, order-ID, Id, customerId, uuid. Whole numbers named so, each
 # once, are an ID even when they are not consecutive (a warehouse's customer numbers).
-_ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid)$|[a-z](Id|ID)$", re.I)
+_ID_NAME = re.compile(r"(?i:(^|[_\s.-])(id|uuid|guid))$|[a-z](Id|ID)$")     # not 'paid', 'valid', 'covid
 
 
 def id_candidates(schema: pa.Schema, columns: list[str], data: DataSpec, facts: dict, *,

@@ -391,7 +391,8 @@ def test_warehouse_ids_repeats_across_blocks_numbers_and_dates_stored_as_text(tm
                       "signup": [f"{m:02d}/{d:02d}/20{y}" for m, d, y in zip(rng.integers(1, 13, n),
                                                                           rng.integers(1, 29, n),
                                                                           rng.integers(15, 25, n))],
-                      "orders": rng.integers(0, 40, n), "y": np.arange(n) % 2})
+                      "orders": rng.integers(0, 40, n), "paid": rng.choice(10**7, n, replace=False),
+                      "y": np.arange(n) % 2})
     for i in range(4):                                                          # 4 shards: 4 blocks at least
         pq.write_table(table.slice(500 * i, 500), tmp_path / f"customers-{i}.parquet")
     spec = validate_spec({"name": "c", "data": {"path": str(tmp_path), "label": "y"}})
@@ -412,6 +413,7 @@ def test_warehouse_ids_repeats_across_blocks_numbers_and_dates_stored_as_text(tm
     lines: list[str] = []
     r = ingest(data_spec(tmp_path, features={"exclude": ["customer_id", "price"]}), progress=lines.append)
     assert "last_login" in r.categorical and "signup" in r.categorical
+    assert "paid" in r.numeric              # a different whole number in each row, but not named as an ID
     notes = [line for line in lines if line.startswith("[ingest] note: column 'signup' has more than 100 distinct")]
     assert notes and re.search(r"its values look like dates or times \('\d\d/\d\d/20\d\d', '\d\d/\d\d/20\d\d'\), "
                                r"which trainyard does not read: derive a number from them in the data \(days before "
