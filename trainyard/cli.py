@@ -183,13 +183,15 @@ class Kit:
 
 
 # ---------------------------------------------------------------------------------------------- commands
-def check_before_ray(spec, *, search: Optional[bool] = None, notes: Optional[list[str]] = None) -> None:
+def check_before_ray(spec, *, search: Optional[bool] = None, notes: Optional[list[str]] = None,
+                     resume: bool = False) -> None:
     """What can be refused before Ray starts (seconds, not the half minute of a Ray start): a label or listed
     column the data's files lack, a search that cannot run, a metric the label cannot give (val_auc on a
     multiclass label, read from the label column alone), an encoder not found, an output folder this machine
     cannot write. Every problem at once (`jobs.precheck.refuse`). `search`: the spec's tune section is used
     (default: when it has one; `train` trains once). `notes`: `validate`'s list to add what the look at the data's
-    values found to say to, and the output's problem (a spec for a cluster may name a folder only its nodes have)."""
+    values found to say to, and the output's problem (a spec for a cluster may name a folder only its nodes have).
+    `resume`: `--resume` was given; no search of this spec to continue is a problem too (`tuning.resume.check`)."""
     from jobs import precheck
     from jobs.spec import SpecError
 
@@ -201,11 +203,18 @@ def check_before_ray(spec, *, search: Optional[bool] = None, notes: Optional[lis
         else:
             notes.append(f"{output}. A run on this machine would stop there")
     if searching:
-        from tuning import space
+        from tuning import resume as RESUME, space
         try:
             space.check(spec)      # the tune checks, the metric's needs of the label included
         except SpecError as exc:
             spec_problems = exc.problems + spec_problems
+        try:
+            if resume:
+                RESUME.check(spec)
+        except SpecError as exc:
+            spec_problems += exc.problems
+        except BadInput as exc:
+            spec_problems.append(str(exc))
     precheck.refuse(spec_problems, data_problems)
 
 
@@ -298,10 +307,7 @@ def cmd_run(args) -> int:
                          "section; drop --resume to train from the start"])
     # Before hours of training, not after: a serving layer that cannot load fails the command now.
     serving = None if args.no_serve else _import("serving")
-    check_before_ray(spec)
-    if args.resume:
-        from tuning import resume
-        resume.check(spec)
+    check_before_ray(spec, resume=args.resume)
     from jobs import RUN_IMPORTS
     from tuning import SEARCH_IMPORTS
     KIT.connect(args, spec, imports=SEARCH_IMPORTS if spec.tune is not None else RUN_IMPORTS)

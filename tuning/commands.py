@@ -16,10 +16,8 @@ def register(subparsers, kit) -> None:
         if spec.tune is None:
             raise BadInput(f"{args.spec} has no `tune` section, so there is nothing to search; add one (e.g. "
                            "tune: {samples: 8, lr: {loguniform: [1.0e-4, 1.0e-1]}}) or use `trainyard train`")
-        kit.check_before_ray(spec)     # refused in seconds, before Ray starts (run_tune checks the search again)
-        if args.resume:
-            from tuning import resume
-            resume.check(spec)         # nothing to resume, or another spec's search: before Ray, not after it
+        # Refused in seconds, before Ray starts (run_tune checks the search again), --resume with nothing to resume too.
+        kit.check_before_ray(spec, resume=args.resume)
         from tuning import SEARCH_IMPORTS
         kit.connect(args, spec, imports=SEARCH_IMPORTS)
         path, _ = run_tune(spec, resume=args.resume, progress=kit.progress, resume_command=kit.resume_command(args))
