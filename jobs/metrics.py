@@ -62,6 +62,30 @@ def per_class_scores(cm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return precision, recall, f1
 
 
+# Classes shown one line each (`train`'s per-class lines, `evaluate`'s recall rows): the ones with the most rows.
+CLASSES_SHOWN = 10
+
+
+def classes_shown(rows: list[int], limit: int = CLASSES_SHOWN) -> tuple[list[int], list[int]]:
+    """(the indices of the `limit` classes with the most rows, most first; the others, fewest rows last). With 37
+    classes, the first ten in the bundle's order were shown, or none, and nothing said of the rest."""
+    order = sorted(range(len(rows)), key=lambda i: -rows[i])
+    return order[:limit], order[limit:]
+
+
+def rest_line(names: list, rest: list[int], rows: list[int], recall: Optional[list[float]] = None,
+              lowest: int = 5) -> str:
+    """"... 27 more class(es), 312 row(s) in all, not shown" for the classes `classes_shown` left out; with
+    `recall`, the lowest among them ('Toys' 0.0000 (4 rows), ...), where a long tail's failures hide."""
+    said = f"[evaluate] ... {len(rest)} more class(es), {sum(rows[i] for i in rest):,} row(s) in all, not shown"
+    if recall is not None:
+        worst = sorted((i for i in rest if rows[i]), key=lambda i: (recall[i], -rows[i]))[:lowest]
+        if worst:
+            said += "; the lowest recall among them: " + ", ".join(
+                f"{names[i]!r} {recall[i]:.4f} ({rows[i]} rows)" for i in worst)
+    return said
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """(n_classes, n_classes) counts, rows = true class, columns = predicted; absent classes keep their row."""
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)

@@ -154,7 +154,7 @@ def read_labels(path: str, classes: Optional[list], progress: Callable[[str], No
         odd = sorted(set(df["label"]) - known)
         if odd:
             raise MonitorInputError(f"--labels {path}: column 'label' holds {odd[0]!r}, which is not a class of the "
-                                    f"bundle (classes: {', '.join(map(str, classes))})")
+                                    f"bundle (classes: {', '.join(map(repr, classes))})")
     else:
         numbers = pd.to_numeric(df["label"], errors="coerce")
         odd = df["label"][numbers.isna() | ~np.isfinite(numbers.astype(float))]

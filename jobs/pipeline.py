@@ -20,6 +20,7 @@ from jobs import replaced as REPLACED
 from jobs.contracts import PreparedData
 from jobs.early import start_early
 from jobs.evaluate import evaluate
+from jobs.metrics import CLASSES_SHOWN, classes_shown, per_class_scores, rest_line
 from jobs.spec import JobSpec, dump_spec, storage_root
 from jobs.train import TrainOutcome, check_cluster, fit, summary_table
 
@@ -338,9 +339,6 @@ def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None]
 
 # Shown per class, under the averages, up to this many classes: on an imbalanced label the macro averages hide
 # the rare class ("recall 0.62" reads as "62% of defaulters caught" when it is 38%).
-_CLASSES_SHOWN = 10
-
-
 def format_metrics(metrics: dict, classes: Optional[list] = None) -> str:
     """The val/test table; precision, recall and F1 are macro averages (every class counts the same), said so;
     with `classes`, each class's own precision, recall and F1 on the test split, from its confusion matrix."""
@@ -353,9 +351,14 @@ def format_metrics(metrics: dict, classes: Optional[list] = None) -> str:
         lines.append(f"[evaluate] {shown:<18}" + fmt(v) + fmt(t))
     cm = metrics.get("test", {}).get("confusion_matrix")
     if cm is not None:
-        order = f"; classes {', '.join(map(str, classes))}" if classes and len(classes) == len(cm) else ""
-        lines.append(f"[evaluate] test confusion matrix (rows = true{order}): {cm}")
-        if classes and len(classes) == len(cm) <= _CLASSES_SHOWN:
+        named = bool(classes) and len(classes) == len(cm)
+        if len(cm) <= CLASSES_SHOWN:       # names quoted: 'Home, Kitchen' is one class, '  Books' keeps its spaces
+            order = f"; classes {', '.join(map(repr, classes))}" if named else ""
+            lines.append(f"[evaluate] test confusion matrix (rows = true{order}): {cm}")
+        else:
+            lines.append(f"[evaluate] test confusion matrix: {len(cm)} x {len(cm)}, in the bundle's metrics.json "
+                         "(test.confusion_matrix: rows = true, in the order of schema.json's label.classes)")
+        if named:
             lines += _per_class(cm, classes)
         lines += _one_class_warning(cm, classes, metrics.get("decision"))
         lines += _target_missed(cm, metrics.get("decision"))
@@ -411,11 +414,11 @@ RARER = 1.5
 
 
 def _per_class(cm: list[list[int]], classes: list) -> list[str]:
-    from jobs.metrics import per_class_scores
+    """Each class's scores on the test split: of the CLASSES_SHOWN with the most rows, and the lowest recalls of
+    the rest, where there are more."""
     precision, recall, f1 = per_class_scores(cm)
-    rows = sum(map(sum, cm))
-    lines = []
-    for i, name in enumerate(classes):
-        lines.append(f"[evaluate] test class {str(name)!r}: precision {precision[i]:.4f}  recall {recall[i]:.4f}  "
-                     f"f1 {f1[i]:.4f}  ({sum(cm[i])} of {rows} rows)")
-    return lines
+    held = [sum(row) for row in cm]
+    shown, rest = classes_shown(held)
+    lines = [f"[evaluate] test class {str(classes[i])!r}: precision {precision[i]:.4f}  recall {recall[i]:.4f}  "
+             f"f1 {f1[i]:.4f}  ({held[i]} of {sum(held)} rows)" for i in (shown if rest else range(len(cm)))]
+    return lines + ([rest_line([str(c) for c in classes], rest, held, list(recall))] if rest else [])

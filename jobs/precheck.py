@@ -139,8 +139,12 @@ def class_notes(spec: JobSpec) -> list[str]:
 
     if spec.data.task == "regression" or spec.data.is_image:
         return []
-    values = label_values(spec.data, _MOST_VALUES)
+    values = label_values(spec.data, _MOST_CLASSES_LOOKED_AT)       # not the first 21 alone: a catalogue has 37
     return [look_alike_note(spec.data.label, group) for group in look_alike(values or [])]
+
+
+# Label values `class_notes` reads for classes written two ways (`look_alike` compares every pair).
+_MOST_CLASSES_LOOKED_AT = 1000
 
 
 def _inferred_task(values: list, complete: bool, label: str) -> Optional[str]:

@@ -169,9 +169,23 @@ def test_the_evaluate_table_says_macro_and_gives_each_class_its_own_precision_an
     assert lines[-2:] == [
         "[evaluate] test class '0': precision 0.8667  recall 0.8455  f1 0.8560  (123 of 149 rows)",
         "[evaluate] test class '1': precision 0.3448  recall 0.3846  f1 0.3636  (26 of 149 rows)"]
-    # Many classes: the matrix, not a line each.
-    many = {**metrics, "test": {**metrics["test"], "confusion_matrix": [[1] * 11] * 11}}
-    assert "test class" not in format_metrics(many, list(range(11)))
+    # Many classes (a product catalogue's 37, a long tail): the ten with the most rows a line each, then the rest
+    # with their lowest recalls; the matrix in metrics.json, not a 3 KB line. None were shown, and nothing said.
+    names = ["Home, Kitchen", "  Books"] + [f"c{i}" for i in range(2, 12)]
+    cm = [[0] * 12 for _ in range(12)]
+    for i in range(12):
+        cm[i][i] = 20 - i if i < 10 else 0          # the two smallest classes never right
+        cm[i][(i + 1) % 12] = 2
+    many = format_metrics({**metrics, "test": {**metrics["test"], "confusion_matrix": cm}}, names).splitlines()
+    assert "[evaluate] test confusion matrix: 12 x 12, in the bundle's metrics.json (test.confusion_matrix: rows " \
+           "= true, in the order of schema.json's label.classes)" in many
+    per_class = [line for line in many if line.startswith("[evaluate] test class")]
+    assert len(per_class) == 10 and per_class[0].startswith("[evaluate] test class 'Home, Kitchen': ")
+    assert per_class[1].startswith("[evaluate] test class '  Books': ")
+    assert "[evaluate] ... 2 more class(es), 4 row(s) in all, not shown; the lowest recall among them: 'c10' 0.0000 " \
+           "(2 rows), 'c11' 0.0000 (2 rows)" in many
+    few = format_metrics(metrics, ["Home, Kitchen", "  Books"])
+    assert "(rows = true; classes 'Home, Kitchen', '  Books'): [[104, 19], [16, 10]]" in few
 
 
 def test_a_model_that_predicts_one_class_for_every_row_is_warned_of():
@@ -181,7 +195,7 @@ def test_a_model_that_predicts_one_class_for_every_row_is_warned_of():
 
     metrics = {"val": {"val_accuracy": 0.9}, "test": {"accuracy": 202 / 224, "confusion_matrix": [[202, 0], [22, 0]]}}
     lines = format_metrics(metrics, ["no", "yes"]).splitlines()
-    assert "[evaluate] test confusion matrix (rows = true; classes no, yes): [[202, 0], [22, 0]]" in lines
+    assert "[evaluate] test confusion matrix (rows = true; classes 'no', 'yes'): [[202, 0], [22, 0]]" in lines
     assert lines[-1] == (
         "[evaluate] warning: the model predicts 'no' for every test row; it never predicts 'yes' (10% of the rows). "
         "Judge epochs and trials by val_f1 or val_auc (train.early_stop.metric, tune.metric) rather than "

@@ -349,6 +349,11 @@ def test_empty_and_repeated_labels_are_counted_and_a_regression_label_that_is_no
         read_labels(str(path), None, said.append)
     path.write_text("request_id,label\nr1,1.5\nr3,\n")
     assert read_labels(str(path), None, said.append).column("label").to_pylist() == [1.5]
+    # Class names quoted: "(classes: ..., Home, Kitchen, ...)" hid which of them 'Home,  Kitchen' was not.
+    path.write_text('request_id,label\nr1,"Home,  Kitchen"\n')
+    with pytest.raises(MonitorInputError, match=r"holds 'Home,  Kitchen', which is not a class of the bundle \(classes: "
+                                                r"'  Books', 'Home, Kitchen'\)$"):
+        read_labels(str(path), ["  Books", "Home, Kitchen"], said.append)
 
 
 TEXT_SCHEMA = {"input": "text", "task": "classification", "label": {"name": "y", "classes": ["bad", "good"]},

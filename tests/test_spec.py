@@ -586,6 +586,11 @@ def test_validate_notes_label_classes_that_differ_only_in_case(tmp_path):
         "label 'y': classes 'no' and 'no ' differ only in case or in spaces around them, and are trained as different "
         "classes; if they are one, make them the same in the data"]
     assert notes(["no", "yes"] * 5) == [] and notes(["no", "Yes"] * 5, task="regression") == []
+    # A catalogue of 37 classes: only the first 21 values were read, and 'books' (after 'Z...') went unseen.
+    many = [f"Cat {i:02d}" for i in range(35)] + ["Books", "books"]
+    assert notes(many * 2) == ["label 'y': classes 'Books' and 'books' differ only in case or in spaces around "
+                               "them, and are trained as different classes; if they are one, make them the same in "
+                               "the data"]
 
 
 def test_a_label_of_two_types_across_shards_is_told_a_fix_that_applies_to_a_label(tmp_path):

@@ -150,8 +150,11 @@ def _table(names: list[str], scores: list[dict], bundles: list) -> list[str]:
               + "".join(f"{_shown(s.get(k)):>{width}}" for s in scores) for k in keys]
     if bundle.task == "classification":
         from jobs.fitted import canonical
+        from jobs.metrics import classes_shown, rest_line
 
-        for c in bundle.preprocessor.classes[:10]:
+        classes = bundle.preprocessor.classes
+        recalls = []                    # per class of the first bundle: each bundle's recall, and its rows
+        for c in classes:
             cells, held = [], None
             for b, s in zip(bundles, scores):
                 # Each bundle's confusion matrix is in its own class order (a retrain may know another class).
@@ -161,8 +164,17 @@ def _table(names: list[str], scores: list[dict], bundles: list) -> list[str]:
                 rows = sum(cm[i]) if cm and i is not None else 0
                 held = rows if held is None else held
                 cells.append(cm[i][i] / rows if rows else None)
-            lines.append(f"[evaluate] {('recall ' + repr(str(c)))[:22]:<22}"
-                         + "".join(f"{_shown(r):>{width}}" for r in cells) + f"   ({held} rows)")
+            recalls.append((cells, held))
+        held = [h for _, h in recalls]
+        shown, rest = classes_shown(held)
+        for i in shown if rest else range(len(classes)):
+            name = "recall " + repr(str(classes[i]))
+            name = name if len(name) <= 22 else name[:20] + "…'"   # cut, and said so: the quote closes it
+            lines.append(f"[evaluate] {name:<22}" + "".join(f"{_shown(r):>{width}}" for r in recalls[i][0])
+                         + f"   ({held[i]} rows)")
+        if rest:
+            lines.append(rest_line([str(c) for c in classes], rest, held,
+                                   [r[0][0] if r[0][0] is not None else 0.0 for r in recalls]) + f" ({names[0]})")
     unscored = [f"{n}: {s['rows']}" for n, s in zip(names, scores) if s["rows"] != scores[0]["rows"]]
     if unscored:
         lines.append("[evaluate] note: rows scored differ (a label a version has no class for): " + ", ".join(unscored))
