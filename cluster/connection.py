@@ -213,6 +213,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
         ray_compat.keep_loopback()   # else Ray takes the outward address and its metrics port binds 0.0.0.0
         global _embedded_gcs, _embedded_session, _stop_at_exit
         info = ray.init(**kwargs).address_info
+        ray_compat.own_token_file()
         # Only trainyard uses its embedded Ray, and its runs and searches leave a CPU for Ray Data: the data's own
         # tasks of a moment ago holding every CPU is no hang, yet Ray Data warned "The Dataset job will hang" when
         # it found none free (2 of 8 searches on 2 cores, while their data was prepared).

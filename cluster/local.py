@@ -63,6 +63,18 @@ class ClusterError(Failure):
 
 # ---------------------------------------------------------------------------------------------- up
 
+def fresh_token(path: Path) -> str:
+    """A new cluster token in a new file at `path`, readable by its owner alone. O_CREAT alone kept an existing
+    file's mode (a 0644 one stayed readable by every local user, and the token opens the cluster to them), and
+    followed a link put there."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    token = secrets.token_hex(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return token
+
+
 def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store_mb: int = DEFAULT_OBJECT_STORE_MB,
        timeout_s: float = 180.0, progress: Callable[[str], None] = lambda _msg: None) -> dict:
     """Start a head and ``workers`` worker nodes and wait until all of them are alive; returns the state."""
@@ -90,10 +102,7 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
         raise BadInput(f"--state-dir {folder}: cannot be created ({exc.strerror}); give a folder you can write, "
                        "or set TRAINYARD_STATE_DIR") from None
     token_path = folder / "auth_token"
-    fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32))
-    token = token_path.read_text().strip()
+    token = fresh_token(token_path)
 
     ports = free_ports(3 + workers + 1)
     gcs, dashboard, client, agent_ports = ports[0], ports[1], ports[2], ports[3:]

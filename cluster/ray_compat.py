@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Optional
@@ -248,6 +249,23 @@ def token_auth_logger() -> logging.Logger:
     authentication_token_setup`). Checked on Ray 2.60.0."""
     from ray._private.authentication import authentication_token_setup
     return authentication_token_setup.logger
+
+
+def own_token_file() -> None:
+    """Make the token file a local Ray start writes (~/.ray/auth_token) readable by its owner alone.
+
+    Why: Ray 2.60's `generate_and_save_token` writes it with the process umask (0644 under the usual 022), so
+    every local user could read the token that opens the embedded Ray (and its replicas' gRPC port) to running
+    code as this user. Its path is the private `_get_default_token_path`. Checked on Ray 2.60.0."""
+    from ray._private.authentication import authentication_token_setup
+
+    path = authentication_token_setup._get_default_token_path()
+    try:
+        if path.is_file() and not path.is_symlink() and path.stat().st_uid == os.getuid() and \
+                path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:             # another user's home, a read-only one: nothing of ours to tighten
+        pass
 
 
 # ---------------------------------------------------------------------------------------------- worker output

@@ -79,7 +79,11 @@ RESUME_ENV = "TRAINYARD_RESUME_COMMAND"
 # Files that usually hold credentials, as .gitignore patterns (at any depth; a trailing / is a folder): never
 # uploaded by accident, only when a --allow-file pattern names them.
 SECRET_PATTERNS = (".env*", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".aws/", ".ssh/",
-                   "credentials*", ".netrc", ".git-credentials", "*.p12", "*.pfx")
+                   "credentials*", ".netrc", ".git-credentials", "*.p12", "*.pfx",
+                   # A serve token (the README's `openssl rand ... > serve-token`), registry and cluster logins,
+                   # cloud service-account keys, package-index passwords, Terraform variables, secrets manifests.
+                   "token", "token.*", "*-token", "*_token", "*-token.*", "*_token.*", ".docker/", ".kube/", "kubeconfig*", ".config/gcloud/", "*service-account*.json",
+                   "*-sa.json", ".npmrc", ".pypirc", ".htpasswd", "*.tfvars", "secrets.y*ml", "*secret*.json")
 _SHOWN_LARGEST = 5
 
 

@@ -43,10 +43,17 @@ def problems(folder: Path) -> Optional[list[str]]:
         listed = {str(rel): (int(f["bytes"]), str(f["sha256"])) for rel, f in doc["files"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return [f"{NAME} cannot be read ({type(exc).__name__}: {exc})"]
-    found = []
+    root = Path(folder).resolve()
+    # Links anywhere in it, listed or not (a profile.json linked to a file outside was read as the bundle's).
+    found = [f"{p.relative_to(folder)} is a link, which no bundle holds" for p in sorted(Path(folder).rglob("*"))
+             if p.is_symlink() and p.relative_to(folder).as_posix() not in listed]
     for rel, (size, sha) in sorted(listed.items()):
         f = Path(folder) / rel
-        if not f.is_file():
+        if f.is_symlink() or not f.resolve().is_relative_to(root):
+            # trainyard writes neither: a manifest naming ../../etc/hostname, or a file linked outside, read a
+            # file outside the bundle (and said its size).
+            found.append(f"{rel} is {'a link' if f.is_symlink() else 'outside the bundle'}, which no bundle holds")
+        elif not f.is_file():
             found.append(f"{rel} is missing")
         elif f.stat().st_size != size:
             found.append(f"{rel} has {f.stat().st_size:,} bytes, the manifest {size:,}")

@@ -189,6 +189,19 @@ def _explain(error: dict, source: str) -> str:
     return f"{source}: {where}: {error['msg'].removeprefix('Value error, ')}{got}"
 
 
+def exposure_notes(host: str, token: Optional[str], given: Optional[str]) -> list[str]:
+    """What a security review found unsaid: a server on every interface without a token (anyone who reaches the
+    machine can call it), and a token given on the command line (every local user can read it in `ps`)."""
+    notes = []
+    if host in ("0.0.0.0", "::") and token is None:
+        notes.append(f"[serve] note: serving on {host} (every interface) without a token (unless an update keeps "
+                     f"one): anyone who reaches this machine can call it; give --token or ${TOKEN_ENV}")
+    if given is not None:
+        notes.append(f"[serve] note: a --token on the command line is visible to every local user (ps); "
+                     f"${TOKEN_ENV} is not")
+    return notes
+
+
 def cmd_serve(args, kit) -> int:
     from cluster.address import address_from
     from cluster.errors import TrainyardError
@@ -202,6 +215,8 @@ def cmd_serve(args, kit) -> int:
     token = resolve_token(args.token, args.no_token)     # a refused token fails before connecting to Ray
     bundle = load_bundle(args.bundle)                    # and so does a missing or damaged bundle
     spec = serve_settings(args.bundle, args.spec, args.set, kit.progress)
+    for note in exposure_notes(args.host if args.host is not None else spec.host, token, args.token):
+        kit.progress(note)
     port = args.port if args.port is not None else spec.port
     name = args.name or default_name(bundle)
     if note := older_version_note(bundle.path):

@@ -75,11 +75,14 @@ def ingress_env(ingress: str, serve_spec: ServeSpec, host: str) -> dict[str, str
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(private / "server-state"),
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(private / "metrics.sock"),
     }
-    if _is_ipv4(host) and host != "0.0.0.0":
-        # HAProxy's stats page and Prometheus listener bind every interface whatever serve.host says; Serve's
-        # documented binary override lets a 3-line wrapper bind them to serve.host before starting HAProxy.
+    if _is_ipv4(host):
+        # HAProxy's stats page and Prometheus listener bind every interface whatever serve.host says, and ask for
+        # no token: Serve's documented binary override lets a short wrapper bind them to serve.host (to loopback
+        # for a server on 0.0.0.0: the app's own /metrics, behind its token, is the one for the network), and give
+        # a client 10 s to send a request's headers (Serve sets none: slow clients held connections for minutes).
         env.update({"RAY_SERVE_HAPROXY_BINARY_PATH": str(_write_wrapper(private)),
-                    "TRAINYARD_HAPROXY_REAL": haproxy_binary() or "haproxy", "TRAINYARD_HAPROXY_BIND": host})
+                    "TRAINYARD_HAPROXY_REAL": haproxy_binary() or "haproxy",
+                    "TRAINYARD_HAPROXY_BIND": "127.0.0.1" if host == "0.0.0.0" else host})
     return env
 
 
@@ -95,11 +98,14 @@ def replica_ingress_env(ingress: str, serve_spec: ServeSpec) -> dict[str, str]:
 
 _WRAPPER = """#!/bin/sh
 # Written by trainyard (serving/ingress.py): bind HAProxy's stats and Prometheus listeners ("bind :PORT" and
-# "bind *:PORT" in the config Serve generated) to $TRAINYARD_HAPROXY_BIND, then run the real HAProxy.
+# "bind *:PORT" in the config Serve generated) to $TRAINYARD_HAPROXY_BIND, add a timeout for a request's
+# headers beside the client timeout, then run the real HAProxy.
 prev=""; cfg=""
 for a in "$@"; do [ "$prev" = "-f" ] && cfg="$a"; prev="$a"; done
 if [ -n "$cfg" ] && [ -n "$TRAINYARD_HAPROXY_BIND" ]; then
-  sed -i -E "s/^([[:space:]]*bind )[*]?:([0-9]+)[[:space:]]*$/\\1$TRAINYARD_HAPROXY_BIND:\\2/" "$cfg"
+  sed -i -E -e "s/^([[:space:]]*bind )[*]?:([0-9]+)[[:space:]]*$/\\1$TRAINYARD_HAPROXY_BIND:\\2/" \\
+    -e "/^[[:space:]]*timeout http-request 10s$/d" \\
+    -e "s/^([[:space:]]*)(timeout client .*)$/\\1\\2\\n\\1timeout http-request 10s/" "$cfg"
 fi
 exec "$TRAINYARD_HAPROXY_REAL" "$@"
 """

@@ -47,7 +47,24 @@ def bundle_serve_section(bundle_dir: Path) -> tuple[dict, dict[str, Any]]:
     ignored = {name: value_at({"serve": section}, name) for key, value in section.items()
                if key not in ServeSpec.FROM_BUNDLE
                for name in _differing(f"serve.{key}", value, defaults.get(key, _ABSENT))}
-    return {k: v for k, v in section.items() if k in ServeSpec.FROM_BUNDLE}, ignored
+    taken = {k: v for k, v in section.items() if k in ServeSpec.FROM_BUNDLE}
+    # A bundle may lower the request limits, not raise them: one from elsewhere set max_records 100,000,000 and
+    # max_body_mb 100,000, and a 1M-record request took a replica from 0.5 to 1.5 GB with no word.
+    for name in RAISED_ONLY_BY_THE_OPERATOR:
+        value, default = value_at({"serve": taken}, name), value_at({"serve": defaults}, name)
+        if isinstance(value, (int, float)) and isinstance(default, (int, float)) and value > default:
+            ignored[name] = value
+            *path, last = name.split(".")[1:]
+            holder = taken
+            for key in path:
+                holder = holder[key]
+            holder.pop(last)
+    return taken, ignored
+
+
+# The request limits a bundle's spec.yaml may lower but not raise above their defaults (the operator may).
+RAISED_ONLY_BY_THE_OPERATOR = ("serve.max_records", "serve.max_body_mb", "serve.max_ongoing_requests",
+                               "serve.batch.max_size")
 
 
 # The operator's settings an update keeps from the app it replaces when it is not given them (by --spec's serve
@@ -105,8 +122,8 @@ def not_taken_line(names: list[str]) -> Optional[str]:
     if not names:
         return None
     return (f"[serve] not taken from the bundle's spec.yaml, which may set only "
-            f"{', '.join(sorted(ServeSpec.FROM_BUNDLE))}: {', '.join(names)}; if you want them, set them "
-            "yourself (--host, --port, --spec SPEC or --set FIELD=VALUE)")
+            f"{', '.join(sorted(ServeSpec.FROM_BUNDLE))} (limits no higher than their defaults): {', '.join(names)}; "
+            "if you want them, set them yourself (--host, --port, --spec SPEC or --set FIELD=VALUE)")
 
 
 def value_at(tree: dict, name: str) -> Any:

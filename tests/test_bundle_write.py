@@ -92,6 +92,26 @@ def test_a_file_changed_after_publishing_is_named_before_the_bundle_loads(tmp_pa
         B.load(version)
 
 
+def test_a_bundle_never_has_a_file_read_from_outside_it(tmp_path):
+    """A security review's bundles: a manifest entry ../../etc/hostname was read and hashed (its size said), and
+    a profile.json linked to a file outside was loaded as the bundle's. Both are refused, naming them."""
+    import json
+
+    version = _write(tmp_path / "bundle")
+    outside = tmp_path / "secret.json"
+    outside.write_text('{"secret": 1}')
+    (version / "extra.json").symlink_to(outside)
+    with pytest.raises(B.BundleError, match=r"the bundle is not as it was written \(extra.json is a link, which no "
+                                            r"bundle holds\)"):
+        B.load(version)
+    (version / "extra.json").unlink()
+    manifest = json.loads((version / B.MANIFEST).read_text())
+    manifest["files"]["../secret.json"] = {"bytes": 1, "sha256": "0" * 64}
+    (version / B.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(B.BundleError, match=r"\(../secret.json is outside the bundle, which no bundle holds\)"):
+        B.load(version)
+
+
 def test_a_failure_while_scoring_leaves_no_bundle(tmp_path):
     target = tmp_path / "bundle"
 

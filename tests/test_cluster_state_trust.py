@@ -132,3 +132,21 @@ def test_cluster_up_refuses_what_this_machine_cannot_start_before_starting_anyth
     run = subprocess.run([sys.executable, "-m", "trainyard", "cluster", "down", "--timeout", "-1"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "expected a number of seconds above 0, got '-1'" in run.stderr, run.stderr
+
+
+def test_a_new_cluster_token_is_its_owners_alone_whatever_stood_at_its_path(tmp_path):
+    """`cluster up` wrote the token into an existing auth_token keeping its mode (0644: any local user could read
+    it, and with it run code on the cluster), and would have followed a link put there."""
+    from cluster.local import fresh_token
+
+    path = tmp_path / "auth_token"
+    path.write_text("old")
+    path.chmod(0o644)
+    token = fresh_token(path)
+    assert path.read_text() == token and len(token) == 64 and (path.stat().st_mode & 0o777) == 0o600
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("not the token's")
+    path.unlink()
+    path.symlink_to(elsewhere)
+    fresh_token(path)
+    assert elsewhere.read_text() == "not the token's" and not path.is_symlink()

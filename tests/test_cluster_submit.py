@@ -266,7 +266,11 @@ def test_without_git_the_gitignore_selects_what_git_selects(tmp_path):
 
 
 SECRETS = [".env", "app/.env.production", "keys/server.pem", "tls/server.key", ".aws/credentials", "deploy/id_rsa",
-           "deploy/id_rsa.pub", "config/credentials.json"]
+           "deploy/id_rsa.pub", "config/credentials.json",
+           # A security review's list: the README's own serve-token among them.
+           "serve-token", "token.txt", ".docker/config.json", ".kube/config", "kubeconfig",
+           ".config/gcloud/application_default_credentials.json", "gcp-sa.json", ".npmrc", ".pypirc", ".htpasswd",
+           "infra/terraform.tfvars", "k8s/secrets.yaml"]
 
 
 def test_files_that_hold_secrets_are_refused_naming_them_and_the_flag(repo, tmp_path):
@@ -286,8 +290,14 @@ def test_files_that_hold_secrets_are_refused_naming_them_and_the_flag(repo, tmp_
     assert "keys/server.pem" not in str(err.value) and ".env" not in str(err.value).split(": ", 1)[1]
     assert "tls/server.key" in str(err.value) and ".aws/credentials" in str(err.value)
     p = plan(spec_file(tmp_path), "http://127.0.0.1:8265", root=repo,
-             allow_files=[".env*", "*.pem", "*.key", ".aws/", "id_rsa*", "credentials*"])
+             allow_files=[".env*", "*.pem", "*.key", ".aws/", "id_rsa*", "credentials*", "*token*", ".docker/",
+                          ".kube/", "kubeconfig", ".config/", "*.json", ".npmrc", ".pypirc", ".htpasswd", "*.tfvars",
+                          "secrets.yaml"])
     assert set(SECRETS) <= {rel for rel, _ in p.files}
+    import pathspec                                   # as submit matches them; a text model's tokenizer is no secret
+    from cluster.submit import SECRET_PATTERNS
+    secret = pathspec.GitIgnoreSpec.from_lines(SECRET_PATTERNS)
+    assert not any(secret.match_file(f) for f in ("models/tokenizer.json", "jobs/tokens.py", "tokenizer/vocab.txt"))
 
 
 def test_ignored_secret_files_never_get_that_far(repo, tmp_path):

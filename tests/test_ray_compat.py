@@ -274,3 +274,21 @@ def test_ray_train_reads_the_variables_it_propagates_when_it_uses_them_not_at_im
                     found.append(f"{path.name}:{node.lineno}")
             pending.extend(ast.iter_child_nodes(node))
     assert not found, f"Ray Train reads a propagated variable at import: {found}"
+
+
+def test_the_token_file_a_local_ray_writes_is_made_its_owners_alone(tmp_path, monkeypatch):
+    """Ray writes ~/.ray/auth_token with the umask (0644): any local user could read the token that opens the
+    embedded Ray. `own_token_file` (after every embedded start) makes it 0600; Ray reads it from that path."""
+    from ray._private.authentication import authentication_token_setup as setup
+
+    assert "_get_default_token_path()" in inspect.getsource(setup.generate_and_save_token)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    token = tmp_path / ".ray" / "auth_token"
+    token.parent.mkdir()
+    token.write_text("t" * 32)
+    token.chmod(0o644)
+    assert setup._get_default_token_path() == token
+    rc.own_token_file()
+    assert token.stat().st_mode & 0o777 == 0o600
+    token.unlink()
+    rc.own_token_file()                      # none there (a cluster's client): nothing to do, no error

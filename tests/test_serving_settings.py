@@ -99,8 +99,20 @@ def test_ingress_choice_and_environment():
     assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2.0"
     wrapper = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"])
     assert wrapper.is_file() and os.access(wrapper, os.X_OK) and env["TRAINYARD_HAPROXY_BIND"] == "127.0.0.1"
+    # Served on every interface: the app there, HAProxy's stats page and Prometheus listener (no token asked) on
+    # loopback (a security review reached /stats from the network).
     exposed = ingress_env("haproxy", spec, "0.0.0.0")
-    assert "RAY_SERVE_HAPROXY_BINARY_PATH" not in exposed
+    assert exposed["TRAINYARD_HAPROXY_BIND"] == "127.0.0.1" and "RAY_SERVE_HAPROXY_BINARY_PATH" in exposed
+    config = wrapper.parent / "test.cfg"
+    config.write_text("defaults\n    timeout client 3600s\nfrontend f\n    bind 0.0.0.0:8000\nlisten s\n"
+                      "    bind *:8404\n    bind :9101\n")
+    subprocess.run(["sh", str(wrapper), "-f", str(config)], check=True,
+                   env={**os.environ, "TRAINYARD_HAPROXY_BIND": "127.0.0.1", "TRAINYARD_HAPROXY_REAL": "true"})
+    subprocess.run(["sh", str(wrapper), "-f", str(config)], check=True,       # a reload: the same config again
+                   env={**os.environ, "TRAINYARD_HAPROXY_BIND": "127.0.0.1", "TRAINYARD_HAPROXY_REAL": "true"})
+    assert config.read_text().splitlines() == [
+        "defaults", "    timeout client 3600s", "    timeout http-request 10s", "frontend f", "    bind 0.0.0.0:8000",
+        "listen s", "    bind 127.0.0.1:8404", "    bind 127.0.0.1:9101"]
     for folder in (wrapper.parent, Path(exposed["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])):
         shutil.rmtree(folder)
 
@@ -234,7 +246,7 @@ def test_a_bundle_sets_only_batching_limits_and_required_features(tmp_path):
              "unknown_fields": "ignore", "max_body_mb": 1.0, "max_ongoing_requests": 16, "mystery": 1}
     kept, line = bundle_serve_settings(_spec_yaml(tmp_path / "b", serve))
     assert kept == {k: serve[k] for k in ServeSpec.FROM_BUNDLE}
-    named = line.split("unknown_fields: ", 1)[1].split("; ")[0].split(", ")
+    named = line.split("(limits no higher than their defaults): ", 1)[1].split("; ")[0].split(", ")
     assert sorted(named) == ["serve.access_log", "serve.autoscaling.max_replicas", "serve.host", "serve.ingress",
                              "serve.mystery", "serve.port", "serve.ray_actor_options.num_gpus",
                              "serve.ray_actor_options.runtime_env", "serve.route_prefix"]
@@ -246,6 +258,14 @@ def test_a_bundle_sets_only_batching_limits_and_required_features(tmp_path):
     with pytest.raises(SpecError, match=r"spec.yaml: serve: expected a mapping of settings, got \[1\]"):
         bundle_serve_settings(_spec_yaml(tmp_path / "bad", [1]))
     assert set(ServeSpec.FROM_BUNDLE) <= set(ServeSpec.model_fields)
+    # A bundle from elsewhere may lower the request limits, not raise them (a security review's bundle set
+    # max_records 100,000,000 and max_body_mb 100,000, and served without a word): the raised ones are named.
+    raised = {**ServeSpec().model_dump(mode="json"), "max_records": 10**8, "max_body_mb": 1e5,
+              "max_ongoing_requests": 10**5, "batch": {"max_size": 10**6, "wait_ms": 1.0}, "unknown_fields": "ignore"}
+    kept, line = bundle_serve_settings(_spec_yaml(tmp_path / "raised", raised))
+    assert kept == {"batch": {"wait_ms": 1.0}, "required_features": [], "unknown_fields": "ignore"}, kept
+    assert sorted(line.split("defaults): ", 1)[1].split("; ")[0].split(", ")) == [
+        "serve.batch.max_size", "serve.max_body_mb", "serve.max_ongoing_requests", "serve.max_records"]
 
 
 def test_a_taken_port_is_named():
@@ -787,3 +807,15 @@ def test_an_update_to_a_version_of_a_lower_test_score_is_said(tmp_path):
                     "its run's output folder)"]
     assert update_notes("shared", worse.schema, {"test": {"f1": 0.10}}, worse, "v1") == []       # better: nothing
     assert update_notes("shared", worse.schema, None, worse, "v1") == []          # the running one's unknown
+
+
+def test_a_server_open_to_every_interface_or_a_token_in_the_process_list_is_said():
+    """A security review: `serve --host 0.0.0.0` without a token answered anyone, and `--token T` sat in the
+    process list for every local user, with no word of either."""
+    from serving.commands import exposure_notes
+
+    assert exposure_notes("127.0.0.1", None, None) == [] and exposure_notes("0.0.0.0", "t", None) == []
+    open_to_all, in_ps = exposure_notes("0.0.0.0", None, None) + exposure_notes("127.0.0.1", "t", "t")
+    assert open_to_all.startswith("[serve] note: serving on 0.0.0.0 (every interface) without a token")
+    assert in_ps == ("[serve] note: a --token on the command line is visible to every local user (ps); "
+                     "$TRAINYARD_SERVE_TOKEN is not")

@@ -79,6 +79,7 @@ def test_haproxy_runs_from_a_private_folder_and_binds_locally(serve_instance):
     ports = {int(line.split()[1].rsplit(":", 1)[1]) for line in text.splitlines() if line.strip().startswith("bind ")}
     assert len(ports) == 3 and all(_listening(p) == {"127.0.0.1"} for p in ports), {p: _listening(p) for p in ports}
     assert (private / "haproxy-bind.sh").is_file()
+    assert "timeout http-request 10s" in text          # a client has 10 s to send its request's headers
 
 
 def test_a_bundle_cannot_choose_its_runtime_env_or_host(served_bundle, serve_instance, telemetry_dir, tmp_path):
