@@ -43,13 +43,13 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from cluster.errors import BadInput
 from jobs import text_model
 from jobs.fitted import FittedPreprocessor, misspelt_fields
 from jobs.manifest import NAME as MANIFEST, problems as manifest_problems, write as write_manifest
-from jobs.model import build_model
+from jobs.model import load_model
 from jobs.preprocess import load_state
 from jobs.schema import input_schema
 from jobs.spec import run_folder_hint, spec_file_hint
@@ -490,8 +490,7 @@ def _read(p: Path, metrics: Optional[dict] = None) -> Bundle:
     try:
         model_config = text_model.from_bundle(model_config_doc, p)
         pre = load_state(preprocessor_doc, p)
-        model = build_model(model_config)
-        model.load_state_dict(load_file(str(p / "model.safetensors")))
+        model = load_model(model_config, p / "model.safetensors")
     except Exception as exc:  # safetensors, torch and our own config errors alike: name the bundle
         raise BundleError(f"{p}: cannot load the bundle ({type(exc).__name__}: {exc}); "
                           "re-export it with trainyard train/tune") from None

@@ -442,3 +442,20 @@ def test_a_replica_fetches_a_large_bundle_from_its_uri_and_checks_its_version(tm
     # A path that does not hold the version it was deployed with is refused by the replica, never served.
     with pytest.raises(RuntimeError, match=r"holds bundle version v2 now, not v1.*deploy again"):
         P.load_payload({"path": output, "version": "v1"})
+
+
+def test_a_model_json_that_does_not_fit_the_weights_is_refused_before_its_model_is_built(tmp_path):
+    """A 133-byte model.json asking for layers of 20,000 units had 2 GB allocated before the weights showed they
+    did not fit (each replica, each retry). The shapes are compared first, against the file's header."""
+    import json
+    import resource
+
+    version = _write(tmp_path / "bundle")
+    config = json.loads((version / "model.json").read_text())
+    (version / "model.json").write_text(json.dumps({**config, "hidden": [20000, 20000]}))
+    (version / B.MANIFEST).unlink()                                  # as a hand-made bundle would come
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(B.BundleError, match=r"model.json does not describe the weights in model.safetensors \(.*: "
+                                            r"model \(20000, \d+\), weights \(\d+, \d+\)"):
+        B.load(version)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000     # KB: no 1.6 GB layer built
