@@ -49,6 +49,8 @@ def _table_features(pre, dtypes: dict[str, str]) -> list[dict]:
                  **({"trained_on": ranges[s.name]} if s.name in ranges else {})} for s in pre.numeric]
     features += [{"name": s.name, "type": "category", "dtype": dtypes.get(s.name, "string"), "required": False,
                   "categories": list(s.categories),
+                  # Of how many values in the train split: a value outside `categories` may be one training held.
+                  **({"kept_of": seen} if (seen := (pre.stats.get("categories_seen") or {}).get(s.name)) else {}),
                   "missing": "the 'unknown' slot",
                   "unknown": "the 'unknown' slot" if pre.unknown_category == "ignore" else "rejected"}
                  for s in pre.categorical]

@@ -176,11 +176,13 @@ def fit_with_stats(train_ds, data_spec, *, numeric: list[str], categorical: list
         scale = float(scale) if scale and math.isfinite(scale) and scale > 1e-12 else 1.0
         num_states.append(NumericState(c, float(fill), float(center), scale))
 
-    cat_states = []
+    cat_states, cut = [], {}
     for c in categorical:
         counts = category_counts(stats[f"counts({c})"])
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         cat_states.append(CategoricalState(c, [k for k, _ in ranked[: cfg.max_categories]]))
+        if len(ranked) > cfg.max_categories:
+            cut[c] = len(ranked)        # values the train split held, more than kept (`input_schema`'s kept_of)
 
     pre = Preprocessor(task=task, label=label, numeric=num_states, categorical=cat_states,
                        unknown_category=cfg.unknown_category)
@@ -194,6 +196,8 @@ def fit_with_stats(train_ds, data_spec, *, numeric: list[str], categorical: list
         std = stats["std(__label__)"]
         pre.label_scale = float(std) if std and std > 1e-12 else 1.0
     pre.stats["train_rows"] = int(stats["count()"])
+    if cut:
+        pre.stats["categories_seen"] = cut
     pre.stats["numeric"] = {c: {"mean": stats[f"mean({c})"], "std": stats[f"std({c})"],
                                 "min": stats[f"min({c})"], "max": stats[f"max({c})"]} for c in numeric}
     return pre, stats

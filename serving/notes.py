@@ -37,6 +37,15 @@ def absent_columns(features: list[str], columns, label: Optional[str]) -> Option
                + (", ..." if len(unused) > 8 else "") if unused else ""))
 
 
+def kept_words(feature: dict) -> str:
+    """"" unless the feature's train split held more values than it kept as categories (`kept_of` in /schema):
+    then what it kept, for the notes on values outside them (a brand with 9 rows in training was said "not seen in
+    training", and sent its user looking for a data bug)."""
+    of = feature.get("kept_of")
+    return (f"it kept the {len(feature.get('categories') or [])} most frequent of the {of} values it saw in "
+            "training (data.preprocess.max_categories), the rest are its unknown category too") if of else ""
+
+
 def unseen_note(notes: list[dict], rows: int, what: str, features: list[dict]) -> Optional[str]:
     """One line on the rows of `what` holding category values the model did not see in training (`Client.predict`'s
     "unseen_categories"; `features`: /schema's), by feature, most rows first; None when there are none."""
@@ -45,12 +54,14 @@ def unseen_note(notes: list[dict], rows: int, what: str, features: list[dict]) -
     by_field: dict[str, list[dict]] = {}
     for note in notes:
         by_field.setdefault(note["field"], []).append(note)
-    known = {f["name"]: f.get("categories") or [] for f in features}
+    known = {f["name"]: f for f in features}
     parts = []
     for field, found in sorted(by_field.items(), key=lambda kv: -len(kv[1])):
-        cats = known.get(field, [])
+        cats = known.get(field, {}).get("categories") or []
+        kept = kept_words(known.get(field, {}))
         parts.append(f"{field} in {len({n['record'] for n in found})} row(s) (e.g. {found[0]['value']!r}; it knows "
-                     f"{', '.join(map(repr, cats[:8]))}{', ...' if len(cats) > 8 else ''})")
+                     f"{', '.join(map(repr, cats[:8]))}{', ...' if len(cats) > 8 else ''}"
+                     f"{'; ' + kept if kept else ''})")
     return (f"note: {len({n['record'] for n in notes})} of {rows} row(s) of {what} hold categories the model did not "
             "see in training, which it answers as its unknown category, as it does a missing value (the "
             "unseen_categories column names them; a spelling of a known one is better mended in the file): "

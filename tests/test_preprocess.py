@@ -41,6 +41,10 @@ def test_statistics_see_only_the_train_split(fitted):
     assert pre.stats["train_rows"] == len(train)
     kind = pre.categorical[0]
     assert kind.categories == train["kind"].value_counts().index[:2].tolist()  # max_categories=2 keeps the top 2
+    # ... of the 3 values the train split held, which /schema says (`kept_of`) for the notes on values outside.
+    from jobs.schema import input_schema
+    assert pre.stats["categories_seen"] == {"kind": 3}
+    assert next(f for f in input_schema(pre)["features"] if f["name"] == "kind")["kept_of"] == 3
 
 
 def test_state_is_plain_json(fitted, tmp_path):
@@ -48,6 +52,7 @@ def test_state_is_plain_json(fitted, tmp_path):
     pre.save(tmp_path / "p.json")
     again = PP.load(tmp_path / "p.json")
     assert json.loads((tmp_path / "p.json").read_text())["task"] == "classification"
+    assert again.stats["categories_seen"] == {"kind": 3}
     df = pd.DataFrame({"temp": [51.0, None], "kind": ["a", "never-seen"]})
     np.testing.assert_array_equal(pre.transform(df), again.transform(df))
 
@@ -180,6 +185,12 @@ def test_category_values_the_train_split_did_not_hold_are_found_record_by_record
     features = [{"name": "deductible", "categories": ["1000", "500"]},
                 {"name": "region", "categories": [f"r{i}" for i in range(10)]}]
     notes = unseen_categories(known, records)[:3]
+    # A feature whose train split held more values than it kept: a value outside may be one training held.
+    kept = [features[0], {**features[1], "kept_of": 300}]
+    assert unseen_note(notes, 6, "rows.csv", kept).endswith(
+        "region in 1 row(s) (e.g. ' North'; it knows 'r0', 'r1', 'r2', 'r3', 'r4', 'r5', 'r6', 'r7', ...; it kept the "
+        "10 most frequent of the 300 values it saw in training (data.preprocess.max_categories), the rest are its "
+        "unknown category too)")
     assert unseen_note([], 6, "rows.csv", features) is None
     assert unseen_note(notes, 6, "rows.csv", features) == (
         "note: 3 of 6 row(s) of rows.csv hold categories the model did not see in training, which it answers as its "

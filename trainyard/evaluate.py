@@ -103,7 +103,7 @@ def _input_notes(bundle, table) -> list[str]:
     """What `trainyard predict` says of a file, said of the rows a bundle scores: features without a column
     (imputed for every row: a renamed column ranks a version below its worth) and categories it did not see."""
     from jobs.tabular import unseen_categories
-    from serving.notes import absent_columns
+    from serving.notes import absent_columns, kept_words
 
     features = {f["name"]: f for f in bundle.schema["features"]}
     absent = absent_columns(list(features), table.columns, bundle.preprocessor.label)
@@ -115,8 +115,10 @@ def _input_notes(bundle, table) -> list[str]:
     for n in known:
         mine = [x for x in found if x["field"] == n]
         if mine:
+            kept = kept_words(features[n])
             notes.append(f"{len(mine):,} of {len(table):,} row(s) hold a {n!r} it did not see in training (e.g. "
-                         f"{mine[0]['value']!r}), answered as its unknown category")
+                         f"{mine[0]['value']!r}), answered as its unknown category" + (
+                             f"; not all unseen: {kept}" if kept else ""))
     return notes
 
 
