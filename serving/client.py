@@ -457,5 +457,7 @@ def write_table(df, out) -> Path:
     elif suffix == ".parquet":
         df.to_parquet(out, index=False)
     else:
-        df.to_json(out, orient="records", lines=True)
+        # As written: 'Électronique > Audio', not "\u00c9lectronique" (pandas escapes non-ASCII, and every '/').
+        out.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n"
+                               for row in json.loads(df.to_json(orient="records"))), encoding="utf-8")
     return out

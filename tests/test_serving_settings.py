@@ -819,3 +819,19 @@ def test_a_server_open_to_every_interface_or_a_token_in_the_process_list_is_said
     assert open_to_all.startswith("[serve] note: serving on 0.0.0.0 (every interface) without a token")
     assert in_ps == ("[serve] note: a --token on the command line is visible to every local user (ps); "
                      "$TRAINYARD_SERVE_TOKEN is not")
+
+
+def test_a_jsonl_table_is_written_as_its_text_reads(tmp_path):
+    """`predict --out pred.jsonl` wrote "\\u00c9lectronique > Audio" and "Cat 10 \\/ \\u00dcr\\u00fcn": valid JSON,
+    but neither readable nor found by grep; a class name is written as it is now, and reads back the same."""
+    import pandas as pd
+
+    from serving.client import write_table
+
+    df = pd.DataFrame({"prediction": ["Électronique > Audio", "食品"], "probability_Cat 10 / Ürün": [0.25, None],
+                       "n": [1, 2]})
+    out = write_table(df, tmp_path / "pred.jsonl")
+    text = out.read_text(encoding="utf-8")
+    assert '"prediction": "Électronique > Audio"' in text and '"probability_Cat 10 / Ürün": 0.25' in text
+    assert "\\u" not in text and "\\/" not in text and len(text.splitlines()) == 2
+    pd.testing.assert_frame_equal(pd.read_json(out, lines=True), df)
