@@ -109,12 +109,11 @@ class RequestChecker:
         self.known = {name: set(f.get("categories") or []) for name, f in self.features.items()
                       if self.kinds[name] == _CATEGORY}
         # Categories that were booleans in training: 'True', 'FALSE', 1 and '0' are taken as the boolean they
-        # stand for, here, for everything after (the model, unseen_categories, the logs and the monitor).
-        self.booleans = {name for name, f in self.features.items()
-                         if self.kinds[name] == _CATEGORY and f.get("dtype") == "bool"}
-        if self.booleans:
-            from jobs.fitted import as_bool
-            self._as_bool = as_bool
+        # stand for, here, for everything after (the model, unseen_categories, the logs and the monitor), by the
+        # preprocessor's own rule (`jobs.fitted.is_boolean`: its categories are 'true' and 'false').
+        from jobs.fitted import as_bool, is_boolean
+        self.booleans = {name for name, known in self.known.items() if is_boolean(known)}
+        self._as_bool = as_bool
         if required_features == "all":
             required = list(self.features)
         else:
