@@ -17,6 +17,9 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
+import sys
+import threading
 
 import ray
 
@@ -178,6 +181,38 @@ def stop_embedded(*, reap: bool = True) -> list[dict]:
     return left
 
 
+def _stop_at_exit_told() -> None:
+    """`stop_embedded` at exit, a Ctrl-C meanwhile told rather than raised (`tell_ctrl_c`)."""
+    tell_ctrl_c()
+    stop_embedded()
+
+
+STOPPING_NOTE = "[ray] stopping Ray (a few seconds); press Ctrl-C again to leave now"
+
+
+def tell_ctrl_c() -> None:
+    """For the rest of the process, once its work is done and Ray stops (at exit): a Ctrl-C there raised
+    KeyboardInterrupt wherever it landed, and Python printed "Exception ignored in: <function WeakSet...>" with a
+    traceback after "bundle written to" while the stop went on regardless. Now the first Ctrl-C says what is
+    happening (`STOPPING_NOTE`) and the second leaves at once, exit code 130 (the embedded Ray's processes share
+    this one's fate and end with it). Only the main thread may set a signal handler: elsewhere, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    pressed = []
+
+    def on_ctrl_c(signum, frame) -> None:
+        if pressed:
+            os._exit(130)
+        pressed.append(signum)
+        try:
+            sys.stderr.write(STOPPING_NOTE + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):      # stderr closed or gone: the note is all that is lost
+            pass
+
+    signal.signal(signal.SIGINT, on_ctrl_c)
+
+
 def disconnect(*, reap: bool = True) -> list[dict]:
     """End this process's connection to Ray, whichever `connect` made: the embedded Ray it started is stopped
     (`stop_embedded`, its workers reaped; with `reap=False` those still running are returned, left to the caller),
@@ -220,7 +255,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
         hide_no_free_cpu_warning()
         _embedded_gcs, _embedded_session = info["gcs_address"], info["session_dir"]
         if not _stop_at_exit:
-            atexit.register(stop_embedded)   # after Ray's own exit handler (registered at `import ray`): runs first
+            atexit.register(_stop_at_exit_told)   # after Ray's own exit handler (registered at `import ray`): first
             _stop_at_exit = True
         return describe_resources()
     if parsed.kind == "dashboard":

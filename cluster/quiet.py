@@ -259,8 +259,11 @@ class WorkerOutputFilter:
         self._raylet_died_at = float("-inf")
         self._own: deque[str] = deque(maxlen=64)     # the workers' latest trainyard lines, for `await_line`
         self._passed = threading.Condition()
+        self.muted = False
 
     def __call__(self, out: ray_compat.WorkerOutput) -> None:
+        if self.muted:
+            return
         if out.process == ray_compat.TRAIN_WORKER:
             for text in out.lines:
                 if OWN_LINE.match(text):
@@ -312,6 +315,15 @@ class WorkerOutputFilter:
 
 
 _routed: Optional[WorkerOutputFilter] = None
+
+
+def mute_workers() -> None:
+    """Show nothing more of what Ray forwards (`WorkerOutputFilter.route`d): after the command said "interrupted",
+    its workers, still being stopped, printed their next epoch's line (the run read as going on) and, stopped,
+    the tracebacks of their stop."""
+    if _routed is not None:
+        _routed.muted = True
+
 # How long a driver waits for a run's last [train] line. A worker's lines reach the driver through Ray's log
 # monitor, a beat behind the run's end: without the wait, the driver's "[train] summary" came before the last
 # epoch's line in 3 of 4 runs whose output went to a file. The line comes in well under a second.

@@ -166,6 +166,11 @@ class EarlyRun:
         # A daemon: a process that ends (Ctrl-C, an error) does not wait for a run it no longer follows; Ray's
         # shutdown (embedded) or the driver's exit (a cluster: the controller is this driver's actor) ends it.
         self._thread = threading.Thread(target=self._fit, name="trainyard-train", daemon=True)
+        # Set as the thread ends: waited on instead of the thread's join(). In CPython 3.11 a join() that a Ctrl-C
+        # interrupts (KeyboardInterrupt in the lock's acquire) releases the running thread's state lock and marks
+        # it stopped (bpo-45274's handling): is_alive() then said False of a run still training, every later
+        # join() returned at once, and the embedded Ray was stopped at exit under the run (`abort`).
+        self._ended = threading.Event()
         self._thread.start()
 
     def _fit(self) -> None:
@@ -186,6 +191,7 @@ class EarlyRun:
             if aborted:
                 self._remove_run()
                 atexit.unregister(self._at_exit)
+            self._ended.set()
 
     def _controller_made(self, controller) -> None:
         """The run's controller, made (in the thread): kept so that `abort` can end the run; ended now if the run
@@ -204,24 +210,28 @@ class EarlyRun:
         if handoff is not None:
             handoff.give.remote(wrap(run_loop_config(self.spec, prepared, config)))
         self._handed = True
-        self._thread.join()
+        self.wait()
         if self._error is not None:
             raise TrainError(f"training failed: {worker_error(self._error)}. The run is at "
                              f"{self.storage_path}/{self.run_name}") from self._error
         return outcome_of(self._result, config, progress)
 
     def abort(self) -> None:
-        """Give the run up before its data was handed over (no-op after `finish` handed it): its worker takes
-        nothing and returns, and the run's folder is removed once the run has ended. The caller goes on at once
-        (its error is said now); a process that exits before the run has ended ends it (`_at_exit`)."""
-        if self._handed or self._aborted:
+        """Give the run up. Before its data was handed over: its worker takes nothing and returns, and the run's
+        folder is removed once the run has ended. After (a Ctrl-C while it trains, which reaches `finish`'s wait,
+        not the run's thread): the run is aborted, its folder kept with its checkpoints (one without any goes).
+        The caller goes on at once (its error is said now); a process that exits before the run has ended waits
+        for it (`_at_exit`). With the run's thread still in Ray Train's fit, the embedded Ray stopped at exit
+        under it ended a Ctrl-C'd `trainyard train` with exit code 1 ("The core worker has already been
+        shutdown") or a segmentation fault (139) instead of 130: 5 of 18 Ctrl-Cs mid-training on 2 cores."""
+        if self._aborted:
             return
         handoff = self._handoff
-        if handoff is not None:
+        if handoff is not None and not self._handed:
             handoff.give.remote(None)
         with _LOCK:     # against the thread's end: one of the two removes the folder
             self._aborted = True
-            running, controller = self._thread.is_alive(), self._controller
+            running, controller = not self._ended.is_set(), self._controller
             if running:
                 _GIVEN_UP.add(self)
                 atexit.register(self._at_exit)
@@ -238,7 +248,7 @@ class EarlyRun:
             abort_run(controller)
 
     def _at_exit(self) -> None:
-        """A process exits while the run it gave up is still starting. On the embedded Ray this process started,
+        """A process exits while the run it gave up is still starting (or, interrupted, training). On the embedded Ray this process started,
         wait up to EMBEDDED_ABORT_WAIT_S for the run to end (`abort` has ended its controller), saying so after a
         second, then stop Ray, as its own exit handler would a moment later, and remove the run's folder. Stopping Ray at once, with the
         run's thread still in Ray Train's `fit`, let that thread reach Ray's shut-down core worker, whose C++
@@ -247,7 +257,7 @@ class EarlyRun:
         longer (6.6-10.9 s against 7.6-8.8 s with the wait: the run ended 0.4-1.3 s after the abort).
         Joined to a cluster, wait up to ABORT_WAIT_S for the run to end (its worker takes nothing and returns; the
         thread's end removes the folder), saying so after a second; a Ctrl-C there leaves the folder and says so."""
-        if not self._thread.is_alive():
+        if self._ended.is_set():
             self._remove_run()      # idempotent: the thread's end may have seen the run before it was given up
             return
         if self._embedded:
@@ -262,27 +272,27 @@ class EarlyRun:
             return
         folder = f"{self.storage_path.rstrip('/')}/{self.run_name}"
         try:
-            if self._wait_saying(ABORT_WAIT_S, f"to remove its folder {folder} (Ctrl-C leaves it)"):
+            if self._wait_saying(ABORT_WAIT_S, "before this driver leaves (Ctrl-C leaves now)" if self._handed else
+                                 f"to remove its folder {folder} (Ctrl-C leaves it)"):
                 return
         except KeyboardInterrupt:
             pass
-        print(f"[train] left {folder}: the training run started while the data was read had not stopped; it holds "
-              "no checkpoint, delete it at will",
-              file=sys.stderr, flush=True)
+        if not self._handed:        # an interrupted run's folder holds its checkpoints: nothing to say of it
+            print(f"[train] left {folder}: the training run started while the data was read had not stopped; it "
+                  "holds no checkpoint, delete it at will", file=sys.stderr, flush=True)
 
     def _wait_saying(self, limit: float, why: str) -> bool:
         """`wait` up to `limit` s for the run given up to end, saying so (with `why`) if it has not within a
         second; whether it has."""
         if self.wait(1.0):
             return True
-        print(f"[train] waiting up to {limit:g} s for the training run started while the data was read to stop, "
-              f"{why}", file=sys.stderr, flush=True)
+        run = "the interrupted training run" if self._handed else "the training run started while the data was read"
+        print(f"[train] waiting up to {limit:g} s for {run} to stop, {why}", file=sys.stderr, flush=True)
         return self.wait(limit)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait up to `timeout` seconds (None: no limit) for the run to end; whether it has."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._ended.wait(timeout)
 
     def _remove_run(self) -> None:
         """The run's folder, made by Ray Train at its start (a storage marker, its checkpoint manager's state):

@@ -241,6 +241,48 @@ def test_at_exit_on_the_embedded_ray_the_run_given_up_ends_before_ray_stops(tmp_
 
 
 @pytest.mark.ray
+def test_a_ctrl_c_while_the_run_trains_ends_the_run_before_ray_stops(tmp_path, telemetry_dir, ray_session,
+                                                                      monkeypatch):
+    """A Ctrl-C while a run started early trained reached `finish`'s wait on the run's thread, and CPython 3.11's
+    Thread.join, so interrupted, marks a running thread stopped: `abort` saw no run (and did nothing to one
+    handed its data), the exit waited for none, and the embedded Ray was stopped under the run's fit(): exit
+    code 1 (Ray's C++ "The core worker has already been shutdown") or a segmentation fault instead of 130, in 5
+    of 18 Ctrl-Cs on 2 cores. Now the run is aborted, Ray stops once it has ended, and its checkpoints stay."""
+    import signal
+    import threading
+
+    import cluster
+    import jobs.early
+    from jobs.contracts import CHECKPOINT_PREFIX
+
+    spec = _spec(tmp_path, telemetry_dir, "ctrl-c", epochs=100_000, early_stop=None, checkpoint_every=1)
+    runs, log = tmp_path / "runs", str(tmp_path / "reports.jsonl")
+    prepared = prepare(spec, progress=QUIET)
+    early = start_early(spec, use_gpu=False, storage_path=str(runs), run_name="ctrl-c",
+                        callbacks=[report_recorder(log)])
+    assert early is not None
+
+    def ctrl_c_once_it_trains():            # a real SIGINT to the main thread, waiting in `finish`
+        while not (os.path.exists(log) and os.path.getsize(log)):
+            time.sleep(0.05)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_it_trains, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        early.finish(prepared, progress=QUIET)
+    assert not early.wait(0), "only the driver's wait was interrupted: the run trains on"
+    stops = []
+    monkeypatch.setattr(cluster, "stop_embedded", lambda: stops.append(early.wait(0)))
+    monkeypatch.setattr(jobs.early, "EMBEDDED_ABORT_WAIT_S", 180.0)
+    early._embedded = True              # the session's Ray stands in for the embedded one; its stop is recorded
+    early.abort()
+    early._at_exit()
+    assert stops == [True], "Ray was stopped while the interrupted run was still in fit()"
+    assert any(p.name.startswith(CHECKPOINT_PREFIX) for p in (runs / "ctrl-c").iterdir()), "its checkpoints go"
+    assert wait_given_up(0)
+
+
+@pytest.mark.ray
 def test_train_refusing_its_data_after_the_embedded_ray_started_exits_2(tmp_path, telemetry_dir):
     """The user's side of the test above: data refused by the ingest while the run started early waits (a label
     column left empty: what `validate` reads of the values before Ray cannot see it); the command says so and

@@ -167,6 +167,54 @@ def test_the_driver_waits_for_a_workers_last_line_before_going_on():
         quiet._routed = routed
 
 
+def test_after_interrupted_the_workers_being_stopped_print_nothing(monkeypatch):
+    """After "interrupted" the run's worker, still being stopped, printed its next epoch's line (the run read as
+    going on) and the traceback of its stop. The command's Ctrl-C mutes what Ray forwards; before it, all shows."""
+    from types import SimpleNamespace
+
+    from cluster import quiet
+    from trainyard import cli
+
+    shown: list[str] = []
+    keep = WorkerOutputFilter(line=shown.append, error=shown.append)
+    monkeypatch.setattr(quiet, "_routed", keep)
+    epoch = WorkerOutput(["[train] epoch 3/9  train_loss 0.4  val_loss 0.5"], "7", TRAIN_WORKER, is_err=False)
+    keep(epoch)
+    assert len(shown) == 1
+
+    def ctrl_c(args):           # the command's work, where the Ctrl-C lands
+        raise KeyboardInterrupt
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(parser, "parse_args", lambda argv: SimpleNamespace(func=ctrl_c))
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert cli.main(["train", "x.yaml"]) == 130
+    keep(epoch)
+    keep(WorkerOutput(["Traceback (most recent call last):", "KeyboardInterrupt"], "7", "TrainController", True))
+    assert len(shown) == 1
+
+
+def test_a_ctrl_c_while_ray_stops_at_exit_is_told_and_a_second_leaves():
+    """A Ctrl-C after "bundle written to", while the embedded Ray stopped at exit, printed "Exception ignored in:
+    <function WeakSet...>" and a KeyboardInterrupt traceback (exit 0). The first now says what is happening,
+    the second leaves at once (130); the work done is kept either way."""
+    from cluster.connection import STOPPING_NOTE
+
+    code = ("import os, signal, time\n"
+            "from cluster.connection import tell_ctrl_c\n"
+            "tell_ctrl_c()\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "time.sleep(0.2)\n"
+            "print('went on', flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "time.sleep(30)\n"
+            "print('not reached')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert (done.returncode, done.stdout) == (130, "went on\n"), done
+    assert done.stderr == STOPPING_NOTE + "\n", done.stderr
+
+
 def test_tunes_own_report_of_a_failed_trial_stays_out_and_its_other_errors_show():
     """Ray Tune's driver logs a failed trial's whole traceback and "Trials did not complete"; `trainyard tune` says
     both itself. The records are dropped at their loggers; any other error of the same loggers still shows. Fails

@@ -414,6 +414,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         _report(exc, args)
         return exc.exit_code
     except KeyboardInterrupt:
+        if quiet := sys.modules.get("cluster.quiet"):     # not imported: no Ray, nothing of it routed here
+            quiet.mute_workers()
         err("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError as exc:
