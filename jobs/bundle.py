@@ -36,18 +36,15 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-import pandas as pd
-import torch
 from safetensors.torch import save_file
 
-from cluster.errors import BadInput
 from jobs import text_model
-from jobs.fitted import FittedPreprocessor, misspelt_fields
+from jobs.fitted import FittedPreprocessor
+from jobs.loaded import Bundle, BundleError  # noqa: F401 (here, as ever: `jobs.bundle.Bundle`)
 from jobs.manifest import NAME as MANIFEST, problems as manifest_problems, write as write_manifest
 from jobs.model import load_model
 from jobs.preprocess import load_state
@@ -62,11 +59,6 @@ VERSIONS = "bundles"            # OUTPUT/bundles/<version>/: every bundle writte
 LATEST = "LATEST"               # OUTPUT/bundles/LATEST on object storage: the latest version's name
 PARTIAL_MARK = ".trainyard-partial"   # the first file of a staging folder: only folders holding it are cleared
 STALE_PARTIAL_S = 3600
-MAX_SHOWN_PROBLEMS = 20         # a refusal of records names this many problems at most
-
-
-class BundleError(BadInput):
-    """A bundle that cannot be loaded, or input it cannot predict on; the message says which file/field."""
 
 
 def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, preprocessor: FittedPreprocessor,
@@ -249,66 +241,6 @@ def _json_default(o):
         return o.tolist()       # a Python int or float for a NumPy scalar
     raise TypeError(f"cannot store {type(o).__name__} in a bundle")
 
-
-@dataclass
-class Bundle:
-    path: Path
-    model: torch.nn.Module
-    model_config: dict
-    preprocessor: FittedPreprocessor
-    schema: dict
-    metrics: dict
-    lineage: dict
-    profile: Optional[dict] = None      # profile.json (`jobs.profile`); None for a bundle written before it
-
-    @property
-    def task(self) -> str:
-        return self.preprocessor.task
-
-    @property
-    def version(self) -> str:
-        return str(self.lineage.get("version") or self.lineage.get("created_at", "unknown"))
-
-    # The one prediction path: records → DataFrame → Preprocessor.transform → model → decoded output.
-    def predict_frame(self, df: pd.DataFrame) -> dict:
-        return self.predict_features(self.preprocessor.transform(df))
-
-    def predict_features(self, features: np.ndarray) -> dict:
-        """Predictions for rows the preprocessor already packed (`transform`): the model and the decoding."""
-        x = torch.from_numpy(features)
-        step = getattr(self.model, "chunk_rows", None) or max(len(x), 1)   # a transformer: rows at a time
-        with torch.inference_mode():
-            out = torch.cat([self.model(x[i:i + step]).float() for i in range(0, len(x), step)]) if len(x) \
-                else self.model(x).float()
-        if self.task == "classification":
-            proba = torch.softmax(out, dim=1).numpy()
-            idx = self.preprocessor.decide(proba)
-            classes = self.preprocessor.classes
-            return {"predictions": [classes[i] for i in idx], "probabilities": proba.tolist(), "class_index": idx}
-        y = self.preprocessor.decode_regression(out.squeeze(1).numpy())
-        return {"predictions": y.tolist()}
-
-    def predict(self, records: list[dict]) -> dict:
-        """Predict for a list of records ({feature: value}); missing fields are imputed, unseen categories map
-        to the 'unknown' slot (or are rejected when the bundle says unknown_category: error). Fields that are not
-        features are ignored (a row's label, an id), except one that looks like a misspelt feature the record
-        lacks; a numeric feature's value that is not a number is refused, not imputed."""
-        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-            raise BundleError("records must be a list of objects ({feature: value, ...})")
-        if not records:
-            return {"predictions": [], **({"probabilities": []} if self.task == "classification" else {})}
-        problems = misspelt_fields(records, self.preprocessor.feature_names, self.preprocessor.label)
-        problems += self.preprocessor.record_problems(records)
-        # An explicit index: from_records([{}]) would build zero rows for a record with every field missing.
-        df = pd.DataFrame(records, index=range(len(records)))
-        problems += self.preprocessor.frame_problems(df)
-        if problems:
-            shown = problems[:MAX_SHOWN_PROBLEMS]
-            more = len(problems) - len(shown)
-            raise BundleError("; ".join(shown) + (f"; and {more} more" if more else ""))
-        out = self.predict_frame(df)
-        out.pop("class_index", None)
-        return out
 
 def upload(version: Path, output: str) -> str:
     """Publish a bundle version written locally (`write`) to a run's output on a pyarrow URI (s3://, gs://...):

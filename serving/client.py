@@ -147,6 +147,12 @@ class Client:
         sent, with the number of records it carried: [[id, n], ...]), "out_of_range" (when the server said any:
         the numbers outside the train split's range, each record counted from the first of `records`)}.
         `names`: what each record is to the user (an image's file), named beside its number in a refusal."""
+        if not isinstance(records, (list, tuple)) or not all(isinstance(r, dict) for r in records):
+            # A DataFrame iterates as its column names: "'str' object has no attribute 'items'" from _clean.
+            frame = "; for a DataFrame, predict_frame(df) gives one row of predictions per row" if hasattr(
+                records, "to_dict") else ""
+            raise BadInput(f"predict takes a list of records ({{feature: value}}), not {type(records).__name__}"
+                           f"{frame}")
         records = [_clean(r) for r in records]
         out: dict[str, Any] = {"predictions": [], "request_ids": []}
         for start in range(0, len(records), self.batch_size):

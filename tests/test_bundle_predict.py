@@ -78,3 +78,24 @@ def test_the_strings_a_csv_reads_as_null_are_missing_values_not_refused(model):
         assert model.predict([{"age": text, "income": text}])["probabilities"] == empty, text
     with pytest.raises(B.BundleError, match="record 0: age='none' is not a number"):
         model.predict([{"age": "none"}])
+
+
+def test_a_dataframes_rows_predict_as_records_do_and_the_bundle_prints_short(model):
+    """A notebook's `model.predict(df)` was "records must be a list of objects", and `model` printed 16,379
+    characters (every document of the bundle). A DataFrame's rows are checked and predicted as records are (NaN
+    a missing value); a misfit says what it takes; the repr is one line."""
+    import pandas as pd
+
+    from cluster.errors import BadInput
+    from serving.client import Client
+
+    rows = [{"age": 30.0, "income": math.nan, "region": "north"}, {"age": 52.0, "income": 70.0, "region": "south"}]
+    assert model.predict(pd.DataFrame(rows)) == model.predict([{**rows[0], "income": None}, rows[1]])
+    with pytest.raises(B.BundleError, match=r"record 1: age='x' is not a number"):
+        model.predict(pd.DataFrame({"age": [1, "x"]}))
+    with pytest.raises(B.BundleError, match=r"a list of objects .* or a pandas DataFrame, not dict"):
+        model.predict(rows[0])
+    assert repr(model) == f"<trainyard bundle {model.path} (classification, 3 features)>"
+    # The HTTP client's predict iterated a DataFrame as its column names ("'str' object has no attribute 'items'").
+    with pytest.raises(BadInput, match=r"not DataFrame; for a DataFrame, predict_frame\(df\) gives one row"):
+        Client("http://127.0.0.1:9").predict(pd.DataFrame(rows))
