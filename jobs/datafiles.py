@@ -281,7 +281,7 @@ def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude
     first_file, first = next(iter(schemas.items()))
     columns = [n for n in first.names if n not in exclude and (wanted is None or n in wanted)]
     problems = _shard_column_problems(schemas, exclude, wanted)
-    fields = []
+    fields, unusable = [], []       # unusable: columns of a type no feature can have (a timestamp)
     for c in columns:
         kinds = {f: kind_of(s.field(c).type) for f, s in schemas.items() if c in s.names}
         distinct = set(kinds.values()) - {"null"}
@@ -298,6 +298,7 @@ def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude
                           "before a reference date, a weekday, an hour), or " if distinct == {"time"} else "")
                 problems.append(f"column {c!r} has type {t} which trainyard cannot use as a feature; {derive}list "
                                 "it under data.features.exclude")
+                unusable += [c] if c != label else []
                 continue
             stray = (_stray_cells(fs, [f for f, k in kinds.items() if k == "string"], c)
                      if fs is not None and c != label and distinct - {"int", "float"} == {"string"} else None)
@@ -313,8 +314,8 @@ def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude
             problems.append(f"column {c!r} has incompatible types across shards ({detail}); {fix}")
             continue
         fields.append(pa.field(c, _UNIFIED[unified]))
-    if problems:
-        raise DataError("\n".join(problems))
+    if problems:        # of columns of such types alone: a caller may go on without them (`DataError.columns`)
+        raise DataError("\n".join(problems), columns=unusable if len(unusable) == len(problems) else ())
     return pa.schema(fields)
 
 

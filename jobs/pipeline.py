@@ -247,7 +247,7 @@ def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tupl
     early = start_early(spec, use_gpu=use_gpu, storage_path=storage_root(spec), run_name=run_name)
     try:
         prepared = prepare(spec, progress)
-        print_ingest_summary(prepared, progress)
+        print_ingest_summary(prepared, progress, spec.train.loss)
         outcome = (early.finish(prepared, progress) if early is not None else
                    fit(spec, prepared, storage_path=storage_root(spec), run_name=run_name, progress=progress))
     except BaseException as exc:
@@ -303,7 +303,12 @@ def _write_summary(output: str, prepared: PreparedData) -> None:
         (Path(output) / "summary.json").write_text(text)
 
 
-def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None]) -> None:
+# A regression label whose skewness passes this is said to have a long tail (an exponential's is 2).
+LONG_TAIL_SKEWNESS = 2.0
+
+
+def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None], loss: str = "auto") -> None:
+    """The `[data]` lines; `loss`: the spec's train.loss, for the note on a long-tailed regression label."""
     s = prepared.ingest
     kind = "image" if s.format == "images" else s.format
     lines = [f"[data] {s.rows_read} rows from {len(s.files)} {kind} file(s); "
@@ -332,9 +337,25 @@ def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None]
         lines.append(f"[data] excluded (data.features.exclude): {', '.join(map(repr, s.excluded_columns))}")
     if s.unused_columns:
         lines.append(f"[data] not used (not listed in data.features): {', '.join(s.unused_columns)}")
+    if stats := getattr(s, "label_stats", None):
+        lines.append(f"[data] label {s.label!r}: {stats['min']:,.4g} to {stats['max']:,.4g}, median {stats['median']:,.4g}, "
+                     f"99th percentile {stats['p99']:,.4g}, mean {stats['mean']:,.4g}")
+        if stats["skewness"] > LONG_TAIL_SKEWNESS and loss in ("auto", "mse"):
+            lines.append(f"[data] note: label {s.label!r} has a long tail (skewness {stats['skewness']:.1f}): the "
+                         "squared error trained on (train.loss: auto, mse) weighs its largest values most, and the "
+                         "many small ones less; train.loss: huber weighs large errors less")
     if s.class_counts:
-        lines.append("[data] classes per split: " + "; ".join(f"{k} {v}" for k, v in s.class_counts.items()))
+        lines.append("[data] classes per split: " + "; ".join(f"{k} {_most(v)}" for k, v in s.class_counts.items()))
     progress("\n".join(lines))
+
+
+def _most(counts: dict[str, int], shown: int = 10) -> str:
+    """A split's rows per class, the `shown` with most rows and a count of the rest (347 classes made a line of
+    347 entries; summary.json keeps them all)."""
+    if len(counts) <= shown + 1:
+        return str(counts)
+    top = dict(sorted(counts.items(), key=lambda kv: -kv[1])[:shown])
+    return f"{str(top)[:-1]}, ... {len(counts) - shown:,} more ({sum(counts.values()) - sum(top.values()):,} rows)}}"
 
 
 # Shown per class, under the averages, up to this many classes: on an imbalanced label the macro averages hide

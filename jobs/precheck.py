@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 from cluster.errors import BadInput
+from jobs.labels import class_folders, label_values
 from jobs.spec import METRICS, DataSpec, JobSpec, SpecError, shown_values, task_problem, train_task_problems
 
 # Enough to tell "two classes" from "more", and to name a few of them; a label with more distinct values than
@@ -119,7 +120,11 @@ def _count(values: list, complete: bool) -> str:
 def task_note(spec: JobSpec) -> Optional[str]:
     """For `trainyard validate`: a label of three or more distinct whole numbers, with data.task omitted, is
     classified (`jobs.infer`), which a quantity recorded in whole units (days, counts) is not meant to be; say so
-    before a run trains 12 classes. None otherwise, or when the label cannot be read here."""
+    before a run trains 12 classes; with data.task: classification, a label of more than 20 distinct numbers
+    (`jobs.infer.number_classes_note`). None otherwise, or when the label cannot be read here."""
+    if spec.data.task == "classification" and not spec.data.is_image:
+        from jobs.infer import number_classes_note
+        return number_classes_note(spec.data.label, label_values(spec.data, _MOST_VALUES) or [])
     if spec.data.task is not None or spec.data.is_image:
         return None
     values = label_values(spec.data, _MOST_VALUES)
@@ -220,7 +225,7 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
         return
     if data.format == "images":
         root = os.path.abspath(os.path.expanduser(entries[0]))
-        if os.path.isdir(root) and len(_class_folders(data, 2)) < 2:
+        if os.path.isdir(root) and len(class_folders(data, 2)) < 2:
             from jobs.images import _folder_layout
             _folder_layout(root)        # raises ingest's own DataError: no class folder with images, or one
         return
@@ -231,15 +236,25 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
     except DataError:
         return
     fmt = infer_format(files, data.format)
-    schema = check_files(data, {f: file_schema(fs, f, fmt) for f in files}, fmt, text=spec.model.kind == "text",
-                         fs=fs)
-    not_text = [not_text_problem(c, schema.field(c).type) for c in data.features.text or []
-                if spec.model.kind == "text" and c in schema.names and kind_of(schema.field(c).type) != "string"]
-    if not_text:
-        raise DataError("\n".join(f"{p} (data.path: {data.path})" for p in not_text))
-    if problem := _sample_problem(data, fs, files, fmt, schema, spec.model.kind == "text",
-                                  [] if notes is None else notes):
-        raise DataError(problem)
+    schemas = {f: file_schema(fs, f, fmt) for f in files}
+    try:
+        schema, found = check_files(data, schemas, fmt, text=spec.model.kind == "text", fs=fs), []
+    except DataError as exc:
+        if not exc.columns:
+            raise
+        # Columns of a type no feature can have (a timestamp): the rest's problems are named with them, in one
+        # pass (validate said one, then the ID column on the next try).
+        data = data.model_copy(update={"features": data.features.model_copy(
+            update={"exclude": [*data.features.exclude, *exc.columns]})})
+        schema, found = check_files(data, schemas, fmt, text=spec.model.kind == "text", fs=fs), [str(exc)]
+    not_text = [f"{p} (data.path: {data.path})" for p in (
+        not_text_problem(c, schema.field(c).type) for c in data.features.text or []
+        if spec.model.kind == "text" and c in schema.names and kind_of(schema.field(c).type) != "string")]
+    if not not_text and (problem := _sample_problem(data, fs, files, fmt, schema, spec.model.kind == "text",
+                                                    [] if notes is None else notes)):
+        found.append(problem)
+    if found or not_text:
+        raise DataError("\n".join(found + not_text))
     label_type = schema.field(data.label).type
     if data.task == "regression" and kind_of(label_type) not in ("int", "float"):
         # after a Ray start and a read of every row, ingest said "cannot be regressed; use task: classification"
@@ -416,81 +431,3 @@ def check_encoder(spec: JobSpec) -> None:
     elif spec.model.kind == "image":
         from jobs.images import pretrained_backbone
         pretrained_backbone(spec.model)
-
-
-def label_values(data: DataSpec, most: int) -> Optional[list[Any]]:
-    """Up to `most` distinct label values (missing ones left out), or None when this machine cannot read them."""
-    try:
-        values = _class_folders(data, most) if data.format == "images" else _column_values(data, most)
-    except Exception:  # noqa: BLE001 - whatever stops this look-ahead, ingest reports properly later
-        return None
-    if values is None:
-        return None
-    return sorted(values, key=lambda v: (str(type(v)), v))      # in the order ingest gives the classes
-
-
-def _class_folders(data: DataSpec, most: int) -> Optional[list[str]]:
-    from jobs.images import IMAGE_EXTENSIONS      # the classes are the folders holding images, as ingest sees them
-
-    root = data.path if isinstance(data.path, str) else data.path[0]
-    if "://" in root:
-        return None
-    root = os.path.abspath(os.path.expanduser(root))
-    found = []
-    for name in sorted(os.listdir(root)):
-        folder = os.path.join(root, name)
-        if name.startswith(".") or not os.path.isdir(folder):
-            continue
-        if any(f.lower().endswith(IMAGE_EXTENSIONS) for _, _, files in os.walk(folder) for f in files):
-            found.append(name)
-            if len(found) >= most:
-                break
-    return found
-
-
-def _column_values(data: DataSpec, most: int) -> Optional[list[Any]]:
-    from jobs.datafiles import infer_format, resolve_files
-
-    entries = data.path if isinstance(data.path, list) else [data.path]
-    if any("://" in entry for entry in entries):
-        return None
-    _, files, _ = resolve_files(data.path)
-    fmt = infer_format(files, data.format)
-    # `validate` asks for the label several times (the task, its classes, the metrics, the train settings): read
-    # once per files as they are (a file changed since is read again).
-    key = (data.label, fmt, most, tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files))
-    if key in _READ:
-        return list(_READ[key])
-    values = _read_column_values(files, fmt, data.label, most)
-    if len(_READ) >= 8:
-        _READ.clear()
-    _READ[key] = values
-    return list(values)
-
-
-_READ: dict = {}      # label values read, by label, format, count and the files' names, sizes and times
-
-
-def _read_column_values(files: list[str], fmt: str, label: str, most: int) -> list[Any]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    from jobs.datafiles import csv_convert
-
-    seen: dict = {}
-    for path in files:
-        if fmt == "parquet":
-            batches = pq.ParquetFile(path).iter_batches(columns=[label])
-        else:
-            batches = pacsv.open_csv(path, convert_options=csv_convert(include_columns=[label]))
-        for batch in batches:
-            column = pc.drop_null(batch.column(0))
-            if pa.types.is_floating(column.type):      # NaN is missing, as ingest reads it
-                column = column.filter(pc.invert(pc.is_nan(column)))
-            for value in pc.unique(column).to_pylist():
-                seen.setdefault(value, None)       # 1 and 1.0 are one class, as ingest's unified type makes them
-            if len(seen) >= most:
-                return list(seen)[:most]
-    return list(seen)

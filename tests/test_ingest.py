@@ -72,6 +72,28 @@ def test_warehouse_shards_whose_types_differ_only_in_encoding_are_read_as_one(tm
     assert set(rows["region"]) == {"n", "s", "e"} and rows["spend"].between(0, 99).all()
 
 
+def test_a_timestamp_column_and_an_id_column_are_named_in_one_pass_before_ray(tmp_path):
+    """`validate` (and `train` before Ray) named the timestamp column alone; excluded, the next try named the ID
+    column: one problem a run, where the README promises every one at once."""
+    import datetime as dt
+
+    from jobs import precheck
+
+    n = 60
+    pq.write_table(pa.table({"recorded_at": pa.array([dt.datetime(2026, 1, 1) + dt.timedelta(hours=i) for i in range(n)]),
+                             "asset_id": [f"U{i:05d}" for i in range(n)], "x": np.arange(n) * 0.5,
+                             "y": np.arange(n) % 2}), tmp_path / "part-0.parquet")
+    spec = validate_spec({"name": "t", "data": {"path": str(tmp_path), "label": "y"}})
+    with pytest.raises(DataError) as err:
+        precheck.check_columns(spec)
+    lines = str(err.value).splitlines()
+    assert [line.split(" has type ")[0].split(" holds ")[0] for line in lines] == ["column 'recorded_at'",
+                                                                                   "column 'asset_id'"], lines
+    listed = spec.model_copy(update={"data": spec.data.model_copy(update={"features": spec.data.features.model_copy(
+        update={"exclude": ["recorded_at", "asset_id"]})})})
+    precheck.check_columns(listed)
+
+
 def test_shard_missing_a_column_is_named(tmp_path):
     frame().to_parquet(tmp_path / "p0.parquet")
     frame().drop(columns=["c"]).to_parquet(tmp_path / "p1.parquet")

@@ -298,6 +298,37 @@ def test_a_class_the_validation_or_test_split_holds_none_of_is_warned():
     assert unmeasured_classes({}) == []
 
 
+def test_a_label_of_hundreds_of_number_classes_is_said_once_not_per_class():
+    """Days to failure with data.task: classification: 347 classes, 240 warning lines (one per class the val or
+    test split lacked) and a classes-per-split line of 347 entries, with nothing said of why. Now five such
+    warnings and a count, the ten largest classes per split and a count, and one line that names the cause."""
+    from types import SimpleNamespace
+
+    from jobs.infer import number_classes_note
+    from jobs.ingest import unmeasured_classes
+    from jobs.pipeline import print_ingest_summary
+
+    train = {f"{d}.0": 3 + d % 4 for d in range(300)}
+    counts = {"train": train, "val": {"0.0": 1}, "test": {"1.0": 1}}
+    lines = unmeasured_classes(counts)
+    assert len(lines) == 6 and lines[5] == (
+        "[ingest] warning: and 295 more class(es) of a few rows that the validation or test split holds none of "
+        "(every class's rows per split: summary.json's class_counts)")
+    assert number_classes_note("rul_days", [float(d) for d in range(300)], 3000) == (
+        "label 'rul_days' holds 300 distinct numbers, each a class of its own (10.0 rows a class on average): if "
+        "it is a quantity (days, a price, a count), set data.task: regression")
+    assert number_classes_note("y", list(range(20)), 100) is None
+    assert number_classes_note("y", [True, False] + list(range(30)), 100) is None
+    said = []
+    print_ingest_summary(SimpleNamespace(ingest=SimpleNamespace(
+        rows_read=1, files=["f"], format="csv", rows_dropped_missing_label=0, label="y", inferred={},
+        task="classification", numeric=["x"], categorical=[], text=[], missing={}, corrupt=[], excluded_columns=[],
+        unused_columns=[], class_counts=counts)), said.append)
+    [line] = [t for t in said[0].splitlines() if t.startswith("[data] classes per split")]
+    assert line.startswith("[data] classes per split: train {'3.0': 6, '7.0': 6, ") and len(line) < 300, line
+    assert line.endswith("... 290 more (1,290 rows)}; val {'0.0': 1}; test {'1.0': 1}"), line
+
+
 def test_the_summary_says_a_missing_category_is_read_as_the_unknown_one_not_imputed():
     """`missing values (imputed): police_report 295` of a category column, whose missing values go to its
     unknown category."""
@@ -357,3 +388,34 @@ def test_a_yes_no_label_spelt_several_ways_is_told_as_one_class_written_two_ways
         "label 'default': classes 'Y' and 'true' are one yes/no answer spelt differently, and are trained as "
         "different classes; if they are one, make them the same in the data")
     assert look_alike_note("y", ["No", "no"]).startswith("label 'y': classes 'No' and 'no' differ only in case")
+
+
+def test_a_regression_labels_spread_is_said_and_a_long_tail_named_with_the_loss_that_weighs_it_less():
+    """Days to failure, 0 to 1,941 with a median of 36, trained on a squared error with nothing said of the
+    label at all (summary.json held no statistic of it): a test MAE worse than predicting the median."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from jobs.ingest import label_stats
+    from jobs.pipeline import print_ingest_summary
+
+    days = np.concatenate([np.random.default_rng(0).exponential(40, 2990).round(), [1941.0] * 10])
+    stats = label_stats(days)
+    assert stats["min"] == 0 and stats["max"] == 1941 and 20 < stats["median"] < 40 and stats["skewness"] > 2
+
+    def said(stats, loss="auto"):
+        lines = []
+        print_ingest_summary(SimpleNamespace(ingest=SimpleNamespace(
+            rows_read=3000, files=["f"], format="parquet", rows_dropped_missing_label=0, label="rul_days",
+            inferred={}, task="regression", numeric=["x"], categorical=[], text=[], missing={}, corrupt=[],
+            excluded_columns=[], unused_columns=[], class_counts={}, label_stats=stats)), lines.append, loss)
+        return [t for t in lines[0].splitlines() if "rul_days" in t and not t.startswith("[data] 3000 rows")]
+
+    first, note = said(stats)
+    assert first == (f"[data] label 'rul_days': 0 to 1,941, median {stats['median']:,.4g}, 99th percentile "
+                     f"{stats['p99']:,.4g}, mean {stats['mean']:,.4g}")
+    assert note.startswith(f"[data] note: label 'rul_days' has a long tail (skewness {stats['skewness']:.1f}): the "
+                           "squared error") and note.endswith("train.loss: huber weighs large errors less")
+    assert len(said(stats, "huber")) == 1                       # the loss asked for already
+    assert len(said(label_stats(np.linspace(10, 20, 500)))) == 1        # no tail, no note

@@ -433,6 +433,12 @@ def test_validate_says_a_label_of_a_few_whole_numbers_will_be_classified(tmp_pat
     assert note([0, 1] * 20) is None                                 # yes/no as 0/1: classes, plainly
     assert note([i / 3 for i in range(40)]) is None                  # regression already
     assert note(["a", "b", "c"] * 5) is None                         # text classes
+    # Classification asked of days to failure: 347 classes, a test F1 of 0.002, and validate said OK.
+    assert note([i * 1.5 for i in range(40)], task="classification") == (
+        "label 'y' holds at least 21 distinct numbers, each a class of its own: if it is a quantity (days, a price, "
+        "a count), set data.task: regression")
+    assert note([i % 20 for i in range(40)], task="classification") is None
+    assert note([f"c{i}" for i in range(40)], task="classification") is None      # 40 named classes
 
 
 def test_validate_checks_a_metric_against_the_task_the_label_will_be_inferred_as(tmp_path):

@@ -72,7 +72,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
 
     if prepared is None:
         prepared = prepare(spec, progress)    # ingest + preprocessing fitted ONCE, shared by every trial
-    print_ingest_summary(prepared, progress)
+    print_ingest_summary(prepared, progress, spec.train.loss)
     metric, mode = space.metric_and_mode(spec, prepared.task, prepared.preprocessor.classes)
     if resume:
         check_same_data(experiment, prepared.ingest.fingerprint)
