@@ -8,6 +8,7 @@ an address that is not this machine prints a warning first: anyone on the way ca
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import sys
@@ -90,6 +91,14 @@ def _auth_mode(url: str) -> str:
             "listens on 8265 by default; `trainyard cluster status` prints a local cluster's URL") from None
     except ValueError:
         raise ConnectError(f"{url} answers but is not a Ray dashboard (no JSON at /api/authentication_mode)")
+    except http.client.HTTPException as exc:      # BadStatusLine: a port that does not speak HTTP (was a traceback)
+        raise _not_http(url, exc) from None
+
+
+def _not_http(url: str, exc: Exception) -> ConnectError:
+    return ConnectError(f"{url} answers, but not in HTTP ({type(exc).__name__}): the port of Ray's GCS (6379) or "
+                        "Ray Client (10001), not its dashboard's. Give the dashboard's address, http://HOST:8265 by "
+                        "default; `trainyard cluster status` prints a local cluster's")
 
 
 def _check_dashboard_token(url: str, token: Token | None) -> None:
@@ -113,6 +122,8 @@ def _check_dashboard_token(url: str, token: Token | None) -> None:
         raise ConnectError(f"{url}/api/version answered HTTP {exc.code}: is this a Ray dashboard?") from None
     except (urllib.error.URLError, OSError) as exc:
         raise ConnectError(f"could not reach the Jobs API at {url}: {getattr(exc, 'reason', exc)}") from None
+    except http.client.HTTPException as exc:
+        raise _not_http(url, exc) from None
 
 
 def authorize(url: str, *, state_dir=None) -> Token | None:

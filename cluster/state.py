@@ -31,8 +31,9 @@ def elsewhere_hint() -> str:
     """Where else a cluster's record may be: each `cluster up` records its cluster in the folder it was run in
     (./.trainyard) unless told otherwise, and a command run from another folder found none ("start one" then
     invited a second cluster)."""
+    # Only `trainyard cluster ...` takes --state-dir: `submit` and `jobs` were told to give it, and refused it.
     return (f"a cluster started from another folder is recorded in that folder's .trainyard/: run this there, "
-            f"or give --state-dir DIR (or {STATE_DIR_ENV}=DIR)")
+            f"or set {STATE_DIR_ENV}=DIR/.trainyard (`trainyard cluster` commands also take --state-dir DIR/.trainyard)")
 
 
 def state_path(path: str | os.PathLike | None = None) -> Path:

@@ -383,7 +383,14 @@ def submit(the_plan: Plan, address: str | None, dump_yaml: Callable[[dict], str]
     if not wait:
         progress(f"follow it with: trainyard jobs logs {job_id} --follow --address {client.get_address()}")
         return jobs_api.job_info(job_id, client=client)
-    info = jobs_api.follow_logs(job_id, client=client, write=lambda s: print(s, end="", flush=True))
+    try:
+        info = jobs_api.follow_logs(job_id, client=client, write=lambda s: print(s, end="", flush=True))
+    except KeyboardInterrupt:
+        # Only the following stops: the job runs on, which "interrupted" alone did not say.
+        progress(f"stopped following job {job_id}, which runs on in the cluster; stop it with: trainyard jobs stop "
+                 f"{job_id} --address {client.get_address()} (or follow it again with: trainyard jobs logs {job_id} "
+                 f"--follow --address {client.get_address()})")
+        raise
     progress(f"job {job_id} {info['status']}" + (f": {info['summary']}" if info["summary"] else "")
              + (f"; outputs in {info['output']}" if info["status"] == "SUCCEEDED" else ""))
     return info

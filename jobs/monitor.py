@@ -268,7 +268,10 @@ def _realised(s: dict, ref_prediction: dict, thresholds, reference: Optional[tup
     if reference and n >= thresholds.min_rows and reference[0] in metrics:
         name, value = reference
         if value - metrics[name] > thresholds.metric_drop:
-            out["flags"] = [f"{name} {metrics[name]:.3f} vs {value:.3f} on the test split"]
+            # A regression's R² alone: its errors in the label's own units (days, a price) are what a user tracks.
+            units = (f" (MAE {metrics['mae']:,.4g}, RMSE {metrics['rmse']:,.4g} in the label's units)"
+                     if "mae" in metrics and "rmse" in metrics else "")
+            out["flags"] = [f"{name} {metrics[name]:.3f} vs {value:.3f} on the test split{units}"]
     return out
 
 

@@ -119,6 +119,31 @@ def http_server():
     server.shutdown()
 
 
+def test_a_dashboard_address_at_a_port_that_does_not_speak_http_says_so(clean_env):
+    """`jobs list --address http://HOST:<GCS port>` (the GCS or Ray Client port written as a dashboard URL)
+    printed http.client's traceback ("BadStatusLine: ... @ ?") and exited 1."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer_in_bytes():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"\x00\x00\x00\x18@\x00\xfe?\n")     # what a gRPC port answers an HTTP request
+
+    threading.Thread(target=answer_in_bytes, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(ConnectError, match=rf"{url} answers, but not in HTTP \(BadStatusLine\): the port of Ray's "
+                                               r"GCS \(6379\) or Ray Client \(10001\), not its dashboard's"):
+            job_client(url)
+    finally:
+        server.close()
+
+
 def test_a_port_that_is_not_ray_says_so(clean_env, http_server):
     with pytest.raises(ConnectError, match="answers but not as a Ray GCS"):
         preflight(f"127.0.0.1:{http_server}")
@@ -131,8 +156,12 @@ def test_dashboard_url_needs_a_dashboard(clean_env):
     with pytest.raises(ConnectError, match="no cluster to talk to.*trainyard cluster up"):
         dashboard_url(None)
     # A cluster `cluster up` started from another folder is recorded there: said, rather than only "start one".
-    with pytest.raises(ConnectError, match=r"started from another folder .* --state-dir DIR \(or TRAINYARD_STATE_DIR"):
+    with pytest.raises(ConnectError, match=r"started from another folder .* or set TRAINYARD_STATE_DIR=DIR/.trainyard "
+                                           r"\(`trainyard cluster` commands also take --state-dir"):
         dashboard_url(None)
+    # what the hint says to give, each command that can meet it takes: `submit` and `jobs` had no --state-dir
+    from trainyard.cli import build_parser
+    build_parser().parse_args(["cluster", "status", "--state-dir", "x"])
 
 
 def test_a_status_without_a_recorded_cluster_says_where_else_it_may_be(tmp_path):

@@ -297,6 +297,44 @@ def test_jobs_stop(cluster, cluster_env, tmp_path):
     assert f"{tmp_path / 'spec.yaml'} (run) → {tmp_path / 'out'}" in out.stdout, out.stdout
 
 
+def test_a_ctrl_c_while_submit_waits_says_the_job_runs_on_and_how_to_stop_it(cluster, tmp_path):
+    """Ctrl-C on `submit --wait` ended with "interrupted" alone while the job ran on (`jobs status`: RUNNING)."""
+    import signal
+    import threading
+
+    from cluster import jobs_api
+    from trainyard.submit import plan, submit
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "part-0.csv").write_text("x,y\n1,0\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: tiny\ndata: {{path: {tmp_path / 'data'}, label: y}}\noutput: {tmp_path / 'out'}\n")
+    checks = plan(spec, cluster["dashboard_url"]).entrypoint.rsplit(" && ", 1)[0]
+    said: list[str] = []
+
+    def ctrl_c_once_it_runs():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ids = [line.split()[1] for line in said if line.startswith("submitted ")]
+            if ids and "sleep" + "ing" in jobs_api.logs(ids[0], cluster["dashboard_url"]):
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=ctrl_c_once_it_runs, daemon=True).start()
+    body = "import time; print('sleep' + 'ing', flush=True); time.sleep(600)"
+    with pytest.raises(KeyboardInterrupt):
+        submit(spec, cluster["dashboard_url"], entrypoint=f"{checks} && python -c {body!r}", wait=True,
+               progress=said.append)
+    job_id = next(line.split()[1] for line in said if line.startswith("submitted "))
+    try:
+        assert said[-1].startswith(f"stopped following job {job_id}, which runs on in the cluster; stop it with: "
+                                   f"trainyard jobs stop {job_id} --address "), said
+        assert jobs_api.job_info(job_id, cluster["dashboard_url"])["status"] in ("RUNNING", "PENDING")
+    finally:
+        jobs_api.stop(job_id, cluster["dashboard_url"])
+
+
 def _pipeline_available() -> str | None:
     """Why the end-to-end submission cannot run yet, or None when `trainyard run` exists."""
     try:

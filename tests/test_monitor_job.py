@@ -244,6 +244,10 @@ def test_regression_windows_without_ray(tmp_path):
     assert [bool(s["prediction"]["flags"]) for s in stats] == [False, True]
     assert stats[0]["metrics"]["n"] == 8000 and stats[0]["metrics"]["r2"] == pytest.approx(0.94, abs=0.02)
     assert stats[0]["metrics"]["flags"] == [] and stats[1]["metrics"]["flags"]     # +6 on every prediction: R² < 0
+    # R² alone was said: the errors in the label's units too (days to failure: a MAE of 50 days)
+    [flag] = stats[1]["metrics"]["flags"]
+    m = stats[1]["metrics"]
+    assert flag.endswith(f" on the test split (MAE {m['mae']:,.4g}, RMSE {m['rmse']:,.4g} in the label's units)"), flag
     # The first day was served by two versions (an update): counted per window, and said (the helper's monitor
     # named only the bundle it was given, over 1,214 rows another version had served).
     from jobs.monitor import _other_versions

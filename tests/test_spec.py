@@ -798,3 +798,17 @@ def test_validate_names_every_column_ingest_would_refuse_from_the_first_rows_bef
     assert ("note: column 'branch' holds one value, 'HQ', in every row that has one: a model learns nothing from it "
             "(data.features.exclude leaves it out)") in capsys.readouterr().out.splitlines()
 
+
+def test_a_job_name_too_long_for_rays_log_file_is_refused_by_validate():
+    """A name of 254 characters passed validate; `submit` then failed inside Ray ("OSError: File name too long:
+    .../logs/job-driver-trainyard-xaaa...", a traceback) and the job stayed PENDING for good."""
+    from jobs.spec.job import MAX_NAME
+
+    spec = {"name": "x" + "a" * MAX_NAME, "data": {"path": "d", "label": "y"}}
+    with pytest.raises(SpecError, match=rf"name xaaaaaaaaaaaaaaaaaaa\.\.\. has {MAX_NAME + 1} characters; at most "
+                                        rf"{MAX_NAME}: it names the output folder, the Ray job and the Serve app"):
+        validate_spec(spec)
+    assert validate_spec({**spec, "name": "x" * MAX_NAME}).name == "x" * MAX_NAME
+    # the submitted job's log file, as Ray names it, fits a file name of 255 bytes
+    assert len(f"job-driver-trainyard-{'x' * MAX_NAME}-20261206-151500-abcd.log") < 255
+

@@ -20,6 +20,11 @@ from jobs.spec.tune import TuneSpec
 from jobs.spec.yamlio import apply_overrides, read_yaml_file, write_yaml
 
 
+# The longest job name: Ray names the submitted job's log file job-driver-trainyard-<name>-<time>-<hex>.log (255 bytes
+# at most), and an output folder or Serve app named by 200 characters reads no better than one of 100.
+MAX_NAME = 100
+
+
 class JobSpec(StrictModel):
     name: str = Field(description="Job name: letters, digits, '.', '_' and '-'.")
     data: DataSpec
@@ -37,6 +42,12 @@ class JobSpec(StrictModel):
     def _name_ok(cls, v):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
             raise ValueError(f"name {v!r} must use letters, digits, '.', '_' and '-' and start with a letter or digit")
+        if len(v) > MAX_NAME:
+            # It names the output folder, the Serve app and the submitted job, whose log file Ray names after it:
+            # a name of 254 characters passed validate, and `submit` failed in Ray ("File name too long", a
+            # traceback) leaving the job PENDING for good.
+            raise ValueError(f"name {v[:20]}... has {len(v)} characters; at most {MAX_NAME}: it names the output "
+                             "folder, the Ray job and the Serve app")
         return v
 
     @model_validator(mode="after")
