@@ -4,6 +4,8 @@ The test metrics are the registry's for the task and label (`jobs.spec.METRICS`,
 named as validation names them less the `val_` prefix, so a bundle's val and test metrics line up."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import pandas as pd
 
@@ -12,8 +14,9 @@ from jobs.fitted import canonical
 from jobs.spec import CLASSIFICATION
 
 
-def score(bundle, frames, label: str) -> dict:
-    """Test metrics of `bundle` over an iterable of raw DataFrames (features + label)."""
+def score(bundle, frames, label: str, predictions: Optional[list] = None) -> dict:
+    """Test metrics of `bundle` over an iterable of raw DataFrames (features + label); a regression's predictions
+    are added to `predictions` when given."""
     pre = bundle.preprocessor
     y_true, probas, preds, answered = [], [], [], []
     for df in frames:
@@ -35,12 +38,31 @@ def score(bundle, frames, label: str) -> dict:
     if pre.task == CLASSIFICATION:
         return M.classification_metrics(np.concatenate(y_true), np.concatenate(probas),
                                         y_pred=np.concatenate(answered))
+    if predictions is not None:
+        predictions.extend(np.concatenate(preds).tolist())
     return M.regression_metrics(np.concatenate(y_true), np.concatenate(preds))
 
 
-def evaluate(bundle, test_ds, label: str, batch_size: int = 4096) -> dict:
-    """Stream the raw test split out of Ray Data and score it."""
-    return score(bundle, test_ds.iter_batches(batch_size=batch_size, batch_format="pandas"), label)
+def evaluate(bundle, test_ds, label: str, batch_size: int = 4096, predictions: Optional[list] = None) -> dict:
+    """Stream the raw test split out of Ray Data and score it (`score`)."""
+    return score(bundle, test_ds.iter_batches(batch_size=batch_size, batch_format="pandas"), label, predictions)
+
+
+def outside_labels_note(predictions: list, stats: dict) -> Optional[str]:
+    """A regression's test predictions outside the labels it was trained on (`label_stats`' min and max), said:
+    days to failure, never negative, were predicted down to -88 with nothing said (a network extrapolates
+    linearly past what it saw)."""
+    if not predictions or not stats:
+        return None
+    y = np.asarray(predictions)
+    below, above = int((y < stats["min"]).sum()), int((y > stats["max"]).sum())
+    if not below and not above:
+        return None
+    counts = " and ".join(f"{n:,} {where} {bound:,.4g}" for n, where, bound in
+                          ((below, "below", stats["min"]), (above, "above", stats["max"])) if n)
+    return (f"[evaluate] note: {below + above:,} of the {len(y):,} test predictions fall outside the labels read "
+            f"({stats['min']:,.4g} to {stats['max']:,.4g}): {counts}; the model extrapolates there. Clip its answers "
+            "where you use them if the label cannot go beyond (a count or a duration is never negative)")
 
 
 def score_records(bundle, records: list[dict], label: str) -> dict:

@@ -19,7 +19,7 @@ from jobs import bundle as B
 from jobs import replaced as REPLACED
 from jobs.contracts import PreparedData
 from jobs.early import start_early
-from jobs.evaluate import evaluate
+from jobs.evaluate import evaluate, outside_labels_note
 from jobs.metrics import CLASSES_SHOWN, classes_shown, per_class_scores, rest_line
 from jobs.spec import JobSpec, dump_spec, storage_root
 from jobs.train import TrainOutcome, check_cluster, fit, summary_table
@@ -164,8 +164,11 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
 
     def score_test_split(bundle: B.Bundle) -> dict:
         t0 = time.time()
-        metrics["test"] = evaluate(bundle, prepared.test_raw, spec.data.label)
+        predictions: list = []
+        metrics["test"] = evaluate(bundle, prepared.test_raw, spec.data.label, predictions=predictions)
         progress(f"[evaluate] test split scored in {time.time() - t0:.1f}s")
+        if note := outside_labels_note(predictions, getattr(prepared.ingest, "label_stats", None)):
+            progress(note)
         return {"test": metrics["test"]}
 
     scored: list = []           # the staged bundle's validation scores: one pass for the cut-off and the profile

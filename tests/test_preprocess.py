@@ -419,3 +419,16 @@ def test_a_regression_labels_spread_is_said_and_a_long_tail_named_with_the_loss_
                            "squared error") and note.endswith("train.loss: huber weighs large errors less")
     assert len(said(stats, "huber")) == 1                       # the loss asked for already
     assert len(said(label_stats(np.linspace(10, 20, 500)))) == 1        # no tail, no note
+
+
+def test_regression_test_predictions_outside_the_labels_read_are_said():
+    """Days to failure, never negative, were predicted down to -88 by the bundle with nothing said."""
+    from jobs.evaluate import outside_labels_note
+
+    stats = {"min": 0.0, "max": 1941.0}
+    assert outside_labels_note([-4.4, 3.0, 12.5, -87.95, 2000.0], stats) == (
+        "[evaluate] note: 3 of the 5 test predictions fall outside the labels read (0 to 1,941): 2 below 0 and 1 "
+        "above 1,941; the model extrapolates there. Clip its answers where you use them if the label cannot go "
+        "beyond (a count or a duration is never negative)")
+    assert outside_labels_note([0.0, 1941.0, 5.0], stats) is None
+    assert outside_labels_note([1.0], {}) is None and outside_labels_note([], stats) is None
