@@ -123,6 +123,18 @@ def find_token(address: Address | None = None, *, state_dir=None) -> Token | Non
     return None
 
 
+def rejected_token(where: str, token: Token, address: Address | None, state_dir=None) -> ConnectError:
+    """The cluster at `where` refused `token`. One from the environment wins over the token file `cluster up`
+    saved: when that cluster is the one asked, the fix is to unset the variable, not to "set" it."""
+    message = f"the cluster at {where} rejected the token from {token.source}: it is not this cluster's token. "
+    env = next((name for name in (TOKEN_ENV, TOKEN_PATH_ENV) if name in token.source), None)
+    local = local_cluster(address, state_dir) if env else None
+    if local and local.get("token_path") and _read_token_file(Path(local["token_path"])):
+        return ConnectError(message + f"{env} wins over the token `trainyard cluster up` saved for this cluster "
+                            f"({local['token_path']}): unset {env} to use that one")
+    return ConnectError(message + TOKEN_HELP)
+
+
 def _read_token_file(path: Path) -> str:
     try:
         return path.read_text().strip()

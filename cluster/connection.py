@@ -25,8 +25,8 @@ import ray
 
 from cluster import processes, ray_compat, reaper
 from cluster.address import (ADDRESS_HELP, AUTH_MODE_ENV, PROBE_TIMEOUT_S, TOKEN_ENV, TOKEN_HELP,
-                             TOKEN_PATH_ENV, Address, ConnectError, Token, address_from, find_token,
-                             local_cluster, parse_address)
+                             TOKEN_PATH_ENV, Address, ConnectError, Token, address_from, find_token, local_cluster,
+                             parse_address, rejected_token)
 from cluster.dashboard import authorize
 from cluster.errors import EXIT_FAILED
 from cluster.nodes import alive_nodes
@@ -105,9 +105,7 @@ def _authorize_grpc(address: Address, state_dir=None) -> Token | None:
             f"the cluster at {address.text} uses token authentication and no token was found: {TOKEN_HELP}")
     outcome, detail = _probe_grpc(address, token)
     if outcome == "unauthenticated":
-        raise ConnectError(
-            f"the cluster at {address.text} rejected the token from {token.source}: it is not this cluster's "
-            f"token. {TOKEN_HELP}")
+        raise rejected_token(address.text, token, address, state_dir)
     if outcome != "ok":
         raise ConnectError(f"{address.text} stopped answering while checking the token ({detail})",
                            exit_code=EXIT_FAILED)  # it answered a moment before: not the address's fault

@@ -17,7 +17,8 @@ import urllib.request
 
 from cluster import quiet, ray_compat
 from cluster import state as cluster_state
-from cluster.address import PROBE_TIMEOUT_S, TOKEN_HELP, ConnectError, Token, find_token, parse_address
+from cluster.address import (PROBE_TIMEOUT_S, TOKEN_HELP, ConnectError, Token, find_token, parse_address,
+                             rejected_token)
 
 
 def dashboard_url(address: str | None = None, *, state_dir=None) -> str:
@@ -101,7 +102,7 @@ def _not_http(url: str, exc: Exception) -> ConnectError:
                         "default; `trainyard cluster status` prints a local cluster's")
 
 
-def _check_dashboard_token(url: str, token: Token | None) -> None:
+def _check_dashboard_token(url: str, token: Token | None, state_dir=None) -> None:
     """Raise unless the dashboard accepts ``token`` on an authenticated endpoint."""
     request = urllib.request.Request(f"{url}/api/version")
     if token:
@@ -116,9 +117,7 @@ def _check_dashboard_token(url: str, token: Token | None) -> None:
             raise ConnectError(
                 f"the cluster at {url} uses token authentication and no token was found: {TOKEN_HELP}") from None
         if exc.code == 403:
-            raise ConnectError(
-                f"the cluster at {url} rejected the token from {token.source}: it is not this cluster's token. "
-                f"{TOKEN_HELP}") from None
+            raise rejected_token(url, token, parse_address(url), state_dir) from None
         raise ConnectError(f"{url}/api/version answered HTTP {exc.code}: is this a Ray dashboard?") from None
     except (urllib.error.URLError, OSError) as exc:
         raise ConnectError(f"could not reach the Jobs API at {url}: {getattr(exc, 'reason', exc)}") from None
@@ -132,7 +131,7 @@ def authorize(url: str, *, state_dir=None) -> Token | None:
     if _auth_mode(url) == "disabled":
         return None
     token = find_token(parse_address(url), state_dir=state_dir)
-    _check_dashboard_token(url, token)
+    _check_dashboard_token(url, token, state_dir)
     return token
 
 

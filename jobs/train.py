@@ -400,7 +400,8 @@ def start_line(spec: JobSpec, config: WorkerConfig, prepared: Optional[PreparedD
     epoch is then one smaller step: the batch size the user set is not the one trained with)."""
     line = (f"[train] {spec.train.workers} worker(s) on {'GPU' if config.use_gpu else 'CPU'}, "
             f"{config.epochs} epoch(s), batch {config.batch_size}, lr {config.lr:g}"
-            + (f" (head {config.head_lr:g})" if config.head_lr is not None else "") + f", shard in {config.cache}")
+            + (f" (head {config.head_lr:g})" if config.head_lr is not None else "")
+            + (f", loss {config.loss}" if config.task == "regression" else "") + f", shard in {config.cache}")
     if spec.model.encoder == "scratch":
         line += "; a transformer trained from scratch (model.scratch)"
     elif spec.model.encoder:     # a pretrained text or image encoder: which one, and how much of it trains

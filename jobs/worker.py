@@ -191,7 +191,7 @@ def _progress_line(row: dict, cfg: WorkerConfig, metric: str) -> str:
     shown += [f"train_loss {row['train_loss']:.4f}", f"val_loss {row.get('val_loss', float('nan')):.4f}"]
     if metric != "val_loss" and row.get(metric) is not None:
         shown.append(f"{metric} {row[metric]:.4f}")
-    for k in ("val_accuracy", "val_f1", "val_rmse", "val_r2"):
+    for k in ("val_accuracy", "val_f1", "val_mae", "val_rmse", "val_r2"):     # MAE and RMSE: the label's units
         if k != metric and k in row:
             shown.append(f"{k} {row[k]:.4f}")
     shown.append(f"{row['epoch_time_s']:.2f}s {row['train_samples_per_s']:,.0f} samples/s")

@@ -102,6 +102,9 @@ def test_wrong_token_fails_clearly_everywhere(cluster, cluster_env, tmp_path):
         assert out.returncode == 2, (args, out.stdout, out.stderr)
         assert "rejected the token from the RAY_AUTH_TOKEN environment variable" in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr
+        # `cluster up` saved this cluster's token: the variable wins over it, and "set RAY_AUTH_TOKEN" was the advice
+        assert ("RAY_AUTH_TOKEN wins over the token `trainyard cluster up` saved for this cluster (" in out.stderr
+                and "unset RAY_AUTH_TOKEN to use that one" in out.stderr), (args, out.stderr)
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"name: t\ndata: {{path: {tmp_path}, label: y}}\noutput: {tmp_path / 'out'}\n")
     out = run_cli("submit", str(spec), "--address", cluster["dashboard_url"], env=env, module="trainyard")

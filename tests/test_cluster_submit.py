@@ -197,6 +197,10 @@ def test_cli_exit_code_and_message(tmp_path, repo):
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.startswith("trainyard: error: ") and "Traceback" not in out.stderr
+    # a name no shell takes: refused, without first the advice to `export 1BAD=...`
+    out = subprocess.run([sys.executable, "-m", "trainyard", "submit", str(spec_file(tmp_path)), "--address", REMOTE,
+                          "--env", "1BAD=x"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "export" not in out.stdout + out.stderr, out.stdout + out.stderr
 
 
 def test_envcheck_reads_the_dependencies_and_names_what_is_missing(tmp_path, capsys):

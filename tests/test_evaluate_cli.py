@@ -128,3 +128,37 @@ def test_each_versions_recall_of_a_class_is_read_in_its_own_class_order(versions
         want = cm[2][2] / sum(cm[2])
         line = next(line for line in out if line.startswith("[evaluate] recall 'yes'"))
         assert line.split()[3 + order.index(three)] == f"{want:.4f}", (line, want)
+
+
+def test_a_regression_by_a_column_shows_mae_and_rmse_and_bundles_of_two_jobs_are_named_by_job(tmp_path, capsys):
+    """Days to failure: `--by` showed RMSE alone (MAE, in days, is what its users track); `evaluate runs/rul
+    runs/rul_huber` headed two timestamps; a slice value cut to 14 characters ("2025-05-14 21:") read as a value."""
+    from jobs.model import build_model
+    from jobs.tabular import NumericState, Preprocessor
+
+    config = {"kind": "mlp", "input_dim": 1, "output_dim": 1, "hidden": [3], "dropout": 0.0, "activation": "relu"}
+    paths = []
+    for seed, job in ((0, "rul"), (1, "rul_huber")):
+        torch.manual_seed(seed)
+        pre = Preprocessor(task="regression", label="days", categorical=[], numeric=[NumericState("x", fill=0.0, center=0.0,
+                                                                                   scale=1.0)])
+        pre.label_center, pre.label_scale = 40.0, 30.0
+        paths.append(B.write(tmp_path / job / "bundle", state_dict=build_model(config).state_dict(),
+                             model_config=config, preprocessor=pre, metrics={"val": {"val_mae": 1.0}},
+                             spec_yaml=f"name: {job}\n", lineage={"name": job, "version": "20261206-120000"},
+                             progress=lambda _line: None))
+    rows = pd.DataFrame({"x": [i / 10 for i in range(60)], "days": [float(i % 17) for i in range(60)],
+                         "when": ["2025-05-14 21:00:00+00:00"] * 40 + ["2025-05-15 08:00:00+00:00"] * 20})
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    assert cli.main(["evaluate", str(paths[0]), str(paths[1]), "--data", str(tmp_path / "rows.csv"),
+                     "--by", "when"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["[evaluate]", "rul/20261206-120000", "rul_huber/20261206-120000"], out[1]
+    head = next(line for line in out if line.startswith("[evaluate] by when: mae/rmse"))
+    assert head.split()[4:] == ["mae", "rul/20261206-120000", "rmse", "rul/20261206-120000", "mae",
+                                "rul_huber/20261206-120000", "rmse", "rul_huber/20261206-120000"], head
+    first = out[out.index(head) + 1]
+    assert first.split()[1:4] == ["2025-05-14", "21:00:0…", "(40)"], first
+    part = pd.read_csv(tmp_path / "rows.csv").head(40)
+    want = [score(B.load(p), [part], "days")[k] for p in paths for k in ("mae", "rmse")]
+    assert first.split()[-4:] == [f"{v:.4f}" for v in want], first

@@ -411,6 +411,11 @@ def test_an_epoch_line_shows_what_the_epoch_did_and_on_a_gpu_its_memory():
     row = {"epoch": 2, "lr": 0.01, "train_loss": 0.5, "val_loss": 0.4, "epoch_time_s": 0.01,
            "train_samples_per_s": 1000.0, "gpu_peak_mib": 1536.4}
     assert _progress_line(row, _worker_config(4), "val_loss").endswith("1,000 samples/s  GPU peak 1,536 MiB")
+    # a regression's MAE is shown beside its RMSE, both in the label's units (days to failure: MAE is what counts)
+    row = {"epoch": 2, "lr": 0.01, "train_loss": 0.5, "val_loss": 0.4, "val_mae": 49.95, "val_rmse": 77.07,
+           "val_r2": 0.117, "epoch_time_s": 0.01, "train_samples_per_s": 1000.0}
+    assert "val_loss 0.4000  val_mae 49.9500  val_rmse 77.0700  val_r2 0.1170  " in _progress_line(
+        row, _worker_config(4), "val_loss")
 
 
 def test_a_terminal_gets_a_bar_of_epochs_that_ends_with_the_training():

@@ -60,6 +60,9 @@ def test_the_start_line_names_the_encoder_what_of_it_trains_and_the_heads_rate()
     assert start_line(validate_spec(scratch), config()).endswith(
         "shard in memory; a transformer trained from scratch (model.scratch)")
     assert start_line(validate_spec(BASE), config()).endswith("lr 0.05, shard in memory")
+    # a regression's loss is said (a huber run and an mse run started with the same line)
+    assert start_line(validate_spec(BASE), config(task="regression", loss="huber")).endswith(
+        "lr 0.05, loss huber, shard in memory")
 
 
 def test_checkpoint_due_on_epochs_on_seconds_and_always_at_the_last_epoch():

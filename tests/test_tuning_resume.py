@@ -51,6 +51,8 @@ def test_resume_after_sigint_and_sigkill_does_not_repeat_finished_trials(tmp_pat
     assert stop(driver, signal.SIGINT) == 130, log1.read_text()[-3000:]
     # The message gives the command that continues it: the same spec and cluster, and --resume.
     assert f"Continue it with: trainyard tune {spec} --address {ray_address()} --resume" in log1.read_text()
+    # the trials not started yet count as unfinished too ("1 trial(s) unfinished" of a 6-sample search, 5 left)
+    assert "[tune] interrupted with 2 of 3 trial(s) unfinished (1 of them started)" in log1.read_text()
     ended_1 = ended_trials(out)
     cut_off = [tid for tid, p in train_runs().items() if tid not in ended_1 and checkpoints(p)]
     assert len(ended_1) == 1 and len(cut_off) == 1

@@ -57,7 +57,7 @@ def cmd_evaluate(args, progress) -> int:
              + (f"; {unlabelled:,} without a label left out" if unlabelled else ""))
     if not len(table):
         raise BundleError(f"{args.data}: no row has a label in column {label!r}; nothing to score")
-    names = [b.version or given for b, given in zip(bundles, args.bundles)]
+    names = _names(bundles, args.bundles)
     for name, bundle in zip(names, bundles):
         for note in _input_notes(bundle, table):
             progress(f"[evaluate] note: {name}: {note}")
@@ -137,6 +137,16 @@ def _scored(bundle, table, label: str, path: str, score) -> dict:
     return metrics
 
 
+def _names(bundles: list, given: list[str]) -> list[str]:
+    """Each bundle's column heading: its version; with the job's name first when the bundles come from more than
+    one job (`evaluate runs/rul runs/rul_huber` headed two timestamps, which told the runs apart by nothing)."""
+    jobs = [str(b.lineage.get("name") or "") for b in bundles]
+    versions = [b.version or g for b, g in zip(bundles, given)]
+    if len(set(jobs)) > 1:
+        return [f"{job}/{version}" if job else version for job, version in zip(jobs, versions)]
+    return versions
+
+
 def _shown(value) -> str:
     return "-" if not isinstance(value, (int, float)) or math.isnan(value) else f"{value:.4f}"
 
@@ -184,19 +194,24 @@ def _table(names: list[str], scores: list[dict], bundles: list) -> list[str]:
 
 
 def _slices(names, bundles, table, label: str, by: str, path: str, score) -> list[str]:
-    """The headline metric (f1, or rmse) per value of column `by`, most rows first."""
-    key = "f1" if bundles[0].task == "classification" else "rmse"
+    """The headline metrics (f1; mae and rmse, in the label's units) per value of column `by`, most rows first."""
+    keys = ["f1"] if bundles[0].task == "classification" else ["mae", "rmse"]
+    key = "/".join(keys)
     # As objects first: a Parquet column stored dictionary-encoded reads as a pandas Categorical, which cannot take
     # "(missing)" ("Cannot setitem on a Categorical with a new category").
     keyed = table[by].astype(object).fillna("(missing)").astype(str)
     counts = keyed.value_counts()
-    width = max(16, *(len(n) + 2 for n in names))
-    lines = [f"[evaluate] by {by}: {key}" + " " * max(0, 22 - len(f"by {by}: {key}"))
-             + "".join(f"{n:>{width}}" for n in names)]
+    heads = [f"{k} {n}" if len(keys) > 1 else n for n in names for k in keys]
+    width = max(16, *(len(h) + 2 for h in heads))
+    lines = [f"[evaluate] by {by}: {key}" + " " * max(0, 28 - len(f"by {by}: {key}"))
+             + "".join(f"{h:>{width}}" for h in heads)]
     for value, n in counts.head(MOST_SLICES).items():
         part = table[keyed == value]
-        cells = [_scored(b, part, label, path, score).get(key) for b in bundles]
-        lines.append(f"[evaluate]   {(value[:14] + f' ({n})'):<20}" + "".join(f"{_shown(c):>{width}}" for c in cells))
+        scored = [_scored(b, part, label, path, score) for b in bundles]
+        cells = [s.get(k) for s in scored for k in keys]
+        # A value cut to fit is marked cut ("2025-05-14 21:" read as an hour of its own)
+        shown = value if len(value) <= 19 else value[:18] + "…"
+        lines.append(f"[evaluate]   {(shown + f' ({n})'):<26}" + "".join(f"{_shown(c):>{width}}" for c in cells))
     if len(counts) > MOST_SLICES:
         lines.append(f"[evaluate]   ... {len(counts) - MOST_SLICES} more value(s) of {by}, "
                      f"{int(counts.iloc[MOST_SLICES:].sum()):,} row(s), not shown")

@@ -96,8 +96,8 @@ def register(subparsers, kit) -> None:
     def cmd_submit(args) -> int:
         options = dict(shared=args.shared, env=args.env, allow_files=args.allow_file, max_upload_mb=args.max_upload_mb)
         for item in args.env:
-            if "=" in item:
-                name = item.split("=", 1)[0]
+            name = item.split("=", 1)[0]
+            if "=" in item and name.isidentifier():     # `export 1BAD=...` is no shell: `plan` refuses the name
                 kit.progress(f"note: --env {name}=... puts its value in this command's arguments, which `ps` "
                              f"shows to every user of this machine; `export {name}=...` and pass --env {name}")
         the_plan = plan(args.spec, args.address, args.mode, args.set, args.resume, **options)

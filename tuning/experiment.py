@@ -105,8 +105,13 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
         progress(line)
     interrupted = [r for r in records if r.status == "interrupted"]
     if interrupted:
-        progress(f"[tune] interrupted with {len(interrupted)} trial(s) unfinished; the experiment is saved at "
-                 f"{experiment}. Continue it with: {continue_with}")
+        # Counted against the search's trials, not Tune's records: those not yet started were left out ("1 trial(s)
+        # unfinished" of a 6-sample search that had finished one; the resume ran five).
+        total = space.trial_count(spec)
+        left = max(total - (len(records) - len(interrupted)), len(interrupted))
+        started = sum(bool(r.history or r.train_run) for r in interrupted)        # its Train run began
+        progress(f"[tune] interrupted with {left} of {total} trial(s) unfinished ({started} of them started); the "
+                 f"experiment is saved at {experiment}. Continue it with: {continue_with}")
         raise KeyboardInterrupt
     # Each search's own report under tune/<experiment>/ (the bundle's lineage names it), and the latest search's
     # as tune/results.csv and report.png: a colleague's search to the same output replaced them, and the bundle's
