@@ -412,6 +412,12 @@ def test_data_the_cluster_reads_from_this_disk_is_checked_here_before_anything_i
     run = subprocess.run([sys.executable, "-m", "trainyard", "submit", str(spec), "--address", url, "--dry-run",
                           "--set", "data.label=diagnosos"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "diagnosos" in run.stderr and "dry run" not in run.stdout, run.stderr
+    # --resume with no search of this spec in the output: refused here, not on the cluster after the upload
+    search = spec_file(tmp_path, tune={"samples": 2})
+    run = subprocess.run([sys.executable, "-m", "trainyard", "submit", str(search), "--address", url, "--dry-run",
+                          "--mode", "tune", "--resume", "--set", "data.label=diagnosis"], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2 and "--resume" in run.stderr and "dry run" not in run.stdout, run.stderr
 
 
 def test_jobs_status_finds_the_bundle_a_job_wrote_in_its_log():

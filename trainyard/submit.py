@@ -78,17 +78,19 @@ def submit(spec_path, address: str | None, mode: str = "run", wait: bool = False
     return submission.submit(the_plan, address, write_yaml, wait=wait, entrypoint=entrypoint, progress=progress)
 
 
-def check_data_here(the_plan: Plan, check_before_ray: Callable) -> None:
+def check_data_here(the_plan: Plan, check_before_ray: Callable, resume: bool = False) -> None:
     """When the cluster runs on this machine, and so reads the data and the model cache from its disk, what
     `trainyard validate` finds is refused here, before anything is sent: a misspelt label was uploaded and
     failed on the cluster 15 s later. Another cluster (`--shared` paths included) is left to check for itself:
-    its nodes may hold what this machine lacks (a Hugging Face encoder in their cache, credentials)."""
+    its nodes may hold what this machine lacks (a Hugging Face encoder in their cache, credentials). `resume`:
+    --resume, whose search must be in the output with the same spec (a changed spec was uploaded, then refused
+    on the cluster, naming the job's copy of the spec rather than the user's file)."""
     from jobs.spec import validate_spec
 
     paths = the_plan.spec["data"]["path"]
     if not the_plan.same_machine or any("://" in str(p) for p in (paths if isinstance(paths, list) else [paths])):
         return
-    check_before_ray(validate_spec(the_plan.spec), search=the_plan.mode != "train")
+    check_before_ray(validate_spec(the_plan.spec), search=the_plan.mode != "train", resume=resume)
 
 
 def register(subparsers, kit) -> None:
@@ -101,7 +103,7 @@ def register(subparsers, kit) -> None:
                 kit.progress(f"note: --env {name}=... puts its value in this command's arguments, which `ps` "
                              f"shows to every user of this machine; `export {name}=...` and pass --env {name}")
         the_plan = plan(args.spec, args.address, args.mode, args.set, args.resume, **options)
-        check_data_here(the_plan, kit.check_before_ray)
+        check_data_here(the_plan, kit.check_before_ray, args.resume)
         if args.dry_run:
             for line in submission.describe(the_plan, every_file=True):
                 kit.progress(line)
