@@ -162,9 +162,10 @@ def test_rayservice_reads_the_bundle_from_object_storage_with_the_clusters_stora
                for c in pod["spec"]["containers"] for s in c.get("envFrom", []) if "secretRef" in s}
     assert storage == {"trainyard-storage"}, storage
     for pod in _pods(manifest["spec"]["rayClusterConfig"]):
-        assert "volumes" not in pod["spec"], pod["spec"]["volumes"]
+        # no volume for the bundle: only the memory-backed /dev/shm every pod has
+        assert pod["spec"]["volumes"] == [{"name": "shm", "emptyDir": {"medium": "Memory"}}], pod["spec"]["volumes"]
         container = pod["spec"]["containers"][0]
-        assert "volumeMounts" not in container
+        assert container["volumeMounts"] == [{"name": "shm", "mountPath": "/dev/shm"}]
         assert {"secretRef": {"name": "trainyard-storage", "optional": True}} in container["envFrom"]
 
 
@@ -373,3 +374,25 @@ def test_the_launchers_cpu_workers_stay_up_for_trainyards_checks():
     types = _launcher_config()["available_node_types"]
     assert types["head"]["resources"]["CPU"] == 0 and types["cpu_worker"]["min_workers"] >= 1
     assert "use_gpu: true` is refused" in LAUNCHER.read_text()       # what a GPU group at 0 means, said
+
+
+@pytest.mark.parametrize("where,spec", list(_cluster_specs()), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_pod_runs_as_the_images_user_under_pod_security_restricted_with_a_memory_backed_shm(where, spec):
+    """A namespace at Pod Security "restricted" refused every pod (no securityContext: root allowed, privilege
+    escalation, all capabilities, no seccomp profile); and Ray's object store had the container's 64 MB /dev/shm,
+    falling back to /tmp on disk."""
+    groups = [("head", spec["headGroupSpec"])] + [(g["groupName"], g) for g in spec["workerGroupSpecs"]]
+    for name, group in groups:
+        pod = group["template"]["spec"]
+        assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 1000,
+                                          "seccompProfile": {"type": "RuntimeDefault"}}, (where, name)
+        assert {"name": "shm", "emptyDir": {"medium": "Memory"}} in pod["volumes"], (where, name)
+        for container in pod["containers"]:
+            assert container["securityContext"] == {"allowPrivilegeEscalation": False,
+                                                    "capabilities": {"drop": ["ALL"]}}, (where, name)
+            assert {"name": "shm", "mountPath": "/dev/shm"} in container["volumeMounts"], (where, name)
+    # uid 1000 is the image's `ray`, whose files the Dockerfile copies in; the torch is the one the tests ran on
+    dockerfile = (ROOT / "cluster" / "Dockerfile").read_text()
+    assert "--chown=ray:users" in dockerfile and "rayproject/ray:2.60.0" in dockerfile
+    makefile_torch = re.search(r"^TORCH\s*\?=\s*torch==(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert f"ARG TORCH_VERSION={makefile_torch}" in dockerfile and '"torch==${TORCH_VERSION}"' in dockerfile
