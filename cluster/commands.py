@@ -86,13 +86,16 @@ def cmd_cluster_check_storage(args) -> int:
         # The cluster `cluster up` started, as `submit` and `jobs` find it: an embedded Ray of one node would
         # answer "shared by all 1 node(s)" about a question asked of several.
         address = "auto"
+    # A relative path from this folder, as `train --address` takes one: each node resolved it against its own Ray
+    # folder (and the head was left an empty folder of that name).
+    path = args.path if "://" in args.path else os.path.abspath(os.path.expanduser(args.path))
     res = connect(address)
     try:
-        report = check_shared_storage(args.path, timeout_s=args.timeout)
+        report = check_shared_storage(path, timeout_s=args.timeout)
     except StorageError as exc:
         # Here an unshared path is the finding the user asked about, not bad input to the command.
         raise Failure(str(exc)) from None
-    _say(f"{args.path}: shared by all {res['nodes']} node(s)")
+    _say(f"{path}: shared by all {res['nodes']} node(s)")
     for n in report["nodes"]:
         _say(f"  {n['node']}: {n['where']}")
     return EXIT_OK
@@ -158,9 +161,16 @@ def cmd_jobs_stop(args) -> int:
             # A search saves its state when stopped (a Ctrl-C for its driver, with 60 s: cluster.submit.STOP_ENV);
             # what it saved before, if it had to be killed.
             _say(f"its search continues from what it saved in {info.get('output')} with: {info['resume']}")
-    else:
-        _say(f"job {args.job_id} had already ended")
-    return EXIT_OK
+        return EXIT_OK
+    # Ray's stop_job says False for a job that ended, and for one whose driver never started: a job left PENDING
+    # (a log file name Ray could not make) was said to have "already ended", which `jobs status` denied.
+    info = jobs_api.job_info(args.job_id, args.address)
+    if info["status"] in ("SUCCEEDED", "FAILED", "STOPPED"):
+        _say(f"job {args.job_id} had already ended: {info['status']}")
+        return EXIT_OK
+    _say(f"job {args.job_id} is {info['status']}, and the cluster did not stop it: its driver may never have "
+         f"started (trainyard jobs logs {args.job_id}; Ray's dashboard, or the head's job_manager.log, says why)")
+    return EXIT_FAILED
 
 
 # ---------------------------------------------------------------------------------------------- parser

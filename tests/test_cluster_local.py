@@ -200,6 +200,11 @@ def test_storage_check_passes_for_a_path_every_node_sees(cluster, cluster_env, t
     assert out.returncode == 0, out.stdout + out.stderr
     assert "shared by all 2 node(s)" in out.stdout
     assert not target.exists(), "the check must leave no trace"
+    # A relative path is this folder's, as `train --address` takes one (each node resolved it in its own folder)
+    out = subprocess.run([sys.executable, "-m", "trainyard", "cluster", "check-storage", "rel-out"], cwd=tmp_path,
+                         env=cluster_env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and f"{tmp_path / 'rel-out'}: shared by all 2 node(s)" in out.stdout, out.stdout
+    assert not (tmp_path / "rel-out").exists(), "the check must leave no trace"
 
 
 def test_storage_check_catches_a_path_a_node_cannot_see(cluster, cluster_env):
@@ -296,6 +301,8 @@ def test_jobs_stop(cluster, cluster_env, tmp_path):
     assert f"SIGINT; continue with: {again}" in jobs_api.logs(job_id, cluster["dashboard_url"])
     out = run_cli("jobs", "status", job_id, env=cluster_env)
     assert out.returncode == 1 and "STOPPED" in out.stdout
+    out = run_cli("jobs", "stop", job_id, env=cluster_env)          # again: said how it ended
+    assert out.returncode == 0 and f"job {job_id} had already ended: STOPPED" in out.stdout, out.stdout
     out = run_cli("jobs", "list", env=cluster_env)
     assert f"{tmp_path / 'spec.yaml'} (run) → {tmp_path / 'out'}" in out.stdout, out.stdout
 
