@@ -268,6 +268,10 @@ def status(state_dir=None) -> dict:
 
 # ---------------------------------------------------------------------------------------------- down
 
+# How long the processes of a cluster whose head's `ray start` is gone get after their SIGTERM (`down`).
+DEAD_HEAD_GRACE_S = 5.0
+
+
 def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False,
          progress: Callable[[str], None] = lambda _msg: None) -> list[int]:
     """Stop every process the recorded cluster started; returns the pids that were still running.
@@ -288,12 +292,23 @@ def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False,
             progress(f"not signalling pid {node['pid']} ({node['name']}): it is no longer the process "
                      f"`cluster up` started ({describe(node['pid'])}); that one has exited and its pid was reused")
     stopped = set(cluster_processes(state))
+    # The head's `ray start` gone (killed outright) takes its GCS with it, and no node stops gracefully without
+    # one: a worker's raylet and agents, and the head's leftovers, outlived their SIGTERM until the timeout, and
+    # `down` took 57 s, saying nothing. Then every process is sent its SIGTERM and given a short grace.
+    head_gone = not any(recorded_process(n) == ALIVE for n in state["nodes"] if n["name"] == "head")
+    if head_gone:
+        progress("the head's `ray start` is no longer running (its GCS is gone with it): stopping every process "
+                 f"of the cluster directly, {DEAD_HEAD_GRACE_S:g} s before they are killed")
     for group in ([n for n in state["nodes"] if n["name"] != "head"],
                   [n for n in state["nodes"] if n["name"] == "head"]):
         for node in group:
             if recorded_process(node) == ALIVE:
                 _signal(node["pid"], signal.SIGTERM)  # `ray start --block` then stops its own children
-        _wait_until(lambda: not any(_members(state, sessions_of=group)), timeout_s, group)
+            if head_gone and recorded_process(node) != REUSED:
+                for pid in _members(state, sessions_of=[node]):
+                    _signal(pid, signal.SIGTERM)
+        _wait_until(lambda: not any(_members(state, sessions_of=group)),
+                    min(timeout_s, DEAD_HEAD_GRACE_S) if head_gone else timeout_s, group)
     for pid in cluster_processes(state):
         _signal(pid, signal.SIGKILL)
     _wait_until(lambda: not cluster_processes(state), 10, state["nodes"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -545,3 +546,28 @@ def test_down_stops_every_process_it_started(cluster, cluster_env, tmp_path):
     assert not (Path(cluster_env["TRAINYARD_STATE_DIR"]) / "cluster.json").exists()
     out = run_cli("cluster", "status", env=cluster_env)
     assert out.returncode == 1 and "no local cluster recorded" in out.stderr
+
+
+def test_down_after_the_heads_crash_stops_the_rest_in_seconds(cluster_env):
+    """The head's `ray start` killed outright takes its GCS with it; the worker's raylet and agents and the head's
+    leftovers outlived their SIGTERM: `down` waited out its timeout for each node (57 s, nothing said), then
+    killed them. (After the test above: a cluster of this test's own.)"""
+    state_file = Path(cluster_env["TRAINYARD_STATE_DIR"]) / "cluster.json"
+    up = run_cli("cluster", "up", "--workers", "1", "--cpus-per-node", "2", "--object-store-mb", "256",
+                 env=cluster_env)
+    state = json.loads(state_file.read_text()) if state_file.exists() else None
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        os.kill(next(n for n in state["nodes"] if n["name"] == "head")["pid"], signal.SIGKILL)
+        started = time.monotonic()
+        out = run_cli("cluster", "down", env=cluster_env)
+        took = time.monotonic() - started
+        assert out.returncode == 0 and "none of them is left" in out.stdout, out.stdout + out.stderr
+        assert "the head's `ray start` is no longer running" in out.stdout, out.stdout
+        assert took < 25, f"down took {took:.0f} s after the head's crash"
+    finally:
+        if state_file.exists():
+            run_cli("cluster", "down", env=cluster_env)
+        if state:
+            assert local.cluster_processes(state) == [], "the local cluster left processes behind"
+
