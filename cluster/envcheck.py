@@ -25,19 +25,23 @@ EXIT_MISSING = 3
 _IMPORT_NAMES = {"pyyaml": "yaml", "scikit-learn": "sklearn", "pillow": "PIL", "moto": "moto"}
 
 
-def required_modules(pyproject: Path) -> list[str]:
-    """Import names of [project].dependencies: read with tomllib (Python 3.11+), else with a small parser of the
-    plain dependency list that drops comments first (an apostrophe in a comment once read as a quote)."""
+def dependency_specs(pyproject: Path) -> list[str]:
+    """[project].dependencies as written: read with tomllib (Python 3.11+), else with a small parser of the plain
+    dependency list that drops comments first (an apostrophe in a comment once read as a quote)."""
     text = pyproject.read_text()
     try:
         import tomllib
-        specs = tomllib.loads(text).get("project", {}).get("dependencies", [])
+        return list(tomllib.loads(text).get("project", {}).get("dependencies", []))
     except ModuleNotFoundError:  # Python 3.10 on the cluster
         block = re.search(r"^dependencies\s*=\s*\[(.*?)^\]", text, re.S | re.M)
         body = re.sub(r"#[^\n]*", "", block.group(1)) if block else ""
-        specs = re.findall(r"""["']([^"']+)["']""", body)
+        return re.findall(r"""["']([^"']+)["']""", body)
+
+
+def required_modules(pyproject: Path) -> list[str]:
+    """Import names of [project].dependencies (`dependency_specs`)."""
     names = []
-    for spec in specs:
+    for spec in dependency_specs(pyproject):
         dist = re.split(r"[\s\[<>=!~;]", spec.strip(), maxsplit=1)[0].lower()
         if dist:
             names.append(_IMPORT_NAMES.get(dist, dist.replace("-", "_")))
@@ -46,6 +50,32 @@ def required_modules(pyproject: Path) -> list[str]:
 
 def missing_modules(modules: list[str]) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def wrong_versions(specs: list[str]) -> list[str]:
+    """The installed distributions outside the versions the specs ask ("ray 2.59.0 (trainyard needs
+    <2.61,>=2.60)"): a cluster's Ray of another minor version passed, and failed deep inside Ray Train. Missing
+    ones are `missing_modules`'; without `packaging` (Ray's own dependency) nothing is checked."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:
+        return []
+    found = []
+    for spec in specs:
+        try:
+            req = Requirement(spec)
+        except InvalidRequirement:
+            continue
+        if not req.specifier or (req.marker is not None and not req.marker.evaluate()):
+            continue
+        try:
+            have = version(req.name)
+        except PackageNotFoundError:
+            continue
+        if not req.specifier.contains(have, prereleases=True):
+            found.append(f"{req.name} {have} (trainyard needs {req.specifier})")
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
               "but not its dependencies: run the cluster from an image or environment where "
               "`pip install .` (trainyard's pyproject.toml) was done — for KubeRay, the image in "
               "cluster/kuberay/*.yaml; for the cluster launcher, setup_commands in cluster/launcher/aws.yaml.",
+              file=sys.stderr)
+        return EXIT_MISSING
+    wrong = wrong_versions(dependency_specs(pyproject))
+    if wrong:
+        print(f"trainyard envcheck: the cluster's python ({sys.executable}) has {'; '.join(wrong)}: install the "
+              "versions trainyard's pyproject.toml asks (`pip install .` in the cluster's image or environment)",
               file=sys.stderr)
         return EXIT_MISSING
     import ray

@@ -212,6 +212,11 @@ def test_envcheck_reads_the_dependencies_and_names_what_is_missing(tmp_path, cap
     assert envcheck.main([str(fake)]) == envcheck.EXIT_MISSING
     err = capsys.readouterr().err
     assert "lacks no_such_package_xyz" in err and sys.executable in err and "pip install ." in err
+    # a package of a version outside the range trainyard asks (a cluster's Ray 2.59 passed, then failed in Ray Train)
+    fake = write(tmp_path / "pyproject.toml", '[project]\ndependencies = [\n    "pytest<1",\n    "pyyaml>=6",\n]\n')
+    assert envcheck.main([str(fake)]) == envcheck.EXIT_MISSING
+    err = capsys.readouterr().err
+    assert f"has pytest {pytest.__version__} (trainyard needs <1)" in err and "pyyaml" not in err, err
 
 
 @pytest.mark.parametrize("tomllib", ["tomllib", "none (Python 3.10)"])
