@@ -223,7 +223,7 @@ class EarlyRun:
         The caller goes on at once (its error is said now); a process that exits before the run has ended waits
         for it (`_at_exit`). With the run's thread still in Ray Train's fit, the embedded Ray stopped at exit
         under it ended a Ctrl-C'd `trainyard train` with exit code 1 ("The core worker has already been
-        shutdown") or a segmentation fault (139) instead of 130: 5 of 18 Ctrl-Cs mid-training on 2 cores."""
+        shutdown") or a segmentation fault (139) instead of 130: 9 of 29 Ctrl-Cs mid-training on 2 cores."""
         if self._aborted:
             return
         handoff = self._handoff
