@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -213,6 +214,32 @@ def test_a_ctrl_c_while_ray_stops_at_exit_is_told_and_a_second_leaves():
                           cwd=Path(__file__).resolve().parents[1])
     assert (done.returncode, done.stdout) == (130, "went on\n"), done
     assert done.stderr == STOPPING_NOTE + "\n", done.stderr
+
+
+@pytest.mark.ray
+def test_a_ctrl_c_once_a_command_with_its_own_ray_is_done_is_told_not_a_traceback():
+    """The user's side of the test above: a command that started its own Ray and did its work, Ctrl-C'd as it
+    ends. "Exception ignored in: <function WeakSet...>" and a KeyboardInterrupt traceback came after "bundle
+    written to" (2 of 2 tries), the Ctrl-C landing in the exit's garbage collection or Ray's stop."""
+    from cluster.connection import STOPPING_NOTE
+
+    code = ("import sys\n"
+            "from trainyard import cli\n"
+            "from cluster.connection import connect\n"
+            "cli.main = lambda argv=None: (connect(), print('done', flush=True), 0)[2]\n"
+            "sys.exit(cli.run())\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "done\n"
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert STOPPING_NOTE in err and "Traceback" not in err and "Exception ignored" not in err, err
 
 
 def test_tunes_own_report_of_a_failed_trial_stays_out_and_its_other_errors_show():

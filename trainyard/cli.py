@@ -466,6 +466,11 @@ def run() -> int:
     import gc
 
     code = main()
+    connection = sys.modules.get("cluster.connection")
+    if code == EXIT_OK and connection is not None and connection.is_embedded():
+        # The work is done (a bundle written): a Ctrl-C from here on is told, not raised. It landed in the collect
+        # below as often as in Ray's stop at exit ("Exception ignored in: <function WeakSet...>", a traceback).
+        connection.tell_ctrl_c()
     gc.collect()
     # Frozen objects are never collected again: a reference cycle among them that holds a resource (an open
     # file, a socket) is not finalized at exit. None of the commands leaves one after the collect above; a
