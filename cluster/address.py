@@ -127,7 +127,9 @@ def rejected_token(where: str, token: Token, address: Address | None, state_dir=
     """The cluster at `where` refused `token`. One from the environment wins over the token file `cluster up`
     saved: when that cluster is the one asked, the fix is to unset the variable, not to "set" it."""
     message = f"the cluster at {where} rejected the token from {token.source}: it is not this cluster's token. "
-    env = next((name for name in (TOKEN_ENV, TOKEN_PATH_ENV) if name in token.source), None)
+    # By the source `find_token` wrote: RAY_AUTH_TOKEN is a part of RAY_AUTH_TOKEN_PATH's name
+    env = (TOKEN_PATH_ENV if token.source.endswith(f"({TOKEN_PATH_ENV})")
+           else TOKEN_ENV if token.source == f"the {TOKEN_ENV} environment variable" else None)
     local = local_cluster(address, state_dir) if env else None
     if local and local.get("token_path") and _read_token_file(Path(local["token_path"])):
         return ConnectError(message + f"{env} wins over the token `trainyard cluster up` saved for this cluster "

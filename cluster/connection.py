@@ -194,21 +194,29 @@ def tell_ctrl_c() -> None:
     traceback after "bundle written to" while the stop went on regardless. Now the first Ctrl-C says what is
     happening (`STOPPING_NOTE`) and the second leaves at once, exit code 130 (the embedded Ray's processes share
     this one's fate and end with it). Only the main thread may set a signal handler: elsewhere, nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is _on_ctrl_c:
         return
-    pressed = []
+    signal.signal(signal.SIGINT, _on_ctrl_c)
 
-    def on_ctrl_c(signum, frame) -> None:
-        if pressed:
-            os._exit(130)
-        pressed.append(signum)
-        try:
-            sys.stderr.write(STOPPING_NOTE + "\n")
-            sys.stderr.flush()
-        except (OSError, ValueError):      # stderr closed or gone: the note is all that is lost
-            pass
 
-    signal.signal(signal.SIGINT, on_ctrl_c)
+_pressed: list = []
+
+
+def _on_ctrl_c(signum, frame) -> None:
+    if _pressed:
+        # What the command printed is kept: os._exit skips the flush (a piped "bundle written to" line was lost).
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+    _pressed.append(signum)
+    try:
+        sys.stderr.write(STOPPING_NOTE + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):      # stderr closed or gone: the note is all that is lost
+        pass
 
 
 def disconnect(*, reap: bool = True) -> list[dict]:

@@ -98,8 +98,9 @@ def _auth_mode(url: str) -> str:
 
 def _not_http(url: str, exc: Exception) -> ConnectError:
     return ConnectError(f"{url} answers, but not in HTTP ({type(exc).__name__}): the port of Ray's GCS (6379) or "
-                        "Ray Client (10001), not its dashboard's. Give the dashboard's address, http://HOST:8265 by "
-                        "default; `trainyard cluster status` prints a local cluster's")
+                        "Ray Client (10001), not its dashboard's, or an https:// endpoint written as http://. Give "
+                        "the dashboard's address, http://HOST:8265 by default; `trainyard cluster status` prints a "
+                        "local cluster's")
 
 
 def _check_dashboard_token(url: str, token: Token | None, state_dir=None) -> None:

@@ -295,7 +295,7 @@ def down(state_dir=None, *, timeout_s: float = 30.0, quiet: bool = False,
     # The head's `ray start` gone (killed outright) takes its GCS with it, and no node stops gracefully without
     # one: a worker's raylet and agents, and the head's leftovers, outlived their SIGTERM until the timeout, and
     # `down` took 57 s, saying nothing. Then every process is sent its SIGTERM and given a short grace.
-    head_gone = not any(recorded_process(n) == ALIVE for n in state["nodes"] if n["name"] == "head")
+    head_gone = bool(stopped) and not any(recorded_process(n) == ALIVE for n in state["nodes"] if n["name"] == "head")
     if head_gone:
         progress("the head's `ray start` is no longer running (its GCS is gone with it): stopping every process "
                  f"of the cluster directly, {DEAD_HEAD_GRACE_S:g} s before they are killed")

@@ -185,13 +185,15 @@ class EarlyRun:
             # The actor ends with its last handle (here and in the trainer's loop config): a long-lived driver
             # keeps none of its runs' actors.
             self._handoff = self._trainer = self._controller = None
-            with _LOCK:
-                aborted = self._aborted
-                _GIVEN_UP.discard(self)
-            if aborted:
-                self._remove_run()
-                atexit.unregister(self._at_exit)
-            self._ended.set()
+            try:
+                with _LOCK:
+                    aborted = self._aborted
+                    _GIVEN_UP.discard(self)
+                if aborted:
+                    self._remove_run()
+                    atexit.unregister(self._at_exit)
+            finally:            # whatever happens above, whoever waits on the run is not left waiting for ever
+                self._ended.set()
 
     def _controller_made(self, controller) -> None:
         """The run's controller, made (in the thread): kept so that `abort` can end the run; ended now if the run
@@ -224,8 +226,8 @@ class EarlyRun:
         for it (`_at_exit`). With the run's thread still in Ray Train's fit, the embedded Ray stopped at exit
         under it ended a Ctrl-C'd `trainyard train` with exit code 1 ("The core worker has already been
         shutdown") or a segmentation fault (139) instead of 130: 9 of 29 Ctrl-Cs mid-training on 2 cores."""
-        if self._aborted:
-            return
+        if self._aborted or (self._handed and self._ended.is_set()):
+            return              # a run that ended (its error being raised): its folder is the error's to name
         handoff = self._handoff
         if handoff is not None and not self._handed:
             handoff.give.remote(None)
@@ -267,6 +269,8 @@ class EarlyRun:
                 self._wait_saying(EMBEDDED_ABORT_WAIT_S, "before Ray stops (Ctrl-C stops it now)")
             except KeyboardInterrupt:   # a second Ctrl-C: stop Ray now, as before
                 pass
+            from cluster.connection import tell_ctrl_c
+            tell_ctrl_c()               # a Ctrl-C while Ray stops is told, not a traceback of the exit handler
             stop_embedded()
             self._remove_run()
             return

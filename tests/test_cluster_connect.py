@@ -88,6 +88,14 @@ def test_token_precedence(clean_env, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
     token = find_token(parse_address("127.0.0.1:45001"))
     assert token.value == "from-env" and "RAY_AUTH_TOKEN" in token.source
+    # Refused, each variable is named as the one to unset: RAY_AUTH_TOKEN is part of RAY_AUTH_TOKEN_PATH's name
+    from cluster.address import rejected_token
+    address = parse_address("127.0.0.1:45001")
+    assert "unset RAY_AUTH_TOKEN to use that one" in str(rejected_token("x", token, address))
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    by_path = find_token(address)
+    assert "unset RAY_AUTH_TOKEN_PATH to use that one" in str(rejected_token("x", by_path, address))
+    assert "unset" not in str(rejected_token("x", by_path, parse_address("10.0.0.5:6379")))    # not that cluster
 
 
 def test_token_path_to_nothing_is_an_error(clean_env, monkeypatch):
@@ -159,9 +167,7 @@ def test_dashboard_url_needs_a_dashboard(clean_env):
     with pytest.raises(ConnectError, match=r"started from another folder .* or set TRAINYARD_STATE_DIR=DIR/.trainyard "
                                            r"\(`trainyard cluster` commands also take --state-dir"):
         dashboard_url(None)
-    # what the hint says to give, each command that can meet it takes: `submit` and `jobs` had no --state-dir
-    from trainyard.cli import build_parser
-    build_parser().parse_args(["cluster", "status", "--state-dir", "x"])
+
 
 
 def test_a_status_without_a_recorded_cluster_says_where_else_it_may_be(tmp_path):

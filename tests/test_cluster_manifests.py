@@ -391,6 +391,13 @@ def test_every_pod_runs_as_the_images_user_under_pod_security_restricted_with_a_
             assert container["securityContext"] == {"allowPrivilegeEscalation": False,
                                                     "capabilities": {"drop": ["ALL"]}}, (where, name)
             assert {"name": "shm", "mountPath": "/dev/shm"} in container["volumeMounts"], (where, name)
+    # the autoscaler's sidecar in the head pod, and a RayJob's submitter pod, as restricted
+    assert spec["autoscalerOptions"]["securityContext"] == {"allowPrivilegeEscalation": False,
+                                                            "capabilities": {"drop": ["ALL"]}}, where
+    if where == "rayjob.yaml":
+        submitter = load_manifest("rayjob.yaml")["spec"]["submitterPodTemplate"]["spec"]
+        assert submitter["securityContext"]["runAsNonRoot"] and submitter["containers"][0]["securityContext"] == {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     # uid 1000 is the image's `ray`, whose files the Dockerfile copies in; the torch is the one the tests ran on
     dockerfile = (ROOT / "cluster" / "Dockerfile").read_text()
     assert "--chown=ray:users" in dockerfile and "rayproject/ray:2.60.0" in dockerfile

@@ -305,3 +305,19 @@ def test_train_refusing_its_data_after_the_embedded_ray_started_exits_2(tmp_path
     assert "core worker has already been shutdown" not in run.stderr, run.stderr
     runs = tmp_path / "out" / "ray"
     assert not runs.exists() or not any(runs.iterdir()), sorted(map(str, runs.iterdir()))
+
+
+def test_a_run_that_ended_with_an_error_keeps_the_folder_its_error_names(tmp_path):
+    """`run_train` gives the run up on any error, the run's own failure too ("training failed ... The run is at
+    <folder>"): a run that had ended without a checkpoint lost that folder."""
+    import threading
+
+    from jobs.early import EarlyRun
+
+    run = object.__new__(EarlyRun)          # a run as `finish` leaves one whose training failed
+    run._aborted, run._handed, run._ended, run._handoff = False, True, threading.Event(), None
+    run._ended.set()
+    run.storage_path, run.run_name = str(tmp_path), "failed"
+    (tmp_path / "failed").mkdir()
+    run.abort()
+    assert (tmp_path / "failed").is_dir() and not run._aborted

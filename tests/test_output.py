@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -233,6 +234,7 @@ def test_a_ctrl_c_once_a_command_with_its_own_ray_is_done_is_told_not_a_tracebac
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert proc.stdout.readline() == "done\n"
+        time.sleep(0.5)         # past `main`'s return (the stop it means to land in lasts seconds)
         os.kill(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:

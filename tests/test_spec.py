@@ -809,6 +809,4 @@ def test_a_job_name_too_long_for_rays_log_file_is_refused_by_validate():
                                         rf"{MAX_NAME}: it names the output folder, the Ray job and the Serve app"):
         validate_spec(spec)
     assert validate_spec({**spec, "name": "x" * MAX_NAME}).name == "x" * MAX_NAME
-    # the submitted job's log file, as Ray names it, fits a file name of 255 bytes
-    assert len(f"job-driver-trainyard-{'x' * MAX_NAME}-20261206-151500-abcd.log") < 255
 

@@ -293,7 +293,7 @@ def cmd_train(args) -> int:
     from jobs.pipeline import run_train
     path, _ = run_train(spec, progress=progress)
     from cluster.jobs_api import BUNDLE_WRITTEN
-    print(f"{BUNDLE_WRITTEN}{path}")
+    print(f"{BUNDLE_WRITTEN}{path}", flush=True)
     return EXIT_OK
 
 
@@ -318,7 +318,7 @@ def cmd_run(args) -> int:
         from jobs.pipeline import run_train
         path, _ = run_train(spec, progress=progress)
     from cluster.jobs_api import BUNDLE_WRITTEN
-    print(f"{BUNDLE_WRITTEN}{path}")
+    print(f"{BUNDLE_WRITTEN}{path}", flush=True)
     if args.no_serve:
         return EXIT_OK
     return serving.serve_forever(path, spec=spec, progress=progress)

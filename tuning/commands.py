@@ -22,7 +22,7 @@ def register(subparsers, kit) -> None:
         kit.connect(args, spec, imports=SEARCH_IMPORTS)
         path, _ = run_tune(spec, resume=args.resume, progress=kit.progress, resume_command=kit.resume_command(args))
         from cluster.jobs_api import BUNDLE_WRITTEN
-        print(f"{BUNDLE_WRITTEN}{path}")
+        print(f"{BUNDLE_WRITTEN}{path}", flush=True)
         return 0
 
     p = subparsers.add_parser(
