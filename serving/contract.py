@@ -22,6 +22,10 @@ def _names(names) -> str:
     return ", ".join(map(repr, names))
 
 
+def _shape(image: dict) -> str:
+    return "x".join(map(str, [*(image.get("size") or []), image.get("channels")]))
+
+
 def lost_requests(old_schema: dict, old_serve: dict, new_schema: dict, new_serve: dict) -> list[str]:
     """What the new version (`new_schema`: its schema.json, `new_serve`: its serve settings as a dict) refuses of
     the requests the running one (`old_*`) accepts, one phrase each; empty when every such request still
@@ -46,6 +50,12 @@ def lost_requests(old_schema: dict, old_serve: dict, new_schema: dict, new_serve
                         and not new.reject_unknown_categories)]
     if retyped:
         lost.append(f"{', '.join(retyped)} takes values of another type")
+    # An image model of another input size or channel count refuses the running version's pixel arrays (encoded
+    # images are resized either way): a 32x32x3 client got 422 after an "updated" to a 48x48 grey model.
+    before, after = old_schema.get("image") or {}, new_schema.get("image") or {}
+    if before and after and (before.get("size"), before.get("channels")) != (after.get("size"), after.get("channels")):
+        lost.append(f"pixel arrays of the running version's shape ({_shape(before)}) are refused, the new version "
+                    f"takes {_shape(after)} (encoded images are still resized)")
     if new.reject_unknown_categories:
         for n, known in new.known.items():
             if n not in old.known:          # a new feature (old clients do not send it), or retyped (said above)
@@ -86,13 +96,17 @@ def update_notes(name: str, running_schema: Optional[dict], running_metrics: Opt
     from jobs.decision import change as cut_change      # here: jobs.fitted brings pandas to every command
     from jobs.replaced import worse_than
 
+    classes = (((running_schema or {}).get("label") or {}).get("classes"), bundle.schema["label"].get("classes"))
+    moved = ([f"[serve] note: {name}'s classes change from {_names(classes[0])} to {_names(classes[1])}: each "
+              "answer's probabilities follow the new list (schema.json's label.classes)"]
+             if classes[0] and classes[1] and list(classes[0]) != list(classes[1]) else [])
     before, after = ((running_schema or {}).get("label") or {}).get("decision"), bundle.schema["label"].get("decision")
     if running_schema and (said := cut_change(before, after)):
-        return [f"[serve] note: {name} {said}"]     # a binary model's answers move with it, not its version alone
+        return moved + [f"[serve] note: {name} {said}"]     # a binary model's answers move with it
     test = (running_metrics or {}).get("test")
     if not isinstance(test, dict):
-        return []
+        return moved
     worse = worse_than((old_version, test, before, None), bundle.metrics.get("test") or {}, bundle.task, after,
                        replaces=f"in {name}")
-    return [f"[serve] note: {worse}; to serve it again: trainyard serve OUTPUT/bundles/{old_version} --name {name} "
-            "(OUTPUT: its run's output folder)"] if worse else []
+    return moved + ([f"[serve] note: {worse}; to serve it again: trainyard serve OUTPUT/bundles/{old_version} --name "
+                     f"{name} (OUTPUT: its run's output folder)"] if worse else [])

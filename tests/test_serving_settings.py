@@ -807,6 +807,27 @@ def test_an_update_to_a_version_of_a_lower_test_score_is_said(tmp_path):
                     "its run's output folder)"]
     assert update_notes("shared", worse.schema, {"test": {"f1": 0.10}}, worse, "v1") == []       # better: nothing
     assert update_notes("shared", worse.schema, None, worse, "v1") == []          # the running one's unknown
+    # Another class list: probabilities[0] meant 'ok' and now 'dent', and the update said nothing
+    three = {**worse.schema, "label": {**worse.schema["label"], "classes": ["dent", "no", "yes"]}}
+    assert update_notes("shared", three, None, worse, "v1") == [
+        "[serve] note: shared's classes change from 'dent', 'no', 'yes' to 'no', 'yes': each answer's probabilities "
+        "follow the new list (schema.json's label.classes)"]
+
+
+def test_an_image_model_of_another_input_shape_is_a_breaking_update():
+    """A 48x48 grey model served over a 32x32x3 one said "updated", and the running clients' pixel arrays got 422
+    ("pixel array has shape [32, 32, 3], expected [48, 48]")."""
+    from serving.contract import lost_requests
+
+    def image(size, channels):
+        return {"input": "image", "image": {"field": "image", "size": size, "channels": channels},
+                "features": [{"name": "image", "type": "image", "required": True}], "label": {"name": "y"}}
+
+    serve = {"required_features": [], "unknown_fields": "reject"}
+    assert lost_requests(image([32, 32], 3), serve, image([32, 32], 3), serve) == []
+    assert lost_requests(image([32, 32], 3), serve, image([48, 48], 1), serve) == [
+        "pixel arrays of the running version's shape (32x32x3) are refused, the new version takes 48x48x1 (encoded "
+        "images are still resized)"]
 
 
 def test_a_server_open_to_every_interface_or_a_token_in_the_process_list_is_said():
@@ -835,3 +856,47 @@ def test_a_jsonl_table_is_written_as_its_text_reads(tmp_path):
     assert '"prediction": "Électronique > Audio"' in text and '"probability_Cat 10 / Ürün": 0.25' in text
     assert "\\u" not in text and "\\/" not in text and len(text.splitlines()) == 2
     pd.testing.assert_frame_equal(pd.read_json(out, lines=True), df)
+
+
+def test_the_client_keeps_each_request_within_the_servers_body_limit():
+    """`trainyard predict` on 900 camera images sent them 1,000 records a request: a 14 MiB body, refused (413)
+    by the 8 MiB limit, and the whole folder failed. Requests now also stay within max_body_mb; the answers come
+    back in order."""
+    import http.server
+    import json
+    import threading
+
+    from serving.client import Client
+
+    bodies = []
+
+    class Server(http.server.BaseHTTPRequestHandler):
+        def _send(self, doc):
+            raw = json.dumps(doc).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_GET(self):
+            self._send({"limits": {"max_records": 1000, "max_body_mb": 0.01}, "features": [], "label": {}})
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["content-length"]))
+            bodies.append(len(body))
+            self._send({"predictions": [r["i"] for r in json.loads(body)["records"]], "request_id": str(len(bodies))})
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        records = [{"i": i, "image": "x" * 1000} for i in range(40)]          # ~40 KB in all, 10 KB allowed
+        out = Client(f"http://127.0.0.1:{server.server_address[1]}").predict(records)
+    finally:
+        server.shutdown()
+    assert out["predictions"] == list(range(40))
+    assert len(bodies) > 3 and max(bodies) <= 0.01 * 2**20, bodies
+    assert sum(n for _, n in out["request_ids"]) == 40
