@@ -332,11 +332,15 @@ def test_a_ctrl_c_while_submit_waits_says_the_job_runs_on_and_how_to_stop_it(clu
                 return
             time.sleep(0.5)
 
-    threading.Thread(target=ctrl_c_once_it_runs, daemon=True).start()
     body = "import time; print('sleep' + 'ing', flush=True); time.sleep(600)"
-    with pytest.raises(KeyboardInterrupt):
-        submit(spec, cluster["dashboard_url"], entrypoint=f"{checks} && python -c {body!r}", wait=True,
-               progress=said.append)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)     # an xdist worker ignores SIGINT
+    threading.Thread(target=ctrl_c_once_it_runs, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            submit(spec, cluster["dashboard_url"], entrypoint=f"{checks} && python -c {body!r}", wait=True,
+                   progress=said.append)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     job_id = next(line.split()[1] for line in said if line.startswith("submitted "))
     try:
         assert said[-1].startswith(f"stopped following job {job_id}, which runs on in the cluster; stop it with: "

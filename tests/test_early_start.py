@@ -255,7 +255,9 @@ def test_a_ctrl_c_while_the_run_trains_ends_the_run_before_ray_stops(tmp_path, t
     import jobs.early
     from jobs.contracts import CHECKPOINT_PREFIX
 
-    spec = _spec(tmp_path, telemetry_dir, "ctrl-c", epochs=100_000, early_stop=None, checkpoint_every=1)
+    # An xdist worker ignores SIGINT: Python's own handler for the test (a KeyboardInterrupt, as in `trainyard`),
+    # and epochs that end, so that a Ctrl-C that never lands fails the test rather than hangs it.
+    spec = _spec(tmp_path, telemetry_dir, "ctrl-c", epochs=3_000, early_stop=None, checkpoint_every=1)
     runs, log = tmp_path / "runs", str(tmp_path / "reports.jsonl")
     prepared = prepare(spec, progress=QUIET)
     early = start_early(spec, use_gpu=False, storage_path=str(runs), run_name="ctrl-c",
@@ -267,9 +269,13 @@ def test_a_ctrl_c_while_the_run_trains_ends_the_run_before_ray_stops(tmp_path, t
             time.sleep(0.05)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=ctrl_c_once_it_trains, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        early.finish(prepared, progress=QUIET)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            early.finish(prepared, progress=QUIET)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert not early.wait(0), "only the driver's wait was interrupted: the run trains on"
     stops = []
     monkeypatch.setattr(cluster, "stop_embedded", lambda: stops.append(early.wait(0)))
