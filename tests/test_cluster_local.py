@@ -4,6 +4,7 @@ check-storage`. One cluster for the module (starting one costs ~15 s on 2 cores)
 down and proves that no process it started is left, and the fixture makes sure of it whatever happens."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,6 +47,13 @@ def same_env_in_process(cluster_env, monkeypatch):
 
 @pytest.fixture(scope="module")
 def cluster(cluster_env):
+    with _cluster_up(cluster_env) as state:
+        yield state
+
+
+@contextlib.contextmanager
+def _cluster_up(cluster_env):
+    """A cluster `cluster up` starts (head and one worker, 2 CPUs each), brought down and checked for leftovers."""
     state_file = Path(cluster_env["TRAINYARD_STATE_DIR"]) / "cluster.json"
     up = run_cli("cluster", "up", "--workers", "1", "--cpus-per-node", "2", "--object-store-mb", "256",
                  env=cluster_env)
@@ -209,9 +217,14 @@ def test_storage_check_passes_for_a_path_every_node_sees(cluster, cluster_env, t
 
 
 def test_storage_check_catches_a_path_a_node_cannot_see(cluster, cluster_env):
-    # Each node runs in its own directory, as on separate machines: a relative path is a different folder on
-    # each of them — per-node paths, the case the check exists for.
-    out = run_cli("cluster", "check-storage", "runs/not-shared", "--address", cluster["address"], env=cluster_env)
+    # Each node runs in its own directory, as on separate machines: a relative path given to the check itself is
+    # a different folder on each of them — per-node paths, the case the check exists for. (`cluster check-storage`
+    # makes a relative path absolute first, from the folder it runs in.)
+    code = ("import sys\nfrom cluster.connection import connect\nfrom cluster.storage import StorageError, "
+            f"check_shared_storage\nconnect({cluster['address']!r})\ntry:\n    check_shared_storage('runs/not-shared')\n"
+            "except StorageError as exc:\n    sys.exit(str(exc))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cluster_env, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 1, out.stdout + out.stderr
     message = out.stderr
     assert "'runs/not-shared' is not storage that all 2 nodes of the cluster share" in message
@@ -552,16 +565,12 @@ def test_down_stops_every_process_it_started(cluster, cluster_env, tmp_path):
     assert out.returncode == 1 and "no local cluster recorded" in out.stderr
 
 
-def test_down_after_the_heads_crash_stops_the_rest_in_seconds(cluster_env):
+def test_down_after_the_heads_crash_stops_the_rest_in_seconds(cluster_env, tmp_path):
     """The head's `ray start` killed outright takes its GCS with it; the worker's raylet and agents and the head's
     leftovers outlived their SIGTERM: `down` waited out its timeout for each node (57 s, nothing said), then
-    killed them. (After the test above: a cluster of this test's own.)"""
-    state_file = Path(cluster_env["TRAINYARD_STATE_DIR"]) / "cluster.json"
-    up = run_cli("cluster", "up", "--workers", "1", "--cpus-per-node", "2", "--object-store-mb", "256",
-                 env=cluster_env)
-    state = json.loads(state_file.read_text()) if state_file.exists() else None
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
+    killed them. (A cluster of this test's own, recorded in a folder of its own.)"""
+    cluster_env = {**cluster_env, "TRAINYARD_STATE_DIR": str(tmp_path / "state")}
+    with _cluster_up(cluster_env) as state:
         os.kill(next(n for n in state["nodes"] if n["name"] == "head")["pid"], signal.SIGKILL)
         started = time.monotonic()
         out = run_cli("cluster", "down", env=cluster_env)
@@ -569,9 +578,3 @@ def test_down_after_the_heads_crash_stops_the_rest_in_seconds(cluster_env):
         assert out.returncode == 0 and "none of them is left" in out.stdout, out.stdout + out.stderr
         assert "the head's `ray start` is no longer running" in out.stdout, out.stdout
         assert took < 25, f"down took {took:.0f} s after the head's crash"
-    finally:
-        if state_file.exists():
-            run_cli("cluster", "down", env=cluster_env)
-        if state:
-            assert local.cluster_processes(state) == [], "the local cluster left processes behind"
-
