@@ -80,6 +80,12 @@ def summarise(values: Any) -> dict:
         return {"count": 0, "edges": [], "shares": [1.0], "quantiles": []}
     quantiles = np.quantile(x, LEVELS)
     edges = np.unique(quantiles[10:100:10])          # the deciles are among the levels: one sort for both
+    if edges[-1] == quantiles[-1]:
+        # The top decile is the largest value itself (a constant, or a discrete feature's top value): its bin would
+        # hold everything above it too, so a rise (images of 64x64 pixels in training, 128x128 sent) stayed in it
+        # and went unseen, where a fall below the smallest value lands in the empty bin 0. One more edge just above
+        # gives a rise an empty bin of its own as well.
+        edges = np.append(edges, np.nextafter(edges[-1], np.inf))
     counts = np.bincount(bin_index(x, edges), minlength=len(edges) + 1)
     return {"count": int(len(x)), "edges": edges.tolist(), "shares": (counts / len(x)).tolist(),
             "quantiles": quantiles.tolist()}

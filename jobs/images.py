@@ -65,6 +65,8 @@ def decode_sized(value: Any, size: tuple[int, int], channels: int, *, formats: O
                 # Only the header is read so far: refuse before the decoder allocates the declared size.
                 too_big = max_pixels is not None and declared[0] * declared[1] > max_pixels
                 if not too_big:
+                    if img.mode.startswith("I;16"):
+                        img = _eight_bit(img)
                     img = img.convert("L" if channels == 1 else "RGB")
                     if img.size != (w, h):
                         img = img.resize((w, h), Image.BILINEAR)
@@ -101,7 +103,21 @@ def decode_sized(value: Any, size: tuple[int, int], channels: int, *, formats: O
         raise ValueError("pixel array holds NaN or infinity")
     if arr.min() < 0 or arr.max() > 255:
         raise ValueError("pixel values must lie in 0..255")
-    return arr.astype(np.uint8), (w, h)
+    if arr.max() <= 1.0 and not np.array_equal(arr, np.rint(arr)):
+        # Scaled to 0..1 (torchvision's ToTensor, skimage's img_as_float): read as 0..255 it is a black image.
+        raise ValueError(f"pixel values lie in 0..1 (largest {arr.max():.3g}): pixels are taken in 0..255, so "
+                         "multiply by 255 and round")
+    return np.rint(arr).astype(np.uint8), (w, h)
+
+
+def _eight_bit(img):
+    """A 16-bit greyscale image (X-ray, thermal and machine-vision cameras save them) → 8-bit "L", its 0..65535
+    scaled onto 0..255. Pillow's own convert("L") clips every value above 255, so that such an image came out
+    nearly all white."""
+    from PIL import Image
+
+    wide = np.asarray(img).astype(np.uint32)
+    return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L")
 
 
 # ---------------------------------------------------------------------------------------------- preprocessor
@@ -220,12 +236,14 @@ def fit_with_stats(train_ds, data_spec, *, classes: list[Any], backbone=None) ->
 
 
 # ---------------------------------------------------------------------------------------------- ingest
-def _folder_layout(root: str) -> tuple[list[str], list[str], list[str]]:
-    """data/<label>/<file>: (files, labels, ignored top-level files)."""
+def folder_layout(root: str, *, field: str = "data.path", min_classes: int = 2) -> tuple[list[str], list[str],
+                                                                                        list[str]]:
+    """data/<label>/<file>: (files, labels, ignored top-level files). `field` names where the folder was given (the
+    spec's data.path, `evaluate --data`); training needs two classes, scoring a model on new images one."""
     from jobs.ingest import DataError
 
     if not os.path.isdir(root):
-        raise DataError(f"data.path: {root!r} is not a directory; format: images expects <path>/<label>/<image files>")
+        raise DataError(f"{field}: {root!r} is not a directory; format: images expects <path>/<label>/<image files>")
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     stray = sorted(f for f in os.listdir(root) if os.path.isfile(os.path.join(root, f)))
     files, labels = [], []
@@ -237,10 +255,10 @@ def _folder_layout(root: str) -> tuple[list[str], list[str], list[str]]:
                     labels.append(c)
     with_images = sorted(set(labels))
     if not with_images:
-        raise DataError(f"data.path: {root} has no class subfolders holding images ({', '.join(IMAGE_EXTENSIONS)}); "
+        raise DataError(f"{field}: {root} has no class subfolders holding images ({', '.join(IMAGE_EXTENSIONS)}); "
                         "lay the data out as <path>/<label>/<file>.png")
-    if len(with_images) < 2:
-        raise DataError(f"data.path: {root} has a single class folder with images ({with_images[0]!r}); "
+    if len(with_images) < min_classes:
+        raise DataError(f"{field}: {root} has a single class folder with images ({with_images[0]!r}); "
                         "classification needs at least two class subfolders")
     return files, labels, stray
 
@@ -281,7 +299,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
     if data.format == "images":
         root = data.path if isinstance(data.path, str) else data.path[0]
         root = os.path.abspath(os.path.expanduser(root))
-        files, labels, stray = _folder_layout(root)
+        files, labels, stray = folder_layout(root)
         by_path = dict(zip(files, labels))
         ds = ray.data.read_binary_files(files, include_paths=True)
         ds = ds.map_batches(_to_image_rows, fn_kwargs={"column": img.column, "label": label,

@@ -131,6 +131,11 @@ def _metric_over_time(windows: list[dict], reference: dict):
     return fig
 
 
+def _bin_label(low: float, high: float) -> str:
+    """A bin's label: "64" for the bin that holds its lower edge alone (the top value, `drift.summarise`)."""
+    return f"{low:.4g}" if high == np.nextafter(low, np.inf) else f"{low:.4g}–{high:.4g}"
+
+
 def _distribution(name: str, ref: dict, window: dict):
     """Shares per bin (numeric) or per category (categorical), reference vs the window, missing included."""
     import matplotlib.pyplot as plt
@@ -138,7 +143,9 @@ def _distribution(name: str, ref: dict, window: dict):
     stats = window["features"][name]
     if stats["kind"] == "numeric":
         edges = ref["edges"]
-        labels = [f"<{edges[0]:.4g}"] + [f"{a:.4g}–{b:.4g}" for a, b in zip(edges, edges[1:])] + [f"≥{edges[-1]:.4g}"]
+        labels = [f"<{edges[0]:.4g}"] + [_bin_label(a, b) for a, b in zip(edges, edges[1:])] + [f"≥{edges[-1]:.4g}"]
+        if len(edges) > 1 and edges[-1] == np.nextafter(edges[-2], np.inf):   # `drift.summarise`'s edge above the top
+            labels[-1] = f">{edges[-2]:.4g}"
         present = 1.0 - (ref.get("missing_rate") or 0.0)
         ref_shares = [s * present for s in ref["shares"]]
         counts = np.asarray(stats["counts"], dtype=np.float64)

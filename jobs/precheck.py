@@ -226,8 +226,8 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
     if data.format == "images":
         root = os.path.abspath(os.path.expanduser(entries[0]))
         if os.path.isdir(root) and len(class_folders(data, 2)) < 2:
-            from jobs.images import _folder_layout
-            _folder_layout(root)        # raises ingest's own DataError: no class folder with images, or one
+            from jobs.images import folder_layout
+            folder_layout(root)        # raises ingest's own DataError: no class folder with images, or one
         return
     if data.is_image:
         return

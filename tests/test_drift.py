@@ -190,3 +190,22 @@ def test_a_feature_with_few_values_present_is_judged_by_its_missing_rate_alone()
     # As many values present as min_rows asks: judged on their shape again.
     many = D.categorical_drift(ref, {"XL": 50}, 0, 650)
     assert [r.split()[0] for r in D.flagged(ref, many, D.Thresholds(), 8)] == ["psi", "missing", "unknown"]
+
+
+def test_a_constant_reference_flags_a_rise_as_well_as_a_fall():
+    """Images of one size in training (width 64 throughout): the top decile was the value itself, so its bin held
+    everything above it too and images twice as wide went unflagged (psi 0), where narrower ones were flagged. The
+    same holds for a discrete feature's top value. An edge just above it gives a rise an empty bin of its own."""
+    from jobs.monitor_report import _bin_label
+
+    ref = {**D.summarise(np.full(300, 64.0)), "missing_rate": 0.0}
+    for sent, drifted in ((64.0, False), (128.0, True), (32.0, True)):
+        stats = D.numeric_drift(ref, np.full(100, sent))
+        assert bool(D.flagged(ref, stats, D.Thresholds(), 2)) is drifted, (sent, stats)
+    counts = np.repeat([0.0, 1.0, 2.0], [150, 100, 50])                # a count whose top value fills a decile
+    ref = {**D.summarise(counts), "missing_rate": 0.0}
+    assert D.flagged(ref, D.numeric_drift(ref, np.repeat([0.0, 1.0, 2.0], [50, 30, 20])), D.Thresholds(), 2) == []
+    assert D.flagged(ref, D.numeric_drift(ref, np.repeat([0.0, 1.0, 5.0], [50, 30, 20])), D.Thresholds(), 2)
+    # A continuous feature keeps its ten bins: its largest value is above its top decile.
+    assert len(D.summarise(np.random.default_rng(0).normal(size=500))["edges"]) == 9
+    assert _bin_label(64.0, np.nextafter(64.0, np.inf)) == "64" and _bin_label(1.0, 2.5) == "1–2.5"

@@ -244,3 +244,44 @@ def test_tuning_an_image_classifier_works_unchanged(parts, tmp_path):
     lineage = json.loads((path / "lineage.json").read_text())
     assert lineage["trial_id"] and lineage["tune"]["config"]["lr"] in (0.01, 0.001)
     assert "accuracy" in metrics["test"]
+
+
+def test_evaluate_scores_an_image_model_on_class_folders_or_a_table(trained, parts, tmp_path, capsys):
+    """`trainyard evaluate` on an image model (refused before): new images laid out as training reads them, one
+    class folder alone, or a Parquet table; an undecodable file is left out and named, not fatal."""
+    import shutil
+
+    from defects import generate
+
+    from jobs.evaluate import score
+    from trainyard import cli
+
+    _, path, _ = trained
+    fresh = tmp_path / "fresh"
+    shutil.copytree(parts, fresh)
+    (fresh / "ok" / "broken.png").write_bytes(b"not a png")
+    files = sorted(f for f in fresh.rglob("*.png") if f.name != "broken.png")
+    rows = pd.DataFrame({"image": [f.read_bytes() for f in files], "label": [f.parent.name for f in files]})
+    expected = score(B.load(path), [rows], "label")
+    assert cli.main(["evaluate", str(path), "--data", str(fresh)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"[evaluate] note: 1 of {len(rows) + 1} image(s) cannot be decoded and were left out: "
+                             f"{fresh / 'ok' / 'broken.png'}: cannot decode"), out
+    assert out[1] == f"[evaluate] {len(rows)} row(s) of {fresh} (label 'label')"
+    accuracy = next(line for line in out if line.startswith("[evaluate] accuracy"))
+    assert accuracy.split()[-1] == f"{expected['accuracy']:.4f}"
+
+    only = tmp_path / "only"
+    shutil.copytree(parts / "defect", only / "defect")             # one class folder: its recall
+    assert cli.main(["evaluate", str(path), "--data", str(only)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    recall = next(line for line in out if line.startswith("[evaluate] recall 'defect'"))
+    assert recall.endswith("(40 rows)")
+
+    table = generate(tmp_path / "table", per_class=6, size=24, seed=9, parquet=True, shards=1)
+    assert cli.main(["evaluate", str(path), "--data", str(table / "part-000.parquet")]) == 0
+    assert capsys.readouterr().out.startswith(f"[evaluate] 12 row(s) of {table / 'part-000.parquet'} (label 'label')")
+    renamed = pd.read_parquet(table / "part-000.parquet").rename(columns={"image": "photo"})
+    renamed.to_parquet(tmp_path / "renamed.parquet")
+    assert cli.main(["evaluate", str(path), "--data", str(tmp_path / "renamed.parquet")]) == 2
+    assert "no column 'image', the image the model reads" in capsys.readouterr().err

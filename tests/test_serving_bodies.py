@@ -168,15 +168,17 @@ def test_hostile_images_are_a_4xx_naming_the_record(image_app):
         {"image": encoded(Image.new("L", (24, 24)), "PPM")},                     # a format the docs do not list
         {"image": [[10 ** 400] * 16] * 16},                                      # a pixel beyond a double
         {"image": encoded(Image.new("L", (24, 24), 9), "JPEG")},
+        {"image": np.full((16, 16), 0.5).tolist()},                              # scaled to 0..1
     ]
     status, _, out = post(image_app.url, json.dumps({"records": records}).encode())
     assert status == 422, out
-    assert where(out) == [(1, "image"), (2, "image"), (3, "image"), (4, "image")], out
+    assert where(out) == [(1, "image"), (2, "image"), (3, "image"), (4, "image"), (6, "image")], out
     messages = [e["message"] for e in out["errors"]]
     assert "decompression-bomb" in messages[0] and "pixels" in messages[0]
     assert "5000x5000" in messages[1] and "limit" in messages[1]
     assert "PNG" in messages[2] and "JPEG" in messages[2]
     assert "pixel" in messages[3]
+    assert "0..1" in messages[4] and "multiply by 255" in messages[4]
     # Every listed format decodes.
     for fmt in ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"):
         status, _, out = post(image_app.url, json.dumps({"records": [{"image": encoded(

@@ -5,7 +5,9 @@ scored other rows, so its test score cannot rank it against the version it repla
 given on one table (a .csv, .parquet or .jsonl file, or a folder of .parquet shards, as `trainyard predict`
 reads them) through each bundle's own prediction path (`jobs.evaluate.score`: its preprocessing, its cut-off),
 side by side, and with `--by COLUMN` per value of a column (a machine type, a region): the slice a new version
-got worse on. In this process, without Ray: a table that fits in memory.
+got worse on. An image model scores a folder laid out as training reads one (<folder>/<label>/<image file>; one
+class folder will do) or a table with its image column and the label. In this process, without Ray: a table
+that fits in memory.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ def register(subparsers, kit) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundles", nargs="+", metavar="BUNDLE",
                    help="bundle folders or run outputs (OUTPUT/bundles/VERSION for an older version)")
-    p.add_argument("--data", required=True, help="labelled rows: .csv, .parquet or .jsonl, or a folder of .parquet")
+    p.add_argument("--data", required=True, help="labelled rows: .csv, .parquet or .jsonl, or a folder of .parquet; "
+                   "for an image model also a folder of <label>/<image file>")
     p.add_argument("--by", default=None, metavar="COLUMN", help="also score each value of this column apart")
     p.set_defaults(func=lambda args: cmd_evaluate(args, kit.progress))
 
@@ -36,20 +39,16 @@ def cmd_evaluate(args, progress) -> int:
     from jobs.evaluate import score
     from serving.client import read_table
 
-    bundles = []
-    for given in args.bundles:
-        bundle = load(resolve(given))
-        if bundle.schema.get("image"):
-            raise BundleError(f"{given}: an image model; `trainyard evaluate` scores tables (rows of features and a "
-                              "label): score an image model with its test split (metrics.json)")
-        bundles.append(bundle)
+    bundles = [load(resolve(given)) for given in args.bundles]
     label = bundles[0].preprocessor.label
-    others = [b for b in bundles[1:] if (b.task, b.preprocessor.label) != (bundles[0].task, label)]
+    others = [b for b in bundles[1:] if (b.task, b.preprocessor.label, bool(b.schema.get("image")))
+              != (bundles[0].task, label, bool(bundles[0].schema.get("image")))]
     if others:
         raise BundleError(f"the bundles predict different things: {args.bundles[0]} {bundles[0].task} of {label!r}, "
-                          f"{others[0].path} {others[0].task} of {others[0].preprocessor.label!r}; compare versions "
-                          "of one model")
-    table = read_table(args.data)
+                          f"{others[0].path} {others[0].task} of {others[0].preprocessor.label!r}"
+                          + (" from images" if others[0].schema.get("image") else "")
+                          + "; compare versions of one model")
+    table = _image_rows(bundles[0], args.data, progress) if bundles[0].schema.get("image") else read_table(args.data)
     _check_columns(table, args.data, label, args.by)
     unlabelled = int(table[label].isna().sum())
     table = table[table[label].notna()].reset_index(drop=True)
@@ -83,6 +82,42 @@ def cmd_evaluate(args, progress) -> int:
         for line in _slices(names, bundles, table, label, args.by, args.data, score):
             progress(line)
     return 0
+
+
+def _image_rows(bundle, path: str, progress):
+    """An image model's labelled rows: from a folder laid out as training reads one (<path>/<label>/<image file>,
+    the folder's name the label), with each image's `file`; or from a table (.parquet, as `predict` reads it) with
+    the image column and the label. Images that cannot be decoded are left out, and named."""
+    import os
+
+    import pandas as pd
+
+    from jobs.bundle import BundleError
+    from jobs.images import decode, folder_layout
+    from serving.client import read_table
+
+    pre = bundle.preprocessor
+    root = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(root) and not any(f.endswith(".parquet") for f in os.listdir(root)):
+        files, labels, _ = folder_layout(root, field="--data", min_classes=1)
+        table = pd.DataFrame({"file": files, pre.column: [open(f, "rb").read() for f in files], pre.label: labels})
+    else:
+        table = read_table(path)
+        if pre.column not in table.columns:
+            raise BundleError(f"{path}: no column {pre.column!r}, the image the model reads (its columns: "
+                              f"{', '.join(map(repr, map(str, table.columns[:30])))}); or give a folder of "
+                              "<label>/<image file>")
+    bad = {}
+    for i, value in enumerate(table[pre.column].tolist()):
+        try:
+            decode(value, tuple(pre.size), pre.channels)
+        except ValueError as exc:
+            bad[i] = f"{table['file'][i] if 'file' in table.columns else f'row {i}'}: {exc}"
+    if bad:
+        progress(f"[evaluate] note: {len(bad):,} of {len(table):,} image(s) cannot be decoded and were left out: "
+                 + "; ".join(list(bad.values())[:5]) + (" ..." if len(bad) > 5 else ""))
+        table = table.drop(index=list(bad)).reset_index(drop=True)
+    return table
 
 
 def _check_columns(table, path: str, label: str, by) -> None:
