@@ -293,12 +293,20 @@ def cmd_predict(args) -> int:
     if image_field and others:
         print(f"note: {len(others)} file(s) under {args.file} are not images trainyard reads and were left out "
               f"(e.g. {others[0]})", file=sys.stderr)
+    unreadable = _unreadable_images(df, image_field, client.schema()["image"], args.file) if image_field else {}
+    sent = df.drop(index=list(unreadable)) if unreadable else df
     # The server numbers records; for a folder of images the user knows files, named beside the numbers.
-    predicted = client.predict_frame(df, allow_missing=args.allow_missing,
-                                     names=df["file"].tolist() if image_field else None)
-    table = df.join(predicted, rsuffix="_predicted")
+    predicted = client.predict_frame(sent, allow_missing=args.allow_missing,
+                                     names=sent["file"].tolist() if image_field else None)
+    table = df.join(predicted, rsuffix="_predicted")      # an image not sent: its row, no prediction
     if image_field:
         table = table.drop(columns=[image_field])       # each row's `file` names its image
+    if unreadable:
+        table["error"] = [unreadable.get(i, "") for i in table.index]
+        first = next(iter(unreadable))
+        print(f"note: {len(unreadable)} of {len(df)} image(s) under {args.file} cannot be decoded and were not sent; "
+              f"their rows say why in column 'error' (e.g. {df['file'][first]}: {unreadable[first]})",
+              file=sys.stderr)
     # After the predictions (check_columns has refused a file with no feature or a misspelt one): a feature
     # without a column is imputed for every row, which the user should see rather than find out.
     if absent := absent_columns([f["name"] for f in client.schema()["features"]], df.columns,
@@ -321,6 +329,25 @@ def cmd_predict(args) -> int:
     else:
         table.to_csv(sys.stdout, index=False)
     return 0
+
+
+def _unreadable_images(df, field: str, image: dict, given: str) -> dict:
+    """{row: why} for the images of a folder that cannot be decoded as the server decodes them (its formats, the
+    model's size and channels): one truncated file among a camera's thousands refused the whole folder. Every
+    one unreadable is bad input, said with the first few."""
+    from jobs.images import DECODE_FORMATS, decode
+    from serving.client import TableError
+
+    unreadable = {}
+    for i, value in zip(df.index, df[field].tolist()):
+        try:
+            decode(value, tuple(image["size"]), image["channels"], formats=DECODE_FORMATS)
+        except ValueError as exc:
+            unreadable[i] = str(exc)
+    if unreadable and len(unreadable) == len(df):
+        raise TableError(f"{given}: none of its {len(df)} image(s) can be decoded: " + "; ".join(
+            f"{df['file'][i]}: {why}" for i, why in list(unreadable.items())[:3]))
+    return unreadable
 
 
 __all__ = ["register", "serve_settings", "ServeError"]

@@ -213,8 +213,9 @@ def test_served_image_model_over_http(trained, serve_instance, tmp_path, capsys)
     pd.DataFrame({"image": raw}).to_parquet(tmp_path / "images.parquet")
     table = read_table(tmp_path / "images.parquet")
     assert client.predict_frame(table)["prediction"].tolist() == expected["predictions"]
-    # A folder with an image that cannot be decoded and a file that is no image: the refusal names the file
-    # (it said "record 35"), and the file left out is said (it was skipped without a word).
+    # A folder with an image that cannot be decoded and a file that is no image: the images that decode are
+    # predicted (one broken file refused the whole folder), the broken one keeps its row with the reason, and is
+    # named; the file left out is said (it was skipped without a word).
     import shutil
 
     from trainyard.cli import main
@@ -224,11 +225,23 @@ def test_served_image_model_over_http(trained, serve_instance, tmp_path, capsys)
         shutil.copy(f, mixed / f.name)
     (mixed / "zz-broken.png").write_bytes(b"not a png")
     (mixed / "notes.txt").write_text("shift log")
-    assert main(["predict", "--url", url, str(mixed)]) == 2
+    assert main(["predict", "--url", url, str(mixed), "--out", str(tmp_path / "mixed.csv")]) == 0
     err = capsys.readouterr().err
     assert f"note: 1 file(s) under {mixed} are not images trainyard reads and were left out (e.g. " \
            f"{mixed / 'notes.txt'})" in err
-    assert f"record 2 ({mixed / 'zz-broken.png'}), field 'image'" in err
+    assert f"note: 1 of 3 image(s) under {mixed} cannot be decoded and were not sent; their rows say why in column " \
+           f"'error' (e.g. {mixed / 'zz-broken.png'}: cannot decode the image" in err
+    written = pd.read_csv(tmp_path / "mixed.csv", keep_default_na=False)
+    assert written["file"].tolist() == [str(f) for f in sorted(mixed.glob("*.png"))]
+    assert written["prediction"].tolist()[:2] == bundle.predict(
+        [{"image": base64.b64encode(f.read_bytes()).decode()} for f in sorted(mixed.glob("*.png"))[:2]])["predictions"]
+    assert written["prediction"][2] == "" and written["error"][2].startswith("cannot decode") and not written["error"][0]
+    (mixed / "aa-broken.png").write_bytes(b"")
+    for f in sorted(mixed.glob("*.png")):
+        if "broken" not in f.name:
+            f.unlink()
+    assert main(["predict", "--url", url, str(mixed)]) == 2          # nothing to send: said, with the files
+    assert f"{mixed}: none of its 2 image(s) can be decoded: {mixed / 'aa-broken.png'}: " in capsys.readouterr().err
 
 
 def test_tuning_an_image_classifier_works_unchanged(parts, tmp_path):
