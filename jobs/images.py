@@ -263,6 +263,35 @@ def folder_layout(root: str, *, field: str = "data.path", min_classes: int = 2) 
     return files, labels, stray
 
 
+def folders_without_images(root: str) -> list[str]:
+    """The folders under `root` holding no image file (searched recursively, as `folder_layout` does): not
+    classes. Said, not left out without a word: an empty 'scratch' folder trains a model that cannot answer it."""
+    return [name for name in sorted(os.listdir(root)) if not name.startswith(".") and os.path.isdir(
+        os.path.join(root, name)) and not any(f.lower().endswith(IMAGE_EXTENSIONS) for _, _, names in
+                                              os.walk(os.path.join(root, name)) for f in names)]
+
+
+def without_images_note(root: str) -> Optional[str]:
+    """`folders_without_images`, said; None when there is none."""
+    empty = folders_without_images(root)
+    if not empty:
+        return None
+    return (f"{len(empty)} folder(s) under {root} hold no image ({', '.join(IMAGE_EXTENSIONS)}), so "
+            f"they are no class: {', '.join(map(repr, empty[:5]))}{' ...' if len(empty) > 5 else ''}")
+
+
+def check_parquet_columns(schemas: dict, data) -> None:
+    """Every Parquet file of an image data set holds the image column and the label: ingest, and `validate` and
+    `train` before Ray starts (found after a Ray start before). `schemas`: {file: pyarrow schema}."""
+    from jobs.ingest import DataError
+
+    for f, s in schemas.items():
+        for col in (data.image.column, data.label):
+            if col not in s.names:
+                raise DataError(f"{f}: no column {col!r} (columns: {s.names}); set data.image.column / data.label "
+                                "to the columns holding the encoded image and its label")
+
+
 def _decode_check(batch: pd.DataFrame, column: str, size: tuple, channels: int, seed: int) -> pd.DataFrame:
     """Mark rows whose image cannot be decoded, and give every row its split key (a hash of the image bytes)."""
     ok, err, keys = [], [], []
@@ -300,6 +329,8 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
         root = data.path if isinstance(data.path, str) else data.path[0]
         root = os.path.abspath(os.path.expanduser(root))
         files, labels, stray = folder_layout(root)
+        if note := without_images_note(root):
+            progress(f"[ingest] note: {note}")
         by_path = dict(zip(files, labels))
         ds = ray.data.read_binary_files(files, include_paths=True)
         ds = ds.map_batches(_to_image_rows, fn_kwargs={"column": img.column, "label": label,
@@ -308,12 +339,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
         shown_files = files
     else:
         fs, shown_files, _ = resolve_files(data.path)
-        schemas = {f: file_schema(fs, f, "parquet") for f in shown_files}
-        for f, s in schemas.items():
-            for col in (img.column, data.label):
-                if col not in s.names:
-                    raise ING.DataError(f"{f}: no column {col!r} (columns: {s.names}); set data.image.column / "
-                                        "data.label to the columns holding the encoded image and its label")
+        check_parquet_columns({f: file_schema(fs, f, "parquet") for f in shown_files}, data)
         ds = ING.read_parquet(shown_files, filesystem=fs, columns=[img.column, data.label], include_paths=True)
         stray = []
     progress(f"[ingest] {len(shown_files)} {'image' if data.format == 'images' else 'parquet'} file(s)")

@@ -224,16 +224,21 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
     if any("://" in entry for entry in entries):
         return
     if data.format == "images":
+        from jobs.images import folder_layout, without_images_note
+
         root = os.path.abspath(os.path.expanduser(entries[0]))
         if os.path.isdir(root) and len(class_folders(data, 2)) < 2:
-            from jobs.images import folder_layout
             folder_layout(root)        # raises ingest's own DataError: no class folder with images, or one
-        return
-    if data.is_image:
+        if os.path.isdir(root) and notes is not None and (note := without_images_note(root)):
+            notes.append(note)
         return
     try:
         fs, files, _ = resolve_files(data.path)
     except DataError:
+        return
+    if data.is_image:
+        from jobs.images import check_parquet_columns
+        check_parquet_columns({f: file_schema(fs, f, "parquet") for f in files}, data)
         return
     fmt = infer_format(files, data.format)
     schemas = {f: file_schema(fs, f, fmt) for f in files}

@@ -273,14 +273,16 @@ def test_evaluate_scores_an_image_model_on_class_folders_or_a_table(trained, par
     fresh = tmp_path / "fresh"
     shutil.copytree(parts, fresh)
     (fresh / "ok" / "broken.png").write_bytes(b"not a png")
+    (fresh / "scratch").mkdir()                                    # a class not photographed yet: said
     files = sorted(f for f in fresh.rglob("*.png") if f.name != "broken.png")
     rows = pd.DataFrame({"image": [f.read_bytes() for f in files], "label": [f.parent.name for f in files]})
     expected = score(B.load(path), [rows], "label")
     assert cli.main(["evaluate", str(path), "--data", str(fresh)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"[evaluate] note: 1 of {len(rows) + 1} image(s) cannot be decoded and were left out: "
+    assert out[0].startswith(f"[evaluate] note: 1 folder(s) under {fresh} hold no image") and "'scratch'" in out[0]
+    assert out[1].startswith(f"[evaluate] note: 1 of {len(rows) + 1} image(s) cannot be decoded and were left out: "
                              f"{fresh / 'ok' / 'broken.png'}: cannot decode"), out
-    assert out[1] == f"[evaluate] {len(rows)} row(s) of {fresh} (label 'label')"
+    assert out[2] == f"[evaluate] {len(rows)} row(s) of {fresh} (label 'label')"
     accuracy = next(line for line in out if line.startswith("[evaluate] accuracy"))
     assert accuracy.split()[-1] == f"{expected['accuracy']:.4f}"
 

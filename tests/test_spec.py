@@ -810,3 +810,30 @@ def test_a_job_name_too_long_for_rays_log_file_is_refused_by_validate():
         validate_spec(spec)
     assert validate_spec({**spec, "name": "x" * MAX_NAME}).name == "x" * MAX_NAME
 
+
+
+def test_image_data_is_checked_before_ray_starts_folders_without_images_said(tmp_path, capsys):
+    """`validate` (and `train`, before a Ray start): a class folder holding no image is said (it was left out
+    without a word: the model could not answer that class), and an image Parquet without the spec's image column
+    is refused naming the file (found after a Ray start before)."""
+    from defects import generate
+
+    from jobs import precheck
+    from jobs.ingest import DataError
+
+    parts = generate(tmp_path / "parts", per_class=2, size=16)
+    (parts / "scratch").mkdir()
+    (parts / "scratch" / "to-do.txt").write_text("photograph the scratched parts")
+    spec = tmp_path / "parts.yaml"
+    spec.write_text(f"name: parts\ndata: {{path: {parts}, format: images, label: label}}\nmodel: {{kind: cnn}}\n")
+    assert main(["validate", str(spec)]) == 0
+    assert f"note: 1 folder(s) under {parts} hold no image (.png, .jpg, .jpeg, .bmp, .gif, .webp, .tif, .tiff), so " \
+           "they are no class: 'scratch'" in capsys.readouterr().out.splitlines()
+
+    table = generate(tmp_path / "table", per_class=2, size=16, parquet=True)
+    spec = validate_spec({"name": "x", "data": {"path": str(table), "format": "parquet", "label": "label",
+                                                "image": {"column": "photo"}}, "model": {"kind": "cnn"}})
+    with pytest.raises(DataError, match=r"part-000.parquet: no column 'photo' \(columns: \['image', 'label'\]\)"):
+        precheck.check_columns(spec)
+    precheck.check_columns(validate_spec({**spec.model_dump(mode="json"), "data": {
+        **spec.data.model_dump(mode="json"), "image": {"column": "image"}}}))

@@ -93,13 +93,15 @@ def _image_rows(bundle, path: str, progress):
     import pandas as pd
 
     from jobs.bundle import BundleError
-    from jobs.images import decode, folder_layout
+    from jobs.images import decode, folder_layout, without_images_note
     from serving.client import read_table
 
     pre = bundle.preprocessor
     root = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(root) and not any(f.endswith(".parquet") for f in os.listdir(root)):
         files, labels, _ = folder_layout(root, field="--data", min_classes=1)
+        if note := without_images_note(root):
+            progress(f"[evaluate] note: {note}")
         table = pd.DataFrame({"file": files, pre.column: [open(f, "rb").read() for f in files], pre.label: labels})
     else:
         table = read_table(path)
