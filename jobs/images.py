@@ -378,6 +378,8 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
     ING.check_splits(split_rows, data)
     class_counts = {n: {str(c): int(v) for c, v in splits.loc[splits[ING.SPLIT_COLUMN] == k, label]
                         .value_counts().items()} for k, n in names.items()}
+    for line in ING.unmeasured_classes(class_counts):    # as a table's classes: a class of a few images said
+        progress(line)
     result = ING.IngestResult(
         dataset=ds, files=list(shown_files), format=data.format, schema=pa.schema([(img.column, pa.binary()),
                                                                                   (label, pa.string())]),

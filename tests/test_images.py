@@ -103,8 +103,17 @@ def test_corrupt_images_listed_then_fatal_over_threshold(tmp_path):
     from defects import generate
     root = generate(tmp_path / "parts", per_class=20, size=16, seed=1)
     (root / "ok" / "torn.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (root / "pit").mkdir()                                  # a class of two images, and one of none
+    for f in sorted((root / "defect").glob("*.png"))[:2]:
+        f.rename(root / "pit" / f.name)
+    (root / "scratch").mkdir()
     lines = []
     prepared = prepare(image_spec(root, tmp_path / "out"), progress=lines.append)
+    # Said as a table's classes are (neither was said of images before).
+    assert f"[ingest] note: 1 folder(s) under {root} hold no image (.png, .jpg, .jpeg, .bmp, .gif, .webp, .tif, " \
+           ".tiff), so they are no class: 'scratch'" in lines
+    assert "[ingest] warning: class 'pit' has 2 row(s), none in the val and test splits: nothing measures how the " \
+           "model does on it. Add rows of it, or leave those rows out if it is no class to predict" in lines
     assert [c["path"].endswith("torn.png") for c in prepared.ingest.corrupt] == [True]
     assert prepared.ingest.rows_read == 41 and sum(prepared.ingest.split_rows.values()) == 40
     # The split's rows add up in what is printed (it read "41 rows read, 0 dropped; split .../.../..." of 40).
