@@ -398,15 +398,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
               "verdict": "retrain" if reasons else "ok", "reasons": reasons, "seconds": round(elapsed, 3)}
     result = MonitorResult(report, report["verdict"], reasons, skipped)
     for w in windows:
-        what = ", ".join(w["flagged"]) or "nothing flagged"
-        metric = ""
-        if "metrics" in w and reference and reference[0] in w["metrics"]:
-            metric = f"; {reference[0]} {w['metrics'][reference[0]]:.3f} on {w['metrics']['n']} labels"
-        if (w.get("metrics") or {}).get("positive_recall") is not None:
-            d = bundle.preprocessor.decision
-            metric += f"; recall of {d['positive']!r} {w['metrics']['positive_recall']:.3f} ({d['rule']})"
-        progress(f"[monitor] {w['start']}: {w['n']:,} rows, {what}{metric}"
-                 + ("" if w["judged"] else f" (under min_rows {thresholds.min_rows}: not judged)"))
+        progress(window_line(w, reference, bundle.preprocessor.decision, thresholds.min_rows))
     if out:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -417,6 +409,21 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
         write_report(out_dir / "report.html", report, profile)
         progress(f"[monitor] wrote {out_dir / 'drift.json'} and {out_dir / 'report.html'}{replaced}")
     return result
+
+
+def window_line(w: dict, reference, decision: Optional[dict], min_rows: int) -> str:
+    """A window's line: its rows, what drifted (features, the predictions, a metric below the test split's) or
+    "nothing flagged", and its realised metric. It said "nothing flagged" above a retrain for prediction drift."""
+    flagged = list(w["flagged"]) + (["predictions"] if w["prediction"]["flags"] else [])
+    flagged += [f"{flag.split(' ', 1)[0]} drop" for flag in (w.get("metrics") or {}).get("flags", [])]
+    metric = ""
+    if "metrics" in w and reference and reference[0] in w["metrics"]:
+        metric = f"; {reference[0]} {w['metrics'][reference[0]]:.3f} on {w['metrics']['n']} labels"
+    if (w.get("metrics") or {}).get("positive_recall") is not None:
+        metric += f"; recall of {decision['positive']!r} {w['metrics']['positive_recall']:.3f} ({decision['rule']})"
+    return (f"[monitor] {w['start']}: {w['n']:,} rows, " + ("flagged: " + ", ".join(flagged) if flagged else
+                                                          "nothing flagged") + metric
+            + ("" if w["judged"] else f" (under min_rows {min_rows}: not judged)"))
 
 
 def _other_versions(windows: list[dict], version: str) -> Optional[str]:

@@ -242,6 +242,11 @@ def test_regression_windows_without_ray(tmp_path):
     stats = [window_stats(w, profile, drift.Thresholds(), 1, reference) for w in windows]
     assert [s["flagged"] for s in stats] == [[], []]
     assert [bool(s["prediction"]["flags"]) for s in stats] == [False, True]
+    # The window's line says what the verdict rests on (it said "nothing flagged" above a retrain for this).
+    from jobs.monitor import window_line
+    lines = [window_line({**s, "start": f"day {i}"}, reference, None, 50) for i, s in enumerate(stats)]
+    assert lines[0] == f"[monitor] day 0: 8,000 rows, nothing flagged; r2 {stats[0]['metrics']['r2']:.3f} on 8000 labels"
+    assert lines[1].startswith("[monitor] day 1: 4,000 rows, flagged: predictions, r2 drop; r2 "), lines[1]
     assert stats[0]["metrics"]["n"] == 8000 and stats[0]["metrics"]["r2"] == pytest.approx(0.94, abs=0.02)
     assert stats[0]["metrics"]["flags"] == [] and stats[1]["metrics"]["flags"]     # +6 on every prediction: R² < 0
     # R² alone was said: the errors in the label's units too (days to failure: a MAE of 50 days)
