@@ -58,6 +58,7 @@ POINTER = "bundle"              # OUTPUT/bundle: the latest bundle (a link to bu
 VERSIONS = "bundles"            # OUTPUT/bundles/<version>/: every bundle written
 LATEST = "LATEST"               # OUTPUT/bundles/LATEST on object storage: the latest version's name
 PARTIAL_MARK = ".trainyard-partial"   # the first file of a staging folder: only folders holding it are cleared
+WITH_MANIFEST = "manifest"       # lineage.json: true in a bundle written with manifest.json
 STALE_PARTIAL_S = 3600
 
 
@@ -82,6 +83,9 @@ def write(path: str | os.PathLike, *, state_dict: dict, model_config: dict, prep
     the same, and BundleError says where it is. A bundle folder an earlier trainyard wrote at `path` (no link)
     moves to OUTPUT/bundles/<its version> first."""
     path = Path(path)
+    # Said in the bundle itself, covered by the manifest: a bundle with this mark and no manifest.json is one
+    # cut short or altered (bundles of a trainyard before manifests have neither, and load unchecked).
+    lineage = {**lineage, WITH_MANIFEST: True}
     versions = path.parent / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(versions)
@@ -395,6 +399,10 @@ def load(path: str | os.PathLike) -> Bundle:
                           f"{p}: {'not a folder' if p.exists() else 'no such folder'}. Give the bundle folder "
                           f"(OUTPUT/bundle) or the run's output folder{spec_file_hint(p)}")
     changed = manifest_problems(p)     # first: a folder with trainyard's mark is a bundle, damaged or not
+    if changed is None and _written_with_manifest(p):
+        raise BundleError(f"{p}: manifest.json is missing, and this bundle was written with one (its lineage.json "
+                          "says so): a copy cut short (an upload's leftover) or a file removed. Copy it again from "
+                          "where it came from, or export a new one with trainyard train/tune")
     if changed:
         raise BundleError(f"{p}: the bundle is not as it was written ({'; '.join(changed)}). A bundle is never "
                           "changed once published: copy it again from where it came from, or export a new one "
@@ -404,6 +412,13 @@ def load(path: str | os.PathLike) -> Bundle:
         raise BundleError(run_folder_hint(p) or f"{p} is not a trainyard bundle: missing {', '.join(missing)}. "
                           "Give the bundle folder (OUTPUT/bundle) or the run's output folder")
     return _read(p)
+
+
+def _written_with_manifest(p: Path) -> bool:
+    try:
+        return json.loads((p / "lineage.json").read_text()).get(WITH_MANIFEST) is True
+    except (OSError, ValueError, AttributeError):
+        return False          # no lineage, or not one to read: `_read` names it
 
 
 def _read(p: Path, metrics: Optional[dict] = None) -> Bundle:

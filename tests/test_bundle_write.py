@@ -25,6 +25,12 @@ def _write(path, *, score=None, lineage=None, progress=lambda _line: None):
                    lineage=lineage or {"version": "1"}, score=score, progress=progress)
 
 
+def _without_manifest_mark(folder):
+    """`folder`'s lineage.json as a trainyard before manifests wrote it (or a hand), without their mark."""
+    lineage = json.loads((folder / "lineage.json").read_text())
+    (folder / "lineage.json").write_text(json.dumps({k: v for k, v in lineage.items() if k != B.WITH_MANIFEST}))
+
+
 def _leftovers(parent):
     """Hidden entries (staging folders, links being made) under `parent` and its bundles/ folder."""
     found = [p.name for p in parent.iterdir() if p.name.startswith(".")]
@@ -90,6 +96,21 @@ def test_a_file_changed_after_publishing_is_named_before_the_bundle_loads(tmp_pa
     (version / B.MANIFEST).write_text("{not json")
     with pytest.raises(B.BundleError, match=r"manifest.json cannot be read \(JSONDecodeError"):
         B.load(version)
+
+
+def test_a_bundle_written_with_a_manifest_is_refused_without_it(tmp_path):
+    """Deleting manifest.json turned the check off (a bundle without one loaded as an earlier trainyard's): an
+    upload's leftover that lacks only the manifest, or a bundle whose manifest was removed after an edit, loaded
+    unchecked. The bundle says it was written with one (lineage.json, which the manifest covers)."""
+    version = _write(tmp_path / "bundle")
+    assert json.loads((version / "lineage.json").read_text())[B.WITH_MANIFEST] is True
+    (version / "spec.yaml").write_text("name: edited\n")
+    (version / B.MANIFEST).unlink()
+    with pytest.raises(B.BundleError, match=r"manifest.json is missing, and this bundle was written with one \(its "
+                                            r"lineage.json says so\): a copy cut short"):
+        B.load(tmp_path / "bundle")
+    _without_manifest_mark(version)                              # an earlier trainyard's bundle: loads unchecked
+    assert B.load(version).version == "1"
 
 
 def test_a_bundle_never_has_a_file_read_from_outside_it(tmp_path):
@@ -207,8 +228,9 @@ def test_a_bundle_folder_an_earlier_trainyard_left_becomes_a_kept_version(tmp_pa
     """Before versions, OUTPUT/bundle was the bundle's folder itself: it moves to bundles/<its version>."""
     old = _write(tmp_path / "old-layout" / "bundle", lineage={"version": "v0"})
     (tmp_path / "bundle").mkdir()
-    for f in B.FILES:                     # no manifest: bundles had none then
+    for f in B.FILES:                     # no manifest: bundles had none then, nor the mark of one
         (tmp_path / "bundle" / f).write_bytes((old / f).read_bytes())
+    _without_manifest_mark(tmp_path / "bundle")
     lines = []
     _write(tmp_path / "bundle", lineage={"version": "v1"}, progress=lines.append)
     assert B.load(tmp_path).version == "v1"
@@ -454,6 +476,7 @@ def test_a_model_json_that_does_not_fit_the_weights_is_refused_before_its_model_
     config = json.loads((version / "model.json").read_text())
     (version / "model.json").write_text(json.dumps({**config, "hidden": [20000, 20000]}))
     (version / B.MANIFEST).unlink()                                  # as a hand-made bundle would come
+    _without_manifest_mark(version)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(B.BundleError, match=r"model.json does not describe the weights in model.safetensors \(.*: "
                                             r"model \(20000, \d+\), weights \(\d+, \d+\)"):
