@@ -262,8 +262,17 @@ def unseen_categories(known: dict[str, set], records: list[dict]) -> list[dict]:
             key = (category_key(v, True) if name in booleans
                    else v if type(v) is str else canonical(v))     # None: missing (NaN too), imputed as such
             if key is not None and key not in categories:
-                found.append({"record": i, "field": name, "value": v})
+                found.append({"record": i, "field": name, "value": _echoed(v)})
     return found
+
+
+# The most of an unseen category's text said back: a megabyte-long value was echoed whole in the response, the
+# client's unseen_categories column and its note.
+ECHO_CHARS = 100
+
+
+def _echoed(v):
+    return v if type(v) is not str or len(v) <= ECHO_CHARS else f"{v[:ECHO_CHARS]}… ({len(v):,} characters)"
 
 
 def empty_columns(stats: dict, numeric: list[str], categorical: list[str]) -> list[str]:

@@ -182,6 +182,9 @@ def test_category_values_the_train_split_did_not_hold_are_found_record_by_record
         {"record": 5, "field": "deductible", "value": 7}, {"record": 5, "field": "flag", "value": "yes"},
         {"record": 9, "field": "flag", "value": 2}]
     assert unseen_categories({}, records) == [] and unseen_categories(known, [{"deductible": "500"}]) == []
+    # A long one is said in part, with its length (a megabyte-long value was echoed whole in each response).
+    assert unseen_categories(known, [{"region": "N" * 1_000_000}]) == [
+        {"record": 0, "field": "region", "value": "N" * 100 + "… (1,000,000 characters)"}]
     features = [{"name": "deductible", "categories": ["1000", "500"]},
                 {"name": "region", "categories": [f"r{i}" for i in range(10)]}]
     notes = unseen_categories(known, records)[:3]
