@@ -87,4 +87,18 @@ class Bundle:
             raise BundleError("; ".join(shown) + (f"; and {more} more" if more else ""))
         out = self.predict_frame(df)
         out.pop("class_index", None)
-        return out
+        return {**out, **self._notes(records)}
+
+    def _notes(self, records: list[dict]) -> dict:
+        """What the server's /predict says beside the answers (`out_of_range`, `unseen_categories`), said here too:
+        `bundle.predict` answered an age of -500 with nothing to say it lay far outside training."""
+        from jobs.tabular import outside_range, training_ranges, unseen_categories
+
+        notes = {}
+        if outside := outside_range(training_ranges(self.preprocessor), records):
+            notes["out_of_range"] = outside
+        known = {f["name"]: set(f.get("categories") or []) for f in self.schema.get("features", [])
+                 if f.get("type") == "category"}
+        if known and self.schema.get("unknown_category") != "error" and (unseen := unseen_categories(known, records)):
+            notes["unseen_categories"] = unseen
+        return notes

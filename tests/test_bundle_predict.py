@@ -99,3 +99,20 @@ def test_a_dataframes_rows_predict_as_records_do_and_the_bundle_prints_short(mod
     # The HTTP client's predict iterated a DataFrame as its column names ("'str' object has no attribute 'items'").
     with pytest.raises(BadInput, match=r"not DataFrame; for a DataFrame, predict_frame\(df\) gives one row"):
         Client("http://127.0.0.1:9").predict(pd.DataFrame(rows))
+
+
+def test_bundle_predict_says_what_the_server_says_beside_its_answers(tmp_path):
+    """`bundle.predict` answered an age of -500 and a region it never saw with nothing said, where /predict
+    adds `out_of_range` and `unseen_categories`: the same notes, from the same functions."""
+    pre = Preprocessor(task="classification", label="churn", classes=["no", "yes"],
+                       numeric=[NumericState("age", fill=40.0, center=40.0, scale=10.0)],
+                       categorical=[CategoricalState("region", ["north", "south"])],
+                       stats={"numeric": {"age": {"min": 18.0, "max": 90.0}}})
+    config = {**CONFIG, "input_dim": 4}
+    bundle = B.load(B.write(tmp_path / "out", state_dict=build_model(config).state_dict(), model_config=config,
+                            preprocessor=pre, metrics={"val": {}}, spec_yaml="name: t\n", lineage={"version": "1"}))
+    out = bundle.predict([{"age": 30, "region": "north"}, {"age": -500, "region": "east"}])
+    assert len(out["predictions"]) == 2
+    assert out["out_of_range"] == [{"record": 1, "field": "age", "value": -500, "trained_on": [18.0, 90.0]}]
+    assert out["unseen_categories"] == [{"record": 1, "field": "region", "value": "east"}]
+    assert set(bundle.predict([{"age": 30, "region": "north"}])) == {"predictions", "probabilities"}
