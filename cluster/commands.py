@@ -150,6 +150,11 @@ def cmd_jobs_logs(args) -> int:
         _say(f"--- job {args.job_id} {info['status']}")
         return EXIT_OK if info["status"] == "SUCCEEDED" else EXIT_FAILED
     print(jobs_api.logs(args.job_id, args.address), end="", flush=True)
+    # Where the log ends and why, on stderr (the log itself stays the output): a stopped job's log ended with its
+    # last line, as a running one's does.
+    status = jobs_api.job_info(args.job_id, args.address)["status"]
+    print(f"--- job {args.job_id} {status}" + (": the log so far (--follow follows it)"
+                                                 if status in ("PENDING", "RUNNING") else ""), file=sys.stderr)
     return EXIT_OK
 
 
@@ -168,8 +173,9 @@ def cmd_jobs_stop(args) -> int:
     if info["status"] in ("SUCCEEDED", "FAILED", "STOPPED"):
         _say(f"job {args.job_id} had already ended: {info['status']}")
         return EXIT_OK
-    _say(f"job {args.job_id} is {info['status']}, and the cluster did not stop it: its driver may never have "
-         f"started (trainyard jobs logs {args.job_id}; Ray's dashboard, or the head's job_manager.log, says why)")
+    print(f"job {args.job_id} is {info['status']}, and the cluster did not stop it: its driver may never have "
+          f"started (trainyard jobs logs {args.job_id}; Ray's dashboard, or the head's job_manager.log, says why)",
+          file=sys.stderr)
     return EXIT_FAILED
 
 
