@@ -159,7 +159,7 @@ def _read_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
         sep = _other_separator(fs, path) if fmt == "csv" else None
         if sep is not None:     # ';' between fields and decimal commas (25,0) in them: the parse fails on row 2
             raise DataError(f"{path}: its fields are separated by {sep!r}, and trainyard reads CSV with ',' between "
-                            f"fields. {_resave(sep)}") from None
+                            f"fields. {resave_hint(sep)}") from None
         raise DataError(f"{path}: cannot read it as {fmt} ({type(exc).__name__}: {exc}); "
                         f"the file is corrupt or not a {fmt} file; remove or replace it") from None
     if fmt == "csv" and schema.names and (schema.names[0].lstrip().startswith(('{"', "[{", '["'))
@@ -418,7 +418,7 @@ def column_problems(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str) -> 
         if sep is not None:      # a ';' (or tab, '|') separated file reads as one column named by the whole header
             return [f"{len(one)} of the {len(schemas)} file(s) under {data.path!r} read as a single column "
                     f"named {one[0][:80]!r}: their fields are separated by {sep!r}, and trainyard reads CSV "
-                    f"with ',' between fields. {_resave(sep)}"]
+                    f"with ',' between fields. {resave_hint(sep)}"]
     problems = []
     if no_label:
         problems.append(f"label column {data.label!r} is in none of the {len(schemas)} file(s) under {data.path!r}; "
@@ -432,13 +432,15 @@ def column_problems(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str) -> 
     return problems
 
 
-def _resave(sep: str) -> str:
-    """How to re-save a CSV separated by `sep` with commas; a ';' file is usually written with decimal commas."""
-    if sep != ";":
-        return f"Save them with commas (e.g. pandas: pd.read_csv(path, sep={sep!r}).to_csv(path, index=False))"
-    return ("Save them with commas (e.g. pandas: pd.read_csv(path, sep=';', decimal=',').to_csv(path, index=False); "
-            "decimal=',' reads numbers written with a decimal comma, 25,0, as numbers: leave it out if the file's "
-            "numbers use a point)")
+def resave_hint(sep: str, then: str = "point data.path at it") -> str:
+    """How to save a CSV separated by `sep` with commas, as a new file: the advice overwrote the export itself. A
+    ';' file is usually written with decimal commas; cells such as '?' or '-' keep a column text whatever else."""
+    decimal = ", decimal=','" if sep == ";" else ""
+    return (f"Save it with commas as a new file, keeping the export as it came, e.g. with pandas: pd.read_csv(path, "
+            f"sep={sep!r}{decimal}).to_csv('clean.csv', index=False), and {then}"
+            + ("; decimal=',' reads numbers written with a decimal comma, 25,0, as numbers (leave it out if the "
+               "file's numbers use a point)" if decimal else "")
+            + "; add na_values=['?', '-'] if such cells stand for a missing value")
 
 
 def _nearest(name: str, names: list[str]) -> str:

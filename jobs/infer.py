@@ -70,6 +70,7 @@ def probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
             info["comma_numbers"] = int(pc.sum(pc.cast(commas, pa.int64())).as_py() or 0)
             dressed = pc.match_substring_regex(cells, _DRESSED_NUMBER)
             info["dressed_numbers"] = int(pc.sum(pc.cast(dressed, pa.int64())).as_py() or 0)
+            info["dressed"] = pc.unique(pc.filter(cells, dressed)).slice(0, 3).to_pylist()   # the examples said
             info["not_numbers"] = pc.unique(pc.filter(cells, pc.invert(numbers))).slice(0, 3).to_pylist()
         out[c] = info
     return {"probe": np.array([json.dumps(out)], dtype=object)}
@@ -98,6 +99,7 @@ def jsonable(v):
 def merge_probes(rows: list[str], columns: list[str]) -> dict:
     merged = {c: {"nulls": 0, "n": 0, "distinct": set(), "capped": False, "integral": True, "chars": 0, "infinite": 0,
                   "filled": 0, "numbers": 0, "comma_numbers": 0, "dressed_numbers": 0, "not_numbers": set(),
+                  "dressed": set(),
                   "all_distinct": True,
                   "min": None, "max": None}
               for c in columns}
@@ -118,6 +120,7 @@ def merge_probes(rows: list[str], columns: list[str]) -> dict:
             m["comma_numbers"] += info.get("comma_numbers", 0)
             m["dressed_numbers"] += info.get("dressed_numbers", 0)
             m["not_numbers"].update(info.get("not_numbers", []))
+            m["dressed"].update(info.get("dressed", []))
             # Distinct within every block: a column whose blocks repeat each other's values passes as distinct.
             m["all_distinct"] = m["all_distinct"] and info.get("all_distinct", False)
             m["first"] = m.get("first") or info.get("first", [])
@@ -351,12 +354,19 @@ def _dressed_numbers(facts: dict) -> bool:
 
 
 def _dressed_values(column: str, facts: dict) -> str:
+    signed = rf"df[{column!r}].str.replace(r'^\((.*)\)$', r'-\1', regex=True)"   # rf: r'-\1' was '-\x01' in an f-string
+    comma = next((v for v in sorted(facts["not_numbers"]) if re.search(r",\d{1,2}(?!\d)", str(v))), None)
+    point = (f"pd.to_numeric({signed}.str.replace(r'[^0-9.eE+-]', '', regex=True)) for a decimal point ((1,234.50) "
+             "becomes -1234.5, 12% becomes 12)")
+    # A decimal comma's '.' separates thousands: '€ 2.500' is 2500, which the point's way read as 2.5.
+    decimal = (f"pd.to_numeric({signed}.str.replace(r'[^0-9,eE+-]', '', regex=True).str.replace(',', '.')) for a "
+               "decimal comma ('€ 2.500' becomes 2500, '1.234,50' 1234.5)")
     return (f"column {column!r} holds numbers written with a currency or percent sign or in parentheses "
-            f"({facts['dressed_numbers']} of its {facts['filled']} filled cell(s), such as {_some(facts)}), which "
-            f"trainyard reads as text. Save the numbers alone, e.g. with pandas: df[{column!r}] = pd.to_numeric("
-            f"df[{column!r}].str.replace(r'^\((.*)\)$', r'-\1', regex=True).str.replace(r'[^0-9.eE+-]', '', "
-            "regex=True)) ((1,234.50) becomes -1234.5, 12% becomes 12; for a decimal comma, replace ',' by '.' "
-            "first), then save the file again")
+            f"({facts['dressed_numbers']} of its {facts['filled']} filled cell(s), such as "
+            f"{', '.join(map(repr, sorted(facts.get('dressed') or ())[:3])) or _some(facts)}), which trainyard "
+            f"reads as text. Save the numbers alone, e.g. with pandas: df[{column!r}] = " + (f"{decimal}, as cells such as {comma!r} suggest; or {point}" if comma else
+                                           f"{point}; or {decimal}")
+            + ", then save the table as a new file and point data.path at it")
 
 
 def number_problem(column: str, facts: dict) -> Optional[str]:
@@ -392,9 +402,10 @@ def _comma_values(column: str, facts: dict) -> str:
     return (f"column {column!r} holds numbers written with a comma or a space between digits "
             f"({facts['comma_numbers']} of its {facts['filled']} filled cell(s), such as {_some(facts)}), which "
             "trainyard reads as text: numbers need '.' as the decimal point and no thousands separator. Save the "
-            "file again, e.g. with pandas: pd.read_csv(path, decimal=',') for a decimal comma (add sep=';' if ';' "
-            "separates the fields), or thousands=',' (or ' ') for a thousands separator, then "
-            ".to_csv(path, index=False)")
+            "file as a new one, e.g. with pandas: pd.read_csv(path, decimal=',') for a decimal comma (add sep=';' if "
+            "';' separates the fields), or thousands=',' (or ' ') for a thousands separator, then "
+            ".to_csv('clean.csv', index=False), and point data.path at it; add na_values=['?', '-'] if such cells "
+            "stand for a missing value (they keep the column text)")
 
 
 def _some(facts: dict) -> str:

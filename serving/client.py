@@ -251,10 +251,9 @@ def check_columns(columns: list, features: list[str], allow_missing: bool = Fals
     sep = next((ch for ch in (";", "\t", "|") if len(names) == 1 and ch in names[0]), None)
     if len(missing) == len(features) and sep is not None:
         # As `train` says it of its data (jobs.datafiles): a ';'-separated file reads as one column.
+        from jobs.datafiles import resave_hint
         raise TableError(f"the file reads as a single column named {names[0][:80]!r}: its fields are separated by "
-                         f"{sep!r}, and a CSV here has ',' between fields. Save it with commas (e.g. pandas: "
-                         f"pd.read_csv(path, sep={sep!r}{', decimal=' + repr(',') if sep == ';' else ''})"
-                         ".to_csv(path, index=False))")
+                         f"{sep!r}, and a CSV here has ',' between fields. {resave_hint(sep, 'give that file')}")
     if len(missing) == len(features):
         raise TableError(f"none of the file's columns ({', '.join(map(repr, names[:10]))}) is a feature of the model "
                          f"(features: {', '.join(features)}); name the columns as the model's features (GET /schema)")
@@ -398,6 +397,7 @@ def read_table(path) -> "pd.DataFrame":  # noqa: F821
         raise TableError(f"{path}: no such file")
     try:
         if path.suffix.lower() == ".csv":
+            _check_separator(path)
             # index_col=False: a line with one delimiter too many (a trailing comma) would otherwise make the
             # first column the index and shift every value one column to the left.
             table = pd.read_csv(path, index_col=False)
@@ -414,6 +414,18 @@ def read_table(path) -> "pd.DataFrame":  # noqa: F821
     except Exception as exc:   # pandas/pyarrow raise many types for a corrupt file
         where = _bad_json_line(path) if path.suffix.lower() == ".jsonl" else None
         raise TableError(f"{path}: cannot read it as {path.suffix[1:]}: {where or exc}") from None
+
+
+def _check_separator(path: Path) -> None:
+    """A CSV whose header has no ',' but a ';', a tab or a '|' is refused as `train` refuses it: pandas said
+    "Error tokenizing data. C error: Expected 2 fields in line 4, saw 3", or read one column of all the names."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        header = f.readline()
+    sep = next((ch for ch in (";", "\t", "|") if ch in header and "," not in header), None)
+    if sep is not None:
+        from jobs.datafiles import resave_hint
+        raise TableError(f"{path}: its fields are separated by {sep!r} (its header: {header.strip()[:80]!r}), and "
+                         f"trainyard reads CSV with ',' between fields, as train does. {resave_hint(sep, 'give that file')}")
 
 
 def image_table(files: list[Path], image_field: str) -> "pd.DataFrame":  # noqa: F821

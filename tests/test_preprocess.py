@@ -282,6 +282,23 @@ def test_amounts_and_rates_with_currency_or_percent_signs_are_named_not_taken_fo
     with pytest.raises(DataError, match=r"^column 'income' holds numbers written with a comma or a space between "
                                         r"digits \(60 of its 60 .*thousands=',' \(or ' '\)"):
         infer_features(more.schema, ["income"], data, said, {})
+    # A bank's export with decimal commas: its '€ 2.500' is 2500, which the decimal point's line read as 2.5 (436
+    # incomes 1,000 times too small); its examples were the plain '3040,13' cells; its r'-\1' was '-\x01', which
+    # dropped a negative amount. The line the message gives, run on such cells, gives the numbers meant.
+    import pandas as pd
+
+    euro = pa.table({"income": [f"€ {1 + i % 9}.{i:03d}" if i % 4 == 0 else f"{3000 + i},{i % 90 + 10}"
+                                for i in range(80)] + ["(€ 12,50)"]})
+    with pytest.raises(DataError) as err:
+        infer_features(euro.schema, ["income"], data, merge_probes([probe(euro, ["income"], 50)["probe"][0]],
+                                                                    ["income"]), {})
+    told = str(err.value)
+    assert "(21 of its 81 filled cell(s), such as '€ 1.000', '€ 5.004', '€ 9.008')" in told, told
+    assert "for a decimal comma ('€ 2.500' becomes 2500, '1.234,50' 1234.5), as cells such as '3001,11' suggest; " \
+           "or pd.to_numeric" in told and "\x01" not in told
+    line = told.split("df['income'] = ", 1)[1].split(" for a decimal comma")[0]
+    df = pd.DataFrame({"income": ["€ 2.500", "3040,13", "(€ 12,50)", "1.234,50", "12 %"]})
+    assert eval(line).tolist() == [2500.0, 3040.13, -12.5, 1234.5, 12.0]
     words = pa.table({"plan": ["gold", "silver", "100%", "basic"] * 15})
     plan = merge_probes([probe(words, ["plan"], 50)["probe"][0]], ["plan"])
     assert infer_features(words.schema, ["plan"], data, plan, {})[1] == ["plan"]

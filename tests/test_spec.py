@@ -374,7 +374,9 @@ def test_a_csv_saved_with_semicolons_and_decimal_commas_is_named_as_such(tmp_pat
     assert main(["validate", str(spec)]) == 2
     err = capsys.readouterr().err
     assert (f"{tmp_path / 'euro.csv'}: its fields are separated by ';', and trainyard reads CSV with ',' between "
-            "fields. Save them with commas (e.g. pandas: pd.read_csv(path, sep=';', decimal=',')") in err, err
+            "fields. Save it with commas as a new file, keeping the export as it came, e.g. with pandas: "
+            "pd.read_csv(path, sep=';', decimal=',').to_csv('clean.csv', index=False), and point data.path at it")\
+        in err, err
     assert "corrupt" not in err
 
 
