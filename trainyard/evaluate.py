@@ -60,6 +60,8 @@ def cmd_evaluate(args, progress) -> int:
     for name, bundle in zip(names, bundles):
         for note in _input_notes(bundle, table):
             progress(f"[evaluate] note: {name}: {note}")
+    if bundles[0].task == "classification":
+        _unscored_labels(bundles[0], table, label, args.data, progress)
     scores = [_scored(b, table, label, args.data, score) for b in bundles]
     if bundles[0].task == "classification" and not scores[0]["rows"]:
         from jobs.infer import how_alike, look_alike
@@ -72,12 +74,6 @@ def cmd_evaluate(args, progress) -> int:
                              "the model's classes)" if alike else ""))
     for line in _table(names, scores, bundles):
         progress(line)
-    if bundles[0].task == "classification" and scores[0]["rows"] < len(table):
-        from jobs.fitted import canonical
-        known = {canonical(c) for c in bundles[0].preprocessor.classes}
-        strange = table[label][[canonical(v) not in known for v in table[label]]].astype(str).value_counts()
-        progress(f"[evaluate] note: {int(strange.sum()):,} row(s) hold a label that is not a class of the model ("
-                 + ", ".join(f"{v!r}: {n}" for v, n in strange.head(5).items()) + "), so they were not scored")
     if args.by:
         for line in _slices(names, bundles, table, label, args.by, args.data, score):
             progress(line)
@@ -120,6 +116,31 @@ def _image_rows(bundle, path: str, progress):
                  + "; ".join(list(bad.values())[:5]) + (" ..." if len(bad) > 5 else ""))
         table = table.drop(index=list(bad)).reset_index(drop=True)
     return table
+
+
+def _unscored_labels(bundle, table, label: str, path: str, progress) -> None:
+    """Rows whose label is no class of the model are not scored: said before the scores (it came after them).
+    Where such a label is a class written another way ('y ' for 'Y'), refused: half the defaults of a file went
+    unscored, and the recall of the rest read 1.0."""
+    from jobs.bundle import BundleError
+    from jobs.fitted import canonical
+    from jobs.infer import how_alike, look_alike
+
+    classes = bundle.preprocessor.classes
+    known = {canonical(c) for c in classes}
+    strange = table[label][[canonical(v) not in known for v in table[label]]].value_counts()
+    if not len(strange) or strange.sum() == len(table):      # none: said by the caller, with the classes
+        return
+    counts = ", ".join(f"{v!r}: {n:,}" for v, n in strange.head(5).items())
+    alike = [g for g in look_alike([str(c) for c in classes] + [str(v) for v in strange.index])
+             if set(g) & {str(c) for c in classes} and set(g) & {str(v) for v in strange.index}]
+    if alike:
+        raise BundleError(f"{path}: {int(strange.sum()):,} of {len(table):,} row(s) hold a label that is no class of "
+                          f"the model ({counts}), and {' and '.join(map(repr, alike[0]))} {how_alike(alike[0])}: "
+                          "write the labels as the model's classes; scored without those rows, the scores would "
+                          "describe the rest alone")
+    progress(f"[evaluate] note: {int(strange.sum()):,} of {len(table):,} row(s) hold a label that is not a class of "
+             f"the model ({counts}); they are not scored")
 
 
 def _check_columns(table, path: str, label: str, by) -> None:
