@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster.errors import BadInput
+from jobs.spelling import YES_NO, how_alike, look_alike, placeholder_note, placeholders
 from jobs.spec import DataSpec
 
 # Labels with at most this many distinct integral values are taken as classes when data.task is omitted.
@@ -419,26 +420,6 @@ def _stray_values(column: str, facts: dict) -> str:
             f"{_some(facts)}), so it reads as text. Fix those cells, or leave them empty for a missing value")
 
 
-# The ways a yes/no answer is written in exports: one column holding several of them is 2 categories written as 4.
-_YES_NO = {"y": True, "yes": True, "true": True, "t": True, "n": False, "no": False, "false": False, "f": False}
-
-
-def look_alike(classes: list) -> list[list[str]]:
-    """Text classes that are one word written two ways ('Yes', 'Yes ', 'yes'), or one yes/no answer spelt two
-    ways ('Y', 'true'): likely one class to the user."""
-    groups: dict = {}
-    for c in classes:
-        if isinstance(c, str):
-            key = c.strip().casefold()
-            groups.setdefault(_YES_NO.get(key, key), []).append(c)
-    return [g for g in groups.values() if len(g) > 1]
-
-
-def how_alike(group: list[str]) -> str:
-    return ("differ only in case or in spaces around them" if len({c.strip().casefold() for c in group}) == 1
-            else "are one yes/no answer spelt differently")
-
-
 # A text cell that reads as a date or a time: 12/05/2022, 27.09.2026 00:44, 2026-09-27T00:44:00Z.
 _DATE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
                    r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[-+]\d{2}:?\d{2})?)?\s*$")
@@ -467,11 +448,13 @@ def feature_notes(numeric: list[str], categorical: list[str], facts: dict,
         values = facts[c]["distinct"]
         if facts[c]["capped"] or facts[c]["n"] == facts[c]["nulls"]:
             continue
+        if c in categorical and (found := placeholders(values)):
+            notes.append(placeholder_note(c, found))
         if len(values) == 1 and (c in numeric or not facts[c]["nulls"]):   # a category: 'yes' or missing is 2
             notes.append(f"column {c!r} holds one value, {next(iter(values))!r}, in every row that has one: a model "
                          "learns nothing from it (data.features.exclude leaves it out)")
         elif c in categorical and all(isinstance(v, str) for v in values):
-            spelled = sorted(v for v in values if v.strip().lower() in _YES_NO)
+            spelled = sorted(v for v in values if v.strip().lower() in YES_NO)
             if len(spelled) == len(values) and len(values) > 2:
                 notes.append(f"column {c!r} holds yes/no written {len(values)} ways ({', '.join(map(repr, spelled))}):"
                              f" {len(values)} categories where there may be 2; write them one way in the data")
@@ -480,11 +463,6 @@ def feature_notes(numeric: list[str], categorical: list[str], facts: dict,
                           "as different categories; if they are one, make them the same in the data"
                           for g in look_alike(sorted(values))]
     return notes
-
-
-def look_alike_note(label: str, group: list[str]) -> str:
-    return (f"label {label!r}: classes {' and '.join(map(repr, group))} {how_alike(group)}, and are trained as "
-            "different classes; if they are one, make them the same in the data")
 
 
 def number_classes_note(label: str, classes: list, rows: Optional[int] = None) -> Optional[str]:

@@ -25,8 +25,9 @@ from cluster.quiet import held_ray_data_errors
 from jobs.datafiles import (cast_batch, check_files, column_cells, csv_convert, file_schema, infer_format,
                             resolve_files, stray_cells_where, wanted_columns)
 from jobs.infer import (MAX_INFERRED_CLASSES, DataError, confirm_distinct, feature_notes, id_candidates,
-                         infer_features, infer_task, infinite_problem, jsonable, look_alike, look_alike_note,
-                         merge_probes, number_classes_note, probe, text_label_problem)
+                         infer_features, infer_task, infinite_problem, jsonable, merge_probes,
+                         number_classes_note, probe, text_label_problem)
+from jobs.spelling import look_alike, look_alike_note, placeholder_note, placeholders
 from jobs.spec import DataSpec
 
 SPLIT_COLUMN = "_split"
@@ -229,6 +230,8 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
         if len(classes) < 2:
             raise DataError(f"label {data.label!r} has a single class ({classes[0]!r}) in {len(labels)} rows; "
                             "classification needs at least two. Check the label column or the data path")
+        if found := placeholders(classes):
+            progress(f"[ingest] note: {placeholder_note(data.label, found, label=True)}")
         for group in look_alike(classes):
             progress(f"[ingest] {look_alike_note(data.label, group)}")
         if note := number_classes_note(data.label, classes, len(labels)):

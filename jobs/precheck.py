@@ -101,7 +101,7 @@ def decision_problems(spec: JobSpec) -> list[str]:
     complete = len(values) < _MOST_VALUES
     fix = ""
     if len(values) != 2:
-        from jobs.infer import look_alike, look_alike_note
+        from jobs.spelling import look_alike, look_alike_note
         # 'Default' beside 'default': one class written two ways, which the data should fix, not the spec.
         fix = "; ".join(look_alike_note(spec.data.label, g) for g in look_alike(values))
     try:
@@ -139,13 +139,15 @@ def task_note(spec: JobSpec) -> Optional[str]:
 
 def class_notes(spec: JobSpec) -> list[str]:
     """For `trainyard validate`: label classes that are one word written two ways ('Yes' and 'yes'), which ingest
-    will train as different classes (`jobs.infer.look_alike`), when the label is read as classes."""
-    from jobs.infer import look_alike, look_alike_note
+    will train as different classes (`jobs.spelling.look_alike`), when the label is read as classes."""
+    from jobs.spelling import look_alike, look_alike_note, placeholder_note, placeholders
 
     if spec.data.task == "regression" or spec.data.is_image:
         return []
     values = label_values(spec.data, _MOST_CLASSES_LOOKED_AT)       # not the first 21 alone: a catalogue has 37
-    return [look_alike_note(spec.data.label, group) for group in look_alike(values or [])]
+    found = placeholders(values or [])
+    return ([placeholder_note(spec.data.label, found, label=True)] if found else []) + [
+        look_alike_note(spec.data.label, group) for group in look_alike(values or [])]
 
 
 # Label values `class_notes` reads for classes written two ways (`look_alike` compares every pair).

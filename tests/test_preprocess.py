@@ -400,7 +400,7 @@ def test_feature_columns_a_model_learns_less_from_than_it_seems_are_noted():
 def test_a_yes_no_label_spelt_several_ways_is_told_as_one_class_written_two_ways():
     """A 'default' label written Y/N/true/False trained 4 classes with no word; with `decision:` it was told to
     remove the decision section, where the fix is the data's."""
-    from jobs.infer import look_alike, look_alike_note
+    from jobs.spelling import look_alike, look_alike_note
 
     groups = look_alike(["False", "N", "Y", "true", "maybe"])
     assert groups == [["False", "N"], ["Y", "true"]]

@@ -839,3 +839,24 @@ def test_image_data_is_checked_before_ray_starts_folders_without_images_said(tmp
         precheck.check_columns(spec)
     precheck.check_columns(validate_spec({**spec.model_dump(mode="json"), "data": {
         **spec.data.model_dump(mode="json"), "image": {"column": "image"}}}))
+
+
+def test_placeholders_for_a_missing_value_taken_for_categories_or_a_class_are_said(tmp_path, capsys):
+    """A bank's export wrote a missing value as '?' or '-': validate said OK, and the model learnt '?' as a category
+    (which a record sending null never reaches) and as a class of its own. Said now, naming the column and the
+    fix; a real value that merely holds a dash ('e-bike') is no placeholder."""
+    import pandas as pd
+
+    rows = pd.DataFrame({"x": [i % 7 for i in range(60)], "home": ["RENT", "OWN", "?"] * 20, "purpose": ["car", "-", "e-bike"] * 20,
+                         "y": ["Y", "N", "?", "N"] * 15})
+    rows.to_csv(tmp_path / "loans.csv", index=False)
+    spec = write_spec(tmp_path / "s.yaml", {"name": "x", "data": {"path": str(tmp_path / "loans.csv"), "label": "y"}})
+    assert main(["validate", str(spec)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    assert "note: label 'y' holds '?' as a class, trained as a class of its own: if it means the outcome is not " \
+           "known, leave those rows' label empty (they are left out as unlabelled)" in notes
+    assert "note: column 'home' holds '?' among its categories, learnt as a category of its own that a record " \
+           "sending null (a missing value) never reaches: if it means missing, leave those cells empty " \
+           "(na_values=[...] when saving the file again)" in notes
+    assert any(n.startswith("note: column 'purpose' holds '-' among its categories") for n in notes), notes
+    assert not any("e-bike" in n for n in notes)

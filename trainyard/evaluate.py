@@ -64,7 +64,7 @@ def cmd_evaluate(args, progress) -> int:
         _unscored_labels(bundles[0], table, label, args.data, progress)
     scores = [_scored(b, table, label, args.data, score) for b in bundles]
     if bundles[0].task == "classification" and not scores[0]["rows"]:
-        from jobs.infer import how_alike, look_alike
+        from jobs.spelling import how_alike, look_alike
         classes = [str(c) for c in bundles[0].preprocessor.classes]
         given = sorted(table[label].astype(str).unique().tolist())[:10]
         alike = look_alike(classes + given)
@@ -124,7 +124,7 @@ def _unscored_labels(bundle, table, label: str, path: str, progress) -> None:
     unscored, and the recall of the rest read 1.0."""
     from jobs.bundle import BundleError
     from jobs.fitted import canonical
-    from jobs.infer import how_alike, look_alike
+    from jobs.spelling import how_alike, look_alike
 
     classes = bundle.preprocessor.classes
     known = {canonical(c) for c in classes}

@@ -1,0 +1,54 @@
+"""How values are written in exports, said before Ray starts (`jobs.precheck`) and in ingest alike: classes or
+categories that are one value written two ways (`look_alike`), and placeholders for a missing value ('?', '-')
+taken for a class or a category (`placeholders`). Imports nothing of trainyard's: ingest, inference and the
+checks before Ray all use it."""
+from __future__ import annotations
+
+import re
+
+
+# The ways a yes/no answer is written in exports: one column holding several of them is 2 categories written as 4.
+YES_NO = {"y": True, "yes": True, "true": True, "t": True, "n": False, "no": False, "false": False, "f": False}
+
+
+def look_alike(classes: list) -> list[list[str]]:
+    """Text classes that are one word written two ways ('Yes', 'Yes ', 'yes'), or one yes/no answer spelt two
+    ways ('Y', 'true'): likely one class to the user."""
+    groups: dict = {}
+    for c in classes:
+        if isinstance(c, str):
+            key = c.strip().casefold()
+            groups.setdefault(YES_NO.get(key, key), []).append(c)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def how_alike(group: list[str]) -> str:
+    return ("differ only in case or in spaces around them" if len({c.strip().casefold() for c in group}) == 1
+            else "are one yes/no answer spelt differently")
+
+
+def look_alike_note(label: str, group: list[str]) -> str:
+    return (f"label {label!r}: classes {' and '.join(map(repr, group))} {how_alike(group)}, and are trained as "
+            "different classes; if they are one, make them the same in the data")
+
+
+# Cells that stand for "no value" in exports but that a CSV reader takes as text: '?', '-', '--', '.', 'n.a.'.
+# (Arrow's own null spellings, '', 'NA', 'N/A', 'null', 'NaN' and the like, are read as missing already.)
+_PLACEHOLDER = re.compile(r"^\s*([-?._*/]+|n\.\s?a\.)\s*$", re.IGNORECASE)
+
+
+def placeholders(values) -> list[str]:
+    """The values among `values` that read as a placeholder for a missing value ('?', '-'), sorted."""
+    return sorted(v for v in values if isinstance(v, str) and _PLACEHOLDER.match(v))
+
+
+def placeholder_note(name: str, found: list[str], label: bool = False) -> str:
+    """A note on a feature column (or the label) holding placeholders (`placeholders`): learnt as a category (or a
+    class) of its own, where the user likely meant a missing value."""
+    shown = ", ".join(map(repr, found))
+    if label:
+        return (f"label {name!r} holds {shown} as a class, trained as a class of its own: if it means the outcome "
+                "is not known, leave those rows' label empty (they are left out as unlabelled)")
+    return (f"column {name!r} holds {shown} among its categories, learnt as a category of its own that a record "
+            "sending null (a missing value) never reaches: if it means missing, leave those cells empty "
+            "(na_values=[...] when saving the file again)")
