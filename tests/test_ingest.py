@@ -400,7 +400,8 @@ def test_warehouse_ids_repeats_across_blocks_numbers_and_dates_stored_as_text(tm
       as "a different value in each of its rows: an ID" (validate, reading the file whole, had passed it);
     - a price stored as text in a Parquet string column was 50 of its values kept as categories, nothing said;
       listed under numeric, it was "holds text (values such as ); move it to categorical";
-    - a date written 12/05/2022 was a category of 50 of its 1,152 values, nothing said."""
+    - a date written 12/05/2022 was a category of 50 of its 1,152 values, nothing said; both dates are refused
+      now, as a Parquet timestamp is (as categories, every date after training is one the model never saw)."""
     from jobs import precheck
 
     rng = np.random.default_rng(0)
@@ -420,20 +421,27 @@ def test_warehouse_ids_repeats_across_blocks_numbers_and_dates_stored_as_text(tm
     spec = validate_spec({"name": "c", "data": {"path": str(tmp_path), "label": "y"}})
     refused = [
         "column 'customer_id' holds a different whole number in each of its 2000 rows",
+        "column 'last_login' holds dates or times written as text (values such as '01.09.2026 00:00', '01.09.2026 "
+        "00:07', ",
         "column 'price' holds numbers stored as text in every filled cell (values such as",
+        "column 'signup' holds dates or times written as text (values such as '",
     ]
     with pytest.raises(DataError) as err:
         ingest(spec.data, progress=lambda *_: None)
     assert str(err.value).startswith(refused[0]) and "last_login" not in str(err.value), str(err.value)
     said = precheck.problems(spec)[1]
-    assert [p[:len(r)] for p, r in zip(said, refused)] == refused and len(said) == 2, said
+    assert [p[:len(r)] for p, r in zip(said, refused)] == refused and len(said) == 4, said
     assert "more distinct values than categories could keep): store them as numbers (pandas: df['price'] = " \
-           "pd.to_numeric(df['price'])" in said[1]
+           "pd.to_numeric(df['price'])" in said[2]
+    assert said[3].endswith("Derive a number from it in the data (days before a reference date, a weekday), or list "
+                            "it under data.features.exclude; or, to keep its values as categories, list it under "
+                            "data.features.categorical")
     listed = validate_spec({"name": "c", "data": {"path": str(tmp_path), "label": "y", "features": {
         "exclude": ["customer_id"], "numeric": ["price", "orders"]}}})
-    assert precheck.problems(listed)[1][0].startswith(refused[1]), precheck.problems(listed)[1]
+    assert precheck.problems(listed)[1][1].startswith(refused[2]), precheck.problems(listed)[1]
     lines: list[str] = []
-    r = ingest(data_spec(tmp_path, features={"exclude": ["customer_id", "price"]}), progress=lines.append)
+    r = ingest(data_spec(tmp_path, features={"exclude": ["customer_id", "price"],
+                                             "categorical": ["last_login", "signup"]}), progress=lines.append)
     assert "last_login" in r.categorical and "signup" in r.categorical
     assert "paid" in r.numeric              # a different whole number in each row, but not named as an ID
     notes = [line for line in lines if line.startswith("[ingest] note: column 'signup' has more than 100 distinct")]
