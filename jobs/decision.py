@@ -185,6 +185,6 @@ def summary(d: dict) -> str:
         how += (f"; the validation split's {val.get('rows', 0)} rows hold none of {d['positive']!r}: nothing to "
                 "measure it on")
     else:
-        how += (f": recall {shown(val['recall'])}, precision {shown(val.get('precision', float('nan')))} over "
-                f"{val['positives']} of {val.get('rows', 0)} validation rows")
+        how += (f": recall {shown(val['recall'])}, precision {shown(val.get('precision', float('nan')))}; the "
+                f"validation split's {val.get('rows', 0)} rows hold {val['positives']} {d['positive']!r}")
     return f"{d['positive']!r} when {cut_text(d, how)}"

@@ -384,9 +384,28 @@ def format_metrics(metrics: dict, classes: Optional[list] = None) -> str:
                          "(test.confusion_matrix: rows = true, in the order of schema.json's label.classes)")
         if named:
             lines += _per_class(cm, classes)
-        lines += _one_class_warning(cm, classes, metrics.get("decision"))
+        lines += one_class_warning(cm, classes, metrics.get("decision"))
         lines += _target_missed(cm, metrics.get("decision"))
+        lines += flagged_lines(cm, metrics.get("decision"), "[evaluate] test")
     return "\n".join(lines)
+
+
+def flagged_lines(cm, decision: Optional[dict], where: str) -> list[str]:
+    """What a binary cut-off does to the rows (`cm`: a confusion matrix): how many it flags, how many of the
+    positives it catches and how many of the flagged are positives, against the positives' share (a risk analyst
+    read a macro F1 and an accuracy of 0.57, where 45% of applicants flagged caught 81% of the defaults at 2.0x
+    their base rate). [] without a decision."""
+    if not decision or len(cm) != 2:
+        return []
+    i, rows = int(decision["positive_index"]), sum(map(sum, cm))
+    flagged, positives, hit = sum(row[i] for row in cm), sum(cm[i]), cm[i][i]
+    if not rows or not positives:
+        return []
+    base, caught = positives / rows, f"{hit / flagged:.3f}" if flagged else "-"
+    lift = f", {hit / flagged / base:.1f}x the base rate {base:.1%}" if flagged else f"; base rate {base:.1%}"
+    return [f"{where} at the cut-off: {decision['positive']!r} for {flagged:,} of {rows:,} rows ({flagged / rows:.0%}); "
+            f"they hold {hit:,} of the {positives:,} {decision['positive']!r} rows (recall {hit / positives:.3f}), "
+            f"precision {caught}{lift}"]
 
 
 def _target_missed(cm: list[list[int]], decision: Optional[dict]) -> list[str]:
@@ -406,7 +425,7 @@ def _target_missed(cm: list[list[int]], decision: Optional[dict]) -> list[str]:
             "(data.split.val)"]
 
 
-def _one_class_warning(cm: list[list[int]], classes: Optional[list], decision: Optional[dict] = None) -> list[str]:
+def one_class_warning(cm: list[list[int]], classes: Optional[list], decision: Optional[dict] = None) -> list[str]:
     """A model that predicts one class for every test row (a 10% minority never flagged, at an accuracy of 0.90
     that looks good): said, with what to change. [] otherwise."""
     predicted = [j for j in range(len(cm)) if sum(row[j] for row in cm)]
@@ -430,7 +449,9 @@ def _one_class_warning(cm: list[list[int]], classes: Optional[list], decision: O
                 "apart. Train longer (train.epochs), try another train.lr (a search: trainyard tune), or check that "
                 "the features carry the label"]
     return [f"{said} Judge epochs and trials by val_f1 or val_auc (train.early_stop.metric, tune.metric) rather "
-            "than val_accuracy or val_loss, and weigh the rarer classes up with train.class_weight: balanced"]
+            "than val_accuracy or val_loss, and weigh the rarer classes up with train.class_weight: balanced"
+            + ("; for two classes, a cut-off chosen for the rare one's recall or precision (decision: "
+               "{min_recall: 0.8}) answers by its probability rather than the likelier class" if len(cm) == 2 else "")]
 
 
 # Classes are about as common as each other when the commonest has fewer than this many times the rarest's rows.

@@ -59,8 +59,8 @@ def test_a_fixed_threshold_is_kept_and_described_and_an_unmet_precision_is_said(
     got = D.choose(DecisionSpec(threshold=0.65), ["ok", "bad"], 1, y, proba)
     assert got["threshold"] == 0.65 and got["val"] == {"rows": 6, "positives": 2, "recall": 0.5, "precision": 1 / 3}
     assert "note" not in got
-    assert D.summary(got) == ("'bad' when P('bad') >= 0.65 (threshold 0.65: recall 0.500, precision 0.333 over 2 of 6 "
-                              "validation rows)")
+    assert D.summary(got) == ("'bad' when P('bad') >= 0.65 (threshold 0.65: recall 0.500, precision 0.333; the "
+                              "validation split's 6 rows hold 2 'bad')")
     none = D.choose(DecisionSpec(threshold=0.65), ["ok", "bad"], 1, np.zeros(6), proba)
     assert D.summary(none) == ("'bad' when P('bad') >= 0.65 (threshold 0.65; the validation split's 6 rows hold "
                                "none of 'bad': nothing to measure it on)")

@@ -171,3 +171,24 @@ def test_a_regression_by_a_column_shows_mae_and_rmse_and_bundles_of_two_jobs_are
     part = pd.read_csv(tmp_path / "rows.csv").head(40)
     want = [score(B.load(p), [part], "days")[k] for p in paths for k in ("mae", "rmse")]
     assert first.split()[-4:] == [f"{v:.4f}" for v in want], first
+
+
+def test_versions_of_other_cut_offs_are_said_with_what_each_flags(versions, tmp_path, capsys):
+    """A retrain with a cut-off beside one without: each version's answer rule, what its cut-off flags (rows, the
+    positives among them, against their base rate) and a version that answers one class for every row, said under
+    the scores (accuracy and macro F1 alone ranked the model that never flags the rare class first)."""
+    from tests.serving_fixtures import bundle_variant
+
+    paths, rows, data = versions
+    cut = bundle_variant(paths[1], tmp_path / "v3", version="v3", cut_off=("yes", 0.0))     # flags every row
+    assert cli.main(["evaluate", str(paths[0]), str(cut), "--data", str(data)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    labelled = rows[rows["y"].isin(["no", "yes"])]
+    yes = int((labelled["y"] == "yes").sum())
+    assert "[evaluate] v1 answers by the likelier class" in out
+    assert "[evaluate] v3 answers 'yes' when P('yes') >= 0 (threshold 0)" in out
+    assert (f"[evaluate] v3 at the cut-off: 'yes' for {len(labelled)} of {len(labelled)} rows (100%); they hold "
+            f"{yes} of the {yes} 'yes' rows (recall 1.000), precision {yes / len(labelled):.3f}, 1.0x the base rate "
+            f"{yes / len(labelled):.1%}") in out
+    assert any(line.startswith("[evaluate] warning: v3 predicts 'yes' for every row; it never predicts 'no'")
+               for line in out), out

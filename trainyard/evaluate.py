@@ -74,6 +74,8 @@ def cmd_evaluate(args, progress) -> int:
                              "the model's classes)" if alike else ""))
     for line in _table(names, scores, bundles):
         progress(line)
+    for line in _answers(names, scores, bundles):
+        progress(line)
     if args.by:
         for line in _slices(names, bundles, table, label, args.by, args.data, score):
             progress(line)
@@ -141,6 +143,28 @@ def _unscored_labels(bundle, table, label: str, path: str, progress) -> None:
                           "describe the rest alone")
     progress(f"[evaluate] note: {int(strange.sum()):,} of {len(table):,} row(s) hold a label that is not a class of "
              f"the model ({counts}); they are not scored")
+
+
+def _answers(names: list[str], scores: list[dict], bundles: list) -> list[str]:
+    """How each version answers (its cut-off, or the likelier class), what its cut-off flags, and a version that
+    answers one class for every row: versions of other cut-offs were ranked by accuracy and macro F1 alone, which
+    put a model that never predicts the rare class first."""
+    from jobs.decision import cut_text
+    from jobs.pipeline import flagged_lines, one_class_warning
+
+    if bundles[0].task != "classification":
+        return []
+    decisions = [getattr(b.preprocessor, "decision", None) for b in bundles]
+    lines = []
+    if any(decisions):
+        lines += [f"[evaluate] {n} answers " + (f"{d['positive']!r} when {cut_text(d)}" if d else "by the likelier "
+                                                "class") for n, d in zip(names, decisions)]
+    for n, s, b, d in zip(names, scores, bundles, decisions):
+        cm = s.get("confusion_matrix") or []
+        lines += flagged_lines(cm, d, f"[evaluate] {n}")
+        lines += [w.replace("[evaluate] warning: the model", f"[evaluate] warning: {n}").replace(" test row", " row")
+                  for w in one_class_warning(cm, b.preprocessor.classes, d)]
+    return lines
 
 
 def _check_columns(table, path: str, label: str, by) -> None:
