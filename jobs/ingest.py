@@ -161,7 +161,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     schema = check_files(data, schemas, fmt, text=text, fs=fs)
     all_columns = [n for n in next(iter(schemas.values())).names if n not in exclude]
     unused = [c for c in all_columns if explicit is not None and c not in explicit]
-    progress(f"[ingest] {len(files)} {fmt} file(s), {len(schema)} column(s) used")
+    progress(f"[ingest] {len(files)} {fmt} file(s), {len(schema)} column(s) read: the label and {len(schema) - 1} more")
 
     with held_ray_data_errors() as ray_says:
         try:

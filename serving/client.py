@@ -15,17 +15,11 @@ import http.client
 import json
 import math
 import time
-from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
 
 from cluster.errors import EXIT_BAD_INPUT, BadInput, Failure
-
-SUFFIXES = (".csv", ".parquet", ".jsonl")
-# Image files `predict` reads for an image model (a folder of them, class folders too, or one), as the server
-# decodes them (serving.schema's accepted encodings).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
+from serving.tables import TableError, read_table, write_table
 
 class ClientError(Failure):
     """The server refused a request (4xx) or could not be reached; `status` is None when unreachable.
@@ -35,11 +29,6 @@ class ClientError(Failure):
         super().__init__(message, exit_code=EXIT_BAD_INPUT if status is not None and 400 <= status < 500 else None)
         self.status = status
         self.errors = errors or []
-
-
-class TableError(BadInput):
-    """A rows file (`trainyard predict FILE`) or an output file (`--out`) that cannot be used; the message names
-    it and what to do. Exit 2."""
 
 
 class Client:
@@ -375,123 +364,3 @@ def _error(status: int, data: Any, what: str, offset: int = 0, names: Optional[l
     else:
         msg = f"{what}: HTTP {status}: {data.get('detail', data)}"
     return ClientError(msg, status, errors)
-
-
-def read_table(path) -> "pd.DataFrame":  # noqa: F821
-    """The rows of a .csv, .parquet or .jsonl file, or of a folder of Parquet shards."""
-    import pandas as pd
-    path = Path(path)
-    if path.is_dir():
-        # A folder of Parquet shards, as `train` reads one (in file-name order, as listed).
-        shards = sorted(path.glob("*.parquet"))
-        if not shards:
-            raise TableError(f"{path}: a folder with no .parquet file; give a .csv, .parquet or .jsonl file, or a "
-                             "folder of .parquet files")
-        try:
-            return pd.concat([pd.read_parquet(f) for f in shards], ignore_index=True)
-        except Exception as exc:   # pandas/pyarrow raise many types for a corrupt file
-            raise TableError(f"{path}: cannot read its .parquet files: {exc}") from None
-    if path.suffix.lower() not in SUFFIXES:
-        raise TableError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
-    if not path.is_file():
-        raise TableError(f"{path}: no such file")
-    try:
-        if path.suffix.lower() == ".csv":
-            _check_separator(path)
-            # index_col=False: a line with one delimiter too many (a trailing comma) would otherwise make the
-            # first column the index and shift every value one column to the left.
-            table = pd.read_csv(path, index_col=False)
-            table.attrs["csv"] = str(path)      # a bad cell is named by its line (`_numbers_read_as_text`)
-            return table
-        if path.suffix.lower() == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_json(path, lines=True)
-    except UnicodeDecodeError:              # a Latin-1 (Excel's Windows-1252) export: said as `train` says it
-        import pyarrow.fs as pafs
-
-        from jobs.datafiles import not_utf8
-        raise TableError(not_utf8(pafs.LocalFileSystem(), str(path), "the file")) from None
-    except Exception as exc:   # pandas/pyarrow raise many types for a corrupt file
-        where = _bad_json_line(path) if path.suffix.lower() == ".jsonl" else None
-        raise TableError(f"{path}: cannot read it as {path.suffix[1:]}: {where or exc}") from None
-
-
-def _check_separator(path: Path) -> None:
-    """A CSV whose header has no ',' but a ';', a tab or a '|' is refused as `train` refuses it: pandas said
-    "Error tokenizing data. C error: Expected 2 fields in line 4, saw 3", or read one column of all the names."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        header = f.readline()
-    sep = next((ch for ch in (";", "\t", "|") if ch in header and "," not in header), None)
-    if sep is not None:
-        from jobs.datafiles import resave_hint
-        raise TableError(f"{path}: its fields are separated by {sep!r} (its header: {header.strip()[:80]!r}), and "
-                         f"trainyard reads CSV with ',' between fields, as train does. {resave_hint(sep, 'give that file')}")
-
-
-def image_table(files: list[Path], image_field: str) -> "pd.DataFrame":  # noqa: F821
-    """Rows for an image model from image files (`image_files`): a `file` column (the path) and the image's
-    bytes under `image_field`, base64-encoded when sent (`_image_bytes_as_base64`)."""
-    import pandas as pd
-    return pd.DataFrame({"file": [str(f) for f in files], image_field: [f.read_bytes() for f in files]})
-
-
-def image_files(path: Path, others: Optional[list[Path]] = None) -> list[Path]:
-    """The image files `path` names: itself, or those under a folder that holds no Parquet file (searched
-    recursively, so class folders too); the folder's other files go to `others` when given (said, not dropped
-    silently)."""
-    if path.is_file():
-        return [path] if path.suffix.lower() in IMAGE_SUFFIXES else []
-    if not path.is_dir() or any(path.glob("*.parquet")):
-        return []
-    found = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
-    if others is not None:
-        others.extend(f for f in found if f.suffix.lower() not in IMAGE_SUFFIXES)
-    return [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES]
-
-
-def _bad_json_line(path: Path) -> Optional[str]:
-    """The first line of a .jsonl file that is not one JSON object, named with its number (pandas' own error
-    says only "Expected object or value", with no line)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line.strip())
-                except json.JSONDecodeError as exc:
-                    return f"line {number}, column {exc.colno}: not valid JSON ({exc.msg}): {line.strip()[:80]!r}"
-                if not isinstance(row, dict):
-                    return (f"line {number}: a JSON {type(row).__name__}, where each line must be one object "
-                            '({"feature": value, ...})')
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def check_out(out, *, overwrite: bool = True) -> Path:
-    """`out` as a place to write a table to: a known suffix, not a folder, and (unless `overwrite`) no file there
-    yet. Checked before any request, so that a bad --out fails in a second, not after every prediction."""
-    out = Path(out)
-    if out.suffix.lower() not in SUFFIXES:
-        raise TableError(f"--out {out}: unsupported file type {out.suffix!r}; use one of {', '.join(SUFFIXES)}")
-    if out.is_dir():
-        raise TableError(f"--out {out} is a folder; give a file name ending in {', '.join(SUFFIXES)}")
-    if out.exists() and not overwrite:
-        raise TableError(f"--out {out} already exists; give another name, or add --overwrite to replace it")
-    return out
-
-
-def write_table(df, out) -> Path:
-    out = check_out(out)
-    suffix = out.suffix.lower()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        df.to_csv(out, index=False)
-    elif suffix == ".parquet":
-        df.to_parquet(out, index=False)
-    else:
-        # As written: 'Électronique > Audio', not "\u00c9lectronique" (pandas escapes non-ASCII, and every '/').
-        out.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n"
-                               for row in json.loads(df.to_json(orient="records"))), encoding="utf-8")
-    return out

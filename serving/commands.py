@@ -276,8 +276,9 @@ def older_version_note(path: Path) -> Optional[str]:
 
 def cmd_predict(args) -> int:
     """A ClientError carries its exit code: 2 when the server refused the rows (4xx), 1 otherwise; a rows file or
-    --out that cannot be used is bad input (serving.client.TableError, exit 2), found before any request."""
-    from serving.client import Client, check_out, image_files, image_table, read_table
+    --out that cannot be used is bad input (serving.tables.TableError, exit 2), found before any request."""
+    from serving.client import Client
+    from serving.tables import check_out, image_files, image_table, read_table
     from serving.notes import absent_columns, out_of_range_note, unseen_note
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
@@ -321,7 +322,7 @@ def cmd_predict(args) -> int:
         print(f"note: {decision['positive']!r} is predicted where {cut_text(decision)}, the bundle's cut-off",
               file=sys.stderr)
     if args.out:
-        from serving.client import write_table
+        from serving.tables import write_table
         write_table(table, args.out)
         model = client.schema().get("model", {})
         print(f"{len(table)} predictions from {model.get('name')} {model.get('version')} written to {args.out}",
@@ -336,7 +337,7 @@ def _unreadable_images(df, field: str, image: dict, given: str) -> dict:
     model's size and channels): one truncated file among a camera's thousands refused the whole folder. Every
     one unreadable is bad input, said with the first few."""
     from jobs.images import DECODE_FORMATS, decode
-    from serving.client import TableError
+    from serving.tables import TableError
 
     unreadable = {}
     for i, value in zip(df.index, df[field].tolist()):

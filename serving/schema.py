@@ -341,7 +341,10 @@ def example_record(schema: dict, most: Optional[int] = None) -> dict:
         kind = _KINDS.get(f["type"], _NUMBER)
         if kind == _CATEGORY:
             return (f.get("categories") or [None])[0]
-        return {_IMAGE: "<base64 PNG>", _TEXT: "bearing noise, temperature 92C"}.get(kind, f.get("typical", 1.0))
+        typical = f.get("typical", 1.0)
+        if isinstance(typical, float) and typical.is_integer():
+            typical = int(typical)          # an age of 36, not 36.0 (a median of whole numbers is one mostly)
+        return {_IMAGE: "<base64 PNG>", _TEXT: "bearing noise, temperature 92C"}.get(kind, typical)
 
     def required(f: dict) -> bool:         # as RequestChecker takes them: images, and text unless marked optional
         kind = _KINDS.get(f["type"], _NUMBER)

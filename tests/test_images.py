@@ -211,7 +211,8 @@ def test_served_image_model_over_http(trained, serve_instance, tmp_path, capsys)
     # images as `train` reads one. Both were refused or a 422 ("not valid base64"); base64 text was the only way.
     from pathlib import Path
 
-    from serving.client import Client, image_files, image_table, read_table
+    from serving.client import Client
+    from serving.tables import image_files, image_table, read_table
     client = Client(url)
     folder = sorted(p for p in Path(spec.data.path).iterdir() if p.is_dir())[0]
     files = image_table(image_files(folder), "image")

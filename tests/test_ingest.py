@@ -598,7 +598,7 @@ def test_a_csv_saved_as_latin_1_is_named_with_its_line_and_how_to_save_it_as_utf
     import pyarrow.fs as pafs
 
     from jobs.datafiles import file_schema
-    from serving.client import TableError, read_table
+    from serving.tables import TableError, read_table
 
     (tmp_path / "header.csv").write_bytes("Région,y\nNord,0\n".encode("latin-1"))
     (tmp_path / "values.csv").write_bytes("region,y\nNord,0\nSüd,1\n".encode("latin-1"))

@@ -468,7 +468,7 @@ def test_predicts_rows_file_and_out_are_checked_before_any_request(tmp_path, cap
     """A CSV line with a trailing comma made pandas take the first column for the index: every value shifted
     one column left, exit 0. A bad --out failed only after every prediction was made (a folder: a traceback), an
     existing one was overwritten, and a rows file that could not be read exited 1, not 2."""
-    from serving.client import TableError, check_out, read_table
+    from serving.tables import TableError, check_out, read_table
     from trainyard.cli import build_parser, main
 
     (tmp_path / "rows.csv").write_text("a,b,c\n1,2,3,\n4,5,6,\n")
@@ -496,7 +496,7 @@ def test_predicts_rows_file_and_out_are_checked_before_any_request(tmp_path, cap
 def test_a_jsonl_rows_file_that_cannot_be_read_names_its_line(tmp_path):
     """pandas says only "Expected object or value" of a broken .jsonl line; the line is named, and a line that
     is JSON but not one object too. Blank lines are skipped, as pandas does."""
-    from serving.client import TableError, read_table
+    from serving.tables import TableError, read_table
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"a": 1}\n\n{"a": 2}\n')
@@ -515,7 +515,8 @@ def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_
     that none of its columns ('id;rpm;...') is a feature, where `train` names the separator."""
     import pandas as pd
 
-    from serving.client import TableError, check_columns, read_table
+    from serving.client import check_columns
+    from serving.tables import TableError, read_table
 
     (tmp_path / "shards").mkdir()
     pd.DataFrame({"rpm": [1, 2]}).to_parquet(tmp_path / "shards" / "part-0.parquet")
@@ -541,7 +542,8 @@ def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_nam
     number"). The numbers now go as numbers; the cell that is not one is named with its row."""
     import pandas as pd
 
-    from serving.client import TableError, _numbers_read_as_text
+    from serving.client import _numbers_read_as_text
+    from serving.tables import TableError
 
     features = [{"name": "a", "type": "number"}, {"name": "kind", "type": "category"}]
     df = pd.DataFrame({"a": ["0.5", " 2 ", "", None], "kind": ["x", "y", "x", "7"]})
@@ -551,7 +553,7 @@ def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_nam
     with pytest.raises(TableError, match=r"column 'a' must hold numbers; 1 cell\(s\) do not \(row 3: '\?'\)"):
         _numbers_read_as_text(pd.DataFrame({"a": ["1", "2", "?"]}), features)
     # Read from a CSV, the cell is named by its line, as `train` names one (it said "row 3" of line 4).
-    from serving.client import read_table
+    from serving.tables import read_table
     (tmp_path / "rows.csv").write_text("a,kind\n1,x\n2,y\n?,x\n")
     with pytest.raises(TableError, match=r"1 cell\(s\) do not \(line 4: '\?'\)"):
         _numbers_read_as_text(read_table(tmp_path / "rows.csv"), features)
@@ -582,7 +584,8 @@ def test_serve_checks_the_bundle_before_it_starts_or_joins_ray(tmp_path):
 def test_a_rows_file_whose_columns_miss_the_features_is_refused():
     """`trainyard predict` sent only the columns named exactly as features: a file with none of them, or with
     'RPM' / ' rpm' / 'rmp' for 'rpm', got one imputed prediction for every row, exit 0."""
-    from serving.client import TableError, check_columns
+    from serving.client import check_columns
+    from serving.tables import TableError
 
     features = ["rpm", "torque", "mtype"]
     with pytest.raises(TableError, match=r"none of the file's columns \('foo', 'bar'\) is a feature of the model"):
@@ -853,7 +856,7 @@ def test_a_jsonl_table_is_written_as_its_text_reads(tmp_path):
     but neither readable nor found by grep; a class name is written as it is now, and reads back the same."""
     import pandas as pd
 
-    from serving.client import write_table
+    from serving.tables import write_table
 
     df = pd.DataFrame({"prediction": ["Électronique > Audio", "食品"], "probability_Cat 10 / Ürün": [0.25, None],
                        "n": [1, 2]})

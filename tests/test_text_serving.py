@@ -132,6 +132,9 @@ def test_the_example_request_serve_prints_is_one_the_model_takes():
     curl = lines[0].splitlines()[1]
     assert curl.endswith("  (its other 3 field(s) are imputed when left out)"), curl
     assert example_record({"features": [{"name": "a", "type": "number"}]}) == {"a": 1.0}
+    # A median of whole numbers shows as one: the curl line read "age": 36.0.
+    assert json.dumps(example_record({"features": [{"name": "age", "type": "number", "typical": 36.0}]})) == \
+        '{"age": 36}'
     # An image model's rows are image files: the line says so (it said FILE.csv).
     lines = []
     image = {"input": "image", "image": {"field": "image"}, "features": [{"name": "image", "type": "image"}]}

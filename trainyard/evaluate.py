@@ -37,7 +37,7 @@ def register(subparsers, kit) -> None:
 def cmd_evaluate(args, progress) -> int:
     from jobs.bundle import BundleError, load, resolve
     from jobs.evaluate import score
-    from serving.client import read_table
+    from serving.tables import read_table
 
     bundles = [load(resolve(given)) for given in args.bundles]
     label = bundles[0].preprocessor.label
@@ -92,7 +92,7 @@ def _image_rows(bundle, path: str, progress):
 
     from jobs.bundle import BundleError
     from jobs.images import decode, folder_layout, without_images_note
-    from serving.client import read_table
+    from serving.tables import read_table
 
     pre = bundle.preprocessor
     root = os.path.abspath(os.path.expanduser(path))
