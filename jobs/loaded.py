@@ -90,9 +90,9 @@ class Bundle:
         return {**out, **self._notes(records)}
 
     def _notes(self, records: list[dict]) -> dict:
-        """What the server's /predict says beside the answers (`out_of_range`, `unseen_categories`), said here too:
+        """What the server's /predict says beside the answers (`out_of_range`, `unseen_categories`, `imputed`), said here too:
         `bundle.predict` answered an age of -500 with nothing to say it lay far outside training."""
-        from jobs.tabular import outside_range, training_ranges, unseen_categories
+        from jobs.tabular import missing_fields, outside_range, training_ranges, unseen_categories
 
         notes = {}
         if outside := outside_range(training_ranges(self.preprocessor), records):
@@ -101,4 +101,7 @@ class Bundle:
                  if f.get("type") == "category"}
         if known and self.schema.get("unknown_category") != "error" and (unseen := unseen_categories(known, records)):
             notes["unseen_categories"] = unseen
+        imputable = [f["name"] for f in self.schema.get("features", []) if f.get("type") in ("number", "category")]
+        if imputed := missing_fields(imputable, records):
+            notes["imputed"] = imputed
         return notes

@@ -266,6 +266,19 @@ def unseen_categories(known: dict[str, set], records: list[dict]) -> list[dict]:
     return found
 
 
+def missing_fields(names: list[str], records: list[dict]) -> list[dict]:
+    """The features among `names` each record leaves out or sends as null (NaN), in record order: [{"record": i,
+    "field"}]. The model imputes them (the train split's median, the unknown category), which gave a credit
+    decision with no word that its debt-to-income was never sent."""
+    found = []
+    for i, record in enumerate(records):
+        for name in names:
+            v = record.get(name)
+            if v is None or (type(v) is float and v != v):
+                found.append({"record": i, "field": name})
+    return found
+
+
 # The most of an unseen category's text said back: a megabyte-long value was echoed whole in the response, the
 # client's unseen_categories column and its note.
 ECHO_CHARS = 100

@@ -28,7 +28,7 @@ from cluster.errors import EXIT_BAD_INPUT
 from jobs.decision import cut_text
 from jobs.quantize import quantize
 from jobs.spec import ServeSpec
-from jobs.tabular import outside_range, training_ranges, unseen_categories
+from jobs.tabular import missing_fields, outside_range, training_ranges, unseen_categories
 from serving.monitor import for_replica as replica_monitor
 from serving.openapi import openapi_components
 from serving.payload import bundle_payload, load_payload
@@ -252,6 +252,8 @@ def build_fastapi(server: ModelServer) -> FastAPI:
             out["out_of_range"] = outside
         if not checker.reject_unknown_categories and (unseen := unseen_categories(checker.known, records)):
             out["unseen_categories"] = unseen
+        if imputed := missing_fields(checker.imputable, records):
+            out["imputed"] = imputed
         # Serialised by hand: FastAPI's jsonable_encoder walks every float, which costs more than the model.
         try:
             data = json.dumps(out, allow_nan=False).encode()

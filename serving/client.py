@@ -150,7 +150,7 @@ class Client:
                 raise _error(status, data, "POST /predict", offset=start, names=names)
             out["predictions"].extend(data["predictions"])
             out["request_ids"].append([data.get("request_id"), len(chunk)])
-            for key in ("out_of_range", "unseen_categories"):   # its record counted from the first record given
+            for key in ("out_of_range", "unseen_categories", "imputed"):   # counted from the first record given
                 for note in data.get(key, ()):
                     out.setdefault(key, []).append({**note, "record": start + note["record"]})
             if "probabilities" in data:
@@ -208,6 +208,11 @@ class Client:
             unseen[note["record"]].append(f"{note['field']}={note['value']!r}")
         result["unseen_categories"] = ["; ".join(texts) for texts in unseen]
         result.attrs["unseen_categories"] = out.get("unseen_categories", [])
+        imputed = [[] for _ in range(len(result))]
+        for note in out.get("imputed", ()):
+            imputed[note["record"]].append(note["field"])
+        result["imputed"] = ["; ".join(fields) for fields in imputed]
+        result.attrs["imputed"] = out.get("imputed", [])
         return result
 
     def predict_file(self, path, out=None) -> "pd.DataFrame":  # noqa: F821

@@ -279,7 +279,7 @@ def cmd_predict(args) -> int:
     --out that cannot be used is bad input (serving.tables.TableError, exit 2), found before any request."""
     from serving.client import Client
     from serving.tables import check_out, image_files, image_table, read_table
-    from serving.notes import absent_columns, out_of_range_note, unseen_note
+    from serving.notes import absent_columns, imputed_note, out_of_range_note, unseen_note
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     if args.out:
@@ -316,6 +316,9 @@ def cmd_predict(args) -> int:
     if note := out_of_range_note(predicted.attrs.get("out_of_range"), len(df), args.file):
         print(note, file=sys.stderr)
     if note := unseen_note(predicted.attrs.get("unseen_categories"), len(df), args.file, client.schema()["features"]):
+        print(note, file=sys.stderr)
+    if note := imputed_note(predicted.attrs.get("imputed"), len(df), args.file, set(
+            f["name"] for f in client.schema()["features"]) - set(df.columns)):
         print(note, file=sys.stderr)
     if decision := (client.schema().get("label") or {}).get("decision"):
         from jobs.decision import cut_text

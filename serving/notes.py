@@ -1,8 +1,8 @@
 """What `trainyard predict` (and `trainyard evaluate`) say of a file of rows beside the predictions: features it
-has no column for, numbers far outside the train split's range, categories the model did not see in training."""
+has no column for, numbers far outside the train split's range, categories the model did not see in training, features left empty (imputed)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Optional
 
 from serving.client import _trained_on
 
@@ -66,3 +66,19 @@ def unseen_note(notes: list[dict], rows: int, what: str, features: list[dict]) -
             "see in training, which it answers as its unknown category, as it does a missing value (the "
             "unseen_categories column names them; a spelling of a known one is better mended in the file): "
             + ", ".join(parts))
+
+
+def imputed_note(notes: list[dict], rows: int, what: str, absent: Iterable[str] = ()) -> Optional[str]:
+    """One line on the rows of `what` that leave features empty (`Client.predict`'s "imputed"), by feature, most
+    rows first; a feature with no column at all (`absent`) is `absent_columns`' to say. None when there is none."""
+    by_field: dict[str, set] = {}
+    for note in notes or ():
+        if note["field"] not in set(absent):
+            by_field.setdefault(note["field"], set()).add(note["record"])
+    if not by_field:
+        return None
+    parts = sorted(by_field.items(), key=lambda kv: -len(kv[1]))
+    return (f"note: {len(set().union(*by_field.values()))} of {rows} row(s) of {what} leave features empty, which the "
+            "model imputes (the imputed column names them): " + ", ".join(f"{f} in {len(r)} row(s)" for f, r in
+                                                                          parts[:8])
+            + (f", and {len(parts) - 8} more feature(s)" if len(parts) > 8 else ""))

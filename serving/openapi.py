@@ -97,6 +97,11 @@ def openapi_components(checker: RequestChecker, task: str, classes: Optional[lis
             "items": {"type": "object", "properties": {
                 "record": {"type": "integer"}, "field": {"type": "string"},
                 "value": {"type": ["string", "integer", "number", "boolean"]}}}}
+    if checker.imputable:
+        response["properties"]["imputed"] = {"type": "array", "description": (
+            "Only when a record leaves a feature out or sends it as null: the model answers with it imputed (the "
+            "train split's median, or the unknown category)."),
+            "items": {"type": "object", "properties": {"record": {"type": "integer"}, "field": {"type": "string"}}}}
     error = {"type": "object", "title": "Error", "properties": {
         "detail": {"type": "string", "description": "What is wrong and how to fix it."},
         "errors": {"type": "array", "items": {"type": "object", "properties": {

@@ -103,7 +103,7 @@ def test_a_dataframes_rows_predict_as_records_do_and_the_bundle_prints_short(mod
 
 def test_bundle_predict_says_what_the_server_says_beside_its_answers(tmp_path):
     """`bundle.predict` answered an age of -500 and a region it never saw with nothing said, where /predict
-    adds `out_of_range` and `unseen_categories`: the same notes, from the same functions."""
+    adds `out_of_range` and `unseen_categories` (and now `imputed`): the same notes, from the same functions."""
     pre = Preprocessor(task="classification", label="churn", classes=["no", "yes"],
                        numeric=[NumericState("age", fill=40.0, center=40.0, scale=10.0)],
                        categorical=[CategoricalState("region", ["north", "south"])],
@@ -111,8 +111,10 @@ def test_bundle_predict_says_what_the_server_says_beside_its_answers(tmp_path):
     config = {**CONFIG, "input_dim": 4}
     bundle = B.load(B.write(tmp_path / "out", state_dict=build_model(config).state_dict(), model_config=config,
                             preprocessor=pre, metrics={"val": {}}, spec_yaml="name: t\n", lineage={"version": "1"}))
-    out = bundle.predict([{"age": 30, "region": "north"}, {"age": -500, "region": "east"}])
-    assert len(out["predictions"]) == 2
+    out = bundle.predict([{"age": 30, "region": "north"}, {"age": -500, "region": "east"}, {"age": None}])
+    assert len(out["predictions"]) == 3
     assert out["out_of_range"] == [{"record": 1, "field": "age", "value": -500, "trained_on": [18.0, 90.0]}]
     assert out["unseen_categories"] == [{"record": 1, "field": "region", "value": "east"}]
+    # A field left out or sent null is imputed, and said (a credit answer with no word of a field never sent).
+    assert out["imputed"] == [{"record": 2, "field": "age"}, {"record": 2, "field": "region"}]
     assert set(bundle.predict([{"age": 30, "region": "north"}])) == {"predictions", "probabilities"}

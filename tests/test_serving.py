@@ -64,12 +64,17 @@ def test_predictions_equal_bundle_predict(main_app, served_bundle, telemetry_dir
     assert out["model"] == {"name": "main", "version": bundle.version}
     assert len(out["request_id"]) == 32 and int(out["request_id"], 16) >= 0     # logging off: an id all the same
     assert "out_of_range" not in out                                     # rows of the data the model was fitted on
+    assert out["imputed"] == expected["imputed"] and out["imputed"]      # the missing readings, said
     # Unseen category, missing fields and an all-missing record: imputed exactly as Bundle.predict does.
     odd = [{"machine_type": "Z", "rpm": 1500}, {"shift": 3}, {}]
     status, _, out = post(main_app.url, {"records": odd})
     assert status == 200 and out["predictions"] == bundle.predict(odd)["predictions"]
     # Answered as the unknown category, and said: a spelling of a known value ('1,000' for '1000') changed answers.
     assert out["unseen_categories"] == [{"record": 0, "field": "machine_type", "value": "Z"}]
+    # The fields a record leaves out are imputed, and said, as bundle.predict says them.
+    features = [f["name"] for f in call(main_app.url, "GET", "/schema")[2]["features"]]
+    assert out["imputed"] == bundle.predict(odd)["imputed"]
+    assert [n["field"] for n in out["imputed"] if n["record"] == 2] == features
     status, _, out = post(main_app.url, {"records": [{"machine_type": "L", "rpm": 1500}, {"machine_type": None}]})
     assert status == 200 and "unseen_categories" not in out
     # A reading far outside what the train split held is answered, as before, and said: the answer extrapolates.
@@ -260,7 +265,8 @@ def test_client_chunks_cleans_and_reports_global_indices(strict_app, served_bund
     df.loc[3, "torque_nm"] = float("nan")                               # NaN goes out as null
     frame = client.predict_frame(df)
     assert list(frame.columns) == ["prediction", "probability_failure", "probability_ok", "request_id",
-                                   "record", "out_of_range", "unseen_categories"] and len(frame) == 12
+                                   "record", "out_of_range", "unseen_categories", "imputed"] and len(frame) == 12
+    assert frame["imputed"][3] == "torque_nm" and frame["imputed"][2] == ""     # the NaN sent as null: imputed
     assert set(frame["out_of_range"]) == {""} and frame.attrs["out_of_range"] == []
     assert set(frame["unseen_categories"]) == {""} and frame.attrs["unseen_categories"] == []
     # A value far out in the second request: its row, counted over the whole frame, and the line for it.
@@ -340,8 +346,11 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
                               str(tmp_path / "rows.csv"), "--out", str(tmp_path / "pred.jsonl")],
                              capture_output=True, text=True, env=env, timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
-        # Every feature had its column: the one note is the bundle's cut-off, which /schema states too.
+        # Every feature had its column: the notes are a reading one row left empty (imputed, and said), and the
+        # bundle's cut-off, which /schema states too.
         assert [line for line in run.stderr.splitlines() if line.startswith("note:")] == [
+            f"note: 1 of 30 row(s) of {tmp_path / 'rows.csv'} leave features empty, which the model imputes (the "
+            "imputed column names them): rpm in 1 row(s)",
             "note: 'failure' is predicted where P('failure') >= 0.2 (threshold 0.2), the bundle's cut-off"]
         assert Client(served.url).schema()["label"]["decision"] == {"positive": "failure", "threshold": 0.2,
                                                                     "rule": "threshold 0.2"}
@@ -353,6 +362,8 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         assert out["prediction"].tolist() == expected["predictions"]
         assert out["prediction"].tolist() == ["failure" if p >= 0.2 else "ok" for p in out["probability_failure"]]
         assert set(out["out_of_range"].fillna("")) == {""}
+        assert [(i, f) for i, f in enumerate(out["imputed"].fillna("")) if f] == [
+            (n["record"], n["field"]) for n in expected["imputed"]]
         # A feature without a column is imputed for every row, and said so; so is a reading far outside what the
         # model was trained on (row 4's torque), which the output's out_of_range column names.
         rows.drop(columns=["rpm"]).assign(torque_nm=rows["torque_nm"].where(rows.index != 4, 9999.0),
@@ -467,6 +478,10 @@ def test_bad_settings_and_bundles_fail_before_serve_is_touched(served_bundle, se
     with pytest.raises(ServeError, match="schema.json is missing"):
         deploy_app(broken, "nope", serve_instance)
     (broken / "manifest.json").unlink()
+    with pytest.raises(ServeError, match="manifest.json is missing, and this bundle was written with one"):
+        deploy_app(broken, "nope", serve_instance)
+    lineage = json.loads((broken / "lineage.json").read_text())     # as a bundle before manifests, or a hand's
+    (broken / "lineage.json").write_text(json.dumps({k: v for k, v in lineage.items() if k != "manifest"}))
     with pytest.raises(BundleError, match="not a trainyard bundle: missing schema.json"):
         deploy_app(broken, "nope", serve_instance)
     with pytest.raises(ServeError, match="already running in this Ray cluster"):

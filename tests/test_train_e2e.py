@@ -285,6 +285,17 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, telemetry_dir):
     assert metrics["test"]["accuracy"] > 0.5
 
 
+def _before_manifests(folder) -> None:
+    """`folder` as a bundle an earlier trainyard wrote: no manifest.json, nor lineage.json's mark of one (with
+    the mark, a bundle without its manifest is refused as one cut short)."""
+    (folder / B.MANIFEST).unlink()
+    try:
+        lineage = json.loads((folder / "lineage.json").read_text())
+    except ValueError:
+        return                          # a lineage.json damaged on purpose: left as it is
+    (folder / "lineage.json").write_text(json.dumps({k: v for k, v in lineage.items() if k != B.WITH_MANIFEST}))
+
+
 def test_empty_records_and_corrupt_weights(classification_run, tmp_path):
     import shutil
     out = B.load(classification_run[1]).predict([{}, {}])
@@ -296,7 +307,7 @@ def test_empty_records_and_corrupt_weights(classification_run, tmp_path):
     with pytest.raises(B.BundleError, match=r"bundle: the bundle is not as it was written \(model.safetensors "
                                             r"has 15 bytes, the manifest [\d,]+\)\. .*copy it again"):
         B.load(broken)
-    (broken / B.MANIFEST).unlink()      # as a bundle written before manifests: what is read is checked
+    _before_manifests(broken)           # as a bundle written before manifests: what is read is checked
     with pytest.raises(B.BundleError, match=r"bundle.*cannot load the bundle"):
         B.load(broken)
     (broken / "schema.json").unlink()
@@ -308,7 +319,7 @@ def test_empty_records_and_corrupt_weights(classification_run, tmp_path):
         (tmp_path / name / name).write_text('{"truncated": ')
         with pytest.raises(B.BundleError, match=rf"not as it was written \({name} has 14 bytes"):
             B.load(tmp_path / name)
-        (tmp_path / name / B.MANIFEST).unlink()
+        _before_manifests(tmp_path / name)
         with pytest.raises(B.BundleError, match=rf"{name}/{name}: cannot read it \(JSONDecodeError.*damaged"):
             B.load(tmp_path / name)
     with pytest.raises(B.BundleError, match=r"nowhere: no such folder"):
