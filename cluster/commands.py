@@ -145,17 +145,16 @@ def cmd_jobs_status(args) -> int:
 
 
 def cmd_jobs_logs(args) -> int:
+    # Where the log ends and why, on stderr (the log itself stays the output; a stopped job's log ended with its
+    # last line, as a running one's does), and the exit as `jobs status` gives it: 1 for a job failed or stopped.
     if args.follow:
-        info = jobs_api.follow_logs(args.job_id, args.address, write=lambda s: print(s, end="", flush=True))
-        _say(f"--- job {args.job_id} {info['status']}")
-        return EXIT_OK if info["status"] == "SUCCEEDED" else EXIT_FAILED
-    print(jobs_api.logs(args.job_id, args.address), end="", flush=True)
-    # Where the log ends and why, on stderr (the log itself stays the output): a stopped job's log ended with its
-    # last line, as a running one's does.
-    status = jobs_api.job_info(args.job_id, args.address)["status"]
+        status = jobs_api.follow_logs(args.job_id, args.address, write=lambda s: print(s, end="", flush=True))["status"]
+    else:
+        print(jobs_api.logs(args.job_id, args.address), end="", flush=True)
+        status = jobs_api.job_info(args.job_id, args.address)["status"]
     print(f"--- job {args.job_id} {status}" + (": the log so far (--follow follows it)"
                                                  if status in ("PENDING", "RUNNING") else ""), file=sys.stderr)
-    return EXIT_OK
+    return EXIT_FAILED if status in ("FAILED", "STOPPED") else EXIT_OK
 
 
 def cmd_jobs_stop(args) -> int:

@@ -65,7 +65,7 @@ def decode_sized(value: Any, size: tuple[int, int], channels: int, *, formats: O
                 # Only the header is read so far: refuse before the decoder allocates the declared size.
                 too_big = max_pixels is not None and declared[0] * declared[1] > max_pixels
                 if not too_big:
-                    if img.mode.startswith("I;16"):
+                    if img.mode.startswith("I;16") or img.mode == "I":
                         img = _eight_bit(img)
                     img = img.convert("L" if channels == 1 else "RGB")
                     if img.size != (w, h):
@@ -111,12 +111,15 @@ def decode_sized(value: Any, size: tuple[int, int], channels: int, *, formats: O
 
 
 def _eight_bit(img):
-    """A 16-bit greyscale image (X-ray, thermal and machine-vision cameras save them) → 8-bit "L", its 0..65535
-    scaled onto 0..255. Pillow's own convert("L") clips every value above 255, so that such an image came out
-    nearly all white."""
+    """A 16-bit greyscale image (X-ray, thermal and machine-vision cameras save them; Pillow opens one as "I;16",
+    or as 32-bit "I" in some versions and for TIFFs) → 8-bit "L", its 0..65535 scaled onto 0..255. Pillow's own
+    convert("L") clips every value above 255, so that such an image came out nearly all white. An "I" image whose
+    values all lie in 0..255 is 8-bit data, kept as it is."""
     from PIL import Image
 
-    wide = np.asarray(img).astype(np.uint32)
+    wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
+    if img.mode == "I" and wide.max() <= 255:
+        return Image.fromarray(wide.astype(np.uint8), mode="L")
     return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L")
 
 

@@ -419,11 +419,20 @@ def written_dates(column: str, facts: dict) -> Optional[str]:
     after training is one the model never saw (a bank's fresh rows: 1,500 of 1,500 unseen)."""
     seen = facts.get("first", []) + sorted(facts["not_numbers"]) if facts["capped"] else list(facts["distinct"])
     seen = [v for v in dict.fromkeys(seen) if isinstance(v, str)]
-    if len(seen) < 2 or not all(_DATE.match(v) for v in seen):
+    if len(seen) < 2 or not all(_is_date(v) for v in seen):
         return None
     return (f"column {column!r} holds dates or times written as text (values such as {', '.join(map(repr, seen[:3]))}"
             "): as categories, every date after training would be one the model never saw. Derive a number from "
             "it in the data (days before a reference date, a weekday), or list it under data.features.exclude")
+
+
+def _is_date(text: str) -> bool:
+    """A date beyond doubt: a 4-digit year first or last, a month and a day in range (not '2.1.0', '555-12-1234')."""
+    parts = [int(p) for p in re.split(r"[-/.]", text.strip().split()[0].split("T")[0])] if _DATE.match(text) else []
+    if len(parts) != 3 or 4 not in (len(str(parts[0])), len(str(parts[2]))):
+        return False
+    day_month = parts[1:] if len(str(parts[0])) == 4 else parts[:2]
+    return all(1 <= p <= 31 for p in day_month) and min(day_month) <= 12
 
 
 def _stray_values(column: str, facts: dict) -> str:

@@ -63,12 +63,13 @@ class Bundle:
         # The dataclass's own repr printed every document whole: 16,379 characters for a notebook's `model`.
         return f"<trainyard bundle {self.path} ({self.task}, {len(self.preprocessor.feature_names)} features)>"
 
-    def predict(self, records: "list[dict] | pd.DataFrame") -> dict:
+    def predict(self, records: "list[dict] | pd.DataFrame", notes: bool = True) -> dict:
         """Predict for a list of records ({feature: value}), or a DataFrame's rows; missing fields are imputed,
         unseen categories map to the 'unknown' slot (or are rejected when the bundle says unknown_category:
         error). Fields that are not features are ignored (a row's label, an id), except one that looks like a
         misspelt feature the record lacks; a numeric feature's value that is not a number is refused, not
-        imputed."""
+        imputed. `notes`: add what /predict says beside the answers (`_notes`); the server, which says them
+        itself, asks for none."""
         if isinstance(records, pd.DataFrame):   # its rows, checked as records are (a NaN is a missing value)
             records = records.to_dict("records")
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
@@ -87,7 +88,7 @@ class Bundle:
             raise BundleError("; ".join(shown) + (f"; and {more} more" if more else ""))
         out = self.predict_frame(df)
         out.pop("class_index", None)
-        return {**out, **self._notes(records)}
+        return {**out, **self._notes(records)} if notes else out
 
     def _notes(self, records: list[dict]) -> dict:
         """What the server's /predict says beside the answers (`out_of_range`, `unseen_categories`, `imputed`), said here too:
@@ -102,6 +103,6 @@ class Bundle:
         if known and self.schema.get("unknown_category") != "error" and (unseen := unseen_categories(known, records)):
             notes["unseen_categories"] = unseen
         imputable = [f["name"] for f in self.schema.get("features", []) if f.get("type") in ("number", "category")]
-        if imputed := missing_fields(imputable, records):
-            notes["imputed"] = imputed
+        every, imputed = missing_fields(imputable, records)
+        notes.update({"imputed_in_every_record": every} if every else {}, **({"imputed": imputed} if imputed else {}))
         return notes

@@ -53,7 +53,7 @@ def bundle_predict(bundle, records: list[dict]) -> dict:
     those (DataFrame.from_records([{}]) has 0 rows), so they go to `Bundle.predict_frame` as a frame of that
     many rows with no columns, which imputes every feature, as a record with every feature null would."""
     if any(records):
-        return bundle.predict(records)
+        return bundle.predict(records, notes=False)         # the notes are the request's: said in /predict
     import pandas as pd
     out = bundle.predict_frame(pd.DataFrame(index=range(len(records))))
     out.pop("class_index", None)
@@ -252,7 +252,10 @@ def build_fastapi(server: ModelServer) -> FastAPI:
             out["out_of_range"] = outside
         if not checker.reject_unknown_categories and (unseen := unseen_categories(checker.known, records)):
             out["unseen_categories"] = unseen
-        if imputed := missing_fields(checker.imputable, records):
+        every, imputed = missing_fields(checker.imputable, records)
+        if every:
+            out["imputed_in_every_record"] = every
+        if imputed:
             out["imputed"] = imputed
         # Serialised by hand: FastAPI's jsonable_encoder walks every float, which costs more than the model.
         try:

@@ -144,6 +144,7 @@ class Client:
                            f"{frame}")
         records = [_clean(r) for r in records]
         out: dict[str, Any] = {"predictions": [], "request_ids": []}
+        everywhere: list[tuple[int, int, list]] = []       # per request: its first record, its records, the fields
         for start, body, chunk in self._chunks(records):
             status, data = self.request("POST", "/predict", body)
             if status != 200:
@@ -153,10 +154,11 @@ class Client:
             for key in ("out_of_range", "unseen_categories", "imputed"):   # counted from the first record given
                 for note in data.get(key, ()):
                     out.setdefault(key, []).append({**note, "record": start + note["record"]})
+            everywhere.append((start, len(chunk), data.get("imputed_in_every_record") or []))
             if "probabilities" in data:
                 out.setdefault("probabilities", []).extend(data["probabilities"])
             out["model"] = data.get("model")
-        return out
+        return _everywhere(out, everywhere)
 
     def _chunks(self, records: list[dict]):
         """(index of its first record, request body, records) per request: at most batch_size records, and a body
@@ -208,11 +210,14 @@ class Client:
             unseen[note["record"]].append(f"{note['field']}={note['value']!r}")
         result["unseen_categories"] = ["; ".join(texts) for texts in unseen]
         result.attrs["unseen_categories"] = out.get("unseen_categories", [])
-        imputed = [[] for _ in range(len(result))]
+        # The features a row left empty; those the frame has no column for, in every row, are in attrs alone.
+        every = [f for f in out.get("imputed_in_every_record", ()) if f in df.columns]
+        imputed = [list(every) for _ in range(len(result))]
         for note in out.get("imputed", ()):
             imputed[note["record"]].append(note["field"])
         result["imputed"] = ["; ".join(fields) for fields in imputed]
         result.attrs["imputed"] = out.get("imputed", [])
+        result.attrs["imputed_in_every_record"] = out.get("imputed_in_every_record", [])
         return result
 
     def predict_file(self, path, out=None) -> "pd.DataFrame":  # noqa: F821
@@ -230,6 +235,19 @@ class Client:
 def _trained_on(note: dict) -> str:
     lo, hi = note["trained_on"]
     return f"trained on {lo:g} to {hi:g}"
+
+
+def _everywhere(out: dict, requests: list[tuple[int, int, list]]) -> dict:
+    """The answer of several requests as one request's: the fields no record of any request sent in
+    "imputed_in_every_record", and a request's own such fields as "imputed" entries of its records."""
+    every = [f for f in requests[0][2] if all(f in fields for _, _, fields in requests[1:])] if requests else []
+    extra = [{"record": start + i, "field": f} for start, n, fields in requests for i in range(n)
+             for f in fields if f not in every]
+    if extra:
+        out["imputed"] = sorted(out.get("imputed", []) + extra, key=lambda note: note["record"])
+    if every:
+        out["imputed_in_every_record"] = every
+    return out
 
 
 def check_columns(columns: list, features: list[str], allow_missing: bool = False) -> None:

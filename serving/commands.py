@@ -294,7 +294,8 @@ def cmd_predict(args) -> int:
     if image_field and others:
         print(f"note: {len(others)} file(s) under {args.file} are not images trainyard reads and were left out "
               f"(e.g. {others[0]})", file=sys.stderr)
-    unreadable = _unreadable_images(df, image_field, client.schema()["image"], args.file) if image_field else {}
+    unreadable = _unreadable_images(df, image_field, client.schema()["image"], args.file, client.schema().get(
+        "limits", {}).get("max_image_pixels")) if image_field else {}
     sent = df.drop(index=list(unreadable)) if unreadable else df
     # The server numbers records; for a folder of images the user knows files, named beside the numbers.
     predicted = client.predict_frame(sent, allow_missing=args.allow_missing,
@@ -317,8 +318,8 @@ def cmd_predict(args) -> int:
         print(note, file=sys.stderr)
     if note := unseen_note(predicted.attrs.get("unseen_categories"), len(df), args.file, client.schema()["features"]):
         print(note, file=sys.stderr)
-    if note := imputed_note(predicted.attrs.get("imputed"), len(df), args.file, set(
-            f["name"] for f in client.schema()["features"]) - set(df.columns)):
+    if note := imputed_note(predicted.attrs.get("imputed"), predicted.attrs.get("imputed_in_every_record", []),
+                            len(df), args.file, {f["name"] for f in client.schema()["features"]} - set(df.columns)):
         print(note, file=sys.stderr)
     if decision := (client.schema().get("label") or {}).get("decision"):
         from jobs.decision import cut_text
@@ -335,9 +336,9 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def _unreadable_images(df, field: str, image: dict, given: str) -> dict:
-    """{row: why} for the images of a folder that cannot be decoded as the server decodes them (its formats, the
-    model's size and channels): one truncated file among a camera's thousands refused the whole folder. Every
+def _unreadable_images(df, field: str, image: dict, given: str, max_pixels: Optional[int] = None) -> dict:
+    """{row: why} for the images of a folder that cannot be decoded as the server decodes them (its formats, its
+    pixel limit, the model's size and channels): one truncated file among a camera's thousands refused the whole folder. Every
     one unreadable is bad input, said with the first few."""
     from jobs.images import DECODE_FORMATS, decode
     from serving.tables import TableError
@@ -345,7 +346,7 @@ def _unreadable_images(df, field: str, image: dict, given: str) -> dict:
     unreadable = {}
     for i, value in zip(df.index, df[field].tolist()):
         try:
-            decode(value, tuple(image["size"]), image["channels"], formats=DECODE_FORMATS)
+            decode(value, tuple(image["size"]), image["channels"], formats=DECODE_FORMATS, max_pixels=max_pixels)
         except ValueError as exc:
             unreadable[i] = str(exc)
     if unreadable and len(unreadable) == len(df):

@@ -68,12 +68,14 @@ def unseen_note(notes: list[dict], rows: int, what: str, features: list[dict]) -
             + ", ".join(parts))
 
 
-def imputed_note(notes: list[dict], rows: int, what: str, absent: Iterable[str] = ()) -> Optional[str]:
-    """One line on the rows of `what` that leave features empty (`Client.predict`'s "imputed"), by feature, most
-    rows first; a feature with no column at all (`absent`) is `absent_columns`' to say. None when there is none."""
-    by_field: dict[str, set] = {}
+def imputed_note(notes: list[dict], every: list[str], rows: int, what: str, absent: Iterable[str] = ()) -> Optional[str]:
+    """One line on the rows of `what` that leave features empty (`Client.predict`'s "imputed", and
+    "imputed_in_every_record": `every`), by feature, most rows first; a feature with no column at all (`absent`)
+    is `absent_columns`' to say. None when there is none."""
+    absent = set(absent)
+    by_field: dict[str, set] = {f: set(range(rows)) for f in every if f not in absent}
     for note in notes or ():
-        if note["field"] not in set(absent):
+        if note["field"] not in absent:
             by_field.setdefault(note["field"], set()).add(note["record"])
     if not by_field:
         return None

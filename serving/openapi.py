@@ -98,9 +98,13 @@ def openapi_components(checker: RequestChecker, task: str, classes: Optional[lis
                 "record": {"type": "integer"}, "field": {"type": "string"},
                 "value": {"type": ["string", "integer", "number", "boolean"]}}}}
     if checker.imputable:
+        response["properties"]["imputed_in_every_record"] = {"type": "array", "items": {"type": "string"},
+                                                              "description": (
+            "Only when no record of the request sends these features (left out, or null): the model answers with "
+            "them imputed (the train split's median, or the unknown category).")}
         response["properties"]["imputed"] = {"type": "array", "description": (
-            "Only when a record leaves a feature out or sends it as null: the model answers with it imputed (the "
-            "train split's median, or the unknown category)."),
+            "Only when a record leaves out (or sends as null) a feature that other records of the request send: "
+            "the model answers it with that feature imputed."),
             "items": {"type": "object", "properties": {"record": {"type": "integer"}, "field": {"type": "string"}}}}
     error = {"type": "object", "title": "Error", "properties": {
         "detail": {"type": "string", "description": "What is wrong and how to fix it."},

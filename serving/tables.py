@@ -38,9 +38,10 @@ def read_table(path) -> "pd.DataFrame":  # noqa: F821
         raise TableError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
     if not path.is_file():
         raise TableError(f"{path}: no such file")
+    if path.suffix.lower() == ".csv":
+        _check_separator(path)
     try:
         if path.suffix.lower() == ".csv":
-            _check_separator(path)
             # index_col=False: a line with one delimiter too many (a trailing comma) would otherwise make the
             # first column the index and shift every value one column to the left.
             table = pd.read_csv(path, index_col=False)

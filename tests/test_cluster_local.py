@@ -318,7 +318,7 @@ def test_jobs_stop(cluster, cluster_env, tmp_path):
     out = run_cli("jobs", "stop", job_id, env=cluster_env)          # again: said how it ended
     assert out.returncode == 0 and f"job {job_id} had already ended: STOPPED" in out.stdout, out.stdout
     out = run_cli("jobs", "logs", job_id, env=cluster_env)          # its log says where and why it ends
-    assert out.returncode == 0 and out.stderr.strip().splitlines()[-1] == f"--- job {job_id} STOPPED", out.stderr
+    assert out.returncode == 1 and out.stderr.strip().splitlines()[-1] == f"--- job {job_id} STOPPED", out.stderr
     out = run_cli("jobs", "list", env=cluster_env)
     assert f"{tmp_path / 'spec.yaml'} (run) → {tmp_path / 'out'}" in out.stdout, out.stdout
 

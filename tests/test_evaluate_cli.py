@@ -98,6 +98,17 @@ def test_what_cannot_be_scored_is_named(versions, tmp_path, capsys):
     assert re.search(r"spaced.csv: 19 of 59 row\(s\) hold a label that is no class of the model \('yes ': 18, "
                      r"'maybe': 1\), and 'yes' and 'yes ' differ only in case or in spaces around them: write the labels as the model's "
                      r"classes", capsys.readouterr().err)
+    # A label stored dictionary-encoded (a pandas Categorical when read): its categories of no row are no labels
+    # (the model's own classes were refused as "0 row(s) ... 'no' and 'no' differ").
+    rows.assign(y=rows["y"].astype("category")).to_parquet(tmp_path / "categorical.parquet")
+    assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "categorical.parquet")]) == 0
+    assert "[evaluate] note: 1 of 59 row(s) hold a label that is not a class of the model ('maybe': 1); they are " \
+           "not scored" in capsys.readouterr().out
+    # Cells left empty: imputed, and said as `trainyard predict` says them.
+    rows.assign(x=rows["x"].where(rows.index % 10 != 0)).to_csv(tmp_path / "gaps.csv", index=False)
+    assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "gaps.csv")]) == 0
+    assert "[evaluate] note: v1: 6 of 59 row(s) leave features empty, which it imputes: x in 6 row(s)" in \
+        capsys.readouterr().out
     # A renamed column: imputed for every row, said (a version ranked below its worth otherwise).
     rows.rename(columns={"x": "x_renamed"}).to_csv(tmp_path / "renamed.csv", index=False)
     assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "renamed.csv")]) == 0

@@ -27,6 +27,12 @@ def test_a_16_bit_greyscale_image_is_scaled_not_clipped(fmt):
     np.testing.assert_array_equal(grey, np.rint(ramp / 257).astype(np.uint8))
     rgb = decode(encoded(Image.fromarray(ramp), fmt), (64, 64), 3)      # an RGB model: the grey in each channel
     assert rgb.shape == (64, 64, 3) and (rgb == grey[..., None]).all()
+    # Opened as 32-bit "I" (older Pillow releases, 32-bit TIFFs): scaled the same; 8-bit values in one are kept.
+    wide = encoded(Image.fromarray(ramp.astype(np.int32)), "TIFF")
+    assert Image.open(io.BytesIO(wide)).mode == "I"
+    np.testing.assert_array_equal(decode(wide, (64, 64), 1)[..., 0], grey)
+    small = encoded(Image.fromarray((ramp // 257).astype(np.int32)), "TIFF")
+    np.testing.assert_array_equal(decode(small, (64, 64), 1)[..., 0], (ramp // 257).astype(np.uint8))
 
 
 def test_pixel_arrays_scaled_to_0_1_are_refused_saying_how_to_fix_them():

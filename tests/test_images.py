@@ -234,18 +234,21 @@ def test_served_image_model_over_http(trained, serve_instance, tmp_path, capsys)
     for f in sorted(folder.glob("*.png"))[:2]:
         shutil.copy(f, mixed / f.name)
     (mixed / "zz-broken.png").write_bytes(b"not a png")
+    from tests.test_serving_bodies import png_header_only
+    (mixed / "zz-huge.png").write_bytes(png_header_only(5000, 5000))     # over the server's pixel limit
     (mixed / "notes.txt").write_text("shift log")
     assert main(["predict", "--url", url, str(mixed), "--out", str(tmp_path / "mixed.csv")]) == 0
     err = capsys.readouterr().err
     assert f"note: 1 file(s) under {mixed} are not images trainyard reads and were left out (e.g. " \
            f"{mixed / 'notes.txt'})" in err
-    assert f"note: 1 of 3 image(s) under {mixed} cannot be decoded and were not sent; their rows say why in column " \
+    assert f"note: 2 of 4 image(s) under {mixed} cannot be decoded and were not sent; their rows say why in column " \
            f"'error' (e.g. {mixed / 'zz-broken.png'}: cannot decode the image" in err
     written = pd.read_csv(tmp_path / "mixed.csv", keep_default_na=False)
     assert written["file"].tolist() == [str(f) for f in sorted(mixed.glob("*.png"))]
     assert written["prediction"].tolist()[:2] == bundle.predict(
         [{"image": base64.b64encode(f.read_bytes()).decode()} for f in sorted(mixed.glob("*.png"))[:2]])["predictions"]
     assert written["prediction"][2] == "" and written["error"][2].startswith("cannot decode") and not written["error"][0]
+    assert written["error"][3].startswith("the image is 5000x5000 = 25,000,000 pixels; the limit is")
     (mixed / "aa-broken.png").write_bytes(b"")
     for f in sorted(mixed.glob("*.png")):
         if "broken" not in f.name:

@@ -452,3 +452,23 @@ def test_regression_test_predictions_outside_the_labels_read_are_said():
         "beyond (a count or a duration is never negative)")
     assert outside_labels_note([0.0, 1941.0, 5.0], stats) is None
     assert outside_labels_note([1.0], {}) is None and outside_labels_note([], stats) is None
+
+
+def test_dates_written_as_text_are_refused_but_versions_and_codes_are_not_taken_for_dates():
+    """A review: '2.1.0' firmware versions and '555-12-1234' codes have a date's shape and were refused as dates."""
+    import pyarrow as pa
+
+    from jobs.infer import DataError, infer_features, merge_probes, probe
+
+    table = pa.table({"firmware": ["2.1.0", "2.1.3", "3.0.1", "1.10.2"] * 15,
+                      "code": [f"{500 + i}-12-1234" for i in range(60)],
+                      "applied": [f"{1 + i % 28:02d}.11.2024" for i in range(60)], "y": [0, 1] * 30})
+    facts = merge_probes([probe(table, table.column_names, 50)["probe"][0]], table.column_names)
+    data = validate_spec({"name": "t", "data": {"path": "d", "label": "y", "features": {"exclude": ["code"]}}}).data
+    assert infer_features(table.schema, ["firmware"], data, facts, {})[1] == ["firmware"]
+    with pytest.raises(DataError, match=r"^column 'applied' holds dates or times written as text \(values such as "
+                                        r"'\d\d.11.2024', "):
+        infer_features(table.schema, ["firmware", "applied"], data, facts, {})
+    from jobs.infer import _is_date
+    assert [_is_date(v) for v in ("555-12-1234", "2024-11-04 10:00", "12/31/2024", "13/13/2024")] == [
+        False, True, True, False]

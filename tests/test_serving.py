@@ -65,6 +65,7 @@ def test_predictions_equal_bundle_predict(main_app, served_bundle, telemetry_dir
     assert len(out["request_id"]) == 32 and int(out["request_id"], 16) >= 0     # logging off: an id all the same
     assert "out_of_range" not in out                                     # rows of the data the model was fitted on
     assert out["imputed"] == expected["imputed"] and out["imputed"]      # the missing readings, said
+    assert out.get("imputed_in_every_record") == expected.get("imputed_in_every_record")
     # Unseen category, missing fields and an all-missing record: imputed exactly as Bundle.predict does.
     odd = [{"machine_type": "Z", "rpm": 1500}, {"shift": 3}, {}]
     status, _, out = post(main_app.url, {"records": odd})
@@ -73,8 +74,10 @@ def test_predictions_equal_bundle_predict(main_app, served_bundle, telemetry_dir
     assert out["unseen_categories"] == [{"record": 0, "field": "machine_type", "value": "Z"}]
     # The fields a record leaves out are imputed, and said, as bundle.predict says them.
     features = [f["name"] for f in call(main_app.url, "GET", "/schema")[2]["features"]]
-    assert out["imputed"] == bundle.predict(odd)["imputed"]
-    assert [n["field"] for n in out["imputed"] if n["record"] == 2] == features
+    said = bundle.predict(odd)
+    assert out["imputed"] == said["imputed"] and out["imputed_in_every_record"] == said["imputed_in_every_record"]
+    assert set(out["imputed_in_every_record"]) == set(features) - {"machine_type", "rpm", "shift"}
+    assert {n["field"] for n in out["imputed"] if n["record"] == 2} == {"machine_type", "rpm", "shift"}
     status, _, out = post(main_app.url, {"records": [{"machine_type": "L", "rpm": 1500}, {"machine_type": None}]})
     assert status == 200 and "unseen_categories" not in out
     # A reading far outside what the train split held is answered, as before, and said: the answer extrapolates.

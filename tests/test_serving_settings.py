@@ -532,9 +532,10 @@ def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_
     # read_table refuses it first, as train does (pandas said "Error tokenizing data" of a row with a ',' in it),
     # and the advice writes a new file, not over the export.
     (tmp_path / "rows.csv").write_text("id;rpm;torque\nA;1500,5;40\n")
-    with pytest.raises(TableError, match=r"rows.csv: its fields are separated by ';' \(its header: 'id;rpm;torque'\)"
-                                         r".*to_csv\('clean.csv', index=False\), and give that file"):
+    with pytest.raises(TableError, match=r"to_csv\('clean.csv', index=False\), and give that file") as err:
         read_table(tmp_path / "rows.csv")
+    assert str(err.value).startswith(f"{tmp_path / 'rows.csv'}: its fields are separated by ';' (its header: "
+                                     "'id;rpm;torque')"), err.value
 
 
 def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_named(tmp_path):

@@ -130,7 +130,10 @@ def _unscored_labels(bundle, table, label: str, path: str, progress) -> None:
 
     classes = bundle.preprocessor.classes
     known = {canonical(c) for c in classes}
-    strange = table[label][[canonical(v) not in known for v in table[label]]].value_counts()
+    # As objects: a dictionary-encoded Parquet label reads as a Categorical, whose value_counts lists every
+    # category, those of no row too (the model's own classes came out "strange", with 0 rows).
+    labels = table[label].astype(object)
+    strange = labels[[canonical(v) not in known for v in labels]].value_counts()
     if not len(strange) or strange.sum() == len(table):      # none: said by the caller, with the classes
         return
     counts = ", ".join(f"{v!r}: {n:,}" for v, n in strange.head(5).items())
@@ -190,6 +193,13 @@ def _input_notes(bundle, table) -> list[str]:
     features = {f["name"]: f for f in bundle.schema["features"]}
     absent = absent_columns(list(features), table.columns, bundle.preprocessor.label)
     notes = [f"the rows have {absent}"] if absent else []
+    # Cells left empty, imputed, as `trainyard predict` says them (a feature with no column is said above).
+    filled = [n for n, f in features.items() if n in table.columns and f.get("type") in ("number", "category")]
+    empty = table[filled].isna().sum().sort_values(ascending=False, kind="stable")
+    if (empty > 0).any():
+        notes.append(f"{int(table[filled].isna().any(axis=1).sum()):,} of {len(table):,} row(s) leave features "
+                     "empty, which it imputes: " + ", ".join(f"{c} in {n:,} row(s)" for c, n in
+                                                             empty[empty > 0].head(8).items()))
     # The server's own finding (`unseen_categories`, as /predict reports it), counted by feature.
     known = {n: set(f.get("categories") or []) for n, f in features.items()
              if f.get("type") == "category" and n in table.columns}
