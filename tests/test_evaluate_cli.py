@@ -203,3 +203,13 @@ def test_versions_of_other_cut_offs_are_said_with_what_each_flags(versions, tmp_
             f"{yes / len(labelled):.1%}") in out
     assert any(line.startswith("[evaluate] warning: v3 predicts 'yes' for every row; it never predicts 'no'")
                for line in out), out
+    # By a slice: the recall and precision of the class the cut-off is for (macro F1 hid the defaults caught).
+    assert cli.main(["evaluate", str(cut), str(paths[0]), "--data", str(data), "--by", "site"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    head = next(line for line in out if line.startswith("[evaluate] by site: "))
+    assert head.startswith("[evaluate] by site: recall/precision of 'yes'") and head.split()[-8:] == [
+        "recall", "v3", "precision", "v3", "recall", "v1", "precision", "v1"], head
+    north = labelled[labelled["site"] == "north"]                  # the rows scored: a label of the model's classes
+    row = out[out.index(head) + 1].split()
+    assert row[:3] == ["[evaluate]", "north", f"({int((rows.dropna(subset=['y'])['site'] == 'north').sum())})"]
+    assert row[3:5] == ["1.0000", f"{(north['y'] == 'yes').mean():.4f}"]        # v3 flags every row

@@ -285,10 +285,26 @@ def _table(names: list[str], scores: list[dict], bundles: list) -> list[str]:
     return lines
 
 
+def _of_class(scores: dict, bundle, positive) -> dict:
+    """The recall and precision of class `positive` from a bundle's confusion matrix (in its own class order);
+    None where undefined (no row of it, none predicted)."""
+    from jobs.fitted import canonical
+
+    order = [canonical(c) for c in bundle.preprocessor.classes]
+    cm = scores.get("confusion_matrix") or []
+    i = order.index(canonical(positive)) if canonical(positive) in order else None
+    held = sum(cm[i]) if cm and i is not None else 0
+    flagged = sum(row[i] for row in cm) if cm and i is not None else 0
+    return {"recall": cm[i][i] / held if held else None, "precision": cm[i][i] / flagged if flagged else None}
+
+
 def _slices(names, bundles, table, label: str, by: str, path: str, score) -> list[str]:
-    """The headline metrics (f1; mae and rmse, in the label's units) per value of column `by`, most rows first."""
+    """The headline metrics (f1; mae and rmse, in the label's units; for a model answering by a cut-off, the
+    recall and precision of its positive class) per value of column `by`, most rows first."""
+    decision = getattr(bundles[0].preprocessor, "decision", None)
     keys = ["f1"] if bundles[0].task == "classification" else ["mae", "rmse"]
-    key = "/".join(keys)
+    keys = ["recall", "precision"] if decision else keys     # a risk team's slice: the defaults caught, macro F1 hid
+    key = "/".join(keys) + (f" of {decision['positive']!r}" if decision else "")
     # As objects first: a Parquet column stored dictionary-encoded reads as a pandas Categorical, which cannot take
     # "(missing)" ("Cannot setitem on a Categorical with a new category").
     keyed = table[by].astype(object).fillna("(missing)").astype(str)
@@ -300,6 +316,7 @@ def _slices(names, bundles, table, label: str, by: str, path: str, score) -> lis
     for value, n in counts.head(MOST_SLICES).items():
         part = table[keyed == value]
         scored = [_scored(b, part, label, path, score) for b in bundles]
+        scored = [_of_class(s, b, decision["positive"]) for s, b in zip(scored, bundles)] if decision else scored
         cells = [s.get(k) for s in scored for k in keys]
         # A value cut to fit is marked cut ("2025-05-14 21:" read as an hour of its own)
         shown = value if len(value) <= 19 else value[:18] + "…"
