@@ -266,17 +266,20 @@ def folder_layout(root: str, *, field: str = "data.path", min_classes: int = 2) 
     return files, labels, stray
 
 
-def folders_without_images(root: str) -> list[str]:
+def folders_without_images(root: str, with_images: Optional[list] = None) -> list[str]:
     """The folders under `root` holding no image file (searched recursively, as `folder_layout` does): not
-    classes. Said, not left out without a word: an empty 'scratch' folder trains a model that cannot answer it."""
-    return [name for name in sorted(os.listdir(root)) if not name.startswith(".") and os.path.isdir(
-        os.path.join(root, name)) and not any(f.lower().endswith(IMAGE_EXTENSIONS) for _, _, names in
-                                              os.walk(os.path.join(root, name)) for f in names)]
+    classes. Said, not left out without a word: an empty 'scratch' folder trains a model that cannot answer it.
+    `with_images`: the classes `folder_layout` found, when it has walked the folders already."""
+    folders = [n for n in sorted(os.listdir(root)) if not n.startswith(".") and os.path.isdir(os.path.join(root, n))]
+    if with_images is not None:
+        return sorted(set(folders) - set(with_images))
+    return [n for n in folders if not any(f.lower().endswith(IMAGE_EXTENSIONS)
+                                          for _, _, names in os.walk(os.path.join(root, n)) for f in names)]
 
 
-def without_images_note(root: str) -> Optional[str]:
+def without_images_note(root: str, with_images: Optional[list] = None) -> Optional[str]:
     """`folders_without_images`, said; None when there is none."""
-    empty = folders_without_images(root)
+    empty = folders_without_images(root, with_images)
     if not empty:
         return None
     return (f"{len(empty)} folder(s) under {root} hold no image ({', '.join(IMAGE_EXTENSIONS)}), so "
@@ -332,7 +335,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
         root = data.path if isinstance(data.path, str) else data.path[0]
         root = os.path.abspath(os.path.expanduser(root))
         files, labels, stray = folder_layout(root)
-        if note := without_images_note(root):
+        if note := without_images_note(root, labels):
             progress(f"[ingest] note: {note}")
         by_path = dict(zip(files, labels))
         ds = ray.data.read_binary_files(files, include_paths=True)

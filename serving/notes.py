@@ -73,14 +73,16 @@ def imputed_note(notes: list[dict], every: list[str], rows: int, what: str, abse
     "imputed_in_every_record": `every`), by feature, most rows first; a feature with no column at all (`absent`)
     is `absent_columns`' to say. None when there is none."""
     absent = set(absent)
-    by_field: dict[str, set] = {f: set(range(rows)) for f in every if f not in absent}
+    counts = {f: rows for f in every if f not in absent}          # every row left these empty
+    records: set = set()
     for note in notes or ():
         if note["field"] not in absent:
-            by_field.setdefault(note["field"], set()).add(note["record"])
-    if not by_field:
+            counts[note["field"]] = counts.get(note["field"], 0) + 1
+            records.add(note["record"])
+    if not counts:
         return None
-    parts = sorted(by_field.items(), key=lambda kv: -len(kv[1]))
-    return (f"note: {len(set().union(*by_field.values()))} of {rows} row(s) of {what} leave features empty, which the "
-            "model imputes (the imputed column names them): " + ", ".join(f"{f} in {len(r)} row(s)" for f, r in
-                                                                          parts[:8])
+    parts = sorted(counts.items(), key=lambda kv: -kv[1])
+    everywhere = any(f in every for f in counts)
+    return (f"note: {rows if everywhere else len(records)} of {rows} row(s) of {what} leave features empty, which the model imputes (the imputed column names "
+            "them): " + ", ".join(f"{f} in {n} row(s)" for f, n in parts[:8])
             + (f", and {len(parts) - 8} more feature(s)" if len(parts) > 8 else ""))

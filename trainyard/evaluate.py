@@ -63,15 +63,6 @@ def cmd_evaluate(args, progress) -> int:
     if bundles[0].task == "classification":
         _unscored_labels(bundles[0], table, label, args.data, progress)
     scores = [_scored(b, table, label, args.data, score) for b in bundles]
-    if bundles[0].task == "classification" and not scores[0]["rows"]:
-        from jobs.spelling import how_alike, look_alike
-        classes = [str(c) for c in bundles[0].preprocessor.classes]
-        given = sorted(table[label].astype(str).unique().tolist())[:10]
-        alike = look_alike(classes + given)
-        raise BundleError(f"{args.data}: no row's label is a class of the model: column {label!r} holds "
-                          f"{', '.join(map(repr, given))}, the model's classes are {', '.join(map(repr, classes))}"
-                          + (f" ({' and '.join(map(repr, alike[0]))} {how_alike(alike[0])}: write the labels as "
-                             "the model's classes)" if alike else ""))
     for line in _table(names, scores, bundles):
         progress(line)
     for line in _answers(names, scores, bundles):
@@ -98,7 +89,7 @@ def _image_rows(bundle, path: str, progress):
     root = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(root) and not any(f.endswith(".parquet") for f in os.listdir(root)):
         files, labels, _ = folder_layout(root, field="--data", min_classes=1)
-        if note := without_images_note(root):
+        if note := without_images_note(root, labels):
             progress(f"[evaluate] note: {note}")
         table = pd.DataFrame({"file": files, pre.column: [open(f, "rb").read() for f in files], pre.label: labels})
     else:
@@ -107,12 +98,15 @@ def _image_rows(bundle, path: str, progress):
             raise BundleError(f"{path}: no column {pre.column!r}, the image the model reads (its columns: "
                               f"{', '.join(map(repr, map(str, table.columns[:30])))}); or give a folder of "
                               "<label>/<image file>")
-    bad = {}
+    bad, pixels = {}, []
     for i, value in enumerate(table[pre.column].tolist()):
         try:
-            decode(value, tuple(pre.size), pre.channels)
+            pixels.append(decode(value, tuple(pre.size), pre.channels))
         except ValueError as exc:
+            pixels.append(None)
             bad[i] = f"{table['file'][i] if 'file' in table.columns else f'row {i}'}: {exc}"
+    # Decoded once: the pixels go on to the bundle, which takes them as they are (it decoded every image again).
+    table[pre.column] = pixels
     if bad:
         progress(f"[evaluate] note: {len(bad):,} of {len(table):,} image(s) cannot be decoded and were left out: "
                  + "; ".join(list(bad.values())[:5]) + (" ..." if len(bad) > 5 else ""))
@@ -134,11 +128,18 @@ def _unscored_labels(bundle, table, label: str, path: str, progress) -> None:
     # category, those of no row too (the model's own classes came out "strange", with 0 rows).
     labels = table[label].astype(object)
     strange = labels[[canonical(v) not in known for v in labels]].value_counts()
-    if not len(strange) or strange.sum() == len(table):      # none: said by the caller, with the classes
+    if not len(strange):
         return
     counts = ", ".join(f"{v!r}: {n:,}" for v, n in strange.head(5).items())
     alike = [g for g in look_alike([str(c) for c in classes] + [str(v) for v in strange.index])
              if set(g) & {str(c) for c in classes} and set(g) & {str(v) for v in strange.index}]
+    if strange.sum() == len(table):                 # nothing to score is no score of 0
+        given = sorted(labels.astype(str).unique().tolist())[:10]
+        raise BundleError(f"{path}: no row's label is a class of the model: column {label!r} holds "
+                          f"{', '.join(map(repr, given))}, the model's classes are "
+                          f"{', '.join(repr(str(c)) for c in classes)}" + (
+                              f" ({' and '.join(map(repr, alike[0]))} {how_alike(alike[0])}: write the labels as "
+                              "the model's classes)" if alike else ""))
     if alike:
         raise BundleError(f"{path}: {int(strange.sum()):,} of {len(table):,} row(s) hold a label that is no class of "
                           f"the model ({counts}), and {' and '.join(map(repr, alike[0]))} {how_alike(alike[0])}: "
