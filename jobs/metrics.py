@@ -106,6 +106,17 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def binned_auc(negatives, positives) -> float:
+    """ROC-AUC from counts of the negatives' and the positives' scores on the same ordered bins (the monitor's
+    mergeable summary of logged probabilities): pairs within one bin count as ties (a half); NaN without both."""
+    neg, pos = np.asarray(negatives, dtype=np.float64), np.asarray(positives, dtype=np.float64)
+    n_neg, n_pos = neg.sum(), pos.sum()
+    if n_neg == 0 or n_pos == 0:
+        return float("nan")
+    below = np.cumsum(neg) - neg            # negatives in the lower bins
+    return float((pos * (below + 0.5 * neg)).sum() / (n_neg * n_pos))
+
+
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, loss: Optional[float] = None,
                        prefix: str = "") -> dict:
     """MAE, RMSE and R² (NaN for no rows)."""

@@ -34,11 +34,11 @@ import pyarrow.parquet as pq
 from cluster.errors import BadInput, Failure, root_cause
 from jobs import drift
 from jobs.fitted import canonical
-from jobs.metrics import classification_metrics, regression_metrics
+from jobs.metrics import binned_auc, classification_metrics, regression_metrics
 from jobs.fitted import pull_shuffle
 from jobs.monitor_summary import Plan, merge, sample_rows, summarise_files
 from jobs.spec import window_seconds
-from jobs.watched import FEATURE_PREFIX
+from jobs.watched import FEATURE_PREFIX, PROBABILITIES
 
 EXIT_RETRAIN = 3
 # What every log file must hold (the contract of serve.log); the features are `feature.<name>` columns.
@@ -175,9 +175,11 @@ def read_labels(path: str, classes: Optional[list], progress: Callable[[str], No
 
 # ---------------------------------------------------------------------------------------------- statistics
 def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n_features: int,
-                 reference_metric: Optional[tuple[str, float]], decision: Optional[dict] = None) -> dict:
+                 reference_metric: Optional[tuple[str, float]], decision: Optional[dict] = None,
+                 reference_auc: Optional[float] = None) -> dict:
     """The drift statistics of one window's merged summary, each with its flags (`jobs.drift.flagged`);
-    `decision`: the bundle's binary cut-off, whose rule the labelled rows are judged by too (`_policy`)."""
+    `decision`: the bundle's binary cut-off, whose rule the labelled rows are judged by too (`_policy`);
+    `reference_auc`: a binary model's test ROC-AUC, which the realised one is judged against."""
     n = summary["n"]
     features: dict[str, dict] = {}
     for name, s in summary["numeric"].items():
@@ -209,7 +211,8 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
     if "versions" in summary:
         out["versions"] = summary["versions"]
     if "labels" in summary:
-        out["metrics"] = _realised(summary["labels"], profile["prediction"], thresholds, reference_metric)
+        out["metrics"] = _realised(summary["labels"], profile["prediction"], thresholds, reference_metric,
+                                   reference_auc)
         if decision and profile["prediction"]["task"] == "classification":
             _policy(out["metrics"], np.asarray(summary["labels"]["confusion"], dtype=np.int64), decision, thresholds)
     return out
@@ -249,17 +252,28 @@ def _prediction_stats(s: dict, ref: dict, thresholds, judged: bool) -> dict:
     return stats
 
 
-def _realised(s: dict, ref_prediction: dict, thresholds, reference: Optional[tuple[str, float]]) -> dict:
-    """The metrics of the labelled rows (jobs.metrics) and whether the compared one fell beyond the threshold.
-    The logs hold the predicted class, not probabilities, so classification metrics are those of hard
-    predictions (no AUC)."""
+def _realised(s: dict, ref_prediction: dict, thresholds, reference: Optional[tuple[str, float]],
+              reference_auc: Optional[float] = None) -> dict:
+    """The metrics of the labelled rows (jobs.metrics) and whether the compared ones fell beyond the threshold:
+    accuracy (or R²), and a binary model's ROC-AUC from the logged probabilities (`auc`, over `auc_rows`: the
+    labelled rows logged with them). The confusion matrix gives the rest: metrics of the answered classes."""
+    auc_flag = None
     if ref_prediction["task"] == "classification":
         cm = np.asarray(s["confusion"], dtype=np.int64)
         truth = np.repeat(np.arange(cm.size) // len(cm), cm.ravel())
         predicted = np.repeat(np.arange(cm.size) % len(cm), cm.ravel())
         metrics = classification_metrics(truth, np.eye(len(cm))[predicted]) if len(truth) else {}
-        metrics.pop("auc", None)
+        metrics.pop("auc", None)           # of the answered classes alone: the probabilities' is below
         n = len(truth)
+        if "scores" in s:
+            negatives, positives = np.asarray(s["scores"], dtype=np.int64)
+            rows = int(negatives.sum() + positives.sum())
+            auc = binned_auc(negatives, positives)
+            metrics.update(auc=auc if np.isfinite(auc) else None, auc_rows=rows)
+            if (reference_auc is not None and metrics["auc"] is not None and rows >= thresholds.min_rows
+                    and reference_auc - auc > thresholds.metric_drop):
+                auc_flag = (f"auc {auc:.3f} vs {reference_auc:.3f} on the test split (the probabilities logged for "
+                            f"{rows:,} labelled rows)")
     else:
         pairs = sample_rows(s["pairs"])[:, 1:]
         metrics = regression_metrics(pairs[:, 0], pairs[:, 1]) if len(pairs) else {}
@@ -272,6 +286,8 @@ def _realised(s: dict, ref_prediction: dict, thresholds, reference: Optional[tup
             units = (f" (MAE {metrics['mae']:,.4g}, RMSE {metrics['rmse']:,.4g} in the label's units)"
                      if "mae" in metrics and "rmse" in metrics else "")
             out["flags"] = [f"{name} {metrics[name]:.3f} vs {value:.3f} on the test split{units}"]
+    if auc_flag:
+        out["flags"].append(auc_flag)
     return out
 
 
@@ -290,6 +306,12 @@ def reference_metric(task: str, metrics: dict) -> Optional[tuple[str, float]]:
     name = "accuracy" if task == "classification" else "r2"
     value = (metrics.get("test") or {}).get(name)
     return (name, float(value)) if isinstance(value, (int, float)) and np.isfinite(value) else None
+
+
+def reference_auc(metrics: dict) -> Optional[float]:
+    """A binary model's test ROC-AUC (metrics.json), which the realised one is compared with; None without it."""
+    value = (metrics.get("test") or {}).get("auc")
+    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -354,7 +376,16 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     progress(f"[monitor] {len(files)} log file(s), {total:,} rows, {len(numeric) + len(categorical)} feature(s)"
              f" against bundle {bundle.version}; windows of {window}"
              + (f"; {label_table.num_rows:,} labels" if label_table is not None else ""))
+    scored = label_table is not None and len(plan.classes or []) == 2
+    if scored and PROBABILITIES not in columns:
+        progress("[monitor] note: the logs hold no probabilities (written by a trainyard from before they were "
+                 "logged), so the labels give accuracy and the cut-off's recall, not the realised ROC-AUC")
+    elif scored and columns[PROBABILITIES][0] < len(files):
+        has_files, has_rows = columns[PROBABILITIES]
+        progress(f"[monitor] note: {len(files) - has_files} of {len(files)} log file(s) ({total - has_rows:,} rows) "
+                 "hold no probabilities (written before they were logged): the realised ROC-AUC is of the rest")
     read = ([c for c in LOG_COLUMNS] + [VERSION_COLUMN] * (VERSION_COLUMN in columns)
+            + [PROBABILITIES] * (scored and PROBABILITIES in columns)
             + [FEATURE_PREFIX + n for n in (*numeric, *categorical)])
     connect()
     began = time.monotonic()
@@ -374,11 +405,12 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
         progress(f"[monitor] warning: {untimed:,} of {total:,} rows have no time (column 'time' is empty) and "
                  "fall in no window: they are left out")
     reference = reference_metric(plan.task, bundle.metrics)
+    test_auc = reference_auc(bundle.metrics)
     n_features = max(len(numeric) + len(categorical), 1)
     windows = []
     for start in sorted(summaries):
         stats = window_stats(summaries[start], profile, thresholds, n_features, reference,
-                             bundle.preprocessor.decision)
+                             bundle.preprocessor.decision, test_auc)
         windows.append({"start": _iso(start, window_ms), "end": _iso(start + window_ms, window_ms), **stats})
     if label_table is not None:
         joined = sum(w["metrics"]["n"] for w in windows)
@@ -394,6 +426,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
               "window": window, "files": len(files), "skipped": skipped, "rows": total,
               "untimed_rows": untimed,
               "thresholds": asdict(thresholds), "reference_metric": dict([reference]) if reference else None,
+              "reference_auc": test_auc,
               "features_not_logged": not_logged, "windows": windows,
               "verdict": "retrain" if reasons else "ok", "reasons": reasons, "seconds": round(elapsed, 3)}
     result = MonitorResult(report, report["verdict"], reasons, skipped)
@@ -419,6 +452,9 @@ def window_line(w: dict, reference, decision: Optional[dict], min_rows: int) -> 
     metric = ""
     if "metrics" in w and reference and reference[0] in w["metrics"]:
         metric = f"; {reference[0]} {w['metrics'][reference[0]]:.3f} on {w['metrics']['n']} labels"
+    if (auc := (w.get("metrics") or {}).get("auc")) is not None:
+        rows, n = w["metrics"]["auc_rows"], w["metrics"]["n"]
+        metric += f"; auc {auc:.3f}" + (f" on {rows} of them (logged with probabilities)" if rows < n else "")
     if (w.get("metrics") or {}).get("positive_recall") is not None:
         metric += f"; recall of {decision['positive']!r} {w['metrics']['positive_recall']:.3f} ({decision['rule']})"
     return (f"[monitor] {w['start']}: {w['n']:,} rows, " + ("flagged: " + ", ".join(flagged) if flagged else

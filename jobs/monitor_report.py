@@ -26,6 +26,8 @@ def write_report(path: Path, report: dict, profile: dict) -> Path:
     parts.append(_figure(_drift_over_time(windows, report["thresholds"]), "PSI per feature over time"))
     if any("metrics" in w for w in windows) and report.get("reference_metric"):
         parts.append(_figure(_metric_over_time(windows, report["reference_metric"]), "realised metric"))
+    if any((w.get("metrics") or {}).get("auc") is not None for w in windows) and report.get("reference_auc"):
+        parts.append(_figure(_metric_over_time(windows, {"auc": report["reference_auc"]}), "realised ROC-AUC"))
     for name in drifted:
         worst = max((w for w in windows if name in w["flagged"]), key=lambda w: _finite(w["features"][name]["psi"]))
         ref = profile["numeric"].get(name) or profile["categorical"][name]
@@ -40,8 +42,8 @@ def write_report(path: Path, report: dict, profile: dict) -> Path:
     return path
 
 
-def _finite(x) -> float:
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else -1.0
+def _finite(x, otherwise: float = -1.0) -> float:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else otherwise
 
 
 def _header(report: dict) -> str:
@@ -73,11 +75,10 @@ def _table(report: dict) -> str:
             cells.append(_cell(stats["psi"], stats["flags"]) if stats else "<td></td>")
         cells.append(_cell(w["prediction"]["psi"], w["prediction"]["flags"]))
         metrics, ref = w.get("metrics"), report.get("reference_metric")
-        if metrics and ref and next(iter(ref)) in metrics:
-            name = next(iter(ref))
-            cells.append(f"<td class='{'bad' if metrics['flags'] else ''}'>{name} {metrics[name]:.3f}</td>")
-        else:
-            cells.append("<td></td>")
+        shown = [f"{name} {metrics[name]:.3f}" for name in [*(ref or {}), "auc"]
+                 if metrics and isinstance(metrics.get(name), (int, float))]
+        cells.append(f"<td class='{'bad' if metrics['flags'] else ''}'>{'; '.join(shown)}</td>" if shown
+                     else "<td></td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return ("<h2>PSI per window (flagged cells red)</h2><table>" + head + "".join(rows) + "</table>")
 
@@ -123,7 +124,8 @@ def _metric_over_time(windows: list[dict], reference: dict):
     name, value = next(iter(reference.items()))
     fig, ax = plt.subplots(figsize=(10, 2.5))
     starts = [w["start"] for w in windows]
-    ax.plot(starts, [(w.get("metrics") or {}).get(name, np.nan) for w in windows], marker="o", label="realised")
+    ax.plot(starts, [_finite((w.get("metrics") or {}).get(name), np.nan) for w in windows], marker="o",
+            label="realised")
     ax.axhline(value, color="gray", linestyle="--", label="test split")
     ax.set_ylabel(name)
     ax.tick_params(axis="x", rotation=30)

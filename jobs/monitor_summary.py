@@ -2,7 +2,8 @@
 the merge of summaries (`jobs.monitor` runs them with Ray Data and judges the merged windows).
 
 A summary holds what aggregates exactly (numeric bin counts on the profile's edges, category counts, missing
-counts, prediction counts, a confusion matrix of the joined labels) plus bounded uniform samples: each numeric
+counts, prediction counts, a confusion matrix of the joined labels and, for a binary model, the counts of its
+probabilities by true class) plus bounded uniform samples: each numeric
 feature's values (`SAMPLE_K` per window) for the Kolmogorov-Smirnov test, which needs values (a few thousand
 are as good as millions for it), and for regression (label, prediction) pairs. A sample keeps the values with
 the k smallest random keys (bottom-k), so the union of two samples cut to k again is a uniform sample of the
@@ -23,11 +24,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs import drift
-from jobs.watched import FEATURE_PREFIX
+from jobs.watched import FEATURE_PREFIX, PROBABILITIES
 
 SAMPLE_K = 5000            # numeric values kept per window and feature for KS (a uniform sample)
 PAIRS_K = 20000            # regression (label, prediction) pairs kept per window for the realised metrics
 READ_ROWS = 65536          # rows read at a time from a log file: a task's memory stays bounded whatever the file
+# A binary model's labelled rows are counted by P(second class) on these bins of its log-odds, apart by true class:
+# the realised ROC-AUC from the counts (`jobs.metrics.binned_auc`) is exact but for pairs within one bin (counted
+# as ties): 0.05 of log-odds is a 5 % change in the odds, and the ends hold odds beyond e^±12 (p < 6e-6).
+SCORE_EDGES = np.linspace(-12.0, 12.0, 481)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,9 @@ def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) ->
     """One block of log rows → one row per time window it touches: (window start ms, JSON summary). `labels`:
     (request_id, record, label), keys typed as the logs' (`summarise_files` casts them once)."""
     if labels is not None:      # joined: the labels of this block's requests only
+        if PROBABILITIES in batch.column_names:
+            batch = batch.set_column(batch.column_names.index(PROBABILITIES), PROBABILITIES,
+                                     _second_probability(batch[PROBABILITIES]))
         ids = batch["request_id"]
         mine = labels.filter(pc.is_in(labels["request_id"], value_set=ids.combine_chunks()
                                       if isinstance(ids, pa.ChunkedArray) else ids))
@@ -132,10 +140,40 @@ def _label_summary(part: pa.Table, plan: Plan, rng: np.random.Generator) -> dict
         for t, p in zip(truth, predicted):
             if t >= 0 and p >= 0:
                 cm[t, p] += 1
-        return {"confusion": cm.tolist()}
+        out = {"confusion": cm.tolist()}
+        if len(plan.classes) == 2:
+            out["scores"] = _scores(labelled, np.asarray(truth, dtype=np.int64))
+        return out
     pairs = np.column_stack([labelled["label"].to_numpy(zero_copy_only=False).astype(np.float64),
                              labelled["prediction"].to_numpy(zero_copy_only=False).astype(np.float64)])
     return {"pairs": _sample(rng.random(len(pairs)), pairs, PAIRS_K)}
+
+
+def _second_probability(column) -> pa.Array:
+    """A log's `probabilities` column → each row's probability of the second class (float64; null where a row
+    holds no two), the value the AUC counts: a list column cannot pass through a join (Arrow refuses it)."""
+    lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = lists.offsets.to_numpy()          # into `values`, the slice's offset applied
+    values = lists.values.to_numpy(zero_copy_only=False).astype(np.float64)
+    two = (np.diff(offsets) == 2) & lists.is_valid().to_numpy(zero_copy_only=False)
+    second = np.full(len(lists), np.nan)
+    second[two] = values[offsets[:-1][two] + 1]
+    return pa.array(second, pa.float64(), from_pandas=True)
+
+
+def _scores(labelled: pa.Table, truth: np.ndarray) -> list[list[int]]:
+    """[negatives, positives]: the labelled rows' counts of P(second class) on `SCORE_EDGES` of its log-odds, by
+    true class; rows without both probabilities (logs from before they were written, a class not the model's) are
+    not counted."""
+    counts = np.zeros((2, len(SCORE_EDGES) + 1), dtype=np.int64)
+    if PROBABILITIES not in labelled.column_names or not len(truth):
+        return counts.tolist()
+    p = labelled[PROBABILITIES].to_numpy(zero_copy_only=False).astype(np.float64)
+    keep = ~np.isnan(p) & (truth >= 0)
+    with np.errstate(divide="ignore"):
+        log_odds = np.log(np.clip(p[keep], 0.0, 1.0)) - np.log1p(-np.clip(p[keep], 0.0, 1.0))
+    np.add.at(counts, (truth[keep], np.searchsorted(SCORE_EDGES, log_odds, side="right")), 1)
+    return counts.tolist()
 
 
 def merge(group: pd.DataFrame) -> pd.DataFrame:
@@ -163,7 +201,7 @@ def _merge_one(a: Optional[dict], b: dict) -> dict:
     for key, value in b.items():
         if key == "counts" and isinstance(value, dict):
             out[key] = {**a[key], **{k: a[key].get(k, 0) + v for k, v in value.items()}}
-        elif key in ("counts", "confusion"):
+        elif key in ("counts", "confusion", "scores"):
             out[key] = (np.asarray(a[key]) + np.asarray(value)).tolist()
         elif key == "missing":
             out[key] = a[key] + value

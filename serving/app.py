@@ -264,7 +264,7 @@ def build_fastapi(server: ModelServer) -> FastAPI:
             raise non_finite_outputs(out, records) from None
         server.monitor.observe(records, out["predictions"])
         if server.predlog is not None:
-            server.predlog.log(request_id, records, out["predictions"])
+            server.predlog.log(request_id, records, out["predictions"], out.get("probabilities"))
         return Response(data, media_type="application/json")
 
     @app.get("/healthz", summary="The replica process answers")

@@ -3,7 +3,9 @@ request's id and time to Parquet files that `trainyard monitor --logs` reads.
 
 Layout: `<path>/<app>/part-<UTC yyyymmddTHHMMSS>-<replica>-<seq>.parquet` (the time the file was started), one
 row per record: `request_id` string, `record` int32 (its position in the request), `time` timestamp[ms, UTC],
-`model_version` string, `prediction` (the class label, or float64 for regression), then `feature.<name>` per
+`model_version` string, `prediction` (the class label, or float64 for regression), for classification
+`probabilities` list<float32> (each class's, in the order of schema.json's label.classes: what `trainyard monitor`
+scores a binary model's realised ROC-AUC with once labels arrive), then `feature.<name>` per
 watched quantity (`jobs.watched`): float64 for numbers, the canonical string for categories
 (`jobs.fitted.canonical`, as the preprocessor matches them); of a text feature its length and emptiness, of an
 image its width and height as sent, never the text or the pixels themselves. Features in `exclude` have no
@@ -39,7 +41,7 @@ from datetime import datetime, timezone
 from itertools import chain
 from typing import Optional
 
-from jobs.watched import FEATURE_PREFIX, RowCopier, Watched, columns, of_schema
+from jobs.watched import FEATURE_PREFIX, PROBABILITIES, RowCopier, Watched, columns, of_schema
 # The writer converts what requests left every FLUSH_S (so at most that long of records wait as Python objects)
 # and writes a row group once ROW_GROUP_ROWS have gathered, or when the file is published.
 FLUSH_S = 1.0
@@ -75,9 +77,10 @@ def check_log_settings(schema: dict, log: Optional[dict]) -> None:
 def arrow_schema(schema: dict, watched: list[Watched]):
     """The Arrow schema of the log files of a bundle (its schema.json) logging these quantities."""
     import pyarrow as pa
-    prediction = pa.string() if schema["task"] == "classification" else pa.float64()
+    classifier = schema["task"] == "classification"
     return pa.schema([("request_id", pa.string()), ("record", pa.int32()), ("time", pa.timestamp("ms", tz="UTC")),
-                      ("model_version", pa.string()), ("prediction", prediction)]
+                      ("model_version", pa.string()), ("prediction", pa.string() if classifier else pa.float64())]
+                     + [(PROBABILITIES, pa.list_(pa.float32()))] * classifier
                      + [(FEATURE_PREFIX + w.name, pa.float64() if w.kind == "numeric" else pa.string())
                         for w in watched])
 
@@ -148,13 +151,16 @@ class PredictionLogger:
         self._thread.start()
 
     # ------------------------------------------------------------------------------------------ request path
-    def log(self, request_id: str, records: list[dict], predictions: list) -> bool:
-        """Queue one request for the log if it is sampled; False when not sampled or dropped (buffer full)."""
+    def log(self, request_id: str, records: list[dict], predictions: list,
+            probabilities: Optional[list] = None) -> bool:
+        """Queue one request for the log if it is sampled; False when not sampled or dropped (buffer full).
+        `probabilities`: a classifier's, one list per record (written as null without them)."""
         if self.sample < 1.0 and random.random() >= self.sample:
             return False
         n = len(records)
         # Tuples of plain values, not references to the request's lists and dicts: see the module docstring (GC).
-        entry = (request_id, int(time.time() * 1000), self._copy(records), tuple(predictions))
+        entry = (request_id, int(time.time() * 1000), self._copy(records), tuple(predictions),
+                 None if probabilities is None else tuple(map(tuple, probabilities)))
         with self._lock:
             if self._closing or self._pending_records + n > self.buffer_records:
                 self.stats["dropped_records"] += n
@@ -205,7 +211,7 @@ class PredictionLogger:
         import numpy as np
         import pyarrow as pa
 
-        ids, times, rows, predictions = zip(*taken)          # one pass over the requests, in C
+        ids, times, rows, predictions, probabilities = zip(*taken)     # one pass over the requests, in C
         counts = np.fromiter(map(len, rows), np.int64, len(taken))
         total = int(counts.sum())
         request = np.repeat(np.arange(len(taken)), counts)
@@ -217,6 +223,8 @@ class PredictionLogger:
         predictions = list(chain.from_iterable(predictions))
         arrays.append(_strings(predictions) if self.schema.field("prediction").type == pa.string()
                        else _floats(predictions))
+        if PROBABILITIES in self.schema.names:
+            arrays.append(_lists(probabilities, counts))
         for w, column in zip(self.watched, values):
             arrays.append(_floats(column) if w.kind == "numeric" else _strings(column))
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
@@ -371,6 +379,15 @@ def _strings(values):
     if out is not None and out.type == pa.null():
         return pa.nulls(len(out), pa.string())
     return pa.array([canonical(v) for v in values], pa.string())
+
+
+def _lists(per_request: tuple, counts) -> "pa.ListArray":
+    """list<float32> Arrow array of each record's class probabilities (tuples; pyarrow converts them in C, faster
+    than flattening through numpy, measured); a request logged without them gives its records nulls."""
+    import pyarrow as pa
+
+    rows = chain.from_iterable((None,) * int(n) if p is None else p for p, n in zip(per_request, counts))
+    return pa.array(list(rows), pa.list_(pa.float32()))
 
 
 def _floats(values):

@@ -78,6 +78,20 @@ def test_auc_with_tied_scores_matches_scikit_learn():
         assert _close(M.roc_auc(y_true, score), SK.roc_auc_score(y_true, score))
 
 
+def test_auc_from_binned_counts_is_the_auc_of_the_binned_scores():
+    """The monitor's realised AUC comes from counts per bin (mergeable across files): exactly the AUC of scores
+    rounded to their bin (pairs within one bin are ties), for any bins; NaN with one class."""
+    rng = np.random.default_rng(11)
+    for _ in range(100):
+        n, bins = int(rng.integers(2, 200)), int(rng.integers(1, 30))
+        y_true = rng.integers(0, 2, size=n)
+        y_true[0], y_true[-1] = 0, 1
+        binned = rng.integers(0, bins, size=n)
+        counts = [np.bincount(binned[y_true == c], minlength=bins) for c in (0, 1)]
+        assert _close(M.binned_auc(*counts), SK.roc_auc_score(y_true, binned))
+    assert math.isnan(M.binned_auc([0, 0], [3, 1])) and math.isnan(M.binned_auc([2, 0], [0, 0]))
+
+
 def test_constant_and_degenerate_classification_inputs():
     for n_classes in (2, 4):
         for label in range(n_classes):

@@ -34,7 +34,8 @@ def traffic(rows: int, seed: int) -> pd.DataFrame:
 
 def write_log(folder: Path, bundle_dir: Path, rows: pd.DataFrame, day: int, name: str,
               records_per_request: int = 1) -> Path:
-    """One log file as serve.log writes it: the bundle's predictions for `rows`, spread over day `day`."""
+    """One log file as serve.log writes it: the bundle's predictions (and probabilities) for `rows`, spread over
+    day `day`."""
     from jobs.bundle import load
 
     bundle = load(bundle_dir)
@@ -42,12 +43,14 @@ def write_log(folder: Path, bundle_dir: Path, rows: pd.DataFrame, day: int, name
     features = rows.drop(columns=["failure"])
     n = len(rows)
     times = [DAY0 + timedelta(days=day, seconds=int(s)) for s in np.linspace(0, 86000, n)]
+    answers = bundle.predict_frame(features)
     columns = {
         "request_id": pa.array([f"{name}-{i // records_per_request}" for i in range(n)], pa.string()),
         "record": pa.array([i % records_per_request for i in range(n)], pa.int32()),
         "time": pa.array(times, pa.timestamp("ms", tz="UTC")),
         "model_version": pa.array([bundle.version] * n, pa.string()),
-        "prediction": pa.array(bundle.predict_frame(features)["predictions"], pa.string()),
+        "prediction": pa.array(answers["predictions"], pa.string()),
+        "probabilities": pa.array(answers["probabilities"], pa.list_(pa.float32())),
     }
     for s in pre.numeric:
         columns[f"feature.{s.name}"] = pa.array(features[s.name].astype("float64"), pa.float64(), from_pandas=True)
@@ -148,6 +151,14 @@ def test_labels_reveal_the_mislabelled_window(served_bundle, tmp_path, capsys): 
     assert code == 3, out + err
     assert [bool(w["metrics"]["flags"]) for w in report["windows"]] == [False, True, False], report["windows"]
     assert [w["metrics"]["n"] for w in report["windows"]] == [300, 300, 300]
+    # The logged probabilities give the realised ROC-AUC: near the test split's on true labels, and below it by
+    # as much as flipping every label takes (1 - AUC) on the wrong day, which is flagged.
+    test_auc = json.loads((served_bundle / "metrics.json").read_text())["test"]["auc"]
+    realised = [w["metrics"]["auc"] for w in report["windows"]]
+    assert report["reference_auc"] == pytest.approx(test_auc)
+    assert realised[1] == pytest.approx(1 - realised[0], abs=0.1) and realised[1] < test_auc - 0.05, realised
+    assert all(abs(realised[d] - test_auc) < 0.1 for d in (0, 2)), (realised, test_auc)
+    assert any(f.startswith("auc ") for f in report["windows"][1]["metrics"]["flags"])
     assert all(w["flagged"] == [] for w in report["windows"])
     assert "warning: 1 of 901 labels" in out + err
     assert "accuracy" in out.strip().splitlines()[-1] and report["windows"][1]["start"] in out.strip().splitlines()[-1]
@@ -481,3 +492,60 @@ def test_labelled_rows_are_judged_by_the_rule_the_cut_off_was_chosen_for():
     _policy(fixed, np.array([[1, 99], [0, 800]]), {k: v for k, v in cut.items() if k not in ("measure", "target")}
             | {"rule": "threshold 0.3"}, drift.Thresholds())
     assert fixed["flags"] == [] and fixed["positive_recall"] == 0.01
+
+
+def test_a_binary_models_realised_auc_comes_from_its_logged_probabilities_without_ray(tmp_path):
+    """The logs hold each record's probabilities: the labels give a binary model's realised ROC-AUC (what a
+    screening model is judged by, where accuracy barely moves at a 10 % base rate), from counts that merge across
+    files, within 0.002 of the exact AUC; a window whose scores lost their rank is flagged against the test AUC; a
+    file from before probabilities were logged counts for accuracy and not for the AUC, and that is said."""
+    import pyarrow.fs as pafs
+
+    from jobs import drift
+    from jobs.metrics import roc_auc
+    from jobs.monitor import reference_auc, window_line, window_stats
+    from jobs.monitor_summary import Plan, merge, summarise_files
+    from jobs.profile import summarise as reference_of
+
+    rng = np.random.default_rng(5)
+    ref_x = reference_of(rng.normal(0, 1, 5000))
+    profile = {"numeric": {"x": {**ref_x, "missing_rate": 0.0}}, "categorical": {},
+               "prediction": {"task": "classification", "classes": ["no", "yes"], "shares": [0.9, 0.1]}}
+    paths, labels, truths = [], [], {0: [], 1: []}
+    for i, (day, signal, with_probabilities) in enumerate([(0, 2.5, True), (0, 2.5, True), (0, 2.5, False),
+                                                           (1, 0.2, True)]):
+        n = 3000
+        truth = (rng.random(n) < 0.1).astype(int)
+        p_yes = 1 / (1 + np.exp(-(rng.normal(0, 1, n) + signal * truth - 3)))     # log-odds rise with the truth
+        ids = [f"f{i}-{j}" for j in range(n)]
+        columns = {"request_id": pa.array(ids), "record": pa.array(np.zeros(n, np.int32)),
+                   "time": pa.array([DAY0 + timedelta(days=day, seconds=j) for j in range(n)],
+                                    pa.timestamp("ms", tz="UTC")),
+                   "model_version": pa.array(["v1"] * n), "prediction": pa.array(np.where(p_yes > 0.5, "yes", "no")),
+                   "feature.x": pa.array(rng.normal(0, 1, n))}
+        if with_probabilities:
+            columns["probabilities"] = pa.array(np.column_stack([1 - p_yes, p_yes]).tolist(), pa.list_(pa.float32()))
+            truths[day].append((truth, p_yes.astype(np.float32)))
+        pq.write_table(pa.table(columns), tmp_path / f"part-{i}.parquet")
+        paths.append(str(tmp_path / f"part-{i}.parquet"))
+        labels.append(pa.table({"request_id": pa.array(ids), "record": pa.array(np.zeros(n, np.int32)),
+                                "label": pa.array(np.where(truth == 1, "yes", "no"))}))
+    plan = Plan(86_400_000, {"x": ref_x["edges"]}, {}, "classification", ["no", "yes"], None)
+    read = ["request_id", "record", "time", "model_version", "prediction", "probabilities", "feature.x"]
+    parts = summarise_files(pa.table({"path": paths}), plan, read, pafs.LocalFileSystem(), pa.concat_tables(labels))
+    windows = [json.loads(merge(group)["summary"][0]) for _, group in parts.to_pandas().groupby("window")]
+    test_auc = reference_auc({"test": {"accuracy": 0.93, "auc": 0.94}})
+    stats = [window_stats(w, profile, drift.Thresholds(), 1, ("accuracy", 0.93), None, test_auc) for w in windows]
+
+    for day, s in enumerate(stats):
+        truth, score = map(np.concatenate, zip(*truths[day]))
+        assert s["metrics"]["auc"] == pytest.approx(roc_auc(truth, score), abs=0.002)
+        assert s["metrics"]["auc_rows"] == len(truth) and s["metrics"]["n"] == len(truth) + 3000 * (day == 0)
+    assert stats[0]["metrics"]["auc"] > 0.9 and stats[1]["metrics"]["auc"] < 0.6
+    assert stats[0]["metrics"]["flags"] == []
+    assert any(f.startswith(f"auc {stats[1]['metrics']['auc']:.3f} vs 0.940 on the test split (the probabilities "
+                            "logged for 3,000 labelled rows)") for f in stats[1]["metrics"]["flags"])
+    lines = [window_line({**s, "start": f"day {i}"}, ("accuracy", 0.93), None, 50) for i, s in enumerate(stats)]
+    assert f"; auc {stats[0]['metrics']['auc']:.3f} on 6000 of them (logged with probabilities)" in lines[0]
+    assert "auc drop" in lines[1] and f"; auc {stats[1]['metrics']['auc']:.3f}" in lines[1]
+    assert reference_auc({"test": {"accuracy": 0.9}}) is None and reference_auc({}) is None

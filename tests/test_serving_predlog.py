@@ -52,7 +52,7 @@ def test_logged_rows_carry_request_id_features_and_prediction_and_never_an_exclu
             out = post(served.url, records)
             rid = out["request_id"]
             assert len(rid) == 32 and int(rid, 16) >= 0 and rid not in sent
-            sent[rid] = (records, out["predictions"])
+            sent[rid] = (records, out["predictions"], out["probabilities"])
         # `trainyard predict`'s table keys each row as the log does, so labels gathered on it join the logs.
         import pandas as pd
 
@@ -64,7 +64,7 @@ def test_logged_rows_carry_request_id_features_and_prediction_and_never_an_exclu
         shutdown("plog")
     # ... until the replica's graceful shutdown published it.
     table = read_logs(tmp_path / "logs" / "plog")
-    assert table.column_names == (["request_id", "record", "time", "model_version", "prediction"]
+    assert table.column_names == (["request_id", "record", "time", "model_version", "prediction", "probabilities"]
                                   + [f"feature.{f}" for f in features if f != "shift"])
     assert str(table.schema.field("time").type) == "timestamp[ms, tz=UTC]"
     assert all(SECRET not in str(v) for column in table.columns for v in column.to_pylist())
@@ -73,10 +73,11 @@ def test_logged_rows_carry_request_id_features_and_prediction_and_never_an_exclu
     for row in framed.to_dict("records"):
         assert logged.pop((row["request_id"], row["record"]))["prediction"] == row["prediction"]
     version = json.loads((served_bundle / "lineage.json").read_text())["version"]
-    for rid, (records, predictions) in sent.items():
+    for rid, (records, predictions, probabilities) in sent.items():
         for i, (record, prediction) in enumerate(zip(records, predictions)):
             row = logged[(rid, i)]
             assert row["prediction"] == prediction and row["model_version"] == version
+            assert row["probabilities"] == pytest.approx(probabilities[i], abs=1e-7)     # float32
             for name, kind in features.items():
                 value = record.get(name)
                 if name != "shift":
@@ -191,6 +192,31 @@ def test_class_labels_are_logged_as_the_canonical_strings_the_monitor_matches(tm
     from serving.predlog import _strings
     for values in ([0, 1, None, -3, 2**40], [True, False, None], [1.0, 2.5, None], ["a", None]):
         assert _strings(values).to_pylist() == [canonical(v) for v in values], values
+
+
+def test_a_classifiers_probabilities_are_logged_in_the_order_of_its_classes(tmp_path):
+    """Ray-free: each record's probabilities (what the monitor's realised AUC is computed from) in a list<float32>
+    column beside its class; a request logged without them gets nulls; a regression log has no such column."""
+    import pyarrow as pa
+
+    from serving.predlog import PredictionLogger
+
+    schema = {**SCHEMA, "task": "classification", "label": {"name": "y", "classes": ["no", "yes"]}}
+    logger = PredictionLogger({"path": str(tmp_path)}, app="a", replica="r1", schema=schema, version="v1")
+    assert logger.log("r1", [{"rpm": 1.0}] * 2, ["yes", "no"], [[0.25, 0.75], [0.875, 0.125]])
+    assert logger.log("r2", [{"rpm": 2.0}], ["no"])
+    logger.close()
+    table = read_logs(tmp_path / "a")
+    assert table.schema.field("probabilities").type == pa.list_(pa.float32())
+    assert table.column_names.index("probabilities") == table.column_names.index("prediction") + 1
+    rows = sorted(zip(table["request_id"].to_pylist(), table["record"].to_pylist(),
+                      table["probabilities"].to_pylist()))
+    assert rows == [("r1", 0, [0.25, 0.75]), ("r1", 1, [0.875, 0.125]), ("r2", 0, None)]
+    regression = PredictionLogger({"path": str(tmp_path / "reg")}, app="a", replica="r1", schema=SCHEMA,
+                                  version="v1")
+    assert regression.log("r3", [{"rpm": 1.0}], [3.5])
+    regression.close()
+    assert "probabilities" not in read_logs(tmp_path / "reg" / "a").column_names
 
 
 def test_buffered_requests_leave_nothing_for_the_garbage_collector_to_track(tmp_path):
