@@ -143,6 +143,8 @@ def test_labels_reveal_the_mislabelled_window(served_bundle, tmp_path, capsys): 
         logged = pq.read_table(path, columns=["request_id", "record"]).to_pandas()
         labels.append(logged.assign(label=truth))
     labels.append(pd.DataFrame({"request_id": ["never-logged"], "record": [0], "label": ["ok"]}))
+    older = write_log(logs, served_bundle, traffic(20, seed=39), day=2, name="older")   # from before probabilities
+    pq.write_table(pq.read_table(older).drop_columns(["probabilities"]), older)
     pd.concat(labels).sample(frac=1.0, random_state=0).to_parquet(tmp_path / "labels.parquet", index=False)
 
     code, out, err, report = monitor(capsys, served_bundle, logs, tmp_path / "mon",
@@ -161,6 +163,8 @@ def test_labels_reveal_the_mislabelled_window(served_bundle, tmp_path, capsys): 
     assert any(f.startswith("auc ") for f in report["windows"][1]["metrics"]["flags"])
     assert all(w["flagged"] == [] for w in report["windows"])
     assert "warning: 1 of 901 labels" in out + err
+    assert ("[monitor] note: 1 of 4 log file(s) (20 rows) hold no probabilities (written before they were logged): "
+            "the realised ROC-AUC is of the rest") in out
     assert "accuracy" in out.strip().splitlines()[-1] and report["windows"][1]["start"] in out.strip().splitlines()[-1]
 
 
