@@ -8,8 +8,9 @@ is skipped with a warning; a file without a column every log holds, a labels fil
 is bad input naming the file and column). Then one Ray Data job over the log files (`serving` writes them: see
 `LOG_COLUMNS`): a dataset of the file paths whose tasks read their files and summarise them per time window
 (`jobs.monitor_summary`: counts that aggregate exactly, and a bounded uniform sample of each numeric feature for
-KS), reduced per window by a groupby on the window column. `jobs.drift` computes the statistics on each merged
-window: PSI, chi-squared, missing and unknown rates over every row, KS over the sample (5,000 values a window).
+KS), reduced per window by a groupby on the window column. `jobs.monitor_stats` judges each merged window with
+`jobs.drift`'s statistics: PSI, chi-squared, missing and unknown rates over every row, KS over the sample (5,000
+values a window), and the realised metrics of its labelled rows.
 
 Why the tasks read the files themselves rather than `ray.data.read_parquet`: the footers are already read
 here, and Ray 2.60's Parquet datasource spends seconds listing and planning before the first row (an identity
@@ -34,9 +35,9 @@ import pyarrow.parquet as pq
 from cluster.errors import BadInput, Failure, root_cause
 from jobs import drift
 from jobs.fitted import canonical
-from jobs.metrics import binned_auc, classification_metrics, regression_metrics
 from jobs.fitted import pull_shuffle
-from jobs.monitor_summary import Plan, merge, sample_rows, summarise_files
+from jobs.monitor_stats import reference_auc, reference_metric, window_line, window_stats
+from jobs.monitor_summary import Plan, merge, summarise_files
 from jobs.spec import window_seconds
 from jobs.watched import FEATURE_PREFIX, PROBABILITIES
 
@@ -44,7 +45,6 @@ EXIT_RETRAIN = 3
 # What every log file must hold (the contract of serve.log); the features are `feature.<name>` columns.
 LOG_COLUMNS = ("request_id", "record", "time", "prediction")
 VERSION_COLUMN = "model_version"      # which bundle version served the row (logs from before it lack it)
-UNKNOWN_NAMES_K = 20       # distinct unseen categories named per window (for the report); all are counted
 
 
 class MonitorInputError(BadInput):
@@ -174,123 +174,6 @@ def read_labels(path: str, classes: Optional[list], progress: Callable[[str], No
 
 
 # ---------------------------------------------------------------------------------------------- statistics
-def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n_features: int,
-                 reference_metric: Optional[tuple[str, float]], decision: Optional[dict] = None,
-                 reference_auc: Optional[float] = None) -> dict:
-    """The drift statistics of one window's merged summary, each with its flags (`jobs.drift.flagged`);
-    `decision`: the bundle's binary cut-off, whose rule the labelled rows are judged by too (`_policy`);
-    `reference_auc`: a binary model's test ROC-AUC, which the realised one is judged against."""
-    n = summary["n"]
-    features: dict[str, dict] = {}
-    for name, s in summary["numeric"].items():
-        ref = profile["numeric"][name]
-        # Of the rows that hold the feature: logs spanning a version that did not take it lack it in some rows.
-        held = int(np.sum(s["counts"])) + int(s["missing"])
-        stats = drift.numeric_drift_from_counts(ref, np.asarray(s["counts"]), s["missing"], held)
-        sample = sample_rows(s["sample"])[:, 1]
-        if len(sample):
-            on_sample = drift.numeric_drift(ref, sample)
-            stats.update(ks=on_sample["ks"], ks_p=on_sample["ks_p"])
-        stats.update(kind="numeric", ks_sample=len(sample), counts=s["counts"])
-        features[name] = stats
-    for name, s in summary["categorical"].items():
-        ref = profile["categorical"][name]
-        known = {c: s["counts"].get(c, 0) for c in ref["shares"]}
-        unseen = {c: k for c, k in s["counts"].items() if c not in ref["shares"]}
-        stats = drift.categorical_drift(ref, known, sum(unseen.values()), s["missing"])
-        top = sorted(unseen.items(), key=lambda kv: -kv[1])[:UNKNOWN_NAMES_K]
-        stats.update(kind="categorical", counts=known, unknown=sum(unseen.values()), unknown_values=dict(top))
-        features[name] = stats
-    judged = n >= thresholds.min_rows
-    for name, stats in features.items():
-        ref = profile["numeric"].get(name) or profile["categorical"][name]
-        stats["flags"] = drift.flagged(ref, stats, thresholds, n_features) if judged else []
-    prediction = _prediction_stats(summary["prediction"], profile["prediction"], thresholds, judged)
-    out = {"n": n, "judged": judged, "features": features, "prediction": prediction,
-           "flagged": sorted(name for name, stats in features.items() if stats["flags"])}
-    if "versions" in summary:
-        out["versions"] = summary["versions"]
-    if "labels" in summary:
-        out["metrics"] = _realised(summary["labels"], profile["prediction"], thresholds, reference_metric,
-                                   reference_auc)
-        if decision and profile["prediction"]["task"] == "classification":
-            _policy(out["metrics"], np.asarray(summary["labels"]["confusion"], dtype=np.int64), decision, thresholds)
-    return out
-
-
-def _policy(metrics: dict, cm: np.ndarray, decision: dict, thresholds) -> None:
-    """The positive class's realised recall and precision (`positive_recall`, `positive_precision`), flagged when
-    below the `min_recall`/`min_precision` the cut-off was chosen for (a credit policy's "catch 85 % of
-    defaulters": accuracy alone gave the same verdict at a recall of 0.93 and of 0.70)."""
-    from jobs.decision import shortfall
-    from jobs.metrics import per_class_scores
-
-    if cm.shape != (2, 2):
-        return
-    i = int(decision["positive_index"])
-    precision, recall, _ = per_class_scores(cm)       # 0 where undefined: None here (nothing to measure)
-    metrics["positive_recall"] = float(recall[i]) if cm[i].sum() else None
-    metrics["positive_precision"] = float(precision[i]) if cm[:, i].sum() else None
-    short = shortfall(cm, decision) if metrics["n"] >= thresholds.min_rows else None
-    if short is not None:
-        what, value, hit, of = short
-        metrics["flags"].append(f"{what} of {decision['positive']!r} {value:.3f} ({hit} of {of}) below the "
-                                f"{decision['rule']} its cut-off was chosen for")
-
-
-def _prediction_stats(s: dict, ref: dict, thresholds, judged: bool) -> dict:
-    if ref["task"] == "classification":
-        stats = drift.prediction_drift(ref, {c: s["counts"].get(c, 0) for c in map(canonical, ref["classes"])})
-        stats["counts"] = s["counts"]
-    else:
-        # PSI and chi-squared ("p") over every prediction's bin; KS on the sample, which `flagged` prefers where it
-        # applies. Where the reference quantiles tie (a model predicting a few distinct values) KS does not
-        # apply: ks_p stays None and the chi-squared p over every row judges, not one over the sample alone.
-        stats = drift.prediction_drift(ref, dict(enumerate(s["counts"])))
-        stats.update(counts=s["counts"], ks_p=drift.numeric_drift(ref, sample_rows(s["sample"])[:, 1])["ks_p"])
-    stats["flags"] = drift.flagged(ref, stats, thresholds, 1) if judged else []
-    return stats
-
-
-def _realised(s: dict, ref_prediction: dict, thresholds, reference: Optional[tuple[str, float]],
-              reference_auc: Optional[float] = None) -> dict:
-    """The metrics of the labelled rows (jobs.metrics) and whether the compared ones fell beyond the threshold:
-    accuracy (or R²), and a binary model's ROC-AUC from the logged probabilities (`auc`, over `auc_rows`: the
-    labelled rows logged with them). The confusion matrix gives the rest: metrics of the answered classes."""
-    auc_flag = None
-    if ref_prediction["task"] == "classification":
-        cm = np.asarray(s["confusion"], dtype=np.int64)
-        truth = np.repeat(np.arange(cm.size) // len(cm), cm.ravel())
-        predicted = np.repeat(np.arange(cm.size) % len(cm), cm.ravel())
-        metrics = classification_metrics(truth, np.eye(len(cm))[predicted]) if len(truth) else {}
-        metrics.pop("auc", None)           # of the answered classes alone: the probabilities' is below
-        n = len(truth)
-        if "scores" in s:
-            negatives, positives = np.asarray(s["scores"], dtype=np.int64)
-            rows = int(negatives.sum() + positives.sum())
-            auc = binned_auc(negatives, positives)
-            metrics.update(auc=auc if np.isfinite(auc) else None, auc_rows=rows)
-            if (reference_auc is not None and metrics["auc"] is not None and rows >= thresholds.min_rows
-                    and reference_auc - auc > thresholds.metric_drop):
-                auc_flag = (f"auc {auc:.3f} vs {reference_auc:.3f} on the test split (the probabilities logged for "
-                            f"{rows:,} labelled rows)")
-    else:
-        pairs = sample_rows(s["pairs"])[:, 1:]
-        metrics = regression_metrics(pairs[:, 0], pairs[:, 1]) if len(pairs) else {}
-        n = len(pairs)
-    out = {"n": n, **metrics, "flags": []}
-    if reference and n >= thresholds.min_rows and reference[0] in metrics:
-        name, value = reference
-        if value - metrics[name] > thresholds.metric_drop:
-            # A regression's R² alone: its errors in the label's own units (days, a price) are what a user tracks.
-            units = (f" (MAE {metrics['mae']:,.4g}, RMSE {metrics['rmse']:,.4g} in the label's units)"
-                     if "mae" in metrics and "rmse" in metrics else "")
-            out["flags"] = [f"{name} {metrics[name]:.3f} vs {value:.3f} on the test split{units}"]
-    if auc_flag:
-        out["flags"].append(auc_flag)
-    return out
-
-
 def monitor_settings(bundle_dir: Path) -> tuple["drift.Thresholds", str]:
     """The thresholds and window of the bundle's spec (`jobs.drift.bundle_monitor_settings`); bad input naming
     the file when it does not read."""
@@ -298,20 +181,6 @@ def monitor_settings(bundle_dir: Path) -> tuple["drift.Thresholds", str]:
         return drift.bundle_monitor_settings((bundle_dir / "spec.yaml").read_text())
     except (OSError, ValueError) as exc:
         raise MonitorInputError(f"{bundle_dir / 'spec.yaml'}: {exc}") from None
-
-
-def reference_metric(task: str, metrics: dict) -> Optional[tuple[str, float]]:
-    """The test metric the realised one is compared with: accuracy, or R² for regression (both higher-better
-    and unitless, so one absolute `metric_drop` fits both)."""
-    name = "accuracy" if task == "classification" else "r2"
-    value = (metrics.get("test") or {}).get(name)
-    return (name, float(value)) if isinstance(value, (int, float)) and np.isfinite(value) else None
-
-
-def reference_auc(metrics: dict) -> Optional[float]:
-    """A binary model's test ROC-AUC (metrics.json), which the realised one is compared with; None without it."""
-    value = (metrics.get("test") or {}).get("auc")
-    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -442,24 +311,6 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
         write_report(out_dir / "report.html", report, profile)
         progress(f"[monitor] wrote {out_dir / 'drift.json'} and {out_dir / 'report.html'}{replaced}")
     return result
-
-
-def window_line(w: dict, reference, decision: Optional[dict], min_rows: int) -> str:
-    """A window's line: its rows, what drifted (features, the predictions, a metric below the test split's) or
-    "nothing flagged", and its realised metric. It said "nothing flagged" above a retrain for prediction drift."""
-    flagged = list(w["flagged"]) + (["predictions"] if w["prediction"]["flags"] else [])
-    flagged += [f"{flag.split(' ', 1)[0]} drop" for flag in (w.get("metrics") or {}).get("flags", [])]
-    metric = ""
-    if "metrics" in w and reference and reference[0] in w["metrics"]:
-        metric = f"; {reference[0]} {w['metrics'][reference[0]]:.3f} on {w['metrics']['n']} labels"
-    if (auc := (w.get("metrics") or {}).get("auc")) is not None:
-        rows, n = w["metrics"]["auc_rows"], w["metrics"]["n"]
-        metric += f"; auc {auc:.3f}" + (f" on {rows} of them (logged with probabilities)" if rows < n else "")
-    if (w.get("metrics") or {}).get("positive_recall") is not None:
-        metric += f"; recall of {decision['positive']!r} {w['metrics']['positive_recall']:.3f} ({decision['rule']})"
-    return (f"[monitor] {w['start']}: {w['n']:,} rows, " + ("flagged: " + ", ".join(flagged) if flagged else
-                                                          "nothing flagged") + metric
-            + ("" if w["judged"] else f" (under min_rows {min_rows}: not judged)"))
 
 
 def _other_versions(windows: list[dict], version: str) -> Optional[str]:

@@ -221,7 +221,7 @@ def test_regression_windows_without_ray(tmp_path):
     import pyarrow.fs as pafs
 
     from jobs import drift
-    from jobs.monitor import reference_metric, window_stats
+    from jobs.monitor_stats import reference_metric, window_stats
     from jobs.monitor_summary import SAMPLE_K, Plan, merge, sample_rows, summarise_files
     from jobs.profile import summarise as reference_of
 
@@ -258,7 +258,7 @@ def test_regression_windows_without_ray(tmp_path):
     assert [s["flagged"] for s in stats] == [[], []]
     assert [bool(s["prediction"]["flags"]) for s in stats] == [False, True]
     # The window's line says what the verdict rests on (it said "nothing flagged" above a retrain for this).
-    from jobs.monitor import window_line
+    from jobs.monitor_stats import window_line
     lines = [window_line({**s, "start": f"day {i}"}, reference, None, 50) for i, s in enumerate(stats)]
     assert lines[0] == f"[monitor] day 0: 8,000 rows, nothing flagged; r2 {stats[0]['metrics']['r2']:.3f} on 8000 labels"
     assert lines[1].startswith("[monitor] day 1: 4,000 rows, flagged: predictions, r2 drop; r2 "), lines[1]
@@ -394,7 +394,7 @@ def test_a_text_feature_is_watched_by_its_length_and_emptiness_from_profile_to_m
     import pyarrow.fs as pafs
 
     from jobs import drift
-    from jobs.monitor import window_stats
+    from jobs.monitor_stats import window_stats
     from jobs.monitor_summary import Plan, merge, summarise_files
     from jobs.profile import summarise, text_reference_of_frame
     from jobs.watched import of_profile, of_schema
@@ -454,7 +454,7 @@ def test_regression_predictions_of_a_few_values_are_judged_by_chi_squared_over_e
     apply: the window's ks_p stays None and the chi-squared p over every row's bin judges (the KS slot held a
     chi-squared p over the 5,000-value sample instead, which `flagged` then preferred)."""
     from jobs import drift
-    from jobs.monitor import window_stats
+    from jobs.monitor_stats import window_stats
     from jobs.monitor_summary import Plan, merge, summarise
     from jobs.profile import prediction_reference
 
@@ -477,7 +477,7 @@ def test_labelled_rows_are_judged_by_the_rule_the_cut_off_was_chosen_for():
     """A credit policy of catching 85 % of defaulters: accuracy gave the same verdict at a realised recall of 0.93
     and of 0.70; the positive class's recall is now realised, and flagged below the rule's target."""
     from jobs import drift
-    from jobs.monitor import _policy
+    from jobs.monitor_stats import _policy
 
     cut = {"positive": "default", "positive_index": 0, "threshold": 0.08, "rule": "min_recall 0.85",
            "measure": "recall", "target": 0.85}
@@ -507,7 +507,7 @@ def test_a_binary_models_realised_auc_comes_from_its_logged_probabilities_withou
 
     from jobs import drift
     from jobs.metrics import roc_auc
-    from jobs.monitor import reference_auc, window_line, window_stats
+    from jobs.monitor_stats import reference_auc, window_line, window_stats
     from jobs.monitor_summary import Plan, merge, summarise_files
     from jobs.profile import summarise as reference_of
 
