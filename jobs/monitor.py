@@ -238,8 +238,10 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                      f"({total - has_rows:,} of {total:,} rows, served by a version that did not take it?): it is "
                      f"judged on the {has_rows:,} rows that hold it")
     pred = profile["prediction"]
+    logged_scores = PROBABILITIES in columns and "score" in pred     # a binary model's, against its profile's
     plan = Plan(window_ms, numeric, categorical, pred["task"],
-                [canonical(c) for c in pred.get("classes", [])] or None, pred.get("edges"))
+                [canonical(c) for c in pred.get("classes", [])] or None, pred.get("edges"),
+                pred["score"]["edges"] if logged_scores else None)
     label_table = (read_labels(labels, plan.classes if plan.task == "classification" else None, progress)
                    if labels else None)
     progress(f"[monitor] {len(files)} log file(s), {total:,} rows, {len(numeric) + len(categorical)} feature(s)"
@@ -254,7 +256,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
         progress(f"[monitor] note: {len(files) - has_files} of {len(files)} log file(s) ({total - has_rows:,} rows) "
                  "hold no probabilities (written before they were logged): the realised ROC-AUC is of the rest")
     read = ([c for c in LOG_COLUMNS] + [VERSION_COLUMN] * (VERSION_COLUMN in columns)
-            + [PROBABILITIES] * (scored and PROBABILITIES in columns)
+            + [PROBABILITIES] * ((scored and PROBABILITIES in columns) or logged_scores)
             + [FEATURE_PREFIX + n for n in (*numeric, *categorical)])
     connect()
     began = time.monotonic()

@@ -49,6 +49,10 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
         ref = profile["numeric"].get(name) or profile["categorical"][name]
         stats["flags"] = drift.flagged(ref, stats, thresholds, n_features) if judged else []
     prediction = _prediction_stats(summary["prediction"], profile["prediction"], thresholds, judged)
+    if "score" in summary and "score" in profile["prediction"]:
+        prediction["score"] = score = _score_stats(summary["score"], profile["prediction"], thresholds)
+        prediction["flags"] += [f"probability of {profile['prediction']['classes'][1]!r} {flag}"
+                                for flag in score["flags"]]
     out = {"n": n, "judged": judged, "features": features, "prediction": prediction,
            "flagged": sorted(name for name, stats in features.items() if stats["flags"])}
     if "versions" in summary:
@@ -92,6 +96,18 @@ def _prediction_stats(s: dict, ref: dict, thresholds, judged: bool) -> dict:
         stats = drift.prediction_drift(ref, dict(enumerate(s["counts"])))
         stats.update(counts=s["counts"], ks_p=drift.numeric_drift(ref, sample_rows(s["sample"])[:, 1])["ks_p"])
     stats["flags"] = drift.flagged(ref, stats, thresholds, 1) if judged else []
+    return stats
+
+
+def _score_stats(s: dict, ref_prediction: dict, thresholds) -> dict:
+    """Drift of a binary model's logged probabilities of its second class against the validation split's
+    (profile "score"), judged as a numeric feature is: PSI and chi-squared over every row's bin, KS on the
+    sample; flagged only with `min_rows` rows that hold them (logs from before they were written do not)."""
+    ref = ref_prediction["score"]
+    stats = drift.numeric_drift_from_counts(ref, np.asarray(s["counts"]), 0, int(np.sum(s["counts"])))
+    on_sample = drift.numeric_drift(ref, sample_rows(s["sample"])[:, 1])
+    stats.update(ks=on_sample["ks"], ks_p=on_sample["ks_p"])
+    stats["flags"] = drift.flagged(ref, stats, thresholds, 1)
     return stats
 
 

@@ -45,6 +45,7 @@ class Plan:
     task: str
     classes: Optional[list[str]]               # canonical class names (classification)
     prediction_edges: Optional[list[float]]    # regression
+    score_edges: Optional[list[float]] = None  # a binary model's probability of its second class (profile "score")
 
 
 def _sample(keys: np.ndarray, values: np.ndarray, k: int) -> str:
@@ -65,10 +66,10 @@ def sample_rows(packed: str) -> np.ndarray:
 def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) -> pa.Table:
     """One block of log rows → one row per time window it touches: (window start ms, JSON summary). `labels`:
     (request_id, record, label), keys typed as the logs' (`summarise_files` casts them once)."""
+    if PROBABILITIES in batch.column_names:    # a list column passes no join: the value counted instead
+        batch = batch.set_column(batch.column_names.index(PROBABILITIES), PROBABILITIES,
+                                 _second_probability(batch[PROBABILITIES]))
     if labels is not None:      # joined: the labels of this block's requests only
-        if PROBABILITIES in batch.column_names:
-            batch = batch.set_column(batch.column_names.index(PROBABILITIES), PROBABILITIES,
-                                     _second_probability(batch[PROBABILITIES]))
         ids = batch["request_id"]
         mine = labels.filter(pc.is_in(labels["request_id"], value_set=ids.combine_chunks()
                                       if isinstance(ids, pa.ChunkedArray) else ids))
@@ -108,6 +109,12 @@ def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) ->
             summary["prediction"] = {"counts": np.bincount(drift.bin_index(values, plan.prediction_edges),
                                                            minlength=len(plan.prediction_edges) + 1).tolist(),
                                      "sample": _sample(rng.random(len(values)), values, SAMPLE_K)}
+        if plan.score_edges is not None and PROBABILITIES in names:
+            values = part[PROBABILITIES].to_numpy(zero_copy_only=False).astype(np.float64)
+            held = values[~np.isnan(values)]         # rows logged without probabilities are not counted
+            summary["score"] = {"counts": np.bincount(drift.bin_index(held, plan.score_edges),
+                                                      minlength=len(plan.score_edges) + 1).tolist(),
+                                "missing": 0, "sample": _sample(rng.random(len(held)), held, SAMPLE_K)}
         if labels is not None:
             summary["labels"] = _label_summary(part, plan, rng)
         windows.append(int(start))
@@ -151,7 +158,7 @@ def _label_summary(part: pa.Table, plan: Plan, rng: np.random.Generator) -> dict
 
 def _second_probability(column) -> pa.Array:
     """A log's `probabilities` column → each row's probability of the second class (float64; null where a row
-    holds no two), the value the AUC counts: a list column cannot pass through a join (Arrow refuses it)."""
+    holds no two): the value the AUC and the score's drift count."""
     lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     offsets = lists.offsets.to_numpy()          # into `values`, the slice's offset applied
     values = lists.values.to_numpy(zero_copy_only=False).astype(np.float64)
@@ -189,6 +196,8 @@ def merge(group: pd.DataFrame) -> pd.DataFrame:
             for name, stats in part[kind].items():
                 out[kind][name] = _merge_one(out[kind].get(name), stats)
         out["prediction"] = _merge_one(out["prediction"], part["prediction"])
+        if "score" in part:
+            out["score"] = _merge_one(out.get("score"), part["score"])
         if "labels" in part:
             out["labels"] = _merge_one(out["labels"], part["labels"])
     return pd.DataFrame({"window": [int(group["window"].iloc[0])], "summary": [json.dumps(out)]})

@@ -99,6 +99,9 @@ def test_in_distribution_flags_nothing_and_a_truncated_file_is_skipped(served_bu
     assert report["windows"][1]["n"] == 410 and report["windows"][1]["features"]["rpm"]["n"] == 400
     assert [w["flagged"] for w in report["windows"]] == [[], [], []]
     assert all(w["judged"] and not w["prediction"]["flags"] for w in report["windows"][:2])
+    # The bundle's profile holds its validation probabilities, which the logged ones are judged against: in
+    # distribution, nothing flagged.
+    assert [w["prediction"]["score"]["n"] for w in report["windows"]] == [400, 410, 10]
     # Under min_rows the third is not judged; its rpm statistics have no value: null in drift.json, never NaN.
     assert not report["windows"][2]["judged"] and report["windows"][2]["features"]["rpm"]["psi"] is None
     assert (tmp_path / "mon" / "report.html").read_text().count("data:image/png;base64,") >= 1
@@ -509,6 +512,7 @@ def test_a_binary_models_realised_auc_comes_from_its_logged_probabilities_withou
     from jobs.metrics import roc_auc
     from jobs.monitor_stats import reference_auc, window_line, window_stats
     from jobs.monitor_summary import Plan, merge, summarise_files
+    from jobs.profile import score_reference
     from jobs.profile import summarise as reference_of
 
     rng = np.random.default_rng(5)
@@ -516,11 +520,17 @@ def test_a_binary_models_realised_auc_comes_from_its_logged_probabilities_withou
     profile = {"numeric": {"x": {**ref_x, "missing_rate": 0.0}}, "categorical": {},
                "prediction": {"task": "classification", "classes": ["no", "yes"], "shares": [0.9, 0.1]}}
     paths, labels, truths = [], [], {0: [], 1: []}
-    for i, (day, signal, with_probabilities) in enumerate([(0, 2.5, True), (0, 2.5, True), (0, 2.5, False),
-                                                           (1, 0.2, True)]):
-        n = 3000
+    def scores(n, signal, intercept=-3.0):
         truth = (rng.random(n) < 0.1).astype(int)
-        p_yes = 1 / (1 + np.exp(-(rng.normal(0, 1, n) + signal * truth - 3)))     # log-odds rise with the truth
+        return truth, 1 / (1 + np.exp(-(rng.normal(0, 1, n) + signal * truth + intercept)))   # log-odds rise with it
+
+    profile["prediction"]["score"] = score_reference(np.column_stack([1 - scores(4000, 2.5)[1], scores(4000, 2.5)[1]]))
+    truths[2] = []
+    for i, (day, signal, with_probabilities, intercept) in enumerate([
+            (0, 2.5, True, -3.0), (0, 2.5, True, -3.0), (0, 2.5, False, -3.0), (1, 0.2, True, -3.0),
+            (2, 2.5, True, -2.2)]):      # day 2: every row's risk up (a new population), few answers changed
+        n = 3000
+        truth, p_yes = scores(n, signal, intercept)
         ids = [f"f{i}-{j}" for j in range(n)]
         columns = {"request_id": pa.array(ids), "record": pa.array(np.zeros(n, np.int32)),
                    "time": pa.array([DAY0 + timedelta(days=day, seconds=j) for j in range(n)],
@@ -534,7 +544,8 @@ def test_a_binary_models_realised_auc_comes_from_its_logged_probabilities_withou
         paths.append(str(tmp_path / f"part-{i}.parquet"))
         labels.append(pa.table({"request_id": pa.array(ids), "record": pa.array(np.zeros(n, np.int32)),
                                 "label": pa.array(np.where(truth == 1, "yes", "no"))}))
-    plan = Plan(86_400_000, {"x": ref_x["edges"]}, {}, "classification", ["no", "yes"], None)
+    plan = Plan(86_400_000, {"x": ref_x["edges"]}, {}, "classification", ["no", "yes"], None,
+                profile["prediction"]["score"]["edges"])
     read = ["request_id", "record", "time", "model_version", "prediction", "probabilities", "feature.x"]
     parts = summarise_files(pa.table({"path": paths}), plan, read, pafs.LocalFileSystem(), pa.concat_tables(labels))
     windows = [json.loads(merge(group)["summary"][0]) for _, group in parts.to_pandas().groupby("window")]
@@ -547,6 +558,11 @@ def test_a_binary_models_realised_auc_comes_from_its_logged_probabilities_withou
         assert s["metrics"]["auc_rows"] == len(truth) and s["metrics"]["n"] == len(truth) + 3000 * (day == 0)
     assert stats[0]["metrics"]["auc"] > 0.9 and stats[1]["metrics"]["auc"] < 0.6
     assert stats[0]["metrics"]["flags"] == []
+    # The probabilities drift on day 2 while the answered classes barely do: flagged as prediction drift. Day 0's
+    # file without probabilities is not counted in the score's rows.
+    assert [s["prediction"]["score"]["n"] for s in stats] == [6000, 3000, 3000]
+    assert stats[0]["prediction"]["flags"] == [] and stats[2]["prediction"]["psi"] < 0.1
+    assert [f.split(" psi ")[0] for f in stats[2]["prediction"]["flags"]] == ["probability of 'yes'"]
     assert any(f.startswith(f"auc {stats[1]['metrics']['auc']:.3f} vs 0.940 on the test split (the probabilities "
                             "logged for 3,000 labelled rows)") for f in stats[1]["metrics"]["flags"])
     lines = [window_line({**s, "start": f"day {i}"}, ("accuracy", 0.93), None, 50) for i, s in enumerate(stats)]

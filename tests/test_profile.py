@@ -58,10 +58,17 @@ def test_the_profile_describes_the_train_split_and_the_validation_predictions(se
         assert ref["shares"] == pytest.approx(shares.to_dict()), s.name
         assert ref["unknown_share"] == 0.0 and ref["missing_rate"] == pytest.approx(train[s.name].isna().mean())
 
-    predicted = pd.Series(bundle.predict(val.drop(columns=[pre.label]).to_dict("records"))["predictions"])
-    shares = predicted.value_counts(normalize=True).reindex(pre.classes, fill_value=0.0)
+    answers = bundle.predict(val.drop(columns=[pre.label]).to_dict("records"))
+    shares = pd.Series(answers["predictions"]).value_counts(normalize=True).reindex(pre.classes, fill_value=0.0)
+    # A binary model's probabilities of its second class too (what the monitor judges the logged ones against),
+    # as float32, the form the logs hold.
+    second = np.float32(np.asarray(answers["probabilities"])[:, 1]).astype(np.float64)
+    edges = np.unique(np.quantile(second, LEVELS)[10:100:10])
     assert profile["prediction"] == {"task": "classification", "classes": pre.classes,
-                                     "shares": pytest.approx(shares.tolist())}
+                                     "shares": pytest.approx(shares.tolist()), "score": {
+                                         "edges": pytest.approx(edges.tolist()),
+                                         "shares": pytest.approx(np.bincount(bin_index(second, edges)) / len(second)),
+                                         "quantiles": pytest.approx(np.quantile(second, LEVELS).tolist())}}
 
 
 def test_a_bundle_without_a_profile_still_loads_and_predicts(served_bundle, tmp_path):  # noqa: F811
