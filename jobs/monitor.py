@@ -241,7 +241,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     logged_scores = PROBABILITIES in columns and "score" in pred     # a binary model's, against its profile's
     plan = Plan(window_ms, numeric, categorical, pred["task"],
                 [canonical(c) for c in pred.get("classes", [])] or None, pred.get("edges"),
-                pred["score"]["edges"] if logged_scores else None)
+                pred["score"]["edges"] if logged_scores else None, bundle.version)
     label_table = (read_labels(labels, plan.classes if plan.task == "classification" else None, progress)
                    if labels else None)
     progress(f"[monitor] {len(files)} log file(s), {total:,} rows, {len(numeric) + len(categorical)} feature(s)"
@@ -284,7 +284,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                              bundle.preprocessor.decision, test_auc)
         windows.append({"start": _iso(start, window_ms), "end": _iso(start + window_ms, window_ms), **stats})
     if label_table is not None:
-        joined = sum(w["metrics"]["n"] for w in windows)
+        joined = sum(w["metrics"]["n"] + w["metrics"]["other_versions"] for w in windows)
         if joined < label_table.num_rows:
             progress(f"[monitor] warning: {label_table.num_rows - joined:,} of {label_table.num_rows:,} labels in "
                      f"{labels} match no logged record (request_id, record): requests not logged (serve.log.sample), "
@@ -292,6 +292,10 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     others = _other_versions(windows, bundle.version)
     if others:
         progress(f"[monitor] note: {others}")
+    if label_table is not None and (left := sum(w["metrics"]["other_versions"] for w in windows)):
+        progress(f"[monitor] note: {left:,} labelled row(s) were answered by other version(s) than {bundle.version}: "
+                 "they are left out of the realised metrics, which judge this version by its own test scores and "
+                 "cut-off; give that version's bundle to judge its rows")
     reasons = _reasons(windows)
     report = {"format": 1, "bundle": str(bundle.path), "version": bundle.version, "logs": logs, "labels": labels,
               "window": window, "files": len(files), "skipped": skipped, "rows": total,
@@ -328,7 +332,8 @@ def _other_versions(windows: list[dict], version: str) -> Optional[str]:
     rows = sum(other.values())
     listed = ", ".join(f"{v or 'no version logged'}: {n:,}" for v, n in sorted(other.items(), key=lambda kv: -kv[1]))
     return (f"{rows:,} of {sum(served.values()):,} rows were served by other version(s) than {version} ({listed}); "
-            "they are compared with this bundle's training data like the rest (drift.json: each window's versions). "
+            "their inputs and answers are compared with this bundle's training data like the rest (drift.json: each "
+            "window's versions), their labels and probabilities are not. "
             "To judge one version alone, point --logs at the files of its time, or give that version's bundle")
 
 

@@ -137,7 +137,7 @@ def _realised(s: dict, ref_prediction: dict, thresholds, reference: Optional[tup
         pairs = sample_rows(s["pairs"])[:, 1:]
         metrics = regression_metrics(pairs[:, 0], pairs[:, 1]) if len(pairs) else {}
         n = len(pairs)
-    out = {"n": n, **metrics, "flags": []}
+    out = {"n": n, **metrics, "other_versions": int(s.get("other_versions", 0)), "flags": []}
     if reference and n >= thresholds.min_rows and reference[0] in metrics:
         name, value = reference
         if value - metrics[name] > thresholds.metric_drop:

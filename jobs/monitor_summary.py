@@ -46,6 +46,9 @@ class Plan:
     classes: Optional[list[str]]               # canonical class names (classification)
     prediction_edges: Optional[list[float]]    # regression
     score_edges: Optional[list[float]] = None  # a binary model's probability of its second class (profile "score")
+    # The version of the bundle judged: its labelled rows alone give the realised metrics and its probabilities
+    # alone are judged against its profile (another version answers by its own cut-off and model). None: all rows.
+    version: Optional[str] = None
 
 
 def _sample(keys: np.ndarray, values: np.ndarray, k: int) -> str:
@@ -110,7 +113,8 @@ def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) ->
                                                            minlength=len(plan.prediction_edges) + 1).tolist(),
                                      "sample": _sample(rng.random(len(values)), values, SAMPLE_K)}
         if plan.score_edges is not None and PROBABILITIES in names:
-            values = part[PROBABILITIES].to_numpy(zero_copy_only=False).astype(np.float64)
+            values = part.filter(_of_version(part, plan))[PROBABILITIES].to_numpy(zero_copy_only=False).astype(
+                np.float64)
             held = values[~np.isnan(values)]         # rows logged without probabilities are not counted
             summary["score"] = {"counts": np.bincount(drift.bin_index(held, plan.score_edges),
                                                       minlength=len(plan.score_edges) + 1).tolist(),
@@ -139,6 +143,9 @@ def _value_counts(column) -> dict[str, int]:
 def _label_summary(part: pa.Table, plan: Plan, rng: np.random.Generator) -> dict:
     """The labelled rows of one window: a confusion matrix (classes), or a sample of (label, prediction)."""
     labelled = part.filter(pc.is_valid(part["label"]))
+    mine = _of_version(labelled, plan)
+    others = len(labelled) - int(np.sum(mine))
+    labelled = labelled.filter(mine)
     if plan.task == "classification":
         index = {c: i for i, c in enumerate(plan.classes)}
         truth = [index.get(v, -1) for v in labelled["label"].to_pylist()]
@@ -147,13 +154,21 @@ def _label_summary(part: pa.Table, plan: Plan, rng: np.random.Generator) -> dict
         for t, p in zip(truth, predicted):
             if t >= 0 and p >= 0:
                 cm[t, p] += 1
-        out = {"confusion": cm.tolist()}
+        out = {"confusion": cm.tolist(), "other_versions": others}
         if len(plan.classes) == 2:
             out["scores"] = _scores(labelled, np.asarray(truth, dtype=np.int64))
         return out
     pairs = np.column_stack([labelled["label"].to_numpy(zero_copy_only=False).astype(np.float64),
                              labelled["prediction"].to_numpy(zero_copy_only=False).astype(np.float64)])
-    return {"pairs": _sample(rng.random(len(pairs)), pairs, PAIRS_K)}
+    return {"pairs": _sample(rng.random(len(pairs)), pairs, PAIRS_K), "other_versions": others}
+
+
+def _of_version(part: pa.Table, plan: Plan) -> np.ndarray:
+    """Which rows the judged bundle's version answered (every row where the logs name no version at all)."""
+    if plan.version is None or "model_version" not in part.column_names:
+        return np.ones(len(part), dtype=bool)
+    same = pc.equal(pc.cast(part["model_version"], pa.string()), plan.version)
+    return pc.fill_null(same, False).to_numpy(zero_copy_only=False).astype(bool)
 
 
 def _second_probability(column) -> pa.Array:
@@ -212,7 +227,7 @@ def _merge_one(a: Optional[dict], b: dict) -> dict:
             out[key] = {**a[key], **{k: a[key].get(k, 0) + v for k, v in value.items()}}
         elif key in ("counts", "confusion", "scores"):
             out[key] = (np.asarray(a[key]) + np.asarray(value)).tolist()
-        elif key == "missing":
+        elif key in ("missing", "other_versions"):
             out[key] = a[key] + value
     for values in ("sample", "pairs"):
         if values in b:

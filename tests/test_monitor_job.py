@@ -146,8 +146,13 @@ def test_labels_reveal_the_mislabelled_window(served_bundle, tmp_path, capsys): 
         logged = pq.read_table(path, columns=["request_id", "record"]).to_pandas()
         labels.append(logged.assign(label=truth))
     labels.append(pd.DataFrame({"request_id": ["never-logged"], "record": [0], "label": ["ok"]}))
-    older = write_log(logs, served_bundle, traffic(20, seed=39), day=2, name="older")   # from before probabilities
-    pq.write_table(pq.read_table(older).drop_columns(["probabilities"]), older)
+    # An earlier version's file, from before probabilities were logged, its rows labelled too.
+    older_rows = traffic(20, seed=39)
+    older = write_log(logs, served_bundle, older_rows, day=2, name="older")
+    table = pq.read_table(older).drop_columns(["probabilities"])
+    pq.write_table(table.set_column(table.column_names.index("model_version"), "model_version",
+                                    pa.array(["earlier"] * 20)), older)
+    labels.append(table.select(["request_id", "record"]).to_pandas().assign(label=older_rows["failure"].to_numpy()))
     pd.concat(labels).sample(frac=1.0, random_state=0).to_parquet(tmp_path / "labels.parquet", index=False)
 
     code, out, err, report = monitor(capsys, served_bundle, logs, tmp_path / "mon",
@@ -165,7 +170,9 @@ def test_labels_reveal_the_mislabelled_window(served_bundle, tmp_path, capsys): 
     assert all(abs(realised[d] - test_auc) < 0.1 for d in (0, 2)), (realised, test_auc)
     assert any(f.startswith("auc ") for f in report["windows"][1]["metrics"]["flags"])
     assert all(w["flagged"] == [] for w in report["windows"])
-    assert "warning: 1 of 901 labels" in out + err
+    assert "warning: 1 of 921 labels" in out + err
+    assert ("[monitor] note: 20 labelled row(s) were answered by other version(s) than "
+            f"{report['version']}: they are left out of the realised metrics") in out
     assert ("[monitor] note: 1 of 4 log file(s) (20 rows) hold no probabilities (written before they were logged): "
             "the realised ROC-AUC is of the rest") in out
     assert "accuracy" in out.strip().splitlines()[-1] and report["windows"][1]["start"] in out.strip().splitlines()[-1]
@@ -276,8 +283,17 @@ def test_regression_windows_without_ray(tmp_path):
     from jobs.monitor import _other_versions
     assert [s["versions"] for s in stats] == [{"v1": 4000, "v0": 4000}, {"v1": 4000}]
     assert _other_versions(stats, "v1").startswith("4,000 of 12,000 rows were served by other version(s) than v1 "
-                                                   "(v0: 4,000); they are compared with this bundle's training data")
+                                                   "(v0: 4,000); their inputs and answers are compared with this bundle's "
+                                                   "training data like the rest")
     assert _other_versions(stats[1:], "v1") is None
+    # The realised metrics are of the judged version's rows alone: v0 answered by its own model (a helper's monitor
+    # judged an earlier version's rows by the new bundle's cut-off target, and said retrain).
+    from dataclasses import replace
+    parts = summarise_files(pa.table({"path": paths}), replace(plan, version="v1"), columns, pafs.LocalFileSystem(),
+                            pa.concat_tables(labels))
+    first = json.loads(merge(parts.to_pandas().query("window == window.min()"))["summary"][0])
+    realised = window_stats(first, profile, drift.Thresholds(), 1, reference)["metrics"]
+    assert (realised["n"], realised["other_versions"]) == (4000, 4000)
     # A row whose version was not logged is not one of the given bundle's either: counted, and said so.
     from jobs.monitor_summary import summarise
     rows = pa.table({"request_id": ["a", "b", "c"], "record": pa.array([0, 0, 0], pa.int32()),
