@@ -157,6 +157,13 @@ def shortfall(cm: Any, d: Optional[dict]) -> Optional[tuple[str, float, int, int
     return (d["measure"], value, int(cm[i, i]), of) if of and value < float(d["target"]) else None
 
 
+def shortfall_chance(hit: int, of: int, target: float) -> float:
+    """How often a cut-off that truly meets `target` reads `hit` of `of` or fewer on a sample of `of` (the one-sided
+    binomial p): at a true recall of 0.9, 22 of 25 or fewer in 46 % of samples; 17 of 25 in under 1 %."""
+    from scipy.stats import binom
+    return float(binom.cdf(hit, of, min(max(float(target), 0.0), 1.0)))
+
+
 def cut_text(d: dict, how: str = "") -> str:
     """The cut-off as every message says it: "P('yes') >= 0.312 (min_recall 0.9)"; `how` replaces the rule."""
     return f"P({d['positive']!r}) >= {float(d['threshold']):.6g} ({how or d['rule']})"

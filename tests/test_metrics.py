@@ -246,9 +246,22 @@ def test_a_cut_off_that_falls_short_of_its_target_on_the_test_split_is_said():
     metrics = {"val": {}, "test": {"accuracy": 0.5, "confusion_matrix": [[69, 13], [250, 267]]}, "decision": cut}
     assert format_metrics(metrics, ["default", "current"]).splitlines()[-2] == (
         "[evaluate] note: on the test split the cut-off's recall of 'default' is 0.841 (69 of 82), below the "
-        "min_recall 0.85 it was chosen for on the validation split: a cut-off that just meets a target on one "
-        "sample often falls short on another; for a margin ask for more (say min_recall 0.9) or give the "
-        "validation split more rows (data.split.val)")
+        "min_recall 0.85 it was chosen for on the validation split: with 82 to count, a cut-off that meets 0.85 "
+        "reads this low in 46% of samples; more rows in the validation and test splits (data.split) would tell")
+    # Beyond chance: ask for more, while there is more to ask for; at min_recall 1 the model is what to change
+    # (a walkthrough was told "say min_recall 1" at min_recall 1, its test recall 18 of 22 at every rule).
+    metrics["test"]["confusion_matrix"] = [[60, 22], [250, 267]]
+    assert format_metrics(metrics, ["default", "current"]).splitlines()[-2].endswith(
+        "(60 of 82), below the min_recall 0.85 it was chosen for on the validation split, lower than chance "
+        "explains (p 0.004): a cut-off that just meets a target on one sample often falls short on another; for a "
+        "margin ask for more (say min_recall 0.9) or give the validation split more rows (data.split.val)")
+    metrics["decision"] = {**cut, "rule": "min_recall 1", "target": 1.0}
+    metrics["test"]["confusion_matrix"] = [[18, 4], [100, 117]]
+    assert format_metrics(metrics, ["default", "current"]).splitlines()[-2].endswith(
+        "lower than chance explains (p 0): no cut-off chosen on the validation split reaches 1 on the test split: "
+        "the model ranks some 'default' rows below rows of the other class; a better model (features, "
+        "train.epochs, a search) rather than a stricter rule")
+    metrics["decision"] = cut
     metrics["test"]["confusion_matrix"] = [[70, 12], [250, 267]]                       # 0.854: met, no note
     assert "note" not in format_metrics(metrics, ["default", "current"])
     metrics["decision"] = {**cut, "rule": "min_precision 0.3", "measure": "precision", "target": 0.3}   # 0.219

@@ -504,7 +504,20 @@ def test_labelled_rows_are_judged_by_the_rule_the_cut_off_was_chosen_for():
     _policy(low, np.array([[267, 113], [250, 270]]), cut, drift.Thresholds())
     assert low["positive_recall"] == pytest.approx(267 / 380) and low["positive_precision"] == pytest.approx(267 / 517)
     assert low["flags"] == ["recall of 'default' 0.703 (267 of 380) below the min_recall 0.85 its cut-off was "
-                            "chosen for"]
+                            "chosen for (p 2e-13)"]
+    # A window of 300 labels holds 25 defaulters: a cut-off meeting 0.85 reads 21 of 25 (0.84) or fewer in 53 % of
+    # such windows; not flagged (said on the window's line). 15 of 25 is.
+    within = {"n": 300, "flags": []}
+    _policy(within, np.array([[21, 4], [60, 215]]), cut, drift.Thresholds())
+    assert within["flags"] == [] and within["shortfall_p"] == pytest.approx(0.53, abs=0.01)
+    from jobs.monitor_stats import window_line
+    line = window_line({"start": "day 0", "n": 300, "judged": True, "flagged": [], "prediction": {"flags": []},
+                        "metrics": within}, None, cut, 50)
+    assert line.endswith("nothing flagged; recall of 'default' 0.840 (min_recall 0.85; short of it within chance, "
+                         "p 0.53)"), line
+    beyond = {"n": 300, "flags": []}
+    _policy(beyond, np.array([[15, 10], [60, 215]]), cut, drift.Thresholds())
+    assert beyond["flags"] and beyond["shortfall_p"] < 0.01
     met = {"n": 900, "flags": []}
     _policy(met, np.array([[167, 13], [250, 470]]), cut, drift.Thresholds())
     assert met["flags"] == [] and met["positive_recall"] == pytest.approx(167 / 180)
