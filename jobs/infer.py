@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster.errors import BadInput
-from jobs.spelling import YES_NO, how_alike, look_alike, placeholder_note, placeholders
+from jobs.spelling import DATE, YES_NO, how_alike, look_alike, placeholder_note, placeholders, written_dates
 from jobs.spec import DataSpec
 
 # Labels with at most this many distinct integral values are taken as classes when data.task is omitted.
@@ -414,36 +414,17 @@ def _some(facts: dict) -> str:
     return ", ".join(repr(v) for v in values)
 
 
-def written_dates(column: str, facts: dict) -> Optional[str]:
-    """A text column of dates or times ('04.11.2024'), said as a Parquet timestamp is: as categories, every date
-    after training is one the model never saw (a bank's fresh rows: 1,500 of 1,500 unseen)."""
-    seen = facts.get("first", []) + sorted(facts["not_numbers"]) if facts["capped"] else list(facts["distinct"])
-    seen = [v for v in dict.fromkeys(seen) if isinstance(v, str)]
-    if len(seen) < 2 or not all(_is_date(v) for v in seen):
-        return None
-    return (f"column {column!r} holds dates or times written as text (values such as {', '.join(map(repr, seen[:3]))}"
-            "): as categories, every date after training would be one the model never saw. Derive a number from "
-            "it in the data (days before a reference date, a weekday), or list it under data.features.exclude")
-
-
-def _is_date(text: str) -> bool:
-    """A date beyond doubt: a 4-digit year first or last, a month and a day in range (not '2.1.0', '555-12-1234')."""
-    parts = [int(p) for p in re.split(r"[-/.]", text.strip().split()[0].split("T")[0])] if _DATE.match(text) else []
-    if len(parts) != 3 or 4 not in (len(str(parts[0])), len(str(parts[2]))):
-        return False
-    day_month = parts[1:] if len(str(parts[0])) == 4 else parts[:2]
-    return all(1 <= p <= 31 for p in day_month) and min(day_month) <= 12
-
-
 def _stray_values(column: str, facts: dict) -> str:
     others = facts["filled"] - facts["numbers"]
+    # A lab's '<0.2' or '>250' (beyond what it measures), emptied as told, was imputed with the median: 20x off.
+    limits = [v for v in facts["not_numbers"] if isinstance(v, str) and _LIMIT.match(v)]
+    limit = (f"; a value beyond a measuring limit ({', '.join(map(repr, sorted(limits)[:2]))}) is better written as "
+             "the limit itself (0.2 for '<0.2') than left empty, which imputes the column's median") if limits else ""
     return (f"column {column!r} holds numbers but for {others} of its {facts['filled']} filled cell(s) (values such as "
-            f"{_some(facts)}), so it reads as text. Fix those cells, or leave them empty for a missing value")
+            f"{_some(facts)}), so it reads as text. Fix those cells, or leave them empty for a missing value{limit}")
 
 
-# A text cell that reads as a date or a time: 12/05/2022, 27.09.2026 00:44, 2026-09-27T00:44:00Z.
-_DATE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
-                   r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[-+]\d{2}:?\d{2})?)?\s*$")
+_LIMIT = re.compile(r"^\s*(<=?|>=?|≤|≥)\s*[-+]?(\d+\.?\d*|\.\d+)\s*$")
 
 
 def feature_notes(numeric: list[str], categorical: list[str], facts: dict,
@@ -460,7 +441,7 @@ def feature_notes(numeric: list[str], categorical: list[str], facts: dict,
             dates = (f"; its values look like dates or times ({', '.join(map(repr, first))}), which trainyard "
                      "does not read: derive a number from them in the data (days before a reference date, a "
                      "weekday), or list it under data.features.exclude") if first and all(
-                         isinstance(v, str) and _DATE.match(v) for v in first) else ""
+                         isinstance(v, str) and DATE.match(v) for v in first) else ""
             count = f"more than {MAX_INFERRED_CLASSES * 5}" if distinct is None else str(distinct)
             notes.append(f"column {c!r} has {count} distinct values: as a category, the {max_categories} most "
                          "frequent are kept (data.preprocess.max_categories) and the rest are one unknown category"

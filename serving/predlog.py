@@ -27,6 +27,7 @@ killed writer left, never one another live replica is writing.
 """
 from __future__ import annotations
 
+import difflib
 import fcntl
 import glob
 import itertools
@@ -69,9 +70,14 @@ def check_log_settings(schema: dict, log: Optional[dict]) -> None:
         return
     wrong = excluded_not_features(schema, log.get("exclude") or [])
     if wrong:
-        raise ValueError(f"serve.log.exclude names {wrong}, which the bundle does not have as input features, so "
-                         f"they would not be left out of the logs; its features are "
-                         f"{[f['name'] for f in schema['features']]}")
+        # Said so a privacy reader does not take it the other way: a field that is no feature is never logged.
+        features = [f["name"] for f in schema["features"]]
+        near = {w: m[0] for w in wrong if (m := difflib.get_close_matches(w, features, n=1, cutoff=0.6))}
+        meant = " Did you mean " + ", ".join(f"{m!r} for {w!r}" for w, m in near.items()) + "?" if near else ""
+        raise ValueError(f"serve.log.exclude names {wrong}, which the bundle does not have as input features: only "
+                         "features are logged, so a field that is not one never reaches a log file, while a "
+                         f"misspelt feature would stay in every one.{meant} Remove it, or fix the spelling; its "
+                         f"features are {features}")
 
 
 def arrow_schema(schema: dict, watched: list[Watched]):

@@ -469,6 +469,6 @@ def test_dates_written_as_text_are_refused_but_versions_and_codes_are_not_taken_
     with pytest.raises(DataError, match=r"^column 'applied' holds dates or times written as text \(values such as "
                                         r"'\d\d.11.2024', "):
         infer_features(table.schema, ["firmware", "applied"], data, facts, {})
-    from jobs.infer import _is_date
+    from jobs.spelling import is_date as _is_date
     assert [_is_date(v) for v in ("555-12-1234", "2024-11-04 10:00", "12/31/2024", "13/13/2024")] == [
         False, True, True, False]

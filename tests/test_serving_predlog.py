@@ -194,6 +194,21 @@ def test_class_labels_are_logged_as_the_canonical_strings_the_monitor_matches(tm
         assert _strings(values).to_pylist() == [canonical(v) for v in values], values
 
 
+def test_an_exclude_that_names_no_feature_says_what_it_means_for_the_logs():
+    """A hospital analyst excluding 'patient_id' (not a feature) read "so they would not be left out of the logs"
+    as a leak: a field that is not a feature is never logged; a misspelt feature is what would be."""
+    from serving.predlog import check_log_settings
+
+    with pytest.raises(ValueError) as err:
+        check_log_settings(SCHEMA, {"exclude": ["patient_id", "emial"]})
+    assert str(err.value) == (
+        "serve.log.exclude names ['patient_id', 'emial'], which the bundle does not have as input features: only "
+        "features are logged, so a field that is not one never reaches a log file, while a misspelt feature would "
+        "stay in every one. Did you mean 'email' for 'emial'? Remove it, or fix the spelling; its features are "
+        "['rpm', 'email']")
+    check_log_settings(SCHEMA, {"exclude": ["email"]})
+
+
 def test_a_classifiers_probabilities_are_logged_in_the_order_of_its_classes(tmp_path):
     """Ray-free: each record's probabilities (what the monitor's realised AUC is computed from) in a list<float32>
     column beside its class; a request logged without them gets nulls; a regression log has no such column."""

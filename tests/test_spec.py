@@ -860,3 +860,26 @@ def test_placeholders_for_a_missing_value_taken_for_categories_or_a_class_are_sa
            "(na_values=[...] when saving the file again)" in notes
     assert any(n.startswith("note: column 'purpose' holds '-' among its categories") for n in notes), notes
     assert not any("e-bike" in n for n in notes)
+
+
+def test_a_value_beyond_a_measuring_limit_is_told_to_be_written_as_the_limit(tmp_path):
+    """A lab's '<0.2' and '>250' in a numeric column: 'leave them empty' alone, followed, imputed the median (4.27
+    for a value under 0.2); the limit itself is what to write. Before Ray (`validate`)."""
+    import pandas as pd
+
+    from jobs import precheck
+
+    n = 200
+    frame = pd.DataFrame({"crp": [str(1 + i % 40) for i in range(n)], "age": [30 + i % 40 for i in range(n)],
+                          "y": ["yes", "no", "no", "no"] * 50})
+    frame.loc[[3, 8], "crp"] = ["<0.2", "> 250"]
+    (tmp_path / "d").mkdir()
+    frame.to_csv(tmp_path / "d" / "labs.csv", index=False)
+    spec = validate_spec({"name": "c", "data": {"path": str(tmp_path / "d"), "label": "y"}})
+    [problem] = precheck.problems(spec)[1]
+    assert ("Fix those cells, or leave them empty for a missing value; a value beyond a measuring limit ('<0.2', "
+            "'> 250') is better written as the limit itself (0.2 for '<0.2') than left empty, which imputes the "
+            "column's median") in problem, problem
+    frame.loc[[3, 8], "crp"] = ["?", "n.a."]                                 # no limit: no such advice
+    frame.to_csv(tmp_path / "d" / "labs.csv", index=False)
+    assert "measuring limit" not in precheck.problems(spec)[1][0]

@@ -326,6 +326,11 @@ def test_the_start_line_says_which_given_settings_a_search_does_not_use():
     assert "grid search, 2 trial(s) (tune.samples, tune.seed not used by a grid search)" in describe_search(grid)
     assert "not used" not in describe_search(_spec({"search": "grid", "lr": {"choice": [0.1]}}))
     assert "(tune.grid_points not used by a random search)" in describe_search(_spec({"grid_points": 5}))
+    # Without a scheduler, a trial's own train.early_stop still stops it: the line said "no early stopping" above
+    # trials marked early_stopped.
+    assert ", no scheduler (each trial's train.early_stop (patience 5) still applies), " in describe_search(
+        _spec({"scheduler": "none"}))
+    assert ", no scheduler (no early stopping), " in describe_search(_spec({"scheduler": "none"}, early_stop=None))
 
 
 def test_a_trial_tune_restarts_is_said_with_its_cause_and_its_traceback_kept_at_once(tmp_path):

@@ -54,7 +54,10 @@ def trial_end_line(trial_id: str, epoch: Optional[int], epochs: int, error: Opti
 def describe_search(spec: JobSpec) -> str:
     t = spec.tune
     n = space.trial_count(spec)
-    sched = "no early stopping" if t.scheduler == "none" or t.scheduler.asha is None else (
+    # "no early stopping" above trials that then stopped early (by their own train.early_stop) read as a fault.
+    own = (f"each trial's train.early_stop (patience {spec.train.early_stop.patience}) still applies"
+           if spec.train.early_stop is not None else "no early stopping")
+    sched = f"no scheduler ({own})" if t.scheduler == "none" or t.scheduler.asha is None else (
         f"ASHA grace {t.scheduler.asha.grace_period}, reduction {t.scheduler.asha.reduction_factor:g}")
     # Settings the spec gives that this kind of search has no use for: said, not silently dropped.
     unused = ([f for f in ("samples", "seed") if f in t.model_fields_set] if t.search == "grid"
