@@ -255,6 +255,12 @@ def flagged(ref_feature: Mapping, stats: Mapping, thresholds: Thresholds, n_feat
     unknown, ref_unknown = stats.get("unknown_rate"), ref_feature.get("unknown_share", 0.0)
     if present >= thresholds.min_rows and unknown is not None and unknown - ref_unknown > thresholds.unknown_rate:
         reasons.append(f"unknown categories {unknown:.2f} vs {ref_unknown:.2f}")
+    # A number's values past its training range: a lab that changed units at one site of several moved 6 % of a
+    # day's values 30-100x and no PSI reached 0.2 (the deciles' top bin holds them with the rest); judged by the
+    # unknown-category threshold, their counterpart for numbers (the train split holds none by definition).
+    outside = stats.get("outside_rate")
+    if present >= thresholds.min_rows and outside is not None and outside > thresholds.unknown_rate:
+        reasons.append(f"outside the training range {outside:.2f} ({stats['outside']:,} of {present:,})")
     return reasons
 
 

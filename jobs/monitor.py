@@ -39,6 +39,7 @@ from jobs.fitted import pull_shuffle
 from jobs.monitor_stats import reference_auc, reference_metric, window_line, window_stats
 from jobs.monitor_summary import Plan, merge, summarise_files
 from jobs.spec import window_seconds
+from jobs.tabular import range_bounds, training_ranges
 from jobs.watched import FEATURE_PREFIX, PROBABILITIES
 
 EXIT_RETRAIN = 3
@@ -241,7 +242,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     logged_scores = PROBABILITIES in columns and "score" in pred     # a binary model's, against its profile's
     plan = Plan(window_ms, numeric, categorical, pred["task"],
                 [canonical(c) for c in pred.get("classes", [])] or None, pred.get("edges"),
-                pred["score"]["edges"] if logged_scores else None, bundle.version)
+                pred["score"]["edges"] if logged_scores else None, bundle.version,
+                {name: range_bounds(lo, hi) for name, lo, hi in training_ranges(bundle.preprocessor) if name in numeric})
     label_table = (read_labels(labels, plan.classes if plan.task == "classification" else None, progress)
                    if labels else None)
     progress(f"[monitor] {len(files)} log file(s), {total:,} rows, {len(numeric) + len(categorical)} feature(s)"

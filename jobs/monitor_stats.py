@@ -35,6 +35,9 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
             on_sample = drift.numeric_drift(ref, sample)
             stats.update(ks=on_sample["ks"], ks_p=on_sample["ks_p"])
         stats.update(kind="numeric", ks_sample=len(sample), counts=s["counts"])
+        if "outside" in s:       # past the train split's range (as /predict's out_of_range): a unit changed
+            present = int(np.sum(s["counts"]))
+            stats.update(outside=int(s["outside"]), outside_rate=s["outside"] / present if present else None)
         features[name] = stats
     for name, s in summary["categorical"].items():
         ref = profile["categorical"][name]

@@ -49,6 +49,8 @@ class Plan:
     # The version of the bundle judged: its labelled rows alone give the realised metrics and its probabilities
     # alone are judged against its profile (another version answers by its own cut-off and model). None: all rows.
     version: Optional[str] = None
+    # feature → (low, high): past these a value is outside the train split's range (`jobs.tabular.range_bounds`)
+    ranges: Optional[dict[str, tuple[float, float]]] = None
 
 
 def _sample(keys: np.ndarray, values: np.ndarray, k: int) -> str:
@@ -99,6 +101,9 @@ def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) ->
             counts = np.bincount(drift.bin_index(seen, edges), minlength=len(edges) + 1)
             summary["numeric"][name] = {"counts": counts.tolist(), "missing": int(len(values) - len(seen)),
                                         "sample": _sample(rng.random(len(seen)), seen, SAMPLE_K)}
+            if plan.ranges and name in plan.ranges:
+                low, high = plan.ranges[name]
+                summary["numeric"][name]["outside"] = int(np.sum((seen < low) | (seen > high)))
         for name in plan.categorical:
             if FEATURE_PREFIX + name in names:
                 column = pc.cast(part[FEATURE_PREFIX + name], pa.string())
@@ -227,7 +232,7 @@ def _merge_one(a: Optional[dict], b: dict) -> dict:
             out[key] = {**a[key], **{k: a[key].get(k, 0) + v for k, v in value.items()}}
         elif key in ("counts", "confusion", "scores"):
             out[key] = (np.asarray(a[key]) + np.asarray(value)).tolist()
-        elif key in ("missing", "other_versions"):
+        elif key in ("missing", "other_versions", "outside"):
             out[key] = a[key] + value
     for values in ("sample", "pairs"):
         if values in b:

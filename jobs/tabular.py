@@ -226,6 +226,11 @@ def training_ranges(pre: Any) -> list[tuple[str, float, float]]:
 RANGE_MARGIN = 0.1
 
 
+def range_bounds(lo: float, hi: float) -> tuple[float, float]:
+    """The values beyond which a number counts as outside a train split's [lo, hi] (by RANGE_MARGIN of it)."""
+    return lo - RANGE_MARGIN * (hi - lo), hi + RANGE_MARGIN * (hi - lo)
+
+
 def outside_range(ranges: list[tuple[str, float, float]], records: list[dict]) -> list[dict]:
     """The numeric values of `records` beyond the range the train split held (`training_ranges`) by more than
     RANGE_MARGIN of it, in record order: [{"record": i, "field", "value", "trained_on": [min, max]}]. The model
@@ -233,7 +238,7 @@ def outside_range(ranges: list[tuple[str, float, float]], records: list[dict]) -
     million days). Values that are not finite numbers are not judged here (the request checks and the model's
     output check answer them)."""
     found = []
-    bounds = [(name, lo, hi, lo - RANGE_MARGIN * (hi - lo), hi + RANGE_MARGIN * (hi - lo)) for name, lo, hi in ranges]
+    bounds = [(name, lo, hi, *range_bounds(lo, hi)) for name, lo, hi in ranges]
     for i, record in enumerate(records):
         for name, lo, hi, low, high in bounds:
             v = record.get(name)

@@ -598,3 +598,43 @@ def test_a_binary_models_realised_auc_comes_from_its_logged_probabilities_withou
     assert f"; auc {stats[0]['metrics']['auc']:.3f} on 6000 of them (logged with probabilities)" in lines[0]
     assert "auc drop" in lines[1] and f"; auc {stats[1]['metrics']['auc']:.3f}" in lines[1]
     assert reference_auc({"test": {"accuracy": 0.9}}) is None and reference_auc({}) is None
+
+
+def test_values_past_the_training_range_are_flagged_where_psi_stays_low_without_ray(tmp_path):
+    """One site of several sending a lab value in other units (x 50): 8 % of a day's values far past anything
+    trained on, which the deciles' top bin absorbs (psi under 0.2: a walkthrough's creatinine went unflagged with
+    109 such rows of 1,806); counted against the train split's range, as /predict's out_of_range, and flagged."""
+    import pyarrow.fs as pafs
+
+    from jobs import drift
+    from jobs.monitor_stats import window_stats
+    from jobs.monitor_summary import Plan, merge, summarise_files
+    from jobs.profile import summarise as reference_of
+    from jobs.tabular import range_bounds
+
+    rng = np.random.default_rng(9)
+    train = rng.normal(1.0, 0.2, 5000)
+    ref = reference_of(train)
+    profile = {"numeric": {"creatinine": {**ref, "missing_rate": 0.0}}, "categorical": {},
+               "prediction": {"task": "regression", **{k: ref[k] for k in ("edges", "shares", "quantiles")}}}
+    paths = []
+    for day, other_units in ((0, 0.0), (1, 0.08)):
+        n = 2000
+        values = rng.normal(1.0, 0.2, n)
+        values[: int(n * other_units)] *= 50                       # µmol/L where mg/dL was trained on (x ~88)
+        path = tmp_path / f"part-{day}.parquet"
+        pq.write_table(pa.table({
+            "request_id": pa.array([f"d{day}-{j}" for j in range(n)]), "record": pa.array(np.zeros(n, np.int32)),
+            "time": pa.array([DAY0 + timedelta(days=day, seconds=j) for j in range(n)], pa.timestamp("ms", tz="UTC")),
+            "prediction": pa.array(rng.normal(0, 1, n)), "feature.creatinine": pa.array(values)}), path)
+        paths.append(str(path))
+    plan = Plan(86_400_000, {"creatinine": ref["edges"]}, {}, "regression", None, ref["edges"],
+                ranges={"creatinine": range_bounds(float(train.min()), float(train.max()))})
+    parts = summarise_files(pa.table({"path": paths}), plan, ["request_id", "record", "time", "prediction",
+                                                              "feature.creatinine"], pafs.LocalFileSystem())
+    windows = [json.loads(merge(group)["summary"][0]) for _, group in parts.to_pandas().groupby("window")]
+    before, after = (window_stats(w, profile, drift.Thresholds(), 1, None)["features"]["creatinine"]
+                     for w in windows)
+    assert (before["outside"], before["flags"]) == (0, [])
+    assert after["psi"] < 0.2 and after["outside"] == 160 and after["outside_rate"] == pytest.approx(0.08)
+    assert after["flags"] == ["outside the training range 0.08 (160 of 2,000)"], after["flags"]
