@@ -211,5 +211,7 @@ def test_versions_of_other_cut_offs_are_said_with_what_each_flags(versions, tmp_
         "recall", "v3", "precision", "v3", "recall", "v1", "precision", "v1"], head
     north = labelled[labelled["site"] == "north"]                  # the rows scored: a label of the model's classes
     row = out[out.index(head) + 1].split()
-    assert row[:3] == ["[evaluate]", "north", f"({int((rows.dropna(subset=['y'])['site'] == 'north').sum())})"]
-    assert row[3:5] == ["1.0000", f"{(north['y'] == 'yes').mean():.4f}"]        # v3 flags every row
+    # Each slice says how many rows of the positive class its recall rests on.
+    assert row[:5] == ["[evaluate]", "north", f"({int((rows.dropna(subset=['y'])['site'] == 'north').sum())},",
+                       str(int((north["y"] == "yes").sum())), "'yes')"], row
+    assert row[5:7] == ["1.0000", f"{(north['y'] == 'yes').mean():.4f}"]        # v3 flags every row

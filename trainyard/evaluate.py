@@ -296,7 +296,8 @@ def _of_class(scores: dict, bundle, positive) -> dict:
     i = order.index(canonical(positive)) if canonical(positive) in order else None
     held = sum(cm[i]) if cm and i is not None else 0
     flagged = sum(row[i] for row in cm) if cm and i is not None else 0
-    return {"recall": cm[i][i] / held if held else None, "precision": cm[i][i] / flagged if flagged else None}
+    return {"recall": cm[i][i] / held if held else None, "precision": cm[i][i] / flagged if flagged else None,
+            "held": held}
 
 
 def _slices(names, bundles, table, label: str, by: str, path: str, score) -> list[str]:
@@ -321,7 +322,9 @@ def _slices(names, bundles, table, label: str, by: str, path: str, score) -> lis
         cells = [s.get(k) for s in scored for k in keys]
         # A value cut to fit is marked cut ("2025-05-14 21:" read as an hour of its own)
         shown = value if len(value) <= 19 else value[:18] + "…"
-        lines.append(f"[evaluate]   {(shown + f' ({n})'):<26}" + "".join(f"{_shown(c):>{width}}" for c in cells))
+        # A slice's recall of 8 of 11 positives read as 0.7273, its 104 rows beside it: how many it rests on.
+        held = f", {scored[0]['held']} {decision['positive']!r}" if decision else ""
+        lines.append(f"[evaluate]   {(shown + f' ({n}{held})'):<26}" + "".join(f"{_shown(c):>{width}}" for c in cells))
     if len(counts) > MOST_SLICES:
         lines.append(f"[evaluate]   ... {len(counts) - MOST_SLICES} more value(s) of {by}, "
                      f"{int(counts.iloc[MOST_SLICES:].sum()):,} row(s), not shown")
