@@ -5,7 +5,7 @@ a plain single-process baseline (pandas + the same `jobs.drift` functions), in o
         [--parallelism 1,2,4,0] [--bundle runs/machine-failure] [--repeat 2]
 
 The logs are generated in the format `serve.log` writes (request_id, record, time, model_version, prediction,
-feature.<name>; zstd Parquet, one file per rotation), from the telemetry generator, with the bundle's own
+probabilities, feature.<name>; zstd Parquet, one file per rotation), from the telemetry generator, with the bundle's own
 predictions; the last day's air temperature is shifted by 3 standard deviations so there is something to find.
 Without --bundle a small machine-failure bundle is trained first (2 epochs; not timed).
 
@@ -13,8 +13,8 @@ Timed: the whole `jobs.monitor.run_monitor` (listing and footers, the Ray Data j
 drift.json and the report), with Ray already started. Parallelism P reads the logs as P blocks and runs at most
 P summary tasks at once (`override_num_blocks`, `concurrency`); 0 leaves both to Ray Data. The baseline reads
 every file with pandas, floors the times to windows and runs `numeric_drift` (KS on every value, not a sample),
-`categorical_drift`, `prediction_drift` and `flagged` per window and feature: what a user would write without
-Ray.
+`categorical_drift`, `prediction_drift` (and `numeric_drift` of the probability of the second class) and
+`flagged` per window and feature: what a user would write without Ray.
 """
 from __future__ import annotations
 
@@ -68,7 +68,9 @@ def write_logs(bundle_dir: Path, folder: Path, rows: int, files: int, days: int)
     times = DAY0_MS + np.sort(np.random.default_rng(7).uniform(0, days * DAY_MS, rows)).astype(np.int64)
     last_day = times >= DAY0_MS + (days - 1) * DAY_MS
     df.loc[last_day, "air_temp_k"] += 3 * df["air_temp_k"].std()
-    predictions = np.asarray(bundle.predict_frame(df)["predictions"], dtype=object)
+    answers = bundle.predict_frame(df)
+    predictions = np.asarray(answers["predictions"], dtype=object)
+    probabilities = np.asarray(answers["probabilities"], dtype=np.float32)
     folder.mkdir(parents=True, exist_ok=True)
     for i, part in enumerate(np.array_split(np.arange(rows), files)):
         chunk = df.iloc[part]
@@ -76,7 +78,8 @@ def write_logs(bundle_dir: Path, folder: Path, rows: int, files: int, days: int)
                    "record": pa.array(np.zeros(len(part), np.int32)),
                    "time": pa.array(times[part], pa.timestamp("ms", tz="UTC")),
                    "model_version": pa.array([bundle.version] * len(part), pa.string()),
-                   "prediction": pa.array(predictions[part].tolist(), pa.string())}
+                   "prediction": pa.array(predictions[part].tolist(), pa.string()),
+                   "probabilities": pa.array(probabilities[part].tolist(), pa.list_(pa.float32()))}
         for s in pre.numeric:
             columns[f"feature.{s.name}"] = pa.array(chunk[s.name].to_numpy(np.float64), from_pandas=True)
         for s in pre.categorical:
@@ -110,6 +113,10 @@ def plain_baseline(bundle_dir: Path, folder: Path, window_ms: int = DAY_MS) -> t
             if drift.flagged(ref, stats, thresholds, n_features):
                 flagged.append((window, name))
         drift.prediction_drift(profile["prediction"], part["prediction"].value_counts().to_dict())
+        if "score" in profile["prediction"]:        # the probability of the second class, as the monitor judges it
+            score = np.array([p[1] for p in part["probabilities"]], dtype=np.float64)
+            drift.flagged(profile["prediction"]["score"], drift.numeric_drift(profile["prediction"]["score"], score),
+                          thresholds, 1)
     return time.perf_counter() - t0, len(df), flagged
 
 

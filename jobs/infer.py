@@ -419,7 +419,8 @@ def _stray_values(column: str, facts: dict) -> str:
     # A lab's '<0.2' or '>250' (beyond what it measures), emptied as told, was imputed with the median: 20x off.
     limits = [v for v in facts["not_numbers"] if isinstance(v, str) and _LIMIT.match(v)]
     limit = (f"; a value beyond a measuring limit ({', '.join(map(repr, sorted(limits)[:2]))}) is better written as "
-             "the limit itself (0.2 for '<0.2') than left empty, which imputes the column's median") if limits else ""
+             "the limit itself (0.2 for '<0.2') than left empty, which imputes it (data.preprocess.impute: the median by "
+             "default)") if limits else ""
     return (f"column {column!r} holds numbers but for {others} of its {facts['filled']} filled cell(s) (values such as "
             f"{_some(facts)}), so it reads as text. Fix those cells, or leave them empty for a missing value{limit}")
 

@@ -11,6 +11,7 @@ arithmetic; so it is a test-only dependency, the oracle these are checked agains
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import numpy as np
@@ -115,6 +116,18 @@ def binned_auc(negatives, positives) -> float:
         return float("nan")
     below = np.cumsum(neg) - neg            # negatives in the lower bins
     return float((pos * (below + 0.5 * neg)).sum() / (n_neg * n_pos))
+
+
+def auc_shortfall_chance(reference: float, auc: float, positives: int, negatives: int) -> float:
+    """How often a model whose true ROC-AUC is `reference` reads `auc` or lower on `positives` and `negatives`
+    (one-sided, normal approximation with Hanley and McNeil's standard error at `reference`): at a 10 % base rate
+    a model of 0.85 read 0.80 or lower in a fifth of 100-row windows, which a fixed drop alone called a retrain."""
+    from scipy.stats import norm
+
+    a = min(max(float(reference), 1e-6), 1 - 1e-6)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    variance = (a * (1 - a) + (positives - 1) * (q1 - a * a) + (negatives - 1) * (q2 - a * a)) / (positives * negatives)
+    return float(norm.cdf((auc - a) / math.sqrt(max(variance, 1e-12))))
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, loss: Optional[float] = None,

@@ -240,6 +240,9 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                      f"judged on the {has_rows:,} rows that hold it")
     pred = profile["prediction"]
     logged_scores = PROBABILITIES in columns and "score" in pred     # a binary model's, against its profile's
+    if PROBABILITIES in columns and "score" not in pred and len(pred.get("classes") or []) == 2:
+        progress(f"[monitor] note: {bundle.path} has no profile of its probabilities (written before they were "
+                 "profiled), so the logged ones are not judged for drift; a bundle trained by this trainyard has it")
     plan = Plan(window_ms, numeric, categorical, pred["task"],
                 [canonical(c) for c in pred.get("classes", [])] or None, pred.get("edges"),
                 pred["score"]["edges"] if logged_scores else None, bundle.version,
@@ -252,7 +255,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     scored = label_table is not None and len(plan.classes or []) == 2
     if scored and PROBABILITIES not in columns:
         progress("[monitor] note: the logs hold no probabilities (written by a trainyard from before they were "
-                 "logged), so the labels give accuracy and the cut-off's recall, not the realised ROC-AUC")
+                 "logged), so the labels give accuracy" + (" and the cut-off's recall" if bundle.preprocessor.decision
+                                                           else "") + ", not the realised ROC-AUC")
     elif scored and columns[PROBABILITIES][0] < len(files):
         has_files, has_rows = columns[PROBABILITIES]
         progress(f"[monitor] note: {len(files) - has_files} of {len(files)} log file(s) ({total - has_rows:,} rows) "

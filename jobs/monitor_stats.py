@@ -87,8 +87,12 @@ def _policy(metrics: dict, cm: np.ndarray, decision: dict, thresholds) -> None:
         # Flagged when chance does not explain it: a window holds a few positives (a helper's 300 labels held
         # 21-32), and a model that meets a recall of 0.9 exactly reads below it in about half of such windows.
         what, value, hit, of = short
-        metrics["shortfall_p"] = chance = shortfall_chance(hit, of, decision["target"])
-        if metrics["n"] >= thresholds.min_rows and chance < thresholds.p_value:
+        chance = shortfall_chance(hit, of, decision["target"])
+        if metrics["n"] < thresholds.min_rows:          # too few labels to judge: neither flagged nor "chance"
+            return
+        metrics["shortfall"] = {"measure": what, "value": value, "hits": hit, "of": of, "p": chance,
+                                "flagged": chance < thresholds.p_value}
+        if chance < thresholds.p_value:
             metrics["flags"].append(f"{what} of {decision['positive']!r} {value:.3f} ({hit} of {of}) below the "
                                     f"{decision['rule']} its cut-off was chosen for (p {chance:.1g})")
 
@@ -123,8 +127,14 @@ def _realised(s: dict, ref_prediction: dict, thresholds, reference: Optional[tup
               reference_auc: Optional[float] = None) -> dict:
     """The metrics of the labelled rows (jobs.metrics) and whether the compared ones fell beyond the threshold:
     accuracy (or R²), and a binary model's ROC-AUC from the logged probabilities (`auc`, over `auc_rows`: the
-    labelled rows logged with them). The confusion matrix gives the rest: metrics of the answered classes."""
-    auc_flag = None
+    labelled rows logged with them). The confusion matrix gives the rest: metrics of the answered classes.
+    Accuracy and AUC are flagged when more than `metric_drop` below the test split's and below it by more than
+    chance explains (`accuracy_p`, `auc_p` under monitor.p_value): a window of 100 labels holds a few positives,
+    and a healthy model of AUC 0.85 read 0.80 or lower in a fifth of such windows."""
+    from jobs.decision import shortfall_chance
+    from jobs.metrics import auc_shortfall_chance
+
+    flags, chances = [], {}
     if ref_prediction["task"] == "classification":
         cm = np.asarray(s["confusion"], dtype=np.int64)
         truth = np.repeat(np.arange(cm.size) // len(cm), cm.ravel())
@@ -132,29 +142,35 @@ def _realised(s: dict, ref_prediction: dict, thresholds, reference: Optional[tup
         metrics = classification_metrics(truth, np.eye(len(cm))[predicted]) if len(truth) else {}
         metrics.pop("auc", None)           # of the answered classes alone: the probabilities' is below
         n = len(truth)
+        if reference and reference[0] == "accuracy" and n:
+            chances["accuracy"] = shortfall_chance(int(np.trace(cm)), n, reference[1])
         if "scores" in s:
             negatives, positives = np.asarray(s["scores"], dtype=np.int64)
             rows = int(negatives.sum() + positives.sum())
             auc = binned_auc(negatives, positives)
             metrics.update(auc=auc if np.isfinite(auc) else None, auc_rows=rows)
-            if (reference_auc is not None and metrics["auc"] is not None and rows >= thresholds.min_rows
-                    and reference_auc - auc > thresholds.metric_drop):
-                auc_flag = (f"auc {auc:.3f} vs {reference_auc:.3f} on the test split (the probabilities logged for "
-                            f"{rows:,} labelled rows)")
+            if reference_auc is not None and metrics["auc"] is not None:
+                chances["auc"] = auc_shortfall_chance(reference_auc, auc, int(positives.sum()), int(negatives.sum()))
+                if (rows >= thresholds.min_rows and reference_auc - auc > thresholds.metric_drop
+                        and chances["auc"] < thresholds.p_value):
+                    flags.append(f"auc {auc:.3f} vs {reference_auc:.3f} on the test split (p {chances['auc']:.1g}; "
+                                 f"the probabilities logged for {rows:,} labelled rows)")
     else:
         pairs = sample_rows(s["pairs"])[:, 1:]
         metrics = regression_metrics(pairs[:, 0], pairs[:, 1]) if len(pairs) else {}
-        n = len(pairs)
-    out = {"n": n, **metrics, "other_versions": int(s.get("other_versions", 0)), "flags": []}
+        n = int(s.get("labelled", len(pairs)))      # every labelled row (the pairs are a sample of them)
+    out = {"n": n, **metrics, "other_versions": int(s.get("other_versions", 0)),
+           **{f"{k}_p": v for k, v in chances.items()}, "flags": []}
     if reference and n >= thresholds.min_rows and reference[0] in metrics:
         name, value = reference
-        if value - metrics[name] > thresholds.metric_drop:
+        chance = chances.get(name, 0.0)       # R²: no test of chance; the drop alone
+        if value - metrics[name] > thresholds.metric_drop and chance < thresholds.p_value:
             # A regression's R² alone: its errors in the label's own units (days, a price) are what a user tracks.
             units = (f" (MAE {metrics['mae']:,.4g}, RMSE {metrics['rmse']:,.4g} in the label's units)"
                      if "mae" in metrics and "rmse" in metrics else "")
-            out["flags"] = [f"{name} {metrics[name]:.3f} vs {value:.3f} on the test split{units}"]
-    if auc_flag:
-        out["flags"].append(auc_flag)
+            p = f" (p {chance:.1g})" if name in chances else ""
+            out["flags"] = [f"{name} {metrics[name]:.3f} vs {value:.3f} on the test split{p}{units}"]
+    out["flags"] += flags
     return out
 
 
@@ -177,17 +193,19 @@ def window_line(w: dict, reference, decision: Optional[dict], min_rows: int) -> 
     "nothing flagged", and its realised metric. It said "nothing flagged" above a retrain for prediction drift."""
     flagged = list(w["flagged"]) + (["predictions"] if w["prediction"]["flags"] else [])
     flagged += [f"{flag.split(' ', 1)[0]} drop" for flag in (w.get("metrics") or {}).get("flags", [])]
-    metric = ""
-    if "metrics" in w and reference and reference[0] in w["metrics"]:
-        metric = f"; {reference[0]} {w['metrics'][reference[0]]:.3f} on {w['metrics']['n']} labels"
-    if (auc := (w.get("metrics") or {}).get("auc")) is not None:
-        rows, n = w["metrics"]["auc_rows"], w["metrics"]["n"]
-        metric += f"; auc {auc:.3f}" + (f" on {rows} of them (logged with probabilities)" if rows < n else "")
-    if (w.get("metrics") or {}).get("positive_recall") is not None:
-        metric += f"; recall of {decision['positive']!r} {w['metrics']['positive_recall']:.3f} ({decision['rule']}"
-        chance = w["metrics"].get("shortfall_p")
-        metric += ")" if chance is None or any(" its cut-off was chosen for " in f for f in w["metrics"]["flags"]) \
-            else f"; short of it within chance, p {chance:.2g})"
+    metric, m = "", w.get("metrics") or {}
+    if reference and reference[0] in m:
+        metric = f"; {reference[0]} {m[reference[0]]:.3f} on {m['n']} labels"
+    if (auc := m.get("auc")) is not None:
+        metric += f"; auc {auc:.3f}" + (f" on the {m['auc_rows']} of {m['n']} labelled rows logged with probabilities"
+                                        if m["auc_rows"] < m["n"] else "")
+    if m.get("positive_recall") is not None:
+        metric += f"; recall of {decision['positive']!r} {m['positive_recall']:.3f} ({decision['rule']})"
+    if (short := m.get("shortfall")) and not short["flagged"]:
+        metric += (f"; its {short['measure']} of {decision['positive']!r} {short['value']:.3f} ({short['hits']} of "
+                   f"{short['of']}) is short of the target within chance (p {short['p']:.2g})")
+    if m and m["n"] < min_rows:
+        metric += f" ({m['n']} labels, under min_rows {min_rows}: not judged)"
     return (f"[monitor] {w['start']}: {w['n']:,} rows, " + ("flagged: " + ", ".join(flagged) if flagged else
                                                           "nothing flagged") + metric
             + ("" if w["judged"] else f" (under min_rows {min_rows}: not judged)"))

@@ -31,8 +31,10 @@ PAIRS_K = 20000            # regression (label, prediction) pairs kept per windo
 READ_ROWS = 65536          # rows read at a time from a log file: a task's memory stays bounded whatever the file
 # A binary model's labelled rows are counted by P(second class) on these bins of its log-odds, apart by true class:
 # the realised ROC-AUC from the counts (`jobs.metrics.binned_auc`) is exact but for pairs within one bin (counted
-# as ties): 0.05 of log-odds is a 5 % change in the odds, and the ends hold odds beyond e^±12 (p < 6e-6).
-SCORE_EDGES = np.linspace(-12.0, 12.0, 481)
+# as ties, which pulls it towards 0.5): 0.01 of log-odds is a 1 % change in the odds, and the ends hold odds
+# beyond e^±12 (p < 6e-6). Measured against the exact AUC on 20,000 rows: within 0.001 for log-odds with a standard
+# deviation of 0.05 or more, 0.003 at 0.02 (bins of 0.05 were 0.019 off at 0.05).
+SCORE_EDGES = np.linspace(-12.0, 12.0, 2401)
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ def _label_summary(part: pa.Table, plan: Plan, rng: np.random.Generator) -> dict
         return out
     pairs = np.column_stack([labelled["label"].to_numpy(zero_copy_only=False).astype(np.float64),
                              labelled["prediction"].to_numpy(zero_copy_only=False).astype(np.float64)])
-    return {"pairs": _sample(rng.random(len(pairs)), pairs, PAIRS_K), "other_versions": others}
+    return {"pairs": _sample(rng.random(len(pairs)), pairs, PAIRS_K), "labelled": len(pairs), "other_versions": others}
 
 
 def _of_version(part: pa.Table, plan: Plan) -> np.ndarray:
@@ -232,7 +234,7 @@ def _merge_one(a: Optional[dict], b: dict) -> dict:
             out[key] = {**a[key], **{k: a[key].get(k, 0) + v for k, v in value.items()}}
         elif key in ("counts", "confusion", "scores"):
             out[key] = (np.asarray(a[key]) + np.asarray(value)).tolist()
-        elif key in ("missing", "other_versions", "outside"):
+        elif key in ("missing", "other_versions", "outside", "labelled"):
             out[key] = a[key] + value
     for values in ("sample", "pairs"):
         if values in b:

@@ -215,3 +215,6 @@ def test_versions_of_other_cut_offs_are_said_with_what_each_flags(versions, tmp_
     assert row[:5] == ["[evaluate]", "north", f"({int((rows.dropna(subset=['y'])['site'] == 'north').sum())},",
                        str(int((north["y"] == "yes").sum())), "'yes')"], row
     assert row[5:7] == ["1.0000", f"{(north['y'] == 'yes').mean():.4f}"]        # v3 flags every row
+    # The cells stay under their heads however long a slice's label grows with its count of positives.
+    block = out[out.index(head):out.index(head) + 1 + rows["site"].nunique()]
+    assert len({len(line) for line in block}) == 1, block

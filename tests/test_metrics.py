@@ -92,6 +92,23 @@ def test_auc_from_binned_counts_is_the_auc_of_the_binned_scores():
     assert math.isnan(M.binned_auc([0, 0], [3, 1])) and math.isnan(M.binned_auc([2, 0], [0, 0]))
 
 
+def test_the_chance_of_an_auc_shortfall_is_that_of_sampling_or_a_little_more():
+    """The monitor flags a realised AUC below the test split's only beyond chance: Hanley and McNeil's p against
+    the share of samples of a model of AUC 0.85 (binormal) reading that low; their variance is the cautious one
+    for such scores (a little too large: fewer false alarms, never more), and a real fall reads p near 0."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(0)
+    shift = norm.ppf(0.85) * np.sqrt(2)                     # two unit normals this far apart: AUC 0.85
+    for positives, negatives, low in ((10, 90, 0.80), (30, 270, 0.80)):
+        y = np.r_[np.ones(positives), np.zeros(negatives)]
+        reads = np.array([M.roc_auc(y, np.r_[rng.normal(shift, 1, positives), rng.normal(0, 1, negatives)])
+                          for _ in range(1000)])
+        sampled, said = float(np.mean(reads <= low)), M.auc_shortfall_chance(0.85, low, positives, negatives)
+        assert sampled - 0.02 <= said <= sampled + 0.07, (positives, sampled, said)
+    assert M.auc_shortfall_chance(0.85, 0.60, 300, 2700) < 1e-10 and M.auc_shortfall_chance(0.85, 0.9, 10, 90) > 0.5
+
+
 def test_constant_and_degenerate_classification_inputs():
     for n_classes in (2, 4):
         for label in range(n_classes):

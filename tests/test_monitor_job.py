@@ -509,15 +509,29 @@ def test_labelled_rows_are_judged_by_the_rule_the_cut_off_was_chosen_for():
     # such windows; not flagged (said on the window's line). 15 of 25 is.
     within = {"n": 300, "flags": []}
     _policy(within, np.array([[21, 4], [60, 215]]), cut, drift.Thresholds())
-    assert within["flags"] == [] and within["shortfall_p"] == pytest.approx(0.53, abs=0.01)
+    assert within["flags"] == [] and within["shortfall"]["p"] == pytest.approx(0.53, abs=0.01)
     from jobs.monitor_stats import window_line
-    line = window_line({"start": "day 0", "n": 300, "judged": True, "flagged": [], "prediction": {"flags": []},
-                        "metrics": within}, None, cut, 50)
-    assert line.endswith("nothing flagged; recall of 'default' 0.840 (min_recall 0.85; short of it within chance, "
-                         "p 0.53)"), line
+
+    def line(metrics, decision=cut):
+        return window_line({"start": "day 0", "n": 5000, "judged": True, "flagged": [], "prediction": {"flags": []},
+                            "metrics": metrics}, None, decision, 50)
+    assert line(within).endswith("nothing flagged; recall of 'default' 0.840 (min_recall 0.85); its recall of "
+                                 "'default' 0.840 (21 of 25) is short of the target within chance (p 0.53)")
     beyond = {"n": 300, "flags": []}
     _policy(beyond, np.array([[15, 10], [60, 215]]), cut, drift.Thresholds())
-    assert beyond["flags"] and beyond["shortfall_p"] < 0.01
+    assert beyond["flags"] and beyond["shortfall"]["p"] < 0.01 and "within chance" not in line(beyond)
+    # Under min_rows labels a shortfall is neither flagged nor called chance (2 of 10 read "within chance, p 9e-06").
+    scarce = {"n": 30, "flags": []}
+    _policy(scarce, np.array([[2, 8], [0, 20]]), cut, drift.Thresholds())
+    assert scarce["flags"] == [] and "shortfall" not in scarce
+    assert line(scarce).endswith("recall of 'default' 0.200 (min_recall 0.85) (30 labels, under min_rows 50: not "
+                                 "judged)"), line(scarce)
+    # A precision rule's shortfall names precision (the line named the recall's figures' measure wrongly).
+    precise = {"n": 300, "flags": []}
+    rule = {**cut, "rule": "min_precision 0.9", "measure": "precision", "target": 0.9}
+    _policy(precise, np.array([[20, 5], [3, 272]]), rule, drift.Thresholds())
+    assert "; its precision of 'default' 0.870 (20 of 23) is short of the target within chance (p " in line(
+        precise, rule)
     met = {"n": 900, "flags": []}
     _policy(met, np.array([[167, 13], [250, 470]]), cut, drift.Thresholds())
     assert met["flags"] == [] and met["positive_recall"] == pytest.approx(167 / 180)
@@ -553,28 +567,31 @@ def test_a_binary_models_realised_auc_comes_from_its_logged_probabilities_withou
         truth = (rng.random(n) < 0.1).astype(int)
         return truth, 1 / (1 + np.exp(-(rng.normal(0, 1, n) + signal * truth + intercept)))   # log-odds rise with it
 
-    profile["prediction"]["score"] = score_reference(np.column_stack([1 - scores(4000, 2.5)[1], scores(4000, 2.5)[1]]))
+    validation = scores(4000, 2.5)[1]
+    profile["prediction"]["score"] = score_reference(np.column_stack([1 - validation, validation]))
     truths[2] = []
-    for i, (day, signal, with_probabilities, intercept) in enumerate([
-            (0, 2.5, True, -3.0), (0, 2.5, True, -3.0), (0, 2.5, False, -3.0), (1, 0.2, True, -3.0),
-            (2, 2.5, True, -2.2)]):      # day 2: every row's risk up (a new population), few answers changed
+    # Day 2: every row's risk up (a new population), few answers changed. The last file: an earlier version v0
+    # on day 0, ranking the other way round; its rows count for neither the AUC nor the probabilities' drift.
+    for i, (day, signal, with_probabilities, intercept, version) in enumerate([
+            (0, 2.5, True, -3.0, "v1"), (0, 2.5, True, -3.0, "v1"), (0, 2.5, False, -3.0, "v1"),
+            (1, 0.2, True, -3.0, "v1"), (2, 2.5, True, -2.2, "v1"), (0, -2.5, True, 1.0, "v0")]):
         n = 3000
         truth, p_yes = scores(n, signal, intercept)
         ids = [f"f{i}-{j}" for j in range(n)]
         columns = {"request_id": pa.array(ids), "record": pa.array(np.zeros(n, np.int32)),
                    "time": pa.array([DAY0 + timedelta(days=day, seconds=j) for j in range(n)],
                                     pa.timestamp("ms", tz="UTC")),
-                   "model_version": pa.array(["v1"] * n), "prediction": pa.array(np.where(p_yes > 0.5, "yes", "no")),
-                   "feature.x": pa.array(rng.normal(0, 1, n))}
+                   "model_version": pa.array([version] * n),
+                   "prediction": pa.array(np.where(p_yes > 0.5, "yes", "no")), "feature.x": pa.array(rng.normal(0, 1, n))}
         if with_probabilities:
             columns["probabilities"] = pa.array(np.column_stack([1 - p_yes, p_yes]).tolist(), pa.list_(pa.float32()))
-            truths[day].append((truth, p_yes.astype(np.float32)))
+            truths[day] += [(truth, p_yes.astype(np.float32))] if version == "v1" else []
         pq.write_table(pa.table(columns), tmp_path / f"part-{i}.parquet")
         paths.append(str(tmp_path / f"part-{i}.parquet"))
         labels.append(pa.table({"request_id": pa.array(ids), "record": pa.array(np.zeros(n, np.int32)),
                                 "label": pa.array(np.where(truth == 1, "yes", "no"))}))
     plan = Plan(86_400_000, {"x": ref_x["edges"]}, {}, "classification", ["no", "yes"], None,
-                profile["prediction"]["score"]["edges"])
+                profile["prediction"]["score"]["edges"], version="v1")
     read = ["request_id", "record", "time", "model_version", "prediction", "probabilities", "feature.x"]
     parts = summarise_files(pa.table({"path": paths}), plan, read, pafs.LocalFileSystem(), pa.concat_tables(labels))
     windows = [json.loads(merge(group)["summary"][0]) for _, group in parts.to_pandas().groupby("window")]
@@ -585,6 +602,7 @@ def test_a_binary_models_realised_auc_comes_from_its_logged_probabilities_withou
         truth, score = map(np.concatenate, zip(*truths[day]))
         assert s["metrics"]["auc"] == pytest.approx(roc_auc(truth, score), abs=0.002)
         assert s["metrics"]["auc_rows"] == len(truth) and s["metrics"]["n"] == len(truth) + 3000 * (day == 0)
+        assert s["metrics"]["other_versions"] == 3000 * (day == 0)
     assert stats[0]["metrics"]["auc"] > 0.9 and stats[1]["metrics"]["auc"] < 0.6
     assert stats[0]["metrics"]["flags"] == []
     # The probabilities drift on day 2 while the answered classes barely do: flagged as prediction drift. Day 0's
@@ -592,10 +610,11 @@ def test_a_binary_models_realised_auc_comes_from_its_logged_probabilities_withou
     assert [s["prediction"]["score"]["n"] for s in stats] == [6000, 3000, 3000]
     assert stats[0]["prediction"]["flags"] == [] and stats[2]["prediction"]["psi"] < 0.1
     assert [f.split(" psi ")[0] for f in stats[2]["prediction"]["flags"]] == ["probability of 'yes'"]
-    assert any(f.startswith(f"auc {stats[1]['metrics']['auc']:.3f} vs 0.940 on the test split (the probabilities "
-                            "logged for 3,000 labelled rows)") for f in stats[1]["metrics"]["flags"])
+    assert any(f.startswith(f"auc {stats[1]['metrics']['auc']:.3f} vs 0.940 on the test split (p ")
+               and f.endswith("; the probabilities logged for 3,000 labelled rows)") for f in stats[1]["metrics"]["flags"])
+    assert stats[1]["metrics"]["auc_p"] < 1e-10 and stats[0]["metrics"]["auc_p"] > 0.01
     lines = [window_line({**s, "start": f"day {i}"}, ("accuracy", 0.93), None, 50) for i, s in enumerate(stats)]
-    assert f"; auc {stats[0]['metrics']['auc']:.3f} on 6000 of them (logged with probabilities)" in lines[0]
+    assert f"; auc {stats[0]['metrics']['auc']:.3f} on the 6000 of 9000 labelled rows logged with probabilities" in lines[0]
     assert "auc drop" in lines[1] and f"; auc {stats[1]['metrics']['auc']:.3f}" in lines[1]
     assert reference_auc({"test": {"accuracy": 0.9}}) is None and reference_auc({}) is None
 

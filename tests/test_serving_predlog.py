@@ -242,18 +242,25 @@ def test_buffered_requests_leave_nothing_for_the_garbage_collector_to_track(tmp_
 
     from serving.predlog import PredictionLogger
 
-    logger = PredictionLogger({"path": str(tmp_path)}, app="a", replica="r1", schema=SCHEMA, version="v1")
-    body = json.dumps({"records": [{"rpm": 1500.0, "email": "x@y"}, {"rpm": None}]})
-    gc.collect()
-    tracked = len(gc.get_objects())
-    for i in range(1000):      # well inside the writer's first FLUSH_S: all 1,000 stay buffered
-        assert logger.log(f"id{i}", json.loads(body)["records"], [0.5, 0.25])
-    gc.collect()
-    gc.collect()       # the second pass (a replica's next gen-1 pass) untracks the tuples of the first's tuples
-    assert len(gc.get_objects()) - tracked < 100        # the request's lists and the entries kept: 3,000
-    logger.close()
-    assert logger.stats["published_records"] == 2000
-    assert read_logs(tmp_path / "a").column("feature.email").to_pylist()[:2] == ["x@y", None]
+    body = json.dumps({"records": [{"rpm": 1500.0, "email": "x@y"}, {"rpm": None}],
+                       "probabilities": [[0.75, 0.25], [0.5, 0.5]]})
+    classifier = {**SCHEMA, "task": "classification", "label": {"name": "y", "classes": ["a", "b"]}}
+    # A classifier's entries hold its probabilities too (tuples of tuples of floats): untracked as well.
+    for schema, probabilities in ((SCHEMA, False), (classifier, True)):
+        logger = PredictionLogger({"path": str(tmp_path / schema["task"])}, app="a", replica="r1", schema=schema,
+                                  version="v1")
+        gc.collect()
+        tracked = len(gc.get_objects())
+        for i in range(1000):      # well inside the writer's first FLUSH_S: all 1,000 stay buffered
+            request = json.loads(body)
+            assert logger.log(f"id{i}", request["records"], [0.5, 0.25],
+                              request["probabilities"] if probabilities else None)
+        gc.collect()
+        gc.collect()       # the second pass (a replica's next gen-1 pass) untracks the tuples of the first's tuples
+        assert len(gc.get_objects()) - tracked < 100, schema["task"]     # the request's lists and entries: 3,000+
+        logger.close()
+        assert logger.stats["published_records"] == 2000
+        assert read_logs(tmp_path / schema["task"] / "a").column("feature.email").to_pylist()[:2] == ["x@y", None]
 
 
 def test_request_ids_are_unique_across_replicas():

@@ -878,8 +878,8 @@ def test_a_value_beyond_a_measuring_limit_is_told_to_be_written_as_the_limit(tmp
     spec = validate_spec({"name": "c", "data": {"path": str(tmp_path / "d"), "label": "y"}})
     [problem] = precheck.problems(spec)[1]
     assert ("Fix those cells, or leave them empty for a missing value; a value beyond a measuring limit ('<0.2', "
-            "'> 250') is better written as the limit itself (0.2 for '<0.2') than left empty, which imputes the "
-            "column's median") in problem, problem
+            "'> 250') is better written as the limit itself (0.2 for '<0.2') than left empty, which imputes it "
+            "(data.preprocess.impute: the median by default)") in problem, problem
     frame.loc[[3, 8], "crp"] = ["?", "n.a."]                                 # no limit: no such advice
     frame.to_csv(tmp_path / "d" / "labs.csv", index=False)
     assert "measuring limit" not in precheck.problems(spec)[1][0]

@@ -313,18 +313,20 @@ def _slices(names, bundles, table, label: str, by: str, path: str, score) -> lis
     counts = keyed.value_counts()
     heads = [f"{k} {n}" if len(keys) > 1 else n for n in names for k in keys]
     width = max(16, *(len(h) + 2 for h in heads))
-    lines = [f"[evaluate] by {by}: {key}" + " " * max(0, 28 - len(f"by {by}: {key}"))
-             + "".join(f"{h:>{width}}" for h in heads)]
+    rows = []
     for value, n in counts.head(MOST_SLICES).items():
         part = table[keyed == value]
         scored = [_scored(b, part, label, path, score) for b in bundles]
         scored = [_of_class(s, b, decision["positive"]) for s, b in zip(scored, bundles)] if decision else scored
-        cells = [s.get(k) for s in scored for k in keys]
         # A value cut to fit is marked cut ("2025-05-14 21:" read as an hour of its own)
         shown = value if len(value) <= 19 else value[:18] + "…"
         # A slice's recall of 8 of 11 positives read as 0.7273, its 104 rows beside it: how many it rests on.
         held = f", {scored[0]['held']} {decision['positive']!r}" if decision else ""
-        lines.append(f"[evaluate]   {(shown + f' ({n}{held})'):<26}" + "".join(f"{_shown(c):>{width}}" for c in cells))
+        rows.append((f"{shown} ({n}{held})", [s.get(k) for s in scored for k in keys]))
+    title = f"by {by}: {key}"
+    first = max(26, len(title) - 1, *(len(name) + 1 for name, _ in rows))     # the cells stay under their heads
+    lines = [f"[evaluate] {title:<{first + 2}}" + "".join(f"{h:>{width}}" for h in heads)]
+    lines += [f"[evaluate]   {name:<{first}}" + "".join(f"{_shown(c):>{width}}" for c in cells) for name, cells in rows]
     if len(counts) > MOST_SLICES:
         lines.append(f"[evaluate]   ... {len(counts) - MOST_SLICES} more value(s) of {by}, "
                      f"{int(counts.iloc[MOST_SLICES:].sum()):,} row(s), not shown")
