@@ -245,7 +245,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                  "profiled), so the logged ones are not judged for drift; a bundle trained by this trainyard has it")
     plan = Plan(window_ms, numeric, categorical, pred["task"],
                 [canonical(c) for c in pred.get("classes", [])] or None, pred.get("edges"),
-                pred["score"]["edges"] if logged_scores else None, bundle.version,
+                pred["score"]["edges"] if logged_scores else None, int(pred.get("score", {}).get("index", 1)),
+                bundle.version,
                 {name: range_bounds(lo, hi) for name, lo, hi in training_ranges(bundle.preprocessor) if name in numeric})
     label_table = (read_labels(labels, plan.classes if plan.task == "classification" else None, progress)
                    if labels else None)

@@ -54,8 +54,11 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
     prediction = _prediction_stats(summary["prediction"], profile["prediction"], thresholds, judged)
     if "score" in summary and "score" in profile["prediction"]:
         prediction["score"] = score = _score_stats(summary["score"], profile["prediction"], thresholds)
-        prediction["flags"] += [f"probability of {profile['prediction']['classes'][1]!r} {flag}"
-                                for flag in score["flags"]]
+        positive = profile["prediction"]["classes"][int(profile["prediction"]["score"].get("index", 1))]
+        # Which way: "psi 0.50" alone did not say whether the risk rose or fell.
+        mean = (f"; mean {score['mean']:.3f} vs {profile['prediction']['score']['mean']:.3f} on the validation split"
+                if score.get("mean") is not None and "mean" in profile["prediction"]["score"] else "")
+        prediction["flags"] += [f"probability of {positive!r} {flag}{mean}" for flag in score["flags"]]
     out = {"n": n, "judged": judged, "features": features, "prediction": prediction,
            "flagged": sorted(name for name, stats in features.items() if stats["flags"])}
     if "versions" in summary:
@@ -118,7 +121,8 @@ def _score_stats(s: dict, ref_prediction: dict, thresholds) -> dict:
     ref = ref_prediction["score"]
     stats = drift.numeric_drift_from_counts(ref, np.asarray(s["counts"]), 0, int(np.sum(s["counts"])))
     on_sample = drift.numeric_drift(ref, sample_rows(s["sample"])[:, 1])
-    stats.update(ks=on_sample["ks"], ks_p=on_sample["ks_p"])
+    stats.update(ks=on_sample["ks"], ks_p=on_sample["ks_p"],
+                 mean=s["sum"] / stats["n"] if stats["n"] and "sum" in s else None)
     stats["flags"] = drift.flagged(ref, stats, thresholds, 1)
     return stats
 

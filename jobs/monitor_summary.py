@@ -47,7 +47,8 @@ class Plan:
     task: str
     classes: Optional[list[str]]               # canonical class names (classification)
     prediction_edges: Optional[list[float]]    # regression
-    score_edges: Optional[list[float]] = None  # a binary model's probability of its second class (profile "score")
+    score_edges: Optional[list[float]] = None  # a binary model's probability of a class (profile "score") ...
+    score_index: int = 1                       # ... of this class: its cut-off's positive class, else the second
     # The version of the bundle judged: its labelled rows alone give the realised metrics and its probabilities
     # alone are judged against its profile (another version answers by its own cut-off and model). None: all rows.
     version: Optional[str] = None
@@ -123,9 +124,11 @@ def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) ->
             values = part.filter(_of_version(part, plan))[PROBABILITIES].to_numpy(zero_copy_only=False).astype(
                 np.float64)
             held = values[~np.isnan(values)]         # rows logged without probabilities are not counted
+            held = held if plan.score_index == 1 else 1.0 - held
             summary["score"] = {"counts": np.bincount(drift.bin_index(held, plan.score_edges),
                                                       minlength=len(plan.score_edges) + 1).tolist(),
-                                "missing": 0, "sample": _sample(rng.random(len(held)), held, SAMPLE_K)}
+                                "missing": 0, "sum": float(held.sum()),
+                                "sample": _sample(rng.random(len(held)), held, SAMPLE_K)}
         if labels is not None:
             summary["labels"] = _label_summary(part, plan, rng)
         windows.append(int(start))
@@ -234,7 +237,7 @@ def _merge_one(a: Optional[dict], b: dict) -> dict:
             out[key] = {**a[key], **{k: a[key].get(k, 0) + v for k, v in value.items()}}
         elif key in ("counts", "confusion", "scores"):
             out[key] = (np.asarray(a[key]) + np.asarray(value)).tolist()
-        elif key in ("missing", "other_versions", "outside", "labelled"):
+        elif key in ("missing", "other_versions", "outside", "labelled", "sum"):
             out[key] = a[key] + value
     for values in ("sample", "pairs"):
         if values in b:

@@ -8,8 +8,9 @@ from them (`jobs.drift`).
      "prediction": {"task": "classification", "classes", "shares"[, "score"]}
                  | {"task": "regression", "edges", "shares", "quantiles"}}
 
-A binary model's "score" is its probability of the second class over the validation split ("edges", "shares",
-"quantiles", as a numeric feature's; bundles from before it have none). Numeric bins are the train split's deciles (deduplicated: a value that fills several deciles is one edge), shares
+A binary model's "score" is its probability of its cut-off's positive class (else the second class; "index") over
+the validation split ("edges", "shares", "quantiles" as a numeric feature's, and "mean"; bundles from before it
+have none). Numeric bins are the train split's deciles (deduplicated: a value that fills several deciles is one edge), shares
 are over the values present, quantiles are q = 0.00, 0.01, ..., 1.00. Categories are the preprocessor's (the
 `max_categories` most frequent, canonical strings); `unknown_share` is the train values outside them.
 Text and image features are profiled through derived quantities (`jobs.watched`: a text's length and emptiness,
@@ -236,18 +237,22 @@ def build(reference: dict, bundle: Any, val_ds: Any, scores: Optional[tuple] = N
     pre = bundle.preprocessor
     prediction = prediction_reference(pre, predictions)
     if pre.task == "classification" and len(pre.classes) == 2 and len(scores[1]):
-        prediction["score"] = score_reference(scores[1])
+        # Of the class a cut-off is for, else the second: "probability of 'ok'" told a plant engineer nothing.
+        prediction["score"] = score_reference(scores[1], int((pre.decision or {}).get("positive_index", 1)))
     return {"format": FORMAT, "kind": pre.kind, "rows": {**reference.get("rows", {}), "val": len(predictions)},
             "numeric": reference.get("numeric", {}), "categorical": reference.get("categorical", {}),
             "prediction": prediction}
 
 
-def score_reference(probabilities: np.ndarray) -> dict:
-    """A binary model's reference of its probability of the second class over the validation split, as a numeric
-    feature's ("edges", "shares", "quantiles"): the monitor judges the logged probabilities against it, which
-    move before the answered classes do (a rise from 0.1 to 0.3 changes no answer at a cut-off of 0.5). Of the
-    values as float32, as the logs hold them: a value many rows share can be a bin edge, and its float64 form
-    would put the logged float32 on the wrong side of it."""
+def score_reference(probabilities: np.ndarray, index: int = 1) -> dict:
+    """A binary model's reference of its probability of class `index` (its cut-off's positive class, else the
+    second) over the validation split, as a numeric feature's ("edges", "shares", "quantiles"), with "index" and
+    "mean": the monitor judges the logged probabilities against it, which move before the answered classes do (a
+    rise from 0.1 to 0.3 changes no answer at a cut-off of 0.5). Of the second class's probability as float32, as
+    the logs hold it (the first's is 1 minus it, as the monitor reads it): a value many rows share can be a bin
+    edge, and its float64 form would put the logged float32 on the wrong side of it."""
     second = np.asarray(probabilities, dtype=np.float64)[:, 1].astype(np.float32).astype(np.float64)
-    summary = summarise(second)
-    return {"edges": summary["edges"], "shares": summary["shares"], "quantiles": summary["quantiles"]}
+    values = second if index == 1 else 1.0 - second
+    summary = summarise(values)
+    return {"index": index, "edges": summary["edges"], "shares": summary["shares"],
+            "quantiles": summary["quantiles"], "mean": float(values.mean())}

@@ -610,6 +610,23 @@ def test_a_binary_models_realised_auc_comes_from_its_logged_probabilities_withou
     assert [s["prediction"]["score"]["n"] for s in stats] == [6000, 3000, 3000]
     assert stats[0]["prediction"]["flags"] == [] and stats[2]["prediction"]["psi"] < 0.1
     assert [f.split(" psi ")[0] for f in stats[2]["prediction"]["flags"]] == ["probability of 'yes'"]
+    # ... with which way it went: the window's mean probability against the validation split's.
+    risen = stats[2]["prediction"]["score"]["mean"]
+    assert risen > profile["prediction"]["score"]["mean"] + 0.03
+    assert stats[2]["prediction"]["flags"][0].endswith(
+        f"; mean {risen:.3f} vs {profile['prediction']['score']['mean']:.3f} on the validation split")
+    # A cut-off for the first class ('failure' of 'failure'/'ok') is watched through that class's probability.
+    first = score_reference(np.column_stack([1 - validation, validation]), index=0)
+    assert first["index"] == 0 and first["mean"] == pytest.approx(1 - profile["prediction"]["score"]["mean"])
+    assert first["quantiles"][0] == pytest.approx(1 - profile["prediction"]["score"]["quantiles"][-1], abs=1e-7)
+    from dataclasses import replace
+    parts = summarise_files(pa.table({"path": paths}), replace(plan, score_edges=first["edges"], score_index=0), read,
+                            pafs.LocalFileSystem())
+    day2 = [json.loads(merge(group)["summary"][0]) for _, group in parts.to_pandas().groupby("window")][2]
+    flipped = {**profile, "prediction": {**profile["prediction"], "score": first}}
+    score = window_stats(day2, flipped, drift.Thresholds(), 1, None)["prediction"]
+    assert score["score"]["mean"] == pytest.approx(1 - risen, abs=1e-6)
+    assert score["flags"][-1].startswith("probability of 'no' psi "), score["flags"]
     assert any(f.startswith(f"auc {stats[1]['metrics']['auc']:.3f} vs 0.940 on the test split (p ")
                and f.endswith("; the probabilities logged for 3,000 labelled rows)") for f in stats[1]["metrics"]["flags"])
     assert stats[1]["metrics"]["auc_p"] < 1e-10 and stats[0]["metrics"]["auc_p"] > 0.01

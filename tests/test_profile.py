@@ -68,7 +68,8 @@ def test_the_profile_describes_the_train_split_and_the_validation_predictions(se
                                      "shares": pytest.approx(shares.tolist()), "score": {
                                          "edges": pytest.approx(edges.tolist()),
                                          "shares": pytest.approx(np.bincount(bin_index(second, edges)) / len(second)),
-                                         "quantiles": pytest.approx(np.quantile(second, LEVELS).tolist())}}
+                                         "quantiles": pytest.approx(np.quantile(second, LEVELS).tolist()),
+                                         "index": 1, "mean": pytest.approx(second.mean())}}
 
 
 def test_a_bundle_without_a_profile_still_loads_and_predicts(served_bundle, tmp_path):  # noqa: F811
