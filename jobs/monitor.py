@@ -36,7 +36,7 @@ from cluster.errors import BadInput, Failure, root_cause
 from jobs import drift
 from jobs.fitted import canonical
 from jobs.fitted import pull_shuffle
-from jobs.monitor_stats import reference_auc, reference_metric, window_line, window_stats
+from jobs.monitor_stats import policy_bar, reference_auc, reference_metric, window_line, window_stats
 from jobs.monitor_summary import Plan, merge, summarise_files
 from jobs.spec import window_seconds
 from jobs.tabular import range_bounds, training_ranges
@@ -124,7 +124,8 @@ def log_files(logs: str, progress: Callable[[str], None]) -> tuple[pafs.FileSyst
     return fs, files, skipped, rows, held
 
 
-def read_labels(path: str, classes: Optional[list], progress: Callable[[str], None] = print) -> pa.Table:
+def read_labels(path: str, classes: Optional[list], progress: Callable[[str], None] = print,
+                label_name: Optional[str] = None) -> pa.Table:
     """The labels file (Parquet or CSV: request_id, optional record (default 0), label) as a table of
     request_id (string), record (int32), label (string for classes, float64 for regression), one row per key.
     Empty labels (not known yet) are left out and a key given twice keeps its last label: both are counted in a
@@ -132,12 +133,18 @@ def read_labels(path: str, classes: Optional[list], progress: Callable[[str], No
     try:
         if path.lower().endswith(".csv"):
             table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                column_types={"request_id": pa.string(), "label": pa.string()}))
+                column_types={"request_id": pa.string(), "label": pa.string(),
+                              **({label_name: pa.string()} if label_name else {})}))
         else:
             table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as exc:
         raise MonitorInputError(f"--labels {path}: cannot read it as {'CSV' if path.endswith('.csv') else 'Parquet'}"
                                 f" ({exc})") from None
+    if "label" not in table.column_names and label_name in table.column_names:
+        # `trainyard predict --out` of rows that held their outcome under the bundle's own label name: its column.
+        progress(f"[monitor] --labels {path}: no column 'label'; its column {label_name!r} (the bundle's label) is "
+                 "read as the label")
+        table = table.rename_columns(["label" if c == label_name else c for c in table.column_names])
     for column in ("request_id", "label"):
         if column not in table.column_names:
             raise MonitorInputError(f"--labels {path}: column {column!r} is missing (columns: "
@@ -248,7 +255,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                 pred["score"]["edges"] if logged_scores else None, int(pred.get("score", {}).get("index", 1)),
                 bundle.version,
                 {name: range_bounds(lo, hi) for name, lo, hi in training_ranges(bundle.preprocessor) if name in numeric})
-    label_table = (read_labels(labels, plan.classes if plan.task == "classification" else None, progress)
+    label_table = (read_labels(labels, plan.classes if plan.task == "classification" else None, progress,
+                               bundle.preprocessor.label)
                    if labels else None)
     progress(f"[monitor] {len(files)} log file(s), {total:,} rows, {len(numeric) + len(categorical)} feature(s)"
              f" against bundle {bundle.version}; windows of {window}"
@@ -284,11 +292,17 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                  "fall in no window: they are left out")
     reference = reference_metric(plan.task, bundle.metrics)
     test_auc = reference_auc(bundle.metrics)
+    decision = with_test_figures(bundle.preprocessor.decision, bundle.metrics)
+    if label_table is not None and decision and "target" in decision and policy_bar(decision) < decision["target"]:
+        measure = decision["measure"]
+        progress(f"[monitor] note: the cut-off's {measure} of {decision['positive']!r} was "
+                 f"{decision['test'][measure]:.3f} on the test split, short of the {decision['rule']} it was chosen "
+                 f"for (train said so): each window's is judged against {decision['test'][measure]:.3f}. To meet the "
+                 "target, choose the cut-off on more validation rows (data.split.val) or a better model")
     n_features = max(len(numeric) + len(categorical), 1)
     windows = []
     for start in sorted(summaries):
-        stats = window_stats(summaries[start], profile, thresholds, n_features, reference,
-                             bundle.preprocessor.decision, test_auc)
+        stats = window_stats(summaries[start], profile, thresholds, n_features, reference, decision, test_auc)
         windows.append({"start": _iso(start, window_ms), "end": _iso(start + window_ms, window_ms), **stats})
     if label_table is not None:
         joined = sum(w["metrics"]["n"] + w["metrics"]["other_versions"] for w in windows)
@@ -296,6 +310,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
             progress(f"[monitor] warning: {label_table.num_rows - joined:,} of {label_table.num_rows:,} labels in "
                      f"{labels} match no logged record (request_id, record): requests not logged (serve.log.sample), "
                      "or labels for other logs")
+    for line in _few_outside(windows, thresholds.unknown_rate):
+        progress(f"[monitor] note: {line}")
     others = _other_versions(windows, bundle.version)
     if others:
         progress(f"[monitor] note: {others}")
@@ -313,7 +329,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
               "verdict": "retrain" if reasons else "ok", "reasons": reasons, "seconds": round(elapsed, 3)}
     result = MonitorResult(report, report["verdict"], reasons, skipped)
     for w in windows:
-        progress(window_line(w, reference, bundle.preprocessor.decision, thresholds.min_rows))
+        progress(window_line(w, reference, decision, thresholds.min_rows))
     if out:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -324,6 +340,34 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
         write_report(out_dir / "report.html", report, profile)
         progress(f"[monitor] wrote {out_dir / 'drift.json'} and {out_dir / 'report.html'}{replaced}")
     return result
+
+
+def _few_outside(windows: list[dict], rate: float) -> list[str]:
+    """Features with values past their training range that no window flagged (too few for monitor.unknown_rate):
+    said, since one machine of 60 sending a sensor in other units stays under any share for good."""
+    lines = []
+    for name in sorted({n for w in windows for n in w["features"]}):
+        stats = [w["features"][name] for w in windows if name in w["features"]]
+        outside = sum(s.get("outside") or 0 for s in stats)
+        if outside and not any(f.startswith("outside the training range") for s in stats for f in s["flags"]):
+            values = sum(int(np.sum(s["counts"])) for s in stats)
+            lines.append(f"{name}: {outside:,} of {values:,} values ({outside / values:.1%}) past its training range, "
+                         f"too few to flag (monitor.unknown_rate {rate:g}); a source sending other units (one machine, "
+                         "one lab) looks like this: /predict's out_of_range names the records")
+    return lines
+
+
+def with_test_figures(decision: Optional[dict], metrics: dict) -> Optional[dict]:
+    """A binary cut-off (preprocessor.json's) with what it did on the test split (metrics.json's confusion matrix):
+    {"test": {"recall", "precision", "positive_rate"}}; as it is without a test confusion matrix."""
+    cm = np.asarray((metrics.get("test") or {}).get("confusion_matrix") or [], dtype=np.int64)
+    if not decision or cm.shape != (2, 2) or not cm.sum():
+        return decision
+    i = int(decision["positive_index"])
+    figures = {"recall": cm[i, i] / cm[i].sum() if cm[i].sum() else None,
+               "precision": cm[i, i] / cm[:, i].sum() if cm[:, i].sum() else None,
+               "positive_rate": cm[i].sum() / cm.sum()}
+    return {**decision, "test": {k: None if v is None else float(v) for k, v in figures.items()}}
 
 
 def _other_versions(windows: list[dict], version: str) -> Optional[str]:

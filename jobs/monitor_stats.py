@@ -64,18 +64,22 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
     if "versions" in summary:
         out["versions"] = summary["versions"]
     if "labels" in summary:
-        out["metrics"] = _realised(summary["labels"], profile["prediction"], thresholds, reference_metric,
-                                   reference_auc)
+        # A model answering by a cut-off is judged by its rule (and its AUC), not by accuracy: a plant running
+        # hotter (failures 7 % → 15 %) lowered the accuracy of a recall-driven cut-off while it caught more.
+        judged_by = None if decision and profile["prediction"]["task"] == "classification" else reference_metric
+        out["metrics"] = _realised(summary["labels"], profile["prediction"], thresholds, judged_by, reference_auc)
         if decision and profile["prediction"]["task"] == "classification":
             _policy(out["metrics"], np.asarray(summary["labels"]["confusion"], dtype=np.int64), decision, thresholds)
     return out
 
 
 def _policy(metrics: dict, cm: np.ndarray, decision: dict, thresholds) -> None:
-    """The positive class's realised recall and precision (`positive_recall`, `positive_precision`), flagged when
-    below the `min_recall`/`min_precision` the cut-off was chosen for by more than chance explains (`shortfall_p`,
-    below monitor.p_value) (a credit policy's "catch 85 % of
-    defaulters": accuracy alone gave the same verdict at a recall of 0.93 and of 0.70)."""
+    """The positive class's realised recall and precision (`positive_recall`, `positive_precision`) and share of
+    the labels (`positive_rate`), flagged when below what the cut-off reached on the test split (the `min_recall`/
+    `min_precision` it was chosen for; the test split's own figure where that fell short, `decision["test"]`: a
+    cut-off that never met its target there said retrain on the first day of in-distribution traffic) by more
+    than chance explains (`shortfall`, its p below monitor.p_value). A credit policy's "catch 85 % of
+    defaulters": accuracy alone gave the same verdict at a recall of 0.93 and of 0.70."""
     from jobs.decision import shortfall, shortfall_chance
     from jobs.metrics import per_class_scores
 
@@ -85,19 +89,33 @@ def _policy(metrics: dict, cm: np.ndarray, decision: dict, thresholds) -> None:
     precision, recall, _ = per_class_scores(cm)       # 0 where undefined: None here (nothing to measure)
     metrics["positive_recall"] = float(recall[i]) if cm[i].sum() else None
     metrics["positive_precision"] = float(precision[i]) if cm[:, i].sum() else None
-    short = shortfall(cm, decision)
+    metrics["positive_rate"] = float(cm[i].sum() / cm.sum()) if cm.sum() else None
+    bar = policy_bar(decision)
+    short = shortfall(cm, {**decision, "target": bar}) if bar is not None else None
     if short is not None:
         # Flagged when chance does not explain it: a window holds a few positives (a helper's 300 labels held
         # 21-32), and a model that meets a recall of 0.9 exactly reads below it in about half of such windows.
         what, value, hit, of = short
-        chance = shortfall_chance(hit, of, decision["target"])
+        chance = shortfall_chance(hit, of, bar)
         if metrics["n"] < thresholds.min_rows:          # too few labels to judge: neither flagged nor "chance"
             return
-        metrics["shortfall"] = {"measure": what, "value": value, "hits": hit, "of": of, "p": chance,
+        metrics["shortfall"] = {"measure": what, "value": value, "hits": hit, "of": of, "p": chance, "bar": bar,
                                 "flagged": chance < thresholds.p_value}
         if chance < thresholds.p_value:
-            metrics["flags"].append(f"{what} of {decision['positive']!r} {value:.3f} ({hit} of {of}) below the "
-                                    f"{decision['rule']} its cut-off was chosen for (p {chance:.1g})")
+            below = (f"the {decision['rule']} its cut-off was chosen for" if bar >= float(decision["target"]) else
+                     f"the {bar:.3f} it had on the test split")
+            metrics["flags"].append(f"{what} of {decision['positive']!r} {value:.3f} ({hit} of {of}) below {below} "
+                                    f"(p {chance:.1g})")
+
+
+def policy_bar(decision: Optional[dict]) -> Optional[float]:
+    """What a window's recall (or precision) of the cut-off's positive class is judged against: its target, or the
+    test split's own figure where that fell short of it (`decision["test"]`, added by the monitor from
+    metrics.json); None for a rule without a target."""
+    if not decision or "target" not in decision:
+        return None
+    test = (decision.get("test") or {}).get(decision["measure"])
+    return min(float(decision["target"]), test) if isinstance(test, (int, float)) else float(decision["target"])
 
 
 def _prediction_stats(s: dict, ref: dict, thresholds, judged: bool) -> dict:
@@ -196,7 +214,8 @@ def window_line(w: dict, reference, decision: Optional[dict], min_rows: int) -> 
     """A window's line: its rows, what drifted (features, the predictions, a metric below the test split's) or
     "nothing flagged", and its realised metric. It said "nothing flagged" above a retrain for prediction drift."""
     flagged = list(w["flagged"]) + (["predictions"] if w["prediction"]["flags"] else [])
-    flagged += [f"{flag.split(' ', 1)[0]} drop" for flag in (w.get("metrics") or {}).get("flags", [])]
+    flagged += [f"{flag.split(' ', 1)[0]} " + ("below target" if " its cut-off was chosen for " in flag else "drop")
+                for flag in (w.get("metrics") or {}).get("flags", [])]
     metric, m = "", w.get("metrics") or {}
     if reference and reference[0] in m:
         metric = f"; {reference[0]} {m[reference[0]]:.3f} on {m['n']} labels"
@@ -205,9 +224,12 @@ def window_line(w: dict, reference, decision: Optional[dict], min_rows: int) -> 
                                         if m["auc_rows"] < m["n"] else "")
     if m.get("positive_recall") is not None:
         metric += f"; recall of {decision['positive']!r} {m['positive_recall']:.3f} ({decision['rule']})"
+    if m.get("positive_rate") is not None and (decision.get("test") or {}).get("positive_rate") is not None:
+        metric += (f"; {decision['positive']!r} in {m['positive_rate']:.1%} of labels ("
+                   f"{decision['test']['positive_rate']:.1%} on the test split)")
     if (short := m.get("shortfall")) and not short["flagged"]:
         metric += (f"; its {short['measure']} of {decision['positive']!r} {short['value']:.3f} ({short['hits']} of "
-                   f"{short['of']}) is short of the target within chance (p {short['p']:.2g})")
+                   f"{short['of']}) is short of {short['bar']:.3g} within chance (p {short['p']:.2g})")
     if m and m["n"] < min_rows:
         metric += f" ({m['n']} labels, under min_rows {min_rows}: not judged)"
     return (f"[monitor] {w['start']}: {w['n']:,} rows, " + ("flagged: " + ", ".join(flagged) if flagged else

@@ -169,6 +169,9 @@ def test_labels_reveal_the_mislabelled_window(served_bundle, tmp_path, capsys): 
     assert realised[1] == pytest.approx(1 - realised[0], abs=0.1) and realised[1] < test_auc - 0.05, realised
     assert all(abs(realised[d] - test_auc) < 0.1 for d in (0, 2)), (realised, test_auc)
     assert any(f.startswith("auc ") for f in report["windows"][1]["metrics"]["flags"])
+    # The report's red metric cell carries its reasons (a red "accuracy 0.847; auc 0.866" hid the one that flagged).
+    html = (tmp_path / "mon" / "report.html").read_text()
+    assert "title='accuracy " in html and html.count("class='bad' title='") >= 1
     assert all(w["flagged"] == [] for w in report["windows"])
     assert "warning: 1 of 921 labels" in out + err
     assert ("[monitor] note: 20 labelled row(s) were answered by other version(s) than "
@@ -372,6 +375,12 @@ def test_predict_output_with_a_label_column_is_a_labels_file(tmp_path):
     assert labels.to_pylist() == [
         {"request_id": "00112233445566778899aabbccddeeff", "record": 0, "label": "ok"},
         {"request_id": "00112233445566778899aabbccddeeff", "record": 1, "label": "failure"}]
+    # The outcome kept under the bundle's own label name ('failure'), as the rows held it: read as the label, said.
+    (tmp_path / "own.csv").write_text((tmp_path / "out.csv").read_text().replace(",label\n", ",failure\n", 1))
+    said = []
+    assert read_labels(str(tmp_path / "own.csv"), ["failure", "ok"], said.append, label_name="failure") == labels
+    assert said[0] == (f"[monitor] --labels {tmp_path / 'own.csv'}: no column 'label'; its column 'failure' (the "
+                       "bundle's label) is read as the label")
 
 
 def test_empty_and_repeated_labels_are_counted_and_a_regression_label_that_is_no_number_is_refused(tmp_path):
@@ -516,10 +525,26 @@ def test_labelled_rows_are_judged_by_the_rule_the_cut_off_was_chosen_for():
         return window_line({"start": "day 0", "n": 5000, "judged": True, "flagged": [], "prediction": {"flags": []},
                             "metrics": metrics}, None, decision, 50)
     assert line(within).endswith("nothing flagged; recall of 'default' 0.840 (min_recall 0.85); its recall of "
-                                 "'default' 0.840 (21 of 25) is short of the target within chance (p 0.53)")
+                                 "'default' 0.840 (21 of 25) is short of 0.85 within chance (p 0.53)")
     beyond = {"n": 300, "flags": []}
     _policy(beyond, np.array([[15, 10], [60, 215]]), cut, drift.Thresholds())
     assert beyond["flags"] and beyond["shortfall"]["p"] < 0.01 and "within chance" not in line(beyond)
+    assert "flagged: recall below target; " in line(beyond)          # not a "drop": it never had more
+    # A cut-off whose test recall already fell short of its target (0.721 against 0.8, which train said) is judged
+    # against its test recall: in-distribution traffic at 0.748 said "recall drop", retrain, from the first day.
+    from jobs.monitor import with_test_figures
+    short_on_test = with_test_figures({**cut, "rule": "min_recall 0.8", "target": 0.8},
+                                      {"test": {"confusion_matrix": [[44, 17], [160, 730]]}})
+    assert short_on_test["test"] == pytest.approx({"recall": 44 / 61, "precision": 44 / 204, "positive_rate": 61 / 951})
+    as_before = {"n": 20000, "flags": []}
+    _policy(as_before, np.array([[1351, 455], [5000, 13194]]), short_on_test, drift.Thresholds())
+    assert as_before["flags"] == [] and "shortfall" not in as_before
+    assert line(as_before, short_on_test).endswith("recall of 'default' 0.748 (min_recall 0.8); 'default' in 9.0% of "
+                                                   "labels (6.4% on the test split)")
+    fell = {"n": 20000, "flags": []}
+    _policy(fell, np.array([[1100, 706], [5000, 13194]]), short_on_test, drift.Thresholds())
+    assert fell["flags"] == [f"recall of 'default' 0.609 (1100 of 1806) below the 0.721 it had on the test split (p "
+                             f"{fell['shortfall']['p']:.1g})"] and "flagged: recall drop; " in line(fell, short_on_test)
     # Under min_rows labels a shortfall is neither flagged nor called chance (2 of 10 read "within chance, p 9e-06").
     scarce = {"n": 30, "flags": []}
     _policy(scarce, np.array([[2, 8], [0, 20]]), cut, drift.Thresholds())
@@ -530,7 +555,7 @@ def test_labelled_rows_are_judged_by_the_rule_the_cut_off_was_chosen_for():
     precise = {"n": 300, "flags": []}
     rule = {**cut, "rule": "min_precision 0.9", "measure": "precision", "target": 0.9}
     _policy(precise, np.array([[20, 5], [3, 272]]), rule, drift.Thresholds())
-    assert "; its precision of 'default' 0.870 (20 of 23) is short of the target within chance (p " in line(
+    assert "; its precision of 'default' 0.870 (20 of 23) is short of 0.9 within chance (p " in line(
         precise, rule)
     met = {"n": 900, "flags": []}
     _policy(met, np.array([[167, 13], [250, 470]]), cut, drift.Thresholds())
@@ -634,6 +659,14 @@ def test_a_binary_models_realised_auc_comes_from_its_logged_probabilities_withou
     assert f"; auc {stats[0]['metrics']['auc']:.3f} on the 6000 of 9000 labelled rows logged with probabilities" in lines[0]
     assert "auc drop" in lines[1] and f"; auc {stats[1]['metrics']['auc']:.3f}" in lines[1]
     assert reference_auc({"test": {"accuracy": 0.9}}) is None and reference_auc({}) is None
+    # Accuracy against a test split's 0.99 is flagged for a model answering by the likelier class; one answering by
+    # a cut-off is judged by its rule and its AUC instead (its accuracy moves with the base rate).
+    strict = ("accuracy", 0.99)
+    assert any(f.startswith("accuracy ") for f in window_stats(windows[1], profile, drift.Thresholds(), 1, strict,
+                                                               None, test_auc)["metrics"]["flags"])
+    cut = {"positive": "yes", "positive_index": 1, "threshold": 0.2, "rule": "threshold 0.2"}
+    by_rule = window_stats(windows[1], profile, drift.Thresholds(), 1, strict, cut, test_auc)["metrics"]
+    assert [f.split(" ")[0] for f in by_rule["flags"]] == ["auc"] and by_rule["accuracy"] < 0.99
 
 
 def test_values_past_the_training_range_are_flagged_where_psi_stays_low_without_ray(tmp_path):
@@ -654,7 +687,7 @@ def test_values_past_the_training_range_are_flagged_where_psi_stays_low_without_
     profile = {"numeric": {"creatinine": {**ref, "missing_rate": 0.0}}, "categorical": {},
                "prediction": {"task": "regression", **{k: ref[k] for k in ("edges", "shares", "quantiles")}}}
     paths = []
-    for day, other_units in ((0, 0.0), (1, 0.08)):
+    for day, other_units in ((0, 0.0), (1, 0.08), (2, 0.005)):
         n = 2000
         values = rng.normal(1.0, 0.2, n)
         values[: int(n * other_units)] *= 50                       # µmol/L where mg/dL was trained on (x ~88)
@@ -669,8 +702,16 @@ def test_values_past_the_training_range_are_flagged_where_psi_stays_low_without_
     parts = summarise_files(pa.table({"path": paths}), plan, ["request_id", "record", "time", "prediction",
                                                               "feature.creatinine"], pafs.LocalFileSystem())
     windows = [json.loads(merge(group)["summary"][0]) for _, group in parts.to_pandas().groupby("window")]
-    before, after = (window_stats(w, profile, drift.Thresholds(), 1, None)["features"]["creatinine"]
-                     for w in windows)
+    stats = [window_stats(w, profile, drift.Thresholds(), 1, None) for w in windows]
+    before, after, one_source = (s["features"]["creatinine"] for s in stats)
     assert (before["outside"], before["flags"]) == (0, [])
     assert after["psi"] < 0.2 and after["outside"] == 160 and after["outside_rate"] == pytest.approx(0.08)
     assert after["flags"] == ["outside the training range 0.08 (160 of 2,000)"], after["flags"]
+    # One source of many (10 of 2,000 values) stays under any share: not flagged, but said once for the logs.
+    from jobs.monitor import _few_outside
+    assert (one_source["outside"], one_source["flags"]) == (10, [])
+    assert _few_outside(stats[2:], 0.05) == [
+        "creatinine: 10 of 2,000 values (0.5%) past its training range, too few to flag (monitor.unknown_rate 0.05); "
+        "a source sending other units (one machine, one lab) looks like this: /predict's out_of_range names the "
+        "records"]
+    assert _few_outside(stats, 0.05) == []           # flagged in a window: said there
