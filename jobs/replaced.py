@@ -97,7 +97,7 @@ def worse_than(replaced: Optional[tuple], test: dict, task: str, decision: Optio
     """"version X ... scored test f1 0.75, this one 0.52" when the new version scores worse on its test split
     than the version it replaces did on its own; "" otherwise. Versions that answer by different cut-offs
     (`decision`: a credit team's min_recall against an earlier threshold) are not ranked by F1, which a cut-off
-    trades for recall on purpose: the note names both instead."""
+    trades for recall on purpose: the note names both instead; versions of one binary rule are ranked by AUC."""
     key, higher = _COMPARED[task]
     if replaced is None:
         return ""
@@ -106,6 +106,11 @@ def worse_than(replaced: Optional[tuple], test: dict, task: str, decision: Optio
                                      != {k: (decision or {}).get(k) for k in ("positive", "rule")}):
         return (f"the version it replaces {replaces}, {replaced[0]}, answered by {_answers_by(before)}, this "
                 f"one by {_answers_by(decision)}, so their test {key} is not compared")
+    if (task == "classification" and decision and isinstance(test.get("auc"), (int, float))
+            and isinstance(replaced[1].get("auc"), (int, float))):
+        # Under one cut-off rule (a min_recall), F1 ranked a model of lower AUC and recall first: the ranking the
+        # rule cuts is what a retrain improves, so two such versions are compared by their AUC.
+        key, higher = "auc", True
     if key not in test or not isinstance(replaced[1].get(key), (int, float)):
         return ""
     old, new = replaced[1][key], test[key]

@@ -102,10 +102,15 @@ def update_notes(name: str, running_schema: Optional[dict], running_metrics: Opt
              if classes[0] and classes[1] and list(classes[0]) != list(classes[1]) else [])
     before, after = ((running_schema or {}).get("label") or {}).get("decision"), bundle.schema["label"].get("decision")
     if running_schema and (said := cut_change(before, after)):
-        return moved + [f"[serve] note: {name} {said}"]     # a binary model's answers move with it
+        moved.append(f"[serve] note: {name} {said}")     # a binary model's answers move with it
+        if ({k: (before or {}).get(k) for k in ("positive", "rule")}
+                != {k: (after or {}).get(k) for k in ("positive", "rule")}):
+            return moved      # answered by another rule: not ranked (`worse_than` says why; the line above says how)
     test = (running_metrics or {}).get("test")
     if not isinstance(test, dict):
         return moved
+    # Under one rule a retrain's cut-off value moves every time: its test score is compared all the same (it was
+    # never, for min_recall bundles, while README promised it).
     worse = worse_than((old_version, test, before, None), bundle.metrics.get("test") or {}, bundle.task, after,
                        replaces=f"in {name}")
     return moved + ([f"[serve] note: {worse}; to serve it again: trainyard serve OUTPUT/bundles/{old_version} --name "

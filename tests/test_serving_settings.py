@@ -817,6 +817,22 @@ def test_an_update_to_a_version_of_a_lower_test_score_is_said(tmp_path):
                     "its run's output folder)"]
     assert update_notes("shared", worse.schema, {"test": {"f1": 0.10}}, worse, "v1") == []       # better: nothing
     assert update_notes("shared", worse.schema, None, worse, "v1") == []          # the running one's unknown
+    # One rule (min_recall 0.8), a retrain's new cut-off value: the cut-off's move is said, and the test score is
+    # still compared, by AUC (an update to a version of lower AUC and recall said the cut-off alone).
+    from types import SimpleNamespace
+    cut = {"positive": "failure", "positive_index": 0, "threshold": 0.121352, "rule": "min_recall 0.8"}
+    running = {**worse.schema, "label": {**worse.schema["label"], "decision": cut}}
+    retrained = SimpleNamespace(task="classification", metrics={"test": {"f1": 0.70, "auc": 0.8654}}, schema={
+        **worse.schema, "label": {**worse.schema["label"], "decision": {**cut, "threshold": 0.0957153}}})
+    said = update_notes("shared", running, {"test": {"f1": 0.65, "auc": 0.8739}}, retrained, "v1")
+    assert [line.split(":")[0] for line in said] == ["[serve] note"] * 2, said
+    assert said[0].startswith("[serve] note: shared changes its cut-off: P('failure') >= 0.121352 (min_recall 0.8) ")
+    assert said[1].startswith("[serve] note: the version it replaces in shared, v1, scored test auc 0.8739 on its "
+                              "test split, this one 0.8654")
+    # Another rule: not ranked (the cut-off line says what changes).
+    other = SimpleNamespace(**{**vars(retrained), "schema": {**retrained.schema, "label": {
+        **retrained.schema["label"], "decision": {**cut, "threshold": 0.5, "rule": "threshold 0.5"}}}})
+    assert len(update_notes("shared", running, {"test": {"f1": 0.65, "auc": 0.8739}}, other, "v1")) == 1
     # Another class list: probabilities[0] meant 'ok' and now 'dent', and the update said nothing
     three = {**worse.schema, "label": {**worse.schema["label"], "classes": ["dent", "no", "yes"]}}
     assert update_notes("shared", three, None, worse, "v1") == [
