@@ -322,30 +322,35 @@ def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude
 def _shard_column_problems(schemas: dict[str, pa.Schema], exclude: set[str], wanted: Optional[set[str]]) -> list[str]:
     """The shards that do not have the columns the others have, or have columns the others lack: a column in more
     shards than not is expected (a tie: as the first shard has it), so the odd shard out is named, once, and not
-    every shard that has it (one export without 'ambient_temp_c' named the five good shards)."""
+    every shard that has it (one export without 'ambient_temp_c' named the five good shards). Where several
+    shards differ alike (a sensor added halfway: 7 of 14 daily shards without it), one line says so for all."""
     names = list(schemas)
     first = schemas[names[0]]
     union = list(dict.fromkeys(n for s in schemas.values() for n in s.names
                                if n not in exclude and (wanted is None or n in wanted)))
-    holders = {c: [f for f in names if c in schemas[f].names] for c in union}
-    expected = {c for c, have in holders.items()
-                if 2 * len(have) > len(names) or (2 * len(have) == len(names) and c in first.names)}
-
-    def which(files: list[str]) -> str:
-        return files[0] if len(files) == 1 else f"{len(files)} of the {len(names)} shards"
-
+    lacking: dict[tuple, list[str]] = {}       # the shards that lack a column → the columns they all lack
+    for c in union:
+        if lack := tuple(f for f in names if c not in schemas[f].names):
+            lacking.setdefault(lack, []).append(c)
+    fix = ("fix the shard (a column it lacks may be added empty, null in every row: it is imputed there), or list "
+           "the column under data.features.exclude")
     problems = []
-    for f, s in schemas.items():
-        missing = [c for c in union if c in expected and c not in s.names]
-        if missing:
-            problems.append(f"{f}: missing column(s) {missing} that {which(holders[missing[0]])} "
-                            f"{'has' if len(holders[missing[0]]) == 1 else 'have'}; fix the shard, or list the "
-                            "column under data.features.exclude")
-        extra = [c for c in union if c not in expected and c in s.names]
-        if extra:
-            lack = [g for g in names if extra[0] not in schemas[g].names]
-            problems.append(f"{f}: has column(s) {extra} that {which(lack)} {'lacks' if len(lack) == 1 else 'lack'}; "
-                            "fix the shard, or list the column under data.features.exclude")
+    for lack, columns in lacking.items():
+        have = [f for f in names if f not in lack]
+        expected = 2 * len(have) > len(names) or (2 * len(have) == len(names) and columns[0] in first.names)
+        odd = list(lack) if expected else have           # the shards that differ from the rest
+        if len(odd) == 1:
+            others = lack if not expected else have
+            count = others[0] if len(others) == 1 else f"{len(others)} of the {len(names)} shards"
+            verb = ("missing", "has" if len(others) == 1 else "have") if expected else ("has", "lacks" if len(
+                others) == 1 else "lack")
+            problems.append(f"{odd[0]}: {verb[0]} column(s) {columns} that {count} {verb[1]}; {fix}")
+            continue
+        shown = ", ".join(lack[:3]) + (f" and {len(lack) - 3} more" if len(lack) > 3 else "")
+        problems.append(f"column(s) {columns} are in {len(have)} of the {len(names)} shards and missing from the other "
+                        f"{len(lack)} ({shown}): a column added or dropped partway. Give the shards that lack it the "
+                        "column, empty (null in every row: it is imputed there), or list it under "
+                        "data.features.exclude")
     return problems
 
 

@@ -113,13 +113,22 @@ def test_the_shard_that_differs_is_named_not_the_shards_that_agree(tmp_path):
     with pytest.raises(DataError) as exc:
         reconcile({"m01.csv": short, **{f"m0{i}.csv": full for i in range(2, 7)}}, None, set(), "y")
     assert str(exc.value) == ("m01.csv: missing column(s) ['ambient_temp_c'] that 5 of the 6 shards have; fix the "
-                              "shard, or list the column under data.features.exclude")
+                              "shard (a column it lacks may be added empty, null in every row: it is imputed there), "
+                              "or list the column under data.features.exclude")
     with pytest.raises(DataError) as exc:
         reconcile({**{f"m0{i}.csv": short for i in range(1, 6)}, "m06.csv": full}, None, set(), "y")
-    assert str(exc.value) == ("m06.csv: has column(s) ['ambient_temp_c'] that 5 of the 6 shards lack; fix the "
-                              "shard, or list the column under data.features.exclude")
+    assert str(exc.value).startswith("m06.csv: has column(s) ['ambient_temp_c'] that 5 of the 6 shards lack; fix the "
+                                     "shard (")
     with pytest.raises(DataError, match=r"^b.csv: has column\(s\) \['ambient_temp_c'\] that a.csv lacks; "):
         reconcile({"a.csv": short, "b.csv": full}, None, set(), "y")         # a tie: the first shard is the rule
+    # A sensor added halfway (7 of 14 daily shards without it): one line for the 7, not one per newer shard.
+    days = {f"d{i:02d}.parquet": short if i <= 7 else full for i in range(1, 15)}
+    with pytest.raises(DataError) as exc:
+        reconcile(days, None, set(), "y")
+    assert str(exc.value) == (
+        "column(s) ['ambient_temp_c'] are in 7 of the 14 shards and missing from the other 7 (d01.parquet, "
+        "d02.parquet, d03.parquet and 4 more): a column added or dropped partway. Give the shards that lack it the "
+        "column, empty (null in every row: it is imputed there), or list it under data.features.exclude")
 
 
 def test_stray_cells_in_one_csv_shard_are_named_with_their_lines(tmp_path):
