@@ -301,9 +301,13 @@ class RequestChecker:
             hint = f"did you mean {close[0]!r}? " if close else ""
             # A table's own row (its id, its label) sent as it is: say what the field is and how to have such
             # fields ignored, an operator's choice (serve.unknown_fields) that a misspelt feature must not hide.
-            what = "it is the model's label, " if name == self.label else ""
-            other = ("" if close else f"; {what}send features only, or serve with --set unknown_fields=ignore to "
-                     "have fields that are not features ignored")
+            # Not for a near name (a misspelt feature ignored would be imputed without a word), unless it reads as
+            # an id: 'machine_id' was asked "did you mean 'machine_type'?" and nothing else.
+            an_id = bool(re.search(r"(^|[_\-\s])id$|[a-z]Id$|ID$|uuid", name))
+            what = ("it is the model's label, " if name == self.label else
+                    "if it is an id rather than a misspelling, " if close and an_id else "")
+            other = ("" if close and not an_id else f"; {what}send features only, or serve with --set "
+                     "unknown_fields=ignore to have fields that are not features ignored")
             return Problem(f"unknown field; {hint}the features are {', '.join(self.features)} (GET /schema){other}",
                            i, name)
         if kind == _TEXT:

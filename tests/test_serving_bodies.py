@@ -127,6 +127,15 @@ def test_a_tables_own_row_is_refused_saying_what_its_extra_fields_are_and_how_to
     assert "; it is the model's label, send features only" in said["failure"]
     # A misspelt feature is not advised to be ignored: it would be imputed without a word.
     assert "did you mean 'rpm'?" in said["rmp"] and "unknown_fields" not in said["rmp"]
+    # ... unless it reads as an id ('machine_id' was only asked "did you mean 'machine_type'?").
+    machines = RequestChecker({"features": [{"name": "machine_type", "type": "category"}], "label": {"name": "y"}},
+                              max_records=10, max_body_bytes=2**20)
+    with pytest.raises(RequestError) as caught:
+        machines.parse(b'{"records": [{"machine_id": "PM-007", "machine_type": "L"}]}')
+    [problem] = caught.value.problems
+    assert "did you mean 'machine_type'? " in problem.message and problem.message.endswith(
+        "; if it is an id rather than a misspelling, send features only, or serve with --set unknown_fields=ignore "
+        "to have fields that are not features ignored")
 
 
 def test_non_finite_regression_outputs_name_the_record():
