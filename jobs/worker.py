@@ -435,6 +435,8 @@ def train_loop_per_worker(config: dict) -> None:
             # controller still see every epoch, and nothing is written.
             ray.train.report(metrics)
         if stop:
-            if rank == 0 and epoch < cfg.epochs - 1:     # at the last epoch nothing was cut short: no line
+            # At the last epoch nothing was cut short: no line. Nor in a search (no epoch lines): its own line names
+            # the trial ("[train] early stop" with two trials running said not whose).
+            if rank == 0 and epoch < cfg.epochs - 1 and cfg.epoch_lines:
                 print(_early_stop_line(metric, bad_epochs, best_epoch), flush=True)
             break
