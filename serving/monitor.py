@@ -60,14 +60,17 @@ class _Layout:
     categorical quantity its known categories + unknown + missing, then the prediction's classes (+ one slot for
     a label outside them) or regression bins (+ missing). The quantities are the profile's (`jobs.watched`)."""
 
-    def __init__(self, profile: dict):
+    def __init__(self, profile: dict, ranges: Optional[dict[str, tuple[float, float]]] = None):
         offset = 0
         self.watched = of_profile(profile)
         self.numeric: list[tuple[str, np.ndarray, int]] = []
+        # Past these a number is outside its training range (`jobs.tabular.range_bounds`), counted in one more
+        # slot after its missing one: a unit changed at one source (the batch monitor's `outside_rate` too).
+        self.ranges = dict(ranges or {})
         for name, ref in profile.get("numeric", {}).items():
             edges = np.asarray(ref["edges"], dtype=np.float64)
             self.numeric.append((name, edges, offset))
-            offset += len(edges) + 2
+            offset += len(edges) + 3
         self.categorical: list[tuple[str, dict[str, int], int]] = []
         for name, ref in profile.get("categorical", {}).items():
             lookup = {c: i for i, c in enumerate(ref["shares"])}
@@ -96,6 +99,10 @@ class _Layout:
             b = bin_index(x, edges)
             b[np.isnan(x)] = len(edges) + 1
             slots.append(b + offset)
+            if name in self.ranges:
+                low, high = self.ranges[name]
+                outside = np.count_nonzero((x < low) | (x > high))        # NaN is neither
+                slots.append(np.full(outside, offset + len(edges) + 2, dtype=np.int64))
         for (name, lookup, offset), column in zip(self.categorical, values[len(self.numeric):]):
             unknown, missing = len(lookup), len(lookup) + 1
             # A string is its own canonical form; other JSON scalars (3, 3.0, true) go through canonical().
@@ -150,7 +157,7 @@ class LiveMonitor:
 
     def __init__(self, profile: Optional[dict], *, app: str, version: str, replica: str, window_s: float,
                  thresholds: Thresholds = Thresholds(), reason_off: Optional[str] = None, export: bool = True,
-                 note: Optional[str] = None):
+                 note: Optional[str] = None, ranges: Optional[dict[str, tuple[float, float]]] = None):
         self.app, self.version, self.replica = app, version, replica
         self.window_s = window_s
         self.thresholds = thresholds
@@ -170,7 +177,7 @@ class LiveMonitor:
         if not self.enabled:
             return
         self.profile = profile
-        self.layout = _Layout(profile)
+        self.layout = _Layout(profile, ranges)
         self._copy = RowCopier([w.field for w in self.layout.watched])
         self.window = _Window(self.layout.size, window_s)
         self.started = time.time()
@@ -245,6 +252,9 @@ class LiveMonitor:
             bins = counts[offset:offset + len(edges) + 1]
             missing = int(counts[offset + len(edges) + 1])
             stats = numeric_drift_from_counts(self.profile["numeric"][name], bins, missing, rows)
+            if name in self.layout.ranges:
+                outside, present = int(counts[offset + len(edges) + 2]), int(bins.sum())
+                stats.update(outside=outside, outside_rate=outside / present if present else None)
             features[name] = {"kind": "numeric", **stats}
         for name, lookup, offset in self.layout.categorical:
             known = {c: int(counts[offset + i]) for c, i in lookup.items()}
@@ -355,8 +365,11 @@ def for_replica(bundle, settings: dict, payload: dict, replica: str) -> LiveMoni
     if not spec.enabled:
         return LiveMonitor(None, reason_off="monitoring is off for this app (serve.monitor.enabled: false)",
                            **common)
+    from jobs.tabular import range_bounds, training_ranges
+
     thresholds, note = bundle_thresholds(payload)
-    return LiveMonitor(bundle.profile, thresholds=thresholds, note=note, **common)
+    ranges = {name: range_bounds(lo, hi) for name, lo, hi in training_ranges(getattr(bundle, "preprocessor", None))}
+    return LiveMonitor(bundle.profile, thresholds=thresholds, note=note, ranges=ranges, **common)
 
 
 def bundle_thresholds(payload: dict) -> tuple[Thresholds, Optional[str]]:

@@ -40,6 +40,32 @@ def _profile(rng) -> dict:
 
 # ---------------------------------------------------------------------------------------------- without Ray
 
+def test_a_replica_counts_values_past_the_training_range_as_the_monitor_job_does():
+    """GET /monitor had no out-of-range rate, so a unit changed at one source showed only in `trainyard monitor`:
+    a replica counts each number past its training range (`range_bounds`, as /predict's out_of_range) too."""
+    from jobs.tabular import range_bounds
+
+    rng = np.random.default_rng(4)
+    profile = _profile(rng)
+    n = 400
+    u = [float(v) * (50 if i % 10 == 0 else 1) for i, v in enumerate(rng.normal(10.0, 2.0, n))]   # 1 in 10 x50
+    records = [{"t": float(v), "u": u[i], "m": "L", "shift": 1} for i, v in enumerate(rng.normal(300.0, 2.0, n))]
+    monitor = LiveMonitor(profile, app="a", version="v1", replica="r1", window_s=600, export=False,
+                          ranges={"u": range_bounds(4.0, 16.0), "t": range_bounds(290.0, 310.0)})
+    try:
+        for i in range(0, n, 8):
+            monitor.observe(records[i:i + 8], ["ok"] * 8)
+        got = monitor.snapshot()
+    finally:
+        monitor.close()
+    low, high = range_bounds(4.0, 16.0)
+    outside = sum(not low <= v <= high for v in u)
+    assert got["features"]["u"]["outside"] == outside >= 35 and got["features"]["t"]["outside"] == 0
+    assert got["features"]["u"]["outside_rate"] == pytest.approx(outside / n)
+    assert f"outside the training range {outside / n:.2f} ({outside:,} of {n:,})" in got["features"]["u"]["flags"]
+    assert "outside" not in got["features"]["m"]
+
+
 def test_counters_give_the_statistics_of_the_raw_values():
     """What a replica counts per request equals what jobs.drift computes over all the values at once (the
     monitor job's way): bins, missing, categories as the preprocessor matches them (3, 3.0 and "3" are one),
