@@ -113,8 +113,9 @@ def plain_baseline(bundle_dir: Path, folder: Path, window_ms: int = DAY_MS) -> t
             if drift.flagged(ref, stats, thresholds, n_features):
                 flagged.append((window, name))
         drift.prediction_drift(profile["prediction"], part["prediction"].value_counts().to_dict())
-        if "score" in profile["prediction"]:        # the probability of the second class, as the monitor judges it
+        if "score" in profile["prediction"]:        # the probability the monitor judges (its class: "index")
             score = np.array([p[1] for p in part["probabilities"]], dtype=np.float64)
+            score = score if profile["prediction"]["score"].get("index", 1) == 1 else 1.0 - score
             drift.flagged(profile["prediction"]["score"], drift.numeric_drift(profile["prediction"]["score"], score),
                           thresholds, 1)
     return time.perf_counter() - t0, len(df), flagged

@@ -343,23 +343,27 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
 
 
 def _few_outside(windows: list[dict], rate: float) -> list[str]:
-    """Features with values past their training range that no window flagged (too few for monitor.unknown_rate):
-    said, since one machine of 60 sending a sensor in other units stays under any share for good."""
+    """Features with values past their training range that no window flagged: too few for monitor.unknown_rate
+    (one machine of 60 sending a sensor in other units stays under any share for good), or in windows too small
+    to judge; said either way."""
     lines = []
     for name in sorted({n for w in windows for n in w["features"]}):
         stats = [w["features"][name] for w in windows if name in w["features"]]
         outside = sum(s.get("outside") or 0 for s in stats)
         if outside and not any(f.startswith("outside the training range") for s in stats for f in s["flags"]):
             values = sum(int(np.sum(s["counts"])) for s in stats)
+            why = (f"too few to flag (monitor.unknown_rate {rate:g}); a source sending other units (one machine, "
+                   "one lab) looks like this" if outside / values <= rate else
+                   "in windows too small to judge (monitor.min_rows)")
             lines.append(f"{name}: {outside:,} of {values:,} values ({outside / values:.1%}) past its training range, "
-                         f"too few to flag (monitor.unknown_rate {rate:g}); a source sending other units (one machine, "
-                         "one lab) looks like this: /predict's out_of_range names the records")
+                         f"{why}: /predict's out_of_range names the records")
     return lines
 
 
 def with_test_figures(decision: Optional[dict], metrics: dict) -> Optional[dict]:
     """A binary cut-off (preprocessor.json's) with what it did on the test split (metrics.json's confusion matrix):
-    {"test": {"recall", "precision", "positive_rate"}}; as it is without a test confusion matrix."""
+    {"test": {"recall", "precision", "positive_rate", "counts": {measure: [hits, of]}}}; as it is without a test
+    confusion matrix."""
     cm = np.asarray((metrics.get("test") or {}).get("confusion_matrix") or [], dtype=np.int64)
     if not decision or cm.shape != (2, 2) or not cm.sum():
         return decision
@@ -367,7 +371,11 @@ def with_test_figures(decision: Optional[dict], metrics: dict) -> Optional[dict]
     figures = {"recall": cm[i, i] / cm[i].sum() if cm[i].sum() else None,
                "precision": cm[i, i] / cm[:, i].sum() if cm[:, i].sum() else None,
                "positive_rate": cm[i].sum() / cm.sum()}
-    return {**decision, "test": {k: None if v is None else float(v) for k, v in figures.items()}}
+    # The counts too: a window is compared with the test split's figure as one sample with another, not with an
+    # exact value (44 of 61 is 0.721 give or take 0.057).
+    counts = {"recall": [int(cm[i, i]), int(cm[i].sum())], "precision": [int(cm[i, i]), int(cm[:, i].sum())]}
+    return {**decision, "test": {**{k: None if v is None else float(v) for k, v in figures.items()},
+                                 "counts": counts}}
 
 
 def _other_versions(windows: list[dict], version: str) -> Optional[str]:

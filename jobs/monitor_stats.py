@@ -57,7 +57,8 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
         positive = profile["prediction"]["classes"][int(profile["prediction"]["score"].get("index", 1))]
         # Which way: "psi 0.50" alone did not say whether the risk rose or fell.
         mean = (f"; mean {score['mean']:.3f} vs {profile['prediction']['score']['mean']:.3f} on the validation split"
-                if score.get("mean") is not None and "mean" in profile["prediction"]["score"] else "")
+                if score.get("mean") is not None and isinstance(profile["prediction"]["score"].get("mean"), (int, float))
+                else "")
         prediction["flags"] += [f"probability of {positive!r} {flag}{mean}" for flag in score["flags"]]
     out = {"n": n, "judged": judged, "features": features, "prediction": prediction,
            "flagged": sorted(name for name, stats in features.items() if stats["flags"])}
@@ -66,7 +67,10 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
     if "labels" in summary:
         # A model answering by a cut-off is judged by its rule (and its AUC), not by accuracy: a plant running
         # hotter (failures 7 % → 15 %) lowered the accuracy of a recall-driven cut-off while it caught more.
-        judged_by = None if decision and profile["prediction"]["task"] == "classification" else reference_metric
+        # Accuracy still judges where neither the rule (no target: a fixed threshold, best_f1) nor an AUC can.
+        by_rule = decision and profile["prediction"]["task"] == "classification" and (
+            policy_bar(decision) is not None or (reference_auc is not None and "scores" in summary["labels"]))
+        judged_by = None if by_rule else reference_metric
         out["metrics"] = _realised(summary["labels"], profile["prediction"], thresholds, judged_by, reference_auc)
         if decision and profile["prediction"]["task"] == "classification":
             _policy(out["metrics"], np.asarray(summary["labels"]["confusion"], dtype=np.int64), decision, thresholds)
@@ -96,16 +100,25 @@ def _policy(metrics: dict, cm: np.ndarray, decision: dict, thresholds) -> None:
         # Flagged when chance does not explain it: a window holds a few positives (a helper's 300 labels held
         # 21-32), and a model that meets a recall of 0.9 exactly reads below it in about half of such windows.
         what, value, hit, of = short
-        chance = shortfall_chance(hit, of, bar)
+        against_test = bar < float(decision["target"])
+        chance = (_below_test_chance(hit, of, decision["test"]["counts"][what]) if against_test
+                  else shortfall_chance(hit, of, bar))
         if metrics["n"] < thresholds.min_rows:          # too few labels to judge: neither flagged nor "chance"
             return
         metrics["shortfall"] = {"measure": what, "value": value, "hits": hit, "of": of, "p": chance, "bar": bar,
                                 "flagged": chance < thresholds.p_value}
         if chance < thresholds.p_value:
-            below = (f"the {decision['rule']} its cut-off was chosen for" if bar >= float(decision["target"]) else
-                     f"the {bar:.3f} it had on the test split")
+            below = (f"the {bar:.3f} it had on the test split" if against_test else
+                     f"the {decision['rule']} its cut-off was chosen for")
             metrics["flags"].append(f"{what} of {decision['positive']!r} {value:.3f} ({hit} of {of}) below {below} "
                                     f"(p {chance:.1g})")
+
+
+def _below_test_chance(hit: int, of: int, test: list[int]) -> float:
+    """How likely a window's `hit` of `of` is this far below the test split's `test` [hits, of] if both come from
+    one rate (one-sided Fisher's exact test): the test figure is a sample too."""
+    from scipy.stats import fisher_exact
+    return float(fisher_exact([[hit, of - hit], [test[0], test[1] - test[0]]], alternative="less").pvalue)
 
 
 def policy_bar(decision: Optional[dict]) -> Optional[float]:
@@ -115,7 +128,9 @@ def policy_bar(decision: Optional[dict]) -> Optional[float]:
     if not decision or "target" not in decision:
         return None
     test = (decision.get("test") or {}).get(decision["measure"])
-    return min(float(decision["target"]), test) if isinstance(test, (int, float)) else float(decision["target"])
+    counted = ((decision.get("test") or {}).get("counts") or {}).get(decision["measure"])
+    return (min(float(decision["target"]), test) if isinstance(test, (int, float)) and counted
+            else float(decision["target"]))
 
 
 def _prediction_stats(s: dict, ref: dict, thresholds, judged: bool) -> dict:
@@ -133,8 +148,8 @@ def _prediction_stats(s: dict, ref: dict, thresholds, judged: bool) -> dict:
 
 
 def _score_stats(s: dict, ref_prediction: dict, thresholds) -> dict:
-    """Drift of a binary model's logged probabilities of its second class against the validation split's
-    (profile "score"), judged as a numeric feature is: PSI and chi-squared over every row's bin, KS on the
+    """Drift of a binary model's logged probabilities of one class (profile "score": its "index") against the
+    validation split's, judged as a numeric feature is: PSI and chi-squared over every row's bin, KS on the
     sample; flagged only with `min_rows` rows that hold them (logs from before they were written do not)."""
     ref = ref_prediction["score"]
     stats = drift.numeric_drift_from_counts(ref, np.asarray(s["counts"]), 0, int(np.sum(s["counts"])))
@@ -222,15 +237,16 @@ def window_line(w: dict, reference, decision: Optional[dict], min_rows: int) -> 
     if (auc := m.get("auc")) is not None:
         metric += f"; auc {auc:.3f}" + (f" on the {m['auc_rows']} of {m['n']} labelled rows logged with probabilities"
                                         if m["auc_rows"] < m["n"] else "")
-    if m.get("positive_recall") is not None:
-        metric += f"; recall of {decision['positive']!r} {m['positive_recall']:.3f} ({decision['rule']})"
+    measure = (decision or {}).get("measure", "recall")      # a min_precision rule's line shows its precision
+    if m.get(f"positive_{measure}") is not None:
+        metric += f"; {measure} of {decision['positive']!r} {m[f'positive_{measure}']:.3f} ({decision['rule']})"
     if m.get("positive_rate") is not None and (decision.get("test") or {}).get("positive_rate") is not None:
         metric += (f"; {decision['positive']!r} in {m['positive_rate']:.1%} of labels ("
                    f"{decision['test']['positive_rate']:.1%} on the test split)")
     if (short := m.get("shortfall")) and not short["flagged"]:
         metric += (f"; its {short['measure']} of {decision['positive']!r} {short['value']:.3f} ({short['hits']} of "
                    f"{short['of']}) is short of {short['bar']:.3g} within chance (p {short['p']:.2g})")
-    if m and m["n"] < min_rows:
+    if m and 0 < m["n"] < min_rows and w["judged"]:
         metric += f" ({m['n']} labels, under min_rows {min_rows}: not judged)"
     return (f"[monitor] {w['start']}: {w['n']:,} rows, " + ("flagged: " + ", ".join(flagged) if flagged else
                                                           "nothing flagged") + metric

@@ -106,10 +106,12 @@ def worse_than(replaced: Optional[tuple], test: dict, task: str, decision: Optio
                                      != {k: (decision or {}).get(k) for k in ("positive", "rule")}):
         return (f"the version it replaces {replaces}, {replaced[0]}, answered by {_answers_by(before)}, this "
                 f"one by {_answers_by(decision)}, so their test {key} is not compared")
-    if (task == "classification" and decision and isinstance(test.get("auc"), (int, float))
-            and isinstance(replaced[1].get("auc"), (int, float))):
-        # Under one cut-off rule (a min_recall), F1 ranked a model of lower AUC and recall first: the ranking the
-        # rule cuts is what a retrain improves, so two such versions are compared by their AUC.
+    if (task == "classification" and decision and str(decision.get("rule", "")).startswith(("min_recall",
+                                                                                             "min_precision"))
+            and isinstance(test.get("auc"), (int, float)) and isinstance(replaced[1].get("auc"), (int, float))):
+        # Under one target rule (min_recall), F1 ranked a model of lower AUC and recall first: the ranking the
+        # rule cuts is what a retrain improves, so two such versions are compared by their AUC (best_f1 and a
+        # fixed threshold keep F1, what the one optimises and the other compares like with like).
         key, higher = "auc", True
     if key not in test or not isinstance(replaced[1].get(key), (int, float)):
         return ""

@@ -303,7 +303,7 @@ class RequestChecker:
             # fields ignored, an operator's choice (serve.unknown_fields) that a misspelt feature must not hide.
             # Not for a near name (a misspelt feature ignored would be imputed without a word), unless it reads as
             # an id: 'machine_id' was asked "did you mean 'machine_type'?" and nothing else.
-            an_id = bool(re.search(r"(^|[_\-\s])id$|[a-z]Id$|ID$|uuid", name))
+            an_id = bool(re.search(r"(^|[_\-\s])id$|[a-z]Id$|ID$|uuid", name, re.I))
             what = ("it is the model's label, " if name == self.label else
                     "if it is an id rather than a misspelling, " if close and an_id else "")
             other = ("" if close and not an_id else f"; {what}send features only, or serve with --set "

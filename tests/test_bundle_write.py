@@ -411,11 +411,14 @@ def test_a_new_version_that_scores_worse_than_the_one_it_replaces_is_said(tmp_pa
     assert _worse_than(replaced, {"f1": 0.45}, "classification", {**cut, "rule": "threshold 0.3"}).startswith(
         "the version it replaces as the latest, v1, scored test f1 0.7500")      # the same cut-off: compared
     # ... by AUC where both have it: under one rule, F1 ranked first a search's model of lower AUC and recall.
-    with_auc = (replaced[0], {**replaced[1], "auc": 0.8739}, *replaced[2:])
-    same = {**cut, "rule": "threshold 0.3"}
-    assert _worse_than(with_auc, {"f1": 0.80, "auc": 0.8654}, "classification", same).endswith(
+    with_auc = (replaced[0], {**replaced[1], "auc": 0.8739}, cut, None)               # both min_recall 0.85
+    assert _worse_than(with_auc, {"f1": 0.80, "auc": 0.8654}, "classification", cut).endswith(
         "scored test auc 0.8739 on its test split, this one 0.8654")
-    assert _worse_than(with_auc, {"f1": 0.60, "auc": 0.88}, "classification", same) == ""
+    assert _worse_than(with_auc, {"f1": 0.60, "auc": 0.88}, "classification", cut) == ""
+    # A fixed threshold (or best_f1) keeps F1: like with like, or what the rule optimises.
+    fixed = {**cut, "threshold": 0.3, "rule": "threshold 0.3"}
+    assert _worse_than((replaced[0], {**replaced[1], "auc": 0.8739}, fixed, None), {"f1": 0.80, "auc": 0.8654},
+                       "classification", fixed) == ""
     # Trained on other data or features, each version scored its own test split: said, not ranked silently.
     from jobs.replaced import other_data as _other_data, trained_on as _trained_on
 

@@ -535,15 +535,22 @@ def test_labelled_rows_are_judged_by_the_rule_the_cut_off_was_chosen_for():
     from jobs.monitor import with_test_figures
     short_on_test = with_test_figures({**cut, "rule": "min_recall 0.8", "target": 0.8},
                                       {"test": {"confusion_matrix": [[44, 17], [160, 730]]}})
-    assert short_on_test["test"] == pytest.approx({"recall": 44 / 61, "precision": 44 / 204, "positive_rate": 61 / 951})
+    assert {k: v for k, v in short_on_test["test"].items() if k != "counts"} == pytest.approx(
+        {"recall": 44 / 61, "precision": 44 / 204, "positive_rate": 61 / 951})
+    assert short_on_test["test"]["counts"] == {"recall": [44, 61], "precision": [44, 204]}
     as_before = {"n": 20000, "flags": []}
     _policy(as_before, np.array([[1351, 455], [5000, 13194]]), short_on_test, drift.Thresholds())
     assert as_before["flags"] == [] and "shortfall" not in as_before
     assert line(as_before, short_on_test).endswith("recall of 'default' 0.748 (min_recall 0.8); 'default' in 9.0% of "
                                                    "labels (6.4% on the test split)")
+    # The test figure is a sample too (44 of 61: 0.721 give or take 0.057): a window is compared with it by Fisher's
+    # exact test, so a model of true recall 0.69 is not called a drop (as one sample against 0.721: p 0.002).
+    near = {"n": 20000, "flags": []}
+    _policy(near, np.array([[1246, 560], [5000, 13194]]), short_on_test, drift.Thresholds())
+    assert near["flags"] == [] and near["shortfall"]["p"] > 0.2 and near["shortfall"]["bar"] == pytest.approx(44 / 61)
     fell = {"n": 20000, "flags": []}
-    _policy(fell, np.array([[1100, 706], [5000, 13194]]), short_on_test, drift.Thresholds())
-    assert fell["flags"] == [f"recall of 'default' 0.609 (1100 of 1806) below the 0.721 it had on the test split (p "
+    _policy(fell, np.array([[900, 906], [5000, 13194]]), short_on_test, drift.Thresholds())
+    assert fell["flags"] == [f"recall of 'default' 0.498 (900 of 1806) below the 0.721 it had on the test split (p "
                              f"{fell['shortfall']['p']:.1g})"] and "flagged: recall drop; " in line(fell, short_on_test)
     # Under min_rows labels a shortfall is neither flagged nor called chance (2 of 10 read "within chance, p 9e-06").
     scarce = {"n": 30, "flags": []}
@@ -555,8 +562,10 @@ def test_labelled_rows_are_judged_by_the_rule_the_cut_off_was_chosen_for():
     precise = {"n": 300, "flags": []}
     rule = {**cut, "rule": "min_precision 0.9", "measure": "precision", "target": 0.9}
     _policy(precise, np.array([[20, 5], [3, 272]]), rule, drift.Thresholds())
-    assert "; its precision of 'default' 0.870 (20 of 23) is short of 0.9 within chance (p " in line(
-        precise, rule)
+    assert "nothing flagged; precision of 'default' 0.870 (min_precision 0.9); its precision of 'default' 0.870 (20 " \
+           "of 23) is short of 0.9 within chance (p " in line(precise, rule)       # the rule's measure, not recall
+    # A window without labels says nothing of them ("(0 labels, under min_rows 50: not judged)" on every line).
+    assert line({"n": 0, "flags": []}).endswith("nothing flagged")
     met = {"n": 900, "flags": []}
     _policy(met, np.array([[167, 13], [250, 470]]), cut, drift.Thresholds())
     assert met["flags"] == [] and met["positive_recall"] == pytest.approx(167 / 180)
@@ -667,6 +676,10 @@ def test_a_binary_models_realised_auc_comes_from_its_logged_probabilities_withou
     cut = {"positive": "yes", "positive_index": 1, "threshold": 0.2, "rule": "threshold 0.2"}
     by_rule = window_stats(windows[1], profile, drift.Thresholds(), 1, strict, cut, test_auc)["metrics"]
     assert [f.split(" ")[0] for f in by_rule["flags"]] == ["auc"] and by_rule["accuracy"] < 0.99
+    # A cut-off without a target and no AUC to judge (no probabilities, or none on the test split): accuracy still
+    # judges (labels judged nothing there).
+    unjudged = window_stats(windows[1], profile, drift.Thresholds(), 1, strict, cut, None)["metrics"]
+    assert [f.split(" ")[0] for f in unjudged["flags"]] == ["accuracy"]
 
 
 def test_values_past_the_training_range_are_flagged_where_psi_stays_low_without_ray(tmp_path):
@@ -715,3 +728,7 @@ def test_values_past_the_training_range_are_flagged_where_psi_stays_low_without_
         "a source sending other units (one machine, one lab) looks like this: /predict's out_of_range names the "
         "records"]
     assert _few_outside(stats, 0.05) == []           # flagged in a window: said there
+    # Past the rate but in windows too small to judge: said as such, not as "too few".
+    small = [{"features": {"x": {"outside": 30, "counts": [40], "flags": []}}}]
+    assert _few_outside(small, 0.05) == ["x: 30 of 40 values (75.0%) past its training range, in windows too small "
+                                         "to judge (monitor.min_rows): /predict's out_of_range names the records"]

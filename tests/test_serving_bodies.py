@@ -136,6 +136,10 @@ def test_a_tables_own_row_is_refused_saying_what_its_extra_fields_are_and_how_to
     assert "did you mean 'machine_type'? " in problem.message and problem.message.endswith(
         "; if it is an id rather than a misspelling, send features only, or serve with --set unknown_fields=ignore "
         "to have fields that are not features ignored")
+    for name in ("Machine_Id", "Id", "machineID", "uuid"):           # any case
+        with pytest.raises(RequestError) as caught:
+            machines.parse(json.dumps({"records": [{name: "x", "machine_type": "L"}]}).encode())
+        assert "unknown_fields=ignore" in caught.value.problems[0].message, name
 
 
 def test_non_finite_regression_outputs_name_the_record():
