@@ -96,15 +96,13 @@ def _policy(metrics: dict, cm: np.ndarray, decision: dict, thresholds) -> None:
     metrics["positive_rate"] = float(cm[i].sum() / cm.sum()) if cm.sum() else None
     bar = policy_bar(decision)
     short = shortfall(cm, {**decision, "target": bar}) if bar is not None else None
-    if short is not None:
+    if short is not None and metrics["n"] >= thresholds.min_rows:     # fewer labels: neither flagged nor "chance"
         # Flagged when chance does not explain it: a window holds a few positives (a helper's 300 labels held
         # 21-32), and a model that meets a recall of 0.9 exactly reads below it in about half of such windows.
         what, value, hit, of = short
         against_test = bar < float(decision["target"])
         chance = (_below_test_chance(hit, of, decision["test"]["counts"][what]) if against_test
                   else shortfall_chance(hit, of, bar))
-        if metrics["n"] < thresholds.min_rows:          # too few labels to judge: neither flagged nor "chance"
-            return
         metrics["shortfall"] = {"measure": what, "value": value, "hits": hit, "of": of, "p": chance, "bar": bar,
                                 "flagged": chance < thresholds.p_value}
         if chance < thresholds.p_value:

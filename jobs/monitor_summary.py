@@ -197,15 +197,15 @@ def _scores(labelled: pa.Table, truth: np.ndarray) -> list[list[int]]:
     """[negatives, positives]: the labelled rows' counts of P(second class) on `SCORE_EDGES` of its log-odds, by
     true class; rows without both probabilities (logs from before they were written, a class not the model's) are
     not counted."""
-    counts = np.zeros((2, len(SCORE_EDGES) + 1), dtype=np.int64)
     if PROBABILITIES not in labelled.column_names or not len(truth):
-        return counts.tolist()
+        return np.zeros((2, len(SCORE_EDGES) + 1), dtype=np.int64).tolist()
     p = labelled[PROBABILITIES].to_numpy(zero_copy_only=False).astype(np.float64)
     keep = ~np.isnan(p) & (truth >= 0)
     with np.errstate(divide="ignore"):
         log_odds = np.log(np.clip(p[keep], 0.0, 1.0)) - np.log1p(-np.clip(p[keep], 0.0, 1.0))
-    np.add.at(counts, (truth[keep], np.searchsorted(SCORE_EDGES, log_odds, side="right")), 1)
-    return counts.tolist()
+    bins = len(SCORE_EDGES) + 1
+    slots = truth[keep] * bins + np.searchsorted(SCORE_EDGES, log_odds, side="right")     # one bincount, not add.at
+    return np.bincount(slots, minlength=2 * bins).reshape(2, bins).tolist()
 
 
 def merge(group: pd.DataFrame) -> pd.DataFrame:
