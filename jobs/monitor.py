@@ -329,7 +329,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
               "verdict": "retrain" if reasons else "ok", "reasons": reasons, "seconds": round(elapsed, 3)}
     result = MonitorResult(report, report["verdict"], reasons, skipped)
     for w in windows:
-        progress(window_line(w, reference, decision, thresholds.min_rows))
+        progress(window_line(w, reference, decision, thresholds.min_rows, bundle.version))
     if out:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -223,7 +223,7 @@ def reference_auc(metrics: dict) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None
 
 
-def window_line(w: dict, reference, decision: Optional[dict], min_rows: int) -> str:
+def window_line(w: dict, reference, decision: Optional[dict], min_rows: int, version: Optional[str] = None) -> str:
     """A window's line: its rows, what drifted (features, the predictions, a metric below the test split's) or
     "nothing flagged", and its realised metric. It said "nothing flagged" above a retrain for prediction drift."""
     flagged = list(w["flagged"]) + (["predictions"] if w["prediction"]["flags"] else [])
@@ -246,6 +246,9 @@ def window_line(w: dict, reference, decision: Optional[dict], min_rows: int) -> 
                    f"{short['of']}) is short of {short['bar']:.3g} within chance (p {short['p']:.2g})")
     if m and 0 < m["n"] < min_rows and w["judged"]:
         metric += f" ({m['n']} labels, under min_rows {min_rows}: not judged)"
+    served = [v or "no version logged" for v in (w.get("versions") or {})]
+    if version and served and version not in (w.get("versions") or {}):      # the note alone said it, for all
+        metric += f" (served by {', '.join(served)} alone, not {version})"
     return (f"[monitor] {w['start']}: {w['n']:,} rows, " + ("flagged: " + ", ".join(flagged) if flagged else
                                                           "nothing flagged") + metric
             + ("" if w["judged"] else f" (under min_rows {min_rows}: not judged)"))

@@ -289,6 +289,10 @@ def test_regression_windows_without_ray(tmp_path):
                                                    "(v0: 4,000); their inputs and answers are compared with this bundle's "
                                                    "training data like the rest")
     assert _other_versions(stats[1:], "v1") is None
+    # A window another version served alone says so on its own line (the note alone said it, for all windows).
+    assert window_line({**stats[1], "start": "day 1"}, reference, None, 50, "v0").endswith(
+        "(served by v1 alone, not v0)")
+    assert "alone" not in window_line({**stats[0], "start": "day 0"}, reference, None, 50, "v0")
     # The realised metrics are of the judged version's rows alone: v0 answered by its own model (a helper's monitor
     # judged an earlier version's rows by the new bundle's cut-off target, and said retrain).
     from dataclasses import replace
