@@ -34,7 +34,8 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
         if len(sample):
             on_sample = drift.numeric_drift(ref, sample)
             stats.update(ks=on_sample["ks"], ks_p=on_sample["ks_p"])
-        stats.update(kind="numeric", ks_sample=len(sample), counts=s["counts"])
+        stats.update(kind="numeric", ks_sample=len(sample), counts=s["counts"],
+                     median=float(np.median(sample)) if len(sample) else None)
         if "outside" in s:       # past the train split's range (as /predict's out_of_range): a unit changed
             present = int(np.sum(s["counts"]))
             stats.update(outside=int(s["outside"]), outside_rate=s["outside"] / present if present else None)
@@ -51,6 +52,10 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
     for name, stats in features.items():
         ref = profile["numeric"].get(name) or profile["categorical"][name]
         stats["flags"] = drift.flagged(ref, stats, thresholds, n_features) if judged else []
+        quantiles = ref.get("quantiles") or []
+        if stats.get("median") is not None and len(quantiles) == 101:     # which way: "psi 2.07" alone did not say
+            stats["flags"] = [f"{f}; median {stats['median']:.4g} vs {quantiles[50]:.4g} in training"
+                              if f.startswith("psi ") else f for f in stats["flags"]]
     prediction = _prediction_stats(summary["prediction"], profile["prediction"], thresholds, judged)
     if "score" in summary and "score" in profile["prediction"]:
         prediction["score"] = score = _score_stats(summary["score"], profile["prediction"], thresholds)

@@ -127,6 +127,10 @@ def test_shifted_traffic_flags_exactly_the_shifted_features(served_bundle, tmp_p
     assert after["features"]["machine_type"]["unknown_values"] == {"X": 100}
     assert after["features"]["torque_nm"]["missing_rate"] == pytest.approx(0.5, abs=0.02)
     assert after["features"]["air_temp_k"]["ks_p"] < 1e-6
+    # Which way it moved: the window's median against training's (+3 sd: about 6 K up).
+    [flag] = [f for f in after["features"]["air_temp_k"]["flags"] if f.startswith("psi ")]
+    now, then = (float(v) for v in flag.split("; median ")[1].removesuffix(" in training").split(" vs "))
+    assert 4 < now - then < 8, flag
     html = (tmp_path / "mon" / "report.html").read_text()
     assert all(f"<h3>{name}: reference vs {after['start']}" in html for name in SHIFTED)
     # Run again into the same folder: the earlier report is replaced, and that is said with its time.
