@@ -80,6 +80,9 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
         from jobs import decision as DECISION
         DECISION.check(spec, pre.classes if pre.task == "classification" else None,
                        getattr(result, "class_counts", None) or {})
+    for name in result.numeric if not spec.data.is_image else []:
+        if name in reference.get("numeric", {}) and (note := PROFILE.two_populations(name, reference["numeric"][name])):
+            progress(f"[prepare] note: {note}")
     if not spec.data.is_image:
         empty = TAB.empty_columns(stats, result.numeric, result.categorical)
         if empty:

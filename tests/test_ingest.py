@@ -256,20 +256,25 @@ def test_a_feature_with_no_value_in_the_train_split_is_said(tmp_path):
     f = frame(n=40)
     f["gone"] = np.nan
     f["blank"] = pd.Series([None] * 40, dtype=object)
+    # And a column of two units (mmol/L and mg/dL), which a lab's table trained and served as one spread.
+    f["glucose"] = [4.0 + (i % 6) for i in range(30)] + [90.0 + 10 * i for i in range(10)]
     pq.write_table(pa.Table.from_pandas(f, preserve_index=False).cast(pa.schema(
         [pa.field(n, pa.string() if n in ("c", "blank") else t) for n, t in
          zip(f.columns, pa.Table.from_pandas(f, preserve_index=False).schema.types)])), tmp_path / "p.parquet")
     spec = validate_spec({"name": "t", "data": {"path": str(tmp_path), "label": "y",
-                                                "features": {"categorical": ["c", "blank"], "numeric": ["a", "gone"],
-                                                             "exclude": ["b"]}},
+                                                "features": {"categorical": ["c", "blank"],
+                                                             "numeric": ["a", "gone", "glucose"], "exclude": ["b"]}},
                           "output": str(tmp_path / "out")})
     said = []
     prepare(spec, progress=said.append)
     assert any(line.startswith("[prepare] 'gone', 'blank': no value in any row of the train split") and
                "features.exclude" in line for line in said), said
+    [note] = [line for line in said if line.startswith("[prepare] note: column 'glucose' holds two groups")]
+    assert "Two units in one column" in note and not any("column 'a' holds two" in line for line in said)
     said.clear()
     prepare(validate_spec({**spec.model_dump(), "data": {**spec.data.model_dump(), "features": {
-        "categorical": ["c"], "numeric": ["a"], "exclude": ["b", "gone", "blank"]}}}), progress=said.append)
+        "categorical": ["c"], "numeric": ["a"], "exclude": ["b", "gone", "blank", "glucose"]}}}),
+            progress=said.append)
     assert not any("no value in any row" in line for line in said)
 
 

@@ -224,3 +224,21 @@ def test_a_text_bundle_profiles_its_text_by_length_and_emptiness(ray_session, tm
     assert ref["numeric"]["description.length"] == text["numeric"]["description.length"]
     assert ref["categorical"]["description.empty"] == text["categorical"]["description.empty"]
     assert ref["numeric"]["description.length"]["quantiles"][-1] == train["description"].str.len().max()
+
+
+def test_a_column_of_two_populations_is_told_and_ordinary_spreads_are_not():
+    """A lab's glucose in mmol/L and mg/dL in one column (2.7-11 and 70-199) trained as one spread with no word,
+    and widened the range /predict's out_of_range and the monitor judge by. Ray-free: of the profile's percentiles."""
+    from jobs.drift import summarise
+    from jobs.profile import two_populations
+
+    rng = np.random.default_rng(0)
+    glucose = np.r_[rng.normal(6, 1.5, 800).clip(2.7, 11), rng.normal(120, 30, 200).clip(70, 199)]
+    note = two_populations("glucose", summarise(glucose))
+    assert note.startswith("column 'glucose' holds two groups of values far apart: about 79% within 2.7-9.176 and "
+                           "20% within 72.72-194.6 (7.9x across 2 percentiles). Two units in one column"), note
+    ordinary = {"income": rng.lognormal(10, 1, 5000), "long tail": rng.lognormal(0, 3, 5000),
+                "age": rng.normal(50, 15, 5000), "counts": rng.poisson(2, 5000).astype(float),
+                "waits": rng.exponential(1, 5000), "share": rng.random(5000),
+                "2 % in °F": np.r_[rng.normal(37, 0.5, 980), rng.normal(99, 1, 20)]}      # under 3 %: not said
+    assert {name: two_populations(name, summarise(x)) for name, x in ordinary.items()} == dict.fromkeys(ordinary)
