@@ -251,9 +251,10 @@ def window_line(w: dict, reference, decision: Optional[dict], min_rows: int, ver
                    f"{short['of']}) is short of {short['bar']:.3g} within chance (p {short['p']:.2g})")
     if m and 0 < m["n"] < min_rows and w["judged"]:
         metric += f" ({m['n']} labels, under min_rows {min_rows}: not judged)"
-    served = [v or "no version logged" for v in (w.get("versions") or {})]
-    if version and served and version not in (w.get("versions") or {}):      # the note alone said it, for all
-        metric += f" (served by {', '.join(served)} alone, not {version})"
+    served = [v for v in (w.get("versions") or {}) if v]
+    if version and (w.get("versions") or {}) and version not in w["versions"]:     # the note alone said it, for all
+        metric += (f" (served by {', '.join(served)} alone, not {version})" if served else
+                   f" (no row of it logged its version: its labels are not judged as {version}'s)")
     return (f"[monitor] {w['start']}: {w['n']:,} rows, " + ("flagged: " + ", ".join(flagged) if flagged else
                                                           "nothing flagged") + metric
             + ("" if w["judged"] else f" (under min_rows {min_rows}: not judged)"))

@@ -257,26 +257,42 @@ def score_reference(probabilities: np.ndarray, index: int = 1) -> dict:
     return {"index": index, "edges": summary["edges"], "shares": summary["shares"],
             "quantiles": summary["quantiles"], "mean": float(values.mean())}
 
-# Neighbouring percentiles this far apart, with at least TWO_POPULATIONS_SHARE of the values on either side: one
-# column holding two populations (a lab's glucose in mmol/L and mg/dL: 2.7-11 and 70-199, 18x apart).
+# Percentiles two apart this far apart (strictly), with at least TWO_POPULATIONS_SHARE of the values on either
+# side, each side spread smoothly (every other such ratio under TWO_POPULATIONS_SMOOTH, and more than two distinct
+# values): one column holding two populations (a lab's glucose in mmol/L and mg/dL: 2.7-11 and 70-199, 18x apart),
+# not a heavy tail (its ratios grow steadily), nor a few distinct sizes (1, 2 and 10; packs of 1, 6 and 12).
 TWO_POPULATIONS_RATIO = 5.0
+TWO_POPULATIONS_SMOOTH = 2.0
 TWO_POPULATIONS_SHARE = 3        # percent
 
 
 def two_populations(name: str, ref: dict) -> Optional[str]:
     """A note on a numeric column (its profile entry, `ref`) whose positive values form two groups far apart, or
     None: two units in one column train and serve as one spread, which also widens the range that /predict's
-    out_of_range and the monitor's outside_rate judge by. Of the train split's percentiles (exact to 100,000 rows)."""
+    out_of_range and the monitor's outside_rate judge by. Of the train split's percentiles (exact to 100,000 rows);
+    zeros and negative values (a placeholder 0, a signed quantity) are left below the scan."""
     q = np.asarray(ref.get("quantiles") or [], dtype=np.float64)
-    if len(q) != 101 or q[TWO_POPULATIONS_SHARE] <= 0:
+    if len(q) != 101 or not (q > 0).any():
         return None
+    first = int(np.argmax(q > 0)) + TWO_POPULATIONS_SHARE        # the first percentile scanned, 3 % above zero
     # Two percentiles apart: the percentile at the gap itself is interpolated across it (9.2, 22.5, 72.7).
-    k = np.arange(TWO_POPULATIONS_SHARE, 99 - TWO_POPULATIONS_SHARE)
-    ratios = q[k + 2] / q[k]
-    if ratios.max() < TWO_POPULATIONS_RATIO:
+    k = np.arange(first, 99 - TWO_POPULATIONS_SHARE)
+    if len(k) < 2 * TWO_POPULATIONS_SHARE:
         return None
-    at = int(k[ratios.argmax()])          # the values up to the at-th percentile, and those above the at+2-th
-    return (f"column {name!r} holds two groups of values far apart: about {at}% within {q[0]:,.4g}-{q[at]:,.4g} and "
-            f"{99 - at}% within {q[at + 2]:,.4g}-{q[100]:,.4g} ({ratios.max():.1f}x across 2 percentiles). Two units in one column (mmol/L and mg/dL, °C and °F) or two sources? The model learns "
-            "them as one spread, and /predict's out_of_range and the monitor take both as in range: convert them "
-            "in the data, or split the column")
+    ratios = q[k + 2] / q[k]
+    at = int(k[ratios.argmax()])
+    others = ratios[np.abs(k - at) > 2]
+    lower, upper = np.unique(q[first - TWO_POPULATIONS_SHARE:at + 1]), np.unique(q[at + 2:])
+    if (ratios.max() <= TWO_POPULATIONS_RATIO or (len(others) and others.max() >= TWO_POPULATIONS_SMOOTH)
+            or len(lower) < 3 or len(upper) < 3):
+        return None
+    return (f"column {name!r} holds two groups of values far apart: its percentiles jump {ratios.max():.1f}x from the "
+            f"{_ordinal(at)} ({q[at]:,.4g}) to the {_ordinal(at + 2)} ({q[at + 2]:,.4g}), about {at + 1}% of its values below the jump "
+            f"(from {q[0]:,.4g}) and {99 - at}% above it (up to {q[100]:,.4g}). Two units in one column (mmol/L and "
+            "mg/dL, °C and °F) or two sources? The model learns them as one spread, and /predict's out_of_range and "
+            "the monitor take both as in range: convert them in the data, or split the column")
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+

@@ -317,6 +317,8 @@ class _Gauges:
                              tag_keys=keys + ("feature",))
         self.unknown = Gauge("trainyard_unknown_category_rate", "Share of the window's values of a categorical "
                              "feature that training never saw", tag_keys=keys + ("feature",))
+        self.outside = Gauge("trainyard_outside_range_rate", "Share of the window's values of a numeric feature past "
+                             "its training range (as /predict's out_of_range)", tag_keys=keys + ("feature",))
         self.flagged = Gauge("trainyard_feature_flagged", "1 when the feature drifted beyond the bundle's monitor "
                              "thresholds (GET /monitor says why), else 0", tag_keys=keys + ("feature",))
         self.prediction = Gauge("trainyard_prediction_drift", "Drift of the predictions against the validation "
@@ -324,7 +326,7 @@ class _Gauges:
         self.records = Gauge("trainyard_monitor_window_records", "Records in the replica's monitoring window",
                              tag_keys=keys)
         tags = {"app": app, "version": version, "replica": replica}
-        for g in (self.drift, self.missing, self.unknown, self.flagged, self.prediction, self.records):
+        for g in (self.drift, self.missing, self.unknown, self.outside, self.flagged, self.prediction, self.records):
             g.set_default_tags(tags)
         # Every series set so far: (gauge name, tags) → (gauge, the value last set).
         self.series: dict[tuple[str, tuple], tuple[Any, float]] = {}
@@ -341,6 +343,8 @@ class _Gauges:
             self._set(self.missing, _number(s["missing_rate"]), {"feature": name})
             if s["kind"] == "categorical":
                 self._set(self.unknown, _number(s["unknown_rate"]), {"feature": name})
+            if "outside_rate" in s:
+                self._set(self.outside, _number(s["outside_rate"]), {"feature": name})
             self._set(self.flagged, 1 if s["flags"] else 0, {"feature": name})
         p = out["prediction"]
         self._set(self.prediction, _number(p["psi"]), {"stat": "psi"})

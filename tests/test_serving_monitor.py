@@ -282,6 +282,9 @@ def test_prometheus_gauges_flag_exactly_the_shifted_features(monitored, ray_sess
     unknown = metrics[("ray_trainyard_unknown_category_rate", shifted_app)]
     assert unknown["machine_type"] == pytest.approx(1 / 3, abs=0.05) and unknown["shift"] == 0
     assert set(metrics[("ray_trainyard_prediction_drift", shifted_app)]) == {"/psi", "/p", "/flagged"}
+    # Numbers past their training range: a rate per numeric feature, the air temperature (+3 sd) past it in part.
+    outside = metrics[("ray_trainyard_outside_range_rate", shifted_app)]
+    assert outside["air_temp_k"] > 0.01 and set(outside) < set(names) and "machine_type" not in outside
 
 
 def test_a_profile_without_features_holds_no_record_while_counting_predictions():
