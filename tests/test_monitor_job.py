@@ -297,6 +297,8 @@ def test_regression_windows_without_ray(tmp_path):
     assert window_line({**stats[1], "start": "day 1"}, reference, None, 50, "v0").endswith(
         "(served by v1 alone, not v0)")
     assert "alone" not in window_line({**stats[0], "start": "day 0"}, reference, None, 50, "v0")
+    assert window_line({**stats[1], "start": "day 1", "versions": {"": 4000}}, reference, None, 50, "v1").endswith(
+        "(no row of it logged its version: its labels are not judged as v1's)")
     # The realised metrics are of the judged version's rows alone: v0 answered by its own model (a helper's monitor
     # judged an earlier version's rows by the new bundle's cut-off target, and said retrain).
     from dataclasses import replace
