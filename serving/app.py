@@ -262,7 +262,7 @@ def build_fastapi(server: ModelServer) -> FastAPI:
             data = json.dumps(out, allow_nan=False).encode()
         except ValueError:
             raise non_finite_outputs(out, records) from None
-        server.monitor.observe(records, out["predictions"])
+        server.monitor.observe(records, out["predictions"], out.get("probabilities"))
         if server.predlog is not None:
             server.predlog.log(request_id, records, out["predictions"], out.get("probabilities"))
         return Response(data, media_type="application/json")

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -86,9 +86,16 @@ class _Layout:
             self.classes = None
             self.prediction_edges = np.asarray(pred["edges"], dtype=np.float64)
             offset += len(self.prediction_edges) + 2
+        # A binary model's probability of its profiled class (profile "score", as `trainyard monitor` judges it):
+        # its bins on the validation split's edges, after the prediction's slots.
+        score = pred.get("score") if pred["task"] == "classification" and len(pred.get("classes") or []) == 2 else None
+        self.score_index = int(score.get("index", 1)) if score else None
+        self.score_edges = np.asarray(score["edges"], dtype=np.float64) if score else None
+        self.score_offset = offset
+        offset += len(self.score_edges) + 1 if score else 0
         self.size = offset
 
-    def count(self, rows: list[tuple], predictions: list) -> np.ndarray:
+    def count(self, rows: list[tuple], predictions: list, scores: Sequence[float] = ()) -> np.ndarray:
         """The counters of these rows (`RowCopier` over the watched fields) and their predictions, as one vector
         of `size`."""
         values = columns(self.watched, rows)
@@ -118,6 +125,10 @@ class _Layout:
             b = bin_index(y, self.prediction_edges)
             b[~np.isfinite(y)] = len(self.prediction_edges) + 1
             slots.append(b + self.prediction_offset)
+        if self.score_edges is not None and len(scores):
+            # As the logs hold them (float32) and the profile was made of them: a shared value may be an edge.
+            p = np.asarray(scores, dtype=np.float32).astype(np.float64)
+            slots.append(bin_index(p if self.score_index == 1 else 1.0 - p, self.score_edges) + self.score_offset)
         return np.bincount(np.concatenate(slots), minlength=self.size)
 
 
@@ -166,7 +177,7 @@ class LiveMonitor:
         self.enabled = self.reason_off is None
         self.skipped = 0
         self.busy_s = 0.0           # thread time spent counting and judging: what monitoring costs the replica
-        # Requests waiting to be counted, as (time, rows, predictions) of plain values. deque.append and popleft
+        # Requests waiting to be counted, as (time, rows, predictions, scores) of plain values. deque.append and popleft
         # are atomic, so the request path takes no lock; `_queued` is written by the request path only and
         # `_folded` by the folding side only.
         self._pending: deque[tuple[float, tuple, tuple]] = deque()
@@ -187,7 +198,7 @@ class LiveMonitor:
         self._thread.start()
 
     # ------------------------------------------------------------------------------------------ request path
-    def observe(self, records: list[dict], predictions: list) -> None:
+    def observe(self, records: list[dict], predictions: list, probabilities: Optional[list] = None) -> None:
         """Count one answered request: its records (as checked) and their predictions. Copies the watched
         values (see the module docstring: never the request's own objects); the counting happens on the
         monitor's thread."""
@@ -196,7 +207,10 @@ class LiveMonitor:
         if self._queued - self._folded + len(records) > MAX_PENDING_RECORDS:
             self.skipped += len(records)
             return
-        self._pending.append((time.time(), self._copy(records), tuple(predictions)))
+        # Of a binary model, the probability of its second class per record (floats: untracked by the GC).
+        second = (tuple(p[1] for p in probabilities) if probabilities is not None and self.layout.score_edges is not None
+                  else ())
+        self._pending.append((time.time(), self._copy(records), tuple(predictions), second))
         self._queued += len(records)
 
     # ------------------------------------------------------------------------------------------ thread
@@ -227,16 +241,17 @@ class LiveMonitor:
 
     def _fold(self) -> None:
         with self._lock:
-            by_step: dict[int, tuple[float, list, list]] = {}
+            by_step: dict[int, tuple[float, list, list, list]] = {}
             while self._pending:
-                t, rows, predictions = self._pending.popleft()
+                t, rows, predictions, scores = self._pending.popleft()
                 self._folded += len(rows)
                 step = int(t // self.window.step_s)
-                group = by_step.setdefault(step, (t, [], []))
+                group = by_step.setdefault(step, (t, [], [], []))
                 group[1].extend(rows)
                 group[2].extend(predictions)
-            for t, rows, predictions in by_step.values():
-                self.window.add(t, self.layout.count(rows, predictions), len(rows))
+                group[3].extend(scores)
+            for t, rows, predictions, scores in by_step.values():
+                self.window.add(t, self.layout.count(rows, predictions, scores), len(rows))
 
     def close(self) -> None:
         self._stop.set()
@@ -284,6 +299,13 @@ class LiveMonitor:
             stats = prediction_drift(ref, dict(enumerate(bins.tolist())))
         stats["counts"] = per_class
         stats["flags"] = flagged(ref, stats, self.thresholds, 1)
+        if self.layout.score_edges is not None:
+            o, edges = self.layout.score_offset, self.layout.score_edges
+            bins = counts[o:o + len(edges) + 1]
+            score = numeric_drift_from_counts(ref["score"], bins, 0, int(bins.sum()))
+            score["flags"] = flagged(ref["score"], score, self.thresholds, 1)
+            stats["score"] = score
+            stats["flags"] += [f"probability of {ref['classes'][self.layout.score_index]!r} {f}" for f in score["flags"]]
         return stats
 
     def snapshot(self) -> dict:

@@ -66,6 +66,35 @@ def test_a_replica_counts_values_past_the_training_range_as_the_monitor_job_does
     assert "outside" not in got["features"]["m"]
 
 
+def test_a_replica_judges_its_answers_probabilities_as_the_monitor_job_does():
+    """GET /monitor judged the answered classes only: every risk up with few answers changed went unseen live,
+    where `trainyard monitor` flags it from the logs. A replica counts the probability of the profiled class too."""
+    from jobs.profile import score_reference
+
+    rng = np.random.default_rng(6)
+    profile = _profile(rng)
+    validation = 1 / (1 + np.exp(-(rng.normal(0, 1, 2000) - 3)))               # P('ok'), 'ok' the second class
+    profile["prediction"]["score"] = score_reference(np.column_stack([1 - validation, validation]), index=0)
+    records = [{"t": 300.0, "u": 10.0, "m": "L", "shift": 1}] * 8
+    said = {}
+    for day, shift in (("same", 0.0), ("riskier", 1.0)):
+        monitor = LiveMonitor(profile, app="a", version="v1", replica="r1", window_s=600, export=False)
+        try:
+            for i in range(0, 800, 8):
+                p_ok = 1 / (1 + np.exp(-(rng.normal(0, 1, 8) - 3 + shift)))
+                monitor.observe(records, ["ok"] * 8, [[1 - p, p] for p in p_ok])
+            said[day] = monitor.snapshot()["prediction"]
+        finally:
+            monitor.close()
+    # (The answered classes, all 'ok' against the profile's 10/90 shares, are flagged either way: not the point.)
+    assert said["same"]["score"]["n"] == 800 and said["same"]["score"]["flags"] == []
+    assert not any(f.startswith("probability of") for f in said["same"]["flags"])
+    # P('failure') = 1 - P('ok') is the profiled class (a cut-off's positive, index 0): its drift is flagged.
+    assert said["riskier"]["score"]["psi"] > 0.2
+    assert [f.split(" psi ")[0] for f in said["riskier"]["flags"] if f.startswith("probability")] == [
+        "probability of 'failure'"], said["riskier"]
+
+
 def test_counters_give_the_statistics_of_the_raw_values():
     """What a replica counts per request equals what jobs.drift computes over all the values at once (the
     monitor job's way): bins, missing, categories as the preprocessor matches them (3, 3.0 and "3" are one),
