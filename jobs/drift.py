@@ -264,6 +264,17 @@ def flagged(ref_feature: Mapping, stats: Mapping, thresholds: Thresholds, n_feat
     return reasons
 
 
+def score_flags(ref_prediction: Mapping, score: Mapping) -> list[str]:
+    """A binary model's probability-drift flags (`score["flags"]`, of profile "score"), as both monitors say them:
+    which class, and which way when the window's mean is known ("psi 0.50" alone did not say whether the risk
+    rose or fell)."""
+    ref = ref_prediction["score"]
+    positive = ref_prediction["classes"][int(ref.get("index", 1))]
+    mean = (f"; mean {score['mean']:.3f} vs {ref['mean']:.3f} on the validation split"
+            if score.get("mean") is not None and isinstance(ref.get("mean"), (int, float)) else "")
+    return [f"probability of {positive!r} {flag}{mean}" for flag in score["flags"]]
+
+
 def json_safe(v: Any) -> Any:
     """`v` (dicts, lists and tuples of statistics) with every NaN or infinite float as None: JSON has no NaN
     (a statistic of an empty window is one), and strict readers (JavaScript's JSON.parse, jq) refuse it."""

@@ -59,12 +59,7 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
     prediction = _prediction_stats(summary["prediction"], profile["prediction"], thresholds, judged)
     if "score" in summary and "score" in profile["prediction"]:
         prediction["score"] = score = _score_stats(summary["score"], profile["prediction"], thresholds)
-        positive = profile["prediction"]["classes"][int(profile["prediction"]["score"].get("index", 1))]
-        # Which way: "psi 0.50" alone did not say whether the risk rose or fell.
-        mean = (f"; mean {score['mean']:.3f} vs {profile['prediction']['score']['mean']:.3f} on the validation split"
-                if score.get("mean") is not None and isinstance(profile["prediction"]["score"].get("mean"), (int, float))
-                else "")
-        prediction["flags"] += [f"probability of {positive!r} {flag}{mean}" for flag in score["flags"]]
+        prediction["flags"] += drift.score_flags(profile["prediction"], score)
     out = {"n": n, "judged": judged, "features": features, "prediction": prediction,
            "flagged": sorted(name for name, stats in features.items() if stats["flags"])}
     if "versions" in summary:

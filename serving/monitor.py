@@ -42,7 +42,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from jobs.drift import (Thresholds, bin_index, bundle_monitor_settings, categorical_drift, flagged, json_safe,
-                        numeric_drift_from_counts, prediction_drift)
+                        numeric_drift_from_counts, prediction_drift, score_flags)
 from jobs.fitted import canonical
 from jobs.watched import RowCopier, columns, of_profile
 
@@ -305,7 +305,7 @@ class LiveMonitor:
             score = numeric_drift_from_counts(ref["score"], bins, 0, int(bins.sum()))
             score["flags"] = flagged(ref["score"], score, self.thresholds, 1)
             stats["score"] = score
-            stats["flags"] += [f"probability of {ref['classes'][self.layout.score_index]!r} {f}" for f in score["flags"]]
+            stats["flags"] += score_flags(ref, score)
         return stats
 
     def snapshot(self) -> dict:
