@@ -400,7 +400,8 @@ def check_files(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str, *, text
     problems = column_problems(data, schemas, fmt)
     if problems:
         raise DataError("\n".join(problems))
-    return reconcile(schemas, wanted_columns(data, text), set(data.features.exclude), data.label, fs=fs)
+    split = {c for c in (data.split.by, data.split.order) if c}      # read for the split alone: `jobs.splits`
+    return reconcile(schemas, wanted_columns(data, text), set(data.features.exclude) | split, data.label, fs=fs)
 
 
 def wanted_columns(data: DataSpec, text: bool) -> Optional[set[str]]:
@@ -427,13 +428,13 @@ def column_problems(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str) -> 
     problems = []
     if no_label:
         problems.append(f"label column {data.label!r} is in none of the {len(schemas)} file(s) under {data.path!r}; "
-                        f"{_nearest(data.label, names)}columns are {sorted(names)}. Fix data.label")
+                        f"{nearest_name(data.label, names)}columns are {sorted(names)}. Fix data.label")
     for field in ("numeric", "categorical", "text", "exclude"):
         for listed in getattr(data.features, field) or []:
             if all(listed not in s.names for s in schemas.values()):
                 # A misspelt exclude would otherwise leave the id or leak it was meant to drop among the features.
                 problems.append(f"data.features.{field} names column {listed!r}, which is in none of the files; "
-                                f"{_nearest(listed, names)}columns are {sorted(names)}. Fix data.features.{field}")
+                                f"{nearest_name(listed, names)}columns are {sorted(names)}. Fix data.features.{field}")
     return problems
 
 
@@ -448,7 +449,7 @@ def resave_hint(sep: str, then: str = "point data.path at it") -> str:
             + "; add na_values=['?', '-'] if such cells stand for a missing value")
 
 
-def _nearest(name: str, names: list[str]) -> str:
+def nearest_name(name: str, names: list[str]) -> str:
     """"did you mean 'X'? " for the column nearest `name` (case and a letter or two apart), else ""."""
     lowered = {n.lower(): n for n in names}
     near = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)

@@ -55,7 +55,7 @@ def probe(batch: pa.Table, columns: list[str], cap: int) -> dict:
         info = {"nulls": col.null_count, "n": len(col), "all_distinct": len(uniq) == len(valid)}
         if pa.types.is_integer(col.type) and len(valid):
             info.update(pc.min_max(valid).as_py())          # {"min": ..., "max": ...}
-        if len(uniq) <= cap:
+        if len(uniq) <= cap and kind_of(col.type) != "time":    # a split's times: no values needed (nor JSON)
             info["distinct"] = [jsonable(v) for v in uniq.to_pylist()]
         if pa.types.is_floating(col.type) and len(valid):
             info["integral"] = bool(pc.all(pc.equal(pc.floor(valid), valid)).as_py())

@@ -27,11 +27,11 @@ from jobs.datafiles import (cast_batch, check_files, column_cells, csv_convert, 
 from jobs.infer import (MAX_INFERRED_CLASSES, DataError, confirm_distinct, feature_notes, id_candidates,
                          infer_features, infer_task, infinite_problem, jsonable, merge_probes,
                          number_classes_note, probe, text_label_problem)
-from jobs.spelling import look_alike, look_alike_note, placeholder_note, placeholders
 from jobs.spec import DataSpec
+from jobs.spelling import look_alike, look_alike_note, placeholder_note, placeholders
+from jobs.splits import (NAMES, SPLIT_COLUMN, TEST, TRAIN, VAL, assign_split, order_problem,  # noqa: F401 (jobs.images)
+                         split_field, split_key, split_line, split_summary, split_thresholds, stratified_by_groups)
 
-SPLIT_COLUMN = "_split"
-TRAIN, VAL, TEST = 0, 1, 2
 
 @dataclass
 class IngestResult:
@@ -56,6 +56,7 @@ class IngestResult:
     text: list[str] = field(default_factory=list)             # free-text columns (model.kind text)
     missing: dict[str, int] = field(default_factory=dict)     # feature → rows without a value (imputed)
     label_stats: dict[str, float] = field(default_factory=dict)   # regression: `label_stats` of the labelled rows
+    split_how: dict = field(default_factory=dict)             # a split by group or time: `jobs.splits.split_summary`
 
     def split(self, which: int) -> ray.data.Dataset:
         return self.dataset.map_batches(_keep_split, fn_kwargs={"which": which}, batch_format="pyarrow")
@@ -68,54 +69,12 @@ class IngestResult:
                 "excluded_columns": self.excluded_columns,
                 "inferred": self.inferred, "split_rows": self.split_rows, "class_counts": self.class_counts,
                 "fingerprint": self.fingerprint, "corrupt": self.corrupt, "missing_values": self.missing,
-                **({"label_stats": self.label_stats} if self.label_stats else {})}
+                **({"label_stats": self.label_stats} if self.label_stats else {}),
+                **({"split": self.split_how} if self.split_how else {})}
 
 
 def _keep_split(batch: pa.Table, which: int) -> pa.Table:
     return batch.filter(pc.equal(batch[SPLIT_COLUMN], which)).drop_columns([SPLIT_COLUMN])
-
-
-# ---------------------------------------------------------------------------------------------- split
-def _with_split_key(batch: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Drop label-less rows and add `_u`, a uniform number in [0, 1) derived from the row's content.
-
-    Hashing content (not position) makes the split independent of shard order and block boundaries, and puts
-    identical rows in the same split, so duplicates cannot leak from train into test.
-    """
-    batch = batch[batch["_label_missing"] == 0].drop(columns=["_label_missing"])
-    key = hashlib.sha256(str(seed).encode()).hexdigest()[:16]
-    h = pd.util.hash_pandas_object(batch, index=False, hash_key=key).to_numpy(dtype=np.uint64)
-    return batch.assign(_u=(h >> np.uint64(11)).astype(np.float64) / float(1 << 53))
-
-
-def split_thresholds(labels: np.ndarray, u: np.ndarray, val: float, test: float,
-                     stratify: bool) -> dict[Any, tuple[float, float]]:
-    """Per class (or globally), the `_u` cut-offs for test and val that give exact fractions.
-
-    Counts are floored, so a class with very few rows stays in train rather than vanishing from it.
-    """
-    groups = {}
-    keys = pd.unique(labels) if stratify else [None]
-    for k in keys:
-        us = np.sort(u[labels == k] if stratify else u)
-        n = len(us)
-        n_test, n_val = int(np.floor(n * test)), int(np.floor(n * val))
-        t_cut = us[n_test - 1] if n_test else -1.0
-        v_cut = us[n_test + n_val - 1] if n_val else t_cut
-        groups[jsonable(k)] = (float(t_cut), float(v_cut))
-    return groups
-
-
-def assign_split(batch: pd.DataFrame, label: str, cuts: dict, stratify: bool) -> pd.DataFrame:
-    u = batch["_u"].to_numpy()
-    if stratify:
-        keys = batch[label].map(jsonable)
-        t_cut = keys.map(lambda k: cuts[k][0]).to_numpy(dtype=np.float64)
-        v_cut = keys.map(lambda k: cuts[k][1]).to_numpy(dtype=np.float64)
-    else:
-        t_cut, v_cut = cuts[None]
-    split = np.where(u <= t_cut, TEST, np.where(u <= v_cut, VAL, TRAIN)).astype(np.int8)
-    return batch.drop(columns=["_u"]).assign(**{SPLIT_COLUMN: split})
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -159,9 +118,12 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     explicit = wanted_columns(data, text)
     schemas = {f: file_schema(fs, f, fmt) for f in files}
     schema = check_files(data, schemas, fmt, text=text, fs=fs)
+    split_by = split_field(data, schemas)           # data.split.by or .order: read for the split alone
+    read_schema = schema.append(split_by) if split_by is not None else schema
     all_columns = [n for n in next(iter(schemas.values())).names if n not in exclude]
     unused = [c for c in all_columns if explicit is not None and c not in explicit]
-    progress(f"[ingest] {len(files)} {fmt} file(s), {len(schema)} column(s) read: the label and {len(schema) - 1} more")
+    progress(f"[ingest] {len(files)} {fmt} file(s), {len(read_schema)} column(s) read: the label and "
+             f"{len(schema) - 1} more" + (f", and {split_by.name!r} for the split" if split_by is not None else ""))
 
     with held_ray_data_errors() as ray_says:
         try:
@@ -170,12 +132,12 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                 # a column one shard dictionary-encodes, or an excluded one of another type in a shard (timestamps
                 # with and without a time zone), failed the read ("Unable to merge: Field region has
                 # incompatible types"), though `check_files` had reconciled the columns used.
-                raw = read_parquet(files, filesystem=fs, columns=schema.names, schema=schema)
+                raw = read_parquet(files, filesystem=fs, columns=read_schema.names, schema=read_schema)
             else:
                 raw = ray.data.read_csv(files, filesystem=fs,
-                                        convert_options=csv_convert(include_columns=schema.names,
-                                                                    column_types=schema))
-            ds = raw.map_batches(cast_batch, fn_kwargs={"schema": schema, "label": data.label},
+                                        convert_options=csv_convert(include_columns=read_schema.names,
+                                                                    column_types=read_schema))
+            ds = raw.map_batches(cast_batch, fn_kwargs={"schema": read_schema, "label": data.label},
                                  batch_format="pyarrow").materialize()
         except Exception as exc:
             found = _csv_value_error(fs, files, schema) if fmt == "csv" else None
@@ -187,9 +149,14 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
         raise DataError(f"data.path {data.path!r}: the files hold no rows")
 
     columns = [c for c in schema.names if c != data.label]
-    probe_rows = ds.map_batches(probe, fn_kwargs={"columns": schema.names, "cap": MAX_INFERRED_CLASSES * 5},
+    probe_rows = ds.map_batches(probe, fn_kwargs={"columns": read_schema.names, "cap": MAX_INFERRED_CLASSES * 5},
                                 batch_format="pyarrow", batch_size=None).take_all()
-    facts = merge_probes([r["probe"] for r in probe_rows], schema.names)
+    facts = merge_probes([r["probe"] for r in probe_rows], read_schema.names)
+    if data.split.order and (problem := order_problem(data.split.order, facts[data.split.order])):
+        raise DataError(f"{problem} (data.path: {data.path})")
+    if data.split.by and facts[data.split.by]["nulls"]:
+        progress(f"[ingest] note: {facts[data.split.by]['nulls']:,} row(s) have no value in data.split.by "
+                 f"{data.split.by!r}: each of them is split on its own, as a group of one")
     label_facts = facts[data.label]
     if problem := infinite_problem(facts, schema.names, repr(data.path)):
         raise DataError(problem)
@@ -213,7 +180,8 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     for note in feature_notes(numeric, categorical, facts, data.preprocess.max_categories):
         progress(f"[ingest] note: {note}")
 
-    ds = ds.map_batches(_with_split_key, fn_kwargs={"seed": data.split.seed}, batch_format="pandas")
+    ds = ds.map_batches(split_key, fn_kwargs={"seed": data.split.seed, "by": data.split.by,
+                                              "order": data.split.order}, batch_format="pandas")
     keys = ds.select_columns([data.label, "_u"]).to_pandas()
     labels = keys[data.label].to_numpy()
     dropped = rows_read - len(keys)        # null labels, and a CSV's empty ones (`_cast`)
@@ -240,26 +208,23 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
         problem = text_label_problem(data.label, schema.field(data.label).type, sorted(label_facts["not_numbers"]),
                                      numbers=label_facts["numbers"] > 0)
         raise DataError(f"{problem} (data.path: {data.path})")
-    stratify = task == "classification"
+    stratify = (task == "classification" and not data.split.order
+                and (not data.split.by or stratified_by_groups(keys, data.label)))
     cuts = split_thresholds(labels, keys["_u"].to_numpy(), data.split.val, data.split.test, stratify)
     ds = ds.map_batches(assign_split, fn_kwargs={"label": data.label, "cuts": cuts, "stratify": stratify},
                         batch_format="pandas").materialize()
     # The keys already hold every kept row's label and `_u`, in the dataset's order: the same assign_split
     # gives the rows' splits here, without another pass over the dataset.
     splits = assign_split(keys, data.label, cuts, stratify)
-    names = {TRAIN: "train", VAL: "val", TEST: "test"}
-    split_rows = {names[k]: int((splits[SPLIT_COLUMN] == k).sum()) for k in names}
-    asked = {"train": 1 - data.split.val - data.split.test, "val": data.split.val, "test": data.split.test}
-    got = {k: n / len(keys) for k, n in split_rows.items()}
-    distinct = int(keys["_u"].nunique())
-    if distinct < len(keys) and any(abs(got[k] - asked[k]) > 0.05 for k in asked):
-        # Identical rows share one split (so none leaks from train into test): few distinct rows, lumpy splits.
-        progress(f"[ingest] split: asked train/val/test {'/'.join(f'{asked[k]:.0%}' for k in asked)}, got "
-                 f"{'/'.join(f'{got[k]:.0%}' for k in asked)}: only {distinct:,} of the {len(keys):,} rows are "
-                 "distinct, and identical rows always go to the same split. More distinct rows even it out")
+    split_rows = {NAMES[k]: int((splits[SPLIT_COLUMN] == k).sum()) for k in NAMES}
+    how = split_summary(data, splits, keys["_u"].to_numpy(), stratify,
+                        times=split_by is not None and pa.types.is_timestamp(split_by.type))
+    if line := split_line(how):
+        progress(line)
+    lumpy_split(keys, split_rows, data, progress)
     check_splits(split_rows, data, classes=len(cuts) if stratify else None)
-    if stratify:
-        for k, name in names.items():
+    if task == "classification":
+        for k, name in NAMES.items():
             vc = splits.loc[splits[SPLIT_COLUMN] == k, data.label].value_counts()
             class_counts[name] = {str(jsonable(c)): int(n) for c, n in vc.items()}
         for line in unmeasured_classes(class_counts):
@@ -270,11 +235,29 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                         rows_dropped_missing_label=int(dropped), split_rows=split_rows,
                         class_counts=class_counts, inferred=inferred, unused_columns=unused,
                         excluded_columns=[c for c in next(iter(schemas.values())).names if c in exclude],
-                        fingerprint=fingerprint(fs, files),
+                        fingerprint=fingerprint(fs, files), split_how=how,
                         missing={**{c: facts[c]["nulls"] for c in numeric + categorical if facts[c]["nulls"]},
                                  # a text is missing when null, empty or only whitespace: it is read as "" then
                                  **{c: facts[c]["n"] - facts[c]["filled"] for c in texts
                                     if facts[c]["n"] > facts[c]["filled"]}})
+
+
+def lumpy_split(keys: pd.DataFrame, split_rows: dict[str, int], data: DataSpec, progress) -> None:
+    """Say when the splits came out far (over 5 points) from the fractions asked: the rows share few keys (identical
+    rows, a group's rows, one time's rows always go to the same split)."""
+    asked = {"train": 1 - data.split.val - data.split.test, "val": data.split.val, "test": data.split.test}
+    got = {k: n / len(keys) for k, n in split_rows.items()}
+    distinct = int(keys["_u"].nunique())
+    if distinct == len(keys) or all(abs(got[k] - asked[k]) <= 0.05 for k in asked):
+        return
+    why = (f"the rows belong to {distinct:,} groups of {data.split.by!r}, and a group's rows always go to the same "
+           "split. More groups even it out" if data.split.by else
+           f"the rows hold {distinct:,} distinct times of {data.split.order!r}, and rows of one time always go to "
+           "the same split" if data.split.order else
+           f"only {distinct:,} of the {len(keys):,} rows are distinct, and identical rows always go to the same "
+           "split. More distinct rows even it out")
+    progress(f"[ingest] split: asked train/val/test {'/'.join(f'{asked[k]:.0%}' for k in asked)}, got "
+             f"{'/'.join(f'{got[k]:.0%}' for k in asked)}: {why}")
 
 
 def label_stats(labels: np.ndarray) -> dict[str, float]:

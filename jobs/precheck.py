@@ -220,6 +220,7 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
     found to say of the values to (for `validate`)."""
     from jobs.datafiles import DataError, check_files, file_schema, infer_format, resolve_files
     from jobs.infer import kind_of, not_text_problem, text_label_problem
+    from jobs.splits import split_field
 
     data = spec.data
     entries = data.path if isinstance(data.path, list) else [data.path]
@@ -254,6 +255,10 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
         data = data.model_copy(update={"features": data.features.model_copy(
             update={"exclude": [*data.features.exclude, *exc.columns]})})
         schema, found = check_files(data, schemas, fmt, text=spec.model.kind == "text", fs=fs), [str(exc)]
+    try:
+        split_field(data, schemas)      # data.split.by / .order: in every file, of a type a split can use
+    except DataError as exc:
+        found.append(str(exc))
     not_text = [f"{p} (data.path: {data.path})" for p in (
         not_text_problem(c, schema.field(c).type) for c in data.features.text or []
         if spec.model.kind == "text" and c in schema.names and kind_of(schema.field(c).type) != "string")]

@@ -51,16 +51,27 @@ class TextSpec(StrictModel):
 
 
 class SplitSpec(StrictModel):
-    """Deterministic train/val/test split, stratified by label for classification."""
+    """Deterministic train/val/test split: by a seeded hash of each row (stratified by label for classification),
+    of each row's group (`by`), or by time (`order`)."""
 
     val: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction of rows for validation.")
     test: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction of rows for the test metrics.")
     seed: int = Field(0, description="Seed of the split; the same seed gives the same split.")
+    by: Optional[str] = Field(
+        None, description="A column naming whom or what each row belongs to (a patient, a machine, a customer): all "
+                          "of a group's rows go to one split, so the test split measures the model on groups it "
+                          "never saw. Read for the split alone, never a feature.")
+    order: Optional[str] = Field(
+        None, description="A column of times (a date, a timestamp, or a number that counts up): the latest rows "
+                          "are the test split, those before them validation, the earliest train, as the model will "
+                          "meet the future. Read for the split alone, never a feature; not stratified, not seeded.")
 
     @model_validator(mode="after")
     def _leaves_train(self):
         if self.val + self.test >= 0.95:
             raise ValueError(f"val + test = {self.val + self.test:g} leaves (almost) nothing to train on; keep it below 0.95")
+        if self.by and self.order:
+            raise ValueError("by and order are both set; split by groups (by) or by time (order), not both")
         return self
 
 
@@ -167,4 +178,21 @@ class DataSpec(StrictModel):
         if self.label in self.features.exclude:
             raise ValueError(f"the label {self.label!r} is listed under data.features.exclude; remove it from there "
                              "(the label is never a feature; exclude lists the columns neither used nor predicted)")
+        for how in ("by", "order"):
+            column = getattr(self.split, how)
+            if column is None:
+                continue
+            if self.is_image:
+                raise ValueError(f"split.{how} is for tables; an image job is split by a seeded hash of each "
+                                 f"image. Remove split.{how}")
+            if column == self.label:
+                raise ValueError(f"split.{how} is the label {self.label!r}; name the column the rows are "
+                                 + ("grouped by (a patient, a machine)" if how == "by" else "ordered by (a date)"))
+            lists = [n for n in ("numeric", "categorical", "text") if column in (getattr(self.features, n) or [])]
+            if lists:
+                raise ValueError(f"split.{how} column {column!r} is also listed under data.features.{lists[0]}; the "
+                                 "column a split is made by is no feature (" + (
+                                     "every group of the test split would be one training never saw" if how == "by"
+                                     else "every later time would be one training never saw")
+                                 + f"): remove it from data.features.{lists[0]}")
         return self

@@ -1,0 +1,191 @@
+"""The train/validation/test split: by a seeded hash of each row (the default), of each row's group
+(`data.split.by`), or by time (`data.split.order`).
+
+Every way gives each row a key `_u` and cuts on it, so one `assign_split` serves all three:
+- by row: `_u` uniform in [0, 1) from the row's content: independent of shard order and block boundaries, and
+  identical rows share a split, so duplicates cannot leak from train into test;
+- by group: `_u` from the group's value alone (a patient, a machine, a customer), so all of a group's rows share a
+  split and the test split measures the model on groups it never saw; a row without a group is keyed by its
+  content;
+- by time: `_u` is minus the row's time, so the latest rows are the test split, those before them validation,
+  the earliest train: the model is measured on a later period than it learnt from, as it will be used.
+The column a split is made by is read for it alone, never a feature, and dropped with `_u`.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from jobs.datafiles import nearest_name
+from jobs.infer import DataError, jsonable, kind_of
+from jobs.spec import DataSpec
+
+SPLIT_COLUMN = "_split"
+TRAIN, VAL, TEST = 0, 1, 2
+NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
+
+
+def split_column(data: DataSpec) -> Optional[str]:
+    """The column the split is made by (`data.split.by` or `.order`), or None: by row."""
+    return data.split.by or data.split.order
+
+
+# ---------------------------------------------------------------------------------------------- the column
+def split_field(data: DataSpec, schemas: dict[str, pa.Schema]) -> Optional[pa.Field]:
+    """The field ingest reads the split's column as, across the shards; None when the split is by row. Raises a
+    DataError naming the shards that lack it, or a type it cannot be split by (text as a time)."""
+    column = split_column(data)
+    if column is None:
+        return None
+    what = "data.split.by" if data.split.by else "data.split.order"
+    lacking = [f for f, s in schemas.items() if column not in s.names]
+    if len(lacking) == len(schemas):
+        names = next(iter(schemas.values())).names
+        raise DataError(f"{what} names column {column!r}, which is in none of the files; "
+                        f"{nearest_name(column, names)}columns are {sorted(names)}. Fix {what}")
+    if lacking:
+        shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+        raise DataError(f"{what} names column {column!r}, which {len(lacking)} of the {len(schemas)} file(s) lack "
+                        f"({shown}): their rows could not be split by it. Add the column to them, or leave them out "
+                        "of data.path")
+    types = {f: s.field(column).type for f, s in schemas.items()}
+    kinds = {kind_of(t) for t in types.values()} - {"null"}
+    if not kinds:
+        raise DataError(f"{what} names column {column!r}, which holds no value in any file; fill it in")
+    if data.split.order:
+        if kinds == {"time"}:
+            return pa.field(column, pa.timestamp("us"))
+        if kinds <= {"int", "float"}:
+            return pa.field(column, pa.float64())
+        shown = ", ".join(sorted({str(t) for t in types.values()}))
+        raise DataError(f"data.split.order names column {column!r}, of type {shown}: the split orders rows by a "
+                        "date, a time or a number that counts up. Store it as a date or timestamp (a CSV's "
+                        "ISO dates, 2024-11-04 or 2024-11-04 10:00, read as such), or as a number (days since a "
+                        "start date)")
+    if kinds <= {"int", "float"}:
+        return pa.field(column, pa.float64() if "float" in kinds else pa.int64())
+    if len(kinds) > 1:
+        raise DataError(f"data.split.by names column {column!r}, whose type differs across shards "
+                        f"({', '.join(sorted(kinds))}); write it the same way in every shard")
+    if kinds == {"time"}:
+        return pa.field(column, pa.timestamp("us"))
+    return pa.field(column, pa.string() if kinds == {"string"} else pa.bool_())
+
+
+def order_problem(column: str, facts: dict) -> Optional[str]:
+    """Why the rows cannot be ordered by `column` (rows without a time), from ingest's probe `facts` of it."""
+    if facts["nulls"]:
+        return (f"data.split.order: {facts['nulls']:,} of {facts['n']:,} rows have no value in column {column!r}, "
+                "so the split cannot tell which period they belong to. Fill them in, or leave those rows out")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- the key
+def split_key(batch: pd.DataFrame, seed: int, by: Optional[str] = None, order: Optional[str] = None) -> pd.DataFrame:
+    """Drop label-less rows, add `_u` (the module's docstring says how each way keys a row) and drop the split's
+    own column."""
+    batch = batch[batch["_label_missing"] == 0].drop(columns=["_label_missing"])
+    if order is not None:
+        return batch.drop(columns=[order]).assign(_u=-order_values(batch[order]))
+    key = hashlib.sha256(str(seed).encode()).hexdigest()[:16]
+    if by is None:
+        h = pd.util.hash_pandas_object(batch, index=False, hash_key=key).to_numpy(dtype=np.uint64)
+    else:
+        groups = batch[by]
+        batch = batch.drop(columns=[by])
+        h = pd.util.hash_pandas_object(groups, index=False, hash_key=key).to_numpy(dtype=np.uint64, copy=True)
+        alone = groups.isna().to_numpy()
+        if alone.any():
+            h[alone] = pd.util.hash_pandas_object(batch[alone], index=False, hash_key=key).to_numpy(dtype=np.uint64)
+    return batch.assign(_u=(h >> np.uint64(11)).astype(np.float64) / float(1 << 53))
+
+
+def order_values(values: pd.Series) -> np.ndarray:
+    """A split's order column as float64: microseconds since 1970 for times, the numbers as they are."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.to_numpy(dtype="datetime64[us]").astype(np.int64).astype(np.float64)
+    return values.to_numpy(dtype=np.float64)
+
+
+def split_thresholds(labels: np.ndarray, u: np.ndarray, val: float, test: float,
+                     stratify: bool) -> dict[Any, tuple[float, float]]:
+    """Per class (or globally), the `_u` cut-offs for test and val that give exact fractions.
+
+    Counts are floored, so a class with very few rows stays in train rather than vanishing from it.
+    """
+    groups = {}
+    keys = pd.unique(labels) if stratify else [None]
+    for k in keys:
+        us = np.sort(u[labels == k] if stratify else u)
+        n = len(us)
+        n_test, n_val = int(np.floor(n * test)), int(np.floor(n * val))
+        t_cut = us[n_test - 1] if n_test else -np.inf
+        v_cut = us[n_test + n_val - 1] if n_val else t_cut
+        groups[jsonable(k)] = (float(t_cut), float(v_cut))
+    return groups
+
+
+def assign_split(batch: pd.DataFrame, label: str, cuts: dict, stratify: bool) -> pd.DataFrame:
+    u = batch["_u"].to_numpy()
+    if stratify:
+        keys = batch[label].map(jsonable)
+        t_cut = keys.map(lambda k: cuts[k][0]).to_numpy(dtype=np.float64)
+        v_cut = keys.map(lambda k: cuts[k][1]).to_numpy(dtype=np.float64)
+    else:
+        t_cut, v_cut = cuts[None]
+    split = np.where(u <= t_cut, TEST, np.where(u <= v_cut, VAL, TRAIN)).astype(np.int8)
+    return batch.drop(columns=["_u"]).assign(**{SPLIT_COLUMN: split})
+
+
+# ---------------------------------------------------------------------------------------------- what it gave
+def stratified_by_groups(keys: pd.DataFrame, label: str) -> bool:
+    """Whether a split by group can also be stratified by class: each group's rows hold one class (a patient's
+    diagnosis), so cutting each class on its own keeps every group whole. Where a group's rows hold several
+    classes (a machine that failed once), the class cuts would part it: the split is then by group alone."""
+    return bool(keys.groupby("_u", sort=False)[label].nunique().max() <= 1)
+
+
+def split_summary(data: DataSpec, splits: pd.DataFrame, u: np.ndarray, stratified: bool, times: bool) -> dict:
+    """How the split was made, for summary.json and the `[ingest] split` line: the groups per split, or the time
+    each split starts from. `splits`: the rows' SPLIT_COLUMN (from `assign_split`), `u` their keys; `times`: the
+    order column holds times (else numbers)."""
+    if data.split.by:
+        groups = {name: int(pd.unique(u[splits[SPLIT_COLUMN].to_numpy() == k]).size) for k, name in NAMES.items()}
+        return {"by": data.split.by, "groups": groups, "stratified": stratified}
+    if data.split.order:
+        starts = {}
+        for name, k in (("val", VAL), ("test", TEST)):
+            first = -u[splits[SPLIT_COLUMN].to_numpy() == k]
+            starts[name] = _order_text(first.min(), times) if first.size else None
+        last = -u[splits[SPLIT_COLUMN].to_numpy() == TRAIN]
+        starts["train_until"] = _order_text(last.max(), times) if last.size else None
+        return {"order": data.split.order, "from": starts}
+    return {}
+
+
+def _order_text(value: float, times: bool) -> Any:
+    if times:
+        t = pd.Timestamp(int(value), unit="us")
+        return str(t.date()) if t == t.normalize() else str(t)
+    return jsonable(value)
+
+
+def split_line(summary: dict) -> Optional[str]:
+    """The `[ingest] split ...` line of a split by group or by time; None for the default."""
+    if "by" in summary:
+        g = summary["groups"]
+        how = ("each class split on its own, as every group holds one class" if summary["stratified"] else
+               "not stratified by class: a group's rows hold more than one class")
+        return (f"[ingest] split by {summary['by']!r}: {sum(g.values()):,} groups, train/val/test "
+                f"{g['train']:,}/{g['val']:,}/{g['test']:,} groups, none in two splits ({how})")
+    if "order" in summary:
+        f = summary["from"]
+        parts = [f"train up to {f['train_until']}"]
+        parts += [f"validation from {f['val']}"] if f["val"] is not None else []
+        parts += [f"test from {f['test']}"] if f["test"] is not None else []
+        return f"[ingest] split by time {summary['order']!r}: {', '.join(parts)}"
+    return None

@@ -1,0 +1,192 @@
+"""The split by group (`data.split.by`) and by time (`data.split.order`): spec checks, the columns' checks before
+Ray starts, and ingest on a real local Ray."""
+import datetime as dt
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import precheck
+from jobs.infer import DataError
+from jobs.spec import SpecError, validate_spec
+from jobs.splits import TEST, TRAIN, VAL, split_field, split_key
+
+
+def spec_of(path, split, label="y", **data):
+    return validate_spec({"name": "t", "data": {"path": str(path), "label": label, "split": split, **data}})
+
+
+def visits(n=240, patients=40, seed=0, label_per_patient=True) -> pd.DataFrame:
+    """A clinic's visits: several rows per patient; the diagnosis is the patient's (or, when not
+    `label_per_patient`, each visit's own)."""
+    rng = np.random.default_rng(seed)
+    patient = rng.integers(0, patients, n)
+    y = (patient % 4 == 0) if label_per_patient else rng.uniform(size=n) < 0.3
+    return pd.DataFrame({"patient_id": np.char.add("P-", patient.astype(str)), "age": 30 + patient % 50,
+                         "glucose": rng.normal(5.5, 1.0, n).round(2), "site": rng.choice(["a", "b"], n),
+                         "y": np.where(y, "sick", "well"),
+                         "seen": [dt.date(2024, 1, 1) + dt.timedelta(days=int(d)) for d in rng.integers(0, 365, n)]})
+
+
+# ---------------------------------------------------------------------------------------------- the spec
+@pytest.mark.parametrize("split, data, said", [
+    ({"by": "patient_id", "order": "seen"}, {}, "by and order are both set"),
+    ({"by": "y"}, {}, "split.by is the label 'y'"),
+    ({"order": "y"}, {}, "split.order is the label 'y'; name the column the rows are ordered by"),
+    ({"by": "patient_id"}, {"features": {"categorical": ["patient_id", "site"]}},
+     "split.by column 'patient_id' is also listed under data.features.categorical; the column a split is made by "
+     "is no feature (every group of the test split would be one training never saw)"),
+    ({"order": "seen"}, {"format": "images"}, "split.order is for tables"),
+])
+def test_a_split_column_the_spec_cannot_use_is_refused(split, data, said):
+    with pytest.raises(SpecError) as err:
+        spec_of("d", split, **data)
+    assert said in str(err.value)
+
+
+def test_a_split_column_may_be_excluded_as_a_feature_already(tmp_path):
+    spec = spec_of(tmp_path, {"by": "patient_id"}, features={"exclude": ["patient_id", "seen"]})
+    assert spec.data.split.by == "patient_id"
+
+
+# ---------------------------------------------------------------------------------------------- the column
+def schemas(**types) -> dict[str, pa.Schema]:
+    return {f"part-{i}.parquet": pa.schema([("y", pa.string()), *([(name, t)] if t is not None else [])])
+            for i, (name, t) in enumerate(types.items())}
+
+
+def test_the_split_column_is_read_as_one_type_across_shards():
+    one = {"a.parquet": pa.schema([("y", pa.string()), ("seen", pa.date32())]),
+           "b.parquet": pa.schema([("y", pa.string()), ("seen", pa.timestamp("ms", tz="UTC"))])}
+    assert split_field(spec_of("d", {"order": "seen"}).data, one).type == pa.timestamp("us")
+    days = {"a.parquet": pa.schema([("day", pa.int32())]), "b.parquet": pa.schema([("day", pa.float64())])}
+    assert split_field(spec_of("d", {"order": "day"}).data, days).type == pa.float64()
+    ids = {"a.parquet": pa.schema([("pid", pa.int32())]), "b.parquet": pa.schema([("pid", pa.int64())])}
+    assert split_field(spec_of("d", {"by": "pid"}).data, ids).type == pa.int64()
+    assert split_field(spec_of("d", {}).data, ids) is None
+
+
+def test_a_split_column_that_cannot_split_is_named():
+    text = {"a.csv": pa.schema([("y", pa.string()), ("seen", pa.string())])}
+    with pytest.raises(DataError, match=r"data.split.order names column 'seen', of type string: the split orders "
+                                        r"rows by a date, a time or a number that counts up"):
+        split_field(spec_of("d", {"order": "seen"}).data, text)
+    with pytest.raises(DataError, match=r"data.split.by names column 'patient', which is in none of the files; did "
+                                        r"you mean 'Patient'\? columns are \['Patient', 'y'\]. Fix data.split.by"):
+        split_field(spec_of("d", {"by": "patient"}).data, {"a.csv": pa.schema([("y", pa.string()),
+                                                                                ("Patient", pa.string())])})
+    two = {"a.parquet": pa.schema([("y", pa.string()), ("pid", pa.string())]),
+           "b.parquet": pa.schema([("y", pa.string())])}
+    with pytest.raises(DataError, match=r"which 1 of the 2 file\(s\) lack \(b.parquet\): their rows could not be "
+                                        r"split by it"):
+        split_field(spec_of("d", {"by": "pid"}).data, two)
+    mixed = {"a.parquet": pa.schema([("pid", pa.string())]), "b.parquet": pa.schema([("pid", pa.int64())])}
+    with pytest.raises(DataError, match=r"type differs across shards \(int, string\)"):
+        split_field(spec_of("d", {"by": "pid"}).data, mixed)
+
+
+def test_validate_names_a_split_column_the_files_lack_before_ray_starts(tmp_path):
+    visits().to_csv(tmp_path / "visits.csv", index=False)
+    no_dates = {"exclude": ["seen"]}
+    with pytest.raises(DataError, match=r"data.split.by names column 'patient', which is in none of the files; did "
+                                        r"you mean 'patient_id'\?"):
+        precheck.check_columns(spec_of(tmp_path / "visits.csv", {"by": "patient"}, features=no_dates))
+    precheck.check_columns(spec_of(tmp_path / "visits.csv", {"by": "patient_id"}, features=no_dates))
+    # A date no split is made by is refused as a feature, as before; the one the split is by is not a feature.
+    with pytest.raises(DataError, match=r"column 'seen' has type date32\[day\] which trainyard cannot use as a "
+                                        r"feature"):
+        precheck.check_columns(spec_of(tmp_path / "visits.csv", {"by": "patient_id"}))
+    precheck.check_columns(spec_of(tmp_path / "visits.csv", {"order": "seen"}, features={"exclude": ["patient_id"]}))
+
+
+# ---------------------------------------------------------------------------------------------- the key
+def test_a_groups_rows_share_a_key_and_the_split_column_is_dropped():
+    df = pd.DataFrame({"pid": ["a", "a", "b", None, None], "x": [1.0, 2.0, 1.0, 1.0, 3.0], "_label_missing": 0})
+    out = split_key(df, seed=0, by="pid")
+    assert "pid" not in out.columns and out["_u"].iloc[0] == out["_u"].iloc[1] != out["_u"].iloc[2]
+    assert out["_u"].iloc[3] != out["_u"].iloc[4]            # no group: each row on its own, by its content
+    assert split_key(df, seed=1, by="pid")["_u"].iloc[0] != out["_u"].iloc[0]       # the seed still seeds it
+    times = pd.DataFrame({"t": pd.to_datetime(["2024-01-02", "2024-01-01"]), "x": [1, 2], "_label_missing": 0})
+    keyed = split_key(times, seed=0, order="t")
+    assert "t" not in keyed.columns and keyed["_u"].iloc[0] < keyed["_u"].iloc[1]   # the later first (test)
+
+
+# ---------------------------------------------------------------------------------------------- on Ray
+@pytest.mark.usefixtures("ray_session")
+def test_split_by_patient_keeps_each_patients_visits_in_one_split(tmp_path):
+    """A clinic's table, several visits per patient: by row, a patient's visits landed in train and test alike,
+    and the test split measured the model on patients it had learnt (a leak no metric shows)."""
+    from jobs.ingest import ingest
+    from jobs.pipeline import lineage
+
+    df = visits()
+    df.iloc[:3, df.columns.get_loc("patient_id")] = None     # three visits of no known patient
+    df.drop(columns=["seen"]).to_parquet(tmp_path / "visits.parquet")
+    said = []
+    r = ingest(spec_of(tmp_path, {"by": "patient_id", "seed": 1}).data, progress=said.append)
+    assert "patient_id" not in r.numeric + r.categorical
+    parts = {k: r.split(k).to_pandas() for k in (TRAIN, VAL, TEST)}
+    assert all("patient_id" not in p.columns for p in parts.values())
+    # Which patient each row was: the rows' own features identify them here (age is the patient's).
+    by_patient = df.iloc[3:].assign(key=lambda d: list(zip(d["age"], d["glucose"])))
+    where = {key: k for k, p in parts.items() for key in zip(p["age"], p["glucose"])}
+    seen = by_patient.assign(split=by_patient["key"].map(where)).groupby("patient_id")["split"].nunique()
+    assert seen.max() == 1 and len(seen) == df["patient_id"].nunique() >= 35
+    assert r.summary()["split"] == {"by": "patient_id", "stratified": True, "groups": r.split_how["groups"]}
+    assert sum(r.split_how["groups"].values()) == len(seen) + 3
+    assert any(s.startswith(f"[ingest] split by 'patient_id': {len(seen) + 3} groups, train/val/test ") and
+               s.endswith("none in two splits (each class split on its own, as every group holds one class)")
+               for s in said)
+    assert ("[ingest] note: 3 row(s) have no value in data.split.by 'patient_id': each of them is split on its "
+            "own, as a group of one") in said
+    assert any(s.startswith("[ingest] 1 parquet file(s), 5 column(s) read: the label and 3 more, and "
+                            "'patient_id' for the split") for s in said)
+    # Every class in every split, as stratified; what the bundle's lineage keeps of it.
+    assert all(set(r.class_counts[s]) == {"sick", "well"} for s in ("train", "val", "test"))
+    kept = lineage(spec_of(tmp_path, {"by": "patient_id"}), SimpleNamespace(ingest=r),
+                   SimpleNamespace(best_epoch=0, history=[], use_gpu=False, run_path=""))
+    assert kept["data"]["split"] == r.split_how
+
+    # A label that varies within a patient: the split stays by patient, not stratified, and says so.
+    visits(label_per_patient=False).drop(columns=["seen"]).to_parquet(tmp_path / "visits.parquet")
+    said.clear()
+    r = ingest(spec_of(tmp_path, {"by": "patient_id"}).data, progress=said.append)
+    assert r.split_how["stratified"] is False
+    assert any("not stratified by class: a group's rows hold more than one class" in s for s in said)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_split_by_time_puts_the_latest_rows_in_test(tmp_path):
+    """A credit book or a plant's telemetry: a random split let the model learn from next month's rows and
+    scored it on last month's; by time, test is the latest period, validation the one before."""
+    from jobs.ingest import ingest
+
+    df = visits(n=300)
+    df["seen"] = pd.to_datetime(df["seen"])
+    df.iloc[:150].to_csv(tmp_path / "a.csv", index=False)          # ISO dates in a CSV read as times
+    df.iloc[150:].to_csv(tmp_path / "b.csv", index=False)
+    said = []
+    r = ingest(spec_of(tmp_path, {"order": "seen", "val": 0.2, "test": 0.2},
+                       features={"exclude": ["patient_id"]}).data, progress=said.append)
+    assert "seen" not in r.numeric + r.categorical
+    when = {k: df.set_index(["age", "glucose"]).loc[list(zip(*[r.split(k).to_pandas()[c] for c in ("age", "glucose")])),
+                                                    "seen"] for k in (TRAIN, VAL, TEST)}
+    assert when[TRAIN].max() < when[VAL].min() and when[VAL].max() < when[TEST].min()
+    assert abs(r.split_rows["test"] - 60) <= 3 and abs(r.split_rows["val"] - 60) <= 3       # ties share a split
+    f = r.split_how["from"]
+    assert f["test"] == str(when[TEST].min().date()) and f["val"] == str(when[VAL].min().date())
+    assert f["train_until"] == str(when[TRAIN].max().date())
+    assert f"[ingest] split by time 'seen': train up to {f['train_until']}, validation from {f['val']}, test from " \
+           f"{f['test']}" in said
+
+    # A row without a time cannot be placed: refused, counted, with the fix.
+    df.loc[df.index[:4], "seen"] = pd.NaT
+    df.to_csv(tmp_path / "a.csv", index=False)
+    (tmp_path / "b.csv").unlink()
+    with pytest.raises(DataError, match=r"data.split.order: 4 of 300 rows have no value in column 'seen', so the "
+                                        r"split cannot tell which period they belong to"):
+        ingest(spec_of(tmp_path, {"order": "seen"}, features={"exclude": ["patient_id"]}).data,
+               progress=lambda *_: None)
