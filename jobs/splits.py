@@ -56,9 +56,12 @@ def split_field(data: DataSpec, schemas: dict[str, pa.Schema]) -> Optional[pa.Fi
     kinds = {kind_of(t) for t in types.values()} - {"null"}
     if not kinds:
         raise DataError(f"{what} names column {column!r}, which holds no value in any file; fill it in")
+    # Times as one timestamp type, in nanoseconds where a shard stores them so (pandas writes them; a cast to
+    # microseconds refuses to drop the digits), else microseconds (a date before 1677 fits).
+    unit = "ns" if any(pa.types.is_timestamp(t) and t.unit == "ns" for t in types.values()) else "us"
     if data.split.order:
         if kinds == {"time"}:
-            return pa.field(column, pa.timestamp("us"))
+            return pa.field(column, pa.timestamp(unit))
         if kinds <= {"int", "float"}:
             return pa.field(column, pa.float64())
         shown = ", ".join(sorted({str(t) for t in types.values()}))
@@ -72,7 +75,7 @@ def split_field(data: DataSpec, schemas: dict[str, pa.Schema]) -> Optional[pa.Fi
         raise DataError(f"data.split.by names column {column!r}, whose type differs across shards "
                         f"({', '.join(sorted(kinds))}); write it the same way in every shard")
     if kinds == {"time"}:
-        return pa.field(column, pa.timestamp("us"))
+        return pa.field(column, pa.timestamp(unit))
     return pa.field(column, pa.string() if kinds == {"string"} else pa.bool_())
 
 

@@ -62,6 +62,8 @@ def test_the_split_column_is_read_as_one_type_across_shards():
     one = {"a.parquet": pa.schema([("y", pa.string()), ("seen", pa.date32())]),
            "b.parquet": pa.schema([("y", pa.string()), ("seen", pa.timestamp("ms", tz="UTC"))])}
     assert split_field(spec_of("d", {"order": "seen"}).data, one).type == pa.timestamp("us")
+    pandas = {**one, "c.parquet": pa.schema([("y", pa.string()), ("seen", pa.timestamp("ns"))])}
+    assert split_field(spec_of("d", {"order": "seen"}).data, pandas).type == pa.timestamp("ns")
     days = {"a.parquet": pa.schema([("day", pa.int32())]), "b.parquet": pa.schema([("day", pa.float64())])}
     assert split_field(spec_of("d", {"order": "day"}).data, days).type == pa.float64()
     ids = {"a.parquet": pa.schema([("pid", pa.int32())]), "b.parquet": pa.schema([("pid", pa.int64())])}
