@@ -30,7 +30,8 @@ from jobs.infer import (MAX_INFERRED_CLASSES, DataError, confirm_distinct, featu
 from jobs.spec import DataSpec
 from jobs.spelling import look_alike, look_alike_note, placeholder_note, placeholders
 from jobs.splits import (NAMES, SPLIT_COLUMN, TEST, TRAIN, VAL, assign_split, order_problem,  # noqa: F401 (jobs.images)
-                         split_field, split_key, split_line, split_summary, split_thresholds, stratified_by_groups)
+                         split_column, split_field, split_key, split_line, split_summary, split_thresholds,
+                         stratified_by_groups)
 
 
 @dataclass
@@ -121,7 +122,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     split_by = split_field(data, schemas)           # data.split.by or .order: read for the split alone
     read_schema = schema.append(split_by) if split_by is not None else schema
     all_columns = [n for n in next(iter(schemas.values())).names if n not in exclude]
-    unused = [c for c in all_columns if explicit is not None and c not in explicit]
+    unused = [c for c in all_columns if explicit is not None and c not in explicit and c != split_column(data)]
     progress(f"[ingest] {len(files)} {fmt} file(s), {len(read_schema)} column(s) read: the label and "
              f"{len(schema) - 1} more" + (f", and {split_by.name!r} for the split" if split_by is not None else ""))
 
@@ -140,7 +141,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
             ds = raw.map_batches(cast_batch, fn_kwargs={"schema": read_schema, "label": data.label},
                                  batch_format="pyarrow").materialize()
         except Exception as exc:
-            found = _csv_value_error(fs, files, schema) if fmt == "csv" else None
+            found = _csv_value_error(fs, files, read_schema, split_column(data)) if fmt == "csv" else None
             if found is None:
                 ray_says.release()      # an error only Ray's traceback explains: shown, then ours
             raise DataError(found or f"reading {data.path!r} failed: {root_cause(exc)}") from None
@@ -218,7 +219,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     splits = assign_split(keys, data.label, cuts, stratify)
     split_rows = {NAMES[k]: int((splits[SPLIT_COLUMN] == k).sum()) for k in NAMES}
     how = split_summary(data, splits, keys["_u"].to_numpy(), stratify,
-                        times=split_by is not None and pa.types.is_timestamp(split_by.type))
+                        order_type=split_by.type if data.split.order else None)
     if line := split_line(how):
         progress(line)
     lumpy_split(keys, split_rows, data, progress)
@@ -297,7 +298,8 @@ def unmeasured_lines(class_counts: dict[str, dict[str, int]]) -> list[str]:
     return lines
 
 
-def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -> Optional[str]:
+def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema,
+                     split: Optional[str] = None) -> Optional[str]:
     """Which cell of which CSV file does not fit its column's type, read again here with the same options: Ray
     Data's error names the file at most, and drops Arrow's message that names the row and the value. A column's
     type comes from each file's first 4 MB (`file_schema`), so a stray '?' further down fails the read."""
@@ -320,9 +322,11 @@ def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema) -
             lines = [line for line, v in column_cells(fs, path, column) if v == value]
             where = ((f", line {lines[0]}" if lines else "")
                      + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""))
+            fix = (f"or list {column!r} under data.features.exclude" if column != split else
+                   "or write every cell of the column alike: the split reads each row's value")
             return (f"{path}{where}: column {column!r} holds {value!r}, which does not read as {kind} like the "
                     "column's other values (its type is taken from the file's first rows). Fix that cell (leave it "
-                    f"empty for a missing value), or list {column!r} under data.features.exclude")
+                    f"empty for a missing value), {fix}")
         except (OSError, pa.ArrowException):
             continue
     return None

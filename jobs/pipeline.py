@@ -121,7 +121,7 @@ def lineage(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, **extr
                      "fingerprint": prepared.ingest.fingerprint, "rows_read": prepared.ingest.rows_read,
                      "rows_dropped_missing_label": prepared.ingest.rows_dropped_missing_label,
                      "split_rows": prepared.ingest.split_rows,
-                     **({"split": prepared.ingest.split_how} if prepared.ingest.split_how else {})},
+                     "split": {**spec.data.split.model_dump(exclude_none=True), **prepared.ingest.split_how}},
             "train": {"best_epoch": outcome.best_epoch, "epochs_run": len(outcome.history),
                       "use_gpu": outcome.use_gpu, "run_path": outcome.run_path},
             "trial_id": None, **extra}

@@ -62,19 +62,32 @@ def latest(output: Path) -> Optional[tuple[str, dict, Optional[dict], Optional[t
     return target.name, test, decision, trained_on(target)
 
 
-def trained_on(folder: Path) -> Optional[tuple[str, list[str]]]:
-    """(data fingerprint, input features) of the bundle in `folder`, None where its files do not say."""
+# What of a split decides which rows are the test rows (lineage.json's data.split; bundles before it lack it).
+SPLIT_WAY = ("val", "test", "seed", "by", "order")
+
+
+def trained_on(folder: Path) -> Optional[tuple[str, list[str], Optional[dict]]]:
+    """(data fingerprint, input features, the way the rows were split or None) of the bundle in `folder`, None
+    where its files do not say."""
     try:
-        fingerprint = json.loads((folder / "lineage.json").read_text())["data"]["fingerprint"]
+        data = json.loads((folder / "lineage.json").read_text())["data"]
         features = [f["name"] for f in json.loads((folder / "schema.json").read_text())["features"]]
-    except (OSError, ValueError, KeyError, TypeError):
+        split = data.get("split")
+        return data["fingerprint"], features, ({k: split.get(k) for k in SPLIT_WAY} if split else None)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return fingerprint, features
 
 
-def other_data(before: Optional[tuple[str, list[str]]], now: Optional[tuple[str, list[str]]]) -> str:
+def _split_way(way: dict) -> str:
+    how = (f"by {way['by']!r}" if way["by"] else f"by time {way['order']!r}" if way["order"] else
+           f"by row, seed {way['seed']}")
+    return f"{how}, val {way['val']:g}, test {way['test']:g}"
+
+
+def other_data(before: Optional[tuple], now: Optional[tuple]) -> str:
     """What differs between the data two versions were trained and tested on, for the note that compares their
-    test scores: each scored its own test split, so a change of data or features makes those different rows."""
+    test scores: each scored its own test split, so a change of data, features or split makes those different
+    rows (a split by patient scores lower than one by row, on the same files, and rightly)."""
     if before is None or now is None or before == now:
         return ""
     said = []
@@ -84,6 +97,8 @@ def other_data(before: Optional[tuple[str, list[str]]], now: Optional[tuple[str,
     gone, added = [f for f in before[1] if f not in now[1]], [f for f in now[1] if f not in before[1]]
     if gone or added:
         said.append("other features (" + ", ".join([f"-{f}" for f in gone] + [f"+{f}" for f in added]) + ")")
+    if before[2] and now[2] and before[2] != now[2]:
+        said.append(f"another split ({_split_way(before[2])} → {_split_way(now[2])})")
     return (f" ({' and '.join(said)}, so different test rows: trainyard evaluate OLD NEW --data ROWS scores both "
             "on the same rows)") if said else ""
 

@@ -54,29 +54,39 @@ def split_field(data: DataSpec, schemas: dict[str, pa.Schema]) -> Optional[pa.Fi
                         "of data.path")
     types = {f: s.field(column).type for f, s in schemas.items()}
     kinds = {kind_of(t) for t in types.values()} - {"null"}
+    shown = ", ".join(sorted({str(t) for t in types.values()}))
     if not kinds:
         raise DataError(f"{what} names column {column!r}, which holds no value in any file; fill it in")
-    # Times as one timestamp type, in nanoseconds where a shard stores them so (pandas writes them; a cast to
-    # microseconds refuses to drop the digits), else microseconds (a date before 1677 fits).
-    unit = "ns" if any(pa.types.is_timestamp(t) and t.unit == "ns" for t in types.values()) else "us"
+    if kinds == {"time"}:
+        return pa.field(column, _time_type(column, what, types))
+    if kinds <= {"int", "float"}:
+        return pa.field(column, pa.float64() if data.split.order or "float" in kinds else pa.int64())
     if data.split.order:
-        if kinds == {"time"}:
-            return pa.field(column, pa.timestamp(unit))
-        if kinds <= {"int", "float"}:
-            return pa.field(column, pa.float64())
-        shown = ", ".join(sorted({str(t) for t in types.values()}))
         raise DataError(f"data.split.order names column {column!r}, of type {shown}: the split orders rows by a "
                         "date, a time or a number that counts up. Store it as a date or timestamp (a CSV's "
-                        "ISO dates, 2024-11-04 or 2024-11-04 10:00, read as such), or as a number (days since a "
-                        "start date)")
-    if kinds <= {"int", "float"}:
-        return pa.field(column, pa.float64() if "float" in kinds else pa.int64())
-    if len(kinds) > 1:
-        raise DataError(f"data.split.by names column {column!r}, whose type differs across shards "
-                        f"({', '.join(sorted(kinds))}); write it the same way in every shard")
-    if kinds == {"time"}:
-        return pa.field(column, pa.timestamp(unit))
-    return pa.field(column, pa.string() if kinds == {"string"} else pa.bool_())
+                        "ISO dates and times read as such: 2024-11-04, 2024-11-04 10:00, 2024-11-04T10:00Z), or as "
+                        "a number (days since a start date)")
+    if kinds <= {"string", "int", "float"}:
+        return pa.field(column, pa.string())    # ids as text in one shard and numbers in another: one text
+    if kinds == {"bool"}:
+        return pa.field(column, pa.bool_())
+    raise DataError(f"data.split.by names column {column!r}, of type {shown}: a split groups rows by text, numbers, "
+                    "booleans or times. Store it as one of those (a UUID as its text), or name another column")
+
+
+def _time_type(column: str, what: str, types: dict[str, pa.DataType]) -> pa.DataType:
+    """One timestamp type for a split's times: in UTC where the files store a time zone, in nanoseconds where a
+    shard stores them so (pandas writes them; a cast to microseconds refuses to drop the digits), else in
+    microseconds (a date before 1677 fits). Files with a zone and files without cannot be ordered together: which
+    zone the others' times are in, only their writer knows."""
+    zoned = {f for f, t in types.items() if pa.types.is_timestamp(t) and t.tz is not None}
+    if zoned and len(zoned) < len(types):
+        plain = [f for f in types if f not in zoned]
+        raise DataError(f"{what} names column {column!r}, whose times carry a time zone in {len(zoned)} file(s) "
+                        f"({sorted(zoned)[0]}) and none in {len(plain)} ({plain[0]}): they cannot be ordered "
+                        "together. Write them one way in every file (all with a zone or offset, or all without)")
+    unit = "ns" if any(pa.types.is_timestamp(t) and t.unit == "ns" for t in types.values()) else "us"
+    return pa.timestamp(unit, "UTC" if zoned else None)
 
 
 def order_problem(column: str, facts: dict) -> Optional[str]:
@@ -84,6 +94,9 @@ def order_problem(column: str, facts: dict) -> Optional[str]:
     if facts["nulls"]:
         return (f"data.split.order: {facts['nulls']:,} of {facts['n']:,} rows have no value in column {column!r}, "
                 "so the split cannot tell which period they belong to. Fill them in, or leave those rows out")
+    if facts["infinite"]:
+        return (f"data.split.order: {facts['infinite']:,} of {facts['n']:,} rows have an infinite value in column "
+                f"{column!r}, which no period holds. Fix them, or leave those rows out")
     return None
 
 
@@ -100,7 +113,10 @@ def split_key(batch: pd.DataFrame, seed: int, by: Optional[str] = None, order: O
     else:
         groups = batch[by]
         batch = batch.drop(columns=[by])
-        h = pd.util.hash_pandas_object(groups, index=False, hash_key=key).to_numpy(dtype=np.uint64, copy=True)
+        # Hashed as text: pandas hashes an Arrow-backed column of integers as floats in a block that holds a null,
+        # and as integers in one that does not, which put a group's rows in two splits.
+        h = pd.util.hash_pandas_object(groups.astype(str), index=False,
+                                       hash_key=key).to_numpy(dtype=np.uint64, copy=True)
         alone = groups.isna().to_numpy()
         if alone.any():
             h[alone] = pd.util.hash_pandas_object(batch[alone], index=False, hash_key=key).to_numpy(dtype=np.uint64)
@@ -152,10 +168,11 @@ def stratified_by_groups(keys: pd.DataFrame, label: str) -> bool:
     return bool(keys.groupby("_u", sort=False)[label].nunique().max() <= 1)
 
 
-def split_summary(data: DataSpec, splits: pd.DataFrame, u: np.ndarray, stratified: bool, times: bool) -> dict:
+def split_summary(data: DataSpec, splits: pd.DataFrame, u: np.ndarray, stratified: bool,
+                  order_type: Optional[pa.DataType] = None) -> dict:
     """How the split was made, for summary.json and the `[ingest] split` line: the groups per split, or the time
-    each split starts from. `splits`: the rows' SPLIT_COLUMN (from `assign_split`), `u` their keys; `times`: the
-    order column holds times (else numbers)."""
+    each split starts from. `splits`: the rows' SPLIT_COLUMN (from `assign_split`), `u` their keys; `order_type`:
+    the type the order column was read as (`split_field`)."""
     if data.split.by:
         groups = {name: int(pd.unique(u[splits[SPLIT_COLUMN].to_numpy() == k]).size) for k, name in NAMES.items()}
         return {"by": data.split.by, "groups": groups, "stratified": stratified}
@@ -163,17 +180,19 @@ def split_summary(data: DataSpec, splits: pd.DataFrame, u: np.ndarray, stratifie
         starts = {}
         for name, k in (("val", VAL), ("test", TEST)):
             first = -u[splits[SPLIT_COLUMN].to_numpy() == k]
-            starts[name] = _order_text(first.min(), times) if first.size else None
+            starts[name] = _order_text(first.min(), order_type) if first.size else None
         last = -u[splits[SPLIT_COLUMN].to_numpy() == TRAIN]
-        starts["train_until"] = _order_text(last.max(), times) if last.size else None
+        starts["train_until"] = _order_text(last.max(), order_type) if last.size else None
         return {"order": data.split.order, "from": starts}
     return {}
 
 
-def _order_text(value: float, times: bool) -> Any:
-    if times:
-        t = pd.Timestamp(int(value), unit="us")
-        return str(t.date()) if t == t.normalize() else str(t)
+def _order_text(value: float, order_type: Optional[pa.DataType]) -> Any:
+    if order_type is not None and pa.types.is_timestamp(order_type):
+        t = pd.Timestamp(int(value), unit="us", tz=order_type.tz)
+        return str(t.date()) if t == t.normalize() and order_type.tz is None else str(t)
+    if float(value).is_integer():
+        return int(value)
     return jsonable(value)
 
 

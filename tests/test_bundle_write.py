@@ -426,15 +426,26 @@ def test_a_new_version_that_scores_worse_than_the_one_it_replaces_is_said(tmp_pa
     (tmp_path / "bundles" / "v1" / "schema.json").write_text(json.dumps(
         {"features": [{"name": "rpm"}, {"name": "vibration_mm_s"}]}))
     before = _latest_test_metrics(tmp_path)[3]
-    assert before == ("a" * 40, ["rpm", "vibration_mm_s"]) and _trained_on(tmp_path / "nowhere") is None
+    assert before == ("a" * 40, ["rpm", "vibration_mm_s"], None) and _trained_on(tmp_path / "nowhere") is None
     assert _other_data(before, before) == "" and _other_data(None, before) == ""
-    assert _other_data(before, ("b" * 40, ["rpm", "spindle_rpm"])) == (
+    assert _other_data(before, ("b" * 40, ["rpm", "spindle_rpm"], None)) == (
         " (other data files, or the same rewritten (fingerprint aaaaaaaaaaaa → bbbbbbbbbbbb) and other features "
         "(-vibration_mm_s, +spindle_rpm), "
         "so different test rows: trainyard evaluate OLD NEW --data ROWS scores both on the same rows)")
-    assert _other_data(before, ("a" * 40, ["rpm"])) == (
+    assert _other_data(before, ("a" * 40, ["rpm"], None)) == (
         " (other features (-vibration_mm_s), so different test rows: trainyard evaluate OLD NEW --data ROWS "
         "scores both on the same rows)")
+    # The same files split another way (by row, then by machine): other test rows too, and a lower score is no
+    # worse model. Lineage written before the split was kept (None) says nothing of it.
+    by_row = {"val": 0.15, "test": 0.15, "seed": 0, "by": None, "order": None}
+    (tmp_path / "bundles" / "v1" / "lineage.json").write_text(json.dumps(
+        {"data": {"fingerprint": "a" * 40, "split": {"val": 0.15, "test": 0.15, "seed": 0}}}))
+    before = _latest_test_metrics(tmp_path)[3]
+    assert before[2] == by_row and _other_data(before, (*before[:2], by_row)) == ""
+    assert _other_data(before, (*before[:2], {**by_row, "by": "machine_id", "groups": {}})) == (
+        " (another split (by row, seed 0, val 0.15, test 0.15 → by 'machine_id', val 0.15, test 0.15), so "
+        "different test rows: trainyard evaluate OLD NEW --data ROWS scores both on the same rows)")
+    assert _other_data(before, (*before[:2], None)) == ""
 
 
 def test_a_version_of_another_job_taking_the_outputs_pointer_is_said(tmp_path):

@@ -27,6 +27,7 @@ def visits(n=240, patients=40, seed=0, label_per_patient=True) -> pd.DataFrame:
     y = (patient % 4 == 0) if label_per_patient else rng.uniform(size=n) < 0.3
     return pd.DataFrame({"patient_id": np.char.add("P-", patient.astype(str)), "age": 30 + patient % 50,
                          "glucose": rng.normal(5.5, 1.0, n).round(2), "site": rng.choice(["a", "b"], n),
+                         "weight": rng.uniform(50, 90, n),        # a float unique to each row: which row it is
                          "y": np.where(y, "sick", "well"),
                          "seen": [dt.date(2024, 1, 1) + dt.timedelta(days=int(d)) for d in rng.integers(0, 365, n)]})
 
@@ -53,14 +54,9 @@ def test_a_split_column_may_be_excluded_as_a_feature_already(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- the column
-def schemas(**types) -> dict[str, pa.Schema]:
-    return {f"part-{i}.parquet": pa.schema([("y", pa.string()), *([(name, t)] if t is not None else [])])
-            for i, (name, t) in enumerate(types.items())}
-
-
 def test_the_split_column_is_read_as_one_type_across_shards():
     one = {"a.parquet": pa.schema([("y", pa.string()), ("seen", pa.date32())]),
-           "b.parquet": pa.schema([("y", pa.string()), ("seen", pa.timestamp("ms", tz="UTC"))])}
+           "b.parquet": pa.schema([("y", pa.string()), ("seen", pa.timestamp("ms"))])}
     assert split_field(spec_of("d", {"order": "seen"}).data, one).type == pa.timestamp("us")
     pandas = {**one, "c.parquet": pa.schema([("y", pa.string()), ("seen", pa.timestamp("ns"))])}
     assert split_field(spec_of("d", {"order": "seen"}).data, pandas).type == pa.timestamp("ns")
@@ -85,9 +81,20 @@ def test_a_split_column_that_cannot_split_is_named():
     with pytest.raises(DataError, match=r"which 1 of the 2 file\(s\) lack \(b.parquet\): their rows could not be "
                                         r"split by it"):
         split_field(spec_of("d", {"by": "pid"}).data, two)
-    mixed = {"a.parquet": pa.schema([("pid", pa.string())]), "b.parquet": pa.schema([("pid", pa.int64())])}
-    with pytest.raises(DataError, match=r"type differs across shards \(int, string\)"):
-        split_field(spec_of("d", {"by": "pid"}).data, mixed)
+    uuids = {"a.parquet": pa.schema([("y", pa.string()), ("pid", pa.binary(16))])}
+    with pytest.raises(DataError, match=r"data.split.by names column 'pid', of type fixed_size_binary\[16\]: a split "
+                                        r"groups rows by text, numbers, booleans or times"):
+        split_field(spec_of("d", {"by": "pid"}).data, uuids)
+    zones = {"a.parquet": pa.schema([("t", pa.timestamp("us", "Europe/Berlin"))]),
+             "b.parquet": pa.schema([("t", pa.timestamp("us"))])}
+    with pytest.raises(DataError, match=r"whose times carry a time zone in 1 file\(s\) \(a.parquet\) and none in 1 "
+                                        r"\(b.parquet\): they cannot be ordered together"):
+        split_field(spec_of("d", {"order": "t"}).data, zones)
+    zones["b.parquet"] = pa.schema([("t", pa.timestamp("s", "UTC"))])
+    assert split_field(spec_of("d", {"order": "t"}).data, zones).type == pa.timestamp("us", "UTC")
+    # Ids written as numbers in one CSV shard and as text in another: one text, as each row writes it.
+    mixed = {"a.csv": pa.schema([("pid", pa.string())]), "b.csv": pa.schema([("pid", pa.int64())])}
+    assert split_field(spec_of("d", {"by": "pid"}).data, mixed).type == pa.string()
 
 
 def test_validate_names_a_split_column_the_files_lack_before_ray_starts(tmp_path):
@@ -111,51 +118,90 @@ def test_a_groups_rows_share_a_key_and_the_split_column_is_dropped():
     assert "pid" not in out.columns and out["_u"].iloc[0] == out["_u"].iloc[1] != out["_u"].iloc[2]
     assert out["_u"].iloc[3] != out["_u"].iloc[4]            # no group: each row on its own, by its content
     assert split_key(df, seed=1, by="pid")["_u"].iloc[0] != out["_u"].iloc[0]       # the seed still seeds it
+    # Integer ids as Ray hands them over (Arrow-backed): a block with a missing id keys the others alike.
+    ids = [pd.DataFrame({"pid": pd.array(v, dtype="int64[pyarrow]"), "_label_missing": 0}) for v in ([7, 8], [7, None])]
+    assert split_key(ids[0], seed=0, by="pid")["_u"].iloc[0] == split_key(ids[1], seed=0, by="pid")["_u"].iloc[0]
     times = pd.DataFrame({"t": pd.to_datetime(["2024-01-02", "2024-01-01"]), "x": [1, 2], "_label_missing": 0})
     keyed = split_key(times, seed=0, order="t")
     assert "t" not in keyed.columns and keyed["_u"].iloc[0] < keyed["_u"].iloc[1]   # the later first (test)
+
+
+def test_numbers_order_and_an_infinite_time_is_refused():
+    from jobs.splits import assign_split, order_problem, split_summary, split_thresholds
+
+    days = pd.DataFrame({"day": [3.0, 1.0, 2.0, 2.0, 5.0, 4.0], "y": 0, "_label_missing": 0})
+    keyed = split_key(days, seed=0, order="day")
+    cuts = split_thresholds(keyed["y"].to_numpy(), keyed["_u"].to_numpy(), val=0.2, test=0.0, stratify=False)
+    splits = assign_split(keyed, "y", cuts, False)
+    assert list(splits["_split"]) == [TRAIN, TRAIN, TRAIN, TRAIN, VAL, TRAIN]     # test 0: none; the latest, val
+    how = split_summary(spec_of("d", {"order": "day"}).data, splits, keyed["_u"].to_numpy(), False,
+                        order_type=pa.float64())
+    assert how == {"order": "day", "from": {"val": 5, "test": None, "train_until": 4}}
+    assert "an infinite value in column 'day'" in order_problem("day", {"nulls": 0, "n": 6, "infinite": 1})
+
+
+def rows_by_tag(parts: dict) -> dict:
+    """Which split each row went to, by its unique `weight`."""
+    return {w: k for k, p in parts.items() for w in p["weight"]}
 
 
 # ---------------------------------------------------------------------------------------------- on Ray
 @pytest.mark.usefixtures("ray_session")
 def test_split_by_patient_keeps_each_patients_visits_in_one_split(tmp_path):
     """A clinic's table, several visits per patient: by row, a patient's visits landed in train and test alike,
-    and the test split measured the model on patients it had learnt (a leak no metric shows)."""
+    and the test split measured the model on patients it had learnt (a leak no metric shows). Integer ids over
+    two shards, a few missing, several blocks, the column also under exclude (still read for the split)."""
     from jobs.ingest import ingest
     from jobs.pipeline import lineage
 
     df = visits()
-    df.iloc[:3, df.columns.get_loc("patient_id")] = None     # three visits of no known patient
-    df.drop(columns=["seen"]).to_parquet(tmp_path / "visits.parquet")
+    df["patient_id"] = pd.array(df["patient_id"].str[2:].astype(int), dtype="Int64")
+    df.loc[df.index[[5, 130, 200]], "patient_id"] = pd.NA            # three visits of no known patient
+    df = df.drop(columns=["seen"])
+    df.iloc[:120].to_parquet(tmp_path / "a.parquet", row_group_size=30)
+    df.iloc[120:].to_parquet(tmp_path / "b.parquet", row_group_size=30)
     said = []
-    r = ingest(spec_of(tmp_path, {"by": "patient_id", "seed": 1}).data, progress=said.append)
+    spec = spec_of(tmp_path, {"by": "patient_id", "seed": 1}, features={"exclude": ["patient_id"]})
+    r = ingest(spec.data, progress=said.append)
     assert "patient_id" not in r.numeric + r.categorical
     parts = {k: r.split(k).to_pandas() for k in (TRAIN, VAL, TEST)}
     assert all("patient_id" not in p.columns for p in parts.values())
-    # Which patient each row was: the rows' own features identify them here (age is the patient's).
-    by_patient = df.iloc[3:].assign(key=lambda d: list(zip(d["age"], d["glucose"])))
-    where = {key: k for k, p in parts.items() for key in zip(p["age"], p["glucose"])}
-    seen = by_patient.assign(split=by_patient["key"].map(where)).groupby("patient_id")["split"].nunique()
-    assert seen.max() == 1 and len(seen) == df["patient_id"].nunique() >= 35
-    assert r.summary()["split"] == {"by": "patient_id", "stratified": True, "groups": r.split_how["groups"]}
-    assert sum(r.split_how["groups"].values()) == len(seen) + 3
-    assert any(s.startswith(f"[ingest] split by 'patient_id': {len(seen) + 3} groups, train/val/test ") and
+    known = df.dropna(subset=["patient_id"])
+    split_of = known.assign(split=known["weight"].map(rows_by_tag(parts)))
+    assert split_of["split"].notna().all()
+    per_patient = split_of.groupby("patient_id")["split"].agg(["nunique", "first"])
+    assert per_patient["nunique"].max() == 1
+    groups = per_patient["first"].value_counts()
+    assert r.split_how == {"by": "patient_id", "stratified": True,
+                           "groups": {n: int(groups.get(k, 0)) + sum(int(rows_by_tag(parts)[w] == k) for w in
+                                                                   df.loc[df["patient_id"].isna(), "weight"])
+                                      for k, n in ((TRAIN, "train"), (VAL, "val"), (TEST, "test"))}}
+    assert r.summary()["split"] == r.split_how
+    patients = len(per_patient) + 3
+    assert any(s.startswith(f"[ingest] split by 'patient_id': {patients} groups, train/val/test ") and
                s.endswith("none in two splits (each class split on its own, as every group holds one class)")
                for s in said)
     assert ("[ingest] note: 3 row(s) have no value in data.split.by 'patient_id': each of them is split on its "
             "own, as a group of one") in said
-    assert any(s.startswith("[ingest] 1 parquet file(s), 5 column(s) read: the label and 3 more, and "
+    assert any(s.startswith("[ingest] 2 parquet file(s), 6 column(s) read: the label and 4 more, and "
                             "'patient_id' for the split") for s in said)
     # Every class in every split, as stratified; what the bundle's lineage keeps of it.
     assert all(set(r.class_counts[s]) == {"sick", "well"} for s in ("train", "val", "test"))
-    kept = lineage(spec_of(tmp_path, {"by": "patient_id"}), SimpleNamespace(ingest=r),
-                   SimpleNamespace(best_epoch=0, history=[], use_gpu=False, run_path=""))
-    assert kept["data"]["split"] == r.split_how
+    kept = lineage(spec, SimpleNamespace(ingest=r), SimpleNamespace(best_epoch=0, history=[], use_gpu=False,
+                                                                    run_path=""))
+    assert kept["data"]["split"] == {"val": 0.15, "test": 0.15, "seed": 1, **r.split_how}
 
-    # A label that varies within a patient: the split stays by patient, not stratified, and says so.
-    visits(label_per_patient=False).drop(columns=["seen"]).to_parquet(tmp_path / "visits.parquet")
+    # A label that varies within a patient: the split stays by patient, not stratified (class cuts would part
+    # a patient's visits), and says so.
+    (tmp_path / "b.parquet").unlink()
+    mixed = visits(label_per_patient=False).drop(columns=["seen"])
+    mixed.to_parquet(tmp_path / "a.parquet")
     said.clear()
     r = ingest(spec_of(tmp_path, {"by": "patient_id"}).data, progress=said.append)
+    parts = {k: r.split(k).to_pandas() for k in (TRAIN, VAL, TEST)}
+    split_of = mixed.assign(split=mixed["weight"].map(rows_by_tag(parts)))
+    assert split_of.groupby("patient_id")["split"].nunique().max() == 1
+    assert split_of.groupby("patient_id")["y"].nunique().max() == 2      # the case: classes mixed in a patient
     assert r.split_how["stratified"] is False
     assert any("not stratified by class: a group's rows hold more than one class" in s for s in said)
 
@@ -168,14 +214,16 @@ def test_split_by_time_puts_the_latest_rows_in_test(tmp_path):
 
     df = visits(n=300)
     df["seen"] = pd.to_datetime(df["seen"])
+    order = {"order": "seen", "val": 0.2, "test": 0.2}
+    no_ids = {"exclude": ["patient_id"]}
     df.iloc[:150].to_csv(tmp_path / "a.csv", index=False)          # ISO dates in a CSV read as times
     df.iloc[150:].to_csv(tmp_path / "b.csv", index=False)
     said = []
-    r = ingest(spec_of(tmp_path, {"order": "seen", "val": 0.2, "test": 0.2},
-                       features={"exclude": ["patient_id"]}).data, progress=said.append)
+    r = ingest(spec_of(tmp_path, order, features=no_ids).data, progress=said.append)
     assert "seen" not in r.numeric + r.categorical
-    when = {k: df.set_index(["age", "glucose"]).loc[list(zip(*[r.split(k).to_pandas()[c] for c in ("age", "glucose")])),
-                                                    "seen"] for k in (TRAIN, VAL, TEST)}
+    parts = {k: r.split(k).to_pandas() for k in (TRAIN, VAL, TEST)}
+    when = {k: df.set_index("weight").loc[p["weight"], "seen"] for k, p in parts.items()}
+    assert sum(len(w) for w in when.values()) == 300
     assert when[TRAIN].max() < when[VAL].min() and when[VAL].max() < when[TEST].min()
     assert abs(r.split_rows["test"] - 60) <= 3 and abs(r.split_rows["val"] - 60) <= 3       # ties share a split
     f = r.split_how["from"]
@@ -184,10 +232,21 @@ def test_split_by_time_puts_the_latest_rows_in_test(tmp_path):
     assert f"[ingest] split by time 'seen': train up to {f['train_until']}, validation from {f['val']}, test from " \
            f"{f['test']}" in said
 
+    # The same rows as pandas writes them to Parquet (timestamps in nanoseconds), and as UTC times with a zone
+    # in a CSV (2024-03-01T00:00:00Z): the same split.
+    for path in tmp_path.glob("*.csv"):
+        path.unlink()
+    df.to_parquet(tmp_path / "a.parquet")
+    again = ingest(spec_of(tmp_path, order, features=no_ids).data, progress=lambda *_: None)
+    assert again.split_how == r.split_how and again.split_rows == r.split_rows
+    (tmp_path / "a.parquet").unlink()
+    df.assign(seen=df["seen"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(tmp_path / "a.csv", index=False)
+    zoned = ingest(spec_of(tmp_path, order, features=no_ids).data, progress=lambda *_: None)
+    assert zoned.split_rows == r.split_rows and zoned.split_how["from"]["test"] == f"{f['test']} 00:00:00+00:00"
+
     # A row without a time cannot be placed: refused, counted, with the fix.
     df.loc[df.index[:4], "seen"] = pd.NaT
     df.to_csv(tmp_path / "a.csv", index=False)
-    (tmp_path / "b.csv").unlink()
     with pytest.raises(DataError, match=r"data.split.order: 4 of 300 rows have no value in column 'seen', so the "
                                         r"split cannot tell which period they belong to"):
         ingest(spec_of(tmp_path, {"order": "seen"}, features={"exclude": ["patient_id"]}).data,
