@@ -337,7 +337,9 @@ def check_splits(split_rows: dict[str, int], data: DataSpec, classes: Optional[i
     and drives early stopping: without it every epoch scored NaN, "best epoch -1", and a patience of N stopped the
     run after N epochs for no reason. `classes`: the label's classes, when the split was stratified by them."""
     if split_rows["train"] == 0:
-        raise DataError("the train split is empty; lower data.split.val / data.split.test or add rows")
+        raise DataError("the train split is empty; lower data.split.val / data.split.test or add rows" + (
+            f" (rows of one time of data.split.order {data.split.order!r} share a split: rows of more times)"
+            if data.split.order else ""))
     rows = sum(split_rows.values())
     if split_rows["val"] == 0 and classes and classes * 2 > rows:
         # The split is stratified and keeps each class's rows in train until it has 1/val of them: a label with

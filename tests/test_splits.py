@@ -251,3 +251,13 @@ def test_split_by_time_puts_the_latest_rows_in_test(tmp_path):
                                         r"split cannot tell which period they belong to"):
         ingest(spec_of(tmp_path, {"order": "seen"}, features={"exclude": ["patient_id"]}).data,
                progress=lambda *_: None)
+
+
+def test_a_train_split_emptied_by_one_time_says_why():
+    from jobs.ingest import check_splits
+
+    with pytest.raises(DataError, match=r"the train split is empty; lower data.split.val / data.split.test or add "
+                                        r"rows \(rows of one time of data.split.order 'day' share a split"):
+        check_splits({"train": 0, "val": 0, "test": 40}, spec_of("d", {"order": "day"}).data)
+    with pytest.raises(DataError, match=r"or add rows$"):
+        check_splits({"train": 0, "val": 0, "test": 40}, spec_of("d", {}).data)
