@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 
 from cluster.errors import BadInput, root_cause
 from jobs.fitted import FittedPreprocessor, aggregate
+from jobs.splits import split_field, split_line, split_summary, stratified_by_groups
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ENCODINGS = ["png", "jpeg", "bmp", "gif", "webp", "tiff", "base64 of any of these", "pixel array"]
@@ -298,11 +299,15 @@ def check_parquet_columns(schemas: dict, data) -> None:
                                 "to the columns holding the encoded image and its label")
 
 
-def _decode_check(batch: pd.DataFrame, column: str, size: tuple, channels: int, seed: int) -> pd.DataFrame:
-    """Mark rows whose image cannot be decoded, and give every row its split key (a hash of the image bytes)."""
+def _decode_check(batch: pd.DataFrame, column: str, size: tuple, channels: int, seed: int,
+                  by: Optional[str] = None) -> pd.DataFrame:
+    """Mark rows whose image cannot be decoded, and give every row its split key: a hash of the image bytes, or
+    with `by` (data.split.by: a patient's scans, a part's photos) of the row's group, so a group's images share a
+    split (an image without a group: of its bytes). The group's column is dropped."""
     ok, err, keys = [], [], []
     salt = str(seed).encode()
-    for v in batch[column].tolist():
+    groups = batch.pop(by).tolist() if by else [None] * len(batch)
+    for v, group in zip(batch[column].tolist(), groups):
         try:
             decode(v, size, channels)
             ok.append(True)
@@ -311,6 +316,8 @@ def _decode_check(batch: pd.DataFrame, column: str, size: tuple, channels: int, 
             ok.append(False)
             err.append(str(exc))
         raw = v if isinstance(v, (bytes, bytearray)) else repr(v).encode()
+        if group is not None and not pd.isna(group):
+            raw = str(group).encode()
         digest = hashlib.blake2b(bytes(raw), key=salt[:64], digest_size=8).digest()
         keys.append((int.from_bytes(digest, "little") >> 11) / float(1 << 53))
     return batch.assign(_ok=ok, _error=err, _u=keys)
@@ -345,12 +352,16 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
         shown_files = files
     else:
         fs, shown_files, _ = resolve_files(data.path)
-        check_parquet_columns({f: file_schema(fs, f, "parquet") for f in shown_files}, data)
-        ds = ING.read_parquet(shown_files, filesystem=fs, columns=[img.column, data.label], include_paths=True)
+        schemas = {f: file_schema(fs, f, "parquet") for f in shown_files}
+        check_parquet_columns(schemas, data)
+        by = split_field(data, schemas)         # data.split.by: checked as a table's (in every file, a usable type)
+        ds = ING.read_parquet(shown_files, filesystem=fs, include_paths=True,
+                              columns=[img.column, data.label] + ([by.name] if by is not None else []))
         stray = []
     progress(f"[ingest] {len(shown_files)} {'image' if data.format == 'images' else 'parquet'} file(s)")
     ds = ds.map_batches(_decode_check, fn_kwargs={"column": img.column, "size": size, "channels": ch,
-                                                  "seed": data.split.seed}, batch_format="pandas")
+                                                  "seed": data.split.seed, "by": data.split.by},
+                        batch_format="pandas")
     try:
         ds = ds.materialize()
     except Exception as exc:
@@ -371,16 +382,20 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
     classes = sorted(pd.unique(labels).tolist(), key=lambda v: (str(type(v)), v))
     if len(classes) < 2:
         raise ING.DataError(f"label {label!r} has a single class ({classes[0]!r}); classification needs two or more")
-    cuts = ING.split_thresholds(labels, good["_u"].to_numpy(), data.split.val, data.split.test, True)
+    stratify = not data.split.by or stratified_by_groups(good[[label, "_u"]], label)
+    cuts = ING.split_thresholds(labels, good["_u"].to_numpy(), data.split.val, data.split.test, stratify)
     ds = ds.map_batches(_keep_decodable, batch_format="pandas")
-    ds = ds.map_batches(ING.assign_split, fn_kwargs={"label": label, "cuts": cuts, "stratify": True},
+    ds = ds.map_batches(ING.assign_split, fn_kwargs={"label": label, "cuts": cuts, "stratify": stratify},
                         batch_format="pandas")
     ds = ds.drop_columns(["_ok", "_error"]).materialize()
     # The facts already hold every decodable row's label and `_u`, in the dataset's order: the same
     # assign_split gives the rows' splits here, without another pass over the images.
-    splits = ING.assign_split(good[[label, "_u"]], label, cuts, True)
-    names = {ING.TRAIN: "train", ING.VAL: "val", ING.TEST: "test"}
+    splits = ING.assign_split(good[[label, "_u"]], label, cuts, stratify)
+    names = ING.NAMES
     split_rows = {n: int((splits[ING.SPLIT_COLUMN] == k).sum()) for k, n in names.items()}
+    how = split_summary(data, splits, good["_u"].to_numpy(), stratify)
+    if line := split_line(how):
+        progress(line)
     ING.check_splits(split_rows, data)
     class_counts = {n: {str(c): int(v) for c, v in splits.loc[splits[ING.SPLIT_COLUMN] == k, label]
                         .value_counts().items()} for k, n in names.items()}
@@ -392,7 +407,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
         label=label, task="classification", numeric=[], categorical=[], classes=classes, rows_read=rows_read,
         rows_dropped_missing_label=0, split_rows=split_rows, class_counts=class_counts,
         inferred={"task": "classification (images)"}, unused_columns=stray,
-        fingerprint=ING.fingerprint(fs, list(shown_files)), corrupt=corrupt)
+        fingerprint=ING.fingerprint(fs, list(shown_files)), corrupt=corrupt, split_how=how)
     return result
 
 

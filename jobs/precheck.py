@@ -241,7 +241,9 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
         return
     if data.is_image:
         from jobs.images import check_parquet_columns
-        check_parquet_columns({f: file_schema(fs, f, "parquet") for f in files}, data)
+        schemas = {f: file_schema(fs, f, "parquet") for f in files}
+        check_parquet_columns(schemas, data)
+        split_field(data, schemas)      # data.split.by of a table of images
         return
     fmt = infer_format(files, data.format)
     schemas = {f: file_schema(fs, f, fmt) for f in files}

@@ -99,6 +99,34 @@ def test_parquet_bytes_input(tmp_path):
                 progress=lambda *_: None)
 
 
+def test_a_table_of_images_split_by_part_keeps_each_parts_photos_together(tmp_path):
+    """Two photos of each part (or scans of each patient) in a Parquet table: split by image, one photo of a part
+    was trained on and the other tested, and the test split measured parts the model had seen."""
+    from defects import generate
+
+    from jobs.images import ingest_images
+
+    generate(tmp_path / "pq", per_class=20, size=20, seed=5, parquet=True)
+    part_of = {}
+    for i, path in enumerate(sorted((tmp_path / "pq").glob("*.parquet"))):
+        df = pd.read_parquet(path)
+        df["part_id"] = [f"{i}-{k // 2}" for k in range(len(df))]   # photos 2k and 2k+1 of a shard: one part
+        df.to_parquet(path)
+        part_of.update(zip(df["image"], df["part_id"]))
+    said = []
+    spec = image_spec(tmp_path / "pq", tmp_path / "out", fmt="parquet", split={"by": "part_id", "val": 0.2, "test": 0.2})
+    r = ingest_images(spec.data, progress=said.append)
+    rows = r.dataset.to_pandas()
+    assert "part_id" not in rows.columns and len(rows) == 40
+    per_part = rows.assign(part=rows["image"].map(part_of)).groupby("part")["_split"].nunique()
+    assert len(per_part) == 20 and per_part.max() == 1
+    assert sum(r.split_how["groups"].values()) == 20 and r.summary()["split"]["by"] == "part_id"
+    assert any(s.startswith("[ingest] split by 'part_id': 20 groups") for s in said)
+    with pytest.raises(SpecError, match=r"split.by is for tables \(and a Parquet table of images, by a column of "
+                                        r"it\); an image folder is split by a seeded hash of each image"):
+        image_spec(tmp_path / "pq", tmp_path / "out", split={"by": "part_id"})
+
+
 def test_corrupt_images_listed_then_fatal_over_threshold(tmp_path):
     from defects import generate
     root = generate(tmp_path / "parts", per_class=20, size=16, seed=1)

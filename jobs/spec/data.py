@@ -182,9 +182,11 @@ class DataSpec(StrictModel):
             column = getattr(self.split, how)
             if column is None:
                 continue
-            if self.is_image:
-                raise ValueError(f"split.{how} is for tables; an image job is split by a seeded hash of each "
-                                 f"image. Remove split.{how}")
+            if self.format == "images" or (self.is_image and how == "order"):
+                raise ValueError(f"split.{how} is for tables" + (
+                    " (and a Parquet table of images, by a column of it)" if how == "by" else "") +
+                    f"; an image {'folder' if self.format == 'images' else 'job'} is split by a seeded hash of "
+                    f"each image. Remove split.{how}")
             if column == self.label:
                 raise ValueError(f"split.{how} is the label {self.label!r}; name the column the rows are "
                                  + ("grouped by (a patient, a machine)" if how == "by" else "ordered by (a date)"))
