@@ -43,6 +43,7 @@ import numpy as np
 from safetensors.torch import save_file
 
 from jobs import text_model
+from jobs.drift import with_reference_sizes
 from jobs.fitted import FittedPreprocessor
 from jobs.loaded import Bundle, BundleError  # noqa: F401 (here, as ever: `jobs.bundle.Bundle`)
 from jobs.manifest import NAME as MANIFEST, problems as manifest_problems, write as write_manifest
@@ -433,7 +434,7 @@ def _read(p: Path, metrics: Optional[dict] = None) -> Bundle:
     model_config_doc, preprocessor_doc = read_json("model.json"), read_json("preprocessor.json")
     schema, lineage = read_json("schema.json"), read_json("lineage.json")
     metrics = read_json("metrics.json") if metrics is None else metrics
-    profile = read_json(PROFILE) if (p / PROFILE).is_file() else None
+    profile = with_reference_sizes(read_json(PROFILE)) if (p / PROFILE).is_file() else None
     try:
         model_config = text_model.from_bundle(model_config_doc, p)
         pre = load_state(preprocessor_doc, p)

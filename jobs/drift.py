@@ -115,13 +115,56 @@ def _st():
     return stats
 
 
-def _chi2_p(ref_shares: Sequence[float], counts: np.ndarray) -> float:
-    """p-value of chi-squared goodness of fit of `counts` to the reference shares (floored, so that a bin the
-    train split never filled makes the p-value tiny rather than undefined)."""
+# A profile's numeric reference is fitted on a uniform sample of at most this many values (`jobs.profile`).
+REFERENCE_SAMPLE = 100_000
+
+
+def with_reference_sizes(profile: Optional[dict]) -> Optional[dict]:
+    """`profile` (profile.json) with `n` in each reference entry: the values its shares were counted over (the
+    train split's values present, at most REFERENCE_SAMPLE of a number's; the validation split's rows for the
+    predictions and probabilities), so that the tests treat it as the sample it is. Entries that have one keep it;
+    a profile without row counts is left as it was (its tests take the reference as exact)."""
+    if not profile:
+        return profile
+    rows = profile.get("rows") or {}
+    train, val = rows.get("train"), rows.get("val")
+    for kind, cap in (("numeric", REFERENCE_SAMPLE), ("categorical", None)):
+        for ref in (profile.get(kind) or {}).values():
+            if train and "n" not in ref:
+                present = int(round(train * (1.0 - float(ref.get("missing_rate") or 0.0))))
+                ref["n"] = min(present, cap) if cap else present
+    prediction = profile.get("prediction")
+    if prediction and val:
+        prediction.setdefault("n", int(val))
+        if isinstance(prediction.get("score"), dict):
+            prediction["score"].setdefault("n", int(val))
+    return profile
+
+
+def _chi2_p(ref_shares: Sequence[float], counts: np.ndarray, ref_n: Optional[int] = None) -> float:
+    """p-value that `counts` come from the reference's distribution. With `ref_n` (the values the reference shares
+    were counted over: `with_reference_sizes`), chi-squared of two samples (homogeneity): the reference is a sample
+    too, and goodness of fit to its shares as if they were exact flagged in-distribution windows against a small
+    validation split (300 rows against 72: psi 0.23, p 7e-09). Without it, goodness of fit to the shares (floored,
+    so that a bin the train split never filled makes the p-value tiny rather than undefined)."""
     n = counts.sum()
     if n <= 0 or len(counts) < 2:
         return math.nan
+    if ref_n:
+        table = np.vstack([np.asarray(ref_shares, dtype=np.float64) * ref_n, np.asarray(counts, dtype=np.float64)])
+        table = table[:, table.sum(axis=0) > 0]
+        if table.shape[1] < 2:
+            return 1.0          # both samples in one bin: nothing tells them apart
+        return float(_st().chi2_contingency(table, correction=False).pvalue)
     return float(_st().chisquare(counts, _floored(ref_shares) * n).pvalue)
+
+
+def _ks_p(statistic: float, n: int, ref_n: Optional[int], one_sample_p: float) -> float:
+    """KS p-value against a reference of `ref_n` values: the two-sample distribution at the effective size
+    n·m/(n+m) (the reference's quantiles are a sample's); the one-sample p where the reference size is unknown."""
+    if not ref_n:
+        return one_sample_p
+    return float(_st().kstwo.sf(statistic, max(1, int(round(n * ref_n / (n + ref_n))))))
 
 
 def _as_floats(values: Any) -> np.ndarray:
@@ -151,7 +194,8 @@ def numeric_drift(ref: Mapping, values: Any) -> dict:
     out = numeric_drift_from_counts(ref, counts, len(x) - len(present), len(x))
     cdf = _reference_cdf(ref.get("quantiles") or [])
     ks = _st().kstest(present, cdf) if cdf is not None and len(present) else None
-    out.update(ks=None if ks is None else float(ks.statistic), ks_p=None if ks is None else float(ks.pvalue))
+    out.update(ks=None if ks is None else float(ks.statistic),
+               ks_p=None if ks is None else _ks_p(float(ks.statistic), len(present), ref.get("n"), float(ks.pvalue)))
     return out
 
 
@@ -161,7 +205,7 @@ def numeric_drift_from_counts(ref: Mapping, bin_counts: Sequence[int], missing: 
     missing_rate."""
     counts = np.asarray(bin_counts, dtype=np.int64)
     return {"n": int(n), "counts": counts.tolist(), "psi": psi(ref["shares"], counts),
-            "chi2_p": _chi2_p(ref["shares"], counts), "missing_rate": missing / n if n else math.nan}
+            "chi2_p": _chi2_p(ref["shares"], counts, ref.get("n")), "missing_rate": missing / n if n else math.nan}
 
 
 def categorical_drift(ref: Mapping, counts: Mapping[str, int], unknown: int, missing: int) -> dict:
@@ -177,7 +221,7 @@ def categorical_drift(ref: Mapping, counts: Mapping[str, int], unknown: int, mis
     expected = [ref["shares"][c] for c in categories] + [ref.get("unknown_share", 0.0)]
     present = int(observed.sum())
     n = present + int(missing)
-    return {"n": n, "psi": psi(expected, observed), "chi2_p": _chi2_p(expected, observed),
+    return {"n": n, "psi": psi(expected, observed), "chi2_p": _chi2_p(expected, observed, ref.get("n")),
             "unknown_rate": unknown / present if present else math.nan,
             "missing_rate": missing / n if n else math.nan}
 
@@ -211,14 +255,14 @@ def prediction_drift(ref_prediction: Mapping, counts_or_values: Any) -> dict:
             given, _ = count_categories(counts_or_values)
         counts = np.array([given.get(c, 0) for c in classes], dtype=np.int64)
         return {"n": int(counts.sum()), "psi": psi(ref_prediction["shares"], counts),
-                "p": _chi2_p(ref_prediction["shares"], counts)}
+                "p": _chi2_p(ref_prediction["shares"], counts, ref_prediction.get("n"))}
     bins = len(ref_prediction["edges"]) + 1
     if isinstance(counts_or_values, Mapping):
         counts = np.zeros(bins, dtype=np.int64)
         for k, v in counts_or_values.items():
             counts[int(k)] += int(v)
         return {"n": int(counts.sum()), "psi": psi(ref_prediction["shares"], counts),
-                "p": _chi2_p(ref_prediction["shares"], counts)}
+                "p": _chi2_p(ref_prediction["shares"], counts, ref_prediction.get("n"))}
     stats = numeric_drift(ref_prediction, counts_or_values)
     p = stats["ks_p"] if stats["ks_p"] is not None else stats["chi2_p"]
     return {"n": stats["n"], "psi": stats["psi"], "p": p}

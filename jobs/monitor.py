@@ -209,12 +209,40 @@ def summarise_logs(fs, files: list[str], columns: list[str], plan: Plan, labels:
     return {int(r["window"]): json.loads(r["summary"]) for r in rows}
 
 
+def parse_since(text: str, now_ms: Optional[int] = None) -> int:
+    """`--since`: an ISO date or time (2026-11-01, 2026-11-01T08:00, UTC unless it says its zone), or a span back
+    from now (7d, 12h: `monitor.window`'s form) → milliseconds since 1970."""
+    import time
+
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    try:
+        return now_ms - int(round(window_seconds(text) * 1000))
+    except ValueError:
+        pass
+    try:
+        t = pd.Timestamp(text)
+    except ValueError:
+        t = None
+    if t is None or t is pd.NaT:
+        raise MonitorInputError(f"--since {text!r}: give a date or time (2026-11-01, 2026-11-01T08:00, UTC unless "
+                                "it names its zone) or a span back from now (7d, 12h)")
+    return int((t.tz_localize("UTC") if t.tzinfo is None else t).timestamp() * 1000)
+
+
+def _labels_in(summary: dict) -> int:
+    """The labels a window's summary joined (its version's rows and other versions')."""
+    labels = summary.get("labels") or {}
+    return int(np.sum(labels.get("confusion", 0))) + labels.get("labelled", 0) + labels.get("other_versions", 0)
+
+
 def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, window: Optional[str] = None,
                 out: Optional[str] = "monitor", progress: Callable[[str], None] = print,
-                parallelism: Optional[int] = None, connect: Callable[[], Any] = lambda: None) -> MonitorResult:
+                parallelism: Optional[int] = None, connect: Callable[[], Any] = lambda: None,
+                since: Optional[str] = None) -> MonitorResult:
     """The whole job: check the inputs (before `connect` starts or joins Ray: bad input costs no Ray start),
-    summarise the logs with Ray Data, judge each window, write OUT/drift.json and OUT/report.html (unless `out`
-    is None). Bad input raises MonitorInputError (exit 2)."""
+    summarise the logs with Ray Data, judge each window (from the one that holds `since`, when given: a cron job
+    over logs that keep growing is judged on its recent traffic, not forever on a window long handled), write
+    OUT/drift.json and OUT/report.html (unless `out` is None). Bad input raises MonitorInputError (exit 2)."""
     import time
 
     from jobs import bundle as bundles
@@ -228,6 +256,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     thresholds, spec_window = monitor_settings(bundle.path)
     window = window or spec_window
     window_ms = parse_window(window)
+    since_ms = parse_since(since) if since else None
     if out and Path(out).exists() and not Path(out).is_dir():    # said before Ray, not after the whole job
         raise MonitorInputError(f"--out {out}: is a file; give a folder for drift.json and report.html")
     fs, files, skipped, total, columns = log_files(logs, progress)
@@ -290,6 +319,15 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     if untimed:
         progress(f"[monitor] warning: {untimed:,} of {total:,} rows have no time (column 'time' is empty) and "
                  "fall in no window: they are left out")
+    earlier = {start: summaries.pop(start) for start in sorted(summaries)
+               if since_ms is not None and start + window_ms <= since_ms}
+    if earlier:
+        progress(f"[monitor] --since {since}: {sum(s['n'] for s in earlier.values()):,} row(s) in {len(earlier)} "
+                 f"earlier window(s) ({_iso(min(earlier), window_ms)} to {_iso(max(earlier) + window_ms, window_ms)}) "
+                 "left out")
+    if not summaries:
+        raise MonitorInputError(f"--since {since}: no logged row from {_iso(since_ms // window_ms * window_ms, window_ms)}'s window on (the "
+                                f"latest window starts {_iso(max(earlier), window_ms)}); give an earlier time")
     reference = reference_metric(plan.task, bundle.metrics)
     test_auc = reference_auc(bundle.metrics)
     decision = with_test_figures(bundle.preprocessor.decision, bundle.metrics)
@@ -305,7 +343,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
         stats = window_stats(summaries[start], profile, thresholds, n_features, reference, decision, test_auc)
         windows.append({"start": _iso(start, window_ms), "end": _iso(start + window_ms, window_ms), **stats})
     if label_table is not None:
-        joined = sum(w["metrics"]["n"] + w["metrics"]["other_versions"] for w in windows)
+        joined = (sum(w["metrics"]["n"] + w["metrics"]["other_versions"] for w in windows)
+                  + sum(map(_labels_in, earlier.values())))
         if joined < label_table.num_rows:
             progress(f"[monitor] warning: {label_table.num_rows - joined:,} of {label_table.num_rows:,} labels in "
                      f"{labels} match no logged record (request_id, record): requests not logged (serve.log.sample), "
@@ -322,7 +361,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     reasons = _reasons(windows)
     report = {"format": 1, "bundle": str(bundle.path), "version": bundle.version, "logs": logs, "labels": labels,
               "window": window, "files": len(files), "skipped": skipped, "rows": total,
-              "untimed_rows": untimed,
+              "untimed_rows": untimed, "since": _iso(since_ms, 1000) if since_ms is not None else None,
+              "rows_before_since": sum(s["n"] for s in earlier.values()),
               "thresholds": asdict(thresholds), "reference_metric": dict([reference]) if reference else None,
               "reference_auc": test_auc,
               "features_not_logged": not_logged, "windows": windows,

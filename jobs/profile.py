@@ -34,11 +34,11 @@ import pandas as pd
 from ray.data.aggregate import AggregateFnV2
 
 from jobs import watched as W
-from jobs.drift import summarise
+from jobs.drift import REFERENCE_SAMPLE, summarise
 from jobs.fitted import FEATURES_COLUMN, LABEL_COLUMN, FittedPreprocessor, canonical, category_counts
 
 FORMAT = 1
-SAMPLE_K = 100_000      # values a numeric summary keeps (a uniform sample; exact up to this many rows)
+SAMPLE_K = REFERENCE_SAMPLE      # values a numeric summary keeps (a uniform sample; exact up to this many rows)
 
 
 class NumericSummary(AggregateFnV2):

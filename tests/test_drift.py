@@ -209,3 +209,35 @@ def test_a_constant_reference_flags_a_rise_as_well_as_a_fall():
     # A continuous feature keeps its ten bins: its largest value is above its top decile.
     assert len(D.summarise(np.random.default_rng(0).normal(size=500))["edges"]) == 9
     assert _bin_label(64.0, np.nextafter(64.0, np.inf)) == "64" and _bin_label(1.0, 2.5) == "1–2.5"
+
+
+def test_a_small_reference_is_tested_as_a_sample_of_its_own():
+    """A bundle trained on 480 rows profiles its probabilities over a validation split of 72: tested as if those
+    72 were the distribution itself, a window of 300 rows of the same model on the same traffic was flagged
+    (psi 0.23, p 7e-09). As two samples, in-distribution windows are flagged about as often as the p-value
+    threshold says, and a real shift still is."""
+    rng = np.random.default_rng(5)
+    alarms = {"as exact": 0, "as a sample": 0}
+    for _ in range(300):
+        ref = D.summarise(rng.beta(8, 1, 72))
+        window = rng.beta(8, 1, 300)
+        for how, n in (("as exact", None), ("as a sample", 72)):
+            stats = D.numeric_drift({**ref, **({"n": n} if n else {})}, window)
+            alarms[how] += D.p_value(stats) < 0.01
+    assert alarms["as a sample"] <= 9 < 60 <= alarms["as exact"], alarms         # 1 % of 300 is 3
+    shifted = D.numeric_drift({**D.summarise(rng.beta(8, 1, 72)), "n": 72}, rng.beta(2, 1, 300))
+    assert D.p_value(shifted) < 1e-6 and shifted["psi"] > 0.5
+    # Counters alone (a replica's, the batch monitor's): chi-squared of two samples.
+    ref = {**D.summarise(rng.beta(8, 1, 72)), "n": 72}
+    counts = np.bincount(D.bin_index(rng.beta(8, 1, 300), ref["edges"]), minlength=len(ref["edges"]) + 1)
+    exact = D.numeric_drift_from_counts({k: v for k, v in ref.items() if k != "n"}, counts, 0, 300)["chi2_p"]
+    assert D.numeric_drift_from_counts(ref, counts, 0, 300)["chi2_p"] > exact
+    # A profile's entries get their sizes when a bundle is loaded; entries that have one keep it.
+    profile = D.with_reference_sizes({"rows": {"train": 1000, "val": 150},
+                                      "numeric": {"rpm": {"missing_rate": 0.1}, "kept": {"n": 5}},
+                                      "categorical": {"shift": {"missing_rate": 0.0}},
+                                      "prediction": {"score": {}}})
+    assert profile["numeric"]["rpm"]["n"] == 900 and profile["numeric"]["kept"]["n"] == 5
+    assert profile["categorical"]["shift"]["n"] == 1000
+    assert profile["prediction"]["n"] == profile["prediction"]["score"]["n"] == 150
+    assert D.with_reference_sizes({"numeric": {"rpm": {}}}) == {"numeric": {"rpm": {}}}     # no row counts

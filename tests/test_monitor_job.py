@@ -137,6 +137,18 @@ def test_shifted_traffic_flags_exactly_the_shifted_features(served_bundle, tmp_p
     code, out, _, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon")
     assert code == 3 and f"[monitor] wrote {tmp_path / 'mon' / 'drift.json'} and " in out
     assert "(replacing those written " in out and "; --out FOLDER keeps each run's)" in out
+    # The sensor fixed, a day of traffic as trained on: a daily cron job with --since judges that day alone,
+    # where over the whole logs it would say "retrain" for the handled window every day from now on.
+    write_log(logs, served_bundle, traffic(300, seed=23), day=2, name="fixed")
+    code, out, err, report = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--since", "2026-11-04")
+    assert code == 0, out + err
+    assert ("[monitor] --since 2026-11-04: 600 row(s) in 2 earlier window(s) (2026-11-02T00:00Z to "
+            "2026-11-04T00:00Z) left out") in out
+    assert out.strip().splitlines()[-1].startswith("ok: 300 rows since 2026-11-04T00:00:00Z in 1 window(s)")
+    assert [w["start"] for w in report["windows"]] == ["2026-11-04T00:00Z"] and report["rows_before_since"] == 600
+    code, out, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--since", "2026-11-09T06:00")
+    assert code == 2 and ("--since 2026-11-09T06:00: no logged row from 2026-11-09T00:00Z's window on (the latest "
+                          "window starts 2026-11-04T00:00Z); give an earlier time") in err
 
 
 def test_labels_reveal_the_mislabelled_window(served_bundle, tmp_path, capsys):  # noqa: F811
@@ -229,6 +241,18 @@ def test_bad_input_is_named(served_bundle, tmp_path, capsys):  # noqa: F811
     pq.write_table(table.set_column(at, "time", pa.nulls(60, table["time"].type)), untimed / "part-half.parquet")
     code, out, err, _ = monitor(capsys, served_bundle, untimed, tmp_path / "mon")
     assert code == 2 and f"--logs {untimed}: none of the 60 rows has a time" in err, out + err
+
+
+def test_since_reads_a_date_a_time_or_a_span_back_from_now():
+    from jobs.monitor import MonitorInputError, parse_since
+
+    now = int(datetime(2026, 12, 6, 12, tzinfo=timezone.utc).timestamp() * 1000)
+    assert parse_since("7d", now) == now - 7 * 86_400_000 and parse_since("12h", now) == now - 12 * 3_600_000
+    assert parse_since("2026-11-04", now) == int(datetime(2026, 11, 4, tzinfo=timezone.utc).timestamp() * 1000)
+    assert parse_since("2026-11-04T08:00+02:00", now) == int(datetime(2026, 11, 4, 6, tzinfo=timezone.utc)
+                                                             .timestamp() * 1000)
+    with pytest.raises(MonitorInputError, match=r"--since 'last week': give a date or time \(2026-11-01, "):
+        parse_since("last week", now)
 
 
 def test_regression_windows_without_ray(tmp_path):

@@ -29,7 +29,16 @@ def splits_of(bundle: B.Bundle) -> dict[str, pd.DataFrame]:
 def test_the_profile_describes_the_train_split_and_the_validation_predictions(served_bundle):  # noqa: F811
     bundle = B.load(served_bundle)
     profile = json.loads((served_bundle / B.PROFILE).read_text())
-    assert bundle.profile == profile
+    # Loaded, each reference says how many values it was counted over (its tests are of two samples).
+    loaded = bundle.profile
+    assert loaded["prediction"]["n"] == loaded["prediction"]["score"]["n"] == profile["rows"]["val"]
+    assert all(ref["n"] == round(profile["rows"]["train"] * (1 - ref["missing_rate"]))
+               for kind in ("numeric", "categorical") for ref in loaded[kind].values())
+    assert "n" not in profile["prediction"] and json.loads(json.dumps(loaded)) == {
+        **profile, "prediction": {**profile["prediction"], "n": profile["rows"]["val"],
+                                  "score": {**profile["prediction"]["score"], "n": profile["rows"]["val"]}},
+        **{kind: {name: {**ref, "n": loaded[kind][name]["n"]} for name, ref in profile[kind].items()}
+           for kind in ("numeric", "categorical")}}
     assert B.PROFILE in json.loads((served_bundle / B.MANIFEST).read_text())["files"]
     data = splits_of(bundle)
     train, val = data["train"], data["val"]

@@ -1,4 +1,4 @@
-"""`trainyard monitor BUNDLE --logs PATH [--labels PATH] [--window 1d] [--out monitor]`: is the served model
+"""`trainyard monitor BUNDLE --logs PATH [--labels PATH] [--window 1d] [--since 7d] [--out monitor]`: is the served model
 still fit for its traffic?
 
 Reads the prediction logs a served app wrote (`serve.log`), compares each time window with the bundle's
@@ -20,7 +20,7 @@ def register(subparsers, kit) -> None:
         from jobs.monitor import EXIT_RETRAIN, run_monitor     # pandas and scipy: not for every other command
 
         result = run_monitor(args.bundle, args.logs, labels=args.labels, window=args.window, out=args.out,
-                             progress=kit.progress, connect=lambda: kit.connect(args))
+                             progress=kit.progress, connect=lambda: kit.connect(args), since=args.since)
         if result.verdict == "retrain":
             print(f"retrain: {len(result.reasons)} window(s) crossed a threshold; "
                   + " | ".join(result.reasons), flush=True)
@@ -29,7 +29,9 @@ def register(subparsers, kit) -> None:
         judged = sum(1 for w in windows if w["judged"])
         unchecked = result.report["features_not_logged"]
         # "ok" says what it stands on: a window under min_rows is not judged, a feature not logged not checked.
-        print(f"ok: {result.report['rows']:,} rows in {len(windows)} window(s), nothing crossed a threshold"
+        since = (f" since {result.report['since']}" if result.report["since"] else "")
+        print(f"ok: {result.report['rows'] - result.report['rows_before_since']:,} rows{since} in {len(windows)} "
+              "window(s), nothing crossed a threshold"
               + (f"; {len(windows) - judged} window(s) under monitor.min_rows not judged" if judged < len(windows)
                  else "")
               + (f"; not checked (not in the logs): {', '.join(unchecked)}" if unchecked else "")
@@ -47,6 +49,10 @@ def register(subparsers, kit) -> None:
     p.add_argument("--window", default=None,
                    help="time window to judge the traffic by, e.g. 1h, 1d, 7d (default: the bundle's "
                         "monitor.window, else 1d)")
+    p.add_argument("--since", default=None, metavar="WHEN",
+                   help="judge only the windows from the one holding WHEN on: a date or time (2026-11-01, "
+                        "2026-11-01T08:00, UTC unless it names its zone) or a span back from now (7d, 12h); for a "
+                        "cron job over logs that keep growing (default: every window)")
     p.add_argument("--out", default="monitor", help="where drift.json and report.html go (default: monitor)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)")
