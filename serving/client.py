@@ -19,7 +19,7 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 from cluster.errors import EXIT_BAD_INPUT, BadInput, Failure
-from serving.tables import TableError, read_table, write_table
+from serving.tables import TableError, numbers_read_as_text, read_table, write_table
 
 class ClientError(Failure):
     """The server refused a request (4xx) or could not be reached; `status` is None when unreachable.
@@ -189,7 +189,7 @@ class Client:
         import pandas as pd
         features = [f["name"] for f in self.schema()["features"]]
         check_columns(list(df.columns), features, allow_missing)
-        sent = _numbers_read_as_text(df[[c for c in df.columns if c in features]], self.schema()["features"])
+        sent = numbers_read_as_text(df[[c for c in df.columns if c in features]], self.schema()["features"])
         sent = _image_bytes_as_base64(sent, self.schema()["features"])
         out = self.predict(sent.to_dict("records"), names)
         result = pd.DataFrame({"prediction": out["predictions"]}, index=df.index)
@@ -294,38 +294,6 @@ def check_columns(columns: list, features: list[str], allow_missing: bool = Fals
 
 
 
-def _numbers_read_as_text(df, features: list[dict]):
-    """`df` with its numeric features as numbers. A file's reader makes a whole column text when one cell is not
-    a number (a CSV's '?'); the server would then refuse every row of it, advising JSON senders. Here the
-    numbers go as numbers, and a cell that is not one is named with its row: TableError."""
-    import pandas as pd
-    df, problems, at = df.copy(), [], None
-    for f in features:
-        name = f["name"]
-        if f.get("type") != "number" or name not in df.columns or pd.api.types.is_numeric_dtype(df[name]):
-            continue
-        cells = df[name].map(lambda v: v.strip() if isinstance(v, str) else v).replace("", None)
-        numbers = pd.to_numeric(cells, errors="coerce")
-        bad = cells.notna() & numbers.isna()
-        if bad.any():
-            if at is None:
-                at = _cell_place(df)
-            where = ", ".join(f"{at(i)}: {cells.iloc[i]!r}" for i in bad.to_numpy().nonzero()[0][:3])
-            problems.append(f"column {name!r} must hold numbers; {int(bad.sum())} cell(s) do not ({where})")
-        df[name] = numbers
-    if problems:        # every such column at once: one per run made a fix-and-retry loop of it
-        raise TableError("; ".join(problems) + ". Fix them, or leave them empty for a missing value")
-    return df
-
-
-def _cell_place(df):
-    """How a cell's row is named: a CSV's line as an editor shows it (`record_lines`), as `train` names a stray
-    cell; else the row, counted from 1."""
-    if not df.attrs.get("csv"):
-        return lambda i: f"row {i + 1}"
-    from jobs.datafiles import record_lines
-    lines = record_lines(None, df.attrs["csv"])
-    return (lambda i: f"line {lines[i]}") if len(lines) == len(df) else (lambda i: f"line {i + 2}")
 
 
 def _image_bytes_as_base64(df, features: list[dict]):

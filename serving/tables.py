@@ -45,7 +45,7 @@ def read_table(path) -> "pd.DataFrame":  # noqa: F821
             # index_col=False: a line with one delimiter too many (a trailing comma) would otherwise make the
             # first column the index and shift every value one column to the left.
             table = pd.read_csv(path, index_col=False)
-            table.attrs["csv"] = str(path)      # a bad cell is named by its line (`_numbers_read_as_text`)
+            table.attrs["csv"] = str(path)      # a bad cell is named by its line (`numbers_read_as_text`)
             return table
         if path.suffix.lower() == ".parquet":
             return pd.read_parquet(path)
@@ -139,3 +139,38 @@ def write_table(df, out) -> Path:
         out.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n"
                                for row in json.loads(df.to_json(orient="records"))), encoding="utf-8")
     return out
+
+
+def numbers_read_as_text(df, features: list[dict]):
+    """`df` with its numeric features as numbers. A file's reader makes a whole column text when one cell is not
+    a number (a CSV's '?'); the server would then refuse every row of it, advising JSON senders. Here the
+    numbers go as numbers, and a cell that is not one is named with its row: TableError. `trainyard predict`
+    and `trainyard evaluate` read files through it (evaluate imputed such a column whole, without a word)."""
+    import pandas as pd
+    df, problems, at = df.copy(), [], None
+    for f in features:
+        name = f["name"]
+        if f.get("type") != "number" or name not in df.columns or pd.api.types.is_numeric_dtype(df[name]):
+            continue
+        cells = df[name].map(lambda v: v.strip() if isinstance(v, str) else v).replace("", None)
+        numbers = pd.to_numeric(cells, errors="coerce")
+        bad = cells.notna() & numbers.isna()
+        if bad.any():
+            if at is None:
+                at = _cell_place(df)
+            where = ", ".join(f"{at(i)}: {cells.iloc[i]!r}" for i in bad.to_numpy().nonzero()[0][:3])
+            problems.append(f"column {name!r} must hold numbers; {int(bad.sum())} cell(s) do not ({where})")
+        df[name] = numbers
+    if problems:        # every such column at once: one per run made a fix-and-retry loop of it
+        raise TableError("; ".join(problems) + ". Fix them, or leave them empty for a missing value")
+    return df
+
+
+def _cell_place(df):
+    """How a cell's row is named: a CSV's line as an editor shows it (`record_lines`), as `train` names a stray
+    cell; else the row, counted from 1."""
+    if not df.attrs.get("csv"):
+        return lambda i: f"row {i + 1}"
+    from jobs.datafiles import record_lines
+    lines = record_lines(None, df.attrs["csv"])
+    return (lambda i: f"line {lines[i]}") if len(lines) == len(df) else (lambda i: f"line {i + 2}")

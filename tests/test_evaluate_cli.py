@@ -109,6 +109,13 @@ def test_what_cannot_be_scored_is_named(versions, tmp_path, capsys):
     assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "gaps.csv")]) == 0
     assert "[evaluate] note: v1: 6 of 59 row(s) leave features empty, which it imputes: x in 6 row(s)" in \
         capsys.readouterr().out
+    # Numbers written with a thousands comma, or a '?' among them: the column read as text was imputed whole and
+    # scored without a word, where `trainyard predict` refuses the file; refused the same way, naming the lines.
+    rows.assign(x=[f"{v:,.1f}" if i != 9 else "?" for i, v in enumerate(rows["x"] * 1000)]).to_csv(
+        tmp_path / "commas.csv", index=False)
+    assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "commas.csv")]) == EXIT_BAD_INPUT
+    assert re.search(r"commas.csv: column 'x' must hold numbers; 51 cell\(s\) do not \(line 11: '\?', line 12: "
+                     r"'1,000.0', line 13: '1,100.0'\)\. Fix them, or leave them empty", capsys.readouterr().err)
     # A renamed column: imputed for every row, said (a version ranked below its worth otherwise).
     rows.rename(columns={"x": "x_renamed"}).to_csv(tmp_path / "renamed.csv", index=False)
     assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "renamed.csv")]) == 0

@@ -37,7 +37,7 @@ def register(subparsers, kit) -> None:
 def cmd_evaluate(args, progress) -> int:
     from jobs.bundle import BundleError, load, resolve
     from jobs.evaluate import score
-    from serving.tables import read_table
+    from serving.tables import TableError, numbers_read_as_text, read_table
 
     bundles = [load(resolve(given)) for given in args.bundles]
     label = bundles[0].preprocessor.label
@@ -50,6 +50,15 @@ def cmd_evaluate(args, progress) -> int:
                           + "; compare versions of one model")
     table = _image_rows(bundles[0], args.data, progress) if bundles[0].schema.get("image") else read_table(args.data)
     _check_columns(table, args.data, label, args.by)
+    if not bundles[0].schema.get("image"):
+        # A cell that is no number ('?', '32,293') made its whole column text; scored, every row of it was imputed
+        # without a word, where `predict` refuses the file: the same refusal, with the lines, for each version.
+        features = {f["name"]: f for b in bundles for f in b.schema["features"]}
+        try:
+            table = table.assign(**numbers_read_as_text(table[[c for c in features if c in table.columns]],
+                                                        list(features.values())))
+        except TableError as exc:
+            raise TableError(f"{args.data}: {exc}") from None
     unlabelled = int(table[label].isna().sum())
     table = table[table[label].notna()].reset_index(drop=True)
     progress(f"[evaluate] {len(table):,} row(s) of {args.data} (label {label!r})"
