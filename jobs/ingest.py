@@ -29,7 +29,8 @@ from jobs.infer import (MAX_INFERRED_CLASSES, DataError, confirm_distinct, featu
                          number_classes_note, probe, text_label_problem)
 from jobs.spec import DataSpec
 from jobs.spelling import look_alike, look_alike_note, placeholder_note, placeholders
-from jobs.splits import (NAMES, SPLIT_COLUMN, TEST, TRAIN, VAL, assign_split, order_problem,  # noqa: F401 (jobs.images)
+from jobs.splits import (NAMES, SPLIT_COLUMN, TEST, TRAIN, VAL, assign_split, order_gaps,  # noqa: F401 (jobs.images)
+                         order_problem,
                          split_column, split_field, split_key, split_line, split_summary, split_thresholds,
                          stratified_by_groups)
 
@@ -118,8 +119,8 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     exclude = set(data.features.exclude)
     explicit = wanted_columns(data, text)
     schemas = {f: file_schema(fs, f, fmt) for f in files}
+    split_by = split_field(data, schemas, fs)       # data.split.by or .order: read for the split alone
     schema = check_files(data, schemas, fmt, text=text, fs=fs)
-    split_by = split_field(data, schemas)           # data.split.by or .order: read for the split alone
     read_schema = schema.append(split_by) if split_by is not None else schema
     all_columns = [n for n in next(iter(schemas.values())).names if n not in exclude]
     unused = [c for c in all_columns if explicit is not None and c not in explicit and c != split_column(data)]
@@ -154,7 +155,8 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                                 batch_format="pyarrow", batch_size=None).take_all()
     facts = merge_probes([r["probe"] for r in probe_rows], read_schema.names)
     if data.split.order and (problem := order_problem(data.split.order, facts[data.split.order])):
-        raise DataError(f"{problem} (data.path: {data.path})")
+        where = order_gaps(fs, files, data.split.order) if facts[data.split.order]["nulls"] else None
+        raise DataError(f"{where or problem} (data.path: {data.path})")
     if data.split.by and facts[data.split.by]["nulls"]:
         progress(f"[ingest] note: {facts[data.split.by]['nulls']:,} row(s) have no value in data.split.by "
                  f"{data.split.by!r}: each of them is split on its own, as a group of one")

@@ -220,7 +220,7 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
     found to say of the values to (for `validate`)."""
     from jobs.datafiles import DataError, check_files, file_schema, infer_format, resolve_files
     from jobs.infer import kind_of, not_text_problem, text_label_problem
-    from jobs.splits import split_field
+    from jobs.splits import order_gaps, split_field
 
     data = spec.data
     entries = data.path if isinstance(data.path, list) else [data.path]
@@ -248,19 +248,25 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
     fmt = infer_format(files, data.format)
     schemas = {f: file_schema(fs, f, fmt) for f in files}
     try:
-        schema, found = check_files(data, schemas, fmt, text=spec.model.kind == "text", fs=fs), []
+        # data.split.by / .order: in every file, of a type a split can use; said first (a misspelt split column
+        # otherwise came second, after its side effect: a date column left among the features)
+        split_field(data, schemas, fs)
+        split_problem = []
+    except DataError as exc:
+        split_problem = [str(exc)]
+    try:
+        schema, found = check_files(data, schemas, fmt, text=spec.model.kind == "text", fs=fs), list(split_problem)
     except DataError as exc:
         if not exc.columns:
-            raise
+            raise DataError("\n".join(split_problem + [str(exc)])) from None
         # Columns of a type no feature can have (a timestamp): the rest's problems are named with them, in one
         # pass (validate said one, then the ID column on the next try).
         data = data.model_copy(update={"features": data.features.model_copy(
             update={"exclude": [*data.features.exclude, *exc.columns]})})
-        schema, found = check_files(data, schemas, fmt, text=spec.model.kind == "text", fs=fs), [str(exc)]
-    try:
-        split_field(data, schemas)      # data.split.by / .order: in every file, of a type a split can use
-    except DataError as exc:
-        found.append(str(exc))
+        schema = check_files(data, schemas, fmt, text=spec.model.kind == "text", fs=fs)
+        found = split_problem + [str(exc)]
+    if data.split.order and not split_problem and (gaps := order_gaps(fs, files, data.split.order)):
+        found.append(gaps)          # rows without a time: refused by the run, after a Ray start
     not_text = [f"{p} (data.path: {data.path})" for p in (
         not_text_problem(c, schema.field(c).type) for c in data.features.text or []
         if spec.model.kind == "text" and c in schema.names and kind_of(schema.field(c).type) != "string")]

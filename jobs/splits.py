@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from jobs.datafiles import nearest_name
+from jobs.datafiles import column_cells, nearest_name
 from jobs.infer import DataError, jsonable, kind_of
 from jobs.spec import DataSpec
 
@@ -35,9 +35,10 @@ def split_column(data: DataSpec) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------------------------- the column
-def split_field(data: DataSpec, schemas: dict[str, pa.Schema]) -> Optional[pa.Field]:
+def split_field(data: DataSpec, schemas: dict[str, pa.Schema], fs=None) -> Optional[pa.Field]:
     """The field ingest reads the split's column as, across the shards; None when the split is by row. Raises a
-    DataError naming the shards that lack it, or a type it cannot be split by (text as a time)."""
+    DataError naming the shards that lack it, or a type it cannot be split by (text as a time: with `fs`, the
+    CSV shards' first cells that are no ISO date, by line)."""
     column = split_column(data)
     if column is None:
         return None
@@ -62,10 +63,11 @@ def split_field(data: DataSpec, schemas: dict[str, pa.Schema]) -> Optional[pa.Fi
     if kinds <= {"int", "float"}:
         return pa.field(column, pa.float64() if data.split.order or "float" in kinds else pa.int64())
     if data.split.order:
+        texts = [f for f, t in types.items() if kind_of(t) == "string"]
         raise DataError(f"data.split.order names column {column!r}, of type {shown}: the split orders rows by a "
-                        "date, a time or a number that counts up. Store it as a date or timestamp (a CSV's "
-                        "ISO dates and times read as such: 2024-11-04, 2024-11-04 10:00, 2024-11-04T10:00Z), or as "
-                        "a number (days since a start date)")
+                        "date, a time or a number that counts up" + (_not_dates(fs, texts, column, len(types)) or "")
+                        + ". Store it as a date or timestamp (a CSV's ISO dates and times read as such: 2024-11-04, "
+                        "2024-11-04 10:00, 2024-11-04T10:00Z), or as a number (days since a start date)")
     if kinds <= {"string", "int", "float"}:
         return pa.field(column, pa.string())    # ids as text in one shard and numbers in another: one text
     if kinds == {"bool"}:
@@ -89,11 +91,78 @@ def _time_type(column: str, what: str, types: dict[str, pa.DataType]) -> pa.Data
     return pa.timestamp(unit, "UTC" if zoned else None)
 
 
+def _is_time(text: str) -> bool:
+    try:
+        pa.array([text]).cast(pa.timestamp("us"))
+        return True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        try:                            # with a zone or offset (2024-11-04T10:00Z)
+            pa.array([text]).cast(pa.timestamp("us", "UTC"))
+            return True
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return False
+
+
+def _not_dates(fs, files: list[str], column: str, of: int, shown: int = 3) -> Optional[str]:
+    """Where a column of times reads as text: the files, and in a CSV the first cells that are no ISO date or
+    time, by line (a '?' in one of 23 monthly files made the whole column text there, and the message named
+    none of them). None when no file of text can be read here."""
+    if not files:
+        return None
+    found, us = [], False
+    for path in files:
+        if fs is None or not path.lower().endswith(".csv"):
+            continue
+        try:
+            cells = column_cells(fs, path, column)
+        except (OSError, pa.ArrowException):
+            continue
+        bad = [(line, v) for line, v in cells if v is not None and not _is_time(v.strip())]
+        found += [f"{path} line {line}: {v!r}" for line, v in bad]
+        us = us or any("/" in v for _, v in bad)
+        if len(found) >= shown:
+            break
+    where = "; ".join(found[:shown]) if found else ", ".join(files[:shown]) + (" ..." if len(files) > shown else "")
+    hint = (" (month/day/year as written? pd.to_datetime(df[col], format='%m/%d/%Y') reads it, "
+            ".dt.strftime('%Y-%m-%d') writes it as ISO)" if us else "")
+    return f"; it reads as text in {len(files)} of {of} file(s): {where}{hint}"
+
+
+GAPS_FIX = ", so the split cannot tell which period they belong to. Fill them in, or leave those rows out"
+
+
+def order_gaps(fs, files: list[str], column: str, shown: int = 3) -> Optional[str]:
+    """Where the rows without a time are (CSV: by line; Parquet: by file, with a count), for the refusal of
+    `order_problem`, in `validate` before Ray starts and in the run. None when none is found here."""
+    import pyarrow.parquet as pq
+
+    found, total = [], 0
+    for path in files:
+        try:
+            if path.lower().endswith(".csv"):
+                gaps = [f"{path} line {line}" for line, v in column_cells(fs, path, column)
+                        if v is None or not v.strip()]
+                total += len(gaps)
+                found += gaps[:shown]
+            else:
+                with fs.open_input_file(path) as f:
+                    nulls = pq.read_table(f, columns=[column])[column].null_count
+                total += nulls
+                found += [f"{path} ({nulls:,} row(s))"] if nulls else []
+        except (OSError, KeyError, pa.ArrowException):
+            continue
+    if not total:
+        return None
+    more = f" and {total - len(found[:shown])} more" if total > len(found[:shown]) else ""
+    return (f"data.split.order: {total:,} row(s) have no value in column {column!r} ({'; '.join(found[:shown])}"
+            f"{more}){GAPS_FIX}")
+
+
 def order_problem(column: str, facts: dict) -> Optional[str]:
     """Why the rows cannot be ordered by `column` (rows without a time), from ingest's probe `facts` of it."""
     if facts["nulls"]:
-        return (f"data.split.order: {facts['nulls']:,} of {facts['n']:,} rows have no value in column {column!r}, "
-                "so the split cannot tell which period they belong to. Fill them in, or leave those rows out")
+        return (f"data.split.order: {facts['nulls']:,} of {facts['n']:,} rows have no value in column {column!r}"
+                f"{GAPS_FIX}")
     if facts["infinite"]:
         return (f"data.split.order: {facts['infinite']:,} of {facts['n']:,} rows have an infinite value in column "
                 f"{column!r}, which no period holds. Fix them, or leave those rows out")

@@ -247,8 +247,9 @@ def test_split_by_time_puts_the_latest_rows_in_test(tmp_path):
     # A row without a time cannot be placed: refused, counted, with the fix.
     df.loc[df.index[:4], "seen"] = pd.NaT
     df.to_csv(tmp_path / "a.csv", index=False)
-    with pytest.raises(DataError, match=r"data.split.order: 4 of 300 rows have no value in column 'seen', so the "
-                                        r"split cannot tell which period they belong to"):
+    with pytest.raises(DataError, match=r"data.split.order: 4 row\(s\) have no value in column 'seen' \(\S*a.csv "
+                                        r"line 2; \S*a.csv line 3; \S*a.csv line 4 and 1 more\), so the split "
+                                        r"cannot tell which period they belong to"):
         ingest(spec_of(tmp_path, {"order": "seen"}, features={"exclude": ["patient_id"]}).data,
                progress=lambda *_: None)
 
@@ -261,3 +262,33 @@ def test_a_train_split_emptied_by_one_time_says_why():
         check_splits({"train": 0, "val": 0, "test": 40}, spec_of("d", {"order": "day"}).data)
     with pytest.raises(DataError, match=r"or add rows$"):
         check_splits({"train": 0, "val": 0, "test": 40}, spec_of("d", {}).data)
+
+
+def test_validate_says_where_the_times_are_missing_or_not_dates_before_ray_starts(tmp_path):
+    """A credit analyst's 23 monthly files: one '?' in one file made its date column text there, and rows without
+    a date passed `validate`, then stopped the run after a Ray start; neither message named a file or a line."""
+    df = visits(n=60)
+    df["seen"] = df["seen"].astype(str)
+    no_ids = {"exclude": ["patient_id"]}
+    df.iloc[:30].to_csv(tmp_path / "jan.csv", index=False)
+    df.iloc[30:].assign(seen=["?"] + list(df["seen"].iloc[31:])).to_csv(tmp_path / "feb.csv", index=False)
+    with pytest.raises(DataError, match=r"data.split.order names column 'seen', of type date32\[day\], string: the "
+                                        r"split orders rows by a date, a time or a number that counts up; it reads "
+                                        r"as text in 1 of 2 file\(s\): \S*feb.csv line 2: '\?'\. Store it as"):
+        precheck.check_columns(spec_of(tmp_path, {"order": "seen"}, features=no_ids))
+    # Written month/day/year: said, with the pandas that turns it around.
+    df.iloc[30:].assign(seen=pd.to_datetime(df["seen"].iloc[30:]).dt.strftime("%m/%d/%Y")).to_csv(
+        tmp_path / "feb.csv", index=False)
+    with pytest.raises(DataError, match=r"feb.csv line 2: '\d\d/\d\d/2024'.*\(month/day/year as written\? "
+                                        r"pd.to_datetime\(df\[col\], format='%m/%d/%Y'\) reads it"):
+        precheck.check_columns(spec_of(tmp_path, {"order": "seen"}, features=no_ids))
+    # Rows without a date: named by file and line in validate, not after a Ray start.
+    df.iloc[30:].assign(seen=[None, None] + list(df["seen"].iloc[32:])).to_csv(tmp_path / "feb.csv", index=False)
+    with pytest.raises(DataError, match=r"data.split.order: 2 row\(s\) have no value in column 'seen' \(\S*feb.csv "
+                                        r"line 2; \S*feb.csv line 3\), so the split cannot tell which period"):
+        precheck.check_columns(spec_of(tmp_path, {"order": "seen"}, features=no_ids))
+    # A misspelt split column is said first, before its side effect (the date left among the features).
+    with pytest.raises(DataError) as err:
+        precheck.check_columns(spec_of(tmp_path, {"order": "sen"}, features=no_ids))
+    assert str(err.value).startswith("data.split.order names column 'sen', which is in none of the files; did you "
+                                     "mean 'seen'?")
