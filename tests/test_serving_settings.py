@@ -543,30 +543,30 @@ def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_nam
     number"). The numbers now go as numbers; the cell that is not one is named with its row."""
     import pandas as pd
 
-    from serving.client import _numbers_read_as_text
+    from serving.tables import numbers_read_as_text
     from serving.tables import TableError
 
     features = [{"name": "a", "type": "number"}, {"name": "kind", "type": "category"}]
     df = pd.DataFrame({"a": ["0.5", " 2 ", "", None], "kind": ["x", "y", "x", "7"]})
-    sent = _numbers_read_as_text(df, features)
+    sent = numbers_read_as_text(df, features)
     assert sent["a"].tolist()[:2] == [0.5, 2.0] and sent["a"].isna().tolist()[2:] == [True, True]
     assert sent["kind"].tolist() == ["x", "y", "x", "7"]            # categories stay as they are
     with pytest.raises(TableError, match=r"column 'a' must hold numbers; 1 cell\(s\) do not \(row 3: '\?'\)"):
-        _numbers_read_as_text(pd.DataFrame({"a": ["1", "2", "?"]}), features)
+        numbers_read_as_text(pd.DataFrame({"a": ["1", "2", "?"]}), features)
     # Read from a CSV, the cell is named by its line, as `train` names one (it said "row 3" of line 4).
     from serving.tables import read_table
     (tmp_path / "rows.csv").write_text("a,kind\n1,x\n2,y\n?,x\n")
     with pytest.raises(TableError, match=r"1 cell\(s\) do not \(line 4: '\?'\)"):
-        _numbers_read_as_text(read_table(tmp_path / "rows.csv"), features)
+        numbers_read_as_text(read_table(tmp_path / "rows.csv"), features)
     # A quoted note with line breaks above it, and a blank line: the line an editor shows (it said line 4).
     (tmp_path / "notes.csv").write_text('a,kind,note\n1,x,"first\nsecond\nthird"\n\n2,y,ok\nforty,x,ok\n')
     with pytest.raises(TableError, match=r"1 cell\(s\) do not \(line 7: 'forty'\)"):
-        _numbers_read_as_text(read_table(tmp_path / "notes.csv"), features)
+        numbers_read_as_text(read_table(tmp_path / "notes.csv"), features)
     # Every such column at once (it named one a run).
     two = [*features, {"name": "b", "type": "number"}]
     with pytest.raises(TableError, match=r"^column 'a' must hold numbers; 1 cell\(s\) do not \(row 2: 'x'\); column "
                                          r"'b' must hold numbers; 1 cell\(s\) do not \(row 1: '\$5'\). Fix them"):
-        _numbers_read_as_text(pd.DataFrame({"a": ["1", "x"], "b": ["$5", "6"]}), two)
+        numbers_read_as_text(pd.DataFrame({"a": ["1", "x"], "b": ["$5", "6"]}), two)
 
 
 def test_serve_checks_the_bundle_before_it_starts_or_joins_ray(tmp_path):
