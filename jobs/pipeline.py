@@ -427,6 +427,13 @@ def _target_missed(cm: list[list[int]], decision: Optional[dict]) -> list[str]:
     chance = shortfall_chance(hit, of, target)
     said = (f"[evaluate] note: on the test split the cut-off's {what} of {decision['positive']!r} is {value:.3f} "
             f"({hit} of {of}), below the {decision['rule']} it was chosen for on the validation split")
+    on_val = (decision.get("val") or {}).get(what)
+    if on_val is not None and on_val < target - 1e-12:
+        # No cut-off reached it on the validation split either (the highest one was used): asking for more could
+        # not help (the note said "say min_precision 0.55" where 0.5 was out of reach).
+        return [f"{said}; no cut-off reached it there either ({what} {on_val:.3f} at best): the model cannot "
+                f"separate {decision['positive']!r} rows this well; a better model (features, train.epochs, a "
+                f"search) or a lower min_{what}"]
     if chance >= 0.05:
         return [f"{said}: with {of} to count, a cut-off that meets {target:g} reads this low in {chance:.0%} of "
                 "samples; more rows in the validation and test splits (data.split) would tell"]

@@ -285,6 +285,14 @@ def test_a_cut_off_that_falls_short_of_its_target_on_the_test_split_is_said():
     metrics["decision"] = {**cut, "rule": "min_precision 0.3", "measure": "precision", "target": 0.3}   # 0.219
     assert "precision of 'default' is 0.219 (70 of 320), below the min_precision 0.3" in format_metrics(
         metrics, ["default", "current"])
+    # Out of reach on the validation split too (the highest precision, 0.200, was used): not "ask for more".
+    metrics["decision"] = {**cut, "rule": "min_precision 0.5", "measure": "precision", "target": 0.5,
+                           "val": {"rows": 300, "positives": 40, "recall": 0.9, "precision": 0.2}}
+    said = format_metrics(metrics, ["default", "current"]).splitlines()[-2]
+    assert said.endswith("below the min_precision 0.5 it was chosen for on the validation split; no cut-off reached "
+                         "it there either (precision 0.200 at best): the model cannot separate 'default' rows this "
+                         "well; a better model (features, train.epochs, a search) or a lower min_precision"), said
+    assert "ask for more" not in said
 
 
 def test_a_cut_off_says_how_many_rows_it_flags_and_what_they_hold():
