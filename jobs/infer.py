@@ -444,9 +444,15 @@ def feature_notes(numeric: list[str], categorical: list[str], facts: dict,
                      "weekday), or list it under data.features.exclude") if first and all(
                          isinstance(v, str) and DATE.match(v) for v in first) else ""
             count = f"more than {MAX_INFERRED_CLASSES * 5}" if distinct is None else str(distinct)
+            # Named as an identifier (customer_id) and repeated (a customer's several loans): not refused as an
+            # ID (that takes a value per row), and learnt as the most frequent customers, a leak from train to test.
+            ident = (f"; named as an identifier, it teaches the model who the {max_categories} most frequent "
+                     f"{c!r} are, which a test split of the same ones flatters: list it under "
+                     f"data.features.exclude, or split by it (data.split.by: {c}) to measure the model on ones it "
+                     "never saw") if _ID_NAME.search(c) else ""
             notes.append(f"column {c!r} has {count} distinct values: as a category, the {max_categories} most "
                          "frequent are kept (data.preprocess.max_categories) and the rest are one unknown category"
-                         + dates)
+                         + dates + ident)
     for c in numeric + categorical:
         values = facts[c]["distinct"]
         if facts[c]["capped"] or facts[c]["n"] == facts[c]["nulls"]:

@@ -338,10 +338,11 @@ def check_splits(split_rows: dict[str, int], data: DataSpec, classes: Optional[i
     """Refuse an empty train or validation split. The validation split picks the best epoch (the one bundled)
     and drives early stopping: without it every epoch scored NaN, "best epoch -1", and a patience of N stopped the
     run after N epochs for no reason. `classes`: the label's classes, when the split was stratified by them."""
+    # By time, rows of one time share a split: a column of few times (a month, a term in months) empties one.
+    few_times = (f" (rows of one time of data.split.order {data.split.order!r} share a split: it needs rows of more "
+                 "times)" if data.split.order else "")
     if split_rows["train"] == 0:
-        raise DataError("the train split is empty; lower data.split.val / data.split.test or add rows" + (
-            f" (rows of one time of data.split.order {data.split.order!r} share a split: rows of more times)"
-            if data.split.order else ""))
+        raise DataError("the train split is empty; lower data.split.val / data.split.test or add rows" + few_times)
     rows = sum(split_rows.values())
     if split_rows["val"] == 0 and classes and classes * 2 > rows:
         # The split is stratified and keeps each class's rows in train until it has 1/val of them: a label with
@@ -352,4 +353,4 @@ def check_splits(split_rows: dict[str, int], data: DataSpec, classes: Optional[i
     if split_rows["val"] == 0:
         raise DataError(f"the validation split is empty ({sum(split_rows.values())} rows, data.split.val "
                         f"{data.split.val:g}): trainyard picks the best epoch on it and stops early by it. Raise "
-                        "data.split.val, or add rows")
+                        "data.split.val, or add rows" + few_times)

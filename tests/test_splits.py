@@ -262,6 +262,9 @@ def test_a_train_split_emptied_by_one_time_says_why():
         check_splits({"train": 0, "val": 0, "test": 40}, spec_of("d", {"order": "day"}).data)
     with pytest.raises(DataError, match=r"or add rows$"):
         check_splits({"train": 0, "val": 0, "test": 40}, spec_of("d", {}).data)
+    with pytest.raises(DataError, match=r"the validation split is empty .*or add rows \(rows of one time of "
+                                        r"data.split.order 'term' share a split: it needs rows of more times\)$"):
+        check_splits({"train": 30, "val": 0, "test": 10}, spec_of("d", {"order": "term"}).data)
 
 
 def test_validate_says_where_the_times_are_missing_or_not_dates_before_ray_starts(tmp_path):
@@ -292,3 +295,18 @@ def test_validate_says_where_the_times_are_missing_or_not_dates_before_ray_start
         precheck.check_columns(spec_of(tmp_path, {"order": "sen"}, features=no_ids))
     assert str(err.value).startswith("data.split.order names column 'sen', which is in none of the files; did you "
                                      "mean 'seen'?")
+
+
+def test_a_repeated_identifier_kept_as_a_category_is_pointed_at_the_group_split():
+    """A loan book's customer_id (2,027 customers over 3,835 loans) is no ID by the one-value-per-row rule, and
+    was learnt as its 50 most frequent customers with a note on categories alone."""
+    from jobs.infer import feature_notes
+
+    facts = {c: {"capped": True, "distinct": set(), "first": ["C-0001", "C-0002"], "n": 3835, "nulls": 0}
+             for c in ("customer_id", "purpose")}
+    notes = feature_notes([], ["customer_id", "purpose"], facts, max_categories=50)
+    [ident] = [n for n in notes if n.startswith("column 'customer_id'")]
+    assert ident.endswith("; named as an identifier, it teaches the model who the 50 most frequent 'customer_id' "
+                          "are, which a test split of the same ones flatters: list it under data.features.exclude, "
+                          "or split by it (data.split.by: customer_id) to measure the model on ones it never saw")
+    assert not any("identifier" in n for n in notes if n.startswith("column 'purpose'"))
