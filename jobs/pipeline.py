@@ -19,7 +19,7 @@ from jobs import bundle as B
 from jobs import replaced as REPLACED
 from jobs.contracts import PreparedData
 from jobs.early import start_early
-from jobs.evaluate import evaluate, outside_labels_note
+from jobs.evaluate import evaluate, outside_labels_note, unseen_test_note
 from jobs.metrics import CLASSES_SHOWN, classes_shown, per_class_scores, rest_line
 from jobs.spec import JobSpec, dump_spec, storage_root
 from jobs.train import TrainOutcome, check_cluster, fit, summary_table
@@ -169,8 +169,12 @@ def export_bundle(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, 
     def score_test_split(bundle: B.Bundle) -> dict:
         t0 = time.time()
         predictions: list = []
-        metrics["test"] = evaluate(bundle, prepared.test_raw, spec.data.label, predictions=predictions)
+        unseen: dict = {}
+        metrics["test"] = evaluate(bundle, prepared.test_raw, spec.data.label, predictions=predictions,
+                                   unseen=unseen)
         progress(f"[evaluate] test split scored in {time.time() - t0:.1f}s")
+        if note := unseen_test_note(unseen, prepared.ingest.split_rows["test"], prepared.ingest.split_how):
+            progress(note)
         if note := outside_labels_note(predictions, getattr(prepared.ingest, "label_stats", None)):
             progress(note)
         return {"test": metrics["test"]}

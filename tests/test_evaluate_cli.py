@@ -225,3 +225,21 @@ def test_versions_of_other_cut_offs_are_said_with_what_each_flags(versions, tmp_
     # The cells stay under their heads however long a slice's label grows with its count of positives.
     block = out[out.index(head):out.index(head) + 1 + rows["site"].nunique()]
     assert len({len(line) for line in block}) == 1, block
+
+
+def test_test_rows_of_categories_the_model_lacks_are_counted_for_the_runs_note(versions):
+    """Split by time, a region opened late is in the test split alone: the run scored it without a word."""
+    from jobs.evaluate import unseen_test_note
+
+    paths, rows, _ = versions
+    bundle = B.load(paths[0])
+    unseen: dict = {}
+    labelled = rows[rows["y"].isin(["yes", "no"])]
+    score(bundle, [labelled.head(30), labelled.tail(28)], "y", unseen=unseen)
+    assert unseen == {"c": [int((labelled["c"] == "z").sum()), "z"]}         # the model knows 'a' and 'b'
+    assert unseen_test_note(unseen, 58, {"order": "seen"}) == (
+        "[evaluate] note: test rows hold category values the model has no category for, answered as its unknown "
+        "category (later periods bring values the earlier ones lacked: the test split measures the model on them): "
+        "'c' in 19 (e.g. 'z') of 58 row(s)")
+    assert "groups the model never saw" in unseen_test_note(unseen, 58, {"by": "shop"})
+    assert unseen_test_note({}, 58, {}) is None
