@@ -21,15 +21,20 @@ class TableError(BadInput):
 
 
 def read_table(path) -> "pd.DataFrame":  # noqa: F821
-    """The rows of a .csv, .parquet or .jsonl file, or of a folder of Parquet shards."""
+    """The rows of a .csv, .parquet or .jsonl file, or of a folder of Parquet or CSV shards."""
     import pandas as pd
     path = Path(path)
     if path.is_dir():
-        # A folder of Parquet shards, as `train` reads one (in file-name order, as listed).
-        shards = sorted(path.glob("*.parquet"))
+        # A folder of shards, as `train` reads one (in file-name order, as listed).
+        shards, csvs = sorted(path.glob("*.parquet")), sorted(path.glob("*.csv"))
+        if csvs and not shards:
+            return _csv_shards(path, csvs)
         if not shards:
-            raise TableError(f"{path}: a folder with no .parquet file; give a .csv, .parquet or .jsonl file, or a "
-                             "folder of .parquet files")
+            raise TableError(f"{path}: a folder with no .parquet or .csv file; give a .csv, .parquet or .jsonl "
+                             "file, or a folder of .parquet or .csv files")
+        if csvs:
+            raise TableError(f"{path}: holds .parquet and .csv files ({shards[0].name}, {csvs[0].name}); give a "
+                             "folder of one kind, or one file")
         try:
             return pd.concat([pd.read_parquet(f) for f in shards], ignore_index=True)
         except Exception as exc:   # pandas/pyarrow raise many types for a corrupt file
@@ -141,6 +146,26 @@ def write_table(df, out) -> Path:
     return out
 
 
+def _csv_shards(folder: Path, files: list[Path]) -> "pd.DataFrame":  # noqa: F821
+    """A folder of CSV shards (a month a file) as one table; shards whose columns differ are refused, naming one
+    (pandas would fill a missing column with empty cells, scored as imputed values). A bad cell is named by its
+    file and line (`attrs["csv_parts"]`)."""
+    import pandas as pd
+
+    parts = [read_table(f) for f in files]
+    first = list(parts[0].columns)
+    for f, part in zip(files[1:], parts[1:]):
+        if set(part.columns) != set(first):
+            lacks, extra = sorted(set(first) - set(part.columns)), sorted(set(part.columns) - set(first))
+            raise TableError(f"{f}: its columns differ from {files[0].name}'s ("
+                             + "; ".join(([f"lacks {', '.join(map(repr, lacks))}"] if lacks else [])
+                                         + ([f"adds {', '.join(map(repr, extra))}"] if extra else []))
+                             + f") in folder {folder}; make the shards agree, or give one file")
+    table = pd.concat(parts, ignore_index=True)
+    table.attrs["csv_parts"] = [(str(f), len(part)) for f, part in zip(files, parts)]
+    return table
+
+
 def numbers_read_as_text(df, features: list[dict]):
     """`df` with its numeric features as numbers. A file's reader makes a whole column text when one cell is not
     a number (a CSV's '?'); the server would then refuse every row of it, advising JSON senders. Here the
@@ -169,6 +194,13 @@ def numbers_read_as_text(df, features: list[dict]):
 def _cell_place(df):
     """How a cell's row is named: a CSV's line as an editor shows it (`record_lines`), as `train` names a stray
     cell; else the row, counted from 1."""
+    if df.attrs.get("csv_parts"):           # a folder of CSV shards: the file and its line
+        from jobs.datafiles import record_lines
+        places = []
+        for path, n in df.attrs["csv_parts"]:
+            lines = record_lines(None, path)
+            places += [(path, line) for line in (lines if len(lines) == n else range(2, n + 2))]
+        return lambda i: f"{places[i][0]} line {places[i][1]}" if len(places) == len(df) else f"row {i + 1}"
     if not df.attrs.get("csv"):
         return lambda i: f"row {i + 1}"
     from jobs.datafiles import record_lines

@@ -516,15 +516,30 @@ def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_
     import pandas as pd
 
     from serving.client import check_columns
-    from serving.tables import TableError, read_table
+    from serving.tables import TableError, numbers_read_as_text, read_table
 
     (tmp_path / "shards").mkdir()
     pd.DataFrame({"rpm": [1, 2]}).to_parquet(tmp_path / "shards" / "part-0.parquet")
     pd.DataFrame({"rpm": [3]}).to_parquet(tmp_path / "shards" / "part-1.parquet")
     assert read_table(tmp_path / "shards")["rpm"].tolist() == [1, 2, 3]
     (tmp_path / "empty").mkdir()
-    with pytest.raises(TableError, match=r"empty: a folder with no .parquet file"):
+    with pytest.raises(TableError, match=r"empty: a folder with no .parquet or .csv file"):
         read_table(tmp_path / "empty")
+    # Monthly CSV exports, as train reads them; a stray cell is named by its file and line.
+    (tmp_path / "months").mkdir()
+    (tmp_path / "months" / "2024-11.csv").write_text("rpm,torque\n1500,40\n1510,41\n")
+    (tmp_path / "months" / "2024-12.csv").write_text("rpm,torque\n1490,39\n?,38\n")
+    months = read_table(tmp_path / "months")
+    assert months["torque"].tolist() == [40, 41, 39, 38]
+    with pytest.raises(TableError, match=r"column 'rpm' must hold numbers; 1 cell\(s\) do not \(\S*2024-12.csv line "
+                                         r"3: '\?'\)"):
+        numbers_read_as_text(months, [{"name": "rpm", "type": "number"}])
+    (tmp_path / "months" / "2025-01.csv").write_text("rpm\n1500\n")
+    with pytest.raises(TableError, match=r"2025-01.csv: its columns differ from 2024-11.csv's \(lacks 'torque'\)"):
+        read_table(tmp_path / "months")
+    (tmp_path / "months" / "2025-01.parquet").write_bytes((tmp_path / "shards" / "part-0.parquet").read_bytes())
+    with pytest.raises(TableError, match=r"holds .parquet and .csv files"):
+        read_table(tmp_path / "months")
     (tmp_path / "rows.csv").write_text("id;rpm;torque\nA;1500;40\n")
     with pytest.raises(TableError, match=r"the file reads as a single column named 'id;rpm;torque': its fields are "
                                          r"separated by ';'.*pd.read_csv\(path, sep=';', decimal=','\)"):
