@@ -140,6 +140,7 @@ def read_labels(path: str, classes: Optional[list], progress: Callable[[str], No
     except (OSError, pa.ArrowInvalid) as exc:
         raise MonitorInputError(f"--labels {path}: cannot read it as {'CSV' if path.endswith('.csv') else 'Parquet'}"
                                 f" ({exc})") from None
+    given_columns = list(table.column_names)
     if "label" not in table.column_names and label_name in table.column_names:
         # `trainyard predict --out` of rows that held their outcome under the bundle's own label name: its column.
         progress(f"[monitor] --labels {path}: no column 'label'; its column {label_name!r} (the bundle's label) is "
@@ -147,9 +148,13 @@ def read_labels(path: str, classes: Optional[list], progress: Callable[[str], No
         table = table.rename_columns(["label" if c == label_name else c for c in table.column_names])
     for column in ("request_id", "label"):
         if column not in table.column_names:
+            # A table of the rows and their outcomes (the data itself) has no request ids to join the logs by.
+            join = ("; labels are joined to the logged requests by their ids: `trainyard predict ROWS --out FILE` "
+                    "writes request_id and record for each row it sends; add the outcomes to that file as a column "
+                    f"'label' (or {label_name!r})" if column == "request_id" and label_name else "")
             raise MonitorInputError(f"--labels {path}: column {column!r} is missing (columns: "
-                                    f"{', '.join(table.column_names)}); labels need request_id, label and "
-                                    "optionally record")
+                                    f"{', '.join(given_columns)}); labels need request_id, label and "
+                                    f"optionally record{join}")
     df = table.select([c for c in ("request_id", "record", "label") if c in table.column_names]).to_pandas()
     df["request_id"] = df["request_id"].astype(str)
     df["record"] = df["record"].fillna(0).astype("int32") if "record" in df else np.int32(0)

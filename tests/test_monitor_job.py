@@ -398,7 +398,7 @@ def test_predict_output_with_a_label_column_is_a_labels_file(tmp_path):
     """Ray-free: what `trainyard predict --out` writes (the rows' columns, prediction, probabilities, request_id,
     record), with the outcomes added as `label`, reads as labels keyed as the logs are; request ids of digits
     only stay strings."""
-    from jobs.monitor import read_labels
+    from jobs.monitor import MonitorInputError, read_labels
 
     (tmp_path / "out.csv").write_text(
         "machine_id,rpm,prediction,probability_failure,probability_ok,request_id,record,label\n"
@@ -415,6 +415,14 @@ def test_predict_output_with_a_label_column_is_a_labels_file(tmp_path):
     assert read_labels(str(tmp_path / "own.csv"), ["failure", "ok"], said.append, label_name="failure") == labels
     assert said[0] == (f"[monitor] --labels {tmp_path / 'own.csv'}: no column 'label'; its column 'failure' (the "
                        "bundle's label) is read as the label")
+    # The data itself (rows and their outcomes) has no request ids to join the logs by: said how to get them, with
+    # the file's own columns (the message listed 'label' for 'failure', renamed inside).
+    (tmp_path / "data.csv").write_text("machine_id,rpm,failure\nM-1,1500,ok\n")
+    with pytest.raises(MonitorInputError, match=r"column 'request_id' is missing \(columns: machine_id, rpm, "
+                                                r"failure\); labels need request_id, label and optionally record; "
+                                                r"labels are joined to the logged requests by their ids: `trainyard "
+                                                r"predict ROWS --out FILE` writes request_id and record"):
+        read_labels(str(tmp_path / "data.csv"), ["failure", "ok"], said.append, label_name="failure")
 
 
 def test_empty_and_repeated_labels_are_counted_and_a_regression_label_that_is_no_number_is_refused(tmp_path):
