@@ -418,8 +418,29 @@ def local_data_note(data: DataSpec) -> Optional[str]:
     try:
         resolve_files(data.path)
     except DataError as exc:
-        return str(exc)
+        return str(exc) + _nearest_path(entries)
     return None
+
+
+def _nearest_path(entries: list[str]) -> str:
+    """" Did you mean 'credit/csv/'?" for the first entry that does not exist whose folder holds a name a letter
+    or two apart (`credit/cvs/`), else ""."""
+    import difflib
+
+    for entry in entries:
+        path = os.path.expanduser(entry.rstrip("/"))
+        if any(ch in entry for ch in "*?[") or os.path.exists(path):
+            continue
+        parent = os.path.dirname(path) or "."
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        near = difflib.get_close_matches(os.path.basename(path), names, n=1, cutoff=0.75)
+        if near:
+            shown = os.path.join(os.path.dirname(entry.rstrip("/")), near[0]) + ("/" if entry.endswith("/") else "")
+            return f". Did you mean {shown!r}?"
+    return ""
 
 
 def output_problem(output: str) -> Optional[str]:

@@ -209,6 +209,11 @@ def test_validate_cli_exit_codes(tmp_path, capsys, monkeypatch):
     assert "note" not in capsys.readouterr().out
     assert main(["validate", str(good), "--set", "data.path=d/*.parquet"]) == 0
     assert "note: data.path: 'd/*.parquet' matches no Parquet or CSV files" in capsys.readouterr().out
+    # A folder a letter or two off: the one meant, named.
+    (tmp_path / "loans").mkdir()
+    assert main(["validate", str(good), "--set", "data.path=laons/"]) == 0
+    assert "paths are relative to the directory you run trainyard from. Did you mean 'loans/'?" in \
+        capsys.readouterr().out
     assert main(["validate", str(good), "--set", "data.path=s3://bucket/rows"]) == 0
     assert "note" not in capsys.readouterr().out
     assert main(["validate", str(good), "--set", "data.format=images", "--set", "data.path=pics"]) == 0
