@@ -155,7 +155,9 @@ def _chi2_p(ref_shares: Sequence[float], counts: np.ndarray, ref_n: Optional[int
         table = table[:, table.sum(axis=0) > 0]
         if table.shape[1] < 2:
             return 1.0          # both samples in one bin: nothing tells them apart
-        return float(_st().chi2_contingency(table, correction=False).pvalue)
+        # The G-test (log-likelihood): Pearson's is weak where the reference holds none of a bin the window fills
+        # (a new category, 4 % of a window against 200 train rows: Pearson p 0.016, unflagged; G p 0.0004).
+        return float(_st().chi2_contingency(table, correction=False, lambda_="log-likelihood").pvalue)
     return float(_st().chisquare(counts, _floored(ref_shares) * n).pvalue)
 
 

@@ -214,8 +214,9 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
     """Raise ingest's DataError, every line of it, when the label or a column data.features lists or excludes is
     in none of the data's files (with the nearest name), or the shards do not agree (a column missing from one,
     types that differ): `jobs.datafiles.check_files`, here before Ray starts, in a second rather than after the
-    8-9 s of a Ray start. Reads the files' headers only (Parquet footers, a CSV's first block), as ingest does
-    again. Data this machine does not have (a URI, a path that finds nothing: `local_data_note`) is left to the
+    8-9 s of a Ray start. Reads the files' headers (Parquet footers, a CSV's first block), as ingest does
+    again, and with data.split.order the column of times (Arrow, one column: rows without a time). Data this
+    machine does not have (a URI, a path that finds nothing: `local_data_note`) is left to the
     run; so are images, whose columns ingest checks its own way. `notes`: a list to add what `_sample_problem`
     found to say of the values to (for `validate`)."""
     from jobs.datafiles import DataError, check_files, file_schema, infer_format, resolve_files

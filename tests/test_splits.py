@@ -285,6 +285,12 @@ def test_validate_says_where_the_times_are_missing_or_not_dates_before_ray_start
     with pytest.raises(DataError, match=r"feb.csv line 2: '\d\d/\d\d/2024'.*\(month/day/year as written\? "
                                         r"pd.to_datetime\(df\[col\], format='%m/%d/%Y'\) reads it"):
         precheck.check_columns(spec_of(tmp_path, {"order": "seen"}, features=no_ids))
+    # ISO times, some with a zone and some without: text to Arrow, every cell an ISO time; said which is which.
+    df.iloc[30:].assign(seen=["2024-03-01T10:00Z"] + ["2024-03-02T11:00"] * 29).to_csv(tmp_path / "feb.csv",
+                                                                                       index=False)
+    with pytest.raises(DataError, match=r"feb.csv: line 2 '2024-03-01T10:00Z' has a zone or offset, line 3 "
+                                        r"'2024-03-02T11:00' none \(write every time of the column one way"):
+        precheck.check_columns(spec_of(tmp_path, {"order": "seen"}, features=no_ids))
     # Rows without a date: named by file and line in validate, not after a Ray start.
     df.iloc[30:].assign(seen=[None, None] + list(df["seen"].iloc[32:])).to_csv(tmp_path / "feb.csv", index=False)
     with pytest.raises(DataError, match=r"data.split.order: 2 row\(s\) have no value in column 'seen' \(\S*feb.csv "
@@ -310,3 +316,12 @@ def test_a_repeated_identifier_kept_as_a_category_is_pointed_at_the_group_split(
                           "are, which a test split of the same ones flatters: list it under data.features.exclude, "
                           "or split by it (data.split.by: customer_id) to measure the model on ones it never saw")
     assert not any("identifier" in n for n in notes if n.startswith("column 'purpose'"))
+
+
+def test_iso_times_are_told_from_other_text_in_one_pass():
+    from jobs.splits import _times
+
+    ok, zoned = _times(["2024-11-04", "2024-11-04T10:00:00.123456789", "2024-11-04T10:00Z", "2024-11-04 10:00+02:00",
+                        "2024-11-04T10:00-05", "2024-13-01", "2024-02-30", "?", "03/15/2024", "2024/11/04"])
+    assert ok.tolist() == [True] * 5 + [False] * 5
+    assert zoned.tolist() == [False, False, True, True, True] + [False] * 5
