@@ -20,8 +20,10 @@ def score(bundle, frames, label: str, predictions: Optional[list] = None, unseen
     categories (answered as its unknown category) to `unseen` when given: {feature: [rows, an example]}."""
     pre = bundle.preprocessor
     y_true, probas, preds, answered = [], [], [], []
-    known = {f["name"]: set(f["categories"]) for f in (bundle.schema or {}).get("features", [])
-             if f.get("type") == "category" and f.get("categories") is not None} if unseen is not None else {}
+    features = [f for f in (bundle.schema or {}).get("features", [])
+                if f.get("type") == "category" and f.get("categories") is not None] if unseen is not None else []
+    known = {f["name"]: set(f["categories"]) for f in features}
+    kept_of = {f["name"]: (len(f["categories"]), f["kept_of"]) for f in features if f.get("kept_of")}
     for df in frames:
         if not len(df):
             continue
@@ -30,7 +32,7 @@ def score(bundle, frames, label: str, predictions: Optional[list] = None, unseen
                 values = df[name].map(canonical)
                 outside = values[values.notna() & ~values.isin(categories)]
                 if len(outside):
-                    found = unseen.setdefault(name, [0, outside.iloc[0]])
+                    found = unseen.setdefault(name, [0, outside.iloc[0], kept_of.get(name)])
                     found[0] += len(outside)
         out = bundle.predict_frame(df)
         if pre.task == CLASSIFICATION:
@@ -67,11 +69,15 @@ def unseen_test_note(unseen: dict, rows: int, split: dict) -> Optional[str]:
     test measures; by row, a value that rare."""
     if not unseen:
         return None
-    parts = ", ".join(f"{name!r} in {n:,} (e.g. {example!r})" for name, (n, example) in
-                      sorted(unseen.items(), key=lambda kv: -kv[1][0]))
-    why = (" (later periods bring values the earlier ones lacked: the test split measures the model on them)"
-           if split.get("order") else " (groups the model never saw bring them: the test split measures it on "
-           "them)" if split.get("by") else "")
+    parts = ", ".join(f"{name!r} in {found[0]:,} (e.g. {found[1]!r}" + (
+        f"; it keeps the {found[2][0]} most frequent of the {found[2][1]} values training saw "
+        "(data.preprocess.max_categories), the rest count here too" if found[2] else "") + ")"
+        for name, found in sorted(unseen.items(), key=lambda kv: -kv[1][0]))
+    # The cause, where it is known: not where values training saw but did not keep count too.
+    why = "" if any(found[2] for found in unseen.values()) else (
+        " (later periods bring values the earlier ones lacked: the test split measures the model on them)"
+        if split.get("order") else " (groups the model never saw bring them: the test split measures it on "
+        "them)" if split.get("by") else "")
     return (f"[evaluate] note: test rows hold category values the model has no category for, answered as its "
             f"unknown category{why}: {parts} of {rows:,} row(s)")
 

@@ -236,10 +236,14 @@ def test_test_rows_of_categories_the_model_lacks_are_counted_for_the_runs_note(v
     unseen: dict = {}
     labelled = rows[rows["y"].isin(["yes", "no"])]
     score(bundle, [labelled.head(30), labelled.tail(28)], "y", unseen=unseen)
-    assert unseen == {"c": [int((labelled["c"] == "z").sum()), "z"]}         # the model knows 'a' and 'b'
+    assert unseen == {"c": [int((labelled["c"] == "z").sum()), "z", None]}     # the model knows 'a' and 'b'
     assert unseen_test_note(unseen, 58, {"order": "seen"}) == (
         "[evaluate] note: test rows hold category values the model has no category for, answered as its unknown "
         "category (later periods bring values the earlier ones lacked: the test split measures the model on them): "
         "'c' in 19 (e.g. 'z') of 58 row(s)")
     assert "groups the model never saw" in unseen_test_note(unseen, 58, {"by": "shop"})
     assert unseen_test_note({}, 58, {}) is None
+    # Values training saw but did not keep (max_categories) count too: said, and no cause guessed.
+    kept = unseen_test_note({"c": [19, "z", (2, 40)]}, 58, {"order": "seen"})
+    assert kept.endswith("unknown category: 'c' in 19 (e.g. 'z'; it keeps the 2 most frequent of the 40 values "
+                         "training saw (data.preprocess.max_categories), the rest count here too) of 58 row(s)")

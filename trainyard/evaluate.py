@@ -52,13 +52,14 @@ def cmd_evaluate(args, progress) -> int:
     _check_columns(table, args.data, label, args.by)
     if not bundles[0].schema.get("image"):
         # A cell that is no number ('?', '32,293') made its whole column text; scored, every row of it was imputed
-        # without a word, where `predict` refuses the file: the same refusal, with the lines, for each version.
-        features = {f["name"]: f for b in bundles for f in b.schema["features"]}
-        try:
-            table = table.assign(**numbers_read_as_text(table[[c for c in features if c in table.columns]],
-                                                        list(features.values())))
-        except TableError as exc:
-            raise TableError(f"{args.data}: {exc}") from None
+        # without a word, where `predict` refuses the file: the same refusal, with the lines, by each version's
+        # own features (a column one version takes as a number and another as a category stays as read).
+        for b in bundles:
+            try:
+                numbers_read_as_text(table[[f["name"] for f in b.schema["features"] if f["name"] in table.columns]],
+                                     b.schema["features"])
+            except TableError as exc:
+                raise TableError(f"{args.data}: {exc}") from None
     unlabelled = int(table[label].isna().sum())
     table = table[table[label].notna()].reset_index(drop=True)
     progress(f"[evaluate] {len(table):,} row(s) of {args.data} (label {label!r})"
