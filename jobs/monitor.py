@@ -73,11 +73,14 @@ def parse_window(text: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-def log_files(logs: str, progress: Callable[[str], None]) -> tuple[pafs.FileSystem, list[str], list[str], int,
-                                                                  dict[str, list[int]]]:
+def log_files(logs: str, progress: Callable[[str], None], earlier: Optional[list] = None,
+              before_ms: Optional[int] = None) -> tuple[pafs.FileSystem, list[str], list[str], int,
+                                                        dict[str, list[int]]]:
     """The complete Parquet log files under `logs` (a folder, local or a pyarrow URI, searched recursively, or
     one file): (filesystem, files, warnings for files skipped, rows, {column: [files, rows] that hold it}, every
-    column of any file: a feature a version did not take is in its files only). Truncated
+    column of any file: a feature a version did not take is in its files only). With `before_ms` (`--since`'s
+    window start), a file whose every row is earlier by its footer's statistics is left out, unread, its rows
+    added to `earlier[0]` (a cron job's cost grew with the logs' whole history). Truncated
     files are skipped with a warning (a writer killed before its rename leaves at most a hidden temp file, but
     a copy or a full disk can cut one); a file without a column every log needs is bad input."""
     try:
@@ -113,15 +116,35 @@ def log_files(logs: str, progress: Callable[[str], None]) -> tuple[pafs.FileSyst
                                     "Point --logs at the folder serve.log writes")
         if not pa.types.is_timestamp(schema.field("time").type):
             raise MonitorInputError(f"{path}: column 'time' is {schema.field('time').type}, not a timestamp")
+        if before_ms is not None and (last := _last_time_ms(meta)) is not None and last < before_ms:
+            earlier[0] += meta.num_rows
+            continue
         files.append(path)
         rows += meta.num_rows
         for c in schema.names:
             counts = held.setdefault(c, [0, 0])
             counts[0], counts[1] = counts[0] + 1, counts[1] + meta.num_rows
+    if not files and earlier and earlier[0]:
+        raise MonitorInputError(f"--since: every one of the {earlier[0]:,} logged rows under {logs} is earlier than "
+                                f"{_iso(before_ms)} (the window that holds it); give an earlier time")
     if not files:
         raise MonitorInputError(f"--logs {logs}: no readable prediction logs (*.parquet) there"
                                 + (f"; {len(skipped)} file(s) were unreadable" if skipped else ""))
     return fs, files, skipped, rows, held
+
+
+def _last_time_ms(meta) -> Optional[int]:
+    """A log file's latest `time` (ms since 1970, UTC) from its row groups' statistics; None where one lacks them."""
+    column = next((j for j in range(meta.num_columns) if meta.schema.column(j).path == "time"), None)
+    last = None
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(column).statistics if column is not None else None
+        if stats is None or not stats.has_min_max:
+            return None
+        t = pd.Timestamp(stats.max)
+        t = t.tz_localize("UTC") if t.tzinfo is None else t
+        last = max(last or 0, int(t.value // 1_000_000))
+    return last
 
 
 def read_labels(path: str, classes: Optional[list], progress: Callable[[str], None] = print,
@@ -224,14 +247,12 @@ def parse_since(text: str, now_ms: Optional[int] = None) -> int:
         return now_ms - int(round(window_seconds(text) * 1000))
     except ValueError:
         pass
-    try:
-        t = pd.Timestamp(text)
+    try:            # ISO only: pandas also read '11/04/2026' month first, and 'today' as local midnight
+        t = datetime.fromisoformat(text.strip())
     except ValueError:
-        t = None
-    if t is None or t is pd.NaT:
-        raise MonitorInputError(f"--since {text!r}: give a date or time (2026-11-01, 2026-11-01T08:00, UTC unless "
-                                "it names its zone) or a span back from now (7d, 12h)")
-    return int((t.tz_localize("UTC") if t.tzinfo is None else t).timestamp() * 1000)
+        raise MonitorInputError(f"--since {text!r}: give an ISO date or time (2026-11-01, 2026-11-01T08:00, UTC "
+                                "unless it names its zone) or a span back from now (7d, 12h)") from None
+    return int((t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t).timestamp() * 1000)
 
 
 def _labels_in(summary: dict) -> int:
@@ -264,7 +285,9 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     since_ms = parse_since(since) if since else None
     if out and Path(out).exists() and not Path(out).is_dir():    # said before Ray, not after the whole job
         raise MonitorInputError(f"--out {out}: is a file; give a folder for drift.json and report.html")
-    fs, files, skipped, total, columns = log_files(logs, progress)
+    earlier_files = [0]         # rows of log files wholly before --since's window: left unread
+    fs, files, skipped, total, columns = log_files(
+        logs, progress, earlier_files, since_ms // window_ms * window_ms if since_ms is not None else None)
     logged = {c[len(FEATURE_PREFIX):] for c in columns if c.startswith(FEATURE_PREFIX)}
     numeric = {n: ref["edges"] for n, ref in profile["numeric"].items() if n in logged}
     categorical = {n: list(ref["shares"]) for n, ref in profile["categorical"].items() if n in logged}
@@ -326,10 +349,10 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                  "fall in no window: they are left out")
     earlier = {start: summaries.pop(start) for start in sorted(summaries)
                if since_ms is not None and start + window_ms <= since_ms}
-    if earlier:
-        progress(f"[monitor] --since {since}: {sum(s['n'] for s in earlier.values()):,} row(s) in {len(earlier)} "
-                 f"earlier window(s) ({_iso(min(earlier), window_ms)} to {_iso(max(earlier) + window_ms, window_ms)}) "
-                 "left out")
+    before_since = sum(s["n"] for s in earlier.values()) + earlier_files[0]
+    if before_since:
+        progress(f"[monitor] --since {since}: {before_since:,} earlier row(s) left out"
+                 + (f" ({earlier_files[0]:,} in log files wholly before it, not read)" if earlier_files[0] else ""))
     if not summaries:
         raise MonitorInputError(f"--since {since}: no logged row from {_iso(since_ms // window_ms * window_ms, window_ms)}'s window on (the "
                                 f"latest window starts {_iso(max(earlier), window_ms)}); give an earlier time")
@@ -365,9 +388,9 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                  "cut-off; give that version's bundle to judge its rows")
     reasons = _reasons(windows)
     report = {"format": 1, "bundle": str(bundle.path), "version": bundle.version, "logs": logs, "labels": labels,
-              "window": window, "files": len(files), "skipped": skipped, "rows": total,
+              "window": window, "files": len(files), "skipped": skipped, "rows": total + earlier_files[0],
               "untimed_rows": untimed, "since": _iso(since_ms, 1000) if since_ms is not None else None,
-              "rows_before_since": sum(s["n"] for s in earlier.values()),
+              "rows_before_since": before_since,
               "thresholds": asdict(thresholds), "reference_metric": dict([reference]) if reference else None,
               "reference_auc": test_auc,
               "features_not_logged": not_logged, "windows": windows,

@@ -142,13 +142,18 @@ def test_shifted_traffic_flags_exactly_the_shifted_features(served_bundle, tmp_p
     write_log(logs, served_bundle, traffic(300, seed=23), day=2, name="fixed")
     code, out, err, report = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--since", "2026-11-04")
     assert code == 0, out + err
-    assert ("[monitor] --since 2026-11-04: 600 row(s) in 2 earlier window(s) (2026-11-02T00:00Z to "
-            "2026-11-04T00:00Z) left out") in out
+    # The two earlier days' files are left unread (their footers say every row is earlier).
+    assert ("[monitor] --since 2026-11-04: 600 earlier row(s) left out (600 in log files wholly before it, not "
+            "read)") in out and "[monitor] 1 log file(s), 300 rows" in out
     assert out.strip().splitlines()[-1].startswith("ok: 300 rows since 2026-11-04T00:00:00Z in 1 window(s)")
     assert [w["start"] for w in report["windows"]] == ["2026-11-04T00:00Z"] and report["rows_before_since"] == 600
     code, out, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--since", "2026-11-09T06:00")
-    assert code == 2 and ("--since 2026-11-09T06:00: no logged row from 2026-11-09T00:00Z's window on (the latest "
-                          "window starts 2026-11-04T00:00Z); give an earlier time") in err
+    assert code == 2 and ("--since: every one of the 900 logged rows under " in err
+                          and " is earlier than 2026-11-09T00:00Z (the window that holds it); give an earlier "
+                              "time" in err), err
+    # Inside a window: the rows of that window's earlier part are judged with it (windows are whole).
+    code, out, err, report = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--since", "2026-11-04T12:00")
+    assert code == 0 and [w["start"] for w in report["windows"]] == ["2026-11-04T00:00Z"], out + err
 
 
 def test_labels_reveal_the_mislabelled_window(served_bundle, tmp_path, capsys):  # noqa: F811
@@ -251,8 +256,10 @@ def test_since_reads_a_date_a_time_or_a_span_back_from_now():
     assert parse_since("2026-11-04", now) == int(datetime(2026, 11, 4, tzinfo=timezone.utc).timestamp() * 1000)
     assert parse_since("2026-11-04T08:00+02:00", now) == int(datetime(2026, 11, 4, 6, tzinfo=timezone.utc)
                                                              .timestamp() * 1000)
-    with pytest.raises(MonitorInputError, match=r"--since 'last week': give a date or time \(2026-11-01, "):
-        parse_since("last week", now)
+    for text in ("last week", "today", "11/04/2026"):
+        with pytest.raises(MonitorInputError, match=r"--since '.*': give an ISO date or time \(2026-11-01, "):
+            parse_since(text, now)
+    assert parse_since("2026-11-04T06:00Z", now) == parse_since("2026-11-04T08:00+02:00", now)
 
 
 def test_regression_windows_without_ray(tmp_path):
