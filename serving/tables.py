@@ -25,8 +25,15 @@ def read_table(path) -> "pd.DataFrame":  # noqa: F821
     import pandas as pd
     path = Path(path)
     if path.is_dir():
-        # A folder of shards, as `train` reads one (in file-name order, as listed).
-        shards, csvs = sorted(path.glob("*.parquet")), sorted(path.glob("*.csv"))
+        # A folder of shards, listed as `train` lists one (subfolders too, in path order; hidden files and those
+        # starting with '_' left out; .parquet, .pq and .csv in any case).
+        from jobs.datafiles import DataError, resolve_files
+        try:
+            found = [Path(f) for f in resolve_files(str(path))[1]]
+        except DataError:
+            found = []
+        shards = [f for f in found if f.suffix.lower() in (".parquet", ".pq")]
+        csvs = [f for f in found if f.suffix.lower() == ".csv"]
         if csvs and not shards:
             return _csv_shards(path, csvs)
         if not shards:
@@ -195,12 +202,23 @@ def _cell_place(df):
     """How a cell's row is named: a CSV's line as an editor shows it (`record_lines`), as `train` names a stray
     cell; else the row, counted from 1."""
     if df.attrs.get("csv_parts"):           # a folder of CSV shards: the file and its line
+        import bisect
+        import itertools
+
         from jobs.datafiles import record_lines
-        places = []
-        for path, n in df.attrs["csv_parts"]:
-            lines = record_lines(None, path)
-            places += [(path, line) for line in (lines if len(lines) == n else range(2, n + 2))]
-        return lambda i: f"{places[i][0]} line {places[i][1]}" if len(places) == len(df) else f"row {i + 1}"
+        parts = df.attrs["csv_parts"]
+        starts = list(itertools.accumulate(n for _, n in parts[:-1]))
+        starts.insert(0, 0)
+        lines: dict = {}                    # a shard's record lines, read only for a shard that holds a bad cell
+
+        def at(i: int) -> str:
+            k = bisect.bisect_right(starts, i) - 1
+            path, n = parts[k]
+            if path not in lines:
+                found = record_lines(None, path)
+                lines[path] = found if len(found) == n else range(2, n + 2)
+            return f"{path} line {lines[path][i - starts[k]]}"
+        return at
     if not df.attrs.get("csv"):
         return lambda i: f"row {i + 1}"
     from jobs.datafiles import record_lines
