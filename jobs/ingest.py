@@ -30,9 +30,8 @@ from jobs.infer import (MAX_INFERRED_CLASSES, DataError, confirm_distinct, featu
 from jobs.spec import DataSpec
 from jobs.spelling import look_alike, look_alike_note, placeholder_note, placeholders
 from jobs.splits import (NAMES, SPLIT_COLUMN, TEST, TRAIN, VAL, assign_split, order_gaps,  # noqa: F401 (jobs.images)
-                         order_problem,
-                         split_column, split_field, split_key, split_line, split_summary, split_thresholds,
-                         stratified_by_groups)
+                         order_problem, split_column, split_field, split_key, split_line, split_summary,
+                         split_thresholds, stratified_by_groups)
 
 
 @dataclass

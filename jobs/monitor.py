@@ -283,11 +283,11 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     window = window or spec_window
     window_ms = parse_window(window)
     since_ms = parse_since(since) if since else None
+    since_window = since_ms // window_ms * window_ms if since_ms is not None else None      # windows are whole
     if out and Path(out).exists() and not Path(out).is_dir():    # said before Ray, not after the whole job
         raise MonitorInputError(f"--out {out}: is a file; give a folder for drift.json and report.html")
     earlier_files = [0]         # rows of log files wholly before --since's window: left unread
-    fs, files, skipped, total, columns = log_files(
-        logs, progress, earlier_files, since_ms // window_ms * window_ms if since_ms is not None else None)
+    fs, files, skipped, total, columns = log_files(logs, progress, earlier_files, since_window)
     logged = {c[len(FEATURE_PREFIX):] for c in columns if c.startswith(FEATURE_PREFIX)}
     numeric = {n: ref["edges"] for n, ref in profile["numeric"].items() if n in logged}
     categorical = {n: list(ref["shares"]) for n, ref in profile["categorical"].items() if n in logged}
@@ -348,14 +348,14 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
         progress(f"[monitor] warning: {untimed:,} of {total:,} rows have no time (column 'time' is empty) and "
                  "fall in no window: they are left out")
     earlier = {start: summaries.pop(start) for start in sorted(summaries)
-               if since_ms is not None and start + window_ms <= since_ms}
+               if since_window is not None and start < since_window}
     before_since = sum(s["n"] for s in earlier.values()) + earlier_files[0]
     if before_since:
         progress(f"[monitor] --since {since}: {before_since:,} earlier row(s) left out"
                  + (f" ({earlier_files[0]:,} in log files wholly before it, not read)" if earlier_files[0] else ""))
     if not summaries:
-        raise MonitorInputError(f"--since {since}: no logged row from {_iso(since_ms // window_ms * window_ms, window_ms)}'s window on (the "
-                                f"latest window starts {_iso(max(earlier), window_ms)}); give an earlier time")
+        raise MonitorInputError(f"--since {since}: no logged row from {_iso(since_window, window_ms)}'s window on "
+                                f"(the latest window starts {_iso(max(earlier), window_ms)}); give an earlier time")
     reference = reference_metric(plan.task, bundle.metrics)
     test_auc = reference_auc(bundle.metrics)
     decision = with_test_figures(bundle.preprocessor.decision, bundle.metrics)
@@ -374,9 +374,10 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
         joined = (sum(w["metrics"]["n"] + w["metrics"]["other_versions"] for w in windows)
                   + sum(map(_labels_in, earlier.values())))
         if joined < label_table.num_rows:
-            progress(f"[monitor] warning: {label_table.num_rows - joined:,} of {label_table.num_rows:,} labels in "
-                     f"{labels} match no logged record (request_id, record): requests not logged (serve.log.sample), "
-                     "or labels for other logs")
+            unread = " or of rows before --since in log files left unread" if earlier_files[0] else ""
+            progress(f"[monitor] {'note' if unread else 'warning'}: {label_table.num_rows - joined:,} of "
+                     f"{label_table.num_rows:,} labels in {labels} match no logged record read (request_id, record): "
+                     f"requests not logged (serve.log.sample), labels for other logs{unread}")
     for line in _few_outside(windows, thresholds.unknown_rate):
         progress(f"[monitor] note: {line}")
     others = _other_versions(windows, bundle.version)
