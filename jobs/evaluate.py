@@ -11,6 +11,7 @@ import pandas as pd
 
 from jobs import metrics as M
 from jobs.fitted import canonical
+from jobs.tabular import unseen_categories
 from jobs.spec import CLASSIFICATION
 
 
@@ -27,13 +28,12 @@ def score(bundle, frames, label: str, predictions: Optional[list] = None, unseen
     for df in frames:
         if not len(df):
             continue
-        for name, categories in known.items():
-            if name in df.columns:
-                values = df[name].map(canonical)
-                outside = values[values.notna() & ~values.isin(categories)]
-                if len(outside):
-                    found = unseen.setdefault(name, [0, outside.iloc[0], kept_of.get(name)])
-                    found[0] += len(outside)
+        present = {name: categories for name, categories in known.items() if name in df.columns}
+        if present:
+            # The serving path's own finding (booleans read as the booleans they stand for), counted by feature.
+            for note in unseen_categories(present, df[list(present)].to_dict("records")):
+                found = unseen.setdefault(note["field"], [0, note["value"], kept_of.get(note["field"])])
+                found[0] += 1
         out = bundle.predict_frame(df)
         if pre.task == CLASSIFICATION:
             lookup = {canonical(c): i for i, c in enumerate(pre.classes)}
