@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import socket
 import stat
@@ -203,6 +204,13 @@ def first_line(exc: BaseException) -> str:
     lines = ([l for l in text if "[ALERT]" in l] or [l for l in text if "Error" in l or "error" in l]
              or text or [type(exc).__name__])
     return lines[0 if "[ALERT]" in lines[0] else -1][:300]
+
+
+def own_port_taken(exc: BaseException, http_port: int) -> bool:
+    """HAProxy failed to bind a port `ingress_env` chose for it (stats, metrics, fallback): free when chosen, taken
+    since by another server of a busy machine or test suite. A taken HTTP port is `check_port_free`'s to report."""
+    taken = re.findall(r"cannot bind socket \(Address already in use\) for \[[^\]]*:(\d+)\]", str(exc))
+    return bool(taken) and str(http_port) not in taken
 
 
 def not_started(host: str, port: int, exc: BaseException) -> ServeError:

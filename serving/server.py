@@ -28,7 +28,7 @@ from cluster.ports import free_ports
 from cluster.ray_compat import ServeDeployment, actor_table, gcs_protos, serve_controller_client, serve_deployment
 from jobs.spec import ServeSpec
 from serving.ingress import (check_port_free, choose_ingress, first_line, ingress_env, metrics_env,
-                             not_started, replica_ingress_env, running_ingress)
+                             not_started, own_port_taken, replica_ingress_env, running_ingress)
 from serving.contract import check_update, update_notes
 from serving.payload import payload_json
 from serving.settings import (TOKEN_ENV, ServeError, check_name, check_settings, default_name, keep_running,
@@ -97,7 +97,14 @@ def start_serve(serve_spec: ServeSpec, progress: Callable[[str], None] = print) 
     check_port_free(host, port)
     ingress = choose_ingress(serve_spec, nodes=len(alive_nodes()))
     try:
-        _start(serve_spec, host, port, ingress)
+        try:
+            _start(serve_spec, host, port, ingress)
+        except Exception as exc:  # HAProxy's own ports (stats, metrics, fallback) are chosen anew at each start
+            if not (ingress == "haproxy" and own_port_taken(exc, port)):
+                raise
+            _shutdown_quietly()
+            progress(f"[serve] HAProxy's port was taken before it bound ({first_line(exc)}); trying other ports")
+            _start(serve_spec, host, port, ingress)
     except Exception as exc:  # a taken port surfaces as a proxy (or HAProxy) that never becomes ready
         _shutdown_quietly()
         check_port_free(host, port)     # taken since the check above (a second serve started beside): exit 2

