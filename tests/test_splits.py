@@ -40,11 +40,16 @@ def visits(n=240, patients=40, seed=0, label_per_patient=True) -> pd.DataFrame:
      "split.by column 'patient_id' is also listed under data.features.categorical; the column a split is made by "
      "is no feature (every group of the test split would be one training never saw)"),
     ({"order": "seen"}, {"format": "images"}, "split.order is for tables"),
+    ({"order": "seen", "seed": 7}, {}, "seed (7) is not used with order: the split by time takes the latest rows"),
 ])
 def test_a_split_column_the_spec_cannot_use_is_refused(split, data, said):
     with pytest.raises(SpecError) as err:
         spec_of("d", split, **data)
     assert said in str(err.value)
+
+
+def test_a_time_split_keeps_the_default_seed_every_resolved_spec_holds():
+    assert spec_of("d", {"order": "seen", "seed": 0}).data.split.order == "seen"
 
 
 def test_a_split_column_may_be_excluded_as_a_feature_already(tmp_path):

@@ -72,6 +72,11 @@ class SplitSpec(StrictModel):
             raise ValueError(f"val + test = {self.val + self.test:g} leaves (almost) nothing to train on; keep it below 0.95")
         if self.by and self.order:
             raise ValueError("by and order are both set; split by groups (by) or by time (order), not both")
+        if self.order and self.seed != 0:
+            # Unused there: the split by time takes the latest rows, and would read as a seeded one without a word.
+            # (0, the default, is what every resolved spec.yaml holds.)
+            raise ValueError(f"seed ({self.seed}) is not used with order: the split by time takes the latest rows as "
+                             "the test split whatever the seed; remove seed, or split by row or group instead")
         return self
 
 
