@@ -37,7 +37,7 @@ from jobs import drift
 from jobs.fitted import canonical
 from jobs.fitted import pull_shuffle
 from jobs.monitor_stats import policy_bar, reference_auc, reference_metric, window_line, window_stats
-from jobs.monitor_summary import Plan, merge, summarise_files
+from jobs.monitor_summary import Plan, merge, summarise_files, window_start
 from jobs.spec import window_seconds
 from jobs.tabular import range_bounds, training_ranges
 from jobs.watched import FEATURE_PREFIX, PROBABILITIES
@@ -283,7 +283,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     window = window or spec_window
     window_ms = parse_window(window)
     since_ms = parse_since(since) if since else None
-    since_window = since_ms // window_ms * window_ms if since_ms is not None else None      # windows are whole
+    since_window = window_start(since_ms, window_ms) if since_ms is not None else None      # windows are whole
     if out and Path(out).exists() and not Path(out).is_dir():    # said before Ray, not after the whole job
         raise MonitorInputError(f"--out {out}: is a file; give a folder for drift.json and report.html")
     earlier_files = [0]         # rows of log files wholly before --since's window: left unread

@@ -71,6 +71,18 @@ def sample_rows(packed: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(data), dtype=np.float64).reshape(-1, int(width))
 
 
+WEEK_MS = 7 * 86_400_000
+_MONDAY_MS = 4 * 86_400_000         # 1970-01-01 was a Thursday; 1970-01-05 a Monday
+
+
+def window_start(ms, window_ms: int):
+    """The start of the window that holds each time (ms since 1970, UTC; an int or an int64 array). Windows are
+    aligned to 1970-01-01 UTC (days at midnight, hours on the hour), and windows of whole weeks to a Monday, as
+    ISO weeks are (aligned to 1970 they started on Thursdays)."""
+    offset = _MONDAY_MS if window_ms % WEEK_MS == 0 else 0
+    return (ms - offset) // window_ms * window_ms + offset
+
+
 def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) -> pa.Table:
     """One block of log rows → one row per time window it touches: (window start ms, JSON summary). `labels`:
     (request_id, record, label), keys typed as the logs' (`summarise_files` casts them once)."""
@@ -84,7 +96,7 @@ def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) ->
         batch = batch.join(mine, keys=["request_id", "record"], join_type="left outer")
     times = pc.cast(pc.cast(batch["time"], pa.timestamp("ms", tz="UTC")), pa.int64()).to_numpy(zero_copy_only=False)
     has_time = ~np.isnan(times.astype(np.float64)) if times.dtype.kind == "f" else np.ones(len(times), bool)
-    starts = (np.nan_to_num(times, nan=0).astype(np.int64) // plan.window_ms) * plan.window_ms
+    starts = window_start(np.nan_to_num(times, nan=0).astype(np.int64), plan.window_ms)
     first = batch["request_id"][0].as_py() if len(batch) else ""
     rng = np.random.default_rng(zlib.crc32(f"{first}:{len(batch)}".encode()))
     names = set(batch.column_names)

@@ -262,6 +262,29 @@ def test_since_reads_a_date_a_time_or_a_span_back_from_now():
     assert parse_since("2026-11-04T06:00Z", now) == parse_since("2026-11-04T08:00+02:00", now)
 
 
+def test_weekly_windows_start_on_mondays_and_days_at_midnight(tmp_path):
+    """Windows were aligned to 1970-01-01, a Thursday: a `--window 7d` report's weeks ran Thursday to Wednesday."""
+    import pyarrow.fs as pafs
+
+    from jobs.monitor import _iso
+    from jobs.monitor_summary import WEEK_MS, Plan, summarise_files, window_start
+
+    days = [datetime(2026, 11, 29, 23, 59, tzinfo=timezone.utc), datetime(2026, 11, 30, tzinfo=timezone.utc),
+            datetime(2026, 12, 6, 23, 59, tzinfo=timezone.utc), datetime(2026, 12, 7, 0, 1, tzinfo=timezone.utc)]
+    pq.write_table(pa.table({"request_id": [f"r{i}" for i in range(4)], "record": pa.array([0] * 4, pa.int32()),
+                             "time": pa.array(days, pa.timestamp("ms", tz="UTC")), "model_version": ["v1"] * 4,
+                             "prediction": [1.0] * 4}), tmp_path / "part-0.parquet")
+    parts = summarise_files(pa.table({"path": [str(tmp_path / "part-0.parquet")]}),
+                            Plan(WEEK_MS, {}, {}, "regression", None, [0.0]),
+                            ["request_id", "record", "time", "model_version", "prediction"], pafs.LocalFileSystem())
+    starts = sorted(_iso(int(w), WEEK_MS) for w in set(parts["window"].to_pylist()))
+    assert starts == ["2026-11-23T00:00Z", "2026-11-30T00:00Z", "2026-12-07T00:00Z"]   # Mondays
+    ms = int(days[3].timestamp() * 1000)
+    assert _iso(window_start(ms, 86_400_000)) == "2026-12-07T00:00Z"
+    assert _iso(window_start(ms, 3_600_000)) == "2026-12-07T00:00Z"
+    assert _iso(window_start(ms, 2 * WEEK_MS)) in ("2026-11-30T00:00Z", "2026-12-07T00:00Z")
+
+
 def test_regression_windows_without_ray(tmp_path):
     """The summaries, their merge and the statistics of a regression model's logs, run in-process (no Ray):
     several files per window merge into exact counts and one uniform sample; the realised R² comes from the
