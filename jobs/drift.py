@@ -91,6 +91,19 @@ def summarise(values: Any) -> dict:
             "quantiles": quantiles.tolist()}
 
 
+def median_side(ref: dict, counts: Sequence[float]) -> Optional[str]:
+    """Which way a number went, from counts on its reference bins alone (a live window keeps no values, where
+    `trainyard monitor` gives its sample's median): the share of values at or above the training median, one of
+    the bins' edges, against the training share. None without a median edge or counts."""
+    quantiles, edges = ref.get("quantiles") or [], list(ref.get("edges") or [])
+    counts = np.asarray(counts, dtype=np.float64)
+    if len(quantiles) != 101 or quantiles[50] not in edges or counts.sum() <= 0:
+        return None
+    above = edges.index(quantiles[50]) + 1         # bin_index: a value equal to an edge is in the bin after it
+    now, then = counts[above:].sum() / counts.sum(), float(np.sum(ref["shares"][above:]))
+    return f"{now:.0%} at or above the training median {quantiles[50]:.4g} ({then:.0%} in training)"
+
+
 def _floored(shares: np.ndarray) -> np.ndarray:
     shares = np.maximum(np.asarray(shares, dtype=np.float64), EPSILON)
     return shares / shares.sum()

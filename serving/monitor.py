@@ -42,7 +42,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from jobs.drift import (Thresholds, bin_index, bundle_monitor_settings, categorical_drift, flagged, json_safe,
-                        numeric_drift_from_counts, prediction_drift, score_flags)
+                        median_side, numeric_drift_from_counts, prediction_drift, score_flags)
 from jobs.fitted import canonical
 from jobs.watched import RowCopier, columns, of_profile
 
@@ -263,6 +263,7 @@ class LiveMonitor:
             counts, rows, start = self.window.total(time.time())
         start = max(start, self.started)
         features: dict[str, dict] = {}
+        sides: dict[str, Optional[str]] = {}      # which way each number went, for its psi flag
         for name, edges, offset in self.layout.numeric:
             bins = counts[offset:offset + len(edges) + 1]
             missing = int(counts[offset + len(edges) + 1])
@@ -271,6 +272,7 @@ class LiveMonitor:
                 outside, present = int(counts[offset + len(edges) + 2]), int(bins.sum())
                 stats.update(outside=outside, outside_rate=outside / present if present else None)
             features[name] = {"kind": "numeric", **stats}
+            sides[name] = median_side(self.profile["numeric"][name], bins)
         for name, lookup, offset in self.layout.categorical:
             known = {c: int(counts[offset + i]) for c, i in lookup.items()}
             unknown, missing = int(counts[offset + len(lookup)]), int(counts[offset + len(lookup) + 1])
@@ -278,7 +280,8 @@ class LiveMonitor:
             features[name] = {"kind": "categorical", **stats, "counts": known, "unknown": unknown}
         for name, stats in features.items():
             ref = self.profile["numeric"].get(name) or self.profile["categorical"][name]
-            stats["flags"] = flagged(ref, stats, self.thresholds, self.n_features)
+            stats["flags"] = [f"{f}; {sides[name]}" if f.startswith("psi ") and sides.get(name) else f
+                              for f in flagged(ref, stats, self.thresholds, self.n_features)]
         prediction = self._prediction_stats(counts)
         out = {"n": rows, "judged": rows >= self.thresholds.min_rows, "features": features,
                "prediction": prediction, "flagged": sorted(n for n, s in features.items() if s["flags"]),

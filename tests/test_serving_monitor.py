@@ -66,6 +66,30 @@ def test_a_replica_counts_values_past_the_training_range_as_the_monitor_job_does
     assert "outside" not in got["features"]["m"]
 
 
+def test_a_replica_says_which_way_a_flagged_number_went():
+    """`trainyard monitor` gives a drifted number's median against training's; a replica keeps counts, not values,
+    so its psi flag said "psi 5.2" and not whether the sensor read high or low. It gives the share at or above the
+    training median now (the median is one of the bins' edges), against training's."""
+    rng = np.random.default_rng(5)
+    profile = _profile(rng)
+    monitor = LiveMonitor(profile, app="a", version="v1", replica="r1", window_s=600, export=False)
+    try:
+        for i in range(0, 400, 8):
+            monitor.observe([{"t": float(v), "u": float(w), "m": "L", "shift": 1}
+                             for v, w in zip(rng.normal(303.0, 2.0, 8), rng.normal(10.0, 2.0, 8))], ["ok"] * 8)
+        got = monitor.snapshot()
+    finally:
+        monitor.close()
+    ref = profile["numeric"]["t"]
+    [flag] = [f for f in got["features"]["t"]["flags"] if f.startswith("psi ")]
+    above = float(flag.split("; ")[1].split("%")[0]) / 100
+    assert above > 0.85 and flag.endswith(f"at or above the training median {ref['quantiles'][50]:.4g} (50% in "
+                                          "training)"), flag
+    assert not any(f.startswith("psi ") for f in got["features"]["u"]["flags"])
+    assert drift.median_side({"edges": [], "shares": [1.0], "quantiles": []}, [3]) is None       # no values seen
+    assert drift.median_side(ref, np.zeros(len(ref["edges"]) + 1)) is None
+
+
 def test_a_replica_judges_its_answers_probabilities_as_the_monitor_job_does():
     """GET /monitor judged the answered classes only: every risk up with few answers changed went unseen live,
     where `trainyard monitor` flags it from the logs. A replica counts the probability of the profiled class too."""
