@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 
 FEATURE_PREFIX = "feature."          # a prediction log's column of a watched quantity: feature.<name>
 PROBABILITIES = "probabilities"      # a classifier's log column: each class's probability, in the classes' order
+KEEP_PREFIX = "keep."                # a request field kept in the logs (serve.log.keep), as text: keep.<name>
 # quantity → (how it is counted, whether it is computed from the feature's own value (text) rather than read
 # from a record field of its own name (images: the serving checker writes it))
 QUANTITIES = {"length": ("numeric", True), "empty": ("categorical", True),

@@ -76,7 +76,8 @@ class ModelServer:
         self.checker = RequestChecker(
             self.bundle.schema, max_records=serve_spec["max_records"],
             max_body_bytes=int(serve_spec["max_body_mb"] * 2**20),
-            required_features=serve_spec["required_features"], unknown_fields=serve_spec["unknown_fields"])
+            required_features=serve_spec["required_features"], unknown_fields=serve_spec["unknown_fields"],
+            keep=(serve_spec.get("log") or {}).get("keep") or ())
         # Decoding images is CPU work of up to ~0.2 s an image: it runs on these threads, not the event loop, so
         # other requests (and the health checks) go on meanwhile. Two at a time bound its memory.
         self.decoder = (concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
@@ -246,7 +247,7 @@ def build_fastapi(server: ModelServer) -> FastAPI:
             records = checker.parse(body)
         else:
             records = await asyncio.get_running_loop().run_in_executor(server.decoder, checker.parse, body)
-        out = await server.predict(records)
+        out = await server.predict(checker.without_kept(records))
         out["request_id"] = request_id = new_request_id()
         if outside := outside_range(server.ranges, records):      # said, not refused: the model still answers
             out["out_of_range"] = outside
@@ -298,7 +299,8 @@ def build_fastapi(server: ModelServer) -> FastAPI:
                                 **(said if f["name"] in by_server else {})} for f in schema["features"]],
                   "limits": {"max_records": serve_spec["max_records"], "max_body_mb": serve_spec["max_body_mb"],
                              "required_features": checker.required,
-                             "unknown_fields": serve_spec["unknown_fields"], "quantize": server.quantized,
+                             "unknown_fields": serve_spec["unknown_fields"], "log_keep": sorted(checker.keep),
+                             "quantize": server.quantized,
                              **({"max_image_pixels": checker.max_image_pixels} if checker.image else {})},
                   "metrics": bundle.metrics.get("test", {})}
 

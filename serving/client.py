@@ -184,12 +184,16 @@ class Client:
         request): the key of its row in the server's prediction log, which `trainyard monitor --labels` joins
         labels on, and `out_of_range`: the row's numbers well outside the train split's range ('age=-500 (trained
         on 18 to 90)'; empty for none: `jobs.tabular.outside_range`), the server's notes kept whole in
-        `attrs["out_of_range"]`. Columns that are not features (ids, the label) are not sent. `allow_missing`:
+        `attrs["out_of_range"]`. Columns that are not features (ids, the label) are not sent, except those the server
+        keeps in its prediction log (GET /schema's `limits.log_keep`). `allow_missing`:
         predict even when more than half of the features have no column (`check_columns`); `names`: as `predict`'s."""
         import pandas as pd
         features = [f["name"] for f in self.schema()["features"]]
         check_columns(list(df.columns), features, allow_missing)
-        sent = numbers_read_as_text(df[[c for c in df.columns if c in features]], self.schema()["features"])
+        # The fields this server keeps in its prediction log (serve.log.keep: a machine's id) go too.
+        kept = set(self.schema().get("limits", {}).get("log_keep") or ())
+        sent = numbers_read_as_text(df[[c for c in df.columns if c in features or c in kept]],
+                                    self.schema()["features"])
         sent = _image_bytes_as_base64(sent, self.schema()["features"])
         out = self.predict(sent.to_dict("records"), names)
         result = pd.DataFrame({"prediction": out["predictions"]}, index=df.index)

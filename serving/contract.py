@@ -15,7 +15,8 @@ from serving.settings import ServeError
 def _checker(schema: dict, serve: dict) -> RequestChecker:
     return RequestChecker(schema, max_records=1, max_body_bytes=1,
                           required_features=serve.get("required_features") or (),
-                          unknown_fields=serve.get("unknown_fields") or "reject")
+                          unknown_fields=serve.get("unknown_fields") or "reject",
+                          keep=(serve.get("log") or {}).get("keep") or ())
 
 
 def _names(names) -> str:
@@ -39,6 +40,12 @@ def lost_requests(old_schema: dict, old_serve: dict, new_schema: dict, new_serve
     if gone and new.reject_unknown_fields:
         lost.append(f"{_names(gone)} {'is' if len(gone) == 1 else 'are'} no longer a feature, and a record that "
                     "sends one is refused (serve.unknown_fields: reject)")
+    # A field the running version keeps for its log (serve.log.keep) is sent by its clients: refused once neither
+    # kept nor a feature.
+    unkept = sorted(n for n in old.keep if n not in new.keep and n not in new.features)
+    if unkept and new.reject_unknown_fields:
+        lost.append(f"{_names(unkept)} {'is' if len(unkept) == 1 else 'are'} no longer kept for the log "
+                    "(serve.log.keep), and a record that sends one is refused (serve.unknown_fields: reject)")
     required = [n for n in new.required if n not in old.required]
     if required:
         lost.append(f"{_names(required)} {'is' if len(required) == 1 else 'are'} now required, and a record "

@@ -9,7 +9,8 @@ scores a binary model's realised ROC-AUC with once labels arrive), then `feature
 watched quantity (`jobs.watched`): float64 for numbers, the canonical string for categories
 (`jobs.fitted.canonical`, as the preprocessor matches them); of a text feature its length and emptiness, of an
 image its width and height as sent, never the text or the pixels themselves. Features in `exclude` have no
-column at all, nor have the quantities derived from them.
+column at all, nor have the quantities derived from them. Last, `keep.<name>` string per request field in `keep`
+(fields that are not features: a machine's id), as sent, in the canonical text (null where a record left it out).
 
 The request path (`PredictionLogger.log`) only decides the sample and appends the logged values, copied into
 tuples of plain values, to a bounded list: ~1 µs a request plus ~0.1 µs a record, no lock held for long, never
@@ -40,9 +41,9 @@ import threading
 import time
 from datetime import datetime, timezone
 from itertools import chain
-from typing import Optional
+from typing import Optional, Sequence
 
-from jobs.watched import FEATURE_PREFIX, PROBABILITIES, RowCopier, Watched, columns, of_schema
+from jobs.watched import FEATURE_PREFIX, KEEP_PREFIX, PROBABILITIES, RowCopier, Watched, columns, of_schema
 # The writer converts what requests left every FLUSH_S (so at most that long of records wait as Python objects)
 # and writes a row group once ROW_GROUP_ROWS have gathered, or when the file is published.
 FLUSH_S = 1.0
@@ -78,17 +79,29 @@ def check_log_settings(schema: dict, log: Optional[dict]) -> None:
                          "features are logged, so a field that is not one never reaches a log file, while a "
                          f"misspelt feature would stay in every one.{meant} Remove it, or fix the spelling; its "
                          f"features are {features}")
+    names = {f["name"] for f in schema["features"]}
+    if features := [name for name in log.get("keep") or [] if name in names]:
+        raise ValueError(f"serve.log.keep names {features}, input feature(s) of the bundle: features are logged "
+                         f"already (as feature.<name>); keep is for request fields that are not features (ids). "
+                         "Remove them from keep")
+    label = (schema.get("label") or {}).get("name")
+    if label in (log.get("keep") or []):
+        raise ValueError(f"serve.log.keep names {label!r}, the bundle's label: a request's label is not logged as "
+                         "one; give labels to `trainyard monitor --labels` (joined on request_id). Remove it from "
+                         "keep")
 
 
-def arrow_schema(schema: dict, watched: list[Watched]):
-    """The Arrow schema of the log files of a bundle (its schema.json) logging these quantities."""
+def arrow_schema(schema: dict, watched: list[Watched], keep: Sequence[str] = ()):
+    """The Arrow schema of the log files of a bundle (its schema.json) logging these quantities, and the request
+    fields in `keep` as text."""
     import pyarrow as pa
     classifier = schema["task"] == "classification"
     return pa.schema([("request_id", pa.string()), ("record", pa.int32()), ("time", pa.timestamp("ms", tz="UTC")),
                       ("model_version", pa.string()), ("prediction", pa.string() if classifier else pa.float64())]
                      + [(PROBABILITIES, pa.list_(pa.float32()))] * classifier
                      + [(FEATURE_PREFIX + w.name, pa.float64() if w.kind == "numeric" else pa.string())
-                        for w in watched])
+                        for w in watched]
+                     + [(KEEP_PREFIX + name, pa.string()) for name in keep])
 
 
 class RequestIds:
@@ -119,12 +132,13 @@ class PredictionLogger:
         self.rotate_s = float(log.get("rotate_s", 300.0))
         self.buffer_records = int(log.get("buffer_records", 20000))
         self.watched = of_schema(schema, list(log.get("exclude") or []))
-        self.schema = arrow_schema(schema, self.watched)
+        self.keep = list(log.get("keep") or [])
+        self.schema = arrow_schema(schema, self.watched, self.keep)
         self.version = version
         self.replica = replica
         # Only the watched fields are copied on arrival: the buffer never holds what is not written (excluded
         # personal data, decoded images).
-        self._copy = RowCopier([w.field for w in self.watched])
+        self._copy = RowCopier([w.field for w in self.watched] + self.keep)
         path = log["path"]
         if "://" in path:
             self.fs, base = pafs.FileSystem.from_uri(path)
@@ -222,7 +236,8 @@ class PredictionLogger:
         total = int(counts.sum())
         request = np.repeat(np.arange(len(taken)), counts)
         positions = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-        values = columns(self.watched, list(chain.from_iterable(rows)))
+        flat = list(chain.from_iterable(rows))
+        values = columns(self.watched, flat)
         arrays = [pa.array(ids, pa.string()).take(request), pa.array(positions, pa.int32()),
                   pa.array(np.array(times, np.int64)[request], pa.timestamp("ms", tz="UTC")),
                   pa.repeat(pa.scalar(self.version, pa.string()), total)]
@@ -233,6 +248,9 @@ class PredictionLogger:
             arrays.append(_lists(probabilities, counts))
         for w, column in zip(self.watched, values):
             arrays.append(_floats(column) if w.kind == "numeric" else _strings(column))
+        if self.keep:       # after the watched fields in each copied row: as sent, in the canonical text
+            kept = list(zip(*flat))[len(self.watched):] if flat else [()] * len(self.keep)
+            arrays.extend(_strings(list(column)) for column in kept)
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def _add(self, batch) -> None:

@@ -17,7 +17,7 @@ import math
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from cluster.errors import BadInput
 from jobs.watched import image_size_fields
@@ -99,7 +99,8 @@ class RequestChecker:
     """Checks POST /predict bodies against one bundle's input schema and the serve settings."""
 
     def __init__(self, schema: dict, *, max_records: int, max_body_bytes: int,
-                 required_features: "list[str] | str" = (), unknown_fields: str = "reject"):
+                 required_features: "list[str] | str" = (), unknown_fields: str = "reject",
+                 keep: Sequence[str] = ()):
         self.features = {f["name"]: f for f in schema["features"]}
         self.kinds = {name: _KINDS.get(f["type"], _NUMBER) for name, f in self.features.items()}
         # Image bundles: every record needs its image, decoded here once so a bad one is a 4xx naming the record.
@@ -131,6 +132,9 @@ class RequestChecker:
         # Text the training data left empty in some rows (schema "required": false): empty text is read as such.
         self.blank_text = {n for n in self.text if n not in self.required}
         self.reject_unknown_fields = unknown_fields == "reject"
+        # Request fields that are not features, accepted for the prediction log (serve.log.keep): text, numbers,
+        # booleans or null, left in the records for the logger; the model never reads them (`without_kept`).
+        self.keep = frozenset(keep)
         self.label = (schema.get("label") or {}).get("name")
         self.max_records = max_records
         self.max_body_bytes = max_body_bytes
@@ -233,6 +237,9 @@ class RequestChecker:
                     elif t is int or t is bool or (t is float and value - value == 0.0):
                         if not self.reject_unknown_categories or _canonical(value) in self.known[name]:
                             continue
+                elif name in self.keep:
+                    if t is str or t is int or t is bool or value is None or (t is float and value - value == 0.0):
+                        continue
                 elif not self.reject_unknown_fields:
                     ignored.append(name)
                     continue
@@ -295,7 +302,19 @@ class RequestChecker:
         except ValueError as exc:
             return str(exc), None
 
+    def without_kept(self, records: list[dict]) -> list[dict]:
+        """`records` without the fields kept for the log: the model's input (a kept 'machine_id' beside a missing
+        'machine_type' read to `Bundle.predict` as a misspelt feature)."""
+        if not self.keep:
+            return records
+        keep = self.keep
+        return [{k: v for k, v in r.items() if k not in keep} if not keep.isdisjoint(r) else r for r in records]
+
     def _explain(self, i: int, name: str, value: Any, kind: Optional[int]) -> Problem:
+        if kind is None and name in self.keep:
+            return Problem(f"a field kept for the prediction log (serve.log.keep) is logged as text: send text, a "
+                           f"number, true/false or null, not {'a non-finite number' if isinstance(value, float) else _type_name(value)}",
+                           i, name)
         if kind is None:
             close = difflib.get_close_matches(name, list(self.features), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""

@@ -170,7 +170,8 @@ def check_settings(bundle, serve_spec: ServeSpec) -> None:
     from serving.schema import RequestChecker
     try:
         RequestChecker(bundle.schema, max_records=serve_spec.max_records, max_body_bytes=1,
-                       required_features=serve_spec.required_features, unknown_fields=serve_spec.unknown_fields)
+                       required_features=serve_spec.required_features, unknown_fields=serve_spec.unknown_fields,
+                       keep=serve_spec.log.keep if serve_spec.log else ())
         check_log_settings(bundle.schema, serve_spec.log and serve_spec.log.model_dump())
     except ValueError as exc:
         raise ServeError(str(exc), exit_code=EXIT_BAD_INPUT) from None

@@ -36,19 +36,25 @@ def read_logs(folder):
 @pytest.mark.slow
 def test_logged_rows_carry_request_id_features_and_prediction_and_never_an_excluded_field(
         served_bundle, serve_instance, telemetry_dir, tmp_path):
+    import pyarrow.compute as pc
+
     from jobs.fitted import canonical
     from serving import ServeError, shutdown
 
-    log = {"path": str(tmp_path / "logs"), "exclude": ["shift"], "rotate_s": 300}
+    log = {"path": str(tmp_path / "logs"), "exclude": ["shift"], "keep": ["machine_id"], "rotate_s": 300}
     with pytest.raises(ServeError, match=r"serve.log.exclude names \['shfit'\]"):
         deploy_app(served_bundle, "plog", serve_instance, log={**log, "exclude": ["shfit"]})
+    with pytest.raises(ServeError, match=r"serve.log.keep names \['rpm'\], input feature\(s\) of the bundle"):
+        deploy_app(served_bundle, "plog", serve_instance, log={**log, "keep": ["rpm"]})
     served = deploy_app(served_bundle, "plog", serve_instance, log=log)
     features = {f["name"]: f["type"] for f in json.loads((served_bundle / "schema.json").read_text())["features"]}
     rows = records_from(telemetry_dir, 30)
     sent = {}
     try:
         for i in range(0, 30, 3):
-            records = [dict(r, shift=SECRET) for r in rows[i:i + 3]]
+            # A field kept for the log (serve.log.keep), not a feature: text, a number, null, or left out.
+            records = [dict(r, shift=SECRET, **({} if i == 3 else {"machine_id": [f"M-{i}", i, None][i // 3 % 3]}))
+                       for r in rows[i:i + 3]]
             out = post(served.url, records)
             rid = out["request_id"]
             assert len(rid) == 32 and int(rid, 16) >= 0 and rid not in sent
@@ -57,7 +63,11 @@ def test_logged_rows_carry_request_id_features_and_prediction_and_never_an_exclu
         import pandas as pd
 
         from serving import Client
-        framed = Client(served.url, batch_size=4).predict_frame(pd.DataFrame(rows[:7]).assign(shift=SECRET))
+        framed = Client(served.url, batch_size=4).predict_frame(pd.DataFrame(rows[:7]).assign(shift=SECRET,
+                                                                                             machine_id="F-1"))
+        status, _, refused = call(served.url, "POST", "/predict", json.dumps(
+            {"records": [dict(rows[0], machine_id={"site": 1})]}).encode(), {"Content-Type": "application/json"})
+        assert status == 422 and "serve.log.keep" in json.dumps(refused) and "machine_id" in json.dumps(refused)
         # rotate_s: 300, so the open file is not visible yet ...
         assert not any(p.suffix == ".parquet" for p in (tmp_path / "logs" / "plog").iterdir())
     finally:
@@ -65,18 +75,21 @@ def test_logged_rows_carry_request_id_features_and_prediction_and_never_an_exclu
     # ... until the replica's graceful shutdown published it.
     table = read_logs(tmp_path / "logs" / "plog")
     assert table.column_names == (["request_id", "record", "time", "model_version", "prediction", "probabilities"]
-                                  + [f"feature.{f}" for f in features if f != "shift"])
+                                  + [f"feature.{f}" for f in features if f != "shift"] + ["keep.machine_id"])
     assert str(table.schema.field("time").type) == "timestamp[ms, tz=UTC]"
     assert all(SECRET not in str(v) for column in table.columns for v in column.to_pylist())
     logged = {(r["request_id"], r["record"]): r for r in table.to_pylist()}
     assert len(logged) == 37 == table.num_rows
     for row in framed.to_dict("records"):
         assert logged.pop((row["request_id"], row["record"]))["prediction"] == row["prediction"]
+        assert table.filter(pc.equal(table["request_id"], row["request_id"]))["keep.machine_id"].to_pylist()[0] \
+            == "F-1"    # the client sends the kept column too (GET /schema's limits.log_keep)
     version = json.loads((served_bundle / "lineage.json").read_text())["version"]
     for rid, (records, predictions, probabilities) in sent.items():
         for i, (record, prediction) in enumerate(zip(records, predictions)):
             row = logged[(rid, i)]
             assert row["prediction"] == prediction and row["model_version"] == version
+            assert row["keep.machine_id"] == canonical(record.get("machine_id"))
             assert row["probabilities"] == pytest.approx(probabilities[i], abs=1e-7)     # float32
             for name, kind in features.items():
                 value = record.get(name)
@@ -329,3 +342,53 @@ def test_a_starting_logger_removes_what_a_killed_writer_left_and_nothing_a_live_
         if live is not None:
             live.close()
     assert temps() == [] and read_logs(folder).column("request_id").to_pylist() == ["live", "live"]
+
+
+def test_a_kept_field_is_accepted_logged_as_text_and_never_reaches_the_model(tmp_path):
+    """`serve.log.keep`: a machine's id sent beside the features was refused (unknown_fields: reject) or dropped
+    (ignore), so no log could say which machine's traffic drifted. Kept, it is accepted under either, written as
+    text, and left out of the model's records; anything else is refused by name; an update that stops keeping it
+    is one its clients' requests would break on."""
+    from serving.contract import lost_requests
+    from serving.predlog import PredictionLogger, check_log_settings
+    from serving.schema import RequestChecker, RequestError
+
+    schema = {**SCHEMA, "features": [{"name": "rpm", "type": "number"},
+                                     {"name": "machine_type", "type": "category", "categories": ["L", "M"]}],
+              "label": {"name": "failure"}}
+    for unknown in ("reject", "ignore"):
+        checker = RequestChecker(schema, max_records=10, max_body_bytes=4096, unknown_fields=unknown,
+                                 keep=["machine_id"])
+        records = checker.parse(b'{"records": [{"rpm": 1, "machine_id": "M-7"}, {"rpm": 2, "machine_id": 7}, '
+                                b'{"rpm": 3, "machine_id": null}, {"rpm": 4, "machine_id": 2.5}, {"rpm": 5}]}')
+        assert [r.get("machine_id") for r in records] == ["M-7", 7, None, 2.5, None]
+        # The model's records: a kept 'machine_id' beside no 'machine_type' read as its misspelling to the model.
+        assert checker.without_kept(records) == [{"rpm": v} for v in (1, 2, 3, 4, 5)]
+        with pytest.raises(RequestError) as err:
+            checker.parse(b'{"records": [{"rpm": 1, "machine_id": {"site": 3}}, {"rpm": 1, "machine_id": [1]}]}')
+        assert "a field kept for the prediction log (serve.log.keep) is logged as text: send text, a number, " \
+               "true/false or null, not an object" in json.dumps(err.value.to_json()), err.value.to_json()
+    plain = RequestChecker(schema, max_records=10, max_body_bytes=4096)
+    with pytest.raises(RequestError, match="unknown field"):
+        plain.parse(b'{"records": [{"rpm": 1, "machine_id": "M-7"}]}')
+    assert plain.without_kept(records) is records
+
+    logger = PredictionLogger({"path": str(tmp_path), "keep": ["machine_id", "site"]}, app="a", replica="r1",
+                              schema={**schema, "task": "regression"}, version="v1")
+    assert logger.log("id", records, [1.0] * 5)
+    logger.close()
+    table = read_logs(tmp_path / "a")
+    assert table.column_names[-2:] == ["keep.machine_id", "keep.site"]
+    assert table.column("keep.machine_id").to_pylist() == ["M-7", "7", None, "2.5", None]
+    assert table.column("keep.site").to_pylist() == [None] * 5
+
+    with pytest.raises(ValueError, match=r"serve.log.keep names \['machine_type'\], input feature\(s\) of the bundle"):
+        check_log_settings(schema, {"keep": ["machine_type"]})
+    with pytest.raises(ValueError, match=r"serve.log.keep names 'failure', the bundle's label"):
+        check_log_settings(schema, {"keep": ["failure"]})
+    kept = {"log": {"path": "x", "keep": ["machine_id"]}}
+    assert lost_requests(schema, kept, schema, kept) == []
+    assert lost_requests(schema, kept, schema, {}) == [
+        "'machine_id' is no longer kept for the log (serve.log.keep), and a record that sends one is refused "
+        "(serve.unknown_fields: reject)"]
+    assert lost_requests(schema, kept, schema, {"unknown_fields": "ignore"}) == []

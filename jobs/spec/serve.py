@@ -54,6 +54,12 @@ class LogSpec(StrictModel):
     exclude: list[str] = Field(
         default_factory=list, description="Input features never written to the logs (personal data): no column, "
                                           "no value; they must be features of the bundle.")
+    keep: list[str] = Field(
+        default_factory=list, description="Request fields that are not features, written to the logs as text "
+                                          "(`keep.<name>`: a machine's, a site's, a customer's id), so that "
+                                          "`trainyard monitor --by <name>` can judge each one's traffic apart. "
+                                          "Accepted in requests whatever unknown_fields says; never read by the "
+                                          "model.")
     rotate_mb: float = Field(64.0, gt=0, description="A replica starts a new file once its open file reaches this "
                                                      "size.")
     rotate_s: float = Field(300.0, gt=0, description="... or once its open file is this old: a file becomes "
@@ -71,6 +77,16 @@ class LogSpec(StrictModel):
             v = v[len("file://"):]
         # Replicas run in other working directories: a relative path means the one where the spec was read.
         return v if "://" in v else os.path.abspath(os.path.expanduser(v))
+
+    @field_validator("keep")
+    @classmethod
+    def _keep_ok(cls, v: list[str]) -> list[str]:
+        blank = [name for name in v if not name.strip()]
+        twice = sorted({name for name in v if v.count(name) > 1})
+        if blank or twice:
+            raise ValueError(f"keep names {'an empty field' if blank else f'{twice} more than once'}; list each "
+                             "request field to log once")
+        return v
 
 
 class LiveMonitorSpec(StrictModel):
