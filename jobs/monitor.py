@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -36,7 +36,8 @@ from cluster.errors import BadInput, Failure, root_cause
 from jobs import drift
 from jobs.fitted import canonical
 from jobs.fitted import pull_shuffle
-from jobs.monitor_stats import policy_bar, reference_auc, reference_metric, window_line, window_stats
+from jobs.monitor_slices import by_column, judge, top_values
+from jobs.monitor_stats import crossed, policy_bar, reference_auc, reference_metric, window_line, window_stats
 from jobs.monitor_summary import Plan, merge, summarise_files, window_start
 from jobs.spec import window_seconds
 from jobs.tabular import range_bounds, training_ranges
@@ -221,9 +222,10 @@ def monitor_settings(bundle_dir: Path) -> tuple["drift.Thresholds", str]:
 
 # ---------------------------------------------------------------------------------------------- the job
 def summarise_logs(fs, files: list[str], columns: list[str], plan: Plan, labels: Optional[pa.Table] = None,
-                   parallelism: Optional[int] = None) -> dict[int, dict]:
-    """The Ray Data job: summarise each block of log files per window, merge per window. `parallelism`: the
-    number of blocks of files and of concurrent summary tasks (default: Ray Data's choice)."""
+                   parallelism: Optional[int] = None) -> dict:
+    """The Ray Data job: summarise each block of log files per window, merge per window: {window start: summary},
+    and with `plan.by` {(window start, value): summary} for its values too. `parallelism`: the number of blocks of
+    files and of concurrent summary tasks (default: Ray Data's choice)."""
     import ray
 
     paths = ray.data.from_items([{"path": p} for p in files],
@@ -233,8 +235,9 @@ def summarise_logs(fs, files: list[str], columns: list[str], plan: Plan, labels:
                                  fn_kwargs={"plan": plan, "columns": columns, "filesystem": fs, "labels": labels})
     # A few summaries per window to merge: the sort-based pull shuffle runs on the workers already there.
     with pull_shuffle(partials):
-        rows = partials.groupby("window").map_groups(merge, batch_format="pandas").take_all()
-    return {int(r["window"]): json.loads(r["summary"]) for r in rows}
+        rows = partials.groupby(["window", "slice"]).map_groups(merge, batch_format="pandas").take_all()
+    return {(int(r["window"]), r["slice"][1:]) if r["slice"] else int(r["window"]): json.loads(r["summary"])
+            for r in rows}
 
 
 def parse_since(text: str, now_ms: Optional[int] = None) -> int:
@@ -264,7 +267,7 @@ def _labels_in(summary: dict) -> int:
 def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, window: Optional[str] = None,
                 out: Optional[str] = "monitor", progress: Callable[[str], None] = print,
                 parallelism: Optional[int] = None, connect: Callable[[], Any] = lambda: None,
-                since: Optional[str] = None) -> MonitorResult:
+                since: Optional[str] = None, by: Optional[str] = None) -> MonitorResult:
     """The whole job: check the inputs (before `connect` starts or joins Ray: bad input costs no Ray start),
     summarise the logs with Ray Data, judge each window (from the one that holds `since`, when given: a cron job
     over logs that keep growing is judged on its recent traffic, not forever on a window long handled), write
@@ -288,6 +291,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
         raise MonitorInputError(f"--out {out}: is a file; give a folder for drift.json and report.html")
     earlier_files = [0]         # rows of log files wholly before --since's window: left unread
     fs, files, skipped, total, columns = log_files(logs, progress, earlier_files, since_window)
+    by_col = by_column(by, columns, profile) if by else None       # `--by`: said before Ray, as the rest
     logged = {c[len(FEATURE_PREFIX):] for c in columns if c.startswith(FEATURE_PREFIX)}
     numeric = {n: ref["edges"] for n, ref in profile["numeric"].items() if n in logged}
     categorical = {n: list(ref["shares"]) for n, ref in profile["categorical"].items() if n in logged}
@@ -312,6 +316,11 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                 pred["score"]["edges"] if logged_scores else None, int(pred.get("score", {}).get("index", 1)),
                 bundle.version,
                 {name: range_bounds(lo, hi) for name, lo, hi in training_ranges(bundle.preprocessor) if name in numeric})
+    if by_col:
+        values, counted = top_values(fs, files, by_col)
+        if not values:
+            raise MonitorInputError(f"--by {by}: no logged row has a value of it ({counted['rows']:,} rows read)")
+        plan = replace(plan, by=by_col, by_values=tuple(values))
     label_table = (read_labels(labels, plan.classes if plan.task == "classification" else None, progress,
                                bundle.preprocessor.label)
                    if labels else None)
@@ -330,6 +339,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     read = ([c for c in LOG_COLUMNS] + [VERSION_COLUMN] * (VERSION_COLUMN in columns)
             + [PROBABILITIES] * ((scored and PROBABILITIES in columns) or logged_scores)
             + [FEATURE_PREFIX + n for n in (*numeric, *categorical)])
+    read += [by_col] if by_col and by_col not in read else []
     connect()
     began = time.monotonic()
     try:
@@ -339,6 +349,9 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     elapsed = time.monotonic() - began
     progress(f"[monitor] summarised {total:,} rows into {len(summaries)} window(s) in {elapsed:.1f} s "
              f"({total / max(elapsed, 1e-9):,.0f} rows/s)")
+    sliced = {key: summaries.pop(key) for key in list(summaries) if isinstance(key, tuple)     # (start, value)
+              if since_window is None or key[0] >= since_window}
+    summaries = {key: s for key, s in summaries.items() if not isinstance(key, tuple)}
     untimed = total - sum(s["n"] for s in summaries.values())
     if not summaries:
         raise MonitorInputError(f"--logs {logs}: none of the {total:,} rows has a time (column 'time' is empty in "
@@ -387,18 +400,24 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
         progress(f"[monitor] note: {left:,} labelled row(s) were answered by other version(s) than {bundle.version}: "
                  "they are left out of the realised metrics, which judge this version by its own test scores and "
                  "cut-off; give that version's bundle to judge its rows")
-    reasons = _reasons(windows)
+    for w in windows:
+        progress(window_line(w, reference, decision, thresholds.min_rows, bundle.version))
+    reasons = [f"{w['start']}: " + ", ".join(what) for w in windows if (what := crossed(w))]
+    by_report = None
+    if by:      # each value's windows, with every value's tests in the p-value correction
+        by_report, more = judge(by, sliced, lambda s, k: window_stats(s, profile, thresholds, n_features * k, reference,
+                                                                     decision, test_auc),
+                                lambda ms: _iso(ms, window_ms), window_ms, counted, progress)
+        reasons += more
     report = {"format": 1, "bundle": str(bundle.path), "version": bundle.version, "logs": logs, "labels": labels,
               "window": window, "files": len(files), "skipped": skipped, "rows": total + earlier_files[0],
               "untimed_rows": untimed, "since": _iso(since_ms, 1000) if since_ms is not None else None,
               "rows_before_since": before_since,
               "thresholds": asdict(thresholds), "reference_metric": dict([reference]) if reference else None,
               "reference_auc": test_auc,
-              "features_not_logged": not_logged, "windows": windows,
+              "features_not_logged": not_logged, "windows": windows, **({"by": by_report} if by else {}),
               "verdict": "retrain" if reasons else "ok", "reasons": reasons, "seconds": round(elapsed, 3)}
     result = MonitorResult(report, report["verdict"], reasons, skipped)
-    for w in windows:
-        progress(window_line(w, reference, decision, thresholds.min_rows, bundle.version))
     if out:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -463,18 +482,6 @@ def _other_versions(windows: list[dict], version: str) -> Optional[str]:
             "their inputs and answers are compared with this bundle's training data like the rest (drift.json: each "
             "window's versions), their labels and probabilities are not. "
             "To judge one version alone, point --logs at the files of its time, or give that version's bundle")
-
-
-def _reasons(windows: list[dict]) -> list[str]:
-    """One line per window that crossed a threshold: which features, prediction drift, metric drop."""
-    reasons = []
-    for w in windows:
-        what = [f"{name} ({'; '.join(w['features'][name]['flags'])})" for name in w["flagged"]]
-        what += [f"prediction drift ({'; '.join(w['prediction']['flags'])})"] if w["prediction"]["flags"] else []
-        what += w.get("metrics", {}).get("flags", [])
-        if what:
-            reasons.append(f"{w['start']}: " + ", ".join(what))
-    return reasons
 
 
 def _iso(ms: int, window_ms: int = 60_000) -> str:

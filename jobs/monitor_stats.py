@@ -223,6 +223,14 @@ def reference_auc(metrics: dict) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None
 
 
+def crossed(w: dict) -> list[str]:
+    """What crossed a threshold in one judged window (`window_stats`): features with their flags, prediction drift,
+    the realised metrics' drops."""
+    what = [f"{name} ({'; '.join(w['features'][name]['flags'])})" for name in w["flagged"]]
+    what += [f"prediction drift ({'; '.join(w['prediction']['flags'])})"] if w["prediction"]["flags"] else []
+    return what + w.get("metrics", {}).get("flags", [])
+
+
 def window_line(w: dict, reference, decision: Optional[dict], min_rows: int, version: Optional[str] = None) -> str:
     """A window's line: its rows, what drifted (features, the predictions, a metric below the test split's) or
     "nothing flagged", and its realised metric. It said "nothing flagged" above a retrain for prediction drift."""

@@ -54,6 +54,10 @@ class Plan:
     version: Optional[str] = None
     # feature → (low, high): past these a value is outside the train split's range (`jobs.tabular.range_bounds`)
     ranges: Optional[dict[str, tuple[float, float]]] = None
+    # `trainyard monitor --by`: the log column (keep.<name> or a category's feature.<name>) whose values (`by_values`,
+    # canonical text: the most frequent) are each summarised apart too, as slices of each window
+    by: Optional[str] = None
+    by_values: tuple[str, ...] = ()
 
 
 def _sample(keys: np.ndarray, values: np.ndarray, k: int) -> str:
@@ -84,7 +88,8 @@ def window_start(ms, window_ms: int):
 
 
 def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) -> pa.Table:
-    """One block of log rows → one row per time window it touches: (window start ms, JSON summary). `labels`:
+    """One block of log rows → one row per time window it touches: (window start ms, slice ("" for all rows, "=v"
+    for the rows of `--by` value v), JSON summary). `labels`:
     (request_id, record, label), keys typed as the logs' (`summarise_files` casts them once)."""
     if PROBABILITIES in batch.column_names:    # a list column passes no join: the value counted instead
         batch = batch.set_column(batch.column_names.index(PROBABILITIES), PROBABILITIES,
@@ -100,52 +105,66 @@ def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) ->
     first = batch["request_id"][0].as_py() if len(batch) else ""
     rng = np.random.default_rng(zlib.crc32(f"{first}:{len(batch)}".encode()))
     names = set(batch.column_names)
-    windows, payloads = [], []
+    windows, slices, payloads = [], [], []
+    by = pc.cast(batch[plan.by], pa.string()) if plan.by and plan.by in names else None
     for start in np.unique(starts[has_time]):
-        rows = np.flatnonzero(has_time & (starts == start))
-        part = batch.take(pa.array(rows))
-        summary: dict[str, Any] = {"n": len(rows), "numeric": {}, "categorical": {}}
-        if "model_version" in names:       # which bundle served them: an update mid-window mixes two
-            versions = pc.cast(part["model_version"], pa.string())
-            summary["versions"] = {**_value_counts(versions), **({"": versions.null_count} if versions.null_count else {})}
-        for name, edges in plan.numeric.items():
-            if FEATURE_PREFIX + name not in names:
-                continue
-            values = part[FEATURE_PREFIX + name].to_numpy(zero_copy_only=False).astype(np.float64)
-            seen = values[~np.isnan(values)]
-            counts = np.bincount(drift.bin_index(seen, edges), minlength=len(edges) + 1)
-            summary["numeric"][name] = {"counts": counts.tolist(), "missing": int(len(values) - len(seen)),
-                                        "sample": _sample(rng.random(len(seen)), seen, SAMPLE_K)}
-            if plan.ranges and name in plan.ranges:
-                low, high = plan.ranges[name]
-                summary["numeric"][name]["outside"] = int(np.sum((seen < low) | (seen > high)))
-        for name in plan.categorical:
-            if FEATURE_PREFIX + name in names:
-                column = pc.cast(part[FEATURE_PREFIX + name], pa.string())
-                summary["categorical"][name] = {"counts": _value_counts(column), "missing": column.null_count}
-        prediction = part["prediction"]
-        if plan.task == "classification":
-            summary["prediction"] = {"counts": _value_counts(pc.cast(prediction, pa.string()))}
-        else:
-            values = prediction.to_numpy(zero_copy_only=False).astype(np.float64)
-            values = values[~np.isnan(values)]
-            summary["prediction"] = {"counts": np.bincount(drift.bin_index(values, plan.prediction_edges),
-                                                           minlength=len(plan.prediction_edges) + 1).tolist(),
-                                     "sample": _sample(rng.random(len(values)), values, SAMPLE_K)}
-        if plan.score_edges is not None and PROBABILITIES in names:
-            values = part.filter(_of_version(part, plan))[PROBABILITIES].to_numpy(zero_copy_only=False).astype(
-                np.float64)
-            held = values[~np.isnan(values)]         # rows logged without probabilities are not counted
-            held = held if plan.score_index == 1 else 1.0 - held
-            summary["score"] = {"counts": np.bincount(drift.bin_index(held, plan.score_edges),
-                                                      minlength=len(plan.score_edges) + 1).tolist(),
-                                "missing": 0, "sum": float(held.sum()),
-                                "sample": _sample(rng.random(len(held)), held, SAMPLE_K)}
-        if labels is not None:
-            summary["labels"] = _label_summary(part, plan, rng)
-        windows.append(int(start))
-        payloads.append(json.dumps(summary))
-    return pa.table({"window": pa.array(windows, pa.int64()), "summary": pa.array(payloads, pa.string())})
+        rows = has_time & (starts == start)
+        parts = [("", batch.filter(pa.array(rows)))]
+        if by is not None:          # the window's rows of each value apart, too (`--by`)
+            for value in plan.by_values:
+                mine = rows & pc.fill_null(pc.equal(by, value), False).to_numpy(zero_copy_only=False)
+                if mine.any():
+                    parts.append(("=" + value, batch.filter(pa.array(mine))))
+        for key, part in parts:
+            windows.append(int(start))
+            slices.append(key)
+            payloads.append(json.dumps(_summary(part, plan, names, rng, labels)))
+    return pa.table({"window": pa.array(windows, pa.int64()), "slice": pa.array(slices, pa.string()),
+                     "summary": pa.array(payloads, pa.string())})
+
+
+def _summary(part: pa.Table, plan: Plan, names: set, rng: np.random.Generator, labels: Optional[pa.Table]) -> dict:
+    """The summary of one window's rows (of one `--by` value, or all)."""
+    summary: dict[str, Any] = {"n": len(part), "numeric": {}, "categorical": {}}
+    if "model_version" in names:       # which bundle served them: an update mid-window mixes two
+        versions = pc.cast(part["model_version"], pa.string())
+        summary["versions"] = {**_value_counts(versions), **({"": versions.null_count} if versions.null_count else {})}
+    for name, edges in plan.numeric.items():
+        if FEATURE_PREFIX + name not in names:
+            continue
+        values = part[FEATURE_PREFIX + name].to_numpy(zero_copy_only=False).astype(np.float64)
+        seen = values[~np.isnan(values)]
+        counts = np.bincount(drift.bin_index(seen, edges), minlength=len(edges) + 1)
+        summary["numeric"][name] = {"counts": counts.tolist(), "missing": int(len(values) - len(seen)),
+                                    "sample": _sample(rng.random(len(seen)), seen, SAMPLE_K)}
+        if plan.ranges and name in plan.ranges:
+            low, high = plan.ranges[name]
+            summary["numeric"][name]["outside"] = int(np.sum((seen < low) | (seen > high)))
+    for name in plan.categorical:
+        if FEATURE_PREFIX + name in names:
+            column = pc.cast(part[FEATURE_PREFIX + name], pa.string())
+            summary["categorical"][name] = {"counts": _value_counts(column), "missing": column.null_count}
+    prediction = part["prediction"]
+    if plan.task == "classification":
+        summary["prediction"] = {"counts": _value_counts(pc.cast(prediction, pa.string()))}
+    else:
+        values = prediction.to_numpy(zero_copy_only=False).astype(np.float64)
+        values = values[~np.isnan(values)]
+        summary["prediction"] = {"counts": np.bincount(drift.bin_index(values, plan.prediction_edges),
+                                                       minlength=len(plan.prediction_edges) + 1).tolist(),
+                                 "sample": _sample(rng.random(len(values)), values, SAMPLE_K)}
+    if plan.score_edges is not None and PROBABILITIES in names:
+        values = part.filter(_of_version(part, plan))[PROBABILITIES].to_numpy(zero_copy_only=False).astype(
+            np.float64)
+        held = values[~np.isnan(values)]         # rows logged without probabilities are not counted
+        held = held if plan.score_index == 1 else 1.0 - held
+        summary["score"] = {"counts": np.bincount(drift.bin_index(held, plan.score_edges),
+                                                  minlength=len(plan.score_edges) + 1).tolist(),
+                            "missing": 0, "sum": float(held.sum()),
+                            "sample": _sample(rng.random(len(held)), held, SAMPLE_K)}
+    if labels is not None:
+        summary["labels"] = _label_summary(part, plan, rng)
+    return summary
 
 
 def _keys_typed_as(labels: Optional[pa.Table], logs: pa.Schema) -> Optional[pa.Table]:
@@ -237,7 +256,8 @@ def merge(group: pd.DataFrame) -> pd.DataFrame:
             out["score"] = _merge_one(out.get("score"), part["score"])
         if "labels" in part:
             out["labels"] = _merge_one(out["labels"], part["labels"])
-    return pd.DataFrame({"window": [int(group["window"].iloc[0])], "summary": [json.dumps(out)]})
+    return pd.DataFrame({"window": [int(group["window"].iloc[0])],
+                         "slice": [group["slice"].iloc[0] if "slice" in group else ""], "summary": [json.dumps(out)]})
 
 
 def _merge_one(a: Optional[dict], b: dict) -> dict:
@@ -276,6 +296,7 @@ def summarise_files(batch: pa.Table, plan: Plan, columns: list[str], filesystem,
                 pieces.append(summarise(pa.Table.from_batches([rows]), plan, labels))
     windows = pa.concat_tables(pieces) if pieces else None
     if windows is None or windows.num_rows == 0:     # no file, or no row with a time
-        return pa.table({"window": pa.array([], pa.int64()), "summary": pa.array([], pa.string())})
-    merged = [merge(group) for _, group in windows.to_pandas().groupby("window")]
+        return pa.table({"window": pa.array([], pa.int64()), "slice": pa.array([], pa.string()),
+                         "summary": pa.array([], pa.string())})
+    merged = [merge(group) for _, group in windows.to_pandas().groupby(["window", "slice"])]
     return pa.Table.from_pandas(pd.concat(merged, ignore_index=True), preserve_index=False)

@@ -227,6 +227,23 @@ def metrics_env(serve_spec: ServeSpec) -> dict[str, str]:
             "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": every}
 
 
+def stop_half_started(wait_s: float = 30.0) -> None:
+    """Stop a half-started Serve, and wait (up to `wait_s`) for its named actors to be gone: a start right after
+    met the old controller's actors still stopping ("The actor never ran - it was cancelled")."""
+    import time
+
+    import ray
+    from ray import serve
+    try:
+        serve.shutdown()
+    except Exception:  # noqa: BLE001 - a half-started Serve; what matters is that the next start is clean
+        pass
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and any(
+            a.get("namespace") == "serve" for a in ray.util.list_named_actors(all_namespaces=True)):
+        time.sleep(0.25)
+
+
 def running_ingress() -> str:
     """The ingress of the running Serve: in HAProxy mode, Serve names its fallback proxy ...-fallback-<node>."""
     import ray

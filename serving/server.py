@@ -28,7 +28,8 @@ from cluster.ports import free_ports
 from cluster.ray_compat import ServeDeployment, actor_table, gcs_protos, serve_controller_client, serve_deployment
 from jobs.spec import ServeSpec
 from serving.ingress import (check_port_free, choose_ingress, first_line, ingress_env, metrics_env,
-                             not_started, own_port_taken, replica_ingress_env, running_ingress)
+                             not_started, own_port_taken, replica_ingress_env, running_ingress,
+                             stop_half_started)
 from serving.contract import check_update, update_notes
 from serving.payload import payload_json
 from serving.settings import (TOKEN_ENV, ServeError, check_name, check_settings, default_name, keep_running,
@@ -102,11 +103,11 @@ def start_serve(serve_spec: ServeSpec, progress: Callable[[str], None] = print) 
         except Exception as exc:  # HAProxy's own ports (stats, metrics, fallback) are chosen anew at each start
             if not (ingress == "haproxy" and own_port_taken(exc, port)):
                 raise
-            _shutdown_quietly()
+            stop_half_started()
             progress(f"[serve] HAProxy's port was taken before it bound ({first_line(exc)}); trying other ports")
             _start(serve_spec, host, port, ingress)
     except Exception as exc:  # a taken port surfaces as a proxy (or HAProxy) that never becomes ready
-        _shutdown_quietly()
+        stop_half_started()
         check_port_free(host, port)     # taken since the check above (a second serve started beside): exit 2
         if not (ingress == "haproxy" and serve_spec.ingress == "auto"):
             raise not_started(host, port, exc) from exc
@@ -116,7 +117,7 @@ def start_serve(serve_spec: ServeSpec, progress: Callable[[str], None] = print) 
         try:
             _start(serve_spec, host, port, ingress)
         except Exception as exc2:
-            _shutdown_quietly()
+            stop_half_started()
             check_port_free(host, port)
             raise not_started(host, port, exc2) from exc2
     progress(f"[serve] Ray Serve listening on {host}:{port} ({ingress} ingress)")
@@ -145,14 +146,6 @@ def _quiet_driver_logs():
         yield
     finally:
         log.setLevel(level)
-
-
-def _shutdown_quietly() -> None:
-    from ray import serve
-    try:
-        serve.shutdown()
-    except Exception:  # noqa: BLE001 - a half-started Serve; what matters is that the next start is clean
-        pass
 
 
 def app_status(name: str) -> Optional[dict]:

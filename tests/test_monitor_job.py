@@ -156,6 +156,40 @@ def test_shifted_traffic_flags_exactly_the_shifted_features(served_bundle, tmp_p
     assert code == 0 and [w["start"] for w in report["windows"]] == ["2026-11-04T00:00Z"], out + err
 
 
+def test_by_a_kept_field_finds_the_one_site_whose_sensor_went_wrong(served_bundle, tmp_path, capsys):  # noqa: F811
+    """`--by site` (a field serve.log.keep wrote): each site's traffic judged apart, per window, with every site's
+    tests in the p-value correction. One site of eight whose air temperature sensor reads 3 sd high on the second
+    day is named, with the feature and the window; the other sites and days are not."""
+    logs = tmp_path / "logs"
+    reference = traffic(2000, seed=1)
+    sites = [f"S-{i}" for i in range(8)]
+    for day in (0, 1):
+        rows = traffic(800, seed=31 + day)
+        site = np.array(sites * 100)
+        if day == 1:
+            rows.loc[site == "S-3", "air_temp_k"] += 3 * reference["air_temp_k"].std()
+        path = write_log(logs, served_bundle, rows, day=day, name=f"d{day}")
+        pq.write_table(pq.read_table(path).append_column("keep.site", pa.array(site)), path)
+
+    code, out, err, report = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--by", "site")
+    assert code == 3, out + err
+    assert "[monitor] by site: 8 of 8 value(s) judged (the most rows: 1,600 of 1,600 rows, 100%); 1 crossed a " \
+           "threshold: S-3" in out, out
+    assert "[monitor] 2026-11-03T00:00Z, site S-3: 100 rows, flagged: air_temp_k (psi " in out
+    by = report["by"]
+    assert by["field"] == "site" and sorted(by["judged"]) == sites and by["rows_without"] == 0
+    flagged = {(v, w["start"]) for v, ws in by["windows"].items() for w in ws if w["flagged"]}
+    assert flagged == {("S-3", "2026-11-03T00:00Z")}, flagged
+    assert all(len(ws) == 2 and all(w["n"] == 100 and w["judged"] for w in ws) for ws in by["windows"].values())
+    assert "2026-11-03T00:00Z, site S-3: air_temp_k (psi " in out.strip().splitlines()[-1]
+    # Asked of what the logs lack, or of a number: said before Ray starts, with what there is.
+    code, _, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--by", "sight")
+    assert code == 2 and "--by sight: the logs hold no field 'sight' (did you mean 'site'?). Fields kept in " \
+                         "them: site" in err and "category features: machine_type" in err, err
+    code, _, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--by", "rpm")
+    assert code == 2 and "--by rpm: rpm is a number" in err, err
+
+
 def test_labels_reveal_the_mislabelled_window(served_bundle, tmp_path, capsys):  # noqa: F811
     logs, labels = tmp_path / "logs", []
     for day in range(3):

@@ -130,6 +130,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.ray
 def test_a_haproxy_port_taken_before_it_binds_is_chosen_again_not_a_fall_back_to_the_proxy():
     """HAProxy's stats, metrics and fallback ports are chosen free, and bound a minute later on a loaded machine:
     another server took one in between (CI, 2026-12-06), and `auto` fell back to the slower Python proxy. Such a

@@ -1,5 +1,5 @@
-"""`trainyard monitor BUNDLE --logs PATH [--labels PATH] [--window 1d] [--since 7d] [--out monitor]`: is the served model
-still fit for its traffic?
+"""`trainyard monitor BUNDLE --logs PATH [--labels PATH] [--window 1d] [--since 7d] [--by FIELD] [--out monitor]`: is
+the served model still fit for its traffic?
 
 Reads the prediction logs a served app wrote (`serve.log`), compares each time window with the bundle's
 reference profile (drift of every logged feature and of the predictions, missing and unknown rates) and, with
@@ -20,7 +20,8 @@ def register(subparsers, kit) -> None:
         from jobs.monitor import EXIT_RETRAIN, run_monitor     # pandas and scipy: not for every other command
 
         result = run_monitor(args.bundle, args.logs, labels=args.labels, window=args.window, out=args.out,
-                             progress=kit.progress, connect=lambda: kit.connect(args), since=args.since)
+                             progress=kit.progress, connect=lambda: kit.connect(args), since=args.since,
+                             by=args.by)
         if result.verdict == "retrain":
             print(f"retrain: {len(result.reasons)} window(s) crossed a threshold; "
                   + " | ".join(result.reasons), flush=True)
@@ -53,6 +54,9 @@ def register(subparsers, kit) -> None:
                    help="judge only the windows from the one holding WHEN on: a date or time (2026-11-01, "
                         "2026-11-01T08:00, UTC unless it names its zone) or a span back from now (7d, 12h); for a "
                         "cron job over logs that keep growing (default: every window)")
+    p.add_argument("--by", default=None, metavar="FIELD",
+                   help="also judge each value's traffic apart (its 20 most frequent values): a field kept in the "
+                        "logs (serve.log.keep: a machine's or a site's id) or a category feature")
     p.add_argument("--out", default="monitor", help="where drift.json and report.html go (default: monitor)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to use (default: RAY_ADDRESS, else an embedded local Ray)")

@@ -1,0 +1,94 @@
+"""`trainyard monitor --by NAME`: each value of a field judged apart, per window, as the whole traffic is.
+
+NAME is a field kept in the logs (`serve.log.keep`: a machine's, a site's id) or a category feature. One site of
+several sending a lab value in other units, one machine whose sensor failed: a few percent of the whole traffic,
+under every threshold there, all of that value's rows here. Each value's rows are compared with the whole training
+data, as the traffic is: a value whose traffic always differed from the fleet's (a machine of one type) is flagged
+as different, not as changed, and the reason says which feature. The `BY_VALUES` values with the most rows are
+judged (their summaries travel with the windows' through the same Ray Data job); the p-value threshold is divided
+by the values judged too, so that judging 20 machines does not give 20 times the false alarms.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cluster.errors import BadInput
+from jobs.watched import FEATURE_PREFIX, KEEP_PREFIX
+
+BY_VALUES = 20          # the values of a --by field judged: those with the most rows
+
+
+def by_column(name: str, columns, profile: dict) -> str:
+    """The log column `--by NAME` reads: `keep.NAME` (a field kept for the logs), else a category feature's
+    `feature.NAME`. BadInput (exit 2) naming what the logs offer, before Ray starts."""
+    if KEEP_PREFIX + name in columns:
+        return KEEP_PREFIX + name
+    if name in profile.get("categorical", {}) and FEATURE_PREFIX + name in columns:
+        return FEATURE_PREFIX + name
+    if name in profile.get("numeric", {}):
+        raise BadInput(f"--by {name}: {name} is a number; --by judges the traffic of each value of a category "
+                       "feature, or of a field kept in the logs (serve.log.keep), apart")
+    kept = sorted(c[len(KEEP_PREFIX):] for c in columns if c.startswith(KEEP_PREFIX))
+    categories = sorted(n for n in profile.get("categorical", {}) if FEATURE_PREFIX + n in columns)
+    near = difflib.get_close_matches(name, kept + categories, n=1)
+    raise BadInput(f"--by {name}: the logs hold no field {name!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+                   + f". Fields kept in them: {', '.join(kept) or 'none'} (a request field that is not a feature "
+                   "is logged when serve.log.keep lists it, as keep: [machine_id]); category features: "
+                   f"{', '.join(categories) or 'none'}")
+
+
+def top_values(fs, files: list[str], column: str, k: int = BY_VALUES) -> tuple[list[str], dict]:
+    """The `k` values of `column` with the most rows over `files` (read for that column alone; files without it
+    count as rows without a value), and {"values", "rows", "rows_judged", "rows_without"}."""
+    counts: dict[str, int] = {}
+    rows = without = 0
+    for path in files:
+        with fs.open_input_file(path) as f:
+            file = pq.ParquetFile(f)
+            if column not in file.schema_arrow.names:
+                rows += file.metadata.num_rows
+                without += file.metadata.num_rows
+                continue
+            values = pc.cast(file.read(columns=[column])[column], pa.string())
+        rows += len(values)
+        without += values.null_count
+        for entry in pc.value_counts(values.drop_null()).to_pylist():
+            counts[entry["values"]] = counts.get(entry["values"], 0) + entry["counts"]
+    chosen = sorted(counts, key=lambda v: (-counts[v], v))[:k]
+    return chosen, {"values": len(counts), "rows": rows, "rows_judged": sum(counts[v] for v in chosen),
+                    "rows_without": without}
+
+
+def judge(name: str, sliced: dict, judge_window: Callable[[dict, int], dict], iso: Callable[[int], str],
+          window_ms: int, counted: dict, progress: Callable[[str], None]) -> tuple[dict, list[str]]:
+    """The values' windows (`sliced`: {(window start, value): summary}) judged by `judge_window(summary, tests)`
+    with the tests of every value counted in the p-value correction: (drift.json's "by", the reasons of the
+    value-windows that crossed a threshold). Says a line per such value-window and one line of the whole."""
+    rows: dict[str, int] = {}
+    for (_, value), summary in sliced.items():
+        rows[value] = rows.get(value, 0) + summary["n"]
+    values = sorted(rows, key=lambda v: (-rows[v], v))
+    out: dict[str, list] = {v: [] for v in values}
+    reasons, flagged = [], set()
+    for (start, value), summary in sorted(sliced.items()):
+        stats = judge_window(summary, max(len(values), 1))
+        what = [f"{f} ({'; '.join(stats['features'][f]['flags'])})" for f in stats["flagged"]]
+        what += [f"prediction drift ({'; '.join(stats['prediction']['flags'])})"] if stats["prediction"]["flags"] else []
+        what += stats.get("metrics", {}).get("flags", [])
+        out[value].append({"start": iso(start), "end": iso(start + window_ms), **stats})
+        if what:
+            flagged.add(value)
+            reasons.append(f"{iso(start)}, {name} {value}: " + ", ".join(what))
+            progress(f"[monitor] {iso(start)}, {name} {value}: {summary['n']:,} rows, flagged: " + ", ".join(what))
+    share = counted["rows_judged"] / counted["rows"] if counted["rows"] else 0.0
+    progress(f"[monitor] by {name}: {len(values)} of {counted['values']:,} value(s) judged (the most rows: "
+             f"{counted['rows_judged']:,} of {counted['rows']:,} rows, {share:.0%}"
+             + (f"; {counted['rows_without']:,} rows without one" if counted["rows_without"] else "") + "); "
+             + (f"{len(flagged)} crossed a threshold: {', '.join(v for v in values if v in flagged)}" if flagged
+                else "none crossed a threshold"))
+    return {"field": name, **counted, "judged": values, "windows": out}, reasons
