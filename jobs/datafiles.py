@@ -74,12 +74,14 @@ def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], li
 
 
 def _list_dir(fs: pafs.FileSystem, root: str) -> list[str]:
-    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    files = sorted(i.path for i in infos if i.type == pafs.FileType.File
-                   and not os.path.basename(i.path).startswith((".", "_"))
-                   and os.path.splitext(i.path)[1].lower() in _EXTENSIONS)
+    """The data files under `root`, recursively, but none under a name starting with '.' or '_' (.ipynb_checkpoints,
+    a Spark job's _temporary: copies of the shards, read twice before)."""
+    tables = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+              if i.type == pafs.FileType.File and os.path.splitext(i.path)[1].lower() in _EXTENSIONS]
+    files = sorted(f for f in tables if not any(p.startswith((".", "_")) for p in os.path.relpath(f, root).split("/")))
     if not files:
-        raise DataError(f"data.path: the directory {root} holds no .parquet or .csv files")
+        hidden = f" ({len(tables)} under names starting with '.' or '_', which are skipped)" if tables else ""
+        raise DataError(f"data.path: the directory {root} holds no .parquet or .csv files{hidden}")
     return files
 
 

@@ -1,5 +1,6 @@
 """Ingest on a real local Ray: schema reconciliation, the errors that name files and columns, inference, split."""
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -166,6 +167,26 @@ def check_files_of(folder: Path):
 
     fs, files, _ = resolve_files(str(folder))
     return check_files(data_spec(folder, label="y"), {f: file_schema(fs, f, "csv") for f in files}, "csv", fs=fs)
+
+
+def test_copies_under_hidden_or_underscore_folders_are_not_read_as_shards(tmp_path):
+    """A notebook's .ipynb_checkpoints and a failed Spark job's _temporary hold copies of the shards: listed
+    recursively by file name alone, their rows were read as well (twice in train, predict and evaluate)."""
+    from jobs.datafiles import resolve_files
+
+    (tmp_path / "d" / ".ipynb_checkpoints").mkdir(parents=True)
+    (tmp_path / "d" / "_temporary" / "0").mkdir(parents=True)
+    (tmp_path / "d" / "2024" / "_old").mkdir(parents=True)
+    for path in ("d/a.csv", "d/2024/b.csv", "d/.ipynb_checkpoints/a-checkpoint.csv", "d/_temporary/0/part-0.csv",
+                 "d/2024/_old/b.csv", "d/_SUCCESS.csv"):
+        frame().to_csv(tmp_path / path, index=False)
+    _, files, _ = resolve_files(str(tmp_path / "d"))
+    assert [os.path.relpath(f, tmp_path / "d") for f in files] == ["2024/b.csv", "a.csv"]
+    (tmp_path / "e" / "_temporary").mkdir(parents=True)
+    frame().to_csv(tmp_path / "e" / "_temporary" / "x.csv", index=False)
+    with pytest.raises(DataError, match=r"holds no .parquet or .csv files \(1 under names starting with '.' or '_', "
+                                        r"which are skipped\)"):
+        resolve_files(str(tmp_path / "e"))
 
 
 def test_incompatible_column_type_names_file_and_column(tmp_path):
