@@ -248,10 +248,12 @@ def parse_since(text: str, now_ms: Optional[int] = None) -> int:
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     try:
         return now_ms - int(round(window_seconds(text) * 1000))
-    except ValueError:
-        pass
+    except ValueError as exc:
+        if "at most" in str(exc):        # a span, too long: its own message, not the ISO form's
+            raise MonitorInputError(f"--since {text!r}: a span back from now of at most 520w (ten years)") from None
     try:            # ISO only: pandas also read '11/04/2026' month first, and 'today' as local midnight
-        t = datetime.fromisoformat(text.strip())
+        # A trailing Z (what the split's messages write) is UTC; Python 3.10's fromisoformat did not take it.
+        t = datetime.fromisoformat(text.strip()[:-1] + "+00:00" if text.strip().endswith("Z") else text.strip())
     except ValueError:
         raise MonitorInputError(f"--since {text!r}: give an ISO date or time (2026-11-01, 2026-11-01T08:00, UTC "
                                 "unless it names its zone) or a span back from now (7d, 12h)") from None

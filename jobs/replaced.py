@@ -73,13 +73,16 @@ def trained_on(folder: Path) -> Optional[tuple[str, list[str], Optional[dict]]]:
         data = json.loads((folder / "lineage.json").read_text())["data"]
         features = [f["name"] for f in json.loads((folder / "schema.json").read_text())["features"]]
         split = data.get("split")
-        return data["fingerprint"], features, ({k: split.get(k) for k in SPLIT_WAY} if split else None)
+        way = {k: split.get(k) for k in SPLIT_WAY} if split else None
+        if way and way["order"]:
+            way["seed"] = None          # unused by a split by time: the same test rows whatever it was
+        return data["fingerprint"], features, way
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 def _split_way(way: dict) -> str:
-    how = (f"by {way['by']!r}" if way["by"] else f"by time {way['order']!r}" if way["order"] else
+    how = (f"by {way['by']!r}, seed {way['seed']}" if way["by"] else f"by time {way['order']!r}" if way["order"] else
            f"by row, seed {way['seed']}")
     return f"{how}, val {way['val']:g}, test {way['test']:g}"
 

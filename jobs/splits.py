@@ -60,8 +60,8 @@ def split_field(data: DataSpec, schemas: dict[str, pa.Schema], fs=None) -> Optio
     shown = ", ".join(sorted({str(t) for t in types.values()}))
     if not kinds:
         raise DataError(f"{what} names column {column!r}, which holds no value in any file; fill it in")
-    if kinds == {"time"}:
-        return pa.field(column, _time_type(column, what, types))
+    if kinds == {"time"}:       # a shard whose column is empty (null) is left to the check of rows without a time
+        return pa.field(column, _time_type(column, what, {f: t for f, t in types.items() if kind_of(t) != "null"}))
     if kinds <= {"int", "float"}:
         return pa.field(column, pa.float64() if data.split.order or "float" in kinds else pa.int64())
     if data.split.order:
@@ -87,8 +87,8 @@ def _time_type(column: str, what: str, types: dict[str, pa.DataType]) -> pa.Data
     if zoned and len(zoned) < len(types):
         plain = [f for f in types if f not in zoned]
         raise DataError(f"{what} names column {column!r}, whose times carry a time zone in {len(zoned)} file(s) "
-                        f"({sorted(zoned)[0]}) and none in {len(plain)} ({plain[0]}): they cannot be ordered "
-                        "together. Write them one way in every file (all with a zone or offset, or all without)")
+                        f"({sorted(zoned)[0]}) and none in {len(plain)} ({plain[0]}): they cannot be "
+                        f"{'ordered' if 'order' in what else 'compared'} together. Write them one way in every file (all with a zone or offset, or all without)")
     unit = "ns" if any(pa.types.is_timestamp(t) and t.unit == "ns" for t in types.values()) else "us"
     return pa.timestamp(unit, "UTC" if zoned else None)
 
@@ -112,7 +112,7 @@ def _not_dates(fs, files: list[str], column: str, of: int, shown: int = 3) -> Op
     none of them), or that its ISO times mix cells with a zone and without. None when no file is of text."""
     if not files:
         return None
-    found, month_first, mixed = [], False, []
+    found, month_first, mixed, numbers = [], False, [], False
     for path in files:
         if fs is None or not path.lower().endswith(".csv") or len(found) >= shown:
             continue
@@ -121,6 +121,10 @@ def _not_dates(fs, files: list[str], column: str, of: int, shown: int = 3) -> Op
         except (OSError, pa.ArrowException):
             continue
         ok, zoned = _times([v for _, v in cells])
+        # Day numbers with a stray '?' read as text too: the numbers are fine, the other cells are what to name.
+        numeric = pd.to_numeric(pd.Series([v for _, v in cells], dtype=object).str.strip(), errors="coerce").notna()
+        numbers = numbers or bool(numeric.any())
+        ok = ok | numeric.to_numpy()
         bad = [cells[i] for i in np.flatnonzero(~ok)[:shown - len(found)]]
         found += [f"{path} line {line}: {v!r}" for line, v in bad]
         month_first = month_first or any(re.match(_MONTH_FIRST, v.strip()) for _, v in bad)
@@ -132,7 +136,8 @@ def _not_dates(fs, files: list[str], column: str, of: int, shown: int = 3) -> Op
         ", ".join(files[:shown]) + (" ..." if len(files) > shown else ""))
     hint = (" (month/day/year as written? pd.to_datetime(df[col], format='%m/%d/%Y') reads it, "
             ".dt.strftime('%Y-%m-%d') writes it as ISO)" if month_first else
-            " (write every time of the column one way: all with a zone or offset, or all without)" if mixed else "")
+            " (write every time of the column one way: all with a zone or offset, or all without)" if mixed else
+            " (the other cells are numbers: fix or empty these)" if numbers and found else "")
     return f"; it reads as text in {len(files)} of {of} file(s): {where}{hint}"
 
 

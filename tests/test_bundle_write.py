@@ -443,9 +443,17 @@ def test_a_new_version_that_scores_worse_than_the_one_it_replaces_is_said(tmp_pa
     before = _latest_test_metrics(tmp_path)[3]
     assert before[2] == by_row and _other_data(before, (*before[:2], by_row)) == ""
     assert _other_data(before, (*before[:2], {**by_row, "by": "machine_id", "groups": {}})) == (
-        " (another split (by row, seed 0, val 0.15, test 0.15 → by 'machine_id', val 0.15, test 0.15), so "
+        " (another split (by row, seed 0, val 0.15, test 0.15 → by 'machine_id', seed 0, val 0.15, test 0.15), so "
         "different test rows: trainyard evaluate OLD NEW --data ROWS scores both on the same rows)")
     assert _other_data(before, (*before[:2], None)) == ""
+    # By group, another seed: other groups in test, and the note says why; by time, a seed changes no test row.
+    by_group = {**by_row, "by": "machine_id"}
+    assert "(by 'machine_id', seed 0, val 0.15, test 0.15 → by 'machine_id', seed 1, val 0.15, test 0.15)" in \
+        _other_data((*before[:2], by_group), (*before[:2], {**by_group, "seed": 1}))
+    (tmp_path / "bundles" / "v1" / "lineage.json").write_text(json.dumps(
+        {"data": {"fingerprint": "a" * 40, "split": {"val": 0.15, "test": 0.15, "seed": 3, "order": "day"}}}))
+    by_time = _latest_test_metrics(tmp_path)[3]
+    assert _other_data(by_time, (*before[:2], {**by_row, "order": "day", "seed": None})) == ""
 
 
 def test_a_version_of_another_job_taking_the_outputs_pointer_is_said(tmp_path):

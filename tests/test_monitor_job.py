@@ -294,6 +294,8 @@ def test_since_reads_a_date_a_time_or_a_span_back_from_now():
         with pytest.raises(MonitorInputError, match=r"--since '.*': give an ISO date or time \(2026-11-01, "):
             parse_since(text, now)
     assert parse_since("2026-11-04T06:00Z", now) == parse_since("2026-11-04T08:00+02:00", now)
+    with pytest.raises(MonitorInputError, match=r"--since '600w': a span back from now of at most 520w"):
+        parse_since("600w", now)
 
 
 def test_weekly_windows_start_on_mondays_and_days_at_midnight(tmp_path):

@@ -305,6 +305,21 @@ def test_validate_says_where_the_times_are_missing_or_not_dates_before_ray_start
         precheck.check_columns(spec_of(tmp_path, {"order": "sen"}, features=no_ids))
     assert str(err.value).startswith("data.split.order names column 'sen', which is in none of the files; did you "
                                      "mean 'seen'?")
+    # Day numbers, one '?' in one file: the '?' is named, not the good numbers, and the fix is that cell.
+    days = df.assign(day=range(60)).drop(columns=["seen"])
+    days.iloc[:30].to_csv(tmp_path / "jan.csv", index=False)
+    days.iloc[30:].assign(day=["7"] * 3 + ["?"] + [str(d) for d in range(34, 60)]).to_csv(tmp_path / "feb.csv",
+                                                                                        index=False)
+    with pytest.raises(DataError, match=r"it reads as text in 1 of 2 file\(s\): \S*feb.csv line 5: '\?' \(the other "
+                                        r"cells are numbers: fix or empty these\)"):
+        precheck.check_columns(spec_of(tmp_path, {"order": "day"}, features=no_ids))
+    # A shard whose time column is empty: its rows without a time are named, not a time zone mix-up.
+    df.iloc[:30].assign(seen=pd.to_datetime(df["seen"].iloc[:30]).dt.strftime("%Y-%m-%dT10:00Z")).to_csv(
+        tmp_path / "jan.csv", index=False)
+    df.iloc[30:].assign(seen=None).to_csv(tmp_path / "feb.csv", index=False)
+    with pytest.raises(DataError, match=r"data.split.order: 30 row\(s\) have no value in column 'seen' \(\S*feb.csv "
+                                        r"line 2; "):
+        precheck.check_columns(spec_of(tmp_path, {"order": "seen"}, features=no_ids))
 
 
 def test_a_repeated_identifier_kept_as_a_category_is_pointed_at_the_group_split():
