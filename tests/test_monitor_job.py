@@ -148,9 +148,11 @@ def test_shifted_traffic_flags_exactly_the_shifted_features(served_bundle, tmp_p
     assert out.strip().splitlines()[-1].startswith("ok: 300 rows since 2026-11-04T00:00:00Z in 1 window(s)")
     assert [w["start"] for w in report["windows"]] == ["2026-11-04T00:00Z"] and report["rows_before_since"] == 600
     code, out, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--since", "2026-11-09T06:00")
-    assert code == 2 and ("--since: every one of the 900 logged rows under " in err
-                          and " is earlier than 2026-11-09T00:00Z (the window that holds it); give an earlier "
-                              "time" in err), err
+    # A quiet day is no bad input: exit 4 of its own, for a cron job to tell from a broken one.
+    assert code == 4 and out.strip().splitlines()[-1].startswith("no traffic: --since: every one of the 900 logged "
+                                                                 "rows under ") and \
+        " is earlier than 2026-11-09T00:00Z (the window that holds it): no traffic to judge (a quiet period, or a " \
+        "server that stopped logging); exit 4" in out and not err, out + err
     # Inside a window: the rows of that window's earlier part are judged with it (windows are whole).
     code, out, err, report = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--since", "2026-11-04T12:00")
     assert code == 0 and [w["start"] for w in report["windows"]] == ["2026-11-04T00:00Z"], out + err

@@ -7,6 +7,7 @@ labels (Parquet or CSV of request_id, optional record, label), the realised metr
 metrics. Writes OUT/drift.json and OUT/report.html. The exit code is for cron and CI:
 
     0  fine             3  retrain: a threshold (`monitor:` in the bundle's spec) was crossed; the last line says why
+    4  no traffic logged since --since's time (a quiet period, or a server that stopped logging)
     2  bad input        1  failed while running
 """
 from __future__ import annotations
@@ -17,11 +18,15 @@ import argparse
 def register(subparsers, kit) -> None:
     """Add `monitor` to the `trainyard` subcommands."""
     def cmd_monitor(args) -> int:
-        from jobs.monitor import EXIT_RETRAIN, run_monitor     # pandas and scipy: not for every other command
+        from jobs.monitor import EXIT_RETRAIN, NoTrafficSince, run_monitor     # pandas, scipy: not for every command
 
-        result = run_monitor(args.bundle, args.logs, labels=args.labels, window=args.window, out=args.out,
-                             progress=kit.progress, connect=lambda: kit.connect(args), since=args.since,
-                             by=args.by)
+        try:
+            result = run_monitor(args.bundle, args.logs, labels=args.labels, window=args.window, out=args.out,
+                                 progress=kit.progress, connect=lambda: kit.connect(args), since=args.since,
+                                 by=args.by)
+        except NoTrafficSince as exc:       # not an error: the last line, as ok and retrain are
+            print(f"no traffic: {exc}", flush=True)
+            return exc.exit_code
         if result.verdict == "retrain":
             print(f"retrain: {len(result.reasons)} window(s) crossed a threshold; "
                   + " | ".join(result.reasons), flush=True)
