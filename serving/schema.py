@@ -23,6 +23,8 @@ from cluster.errors import BadInput
 from jobs.watched import image_size_fields
 
 MAX_LISTED_PROBLEMS = 20
+MISSPELT_CHECKED = 20        # unknown fields of a record checked for a misspelt feature (unknown_fields: ignore)
+_ID_NAME = re.compile(r"(^|[_\-\s])id$|[a-z]Id$|ID$|uuid", re.I)     # 'machine_id', 'orderId', 'ID', 'uuid'
 # Integers the model's float arithmetic can hold; a larger one (JSON allows any) would overflow in pandas.
 MAX_DOUBLE_INT = int(sys.float_info.max)
 # An encoded image may declare at most 64x the model's input size in each dimension, and never less than
@@ -135,6 +137,7 @@ class RequestChecker:
         # Request fields that are not features, accepted for the prediction log (serve.log.keep): text, numbers,
         # booleans or null, left in the records for the logger; the model never reads them (`without_kept`).
         self.keep = frozenset(keep)
+        self._near: dict[str, str] = {}     # field name → its nearest feature ("" none): `_misspelt`
         self.label = (schema.get("label") or {}).get("name")
         self.max_records = max_records
         self.max_body_bytes = max_body_bytes
@@ -240,7 +243,8 @@ class RequestChecker:
                 elif name in self.keep:
                     if t is str or t is int or t is bool or value is None or (t is float and value - value == 0.0):
                         continue
-                elif not self.reject_unknown_fields:
+                elif not self.reject_unknown_fields and (len(ignored) >= MISSPELT_CHECKED
+                                                         or not self._misspelt(name, record)):
                     ignored.append(name)
                     continue
                 total += 1
@@ -302,6 +306,18 @@ class RequestChecker:
         except ValueError as exc:
             return str(exc), None
 
+    def _misspelt(self, name: str, record: dict) -> bool:
+        """Under unknown_fields: ignore, whether `name` reads as a misspelling of a feature `record` lacks, as
+        `Bundle.predict` refuses it ('lenght_of_stay' was ignored and the stay imputed, answered 200). Not a name
+        that reads as an id ('clinic_id' beside 'clinic_type'); each name's nearest feature is looked up once."""
+        near = self._near.get(name)
+        if near is None:
+            if len(self._near) >= 4096:
+                self._near.clear()
+            close = difflib.get_close_matches(name, list(self.features), n=1)
+            near = self._near[name] = close[0] if close and not _ID_NAME.search(name) else ""
+        return bool(near) and near not in record
+
     def without_kept(self, records: list[dict]) -> list[dict]:
         """`records` without the fields kept for the log: the model's input (a kept 'machine_id' beside a missing
         'machine_type' read to `Bundle.predict` as a misspelt feature)."""
@@ -322,11 +338,15 @@ class RequestChecker:
             # fields ignored, an operator's choice (serve.unknown_fields) that a misspelt feature must not hide.
             # Not for a near name (a misspelt feature ignored would be imputed without a word), unless it reads as
             # an id: 'machine_id' was asked "did you mean 'machine_type'?" and nothing else.
-            an_id = bool(re.search(r"(^|[_\-\s])id$|[a-z]Id$|ID$|uuid", name, re.I))
+            an_id = bool(_ID_NAME.search(name))
             what = ("it is the model's label, " if name == self.label else
                     "if it is an id rather than a misspelling, " if close and an_id else "")
-            other = ("" if close and not an_id else f"; {what}send features only, or serve with --set "
-                     "unknown_fields=ignore to have fields that are not features ignored")
+            other = (" (fields that are not features are ignored here, but this one reads as a misspelt feature "
+                     "the record lacks, which would be imputed: fix its name)" if close and not an_id
+                     and not self.reject_unknown_fields else "" if close and not an_id else
+                     f"; {what}send features only, list it in serve.log.keep to accept it and keep it in the "
+                     "prediction log, or serve with --set unknown_fields=ignore to have fields that are not "
+                     "features ignored")
             return Problem(f"unknown field; {hint}the features are {', '.join(self.features)} (GET /schema){other}",
                            i, name)
         if kind == _TEXT:

@@ -122,8 +122,9 @@ def test_a_tables_own_row_is_refused_saying_what_its_extra_fields_are_and_how_to
     with pytest.raises(RequestError) as caught:
         checker.parse(b'{"records": [{"id": "C1", "failure": 1, "rmp": 3}]}')
     said = {p.field: p.message for p in caught.value.problems}
-    assert said["id"].endswith("(GET /schema); send features only, or serve with --set unknown_fields=ignore to "
-                               "have fields that are not features ignored")
+    assert said["id"].endswith("(GET /schema); send features only, list it in serve.log.keep to accept it and keep "
+                               "it in the prediction log, or serve with --set unknown_fields=ignore to have fields "
+                               "that are not features ignored")
     assert "; it is the model's label, send features only" in said["failure"]
     # A misspelt feature is not advised to be ignored: it would be imputed without a word.
     assert "did you mean 'rpm'?" in said["rmp"] and "unknown_fields" not in said["rmp"]
@@ -134,12 +135,32 @@ def test_a_tables_own_row_is_refused_saying_what_its_extra_fields_are_and_how_to
         machines.parse(b'{"records": [{"machine_id": "PM-007", "machine_type": "L"}]}')
     [problem] = caught.value.problems
     assert "did you mean 'machine_type'? " in problem.message and problem.message.endswith(
-        "; if it is an id rather than a misspelling, send features only, or serve with --set unknown_fields=ignore "
-        "to have fields that are not features ignored")
+        "; if it is an id rather than a misspelling, send features only, list it in serve.log.keep to accept it and "
+        "keep it in the prediction log, or serve with --set unknown_fields=ignore to have fields that are not "
+        "features ignored")
     for name in ("Machine_Id", "Id", "machineID", "uuid"):           # any case
         with pytest.raises(RequestError) as caught:
             machines.parse(json.dumps({"records": [{name: "x", "machine_type": "L"}]}).encode())
         assert "unknown_fields=ignore" in caught.value.problems[0].message, name
+
+
+def test_ignored_fields_do_not_hide_a_misspelt_feature():
+    """Under unknown_fields: ignore (what a clinic_id's refusal advised), 'lenght_of_stay' was ignored too and the
+    stay imputed, answered 200, where `Bundle.predict` refuses it. A name that reads as a misspelt feature the
+    record lacks is refused; an id, the feature itself beside it, or junk far from every feature is still ignored."""
+    from serving.schema import RequestChecker, RequestError
+
+    checker = RequestChecker({"features": [{"name": "length_of_stay", "type": "number"},
+                                           {"name": "clinic_type", "type": "category"}]},
+                             max_records=10, max_body_bytes=2**20, unknown_fields="ignore")
+    with pytest.raises(RequestError) as caught:
+        checker.parse(b'{"records": [{"clinic_id": "C07", "lenght_of_stay": 14.6}]}')
+    [problem] = caught.value.problems
+    assert problem.field == "lenght_of_stay" and "did you mean 'length_of_stay'?" in problem.message
+    assert problem.message.endswith("(fields that are not features are ignored here, but this one reads as a "
+                                    "misspelt feature the record lacks, which would be imputed: fix its name)")
+    assert checker.parse(b'{"records": [{"clinic_id": "C07", "length_of_stay": 3, "lenght_of_stay": 1, '
+                         b'"note": "x"}]}') == [{"length_of_stay": 3}]
 
 
 def test_non_finite_regression_outputs_name_the_record():
