@@ -28,7 +28,8 @@ from jobs.infer import (MAX_INFERRED_CLASSES, DataError, confirm_distinct, featu
                          infer_features, infer_task, infinite_problem, jsonable, merge_probes,
                          number_classes_note, probe, text_label_problem)
 from jobs.spec import DataSpec
-from jobs.spelling import look_alike, look_alike_note, placeholder_note, placeholders
+from jobs.spelling import (case_classes_problem, look_alike, look_alike_note, placeholder_note, placeholders,
+                           same_but_case)
 from jobs.splits import (NAMES, SPLIT_COLUMN, TEST, TRAIN, VAL, assign_split, order_gaps,  # noqa: F401 (jobs.images)
                          order_problem, split_column, split_field, split_key, split_line, split_summary,
                          split_thresholds, stratified_by_groups)
@@ -202,6 +203,8 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                             "classification needs at least two. Check the label column or the data path")
         if found := placeholders(classes):
             progress(f"[ingest] note: {placeholder_note(data.label, found, label=True)}")
+        if twins := [g for g in look_alike(classes) if same_but_case(g)]:
+            raise DataError(case_classes_problem(data.label, twins, f"data.path: {data.path}"))
         for group in look_alike(classes):
             progress(f"[ingest] {look_alike_note(data.label, group)}")
         if note := number_classes_note(data.label, classes, len(labels)):

@@ -140,14 +140,25 @@ def task_note(spec: JobSpec) -> Optional[str]:
 def class_notes(spec: JobSpec) -> list[str]:
     """For `trainyard validate`: label classes that are one word written two ways ('Yes' and 'yes'), which ingest
     will train as different classes (`jobs.spelling.look_alike`), when the label is read as classes."""
-    from jobs.spelling import look_alike, look_alike_note, placeholder_note, placeholders
+    from jobs.spelling import look_alike, look_alike_note, placeholder_note, placeholders, same_but_case
 
     if spec.data.task == "regression" or spec.data.is_image:
         return []
     values = label_values(spec.data, _MOST_CLASSES_LOOKED_AT)       # not the first 21 alone: a catalogue has 37
     found = placeholders(values or [])
     return ([placeholder_note(spec.data.label, found, label=True)] if found else []) + [
-        look_alike_note(spec.data.label, group) for group in look_alike(values or [])]
+        look_alike_note(spec.data.label, group) for group in look_alike(values or []) if not same_but_case(group)]
+
+
+def class_problems(spec: JobSpec) -> list[str]:
+    """For `trainyard validate`: label classes that differ only in case or spaces, which ingest refuses
+    (`jobs.spelling.case_classes_problem`): said by validate, before the run's Ray start."""
+    from jobs.spelling import case_classes_problem, look_alike, same_but_case
+
+    if spec.data.task == "regression" or spec.data.is_image:
+        return []
+    twins = [g for g in look_alike(label_values(spec.data, _MOST_CLASSES_LOOKED_AT) or []) if same_but_case(g)]
+    return [case_classes_problem(spec.data.label, twins, f"data.path: {spec.data.path}")] if twins else []
 
 
 # Label values `class_notes` reads for classes written two ways (`look_alike` compares every pair).

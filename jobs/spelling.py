@@ -28,6 +28,21 @@ def how_alike(group: list[str]) -> str:
             else "are one yes/no answer spelt differently")
 
 
+def same_but_case(group: list[str]) -> bool:
+    """A `look_alike` group whose values differ only in case or in spaces around them ('Yes', 'yes', 'Yes ')."""
+    return len({c.strip().casefold() for c in group}) == 1
+
+
+def case_classes_problem(label: str, groups: list[list[str]], where: str) -> str:
+    """The refusal of label classes that differ only in case or spaces (`same_but_case` groups): one answer
+    written two ways, never two classes meant ('Yes'/'yes'/'No'/'no' in monthly exports trained 4 classes, and a
+    model that answered 'no' for every test row, after `validate` said OK)."""
+    shown = "; ".join(" and ".join(map(repr, g)) for g in groups)
+    return (f"label {label!r}: classes {shown} differ only in case or in spaces around them, and would be trained as "
+            f"{'different classes' if len(groups) == 1 else 'different classes each'} ({where}). Write each class "
+            "one way in the data, e.g. with pandas: df[label] = df[label].str.strip().str.lower()")
+
+
 def look_alike_note(label: str, group: list[str]) -> str:
     return (f"label {label!r}: classes {' and '.join(map(repr, group))} {how_alike(group)}, and are trained as "
             "different classes; if they are one, make them the same in the data")

@@ -307,19 +307,36 @@ def test_a_semicolon_separated_csv_is_told_to_use_commas(tmp_path):
         ingest(data_spec(tmp_path), progress=lambda *_: None)
 
 
-def test_label_classes_written_two_ways_are_said(tmp_path):
-    """'Yes ' next to 'Yes' became a class of its own without a word (only the class counts showed it)."""
+def test_label_classes_written_two_ways_are_refused_or_said(tmp_path):
+    """'Yes ' next to 'Yes' became a class of its own without a word (only the class counts showed it); then a
+    note said it, and 'Yes'/'yes'/'No'/'no' in monthly exports still trained 4 classes (a model answering 'no' to
+    every test row) after `validate` said OK. Classes that differ only in case or spaces are refused, in validate
+    and in ingest; a yes/no answer spelt two ways ('Y', 'yes') is said."""
+    from jobs import precheck
+
     f = frame(n=40)
     f["y"] = ["Yes", "No", "Yes ", "no"] * 10
     f.to_csv(tmp_path / "p.csv", index=False)
-    said = []
-    r = ingest(data_spec(tmp_path), progress=said.append)
-    assert r.classes == ["No", "Yes", "Yes ", "no"]
-    assert [line for line in said if "differ only in case" in line] == [
-        "[ingest] label 'y': classes 'No' and 'no' differ only in case or in spaces around them, and are trained "
-        "as different classes; if they are one, make them the same in the data",
-        "[ingest] label 'y': classes 'Yes' and 'Yes ' differ only in case or in spaces around them, and are "
-        "trained as different classes; if they are one, make them the same in the data"]
+    said = (f"label 'y': classes 'No' and 'no'; 'Yes' and 'Yes ' differ only in case or in spaces around them, and "
+            f"would be trained as different classes each (data.path: {tmp_path}). Write each class one way in the "
+            "data, e.g. with pandas: df[label] = df[label].str.strip().str.lower()")
+    with pytest.raises(DataError) as err:
+        ingest(data_spec(tmp_path), progress=lambda *_: None)
+    assert str(err.value) == said
+    assert precheck.class_problems(validate_spec({"name": "t", "data": {"path": str(tmp_path), "label": "y"}})) \
+        == [said]
+    import yaml
+
+    from trainyard import cli
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "t", "data": {"path": str(tmp_path), "label": "y"}}))
+    assert cli.main(["validate", str(tmp_path / "spec.yaml")]) == 2
+    f["y"] = ["Y", "N", "yes", "no"] * 10
+    f.to_csv(tmp_path / "p.csv", index=False)
+    lines = []
+    r = ingest(data_spec(tmp_path), progress=lines.append)
+    assert r.classes == ["N", "Y", "no", "yes"]
+    assert "[ingest] label 'y': classes 'N' and 'no' are one yes/no answer spelt differently, and are trained as " \
+           "different classes; if they are one, make them the same in the data" in lines
 
 
 def test_inference_is_reported(tmp_path):

@@ -262,8 +262,9 @@ def cmd_validate(args) -> int:
         raise SpecError(exc.problems + data_problems_alone(args)) from None
     seen: list[str] = []
     check_before_ray(spec, notes=seen)
-    print(f"{args.spec}: OK — job {spec.name!r}, output {spec.output_dir}")
     from jobs import precheck
+    precheck.refuse([], precheck.class_problems(spec))      # one class written two ways: what ingest refuses
+    print(f"{args.spec}: OK — job {spec.name!r}, output {spec.output_dir}")
     notes = [precheck.task_note(spec), *precheck.class_notes(spec), *seen]
     if spec.tune is not None:
         from tuning.space import metric_note
