@@ -393,7 +393,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
     splits = ING.assign_split(good[[label, "_u"]], label, cuts, stratify)
     names = ING.NAMES
     split_rows = {n: int((splits[ING.SPLIT_COLUMN] == k).sum()) for k, n in names.items()}
-    how = split_summary(data, splits, good["_u"].to_numpy(), stratify)
+    how = split_summary(data, splits, good["_u"].to_numpy(), stratify, cuts=cuts)
     if line := split_line(how):
         progress(line)
     ING.check_splits(split_rows, data)

@@ -201,14 +201,76 @@ def split_key(batch: pd.DataFrame, seed: int, by: Optional[str] = None, order: O
     else:
         groups = batch[by]
         batch = batch.drop(columns=[by])
-        # Hashed as text: pandas hashes an Arrow-backed column of integers as floats in a block that holds a null,
-        # and as integers in one that does not, which put a group's rows in two splits.
-        h = pd.util.hash_pandas_object(groups.astype(str), index=False,
-                                       hash_key=key).to_numpy(dtype=np.uint64, copy=True)
+        h = _group_hashes(groups, key)
         alone = groups.isna().to_numpy()
         if alone.any():
             h[alone] = pd.util.hash_pandas_object(batch[alone], index=False, hash_key=key).to_numpy(dtype=np.uint64)
-    return batch.assign(_u=(h >> np.uint64(11)).astype(np.float64) / float(1 << 53))
+    return batch.assign(_u=_unit(h))
+
+
+def _unit(h: np.ndarray) -> np.ndarray:
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _group_hashes(groups: pd.Series, key: str) -> np.ndarray:
+    """Each group value's hash, of its canonical text (`jobs.fitted.canonical`: 7, 7.0 and '7' are one group):
+    pandas hashed an Arrow-backed column of integers as floats in a block holding a null and as integers in one
+    that did not (a group's rows in two splits), and `evaluate` must key a table read another way the same."""
+    from jobs.fitted import canonical
+    text = pd.Series(["" if pd.isna(v) else canonical(v) for v in groups], dtype=object)
+    return pd.util.hash_pandas_object(text, index=False, hash_key=key).to_numpy(dtype=np.uint64, copy=True)
+
+
+def splits_of(how: dict, table: pd.DataFrame, label: str) -> Optional[np.ndarray]:
+    """Which split of a bundle's data each row of `table` would have been in (TRAIN, VAL, TEST; -1 where it
+    cannot be told: a row without its group or time), by the bundle's split (lineage.json's data.split: a split
+    by group keeps its cuts, a split by time where each split starts). None where rows cannot be placed at all:
+    a split by row (keyed by the row's whole content as ingest read it), or a table without the split's column."""
+    column = how.get("by") or how.get("order")
+    if column is None or column not in table.columns or (how.get("by") and not how.get("cuts")):
+        return None
+    out = np.full(len(table), -1, dtype=np.int8)
+    values = table[column]
+    if how.get("by"):
+        key = hashlib.sha256(str(how.get("seed", 0)).encode()).hexdigest()[:16]
+        u = _unit(_group_hashes(values, key))
+        cuts = {json_key(k): tuple(-np.inf if c is None else c for c in (t, v)) for k, t, v in how["cuts"]}
+        if how.get("stratified") and None not in cuts:
+            pairs = [cuts.get(json_key(jsonable(y)), (np.nan, np.nan)) for y in table[label]]
+            t_cut, v_cut = (np.array([c[i] for c in pairs], dtype=np.float64) for i in (0, 1))
+        else:
+            t_cut, v_cut = cuts[None]
+        placed = values.notna().to_numpy() & ~np.isnan(np.broadcast_to(t_cut, u.shape))
+        out[placed] = np.where(u <= t_cut, TEST, np.where(u <= v_cut, VAL, TRAIN))[placed]
+        return out
+    times = _comparable(values)
+    starts = {name: _comparable(pd.Series([at]))[0] for name, at in (how.get("from") or {}).items()
+              if name in ("val", "test") and at is not None}
+    known = ~np.isnan(times)
+    out[known] = TRAIN
+    for name, k in (("val", VAL), ("test", TEST)):
+        if starts.get(name) is not None:
+            out[known & (times >= starts[name])] = k
+    return out
+
+
+def json_key(k: Any) -> Any:
+    """A cut's class as JSON gives it back (lineage.json): lists of [class, test cut, val cut]."""
+    return k if k is None or isinstance(k, (str, bool, int)) else jsonable(k)
+
+
+def _comparable(values: pd.Series) -> np.ndarray:
+    """Times (or numbers) as float64 for comparing with a split's starts: microseconds since 1970 in UTC (a time
+    without a zone taken as UTC), NaN where a value is none."""
+    if not pd.api.types.is_datetime64_any_dtype(values):
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.notna().sum() == values.notna().sum():
+            return numbers.to_numpy(dtype=np.float64)
+        values = pd.to_datetime(values.astype(object), errors="coerce", utc=True, format="ISO8601")
+    t = pd.to_datetime(values, utc=True)
+    us = t.dt.tz_convert(None).to_numpy(dtype="datetime64[us]").astype(np.int64).astype(np.float64)
+    us[t.isna().to_numpy()] = np.nan
+    return us
 
 
 def order_values(values: pd.Series) -> np.ndarray:
@@ -257,13 +319,15 @@ def stratified_by_groups(keys: pd.DataFrame, label: str) -> bool:
 
 
 def split_summary(data: DataSpec, splits: pd.DataFrame, u: np.ndarray, stratified: bool,
-                  order_type: Optional[pa.DataType] = None) -> dict:
+                  order_type: Optional[pa.DataType] = None, cuts: Optional[dict] = None) -> dict:
     """How the split was made, for summary.json and the `[ingest] split` line: the groups per split, or the time
     each split starts from. `splits`: the rows' SPLIT_COLUMN (from `assign_split`), `u` their keys; `order_type`:
     the type the order column was read as (`split_field`)."""
     if data.split.by:
         groups = {name: int(pd.unique(u[splits[SPLIT_COLUMN].to_numpy() == k]).size) for k, name in NAMES.items()}
-        return {"by": data.split.by, "groups": groups, "stratified": stratified}
+        # The cuts on the groups' keys (per class where stratified): `splits_of` places new rows' groups with them.
+        kept = [[k, *(float(c) if np.isfinite(c) else None for c in pair)] for k, pair in (cuts or {}).items()]
+        return {"by": data.split.by, "groups": groups, "stratified": stratified, "cuts": kept}
     if data.split.order:
         starts = {}
         for name, k in (("val", VAL), ("test", TEST)):

@@ -247,3 +247,49 @@ def test_test_rows_of_categories_the_model_lacks_are_counted_for_the_runs_note(v
     kept = unseen_test_note({"c": [19, "z", (2, 40)]}, 58, {"order": "seen"})
     assert kept.endswith("unknown category: 'c' in 19 (e.g. 'z'; it keeps the 2 most frequent of the 40 values "
                          "training saw (data.preprocess.max_categories), the rest count here too) of 58 row(s)")
+
+
+def test_rows_a_bundle_trained_on_are_said_and_held_out_scores_the_rest(tmp_path, capsys):
+    """A model split by patient, scored on later visits of its own patients, read better than one split by time
+    (a walkthrough's comparison, in the leaky model's favour, without a word). Each bundle's split places the
+    rows: those it trained or validated on are counted per bundle, and --held-out scores the rows every bundle
+    held out. A bundle split by row cannot place new rows: --held-out says so."""
+    import numpy as np
+
+    from jobs.splits import TEST, splits_of
+
+    by_time = {"val": 0.15, "test": 0.15, "seed": 0, "order": "day", "from": {"val": 30, "test": 40, "train_until": 29}}
+    by_site = {"val": 0.15, "test": 0.15, "seed": 3, "by": "site", "stratified": False, "groups": {},
+               "cuts": [[None, 0.5, 0.75]]}
+    paths = [_write(tmp_path / v / "bundle", lineage={"version": v, "data": {"split": split}})
+             for v, split in (("t1", by_time), ("g1", by_site))]
+    rows = pd.DataFrame({"x": [i / 10 for i in range(60)], "c": ["a", "b"] * 30,
+                         "y": ["yes" if i % 3 else "no" for i in range(60)], "day": range(60),
+                         "site": [f"s{i % 12}" for i in range(60)]})
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    in_site_test = splits_of(by_site, rows, "y") == TEST
+    assert 0 < in_site_test.sum() < 60                      # some sites in its test split, some not
+
+    assert cli.main(["evaluate", *map(str, paths), "--data", str(tmp_path / "rows.csv")]) == 0
+    out = capsys.readouterr().out
+    assert ("[evaluate] note: t1: 40 of the 60 row(s) it can place are from before its test split ('day' from 40) "
+            "(30 train, 10 validation): its scores there flatter it; --held-out scores the bundles on the rows none "
+            "of them trained or validated on") in out
+    assert f"[evaluate] note: g1: {60 - in_site_test.sum()} of the 60 row(s) it can place are of 'site' groups it " \
+           "trained or validated on" in out
+    both = int((in_site_test & (rows["day"] >= 40)).sum())
+    assert cli.main(["evaluate", *map(str, paths), "--data", str(tmp_path / "rows.csv"), "--held-out"]) == 0
+    out = capsys.readouterr().out
+    assert f"[evaluate] --held-out: {both} of 60 row(s) are in every bundle's test split: scored on those" in out
+    kept = rows[in_site_test & (rows["day"] >= 40).to_numpy()]
+    f1 = next(line for line in out.splitlines() if line.startswith("[evaluate] f1 (macro)"))
+    assert f1.split()[-2:] == [f"{score(B.load(p), [kept], 'y')['f1']:.4f}" for p in paths]
+
+    by_row = _write(tmp_path / "r1" / "bundle", lineage={"version": "r1", "data": {"split": {"seed": 0}}})
+    assert cli.main(["evaluate", str(by_row), "--data", str(tmp_path / "rows.csv"), "--held-out"]) == EXIT_BAD_INPUT
+    assert "--held-out: r1 was split by row: which rows it held out cannot be told from other data" in \
+        capsys.readouterr().err
+    rows.drop(columns=["site"]).to_csv(tmp_path / "nosite.csv", index=False)
+    assert cli.main(["evaluate", str(paths[1]), "--data", str(tmp_path / "nosite.csv"), "--held-out"]) == 2
+    assert "--held-out: g1 was split by 'site', a column --data lacks" in capsys.readouterr().err
+    assert np.isin(splits_of(by_time, rows, "y"), (0, 1, 2)).all()

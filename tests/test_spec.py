@@ -584,26 +584,23 @@ def test_impute_constant_needs_its_fill_value_and_a_fill_value_needs_constant():
     assert old.data.preprocess.fill_value is None
 
 
-def test_validate_notes_label_classes_that_differ_only_in_case(tmp_path):
+def test_validate_refuses_label_classes_that_differ_only_in_case(tmp_path):
     """'Yes' and 'yes' in one label: `train` warned at ingest and trained three classes (macro F1 0.41); `validate`
-    said OK. Now it notes it too, with ingest's words."""
+    said OK. Then it noted it, and a CI gate on validate still passed: now validate refuses it, as ingest does."""
     from jobs import precheck
 
-    def notes(labels, **data):
+    def problems(labels, **data):
         path = _labelled(tmp_path, labels, fmt="parquet")
-        return precheck.class_notes(validate_spec({"name": "x", "data": {"path": path, "label": "y", **data}}))
+        return precheck.class_problems(validate_spec({"name": "x", "data": {"path": path, "label": "y", **data}}))
 
-    assert notes(["no", "yes", "Yes", "no "] * 5) == [
-        "label 'y': classes 'Yes' and 'yes' differ only in case or in spaces around them, and are trained as "
-        "different classes; if they are one, make them the same in the data",
-        "label 'y': classes 'no' and 'no ' differ only in case or in spaces around them, and are trained as different "
-        "classes; if they are one, make them the same in the data"]
-    assert notes(["no", "yes"] * 5) == [] and notes(["no", "Yes"] * 5, task="regression") == []
+    assert problems(["no", "yes", "Yes", "no "] * 5) == [
+        "label 'y': classes 'Yes' and 'yes'; 'no' and 'no ' differ only in case or in spaces around them, and would be "
+        f"trained as different classes each (data.path: {tmp_path / 'd.parquet'}). Write each class one way in "
+        "the data, e.g. with pandas: df[label] = df[label].str.strip().str.lower()"]
+    assert problems(["no", "yes"] * 5) == [] and problems(["no", "Yes"] * 5, task="regression") == []
     # A catalogue of 37 classes: only the first 21 values were read, and 'books' (after 'Z...') went unseen.
     many = [f"Cat {i:02d}" for i in range(35)] + ["Books", "books"]
-    assert notes(many * 2) == ["label 'y': classes 'Books' and 'books' differ only in case or in spaces around "
-                               "them, and are trained as different classes; if they are one, make them the same in "
-                               "the data"]
+    assert problems(many * 2)[0].startswith("label 'y': classes 'Books' and 'books' differ only in case")
 
 
 def test_a_label_of_two_types_across_shards_is_told_a_fix_that_applies_to_a_label(tmp_path):

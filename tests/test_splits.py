@@ -1,6 +1,7 @@
 """The split by group (`data.split.by`) and by time (`data.split.order`): spec checks, the columns' checks before
 Ray starts, and ingest on a real local Ray."""
 import datetime as dt
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -176,7 +177,7 @@ def test_split_by_patient_keeps_each_patients_visits_in_one_split(tmp_path):
     per_patient = split_of.groupby("patient_id")["split"].agg(["nunique", "first"])
     assert per_patient["nunique"].max() == 1
     groups = per_patient["first"].value_counts()
-    assert r.split_how == {"by": "patient_id", "stratified": True,
+    assert {k: v for k, v in r.split_how.items() if k != "cuts"} == {"by": "patient_id", "stratified": True,
                            "groups": {n: int(groups.get(k, 0)) + sum(int(rows_by_tag(parts)[w] == k) for w in
                                                                    df.loc[df["patient_id"].isna(), "weight"])
                                       for k, n in ((TRAIN, "train"), (VAL, "val"), (TEST, "test"))}}
@@ -194,6 +195,15 @@ def test_split_by_patient_keeps_each_patients_visits_in_one_split(tmp_path):
     kept = lineage(spec, SimpleNamespace(ingest=r), SimpleNamespace(best_epoch=0, history=[], use_gpu=False,
                                                                     run_path=""))
     assert kept["data"]["split"] == {"val": 0.15, "test": 0.15, "seed": 1, **r.split_how}
+    # The bundle's split places rows of a table read another way (pandas, ids as floats beside a null) as ingest
+    # did: what `trainyard evaluate` says of rows a bundle trained on, and --held-out keeps.
+    from jobs.splits import splits_of
+    again = pd.concat([pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")])
+    again["patient_id"] = again["patient_id"].astype("float64")
+    placed = splits_of(json.loads(json.dumps(kept["data"]["split"])), again.reset_index(drop=True), "y")
+    truth = again["weight"].map(rows_by_tag(parts)).to_numpy()
+    known_rows = again["patient_id"].notna().to_numpy()
+    assert (placed[known_rows] == truth[known_rows]).all() and (placed[~known_rows] == -1).all()
 
     # A label that varies within a patient: the split stays by patient, not stratified (class cuts would part
     # a patient's visits), and says so.
@@ -247,6 +257,12 @@ def test_split_by_time_puts_the_latest_rows_in_test(tmp_path):
     df.assign(seen=df["seen"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(tmp_path / "a.csv", index=False)
     zoned = ingest(spec_of(tmp_path, order, features=no_ids).data, progress=lambda *_: None)
     assert zoned.split_rows == r.split_rows and zoned.split_how["from"]["test"] == f"{f['test']} 00:00:00+00:00"
+    # Each row placed again from the split's starts, in a table read as text, as times, or with a zone.
+    from jobs.splits import splits_of
+    truth = df["weight"].map(rows_by_tag(parts)).to_numpy()
+    for how, seen in ((r.split_how, df["seen"].dt.strftime("%Y-%m-%d")), (r.split_how, df["seen"]),
+                      (zoned.split_how, df["seen"].dt.tz_localize("UTC"))):
+        assert (splits_of({**how, "seed": 0}, df.assign(seen=seen), "y") == truth).all()
 
     # A row without a time cannot be placed: refused, counted, with the fix.
     df.loc[df.index[:4], "seen"] = pd.NaT

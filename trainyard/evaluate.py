@@ -31,6 +31,9 @@ def register(subparsers, kit) -> None:
     p.add_argument("--data", required=True, help="labelled rows: .csv, .parquet or .jsonl, or a folder of .parquet; "
                    "for an image model also a folder of <label>/<image file>")
     p.add_argument("--by", default=None, metavar="COLUMN", help="also score each value of this column apart")
+    p.add_argument("--held-out", action="store_true",
+                   help="score only the rows no bundle trained or validated on, by each one's split (a split by "
+                        "group or by time; the data must hold its column)")
     p.set_defaults(func=lambda args: cmd_evaluate(args, kit.progress))
 
 
@@ -67,6 +70,7 @@ def cmd_evaluate(args, progress) -> int:
     if not len(table):
         raise BundleError(f"{args.data}: no row has a label in column {label!r}; nothing to score")
     names = _names(bundles, args.bundles)
+    table = _held_out(names, bundles, table, label, args.held_out, progress)
     for name, bundle in zip(names, bundles):
         for note in _input_notes(bundle, table):
             progress(f"[evaluate] note: {name}: {note}")
@@ -81,6 +85,48 @@ def cmd_evaluate(args, progress) -> int:
         for line in _slices(names, bundles, table, label, args.by, args.data, score):
             progress(line)
     return 0
+
+
+def _held_out(names: list[str], bundles: list, table, label: str, held_out: bool, progress):
+    """Rows a bundle trained or chose its epochs on, said per bundle where its split tells them (by group: the
+    table's group column placed by the bundle's cuts; by time: its rows before the test split's start): a model
+    split by patient, scored on later visits of its own patients, read better than one split by time, in its
+    favour. With `held_out`, the table cut to the rows every bundle held out (its test split)."""
+    import numpy as np
+
+    from jobs.bundle import BundleError
+    from jobs.splits import TEST, TRAIN, VAL, splits_of
+
+    keep = np.ones(len(table), dtype=bool)
+    for name, bundle in zip(names, bundles):
+        split = (bundle.lineage.get("data") or {}).get("split") or {}
+        placed = splits_of(split, table, label)
+        if placed is None:
+            if held_out:
+                column = split.get("by") or split.get("order")
+                why = ("split by row: which rows it held out cannot be told from other data (it keyed each row by "
+                       "its whole content as read)" if not column else
+                       f"split by {column!r}, a column --data lacks" if column not in table.columns else
+                       f"split by {column!r} by a trainyard that did not keep the split's cuts: train it again")
+                raise BundleError(f"--held-out: {name} was {why}; or score it on rows kept out of its data.path")
+            continue
+        keep &= placed == TEST
+        seen, checked = int(np.isin(placed, (TRAIN, VAL)).sum()), int((placed >= 0).sum())
+        if seen:
+            how = (f"of {split['by']!r} groups it trained or validated on" if split.get("by") else
+                   f"from before its test split ({split['order']!r} from {split['from'].get('test')})")
+            progress(f"[evaluate] note: {name}: {seen:,} of the {checked:,} row(s) it can place are {how} "
+                     f"({int((placed == TRAIN).sum()):,} train, {int((placed == VAL).sum()):,} validation): its "
+                     "scores there flatter it" + ("" if held_out else "; --held-out scores the bundles on the rows "
+                                                  "none of them trained or validated on"))
+    if not held_out:
+        return table
+    if not keep.any():
+        raise BundleError(f"--held-out: none of the {len(table):,} row(s) is in every bundle's test split; give rows "
+                          "of later times or other groups")
+    progress(f"[evaluate] --held-out: {int(keep.sum()):,} of {len(table):,} row(s) are in every bundle's test "
+             "split: scored on those")
+    return table[keep].reset_index(drop=True)
 
 
 def _image_rows(bundle, path: str, progress):
