@@ -84,7 +84,9 @@ def read_labels(path: str, classes: Optional[list], progress: Callable[[str], No
         raise MonitorInputError(f"--labels {path}: cannot read it as {'CSV' if path.endswith('.csv') else 'Parquet'}"
                                 f" ({exc})") from None
     given_columns = list(table.column_names)
+    read_as = "label"           # the column the labels come from, as the file names it
     if "label" not in table.column_names and label_name in table.column_names:
+        read_as = label_name
         # `trainyard predict --out` of rows that held their outcome under the bundle's own label name: its column.
         progress(f"[monitor] --labels {path}: no column 'label'; its column {label_name!r} (the bundle's label) is "
                  "read as the label")
@@ -109,13 +111,13 @@ def read_labels(path: str, classes: Optional[list], progress: Callable[[str], No
         df["label"] = [canonical(v) for v in df["label"].tolist()]
         odd = sorted(set(df["label"]) - known)
         if odd:
-            raise MonitorInputError(f"--labels {path}: column 'label' holds {odd[0]!r}, which is not a class of the "
-                                    f"bundle (classes: {', '.join(map(repr, classes))})")
+            raise MonitorInputError(f"--labels {path}: column {read_as!r} holds {odd[0]!r}, which is not a class of "
+                                    f"the bundle (classes: {', '.join(map(repr, classes))})")
     else:
         numbers = pd.to_numeric(df["label"], errors="coerce")
         odd = df["label"][numbers.isna() | ~np.isfinite(numbers.astype(float))]
         if len(odd):
-            raise MonitorInputError(f"--labels {path}: column 'label' holds {odd.iloc[0]!r} ({len(odd)} such "
+            raise MonitorInputError(f"--labels {path}: column {read_as!r} holds {odd.iloc[0]!r} ({len(odd)} such "
                                     "value(s)), which is not a finite number, and this bundle predicts a number")
         df["label"] = numbers.astype("float64")
     unique = df.drop_duplicates(["request_id", "record"], keep="last")

@@ -321,6 +321,14 @@ def cmd_predict(args) -> int:
     if note := imputed_note(predicted.attrs.get("imputed"), predicted.attrs.get("imputed_in_every_record", []),
                             len(df), args.file, {f["name"] for f in client.schema()["features"]} - set(df.columns)):
         print(note, file=sys.stderr)
+    # Columns that are not features (ids) went unsent without a word, where no feature was absent to say them.
+    schema = client.schema()
+    sent_names = ({f["name"] for f in schema["features"]} | set(schema.get("limits", {}).get("log_keep") or ())
+                  | {(schema.get("label") or {}).get("name")})
+    if not image_field and not absent and (unsent := [str(c) for c in df.columns if c not in sent_names]):
+        print(f"note: {len(unsent)} column(s) of {args.file} are not features of the model and were not sent: "
+              f"{', '.join(map(repr, unsent[:8]))}{', ...' if len(unsent) > 8 else ''}"
+              + (f" (they stay beside the predictions in {args.out})" if args.out else ""), file=sys.stderr)
     if decision := (client.schema().get("label") or {}).get("decision"):
         from jobs.decision import cut_text
         print(f"note: {decision['positive']!r} is predicted where {cut_text(decision)}, the bundle's cut-off",

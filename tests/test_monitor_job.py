@@ -483,6 +483,10 @@ def test_predict_output_with_a_label_column_is_a_labels_file(tmp_path):
     assert read_labels(str(tmp_path / "own.csv"), ["failure", "ok"], said.append, label_name="failure") == labels
     assert said[0] == (f"[monitor] --labels {tmp_path / 'own.csv'}: no column 'label'; its column 'failure' (the "
                        "bundle's label) is read as the label")
+    # A value that is no class is named in that column, not in a 'label' the file does not have.
+    (tmp_path / "odd.csv").write_text((tmp_path / "own.csv").read_text().replace(",0,ok\n", ",0,Yes\n", 1))
+    with pytest.raises(MonitorInputError, match=r"odd.csv: column 'failure' holds 'Yes', which is not a class"):
+        read_labels(str(tmp_path / "odd.csv"), ["failure", "ok"], said.append, label_name="failure")
     # The data itself (rows and their outcomes) has no request ids to join the logs by: said how to get them, with
     # the file's own columns (the message listed 'label' for 'failure', renamed inside).
     (tmp_path / "data.csv").write_text("machine_id,rpm,failure\nM-1,1500,ok\n")

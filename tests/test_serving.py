@@ -354,6 +354,8 @@ def test_trainyard_predict_and_a_serve_update_from_another_process(served_bundle
         assert [line for line in run.stderr.splitlines() if line.startswith("note:")] == [
             f"note: 1 of 30 row(s) of {tmp_path / 'rows.csv'} leave features empty, which the model imputes (the "
             "imputed column names them): rpm in 1 row(s)",
+            f"note: 1 column(s) of {tmp_path / 'rows.csv'} are not features of the model and were not sent: "
+            f"'machine_id' (they stay beside the predictions in {tmp_path / 'pred.jsonl'})",
             "note: 'failure' is predicted where P('failure') >= 0.2 (threshold 0.2), the bundle's cut-off"]
         assert Client(served.url).schema()["label"]["decision"] == {"positive": "failure", "threshold": 0.2,
                                                                     "rule": "threshold 0.2"}
