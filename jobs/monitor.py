@@ -190,7 +190,8 @@ def _labels_in(summary: dict) -> int:
 def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, window: Optional[str] = None,
                 out: Optional[str] = "monitor", progress: Callable[[str], None] = print,
                 parallelism: Optional[int] = None, connect: Callable[[], Any] = lambda: None,
-                since: Optional[str] = None, by: Optional[str] = None) -> MonitorResult:
+                since: Optional[str] = None, by: Optional[str] = None,
+                labels_since: Optional[str] = None) -> MonitorResult:
     """The whole job: check the inputs (before `connect` starts or joins Ray: bad input costs no Ray start),
     summarise the logs with Ray Data, judge each window (from the one that holds `since`, when given: a cron job
     over logs that keep growing is judged on its recent traffic, not forever on a window long handled), write
@@ -210,10 +211,17 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     window_ms = parse_window(window)
     since_ms = parse_since(since) if since else None
     since_window = window_start(since_ms, window_ms) if since_ms is not None else None      # windows are whole
+    # `--labels-since`: windows from its time to --since's are judged on their labels alone (labels arrive weeks
+    # after the traffic; --since 1d alone never saw a window that had them, --since 31d judged old drift daily).
+    if labels_since and not (labels and since):
+        raise MonitorInputError("--labels-since: it judges the windows before --since's on the labels they got "
+                                "since; give --labels and --since with it")
+    labels_window = (min(window_start(parse_since(labels_since), window_ms), since_window) if labels_since
+                     else since_window)
     if out and Path(out).exists() and not Path(out).is_dir():    # said before Ray, not after the whole job
         raise MonitorInputError(f"--out {out}: is a file; give a folder for drift.json and report.html")
     earlier_files = [0]         # rows of log files wholly before --since's window: left unread
-    fs, files, skipped, total, columns = log_files(logs, progress, earlier_files, since_window)
+    fs, files, skipped, total, columns = log_files(logs, progress, earlier_files, labels_window)
     by_col = by_column(by, columns, profile) if by else None       # `--by`: said before Ray, as the rest
     logged = {c[len(FEATURE_PREFIX):] for c in columns if c.startswith(FEATURE_PREFIX)}
     numeric = {n: ref["edges"] for n, ref in profile["numeric"].items() if n in logged}
@@ -285,11 +293,15 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                  "fall in no window: they are left out")
     earlier = {start: summaries.pop(start) for start in sorted(summaries)
                if since_window is not None and start < since_window}
+    late = {start: earlier.pop(start) for start in list(earlier) if start >= labels_window and _labels_in(earlier[start])}
     before_since = sum(s["n"] for s in earlier.values()) + earlier_files[0]
     if before_since:
         progress(f"[monitor] --since {since}: {before_since:,} earlier row(s) left out"
                  + (f" ({earlier_files[0]:,} in log files wholly before it, not read)" if earlier_files[0] else ""))
-    if not summaries:
+    if late:
+        progress(f"[monitor] --labels-since {labels_since}: {len(late)} window(s) before --since's judged on their "
+                 "labels alone (their drift was judged when they were recent)")
+    if not summaries and not late:
         raise NoTrafficSince(f"--since {since}: no logged row from {_iso(since_window, window_ms)}'s window on "
                                 f"(the latest window starts {_iso(max(earlier), window_ms)}){NO_TRAFFIC}")
     reference = reference_metric(plan.task, bundle.metrics)
@@ -303,9 +315,11 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                  "target, choose the cut-off on more validation rows (data.split.val) or a better model")
     n_features = max(len(numeric) + len(categorical), 1)
     windows = []
-    for start in sorted(summaries):
-        stats = window_stats(summaries[start], profile, thresholds, n_features, reference, decision, test_auc)
-        windows.append({"start": _iso(start, window_ms), "end": _iso(start + window_ms, window_ms), **stats})
+    for start in sorted({**summaries, **late}):
+        stats = window_stats({**summaries, **late}[start], profile, thresholds, n_features, reference, decision,
+                             test_auc)
+        windows.append({"start": _iso(start, window_ms), "end": _iso(start + window_ms, window_ms), **stats,
+                        **(_labels_alone(stats) if start in late else {})})
     if label_table is not None:
         joined = (sum(w["metrics"]["n"] + w["metrics"]["other_versions"] for w in windows)
                   + sum(map(_labels_in, earlier.values())))
@@ -314,7 +328,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
             progress(f"[monitor] {'note' if unread else 'warning'}: {label_table.num_rows - joined:,} of "
                      f"{label_table.num_rows:,} labels in {labels} match no logged record read (request_id, record): "
                      f"requests not logged (serve.log.sample), labels for other logs{unread}")
-    for line in _few_outside(windows, thresholds.unknown_rate):
+    for line in _few_outside([w for w in windows if not w.get("labels_only")], thresholds.unknown_rate):
         progress(f"[monitor] note: {line}")
     others = _other_versions(windows, bundle.version)
     if others:
@@ -324,7 +338,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                  "they are left out of the realised metrics, which judge this version by its own test scores and "
                  "cut-off; give that version's bundle to judge its rows")
     for w in windows:
-        progress(window_line(w, reference, decision, thresholds.min_rows, bundle.version))
+        progress(window_line(w, reference, decision, thresholds.min_rows, bundle.version)
+                 + (" (before --since: judged on its labels alone)" if w.get("labels_only") else ""))
     reasons = [f"{w['start']}: " + ", ".join(what) for w in windows if (what := crossed(w))]
     by_report = None
     if by:      # each value's windows, with every value's tests in the p-value correction
@@ -335,7 +350,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     report = {"format": 1, "bundle": str(bundle.path), "version": bundle.version, "logs": logs, "labels": labels,
               "window": window, "files": len(files), "skipped": skipped, "rows": total + earlier_files[0],
               "untimed_rows": untimed, "since": _iso(since_ms, 1000) if since_ms is not None else None,
-              "rows_before_since": before_since,
+              "rows_before_since": before_since, "labels_since": _iso(labels_window, window_ms) if late else None,
               "thresholds": asdict(thresholds), "reference_metric": dict([reference]) if reference else None,
               "reference_auc": test_auc,
               "features_not_logged": not_logged, "windows": windows, **({"by": by_report} if by else {}),
@@ -351,6 +366,16 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
         write_report(out_dir / "report.html", report, profile)
         progress(f"[monitor] wrote {out_dir / 'drift.json'} and {out_dir / 'report.html'}{replaced}")
     return result
+
+
+def _labels_alone(stats: dict) -> dict:
+    """A window before --since's, judged on its labels alone: its drift flags cleared (said when it was recent)."""
+    for feature in stats["features"].values():
+        feature["flags"] = []
+    stats["prediction"]["flags"] = []
+    if "score" in stats["prediction"]:
+        stats["prediction"]["score"]["flags"] = []
+    return {"flagged": [], "labels_only": True}
 
 
 def _few_outside(windows: list[dict], rate: float) -> list[str]:

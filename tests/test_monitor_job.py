@@ -236,6 +236,20 @@ def test_labels_reveal_the_mislabelled_window(served_bundle, tmp_path, capsys): 
     assert ("[monitor] note: 1 of 4 log file(s) (20 rows) hold no probabilities (written before they were logged): "
             "the realised ROC-AUC is of the rest") in out
     assert "accuracy" in out.strip().splitlines()[-1] and report["windows"][1]["start"] in out.strip().splitlines()[-1]
+    # A daily cron job whose labels come weeks late: --since judges the last day, --labels-since the days before it
+    # on their labels alone (their drift was said when they were recent); the wrong day's labels still say retrain.
+    code, out, err, report = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--labels",
+                                     str(tmp_path / "labels.parquet"), "--since", "2026-11-04", "--labels-since",
+                                     "2026-11-02")
+    assert code == 3, out + err
+    assert [w.get("labels_only", False) for w in report["windows"]] == [True, True, False]
+    assert [bool(w["metrics"]["flags"]) for w in report["windows"]] == [False, True, False]
+    assert all(w["flagged"] == [] and not w["prediction"]["flags"] for w in report["windows"][:2])
+    assert "[monitor] --labels-since 2026-11-02: 2 window(s) before --since's judged on their labels alone" in out
+    assert f"[monitor] {report['windows'][1]['start']}: 300 rows, flagged: " in out
+    assert "(before --since: judged on its labels alone)" in out and report["labels_since"] == "2026-11-02T00:00Z"
+    code, _, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--labels-since", "7d")
+    assert code == 2 and "--labels-since: it judges the windows before --since's" in err
 
 
 def test_bad_input_is_named(served_bundle, tmp_path, capsys):  # noqa: F811

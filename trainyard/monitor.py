@@ -1,5 +1,5 @@
-"""`trainyard monitor BUNDLE --logs PATH [--labels PATH] [--window 1d] [--since 7d] [--by FIELD] [--out monitor]`: is
-the served model still fit for its traffic?
+"""`trainyard monitor BUNDLE --logs PATH [--labels PATH] [--window 1d] [--since 7d] [--labels-since 35d] [--by FIELD]
+[--out monitor]`: is the served model still fit for its traffic?
 
 Reads the prediction logs a served app wrote (`serve.log`), compares each time window with the bundle's
 reference profile (drift of every logged feature and of the predictions, missing and unknown rates) and, with
@@ -23,7 +23,7 @@ def register(subparsers, kit) -> None:
         try:
             result = run_monitor(args.bundle, args.logs, labels=args.labels, window=args.window, out=args.out,
                                  progress=kit.progress, connect=lambda: kit.connect(args), since=args.since,
-                                 by=args.by)
+                                 by=args.by, labels_since=args.labels_since)
         except NoTrafficSince as exc:       # not an error: the last line, as ok and retrain are
             print(f"no traffic: {exc}", flush=True)
             return exc.exit_code
@@ -59,6 +59,10 @@ def register(subparsers, kit) -> None:
                    help="judge only the windows from the one holding WHEN on: a date or time (2026-11-01, "
                         "2026-11-01T08:00, UTC unless it names its zone) or a span back from now (7d, 12h); for a "
                         "cron job over logs that keep growing (default: every window)")
+    p.add_argument("--labels-since", default=None, metavar="WHEN",
+                   help="with --labels and --since: also judge the windows from WHEN to --since's on their labels "
+                        "alone (labels that arrive weeks after the traffic, as 30-day outcomes do), e.g. --since 1d "
+                        "--labels-since 35d")
     p.add_argument("--by", default=None, metavar="FIELD",
                    help="also judge each value's traffic apart (its 20 most frequent values): a field kept in the "
                         "logs (serve.log.keep: a machine's or a site's id) or a category feature")
