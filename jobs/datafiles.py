@@ -181,8 +181,7 @@ def _read_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
 
 
 def not_utf8(fs: pafs.FileSystem, path: str, where: str) -> str:
-    """A CSV that is not UTF-8: where (the first line of its first 4 MB that does not decode), the encoding it
-    likely has, and how to save it as UTF-8."""
+    """A CSV not in UTF-8: where (the first line of its first 4 MB not decoding), its likely encoding, the fix."""
     line, text, encoding = None, "", "latin-1"
     try:
         with fs.open_input_stream(path) as stream:
@@ -213,8 +212,7 @@ def _starts_with(fs: pafs.FileSystem, path: str, magic: bytes) -> bool:
 
 
 def _other_separator(fs: pafs.FileSystem, path: str) -> Optional[str]:
-    """';', tab or '|' when the file's header line has one of them between its names and no ',': a CSV saved
-    with another separator, as a European locale's spreadsheet writes it."""
+    """';', tab or '|' when the header line has one between its names and no ',' (a European spreadsheet's CSV)."""
     try:
         with fs.open_input_stream(path) as stream:
             header = stream.read(65536).decode("utf-8", "replace").splitlines()[0]
@@ -311,8 +309,10 @@ def reconcile(schemas: dict[str, pa.Schema], wanted: Optional[set[str]], exclude
             for f, k in kinds.items():
                 by_kind.setdefault(k, f)
             detail = ", ".join(f"{k} in {f}" for k, f in by_kind.items())
-            fix = ("write the label the same way in every shard (the same classes, e.g. 'yes'/'no' or 1/0, "
-                   "or numbers throughout)" if c == label else "make the shards agree or exclude the column")
+            fix = ("write the label the same way in every shard (the same classes, e.g. 'yes'/'no' or 1/0, or "
+                   "numbers throughout)" if c == label else "dates and times are not features (a text shard's are "
+                   "written another way, or hold a stray cell): list it under data.features.exclude, or derive a "
+                   "number from it" if "time" in distinct else "make the shards agree or exclude the column")
             problems.append(f"column {c!r} has incompatible types across shards ({detail}); {fix}")
             continue
         fields.append(pa.field(c, _UNIFIED[unified]))

@@ -160,6 +160,15 @@ def test_stray_cells_in_one_csv_shard_are_named_with_their_lines(tmp_path):
     with pytest.raises(DataError, match=r"column 'vib' has incompatible types across shards \(float in .*m1.csv, "
                                         r"string in .*m2.csv\); make the shards agree or exclude the column"):
         check_files_of(tmp_path)
+    # Dates as times in one monthly shard and as text in another (written 05/01/2023 there): not read as a
+    # feature either way, which is the fix it gets.
+    pd.DataFrame({"seen": ["2023-01-0%d" % (i % 9 + 1) for i in range(20)], "y": [0, 1] * 10}).to_csv(
+        tmp_path / "m1.csv", index=False)
+    pd.DataFrame({"seen": ["05/01/2023"] * 20, "y": [0, 1] * 10}).to_csv(tmp_path / "m2.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'seen' has incompatible types across shards \(time in .*m1.csv, "
+                                        r"string in .*m2.csv\); dates and times are not features .*list it under "
+                                        r"data.features.exclude"):
+        check_files_of(tmp_path)
 
 
 def check_files_of(folder: Path):
