@@ -112,9 +112,9 @@ def _not_dates(fs, files: list[str], column: str, of: int, shown: int = 3) -> Op
     none of them), or that its ISO times mix cells with a zone and without. None when no file is of text."""
     if not files:
         return None
-    found, month_first, mixed, numbers = [], False, [], False
+    found, month_first, mixed, numbers, bad_total = [], False, [], False, 0
     for path in files:
-        if fs is None or not path.lower().endswith(".csv") or len(found) >= shown:
+        if fs is None or not path.lower().endswith(".csv"):
             continue
         try:
             cells = [(line, v) for line, v in column_cells(fs, path, column) if v is not None]
@@ -125,14 +125,16 @@ def _not_dates(fs, files: list[str], column: str, of: int, shown: int = 3) -> Op
         numeric = pd.to_numeric(pd.Series([v for _, v in cells], dtype=object).str.strip(), errors="coerce").notna()
         numbers = numbers or bool(numeric.any())
         ok = ok | numeric.to_numpy()
-        bad = [cells[i] for i in np.flatnonzero(~ok)[:shown - len(found)]]
+        bad_total += int((~ok).sum())
+        bad = [cells[i] for i in np.flatnonzero(~ok)[:max(shown - len(found), 0)]]
         found += [f"{path} line {line}: {v!r}" for line, v in bad]
         month_first = month_first or any(re.match(_MONTH_FIRST, v.strip()) for _, v in bad)
-        if not bad and zoned.any() and not zoned.all():
+        if ok.all() and zoned.any() and not zoned.all():
             i, j = int(np.argmax(zoned)), int(np.argmax(~zoned))
             mixed.append(f"{path}: line {cells[i][0]} {cells[i][1]!r} has a zone or offset, line {cells[j][0]} "
                          f"{cells[j][1]!r} none")
-    where = "; ".join(found + mixed) if found or mixed else (
+    more = f" and {bad_total - len(found):,} more" if bad_total > len(found) else ""
+    where = "; ".join(found + mixed) + more if found or mixed else (
         ", ".join(files[:shown]) + (" ..." if len(files) > shown else ""))
     hint = (" (month/day/year as written? pd.to_datetime(df[col], format='%m/%d/%Y') reads it, "
             ".dt.strftime('%Y-%m-%d') writes it as ISO)" if month_first else

@@ -302,7 +302,7 @@ def test_validate_says_where_the_times_are_missing_or_not_dates_before_ray_start
     # Written month/day/year: said, with the pandas that turns it around.
     df.iloc[30:].assign(seen=pd.to_datetime(df["seen"].iloc[30:]).dt.strftime("%m/%d/%Y")).to_csv(
         tmp_path / "feb.csv", index=False)
-    with pytest.raises(DataError, match=r"feb.csv line 2: '\d\d/\d\d/2024'.*\(month/day/year as written\? "
+    with pytest.raises(DataError, match=r"feb.csv line 2: '\d\d/\d\d/2024'.* and 27 more \(month/day/year as written\? "
                                         r"pd.to_datetime\(df\[col\], format='%m/%d/%Y'\) reads it"):
         precheck.check_columns(spec_of(tmp_path, {"order": "seen"}, features=no_ids))
     # ISO times, some with a zone and some without: text to Arrow, every cell an ISO time; said which is which.
