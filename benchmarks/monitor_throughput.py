@@ -2,7 +2,7 @@
 a plain single-process baseline (pandas + the same `jobs.drift` functions), in one invocation.
 
     .venv/bin/python benchmarks/monitor_throughput.py [--rows 1000000] [--files 16] [--days 7]
-        [--parallelism 1,2,4,0] [--bundle runs/machine-failure] [--repeat 2]
+        [--parallelism 1,2,4,0] [--bundle runs/machine-failure] [--repeat 2] [--by]
 
 The logs are generated in the format `serve.log` writes (request_id, record, time, model_version, prediction,
 probabilities, feature.<name>; zstd Parquet, one file per rotation), from the telemetry generator, with the bundle's own
@@ -10,7 +10,9 @@ predictions; the last day's air temperature is shifted by 3 standard deviations 
 Without --bundle a small machine-failure bundle is trained first (2 epochs; not timed).
 
 Timed: the whole `jobs.monitor.run_monitor` (listing and footers, the Ray Data job, the statistics per window,
-drift.json and the report), with Ray already started. Parallelism P reads the logs as P blocks and runs at most
+drift.json and the report), with Ray already started. With --by, the logs also hold `keep.site` (one of 50 sites,
+as `serve.log.keep` writes a request field) and the auto point runs again with `--by site` (its 20 sites with the
+most rows judged apart): the cost of slicing, against the same job without it. Parallelism P reads the logs as P blocks and runs at most
 P summary tasks at once (`override_num_blocks`, `concurrency`); 0 leaves both to Ray Data. The baseline reads
 every file with pandas, floors the times to windows and runs `numeric_drift` (KS on every value, not a sample),
 `categorical_drift`, `prediction_drift` (and `numeric_drift` of the probability of the second class) and
@@ -84,6 +86,7 @@ def write_logs(bundle_dir: Path, folder: Path, rows: int, files: int, days: int)
             columns[f"feature.{s.name}"] = pa.array(chunk[s.name].to_numpy(np.float64), from_pandas=True)
         for s in pre.categorical:
             columns[f"feature.{s.name}"] = pa.array([canonical(v) for v in chunk[s.name].tolist()], pa.string())
+        columns["keep.site"] = pa.array([f"S-{j % 50:02d}" for j in part], pa.string())
         pq.write_table(pa.table(columns), folder / f"part-{i:04d}-r1-{i:06d}.parquet", compression="zstd")
 
 
@@ -129,6 +132,7 @@ def main() -> int:
     ap.add_argument("--parallelism", default="1,2,4,0", help="comma-separated; 0 = Ray Data's choice")
     ap.add_argument("--repeat", type=int, default=2, help="runs per point (the best is reported)")
     ap.add_argument("--bundle", default=None, help="a machine-failure bundle (default: train a small one)")
+    ap.add_argument("--by", action="store_true", help="also time --by site at parallelism auto (see above)")
     args = ap.parse_args()
 
     from cluster import connect
@@ -160,6 +164,19 @@ def main() -> int:
             print(f"{results[-1][0]}: {args.rows / min(times):,.0f} rows/s (runs {', '.join(f'{t:.1f}' for t in times)}"
                   f" s, of which the Ray Data job {', '.join(f'{t:.1f}' for t in job)} s; flagged {flagged})",
                   flush=True)
+        if args.by:
+            for by in (None, "site"):       # side by side, at Ray Data's parallelism
+                times = []
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    result = run_monitor(str(bundle_dir), str(work / "logs"), out=str(work / "monitor"),
+                                         progress=lambda *_: None, by=by)
+                    times.append(time.perf_counter() - t0)
+                results.append((f"trainyard, auto{', --by site' if by else ''}", min(times), result.report["seconds"]))
+                judged = len(result.report["by"]["judged"]) if by else 0
+                print(f"{results[-1][0]}: {min(times):.2f} s (runs {', '.join(f'{t:.1f}' for t in times)} s)"
+                      + (f"; {judged} sites judged; ratio to without --by {min(times) / results[-2][1]:.2f}" if by
+                         else ""), flush=True)
         times = []
         for _ in range(args.repeat):
             elapsed, n, flagged = plain_baseline(bundle_dir, work / "logs")
