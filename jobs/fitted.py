@@ -229,6 +229,13 @@ class FittedPreprocessor(ABC):
         """Files this kind keeps in the bundle folder beside preprocessor.json (a tokenizer's); none by default."""
 
 
+def near_feature(name: str, lowered: dict[str, str]) -> Optional[str]:
+    """The feature (of `lowered`: {lowercased name: name}) that `name` nearly spells ('Age', 'agee' for 'age'), or
+    None: one rule for `Bundle.predict` and the server's checker under unknown_fields: ignore."""
+    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.8)
+    return lowered[match[0]] if match else None
+
+
 def misspelt_fields(records: list[dict], features: list[str], label: str) -> list[str]:
     """Fields that are not features but are a near miss of a feature the same record lacks ('Age' or 'agee' for
     'age'): the value would be ignored and the feature imputed. Other extra fields (the label, an id, any column
@@ -242,9 +249,8 @@ def misspelt_fields(records: list[dict], features: list[str], label: str) -> lis
     # `jobs.watched.image_size_fields`) is the server's own, not a near miss of a feature 'photo_width'.
     derived = tuple(f"{f}." for f in features)
     for name in sorted(n for n in extra if isinstance(n, str) and not n.startswith(derived)):
-        match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.8)
-        if match:
-            near[name] = lowered[match[0]]
+        if match := near_feature(name, lowered):
+            near[name] = match
     problems = []
     for i, record in enumerate(records):
         if not near:

@@ -106,13 +106,17 @@ def summarise(batch: pa.Table, plan: Plan, labels: Optional[pa.Table] = None) ->
     rng = np.random.default_rng(zlib.crc32(f"{first}:{len(batch)}".encode()))
     names = set(batch.column_names)
     windows, slices, payloads = [], [], []
-    by = pc.cast(batch[plan.by], pa.string()) if plan.by and plan.by in names else None
+    by = None           # each row's position in plan.by_values, -1 for none (one pass, not one per value)
+    if plan.by and plan.by in names:
+        by = pc.fill_null(pc.index_in(pc.cast(batch[plan.by], pa.string()),
+                                      value_set=pa.array(plan.by_values, pa.string())), -1).to_numpy(
+            zero_copy_only=False)
     for start in np.unique(starts[has_time]):
         rows = has_time & (starts == start)
         parts = [("", batch.filter(pa.array(rows)))]
         if by is not None:          # the window's rows of each value apart, too (`--by`)
-            for value in plan.by_values:
-                mine = rows & pc.fill_null(pc.equal(by, value), False).to_numpy(zero_copy_only=False)
+            for k, value in enumerate(plan.by_values):
+                mine = rows & (by == k)
                 if mine.any():
                     parts.append(("=" + value, batch.filter(pa.array(mine))))
         for key, part in parts:

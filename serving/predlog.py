@@ -394,6 +394,9 @@ def _strings(values):
         out = pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):     # mixed types, huge ints: canonical() below
         out = None
+    except UnicodeEncodeError:      # a lone surrogate the checks missed: that value replaced, not the file lost
+        values = [v.encode("utf-8", "replace").decode() if isinstance(v, str) else v for v in values]
+        return _strings(values)
     if out is not None and out.type == pa.string():
         return out
     if out is not None and (pa.types.is_integer(out.type) or pa.types.is_boolean(out.type)):

@@ -161,6 +161,12 @@ def test_ignored_fields_do_not_hide_a_misspelt_feature():
                                     "misspelt feature the record lacks, which would be imputed: fix its name)")
     assert checker.parse(b'{"records": [{"clinic_id": "C07", "length_of_stay": 3, "lenght_of_stay": 1, '
                          b'"note": "x"}]}') == [{"length_of_stay": 3}]
+    # The rule `Bundle.predict` applies (case folded, a close match): 'reason' beside no 'region' is no misspelling.
+    regions = RequestChecker({"features": [{"name": "region", "type": "category"}, {"name": "age", "type": "number"}]},
+                             max_records=10, max_body_bytes=2**20, unknown_fields="ignore")
+    assert regions.parse(b'{"records": [{"reason": "renewal", "stage": 2, "session": 1}]}') == [{}]
+    with pytest.raises(RequestError, match="did you mean 'age'"):
+        regions.parse(b'{"records": [{"Agee": 40}]}')
 
 
 def test_non_finite_regression_outputs_name_the_record():

@@ -368,6 +368,11 @@ def test_a_kept_field_is_accepted_logged_as_text_and_never_reaches_the_model(tmp
             checker.parse(b'{"records": [{"rpm": 1, "machine_id": {"site": 3}}, {"rpm": 1, "machine_id": [1]}]}')
         assert "a field kept for the prediction log (serve.log.keep) is logged as text: send text, a number, " \
                "true/false or null, not an object" in json.dumps(err.value.to_json()), err.value.to_json()
+    # A lone surrogate in a kept field: refused (Arrow cannot write it: the log's whole open file was lost).
+    with pytest.raises(RequestError, match=r"field 'machine_id': 'M-\\ud800' holds a lone surrogate"):
+        checker.parse(b'{"records": [{"rpm": 1, "machine_id": "M-\\ud800"}]}')
+    from serving.predlog import _strings
+    assert _strings(["a", "M-\ud800", None]).to_pylist() == ["a", "M-?", None]      # the writer's backstop
     plain = RequestChecker(schema, max_records=10, max_body_bytes=4096)
     with pytest.raises(RequestError, match="unknown field"):
         plain.parse(b'{"records": [{"rpm": 1, "machine_id": "M-7"}]}')
