@@ -343,10 +343,11 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     reasons = [f"{w['start']}: " + ", ".join(what) for w in windows if (what := crossed(w))]
     by_report = None
     if by:      # each value's windows, with every value's tests in the p-value correction
-        by_report, more = judge(by, sliced, lambda s, k: window_stats(s, profile, thresholds, n_features * k, reference,
-                                                                     decision, test_auc),
-                                lambda ms: _iso(ms, window_ms), window_ms, counted, progress)
-        reasons += more
+        # Said, not the verdict: a source may always differ from the whole (the exit code is the whole traffic's).
+        by_report, _ = judge(by, sliced, lambda s, k: window_stats(s, profile, thresholds, n_features * k, reference,
+                                                                  decision, test_auc),
+                             lambda ms: _iso(ms, window_ms), window_ms, counted, progress,
+                             by_col[len(FEATURE_PREFIX):] if by_col.startswith(FEATURE_PREFIX) else None)
     report = {"format": 1, "bundle": str(bundle.path), "version": bundle.version, "logs": logs, "labels": labels,
               "window": window, "files": len(files), "skipped": skipped, "rows": total + earlier_files[0],
               "untimed_rows": untimed, "since": _iso(since_ms, 1000) if since_ms is not None else None,

@@ -11,13 +11,14 @@ by the values judged too, so that judging 20 machines does not give 20 times the
 from __future__ import annotations
 
 import difflib
-from typing import Callable
+from typing import Callable, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cluster.errors import BadInput
+from jobs.monitor_stats import crossed
 from jobs.watched import FEATURE_PREFIX, KEEP_PREFIX
 
 BY_VALUES = 20          # the values of a --by field judged: those with the most rows
@@ -65,30 +66,42 @@ def top_values(fs, files: list[str], column: str, k: int = BY_VALUES) -> tuple[l
 
 
 def judge(name: str, sliced: dict, judge_window: Callable[[dict, int], dict], iso: Callable[[int], str],
-          window_ms: int, counted: dict, progress: Callable[[str], None]) -> tuple[dict, list[str]]:
+          window_ms: int, counted: dict, progress: Callable[[str], None],
+          by_feature: Optional[str] = None) -> tuple[dict, list[str]]:
     """The values' windows (`sliced`: {(window start, value): summary}) judged by `judge_window(summary, tests)`
     with the tests of every value counted in the p-value correction: (drift.json's "by", the reasons of the
-    value-windows that crossed a threshold). Says a line per such value-window and one line of the whole."""
+    value-windows that crossed a threshold). Says a line per such value-window and one line of the whole.
+    Not judged within a value: the `--by` feature itself (`by_feature`: all of a value's rows hold it), nor a
+    category that holds one value in all of a value's windows (a machine's type): what the source is, not how it
+    changed."""
     rows: dict[str, int] = {}
     for (_, value), summary in sliced.items():
         rows[value] = rows.get(value, 0) + summary["n"]
     values = sorted(rows, key=lambda v: (-rows[v], v))
+    judged = {key: judge_window(summary, max(len(values), 1)) for key, summary in sorted(sliced.items())}
+    for value in values:
+        mine = [stats for (_, v), stats in judged.items() if v == value]
+        fixed = {f for f, s in mine[0]["features"].items() if s.get("kind") == "categorical"
+                 and len({c for st in mine for c, k in st["features"][f]["counts"].items() if k}) == 1
+                 and not any(st["features"][f].get("unknown") for st in mine)}
+        for stats in mine:
+            for f in fixed | ({by_feature} & set(stats["features"])):
+                stats["features"][f]["flags"] = []
+            stats["flagged"] = [f for f in stats["flagged"] if stats["features"][f]["flags"]]
     out: dict[str, list] = {v: [] for v in values}
     reasons, flagged = [], set()
-    for (start, value), summary in sorted(sliced.items()):
-        stats = judge_window(summary, max(len(values), 1))
-        what = [f"{f} ({'; '.join(stats['features'][f]['flags'])})" for f in stats["flagged"]]
-        what += [f"prediction drift ({'; '.join(stats['prediction']['flags'])})"] if stats["prediction"]["flags"] else []
-        what += stats.get("metrics", {}).get("flags", [])
+    for (start, value), stats in judged.items():
+        what = crossed(stats)
         out[value].append({"start": iso(start), "end": iso(start + window_ms), **stats})
         if what:
             flagged.add(value)
             reasons.append(f"{iso(start)}, {name} {value}: " + ", ".join(what))
-            progress(f"[monitor] {iso(start)}, {name} {value}: {summary['n']:,} rows, flagged: " + ", ".join(what))
+            progress(f"[monitor] {iso(start)}, {name} {value}: {stats['n']:,} rows, flagged: " + ", ".join(what))
     share = counted["rows_judged"] / counted["rows"] if counted["rows"] else 0.0
     progress(f"[monitor] by {name}: {len(values)} of {counted['values']:,} value(s) judged (the most rows: "
              f"{counted['rows_judged']:,} of {counted['rows']:,} rows, {share:.0%}"
              + (f"; {counted['rows_without']:,} rows without one" if counted["rows_without"] else "") + "); "
              + (f"{len(flagged)} crossed a threshold: {', '.join(v for v in values if v in flagged)}" if flagged
                 else "none crossed a threshold"))
-    return {"field": name, **counted, "judged": values, "windows": out}, reasons
+    return {"field": name, **counted, "judged": values, "windows": out, "crossed": reasons,
+            "flagged_values": [v for v in values if v in flagged]}, reasons

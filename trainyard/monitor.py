@@ -27,9 +27,15 @@ def register(subparsers, kit) -> None:
         except NoTrafficSince as exc:       # not an error: the last line, as ok and retrain are
             print(f"no traffic: {exc}", flush=True)
             return exc.exit_code
+        by = result.report.get("by") or {}
+        # `--by`'s values that crossed a threshold: on the last line too, though not in the exit code (a source may
+        # always differ from the whole traffic, which the exit code judges).
+        sliced = (f" || by {by['field']}: {len(by['flagged_values'])} value(s) crossed a threshold (not in the exit "
+                  f"code): " + " | ".join(by["crossed"][:5]) + (" | ..." if len(by["crossed"]) > 5 else "")
+                  if by.get("flagged_values") else "")
         if result.verdict == "retrain":
             print(f"retrain: {len(result.reasons)} window(s) crossed a threshold; "
-                  + " | ".join(result.reasons), flush=True)
+                  + " | ".join(result.reasons) + sliced, flush=True)
             return EXIT_RETRAIN
         windows = result.report["windows"]
         judged = sum(1 for w in windows if w["judged"])
@@ -41,7 +47,7 @@ def register(subparsers, kit) -> None:
               + (f"; {len(windows) - judged} window(s) under monitor.min_rows not judged" if judged < len(windows)
                  else "")
               + (f"; not checked (not in the logs): {', '.join(unchecked)}" if unchecked else "")
-              + (f" ({len(result.skipped)} unreadable file(s) skipped)" if result.skipped else ""), flush=True)
+              + (f" ({len(result.skipped)} unreadable file(s) skipped)" if result.skipped else "") + sliced, flush=True)
         return 0
 
     p = subparsers.add_parser("monitor", help="drift and realised quality of a served bundle, from its logs; "
