@@ -248,7 +248,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                 bundle.version,
                 {name: range_bounds(lo, hi) for name, lo, hi in training_ranges(bundle.preprocessor) if name in numeric})
     if by_col:
-        values, counted = top_values(fs, files, by_col)
+        values, counted = top_values(fs, files, by_col, since_ms=since_window)
         if not values:
             raise MonitorInputError(f"--by {by}: no logged row has a value of it ({counted['rows']:,} rows read)")
         plan = replace(plan, by=by_col, by_values=tuple(values))

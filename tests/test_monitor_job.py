@@ -344,6 +344,27 @@ def test_weekly_windows_start_on_mondays_and_days_at_midnight(tmp_path):
     assert _iso(window_start(ms, 2 * WEEK_MS)) in ("2026-11-30T00:00Z", "2026-12-07T00:00Z")
 
 
+def test_by_chooses_its_values_among_the_rows_judged(tmp_path):
+    """`--by`'s 20 values were counted over every file read (a month, with --labels-since): a machine new yesterday,
+    the most rows of the day judged, was left out for 25 with a month of rows."""
+    import pyarrow.fs as pafs
+
+    from jobs.monitor_slices import top_values
+
+    def log(path, machines, day):
+        pq.write_table(pa.table({"time": pa.array([DAY0 + timedelta(days=day)] * len(machines),
+                                                  pa.timestamp("ms", tz="UTC")),
+                                 "keep.machine_id": machines}), path)
+    log(tmp_path / "old.parquet", [f"M-{i % 25}" for i in range(2500)], 0)
+    log(tmp_path / "new.parquet", ["M-NEW"] * 50 + [f"M-{i}" for i in range(25)] + [None], 30)
+    files = [str(tmp_path / "old.parquet"), str(tmp_path / "new.parquet")]
+    values, counted = top_values(pafs.LocalFileSystem(), files, "keep.machine_id", k=3)
+    assert "M-NEW" not in values and counted["rows"] == 2576
+    since = int((DAY0 + timedelta(days=30)).timestamp() * 1000)
+    values, counted = top_values(pafs.LocalFileSystem(), files, "keep.machine_id", k=3, since_ms=since)
+    assert values[0] == "M-NEW" and counted == {"values": 26, "rows": 76, "rows_judged": 52, "rows_without": 1}
+
+
 def test_regression_windows_without_ray(tmp_path):
     """The summaries, their merge and the statistics of a regression model's logs, run in-process (no Ray):
     several files per window merge into exact counts and one uniform sample; the realised R² comes from the
