@@ -223,7 +223,8 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     splits = assign_split(keys, data.label, cuts, stratify)
     split_rows = {NAMES[k]: int((splits[SPLIT_COLUMN] == k).sum()) for k in NAMES}
     how = split_summary(data, splits, keys["_u"].to_numpy(), stratify,
-                        order_type=split_by.type if data.split.order else None, cuts=cuts)
+                        order_type=split_by.type if data.split.order else None, cuts=cuts,
+                        by_type=split_by.type if data.split.by else None)
     if line := split_line(how):
         progress(line)
     lumpy_split(keys, split_rows, data, progress)

@@ -225,25 +225,35 @@ def _group_hashes(groups: pd.Series, key: str) -> np.ndarray:
 
 def splits_of(how: dict, table: pd.DataFrame, label: str) -> Optional[np.ndarray]:
     """Which split of a bundle's data each row of `table` would have been in (TRAIN, VAL, TEST; -1 where it
-    cannot be told: a row without its group or time), by the bundle's split (lineage.json's data.split: a split
-    by group keeps its cuts, a split by time where each split starts). None where rows cannot be placed at all:
-    a split by row (keyed by the row's whole content as ingest read it), or a table without the split's column."""
-    column = how.get("by") or how.get("order")
-    if column is None or column not in table.columns or (how.get("by") and not how.get("cuts")):
+    cannot be told: a row without its group or time, or a group between two classes' cuts), by the bundle's split
+    (lineage.json's data.split: a split by group keeps its cuts, a split by time where each split starts). None
+    where rows cannot be placed at all (`unplaced` says why)."""
+    if unplaced(how, table):
         return None
+    column = how.get("by") or how.get("order")
     out = np.full(len(table), -1, dtype=np.int8)
     values = table[column]
     if how.get("by"):
         key = hashlib.sha256(str(how.get("seed", 0)).encode()).hexdigest()[:16]
         u = _unit(_group_hashes(values, key))
-        cuts = {json_key(k): tuple(-np.inf if c is None else c for c in (t, v)) for k, t, v in how["cuts"]}
-        if how.get("stratified") and None not in cuts:
-            pairs = [cuts.get(json_key(jsonable(y)), (np.nan, np.nan)) for y in table[label]]
-            t_cut, v_cut = (np.array([c[i] for c in pairs], dtype=np.float64) for i in (0, 1))
-        else:
-            t_cut, v_cut = cuts[None]
-        placed = values.notna().to_numpy() & ~np.isnan(np.broadcast_to(t_cut, u.shape))
-        out[placed] = np.where(u <= t_cut, TEST, np.where(u <= v_cut, VAL, TRAIN))[placed]
+        from jobs.fitted import canonical
+        cuts = {canonical(k): tuple(-np.inf if c is None else c for c in (t, v)) for k, t, v in how["cuts"]}
+        # Stratified, each class had its cuts, and a group's split came from the class it had in training: its
+        # class's where all its rows here hold that one class (as training had it); else where every class's cuts
+        # agree, and -1 between them (a later visit of another outcome must not move a patient into test).
+        t_lo, t_hi = min(t for t, _ in cuts.values()), max(t for t, _ in cuts.values())
+        v_lo, v_hi = min(v for _, v in cuts.values()), max(v for _, v in cuts.values())
+        t_cut, t_any, v_cut, v_any = (np.full(len(table), x) for x in (t_lo, t_hi, v_lo, v_hi))
+        if how.get("stratified") and label in table.columns:
+            classes = pd.Series([canonical(y) for y in table[label]], index=table.index)
+            one = classes.groupby(_group_hashes(values, key)).transform("nunique").to_numpy() == 1
+            for k, (t, v) in cuts.items():
+                mine = one & (classes == k).to_numpy()
+                t_cut[mine], t_any[mine], v_cut[mine], v_any[mine] = t, t, v, v
+        known = values.notna().to_numpy()
+        out[known & (u <= t_cut)] = TEST
+        out[known & (u > t_any) & (u <= v_cut)] = VAL
+        out[known & (u > v_any)] = TRAIN
         return out
     times = _comparable(values)
     starts = {name: _comparable(pd.Series([at]))[0] for name, at in (how.get("from") or {}).items()
@@ -254,6 +264,24 @@ def splits_of(how: dict, table: pd.DataFrame, label: str) -> Optional[np.ndarray
         if starts.get(name) is not None:
             out[known & (times >= starts[name])] = k
     return out
+
+
+def unplaced(how: dict, table: pd.DataFrame) -> Optional[str]:
+    """Why `splits_of` cannot place the rows of `table` by the split `how`, or None."""
+    column = how.get("by") or how.get("order")
+    if column is None:
+        return ("split by row: which rows it held out cannot be told from other data (it keyed each row by its "
+                "whole content as read)")
+    if column not in table.columns:
+        return f"split by {column!r}, a column the rows lack"
+    if how.get("by") and not how.get("cuts"):
+        return f"split by {column!r} by a trainyard that did not keep the split's cuts: train it again"
+    if how.get("type") == "time":
+        return f"split by {column!r}, a column of times, whose text another reader writes another way"
+    if how.get("type") == "string" and pd.api.types.is_numeric_dtype(table[column]):
+        return (f"split by {column!r}, ids of text (such as '000123') that these rows hold as numbers: read its "
+                "column as text (dtype=str)")
+    return None
 
 
 def json_key(k: Any) -> Any:
@@ -321,7 +349,8 @@ def stratified_by_groups(keys: pd.DataFrame, label: str) -> bool:
 
 
 def split_summary(data: DataSpec, splits: pd.DataFrame, u: np.ndarray, stratified: bool,
-                  order_type: Optional[pa.DataType] = None, cuts: Optional[dict] = None) -> dict:
+                  order_type: Optional[pa.DataType] = None, cuts: Optional[dict] = None,
+                  by_type: Optional[pa.DataType] = None) -> dict:
     """How the split was made, for summary.json and the `[ingest] split` line: the groups per split, or the time
     each split starts from. `splits`: the rows' SPLIT_COLUMN (from `assign_split`), `u` their keys; `order_type`:
     the type the order column was read as (`split_field`)."""
@@ -329,7 +358,8 @@ def split_summary(data: DataSpec, splits: pd.DataFrame, u: np.ndarray, stratifie
         groups = {name: int(pd.unique(u[splits[SPLIT_COLUMN].to_numpy() == k]).size) for k, name in NAMES.items()}
         # The cuts on the groups' keys (per class where stratified): `splits_of` places new rows' groups with them.
         kept = [[k, *(float(c) if np.isfinite(c) else None for c in pair)] for k, pair in (cuts or {}).items()]
-        return {"by": data.split.by, "groups": groups, "stratified": stratified, "cuts": kept}
+        return {"by": data.split.by, "groups": groups, "stratified": stratified, "cuts": kept,
+                **({"type": kind_of(by_type)} if by_type is not None else {})}
     if data.split.order:
         starts = {}
         for name, k in (("val", VAL), ("test", TEST)):

@@ -291,5 +291,5 @@ def test_rows_a_bundle_trained_on_are_said_and_held_out_scores_the_rest(tmp_path
         capsys.readouterr().err
     rows.drop(columns=["site"]).to_csv(tmp_path / "nosite.csv", index=False)
     assert cli.main(["evaluate", str(paths[1]), "--data", str(tmp_path / "nosite.csv"), "--held-out"]) == 2
-    assert "--held-out: g1 was split by 'site', a column --data lacks" in capsys.readouterr().err
+    assert "--held-out: g1 was split by 'site', a column the rows lack" in capsys.readouterr().err
     assert np.isin(splits_of(by_time, rows, "y"), (0, 1, 2)).all()

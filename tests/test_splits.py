@@ -177,7 +177,8 @@ def test_split_by_patient_keeps_each_patients_visits_in_one_split(tmp_path):
     per_patient = split_of.groupby("patient_id")["split"].agg(["nunique", "first"])
     assert per_patient["nunique"].max() == 1
     groups = per_patient["first"].value_counts()
-    assert {k: v for k, v in r.split_how.items() if k != "cuts"} == {"by": "patient_id", "stratified": True,
+    assert r.split_how["type"] == "int"
+    assert {k: v for k, v in r.split_how.items() if k not in ("cuts", "type")} == {"by": "patient_id", "stratified": True,
                            "groups": {n: int(groups.get(k, 0)) + sum(int(rows_by_tag(parts)[w] == k) for w in
                                                                    df.loc[df["patient_id"].isna(), "weight"])
                                       for k, n in ((TRAIN, "train"), (VAL, "val"), (TEST, "test"))}}
@@ -203,7 +204,10 @@ def test_split_by_patient_keeps_each_patients_visits_in_one_split(tmp_path):
     placed = splits_of(json.loads(json.dumps(kept["data"]["split"])), again.reset_index(drop=True), "y")
     truth = again["weight"].map(rows_by_tag(parts)).to_numpy()
     known_rows = again["patient_id"].notna().to_numpy()
-    assert (placed[known_rows] == truth[known_rows]).all() and (placed[~known_rows] == -1).all()
+    # Stratified: each class had its cuts; a group between two classes' cuts is not placed (-1), every other as
+    # ingest placed it.
+    assert ((placed == truth) | (placed == -1))[known_rows].all() and (placed[~known_rows] == -1).all()
+    assert (placed[known_rows] == -1).mean() < 0.1
 
     # A label that varies within a patient: the split stays by patient, not stratified (class cuts would part
     # a patient's visits), and says so.
@@ -360,3 +364,24 @@ def test_iso_times_are_told_from_other_text_in_one_pass():
                         "2024-11-04T10:00-05", "2024-13-01", "2024-02-30", "?", "03/15/2024", "2024/11/04"])
     assert ok.tolist() == [True] * 5 + [False] * 5
     assert zoned.tolist() == [False, False, True, True, True] + [False] * 5
+
+
+def test_a_group_is_placed_by_its_class_cuts_only_where_its_rows_hold_one_class():
+    """A stratified split by group cut each class apart: a patient's split came from the class it had in
+    training. Later rows of another outcome must not move a patient into test: where a group's rows hold two
+    classes, or labels as text "1" against cuts of 1, it is placed where every class's cuts agree."""
+    from jobs.splits import _group_hashes, _unit, splits_of
+
+    ids = pd.Series([f"P{i}" for i in range(400)])
+    key = __import__("hashlib").sha256(b"0").hexdigest()[:16]
+    u = _unit(_group_hashes(ids, key))
+    how = {"by": "pid", "seed": 0, "stratified": True, "type": "string", "cuts": [[1, 0.10, 0.20], [0, 0.30, 0.45]]}
+    one = splits_of(how, pd.DataFrame({"pid": ids, "y": ["1"] * 400}), "y")     # text labels, int cuts: matched
+    assert (one == np.where(u <= 0.10, TEST, np.where(u <= 0.20, VAL, TRAIN))).all()
+    both = splits_of(how, pd.DataFrame({"pid": pd.concat([ids, ids]), "y": [1] * 400 + [0] * 400}).reset_index(
+        drop=True), "y")[:400]
+    assert (both[u <= 0.10] == TEST).all() and (both[(u > 0.10) & (u <= 0.30)] == -1).all()
+    assert (both[(u > 0.30) & (u <= 0.20)] == VAL).all() and (both[u > 0.45] == TRAIN).all()
+    numbers = pd.DataFrame({"pid": pd.Series(range(5)), "y": [1] * 5})
+    assert splits_of({**how, "type": "string"}, numbers, "y") is None          # text ids read as numbers
+    assert splits_of({**how, "type": "time"}, numbers, "y") is None

@@ -95,7 +95,7 @@ def _held_out(names: list[str], bundles: list, table, label: str, held_out: bool
     import numpy as np
 
     from jobs.bundle import BundleError
-    from jobs.splits import TEST, TRAIN, VAL, splits_of
+    from jobs.splits import TEST, TRAIN, VAL, splits_of, unplaced
 
     keep = np.ones(len(table), dtype=bool)
     for name, bundle in zip(names, bundles):
@@ -103,12 +103,8 @@ def _held_out(names: list[str], bundles: list, table, label: str, held_out: bool
         placed = splits_of(split, table, label)
         if placed is None:
             if held_out:
-                column = split.get("by") or split.get("order")
-                why = ("split by row: which rows it held out cannot be told from other data (it keyed each row by "
-                       "its whole content as read)" if not column else
-                       f"split by {column!r}, a column --data lacks" if column not in table.columns else
-                       f"split by {column!r} by a trainyard that did not keep the split's cuts: train it again")
-                raise BundleError(f"--held-out: {name} was {why}; or score it on rows kept out of its data.path")
+                raise BundleError(f"--held-out: {name} was {unplaced(split, table)}; or score it on rows kept out of "
+                                  "its data.path")
             continue
         keep &= placed == TEST
         seen, checked = int(np.isin(placed, (TRAIN, VAL)).sum()), int((placed >= 0).sum())
