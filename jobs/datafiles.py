@@ -45,15 +45,16 @@ def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], li
             if wild is not None:
                 pattern = root.rstrip("/") + "/" + entry[len(base):].lstrip("/")
                 listing = entry_fs.get_file_info(pafs.FileSelector(root, recursive=True))
-                hits = sorted(i.path for i in listing
-                              if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, pattern))
+                hits = _visible(sorted(i.path for i in listing if i.type == pafs.FileType.File
+                                       and fnmatch.fnmatch(i.path, pattern)), root)
             else:
                 hits = _list_dir(entry_fs, root) if info.type == pafs.FileType.Directory else [root]
         else:
             entry_fs = pafs.LocalFileSystem()
             expanded = os.path.expanduser(entry)
-            if any(ch in expanded for ch in "*?["):
-                hits = sorted(p for p in globlib.glob(expanded, recursive=True) if os.path.isfile(p))
+            if (wild := next((i for i, ch in enumerate(expanded) if ch in "*?["), None)) is not None:
+                hits = _visible(sorted(p for p in globlib.glob(expanded, recursive=True) if os.path.isfile(p)),
+                                os.path.dirname(expanded[:wild]) or ".")
             elif os.path.isdir(expanded):
                 hits = _list_dir(entry_fs, os.path.abspath(expanded))
             elif os.path.isfile(expanded):
@@ -73,12 +74,16 @@ def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], li
     return fs, found, found
 
 
+def _visible(paths: list[str], base: str) -> list[str]:
+    """`paths` but those under a name starting with '.' or '_' below `base` (.ipynb_checkpoints, a Spark job's
+    _temporary: copies of the shards, read twice before), as a folder's listing and a glob's hits alike."""
+    return [f for f in paths if not any(p.startswith((".", "_")) for p in os.path.relpath(f, base).split("/"))]
+
+
 def _list_dir(fs: pafs.FileSystem, root: str) -> list[str]:
-    """The data files under `root`, recursively, but none under a name starting with '.' or '_' (.ipynb_checkpoints,
-    a Spark job's _temporary: copies of the shards, read twice before)."""
     tables = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
               if i.type == pafs.FileType.File and os.path.splitext(i.path)[1].lower() in _EXTENSIONS]
-    files = sorted(f for f in tables if not any(p.startswith((".", "_")) for p in os.path.relpath(f, root).split("/")))
+    files = sorted(_visible(tables, root))
     if not files:
         hidden = f" ({len(tables)} under names starting with '.' or '_', which are skipped)" if tables else ""
         raise DataError(f"data.path: the directory {root} holds no .parquet or .csv files{hidden}")
@@ -223,8 +228,7 @@ def _other_separator(fs: pafs.FileSystem, path: str) -> Optional[str]:
 
 def column_cells(fs: pafs.FileSystem, path: str, column: str) -> list[tuple[int, Optional[str]]]:
     """One column of a CSV file as (line, cell text) per record, a missing value None (as `csv_convert` reads
-    them): to point at the cells that do not read as the column's type by the line an editor shows
-    (`record_lines`: a quoted field with line breaks in it moves every later record down)."""
+    them): to point at cells by the line an editor shows (`record_lines`: quoted line breaks move later records)."""
     with fs.open_input_stream(path) as stream:
         cells = pacsv.read_csv(stream, convert_options=csv_convert(
             include_columns=[column], column_types={column: pa.string()}))[column].to_pylist()
@@ -235,9 +239,8 @@ def column_cells(fs: pafs.FileSystem, path: str, column: str) -> list[tuple[int,
 
 
 def record_lines(fs: Optional[pafs.FileSystem], path: str) -> list[int]:
-    """The line each data record of a CSV file starts on (its header on line 1), as an editor numbers them: a
-    quoted field may hold line breaks, and blank lines are no records (Arrow and pandas skip them). Reads the
-    whole file: for naming a bad cell, not on the way of a good read."""
+    """The line each data record of a CSV starts on (header: line 1), as an editor numbers them: a quoted field
+    may hold line breaks, blank lines are no records. Reads the whole file: to name a bad cell, not in a good read."""
     import csv
     import io
 
@@ -263,10 +266,8 @@ _LINES: dict = {}       # the last file's record_lines, by path, size and modifi
 
 
 def csv_convert(**options) -> pacsv.ConvertOptions:
-    """How every reader of the training data reads a CSV's cells: Arrow's defaults, but in a column of text too
-    an empty cell and Arrow's spellings of a missing value ('NA', 'n/a', 'null', ...) are missing values, as they
-    are in a column of numbers (Arrow keeps them as strings there: an empty cell became a category '' of its own,
-    or a third class of a binary label)."""
+    """How every reader of the training data reads a CSV's cells: Arrow's defaults, but an empty cell and 'NA',
+    'null', ... are missing in a column of text too (an empty cell became a category '' or a third class)."""
     return pacsv.ConvertOptions(strings_can_be_null=True, **options)
 
 
@@ -399,8 +400,7 @@ def check_files(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str, *, text
     """The one schema ingest reads the files with: every `column_problems` line, then `reconcile`'s (a shard
     missing a column, types that do not agree, stray cells in a CSV shard read again from `fs`), raised as one
     DataError. `text`: the job reads free text."""
-    problems = column_problems(data, schemas, fmt)
-    if problems:
+    if problems := column_problems(data, schemas, fmt):
         raise DataError("\n".join(problems))
     split = {c for c in (data.split.by, data.split.order) if c}      # read for the split alone: `jobs.splits`
     return reconcile(schemas, wanted_columns(data, text), set(data.features.exclude) | split, data.label, fs=fs)

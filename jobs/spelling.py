@@ -29,8 +29,10 @@ def how_alike(group: list[str]) -> str:
 
 
 def same_but_case(group: list[str]) -> bool:
-    """A `look_alike` group whose values differ only in case or in spaces around them ('Yes', 'yes', 'Yes ')."""
-    return len({c.strip().casefold() for c in group}) == 1
+    """A `look_alike` group whose values differ only in case or in spaces around them ('Yes', 'yes', 'Yes '). Not
+    one letter in two cases, which can be two classes (a musical key: 'C' major, 'c' minor); spaces never are."""
+    folded = {c.strip().casefold() for c in group}
+    return len(folded) == 1 and (len(next(iter(folded))) > 1 or len({c.strip() for c in group}) < len(group))
 
 
 def case_classes_problem(label: str, groups: list[list[str]], where: str) -> str:
@@ -40,7 +42,7 @@ def case_classes_problem(label: str, groups: list[list[str]], where: str) -> str
     shown = "; ".join(" and ".join(map(repr, g)) for g in groups)
     return (f"label {label!r}: classes {shown} differ only in case or in spaces around them, and would be trained as "
             f"{'different classes' if len(groups) == 1 else 'different classes each'} ({where}). Write each class "
-            "one way in the data, e.g. with pandas: df[label] = df[label].str.strip().str.lower()")
+            "one way in the data, e.g. with pandas: df[label].str.strip() for the spaces, .str.lower() for the case")
 
 
 def look_alike_note(label: str, group: list[str]) -> str:

@@ -191,6 +191,11 @@ def test_copies_under_hidden_or_underscore_folders_are_not_read_as_shards(tmp_pa
         frame().to_csv(tmp_path / path, index=False)
     _, files, _ = resolve_files(str(tmp_path / "d"))
     assert [os.path.relpath(f, tmp_path / "d") for f in files] == ["2024/b.csv", "a.csv"]
+    # A glob alike, below the folder it starts from (one that names a '_' folder itself is taken as asked).
+    _, globbed, _ = resolve_files(str(tmp_path / "d" / "**" / "*.csv"))
+    assert [os.path.relpath(f, tmp_path / "d") for f in globbed] == ["2024/b.csv", "a.csv"]
+    _, asked, _ = resolve_files(str(tmp_path / "d" / "_temporary" / "0" / "*.csv"))
+    assert [os.path.relpath(f, tmp_path / "d") for f in asked] == ["_temporary/0/part-0.csv"]
     (tmp_path / "e" / "_temporary").mkdir(parents=True)
     frame().to_csv(tmp_path / "e" / "_temporary" / "x.csv", index=False)
     with pytest.raises(DataError, match=r"holds no .parquet or .csv files \(1 under names starting with '.' or '_', "
@@ -328,7 +333,7 @@ def test_label_classes_written_two_ways_are_refused_or_said(tmp_path):
     f.to_csv(tmp_path / "p.csv", index=False)
     said = (f"label 'y': classes 'No' and 'no'; 'Yes' and 'Yes ' differ only in case or in spaces around them, and "
             f"would be trained as different classes each (data.path: {tmp_path}). Write each class one way in the "
-            "data, e.g. with pandas: df[label] = df[label].str.strip().str.lower()")
+            "data, e.g. with pandas: df[label].str.strip() for the spaces, .str.lower() for the case")
     with pytest.raises(DataError) as err:
         ingest(data_spec(tmp_path), progress=lambda *_: None)
     assert str(err.value) == said
