@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence
 
 from cluster.errors import BadInput
-from jobs.fitted import near_feature
 from jobs.watched import image_size_fields
 
 MAX_LISTED_PROBLEMS = 20
@@ -119,7 +118,8 @@ class RequestChecker:
         # Categories that were booleans in training: 'True', 'FALSE', 1 and '0' are taken as the boolean they
         # stand for, here, for everything after (the model, unseen_categories, the logs and the monitor), by the
         # preprocessor's own rule (`jobs.fitted.is_boolean`: its categories are 'true' and 'false').
-        from jobs.fitted import as_bool, is_boolean
+        from jobs.fitted import as_bool, is_boolean, near_feature     # here: pandas, not for every command's start
+        self._near_feature = near_feature
         self.booleans = {name for name, known in self.known.items() if is_boolean(known)}
         self._as_bool = as_bool
         if required_features == "all":
@@ -325,7 +325,7 @@ class RequestChecker:
             self._lookups -= 1
             if len(self._near) >= 4096:
                 self._near.clear()
-            match = near_feature(name, self._lowered)
+            match = self._near_feature(name, self._lowered)
             near = self._near[name] = match if match and not _ID_NAME.search(name) else ""
         return bool(near) and near not in record
 
@@ -343,7 +343,7 @@ class RequestChecker:
                            f"number, true/false or null, not {'a non-finite number' if isinstance(value, float) else _type_name(value)}",
                            i, name)
         if kind is None:
-            close = ([near] if (near := near_feature(name, self._lowered)) else
+            close = ([near] if (near := self._near_feature(name, self._lowered)) else
                      difflib.get_close_matches(name, list(self.features), n=1))
             hint = f"did you mean {close[0]!r}? " if close else ""
             # A table's own row (its id, its label) sent as it is: say what the field is and how to have such
