@@ -280,8 +280,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     elapsed = time.monotonic() - began
     progress(f"[monitor] summarised {total:,} rows into {len(summaries)} window(s) in {elapsed:.1f} s "
              f"({total / max(elapsed, 1e-9):,.0f} rows/s)")
-    sliced = {key: summaries.pop(key) for key in list(summaries) if isinstance(key, tuple)     # (start, value)
-              if since_window is None or key[0] >= since_window}
+    sliced = {key: s for key, s in summaries.items()        # `--by`: (window start, value) → summary
+              if isinstance(key, tuple) and (since_window is None or key[0] >= since_window)}
     summaries = {key: s for key, s in summaries.items() if not isinstance(key, tuple)}
     untimed = total - sum(s["n"] for s in summaries.values())
     if not summaries:
@@ -293,7 +293,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                  "fall in no window: they are left out")
     earlier = {start: summaries.pop(start) for start in sorted(summaries)
                if since_window is not None and start < since_window}
-    late = {start: earlier.pop(start) for start in list(earlier) if start >= labels_window and _labels_in(earlier[start])}
+    late = {start: earlier.pop(start) for start in list(earlier)     # `--labels-since`'s windows, with labels
+            if start >= labels_window and _labels_in(earlier[start])}
     before_since = sum(s["n"] for s in earlier.values()) + earlier_files[0]
     if before_since:
         progress(f"[monitor] --since {since}: {before_since:,} earlier row(s) left out"

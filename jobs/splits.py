@@ -88,7 +88,8 @@ def _time_type(column: str, what: str, types: dict[str, pa.DataType]) -> pa.Data
         plain = [f for f in types if f not in zoned]
         raise DataError(f"{what} names column {column!r}, whose times carry a time zone in {len(zoned)} file(s) "
                         f"({sorted(zoned)[0]}) and none in {len(plain)} ({plain[0]}): they cannot be "
-                        f"{'ordered' if 'order' in what else 'compared'} together. Write them one way in every file (all with a zone or offset, or all without)")
+                        f"{'ordered' if 'order' in what else 'compared'} together. Write them one way in every "
+                        "file (all with a zone or offset, or all without)")
     unit = "ns" if any(pa.types.is_timestamp(t) and t.unit == "ns" for t in types.values()) else "us"
     return pa.timestamp(unit, "UTC" if zoned else None)
 
@@ -235,7 +236,8 @@ def splits_of(how: dict, table: pd.DataFrame, label: str) -> Optional[np.ndarray
     values = table[column]
     if how.get("by"):
         key = hashlib.sha256(str(how.get("seed", 0)).encode()).hexdigest()[:16]
-        u = _unit(_group_hashes(values, key))
+        hashes = _group_hashes(values, key)
+        u = _unit(hashes)
         from jobs.fitted import canonical
         cuts = {canonical(k): tuple(-np.inf if c is None else c for c in (t, v)) for k, t, v in how["cuts"]}
         # Stratified, each class had its cuts, and a group's split came from the class it had in training: its
@@ -246,7 +248,7 @@ def splits_of(how: dict, table: pd.DataFrame, label: str) -> Optional[np.ndarray
         t_cut, t_any, v_cut, v_any = (np.full(len(table), x) for x in (t_lo, t_hi, v_lo, v_hi))
         if how.get("stratified") and label in table.columns:
             classes = pd.Series([canonical(y) for y in table[label]], index=table.index)
-            one = classes.groupby(_group_hashes(values, key)).transform("nunique").to_numpy() == 1
+            one = classes.groupby(hashes).transform("nunique").to_numpy() == 1
             for k, (t, v) in cuts.items():
                 mine = one & (classes == k).to_numpy()
                 t_cut[mine], t_any[mine], v_cut[mine], v_any[mine] = t, t, v, v
@@ -282,11 +284,6 @@ def unplaced(how: dict, table: pd.DataFrame) -> Optional[str]:
         return (f"split by {column!r}, ids of text (such as '000123') that these rows hold as numbers: read its "
                 "column as text (dtype=str)")
     return None
-
-
-def json_key(k: Any) -> Any:
-    """A cut's class as JSON gives it back (lineage.json): lists of [class, test cut, val cut]."""
-    return k if k is None or isinstance(k, (str, bool, int)) else jsonable(k)
 
 
 def _comparable(values: pd.Series) -> np.ndarray:
