@@ -109,6 +109,14 @@ def test_resume_with_nothing_to_resume_or_another_spec_is_refused_before_ray(tmp
         in capsys.readouterr().err
     assert cli.main(["tune", str(spec), "--resume"]) == EXIT_FAILED         # the same spec: on to Ray
     assert "reached connect" in capsys.readouterr().err
+    # The record is replaced whole (a driver SIGKILLed while writing it left it empty, and the next --resume
+    # stopped on a JSONDecodeError in CI); one left empty by an earlier trainyard is named, not a traceback.
+    from tuning.resume import read_record, write_record
+    write_record(started, {**read_record(started), "finished_at": None})
+    assert [p.name for p in started.iterdir()] == [EXPERIMENT_FILE]
+    (started / EXPERIMENT_FILE).write_text("")
+    assert cli.main(["tune", str(spec), "--resume"]) == EXIT_BAD_INPUT
+    assert f"--resume: {started / EXPERIMENT_FILE} is unreadable (" in capsys.readouterr().err
 
 
 def test_an_output_this_machine_cannot_write_is_refused_before_ray(tmp_path, capsys, monkeypatch):

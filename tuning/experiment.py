@@ -35,7 +35,7 @@ from tuning.failures import error_line, last_error_line
 from tuning.lines import (describe_config, describe_search, ran_on_lines, search_end_line, search_line,
                            trial_end_line, trial_epoch_line)
 from tuning.plan import Plan, TuneError, TuneInputError, plan
-from tuning.resume import EXPERIMENT_FILE, check_same_data, mark_finished, new_experiment, started_experiment
+from tuning.resume import check_same_data, mark_finished, new_experiment, started_experiment, write_record
 from tuning.trial import ENDED_DIR, TRAIN_DIR, ended_record, run_name, run_trial, trial_overrides
 
 
@@ -78,10 +78,9 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
         check_same_data(experiment, prepared.ingest.fingerprint)
     else:
         experiment = new_experiment(root)
-        (experiment / EXPERIMENT_FILE).write_text(json.dumps(
-            {"spec": spec.model_dump(mode="json"), "fingerprint": prepared.ingest.fingerprint,
-             "metric": metric, "mode": mode, "started_at": dt.datetime.now(dt.timezone.utc).isoformat()},
-            indent=2))
+        write_record(experiment, {"spec": spec.model_dump(mode="json"), "fingerprint": prepared.ingest.fingerprint,
+                                  "metric": metric, "mode": mode,
+                                  "started_at": dt.datetime.now(dt.timezone.utc).isoformat()})
 
     progress(the_plan.why)
     progress(search_line(spec, experiment, metric, mode, resume=resume))

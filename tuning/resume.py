@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -40,11 +41,27 @@ def new_experiment(root: str) -> Path:
     raise AssertionError("unreachable")
 
 
+def write_record(experiment: Path, record: dict) -> None:
+    """The experiment's own file, replaced whole in one rename: a driver SIGKILLed while writing it left it empty,
+    and the next `--resume` stopped on a JSONDecodeError (CI, 2026-12-07)."""
+    tmp = experiment / (EXPERIMENT_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, experiment / EXPERIMENT_FILE)
+
+
+def read_record(experiment: Path) -> dict:
+    try:
+        return json.loads((experiment / EXPERIMENT_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise TuneInputError(f"--resume: {experiment / EXPERIMENT_FILE} is unreadable ({exc}): this experiment "
+                             "cannot be continued; drop --resume to start a new search") from None
+
+
 def mark_finished(experiment: Path, bundle: object) -> None:
     """Record in the experiment's own file that its search ended and which bundle it made: not one to resume."""
-    record = json.loads((experiment / EXPERIMENT_FILE).read_text())
+    record = read_record(experiment)
     record.update(finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), bundle=str(bundle))
-    (experiment / EXPERIMENT_FILE).write_text(json.dumps(record, indent=2))
+    write_record(experiment, record)
 
 
 def started_experiment(root: str, spec: JobSpec) -> Path:
@@ -59,7 +76,7 @@ def started_experiment(root: str, spec: JobSpec) -> Path:
             check_same_spec(path, spec)
         except SpecError:
             continue
-        record = json.loads((path / EXPERIMENT_FILE).read_text())
+        record = read_record(path)
         if record.get("finished_at"):
             raise TuneInputError(f"--resume: the newest search of this spec, {path.name}, finished at "
                                  f"{record['finished_at'][:19]} and made {record.get('bundle')}: nothing to resume; "
@@ -73,7 +90,7 @@ def started_experiment(root: str, spec: JobSpec) -> Path:
 
 
 def check_same_spec(experiment: Path, spec: JobSpec) -> None:
-    started = _data_paths_absolute(json.loads((experiment / EXPERIMENT_FILE).read_text())["spec"])
+    started = _data_paths_absolute(read_record(experiment)["spec"])
     now = _data_paths_absolute(spec.model_dump(mode="json"))
     pre = (started.get("data") or {}).get("preprocess") or {}
     if pre.get("impute") != "constant" and pre.get("fill_value") == 0.0:
@@ -89,7 +106,7 @@ def check_same_spec(experiment: Path, spec: JobSpec) -> None:
 
 def check_same_data(experiment: Path, fingerprint: str) -> None:
     """Once the data is read: refuse a resume whose data is not what the experiment started on."""
-    started = json.loads((experiment / EXPERIMENT_FILE).read_text())["fingerprint"]
+    started = read_record(experiment)["fingerprint"]
     if started != fingerprint:
         raise TuneInputError(f"--resume: the data changed since experiment {experiment.name} started (fingerprint "
                              f"{started[:12]} → {fingerprint[:12]}), so resumed trials would not see the splits "
