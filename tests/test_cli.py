@@ -117,6 +117,12 @@ def test_resume_with_nothing_to_resume_or_another_spec_is_refused_before_ray(tmp
     (started / EXPERIMENT_FILE).write_text("")
     assert cli.main(["tune", str(spec), "--resume"]) == EXIT_BAD_INPUT
     assert f"--resume: {started / EXPERIMENT_FILE} is unreadable (" in capsys.readouterr().err
+    # The record of an experiment an earlier trainyard started, trainyard.json (now trainyard.record: Ray Tune's
+    # restore copies a *.json back and forth, and a SIGKILL mid-copy emptied it), is still read.
+    from tuning.resume import LEGACY_EXPERIMENT_FILE
+    (started / EXPERIMENT_FILE).unlink()
+    (started / LEGACY_EXPERIMENT_FILE).write_text(json.dumps({"spec": load_spec(str(spec)).model_dump(mode="json")}))
+    assert cli.main(["tune", str(spec), "--resume"]) == EXIT_FAILED and "reached connect" in capsys.readouterr().err
 
 
 def test_an_output_this_machine_cannot_write_is_refused_before_ray(tmp_path, capsys, monkeypatch):

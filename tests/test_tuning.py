@@ -196,7 +196,8 @@ def test_best_trial_becomes_a_bundle_that_loads_and_predicts(asha_search, teleme
     assert len(pred["predictions"]) == 5 and set(pred["predictions"]) <= {"failure", "ok"}
     assert "accuracy" in bundle.metrics["test"]
     # Preprocessing was fitted once, before the trials: the experiment records one data fingerprint.
-    info = json.loads((experiment_dir(out) / "trainyard.json").read_text())
+    from tuning.resume import EXPERIMENT_FILE
+    info = json.loads((experiment_dir(out) / EXPERIMENT_FILE).read_text())
     assert info["fingerprint"] == lineage["data"]["fingerprint"]
 
 

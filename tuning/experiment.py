@@ -4,7 +4,7 @@ Layout under OUTPUT:
     ray/tune-<stamp>/                 the Tune experiment (Tune's own state, one folder per trial)
     ray/tune-<stamp>/train/trial-<id>/  each trial's Ray Train run: its checkpoints (the model is read from here)
     ray/tune-<stamp>/ended/<id>.json  trials Tune has ended (so a resumed experiment never retrains them)
-    ray/tune-<stamp>/trainyard.json   what the experiment was started with (spec, data fingerprint)
+    ray/tune-<stamp>/trainyard.record what the experiment was started with (spec, data fingerprint; JSON)
     tune/<experiment>/results.csv, report.png  each search's report; tune/results.csv, report.png: the latest's
     bundle/                           the best trial, exactly like `trainyard train`'s
 """

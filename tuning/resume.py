@@ -1,5 +1,5 @@
 """What `--resume` continues, found and checked from the experiment's own record (OUTPUT/ray/tune-<stamp>/
-trainyard.json) without Ray: so `trainyard tune SPEC --resume` with nothing to resume, or with a changed spec,
+trainyard.record) without Ray: so `trainyard tune SPEC --resume` with nothing to resume, or with a changed spec,
 is refused in a second, before Ray starts, rather than after it (`check`). Ray Tune's own state is judged by
 `tuning.experiment` once Ray is up."""
 from __future__ import annotations
@@ -15,7 +15,12 @@ from jobs.spec import JobSpec, SpecError, storage_root
 from tuning.plan import TuneInputError
 
 EXPERIMENT_PREFIX = "tune-"
-EXPERIMENT_FILE = "trainyard.json"
+# The experiment's record (JSON). Not named *.json: Ray Tune's restore copies the experiment folder's *.json and
+# *.pkl into its staging folder and uploads them back as it syncs (ray/tune/execution/experiment_state.py), so a
+# resumed driver SIGKILLed mid-upload left trainyard.json empty (CI, 2026-12-07). Experiments of an earlier
+# trainyard have LEGACY_EXPERIMENT_FILE, read where the record is not there.
+EXPERIMENT_FILE = "trainyard.record"
+LEGACY_EXPERIMENT_FILE = "trainyard.json"
 # Spec sections a resumed experiment must share with the one that started it; output and serve may change.
 _SAME_ON_RESUME = ("data", "model", "train", "tune")
 
@@ -42,19 +47,24 @@ def new_experiment(root: str) -> Path:
 
 
 def write_record(experiment: Path, record: dict) -> None:
-    """The experiment's own file, replaced whole in one rename: a driver SIGKILLed while writing it left it empty,
-    and the next `--resume` stopped on a JSONDecodeError (CI, 2026-12-07)."""
+    """The experiment's own record, replaced whole in one rename (see EXPERIMENT_FILE)."""
     tmp = experiment / (EXPERIMENT_FILE + ".tmp")
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, experiment / EXPERIMENT_FILE)
 
 
+def record_file(experiment: Path) -> Path:
+    path = experiment / EXPERIMENT_FILE
+    return path if path.is_file() or not (experiment / LEGACY_EXPERIMENT_FILE).is_file() else \
+        experiment / LEGACY_EXPERIMENT_FILE
+
+
 def read_record(experiment: Path) -> dict:
     try:
-        return json.loads((experiment / EXPERIMENT_FILE).read_text())
+        return json.loads(record_file(experiment).read_text())
     except (OSError, ValueError) as exc:
-        raise TuneInputError(f"--resume: {experiment / EXPERIMENT_FILE} is unreadable ({exc}): this experiment "
-                             "cannot be continued; drop --resume to start a new search") from None
+        raise TuneInputError(f"--resume: {record_file(experiment)} is unreadable ({exc}): this experiment cannot be "
+                             "continued; drop --resume to start a new search") from None
 
 
 def mark_finished(experiment: Path, bundle: object) -> None:
@@ -70,7 +80,7 @@ def started_experiment(root: str, spec: JobSpec) -> Path:
     newest search finished (nothing to resume), or no experiment there is this spec's (the newest one's
     differences are said)."""
     candidates = sorted(Path(root).glob(EXPERIMENT_PREFIX + "*"), reverse=True) if Path(root).is_dir() else []
-    ours = [p for p in candidates if (p / EXPERIMENT_FILE).is_file()]
+    ours = [p for p in candidates if record_file(p).is_file()]
     for path in ours:
         try:
             check_same_spec(path, spec)
