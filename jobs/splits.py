@@ -220,8 +220,16 @@ def _group_hashes(groups: pd.Series, key: str) -> np.ndarray:
     pandas hashed an Arrow-backed column of integers as floats in a block holding a null and as integers in one
     that did not (a group's rows in two splits), and `evaluate` must key a table read another way the same."""
     from jobs.fitted import canonical
-    text = pd.Series(["" if pd.isna(v) else canonical(v) for v in groups], dtype=object)
-    return pd.util.hash_pandas_object(text, index=False, hash_key=key).to_numpy(dtype=np.uint64, copy=True)
+    if pd.api.types.is_string_dtype(groups) or pd.api.types.is_integer_dtype(groups):
+        # The usual ids, text or whole numbers: their canonical text is str() of each, in C (ingest keys every row
+        # of the data with this; a Python call per row was the slow part).
+        text = groups.astype(object).where(groups.notna(), "").astype(str).astype(object)
+        if pd.api.types.is_string_dtype(groups) and not groups.dropna().map(type).eq(str).all():
+            text = pd.Series(["" if pd.isna(v) else canonical(v) for v in groups], dtype=object)
+    else:
+        text = pd.Series(["" if pd.isna(v) else canonical(v) for v in groups], dtype=object)
+    return pd.util.hash_pandas_object(text.reset_index(drop=True), index=False,
+                                      hash_key=key).to_numpy(dtype=np.uint64, copy=True)
 
 
 def splits_of(how: dict, table: pd.DataFrame, label: str) -> Optional[np.ndarray]:
