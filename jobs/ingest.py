@@ -30,9 +30,9 @@ from jobs.infer import (MAX_INFERRED_CLASSES, DataError, confirm_distinct, featu
 from jobs.spec import DataSpec
 from jobs.spelling import (case_classes_problem, look_alike, look_alike_note, placeholder_note, placeholders,
                            same_but_case)
-from jobs.splits import (NAMES, SPLIT_COLUMN, TEST, TRAIN, VAL, assign_split, order_gaps,  # noqa: F401 (jobs.images)
-                         order_problem, split_column, split_field, split_key, split_line, split_summary,
-                         split_thresholds, stratified_by_groups)
+from jobs.splits import (NAMES, SPLIT_COLUMN, TEST, TRAIN, VAL, assign_split,  # noqa: F401 (jobs.images)
+                         gap_units, order_gaps, order_problem, split_column, split_field, split_key, split_line,
+                         split_summary, split_thresholds, stratified_by_groups)
 
 
 @dataclass
@@ -216,18 +216,21 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     stratify = (task == "classification" and not data.split.order
                 and (not data.split.by or stratified_by_groups(keys, data.label)))
     cuts = split_thresholds(labels, keys["_u"].to_numpy(), data.split.val, data.split.test, stratify)
-    ds = ds.map_batches(assign_split, fn_kwargs={"label": data.label, "cuts": cuts, "stratify": stratify},
+    gap = gap_units(data.split.gap, split_by.type) if data.split.order else 0.0
+    ds = ds.map_batches(assign_split, fn_kwargs={"label": data.label, "cuts": cuts, "stratify": stratify,
+                                                 "gap": gap, "keep_gap": False},
                         batch_format="pandas").materialize()
     # The keys already hold every kept row's label and `_u`, in the dataset's order: the same assign_split
     # gives the rows' splits here, without another pass over the dataset.
-    splits = assign_split(keys, data.label, cuts, stratify)
+    splits = assign_split(keys, data.label, cuts, stratify, gap=gap)
     split_rows = {NAMES[k]: int((splits[SPLIT_COLUMN] == k).sum()) for k in NAMES}
     how = split_summary(data, splits, keys["_u"].to_numpy(), stratify,
                         order_type=split_by.type if data.split.order else None, cuts=cuts,
                         by_type=split_by.type if data.split.by else None)
     if line := split_line(how):
         progress(line)
-    lumpy_split(keys, split_rows, data, progress)
+    # Whether the cuts came out lumpy: the rows a gap left out counted in the split they were cut into.
+    lumpy_split(keys, {k: n + how.get("in_gap", {}).get(k, 0) for k, n in split_rows.items()}, data, progress)
     check_splits(split_rows, data, classes=len(cuts) if stratify else None)
     if task == "classification":
         for k, name in NAMES.items():
@@ -344,6 +347,9 @@ def check_splits(split_rows: dict[str, int], data: DataSpec, classes: Optional[i
     # By time, rows of one time share a split: a column of few times (a month, a term in months) empties one.
     few_times = (f" (rows of one time of data.split.order {data.split.order!r} share a split: it needs rows of more "
                  "times)" if data.split.order else "")
+    if data.split.gap is not None:
+        few_times += (f"; data.split.gap {data.split.gap!r} leaves out the rows within it before the next split's "
+                      "start: a shorter gap, or data of a longer period, keeps more")
     if split_rows["train"] == 0:
         raise DataError("the train split is empty; lower data.split.val / data.split.test or add rows" + few_times)
     rows = sum(split_rows.values())

@@ -29,6 +29,7 @@ from jobs.spec import DataSpec
 SPLIT_COLUMN = "_split"
 TRAIN, VAL, TEST = 0, 1, 2
 NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
+GAP = 3         # a split by time's row within data.split.gap before the next split's start: in no split
 
 
 def split_column(data: DataSpec) -> Optional[str]:
@@ -61,8 +62,11 @@ def split_field(data: DataSpec, schemas: dict[str, pa.Schema], fs=None) -> Optio
     if not kinds:
         raise DataError(f"{what} names column {column!r}, which holds no value in any file; fill it in")
     if kinds == {"time"}:       # a shard whose column is empty (null) is left to the check of rows without a time
-        return pa.field(column, _time_type(column, what, {f: t for f, t in types.items() if kind_of(t) != "null"}))
+        field = pa.field(column, _time_type(column, what, {f: t for f, t in types.items() if kind_of(t) != "null"}))
+        gap_units(data.split.gap, field.type)
+        return field
     if kinds <= {"int", "float"}:
+        gap_units(data.split.gap, pa.float64())
         return pa.field(column, pa.float64() if data.split.order or "float" in kinds else pa.int64())
     if data.split.order:
         texts = [f for f, t in types.items() if kind_of(t) == "string"]
@@ -76,6 +80,24 @@ def split_field(data: DataSpec, schemas: dict[str, pa.Schema], fs=None) -> Optio
         return pa.field(column, pa.bool_())
     raise DataError(f"data.split.by names column {column!r}, of type {shown}: a split groups rows by text, numbers, "
                     "booleans or times. Store it as one of those (a UUID as its text), or name another column")
+
+
+def gap_units(gap, order_type: pa.DataType) -> float:
+    """`data.split.gap` in the order column's units (microseconds for times, as `order_values` gives them; the
+    number itself for a column of numbers), 0 for none. Raises a DataError where the gap's form does not fit the
+    column: a span of time for numbers, or a bare number for times (days? hours?)."""
+    from jobs.spec import window_seconds
+    if gap is None:
+        return 0.0
+    if pa.types.is_timestamp(order_type) or pa.types.is_date(order_type):
+        if not isinstance(gap, str):
+            raise DataError(f"data.split.gap is {gap:g}, a bare number, but the order column holds times: give a span "
+                            f"with its unit ({gap:g}d for days, {gap:g}h for hours)")
+        return window_seconds(gap) * 1e6
+    if isinstance(gap, str):
+        raise DataError(f"data.split.gap is {gap!r}, a span of time, but the order column holds numbers (days since a "
+                        "start, a period's index): give the gap as a number of those units")
+    return float(gap)
 
 
 def _time_type(column: str, what: str, types: dict[str, pa.DataType]) -> pa.DataType:
@@ -270,8 +292,11 @@ def splits_of(how: dict, table: pd.DataFrame, label: str) -> Optional[np.ndarray
               if name in ("val", "test") and at is not None}
     known = ~np.isnan(times)
     out[known] = TRAIN
+    # The gap as the spec gave it, which training checked against the column: a span for times, else a number.
+    gap = gap_units(how.get("gap"), pa.timestamp("us") if isinstance(how.get("gap"), str) else pa.float64())
     for name, k in (("val", VAL), ("test", TEST)):
         if starts.get(name) is not None:
+            out[known & (times > starts[name] - gap) & (times < starts[name])] = GAP    # left out (`assign_split`)
             out[known & (times >= starts[name])] = k
     return out
 
@@ -333,7 +358,11 @@ def split_thresholds(labels: np.ndarray, u: np.ndarray, val: float, test: float,
     return groups
 
 
-def assign_split(batch: pd.DataFrame, label: str, cuts: dict, stratify: bool) -> pd.DataFrame:
+def assign_split(batch: pd.DataFrame, label: str, cuts: dict, stratify: bool, gap: float = 0.0,
+                 keep_gap: bool = True) -> pd.DataFrame:
+    """Each row's split (SPLIT_COLUMN) from its key `_u` and the `cuts`. By time with a `gap` (`gap_units`), a row
+    of train within it before validation's first time, or of validation before test's, is GAP (dropped unless
+    `keep_gap`): its label, known `gap` after its time, was made in the next split's period."""
     u = batch["_u"].to_numpy()
     if stratify:
         keys = batch[label].map(jsonable)
@@ -342,7 +371,12 @@ def assign_split(batch: pd.DataFrame, label: str, cuts: dict, stratify: bool) ->
     else:
         t_cut, v_cut = cuts[None]
     split = np.where(u <= t_cut, TEST, np.where(u <= v_cut, VAL, TRAIN)).astype(np.int8)
-    return batch.drop(columns=["_u"]).assign(**{SPLIT_COLUMN: split})
+    if gap:
+        # `_u` is minus the time: validation starts at -v_cut, test at -t_cut. A row exactly `gap` before a start
+        # has its label by then, and stays.
+        split[((split == TRAIN) & (u < v_cut + gap)) | ((split == VAL) & (u < t_cut + gap))] = GAP
+    out = batch.drop(columns=["_u"]).assign(**{SPLIT_COLUMN: split})
+    return out if keep_gap or not gap else out[split != GAP]
 
 
 # ---------------------------------------------------------------------------------------------- what it gave
@@ -372,7 +406,13 @@ def split_summary(data: DataSpec, splits: pd.DataFrame, u: np.ndarray, stratifie
             starts[name] = _order_text(first.min(), order_type) if first.size else None
         last = -u[splits[SPLIT_COLUMN].to_numpy() == TRAIN]
         starts["train_until"] = _order_text(last.max(), order_type) if last.size else None
-        return {"order": data.split.order, "from": starts}
+        if data.split.gap is None:
+            return {"order": data.split.order, "from": starts}
+        # The rows left out in the gap, by the split they would have been in (the one before the next's start).
+        cut = splits[SPLIT_COLUMN].to_numpy() == GAP
+        before_test = u[cut] <= cuts[None][1]      # in validation's period (its `_u` up to its cut)
+        return {"order": data.split.order, "from": starts, "gap": data.split.gap,
+                "in_gap": {"train": int((~before_test).sum()), "val": int(before_test.sum())}}
     return {}
 
 
@@ -398,5 +438,10 @@ def split_line(summary: dict) -> Optional[str]:
         parts = [f"train up to {f['train_until']}"]
         parts += [f"validation from {f['val']}"] if f["val"] is not None else []
         parts += [f"test from {f['test']}"] if f["test"] is not None else []
-        return f"[ingest] split by time {summary['order']!r}: {', '.join(parts)}"
+        gap = ""
+        if "gap" in summary:
+            cut, g = summary["in_gap"], summary["gap"]
+            gap = (f"; gap {g if isinstance(g, str) else f'{g:g}'}: {cut['train']:,} train and {cut['val']:,} "
+                   "validation row(s) within it before the next split's start left out")
+        return f"[ingest] split by time {summary['order']!r}: {', '.join(parts)}{gap}"
     return None

@@ -550,7 +550,7 @@ def test_a_section_of_the_wrong_shape_and_a_misspelt_choice_get_a_fix():
         return exc.value.problems
 
     assert problems(data={"path": "d", "label": "y", "split": [0.15, 0.15, 0]}) == [
-        "s.yaml: data.split: should be a mapping of settings (val, test, seed, by, order), got [0.15, 0.15, 0]. Fix: write it as "
+        "s.yaml: data.split: should be a mapping of settings (val, test, seed, by, order, gap), got [0.15, 0.15, 0]. Fix: write it as "
         "key: value, e.g. data.split: {val: ...}"]
     assert problems(train=3)[0].startswith("s.yaml: train: should be a mapping of settings (epochs, batch_size, lr, "
                                            "head_lr, warmup, grad_accum, ... (")

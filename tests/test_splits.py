@@ -42,6 +42,9 @@ def visits(n=240, patients=40, seed=0, label_per_patient=True) -> pd.DataFrame:
      "is no feature (every group of the test split would be one training never saw)"),
     ({"order": "seen"}, {"format": "images"}, "split.order is for tables"),
     ({"order": "seen", "seed": 7}, {}, "seed (7) is not used with order: the split by time takes the latest rows"),
+    ({"by": "patient_id", "gap": "30d"}, {}, "gap ('30d') is for a split by time: set order to the column of times"),
+    ({"order": "seen", "gap": "30 days"}, {}, "gap '30 days' must be a positive number and a unit s, m, h, d or w"),
+    ({"order": "seen", "gap": 0}, {}, "gap must be a positive span (30d) or number, got 0"),
 ])
 def test_a_split_column_the_spec_cannot_use_is_refused(split, data, said):
     with pytest.raises(SpecError) as err:
@@ -143,6 +146,39 @@ def test_numbers_order_and_an_infinite_time_is_refused():
                         order_type=pa.float64())
     assert how == {"order": "day", "from": {"val": 5, "test": None, "train_until": 4}}
     assert "an infinite value in column 'day'" in order_problem("day", {"nulls": 0, "n": 6, "infinite": 1})
+
+
+def test_a_gap_leaves_out_the_rows_whose_labels_were_made_in_the_next_split():
+    """Defaults known 30 days after each loan's month: a loan of the last month before validation was labelled by
+    what happened in validation's period. With `gap`, such rows are in no split; a row a whole gap before a
+    split's start had its label by then, and stays."""
+    from jobs.splits import GAP, assign_split, split_line, split_summary, split_thresholds, splits_of
+
+    days = pd.DataFrame({"day": np.arange(1.0, 11.0), "y": 0, "_label_missing": 0})
+    keyed = split_key(days, seed=0, order="day")
+    cuts = split_thresholds(keyed["y"].to_numpy(), keyed["_u"].to_numpy(), val=0.2, test=0.2, stratify=False)
+    spec = spec_of("d", {"order": "day", "val": 0.2, "test": 0.2, "gap": 2}).data
+    splits = assign_split(keyed, "y", cuts, False, gap=2.0)
+    assert list(splits["_split"]) == [TRAIN] * 5 + [GAP, VAL, GAP, TEST, TEST]     # days 6 and 8; not 5 and 7
+    kept = assign_split(keyed, "y", cuts, False, gap=2.0, keep_gap=False)
+    assert list(kept["_split"]) == [TRAIN] * 5 + [VAL] + [TEST] * 2
+    how = split_summary(spec, splits, keyed["_u"].to_numpy(), False, order_type=pa.float64(), cuts=cuts)
+    assert how == {"order": "day", "from": {"val": 7, "test": 9, "train_until": 5}, "gap": 2.0,
+                   "in_gap": {"train": 1, "val": 1}}
+    assert split_line(how) == ("[ingest] split by time 'day': train up to 5, validation from 7, test from 9; gap 2: 1 "
+                               "train and 1 validation row(s) within it before the next split's start left out")
+    # `evaluate` places rows again as ingest did, a gap's rows (and a time between) in none of the splits.
+    again = pd.DataFrame({"day": [1.0, 5.0, 5.5, 6.0, 7.0, 8.0, 9.0, 12.0]})
+    assert list(splits_of(json.loads(json.dumps(how)), again, "y")) == [TRAIN, TRAIN, GAP, GAP, VAL, GAP, TEST, TEST]
+    # The gap's form must fit the column: a span for times, a number of its units for numbers.
+    schemas = {"a.parquet": pa.schema([("seen", pa.date32()), ("y", pa.string())])}
+    with pytest.raises(DataError, match=r"data.split.gap is 30, a bare number, but the order column holds times: "
+                                        r"give a span with its unit \(30d for days, 30h for hours\)"):
+        split_field(spec_of("d", {"order": "seen", "gap": 30}).data, schemas)
+    assert split_field(spec_of("d", {"order": "seen", "gap": "30d"}).data, schemas).type == pa.timestamp("us")
+    with pytest.raises(DataError, match=r"data.split.gap is '2w', a span of time, but the order column holds numbers"):
+        split_field(spec_of("d", {"order": "day", "gap": "2w"}).data,
+                    {"a.parquet": pa.schema([("day", pa.int32()), ("y", pa.string())])})
 
 
 def rows_by_tag(parts: dict) -> dict:
@@ -268,6 +304,24 @@ def test_split_by_time_puts_the_latest_rows_in_test(tmp_path):
                       (zoned.split_how, df["seen"].dt.tz_localize("UTC"))):
         assert (splits_of({**how, "seed": 0}, df.assign(seen=seen), "y") == truth).all()
 
+    # With a gap of 30 days: no train row within 30 days before validation's first day, no validation row within
+    # 30 days before test's; test and the splits' starts as before, every row counted.
+    gapped = ingest(spec_of(tmp_path, {**order, "gap": "30d"}, features=no_ids).data, progress=said.append)
+    cut = {k: df.set_index("weight").loc[gapped.split(k).to_pandas()["weight"], "seen"] for k in (TRAIN, VAL)}
+    month = pd.Timedelta(days=30)
+    assert cut[TRAIN].max() <= when[VAL].min() - month and cut[VAL].max() <= when[TEST].min() - month
+    left_out = gapped.split_how["in_gap"]
+    assert left_out["train"] == r.split_rows["train"] - gapped.split_rows["train"] > 0
+    assert left_out["val"] == r.split_rows["val"] - gapped.split_rows["val"] > 0
+    assert gapped.split_rows["test"] == r.split_rows["test"]
+    assert gapped.split_how["from"]["test"] == zoned.split_how["from"]["test"]      # the files as zoned.csv left them
+    assert any(line.endswith(f"; gap 30d: {left_out['train']} train and {left_out['val']} validation row(s) within "
+                             "it before the next split's start left out") for line in said)
+    from jobs.splits import GAP
+    placed = splits_of({**gapped.split_how, "seed": 0}, df, "y")
+    assert ((placed == truth) | ((placed == GAP) & (truth != TEST))).all()
+    assert (placed == GAP).sum() == sum(left_out.values())
+
     # A row without a time cannot be placed: refused, counted, with the fix.
     df.loc[df.index[:4], "seen"] = pd.NaT
     df.to_csv(tmp_path / "a.csv", index=False)
@@ -289,6 +343,9 @@ def test_a_train_split_emptied_by_one_time_says_why():
     with pytest.raises(DataError, match=r"the validation split is empty .*or add rows \(rows of one time of "
                                         r"data.split.order 'term' share a split: it needs rows of more times\)$"):
         check_splits({"train": 30, "val": 0, "test": 10}, spec_of("d", {"order": "term"}).data)
+    with pytest.raises(DataError, match=r"the train split is empty.*; data.split.gap '90d' leaves out the rows within "
+                                        r"it before the next split's start: a shorter gap, or data of a longer period"):
+        check_splits({"train": 0, "val": 20, "test": 10}, spec_of("d", {"order": "term", "gap": "90d"}).data)
 
 
 def test_validate_says_where_the_times_are_missing_or_not_dates_before_ray_starts(tmp_path):

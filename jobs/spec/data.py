@@ -6,6 +6,7 @@ from typing import Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from jobs.spec.base import StrictModel
+from jobs.spec.monitor import window_seconds
 
 
 class FeatureSpec(StrictModel):
@@ -65,6 +66,11 @@ class SplitSpec(StrictModel):
         None, description="A column of times (a date, a timestamp, or a number that counts up): the latest rows "
                           "are the test split, those before them validation, the earliest train, as the model will "
                           "meet the future. Read for the split alone, never a feature; not stratified, not seeded.")
+    gap: Optional[Union[float, str]] = Field(
+        None, description="With order: how long after its time a row's label is known (30d, 12h, 2w; a number in "
+                          "the order column's units where it holds numbers). The rows of train within it before "
+                          "validation's start, and of validation before test's, are left out, so no label the model "
+                          "learnt from was made from the period it is scored on.")
 
     @model_validator(mode="after")
     def _leaves_train(self):
@@ -77,7 +83,22 @@ class SplitSpec(StrictModel):
             # (0, the default, is what every resolved spec.yaml holds.)
             raise ValueError(f"seed ({self.seed}) is not used with order: the split by time takes the latest rows as "
                              "the test split whatever the seed; remove seed, or split by row or group instead")
+        if self.gap is not None:
+            self._gap_ok()
         return self
+
+    def _gap_ok(self) -> None:
+        if not self.order:
+            raise ValueError(f"gap ({self.gap!r}) is for a split by time: set order to the column of times, or remove "
+                             "gap (a split by row or group has no before and after)")
+        if isinstance(self.gap, str):
+            try:
+                window_seconds(self.gap)
+            except ValueError as exc:
+                raise ValueError(str(exc).replace("window", f"gap {self.gap!r}", 1).replace(f", got {self.gap!r}", "")
+                                 + " (a number alone where the order column holds numbers)") from None
+        elif not self.gap > 0 or self.gap == float("inf"):
+            raise ValueError(f"gap must be a positive span (30d) or number, got {self.gap!r}")
 
 
 class PreprocessSpec(StrictModel):
