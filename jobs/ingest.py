@@ -63,6 +63,14 @@ class IngestResult:
     def split(self, which: int) -> ray.data.Dataset:
         return self.dataset.map_batches(_keep_split, fn_kwargs={"which": which}, batch_format="pyarrow")
 
+    def left_out(self) -> str:
+        """The rows read that are in no split, by why: no label, an image that did not decode, a split's gap."""
+        said = f"{self.rows_dropped_missing_label} dropped (no label)" + (
+            f", {len(self.corrupt)} undecodable skipped" if self.corrupt else "")
+        if in_gap := sum(self.split_how.get("in_gap", {}).values()):
+            said += f", {in_gap} in data.split.gap left out"
+        return said
+
     def summary(self) -> dict:
         return {"files": len(self.files), "format": self.format, "rows_read": self.rows_read,
                 "rows_dropped_missing_label": self.rows_dropped_missing_label, "label": self.label,

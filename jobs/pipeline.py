@@ -100,9 +100,7 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
     train_ds = train_ds.materialize()
     val_ds = PP.apply(result.split(ING.VAL), pre).materialize()
     test_raw = result.split(ING.TEST)
-    dropped = f"{result.rows_dropped_missing_label} dropped (no label)" + (
-        f", {len(result.corrupt)} undecodable skipped" if result.corrupt else "")
-    progress(f"[prepare] {result.rows_read} rows read, {dropped}; "
+    progress(f"[prepare] {result.rows_read} rows read, {result.left_out()}; "
              f"split train/val/test = {result.split_rows['train']}/{result.split_rows['val']}/"
              f"{result.split_rows['test']}; {pre.feature_dim} packed features"
              + (f" ({pre.tabular_dim} of table columns, {pre.max_length} token ids)" if pre.kind == "text" else "")

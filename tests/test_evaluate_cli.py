@@ -293,3 +293,11 @@ def test_rows_a_bundle_trained_on_are_said_and_held_out_scores_the_rest(tmp_path
     assert cli.main(["evaluate", str(paths[1]), "--data", str(tmp_path / "nosite.csv"), "--held-out"]) == 2
     assert "--held-out: g1 was split by 'site', a column the rows lack" in capsys.readouterr().err
     assert np.isin(splits_of(by_time, rows, "y"), (0, 1, 2)).all()
+
+    # Split by time with a gap of 5 days: the rows within it before validation's and test's starts were in no
+    # split, not trained on.
+    gapped = _write(tmp_path / "t2" / "bundle", lineage={"version": "t2", "data": {"split": {**by_time, "gap": 5.0}}})
+    assert cli.main(["evaluate", str(gapped), "--data", str(tmp_path / "rows.csv")]) == 0
+    assert ("[evaluate] note: t2: 32 of the 60 row(s) it can place are from before its test split ('day' from 40) "
+            "(26 train, 6 validation; 8 more in its data.split.gap 5, in no split): its scores there flatter it"
+            ) in capsys.readouterr().out

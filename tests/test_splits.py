@@ -317,6 +317,8 @@ def test_split_by_time_puts_the_latest_rows_in_test(tmp_path):
     assert gapped.split_how["from"]["test"] == zoned.split_how["from"]["test"]      # the files as zoned.csv left them
     assert any(line.endswith(f"; gap 30d: {left_out['train']} train and {left_out['val']} validation row(s) within "
                              "it before the next split's start left out") for line in said)
+    assert gapped.left_out() == f"0 dropped (no label), {sum(left_out.values())} in data.split.gap left out"
+    assert r.left_out() == "0 dropped (no label)"
     from jobs.splits import GAP
     placed = splits_of({**gapped.split_how, "seed": 0}, df, "y")
     assert ((placed == truth) | ((placed == GAP) & (truth != TEST))).all()

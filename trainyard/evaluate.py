@@ -95,7 +95,7 @@ def _held_out(names: list[str], bundles: list, table, label: str, held_out: bool
     import numpy as np
 
     from jobs.bundle import BundleError
-    from jobs.splits import TEST, TRAIN, VAL, splits_of, unplaced
+    from jobs.splits import GAP, TEST, TRAIN, VAL, splits_of, unplaced
 
     keep = np.ones(len(table), dtype=bool)
     for name, bundle in zip(names, bundles):
@@ -111,8 +111,11 @@ def _held_out(names: list[str], bundles: list, table, label: str, held_out: bool
         if seen:
             how = (f"of {split['by']!r} groups it trained or validated on" if split.get("by") else
                    f"from before its test split ({split['order']!r} from {split['from'].get('test')})")
+            span = split.get("gap") if isinstance(split.get("gap"), str) else f"{split.get('gap') or 0:g}"
+            gap = (f"; {int((placed == GAP).sum()):,} more in its data.split.gap {span}, in no split"
+                   if (placed == GAP).any() else "")
             progress(f"[evaluate] note: {name}: {seen:,} of the {checked:,} row(s) it can place are {how} "
-                     f"({int((placed == TRAIN).sum()):,} train, {int((placed == VAL).sum()):,} validation): its "
+                     f"({int((placed == TRAIN).sum()):,} train, {int((placed == VAL).sum()):,} validation{gap}): its "
                      "scores there flatter it" + ("" if held_out else "; --held-out scores the bundles on the rows "
                                                   "none of them trained or validated on"))
     if not held_out:
