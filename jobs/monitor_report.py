@@ -34,6 +34,8 @@ def write_report(path: Path, report: dict, profile: dict) -> Path:
         parts.append(f"<h3>{html.escape(name)}: reference vs {html.escape(worst['start'])}</h3>"
                      f"<p>{html.escape('; '.join(worst['features'][name]['flags']))}</p>")
         parts.append(_figure(_distribution(name, ref, worst), name))
+    if report.get("by"):
+        parts += _by_section(report["by"], profile)
     path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>trainyard monitor</title>"
                     "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
                     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;"
@@ -83,6 +85,46 @@ def _table(report: dict) -> str:
                      if shown or flags else "<td></td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return ("<h2>PSI per window (flagged cells red)</h2><table>" + head + "".join(rows) + "</table>")
+
+
+def _by_section(by: dict, profile: dict, shown: int = 5) -> list[str]:
+    """`--by`: a table of the values judged × windows (each cell its rows, red where that value crossed a threshold
+    there, the reasons in its title), then for the first `shown` values that crossed one, the feature that drifted
+    most against the reference in its worst window (a site's sensor, read in a report that showed the whole
+    traffic alone)."""
+    from jobs.monitor_stats import crossed
+
+    field = html.escape(by["field"])
+    starts = sorted({w["start"] for ws in by["windows"].values() for w in ws})
+    rows = []
+    for value in by["judged"]:
+        mine = {w["start"]: w for w in by["windows"][value]}
+        cells = "".join("<td></td>" if s not in mine else _cell_of(mine[s]["n"], crossed(mine[s])) for s in starts)
+        rows.append(f"<tr><td>{html.escape(value)}</td>{cells}</tr>")
+    flagged = by["flagged_values"]
+    parts = [f"<h2>By {field}: {len(flagged)} of {len(by['judged'])} value(s) crossed a threshold</h2>"
+             f"<p>{len(by['judged'])} of {by['values']:,} value(s) of {field} judged apart (the most rows: "
+             f"{by['rows_judged']:,} of {by['rows']:,}); rows per window, red where a value crossed a threshold "
+             "(not in the verdict, which is the whole traffic's)</p>",
+             "<table><tr><th>" + field + "</th>" + "".join(f"<th>{html.escape(s)}</th>" for s in starts) + "</tr>"
+             + "".join(rows) + "</table>"]
+    for value in flagged[:shown]:
+        drifted = [(w, name) for w in by["windows"][value] for name in w["flagged"]]
+        if not drifted:         # its predictions or a metric alone: said in the table's title
+            continue
+        worst, name = max(drifted, key=lambda p: _finite(p[0]["features"][p[1]]["psi"]))
+        ref = profile["numeric"].get(name) or profile["categorical"][name]
+        parts.append(f"<h3>{field} {html.escape(value)}, {html.escape(name)}: reference vs "
+                     f"{html.escape(worst['start'])}</h3><p>{html.escape('; '.join(worst['features'][name]['flags']))}"
+                     "</p>")
+        parts.append(_figure(_distribution(name, ref, worst), f"{value}: {name}"))
+    if len(flagged) > shown:
+        parts.append(f"<p>and {len(flagged) - shown} more value(s) crossed a threshold: see drift.json's by</p>")
+    return parts
+
+
+def _cell_of(n: int, crossed: list[str]) -> str:
+    return f"<td class='{'bad' if crossed else ''}' title='{html.escape('; '.join(crossed))}'>{n:,}</td>"
 
 
 def _cell(psi, flags: list[str]) -> str:

@@ -8,6 +8,7 @@ training data: rows the model never saw, from the same distribution (in-distribu
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -186,6 +187,16 @@ def test_by_a_kept_field_finds_the_one_site_whose_sensor_went_wrong(served_bundl
     assert all(len(ws) == 2 and all(w["n"] == 100 and w["judged"] for w in ws) for ws in by["windows"].values())
     assert "|| by site: 1 value(s) crossed a threshold (not in the exit code): 2026-11-03T00:00Z, site S-3: " \
            "air_temp_k (psi " in out.strip().splitlines()[-1]
+    # The report shows the sites too: a cell per site and window, S-3's second day red with its reason, and
+    # S-3's air temperature against the reference.
+    page = (tmp_path / "mon" / "report.html").read_text()
+    assert "<h2>By site: 1 of 8 value(s) crossed a threshold</h2>" in page
+    row = re.search(r"<tr><td>S-3</td>(.*?)</tr>", page).group(1)
+    assert re.fullmatch(r"<td class='' title=''>100</td><td class='bad' title='air_temp_k \(psi [^']*'>100</td>",
+                        row), row
+    assert page.count("<td class='bad'") - page.split("<h2>By site")[0].count("<td class='bad'") == 1
+    assert "<h3>site S-3, air_temp_k: reference vs 2026-11-03T00:00Z</h3>" in page
+    assert "alt='S-3: air_temp_k' src='data:image/png;base64," in page
     # By a category feature: that feature is no finding within its own values (each holds one), nor are the
     # other features of traffic as trained on.
     code, out, err, report = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--by", "machine_type")
