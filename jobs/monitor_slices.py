@@ -36,7 +36,8 @@ def by_column(name: str, columns, profile: dict) -> str:
                        "feature, or of a field kept in the logs (serve.log.keep), apart")
     kept = sorted(c[len(KEEP_PREFIX):] for c in columns if c.startswith(KEEP_PREFIX))
     categories = sorted(n for n in profile.get("categorical", {}) if FEATURE_PREFIX + n in columns)
-    near = difflib.get_close_matches(name, kept + categories, n=1)
+    lowered = {n.lower(): n for n in kept + categories}     # case too: --by Site for the kept site
+    near = [lowered[n] for n in difflib.get_close_matches(name.lower(), list(lowered), n=1)]
     raise BadInput(f"--by {name}: the logs hold no field {name!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
                    + f". Fields kept in them: {', '.join(kept) or 'none'} (a request field that is not a feature "
                    "is logged when serve.log.keep lists it, as keep: [machine_id]); category features: "

@@ -355,6 +355,20 @@ def test_weekly_windows_start_on_mondays_and_days_at_midnight(tmp_path):
     assert _iso(window_start(ms, 2 * WEEK_MS)) in ("2026-11-30T00:00Z", "2026-12-07T00:00Z")
 
 
+def test_by_a_field_written_in_another_case_is_pointed_to_its_spelling():
+    """`--by SITE` for the kept `site`, `--by MACHINE_TYPE` for the feature: the hint had matched case, and named
+    neither."""
+    from cluster.errors import BadInput
+    from jobs.monitor_slices import by_column
+
+    columns, profile = ["keep.site", "feature.machine_type"], {"categorical": {"machine_type": {}}, "numeric": {}}
+    assert by_column("site", columns, profile) == "keep.site"
+    for asked, meant in (("SITE", "site"), ("sight", "site"), ("MACHINE_TYPE", "machine_type")):
+        with pytest.raises(BadInput, match=rf"--by {asked}: the logs hold no field '{asked}' \(did you mean "
+                                           rf"'{meant}'\?\)"):
+            by_column(asked, columns, profile)
+
+
 def test_by_chooses_its_values_among_the_rows_judged(tmp_path):
     """`--by`'s 20 values were counted over every file read (a month, with --labels-since): a machine new yesterday,
     the most rows of the day judged, was left out for 25 with a month of rows."""
