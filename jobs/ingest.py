@@ -239,7 +239,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
         progress(line)
     # Whether the cuts came out lumpy: the rows a gap left out counted in the split they were cut into.
     lumpy_split(keys, {k: n + how.get("in_gap", {}).get(k, 0) for k, n in split_rows.items()}, data, progress)
-    check_splits(split_rows, data, classes=len(cuts) if stratify else None)
+    check_splits(split_rows, data, classes=len(cuts) if stratify else None, in_gap=how.get("in_gap"))
     if task == "classification":
         for k, name in NAMES.items():
             vc = splits.loc[splits[SPLIT_COLUMN] == k, data.label].value_counts()
@@ -348,16 +348,23 @@ def _csv_value_error(fs: pafs.FileSystem, files: list[str], schema: pa.Schema,
     return None
 
 
-def check_splits(split_rows: dict[str, int], data: DataSpec, classes: Optional[int] = None) -> None:
+def check_splits(split_rows: dict[str, int], data: DataSpec, classes: Optional[int] = None,
+                 in_gap: Optional[dict[str, int]] = None) -> None:
     """Refuse an empty train or validation split. The validation split picks the best epoch (the one bundled)
     and drives early stopping: without it every epoch scored NaN, "best epoch -1", and a patience of N stopped the
-    run after N epochs for no reason. `classes`: the label's classes, when the split was stratified by them."""
+    run after N epochs for no reason. `classes`: the label's classes, when the split was stratified by them;
+    `in_gap`: the rows a split by time's gap left out, by the split they were cut into."""
+    longer = {"train": "lower data.split.val / data.split.test (a longer train period)",
+              "val": "raise data.split.val (a longer validation period)"}
+    for name, what, before in (("train", "train", "validation"), ("val", "validation", "test")):
+        if split_rows[name] == 0 and (in_gap or {}).get(name):
+            # Not the ties of one time: its whole period was shorter than the gap.
+            raise DataError(f"the {what} split is empty: all {in_gap[name]:,} row(s) of its period fell within "
+                            f"data.split.gap {data.split.gap!r} before {before}'s start, and were left out. Shorten "
+                            f"the gap, {longer[name]}, or add rows of a longer period")
     # By time, rows of one time share a split: a column of few times (a month, a term in months) empties one.
     few_times = (f" (rows of one time of data.split.order {data.split.order!r} share a split: it needs rows of more "
                  "times)" if data.split.order else "")
-    if data.split.gap is not None:
-        few_times += (f"; data.split.gap {data.split.gap!r} leaves out the rows within it before the next split's "
-                      "start: a shorter gap, or data of a longer period, keeps more")
     if split_rows["train"] == 0:
         raise DataError("the train split is empty; lower data.split.val / data.split.test or add rows" + few_times)
     rows = sum(split_rows.values())

@@ -435,7 +435,7 @@ def split_line(summary: dict) -> Optional[str]:
                 f"{g['train']:,}/{g['val']:,}/{g['test']:,} groups, none in two splits ({how})")
     if "order" in summary:
         f = summary["from"]
-        parts = [f"train up to {f['train_until']}"]
+        parts = [f"train up to {f['train_until']}"] if f["train_until"] is not None else []
         parts += [f"validation from {f['val']}"] if f["val"] is not None else []
         parts += [f"test from {f['test']}"] if f["test"] is not None else []
         gap = ""

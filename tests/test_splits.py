@@ -54,6 +54,9 @@ def test_a_split_column_the_spec_cannot_use_is_refused(split, data, said):
 
 def test_a_time_split_keeps_the_default_seed_every_resolved_spec_holds():
     assert spec_of("d", {"order": "seen", "seed": 0}).data.split.order == "seen"
+    # A gap of a number quoted (YAML 1.1 reads 1e3 as text too) is that number, not a span without its unit.
+    assert spec_of("d", {"order": "day", "gap": "30"}).data.split.gap == 30.0
+    assert spec_of("d", {"order": "seen", "gap": "30d"}).data.split.gap == "30d"
 
 
 def test_a_split_column_may_be_excluded_as_a_feature_already(tmp_path):
@@ -345,9 +348,20 @@ def test_a_train_split_emptied_by_one_time_says_why():
     with pytest.raises(DataError, match=r"the validation split is empty .*or add rows \(rows of one time of "
                                         r"data.split.order 'term' share a split: it needs rows of more times\)$"):
         check_splits({"train": 30, "val": 0, "test": 10}, spec_of("d", {"order": "term"}).data)
-    with pytest.raises(DataError, match=r"the train split is empty.*; data.split.gap '90d' leaves out the rows within "
-                                        r"it before the next split's start: a shorter gap, or data of a longer period"):
-        check_splits({"train": 0, "val": 20, "test": 10}, spec_of("d", {"order": "term", "gap": "90d"}).data)
+    # A period shorter than the gap: all its rows left out, said as such (not as the ties of one time).
+    gapped = spec_of("d", {"order": "term", "gap": "90d"}).data
+    with pytest.raises(DataError, match=r"^the validation split is empty: all 9 row\(s\) of its period fell within "
+                                        r"data.split.gap '90d' before test's start, and were left out. Shorten the "
+                                        r"gap, raise data.split.val \(a longer validation period\), or add rows of a "
+                                        r"longer period$"):
+        check_splits({"train": 30, "val": 0, "test": 10}, gapped, in_gap={"train": 4, "val": 9})
+    with pytest.raises(DataError, match=r"^the train split is empty: all 4 row\(s\) of its period fell within "
+                                        r"data.split.gap '90d' before validation's start.*lower data.split.val / "
+                                        r"data.split.test \(a longer train period\)"):
+        check_splits({"train": 0, "val": 20, "test": 10}, gapped, in_gap={"train": 4, "val": 0})
+    from jobs.splits import split_line
+    assert split_line({"order": "term", "from": {"val": 5, "test": 9, "train_until": None}, "gap": 90.0,
+                       "in_gap": {"train": 4, "val": 0}}).startswith("[ingest] split by time 'term': validation from 5")
 
 
 def test_validate_says_where_the_times_are_missing_or_not_dates_before_ray_starts(tmp_path):

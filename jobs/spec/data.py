@@ -72,6 +72,17 @@ class SplitSpec(StrictModel):
                           "validation's start, and of validation before test's, are left out, so no label the model "
                           "learnt from was made from the period it is scored on.")
 
+    @field_validator("gap", mode="before")
+    @classmethod
+    def _quoted_number(cls, v):
+        # `gap: "30"` (or YAML 1.1's `1e3`, read as text) is the number it writes, not a span without its unit.
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                return v
+        return v
+
     @model_validator(mode="after")
     def _leaves_train(self):
         if self.val + self.test >= 0.95:
