@@ -31,8 +31,8 @@ from jobs.spec import DataSpec
 from jobs.spelling import (case_classes_problem, look_alike, look_alike_note, placeholder_note, placeholders,
                            same_but_case)
 from jobs.splits import (NAMES, SPLIT_COLUMN, TEST, TRAIN, VAL, assign_split,  # noqa: F401 (jobs.images)
-                         gap_units, order_gaps, order_problem, split_column, split_field, split_key, split_line,
-                         split_summary, split_thresholds, stratified_by_groups)
+                         gap_problem, gap_units, order_gaps, order_problem, split_column, split_field, split_key,
+                         split_line, split_summary, split_thresholds, stratified_by_groups)
 
 
 @dataclass
@@ -354,14 +354,8 @@ def check_splits(split_rows: dict[str, int], data: DataSpec, classes: Optional[i
     and drives early stopping: without it every epoch scored NaN, "best epoch -1", and a patience of N stopped the
     run after N epochs for no reason. `classes`: the label's classes, when the split was stratified by them;
     `in_gap`: the rows a split by time's gap left out, by the split they were cut into."""
-    longer = {"train": "lower data.split.val / data.split.test (a longer train period)",
-              "val": "raise data.split.val (a longer validation period)"}
-    for name, what, before in (("train", "train", "validation"), ("val", "validation", "test")):
-        if split_rows[name] == 0 and (in_gap or {}).get(name):
-            # Not the ties of one time: its whole period was shorter than the gap.
-            raise DataError(f"the {what} split is empty: all {in_gap[name]:,} row(s) of its period fell within "
-                            f"data.split.gap {data.split.gap!r} before {before}'s start, and were left out. Shorten "
-                            f"the gap, {longer[name]}, or add rows of a longer period")
+    if problem := gap_problem(split_rows, in_gap, data):       # not the ties of one time: a period within the gap
+        raise DataError(problem)
     # By time, rows of one time share a split: a column of few times (a month, a term in months) empties one.
     few_times = (f" (rows of one time of data.split.order {data.split.order!r} share a split: it needs rows of more "
                  "times)" if data.split.order else "")

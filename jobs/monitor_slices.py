@@ -106,8 +106,12 @@ def judge(name: str, sliced: dict, judge_window: Callable[[dict, int], dict], is
             reasons.append(f"{iso(start)}, {name} {value}: " + ", ".join(what))
             progress(f"[monitor] {iso(start)}, {name} {value}: {stats['n']:,} rows, flagged: " + ", ".join(what))
     share = counted["rows_judged"] / counted["rows"] if counted["rows"] else 0.0
-    progress(f"[monitor] by {name}: {len(values)} of {counted['values']:,} value(s) judged (the most rows: "
-             f"{counted['rows_judged']:,} of {counted['rows']:,} rows, {share:.0%}"
+    # A value under monitor.min_rows in every window was counted as judged (545 customers of 1-3 rows a day).
+    small = [v for v in values if not any(w["judged"] for w in out[v])]
+    progress(f"[monitor] by {name}: {len(values) - len(small)} of {counted['values']:,} value(s) judged (the "
+             + (f"{len(values)} with the most rows: " if small else "most rows: ")
+             + f"{counted['rows_judged']:,} of {counted['rows']:,} rows, {share:.0%}"
+             + (f"; {len(small)} of them under monitor.min_rows in every window, not judged" if small else "")
              + (f"; {counted['rows_without']:,} rows without one" if counted["rows_without"] else "") + "); "
              + (f"{len(flagged)} crossed a threshold: {', '.join(v for v in values if v in flagged)}" if flagged
                 else "none crossed a threshold"))

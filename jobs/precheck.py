@@ -232,7 +232,7 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
     found to say of the values to (for `validate`)."""
     from jobs.datafiles import DataError, check_files, file_schema, infer_format, resolve_files
     from jobs.infer import kind_of, not_text_problem, text_label_problem
-    from jobs.splits import order_gaps, split_field
+    from jobs.splits import gap_check, order_gaps, split_field
 
     data = spec.data
     entries = data.path if isinstance(data.path, list) else [data.path]
@@ -279,6 +279,9 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
         found = split_problem + [str(exc)]
     if data.split.order and not split_problem and (gaps := order_gaps(fs, files, data.split.order)):
         found.append(gaps)          # rows without a time: refused by the run, after a Ray start
+    elif data.split.gap is not None and not split_problem and (
+            emptied := gap_check(fs, files, data, split_field(data, schemas, fs).type)):
+        found.append(emptied)       # a period shorter than the gap
     not_text = [f"{p} (data.path: {data.path})" for p in (
         not_text_problem(c, schema.field(c).type) for c in data.features.text or []
         if spec.model.kind == "text" and c in schema.names and kind_of(schema.field(c).type) != "string")]

@@ -369,6 +369,23 @@ def test_by_a_field_written_in_another_case_is_pointed_to_its_spelling():
             by_column(asked, columns, profile)
 
 
+def test_by_does_not_count_values_too_small_to_judge_as_judged():
+    """`--by customer_id`: 20 customers of 1-3 rows a day, each under monitor.min_rows in every window, were said
+    as "20 of 545 value(s) judged; none crossed a threshold"."""
+    from jobs.monitor_slices import judge
+
+    def window(summary, tests):
+        return {"n": summary["n"], "judged": summary["n"] >= 50, "features": {}, "flagged": [],
+                "prediction": {"flags": []}}
+    sliced = {(0, "C-1"): {"n": 3}, (86_400_000, "C-1"): {"n": 2}, (0, "C-2"): {"n": 1}, (0, "big"): {"n": 60}}
+    said = []
+    report, _ = judge("customer_id", sliced, window, str, 86_400_000,
+                      {"values": 545, "rows": 603, "rows_judged": 66, "rows_without": 0}, said.append)
+    assert said == ["[monitor] by customer_id: 1 of 545 value(s) judged (the 3 with the most rows: 66 of 603 rows, "
+                    "11%; 2 of them under monitor.min_rows in every window, not judged); none crossed a threshold"]
+    assert report["judged"] == ["big", "C-1", "C-2"]
+
+
 def test_by_chooses_its_values_among_the_rows_judged(tmp_path):
     """`--by`'s 20 values were counted over every file read (a month, with --labels-since): a machine new yesterday,
     the most rows of the day judged, was left out for 25 with a month of rows."""

@@ -43,7 +43,9 @@ def visits(n=240, patients=40, seed=0, label_per_patient=True) -> pd.DataFrame:
     ({"order": "seen"}, {"format": "images"}, "split.order is for tables"),
     ({"order": "seen", "seed": 7}, {}, "seed (7) is not used with order: the split by time takes the latest rows"),
     ({"by": "patient_id", "gap": "30d"}, {}, "gap ('30d') is for a split by time: set order to the column of times"),
-    ({"order": "seen", "gap": "30 days"}, {}, "gap '30 days' must be a positive number and a unit s, m, h, d or w"),
+    ({"order": "seen", "gap": "30 days"}, {}, "gap '30 days' must be a positive number and a unit s, h, d or w (e.g. "
+                                              "30d, 12h, 2w; a number alone where the order column holds numbers)"),
+    ({"order": "seen", "gap": "1m"}, {}, "gap '1m': m would be minutes (a month is 30d); write a positive number"),
     ({"order": "seen", "gap": 0}, {}, "gap must be a positive span (30d) or number, got 0"),
 ])
 def test_a_split_column_the_spec_cannot_use_is_refused(split, data, said):
@@ -106,6 +108,30 @@ def test_a_split_column_that_cannot_split_is_named():
     # Ids written as numbers in one CSV shard and as text in another: one text, as each row writes it.
     mixed = {"a.csv": pa.schema([("pid", pa.string())]), "b.csv": pa.schema([("pid", pa.int64())])}
     assert split_field(spec_of("d", {"by": "pid"}).data, mixed).type == pa.string()
+
+
+def test_validate_says_a_gap_longer_than_a_splits_period_before_ray_starts(tmp_path):
+    """A credit analyst's six months, 15 % validation (27 days) and a gap of 30 days: validate said OK, and the run
+    stopped on an empty validation split after a Ray start. The labelled rows' times are split as ingest will."""
+    df = visits(n=400)                                  # a year of visits: 15 % of it is about 55 days
+    df.loc[df.index[:5], "y"] = None                    # label-less rows, which ingest drops, are not counted
+    df.iloc[:200].to_csv(tmp_path / "a.csv", index=False)
+    df.iloc[200:].to_parquet(tmp_path / "b.parquet")
+    no_ids = {"exclude": ["patient_id"]}
+    for part in ("a.csv", "b.parquet"):
+        folder = tmp_path / part.split(".")[1]
+        folder.mkdir()
+        (tmp_path / part).rename(folder / part)
+    df.to_parquet(tmp_path / "parquet" / "c.parquet")   # the whole table in Parquet, the CSV holds half of it
+    for folder in ("parquet", "csv"):
+        path = tmp_path / folder
+        precheck.check_columns(spec_of(path, {"order": "seen", "gap": "20d"}, features=no_ids))
+        with pytest.raises(DataError, match=r"^the validation split is empty: all \d+ row\(s\) of its period fell "
+                                            r"within data.split.gap '90d' before test's start"):
+            precheck.check_columns(spec_of(path, {"order": "seen", "gap": "90d"}, features=no_ids))
+        with pytest.raises(DataError, match=r"^the train split is empty: all \d+ row\(s\) of its period fell "
+                                            r"within data.split.gap '400d' before validation's start"):
+            precheck.check_columns(spec_of(path, {"order": "seen", "gap": "400d"}, features=no_ids))
 
 
 def test_validate_names_a_split_column_the_files_lack_before_ray_starts(tmp_path):

@@ -103,11 +103,16 @@ class SplitSpec(StrictModel):
             raise ValueError(f"gap ({self.gap!r}) is for a split by time: set order to the column of times, or remove "
                              "gap (a split by row or group has no before and after)")
         if isinstance(self.gap, str):
+            form = ("a positive number and a unit s, h, d or w (e.g. 30d, 12h, 2w; a number alone where the order "
+                    "column holds numbers)")
+            if self.gap.strip().endswith("m"):
+                # `1m` read as a minute left nothing out of a monthly credit book, said as "0 rows": a label's delay
+                # in minutes is rare, a month written 1m is not.
+                raise ValueError(f"gap {self.gap!r}: m would be minutes (a month is 30d); write {form}")
             try:
                 window_seconds(self.gap)
-            except ValueError as exc:
-                raise ValueError(str(exc).replace("window", f"gap {self.gap!r}", 1).replace(f", got {self.gap!r}", "")
-                                 + " (a number alone where the order column holds numbers)") from None
+            except ValueError:
+                raise ValueError(f"gap {self.gap!r} must be {form}") from None
         elif not self.gap > 0 or self.gap == float("inf"):
             raise ValueError(f"gap must be a positive span (30d) or number, got {self.gap!r}")
 
