@@ -351,11 +351,15 @@ class RequestChecker:
             # Not for a near name (a misspelt feature ignored would be imputed without a word), unless it reads as
             # an id: 'machine_id' was asked "did you mean 'machine_type'?" and nothing else.
             an_id = bool(_ID_NAME.search(name))
-            what = ("it is the model's label, " if name == self.label else
-                    "if it is an id rather than a misspelling, " if close and an_id else "")
+            what = "if it is an id rather than a misspelling, " if close and an_id else ""
             other = (" (fields that are not features are ignored here, but this one reads as a misspelt feature "
                      "the record lacks, which would be imputed: fix its name)" if close and not an_id
                      and not self.reject_unknown_fields else "" if close and not an_id else
+                     # serve.log.keep refuses the label: a label logged beside its own prediction is no label
+                     # `monitor --labels` can trust (it was pointed there, and then refused).
+                     "; it is the model's label: send features only (labels known later are joined to the logged "
+                     "predictions by trainyard monitor --labels), or serve with --set unknown_fields=ignore to have "
+                     "fields that are not features ignored" if name == self.label else
                      f"; {what}send features only, list it in serve.log.keep to accept it and keep it in the "
                      "prediction log, or serve with --set unknown_fields=ignore to have fields that are not "
                      "features ignored")

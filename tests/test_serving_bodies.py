@@ -125,7 +125,10 @@ def test_a_tables_own_row_is_refused_saying_what_its_extra_fields_are_and_how_to
     assert said["id"].endswith("(GET /schema); send features only, list it in serve.log.keep to accept it and keep "
                                "it in the prediction log, or serve with --set unknown_fields=ignore to have fields "
                                "that are not features ignored")
-    assert "; it is the model's label, send features only" in said["failure"]
+    # The label: not pointed at serve.log.keep, which refuses it.
+    assert said["failure"].endswith("; it is the model's label: send features only (labels known later are joined "
+                                    "to the logged predictions by trainyard monitor --labels), or serve with --set "
+                                    "unknown_fields=ignore to have fields that are not features ignored")
     # A misspelt feature is not advised to be ignored: it would be imputed without a word.
     assert "did you mean 'rpm'?" in said["rmp"] and "unknown_fields" not in said["rmp"]
     # ... unless it reads as an id ('machine_id' was only asked "did you mean 'machine_type'?").
