@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Optional
 
 from cluster.errors import Failure
-from serving.settings import TOKEN_ENV, ServeError, bundle_serve_section, not_taken_line, overlay, value_at
+from serving.settings import (KEPT_ON_UPDATE, TOKEN_ENV, ServeError, bundle_serve_section, not_taken_line, overlay,
+                              value_at)
 
 
 SERVE_HELP = """Serve a bundle over HTTP with Ray Serve (Ctrl-C stops it).
@@ -140,7 +141,17 @@ def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
     try:
         served = ServeSpec.model_validate(raw)
     except ValidationError as err:
-        raise SpecError([_explain(e, _blame(layers, e["loc"])) for e in err.errors()]) from None
+        # A section --set alone gave in part, lacking what it requires (`--set log.keep=[site]`): an update
+        # completes it from the running app's (`keep_running`); a first start says that it lacks them then.
+        in_part = [e for e in err.errors() if e["type"] == "missing" and len(e["loc"]) > 1
+                   and e["loc"][0] in KEPT_ON_UPDATE and _blame(layers, e["loc"][:1]) == "--set"]
+        others = [e for e in err.errors() if e not in in_part]
+        if others:
+            raise SpecError([_explain(e, _blame(layers, e["loc"])) for e in others]) from None
+        part = {e["loc"][0] for e in in_part}
+        served = ServeSpec.model_validate({k: v for k, v in raw.items() if k not in part})
+        served._given_in_part = {k: (raw[k], [_explain(e, "--set") for e in in_part if e["loc"][0] == k])
+                                 for k in part}
     # A setting is said not taken only where what is served differs from the bundle's value: `--spec SPEC`
     # giving the same serve.log the bundle was trained with is not news; an env var of the operator's own in
     # place of the bundle's runtime_env is.

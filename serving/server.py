@@ -32,8 +32,8 @@ from serving.ingress import (check_port_free, choose_ingress, first_line, ingres
                              stop_half_started)
 from serving.contract import check_update, update_notes
 from serving.payload import payload_json
-from serving.settings import (TOKEN_ENV, ServeError, check_name, check_settings, default_name, keep_running,
-                              resolve_spec)
+from serving.settings import (TOKEN_ENV, ServeError, check_name, check_settings, default_name, in_part_error,
+                              keep_running, resolve_spec)
 
 DEPLOYMENT = "model"
 # How long a deploy waits for its replicas to run and answer, and a rollback for the old version's. Loading a
@@ -264,6 +264,8 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     # this Ray cluster, which an updater has anyway and which a `ray start` cluster guards with its own token.
     before = serve_deployment(name, DEPLOYMENT)
     kept_sha256 = None
+    if before is None and serve_spec._given_in_part:
+        raise in_part_error(serve_spec, list(serve_spec._given_in_part))     # nothing running to complete them
     if before is not None:
         running = _replica_settings(before).get("serve")
         if isinstance(running, dict):       # the route it really has (a config file's deploy sets it outside)

@@ -84,9 +84,13 @@ def keep_running(spec: ServeSpec, running: Any) -> tuple[ServeSpec, list[str], l
     not read (another trainyard wrote them), each left to `spec` on its own."""
     from pydantic import ValidationError
 
+    part = spec._given_in_part
+    lacking = [k for k in part if not isinstance(running, dict) or not isinstance(running.get(k), dict)]
+    if lacking:
+        raise in_part_error(spec, lacking)
     if not isinstance(running, dict):
         return spec, [], []
-    given = spec.model_dump(mode="json", exclude_unset=True)
+    given = {**spec.model_dump(mode="json", exclude_unset=True), **{k: section for k, (section, _) in part.items()}}
     merged = spec.model_dump(mode="json")
     kept, unread = [], []
     for key in KEPT_ON_UPDATE:
@@ -101,12 +105,21 @@ def keep_running(spec: ServeSpec, running: Any) -> tuple[ServeSpec, list[str], l
             continue
         try:
             ServeSpec.model_validate({**merged, key: value})
-        except ValidationError:
+        except ValidationError as err:
+            if key in part:         # what --set gave does not complete the running section: said, not dropped
+                raise SpecError([f"--set: serve.{key} (the running app's, with what --set gave): "
+                                 f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors()]) from None
             unread.append(key)
             continue
         merged[key] = value
         kept.append(key)
     return (ServeSpec.model_validate(merged) if kept else spec), kept, unread
+
+
+def in_part_error(spec: ServeSpec, keys: list[str]) -> SpecError:
+    """Sections --set gave in part with no running app's to complete them (a first start)."""
+    return SpecError([f"{problem} (--set gave part of serve.{key}, and no running app has a {key} section to "
+                      "complete it: give the rest too)" for key in keys for problem in spec._given_in_part[key][1]])
 
 
 def overlay(base: dict, given: dict) -> dict:

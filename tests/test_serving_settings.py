@@ -673,6 +673,25 @@ def test_an_update_keeps_the_running_apps_operator_settings_it_is_not_given(tmp_
     assert unread == ["autoscaling"] and kept == ["ray_actor_options", "route_prefix", "log"]
     assert spec.autoscaling == given.autoscaling and spec.log.path == "/logs"
 
+    # `--set log.keep=[site]` alone (log.path required): completed from the running app's log, as
+    # `--set autoscaling.max_replicas=5` keeps the rest of autoscaling. It was refused, "serve.log.path: Field
+    # required", asking for the folder again.
+    spec, kept = update("log.keep=[site]")
+    assert (spec.log.path, spec.log.sample, spec.log.keep) == ("/logs", 0.5, ["site"]) and "log" in kept
+    from jobs.spec import SpecError
+    with pytest.raises(SpecError, match=r"--set: serve.log.path: Field required \(--set gave part of serve.log, and "
+                                        r"no running app has a log section to complete it: give the rest too\)"):
+        keep_running(serve_settings(bundle, None, ["log.keep=[site]"], progress=lambda *_: None),
+                     {**running, "log": None})
+    for sets, said in ((["log.sample=7"], "serve.log.sample: Input should be less than or equal to 1"),
+                       (["log.keep=[site]", "max_records=0"], "serve.max_records: Input should be greater than")):
+        with pytest.raises(SpecError) as err:       # the value's own problem, not the path the update would keep
+            update(*sets)
+        assert said in str(err.value) and "log.path" not in str(err.value)
+    with pytest.raises(SpecError, match=r"--set: serve.log \(the running app's, with what --set gave\): "):
+        keep_running(serve_settings(bundle, None, ["log.keep=[site]"], progress=lambda *_: None),
+                     {**running, "log": {"path": "/logs", "sample": "half"}})
+
 
 def test_replicas_are_said_to_wait_for_resources_only_when_the_cluster_has_no_room_for_them():
     """Ray counts a replica whose process is starting as pending: every update's new replicas were said to "wait

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from jobs.spec.base import StrictModel
 
@@ -109,6 +109,10 @@ class ServeSpec(StrictModel):
     # logs come from the operator. A field added later stays the operator's until it is listed here.
     FROM_BUNDLE: ClassVar[frozenset[str]] = frozenset({
         "batch", "max_records", "max_body_mb", "max_ongoing_requests", "required_features", "unknown_fields"})
+
+    # A section an update's --set gave in part (`--set log.keep=[site]` without log.path), to be completed from
+    # the running app's (`serving.settings.keep_running`): {section: (what --set gave, the problems alone)}.
+    _given_in_part: dict = PrivateAttr(default_factory=dict)
 
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     batch: BatchSpec = Field(default_factory=BatchSpec)
