@@ -429,7 +429,7 @@ _LIMIT = re.compile(r"^\s*(<=?|>=?|≤|≥)\s*[-+]?(\d+\.?\d*|\.\d+)\s*$")
 
 
 def feature_notes(numeric: list[str], categorical: list[str], facts: dict,
-                  max_categories: Optional[int] = None) -> list[str]:
+                  max_categories: Optional[int] = None, by_time: bool = False) -> list[str]:
     """Notes on feature columns the model may learn less from than the user thinks: one value in every row
     (nothing to learn), a yes/no written several ways ('Y', 'N', 'true', 'False': 4 categories), one category
     written two ways ('North', ' North'), a category of more values than `max_categories` keeps (dates written
@@ -446,10 +446,13 @@ def feature_notes(numeric: list[str], categorical: list[str], facts: dict,
             count = f"more than {MAX_INFERRED_CLASSES * 5}" if distinct is None else str(distinct)
             # Named as an identifier (customer_id) and repeated (a customer's several loans): not refused as an
             # ID (that takes a value per row), and learnt as the most frequent customers, a leak from train to test.
+            # Split by time (data.split.order), `by` is refused beside it: the later rows of the same ones are the
+            # test split there, and excluding the column is the fix left.
+            split = ("" if by_time else f", or split by it (data.split.by: {c}) to measure the model on ones it "
+                     "never saw")
             ident = (f"; named as an identifier, it teaches the model who the {max_categories} most frequent "
                      f"{c!r} are, which a test split of the same ones flatters: list it under "
-                     f"data.features.exclude, or split by it (data.split.by: {c}) to measure the model on ones it "
-                     "never saw") if _ID_NAME.search(c) else ""
+                     f"data.features.exclude{split}") if _ID_NAME.search(c) else ""
             notes.append(f"column {c!r} has {count} distinct values: as a category, the {max_categories} most "
                          "frequent are kept (data.preprocess.max_categories) and the rest are one unknown category"
                          + dates + ident)

@@ -188,7 +188,8 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
         if where is None:
             raise
         raise DataError(f"{exc}. {where}") from None
-    for note in feature_notes(numeric, categorical, facts, data.preprocess.max_categories):
+    for note in feature_notes(numeric, categorical, facts, data.preprocess.max_categories,
+                              by_time=bool(data.split.order)):
         progress(f"[ingest] note: {note}")
 
     ds = ds.map_batches(split_key, fn_kwargs={"seed": data.split.seed, "by": data.split.by,

@@ -360,7 +360,8 @@ def _sample_problem(data: DataSpec, fs, files: list[str], fmt: str, schema, text
         try:
             numeric, categorical, _ = infer_features(schema, columns, data, facts, {}, text=text)
             if not problems:    # what ingest will note of the features, for `validate` to say now
-                notes += feature_notes(numeric, categorical, facts, data.preprocess.max_categories)
+                notes += feature_notes(numeric, categorical, facts, data.preprocess.max_categories,
+                                       by_time=bool(data.split.order))
             break
         except DataError as exc:
             if not exc.columns and len(problems) > sum(1 for p in infinite if p):

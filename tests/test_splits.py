@@ -454,6 +454,9 @@ def test_a_repeated_identifier_kept_as_a_category_is_pointed_at_the_group_split(
                           "are, which a test split of the same ones flatters: list it under data.features.exclude, "
                           "or split by it (data.split.by: customer_id) to measure the model on ones it never saw")
     assert not any("identifier" in n for n in notes if n.startswith("column 'purpose'"))
+    # Split by time, where data.split.by is refused beside data.split.order: excluding it is the fix.
+    [ident] = [n for n in feature_notes([], ["customer_id"], facts, max_categories=50, by_time=True)]
+    assert ident.endswith("which a test split of the same ones flatters: list it under data.features.exclude")
 
 
 def test_iso_times_are_told_from_other_text_in_one_pass():
