@@ -225,6 +225,12 @@ def test_versions_of_other_cut_offs_are_said_with_what_each_flags(versions, tmp_
     # The cells stay under their heads however long a slice's label grows with its count of positives.
     block = out[out.index(head):out.index(head) + 1 + rows["site"].nunique()]
     assert len({len(line) for line in block}) == 1, block
+    # The version without a cut-off named first: the same class's recall and precision (F1 for both, before).
+    assert cli.main(["evaluate", str(paths[0]), str(cut), "--data", str(data), "--by", "site"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    head = next(line for line in out if line.startswith("[evaluate] by site: "))
+    assert head.startswith("[evaluate] by site: recall/precision of 'yes'"), head
+    assert out[out.index(head) + 1].split()[5:9] == row[7:9] + row[5:7]
 
 
 def test_test_rows_of_categories_the_model_lacks_are_counted_for_the_runs_note(versions):

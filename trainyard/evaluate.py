@@ -358,7 +358,9 @@ def _of_class(scores: dict, bundle, positive) -> dict:
 def _slices(names, bundles, table, label: str, by: str, path: str, score) -> list[str]:
     """The headline metrics (f1; mae and rmse, in the label's units; for a model answering by a cut-off, the
     recall and precision of its positive class) per value of column `by`, most rows first."""
-    decision = getattr(bundles[0].preprocessor, "decision", None)
+    # Any version's cut-off names the class (versions of one model share classes): the first's alone gave F1 to
+    # both when a version without one was named first.
+    decision = next((d for b in bundles if (d := getattr(b.preprocessor, "decision", None))), None)
     keys = ["f1"] if bundles[0].task == "classification" else ["mae", "rmse"]
     keys = ["recall", "precision"] if decision else keys     # a risk team's slice: the defaults caught, macro F1 hid
     key = "/".join(keys) + (f" of {decision['positive']!r}" if decision else "")
