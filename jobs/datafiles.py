@@ -5,7 +5,6 @@ Ray Data reads a row; `jobs.precheck` calls them before Ray starts.
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import glob as globlib
 import os
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 from jobs.infer import (_COMMA_NUMBER, _DRESSED_NUMBER, MOSTLY_NUMBERS, NUMBER, DataError, kind_of,
                         written_numbers_problem)
 from jobs.spec import DataSpec
+from jobs.spelling import nearest_column
 
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
@@ -452,10 +452,8 @@ def resave_hint(sep: str, then: str = "point data.path at it") -> str:
 
 
 def nearest_name(name: str, names: list[str]) -> str:
-    """"did you mean 'X'? " for the column nearest `name` (case and a letter or two apart), else ""."""
-    lowered = {n.lower(): n for n in names}
-    near = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
-    return f"did you mean {lowered[near[0]]!r}? " if near else ""
+    """"did you mean 'X'? " for the column nearest `name` (`jobs.spelling.nearest_column`), else ""."""
+    return f"did you mean {near!r}? " if (near := nearest_column(name, names)) else ""
 
 
 def cast_batch(batch: pa.Table, schema: pa.Schema, label: str) -> pa.Table:

@@ -232,7 +232,8 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
     found to say of the values to (for `validate`)."""
     from jobs.datafiles import DataError, check_files, file_schema, infer_format, resolve_files
     from jobs.infer import kind_of, not_text_problem, text_label_problem
-    from jobs.splits import gap_check, order_gaps, split_field
+    from jobs.spelling import nearest_column
+    from jobs.splits import gap_check, order_gaps, split_column, split_field
 
     data = spec.data
     entries = data.path if isinstance(data.path, list) else [data.path]
@@ -276,7 +277,10 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
         data = data.model_copy(update={"features": data.features.model_copy(
             update={"exclude": [*data.features.exclude, *exc.columns]})})
         schema = check_files(data, schemas, fmt, text=spec.model.kind == "text", fs=fs)
-        found = split_problem + [str(exc)]
+        # A misspelt split column's "did you mean" is that date column: not also refused as a feature.
+        meant = nearest_column(split_column(data) or "", next(iter(schemas.values())).names) if split_problem else None
+        found = split_problem + [line for line in str(exc).split("\n")
+                                 if not (meant and line.startswith(f"column {meant!r} has type"))]
     if data.split.order and not split_problem and (gaps := order_gaps(fs, files, data.split.order)):
         found.append(gaps)          # rows without a time: refused by the run, after a Ray start
     elif data.split.gap is not None and not split_problem and (

@@ -96,3 +96,12 @@ def is_date(text: str) -> bool:
 # A text cell that reads as a date or a time: 12/05/2022, 27.09.2026 00:44, 2026-09-27T00:44:00Z.
 DATE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
                   r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[-+]\d{2}:?\d{2})?)?\s*$")
+
+
+def nearest_column(name: str, names: list[str]) -> Optional[str]:
+    """The column of `names` nearest `name` (case and a letter or two apart), or None."""
+    import difflib
+
+    lowered = {n.lower(): n for n in names}
+    near = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
+    return lowered[near[0]] if near else None

@@ -146,6 +146,11 @@ def test_validate_names_a_split_column_the_files_lack_before_ray_starts(tmp_path
                                         r"feature"):
         precheck.check_columns(spec_of(tmp_path / "visits.csv", {"by": "patient_id"}))
     precheck.check_columns(spec_of(tmp_path / "visits.csv", {"order": "seen"}, features={"exclude": ["patient_id"]}))
+    # The split column misspelt: its "did you mean" (that date) is not also refused as a feature, a fix that would
+    # have left the split without its column.
+    with pytest.raises(DataError) as err:
+        precheck.check_columns(spec_of(tmp_path / "visits.csv", {"order": "seenn"}, features={"exclude": ["patient_id"]}))
+    assert "did you mean 'seen'?" in str(err.value) and "column 'seen' has type" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------- the key
