@@ -705,6 +705,10 @@ def test_a_misspelt_key_gets_the_key_it_nearly_is_and_a_data_file_given_as_spec_
     assert "data.lable: unknown key. Fix: did you mean 'label'? remove it" in problems
     assert "train.epohcs: unknown key. Fix: did you mean 'epochs'? remove it" in problems
     assert "train.zzz: unknown key. Fix: remove it or fix the spelling" in problems     # nothing near: no guess
+    # Two letters swapped in a short key: far apart by difflib's ratio, the same letters.
+    with pytest.raises(SpecError, match=r"data.split.gpa: unknown key. Fix: did you mean 'gap'\? remove it"):
+        load_spec(write_spec(tmp_path / "g.yaml", {"name": "x", "data": {"path": "d", "label": "y",
+                                                                         "split": {"order": "t", "gpa": "30d"}}}))
     rows = tmp_path / "rows.csv"
     rows.write_text("a,b\n1,2\n")
     with pytest.raises(SpecError, match=r"rows.csv: this is a data file, not a job spec; write a spec \(YAML"):

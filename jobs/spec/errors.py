@@ -146,6 +146,8 @@ def unknown_key_hint(root: type[BaseModel], loc: tuple) -> str:
     alias = _ALIASES.get(str(loc[-1]).lower()) if loc else None
     near = [alias] if alias in parent else \
         difflib.get_close_matches(str(loc[-1]), parent, n=1, cutoff=0.75) if loc else []
+    if loc and not near:        # two letters swapped in a short key (`gpa` for gap) are far apart by difflib's ratio
+        near = [k for k in parent if sorted(k) == sorted(str(loc[-1]).lower())][:1]
     allowed = f"; allowed keys here: {', '.join(parent)}"
     if loc and not near:
         # A key of another section (`early_stop` given at the top level, not under train:): say where it goes.
