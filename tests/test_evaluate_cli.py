@@ -278,8 +278,8 @@ def test_rows_a_bundle_trained_on_are_said_and_held_out_scores_the_rest(tmp_path
 
     assert cli.main(["evaluate", *map(str, paths), "--data", str(tmp_path / "rows.csv")]) == 0
     out = capsys.readouterr().out
-    assert ("[evaluate] note: t1: 40 of the 60 row(s) it can place are from before its test split ('day' from 40) "
-            "(30 train, 10 validation): its scores there flatter it; --held-out scores the bundles on the rows none "
+    assert ("[evaluate] note: t1: 40 of the 60 row(s) it can place are of its train or validation split, before "
+            "its test split ('day' from 40) (30 train, 10 validation): its scores there flatter it; --held-out scores the bundles on the rows none "
             "of them trained or validated on") in out
     assert f"[evaluate] note: g1: {60 - in_site_test.sum()} of the 60 row(s) it can place are of 'site' groups it " \
            "trained or validated on" in out
@@ -304,6 +304,6 @@ def test_rows_a_bundle_trained_on_are_said_and_held_out_scores_the_rest(tmp_path
     # split, not trained on.
     gapped = _write(tmp_path / "t2" / "bundle", lineage={"version": "t2", "data": {"split": {**by_time, "gap": 5.0}}})
     assert cli.main(["evaluate", str(gapped), "--data", str(tmp_path / "rows.csv")]) == 0
-    assert ("[evaluate] note: t2: 32 of the 60 row(s) it can place are from before its test split ('day' from 40) "
-            "(26 train, 6 validation; 8 more in its data.split.gap 5, in no split): its scores there flatter it"
+    assert ("[evaluate] note: t2: 32 of the 60 row(s) it can place are of its train or validation split, before "
+            "its test split ('day' from 40) (26 train, 6 validation; 8 more in its data.split.gap 5, in no split): its scores there flatter it"
             ) in capsys.readouterr().out

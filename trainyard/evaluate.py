@@ -110,7 +110,8 @@ def _held_out(names: list[str], bundles: list, table, label: str, held_out: bool
         seen, checked = int(np.isin(placed, (TRAIN, VAL)).sum()), int((placed >= 0).sum())
         if seen:
             how = (f"of {split['by']!r} groups it trained or validated on" if split.get("by") else
-                   f"from before its test split ({split['order']!r} from {split['from'].get('test')})")
+                   f"of its train or validation split, before its test split ({split['order']!r} from "
+                   f"{split['from'].get('test')})")
             span = split.get("gap") if isinstance(split.get("gap"), str) else f"{split.get('gap') or 0:g}"
             gap = (f"; {int((placed == GAP).sum()):,} more in its data.split.gap {span}, in no split"
                    if (placed == GAP).any() else "")
