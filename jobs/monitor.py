@@ -278,7 +278,9 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     except Exception as exc:   # a Ray task's error: the message, not Ray's traceback
         raise Failure(f"the monitor job failed while reading {logs}: {root_cause(exc)}") from exc
     elapsed = time.monotonic() - began
-    progress(f"[monitor] summarised {total:,} rows into {len(summaries)} window(s) in {elapsed:.1f} s "
+    # Windows alone: `--by`'s (window, value) summaries counted among them made 1 window read as 21.
+    windowed = sum(not isinstance(key, tuple) for key in summaries)
+    progress(f"[monitor] summarised {total:,} rows into {windowed} window(s) in {elapsed:.1f} s "
              f"({total / max(elapsed, 1e-9):,.0f} rows/s)")
     sliced = {key: s for key, s in summaries.items()        # `--by`: (window start, value) → summary
               if isinstance(key, tuple) and (since_window is None or key[0] >= since_window)}

@@ -177,6 +177,7 @@ def test_by_a_kept_field_finds_the_one_site_whose_sensor_went_wrong(served_bundl
     code, out, err, report = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--by", "site")
     # The exit code is the whole traffic's (a source may always differ from it); the sites are said beside.
     assert code == (3 if any(w["flagged"] for w in report["windows"]) else 0), out + err
+    assert "[monitor] summarised 1,600 rows into 2 window(s) in " in out            # not 18: the sites' apart
     assert "[monitor] by site: 8 of 8 value(s) judged (the most rows: 1,600 of 1,600 rows, 100%); 1 crossed a " \
            "threshold: S-3" in out, out
     assert "[monitor] 2026-11-03T00:00Z, site S-3: 100 rows, flagged: air_temp_k (psi " in out
