@@ -257,6 +257,9 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     if not ray.is_initialized():
         from cluster import connect
         connect()
+    part = set(serve_spec._given_in_part)        # sections --set gave in part, completed from the running app's
+    if part and serve_deployment(name, DEPLOYMENT) is None:     # none to complete them: said before Serve starts
+        raise in_part_error(serve_spec, sorted(part))
     host, port = start_serve(serve_spec, progress)
     # What is running now, from Serve's controller: whoever deployed it (this process, another `trainyard
     # serve`, a config file), its replicas' arguments hold the hash of its token (never the token), and the
@@ -264,8 +267,6 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     # this Ray cluster, which an updater has anyway and which a `ray start` cluster guards with its own token.
     before = serve_deployment(name, DEPLOYMENT)
     kept_sha256 = None
-    if before is None and serve_spec._given_in_part:
-        raise in_part_error(serve_spec, list(serve_spec._given_in_part))     # nothing running to complete them
     if before is not None:
         running = _replica_settings(before).get("serve")
         if isinstance(running, dict):       # the route it really has (a config file's deploy sets it outside)
@@ -277,8 +278,10 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
             try:
                 check_settings(bundle, serve_spec)      # a kept serve.log's `exclude` against this bundle's features
             except ServeError as exc:
-                raise ServeError(f"{exc} (kept from the running {name}: --set FIELD=VALUE or --spec SPEC changes "
-                                 "it; --set log=null stops the logging)", exit_code=exc.exit_code) from None
+                whose = (f"what --set gave of {', '.join(f'serve.{k}' for k in sorted(part))}, completed from the "
+                         f"running {name}'s" if part else f"kept from the running {name}")
+                raise ServeError(f"{exc} ({whose}: --set FIELD=VALUE or --spec SPEC changes it; --set log=null stops "
+                                 "the logging)", exit_code=exc.exit_code) from None
         if unread:
             progress(f"[serve] note: {name}'s running {', '.join(unread)} could not be kept (settings this "
                      "trainyard cannot read, from another version?): this update uses what it is given, or the "

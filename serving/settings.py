@@ -107,8 +107,9 @@ def keep_running(spec: ServeSpec, running: Any) -> tuple[ServeSpec, list[str], l
             ServeSpec.model_validate({**merged, key: value})
         except ValidationError as err:
             if key in part:         # what --set gave does not complete the running section: said, not dropped
-                raise SpecError([f"--set: serve.{key} (the running app's, with what --set gave): "
-                                 f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors()]) from None
+                raise SpecError([f"--set: serve.{'.'.join(map(str, e['loc']))} (the running app's serve.{key}, "
+                                 f"with what --set gave): {e['msg'].removeprefix('Value error, ')}"
+                                 for e in err.errors()]) from None
             unread.append(key)
             continue
         merged[key] = value

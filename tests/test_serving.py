@@ -491,4 +491,14 @@ def test_bad_settings_and_bundles_fail_before_serve_is_touched(served_bundle, se
         deploy_app(broken, "nope", serve_instance)
     with pytest.raises(ServeError, match="already running in this Ray cluster"):
         deploy_app(served_bundle, "nope", (serve_instance[0], serve_instance[1] + 1))
+    # Part of serve.log by --set, with no running app to complete it from: refused before deploying.
+    from jobs.spec import SpecError
+    from serving import deploy
+    from serving.commands import serve_settings
+    host, port = serve_instance
+    part = serve_settings(served_bundle, None, [f"host={host}", f"port={port}", "route_prefix=/nope",
+                                                "log.keep=[site]"], progress=lambda *_: None)
+    with pytest.raises(SpecError, match=r"--set: serve.log.path: Field required \(--set gave part of serve.log, and "
+                                        r"no running app has a log section to complete it"):
+        deploy(served_bundle, spec=part, name="nope", progress=lambda *_: None)
     assert app_status("nope") is None

@@ -688,7 +688,8 @@ def test_an_update_keeps_the_running_apps_operator_settings_it_is_not_given(tmp_
         with pytest.raises(SpecError) as err:       # the value's own problem, not the path the update would keep
             update(*sets)
         assert said in str(err.value) and "log.path" not in str(err.value)
-    with pytest.raises(SpecError, match=r"--set: serve.log \(the running app's, with what --set gave\): "):
+    with pytest.raises(SpecError, match=r"--set: serve.log.sample \(the running app's serve.log, with what --set "
+                                        r"gave\): "):
         keep_running(serve_settings(bundle, None, ["log.keep=[site]"], progress=lambda *_: None),
                      {**running, "log": {"path": "/logs", "sample": "half"}})
 
