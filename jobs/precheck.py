@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 from cluster.errors import BadInput
 from jobs.labels import class_folders, label_values
 from jobs.spec import METRICS, DataSpec, JobSpec, SpecError, shown_values, task_problem, train_task_problems
+from jobs.spelling import case_twins
 
 # Enough to tell "two classes" from "more", and to name a few of them; a label with more distinct values than
 # this is reported as "more than ...": counting them would read the whole column for nothing.
@@ -44,7 +45,9 @@ def metric_problems(spec: JobSpec) -> list[str]:
     if not needing or spec.data.task == "regression":      # regression: the task check already refuses them
         return []
     values = label_values(spec.data, _MOST_VALUES)
-    if values is None or len(values) < 2:                    # unreadable here, or ingest's own error will say
+    # Unreadable here, or ingest's own error will say; classes written two ways: `class_problems` refuses the label
+    # (a metric or a cut-off counted against its classes came first, advising a change of the spec).
+    if values is None or len(values) < 2 or case_twins(values):
         return []
     complete = len(values) < _MOST_VALUES
     task = spec.data.task or _inferred_task(values, complete, spec.data.label)
@@ -96,7 +99,7 @@ def decision_problems(spec: JobSpec) -> list[str]:
 
     d = spec.decision
     values = label_values(spec.data, _MOST_VALUES) if d is not None else None
-    if not values or len(values) < 2:
+    if not values or len(values) < 2 or case_twins(values):       # `class_problems` refuses the label
         return []
     complete = len(values) < _MOST_VALUES
     fix = ""
@@ -153,11 +156,11 @@ def class_notes(spec: JobSpec) -> list[str]:
 def class_problems(spec: JobSpec) -> list[str]:
     """For `trainyard validate`: label classes that differ only in case or spaces, which ingest refuses
     (`jobs.spelling.case_classes_problem`): said by validate, before the run's Ray start."""
-    from jobs.spelling import case_classes_problem, look_alike, same_but_case
+    from jobs.spelling import case_classes_problem
 
     if spec.data.task == "regression" or spec.data.is_image:
         return []
-    twins = [g for g in look_alike(label_values(spec.data, _MOST_CLASSES_LOOKED_AT) or []) if same_but_case(g)]
+    twins = case_twins(label_values(spec.data, _MOST_CLASSES_LOOKED_AT) or [])
     return [case_classes_problem(spec.data.label, twins, f"data.path: {spec.data.path}")] if twins else []
 
 
@@ -192,6 +195,8 @@ def problems(spec: JobSpec, *, metrics: bool = True,
         check_columns(spec, notes)
     except DataError as exc:
         data_problems += str(exc).splitlines()
+    else:
+        data_problems += class_problems(spec)       # one class written two ways: refused by ingest after Ray starts
     if metrics:
         spec_problems += metric_problems(spec) + setting_problems(spec)
     spec_problems += decision_problems(spec)

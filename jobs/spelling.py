@@ -105,3 +105,8 @@ def nearest_column(name: str, names: list[str]) -> Optional[str]:
     lowered = {n.lower(): n for n in names}
     near = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
     return lowered[near[0]] if near else None
+
+
+def case_twins(values: list) -> list[list[str]]:
+    """The groups of `values` that differ only in case or spaces (`same_but_case`): one class written two ways."""
+    return [g for g in look_alike(values) if same_but_case(g)]

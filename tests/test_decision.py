@@ -248,12 +248,16 @@ def test_validate_checks_the_decision_against_the_labels_values_before_ray(tmp_p
     assert spec_problems[0].startswith("decision: sets a cut-off between two classes, and label 'outcome' has 3 "
                                        "distinct values ('A', 'B', 'C'")
     assert spec_problems[0].endswith("remove the decision section for this label")
-    # One class written two ways: the data is what to fix, not the spec.
+    # One class written two ways: the data is what to fix, not the spec. Said alone (the cut-off's, and a binary
+    # metric's "remove the decision section" came first), and by `train` too, before Ray starts.
     (tmp_path / "cased.csv").write_text("income,outcome\n1,default\n2,Default\n3,current\n")
-    cased = {**grades, "data": {**grades["data"], "path": str(tmp_path / "cased.csv")}}
-    assert precheck.problems(validate_spec(cased))[0][0].endswith(
-        "label 'outcome': classes 'Default' and 'default' differ only in case or in spaces around them, and are "
-        "trained as different classes; if they are one, make them the same in the data")
+    cased = {**grades, "data": {**grades["data"], "path": str(tmp_path / "cased.csv")},
+             "train": {"early_stop": {"metric": "val_auc"}}}
+    spec_problems, data_problems = precheck.problems(validate_spec(cased))
+    assert spec_problems == [] and data_problems == [
+        f"label 'outcome': classes 'Default' and 'default' differ only in case or in spaces around them, and would be "
+        f"trained as different classes (data.path: {tmp_path / 'cased.csv'}). Write each class one way in the data, "
+        "e.g. with pandas: df[label].str.strip() for the spaces, .str.lower() for the case"]
 
 
 def test_an_update_says_how_the_served_cut_off_changes_and_reads_the_running_schema(tmp_path):
