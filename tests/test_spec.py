@@ -635,6 +635,13 @@ def test_val_auc_for_early_stopping_is_checked_against_the_label_too(tmp_path):
         space.check(validate_spec({**base, "tune": {}}))
     assert len(err.value.problems) == 1 and err.value.problems[0].startswith("train.early_stop.metric is 'val_auc'")
     precheck.check(validate_spec({**base, "train": {"early_stop": {"metric": "val_f1"}}}))
+    # `train` of a spec with a search does not use its tune section (and says so): not refused for it; `tune`
+    # (and `validate`, which checks what a search would do) are.
+    from trainyard.cli import check_before_ray
+    searched = validate_spec({**base, "train": {"early_stop": {"metric": "val_f1"}}, "tune": {"metric": "val_auc"}})
+    check_before_ray(searched, search=False)
+    with pytest.raises(SpecError, match=r"tune.metric is 'val_auc', which needs a binary label"):
+        check_before_ray(searched)
     # Many distinct numbers: ingest takes the label as a regression target, so the advice is a regression metric
     # (or data.task), not another classification metric that would fail after ingest. Counting stops early.
     many = _labelled(tmp_path, [float(i) / 3 for i in range(100)], fmt="parquet")

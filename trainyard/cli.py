@@ -196,7 +196,9 @@ def check_before_ray(spec, *, search: Optional[bool] = None, notes: Optional[lis
     from jobs.spec import SpecError
 
     searching = spec.tune is not None and search is not False
-    spec_problems, data_problems = precheck.problems(spec, metrics=not searching, notes=notes)
+    # `train` of a spec with a search: its tune section is not used (and said so), so not checked either.
+    trained = spec if searching or spec.tune is None else spec.model_copy(update={"tune": None})
+    spec_problems, data_problems = precheck.problems(trained, metrics=not searching, notes=notes)
     if output := precheck.output_problem(spec.output_dir):
         if notes is None:
             spec_problems.append(output)
