@@ -60,6 +60,14 @@ def test_versions_are_scored_on_the_same_rows_overall_and_per_slice(versions, ca
     out = capsys.readouterr().out.splitlines()
     assert out[-2] == "[evaluate]   ... 39 more value(s) of x, 39 row(s), not shown"
     assert out[-1].startswith("[evaluate] note: x has 59 distinct values in 59 rows, most slices under 20 rows")
+    assert out[-1].endswith("--by suits a column of a few values (a type, a region); for a number, bin it into a "
+                            "column of its own first")
+    # A column of a few values over few rows: the rows are what is short, not the column.
+    pd.read_csv(data).head(12).to_csv(data.parent / "few.csv", index=False)
+    assert cli.main(["evaluate", str(paths[0]), "--data", str(data.parent / "few.csv"), "--by", "site"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(
+        "most slices under 20 rows, where a score says little: score more rows (a longer period, or without "
+        "--held-out)")
     # By a column a warehouse's Parquet stores dictionary-encoded (read as a pandas Categorical): the same slices
     # (was a TypeError, "Cannot setitem on a Categorical with a new category", exit 1).
     import pyarrow as pa

@@ -389,7 +389,10 @@ def _slices(names, bundles, table, label: str, by: str, path: str, score) -> lis
         lines.append(f"[evaluate]   ... {len(counts) - MOST_SLICES} more value(s) of {by}, "
                      f"{int(counts.iloc[MOST_SLICES:].sum()):,} row(s), not shown")
     if counts.median() < MIN_SLICE_ROWS:
+        # A column of a few values (3 machine types) over few rows (57 held out): the rows are what is short.
+        fix = ("score more rows (a longer period, or without --held-out)" if len(counts) <= MOST_SLICES else
+               "--by suits a column of a few values (a type, a region); for a number, bin it into a column of its "
+               "own first")
         lines.append(f"[evaluate] note: {by} has {len(counts):,} distinct values in {len(table):,} rows, most "
-                     f"slices under {MIN_SLICE_ROWS} rows, where a score says little: --by suits a column of a few "
-                     "values (a type, a region); for a number, bin it into a column of its own first")
+                     f"slices under {MIN_SLICE_ROWS} rows, where a score says little: {fix}")
     return lines
