@@ -334,6 +334,19 @@ def test_the_start_line_says_which_given_settings_a_search_does_not_use():
     assert ", no scheduler (no early stopping), " in describe_search(_spec({"scheduler": "none"}, early_stop=None))
 
 
+def test_batch_sizes_above_the_train_rows_a_worker_holds_are_said():
+    """A choice of 4096 on 2,360 train rows won the search by its epoch-1 score, then scored a test AUC of 0.58;
+    `train` said it of its own batch, the search said nothing."""
+    from tuning.space import batch_note
+
+    spec = _spec({"batch_size": {"choice": [64, 4096, 100000]}})
+    assert batch_note(spec, 2360) == (
+        "[tune] note: tune.batch_size 4096, 100000 is more than the 2,360 train row(s) per worker: such a trial "
+        "takes one step of 2,360 an epoch, whose early validation score may win the search; leave it out, or train "
+        "on more rows")
+    assert batch_note(spec, 200_000) is None and batch_note(_spec({"batch_size": None}), 10) is None
+
+
 def test_a_trial_tune_restarts_is_said_with_its_cause_and_its_traceback_kept_at_once(tmp_path):
     """A failure Tune retries (a node preempted under a trial, not counted against max_failures) is said by
     trainyard, since Ray's own record of it is kept out of the output (cluster.quiet.TUNE_FAILURE_LOGS); the

@@ -84,6 +84,8 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
 
     progress(the_plan.why)
     progress(search_line(spec, experiment, metric, mode, resume=resume))
+    if note := space.batch_note(spec, prepared.ingest.split_rows["train"]):
+        progress(note)
     t0 = time.time()
     continue_with = resume_command or "the same command (spec, --set options) and --resume"
     with _progress_sink(progress), _frequent_snapshots(), _no_tune_banner(), _own_stop_notice(), \
