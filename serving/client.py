@@ -19,7 +19,7 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 from cluster.errors import EXIT_BAD_INPUT, BadInput, Failure
-from serving.tables import TableError, numbers_read_as_text, read_table, write_table
+from serving.tables import ShardColumns, TableError, numbers_read_as_text, read_table, write_table
 
 class ClientError(Failure):
     """The server refused a request (4xx) or could not be reached; `status` is None when unreachable.
@@ -188,11 +188,8 @@ class Client:
         keeps in its prediction log (GET /schema's `limits.log_keep`). `allow_missing`:
         predict even when more than half of the features have no column (`check_columns`); `names`: as `predict`'s."""
         import pandas as pd
-        features = [f["name"] for f in self.schema()["features"]]
-        check_columns(list(df.columns), features, allow_missing)
-        # The fields this server keeps in its prediction log (serve.log.keep: a machine's id) go too.
-        kept = set(self.schema().get("limits", {}).get("log_keep") or ())
-        sent = numbers_read_as_text(df[[c for c in df.columns if c in features or c in kept]],
+        check_columns(list(df.columns), [f["name"] for f in self.schema()["features"]], allow_missing)
+        sent = numbers_read_as_text(df[[c for c in df.columns if c in self.sent_columns()]],
                                     self.schema()["features"])
         sent = _image_bytes_as_base64(sent, self.schema()["features"])
         out = self.predict(sent.to_dict("records"), names)
@@ -224,10 +221,16 @@ class Client:
         result.attrs["imputed_in_every_record"] = out.get("imputed_in_every_record", [])
         return result
 
+    def sent_columns(self) -> set[str]:
+        """The columns a row's request carries: the features, and the fields this server keeps in its prediction
+        log (serve.log.keep: a machine's id)."""
+        return ({f["name"] for f in self.schema()["features"]}
+                | set(self.schema().get("limits", {}).get("log_keep") or ()))
+
     def predict_file(self, path, out=None) -> "pd.DataFrame":  # noqa: F821
         """Predict every row of a .csv, .parquet or .jsonl file; write the input columns plus the predictions
         to `out` (format from its extension) when given. Returns that table."""
-        df = read_table(path)
+        df = read_rows(path, self)
         table = df.join(self.predict_frame(df), rsuffix="_predicted")
         if out is not None:
             write_table(table, out)
@@ -252,6 +255,16 @@ def _everywhere(out: dict, requests: list[tuple[int, int, list]]) -> dict:
     if every:
         out["imputed_in_every_record"] = every
     return out
+
+
+def read_rows(path, client: "Client") -> "pd.DataFrame":  # noqa: F821
+    """`read_table` of rows to predict: a file's problems said before any request; shards that differ in their
+    columns then read again with the columns a request carries (`Client.sent_columns`), where differing in
+    others (an operator's note in one month's file) does no harm."""
+    try:
+        return read_table(path)
+    except ShardColumns:
+        return read_table(path, sent=client.sent_columns())
 
 
 def check_columns(columns: list, features: list[str], allow_missing: bool = False) -> None:

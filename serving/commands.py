@@ -288,8 +288,8 @@ def older_version_note(path: Path) -> Optional[str]:
 def cmd_predict(args) -> int:
     """A ClientError carries its exit code: 2 when the server refused the rows (4xx), 1 otherwise; a rows file or
     --out that cannot be used is bad input (serving.tables.TableError, exit 2), found before any request."""
-    from serving.client import Client
-    from serving.tables import check_out, image_files, image_table, read_table
+    from serving.client import Client, read_rows
+    from serving.tables import check_out, image_files, image_table
     from serving.notes import absent_columns, imputed_note, out_of_range_note, unseen_note
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
@@ -301,7 +301,7 @@ def cmd_predict(args) -> int:
     others: list[Path] = []
     images = image_files(Path(args.file), others)
     image_field = (client.schema().get("image") or {}).get("field") if images else None
-    df = image_table(images, image_field) if image_field else read_table(args.file)
+    df = image_table(images, image_field) if image_field else read_rows(args.file, client)
     if image_field and others:
         print(f"note: {len(others)} file(s) under {args.file} are not images trainyard reads and were left out "
               f"(e.g. {others[0]})", file=sys.stderr)

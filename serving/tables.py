@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Collection, Optional
 
 from cluster.errors import BadInput
 
@@ -20,8 +20,15 @@ class TableError(BadInput):
     it and what to do. Exit 2."""
 
 
-def read_table(path) -> "pd.DataFrame":  # noqa: F821
-    """The rows of a .csv, .parquet or .jsonl file, or of a folder of Parquet or CSV shards."""
+class ShardColumns(TableError):
+    """Shards of a folder whose columns differ (`read_table` with `sent` may take them)."""
+
+
+def read_table(path, sent: Optional[Collection[str]] = None) -> "pd.DataFrame":  # noqa: F821
+    """The rows of a .csv, .parquet or .jsonl file, or of a folder of Parquet or CSV shards. `sent`: the columns
+    the rows' reader uses (`trainyard predict`'s features and kept fields), when known: shards may then differ in
+    other columns (an operator's note in one month's file); in one of these they are refused, as shards that
+    differ in any column are without `sent` (a shard lacking a feature would be imputed whole)."""
     import pandas as pd
     path = Path(path)
     if path.is_dir():
@@ -35,7 +42,7 @@ def read_table(path) -> "pd.DataFrame":  # noqa: F821
         shards = [f for f in found if f.suffix.lower() in (".parquet", ".pq")]
         csvs = [f for f in found if f.suffix.lower() == ".csv"]
         if csvs and not shards:
-            return _csv_shards(path, csvs)
+            return _csv_shards(path, csvs, sent)
         if not shards:
             raise TableError(f"{path}: a folder with no .parquet or .csv file; give a .csv, .parquet or .jsonl "
                              "file, or a folder of .parquet or .csv files")
@@ -43,9 +50,12 @@ def read_table(path) -> "pd.DataFrame":  # noqa: F821
             raise TableError(f"{path}: holds .parquet and .csv files ({shards[0].name}, {csvs[0].name}); give a "
                              "folder of one kind, or one file")
         try:
-            return pd.concat([pd.read_parquet(f) for f in shards], ignore_index=True)
+            parts = [pd.read_parquet(f) for f in shards]
         except Exception as exc:   # pandas/pyarrow raise many types for a corrupt file
             raise TableError(f"{path}: cannot read its .parquet files: {exc}") from None
+        if sent is not None:        # (without `sent`, as before: pandas fills a column a shard lacks with nulls)
+            _same_columns(path, shards, parts, sent)
+        return pd.concat(parts, ignore_index=True)
     if path.suffix.lower() not in SUFFIXES:
         raise TableError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
     if not path.is_file():
@@ -153,24 +163,31 @@ def write_table(df, out) -> Path:
     return out
 
 
-def _csv_shards(folder: Path, files: list[Path]) -> "pd.DataFrame":  # noqa: F821
+def _csv_shards(folder: Path, files: list[Path],
+                sent: Optional[Collection[str]] = None) -> "pd.DataFrame":  # noqa: F821
     """A folder of CSV shards (a month a file) as one table; shards whose columns differ are refused, naming one
-    (pandas would fill a missing column with empty cells, scored as imputed values). A bad cell is named by its
-    file and line (`attrs["csv_parts"]`)."""
+    (pandas would fill a missing column with empty cells, scored as imputed values), or with `sent`, those that
+    differ in one of these. A bad cell is named by its file and line (`attrs["csv_parts"]`)."""
     import pandas as pd
 
     parts = [read_table(f) for f in files]
-    first = list(parts[0].columns)
-    for f, part in zip(files[1:], parts[1:]):
-        if set(part.columns) != set(first):
-            lacks, extra = sorted(set(first) - set(part.columns)), sorted(set(part.columns) - set(first))
-            raise TableError(f"{f}: its columns differ from {files[0].name}'s ("
-                             + "; ".join(([f"lacks {', '.join(map(repr, lacks))}"] if lacks else [])
-                                         + ([f"adds {', '.join(map(repr, extra))}"] if extra else []))
-                             + f") in folder {folder}; make the shards agree, or give one file")
+    _same_columns(folder, files, parts, sent)
     table = pd.concat(parts, ignore_index=True)
     table.attrs["csv_parts"] = [(str(f), len(part)) for f, part in zip(files, parts)]
     return table
+
+
+def _same_columns(folder: Path, files: list[Path], parts: list, sent: Optional[Collection[str]]) -> None:
+    """Refuse the first shard whose columns (those in `sent`, when given) differ from the first shard's."""
+    first = {c for c in parts[0].columns if sent is None or c in sent}
+    for f, part in zip(files[1:], parts[1:]):
+        columns = {c for c in part.columns if sent is None or c in sent}
+        if columns != first:
+            lacks, extra = sorted(first - columns), sorted(columns - first)
+            raise ShardColumns(f"{f}: its columns differ from {files[0].name}'s ("
+                             + "; ".join(([f"lacks {', '.join(map(repr, lacks))}"] if lacks else [])
+                                         + ([f"adds {', '.join(map(repr, extra))}"] if extra else []))
+                             + f") in folder {folder}; make the shards agree, or give one file")
 
 
 def numbers_read_as_text(df, features: list[dict]):

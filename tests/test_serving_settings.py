@@ -538,6 +538,23 @@ def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_
     (tmp_path / "months" / "2025-01.csv").write_text("rpm\n1500\n")
     with pytest.raises(TableError, match=r"2025-01.csv: its columns differ from 2024-11.csv's \(lacks 'torque'\)"):
         read_table(tmp_path / "months")
+    # `trainyard predict`: shards may differ in a column no request carries (a month's operator note), and the
+    # Parquet shards that lack a feature are refused as the CSV ones are (their rows were imputed, unsaid).
+    from serving.client import read_rows
+
+    class Server:                                   # what `Client.sent_columns` gives, from GET /schema
+        def sent_columns(self):
+            return {"rpm", "torque"}
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.csv").write_text("rpm,torque\n1500,40\n")
+    (tmp_path / "notes" / "b.csv").write_text("rpm,torque,operator_note\n1490,39,oil changed\n")
+    assert read_rows(tmp_path / "notes", Server())["operator_note"].tolist()[1] == "oil changed"
+    with pytest.raises(TableError, match=r"2025-01.csv: its columns differ from 2024-11.csv's \(lacks 'torque'\)"):
+        read_rows(tmp_path / "months", Server())
+    pd.DataFrame({"rpm": [1], "torque": [2.0]}).to_parquet(tmp_path / "shards" / "part-2.parquet")
+    assert len(read_table(tmp_path / "shards")) == 4        # as before without the columns a request carries
+    with pytest.raises(TableError, match=r"part-2.parquet: its columns differ from part-0.parquet's \(adds 'torque'"):
+        read_table(tmp_path / "shards", sent={"rpm", "torque"})
     (tmp_path / "months" / "2025-01.parquet").write_bytes((tmp_path / "shards" / "part-0.parquet").read_bytes())
     with pytest.raises(TableError, match=r"holds .parquet and .csv files"):
         read_table(tmp_path / "months")
