@@ -19,7 +19,8 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 from cluster.errors import EXIT_BAD_INPUT, BadInput, Failure
-from serving.tables import ShardColumns, TableError, numbers_read_as_text, read_table, write_table
+from serving.tables import (ShardColumns, TableError, numbers_read_as_text, read_table, same_shard_columns,
+                            write_table)
 
 class ClientError(Failure):
     """The server refused a request (4xx) or could not be reached; `status` is None when unreachable.
@@ -262,9 +263,11 @@ def read_rows(path, client: "Client") -> "pd.DataFrame":  # noqa: F821
     columns then read again with the columns a request carries (`Client.sent_columns`), where differing in
     others (an operator's note in one month's file) does no harm."""
     try:
-        return read_table(path)
+        table = read_table(path)
     except ShardColumns:
         return read_table(path, sent=client.sent_columns())
+    same_shard_columns(table, client.sent_columns())        # Parquet shards: one lacking a feature is refused
+    return table
 
 
 def check_columns(columns: list, features: list[str], allow_missing: bool = False) -> None:

@@ -55,7 +55,10 @@ def read_table(path, sent: Optional[Collection[str]] = None) -> "pd.DataFrame": 
             raise TableError(f"{path}: cannot read its .parquet files: {exc}") from None
         if sent is not None:        # (without `sent`, as before: pandas fills a column a shard lacks with nulls)
             _same_columns(path, shards, parts, sent)
-        return pd.concat(parts, ignore_index=True)
+        table = pd.concat(parts, ignore_index=True)
+        # Each shard's columns, for `same_shard_columns` once the columns that matter are known.
+        table.attrs["parquet_parts"] = [(str(path), str(f), list(p.columns)) for f, p in zip(shards, parts)]
+        return table
     if path.suffix.lower() not in SUFFIXES:
         raise TableError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
     if not path.is_file():
@@ -175,6 +178,15 @@ def _csv_shards(folder: Path, files: list[Path],
     table = pd.concat(parts, ignore_index=True)
     table.attrs["csv_parts"] = [(str(f), len(part)) for f, part in zip(files, parts)]
     return table
+
+
+def same_shard_columns(table, sent: Collection[str]) -> None:
+    """`_same_columns` of a table `read_table` read from a folder of Parquet shards, once `sent` is known."""
+    import pandas as pd
+
+    if shards := table.attrs.get("parquet_parts"):
+        _same_columns(Path(shards[0][0]), [Path(f) for _, f, _ in shards],
+                      [pd.DataFrame(columns=columns) for _, _, columns in shards], sent)
 
 
 def _same_columns(folder: Path, files: list[Path], parts: list, sent: Optional[Collection[str]]) -> None:

@@ -555,6 +555,10 @@ def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_
     assert len(read_table(tmp_path / "shards")) == 4        # as before without the columns a request carries
     with pytest.raises(TableError, match=r"part-2.parquet: its columns differ from part-0.parquet's \(adds 'torque'"):
         read_table(tmp_path / "shards", sent={"rpm", "torque"})
+    with pytest.raises(TableError, match=r"part-2.parquet: its columns differ from part-0.parquet's \(adds 'torque'"):
+        read_rows(tmp_path / "shards", Server())
+    pd.DataFrame({"rpm": [1], "note": ["x"]}).to_parquet(tmp_path / "shards" / "part-2.parquet")
+    assert len(read_rows(tmp_path / "shards", Server())) == 4      # a column no request carries: read
     (tmp_path / "months" / "2025-01.parquet").write_bytes((tmp_path / "shards" / "part-0.parquet").read_bytes())
     with pytest.raises(TableError, match=r"holds .parquet and .csv files"):
         read_table(tmp_path / "months")
