@@ -111,8 +111,13 @@ def read_labels(path: str, classes: Optional[list], progress: Callable[[str], No
         df["label"] = [canonical(v) for v in df["label"].tolist()]
         odd = sorted(set(df["label"]) - known)
         if odd:
+            from jobs.spelling import how_alike, look_alike
+            # 'Failure' for the class 'failure': said as `evaluate` says it (the case was the whole fix).
+            alike = [g for g in look_alike([str(c) for c in classes] + [str(odd[0])]) if str(odd[0]) in g]
             raise MonitorInputError(f"--labels {path}: column {read_as!r} holds {odd[0]!r}, which is not a class of "
-                                    f"the bundle (classes: {', '.join(map(repr, classes))})")
+                                    f"the bundle (classes: {', '.join(map(repr, classes))})" + (
+                                        f"; {' and '.join(map(repr, alike[0]))} {how_alike(alike[0])}: write the "
+                                        "labels as the model's classes" if alike else ""))
     else:
         numbers = pd.to_numeric(df["label"], errors="coerce")
         odd = df["label"][numbers.isna() | ~np.isfinite(numbers.astype(float))]

@@ -605,6 +605,12 @@ def test_empty_and_repeated_labels_are_counted_and_a_regression_label_that_is_no
     with pytest.raises(MonitorInputError, match=r"holds 'Home,  Kitchen', which is not a class of the bundle \(classes: "
                                                 r"'  Books', 'Home, Kitchen'\)$"):
         read_labels(str(path), ["  Books", "Home, Kitchen"], said.append)
+    # A class in another case: said as such, as `evaluate` says it.
+    path.write_text("request_id,label\nr1,Failure\n")
+    with pytest.raises(MonitorInputError, match=r"holds 'Failure', which is not a class of the bundle \(classes: "
+                                                r"'failure', 'ok'\); 'failure' and 'Failure' differ only in case or "
+                                                r"in spaces around them: write the labels as the model's classes$"):
+        read_labels(str(path), ["failure", "ok"], said.append)
 
 
 TEXT_SCHEMA = {"input": "text", "task": "classification", "label": {"name": "y", "classes": ["bad", "good"]},
