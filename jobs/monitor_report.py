@@ -103,9 +103,12 @@ def _by_section(by: dict, profile: dict, shown: int = 5) -> list[str]:
         rows.append(f"<tr><td>{html.escape(value)}</td>{cells}</tr>")
     flagged = by["flagged_values"]
     parts = [f"<h2>By {field}: {len(flagged)} of {len(by['judged'])} value(s) crossed a threshold</h2>"
-             f"<p>{len(by['judged'])} of {by['values']:,} value(s) of {field} judged apart (the most rows: "
-             f"{by['rows_judged']:,} of {by['rows']:,}); rows per window, red where a value crossed a threshold "
-             "(not in the verdict, which is the whole traffic's)</p>",
+             f"<p>{len(by['judged']) - len(by.get('too_few_rows', ()))} of {by['values']:,} value(s) of {field} "
+             f"judged apart (the {len(by['judged'])} with the most rows: {by['rows_judged']:,} of {by['rows']:,}"
+             + (f"; {len(by['too_few_rows'])} of them under monitor.min_rows in every window"
+                if by.get("too_few_rows") else "")
+             + "); rows per window, red where a value crossed a threshold (not in the verdict, which is the whole "
+             "traffic's)</p>",
              "<table><tr><th>" + field + "</th>" + "".join(f"<th>{html.escape(s)}</th>" for s in starts) + "</tr>"
              + "".join(rows) + "</table>"]
     for value in flagged[:shown]:

@@ -116,4 +116,4 @@ def judge(name: str, sliced: dict, judge_window: Callable[[dict, int], dict], is
              + (f"{len(flagged)} crossed a threshold: {', '.join(v for v in values if v in flagged)}" if flagged
                 else "none crossed a threshold"))
     return {"field": name, **counted, "judged": values, "windows": out, "crossed": reasons,
-            "flagged_values": [v for v in values if v in flagged]}, reasons
+            "flagged_values": [v for v in values if v in flagged], "too_few_rows": small}, reasons

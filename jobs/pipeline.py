@@ -255,7 +255,8 @@ def run_train(spec: JobSpec, *, progress: Callable[[str], None] = print) -> tupl
     # The run starts now and waits for its data (`jobs.early`): its ~5 s of start-up overlap the preparation.
     early = start_early(spec, use_gpu=use_gpu, storage_path=storage_root(spec), run_name=run_name)
     try:
-        prepared = prepare(spec, progress)
+        # Not judged by the tune section a train does not use (its val_auc on one class stopped a train).
+        prepared = prepare(spec.model_copy(update={"tune": None}) if spec.tune else spec, progress)
         print_ingest_summary(prepared, progress, spec.train.loss)
         outcome = (early.finish(prepared, progress) if early is not None else
                    fit(spec, prepared, storage_path=storage_root(spec), run_name=run_name, progress=progress))

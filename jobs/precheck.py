@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 from cluster.errors import BadInput
 from jobs.labels import class_folders, label_values
 from jobs.spec import METRICS, DataSpec, JobSpec, SpecError, shown_values, task_problem, train_task_problems
-from jobs.spelling import case_twins
+from jobs.spelling import case_twins, nearest_column
 
 # Enough to tell "two classes" from "more", and to name a few of them; a label with more distinct values than
 # this is reported as "more than ...": counting them would read the whole column for nothing.
@@ -45,9 +45,7 @@ def metric_problems(spec: JobSpec) -> list[str]:
     if not needing or spec.data.task == "regression":      # regression: the task check already refuses them
         return []
     values = label_values(spec.data, _MOST_VALUES)
-    # Unreadable here, or ingest's own error will say; classes written two ways: `class_problems` refuses the label
-    # (a metric or a cut-off counted against its classes came first, advising a change of the spec).
-    if values is None or len(values) < 2 or case_twins(values):
+    if values is None or len(values) < 2 or _refused_twins(spec, values):
         return []
     complete = len(values) < _MOST_VALUES
     task = spec.data.task or _inferred_task(values, complete, spec.data.label)
@@ -99,7 +97,7 @@ def decision_problems(spec: JobSpec) -> list[str]:
 
     d = spec.decision
     values = label_values(spec.data, _MOST_VALUES) if d is not None else None
-    if not values or len(values) < 2 or case_twins(values):       # `class_problems` refuses the label
+    if not values or len(values) < 2 or _refused_twins(spec, values):
         return []
     complete = len(values) < _MOST_VALUES
     fix = ""
@@ -114,6 +112,11 @@ def decision_problems(spec: JobSpec) -> list[str]:
     except DataError as e:
         return [str(e)]
     return []
+
+
+def _refused_twins(spec: JobSpec, values: list) -> bool:
+    """Classes `class_problems` refuses: a metric or cut-off counted on them is not said (it advised a spec change)."""
+    return spec.data.task != "regression" and not spec.data.is_image and bool(case_twins(values))
 
 
 def _count(values: list, complete: bool) -> str:
@@ -154,8 +157,8 @@ def class_notes(spec: JobSpec) -> list[str]:
 
 
 def class_problems(spec: JobSpec) -> list[str]:
-    """For `trainyard validate`: label classes that differ only in case or spaces, which ingest refuses
-    (`jobs.spelling.case_classes_problem`): said by validate, before the run's Ray start."""
+    """Label classes that differ only in case or spaces, which ingest refuses (`jobs.spelling.case_classes_problem`):
+    said before any command's Ray start (`problems`)."""
     from jobs.spelling import case_classes_problem
 
     if spec.data.task == "regression" or spec.data.is_image:
@@ -195,8 +198,7 @@ def problems(spec: JobSpec, *, metrics: bool = True,
         check_columns(spec, notes)
     except DataError as exc:
         data_problems += str(exc).splitlines()
-    else:
-        data_problems += class_problems(spec)       # one class written two ways: refused by ingest after Ray starts
+    data_problems += class_problems(spec)       # one class written two ways: refused by ingest after Ray starts
     if metrics:
         spec_problems += metric_problems(spec) + setting_problems(spec)
     spec_problems += decision_problems(spec)
@@ -237,7 +239,6 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
     found to say of the values to (for `validate`)."""
     from jobs.datafiles import DataError, check_files, file_schema, infer_format, resolve_files
     from jobs.infer import kind_of, not_text_problem, text_label_problem
-    from jobs.spelling import nearest_column
     from jobs.splits import gap_check, order_gaps, split_column, split_field
 
     data = spec.data

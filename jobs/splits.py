@@ -229,14 +229,15 @@ def gap_check(fs, files: list[str], data: DataSpec, order_type: pa.DataType) -> 
                     table = pacsv.read_csv(stream, convert_options=csv_convert(
                         include_columns=[data.split.order, data.label],
                         column_types={data.split.order: pa.string(), data.label: pa.string()}))
-                labelled = pd.Series(table[data.label].to_pylist(), dtype=object).str.strip().fillna("").ne("")
             else:
                 with fs.open_input_file(path) as f:
                     table = pq.read_table(f, columns=[data.split.order, data.label])
-                labelled = pd.Series(table[data.label].is_valid().to_numpy(zero_copy_only=False))
         except (OSError, KeyError, pa.ArrowException):
             return None         # the run's own checks say what is wrong with the file
-        times.append(_comparable(table[data.split.order].to_pandas())[labelled.to_numpy()])
+        # A label is missing where ingest drops its row (`cast_batch`): null, NaN, or text blank after a trim.
+        label = pd.Series(table[data.label].to_pandas(), dtype=object)
+        labelled = label.notna() & ~label.map(lambda v: isinstance(v, str) and not v.strip())
+        times.append(_comparable(table[data.split.order].to_pandas())[labelled.to_numpy(dtype=bool)])
     u = -np.concatenate(times) if times else np.array([])
     if not len(u) or np.isnan(u).any():
         return None             # no rows, or rows without a time: refused on their own (`order_gaps`)

@@ -73,7 +73,9 @@ def read_table(path, sent: Optional[Collection[str]] = None) -> "pd.DataFrame": 
             table.attrs["csv"] = str(path)      # a bad cell is named by its line (`numbers_read_as_text`)
             return table
         if path.suffix.lower() == ".parquet":
-            return pd.read_parquet(path)
+            table = pd.read_parquet(path)
+            table.attrs.pop("parquet_parts", None)   # a folder's table written whole: its shards are not this file's
+            return table
         return pd.read_json(path, lines=True)
     except UnicodeDecodeError:              # a Latin-1 (Excel's Windows-1252) export: said as `train` says it
         import pyarrow.fs as pafs

@@ -384,7 +384,7 @@ def test_by_does_not_count_values_too_small_to_judge_as_judged():
                       {"values": 545, "rows": 603, "rows_judged": 66, "rows_without": 0}, said.append)
     assert said == ["[monitor] by customer_id: 1 of 545 value(s) judged (the 3 with the most rows: 66 of 603 rows, "
                     "11%; 2 of them under monitor.min_rows in every window, not judged); none crossed a threshold"]
-    assert report["judged"] == ["big", "C-1", "C-2"]
+    assert report["judged"] == ["big", "C-1", "C-2"] and report["too_few_rows"] == ["C-1", "C-2"]
 
 
 def test_by_chooses_its_values_among_the_rows_judged(tmp_path):

@@ -559,6 +559,10 @@ def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_
         read_rows(tmp_path / "shards", Server())
     pd.DataFrame({"rpm": [1], "note": ["x"]}).to_parquet(tmp_path / "shards" / "part-2.parquet")
     assert len(read_rows(tmp_path / "shards", Server())) == 4      # a column no request carries: read
+    # A folder's table written whole (pandas keeps its attrs in the file): read alone, not against the shards.
+    read_table(tmp_path / "shards").to_parquet(tmp_path / "whole.parquet")
+    pd.DataFrame({"rpm": [1], "torque": [2.0]}).to_parquet(tmp_path / "shards" / "part-2.parquet")
+    assert len(read_rows(tmp_path / "whole.parquet", Server())) == 4
     (tmp_path / "months" / "2025-01.parquet").write_bytes((tmp_path / "shards" / "part-0.parquet").read_bytes())
     with pytest.raises(TableError, match=r"holds .parquet and .csv files"):
         read_table(tmp_path / "months")

@@ -675,6 +675,11 @@ def test_val_auc_on_image_classes_is_checked_against_the_class_folders(tmp_path)
         precheck.check(spec)
     (tmp_path / "parts" / "pit" / "1.png").unlink()
     precheck.check(spec)
+    # Class folders in two cases: no refusal of the label (a table's), so val_auc is still checked against them.
+    (tmp_path / "parts" / "OK").mkdir()
+    (tmp_path / "parts" / "OK" / "1.png").write_bytes(b"")
+    with pytest.raises(SpecError, match=r"has 3 classes \('OK', 'ok', 'scratch'\)"):
+        precheck.check(spec)
 
 
 def test_a_search_refuses_val_auc_once_ingest_has_found_more_classes():
