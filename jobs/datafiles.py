@@ -17,7 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from jobs.infer import (_COMMA_NUMBER, _DRESSED_NUMBER, MOSTLY_NUMBERS, NUMBER, DataError, kind_of,
+from jobs.infer import (_COMMA_NUMBER, _DRESSED_NUMBER, MOSTLY_NUMBERS, NUMBER, DataError, kind_of, label_missing,
                         written_numbers_problem)
 from jobs.spec import DataSpec
 from jobs.spelling import nearest_column
@@ -470,11 +470,7 @@ def cast_batch(batch: pa.Table, schema: pa.Schema, label: str) -> pa.Table:
             col = pc.if_else(pc.is_nan(col), pa.scalar(None, f.type), col)
         cols.append(col)
     table = pa.Table.from_arrays(cols, schema=schema)
-    missing = pc.is_null(table[label])
-    if pa.types.is_string(schema.field(label).type):
-        # A CSV reads an empty cell of a text column as "": for the label that is a missing value, not a class.
-        missing = pc.or_(missing, pc.equal(pc.utf8_trim_whitespace(table[label]), "")).fill_null(True)
-    return table.append_column("_label_missing", pc.cast(missing, pa.int64()))
+    return table.append_column("_label_missing", pc.cast(label_missing(table[label]), pa.int64()))
 
 
 def stray_cells_where(fs: pafs.FileSystem, files: list[str], said: str, facts: dict) -> Optional[str]:

@@ -488,3 +488,13 @@ def number_classes_note(label: str, classes: list, rows: Optional[int] = None) -
     each = f" ({rows / len(classes):.1f} rows a class on average)" if rows else ""
     return (f"label {label!r} holds {'at least ' if rows is None else ''}{len(classes):,} distinct numbers, each a "
             f"class of its own{each}: if it is a quantity (days, a price, a count), set data.task: regression")
+
+
+def label_missing(column):
+    """Where an Arrow label column is missing, as ingest reads it: null, NaN, text blank after a trim (a CSV's "")."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    missing = pc.is_null(column, nan_is_null=True)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        missing = pc.or_(missing, pc.equal(pc.utf8_trim_whitespace(column), "")).fill_null(True)
+    return missing

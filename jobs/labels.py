@@ -50,17 +50,20 @@ def _column_values(data: DataSpec, most: int) -> Optional[list[Any]]:
     fmt = infer_format(files, data.format)
     # `validate` asks for the label several times (the task, its classes, the metrics, the train settings): read
     # once per files as they are (a file changed since is read again).
-    key = (data.label, fmt, most, tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files))
-    if key in _READ:
-        return list(_READ[key])
+    key = (data.label, fmt, tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files))
+    # A read of more values (or of them all) holds this one as its first `most`: the values come in the order they
+    # are met (`train`'s case check reads up to 1000, its metric and cut-off checks 21, of one column).
+    if key in _READ and (_READ[key][0] >= most or len(_READ[key][1]) < _READ[key][0]):
+        return list(_READ[key][1][:most])
     values = _read_column_values(files, fmt, data.label, most)
     if len(_READ) >= 8:
         _READ.clear()
-    _READ[key] = values
+    _READ[key] = (most, values)
     return list(values)
 
 
-_READ: dict = {}      # label values read, by label, format, count and the files' names, sizes and times
+_READ: dict = {}      # label values read (the count asked, the values), by label, format and the files' names,
+# sizes and times
 
 
 def _read_column_values(files: list[str], fmt: str, label: str, most: int) -> list[Any]:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from jobs.datafiles import column_cells, csv_convert, nearest_name
-from jobs.infer import DataError, jsonable, kind_of
+from jobs.infer import DataError, jsonable, kind_of, label_missing
 from jobs.spec import DataSpec
 
 SPLIT_COLUMN = "_split"
@@ -234,10 +234,8 @@ def gap_check(fs, files: list[str], data: DataSpec, order_type: pa.DataType) -> 
                     table = pq.read_table(f, columns=[data.split.order, data.label])
         except (OSError, KeyError, pa.ArrowException):
             return None         # the run's own checks say what is wrong with the file
-        # A label is missing where ingest drops its row (`cast_batch`): null, NaN, or text blank after a trim.
-        label = pd.Series(table[data.label].to_pandas(), dtype=object)
-        labelled = label.notna() & ~label.map(lambda v: isinstance(v, str) and not v.strip())
-        times.append(_comparable(table[data.split.order].to_pandas())[labelled.to_numpy(dtype=bool)])
+        labelled = ~label_missing(table[data.label]).to_numpy()     # the rows ingest keeps (`cast_batch`)
+        times.append(_comparable(table[data.split.order].to_pandas())[labelled])
     u = -np.concatenate(times) if times else np.array([])
     if not len(u) or np.isnan(u).any():
         return None             # no rows, or rows without a time: refused on their own (`order_gaps`)

@@ -397,6 +397,31 @@ def test_a_binary_text_labels_empty_and_na_cells_are_missing_not_a_third_class(t
     precheck.check(spec)
 
 
+def test_the_label_column_is_read_once_for_the_checks_before_ray(tmp_path, monkeypatch):
+    """`train` reads up to 1000 label values for its case check and 21 for its metric and cut-off checks: the
+    smaller read is the larger one's first values (in the order met), not a second read of the column."""
+    import os
+
+    import pandas as pd
+
+    from jobs import labels
+
+    pd.DataFrame({"x": range(300), "y": [f"c{i % 40:02d}" for i in range(300)]}).to_parquet(tmp_path / "a.parquet")
+    data = validate_spec({"name": "x", "data": {"path": str(tmp_path), "label": "y"}}).data
+    monkeypatch.setattr(labels, "_READ", {})
+    fresh = labels.label_values(data, 21)
+    monkeypatch.setattr(labels, "_READ", {})
+    reads = []
+    read = labels._read_column_values
+    monkeypatch.setattr(labels, "_read_column_values", lambda *a: reads.append(a[3]) or read(*a))
+    assert len(labels.label_values(data, 1000)) == 40
+    assert labels.label_values(data, 21) == fresh and reads == [1000]
+    (tmp_path / "a.parquet").write_bytes((tmp_path / "a.parquet").read_bytes())     # a file changed: read again
+    os.utime(tmp_path / "a.parquet", ns=(1, 1))
+    labels.label_values(data, 21)
+    assert reads == [1000, 21]
+
+
 def test_a_regression_label_of_text_is_refused_before_ray_with_the_fix_its_values_suggest(tmp_path):
     """`train` started Ray, read every row and said "string, which cannot be regressed; use task: classification"
     of a length of stay written '3.9 days': advice that made ~150 classes."""
