@@ -19,8 +19,8 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 from cluster.errors import EXIT_BAD_INPUT, BadInput, Failure
-from serving.tables import (ShardColumns, TableError, numbers_read_as_text, read_table, same_shard_columns,
-                            write_table)
+from serving.tables import TableError, numbers_read_as_text, read_used, write_table
+
 
 class ClientError(Failure):
     """The server refused a request (4xx) or could not be reached; `status` is None when unreachable.
@@ -259,15 +259,9 @@ def _everywhere(out: dict, requests: list[tuple[int, int, list]]) -> dict:
 
 
 def read_rows(path, client: "Client") -> "pd.DataFrame":  # noqa: F821
-    """`read_table` of rows to predict: a file's problems said before any request; shards that differ in their
-    columns then read again with the columns a request carries (`Client.sent_columns`), where differing in
-    others (an operator's note in one month's file) does no harm."""
-    try:
-        table = read_table(path)
-    except ShardColumns:
-        return read_table(path, sent=client.sent_columns())
-    same_shard_columns(table, client.sent_columns())        # Parquet shards: one lacking a feature is refused
-    return table
+    """`read_used` of rows to predict, by the columns a request carries (`Client.sent_columns`, asked once the
+    file reads: its problems are said before any request)."""
+    return read_used(path, client.sent_columns)
 
 
 def check_columns(columns: list, features: list[str], allow_missing: bool = False) -> None:

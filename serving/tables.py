@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Collection, Optional
+from typing import Callable, Collection, Optional, Union
 
 from cluster.errors import BadInput
 
@@ -179,6 +179,20 @@ def _csv_shards(folder: Path, files: list[Path],
     _same_columns(folder, files, parts, sent)
     table = pd.concat(parts, ignore_index=True)
     table.attrs["csv_parts"] = [(str(f), len(part)) for f, part in zip(files, parts)]
+    return table
+
+
+def read_used(path, used: Union[Collection[str], Callable[[], Collection[str]]]) -> "pd.DataFrame":  # noqa: F821
+    """`read_table` of a file or folder of which only the columns `used` are read (a request's, or what
+    `trainyard evaluate` scores and places rows by; a callable is asked only once the file reads, so that a file's
+    problems are said before a server is asked for its schema). Shards that differ in their columns are read again
+    with `used`, where differing in others (an operator's note in one month's file) does no harm, and Parquet shards
+    that differ in one of `used` are refused (one lacking a feature was imputed whole)."""
+    try:
+        table = read_table(path)
+    except ShardColumns:
+        return read_table(path, sent=used() if callable(used) else used)
+    same_shard_columns(table, used() if callable(used) else used)
     return table
 
 

@@ -129,6 +129,28 @@ def test_what_cannot_be_scored_is_named(versions, tmp_path, capsys):
     assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "renamed.csv")]) == 0
     assert ("[evaluate] note: v1: the rows have no column for 'x': the model imputed it for every row, as it does a "
             "missing value; the file's columns it does not take: 'x_renamed', 'site'") in capsys.readouterr().out
+    # A folder of a month a shard: shards may differ in a column evaluate does not read (an operator's note in
+    # one month's file was refused, CSV or Parquet), and Parquet shards that differ in a feature are refused as
+    # CSV ones are (a shard lacking one was imputed whole, said only as empty cells).
+    for kind in ("csv", "parquet"):
+        months = tmp_path / f"months-{kind}"
+        months.mkdir()
+        parts = [rows.iloc[:30], rows.iloc[30:].assign(operator_note="oil changed")]
+        for i, part in enumerate(parts):
+            getattr(part, f"to_{kind}")(months / f"2025-0{i + 1}.{kind}", index=False)
+        assert cli.main(["evaluate", str(paths[0]), "--data", str(months), "--by", "site"]) == 0, kind
+        assert capsys.readouterr().out.splitlines()[0] == f"[evaluate] 59 row(s) of {months} (label 'y'); 1 without " \
+                                                         "a label left out"
+        getattr(parts[1].drop(columns=["c"]), f"to_{kind}")(months / f"2025-02.{kind}", index=False)
+        assert cli.main(["evaluate", str(paths[0]), "--data", str(months)]) == EXIT_BAD_INPUT, kind
+        assert re.search(rf"2025-02.{kind}: its columns differ from 2025-01.{kind}'s \(lacks 'c'\) in folder",
+                         capsys.readouterr().err), kind
+        # The --by column is read too: a shard without it is refused by it, not by the features alone.
+        getattr(parts[1].drop(columns=["site"]), f"to_{kind}")(months / f"2025-02.{kind}", index=False)
+        assert cli.main(["evaluate", str(paths[0]), "--data", str(months)]) == 0, kind
+        capsys.readouterr()
+        assert cli.main(["evaluate", str(paths[0]), "--data", str(months), "--by", "site"]) == EXIT_BAD_INPUT
+        assert "(lacks 'site')" in capsys.readouterr().err, kind
     # A model of another label is not a version of this one.
     other = _write(tmp_path / "other" / "bundle", lineage={"version": "o1"})
     pre = json.loads((other / "preprocessor.json").read_text())

@@ -40,7 +40,7 @@ def register(subparsers, kit) -> None:
 def cmd_evaluate(args, progress) -> int:
     from jobs.bundle import BundleError, load, resolve
     from jobs.evaluate import score
-    from serving.tables import TableError, numbers_read_as_text, read_table
+    from serving.tables import TableError, numbers_read_as_text, read_used
 
     bundles = [load(resolve(given)) for given in args.bundles]
     label = bundles[0].preprocessor.label
@@ -51,7 +51,8 @@ def cmd_evaluate(args, progress) -> int:
                           f"{others[0].path} {others[0].task} of {others[0].preprocessor.label!r}"
                           + (" from images" if others[0].schema.get("image") else "")
                           + "; compare versions of one model")
-    table = _image_rows(bundles[0], args.data, progress) if bundles[0].schema.get("image") else read_table(args.data)
+    table = (_image_rows(bundles[0], args.data, progress) if bundles[0].schema.get("image")
+             else read_used(args.data, _used_columns(bundles, label, args.by)))
     _check_columns(table, args.data, label, args.by)
     if not bundles[0].schema.get("image"):
         # A cell that is no number ('?', '32,293') made its whole column text; scored, every row of it was imputed
@@ -85,6 +86,18 @@ def cmd_evaluate(args, progress) -> int:
         for line in _slices(names, bundles, table, label, args.by, args.data, score):
             progress(line)
     return 0
+
+
+def _used_columns(bundles: list, label: str, by) -> set[str]:
+    """The columns evaluate reads: the label, every bundle's features, --by, and the columns a bundle's split
+    places rows by. Shards may differ in others (an operator's note in one month's file; these were refused);
+    Parquet shards that differ in one of these are refused (one lacking a feature was imputed whole)."""
+    used = {label, *([by] if by else [])}
+    for b in bundles:
+        used |= {f["name"] for f in b.schema["features"]}
+        split = (b.lineage.get("data") or {}).get("split") or {}
+        used |= {split[k] for k in ("by", "order") if isinstance(split.get(k), str)}
+    return used
 
 
 def _held_out(names: list[str], bundles: list, table, label: str, held_out: bool, progress):
