@@ -326,7 +326,7 @@ class RequestChecker:
             if len(self._near) >= 4096:
                 self._near.clear()
             match = self._near_feature(name, self._lowered)
-            near = self._near[name] = match if match and not _ID_NAME.search(name) else ""
+            near = self._near[name] = match if match and not _ID_NAME.search(name) and name != self.label else ""
         return bool(near) and near not in record
 
     def without_kept(self, records: list[dict]) -> list[dict]:
@@ -343,7 +343,9 @@ class RequestChecker:
                            f"number, true/false or null, not {'a non-finite number' if isinstance(value, float) else _type_name(value)}",
                            i, name)
         if kind is None:
-            close = ([near] if (near := self._near_feature(name, self._lowered)) else
+            # The label is no misspelt feature, however alike their names: 'machine_failure' was asked "did you
+            # mean 'machine_type'?", and what it is was never said.
+            close = ([] if name == self.label else [near] if (near := self._near_feature(name, self._lowered)) else
                      difflib.get_close_matches(name, list(self.features), n=1))
             hint = f"did you mean {close[0]!r}? " if close else ""
             # A table's own row (its id, its label) sent as it is: say what the field is and how to have such

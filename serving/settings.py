@@ -106,15 +106,40 @@ def keep_running(spec: ServeSpec, running: Any) -> tuple[ServeSpec, list[str], l
         try:
             ServeSpec.model_validate({**merged, key: value})
         except ValidationError as err:
+            # What the update gave does not go with the rest of the running section (`--set
+            # autoscaling.max_replicas=2` where 3 replicas at least run): said, not dropped. The running section
+            # was put aside as unreadable, and the app went back to the default minimum of 1, unasked.
+            if key in given and _readable(merged, key, running[key]):
+                raise SpecError([f"serve.{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}, "
+                                 f"with {_given_text(given[key])} from this update and the rest kept from the running "
+                                 f"app's serve.{key}; give what it conflicts with too (--set serve.{key}.FIELD=VALUE)"
+                                 for e in err.errors()]) from None
             if key in part:         # what --set gave does not complete the running section: said, not dropped
                 raise SpecError([f"--set: serve.{'.'.join(map(str, e['loc']))} (the running app's serve.{key}, "
-                                 f"with what --set gave): {e['msg'].removeprefix('Value error, ')}"
-                                 for e in err.errors()]) from None
+                                 f"with what --set gave): {e['msg'].removeprefix('Value error, ')}; give the rest of "
+                                 f"serve.{key} too" for e in err.errors()]) from None
             unread.append(key)
             continue
         merged[key] = value
         kept.append(key)
     return (ServeSpec.model_validate(merged) if kept else spec), kept, unread
+
+
+def _readable(merged: dict, key: str, value: Any) -> bool:
+    """Whether the running app's setting `key` (`value`) is one this version reads, on its own."""
+    from pydantic import ValidationError
+    try:
+        ServeSpec.model_validate({**merged, key: value})
+    except ValidationError:
+        return False
+    return True
+
+
+def _given_text(given: Any) -> str:
+    """What an update gave of a section, as --set writes it ("max_replicas=2")."""
+    if not isinstance(given, dict):
+        return repr(given)
+    return ", ".join(f"{k}={v}" for k, v in given.items())
 
 
 def in_part_error(spec: ServeSpec, keys: list[str]) -> SpecError:

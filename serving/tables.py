@@ -190,9 +190,15 @@ def read_used(path, used: Union[Collection[str], Callable[[], Collection[str]]])
     that differ in one of `used` are refused (one lacking a feature was imputed whole)."""
     try:
         table = read_table(path)
-    except ShardColumns:
-        return read_table(path, sent=used() if callable(used) else used)
-    same_shard_columns(table, used() if callable(used) else used)
+    except ShardColumns as first:
+        try:
+            return read_table(path, sent=used() if callable(used) else used)
+        except ShardColumns:
+            # The first refusal names what the other shard adds too ("lacks 'torque'; adds 'Torque'"), which
+            # the read by `used` leaves out (a column not used): the rename is in sight.
+            raise first from None
+    if table.attrs.get("parquet_parts"):        # a single file, or CSV shards read whole, needs no more
+        same_shard_columns(table, used() if callable(used) else used)
     return table
 
 

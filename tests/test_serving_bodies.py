@@ -145,6 +145,17 @@ def test_a_tables_own_row_is_refused_saying_what_its_extra_fields_are_and_how_to
         with pytest.raises(RequestError) as caught:
             machines.parse(json.dumps({"records": [{name: "x", "machine_type": "L"}]}).encode())
         assert "unknown_fields=ignore" in caught.value.problems[0].message, name
+    # A label whose name is like a feature's ('machine_failure', 'machine_type') is said as the label, not asked
+    # "did you mean 'machine_type'?"; under unknown_fields: ignore it is ignored, not refused as a misspelling.
+    labelled = {"features": [{"name": "machine_type", "type": "category"}, {"name": "rpm", "type": "number"}],
+                "label": {"name": "machine_failure"}}
+    with pytest.raises(RequestError) as caught:
+        RequestChecker(labelled, max_records=10, max_body_bytes=2**20).parse(
+            b'{"records": [{"machine_failure": 1, "rpm": 3}]}')
+    [problem] = caught.value.problems
+    assert "did you mean" not in problem.message and "; it is the model's label: send features only" in problem.message
+    assert RequestChecker(labelled, max_records=10, max_body_bytes=2**20, unknown_fields="ignore").parse(
+        b'{"records": [{"machine_failure": 1, "rpm": 3}]}') == [{"rpm": 3}]
 
 
 def test_ignored_fields_do_not_hide_a_misspelt_feature():

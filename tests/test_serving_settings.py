@@ -549,6 +549,21 @@ def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_
     (tmp_path / "notes" / "a.csv").write_text("rpm,torque\n1500,40\n")
     (tmp_path / "notes" / "b.csv").write_text("rpm,torque,operator_note\n1490,39,oil changed\n")
     assert read_rows(tmp_path / "notes", Server())["operator_note"].tolist()[1] == "oil changed"
+    # A shard that renamed a feature: said whole ("adds 'Torque'" was left out by the read of the sent columns).
+    (tmp_path / "renamed").mkdir()
+    (tmp_path / "renamed" / "a.csv").write_text("rpm,torque\n1500,40\n")
+    (tmp_path / "renamed" / "b.csv").write_text("rpm,Torque\n1490,39\n")
+    with pytest.raises(TableError, match=r"b.csv: its columns differ from a.csv's \(lacks 'torque'; adds 'Torque'\)"):
+        read_rows(tmp_path / "renamed", Server())
+
+    class Unreachable:                              # a file read whole asks no server (its problems come first)
+        def sent_columns(self):
+            raise AssertionError("asked the server")
+    assert len(read_rows(tmp_path / "notes" / "a.csv", Unreachable())) == 1
+    (tmp_path / "agree").mkdir()
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / "agree" / name).write_text("rpm,torque\n1500,40\n")
+    assert len(read_rows(tmp_path / "agree", Unreachable())) == 2
     with pytest.raises(TableError, match=r"2025-01.csv: its columns differ from 2024-11.csv's \(lacks 'torque'\)"):
         read_rows(tmp_path / "months", Server())
     pd.DataFrame({"rpm": [1], "torque": [2.0]}).to_parquet(tmp_path / "shards" / "part-2.parquet")
@@ -717,6 +732,17 @@ def test_an_update_keeps_the_running_apps_operator_settings_it_is_not_given(tmp_
                                         r"gave\): "):
         keep_running(serve_settings(bundle, None, ["log.keep=[site]"], progress=lambda *_: None),
                      {**running, "log": {"path": "/logs", "sample": "half"}})
+    # What the update gives that conflicts with the rest of a running section: said, naming both. It was put
+    # aside as a setting "this trainyard cannot read", and the app went back to 1 replica at least, unasked.
+    floor = {**running, "autoscaling": {"min_replicas": 3, "max_replicas": 4}}
+    with pytest.raises(SpecError, match=r"serve.autoscaling: min_replicas \(3\) is above max_replicas \(2\), with "
+                                        r"max_replicas=2 from this update and the rest kept from the running app's "
+                                        r"serve.autoscaling; give what it conflicts with too"):
+        keep_running(serve_settings(bundle, None, ["autoscaling.max_replicas=2"], progress=lambda *_: None), floor)
+    spec, kept, unread = keep_running(serve_settings(bundle, None, ["autoscaling.max_replicas=2",
+                                                                    "autoscaling.min_replicas=1"],
+                                                     progress=lambda *_: None), floor)
+    assert (spec.autoscaling.min_replicas, spec.autoscaling.max_replicas, unread) == (1, 2, [])
 
 
 def test_replicas_are_said_to_wait_for_resources_only_when_the_cluster_has_no_room_for_them():

@@ -47,6 +47,7 @@ def visits(n=240, patients=40, seed=0, label_per_patient=True) -> pd.DataFrame:
                                               "30d, 12h, 2w; a number alone where the order column holds numbers)"),
     ({"order": "seen", "gap": "1m"}, {}, "gap '1m': m would be minutes (a month is 30d); write a positive number"),
     ({"order": "seen", "gap": 0}, {}, "gap must be a positive span (30d) or number, got 0"),
+    ({"order": "seen", "gap": "600w"}, {}, "gap '600w' must be at most 520w (ten years)"),   # not "e.g. 30d"
 ])
 def test_a_split_column_the_spec_cannot_use_is_refused(split, data, said):
     with pytest.raises(SpecError) as err:

@@ -111,7 +111,9 @@ class SplitSpec(StrictModel):
                 raise ValueError(f"gap {self.gap!r}: m would be minutes (a month is 30d); write {form}")
             try:
                 window_seconds(self.gap)
-            except ValueError:
+            except ValueError as exc:
+                if "at most" in str(exc):   # the form is right, the span too long: said so (was "must be ... e.g.")
+                    raise ValueError(f"gap {self.gap!r} must be at most 520w (ten years)") from None
                 raise ValueError(f"gap {self.gap!r} must be {form}") from None
         elif not self.gap > 0 or self.gap == float("inf"):
             raise ValueError(f"gap must be a positive span (30d) or number, got {self.gap!r}")
