@@ -87,6 +87,7 @@ class ModelServer:
         # the requests that form the next batch, and the health probes answer.
         self.model_thread = (concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
                              if self.checker.text else None)
+        self.body_timeout_s = float(serve_spec.get("body_timeout_s") or 30.0)    # (settings of an older trainyard)
         self.batch_max = serve_spec["batch"]["max_size"]
         self._predict_batch.set_max_batch_size(self.batch_max)
         self._predict_batch.set_batch_wait_timeout_s(serve_spec["batch"]["wait_ms"] / 1000.0)
@@ -242,7 +243,7 @@ def build_fastapi(server: ModelServer) -> FastAPI:
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}})
     async def predict(request: Request):
-        body = await _read_body(request, checker.max_body_bytes)
+        body = await _read_body(request, checker.max_body_bytes, server.body_timeout_s)
         if server.decoder is None:
             records = checker.parse(body)
         else:
@@ -317,17 +318,24 @@ def build_fastapi(server: ModelServer) -> FastAPI:
     return app
 
 
-async def _read_body(request, limit: int) -> bytes:
+async def _read_body(request, limit: int, timeout_s: float) -> bytes:
     """The body, refusing (413) as soon as it passes `limit`: a chunked upload has no Content-Length to check
-    up front, and reading a huge one whole would be the thing the limit is there to prevent."""
+    up front, and reading a huge one whole would be the thing the limit is there to prevent. One not whole
+    `timeout_s` after its headers gets 408: a client stalling mid-body held a request slot while its connection
+    lived, and a few hundred of them froze the app (HAProxy's timeout covers only bodies within its buffer)."""
     chunks, size = [], 0
     stream = request.stream()
-    async for chunk in stream:
-        size += len(chunk)
-        if size > limit:
-            size += await _discard(stream, drain_limit(limit) - size)
-            raise RequestError(413, [Problem(body_too_large(size, limit, partial=True))])
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in stream:
+                size += len(chunk)
+                if size > limit:
+                    size += await _discard(stream, drain_limit(limit) - size)
+                    raise RequestError(413, [Problem(body_too_large(size, limit, partial=True))])
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(408, [Problem(f"the request's body did not arrive within {timeout_s:g} s of its headers "
+                                         f"({size:,} byte(s) came; serve.body_timeout_s): send it at once")]) from None
     return b"".join(chunks)
 
 

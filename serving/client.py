@@ -15,7 +15,7 @@ import http.client
 import json
 import math
 import time
-from typing import Any, Optional
+from typing import Any, Collection, Optional
 from urllib.parse import urlparse
 
 from cluster.errors import EXIT_BAD_INPUT, BadInput, Failure
@@ -189,7 +189,8 @@ class Client:
         keeps in its prediction log (GET /schema's `limits.log_keep`). `allow_missing`:
         predict even when more than half of the features have no column (`check_columns`); `names`: as `predict`'s."""
         import pandas as pd
-        check_columns(list(df.columns), [f["name"] for f in self.schema()["features"]], allow_missing)
+        check_columns(list(df.columns), [f["name"] for f in self.schema()["features"]], allow_missing,
+                      kept=self.schema().get("limits", {}).get("log_keep") or ())
         sent = numbers_read_as_text(df[[c for c in df.columns if c in self.sent_columns()]],
                                     self.schema()["features"])
         sent = _image_bytes_as_base64(sent, self.schema()["features"])
@@ -264,12 +265,13 @@ def read_rows(path, client: "Client") -> "pd.DataFrame":  # noqa: F821
     return read_used(path, client.sent_columns)
 
 
-def check_columns(columns: list, features: list[str], allow_missing: bool = False) -> None:
+def check_columns(columns: list, features: list[str], allow_missing: bool = False, kept: Collection[str] = ()) -> None:
     """Refuse a rows file whose columns miss the model's features: none of them there, or one written another
     way ('RPM', ' rpm', 'rmp' for 'rpm'), or more than half of them unless `allow_missing`. Other columns (ids, the
     label) are not sent, and a feature with no column at all is imputed by the server (its required_features
     decide); these were dropped without a word, every row then getting the same imputed prediction, and a file
-    meant for another model got plausible numbers, exit 0."""
+    meant for another model got plausible numbers, exit 0. `kept`: the fields the server keeps in its prediction
+    log (serve.log.keep), sent as they are: no misspelt feature ('site' was asked "did you mean 'shift'?")."""
     import difflib
 
     names = [str(c) for c in columns]
@@ -283,7 +285,7 @@ def check_columns(columns: list, features: list[str], allow_missing: bool = Fals
     if len(missing) == len(features):
         raise TableError(f"none of the file's columns ({', '.join(map(repr, names[:10]))}) is a feature of the model "
                          f"(features: {', '.join(features)}); name the columns as the model's features (GET /schema)")
-    others = [c for c in names if c not in features]
+    others = [c for c in names if c not in features and c not in kept]
     folded = {c.strip().lower(): c for c in others}
     renames = []            # every one at once: a file with 'Amount' and 'cntry' was told of 'Amount' alone
     for f in missing:

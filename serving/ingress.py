@@ -80,7 +80,8 @@ def ingress_env(ingress: str, serve_spec: ServeSpec, host: str) -> dict[str, str
         # HAProxy's stats page and Prometheus listener bind every interface whatever serve.host says, and ask for
         # no token: Serve's documented binary override lets a short wrapper bind them to serve.host (to loopback
         # for a server on 0.0.0.0: the app's own /metrics, behind its token, is the one for the network), and give
-        # a client 10 s to send a request's headers (Serve sets none: slow clients held connections for minutes).
+        # a client 10 s to send a request's headers and a body that fits HAProxy's buffer (Serve sets none: slow
+        # clients held connections for minutes; serve.body_timeout_s bounds a longer body in the replica).
         env.update({"RAY_SERVE_HAPROXY_BINARY_PATH": str(_write_wrapper(private)),
                     "TRAINYARD_HAPROXY_REAL": haproxy_binary() or "haproxy",
                     "TRAINYARD_HAPROXY_BIND": "127.0.0.1" if host == "0.0.0.0" else host})
@@ -100,13 +101,15 @@ def replica_ingress_env(ingress: str, serve_spec: ServeSpec) -> dict[str, str]:
 _WRAPPER = """#!/bin/sh
 # Written by trainyard (serving/ingress.py): bind HAProxy's stats and Prometheus listeners ("bind :PORT" and
 # "bind *:PORT" in the config Serve generated) to $TRAINYARD_HAPROXY_BIND, add a timeout for a request's
-# headers beside the client timeout, then run the real HAProxy.
+# headers beside the client timeout (with http-buffer-request, for a body that fits HAProxy's buffer too: a
+# client stalling mid-body is answered 408 before it takes a replica's request slot), then run the real HAProxy.
 prev=""; cfg=""
 for a in "$@"; do [ "$prev" = "-f" ] && cfg="$a"; prev="$a"; done
 if [ -n "$cfg" ] && [ -n "$TRAINYARD_HAPROXY_BIND" ]; then
   sed -i -E -e "s/^([[:space:]]*bind )[*]?:([0-9]+)[[:space:]]*$/\\1$TRAINYARD_HAPROXY_BIND:\\2/" \\
-    -e "/^[[:space:]]*timeout http-request 10s$/d" \\
-    -e "s/^([[:space:]]*)(timeout client .*)$/\\1\\2\\n\\1timeout http-request 10s/" "$cfg"
+    -e "/^[[:space:]]*timeout http-request 10s$/d" -e "/^[[:space:]]*option http-buffer-request$/d" \\
+    -e "s/^([[:space:]]*)(timeout client .*)$/\\1\\2\\n\\1timeout http-request 10s/" \\
+    -e "s/^defaults[[:space:]]*$/defaults\\n    option http-buffer-request/" "$cfg"
 fi
 exec "$TRAINYARD_HAPROXY_REAL" "$@"
 """

@@ -73,7 +73,8 @@ RAISED_ONLY_BY_THE_OPERATOR = ("serve.max_records", "serve.max_body_mb", "serve.
 # prediction logging) with at most a note. host and port are the running Serve's anyway, the ingress is fixed
 # per Ray cluster, and what FROM_BUNDLE lists comes with each bundle.
 KEPT_ON_UPDATE = ("autoscaling", "ray_actor_options", "route_prefix", "max_surge_percent", "health_check_period_s",
-                  "health_check_timeout_s", "access_log", "log", "monitor", "quantize", "drain_period_s")
+                  "health_check_timeout_s", "access_log", "log", "monitor", "quantize", "drain_period_s",
+                  "body_timeout_s")
 
 
 def keep_running(spec: ServeSpec, running: Any) -> tuple[ServeSpec, list[str], list[str]]:

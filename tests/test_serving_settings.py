@@ -111,7 +111,8 @@ def test_ingress_choice_and_environment():
     subprocess.run(["sh", str(wrapper), "-f", str(config)], check=True,       # a reload: the same config again
                    env={**os.environ, "TRAINYARD_HAPROXY_BIND": "127.0.0.1", "TRAINYARD_HAPROXY_REAL": "true"})
     assert config.read_text().splitlines() == [
-        "defaults", "    timeout client 3600s", "    timeout http-request 10s", "frontend f", "    bind 0.0.0.0:8000",
+        "defaults", "    option http-buffer-request", "    timeout client 3600s", "    timeout http-request 10s",
+        "frontend f", "    bind 0.0.0.0:8000",
         "listen s", "    bind 127.0.0.1:8404", "    bind 127.0.0.1:9101"]
     for folder in (wrapper.parent, Path(exposed["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])):
         shutil.rmtree(folder)
@@ -663,6 +664,11 @@ def test_a_rows_file_whose_columns_miss_the_features_is_refused():
                                          r"'note'\. To predict anyway, .* add --allow-missing$"):
         check_columns(["rpm", "note"], features)
     check_columns(["rpm", "note"], features, allow_missing=True)
+    # A field the server keeps in its log is sent, not a misspelt feature ('site' was asked "did you mean 'shift'?")
+    shifts = ["rpm", "torque", "shift"]
+    with pytest.raises(TableError, match=r"did you mean 'shift'\?"):
+        check_columns(["rpm", "torque", "site"], shifts)
+    check_columns(["rpm", "torque", "site"], shifts, kept=["site"])
 
 
 def test_serving_the_running_version_again_is_not_called_an_update_to_it():

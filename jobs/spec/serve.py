@@ -118,6 +118,10 @@ class ServeSpec(StrictModel):
     batch: BatchSpec = Field(default_factory=BatchSpec)
     max_records: int = Field(1000, ge=1, description="Most records in one request; more get 413.")
     max_body_mb: float = Field(8.0, gt=0, description="Larger request bodies get 413.")
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a request's body may take to arrive after its headers; a slower "
+                                         "one gets 408 (a client that stalls mid-body held a replica's request slot "
+                                         "for up to an hour, and a few hundred of them froze the app).")
     ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0.5},
                                               description="Resources of each replica (num_cpus, num_gpus, ...).")
     host: str = Field("127.0.0.1", description="Interface Serve listens on; 0.0.0.0 exposes it to the network.")
