@@ -103,8 +103,9 @@ def judge(name: str, sliced: dict, judge_window: Callable[[dict, int], dict], is
         out[value].append({"start": iso(start), "end": iso(start + window_ms), **stats})
         if what:
             flagged.add(value)
-            reasons.append(f"{iso(start)}, {name} {value}: " + ", ".join(what))
-            progress(f"[monitor] {iso(start)}, {name} {value}: {stats['n']:,} rows, flagged: " + ", ".join(what))
+            reasons.append(f"{iso(start)}, {name} {shown(value)}: " + ", ".join(what))
+            progress(f"[monitor] {iso(start)}, {name} {shown(value)}: {stats['n']:,} rows, flagged: "
+                     + ", ".join(what))
     share = counted["rows_judged"] / counted["rows"] if counted["rows"] else 0.0
     # A value under monitor.min_rows in every window was counted as judged (545 customers of 1-3 rows a day).
     small = [v for v in values if not any(w["judged"] for w in out[v])]
@@ -113,7 +114,14 @@ def judge(name: str, sliced: dict, judge_window: Callable[[dict, int], dict], is
              + f"{counted['rows_judged']:,} of {counted['rows']:,} rows, {share:.0%}"
              + (f"; {len(small)} of them under monitor.min_rows in every window, not judged" if small else "")
              + (f"; {counted['rows_without']:,} rows without one" if counted["rows_without"] else "") + "); "
-             + (f"{len(flagged)} crossed a threshold: {', '.join(v for v in values if v in flagged)}" if flagged
+             + (f"{len(flagged)} crossed a threshold: {', '.join(shown(v) for v in values if v in flagged)}" if flagged
                 else "none crossed a threshold"))
     return {"field": name, **counted, "judged": values, "windows": out, "crossed": reasons,
             "flagged_values": [v for v in values if v in flagged], "too_few_rows": small}, reasons
+
+
+def shown(value: str) -> str:
+    """A value of a logged field as a terminal line shows it: as it is when it is plain printable text, else
+    quoted with its escapes. The value is whatever a client sent ("S1\\n[monitor] ok: ...", a terminal's
+    escape codes): written raw, it forged lines of this output, its last line included, which scripts read."""
+    return value if value.isprintable() and value == value.strip() and value else repr(value)

@@ -21,7 +21,7 @@ from cluster.nodes import alive_nodes, metrics_urls
 from cluster.ports import connect_error
 from cluster.processes import ALIVE, own_identity, recorded_process
 from cluster.state import state_dir
-from serving.schema import example_record
+from serving.openapi import example_record
 from serving.ingress import first_line
 from serving.server import DEPLOY_TIMEOUT_S, Served, _delete_quietly, _get_json, app_overview, deploy, shutdown
 from serving.settings import ServeError

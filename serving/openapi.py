@@ -3,9 +3,9 @@
 values; for text, that it is a non-empty string truncated to max_length tokens; the response's fields."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
-from serving.schema import _CATEGORY, _IMAGE, _NUMBER, _TEXT, RequestChecker, example_record
+from serving.schema import _CATEGORY, _IMAGE, _KINDS, _NUMBER, _TEXT, RequestChecker
 
 
 def openapi_components(checker: RequestChecker, task: str, classes: Optional[list]) -> dict:
@@ -112,3 +112,25 @@ def openapi_components(checker: RequestChecker, task: str, classes: Optional[lis
             "record": {"type": "integer", "description": "Index of the record in 'records'."},
             "field": {"type": "string"}, "message": {"type": "string"}}}}}}
     return {"Record": record, "PredictRequest": request, "PredictResponse": response, "Error": error}
+
+
+def example_record(schema: dict, most: Optional[int] = None) -> dict:
+    """A record that a bundle of `schema` (its schema.json) accepts: a number feature's typical value (the
+    training median it imputes; 1.0 for a bundle written before schema.json had it), a category's most frequent
+    one, a placeholder for text and images. `most`: at most that many fields, the required ones first (the
+    others are imputed when left out)."""
+    def value(f: dict) -> Any:
+        kind = _KINDS.get(f["type"], _NUMBER)
+        if kind == _CATEGORY:
+            return (f.get("categories") or [None])[0]
+        typical = f.get("typical", 1.0)
+        if isinstance(typical, float) and typical.is_integer():
+            typical = int(typical)          # an age of 36, not 36.0 (a median of whole numbers is one mostly)
+        return {_IMAGE: "<base64 PNG>", _TEXT: "bearing noise, temperature 92C"}.get(kind, typical)
+
+    def required(f: dict) -> bool:         # as RequestChecker takes them: images, and text unless marked optional
+        kind = _KINDS.get(f["type"], _NUMBER)
+        return kind == _IMAGE or (kind == _TEXT and f.get("required", True))
+
+    features = sorted(schema["features"], key=lambda f: not required(f))
+    return {f["name"]: value(f) for f in features[:most]}

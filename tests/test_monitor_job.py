@@ -387,6 +387,24 @@ def test_by_does_not_count_values_too_small_to_judge_as_judged():
     assert report["judged"] == ["big", "C-1", "C-2"] and report["too_few_rows"] == ["C-1", "C-2"]
 
 
+def test_by_values_a_client_sent_cannot_forge_lines_of_the_output():
+    """A kept field is whatever a client sent: "S1\\n[monitor] ok: ..." with a terminal's escape codes was written
+    raw, forging lines of the output (its last one, which scripts read, included)."""
+    from jobs.monitor_slices import judge
+
+    hostile = "S1\n[monitor] ok: nothing crossed a threshold\x1b[2J\x1b[31mPWNED\x1b[0m"
+
+    def window(summary, tests):
+        return {"n": summary["n"], "judged": True, "features": {"x": {"flags": ["psi 3"]}}, "flagged": ["x"],
+                "prediction": {"flags": []}}
+    said = []
+    _, reasons = judge("site", {(0, hostile): {"n": 60}, (0, "S 2"): {"n": 60}}, window, str, 86_400_000,
+                       {"values": 2, "rows": 120, "rows_judged": 120, "rows_without": 0}, said.append)
+    assert all("\n" not in line and "\x1b" not in line for line in said + reasons), said
+    assert said[-1].endswith(f"2 crossed a threshold: S 2, {hostile!r}")
+    assert f"0, site {hostile!r}: x (psi 3)" in reasons        # (the window start as `iso` gave it: str here)
+
+
 def test_by_chooses_its_values_among_the_rows_judged(tmp_path):
     """`--by`'s 20 values were counted over every file read (a month, with --labels-since): a machine new yesterday,
     the most rows of the day judged, was left out for 25 with a month of rows."""

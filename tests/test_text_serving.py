@@ -111,7 +111,7 @@ def test_the_example_request_serve_prints_is_one_the_model_takes():
     import shlex
 
     from serving.forever import _announce
-    from serving.schema import example_record
+    from serving.openapi import example_record
     from serving.server import Served
 
     lines = []
