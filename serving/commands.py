@@ -224,6 +224,9 @@ def cmd_serve(args, kit) -> int:
     from serving.server import DEPLOY_TIMEOUT_S, load_bundle, resolve_token
 
     token = resolve_token(args.token, args.no_token)     # a refused token fails before connecting to Ray
+    # It goes on as an argument, and leaves this process's environment: the embedded Ray started below copies that
+    # into every process it starts, the replicas included (only a hash of the token is for them).
+    os.environ.pop(TOKEN_ENV, None)
     bundle = load_bundle(args.bundle)                    # and so does a missing or damaged bundle
     spec = serve_settings(args.bundle, args.spec, args.set, kit.progress)
     for note in exposure_notes(args.host if args.host is not None else spec.host, token, args.token):

@@ -961,6 +961,39 @@ def test_a_server_open_to_every_interface_or_a_token_in_the_process_list_is_said
                      "$TRAINYARD_SERVE_TOKEN is not")
 
 
+def test_the_token_leaves_the_environment_before_ray_starts(tmp_path, monkeypatch):
+    """The README says only a hash of the token reaches the replicas; $TRAINYARD_SERVE_TOKEN stayed in the
+    environment of `trainyard serve` and `trainyard run`, which the embedded Ray copies into every process it
+    starts, the replicas included. Checked where Ray would start: the kit's connect, stopped there."""
+    import dataclasses
+
+    import pandas as pd
+
+    from cluster.errors import Failure
+    from serving.settings import TOKEN_ENV
+    from tests.conftest import small_spec, write_spec
+    from tests.test_bundle_write import _write
+    from trainyard import cli
+
+    seen = []
+
+    def connect(*_args, **_kwargs):
+        seen.append(os.environ.get(TOKEN_ENV))
+        raise Failure("stopped where Ray would start")
+    monkeypatch.setattr(cli, "KIT", dataclasses.replace(cli.KIT, connect=connect))
+    bundle = _write(tmp_path / "b", lineage={"version": "v1"})
+    pd.DataFrame({"x": [float(i) for i in range(40)], "failure": ["no", "yes"] * 20}).to_csv(tmp_path / "d.csv",
+                                                                                          index=False)
+    spec = write_spec(tmp_path / "spec.yaml", {**small_spec("t", tmp_path / "d.csv", tmp_path / "out"),
+                                               "data": {"path": str(tmp_path / "d.csv"), "label": "failure"}})
+    for command in (["serve", str(bundle), "--port", "0"], ["run", str(spec)]):
+        monkeypatch.setenv(TOKEN_ENV, "s3cret")
+        assert cli.main(command) == 1, command
+        assert seen.pop() is None, command
+    monkeypatch.setenv(TOKEN_ENV, " ")          # refused before training, not after it
+    assert cli.main(["run", str(spec)]) == EXIT_BAD_INPUT and not seen
+
+
 def test_a_jsonl_table_is_written_as_its_text_reads(tmp_path):
     """`predict --out pred.jsonl` wrote "\\u00c9lectronique > Audio" and "Cat 10 \\/ \\u00dcr\\u00fcn": valid JSON,
     but neither readable nor found by grep; a class name is written as it is now, and reads back the same."""

@@ -309,6 +309,12 @@ def cmd_run(args) -> int:
                          "section; drop --resume to train from the start"])
     # Before hours of training, not after: a serving layer that cannot load fails the command now.
     serving = None if args.no_serve else _import("serving")
+    token = None
+    if serving is not None:         # refused before training if empty; kept out of the embedded Ray's environment
+        from serving.server import resolve_token              # (copied into every process it starts, replicas too)
+        from serving.settings import TOKEN_ENV
+        token = resolve_token(None)
+        os.environ.pop(TOKEN_ENV, None)
     check_before_ray(spec, resume=args.resume)
     from jobs import RUN_IMPORTS
     from tuning import SEARCH_IMPORTS
@@ -323,7 +329,7 @@ def cmd_run(args) -> int:
     print(f"{BUNDLE_WRITTEN}{path}", flush=True)
     if args.no_serve:
         return EXIT_OK
-    return serving.serve_forever(path, spec=spec, progress=progress)
+    return serving.serve_forever(path, spec=spec, token=token, progress=progress)
 
 
 def _import(name: str):
