@@ -217,13 +217,13 @@ def refuse(spec_problems: list[str], data_problems: list[str]) -> None:
 
     if spec_problems:
         raise SpecError(spec_problems + data_problems)
-    if data_problems:
-        raise DataError("\n".join(data_problems))
+    if data_problems:               # more than one: a list, as a SpecError's (the others were bare lines)
+        raise DataError(data_problems[0] if len(data_problems) == 1 else f"the data has {len(data_problems)} "
+                        "problem(s):\n" + "\n".join(f"  - {p}" for p in data_problems))
 
 
 def check(spec: JobSpec, source: Optional[str] = None) -> None:
-    """Raise every `problems` of a spec that trains once, the spec's lines starting with `source` (the spec
-    file) if given."""
+    """Raise every `problems` of a spec that trains once, the spec's starting with `source` (its file) if given."""
     spec_problems, data_problems = problems(spec)
     refuse([f"{source}: {p}" if source else p for p in spec_problems], data_problems)
 

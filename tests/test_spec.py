@@ -357,6 +357,9 @@ def test_a_misspelt_label_or_exclude_fails_validate_before_ray_naming_the_neares
     assert main(["validate", str(spec), "--set", "data.features.exclude=[id]"]) == 2
     err = capsys.readouterr().err
     assert "label column 'Y' is in none" in err and "data.features.exclude names column 'id'" in err, err
+    # ... listed as the spec's problems are (the second was a bare line under the first).
+    assert err.startswith("trainyard: error: the data has 2 problem(s):\n  - label column 'Y'"), err
+    assert "\n  - data.features.exclude names column 'id'" in err, err
     # Shards that do not agree (a column one of them lacks) are refused here too, naming the shard, as ingest
     # would after a Ray start; so is a label none of them has.
     shards = tmp_path / "shards"
