@@ -54,6 +54,9 @@ TUNE_FAILURE_LOGS = {"ray.tune.execution.tune_controller": "Trial task failed fo
 # API. `trainyard tune` says where the experiment is saved and the command that continues it ("[tune] interrupted
 # ... Continue it with: trainyard tune SPEC --resume").
 TUNE_INTERRUPTED = ("ray.tune.tune", "Experiment has been interrupted, but the most recent state was saved.")
+# Ray Tune's `warn_if_slow`: "The `callbacks.on_step_end` operation took 0.615 s, which may be a performance
+# bottleneck." on a busy machine, of the driver's own bookkeeping: nothing a user can act on (Ray's log has it).
+TUNE_SLOW = ("ray.tune.utils.util", "The `", " operation took ")
 
 
 # What Ray Tune's driver warns when it reads back an experiment (at the end of an interrupted search, and again on
@@ -90,6 +93,7 @@ def quiet_ray_logs() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     for name, start in [*TUNE_FAILURE_LOGS.items(), TUNE_INTERRUPTED]:
         _drop_starting(logging.getLogger(name), start)
+    _drop_starting(logging.getLogger(TUNE_SLOW[0]), *TUNE_SLOW[1:])
     analysis = logging.getLogger(TUNE_NO_RESULT_YET[0])
     if _not_only_trials_without_results not in analysis.filters:
         analysis.addFilter(_not_only_trials_without_results)

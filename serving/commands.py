@@ -31,7 +31,7 @@ PREDICT_HELP = """Send a file's rows to a trainyard server and write the predict
 
     trainyard predict --url URL FILE [--out OUT] [--overwrite] [--token T] [--batch-size N] [--allow-missing]
 
-FILE: a .csv, .parquet or .jsonl file, a folder of .parquet shards, or for an image model an image file or a
+FILE: a .csv, .parquet or .jsonl file, a folder of .parquet or .csv shards, or for an image model an image file or a
 folder of them. The rows go in requests of at most --batch-size records (default: the server's limit); the output
 is the rows plus their predictions, as CSV on stdout or to --out (.csv, .parquet, .jsonl; an existing file only
 with --overwrite). A file with no column for more than half of the model's features is refused (a file meant
@@ -72,7 +72,7 @@ def register(subparsers, kit) -> None:
 
     p = subparsers.add_parser("predict", help="send a file's rows to a trainyard server, write predictions",
                               description=PREDICT_HELP, formatter_class=_raw())
-    p.add_argument("file", help="rows to predict: .csv, .parquet or .jsonl, or a folder of .parquet shards")
+    p.add_argument("file", help="rows to predict: .csv, .parquet or .jsonl, or a folder of .parquet or .csv shards")
     p.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000")
     p.add_argument("--out", default=None,
                    help="write the rows plus predictions here (.csv/.parquet/.jsonl); default: CSV on stdout")
@@ -315,8 +315,10 @@ def cmd_predict(args) -> int:
     predicted = client.predict_frame(sent, allow_missing=args.allow_missing,
                                      names=sent["file"].tolist() if image_field else None)
     table = df.join(predicted, rsuffix="_predicted")      # an image not sent: its row, no prediction
-    if image_field:
-        table = table.drop(columns=[image_field])       # each row's `file` names its image
+    if unreadable and "record" in table.columns:
+        table["record"] = table["record"].astype("Int64")   # the log's key stays a whole number (was 0.0, 1.0)
+    if image_field:     # each row's `file` names its image; the notes of table features are empty for an image
+        table = table.drop(columns=[image_field, "out_of_range", "unseen_categories", "imputed"], errors="ignore")
     if unreadable:
         table["error"] = [unreadable.get(i, "") for i in table.index]
         first = next(iter(unreadable))
@@ -351,7 +353,8 @@ def cmd_predict(args) -> int:
         from serving.tables import write_table
         write_table(table, args.out)
         model = client.schema().get("model", {})
-        print(f"{len(table)} predictions from {model.get('name')} {model.get('version')} written to {args.out}",
+        print(f"{len(table) - len(unreadable)} predictions from {model.get('name')} {model.get('version')} written "
+              f"to {args.out}" + (f", with {len(unreadable)} row(s) of images not sent" if unreadable else ""),
               file=sys.stderr)
     else:
         table.to_csv(sys.stdout, index=False)

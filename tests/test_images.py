@@ -277,6 +277,11 @@ def test_served_image_model_over_http(trained, serve_instance, tmp_path, capsys)
         [{"image": base64.b64encode(f.read_bytes()).decode()} for f in sorted(mixed.glob("*.png"))[:2]])["predictions"]
     assert written["prediction"][2] == "" and written["error"][2].startswith("cannot decode") and not written["error"][0]
     assert written["error"][3].startswith("the image is 5000x5000 = 25,000,000 pixels; the limit is")
+    # The rows predicted are counted (4 were said "written" for 2 predicted), the log's key stays whole numbers
+    # (0.0, 1.0), and a table's notes, always empty for images, are not columns.
+    assert f"2 predictions from " in err and "written to" in err and ", with 2 row(s) of images not sent" in err
+    assert written["record"].tolist()[:2] == ["0", "1"] and written["record"].tolist()[2:] == ["", ""]
+    assert not {"out_of_range", "unseen_categories", "imputed"} & set(written.columns)
     (mixed / "aa-broken.png").write_bytes(b"")
     for f in sorted(mixed.glob("*.png")):
         if "broken" not in f.name:
