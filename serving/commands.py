@@ -143,8 +143,10 @@ def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
     except ValidationError as err:
         # A section --set alone gave in part, lacking what it requires (`--set log.keep=[site]`): an update
         # completes it from the running app's (`keep_running`); a first start says that it lacks them then.
+        # (Not a section --set gave whole first: `--set log=null --set log.keep=[x]` starts a new one.)
         in_part = [e for e in err.errors() if e["type"] == "missing" and len(e["loc"]) > 1
-                   and e["loc"][0] in KEPT_ON_UPDATE and _blame(layers, e["loc"][:1]) == "--set"]
+                   and e["loc"][0] in KEPT_ON_UPDATE and _blame(layers, e["loc"][:1]) == "--set"
+                   and e["loc"][0] not in layers[-1][1]]
         others = [e for e in err.errors() if e not in in_part]
         if others:
             raise SpecError([_explain(e, _blame(layers, e["loc"])) for e in others]) from None

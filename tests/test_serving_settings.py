@@ -725,6 +725,9 @@ def test_an_update_keeps_the_running_apps_operator_settings_it_is_not_given(tmp_
     spec, kept = update("log.keep=[site]")
     assert (spec.log.path, spec.log.sample, spec.log.keep) == ("/logs", 0.5, ["site"]) and "log" in kept
     from jobs.spec import SpecError
+    # ... but not a section --set emptied first: `log=null` then `log.keep` is a new log, lacking its path.
+    with pytest.raises(SpecError, match=r"--set: serve.log.path: Field required$"):
+        serve_settings(bundle, None, ["log=null", "log.keep=[site]"], progress=lambda *_: None)
     with pytest.raises(SpecError, match=r"--set: serve.log.path: Field required \(--set gave part of serve.log, and "
                                         r"no running app has a log section to complete it: give the rest too\)"):
         keep_running(serve_settings(bundle, None, ["log.keep=[site]"], progress=lambda *_: None),
