@@ -240,6 +240,11 @@ def _owner_ended_on_purpose(block: list[str]) -> bool:
     return all(part in text for part in TRAIN_OWNER_ENDED)
 
 
+# The actors of Ray Serve, whose lines reach every driver that starts or joins Serve, whichever job they run in (a
+# replica deployed by another `trainyard serve` on the same cluster). Other jobs' processes are not this command's.
+SERVE_ACTORS = ("ServeController", "ServeReplica", "ProxyActor", "HAProxyManager")
+
+
 class WorkerOutputFilter:
     """What reaches the user of the output Ray forwards from its processes (`route` it, or call it with each
     `ray_compat.WorkerOutput`):
@@ -251,6 +256,8 @@ class WorkerOutputFilter:
       record to the end of that batch, behind "[ray <process> pid=N]", to `error`; but for the SystemExit of a
       process stopped with SIGTERM (`SIGTERM_EXIT`) and a traceback of actors whose owner ended on purpose
       (`TRAIN_OWNER_ENDED`);
+    - nothing from the processes of another driver's job (another command's training on the same cluster), but
+      from Serve's actors (`SERVE_ACTORS`);
     - what Ray pushes to the driver itself (a worker killed for memory, a request no node can hold), behind
       "[ray]", to `error`; but for the note that many worker processes started (`WORKER_POOL_NOTE`) and the
       report of Serve's controller ending its own graceful shutdown (`SERVE_STOP_NOTE`); a raylet's death
@@ -266,7 +273,7 @@ class WorkerOutputFilter:
         self.muted = False
 
     def __call__(self, out: ray_compat.WorkerOutput) -> None:
-        if self.muted:
+        if self.muted or (out.other_job and not out.process.startswith(SERVE_ACTORS)):
             return
         if out.process == ray_compat.TRAIN_WORKER:
             for text in out.lines:

@@ -285,6 +285,7 @@ class WorkerOutput:
     process: str               # the actor class or task name ("RayTrainWorker", "TrainController", ...), or ""
     is_err: bool               # written to stderr
     pushed: bool = False
+    other_job: bool = False    # from a process of another driver's job (`trainyard train` beside a `serve`)
 
 
 def route_worker_output(handler: Callable[[WorkerOutput], None]) -> None:
@@ -295,17 +296,24 @@ def route_worker_output(handler: Callable[[WorkerOutput], None]) -> None:
 
     Why: Ray has no public hook into what it prints there; `log_to_driver=False` drops the workers' lines and
     tracebacks altogether. Checked on Ray 2.60.0: process output reaches `ray._private.ray_logging.
-    global_worker_stdstream_dispatcher` as dicts with the keys pid, is_err, lines, actor_name, task_name
+    global_worker_stdstream_dispatcher` as dicts with the keys pid, is_err, lines, actor_name, task_name, job
     (log_monitor.py), and `ray.init` registers Ray's printer there as "ray_print_logs"; the pushed messages
     reach `ray._private.worker.print_to_stdstream` (by its module-global name) from the driver's
     listen_error_messages thread, as {"lines": [message], "pid": "raylet", "is_err": False}."""
     from ray._private import worker as ray_worker
     from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 
+    # Ray forwards a driver the lines of its own job's processes (and of those no job has claimed yet, its
+    # prestarted workers), but Serve turns that filter off in any driver that starts or joins it
+    # (`_filter_logs_by_job`, for its controller's and replicas' lines): a `trainyard serve` then printed another
+    # driver's training, epochs and tracebacks. Each batch says whether it came from another job (its "job").
+    own = ray_worker.global_worker.current_job_id.hex()
+
     def forward(data: dict, pushed: bool = False) -> None:
         handler(WorkerOutput(lines=list(data.get("lines") or ()), pid=str(data.get("pid", "")),
                              process=data.get("actor_name") or data.get("task_name") or "",
-                             is_err=bool(data.get("is_err")), pushed=pushed))
+                             is_err=bool(data.get("is_err")), pushed=pushed,
+                             other_job=bool(data.get("job")) and data.get("job") != own))
 
     dispatcher.remove_handler(_PRINTER)
     dispatcher.add_handler(_PRINTER, forward)

@@ -71,6 +71,22 @@ def test_ray_actors_lines_stay_out_and_workers_lines_come_without_rays_prefix():
     assert lines == [epoch] and errors == []
 
 
+def test_another_jobs_processes_stay_out_of_a_serve_but_its_replicas_errors_show():
+    """Serve turns Ray's per-job filter of forwarded lines off in the driver that starts or joins it: a `trainyard
+    serve` printed the epochs and a Train actor's traceback of a `trainyard train --address` beside it (a README
+    walkthrough). Another job's processes are kept out; Serve's own actors' errors still show, whichever job."""
+    epoch = "[train] epoch 1/2  train_loss 0.4818  val_loss 0.3541  val_f1 0.6386  0.22s 64,739 samples/s"
+    traceback = ["Traceback (most recent call last):", "ConnectionError: Found multiple active Ray instances"]
+    lines, errors = _filtered([
+        WorkerOutput([epoch], "19255", TRAIN_WORKER, is_err=False, other_job=True),
+        WorkerOutput(traceback, "29926", "PlacementGroupCleaner", is_err=True, other_job=True),
+        WorkerOutput(traceback, "300", "ServeReplica:machine-failure:ModelServer", is_err=True, other_job=True),
+        WorkerOutput([epoch], "19256", TRAIN_WORKER, is_err=False),           # its own (or no job's yet)
+    ])
+    assert lines == [epoch]
+    assert errors == [f"[ray ServeReplica:machine-failure:ModelServer pid=300] {t}" for t in traceback]
+
+
 def test_errors_stay_visible():
     """A worker's traceback (as Ray Train 2.60 logs it), an ERROR record or traceback of any other process, and
     what Ray pushes to the driver (but the worker-pool note and Serve's own stop; a raylet's death once, without

@@ -127,8 +127,12 @@ def test_worker_output_routing_names_exist():
     assert list(inspect.signature(worker.print_to_stdstream).parameters) == ["data", "ignore_prefix"]
     assert "print_to_stdstream(" in inspect.getsource(worker.listen_error_messages)
     published = inspect.getsource(log_monitor)
-    for key in ("pid", "is_err", "lines", "actor_name", "task_name"):
+    for key in ("pid", "is_err", "lines", "actor_name", "task_name", "job"):
         assert f'"{key}":' in published, key
+    # Serve turns the driver's filter by job off (so `WorkerOutput.other_job` is what keeps other jobs out).
+    from ray.serve import context
+    assert "_filter_logs_by_job = False" in inspect.getsource(context)
+    assert 'data["job"] != job_id_hex' in inspect.getsource(worker.Worker.print_logs)
 
 
 def test_train_workers_are_the_actor_class_ray_train_names():
