@@ -55,7 +55,7 @@ TUNE_FAILURE_LOGS = {"ray.tune.execution.tune_controller": "Trial task failed fo
 # ... Continue it with: trainyard tune SPEC --resume").
 TUNE_INTERRUPTED = ("ray.tune.tune", "Experiment has been interrupted, but the most recent state was saved.")
 # Ray Tune's `warn_if_slow`: "The `callbacks.on_step_end` operation took 0.615 s, which may be a performance
-# bottleneck." on a busy machine, of the driver's own bookkeeping: nothing a user can act on (Ray's log has it).
+# bottleneck." on a busy machine, of the driver's own bookkeeping: nothing a user can act on, dropped.
 TUNE_SLOW = ("ray.tune.utils.util", "The `", " operation took ")
 
 

@@ -245,9 +245,10 @@ def near_feature(name: str, lowered: dict[str, str]) -> Optional[str]:
 
 
 def _one_swap(a: str, b: str) -> bool:
-    """`b` is `a` with two neighbouring letters swapped."""
+    """`b` is `a` with two neighbouring letters swapped (not digits: 's21' beside 's12' is a sensor of its own)."""
     diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
-    return len(diff) == 2 and diff[1] == diff[0] + 1 and (a[diff[0]], a[diff[1]]) == (b[diff[1]], b[diff[0]])
+    return (len(diff) == 2 and diff[1] == diff[0] + 1 and (a[diff[0]], a[diff[1]]) == (b[diff[1]], b[diff[0]])
+            and a[diff[0]].isalpha() and a[diff[1]].isalpha())
 
 
 def misspelt_fields(records: list[dict], features: list[str], label: str) -> list[str]:

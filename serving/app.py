@@ -33,7 +33,8 @@ from serving.monitor import for_replica as replica_monitor
 from serving.openapi import openapi_components
 from serving.payload import bundle_payload, load_payload
 from serving.predlog import PredictionLogger, new_request_id
-from serving.schema import Problem, RequestChecker, RequestError, body_too_large, non_finite_outputs
+from serving.body import drain, drain_limit, read_body, send_json
+from serving.schema import RequestChecker, RequestError, body_too_large, non_finite_outputs
 from serving.settings import TOKEN_ENV, ServeError, check_settings, default_name
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})   # probes answer without the token
@@ -235,7 +236,8 @@ def build_fastapi(server: ModelServer) -> FastAPI:
     async def _client_error(_request, exc: RequestError):
         # json.dumps escapes what it cannot encode (a field name that is a lone surrogate); JSONResponse's UTF-8
         # rendering would fail on it and turn a 422 into a 500.
-        return Response(json.dumps(exc.to_json()).encode(), status_code=exc.status, media_type="application/json")
+        return Response(json.dumps(exc.to_json()).encode(), status_code=exc.status, media_type="application/json",
+                        headers={"connection": "close"} if exc.close_connection else None)
 
     @app.post("/predict", summary="Predict for a list of records", responses={
         200: {"description": "One prediction per record, in order.", "content": {"application/json": {
@@ -243,7 +245,7 @@ def build_fastapi(server: ModelServer) -> FastAPI:
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}})
     async def predict(request: Request):
-        body = await _read_body(request, checker.max_body_bytes, server.body_timeout_s)
+        body = await read_body(request, checker.max_body_bytes, server.body_timeout_s)
         if server.decoder is None:
             records = checker.parse(body)
         else:
@@ -318,43 +320,6 @@ def build_fastapi(server: ModelServer) -> FastAPI:
     return app
 
 
-async def _read_body(request, limit: int, timeout_s: float) -> bytes:
-    """The body, refusing (413) as soon as it passes `limit`: a chunked upload has no Content-Length to check
-    up front, and reading a huge one whole would be the thing the limit is there to prevent. One not whole
-    `timeout_s` after its headers gets 408: a client stalling mid-body held a request slot while its connection
-    lived, and a few hundred of them froze the app (HAProxy's timeout covers only bodies within its buffer)."""
-    chunks, size = [], 0
-    stream = request.stream()
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in stream:
-                size += len(chunk)
-                if size > limit:
-                    size += await _discard(stream, drain_limit(limit) - size)
-                    raise RequestError(413, [Problem(body_too_large(size, limit, partial=True))])
-                chunks.append(chunk)
-    except TimeoutError:
-        raise RequestError(408, [Problem(f"the request's body did not arrive within {timeout_s:g} s of its headers "
-                                         f"({size:,} byte(s) came; serve.body_timeout_s): send it at once")]) from None
-    return b"".join(chunks)
-
-
-def drain_limit(limit: int) -> int:
-    """How much of an oversized body is read and thrown away before answering 413. A client that sends its
-    whole body before reading the answer (most do, without `Expect: 100-continue`) sees a connection reset
-    instead of the 413 when the server stops reading early; past this much, a reset is the lesser evil."""
-    return 2 * limit + 16 * 2**20
-
-
-async def _discard(stream, budget: int) -> int:
-    seen = 0
-    async for chunk in stream:
-        seen += len(chunk)
-        if seen > budget:
-            break
-    return seen
-
-
 class Guard:
     """Checks that cost nothing to do before FastAPI sees a request: the bearer token, and a declared
     Content-Length over the limit (answered 413 without reading the body). A plain ASGI wrapper rather than
@@ -382,7 +347,7 @@ class Guard:
             if root and path.startswith(root):
                 path = path[len(root):] or "/"
             if self.token_sha256 and path not in OPEN_PATHS and not self._authorized(scope):
-                await _send_json(send, 401, {"detail": "missing or wrong bearer token: send the header "
+                await send_json(send, 401, {"detail": "missing or wrong bearer token: send the header "
                                                        "'Authorization: Bearer <token>' (the server's --token / "
                                                        "TRAINYARD_SERVE_TOKEN)"},
                                  [(b"www-authenticate", b"Bearer")])
@@ -392,12 +357,12 @@ class Guard:
                     try:
                         size = int(value)
                     except ValueError:
-                        await _send_json(send, 400, {"detail": f"bad Content-Length header {value[:20]!r}"})
+                        await send_json(send, 400, {"detail": f"bad Content-Length header {value[:20]!r}"})
                         return
                     if size > self.max_body_bytes:
-                        drained = size <= drain_limit(self.max_body_bytes) and await _drain(receive)
+                        drained = size <= drain_limit(self.max_body_bytes) and await drain(receive)
                         message = body_too_large(size, self.max_body_bytes)
-                        await _send_json(send, 413, {"detail": message, "errors": [{"message": message}]},
+                        await send_json(send, 413, {"detail": message, "errors": [{"message": message}]},
                                          [] if drained else [(b"connection", b"close")])
                         return
                     break
@@ -419,23 +384,6 @@ class Guard:
                 digest = hashlib.sha256(token.strip().encode()).hexdigest()
                 return hmac.compare_digest(digest, self.token_sha256)
         return False
-
-
-async def _drain(receive) -> bool:
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return False          # the client went away
-        if not message.get("more_body"):
-            return True
-
-
-async def _send_json(send, status: int, body: dict, headers: list = ()) -> None:
-    data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            *headers]})
-    await send({"type": "http.response.body", "body": data})
 
 
 def build_app(args: dict):

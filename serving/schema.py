@@ -26,6 +26,7 @@ MAX_LISTED_PROBLEMS = 20
 # The longest unseen category or field kept for the log (logged and counted whole: 365 MB of 7 MB strings, 288 KB
 # compressed in the logs, took `trainyard monitor` to 1.5 GB). A known category may be longer.
 MAX_CATEGORY_CHARS = 1000
+MAX_CODE = 10**30                # a whole number sent for a category: 30 digits at most (4,000: ms each to compare)
 MISSPELT_CHECKED = 20        # unknown fields of a record checked for a misspelt feature (unknown_fields: ignore)
 MISSPELT_LOOKUPS = 50        # ... of a request, by names not seen before (a body of 1,000 records of 20 random names
                              # took 2.6 s of the event loop against 30 features)
@@ -63,6 +64,8 @@ class Problem:
 
 class RequestError(BadInput):
     """A client error: HTTP `status` (4xx) and the problems found (all of them, up to MAX_LISTED_PROBLEMS)."""
+
+    close_connection = False        # answered with `Connection: close` (its body was not read whole)
 
     def __init__(self, status: int, problems: list[Problem], total: Optional[int] = None):
         self.status = status
@@ -145,6 +148,7 @@ class RequestChecker:
         self.keep = frozenset(keep)
         self._near: dict[str, str] = {}     # field name → its nearest feature ("" none): `_misspelt`
         self._lowered = {f.lower(): f for f in self.features}
+        self._longest = max(map(len, self.features), default=0)
         self._derived = tuple(f"{f}." for f in self.features)
         self._lookups = 0                   # names `_misspelt` may look up in this request (difflib: ~0.1 ms each)
         self.label = (schema.get("label") or {}).get("name")
@@ -248,14 +252,14 @@ class RequestChecker:
                         if value is None or value in self.known[name] or (
                                 not self.reject_unknown_categories and len(value) <= MAX_CATEGORY_CHARS):
                             continue
-                    elif t is int and not -2**64 < value < 2**64:       # 20 digits at most (4,000: ms each)
+                    elif t is int and not -MAX_CODE < value < MAX_CODE:
                         pass
                     elif t is int or t is bool or (t is float and value - value == 0.0):
                         if not self.reject_unknown_categories or _canonical(value) in self.known[name]:
                             continue
                 elif name in self.keep:
                     if (t is str and len(value) <= MAX_CATEGORY_CHARS) or t is bool or value is None or (
-                            t is int and -2**64 < value < 2**64) or (t is float and value - value == 0.0):
+                            t is int and -MAX_CODE < value < MAX_CODE) or (t is float and value - value == 0.0):
                         continue
                 elif not self.reject_unknown_fields and (len(ignored) >= MISSPELT_CHECKED
                                                          or not self._misspelt(name, record)):
@@ -327,7 +331,8 @@ class RequestChecker:
         that reads as an id ('clinic_id' beside 'clinic_type'); each name's nearest feature is looked up once."""
         near = self._near.get(name)
         if near is None:
-            if self._lookups <= 0 or name.startswith(self._derived):  # a request's budget spent; 'photo.width'
+            # A request's budget spent; 'photo.width'; a name no feature is near, not kept (4 MB names filled it).
+            if self._lookups <= 0 or name.startswith(self._derived) or len(name) > 1.5 * self._longest:
                 return False
             self._lookups -= 1
             if len(self._near) >= 4096:
@@ -346,10 +351,10 @@ class RequestChecker:
 
     def _explain(self, i: int, name: str, value: Any, kind: Optional[int]) -> Problem:
         if kind in (None, _CATEGORY) and (isinstance(value, str) and len(value) > MAX_CATEGORY_CHARS or
-                                          type(value) is int and not -2**64 < value < 2**64):
+                                          type(value) is int and not -MAX_CODE < value < MAX_CODE):
             what = f"{len(value):,} characters" if isinstance(value, str) else f"{len(str(abs(value)))} digits"
             return Problem(f"{'a field kept for the prediction log' if kind is None else 'a category'} of {what}; "
-                           f"at most {MAX_CATEGORY_CHARS:,} characters (or a whole number of 20 digits) are taken: "
+                           f"at most {MAX_CATEGORY_CHARS:,} characters (or a whole number of 30 digits) are taken: "
                            "send the value itself", i, name)
         if kind is None and name in self.keep:
             return Problem(f"a field kept for the prediction log (serve.log.keep) is logged as text: send text, a "
@@ -359,7 +364,7 @@ class RequestChecker:
             # The label is no misspelt feature ('machine_failure' was asked "did you mean 'machine_type'?"); a name
             # 2.5 times every feature's length scores under difflib's 0.6 (not compared: 2.8 s for 7 MB).
             close = ([] if name == self.label else [near] if (near := self._near_feature(name, self._lowered)) else
-                     [] if len(name) > 2.5 * max(map(len, self.features), default=0) else
+                     [] if len(name) > 2.5 * self._longest else
                      difflib.get_close_matches(name, list(self.features), n=1))
             hint = f"did you mean {close[0]!r}? " if close else ""
             # A table's own row (its id, its label) sent as it is: say what the field is and how to have such

@@ -57,6 +57,7 @@ def test_a_misspelt_feature_is_refused_with_the_name_it_nearly_is(model):
         model.predict([{"age": 30, "icnome": 20}])
     assert misspelt_fields([{"tmep": 300, "rpm": 1}], ["temp", "rpm"], "y") == [
         "record 0: 'tmep' is not a feature of this model; did you mean 'temp'? (its features: temp, rpm)"]
+    assert misspelt_fields([{"s21": 1.0, "temp": 3}], ["s12", "s13", "temp"], "y") == []    # digits: another sensor
     # A name far longer than every feature is no misspelling of one, and is not compared letter by letter
     # (difflib took 2.8 s of a replica over one 7 MB field name).
     assert misspelt_fields([{"x" * 5_000_000: 1, "rpm": 1}], ["temp", "rpm"], "y") == []
