@@ -370,21 +370,26 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
     rows_read = len(facts)
     if rows_read == 0:
         raise ING.DataError(f"data.path {data.path!r}: no images found")
-    bad = facts[~facts["_ok"]]
+    # A Parquet row without a label (null, NaN, blank) is left out and counted, as a table's is (it failed in
+    # the split's cut-offs: "boolean value of NA is ambiguous", a traceback after Ray's start).
+    unlabelled = _unlabelled(facts[label])
+    bad = facts[~facts["_ok"] & ~unlabelled]
     corrupt = [{"path": p, "error": e} for p, e in zip(bad["path"], bad["_error"])]
     if len(bad) > data.max_corrupt_fraction * rows_read:
         listing = "; ".join(f"{c['path']}: {c['error']}" for c in corrupt[:10])
         raise ING.DataError(f"{len(bad)} of {rows_read} images cannot be decoded, more than "
                             f"data.max_corrupt_fraction={data.max_corrupt_fraction:g}: {listing}"
                             + (" …" if len(corrupt) > 10 else "") + ". Remove or replace them, or raise the fraction")
-    good = facts[facts["_ok"]]
+    good = facts[facts["_ok"] & ~unlabelled]
     labels = good[label].to_numpy()
     classes = sorted(pd.unique(labels).tolist(), key=lambda v: (str(type(v)), v))
     if len(classes) < 2:
-        raise ING.DataError(f"label {label!r} has a single class ({classes[0]!r}); classification needs two or more")
+        raise ING.DataError(f"label {label!r} has " + (f"a single class ({classes[0]!r})" if classes else
+                                                       "no value in any decodable image's row")
+                            + "; classification needs two or more")
     stratify = not data.split.by or stratified_by_groups(good[[label, "_u"]], label)
     cuts = ING.split_thresholds(labels, good["_u"].to_numpy(), data.split.val, data.split.test, stratify)
-    ds = ds.map_batches(_keep_decodable, batch_format="pandas")
+    ds = ds.map_batches(_keep_decodable, fn_kwargs={"label": label}, batch_format="pandas")
     ds = ds.map_batches(ING.assign_split, fn_kwargs={"label": label, "cuts": cuts, "stratify": stratify},
                         batch_format="pandas")
     ds = ds.drop_columns(["_ok", "_error"]).materialize()
@@ -405,14 +410,19 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
         dataset=ds, files=list(shown_files), format=data.format, schema=pa.schema([(img.column, pa.binary()),
                                                                                   (label, pa.string())]),
         label=label, task="classification", numeric=[], categorical=[], classes=classes, rows_read=rows_read,
-        rows_dropped_missing_label=0, split_rows=split_rows, class_counts=class_counts,
+        rows_dropped_missing_label=int(unlabelled.sum()), split_rows=split_rows, class_counts=class_counts,
         inferred={"task": "classification (images)"}, unused_columns=stray,
         fingerprint=ING.fingerprint(fs, list(shown_files)), corrupt=corrupt, split_how=how)
     return result
 
 
-def _keep_decodable(batch: pd.DataFrame) -> pd.DataFrame:
-    return batch[batch["_ok"]]
+def _keep_decodable(batch: pd.DataFrame, label: str) -> pd.DataFrame:
+    return batch[batch["_ok"] & ~_unlabelled(batch[label])]
+
+
+def _unlabelled(labels: pd.Series) -> pd.Series:
+    """Where an image's label is missing: null, NaN, or text blank after a trim (`infer.label_missing`'s rule)."""
+    return labels.isna() | labels.map(lambda v: isinstance(v, str) and not v.strip()).astype(bool)
 
 
 # ---------------------------------------------------------------------------------------------- augmentation

@@ -97,6 +97,17 @@ def test_parquet_bytes_input(tmp_path):
     with pytest.raises(DataError, match=r"no column 'pixels'"):
         prepare(image_spec(tmp_path / "pq", tmp_path / "out", fmt="parquet", image={"column": "pixels"}),
                 progress=lambda *_: None)
+    # Rows without a label (null, blank) are left out and counted, as a table's are: one failed the split's
+    # cut-offs with "boolean value of NA is ambiguous", a traceback after Ray's start.
+    from jobs.images import ingest_images
+    shard = sorted((tmp_path / "pq").glob("*.parquet"))[0]
+    df = pd.read_parquet(shard)
+    df["label"] = df["label"].astype(object)
+    df.loc[0, "label"], df.loc[1, "label"] = None, " "
+    df.to_parquet(shard)
+    r = ingest_images(image_spec(tmp_path / "pq", tmp_path / "out", fmt="parquet").data, progress=lambda *_: None)
+    assert (r.rows_read, r.rows_dropped_missing_label, len(r.dataset.to_pandas())) == (40, 2, 38)
+    assert sum(sum(c.values()) for c in r.class_counts.values()) == 38
 
 
 def test_a_table_of_images_split_by_part_keeps_each_parts_photos_together(tmp_path):
