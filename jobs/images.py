@@ -245,6 +245,7 @@ def folder_layout(root: str, *, field: str = "data.path", min_classes: int = 2) 
     """data/<label>/<file>: (files, labels, ignored top-level files). `field` names where the folder was given (the
     spec's data.path, `evaluate --data`); training needs two classes, scoring a model on new images one."""
     from jobs.ingest import DataError
+    from jobs.spelling import case_twins
 
     if not os.path.isdir(root):
         raise DataError(f"{field}: {root!r} is not a directory; format: images expects <path>/<label>/<image files>")
@@ -264,6 +265,11 @@ def folder_layout(root: str, *, field: str = "data.path", min_classes: int = 2) 
     if len(with_images) < min_classes:
         raise DataError(f"{field}: {root} has a single class folder with images ({with_images[0]!r}); "
                         "classification needs at least two class subfolders")
+    if min_classes > 1 and (twins := case_twins(with_images)):
+        # 'scratch/' and 'Scratch/' trained as two classes without a word, where a table's are refused.
+        raise DataError(f"{field}: {root}: class folders " + "; ".join(" and ".join(map(repr, g)) for g in twins)
+                        + " differ only in case or in spaces around them, and would be trained as different "
+                          "classes: move each class's images into one folder")
     return files, labels, stray
 
 

@@ -234,9 +234,8 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
     types that differ): `jobs.datafiles.check_files`, here before Ray starts, in a second rather than after the
     8-9 s of a Ray start. Reads the files' headers (Parquet footers, a CSV's first block), as ingest does
     again, and with data.split.order the column of times (Arrow, one column: rows without a time). Data this
-    machine does not have (a URI, a path that finds nothing: `local_data_note`) is left to the
-    run; so are images, whose columns ingest checks its own way. `notes`: a list to add what `_sample_problem`
-    found to say of the values to (for `validate`)."""
+    machine does not have (a URI, a path that finds nothing: `local_data_note`) is left to the run; so are
+    images, whose columns ingest checks its own way. `notes`: what `_sample_problem` found (for `validate`)."""
     from jobs.datafiles import DataError, check_files, file_schema, infer_format, resolve_files
     from jobs.infer import kind_of, not_text_problem, text_label_problem
     from jobs.splits import gap_check, order_gaps, split_column, split_field
@@ -249,8 +248,9 @@ def check_columns(spec: JobSpec, notes: Optional[list[str]] = None) -> None:
         from jobs.images import folder_layout, without_images_note
 
         root = os.path.abspath(os.path.expanduser(entries[0]))
-        if os.path.isdir(root) and len(class_folders(data, 2)) < 2:
-            folder_layout(root)        # raises ingest's own DataError: no class folder with images, or one
+        if os.path.isdir(root) and (len(class_folders(data, 2)) < 2 or case_twins(    # ingest's own DataError:
+                [n for n in os.listdir(root) if not n.startswith(".") and os.path.isdir(os.path.join(root, n))])):
+            folder_layout(root)     # no class folder with images, one, or two written two ways
         if os.path.isdir(root) and notes is not None and (note := without_images_note(root)):
             notes.append(note)
         return

@@ -319,8 +319,9 @@ def cmd_predict(args) -> int:
     table = df.join(predicted, rsuffix="_predicted")      # an image not sent: its row, no prediction
     if unreadable and "record" in table.columns:
         table["record"] = table["record"].astype("Int64")   # the log's key stays a whole number (was 0.0, 1.0)
-    if image_field:     # each row's `file` names its image; the notes of table features are empty for an image
-        table = table.drop(columns=[image_field, "out_of_range", "unseen_categories", "imputed"], errors="ignore")
+    if image := client.schema().get("image"):   # files: each row's `file` names its image; a table: its other
+        # columns do. Neither is written the image's bytes again, nor the notes of table features (always empty).
+        table = table.drop(columns=[image["field"], "out_of_range", "unseen_categories", "imputed"], errors="ignore")
     if unreadable:
         table["error"] = [unreadable.get(i, "") for i in table.index]
         first = next(iter(unreadable))

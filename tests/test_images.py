@@ -179,7 +179,18 @@ def test_wrong_layouts(tmp_path):
     for folder, words in ((flat, "no class subfolders"), (one, "single class folder")):
         with pytest.raises(DataError, match=words):
             precheck.check_columns(image_spec(folder, tmp_path / "o"))
-    precheck.check_columns(image_spec(generate(tmp_path / "two", per_class=2, size=16), tmp_path / "o"))
+    two = generate(tmp_path / "two", per_class=2, size=16)
+    precheck.check_columns(image_spec(two, tmp_path / "o"))
+    # Class folders written two ways ('defect/' and 'Defect/'): refused as a table's classes are (they trained as
+    # two classes without a word).
+    shutil.copytree(two / "defect", two / "Defect")
+    with pytest.raises(DataError, match=r"class folders 'Defect' and 'defect' differ only in case or in spaces "
+                                        r"around them, and would be trained as different classes: move"):
+        precheck.check_columns(image_spec(two, tmp_path / "o"))
+    with pytest.raises(SpecError, match=r"data.augment.random_crop \(40\) must be under the image's size 32x32 \(a "
+                                        r"few pixels, e.g. 4\)"):
+        validate_spec({"name": "x", "data": {"path": "d", "label": "y", "format": "images",
+                                             "image": {"size": [32, 32]}, "augment": {"random_crop": 40}}})
     with pytest.raises(SpecError, match="model.kind cnn needs image data"):
         validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "model": {"kind": "cnn"}})
 
@@ -262,6 +273,13 @@ def test_served_image_model_over_http(trained, serve_instance, tmp_path, capsys)
     pd.DataFrame({"image": raw}).to_parquet(tmp_path / "images.parquet")
     table = read_table(tmp_path / "images.parquet")
     assert client.predict_frame(table)["prediction"].tolist() == expected["predictions"]
+    # Predicted from a table, the output does not copy each image's bytes again, nor three always-empty notes.
+    from trainyard.cli import main
+    pd.DataFrame({"part": [f"P{i}" for i in range(len(raw))], "image": raw}).to_parquet(tmp_path / "parts.parquet")
+    assert main(["predict", "--url", url, str(tmp_path / "parts.parquet"), "--out", str(tmp_path / "parts.csv")]) == 0
+    written = pd.read_csv(tmp_path / "parts.csv")
+    assert written["prediction"].tolist() == expected["predictions"] and written["part"].tolist()[0] == "P0"
+    assert not {"image", "out_of_range", "unseen_categories", "imputed"} & set(written.columns), written.columns
     # A folder with an image that cannot be decoded and a file that is no image: the images that decode are
     # predicted (one broken file refused the whole folder), the broken one keeps its row with the reason, and is
     # named; the file left out is said (it was skipped without a word).

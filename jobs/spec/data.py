@@ -199,6 +199,11 @@ class DataSpec(StrictModel):
             raise ValueError("data.image needs format: images (class folders) or parquet (an image bytes column)")
         if self.augment is not None and not self.is_image:
             raise ValueError("data.augment applies to images only; remove it or set data.format: images")
+        if self.augment is not None and self.image and self.augment.random_crop >= min(self.image.size):
+            # A shift as large as the image leaves many training images all padding (40 px for 32x32 trained).
+            raise ValueError(f"data.augment.random_crop ({self.augment.random_crop}) must be under the image's size "
+                             f"{self.image.size[0]}x{self.image.size[1]} (a few pixels, e.g. "
+                             f"{max(1, min(self.image.size) // 8)}): a larger shift leaves images all padding")
         if self.is_image and self.task == "regression":
             raise ValueError("image jobs are classification only; remove data.task: regression")
         return self
