@@ -58,7 +58,11 @@ def decode_sized(value: Any, size: tuple[int, int], channels: int, *, formats: O
         try:
             value = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise ValueError("not valid base64; send the PNG/JPEG bytes base64-encoded") from None
+            # A file's path in place of its bytes ("/data/line3/img_0042.png") was told only "not valid base64".
+            path = len(text) < 4096 and text.strip().lower().endswith(IMAGE_EXTENSIONS)
+            raise ValueError(("a file name or path, not the image: read the file and send its bytes base64-encoded "
+                              "(trainyard predict FOLDER does)") if path else
+                             "not valid base64; send the PNG/JPEG bytes base64-encoded") from None
     if isinstance(value, (bytes, bytearray, memoryview)):
         try:
             with Image.open(io.BytesIO(bytes(value)), formats=formats) as img:

@@ -345,8 +345,10 @@ def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None]
         lines.append("[data] inferred: " + "; ".join(f"{k} → {v}" for k, v in inferred.items()))
     if s.excluded_columns:
         lines.append(f"[data] excluded (data.features.exclude): {', '.join(map(repr, s.excluded_columns))}")
-    if s.unused_columns:
-        lines.append(f"[data] not used (not listed in data.features): {', '.join(s.unused_columns)}")
+    if s.unused_columns:            # of class folders: the files beside them, read as column names before
+        lines.append(f"[data] files outside the class folders, not used: {', '.join(s.unused_columns)}"
+                     if s.format == "images" else f"[data] not used (not listed in data.features): "
+                     f"{', '.join(s.unused_columns)}")
     if stats := getattr(s, "label_stats", None):
         lines.append(f"[data] label {s.label!r}: {stats['min']:,.4g} to {stats['max']:,.4g}, median {stats['median']:,.4g}, "
                      f"99th percentile {stats['p99']:,.4g}, mean {stats['mean']:,.4g}")

@@ -85,6 +85,10 @@ def test_bad_image_records_name_the_record(trained):
     assert "record 3: image: pixel array has shape [2, 2], expected [16, 16]" in text
     assert "record 4: image: missing" in text
     assert [p[0] for p in err.value.problems] == [1, 2, 3, 4]
+    # A file's path in place of its bytes is said as such (it was "not valid base64").
+    with pytest.raises(InputError, match=r"record 0: image: a file name or path, not the image: read the file and "
+                                         r"send its bytes base64-encoded"):
+        bundle.predict([{"image": "/data/line3/img_0042.PNG"}])
 
 
 def test_parquet_bytes_input(tmp_path):
@@ -146,8 +150,14 @@ def test_corrupt_images_listed_then_fatal_over_threshold(tmp_path):
     for f in sorted((root / "defect").glob("*.png"))[:2]:
         f.rename(root / "pit" / f.name)
     (root / "scratch").mkdir()
+    (root / "stray_top.png").write_bytes((root / "ok" / "torn.png").read_bytes())   # beside the class folders
     lines = []
     prepared = prepare(image_spec(root, tmp_path / "out"), progress=lines.append)
+    # ... said as such, not as a column "not listed in data.features".
+    from jobs.pipeline import print_ingest_summary
+    said = []
+    print_ingest_summary(prepared, said.append)
+    assert "\n[data] files outside the class folders, not used: stray_top.png\n" in "\n".join(said + [""]), said
     # Said as a table's classes are (neither was said of images before).
     assert f"[ingest] note: 1 folder(s) under {root} hold no image (.png, .jpg, .jpeg, .bmp, .gif, .webp, .tif, " \
            ".tiff), so they are no class: 'scratch'" in lines
