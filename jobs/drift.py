@@ -101,7 +101,29 @@ def median_side(ref: dict, counts: Sequence[float]) -> Optional[str]:
         return None
     above = edges.index(quantiles[50]) + 1         # bin_index: a value equal to an edge is in the bin after it
     now, then = counts[above:].sum() / counts.sum(), float(np.sum(ref["shares"][above:]))
+    if f"{now:.0%}" == f"{then:.0%}":       # the same share each side of the median: what moved is elsewhere
+        return moved_bin(ref, counts)
     return f"{now:.0%} at or above the training median {quantiles[50]:.4g} ({then:.0%} in training)"
+
+
+def moved_bin(ref: dict, counts: Sequence[float]) -> Optional[str]:
+    """The reference bin whose share moved most, said with its range ("0% equal to 48 (23% in training)"): what
+    changed where the median did not (images of 32 and 48 px in training, of 32 alone sent: "median 32 vs 32").
+    None without edges or counts."""
+    edges, counts = list(ref.get("edges") or []), np.asarray(counts, dtype=np.float64)
+    if not edges or counts.sum() <= 0 or len(counts) != len(ref.get("shares") or []):
+        return None
+    now, then = counts / counts.sum(), np.asarray(ref["shares"], dtype=np.float64)
+    k = int(np.argmax(np.abs(now - then)))
+    if k == 0:
+        where = f"below {edges[0]:.4g}"
+    elif k >= len(edges):
+        where = f"at or above {edges[-1]:.4g}"
+    elif edges[k] == np.nextafter(edges[k - 1], np.inf):
+        where = f"equal to {edges[k - 1]:.4g}"
+    else:
+        where = f"from {edges[k - 1]:.4g} to under {edges[k]:.4g}"
+    return f"{now[k]:.0%} {where} ({then[k]:.0%} in training)"
 
 
 def _floored(shares: np.ndarray) -> np.ndarray:

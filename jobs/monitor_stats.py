@@ -54,7 +54,10 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
         stats["flags"] = drift.flagged(ref, stats, thresholds, n_features) if judged else []
         quantiles = ref.get("quantiles") or []
         if stats.get("median") is not None and len(quantiles) == 101:     # which way: "psi 2.07" alone did not say
-            stats["flags"] = [f"{f}; median {stats['median']:.4g} vs {quantiles[50]:.4g} in training"
+            # Where the median stayed, the range whose share moved most says it ("median 32 vs 32" did not).
+            same = f"{stats['median']:.4g}" == f"{quantiles[50]:.4g}" and drift.moved_bin(ref, stats["counts"])
+            stats["flags"] = [(f"{f}; {same}" if same else
+                               f"{f}; median {stats['median']:.4g} vs {quantiles[50]:.4g} in training")
                               if f.startswith("psi ") else f for f in stats["flags"]]
     prediction = _prediction_stats(summary["prediction"], profile["prediction"], thresholds, judged)
     if "score" in summary and "score" in profile["prediction"]:

@@ -250,3 +250,16 @@ def test_a_small_reference_is_tested_as_a_sample_of_its_own():
     assert profile["categorical"]["shift"]["n"] == 1000
     assert profile["prediction"]["n"] == profile["prediction"]["score"]["n"] == 150
     assert D.with_reference_sizes({"numeric": {"rpm": {}}}) == {"numeric": {"rpm": {}}}     # no row counts
+
+
+def test_where_the_median_stays_the_range_that_moved_is_said():
+    """Training images of 32 px (77 %) and 48 px (23 %), traffic of 32 px alone: flagged "median 32 vs 32 in
+    training", which says nothing moved. The range whose share moved most says what did."""
+    ref = D.summarise(np.array([32.0] * 77 + [48.0] * 23))
+    counts = np.bincount(D.bin_index(np.full(200, 32.0), ref["edges"]), minlength=len(ref["edges"]) + 1)
+    assert D.moved_bin(ref, counts) == "0% equal to 48 (23% in training)"
+    assert D.median_side(ref, counts) == D.moved_bin(ref, counts)     # the live /monitor's line: the same
+    ref = D.summarise(np.arange(100.0))           # a spread-out number: the bin of the shift, by its range
+    counts = np.bincount(D.bin_index(np.full(50, 95.0), ref["edges"]), minlength=len(ref["edges"]) + 1)
+    assert D.moved_bin(ref, counts) == "100% at or above 89.1 (10% in training)"
+    assert D.moved_bin(ref, np.zeros(len(ref["shares"]))) is None
