@@ -145,6 +145,13 @@ def _prediction_stats(s: dict, ref: dict, thresholds, judged: bool) -> dict:
         stats = drift.prediction_drift(ref, dict(enumerate(s["counts"])))
         stats.update(counts=s["counts"], ks_p=drift.numeric_drift(ref, sample_rows(s["sample"])[:, 1])["ks_p"])
     stats["flags"] = drift.flagged(ref, stats, thresholds, 1) if judged else []
+    if stats["flags"] and ref["task"] == "classification" and stats["n"]:
+        # Which class: "prediction drift (psi 2.48)" did not say that 'scratch' went from 29 % of answers to 0.
+        classes = [canonical(c) for c in ref["classes"]]
+        now = np.array([s["counts"].get(c, 0) for c in classes]) / stats["n"]
+        k = int(np.argmax(np.abs(now - np.asarray(ref["shares"]))))
+        stats["flags"] = [f"{f}; {classes[k]!r} {now[k]:.0%} of answers ({ref['shares'][k]:.0%} on the validation "
+                          "split)" for f in stats["flags"]]
     return stats
 
 

@@ -263,3 +263,15 @@ def test_where_the_median_stays_the_range_that_moved_is_said():
     counts = np.bincount(D.bin_index(np.full(50, 95.0), ref["edges"]), minlength=len(ref["edges"]) + 1)
     assert D.moved_bin(ref, counts) == "100% at or above 89.1 (10% in training)"
     assert D.moved_bin(ref, np.zeros(len(ref["shares"]))) is None
+
+
+def test_a_classifiers_prediction_drift_names_the_class_that_moved():
+    """"prediction drift (psi 2.48 (p 4e-05))" did not say that 'scratch' went from 29 % of the answers to none."""
+    from jobs.monitor_stats import _prediction_stats
+
+    ref = {"task": "classification", "classes": ["ok", "scratch", "dent"], "shares": [0.5, 0.29, 0.21], "n": 1000}
+    stats = _prediction_stats({"counts": {"ok": 150, "dent": 50}}, ref, D.Thresholds(), judged=True)
+    assert stats["flags"] and all(f.startswith("psi ") and f.endswith(
+        "; 'scratch' 0% of answers (29% on the validation split)") for f in stats["flags"]), stats["flags"]
+    assert _prediction_stats({"counts": {"ok": 100, "scratch": 58, "dent": 42}}, ref, D.Thresholds(),
+                             judged=True)["flags"] == []
