@@ -102,8 +102,11 @@ def decode_sized(value: Any, size: tuple[int, int], channels: int, *, formats: O
     if arr.ndim == 2 and channels == 1:
         arr = arr[:, :, None]
     if arr.shape != (h, w, channels):
-        raise ValueError(f"pixel array has shape {given}, expected [{h}, {w}]"
-                         + ("" if channels == 1 else f" + [{channels}] channels") + " (height, width[, channels])")
+        # "[32, 32] + [3] channels (height, width[, channels])" read as if the channels could be left out.
+        raise ValueError(f"pixel array has shape {given}, expected " + (
+            f"[{h}, {w}] (height, width; [{h}, {w}, 1] too: the model reads grey images)" if channels == 1 else
+            f"[{h}, {w}, {channels}] (height, width, channels: the model reads {channels}-channel images; an "
+            "encoded image of any channels is converted, a pixel array is not)"))
     if not np.isfinite(arr).all():
         raise ValueError("pixel array holds NaN or infinity")
     if arr.min() < 0 or arr.max() > 255:

@@ -89,6 +89,12 @@ def test_bad_image_records_name_the_record(trained):
     with pytest.raises(InputError, match=r"record 0: image: a file name or path, not the image: read the file and "
                                          r"send its bytes base64-encoded"):
         bundle.predict([{"image": "/data/line3/img_0042.PNG"}])
+    # A grey pixel array for a colour model: the channels are not optional ("[32, 32] + [3] channels (height,
+    # width[, channels])" read as if they were).
+    from jobs.images import decode
+    with pytest.raises(ValueError, match=r"^pixel array has shape \[32, 32\], expected \[32, 32, 3\] \(height, width, "
+                                         r"channels: the model reads 3-channel images; an encoded image"):
+        decode(np.zeros((32, 32)).tolist(), (32, 32), 3)
 
 
 def test_parquet_bytes_input(tmp_path):
