@@ -434,8 +434,11 @@ def _keep_decodable(batch: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 def _unlabelled(labels: pd.Series) -> pd.Series:
-    """Where an image's label is missing: null, NaN, or text blank after a trim (`infer.label_missing`'s rule)."""
-    return labels.isna() | labels.map(lambda v: isinstance(v, str) and not v.strip()).astype(bool)
+    """Where an image's label is missing, by ingest's rule for a table's (`infer.label_missing`): null, NaN, or
+    text blank after a trim."""
+    from jobs.infer import label_missing
+    missing = label_missing(pa.array(labels, from_pandas=True))
+    return pd.Series(missing.to_numpy(zero_copy_only=False), index=labels.index, dtype=bool)
 
 
 # ---------------------------------------------------------------------------------------------- augmentation
