@@ -21,7 +21,10 @@ class TableError(BadInput):
 
 
 class ShardColumns(TableError):
-    """Shards of a folder whose columns differ (`read_table` with `sent` may take them)."""
+    """Shards of a folder whose columns differ (`read_table` with `sent` may take them). `read`: a CSV folder's
+    (folder, files, parts) as read, for `read_used` to check by the columns used without reading them again."""
+
+    read: Optional[tuple] = None
 
 
 def read_table(path, sent: Optional[Collection[str]] = None) -> "pd.DataFrame":  # noqa: F821
@@ -173,10 +176,17 @@ def _csv_shards(folder: Path, files: list[Path],
     """A folder of CSV shards (a month a file) as one table; shards whose columns differ are refused, naming one
     (pandas would fill a missing column with empty cells, scored as imputed values), or with `sent`, those that
     differ in one of these. A bad cell is named by its file and line (`attrs["csv_parts"]`)."""
-    import pandas as pd
-
     parts = [read_table(f) for f in files]
-    _same_columns(folder, files, parts, sent)
+    try:
+        _same_columns(folder, files, parts, sent)
+    except ShardColumns as exc:
+        exc.read = (folder, files, parts)       # `read_used` checks them again by the columns used, not re-reading
+        raise
+    return _joined(files, parts)
+
+
+def _joined(files: list[Path], parts: list) -> "pd.DataFrame":  # noqa: F821
+    import pandas as pd
     table = pd.concat(parts, ignore_index=True)
     table.attrs["csv_parts"] = [(str(f), len(part)) for f, part in zip(files, parts)]
     return table
@@ -191,8 +201,12 @@ def read_used(path, used: Union[Collection[str], Callable[[], Collection[str]]])
     try:
         table = read_table(path)
     except ShardColumns as first:
+        if first.read is None:
+            raise
+        folder, files, parts = first.read
         try:
-            return read_table(path, sent=used() if callable(used) else used)
+            _same_columns(folder, files, parts, used() if callable(used) else used)
+            return _joined(files, parts)
         except ShardColumns:
             # The first refusal names what the other shard adds too ("lacks 'torque'; adds 'Torque'"), which
             # the read by `used` leaves out (a column not used): the rename is in sight.
