@@ -316,8 +316,9 @@ def _decode_check(batch: pd.DataFrame, column: str, size: tuple, channels: int, 
                   by: Optional[str] = None) -> pd.DataFrame:
     """Mark rows whose image cannot be decoded, and give every row its split key: a hash of the image bytes, or
     with `by` (data.split.by: a patient's scans, a part's photos) of the row's group, so a group's images share a
-    split (an image without a group: of its bytes). The group's column is dropped."""
-    ok, err, keys = [], [], []
+    split (an image without a group: of its bytes). The group's column is dropped. `_d`: a digest of the image's
+    bytes alone, which finds the same picture filed under two classes."""
+    ok, err, keys, digests = [], [], [], []
     salt = str(seed).encode()
     groups = batch.pop(by).tolist() if by else [None] * len(batch)
     for v, group in zip(batch[column].tolist(), groups):
@@ -329,11 +330,12 @@ def _decode_check(batch: pd.DataFrame, column: str, size: tuple, channels: int, 
             ok.append(False)
             err.append(str(exc))
         raw = v if isinstance(v, (bytes, bytearray)) else repr(v).encode()
+        digests.append(int.from_bytes(hashlib.blake2b(bytes(raw), digest_size=8).digest(), "little", signed=True))
         if group is not None and not pd.isna(group):
             raw = str(group).encode()
         digest = hashlib.blake2b(bytes(raw), key=salt[:64], digest_size=8).digest()
         keys.append((int.from_bytes(digest, "little") >> 11) / float(1 << 53))
-    return batch.assign(_ok=ok, _error=err, _u=keys)
+    return batch.assign(_ok=ok, _error=err, _u=keys, _d=digests)
 
 
 def _to_image_rows(batch: pd.DataFrame, column: str, label: str, label_by_path: dict) -> pd.DataFrame:
@@ -370,7 +372,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
         by = split_field(data, schemas)         # data.split.by: checked as a table's (in every file, a usable type)
         ds = ING.read_parquet(shown_files, filesystem=fs, include_paths=True,
                               columns=[img.column, data.label] + ([by.name] if by is not None else []))
-        stray = []
+        stray, root = [], None
     progress(f"[ingest] {len(shown_files)} {'image' if data.format == 'images' else 'parquet'} file(s)")
     ds = ds.map_batches(_decode_check, fn_kwargs={"column": img.column, "size": size, "channels": ch,
                                                   "seed": data.split.seed, "by": data.split.by},
@@ -379,7 +381,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
         ds = ds.materialize()
     except Exception as exc:
         raise ING.DataError(f"reading images from {data.path!r} failed: {root_cause(exc)}") from None
-    facts = ds.select_columns([label, "_ok", "_u", "path", "_error"]).to_pandas()
+    facts = ds.select_columns([label, "_ok", "_u", "_d", "path", "_error"]).to_pandas()
     rows_read = len(facts)
     if rows_read == 0:
         raise ING.DataError(f"data.path {data.path!r}: no images found")
@@ -394,6 +396,8 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
                             f"data.max_corrupt_fraction={data.max_corrupt_fraction:g}: {listing}"
                             + (" …" if len(corrupt) > 10 else "") + ". Remove or replace them, or raise the fraction")
     good = facts[facts["_ok"] & ~unlabelled]
+    if note := twins_note(good, label, root):
+        progress(f"[ingest] note: {note}")
     labels = good[label].to_numpy()
     classes = sorted(pd.unique(labels).tolist(), key=lambda v: (str(type(v)), v))
     if len(classes) < 2:
@@ -405,7 +409,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
     ds = ds.map_batches(_keep_decodable, fn_kwargs={"label": label}, batch_format="pandas")
     ds = ds.map_batches(ING.assign_split, fn_kwargs={"label": label, "cuts": cuts, "stratify": stratify},
                         batch_format="pandas")
-    ds = ds.drop_columns(["_ok", "_error"]).materialize()
+    ds = ds.drop_columns(["_ok", "_error", "_d"]).materialize()
     # The facts already hold every decodable row's label and `_u`, in the dataset's order: the same
     # assign_split gives the rows' splits here, without another pass over the images.
     splits = ING.assign_split(good[[label, "_u"]], label, cuts, stratify)
@@ -427,6 +431,22 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
         inferred={"task": "classification (images)"}, unused_columns=stray,
         fingerprint=ING.fingerprint(fs, list(shown_files)), corrupt=corrupt, split_how=how)
     return result
+
+
+def twins_note(good: pd.DataFrame, label: str, root: Optional[str] = None) -> Optional[str]:
+    """The same picture (the same bytes) under two or more classes: a labelling slip that teaches the model both
+    answers for one image, and lands in one split (its key is its bytes'). Copies under one class are left be."""
+    classes = good.groupby("_d", sort=False)[label].nunique()
+    twins = classes.index[classes > 1]
+    if not len(twins):
+        return None
+    rows = good[good["_d"].isin(twins)]
+    where = (lambda p: os.path.relpath(p, root)) if root else (lambda p: f"a row of {os.path.basename(p)}")
+    shown = [" = ".join(f"{where(str(p))} ({lab})" for p, lab in zip(g["path"], g[label]))
+             for _, g in rows.groupby("_d", sort=False)][:3]
+    return (f"{len(twins)} image(s) are filed under more than one class, byte for byte the same: "
+            + " | ".join(shown) + (" | ..." if len(twins) > 3 else "")
+            + ". The model is taught two answers for one picture; keep the copy whose class is right")
 
 
 def _keep_decodable(batch: pd.DataFrame, label: str) -> pd.DataFrame:

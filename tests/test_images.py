@@ -391,3 +391,25 @@ def test_evaluate_scores_an_image_model_on_class_folders_or_a_table(trained, par
     renamed.to_parquet(tmp_path / "renamed.parquet")
     assert cli.main(["evaluate", str(path), "--data", str(tmp_path / "renamed.parquet")]) == 2
     assert "no column 'image', the image the model reads" in capsys.readouterr().err
+
+
+def test_one_picture_under_two_classes_is_said(tmp_path):
+    """The same bytes under two class folders (a labelling slip) are said with both places; copies under one class
+    are not."""
+    import shutil
+    from defects import generate
+    root = generate(tmp_path / "parts", per_class=12, size=16, seed=2)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    first, second = classes[0], classes[1]
+    twin = sorted((root / first).glob("*.png"))[0]
+    shutil.copy(twin, root / second / "copy_of_it.png")
+    shutil.copy(twin, root / first / "same_class_copy.png")
+    lines = []
+    prepare(image_spec(root, tmp_path / "out"), progress=lines.append)
+    said = [line for line in lines if "more than one class" in line]
+    assert len(said) == 1, lines
+    assert said[0].startswith("[ingest] note: 1 image(s) are filed under more than one class, byte for byte the "
+                              "same: "), said
+    for place in (f"{first}/{twin.name} ({first})", f"{first}/same_class_copy.png ({first})",
+                  f"{second}/copy_of_it.png ({second})"):
+        assert place in said[0], said
