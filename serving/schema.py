@@ -21,6 +21,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from cluster.errors import BadInput
 from jobs.watched import image_size_fields
+from serving.decode import RepeatedKey, load_json
 
 MAX_LISTED_PROBLEMS = 20
 # The longest unseen category or field kept for the log (logged and counted whole: 365 MB of 7 MB strings, 288 KB
@@ -162,11 +163,15 @@ class RequestChecker:
         if not body.strip():
             raise RequestError(400, [Problem('the body is empty; send JSON like {"records": [{"feature": value}]}')])
         try:
-            payload = _load_json(body)
+            payload = load_json(body)
         except RecursionError:
             raise RequestError(400, [Problem("the body nests arrays or objects hundreds of levels deep, more than "
                                              "it can be parsed with; a record is an object of feature values "
                                              "(an image's pixel array nests 3 levels)")]) from None
+        except RepeatedKey as exc:
+            raise RequestError(400, [Problem(f"the body gives {exc.key!r} twice in one object; JSON readers "
+                                             "disagree on which one counts (this one took the last, a proxy or "
+                                             "log may show the first): send each field once")]) from None
         except UnicodeDecodeError as exc:
             raise RequestError(400, [Problem(f"the body is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                                              "send UTF-8 encoded JSON")]) from None
@@ -438,35 +443,12 @@ def body_too_large(size: int, limit: int, partial: bool = False) -> str:
             "Send fewer records per request")
 
 
-def _load_json(body: bytes) -> Any:
-    # Decoded here, strictly as UTF-8 (a BOM allowed): json.loads of bytes also takes UTF-16 and UTF-32, and lets
-    # a surrogate encoded as bytes through ("\xed\xa0\x80"), which no escape check sees and pandas then fails
-    # on (500, and a traceback in the server's log for a 40-byte request).
-    body = body.decode("utf-8-sig")
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        if type(exc) is not ValueError:     # JSONDecodeError, UnicodeDecodeError: the caller words those
-            raise
-    # Python refuses to convert an integer literal of over 4300 digits (sys.get_int_max_str_digits). Such a
-    # number is beyond a double's range anyway: parse again with it read as a float (inf), which the record
-    # checks then name. Only then: a parse_int hook costs a Python call per integer.
-    return json.loads(body, parse_int=_int_or_float)
-
-
 def _is_text(s: str) -> bool:
     try:
         s.encode("utf-8")
         return True
     except UnicodeEncodeError:
         return False
-
-
-def _int_or_float(text: str):
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
 
 
 def _canonical(value) -> str:

@@ -85,6 +85,11 @@ TABULAR = [
     # The same surrogate as bytes, unescaped: json.loads took it, and pandas failed on it (500 and a traceback).
     ("a category of surrogate bytes", b'{"records": [{"machine_type": "L\xed\xa0\x80"}]}', 400,
      ["not UTF-8 text"], [(None, None)]),
+    # A key twice: json kept the last (the model saw 99999) where a proxy or a log may read the first.
+    ("a field given twice in a record", b'{"records": [{"rpm": 1500, "torque_nm": 40, "rpm": 99999}]}', 400,
+     ["'rpm' twice in one object", "send each field once"], [(None, None)]),
+    ("records given twice", b'{"records": [{"rpm": 1500}], "records": [{"rpm": 9}]}', 400, ["'records' twice"],
+     [(None, None)]),
 ]
 
 
