@@ -261,6 +261,29 @@ def test_a_time_budget_too_short_for_any_epoch_is_named(tmp_path, telemetry_dir,
     # A trial shows the rate it was given, or none (before Tune handed it one); never train.lr (0.01 here),
     # which this grid does not try.
     assert all(r["lr"] in ("", "0.03", "0.003") for r in rows), rows
+    # The budget is the whole search's: a --resume finds it spent (Tune keeps what is left), says so with the time
+    # of both runs, and ends as the first run did, not as "interrupted" (exit 130) again and again.
+    first = json.loads(next((tmp_path / "out" / "ray").glob("tune-*/trainyard.record")).read_text())["searched_s"]
+    assert first >= 0.5
+    assert main(["tune", str(spec), "--resume"]) == 2
+    captured = capsys.readouterr()
+    assert "tune.time_budget_s=0.5 ran out before any trial finished an epoch" in captured.err, captured.err
+    assert "s of them in this run, the rest before --resume)" in captured.out + captured.err
+    assert "interrupted" not in captured.out + captured.err
+    record = json.loads(next((tmp_path / "out" / "ray").glob("tune-*/trainyard.record")).read_text())
+    assert record["searched_s"] > first
+
+
+def test_a_time_budget_is_the_whole_searchs_and_only_a_ctrl_c_interrupts():
+    from tuning.experiment import budget_ran_out
+    # Resumed with 100 s of a 600 s budget left: Tune ends it after ~100 s; by this run's time alone (what was
+    # judged before) its trials were "interrupted", and every --resume again.
+    assert budget_ran_out(600, 500 + 100, stopped_by_user=False)
+    # Ended with trials left and no Ctrl-C, where an earlier run was killed outright (its time not counted here).
+    assert budget_ran_out(600, 120, stopped_by_user=False)
+    assert not budget_ran_out(600, 120, stopped_by_user=True)        # Ctrl-C: interrupted, resumable
+    assert budget_ran_out(600, 601, stopped_by_user=True)            # a Ctrl-C after the budget had run out
+    assert not budget_ran_out(None, 10_000, stopped_by_user=False)   # no budget
 
 
 def test_stopped_trials_give_back_their_cpus(asha_search, ray_session):

@@ -18,6 +18,7 @@ import math
 import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -35,7 +36,8 @@ from tuning.failures import error_line, last_error_line
 from tuning.lines import (describe_config, describe_search, ran_on_lines, search_end_line, search_line,
                            trial_end_line, trial_epoch_line)
 from tuning.plan import Plan, TuneError, TuneInputError, plan
-from tuning.resume import check_same_data, mark_finished, new_experiment, started_experiment, write_record
+from tuning.resume import (check_same_data, mark_finished, new_experiment, read_record, started_experiment,
+                           write_record)
 from tuning.trial import ENDED_DIR, TRAIN_DIR, ended_record, run_name, run_trial, trial_overrides
 
 
@@ -86,21 +88,27 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     progress(search_line(spec, experiment, metric, mode, resume=resume))
     if note := space.batch_note(spec, prepared.ingest.split_rows["train"]):
         progress(note)
+    before = float(read_record(experiment).get("searched_s", 0.0)) if resume else 0.0
     t0 = time.time()
     continue_with = resume_command or "the same command (spec, --set options) and --resume"
-    with _progress_sink(progress), _frequent_snapshots(), _no_tune_banner(), _own_stop_notice(), \
-            _resume_hint(progress, experiment, continue_with):
-        results = _tuner(spec, prepared, the_plan, experiment, metric, mode, resume).fit()
-    elapsed = time.time() - t0
+    try:
+        with _progress_sink(progress), _frequent_snapshots(), _no_tune_banner(), _own_stop_notice(), \
+                _resume_hint(progress, experiment, continue_with):
+            results = _tuner(spec, prepared, the_plan, experiment, metric, mode, resume).fit()
+    finally:
+        elapsed = time.time() - t0
+        _add_searched(experiment, before + elapsed)
     settle()       # what the last stopped trials' Train runs held goes back before the bundle is exported
 
     searched = [a for a in space.param_space(spec)]
-    budget_out = spec.tune.time_budget_s is not None and elapsed >= spec.tune.time_budget_s
+    budget = spec.tune.time_budget_s
+    budget_out = budget_ran_out(budget, before + elapsed, stopped_by_user=_STOP_SIGNALLED.is_set())
     records = _records(spec, results, experiment, metric, mode, budget_out, searched)
-    if budget_out:
+    if budget_out and (before + elapsed >= budget or any(r.status in (R.TIME_BUDGET, R.NOT_RUN) for r in records)):
         started = sum(bool(r.history or r.train_run) for r in records)     # its Train run began
-        progress(f"[tune] tune.time_budget_s={spec.tune.time_budget_s:g} ran out after {elapsed:.0f}s: "
-                 f"{started} of {space.trial_count(spec)} trial(s) started; trials it cut short are marked "
+        progress(f"[tune] tune.time_budget_s={budget:g} ran out after {before + elapsed:.0f}s"
+                 + (f" ({elapsed:.0f}s of them in this run, the rest before --resume)" if resume else "")
+                 + f": {started} of {space.trial_count(spec)} trial(s) started; trials it cut short are marked "
                  f"{R.TIME_BUDGET}")
     for line in ran_on_lines(records, spec.train.epochs, metric):
         progress(line)
@@ -217,12 +225,34 @@ STOPPING_LINE = ("[tune] stopping: saving the search's state for --resume (Ctrl-
                  "that last save)")
 
 
+def budget_ran_out(budget: Optional[float], spent: float, *, stopped_by_user: bool) -> bool:
+    """Whether tune.time_budget_s ended the search, `spent` the seconds of all its runs. The budget is the whole
+    search's: Tune keeps what is left of it across --resume, so a resumed search can run out within seconds of
+    its start. A search that Tune ended with trials left and no Ctrl-C was ended by its budget: judged by this
+    run's time alone, those trials were marked "interrupted", and every --resume ended the same way."""
+    return budget is not None and (spent >= budget or not stopped_by_user)
+
+
+def _add_searched(experiment: Path, spent: float) -> None:
+    # The seconds the search has run, over every run of it: said when its budget runs out after a --resume. (A
+    # run killed outright adds nothing: Tune's own count, which decides, keeps its time.)
+    try:
+        record = read_record(experiment)
+    except TuneInputError:          # unreadable: --resume says so; nothing to add the time to
+        return
+    record["searched_s"] = round(spent, 1)
+    write_record(experiment, record)
+
+
+_STOP_SIGNALLED = threading.Event()      # Tune's SIGINT handler ran during this search (Ctrl-C, not the budget)
+
+
 def _say_stopping(record) -> bool:
     if record.getMessage().startswith(TUNE_STOP_SIGNAL[1]):
+        _STOP_SIGNALLED.set()
         # Tune logs this from its SIGINT handler, which runs in the main thread between any two of its bytecodes,
         # maybe while that thread is printing a line and holds the display's lock: printing from here could wait
         # on that lock forever. A thread of its own prints it as soon as the lock is free.
-        import threading
         threading.Thread(target=_sink, args=(STOPPING_LINE,), name="trainyard-stopping", daemon=True).start()
         return False
     return True
@@ -234,9 +264,9 @@ def _own_stop_notice() -> Iterator[None]:
     SIGINT handler in and takes it out only at a Ctrl-C: a Ctrl-C once the search was over (evaluating the best
     trial, writing its bundle) printed Tune's warning and was ignored, exit 0."""
     import signal
-    import threading
 
     logger = logging.getLogger(TUNE_STOP_SIGNAL[0])
+    _STOP_SIGNALLED.clear()
     logger.addFilter(_say_stopping)
     main = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT) if main else None
