@@ -103,6 +103,27 @@ def test_a_trials_row_file_goes_with_it_and_a_dead_trials_with_the_next(ray_sess
         mine.unlink(missing_ok=True)
 
 
+def test_the_row_files_folder_is_this_users_alone(tmp_path, monkeypatch):
+    """One folder for every user, made 0755 by the first, failed every trial of the next (PermissionError in
+    mkstemp); a folder or link put there by someone else is refused, not written into."""
+    import stat
+    import tempfile
+
+    from tuning.rows import rows_folder
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folder = rows_folder()
+    assert folder == tmp_path / f"trainyard-trial-rows-{os.getuid()}"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    folder.chmod(0o755)                                   # readable by others
+    with pytest.raises(PermissionError, match=r"not a folder of this user's alone .* drwxr-xr-x.*set TMPDIR"):
+        rows_folder()
+    folder.rmdir()
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    folder.symlink_to(tmp_path / "elsewhere")             # a link planted at the name
+    with pytest.raises(PermissionError, match="not a folder of this user's alone"):
+        rows_folder()
+
+
 def test_the_row_channel_does_not_bring_torch_into_the_controller():
     """The Train controller unpickles RowChannel, so imports its module: a one-worker run's controller never needs
     torch (`jobs.train.default_trainer`), and one import of it costs ~1 CPU-s per trial on 2 cores."""

@@ -77,8 +77,7 @@ def rows_folder() -> Path:
     """This node's folder of trials' row files (`RowChannel`), `<pid>-<random>.jsonl` each. A trial removes its
     own file when its run ends; Tune ends the process of a trial it stops (ASHA) without unwinding it, so each
     new trial first removes the files of trial processes no longer alive."""
-    folder = Path(tempfile.gettempdir()) / "trainyard-trial-rows"
-    folder.mkdir(exist_ok=True)
+    folder = _own_folder(Path(tempfile.gettempdir()) / f"trainyard-trial-rows-{os.getuid()}")
     for leftover in folder.glob("*.jsonl"):
         try:
             os.kill(int(leftover.name.split("-", 1)[0]), 0)
@@ -86,6 +85,21 @@ def rows_folder() -> Path:
             leftover.unlink(missing_ok=True)
         except (ValueError, OSError):     # not ours to judge (another user's process, a foreign name)
             pass
+    return folder
+
+
+def _own_folder(folder: Path) -> Path:
+    """`folder`, this user's alone (mode 0700). One folder for every user, made 0755 by whoever ran first, failed
+    every trial of the next user (PermissionError in mkstemp), and a folder made first by someone else could be
+    read or emptied by them: one a user, a link, or anyone else's is refused."""
+    import stat
+
+    folder.mkdir(mode=0o700, exist_ok=True)
+    st = folder.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(f"{folder} is not a folder of this user's alone (owner uid {st.st_uid}, mode "
+                              f"{stat.filemode(st.st_mode)}): a trial keeps its rows there. Remove it, or set TMPDIR "
+                              "to a folder of yours")
     return folder
 
 
