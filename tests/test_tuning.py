@@ -90,6 +90,21 @@ def test_validate_runs_the_tune_checks_and_names_the_file(tmp_path, capsys):
     assert f"{spec}: tune.metric is 'val_f1', a classification metric, but the task is regression" in err
 
 
+def test_a_search_to_a_uri_output_is_refused_by_validate_and_submit(tmp_path, capsys):
+    """A search writes its experiment to a local (or mounted) folder: a URI output was refused only in run_tune,
+    after a Ray start, and on a cluster after the job's submission; validate said OK."""
+    spec = write_spec(tmp_path / "s.yaml", {**BASE, "data": {"path": "s3://bucket/data/", "label": "y"},
+                                            "output": "s3://bucket/runs/t", "tune": {}})
+    assert main(["validate", str(spec)]) == 2
+    assert "output 's3://bucket/runs/t': a search writes its experiment, report and bundle to a local folder" \
+        in capsys.readouterr().err
+    assert main(["submit", str(spec), "--address", "http://10.1.2.3:8265", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "a search writes its experiment" in err and "give output a path" in err, err
+    # train (one run, no search) may write its bundle there
+    assert main(["validate", str(spec), "--set", "tune=null"]) == 0
+
+
 def test_optuna_is_refused_clearly_when_not_installed():
     import importlib.util
     if importlib.util.find_spec("optuna") is not None:

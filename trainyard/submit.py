@@ -88,9 +88,13 @@ def check_data_here(the_plan: Plan, check_before_ray: Callable, resume: bool = F
     from jobs.spec import validate_spec
 
     paths = the_plan.spec["data"]["path"]
+    spec = validate_spec(the_plan.spec)
     if not the_plan.same_machine or any("://" in str(p) for p in (paths if isinstance(paths, list) else [paths])):
+        if the_plan.mode != "train" and spec.tune is not None:
+            from tuning import space
+            space.check(spec)       # the search's own checks, which need nothing of this machine (a URI output)
         return
-    check_before_ray(validate_spec(the_plan.spec), search=the_plan.mode != "train", resume=resume)
+    check_before_ray(spec, search=the_plan.mode != "train", resume=resume)
 
 
 def register(subparsers, kit) -> None:

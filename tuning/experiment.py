@@ -54,10 +54,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     """
     from cluster import describe_resources
 
-    space.check(spec)
-    if "://" in spec.output_dir:
-        raise TuneInputError(f"output {spec.output_dir!r}: tuning writes its report and bundle to a local output "
-                        "for now; use a local (or mounted shared) directory")
+    space.check(spec)           # a URI output too
     resources = describe_resources()
     use_gpu = resolve_use_gpu(spec.train.use_gpu, spec.train.workers, resources)
     the_plan = plan(spec, resources, use_gpu=use_gpu)        # before any data is read: fail in seconds

@@ -63,6 +63,11 @@ def check(spec: JobSpec) -> None:
         grid = grid_size(spec)
         if grid > 1000:
             problems.append(f"tune.search: grid makes {grid} trials; lower tune.grid_points or shorten the choices")
+    if "://" in spec.output_dir:
+        # Found by run_tune before, after a Ray start (and on a cluster, after the job's submission and set-up).
+        problems.append(f"output {spec.output_dir!r}: a search writes its experiment, report and bundle to a local "
+                        "folder (or a shared one mounted on every node), not yet to a URI; give output a path. "
+                        "`trainyard train` writes its bundle to a URI")
     try:
         metric_and_mode(spec, spec.data.task)
     except SpecError as exc:
