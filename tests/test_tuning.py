@@ -152,6 +152,32 @@ def test_asha_judges_a_trial_by_its_best_epoch_so_far():
     assert judge("flat", 2, 0.80, 0.80) == TrialScheduler.STOP
 
 
+@pytest.mark.parametrize("mode,metric,sane", [("min", "val_loss", [0.3, 0.4, 0.5]), ("max", "val_auc", [0.9, 0.8, 0.7])])
+def test_asha_stops_a_trial_whose_metric_was_never_a_number(mode, metric, sane):
+    """A trial that diverged from its first epoch reports best_<metric> NaN, which ASHA's `value < cutoff` never
+    stopped (it trained every epoch): sent as the worst value, it is stopped as a poor finite one is."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from tuning.trial import judged
+
+    asha = space.scheduler(_spec({"scheduler": {"asha": {"grace_period": 2, "reduction_factor": 3}}}, epochs=27))
+    asha.set_search_properties(best_key(metric), mode)
+    trials = {name: Trial("t", stub=True, trial_id=name) for name in ("a", "b", "c", "nan", "nan2", "late")}
+    for trial in trials.values():
+        asha.on_trial_add(None, trial)
+
+    def judge(name, value):
+        row = {"epoch": 2, metric: value, best_key(metric): value}
+        return asha.on_trial_result(None, trials[name], judged(row, metric, mode))
+    assert [judge(name, v) for name, v in zip("abc", sane)][-1] == TrialScheduler.STOP
+    assert judge("nan", float("nan")) == TrialScheduler.STOP
+    assert judge("nan2", float("nan")) == TrialScheduler.STOP           # two at the rung: no NaN cut-off either
+    assert judge("late", sane[0]) == TrialScheduler.CONTINUE
+    row = {"epoch": 2, metric: 0.5, best_key(metric): 0.5}
+    assert judged(row, metric, mode) is row                             # a number goes as it is
+
+
 @pytest.fixture(scope="module")
 def asha_search(tmp_path_factory, telemetry_dir, ray_session):
     tmp = tmp_path_factory.mktemp("tune")

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
 from jobs.pipeline import PreparedData
-from jobs.spec import EarlyStopSpec, JobSpec
+from jobs.spec import EarlyStopSpec, JobSpec, best_key
 from jobs.train import PREEMPTION_ENV, configure, default_trainer, fit
 from tuning.rows import run_reporting
 from tuning.space import decode_hidden
@@ -86,4 +88,16 @@ def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment
         spec, prepared, storage_path=os.path.join(experiment_dir, TRAIN_DIR), run_name=run_name(trial_id),
         config=worker_config, callbacks=[channel], progress=lambda *_: None,
         # The search's driver gives back the placement group of a trial ASHA stops (tuning/_placement.py).
-        trainer=default_trainer(spec, placement_cleaner=False)), tune.report)
+        trainer=default_trainer(spec, placement_cleaner=False)), lambda row: tune.report(judged(row, metric, mode)))
+
+
+def judged(row: dict, metric: str, mode: str) -> dict:
+    """The row Tune ranks the trial by: until an epoch gives a number, best_<metric> is NaN (the Train loop's
+    row), which ASHA's `value < cutoff` never stops. Sent as the worst value there is instead: a trial that
+    diverged from its first epoch trained every epoch. The largest finite float, not inf: ASHA interpolates
+    between rung values, and inf - inf is NaN again."""
+    key = best_key(metric)
+    value = row.get(key)
+    if isinstance(value, float) and math.isnan(value):
+        return {**row, key: sys.float_info.max if mode == "min" else -sys.float_info.max}
+    return row
