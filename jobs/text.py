@@ -68,6 +68,12 @@ def resolve_encoder(model_spec, data_spec) -> Encoder:
     except (OSError, ValueError, KeyError) as exc:
         raise BadInput(f"model.encoder: {model_spec.encoder!r} cannot be read as a transformers model "
                        f"({type(exc).__name__}: {exc}); point it at a folder save_pretrained wrote") from None
+    if not isinstance(getattr(config, "vocab_size", None), int):
+        # A vision or audio model (ViT's config has no vocabulary) passed validate, then failed in every worker
+        # with "'NoneType' object has no attribute 'dtype'", retried up to train.max_failures.
+        raise BadInput(f"model.encoder: {model_spec.encoder!r} is a {config.model_type} model, not a text encoder "
+                       "(its config has no vocab_size); point it at a text model's folder (BERT-like: "
+                       "all-MiniLM-L6-v2, bert-base-uncased), or use model.kind: image for an image model")
     tokenizer = getattr(auto, "backend_tokenizer", None)
     if tokenizer is None:
         raise BadInput(f"model.encoder: {model_spec.encoder!r} has no fast tokenizer (tokenizer.json); save the "
@@ -75,6 +81,16 @@ def resolve_encoder(model_spec, data_spec) -> Encoder:
     if auto.pad_token_id is None or auto.sep_token is None:
         raise BadInput(f"model.encoder: {model_spec.encoder!r}'s tokenizer has no padding or separator token; "
                        "trainyard fine-tunes encoders (BERT-like models) that have both")
+    words, rows = tokenizer.get_vocab_size(), config.vocab_size
+    if words > rows or words < rows // 2:
+        # A folder of config.json and weights alone: AutoTokenizer made a BERT tokenizer of 5 tokens, every word
+        # became [UNK], and the run trained a model that predicts one class, saying nothing of why. More tokens
+        # than the model's rows: ids past its embedding table, an IndexError in every worker.
+        raise BadInput(f"model.encoder: {model_spec.encoder!r}: its tokenizer has {words:,} tokens, the model "
+                       f"{rows:,} (config.json vocab_size): "
+                       + ("the folder lacks the model's own tokenizer files (tokenizer.json, vocab.txt, "
+                          "tokenizer_config.json); copy them from where the model came from"
+                          if words < rows else "the tokenizer is another model's; use the one saved with it"))
     limit = max_positions(config)
     if limit is not None and settings.max_length > limit:
         raise BadInput(f"data.text.max_length: {settings.max_length} is above what model.encoder "

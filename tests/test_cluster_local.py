@@ -580,3 +580,30 @@ def test_down_after_the_heads_crash_stops_the_rest_in_seconds(cluster_env, tmp_p
         assert out.returncode == 0 and "none of them is left" in out.stdout, out.stdout + out.stderr
         assert "the head's `ray start` is no longer running" in out.stdout, out.stdout
         assert took < 25, f"down took {took:.0f} s after the head's crash"
+
+
+def test_up_over_a_crashed_clusters_record_stops_what_it_left_running(cluster_env, tmp_path):
+    """Every node's `ray start` gone (killed outright, say), their GCS, raylet and agents run on: `up` forgot the
+    record and left them running, where nothing could find them again. (A head-only cluster of its own.)"""
+    cluster_env = {**cluster_env, "TRAINYARD_STATE_DIR": str(tmp_path / "state")}
+    state_file = tmp_path / "state" / "cluster.json"
+    args = ("cluster", "up", "--workers", "0", "--cpus-per-node", "1", "--object-store-mb", "128")
+    first = run_cli(*args, env=cluster_env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    old = json.loads(state_file.read_text())
+    new = None
+    try:
+        for node in old["nodes"]:
+            os.kill(node["pid"], signal.SIGKILL)
+        assert local.cluster_processes(old), "nothing of the cluster outlived its leaders"
+        second = run_cli(*args, env=cluster_env)
+        assert second.returncode == 0, second.stdout + second.stderr
+        new = json.loads(state_file.read_text())
+        assert "the recorded cluster's nodes are gone but" in second.stdout + second.stderr
+        assert local.cluster_processes(old) == []
+        assert new["cluster_id"] != old["cluster_id"] and local.cluster_processes(new)
+    finally:
+        run_cli("cluster", "down", env=cluster_env)
+        for state in (old, new):
+            if state:
+                assert local.cluster_processes(state) == [], "a cluster left processes behind"

@@ -93,3 +93,33 @@ def test_validate_and_tune_refuse_an_encoder_that_is_not_here_before_ray(tmp_pat
     assert cli.main(["validate", str(spec)]) == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "model.encoder" in err and "nobody/no-such-model" in err
+
+
+def test_an_encoder_without_its_tokenizer_or_not_a_text_model_is_refused(tmp_path):
+    """A folder of config.json and weights alone trained on [UNK]s (AutoTokenizer made a 5-token BERT tokenizer)
+    and said only that the model predicts one class; a ViT beside a text tokenizer failed in every worker."""
+    import shutil
+
+    from transformers import ViTConfig, ViTModel
+
+    from jobs.text import resolve_encoder
+    from tests.test_text import make_tiny_encoder, text_spec, work_orders
+
+    full = make_tiny_encoder(tmp_path / "full", work_orders(100)["description"].tolist())
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(full / name, bare / name)
+    spec = text_spec(bare, text={"max_length": 32})
+    with pytest.raises(BadInput, match=r"model\.encoder: .*bare.*: its tokenizer has 5 tokens, the model [\d,]+ "
+                                       r"\(config\.json vocab_size\): the folder lacks the model's own tokenizer"):
+        resolve_encoder(spec.model, spec.data)
+    vit = tmp_path / "vit"
+    ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                       image_size=16, patch_size=8)).save_pretrained(vit)
+    for name in full.glob("*token*"):
+        shutil.copy(name, vit / name.name)
+    spec = text_spec(vit, text={"max_length": 32})
+    with pytest.raises(BadInput, match=r"is a vit model, not a text encoder \(its config has no vocab_size\)"):
+        resolve_encoder(spec.model, spec.data)
+    resolve_encoder(text_spec(full, text={"max_length": 32}).model, text_spec(full, text={"max_length": 32}).data)

@@ -178,6 +178,24 @@ def test_asha_stops_a_trial_whose_metric_was_never_a_number(mode, metric, sane):
     assert judged(row, metric, mode) is row                             # a number goes as it is
 
 
+def test_a_resumed_search_runs_by_the_new_plan_not_the_one_it_saved():
+    """Tune restores a search's algorithm whole on --resume (its pickle, then its saved state): the first run's
+    limit of trials at once came back, on a smaller cluster too, while the new plan was printed."""
+    from ray import cloudpickle
+
+    from tuning.searchers import planned
+
+    first = space.search_alg(_spec({"lr": {"choice": [0.1, 0.01, 0.001]}}), 4)
+    pickled, saved = cloudpickle.dumps(first), first.get_state()
+    assert cloudpickle.loads(pickled).max_concurrent == 4                  # outside a run: as it was saved
+    with planned(1):
+        restored = cloudpickle.loads(pickled)                              # tuner.pkl
+        assert restored.max_concurrent == 1
+        restored.set_state({**saved, "max_concurrent": 4})                 # then the searcher's own saved state
+        assert restored.max_concurrent == 1
+        assert space.search_alg(_spec(), 1).max_concurrent == 1
+
+
 @pytest.fixture(scope="module")
 def asha_search(tmp_path_factory, telemetry_dir, ray_session):
     tmp = tmp_path_factory.mktemp("tune")
