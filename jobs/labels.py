@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from jobs.spec import DataSpec
+from jobs.spec import DataSpec, JobSpec
+from jobs.spelling import case_twins
 
 
 def label_values(data: DataSpec, most: int) -> Optional[list[Any]]:
@@ -89,3 +90,37 @@ def _read_column_values(files: list[str], fmt: str, label: str, most: int) -> li
             if len(seen) >= most:
                 return list(seen)[:most]
     return list(seen)
+
+
+# ---------------------------------------------------------------------------------------------- classes
+def class_notes(spec: JobSpec) -> list[str]:
+    """For `trainyard validate`: label classes that are one word written two ways ('Yes' and 'yes'), which ingest
+    will train as different classes (`jobs.spelling.look_alike`), when the label is read as classes."""
+    from jobs.spelling import look_alike, look_alike_note, placeholder_note, placeholders, same_but_case
+
+    if spec.data.task == "regression" or spec.data.is_image:
+        return []
+    values = label_values(spec.data, _MOST_CLASSES_LOOKED_AT)       # not the first 21 alone: a catalogue has 37
+    found = placeholders(values or [])
+    return ([placeholder_note(spec.data.label, found, label=True)] if found else []) + [
+        look_alike_note(spec.data.label, group) for group in look_alike(values or []) if not same_but_case(group)]
+
+
+def class_problems(spec: JobSpec) -> list[str]:
+    """Label classes that differ only in case or spaces (`jobs.spelling.case_classes_problem`), or one class in
+    every row, which ingest refuses: said before any command's Ray start (`jobs.precheck.problems`)."""
+    from jobs.spelling import case_classes_problem
+
+    if spec.data.task == "regression" or spec.data.is_image:
+        return []
+    values = label_values(spec.data, _MOST_CLASSES_LOOKED_AT) or []
+    if len(values) == 1 and (spec.data.task == "classification" or not isinstance(values[0], (int, float))
+                             or isinstance(values[0], bool)):     # every row read: refused by ingest after Ray
+        return [f"label {spec.data.label!r} has a single class ({values[0]!r}) in every row of data.path: "
+                f"{spec.data.path}; classification needs at least two. Check the label column or the data path"]
+    twins = case_twins(values)
+    return [case_classes_problem(spec.data.label, twins, f"data.path: {spec.data.path}")] if twins else []
+
+
+# Label values `class_notes` reads for classes written two ways (`look_alike` compares every pair).
+_MOST_CLASSES_LOOKED_AT = 1000

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from cluster.errors import BadInput
-from jobs.labels import class_folders, label_values
+from jobs.labels import class_folders, class_notes, class_problems, label_values  # noqa: F401 (validate's)
 from jobs.spec import METRICS, DataSpec, JobSpec, SpecError, shown_values, task_problem, train_task_problems
 from jobs.spelling import case_twins, nearest_column
 
@@ -141,34 +141,6 @@ def task_note(spec: JobSpec) -> Optional[str]:
     return (f"label {spec.data.label!r} holds {len(values)} distinct whole numbers ({shown_values(values)}): "
             f"trainyard will classify it, {len(values)} classes; if it is a quantity (days, a count), set "
             "data.task: regression")
-
-
-def class_notes(spec: JobSpec) -> list[str]:
-    """For `trainyard validate`: label classes that are one word written two ways ('Yes' and 'yes'), which ingest
-    will train as different classes (`jobs.spelling.look_alike`), when the label is read as classes."""
-    from jobs.spelling import look_alike, look_alike_note, placeholder_note, placeholders, same_but_case
-
-    if spec.data.task == "regression" or spec.data.is_image:
-        return []
-    values = label_values(spec.data, _MOST_CLASSES_LOOKED_AT)       # not the first 21 alone: a catalogue has 37
-    found = placeholders(values or [])
-    return ([placeholder_note(spec.data.label, found, label=True)] if found else []) + [
-        look_alike_note(spec.data.label, group) for group in look_alike(values or []) if not same_but_case(group)]
-
-
-def class_problems(spec: JobSpec) -> list[str]:
-    """Label classes that differ only in case or spaces, which ingest refuses (`jobs.spelling.case_classes_problem`):
-    said before any command's Ray start (`problems`)."""
-    from jobs.spelling import case_classes_problem
-
-    if spec.data.task == "regression" or spec.data.is_image:
-        return []
-    twins = case_twins(label_values(spec.data, _MOST_CLASSES_LOOKED_AT) or [])
-    return [case_classes_problem(spec.data.label, twins, f"data.path: {spec.data.path}")] if twins else []
-
-
-# Label values `class_notes` reads for classes written two ways (`look_alike` compares every pair).
-_MOST_CLASSES_LOOKED_AT = 1000
 
 
 def _inferred_task(values: list, complete: bool, label: str) -> Optional[str]:

@@ -631,6 +631,12 @@ def test_validate_refuses_label_classes_that_differ_only_in_case(tmp_path):
     # A catalogue of 37 classes: only the first 21 values were read, and 'books' (after 'Z...') went unseen.
     many = [f"Cat {i:02d}" for i in range(35)] + ["Books", "books"]
     assert problems(many * 2)[0].startswith("label 'y': classes 'Books' and 'books' differ only in case")
+    # One class in every row (a department column taken for the label): refused by ingest after Ray's start.
+    assert problems(["ED"] * 6 + [None]) == [
+        f"label 'y' has a single class ('ED') in every row of data.path: {tmp_path / 'd.parquet'}; classification "
+        "needs at least two. Check the label column or the data path"]
+    assert problems([1] * 6, task="classification") and problems([True] * 6)
+    assert problems([3.5] * 6) == [] and problems([1] * 6, task="regression") == []
 
 
 def test_a_label_of_two_types_across_shards_is_told_a_fix_that_applies_to_a_label(tmp_path):
