@@ -102,7 +102,9 @@ class Bundle:
                  if f.get("type") == "category"}
         if known and self.schema.get("unknown_category") != "error" and (unseen := unseen_categories(known, records)):
             notes["unseen_categories"] = unseen
-        imputable = [f["name"] for f in self.schema.get("features", []) if f.get("type") in ("number", "category")]
-        every, imputed = missing_fields(imputable, records)
+        features = self.schema.get("features", [])
+        blank = {f["name"] for f in features if f.get("type") == "text" and not f.get("required", True)}
+        imputable = [f["name"] for f in features if f.get("type") in ("number", "category") or f["name"] in blank]
+        every, imputed = missing_fields(imputable, records, blank=blank)
         notes.update({"imputed_in_every_record": every} if every else {}, **({"imputed": imputed} if imputed else {}))
         return notes

@@ -256,7 +256,7 @@ def build_fastapi(server: ModelServer) -> FastAPI:
             out["out_of_range"] = outside
         if not checker.reject_unknown_categories and (unseen := unseen_categories(checker.known, records)):
             out["unseen_categories"] = unseen
-        every, imputed = missing_fields(checker.imputable, records)
+        every, imputed = missing_fields(checker.imputable, records, blank=checker.blank_text)
         if every:
             out["imputed_in_every_record"] = every
         if imputed:

@@ -101,7 +101,8 @@ def openapi_components(checker: RequestChecker, task: str, classes: Optional[lis
         response["properties"]["imputed_in_every_record"] = {"type": "array", "items": {"type": "string"},
                                                               "description": (
             "Only when no record of the request sends these features (left out, or null): the model answers with "
-            "them imputed (the train split's median, or the unknown category).")}
+            "them imputed (the train split's median, or the unknown category; a text the training data left empty "
+            "in some rows: read as empty text, also when sent blank).")}
         response["properties"]["imputed"] = {"type": "array", "description": (
             "Only when a record leaves out (or sends as null) a feature that other records of the request send: "
             "the model answers it with that feature imputed."),

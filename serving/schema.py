@@ -120,8 +120,12 @@ class RequestChecker:
         self.reject_unknown_categories = schema.get("unknown_category") == "error"
         self.known = {name: set(f.get("categories") or []) for name, f in self.features.items()
                       if self.kinds[name] == _CATEGORY}
-        # The fields a record may leave out, which the model then imputes (said in the answer's `imputed`).
-        self.imputable = [name for name, kind in self.kinds.items() if kind in (_NUMBER, _CATEGORY)]
+        # The fields a record may leave out, which the model then imputes (said in the answer's `imputed`); a
+        # text the training data left empty in some rows is read as empty text, also when sent blank.
+        self.blank_text = {name for name, kind in self.kinds.items()
+                           if kind == _TEXT and not self.features[name].get("required", True)}
+        self.imputable = [name for name, kind in self.kinds.items()
+                          if kind in (_NUMBER, _CATEGORY) or name in self.blank_text]
         # Categories that were booleans in training: 'True', 'FALSE', 1 and '0' are taken as the boolean they
         # stand for, here, for everything after (the model, unseen_categories, the logs and the monitor), by the
         # preprocessor's own rule (`jobs.fitted.is_boolean`: its categories are 'true' and 'false').

@@ -162,6 +162,13 @@ def test_a_text_column_the_data_left_empty_may_be_left_empty_when_predicting(tin
     empty = pd.DataFrame({"description": ["noise"] * 2, "note": ["", None], "machine_hours": [1.0] * 2,
                           "machine_type": ["pump"] * 2})
     assert np.array_equal(*pre.transform(empty))        # None and "" pack alike, as in training
+    # bundle.predict says so, as /predict does
+    from jobs.loaded import Bundle
+    said = Bundle(tmp_path, None, {}, pre, {"features": pre.schema_features()}, {}, {})._notes(records)
+    assert said == {"imputed_in_every_record": ["note"]}, said
+    said = Bundle(tmp_path, None, {}, pre, {"features": pre.schema_features()}, {}, {})._notes(
+        records + [{"description": "noise", "note": "seal weeps"}])
+    assert said == {"imputed": [{"record": i, "field": "note"} for i in range(4)]}, said
     pre.save(tmp_path / "preprocessor.json")
     pre.save_files(tmp_path)
     state = json.loads((tmp_path / "preprocessor.json").read_text())

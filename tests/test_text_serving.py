@@ -61,6 +61,15 @@ def test_a_text_the_training_data_left_empty_may_be_empty_or_missing():
     assert check.required == []
     records = [{"description": ""}, {"description": "  "}, {"description": None}, {"machine_hours": 3}]
     assert check.parse(json.dumps({"records": records}).encode()) == records
+    # ... and said as the answer's `imputed`, blank as well as left out: a triage note left out was answered
+    # "routine" with nothing said of it.
+    from jobs.tabular import missing_fields
+    every, imputed = missing_fields(check.imputable, records + [{"description": "fine", "machine_hours": 1}],
+                                    blank=check.blank_text)
+    assert "description" not in every and [e for e in imputed if e["field"] == "description"] == [
+        {"record": i, "field": "description"} for i in range(4)], imputed
+    assert "description" in missing_fields(check.imputable, records[:2], blank=check.blank_text)[0]
+    assert checker().blank_text == set() and "description" not in checker().imputable     # required: refused
     with pytest.raises(RequestError) as caught:
         check.parse(json.dumps({"records": [{"description": 5}]}).encode())
     assert "expected text (a string)" in caught.value.problems[0].message
