@@ -38,6 +38,7 @@ from tuning.lines import (describe_config, describe_search, ran_on_lines, search
 from tuning.plan import Plan, TuneError, TuneInputError, plan
 from tuning.resume import (check_same_data, mark_finished, new_experiment, read_record, started_experiment,
                            write_record)
+from tuning.searchers import planned
 from tuning.trial import ENDED_DIR, TRAIN_DIR, ended_record, run_name, run_trial, trial_overrides
 
 
@@ -91,7 +92,8 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     try:
         with _progress_sink(progress), _frequent_snapshots(), _no_tune_banner(), _own_stop_notice(), \
                 _resume_hint(progress, experiment, continue_with):
-            results = _tuner(spec, prepared, the_plan, experiment, metric, mode, resume).fit()
+            with planned(the_plan.max_concurrent):     # a resumed search runs by this plan, not its first one
+                results = _tuner(spec, prepared, the_plan, experiment, metric, mode, resume).fit()
     finally:
         elapsed = time.time() - t0
         _add_searched(experiment, before + elapsed)

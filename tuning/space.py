@@ -153,17 +153,16 @@ def num_samples(spec: JobSpec) -> int:
 
 
 def search_alg(spec: JobSpec, max_concurrent: int):
-    from ray.tune.search import BasicVariantGenerator
+    from tuning.searchers import PlannedLimiter, PlannedVariants
 
     seed = spec.tune.seed if spec.tune.seed is not None else spec.train.seed
     if spec.tune.search == "optuna":
-        from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
         # metric and mode come from TuneConfig; Tune refuses them given twice.
-        return ConcurrencyLimiter(OptunaSearch(seed=seed), max_concurrent=max_concurrent)
+        return PlannedLimiter(OptunaSearch(seed=seed), max_concurrent=max_concurrent)
     # Seeded, so the same spec samples the same configurations. The concurrency limit must be given here:
     # Tune ignores TuneConfig.max_concurrent_trials when handed a search generator, and every trial would start.
-    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
+    return PlannedVariants(random_state=seed, max_concurrent=max_concurrent)
 
 
 def _asha(spec: JobSpec):
