@@ -94,7 +94,14 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
             raise ClusterError(
                 f"a cluster is already up ({existing['address']}, recorded in {state_path(folder)}): "
                 "`trainyard cluster down` first, or pass another --state-dir")
-        _forget(folder, existing, progress)  # its processes are gone: a stale record, from a crash or a reboot
+        # A stale record, from a crash or a reboot. Its nodes' other processes can outlive their `ray start` (a
+        # GCS, raylets, a job's driver): forgetting the record left them running, and nothing could find them.
+        if survivors := cluster_processes(existing):
+            progress(f"the recorded cluster's nodes are gone but {len(survivors)} of its processes still run: "
+                     "stopping them first")
+            down(folder, timeout_s=DEAD_HEAD_GRACE_S, progress=progress)
+        else:
+            _forget(folder, existing, progress)
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
