@@ -289,13 +289,22 @@ def stage(files: list[tuple[str, int]], root: Path, spec: dict, dump_yaml: Calla
     """A folder holding exactly the files to ship and the resolved spec (written with ``dump_yaml``, the
     spec's writer, so that the job's spec reader reads back the same values)."""
     staging = Path(tempfile.mkdtemp(prefix="trainyard-submit-"))
-    for rel, _ in files:
-        target = staging / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(root / rel, target)
-    spec_file = staging / SPEC_IN_JOB
-    spec_file.parent.mkdir(parents=True, exist_ok=True)
-    spec_file.write_text(dump_yaml(spec))
+    try:
+        for rel, _ in files:
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, target)
+        spec_file = staging / SPEC_IN_JOB
+        spec_file.parent.mkdir(parents=True, exist_ok=True)
+        spec_file.write_text(dump_yaml(spec))
+    except BaseException as exc:
+        # A partial copy (up to the upload limit) was left in the temp folder: a file deleted meanwhile, a full disk.
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise SubmitError(f"copying the job's files failed: {exc.filename or ''}: {exc.strerror or exc}; nothing "
+                              "was sent (a file changed while it was copied, or the temp folder is full: "
+                              "set TMPDIR)") from None
+        raise
     return staging
 
 

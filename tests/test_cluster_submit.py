@@ -254,6 +254,23 @@ def test_the_staged_spec_reads_back_as_given(tmp_path, repo):
         shutil.rmtree(staging)
 
 
+def test_a_copy_that_fails_leaves_no_staging_folder_and_names_the_file(tmp_path, repo, monkeypatch):
+    """A file gone between the plan and the copy left the partial copy (up to 100 MiB) in the temp folder and a
+    raw FileNotFoundError."""
+    import tempfile
+
+    from cluster.errors import BadInput
+    from cluster.submit import stage
+    from jobs.spec import write_yaml
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (repo / "kept.py").write_text("x = 1\n")
+    with pytest.raises(BadInput, match=r"copying the job's files failed: .*gone\.py: No such file.*nothing was sent"):
+        stage([("kept.py", 6), ("gone.py", 6)], repo, {"name": "x"}, write_yaml)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
 @pytest.mark.skipif(not shutil.which("git"), reason="needs git")
 def test_without_git_the_gitignore_selects_what_git_selects(tmp_path):
     """The walk used outside a git checkout (pathspec's GitIgnoreSpec) ships what git would, pattern by pattern:
