@@ -107,4 +107,6 @@ class Bundle:
         imputable = [f["name"] for f in features if f.get("type") in ("number", "category") or f["name"] in blank]
         every, imputed = missing_fields(imputable, records, blank=blank)
         notes.update({"imputed_in_every_record": every} if every else {}, **({"imputed": imputed} if imputed else {}))
+        if hasattr(self.preprocessor, "cut_records") and (cut := self.preprocessor.cut_records(records)):
+            notes["truncated"] = cut        # text past max_length tokens: the model read its beginning alone
         return notes

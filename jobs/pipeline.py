@@ -68,6 +68,8 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
                               categorical=result.categorical, text=result.text, task=result.task,
                               gaps=[c for c in result.text if result.missing.get(c)],
                               classes=result.classes)
+        if note := TEXT.cut_note(pre):
+            progress(f"[prepare] note: {note}")
         reference = PROFILE.text_bundle_reference(stats, pre, train_raw)
     else:
         result = ING.ingest(spec.data, progress=progress)

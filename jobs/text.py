@@ -146,7 +146,9 @@ def fit_scratch_tokenizer(texts, spec_scratch, lowercase: bool):
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     order = [sp[k] for k in SPECIAL_TOKENS]           # [PAD] first: id 0
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=spec_scratch.vocab_size,
+    # min_frequency 2: a word met once in the whole train split (a patient's name, a record number in a note)
+    # becomes no token of its own, so the bundle's vocabulary does not carry it (it is read as word pieces).
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=spec_scratch.vocab_size, min_frequency=2,
                                                              special_tokens=order, show_progress=False))
     cls, sep = sp["cls_token"], sp["sep_token"]
     tok.post_processor = processors.TemplateProcessing(
@@ -181,6 +183,7 @@ class TextPreprocessor(FittedPreprocessor):
     # so a prediction may leave them out too. The other text columns are required (the model never saw one empty).
     gaps: list[str] = field(default_factory=list)
     _tokenizer: Any = field(default=None, repr=False, compare=False)   # tokenizers.Tokenizer, not JSON state
+    _whole: Any = field(default=None, repr=False, compare=False)       # the same, truncating nothing (`cut`)
 
     def __post_init__(self):
         if self._tokenizer is not None:
@@ -228,6 +231,27 @@ class TextPreprocessor(FittedPreprocessor):
 
     def transform(self, df: pd.DataFrame) -> np.ndarray:
         return np.concatenate([self.tabular.transform(df), self.token_ids(df)], axis=1)
+
+    def cut(self, df: pd.DataFrame) -> list[tuple[int, int]]:
+        """(row position, its tokens) of the rows whose text is longer than max_length tokens, [CLS] and [SEP]
+        counted (at least that many, for a text over max_length * CHARS_PER_TOKEN characters): the model reads
+        their first max_length tokens alone. A triage note's last line ("TODAY: pulseless") after a long history
+        was never read, and nothing said so. A text of no more UTF-8 bytes than tokens is not tokenized again
+        (every token covers a byte at least)."""
+        texts = joined_texts(df, self.text, self.separator, self.lowercase, self.max_length * CHARS_PER_TOKEN)
+        longer = [i for i, t in enumerate(texts) if len(t) + 2 > self.max_length
+                  or len(t.encode("utf-8", "surrogatepass")) + 2 > self.max_length]
+        if not longer:
+            return []
+        if self._whole is None:
+            self._whole = _clean(self._tokenizer)
+        counts = [len(e.ids) for e in self._whole.encode_batch([texts[i] for i in longer])]
+        return [(i, n) for i, n in zip(longer, counts) if n > self.max_length]
+
+    def cut_records(self, records: list[dict]) -> list[dict]:
+        """`cut` of request records, as /predict and bundle.predict say it: [{"record", "tokens", "read"}]."""
+        frame = pd.DataFrame({c: [r.get(c) for r in records] for c in self.text}, index=range(len(records)))
+        return [{"record": i, "tokens": n, "read": self.max_length} for i, n in self.cut(frame)]
 
     def record_problems(self, records: list[dict]) -> list[str]:
         """A text field must be a non-empty string in every record, unless the training data left it empty too
@@ -316,6 +340,29 @@ def fit(train_raw, data_spec, model_spec, encoder: Encoder, *, numeric: list[str
                                         tokenizer.token_to_id(encoder.special_tokens["pad_token"]))
     pad_id = tokenizer.token_to_id(encoder.special_tokens["pad_token"])
     tabular.stats["text"] = {"columns": list(text), "vocab_size": tokenizer.get_vocab_size()}
-    return TextPreprocessor(tabular=tabular, text=list(text), max_length=max_length, lowercase=encoder.lowercase,
-                            pad_id=pad_id, special_tokens=dict(encoder.special_tokens), encoder=encoder.name,
-                            gaps=list(gaps or []), _tokenizer=tokenizer), stats
+    pre = TextPreprocessor(tabular=tabular, text=list(text), max_length=max_length, lowercase=encoder.lowercase,
+                           pad_id=pad_id, special_tokens=dict(encoder.special_tokens), encoder=encoder.name,
+                           gaps=list(gaps or []), _tokenizer=tokenizer)
+    # How much of the train split's text the model never reads (`cut`), on its first rows: said by `prepare`.
+    sample = train_raw.select_columns(text).limit(CUT_SAMPLE_ROWS).to_pandas()
+    cut = pre.cut(sample)
+    tabular.stats["text"]["cut"] = {"rows": len(cut), "of": len(sample), "longest": max((n for _, n in cut), default=0),
+                                    "limit": max_positions(encoder.config or {})}
+    return pre, stats
+
+
+CUT_SAMPLE_ROWS = 2000      # rows of the train split `fit` tokenizes whole to count the texts cut at max_length
+
+
+def cut_note(pre: TextPreprocessor) -> Optional[str]:
+    """"12 of 300 train rows hold text longer than ..." (`fit`'s count), or None when no row's text is cut."""
+    cut = pre.tabular.stats.get("text", {}).get("cut") or {}
+    if not cut.get("rows"):
+        return None
+    raise_to = (f" (model.encoder takes up to {cut['limit']})" if cut.get("limit") and cut["limit"] > pre.max_length
+                else "")
+    return (f"{cut['rows']} of {cut['of']:,} train row(s){' looked at' if cut['of'] >= CUT_SAMPLE_ROWS else ''} hold "
+            f"text longer than data.text.max_length={pre.max_length} tokens (the longest {cut['longest']:,}): the "
+            f"model reads their first {pre.max_length} alone, in training and when serving (/predict says it of "
+            f"each such record: `truncated`). Raise data.text.max_length{raise_to} if what matters may come late "
+            "in a text")

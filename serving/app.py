@@ -71,6 +71,7 @@ class ModelServer:
         self.bundle = load_payload(payload)
         self.model_info = {"name": self.name, "version": self.bundle.version}
         self.ranges = training_ranges(self.bundle.preprocessor)
+        self.cuts_text = hasattr(self.bundle.preprocessor, "cut_records")
         serve_spec = settings["serve"]
         self.quantized = serve_spec.get("quantize")
         self.bundle.model = quantize(self.bundle.model, self.quantized)
@@ -261,6 +262,8 @@ def build_fastapi(server: ModelServer) -> FastAPI:
             out["imputed_in_every_record"] = every
         if imputed:
             out["imputed"] = imputed
+        if server.cuts_text and (cut := server.bundle.preprocessor.cut_records(records)):
+            out["truncated"] = cut          # text past max_length tokens: the model read its beginning alone
         # Serialised by hand: FastAPI's jsonable_encoder walks every float, which costs more than the model.
         try:
             data = json.dumps(out, allow_nan=False).encode()

@@ -152,7 +152,7 @@ class Client:
                 raise _error(status, data, "POST /predict", offset=start, names=names)
             out["predictions"].extend(data["predictions"])
             out["request_ids"].append([data.get("request_id"), len(chunk)])
-            for key in ("out_of_range", "unseen_categories", "imputed"):   # counted from the first record given
+            for key in ("out_of_range", "unseen_categories", "imputed", "truncated"):   # from the first record given
                 for note in data.get(key, ()):
                     out.setdefault(key, []).append({**note, "record": start + note["record"]})
             everywhere.append((start, len(chunk), data.get("imputed_in_every_record") or []))
@@ -221,6 +221,11 @@ class Client:
         result["imputed"] = ["; ".join(fields) for fields in imputed]
         result.attrs["imputed"] = out.get("imputed", [])
         result.attrs["imputed_in_every_record"] = out.get("imputed_in_every_record", [])
+        if any(f["type"] == "text" for f in self.schema()["features"]):    # text past max_length: read in part
+            cut = {note["record"]: note for note in out.get("truncated", ())}
+            result["truncated"] = [f"{cut[i]['tokens']} tokens, the first {cut[i]['read']} read" if i in cut else ""
+                                   for i in range(len(result))]
+            result.attrs["truncated"] = out.get("truncated", [])
         return result
 
     def sent_columns(self) -> set[str]:

@@ -295,7 +295,7 @@ def cmd_predict(args) -> int:
     --out that cannot be used is bad input (serving.tables.TableError, exit 2), found before any request."""
     from serving.client import Client, read_rows
     from serving.tables import check_out, image_files, image_table
-    from serving.notes import absent_columns, imputed_note, out_of_range_note, unseen_note
+    from serving.notes import absent_columns, imputed_note, out_of_range_note, truncated_note, unseen_note
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     if args.out:
@@ -339,6 +339,8 @@ def cmd_predict(args) -> int:
         print(note, file=sys.stderr)
     if note := imputed_note(predicted.attrs.get("imputed"), predicted.attrs.get("imputed_in_every_record", []),
                             len(df), args.file, {f["name"] for f in client.schema()["features"]} - set(df.columns)):
+        print(note, file=sys.stderr)
+    if note := truncated_note(predicted.attrs.get("truncated"), len(df), args.file):
         print(note, file=sys.stderr)
     # Columns that are not features (ids) went unsent without a word, where no feature was absent to say them.
     schema = client.schema()

@@ -86,3 +86,14 @@ def imputed_note(notes: list[dict], every: list[str], rows: int, what: str, abse
     return (f"note: {rows if everywhere else len(records)} of {rows} row(s) of {what} leave features empty, which the model imputes (the imputed column names "
             "them): " + ", ".join(f"{f} in {n} row(s)" for f, n in parts[:8])
             + (f", and {len(parts) - 8} more feature(s)" if len(parts) > 8 else ""))
+
+
+def truncated_note(notes: list[dict], rows: int, what: str) -> Optional[str]:
+    """One line on the rows of `what` whose text is longer than the model's max_length tokens (`Client.predict`'s
+    "truncated"): their answers come from the text's beginning alone. None when there are none."""
+    if not notes:
+        return None
+    longest = max(notes, key=lambda n: n["tokens"])
+    return (f"note: {len(notes)} of {rows} row(s) of {what} hold text longer than the {longest['read']} tokens the "
+            f"model reads (data.text.max_length; the longest {longest['tokens']:,}): it answered from their "
+            "beginning alone, the rest unread (the truncated column names them)")

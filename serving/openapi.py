@@ -97,6 +97,12 @@ def openapi_components(checker: RequestChecker, task: str, classes: Optional[lis
             "items": {"type": "object", "properties": {
                 "record": {"type": "integer"}, "field": {"type": "string"},
                 "value": {"type": ["string", "integer", "number", "boolean"]}}}}
+    if checker.text:
+        response["properties"]["truncated"] = {"type": "array", "description": (
+            "Only when a record's text (its text fields joined) is longer than the model's max_length tokens: "
+            "the model read its first `read` tokens alone, and the rest made no difference to the answer."),
+            "items": {"type": "object", "properties": {
+                "record": {"type": "integer"}, "tokens": {"type": "integer"}, "read": {"type": "integer"}}}}
     if checker.imputable:
         response["properties"]["imputed_in_every_record"] = {"type": "array", "items": {"type": "string"},
                                                               "description": (
@@ -127,7 +133,7 @@ def example_record(schema: dict, most: Optional[int] = None) -> dict:
         typical = f.get("typical", 1.0)
         if isinstance(typical, float) and typical.is_integer():
             typical = int(typical)          # an age of 36, not 36.0 (a median of whole numbers is one mostly)
-        return {_IMAGE: "<base64 PNG>", _TEXT: "bearing noise, temperature 92C"}.get(kind, typical)
+        return {_IMAGE: "<base64 PNG>", _TEXT: f"<{f['name']}: your text>"}.get(kind, typical)
 
     def required(f: dict) -> bool:         # as RequestChecker takes them: images, and text unless marked optional
         kind = _KINDS.get(f["type"], _NUMBER)

@@ -341,3 +341,46 @@ def test_a_wrong_encoder_path_is_told_the_folder_it_nearly_names(tiny_encoder, t
     (tmp_path / "package" / "model").symlink_to(tiny_encoder)
     with pytest.raises(BadInput, match=f"has no config.json; its subfolder {tmp_path / 'package' / 'model'} is one"):
         resolve_pretrained(str(tmp_path / "package"), field="model.encoder")
+
+
+def test_text_past_max_length_is_said_record_by_record_and_counted_in_training(tiny_encoder):
+    """The model reads a text's first max_length tokens: a note whose last line mattered ("TODAY: pulseless")
+    was answered from its history alone, and neither training nor the answer said a text was cut."""
+    from jobs.loaded import Bundle
+    from jobs.text import cut_note
+
+    pre, _ = _preprocessor(tiny_encoder, text=("description", "note"), max_length=16)
+    long = "grinding noise from the gearbox bearing " * 5
+    records = [{"description": "seal leak", "note": "ok"}, {"description": long, "note": "x"},
+               {"description": "leak", "note": "é" * 20}, {"description": "noise", "note": "grinding " * 2}]
+    cut = pre.cut_records(records)
+    assert [c["record"] for c in cut] == [1] and cut[0]["read"] == 16 and cut[0]["tokens"] > 30, cut
+    # exactly as many tokens as the tokenizer gives the joined text, [CLS] and [SEP] counted
+    whole = pre._whole.encode(f"{long} [SEP] x")
+    assert cut[0]["tokens"] == len(whole.ids)
+    # a short text (of few bytes) is not tokenized again
+    pre._whole = None
+    assert pre.cut_records([{"description": "leak", "note": "ok"}]) == [] and pre._whole is None
+    said = Bundle(Path("."), None, {}, pre, {"features": pre.schema_features()}, {}, {})._notes(records)
+    assert said["truncated"] == cut
+    pre.tabular.stats["text"] = {"cut": {"rows": 12, "of": 300, "longest": 943, "limit": 64}}
+    assert cut_note(pre) == (
+        "12 of 300 train row(s) hold text longer than data.text.max_length=16 tokens (the longest 943): the model "
+        "reads their first 16 alone, in training and when serving (/predict says it of each such record: "
+        "`truncated`). Raise data.text.max_length (model.encoder takes up to 64) if what matters may come late in "
+        "a text")
+    pre.tabular.stats["text"]["cut"]["rows"] = 0
+    assert cut_note(pre) is None
+
+
+def test_a_word_met_once_in_training_is_no_token_of_a_scratch_tokenizer():
+    """A scratch bundle's vocabulary held 'dupont' and 'lefevre', the patients and doctors named once in the notes
+    ("Née Dupont, référée par Dr Lefèvre"): a word of one row is read as word pieces, no token of its own."""
+    from jobs.spec.train import ScratchSpec
+    from jobs.text import fit_scratch_tokenizer
+
+    texts = ["bearing noise on the pump"] * 30 + ["seal leak near the outlet"] * 30 + [
+        "Née Dupont, référée par Dr Lefèvre: bearing noise"]
+    vocab = fit_scratch_tokenizer(iter(texts), ScratchSpec(vocab_size=400), lowercase=True).get_vocab()
+    assert {"bearing", "noise", "seal", "leak"} <= set(vocab)
+    assert not {"dupont", "lefevre", "referee", "nee"} & set(vocab), sorted(vocab)

@@ -132,6 +132,9 @@ def test_a_scratch_encoder_trains_resumes_and_its_bundle_predicts(tmp_path, orde
     pre = prepared.preprocessor
     assert pre.tabular_dim == 0 and pre.feature_dim == 48 and prepared.encoder["pretrained"] is None
     assert prepared.encoder["config"]["vocab_size"] == pre.stats["text"]["vocab_size"] <= 300
+    # the train split's texts the model reads in part, counted (work orders are short: none)
+    assert pre.stats["text"]["cut"] == {"rows": 0, "of": prepared.ingest.split_rows["train"], "longest": 0,
+                                        "limit": 48}
     storage = storage_root(first)
     fit(first, prepared, storage_path=storage, run_name="run", progress=QUIET)
     outcome = fit(spec_for(2), prepared, storage_path=storage, run_name="run", progress=QUIET)

@@ -78,7 +78,7 @@ def test_raw_text_predictions_equal_bundle_predict(text_app, text_bundle):
         assert status == 200 and np.allclose(out["probabilities"][0], expected["probabilities"][i], atol=1e-6)
 
 
-def test_text_past_max_length_is_truncated(text_app):
+def test_text_past_max_length_is_truncated(text_app, tmp_path, capsys):
     """max_length is 48 tokens: two texts that agree on far more than 48 words differ only where the model
     never reads, so they get the same probabilities; two that differ at the start do not."""
     head = " ".join(["bearing noise and vibration on the main drive shaft"] * 10)
@@ -88,6 +88,23 @@ def test_text_past_max_length_is_truncated(text_app):
     assert status == 200, out
     p = out["probabilities"]
     assert p[0] == p[1] and p[0] != p[2]
+    # ... and said, record by record: the end of these texts made no difference to the answers
+    assert [(c["record"], c["read"]) for c in out["truncated"]] == [(0, 48), (1, 48), (2, 48)], out["truncated"]
+    assert all(c["tokens"] > 80 for c in out["truncated"])
+    status, _, out = post(text_app.url, {"records": [{"description": "leaking seal"}]})
+    assert status == 200 and "truncated" not in out, out
+    # trainyard predict: a column, and a note on the rows
+    import pandas as pd
+
+    from trainyard.cli import main
+    pd.DataFrame({"description": [r["description"] for r in records] + ["leaking seal"],
+                  "machine_hours": 100.0, "machine_type": "pump"}).to_csv(tmp_path / "long.csv", index=False)
+    assert main(["predict", str(tmp_path / "long.csv"), "--url", text_app.url,
+                 "--out", str(tmp_path / "out.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "note: 3 of 4 row(s) of " in err and "hold text longer than the 48 tokens the model reads" in err, err
+    table = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert [t.endswith("tokens, the first 48 read") for t in table["truncated"]] == [True, True, True, False]
 
 
 @pytest.mark.parametrize("record, words", [
