@@ -178,6 +178,21 @@ def test_asha_stops_a_trial_whose_metric_was_never_a_number(mode, metric, sane):
     assert judged(row, metric, mode) is row                             # a number goes as it is
 
 
+@pytest.mark.parametrize("grace,factor,epochs", [(1, 2.5, 27), (2, 3, 27), (1, 2, 8), (3, 2, 20), (4, 4, 4)])
+def test_the_report_draws_the_rungs_at_the_epochs_asha_judges(grace, factor, epochs):
+    """The report's rung lines: with reduction_factor 2.5, one was drawn at 12 where ASHA judged at 13."""
+    import math
+
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    from tuning.experiment import rungs
+
+    spec = _spec({"scheduler": {"asha": {"grace_period": grace, "reduction_factor": factor}}}, epochs=epochs + 1)
+    spec.train.epochs = epochs
+    judged = sorted(math.ceil(m) for m, _ in _Bracket(grace, epochs, factor, 0)._rungs if math.ceil(m) < epochs)
+    assert rungs(spec) == judged
+
+
 def test_a_resumed_search_runs_by_the_new_plan_not_the_one_it_saved():
     """Tune restores a search's algorithm whole on --resume (its pickle, then its saved state): the first run's
     limit of trials at once came back, on a smaller cluster too, while the new plan was printed."""

@@ -126,7 +126,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     # lineage then named a file of another search's trials.
     tune_dir = out / "tune" / experiment.name
     csv_path = R.write_csv(records, metric, mode, tune_dir / "results.csv")
-    png_path = R.plot(records, metric, mode, tune_dir / "report.png", rungs=_rungs(spec),
+    png_path = R.plot(records, metric, mode, tune_dir / "report.png", rungs=rungs(spec),
                       title=f"{spec.name}: {describe_search(spec)}", searched=searched)
     for made in (csv_path, png_path):
         shutil.copyfile(made, out / "tune" / made.name)
@@ -471,11 +471,14 @@ def _find_experiment(root: str, spec: JobSpec) -> Optional[Path]:
     return path
 
 
-def _rungs(spec: JobSpec) -> list[int]:
+def rungs(spec: JobSpec) -> list[int]:
+    """The epochs ASHA judges trials at, drawn on the report's curves: the first epoch at or past each of its
+    milestones (grace_period × reduction_factor^k; 12.5 is judged at 13, which round() drew at 12), below the
+    last epoch (where every trial ends anyway)."""
     if spec.tune.scheduler == "none" or spec.tune.scheduler.asha is None:
         return []
-    asha, rungs, t = spec.tune.scheduler.asha, [], spec.tune.scheduler.asha.grace_period
-    while t < spec.train.epochs:
-        rungs.append(int(round(t)))
+    asha, found, t = spec.tune.scheduler.asha, [], spec.tune.scheduler.asha.grace_period
+    while math.ceil(t - 1e-9) < spec.train.epochs:
+        found.append(math.ceil(t - 1e-9))
         t *= asha.reduction_factor
-    return rungs
+    return found
