@@ -37,7 +37,8 @@ from jobs.fitted import pull_shuffle
 from jobs.monitor_logs import (LOG_COLUMNS, NO_TRAFFIC, VERSION_COLUMN, MonitorInputError,  # noqa: F401
                                NoTrafficSince, _iso, log_files)
 from jobs.monitor_slices import by_column, judge, top_values
-from jobs.monitor_stats import crossed, policy_bar, reference_auc, reference_metric, window_line, window_stats
+from jobs.monitor_stats import (crossed, policy_bar, reference_auc, reference_metric, reference_recalls, window_line,
+                                window_stats)
 from jobs.monitor_summary import Plan, merge, summarise_files, window_start
 from jobs.spec import window_seconds
 from jobs.tabular import range_bounds, training_ranges
@@ -314,6 +315,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                                 f"(the latest window starts {_iso(max(earlier), window_ms)}){NO_TRAFFIC}")
     reference = reference_metric(plan.task, bundle.metrics)
     test_auc = reference_auc(bundle.metrics)
+    test_recalls = reference_recalls(bundle.metrics)
     decision = with_test_figures(bundle.preprocessor.decision, bundle.metrics)
     if label_table is not None and decision and "target" in decision and policy_bar(decision) < decision["target"]:
         measure = decision["measure"]
@@ -325,7 +327,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     windows = []
     for start in sorted({**summaries, **late}):
         stats = window_stats({**summaries, **late}[start], profile, thresholds, n_features, reference, decision,
-                             test_auc)
+                             test_auc, test_recalls)
         windows.append({"start": _iso(start, window_ms), "end": _iso(start + window_ms, window_ms), **stats,
                         **(_labels_alone(stats) if start in late else {})})
     if label_table is not None:
@@ -353,7 +355,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     if by:      # each value's windows, with every value's tests in the p-value correction
         # Said, not the verdict: a source may always differ from the whole (the exit code is the whole traffic's).
         by_report, _ = judge(by, sliced, lambda s, k: window_stats(s, profile, thresholds, n_features * k, reference,
-                                                                  decision, test_auc),
+                                                                  decision, test_auc, test_recalls),
                              lambda ms: _iso(ms, window_ms), window_ms, counted, progress,
                              by_col[len(FEATURE_PREFIX):] if by_col.startswith(FEATURE_PREFIX) else None)
     report = {"format": 1, "bundle": str(bundle.path), "version": bundle.version, "logs": logs, "labels": labels,

@@ -19,10 +19,12 @@ UNKNOWN_NAMES_K = 20       # distinct unseen categories named per window (for th
 
 def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n_features: int,
                  reference_metric: Optional[tuple[str, float]], decision: Optional[dict] = None,
-                 reference_auc: Optional[float] = None) -> dict:
+                 reference_auc: Optional[float] = None, reference_recalls: Optional[list] = None) -> dict:
     """The drift statistics of one window's merged summary, each with its flags (`jobs.drift.flagged`);
     `decision`: the bundle's binary cut-off, whose rule the labelled rows are judged by too (`_policy`);
-    `reference_auc`: a binary model's test ROC-AUC, which the realised one is judged against."""
+    `reference_auc`: a binary model's test ROC-AUC, which the realised one is judged against; `reference_recalls`:
+    each class's recall on the test split (`reference_recalls`), which each class's realised one is judged
+    against (`class_recalls`)."""
     n = summary["n"]
     features: dict[str, dict] = {}
     for name, s in summary["numeric"].items():
@@ -77,7 +79,41 @@ def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n
         out["metrics"] = _realised(summary["labels"], profile["prediction"], thresholds, judged_by, reference_auc)
         if decision and profile["prediction"]["task"] == "classification":
             _policy(out["metrics"], np.asarray(summary["labels"]["confusion"], dtype=np.int64), decision, thresholds)
+        elif reference_recalls and profile["prediction"]["task"] == "classification":
+            class_recalls(out["metrics"], np.asarray(summary["labels"]["confusion"], dtype=np.int64),
+                          profile["prediction"]["classes"], reference_recalls, thresholds)
     return out
+
+
+def reference_recalls(metrics: dict) -> Optional[list]:
+    """Each class's recall on the test split (metrics.json's confusion matrix; None for a class it did not hold)."""
+    cm = (metrics.get("test") or {}).get("confusion_matrix")
+    if not cm:
+        return None
+    cm = np.asarray(cm, dtype=np.float64)
+    return [float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None for i in range(len(cm))]
+
+
+MIN_CLASS_LABELS = 5        # a class's labels in a window below this: its recall is not judged
+
+
+def class_recalls(metrics: dict, cm: np.ndarray, classes: list, reference: list, thresholds) -> None:
+    """Each class's realised recall (`class_recall`), flagged when more than `metric_drop` below the test split's
+    and below it by more than chance explains (one-sided binomial p under monitor.p_value / the classes judged).
+    Accuracy alone hid a rare class that went unseen: triage notes scored accuracy 0.90 while 'emergent' was
+    caught in 2 of 9 (0.78 on the test split)."""
+    from jobs.decision import shortfall_chance
+
+    held = cm.sum(axis=1)
+    judged = [i for i in range(min(len(cm), len(reference))) if reference[i] is not None
+              and held[i] >= MIN_CLASS_LABELS]
+    metrics["class_recall"] = {str(classes[i]): float(cm[i, i] / held[i]) for i in range(len(cm)) if held[i]}
+    for i in judged:
+        hits, of, ref = int(cm[i, i]), int(held[i]), reference[i]
+        chance = shortfall_chance(hits, of, ref)
+        if ref - hits / of > thresholds.metric_drop and chance < thresholds.p_value / len(judged):
+            metrics["flags"].append(f"recall of {classes[i]!r} {hits / of:.3f} vs {ref:.3f} on the test split ({hits} "
+                                    f"of {of} labels; p {chance:.1g})")
 
 
 def _policy(metrics: dict, cm: np.ndarray, decision: dict, thresholds) -> None:

@@ -955,3 +955,29 @@ def test_values_past_the_training_range_are_flagged_where_psi_stays_low_without_
     small = [{"features": {"x": {"outside": 30, "counts": [40], "flags": []}}}]
     assert _few_outside(small, 0.05) == ["x: 30 of 40 values (75.0%) past its training range, in windows too small "
                                          "to judge (monitor.min_rows): /predict's out_of_range names the records"]
+
+
+def test_a_rare_class_missed_is_flagged_though_accuracy_holds():
+    """Triage notes: accuracy 0.90 on 70 labels, and nothing flagged, while 'emergent' was caught in 2 of 9 (its
+    recall 0.78 on the test split). Each class's realised recall is judged against its test recall."""
+    import numpy as np
+
+    from jobs import drift
+    from jobs.monitor_stats import class_recalls, crossed, reference_recalls
+
+    test = {"test": {"confusion_matrix": [[40, 2, 0], [3, 20, 1], [0, 2, 7], ]}}
+    ref = reference_recalls(test)
+    assert ref == pytest.approx([40 / 42, 20 / 24, 7 / 9])
+    assert reference_recalls({"test": {}}) is None
+    window = np.array([[45, 1, 0], [2, 14, 0], [1, 6, 2]])         # accuracy 61/71
+    metrics = {"flags": []}
+    class_recalls(metrics, window, ["routine", "urgent", "emergent"], ref, drift.Thresholds())
+    assert metrics["class_recall"] == pytest.approx({"routine": 45 / 46, "urgent": 14 / 16, "emergent": 2 / 9})
+    assert len(metrics["flags"]) == 1 and metrics["flags"][0].startswith(
+        "recall of 'emergent' 0.222 vs 0.778 on the test split (2 of 9 labels; p "), metrics["flags"]
+    assert crossed({"flagged": [], "prediction": {"flags": []}, "metrics": metrics}) == metrics["flags"]
+    # Too few labels of a class to tell (under 5), or a shortfall chance explains: not flagged
+    quiet = {"flags": []}
+    class_recalls(quiet, np.array([[45, 1, 0], [2, 14, 0], [1, 2, 1]]), ["r", "u", "e"], ref, drift.Thresholds())
+    class_recalls(quiet, np.array([[45, 1, 0], [2, 14, 0], [1, 2, 6]]), ["r", "u", "e"], ref, drift.Thresholds())
+    assert quiet["flags"] == []
