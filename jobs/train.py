@@ -436,14 +436,21 @@ def outcome_of(result, config: WorkerConfig, progress: Callable[[str], None]) ->
 
 def last_state(train_run: Path) -> Optional[TrainState]:
     """The newest checkpoint's state of a Train run: every epoch's row, the best epoch and its weights."""
+    return read_state(train_run)[0]
+
+
+def read_state(train_run: Path) -> tuple[Optional[TrainState], list[str], Optional[str]]:
+    """`last_state`, with what it passed over: (the state or None, a line per checkpoint skipped as unreadable,
+    why none could be read or None). One cut short by a kill: the one before it is whole."""
     train_run = Path(train_run)
     newest = max((p for p in train_run.glob(CHECKPOINT_PREFIX + "*") if p.is_dir()), default=None)
     if newest is None:
-        return None
+        return None, [], f"{train_run} holds no checkpoint"
     try:
-        return TrainState.load_newest(str(newest))[0]   # one cut short by a kill: the one before it is whole
-    except CheckpointError:
-        return None
+        state, _, skipped = TrainState.load_newest(str(newest))
+        return state, skipped, None
+    except CheckpointError as exc:
+        return None, [], str(exc)
 
 
 def worker_error(exc: BaseException) -> str:

@@ -115,3 +115,30 @@ def test_a_resumed_run_falls_back_past_a_truncated_checkpoint(ray_session, tmp_p
     with pytest.raises(TrainError, match="no checkpoint of the run at .* can be read"):
         # max_failures=0: a restarted worker would find the same checkpoints
         fit(spec_for(6, max_failures=0), prepared, storage_path=storage, run_name="run", progress=quiet)
+
+
+def test_a_search_exports_the_best_trial_whose_checkpoints_read_and_says_what_it_passed_over(tmp_path):
+    """The best trial's checkpoints all cut short failed the search with "'NoneType' object has no attribute
+    'best_state'", on every --resume; the next best is taken, and a skipped newest checkpoint is said."""
+    from tuning import TuneError
+    from tuning.experiment import _readable
+    from tuning.report import TrialRecord
+
+    def trial(name: str, epochs: int, cut: int) -> TrialRecord:
+        run = tmp_path / name
+        for epoch in range(epochs):
+            folder = run / f"checkpoint_2026-01-01_00-00-0{epoch}.000000"
+            folder.mkdir(parents=True)
+            _state(epoch).save(folder)
+        for folder in _checkpoints(run)[len(_checkpoints(run)) - cut:]:
+            _truncate(folder)
+        return TrialRecord(trial_id=name, status="completed", config={}, history=[], train_run=str(run))
+
+    said = []
+    best, state = _readable([trial("a", 2, cut=2), trial("b", 3, cut=1), trial("c", 3, cut=0)], said.append)
+    assert best.trial_id == "b" and state.epoch == 1
+    assert said[0].startswith("[tune] warning: trial a ranked best of those left, but no checkpoint of its run can "
+                              "be read (") and said[0].endswith("); taking the next one")
+    assert said[1].startswith("[tune] note: trial b: ") and said[1].endswith("; its state of epoch 2 is used")
+    with pytest.raises(TuneError, match=r"no checkpoint of any trial that left a model can be read \(1 trial"):
+        _readable([trial("d", 1, cut=1)], said.append)

@@ -185,7 +185,7 @@ def test_the_report_draws_the_rungs_at_the_epochs_asha_judges(grace, factor, epo
 
     from ray.tune.schedulers.async_hyperband import _Bracket
 
-    from tuning.experiment import rungs
+    from tuning.space import rungs
 
     spec = _spec({"scheduler": {"asha": {"grace_period": grace, "reduction_factor": factor}}}, epochs=epochs + 1)
     spec.train.epochs = epochs

@@ -28,7 +28,8 @@ from ray import tune
 from jobs.pipeline import (PreparedData, checkpoint_note, export_bundle, format_metrics, make_output_dir, prepare,
                            print_ingest_summary, storage_root)
 from jobs.spec import JobSpec, best_key
-from jobs.train import TrainOutcome, last_state, resolve_use_gpu, worker_config
+from jobs.contracts import TrainState
+from jobs.train import TrainOutcome, last_state, read_state, resolve_use_gpu, worker_config
 from tuning import report as R
 from tuning import space
 from tuning._placement import Sweeper, settle
@@ -126,7 +127,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     # lineage then named a file of another search's trials.
     tune_dir = out / "tune" / experiment.name
     csv_path = R.write_csv(records, metric, mode, tune_dir / "results.csv")
-    png_path = R.plot(records, metric, mode, tune_dir / "report.png", rungs=rungs(spec),
+    png_path = R.plot(records, metric, mode, tune_dir / "report.png", rungs=space.rungs(spec),
                       title=f"{spec.name}: {describe_search(spec)}", searched=searched)
     for made in (csv_path, png_path):
         shutil.copyfile(made, out / "tune" / made.name)
@@ -134,10 +135,12 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
              + R.table(records, metric, mode, searched))
     progress(f"[tune] every trial: {csv_path}; plots: {png_path} (the latest search's also in {out / 'tune'})")
 
-    best = _best(records, mode, budget=spec.tune.time_budget_s if budget_out else None)
-    outcome, best_spec = _outcome(spec, prepared, best, metric, mode, use_gpu)
+    best, state = _readable(_best(records, mode, budget=spec.tune.time_budget_s if budget_out else None), progress)
+    outcome, best_spec = _outcome(spec, prepared, best, state, metric, mode, use_gpu)
+    failed = (f"; its run failed ({best.error}), the weights of its best epoch are whole"
+              if best.status == R.ERROR else "")
     progress(f"[tune] best trial {best.trial_id}: {metric} {best.best_value:.4f} at epoch {best.best_epoch} "
-             f"({describe_config(best.config, searched)}); evaluating it on the test split")
+             f"({describe_config(best.config, searched)}{failed}); evaluating it on the test split")
     path, metrics = export_bundle(best_spec, prepared, outcome, progress=progress, trial_id=best.trial_id,
                                   tune={"experiment": str(experiment), "metric": metric, "mode": mode,
                                         "value": best.best_value, "config": {a: best.config[a] for a in searched},
@@ -427,8 +430,8 @@ def _history_from_tune(result) -> list[dict]:
     return df.drop_duplicates("epoch", keep="last").to_dict("records")
 
 
-def _best(records: list[R.TrialRecord], mode: str, budget: Optional[float] = None) -> R.TrialRecord:
-    """The best trial that left a model. `budget`: tune.time_budget_s, when it ran out."""
+def _best(records: list[R.TrialRecord], mode: str, budget: Optional[float] = None) -> list[R.TrialRecord]:
+    """The trials that left a model, best first (at least one). `budget`: tune.time_budget_s, when it ran out."""
     ranked = [r for r in R.ranked(records, mode) if r.best_value is not None and r.train_run]
     if not ranked:
         errors = [f"{r.trial_id}: {r.error}" for r in records if r.error]
@@ -439,13 +442,28 @@ def _best(records: list[R.TrialRecord], mode: str, budget: Optional[float] = Non
         raise TuneError(f"no trial produced a model ({len(records)} trial(s), {len(errors)} failed)"
                         + (": " + "; ".join(errors[:5]) if errors else "")
                         + ". Fix the error above, or widen the search (tune.lr, tune.batch_size)")
-    return ranked[0]
+    return ranked
 
 
-def _outcome(spec: JobSpec, prepared: PreparedData, best: R.TrialRecord, metric: str, mode: str,
+def _readable(ranked: list[R.TrialRecord], progress: Callable[[str], None]) -> tuple[R.TrialRecord, TrainState]:
+    """The best of `ranked` whose Train run has a checkpoint that reads, and its state. The best trial's checkpoints
+    all unreadable (a full disk, a truncated copy) failed the search with an AttributeError, on every --resume."""
+    for rec in ranked:
+        state, skipped, error = read_state(Path(rec.train_run))
+        if state is None:
+            progress(f"[tune] warning: trial {rec.trial_id} ranked best of those left, but no checkpoint of its run "
+                     f"can be read ({error}); taking the next one")
+            continue
+        for line in skipped:
+            progress(f"[tune] note: trial {rec.trial_id}: {line}; its state of epoch {state.epoch + 1} is used")
+        return rec, state
+    raise TuneError(f"no checkpoint of any trial that left a model can be read ({len(ranked)} trial(s)): see the "
+                    "warnings above. Start the search anew (without --resume) to train them again")
+
+
+def _outcome(spec: JobSpec, prepared: PreparedData, best: R.TrialRecord, state: TrainState, metric: str, mode: str,
              use_gpu: bool) -> tuple[TrainOutcome, JobSpec]:
-    """The best trial as a finished training run, read back from its Train checkpoint."""
-    state = last_state(Path(best.train_run))
+    """The best trial as a finished training run, from the state of its Train checkpoint (`_readable`)."""
     overrides = trial_overrides(spec, best.config, metric, mode)
     config = worker_config(spec, prepared, use_gpu=use_gpu, overrides=overrides)
     outcome = TrainOutcome.from_state(state, config, best.train_run)
@@ -469,16 +487,3 @@ def _find_experiment(root: str, spec: JobSpec) -> Optional[Path]:
     if not tune.Tuner.can_restore(str(path)) or not any(path.glob(TUNE_STATE_GLOB)):
         return None
     return path
-
-
-def rungs(spec: JobSpec) -> list[int]:
-    """The epochs ASHA judges trials at, drawn on the report's curves: the first epoch at or past each of its
-    milestones (grace_period × reduction_factor^k; 12.5 is judged at 13, which round() drew at 12), below the
-    last epoch (where every trial ends anyway)."""
-    if spec.tune.scheduler == "none" or spec.tune.scheduler.asha is None:
-        return []
-    asha, found, t = spec.tune.scheduler.asha, [], spec.tune.scheduler.asha.grace_period
-    while math.ceil(t - 1e-9) < spec.train.epochs:
-        found.append(math.ceil(t - 1e-9))
-        t *= asha.reduction_factor
-    return found

@@ -6,6 +6,7 @@ ASHA grace period against `train.epochs`) are raised here as `SpecError`s naming
 from __future__ import annotations
 
 import importlib.util
+import math
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -183,3 +184,16 @@ def scheduler(spec: JobSpec):
         return FIFOScheduler()
     return ASHAScheduler(time_attr=TIME_ATTR, max_t=spec.train.epochs, grace_period=asha.grace_period,
                          reduction_factor=asha.reduction_factor)
+
+
+def rungs(spec: JobSpec) -> list[int]:
+    """The epochs ASHA judges trials at, drawn on the report's curves: the first epoch at or past each of its
+    milestones (grace_period × reduction_factor^k; 12.5 is judged at 13, which round() drew at 12), below the
+    last epoch (where every trial ends anyway)."""
+    if _asha(spec) is None:
+        return []
+    asha, found, t = spec.tune.scheduler.asha, [], spec.tune.scheduler.asha.grace_period
+    while math.ceil(t - 1e-9) < spec.train.epochs:
+        found.append(math.ceil(t - 1e-9))
+        t *= asha.reduction_factor
+    return found
