@@ -453,10 +453,14 @@ def output_problem(output: str) -> Optional[str]:
         return f"output {output!r}: {blocker} is a file, not a folder; choose another output folder (it is created " \
                "if missing)"
     existing = next(p for p in (out, *out.parents) if p.exists())
-    if os.access(existing, os.W_OK | os.X_OK):
+    # An earlier run's folders the run writes into too: bundles/ that could not be written failed after training,
+    # in a traceback, the trained model lost.
+    existing = next((p for p in (existing, *(out / d for d in ("bundles", "ray"))) if p.is_dir()
+                     and not os.access(p, os.W_OK | os.X_OK)), None)
+    if existing is None:
         return None
     why = "a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "no permission to write there"
-    made = "" if existing == out else f" to create {out.relative_to(existing)} in"
+    made = f" to create {out.relative_to(existing)} in" if out.is_relative_to(existing) and existing != out else ""
     return (f"output {output!r}: cannot write{made} {existing} ({why}); choose another output folder "
             "(--set output=PATH), or make that one writable")
 
