@@ -32,8 +32,8 @@ from cluster.ray_compat import abort_run
 from jobs.contracts import CHECKPOINT_PREFIX, PreparedData
 from jobs.handoff import Handoff, wrap
 from jobs.spec import JobSpec
-from jobs.train import (TrainError, TrainerFactory, TrainOutcome, controller_env, epoch_floor_s, outcome_of,
-                        pretrained_encoder, run_loop_config, run_trainer, start_line, worker_config, worker_error)
+from jobs.train import (TrainerFactory, TrainOutcome, controller_env, epoch_floor_s, folder_id, outcome_of,
+                        pretrained_encoder, run_loop_config, run_trainer, start_line, train_failure, worker_config)
 from jobs.worker import HANDOFF_KEY
 
 __all__ = ["EarlyRun", "start_early", "starts_early", "wait_given_up", "early_epoch_floor_s", "ABORT_WAIT_S"]
@@ -146,6 +146,7 @@ class EarlyRun:
         from cluster import is_embedded
 
         self.spec, self.use_gpu, self.storage_path, self.run_name = spec, use_gpu, storage_path, run_name
+        self._output = folder_id(storage_path)       # the output folder, to tell it was removed mid-run
         # On the driver's node, which outlives the run as the driver does: a worker group that Ray Train restarts
         # after losing a node still finds its config there.
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -214,8 +215,7 @@ class EarlyRun:
         self._handed = True
         self.wait()
         if self._error is not None:
-            raise TrainError(f"training failed: {worker_error(self._error)}. The run is at "
-                             f"{self.storage_path}/{self.run_name}") from self._error
+            raise train_failure(self._error, self.storage_path, self.run_name, self._output) from self._error
         return outcome_of(self._result, config, progress)
 
     def abort(self) -> None:

@@ -387,12 +387,33 @@ def fit(spec: JobSpec, prepared: PreparedData, *, storage_path: str, run_name: s
     run = build_trainer(spec, prepared, config, storage_path=storage_path, run_name=run_name, callbacks=callbacks,
                         trainer=trainer, embedded=embedded)
     floor = run_epoch_floor_s(spec, prepared, config)
+    output = folder_id(storage_path)
     try:
         with controller_env(spec.train.workers, embedded, pretrained_encoder(spec), floor):
             result = run.fit()
     except Exception as exc:
-        raise TrainError(f"training failed: {worker_error(exc)}. The run is at {storage_path}/{run_name}") from exc
+        raise train_failure(exc, storage_path, run_name, output) from exc
     return outcome_of(result, config, progress)
+
+
+def folder_id(storage_path: str) -> Optional[tuple[int, int]]:
+    """(device, inode) of the folder holding a run's storage (the output folder), None for a URI or none there."""
+    try:
+        st = os.stat(os.path.dirname(os.path.abspath(storage_path.rstrip("/"))))
+    except OSError:
+        return None
+    return None if "://" in storage_path else (st.st_dev, st.st_ino)
+
+
+def train_failure(exc: BaseException, storage_path: str, run_name: str, output: Optional[tuple]) -> TrainError:
+    """The TrainError of a failed run; `output`: `folder_id` at its start. The output folder removed mid-run was
+    said as Ray's "A local path on the head node is not accessible by worker nodes", after two retries."""
+    if output is not None and folder_id(storage_path) != output:
+        folder = os.path.dirname(os.path.abspath(storage_path.rstrip("/")))
+        return TrainError(f"training failed: the output folder {folder} was removed (or replaced) while the run "
+                          f"trained, its checkpoints with it (Ray said: {worker_error(exc)}). Leave the output "
+                          "folder in place while a run writes to it, and run again")
+    return TrainError(f"training failed: {worker_error(exc)}. The run is at {storage_path}/{run_name}")
 
 
 def start_line(spec: JobSpec, config: WorkerConfig, prepared: Optional[PreparedData] = None) -> str:
@@ -435,8 +456,7 @@ def outcome_of(result, config: WorkerConfig, progress: Callable[[str], None]) ->
 
 
 def last_state(train_run: Path) -> Optional[TrainState]:
-    """The newest checkpoint's state of a Train run: every epoch's row, the best epoch and its weights."""
-    return read_state(train_run)[0]
+    return read_state(train_run)[0]     # the newest checkpoint's: every epoch's row, the best epoch, its weights
 
 
 def read_state(train_run: Path) -> tuple[Optional[TrainState], list[str], Optional[str]]:

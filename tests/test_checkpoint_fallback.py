@@ -142,3 +142,25 @@ def test_a_search_exports_the_best_trial_whose_checkpoints_read_and_says_what_it
     assert said[1].startswith("[tune] note: trial b: ") and said[1].endswith("; its state of epoch 2 is used")
     with pytest.raises(TuneError, match=r"no checkpoint of any trial that left a model can be read \(1 trial"):
         _readable([trial("d", 1, cut=1)], said.append)
+
+
+def test_an_output_folder_removed_mid_run_is_said_as_such(tmp_path):
+    """`rm -rf` of the output while a run trained was said as Ray's "A local path on the head node is not accessible
+    by worker nodes" (after two retries), then as no readable checkpoint."""
+    from jobs.train import folder_id, train_failure
+
+    out = tmp_path / "out"
+    out.mkdir()
+    storage = str(out / "ray")
+    before = folder_id(storage)
+    ray_error = RuntimeError("Unable to set up cluster storage ... A local path on the head node is not accessible")
+    assert str(train_failure(ray_error, storage, "train-1", before)) == (
+        f"training failed: {ray_error}. The run is at {storage}/train-1")
+    out.rename(tmp_path / "elsewhere")                    # removed: missing, or a new folder in its place
+    for replaced in (False, True):
+        if replaced:
+            out.mkdir()
+        said = str(train_failure(ray_error, storage, "train-1", before))
+        assert said.startswith(f"training failed: the output folder {out} was removed (or replaced) while the run "
+                               "trained, its checkpoints with it (Ray said: Unable to set up"), said
+    assert folder_id("s3://bucket/runs/x/ray") is None
