@@ -294,7 +294,7 @@ class WorkerOutputFilter:
                         continue
                     self._raylet_died_at = time.monotonic()
                     text = (f"{died.group(1)} (the raylet's last log lines: raylet.out in that node's Ray log "
-                            "folder, e.g. /tmp/ray/session_latest/logs)")
+                            f"folder; this node's is {ray_compat.logs_folder()})")
                 self.error(f"[ray] {text}")
             return
         blocks: list[list[str]] = []       # from each error's start to the next's, or to the batch's end

@@ -453,3 +453,22 @@ def job_client_without_redirects(on_redirect: Callable[[str, int, Optional[str]]
             return response
 
     return NoRedirectJobSubmissionClient
+
+
+def logs_folder() -> str:
+    """The log folder of the Ray this process is connected to (its node's session), else where a Ray started here
+    keeps it (Ray's default temp folder: $RAY_TMPDIR, on Linux $TMPDIR, else /tmp; then ray/session_latest/logs).
+    Messages named /tmp/ray/session_latest/logs always: on a `trainyard cluster up` cluster, or under $RAY_TMPDIR,
+    another Ray's (or another user's) logs."""
+    try:
+        import ray._private.worker as worker
+        node = worker.global_worker.node
+        if node is not None:
+            return node.get_logs_dir_path()
+    except Exception:  # noqa: BLE001 - not connected, or another Ray: the default place
+        pass
+    try:
+        from ray._common.utils import get_default_ray_temp_dir
+        return os.path.join(get_default_ray_temp_dir(), "session_latest", "logs")
+    except Exception:  # noqa: BLE001
+        return "/tmp/ray/session_latest/logs"

@@ -40,7 +40,6 @@ DEPLOYMENT = "model"
 # bundle takes seconds; minutes go to installing a runtime_env or to a node an autoscaler adds.
 DEPLOY_TIMEOUT_S = 300.0
 ROLLBACK_TIMEOUT_S = 120.0
-LOGS = " The replica logs (full tracebacks) are under /tmp/ray/session_latest/logs/serve/"
 
 
 @dataclass
@@ -325,8 +324,8 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
         reason = f"{verb} {name} to {bundle.version} failed: {exc}"
         if before is None:
             _delete_quietly(name)      # a half-deployed app would go on retrying: nothing of it is served
-            raise ServeError(f"{reason}. Nothing is served under {name}.{LOGS}", exit_code=exc.exit_code) from None
-        raise ServeError(f"{reason}. {_roll_back(name, before, old_version, progress)}{LOGS}",
+            raise ServeError(f"{reason}. Nothing is served under {name}.{_logs()}", exit_code=exc.exit_code) from None
+        raise ServeError(f"{reason}. {_roll_back(name, before, old_version, progress)}{_logs()}",
                          exit_code=exc.exit_code) from None
     return served
 
@@ -471,6 +470,11 @@ def _wait_http(served: Served, deadline: float, timeout_s: float) -> None:
         time.sleep(0.2)
     raise ServeError(f"it is RUNNING in Serve but {served.url}/readyz did not answer with version {served.version} "
                      f"within {timeout_s:g}s (--timeout)")
+
+
+def _logs() -> str:
+    from cluster.ray_compat import logs_folder
+    return f" The replica logs (full tracebacks) are under {logs_folder()}/serve/ (on the replicas' nodes)"
 
 
 def shutdown(name: Optional[str] = None) -> None:

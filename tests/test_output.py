@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from cluster import ray_compat
 from cluster.quiet import WorkerOutputFilter
 from cluster.ray_compat import TRAIN_WORKER, WorkerOutput
 from jobs.contracts import WorkerConfig
@@ -114,8 +115,23 @@ def test_errors_stay_visible():
         "[ray TrainController pid=27] RuntimeError: lost",
         "[ray] Task was killed due to the node running low on memory.",
         f"[ray] {SERVE_STOP} Error: The actor died unexpectedly before finishing this task.",
-        f"[ray] {RAYLET_DIED} (the raylet's last log lines: raylet.out in that node's Ray log folder, e.g. "
-        "/tmp/ray/session_latest/logs)"]
+        f"[ray] {RAYLET_DIED} (the raylet's last log lines: raylet.out in that node's Ray log folder; this node's "
+        f"is {ray_compat.logs_folder()})"]
+
+
+def test_the_logs_named_are_this_rays_not_always_tmp_ray(monkeypatch, tmp_path):
+    """/tmp/ray/session_latest/logs was named always: under $RAY_TMPDIR, or on a `cluster up` cluster, another
+    Ray's logs (another user's, here)."""
+    import ray
+    if ray.is_initialized():
+        pytest.skip("a Ray is connected in this process: its own folder is named")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert ray_compat.logs_folder() == str(tmp_path / "ray" / "session_latest" / "logs")
+
+
+def test_the_logs_named_with_a_ray_connected_are_its_sessions(ray_session):
+    folder = ray_compat.logs_folder()
+    assert os.path.isdir(folder) and folder.endswith("/logs") and any(Path(folder).glob("raylet*")), folder
 
 
 def test_a_process_stopped_with_sigterm_shows_no_system_exit_and_its_other_errors_show():

@@ -96,8 +96,9 @@ def connect(args, spec=None, *, imports: Sequence[str] = ()) -> dict:
     except TrainyardError:
         raise
     except Exception as exc:    # Ray's own, from deep inside ray.init (a start that timed out on a loaded host)
+        from cluster.ray_compat import logs_folder
         raise Failure(f"cannot start or join Ray: {root_cause(exc)}; on a busy machine Ray's start can time out: "
-                      "run the command again (Ray's logs: /tmp/ray/session_latest/logs)") from exc
+                      f"run the command again (Ray's logs: {logs_folder()})") from exc
     importing.join()
     if not verbose:
         WorkerOutputFilter(line=progress, error=problem).route()
