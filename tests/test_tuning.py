@@ -103,6 +103,10 @@ def test_a_search_to_a_uri_output_is_refused_by_validate_and_submit(tmp_path, ca
     assert "a search writes its experiment" in err and "give output a path" in err, err
     # train (one run, no search) may write its bundle there
     assert main(["validate", str(spec), "--set", "tune=null"]) == 0
+    # Of another cluster, nothing of this machine is asked: optuna may be on its nodes alone
+    assert main(["submit", str(spec), "--address", "http://10.1.2.3:8265", "--dry-run", "--set",
+                 "output=/mnt/nfs/runs/t", "--shared", "/mnt/nfs", "--set", "tune.search=optuna"]) == 0, \
+        capsys.readouterr().err
 
 
 def test_optuna_is_refused_clearly_when_not_installed():

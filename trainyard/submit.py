@@ -91,8 +91,10 @@ def check_data_here(the_plan: Plan, check_before_ray: Callable, resume: bool = F
     spec = validate_spec(the_plan.spec)
     if not the_plan.same_machine or any("://" in str(p) for p in (paths if isinstance(paths, list) else [paths])):
         if the_plan.mode != "train" and spec.tune is not None:
+            from jobs.spec import SpecError
             from tuning import space
-            space.check(spec)       # the search's own checks, which need nothing of this machine (a URI output)
+            if problem := space.output_problem(spec):      # needs nothing of this machine (not its optuna)
+                raise SpecError([problem])
         return
     check_before_ray(spec, search=the_plan.mode != "train", resume=resume)
 

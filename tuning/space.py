@@ -64,11 +64,8 @@ def check(spec: JobSpec) -> None:
         grid = grid_size(spec)
         if grid > 1000:
             problems.append(f"tune.search: grid makes {grid} trials; lower tune.grid_points or shorten the choices")
-    if "://" in spec.output_dir:
-        # Found by run_tune before, after a Ray start (and on a cluster, after the job's submission and set-up).
-        problems.append(f"output {spec.output_dir!r}: a search writes its experiment, report and bundle to a local "
-                        "folder (or a shared one mounted on every node), not yet to a URI; give output a path. "
-                        "`trainyard train` writes its bundle to a URI")
+    if problem := output_problem(spec):
+        problems.append(problem)
     try:
         metric_and_mode(spec, spec.data.task)
     except SpecError as exc:
@@ -76,6 +73,17 @@ def check(spec: JobSpec) -> None:
     problems.extend(precheck.metric_problems(spec) + precheck.setting_problems(spec))
     if problems:
         raise SpecError(problems)
+
+
+def output_problem(spec: JobSpec) -> Optional[str]:
+    """A URI output, which a search cannot write to yet: found by run_tune before, after a Ray start (and on a
+    cluster, after the job's submission and set-up). Nothing of this machine is looked at: `submit` asks it of a
+    search for any cluster."""
+    if "://" not in spec.output_dir:
+        return None
+    return (f"output {spec.output_dir!r}: a search writes its experiment, report and bundle to a local folder (or a "
+            "shared one mounted on every node), not yet to a URI; give output a path. `trainyard train` writes its "
+            "bundle to a URI")
 
 
 def batch_note(spec: JobSpec, train_rows: int) -> Optional[str]:
