@@ -453,9 +453,9 @@ def output_problem(output: str) -> Optional[str]:
         return f"output {output!r}: {blocker} is a file, not a folder; choose another output folder (it is created " \
                "if missing)"
     existing = next(p for p in (out, *out.parents) if p.exists())
-    # An earlier run's folders the run writes into too: bundles/ that could not be written failed after training,
-    # in a traceback, the trained model lost.
-    existing = next((p for p in (existing, *(out / d for d in ("bundles", "ray"))) if p.is_dir()
+    # An earlier run's folders the run writes into too (a search's report into tune/): bundles/ that could not be
+    # written failed after training, in a traceback, the trained model lost.
+    existing = next((p for p in (existing, *(out / d for d in ("bundles", "ray", "tune"))) if p.is_dir()
                      and not os.access(p, os.W_OK | os.X_OK)), None)
     if existing is None:
         return None

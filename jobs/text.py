@@ -146,8 +146,9 @@ def fit_scratch_tokenizer(texts, spec_scratch, lowercase: bool):
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     order = [sp[k] for k in SPECIAL_TOKENS]           # [PAD] first: id 0
-    # min_frequency 2: a word met once in the whole train split (a patient's name, a record number in a note)
-    # becomes no token of its own, so the bundle's vocabulary does not carry it (it is read as word pieces).
+    # min_frequency 2: a merge met once in the whole train split is not learned, so most words met once (a
+    # patient's name in one note) are read as pieces, not kept whole in the bundle's vocabulary (one whose pieces
+    # recur in other words still can be: README says so).
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=spec_scratch.vocab_size, min_frequency=2,
                                                              special_tokens=order, show_progress=False))
     cls, sep = sp["cls_token"], sp["sep_token"]

