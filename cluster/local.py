@@ -96,12 +96,16 @@ def up(workers: int = 1, cpus_per_node: int = 2, state_dir=None, *, object_store
                 "`trainyard cluster down` first, or pass another --state-dir")
         # A stale record, from a crash or a reboot. Its nodes' other processes can outlive their `ray start` (a
         # GCS, raylets, a job's driver): forgetting the record left them running, and nothing could find them.
-        if survivors := cluster_processes(existing):
+        # Found by the cluster's mark in their environment alone: the leaders' session ids may name someone
+        # else's processes by now (pids are reused, and after a reboot every process is newer than the record).
+        if survivors := _marked(existing):
             progress(f"the recorded cluster's nodes are gone but {len(survivors)} of its processes still run: "
                      "stopping them first")
-            down(folder, timeout_s=DEAD_HEAD_GRACE_S, progress=progress)
-        else:
-            _forget(folder, existing, progress)
+            for sig, grace in ((signal.SIGTERM, DEAD_HEAD_GRACE_S), (signal.SIGKILL, 10)):
+                for pid in _marked(existing):
+                    _signal(pid, sig)
+                _wait_until(lambda: not _marked(existing), grace, existing["nodes"])
+        _forget(folder, existing, progress)
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -369,6 +373,35 @@ def _members(state: dict, sessions_of: list[dict] | None = None) -> list[int]:
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
     return sorted(found)
+
+
+def _marked(state: dict) -> list[int]:
+    """The recorded cluster's processes, each session's vouched for by the cluster's mark: a session whose leader
+    is gone is taken as the cluster's only where one of its processes carries the cluster's id in its environment
+    (CLUSTER_ID_ENV; Ray's renamed processes, the dashboard's heads, show none: setproctitle overwrites it). The
+    sessions alone could be someone else's by now: pids are reused, and after a reboot every process is newer
+    than the record (a review found `up` would have killed them)."""
+    mark = state.get("cluster_id")
+    if not mark:
+        return []
+    psutil = load_psutil()
+    members = _members(state)
+    vouched = set()
+    for pid in members:
+        try:
+            if psutil.Process(pid).environ().get(CLUSTER_ID_ENV) == mark:
+                vouched.add(os.getsid(pid))
+                vouched.add(("pid", pid))
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    found = []
+    for pid in members:
+        try:
+            if ("pid", pid) in vouched or os.getsid(pid) in vouched:
+                found.append(pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return found
 
 
 def _alive_leaders(state: dict) -> list[int]:

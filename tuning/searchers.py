@@ -3,7 +3,10 @@
 Tune restores a search's algorithm whole on --resume (its pickle in tuner.pkl, then its saved state), limit
 included: a --resume on a smaller cluster ran as many trials at once as the first run's plan allowed, and their
 Train runs waited on CPUs other trials held (the deadlock `tuning.plan` prevents), while the new plan was
-printed. Here the limit is the one `planned` gives while the search is restored and runs.
+printed. Here the limit is the one `planned` gives while the search is restored and runs, for the trials it
+starts. Not for the unfinished trials Tune restores: it puts them all back as pending and starts them by
+resources alone, without asking the search algorithm (TuneController._requeue_restored_trials, Ray 2.60), so a
+search stopped with more trials running than the new plan allows restarts them all (a review).
 """
 from __future__ import annotations
 
