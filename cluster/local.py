@@ -376,20 +376,26 @@ def _members(state: dict, sessions_of: list[dict] | None = None) -> list[int]:
 
 
 def _marked(state: dict) -> list[int]:
-    """The recorded cluster's processes, each session's vouched for by the cluster's mark: a session whose leader
-    is gone is taken as the cluster's only where one of its processes carries the cluster's id in its environment
-    (CLUSTER_ID_ENV; Ray's renamed processes, the dashboard's heads, show none: setproctitle overwrites it). The
-    sessions alone could be someone else's by now: pids are reused, and after a reboot every process is newer
-    than the record (a review found `up` would have killed them)."""
-    mark = state.get("cluster_id")
+    """The recorded cluster's processes, each session's vouched for: a session whose leader is gone is taken as the
+    cluster's only where one of its processes carries the cluster's id in its environment (CLUSTER_ID_ENV) or works
+    in the cluster's own temp folder (its marker file holds the id; Ray's renamed processes, such as the agents
+    that outlive a killed node, show no environment: setproctitle overwrites it). The sessions alone could be
+    someone else's by now: pids are reused, and after a reboot every process is newer than the record (a review
+    found `up` would have killed them)."""
+    mark, root = state.get("cluster_id"), state.get("temp_root")
     if not mark:
         return []
+    try:
+        root = root if root and (Path(root) / TEMP_ROOT_MARKER).read_text() == mark else None
+    except OSError:
+        root = None
     psutil = load_psutil()
     members = _members(state)
     vouched = set()
     for pid in members:
         try:
-            if psutil.Process(pid).environ().get(CLUSTER_ID_ENV) == mark:
+            proc = psutil.Process(pid)
+            if proc.environ().get(CLUSTER_ID_ENV) == mark or (root and (proc.cwd() + "/").startswith(root + "/")):
                 vouched.add(os.getsid(pid))
                 vouched.add(("pid", pid))
         except (ProcessLookupError, PermissionError, psutil.Error):

@@ -607,3 +607,25 @@ def test_up_over_a_crashed_clusters_record_stops_what_it_left_running(cluster_en
         for state in (old, new):
             if state:
                 assert local.cluster_processes(state) == [], "a cluster left processes behind"
+
+
+def test_a_stale_records_session_is_taken_as_the_clusters_only_when_vouched_for(tmp_path):
+    """A leader gone, its pid (a session id) may name someone else's session by now (pids are reused; after a
+    reboot every process is newer than the record): `up` stops only the processes of a session that carries the
+    cluster's mark or works in its temp folder. No Ray: a session of a process of this test's own."""
+    import time as _time
+
+    leader = subprocess.Popen(["setsid", "sh", "-c", "sleep 120 & echo $!"], stdout=subprocess.PIPE, text=True)
+    sleeper = int(leader.stdout.readline())
+    leader.wait()
+    try:
+        sid = os.getsid(sleeper)
+        state = {"cluster_id": "c0ffee", "temp_root": str(tmp_path / "gone"),
+                 "nodes": [{"name": "head", "pid": sid, "started": _time.time() - 60}]}
+        assert sleeper in local.cluster_processes(state)        # the session alone names it (what `down` reads)
+        assert local._marked(state) == []                       # not vouched for: left alone
+        (tmp_path / "gone").mkdir()
+        (tmp_path / "gone" / local.TEMP_ROOT_MARKER).write_text("c0ffee")
+        assert local._marked(state) == []                       # its folder is the cluster's, but not its cwd
+    finally:
+        os.kill(sleeper, signal.SIGKILL)
