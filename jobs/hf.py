@@ -70,8 +70,14 @@ def max_positions(config: Any) -> Optional[int]:
     for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
         value = get(key)
         if isinstance(value, int) and value > 0:
+            # RoBERTa-like models number positions from the padding id + 1: 514 embeddings hold 512 tokens.
+            if get("model_type") in OFFSET_POSITIONS and isinstance(get("pad_token_id"), int):
+                return value - get("pad_token_id") - 1
             return value
     return None
+
+
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "ibert", "data2vec-text")
 
 
 def _check_model_folder(folder: Path, field: str, shown: Optional[str] = None, vision: bool = False) -> None:

@@ -174,8 +174,8 @@ class RequestChecker:
                                              "(an image's pixel array nests 3 levels)")]) from None
         except RepeatedKey as exc:
             raise RequestError(400, [Problem(f"the body gives {exc.key!r} twice in one object; JSON readers "
-                                             "disagree on which one counts (this one took the last, a proxy or "
-                                             "log may show the first): send each field once")]) from None
+                                             "disagree on which one counts (Python's takes the last, a proxy or "
+                                             "log may read the first): send each field once")]) from None
         except UnicodeDecodeError as exc:
             raise RequestError(400, [Problem(f"the body is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                                              "send UTF-8 encoded JSON")]) from None

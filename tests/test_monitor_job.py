@@ -976,6 +976,10 @@ def test_a_rare_class_missed_is_flagged_though_accuracy_holds():
     assert len(metrics["flags"]) == 1 and metrics["flags"][0].startswith(
         "recall of 'emergent' 0.167 vs 0.889 on the test split (2 of 12 labels, 40 of 45 there; p "), metrics["flags"]
     assert crossed({"flagged": [], "prediction": {"flags": []}, "metrics": metrics}) == metrics["flags"]
+    from jobs.monitor_stats import window_line
+    line = window_line({"start": "day 1", "n": 74, "judged": True, "flagged": [], "prediction": {"flags": []},
+                        "metrics": {**metrics, "n": 74, "accuracy": 61 / 74}}, ("accuracy", 0.93), None, 50)
+    assert "recall of 'emergent' drop" in line, line
     # Too few labels of a class to tell (under 5); a shortfall chance explains; a test recall of few rows: quiet
     quiet = {"flags": []}
     class_recalls(quiet, np.array([[45, 1, 0], [2, 14, 0], [1, 2, 1]]), ["r", "u", "e"], ref, drift.Thresholds())

@@ -26,6 +26,8 @@ def test_a_saved_model_folder_resolves_and_gives_its_position_limit(tiny_bert):
     assert folder == tiny_bert.resolve()
     assert max_positions(AutoConfig.from_pretrained(folder)) == 40
     assert max_positions({"n_positions": 1024}) == 1024 and max_positions({"hidden_size": 8}) is None
+    # RoBERTa numbers positions from its padding id + 1: 514 embeddings, 512 tokens (514 was advised)
+    assert max_positions({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}) == 512
 
 
 def test_an_id_missing_from_the_cache_names_the_field_and_the_fix(tmp_path, monkeypatch):
