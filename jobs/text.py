@@ -347,7 +347,8 @@ def fit(train_raw, data_spec, model_spec, encoder: Encoder, *, numeric: list[str
     # How much of the train split's text the model never reads (`cut`), on its first rows: said by `prepare`.
     sample = train_raw.select_columns(text).limit(CUT_SAMPLE_ROWS).to_pandas()
     cut = pre.cut(sample)
-    tabular.stats["text"]["cut"] = {"rows": len(cut), "of": len(sample), "longest": max((n for _, n in cut), default=0),
+    tabular.stats["text"]["cut"] = {"rows": len(cut), "of": len(sample),
+                                    "longest": max((n for _, n in cut), default=0),
                                     "limit": max_positions(encoder.config or {})}
     return pre, stats
 

@@ -156,7 +156,8 @@ def test_asha_judges_a_trial_by_its_best_epoch_so_far():
     assert judge("flat", 2, 0.80, 0.80) == TrialScheduler.STOP
 
 
-@pytest.mark.parametrize("mode,metric,sane", [("min", "val_loss", [0.3, 0.4, 0.5]), ("max", "val_auc", [0.9, 0.8, 0.7])])
+@pytest.mark.parametrize("mode,metric,sane", [("min", "val_loss", [0.3, 0.4, 0.5]),
+                                              ("max", "val_auc", [0.9, 0.8, 0.7])])
 def test_asha_stops_a_trial_whose_metric_was_never_a_number(mode, metric, sane):
     """A trial that diverged from its first epoch reports best_<metric> NaN, which ASHA's `value < cutoff` never
     stopped (it trained every epoch): sent as the worst value, it is stopped as a poor finite one is."""

@@ -93,9 +93,9 @@ def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment
 
 def judged(row: dict, metric: str, mode: str) -> dict:
     """The row Tune ranks the trial by: until an epoch gives a number, best_<metric> is NaN (the Train loop's
-    row), which ASHA's `value < cutoff` never stops; an infinite one (a diverged RMSE) made the cut-off infinite. Sent as the worst value there is instead: a trial that
-    diverged from its first epoch trained every epoch. The largest finite float, not inf: ASHA interpolates
-    between rung values, and inf - inf is NaN again."""
+    row), which ASHA's `value < cutoff` never stops; an infinite one (a diverged RMSE) made the cut-off infinite.
+    Sent as the worst value there is instead: a trial that diverged from its first epoch trained every epoch. The
+    largest finite float, not inf: ASHA interpolates between rung values, and inf - inf is NaN again."""
     key = best_key(metric)
     value = row.get(key)
     if isinstance(value, float) and not math.isfinite(value):     # an infinite RMSE too: -inf < -inf is False
