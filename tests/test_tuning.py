@@ -355,14 +355,11 @@ def test_a_time_budget_too_short_for_any_epoch_is_named(tmp_path, telemetry_dir,
 
 def test_a_time_budget_is_the_whole_searchs_and_only_a_ctrl_c_interrupts():
     from tuning.experiment import budget_ran_out
-    # Resumed with 100 s of a 600 s budget left: Tune ends it after ~100 s; by this run's time alone (what was
-    # judged before) its trials were "interrupted", and every --resume again.
-    assert budget_ran_out(600, 500 + 100, stopped_by_user=False)
-    # Ended with trials left and no Ctrl-C, where an earlier run was killed outright (its time not counted here).
-    assert budget_ran_out(600, 120, stopped_by_user=False)
-    assert not budget_ran_out(600, 120, stopped_by_user=True)        # Ctrl-C: interrupted, resumable
-    assert budget_ran_out(600, 601, stopped_by_user=True)            # a Ctrl-C after the budget had run out
-    assert not budget_ran_out(None, 10_000, stopped_by_user=False)   # no budget
+    # Resumed with 100 s of a 600 s budget left, Tune ends it after ~100 s: by this run's time alone (what was
+    # judged before) its trials were "interrupted", and every --resume again. Ended with no Ctrl-C: the budget.
+    assert budget_ran_out(600, stopped_by_user=False)
+    assert not budget_ran_out(600, stopped_by_user=True)      # Ctrl-C: interrupted, resumable (whatever the time)
+    assert not budget_ran_out(None, stopped_by_user=False)    # no budget
 
 
 def test_stopped_trials_give_back_their_cpus(asha_search, ray_session):

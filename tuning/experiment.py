@@ -102,7 +102,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
 
     searched = [a for a in space.param_space(spec)]
     budget = spec.tune.time_budget_s
-    budget_out = budget_ran_out(budget, before + elapsed, stopped_by_user=_STOP_SIGNALLED.is_set())
+    budget_out = budget_ran_out(budget, stopped_by_user=_STOP_SIGNALLED.is_set())
     records = _records(spec, results, experiment, metric, mode, budget_out, searched)
     if budget_out and (before + elapsed >= budget or any(r.status in (R.TIME_BUDGET, R.NOT_RUN) for r in records)):
         started = sum(bool(r.history or r.train_run) for r in records)     # its Train run began
@@ -227,12 +227,13 @@ STOPPING_LINE = ("[tune] stopping: saving the search's state for --resume (Ctrl-
                  "that last save)")
 
 
-def budget_ran_out(budget: Optional[float], spent: float, *, stopped_by_user: bool) -> bool:
-    """Whether tune.time_budget_s ended the search, `spent` the seconds of all its runs. The budget is the whole
-    search's: Tune keeps what is left of it across --resume, so a resumed search can run out within seconds of
-    its start. A search that Tune ended with trials left and no Ctrl-C was ended by its budget: judged by this
-    run's time alone, those trials were marked "interrupted", and every --resume ended the same way."""
-    return budget is not None and (spent >= budget or not stopped_by_user)
+def budget_ran_out(budget: Optional[float], *, stopped_by_user: bool) -> bool:
+    """Whether tune.time_budget_s ended the search (or let it end). The budget is the whole search's: Tune keeps
+    what is left of it across --resume, so a resumed search can run out within seconds of its start. A search
+    that Tune ended with trials left and no Ctrl-C was ended by its budget: judged by this run's time alone, those
+    trials were marked "interrupted", and every --resume ended the same way. Not by the wall time of its runs
+    either, which counts their set-up where Tune's count does not: a Ctrl-C is an interruption."""
+    return budget is not None and not stopped_by_user
 
 
 def _add_searched(experiment: Path, spent: float) -> None:
