@@ -232,6 +232,12 @@ def _stopped_by_sigterm(block: list[str]) -> bool:
     return all(any(pattern.search(text.rstrip()) for text in block) for pattern in SIGTERM_EXIT)
 
 
+# HAProxy failing to bind a port taken since it was found free (two `serve` started at once on one port): ~70
+# lines of Serve's tracebacks came before trainyard's own "cannot listen on HOST:PORT ... pass --port" (exit 2),
+# which says it (`serving.ingress.not_started`; a port of HAProxy's own is chosen again, `own_port_taken`).
+PORT_TAKEN = "cannot bind socket (Address already in use)"
+
+
 def _owner_ended_on_purpose(block: list[str]) -> bool:
     """A Train controller's traceback of shutting down workers whose owner, a trial's process Tune stopped,
     ended on purpose (`TRAIN_OWNER_ENDED`): 23 lines after a trial ASHA stopped, in a search submitted to a
@@ -255,7 +261,7 @@ class WorkerOutputFilter:
     - from any other process (Ray's actors, tasks and daemons), only errors: from a traceback or an ERROR
       record to the end of that batch, behind "[ray <process> pid=N]", to `error`; but for the SystemExit of a
       process stopped with SIGTERM (`SIGTERM_EXIT`) and a traceback of actors whose owner ended on purpose
-      (`TRAIN_OWNER_ENDED`);
+      (`TRAIN_OWNER_ENDED`), and for Serve's report of a port taken (`PORT_TAKEN`), which the command says itself;
     - nothing from the processes of another driver's job (another command's training on the same cluster), but
       from Serve's actors (`SERVE_ACTORS`);
     - what Ray pushes to the driver itself (a worker killed for memory, a request no node can hold), behind
@@ -303,6 +309,8 @@ class WorkerOutputFilter:
                 blocks.append([])
             if blocks:
                 blocks[-1].append(text)
+        if out.process.startswith(SERVE_ACTORS) and any(PORT_TAKEN in text for text in out.lines):
+            return          # the batch's ERROR line and its traceback alike
         for block in blocks:
             if not (_stopped_by_sigterm(block) or _owner_ended_on_purpose(block)):
                 for text in block:

@@ -153,6 +153,21 @@ def test_a_process_stopped_with_sigterm_shows_no_system_exit_and_its_other_error
     assert "def sigterm_handler(" in Path(ray_worker.__file__).read_text()    # the frame the filter knows it by
 
 
+def test_serves_tracebacks_of_a_port_taken_stay_out_and_its_other_errors_show():
+    """Two `serve` at once on one port: the one that lost printed ~70 lines of HAProxyManager tracebacks before
+    trainyard's own "cannot listen on 127.0.0.1:18432 ... pass --port" (a fault walkthrough)."""
+    taken = ["2026-12-07 12:01:02,003\tERROR haproxy.py:1886 -- Failed to start HAProxy.",
+             "Traceback (most recent call last):", '  File "/x/ray/serve/_private/haproxy.py", line 1211, in _wait',
+             "RuntimeError: HAProxy crashed during startup: [ALERT]    (77) : Binding [/tmp/h/haproxy.cfg:41] for "
+             "frontend http_frontend: cannot bind socket (Address already in use) for [127.0.0.1:18432]"]
+    other = ["Traceback (most recent call last):", "RuntimeError: HAProxy crashed during startup: [ALERT] bad config"]
+    lines, errors = _filtered([WorkerOutput(taken, "81", "HAProxyManager", is_err=True),
+                               WorkerOutput(other, "82", "HAProxyManager", is_err=True),
+                               WorkerOutput(taken, "83", "run_trial", is_err=True)])
+    assert lines == []
+    assert errors == [f"[ray HAProxyManager pid=82] {t}" for t in other] + [f"[ray run_trial pid=83] {t}" for t in taken]
+
+
 def test_a_train_controllers_traceback_for_workers_whose_owner_ended_on_purpose_stays_out():
     """A trial ASHA stopped, in a search submitted to a cluster: its Train controller printed 23 lines of
     ActorDiedError from shutting down workers whose owner (the trial's process, stopped by Tune) had ended on
