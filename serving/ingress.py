@@ -13,6 +13,7 @@ import atexit
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import tempfile
@@ -136,12 +137,44 @@ def _private_dir() -> Path:
         raise ServeError(f"{folder.parent} does not keep a folder private (got mode "
                          f"{stat.S_IMODE(info.st_mode):o}, owner uid {info.st_uid}); set TMPDIR to a local folder "
                          "of your own, or use serve.ingress: proxy")
+    _FOLDERS.append(folder)
     from cluster import is_embedded   # imports Ray: only once Serve starts
     if is_embedded():
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         # Runs first (atexit is last in, first out), in this process only (not in a child forked from it).
         atexit.register(stop_haproxy_of, folder, os.getpid())
     return folder
+
+
+_FOLDERS: list[Path] = []      # the private folders of the Serve starts of this process (`_private_dir`)
+
+
+def _haproxies(folder: Path) -> list:
+    """This user's processes that run with a config from `folder` (`-f FOLDER/...`): the HAProxy of that start."""
+    psutil = load_psutil()
+    mark, found = str(folder) + os.sep, []
+    for process in psutil.process_iter(["pid", "uids", "cmdline"]):
+        info, args = process.info, process.info["cmdline"] or []
+        if (info["pid"] != os.getpid() and info["uids"] is not None and info["uids"].real == os.getuid()
+                and any(flag == "-f" and arg.startswith(mark) for flag, arg in zip(args, args[1:]))):
+            found.append(process)
+    return found
+
+
+def soft_stop_haproxy(timeout_s: float) -> int:
+    """Let the HAProxy of this process's Serve answer the requests in flight before Serve shuts down: Serve kills
+    it outright (SIGKILL), which dropped every request in flight (6 of 6 under 6 clients: a fault walkthrough).
+    HAProxy's soft stop (SIGUSR1) closes its listeners at once (new connections are refused, as after the
+    shutdown) and ends the process once its last request is answered: wait for that, at most `timeout_s`.
+    Returns how many processes were asked. Never raises: at worst Serve's shutdown drops them, as before."""
+    try:
+        procs = [p for folder in _FOLDERS for p in _haproxies(folder)]
+        for proc in procs:
+            proc.send_signal(signal.SIGUSR1)
+        load_psutil().wait_procs(procs, timeout=timeout_s)
+        return len(procs)
+    except Exception:  # noqa: BLE001
+        return 0
 
 
 def stop_haproxy_of(folder: Path, owner_pid: Optional[int] = None) -> list[int]:
@@ -155,17 +188,12 @@ def stop_haproxy_of(folder: Path, owner_pid: Optional[int] = None) -> list[int]:
         return []
     killed: list[int] = []
     try:
-        psutil = load_psutil()
-        mark = str(folder) + os.sep
-        for process in psutil.process_iter(["pid", "uids", "cmdline"]):
-            info, args = process.info, process.info["cmdline"] or []
-            if (info["pid"] != os.getpid() and info["uids"] is not None and info["uids"].real == os.getuid()
-                    and any(flag == "-f" and arg.startswith(mark) for flag, arg in zip(args, args[1:]))):
-                try:
-                    process.kill()
-                    killed.append(info["pid"])
-                except psutil.Error:
-                    pass
+        for process in _haproxies(folder):
+            try:
+                process.kill()
+                killed.append(process.pid)
+            except Exception:  # noqa: BLE001 - gone meanwhile
+                pass
     except Exception:  # noqa: BLE001 - at exit: at worst an HAProxy is left, as before
         pass
     return killed

@@ -29,17 +29,18 @@ from cluster.ray_compat import ServeDeployment, actor_table, gcs_protos, serve_c
 from jobs.spec import ServeSpec
 from serving.ingress import (check_port_free, choose_ingress, first_line, ingress_env, metrics_env,
                              not_started, own_port_taken, replica_ingress_env, running_ingress,
-                             stop_half_started)
+                             soft_stop_haproxy, stop_half_started)
 from serving.contract import check_update, update_notes
 from serving.payload import payload_json
 from serving.settings import (TOKEN_ENV, ServeError, check_name, check_settings, default_name, in_part_error,
                               keep_running, resolve_spec)
 
 DEPLOYMENT = "model"
-# How long a deploy waits for its replicas to run and answer, and a rollback for the old version's. Loading a
-# bundle takes seconds; minutes go to installing a runtime_env or to a node an autoscaler adds.
+# How long a deploy waits for its replicas to answer, and a rollback for the old version's (seconds to load a
+# bundle; minutes to install a runtime_env or for a node an autoscaler adds).
 DEPLOY_TIMEOUT_S = 300.0
 ROLLBACK_TIMEOUT_S = 120.0
+IN_FLIGHT_WAIT_S = 10.0     # at a stop, the longest wait for the requests in flight (`shutdown`)
 
 
 @dataclass
@@ -479,22 +480,21 @@ def _logs() -> str:
 
 def shutdown(name: Optional[str] = None) -> None:
     """Delete app `name` (all of trainyard's apps when None); shut Serve down when no app is left. When `name` is
-    the last app, Serve is shut down whole: deleting the app first left its route gone while the ingress still
-    listened, and for ~6 s every request got 404 (15,098 under 4 clients), which load balancers do not retry;
-    now they are refused (connection refused) once the replicas stop taking them."""
+    the last app, Serve is shut down whole, the requests in flight answered first: deleting the app first left its
+    route gone while the ingress still listened, and for ~6 s every request got 404 (15,098 under 4 clients),
+    which load balancers do not retry; now they are refused (connection refused)."""
     from ray import serve
     with _quiet_driver_logs():
         if name is not None and set(serve.status().applications) - {name}:
             _delete_quietly(name)
             if serve.status().applications:
                 return
+        soft_stop_haproxy(IN_FLIGHT_WAIT_S)     # the requests in flight are answered first
         serve.shutdown()
 
 
 def _delete_quietly(name: str, blocking: bool = True) -> None:
     """Delete app `name`; `blocking`: wait until it is gone (else only ask Serve: `serve.delete`'s own switch)."""
     from ray import serve
-    try:
+    with contextlib.suppress(Exception):     # already gone (deleted by someone else, or Serve with it)
         serve.delete(name, _blocking=blocking)
-    except Exception:  # noqa: BLE001 - already gone (deleted by someone else, or Serve with it): nothing to stop
-        pass

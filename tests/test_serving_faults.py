@@ -288,7 +288,8 @@ def test_a_replica_killed_under_load_loses_at_most_one_percent(served_bundle, se
 def test_a_server_stopped_under_load_answers_until_its_listener_closes_never_404(served_bundle, tmp_path):
     """Ctrl-C of `trainyard serve` under 4 clients: the app was deleted before Serve, and for ~6 s its port
     answered every request 404 "Path '/predict' not found" (15,098 of them), which a load balancer does not
-    retry. Serve now stops whole when the app is its last: 200s, then connections refused."""
+    retry. Serve now stops whole when the app is its last: 200s, then connections refused. The requests in flight
+    are answered first: Serve killed its HAProxy outright, and every one was cut off (RemoteDisconnected)."""
     import collections
     import threading
 
@@ -326,6 +327,10 @@ def test_a_server_stopped_under_load_answers_until_its_listener_closes_never_404
     print(f"\nSIGINT under 4 clients: {dict(seen)}")
     assert code == 0 and "[serve] stopped" in server.output()
     assert seen[200] > 0 and seen[404] == 0 and seen["ConnectionRefusedError"] > 0, dict(seen)
+    # A connection the kernel had queued as the listener closed may still be reset: one at most, not the clients'
+    cut = sum(n for what, n in seen.items() if what in ("RemoteDisconnected", "ConnectionResetError",
+                                                         "IncompleteRead", "BadStatusLine"))
+    assert cut <= 1, dict(seen)
 
 
 # ---------------------------------------------------------------------------------------------- Ray under a server
