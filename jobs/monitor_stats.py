@@ -283,9 +283,9 @@ def window_line(w: dict, reference, decision: Optional[dict], min_rows: int, ver
     """A window's line: its rows, what drifted (features, the predictions, a metric below the test split's) or
     "nothing flagged", and its realised metric. It said "nothing flagged" above a retrain for prediction drift."""
     flagged = list(w["flagged"]) + (["predictions"] if w["prediction"]["flags"] else [])
-    flagged += [(f"{flag.split(' vs ', 1)[0].rsplit(' ', 1)[0]} drop" if flag.startswith("recall of ") else
-                 f"{flag.split(' ', 1)[0]} " + ("below target" if " its cut-off was chosen for " in flag else "drop"))
-                for flag in (w.get("metrics") or {}).get("flags", [])]
+    flagged += [f"{flag.split(' ', 1)[0]} below target" if " its cut-off was chosen for " in flag else
+                f"{flag.split(' vs ', 1)[0].rsplit(' ', 1)[0]} drop" if " vs " in flag.split(" on ", 1)[0] else  # a class
+                f"{flag.split(' ', 1)[0]} drop" for flag in (w.get("metrics") or {}).get("flags", [])]
     metric, m = "", w.get("metrics") or {}
     if reference and reference[0] in m:
         metric = f"; {reference[0]} {m[reference[0]]:.3f} on {m['n']} labels"
