@@ -329,11 +329,12 @@ def _decode_check(batch: pd.DataFrame, column: str, size: tuple, channels: int, 
         except ValueError as exc:
             ok.append(False)
             err.append(str(exc))
+        # The bytes are hashed once: their digest is `_d`, and the split key unless the row has a group.
         raw = v if isinstance(v, (bytes, bytearray)) else repr(v).encode()
-        digests.append(int.from_bytes(hashlib.blake2b(bytes(raw), digest_size=8).digest(), "little", signed=True))
-        if group is not None and not pd.isna(group):
-            raw = str(group).encode()
         digest = hashlib.blake2b(bytes(raw), key=salt[:64], digest_size=8).digest()
+        digests.append(int.from_bytes(digest, "little", signed=True))
+        if group is not None and not pd.isna(group):
+            digest = hashlib.blake2b(str(group).encode(), key=salt[:64], digest_size=8).digest()
         keys.append((int.from_bytes(digest, "little") >> 11) / float(1 << 53))
     return batch.assign(_ok=ok, _error=err, _u=keys, _d=digests)
 
