@@ -17,6 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from jobs.csvfix import not_utf8, other_separator, resave_hint
 from jobs.infer import (_COMMA_NUMBER, _DRESSED_NUMBER, MOSTLY_NUMBERS, NUMBER, DataError, kind_of, label_missing,
                         written_numbers_problem)
 from jobs.spec import DataSpec
@@ -163,7 +164,7 @@ def _read_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
                             "a header)") from None
         if fmt == "csv" and _starts_with(fs, path, b"PAR1"):
             raise DataError(f"{path}: data.format is csv, but the file is Parquet; set data.format: parquet") from None
-        sep = _other_separator(fs, path) if fmt == "csv" else None
+        sep = other_separator(fs, path) if fmt == "csv" else None
         if sep is not None:     # ';' between fields and decimal commas (25,0) in them: the parse fails on row 2
             raise DataError(f"{path}: its fields are separated by {sep!r}, and trainyard reads CSV with ',' between "
                             f"fields. {resave_hint(sep)}") from None
@@ -185,45 +186,12 @@ def _read_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
     return schema
 
 
-def not_utf8(fs: pafs.FileSystem, path: str, where: str) -> str:
-    """A CSV not in UTF-8: where (the first line of its first 4 MB not decoding), its likely encoding, the fix."""
-    line, text, encoding = None, "", "latin-1"
-    try:
-        with fs.open_input_stream(path) as stream:
-            head = stream.read(4 << 20)
-        for line, raw in enumerate(head.splitlines(), 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                try:
-                    text, encoding = raw.decode("cp1252"), "cp1252"
-                except UnicodeDecodeError:
-                    text = raw.decode("latin-1")
-                break
-    except Exception:       # unreadable now: the message stands without the line
-        line = None
-    at = f" (line {line}: {text[:60]!r} as {encoding})" if line and text else ""
-    return (f"{path}: {where} holds text that is not UTF-8{at}; trainyard reads CSV files as UTF-8. Save the file "
-            f"as UTF-8, e.g. iconv -f {encoding} -t utf-8 {path} > fixed.csv, or in Python "
-            f"pandas.read_csv({path!r}, encoding={encoding!r}).to_csv('fixed.csv', index=False)")
-
-
 def _starts_with(fs: pafs.FileSystem, path: str, magic: bytes) -> bool:
     try:
         with fs.open_input_stream(path) as stream:
             return stream.read(len(magic)) == magic
     except Exception:       # unreadable: the caller's own message stands
         return False
-
-
-def _other_separator(fs: pafs.FileSystem, path: str) -> Optional[str]:
-    """';', tab or '|' when the header line has one between its names and no ',' (a European spreadsheet's CSV)."""
-    try:
-        with fs.open_input_stream(path) as stream:
-            header = stream.read(65536).decode("utf-8", "replace").splitlines()[0]
-    except Exception:       # unreadable, or no line: the caller's own message stands
-        return None
-    return next((ch for ch in (";", "\t", "|") if ch in header and "," not in header), None)
 
 
 def column_cells(fs: pafs.FileSystem, path: str, column: str) -> list[tuple[int, Optional[str]]]:
@@ -438,17 +406,6 @@ def column_problems(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str) -> 
                 problems.append(f"data.features.{field} names column {listed!r}, which is in none of the files; "
                                 f"{nearest_name(listed, names)}columns are {sorted(names)}. Fix data.features.{field}")
     return problems
-
-
-def resave_hint(sep: str, then: str = "point data.path at it") -> str:
-    """How to save a CSV separated by `sep` with commas, as a new file: the advice overwrote the export itself. A
-    ';' file is usually written with decimal commas; cells such as '?' or '-' keep a column text whatever else."""
-    decimal = ", decimal=','" if sep == ";" else ""
-    return (f"Save it with commas as a new file, keeping the export as it came, e.g. with pandas: pd.read_csv(path, "
-            f"sep={sep!r}{decimal}).to_csv('clean.csv', index=False), and {then}"
-            + ("; decimal=',' reads numbers written with a decimal comma, 25,0, as numbers (leave it out if the "
-               "file's numbers use a point)" if decimal else "")
-            + "; add na_values=['?', '-'] if such cells stand for a missing value")
 
 
 def nearest_name(name: str, names: list[str]) -> str:

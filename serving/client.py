@@ -284,7 +284,7 @@ def check_columns(columns: list, features: list[str], allow_missing: bool = Fals
     sep = next((ch for ch in (";", "\t", "|") if len(names) == 1 and ch in names[0]), None)
     if len(missing) == len(features) and sep is not None:
         # As `train` says it of its data (jobs.datafiles): a ';'-separated file reads as one column.
-        from jobs.datafiles import resave_hint
+        from jobs.csvfix import resave_hint
         raise TableError(f"the file reads as a single column named {names[0][:80]!r}: its fields are separated by "
                          f"{sep!r}, and a CSV here has ',' between fields. {resave_hint(sep, 'give that file')}")
     if len(missing) == len(features):

@@ -83,7 +83,7 @@ def read_table(path, sent: Optional[Collection[str]] = None) -> "pd.DataFrame": 
     except UnicodeDecodeError:              # a Latin-1 (Excel's Windows-1252) export: said as `train` says it
         import pyarrow.fs as pafs
 
-        from jobs.datafiles import not_utf8
+        from jobs.csvfix import not_utf8
         raise TableError(not_utf8(pafs.LocalFileSystem(), str(path), "the file")) from None
     except Exception as exc:   # pandas/pyarrow raise many types for a corrupt file
         where = _bad_json_line(path) if path.suffix.lower() == ".jsonl" else None
@@ -97,7 +97,7 @@ def _check_separator(path: Path) -> None:
         header = f.readline()
     sep = next((ch for ch in (";", "\t", "|") if ch in header and "," not in header), None)
     if sep is not None:
-        from jobs.datafiles import resave_hint
+        from jobs.csvfix import resave_hint
         raise TableError(f"{path}: its fields are separated by {sep!r} (its header: {header.strip()[:80]!r}), and "
                          f"trainyard reads CSV with ',' between fields, as train does. {resave_hint(sep, 'give that file')}")
 

@@ -660,25 +660,28 @@ def test_a_file_under_format_csv_that_is_parquet_or_json_is_named_as_such(tmp_pa
 
 def test_a_csv_saved_as_latin_1_is_named_with_its_line_and_how_to_save_it_as_utf_8(tmp_path):
     """A Latin-1 header ended `validate` and `train` with Python's UnicodeDecodeError traceback; Latin-1 values made
-    the column "type binary which trainyard cannot use as a feature; list it under data.features.exclude"."""
+    the column "type binary which trainyard cannot use as a feature; list it under data.features.exclude". A data
+    line is named by its number, column and character, not shown: its other cells may be a patient's."""
     import pyarrow.fs as pafs
 
     from jobs.datafiles import file_schema
     from serving.tables import TableError, read_table
 
     (tmp_path / "header.csv").write_bytes("Région,y\nNord,0\n".encode("latin-1"))
-    (tmp_path / "values.csv").write_bytes("region,y\nNord,0\nSüd,1\n".encode("latin-1"))
+    (tmp_path / "values.csv").write_bytes("name,region,y\nAnna,Nord,0\n\"Doe, Jane\",Süd,1\n".encode("latin-1"))
     fs = pafs.LocalFileSystem()
     with pytest.raises(DataError, match=r"header.csv: its header holds text that is not UTF-8 \(line 1: 'Région,y' as "
                                         r"cp1252\); trainyard reads CSV files as UTF-8. Save the file as UTF-8, e.g. "
                                         r"iconv -f cp1252 -t utf-8 .*header.csv > fixed.csv, or in Python pandas"):
         file_schema(fs, str(tmp_path / "header.csv"), "csv")
     with pytest.raises(DataError, match=r"values.csv: column 'region' holds text that is not UTF-8 \(line 3: "
-                                        r"'Süd,1' as cp1252\)"):
+                                        r"byte 0xfc, 'ü' as cp1252\)") as caught:
         file_schema(fs, str(tmp_path / "values.csv"), "csv")
+    assert "Doe" not in str(caught.value)
     # `trainyard predict` reads its rows with pandas: the same fix, not "cannot read it as csv: 'utf-8' codec...".
-    with pytest.raises(TableError, match=r"values.csv: the file holds text that is not UTF-8 \(line 3: 'Süd,1' as "
-                                         r"cp1252\); .* iconv -f cp1252 -t utf-8 .*values.csv > fixed.csv"):
+    with pytest.raises(TableError, match=r"values.csv: the file holds text that is not UTF-8 \(line 3, column "
+                                         r"'region': byte 0xfc, 'ü' as cp1252\); .* iconv -f cp1252 -t utf-8 "
+                                         r".*values.csv > fixed.csv"):
         read_table(tmp_path / "values.csv")
 
 
