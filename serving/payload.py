@@ -20,13 +20,14 @@ def bundle_payload(path: Path, source: Optional[str] = None) -> dict:
     # A link is none of a bundle's files (trainyard writes none): one put in by hand (notes.txt -> /etc/passwd)
     # had its target's bytes shipped to every replica.
     files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file() and not p.is_symlink()}
+    remote = source is not None and "://" in str(source)
+    version = json.loads((path / "lineage.json").read_text()).get("version") if remote else None
+    # Not the local copy a URI was fetched to: replicas on other nodes (other pods) do not have it.
+    where = pinned(str(source), version) if remote else str(path.resolve())
     if sum(p.stat().st_size for p in files.values()) <= MAX_INLINE_BUNDLE_BYTES:
-        return {"files": {n: p.read_bytes() for n, p in files.items()}}
-    if source is not None and "://" in str(source):
-        # Not the local copy it was fetched to: replicas on other nodes (other pods) do not have it.
-        version = json.loads((path / "lineage.json").read_text()).get("version")
-        return {"path": pinned(str(source), version), "version": version}
-    return {"path": str(path.resolve())}
+        # "from": where the version came from, for an update's "to serve it again" (`serving.contract.update_notes`)
+        return {"files": {n: p.read_bytes() for n, p in files.items()}, "from": where}
+    return {"path": where, "version": version} if remote else {"path": where}
 
 
 def payload_json(payload, name: str) -> Optional[dict]:
@@ -40,6 +41,12 @@ def payload_json(payload, name: str) -> Optional[dict]:
     except (OSError, ValueError):
         pass
     return None
+
+
+def served_from(payload) -> Optional[str]:
+    """Where a running deployment's bundle version came from (its folder, or its URI), None where unknown (a
+    payload of an earlier trainyard)."""
+    return (payload.get("from") or payload.get("path")) if isinstance(payload, dict) else None
 
 
 def pinned(uri: str, version: Optional[str]) -> str:

@@ -31,7 +31,7 @@ from serving.ingress import (check_port_free, choose_ingress, first_line, ingres
                              not_started, own_port_taken, replica_ingress_env, running_ingress,
                              soft_stop_haproxy, stop_half_started)
 from serving.contract import check_update, update_notes
-from serving.payload import payload_json
+from serving.payload import payload_json, served_from
 from serving.settings import (TOKEN_ENV, ServeError, check_name, check_settings, default_name, in_part_error,
                               keep_running, resolve_spec)
 
@@ -304,8 +304,8 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     if before:
         check_update(name, {"schema": was, "serve": _replica_settings(before).get("serve")}, bundle.schema,
                      serve_spec.model_dump(mode="json"), (old_version or "running", bundle.version), breaking, progress)
-    for note in update_notes(name, was, payload_json(before.init_args[0], "metrics.json"), bundle,
-                             old_version or "running") if was else ():
+    for note in update_notes(name, was, payload_json(before.init_args[0], "metrics.json"), bundle, old_version
+                             or "running", served_from(before.init_args[0])) if was else ():
         progress(note)
     # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.
     env = {**replica_ingress_env(running_ingress(), serve_spec), **metrics_env(serve_spec)}

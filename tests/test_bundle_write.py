@@ -480,7 +480,8 @@ def test_a_replica_fetches_a_large_bundle_from_its_uri_and_checks_its_version(tm
 
     output = f"{s3_bucket}/runs/big"
     B.upload(_write(tmp_path / "a" / "bundle", lineage={"version": "v1"}), output)
-    assert "files" in P.bundle_payload(B.resolve(output), source=output)      # small: inline, as before
+    small = P.bundle_payload(B.resolve(output), source=output)      # inline, as before; "from" names the version
+    assert "files" in small and small["from"] == f"{output}/bundles/v1"
     monkeypatch.setattr(P, "MAX_INLINE_BUNDLE_BYTES", 1)
     sent = P.bundle_payload(B.resolve(output), source=output)
     assert sent == {"path": f"{output}/bundles/v1", "version": "v1"}       # the version's own folder: pinned

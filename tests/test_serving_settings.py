@@ -429,11 +429,11 @@ def test_what_replicas_receive(tmp_path, monkeypatch):
     (tmp_path / "schema.json").write_text("{}")
     (tmp_path / "lineage.json").write_text('{"version": "v7"}')
     files = {"lineage.json": b'{"version": "v7"}', "model.json": b"{}", "schema.json": b"{}"}
-    assert payload.bundle_payload(tmp_path) == {"files": files}
+    assert payload.bundle_payload(tmp_path) == {"files": files, "from": str(tmp_path.resolve())}
     # A link put in by hand is none of the bundle's files: its target's bytes (/etc/passwd) were shipped too.
     (tmp_path.parent / "secret.txt").write_text("not the bundle's")
     (tmp_path / "notes.txt").symlink_to(tmp_path.parent / "secret.txt")
-    assert payload.bundle_payload(tmp_path) == {"files": files}
+    assert payload.bundle_payload(tmp_path) == {"files": files, "from": str(tmp_path.resolve())}
     monkeypatch.setattr(payload, "MAX_INLINE_BUNDLE_BYTES", 1)
     assert payload.bundle_payload(tmp_path) == {"path": str(tmp_path.resolve())}
     # Fetched from object storage: the URI, which replicas on other nodes (other pods) can fetch, not the copy
@@ -911,6 +911,14 @@ def test_an_update_to_a_version_of_a_lower_test_score_is_said(tmp_path):
     assert said == ["[serve] note: the version it replaces in shared, v1, scored test f1 0.8500 on its test split, "
                     "this one 0.1500; to serve it again: trainyard serve OUTPUT/bundles/v1 --name shared (OUTPUT: "
                     "its run's output folder)"]
+    # Where the running version was served from is known (its payload's "from"): the note names it, not OUTPUT.
+    from serving.payload import bundle_payload, served_from
+    older = _write(tmp_path / "elsewhere" / "bundle", lineage={"version": "v1"})
+    said = update_notes("shared", worse.schema, {"test": {"f1": 0.85}}, worse, "v1",
+                        served_from(bundle_payload(older)))
+    assert said[0].endswith(f"; to serve it again: trainyard serve {older.resolve()} --name shared"), said
+    assert served_from({"files": {}}) is None                   # a payload of an earlier trainyard
+    assert served_from({"path": "s3://b/run/bundles/v1"}) == "s3://b/run/bundles/v1"     # a large bundle's
     assert update_notes("shared", worse.schema, {"test": {"f1": 0.10}}, worse, "v1") == []       # better: nothing
     assert update_notes("shared", worse.schema, None, worse, "v1") == []          # the running one's unknown
     # One rule (min_recall 0.8), a retrain's new cut-off value: the cut-off's move is said, and the test score is
