@@ -373,6 +373,27 @@ def test_text_past_max_length_is_said_record_by_record_and_counted_in_training(t
     assert cut_note(pre) is None
 
 
+def test_evaluate_counts_the_rows_whose_text_is_empty_or_cut(tiny_encoder):
+    """`predict` and /predict say an empty text and a text cut at max_length; `evaluate` scored such rows without a
+    word (a month of blank triage notes, each read as no text at all, lowered a version's F1 unexplained)."""
+    from jobs.loaded import Bundle
+    from trainyard.evaluate import _input_notes
+
+    pre, _ = _preprocessor(tiny_encoder, text=("description", "note"), max_length=16)
+    pre.gaps = ["note"]
+    bundle = Bundle(Path("."), None, {}, pre, {"features": pre.schema_features()}, {}, {})
+    table = pd.DataFrame({"description": ["seal leak", "grinding noise from the gearbox bearing " * 5, "noise", " "],
+                          "note": ["ok", None, "", "x"], "machine_hours": [1.0] * 4, "machine_type": ["pump"] * 4,
+                          "failure_mode": ["seal_leak"] * 4})
+    notes = _input_notes(bundle, table)
+    assert notes[0] == ("3 of 4 row(s) leave text empty, which it reads as no text: description in 1 row(s), note "
+                        "in 2 row(s)")
+    assert notes[1].startswith("1 of 4 row(s) hold text longer than data.text.max_length=16 tokens (the longest "), \
+        notes
+    assert notes[1].endswith("): it read their first 16 alone") and len(notes) == 2, notes
+    assert _input_notes(bundle, table.iloc[:1]) == []
+
+
 def test_a_word_met_once_in_training_is_no_token_of_a_scratch_tokenizer():
     """A scratch bundle's vocabulary held 'dupont' and 'lefevre', the patients and doctors named once in the notes
     ("Née Dupont, référée par Dr Lefèvre"): a word of one row is read as word pieces, no token of its own."""

@@ -281,6 +281,23 @@ def _input_notes(bundle, table) -> list[str]:
             notes.append(f"{len(mine):,} of {len(table):,} row(s) hold a {n!r} it did not see in training (e.g. "
                          f"{mine[0]['value']!r}), answered as its unknown category" + (
                              f"; not all unseen: {kept}" if kept else ""))
+    return notes + _text_notes(bundle, table, [n for n, f in features.items() if f.get("type") == "text"])
+
+
+def _text_notes(bundle, table, text: list[str]) -> list[str]:
+    """Of a text model, as `predict` says them: rows whose text is empty (read as no text at all: an empty note
+    scored as a routine one) and rows whose text is cut at max_length tokens (the model read its beginning alone)."""
+    notes = []
+    present = [c for c in text if c in table.columns]
+    if present:
+        empty = table[present].apply(lambda cells: cells.map(lambda v: not isinstance(v, str) or not v.strip()))
+        if empty.any(axis=None):
+            notes.append(f"{int(empty.any(axis=1).sum()):,} of {len(table):,} row(s) leave text empty, which it reads "
+                         "as no text: " + ", ".join(f"{c} in {int(n):,} row(s)" for c, n in empty.sum().items() if n))
+    if present and hasattr(bundle.preprocessor, "cut") and (cut := bundle.preprocessor.cut(table)):
+        notes.append(f"{len(cut):,} of {len(table):,} row(s) hold text longer than data.text.max_length="
+                     f"{bundle.preprocessor.max_length} tokens (the longest {max(n for _, n in cut):,}): it read their "
+                     f"first {bundle.preprocessor.max_length} alone")
     return notes
 
 
