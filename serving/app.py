@@ -356,6 +356,11 @@ class Guard:
                                                        "TRAINYARD_SERVE_TOKEN)"},
                                  [(b"www-authenticate", b"Bearer")])
                 return
+            if scope.get("method") not in ("GET", "HEAD") and (kind := _browser_form(scope["headers"])) is not None:
+                await send_json(send, 415, {"detail": f"a browser's post of Content-Type {kind!r} is refused: send "
+                                                       "JSON with 'Content-Type: application/json' (a web page's "
+                                                       "form could otherwise post to this server from any site)"})
+                return
             for key, value in scope["headers"]:
                 if key == b"content-length":
                     try:
@@ -388,6 +393,17 @@ class Guard:
                 digest = hashlib.sha256(token.strip().encode()).hexdigest()
                 return hmac.compare_digest(digest, self.token_sha256)
         return False
+
+
+def _browser_form(headers) -> Optional[str]:
+    """The Content-Type of a browser's post that is not JSON, else None. A page on any site may post a form, or
+    text with fetch's no-cors, to 127.0.0.1 without the browser asking first: into a server without a token, and
+    into its prediction log, which `trainyard monitor` reads. A browser says where its request came from (Origin,
+    Sec-Fetch-*); curl and scripts send neither, and keep being answered whatever their Content-Type."""
+    named = {key: value for key, value in headers if key in (b"origin", b"sec-fetch-mode", b"content-type")}
+    kind = named.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1")
+    browser = b"origin" in named or b"sec-fetch-mode" in named
+    return kind or "none" if browser and not (kind == "application/json" or kind.endswith("+json")) else None
 
 
 def build_app(args: dict):

@@ -104,6 +104,23 @@ def test_hostile_tabular_body_is_a_4xx_naming_the_record(tabular_app, name, body
     assert post(tabular_app.url, b'{"records": [{"rpm": 1500}]}')[0] == 200
 
 
+def test_a_browsers_form_post_is_refused_and_a_scripts_post_of_any_type_is_answered(tabular_app):
+    """A web page on any site could post a form (or text, with fetch's no-cors) to a server on 127.0.0.1 with no
+    question asked by the browser, and into its prediction log: each was answered 200. A browser says where a
+    request came from (Origin); curl and scripts send no Origin and are answered whatever their Content-Type."""
+    body = b'{"records": [{"rpm": 1500}]}'
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        got, _, out = call(tabular_app.url, "POST", "/predict", body,
+                           {"Content-Type": kind, "Origin": "https://evil.example"})
+        assert got == 415 and f"a browser's post of Content-Type {kind.split(';')[0]!r} is refused" in out["detail"], out
+    assert call(tabular_app.url, "POST", "/predict", body, {"Origin": "https://evil.example"})[0] == 415
+    # the server's own /docs page posts JSON from its origin; curl -d sends a form type without an Origin
+    assert call(tabular_app.url, "POST", "/predict", body, {"Content-Type": "application/json",
+                                                            "Origin": tabular_app.url.rsplit("/", 1)[0]})[0] == 200
+    assert call(tabular_app.url, "POST", "/predict", body,
+                {"Content-Type": "application/x-www-form-urlencoded"})[0] == 200
+
+
 def _stalled(url: str, declared: int, sent: bytes) -> tuple[float, bytes]:
     """A POST /predict that declares `declared` body bytes, sends `sent` and stalls: (seconds to the answer, it)."""
     import socket
