@@ -313,7 +313,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     if not summaries and not late:
         raise NoTrafficSince(f"--since {since}: no logged row from {_iso(since_window, window_ms)}'s window on "
                                 f"(the latest window starts {_iso(max(earlier), window_ms)}){NO_TRAFFIC}")
-    reference = reference_metric(plan.task, bundle.metrics)
+    reference = reference_metric(plan.task, bundle.metrics, (bundle.lineage.get("data") or {}).get(
+        "split_rows", {}).get("test"))
     test_auc = reference_auc(bundle.metrics)
     test_recalls = reference_recalls(bundle.metrics)
     decision = with_test_figures(bundle.preprocessor.decision, bundle.metrics)
@@ -362,7 +363,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
               "window": window, "files": len(files), "skipped": skipped, "rows": total + earlier_files[0],
               "untimed_rows": untimed, "since": _iso(since_ms, 1000) if since_ms is not None else None,
               "rows_before_since": before_since, "labels_since": _iso(labels_window, window_ms) if late else None,
-              "thresholds": asdict(thresholds), "reference_metric": dict([reference]) if reference else None,
+              "thresholds": asdict(thresholds), "reference_metric": {reference[0]: reference[1]} if reference else None,
               "reference_auc": test_auc,
               "features_not_logged": not_logged, "windows": windows, **({"by": by_report} if by else {}),
               "verdict": "retrain" if reasons else "ok", "reasons": reasons, "seconds": round(elapsed, 3)}

@@ -465,21 +465,28 @@ def test_regression_windows_without_ray(tmp_path):
     first, second = windows
     assert first["n"] == 8000 and sum(first["numeric"]["x"]["counts"]) == 8000
     assert len(sample_rows(first["numeric"]["x"]["sample"])) == SAMPLE_K
-    reference = reference_metric("regression", {"test": {"r2": 0.93}})
+    reference = reference_metric("regression", {"test": {"r2": 0.93, "rmse": 0.53}}, 1000)
     stats = [window_stats(w, profile, drift.Thresholds(), 1, reference) for w in windows]
     assert [s["flagged"] for s in stats] == [[], []]
     assert [bool(s["prediction"]["flags"]) for s in stats] == [False, True]
     # The window's line says what the verdict rests on (it said "nothing flagged" above a retrain for this).
     from jobs.monitor_stats import window_line
     lines = [window_line({**s, "start": f"day {i}"}, reference, None, 50) for i, s in enumerate(stats)]
-    assert lines[0] == f"[monitor] day 0: 8,000 rows, nothing flagged; r2 {stats[0]['metrics']['r2']:.3f} on 8000 labels"
-    assert lines[1].startswith("[monitor] day 1: 4,000 rows, flagged: predictions, r2 drop; r2 "), lines[1]
+    assert lines[0] == (f"[monitor] day 0: 8,000 rows, nothing flagged; rmse {stats[0]['metrics']['rmse']:,.4g} on "
+                        "8000 labels (0.53 on the test split)")
+    assert lines[1].startswith("[monitor] day 1: 4,000 rows, flagged: predictions, rmse rise; rmse "), lines[1]
     assert stats[0]["metrics"]["n"] == 8000 and stats[0]["metrics"]["r2"] == pytest.approx(0.94, abs=0.02)
     assert stats[0]["metrics"]["flags"] == [] and stats[1]["metrics"]["flags"]     # +6 on every prediction: R² < 0
-    # R² alone was said: the errors in the label's units too (days to failure: a MAE of 50 days)
+    # The errors in the label's units are said (days to failure: a MAE of 50 days), beside the R² on the test
+    # split's spread of the label that metric_drop judges.
     [flag] = stats[1]["metrics"]["flags"]
     m = stats[1]["metrics"]
-    assert flag.endswith(f" on the test split (MAE {m['mae']:,.4g}, RMSE {m['rmse']:,.4g} in the label's units)"), flag
+    assert flag.startswith(f"rmse {m['rmse']:,.4g} vs 0.53 on the test split (r2 "), flag
+    assert flag.endswith(f" vs 0.930 on the test split's spread of the label; p 0; MAE {m['mae']:,.4g}, in the "
+                         "label's units)"), flag
+    # A bundle whose metrics.json lacks the RMSE is judged by its R², as before.
+    assert window_stats(windows[1], profile, drift.Thresholds(), 1, ("r2", 0.93))["metrics"]["flags"][0].startswith(
+        "r2 ")
     # The first day was served by two versions (an update): counted per window, and said (the helper's monitor
     # named only the bundle it was given, over 1,214 rows another version had served).
     from jobs.monitor import _other_versions
@@ -598,6 +605,39 @@ def test_predict_output_with_a_label_column_is_a_labels_file(tmp_path):
                                                 r"labels are joined to the logged requests by their ids: `trainyard "
                                                 r"predict ROWS --out FILE` writes request_id and record"):
         read_labels(str(tmp_path / "data.csv"), ["failure", "ok"], said.append, label_name="failure")
+
+
+def test_a_regression_is_judged_by_its_errors_not_by_the_spread_of_the_labels_that_came_in():
+    """Remaining life is known first of the gearboxes that failed soon: a window of 100 labels under 100 days (of
+    0-400) had errors of 13 days, half the test split's 22, and an R² of 0.70 against the test split's 0.94, which
+    said retrain. Judged by the errors on the test split's spread of the label it is not flagged; a window whose
+    errors doubled is, whatever its labels' spread."""
+    from jobs import drift
+    from jobs.monitor_stats import reference_metric, window_stats
+    from jobs.monitor_summary import Plan, summarise
+    from jobs.profile import summarise as reference_of
+
+    rng = np.random.default_rng(3)
+    ref_y = reference_of(rng.uniform(0, 400, 5000))
+    profile = {"numeric": {}, "categorical": {},
+               "prediction": {"task": "regression", **{k: ref_y[k] for k in ("edges", "shares", "quantiles")}}}
+    plan = Plan(86_400_000, {}, {}, "regression", None, ref_y["edges"])
+    reference = reference_metric("regression", {"test": {"mae": 22.05, "rmse": 27.65, "r2": 0.944}}, 437)
+
+    def window(truth, error_sd):
+        ids = [f"r{i}" for i in range(len(truth))]
+        rows = pa.table({"request_id": ids, "record": pa.array(np.zeros(len(ids), np.int32)),
+                         "time": pa.array([DAY0] * len(ids), pa.timestamp("ms", tz="UTC")),
+                         "prediction": truth + rng.normal(0, error_sd, len(ids))})
+        labels = pa.table({"request_id": ids, "record": pa.array(np.zeros(len(ids), np.int32)), "label": truth})
+        [summary] = [json.loads(x) for x in summarise(rows, plan, labels)["summary"].to_pylist()]
+        return window_stats(summary, profile, drift.Thresholds(), 1, reference)["metrics"]
+
+    soon = window(rng.uniform(0, 100, 100), 16.0)
+    assert soon["r2"] < 0.85 and soon["rmse"] < 27.65 and soon["flags"] == [], soon       # narrow labels, small errors
+    worse = window(rng.uniform(0, 100, 100), 55.0)
+    assert worse["flags"] and worse["flags"][0].startswith("rmse ") and worse["rmse_p"] < 1e-6, worse
+    assert window(rng.uniform(0, 400, 400), 28.0)["flags"] == []                            # as on the test split
 
 
 def test_empty_and_repeated_labels_are_counted_and_a_regression_label_that_is_no_number_is_refused(tmp_path):
