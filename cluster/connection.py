@@ -288,7 +288,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
             f"could not connect to the Ray cluster at {parsed.text!r}: {exc}. "
             "Check the address (trainyard cluster status), or unset RAY_ADDRESS to use embedded local Ray."
         ) from exc
-    return describe_resources()
+    from cluster.leftovers import release_ended_jobs_groups
+    released = release_ended_jobs_groups()      # a job stopped as its workers were placed: theirs, held still
+    return {**describe_resources(), **({"released": released} if released[0] else {})}
 
 
 def describe_resources() -> dict:

@@ -70,6 +70,13 @@ def actor_table() -> list[Any]:
     return [pb.ActorTableData.FromString(raw) for raw in _gcs_accessor().get_actor_table(None, None)]
 
 
+def ended_jobs() -> set[str]:
+    """The hex ids of the jobs the GCS holds as ended (`gcs_pb2.JobTableData.is_dead`)."""
+    pb = gcs_protos()
+    raw = _gcs_accessor().get_job_table(skip_submission_job_info_field=True, skip_is_running_tasks_field=True)
+    return {entry.job_id.hex() for entry in map(pb.JobTableData.FromString, raw) if entry.is_dead}
+
+
 def actor_info(actor_id: bytes) -> Optional[Any]:
     """One actor's `gcs_pb2.ActorTableData` (None when the GCS has no record of it)."""
     import ray

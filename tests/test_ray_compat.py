@@ -14,7 +14,7 @@ def test_gcs_tables_and_their_messages():
     from ray._raylet import GlobalStateAccessor
 
     assert isinstance(state, GlobalState) and callable(state._connect_and_get_accessor)
-    for method in ("get_placement_group_table", "get_actor_table", "get_actor_info"):
+    for method in ("get_placement_group_table", "get_actor_table", "get_actor_info", "get_job_table"):
         assert callable(getattr(GlobalStateAccessor, method, None)), method
     pb = rc.gcs_protos()
     pg = pb.PlacementGroupTableData()
@@ -296,3 +296,49 @@ def test_the_token_file_a_local_ray_writes_is_made_its_owners_alone(tmp_path, mo
     assert token.stat().st_mode & 0o777 == 0o600
     token.unlink()
     rc.own_token_file()                      # none there (a cluster's client): nothing to do, no error
+
+
+def test_the_placement_groups_of_ended_jobs_are_chosen_and_no_others():
+    """A job stopped as its Train run placed its workers kept that group reserved after it ended: a search's
+    `--resume` waited for workers that could not be placed, and later jobs for CPUs. Each driver joining a cluster
+    removes such groups (`cluster.leftovers`); a group of a live job, a detached one, and one made by an actor
+    still alive (a detached actor's) are kept."""
+    from cluster.leftovers import ended_jobs_groups
+
+    pb = rc.gcs_protos()
+    by_driver, by_actor = b"\xff" * 12 + b"\x07\x00\x00\x00", b"\x11" * 12 + b"\x07\x00\x00\x00"
+
+    def group(name, job="07000000", actor=by_driver, **fields):
+        return pb.PlacementGroupTableData(name=name, creator_job_id=bytes.fromhex(job), creator_actor_id=actor,
+                                          state=fields.pop("state", pb.PlacementGroupTableData.CREATED), **fields)
+
+    groups = [group("trial of the stopped job"),
+              group("its Train run's, the actor dead", actor=by_actor, creator_actor_dead=True),
+              group("its Train run's, the actor gone from the table", actor=by_actor),
+              group("a live job's", job="08000000"),
+              group("detached", is_detached=True),
+              group("removed already", state=pb.PlacementGroupTableData.REMOVED),
+              group("a detached actor's, alive", actor=b"\x22" * 12 + b"\x07\x00\x00\x00"),
+              group("flagged dead by the GCS itself", job="09000000", creator_job_dead=True)]
+    chosen = ended_jobs_groups(groups, {"07000000"}, lambda actor: actor == by_actor)
+    assert [pg.name for pg in chosen] == ["trial of the stopped job", "its Train run's, the actor dead",
+                                          "its Train run's, the actor gone from the table",
+                                          "flagged dead by the GCS itself"]
+
+
+@pytest.mark.ray
+def test_a_live_jobs_placement_group_is_kept_when_ended_jobs_are_cleared(ray_session):
+    import ray
+    from ray._private.state import state
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from cluster.leftovers import release_ended_jobs_groups
+
+    assert rc.ended_jobs() == {job["JobID"] for job in state.job_table() if job["IsDead"]}
+    mine = placement_group([{"CPU": 0.01}])
+    try:
+        ray.get(mine.ready(), timeout=60)
+        assert release_ended_jobs_groups() == (0, 0.0)
+        assert ray.util.placement_group_table(mine)["state"] == "CREATED"
+    finally:
+        remove_placement_group(mine)

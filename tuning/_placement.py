@@ -22,17 +22,11 @@ import time
 from typing import Optional
 
 from cluster import ray_compat
+from cluster.leftovers import made_by_an_actor
 
 logger = logging.getLogger(__name__)
 
 TRAIN_CONTROLLER_CLASS = "TrainController"
-
-
-def _made_by_an_actor(creator_actor_id: bytes) -> bool:
-    # A placement group made by a driver (Tune's trial placement groups) carries the nil actor id, all 0xff
-    # in its unique part, and GCS reports that "actor" as dead: those must never be swept.
-    unique = creator_actor_id[:12]
-    return bool(unique) and any(b != 0xFF for b in unique)
 
 
 def _job_groups(include_driver_groups: bool = False) -> list[tuple[object, Optional[object]]]:
@@ -44,7 +38,8 @@ def _job_groups(include_driver_groups: bool = False) -> list[tuple[object, Optio
     job_id = ray.get_runtime_context().get_job_id()
     found = []
     for pg in ray_compat.placement_group_table():
-        by_actor = _made_by_an_actor(pg.creator_actor_id)
+        # A group made by a driver (Tune's trial groups): GCS reports its nil "actor" dead; never swept here.
+        by_actor = made_by_an_actor(pg.creator_actor_id)
         if ((not by_actor and not include_driver_groups) or pg.is_detached or pg.creator_job_id.hex() != job_id
                 or pg.state == gcs_pb2.PlacementGroupTableData.REMOVED):
             continue
@@ -136,7 +131,7 @@ def describe_placement_groups() -> list[str]:
         if actor is not None:
             creator = f"{actor.class_name} ({gcs_pb2.ActorTableData.ActorState.Name(actor.state)})"
         else:
-            creator = "an unknown actor" if _made_by_an_actor(pg.creator_actor_id) else "the driver"
+            creator = "an unknown actor" if made_by_an_actor(pg.creator_actor_id) else "the driver"
         bundles = [dict(b.unit_resources) for b in pg.bundles]
         lines.append(f"{pg.placement_group_id.hex()} {pg.name or '-'} "
                      f"{gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(pg.state)} {bundles} made by "
