@@ -236,7 +236,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     how = split_summary(data, splits, keys["_u"].to_numpy(), stratify,
                         order_type=split_by.type if data.split.order else None, cuts=cuts,
                         by_type=split_by.type if data.split.by else None)
-    if line := split_line(how):
+    if line := split_line(how, task):
         progress(line)
     # Whether the cuts came out lumpy: the rows a gap left out counted in the split they were cut into.
     lumpy_split(keys, {k: n + how.get("in_gap", {}).get(k, 0) for k, n in split_rows.items()}, data, progress)

@@ -332,11 +332,13 @@ def print_ingest_summary(prepared: PreparedData, progress: Callable[[str], None]
     if s.text:
         lines.append(f"[data] text ({len(s.text)}): {', '.join(s.text)}")
     if s.missing:
-        # Imputed in preprocessing: said, so that a column mostly empty is seen (counts over the rows read).
-        # A number is imputed; a category's missing value is read as its unknown category, as an unseen one is.
+        # Said, so that a column mostly empty is seen: counts over the rows read, the rows dropped for a missing
+        # label among them. A number is imputed; a category's missing value is read as its unknown category.
         kinds = {"imputed": [c for c in s.missing if c not in s.categorical],
                  "the unknown category": [c for c in s.missing if c in s.categorical]}
-        lines += [f"[data] missing values ({how}): " + ", ".join(f"{c} {s.missing[c]:,}" for c in columns)
+        among = (f"; of the {s.rows_read:,} rows read, the {s.rows_dropped_missing_label:,} without a label too"
+                 if s.rows_dropped_missing_label else "")
+        lines += [f"[data] missing values ({how}{among}): " + ", ".join(f"{c} {s.missing[c]:,}" for c in columns)
                   for how, columns in kinds.items() if columns]
     if s.corrupt:
         shown = "; ".join(f"{c['path']} ({c['error']})" for c in s.corrupt[:20])

@@ -469,14 +469,16 @@ def _order_text(value: float, order_type: Optional[pa.DataType]) -> Any:
     return jsonable(value)
 
 
-def split_line(summary: dict) -> Optional[str]:
-    """The `[ingest] split ...` line of a split by group or by time; None for the default."""
+def split_line(summary: dict, task: str = "classification") -> Optional[str]:
+    """The `[ingest] split ...` line of a split by group or by time; None for the default. A regression's label
+    has no classes to stratify by: its line says nothing of them."""
     if "by" in summary:
         g = summary["groups"]
-        how = ("each class split on its own, as every group holds one class" if summary["stratified"] else
-               "not stratified by class: a group's rows hold more than one class")
+        how = ("" if task != "classification" else
+               " (each class split on its own, as every group holds one class)" if summary["stratified"] else
+               " (not stratified by class: a group's rows hold more than one class)")
         return (f"[ingest] split by {summary['by']!r}: {sum(g.values()):,} groups, train/val/test "
-                f"{g['train']:,}/{g['val']:,}/{g['test']:,} groups, none in two splits ({how})")
+                f"{g['train']:,}/{g['val']:,}/{g['test']:,} groups, none in two splits{how}")
     if "order" in summary:
         f = summary["from"]
         parts = [f"train up to {f['train_until']}"] if f["train_until"] is not None else []

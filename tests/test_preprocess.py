@@ -365,6 +365,13 @@ def test_the_summary_says_a_missing_category_is_read_as_the_unknown_one_not_impu
     said = lines[0].splitlines()
     assert "[data] missing values (imputed): premium 12" in said
     assert "[data] missing values (the unknown category): police_report 295" in said
+    # Counted over the rows read: the rows dropped for a missing label are said to be among them (124 were said
+    # imputed, of which 3 were in rows dropped).
+    ingest.rows_dropped_missing_label = 84
+    lines = []
+    print_ingest_summary(SimpleNamespace(ingest=ingest), lines.append)
+    assert ("[data] missing values (imputed; of the 900 rows read, the 84 without a label too): premium 12"
+            in lines[0].splitlines()), lines
 
 
 def test_feature_columns_a_model_learns_less_from_than_it_seems_are_noted():

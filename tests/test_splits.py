@@ -400,6 +400,13 @@ def test_a_train_split_emptied_by_one_time_says_why():
     from jobs.splits import split_line
     assert split_line({"order": "term", "from": {"val": 5, "test": 9, "train_until": None}, "gap": 90.0,
                        "in_gap": {"train": 4, "val": 0}}).startswith("[ingest] split by time 'term': validation from 5")
+    # A regression's label has no classes: "not stratified by class: a group's rows hold more than one class" was
+    # said of remaining days to failure, a number per row.
+    grouped = {"by": "turbine_id", "groups": {"train": 42, "val": 9, "test": 9}, "stratified": False}
+    assert split_line(grouped, "regression") == ("[ingest] split by 'turbine_id': 60 groups, train/val/test 42/9/9 "
+                                                 "groups, none in two splits")
+    assert split_line(grouped).endswith("none in two splits (not stratified by class: a group's rows hold more than "
+                                        "one class)")
 
 
 def test_validate_says_where_the_times_are_missing_or_not_dates_before_ray_starts(tmp_path):
