@@ -72,6 +72,11 @@ def _fmt_resource(name: str, value: float) -> str:
 
 
 def cmd_cluster_down(args) -> int:
+    if not cluster_state.read_state(folder := cluster_state.state_dir(args.state_dir)):
+        # Exit 0: a teardown (a trap on EXIT, a CI cleanup) run twice did its job; where to look is said all the same.
+        _say(f"cluster down: no local cluster recorded in {cluster_state.state_path(folder)}: nothing to stop "
+             f"({cluster_state.elsewhere_hint()})")
+        return EXIT_OK
     stopped = local.down(args.state_dir, timeout_s=args.timeout, progress=_say)
     _say(f"cluster down: stopped {len(stopped)} process(es); none of them is left")
     return EXIT_OK

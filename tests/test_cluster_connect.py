@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -176,6 +177,18 @@ def test_a_status_without_a_recorded_cluster_says_where_else_it_may_be(tmp_path)
     for call in (lambda: local.status(tmp_path), lambda: local.down(tmp_path)):
         with pytest.raises(local.ClusterError, match=r"no local cluster recorded in .*another folder.*--state-dir"):
             call()
+
+
+def test_cluster_down_without_a_recorded_cluster_exits_0_saying_where_else_it_may_be(tmp_path, capsys):
+    """A teardown run twice (a trap on EXIT, a CI cleanup) failed with exit 1 after a teardown that had worked."""
+    import argparse
+
+    from cluster.commands import cmd_cluster_down
+
+    assert cmd_cluster_down(argparse.Namespace(state_dir=str(tmp_path), timeout=30.0)) == 0
+    said = capsys.readouterr()
+    assert re.search(r"cluster down: no local cluster recorded in .*cluster.json: nothing to stop \(.*another "
+                     r"folder.*--state-dir", said.out + said.err), said
 
 
 def test_dashboard_url_of_the_local_cluster(clean_env):
