@@ -109,6 +109,16 @@ def test_every_cluster_autoscales_with_token_auth(where, spec):
         assert group["minReplicas"] <= group.get("replicas", 0) <= group["maxReplicas"], (where, group["groupName"])
 
 
+@pytest.mark.parametrize("where,spec", list(_cluster_specs()), ids=lambda v: v if isinstance(v, str) else "")
+def test_a_head_that_declares_ports_declares_the_gcs_and_client_ports(where, spec):
+    """KubeRay builds the head Service from the ports the head container declares, its defaults only when it
+    declares none: the RayService's head declared the dashboard and Serve alone, so with the operator's ClusterIP
+    head Service the workers could not reach the GCS on 6379."""
+    [head] = spec["headGroupSpec"]["template"]["spec"]["containers"][:1]
+    declared = {p["containerPort"] for p in head.get("ports", [])}
+    assert not declared or {6379, 8265, 10001} <= declared, (where, declared)
+
+
 def test_raycluster_has_cpu_and_gpu_worker_groups():
     groups = {g["groupName"]: g for g in load_manifest("raycluster.yaml")["spec"]["workerGroupSpecs"]}
     assert set(groups) == {"cpu", "gpu"}
@@ -401,5 +411,8 @@ def test_every_pod_runs_as_the_images_user_under_pod_security_restricted_with_a_
     # uid 1000 is the image's `ray`, whose files the Dockerfile copies in; the torch is the one the tests ran on
     dockerfile = (ROOT / "cluster" / "Dockerfile").read_text()
     assert "--chown=ray:users" in dockerfile and "rayproject/ray:2.60.0" in dockerfile
+    # /app is ray's before pip builds in it: WORKDIR alone makes it root's under the legacy builder and kaniko
+    made, back, work = (dockerfile.index(s) for s in ("chown ray:users /app", "\nUSER ray\n", "\nWORKDIR /app"))
+    assert made < back < work < dockerfile.index("pip install"), (made, back, work)
     makefile_torch = re.search(r"^TORCH\s*\?=\s*torch==(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
     assert f"ARG TORCH_VERSION={makefile_torch}" in dockerfile and '"torch==${TORCH_VERSION}"' in dockerfile
