@@ -310,6 +310,17 @@ def test_an_early_stop_metric_of_the_other_task_is_refused_when_data_task_is_giv
     # Without data.task the task is only known after ingest, where the run checks it.
     assert validate_spec({"name": "x", "data": {"path": "d", "label": "y"},
                           "train": {"early_stop": {"metric": "val_rmse"}}})
+    # Said with the spec's other problems, not after they are mended (a misspelt model.hiden hid it: one more round)
+    with pytest.raises(SpecError) as err:
+        validate_spec({**base, "name": "gearbox rul", "data": {**base["data"], "task": "Regression"},
+                       "model": {"hiden": [3]}, "train": {"early_stop": {"metric": "val_f1"}, "epochs": 2}}, "s.yaml")
+    said = err.value.problems
+    assert [p.split(":")[1].strip() for p in said[:2]] == ["name", "model.hiden"], said
+    assert said[2:] == ["s.yaml: train.early_stop.metric is 'val_f1', a classification metric, but the task is "
+                        "regression; set train.early_stop.metric to one of val_loss, val_mae, val_rmse, val_r2"], said
+    with pytest.raises(SpecError) as err:     # a train section that is wrong itself: its own problem alone
+        validate_spec({**base, "train": {"early_stop": {"metric": "val_f1"}, "epochs": "two"}}, "s.yaml")
+    assert len(err.value.problems) == 1 and "train.epochs" in err.value.problems[0], err.value
 
 
 def _labelled(tmp_path, labels, fmt="csv"):

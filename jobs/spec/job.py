@@ -130,15 +130,30 @@ def validate_spec(raw: Any, source: str = "<spec>", overridden: tuple[tuple[str,
     try:
         spec = JobSpec.model_validate(raw)
     except ValidationError as err:
-        raise SpecError(format_errors(err, source, JobSpec, overridden)) from None
-    es = spec.train.early_stop
-    # With data.task given, a metric of the other task fails the run only after ingest; say it now. (A tune
-    # section's metric is checked with the search's other checks: tuning.space.check.)
-    problems = [task_problem(es.metric, "train.early_stop.metric", spec.data.task) if es else None,
-                *train_task_problems(spec.train.loss, spec.train.class_weight, spec.data.task)]
+        # Every problem at once: the task checks too, where the train section and data.task are valid on their own
+        # (a misspelt model.hiden hid `early_stop.metric: val_f1` on a regression until it was mended).
+        lines = format_errors(err, source, JobSpec, overridden)
+        try:
+            data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+            # data.task read as the spec reads it (`Regression` too): path and label stand in for the rest
+            task = DataSpec.model_validate({"path": "x", "label": "y", "task": data.get("task")}).task
+            lines += [f"{source_of(p, source, overridden)}: {p}"
+                      for p in _task_problems(TrainSpec.model_validate(raw.get("train") or {}), task) if p]
+        except ValidationError:
+            pass
+        raise SpecError(lines) from None
+    problems = _task_problems(spec.train, spec.data.task)
     if any(problems):
         raise SpecError([f"{source_of(p, source, overridden)}: {p}" for p in problems if p])
     return spec
+
+
+def _task_problems(train: TrainSpec, task: Optional[str]) -> list[Optional[str]]:
+    """With data.task given, a metric or setting of the other task fails the run only after ingest; said now. (A
+    tune section's metric is checked with the search's other checks: tuning.space.check.)"""
+    es = train.early_stop
+    return [task_problem(es.metric, "train.early_stop.metric", task) if es else None,
+            *train_task_problems(train.loss, train.class_weight, task)]
 
 
 def spec_file_hint(p: Path) -> str:
