@@ -441,6 +441,7 @@ def _forget(folder: Path, state: dict, progress: Callable[[str], None]) -> None:
         except OSError:
             ours = False
         if ours:
+            _keep_job_logs(Path(temp_root), folder, progress)
             shutil.rmtree(temp_root, ignore_errors=True)
         elif os.path.lexists(temp_root):
             progress(f"left {temp_root} in place: `cluster up` did not create it for this cluster "
@@ -450,3 +451,25 @@ def _forget(folder: Path, state: dict, progress: Callable[[str], None]) -> None:
             (folder / name).unlink()
         except FileNotFoundError:
             pass
+
+
+def _keep_job_logs(temp_root: Path, folder: Path, progress: Callable[[str], None]) -> None:
+    """Copy the jobs' driver logs (Ray's job-driver-<id>.log, in the head's session folder) to
+    FOLDER/logs/jobs before `down` removes the temp dirs: `jobs logs` cannot reach them once the cluster is
+    gone, and how a model was trained was lost with them. Private to the user: a job prints what it likes."""
+    logs = sorted(p for p in temp_root.glob("*/session_*/logs/job-driver-*.log")
+                  if not p.parent.parent.is_symlink())      # session_latest is a link to a session of the list
+    if not logs:
+        return
+    kept = folder / "logs" / "jobs"
+    kept.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for log in logs:
+        target = kept / log.name.removeprefix("job-driver-")
+        try:
+            shutil.copyfile(log, target)
+            target.chmod(0o600)
+        except OSError as exc:
+            progress(f"could not keep {log.name} ({exc.strerror or exc}): it goes with the cluster's temp folder")
+    progress(f"kept {len(logs)} job log(s) in {kept} (`trainyard jobs logs` cannot reach them once the cluster "
+             "is down)")
+

@@ -326,17 +326,22 @@ def _shard_column_problems(schemas: dict[str, pa.Schema], exclude: set[str], wan
 
 
 def _stray_cells(fs: pafs.FileSystem, files: list[str], column: str, shown: int = 5) -> Optional[str]:
-    """When the CSV shards in which `column` reads as text hold numbers but for a few cells: which cells, where
-    ("FILE line N ('?')"), and the fix; else None (a column of text in those shards, or not CSVs)."""
+    """When the shards in which `column` reads as text hold numbers but for a few cells: which cells, where
+    ("FILE line N ('?')" of a CSV, "FILE row N" of a Parquet file), and the fix; else None (a column of text in
+    those shards). A month's Parquet file with 29 'n/a' among its readings was told only "incompatible types
+    across shards", and to exclude the sensor."""
     found, filled, numbers, comma, dressed = [], 0, 0, 0, 0
     for path in files:
-        if not path.lower().endswith(".csv"):
-            return None
+        csv_file = path.lower().endswith(".csv")
         try:
-            cells = column_cells(fs, path, column)
+            cells = (column_cells(fs, path, column) if csv_file else
+                     enumerate(pq.read_table(path, columns=[column], filesystem=fs)[column].to_pylist(), 1))
         except (OSError, pa.ArrowException):
             return None
         for line, v in cells:
+            if v is not None and not isinstance(v, str):
+                return None         # a Parquet column of another type (a list, bytes): not a stray cell
+            line = line if csv_file else f"row {line}"
             if v is None or not v.strip():
                 continue
             filled += 1
@@ -351,15 +356,19 @@ def _stray_cells(fs: pafs.FileSystem, files: list[str], column: str, shown: int 
              "not_numbers": {v.strip() for _, _, v in found[:3]}, "distinct": set()}
     if problem := written_numbers_problem(column, facts):
         path, line, v = found[0]
-        return (f"{problem} (in {', '.join(sorted({p for p, _, _ in found}))}, e.g. {path} line {line}: {v!r}; "
+        return (f"{problem} (in {', '.join(sorted({p for p, _, _ in found}))}, e.g. {path} {_at(line)}: {v!r}; "
                 "the other shards hold plain numbers)")
     if not found or numbers < MOSTLY_NUMBERS * filled:
         return None
-    where = ", ".join(f"{path} line {line} ({v!r})" for path, line, v in found[:shown])
+    where = ", ".join(f"{path} {_at(line)} ({v!r})" for path, line, v in found[:shown])
     more = f" and {len(found) - shown} more" if len(found) > shown else ""
     return (f"column {column!r} holds numbers but for {len(found)} cell(s) of {', '.join(files)}, which make it "
             f"text there: {where}{more}. Fix those cells (leave them empty for a missing value), or list "
             f"{column!r} under data.features.exclude")
+
+
+def _at(line) -> str:
+    return line if isinstance(line, str) else f"line {line}"      # a Parquet file's "row N", a CSV's line
 
 
 # ---------------------------------------------------------------------------------------------- columns

@@ -61,6 +61,7 @@ def read_table(path, sent: Optional[Collection[str]] = None) -> "pd.DataFrame": 
         table = pd.concat(parts, ignore_index=True)
         # Each shard's columns, for `same_shard_columns` once the columns that matter are known.
         table.attrs["parquet_parts"] = [(str(path), str(f), list(p.columns)) for f, p in zip(shards, parts)]
+        table.attrs["shard_rows"] = [(str(f), len(p)) for f, p in zip(shards, parts)]     # a bad cell's file and row
         return table
     if path.suffix.lower() not in SUFFIXES:
         raise TableError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
@@ -77,7 +78,8 @@ def read_table(path, sent: Optional[Collection[str]] = None) -> "pd.DataFrame": 
             return table
         if path.suffix.lower() == ".parquet":
             table = pd.read_parquet(path)
-            table.attrs.pop("parquet_parts", None)   # a folder's table written whole: its shards are not this file's
+            for key in ("parquet_parts", "shard_rows"):   # a folder's table written whole: its shards are not this file's
+                table.attrs.pop(key, None)
             return table
         return pd.read_json(path, lines=True)
     except UnicodeDecodeError:              # a Latin-1 (Excel's Windows-1252) export: said as `train` says it
@@ -266,12 +268,13 @@ def numbers_read_as_text(df, features: list[dict]):
 def _cell_place(df):
     """How a cell's row is named: a CSV's line as an editor shows it (`record_lines`), as `train` names a stray
     cell; else the row, counted from 1."""
-    if df.attrs.get("csv_parts"):           # a folder of CSV shards: the file and its line
+    if df.attrs.get("csv_parts") or df.attrs.get("shard_rows"):   # a folder of shards: the file, its line or row
         import bisect
         import itertools
 
         from jobs.datafiles import record_lines
-        parts = df.attrs["csv_parts"]
+        csv_parts = bool(df.attrs.get("csv_parts"))
+        parts = df.attrs["csv_parts"] if csv_parts else df.attrs["shard_rows"]
         starts = list(itertools.accumulate(n for _, n in parts[:-1]))
         starts.insert(0, 0)
         lines: dict = {}                    # a shard's record lines, read only for a shard that holds a bad cell
@@ -279,6 +282,8 @@ def _cell_place(df):
         def at(i: int) -> str:
             k = bisect.bisect_right(starts, i) - 1
             path, n = parts[k]
+            if not csv_parts:               # a Parquet shard's row, counted from 1 ("row 1501" of the folder named none)
+                return f"{path} row {i - starts[k] + 1}"
             if path not in lines:
                 found = record_lines(None, path)
                 lines[path] = found if len(found) == n else range(2, n + 2)

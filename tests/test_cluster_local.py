@@ -561,6 +561,11 @@ def test_down_stops_every_process_it_started(cluster, cluster_env, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "none of them is left" in out.stdout and "not signalling" not in out.stdout, out.stdout
     assert local.cluster_processes(cluster) == []
+    # The job's log outlives the cluster (`jobs logs` cannot reach it now): it went with the temp folder.
+    kept = Path(cluster_env["TRAINYARD_STATE_DIR"]) / "logs" / "jobs" / f"{job_id}.log"
+    assert f"Running entrypoint for job {job_id}" in kept.read_text(), kept.read_text()
+    assert f"kept 1 job log(s) in {kept.parent}" in out.stdout, out.stdout
+    assert kept.stat().st_mode & 0o077 == 0
     assert not Path(cluster["temp_root"]).exists()
     assert not (Path(cluster_env["TRAINYARD_STATE_DIR"]) / "cluster.json").exists()
     out = run_cli("cluster", "status", env=cluster_env)

@@ -171,11 +171,29 @@ def test_stray_cells_in_one_csv_shard_are_named_with_their_lines(tmp_path):
         check_files_of(tmp_path)
 
 
-def check_files_of(folder: Path):
+def check_files_of(folder: Path, fmt: str = "csv"):
     from jobs.datafiles import check_files, file_schema, resolve_files
 
     fs, files, _ = resolve_files(str(folder))
-    return check_files(data_spec(folder, label="y"), {f: file_schema(fs, f, "csv") for f in files}, "csv", fs=fs)
+    return check_files(data_spec(folder, label="y"), {f: file_schema(fs, f, fmt) for f in files}, fmt, fs=fs)
+
+
+def test_stray_cells_in_one_parquet_shard_are_named_with_their_rows(tmp_path):
+    """A month's Parquet file whose sensor was written as text with 29 'n/a' among its readings was told only
+    "incompatible types across shards (float in ..., string in ...)", and to exclude the sensor."""
+    for month in (1, 2, 3):
+        vib = [0.5 + i / 10 for i in range(40)]
+        if month == 2:
+            vib = [str(v) for v in vib]
+            vib[3], vib[9], vib[12] = "n/a", None, "n/a"
+        pq.write_table(pa.table({"vib": vib, "y": [i % 2 for i in range(40)]}), tmp_path / f"m{month}.parquet")
+    with pytest.raises(DataError) as exc:
+        check_files_of(tmp_path, "parquet")
+    m2 = tmp_path / "m2.parquet"
+    assert str(exc.value) == (
+        f"column 'vib' holds numbers but for 2 cell(s) of {m2}, which make it text there: {m2} row 4 ('n/a'), {m2} "
+        "row 13 ('n/a'). Fix those cells (leave them empty for a missing value), or list 'vib' under "
+        "data.features.exclude")
 
 
 def test_copies_under_hidden_or_underscore_folders_are_not_read_as_shards(tmp_path):

@@ -619,6 +619,16 @@ def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_nam
     (tmp_path / "notes.csv").write_text('a,kind,note\n1,x,"first\nsecond\nthird"\n\n2,y,ok\nforty,x,ok\n')
     with pytest.raises(TableError, match=r"1 cell\(s\) do not \(line 7: 'forty'\)"):
         numbers_read_as_text(read_table(tmp_path / "notes.csv"), features)
+    # A folder of Parquet shards: the file and its row ("row 1501" was counted over the folder, naming no file).
+    (tmp_path / "months").mkdir()
+    pd.DataFrame({"a": [1.0, 2.0], "kind": ["x", "y"]}).to_parquet(tmp_path / "months" / "01.parquet")
+    pd.DataFrame({"a": ["3", "n/a", "4"], "kind": ["x"] * 3}).to_parquet(tmp_path / "months" / "02.parquet")
+    with pytest.raises(TableError, match=r"1 cell\(s\) do not \(.*months/02.parquet row 2: 'n/a'\)"):
+        numbers_read_as_text(read_table(tmp_path / "months"), features)
+    whole = read_table(tmp_path / "months")         # written whole, its shards' rows are one file's rows
+    whole.astype({"a": str}).to_parquet(tmp_path / "whole.parquet")
+    with pytest.raises(TableError, match=r"1 cell\(s\) do not \(row 4: 'n/a'\)"):
+        numbers_read_as_text(read_table(tmp_path / "whole.parquet"), features)
     # Every such column at once (it named one a run).
     two = [*features, {"name": "b", "type": "number"}]
     with pytest.raises(TableError, match=r"^column 'a' must hold numbers; 1 cell\(s\) do not \(row 2: 'x'\); column "
