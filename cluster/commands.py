@@ -121,8 +121,8 @@ def cmd_jobs_list(args) -> int:
         _say("no jobs")
     for j in jobs:
         # Which command ran and where it wrote: several jobs of one spec (a train, a search) looked alike.
-        what = (f"{j['spec']} ({j.get('mode') or 'run'}) → {j.get('output')}" if j.get("spec")
-                else j["entrypoint"][:60])
+        what = (f"{j['spec']} ({j.get('mode') or 'run'}{', ' + j['set'] if j.get('set') else ''}) → "
+                f"{j.get('output')}" if j.get("spec") else j["entrypoint"][:60])
         _say(f"{j['id']:<44} {j['status']:<10} {j['started']}  {what}")
     return EXIT_OK
 
@@ -131,7 +131,8 @@ def print_job(info: dict) -> None:
     _say(f"job      {info['id']}\nstatus   {info['status']}" + (f"  ({info['summary']})" if info["summary"] else "")
          + f"\nstarted  {info['started']}\nended    {info['ended']}")
     if info.get("spec"):
-        _say(f"spec     {info['spec']} ({info.get('mode') or 'run'})")
+        _say(f"spec     {info['spec']} ({info.get('mode') or 'run'})"
+             + (f"\nset      {info['set']}" if info.get("set") else ""))
     if info.get("output"):
         # Where the bundle, metrics.json and the tune report land: the spec's `output`, on cluster storage.
         _say(f"output   {info['output']}")

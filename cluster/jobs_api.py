@@ -16,6 +16,7 @@ from cluster.errors import BadInput
 
 METADATA_SPEC, METADATA_MODE, METADATA_OUTPUT = "trainyard_spec", "trainyard_mode", "trainyard_output"
 METADATA_RESUME = "trainyard_resume"        # the command that continues the search the job runs, if it runs one
+METADATA_SET = "trainyard_set"              # the --set overrides it was submitted with (jobs looked alike without)
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 # The last line of `train`, `tune` and `run` that made a bundle (the version's folder, or its URI), which
 # `trainyard jobs status` finds in a job's log: the output holds every version, the log says which is the job's.
@@ -65,7 +66,7 @@ def describe(details) -> dict:
             "start_time_ms": details.start_time, "end_time_ms": details.end_time,
             "started": _when(details.start_time), "ended": _when(details.end_time),
             "spec": meta.get(METADATA_SPEC), "mode": meta.get(METADATA_MODE),
-            "output": meta.get(METADATA_OUTPUT), "resume": meta.get(METADATA_RESUME),
+            "output": meta.get(METADATA_OUTPUT), "resume": meta.get(METADATA_RESUME), "set": meta.get(METADATA_SET),
             "driver_exit_code": details.driver_exit_code}
 
 

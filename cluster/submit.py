@@ -107,6 +107,7 @@ class Plan:
     root: Path = REPO_ROOT                       # where ``files`` are read from
     resume_command: str | None = None            # how to continue the search it runs (None: no search)
     same_machine: bool = False                   # the cluster runs on this machine (its dashboard is loopback)
+    overrides: tuple[str, ...] = ()              # the --set FIELD=VALUE it was given, said by `jobs list`
 
     @property
     def upload_bytes(self) -> int:
@@ -116,7 +117,9 @@ class Plan:
     def metadata(self) -> dict[str, str]:
         return {jobs_api.METADATA_SPEC: str(self.spec_path), jobs_api.METADATA_MODE: self.mode,
                 jobs_api.METADATA_OUTPUT: self.output,
-                **({jobs_api.METADATA_RESUME: self.resume_command} if self.resume_command else {})}
+                **({jobs_api.METADATA_RESUME: self.resume_command} if self.resume_command else {}),
+                **({jobs_api.METADATA_SET: " ".join(f"--set {shlex.quote(o)}" for o in self.overrides)}
+                   if self.overrides else {})}
 
 
 # ---------------------------------------------------------------------------------------------- spec
@@ -312,14 +315,15 @@ def stage(files: list[tuple[str, int]], root: Path, spec: dict, dump_yaml: Calla
 
 def plan(spec_path, raw_spec: dict, address: str | None, mode: str = "run", *, shared=(), env=(),
          allow_files=(), max_upload_mb: float = UPLOAD_LIMIT_MB, root: Path = REPO_ROOT, resume: bool = False,
-         resume_command: str | None = None) -> Plan:
+         resume_command: str | None = None, overrides=()) -> Plan:
     """Decide what to submit (spec, paths, files, entrypoint) and refuse early what cannot work.
 
     ``raw_spec``: the spec file ``spec_path`` as its reader reads it, ``--set`` overrides applied; it is not
     changed (the plan holds a copy with the paths settled). ``env``: ``--env`` items (NAME or NAME=VALUE);
     ``allow_files``: ``--allow-file`` patterns, files to ship although they look like secrets. ``resume``: the
     job continues the search a stopped job of the same spec left in its output; ``resume_command``: the
-    command that would do that, for a job that runs a search (its driver and `jobs stop` say it)."""
+    command that would do that, for a job that runs a search (its driver and `jobs stop` say it);
+    ``overrides``: the ``--set`` items ``raw_spec`` has applied, kept in the job's metadata."""
     if mode not in MODES:
         raise SubmitError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
     if resume and mode == "train":
@@ -363,7 +367,7 @@ def plan(spec_path, raw_spec: dict, address: str | None, mode: str = "run", *, s
     entrypoint = f"python -m cluster.envcheck && {storage_check} && {command}"
     submission_id = f"trainyard-{spec['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     return Plan(spec_path, spec, mode, entrypoint, submission_id, spec["output"], files, env_vars, notes, root,
-                resume_command, same_machine)
+                resume_command, same_machine, tuple(overrides))
 
 
 def submit(the_plan: Plan, address: str | None, dump_yaml: Callable[[dict], str], *, wait: bool = False,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster import envcheck
+from cluster import envcheck, jobs_api
 from cluster.submit import SPEC_IN_JOB, SubmitError, describe, repository_files
 from trainyard.submit import plan, submit
 
@@ -377,6 +377,23 @@ def test_a_jobs_message_is_shown_without_the_log_tail_and_its_exit_code_read():
     assert exit_code({"driver_exit_code": None, "message": failed}) == 2
     assert exit_code({"driver_exit_code": 1, "message": failed}) == 1
     assert exit_code({"driver_exit_code": None, "message": "Job was intentionally stopped."}) is None
+
+
+def test_a_jobs_set_overrides_travel_in_its_metadata_and_jobs_status_says_them(tmp_path, repo, capsys):
+    """Jobs of one spec submitted with other --set values (epochs, output) looked identical in `jobs list` and
+    `jobs status`: the job's metadata kept the spec, mode and output alone."""
+    from ray.job_submission import JobDetails, JobStatus, JobType
+
+    from cluster.commands import print_job
+
+    p = plan(spec_file(tmp_path), "http://127.0.0.1:8265", overrides=["train.epochs=5", "model.hidden=[32, 16]"],
+             root=repo)
+    assert p.metadata["trainyard_set"] == "--set train.epochs=5 --set 'model.hidden=[32, 16]'"
+    assert "trainyard_set" not in plan(spec_file(tmp_path), "http://127.0.0.1:8265", root=repo).metadata
+    details = JobDetails(type=JobType.SUBMISSION, submission_id=p.submission_id, entrypoint=p.entrypoint,
+                         status=JobStatus.SUCCEEDED, metadata=p.metadata)
+    print_job(jobs_api.describe(details))
+    assert "set      --set train.epochs=5 --set 'model.hidden=[32, 16]'\n" in capsys.readouterr().out
 
 
 def test_a_search_can_be_resubmitted_to_continue_where_a_stopped_job_left_it(tmp_path, repo, monkeypatch):

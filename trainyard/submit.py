@@ -67,7 +67,8 @@ def plan(spec_path, address: str | None, mode: str = "run", overrides=(), resume
     searches = mode != "train" and isinstance(raw, dict) and raw.get("tune") is not None     # `tune: {}` searches
     again = resume_command(spec_path, address, mode, overrides, options.get("shared", ()), options.get("env", ()),
                            options.get("allow_files", ()), options.get("max_upload_mb")) if searches else None
-    return submission.plan(Path(spec_path), raw, address, mode, resume=resume, resume_command=again, **options)
+    return submission.plan(Path(spec_path), raw, address, mode, resume=resume, resume_command=again,
+                           overrides=overrides, **options)
 
 
 def submit(spec_path, address: str | None, mode: str = "run", wait: bool = False, overrides=(), *,
