@@ -108,6 +108,7 @@ class Plan:
     resume_command: str | None = None            # how to continue the search it runs (None: no search)
     same_machine: bool = False                   # the cluster runs on this machine (its dashboard is loopback)
     overrides: tuple[str, ...] = ()              # the --set FIELD=VALUE it was given, said by `jobs list`
+    url: str = ""                                # the cluster's dashboard, where it goes
 
     @property
     def upload_bytes(self) -> int:
@@ -367,7 +368,7 @@ def plan(spec_path, raw_spec: dict, address: str | None, mode: str = "run", *, s
     entrypoint = f"python -m cluster.envcheck && {storage_check} && {command}"
     submission_id = f"trainyard-{spec['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     return Plan(spec_path, spec, mode, entrypoint, submission_id, spec["output"], files, env_vars, notes, root,
-                resume_command, same_machine, tuple(overrides))
+                resume_command, same_machine, tuple(overrides), url)
 
 
 def submit(the_plan: Plan, address: str | None, dump_yaml: Callable[[dict], str], *, wait: bool = False,

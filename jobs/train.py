@@ -18,8 +18,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from cluster import ray_compat
-from cluster.errors import BadInput, Failure
+from cluster.errors import Failure
 from jobs.contracts import CHECKPOINT_PREFIX, Augment, CheckpointError, PreparedData, TrainState, WorkerConfig
+from jobs.fits import check_resources, resolve_use_gpu
 from jobs.fitted import FittedPreprocessor
 from jobs.model import model_config
 from jobs.text_model import text_model_config
@@ -49,9 +50,7 @@ class TrainError(Failure):
     """Training could not run or did not finish; the message says why and what to change."""
 
 
-class ClusterTooSmall(BadInput):
-    """The spec asks for more CPUs or GPUs than the connected cluster has (exit 2: the spec must change, or the
-    cluster); said before any data is read."""
+
 
 
 @dataclass
@@ -77,16 +76,6 @@ class TrainOutcome:
         """The outcome a run's last checkpoint describes (read back by `fit`, and by tuning for its best trial)."""
         return cls(best_state=state.best_state, history=state.history, best_epoch=state.best_epoch,
                    val_metrics=state.best_val, run_path=str(run_path), config=config)
-
-
-def resolve_use_gpu(spec_value, workers: int, resources: dict) -> bool:
-    gpus = resources.get("GPU", 0)
-    if spec_value == "auto":
-        return gpus >= workers and gpus > 0
-    if spec_value and gpus < workers:
-        raise ClusterTooSmall(f"train.use_gpu is true and train.workers is {workers}, but the cluster has {gpus:g} "
-                              "GPU(s); lower train.workers or set train.use_gpu: auto")
-    return bool(spec_value)
 
 
 def class_weights(pre: FittedPreprocessor, how: str, train_counts: Optional[dict]) -> Optional[list[float]]:
@@ -138,15 +127,6 @@ def worker_config(spec: JobSpec, prepared: PreparedData, *, use_gpu: bool,
         checkpoint_seconds=t.checkpoint_cadence[1], head_lr=t.head_lr,
         warmup_steps=round(t.warmup * steps_per_epoch * t.epochs), steps_per_epoch=steps_per_epoch,
         grad_accum=t.grad_accum)
-
-
-def check_resources(spec: JobSpec, resources: dict) -> None:
-    need = spec.train.workers * spec.train.cpus_per_worker
-    if need > resources.get("CPU", 0):
-        raise ClusterTooSmall(f"train.workers={spec.train.workers} × train.cpus_per_worker="
-                              f"{spec.train.cpus_per_worker:g} needs {need:g} CPUs but the cluster has "
-                              f"{resources.get('CPU', 0):g}; lower train.workers or train.cpus_per_worker, or add "
-                              "nodes")
 
 
 def configure(spec: JobSpec, prepared: PreparedData, *, overrides: Optional[dict] = None) -> WorkerConfig:

@@ -98,6 +98,24 @@ def check_data_here(the_plan: Plan, check_before_ray: Callable, resume: bool = F
                 raise SpecError([problem])
         return
     check_before_ray(spec, search=the_plan.mode != "train", resume=resume)
+    _check_fits_recorded_cluster(the_plan, spec)
+
+
+def _check_fits_recorded_cluster(the_plan: Plan, spec) -> None:
+    """A run or a search too big for the `cluster up` cluster it goes to (its size is recorded here) is refused
+    before the upload: it was refused on the cluster, after the upload and 27 s of checks there."""
+    from cluster.state import read_state
+    from jobs.fits import check_resources, resolve_use_gpu
+
+    recorded = read_state()
+    if not recorded or recorded.get("dashboard_url") != the_plan.url or not recorded.get("cpus_per_node"):
+        return
+    resources = {"CPU": float(recorded["cpus_per_node"]) * len(recorded.get("nodes") or []), "GPU": 0.0}
+    check_resources(spec, resources)
+    use_gpu = resolve_use_gpu(spec.train.use_gpu, spec.train.workers, resources)
+    if the_plan.mode != "train" and spec.tune is not None:
+        from tuning.plan import plan as search_plan
+        search_plan(spec, resources, use_gpu=use_gpu)
 
 
 def register(subparsers, kit) -> None:
