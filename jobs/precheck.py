@@ -452,14 +452,23 @@ def output_problem(output: str) -> Optional[str]:
     if blocker is not None:
         return f"output {output!r}: {blocker} is a file, not a folder; choose another output folder (it is created " \
                "if missing)"
-    existing = next(p for p in (out, *out.parents) if p.exists())
+    nearest = next(p for p in (out, *out.parents) if p.exists())
     # An earlier run's folders the run writes into too (a search's report into tune/): bundles/ that could not be
     # written failed after training, in a traceback, the trained model lost.
-    existing = next((p for p in (existing, *(out / d for d in ("bundles", "ray", "tune"))) if p.is_dir()
+    existing = next((p for p in (nearest, *(out / d for d in ("bundles", "ray", "tune"))) if p.is_dir()
                      and not os.access(p, os.W_OK | os.X_OK)), None)
+    why = None
     if existing is None:
-        return None
-    why = "a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "no permission to write there"
+        # os.access answers yes to root for any folder: /proc (or a folder of a pseudo file system) passed, and
+        # the run failed on the cluster saying its nodes share no storage. A folder made and removed says.
+        import tempfile
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".trainyard-write-check-", dir=nearest))
+            return None
+        except OSError as exc:
+            existing, why = nearest, f"a folder cannot be made there: {exc.strerror or exc}"
+    why = why or ("a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY
+                  else "no permission to write there")
     made = f" to create {out.relative_to(existing)} in" if out.is_relative_to(existing) and existing != out else ""
     return (f"output {output!r}: cannot write{made} {existing} ({why}); choose another output folder "
             "(--set output=PATH), or make that one writable")

@@ -164,6 +164,11 @@ def test_an_output_this_machine_cannot_write_is_refused_before_ray(tmp_path, cap
     monkeypatch.setattr(os, "access", real)
     assert cli.main(["train", str(spec), "--set", f"output={tmp_path / 'out'}"]) == EXIT_FAILED     # writable
     assert not (tmp_path / "out").exists()          # nothing made before Ray
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".trainyard-write-check")]   # nor left
+    # A folder no one can make a folder in, whatever os.access answers (it answers yes to root, for /proc too): the
+    # run failed on the cluster, blaming storage its nodes do not share.
+    assert cli.main(["train", str(spec), "--set", "output=/proc/credit-runs"]) == EXIT_BAD_INPUT
+    assert "output '/proc/credit-runs': cannot write to create credit-runs in /proc (" in capsys.readouterr().err
 
 
 def test_train_does_not_check_a_tune_section_it_does_not_use(tmp_path, capsys, monkeypatch):
