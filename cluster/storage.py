@@ -135,7 +135,7 @@ def is_shared(path: str, *, timeout_s: float = 60.0) -> dict:
         elif missing:
             problems.append(f"{labels[nid]} does not see what {', '.join(labels[m] for m in missing)} wrote; "
                             f"on this node the path is {where}")
-    return {"ok": not problems, "path": str(path), "problems": problems,
+    return {"ok": not problems, "path": str(path), "problems": problems, "writers": len(writers),
             "nodes": [{"node": labels[nid], "where": written[nid]["where"]} for nid in ids]}
 
 
@@ -159,6 +159,12 @@ def check_readable_everywhere(path: str, *, timeout_s: float = 60.0) -> dict:
 def check_shared_storage(path: str, *, timeout_s: float = 60.0) -> dict:
     """Raise StorageError unless every alive node reads and writes the same storage at ``path``."""
     report = is_shared(path, timeout_s=timeout_s)
+    if not report["ok"] and not report.get("writers"):
+        # No node can write there (/proc, a folder of another user): not a question of sharing, and the advice to
+        # use NFS or a bucket sent a user of a one-machine cluster looking for the wrong fix.
+        raise StorageError(f"{path!r} cannot be written by any node of the cluster:\n  - "
+                           + "\n  - ".join(report["problems"])
+                           + "\nChoose a folder the cluster's nodes may create and write (--set output=PATH).")
     if not report["ok"]:
         n = len(report["nodes"])
         raise StorageError(

@@ -233,6 +233,11 @@ def test_storage_check_catches_a_path_a_node_cannot_see(cluster, cluster_env):
         assert f"on this node the path is {node_dir}/runs/not-shared" in message
     assert message.count("does not see what node") == 2 and "s3://" in message
     assert not any((Path(d) / "runs" / "not-shared").exists() for d in node_dirs)
+    # No node can write there at all: not a question of sharing (the NFS-or-bucket advice misled a one-machine user)
+    out = subprocess.run([sys.executable, "-c", code.replace("runs/not-shared", "/proc/trainyard-out")], cwd=ROOT,
+                         env=cluster_env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "'/proc/trainyard-out' cannot be written by any node of the cluster" in out.stderr
+    assert "s3://" not in out.stderr and out.stderr.count("cannot write there") == 2, out.stderr
 
 
 def test_a_driver_on_the_cluster_checks_storage_then_trains(cluster, cluster_env, tmp_path):
