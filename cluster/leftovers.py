@@ -43,6 +43,8 @@ def release_ended_jobs_groups() -> tuple[int, float]:
     from ray.util.placement_group import PlacementGroup
 
     count, cpus = 0, 0.0
+    if ray.util.client.ray.is_connected():
+        return count, cpus      # a Ray Client (ray://) has no GCS tables to read: the next driver on the cluster will
     try:
         dead = ray_compat.gcs_protos().ActorTableData.DEAD
 
@@ -57,7 +59,7 @@ def release_ended_jobs_groups() -> tuple[int, float]:
                 logger.debug("placement group %s not removed: %s", pg.placement_group_id.hex(), exc)
                 continue
             count += 1
-            cpus += sum(b.unit_resources.get("CPU", 0.0) for b in pg.bundles)
+            cpus += sum(b.unit_resources.get("CPU", 0.0) for b in pg.bundles)     # as asked (placed or not)
     except Exception as exc:             # an internal table changed shape in another Ray version
-        logger.warning("could not look for placement groups of ended jobs: %s", exc)
+        logger.debug("could not look for placement groups of ended jobs: %s", exc)
     return count, cpus

@@ -461,15 +461,18 @@ def _keep_job_logs(temp_root: Path, folder: Path, progress: Callable[[str], None
                   if not p.parent.parent.is_symlink())      # session_latest is a link to a session of the list
     if not logs:
         return
-    kept = folder / "logs" / "jobs"
-    kept.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for log in logs:
-        target = kept / log.name.removeprefix("job-driver-")
-        try:
+    kept, copied = folder / "logs" / "jobs", 0
+    try:            # a full disk, a folder of root's: said, and `down` goes on (its record and temp dirs go)
+        kept.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for log in logs:
+            target = kept / log.name.removeprefix("job-driver-")
             shutil.copyfile(log, target)
             target.chmod(0o600)
-        except OSError as exc:
-            progress(f"could not keep {log.name} ({exc.strerror or exc}): it goes with the cluster's temp folder")
-    progress(f"kept {len(logs)} job log(s) in {kept} (`trainyard jobs logs` cannot reach them once the cluster "
-             "is down)")
+            copied += 1
+    except OSError as exc:
+        progress(f"could not keep the jobs' logs in {kept} ({exc.strerror or exc}): {len(logs) - copied} of "
+                 f"{len(logs)} go with the cluster's temp folder")
+    if copied:
+        progress(f"kept {copied} job log(s) in {kept} (`trainyard jobs logs` cannot reach them once the cluster "
+                 "is down)")
 

@@ -3,6 +3,7 @@ fields. `train`, `validate` and `predict` (serving.tables) give the same advice.
 from __future__ import annotations
 
 import csv
+import io
 from typing import Optional
 
 import pyarrow.fs as pafs
@@ -15,26 +16,47 @@ def not_utf8(fs: pafs.FileSystem, path: str, where: str) -> str:
     at, encoding = "", "latin-1"
     try:
         with fs.open_input_stream(path) as stream:
-            lines = stream.read(4 << 20).splitlines()
-        for number, raw in enumerate(lines, 1):
+            head = stream.read(HEAD_BYTES)
+        if len(head) == HEAD_BYTES:     # cut at a line's end: a character cut in two is no encoding error
+            head = head[:head.rfind(b"\n") + 1] or head
+        offset = 0
+        for number, raw in enumerate(head.splitlines(keepends=True), 1):
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 encoding = _likely_encoding(raw)
                 char = raw[exc.start:exc.start + 1].decode(encoding)
                 if number == 1:         # the header: its names are no one's data
-                    at = f" (line 1: {raw.decode(encoding)[:60]!r} as {encoding})"
+                    at = f" (line 1: {raw.decode(encoding).rstrip()[:60]!r} as {encoding})"
                 else:
-                    field = max(0, len(next(csv.reader([raw[:exc.start].decode(encoding)]), [""])) - 1)
-                    names = next(csv.reader([lines[0].decode(encoding)]), [])
-                    column = f", column {names[field]!r}" if field < len(names) and repr(names[field]) not in where else ""
+                    column = _column_at(head, offset + exc.start, where)
                     at = f" (line {number}{column}: byte 0x{raw[exc.start]:02x}, {char!r} as {encoding})"
                 break
+            offset += len(raw)
     except Exception:       # unreadable now: the message stands without the line
         at = ""
     return (f"{path}: {where} holds text that is not UTF-8{at}; trainyard reads CSV files as UTF-8. Save the file "
             f"as UTF-8, e.g. iconv -f {encoding} -t utf-8 {path} > fixed.csv, or in Python "
             f"pandas.read_csv({path!r}, encoding={encoding!r}).to_csv('fixed.csv', index=False)")
+
+
+HEAD_BYTES = 4 << 20
+
+
+def _column_at(head: bytes, at: int, where: str) -> str:
+    """", column 'town'" for the byte at offset `at` of a CSV's `head`, read as records (a quoted cell may span
+    lines); "" where `where` names that column already or it cannot be told. Every byte before it is UTF-8 (the
+    first that is not is at `at`): the header's names read as such, a byte-order mark dropped."""
+    try:
+        # A sentinel where the byte is: the last record's last field is the one it is in, inside quotes or not.
+        records = list(csv.reader(io.StringIO(head[:at].decode("utf-8-sig", "replace") + "\x00", newline="")))
+        names = records[0] if len(records) > 1 else []
+        field = len(records[-1]) - 1
+    except csv.Error:       # a field past csv's size limit
+        return ""
+    if not 0 <= field < len(names) or repr(names[field]) in where:
+        return ""
+    return f", column {names[field]!r}"
 
 
 def _likely_encoding(raw: bytes) -> str:

@@ -77,8 +77,8 @@ def _table(report: dict) -> str:
             cells.append(_cell(stats["psi"], stats["flags"]) if stats else "<td></td>")
         cells.append(_cell(w["prediction"]["psi"], w["prediction"]["flags"]))
         metrics, ref = w.get("metrics"), report.get("reference_metric")
-        shown = [f"{name} {metrics[name]:.3f}" for name in [*(ref or {}), "auc"]
-                 if metrics and isinstance(metrics.get(name), (int, float))]
+        shown = [f"{name} {metrics[name]:,.4g}" if name == "rmse" else f"{name} {metrics[name]:.3f}"   # in label units
+                 for name in [*(ref or {}), "auc"] if metrics and isinstance(metrics.get(name), (int, float))]
         # The reason in the cell's title: a red "accuracy 0.847; auc 0.866" hid the recall that flagged it.
         flags = html.escape("; ".join((metrics or {}).get("flags") or []))
         cells.append(f"<td class='{'bad' if metrics['flags'] else ''}' title='{flags}'>{'; '.join(shown)}</td>"

@@ -463,10 +463,12 @@ def output_problem(output: str) -> Optional[str]:
         # the run failed on the cluster saying its nodes share no storage. A folder made and removed says.
         import tempfile
         try:
-            os.rmdir(tempfile.mkdtemp(prefix=".trainyard-write-check-", dir=nearest))
-            return None
+            probe = tempfile.mkdtemp(prefix=".trainyard-write-check-", dir=nearest)
         except OSError as exc:
             existing, why = nearest, f"a folder cannot be made there: {exc.strerror or exc}"
+        else:
+            os.rmdir(probe)         # made: it can be written (an empty folder of its own, removed at once)
+            return None
     why = why or ("a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY
                   else "no permission to write there")
     made = f" to create {out.relative_to(existing)} in" if out.is_relative_to(existing) and existing != out else ""

@@ -50,9 +50,6 @@ class TrainError(Failure):
     """Training could not run or did not finish; the message says why and what to change."""
 
 
-
-
-
 @dataclass
 class TrainOutcome:
     """A finished run, as the bundle needs it: the best epoch's weights and metrics, and how it ran."""

@@ -399,10 +399,11 @@ def _browser_form(headers) -> Optional[str]:
     """The Content-Type of a browser's post that is not JSON, else None. A page on any site may post a form, or
     text with fetch's no-cors, to 127.0.0.1 without the browser asking first: into a server without a token, and
     into its prediction log, which `trainyard monitor` reads. A browser says where its request came from (Origin,
-    Sec-Fetch-*); curl and scripts send neither, and keep being answered whatever their Content-Type."""
-    named = {key: value for key, value in headers if key in (b"origin", b"sec-fetch-mode", b"content-type")}
+    Sec-Fetch-Site); curl and scripts send neither, and keep being answered whatever their Content-Type. (Not
+    Sec-Fetch-Mode: Node's fetch sends it, with text/plain for a string body and no Origin.)"""
+    named = {key: value for key, value in headers if key in (b"origin", b"sec-fetch-site", b"content-type")}
     kind = named.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1")
-    browser = b"origin" in named or b"sec-fetch-mode" in named
+    browser = b"origin" in named or b"sec-fetch-site" in named
     return kind or "none" if browser and not (kind == "application/json" or kind.endswith("+json")) else None
 
 

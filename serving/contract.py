@@ -5,6 +5,8 @@ a category no longer accepted). A zero-downtime update that fails every request 
 """
 from __future__ import annotations
 
+import shlex
+
 from typing import Optional
 
 from cluster.errors import EXIT_BAD_INPUT
@@ -121,6 +123,6 @@ def update_notes(name: str, running_schema: Optional[dict], running_metrics: Opt
     # never, for min_recall bundles, while README promised it).
     worse = worse_than((old_version, test, before, None), bundle.metrics.get("test") or {}, bundle.task, after,
                        replaces=f"in {name}")
-    again = (f"{old_source} --name {name}" if old_source else
+    again = (f"{shlex.quote(old_source)} --name {name}" if old_source else
              f"OUTPUT/bundles/{old_version} --name {name} (OUTPUT: its run's output folder)")
     return moved + ([f"[serve] note: {worse}; to serve it again: trainyard serve {again}"] if worse else [])

@@ -300,6 +300,31 @@ def test_submit_runs_the_checks_and_ships_the_repository_and_spec(cluster, clust
     assert out.returncode == 2 and "no job 'no-such-job'" in out.stderr
 
 
+def test_a_run_too_big_for_the_cluster_up_cluster_it_goes_to_is_refused_before_the_upload(cluster, tmp_path):
+    """A run of more workers, or a search whose trial does not fit beside Ray Data's CPU, than the `cluster up`
+    cluster holds was uploaded and refused on the cluster, after 27 s of checks there. Its size is what its GCS
+    sees now (2 nodes of 2 CPUs here)."""
+    from jobs.fits import ClusterTooSmall
+    from trainyard.cli import check_before_ray
+    from trainyard.submit import check_data_here, plan
+    from tuning.plan import TuneInputError
+
+    url = cluster["dashboard_url"]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "part-0.csv").write_text("x,y\n1,a\n2,b\n3,a\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: tiny\ndata: {{path: {tmp_path / 'data'}, label: y}}\noutput: {tmp_path / 'out'}\n"
+                    "tune: {samples: 2}\n")
+    with pytest.raises(ClusterTooSmall, match=r"train.workers=5 × train.cpus_per_worker=1 needs 5 CPUs but the "
+                                              r"cluster has 4"):
+        check_data_here(plan(spec, url, "train", ["train.workers=5"]), check_before_ray)
+    with pytest.raises(TuneInputError, match=r"the search cannot start: one trial needs .* the cluster has 4 CPUs"):
+        check_data_here(plan(spec, url, "tune", ["tune.data_cpus=3.5"]), check_before_ray)
+    check_data_here(plan(spec, url, "train", ["train.workers=2"]), check_before_ray)          # it fits
+    # Another dashboard is not the recorded cluster: its size is its own to say.
+    check_data_here(plan(spec, "http://127.0.0.1:9", "train", ["train.workers=5"]), check_before_ray)
+
+
 def test_jobs_stop(cluster, cluster_env, tmp_path):
     """`jobs stop` is a Ctrl-C for the job's driver (SIGINT, with a minute to save a search; the Jobs API's
     SIGTERM then SIGKILL 3 s later left a search unsaved, its driver printing Ray's stack dump), and for a spec

@@ -459,33 +459,6 @@ def test_data_the_cluster_reads_from_this_disk_is_checked_here_before_anything_i
     assert run.returncode == 2 and "--resume" in run.stderr and "dry run" not in run.stdout, run.stderr
 
 
-def test_a_run_too_big_for_the_cluster_up_cluster_it_goes_to_is_refused_before_the_upload(tmp_path, repo,
-                                                                                            monkeypatch):
-    """`cluster up` records its size: a run of 3 workers, or a search whose trial does not fit beside Ray Data's
-    CPU, on its 2 CPUs was uploaded and refused on the cluster, after 27 s of checks there."""
-    from cluster.state import write_state
-    from jobs.fits import ClusterTooSmall
-    from trainyard.cli import check_before_ray
-    from trainyard.submit import check_data_here
-    from tuning.plan import TuneInputError
-
-    url = "http://127.0.0.1:8265"
-    monkeypatch.setenv("TRAINYARD_STATE_DIR", str(tmp_path / "state"))
-    write_state(None, {"dashboard_url": url, "cpus_per_node": 2, "nodes": [{"name": "head"}]})
-    spec = spec_file(tmp_path, tune={"samples": 2})
-    (tmp_path / "data" / "part-0.csv").write_text("x,diagnosis\n1,a\n2,b\n3,a\n")
-    sets = ["data.label=diagnosis"]
-    with pytest.raises(ClusterTooSmall, match=r"train.workers=3 × train.cpus_per_worker=1 needs 3 CPUs but the "
-                                              r"cluster has 2"):
-        check_data_here(plan(spec, url, "train", overrides=sets + ["train.workers=3"], root=repo), check_before_ray)
-    with pytest.raises(TuneInputError, match=r"the search cannot start: one trial needs .* the cluster has 2 CPUs"):
-        check_data_here(plan(spec, url, "tune", overrides=sets + ["tune.data_cpus=1"], root=repo), check_before_ray)
-    check_data_here(plan(spec, url, "train", overrides=sets, root=repo), check_before_ray)      # it fits
-    # Another cluster (another dashboard) is not the recorded one: its size is its own to say.
-    check_data_here(plan(spec, "http://127.0.0.1:9265", "train", overrides=sets + ["train.workers=3"], root=repo),
-                    check_before_ray)
-
-
 def test_jobs_status_finds_the_bundle_a_job_wrote_in_its_log():
     """The output's `bundle` names the newest version, maybe another job's: the job's own is the last
     `bundle written to` line of its log (a job that retrained twice names the second)."""

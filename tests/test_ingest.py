@@ -696,6 +696,20 @@ def test_a_csv_saved_as_latin_1_is_named_with_its_line_and_how_to_save_it_as_utf
                                         r"byte 0xfc, 'ü' as cp1252\)") as caught:
         file_schema(fs, str(tmp_path / "values.csv"), "csv")
     assert "Doe" not in str(caught.value)
+    # The column of a quoted note across lines, and a UTF-8 header's accented name (a review: 'id', and
+    # 'tempÃ©rature'); a byte-order mark is no part of the first name.
+    from jobs.csvfix import HEAD_BYTES, not_utf8
+    (tmp_path / "notes.csv").write_bytes('\ufeffid,température,note\n1,2,"line one\nline two caf'.encode()
+                                         + b'\xe9",x\n')
+    assert "(line 3, column 'note': byte 0xe9, 'é' as cp1252)" in not_utf8(fs, str(tmp_path / "notes.csv"), "it")
+    (tmp_path / "notes.csv").write_bytes("id,température\n1,2".encode() + b"\xb0C\n")
+    assert "(line 2, column 'température': byte 0xb0, '°' as cp1252)" in not_utf8(fs, str(tmp_path / "notes.csv"), "it")
+    # A UTF-8 character cut by the 4 MB read is not the file's fault: the line named is the real one, further on.
+    line = "é,1\n".encode()
+    body = b"a,b\n" + line * ((HEAD_BYTES - 5) // len(line)) + "é".encode()[:1]
+    (tmp_path / "big.csv").write_bytes(body + "é".encode()[1:] + b",1\n" + line * 10 + b"\xe9,2\n")
+    said = not_utf8(fs, str(tmp_path / "big.csv"), "it")
+    assert "(line" not in said and "holds text that is not UTF-8; " in said, said        # past the 4 MB read
     # `trainyard predict` reads its rows with pandas: the same fix, not "cannot read it as csv: 'utf-8' codec...".
     with pytest.raises(TableError, match=r"values.csv: the file holds text that is not UTF-8 \(line 3, column "
                                          r"'region': byte 0xfc, 'ü' as cp1252\); .* iconv -f cp1252 -t utf-8 "

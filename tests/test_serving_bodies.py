@@ -119,6 +119,11 @@ def test_a_browsers_form_post_is_refused_and_a_scripts_post_of_any_type_is_answe
                                                             "Origin": tabular_app.url.rsplit("/", 1)[0]})[0] == 200
     assert call(tabular_app.url, "POST", "/predict", body,
                 {"Content-Type": "application/x-www-form-urlencoded"})[0] == 200
+    # Node's fetch: Sec-Fetch-Mode and text/plain for a string body, no Origin: a script, answered
+    assert call(tabular_app.url, "POST", "/predict", body, {"Content-Type": "text/plain;charset=UTF-8",
+                                                            "Sec-Fetch-Mode": "cors"})[0] == 200
+    assert call(tabular_app.url, "POST", "/predict", body, {"Content-Type": "text/plain",
+                                                            "Sec-Fetch-Site": "cross-site"})[0] == 415
 
 
 def _stalled(url: str, declared: int, sent: bytes) -> tuple[float, bytes]:

@@ -104,7 +104,7 @@ def connect(args, spec=None, *, imports: Sequence[str] = ()) -> dict:
         WorkerOutputFilter(line=progress, error=problem).route()
     progress(f"[ray] {res['nodes']} node(s), {res['CPU']:g} CPU, {res['GPU']:g} GPU")
     if res.get("released"):
-        progress(f"[ray] gave back {res['released'][1]:g} CPU held by {res['released'][0]} placement group(s) of jobs "
+        progress(f"[ray] gave back {res['released'][0]} placement group(s) ({res['released'][1]:g} CPU) held by jobs "
                  "that have ended (a job stopped as its training workers were being placed)")
     # A submitted job checked storage in its entrypoint (`python -m cluster.storage`) just before this.
     if spec is not None and res["nodes"] > 1 and not getattr(args, "storage_checked", False):

@@ -104,13 +104,18 @@ def check_data_here(the_plan: Plan, check_before_ray: Callable, resume: bool = F
 def _check_fits_recorded_cluster(the_plan: Plan, spec) -> None:
     """A run or a search too big for the `cluster up` cluster it goes to (its size is recorded here) is refused
     before the upload: it was refused on the cluster, after the upload and 27 s of checks there."""
+    from cluster import local
     from cluster.state import read_state
     from jobs.fits import check_resources, resolve_use_gpu
 
     recorded = read_state()
-    if not recorded or recorded.get("dashboard_url") != the_plan.url or not recorded.get("cpus_per_node"):
+    if not recorded or recorded.get("dashboard_url") != the_plan.url:
         return
-    resources = {"CPU": float(recorded["cpus_per_node"]) * len(recorded.get("nodes") or []), "GPU": 0.0}
+    # The nodes alive now, as its GCS sees them (nodes added by hand with `ray start` too), not those `up` started
+    live = local.status()
+    if live["error"] or not live["nodes"]:
+        return          # its GCS does not answer: the submission will say so
+    resources = {k: sum(float(n["resources"].get(k, 0.0)) for n in live["nodes"]) for k in ("CPU", "GPU")}
     check_resources(spec, resources)
     use_gpu = resolve_use_gpu(spec.train.use_gpu, spec.train.workers, resources)
     if the_plan.mode != "train" and spec.tune is not None:
