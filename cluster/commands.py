@@ -60,7 +60,10 @@ def cmd_cluster_status(args) -> int:
         return EXIT_FAILED
     _say(f"{len(info['nodes'])} node(s) alive:")
     for n in info["nodes"]:
-        res = ", ".join(f"{k} {_fmt_resource(k, v)}" for k, v in n["resources"].items())
+        free = n.get("available") or {}
+        res = ", ".join(f"{k} {_fmt_resource(k, v)}" + (f" ({free.get(k, 0.0):g} free)" if k in ("CPU", "GPU")
+                                                          and n.get("available") is not None else "")
+                        for k, v in n["resources"].items())
         _say(f"  {n['node_id'][:12]}  {n['ip']:<10} {'head  ' if n['head'] else 'worker'}  {res}")
     return EXIT_OK
 

@@ -21,6 +21,7 @@ class Node:
     resources: dict[str, float] = field(default_factory=dict)   # totals, without Ray's "node:..." markers
     temp_dir: str | None = None                   # known from the GCS only
     raylet_port: int | None = None                # the raylet's (node manager's) port, on `ip`
+    available: dict[str, float] | None = None     # free now, where asked (`alive_nodes_from_gcs`)
 
     @property
     def label(self) -> str:
@@ -65,6 +66,14 @@ def alive_nodes_from_gcs(address: str, token: str | None, *, timeout_s: float = 
     with grpc.insecure_channel(address) as channel:
         reply = pb_grpc.NodeInfoGcsServiceStub(channel).GetAllNodeInfo(
             pb.GetAllNodeInfoRequest(), timeout=timeout_s, metadata=metadata)
+        # What each node has free: CPUs reserved by a job that ended showed nowhere ("CPU 2" while none was free).
+        try:
+            usage = pb_grpc.NodeResourceInfoGcsServiceStub(channel).GetAllResourceUsage(
+                pb.GetAllResourceUsageRequest(), timeout=timeout_s, metadata=metadata)
+            free = {u.node_id.hex(): _resources(u.resources_available) for u in usage.resource_usage_data.batch}
+        except grpc.RpcError:       # the totals stand without it
+            free = {}
     return [Node(info.node_id.hex(), info.node_manager_address, info.is_head_node,
-                 _resources(info.resources_total), info.temp_dir or None, info.node_manager_port or None)
+                 _resources(info.resources_total), info.temp_dir or None, info.node_manager_port or None,
+                 free.get(info.node_id.hex()))
             for info in reply.node_info_list if info.state == gcs_pb2.GcsNodeInfo.ALIVE]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,6 +76,10 @@ def test_status_shows_head_and_worker_alive(cluster, cluster_env):
     assert len(status["nodes"]) == 2
     assert sorted(n["head"] for n in status["nodes"]) == [False, True]
     assert all(n["resources"]["CPU"] == 2 for n in status["nodes"])
+    # What is free too: a job's reservation left after it ended showed nowhere ("CPU 2" while none was free)
+    assert all(0 <= n["available"]["CPU"] <= 2 for n in status["nodes"]), status["nodes"]
+    text = run_cli("cluster", "status", env=cluster_env).stdout
+    assert re.search(r"CPU 2 \([0-9.]+ free\)", text), text
     assert all(p["alive"] for p in status["processes"]) and len(status["processes"]) == 2
     assert status["address"] == cluster["address"] and status["address"].startswith("127.0.0.1:")
     assert oct(Path(status["token_path"]).stat().st_mode & 0o777) == "0o600"
