@@ -122,14 +122,14 @@ def serve_settings(bundle_path, spec_path=None, overrides=(), progress=print):
     from pydantic import ValidationError
 
     from jobs.bundle import resolve
-    from jobs.spec import ServeSpec, SpecError, apply_overrides, load_spec
+    from jobs.spec import ServeSpec, SpecError, apply_overrides, load_serve_settings
 
     raw, ignored = bundle_serve_section(resolve(bundle_path))
     layers = [("the bundle's spec.yaml", copy.deepcopy(raw))]        # apply_overrides below changes `raw`
     if spec_path:
         # Only what --spec's serve section sets overrides the bundle's (was: its every default replaced the
         # bundle's required features, limits and unknown_fields without a word).
-        given = load_spec(spec_path).serve.model_dump(mode="json", exclude_unset=True)
+        given = load_serve_settings(spec_path)     # a job spec's serve section, or a file of `serve:` alone
         raw = overlay(raw, given)
         layers.append((str(spec_path), given))
     # `--set serve.port=1` and `--set port=1` mean the same here: only serve settings are in play.

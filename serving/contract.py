@@ -98,11 +98,13 @@ def check_update(name: str, running: dict, new_schema: dict, new_serve: dict, ve
 
 
 def update_notes(name: str, running_schema: Optional[dict], running_metrics: Optional[dict], bundle,
-                 old_version: str, old_source: Optional[str] = None) -> list[str]:
+                 old_version: str, old_source: Optional[str] = None,
+                 where: tuple[Optional[int], Optional[str]] = (None, None)) -> list[str]:
     """What an update of app `name` to `bundle` changes in its answers, beside the requests it takes: the cut-off
     (`jobs.decision.change`), and a test score below the running version's (each on its own test split). A
     colleague's `serve` of a model of test F1 0.15 replaced one of 0.85 on the same app with no word of it.
-    `old_source`: where the running version was served from (its payload's "from"), where known."""
+    `old_source`: where the running version was served from (its payload's "from"), where known; `where`: the
+    app's port and route prefix, which the command that serves it again needs (an update is refused without)."""
     from jobs.decision import change as cut_change      # here: jobs.fitted brings pandas to every command
     from jobs.replaced import worse_than
 
@@ -123,6 +125,8 @@ def update_notes(name: str, running_schema: Optional[dict], running_metrics: Opt
     # never, for min_recall bundles, while README promised it).
     worse = worse_than((old_version, test, before, None), bundle.metrics.get("test") or {}, bundle.task, after,
                        replaces=f"in {name}")
-    again = (f"{shlex.quote(old_source)} --name {name}" if old_source else
-             f"OUTPUT/bundles/{old_version} --name {name} (OUTPUT: its run's output folder)")
+    port, route = where
+    options = (f" --port {port}" if port else "") + (f" --set route_prefix={route}" if route not in (None, "/") else "")
+    again = (f"{shlex.quote(old_source)} --name {name}{options}" if old_source else
+             f"OUTPUT/bundles/{old_version} --name {name}{options} (OUTPUT: its run's output folder)")
     return moved + ([f"[serve] note: {worse}; to serve it again: trainyard serve {again}"] if worse else [])

@@ -23,8 +23,9 @@ from cluster.processes import ALIVE, own_identity, recorded_process
 from cluster.state import state_dir
 from serving.openapi import example_record
 from serving.ingress import first_line
-from serving.server import DEPLOY_TIMEOUT_S, Served, _delete_quietly, _get_json, app_overview, deploy, shutdown
-from serving.settings import ServeError
+from serving.probe import get_json
+from serving.server import DEPLOY_TIMEOUT_S, Served, _delete_quietly, app_overview, deploy, shutdown
+from serving.settings import TOKEN_ENV, ServeError
 
 
 def update_words(before: str, after: str) -> str:
@@ -175,7 +176,7 @@ def serve_forever(bundle_path, *, spec=None, name: Optional[str] = None, host: O
                                  "another process); stopped serving it")
             # What changes while it serves is said: the replicas autoscaling adds and removes, and a version
             # another `trainyard serve` put in (the server printed nothing after its start).
-            ready = _get_json(f"{served.url}/readyz", timeout=2.0) or {}
+            ready = get_json(f"{served.url}/readyz", timeout=2.0) or {}
             now = {"running": running, "answered": (ready.get("model") or {}).get("version")}
             for line in serving_changes(served.name, seen, now):
                 progress(line)
@@ -333,7 +334,11 @@ def _announce(served: Served, progress: Callable[[str], None]) -> None:
     others = len(served.schema.get("features", [])) - len(record)
     rest = f"  (its other {others} field(s) are imputed when left out)" if others > 0 else ""
     logs = f"{served.log_path.rstrip('/')}/{served.name}" if served.log_path else None     # serving.predlog's folder
-    progress(f"[serve] {served.name} {served.version} at {served.url}  (docs: {served.url}/docs)\n"
+    # Given with --token, the token is in no variable of the user's shell: the curl line alone gave a 401. (Where
+    # it came from is not known here: `serve` takes $TRAINYARD_SERVE_TOKEN out of its environment, for Ray's sake.)
+    export = (f"  curl and trainyard predict read the token from ${TOKEN_ENV}: export it in the shell you send "
+              "from\n" if served.token_required else "")
+    progress(f"[serve] {served.name} {served.version} at {served.url}  (docs: {served.url}/docs)\n" + export +
              f"  curl -s{auth} {served.url}/predict -d '{body}'{rest}\n"
              + (f"  predictions logged under {logs} (trainyard monitor BUNDLE --logs {logs})\n" if logs else "") +
              f"  trainyard predict --url {served.url} "

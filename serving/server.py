@@ -14,11 +14,11 @@ lifetime), and apps share it by route prefix. So:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import signal
+import sys
+import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -32,6 +32,7 @@ from serving.ingress import (check_port_free, choose_ingress, first_line, ingres
                              soft_stop_haproxy, stop_half_started)
 from serving.contract import check_update, update_notes
 from serving.payload import payload_json, served_from
+from serving.probe import client_host, get_json, running_version
 from serving.settings import (TOKEN_ENV, ServeError, check_name, check_settings, default_name, in_part_error,
                               keep_running, resolve_spec)
 
@@ -58,12 +59,7 @@ class Served:
     @property
     def url(self) -> str:
         prefix = "" if self.route_prefix == "/" else self.route_prefix
-        return f"http://{_client_host(self.host)}:{self.port}{prefix}"
-
-
-def _client_host(host: str) -> str:
-    """Where a client on this machine reaches a server listening on `host`."""
-    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return f"http://{client_host(self.host)}:{self.port}{prefix}"
 
 
 # ---------------------------------------------------------------------------------------------- Serve
@@ -299,13 +295,13 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
             progress(f"[serve] note: {name} logged its predictions to {running_log.get('path')}; this update "
                      f"logs none ({why}): to go on logging, --set log.path={running_log.get('path')}")
     _check_route_free(name, serve_spec.route_prefix, host, port)
-    old_version = _running_version(before, host, port) if before else None
+    old_version = running_version(before, host, port) if before else None
     was = payload_json(before.init_args[0], "schema.json") if before and before.init_args else None
     if before:
         check_update(name, {"schema": was, "serve": _replica_settings(before).get("serve")}, bundle.schema,
                      serve_spec.model_dump(mode="json"), (old_version or "running", bundle.version), breaking, progress)
-    for note in update_notes(name, was, payload_json(before.init_args[0], "metrics.json"), bundle, old_version
-                             or "running", served_from(before.init_args[0])) if was else ():
+    for note in update_notes(name, was, payload_json(before.init_args[0], "metrics.json"), bundle, old_version or
+                             "running", served_from(before.init_args[0]), (port, before.route_prefix)) if was else ():
         progress(note)
     # The replicas follow the ingress Serve runs with, whatever this spec asks: it is fixed per Ray cluster.
     env = {**replica_ingress_env(running_ingress(), serve_spec), **metrics_env(serve_spec)}
@@ -317,18 +313,37 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
                     token_required=bool(token or kept_sha256), schema=bundle.schema,
                     log_path=serve_spec.log.path if serve_spec.log else None)
     deadline = time.monotonic() + timeout_s
-    try:
-        _run(app, name, serve_spec.route_prefix, serve_spec.access_log)
-        _wait_running(name, deadline, timeout_s, progress)
-        _wait_http(served, deadline, timeout_s)
-    except ServeError as exc:
-        reason = f"{verb} {name} to {bundle.version} failed: {exc}"
-        if before is None:
-            _delete_quietly(name)      # a half-deployed app would go on retrying: nothing of it is served
-            raise ServeError(f"{reason}. Nothing is served under {name}.{_logs()}", exit_code=exc.exit_code) from None
-        raise ServeError(f"{reason}. {_roll_back(name, before, old_version, progress)}{_logs()}",
-                         exit_code=exc.exit_code) from None
+    with _term_as_exit(before is not None):     # SIGTERM too: an interrupted update is rolled back
+        try:
+            _run(app, name, serve_spec.route_prefix, serve_spec.access_log)
+            _wait_running(name, deadline, timeout_s, progress)
+            _wait_http(served, deadline, timeout_s)
+        except (KeyboardInterrupt, SystemExit):
+            if before is not None:      # else Serve deploys on: a replica lost later would have had no successor
+                progress(f"[serve] interrupted: {_roll_back(name, before, old_version, progress)}")
+            raise
+        except ServeError as exc:
+            reason = f"{verb} {name} to {bundle.version} failed: {exc}"
+            if before is None:
+                _delete_quietly(name)      # a half-deployed app would go on retrying: nothing of it is served
+                raise ServeError(f"{reason}. Nothing is served under {name}.{_logs()}",
+                                 exit_code=exc.exit_code) from None
+            raise ServeError(f"{reason}. {_roll_back(name, before, old_version, progress)}{_logs()}",
+                             exit_code=exc.exit_code) from None
     return served
+
+
+@contextlib.contextmanager
+def _term_as_exit(update: bool):
+    """SIGTERM as SystemExit while an update waits: Ray's handler left Serve deploying an update that never started."""
+    if not update or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _replica_settings(running: ServeDeployment) -> dict:
@@ -345,7 +360,7 @@ def _check_route_free(name: str, route_prefix: str, host: str, port: int) -> Non
         if running is not None and (running.route_prefix or "/") == route_prefix:
             raise ServeError(
                 f"route prefix {route_prefix} is taken by app {other!r} on this server "
-                f"(http://{_client_host(host)}:{port}{'' if route_prefix == '/' else route_prefix}); serve {name!r} "
+                f"(http://{client_host(host)}:{port}{'' if route_prefix == '/' else route_prefix}); serve {name!r} "
                 f"beside it under another: --set route_prefix=/{name}, or update {other!r} itself with --name "
                 f"{other}", exit_code=EXIT_BAD_INPUT)
 
@@ -359,13 +374,6 @@ def _running_log(running: ServeDeployment) -> Optional[dict]:
     """The serve.log settings the running replicas log with, None without."""
     serve = _replica_settings(running).get("serve")
     return serve.get("log") if isinstance(serve, dict) else None
-
-
-def _running_version(running: ServeDeployment, host: str, port: int) -> Optional[str]:
-    # /readyz answers without the token; asked at the running app's own route prefix, which may differ.
-    prefix = "" if running.route_prefix in (None, "/") else running.route_prefix
-    ready = _get_json(f"http://{_client_host(host)}:{port}{prefix}/readyz")
-    return ((ready or {}).get("model") or {}).get("version")
 
 
 def _run(app, name: str, route_prefix: Optional[str], access_log: Optional[bool] = None) -> None:
@@ -453,19 +461,11 @@ def _roll_back(name: str, before: ServeDeployment, old_version: Optional[str],
     return f"Rolled back: {name} serves {label} again, and replicas started from now on run it."
 
 
-def _get_json(url: str, timeout: float = 5.0) -> Optional[dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return json.loads(r.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
 def _wait_http(served: Served, deadline: float, timeout_s: float) -> None:
     """Serve reports RUNNING slightly before its HTTP ingress routes to the app: wait for /readyz (which needs
     no token) to answer with this version, so that whoever called deploy can send requests right away."""
     while time.monotonic() < deadline:
-        ready = _get_json(served.url + "/readyz", timeout=2.0)
+        ready = get_json(served.url + "/readyz", timeout=2.0)
         if ready and ready.get("model", {}).get("version") == served.version:
             return
         time.sleep(0.2)

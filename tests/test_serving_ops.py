@@ -75,6 +75,39 @@ def test_replicas_scale_up_under_load_and_back_down(served_bundle, serve_instanc
         release_app("scale")
 
 
+def test_an_update_interrupted_while_it_waits_is_rolled_back(served_bundle, serve_instance, tmp_path):
+    """An update whose replicas could not be placed, stopped while it waited (SIGTERM: a cancelled CI job), printed
+    Ray's stack dump alone and left Serve deploying it: the old replica answered, and once it was lost the app had
+    none, and the next `serve` kept the update's settings. Now SIGTERM (and Ctrl-C) roll it back first."""
+    import os
+    import signal
+
+    from cluster.ray_compat import serve_deployment
+    from serving import Client
+    from serving.payload import payload_json
+    from serving.server import DEPLOYMENT
+
+    v2 = bundle_variant(served_bundle, tmp_path / "v2", version="stuck-v2")
+    served = deploy_app(served_bundle, "stuck", serve_instance)
+    said = []
+
+    def progress(line):
+        said.append(line)
+        if line.startswith("[serve] updating stuck"):       # the update waits for replicas no node can hold
+            threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    try:
+        with pytest.raises(SystemExit):
+            deploy_app(v2, "stuck", serve_instance, progress=progress, ray_actor_options={"num_cpus": 64})
+        assert any(line.startswith(f"[serve] interrupted: Rolled back: stuck serves {served.version} again")
+                   for line in said), said
+        target = serve_deployment("stuck", DEPLOYMENT)       # what Serve deploys: the version that ran, again
+        assert payload_json(target.init_args[0], "lineage.json")["version"] == served.version
+        assert Client(served.url).predict([{}])["model"]["version"] == served.version
+        assert signal.getsignal(signal.SIGTERM) is not None          # the handler is put back
+    finally:
+        release_app("stuck")
+
+
 def test_update_while_serving_loses_no_request_and_a_broken_update_changes_nothing(
         served_bundle, serve_instance, tmp_path, monkeypatch):
     import serving.server

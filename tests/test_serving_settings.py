@@ -198,6 +198,15 @@ def test_a_spec_given_to_serve_overrides_only_what_its_serve_section_sets(tmp_pa
     assert spec.required_features == ["rpm"] and spec.unknown_fields == "ignore" and spec.max_records == 7
     assert spec.autoscaling.max_replicas == 3 and (spec.batch.max_size, spec.batch.wait_ms) == (8, 4.0)
     assert serve_settings(bundle, None, [], progress=lambda *_: None).max_records == 5
+    # A file of serve settings alone, as an on-call engineer holds them ("name: required but missing ... data:
+    # required but missing"); its mistakes are named as a spec's are.
+    (tmp_path / "serve.yaml").write_text("serve:\n  autoscaling: {max_replicas: 3}\n  batch: {wait_ms: 4.0}\n")
+    alone = serve_settings(bundle, str(tmp_path / "serve.yaml"), ["max_records=7"], progress=lambda *_: None)
+    assert alone.model_dump() == spec.model_dump()
+    (tmp_path / "serve.yaml").write_text("serve:\n  max_record: 3\n")
+    from jobs.spec import SpecError
+    with pytest.raises(SpecError, match=r"serve.yaml: serve.max_record: unknown key. Fix: did you mean 'max_records'"):
+        serve_settings(bundle, str(tmp_path / "serve.yaml"), [], progress=lambda *_: None)
 
 
 def test_the_not_taken_line_names_only_what_is_served_otherwise_than_the_bundle_says(tmp_path):
@@ -925,8 +934,10 @@ def test_an_update_to_a_version_of_a_lower_test_score_is_said(tmp_path):
     from serving.payload import bundle_payload, served_from
     older = _write(tmp_path / "elsewhere" / "bundle", lineage={"version": "v1"})
     said = update_notes("shared", worse.schema, {"test": {"f1": 0.85}}, worse, "v1",
-                        served_from(bundle_payload(older)))
-    assert said[0].endswith(f"; to serve it again: trainyard serve {older.resolve()} --name shared"), said
+                        served_from(bundle_payload(older)), (8431, "/pm"))
+    # ... with the port and route the update needs (without --port it was refused: "served on port 8431 by ...")
+    assert said[0].endswith(f"; to serve it again: trainyard serve {older.resolve()} --name shared --port 8431 "
+                            "--set route_prefix=/pm"), said
     assert served_from({"files": {}}) is None                   # a payload of an earlier trainyard
     assert served_from({"path": "s3://b/run/bundles/v1"}) == "s3://b/run/bundles/v1"     # a large bundle's
     assert update_notes("shared", worse.schema, {"test": {"f1": 0.10}}, worse, "v1") == []       # better: nothing

@@ -155,6 +155,12 @@ def test_the_example_request_serve_prints_is_one_the_model_takes():
     _announce(Served("t", "v1", "127.0.0.1", 8000, "/", schema=wide, log_path="/srv/logs/"), lines.append)
     assert "  predictions logged under /srv/logs/t (trainyard monitor BUNDLE --logs /srv/logs/t)" in \
         lines[0].splitlines(), lines
+    # A token given with --token is in no variable of the user's shell: the curl line alone gave a 401.
+    lines = []
+    _announce(Served("t", "v1", "127.0.0.1", 8000, "/", schema=wide, token_required=True), lines.append)
+    assert lines[0].splitlines()[1] == ("  curl and trainyard predict read the token from $TRAINYARD_SERVE_TOKEN: "
+                                        "export it in the shell you send from"), lines
+    assert '-H "Authorization: Bearer $TRAINYARD_SERVE_TOKEN"' in lines[0].splitlines()[2], lines
     assert json.loads(shlex.split(curl.split("  (its other")[0])[4]) == {"records": [
         {"shop": "O'Neil's", "x0": 40.5, "x1": 40.5, "x2": 40.5, "x3": 40.5, "x4": 40.5}]}
 

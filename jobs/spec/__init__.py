@@ -12,8 +12,8 @@ from jobs.spec.base import StrictModel
 from jobs.spec.data import AugmentSpec, DataSpec, FeatureSpec, ImageSpec, PreprocessSpec, SplitSpec
 from jobs.spec.decision import DecisionSpec
 from jobs.spec.errors import SpecError, unknown_key_hint
-from jobs.spec.job import (JobSpec, dump_spec, load_raw, load_spec, run_folder_hint, spec_file_hint, storage_root,
-                           validate_spec)
+from jobs.spec.job import (JobSpec, dump_spec, load_raw, load_serve_settings, load_spec, run_folder_hint,
+                           spec_file_hint, storage_root, validate_spec)
 from jobs.spec.metric_registry import (CLASSIFICATION, CLASSIFICATION_METRICS, MAXIMISED_METRICS, METRICS,
                                        REGRESSION, REGRESSION_METRICS, VAL_PREFIX, Metric, best_key, metric_mode,
                                        metrics_for, mode_problem, shown_values, task_problem,
@@ -31,7 +31,7 @@ __all__ = [
     "ModelSpec", "MonitorSpec", "PreprocessSpec", "REGRESSION", "REGRESSION_METRICS", "SEARCH_AXES", "SchedulerSpec",
     "ServeSpec",
     "SpecError", "SplitSpec", "StrictModel", "TrainSpec", "TuneSpec", "VAL_PREFIX", "apply_overrides", "best_key",
-    "dump_spec", "load_raw", "load_spec", "metric_mode", "metrics_for", "mode_problem", "read_yaml",
+    "dump_spec", "load_raw", "load_serve_settings", "load_spec", "metric_mode", "metrics_for", "mode_problem", "read_yaml",
     "read_yaml_file", "run_folder_hint", "shown_values", "spec_file_hint", "storage_root", "task_problem",
     "train_task_problems",
     "unknown_key_hint",

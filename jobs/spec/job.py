@@ -211,6 +211,23 @@ def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> JobSpe
     return validate_spec(raw, str(path), overridden_paths(overrides or []))
 
 
+class ServeOnly(StrictModel):
+    """A file of serve settings alone (`trainyard serve --spec`): a `serve:` section and nothing else."""
+    serve: ServeSpec = Field(default_factory=ServeSpec)
+
+
+def load_serve_settings(path: str | Path) -> dict:
+    """The serve settings a file sets (not its defaults): a job spec's serve section, or those of a file whose only
+    section is `serve:` (an on-call engineer holds those, not the training spec: "data: required but missing")."""
+    raw = load_raw(path)
+    if isinstance(raw, dict) and set(raw) == {"serve"}:
+        try:
+            return ServeOnly.model_validate(raw).serve.model_dump(mode="json", exclude_unset=True)
+        except ValidationError as err:
+            raise SpecError(format_errors(err, str(path), ServeOnly)) from None
+    return load_spec(path).serve.model_dump(mode="json", exclude_unset=True)
+
+
 def dump_spec(spec: JobSpec) -> str:
     """The resolved spec (defaults filled in) as YAML, for the bundle and the run directory."""
     return write_yaml(spec.model_dump(mode="json"))
