@@ -63,7 +63,7 @@ def test_node_record_label_and_dict():
     assert node.label == "node 1a2b3c4d (10.0.0.5, head)"
     assert Node("ffff0000aaaa", "10.0.0.6", False).label == "node ffff0000 (10.0.0.6)"
     assert node.to_dict() == {"node_id": "1a2b3c4d5e6f", "ip": "10.0.0.5", "head": True,
-                              "resources": {"CPU": 2.0}, "temp_dir": None, "raylet_port": None}
+                              "resources": {"CPU": 2.0}, "temp_dir": None, "raylet_port": None, "available": None}
 
 
 def test_state_dir_argument_then_environment_then_cwd(monkeypatch, tmp_path):
