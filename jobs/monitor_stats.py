@@ -5,7 +5,7 @@ ROC-AUC from its logged probabilities, a cut-off's recall and precision) with th
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -18,13 +18,14 @@ UNKNOWN_NAMES_K = 20       # distinct unseen categories named per window (for th
 
 
 def window_stats(summary: dict, profile: dict, thresholds: "drift.Thresholds", n_features: int,
-                 reference_metric: Optional[tuple[str, float]], decision: Optional[dict] = None,
+                 reference_metric: Optional[tuple], decision: Optional[dict] = None,
                  reference_auc: Optional[float] = None, reference_recalls: Optional[list] = None) -> dict:
     """The drift statistics of one window's merged summary, each with its flags (`jobs.drift.flagged`);
     `decision`: the bundle's binary cut-off, whose rule the labelled rows are judged by too (`_policy`);
     `reference_auc`: a binary model's test ROC-AUC, which the realised one is judged against; `reference_recalls`:
     each class's recall on the test split (`reference_recalls`), which each class's realised one is judged
     against (`class_recalls`)."""
+    reference_metric = Reference(*reference_metric) if reference_metric else None
     n = summary["n"]
     features: dict[str, dict] = {}
     for name, s in summary["numeric"].items():
@@ -225,8 +226,8 @@ def _realised(s: dict, ref_prediction: dict, thresholds, reference: Optional[tup
         metrics = classification_metrics(truth, np.eye(len(cm))[predicted]) if len(truth) else {}
         metrics.pop("auc", None)           # of the answered classes alone: the probabilities' is below
         n = len(truth)
-        if reference and reference[0] == "accuracy" and n:
-            chances["accuracy"] = shortfall_chance(int(np.trace(cm)), n, reference[1])
+        if reference and reference.name == "accuracy" and n:
+            chances["accuracy"] = shortfall_chance(int(np.trace(cm)), n, reference.value)
         if "scores" in s:
             negatives, positives = np.asarray(s["scores"], dtype=np.int64)
             rows = int(negatives.sum() + positives.sum())
@@ -242,19 +243,19 @@ def _realised(s: dict, ref_prediction: dict, thresholds, reference: Optional[tup
         pairs = sample_rows(s["pairs"])[:, 1:]
         metrics = regression_metrics(pairs[:, 0], pairs[:, 1]) if len(pairs) else {}
         n = int(s.get("labelled", len(pairs)))      # every labelled row (the pairs are a sample of them)
-        if reference and reference[0] == "rmse" and len(pairs) and reference[1] > 0:
-            chances["rmse"] = _errors_chance(metrics["rmse"], reference[1], len(pairs), reference[3])
+        if reference and reference.name == "rmse" and len(pairs) and reference.value > 0:
+            chances["rmse"] = _errors_chance(metrics["rmse"], reference.value, len(pairs), reference.test_rows)
     out = {"n": n, **metrics, "other_versions": int(s.get("other_versions", 0)),
            **{f"{k}_p": v for k, v in chances.items()}, "flags": []}
-    if reference and n >= thresholds.min_rows and reference[0] in metrics:
-        name, value = reference[0], reference[1]
+    if reference and n >= thresholds.min_rows and reference.name in metrics:
+        name, value = reference.name, reference.value
         chance = chances.get(name, 0.0)       # R² of a bundle without its test RMSE: no test of chance
         if name == "rmse":
             # R² on the test split's spread of the label: the window's own R² fell wherever its labels spanned less
             # (remaining life known first of the gearboxes that failed soon: R² 0.70 for errors of 13 days, half
             # the test split's 22), and said retrain of a model doing better than it did on its test split.
-            test_r2, spread = reference[2]
-            drop = (metrics["rmse"] ** 2 - value ** 2) / spread
+            test_r2 = reference.test_r2
+            drop = (metrics["rmse"] ** 2 - value ** 2) / reference.spread
             if drop > thresholds.metric_drop and chance < thresholds.p_value:
                 out["flags"] = [f"rmse {metrics['rmse']:,.4g} vs {value:,.4g} on the test split (r2 "
                                 f"{test_r2 - drop:.3f} vs {test_r2:.3f} on the test split's spread of the label; p "
@@ -276,18 +277,28 @@ def _errors_chance(rmse: float, test_rmse: float, rows: int, test_rows: Optional
     return float(f.sf(ratio, rows, test_rows) if test_rows else chi2.sf(ratio * rows, rows))
 
 
-def reference_metric(task: str, metrics: dict, test_rows: Optional[int] = None) -> Optional[tuple]:
-    """The test metric the realised one is compared with: (name, value), accuracy for a classifier; for a regression
-    ("rmse", its RMSE, (its R², the label's variance on the test split), `test_rows`), or, of a bundle without the
-    RMSE or of a perfect fit, ("r2", its R²). Both are judged against `metric_drop` as an R² is."""
+class Reference(NamedTuple):
+    """The test figure a window's realised metric is judged against (`reference_metric`); a plain (name, value)
+    tuple reads as one. A regression's RMSE carries its test R², the label's variance on the test split (`spread`,
+    which turns an RMSE into an R² on it) and the test rows (the F test's second degrees of freedom)."""
+    name: str
+    value: float
+    test_r2: Optional[float] = None
+    spread: Optional[float] = None
+    test_rows: Optional[int] = None
+
+
+def reference_metric(task: str, metrics: dict, test_rows: Optional[int] = None) -> Optional[Reference]:
+    """The test metric the realised one is compared with: accuracy for a classifier; a regression's RMSE, or, of a
+    bundle without it or of a perfect fit, its R². Both are judged against `metric_drop` as an R² is."""
     test = metrics.get("test") or {}
     value = test.get("accuracy" if task == "classification" else "r2")
     if not (isinstance(value, (int, float)) and np.isfinite(value)):
         return None
     rmse = test.get("rmse")
     if task != "classification" and isinstance(rmse, (int, float)) and 0 < rmse < np.inf and value < 1:
-        return ("rmse", float(rmse), (float(value), float(rmse) ** 2 / (1 - float(value))), test_rows)
-    return ("accuracy" if task == "classification" else "r2", float(value))
+        return Reference("rmse", float(rmse), float(value), float(rmse) ** 2 / (1 - float(value)), test_rows)
+    return Reference("accuracy" if task == "classification" else "r2", float(value))
 
 
 def reference_auc(metrics: dict) -> Optional[float]:
@@ -313,10 +324,11 @@ def window_line(w: dict, reference, decision: Optional[dict], min_rows: int, ver
                 f"{flag.split(' vs ', 1)[0].rsplit(' ', 1)[0]} drop" if " vs " in flag.split(" on ", 1)[0] else  # a class
                 f"{flag.split(' ', 1)[0]} drop" for flag in (w.get("metrics") or {}).get("flags", [])]
     metric, m = "", w.get("metrics") or {}
-    if reference and reference[0] == "rmse" and "rmse" in m:
-        metric = f"; rmse {m['rmse']:,.4g} on {m['n']} labels ({reference[1]:,.4g} on the test split)"
-    elif reference and reference[0] in m:
-        metric = f"; {reference[0]} {m[reference[0]]:.3f} on {m['n']} labels"
+    reference = Reference(*reference) if reference else None
+    if reference and reference.name == "rmse" and "rmse" in m:
+        metric = f"; rmse {m['rmse']:,.4g} on {m['n']} labels ({reference.value:,.4g} on the test split)"
+    elif reference and reference.name in m:
+        metric = f"; {reference.name} {m[reference.name]:.3f} on {m['n']} labels"
     if (auc := m.get("auc")) is not None:
         metric += f"; auc {auc:.3f}" + (f" on the {m['auc_rows']} of {m['n']} labelled rows logged with probabilities"
                                         if m["auc_rows"] < m["n"] else "")
