@@ -25,41 +25,58 @@ def made_by_an_actor(creator_actor_id: bytes) -> bool:
     return bool(unique) and any(b != 0xFF for b in unique)
 
 
-def ended_jobs_groups(groups: list, ended: set[str], actor_dead) -> list:
-    """Of `groups` (`gcs_pb2.PlacementGroupTableData`), those still reserved whose job has `ended` (hex job ids),
-    not detached, and made by the driver or by an actor `actor_dead(actor_id)` says is dead."""
+def actor_dead(actor_id: bytes) -> bool:
+    """Whether the actor table says this actor is dead (or no longer knows it)."""
+    info = ray_compat.actor_info(actor_id)
+    return info is None or info.state == ray_compat.gcs_protos().ActorTableData.DEAD
+
+
+def unusable_groups(groups: list, of_job, dead, *, driver_groups: bool = True) -> list:
+    """Of `groups` (`gcs_pb2.PlacementGroupTableData`), those still reserved, not detached, of a job `of_job(pg)`
+    picks, made by an actor `dead(actor_id)` says is dead (or flagged so), or, with `driver_groups`, by the driver.
+    No one can use such a group any more: the one selection behind both `release_ended_jobs_groups` (ended jobs,
+    their drivers' groups too) and the tuning sweep (this search's own job, whose driver groups are Tune's)."""
     removed = ray_compat.gcs_protos().PlacementGroupTableData.REMOVED
     return [pg for pg in groups
-            if pg.state != removed and not pg.is_detached
-            and (pg.creator_job_dead or pg.creator_job_id.hex() in ended)
-            and (not made_by_an_actor(pg.creator_actor_id) or pg.creator_actor_dead
-                 or actor_dead(pg.creator_actor_id))]
+            if pg.state != removed and not pg.is_detached and of_job(pg)
+            and (driver_groups if not made_by_an_actor(pg.creator_actor_id)
+                 else pg.creator_actor_dead or dead(pg.creator_actor_id))]
+
+
+def ended_jobs_groups(groups: list, ended: set[str], dead) -> list:
+    """Of `groups`, those still reserved whose job has `ended` (hex job ids), not detached, and made by the driver
+    or by an actor `dead(actor_id)` says is dead."""
+    return unusable_groups(groups, lambda pg: pg.creator_job_dead or pg.creator_job_id.hex() in ended, dead)
+
+
+def remove_groups(groups: list, on_error=logger.debug) -> tuple[int, float]:
+    """Remove these placement groups: (how many, the CPUs they asked for, placed or not). A group that cannot be
+    removed (gone meanwhile, a busy GCS) is told to `on_error` and skipped: the next pass retries."""
+    import ray
+    from ray.util.placement_group import PlacementGroup
+
+    count, cpus = 0, 0.0
+    for pg in groups:
+        try:
+            ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg.placement_group_id)))
+        except Exception as exc:     # removed meanwhile
+            on_error("placement group %s not removed: %s", pg.placement_group_id.hex(), exc)
+            continue
+        count += 1
+        cpus += sum(b.unit_resources.get("CPU", 0.0) for b in pg.bundles)
+    return count, cpus
 
 
 def release_ended_jobs_groups() -> tuple[int, float]:
     """Remove the placement groups of ended jobs (`ended_jobs_groups`): (how many, the CPUs they held). Never
     raises: a group left only keeps what it held."""
     import ray
-    from ray.util.placement_group import PlacementGroup
 
-    count, cpus = 0, 0.0
     if ray.util.client.ray.is_connected():
-        return count, cpus      # a Ray Client (ray://) has no GCS tables to read: the next driver on the cluster will
+        return 0, 0.0      # a Ray Client (ray://) has no GCS tables to read: the next driver on the cluster will
     try:
-        dead = ray_compat.gcs_protos().ActorTableData.DEAD
-
-        def actor_dead(actor_id: bytes) -> bool:
-            info = ray_compat.actor_info(actor_id)
-            return info is None or info.state == dead
-
-        for pg in ended_jobs_groups(ray_compat.placement_group_table(), ray_compat.ended_jobs(), actor_dead):
-            try:
-                ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg.placement_group_id)))
-            except Exception as exc:     # removed meanwhile
-                logger.debug("placement group %s not removed: %s", pg.placement_group_id.hex(), exc)
-                continue
-            count += 1
-            cpus += sum(b.unit_resources.get("CPU", 0.0) for b in pg.bundles)     # as asked (placed or not)
+        return remove_groups(ended_jobs_groups(ray_compat.placement_group_table(), ray_compat.ended_jobs(),
+                                               actor_dead))
     except Exception as exc:             # an internal table changed shape in another Ray version
         logger.debug("could not look for placement groups of ended jobs: %s", exc)
-    return count, cpus
+        return 0, 0.0

@@ -324,6 +324,13 @@ def test_the_placement_groups_of_ended_jobs_are_chosen_and_no_others():
     assert [pg.name for pg in chosen] == ["trial of the stopped job", "its Train run's, the actor dead",
                                           "its Train run's, the actor gone from the table",
                                           "flagged dead by the GCS itself"]
+    # The tuning sweep's choice within its own (live) job: only the groups of actors now dead, never its
+    # driver's (Tune's trial groups) nor another job's.
+    from cluster.leftovers import unusable_groups
+    mine = unusable_groups(groups, lambda pg: pg.creator_job_id.hex() == "07000000",
+                           lambda actor: actor == by_actor, driver_groups=False)
+    assert [pg.name for pg in mine] == ["its Train run's, the actor dead",
+                                        "its Train run's, the actor gone from the table"]
 
 
 @pytest.mark.ray

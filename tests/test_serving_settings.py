@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -152,6 +153,54 @@ def test_haproxy_files_go_to_a_fresh_private_folder_per_start(tmp_path, monkeypa
         for folder in folders:
             if folder != planted:
                 shutil.rmtree(folder)
+
+
+def test_stale_haproxy_folders_are_removed_and_no_others(tmp_path):
+    """A `serve` killed with SIGKILL (or for memory) never ran its exit handlers: its private folder stayed, and
+    they gathered (116 on one host). A start removes this user's folders whose maker has ended, that no HAProxy
+    runs from and that are old; a folder in use, a new one, another user's and a link are kept."""
+    from cluster.processes import load_psutil
+    from serving.ingress import _started, remove_stale_folders
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    old = time.time() - 3600
+
+    def folder(name, owner=None, fresh=False):
+        path = tmp_path / f"trainyard-ha-{name}"
+        path.mkdir(mode=0o700)
+        (path / "haproxy.cfg").write_text("global\n")
+        if owner is not None:
+            (path / "owner").write_text(f"{owner} {_started(owner) if owner == os.getpid() else 1.0}\n")
+        if not fresh:
+            os.utime(path, (old, old))
+        return path
+
+    killed, older = folder("killed", owner=gone.pid), folder("older")
+    live_owner, in_use, fresh = folder("live", owner=os.getpid()), folder("inuse"), folder("fresh", fresh=True)
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = tmp_path / "trainyard-ha-link"
+    link.symlink_to(target)
+    os.utime(link, (old, old), follow_symlinks=False)
+    others = None
+    if os.getuid() == 0:
+        others = folder("others")
+        os.chown(others, 65534, 65534)
+    haproxy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-f",
+                                str(in_use / "haproxy.cfg")])
+    try:
+        deadline = time.monotonic() + 10
+        while "-f" not in load_psutil().Process(haproxy.pid).cmdline() and time.monotonic() < deadline:
+            time.sleep(0.05)      # until the new process shows its arguments (before exec it shows the parent's)
+        assert remove_stale_folders(tmp_path) == 2
+    finally:
+        haproxy.kill()
+        haproxy.wait()
+    assert not killed.exists() and not older.exists()
+    assert live_owner.exists() and in_use.exists() and fresh.exists() and link.is_symlink() and target.exists()
+    assert others is None or others.exists()
+    assert remove_stale_folders(tmp_path) == 1 and not in_use.exists()      # its HAProxy has ended
 
 
 def test_a_temp_dir_that_does_not_keep_folders_private_is_refused(monkeypatch):

@@ -22,7 +22,7 @@ import time
 from typing import Optional
 
 from cluster import ray_compat
-from cluster.leftovers import made_by_an_actor
+from cluster.leftovers import actor_dead, made_by_an_actor, remove_groups, unusable_groups
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +47,15 @@ def _job_groups(include_driver_groups: bool = False) -> list[tuple[object, Optio
     return found
 
 
-def orphaned_placement_groups() -> list[bytes]:
-    """Placement groups of this job, still holding resources, whose creating actor has died. The actor table
+def orphaned_placement_groups() -> list:
+    """Placement groups of this job, still holding resources, made by an actor that has died. The actor table
     is asked, not only the group's own creator_actor_dead flag: a group still being placed when its creator
-    died can miss that flag."""
-    dead = ray_compat.gcs_protos().ActorTableData.DEAD
-    return [pg.placement_group_id for pg, actor in _job_groups()
-            if pg.creator_actor_dead or actor is None or actor.state == dead]
+    died can miss that flag. Tune's trial groups, made by this driver, are never chosen."""
+    import ray
+
+    job_id = ray.get_runtime_context().get_job_id()
+    return unusable_groups(ray_compat.placement_group_table(), lambda pg: pg.creator_job_id.hex() == job_id,
+                           actor_dead, driver_groups=False)
 
 
 def train_groups() -> int:
@@ -74,20 +76,11 @@ def live_placement_cleaners() -> int:
 def sweep() -> int:
     """Remove orphaned placement groups; returns how many. Never raises: a failed sweep only delays the next
     trials until the next sweep."""
-    import ray
-    from ray.util.placement_group import PlacementGroup
-
-    groups = 0
     try:
-        for pg_id in orphaned_placement_groups():
-            try:
-                ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg_id)))
-                groups += 1
-            except Exception as exc:     # already gone, or the GCS is busy: the next sweep retries
-                logger.debug("placement group %s not removed: %s", pg_id.hex(), exc)
+        return remove_groups(orphaned_placement_groups())[0]     # one not removed: the next sweep retries
     except Exception as exc:             # an internal table changed shape in another Ray version
         logger.warning("could not sweep the resources of stopped trials: %s", exc)
-    return groups
+        return 0
 
 
 def settle(timeout_s: float = 30.0, every_s: float = 0.5) -> int:
