@@ -18,13 +18,20 @@ waiting. Tuples (`jobs.watched.RowCopier`), because the garbage collector stops 
 numbers within two passes: the request's own lists, held here for up to FLUSH_S, would survive into the oldest
 generation, whose growth sets off full collections of the replica's whole heap (Ray, torch, FastAPI: ~150 ms
 each, measured), a pause every request in flight waits out. One thread per replica turns them into Arrow
-columns, a few thousand records at a time (never holding the GIL for long), and streams them into a hidden
-local file that becomes visible only once complete, when it passes rotate_mb or rotate_s, or at shutdown:
-renamed into place on a local path, uploaded in one put on object storage. Readers (pyarrow, Ray Data) never see a half-written file, and a
-SIGKILLed replica loses the file it had open (at most rotate_s of logs) and nothing written before. Each writer
-holds an advisory lock (flock) on its open temporary file; the kernel drops it when the process ends, SIGKILL
-included. A logger starting removes the temporary files of its folder that no process holds locked: those a
-killed writer left, never one another live replica is writing.
+columns, a few thousand records at a time (never holding the GIL for long), and appends them every FLUSH_S to
+a hidden local journal: an Arrow IPC stream (zstd), whose every complete batch can be read back whatever
+happens to the writer after it. The journal becomes a Parquet file, visible only once complete, when it passes
+rotate_mb or rotate_s, or at shutdown: renamed into place on a local path, uploaded in one put on object
+storage. Readers (pyarrow, Ray Data) never see a half-written file.
+
+A SIGKILLed replica (or one killed for memory) loses what it had not appended yet, about FLUSH_S of records:
+before, its open Parquet file was unreadable without its footer, and up to rotate_s (300 s) of logs went with it.
+Each writer holds an advisory lock (flock) on its journal; the kernel drops it when the process ends, SIGKILL
+included. A logger starting takes over the journals no process holds locked (`recover_stale_journals`): what a
+killed writer left, never one another live replica is writing. It publishes their complete batches under the
+name the killed writer would have used (in the journal's metadata, with its destination), and removes them.
+Pyarrow has no append mode for Parquet that survives a crash (a file is readable only once its footer is
+written), hence the journal.
 """
 from __future__ import annotations
 
@@ -155,18 +162,20 @@ class PredictionLogger:
         # logged: accepted by log(); published: in visible files (the difference is buffered, or lost to errors).
         self.stats = {"logged_requests": 0, "logged_records": 0, "dropped_records": 0, "published_records": 0,
                       "files": 0, "write_errors": 0}
-        # What killed writers left (this replica's predecessor included): removed now, or it stays for good.
-        stale = remove_stale_temps(os.path.join(self.folder, ".part-*.parquet.tmp") if self.local else
-                                   os.path.join(tempfile.gettempdir(), REMOTE_TEMP_PREFIX + "*.tmp"))
+        # What killed writers left (this replica's predecessor included): published and removed now, or it stays
+        # for good.
+        stale = recover_stale_journals(os.path.join(self.folder, ".part-*.parquet.tmp") if self.local else
+                                       os.path.join(tempfile.gettempdir(), REMOTE_TEMP_PREFIX + "*.tmp"),
+                                       None if self.local else self.fs)
         self.stats["stale_temps_removed"] = len(stale)
+        self.stats["recovered_records"] = sum(stale.values())
         self._pending: list[tuple] = []
         self._pending_records = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
         self._seq = 0
-        self._file: Optional[dict] = None        # the open file: writer, temp path, final name, deadline
-        self._batches: list = []                 # converted, not yet written as a row group
+        self._file: Optional[dict] = None        # the open journal: writer, temp path, final name, deadline
         self._thread = threading.Thread(target=self._run, name="trainyard-predlog", daemon=True)
         self._thread.start()
 
@@ -255,7 +264,6 @@ class PredictionLogger:
 
     def _add(self, batch) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         if self._file is None:
             started = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -264,64 +272,95 @@ class PredictionLogger:
             # Hidden (a leading '.') and not ending in .parquet: pyarrow datasets and Ray Data skip it until renamed.
             temp = (os.path.join(self.folder, f".{name}.tmp") if self.local
                     else os.path.join(tempfile.gettempdir(), f"{REMOTE_TEMP_PREFIX}{name}.tmp"))
-            lock = _locked(temp)         # held while the file is open: see remove_stale_temps
-            sink = pa.OSFile(temp, "wb")
-            self._file = {"sink": sink, "writer": pq.ParquetWriter(sink, self.schema, compression="zstd"),
-                          "temp": temp, "name": name, "deadline": time.monotonic() + self.rotate_s, "rows": 0,
-                          "lock": lock}
-        self._batches.append(batch)
-        rows = sum(b.num_rows for b in self._batches)
-        if rows >= ROW_GROUP_ROWS or sum(b.nbytes for b in self._batches) >= self.rotate_bytes:
-            self._write_row_group()
-            if self._file["sink"].tell() >= self.rotate_bytes:
-                self._publish()
-
-    def _write_row_group(self) -> None:
-        import pyarrow as pa
-        if self._batches:
-            self._file["writer"].write_table(pa.Table.from_batches(self._batches, schema=self.schema))
-            self._file["rows"] += sum(b.num_rows for b in self._batches)
-            self._batches = []
+            final = (os.path.join(os.path.abspath(self.folder), name) if self.local
+                     else f"{self.fs.type_name}://{self.folder}/{name}")
+            lock = _locked(temp)         # held while the journal is open: see recover_stale_journals
+            sink = pa.OSFile(temp, "wb")     # unbuffered: each batch reaches the kernel as it is written
+            writer = pa.ipc.new_stream(sink, self.schema.with_metadata({JOURNAL_FINAL: final}),
+                                       options=pa.ipc.IpcWriteOptions(compression="zstd"))
+            self._file = {"sink": sink, "writer": writer, "temp": temp, "final": final,
+                          "deadline": time.monotonic() + self.rotate_s, "rows": 0, "lock": lock}
+        self._file["writer"].write_batch(batch)
+        self._file["rows"] += batch.num_rows
+        if self._file["sink"].tell() >= self.rotate_bytes:
+            self._publish()
 
     def _publish(self) -> None:
-        """Finish the open file and make it visible in one step."""
-        import pyarrow.fs as pafs
-
-        self._write_row_group()
+        """Finish the open journal and make it visible, as Parquet, in one step."""
         f, self._file = self._file, None
-        f["writer"].close()
-        f["sink"].close()
-        final = f"{self.folder}/{f['name']}"
         try:
-            if self.local:
-                os.replace(f["temp"], final)
-            else:
-                try:
-                    pafs.copy_files(f["temp"], final, source_filesystem=pafs.LocalFileSystem(),
-                                    destination_filesystem=self.fs)
-                finally:
-                    os.unlink(f["temp"])
+            f["writer"].close()
+            f["sink"].close()
+            _publish_journal(f["temp"], f["final"], self.fs if not self.local else None)
         finally:
             os.close(f["lock"])
         self.stats["files"] += 1
         self.stats["published_records"] += f["rows"]
 
     def _discard(self) -> None:
-        f, self._file, self._batches = self._file, None, []
+        f, self._file = self._file, None
         if f is not None:
             for part in ("writer", "sink"):
                 try:
                     f[part].close()
                 except Exception:   # noqa: BLE001 - already failing; the file goes anyway
                     pass
-            if os.path.exists(f["temp"]):
-                os.unlink(f["temp"])
+            for path in (f["temp"], f["temp"] + OUT_SUFFIX):
+                if os.path.exists(path):
+                    os.unlink(path)
             os.close(f["lock"])
+
+
+JOURNAL_FINAL = b"trainyard.predlog.final"     # the journal's schema metadata: where its Parquet file goes
+OUT_SUFFIX = ".out"                            # the Parquet file being made from a journal, beside it
+
+
+def _publish_journal(temp: str, final: str, fs=None) -> int:
+    """Make the Parquet file `final` (a local path, or on `fs`, else the file system its URI names) of the complete
+    batches of the journal `temp`, in row groups of ROW_GROUP_ROWS, and remove the journal. Returns its rows.
+    The caller holds the journal's lock. A journal cut short (its writer killed mid-batch) gives what it holds."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    out, rows = temp + OUT_SUFFIX, 0
+    with pa.memory_map(temp) as source:
+        reader = pa.ipc.open_stream(source)
+        schema = reader.schema.remove_metadata()
+        with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+            group: list = []
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except (pa.ArrowInvalid, OSError):      # the batch its killed writer was appending: not complete
+                    break
+                group.append(batch)
+                if sum(b.num_rows for b in group) >= ROW_GROUP_ROWS:
+                    writer.write_table(pa.Table.from_batches(group, schema=schema))
+                    rows += sum(b.num_rows for b in group)
+                    group = []
+                    time.sleep(0)     # let the request path have the GIL between row groups
+            if group:
+                writer.write_table(pa.Table.from_batches(group, schema=schema))
+                rows += sum(b.num_rows for b in group)
+    try:
+        if rows and "://" not in final:
+            os.replace(out, final)
+        elif rows:
+            fs, path = (fs, final.split("://", 1)[1]) if fs is not None else pafs.FileSystem.from_uri(final)
+            pafs.copy_files(out, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    finally:
+        for path in (out, temp):
+            if os.path.exists(path):
+                os.unlink(path)
+    return rows
 
 
 def _locked(path: str) -> int:
     """A descriptor of a new file `path` holding an exclusive flock on it. Created under another name and renamed
-    once locked (the lock stays with the file): no moment when `remove_stale_temps` could see it unlocked."""
+    once locked (the lock stays with the file): no moment when `recover_stale_journals` could see it unlocked."""
     fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)
     os.replace(path + ".new", path)
@@ -333,18 +372,24 @@ def _locked(path: str) -> int:
 NEW_FILE_STALE_S = 60.0
 
 
-def remove_stale_temps(pattern: str) -> list[str]:
-    """Remove the prediction logs' temporary files matching `pattern` that no process holds locked (each writer
-    holds a flock on its open file from its creation until it publishes it; the kernel drops the lock when the
-    writer dies): what a SIGKILLed replica left, never a live writer's; and the `.new` names `_locked` creates
-    them under, once unlocked and older than NEW_FILE_STALE_S. Returns the removed paths."""
-    removed = []
+def recover_stale_journals(pattern: str, fs=None) -> dict[str, int]:
+    """Take over the journals matching `pattern` that no process holds locked (each writer holds a flock on its
+    journal from its creation until it is published; the kernel drops the lock when the writer dies): what a
+    SIGKILLed replica left, never a live writer's. Each one's complete batches are published as the Parquet file
+    its writer would have made (`fs`: this logger's object store, for a journal bound there), unless that file
+    is there already (its writer was killed between the two steps), and the journal is removed; one that cannot
+    be read (an older trainyard's Parquet temp, never readable without its footer) is removed. Also removes the
+    `.new` names `_locked` creates journals under, once unlocked and older than NEW_FILE_STALE_S. Returns
+    {path: rows published} of the journals taken over."""
+    import pyarrow as pa
+
+    taken: dict[str, int] = {}
     now = time.time()
     news = [p for p in glob.glob(pattern + ".new") if _age_s(p, now) > NEW_FILE_STALE_S]
     for path in glob.glob(pattern) + news:
         try:
             fd = os.open(path, os.O_RDONLY)
-        except OSError:        # gone meanwhile (published, or removed by another replica starting)
+        except OSError:        # gone meanwhile (published, or taken over by another replica starting)
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -352,16 +397,41 @@ def remove_stale_temps(pattern: str) -> list[str]:
             os.close(fd)
             continue
         try:
-            os.unlink(path)
-            removed.append(path)
-        except OSError:
-            pass
+            final = _journal_final(path)
+            if final is not None and not _published(final, fs):
+                taken[path] = _publish_journal(path, final, fs if "://" in final else None)
+            else:
+                taken[path] = 0
+            for leftover in (path, path + OUT_SUFFIX):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
+        except (OSError, pa.ArrowException) as exc:     # storage failing: left for the next logger to start
+            logger.warning(f"prediction log: could not publish {path}, left by a writer that was killed: {exc}")
         finally:
             os.close(fd)
-    if removed:
-        logger.warning(f"prediction log: removed {len(removed)} temporary file(s) of writers that were killed "
-                       f"before publishing them: {', '.join(removed)}")
-    return removed
+    if taken:
+        logger.warning(f"prediction log: took over {len(taken)} file(s) of writers that were killed before "
+                       f"publishing them, {sum(taken.values())} record(s) published: {', '.join(taken)}")
+    return taken
+
+
+def _journal_final(path: str) -> Optional[str]:
+    """Where the journal's Parquet file goes (its schema's metadata); None for a file that is no journal."""
+    import pyarrow as pa
+    try:
+        with pa.memory_map(path) as source:
+            final = (pa.ipc.open_stream(source).schema.metadata or {}).get(JOURNAL_FINAL)
+    except (pa.ArrowException, OSError):
+        return None
+    return final.decode() if final else None
+
+
+def _published(final: str, fs=None) -> bool:
+    import pyarrow.fs as pafs
+    if "://" not in final:
+        return os.path.exists(final)
+    fs, path = (fs, final.split("://", 1)[1]) if fs is not None else pafs.FileSystem.from_uri(final)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
 def _age_s(path: str, now: float) -> float:

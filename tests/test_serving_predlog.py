@@ -294,14 +294,19 @@ from serving.predlog import PredictionLogger
 logger = PredictionLogger({{"path": {path!r}, "rotate_s": 600}}, app="a", replica="r-killed", schema={schema!r},
                           version="v1")
 logger.log("killed", [{{"rpm": 1.0}}], [0.5])
+while not (logger._file and logger._file["rows"]):     # appended to its journal (within FLUSH_S)
+    time.sleep(0.05)
+open({path!r} + "/appended", "w").close()
 time.sleep(600)
 """
 
 
 def test_a_starting_logger_removes_what_a_killed_writer_left_and_nothing_a_live_one_writes(tmp_path):
-    """Ray-free: a writer SIGKILLed with its file open leaves a hidden .part-*.tmp; the next logger to start in
-    that folder removes it (no process holds its lock any more), while the open file of a live writer (locked)
-    stays and is published in full."""
+    """Ray-free: a writer SIGKILLed with its file open leaves a hidden .part-*.tmp, its journal; the next logger to
+    start in that folder publishes the records it holds under the name the killed writer would have used, and
+    removes it (no process holds its lock any more). Before, that file was removed and up to rotate_s (300 s) of
+    a replica's logs with it. The open journal of a live writer (locked) stays and is published in full."""
+    import shutil
     import subprocess
     import sys
     from pathlib import Path
@@ -315,9 +320,11 @@ def test_a_starting_logger_removes_what_a_killed_writer_left_and_nothing_a_live_
                                                                           schema=SCHEMA)])
     live = None
     try:
-        assert _wait_for(lambda: any("-r-killed-" in t for t in temps()), 60)
+        assert _wait_for(lambda: (tmp_path / "appended").exists(), 60)
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
+        killed = temps()
+        shutil.copy(folder / killed[0], tmp_path / "journal-copy")
         # The name a writer creates its file under before locking it: one a writer killed in that instant left
         # (old) goes; a fresh one may be a writer about to lock it, and stays.
         old_new = folder / ".part-x-r-old-000000.parquet.tmp.new"
@@ -326,8 +333,14 @@ def test_a_starting_logger_removes_what_a_killed_writer_left_and_nothing_a_live_
         fresh_new.write_bytes(b"")
         os.utime(old_new, (time.time() - 600, time.time() - 600))
         live = PredictionLogger({"path": str(tmp_path), "rotate_s": 600}, app="a", replica="r-live", schema=SCHEMA,
-                                version="v1")        # the next logger to start there: it removes the killed one's
-        assert live.stats["stale_temps_removed"] == 2 and temps() == []
+                                version="v1")        # the next logger to start there: it takes the killed one's
+        assert live.stats["stale_temps_removed"] == 2 and live.stats["recovered_records"] == 1 and temps() == []
+        assert [p.name for p in folder.glob("*.parquet")] == [t[1:-len(".tmp")] for t in killed]
+        # A journal whose file was published already (its writer killed between the two steps) is only removed.
+        shutil.copy(tmp_path / "journal-copy", folder / killed[0])
+        again = PredictionLogger({"path": str(tmp_path)}, app="a", replica="r-again", schema=SCHEMA, version="v1")
+        again.close()
+        assert again.stats["stale_temps_removed"] == 1 and again.stats["recovered_records"] == 0 and temps() == []
         assert not old_new.exists() and fresh_new.exists()
         fresh_new.unlink()
         live.log("live", [{"rpm": 2.0}, {"rpm": 3.0}], [0.5, 0.25])
@@ -341,7 +354,7 @@ def test_a_starting_logger_removes_what_a_killed_writer_left_and_nothing_a_live_
             child.kill()
         if live is not None:
             live.close()
-    assert temps() == [] and read_logs(folder).column("request_id").to_pylist() == ["live", "live"]
+    assert temps() == [] and sorted(read_logs(folder).column("request_id").to_pylist()) == ["killed", "live", "live"]
 
 
 def test_a_kept_field_is_accepted_logged_as_text_and_never_reaches_the_model(tmp_path):
@@ -397,3 +410,31 @@ def test_a_kept_field_is_accepted_logged_as_text_and_never_reaches_the_model(tmp
         "'machine_id' is no longer kept for the log (serve.log.keep), and a record that sends one is refused "
         "(serve.unknown_fields: reject)"]
     assert lost_requests(schema, kept, schema, {"unknown_fields": "ignore"}) == []
+
+
+def test_a_journal_cut_mid_batch_gives_its_complete_batches(tmp_path):
+    """A writer killed while appending leaves a batch cut short: the batches before it are published, in row
+    groups, and the file reads as the monitor reads it."""
+    import pyarrow as pa
+
+    from serving.predlog import JOURNAL_FINAL, recover_stale_journals
+
+    schema = pa.schema([("request_id", pa.string()), ("x", pa.float64())])
+    journal, final = tmp_path / ".part-1-r-000000.parquet.tmp", tmp_path / "part-1-r-000000.parquet"
+    sink = pa.OSFile(str(journal), "wb")
+    writer = pa.ipc.new_stream(sink, schema.with_metadata({JOURNAL_FINAL: str(final)}),
+                               options=pa.ipc.IpcWriteOptions(compression="zstd"))
+    sizes = []
+    for i in range(3):
+        writer.write_batch(pa.record_batch([[f"r{i}"] * 100, [float(i)] * 100], schema=schema))
+        sizes.append(sink.tell())
+    sink.close()                     # no end-of-stream marker: its writer died
+    with open(journal, "r+b") as f:
+        f.truncate(sizes[1] + (sizes[2] - sizes[1]) // 2)
+    taken = recover_stale_journals(str(tmp_path / ".part-*.parquet.tmp"))
+    assert taken == {str(journal): 200} and not journal.exists()
+    assert read_logs(tmp_path).column("request_id").to_pylist() == ["r0"] * 100 + ["r1"] * 100
+    # A file no journal (an older trainyard's Parquet temp, unreadable without its footer) is removed.
+    journal.write_bytes(b"PAR1 no footer")
+    assert recover_stale_journals(str(tmp_path / ".part-*.parquet.tmp")) == {str(journal): 0}
+    assert not journal.exists() and read_logs(tmp_path).num_rows == 200

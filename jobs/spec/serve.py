@@ -60,11 +60,12 @@ class LogSpec(StrictModel):
                                           "`trainyard monitor --by <name>` can judge each one's traffic apart. "
                                           "Accepted in requests whatever unknown_fields says; never read by the "
                                           "model.")
-    rotate_mb: float = Field(64.0, gt=0, description="A replica starts a new file once its open file reaches this "
-                                                     "size.")
+    rotate_mb: float = Field(64.0, gt=0, description="A replica starts a new file once its open file's journal "
+                                                     "reaches this size (the Parquet file is usually smaller).")
     rotate_s: float = Field(300.0, gt=0, description="... or once its open file is this old: a file becomes "
-                                                     "visible only when complete, so a replica that dies "
-                                                     "abruptly loses at most this long of logs.")
+                                                     "visible only when complete. A replica that dies abruptly "
+                                                     "loses about its last second of logs: the next replica to "
+                                                     "start publishes the rest.")
     buffer_records: int = Field(20000, ge=1, description="Most records a replica holds waiting to be written; "
                                                          "beyond it records are dropped (and counted).")
 
