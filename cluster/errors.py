@@ -10,6 +10,8 @@ stderr and ``exit_code``; no layer reads exit codes any other way.
 """
 from __future__ import annotations
 
+import re
+
 from typing import Optional
 
 EXIT_OK = 0
@@ -56,11 +58,20 @@ def root_cause(exc: BaseException) -> str:
     for level in reversed(chain):
         text = str(level).strip()
         if _CHAINED in text:
-            lines = text.split(_CHAINED)[0].strip().splitlines()
+            lines = _without_retry_advice(text.split(_CHAINED)[0].strip().splitlines())
             if lines:
                 return lines[-1]
-    lines = str(seen).strip().splitlines()
+    lines = _without_retry_advice(str(seen).strip().splitlines())
     return lines[-1] if lines else type(seen).__name__
 
 
 _CHAINED = "The above exception was the direct cause of the following exception:"
+# What Ray Data appends to an error it retried (ray.data._internal.util._annotate_exception_with_retry_context):
+# "Failed to <what> after N/M attempts (total backoff ...)." and its advice on retries, after the error's own text.
+_RETRIED = re.compile(r"^Failed to .* after \d+/\d+ attempts \(total backoff")
+
+
+def _without_retry_advice(lines: list[str]) -> list[str]:
+    """`lines` up to Ray Data's retry note; all of them when that would leave none."""
+    cut = next((i for i, line in enumerate(lines) if _RETRIED.match(line.strip())), len(lines))
+    return [line for line in lines[:cut] if line.strip()] or lines

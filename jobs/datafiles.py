@@ -50,6 +50,7 @@ def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], li
                                        and fnmatch.fnmatch(i.path, pattern)), root)
             else:
                 hits = _list_dir(entry_fs, root) if info.type == pafs.FileType.Directory else [root]
+            refuse_compressed(hits)
         else:
             entry_fs = pafs.LocalFileSystem()
             expanded = os.path.expanduser(entry)
@@ -64,6 +65,7 @@ def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], li
                 raise DataError(f"data.path: {entry!r} does not exist (looked in {os.getcwd()}); "
                                 "paths are relative to the directory you run trainyard from")
             hits = [os.path.abspath(h) for h in hits]
+            refuse_compressed(hits)
             if not hits:
                 raise DataError(f"data.path: {entry!r} matches no Parquet or CSV files")
         if fs is not None and type(fs) is not type(entry_fs):
@@ -75,6 +77,42 @@ def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], li
     return fs, found, found
 
 
+_COMPRESSION = (".gz", ".bz2", ".zst", ".zstd", ".xz", ".lz4", ".zip", ".snappy")
+
+
+def refuse_compressed(paths: list[str]) -> None:
+    """Raise a DataError naming the compressed tables among `paths` (part-1.csv.gz): a folder's listing skipped
+    them without a word, and a job trained on half its rows. Refused rather than read: every reader of a CSV's raw
+    bytes (its header, encoding and separator checks, the split's own pass) would need to decompress them."""
+    packed = [f for f in paths if os.path.splitext(f)[1].lower() in _COMPRESSION
+              and os.path.splitext(os.path.splitext(f)[0])[1].lower() in (*_EXTENSIONS, ".tsv", ".json", ".jsonl")]
+    if packed:
+        shown = ", ".join(packed[:3]) + (f" and {len(packed) - 3} more" if len(packed) > 3 else "")
+        raise DataError(f"data.path holds {len(packed)} compressed file(s) ({shown}), which trainyard does not "
+                        "read: decompress them (e.g. gunzip FILE), or save each as Parquet, e.g. with pandas: "
+                        "pd.read_csv('part-1.csv.gz').to_parquet('part-1.parquet') (Parquet compresses by itself)")
+
+
+def folder_partitions(files: list[str], columns) -> dict[str, str]:
+    """Hive-style folder names (site=A/date=2026-01-01/) of `files` whose key is no column of the files: {key: one
+    folder}. trainyard reads the files' own columns only (Ray Data parses such names into columns by default, and
+    put a folder's value over a column of the same name in the file)."""
+    found: dict[str, str] = {}
+    for f in files:
+        for part in f.split("/")[:-1]:
+            key, eq, value = part.partition("=")
+            if eq and key and value and key not in columns and key not in found:
+                found[key] = part
+    return found
+
+
+def partition_hint(column: str, files: list[str], columns) -> str:
+    """" (a folder name's, site=A/: ...)" when `column` is a folder partition of `files`, else ""."""
+    folder = folder_partitions(files, columns).get(column)
+    return (f" (it is only in folder names, {folder}/: trainyard reads the files' own columns; write it into the "
+            "files to use it)" if folder else "")
+
+
 def _visible(paths: list[str], base: str) -> list[str]:
     """`paths` but those under a name starting with '.' or '_' below `base` (.ipynb_checkpoints, a Spark job's
     _temporary: copies of the shards, read twice before), as a folder's listing and a glob's hits alike."""
@@ -82,8 +120,9 @@ def _visible(paths: list[str], base: str) -> list[str]:
 
 
 def _list_dir(fs: pafs.FileSystem, root: str) -> list[str]:
-    tables = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
-              if i.type == pafs.FileType.File and os.path.splitext(i.path)[1].lower() in _EXTENSIONS]
+    listed = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True)) if i.type == pafs.FileType.File]
+    refuse_compressed(_visible(listed, root))
+    tables = [f for f in listed if os.path.splitext(f)[1].lower() in _EXTENSIONS]
     files = sorted(_visible(tables, root))
     if not files:
         hidden = f" ({len(tables)} under names starting with '.' or '_', which are skipped)" if tables else ""
@@ -412,8 +451,9 @@ def column_problems(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str) -> 
         for listed in getattr(data.features, field) or []:
             if all(listed not in s.names for s in schemas.values()):
                 # A misspelt exclude would otherwise leave the id or leak it was meant to drop among the features.
-                problems.append(f"data.features.{field} names column {listed!r}, which is in none of the files; "
-                                f"{nearest_name(listed, names)}columns are {sorted(names)}. Fix data.features.{field}")
+                problems.append(f"data.features.{field} names column {listed!r}, which is in none of the files"
+                                f"{partition_hint(listed, list(schemas), names)}; {nearest_name(listed, names)}"
+                                f"columns are {sorted(names)}. Fix data.features.{field}")
     return problems
 
 

@@ -371,7 +371,7 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
         schemas = {f: file_schema(fs, f, "parquet") for f in shown_files}
         check_parquet_columns(schemas, data)
         by = split_field(data, schemas)         # data.split.by: checked as a table's (in every file, a usable type)
-        ds = ING.read_parquet(shown_files, filesystem=fs, include_paths=True,
+        ds = ING.read_parquet(shown_files, filesystem=fs, include_paths=True, partitioning=None,
                               columns=[img.column, data.label] + ([by.name] if by is not None else []))
         stray, root = [], None
     progress(f"[ingest] {len(shown_files)} {'image' if data.format == 'images' else 'parquet'} file(s)")

@@ -22,8 +22,8 @@ import ray
 
 from cluster.errors import root_cause
 from cluster.quiet import held_ray_data_errors
-from jobs.datafiles import (cast_batch, check_files, column_cells, csv_convert, file_schema, infer_format,
-                            resolve_files, stray_cells_where, wanted_columns)
+from jobs.datafiles import (cast_batch, check_files, column_cells, csv_convert, file_schema, folder_partitions,
+                            infer_format, resolve_files, stray_cells_where, wanted_columns)
 from jobs.infer import (MAX_INFERRED_CLASSES, DataError, confirm_distinct, feature_notes, id_candidates,
                          infer_features, infer_task, infinite_problem, jsonable, merge_probes,
                          number_classes_note, probe, text_label_problem)
@@ -134,6 +134,13 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
     unused = [c for c in all_columns if explicit is not None and c not in explicit and c != split_column(data)]
     progress(f"[ingest] {len(files)} {fmt} file(s), {len(read_schema)} column(s) read: the label and "
              f"{len(schema) - 1} more" + (f", and {split_by.name!r} for the split" if split_by is not None else ""))
+    # Ray Data reads key=value folder names as columns by default, and put a folder's value over the file's own
+    # column of that name (`partitioning=None` below): the files' columns are what `predict` and the server read.
+    if partitions := folder_partitions(files, {n for s in schemas.values() for n in s.names}):
+        them = "it" if len(partitions) == 1 else "them"
+        progress(f"[ingest] note: folder names give {', '.join(partitions)} ({next(iter(partitions.values()))}/), "
+                 f"not read: trainyard reads the files' own columns, as predict and the server do; write {them} "
+                 f"into the files to use {them}")
 
     with held_ray_data_errors() as ray_says:
         try:
@@ -142,9 +149,10 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
                 # a column one shard dictionary-encodes, or an excluded one of another type in a shard (timestamps
                 # with and without a time zone), failed the read ("Unable to merge: Field region has
                 # incompatible types"), though `check_files` had reconciled the columns used.
-                raw = read_parquet(files, filesystem=fs, columns=read_schema.names, schema=read_schema)
+                raw = read_parquet(files, filesystem=fs, columns=read_schema.names, schema=read_schema,
+                                   partitioning=None)
             else:
-                raw = ray.data.read_csv(files, filesystem=fs,
+                raw = ray.data.read_csv(files, filesystem=fs, partitioning=None,
                                         convert_options=csv_convert(include_columns=read_schema.names,
                                                                     column_types=read_schema))
             ds = raw.map_batches(cast_batch, fn_kwargs={"schema": read_schema, "label": data.label},

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from jobs.datafiles import column_cells, csv_convert, nearest_name
+from jobs.datafiles import column_cells, csv_convert, nearest_name, partition_hint
 from jobs.infer import DataError, jsonable, kind_of, label_missing
 from jobs.spec import DataSpec
 
@@ -49,7 +49,8 @@ def split_field(data: DataSpec, schemas: dict[str, pa.Schema], fs=None) -> Optio
     lacking = [f for f, s in schemas.items() if column not in s.names]
     if len(lacking) == len(schemas):
         names = next(iter(schemas.values())).names
-        raise DataError(f"{what} names column {column!r}, which is in none of the files; "
+        raise DataError(f"{what} names column {column!r}, which is in none of the files"
+                        f"{partition_hint(column, list(schemas), names)}; "
                         f"{nearest_name(column, names)}columns are {sorted(names)}. Fix {what}")
     if lacking:
         shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")

@@ -774,3 +774,63 @@ def test_missing_feature_values_are_counted_per_column(tmp_path):
     f.to_parquet(tmp_path / "p.parquet")
     r = ingest(data_spec(tmp_path), progress=lambda *_: None)
     assert r.missing == {"a": 3} and r.summary()["missing_values"] == {"a": 3}
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_hive_folder_names_never_replace_or_add_columns(tmp_path, fmt):
+    """A data lake export in key=value folders: Ray Data parsed each folder name into a column by default, put the
+    folder's value over the file's own column of that name (a shift of 3 trained as 1 or 2, while predict and the
+    server read the file's 3), and failed on a value that would not cast ('north' for an int column) with Ray's
+    retry advice for message. The files' own columns are read; a key only in folder names is said, and named
+    when a feature or the split asks for it."""
+    def write(df, path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        df.to_parquet(path) if fmt == "parquet" else df.to_csv(path, index=False)
+
+    for folder in ("site=north/shift=1", "site=south/shift=2"):
+        write(frame(n=60, shift=np.arange(60) % 3 + 1), tmp_path / "d" / folder / f"part-0.{fmt}")
+    said = []
+    r = ingest(data_spec(tmp_path / "d", features={"categorical": ["c", "shift"], "numeric": ["a", "b"]}),
+               progress=said.append)
+    shifts = [row["shift"] for row in r.dataset.take_all()]
+    assert sorted(set(shifts)) == [1, 2, 3] and r.rows_read == 120 and "site" not in r.schema.names
+    assert [line for line in said if "folder names" in line] == [
+        "[ingest] note: folder names give site (site=north/), not read: trainyard reads the files' own columns, as "
+        "predict and the server do; write it into the files to use it"]
+    with pytest.raises(DataError, match=r"data.features.categorical names column 'site', which is in none of the "
+                                        r"files \(it is only in folder names, site=north/: trainyard reads the "
+                                        r"files' own columns; write it into the files to use it\)"):
+        ingest(data_spec(tmp_path / "d", features={"categorical": ["site"]}), progress=lambda *_: None)
+    with pytest.raises(DataError, match=r"data.split.by names column 'site', which is in none of the files \(it is "
+                                        r"only in folder names"):
+        ingest(data_spec(tmp_path / "d", split={"by": "site"}), progress=lambda *_: None)
+
+
+def test_compressed_shards_are_named_not_skipped(tmp_path):
+    """A folder's listing kept .csv and .parquet files only: its .csv.gz shards were skipped without a word, and
+    a job trained on half its rows; a folder of them alone said it held no files."""
+    from jobs.datafiles import resolve_files
+
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    frame().to_csv(tmp_path / "d" / "part-0.csv", index=False)
+    frame().to_csv(tmp_path / "d" / "sub" / "part-1.csv.gz", index=False)
+    (tmp_path / "d" / "_SUCCESS").write_text("")
+    (tmp_path / "d" / "notes.txt.gz").write_bytes(b"")        # not a table: left alone
+    expected = (r"data.path holds 1 compressed file\(s\) \(.*/d/sub/part-1.csv.gz\), which trainyard does not "
+                r"read: decompress them \(e.g. gunzip FILE\), or save each as Parquet")
+    for path in (tmp_path / "d", tmp_path / "d" / "**" / "*.csv*", tmp_path / "d" / "sub" / "part-1.csv.gz"):
+        with pytest.raises(DataError, match=expected):
+            resolve_files(str(path))
+    _, files, _ = resolve_files(str(tmp_path / "d" / "*.csv"))
+    assert [os.path.basename(f) for f in files] == ["part-0.csv"]
+
+
+def test_ray_datas_retry_note_is_cut_from_an_error_it_retried():
+    """Ray Data appends its retry note to an error it retried (a read that failed to cast, say): the last line
+    shown was that advice, not the error."""
+    from cluster.errors import root_cause
+
+    exc = ValueError("Failed to parse string: 'north' as a scalar of type int64\nFailed to read files after 1/3 "
+                     "attempts (total backoff 0.0s).\nTo change retry attempts, backoff, or which errors are "
+                     "retried, configure `ray.data.DataContext.get_current()` if you believe this to be transient.")
+    assert root_cause(exc) == "Failed to parse string: 'north' as a scalar of type int64"
