@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from jobs.csvfix import not_utf8, other_separator, resave_hint
 from jobs.infer import (_COMMA_NUMBER, _DRESSED_NUMBER, MOSTLY_NUMBERS, NUMBER, DataError, kind_of, label_missing,
                         written_numbers_problem)
+from jobs.lake import partition_hint, refuse_compressed
 from jobs.spec import DataSpec
 from jobs.spelling import nearest_column
 
@@ -55,8 +56,9 @@ def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], li
             entry_fs = pafs.LocalFileSystem()
             expanded = os.path.expanduser(entry)
             if (wild := next((i for i, ch in enumerate(expanded) if ch in "*?["), None)) is not None:
-                hits = _visible(sorted(p for p in globlib.glob(expanded, recursive=True) if os.path.isfile(p)),
-                                os.path.dirname(expanded[:wild]) or ".")
+                matched = globlib.glob(expanded, recursive=True)     # folders too (site=*): their files
+                hits = _visible(sorted(p for p in matched if os.path.isfile(p)), os.path.dirname(expanded[:wild]) or
+                                ".") + [f for p in sorted(matched) if os.path.isdir(p) for f in _list_dir(entry_fs, p)]
             elif os.path.isdir(expanded):
                 hits = _list_dir(entry_fs, os.path.abspath(expanded))
             elif os.path.isfile(expanded):
@@ -74,43 +76,8 @@ def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], li
         found.extend(hits)
     if not found:
         raise DataError(f"data.path: {path!r} holds no Parquet or CSV files")
+    found = list(dict.fromkeys(found))      # a file named twice (a folder and a file in it) is one shard
     return fs, found, found
-
-
-_COMPRESSION = (".gz", ".bz2", ".zst", ".zstd", ".xz", ".lz4", ".zip", ".snappy")
-
-
-def refuse_compressed(paths: list[str]) -> None:
-    """Raise a DataError naming the compressed tables among `paths` (part-1.csv.gz): a folder's listing skipped
-    them without a word, and a job trained on half its rows. Refused rather than read: every reader of a CSV's raw
-    bytes (its header, encoding and separator checks, the split's own pass) would need to decompress them."""
-    packed = [f for f in paths if os.path.splitext(f)[1].lower() in _COMPRESSION
-              and os.path.splitext(os.path.splitext(f)[0])[1].lower() in (*_EXTENSIONS, ".tsv", ".json", ".jsonl")]
-    if packed:
-        shown = ", ".join(packed[:3]) + (f" and {len(packed) - 3} more" if len(packed) > 3 else "")
-        raise DataError(f"data.path holds {len(packed)} compressed file(s) ({shown}), which trainyard does not "
-                        "read: decompress them (e.g. gunzip FILE), or save each as Parquet, e.g. with pandas: "
-                        "pd.read_csv('part-1.csv.gz').to_parquet('part-1.parquet') (Parquet compresses by itself)")
-
-
-def folder_partitions(files: list[str], columns) -> dict[str, str]:
-    """Hive-style folder names (site=A/date=2026-01-01/) of `files` whose key is no column of the files: {key: one
-    folder}. trainyard reads the files' own columns only (Ray Data parses such names into columns by default, and
-    put a folder's value over a column of the same name in the file)."""
-    found: dict[str, str] = {}
-    for f in files:
-        for part in f.split("/")[:-1]:
-            key, eq, value = part.partition("=")
-            if eq and key and value and key not in columns and key not in found:
-                found[key] = part
-    return found
-
-
-def partition_hint(column: str, files: list[str], columns) -> str:
-    """" (a folder name's, site=A/: ...)" when `column` is a folder partition of `files`, else ""."""
-    folder = folder_partitions(files, columns).get(column)
-    return (f" (it is only in folder names, {folder}/: trainyard reads the files' own columns; write it into the "
-            "files to use it)" if folder else "")
 
 
 def _visible(paths: list[str], base: str) -> list[str]:

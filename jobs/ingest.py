@@ -22,11 +22,12 @@ import ray
 
 from cluster.errors import root_cause
 from cluster.quiet import held_ray_data_errors
-from jobs.datafiles import (cast_batch, check_files, column_cells, csv_convert, file_schema, folder_partitions,
-                            infer_format, resolve_files, stray_cells_where, wanted_columns)
+from jobs.datafiles import (cast_batch, check_files, column_cells, csv_convert, file_schema, infer_format,
+                            resolve_files, stray_cells_where, wanted_columns)
 from jobs.infer import (MAX_INFERRED_CLASSES, DataError, confirm_distinct, feature_notes, id_candidates,
                          infer_features, infer_task, infinite_problem, jsonable, merge_probes,
                          number_classes_note, probe, text_label_problem)
+from jobs.lake import folder_partitions
 from jobs.spec import DataSpec
 from jobs.spelling import (case_classes_problem, look_alike, look_alike_note, placeholder_note, placeholders,
                            same_but_case)

@@ -22,8 +22,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from jobs.datafiles import column_cells, csv_convert, nearest_name, partition_hint
+from jobs.datafiles import column_cells, csv_convert, nearest_name
 from jobs.infer import DataError, jsonable, kind_of, label_missing
+from jobs.lake import partition_hint
 from jobs.spec import DataSpec
 
 SPLIT_COLUMN = "_split"

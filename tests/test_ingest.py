@@ -825,6 +825,21 @@ def test_compressed_shards_are_named_not_skipped(tmp_path):
     assert [os.path.basename(f) for f in files] == ["part-0.csv"]
 
 
+def test_a_glob_of_folders_reads_their_files_and_a_file_named_twice_is_one_shard(tmp_path):
+    """`data.path: lake/site=*` matched folders and said it matched no files; a folder and a file in it, both
+    listed, counted that file twice in the `[ingest]` line."""
+    from jobs.datafiles import resolve_files
+
+    for site in ("site=a", "site=b"):
+        (tmp_path / "lake" / site / "day=1").mkdir(parents=True)
+        frame().to_parquet(tmp_path / "lake" / site / "day=1" / "part-0.parquet")
+    _, files, _ = resolve_files(str(tmp_path / "lake" / "site=*"))
+    assert [os.path.relpath(f, tmp_path / "lake") for f in files] == ["site=a/day=1/part-0.parquet",
+                                                                       "site=b/day=1/part-0.parquet"]
+    _, files, _ = resolve_files([str(tmp_path / "lake"), str(tmp_path / "lake" / "site=a" / "day=1" / "part-0.parquet")])
+    assert len(files) == 2
+
+
 def test_ray_datas_retry_note_is_cut_from_an_error_it_retried():
     """Ray Data appends its retry note to an error it retried (a read that failed to cast, say): the last line
     shown was that advice, not the error."""

@@ -1,0 +1,45 @@
+"""What data lake exports bring beside the tables: compressed shards (part-1.csv.gz) and Hive-style key=value
+folder names (site=A/date=2026-01-01/). `jobs.datafiles` refuses the first by name and reads the files' own
+columns only; these say so.
+"""
+from __future__ import annotations
+
+import os
+
+from jobs.infer import DataError
+
+_TABLES = (".parquet", ".pq", ".csv", ".tsv", ".json", ".jsonl")
+_COMPRESSION = (".gz", ".bz2", ".zst", ".zstd", ".xz", ".lz4", ".zip", ".snappy")
+
+
+def refuse_compressed(paths: list[str]) -> None:
+    """Raise a DataError naming the compressed tables among `paths` (part-1.csv.gz): a folder's listing skipped
+    them without a word, and a job trained on half its rows. Refused rather than read: every reader of a CSV's raw
+    bytes (its header, encoding and separator checks, the split's own pass) would need to decompress them."""
+    packed = [f for f in paths if os.path.splitext(f)[1].lower() in _COMPRESSION
+              and os.path.splitext(os.path.splitext(f)[0])[1].lower() in _TABLES]
+    if packed:
+        shown = ", ".join(packed[:3]) + (f" and {len(packed) - 3} more" if len(packed) > 3 else "")
+        raise DataError(f"data.path holds {len(packed)} compressed file(s) ({shown}), which trainyard does not "
+                        "read: decompress them (e.g. gunzip FILE), or save each as Parquet, e.g. with pandas: "
+                        "pd.read_csv('part-1.csv.gz').to_parquet('part-1.parquet') (Parquet compresses by itself)")
+
+
+def folder_partitions(files: list[str], columns) -> dict[str, str]:
+    """Hive-style folder names (site=A/date=2026-01-01/) of `files` whose key is no column of the files: {key: one
+    folder}. trainyard reads the files' own columns only (Ray Data parses such names into columns by default, and
+    put a folder's value over a column of the same name in the file)."""
+    found: dict[str, str] = {}
+    for f in files:
+        for part in f.split("/")[:-1]:
+            key, eq, value = part.partition("=")
+            if eq and key and value and key not in columns and key not in found:
+                found[key] = part
+    return found
+
+
+def partition_hint(column: str, files: list[str], columns) -> str:
+    """" (a folder name's, site=A/: ...)" when `column` is a folder partition of `files`, else ""."""
+    folder = folder_partitions(files, columns).get(column)
+    return (f" (it is only in folder names, {folder}/: trainyard reads the files' own columns; write it into the "
+            "files to use it)" if folder else "")
