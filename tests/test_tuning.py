@@ -328,15 +328,17 @@ def test_a_time_budget_too_short_for_any_epoch_is_named(tmp_path, telemetry_dir,
     "fix the error above"), exit 2, and the trials it never started show no configuration they did not try."""
     spec = write_spec(tmp_path / "s.yaml", tuning_spec("budget", telemetry_dir, tmp_path / "out",
                                                        tune={"time_budget_s": 0.5, "scheduler": "none",
-                                                             "lr": {"choice": [0.03, 0.003]}}))
+                                                             "lr": {"choice": [0.03, 0.003]},
+                                                             "batch_size": {"choice": [32, 64]}}))
     assert main(["tune", str(spec)]) == 2
     captured = capsys.readouterr()
     err, out = captured.err, captured.out
     assert "tune.time_budget_s=0.5 ran out before any trial finished an epoch" in err, err
     assert "raise tune.time_budget_s or remove it" in err and "Fix the error above" not in err
     assert "[tune] tune.time_budget_s=0.5 ran out after" in out + err
-    rows = read_results(tmp_path / "out")
-    assert rows and all(r["status"] in ("not_run", "time_budget") and not r["best_val_loss"] for r in rows), rows
+    rows = read_results(tmp_path / "out")       # every trial of the grid, those Tune never created as not_run
+    assert len(rows) == 4 and all(r["status"] in ("not_run", "time_budget") and not r["best_val_loss"]
+                                  for r in rows), rows
     # A trial shows the rate it was given, or none (before Tune handed it one); never train.lr (0.01 here),
     # which this grid does not try.
     assert all(r["lr"] in ("", "0.03", "0.003") for r in rows), rows

@@ -76,11 +76,50 @@ def test_a_search_with_no_scored_trial_plots_without_a_warning(tmp_path):
     # A trial that never started has a blank for every axis sampled (tuning.experiment._records).
     unscored = [R.TrialRecord(trial_id=f"t{i}", status=R.NOT_RUN, config={"lr": None, "batch_size": None})
                 for i in range(2)]
-    for records in (unscored, []):
+    # Trials that started, given their rates and batch sizes, but ended by the budget before an epoch: matplotlib
+    # failed to draw the empty log axis ("Data cannot be log-scaled because all values are <= 0"), and the search
+    # ended in that traceback (exit 1) instead of the error naming the budget.
+    given = [R.TrialRecord(trial_id=f"t{i}", status=R.TIME_BUDGET, config={"lr": lr, "batch_size": batch})
+             for i, (lr, batch) in enumerate([(0.01, 32), (0.001, 64)])]
+    for records, searched in ((unscored, ["lr"]), ([], ["lr"]), (given, ["lr", "batch_size"])):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            R.plot(records, "val_loss", "min", tmp_path / "report.png", rungs=[], title="t", searched=["lr"])
+            R.plot(records, "val_loss", "min", tmp_path / "report.png", rungs=[], title="t", searched=searched)
         assert (tmp_path / "report.png").stat().st_size > 1_000
+
+
+def test_the_trials_tune_never_created_are_listed_as_not_run():
+    """Tune creates a trial once there is room to run it: those left when a time budget ran out were missing from
+    the table and results.csv, which the README says lists them as not_run."""
+    made = [R.TrialRecord(trial_id="6b940_00000", status=R.TIME_BUDGET, config={"lr": 0.01}),
+            R.TrialRecord(trial_id="6b940_00002", status=R.COMPLETED, config={"lr": 0.1})]
+    records = R.with_unstarted(made, 5, {"lr": None, "batch_size": 32})
+    assert [(r.trial_id, r.status, r.config) for r in records[2:]] == [
+        (f"6b940_0000{i}", R.NOT_RUN, {"lr": None, "batch_size": 32}) for i in (1, 3, 4)]
+    assert R.with_unstarted(made, 2, {}) == made and R.with_unstarted([], 3, {}) == []
+
+
+def test_with_no_scheduler_a_trial_is_judged_by_how_far_its_checkpoint_went(tmp_path, monkeypatch):
+    """A driver killed (kill -9) as the workers trained on: the checkpoint reached the last epoch, Tune's saved
+    result an earlier one, and after --resume a search with no scheduler said "stopped early by the scheduler",
+    with every later epoch "ran on after the scheduler stopped it"."""
+    from types import SimpleNamespace
+
+    from jobs.spec import validate_spec
+    from tuning import experiment
+
+    spec = validate_spec({"name": "t", "data": {"path": str(tmp_path), "label": "y"}, "train": {"epochs": 30},
+                          "tune": {"scheduler": "none"}})
+    history = [{"epoch": e, "val_loss": 1.0 / e} for e in range(1, 31)]
+    monkeypatch.setattr(experiment, "last_state", lambda run: SimpleNamespace(history=history, bad_epochs=0))
+    monkeypatch.setattr(experiment, "ended_record", lambda exp, trial: {"last_result": {"epoch": 8}})
+    result = SimpleNamespace(config={"lr": 0.01}, error=None, metrics={"trial_id": "x_00000"}, path=str(tmp_path))
+    [rec] = experiment._records(spec, [result], tmp_path, "val_loss", "min", False, ["lr"])
+    assert rec.status == R.COMPLETED and rec.judged_at == 30
+    asha = validate_spec({"name": "t", "data": {"path": str(tmp_path), "label": "y"}, "train": {"epochs": 30},
+                          "tune": {}})
+    [rec] = experiment._records(asha, [result], tmp_path, "val_loss", "min", False, ["lr"])
+    assert rec.status == R.STOPPED and rec.judged_at == 8      # ASHA may have stopped it there: judged as Tune saw
 
 
 def test_the_curves_title_explains_only_the_marks_the_search_has():

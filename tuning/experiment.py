@@ -104,6 +104,9 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
     budget = spec.tune.time_budget_s
     budget_out = budget_ran_out(budget, stopped_by_user=_STOP_SIGNALLED.is_set())
     records = _records(spec, results, experiment, metric, mode, budget_out, searched)
+    if budget_out:
+        records = R.with_unstarted(records, space.trial_count(spec),
+                                   {**_spec_values(spec), **{a: None for a in searched}})
     if budget_out and (before + elapsed >= budget or any(r.status in (R.TIME_BUDGET, R.NOT_RUN) for r in records)):
         started = sum(bool(r.history or r.train_run) for r in records)     # its Train run began
         progress(f"[tune] tune.time_budget_s={budget:g} ran out after {before + elapsed:.0f}s"
@@ -388,6 +391,10 @@ def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str, b
             # Judged by the last epoch Tune saw, not by how far the workers got: on short epochs a trial ASHA
             # stopped can train on (even to the end) before its process is gone.
             rec.judged_at = ended["last_result"].get("epoch") or 0
+            if spec.tune.scheduler == "none" or spec.tune.scheduler.asha is None:
+                # Nothing stops such a trial but its own early stop, so its checkpoint says how far it went: Tune's
+                # last result can be older (the driver killed as the workers trained on, then --resume).
+                rec.judged_at = max(rec.judged_at, rec.epochs_run)
             if rec.judged_at >= spec.train.epochs:
                 rec.status = R.COMPLETED
             elif (rec.judged_at == rec.epochs_run and state
@@ -398,7 +405,7 @@ def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str, b
         elif budget_out:
             # A trial that trained every epoch finished, even if the budget ran out before Tune heard it end.
             rec.status = (R.COMPLETED if rec.epochs_run >= spec.train.epochs
-                          else R.TIME_BUDGET if history else R.NOT_RUN)
+                          else R.TIME_BUDGET if history or rec.train_run else R.NOT_RUN)
         else:
             rec.status = "interrupted"
         records.append(rec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -55,6 +56,19 @@ def _cell(v: Any) -> Any:
     if isinstance(v, list):
         return encode_hidden(v)                 # hidden [128, 64] → 128x64, one CSV cell
     return v
+
+
+def with_unstarted(records: list[TrialRecord], total: int, config: dict) -> list[TrialRecord]:
+    """`records` and a NOT_RUN record for each of the search's `total` trials Tune never created (it creates a
+    trial once there is room to run it: those after a time budget ran out were left out of the table and the CSV).
+    Tune numbers trials <experiment>_<5 digits>: the missing numbers are those. `config`: the spec's values, with
+    the sampled axes blank."""
+    ids = [re.fullmatch(r"(.+)_(\d{5})", r.trial_id) for r in records]
+    if len(records) >= total or not ids or not all(ids) or len({m.group(1) for m in ids}) != 1:
+        return records
+    prefix, taken = ids[0].group(1), {int(m.group(2)) for m in ids}
+    missing = [i for i in range(total + len(records)) if i not in taken][:total - len(records)]
+    return records + [TrialRecord(f"{prefix}_{i:05d}", NOT_RUN, dict(config)) for i in missing]
 
 
 def ranked(records: list[TrialRecord], mode: str) -> list[TrialRecord]:
@@ -222,6 +236,7 @@ def plot(records: list[TrialRecord], metric: str, mode: str, path: Path, *, rung
     if failed:
         ax_lr.text(0.01, 0.01, f"{len(failed)} trial(s) failed (not shown)", transform=ax_lr.transAxes,
                    fontsize=8, color="crimson")
+    positive = []
     if x_axis is None:
         ax_lr.set_xticks(range(len(categories)), categories)
         label = "layer widths" if key == "hidden" else "batch size"
@@ -236,6 +251,10 @@ def plot(records: list[TrialRecord], metric: str, mode: str, path: Path, *, rung
     ax_lr.tick_params(axis="x", which="both", labelrotation=30, labelsize=8)
     scored = [r for r in records if r.best_value is not None]
     _apply(ax_lr, value_axis([r.best_value for r in scored]), [(x_of(r), r.best_value) for r in scored])
+    if not scored:      # a budget spent before any epoch ended, or every trial failed: empty, and said
+        ax_lr.text(0.5, 0.5, "no trial reported a score", transform=ax_lr.transAxes, ha="center", va="center")
+        if x_axis is not None and positive:    # a log axis with no point had no range: matplotlib failed to draw it
+            ax_lr.set_xlim(min(positive) / 2, max(positive) * 2)
     ax_lr.set_xlabel(label)
     ax_lr.set_ylabel(f"best {metric}")
     ax_lr.set_title(f"{metric} vs {label} ({'higher' if mode == 'max' else 'lower'} is better)")
