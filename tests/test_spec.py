@@ -790,6 +790,11 @@ def test_a_key_of_another_section_is_told_where_it_goes_and_a_wrong_type_what_to
     with pytest.raises(SpecError, match=r"seed: unknown key. Fix: 'seed' belongs under another section: move it to "
                                         r"one of data.split.seed, train.seed, tune.seed;"):
         validate_spec({**base, "seed": 1})
+    # Under tune, "move it to train.optimizer" read as where to search it: tune says what it searches.
+    with pytest.raises(SpecError, match=r"tune.optimizer: unknown key. Fix: tune does not search 'optimizer' \(it "
+                                        r"searches lr, batch_size, weight_decay, dropout, hidden\): set one value in "
+                                        r"train.optimizer, and run a search for each value to compare them;"):
+        validate_spec({**base, "tune": {"optimizer": {"choice": ["adam", "sgd"]}}})
 
 
 def test_other_tools_names_for_a_key_are_told_trainyards_and_a_tasks_case_does_not_matter():

@@ -154,6 +154,11 @@ def unknown_key_hint(root: type[BaseModel], loc: tuple) -> str:
         elsewhere = [".".join(p) for p in _key_paths(root) if p[-1] == str(loc[-1]) and p[:-1] != tuple(loc[:-1])]
         if elsewhere:
             where = elsewhere[0] if len(elsewhere) == 1 else "one of " + ", ".join(elsewhere[:4])
+            if tuple(loc[:-1]) == ("tune",) and len(elsewhere) == 1:
+                # `tune.optimizer: {choice: [adam, sgd]}`: "move it to train.optimizer" read as where to search it.
+                from jobs.spec.tune import SEARCH_AXES
+                return (f"tune does not search {loc[-1]!r} (it searches {', '.join(SEARCH_AXES)}): set one value in "
+                        f"{where}, and run a search for each value to compare them" + allowed)
             return f"{loc[-1]!r} belongs under another section: move it to {where}" + (allowed if parent else "")
     return (f"{f'did you mean {near[0]!r}? ' if near else ''}remove it or fix the spelling{allowed}" if parent
             else "remove it")
