@@ -12,6 +12,10 @@ _TABLES = (".parquet", ".pq", ".csv", ".tsv", ".json", ".jsonl")
 _COMPRESSION = (".gz", ".bz2", ".zst", ".zstd", ".xz", ".lz4", ".zip", ".snappy")
 
 
+class CompressedFiles(DataError):
+    """`data.path` (or a table to predict) holds compressed files: named, with how to fix it."""
+
+
 def refuse_compressed(paths: list[str]) -> None:
     """Raise a DataError naming the compressed tables among `paths` (part-1.csv.gz): a folder's listing skipped
     them without a word, and a job trained on half its rows. Refused rather than read: every reader of a CSV's raw
@@ -20,9 +24,10 @@ def refuse_compressed(paths: list[str]) -> None:
               and os.path.splitext(os.path.splitext(f)[0])[1].lower() in _TABLES]
     if packed:
         shown = ", ".join(packed[:3]) + (f" and {len(packed) - 3} more" if len(packed) > 3 else "")
-        raise DataError(f"data.path holds {len(packed)} compressed file(s) ({shown}), which trainyard does not "
-                        "read: decompress them (e.g. gunzip FILE), or save each as Parquet, e.g. with pandas: "
-                        "pd.read_csv('part-1.csv.gz').to_parquet('part-1.parquet') (Parquet compresses by itself)")
+        raise CompressedFiles(f"data.path holds {len(packed)} compressed file(s) ({shown}), which trainyard does not "
+                              "read: decompress them (e.g. gunzip FILE), or save each as Parquet, e.g. with pandas: "
+                              "pd.read_csv('part-1.csv.gz').to_parquet('part-1.parquet') (Parquet compresses by "
+                              "itself)")
 
 
 def folder_partitions(files: list[str], columns) -> dict[str, str]:

@@ -38,8 +38,11 @@ def read_table(path, sent: Optional[Collection[str]] = None) -> "pd.DataFrame": 
         # A folder of shards, listed as `train` lists one (subfolders too, in path order; hidden files and those
         # starting with '_' left out; .parquet, .pq and .csv in any case).
         from jobs.datafiles import DataError, resolve_files
+        from jobs.lake import CompressedFiles
         try:
             found = [Path(f) for f in resolve_files(str(path))[1]]
+        except CompressedFiles as exc:       # named, not read as a folder of none: a table cut short unsaid
+            raise TableError(f"{path}: {str(exc).removeprefix('data.path ')}") from None
         except DataError:
             found = []
         shards = [f for f in found if f.suffix.lower() in (".parquet", ".pq")]
@@ -64,6 +67,11 @@ def read_table(path, sent: Optional[Collection[str]] = None) -> "pd.DataFrame": 
         table.attrs["shard_rows"] = [(str(f), len(p)) for f, p in zip(shards, parts)]     # a bad cell's file and row
         return table
     if path.suffix.lower() not in SUFFIXES:
+        from jobs.lake import CompressedFiles, refuse_compressed
+        try:
+            refuse_compressed([str(path)])
+        except CompressedFiles as exc:
+            raise TableError(f"{path}: {str(exc).removeprefix('data.path ')}") from None
         raise TableError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
     if not path.is_file():
         raise TableError(f"{path}: no such file")

@@ -584,6 +584,14 @@ def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_
     (tmp_path / "empty").mkdir()
     with pytest.raises(TableError, match=r"empty: a folder with no .parquet or .csv file"):
         read_table(tmp_path / "empty")
+    # A compressed shard beside a plain one: named, as `train` names it (it read the plain one alone, unsaid).
+    (tmp_path / "packed").mkdir()
+    pd.DataFrame({"rpm": [1]}).to_csv(tmp_path / "packed" / "part-0.csv", index=False)
+    pd.DataFrame({"rpm": [2]}).to_csv(tmp_path / "packed" / "part-1.csv.gz", index=False)
+    for path in (tmp_path / "packed", tmp_path / "packed" / "part-1.csv.gz"):
+        with pytest.raises(TableError, match=r"packed.*: holds 1 compressed file\(s\) \(\S*part-1.csv.gz\), which "
+                                             r"trainyard does not read: decompress them"):
+            read_table(path)
     # Monthly CSV exports, as train reads them; a stray cell is named by its file and line.
     (tmp_path / "months").mkdir()
     (tmp_path / "months" / "2024-11.csv").write_text("rpm,torque\n1500,40\n1510,41\n")
