@@ -164,9 +164,14 @@ class PredictionLogger:
                       "files": 0, "write_errors": 0}
         # What killed writers left (this replica's predecessor included): published and removed now, or it stays
         # for good.
+        # A journal names where it goes (`dest`): on object storage, the log's URI and app as given, so a logger
+        # takes over only the journals of its own destination (others of the node's temporary folder wait for
+        # theirs); in a local folder, that folder, whatever path a node mounts it at.
+        self.dest = "" if self.local else f"{path.rstrip('/')}/{app}"
+        self._publishers: list[threading.Thread] = []
         stale = recover_stale_journals(os.path.join(self.folder, ".part-*.parquet.tmp") if self.local else
                                        os.path.join(tempfile.gettempdir(), REMOTE_TEMP_PREFIX + "*.tmp"),
-                                       None if self.local else self.fs)
+                                       self.dest, self.folder, self.fs, self.local)
         self.stats["stale_temps_removed"] = len(stale)
         self.stats["recovered_records"] = sum(stale.values())
         self._pending: list[tuple] = []
@@ -208,7 +213,10 @@ class PredictionLogger:
         with self._lock:
             self._closing = True
         self._wake.set()
+        deadline = time.monotonic() + timeout_s
         self._thread.join(timeout_s)
+        for thread in list(self._publishers):   # a journal not published in time stays for the next replica
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # ------------------------------------------------------------------------------------------ writer thread
     def _run(self) -> None:
@@ -227,8 +235,9 @@ class PredictionLogger:
                     self._publish()
             except Exception:   # noqa: BLE001 - storage failing must not stop the replica, nor this thread
                 self.stats["write_errors"] += 1
-                logger.exception(f"prediction log: writing to {self.folder} failed; the open file's records are "
-                                 "lost, logging goes on with a new file")
+                logger.exception(f"prediction log: writing to {self.folder} failed; the records written so far stay "
+                                 "in the open journal, which the next replica to start publishes; logging goes on "
+                                 "with a new file")
                 self._discard()
             if closing:
                 return
@@ -272,13 +281,11 @@ class PredictionLogger:
             # Hidden (a leading '.') and not ending in .parquet: pyarrow datasets and Ray Data skip it until renamed.
             temp = (os.path.join(self.folder, f".{name}.tmp") if self.local
                     else os.path.join(tempfile.gettempdir(), f"{REMOTE_TEMP_PREFIX}{name}.tmp"))
-            final = (os.path.join(os.path.abspath(self.folder), name) if self.local
-                     else f"{self.fs.type_name}://{self.folder}/{name}")
-            lock = _locked(temp)         # held while the journal is open: see recover_stale_journals
+            lock = _locked(temp)         # held until the journal is published: see recover_stale_journals
             sink = pa.OSFile(temp, "wb")     # unbuffered: each batch reaches the kernel as it is written
-            writer = pa.ipc.new_stream(sink, self.schema.with_metadata({JOURNAL_FINAL: final}),
+            writer = pa.ipc.new_stream(sink, self.schema.with_metadata({JOURNAL_NAME: name, JOURNAL_DEST: self.dest}),
                                        options=pa.ipc.IpcWriteOptions(compression="zstd"))
-            self._file = {"sink": sink, "writer": writer, "temp": temp, "final": final,
+            self._file = {"sink": sink, "writer": writer, "temp": temp, "name": name,
                           "deadline": time.monotonic() + self.rotate_s, "rows": 0, "lock": lock}
         self._file["writer"].write_batch(batch)
         self._file["rows"] += batch.num_rows
@@ -286,82 +293,97 @@ class PredictionLogger:
             self._publish()
 
     def _publish(self) -> None:
-        """Finish the open journal and make it visible, as Parquet, in one step."""
+        """Finish the open journal and make it visible, as Parquet, on a thread of its own: converting a journal of
+        rotate_mb takes seconds, while this thread goes on draining requests into a new one."""
         f, self._file = self._file, None
         try:
             f["writer"].close()
             f["sink"].close()
-            _publish_journal(f["temp"], f["final"], self.fs if not self.local else None)
+        except Exception:        # its complete batches stay, unlocked, for the next logger to start
+            os.close(f["lock"])
+            raise
+        thread = threading.Thread(target=self._publish_closed, args=(f,), name="trainyard-predlog-publish",
+                                  daemon=True)
+        self._publishers = [t for t in self._publishers if t.is_alive()] + [thread]
+        thread.start()
+
+    def _publish_closed(self, f: dict) -> None:
+        try:
+            rows = _publish_journal(f["temp"], f["name"], self.folder, self.fs, self.local)
+            self.stats["files"] += 1
+            self.stats["published_records"] += rows
+        except Exception:   # noqa: BLE001 - storage failing must not stop the replica
+            self.stats["write_errors"] += 1
+            logger.exception(f"prediction log: publishing {f['name']} to {self.folder} failed; its records stay in "
+                             f"{f['temp']}, which the next replica to start publishes")
         finally:
             os.close(f["lock"])
-        self.stats["files"] += 1
-        self.stats["published_records"] += f["rows"]
 
     def _discard(self) -> None:
+        """After a failed write: the journal's complete batches stay (unlocked), for the next logger to start."""
         f, self._file = self._file, None
         if f is not None:
             for part in ("writer", "sink"):
                 try:
                     f[part].close()
-                except Exception:   # noqa: BLE001 - already failing; the file goes anyway
+                except Exception:   # noqa: BLE001 - already failing
                     pass
-            for path in (f["temp"], f["temp"] + OUT_SUFFIX):
-                if os.path.exists(path):
-                    os.unlink(path)
             os.close(f["lock"])
 
 
-JOURNAL_FINAL = b"trainyard.predlog.final"     # the journal's schema metadata: where its Parquet file goes
+JOURNAL_NAME = b"trainyard.predlog.name"       # the journal's schema metadata: its Parquet file's name
+JOURNAL_DEST = b"trainyard.predlog.dest"       # ... and where it goes on object storage (the log's URI and app)
 OUT_SUFFIX = ".out"                            # the Parquet file being made from a journal, beside it
 
 
-def _publish_journal(temp: str, final: str, fs=None) -> int:
-    """Make the Parquet file `final` (a local path, or on `fs`, else the file system its URI names) of the complete
-    batches of the journal `temp`, in row groups of ROW_GROUP_ROWS, and remove the journal. Returns its rows.
-    The caller holds the journal's lock. A journal cut short (its writer killed mid-batch) gives what it holds."""
+def _publish_journal(temp: str, name: str, folder: str, fs, local: bool) -> int:
+    """Make the Parquet file `name` in `folder` (on `fs`) of the complete batches of the journal `temp`, in row
+    groups of ROW_GROUP_ROWS, then remove the journal. Returns its rows. The caller holds the journal's lock. A
+    journal cut short (its writer killed mid-batch) gives what it holds; one that cannot be published (storage
+    failing) stays, for the next logger to start."""
     import pyarrow as pa
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
     out, rows = temp + OUT_SUFFIX, 0
-    with pa.memory_map(temp) as source:
-        reader = pa.ipc.open_stream(source)
-        schema = reader.schema.remove_metadata()
-        with pq.ParquetWriter(out, schema, compression="zstd") as writer:
-            group: list = []
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
-                except (pa.ArrowInvalid, OSError):      # the batch its killed writer was appending: not complete
-                    break
-                group.append(batch)
-                if sum(b.num_rows for b in group) >= ROW_GROUP_ROWS:
-                    writer.write_table(pa.Table.from_batches(group, schema=schema))
-                    rows += sum(b.num_rows for b in group)
-                    group = []
-                    time.sleep(0)     # let the request path have the GIL between row groups
-            if group:
-                writer.write_table(pa.Table.from_batches(group, schema=schema))
-                rows += sum(b.num_rows for b in group)
     try:
-        if rows and "://" not in final:
-            os.replace(out, final)
+        with pa.memory_map(temp) as source:
+            reader = pa.ipc.open_stream(source)
+            schema = reader.schema.remove_metadata()
+            with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+                group: list = []
+                while True:
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        batch = None
+                    except (pa.ArrowInvalid, OSError):      # the batch its killed writer was appending
+                        batch = None
+                    if batch is not None:
+                        group.append(batch)
+                    if group and (batch is None or sum(b.num_rows for b in group) >= ROW_GROUP_ROWS):
+                        writer.write_table(pa.Table.from_batches(group, schema=schema))
+                        rows += sum(b.num_rows for b in group)
+                        group = []
+                        time.sleep(0)     # let the request path have the GIL between row groups
+                    if batch is None:
+                        break
+        if rows and local:
+            os.replace(out, os.path.join(folder, name))
         elif rows:
-            fs, path = (fs, final.split("://", 1)[1]) if fs is not None else pafs.FileSystem.from_uri(final)
-            pafs.copy_files(out, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+            pafs.copy_files(out, f"{folder}/{name}", source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=fs)
+        os.unlink(temp)         # only once published: a failure above leaves the journal whole
     finally:
-        for path in (out, temp):
-            if os.path.exists(path):
-                os.unlink(path)
+        if os.path.exists(out):
+            os.unlink(out)
     return rows
 
 
 def _locked(path: str) -> int:
     """A descriptor of a new file `path` holding an exclusive flock on it. Created under another name and renamed
     once locked (the lock stays with the file): no moment when `recover_stale_journals` could see it unlocked."""
-    fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT, 0o644)
+    fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT, 0o600)     # request records: this user's only
     fcntl.flock(fd, fcntl.LOCK_EX)
     os.replace(path + ".new", path)
     return fd
@@ -372,15 +394,16 @@ def _locked(path: str) -> int:
 NEW_FILE_STALE_S = 60.0
 
 
-def recover_stale_journals(pattern: str, fs=None) -> dict[str, int]:
-    """Take over the journals matching `pattern` that no process holds locked (each writer holds a flock on its
-    journal from its creation until it is published; the kernel drops the lock when the writer dies): what a
-    SIGKILLed replica left, never a live writer's. Each one's complete batches are published as the Parquet file
-    its writer would have made (`fs`: this logger's object store, for a journal bound there), unless that file
-    is there already (its writer was killed between the two steps), and the journal is removed; one that cannot
-    be read (an older trainyard's Parquet temp, never readable without its footer) is removed. Also removes the
-    `.new` names `_locked` creates journals under, once unlocked and older than NEW_FILE_STALE_S. Returns
-    {path: rows published} of the journals taken over."""
+def recover_stale_journals(pattern: str, dest: str, folder: str, fs, local: bool) -> dict[str, int]:
+    """Take over this user's journals matching `pattern` that no process holds locked (each writer holds a flock
+    on its journal from its creation until it is published; the kernel drops the lock when the writer dies): what
+    a SIGKILLed replica left, never a live writer's. On object storage only those bound for `dest` (this logger's
+    URI and app): a journal of another app or bucket waits for a logger of its own. Each one's complete batches
+    become the Parquet file its writer would have made, in `folder` (for a local log, the journal's own folder),
+    unless that file is there already (its writer was killed between the two steps); one that cannot be read (an
+    older trainyard's Parquet temp, never readable without its footer) is removed, and one that cannot be
+    published stays. Also removes the `.new` names `_locked` creates journals under, once unlocked and older than
+    NEW_FILE_STALE_S. Returns {path: rows published} of the journals taken over."""
     import pyarrow as pa
 
     taken: dict[str, int] = {}
@@ -392,20 +415,24 @@ def recover_stale_journals(pattern: str, fs=None) -> dict[str, int]:
         except OSError:        # gone meanwhile (published, or taken over by another replica starting)
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:        # a live writer holds it
-            os.close(fd)
-            continue
-        try:
-            final = _journal_final(path)
-            if final is not None and not _published(final, fs):
-                taken[path] = _publish_journal(path, final, fs if "://" in final else None)
+            if os.fstat(fd).st_uid != os.getuid():      # another user's logs: theirs to publish, with their rights
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:    # a live writer holds it
+                continue
+            meta = _journal_meta(path)
+            if meta is not None and not local and meta[1] != dest:
+                continue       # another destination's: left, unlocked, for a logger of its own
+            there = os.path.dirname(path) if local else folder
+            if meta is not None and not _published(there, meta[0], fs, local):
+                taken[path] = _publish_journal(path, meta[0], there, fs, local)
             else:
                 taken[path] = 0
             for leftover in (path, path + OUT_SUFFIX):
                 if os.path.exists(leftover):
                     os.unlink(leftover)
-        except (OSError, pa.ArrowException) as exc:     # storage failing: left for the next logger to start
+        except (OSError, pa.ArrowException) as exc:     # storage failing: the journal stays for the next logger
             logger.warning(f"prediction log: could not publish {path}, left by a writer that was killed: {exc}")
         finally:
             os.close(fd)
@@ -415,23 +442,22 @@ def recover_stale_journals(pattern: str, fs=None) -> dict[str, int]:
     return taken
 
 
-def _journal_final(path: str) -> Optional[str]:
-    """Where the journal's Parquet file goes (its schema's metadata); None for a file that is no journal."""
+def _journal_meta(path: str) -> Optional[tuple[str, str]]:
+    """(the Parquet file's name, its destination) of a journal; None for a file that is no journal."""
     import pyarrow as pa
     try:
         with pa.memory_map(path) as source:
-            final = (pa.ipc.open_stream(source).schema.metadata or {}).get(JOURNAL_FINAL)
+            meta = pa.ipc.open_stream(source).schema.metadata or {}
     except (pa.ArrowException, OSError):
         return None
-    return final.decode() if final else None
+    return (meta[JOURNAL_NAME].decode(), meta.get(JOURNAL_DEST, b"").decode()) if JOURNAL_NAME in meta else None
 
 
-def _published(final: str, fs=None) -> bool:
+def _published(folder: str, name: str, fs, local: bool) -> bool:
     import pyarrow.fs as pafs
-    if "://" not in final:
-        return os.path.exists(final)
-    fs, path = (fs, final.split("://", 1)[1]) if fs is not None else pafs.FileSystem.from_uri(final)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
+    if local:
+        return os.path.exists(os.path.join(folder, name))
+    return fs.get_file_info(f"{folder}/{name}").type != pafs.FileType.NotFound
 
 
 def _age_s(path: str, now: float) -> float:

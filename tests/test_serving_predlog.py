@@ -5,6 +5,7 @@ import json
 import os
 import random
 import signal
+import tempfile
 import time
 
 import pytest
@@ -296,7 +297,7 @@ logger = PredictionLogger({{"path": {path!r}, "rotate_s": 600}}, app="a", replic
 logger.log("killed", [{{"rpm": 1.0}}], [0.5])
 while not (logger._file and logger._file["rows"]):     # appended to its journal (within FLUSH_S)
     time.sleep(0.05)
-open({path!r} + "/appended", "w").close()
+open({marker!r}, "w").close()
 time.sleep(600)
 """
 
@@ -316,8 +317,8 @@ def test_a_starting_logger_removes_what_a_killed_writer_left_and_nothing_a_live_
     folder = tmp_path / "a"
     temps = lambda: sorted(p.name for p in folder.glob(".part-*.parquet.tmp"))  # noqa: E731
     root = str(Path(__file__).resolve().parents[1])
-    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER.format(root=root, path=str(tmp_path),
-                                                                          schema=SCHEMA)])
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER.format(
+        root=root, path=str(tmp_path), schema=SCHEMA, marker=str(tmp_path / "appended"))])
     live = None
     try:
         assert _wait_for(lambda: (tmp_path / "appended").exists(), 60)
@@ -412,17 +413,18 @@ def test_a_kept_field_is_accepted_logged_as_text_and_never_reaches_the_model(tmp
     assert lost_requests(schema, kept, schema, {"unknown_fields": "ignore"}) == []
 
 
-def test_a_journal_cut_mid_batch_gives_its_complete_batches(tmp_path):
+def test_a_journal_cut_mid_batch_gives_its_complete_batches_and_one_not_published_stays(tmp_path, monkeypatch):
     """A writer killed while appending leaves a batch cut short: the batches before it are published, in row
-    groups, and the file reads as the monitor reads it."""
+    groups, and the file reads as the monitor reads it. A journal that cannot be published (storage failing)
+    stays whole for the next logger (it was removed, and the warning said it was left)."""
     import pyarrow as pa
 
-    from serving.predlog import JOURNAL_FINAL, recover_stale_journals
+    from serving.predlog import JOURNAL_NAME, recover_stale_journals
 
     schema = pa.schema([("request_id", pa.string()), ("x", pa.float64())])
-    journal, final = tmp_path / ".part-1-r-000000.parquet.tmp", tmp_path / "part-1-r-000000.parquet"
+    journal = tmp_path / ".part-1-r-000000.parquet.tmp"
     sink = pa.OSFile(str(journal), "wb")
-    writer = pa.ipc.new_stream(sink, schema.with_metadata({JOURNAL_FINAL: str(final)}),
+    writer = pa.ipc.new_stream(sink, schema.with_metadata({JOURNAL_NAME: "part-1-r-000000.parquet"}),
                                options=pa.ipc.IpcWriteOptions(compression="zstd"))
     sizes = []
     for i in range(3):
@@ -431,10 +433,55 @@ def test_a_journal_cut_mid_batch_gives_its_complete_batches(tmp_path):
     sink.close()                     # no end-of-stream marker: its writer died
     with open(journal, "r+b") as f:
         f.truncate(sizes[1] + (sizes[2] - sizes[1]) // 2)
-    taken = recover_stale_journals(str(tmp_path / ".part-*.parquet.tmp"))
-    assert taken == {str(journal): 200} and not journal.exists()
+    recover = lambda: recover_stale_journals(str(tmp_path / ".part-*.parquet.tmp"), "", "", None, True)  # noqa: E731
+    real_replace = os.replace
+
+    def failing(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing)
+    assert recover() == {} and journal.exists() and not list(tmp_path.glob("*.parquet"))
+    assert not list(tmp_path.glob("*.out"))
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert recover() == {str(journal): 200} and not journal.exists()
     assert read_logs(tmp_path).column("request_id").to_pylist() == ["r0"] * 100 + ["r1"] * 100
     # A file no journal (an older trainyard's Parquet temp, unreadable without its footer) is removed.
     journal.write_bytes(b"PAR1 no footer")
-    assert recover_stale_journals(str(tmp_path / ".part-*.parquet.tmp")) == {str(journal): 0}
+    assert recover() == {str(journal): 0}
     assert not journal.exists() and read_logs(tmp_path).num_rows == 200
+
+
+def test_on_object_storage_a_logger_takes_over_only_its_own_destinations_journals(s3_bucket, tmp_path):  # noqa: F811
+    """Journals bound for object storage wait in the node's temporary folder, beside those of other apps and
+    buckets: a logger publishes only those of its own URI and app, through its own connection; another's stays."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyarrow.fs as pafs
+
+    from serving.predlog import REMOTE_TEMP_PREFIX, PredictionLogger
+
+    uri = f"{s3_bucket}/predlog"
+    temps = lambda: [p for p in os.listdir(tempfile.gettempdir())  # noqa: E731
+                     if p.startswith(REMOTE_TEMP_PREFIX) and p.endswith(".tmp")]
+    before = set(temps())
+    root = str(Path(__file__).resolve().parents[1])
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER.format(
+        root=root, path=uri, schema=SCHEMA, marker=str(tmp_path / "appended"))])
+    try:
+        assert _wait_for(lambda: (tmp_path / "appended").exists(), 60)
+    finally:
+        child.kill()
+        child.wait(10)
+    [journal] = set(temps()) - before
+    assert os.stat(os.path.join(tempfile.gettempdir(), journal)).st_mode & 0o077 == 0      # request records
+    other = PredictionLogger({"path": uri}, app="b", replica="r2", schema=SCHEMA, version="v1")
+    other.close()
+    assert other.stats["recovered_records"] == 0 and journal in temps()
+    own = PredictionLogger({"path": uri}, app="a", replica="r3", schema=SCHEMA, version="v1")
+    own.close()
+    assert own.stats["recovered_records"] == 1 and journal not in temps()
+    fs, base = pafs.FileSystem.from_uri(uri)
+    names = [i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{base}/a"))]
+    assert journal.removeprefix(REMOTE_TEMP_PREFIX).removesuffix(".tmp") in names

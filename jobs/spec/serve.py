@@ -61,7 +61,7 @@ class LogSpec(StrictModel):
                                           "Accepted in requests whatever unknown_fields says; never read by the "
                                           "model.")
     rotate_mb: float = Field(64.0, gt=0, description="A replica starts a new file once its open file's journal "
-                                                     "reaches this size (the Parquet file is usually smaller).")
+                                                     "reaches this size (its Parquet file can be smaller or larger).")
     rotate_s: float = Field(300.0, gt=0, description="... or once its open file is this old: a file becomes "
                                                      "visible only when complete. A replica that dies abruptly "
                                                      "loses about its last second of logs: the next replica to "
