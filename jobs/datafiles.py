@@ -56,9 +56,11 @@ def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], li
             entry_fs = pafs.LocalFileSystem()
             expanded = os.path.expanduser(entry)
             if (wild := next((i for i, ch in enumerate(expanded) if ch in "*?["), None)) is not None:
-                matched = globlib.glob(expanded, recursive=True)     # folders too (site=*): their files
-                hits = _visible(sorted(p for p in matched if os.path.isfile(p)), os.path.dirname(expanded[:wild]) or
-                                ".") + [f for p in sorted(matched) if os.path.isdir(p) for f in _list_dir(entry_fs, p)]
+                # Folders matched too (lake/site=*): their tables, as a folder's listing reads them.
+                base = os.path.dirname(expanded[:wild]) or "."
+                matched = _visible(globlib.glob(expanded, recursive=True), base)
+                hits = sorted({*(p for p in matched if os.path.isfile(p)),
+                               *(f for p in matched if os.path.isdir(p) for f in _tables_under(entry_fs, p))})
             elif os.path.isdir(expanded):
                 hits = _list_dir(entry_fs, os.path.abspath(expanded))
             elif os.path.isfile(expanded):
@@ -86,12 +88,18 @@ def _visible(paths: list[str], base: str) -> list[str]:
     return [f for f in paths if not any(p.startswith((".", "_")) for p in os.path.relpath(f, base).split("/"))]
 
 
-def _list_dir(fs: pafs.FileSystem, root: str) -> list[str]:
+def _tables_under(fs: pafs.FileSystem, root: str) -> list[str]:
+    """The visible tables under the folder `root` (a compressed one refused), sorted; [] when there are none."""
     listed = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True)) if i.type == pafs.FileType.File]
     refuse_compressed(_visible(listed, root))
-    tables = [f for f in listed if os.path.splitext(f)[1].lower() in _EXTENSIONS]
-    files = sorted(_visible(tables, root))
+    return sorted(_visible([f for f in listed if os.path.splitext(f)[1].lower() in _EXTENSIONS], root))
+
+
+def _list_dir(fs: pafs.FileSystem, root: str) -> list[str]:
+    files = _tables_under(fs, root)
     if not files:
+        tables = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                  if i.type == pafs.FileType.File and os.path.splitext(i.path)[1].lower() in _EXTENSIONS]
         hidden = f" ({len(tables)} under names starting with '.' or '_', which are skipped)" if tables else ""
         raise DataError(f"data.path: the directory {root} holds no .parquet or .csv files{hidden}")
     return files
@@ -412,14 +420,16 @@ def column_problems(data: DataSpec, schemas: dict[str, pa.Schema], fmt: str) -> 
                     f"with ',' between fields. {resave_hint(sep)}"]
     problems = []
     if no_label:
-        problems.append(f"label column {data.label!r} is in none of the {len(schemas)} file(s) under {data.path!r}; "
+        problems.append(f"label column {data.label!r} is in none of the {len(schemas)} file(s) under {data.path!r}"
+                        f"{partition_hint(data.label, list(schemas), names, data.path)}; "
                         f"{nearest_name(data.label, names)}columns are {sorted(names)}. Fix data.label")
     for field in ("numeric", "categorical", "text", "exclude"):
         for listed in getattr(data.features, field) or []:
             if all(listed not in s.names for s in schemas.values()):
                 # A misspelt exclude would otherwise leave the id or leak it was meant to drop among the features.
                 problems.append(f"data.features.{field} names column {listed!r}, which is in none of the files"
-                                f"{partition_hint(listed, list(schemas), names)}; {nearest_name(listed, names)}"
+                                f"{partition_hint(listed, list(schemas), names, data.path)}; "
+                                f"{nearest_name(listed, names)}"
                                 f"columns are {sorted(names)}. Fix data.features.{field}")
     return problems
 

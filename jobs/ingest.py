@@ -137,7 +137,7 @@ def ingest(data: DataSpec, *, progress=print, text: bool = False) -> IngestResul
              f"{len(schema) - 1} more" + (f", and {split_by.name!r} for the split" if split_by is not None else ""))
     # Ray Data reads key=value folder names as columns by default, and put a folder's value over the file's own
     # column of that name (`partitioning=None` below): the files' columns are what `predict` and the server read.
-    if partitions := folder_partitions(files, {n for s in schemas.values() for n in s.names}):
+    if partitions := folder_partitions(files, {n for s in schemas.values() for n in s.names}, data.path):
         them = "it" if len(partitions) == 1 else "them"
         progress(f"[ingest] note: folder names give {', '.join(partitions)} ({next(iter(partitions.values()))}/), "
                  f"not read: trainyard reads the files' own columns, as predict and the server do; write {them} "

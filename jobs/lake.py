@@ -30,21 +30,31 @@ def refuse_compressed(paths: list[str]) -> None:
                               "itself)")
 
 
-def folder_partitions(files: list[str], columns) -> dict[str, str]:
-    """Hive-style folder names (site=A/date=2026-01-01/) of `files` whose key is no column of the files: {key: one
-    folder}. trainyard reads the files' own columns only (Ray Data parses such names into columns by default, and
-    put a folder's value over a column of the same name in the file)."""
+def folder_partitions(files: list[str], columns, path: str | list[str]) -> dict[str, str]:
+    """Hive-style folder names (site=A/date=2026-01-01/) of `files`, below the folders `path` (data.path) names,
+    whose key is no column of the files: {key: one folder}. trainyard reads the files' own columns only (Ray Data
+    parses such names into columns by default, and put a folder's value over a column of the same name in the
+    file). Folders above the data (/mnt/run=7/data/) are not the data's."""
+    roots = [_root(entry) for entry in (path if isinstance(path, list) else [path])]
     found: dict[str, str] = {}
     for f in files:
-        for part in f.split("/")[:-1]:
+        root = max((r for r in roots if f.startswith(r + "/")), key=len, default=None)
+        for part in f[len(root) + 1:].split("/")[:-1] if root is not None else []:
             key, eq, value = part.partition("=")
             if eq and key and value and key not in columns and key not in found:
                 found[key] = part
     return found
 
 
-def partition_hint(column: str, files: list[str], columns) -> str:
-    """" (a folder name's, site=A/: ...)" when `column` is a folder partition of `files`, else ""."""
-    folder = folder_partitions(files, columns).get(column)
+def _root(entry: str) -> str:
+    """The folder a data.path entry starts from, as `resolve_files` names its files (a URI without its scheme)."""
+    entry = entry.split("://", 1)[1] if "://" in entry else os.path.abspath(os.path.expanduser(entry))
+    wild = next((i for i, ch in enumerate(entry) if ch in "*?["), None)
+    return (entry if wild is None else entry[:wild].rsplit("/", 1)[0]).rstrip("/")
+
+
+def partition_hint(column: str, files: list[str], columns, path: str | list[str]) -> str:
+    """" (it is only in folder names, site=A/: ...)" when `column` is a folder partition of `files`, else ""."""
+    folder = folder_partitions(files, columns, path).get(column)
     return (f" (it is only in folder names, {folder}/: trainyard reads the files' own columns; write it into the "
             "files to use it)" if folder else "")

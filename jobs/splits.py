@@ -51,7 +51,7 @@ def split_field(data: DataSpec, schemas: dict[str, pa.Schema], fs=None) -> Optio
     if len(lacking) == len(schemas):
         names = next(iter(schemas.values())).names
         raise DataError(f"{what} names column {column!r}, which is in none of the files"
-                        f"{partition_hint(column, list(schemas), names)}; "
+                        f"{partition_hint(column, list(schemas), names, data.path)}; "
                         f"{nearest_name(column, names)}columns are {sorted(names)}. Fix {what}")
     if lacking:
         shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")

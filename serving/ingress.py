@@ -140,9 +140,10 @@ def _private_dir() -> Path:
                          f"{stat.S_IMODE(info.st_mode):o}, owner uid {info.st_uid}); set TMPDIR to a local folder "
                          "of your own, or use serve.ingress: proxy")
     _FOLDERS.append(folder)
-    (folder / _OWNER).write_text(f"{os.getpid()} {_started(os.getpid())}\n")
     from cluster import is_embedded   # imports Ray: only once Serve starts
-    if is_embedded():
+    embedded = is_embedded()
+    (folder / _OWNER).write_text(f"{os.getpid()} {_started(os.getpid())} {'embedded' if embedded else 'joined'}\n")
+    if embedded:
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         # Runs first (atexit is last in, first out), in this process only (not in a child forked from it).
         atexit.register(stop_haproxy_of, folder, os.getpid())
@@ -150,28 +151,37 @@ def _private_dir() -> Path:
 
 
 _FOLDERS: list[Path] = []      # the private folders of the Serve starts of this process (`_private_dir`)
-_OWNER = "owner"               # in each folder: the pid and start time of the process that made it
+_OWNER = "owner"               # in each folder: the pid and start time of the process that made it, and its Ray's kind
 STALE_AFTER_S = 600.0
+UNOWNED_STALE_S = 86400.0      # a folder of an older trainyard (no owner record): left a day
 
 
 def _started(pid: int) -> float:
     return load_psutil().Process(pid).create_time()
 
 
-def _owner_alive(folder: Path) -> bool:
-    """Whether the process that made `folder` runs still (the same pid and start time: a pid can be reused)."""
+def _stale(folder: Path, age_s: float) -> bool:
+    """Whether `folder` was left by a `serve` on its embedded Ray that has ended (the same pid and start time: a pid
+    can be reused). A folder of a joined cluster's Serve is kept: that Serve outlives its `serve`, and restarts its
+    HAProxy from the folder's wrapper."""
     try:
-        pid, started = (folder / _OWNER).read_text().split()
-        return abs(_started(int(pid)) - float(started)) < 0.01
-    except Exception:  # noqa: BLE001 - no record (a folder of an older trainyard), a bad one, or the process gone
+        pid, started, kind = (folder / _OWNER).read_text().split()
+    except (OSError, ValueError):
+        return age_s > UNOWNED_STALE_S
+    if kind != "embedded":
         return False
+    try:
+        return abs(_started(int(pid)) - float(started)) >= 0.01
+    except Exception:  # noqa: BLE001 - the process is gone
+        return True
 
 
 def remove_stale_folders(base: Path, older_than_s: float = STALE_AFTER_S) -> int:
-    """Remove this user's Serve folders under `base` that nothing uses: their maker has ended (a `serve` killed
-    with SIGKILL, or out of memory, never ran its exit handlers), no HAProxy of ours runs from them (a Serve on a
-    joined cluster outlives the `serve` that started it), and untouched for `older_than_s`. Each held a few
-    files and sockets, and they gathered (116 on one shared host). Returns how many. Never raises."""
+    """Remove this user's Serve folders under `base` that nothing uses: their maker, a `serve` on its embedded Ray,
+    has ended (killed with SIGKILL, or out of memory, it never ran its exit handlers), no HAProxy of ours runs from
+    them, and untouched for `older_than_s` (a folder of an older trainyard, with no owner record: for a day).
+    Each held a few files and sockets, and they gathered (116 on one shared host). Returns how many. Never
+    raises."""
     removed = 0
     try:
         now, running = time.time(), [process.info["cmdline"] for process in _our_processes()]
@@ -179,7 +189,7 @@ def remove_stale_folders(base: Path, older_than_s: float = STALE_AFTER_S) -> int
             info = folder.lstat()
             mark = str(folder) + os.sep
             if (stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and now - info.st_mtime > older_than_s
-                    and not _owner_alive(folder) and not any(_config_from(args, mark) for args in running)):
+                    and _stale(folder, now - info.st_mtime) and not any(_config_from(args, mark) for args in running)):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
     except Exception:  # noqa: BLE001 - a folder left is only a folder left

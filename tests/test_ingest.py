@@ -804,6 +804,9 @@ def test_hive_folder_names_never_replace_or_add_columns(tmp_path, fmt):
     with pytest.raises(DataError, match=r"data.split.by names column 'site', which is in none of the files \(it is "
                                         r"only in folder names"):
         ingest(data_spec(tmp_path / "d", split={"by": "site"}), progress=lambda *_: None)
+    with pytest.raises(DataError, match=r"label column 'site' is in none of the 2 file\(s\) under .*\(it is only in "
+                                        r"folder names, site=north/"):
+        ingest(data_spec(tmp_path / "d", label="site"), progress=lambda *_: None)
 
 
 def test_compressed_shards_are_named_not_skipped(tmp_path):
@@ -838,6 +841,22 @@ def test_a_glob_of_folders_reads_their_files_and_a_file_named_twice_is_one_shard
                                                                        "site=b/day=1/part-0.parquet"]
     _, files, _ = resolve_files([str(tmp_path / "lake"), str(tmp_path / "lake" / "site=a" / "day=1" / "part-0.parquet")])
     assert len(files) == 2
+    # A folder of no tables among those matched is passed over, and a Spark job's _temporary copies stay out.
+    (tmp_path / "lake" / "logs").mkdir()
+    (tmp_path / "lake" / "logs" / "run.txt").write_text("")
+    (tmp_path / "lake" / "_temporary" / "0").mkdir(parents=True)
+    frame().to_parquet(tmp_path / "lake" / "_temporary" / "0" / "part-0.parquet")
+    for pattern in ("*", "site=*"):
+        _, files, _ = resolve_files(str(tmp_path / "lake" / pattern))
+        assert [os.path.relpath(f, tmp_path / "lake") for f in files] == ["site=a/day=1/part-0.parquet",
+                                                                           "site=b/day=1/part-0.parquet"], pattern
+    # Folders above data.path are not the data's partitions.
+    from jobs.lake import folder_partitions
+    (tmp_path / "run=7" / "data" / "site=a").mkdir(parents=True)
+    shard = str(tmp_path / "run=7" / "data" / "site=a" / "p.parquet")
+    assert folder_partitions([shard], {"x"}, str(tmp_path / "run=7" / "data")) == {"site": "site=a"}
+    assert folder_partitions([shard], {"x"}, str(tmp_path / "run=7" / "data" / "**" / "*.parquet")) == {
+        "site": "site=a"}
 
 
 def test_ray_datas_retry_note_is_cut_from_an_error_it_retried():

@@ -419,7 +419,7 @@ def test_a_journal_cut_mid_batch_gives_its_complete_batches_and_one_not_publishe
     stays whole for the next logger (it was removed, and the warning said it was left)."""
     import pyarrow as pa
 
-    from serving.predlog import JOURNAL_NAME, recover_stale_journals
+    from serving.journal import JOURNAL_NAME, recover_stale_journals
 
     schema = pa.schema([("request_id", pa.string()), ("x", pa.float64())])
     journal = tmp_path / ".part-1-r-000000.parquet.tmp"

@@ -157,8 +157,9 @@ def test_haproxy_files_go_to_a_fresh_private_folder_per_start(tmp_path, monkeypa
 
 def test_stale_haproxy_folders_are_removed_and_no_others(tmp_path):
     """A `serve` killed with SIGKILL (or for memory) never ran its exit handlers: its private folder stayed, and
-    they gathered (116 on one host). A start removes this user's folders whose maker has ended, that no HAProxy
-    runs from and that are old; a folder in use, a new one, another user's and a link are kept."""
+    they gathered (116 on one host). A start removes this user's folders whose maker (a `serve` on its embedded
+    Ray) has ended, that no HAProxy runs from and that are old; a folder in use, a new one, a joined cluster's,
+    another user's and a link are kept."""
     from cluster.processes import load_psutil
     from serving.ingress import _started, remove_stale_folders
 
@@ -166,18 +167,23 @@ def test_stale_haproxy_folders_are_removed_and_no_others(tmp_path):
     gone.wait()
     old = time.time() - 3600
 
-    def folder(name, owner=None, fresh=False):
+    def folder(name, owner=None, fresh=False, kind="embedded"):
         path = tmp_path / f"trainyard-ha-{name}"
         path.mkdir(mode=0o700)
         (path / "haproxy.cfg").write_text("global\n")
         if owner is not None:
-            (path / "owner").write_text(f"{owner} {_started(owner) if owner == os.getpid() else 1.0}\n")
-        if not fresh:
-            os.utime(path, (old, old))
+            started = _started(owner) if owner == os.getpid() else 1.0
+            (path / "owner").write_text(f"{owner} {started} {kind}\n")
+        os.utime(path, (time.time(), time.time()) if fresh else (older_than_a_day if owner is None else old,) * 2)
         return path
 
-    killed, older = folder("killed", owner=gone.pid), folder("older")
-    live_owner, in_use, fresh = folder("live", owner=os.getpid()), folder("inuse"), folder("fresh", fresh=True)
+    older_than_a_day = time.time() - 2 * 86400
+    killed, older = folder("killed", owner=gone.pid), folder("older")        # no owner record: an older trainyard's
+    live_owner, in_use = folder("live", owner=os.getpid()), folder("inuse", owner=gone.pid)
+    fresh = folder("fresh", owner=gone.pid, fresh=True)
+    joined = folder("joined", owner=gone.pid, kind="joined")       # a joined cluster's Serve outlives its `serve`
+    hour_old = folder("hour-old")
+    os.utime(hour_old, (old, old))            # no owner record, but less than a day old
     target = tmp_path / "elsewhere"
     target.mkdir()
     link = tmp_path / "trainyard-ha-link"
@@ -199,6 +205,7 @@ def test_stale_haproxy_folders_are_removed_and_no_others(tmp_path):
         haproxy.wait()
     assert not killed.exists() and not older.exists()
     assert live_owner.exists() and in_use.exists() and fresh.exists() and link.is_symlink() and target.exists()
+    assert joined.exists() and hour_old.exists()
     assert others is None or others.exists()
     assert remove_stale_folders(tmp_path) == 1 and not in_use.exists()      # its HAProxy has ended
 

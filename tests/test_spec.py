@@ -795,6 +795,9 @@ def test_a_key_of_another_section_is_told_where_it_goes_and_a_wrong_type_what_to
                                         r"searches lr, batch_size, weight_decay, dropout, hidden\): set one value in "
                                         r"train.optimizer, and run a search for each value to compare them;"):
         validate_spec({**base, "tune": {"optimizer": {"choice": ["adam", "sgd"]}}})
+    with pytest.raises(SpecError, match=r"tune.port: unknown key. Fix: 'port' belongs under another section: move it "
+                                        r"to serve.port;"):
+        validate_spec({**base, "tune": {"port": 8000}})       # no training setting: where it goes, as elsewhere
 
 
 def test_other_tools_names_for_a_key_are_told_trainyards_and_a_tasks_case_does_not_matter():

@@ -2,6 +2,7 @@
 stops the hopeless trials, the best trial becomes a bundle that loads and predicts; planning refuses specs
 the cluster can never run, in seconds and naming the fix; failed trials are reported, not fatal."""
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -335,6 +336,7 @@ def test_a_time_budget_too_short_for_any_epoch_is_named(tmp_path, telemetry_dir,
     err, out = captured.err, captured.out
     assert "tune.time_budget_s=0.5 ran out before any trial finished an epoch" in err, err
     assert "raise tune.time_budget_s or remove it" in err and "Fix the error above" not in err
+    assert re.search(r"\(\d of 4 trial\(s\) started\)", err), err
     assert "[tune] tune.time_budget_s=0.5 ran out after" in out + err
     rows = read_results(tmp_path / "out")       # every trial of the grid, those Tune never created as not_run
     assert len(rows) == 4 and all(r["status"] in ("not_run", "time_budget") and not r["best_val_loss"]

@@ -96,7 +96,11 @@ def test_the_trials_tune_never_created_are_listed_as_not_run():
     records = R.with_unstarted(made, 5, {"lr": None, "batch_size": 32})
     assert [(r.trial_id, r.status, r.config) for r in records[2:]] == [
         (f"6b940_0000{i}", R.NOT_RUN, {"lr": None, "batch_size": 32}) for i in (1, 3, 4)]
-    assert R.with_unstarted(made, 2, {}) == made and R.with_unstarted([], 3, {}) == []
+    assert R.with_unstarted(made, 2, {}) == made
+    # Optuna names its trials by a random id; before any trial was made, there is no prefix either.
+    optuna = [R.TrialRecord(trial_id="3f2a9c1e", status=R.TIME_BUDGET, config={})]
+    assert [r.trial_id for r in R.with_unstarted(optuna, 3, {})] == ["3f2a9c1e", "unstarted_00000", "unstarted_00001"]
+    assert [r.trial_id for r in R.with_unstarted([], 2, {})] == ["unstarted_00000", "unstarted_00001"]
 
 
 def test_with_no_scheduler_a_trial_is_judged_by_how_far_its_checkpoint_went(tmp_path, monkeypatch):

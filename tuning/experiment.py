@@ -246,7 +246,7 @@ def _add_searched(experiment: Path, spent: float) -> None:
         record = read_record(experiment)
     except TuneInputError:          # unreadable: --resume says so; nothing to add the time to
         return
-    record["searched_s"] = round(spent, 1)
+    record["searched_s"] = math.ceil(spent * 10) / 10      # up: a resume that found the budget spent adds its time
     write_record(experiment, record)
 
 
@@ -445,7 +445,8 @@ def _best(records: list[R.TrialRecord], mode: str, budget: Optional[float] = Non
         errors = [f"{r.trial_id}: {r.error}" for r in records if r.error]
         if budget is not None and not errors and not any(r.history for r in records):
             raise TuneInputError(f"tune.time_budget_s={budget:g} ran out before any trial finished an epoch "
-                                 f"({len(records)} trial(s) created); each trial first starts a Ray Train run "
+                                 f"({sum(bool(r.train_run) for r in records)} of {len(records)} trial(s) started); "
+                                 "each trial first starts a Ray Train run "
                                  "(seconds), then trains: raise tune.time_budget_s or remove it")
         raise TuneError(f"no trial produced a model ({len(records)} trial(s), {len(errors)} failed)"
                         + (": " + "; ".join(errors[:5]) if errors else "")

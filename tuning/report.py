@@ -63,12 +63,15 @@ def with_unstarted(records: list[TrialRecord], total: int, config: dict) -> list
     trial once there is room to run it: those after a time budget ran out were left out of the table and the CSV).
     Tune numbers trials <experiment>_<5 digits>: the missing numbers are those. `config`: the spec's values, with
     the sampled axes blank."""
-    ids = [re.fullmatch(r"(.+)_(\d{5})", r.trial_id) for r in records]
-    if len(records) >= total or not ids or not all(ids) or len({m.group(1) for m in ids}) != 1:
+    if len(records) >= total:
         return records
-    prefix, taken = ids[0].group(1), {int(m.group(2)) for m in ids}
-    missing = [i for i in range(total + len(records)) if i not in taken][:total - len(records)]
-    return records + [TrialRecord(f"{prefix}_{i:05d}", NOT_RUN, dict(config)) for i in missing]
+    ids = [re.fullmatch(r"(.+)_(\d{5})", r.trial_id) for r in records]
+    if ids and all(ids) and len({m.group(1) for m in ids}) == 1:
+        prefix, taken = ids[0].group(1), {int(m.group(2)) for m in ids}
+        missing = [f"{prefix}_{i:05d}" for i in range(total + len(records)) if i not in taken]
+    else:       # Optuna's trials are named by a random id: those never created have none
+        missing = [f"unstarted_{i:05d}" for i in range(total)]
+    return records + [TrialRecord(name, NOT_RUN, dict(config)) for name in missing[:total - len(records)]]
 
 
 def ranked(records: list[TrialRecord], mode: str) -> list[TrialRecord]:

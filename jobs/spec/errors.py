@@ -154,7 +154,7 @@ def unknown_key_hint(root: type[BaseModel], loc: tuple) -> str:
         elsewhere = [".".join(p) for p in _key_paths(root) if p[-1] == str(loc[-1]) and p[:-1] != tuple(loc[:-1])]
         if elsewhere:
             where = elsewhere[0] if len(elsewhere) == 1 else "one of " + ", ".join(elsewhere[:4])
-            if tuple(loc[:-1]) == ("tune",) and len(elsewhere) == 1:
+            if tuple(loc[:-1]) == ("tune",) and len(elsewhere) == 1 and where.startswith(("train.", "model.")):
                 # `tune.optimizer: {choice: [adam, sgd]}`: "move it to train.optimizer" read as where to search it.
                 from jobs.spec.tune import SEARCH_AXES
                 return (f"tune does not search {loc[-1]!r} (it searches {', '.join(SEARCH_AXES)}): set one value in "
