@@ -550,8 +550,11 @@ def test_a_terminal_gets_a_bar_of_trials():
     display.line(trial_end_line("a_00002", 2, 2))
     assert display._completed("trials") == 1
     done = [R.TrialRecord(trial_id=f"a_0000{i}", status=R.COMPLETED, config={}) for i in range(3)]
-    display.line(search_end_line(done, 12.0))
+    display.line(search_end_line(done, 12.0, before=30.0))
     assert display._progress is None and "3/3" in screen.getvalue()
+    # Its time is this run's, and the whole search's with the runs before (it said 12s alone).
+    assert search_end_line(done, 12.0, before=30.0).startswith(
+        "[tune] 3 trial(s) in 12s (42s with the runs before --resume); ")
 
 
 def test_plain_output_is_the_lines_alone(capsys):

@@ -134,7 +134,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
                       title=f"{spec.name}: {describe_search(spec)}", searched=searched)
     for made in (csv_path, png_path):
         shutil.copyfile(made, out / "tune" / made.name)
-    progress(search_end_line(records, elapsed) + "\n"
+    progress(search_end_line(records, elapsed, before) + "\n"
              + R.table(records, metric, mode, searched))
     progress(f"[tune] every trial: {csv_path}; plots: {png_path} (the latest search's also in {out / 'tune'})")
 

@@ -15,8 +15,10 @@ def search_line(spec: JobSpec, experiment: Path, metric: str, mode: str, *, resu
             f"ranking trials by {metric} ({mode})")
 
 
-def search_end_line(records: list[R.TrialRecord], elapsed: float) -> str:
-    return f"[tune] {len(records)} trial(s) in {elapsed:.0f}s; {_counts(records)}"
+def search_end_line(records: list[R.TrialRecord], elapsed: float, before: float = 0.0) -> str:
+    """`elapsed`: this run's seconds; `before`: those of the runs before a --resume."""
+    resumed = f" ({before + elapsed:.0f}s with the runs before --resume)" if before else ""
+    return f"[tune] {len(records)} trial(s) in {elapsed:.0f}s{resumed}; {_counts(records)}"
 
 
 def trial_epoch_line(trial_id: str, epoch: Optional[int], epochs: int, metric: str, value, config: dict) -> str:
