@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from jobs.csvfix import not_utf8, other_separator, resave_hint
 from jobs.infer import (_COMMA_NUMBER, _DRESSED_NUMBER, MOSTLY_NUMBERS, NUMBER, DataError, kind_of, label_missing,
                         written_numbers_problem)
-from jobs.lake import partition_hint, refuse_compressed
+from jobs.lake import glob_base, partition_hint, refuse_compressed
 from jobs.spec import DataSpec
 from jobs.spelling import nearest_column
 
@@ -35,8 +35,7 @@ def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], li
     found: list[str] = []
     for entry in entries:
         if "://" in entry:
-            wild = next((i for i, ch in enumerate(entry) if ch in "*?["), None)
-            base = entry if wild is None else entry[:wild].rsplit("/", 1)[0]
+            base, wild = glob_base(entry)
             try:
                 entry_fs, root = pafs.FileSystem.from_uri(base)
                 info = entry_fs.get_file_info(root)
@@ -55,9 +54,9 @@ def resolve_files(path: str | list[str]) -> tuple[pafs.FileSystem, list[str], li
         else:
             entry_fs = pafs.LocalFileSystem()
             expanded = os.path.expanduser(entry)
-            if (wild := next((i for i, ch in enumerate(expanded) if ch in "*?["), None)) is not None:
+            base, wild = glob_base(expanded)
+            if wild is not None:
                 # Folders matched too (lake/site=*): their tables, as a folder's listing reads them.
-                base = os.path.dirname(expanded[:wild]) or "."
                 matched = _visible(globlib.glob(expanded, recursive=True), base)
                 hits = sorted({*(p for p in matched if os.path.isfile(p)),
                                *(f for p in matched if os.path.isdir(p) for f in _tables_under(entry_fs, p))})
@@ -90,16 +89,20 @@ def _visible(paths: list[str], base: str) -> list[str]:
 
 def _tables_under(fs: pafs.FileSystem, root: str) -> list[str]:
     """The visible tables under the folder `root` (a compressed one refused), sorted; [] when there are none."""
+    return _listed_tables(fs, root)[0]
+
+
+def _listed_tables(fs: pafs.FileSystem, root: str) -> tuple[list[str], list[str]]:
+    """(`_tables_under`, every table under `root`, hidden ones too), from one listing."""
     listed = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True)) if i.type == pafs.FileType.File]
     refuse_compressed(_visible(listed, root))
-    return sorted(_visible([f for f in listed if os.path.splitext(f)[1].lower() in _EXTENSIONS], root))
+    tables = [f for f in listed if os.path.splitext(f)[1].lower() in _EXTENSIONS]
+    return sorted(_visible(tables, root)), tables
 
 
 def _list_dir(fs: pafs.FileSystem, root: str) -> list[str]:
-    files = _tables_under(fs, root)
+    files, tables = _listed_tables(fs, root)
     if not files:
-        tables = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
-                  if i.type == pafs.FileType.File and os.path.splitext(i.path)[1].lower() in _EXTENSIONS]
         hidden = f" ({len(tables)} under names starting with '.' or '_', which are skipped)" if tables else ""
         raise DataError(f"data.path: the directory {root} holds no .parquet or .csv files{hidden}")
     return files

@@ -46,11 +46,20 @@ def folder_partitions(files: list[str], columns, path: str | list[str]) -> dict[
     return found
 
 
+def glob_base(entry: str) -> tuple[str, "int | None"]:
+    """(the folder a data.path entry starts from: itself, or the folder above its first wildcard; where that
+    wildcard is, or None). One rule for `jobs.datafiles.resolve_files` and the partition keys below."""
+    wild = next((i for i, ch in enumerate(entry) if ch in "*?["), None)
+    if wild is None:
+        return entry, None
+    head = entry[:wild]
+    return (head.rsplit("/", 1)[0] or "/" if "/" in head else "."), wild
+
+
 def _root(entry: str) -> str:
     """The folder a data.path entry starts from, as `resolve_files` names its files (a URI without its scheme)."""
     entry = entry.split("://", 1)[1] if "://" in entry else os.path.abspath(os.path.expanduser(entry))
-    wild = next((i for i, ch in enumerate(entry) if ch in "*?["), None)
-    return (entry if wild is None else entry[:wild].rsplit("/", 1)[0]).rstrip("/")
+    return glob_base(entry)[0].rstrip("/")
 
 
 def partition_hint(column: str, files: list[str], columns, path: str | list[str]) -> str:
