@@ -179,6 +179,9 @@ def test_a_process_joined_to_a_cluster_says_what_it_waits_for_at_exit(tmp_path, 
     import jobs.early
 
     monkeypatch.setattr(jobs.early, "abort_run", lambda controller: None)
+    # The run's worker starts before it returns: 30 s was not enough once on a CI machine busy with a second test
+    # process, so the wait here is longer (the line names the wait it was given).
+    monkeypatch.setattr(jobs.early, "ABORT_WAIT_S", 150.0)
 
     spec = _spec(tmp_path, telemetry_dir, "exit", epochs=1, early_stop=None)
     runs = tmp_path / "runs"
@@ -188,7 +191,7 @@ def test_a_process_joined_to_a_cluster_says_what_it_waits_for_at_exit(tmp_path, 
     early.abort()
     early._at_exit()
     err = capsys.readouterr().err
-    assert "waiting up to 30 s for the training run started while the data was read to stop" in err, err
+    assert "waiting up to 150 s for the training run started while the data was read to stop" in err, err
     assert "Ctrl-C leaves it" in err, err
     assert early.wait(0) and not (runs / "exit").exists()
 
