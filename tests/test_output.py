@@ -528,6 +528,25 @@ def test_epochs_a_stopped_trial_ran_on_after_its_judgment_are_said_one_line_each
         "[tune] ed53f_00001 epoch 3/6  val_f1 0.2178  (ran on after the scheduler stopped it at epoch 2)"]
 
 
+def test_epochs_trained_as_a_search_ended_are_said_one_line_each():
+    """A time budget ran out on a trial whose epoch 1 alone had a line (Tune stopped hearing it) while its table row
+    said 3 epochs, and on one that no line showed at all; a Ctrl-C leaves the same. Their epochs past the last
+    one Tune reported get their lines, saying why they came late; a trial whose every epoch had its line, none."""
+    from tuning.lines import ran_on_lines
+
+    history = [{"epoch": e, "val_loss": v} for e, v in ((1, 0.42), (2, 0.31), (3, 0.25))]
+    cut = R.TrialRecord("1abc1_00000", R.TIME_BUDGET, {}, history=history, seen_at=1)
+    unheard = R.TrialRecord("1abc1_00001", R.TIME_BUDGET, {}, history=history[:1], seen_at=0)
+    heard = R.TrialRecord("1abc1_00002", R.TIME_BUDGET, {}, history=history[:2], seen_at=2)
+    interrupted = R.TrialRecord("1abc1_00003", "interrupted", {}, history=history[:2], seen_at=1)
+    never = R.TrialRecord("1abc1_00004", R.NOT_RUN, {}, seen_at=0)
+    assert ran_on_lines([cut, unheard, heard, interrupted, never], 30, "val_loss") == [
+        "[tune] 1abc1_00000 epoch 2/30  val_loss 0.3100  (trained as the time budget ran out)",
+        "[tune] 1abc1_00000 epoch 3/30  val_loss 0.2500  (trained as the time budget ran out)",
+        "[tune] 1abc1_00001 epoch 1/30  val_loss 0.4200  (trained as the time budget ran out)",
+        "[tune] 1abc1_00003 epoch 2/30  val_loss 0.3100  (trained as the search was interrupted)"]
+
+
 def test_a_terminal_gets_a_bar_of_trials():
     spec = validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "train": {"epochs": 2},
                           "tune": {"samples": 3, "scheduler": "none"}})

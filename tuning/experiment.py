@@ -379,7 +379,8 @@ def _records(spec: JobSpec, results, experiment: Path, metric: str, mode: str, b
         state = last_state(train_run)
         history = state.history if state else _history_from_tune(result)
         rec = R.TrialRecord(trial_id=trial_id, status="", config=config, history=history,
-                            train_run=str(train_run) if train_run.exists() else None)
+                            train_run=str(train_run) if train_run.exists() else None,
+                            seen_at=(result.metrics or {}).get("epoch") or 0)
         values = [h[metric] for h in history if isinstance(h.get(metric), (int, float))
                   and not math.isnan(h[metric])]
         if values:

@@ -27,14 +27,28 @@ def trial_epoch_line(trial_id: str, epoch: Optional[int], epochs: int, metric: s
             f"({describe_config(config, list(config))})")
 
 
+# Why a trial's epochs came after the last one Tune reported (and printed), by the trial's status.
+_UNSEEN = {R.TIME_BUDGET: "trained as the time budget ran out", "interrupted": "trained as the search was interrupted",
+           R.ERROR: "trained before it failed"}
+
+
 def ran_on_lines(records: list[R.TrialRecord], epochs: int, metric: str) -> list[str]:
-    """The epochs a trial the scheduler stopped trained on before its workers were gone, one line each as the live
-    ones: they count (the table's epochs, its best value, its weights), and Tune never saw them."""
-    return [f"[tune] {r.trial_id} epoch {h['epoch']}/{epochs}  {metric} "
-            + (f"{h[metric]:.4f}" if isinstance(h.get(metric), (int, float)) else "-")
-            + f"  (ran on after the scheduler stopped it at epoch {r.judged_at})"
-            for r in records if r.status == R.STOPPED and r.judged_at is not None
-            for h in r.history if (h.get("epoch") or 0) > r.judged_at]
+    """The epochs a trial trained that no line showed, one line each as the live ones: they count (the table's
+    epochs, its best value, its weights). A trial the scheduler stopped trains on before its workers are gone;
+    any other trial's epochs past the last result Tune reported (`seen_at`) were trained as the search ended (a
+    time budget that ran out, a Ctrl-C): Tune stops hearing its trials before their workers stop."""
+    lines = []
+    for r in records:
+        if r.status == R.STOPPED and r.judged_at is not None:
+            after, why = r.judged_at, f"ran on after the scheduler stopped it at epoch {r.judged_at}"
+        elif r.seen_at is not None:
+            after, why = r.seen_at, _UNSEEN.get(r.status, "trained as the search ended")
+        else:
+            continue
+        lines += [f"[tune] {r.trial_id} epoch {h['epoch']}/{epochs}  {metric} "
+                  + (f"{h[metric]:.4f}" if isinstance(h.get(metric), (int, float)) else "-") + f"  ({why})"
+                  for h in r.history if (h.get("epoch") or 0) > after]
+    return lines
 
 
 def trial_end_line(trial_id: str, epoch: Optional[int], epochs: int, error: Optional[str] = None,

@@ -35,6 +35,8 @@ class TrialRecord:
     # The last epoch Tune saw. Train workers run ahead of Tune's decisions, so a stopped trial may have
     # trained (and paid for) an epoch or two past the one it was judged on: epochs_run counts those.
     judged_at: Optional[int] = None
+    # The last epoch Tune reported while the search ran (0: none), each printed as it came; None: not known.
+    seen_at: Optional[int] = None
 
     @property
     def epochs_run(self) -> int:
