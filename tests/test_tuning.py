@@ -588,6 +588,42 @@ def test_resume_finds_this_specs_search_among_a_colleagues_and_not_a_finished_on
         started_experiment(str(tmp_path), other)         # no search of its own: the newest one's differences
 
 
+def test_a_new_search_of_the_same_space_and_seed_says_it_draws_the_same_trials(tmp_path):
+    """A second search of the same spec into one output, or of more samples for more of the space, drew and
+    trained the first one's configurations again (the search is seeded by tune.seed, by default train.seed), and
+    nothing said so. Its first lines say it, naming the earlier search; another seed, another space, or a grid,
+    nothing."""
+    from tuning.resume import record_file, repeated_draw, start_experiment
+
+    spec = validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "train": {"seed": 3},
+                          "tune": {"samples": 4, "lr": {"loguniform": [1e-4, 1e-2]}}})
+    root = str(tmp_path / "ray")
+    first, note = start_experiment(root, spec, "f" * 64, "val_loss", "min")
+    assert note is None and json.loads(record_file(first).read_text())["fingerprint"] == "f" * 64
+    second, note = start_experiment(root, spec, "f" * 64, "val_loss", "min")
+    assert second != first and note == (
+        f"[tune] the search space and seed (3) are those of the earlier search {first.name}: the same 4 "
+        "configuration(s) are drawn again; set tune.seed to another number to draw others")
+    reseeded = spec.model_copy(update={"tune": spec.tune.model_copy(update={"seed": 4})})
+    assert repeated_draw(root, reseeded) is None
+    retrained = spec.model_copy(update={"train": spec.train.model_copy(update={"seed": 4})})
+    assert repeated_draw(root, retrained) is None                 # tune.seed unset: train.seed seeds the search
+    wider = validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "train": {"seed": 3},
+                           "tune": {"samples": 8, "lr": {"loguniform": [1e-4, 1e-2]}}})
+    assert repeated_draw(root, wider).endswith(f"{second.name}: the first 4 of its 8 configuration(s) (that search "
+                                               "had 4) are drawn again; set tune.seed to another number to draw others")
+    wider_and_reseeded = wider.model_copy(update={"tune": wider.tune.model_copy(update={"seed": 5})})
+    assert repeated_draw(root, wider_and_reseeded) is None
+    other_axis = spec.model_copy(update={"tune": spec.tune.model_copy(update={"batch_size": None})})
+    assert repeated_draw(root, other_axis) is None
+    grid = spec.model_copy(update={"tune": spec.tune.model_copy(update={"search": "grid"})})
+    start_experiment(root, grid, "f" * 64, "val_loss", "min")
+    assert repeated_draw(root, grid) is None
+    (tmp_path / "ray" / "tune-99999999-999999").mkdir()           # a folder without a record is passed over
+    assert repeated_draw(root, spec).endswith(f"{second.name}: the same 4 configuration(s) are drawn again; set "
+                                              "tune.seed to another number to draw others")
+
+
 def test_a_second_ctrl_c_still_says_how_to_resume(tmp_path):
     """A second Ctrl-C stops Tune at once (KeyboardInterrupt out of fit, without its last save): the command said
     "interrupted" alone, though the trials Tune had saved resume. It says where the experiment is and the

@@ -11,7 +11,6 @@ Layout under OUTPUT:
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import math
@@ -37,7 +36,7 @@ from tuning.failures import error_line, last_error_line
 from tuning.lines import (describe_config, describe_search, ran_on_lines, search_end_line, search_line,
                            trial_end_line, trial_epoch_line)
 from tuning.plan import Plan, TuneError, TuneInputError, plan
-from tuning.resume import (check_same_data, mark_finished, new_experiment, read_record, started_experiment,
+from tuning.resume import (check_same_data, mark_finished, read_record, start_experiment, started_experiment,
                            write_record)
 from tuning.searchers import planned
 from tuning.trial import ENDED_DIR, TRAIN_DIR, ended_record, run_name, run_trial, trial_overrides
@@ -75,18 +74,17 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
         prepared = prepare(spec, progress)    # ingest + preprocessing fitted ONCE, shared by every trial
     print_ingest_summary(prepared, progress, spec.train.loss)
     metric, mode = space.metric_and_mode(spec, prepared.task, prepared.preprocessor.classes)
+    repeated = None
     if resume:
         check_same_data(experiment, prepared.ingest.fingerprint)
     else:
-        experiment = new_experiment(root)
-        write_record(experiment, {"spec": spec.model_dump(mode="json"), "fingerprint": prepared.ingest.fingerprint,
-                                  "metric": metric, "mode": mode,
-                                  "started_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+        experiment, repeated = start_experiment(root, spec, prepared.ingest.fingerprint, metric, mode)
 
     progress(the_plan.why)
     progress(search_line(spec, experiment, metric, mode, resume=resume))
-    if note := space.batch_note(spec, prepared.ingest.split_rows["train"]):
-        progress(note)
+    for note in (repeated, space.batch_note(spec, prepared.ingest.split_rows["train"])):
+        if note:
+            progress(note)
     before = float(read_record(experiment).get("searched_s", 0.0)) if resume else 0.0
     t0 = time.time()
     continue_with = resume_command or "the same command (spec, --set options) and --resume"

@@ -9,7 +9,7 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from jobs.spec import JobSpec, SpecError, storage_root
 from tuning.plan import TuneInputError
@@ -44,6 +44,57 @@ def new_experiment(root: str) -> Path:
         except FileExistsError:
             continue
     raise AssertionError("unreachable")
+
+
+def start_experiment(root: str, spec: JobSpec, fingerprint: str, metric: str, mode: str) -> tuple[Path, Optional[str]]:
+    """A new search's folder, with its record; and a line when an earlier search under `root` drew from the same
+    seed and search space (`repeated_draw`), else None."""
+    repeated = repeated_draw(root, spec)
+    experiment = new_experiment(root)
+    write_record(experiment, {"spec": spec.model_dump(mode="json"), "fingerprint": fingerprint, "metric": metric,
+                              "mode": mode, "started_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+    return experiment, repeated
+
+
+def repeated_draw(root: str, spec: JobSpec) -> Optional[str]:
+    """A line saying that the newest earlier search under `root` had this search's space and seed, so that its
+    configurations are drawn again: a search is seeded (tune.seed, by default train.seed) so that a spec gives the
+    same trials, and a user who starts a second search of the same spec for more of the space got the first one's
+    trials again, trained again, without a word. None for a grid (every combination, whatever the seed)."""
+    if spec.tune.search == "grid" or not Path(root).is_dir():
+        return None
+    now = spec.model_dump(mode="json")
+    for path in sorted(Path(root).glob(EXPERIMENT_PREFIX + "*"), reverse=True):
+        try:
+            earlier = json.loads(record_file(path).read_text())["spec"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        space_then, space_now = _compact_all(earlier.get("tune") or {}), _compact_all(now["tune"])
+        then = space_then.pop("samples", None)
+        space_now.pop("samples", None)
+        if space_then == space_now and _seed(earlier) == _seed(now):
+            # Each trial's configuration is the seeded generator's next draw: a search of more samples begins
+            # with the same ones (Tune's BasicVariantGenerator, checked on Ray 2.60).
+            n = spec.tune.samples
+            drawn = ("Optuna's first configuration(s)" if spec.tune.search != "random" else
+                     f"the same {n} configuration(s)" if then == n else
+                     f"the first {min(n, then or 0)} of its {n} configuration(s) (that search had {then})")
+            return (f"[tune] the search space and seed ({_seed(now)}) are those of the earlier search {path.name}: "
+                    f"{drawn} are drawn again; set tune.seed to another number to draw others")
+    return None
+
+
+def _seed(spec: dict):
+    tune_seed = (spec.get("tune") or {}).get("seed")
+    return tune_seed if tune_seed is not None else (spec.get("train") or {}).get("seed")
+
+
+def _compact_all(value):
+    """`value` with every unset (None) field left out at any depth: a record written before a field was added to
+    the spec lacks it."""
+    if isinstance(value, dict):
+        return {k: _compact_all(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def write_record(experiment: Path, record: dict) -> None:
