@@ -75,6 +75,7 @@ class WorkerConfig:
     grad_accum: int = 1                         # batches whose gradients add up before one optimizer step
     epoch_lines: bool = True      # rank 0 prints one [train] line per epoch; off when the caller reports epochs
                                   # itself (a tuning trial: the search prints one line per trial epoch)
+    trial: Optional[str] = None   # the tuning trial this run is: its resume line names it ("[tune] ID resumed ...")
     checkpoint_epochs: Optional[int] = 1        # train.checkpoint_every in epochs: rank 0 checkpoints every N ...
     checkpoint_seconds: Optional[float] = None  # ... or in seconds since its last checkpoint (one of the two is set);
                                                 # the last epoch run always checkpoints (`jobs.worker.checkpoint_due`)

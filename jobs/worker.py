@@ -365,7 +365,9 @@ def train_loop_per_worker(config: dict) -> None:
         resumes = state.resumes + 1
         compute_dtype = state.compute_dtype
         if rank == 0:
-            print(f"[train] resumed from the checkpoint of epoch {state.epoch + 1}" + (
+            # A search runs several trials at once: which one resumed (after a --resume or a lost worker).
+            who = f"[tune] {cfg.trial}" if cfg.trial else "[train]"
+            print(f"{who} resumed from the checkpoint of epoch {state.epoch + 1}" + (
                 f" ({source}): the newer one cannot be read ({'; '.join(skipped)})" if skipped else ""), flush=True)
 
     label_dtype = torch.long if cfg.task == "classification" else torch.float32

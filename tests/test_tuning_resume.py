@@ -65,6 +65,9 @@ def test_resume_after_sigint_and_sigkill_does_not_repeat_finished_trials(tmp_pat
     driver = start_driver(spec, log2, "--resume")
     wait_for(lambda: len(ended_trials(out)) >= 2, driver, log2, 400, "a second trial ended")
     stop(driver, signal.SIGKILL)
+    # The trial cut off says it resumed, by its id (several trials can run at once).
+    assert f"[tune] {cut_off[0]} resumed from the checkpoint of epoch {epochs_before[-1]}" in log2.read_text(), \
+        log2.read_text()[-3000:]
     ended_2 = ended_trials(out)
     frozen_2 = {tid: checkpoints(train_runs()[tid]) for tid in ended_2}
 

@@ -83,7 +83,7 @@ def run_trial(config: dict, *, spec: JobSpec, prepared: PreparedData, experiment
         os.environ.setdefault(PREEMPTION_ENV, "0")
     overrides = trial_overrides(spec, config, metric, mode)
     worker_config = dataclasses.replace(configure(spec, prepared, overrides=overrides), epoch_lines=False,
-                                        checkpoint_epochs=1, checkpoint_seconds=None)
+                                        checkpoint_epochs=1, checkpoint_seconds=None, trial=trial_id)
     run_reporting(lambda channel: fit(
         spec, prepared, storage_path=os.path.join(experiment_dir, TRAIN_DIR), run_name=run_name(trial_id),
         config=worker_config, callbacks=[channel], progress=lambda *_: None,
