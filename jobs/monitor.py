@@ -35,11 +35,12 @@ from jobs import drift
 from jobs.fitted import canonical
 from jobs.fitted import pull_shuffle
 from jobs.monitor_logs import (LOG_COLUMNS, NO_TRAFFIC, VERSION_COLUMN, MonitorInputError,  # noqa: F401
-                               NoTrafficSince, _iso, log_files)
+                               NoTrafficSince, _iso, case_only, check_out, log_files, several_records,
+                               unreadable_files)
 from jobs.monitor_slices import by_column, judge, top_values
 from jobs.monitor_stats import (crossed, policy_bar, reference_auc, reference_metric, reference_recalls, window_line,
                                 window_stats)
-from jobs.monitor_summary import Plan, merge, summarise_files, window_start
+from jobs.monitor_summary import UNREADABLE, Plan, merge, summarise_files, window_start
 from jobs.spec import window_seconds
 from jobs.tabular import range_bounds, training_ranges
 from jobs.watched import FEATURE_PREFIX, PROBABILITIES
@@ -69,13 +70,21 @@ def parse_window(text: str) -> int:
 
 # ---------------------------------------------------------------------------------------------- inputs
 def read_labels(path: str, classes: Optional[list], progress: Callable[[str], None] = print,
-                label_name: Optional[str] = None) -> pa.Table:
+                label_name: Optional[str] = None, several: Callable[[], bool] = lambda: False) -> pa.Table:
     """The labels file (Parquet or CSV: request_id, optional record (default 0), label) as a table of
     request_id (string), record (int32), label (string for classes, float64 for regression), one row per key.
     Empty labels (not known yet) are left out and a key given twice keeps its last label: both are counted in a
-    line to `progress`; a label that is not a class of the bundle (or not a number, for regression) is refused."""
+    line to `progress`; a label that is not a class of the bundle (or not a number, for regression) is refused.
+    `several`: whether the logs hold requests of several records (`jobs.monitor_logs.several_records`), asked
+    when a file without `record` gives a request id more than once."""
+    kind = path.lower().rsplit(".", 1)[-1]
+    if kind not in ("csv", "parquet", "pq"):
+        raise MonitorInputError(f"--labels {path}: give a .csv or .parquet file (columns request_id, optional "
+                                "record, label)")
+    if "://" not in path and not Path(path).expanduser().is_file():
+        raise MonitorInputError(f"--labels {path}: no such file")
     try:
-        if path.lower().endswith(".csv"):
+        if kind == "csv":
             table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
                 column_types={"request_id": pa.string(), "label": pa.string(),
                               **({label_name: pa.string()} if label_name else {})}))
@@ -92,17 +101,29 @@ def read_labels(path: str, classes: Optional[list], progress: Callable[[str], No
         progress(f"[monitor] --labels {path}: no column 'label'; its column {label_name!r} (the bundle's label) is "
                  "read as the label")
         table = table.rename_columns(["label" if c == label_name else c for c in table.column_names])
-    for column in ("request_id", "label"):
-        if column not in table.column_names:
-            # A table of the rows and their outcomes (the data itself) has no request ids to join the logs by.
-            join = ("; labels are joined to the logged requests by their ids: `trainyard predict ROWS --out FILE` "
-                    "writes request_id and record for each row it sends; add the outcomes to that file as a column "
-                    f"'label' (or {label_name!r})" if column == "request_id" and label_name else "")
-            raise MonitorInputError(f"--labels {path}: column {column!r} is missing (columns: "
-                                    f"{', '.join(given_columns)}); labels need request_id, label and "
-                                    f"optionally record{join}")
+    missing = [c for c in ("request_id", "label") if c not in table.column_names]
+    if missing:
+        # A table of the rows and their outcomes (the data itself) has no request ids to join the logs by.
+        join = ("; labels are joined to the logged requests by their ids: `trainyard predict ROWS --out FILE` "
+                "writes request_id and record for each row it sends; add the outcomes to that file as a column "
+                f"'label' (or {label_name!r})" if "request_id" in missing and label_name else "")
+        cased = [f"{g!r} for {c!r}" for c in missing for g in given_columns if g.lower() == c and g != c]
+        said = f"column {missing[0]!r} is" if len(missing) == 1 else f"columns {', '.join(map(repr, missing))} are"
+        raise MonitorInputError(f"--labels {path}: {said} missing (columns: "
+                                f"{', '.join(given_columns)})" + (f"; rename {', '.join(cased)} (names are "
+                                                                   "matched exactly)" if cased else "")
+                                + f"; labels need request_id, label and optionally record{join}")
     df = table.select([c for c in ("request_id", "record", "label") if c in table.column_names]).to_pandas()
     df["request_id"] = df["request_id"].astype(str)
+    if "record" not in df and (twice := df["request_id"][df["request_id"].duplicated()]).size and several():
+        # Each of a request's rows is a record of it: without the column, every label of a request of 500 rows was
+        # taken for its record 0 (the last one kept), and 497 said "labelled again later". Where every logged
+        # request is of one row, a request id given again is a label given again, the last one kept.
+        raise MonitorInputError(f"--labels {path}: request_id {twice.iloc[0]!r} is given more than once "
+                                f"({twice.nunique():,} request id(s) are) and there is no column 'record', so the "
+                                "rows of a request of several records cannot be told apart: keep the column record "
+                                "that `trainyard predict --out` writes (for requests of one row, relabelled later "
+                                "in the file, add record 0)")
     df["record"] = df["record"].fillna(0).astype("int32") if "record" in df else np.int32(0)
     given = len(df)
     df = df[df["label"].notna() & (df["label"].astype(str).str.strip() != "")]
@@ -151,8 +172,9 @@ def monitor_settings(bundle_dir: Path) -> tuple["drift.Thresholds", str]:
 def summarise_logs(fs, files: list[str], columns: list[str], plan: Plan, labels: Optional[pa.Table] = None,
                    parallelism: Optional[int] = None) -> dict:
     """The Ray Data job: summarise each block of log files per window, merge per window: {window start: summary},
-    and with `plan.by` {(window start, value): summary} for its values too. `parallelism`: the number of blocks of
-    files and of concurrent summary tasks (default: Ray Data's choice)."""
+    and with `plan.by` {(window start, value): summary} for its values too; and the files that could not be read,
+    (path, error). `parallelism`: the number of blocks of files and of concurrent summary tasks (default: Ray
+    Data's choice)."""
     import ray
 
     paths = ray.data.from_items([{"path": p} for p in files],
@@ -164,7 +186,8 @@ def summarise_logs(fs, files: list[str], columns: list[str], plan: Plan, labels:
     with pull_shuffle(partials):
         rows = partials.groupby(["window", "slice"]).map_groups(merge, batch_format="pandas").take_all()
     return {(int(r["window"]), r["slice"][1:]) if r["slice"] else int(r["window"]): json.loads(r["summary"])
-            for r in rows}
+            for r in rows if r["window"] != UNREADABLE}, [(r["slice"], json.loads(r["summary"])["error"])
+                                                           for r in rows if r["window"] == UNREADABLE]
 
 
 def parse_since(text: str, now_ms: Optional[int] = None) -> int:
@@ -207,6 +230,13 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     from jobs import bundle as bundles
     from jobs.monitor_report import write_report
 
+    if since and (since_ms := parse_since(since)) > time.time() * 1000:     # a typo, not a quiet period (exit 4)
+        raise MonitorInputError(f"--since {since}: {_iso(since_ms, 1000)} is in the future (now "
+                                f"{_iso(int(time.time() * 1000), 1000)}); give a time the logs can hold")
+    if since and labels_since and parse_since(labels_since) >= parse_since(since):      # it was passed over
+        raise MonitorInputError(f"--labels-since {labels_since}: it is not earlier than --since {since}; it names "
+                                "the windows before --since's that are judged on their labels alone (e.g. --since 1d "
+                                "--labels-since 35d)")
     bundle = bundles.load(bundle_path)
     profile = bundle.profile
     if not profile:
@@ -224,8 +254,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                                 "since; give --labels and --since with it")
     labels_window = (min(window_start(parse_since(labels_since), window_ms), since_window) if labels_since
                      else since_window)
-    if out and Path(out).exists() and not Path(out).is_dir():    # said before Ray, not after the whole job
-        raise MonitorInputError(f"--out {out}: is a file; give a folder for drift.json and report.html")
+    if out:         # said before Ray, not after the whole job
+        check_out(out)
     earlier_files = [0]         # rows of log files wholly before --since's window: left unread
     fs, files, skipped, total, columns = log_files(logs, progress, earlier_files, labels_window)
     by_col = by_column(by, columns, profile) if by else None       # `--by`: said before Ray, as the rest
@@ -259,7 +289,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
             raise MonitorInputError(f"--by {by}: no logged row has a value of it ({counted['rows']:,} rows read)")
         plan = replace(plan, by=by_col, by_values=tuple(values))
     label_table = (read_labels(labels, plan.classes if plan.task == "classification" else None, progress,
-                               bundle.preprocessor.label)
+                               bundle.preprocessor.label, lambda: several_records(fs, files))
                    if labels else None)
     progress(f"[monitor] {len(files)} log file(s), {total:,} rows, {len(numeric) + len(categorical)} feature(s)"
              f" against bundle {bundle.version}; windows of {window}"
@@ -280,10 +310,11 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     connect()
     began = time.monotonic()
     try:
-        summaries = summarise_logs(fs, files, read, plan, label_table, parallelism)
+        summaries, failed = summarise_logs(fs, files, read, plan, label_table, parallelism)
     except Exception as exc:   # a Ray task's error: the message, not Ray's traceback
         raise Failure(f"the monitor job failed while reading {logs}: {root_cause(exc)}") from exc
     elapsed = time.monotonic() - began
+    total -= unreadable_files(fs, failed, skipped, progress)
     # Windows alone: `--by`'s (window, value) summaries counted among them made 1 window read as 21.
     windowed = sum(not isinstance(key, tuple) for key in summaries)
     progress(f"[monitor] summarised {total:,} rows into {windowed} window(s) in {elapsed:.1f} s "
@@ -292,6 +323,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
               if isinstance(key, tuple) and (since_window is None or key[0] >= since_window)}
     summaries = {key: s for key, s in summaries.items() if not isinstance(key, tuple)}
     untimed = total - sum(s["n"] for s in summaries.values())
+    if not summaries and failed and len(failed) == len(files):
+        raise MonitorInputError(f"--logs {logs}: no log file's data could be read (the warnings above name them)")
     if not summaries:
         raise MonitorInputError(f"--logs {logs}: none of the {total:,} rows has a time (column 'time' is empty in "
                                 "every row), so none falls in a window; serve.log writes one in every row: point "
@@ -338,7 +371,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
             unread = " or of rows before --since in log files left unread" if earlier_files[0] else ""
             progress(f"[monitor] {'note' if unread else 'warning'}: {label_table.num_rows - joined:,} of "
                      f"{label_table.num_rows:,} labels in {labels} match no logged record read (request_id, record): "
-                     f"requests not logged (serve.log.sample), labels for other logs{unread}")
+                     f"requests not logged (serve.log.sample), labels for other logs{unread}"
+                     + (case_only(fs, files, label_table) if not joined else ""))
     for line in _few_outside([w for w in windows if not w.get("labels_only")], thresholds.unknown_rate):
         progress(f"[monitor] note: {line}")
     others = _other_versions(windows, bundle.version)
@@ -360,6 +394,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                              lambda ms: _iso(ms, window_ms), window_ms, counted, progress,
                              by_col[len(FEATURE_PREFIX):] if by_col.startswith(FEATURE_PREFIX) else None)
     report = {"format": 1, "bundle": str(bundle.path), "version": bundle.version, "logs": logs, "labels": labels,
+              "labels_given": label_table.num_rows if label_table is not None else None,
+              "labels_joined": joined if label_table is not None else None,
               "window": window, "files": len(files), "skipped": skipped, "rows": total + earlier_files[0],
               "untimed_rows": untimed, "since": _iso(since_ms, 1000) if since_ms is not None else None,
               "rows_before_since": before_since, "labels_since": _iso(labels_window, window_ms) if late else None,
@@ -370,13 +406,18 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     result = MonitorResult(report, report["verdict"], reasons, skipped)
     if out:
         out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
         earlier = out_dir / "drift.json"
-        replaced = (f" (replacing those written {datetime.fromtimestamp(earlier.stat().st_mtime):%Y-%m-%d %H:%M:%S}"
-                    "; --out FOLDER keeps each run's)") if earlier.is_file() else ""
-        earlier.write_text(json.dumps(drift.json_safe(report), indent=2, allow_nan=False))
-        write_report(out_dir / "report.html", report, profile)
-        progress(f"[monitor] wrote {out_dir / 'drift.json'} and {out_dir / 'report.html'}{replaced}")
+        when = datetime.fromtimestamp(earlier.stat().st_mtime) if earlier.is_file() else None
+        replaced = (f" (replacing the report written {when:%Y-%m-%d %H:%M:%S} there; give each run its own --out to "
+                    "keep both)") if when else ""
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            earlier.write_text(json.dumps(drift.json_safe(report), indent=2, allow_nan=False))
+            write_report(out_dir / "report.html", report, profile)
+        except OSError as exc:     # the verdict stands (the exit code is cron's), unsaved: said, not a traceback
+            progress(f"[monitor] warning: cannot write the report to {out_dir} ({exc}); the verdict below is not saved")
+        else:
+            progress(f"[monitor] wrote {out_dir / 'drift.json'} and {out_dir / 'report.html'}{replaced}")
     return result
 
 

@@ -2,8 +2,10 @@
 their footers), the columns every log holds, and the errors of its inputs."""
 from __future__ import annotations
 
+import fnmatch
 import os
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Optional
 
 import pandas as pd
@@ -16,6 +18,8 @@ from cluster.errors import BadInput, TrainyardError
 # What every log file must hold (the contract of serve.log); the features are `feature.<name>` columns.
 LOG_COLUMNS = ("request_id", "record", "time", "prediction")
 VERSION_COLUMN = "model_version"      # which bundle version served the row (logs from before it lack it)
+# A server's open prediction log (serving/predlog.py): an Arrow IPC journal, published as Parquet when complete.
+OPEN_JOURNAL = ".part-*.parquet.tmp"
 
 
 class MonitorInputError(BadInput):
@@ -53,12 +57,19 @@ def log_files(logs: str, progress: Callable[[str], None], earlier: Optional[list
         raise MonitorInputError(f"--logs {logs}: no such folder; give the serve.log path (or its app's folder). A "
                                 "server logs its predictions only when asked: serve with --set log.path=FOLDER (or "
                                 "serve.log.path in the spec), and it writes under FOLDER/APP_NAME/")
+    journals = []
     if info.type == pafs.FileType.File:
         candidates = [root]
     else:
-        listing = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        candidates = sorted(i.path for i in listing if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+        listing = [i for i in fs.get_file_info(pafs.FileSelector(root, recursive=True)) if i.type == pafs.FileType.File]
+        candidates = sorted(i.path for i in listing if i.path.endswith(".parquet")
                             and not os.path.basename(i.path).startswith((".", "_")))
+        journals = [i.path for i in listing if fnmatch.fnmatch(os.path.basename(i.path), OPEN_JOURNAL)]
+        candidates = _copies_left_out(fs, candidates, {i.path: i.size for i in listing}, progress)
+    if journals:
+        progress(f"[monitor] note: {len(journals)} open journal(s) under {logs} ({OPEN_JOURNAL}) hold records not "
+                 "published yet, which are not read: a server still logging publishes them every serve.log.rotate_s "
+                 "and as it stops; those of a server killed outright, the next one to start with the same log")
     files, skipped, rows, held = [], [], 0, {}     # held: column → [files, rows] that have it
     for path in candidates:
         try:
@@ -66,8 +77,8 @@ def log_files(logs: str, progress: Callable[[str], None], earlier: Optional[list
                 meta = pq.read_metadata(f)
             schema = meta.schema.to_arrow_schema()
         except (OSError, pa.ArrowInvalid) as exc:
-            skipped.append(f"{path}: not a complete Parquet file ({exc}); skipped")
-            progress(f"[monitor] warning: {skipped[-1]}")
+            skipped.append(f"{path}: not a complete Parquet file ({exc})")
+            progress(f"[monitor] warning: {skipped[-1]}; left out")
             continue
         missing = [c for c in LOG_COLUMNS if c not in schema.names]
         if missing:
@@ -87,10 +98,125 @@ def log_files(logs: str, progress: Callable[[str], None], earlier: Optional[list
     if not files and earlier and earlier[0]:
         raise NoTrafficSince(f"--since: every one of the {earlier[0]:,} logged rows under {logs} is earlier than "
                              f"{_iso(before_ms)} (the window that holds it){NO_TRAFFIC}")
+    if not files and not skipped and journals:      # a server's first records, not a wrong folder
+        raise NoTrafficSince(f"--logs {logs}: no prediction log published yet; {len(journals)} open journal(s) hold "
+                             "what a server is logging (see the note above): no traffic to judge yet; exit 4")
     if not files:
         raise MonitorInputError(f"--logs {logs}: no readable prediction logs (*.parquet) there"
                                 + (f"; {len(skipped)} file(s) were unreadable" if skipped else ""))
     return fs, files, skipped, rows, held
+
+
+def check_out(out: str) -> None:
+    """`--out`, before Ray starts: a folder this process can make or write to, whose drift.json and report.html, if
+    there, are an earlier run's (the user's own file of that name was replaced, the run's line calling it an earlier
+    report); a folder under a file, or one not writable, failed after the whole job with a traceback."""
+    import json
+
+    path = Path(out).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise MonitorInputError(f"--out {out}: is a file; give a folder for drift.json and report.html")
+    there = next(p for p in (path, *path.parents) if p.exists())
+    if not there.is_dir():
+        raise MonitorInputError(f"--out {out}: {there} is a file, so no folder can be made under it; give a folder")
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise MonitorInputError(f"--out {out}: {there} is not writable by this user; give a folder you can write to")
+    ours = {"drift.json": lambda text: isinstance(json.loads(text), dict) and "verdict" in json.loads(text),
+            "report.html": lambda text: "<title>trainyard monitor</title>" in text[:400]}
+    for name, written_by_us in ours.items():
+        if (path / name).is_file():
+            try:
+                mine = written_by_us((path / name).read_text(errors="replace"))
+            except (OSError, ValueError):
+                mine = False
+            if not mine:
+                raise MonitorInputError(f"--out {out}: {path / name} is not a report of trainyard monitor, and this "
+                                        "run would replace it; give another folder, or move the file")
+
+
+def several_records(fs, files: list[str]) -> bool:
+    """Whether any log file holds a request of several records (a `record` above 0), by its footer's statistics;
+    True where a file has none to tell."""
+    for path in files:
+        try:
+            with fs.open_input_file(path) as f:
+                meta = pq.read_metadata(f)
+        except (OSError, pa.ArrowInvalid):
+            continue
+        column = next((j for j in range(meta.num_columns) if meta.schema.column(j).path == "record"), None)
+        for i in range(meta.num_row_groups):
+            stats = meta.row_group(i).column(column).statistics if column is not None else None
+            if stats is None or not stats.has_min_max or stats.max > 0:
+                return True
+    return False
+
+
+def case_only(fs, files: list[str], labels: pa.Table, most: int = 4) -> str:
+    """When no label matched a logged record: "; ..." if the labels' request ids match the first log files' but for
+    their case (ids upper-cased by a spreadsheet or a database), else ""."""
+    given = {str(i).lower(): str(i) for i in labels["request_id"].to_pylist()}
+    for path in files[:most]:
+        try:
+            with fs.open_input_file(path) as f:
+                logged = pq.read_table(f, columns=["request_id"])["request_id"].to_pylist()
+        except (OSError, pa.ArrowException):
+            continue
+        same = next((i for i in logged if i is not None and str(i).lower() in given), None)
+        if same is not None:
+            return (f"; they differ from the logged ids in case alone ({given[str(same).lower()]!r} is logged as "
+                    f"{same!r}): ids are matched exactly, so write them as logged")
+    return ""
+
+
+def unreadable_files(fs, failed: list[tuple[str, str]], skipped: list[str], progress: Callable[[str], None]) -> int:
+    """The log files whose footer read but whose data did not (a page scrambled by a bad disk or copy: "Deserializing
+    page header failed"), as the summary tasks found them: each said in a warning and added to `skipped`, as a
+    truncated file is; the rows their footers count, which the job did not read."""
+    lost = 0
+    for path, error in failed:
+        skipped.append(f"{path}: its data cannot be read ({error})")
+        progress(f"[monitor] warning: {skipped[-1]}; left out")
+        try:
+            with fs.open_input_file(path) as f:
+                lost += pq.read_metadata(f).num_rows
+        except (OSError, pa.ArrowInvalid):
+            pass
+    return lost
+
+
+def _copies_left_out(fs, paths: list[str], sizes: dict, progress: Callable[[str], None]) -> list[str]:
+    """`paths` less the copies of a log file in another folder under --logs (a backup, a second sync): the same
+    name, size and bytes. Each was read as traffic of its own: its rows, and the labels joined to them, counted
+    twice (1,000 labels of a 500-label file), its p-values sharper than its traffic gives. Said in a line."""
+    import hashlib
+
+    def digest(path: str) -> str:
+        h = hashlib.sha256()
+        with fs.open_input_stream(path) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest()
+
+    groups: dict[tuple, list[str]] = {}
+    for path in paths:
+        groups.setdefault((os.path.basename(path), sizes.get(path)), []).append(path)
+    kept, copies = set(paths), []
+    for same in (g for g in groups.values() if len(g) > 1):
+        first: dict[str, str] = {}
+        for path in same:           # sorted: the first of a name is the one read
+            try:
+                key = digest(path)
+            except OSError:
+                continue            # unreadable: its footer's check below says so
+            if key in first:
+                kept.discard(path)
+                copies.append(f"{path} (a copy of {first[key]})")
+            else:
+                first[key] = path
+    if copies:
+        progress(f"[monitor] note: {len(copies)} log file(s) left out, the same bytes as another under the same "
+                 f"name: {'; '.join(copies[:3])}{'; ...' if len(copies) > 3 else ''}")
+    return [p for p in paths if p in kept]
 
 
 def _last_time_ms(meta) -> Optional[int]:

@@ -28,6 +28,8 @@ from jobs.watched import FEATURE_PREFIX, PROBABILITIES
 
 SAMPLE_K = 5000            # numeric values kept per window and feature for KS (a uniform sample)
 PAIRS_K = 20000            # regression (label, prediction) pairs kept per window for the realised metrics
+# The window of a log file a summary task could not read: its slice is the file's path, its summary the error.
+UNREADABLE = -(2 ** 62)
 READ_ROWS = 65536          # rows read at a time from a log file: a task's memory stays bounded whatever the file
 # A binary model's labelled rows are counted by P(second class) on these bins of its log-odds, apart by true class:
 # the realised ROC-AUC from the counts (`jobs.metrics.binned_auc`) is exact but for pairs within one bin (counted
@@ -290,14 +292,22 @@ def summarise_files(batch: pa.Table, plan: Plan, columns: list[str], filesystem,
     few rows whatever it read."""
     pieces = []
     for path in batch["path"].to_pylist():
-        with filesystem.open_input_file(path) as f:
-            file = pq.ParquetFile(f)
-            # A feature a version did not take is not in its files: their rows are left out of its statistics
-            # (`summarise` skips a column the block lacks), not counted as missing values of it.
-            held = [c for c in columns if c in file.schema_arrow.names]
-            for rows in file.iter_batches(batch_size=READ_ROWS, columns=held):
-                labels = _keys_typed_as(labels, rows.schema)
-                pieces.append(summarise(pa.Table.from_batches([rows]), plan, labels))
+        own = []
+        try:
+            with filesystem.open_input_file(path) as f:
+                file = pq.ParquetFile(f)
+                # A feature a version did not take is not in its files: their rows are left out of its statistics
+                # (`summarise` skips a column the block lacks), not counted as missing values of it.
+                held = [c for c in columns if c in file.schema_arrow.names]
+                for rows in file.iter_batches(batch_size=READ_ROWS, columns=held):
+                    labels = _keys_typed_as(labels, rows.schema)
+                    own.append(summarise(pa.Table.from_batches([rows]), plan, labels))
+        except (OSError, pa.ArrowException) as exc:
+            # Its footer read, its pages did not (a scrambled copy): the file is left out and named, as a truncated
+            # one is (`jobs.monitor_logs.unreadable_files`); it failed the whole job without naming it.
+            own = [pa.table({"window": pa.array([UNREADABLE], pa.int64()), "slice": [path],
+                             "summary": [json.dumps({"error": str(exc).strip().splitlines()[0][:300]})]})]
+        pieces += own
     windows = pa.concat_tables(pieces) if pieces else None
     if windows is None or windows.num_rows == 0:     # no file, or no row with a time
         return pa.table({"window": pa.array([], pa.int64()), "slice": pa.array([], pa.string()),

@@ -87,16 +87,27 @@ def test_in_distribution_flags_nothing_and_a_truncated_file_is_skipped(served_bu
     write_log(logs, served_bundle, few, day=2, name="c")
     other = write_log(logs, served_bundle, traffic(10, seed=14), day=1, name="d")
     pq.write_table(pq.read_table(other).drop_columns(["feature.rpm"]), other)   # by a version without rpm
+    (tmp_path / "logs" / "backup").mkdir()      # a copy of a file (a backup): read once
+    (tmp_path / "logs" / "backup" / good.name).write_bytes(good.read_bytes())
+    # A copy whose footer reads and whose pages do not: left out by the task that reads it, named.
+    scrambled = bytearray(good.read_bytes())
+    footer = int.from_bytes(scrambled[-8:-4], "little") + 8
+    scrambled[4:len(scrambled) - footer] = bytes(len(scrambled) - footer - 4)
+    (logs / "part-20261103T140000-r4-scrambled.parquet").write_bytes(bytes(scrambled))
 
     code, out, err, report = monitor(capsys, served_bundle, tmp_path / "logs", tmp_path / "mon")
 
     assert code == 0, out + err
     assert out.strip().splitlines()[-1].startswith("ok: 820 rows in 3 window(s)")
     assert "; 1 window(s) under monitor.min_rows not judged" in out.strip().splitlines()[-1]
-    assert f"{cut}: not a complete Parquet file" in out + err and ".tmp" not in out + err
-    assert ("[monitor] note: rpm is not in 1 of 4 log file(s) (10 of 820 rows, served by a version that did not "
-            "take it?): it is judged on the 810 rows that hold it") in out
-    assert report["verdict"] == "ok" and report["rows"] == 820 and len(report["skipped"]) == 1
+    assert "(2 unreadable file(s) skipped)" in out.strip().splitlines()[-1]
+    assert f"{cut}: not a complete Parquet file" in out + err and "1 open journal(s) under" in out + err
+    assert f"{logs / 'part-20261103T140000-r4-scrambled.parquet'}: its data cannot be read (" in out + err
+    assert f"left out, the same bytes as another under the same name: {tmp_path / 'logs' / 'backup'}" in out + err
+    # (Said from the footers, before the scrambled file's pages were found unreadable.)
+    assert ("[monitor] note: rpm is not in 1 of 5 log file(s) (10 of 1,220 rows, served by a version that did not "
+            "take it?): it is judged on the 1,210 rows that hold it") in out
+    assert report["verdict"] == "ok" and report["rows"] == 820 and len(report["skipped"]) == 2
     assert report["windows"][1]["n"] == 410 and report["windows"][1]["features"]["rpm"]["n"] == 400
     assert [w["flagged"] for w in report["windows"]] == [[], [], []]
     assert all(w["judged"] and not w["prediction"]["flags"] for w in report["windows"][:2])
@@ -106,6 +117,15 @@ def test_in_distribution_flags_nothing_and_a_truncated_file_is_skipped(served_bu
     # Under min_rows the third is not judged; its rpm statistics have no value: null in drift.json, never NaN.
     assert not report["windows"][2]["judged"] and report["windows"][2]["features"]["rpm"]["psi"] is None
     assert (tmp_path / "mon" / "report.html").read_text().count("data:image/png;base64,") >= 1
+    # Labels that match no logged record judged nothing: the last line says so ("ok" alone read as metrics that
+    # held), and ids that differ in case alone are told so.
+    (tmp_path / "labels.csv").write_text("request_id,record,label\nA-0,0,ok\nA-1,0,ok\n")
+    code, out, err, report = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--labels",
+                                     str(tmp_path / "labels.csv"))
+    assert code == 0 and report["labels_given"] == 2 and report["labels_joined"] == 0, out + err
+    assert out.strip().splitlines()[-1].endswith("; none of the 2 labels matched a logged record, so no window was "
+                                                 "judged on them"), out
+    assert "they differ from the logged ids in case alone ('A-0' is logged as 'a-0')" in out + err
 
 
 def test_shifted_traffic_flags_exactly_the_shifted_features(served_bundle, tmp_path, capsys):  # noqa: F811
@@ -137,7 +157,7 @@ def test_shifted_traffic_flags_exactly_the_shifted_features(served_bundle, tmp_p
     # Run again into the same folder: the earlier report is replaced, and that is said with its time.
     code, out, _, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon")
     assert code == 3 and f"[monitor] wrote {tmp_path / 'mon' / 'drift.json'} and " in out
-    assert "(replacing those written " in out and "; --out FOLDER keeps each run's)" in out
+    assert "(replacing the report written " in out and " there; give each run its own --out to keep both)" in out
     # The sensor fixed, a day of traffic as trained on: a daily cron job with --since judges that day alone,
     # where over the whole logs it would say "retrain" for the handled window every day from now on.
     write_log(logs, served_bundle, traffic(300, seed=23), day=2, name="fixed")

@@ -47,7 +47,11 @@ def register(subparsers, kit) -> None:
               + (f"; {len(windows) - judged} window(s) under monitor.min_rows not judged" if judged < len(windows)
                  else "")
               + (f"; not checked (not in the logs): {', '.join(unchecked)}" if unchecked else "")
-              + (f" ({len(result.skipped)} unreadable file(s) skipped)" if result.skipped else "") + sliced, flush=True)
+              + (f" ({len(result.skipped)} unreadable file(s) skipped)" if result.skipped else "")
+              # Labels that joined nothing judged nothing: "ok" alone read as realised metrics that held.
+              + (f"; none of the {result.report['labels_given']:,} labels matched a logged record, so no window was "
+                 "judged on them" if result.report.get("labels_given") and not result.report.get("labels_joined")
+                 else "") + sliced, flush=True)
         return 0
 
     p = subparsers.add_parser("monitor", help="drift and realised quality of a served bundle, from its logs; "
