@@ -22,12 +22,14 @@ def write_report(path: Path, report: dict, profile: dict) -> Path:
 
     windows = report["windows"]
     drifted = sorted({name for w in windows for name in w["flagged"]})
+    min_rows = report["thresholds"]["min_rows"]
     parts = [_header(report), _table(report)]
     parts.append(_figure(_drift_over_time(windows, report["thresholds"]), "PSI per feature over time"))
     if any("metrics" in w for w in windows) and report.get("reference_metric"):
-        parts.append(_figure(_metric_over_time(windows, report["reference_metric"]), "realised metric"))
+        parts.append(_metric_figure(windows, report["reference_metric"], min_rows, "realised metric"))
     if any((w.get("metrics") or {}).get("auc") is not None for w in windows) and report.get("reference_auc"):
-        parts.append(_figure(_metric_over_time(windows, {"auc": report["reference_auc"]}), "realised ROC-AUC"))
+        parts.append(_metric_figure(windows, {"auc": report["reference_auc"]}, min_rows, "realised ROC-AUC",
+                                    "auc_rows"))
     for name in drifted:
         worst = max((w for w in windows if name in w["flagged"]), key=lambda w: _finite(w["features"][name]["psi"]))
         ref = profile["numeric"].get(name) or profile["categorical"][name]
@@ -39,7 +41,8 @@ def write_report(path: Path, report: dict, profile: dict) -> Path:
     path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>trainyard monitor</title>"
                     "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
                     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;"
-                    "font-size:13px}.bad{background:#f8c8c8}.retrain{color:#b00}.ok{color:#070}</style>"
+                    "font-size:13px}.bad{background:#f8c8c8}.retrain{color:#b00}.ok{color:#070}"
+                    ".unjudged{color:#888;background:#f2f2f2}.caveat{color:#a60}</style>"
                     "</head><body>" + "\n".join(parts) + "</body></html>")
     return path
 
@@ -49,6 +52,9 @@ def _finite(x, otherwise: float = -1.0) -> float:
 
 
 def _header(report: dict) -> str:
+    """The verdict, its reasons and what it does not rest on. The page dropped the caveats the terminal gave: a
+    window under monitor.min_rows read "OK" uncoloured, rows of other versions and labels that matched no record
+    went unsaid, and each unreadable file read "skipped: ...; skipped". Now each is said here (`_caveats`)."""
     verdict = report["verdict"]
     lines = [f"<h1 class='{verdict}'>{'RETRAIN' if verdict == 'retrain' else 'OK'}</h1>",
              f"<p>bundle {html.escape(str(report['version']))} ({html.escape(report['bundle'])}); logs "
@@ -56,12 +62,43 @@ def _header(report: dict) -> str:
              f"{len(report['windows'])} window(s) of {html.escape(report['window'])}</p>"]
     if report["reasons"]:
         lines.append("<ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in report["reasons"]) + "</ul>")
-    if report["skipped"]:
-        lines.append("<p>skipped: " + "; ".join(html.escape(s) for s in report["skipped"]) + "</p>")
+    lines += [f"<p class='caveat'>{html.escape(c)}</p>" for c in _caveats(report)]
+    if report["skipped"]:       # each entry ends "; skipped" (the terminal's warning): said once, in the heading
+        lines.append("<p>unreadable log files, left out:</p><ul>" + "".join(
+            f"<li>{html.escape(s.removesuffix('; skipped'))}</li>" for s in report["skipped"]) + "</ul>")
     if report["features_not_logged"]:
         lines.append("<p>not logged (excluded), not checked: "
                      + html.escape(", ".join(report["features_not_logged"])) + "</p>")
     return "\n".join(lines)
+
+
+def _caveats(report: dict) -> list[str]:
+    """What the verdict does not rest on: windows too small to judge, rows another version served (their labels
+    are not this version's), labels that matched no logged record. `labels_given` and `labels_joined` are absent
+    from drift.json of earlier versions: nothing is said of them then."""
+    windows, min_rows, version = report["windows"], report["thresholds"]["min_rows"], report["version"]
+    out = []
+    unjudged = [w for w in windows if not w["judged"]]
+    if unjudged:
+        out.append(f"{len(unjudged)} of {len(windows)} window(s) not judged: fewer than monitor.min_rows "
+                   f"({min_rows}) rows; their PSI is shown, not flagged"
+                   + ("; no window was judged" if len(unjudged) == len(windows) else ""))
+    served: dict[str, int] = {}
+    for w in windows:
+        for v, n in (w.get("versions") or {}).items():
+            served[v] = served.get(v, 0) + n
+    if other := {v: n for v, n in served.items() if v != version}:
+        listed = ", ".join(f"{v or 'no version logged'}: {n:,}"
+                           for v, n in sorted(other.items(), key=lambda kv: -kv[1]))
+        out.append(f"{sum(other.values()):,} of {sum(served.values()):,} rows were served by other version(s) than "
+                   f"{version} ({listed})" + ("; their labels are left out of the realised metrics"
+                                               if report.get("labels") is not None else ""))
+    given, joined = report.get("labels_given"), report.get("labels_joined")
+    if report.get("labels") is not None and given is not None and joined is not None and joined < given:
+        out.append(f"none of the {given:,} labels matched a logged record read: no window was judged on labels"
+                   if joined == 0 else
+                   f"{joined:,} of {given:,} labels matched a logged record read; the rest were left out")
+    return out
 
 
 def _table(report: dict) -> str:
@@ -69,9 +106,11 @@ def _table(report: dict) -> str:
     names = sorted({name for w in windows for name in w["features"]})
     head = "<tr><th>window</th><th>rows</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) \
            + "<th>prediction</th><th>metric</th></tr>"
-    rows = []
+    min_rows, rows = report["thresholds"]["min_rows"], []
     for w in windows:
-        cells = [f"<td>{html.escape(w['start'])}</td><td>{w['n']:,}</td>"]
+        # A window under min_rows showed its PSI uncoloured like any other's, nothing saying it was not judged.
+        judged = "" if w["judged"] else f" (not judged: {w['n']:,} rows &lt; monitor.min_rows {min_rows})"
+        cells = [f"<td>{html.escape(w['start'])}</td><td>{w['n']:,}{judged}</td>"]
         for name in names:
             stats = w["features"].get(name)
             cells.append(_cell(stats["psi"], stats["flags"]) if stats else "<td></td>")
@@ -81,10 +120,20 @@ def _table(report: dict) -> str:
                  for name in [*(ref or {}), "auc"] if metrics and isinstance(metrics.get(name), (int, float))]
         # The reason in the cell's title: a red "accuracy 0.847; auc 0.866" hid the recall that flagged it.
         flags = html.escape("; ".join((metrics or {}).get("flags") or []))
-        cells.append(f"<td class='{'bad' if metrics['flags'] else ''}' title='{flags}'>{'; '.join(shown)}</td>"
-                     if shown or flags else "<td></td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+        cells.append(_metric_cell(metrics, shown, flags, min_rows) if shown or flags else "<td></td>")
+        rows.append(("<tr>" if w["judged"] else "<tr class='unjudged'>") + "".join(cells) + "</tr>")
     return ("<h2>PSI per window (flagged cells red)</h2><table>" + head + "".join(rows) + "</table>")
+
+
+def _metric_cell(metrics: dict, shown: list[str], flags: str, min_rows: int) -> str:
+    """A window's realised metrics with the labels they stand on: "accuracy 0.667" on 3 labels read like any
+    other window's; now its count is beside it, greyed where under monitor.min_rows (not judged)."""
+    n, few = metrics["n"], metrics["n"] < min_rows
+    note = f"{n:,} label{'' if n == 1 else 's'}" + (", too few to judge" if few else "")
+    if metrics.get("other_versions"):
+        note += f"; {metrics['other_versions']:,} labels of other versions left out"
+    css = "bad" if metrics["flags"] else "unjudged" if few else ""
+    return f"<td class='{css}' title='{flags}'>{html.escape('; '.join(shown))} ({note})</td>"
 
 
 def _by_section(by: dict, profile: dict, shown: int = 5) -> list[str]:
@@ -165,14 +214,37 @@ def _drift_over_time(windows: list[dict], thresholds: dict):
     return fig
 
 
-def _metric_over_time(windows: list[dict], reference: dict):
+def _metric_figure(windows: list[dict], reference: dict, min_rows: int, alt: str, count: str = "n") -> str:
+    """The realised metric's plot, and a caption naming the windows it marks as standing on too few labels."""
+    few = _few_labels(windows, next(iter(reference)), count, min_rows)
+    return _figure(_metric_over_time(windows, reference, few, min_rows), alt) + (
+        f"<p class='caveat'>hollow points: {len(few)} window(s) whose {html.escape(alt)} stands on fewer than "
+        f"monitor.min_rows ({min_rows}) labels, not judged ({html.escape(', '.join(few))})</p>" if few else "")
+
+
+def _few_labels(windows: list[dict], name: str, count: str, min_rows: int) -> list[str]:
+    """The windows whose metric `name` is shown but stands on fewer than `min_rows` labels (`count`: the metrics'
+    key of its labels, "n", or "auc_rows" for the AUC), which were therefore not judged."""
+    return [w["start"] for w in windows if math.isfinite(_finite((w.get("metrics") or {}).get(name), np.nan))
+            and w["metrics"].get(count, 0) < min_rows]
+
+
+def _metric_over_time(windows: list[dict], reference: dict, few: list[str], min_rows: int):
+    """The realised metric per window against the test split's, the windows in `few` (too few labels to judge) as
+    hollow points: 0.667 on 3 labels fell far below the test line, marked like any judged window's."""
     import matplotlib.pyplot as plt
 
     name, value = next(iter(reference.items()))
     fig, ax = plt.subplots(figsize=(10, 2.5))
     starts = [w["start"] for w in windows]
-    ax.plot(starts, [_finite((w.get("metrics") or {}).get(name), np.nan) for w in windows], marker="o",
-            label="realised")
+    ys = [_finite((w.get("metrics") or {}).get(name), np.nan) for w in windows]
+    line, = ax.plot(starts, ys, label="realised")
+    for hollow in (False, True):
+        points = [(s, y) for s, y in zip(starts, ys) if (s in few) == hollow and not np.isnan(y)]
+        if points:
+            ax.plot(*zip(*points), linestyle="none", marker="o", color=line.get_color(),
+                    markerfacecolor="none" if hollow else line.get_color(),
+                    label=f"under {min_rows} labels: not judged" if hollow else None)
     ax.axhline(value, color="gray", linestyle="--", label="test split")
     ax.set_ylabel(name)
     ax.tick_params(axis="x", rotation=30)
