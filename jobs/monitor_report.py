@@ -63,7 +63,7 @@ def _header(report: dict) -> str:
     if report["reasons"]:
         lines.append("<ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in report["reasons"]) + "</ul>")
     lines += [f"<p class='caveat'>{html.escape(c)}</p>" for c in _caveats(report)]
-    if report["skipped"]:       # each entry ends "; skipped" (the terminal's warning): said once, in the heading
+    if report["skipped"]:       # drift.json of before 2026-12-07: entries end "; skipped": said once, in the heading
         lines.append("<p>unreadable log files, left out:</p><ul>" + "".join(
             f"<li>{html.escape(s.removesuffix('; skipped'))}</li>" for s in report["skipped"]) + "</ul>")
     if report["features_not_logged"]:
