@@ -66,6 +66,15 @@ def log_files(logs: str, progress: Callable[[str], None], earlier: Optional[list
                             and not os.path.basename(i.path).startswith((".", "_")))
         journals = [i.path for i in listing if fnmatch.fnmatch(os.path.basename(i.path), OPEN_JOURNAL)]
         candidates = _copies_left_out(fs, candidates, {i.path: i.size for i in listing}, progress)
+        folders: dict[str, int] = {}
+        for path in candidates:
+            folder = os.path.dirname(os.path.relpath(path, root)) or "."
+            folders[folder] = folders.get(folder, 0) + 1
+        if len(folders) > 1:    # serve.log's path given for an app's folder: two apps' traffic judged as one
+            progress(f"[monitor] note: the log files of {len(folders)} folders under {logs} are read as one traffic ("
+                     + ", ".join(f"{f}: {n}" for f, n in sorted(folders.items())[:5])
+                     + (", ..." if len(folders) > 5 else "") + "); serve.log keeps each app's in a folder of its "
+                     "name: give that folder to judge one app alone")
     if journals:
         progress(f"[monitor] note: {len(journals)} open journal(s) under {logs} ({OPEN_JOURNAL}) hold records not "
                  "published yet, which are not read: a server still logging publishes them every serve.log.rotate_s "

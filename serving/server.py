@@ -34,7 +34,7 @@ from serving.contract import check_update, update_notes
 from serving.payload import payload_json, served_from
 from serving.probe import client_host, get_json, running_version
 from serving.settings import (TOKEN_ENV, ServeError, check_name, check_settings, default_name, in_part_error,
-                              keep_running, resolve_spec)
+                              keep_running, kept_words, resolve_spec)
 
 DEPLOYMENT = "model"
 # How long a deploy waits for its replicas to answer, and a rollback for the old version's (seconds to load a
@@ -253,7 +253,7 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
     if not ray.is_initialized():
         from cluster import connect
         connect()
-    part = set(serve_spec._given_in_part)        # sections --set gave in part, completed from the running app's
+    part = {k: v[0] for k, v in serve_spec._given_in_part.items()}  # sections --set gave in part, and what
     if part and serve_deployment(name, DEPLOYMENT) is None:     # none to complete them: said before Serve starts
         raise in_part_error(serve_spec, sorted(part))
     host, port = start_serve(serve_spec, progress)
@@ -269,8 +269,8 @@ def deploy(bundle_path, *, spec=None, name: Optional[str] = None, host: Optional
             running = {**running, "route_prefix": before.route_prefix or running.get("route_prefix", "/")}
         serve_spec, kept, unread = keep_running(serve_spec, running)
         if kept:
-            progress(f"[serve] {name} keeps its running {', '.join(kept)} (not given in this update: --spec SPEC "
-                     "or --set FIELD=VALUE changes them)")
+            progress(f"[serve] {name} keeps its running {kept_words(kept, part)} (what this update did not give: "
+                     "--spec SPEC or --set FIELD=VALUE changes it)")
             try:
                 check_settings(bundle, serve_spec)      # a kept serve.log's `exclude` against this bundle's features
             except ServeError as exc:

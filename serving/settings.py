@@ -143,6 +143,13 @@ def _given_text(given: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in given.items())
 
 
+def kept_words(kept: list[str], part: dict) -> str:
+    """The settings an update kept from the running app, for its line: a section --set gave part of (`part`: its
+    given values) keeps the rest ("log but for path=/logs2, rotate_s=10, given here"); it read as kept whole, "not
+    given in this update", though --set had given half of it."""
+    return ", ".join(f"{k} but for {_given_text(part[k])}, given here" if k in part else k for k in kept)
+
+
 def in_part_error(spec: ServeSpec, keys: list[str]) -> SpecError:
     """Sections --set gave in part with no running app's to complete them (a first start)."""
     return SpecError([f"{problem} (--set gave part of serve.{key}, and no running app has a {key} section to "

@@ -52,8 +52,14 @@ def test_a_copy_of_a_log_file_under_logs_is_read_once_and_said(tmp_path):
     said = []
     _, files, skipped, rows, _ = log_files(str(logs), said.append)
     assert sorted(files) == sorted([first, other]) and rows == 61 and not skipped, (files, said)
-    [line] = said
+    line, folders = said
     assert line.startswith("[monitor] note: 2 log file(s) left out, the same bytes as another under the same name: ")
+    # Two apps' logs (serve.log's path given for an app's folder) are one traffic: said, naming the folders.
+    assert folders == (f"[monitor] note: the log files of 2 folders under {logs} are read as one traffic (app: 1, "
+                       "other: 1); serve.log keeps each app's in a folder of its name: give that folder to judge one "
+                       "app alone")
+    _, _, _, _, _ = log_files(str(logs / "app"), said.append)
+    assert len(said) == 2
     assert f"{logs / 'backup' / 'part-a.parquet'} (a copy of {first})" in line
     assert f"{logs / 'part-a.parquet'} (a copy of {first})" in line
 

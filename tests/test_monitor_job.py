@@ -332,6 +332,9 @@ def test_bad_input_is_named(served_bundle, tmp_path, capsys):  # noqa: F811
     code, out, err, report = monitor(capsys, served_bundle, untimed, tmp_path / "mon")
     assert code == 0 and "warning: 30 of 60 rows have no time" in out + err, out + err
     assert report["untimed_rows"] == 30 and [w["n"] for w in report["windows"]] == [30]
+    # The last line counts the rows judged and says the rest ("ok: 60 rows" stood on 30 of them).
+    assert out.strip().splitlines()[-1].startswith("ok: 30 rows in 1 window(s), nothing crossed a threshold; 30 "
+                                                   "row(s) without a time left out"), out
     pq.write_table(table.set_column(at, "time", pa.nulls(60, table["time"].type)), untimed / "part-half.parquet")
     code, out, err, _ = monitor(capsys, served_bundle, untimed, tmp_path / "mon")
     assert code == 2 and f"--logs {untimed}: none of the 60 rows has a time" in err, out + err

@@ -128,7 +128,7 @@ def test_sampling_and_a_sigkilled_replica_leave_earlier_files_intact(served_bund
         said = []
         deploy_app(served_bundle, "phalf", serve_instance, autoscaling={"min_replicas": 1, "max_replicas": 1},
                    progress=said.append)
-        assert any(line.startswith("[serve] phalf keeps its running log (not given in this update")
+        assert any(line.startswith("[serve] phalf keeps its running log (what this update did not give")
                    for line in said), said
         assert "logging" in call(served.url, "GET", "/readyz")[2]
         said = []

@@ -790,6 +790,11 @@ def test_an_update_keeps_the_running_apps_operator_settings_it_is_not_given(tmp_
     assert (spec.autoscaling.min_replicas, spec.autoscaling.max_replicas, spec.autoscaling.upscale_delay_s) == (
         1, 5, 5.0)
     assert spec.log is None and spec.route_prefix == "/v2" and kept == ["autoscaling", "ray_actor_options"]
+    # The line says what of a section the update gave: "keeps its running log" read as the whole of it kept, "not
+    # given in this update", though --set had given its path and rotate_s.
+    from serving.settings import kept_words
+    assert kept_words(["autoscaling", "log"], {"log": {"path": "/logs2", "rotate_s": 10}}) == (
+        "autoscaling, log but for path=/logs2, rotate_s=10, given here")
     ops = tmp_path / "ops.yaml"
     ops.write_text("name: ops\ndata: {path: d, label: y}\nserve:\n  ray_actor_options: {num_cpus: 1}\n")
     spec, kept = update(spec=str(ops))

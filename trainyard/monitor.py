@@ -42,8 +42,10 @@ def register(subparsers, kit) -> None:
         unchecked = result.report["features_not_logged"]
         # "ok" says what it stands on: a window under min_rows is not judged, a feature not logged not checked.
         since = (f" since {result.report['since']}" if result.report["since"] else "")
-        print(f"ok: {result.report['rows'] - result.report['rows_before_since']:,} rows{since} in {len(windows)} "
-              "window(s), nothing crossed a threshold"
+        untimed = result.report.get("untimed_rows") or 0     # in no window: "ok: 506 rows" stood on 3 of them
+        print(f"ok: {result.report['rows'] - result.report['rows_before_since'] - untimed:,} rows{since} in "
+              f"{len(windows)} window(s), nothing crossed a threshold"
+              + (f"; {untimed:,} row(s) without a time left out" if untimed else "")
               + (f"; {len(windows) - judged} window(s) under monitor.min_rows not judged" if judged < len(windows)
                  else "")
               + (f"; not checked (not in the logs): {', '.join(unchecked)}" if unchecked else "")
