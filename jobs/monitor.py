@@ -77,12 +77,13 @@ def read_labels(path: str, classes: Optional[list], progress: Callable[[str], No
     line to `progress`; a label that is not a class of the bundle (or not a number, for regression) is refused.
     `several`: whether the logs hold requests of several records (`jobs.monitor_logs.several_records`), asked
     when a file without `record` gives a request id more than once."""
-    kind = path.lower().rsplit(".", 1)[-1]
-    if kind not in ("csv", "parquet", "pq"):
-        raise MonitorInputError(f"--labels {path}: give a .csv or .parquet file (columns request_id, optional "
-                                "record, label)")
-    if "://" not in path and not Path(path).expanduser().is_file():
-        raise MonitorInputError(f"--labels {path}: no such file")
+    local = "://" not in path
+    kind = "parquet" if not local or Path(path).expanduser().is_dir() else path.lower().rsplit(".", 1)[-1]
+    if kind not in ("csv", "parquet", "pq"):        # a folder (or a URI) is read as a Parquet dataset
+        raise MonitorInputError(f"--labels {path}: give a .csv or .parquet file, or a folder of Parquet files "
+                                "(columns request_id, optional record, label)")
+    if local and not Path(path).expanduser().exists():
+        raise MonitorInputError(f"--labels {path}: no such file or folder")
     try:
         if kind == "csv":
             table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
@@ -230,10 +231,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     from jobs import bundle as bundles
     from jobs.monitor_report import write_report
 
-    if since and (since_ms := parse_since(since)) > time.time() * 1000:     # a typo, not a quiet period (exit 4)
-        raise MonitorInputError(f"--since {since}: {_iso(since_ms, 1000)} is in the future (now "
-                                f"{_iso(int(time.time() * 1000), 1000)}); give a time the logs can hold")
-    if since and labels_since and parse_since(labels_since) >= parse_since(since):      # it was passed over
+    now_ms = int(time.time() * 1000)        # one now for every span back from it
+    if since and labels_since and parse_since(labels_since, now_ms) >= parse_since(since, now_ms):   # passed over
         raise MonitorInputError(f"--labels-since {labels_since}: it is not earlier than --since {since}; it names "
                                 "the windows before --since's that are judged on their labels alone (e.g. --since 1d "
                                 "--labels-since 35d)")
@@ -245,17 +244,19 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     thresholds, spec_window = monitor_settings(bundle.path)
     window = window or spec_window
     window_ms = parse_window(window)
-    since_ms = parse_since(since) if since else None
+    since_ms = parse_since(since, now_ms) if since else None
     since_window = window_start(since_ms, window_ms) if since_ms is not None else None      # windows are whole
+    if since_window is not None and since_window > now_ms:      # a typo, not a quiet period (exit 4)
+        raise MonitorInputError(f"--since {since}: its window starts {_iso(since_window, window_ms)}, in the future "
+                                f"(now {_iso(now_ms, 1000)}); give a time the logs can hold")
     # `--labels-since`: windows from its time to --since's are judged on their labels alone (labels arrive weeks
     # after the traffic; --since 1d alone never saw a window that had them, --since 31d judged old drift daily).
     if labels_since and not (labels and since):
         raise MonitorInputError("--labels-since: it judges the windows before --since's on the labels they got "
                                 "since; give --labels and --since with it")
-    labels_window = (min(window_start(parse_since(labels_since), window_ms), since_window) if labels_since
+    labels_window = (min(window_start(parse_since(labels_since, now_ms), window_ms), since_window) if labels_since
                      else since_window)
-    if out:         # said before Ray, not after the whole job
-        check_out(out)
+    out_dir = check_out(out) if out else None      # said before Ray, not after the whole job
     earlier_files = [0]         # rows of log files wholly before --since's window: left unread
     fs, files, skipped, total, columns = log_files(logs, progress, earlier_files, labels_window)
     by_col = by_column(by, columns, profile) if by else None       # `--by`: said before Ray, as the rest
@@ -404,18 +405,23 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
               "features_not_logged": not_logged, "windows": windows, **({"by": by_report} if by else {}),
               "verdict": "retrain" if reasons else "ok", "reasons": reasons, "seconds": round(elapsed, 3)}
     result = MonitorResult(report, report["verdict"], reasons, skipped)
-    if out:
-        out_dir = Path(out)
+    if out_dir is not None:
         earlier = out_dir / "drift.json"
         when = datetime.fromtimestamp(earlier.stat().st_mtime) if earlier.is_file() else None
         replaced = (f" (replacing the report written {when:%Y-%m-%d %H:%M:%S} there; give each run its own --out to "
                     "keep both)") if when else ""
-        try:
+        written = []
+        try:        # each whole or not at all (a temporary file renamed): one cut short was refused as the user's
             out_dir.mkdir(parents=True, exist_ok=True)
-            earlier.write_text(json.dumps(drift.json_safe(report), indent=2, allow_nan=False))
-            write_report(out_dir / "report.html", report, profile)
-        except OSError as exc:     # the verdict stands (the exit code is cron's), unsaved: said, not a traceback
-            progress(f"[monitor] warning: cannot write the report to {out_dir} ({exc}); the verdict below is not saved")
+            for name, write in (("drift.json", lambda p: p.write_text(json.dumps(drift.json_safe(report), indent=2,
+                                                                                 allow_nan=False))),
+                                ("report.html", lambda p: write_report(p, report, profile))):
+                write(out_dir / f".{name}.tmp")
+                (out_dir / f".{name}.tmp").replace(out_dir / name)
+                written.append(name)
+        except OSError as exc:     # the verdict stands (the exit code is cron's): said, not a traceback
+            progress(f"[monitor] warning: cannot write {out_dir / ('report.html' if written else 'drift.json')} "
+                     f"({exc}); the verdict below is " + ("in drift.json alone" if written else "not saved"))
         else:
             progress(f"[monitor] wrote {out_dir / 'drift.json'} and {out_dir / 'report.html'}{replaced}")
     return result

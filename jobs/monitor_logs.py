@@ -18,6 +18,10 @@ from cluster.errors import BadInput, TrainyardError
 # What every log file must hold (the contract of serve.log); the features are `feature.<name>` columns.
 LOG_COLUMNS = ("request_id", "record", "time", "prediction")
 VERSION_COLUMN = "model_version"      # which bundle version served the row (logs from before it lack it)
+# How the monitor's reports begin (jobs.monitor, jobs.monitor_report): a file of that name in --out that does not
+# is the user's, not replaced.
+REPORT_STARTS = {"drift.json": '{\n  "format": 1,', "report.html": "<!doctype html><html><head><meta charset='utf-8'>"
+                                                                 "<title>trainyard monitor</title>"}
 # A server's open prediction log (serving/predlog.py): an Arrow IPC journal, published as Parquet when complete.
 OPEN_JOURNAL = ".part-*.parquet.tmp"
 
@@ -57,7 +61,7 @@ def log_files(logs: str, progress: Callable[[str], None], earlier: Optional[list
         raise MonitorInputError(f"--logs {logs}: no such folder; give the serve.log path (or its app's folder). A "
                                 "server logs its predictions only when asked: serve with --set log.path=FOLDER (or "
                                 "serve.log.path in the spec), and it writes under FOLDER/APP_NAME/")
-    journals = []
+    journals, sizes = [], {}
     if info.type == pafs.FileType.File:
         candidates = [root]
     else:
@@ -65,21 +69,17 @@ def log_files(logs: str, progress: Callable[[str], None], earlier: Optional[list
         candidates = sorted(i.path for i in listing if i.path.endswith(".parquet")
                             and not os.path.basename(i.path).startswith((".", "_")))
         journals = [i.path for i in listing if fnmatch.fnmatch(os.path.basename(i.path), OPEN_JOURNAL)]
-        candidates = _copies_left_out(fs, candidates, {i.path: i.size for i in listing}, progress)
-        folders: dict[str, int] = {}
-        for path in candidates:
-            folder = os.path.dirname(os.path.relpath(path, root)) or "."
-            folders[folder] = folders.get(folder, 0) + 1
-        if len(folders) > 1:    # serve.log's path given for an app's folder: two apps' traffic judged as one
-            progress(f"[monitor] note: the log files of {len(folders)} folders under {logs} are read as one traffic ("
-                     + ", ".join(f"{f}: {n}" for f, n in sorted(folders.items())[:5])
-                     + (", ..." if len(folders) > 5 else "") + "); serve.log keeps each app's in a folder of its "
-                     "name: give that folder to judge one app alone")
+        sizes = {i.path: i.size for i in listing}
     if journals:
         progress(f"[monitor] note: {len(journals)} open journal(s) under {logs} ({OPEN_JOURNAL}) hold records not "
                  "published yet, which are not read: a server still logging publishes them every serve.log.rotate_s "
                  "and as it stops; those of a server killed outright, the next one to start with the same log")
     files, skipped, rows, held = [], [], 0, {}     # held: column → [files, rows] that have it
+    # A copy of a log file in another folder under --logs (a backup, a second sync, a linked folder): the same name,
+    # size and footer. Each was read as traffic of its own: its rows, and the labels joined to them, counted twice
+    # (1,000 labels of a 500-label file), its p-values sharper than its traffic gives. Left out, said in a line.
+    seen: dict[tuple, list] = {}
+    copies = []
     for path in candidates:
         try:
             with fs.open_input_file(path) as f:
@@ -89,6 +89,11 @@ def log_files(logs: str, progress: Callable[[str], None], earlier: Optional[list
             skipped.append(f"{path}: not a complete Parquet file ({exc})")
             progress(f"[monitor] warning: {skipped[-1]}; left out")
             continue
+        same_name = seen.setdefault((os.path.basename(path), sizes.get(path)), [])
+        if (first := next((p for p, m in same_name if m.equals(meta)), None)) is not None:
+            copies.append(f"{path} (a copy of {first})")
+            continue
+        same_name.append((path, meta))
         missing = [c for c in LOG_COLUMNS if c not in schema.names]
         if missing:
             raise MonitorInputError(f"{path}: a prediction log needs the columns {', '.join(LOG_COLUMNS)}; "
@@ -104,6 +109,14 @@ def log_files(logs: str, progress: Callable[[str], None], earlier: Optional[list
         for c in schema.names:
             counts = held.setdefault(c, [0, 0])
             counts[0], counts[1] = counts[0] + 1, counts[1] + meta.num_rows
+    if copies:
+        progress(f"[monitor] note: {len(copies)} log file(s) left out, the same name, size and footer as another: "
+                 f"{'; '.join(copies[:3])}{'; ...' if len(copies) > 3 else ''}")
+    apps = sorted({os.path.relpath(p, root).split("/")[0] for p in files if "/" in os.path.relpath(p, root)})
+    if len(apps) > 1:   # serve.log's path given for an app's folder: two apps' traffic judged as one
+        progress(f"[monitor] note: the log files are in {len(apps)} folders under {logs} ({', '.join(apps[:5])}"
+                 f"{', ...' if len(apps) > 5 else ''}), read as one traffic; if they are different apps' logs "
+                 "(serve.log keeps each app's in a folder of its name), give one app's folder to judge it alone")
     if not files and earlier and earlier[0]:
         raise NoTrafficSince(f"--since: every one of the {earlier[0]:,} logged rows under {logs} is earlier than "
                              f"{_iso(before_ms)} (the window that holds it){NO_TRAFFIC}")
@@ -116,12 +129,14 @@ def log_files(logs: str, progress: Callable[[str], None], earlier: Optional[list
     return fs, files, skipped, rows, held
 
 
-def check_out(out: str) -> None:
+def check_out(out: str) -> Path:
     """`--out`, before Ray starts: a folder this process can make or write to, whose drift.json and report.html, if
     there, are an earlier run's (the user's own file of that name was replaced, the run's line calling it an earlier
-    report); a folder under a file, or one not writable, failed after the whole job with a traceback."""
-    import json
-
+    report); a folder under a file, or one not writable, failed after the whole job with a traceback. The folder,
+    `~` expanded, which the reports are written to."""
+    if "://" in out:
+        raise MonitorInputError(f"--out {out}: the reports are written to a local folder; give one (and copy them to "
+                                "object storage after, if they belong there)")
     path = Path(out).expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise MonitorInputError(f"--out {out}: is a file; give a folder for drift.json and report.html")
@@ -130,17 +145,18 @@ def check_out(out: str) -> None:
         raise MonitorInputError(f"--out {out}: {there} is a file, so no folder can be made under it; give a folder")
     if not os.access(there, os.W_OK | os.X_OK):
         raise MonitorInputError(f"--out {out}: {there} is not writable by this user; give a folder you can write to")
-    ours = {"drift.json": lambda text: isinstance(json.loads(text), dict) and "verdict" in json.loads(text),
-            "report.html": lambda text: "<title>trainyard monitor</title>" in text[:400]}
-    for name, written_by_us in ours.items():
+    for name, ours in REPORT_STARTS.items():
         if (path / name).is_file():
             try:
-                mine = written_by_us((path / name).read_text(errors="replace"))
-            except (OSError, ValueError):
-                mine = False
-            if not mine:
+                with open(path / name, encoding="utf-8", errors="replace") as f:
+                    start = f.read(len(ours))
+            except OSError:
+                start = None
+            # Empty, or begun as the monitor begins it: an earlier run's (one cut short by a full disk included).
+            if start is None or (start and not (ours.startswith(start) or start.startswith(ours))):
                 raise MonitorInputError(f"--out {out}: {path / name} is not a report of trainyard monitor, and this "
                                         "run would replace it; give another folder, or move the file")
+    return path
 
 
 def several_records(fs, files: list[str]) -> bool:
@@ -162,7 +178,8 @@ def several_records(fs, files: list[str]) -> bool:
 
 def case_only(fs, files: list[str], labels: pa.Table, most: int = 4) -> str:
     """When no label matched a logged record: "; ..." if the labels' request ids match the first log files' but for
-    their case (ids upper-cased by a spreadsheet or a database), else ""."""
+    their case (ids upper-cased by a spreadsheet or a database), or match them exactly (so the records do not),
+    else ""."""
     given = {str(i).lower(): str(i) for i in labels["request_id"].to_pylist()}
     for path in files[:most]:
         try:
@@ -171,9 +188,12 @@ def case_only(fs, files: list[str], labels: pa.Table, most: int = 4) -> str:
         except (OSError, pa.ArrowException):
             continue
         same = next((i for i in logged if i is not None and str(i).lower() in given), None)
-        if same is not None:
+        if same is not None and given[str(same).lower()] != str(same):
             return (f"; they differ from the logged ids in case alone ({given[str(same).lower()]!r} is logged as "
                     f"{same!r}): ids are matched exactly, so write them as logged")
+        if same is not None:        # the ids are there: the records are not (counted from 1, say)
+            return (f"; request id {same!r} is logged, but not with the record numbers given for it: a request's "
+                    "records count from 0, as `trainyard predict --out` writes them")
     return ""
 
 
@@ -191,41 +211,6 @@ def unreadable_files(fs, failed: list[tuple[str, str]], skipped: list[str], prog
         except (OSError, pa.ArrowInvalid):
             pass
     return lost
-
-
-def _copies_left_out(fs, paths: list[str], sizes: dict, progress: Callable[[str], None]) -> list[str]:
-    """`paths` less the copies of a log file in another folder under --logs (a backup, a second sync): the same
-    name, size and bytes. Each was read as traffic of its own: its rows, and the labels joined to them, counted
-    twice (1,000 labels of a 500-label file), its p-values sharper than its traffic gives. Said in a line."""
-    import hashlib
-
-    def digest(path: str) -> str:
-        h = hashlib.sha256()
-        with fs.open_input_stream(path) as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest()
-
-    groups: dict[tuple, list[str]] = {}
-    for path in paths:
-        groups.setdefault((os.path.basename(path), sizes.get(path)), []).append(path)
-    kept, copies = set(paths), []
-    for same in (g for g in groups.values() if len(g) > 1):
-        first: dict[str, str] = {}
-        for path in same:           # sorted: the first of a name is the one read
-            try:
-                key = digest(path)
-            except OSError:
-                continue            # unreadable: its footer's check below says so
-            if key in first:
-                kept.discard(path)
-                copies.append(f"{path} (a copy of {first[key]})")
-            else:
-                first[key] = path
-    if copies:
-        progress(f"[monitor] note: {len(copies)} log file(s) left out, the same bytes as another under the same "
-                 f"name: {'; '.join(copies[:3])}{'; ...' if len(copies) > 3 else ''}")
-    return [p for p in paths if p in kept]
 
 
 def _last_time_ms(meta) -> Optional[int]:

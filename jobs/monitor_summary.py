@@ -285,6 +285,29 @@ def _merge_one(a: Optional[dict], b: dict) -> dict:
 
 
 
+class _Unreadable(Exception):
+    """A log file's data did not read (`_read`)."""
+
+
+def _read(filesystem, path: str, columns: list[str]):
+    """The batches of a log file (`columns` it holds, `READ_ROWS` at a time); a failure to read them raises
+    _Unreadable. A feature a version did not take is not in its files: their rows are left out of its statistics
+    (`summarise` skips a column the block lacks), not counted as missing values of it."""
+    try:
+        with filesystem.open_input_file(path) as f:
+            file = pq.ParquetFile(f)
+            batches = file.iter_batches(batch_size=READ_ROWS, columns=[c for c in columns
+                                                                       if c in file.schema_arrow.names])
+            while True:
+                try:
+                    rows = next(batches)
+                except StopIteration:
+                    return
+                yield rows
+    except (OSError, pa.ArrowException) as exc:
+        raise _Unreadable(str(exc)) from exc
+
+
 def summarise_files(batch: pa.Table, plan: Plan, columns: list[str], filesystem,
                     labels: Optional[pa.Table] = None) -> pa.Table:
     """A block of log file paths (column `path`) → one summary row per window: each file read `READ_ROWS` at a
@@ -294,17 +317,13 @@ def summarise_files(batch: pa.Table, plan: Plan, columns: list[str], filesystem,
     for path in batch["path"].to_pylist():
         own = []
         try:
-            with filesystem.open_input_file(path) as f:
-                file = pq.ParquetFile(f)
-                # A feature a version did not take is not in its files: their rows are left out of its statistics
-                # (`summarise` skips a column the block lacks), not counted as missing values of it.
-                held = [c for c in columns if c in file.schema_arrow.names]
-                for rows in file.iter_batches(batch_size=READ_ROWS, columns=held):
-                    labels = _keys_typed_as(labels, rows.schema)
-                    own.append(summarise(pa.Table.from_batches([rows]), plan, labels))
-        except (OSError, pa.ArrowException) as exc:
+            for rows in _read(filesystem, path, columns):
+                labels = _keys_typed_as(labels, rows.schema)
+                own.append(summarise(pa.Table.from_batches([rows]), plan, labels))
+        except _Unreadable as exc:
             # Its footer read, its pages did not (a scrambled copy): the file is left out and named, as a truncated
-            # one is (`jobs.monitor_logs.unreadable_files`); it failed the whole job without naming it.
+            # one is (`jobs.monitor_logs.unreadable_files`); it failed the whole job without naming it. Only the
+            # reading: an error of the labels' cast or of a summary is the job's, as before.
             own = [pa.table({"window": pa.array([UNREADABLE], pa.int64()), "slice": [path],
                              "summary": [json.dumps({"error": str(exc).strip().splitlines()[0][:300]})]})]
         pieces += own

@@ -39,9 +39,10 @@ def _scrambled(source: str, path) -> str:
 
 def test_a_copy_of_a_log_file_under_logs_is_read_once_and_said(tmp_path):
     """A backup or a second sync inside --logs: each file read twice, its rows and the labels joined to them counted
-    twice (1,000 labels of a 500-label file, sharper p-values than the traffic gives). A file of the same name and
-    bytes is left out, in a line; one of the same name with other bytes is read."""
-    from jobs.monitor_logs import log_files
+    twice (1,000 labels of a 500-label file, sharper p-values than the traffic gives). A file of the same name, size
+    and footer is left out, in a line, unread (no hashing: a backup under --logs costs nothing per run); one of
+    the same name with other rows is read."""
+    from jobs.monitor_logs import NoTrafficSince, log_files
 
     logs = tmp_path / "logs"
     first = _log(logs / "app" / "part-a.parquet", 30)
@@ -53,13 +54,23 @@ def test_a_copy_of_a_log_file_under_logs_is_read_once_and_said(tmp_path):
     _, files, skipped, rows, _ = log_files(str(logs), said.append)
     assert sorted(files) == sorted([first, other]) and rows == 61 and not skipped, (files, said)
     line, folders = said
-    assert line.startswith("[monitor] note: 2 log file(s) left out, the same bytes as another under the same name: ")
+    assert line.startswith("[monitor] note: 2 log file(s) left out, the same name, size and footer as another: ")
     # Two apps' logs (serve.log's path given for an app's folder) are one traffic: said, naming the folders.
-    assert folders == (f"[monitor] note: the log files of 2 folders under {logs} are read as one traffic (app: 1, "
-                       "other: 1); serve.log keeps each app's in a folder of its name: give that folder to judge one "
-                       "app alone")
+    assert folders == (f"[monitor] note: the log files are in 2 folders under {logs} (app, other), read as one "
+                       "traffic; if they are different apps' logs (serve.log keeps each app's in a folder of its "
+                       "name), give one app's folder to judge it alone")
     _, _, _, _, _ = log_files(str(logs / "app"), said.append)
     assert len(said) == 2
+    # Copies before --since are left out unread, and counted once among the earlier rows.
+    earlier = [0]
+    with pytest.raises(NoTrafficSince, match="every one of the 61 logged rows"):
+        log_files(str(logs), said.append, earlier, int(DAY0.timestamp() * 1000) + 86_400_000)
+    # A linked folder is the same files again.
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "current").symlink_to(logs / "app")
+    (tmp_path / "linked" / "app").symlink_to(logs / "app")
+    _, files, _, rows, _ = log_files(str(tmp_path / "linked"), said.append)
+    assert len(files) == 1 and rows == 30 and "left out, the same name, size and footer" in said[-2], said[-2:]
     assert f"{logs / 'backup' / 'part-a.parquet'} (a copy of {first})" in line
     assert f"{logs / 'part-a.parquet'} (a copy of {first})" in line
 
@@ -127,14 +138,21 @@ def test_out_is_checked_before_ray_and_a_users_own_file_there_is_not_replaced(tm
     with pytest.raises(MonitorInputError, match=r"drift.json is not a report of trainyard monitor, and this run "
                                                 r"would replace it; give another folder, or move the file"):
         check_out(str(mine))
-    (mine / "drift.json").write_text(json.dumps({"format": 1, "verdict": "ok"}))
+    (mine / "drift.json").write_text(json.dumps({"format": 1, "verdict": "ok"}, indent=2))
     (mine / "report.html").write_text("<html>my notes</html>")
     with pytest.raises(MonitorInputError, match=r"report.html is not a report of trainyard monitor"):
         check_out(str(mine))
     (mine / "report.html").write_text("<!doctype html><html><head><meta charset='utf-8'><title>trainyard monitor"
                                       "</title>")
-    check_out(str(mine))                            # an earlier run's: replaced, as said when written
-    check_out(str(tmp_path / "new" / "deeper"))     # made when written
+    assert check_out(str(mine)) == mine             # an earlier run's: replaced, as said when written
+    # One cut short (a full disk, before the reports were written whole) or empty is an earlier run's too: it was
+    # refused as the user's on every run after.
+    (mine / "drift.json").write_text('{\n  "format": 1,\n  "bundle": "/runs/x/bund')
+    (mine / "report.html").write_text("")
+    check_out(str(mine))
+    assert check_out(str(tmp_path / "new" / "deeper")) == tmp_path / "new" / "deeper"     # made when written
+    with pytest.raises(MonitorInputError, match=r"--out s3://bucket/mon: the reports are written to a local folder"):
+        check_out("s3://bucket/mon")
 
 
 def test_labels_without_record_for_requests_of_several_rows_are_refused(tmp_path):
@@ -180,8 +198,14 @@ def test_a_labels_file_is_told_what_is_wrong_with_it(tmp_path):
     (tmp_path / "labels.json").write_text("[]")
     with pytest.raises(MonitorInputError, match=r"labels.json: give a .csv or .parquet file"):
         read_labels(str(tmp_path / "labels.json"), ["failure", "ok"], print)
-    with pytest.raises(MonitorInputError, match=r"gone.csv: no such file"):
+    with pytest.raises(MonitorInputError, match=r"gone.csv: no such file or folder"):
         read_labels(str(tmp_path / "gone.csv"), ["failure", "ok"], print)
+    # A folder of Parquet files (Spark's or Ray Data's output, whatever its name) is read as one table, as before.
+    for folder in ("labels", "labels.parquet"):
+        (tmp_path / folder).mkdir()
+        pq.write_table(pa.table({"request_id": ["r-1"], "label": ["ok"]}), tmp_path / folder / "part-0.parquet")
+        pq.write_table(pa.table({"request_id": ["r-2"], "label": ["failure"]}), tmp_path / folder / "part-1.parquet")
+        assert read_labels(str(tmp_path / folder), ["failure", "ok"], print).num_rows == 2
 
 
 def test_labels_that_match_no_log_but_for_their_case_are_told_so(tmp_path):
@@ -195,17 +219,23 @@ def test_labels_that_match_no_log_but_for_their_case_are_told_so(tmp_path):
     assert case_only(fs, [logs], upper) == ("; they differ from the logged ids in case alone ('PART-A-1' is logged "
                                             "as 'part-a-1'): ids are matched exactly, so write them as logged")
     assert case_only(fs, [logs], pa.table({"request_id": ["other-1"]})) == ""
+    # The ids exactly as logged: the records are what did not match (it said "in case alone").
+    assert case_only(fs, [logs], pa.table({"request_id": ["part-a-1"]})) == (
+        "; request id 'part-a-1' is logged, but not with the record numbers given for it: a request's records count "
+        "from 0, as `trainyard predict --out` writes them")
 
 
-def test_since_in_the_future_and_labels_since_after_since_are_refused_before_anything_is_read(tmp_path):
-    """`--since 2027-01-01` (a typo) was a quiet period, exit 4; `--labels-since` later than `--since` was passed
-    over without a word. Both are bad input, said before the bundle or the logs are read."""
+def test_labels_since_not_before_since_is_refused_before_anything_is_read(tmp_path):
+    """`--labels-since` later than `--since` was passed over without a word: bad input, said before the bundle or
+    the logs are read; the same span for both, whatever the clock ticked between them. (A --since in the future:
+    tests/test_monitor_job.py, which has a bundle.)"""
     from jobs.monitor import run_monitor
     from jobs.monitor_logs import MonitorInputError
 
-    later = (datetime.now(timezone.utc) + timedelta(days=30)).strftime("%Y-%m-%d")
-    with pytest.raises(MonitorInputError, match=rf"--since {later}: {later}T00:00:00Z is in the future \(now "):
-        run_monitor(str(tmp_path / "no-bundle"), str(tmp_path / "no-logs"), since=later)
+    for same in ("1d", "1h"):
+        with pytest.raises(MonitorInputError, match=rf"--labels-since {same}: it is not earlier than --since {same}"):
+            run_monitor(str(tmp_path / "no-bundle"), str(tmp_path / "no-logs"), labels="l.csv", since=same,
+                        labels_since=same)
     with pytest.raises(MonitorInputError, match=r"--labels-since 12h: it is not earlier than --since 1d"):
         run_monitor(str(tmp_path / "no-bundle"), str(tmp_path / "no-logs"), labels="l.csv", since="1d",
                     labels_since="12h")

@@ -103,7 +103,7 @@ def test_in_distribution_flags_nothing_and_a_truncated_file_is_skipped(served_bu
     assert "(2 unreadable file(s) skipped)" in out.strip().splitlines()[-1]
     assert f"{cut}: not a complete Parquet file" in out + err and "1 open journal(s) under" in out + err
     assert f"{logs / 'part-20261103T140000-r4-scrambled.parquet'}: its data cannot be read (" in out + err
-    assert f"left out, the same bytes as another under the same name: {tmp_path / 'logs' / 'backup'}" in out + err
+    assert f"left out, the same name, size and footer as another: {tmp_path / 'logs' / 'backup'}" in out + err
     # (Said from the footers, before the scrambled file's pages were found unreadable.)
     assert ("[monitor] note: rpm is not in 1 of 5 log file(s) (10 of 1,220 rows, served by a version that did not "
             "take it?): it is judged on the 1,210 rows that hold it") in out
@@ -318,6 +318,14 @@ def test_bad_input_is_named(served_bundle, tmp_path, capsys):  # noqa: F811
     # Both were tracebacks after the whole Ray job: a window past year 9999, an --out that is a file.
     code, _, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--window", "1000000w")
     assert code == 2 and "--window: window must be at most 520w (ten years), got '1000000w'" in err, err
+    # A --since whose window starts in the future is a typo, not a quiet period (it was exit 4, "no traffic"); one
+    # whose window has begun (the day of a later time today) is judged as before.
+    later = (datetime.now(timezone.utc) + timedelta(days=30)).strftime("%Y-%m-%d")
+    code, out, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--since", later)
+    assert code == 2 and f"--since {later}: its window starts {later}T00:00Z, in the future (now " in err, out + err
+    soon = (datetime.now(timezone.utc) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M")
+    code, out, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "mon", "--since", soon, "--window", "1w")
+    assert code == 4 and "in the future" not in out + err, out + err
     (tmp_path / "taken.csv").write_text("mine")
     code, _, err, _ = monitor(capsys, served_bundle, logs, tmp_path / "taken.csv")
     assert code == 2 and "is a file; give a folder" in err and (tmp_path / "taken.csv").read_text() == "mine", err

@@ -616,6 +616,15 @@ def test_a_new_search_of_the_same_space_and_seed_says_it_draws_the_same_trials(t
     assert repeated_draw(root, wider_and_reseeded) is None
     other_axis = spec.model_copy(update={"tune": spec.tune.model_copy(update={"batch_size": None})})
     assert repeated_draw(root, other_axis) is None
+    # What does not change the draw does not hide it: a budget, the scheduler, the metric; the same seed written as
+    # tune.seed where the earlier search took train.seed's.
+    budgeted = spec.model_copy(update={"tune": spec.tune.model_copy(update={"time_budget_s": 60.0, "seed": 3,
+                                                                            "scheduler": "none"})})
+    assert repeated_draw(root, budgeted).endswith(f"{second.name}: the same 4 configuration(s) are drawn again; set "
+                                                  "tune.seed to another number to draw others")
+    fewer = spec.model_copy(update={"tune": spec.tune.model_copy(update={"samples": 2})})
+    assert repeated_draw(root, fewer).endswith(f"{second.name}: its 2 configuration(s), the first 2 of that search's "
+                                               "4, are drawn again; set tune.seed to another number to draw others")
     grid = spec.model_copy(update={"tune": spec.tune.model_copy(update={"search": "grid"})})
     start_experiment(root, grid, "f" * 64, "val_loss", "min")
     assert repeated_draw(root, grid) is None

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Iterator, Optional
 
-from jobs.spec import JobSpec, SpecError, storage_root
+from jobs.spec import SEARCH_AXES, JobSpec, SpecError, storage_root
 from tuning.plan import TuneInputError
 
 EXPERIMENT_PREFIX = "tune-"
@@ -69,19 +69,25 @@ def repeated_draw(root: str, spec: JobSpec) -> Optional[str]:
             earlier = json.loads(record_file(path).read_text())["spec"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        space_then, space_now = _compact_all(earlier.get("tune") or {}), _compact_all(now["tune"])
-        then = space_then.pop("samples", None)
-        space_now.pop("samples", None)
-        if space_then == space_now and _seed(earlier) == _seed(now):
+        then = (earlier.get("tune") or {}).get("samples")
+        if _draw(earlier) == _draw(now):
             # Each trial's configuration is the seeded generator's next draw: a search of more samples begins
             # with the same ones (Tune's BasicVariantGenerator, checked on Ray 2.60).
             n = spec.tune.samples
             drawn = ("Optuna's first configuration(s)" if spec.tune.search != "random" else
                      f"the same {n} configuration(s)" if then == n else
-                     f"the first {min(n, then or 0)} of its {n} configuration(s) (that search had {then})")
+                     f"its {n} configuration(s), the first {n} of that search's {then}," if then and then > n else
+                     f"the first {then or 0} of its {n} configuration(s) (that search had {then})")
             return (f"[tune] the search space and seed ({_seed(now)}) are those of the earlier search {path.name}: "
                     f"{drawn} are drawn again; set tune.seed to another number to draw others")
     return None
+
+
+def _draw(spec: dict) -> tuple:
+    """What a search's configurations are drawn from: the search, its axes and its seed (not its budget, scheduler
+    or metric: those change what the trials do, not which are drawn)."""
+    tune = spec.get("tune") or {}
+    return tune.get("search"), {a: _compact_all(tune.get(a)) for a in SEARCH_AXES}, _seed(spec)
 
 
 def _seed(spec: dict):
