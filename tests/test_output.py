@@ -545,6 +545,11 @@ def test_epochs_trained_as_a_search_ended_are_said_one_line_each():
         "[tune] 1abc1_00000 epoch 3/30  val_loss 0.2500  (trained as the time budget ran out)",
         "[tune] 1abc1_00001 epoch 1/30  val_loss 0.4200  (trained as the time budget ran out)",
         "[tune] 1abc1_00003 epoch 2/30  val_loss 0.3100  (trained as the search was interrupted)"]
+    # One that trained its last epoch as the budget ran out is completed, and its late epochs say why too.
+    done = R.TrialRecord("1abc1_00005", R.COMPLETED, {}, history=history, seen_at=2)
+    assert ran_on_lines([done], 3, "val_loss", budget_out=True) == [
+        "[tune] 1abc1_00005 epoch 3/3  val_loss 0.2500  (trained as the time budget ran out)"]
+    assert ran_on_lines([done], 3, "val_loss")[0].endswith("(trained as the search ended)")
 
 
 def test_a_terminal_gets_a_bar_of_trials():

@@ -111,7 +111,7 @@ def run_tune(spec: JobSpec, *, resume: bool = False, progress: Callable[[str], N
                  + (f" ({elapsed:.0f}s of them in this run, the rest before --resume)" if resume else "")
                  + f": {started} of {space.trial_count(spec)} trial(s) started; trials it cut short are marked "
                  f"{R.TIME_BUDGET}")
-    for line in ran_on_lines(records, spec.train.epochs, metric):
+    for line in ran_on_lines(records, spec.train.epochs, metric, budget_out=bool(budget_out)):
         progress(line)
     interrupted = [r for r in records if r.status == "interrupted"]
     if interrupted:

@@ -32,17 +32,19 @@ _UNSEEN = {R.TIME_BUDGET: "trained as the time budget ran out", "interrupted": "
            R.ERROR: "trained before it failed"}
 
 
-def ran_on_lines(records: list[R.TrialRecord], epochs: int, metric: str) -> list[str]:
+def ran_on_lines(records: list[R.TrialRecord], epochs: int, metric: str, budget_out: bool = False) -> list[str]:
     """The epochs a trial trained that no line showed, one line each as the live ones: they count (the table's
     epochs, its best value, its weights). A trial the scheduler stopped trains on before its workers are gone;
     any other trial's epochs past the last result Tune reported (`seen_at`) were trained as the search ended (a
-    time budget that ran out, a Ctrl-C): Tune stops hearing its trials before their workers stop."""
+    time budget that ran out (`budget_out`: a trial that trained its last epoch then is `completed`), a Ctrl-C):
+    Tune stops hearing its trials before their workers stop."""
     lines = []
     for r in records:
         if r.status == R.STOPPED and r.judged_at is not None:
             after, why = r.judged_at, f"ran on after the scheduler stopped it at epoch {r.judged_at}"
         elif r.seen_at is not None:
-            after, why = r.seen_at, _UNSEEN.get(r.status, "trained as the search ended")
+            after, why = r.seen_at, _UNSEEN.get(r.status, _UNSEEN[R.TIME_BUDGET] if budget_out
+                                                else "trained as the search ended")
         else:
             continue
         lines += [f"[tune] {r.trial_id} epoch {h['epoch']}/{epochs}  {metric} "
