@@ -1,5 +1,6 @@
 """The split by group (`data.split.by`) and by time (`data.split.order`): spec checks, the columns' checks before
 Ray starts, and ingest on a real local Ray."""
+import base64
 import datetime as dt
 import json
 from types import SimpleNamespace
@@ -193,7 +194,8 @@ def test_a_gap_leaves_out_the_rows_whose_labels_were_made_in_the_next_split():
     """Defaults known 30 days after each loan's month: a loan of the last month before validation was labelled by
     what happened in validation's period. With `gap`, such rows are in no split; a row a whole gap before a
     split's start had its label by then, and stays."""
-    from jobs.splits import GAP, assign_split, split_line, split_summary, split_thresholds, splits_of
+    from jobs.placed import splits_of
+    from jobs.splits import GAP, assign_split, split_line, split_summary, split_thresholds
 
     days = pd.DataFrame({"day": np.arange(1.0, 11.0), "y": 0, "_label_missing": 0})
     keyed = split_key(days, seed=0, order="day")
@@ -255,7 +257,11 @@ def test_split_by_patient_keeps_each_patients_visits_in_one_split(tmp_path):
     assert per_patient["nunique"].max() == 1
     groups = per_patient["first"].value_counts()
     assert r.split_how["type"] == "int"
-    assert {k: v for k, v in r.split_how.items() if k not in ("cuts", "type")} == {"by": "patient_id", "stratified": True,
+    # The groups it saw, kept for `evaluate` (a group it never saw is new, not trained on): train and validation's
+    # (a row without its id a group of its own, as the counts have it).
+    assert len(base64.b64decode(r.split_how["seen"])) == 4 * (r.split_how["groups"]["train"]
+                                                               + r.split_how["groups"]["val"])
+    assert {k: v for k, v in r.split_how.items() if k not in ("cuts", "type", "seen")} == {"by": "patient_id", "stratified": True,
                            "groups": {n: int(groups.get(k, 0)) + sum(int(rows_by_tag(parts)[w] == k) for w in
                                                                    df.loc[df["patient_id"].isna(), "weight"])
                                       for k, n in ((TRAIN, "train"), (VAL, "val"), (TEST, "test"))}}
@@ -275,7 +281,7 @@ def test_split_by_patient_keeps_each_patients_visits_in_one_split(tmp_path):
     assert kept["data"]["split"] == {"val": 0.15, "test": 0.15, "seed": 1, **r.split_how}
     # The bundle's split places rows of a table read another way (pandas, ids as floats beside a null) as ingest
     # did: what `trainyard evaluate` says of rows a bundle trained on, and --held-out keeps.
-    from jobs.splits import splits_of
+    from jobs.placed import splits_of
     again = pd.concat([pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")])
     again["patient_id"] = again["patient_id"].astype("float64")
     placed = splits_of(json.loads(json.dumps(kept["data"]["split"])), again.reset_index(drop=True), "y")
@@ -339,7 +345,7 @@ def test_split_by_time_puts_the_latest_rows_in_test(tmp_path):
     zoned = ingest(spec_of(tmp_path, order, features=no_ids).data, progress=lambda *_: None)
     assert zoned.split_rows == r.split_rows and zoned.split_how["from"]["test"] == f"{f['test']} 00:00:00+00:00"
     # Each row placed again from the split's starts, in a table read as text, as times, or with a zone.
-    from jobs.splits import splits_of
+    from jobs.placed import splits_of
     truth = df["weight"].map(rows_by_tag(parts)).to_numpy()
     for how, seen in ((r.split_how, df["seen"].dt.strftime("%Y-%m-%d")), (r.split_how, df["seen"]),
                       (zoned.split_how, df["seen"].dt.tz_localize("UTC"))):
@@ -491,7 +497,8 @@ def test_a_group_is_placed_by_its_class_cuts_only_where_its_rows_hold_one_class(
     """A stratified split by group cut each class apart: a patient's split came from the class it had in
     training. Later rows of another outcome must not move a patient into test: where a group's rows hold two
     classes, or labels as text "1" against cuts of 1, it is placed where every class's cuts agree."""
-    from jobs.splits import _group_hashes, _unit, splits_of
+    from jobs.placed import splits_of
+    from jobs.splits import _group_hashes, _unit
 
     ids = pd.Series([f"P{i}" for i in range(400)])
     key = __import__("hashlib").sha256(b"0").hexdigest()[:16]
@@ -506,3 +513,28 @@ def test_a_group_is_placed_by_its_class_cuts_only_where_its_rows_hold_one_class(
     numbers = pd.DataFrame({"pid": pd.Series(range(5)), "y": [1] * 5})
     assert splits_of({**how, "type": "string"}, numbers, "y") is None          # text ids read as numbers
     assert splits_of({**how, "type": "time"}, numbers, "y") is None
+
+
+def test_a_group_the_bundle_never_saw_is_new_not_trained_on():
+    """A split by group kept only its cuts on the groups' keys, so a new applicant's key fell in the train split's
+    range as often as a seen one's: `evaluate` counted 477 of 600 rows of new applicants as "groups it trained or
+    validated on", and --held-out threw them away. The summary keeps the groups it saw; a group it never saw is
+    NEW wherever its key falls, one it saw keeps its split, and over SEEN_MAX groups none are kept (the cuts
+    alone, as before)."""
+    from jobs.placed import NEW, splits_of
+    from jobs.splits import assign_split, split_summary, split_thresholds
+
+    seen = pd.DataFrame({"pid": [f"P{i}" for i in range(300)], "y": 0, "_label_missing": 0})
+    keyed = split_key(seen, seed=0, by="pid")
+    cuts = split_thresholds(keyed["y"].to_numpy(), keyed["_u"].to_numpy(), val=0.15, test=0.15, stratify=False)
+    splits = assign_split(keyed, "y", cuts, False)
+    how = json.loads(json.dumps(split_summary(spec_of("d", {"by": "pid", "val": 0.15, "test": 0.15}).data, splits,
+                                              keyed["_u"].to_numpy(), False, cuts=cuts, by_type=pa.string())))
+    assert len(base64.b64decode(how["seen"])) == 4 * int(np.isin(splits["_split"], (TRAIN, VAL)).sum())
+    again = splits_of({**how, "seed": 0}, pd.DataFrame({"pid": seen["pid"], "y": 0}), "y")
+    assert (again == splits["_split"].to_numpy()).all()             # the groups it saw: their own splits
+    new = splits_of({**how, "seed": 0}, pd.DataFrame({"pid": [f"N{i}" for i in range(300)], "y": 0}), "y")
+    assert set(new) <= {NEW, TEST} and (new == NEW).sum() > 150       # by the cuts alone, ~70 % were "train"
+    without = {k: v for k, v in how.items() if k != "seen"}
+    assert (splits_of({**without, "seed": 0}, pd.DataFrame({"pid": [f"N{i}" for i in range(300)], "y": 0}), "y")
+            == TRAIN).sum() > 150

@@ -108,7 +108,7 @@ def _held_out(names: list[str], bundles: list, table, label: str, held_out: bool
     import numpy as np
 
     from jobs.bundle import BundleError
-    from jobs.splits import GAP, TEST, TRAIN, VAL, splits_of, unplaced
+    from jobs.placed import GAP, NEW, TEST, TRAIN, VAL, splits_of, unplaced
 
     keep = np.ones(len(table), dtype=bool)
     for name, bundle in zip(names, bundles):
@@ -119,10 +119,15 @@ def _held_out(names: list[str], bundles: list, table, label: str, held_out: bool
                 raise BundleError(f"--held-out: {name} was {unplaced(split, table)}; or score it on rows kept out of "
                                   "its data.path")
             continue
-        keep &= placed == TEST
+        keep &= np.isin(placed, (TEST, NEW))
         seen, checked = int(np.isin(placed, (TRAIN, VAL)).sum()), int((placed >= 0).sum())
         if seen:
-            how = (f"of {split['by']!r} groups it trained or validated on" if split.get("by") else
+            # A bundle that kept no list of its groups (an earlier trainyard, or over jobs.splits.SEEN_MAX) places a
+            # group by its key's hash alone: a new one falls in the train split's range as often as a seen one.
+            how = (f"of {split['by']!r} groups it trained or validated on" + (
+                       "" if "seen" in split else " or whose keys fall where those did (it kept no list of the "
+                       "groups it saw, so new groups cannot be told apart: train it again to keep one)")
+                   if split.get("by") else
                    f"of its train or validation split, before its test split ({split['order']!r} from "
                    f"{split['from'].get('test')})")
             span = split.get("gap") if isinstance(split.get("gap"), str) else f"{split.get('gap') or 0:g}"
@@ -135,10 +140,10 @@ def _held_out(names: list[str], bundles: list, table, label: str, held_out: bool
     if not held_out:
         return table
     if not keep.any():
-        raise BundleError(f"--held-out: none of the {len(table):,} row(s) is in every bundle's test split; give rows "
-                          "of later times or other groups")
+        raise BundleError(f"--held-out: none of the {len(table):,} row(s) is in every bundle's test split (or of a "
+                          "group it never saw); give rows of later times or other groups")
     progress(f"[evaluate] --held-out: {int(keep.sum()):,} of {len(table):,} row(s) are in every bundle's test "
-             "split: scored on those")
+             "split or of groups it never saw: scored on those")
     return table[keep].reset_index(drop=True)
 
 
