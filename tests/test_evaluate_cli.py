@@ -129,6 +129,15 @@ def test_what_cannot_be_scored_is_named(versions, tmp_path, capsys):
     assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "renamed.csv")]) == 0
     assert ("[evaluate] note: v1: the rows have no column for 'x': the model imputed it for every row, as it does a "
             "missing value; the file's columns it does not take: 'x_renamed', 'site'") in capsys.readouterr().out
+    # A column spelt nearly as the feature ('X' for 'x'): imputed for every row, with exit 0, where `predict`
+    # refuses the same rows by name; refused here too.
+    rows.rename(columns={"x": "X"}).to_csv(tmp_path / "cased.csv", index=False)
+    assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "cased.csv")]) == EXIT_BAD_INPUT
+    assert f"cased.csv: no column 'x', a feature of {paths[0]}; the rows have 'X': did you mean it?" in \
+        capsys.readouterr().err
+    # The same bundle given twice (a run folder resolves to its newest version): said, not two columns unmarked.
+    assert cli.main(["evaluate", str(paths[0]), str(paths[0]), "--data", str(tmp_path / "gaps.csv")]) == 0
+    assert f"[evaluate] warning: {paths[0]} and {paths[0]} are the same bundle" in capsys.readouterr().out
     # A folder of a month a shard: shards may differ in a column evaluate does not read (an operator's note in
     # one month's file was refused, CSV or Parquet), and Parquet shards that differ in a feature are refused as
     # CSV ones are (a shard lacking one was imputed whole, said only as empty cells).
@@ -322,6 +331,16 @@ def test_rows_a_bundle_trained_on_are_said_and_held_out_scores_the_rest(tmp_path
     f1 = next(line for line in out.splitlines() if line.startswith("[evaluate] f1 (macro)"))
     assert f1.split()[-2:] == [f"{score(B.load(p), [kept], 'y')['f1']:.4f}" for p in paths]
 
+    # Rows a bundle cannot place are said, not passed over (no note read as "none of them trained on"), and times
+    # it cannot read are counted (a column of numbers with stray text is read as text: none of it is placed).
+    rows.drop(columns=["site"]).to_csv(tmp_path / "nosite.csv", index=False)
+    assert cli.main(["evaluate", *map(str, paths), "--data", str(tmp_path / "nosite.csv")]) == 0
+    assert ("[evaluate] note: g1: which of these rows it trained or validated on cannot be told: it was split by "
+            "'site', a column the rows lack") in capsys.readouterr().out
+    rows.assign(day=[str(d) if d % 2 else f"day {d}" for d in rows["day"]]).to_csv(tmp_path / "odd.csv", index=False)
+    assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "odd.csv")]) == 0
+    assert ("[evaluate] note: t1: 60 row(s) hold a 'day' that is not a time or number it can place (dates are read "
+            "in ISO form, 2024-07-15)") in capsys.readouterr().out
     by_row = _write(tmp_path / "r1" / "bundle", lineage={"version": "r1", "data": {"split": {"seed": 0}}})
     assert cli.main(["evaluate", str(by_row), "--data", str(tmp_path / "rows.csv"), "--held-out"]) == EXIT_BAD_INPUT
     assert "--held-out: r1 was split by row: which rows it held out cannot be told from other data" in \

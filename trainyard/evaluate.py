@@ -28,8 +28,8 @@ def register(subparsers, kit) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundles", nargs="+", metavar="BUNDLE",
                    help="bundle folders or run outputs (OUTPUT/bundles/VERSION for an older version)")
-    p.add_argument("--data", required=True, help="labelled rows: .csv, .parquet or .jsonl, or a folder of .parquet; "
-                   "for an image model also a folder of <label>/<image file>")
+    p.add_argument("--data", required=True, help="labelled rows: .csv, .parquet or .jsonl, or a folder of .parquet "
+                   "or of .csv shards; for an image model also a folder of <label>/<image file>")
     p.add_argument("--by", default=None, metavar="COLUMN", help="also score each value of this column apart")
     p.add_argument("--held-out", action="store_true",
                    help="score only the rows no bundle trained or validated on, by each one's split (a split by "
@@ -54,6 +54,7 @@ def cmd_evaluate(args, progress) -> int:
     table = (_image_rows(bundles[0], args.data, progress) if bundles[0].schema.get("image")
              else read_used(args.data, _used_columns(bundles, label, args.by)))
     _check_columns(table, args.data, label, args.by)
+    _renamed(bundles, table, args.data, label)
     if not bundles[0].schema.get("image"):
         # A cell that is no number ('?', '32,293') made its whole column text; scored, every row of it was imputed
         # without a word, where `predict` refuses the file: the same refusal, with the lines, by each version's
@@ -71,6 +72,10 @@ def cmd_evaluate(args, progress) -> int:
     if not len(table):
         raise BundleError(f"{args.data}: no row has a label in column {label!r}; nothing to score")
     names = _names(bundles, args.bundles)
+    for i, b in enumerate(bundles):     # a run folder resolves to its newest version: the candidate, twice
+        if (twice := next((j for j in range(i) if bundles[j].path.resolve() == b.path.resolve()), None)) is not None:
+            progress(f"[evaluate] warning: {args.bundles[twice]} and {args.bundles[i]} are the same bundle "
+                     f"({b.path}): its columns are one model scored twice; an older version is OUTPUT/bundles/VERSION")
     table = _held_out(names, bundles, table, label, args.held_out, progress)
     for name, bundle in zip(names, bundles):
         for note in _input_notes(bundle, table):
@@ -86,6 +91,23 @@ def cmd_evaluate(args, progress) -> int:
         for line in _slices(names, bundles, table, label, args.by, args.data, score):
             progress(line)
     return 0
+
+
+def _renamed(bundles: list, table, data: str, label: str) -> None:
+    """Refuse a feature without a column where the rows hold one spelt nearly so ('Income' for 'income'): scored,
+    it was imputed for every row, a note beside a score table that looked as any other, where `predict` (and a
+    bundle's own `predict`) refuse the same rows with the name."""
+    from jobs.bundle import BundleError
+    from jobs.spelling import nearest_column
+
+    for b in bundles:
+        features = [f["name"] for f in b.schema["features"]]
+        unused = [str(c) for c in table.columns if c not in features and c != label]
+        for name in (n for n in features if n not in table.columns):
+            if near := nearest_column(name, unused):
+                raise BundleError(f"{data}: no column {name!r}, a feature of {b.path}; the rows have {near!r}: did you "
+                                  "mean it? Rename the column (scored without it, the model would impute it for "
+                                  "every row); to score it so, drop the column")
 
 
 def _used_columns(bundles: list, label: str, by) -> set[str]:
@@ -118,7 +140,14 @@ def _held_out(names: list[str], bundles: list, table, label: str, held_out: bool
             if held_out:
                 raise BundleError(f"--held-out: {name} was {unplaced(split, table)}; or score it on rows kept out of "
                                   "its data.path")
+            if split.get("by") or split.get("order"):     # said: no note read as "none of them is one it trained on"
+                progress(f"[evaluate] note: {name}: which of these rows it trained or validated on cannot be told: it "
+                         f"was {unplaced(split, table)}")
             continue
+        if split.get("order") and (odd := int(((placed == -1) & table[split["order"]].notna().to_numpy()).sum())):
+            progress(f"[evaluate] note: {name}: {odd:,} row(s) hold a {split['order']!r} that is not a time or number "
+                     "it can place (dates are read in ISO form, 2024-07-15): neither counted nor, with --held-out, "
+                     "scored")
         keep &= np.isin(placed, (TEST, NEW))
         seen, checked = int(np.isin(placed, (TRAIN, VAL)).sum()), int((placed >= 0).sum())
         if seen:
