@@ -42,10 +42,10 @@ def served_bundle(ray_session, telemetry_dir, tmp_path_factory) -> Path:
 
 
 def bundle_variant(src: Path, dest: Path, *, version: str, unknown_category: Optional[str] = None,
-                   cut_off: Optional[tuple[str, float]] = None) -> Path:
+                   cut_off: Optional[tuple[str, float]] = None, target: Optional[tuple[str, float]] = None) -> Path:
     """A copy of a bundle with another version (as a retrained one would have) and optionally another
-    unknown-category policy, or a binary cut-off (positive class, threshold: `decision: {threshold: ...}`); no
-    retraining needed."""
+    unknown-category policy, or a binary cut-off (positive class, threshold: `decision: {threshold: ...}`; with
+    `target`, (measure, value), as one chosen for `min_recall` or `min_precision`); no retraining needed."""
     shutil.copytree(src, dest)
     lineage = json.loads((dest / "lineage.json").read_text())
     lineage["version"] = version
@@ -57,9 +57,10 @@ def bundle_variant(src: Path, dest: Path, *, version: str, unknown_category: Opt
             (dest / name).write_text(json.dumps(doc))
     if cut_off:
         pre, schema = (json.loads((dest / name).read_text()) for name in ("preprocessor.json", "schema.json"))
-        rule = f"threshold {cut_off[1]:g}"
+        rule = f"threshold {cut_off[1]:g}" if target is None else f"min_{target[0]} {target[1]:g}"
         pre["decision"] = {"positive": cut_off[0], "positive_index": pre["classes"].index(cut_off[0]),
-                           "threshold": cut_off[1], "rule": rule}
+                           "threshold": cut_off[1], "rule": rule,
+                           **({"measure": target[0], "target": target[1]} if target else {})}
         schema["label"]["decision"] = {"positive": cut_off[0], "threshold": cut_off[1], "rule": rule}
         for name, doc in (("preprocessor.json", pre), ("schema.json", schema)):
             (dest / name).write_text(json.dumps(doc))

@@ -250,6 +250,14 @@ def test_versions_of_other_cut_offs_are_said_with_what_each_flags(versions, tmp_
             f"{yes / len(labelled):.1%}") in out
     assert any(line.startswith("[evaluate] warning: v3 predicts 'yes' for every row; it never predicts 'no'")
                for line in out), out
+    # A cut-off chosen for a recall that falls short of it on these rows: said, as `train` says it of its test
+    # split (a validator read "recall 0.6957" under "min_recall 0.8" with no word).
+    strict = bundle_variant(paths[1], tmp_path / "v4", version="v4", cut_off=("yes", 0.999), target=("recall", 0.8))
+    assert cli.main(["evaluate", str(strict), "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\[evaluate\] note: v4: the cut-off's recall of 'yes' on these rows is 0\.\d{3} \(\d+ of "
+                     rf"{yes}\), below the min_recall 0\.8 it was chosen for \(a cut-off that meets it reads this low "
+                     r"in [0-9.e-]+ of samples this size\)", out), out
     # By a slice: the recall and precision of the class the cut-off is for (macro F1 hid the defaults caught).
     assert cli.main(["evaluate", str(cut), str(paths[0]), "--data", str(data), "--by", "site"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -256,7 +256,7 @@ def _answers(names: list[str], scores: list[dict], bundles: list) -> list[str]:
     """How each version answers (its cut-off, or the likelier class), what its cut-off flags, and a version that
     answers one class for every row: versions of other cut-offs were ranked by accuracy and macro F1 alone, which
     put a model that never predicts the rare class first."""
-    from jobs.decision import cut_text
+    from jobs.decision import cut_text, shortfall, shortfall_chance
     from jobs.pipeline import flagged_lines, one_class_warning
 
     if bundles[0].task != "classification":
@@ -269,6 +269,12 @@ def _answers(names: list[str], scores: list[dict], bundles: list) -> list[str]:
     for n, s, b, d in zip(names, scores, bundles, decisions):
         cm = s.get("confusion_matrix") or []
         lines += flagged_lines(cm, d, f"[evaluate] {n}")
+        if (short := shortfall(cm, d)) is not None:     # `train` says it of its test split; said here of these rows
+            what, value, hit, of = short
+            lines.append(f"[evaluate] note: {n}: the cut-off's {what} of {d['positive']!r} on these rows is "
+                         f"{value:.3f} ({hit} of {of}), below the {d['rule']} it was chosen for (a cut-off that meets "
+                         f"it reads this low in {shortfall_chance(hit, of, float(d['target'])):.1g} of samples this "
+                         "size)")
         lines += [w.replace("[evaluate] warning: the model", f"[evaluate] warning: {n}").replace(" test row", " row")
                   for w in one_class_warning(cm, b.preprocessor.classes, d)]
     return lines
