@@ -27,6 +27,24 @@ class ShardColumns(TableError):
     read: Optional[tuple] = None
 
 
+def _no_copies(folder: Path, files: list[Path]) -> None:
+    """Refuse two shards of one folder that hold the same bytes (`a.csv` and `a_copy.csv`): their rows were read
+    twice, `evaluate`'s counts and scores resting on twice the rows they had, `predict` answering each twice."""
+    import hashlib
+
+    by_size: dict[int, list[Path]] = {}
+    for f in files:
+        by_size.setdefault(f.stat().st_size, []).append(f)
+    for same in (g for g in by_size.values() if len(g) > 1):
+        first: dict[str, Path] = {}
+        for f in same:
+            digest = hashlib.sha256(f.read_bytes()).hexdigest()
+            if digest in first:
+                raise TableError(f"{folder}: {first[digest].relative_to(folder)} and {f.relative_to(folder)} hold the "
+                                 "same bytes, so their rows would be read twice; remove the copy")
+            first[digest] = f
+
+
 def read_table(path, sent: Optional[Collection[str]] = None) -> "pd.DataFrame":  # noqa: F821
     """The rows of a .csv, .parquet or .jsonl file, or of a folder of Parquet or CSV shards. `sent`: the columns
     the rows' reader uses (`trainyard predict`'s features and kept fields), when known: shards may then differ in
@@ -45,6 +63,7 @@ def read_table(path, sent: Optional[Collection[str]] = None) -> "pd.DataFrame": 
             raise TableError(f"{path}: {str(exc).removeprefix('data.path ')}") from None
         except DataError:
             found = []
+        _no_copies(path, found)
         shards = [f for f in found if f.suffix.lower() in (".parquet", ".pq")]
         csvs = [f for f in found if f.suffix.lower() == ".csv"]
         if csvs and not shards:

@@ -588,6 +588,14 @@ def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_
     pd.DataFrame({"rpm": [1, 2]}).to_parquet(tmp_path / "shards" / "part-0.parquet")
     pd.DataFrame({"rpm": [3]}).to_parquet(tmp_path / "shards" / "part-1.parquet")
     assert read_table(tmp_path / "shards")["rpm"].tolist() == [1, 2, 3]
+    # A copy of a shard beside it: its rows were read twice (evaluate's counts doubled, unsaid); refused, named.
+    import shutil
+    (tmp_path / "shards" / "more").mkdir()
+    shutil.copy(tmp_path / "shards" / "part-1.parquet", tmp_path / "shards" / "more" / "part-1 copy.parquet")
+    with pytest.raises(TableError, match=r"shards: more/part-1 copy.parquet and part-1.parquet hold the same bytes, "
+                                         r"so their rows would be read twice; remove the copy"):
+        read_table(tmp_path / "shards")
+    (tmp_path / "shards" / "more" / "part-1 copy.parquet").unlink()
     (tmp_path / "empty").mkdir()
     with pytest.raises(TableError, match=r"empty: a folder with no .parquet or .csv file"):
         read_table(tmp_path / "empty")
@@ -635,8 +643,8 @@ def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_
             raise AssertionError("asked the server")
     assert len(read_rows(tmp_path / "notes" / "a.csv", Unreachable())) == 1
     (tmp_path / "agree").mkdir()
-    for name in ("a.csv", "b.csv"):
-        (tmp_path / "agree" / name).write_text("rpm,torque\n1500,40\n")
+    for name, rpm in (("a.csv", 1500), ("b.csv", 1600)):
+        (tmp_path / "agree" / name).write_text(f"rpm,torque\n{rpm},40\n")
     assert len(read_rows(tmp_path / "agree", Unreachable())) == 2
     with pytest.raises(TableError, match=r"2025-01.csv: its columns differ from 2024-11.csv's \(lacks 'torque'\)"):
         read_rows(tmp_path / "months", Server())
