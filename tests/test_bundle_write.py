@@ -376,6 +376,13 @@ def test_a_runs_folder_without_a_bundle_is_said_to_be_one(tmp_path):
                                                 rf"newest 20261206-110000: give its folder .*: ln -sfn "
                                                 rf"bundles/20261206-110000 {run / 'bundle'}$"):
             B.load(given)
+    # The folder of the versions itself: "not a trainyard bundle: missing model.safetensors, ..." said nothing of
+    # the versions in it.
+    newest = run / "bundles" / "20261206-110000"
+    with pytest.raises(B.BundleError, match=rf"^{run / 'bundles'} holds bundle versions, not one bundle: give one of "
+                                            rf"its 2 version folder\(s\) \(the newest: {newest}\), or the run's "
+                                            rf"output folder \({run}\) for the one it points to$"):
+        B.load(run / "bundles")
 
 
 def test_a_new_version_that_scores_worse_than_the_one_it_replaces_is_said(tmp_path):

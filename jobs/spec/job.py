@@ -186,6 +186,11 @@ def run_folder_hint(p: Path) -> str:
         return (f"{pointer} points to {os.readlink(pointer)}, which is gone (deleted?); {len(left)} other version(s) "
                 f"are in {p / 'bundles'}, the newest {left[0]}: give its folder ({p / 'bundles' / left[0]}), or point "
                 f"the link at it: ln -sfn bundles/{left[0]} {pointer}")
+    versions = sorted((v.name for v in p.iterdir() if (v / "manifest.json").is_file()), reverse=True) \
+        if p.is_dir() else []
+    if versions:        # OUTPUT/bundles itself: "missing model.safetensors, ..." of the folder of the versions
+        return (f"{p} holds bundle versions, not one bundle: give one of its {len(versions)} version folder(s) (the "
+                f"newest: {p / versions[0]}), or the run's output folder ({p.parent}) for the one it points to")
     if not ((p / "summary.json").is_file() or (p / "ray").is_dir()) or pointer.exists():
         return ""
     return (f"{p} is a run's output folder that holds no bundle yet: no training run of it has finished (a run "
