@@ -98,6 +98,13 @@ def test_what_cannot_be_scored_is_named(versions, tmp_path, capsys):
     assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "upper.csv")]) == EXIT_BAD_INPUT
     assert re.search(r"upper.csv: no row's label is a class of the model: column 'y' holds 'MAYBE', 'NO', 'YES', "
                      r"the model's classes are 'no', 'yes' \('no' and 'NO' differ only in case or in spaces around them", capsys.readouterr().err)
+    # Codes for the classes (0/1 for 'no'/'yes'): the fix given, in the classes' order (it stopped at the refusal).
+    labelled = rows[rows["y"].isin(["no", "yes"])]
+    labelled.assign(y=(labelled["y"] == "yes").astype(int)).to_csv(tmp_path / "codes.csv", index=False)
+    assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "codes.csv")]) == EXIT_BAD_INPUT
+    assert ("codes.csv: no row's label is a class of the model: column 'y' holds '0', '1', the model's classes are "
+            "'no', 'yes'; if '0', '1' stand for 'no', 'yes' in that order, write them so (pandas: df['y'] = "
+            "df['y'].astype(str).map({'0': 'no', '1': 'yes'}))") in capsys.readouterr().err
     # Some of them written otherwise ('yes ' for 'yes', as a bank's export had half its defaults): the rest's
     # scores described the rest alone (recall 1.0 on half the positives, said in a line after them), exit 0.
     rows.assign(y=[f"{v} " if v == "yes" and i % 2 else v for i, v in enumerate(rows["y"])]).to_csv(

@@ -242,7 +242,11 @@ def _unscored_labels(bundle, table, label: str, path: str, progress) -> None:
                           f"{', '.join(map(repr, given))}, the model's classes are "
                           f"{', '.join(repr(str(c)) for c in classes)}" + (
                               f" ({' and '.join(map(repr, alike[0]))} {how_alike(alike[0])}: write the labels as "
-                              "the model's classes)" if alike else ""))
+                              "the model's classes)" if alike else
+                              # Codes for the classes (0/1 for no/yes): the fix, in the classes' order, to check.
+                              f"; if {', '.join(map(repr, given))} stand for {', '.join(repr(str(c)) for c in classes)}"
+                              f" in that order, write them so (pandas: df[{label!r}] = df[{label!r}].astype(str).map("
+                              f"{dict(zip(given, map(str, classes)))}))" if len(given) == len(classes) else ""))
     if alike:
         raise BundleError(f"{path}: {int(strange.sum()):,} of {len(table):,} row(s) hold a label that is no class of "
                           f"the model ({counts}), and {' and '.join(map(repr, alike[0]))} {how_alike(alike[0])}: "
