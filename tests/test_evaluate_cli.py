@@ -341,7 +341,8 @@ def test_rows_a_bundle_trained_on_are_said_and_held_out_scores_the_rest(tmp_path
     both = int((in_site_test & (rows["day"] >= 40)).sum())
     assert cli.main(["evaluate", *map(str, paths), "--data", str(tmp_path / "rows.csv"), "--held-out"]) == 0
     out = capsys.readouterr().out
-    assert f"[evaluate] --held-out: {both} of 60 row(s) are in every bundle's test split or of groups it never saw: scored on those" in out
+    assert (f"[evaluate] --held-out: {both} of 60 row(s) are in every bundle's test split or of groups it never saw: "
+            "scored on those") in out
     kept = rows[in_site_test & (rows["day"] >= 40).to_numpy()]
     f1 = next(line for line in out.splitlines() if line.startswith("[evaluate] f1 (macro)"))
     assert f1.split()[-2:] == [f"{score(B.load(p), [kept], 'y')['f1']:.4f}" for p in paths]
