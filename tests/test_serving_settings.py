@@ -596,6 +596,11 @@ def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_
                                          r"so their rows would be read twice; remove the copy"):
         read_table(tmp_path / "shards")
     (tmp_path / "shards" / "more" / "part-1 copy.parquet").unlink()
+    # Two empty shards (a header alone, an export's empty partitions) are alike and add nothing: read.
+    (tmp_path / "headers").mkdir()
+    for name, rows in (("a.csv", "rpm\n"), ("b.csv", "rpm\n"), ("c.csv", "rpm\n1\n")):
+        (tmp_path / "headers" / name).write_text(rows)
+    assert read_table(tmp_path / "headers")["rpm"].tolist() == [1]
     (tmp_path / "empty").mkdir()
     with pytest.raises(TableError, match=r"empty: a folder with no .parquet or .csv file"):
         read_table(tmp_path / "empty")
