@@ -417,6 +417,8 @@ def ingest_images(data, *, progress: Callable[[str], None] = print):
     names = ING.NAMES
     split_rows = {n: int((splits[ING.SPLIT_COLUMN] == k).sum()) for k, n in names.items()}
     how = split_summary(data, splits, good["_u"].to_numpy(), stratify, cuts=cuts)
+    if how.get("by"):   # keyed here, not as a table's rows are: `evaluate` cannot place new rows by it (placed.py)
+        how = {**{k: v for k, v in how.items() if k != "seen"}, "keyed": "image"}
     if line := split_line(how):
         progress(line)
     ING.check_splits(split_rows, data)

@@ -26,6 +26,9 @@ def splits_of(how: dict, table: pd.DataFrame, label: str) -> Optional[np.ndarray
     column = how.get("by") or how.get("order")
     out = np.full(len(table), -1, dtype=np.int8)
     values = table[column]
+    if how.get("by") and how.get("type") in ("int", "float") and not pd.api.types.is_numeric_dtype(values):
+        # Training read the ids as numbers ('007' as 7): text ids are keyed as those numbers, or none.
+        values = pd.to_numeric(values, errors="coerce")
     if how.get("by"):
         key = hashlib.sha256(str(how.get("seed", 0)).encode()).hexdigest()[:16]
         hashes = _group_hashes(values, key)
@@ -49,8 +52,12 @@ def splits_of(how: dict, table: pd.DataFrame, label: str) -> Optional[np.ndarray
         out[known & (u > t_any) & (u <= v_cut)] = VAL
         out[known & (u > v_any)] = TRAIN
         if how.get("seen") is not None:     # the groups it did see: a new group placed by its key alone is NEW
-            seen = np.frombuffer(base64.b64decode(how["seen"]), dtype="<u4")
-            out[known & (out != TEST) & ~np.isin(_bucket(u), seen)] = NEW
+            seen = np.isin(_bucket(u), np.frombuffer(base64.b64decode(how["seen"]), dtype="<u4"))
+            out[known & (out != TEST) & ~seen] = NEW
+            # One it saw was trained or validated on, wherever its class's cuts put its rows here (a later row of
+            # the other class: placed in test, or between the cuts).
+            odd = known & seen & ~np.isin(out, (TRAIN, VAL))
+            out[odd] = np.where(u[odd] > v_any[odd], TRAIN, VAL)
         return out
     times = _comparable(values)
     starts = {name: _comparable(pd.Series([at]))[0] for name, at in (how.get("from") or {}).items()
@@ -72,6 +79,9 @@ def unplaced(how: dict, table: pd.DataFrame) -> Optional[str]:
     if column is None:
         return ("split by row: which rows it held out cannot be told from other data (it keyed each row by its "
                 "whole content as read)")
+    if how.get("by") and how.get("keyed") == "image":
+        return (f"split by {column!r} of images, whose groups training keyed otherwise than a table's: new rows "
+                "cannot be placed by it")
     if column not in table.columns:
         return f"split by {column!r}, a column the rows lack"
     if how.get("by") and not how.get("cuts"):

@@ -34,7 +34,7 @@ NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
 GAP = 3         # a split by time's row within data.split.gap before the next split's start: in no split
 NEW = 4         # a split by group's row whose group the bundle never saw (`splits_of`, by its kept `seen` groups)
 # The groups a split by group trained or validated on, kept in its summary (lineage.json) as the top 32 bits of their
-# keys, up to this many (4 bytes each, base64: about 1.3 MB at the most); past it, none are kept. A new group's key
+# keys, up to this many (4 bytes each, base64: about 1.1 MB at the most); past it, none are kept. A new group's key
 # falls in the train split's range as often as a seen one's: the cuts alone counted 80 % of new applicants as
 # "groups it trained or validated on". Two groups share 32 bits about once in 2^32 / n: 1 in 21,000 at 200,000.
 SEEN_MAX = 200_000
@@ -317,7 +317,9 @@ def _comparable(values: pd.Series) -> np.ndarray:
     without a zone taken as UTC), NaN where a value is none."""
     if not pd.api.types.is_datetime64_any_dtype(values):
         numbers = pd.to_numeric(values, errors="coerce")
-        if numbers.notna().sum() == values.notna().sum():
+        # Numbers where most cells are (a stray '?' is a value of none, not a reason to read every cell as a time:
+        # one made all 60 rows of a column unplaceable).
+        if numbers.notna().sum() * 2 > values.notna().sum():
             return numbers.to_numpy(dtype=np.float64)
         values = pd.to_datetime(values.astype(object), errors="coerce", utc=True, format="ISO8601")
     t = pd.to_datetime(values, utc=True)

@@ -4,6 +4,7 @@ TableError naming the file and what to do (exit 2), found before any request."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable, Collection, Optional, Union
 
@@ -38,10 +39,12 @@ def _no_copies(folder: Path, files: list[Path]) -> None:
     for same in (g for g in by_size.values() if len(g) > 1):
         first: dict[str, Path] = {}
         for f in same:
-            digest = hashlib.sha256(f.read_bytes()).hexdigest()
+            with open(f, "rb") as stream:
+                digest = hashlib.file_digest(stream, "sha256").hexdigest()
             if digest in first and _rows_in(f):     # two empty shards (a header alone) are alike, and add nothing
-                raise TableError(f"{folder}: {first[digest].relative_to(folder)} and {f.relative_to(folder)} hold the "
-                                 "same bytes, so their rows would be read twice; remove the copy")
+                root = os.path.abspath(folder)      # the listing's paths are absolute; `folder` as the user gave it
+                raise TableError(f"{folder}: {os.path.relpath(first[digest], root)} and {os.path.relpath(f, root)} "
+                                 "hold the same bytes, so their rows would be read twice; remove the copy")
             first[digest] = f
 
 

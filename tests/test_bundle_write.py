@@ -379,9 +379,13 @@ def test_a_runs_folder_without_a_bundle_is_said_to_be_one(tmp_path):
     # The folder of the versions itself: "not a trainyard bundle: missing model.safetensors, ..." said nothing of
     # the versions in it.
     newest = run / "bundles" / "20261206-110000"
-    with pytest.raises(B.BundleError, match=rf"^{run / 'bundles'} holds bundle versions, not one bundle: give one of "
-                                            rf"its 2 version folder\(s\) \(the newest: {newest}\), or the run's "
-                                            rf"output folder \({run}\) for the one it points to$"):
+    with pytest.raises(B.BundleError, match=rf"^{run / 'bundles'} holds bundles, not one bundle: give one of its 2 "
+                                            rf"folder\(s\) \(the last by name: {newest}\)$"):
+        B.load(run / "bundles")                 # (its `bundle` link is broken: not offered)
+    (run / "bundle").unlink()
+    (run / "bundle").symlink_to("bundles/20261206-110000")
+    with pytest.raises(B.BundleError, match=rf"\(the last by name: {newest}\), or the run's output folder \({run}\) "
+                                            r"for the one it points to$"):
         B.load(run / "bundles")
 
 

@@ -576,7 +576,7 @@ def test_a_jsonl_rows_file_that_cannot_be_read_names_its_line(tmp_path):
         read_table(rows)
 
 
-def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_path):
+def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_path, monkeypatch):
     """`trainyard predict` said "unsupported file type ''" of the Parquet folder `train` had read, and of a ';' CSV
     that none of its columns ('id;rpm;...') is a feature, where `train` names the separator."""
     import pandas as pd
@@ -595,6 +595,9 @@ def test_predict_reads_a_folder_of_parquet_shards_and_names_a_semicolon_csv(tmp_
     with pytest.raises(TableError, match=r"shards: more/part-1 copy.parquet and part-1.parquet hold the same bytes, "
                                          r"so their rows would be read twice; remove the copy"):
         read_table(tmp_path / "shards")
+    monkeypatch.chdir(tmp_path)         # a folder given relative to here (the listing's paths are absolute)
+    with pytest.raises(TableError, match=r"^shards: more/part-1 copy.parquet and part-1.parquet hold the same bytes"):
+        read_table("shards")
     (tmp_path / "shards" / "more" / "part-1 copy.parquet").unlink()
     # Two empty shards (a header alone, an export's empty partitions) are alike and add nothing: read.
     (tmp_path / "headers").mkdir()

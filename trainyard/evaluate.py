@@ -54,7 +54,7 @@ def cmd_evaluate(args, progress) -> int:
     table = (_image_rows(bundles[0], args.data, progress) if bundles[0].schema.get("image")
              else read_used(args.data, _used_columns(bundles, label, args.by)))
     _check_columns(table, args.data, label, args.by)
-    _renamed(bundles, table, args.data, label)
+    _renamed(bundles, table, args.data, label, args.by)
     if not bundles[0].schema.get("image"):
         # A cell that is no number ('?', '32,293') made its whole column text; scored, every row of it was imputed
         # without a word, where `predict` refuses the file: the same refusal, with the lines, by each version's
@@ -93,20 +93,30 @@ def cmd_evaluate(args, progress) -> int:
     return 0
 
 
-def _renamed(bundles: list, table, data: str, label: str) -> None:
+def _renamed(bundles: list, table, data: str, label: str, by) -> None:
     """Refuse a feature without a column where the rows hold one spelt nearly so ('Income' for 'income'): scored,
     it was imputed for every row, a note beside a score table that looked as any other, where `predict` (and a
-    bundle's own `predict`) refuse the same rows with the name."""
-    from jobs.bundle import BundleError
-    from jobs.spelling import nearest_column
+    bundle's own `predict`) refuse the same rows with the name. By predict's rule (`jobs.fitted.near_feature`),
+    among the columns no bundle takes and that are not the label, --by or a split's: another version's feature
+    ('score_v2' for 'score_v1') or a split's column ('patient_id' for 'patient_age') is not a misspelling, nor is a
+    name that differs in its digits alone ('sensor_7' for 'sensor_3')."""
+    import re
 
+    from jobs.bundle import BundleError
+    from jobs.fitted import near_feature
+
+    taken = {label, by} | {f["name"] for b in bundles for f in b.schema["features"]}
     for b in bundles:
-        features = [f["name"] for f in b.schema["features"]]
-        unused = [str(c) for c in table.columns if c not in features and c != label]
-        for name in (n for n in features if n not in table.columns):
-            if near := nearest_column(name, unused):
-                raise BundleError(f"{data}: no column {name!r}, a feature of {b.path}; the rows have {near!r}: did you "
-                                  "mean it? Rename the column (scored without it, the model would impute it for "
+        split = (b.lineage.get("data") or {}).get("split") or {}
+        taken |= {split.get("by"), split.get("order")}
+    unused = {str(c).lower(): str(c) for c in table.columns if c not in taken}
+    for b in bundles:
+        for name in (f["name"] for f in b.schema["features"] if f["name"] not in table.columns):
+            near = near_feature(name, unused)
+            if near and re.sub(r"\d", "", near.lower()) != re.sub(r"\d", "", name.lower()) or \
+                    near and near.lower() == name.lower():
+                raise BundleError(f"{data}: no column {name!r}, a feature of {b.path}; the rows have {near!r}: did "
+                                  "you mean it? Rename the column (scored without it, the model would impute it for "
                                   "every row); to score it so, drop the column")
 
 
@@ -135,6 +145,8 @@ def _held_out(names: list[str], bundles: list, table, label: str, held_out: bool
     keep = np.ones(len(table), dtype=bool)
     for name, bundle in zip(names, bundles):
         split = (bundle.lineage.get("data") or {}).get("split") or {}
+        if bundle.schema.get("image") and split.get("by"):     # an image bundle of before the mark: keyed otherwise
+            split = {**split, "keyed": "image"}
         placed = splits_of(split, table, label)
         if placed is None:
             if held_out:
@@ -237,7 +249,10 @@ def _unscored_labels(bundle, table, label: str, path: str, progress) -> None:
     alike = [g for g in look_alike([str(c) for c in classes] + [str(v) for v in strange.index])
              if set(g) & {str(c) for c in classes} and set(g) & {str(v) for v in strange.index}]
     if strange.sum() == len(table):                 # nothing to score is no score of 0
-        given = sorted(labels.astype(str).unique().tolist())[:10]
+        values = labels.astype(str).unique().tolist()
+        numeric = all(v.lstrip("-").replace(".", "", 1).isdigit() for v in values)
+        codes = sorted(values, key=float if numeric else str)     # '2' before '10'
+        given = codes[:10]
         raise BundleError(f"{path}: no row's label is a class of the model: column {label!r} holds "
                           f"{', '.join(map(repr, given))}, the model's classes are "
                           f"{', '.join(repr(str(c)) for c in classes)}" + (
@@ -246,7 +261,7 @@ def _unscored_labels(bundle, table, label: str, path: str, progress) -> None:
                               # Codes for the classes (0/1 for no/yes): the fix, in the classes' order, to check.
                               f"; if {', '.join(map(repr, given))} stand for {', '.join(repr(str(c)) for c in classes)}"
                               f" in that order, write them so (pandas: df[{label!r}] = df[{label!r}].astype(str).map("
-                              f"{dict(zip(given, map(str, classes)))}))" if len(given) == len(classes) else ""))
+                              f"{dict(zip(given, map(str, classes)))}))" if len(codes) == len(classes) else ""))
     if alike:
         raise BundleError(f"{path}: {int(strange.sum()):,} of {len(table):,} row(s) hold a label that is no class of "
                           f"the model ({counts}), and {' and '.join(map(repr, alike[0]))} {how_alike(alike[0])}: "
@@ -275,10 +290,11 @@ def _answers(names: list[str], scores: list[dict], bundles: list) -> list[str]:
         lines += flagged_lines(cm, d, f"[evaluate] {n}")
         if (short := shortfall(cm, d)) is not None:     # `train` says it of its test split; said here of these rows
             what, value, hit, of = short
+            chance = shortfall_chance(hit, of, float(d["target"]))
             lines.append(f"[evaluate] note: {n}: the cut-off's {what} of {d['positive']!r} on these rows is "
-                         f"{value:.3f} ({hit} of {of}), below the {d['rule']} it was chosen for (a cut-off that meets "
-                         f"it reads this low in {shortfall_chance(hit, of, float(d['target'])):.1g} of samples this "
-                         "size)")
+                         f"{value:.3f} ({hit} of {of}), below the {d['rule']} it was chosen for ("
+                         + (f"one that meets it reads this low in {chance:.0%} of samples of {of}" if chance >= 0.01
+                            else f"lower than chance explains, p {chance:.1g}") + ")")
         lines += [w.replace("[evaluate] warning: the model", f"[evaluate] warning: {n}").replace(" test row", " row")
                   for w in one_class_warning(cm, b.preprocessor.classes, d)]
     return lines

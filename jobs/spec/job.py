@@ -174,7 +174,7 @@ def spec_file_hint(p: Path) -> str:
 
 def run_folder_hint(p: Path) -> str:
     """For a run's output folder that holds no bundle (`trainyard serve runs/x` after a training run that failed
-    or was stopped): what it is and what to do; "" for any other path."""
+    or was stopped), or a folder of bundles (OUTPUT/bundles): what it is and what to do; "" for any other path."""
     pointer = p / "bundle"
     if pointer.is_symlink() and not pointer.exists():
         # The README's `rm -r runs/<name>/bundles/<version>` of the latest version: "no training run has finished"
@@ -189,8 +189,10 @@ def run_folder_hint(p: Path) -> str:
     versions = sorted((v.name for v in p.iterdir() if (v / "manifest.json").is_file()), reverse=True) \
         if p.is_dir() else []
     if versions:        # OUTPUT/bundles itself: "missing model.safetensors, ..." of the folder of the versions
-        return (f"{p} holds bundle versions, not one bundle: give one of its {len(versions)} version folder(s) (the "
-                f"newest: {p / versions[0]}), or the run's output folder ({p.parent}) for the one it points to")
+        run = p.name == "bundles" and (p.parent / "bundle").exists()
+        return (f"{p} holds bundles, not one bundle: give one of its {len(versions)} folder(s) (the last by name: "
+                f"{p / versions[0]})" + (f", or the run's output folder ({p.parent}) for the one it points to"
+                                         if run else ""))
     if not ((p / "summary.json").is_file() or (p / "ray").is_dir()) or pointer.exists():
         return ""
     return (f"{p} is a run's output folder that holds no bundle yet: no training run of it has finished (a run "
