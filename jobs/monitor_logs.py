@@ -14,14 +14,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cluster.errors import BadInput, TrainyardError
+from jobs.monitor_report import HTML_START
 
 # What every log file must hold (the contract of serve.log); the features are `feature.<name>` columns.
 LOG_COLUMNS = ("request_id", "record", "time", "prediction")
 VERSION_COLUMN = "model_version"      # which bundle version served the row (logs from before it lack it)
 # How the monitor's reports begin (jobs.monitor, jobs.monitor_report): a file of that name in --out that does not
 # is the user's, not replaced.
-REPORT_STARTS = {"drift.json": '{\n  "format": 1,', "report.html": "<!doctype html><html><head><meta charset='utf-8'>"
-                                                                 "<title>trainyard monitor</title>"}
+REPORT_STARTS = {"drift.json": '{\n  "format": 1,', "report.html": HTML_START}
 # A server's open prediction log (serving/predlog.py): an Arrow IPC journal, published as Parquet when complete.
 OPEN_JOURNAL = ".part-*.parquet.tmp"
 
@@ -168,11 +168,8 @@ def several_records(fs, files: list[str]) -> bool:
                 meta = pq.read_metadata(f)
         except (OSError, pa.ArrowInvalid):
             continue
-        column = next((j for j in range(meta.num_columns) if meta.schema.column(j).path == "record"), None)
-        for i in range(meta.num_row_groups):
-            stats = meta.row_group(i).column(column).statistics if column is not None else None
-            if stats is None or not stats.has_min_max or stats.max > 0:
-                return True
+        if any(top is None or top > 0 for top in _maxima(meta, "record")):
+            return True
     return False
 
 
@@ -213,15 +210,21 @@ def unreadable_files(fs, failed: list[tuple[str, str]], skipped: list[str], prog
     return lost
 
 
+def _maxima(meta, name: str) -> list:
+    """Each row group's largest value of column `name`, from its footer's statistics (None where a group has none)."""
+    column = next((j for j in range(meta.num_columns) if meta.schema.column(j).path == name), None)
+    groups = (meta.row_group(i).column(column).statistics if column is not None else None
+              for i in range(meta.num_row_groups))
+    return [s.max if s is not None and s.has_min_max else None for s in groups]
+
+
 def _last_time_ms(meta) -> Optional[int]:
     """A log file's latest `time` (ms since 1970, UTC) from its row groups' statistics; None where one lacks them."""
-    column = next((j for j in range(meta.num_columns) if meta.schema.column(j).path == "time"), None)
     last = None
-    for i in range(meta.num_row_groups):
-        stats = meta.row_group(i).column(column).statistics if column is not None else None
-        if stats is None or not stats.has_min_max:
+    for top in _maxima(meta, "time"):
+        if top is None:
             return None
-        t = pd.Timestamp(stats.max)
+        t = pd.Timestamp(top)
         t = t.tz_localize("UTC") if t.tzinfo is None else t
         last = max(last or 0, int(t.value // 1_000_000))
     return last

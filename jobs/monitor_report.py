@@ -16,6 +16,10 @@ from pathlib import Path
 import numpy as np
 
 
+# How the page begins (`jobs.monitor_logs.check_out` knows an earlier report by it).
+HTML_START = "<!doctype html><html><head><meta charset='utf-8'><title>trainyard monitor</title>"
+
+
 def write_report(path: Path, report: dict, profile: dict) -> Path:
     import matplotlib
     matplotlib.use("Agg")          # headless: cron and CI have no display
@@ -38,7 +42,7 @@ def write_report(path: Path, report: dict, profile: dict) -> Path:
         parts.append(_figure(_distribution(name, ref, worst), name))
     if report.get("by"):
         parts += _by_section(report["by"], profile)
-    path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>trainyard monitor</title>"
+    path.write_text(HTML_START +
                     "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
                     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;"
                     "font-size:13px}.bad{background:#f8c8c8}.retrain{color:#b00}.ok{color:#070}"
