@@ -258,7 +258,8 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
                      else since_window)
     out_dir = check_out(out) if out else None      # said before Ray, not after the whole job
     earlier_files = [0]         # rows of log files wholly before --since's window: left unread
-    fs, files, skipped, total, columns = log_files(logs, progress, earlier_files, labels_window)
+    footers: dict = {}          # the log files' footers, read once (`log_files`)
+    fs, files, skipped, total, columns = log_files(logs, progress, earlier_files, labels_window, footers)
     by_col = by_column(by, columns, profile) if by else None       # `--by`: said before Ray, as the rest
     logged = {c[len(FEATURE_PREFIX):] for c in columns if c.startswith(FEATURE_PREFIX)}
     numeric = {n: ref["edges"] for n, ref in profile["numeric"].items() if n in logged}
@@ -290,7 +291,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
             raise MonitorInputError(f"--by {by}: no logged row has a value of it ({counted['rows']:,} rows read)")
         plan = replace(plan, by=by_col, by_values=tuple(values))
     label_table = (read_labels(labels, plan.classes if plan.task == "classification" else None, progress,
-                               bundle.preprocessor.label, lambda: several_records(fs, files))
+                               bundle.preprocessor.label, lambda: several_records(fs, files, footers))
                    if labels else None)
     progress(f"[monitor] {len(files)} log file(s), {total:,} rows, {len(numeric) + len(categorical)} feature(s)"
              f" against bundle {bundle.version}; windows of {window}"
@@ -315,7 +316,7 @@ def run_monitor(bundle_path: str, logs: str, labels: Optional[str] = None, windo
     except Exception as exc:   # a Ray task's error: the message, not Ray's traceback
         raise Failure(f"the monitor job failed while reading {logs}: {root_cause(exc)}") from exc
     elapsed = time.monotonic() - began
-    total -= unreadable_files(fs, failed, skipped, progress)
+    total -= unreadable_files(fs, failed, skipped, progress, footers)
     # Windows alone: `--by`'s (window, value) summaries counted among them made 1 window read as 21.
     windowed = sum(not isinstance(key, tuple) for key in summaries)
     progress(f"[monitor] summarised {total:,} rows into {windowed} window(s) in {elapsed:.1f} s "

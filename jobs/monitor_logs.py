@@ -42,15 +42,16 @@ class NoTrafficSince(TrainyardError):
 
 
 def log_files(logs: str, progress: Callable[[str], None], earlier: Optional[list] = None,
-              before_ms: Optional[int] = None) -> tuple[pafs.FileSystem, list[str], list[str], int,
-                                                        dict[str, list[int]]]:
+              before_ms: Optional[int] = None, footers: Optional[dict] = None
+              ) -> tuple[pafs.FileSystem, list[str], list[str], int, dict[str, list[int]]]:
     """The complete Parquet log files under `logs` (a folder, local or a pyarrow URI, searched recursively, or
     one file): (filesystem, files, warnings for files skipped, rows, {column: [files, rows] that hold it}, every
     column of any file: a feature a version did not take is in its files only). With `before_ms` (`--since`'s
     window start), a file whose every row is earlier by its footer's statistics is left out, unread, its rows
     added to `earlier[0]` (a cron job's cost grew with the logs' whole history). Truncated
     files are skipped with a warning (a writer killed before its rename leaves at most a hidden temp file, but
-    a copy or a full disk can cut one); a file without a column every log needs is bad input."""
+    a copy or a full disk can cut one); a file without a column every log needs is bad input. `footers`, when
+    given, gets each kept file's footer, so that no later step reads one again."""
     try:
         fs, root = pafs.FileSystem.from_uri(logs) if "://" in logs else (pafs.LocalFileSystem(),
                                                                         os.path.abspath(os.path.expanduser(logs)))
@@ -105,6 +106,8 @@ def log_files(logs: str, progress: Callable[[str], None], earlier: Optional[list
             earlier[0] += meta.num_rows
             continue
         files.append(path)
+        if footers is not None:     # kept for `several_records` and `unreadable_files`: read once
+            footers[path] = meta
         rows += meta.num_rows
         for c in schema.names:
             counts = held.setdefault(c, [0, 0])
@@ -159,13 +162,12 @@ def check_out(out: str) -> Path:
     return path
 
 
-def several_records(fs, files: list[str]) -> bool:
-    """Whether any log file holds a request of several records (a `record` above 0), by its footer's statistics;
-    True where a file has none to tell."""
+def several_records(fs, files: list[str], footers: Optional[dict] = None) -> bool:
+    """Whether any log file holds a request of several records (a `record` above 0), by its footer's statistics
+    (`footers`: those `log_files` read, else read here); True where a file has none to tell."""
     for path in files:
         try:
-            with fs.open_input_file(path) as f:
-                meta = pq.read_metadata(f)
+            meta = (footers or {}).get(path) or _footer(fs, path)
         except (OSError, pa.ArrowInvalid):
             continue
         if any(top is None or top > 0 for top in _maxima(meta, "record")):
@@ -194,7 +196,13 @@ def case_only(fs, files: list[str], labels: pa.Table, most: int = 4) -> str:
     return ""
 
 
-def unreadable_files(fs, failed: list[tuple[str, str]], skipped: list[str], progress: Callable[[str], None]) -> int:
+def _footer(fs, path: str):
+    with fs.open_input_file(path) as f:
+        return pq.read_metadata(f)
+
+
+def unreadable_files(fs, failed: list[tuple[str, str]], skipped: list[str], progress: Callable[[str], None],
+                     footers: Optional[dict] = None) -> int:
     """The log files whose footer read but whose data did not (a page scrambled by a bad disk or copy: "Deserializing
     page header failed"), as the summary tasks found them: each said in a warning and added to `skipped`, as a
     truncated file is; the rows their footers count, which the job did not read."""
@@ -203,8 +211,7 @@ def unreadable_files(fs, failed: list[tuple[str, str]], skipped: list[str], prog
         skipped.append(f"{path}: its data cannot be read ({error})")
         progress(f"[monitor] warning: {skipped[-1]}; left out")
         try:
-            with fs.open_input_file(path) as f:
-                lost += pq.read_metadata(f).num_rows
+            lost += ((footers or {}).get(path) or _footer(fs, path)).num_rows
         except (OSError, pa.ArrowInvalid):
             pass
     return lost
