@@ -494,6 +494,26 @@ def test_a_trial_that_stopped_itself_is_told_from_one_the_scheduler_stopped(tmp_
                     "[tune] a_00002 finished its 10 epoch(s)"]
 
 
+def test_a_callback_an_earlier_trainyard_pickled_ends_resumed_trials_without_failing_them(tmp_path):
+    """Tune restores its pickle of the callback on --resume, not a new one: a search started by trainyard of
+    2026-12-04 pickled it without `patience`, and every trial the resumed search ran was marked `error`
+    ("'_Progress' object has no attribute 'patience'") after training all its epochs."""
+    import pickle
+    from types import SimpleNamespace
+
+    from tuning import experiment
+
+    before = experiment._Progress(str(tmp_path / "out"), "val_f1", 4)
+    del before.patience                       # the state the earlier trainyard's callback was pickled with
+    restored = pickle.loads(pickle.dumps(before))
+    said: list[str] = []
+    with experiment._progress_sink(said.append):
+        trial = SimpleNamespace(trial_id="a_00002", last_result={"epoch": 4, "best_epoch": 3, "val_f1": 0.71})
+        restored.on_trial_complete(0, [trial], trial)
+    assert said == ["[tune] a_00002 finished its 4 epoch(s)"]
+    assert (tmp_path / "out" / experiment.ENDED_DIR / "a_00002.json").is_file()
+
+
 def test_an_experiment_started_before_fill_value_went_with_constant_alone_still_resumes(tmp_path):
     """Experiments recorded `fill_value: 0.0` (the old, unused default) beside impute: median; the spec now says
     null there. The same search, not a changed one."""

@@ -329,6 +329,9 @@ _TUNE_FILLED = {"done", "training_iteration", "trial_id", "date", "timestamp", "
 class _Progress(tune.Callback):
     """One line per trial epoch and per trial end; records ended trials for resume; frees stopped trials' CPUs."""
 
+    # --resume restores Tune's pickle of this callback: an earlier trainyard's has no patience (its trials failed)
+    patience: Optional[int] = None
+
     def __init__(self, experiment_dir: str, metric: str, epochs: int, patience: Optional[int] = None):
         self.experiment_dir, self.metric, self.epochs, self.patience = experiment_dir, metric, epochs, patience
         self.sweeper = Sweeper()
