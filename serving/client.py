@@ -123,6 +123,14 @@ class Client:
                 raise
         return self._schema
 
+    def says_row_notes(self) -> bool:
+        """Whether this server's answers name the records with numbers outside the training range, unseen
+        categories and empty features (`out_of_range`, `unseen_categories`, `imputed`): a trainyard server from
+        before 2026-12-06 answers none of them, which it tells by giving no number feature a `trained_on` range in
+        /schema. Taken as yes for a model without number features (nothing tells)."""
+        numbers = [f for f in self.schema()["features"] if f.get("type") == "number"]
+        return not numbers or any("trained_on" in f for f in numbers)
+
     @property
     def batch_size(self) -> int:
         limit = int(self.schema().get("limits", {}).get("max_records", 1000))
@@ -185,8 +193,9 @@ class Client:
         request): the key of its row in the server's prediction log, which `trainyard monitor --labels` joins
         labels on, and `out_of_range`: the row's numbers well outside the train split's range ('age=-500 (trained
         on 18 to 90)'; empty for none: `jobs.tabular.outside_range`), the server's notes kept whole in
-        `attrs["out_of_range"]`. Columns that are not features (ids, the label) are not sent, except those the server
-        keeps in its prediction log (GET /schema's `limits.log_keep`). `allow_missing`:
+        `attrs["out_of_range"]` (with `unseen_categories` and `imputed`; none of the three from a server that does
+        not say them, `says_row_notes`). Columns that are not features (ids, the label) are not sent, except those
+        the server keeps in its prediction log (GET /schema's `limits.log_keep`). `allow_missing`:
         predict even when more than half of the features have no column (`check_columns`); `names`: as `predict`'s."""
         import pandas as pd
         check_columns(list(df.columns), [f["name"] for f in self.schema()["features"]], allow_missing,
@@ -203,6 +212,8 @@ class Client:
             result = pd.concat([result, proba], axis=1)
         result["request_id"] = [rid for rid, n in out["request_ids"] for _ in range(n)]
         result["record"] = [i for _, n in out["request_ids"] for i in range(n)]
+        if not self.says_row_notes():     # an earlier trainyard's server: empty columns would read "none found"
+            return result
         outside = [[] for _ in range(len(result))]
         for note in out.get("out_of_range", ()):
             outside[note["record"]].append(f"{note['field']}={note['value']:g} ({_trained_on(note)})")

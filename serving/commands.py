@@ -295,7 +295,7 @@ def cmd_predict(args) -> int:
     --out that cannot be used is bad input (serving.tables.TableError, exit 2), found before any request."""
     from serving.client import Client, read_rows
     from serving.tables import check_out, image_files, image_table
-    from serving.notes import absent_columns, imputed_note, out_of_range_note, truncated_note, unseen_note
+    from serving.notes import absent_columns, imputed_note, out_of_range_note, truncated_note, unseen_note, unsaid_note
 
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     if args.out:
@@ -333,6 +333,8 @@ def cmd_predict(args) -> int:
     if absent := absent_columns([f["name"] for f in client.schema()["features"]], df.columns,
                                 (client.schema().get("label") or {}).get("name")):
         print(f"note: {args.file} has {absent}", file=sys.stderr)
+    if not client.says_row_notes():
+        print(unsaid_note(args.url, args.file), file=sys.stderr)
     if note := out_of_range_note(predicted.attrs.get("out_of_range"), len(df), args.file):
         print(note, file=sys.stderr)
     if note := unseen_note(predicted.attrs.get("unseen_categories"), len(df), args.file, client.schema()["features"]):

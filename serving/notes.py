@@ -97,3 +97,13 @@ def truncated_note(notes: list[dict], rows: int, what: str) -> Optional[str]:
     return (f"note: {len(notes)} of {rows} row(s) of {what} hold text longer than the {longest['read']} tokens the "
             f"model reads (data.text.max_length; the longest {longest['tokens']:,}): it answered from their "
             "beginning alone, the rest unread (the truncated column names them)")
+
+
+def unsaid_note(url: str, what: str) -> str:
+    """The line for a server that does not say which rows hold numbers outside the training range, unseen
+    categories or empty features (`Client.says_row_notes`): a client newer than the server wrote those columns
+    empty, which reads as "none found"."""
+    return (f"note: the server at {url} (a trainyard from before 2026-12-06) does not say which rows of {what} hold "
+            "numbers outside the training range, categories unseen in training or empty features; the out_of_range, "
+            "unseen_categories and imputed columns are left out, since empty would read as none found. Serve the "
+            "bundle with this trainyard to have them")

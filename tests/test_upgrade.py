@@ -1,0 +1,77 @@
+"""An upgraded trainyard beside what an earlier one wrote or runs: a server not yet upgraded."""
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+
+import pandas as pd
+
+from trainyard.cli import main
+
+# GET /schema of a trainyard server of 2026-12-04 (its bundle's schema.json, the model and the limits of then):
+# no number feature has a `trained_on` range, and its /predict answers name no out_of_range, unseen_categories
+# or imputed records.
+OLD_SCHEMA = {
+    "model": {"name": "pm-clf", "version": "20261208-005048"}, "input": "tabular", "task": "classification",
+    "label": {"name": "failure", "classes": ["failure", "ok"]},
+    "features": [
+        {"name": "rpm", "type": "number", "dtype": "double", "required": False, "missing": "imputed with 1494.4"},
+        {"name": "vibration_mm_s", "type": "number", "dtype": "double", "required": False,
+         "missing": "imputed with 2.52564"},
+        {"name": "machine_type", "type": "category", "dtype": "string", "required": False,
+         "categories": ["L", "H", "M"], "missing": "the 'unknown' slot", "unknown": "the 'unknown' slot"}],
+    "unknown_category": "ignore",
+    "limits": {"max_records": 1000, "max_body_mb": 8.0, "required_features": [], "unknown_fields": "reject",
+               "quantize": None},
+    "metrics": {"accuracy": 0.71}}
+
+
+def _old_server():
+    class Server(http.server.BaseHTTPRequestHandler):
+        def _send(self, doc):
+            raw = json.dumps(doc).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_GET(self):
+            self._send(OLD_SCHEMA)
+
+        def do_POST(self):
+            records = json.loads(self.rfile.read(int(self.headers["content-length"])))["records"]
+            self._send({"predictions": ["ok"] * len(records), "probabilities": [[0.3, 0.7]] * len(records),
+                        "model": OLD_SCHEMA["model"], "request_id": "290f1e0c61d31aa70000000000000001"})
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_predict_against_a_server_of_an_earlier_trainyard_does_not_write_its_unsaid_notes_as_none(tmp_path, capsys):
+    """`trainyard predict` of this trainyard against a server of 2026-12-04 wrote out_of_range, unseen_categories
+    and imputed columns empty on every row (the README's "empty for none") and said nothing, for rows with an empty
+    vibration reading, an rpm ten times the training range and a machine type never seen: that server does not
+    say them. The columns are left out now, and a note says why."""
+    rows = tmp_path / "rows.csv"
+    pd.DataFrame({"rpm": [1500.0, 15000.0], "vibration_mm_s": [None, 2.0], "machine_type": ["L", "Z"]}).to_csv(
+        rows, index=False)
+    out = tmp_path / "predictions.csv"
+    server = _old_server()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert main(["predict", "--url", url, str(rows), "--out", str(out)]) == 0
+    finally:
+        server.shutdown()
+    written = pd.read_csv(out)
+    assert list(written["prediction"]) == ["ok", "ok"] and list(written["record"]) == [0, 1]
+    assert not {"out_of_range", "unseen_categories", "imputed"} & set(written.columns), list(written.columns)
+    err = capsys.readouterr().err
+    assert (f"note: the server at {url} (a trainyard from before 2026-12-06) does not say which rows of {rows} hold "
+            "numbers outside the training range") in err, err
+    assert "the out_of_range, unseen_categories and imputed columns are left out" in err
