@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -112,11 +111,10 @@ def prepare(spec: JobSpec, progress: Callable[[str], None] = print) -> PreparedD
 
 
 def lineage(spec: JobSpec, prepared: PreparedData, outcome: TrainOutcome, **extra) -> dict:
-    import ray
-    import torch
+    from jobs.version import versions
     now = dt.datetime.now(dt.timezone.utc)
     return {"name": spec.name, "version": now.strftime("%Y%m%d-%H%M%S"), "created_at": now.isoformat(),
-            "ray": ray.__version__, "torch": torch.__version__, "python": platform.python_version(),
+            **versions(),
             "data": {"path": spec.data.path, "files": len(prepared.ingest.files),
                      "fingerprint": prepared.ingest.fingerprint, "rows_read": prepared.ingest.rows_read,
                      "rows_dropped_missing_label": prepared.ingest.rows_dropped_missing_label,

@@ -3,9 +3,16 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
+from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
+import pytest
 
 from trainyard.cli import main
 
@@ -75,3 +82,50 @@ def test_predict_against_a_server_of_an_earlier_trainyard_does_not_write_its_uns
     assert (f"note: the server at {url} (a trainyard from before 2026-12-06) does not say which rows of {rows} hold "
             "numbers outside the training range") in err, err
     assert "the out_of_range, unseen_categories and imputed columns are left out" in err
+
+
+def _git(cwd, *args) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_version_names_the_commit_and_changes_of_a_checkout_and_the_number_alone_without_git(tmp_path):
+    """The package's version said 0.1.0 before and after every change an upgrade brought (a bundle's lineage named
+    Ray, torch and Python, not trainyard): a checkout's commit tells two trainyards apart."""
+    from importlib.metadata import version
+
+    number = version("trainyard")
+    source = tmp_path / "src"
+    (source / "jobs").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "jobs" / "version.py", source / "jobs" / "version.py")
+
+    def said() -> str:
+        return subprocess.run([sys.executable, "-c", "from jobs.version import trainyard_version as v; print(v())"],
+                              cwd=source, env={**os.environ, "PYTHONPATH": str(source)}, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert said() == number                                  # no git: a wheel, a job's shipped folder
+    _git(tmp_path, "init", "-q", str(source))
+    _git(source, "add", ".")
+    _git(source, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "v")
+    commit = _git(source, "rev-parse", "--short", "HEAD")
+    assert said() == f"{number} (git {commit})"
+    (source / "jobs" / "version.py").write_text((source / "jobs" / "version.py").read_text() + "\n# edited\n")
+    assert said() == f"{number} (git {commit}+changes)"
+
+
+def test_trainyard_version_and_a_bundles_lineage_say_which_trainyard(capsys, tmp_path):
+    from jobs.pipeline import lineage
+    from jobs.spec import validate_spec
+    from jobs.version import trainyard_version
+
+    with pytest.raises(SystemExit) as ended:
+        main(["--version"])
+    assert ended.value.code == 0
+    assert capsys.readouterr().out == f"trainyard {trainyard_version()}\n"
+    assert trainyard_version().startswith("0.")
+    spec = validate_spec({"name": "t", "data": {"path": str(tmp_path / "t.csv"), "label": "y"}})
+    ingest = SimpleNamespace(files=["t.csv"], fingerprint="f", rows_read=1, rows_dropped_missing_label=0,
+                             split_rows={}, split_how={})
+    kept = lineage(spec, SimpleNamespace(ingest=ingest), SimpleNamespace(best_epoch=0, history=[], use_gpu=False,
+                                                                         run_path=""))
+    assert kept["trainyard"] == trainyard_version() and {"ray", "torch", "python"} <= set(kept)

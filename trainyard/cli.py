@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from cluster.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BadInput, Failure, TrainyardError,
                             root_cause)
-from trainyard.display import Display
+from trainyard.display import Display, ShowVersion
 
 # The packages that add subcommands, with the commands each adds, in the order `--help` lists them. A module
 # that fails to import still has its commands registered: using one is an error naming the package and the
@@ -354,6 +354,7 @@ class CommandsUnavailable(TrainyardError):
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="trainyard", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action=ShowVersion)
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="check a spec; exit 2 listing every problem")
     add_common(p)

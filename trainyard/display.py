@@ -7,6 +7,7 @@ terminal (CI logs, a pipe, the tests) it prints the lines alone, exactly as they
 """
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 import threading
@@ -117,3 +118,18 @@ def _write(stream: TextIO, msg: str) -> None:
     # One write per line: print() writes the newline separately, and two threads' lines would interleave.
     stream.write(msg + "\n")
     stream.flush()
+
+
+class ShowVersion(argparse.Action):
+    """`trainyard --version`: the package's version and, from a git checkout, its commit (`jobs.version`),
+    worked out when asked rather than at every command's start."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="which trainyard this is (its git commit from a "
+                                                               "checkout), as a bundle's lineage.json records it")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from jobs.version import trainyard_version
+
+        print(f"trainyard {trainyard_version()}")
+        parser.exit()
