@@ -358,7 +358,7 @@ def cmd_predict(args) -> int:
               file=sys.stderr)
     if args.out:
         from serving.tables import write_table
-        write_table(table, args.out)
+        write_table(table, args.out, overwrite=args.overwrite)
         model = client.schema().get("model", {})
         print(f"{len(table) - len(unreadable)} predictions from {model.get('name')} {model.get('version')} written "
               f"to {args.out}" + (f", with {len(unreadable)} row(s) of images not sent" if unreadable else ""),

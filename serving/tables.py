@@ -199,18 +199,38 @@ def check_out(out, *, overwrite: bool = True) -> Path:
     return out
 
 
-def write_table(df, out) -> Path:
-    out = check_out(out)
+def write_table(df, out, *, overwrite: bool = True) -> Path:
+    """`df` written to `out` whole or not at all: into a hidden file beside it, then renamed. A predict stopped
+    while writing (cron's SIGTERM, Ctrl-C, a full disk) left the rows written so far, whole lines that read as a
+    complete, shorter table. Without `overwrite`, a file that appeared at `out` meanwhile (a second run into the
+    same --out) is kept and this one refused, not replaced unsaid."""
+    out = check_out(out)                    # its kind; a file there is for the link below to find
     suffix = out.suffix.lower()
     out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        df.to_csv(out, index=False)
-    elif suffix == ".parquet":
-        df.to_parquet(out, index=False)
-    else:
-        # As written: 'Électronique > Audio', not "\u00c9lectronique" (pandas escapes non-ASCII, and every '/').
-        out.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n"
-                               for row in json.loads(df.to_json(orient="records"))), encoding="utf-8")
+    part = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        if suffix == ".csv":
+            df.to_csv(part, index=False)
+        elif suffix == ".parquet":
+            df.to_parquet(part, index=False)
+        else:
+            # As written: 'Électronique > Audio', not "\u00c9lectronique" (pandas escapes non-ASCII, and every '/').
+            part.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n"
+                                    for row in json.loads(df.to_json(orient="records"))), encoding="utf-8")
+        if overwrite:
+            os.replace(part, out)
+        else:
+            try:
+                os.link(part, out)          # fails where a file is there: the check and the write are one step
+            except FileExistsError:
+                raise TableError(f"--out {out} exists now, written while this run predicted (by another run into "
+                                 "the same --out?); that file is kept. Give each run its own --out, or add "
+                                 "--overwrite to replace it") from None
+            except OSError:                 # a file system without hard links: checked, then renamed
+                check_out(out, overwrite=False)
+                os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
     return out
 
 

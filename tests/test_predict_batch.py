@@ -1,0 +1,100 @@
+"""`trainyard predict` as a nightly batch job runs it (a cron job scoring a whole table): what is left at --out when
+it stops midway or when another run writes there, and what it says while it works. Ray-free: a small stand-in
+for the server's /schema and /predict (only what the client reads of them), real files in tmp_path."""
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+
+import pandas as pd
+import pytest
+
+SCHEMA = {"features": [{"name": "income", "type": "number"}, {"name": "home", "type": "category",
+                                                               "categories": ["OWN", "RENT"]}],
+          "label": {"name": "default", "classes": ["no", "yes"]},
+          "limits": {"max_records": 1000, "max_body_mb": 8}, "model": {"name": "loans", "version": "v1"}}
+
+
+@pytest.fixture
+def server():
+    """A stand-in server; `calls` counts its /predict requests and `on_predict` (when set) runs at each."""
+    state = {"calls": 0, "on_predict": None}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _send(self, doc):
+            raw = json.dumps(doc).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_GET(self):
+            self._send(SCHEMA)
+
+        def do_POST(self):
+            records = json.loads(self.rfile.read(int(self.headers["content-length"])))["records"]
+            state["calls"] += 1
+            if state["on_predict"]:
+                state["on_predict"]()
+            self._send({"predictions": ["yes" if (r["income"] or 0) < 50 else "no" for r in records],
+                        "probabilities": [[0.5, 0.5] for _ in records], "model": SCHEMA["model"],
+                        "request_id": f"{state['calls']:032x}"})
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield state
+    httpd.shutdown()
+
+
+def _rows(path, n):
+    pd.DataFrame({"loan_id": range(n), "income": [float(i % 100) for i in range(n)],
+                  "home": ["OWN", "RENT"] * (n // 2)}).to_csv(path, index=False)
+
+
+class _StopsAt:
+    """A cell whose writing stops the process (a cron job's SIGTERM, a Ctrl-C) at that row."""
+
+    def __str__(self):
+        raise KeyboardInterrupt
+
+
+def test_a_write_stopped_midway_leaves_no_shorter_table_at_out(tmp_path):
+    """A predict stopped by SIGTERM while it wrote 300,000 rows left /tmp/.../p.csv with its first 19,284 rows,
+    whole lines: a complete-looking, shorter table that the next step of the job read as the night's scores.
+    Now the rows go to a hidden file beside it, renamed when whole: --out is the whole table or nothing."""
+    from serving.tables import write_table
+
+    df = pd.DataFrame({"loan_id": range(60_000), "note": ["x"] * 60_000}, dtype=object)
+    df.loc[50_000, "note"] = _StopsAt()
+    out = tmp_path / "scores.csv"
+    with pytest.raises(KeyboardInterrupt):
+        write_table(df, out)
+    assert not out.exists(), f"{len(out.read_text().splitlines())} lines left at --out"
+    assert list(tmp_path.iterdir()) == []          # nor its hidden part
+    write_table(df.drop(index=50_000), out)
+    assert len(pd.read_csv(out)) == 59_999
+
+
+def test_a_second_run_into_the_same_out_does_not_replace_the_first_ones_file(tmp_path, server, capsys):
+    """Two runs into one --out (a cron job started again while the first still ran) both passed the check made
+    before any request, and the later to finish replaced the earlier's file without a word, exit 0. Without
+    --overwrite the file that appeared meanwhile is kept now, and this run says so (exit 2)."""
+    from trainyard.cli import main
+
+    _rows(tmp_path / "book.csv", 10)
+    out = tmp_path / "scores.csv"
+    server["on_predict"] = lambda: out.write_text("the other run's scores\n")
+    assert main(["predict", "--url", server["url"], str(tmp_path / "book.csv"), "--out", str(out)]) == 2
+    assert "exists now, written while this run predicted" in capsys.readouterr().err
+    assert out.read_text() == "the other run's scores\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # With --overwrite it is replaced, as asked.
+    assert main(["predict", "--url", server["url"], str(tmp_path / "book.csv"), "--out", str(out),
+                 "--overwrite"]) == 0
+    assert pd.read_csv(out)["loan_id"].tolist() == list(range(10))
