@@ -15,7 +15,7 @@ import http.client
 import json
 import math
 import time
-from typing import Any, Collection, Optional
+from typing import Any, Callable, Collection, Optional
 from urllib.parse import urlparse
 
 from cluster.errors import EXIT_BAD_INPUT, BadInput, Failure
@@ -139,12 +139,14 @@ class Client:
                            f"a request (GET /schema); give {limit} or less, or leave it out to send {limit}")
         return self._batch_size or limit
 
-    def predict(self, records: list[dict], names: Optional[list[str]] = None) -> dict:
+    def predict(self, records: list[dict], names: Optional[list[str]] = None,
+                progress: Optional[Callable[[int, int], None]] = None) -> dict:
         """Predictions for `records` ({feature: value}); sent in chunks of batch_size, answers joined in
         order. Returns {"predictions", "probabilities" (classification), "model", "request_ids" (one per request
         sent, with the number of records it carried: [[id, n], ...]), "out_of_range" (when the server said any:
         the numbers outside the train split's range, each record counted from the first of `records`)}.
-        `names`: what each record is to the user (an image's file), named beside its number in a refusal."""
+        `names`: what each record is to the user (an image's file), named beside its number in a refusal;
+        `progress(done, total)`: called with the records answered so far after each request."""
         if not isinstance(records, (list, tuple)) or not all(isinstance(r, dict) for r in records):
             # A DataFrame iterates as its column names: "'str' object has no attribute 'items'" from _clean.
             frame = "; for a DataFrame, predict_frame(df) gives one row of predictions per row" if hasattr(
@@ -167,6 +169,8 @@ class Client:
             if "probabilities" in data:
                 out.setdefault("probabilities", []).extend(data["probabilities"])
             out["model"] = data.get("model")
+            if progress is not None:
+                progress(start + len(chunk), len(records))
         return _everywhere(out, everywhere)
 
     def _chunks(self, records: list[dict]):
@@ -186,8 +190,8 @@ class Client:
             yield start, b'{"records": [' + b", ".join(encoded[start:end]) + b"]}", records[start:end]
             start = end
 
-    def predict_frame(self, df, allow_missing: bool = False,
-                      names: Optional[list[str]] = None) -> "pd.DataFrame":  # noqa: F821
+    def predict_frame(self, df, allow_missing: bool = False, names: Optional[list[str]] = None,
+                      progress: Optional[Callable[[int, int], None]] = None) -> "pd.DataFrame":  # noqa: F821
         """One row of predictions per row of `df` (same index): `prediction`, for classification one
         `probability_<class>` column per class, then `request_id` and `record` (the row's position in its
         request): the key of its row in the server's prediction log, which `trainyard monitor --labels` joins
@@ -196,14 +200,15 @@ class Client:
         `attrs["out_of_range"]` (with `unseen_categories` and `imputed`; none of the three from a server that does
         not say them, `says_row_notes`). Columns that are not features (ids, the label) are not sent, except those
         the server keeps in its prediction log (GET /schema's `limits.log_keep`). `allow_missing`:
-        predict even when more than half of the features have no column (`check_columns`); `names`: as `predict`'s."""
+        predict even when more than half of the features have no column (`check_columns`); `names`, `progress`: as
+        `predict`'s."""
         import pandas as pd
         check_columns(list(df.columns), [f["name"] for f in self.schema()["features"]], allow_missing,
                       kept=self.schema().get("limits", {}).get("log_keep") or ())
         sent = numbers_read_as_text(df[[c for c in df.columns if c in self.sent_columns()]],
                                     self.schema()["features"])
         sent = _image_bytes_as_base64(sent, self.schema()["features"])
-        out = self.predict(sent.to_dict("records"), names)
+        out = self.predict(sent.to_dict("records"), names, progress)
         result = pd.DataFrame({"prediction": out["predictions"]}, index=df.index)
         if "probabilities" in out:
             classes = self.schema()["label"]["classes"]

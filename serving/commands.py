@@ -315,7 +315,8 @@ def cmd_predict(args) -> int:
     sent = df.drop(index=list(unreadable)) if unreadable else df
     # The server numbers records; for a folder of images the user knows files, named beside the numbers.
     predicted = client.predict_frame(sent, allow_missing=args.allow_missing,
-                                     names=sent["file"].tolist() if image_field else None)
+                                     names=sent["file"].tolist() if image_field else None,
+                                     progress=rows_progress(args.file))
     table = df.join(predicted, rsuffix="_predicted")      # an image not sent: its row, no prediction
     if unreadable and "record" in table.columns:
         table["record"] = table["record"].astype("Int64")   # the log's key stays a whole number (was 0.0, 1.0)
@@ -366,6 +367,33 @@ def cmd_predict(args) -> int:
     else:
         table.to_csv(sys.stdout, index=False)
     return 0
+
+
+PROGRESS_EVERY_S = 10.0     # a line at most this often: a cron log of a night's run stays short
+
+
+def rows_progress(given: str):
+    """`progress(done, total)` for `Client.predict`: a line on stderr every PROGRESS_EVERY_S seconds of a long
+    run and one at its end, with the rate and the time left. 2,000,000 rows took 7 minutes without a word, so
+    that a stalled run and a slow one looked alike."""
+    import time
+
+    started = last = time.monotonic()
+    first: Optional[tuple[float, int]] = None     # the first answer: the rate is of the answers after it
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last, first
+        now = time.monotonic()
+        if first is None:       # before it, the rows were read and prepared: 13 s of 300,000, no request yet
+            first = (now, done)
+        if now - last < PROGRESS_EVERY_S and done < total or done == total and now - started < PROGRESS_EVERY_S:
+            return              # (a short run: its summary line says enough)
+        rate = (done - first[1]) / (now - first[0]) if done > first[1] else done / max(now - started, 1e-9)
+        last = now
+        left = f", about {(total - done) / rate:.0f} s left" if done < total else ""
+        print(f"[predict] {done:,} of {total:,} rows of {given} predicted ({100 * done / total:.0f}%), "
+              f"{now - started:.0f} s, {rate:,.0f} rows/s{left}", file=sys.stderr, flush=True)
+    return progress
 
 
 def _unreadable_images(df, field: str, image: dict, given: str, max_pixels: Optional[int] = None) -> dict:

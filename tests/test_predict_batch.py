@@ -98,3 +98,21 @@ def test_a_second_run_into_the_same_out_does_not_replace_the_first_ones_file(tmp
     assert main(["predict", "--url", server["url"], str(tmp_path / "book.csv"), "--out", str(out),
                  "--overwrite"]) == 0
     assert pd.read_csv(out)["loan_id"].tolist() == list(range(10))
+
+
+def test_a_long_predict_says_how_far_it_is_on_stderr(tmp_path, server, capsys, monkeypatch):
+    """2,000,000 loans took 7 minutes with no line between the start and the last notes: a stalled run and a
+    slow one looked alike in the cron log. Now a line on stderr every PROGRESS_EVERY_S seconds says the rows done,
+    the rate and the time left, and one says the end; stdout (the CSV without --out) holds the rows alone."""
+    import serving.commands
+    from trainyard.cli import main
+
+    monkeypatch.setattr(serving.commands, "PROGRESS_EVERY_S", 0.0)
+    _rows(tmp_path / "book.csv", 2500)
+    assert main(["predict", "--url", server["url"], str(tmp_path / "book.csv"), "--batch-size", "1000"]) == 0
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.startswith("[predict]")]
+    assert [line.split(" rows of ")[0] for line in lines] == [
+        "[predict] 1,000 of 2,500", "[predict] 2,000 of 2,500", "[predict] 2,500 of 2,500"], err
+    assert "(40%)" in lines[0] and "s left" in lines[0] and "s left" not in lines[-1]
+    assert "[predict]" not in out and len(pd.read_csv(__import__("io").StringIO(out))) == 2500
