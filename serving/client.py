@@ -165,7 +165,7 @@ class Client:
         out: dict[str, Any] = {"predictions": [], "request_ids": []}
         everywhere: list[tuple[int, int, list]] = []       # per request: its first record, its records, the fields
         for start, body, chunk in self._chunks(rows):
-            status, data = self.request("POST", "/predict", body)
+            status, data = self._post(body, chunk, start, names)
             if status != 200:
                 raise _error(status, data, "POST /predict", offset=start, names=names)
             out["predictions"].extend(data["predictions"])
@@ -180,6 +180,10 @@ class Client:
             if progress is not None:
                 progress(start + len(chunk), total)
         return _everywhere(out, everywhere)
+
+    def _post(self, body: bytes, chunk: list[dict], start: int, names: Optional[list[str]]) -> tuple[int, Any]:
+        """(status, answer) of the request for `chunk` (its records `start`... of the caller's)."""
+        return self.request("POST", "/predict", body)
 
     def _chunks(self, rows: Iterator[dict]):
         """(index of its first record, request body, records) per request: at most batch_size records, and a body

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from cluster.errors import Failure
+from cluster.errors import BadInput, Failure
 from serving.settings import (KEPT_ON_UPDATE, TOKEN_ENV, ServeError, bundle_serve_section, not_taken_line, overlay,
                               value_at)
 
@@ -27,15 +27,19 @@ or --no-token says otherwise; one whose replicas fail to start, or do not answer
 back to the version that was running.
 """
 
-PREDICT_HELP = """Send a file's rows to a trainyard server and write the predictions.
+PREDICT_HELP = """Send a file's rows to a trainyard server, or to a bundle loaded here, and write the predictions.
 
     trainyard predict --url URL FILE [--out OUT] [--overwrite] [--token T] [--batch-size N] [--allow-missing]
+    trainyard predict --bundle BUNDLE FILE [--out OUT] [--overwrite] [--batch-size N] [--allow-missing]
+
+--bundle predicts in this process, as a server of that bundle would (the same code path and notes), with no server
+and no Ray: for a batch job. Its rows have no request_id/record columns (nothing is logged for labels to join).
 
 FILE: a .csv, .parquet or .jsonl file, a folder of .parquet or .csv shards, or for an image model an image file or a
-folder of them. The rows go in requests of at most --batch-size records (default: the server's limit); the output
-is the rows plus their predictions, as CSV on stdout or to --out (.csv, .parquet, .jsonl; an existing file only
-with --overwrite). A file with no column for more than half of the model's features is refused (a file meant
-for another model) unless --allow-missing.
+folder of them. The rows go in requests of at most --batch-size records (default: the server's limit; 10,000 at a
+time with --bundle); the output is the rows plus their predictions, as CSV on stdout or to --out (.csv, .parquet,
+.jsonl; an existing file only with --overwrite). A file with no column for more than half of the model's features
+is refused (a file meant for another model) unless --allow-missing.
 """
 
 
@@ -70,10 +74,13 @@ def register(subparsers, kit) -> None:
                    help="also print Ray's own log lines (Serve's controller, proxy and replicas), as Ray does")
     p.set_defaults(func=lambda args: cmd_serve(args, kit))
 
-    p = subparsers.add_parser("predict", help="send a file's rows to a trainyard server, write predictions",
+    p = subparsers.add_parser("predict", help="a file's rows predicted by a trainyard server, or by a bundle here",
                               description=PREDICT_HELP, formatter_class=_raw())
     p.add_argument("file", help="rows to predict: .csv, .parquet or .jsonl, or a folder of .parquet or .csv shards")
-    p.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000")
+    by = p.add_mutually_exclusive_group(required=True)
+    by.add_argument("--url", help="the server, e.g. http://127.0.0.1:8000")
+    by.add_argument("--bundle", help="predict with this bundle here, with no server and no Ray (a bundle folder, or "
+                                     "a run's output folder holding bundle/): a nightly batch")
     p.add_argument("--out", default=None,
                    help="write the rows plus predictions here (.csv/.parquet/.jsonl); default: CSV on stdout")
     p.add_argument("--token", default=None, help=f"bearer token (default: ${TOKEN_ENV})")
@@ -300,7 +307,13 @@ def cmd_predict(args) -> int:
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     if args.out:
         check_out(args.out, overwrite=args.overwrite)
-    client = Client(args.url, token=token, batch_size=args.batch_size)
+    if args.bundle:
+        from serving.offline import BundleClient
+        if args.token is not None:
+            raise BadInput("--token is for a server (--url); --bundle predicts here, with no server to ask")
+        client = BundleClient(args.bundle, batch_size=args.batch_size)
+    else:
+        client = Client(args.url, token=token, batch_size=args.batch_size)
     # Image files for an image model: the server's image field names their column (asked only then: a rows file
     # that cannot be used is refused before any request); otherwise read_table says what it reads.
     others: list[Path] = []
@@ -350,7 +363,8 @@ def cmd_predict(args) -> int:
     sent_names = ({f["name"] for f in schema["features"]} | set(schema.get("limits", {}).get("log_keep") or ())
                   | {(schema.get("label") or {}).get("name")})
     if not image_field and not absent and (unsent := [str(c) for c in df.columns if c not in sent_names]):
-        print(f"note: {len(unsent)} column(s) of {args.file} are not features of the model and were not sent: "
+        print(f"note: {len(unsent)} column(s) of {args.file} are not features of the model and were not "
+              f"{'read' if args.bundle else 'sent'}: "
               f"{', '.join(map(repr, unsent[:8]))}{', ...' if len(unsent) > 8 else ''}"
               + (f" (they stay beside the predictions in {args.out})" if args.out else ""), file=sys.stderr)
     if decision := (client.schema().get("label") or {}).get("decision"):
