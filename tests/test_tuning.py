@@ -608,6 +608,33 @@ def test_resume_finds_this_specs_search_among_a_colleagues_and_not_a_finished_on
         started_experiment(str(tmp_path), other)         # no search of its own: the newest one's differences
 
 
+def test_a_search_an_earlier_trainyard_finished_is_not_resumed_to_write_its_bundle_again(tmp_path):
+    """A trainyard of 2026-12-04 recorded no end of a search: `--resume` of one it had finished ran 41 s, trained
+    nothing and wrote the same best trial's bundle again as a new version. Every planned trial ended and a bundle
+    naming the search: refused before Ray. Either alone resumes (an interrupted search's best so far; a search
+    stopped before its bundle)."""
+    from tuning.plan import TuneInputError
+    from tuning.resume import ENDED_DIR, LEGACY_EXPERIMENT_FILE, new_experiment, started_experiment
+
+    spec = validate_spec({"name": "x", "data": {"path": "d", "label": "y"}, "tune": {"samples": 2}})
+    root = tmp_path / "out" / "ray"
+    experiment = new_experiment(str(root))
+    (experiment / LEGACY_EXPERIMENT_FILE).write_text(json.dumps({"spec": spec.model_dump(mode="json")}))
+    (experiment / ENDED_DIR).mkdir()
+    (experiment / ENDED_DIR / "a_00000.json").write_text("{}")
+    version = tmp_path / "out" / "bundles" / "20261208-005406"
+    version.mkdir(parents=True)
+    (version / "lineage.json").write_text(json.dumps({"tune": {"experiment": f"/elsewhere/ray/{experiment.name}"}}))
+    assert started_experiment(str(root), spec) == experiment          # one of two trials ended: interrupted
+    (experiment / ENDED_DIR / "a_00001.json").write_text("{}")
+    with pytest.raises(TuneInputError, match=rf"--resume: the newest search of this spec, {experiment.name}, ended "
+                                             r"all its 2 trial\(s\) and made bundle 20261208-005406 \(an earlier "
+                                             r"trainyard, which recorded no end of a search\): nothing to resume"):
+        started_experiment(str(root), spec)
+    (version / "lineage.json").write_text(json.dumps({"tune": {"experiment": str(root / "tune-other")}}))
+    assert started_experiment(str(root), spec) == experiment          # no bundle of it: stopped before one
+
+
 def test_a_new_search_of_the_same_space_and_seed_says_it_draws_the_same_trials(tmp_path):
     """A second search of the same spec into one output, or of more samples for more of the space, drew and
     trained the first one's configurations again (the search is seeded by tune.seed, by default train.seed), and

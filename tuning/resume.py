@@ -13,6 +13,7 @@ from typing import Iterator, Optional
 
 from jobs.spec import SEARCH_AXES, JobSpec, SpecError, storage_root
 from tuning.plan import TuneInputError
+from tuning.space import trial_count
 
 EXPERIMENT_PREFIX = "tune-"
 # The experiment's record (JSON). Not named *.json: Ray Tune's restore copies the experiment folder's *.json and
@@ -21,6 +22,7 @@ EXPERIMENT_PREFIX = "tune-"
 # trainyard have LEGACY_EXPERIMENT_FILE, read where the record is not there.
 EXPERIMENT_FILE = "trainyard.record"
 LEGACY_EXPERIMENT_FILE = "trainyard.json"
+ENDED_DIR = "ended"        # EXPERIMENT/ended/<id>.json: written by the driver when Tune ends a trial
 # Spec sections a resumed experiment must share with the one that started it; output and serve may change.
 _SAME_ON_RESUME = ("data", "model", "train", "tune")
 
@@ -148,12 +150,34 @@ def started_experiment(root: str, spec: JobSpec) -> Path:
             raise TuneInputError(f"--resume: the newest search of this spec, {path.name}, finished at "
                                  f"{record['finished_at'][:19]} and made {record.get('bundle')}: nothing to resume; "
                                  "drop --resume to start a new search")
+        if made := _made_by_earlier(path, spec):
+            raise TuneInputError(f"--resume: the newest search of this spec, {path.name}, ended all its "
+                                 f"{trial_count(spec)} trial(s) and made bundle {made} (an earlier trainyard, which "
+                                 "recorded no end of a search): nothing to resume; drop --resume to start a new search")
         return path
     if ours:
         check_same_spec(ours[0], spec)          # raises: what differs from the newest search here
     raise TuneInputError(f"--resume: no tuning experiment to continue under {root} "
                          f"({len(candidates)} folder(s) named {EXPERIMENT_PREFIX}*, none started by trainyard); "
                          "drop --resume to start a new search")
+
+
+def _made_by_earlier(experiment: Path, spec: JobSpec) -> Optional[str]:
+    """The bundle a search finished by a trainyard before 2026-12-08 made (it kept no `finished_at`), else None:
+    every trial it plans has ended (ended/, which errored trials do not reach) and a version in OUTPUT/bundles
+    names the experiment. Resumed, it trained nothing and wrote that bundle again as a new version. One of the two
+    alone is no end: a bundle of an interrupted search's best so far, or a search stopped before its bundle."""
+    ended = experiment / ENDED_DIR
+    if not ended.is_dir() or len(list(ended.glob("*.json"))) < trial_count(spec):
+        return None
+    for lineage in sorted((experiment.parent.parent / "bundles").glob("*/lineage.json")):
+        try:
+            tune = json.loads(lineage.read_text()).get("tune") or {}
+        except (OSError, ValueError):
+            continue
+        if Path(str(tune.get("experiment") or "")).name == experiment.name:
+            return lineage.parent.name
+    return None
 
 
 def check_same_spec(experiment: Path, spec: JobSpec) -> None:

@@ -21,11 +21,11 @@ from typing import Optional
 from jobs.pipeline import PreparedData
 from jobs.spec import EarlyStopSpec, JobSpec, best_key
 from jobs.train import PREEMPTION_ENV, configure, default_trainer, fit
+from tuning.resume import ENDED_DIR
 from tuning.rows import run_reporting
 from tuning.space import decode_hidden
 
 TRAIN_DIR = "train"        # the Train runs of an experiment, one per trial: EXPERIMENT/train/trial-<id>
-ENDED_DIR = "ended"        # EXPERIMENT/ended/<id>.json: written by the driver when Tune ends a trial
 
 
 def run_name(trial_id: str) -> str:
