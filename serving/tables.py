@@ -223,9 +223,12 @@ def write_table(df, out, *, overwrite: bool = True) -> Path:
             try:
                 os.link(part, out)          # fails where a file is there: the check and the write are one step
             except FileExistsError:
+                # This run's rows are not thrown away either (a night's scoring): kept beside it, by its pid.
+                kept = out.with_name(f"{out.stem}.{os.getpid()}{out.suffix}")
+                os.replace(part, kept)
                 raise TableError(f"--out {out} exists now, written while this run predicted (by another run into "
-                                 "the same --out?); that file is kept. Give each run its own --out, or add "
-                                 "--overwrite to replace it") from None
+                                 f"the same --out?); that file is kept, and this run's table is at {kept}. Give each "
+                                 "run its own --out, or add --overwrite to replace it") from None
             except OSError:                 # a file system without hard links: checked, then renamed
                 check_out(out, overwrite=False)
                 os.replace(part, out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import threading
 
 import pandas as pd
@@ -91,8 +92,11 @@ def test_a_second_run_into_the_same_out_does_not_replace_the_first_ones_file(tmp
     out = tmp_path / "scores.csv"
     server["on_predict"] = lambda: out.write_text("the other run's scores\n")
     assert main(["predict", "--url", server["url"], str(tmp_path / "book.csv"), "--out", str(out)]) == 2
-    assert "exists now, written while this run predicted" in capsys.readouterr().err
+    kept = tmp_path / f"scores.{os.getpid()}.csv"
+    assert (f"exists now, written while this run predicted (by another run into the same --out?); that file is "
+            f"kept, and this run's table is at {kept}") in capsys.readouterr().err
     assert out.read_text() == "the other run's scores\n"
+    assert pd.read_csv(kept)["loan_id"].tolist() == list(range(10))       # this run's rows, not thrown away
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     # With --overwrite it is replaced, as asked.
     assert main(["predict", "--url", server["url"], str(tmp_path / "book.csv"), "--out", str(out),
