@@ -89,3 +89,29 @@ def test_a_token_with_a_bundle_and_a_folder_that_is_no_bundle_are_refused(output
         main(["predict", "--bundle", str(output), "--url", "http://127.0.0.1:9", str(tmp_path / "book.csv")])
     assert ended.value.code == 2
     assert json.loads((B.resolve(output) / "lineage.json").read_text())["name"] == "loans"
+
+
+def test_a_folder_of_images_is_predicted_by_an_image_bundle_here(tmp_path, capsys):
+    from PIL import Image
+
+    from jobs.images import ImagePreprocessor
+
+    pre = ImagePreprocessor(label="label", classes=["bad", "good"], column="image", size=[8, 8], channels=1,
+                            mean=[0.5], std=[0.2], stats={"train_rows": 10})
+    config = {"kind": "mlp", "input_dim": 64, "output_dim": 2, "hidden": [4], "dropout": 0.0, "activation": "relu"}
+    B.write(tmp_path / "out", state_dict=build_model(config).state_dict(), model_config=config, preprocessor=pre,
+            metrics={"val": {}}, spec_yaml="name: parts\n", lineage={"version": "1", "name": "parts"},
+            progress=lambda _line: None)
+    (tmp_path / "today").mkdir()
+    pixels = np.random.default_rng(0).integers(0, 255, (3, 8, 8), dtype=np.uint8)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(tmp_path / "today" / f"p{i}.png")
+    (tmp_path / "today" / "broken.png").write_bytes(b"\x89PNG not really")
+    assert main(["predict", "--bundle", str(tmp_path / "out"), str(tmp_path / "today"), "--out",
+                 str(tmp_path / "scored.csv")]) == 0
+    scored = pd.read_csv(tmp_path / "scored.csv", keep_default_na=False).set_index("file")
+    bundle = B.load(B.resolve(tmp_path / "out"))
+    expected = bundle.predict([{"image": image[:, :, None].tolist()} for image in pixels])["predictions"]
+    assert [scored.loc[str(tmp_path / "today" / f"p{i}.png"), "prediction"] for i in range(3)] == expected
+    assert scored.loc[str(tmp_path / "today" / "broken.png"), "error"].startswith("cannot decode the image")
+    assert "3 predictions from parts 1 written to" in capsys.readouterr().err
