@@ -313,7 +313,12 @@ def numbers_read_as_text(df, features: list[dict]):
     df, problems, at = df.copy(), [], None
     for f in features:
         name = f["name"]
-        if f.get("type") != "number" or name not in df.columns or pd.api.types.is_numeric_dtype(df[name]):
+        if f.get("type") != "number" or name not in df.columns:
+            continue
+        if problem := _dates_for_number(df[name], f):
+            problems.append(problem)
+            continue
+        if pd.api.types.is_numeric_dtype(df[name]):
             continue
         cells = df[name].map(lambda v: v.strip() if isinstance(v, str) else v).replace("", None)
         numbers = pd.to_numeric(cells, errors="coerce")
@@ -327,6 +332,23 @@ def numbers_read_as_text(df, features: list[dict]):
     if problems:        # every such column at once: one per run made a fix-and-retry loop of it
         raise TableError("; ".join(problems) + ". Fix them, or leave them empty for a missing value")
     return df
+
+
+def _dates_for_number(column, feature: dict) -> Optional[str]:
+    """Why a column of dates, times or durations (a Parquet timestamp, with a zone or none) cannot be a number
+    feature, or None: pandas' to_numeric made each its nanoseconds since 1970 (2019-03-01 became 1.55e15), scored
+    as a number 'well outside the range' (`predict`) and scored by `evaluate` as a model that answers one class."""
+    import pandas as pd
+    kind = column.dtype
+    if not (pd.api.types.is_datetime64_any_dtype(kind) or pd.api.types.is_timedelta64_dtype(kind)
+            or isinstance(kind, pd.PeriodDtype)):
+        return None
+    seen = next((str(v) for v in column if not pd.isna(v)), None)
+    trained = f" (trained on {feature['trained_on'][0]:g} to {feature['trained_on'][1]:g})" if feature.get(
+        "trained_on") else ""
+    return (f"column {feature['name']!r} holds dates or times ({kind}" + (f", such as {seen!r}" if seen else "")
+            + f") where the model takes a number{trained}: store the number it was trained on (a duration in its "
+            "units, days or years since a date) in that column")
 
 
 def _cell_place(df):
