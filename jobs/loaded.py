@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from cluster.errors import BadInput
+from jobs.columns import Fields, frame_fields
 from jobs.fitted import FittedPreprocessor, misspelt_fields
 
 MAX_SHOWN_PROBLEMS = 20         # a refusal of records names this many problems at most
@@ -71,16 +72,28 @@ class Bundle:
         imputed. `notes`: add what /predict says beside the answers (`_notes`); the server, which says them
         itself, asks for none."""
         if isinstance(records, pd.DataFrame):   # its rows, checked as records are (a NaN is a missing value)
+            # Read from its columns where they hold what its records would (`frame_fields`): to_dict("records")
+            # cost more than the checks, the transform and the notes together.
+            fields = frame_fields(records, self.preprocessor.feature_names) \
+                if self.preprocessor.kind == "tabular" else None
+            if fields is not None:
+                return self._predict_checked(records, fields, [dict.fromkeys(records.columns)], notes)
             records = records.to_dict("records")
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise BundleError(f"records must be a list of objects ({{feature: value, ...}}) or a pandas DataFrame, "
                               f"not {type(records).__name__}")
-        if not records:
-            return {"predictions": [], **({"probabilities": []} if self.task == "classification" else {})}
-        problems = misspelt_fields(records, self.preprocessor.feature_names, self.preprocessor.label)
-        problems += self.preprocessor.record_problems(records)
         # An explicit index: from_records([{}]) would build zero rows for a record with every field missing.
-        df = pd.DataFrame(records, index=range(len(records)))
+        df = pd.DataFrame(records, index=range(len(records))) if records else None
+        return self._predict_checked(df, Fields(records), records, notes)
+
+    def _predict_checked(self, df: Optional[pd.DataFrame], fields: Fields, keys: list[dict], notes: bool) -> dict:
+        """`predict` of the rows of `df` (`fields`: their values a field at a time; `keys`: records with the
+        fields they send, or a frame's one record of its columns, for the misspelt-field check)."""
+        if df is None or not len(df):
+            return {"predictions": [], **({"probabilities": []} if self.task == "classification" else {})}
+        problems = misspelt_fields(keys, self.preprocessor.feature_names, self.preprocessor.label)
+        # A text bundle's own checks read the records (the frame's go through `to_dict` for it).
+        problems += self.preprocessor.record_problems(fields if fields.records is None else fields.records)
         problems += self.preprocessor.frame_problems(df)
         if problems:
             shown = problems[:MAX_SHOWN_PROBLEMS]
@@ -88,14 +101,14 @@ class Bundle:
             raise BundleError("; ".join(shown) + (f"; and {more} more" if more else ""))
         out = self.predict_frame(df)
         out.pop("class_index", None)
-        return {**out, **self._notes(records)} if notes else out
+        return {**out, **self._notes(fields)} if notes else out
 
-    def _notes(self, records: list[dict]) -> dict:
-        """What the server's /predict says beside the answers (`out_of_range`, `unseen_categories`, `imputed`), said here too:
-        `bundle.predict` answered an age of -500 with nothing to say it lay far outside training."""
+    def _notes(self, records: "list[dict] | Fields") -> dict:
+        """What the server's /predict says beside the answers (`out_of_range`, `unseen_categories`, `imputed`), said
+        here too: `bundle.predict` answered an age of -500 with nothing to say it lay far outside training."""
         from jobs.tabular import missing_fields, outside_range, training_ranges, unseen_categories
 
-        notes = {}
+        notes, records = {}, Fields.of(records)     # each field's values read once, for the three notes
         if outside := outside_range(training_ranges(self.preprocessor), records):
             notes["out_of_range"] = outside
         known = {f["name"]: set(f.get("categories") or []) for f in self.schema.get("features", [])
@@ -107,6 +120,6 @@ class Bundle:
         imputable = [f["name"] for f in features if f.get("type") in ("number", "category") or f["name"] in blank]
         every, imputed = missing_fields(imputable, records, blank=blank)
         notes.update({"imputed_in_every_record": every} if every else {}, **({"imputed": imputed} if imputed else {}))
-        if hasattr(self.preprocessor, "cut_records") and (cut := self.preprocessor.cut_records(records)):
+        if hasattr(self.preprocessor, "cut_records") and (cut := self.preprocessor.cut_records(records.records)):
             notes["truncated"] = cut        # text past max_length tokens: the model read its beginning alone
         return notes

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import pandas as pd
 
+from jobs.columns import Fields, category_codes, in_record_order, missing, outside, unseen
 from jobs.fitted import FittedPreprocessor, aggregate, canonical, category_counts, category_key, is_boolean
 
 
@@ -70,26 +71,25 @@ class Preprocessor(FittedPreprocessor):
             unknown = len(s.categories)
             if s.name in df:
                 boolean = is_boolean(s.categories)
-                idx = np.fromiter((lookup.get(category_key(v, boolean) if boolean else canonical(v), unknown)
-                                   for v in df[s.name].tolist()), dtype=np.int64, count=n)
+                key = functools.partial(category_key, boolean=True) if boolean else canonical
+                idx = category_codes(df[s.name], lookup, key, unknown)
             else:
                 idx = np.full(n, unknown, dtype=np.int64)
             out[np.arange(n), offset + idx] = 1.0
             offset += unknown + 1
         return out
 
-    def record_problems(self, records: list[dict]) -> list[str]:
+    def record_problems(self, records: "list[dict] | Fields") -> list[str]:
         """Under unknown_category: error, every value of a categorical field that training never saw."""
         if self.unknown_category != "error":
             return []
-        problems = []
+        fields, problems = Fields.of(records), []
         for s in self.categorical:
-            allowed, boolean = set(s.categories), is_boolean(s.categories)
-            for i, r in enumerate(records):
-                v = category_key(r.get(s.name), boolean)
-                if v is not None and v not in allowed:
-                    problems.append(f"record {i}: {s.name}={r[s.name]!r} is not a known category "
-                                    f"(known: {s.categories})")
+            values = fields.values(s.name)
+            for i in unseen(values, functools.partial(category_key, boolean=is_boolean(s.categories)),
+                            set(s.categories)):
+                problems.append(f"record {i}: {s.name}={values[i]!r} is not a known category "
+                                f"(known: {s.categories})")
         return problems
 
     def frame_problems(self, df: pd.DataFrame) -> list[str]:
@@ -231,58 +231,50 @@ def range_bounds(lo: float, hi: float) -> tuple[float, float]:
     return lo - RANGE_MARGIN * (hi - lo), hi + RANGE_MARGIN * (hi - lo)
 
 
-def outside_range(ranges: list[tuple[str, float, float]], records: list[dict]) -> list[dict]:
+def outside_range(ranges: list[tuple[str, float, float]], records: "list[dict] | Fields") -> list[dict]:
     """The numeric values of `records` beyond the range the train split held (`training_ranges`) by more than
     RANGE_MARGIN of it, in record order: [{"record": i, "field", "value", "trained_on": [min, max]}]. The model
     extrapolates there: its answer may be far off with nothing else to say so (an age of -500 got a stay of 1.8
     million days). Values that are not finite numbers are not judged here (the request checks and the model's
-    output check answer them)."""
-    found = []
-    bounds = [(name, lo, hi, *range_bounds(lo, hi)) for name, lo, hi in ranges]
-    for i, record in enumerate(records):
-        for name, lo, hi, low, high in bounds:
-            v = record.get(name)
-            if type(v) is str:          # a number written as text, which the model reads as that number
-                try:
-                    v = float(v)
-                except ValueError:
-                    continue
-            elif type(v) not in (int, float):
-                continue
-            if math.isfinite(v) and not low <= v <= high:
-                found.append({"record": i, "field": name, "value": v, "trained_on": [lo, hi]})
-    return found
+    output check answer them). A field at a time (`jobs.columns`)."""
+    fields = Fields.of(records)
+    found = [outside(fields.values(name), *range_bounds(lo, hi)) for name, lo, hi in ranges]
+    return [{"record": i, "field": ranges[j][0], "value": v, "trained_on": [ranges[j][1], ranges[j][2]]}
+            for i, j, v in in_record_order(found)]
 
 
-def unseen_categories(known: dict[str, set], records: list[dict]) -> list[dict]:
+def unseen_categories(known: dict[str, set], records: "list[dict] | Fields") -> list[dict]:
     """The category values of `records` that the train split did not hold (`known`: {feature: its categories, as
     `canonical` writes them}), in record order: [{"record": i, "field", "value"}]. The model reads each as its
     unknown category, as it does a missing value: a '1,000' where it knows '1000', a 'y' where it knows 'Y', or a
     count past those seen, changed an answer with nothing to say so."""
-    found = []
-    booleans = {name for name, categories in known.items() if is_boolean(categories)}
-    for i, record in enumerate(records):
-        for name, categories in known.items():
-            v = record.get(name)
-            key = (category_key(v, True) if name in booleans
-                   else v if type(v) is str else canonical(v))     # None: missing (NaN too), imputed as such
-            if key is not None and key not in categories:
-                found.append({"record": i, "field": name, "value": _echoed(v)})
-    return found
+    fields, names, found = Fields.of(records), list(known), []
+    for name in names:
+        # None: missing (NaN too), imputed as such
+        key = functools.partial(category_key, boolean=True) if is_boolean(known[name]) else _text_or_canonical
+        values = fields.values(name)
+        found.append([(i, values[i]) for i in unseen(values, key, known[name])])
+    return [{"record": i, "field": names[j], "value": _echoed(v)} for i, j, v in in_record_order(found)]
 
 
-def missing_fields(names: list[str], records: list[dict], blank=frozenset()) -> tuple[list[str], list[dict]]:
+def _text_or_canonical(v) -> Optional[str]:
+    return v if type(v) is str else canonical(v)
+
+
+def missing_fields(names: list[str], records: "list[dict] | Fields",
+                   blank=frozenset()) -> tuple[list[str], list[dict]]:
     """The features among `names` that records leave out or send as null (NaN), which the model imputes (the train
     split's median, the unknown category): a credit answer came with no word that its debt-to-income was never
     sent. `blank`: text features, missing when sent blank too (read as empty text: a triage note left out was
     answered "routine" without a word). Returns (the features no record sends, in `names` order; [{"record": i,
     "field"}] for the others, in record order): one entry per record and field made 190,000 entries (6 MB) of a
     request of 1,000 records that sent 10 of 200 features."""
-    missing = [[n for n in names if (v := r.get(n)) is None or (type(v) is float and v != v)
-                or (n in blank and type(v) is str and not v.strip())] for r in records]
-    everywhere = set(missing[0]).intersection(*missing[1:]) if missing else set()
-    return ([n for n in names if n in everywhere],
-            [{"record": i, "field": n} for i, fields in enumerate(missing) for n in fields if n not in everywhere])
+    fields = Fields.of(records)
+    masks = [missing(fields.values(n), n in blank) for n in names]
+    everywhere = {n for n, m in zip(names, masks) if len(m) and m.all()}
+    found = [[] if n in everywhere else [(i, None) for i in np.flatnonzero(m).tolist()] for n, m in zip(names, masks)]
+    imputed = [{"record": i, "field": names[j]} for i, j, _ in in_record_order(found)]
+    return [n for n in names if n in everywhere], imputed
 
 
 # The most of an unseen category's text said back: a megabyte-long value was echoed whole in the response, the
