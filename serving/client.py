@@ -215,6 +215,12 @@ class Client:
             yield start, b'{"records": [' + b", ".join(encoded) + b"]}", chunk
             start += len(chunk)
 
+    @staticmethod
+    def _rows(sent) -> Iterator[dict]:
+        """The records of `sent` (a frame of the columns a request carries), a slice at a time."""
+        return (row for at in range(0, len(sent), FRAME_SLICE) for row in
+                sent.iloc[at:at + FRAME_SLICE].to_dict("records"))
+
     def predict_frame(self, df, allow_missing: bool = False, names: Optional[list[str]] = None,
                       progress: Optional[Callable[[int, int], None]] = None) -> "pd.DataFrame":  # noqa: F821
         """One row of predictions per row of `df` (same index): `prediction`, for classification one
@@ -235,9 +241,7 @@ class Client:
         sent = _image_bytes_as_base64(sent, self.schema()["features"])
         # A slice's records at a time (`_chunks` takes them as its requests need them): the whole frame's records
         # as dicts at once held 2,000,000 of them beside the frame.
-        rows = (row for at in range(0, len(sent), FRAME_SLICE) for row in
-                sent.iloc[at:at + FRAME_SLICE].to_dict("records"))
-        out = self._predict(rows, len(sent), names, progress)
+        out = self._predict(self._rows(sent), len(sent), names, progress)
         result = pd.DataFrame({"prediction": out["predictions"]}, index=df.index)
         if "probabilities" in out:
             classes = self.schema()["label"]["classes"]

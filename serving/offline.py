@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Iterator, Optional
+from typing import Optional
 
 from jobs.bundle import BundleError, load, resolve
 from jobs.tabular import training_ranges
@@ -44,8 +44,18 @@ class BundleClient(Client):
                 "metrics": b.metrics.get("test", {})}
         return self._schema
 
-    def _chunks(self, rows: Iterator[dict]):
-        """Records a batch at a time, as they are: no request body to encode or keep within a limit."""
+    def _rows(self, sent):
+        """The frame itself, not its records: `Bundle.predict` reads a frame's columns (its records cost more than
+        the checks, the model and the notes together)."""
+        return sent
+
+    def _chunks(self, rows):
+        """The frame's rows a batch at a time, as they are: no request body to encode or keep within a limit.
+        (Records given to `predict`, a batch of them at a time.)"""
+        if hasattr(rows, "iloc"):
+            for start in range(0, len(rows), self.batch_size):
+                yield start, None, rows.iloc[start:start + self.batch_size].reset_index(drop=True)
+            return
         start = 0
         while chunk := list(itertools.islice(rows, self.batch_size)):
             yield start, None, chunk
