@@ -3,13 +3,13 @@ it stops midway or when another run writes there, and what it says while it work
 for the server's /schema and /predict (only what the client reads of them), real files in tmp_path."""
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import threading
 
 import pandas as pd
 import pytest
+
+from tests.stand_in_server import stand_in
 
 SCHEMA = {"features": [{"name": "income", "type": "number"}, {"name": "home", "type": "category",
                                                                "categories": ["OWN", "RENT"]}],
@@ -22,35 +22,17 @@ def server():
     """A stand-in server; `calls` counts its /predict requests and `on_predict` (when set) runs at each."""
     state = {"calls": 0, "on_predict": None}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _send(self, doc):
-            raw = json.dumps(doc).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+    def answer(body: bytes) -> dict:
+        records = json.loads(body)["records"]
+        state["calls"] += 1
+        if state["on_predict"]:
+            state["on_predict"]()
+        return {"predictions": ["yes" if (r["income"] or 0) < 50 else "no" for r in records],
+                "probabilities": [[0.5, 0.5] for _ in records], "model": SCHEMA["model"],
+                "request_id": f"{state['calls']:032x}"}
 
-        def do_GET(self):
-            self._send(SCHEMA)
-
-        def do_POST(self):
-            records = json.loads(self.rfile.read(int(self.headers["content-length"])))["records"]
-            state["calls"] += 1
-            if state["on_predict"]:
-                state["on_predict"]()
-            self._send({"predictions": ["yes" if (r["income"] or 0) < 50 else "no" for r in records],
-                        "probabilities": [[0.5, 0.5] for _ in records], "model": SCHEMA["model"],
-                        "request_id": f"{state['calls']:032x}"})
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
+    with stand_in(SCHEMA, answer) as state["url"]:
+        yield state
 
 
 def _rows(path, n):

@@ -1131,41 +1131,21 @@ def test_the_client_keeps_each_request_within_the_servers_body_limit():
     """`trainyard predict` on 900 camera images sent them 1,000 records a request: a 14 MiB body, refused (413)
     by the 8 MiB limit, and the whole folder failed. Requests now also stay within max_body_mb; the answers come
     back in order."""
-    import http.server
     import json
-    import threading
 
     from serving.client import Client
+    from tests.stand_in_server import stand_in
 
     bodies = []
 
-    class Server(http.server.BaseHTTPRequestHandler):
-        def _send(self, doc):
-            raw = json.dumps(doc).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+    def answer(body: bytes) -> dict:
+        bodies.append(len(body))
+        return {"predictions": [r["i"] for r in json.loads(body)["records"]], "request_id": str(len(bodies))}
 
-        def do_GET(self):
-            self._send({"limits": {"max_records": 1000, "max_body_mb": 0.01}, "features": [], "label": {}})
-
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["content-length"]))
-            bodies.append(len(body))
-            self._send({"predictions": [r["i"] for r in json.loads(body)["records"]], "request_id": str(len(bodies))})
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with stand_in({"limits": {"max_records": 1000, "max_body_mb": 0.01}, "features": [], "label": {}},
+                  answer) as url:
         records = [{"i": i, "image": "x" * 1000} for i in range(40)]          # ~40 KB in all, 10 KB allowed
-        out = Client(f"http://127.0.0.1:{server.server_address[1]}").predict(records)
-    finally:
-        server.shutdown()
+        out = Client(url).predict(records)
     assert out["predictions"] == list(range(40))
     assert len(bodies) > 3 and max(bodies) <= 0.01 * 2**20, bodies
     assert sum(n for _, n in out["request_ids"]) == 40

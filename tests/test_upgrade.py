@@ -1,19 +1,18 @@
 """An upgraded trainyard beside what an earlier one wrote or runs: a server not yet upgraded."""
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
+from tests.stand_in_server import stand_in
 from trainyard.cli import main
 
 # GET /schema of a trainyard server of 2026-12-04 (its bundle's schema.json, the model and the limits of then):
@@ -34,30 +33,10 @@ OLD_SCHEMA = {
     "metrics": {"accuracy": 0.71}}
 
 
-def _old_server():
-    class Server(http.server.BaseHTTPRequestHandler):
-        def _send(self, doc):
-            raw = json.dumps(doc).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def do_GET(self):
-            self._send(OLD_SCHEMA)
-
-        def do_POST(self):
-            records = json.loads(self.rfile.read(int(self.headers["content-length"])))["records"]
-            self._send({"predictions": ["ok"] * len(records), "probabilities": [[0.3, 0.7]] * len(records),
-                        "model": OLD_SCHEMA["model"], "request_id": "290f1e0c61d31aa70000000000000001"})
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+def _old_answer(body: bytes) -> dict:
+    records = json.loads(body)["records"]
+    return {"predictions": ["ok"] * len(records), "probabilities": [[0.3, 0.7]] * len(records),
+            "model": OLD_SCHEMA["model"], "request_id": "290f1e0c61d31aa70000000000000001"}
 
 
 def test_predict_against_a_server_of_an_earlier_trainyard_does_not_write_its_unsaid_notes_as_none(tmp_path, capsys):
@@ -69,12 +48,8 @@ def test_predict_against_a_server_of_an_earlier_trainyard_does_not_write_its_uns
     pd.DataFrame({"rpm": [1500.0, 15000.0], "vibration_mm_s": [None, 2.0], "machine_type": ["L", "Z"]}).to_csv(
         rows, index=False)
     out = tmp_path / "predictions.csv"
-    server = _old_server()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with stand_in(OLD_SCHEMA, _old_answer) as url:
         assert main(["predict", "--url", url, str(rows), "--out", str(out)]) == 0
-    finally:
-        server.shutdown()
     written = pd.read_csv(out)
     assert list(written["prediction"]) == ["ok", "ok"] and list(written["record"]) == [0, 1]
     assert not {"out_of_range", "unseen_categories", "imputed"} & set(written.columns), list(written.columns)
