@@ -34,7 +34,7 @@ from serving.openapi import openapi_components
 from serving.payload import bundle_payload, load_payload
 from serving.predlog import PredictionLogger, new_request_id
 from serving.body import drain, drain_limit, read_body, send_json
-from serving.schema import RequestChecker, RequestError, body_too_large, non_finite_outputs
+from serving.schema import RequestChecker, RequestError, body_too_large, non_finite_outputs, with_ranges
 from serving.settings import TOKEN_ENV, ServeError, check_settings, default_name
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})   # probes answer without the token
@@ -300,10 +300,9 @@ def build_fastapi(server: ModelServer) -> FastAPI:
     asked = serve_spec.get("required_features") or []
     said = {"required": True, "missing": "refused: this server requires it (serve.required_features)"}
     by_server = {name for name in checker.required if asked == "all" or name in asked}
-    ranges = {name: {"trained_on": [lo, hi]} for name, lo, hi in server.ranges}
     schema_doc = {"model": server.model_info, **schema,
-                  "features": [{**(ranges.get(f["name"], {}) if f["type"] == "number" else {}), **f,
-                                **(said if f["name"] in by_server else {})} for f in schema["features"]],
+                  "features": [{**f, **(said if f["name"] in by_server else {})}
+                               for f in with_ranges(schema["features"], server.ranges)],
                   "limits": {"max_records": serve_spec["max_records"], "max_body_mb": serve_spec["max_body_mb"],
                              "required_features": checker.required,
                              "unknown_fields": serve_spec["unknown_fields"], "log_keep": sorted(checker.keep),

@@ -2,8 +2,8 @@
 server and no Ray.
 
 A nightly scoring job had to start `trainyard serve`, wait for it, send the loan book over HTTP and stop the server
-again: 2,000,000 rows took 7 minutes that way, and the bundle's own `predict` over the same rows 2.7 minutes. A bundle is
-readable without Ray (the bundle contract), so `BundleClient` is a `Client` whose answers come from
+again: 2,000,000 rows took 7 minutes that way, and the bundle's own `predict` over the same rows 2.7 minutes. A
+bundle is readable without Ray (the bundle contract), so `BundleClient` is a `Client` whose answers come from
 `Bundle.predict`, the one prediction path every replica runs, with the notes /predict adds (`out_of_range`,
 `unseen_categories`, `imputed`, `truncated`): the file is read, chunked, noted and written exactly as for `--url`.
 Its rows have no `request_id` or `record`: nothing is logged, so there is nothing for labels to join.
@@ -17,6 +17,7 @@ from typing import Optional
 from jobs.bundle import BundleError, load, resolve
 from jobs.tabular import training_ranges
 from serving.client import Client
+from serving.schema import with_ranges
 
 RECORDS_AT_ONCE = 10_000        # rows handed to Bundle.predict at a time (default of --batch-size with --bundle)
 
@@ -34,11 +35,9 @@ class BundleClient(Client):
         fields, its body limit): features with their training ranges, the label, the model's name and version."""
         if self._schema is None:
             b = self.bundle
-            ranges = {name: [lo, hi] for name, lo, hi in training_ranges(b.preprocessor)}
             self._schema = {
                 "model": {"name": b.lineage.get("name"), "version": b.version}, **b.schema,
-                "features": [{**({"trained_on": ranges[f["name"]]} if f.get("type") == "number" and f["name"] in
-                                 ranges else {}), **f} for f in b.schema.get("features", [])],
+                "features": with_ranges(b.schema.get("features", []), training_ranges(b.preprocessor)),
                 "limits": {"max_records": max(RECORDS_AT_ONCE, self._batch_size or 0), "max_body_mb": None,
                            "required_features": [], "unknown_fields": "ignore", "log_keep": []},
                 "metrics": b.metrics.get("test", {})}

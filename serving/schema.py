@@ -421,6 +421,14 @@ class RequestChecker:
                        i, name)
 
 
+def with_ranges(features: list[dict], ranges: list[tuple[str, float, float]]) -> list[dict]:
+    """schema.json's features as GET /schema gives them: each number with its training range (`trained_on`,
+    from `jobs.tabular.training_ranges`; what the out_of_range notes use and a client tells a server's age by)."""
+    trained = {name: [lo, hi] for name, lo, hi in ranges}
+    return [{**({"trained_on": trained[f["name"]]} if f.get("type") == "number" and f["name"] in trained else {}),
+             **f} for f in features]
+
+
 def image_pixel_limit(size: list[int]) -> int:
     """The most pixels an encoded image sent to a model of input `size` [height, width] may declare."""
     return min(max(64 * size[0] * 64 * size[1], MIN_IMAGE_PIXEL_LIMIT), MAX_IMAGE_PIXEL_LIMIT)
