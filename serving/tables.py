@@ -319,6 +319,9 @@ def numbers_read_as_text(df, features: list[dict]):
             problems.append(problem)
             continue
         if pd.api.types.is_numeric_dtype(df[name]):
+            if len(infinite := _infinite(df[name])):
+                at = at or _cell_place(df)
+                problems.append(_infinite_problem(df[name], infinite, at))
             continue
         cells = df[name].map(lambda v: v.strip() if isinstance(v, str) else v).replace("", None)
         numbers = pd.to_numeric(cells, errors="coerce")
@@ -329,6 +332,9 @@ def numbers_read_as_text(df, features: list[dict]):
             where = ", ".join(f"{at(i)}: {cells.iloc[i]!r}" for i in bad.to_numpy().nonzero()[0][:3])
             problems.append(f"column {name!r} must hold numbers; {int(bad.sum())} cell(s) do not ({where})")
         df[name] = numbers
+        if not bad.any() and len(infinite := _infinite(numbers)):     # 'inf' in a CSV's text reads as a number
+            at = at or _cell_place(df)
+            problems.append(_infinite_problem(cells, infinite, at))
     if problems:        # every such column at once: one per run made a fix-and-retry loop of it
         raise TableError("; ".join(problems) + ". Fix them, or leave them empty for a missing value")
     return df
@@ -349,6 +355,19 @@ def _dates_for_number(column, feature: dict) -> Optional[str]:
     return (f"column {feature['name']!r} holds dates or times ({kind}" + (f", such as {seen!r}" if seen else "")
             + f") where the model takes a number{trained}: store the number it was trained on (a duration in its "
             "units, days or years since a date) in that column")
+
+
+def _infinite(column) -> "np.ndarray":  # noqa: F821
+    """The positions of inf and -inf in a column of numbers. A bundle in this process imputed such a cell as a
+    missing value without a word (the server refuses it: NaN/Infinity, send null), and `evaluate` scored it so."""
+    import numpy as np
+    return np.isinf(column.to_numpy(dtype="float64", na_value=np.nan)).nonzero()[0]
+
+
+def _infinite_problem(column, infinite, at) -> str:
+    where = ", ".join(f"{at(i)}: " + (repr(v) if isinstance(v := column.iloc[i], str) else f"{float(v)}")
+                      for i in infinite[:3])
+    return f"column {column.name!r} holds {len(infinite)} infinite value(s) ({where})"
 
 
 def _cell_place(df):

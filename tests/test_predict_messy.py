@@ -55,3 +55,20 @@ def test_a_date_where_a_number_was_is_refused_not_scored_as_nanoseconds(output, 
     assert run("evaluate", output, "--data", tmp_path / "book.parquet") == 2
     assert f"{tmp_path / 'book.parquet'}: column 'years_employed' holds dates or times" in capsys.readouterr().err
 
+
+def test_an_infinite_number_is_refused_naming_where_it_is(output, tmp_path, capsys):
+    """A division by zero upstream wrote `inf` into `income`: the bundle in this process imputed it as a missing
+    value without a note (the server refuses it, 422), and evaluate scored those rows so, exit 0 both."""
+    df = loans(20)
+    df["income"] = df["income"].astype(object)
+    df.loc[3, "income"], df.loc[8, "income"] = "inf", "-inf"
+    df.to_csv(tmp_path / "book.csv", index=False)
+    assert run("predict", "--bundle", output, tmp_path / "book.csv", "--out", tmp_path / "scored.csv") == 2
+    assert "column 'income' holds 2 infinite value(s) (line 5: inf, line 10: -inf)" in capsys.readouterr().err
+    assert run("evaluate", output, "--data", tmp_path / "book.csv") == 2
+    assert "book.csv: column 'income' holds 2 infinite value(s) (line 5" in capsys.readouterr().err
+    # Stored as a double (Parquet), the same, by its row.
+    loans(20).assign(income=[np.inf] + [50.0] * 19).to_parquet(tmp_path / "book.parquet")
+    assert run("predict", "--bundle", output, tmp_path / "book.parquet", "--out", tmp_path / "scored.csv") == 2
+    assert "column 'income' holds 1 infinite value(s) (row 1: inf)" in capsys.readouterr().err
+    assert not (tmp_path / "scored.csv").exists()
