@@ -135,9 +135,19 @@ def read_table(path, sent: Optional[Collection[str]] = None) -> "pd.DataFrame": 
 
 def _check_separator(path: Path) -> None:
     """A CSV whose header has no ',' but a ';', a tab or a '|' is refused as `train` refuses it: pandas said
-    "Error tokenizing data. C error: Expected 2 fields in line 4, saw 3", or read one column of all the names."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    "Error tokenizing data. C error: Expected 2 fields in line 4, saw 3", or read one column of all the names.
+    So are an empty file and a header naming a column twice, as `train` refuses them (`jobs.datafiles`)."""
+    import csv
+    if path.stat().st_size == 0:        # pandas: "No columns to parse from file"
+        raise TableError(f"{path}: the file is empty (0 bytes); remove it, or write its rows (a csv file with a "
+                         "header)")
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
         header = f.readline()
+    # pandas renamed the second 'income' 'income.1' and took the first for the feature, without a word.
+    names = next(csv.reader([header]), [])
+    if twice := sorted({n for n in names if n.strip() and names.count(n) > 1}):
+        raise TableError(f"{path}: column name(s) {twice} appear more than once in its header, and which one the "
+                         "model would read is a guess; rename them so that each column has its own name")
     sep = next((ch for ch in (";", "\t", "|") if ch in header and "," not in header), None)
     if sep is not None:
         from jobs.csvfix import resave_hint

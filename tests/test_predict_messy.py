@@ -72,3 +72,28 @@ def test_an_infinite_number_is_refused_naming_where_it_is(output, tmp_path, caps
     assert run("predict", "--bundle", output, tmp_path / "book.parquet", "--out", tmp_path / "scored.csv") == 2
     assert "column 'income' holds 1 infinite value(s) (row 1: inf)" in capsys.readouterr().err
     assert not (tmp_path / "scored.csv").exists()
+
+
+def test_a_header_naming_a_column_twice_and_an_empty_file_are_refused_as_train_refuses_them(output, tmp_path,
+                                                                                              capsys):
+    """An export that wrote `income` twice (in two currencies, the second x1000): pandas named the second
+    'income.1', and predict and evaluate took the first for the feature, exit 0, where `train` refuses the file.
+    A 0-byte file (an export that failed) was 'cannot read it as csv: No columns to parse from file'."""
+    df = loans(10)
+    df.insert(2, "income_eur", df["income"] * 1000)
+    df.rename(columns={"income_eur": "income"}).to_csv(tmp_path / "book.csv", index=False)
+    assert run("predict", "--bundle", output, tmp_path / "book.csv", "--out", tmp_path / "scored.csv") == 2
+    assert "book.csv: column name(s) ['income'] appear more than once in its header" in capsys.readouterr().err
+    assert run("evaluate", output, "--data", tmp_path / "book.csv") == 2
+    assert "column name(s) ['income'] appear more than once" in capsys.readouterr().err
+    # Two trailing empty columns (',,' at each line's end) name nothing twice: read, as before.
+    (tmp_path / "trailing.csv").write_text("\n".join(line + ",," for line in
+                                                     loans(10).to_csv(index=False).splitlines()) + "\n")
+    assert run("predict", "--bundle", output, tmp_path / "trailing.csv", "--out", tmp_path / "scored.csv") == 0
+    assert len(pd.read_csv(tmp_path / "scored.csv")) == 10
+    capsys.readouterr()
+    (tmp_path / "night").mkdir()
+    loans(10).to_csv(tmp_path / "night" / "a.csv", index=False)
+    (tmp_path / "night" / "b.csv").write_bytes(b"")
+    assert run("predict", "--bundle", output, tmp_path / "night", "--out", tmp_path / "night.csv") == 2
+    assert f"{tmp_path / 'night' / 'b.csv'}: the file is empty (0 bytes); remove it" in capsys.readouterr().err
