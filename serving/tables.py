@@ -340,7 +340,8 @@ def numbers_read_as_text(df, features: list[dict]):
             if at is None:
                 at = _cell_place(df)
             where = ", ".join(f"{at(i)}: {cells.iloc[i]!r}" for i in bad.to_numpy().nonzero()[0][:3])
-            problems.append(f"column {name!r} must hold numbers; {int(bad.sum())} cell(s) do not ({where})")
+            problems.append(f"column {name!r} must hold numbers; {int(bad.sum())} cell(s) do not ({where})"
+                            + _written_hint(cells[bad], f))
         df[name] = numbers
         if not bad.any() and len(infinite := _infinite(numbers)):     # 'inf' in a CSV's text reads as a number
             at = at or _cell_place(df)
@@ -348,6 +349,28 @@ def numbers_read_as_text(df, features: list[dict]):
     if problems:        # every such column at once: one per run made a fix-and-retry loop of it
         raise TableError("; ".join(problems) + ". Fix them, or leave them empty for a missing value")
     return df
+
+
+def _written_hint(cells, feature: dict) -> str:
+    """How to mend numbers written as a screen shows them, when most bad cells are such: a percentage, whose
+    scale the training range decides ('13.70%' is 0.137 to a model trained on 0.03 to 0.25), or a decimal comma or
+    thousands separator ('24.319,51', '24,319.51'). The refusal said 'Fix them' alone."""
+    text = cells.astype(str).str.strip()
+    name, lo_hi = feature["name"], feature.get("trained_on")
+    if text.str.fullmatch(r"[-+]?\d+([.,]\d+)?\s*%").mean() > 0.5:
+        scale = "/ 100" if lo_hi and lo_hi[1] <= 1.5 else ""
+        said = f"; the model was trained on {lo_hi[0]:g} to {lo_hi[1]:g}" if lo_hi else ""
+        return (f" (percentages{said}: e.g. with pandas, df[{name!r}] = "
+                f"df[{name!r}].str.rstrip('%').astype(float){' ' + scale if scale else ''})")
+    if text.str.contains(r"^[-+]?\s*[$€£]|[$€£]$").mean() > 0.5:
+        return (f" (a currency sign: e.g. with pandas, df[{name!r}] = df[{name!r}].str.replace(r'[^0-9.eE+-]', '', "
+                "regex=True).astype(float), for a decimal point)")
+    comma = text.str.fullmatch(r"[-+]?\d{1,3}(\.\d{3})*,\d+").mean()
+    if comma > 0.5:
+        return " (a decimal comma: save the file anew, e.g. with pandas: pd.read_csv(path, decimal=',', thousands='.'))"
+    if text.str.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?").mean() > 0.5:
+        return " (a thousands separator: save the file anew, e.g. with pandas: pd.read_csv(path, thousands=','))"
+    return ""
 
 
 def _dates_for_number(column, feature: dict) -> Optional[str]:

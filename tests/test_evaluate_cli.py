@@ -130,7 +130,8 @@ def test_what_cannot_be_scored_is_named(versions, tmp_path, capsys):
         tmp_path / "commas.csv", index=False)
     assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "commas.csv")]) == EXIT_BAD_INPUT
     assert re.search(r"commas.csv: column 'x' must hold numbers; 51 cell\(s\) do not \(line 11: '\?', line 12: "
-                     r"'1,000.0', line 13: '1,100.0'\)\. Fix them, or leave them empty", capsys.readouterr().err)
+                     r"'1,000.0', line 13: '1,100.0'\) \(a thousands separator: save the file anew, e.g. with pandas: "
+                     r"pd.read_csv\(path, thousands=','\)\)\. Fix them, or leave them empty", capsys.readouterr().err)
     # A renamed column: imputed for every row, said (a version ranked below its worth otherwise).
     rows.rename(columns={"x": "x_renamed"}).to_csv(tmp_path / "renamed.csv", index=False)
     assert cli.main(["evaluate", str(paths[0]), "--data", str(tmp_path / "renamed.csv")]) == 0

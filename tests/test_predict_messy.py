@@ -97,3 +97,25 @@ def test_a_header_naming_a_column_twice_and_an_empty_file_are_refused_as_train_r
     (tmp_path / "night" / "b.csv").write_bytes(b"")
     assert run("predict", "--bundle", output, tmp_path / "night", "--out", tmp_path / "night.csv") == 2
     assert f"{tmp_path / 'night' / 'b.csv'}: the file is empty (0 bytes); remove it" in capsys.readouterr().err
+
+
+def test_numbers_written_as_a_screen_shows_them_are_refused_with_the_way_to_mend_them(output, tmp_path, capsys):
+    """'13.70%', '24.319,51' and '24,319.51' were refused with 'Fix them' alone: a percentage could then be mended
+    as 13.7 where the model was trained on 0.137 (answered with an out-of-range note, every row off)."""
+    df = loans(6)
+    df["years_employed"] = [f"{v * 100 / 40:.2f}%" for v in df["years_employed"]]     # trained on 0 to 40: no /100
+    df["income"] = [f"{v:,.2f}".replace(",", "X").replace(".", ",").replace("X", ".") for v in df["income"] * 100]
+    df.to_csv(tmp_path / "book.csv", index=False)
+    assert run("predict", "--bundle", output, tmp_path / "book.csv") == 2
+    err = capsys.readouterr().err
+    assert "(a decimal comma: save the file anew, e.g. with pandas: pd.read_csv(path, decimal=',', " in err
+    assert ("(percentages; the model was trained on 0 to 40: e.g. with pandas, df['years_employed'] = "
+            "df['years_employed'].str.rstrip('%').astype(float))") in err
+    fractions = loans(6).assign(income=[f"{v:.1f}%" for v in range(6)])
+    fractions.to_csv(tmp_path / "rates.csv", index=False)
+    assert run("evaluate", output, "--data", tmp_path / "rates.csv") == 2
+    assert ".str.rstrip('%').astype(float))" in capsys.readouterr().err       # income trained on 5 to 300
+    loans(6).assign(income=["24,319.51"] * 6).to_csv(tmp_path / "us.csv", index=False)
+    assert run("predict", "--bundle", output, tmp_path / "us.csv") == 2
+    assert "(a thousands separator: save the file anew, e.g. with pandas: pd.read_csv(path, thousands=','))" in \
+        capsys.readouterr().err

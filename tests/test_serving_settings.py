@@ -721,7 +721,8 @@ def test_a_rows_files_numbers_read_as_text_go_as_numbers_and_a_stray_cell_is_nam
     # Every such column at once (it named one a run).
     two = [*features, {"name": "b", "type": "number"}]
     with pytest.raises(TableError, match=r"^column 'a' must hold numbers; 1 cell\(s\) do not \(row 2: 'x'\); column "
-                                         r"'b' must hold numbers; 1 cell\(s\) do not \(row 1: '\$5'\). Fix them"):
+                                         r"'b' must hold numbers; 1 cell\(s\) do not \(row 1: '\$5'\) \(a currency sign: "
+                                         r".*\)\. Fix them"):
         numbers_read_as_text(pd.DataFrame({"a": ["1", "x"], "b": ["$5", "6"]}), two)
 
 
